@@ -1,0 +1,33 @@
+# Two commands do all set-up: `make demo` and `make test`. Both build .venv on first use.
+# On a machine whose Python already has the dependencies (the GPU machine): make test PY=python3 SETUP=
+VENV  ?= .venv
+PY    ?= $(VENV)/bin/python
+SETUP ?= $(VENV)/.installed
+
+.PHONY: demo test stress lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(SETUP)
+	$(PY) bench/seed.py
+
+test: $(SETUP)
+	$(PY) -m pytest
+
+stress: $(SETUP)
+	UMX_STRESS_PROGRAMS=5000 $(PY) -m pytest tests/test_stress.py -q
+
+lint: $(SETUP)
+	$(PY) -m ruff check umx tests bench
+
+bench: $(SETUP)
+	$(PY) bench/streams.py
+	$(PY) bench/overhead.py
+	$(PY) bench/seed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

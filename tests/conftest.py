@@ -1,0 +1,38 @@
+"""Shared fixtures: ``device`` runs a test on every available device; ``check`` compares with NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import umx as mx
+
+DEVICES = [mx.cpu] + ([mx.gpu] if mx.is_available(mx.gpu) else [])
+ALL_DEVICES = [pytest.param(mx.cpu, id="cpu"),
+               pytest.param(mx.gpu, id="gpu", marks=pytest.mark.skipif(not mx.is_available(mx.gpu),
+                                                                      reason="no CUDA GPU (CuPy and a device)"))]
+
+
+@pytest.fixture(params=ALL_DEVICES)
+def device(request):
+    """Each test taking ``device`` runs on the CPU and, where there is one, on the GPU."""
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def assert_close(actual, expected, rtol=1e-5, atol=1e-6, dtype=None):
+    """Compare a umx array with a NumPy value: same shape, values within tolerance, and dtype if given."""
+    got = np.asarray(actual)
+    exp = np.asarray(expected)
+    assert got.shape == exp.shape, f"shape {got.shape} != {exp.shape}"
+    if dtype is not None:
+        assert actual.dtype == dtype, f"dtype {actual.dtype} != {dtype}"
+    if got.dtype.kind in "biu" and exp.dtype.kind in "biu":
+        np.testing.assert_array_equal(got, exp)
+    else:
+        np.testing.assert_allclose(got.astype(np.complex128 if got.dtype.kind == "c" else np.float64),
+                                   exp, rtol=rtol, atol=atol, equal_nan=True)

@@ -1,0 +1,38 @@
+"""umx: MLX's programming model on Linux CPUs and NVIDIA GPUs.
+
+Arrays have no location; each op chooses where it runs with ``stream=``; ops build a lazy graph that ``eval``
+runs, with the dependencies between streams inserted by the scheduler. ``import umx as mx`` stands in for
+``import mlx.core as mx``.
+"""
+
+from . import dtypes as _dtypes
+from .array import array
+from .devices import (
+    Device, DeviceType, Stream, StreamContext, clear_streams, cpu, default_device, default_stream, device_count,
+    device_info, gpu, is_available, new_stream, set_default_device, set_default_stream, stream, synchronize,
+)
+from .dtypes import (
+    Dtype, DtypeCategory, bfloat16, bool_, can_cast, complex64, complexfloating, finfo, float16, float32, float64,
+    floating, generic, iinfo, inexact, int8, int16, int32, int64, integer, isdtype, issubdtype, number,
+    result_type, signedinteger, uint8, uint16, uint32, uint64, unsignedinteger,
+)
+from .memory import (
+    clear_cache, get_active_memory, get_array_buffer_size, get_cache_memory, get_memory_limit, get_peak_memory,
+    reset_peak_memory, set_cache_limit, set_memory_limit, set_wired_limit,
+)
+from .ops import *  # noqa: F403
+from .ops import ArrayAt, random
+from .printing import get_printoptions, printoptions, set_printoptions
+from .scheduler import async_eval, eval
+
+import math as _math
+
+pi = _math.pi
+e = _math.e
+inf = _math.inf
+nan = _math.nan
+euler_gamma = 0.5772156649015329
+newaxis = None
+complex64 = _dtypes.complex64
+
+__version__ = "0.1.0"

@@ -1,0 +1,290 @@
+"""The lazy array: a node of the computation graph, and once evaluated, the holder of its data.
+
+An unevaluated array records its primitive, its inputs, its stream, its shape and its dtype. Evaluation (see
+``umx.scheduler``) fills ``_data`` with the result on the device that computed it and then detaches the node from
+its inputs, so that the graph behind it can be freed. Copies of the data at other locations are kept in
+``_copies`` (see ``umx.memory``): arrays are immutable, so a copy never goes stale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as _dt
+from . import memory
+
+__all__ = ["array"]
+
+
+class array:  # noqa: N801 (MLX's name)
+    """An N-dimensional array, evaluated lazily.
+
+    ``mx.array(val, dtype=None)`` makes an array from a Python scalar, a (nested) list or tuple, a NumPy array,
+    another umx array or any object with ``__array__`` or ``__dlpack__``. Python floats become float32, ints int32
+    (int64 when they do not fit), and NumPy float64 arrays become float32, as in MLX.
+
+    Args:
+        val: the values.
+        dtype (Dtype, optional): the element type; by default inferred as above.
+    """
+
+    __slots__ = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq",
+                 "_siblings", "__weakref__")
+
+    def __init__(self, val, dtype=None):
+        dt = None if dtype is None else _dt.to_dtype(dtype)
+        if isinstance(val, array):
+            data = np.asarray(val)  # evaluates
+            src = val.dtype
+        else:
+            data, src = _to_numpy(val)
+        if dt is not None and dt is not src:
+            data = _cast_host(data, dt)
+            src = dt
+        elif src is _dt.bfloat16:
+            data = _round_bf16(data)
+        _init_evaluated(self, data, src)
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """The array's dimensions, a tuple of ints."""
+        return self._shape
+
+    @property
+    def dtype(self) -> _dt.Dtype:
+        """The element type."""
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        n = 1
+        for s in self._shape:
+            n *= s
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        """The bytes per element."""
+        return self._dtype.size
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the whole array (``size * itemsize``)."""
+        return self.size * self._dtype.size
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def _host(self) -> np.ndarray:
+        """The evaluated data as a NumPy array (evaluating and copying to the host if needed)."""
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        if type(d) is not np.ndarray:
+            d = np.asarray(memory.host_copy(self))
+        return d
+
+    def item(self):
+        """The value of a one-element array as a Python scalar."""
+        if self.size != 1:
+            raise ValueError("item: only length-1 arrays can be converted to Python scalars; "
+                             f"this one has shape {self._shape}")
+        return self._host().item()
+
+    def tolist(self):
+        """The values as nested Python lists (a scalar for a 0-d array)."""
+        return self._host().tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        d = self._host()
+        if dtype is not None:
+            return d.astype(dtype)
+        return d.copy() if copy else d
+
+    def __buffer__(self, flags):
+        return memoryview(self._host())
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError("The truth value of an array with more than one element is ambiguous; "
+                             f"this one has shape {self._shape}")
+        return bool(self._host())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self._dtype.kind not in "iub":
+            raise TypeError(f"only integer arrays can be used as an index, not {self._dtype.name}")
+        return int(self.item())
+
+    def __complex__(self) -> complex:
+        return complex(self.item())
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of unsized (0-d) array")
+        return self._shape[0]
+
+    def __iter__(self):
+        if not self._shape:
+            raise TypeError("iteration over a 0-d array")
+        for i in range(self._shape[0]):
+            yield self[i]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        from .printing import array_repr
+
+        return array_repr(self)
+
+    def __str__(self) -> str:
+        from .printing import array_str
+
+        return array_str(self)
+
+    def __del__(self):
+        if self._data is not None:
+            memory.release(self._data)
+
+
+def _eval(arrays) -> None:
+    from .scheduler import eval_arrays
+
+    eval_arrays(arrays)
+
+
+def _init_evaluated(a: array, data, dtype: _dt.Dtype) -> None:
+    """Make ``a`` an evaluated array holding host ``data``."""
+    a._prim = None
+    a._inputs = ()
+    a._shape = data.shape
+    a._dtype = dtype
+    a._stream = None
+    a._data = data
+    a._copies = None
+    a._exec = None
+    a._seq = 0
+    a._siblings = None
+    memory.acquire(data)
+
+
+def from_data(data, dtype: _dt.Dtype) -> array:
+    """An evaluated array around backend ``data`` (NumPy or a device array), without copying."""
+    a = array.__new__(array)
+    a._prim = None
+    a._inputs = ()
+    a._shape = tuple(data.shape)
+    a._dtype = dtype
+    a._stream = None
+    a._data = data
+    a._copies = None
+    a._exec = None
+    a._seq = 0
+    a._siblings = None
+    memory.acquire(data)
+    return a
+
+
+def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
+    """A new unevaluated array: ``prim`` applied to ``inputs`` on ``stream``. The hot path of every op."""
+    a = array.__new__(array)
+    a._prim = prim
+    a._inputs = inputs
+    a._shape = shape
+    a._dtype = dtype
+    a._stream = stream
+    a._data = None
+    a._copies = None
+    a._exec = None
+    a._seq = 0
+    a._siblings = None
+    return a
+
+
+def _to_numpy(val):
+    """Host data and umx dtype for a Python or NumPy value, by MLX's inference rules."""
+    if isinstance(val, np.ndarray) or isinstance(val, np.generic):
+        arr = np.asarray(val)
+        if arr.dtype == np.float64:
+            return arr.astype(np.float32), _dt.float32
+        if arr.dtype.kind == "c" and arr.dtype != np.complex64:
+            return arr.astype(np.complex64), _dt.complex64
+        return arr, _dt.from_numpy(arr.dtype)
+    if isinstance(val, bool):
+        return np.array(val), _dt.bool_
+    if isinstance(val, int):
+        if -(2**31) <= val < 2**31:
+            return np.array(val, np.int32), _dt.int32
+        return np.array(val, np.int64), _dt.int64
+    if isinstance(val, float):
+        return np.array(val, np.float32), _dt.float32
+    if isinstance(val, complex):
+        return np.array(val, np.complex64), _dt.complex64
+    if hasattr(val, "__dlpack__") and not isinstance(val, (list, tuple)) and not hasattr(val, "__array__"):
+        return _to_numpy(np.from_dlpack(val))
+    if hasattr(val, "__cuda_array_interface__"):
+        return _to_numpy(val.get())  # a CuPy array: copied to the host once
+    arr = np.array(val)
+    if arr.dtype == object:
+        raise ValueError("array: could not make an array from a ragged or mixed sequence "
+                         f"(got {type(val).__name__})")
+    if isinstance(val, (list, tuple)) and _contains_umx(val):
+        dts = _umx_dtypes(val)
+        dt = dts[0]
+        for d in dts[1:]:
+            dt = _dt.promote(dt, d)
+        return arr.astype(dt.np), dt
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32), _dt.float32
+    if arr.dtype.kind in "iu":
+        if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
+            return arr.astype(np.int64), _dt.int64
+        return arr.astype(np.int32), _dt.int32
+    if arr.dtype.kind == "c":
+        return arr.astype(np.complex64), _dt.complex64
+    return arr, _dt.from_numpy(arr.dtype)
+
+
+def _contains_umx(val) -> bool:
+    for v in val:
+        if isinstance(v, array):
+            return True
+        if isinstance(v, (list, tuple)) and _contains_umx(v):
+            return True
+    return False
+
+
+def _umx_dtypes(val) -> list:
+    out = []
+    for v in val:
+        if isinstance(v, array):
+            out.append(v.dtype)
+        elif isinstance(v, (list, tuple)):
+            out.extend(_umx_dtypes(v))
+    return out
+
+
+def _round_bf16(data: np.ndarray) -> np.ndarray:
+    """Round float32 values to the nearest bfloat16 (ties to even), kept in float32 storage."""
+    data = np.asarray(data, np.float32)
+    bits = data.view(np.uint32)
+    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) & np.uint32(0xFFFF0000)
+    out = rounded.view(np.float32)
+    return np.where(np.isnan(data), data, out)
+
+
+def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        out = data.astype(dt.np)
+    return _round_bf16(out) if dt is _dt.bfloat16 else out

@@ -1,0 +1,59 @@
+"""The CPU stream's executor: runs NumPy kernels on the stream's worker thread."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import backends, memory
+from ...dtypes import bfloat16
+from ..executor import WorkerExecutor, failure_of, set_result
+from ..xp import bind, round_bf16
+
+KERNELS = bind(np)
+_HOST = (np.ndarray, np.generic)
+
+
+class CpuExecutor(WorkerExecutor):
+    """A CPU stream: one worker thread running NumPy kernels in stream order."""
+
+    def __init__(self, stream):
+        super().__init__(stream, f"umx-cpu-stream-{stream.index}")
+        backends.register_executor(self)
+
+    def is_local(self, data) -> bool:
+        return isinstance(data, _HOST)
+
+    def setup_thread(self) -> None:
+        # Integer division by zero and float overflow give MLX's values, not warnings.
+        np.seterr(all="ignore")
+
+    def run_batch(self, tasks: list) -> None:
+        table = KERNELS
+        host_copy = memory.host_copy
+        for t in tasks:
+            if type(t) is tuple:
+                n, waits = t
+                ins = n._inputs
+                try:
+                    for ex, seq in waits:
+                        ex.wait(seq)
+                    out = table[n._prim.__class__](n._prim, *[host_copy(x) for x in ins])
+                except BaseException as e:
+                    out = failure_of(n, ins, e)
+            else:
+                n = t
+                ins = n._inputs
+                try:
+                    out = table[n._prim.__class__](n._prim, *[x._data for x in ins])
+                except BaseException as e:
+                    out = failure_of(n, ins, e)
+            if n._dtype is bfloat16 and type(out) is not tuple and not hasattr(out, "error"):
+                out = round_bf16(np, out)
+            if n._siblings is None:
+                n._data = out
+                memory.acquire(out)
+                n._inputs = ()
+                n._prim = None
+            else:
+                set_result(n, out)
+            self.finished(n._seq)

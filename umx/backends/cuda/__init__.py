@@ -1,0 +1,46 @@
+"""The CUDA backend: CuPy kernels on non-blocking CUDA streams. The only place umx imports CuPy."""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def _cupy():
+    """CuPy if it imports and sees a CUDA device, else None."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+    except Exception:  # no CuPy, no driver, or no device: the GPU is simply unavailable
+        return None
+    return None
+
+
+def available() -> bool:
+    return _cupy() is not None
+
+
+def device_count() -> int:
+    cp = _cupy()
+    return cp.cuda.runtime.getDeviceCount() if cp is not None else 0
+
+
+def device_info(index: int = 0) -> dict:
+    cp = _cupy()
+    props = cp.cuda.runtime.getDeviceProperties(index)
+    free, total = cp.cuda.Device(index).mem_info
+    return {
+        "architecture": f"sm_{props['major']}{props['minor']}",
+        "device_name": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+        "memory_size": total,
+        "free_memory": free,
+        "total_memory": total,
+    }
+
+
+def make_executor(stream):
+    from .executor import CudaExecutor
+
+    return CudaExecutor(stream)

@@ -1,0 +1,54 @@
+"""Kernels written once against NumPy's API, bound to NumPy by the CPU backend and to CuPy by the CUDA backend.
+
+CuPy mirrors NumPy's names and semantics, so most primitives need one kernel for both devices. A kernel is
+registered per primitive class, as a function ``fn(xp, prim, *inputs)`` (``@kernel``) or as a factory
+``make(xp, cls) -> fn(prim, *inputs)`` (``@kernel_factory``) for families where the factory looks the function up
+once. A backend calls :func:`bind` with its array module and overrides what its library lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+_FACTORIES: dict = {}
+
+
+def kernel(*classes):
+    """Register ``fn(xp, prim, *inputs)`` as the kernel of each primitive class in ``classes``."""
+
+    def deco(fn):
+        for cls in classes:
+            _FACTORIES[cls] = lambda xp, cls, fn=fn: functools.partial(fn, xp)
+        return fn
+
+    return deco
+
+
+def kernel_factory(*classes):
+    """Register ``make(xp, cls)``, which returns the kernel ``fn(prim, *inputs)`` of each class in ``classes``."""
+
+    def deco(make):
+        for cls in classes:
+            _FACTORIES[cls] = make
+        return make
+
+    return deco
+
+
+def bind(xp) -> dict:
+    """The kernel table for array module ``xp``: primitive class -> ``fn(prim, *inputs)``."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):  # every module here registers its kernels when imported
+        importlib.import_module(f"{__name__}.{mod.name}")
+    return {cls: make(xp, cls) for cls, make in _FACTORIES.items()}
+
+
+def round_bf16(xp, x):
+    """Round float32 values to bfloat16 precision (nearest, ties to even), in float32 storage."""
+    x = xp.asarray(x, dtype=xp.float32)
+    bits = x.view(xp.uint32)
+    one = xp.uint32(1)
+    r = (bits + (xp.uint32(0x7FFF) + ((bits >> xp.uint32(16)) & one))) & xp.uint32(0xFFFF0000)
+    return xp.where(x != x, x, r.view(xp.float32))

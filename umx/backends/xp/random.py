@@ -1,0 +1,37 @@
+"""Threefry-2x32 (Salmon et al., 2011), written with array ops so that NumPy and CuPy give the same bits."""
+
+from __future__ import annotations
+
+from ...primitives.random import RandomBits
+from . import kernel
+
+ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+PARITY = 0x1BD11BDA
+
+
+def threefry2x32(xp, k0, k1, x0, x1):
+    """Encrypt counter pairs ``(x0, x1)`` (uint32 arrays) under key ``(k0, k1)`` (uint32 0-d arrays): 20 rounds."""
+    u32 = xp.uint32
+    ks = (k0, k1, k0 ^ k1 ^ u32(PARITY))
+    x0 = x0 + ks[0]
+    x1 = x1 + ks[1]
+    for i in range(5):
+        for r in ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = (x1 << u32(r)) | (x1 >> u32(32 - r))
+            x1 = x1 ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + u32(i + 1)
+    return x0, x1
+
+
+@kernel(RandomBits)
+def _random_bits(xp, prim, key):
+    n = 1
+    for s in prim.shape:
+        n *= s
+    half = (n + 1) // 2
+    key = key.reshape(-1)
+    counters = xp.arange(half, dtype=xp.uint32)
+    a, b = threefry2x32(xp, key[0], key[1], counters, counters + xp.uint32(half))
+    return xp.concatenate([a, b])[:n].reshape(prim.shape)

@@ -1,0 +1,54 @@
+"""Reduction kernels."""
+
+from __future__ import annotations
+
+from ...primitives import reduction as r
+from . import kernel
+
+
+@kernel(r.Sum, r.Prod)
+def _sum_prod(xp, prim, x):
+    fn = xp.sum if type(prim) is r.Sum else xp.prod
+    return fn(x, axis=prim.axes, dtype=x.dtype, keepdims=prim.keepdims)
+
+
+@kernel(r.Max, r.Min, r.All, r.Any, r.Mean)
+def _reduce(xp, prim, x):
+    if x.size == 0 and type(prim) in (r.Max, r.Min):
+        raise ValueError(f"{prim.name}: cannot reduce an empty array of shape {x.shape} over axes {prim.axes}")
+    return getattr(xp, prim.fn)(x, axis=prim.axes, keepdims=prim.keepdims)
+
+
+@kernel(r.Var)
+def _var(xp, prim, x):
+    return xp.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
+
+
+@kernel(r.ArgMax, r.ArgMin)
+def _arg(xp, prim, x):
+    return getattr(xp, prim.fn)(x, axis=prim.axis, keepdims=prim.keepdims).astype(xp.uint32)
+
+
+@kernel(r.LogSumExp)
+def _logsumexp(xp, prim, x):
+    if x.size == 0:
+        return xp.full(_reduced_shape(x.shape, prim.axes, prim.keepdims), -xp.inf, dtype=x.dtype)
+    m = xp.max(x, axis=prim.axes, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    s = xp.log(xp.sum(xp.exp(x - m), axis=prim.axes, keepdims=True)) + m
+    return s if prim.keepdims else xp.squeeze(s, axis=prim.axes)
+
+
+@kernel(r.Softmax)
+def _softmax(xp, prim, x):
+    dt = x.dtype
+    if dt.itemsize < 4:
+        x = x.astype(xp.float32)
+    e = xp.exp(x - xp.max(x, axis=prim.axes, keepdims=True))
+    return (e / xp.sum(e, axis=prim.axes, keepdims=True)).astype(dt, copy=False)
+
+
+def _reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)

@@ -1,0 +1,263 @@
+"""Devices, streams, the defaults and the ``stream()`` context.
+
+A :class:`Stream` is an ordered queue of work on one device; each owns an executor (a worker thread on the CPU, a
+CUDA stream and its dispatcher on a GPU), created on first use. Streams are plain values: any thread may use any
+stream. Defaults are read once, where a public op resolves its ``stream=`` argument (:func:`resolve_stream`).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+
+from . import backends
+
+__all__ = [
+    "DeviceType", "Device", "Stream", "cpu", "gpu", "default_device", "set_default_device", "default_stream",
+    "set_default_stream", "new_stream", "stream", "StreamContext", "is_available", "device_count", "device_info",
+    "synchronize", "clear_streams",
+]
+
+
+class DeviceType(enum.Enum):
+    """The kinds of device: ``mx.cpu`` and ``mx.gpu``."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+
+    def __repr__(self) -> str:
+        return f"DeviceType.{self.value}"
+
+    def __str__(self) -> str:
+        return f"DeviceType.{self.value}"
+
+
+cpu = DeviceType.cpu
+gpu = DeviceType.gpu
+
+
+class Device:
+    """A device: a type and an index, e.g. ``Device(gpu, 1)``."""
+
+    __slots__ = ("type", "index", "__weakref__")
+
+    def __new__(cls, type: DeviceType, index: int = 0):
+        key = (type, index)
+        dev = _DEVICES.get(key)
+        if dev is None:
+            if not isinstance(type, DeviceType):
+                raise TypeError(f"Device: type must be mx.cpu or mx.gpu, got {type!r}")
+            dev = object.__new__(cls)
+            dev.type, dev.index = type, index
+            dev = _DEVICES.setdefault(key, dev)
+        return dev
+
+    def __repr__(self) -> str:
+        return f"Device({self.type.value}, {self.index})"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, DeviceType):
+            return self.type is other and self.index == 0
+        return self is other
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+    def __reduce__(self):
+        return (Device, (self.type, self.index))
+
+
+_DEVICES: dict = {}
+_stream_counter = itertools.count()
+_lock = threading.Lock()  # guards defaults and stream creation, never held while work runs
+
+
+class Stream:
+    """An ordered queue of work on ``device``. Made by :func:`new_stream` or :func:`default_stream`."""
+
+    __slots__ = ("device", "index", "_executor", "__weakref__")
+
+    def __init__(self, device: Device, index: int):
+        self.device = device
+        self.index = index
+        self._executor = None  # made on first use by the backend of device
+
+    @property
+    def executor(self):
+        ex = self._executor
+        if ex is None:
+            with _lock:
+                if self._executor is None:
+                    self._executor = backends.get(self.device.type).make_executor(self)
+                ex = self._executor
+        return ex
+
+    def __repr__(self) -> str:
+        return f"Stream({self.device!r}, {self.index})"
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def is_available(device) -> bool:
+    """Whether ``device`` (a Device or DeviceType) can run work on this machine."""
+    dev = _as_device(device)
+    be = backends.get(dev.type)
+    return be.available() and dev.index < be.device_count()
+
+
+def device_count(device_type: DeviceType) -> int:
+    """How many devices of ``device_type`` this machine has."""
+    be = backends.get(device_type)
+    return be.device_count() if be.available() else 0
+
+
+def device_info(device=None) -> dict:
+    """A dict describing ``device`` (default: the default device), e.g. ``device_name`` and memory sizes."""
+    dev = _checked_device(device if device is not None else default_device())
+    return backends.get(dev.type).device_info(dev.index)
+
+
+def _as_device(device) -> Device:
+    if isinstance(device, Device):
+        return device
+    if isinstance(device, DeviceType):
+        return Device(device, 0)
+    if isinstance(device, Stream):
+        return device.device
+    raise TypeError(f"expected a Device, DeviceType or Stream, got {type(device).__name__}")
+
+
+def _checked_device(device) -> Device:
+    dev = _as_device(device)
+    if not is_available(dev):
+        raise ValueError(f"{dev!r} is not available on this machine"
+                         + ("" if dev.type is cpu else " (no usable CUDA GPU: install CuPy and a CUDA driver)"))
+    return dev
+
+
+# Per-device default streams and the default device. Set under _lock, read without it (one attribute load).
+_default_streams: dict[Device, Stream] = {}
+_default_device: list[Device] = []
+
+
+def _initial_default_device() -> Device:
+    if not _default_device:
+        with _lock:
+            if not _default_device:
+                _default_device.append(Device(gpu, 0) if is_available(gpu) else Device(cpu, 0))
+    return _default_device[0]
+
+
+def default_device() -> Device:
+    """The device that ops use when given no ``stream``: the GPU when there is one, else the CPU."""
+    return _default_device[0] if _default_device else _initial_default_device()
+
+
+def set_default_device(device) -> None:
+    """Make ``device`` (a Device or DeviceType) the default. Raises ValueError if it is not available."""
+    dev = _checked_device(device)
+    with _lock:
+        _default_device[:] = [dev]
+
+
+def default_stream(device) -> Stream:
+    """The default stream of ``device``."""
+    dev = _checked_device(device)
+    s = _default_streams.get(dev)
+    if s is None:
+        with _lock:
+            s = _default_streams.get(dev)
+            if s is None:
+                s = _default_streams[dev] = Stream(dev, next(_stream_counter))
+    return s
+
+
+def set_default_stream(s: Stream) -> None:
+    """Make ``s`` the default stream of its device (the default device is unchanged)."""
+    if not isinstance(s, Stream):
+        raise TypeError(f"set_default_stream: expected a Stream, got {type(s).__name__}")
+    with _lock:
+        _default_streams[s.device] = s
+
+
+def new_stream(device) -> Stream:
+    """A new stream on ``device``; work on it may run in parallel with work on every other stream."""
+    dev = _checked_device(device)
+    with _lock:
+        return Stream(dev, next(_stream_counter))
+
+
+def resolve_stream(s) -> Stream:
+    """The stream an op runs on, from its ``stream=`` argument: None, a Stream, a Device or a DeviceType."""
+    if s is None:
+        dev = _default_device[0] if _default_device else _initial_default_device()
+        st = _default_streams.get(dev)
+        return st if st is not None else default_stream(dev)
+    if type(s) is Stream:
+        return s
+    if isinstance(s, DeviceType):
+        s = Device(s, 0)
+    if isinstance(s, Device):
+        st = _default_streams.get(s)
+        return st if st is not None else default_stream(s)
+    raise TypeError(f"stream must be None, a Stream, a Device or a DeviceType, got {type(s).__name__}")
+
+
+class StreamContext:
+    """``with mx.stream(s):`` makes ``s`` (a Stream or Device) the default, restoring the old defaults on exit."""
+
+    def __init__(self, s):
+        self._target = s
+        self._saved = None
+
+    def __enter__(self):
+        s = self._target
+        st = s if isinstance(s, Stream) else default_stream(s)
+        dev = st.device
+        _checked_device(dev)
+        with _lock:
+            self._saved = (list(_default_device), dev, _default_streams.get(dev))
+            _default_device[:] = [dev]
+            _default_streams[dev] = st
+        return st
+
+    def __exit__(self, *exc):
+        saved_device, dev, saved_stream = self._saved
+        with _lock:
+            _default_device[:] = saved_device
+            if saved_stream is None:
+                _default_streams.pop(dev, None)
+            else:
+                _default_streams[dev] = saved_stream
+        return False
+
+
+def stream(s) -> StreamContext:
+    """A context manager that makes ``s`` (a Stream, Device or DeviceType) the default stream and device.
+
+    Example:
+        >>> with mx.stream(mx.cpu):
+        ...     c = a + b   # runs on the CPU's default stream
+    """
+    return StreamContext(s)
+
+
+def synchronize(s: Stream | None = None) -> None:
+    """Wait until all work submitted to ``s`` (default: every stream) has finished."""
+    if s is None:
+        for ex in backends.executors():
+            ex.synchronize()
+        return
+    s = resolve_stream(s)
+    if s._executor is not None:
+        s._executor.synchronize()
+
+
+def clear_streams() -> None:
+    """Synchronize every stream (umx keeps streams alive; MLX frees their resources here)."""
+    synchronize()

@@ -1,0 +1,167 @@
+"""Memory: where each array's data lives, its copies at other locations, and the statistics and limits.
+
+An evaluated array holds its data at its home location (``array._data``: a NumPy array on the host, a device
+array on a GPU) and, once some op on another device has needed it, a copy there (``array._copies``). Copies are made
+by the backend that owns the data (registered here with :func:`register_location`), at most once per location.
+
+Host bytes are counted here as arrays gain and lose data; device backends report their own pools.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+__all__ = [
+    "get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory", "set_memory_limit",
+    "get_memory_limit", "set_cache_limit", "clear_cache", "set_wired_limit", "get_array_buffer_size",
+]
+
+_lock = threading.Lock()  # MUST be held to change the counters: worker threads free and fill arrays at once
+_host_active = 0
+_host_peak = 0
+_memory_limit = 0  # 0: no limit set
+_cache_limit = 0
+
+# type of a device array -> object with to_host(data, array), location(data), active(), peak(), cache(), ...
+_locations: dict[type, object] = {}
+
+
+def register_location(data_type: type, handler) -> None:
+    """Called by a device backend: arrays of ``data_type`` live on ``handler``'s devices."""
+    _locations[data_type] = handler
+
+
+def handler_for(data):
+    """The location handler of a device array (None for host data)."""
+    return _locations.get(type(data))
+
+
+def acquire(data) -> None:
+    """Count ``data``, an array's newly set result, if it is host memory that it owns."""
+    global _host_active, _host_peak
+    if type(data) is np.ndarray and data.base is None:
+        with _lock:
+            _host_active += data.nbytes
+            if _host_active > _host_peak:
+                _host_peak = _host_active
+
+
+def release(data) -> None:
+    """Un-count ``data`` when its array is freed."""
+    global _host_active
+    if type(data) is np.ndarray and data.base is None:
+        with _lock:
+            _host_active -= data.nbytes
+
+
+def host_copy(a) -> np.ndarray:
+    """The data of evaluated array ``a`` on the host, copied there (once) if it lives on a device."""
+    d = a._data
+    if type(d) is np.ndarray or isinstance(d, np.generic):
+        return d
+    copies = a._copies
+    if copies is not None:
+        h = copies.get("host")
+        if h is not None:
+            return h
+    handler = _locations.get(type(d))
+    if handler is None:
+        np.asarray(d)  # a failure placeholder raises its error here
+        raise TypeError(f"cannot read data of type {type(d).__name__} on the host")
+    h = handler.to_host(a)
+    set_copy(a, "host", h)
+    return h
+
+
+def set_copy(a, location, data) -> None:
+    """Record ``data`` as ``a``'s copy at ``location`` (``'host'`` or a Device)."""
+    copies = a._copies
+    if copies is None:
+        a._copies = {location: data}
+    else:
+        copies[location] = data
+
+
+def get_active_memory() -> int:
+    """Bytes held by live arrays, on the host and every device."""
+    return _host_active + sum(h.active() for h in _locations.values())
+
+
+def get_peak_memory() -> int:
+    """The most bytes held at once since the start or the last :func:`reset_peak_memory`."""
+    return _host_peak + sum(h.peak() for h in _locations.values())
+
+
+def reset_peak_memory() -> None:
+    """Start measuring the peak afresh from the current usage."""
+    global _host_peak
+    with _lock:
+        _host_peak = _host_active
+    for h in _locations.values():
+        h.reset_peak()
+
+
+def get_cache_memory() -> int:
+    """Bytes kept in allocator caches for reuse (device pools; the host relies on the system allocator)."""
+    return sum(h.cache() for h in _locations.values())
+
+
+def set_memory_limit(limit: int) -> int:
+    """Set the memory limit in bytes, returning the previous one. See ``get_memory_limit``."""
+    global _memory_limit
+    if limit < 0:
+        raise ValueError(f"set_memory_limit: the limit must be non-negative, got {limit}")
+    prev = get_memory_limit()
+    _memory_limit = int(limit)
+    for h in _locations.values():
+        h.set_limit(_memory_limit)
+    return prev
+
+
+def get_memory_limit() -> int:
+    """The memory limit in bytes (by default, the machine's physical memory)."""
+    return _memory_limit or _physical_memory()
+
+
+def memory_limit_set() -> int:
+    """The user's limit, or 0 when none was set."""
+    return _memory_limit
+
+
+def set_cache_limit(limit: int) -> int:
+    """Set the allocator cache limit in bytes, returning the previous one."""
+    global _cache_limit
+    if limit < 0:
+        raise ValueError(f"set_cache_limit: the limit must be non-negative, got {limit}")
+    prev = _cache_limit or get_memory_limit()
+    _cache_limit = int(limit)
+    return prev
+
+
+def set_wired_limit(limit: int) -> int:
+    """Accepted for MLX compatibility; wiring memory has no meaning here. Returns the previous value (0)."""
+    if limit < 0:
+        raise ValueError(f"set_wired_limit: the limit must be non-negative, got {limit}")
+    return 0
+
+
+def clear_cache() -> None:
+    """Return cached, unused blocks of the device pools to the system."""
+    for h in _locations.values():
+        h.clear_cache()
+
+
+def get_array_buffer_size(a) -> int:
+    """The bytes of ``a``'s data buffer."""
+    return a.nbytes
+
+
+def _physical_memory() -> int:
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -1,0 +1,10 @@
+"""The public ops, by family. Each module checks arguments, infers shapes and dtypes, and builds graph nodes."""
+
+from . import random
+from .creation import *  # noqa: F403
+from .elementwise import *  # noqa: F403
+from .indexing import ArrayAt
+from .linalg import *  # noqa: F403
+from .reduction import *  # noqa: F403
+from .shape import *  # noqa: F403
+from . import _methods  # noqa: F401,E402 (attaches operators and methods to array)

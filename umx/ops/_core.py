@@ -1,0 +1,133 @@
+"""What every public op shares: argument conversion, scalars, broadcasting, axes, and node building.
+
+Public ops check their arguments here, at the call, so that bad input raises where the user called the op, with
+the op's name, the shapes and the dtypes in the message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..array import array, from_data, node
+from ..devices import resolve_stream
+from ..primitives import AsType, BroadcastTo, Reshape
+
+__all__ = ["array", "node", "resolve_stream", "as_array", "scalar", "broadcast_shapes", "axes_of", "axis_of",
+           "cast", "reshape_node", "broadcast_node", "shape_of", "describe"]
+
+_SCALARS = (bool, int, float, complex)
+_const_cache: dict = {}
+
+
+def scalar(value, dtype: dt.Dtype) -> array:
+    """An evaluated 0-d constant (cached: Python scalars in expressions cost no allocation after the first)."""
+    key = (type(value), value, dtype)
+    c = _const_cache.get(key)
+    if c is None:
+        if len(_const_cache) > 4096:
+            _const_cache.clear()
+        with np.errstate(all="ignore"):
+            data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
+        c = _const_cache[key] = from_data(data, dtype)
+    return c
+
+
+def as_array(x, op: str, dtype: dt.Dtype | None = None) -> array:
+    """``x`` as a umx array: arrays pass through; scalars, lists and NumPy/CuPy arrays are converted."""
+    if type(x) is array:
+        return x
+    if isinstance(x, _SCALARS) or isinstance(x, np.generic):
+        if isinstance(x, np.generic):
+            return array(x)
+        d = dtype if dtype is not None else dt.result_type(x)
+        return scalar(x, d)
+    if isinstance(x, (list, tuple, np.ndarray)) or hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
+        try:
+            return array(x)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{op}: {e}") from None
+    raise TypeError(f"{op}: expected an array or a scalar, got {type(x).__name__}")
+
+
+def describe(*arrays) -> str:
+    """'(2, 3) float32 and (4,) int32': the shapes and dtypes of ``arrays``, for error messages."""
+    return " and ".join(f"{a.shape} {a.dtype.name}" for a in arrays)
+
+
+def broadcast_shapes(*shapes: tuple, op: str = "broadcast_shapes") -> tuple:
+    """The shape that NumPy's broadcasting gives ``shapes``; ValueError naming ``op`` if there is none."""
+    nd = max(len(s) for s in shapes)
+    out = []
+    for i in range(-nd, 0):
+        size = 1
+        for s in shapes:
+            if -i <= len(s):
+                d = s[i]
+                if d != 1:
+                    if size != 1 and size != d:
+                        raise ValueError(f"{op}: shapes {' and '.join(map(str, shapes))} cannot be broadcast together")
+                    size = d
+        out.append(size)
+    return tuple(out)
+
+
+def axes_of(axis, ndim: int, op: str) -> tuple:
+    """``axis`` (None, an int or a sequence) as a sorted tuple of non-negative axes, checked against ``ndim``."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    out = []
+    for a in axis:
+        if not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{op}: axes must be integers, got {type(a).__name__}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for an array of {ndim} dimensions")
+        out.append(int(a) % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {tuple(axis)}")
+    return tuple(sorted(out))
+
+
+def axis_of(axis: int, ndim: int, op: str) -> int:
+    """One axis, made non-negative and checked."""
+    if not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be an integer, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def shape_of(shape, op: str) -> tuple:
+    """A shape argument (an int or a sequence of ints) as a tuple, with negative sizes refused."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
+    return shape
+
+
+def cast(x: array, dtype: dt.Dtype, stream) -> array:
+    """``x`` as ``dtype`` (itself if it already is)."""
+    if x._dtype is dtype:
+        return x
+    if x._data is not None and x._prim is None and not x._shape and isinstance(x._data, np.generic):
+        return scalar(x._data.item(), dtype)  # constants convert at once
+    return node(AsType(dtype), (x,), x._shape, dtype, stream)
+
+
+def reshape_node(x: array, shape: tuple, stream) -> array:
+    if x._shape == shape:
+        return x
+    return node(Reshape(shape), (x,), shape, x._dtype, stream)
+
+
+def broadcast_node(x: array, shape: tuple, stream) -> array:
+    if x._shape == shape:
+        return x
+    return node(BroadcastTo(shape), (x,), shape, x._dtype, stream)

@@ -1,0 +1,242 @@
+"""Elementwise ops: every unary and binary function of MLX, made from the primitive tables, plus ``where``,
+``clip``, ``round`` and the compositions (``isclose``-style helpers live with their families)."""
+
+from __future__ import annotations
+
+from .. import dtypes as dt
+from ..primitives import BINARY, UNARY, WHERE, Round
+from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
+
+_promote = dt._PROMOTE
+_weak = dt.weak_scalar_dtype
+_float32 = dt.float32
+_bool = dt.bool_
+_SCALARS = (bool, int, float, complex)
+
+
+def _unary(prim, name: str, a, stream):
+    if type(a) is not array:
+        a = as_array(a, name)
+    d = a._dtype
+    kind = prim.kind
+    st = resolve_stream(stream)
+    if kind == "float":
+        if d.kind not in "fc":
+            a = cast(a, _float32, st)
+            d = _float32
+    elif kind == "bool":
+        d = _bool
+    elif kind == "int" and d.kind not in "iub":
+        raise TypeError(f"{name}: needs an integer or bool array, got {describe(a)}")
+    return node(prim, (a,), a._shape, d, st)
+
+
+def _binary(prim, name: str, a, b, stream):
+    ta, tb = type(a), type(b)
+    if ta is array:
+        if tb is array:
+            da, db = a._dtype, b._dtype
+            d = da if da is db else _promote[(da, db)]
+        elif tb in _SCALARS:
+            d = _weak(b, a._dtype)
+            b = scalar(b, d)
+        else:
+            b = as_array(b, name)
+            d = _promote[(a._dtype, b._dtype)]
+    elif tb is array:
+        if ta in _SCALARS:
+            d = _weak(a, b._dtype)
+            a = scalar(a, d)
+        else:
+            a = as_array(a, name)
+            d = _promote[(a._dtype, b._dtype)]
+    else:
+        a = as_array(a, name)
+        b = as_array(b, name)
+        d = _promote[(a._dtype, b._dtype)]
+    st = resolve_stream(stream)
+    kind = prim.kind
+    if kind == "float" and d.kind not in "fc":
+        d = _float32
+    elif kind == "int" and d.kind not in "iub":
+        raise TypeError(f"{name}: needs integer or bool arrays, got {describe(a, b)}")
+    if a._dtype is not d:
+        a = cast(a, d, st)
+    if b._dtype is not d:
+        b = cast(b, d, st)
+    sa, sb = a._shape, b._shape
+    shape = sa if sa == sb else (sa if not sb else (sb if not sa else broadcast_shapes(sa, sb, op=name)))
+    return node(prim, (a, b), shape, _bool if kind == "bool" else d, st)
+
+
+def _make_unary(pname: str, name: str, np_name: str):
+    prim = UNARY[pname]
+
+    def op(a, /, *, stream=None) -> array:
+        return _unary(prim, name, a, stream)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"""Element-wise ``{name}``. See ``numpy.{np_name}``.
+
+    Args:
+        a (array): input array or scalar.
+        stream (Stream | Device | DeviceType, optional): where the op runs; default: the default stream.
+
+    Returns:
+        array: the result, with ``a``'s shape.
+    """
+    return op
+
+
+def _make_binary(pname: str, name: str, np_name: str):
+    prim = BINARY[pname]
+
+    def op(a, b, /, *, stream=None) -> array:
+        return _binary(prim, name, a, b, stream)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"""Element-wise ``{name}`` with NumPy broadcasting and MLX's type promotion. See ``numpy.{np_name}``.
+
+    Args:
+        a (array | scalar): first input.
+        b (array | scalar): second input.
+        stream (Stream | Device | DeviceType, optional): where the op runs; default: the default stream.
+
+    Returns:
+        array: the result, of the broadcast shape.
+    """
+    return op
+
+
+# public name: primitive name (NumPy's name is the primitive's fn)
+_UNARY_NAMES = {
+    "abs": "Abs", "negative": "Negative", "sign": "Sign", "square": "Square", "floor": "Floor", "ceil": "Ceil",
+    "trunc": "Trunc", "conjugate": "Conjugate", "bitwise_invert": "BitwiseInvert", "logical_not": "LogicalNot",
+    "isnan": "IsNan", "isinf": "IsInf", "isfinite": "IsFinite", "isposinf": "IsPosInf", "isneginf": "IsNegInf",
+    "exp": "Exp", "expm1": "Expm1", "log": "Log", "log2": "Log2", "log10": "Log10", "log1p": "Log1p",
+    "sqrt": "Sqrt", "rsqrt": "Rsqrt", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan",
+    "arcsin": "ArcSin", "arccos": "ArcCos", "arctan": "ArcTan", "sinh": "Sinh", "cosh": "Cosh", "tanh": "Tanh",
+    "arcsinh": "ArcSinh", "arccosh": "ArcCosh", "arctanh": "ArcTanh", "degrees": "Degrees", "radians": "Radians",
+    "sigmoid": "Sigmoid", "erf": "Erf", "erfinv": "ErfInv",
+}
+_BINARY_NAMES = {
+    "add": "Add", "subtract": "Subtract", "multiply": "Multiply", "divide": "Divide", "floor_divide": "FloorDivide",
+    "remainder": "Remainder", "power": "Power", "maximum": "Maximum", "minimum": "Minimum", "arctan2": "ArcTan2",
+    "logaddexp": "LogAddExp", "equal": "Equal", "not_equal": "NotEqual", "less": "Less", "less_equal": "LessEqual",
+    "greater": "Greater", "greater_equal": "GreaterEqual", "logical_and": "LogicalAnd", "logical_or": "LogicalOr",
+    "logical_xor": "LogicalXor", "bitwise_and": "BitwiseAnd", "bitwise_or": "BitwiseOr",
+    "bitwise_xor": "BitwiseXor", "left_shift": "LeftShift", "right_shift": "RightShift",
+}
+# MLX's other names for the same functions
+_ALIASES = {
+    "conj": "conjugate", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh",
+    "arccosh": "acosh", "arctanh": "atanh", "arctan2": "atan2", "power": "pow", "left_shift": "bitwise_left_shift",
+    "right_shift": "bitwise_right_shift",
+}
+
+__all__ = ["where", "clip", "round", "real", "imag", "positive", "stop_gradient", "true_divide"]
+for _name, _p in _UNARY_NAMES.items():
+    globals()[_name] = _make_unary(_p, _name, UNARY[_p].fn or _name)
+    __all__.append(_name)
+for _name, _p in _BINARY_NAMES.items():
+    globals()[_name] = _make_binary(_p, _name, BINARY[_p].fn)
+    __all__.append(_name)
+for _name, _alias in _ALIASES.items():
+    if _name == "conj":
+        globals()["conj"] = globals()["conjugate"]
+        __all__.append("conj")
+    else:
+        globals()[_alias] = globals()[_name]
+        __all__.append(_alias)
+true_divide = globals()["divide"]
+
+
+def real(a, /, *, stream=None) -> array:
+    """The real part of ``a`` (``a`` itself for real dtypes). See ``numpy.real``."""
+    a = as_array(a, "real")
+    if a._dtype is not dt.complex64:
+        return a
+    return node(UNARY["Real"], (a,), a._shape, dt.float32, resolve_stream(stream))
+
+
+def imag(a, /, *, stream=None) -> array:
+    """The imaginary part of ``a`` (zeros for real dtypes). See ``numpy.imag``."""
+    a = as_array(a, "imag")
+    st = resolve_stream(stream)
+    if a._dtype is not dt.complex64:
+        return _binary(BINARY["Multiply"], "imag", a, 0, st)
+    return node(UNARY["Imag"], (a,), a._shape, dt.float32, st)
+
+
+def positive(a, /, *, stream=None) -> array:
+    """``+a``: the input unchanged."""
+    return as_array(a, "positive")
+
+
+def stop_gradient(a, /, *, stream=None) -> array:
+    """``a``, with no gradient flowing through it under the function transforms."""
+    return as_array(a, "stop_gradient")
+
+
+def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX's name)
+    """Round to ``decimals`` places, halves to even. See ``numpy.round``.
+
+    Args:
+        a (array): input array.
+        decimals (int): number of decimal places (default 0).
+
+    Returns:
+        array: ``a`` rounded, same dtype.
+    """
+    a = as_array(a, "round")
+    if a._dtype.kind in "iub" and decimals >= 0:
+        return a
+    return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))
+
+
+def where(condition, x, y, /, *, stream=None) -> array:
+    """Elements of ``x`` where ``condition`` holds, else of ``y``, broadcast together. See ``numpy.where``.
+
+    Args:
+        condition (array): a bool array (other dtypes are compared with zero).
+        x (array | scalar): values where true.
+        y (array | scalar): values where false.
+
+    Returns:
+        array: of the broadcast shape and the promoted dtype of ``x`` and ``y``.
+    """
+    st = resolve_stream(stream)
+    c = as_array(condition, "where")
+    if type(x) is not array and type(y) is not array:
+        x = as_array(x, "where")
+    if type(x) is array:
+        y = scalar(y, _weak(y, x._dtype)) if type(y) in _SCALARS else as_array(y, "where")
+    else:
+        x = scalar(x, _weak(x, y._dtype)) if type(x) in _SCALARS else as_array(x, "where")
+    d = _promote[(x._dtype, y._dtype)]
+    x, y = cast(x, d, st), cast(y, d, st)
+    if c._dtype is not _bool:
+        c = cast(c, _bool, st)
+    shape = broadcast_shapes(c._shape, x._shape, y._shape, op="where")
+    return node(WHERE, (c, x, y), shape, d, st)
+
+
+def clip(a, /, a_min, a_max, *, stream=None) -> array:
+    """Limit values to ``[a_min, a_max]``; either bound may be None. See ``numpy.clip``.
+
+    Args:
+        a (array): input.
+        a_min (array | scalar | None): lower bound.
+        a_max (array | scalar | None): upper bound.
+
+    Returns:
+        array: the clipped values.
+    """
+    if a_min is None and a_max is None:
+        raise ValueError("clip: a_min and a_max cannot both be None")
+    out = as_array(a, "clip")
+    if a_min is not None:
+        out = _binary(BINARY["Maximum"], "clip", out, a_min, stream)
+    if a_max is not None:
+        out = _binary(BINARY["Minimum"], "clip", out, a_max, stream)
+    return out

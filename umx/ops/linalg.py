@@ -1,0 +1,38 @@
+"""Matrix products."""
+
+from __future__ import annotations
+
+from .. import dtypes as dt
+from ..primitives import MATMUL
+from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
+
+__all__ = ["matmul"]
+
+
+def matmul(a, b, /, *, stream=None) -> array:
+    """Matrix product with NumPy's rules: 1-d operands are promoted to matrices, batch axes broadcast.
+
+    Args:
+        a (array): left operand, at least 1-d.
+        b (array): right operand, at least 1-d.
+        stream (Stream | Device | DeviceType, optional): where the op runs.
+
+    Returns:
+        array: ``a @ b``.
+    """
+    a = as_array(a, "matmul")
+    b = as_array(b, "matmul")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-d, got {describe(a, b)}")
+    ka = a._shape[-1]
+    kb = b._shape[-2] if b.ndim >= 2 else b._shape[0]
+    if ka != kb:
+        raise ValueError(f"matmul: inner dimensions differ ({ka} and {kb}) for shapes {describe(a, b)}")
+    d = dt.promote(a._dtype, b._dtype)
+    st = resolve_stream(stream)
+    a, b = cast(a, d, st), cast(b, d, st)
+    batch = broadcast_shapes(a._shape[:-2], b._shape[:-2], op="matmul")
+    shape = batch + (a._shape[-2],) if a.ndim >= 2 else batch
+    if b.ndim >= 2:
+        shape = shape + (b._shape[-1],)
+    return node(MATMUL, (a, b), shape, d, st)

@@ -1,0 +1,168 @@
+"""Reductions: sums, products, extrema, logical reductions, statistics, arg-reductions and softmax."""
+
+from __future__ import annotations
+
+from .. import dtypes as dt
+from ..primitives import All, Any, ArgMax, ArgMin, LogSumExp, Max, Mean, Min, Prod, Softmax, Sum, Var
+from ._core import array, as_array, axes_of, axis_of, cast, node, resolve_stream
+
+__all__ = ["sum", "prod", "max", "min", "all", "any", "mean", "var", "std", "logsumexp", "argmax", "argmin",
+           "softmax"]
+
+
+def _out_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
+    if keepdims:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+def _reduce(cls, name: str, a, axis, keepdims: bool, stream, in_dtype=None, out_dtype=None) -> array:
+    a = as_array(a, name)
+    axes = axes_of(axis, a.ndim, name)
+    st = resolve_stream(stream)
+    if in_dtype is not None:
+        a = cast(a, in_dtype, st)
+    return node(cls(axes, bool(keepdims)), (a,), _out_shape(a._shape, axes, keepdims), out_dtype or a._dtype, st)
+
+
+_DOC = """{what} over the given axes. See ``numpy.{np}``.
+
+    Args:
+        a (array): input array.
+        axis (int | Sequence[int] | None): axes to reduce; default: all.
+        keepdims (bool): keep reduced axes as size 1 (default False).
+        stream (Stream | Device | DeviceType, optional): where the op runs.
+
+    Returns:
+        array: the reduction{dtype}.
+    """
+
+
+def sum(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
+    a = as_array(a, "sum")
+    d = dt.int32 if a._dtype is dt.bool_ else None
+    return _reduce(Sum, "sum", a, axis, keepdims, stream, in_dtype=d)
+
+
+def prod(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
+    a = as_array(a, "prod")
+    d = dt.int32 if a._dtype is dt.bool_ else None
+    return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=d)
+
+
+def max(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
+    return _reduce(Max, "max", a, axis, keepdims, stream)
+
+
+def min(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
+    return _reduce(Min, "min", a, axis, keepdims, stream)
+
+
+def all(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
+    return _reduce(All, "all", a, axis, keepdims, stream, out_dtype=dt.bool_)
+
+
+def any(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
+    return _reduce(Any, "any", a, axis, keepdims, stream, out_dtype=dt.bool_)
+
+
+def _float_dtype(a: array) -> dt.Dtype:
+    return a._dtype if a._dtype.kind in "fc" else dt.float32
+
+
+def mean(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
+    a = as_array(a, "mean")
+    return _reduce(Mean, "mean", a, axis, keepdims, stream, in_dtype=_float_dtype(a))
+
+
+def logsumexp(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
+    a = as_array(a, "logsumexp")
+    return _reduce(LogSumExp, "logsumexp", a, axis, keepdims, stream, in_dtype=_float_dtype(a))
+
+
+def var(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) -> array:
+    """Variance over the given axes, with ``ddof`` delta degrees of freedom. See ``numpy.var``.
+
+    Args:
+        a (array): input array.
+        axis (int | Sequence[int] | None): axes to reduce; default: all.
+        keepdims (bool): keep reduced axes as size 1 (default False).
+        ddof (int): the divisor is ``N - ddof`` (default 0).
+
+    Returns:
+        array: the variance (float32 for integer input).
+    """
+    a = as_array(a, "var")
+    axes = axes_of(axis, a.ndim, "var")
+    st = resolve_stream(stream)
+    a = cast(a, _float_dtype(a), st)
+    out = a._dtype if a._dtype.kind == "f" else dt.float32
+    return node(Var(axes, bool(keepdims), int(ddof)), (a,), _out_shape(a._shape, axes, keepdims), out, st)
+
+
+def std(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) -> array:
+    """Standard deviation: the square root of :func:`var`. See ``numpy.std``."""
+    from .elementwise import sqrt
+
+    return sqrt(var(a, axis, keepdims, ddof, stream=stream), stream=stream)
+
+
+def _arg(cls, name, a, axis, keepdims, stream):
+    a = as_array(a, name)
+    st = resolve_stream(stream)
+    orig = a._shape
+    if axis is None:
+        from .shape import reshape
+
+        a = reshape(a, (-1,), stream=st)
+        ax = 0
+        shape = (1,) * len(orig) if keepdims else ()
+    else:
+        ax = axis_of(axis, a.ndim, name)
+        shape = _out_shape(a._shape, (ax,), keepdims)
+    if a._shape[ax] == 0:
+        raise ValueError(f"{name}: cannot take {name} of an empty axis (shape {orig})")
+    out = node(cls(ax, bool(keepdims) and axis is not None), (a,), shape if axis is not None else (), dt.uint32, st)
+    if axis is None and keepdims:
+        from .shape import reshape
+
+        out = reshape(out, shape, stream=st)
+    return out
+
+
+def argmax(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
+    """Indices of the maxima along ``axis`` (of the flattened array when None), as uint32. See ``numpy.argmax``."""
+    return _arg(ArgMax, "argmax", a, axis, keepdims, stream)
+
+
+def argmin(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
+    """Indices of the minima along ``axis`` (of the flattened array when None), as uint32. See ``numpy.argmin``."""
+    return _arg(ArgMin, "argmin", a, axis, keepdims, stream)
+
+
+def softmax(a, /, axis=None, *, precise: bool = False, stream=None) -> array:
+    """``exp(a) / sum(exp(a))`` over ``axis`` (default: all), computed stably.
+
+    Args:
+        a (array): input.
+        axis (int | Sequence[int] | None): axes to normalise over; default: all.
+        precise (bool): accepted for MLX compatibility; half-precision inputs are always summed in float32.
+
+    Returns:
+        array: same shape as ``a``.
+    """
+    a = as_array(a, "softmax")
+    axes = axes_of(axis, a.ndim, "softmax")
+    st = resolve_stream(stream)
+    a = cast(a, _float_dtype(a), st)
+    return node(Softmax(axes), (a,), a._shape, a._dtype, st)
+
+
+for _f, _what, _np, _d in [
+    (sum, "Sum", "sum", " (bool sums as int32; integer sums keep their dtype, as in MLX)"),
+    (prod, "Product", "prod", ""), (max, "Maximum", "max", ""), (min, "Minimum", "min", ""),
+    (all, "Whether all elements are true", "all", ", bool"), (any, "Whether any element is true", "any", ", bool"),
+    (mean, "Mean", "mean", " (float32 for integer input)"),
+    (logsumexp, "``log(sum(exp(a)))``, computed stably,", "logaddexp.reduce", ""),
+]:
+    _f.__doc__ = _DOC.format(what=_what, np=_np, dtype=_d)

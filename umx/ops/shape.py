@@ -1,0 +1,291 @@
+"""Shape ops: reshape, transpose, squeeze, expand_dims, concatenate, stack, split, broadcast_to and friends."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..primitives import Concatenate, Split, Transpose, View
+from ._core import (
+    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node,
+    resolve_stream, shape_of,
+)
+
+__all__ = ["reshape", "transpose", "permute_dims", "matrix_transpose", "squeeze", "expand_dims", "concatenate",
+           "concat", "stack", "split", "broadcast_to", "broadcast_shapes", "broadcast_arrays", "flatten",
+           "moveaxis", "swapaxes", "astype", "view", "unflatten", "atleast_1d", "atleast_2d", "atleast_3d"]
+
+
+def reshape(a, /, shape, *, stream=None) -> array:
+    """``a`` with a new shape of the same size; one dimension may be -1. See ``numpy.reshape``.
+
+    Args:
+        a (array): input.
+        shape (int | Sequence[int]): the new shape.
+
+    Returns:
+        array: the same values in the new shape.
+    """
+    a = as_array(a, "reshape")
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    size = a.size
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            if s != -1:
+                known *= s
+        if known == 0 or size % known:
+            raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} into {shape}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"reshape: invalid shape {shape}")
+    if int(np.prod(shape, dtype=np.int64)) != size:
+        raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} (size {size}) into {shape}")
+    return reshape_node(a, shape, resolve_stream(stream))
+
+
+def transpose(a, /, axes=None, *, stream=None) -> array:
+    """Permute the axes of ``a`` (reverse them by default). See ``numpy.transpose``."""
+    a = as_array(a, "transpose")
+    nd = a.ndim
+    if axes is None:
+        axes = tuple(range(nd - 1, -1, -1))
+    else:
+        axes = tuple(axis_of(x, nd, "transpose") for x in axes)
+        if sorted(axes) != list(range(nd)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the {nd} axes of shape {a.shape}")
+    if axes == tuple(range(nd)):
+        return a
+    shape = tuple(a._shape[i] for i in axes)
+    return node(Transpose(axes), (a,), shape, a._dtype, resolve_stream(stream))
+
+
+def permute_dims(a, /, axes=None, *, stream=None) -> array:
+    """Same as :func:`transpose`."""
+    return transpose(a, axes, stream=stream)
+
+
+def matrix_transpose(a, /, *, stream=None) -> array:
+    """Swap the last two axes of ``a``."""
+    a = as_array(a, "matrix_transpose")
+    if a.ndim < 2:
+        raise ValueError(f"matrix_transpose: needs at least 2 dimensions, got shape {a.shape}")
+    return swapaxes(a, -1, -2, stream=stream)
+
+
+def squeeze(a, /, axis=None, *, stream=None) -> array:
+    """Remove axes of size 1 (all of them, or those in ``axis``). See ``numpy.squeeze``."""
+    a = as_array(a, "squeeze")
+    if axis is None:
+        shape = tuple(s for s in a._shape if s != 1)
+    else:
+        axes = axes_of(axis, a.ndim, "squeeze")
+        for ax in axes:
+            if a._shape[ax] != 1:
+                raise ValueError(f"squeeze: cannot squeeze axis {ax} of size {a._shape[ax]} (shape {a.shape})")
+        shape = tuple(s for i, s in enumerate(a._shape) if i not in axes)
+    return reshape_node(a, shape, resolve_stream(stream))
+
+
+def expand_dims(a, /, axis, *, stream=None) -> array:
+    """Insert axes of size 1 at the positions ``axis`` (an int or a sequence). See ``numpy.expand_dims``."""
+    a = as_array(a, "expand_dims")
+    axis = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    nd = a.ndim + len(axis)
+    axes = axes_of(axis, nd, "expand_dims")
+    it = iter(a._shape)
+    shape = tuple(1 if i in axes else next(it) for i in range(nd))
+    return reshape_node(a, shape, resolve_stream(stream))
+
+
+def _arrays(arrays, op: str) -> list:
+    if isinstance(arrays, array) or not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of arrays, got {type(arrays).__name__}")
+    if not arrays:
+        raise ValueError(f"{op}: needs at least one array")
+    xs = [as_array(x, op) for x in arrays]
+    d = xs[0]._dtype
+    for x in xs[1:]:
+        d = dt.promote(d, x._dtype)
+    return xs, d
+
+
+def concatenate(arrays, /, axis: int | None = 0, *, stream=None) -> array:
+    """Join arrays along ``axis`` (flattened first when None). See ``numpy.concatenate``."""
+    xs, d = _arrays(arrays, "concatenate")
+    st = resolve_stream(stream)
+    if axis is None:
+        xs = [reshape(x, (-1,), stream=st) for x in xs]
+        axis = 0
+    nd = xs[0].ndim
+    if nd == 0:
+        raise ValueError("concatenate: zero-dimensional arrays cannot be concatenated")
+    ax = axis_of(axis, nd, "concatenate")
+    for x in xs[1:]:
+        if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x._shape, xs[0]._shape)) if i != ax):
+            raise ValueError(f"concatenate: all arrays must match except along axis {ax}; "
+                             f"got {describe(xs[0], x)}")
+    xs = [cast(x, d, st) for x in xs]
+    if len(xs) == 1:
+        return xs[0]
+    shape = list(xs[0]._shape)
+    shape[ax] = sum(x._shape[ax] for x in xs)
+    return node(Concatenate(ax), tuple(xs), tuple(shape), d, st)
+
+
+concat = concatenate
+
+
+def stack(arrays, /, axis: int = 0, *, stream=None) -> array:
+    """Join arrays of one shape along a new axis. See ``numpy.stack``."""
+    xs, _ = _arrays(arrays, "stack")
+    for x in xs[1:]:
+        if x._shape != xs[0]._shape:
+            raise ValueError(f"stack: all arrays must have the same shape, got {describe(xs[0], x)}")
+    st = resolve_stream(stream)
+    return concatenate([expand_dims(x, axis, stream=st) for x in xs], axis, stream=st)
+
+
+def split(a, /, indices_or_sections, axis: int = 0, *, stream=None) -> list:
+    """Split ``a`` along ``axis`` into equal sections (an int) or at ``indices``. See ``numpy.split``.
+
+    Returns:
+        list[array]: the pieces.
+    """
+    a = as_array(a, "split")
+    ax = axis_of(axis, a.ndim, "split")
+    n = a._shape[ax]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        k = int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ValueError(f"split: cannot split axis {ax} of size {n} into {k} equal sections")
+        idx = tuple(range(n // k, n, n // k)) if k > 1 else ()
+    else:
+        idx = tuple(int(i) for i in indices_or_sections)
+    bounds = [0, *(min(max(i if i >= 0 else i + n, 0), n) for i in idx), n]
+    st = resolve_stream(stream)
+    outs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        shape = list(a._shape)
+        shape[ax] = max(hi - lo, 0)
+        outs.append(node(None, (a,), tuple(shape), a._dtype, st))
+    prim = Split(idx, ax)
+    sibs = tuple(outs)
+    for o in outs:
+        o._prim = prim
+        o._siblings = sibs
+    return outs
+
+
+def broadcast_to(a, /, shape, *, stream=None) -> array:
+    """``a`` broadcast to ``shape``. See ``numpy.broadcast_to``."""
+    a = as_array(a, "broadcast_to")
+    shape = shape_of(shape, "broadcast_to")
+    if broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {a.shape} to {shape}")
+    return broadcast_node(a, shape, resolve_stream(stream))
+
+
+def broadcast_arrays(*arrays, stream=None) -> list:
+    """Broadcast arrays to a common shape. See ``numpy.broadcast_arrays``."""
+    xs = [as_array(x, "broadcast_arrays") for x in arrays]
+    shape = broadcast_shapes(*(x._shape for x in xs), op="broadcast_arrays")
+    st = resolve_stream(stream)
+    return [broadcast_node(x, shape, st) for x in xs]
+
+
+def flatten(a, /, start_axis: int = 0, end_axis: int = -1, *, stream=None) -> array:
+    """Merge axes ``start_axis`` to ``end_axis`` (inclusive) into one."""
+    a = as_array(a, "flatten")
+    if a.ndim == 0:
+        return reshape(a, (1,), stream=stream)
+    s = axis_of(start_axis, a.ndim, "flatten")
+    e = axis_of(end_axis, a.ndim, "flatten")
+    if s > e:
+        raise ValueError(f"flatten: start_axis {start_axis} is after end_axis {end_axis}")
+    mid = int(np.prod(a._shape[s:e + 1], dtype=np.int64))
+    return reshape(a, a._shape[:s] + (mid,) + a._shape[e + 1:], stream=stream)
+
+
+def unflatten(a, /, axis: int, shape, *, stream=None) -> array:
+    """Split axis ``axis`` into ``shape`` (one entry may be -1)."""
+    a = as_array(a, "unflatten")
+    ax = axis_of(axis, a.ndim, "unflatten")
+    return reshape(a, a._shape[:ax] + tuple(shape) + a._shape[ax + 1:], stream=stream)
+
+
+def moveaxis(a, /, source: int, destination: int, *, stream=None) -> array:
+    """Move axis ``source`` to position ``destination``. See ``numpy.moveaxis``."""
+    a = as_array(a, "moveaxis")
+    s = axis_of(source, a.ndim, "moveaxis")
+    d = axis_of(destination, a.ndim, "moveaxis")
+    order = [i for i in range(a.ndim) if i != s]
+    order.insert(d, s)
+    return transpose(a, order, stream=stream)
+
+
+def swapaxes(a, /, axis1: int, axis2: int, *, stream=None) -> array:
+    """Exchange two axes. See ``numpy.swapaxes``."""
+    a = as_array(a, "swapaxes")
+    i = axis_of(axis1, a.ndim, "swapaxes")
+    j = axis_of(axis2, a.ndim, "swapaxes")
+    order = list(range(a.ndim))
+    order[i], order[j] = order[j], order[i]
+    return transpose(a, order, stream=stream)
+
+
+def astype(a, /, dtype, *, stream=None) -> array:
+    """``a`` converted to ``dtype``."""
+    a = as_array(a, "astype")
+    return cast(a, dt.to_dtype(dtype), resolve_stream(stream))
+
+
+def _atleast(nd: int, arrays, stream):
+    out = []
+    for x in arrays:
+        x = as_array(x, f"atleast_{nd}d")
+        if x.ndim < nd:
+            shape = {1: (1,), 2: (1, 1), 3: (1, 1, 1)}[nd] if x.ndim == 0 else x._shape
+            if nd == 2 and x.ndim == 1:
+                shape = (1,) + x._shape
+            elif nd == 3 and x.ndim == 1:
+                shape = (1,) + x._shape + (1,)
+            elif nd == 3 and x.ndim == 2:
+                shape = x._shape + (1,)
+            x = reshape(x, shape, stream=stream)
+        out.append(x)
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_1d(*arrays, stream=None):
+    """Arrays with at least one dimension. See ``numpy.atleast_1d``."""
+    return _atleast(1, arrays, stream)
+
+
+def atleast_2d(*arrays, stream=None):
+    """Arrays with at least two dimensions. See ``numpy.atleast_2d``."""
+    return _atleast(2, arrays, stream)
+
+
+def atleast_3d(*arrays, stream=None):
+    """Arrays with at least three dimensions. See ``numpy.atleast_3d``."""
+    return _atleast(3, arrays, stream)
+
+
+def view(a, /, dtype, *, stream=None) -> array:
+    """The bytes of ``a`` reinterpreted as ``dtype``; the last axis scales by the ratio of item sizes."""
+    a = as_array(a, "view")
+    d = dt.to_dtype(dtype)
+    if d is dt.bfloat16 or a._dtype is dt.bfloat16:
+        raise TypeError("view: bfloat16 is stored as float32 in umx and cannot be reinterpreted")
+    if d.size == a._dtype.size:
+        shape = a._shape
+    else:
+        if a.ndim == 0 or (a._shape[-1] * a._dtype.size) % d.size:
+            raise ValueError(f"view: cannot view {describe(a)} as {d.name}: the last axis does not divide evenly")
+        shape = a._shape[:-1] + (a._shape[-1] * a._dtype.size // d.size,)
+    return node(View(d), (a,), shape, d, resolve_stream(stream))

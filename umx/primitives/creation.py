@@ -1,0 +1,52 @@
+"""Primitives with no array inputs: filled arrays, ranges and identity matrices."""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+
+class Full(Primitive):
+    """An array of ``shape`` filled with the scalar ``value``, of ``dtype``."""
+
+    __slots__ = ("shape", "value", "dtype")
+
+    def __init__(self, shape: tuple, value, dtype):
+        self.shape = shape
+        self.value = value
+        self.dtype = dtype
+
+
+class Arange(Primitive):
+    """``start, start + step, ...`` below ``stop``, of ``dtype``."""
+
+    __slots__ = ("start", "stop", "step", "dtype")
+
+    def __init__(self, start, stop, step, dtype):
+        self.start = start
+        self.stop = stop
+        self.step = step
+        self.dtype = dtype
+
+
+class Linspace(Primitive):
+    """``num`` evenly spaced values from ``start`` to ``stop`` inclusive."""
+
+    __slots__ = ("start", "stop", "num", "dtype")
+
+    def __init__(self, start, stop, num, dtype):
+        self.start = start
+        self.stop = stop
+        self.num = num
+        self.dtype = dtype
+
+
+class Eye(Primitive):
+    """An ``n`` by ``m`` matrix with ones on diagonal ``k``."""
+
+    __slots__ = ("n", "m", "k", "dtype")
+
+    def __init__(self, n, m, k, dtype):
+        self.n = n
+        self.m = m
+        self.k = k
+        self.dtype = dtype

@@ -1,0 +1,42 @@
+"""Indexing primitives: NumPy-style gathers, and their functional updates.
+
+An index key is stored as a template: a tuple of ints, slices, None and Ellipsis, where the integer-array
+positions hold ``ARRAY``; the index arrays themselves are the node's inputs after the indexed array (and after the
+update values, for updates).
+"""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+#: placeholder in a key template for an integer-array index taken from the node's inputs
+ARRAY = "array"
+
+
+def fill_key(template: tuple, arrays) -> tuple:
+    """The concrete key: the template with each ARRAY replaced by the next of ``arrays``."""
+    it = iter(arrays)
+    return tuple(next(it) if k is ARRAY else k for k in template)
+
+
+class Gather(Primitive):
+    """``x[key]``; inputs: x, then the index arrays."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple):
+        self.key = key
+
+
+class Scatter(Primitive):
+    """A copy of x with ``x[key] <op>= values``; inputs: x, values, then the index arrays.
+
+    ``op`` is None for assignment, else the name of a NumPy ufunc ('add', 'multiply', 'maximum', ...); with an op,
+    repeated indices accumulate.
+    """
+
+    __slots__ = ("key", "op")
+
+    def __init__(self, key: tuple, op: str | None):
+        self.key = key
+        self.op = op

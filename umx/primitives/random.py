@@ -1,0 +1,14 @@
+"""Random bits: the one random primitive. Every sampler is built from these bits with ordinary ops."""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+
+class RandomBits(Primitive):
+    """uint32 words of ``shape`` from the Threefry-2x32 counter-based generator under key input (2 words)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple):
+        self.shape = shape

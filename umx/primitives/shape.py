@@ -1,0 +1,79 @@
+"""Primitives that move or view data without arithmetic: casts, reshapes, transposes, joins and splits."""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+
+class AsType(Primitive):
+    """Convert to ``dtype`` (a umx Dtype)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+class Copy(Primitive):
+    """A fresh copy of the input (what ``mx.contiguous`` and identity ops lower to)."""
+
+    __slots__ = ()
+
+
+COPY = Copy()
+
+
+class Reshape(Primitive):
+    """Reshape to ``shape`` (fully known, no -1)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple):
+        self.shape = shape
+
+
+class Transpose(Primitive):
+    """Permute axes by ``axes``."""
+
+    __slots__ = ("axes",)
+
+    def __init__(self, axes: tuple):
+        self.axes = axes
+
+
+class BroadcastTo(Primitive):
+    """Broadcast to ``shape`` (NumPy's rules)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple):
+        self.shape = shape
+
+
+class Concatenate(Primitive):
+    """Join the inputs along ``axis``."""
+
+    __slots__ = ("axis",)
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+
+class Split(Primitive):
+    """Split along ``axis`` at ``indices``; one output per piece."""
+
+    __slots__ = ("indices", "axis")
+    n_outputs = 0
+
+    def __init__(self, indices: tuple, axis: int):
+        self.indices = indices
+        self.axis = axis
+
+
+class View(Primitive):
+    """The same bytes read as ``dtype`` (the last axis scales by the itemsize ratio)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype):
+        self.dtype = dtype
