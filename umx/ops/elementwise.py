@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import dtypes as dt
 from ..primitives import BINARY, UNARY, WHERE, Round
+from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
 
 _promote = dt._PROMOTE
@@ -32,11 +33,14 @@ def _unary(prim, name: str, a, stream):
 
 
 def _binary(prim, name: str, a, b, stream):
-    ta, tb = type(a), type(b)
+    ta, tb = a.__class__, b.__class__
     if ta is array:
         if tb is array:
             da, db = a._dtype, b._dtype
             d = da if da is db else _promote[(da, db)]
+        elif tb is float and a._dtype.kind in "fc":  # the commonest mixed case: array op Python float
+            d = a._dtype
+            b = _consts.get((b, d)) or scalar(b, d)
         elif tb in _SCALARS:
             d = _weak(b, a._dtype)
             b = scalar(b, d)

@@ -6,11 +6,10 @@ import numpy as np
 
 from ... import backends, memory
 from ...dtypes import bfloat16
-from ..executor import WorkerExecutor, failure_of, set_result
+from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
 
 KERNELS = bind(np)
-_HOST = (np.ndarray, np.generic)
 
 
 class CpuExecutor(WorkerExecutor):
@@ -20,18 +19,25 @@ class CpuExecutor(WorkerExecutor):
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
-    def is_local(self, data) -> bool:
-        return isinstance(data, _HOST)
+    local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
 
     def setup_thread(self) -> None:
         # Integer division by zero and float overflow give MLX's values, not warnings.
         np.seterr(all="ignore")
 
+    def run_inline(self, tasks: list) -> None:
+        with np.errstate(all="ignore"):  # the caller's thread: same NumPy error state as the worker's
+            super().run_inline(tasks)
+
     def run_batch(self, tasks: list) -> None:
+        # The hot loop of the CPU backend: every line here is paid per op.
         table = KERNELS
         host_copy = memory.host_copy
-        for t in tasks:
-            if type(t) is tuple:
+        counter = memory.HOST
+        ndarray = np.ndarray
+        for i in range(len(tasks)):
+            t = tasks[i]
+            if t.__class__ is tuple:
                 n, waits = t
                 ins = n._inputs
                 try:
@@ -44,16 +50,32 @@ class CpuExecutor(WorkerExecutor):
                 n = t
                 ins = n._inputs
                 try:
-                    out = table[n._prim.__class__](n._prim, *[x._data for x in ins])
+                    k = table[n._prim.__class__]
+                    if len(ins) == 1:
+                        out = k(n._prim, ins[0]._data)
+                    elif len(ins) == 2:
+                        out = k(n._prim, ins[0]._data, ins[1]._data)
+                    else:
+                        out = k(n._prim, *[x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-            if n._dtype is bfloat16 and type(out) is not tuple and not hasattr(out, "error"):
-                out = round_bf16(np, out)
             if n._siblings is None:
+                if out.__class__ is ndarray:
+                    if n._dtype is bfloat16:
+                        out = round_bf16(np, out)
+                    if out.base is None:
+                        counter.active += out.nbytes
+                        if counter.active > counter.peak:
+                            counter.peak = counter.active
+                elif n._dtype is bfloat16 and out.__class__ is not Failure:
+                    out = round_bf16(np, out)
                 n._data = out
-                memory.acquire(out)
                 n._inputs = ()
                 n._prim = None
             else:
                 set_result(n, out)
-            self.finished(n._seq)
+            seq = self.done = n._seq
+            if seq >= self._wake_at:
+                self.notify()
+            # Drop the list's reference, so that intermediates die as soon as their readers ran.
+            tasks[i] = None

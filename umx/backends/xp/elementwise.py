@@ -8,10 +8,16 @@ from ...primitives import elementwise as ew
 from . import kernel, kernel_factory
 
 
-@kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn), *(type(p) for p in ew.BINARY.values()))
-def _ufunc(xp, cls):
+@kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn))
+def _unary_ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
-    return lambda prim, *args: fn(*args)
+    return lambda prim, x: fn(x)
+
+
+@kernel_factory(*(type(p) for p in ew.BINARY.values()))
+def _binary_ufunc(xp, cls):
+    fn = getattr(xp, cls.fn)
+    return lambda prim, x, y: fn(x, y)
 
 
 @kernel(type(ew.UNARY["Rsqrt"]))
