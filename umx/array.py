@@ -8,6 +8,8 @@ its inputs, so that the graph behind it can be freed. Copies of the data at othe
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import dtypes as _dt
@@ -200,8 +202,14 @@ def from_data(data, dtype: _dt.Dtype) -> array:
     return a
 
 
+_created = itertools.count(1)
+
+
 def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
-    """A new unevaluated array: ``prim`` applied to ``inputs`` on ``stream``. The hot path of every op."""
+    """A new unevaluated array: ``prim`` applied to ``inputs`` on ``stream``. The hot path of every op.
+
+    Until it is scheduled, ``_seq`` holds the node's creation number: the scheduler orders nodes by it.
+    """
     a = array.__new__(array)
     a._prim = prim
     a._inputs = inputs
@@ -211,7 +219,7 @@ def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
     a._data = None
     a._copies = None
     a._exec = None
-    a._seq = 0
+    a._seq = next(_created)
     a._siblings = None
     return a
 

@@ -195,8 +195,9 @@ def new_stream(device) -> Stream:
         return Stream(dev, next(_stream_counter))
 
 
-# stream= argument (None, a Stream, a Device or a DeviceType) -> the Stream it means now. Ops look up here first;
-# every change of a default clears it (under _lock), so an entry is never stale.
+# id of a stream= argument (None, a Device or a DeviceType: all immortal, so ids are never reused) -> the Stream it
+# means now. Ops look up here first (an int key hashes fast, unlike an Enum); every change of a default clears it
+# (under _lock), so an entry is never stale.
 _resolved: dict = {}
 
 
@@ -211,7 +212,7 @@ def _defaults_changed() -> None:
 
 def resolve_stream(s) -> Stream:
     """The stream an op runs on, from its ``stream=`` argument: None, a Stream, a Device or a DeviceType."""
-    st = _resolved.get(s)
+    st = _resolved.get(id(s))
     if st is not None:
         return st
     version = _version[0]
@@ -219,7 +220,7 @@ def resolve_stream(s) -> Stream:
     if type(s) is not Stream:
         with _lock:
             if version == _version[0]:  # no default changed meanwhile: the answer is current
-                _resolved[s] = st
+                _resolved[id(s)] = st
     return st
 
 

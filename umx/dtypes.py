@@ -70,9 +70,6 @@ class Dtype:
     def itemsize(self) -> int:
         return self.size
 
-    def __hash__(self) -> int:
-        return hash(self.name)
-
 
 def _by_name(name: str) -> Dtype:
     return _NAMES[name]

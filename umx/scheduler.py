@@ -12,6 +12,7 @@ arrays are immutable, so no later op can change what an earlier one read.
 
 from __future__ import annotations
 
+import operator
 import threading
 
 from .array import array
@@ -43,21 +44,26 @@ def _plan(targets: list, inline: bool = False):
     to block anyway, so it runs that batch itself, saving two thread hand-offs. Only a batch whose executor has
     finished all earlier work qualifies, and the caller must hold that executor's run lock (``try_run_inline``).
     """
-    order = []
-    stack = [t for t in targets if t._data is None and t._exec is None]
+    # Collect the unscheduled nodes, then order them by creation: a node is always made after its inputs, so
+    # creation order is a topological order, and one visit per node suffices (no post-order walk).
     mark = _PLANNING
+    order = []
+    stack = []
+    for t in targets:
+        if t._data is None and t._exec is None:
+            _mark(t, mark)
+            stack.append(t)
     while stack:
-        n = stack[-1]
-        if n._exec is mark:  # inputs done: emit
-            stack.pop()
-            if n._seq == 0:
-                n._seq = -1
-                order.append(n)
-            continue
-        n._exec = mark
+        n = stack.pop()
+        order.append(n)
         for x in n._inputs:
             if x._data is None and x._exec is None:
+                if x._siblings is None:
+                    x._exec = mark
+                else:
+                    x = _mark(x, mark)
                 stack.append(x)
+    order.sort(key=_created)
     if not order:
         return None
     batches: dict = {}  # executor -> its tasks, in order
@@ -105,6 +111,20 @@ def _plan(targets: list, inline: bool = False):
         else:
             ex.submit(tasks)
     return mine
+
+
+def _mark(n, mark):
+    """Mark ``n`` (and its siblings: one node computes them all) as being planned; the node to schedule."""
+    sibs = n._siblings
+    if sibs is None:
+        n._exec = mark
+        return n
+    for s in sibs:
+        s._exec = mark
+    return sibs[0]
+
+
+_created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
 
 
 class _Planning:

@@ -40,7 +40,8 @@ def _binary(prim, name: str, a, b, stream):
             d = da if da is db else _promote[(da, db)]
         elif tb is float and a._dtype.kind in "fc":  # the commonest mixed case: array op Python float
             d = a._dtype
-            b = _consts.get((b, d)) or scalar(b, d)
+            c = _consts.get((b, d))
+            b = c if c is not None else scalar(b, d)
         elif tb in _SCALARS:
             d = _weak(b, a._dtype)
             b = scalar(b, d)
