@@ -13,10 +13,15 @@ arrays are immutable, so no later op can change what an earlier one read.
 from __future__ import annotations
 
 import operator
+import os
 import threading
 
 from .array import array
 from .backends.executor import Failure
+from .fusion import Fused, fuse
+
+#: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
+FUSION = os.environ.get("UMX_FUSION", "1") != "0"
 
 __all__ = ["eval", "async_eval"]
 
@@ -44,28 +49,17 @@ def _plan(targets: list, inline: bool = False):
     to block anyway, so it runs that batch itself, saving two thread hand-offs. Only a batch whose executor has
     finished all earlier work qualifies, and the caller must hold that executor's run lock (``try_run_inline``).
     """
-    # Collect the unscheduled nodes, then order them by creation: a node is always made after its inputs, so
-    # creation order is a topological order, and one visit per node suffices (no post-order walk).
     mark = _PLANNING
-    order = []
-    stack = []
-    for t in targets:
-        if t._data is None and t._exec is None:
-            _mark(t, mark)
-            stack.append(t)
-    while stack:
-        n = stack.pop()
-        order.append(n)
-        for x in n._inputs:
-            if x._data is None and x._exec is None:
-                if x._siblings is None:
-                    x._exec = mark
-                else:
-                    x = _mark(x, mark)
-                stack.append(x)
-    order.sort(key=_created)
+    order = _collect(targets, mark)
     if not order:
         return None
+    if FUSION:
+        try:
+            order = fuse(order, mark, targets)
+        except BaseException:
+            for n in order:  # leave nothing marked: a later eval must be able to plan these nodes
+                n._exec = None
+            raise
     batches: dict = {}  # executor -> its tasks, in order
     first_seq: dict = {}
     ex = tasks = None
@@ -81,12 +75,16 @@ def _plan(targets: list, inline: bool = False):
                 tasks = batches[ex] = []
                 first_seq[ex] = ex.submitted + 1
         seq = ex.submitted = ex.submitted + 1
-        sibs = n._siblings
-        if sibs is None:
+        if n.__class__ is Fused:
+            n._seq = seq
+            for m in n.nodes:
+                m._exec = ex
+                m._seq = seq
+        elif n._siblings is None:
             n._exec = ex
             n._seq = seq
         else:
-            for s in sibs:
+            for s in n._siblings:
                 s._exec = ex
                 s._seq = seq
         waits = None
@@ -111,6 +109,32 @@ def _plan(targets: list, inline: bool = False):
         else:
             ex.submit(tasks)
     return mine
+
+
+def _collect(targets, mark) -> list:
+    """The unscheduled nodes behind ``targets``, in creation order, marked with ``mark``.
+
+    A node is always made after its inputs, so creation order is a topological order, and one visit per node
+    suffices (no post-order walk). A function of its own so that no stray local keeps a node referenced (the
+    fusion pass reads reference counts).
+    """
+    order = []
+    stack = []
+    for t in targets:
+        if t._data is None and t._exec is None:
+            stack.append(_mark(t, mark))
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        for x in n._inputs:
+            if x._data is None and x._exec is None:
+                if x._siblings is None:
+                    x._exec = mark
+                else:
+                    x = _mark(x, mark)
+                stack.append(x)
+    order.sort(key=_created)
+    return order
 
 
 def _mark(n, mark):

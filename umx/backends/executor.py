@@ -99,6 +99,9 @@ class WorkerExecutor:
         finally:
             self._run_lock.release()
 
+    #: regions of elementwise nodes smaller than this many elements are not fused (see umx.fusion)
+    fuse_min_size = 0
+
     #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
     local_types: frozenset = frozenset()
 

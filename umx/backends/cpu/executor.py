@@ -7,7 +7,9 @@ import numpy as np
 from ... import backends, memory
 from ...dtypes import bfloat16
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
+from ...fusion import Fused
 from ..xp import bind, round_bf16
+from .fused import run_fused
 
 KERNELS = bind(np)
 
@@ -19,6 +21,9 @@ class CpuExecutor(WorkerExecutor):
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
+    # Small regions gain nothing on the CPU (a NumPy call costs about what the scheduler does per node); large
+    # ones gain a single pass over memory and all cores.
+    fuse_min_size = 1 << 16
     local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
 
     def setup_thread(self) -> None:
@@ -37,15 +42,26 @@ class CpuExecutor(WorkerExecutor):
         ndarray = np.ndarray
         for i in range(len(tasks)):
             t = tasks[i]
-            if t.__class__ is tuple:
-                n, waits = t
+            if t.__class__ is tuple or t.__class__ is Fused:
+                n, waits = t if t.__class__ is tuple else (t, ())
                 ins = n._inputs
                 try:
                     for ex, seq in waits:
                         ex.wait(seq)
-                    out = table[n._prim.__class__](n._prim, *[host_copy(x) for x in ins])
+                    args = [host_copy(x) for x in ins] if waits or t.__class__ is tuple else [x._data for x in ins]
+                    if n.__class__ is Fused:
+                        out = run_fused(n, args, table)
+                    else:
+                        out = table[n._prim.__class__](n._prim, *args)
                 except BaseException as e:
                     out = failure_of(n, ins, e)
+                if n.__class__ is Fused:
+                    _finish_fused(n, out)
+                    seq = self.done = n._seq
+                    if seq >= self._wake_at:
+                        self.notify()
+                    tasks[i] = None
+                    continue
             else:
                 n = t
                 ins = n._inputs
@@ -79,3 +95,14 @@ class CpuExecutor(WorkerExecutor):
                 self.notify()
             # Drop the list's reference, so that intermediates die as soon as their readers ran.
             tasks[i] = None
+
+
+def _finish_fused(f, out) -> None:
+    """Store a fused region's result in its root; detach every member so the region's graph can be freed."""
+    root = f.root
+    if out.__class__ is np.ndarray and out.base is None:
+        memory.acquire(out)
+    root._data = out
+    for m in f.nodes:
+        m._inputs = ()
+        m._prim = None

@@ -1,0 +1,113 @@
+"""Running fused elementwise regions on the CPU: one task, no intermediate arrays kept, and big regions split
+across cores.
+
+A region's program is compiled once per structure into steps that call NumPy ufuncs directly, writing each
+intermediate into the buffer of the one it replaces (every intermediate has exactly one reader). Regions of at
+least ``SPLIT_MIN_SIZE`` elements run chunk by chunk on a thread pool: each chunk goes through the whole program
+while it is in cache, and NumPy releases the GIL inside its loops, so the chunks run on all cores.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ...dtypes import bfloat16
+from ...fusion import SPLIT_MIN_SIZE
+from ...primitives import Binary, Unary
+from ..xp import round_bf16
+
+CORES = os.cpu_count() or 1
+_pool: ThreadPoolExecutor | None = None
+_compiled: dict = {}
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(CORES, thread_name_prefix="umx-cpu-split")
+    return _pool
+
+
+def _compile(f, table) -> list:
+    """Steps ``(fn, args, in_place_arg, out_dtype, round_bf16)`` for the program of Fused ``f``."""
+    steps = []
+    n_leaves = len(f.leaves)
+    for (prim, args), node in zip(f.program, f.nodes):
+        ufunc = getattr(np, prim.fn, None) if isinstance(prim, (Unary, Binary)) and prim.fn else None
+        in_place = -1
+        if isinstance(ufunc, np.ufunc):
+            fn = ufunc
+            for a in args:  # an intermediate of the output's dtype can take the result
+                if a >= n_leaves and f.nodes[a - n_leaves]._dtype.np == node._dtype.np:
+                    in_place = a
+                    break
+        else:
+            k = table[prim.__class__]
+            fn = (lambda *xs, k=k, p=prim: k(p, *xs))
+        steps.append((fn, args, in_place, node._dtype is bfloat16))
+    return steps
+
+
+def _run_program(steps, values: list, out=None):
+    """Run the steps over ``values`` (the leaves); the last result goes into ``out`` when given."""
+    last = len(steps) - 1
+    for j, (fn, args, in_place, bf16) in enumerate(steps):
+        xs = [values[a] for a in args]
+        if j == last and out is not None and not bf16:
+            fn(*xs, out=out) if isinstance(fn, np.ufunc) else np.copyto(out, fn(*xs), casting="unsafe")
+            values.append(out)
+            continue
+        buf = values[in_place] if in_place >= 0 else None
+        # Only a buffer that an earlier step made (not a view of a leaf) may be overwritten.
+        if buf is not None and buf.__class__ is np.ndarray and buf.base is None:
+            r = fn(*xs, out=buf)
+        else:
+            r = fn(*xs)
+        if bf16:
+            r = round_bf16(np, r)
+        values.append(r)
+        if j == last and out is not None:
+            np.copyto(out, r, casting="unsafe")
+    return values[-1]
+
+
+def run_fused(f, leaves: list, table):
+    """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars)."""
+    steps = _compiled.get(f.key)
+    if steps is None:
+        steps = _compiled[f.key] = _compile(f, table)
+    root = f.root
+    size = 1
+    for s in root._shape:
+        size *= s
+    if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
+        return _run_split(steps, leaves, root)
+    return _run_program(steps, list(leaves))
+
+
+def _splittable(leaves, shape) -> bool:
+    for x in leaves:
+        if x.__class__ is np.ndarray and x.ndim and (x.shape != shape or not x.flags.c_contiguous):
+            return False
+    return True
+
+
+def _run_split(steps, leaves, root):
+    out = np.empty(root._shape, root._dtype.np)
+    flat_out = out.reshape(-1)
+    flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
+    n = flat_out.size
+    chunk = max(-(-n // (CORES * 4)), 1 << 16)
+
+    def work(lo: int) -> None:
+        hi = min(lo + chunk, n)
+        vals = [x[lo:hi] if x.__class__ is np.ndarray and x.ndim else x for x in flat]
+        with np.errstate(all="ignore"):
+            _run_program(steps, vals, out=flat_out[lo:hi])
+
+    list(_threads().map(work, range(0, n, chunk)))
+    return out
+
