@@ -22,6 +22,9 @@ from .memory import (
 )
 from .ops import *  # noqa: F403
 from .ops import ArrayAt, random
+from . import fft, linalg
+from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
+from .linalg import matrix_norm
 from .printing import get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
 
