@@ -13,7 +13,7 @@ import numpy as np
 from . import dtypes as _dt
 from . import memory
 
-__all__ = ["array"]
+__all__ = ["array", "from_dlpack"]
 
 
 class array:  # noqa: N801 (MLX's name)
@@ -109,6 +109,42 @@ class array:  # noqa: N801 (MLX's name)
     def __buffer__(self, flags):
         return memoryview(self._host())
 
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Export through DLPack (evaluates). Host data goes through NumPy's exporter; bfloat16 leaves as its
+        float32 storage."""
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        if not isinstance(d, (np.ndarray, np.generic)):
+            return d.__dlpack__(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
+        d = np.asarray(d)
+        kw = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        try:
+            return d.__dlpack__(**kw)
+        except BufferError:  # old consumers cannot be told that a view is read-only: give them a copy
+            return np.array(d).__dlpack__(**kw)
+
+    def __dlpack_device__(self) -> tuple:
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        if isinstance(d, (np.ndarray, np.generic)):
+            return (1, 0)  # kDLCPU
+        return d.__dlpack_device__()
+
+    def __reduce__(self):
+        # Pickle the values, never the graph: an unevaluated array is evaluated first.
+        return (_rebuild, (np.array(self._host()), self._dtype.name))
+
+    def __copy__(self):
+        from .devices import resolve_stream
+        from .primitives import COPY
+
+        return node(COPY, (self,), self._shape, self._dtype, resolve_stream(None))
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
     def __bool__(self) -> bool:
         if self.size != 1:
             raise ValueError("The truth value of an array with more than one element is ambiguous; "
@@ -194,6 +230,36 @@ def from_data(data, dtype: _dt.Dtype) -> array:
     a._siblings = None
     memory.acquire(data)
     return a
+
+
+def _rebuild(data: np.ndarray, dtype_name: str) -> array:
+    return from_data(data, _dt.to_dtype(dtype_name))
+
+
+def from_dlpack(x) -> array:
+    """An array from any object with ``__dlpack__`` (a NumPy array, a CPU PyTorch tensor...), keeping its dtype.
+
+    The values are copied, so later writes to ``x`` do not show through (umx arrays are immutable).
+
+    Args:
+        x: the object to import.
+
+    Returns:
+        array: an evaluated array.
+    """
+    if not hasattr(x, "__dlpack__"):
+        raise TypeError(f"from_dlpack: {type(x).__name__} does not support the DLPack protocol")
+    device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
+    if device == 1:
+        host = np.array(np.from_dlpack(x))
+    elif hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
+        host = np.asarray(x.get())  # a CuPy array: copied to the host once
+    else:
+        raise ValueError(f"from_dlpack: cannot import data on DLPack device type {device} yet; "
+                         "move it to the host first")
+    if host.dtype.kind == "c" and host.dtype != np.complex64:
+        host = host.astype(np.complex64)
+    return from_data(host, _dt.from_numpy(host.dtype))
 
 
 def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
