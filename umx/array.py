@@ -36,6 +36,8 @@ class array:  # noqa: N801 (MLX's name)
         if isinstance(val, array):
             data = np.asarray(val)  # evaluates
             src = val.dtype
+        elif dt is not None and dt.kind in "fc" and _is_plain_float(val):
+            data, src = np.asarray(val), None  # cast once: no detour through float32
         else:
             data, src = _to_numpy(val)
         if dt is not None and dt is not src:
@@ -320,6 +322,20 @@ def _to_numpy(val):
     if arr.dtype.kind == "c":
         return arr.astype(np.complex64), _dt.complex64
     return arr, _dt.from_numpy(arr.dtype)
+
+
+def _is_plain_float(val) -> bool:
+    """Whether ``val`` is NumPy or Python floating data (which ``_to_numpy`` would first round to float32)."""
+    if isinstance(val, (np.ndarray, np.generic)):
+        return val.dtype.kind in "fc"
+    if isinstance(val, (float, complex)):
+        return True
+    if isinstance(val, (list, tuple)) and not _contains_umx(val):
+        try:
+            return np.asarray(val).dtype.kind in "fc"
+        except ValueError:
+            return False
+    return False
 
 
 def _contains_umx(val) -> bool:

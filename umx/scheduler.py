@@ -46,8 +46,11 @@ def _plan(targets: list) -> None:
         if n._exec is mark:  # inputs done: emit
             stack.pop()
             if n._seq == 0:
-                n._seq = -1
                 order.append(n)
+                # Siblings are computed by one task: mark them all emitted, whichever is reached first.
+                for s in n._siblings or (n,):
+                    s._seq = -1
+                    s._exec = mark
             continue
         n._exec = mark
         for x in n._inputs:
