@@ -1,0 +1,104 @@
+"""mx.fft against numpy.fft (float64 references): sizes, axes, real transforms, shifts and frequencies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import umx as mx
+from conftest import assert_close
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _c(rng, shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+@pytest.mark.parametrize("name", ["fft", "ifft"])
+@pytest.mark.parametrize("n,axis", [(None, -1), (None, 0), (5, -1), (12, 1), (3, 0)])
+def test_fft_1d(device, rng, name, n, axis):
+    x = _c(rng, (4, 8))
+    got = getattr(mx.fft, name)(mx.array(x), n, axis, stream=device)
+    assert_close(got, getattr(np.fft, name)(x.astype(np.complex128), n, axis), dtype=mx.complex64, **TOL)
+
+
+def test_real_input_becomes_complex64(device, rng):
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    assert_close(mx.fft.fft(mx.array(x), stream=device), np.fft.fft(x.astype(np.float64)), dtype=mx.complex64, **TOL)
+    ints = mx.fft.fft(mx.arange(4), stream=device)
+    assert_close(ints, np.fft.fft(np.arange(4.0)), dtype=mx.complex64, **TOL)
+
+
+@pytest.mark.parametrize("name", ["fft2", "ifft2", "fftn", "ifftn"])
+@pytest.mark.parametrize("s,axes", [(None, None), ((4, 6), None), (None, (0, 2)), ((3, 2), (2, 0)), ((5,), (-1,))])
+def test_fft_nd(device, rng, name, s, axes):
+    x = _c(rng, (3, 4, 5))
+    kwargs = {} if axes is None else {"axes": axes}
+    if s is not None and axes is None and name.endswith("2"):
+        kwargs["axes"] = (-2, -1)
+    got = getattr(mx.fft, name)(mx.array(x), s, stream=device, **kwargs)
+    if s is not None and "axes" not in kwargs:
+        kwargs["axes"] = tuple(range(x.ndim - len(s), x.ndim))  # MLX's default: the last len(s) axes
+    ref = getattr(np.fft, name)(x.astype(np.complex128), s, **kwargs)
+    assert_close(got, ref, dtype=mx.complex64, **TOL)
+
+
+@pytest.mark.parametrize("n,axis", [(None, -1), (None, 0), (7, -1), (4, 0)])
+def test_rfft_irfft(device, rng, n, axis):
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    spec = mx.fft.rfft(mx.array(x), n, axis, stream=device)
+    ref = np.fft.rfft(x.astype(np.float64), n, axis)
+    assert_close(spec, ref, dtype=mx.complex64, **TOL)
+    back = mx.fft.irfft(spec, n, axis, stream=device)
+    assert_close(back, np.fft.irfft(ref, n, axis), dtype=mx.float32, **TOL)
+
+
+@pytest.mark.parametrize("fwd,inv", [("rfft2", "irfft2"), ("rfftn", "irfftn")])
+@pytest.mark.parametrize("s,axes", [(None, None), ((4, 6), (0, 2)), ((3, 3, 4), (0, 1, 2))])
+def test_rfft_nd(device, rng, fwd, inv, s, axes):
+    if fwd == "rfft2" and axes is not None and len(axes) != 2:
+        pytest.skip("two axes only")
+    x = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    kwargs = {} if axes is None else {"axes": axes}
+    spec = getattr(mx.fft, fwd)(mx.array(x), s, stream=device, **kwargs)
+    ref = getattr(np.fft, fwd)(x.astype(np.float64), s, **kwargs)
+    assert_close(spec, ref, dtype=mx.complex64, **TOL)
+    back = getattr(mx.fft, inv)(spec, s, stream=device, **kwargs)
+    assert_close(back, getattr(np.fft, inv)(ref, s, **kwargs), dtype=mx.float32, **TOL)
+
+
+def test_rfft_of_complex_takes_real_part(device, rng):
+    x = _c(rng, (8,))
+    assert_close(mx.fft.rfft(mx.array(x), stream=device), np.fft.rfft(x.real.astype(np.float64)), **TOL)
+
+
+@pytest.mark.parametrize("axes", [None, 0, (1,), (0, 1), (-1,)])
+def test_shifts(device, rng, axes):
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    assert_close(mx.fft.fftshift(mx.array(x), axes, stream=device), np.fft.fftshift(x, axes), dtype=mx.float32)
+    assert_close(mx.fft.ifftshift(mx.array(x), axes, stream=device), np.fft.ifftshift(x, axes))
+    roundtrip = mx.fft.ifftshift(mx.fft.fftshift(mx.array(x), axes, stream=device), axes, stream=device)
+    assert_close(roundtrip, x)
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+@pytest.mark.parametrize("d", [1.0, 0.1])
+def test_freqs(device, n, d):
+    assert_close(mx.fft.fftfreq(n, d, stream=device), np.fft.fftfreq(n, d), dtype=mx.float32)
+    assert_close(mx.fft.rfftfreq(n, d, stream=device), np.fft.rfftfreq(n, d), dtype=mx.float32)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="fft.fft"):
+        mx.fft.fft(mx.zeros(4), axis=2)
+    with pytest.raises(ValueError, match="fft.fftn"):
+        mx.fft.fftn(mx.zeros((2, 2)), s=(2, 2), axes=(0,))
+    with pytest.raises(ValueError, match="fft.fft"):
+        mx.fft.fft(mx.zeros(4), n=0)
+    with pytest.raises(ValueError, match="fft.fftn"):
+        mx.fft.fftn(mx.zeros((2, 2)), axes=(0, 0))
+    with pytest.raises(ValueError, match="fft.fftfreq"):
+        mx.fft.fftfreq(0)
+    with pytest.raises(ValueError, match="fft.irfft"):
+        mx.fft.irfft(mx.zeros(1))
