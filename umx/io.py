@@ -92,7 +92,7 @@ def _savez(fn, op: str, file, args, kwargs) -> None:
 
 
 def _wrap(data: np.ndarray) -> array:
-    data = np.ascontiguousarray(data)
+    data = np.asarray(data, order="C")
     return from_data(data, dt.from_numpy(data.dtype))
 
 
@@ -162,9 +162,9 @@ def save_safetensors(file, arrays: dict, metadata: dict | None = None) -> None:
             raise ValueError(f"save_safetensors: invalid array name {name!r}")
         data = _host(a, "save_safetensors")
         if a.dtype is dt.bfloat16:
-            data = (np.ascontiguousarray(data, np.float32).view(np.uint32) >> 16).astype("<u2")
+            data = (np.asarray(data, np.float32, order="C").view(np.uint32) >> 16).astype("<u2")
         else:
-            data = np.ascontiguousarray(data, a.dtype.np.newbyteorder("<"))
+            data = np.asarray(data, a.dtype.np.newbyteorder("<"), order="C")
         raw = data.tobytes()
         header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape),
                         "data_offsets": [offset, offset + len(raw)]}
@@ -212,7 +212,7 @@ def _load_safetensors(file) -> tuple:
             data = bits.view(np.float32).reshape(shape)
         else:
             data = np.frombuffer(raw, d.np.newbyteorder("<")).astype(d.np).reshape(shape)
-        out[name] = from_data(np.ascontiguousarray(data), d)
+        out[name] = from_data(np.asarray(data, order="C"), d)
     return out, meta
 
 
