@@ -43,7 +43,6 @@ NOT_YET = {
     "random.bernoulli", "random.categorical", "random.gumbel", "random.laplace", "random.multivariate_normal",
     "random.permutation", "random.randint", "random.truncated_normal",
     "ArrayIterator", "ArrayLike", "ThreadLocalStream", "new_thread_local_stream", "new_thread_unsafe_stream",
-    "fft.stft", "fft.istft",
 }
 
 

@@ -102,3 +102,58 @@ def test_errors():
         mx.fft.fftfreq(0)
     with pytest.raises(ValueError, match="fft.irfft"):
         mx.fft.irfft(mx.zeros(1))
+
+
+def _stft_ref(x, n_fft, hop, window, center=True, pad_mode="reflect", onesided=True):
+    """NumPy reference: pad, frame, window (centred in the frame), transform; (..., n_freq, n_frames)."""
+    if center:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode=pad_mode)
+    left = (n_fft - len(window)) // 2
+    w = np.pad(window, (left, n_fft - len(window) - left))
+    n_frames = 1 + (x.shape[-1] - n_fft) // hop
+    frames = np.stack([x[..., t * hop:t * hop + n_fft] * w for t in range(n_frames)], -2)
+    spec = np.fft.rfft(frames, axis=-1) if onesided else np.fft.fft(frames, axis=-1)
+    return np.swapaxes(spec, -1, -2)
+
+
+@pytest.mark.parametrize("n_fft,hop,win,center,pad_mode", [(16, 4, 16, True, "reflect"), (16, 5, 12, True, "edge"),
+                                                            (8, 8, 8, False, "reflect"), (15, 3, 15, True, "constant")])
+def test_stft_and_istft(device, rng, n_fft, hop, win, center, pad_mode):
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    window = np.hanning(win + 2)[1:-1].astype(np.float32)  # no zeros: the overlap-add envelope stays positive
+    spec = mx.fft.stft(mx.array(x), n_fft, hop, win, mx.array(window), center, pad_mode, stream=device)
+    ref = _stft_ref(x.astype(np.float64), n_fft, hop, window.astype(np.float64), center, pad_mode)
+    assert_close(spec, ref, dtype=mx.complex64, **TOL)
+    back = mx.fft.istft(spec, n_fft, hop, win, mx.array(window), center, length=64, stream=device)
+    n_used = 64 if center else (1 + (64 - n_fft) // hop - 1) * hop + n_fft
+    assert back.shape == (2, 64) and back.dtype == mx.float32
+    assert_close(back[..., :n_used], x[..., :n_used], **TOL)
+
+
+def test_stft_defaults_complex_and_norm(device, rng):
+    x = rng.standard_normal(300).astype(np.float32)
+    spec = mx.fft.stft(mx.array(x), n_fft=32, stream=device)  # hop 8, rectangular window
+    assert spec.shape == (17, 1 + 300 // 8)
+    assert_close(spec, _stft_ref(x.astype(np.float64), 32, 8, np.ones(32)), **TOL)
+    assert_close(mx.fft.istft(spec, stream=device), x[:296], **TOL)  # default length: whole hops only
+    ortho = mx.fft.stft(mx.array(x), n_fft=32, norm="ortho", stream=device)
+    assert_close(ortho, np.asarray(spec) / np.sqrt(32), **TOL)
+    assert_close(mx.fft.istft(ortho, norm="ortho", length=300, stream=device), x, **TOL)
+    c = (x + 1j * x[::-1]).astype(np.complex64)
+    cs = mx.fft.stft(mx.array(c), n_fft=32, stream=device)  # complex input: two-sided by default
+    assert cs.shape == (32, 1 + 300 // 8)
+    assert_close(cs, _stft_ref(c.astype(np.complex128), 32, 8, np.ones(32), onesided=False), **TOL)
+    assert_close(mx.fft.istft(cs, onesided=False, length=300, stream=device), x, **TOL)
+
+
+def test_stft_errors():
+    with pytest.raises(ValueError, match="fft.stft"):
+        mx.fft.stft(mx.zeros(10), n_fft=64, center=False)
+    with pytest.raises(ValueError, match="fft.stft"):
+        mx.fft.stft(mx.zeros(100), n_fft=16, win_length=32)
+    with pytest.raises(ValueError, match="fft.stft"):
+        mx.fft.stft(mx.zeros(100), n_fft=16, window=mx.ones(8))
+    with pytest.raises(ValueError, match="fft.stft"):
+        mx.fft.stft(mx.zeros(100, mx.complex64), n_fft=16, onesided=True)
+    with pytest.raises(ValueError, match="fft.istft"):
+        mx.fft.istft(mx.zeros((5, 3), mx.complex64), n_fft=16)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from . import dtypes as dt
 from .ops._core import array, as_array, axis_of, cast, describe, node, resolve_stream
-from .primitives import FFT, FFTFreq, FFTShift
+from .primitives import FFT, ISTFT, STFT, FFTFreq, FFTShift
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
-           "fftshift", "ifftshift", "fftfreq", "rfftfreq"]
+           "fftshift", "ifftshift", "fftfreq", "rfftfreq", "stft", "istft"]
 
 
 def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
@@ -293,3 +293,122 @@ def rfftfreq(n: int, d: float = 1.0, *, stream=None) -> array:
         array: float32, shape ``(n // 2 + 1,)``.
     """
     return _freq(n, d, True, "fft.rfftfreq", stream)
+
+
+def _window(window, win_length: int, n_fft: int, op: str, st) -> array:
+    if window is None:
+        from .ops.creation import ones
+
+        return ones((win_length,), dt.float32, stream=st)
+    w = as_array(window, op)
+    if w.ndim != 1 or w._shape[0] != win_length:
+        raise ValueError(f"{op}: window must be 1-d of win_length {win_length}, got {describe(w)}")
+    return cast(w, dt.float32, st)
+
+
+def _frame_args(n_fft: int, hop_length, win_length, norm: str, op: str) -> tuple:
+    if n_fft <= 0:
+        raise ValueError(f"{op}: n_fft must be positive, got {n_fft}")
+    hop = n_fft // 4 if hop_length is None else int(hop_length)
+    win = n_fft if win_length is None else int(win_length)
+    if hop <= 0:
+        raise ValueError(f"{op}: hop_length must be positive, got {hop}")
+    if not 0 < win <= n_fft:
+        raise ValueError(f"{op}: win_length must be in [1, n_fft={n_fft}], got {win}")
+    if norm not in ("backward", "ortho", "forward"):
+        raise ValueError(f"{op}: norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
+    return hop, win
+
+
+def stft(x, n_fft: int = 2048, hop_length: int | None = None, win_length: int | None = None, window=None,
+         center: bool = True, pad_mode: str = "reflect", norm: str = "backward", onesided: bool | None = None, *,
+         stream=None) -> array:
+    """The short-time Fourier transform of the last axis of ``x`` (PyTorch's ``stft`` conventions).
+
+    Args:
+        x (array): the signal, ``(..., T)``.
+        n_fft (int): the frame and transform size. Default: 2048.
+        hop_length (int, optional): samples between frames. Default: ``n_fft // 4``.
+        win_length (int, optional): the window size, at most ``n_fft``. Default: ``n_fft``.
+        window (array, optional): a 1-d window of ``win_length``, centred and zero-padded to ``n_fft``.
+            Default: rectangular.
+        center (bool): pad ``n_fft // 2`` samples at both ends so frames are centred. Default: True.
+        pad_mode (str): ``'reflect'`` (default), ``'constant'`` or ``'edge'``, used when ``center``.
+        norm (str): ``'backward'`` (default), ``'ortho'`` or ``'forward'``, as in ``numpy.fft``.
+        onesided (bool, optional): keep only the ``n_fft // 2 + 1`` non-negative frequencies. Default: True for
+            real input, False for complex input.
+        stream (Stream | Device | DeviceType, optional): where the op runs.
+
+    Returns:
+        array: complex64, ``(..., n_freq, n_frames)``.
+    """
+    op = "fft.stft"
+    st = resolve_stream(stream)
+    x = as_array(x, op)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: needs at least a 1-d signal, got {describe(x)}")
+    hop, win = _frame_args(int(n_fft), hop_length, win_length, norm, op)
+    if pad_mode not in ("reflect", "constant", "edge"):
+        raise ValueError(f"{op}: pad_mode must be 'reflect', 'constant' or 'edge', got {pad_mode!r}")
+    is_complex = x._dtype.kind == "c"
+    onesided = not is_complex if onesided is None else bool(onesided)
+    if onesided and is_complex:
+        raise ValueError(f"{op}: a one-sided transform needs real input, got {describe(x)}")
+    x = cast(x, dt.complex64 if is_complex else dt.float32, st)
+    padded = x._shape[-1] + (2 * (n_fft // 2) if center else 0)
+    if padded < n_fft:
+        raise ValueError(f"{op}: the signal ({x._shape[-1]} samples) is shorter than n_fft={n_fft}")
+    if center and pad_mode == "reflect" and x._shape[-1] <= n_fft // 2:
+        raise ValueError(f"{op}: reflect padding of {n_fft // 2} needs more than that many samples, got {describe(x)}")
+    w = _window(window, win, n_fft, op, st)
+    n_frames = 1 + (padded - n_fft) // hop
+    n_freq = n_fft // 2 + 1 if onesided else n_fft
+    prim = STFT(int(n_fft), hop, bool(center), pad_mode, norm, onesided)
+    return node(prim, (x, w), x._shape[:-1] + (n_freq, n_frames), dt.complex64, st)
+
+
+def istft(stft_matrix, n_fft: int | None = None, hop_length: int | None = None, win_length: int | None = None,
+          window=None, center: bool = True, norm: str = "backward", onesided: bool | None = None,
+          length: int | None = None, *, stream=None) -> array:
+    """The inverse of :func:`stft`: windowed overlap-add of the inverse transforms of the frames, normalised by
+    the summed squared window.
+
+    Args:
+        stft_matrix (array): the STFT, ``(..., n_freq, n_frames)``.
+        n_fft (int, optional): the transform size. Default: ``2 * (n_freq - 1)`` if one-sided, else ``n_freq``.
+        hop_length (int, optional): samples between frames. Default: ``n_fft // 4``.
+        win_length (int, optional): the window size. Default: ``n_fft``.
+        window (array, optional): the window used by :func:`stft`. Default: rectangular.
+        center (bool): whether the STFT was centred. Default: True.
+        norm (str): the ``norm`` used by :func:`stft`. Default: ``'backward'``.
+        onesided (bool, optional): whether the STFT holds only non-negative frequencies. Default: True.
+        length (int, optional): cut or zero-pad the output to this many samples.
+        stream (Stream | Device | DeviceType, optional): where the op runs.
+
+    Returns:
+        array: the float32 signal, ``(..., length)``.
+    """
+    op = "fft.istft"
+    st = resolve_stream(stream)
+    s = as_array(stft_matrix, op)
+    if s.ndim < 2:
+        raise ValueError(f"{op}: needs (..., n_freq, n_frames), got {describe(s)}")
+    onesided = True if onesided is None else bool(onesided)
+    n_freq, n_frames = s._shape[-2:]
+    if n_fft is None:
+        n_fft = 2 * (n_freq - 1) if onesided else n_freq
+    n_fft = int(n_fft)
+    hop, win = _frame_args(n_fft, hop_length, win_length, norm, op)
+    want = n_fft // 2 + 1 if onesided else n_fft
+    if n_freq != want:
+        raise ValueError(f"{op}: {n_freq} frequencies do not fit n_fft={n_fft} (onesided={onesided})")
+    if n_frames < 1:
+        raise ValueError(f"{op}: needs at least one frame, got {describe(s)}")
+    if length is None:
+        length = n_fft + hop * (n_frames - 1) - (2 * (n_fft // 2) if center else 0)
+    if length < 0:
+        raise ValueError(f"{op}: length must be non-negative, got {length}")
+    s = cast(s, dt.complex64, st)
+    w = _window(window, win, n_fft, op, st)
+    prim = ISTFT(n_fft, hop, bool(center), norm, onesided, int(length))
+    return node(prim, (s, w), s._shape[:-2] + (int(length),), dt.float32, st)

@@ -4,7 +4,7 @@ from .base import Primitive
 from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .indexing import ARRAY, Gather, Scatter, fill_key
-from .fft import FFT, FFTFreq, FFTShift
+from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .linalg import (
     DET, INV, LU_DECOMP, LU_FACTOR, MATMUL, PINV, QR_DECOMP, SLOGDET, SOLVE, LU, QR, SVD, Cholesky, CholeskyInv,
     Cross, Det, Eig, Eigh, Inv, LUFactor, Matmul, Pinv, SlogDet, Solve, SolveTriangular, TriInv,
@@ -20,7 +20,7 @@ __all__ = [
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
-    "FFT", "FFTFreq", "FFTShift", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP", "SLOGDET", "SOLVE",
+    "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP", "SLOGDET", "SOLVE",
     "LU", "QR", "SVD", "Cholesky", "CholeskyInv", "Cross", "Det", "Eig", "Eigh", "Inv", "LUFactor", "Pinv",
     "SlogDet", "Solve", "SolveTriangular", "TriInv",
 ]
