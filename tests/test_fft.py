@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 

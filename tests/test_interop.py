@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 
 # -- DLPack and NumPy ------------------------------------------------------------------------------------------

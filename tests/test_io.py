@@ -8,9 +8,9 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 DTYPES = [mx.bool_, mx.uint8, mx.int8, mx.uint16, mx.int16, mx.uint32, mx.int32, mx.uint64, mx.int64, mx.float16,
           mx.bfloat16, mx.float32, mx.float64, mx.complex64]

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 RTOL, ATOL = 2e-4, 2e-4
 SHAPES = [(3, 3), (2, 4, 4), (2, 1, 5, 5)]

@@ -117,13 +117,15 @@ class array:  # noqa: N801 (MLX's name)
         if self._data is None:
             _eval((self,))
         d = self._data
-        if not isinstance(d, (np.ndarray, np.generic)):
-            return d.__dlpack__(stream=stream, max_version=max_version, dl_device=dl_device, copy=copy)
-        d = np.asarray(d)
-        kw = {"stream": stream, "max_version": max_version, "dl_device": dl_device, "copy": copy}
+        d = np.asarray(d) if isinstance(d, np.generic) else d
+        # Only the arguments given: NumPy before 2.1 takes just ``stream``.
+        kw = {k: v for k, v in (("stream", stream), ("max_version", max_version), ("dl_device", dl_device),
+                                ("copy", copy)) if v is not None}
         try:
             return d.__dlpack__(**kw)
         except BufferError:  # old consumers cannot be told that a view is read-only: give them a copy
+            if not isinstance(d, np.ndarray):
+                raise
             return np.array(d).__dlpack__(**kw)
 
     def __dlpack_device__(self) -> tuple:

@@ -13,7 +13,17 @@ from . import dtypes as dt
 from .ops import elementwise as ew
 from .ops import reduction as red
 from .ops import shape as sh
-from .ops._core import array, as_array, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, resolve_stream
+from .ops._core import (
+    array,
+    as_array,
+    axis_of,
+    broadcast_node,
+    broadcast_shapes,
+    cast,
+    describe,
+    node,
+    resolve_stream,
+)
 from .primitives import linalg as la
 
 __all__ = ["norm", "matrix_norm", "qr", "svd", "inv", "pinv", "tri_inv", "cholesky", "cholesky_inv", "eigh",
