@@ -295,3 +295,28 @@ def test_empty_batch(device):
     q, r = mx.linalg.qr(mx.zeros((0, 3, 2)), stream=device)
     mx.eval(q, r)
     assert q.shape == (0, 3, 2) and r.shape == (0, 2, 2)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 3), (3, 0), (0, 2), (2, 0, 4)])
+def test_lu_empty(device, shape):
+    p, low, up = mx.linalg.lu(mx.zeros(shape), stream=device)
+    f, piv = mx.linalg.lu_factor(mx.zeros(shape), stream=device)
+    mx.eval(p, low, up, f, piv)
+    k = min(shape[-2:])
+    assert low.shape == shape[:-1] + (k,) and up.shape == shape[:-2] + (k, shape[-1]) and piv.shape == shape[:-2] + (k,)
+
+
+def test_lu_property(device):
+    hyp = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+
+    @hyp.settings(max_examples=25, deadline=None)
+    @hyp.given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
+    def check(m, n, seed):
+        a = np.random.default_rng(seed).standard_normal((2, m, n))
+        p, low, up = mx.linalg.lu(mx.array(a, mx.float64), stream=device)
+        pl = np.take_along_axis(np.asarray(low), np.asarray(p).astype(np.int64)[..., None], axis=-2)
+        np.testing.assert_allclose(pl @ np.asarray(up), a, atol=1e-12)
+        assert sorted(np.asarray(p)[0].tolist()) == list(range(m))
+
+    check()

@@ -113,7 +113,10 @@ def _lu_in_place(xp, lu):
 
 def _lu(xp, a):
     *batch, m, n = a.shape
-    lu = xp.array(a, copy=True).reshape((-1, m, n))
+    nb = 1
+    for b in batch:
+        nb *= b
+    lu = xp.array(a, copy=True).reshape((nb, m, n))
     pivots, perm = _lu_in_place(xp, lu)
     k = min(m, n)
     return lu.reshape(a.shape), pivots.reshape((*batch, k)), perm.reshape((*batch, m))
