@@ -141,6 +141,7 @@ def test_printoptions():
         mx.set_printoptions(precision=-1)
     assert repr(x) == "array([1, 2.12346], dtype=float32)"
     assert isinstance(mx.get_printoptions(), mx.PrintOptions)
+    assert mx.get_printoptions()["precision"] == -1  # MLX's default; readable as a mapping too
 
 
 # -- dtype helpers -----------------------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ class PrintOptions:
     def __repr__(self) -> str:
         return f"PrintOptions(precision={self.precision})"
 
+    def __getitem__(self, key: str):
+        """``options["precision"]``: the options read as a mapping too."""
+        if key != "precision":
+            raise KeyError(key)
+        return self.precision
+
 
 _options = PrintOptions()
 
@@ -93,13 +99,13 @@ def array_str(a) -> str:
     return array_repr(a)
 
 
-def set_printoptions(precision: int = -1) -> None:
+def set_printoptions(precision: int | None = -1) -> None:
     """Set the global print precision.
 
     Args:
-        precision (int): digits after the point for floats; -1 (default) prints 6 significant digits.
+        precision (int): digits after the point for floats; -1 (default) or None prints 6 significant digits.
     """
-    _options.precision = int(precision)
+    _options.precision = -1 if precision is None else int(precision)
 
 
 def get_printoptions() -> PrintOptions:
@@ -118,8 +124,8 @@ class printoptions:  # noqa: N801 (MLX's name)
         precision (int): digits after the point for floats; -1 prints 6 significant digits.
     """
 
-    def __init__(self, precision: int = -1):
-        self._new = int(precision)
+    def __init__(self, precision: int | None = -1):
+        self._new = -1 if precision is None else int(precision)
         self._old = None
 
     def __enter__(self):
