@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import dtypes as dt
 from .ops._core import array, as_array, axis_of, cast, describe, node, resolve_stream
+from .ops.creation import ones
 from .primitives import FFT, ISTFT, STFT, FFTFreq, FFTShift
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
@@ -297,8 +298,6 @@ def rfftfreq(n: int, d: float = 1.0, *, stream=None) -> array:
 
 def _window(window, win_length: int, n_fft: int, op: str, st) -> array:
     if window is None:
-        from .ops.creation import ones
-
         return ones((win_length,), dt.float32, stream=st)
     w = as_array(window, op)
     if w.ndim != 1 or w._shape[0] != win_length:

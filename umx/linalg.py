@@ -14,16 +14,9 @@ from .ops import elementwise as ew
 from .ops import reduction as red
 from .ops import shape as sh
 from .ops._core import (
-    array,
-    as_array,
-    axis_of,
-    broadcast_node,
-    broadcast_shapes,
-    cast,
-    describe,
-    node,
-    resolve_stream,
+    array, as_array, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, resolve_stream,
 )
+from .ops.creation import zeros
 from .primitives import linalg as la
 
 __all__ = ["norm", "matrix_norm", "qr", "svd", "inv", "pinv", "tri_inv", "cholesky", "cholesky_inv", "eigh",
@@ -521,6 +514,4 @@ def _pad3(x: array, ax: int, st) -> array:
     if x._shape[ax] == 3:
         return x
     zshape = x._shape[:ax] + (1,) + x._shape[ax + 1:]
-    from .ops.creation import zeros
-
     return sh.concatenate([x, zeros(zshape, x._dtype, stream=st)], ax, stream=st)
