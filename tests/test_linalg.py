@@ -310,7 +310,7 @@ def test_lu_property(device):
     hyp = pytest.importorskip("hypothesis")
     st = pytest.importorskip("hypothesis.strategies")
 
-    @hyp.settings(max_examples=25, deadline=None)
+    @hyp.settings(max_examples=10, deadline=None)
     @hyp.given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
     def check(m, n, seed):
         a = np.random.default_rng(seed).standard_normal((2, m, n))
