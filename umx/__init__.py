@@ -6,7 +6,7 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 """
 
 from . import dtypes as _dtypes
-from .array import array
+from .array import array, from_dlpack
 from .devices import (
     Device, DeviceType, Stream, StreamContext, clear_streams, cpu, default_device, default_stream, device_count,
     device_info, gpu, is_available, new_stream, set_default_device, set_default_stream, stream, synchronize,
@@ -22,7 +22,10 @@ from .memory import (
 )
 from .ops import *  # noqa: F403
 from .ops import ArrayAt, random
-from .printing import get_printoptions, printoptions, set_printoptions
+from . import fft, linalg
+from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
+from .linalg import matrix_norm
+from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
 
 import math as _math

@@ -15,7 +15,7 @@ import numpy as np
 from . import dtypes as _dt
 from . import memory
 
-__all__ = ["array"]
+__all__ = ["array", "from_dlpack"]
 
 _ndarray = np.ndarray
 _HOST = memory.HOST
@@ -41,6 +41,8 @@ class array:  # noqa: N801 (MLX's name)
         if isinstance(val, array):
             data = np.asarray(val)  # evaluates
             src = val.dtype
+        elif dt is not None and dt.kind in "fc" and _is_plain_float(val):
+            data, src = np.asarray(val), None  # cast once: no detour through float32
         else:
             data, src = _to_numpy(val)
         if dt is not None and dt is not src:
@@ -113,6 +115,44 @@ class array:  # noqa: N801 (MLX's name)
 
     def __buffer__(self, flags):
         return memoryview(self._host())
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Export through DLPack (evaluates). Host data goes through NumPy's exporter; bfloat16 leaves as its
+        float32 storage."""
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        d = np.asarray(d) if isinstance(d, np.generic) else d
+        # Only the arguments given: NumPy before 2.1 takes just ``stream``.
+        kw = {k: v for k, v in (("stream", stream), ("max_version", max_version), ("dl_device", dl_device),
+                                ("copy", copy)) if v is not None}
+        try:
+            return d.__dlpack__(**kw)
+        except BufferError:  # old consumers cannot be told that a view is read-only: give them a copy
+            if not isinstance(d, np.ndarray):
+                raise
+            return np.array(d).__dlpack__(**kw)
+
+    def __dlpack_device__(self) -> tuple:
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        if isinstance(d, (np.ndarray, np.generic)):
+            return (1, 0)  # kDLCPU
+        return d.__dlpack_device__()
+
+    def __reduce__(self):
+        # Pickle the values, never the graph: an unevaluated array is evaluated first.
+        return (_rebuild, (np.array(self._host()), self._dtype.name))
+
+    def __copy__(self):
+        from .devices import resolve_stream
+        from .primitives import COPY
+
+        return node(COPY, (self,), self._shape, self._dtype, resolve_stream(None))
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
     def __bool__(self) -> bool:
         if self.size != 1:
@@ -202,6 +242,36 @@ def from_data(data, dtype: _dt.Dtype) -> array:
     return a
 
 
+def _rebuild(data: np.ndarray, dtype_name: str) -> array:
+    return from_data(data, _dt.to_dtype(dtype_name))
+
+
+def from_dlpack(x) -> array:
+    """An array from any object with ``__dlpack__`` (a NumPy array, a CPU PyTorch tensor...), keeping its dtype.
+
+    The values are copied, so later writes to ``x`` do not show through (umx arrays are immutable).
+
+    Args:
+        x: the object to import.
+
+    Returns:
+        array: an evaluated array.
+    """
+    if not hasattr(x, "__dlpack__"):
+        raise TypeError(f"from_dlpack: {type(x).__name__} does not support the DLPack protocol")
+    device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
+    if device == 1:
+        host = np.array(np.from_dlpack(x))
+    elif hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
+        host = np.asarray(x.get())  # a CuPy array: copied to the host once
+    else:
+        raise ValueError(f"from_dlpack: cannot import data on DLPack device type {device} yet; "
+                         "move it to the host first")
+    if host.dtype.kind == "c" and host.dtype != np.complex64:
+        host = host.astype(np.complex64)
+    return from_data(host, _dt.from_numpy(host.dtype))
+
+
 _created = itertools.count(1)
 
 
@@ -266,6 +336,20 @@ def _to_numpy(val):
     if arr.dtype.kind == "c":
         return arr.astype(np.complex64), _dt.complex64
     return arr, _dt.from_numpy(arr.dtype)
+
+
+def _is_plain_float(val) -> bool:
+    """Whether ``val`` is NumPy or Python floating data (which ``_to_numpy`` would first round to float32)."""
+    if isinstance(val, (np.ndarray, np.generic)):
+        return val.dtype.kind in "fc"
+    if isinstance(val, (float, complex)):
+        return True
+    if isinstance(val, (list, tuple)) and not _contains_umx(val):
+        try:
+            return np.asarray(val).dtype.kind in "fc"
+        except ValueError:
+            return False
+    return False
 
 
 def _contains_umx(val) -> bool:

@@ -239,7 +239,8 @@ def can_cast(from_, to) -> bool:
     """Whether values of ``from_`` convert to ``to`` without loss, as numpy.can_cast with 'safe'."""
     a, b = to_dtype(from_), to_dtype(to)
     if a is bfloat16 or b is bfloat16:
-        return a is b or (a is bool_) or (b in (float32, float64, complex64) and a.kind in "bf")
+        # bfloat16 holds 8 significant bits: every 8-bit integer, and itself within the wider floats.
+        return a is b or a in (bool_, int8, uint8) or (b in (float32, float64, complex64) and a.kind in "bf")
     return bool(np.can_cast(a.np, b.np, "safe"))
 
 
@@ -250,7 +251,7 @@ class finfo:
         d = to_dtype(dtype)
         if d.kind not in "fc":
             raise ValueError(f"finfo: {d} is not an inexact dtype")
-        self.dtype = d
+        self.dtype = float32 if d is complex64 else d  # the limits of a complex type are its parts' (NumPy, MLX)
         if d is bfloat16:
             self.bits, self.eps, self.max, self.tiny = 16, 2.0**-7, 3.3895313892515355e38, 1.1754943508222875e-38
         else:

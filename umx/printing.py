@@ -1,36 +1,94 @@
-"""Printing arrays as MLX does: ``array([1, 2.5, 0.333333], dtype=float32)``."""
+"""Printing arrays as MLX does: ``array([1, 2.5, 0.333333], dtype=float32)``.
+
+Values are written one by one, unaligned, floats with 6 significant digits (or ``precision`` digits after the
+point once set). An axis longer than 6 shows its first and last 3 entries around ``...``; rows of a matrix start
+on new lines, indented under the first bracket.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-_options = {"precision": None, "threshold": 1000, "edgeitems": 3, "linewidth": 80}
+_EDGE = 3  # entries kept at each end of a summarised axis
 
 
-def _float_fmt(x) -> str:
-    p = _options["precision"]
-    if p is not None:
-        return f"{x:.{p}f}"
-    if np.isnan(x):
+class PrintOptions:
+    """Global print options: ``precision``, the digits after the point for floats (-1: 6 significant digits)."""
+
+    def __init__(self, precision: int = -1):
+        self.precision = precision
+
+    def __repr__(self) -> str:
+        return f"PrintOptions(precision={self.precision})"
+
+    def __getitem__(self, key: str):
+        """``options["precision"]``: the options read as a mapping too."""
+        if key != "precision":
+            raise KeyError(key)
+        return self.precision
+
+
+_options = PrintOptions()
+
+
+def _float(x) -> str:
+    x = float(x)
+    p = _options.precision
+    if math.isnan(x):
         return "nan"
-    if np.isinf(x):
+    if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    return f"{float(x):.6g}"
+    if p is not None and p >= 0:
+        return f"{x:.{p}f}"
+    return f"{x:.6g}"
+
+
+def _complex(z) -> str:
+    re, im = float(z.real), float(z.imag)
+    sign = "+" if im >= 0 or math.isnan(im) else "-"
+    return f"{_float(re)}{sign}{_float(abs(im) if not math.isnan(im) else im)}j"
+
+
+def _scalar_fmt(kind: str):
+    if kind == "f":
+        return _float
+    if kind == "c":
+        return _complex
+    if kind == "b":
+        return lambda b: "True" if b else "False"
+    return lambda v: str(int(v))
+
+
+def _block(data: np.ndarray, dim: int, fmt, out: list) -> None:
+    n = data.shape[0]
+    last = data.ndim == 1
+    prefix = "" if last else " " * (7 + dim)
+    sep = ", " if last else ",\n"
+    out.append("[")
+    idx = list(range(n)) if n <= 2 * _EDGE else [*range(_EDGE), -1, *range(n - _EDGE, n)]
+    for j, i in enumerate(idx):
+        if j:
+            out.append(sep)
+            out.append(prefix)
+        if i < 0:
+            out.append("...")
+        elif last:
+            out.append(fmt(data[i]))
+        else:
+            _block(data[i], dim + 1, fmt, out)
+    out.append("]")
 
 
 def _format(a) -> str:
     data = np.asarray(a)
-    kind = a.dtype.kind
-    fmt: dict = {}
-    if kind == "f":
-        fmt = {"float_kind": _float_fmt}
-    elif kind == "c":
-        fmt = {"complex_kind": lambda z: f"{_float_fmt(z.real)}{'+' if z.imag >= 0 else '-'}{_float_fmt(abs(z.imag))}j"}
-    elif kind == "b":
-        fmt = {"bool": lambda b: "True" if b else "False"}
-    return np.array2string(data, separator=", ", prefix="array(", formatter=fmt,
-                           threshold=_options["threshold"], edgeitems=_options["edgeitems"],
-                           max_line_width=_options["linewidth"])
+    fmt = _scalar_fmt(a.dtype.kind)
+    if data.ndim == 0:
+        return fmt(data[()])
+    out: list = []
+    _block(data, 0, fmt, out)
+    return "".join(out)
 
 
 def array_repr(a) -> str:
@@ -41,33 +99,40 @@ def array_str(a) -> str:
     return array_repr(a)
 
 
-def set_printoptions(precision: int | None = None, threshold: int | None = None, edgeitems: int | None = None,
-                     linewidth: int | None = None) -> None:
-    """Set how arrays print: float ``precision`` (digits after the point), the element count past which the
-    middle is elided (``threshold``), ``edgeitems`` kept each side, and the ``linewidth``."""
-    for k, v in (("precision", precision), ("threshold", threshold), ("edgeitems", edgeitems),
-                 ("linewidth", linewidth)):
-        if v is not None:
-            _options[k] = v
+def set_printoptions(precision: int | None = -1) -> None:
+    """Set the global print precision.
+
+    Args:
+        precision (int): digits after the point for floats; -1 (default) or None prints 6 significant digits.
+    """
+    _options.precision = -1 if precision is None else int(precision)
 
 
-def get_printoptions() -> dict:
-    """The current print options, as a dict."""
-    return dict(_options)
+def get_printoptions() -> PrintOptions:
+    """The global print options.
+
+    Returns:
+        PrintOptions: an object with the ``precision`` in use.
+    """
+    return PrintOptions(_options.precision)
 
 
-class printoptions:
-    """``with mx.printoptions(precision=3):`` sets print options for the block."""
+class printoptions:  # noqa: N801 (MLX's name)
+    """``with mx.printoptions(precision=3):`` sets the print precision for the block.
 
-    def __init__(self, **kwargs):
-        self._new = kwargs
+    Args:
+        precision (int): digits after the point for floats; -1 prints 6 significant digits.
+    """
+
+    def __init__(self, precision: int | None = -1):
+        self._new = -1 if precision is None else int(precision)
         self._old = None
 
     def __enter__(self):
-        self._old = get_printoptions()
-        set_printoptions(**self._new)
+        self._old = _options.precision
+        _options.precision = self._new
         return self
 
     def __exit__(self, *exc):
-        _options.update(self._old)
+        _options.precision = self._old
         return False

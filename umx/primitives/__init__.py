@@ -3,8 +3,11 @@
 from .base import Primitive
 from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
+from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
-from .linalg import MATMUL, Matmul
+from .linalg import (
+    DET, INV, LU, LU_DECOMP, LU_FACTOR, MATMUL, PINV, QR, QR_DECOMP, SLOGDET, SOLVE, SVD, Cholesky, CholeskyInv,
+    Cross, Det, Eig, Eigh, Inv, LUFactor, Matmul, Pinv, SlogDet, Solve, SolveTriangular, TriInv)
 from .reduction import (
     All, Any, ArgMax, ArgMin, ArgReduce, LogSumExp, Max, Mean, Min, Prod, Reduce, Softmax, Sum, Var,
 )
@@ -16,4 +19,7 @@ __all__ = [
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
+    "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP", "SLOGDET", "SOLVE",
+    "LU", "QR", "SVD", "Cholesky", "CholeskyInv", "Cross", "Det", "Eig", "Eigh", "Inv", "LUFactor", "Pinv",
+    "SlogDet", "Solve", "SolveTriangular", "TriInv",
 ]

@@ -1,4 +1,8 @@
-"""Matrix primitives."""
+"""Matrix primitives: products, factorizations, inverses and solvers.
+
+Every factorization works on the last two axes and batches over the leading ones. Those with several results
+(``QR``, ``SVD``, ``Eigh``...) make one node per result, tied together as siblings (see ``ops.shape.split``).
+"""
 
 from __future__ import annotations
 
@@ -12,3 +16,143 @@ class Matmul(Primitive):
 
 
 MATMUL = Matmul()
+
+
+class Inv(Primitive):
+    """The inverse of square matrices."""
+
+    __slots__ = ()
+
+
+class Pinv(Primitive):
+    """The Moore-Penrose pseudo-inverse, from the SVD."""
+
+    __slots__ = ()
+
+
+class TriInv(Primitive):
+    """The inverse of triangular matrices (``upper`` or lower); the other triangle of the result is zero."""
+
+    __slots__ = ("upper",)
+
+    def __init__(self, upper: bool):
+        self.upper = upper
+
+
+class Cholesky(Primitive):
+    """The Cholesky factor of symmetric positive definite matrices: lower ``L`` or, if ``upper``, ``U = L^H``."""
+
+    __slots__ = ("upper",)
+
+    def __init__(self, upper: bool):
+        self.upper = upper
+
+
+class CholeskyInv(Primitive):
+    """The inverse of ``A`` from its Cholesky factor (``upper`` or lower)."""
+
+    __slots__ = ("upper",)
+
+    def __init__(self, upper: bool):
+        self.upper = upper
+
+
+class QR(Primitive):
+    """The reduced QR factorization; two outputs, ``Q`` and ``R``."""
+
+    __slots__ = ()
+    n_outputs = 2
+
+
+class SVD(Primitive):
+    """The singular value decomposition: ``U, S, Vt`` (full matrices) or, without ``compute_uv``, ``S`` only."""
+
+    __slots__ = ("compute_uv",)
+    n_outputs = 0
+
+    def __init__(self, compute_uv: bool):
+        self.compute_uv = compute_uv
+
+
+class Eigh(Primitive):
+    """Eigenvalues (ascending) and, with ``vectors``, eigenvectors of Hermitian matrices, read from triangle
+    ``uplo`` (``'L'`` or ``'U'``)."""
+
+    __slots__ = ("uplo", "vectors")
+    n_outputs = 0
+
+    def __init__(self, uplo: str, vectors: bool):
+        self.uplo = uplo
+        self.vectors = vectors
+
+
+class Eig(Primitive):
+    """Eigenvalues and, with ``vectors``, right eigenvectors of general square matrices (complex results)."""
+
+    __slots__ = ("vectors",)
+    n_outputs = 0
+
+    def __init__(self, vectors: bool):
+        self.vectors = vectors
+
+
+class LUFactor(Primitive):
+    """LU with partial pivoting, compact: ``LU`` (unit-lower ``L`` below the diagonal, ``U`` on and above it) and
+    the LAPACK-style pivots (row ``i`` was swapped with row ``pivots[i]``, in order)."""
+
+    __slots__ = ()
+    n_outputs = 2
+
+
+class LU(Primitive):
+    """LU with partial pivoting, expanded: the row indices ``p``, ``L`` and ``U`` with ``A = L[p] @ U``."""
+
+    __slots__ = ()
+    n_outputs = 3
+
+
+class Solve(Primitive):
+    """The solution ``x`` of ``a @ x = b`` (NumPy's rules: ``b`` is a vector only when it is 1-d)."""
+
+    __slots__ = ()
+
+
+class SolveTriangular(Primitive):
+    """The solution of ``a @ x = b`` for triangular ``a`` (``upper`` or lower; the other triangle is ignored)."""
+
+    __slots__ = ("upper",)
+
+    def __init__(self, upper: bool):
+        self.upper = upper
+
+
+class Det(Primitive):
+    """The determinant of square matrices."""
+
+    __slots__ = ()
+
+
+class SlogDet(Primitive):
+    """The sign and the log of the absolute value of the determinant; two outputs."""
+
+    __slots__ = ()
+    n_outputs = 2
+
+
+class Cross(Primitive):
+    """The cross product of 3-vectors along ``axis`` (inputs already broadcast and padded to size 3)."""
+
+    __slots__ = ("axis",)
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+
+INV = Inv()
+PINV = Pinv()
+QR_DECOMP = QR()
+LU_FACTOR = LUFactor()
+LU_DECOMP = LU()
+SOLVE = Solve()
+DET = Det()
+SLOGDET = SlogDet()

@@ -1,0 +1,85 @@
+"""The public API against MLX's: every name in mlx.core (read off MLX 0.32.4) that umx lacks must be in a known
+family, either left out on purpose for now (EXCLUDED) or owned by work not merged yet (NOT_YET)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import umx as mx
+
+_REPO = Path(__file__).resolve().parents[1]
+_REL = Path("shared") / "reference" / "mlx_core_names.txt"
+# shared/ sits beside the repository (CI clones it there); a git worktree may sit one level deeper.
+NAMES_FILE = next((p / _REL for p in _REPO.parents if (p / _REL).exists()), _REPO.parent / _REL)
+
+# Families umx leaves out for now (quantization, fp8, convolutions, export, distributed, fast kernels, the metal
+# and cuda submodules) and function transforms that come in a later round.
+EXCLUDED = {
+    "quantize", "dequantize", "quantized_matmul", "gather_qmm", "gather_qqmm", "qqmm",
+    "to_fp8", "from_fp8",
+    "conv1d", "conv2d", "conv3d", "conv_general", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "convolve",
+    "export_function", "export_to_dot", "exporter", "import_function", "FunctionExporter",
+    "distributed", "fast", "metal", "cuda",
+    "grad", "vjp", "jvp", "vmap", "value_and_grad", "compile", "checkpoint", "custom_function", "disable_compile",
+    "enable_compile",
+}
+
+# Names owned by work not merged into this branch yet (the general op set: sorting, scans, padding, einsum...;
+# random samplers; thread-local streams) and this branch's known gaps. The lead moves names out of this set as
+# they land; after the merge it should be empty.
+NOT_YET = {
+    "sort", "argsort", "partition", "argpartition", "topk", "searchsorted", "unique",
+    "cumsum", "cumprod", "cummax", "cummin", "cumulative_sum", "cumulative_prod", "logcumsumexp",
+    "pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "diff", "trace", "tri", "tril", "triu",
+    "einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "vecdot", "addmm", "block_masked_mm",
+    "gather_mm", "segmented_mm", "hadamard_transform",
+    "take", "take_along_axis", "put_along_axis", "slice", "slice_update", "meshgrid", "unstack", "as_strided",
+    "contiguous", "depends",
+    "isclose", "allclose", "array_equal", "nan_to_num", "count_nonzero", "median", "minmax", "divmod",
+    "hanning", "hamming", "bartlett", "blackman",
+    "random.bernoulli", "random.categorical", "random.gumbel", "random.laplace", "random.multivariate_normal",
+    "random.permutation", "random.randint", "random.truncated_normal",
+    "ArrayIterator", "ArrayLike", "ThreadLocalStream", "new_thread_local_stream", "new_thread_unsafe_stream",
+}
+
+
+def _mlx_names() -> list:
+    if not NAMES_FILE.exists():
+        pytest.skip(f"MLX's name list is not at {NAMES_FILE} (the shared/ folder sits beside the repository)")
+    lines = NAMES_FILE.read_text().splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
+
+
+def _has(name: str) -> bool:
+    obj = mx
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def test_missing_names_are_known():
+    names = _mlx_names()
+    missing = [n for n in names if not _has(n)]
+    print(f"\numx provides {len(names) - len(missing)} of MLX's {len(names)} public names; missing "
+          f"{len(missing)}:\n  " + " ".join(missing))
+    unknown = [n for n in missing if n not in EXCLUDED and n not in NOT_YET]
+    assert not unknown, f"missing from umx and in no known family: {unknown}"
+
+
+def test_known_lists_stay_honest():
+    names = set(_mlx_names())
+    assert EXCLUDED <= names and NOT_YET <= names, "a listed name is not one of MLX's"
+    landed = sorted(n for n in NOT_YET if _has(n))
+    print(f"\nlanded since NOT_YET was written (move them out): {landed}")
+    assert not (EXCLUDED & NOT_YET)
+
+
+def test_submodules_and_members():
+    for name in ("linalg.svd", "linalg.lu_factor", "fft.rfftn", "fft.fftshift", "save_safetensors", "load",
+                 "from_dlpack", "matrix_norm", "PrintOptions", "finfo", "iinfo"):
+        assert _has(name), name

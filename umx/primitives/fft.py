@@ -1,0 +1,75 @@
+"""Fourier transform primitives."""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+
+class FFT(Primitive):
+    """The n-dimensional discrete Fourier transform over ``axes``, each padded or cut to ``sizes`` first.
+
+    ``real`` selects the real-input forward transform (``rfftn``, a half spectrum along the last axis) or, with
+    ``inverse``, its inverse (``irfftn``, ``sizes`` being those of the real output).
+    """
+
+    __slots__ = ("axes", "sizes", "inverse", "real")
+
+    def __init__(self, axes: tuple, sizes: tuple, inverse: bool, real: bool):
+        self.axes = axes
+        self.sizes = sizes
+        self.inverse = inverse
+        self.real = real
+
+
+class FFTShift(Primitive):
+    """Roll the zero frequency to the middle of ``axes`` (``inverse``: back to the front)."""
+
+    __slots__ = ("axes", "inverse")
+
+    def __init__(self, axes: tuple, inverse: bool):
+        self.axes = axes
+        self.inverse = inverse
+
+
+class FFTFreq(Primitive):
+    """The sample frequencies of a length-``n`` transform with sample spacing ``d`` (``real``: ``rfft``'s)."""
+
+    __slots__ = ("n", "d", "real")
+
+    def __init__(self, n: int, d: float, real: bool):
+        self.n = n
+        self.d = d
+        self.real = real
+
+
+class STFT(Primitive):
+    """The short-time Fourier transform of the last axis (inputs: the signal and a window of ``win_length``).
+
+    Frames of ``n_fft`` samples, ``hop`` apart, after padding ``n_fft // 2`` on each side with ``pad_mode`` when
+    ``center``; the window is centred in the frame; output ``(..., n_freq, n_frames)``.
+    """
+
+    __slots__ = ("n_fft", "hop", "center", "pad_mode", "norm", "onesided")
+
+    def __init__(self, n_fft: int, hop: int, center: bool, pad_mode: str, norm: str, onesided: bool):
+        self.n_fft = n_fft
+        self.hop = hop
+        self.center = center
+        self.pad_mode = pad_mode
+        self.norm = norm
+        self.onesided = onesided
+
+
+class ISTFT(Primitive):
+    """The inverse of :class:`STFT` by windowed overlap-add, normalised by the summed squared window; the output
+    is cut or zero-padded to ``length``."""
+
+    __slots__ = ("n_fft", "hop", "center", "norm", "onesided", "length")
+
+    def __init__(self, n_fft: int, hop: int, center: bool, norm: str, onesided: bool, length: int):
+        self.n_fft = n_fft
+        self.hop = hop
+        self.center = center
+        self.norm = norm
+        self.onesided = onesided
+        self.length = length
