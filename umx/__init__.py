@@ -24,6 +24,7 @@ from .ops import *  # noqa: F403
 from .ops import ArrayAt, random
 from .printing import get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
+from .trace import memory_report, trace
 
 import math as _math
 

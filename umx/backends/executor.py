@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from .. import memory
+from .. import _tracing, memory
 
 
 class Failure:
@@ -90,7 +90,11 @@ class WorkerExecutor:
         while True:
             tasks = get()
             try:
-                self.run_batch(tasks)
+                tr = _tracing.active  # once per batch: tracing off costs this one load
+                if tr is None:
+                    self.run_batch(tasks)
+                else:
+                    self.run_traced(tasks, tr)
             except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
                 self._fail_rest(tasks, e)
 
@@ -99,6 +103,32 @@ class WorkerExecutor:
 
     def run_batch(self, tasks: list) -> None:
         raise NotImplementedError
+
+    def run_traced(self, tasks: list, tr) -> None:
+        """``run_batch`` while a trace records (``tr``, see ``umx._tracing``): a host-clock span per op and per
+        cross-stream wait on this stream's lane. A GPU executor overrides this to time its ops with CUDA events."""
+        tr.name_lane(repr(self.device), repr(self.stream))
+        now = _tracing.now
+        for t in tasks:
+            waits = None
+            if type(t) is tuple:
+                n, waits = t
+                for ex, seq in waits:
+                    t0 = now()
+                    try:
+                        ex.wait(seq)
+                    except BaseException:  # run_batch waits again and turns the error into the node's failure
+                        pass
+                    tr.span("wait", f"wait {ex.stream!r} #{seq}", t0, now())
+            else:
+                n = t
+            name, args = _tracing.op_label(n, waits)
+            t0 = now()
+            self.run_batch([t])
+            t1 = now()
+            if type(n._data) is Failure:
+                args["failed"] = repr(n._data.error)
+            tr.op(name, t0, t1, self.stream, n._seq, args)
 
     def finished(self, seq: int) -> None:
         """Publish that node ``seq`` is done. MUST be called in seq order, by the worker only."""
