@@ -94,7 +94,7 @@ def set_copy(a, location, data) -> None:
 
 
 def memory_by_location() -> dict:
-    """Active, peak and cached bytes per location: ``{"host": {"active": ..., "peak": ..., "cache": ...}, ...}``.
+    """Active, peak and cached bytes per location: ``{"host": {"active", "peak", "cache"}, ...}``.
 
     A device handler reports per device through ``memory_stats()`` (location name -> that dict) if it has one,
     else its totals go under its ``name`` (default ``"gpu"``).

@@ -115,10 +115,9 @@ def _report(batches: dict, tr) -> None:
                 if tr is not None:
                     tr.flow(xe.stream, seq, ex.stream, n._seq)
                 if log:
+                    copy = f" (copy {xe.device!r} -> {ex.device!r})" if xe.device is not ex.device else ""
                     _tracing.logger.debug("wait: %r #%d on %r after %r #%d%s", n._prim, n._seq, ex.stream,
-                                          xe.stream, seq,
-                                          f" (copy {xe.device!r} -> {ex.device!r})" if xe.device is not ex.device
-                                          else "")
+                                          xe.stream, seq, copy)
 
 
 class _Planning:

@@ -105,9 +105,15 @@ class WorkerExecutor:
         raise NotImplementedError
 
     def run_traced(self, tasks: list, tr) -> None:
-        """``run_batch`` while a trace records (``tr``, see ``umx._tracing``): a host-clock span per op and per
-        cross-stream wait on this stream's lane. A GPU executor overrides this to time its ops with CUDA events."""
-        tr.name_lane(repr(self.device), repr(self.stream))
+        """``run_batch`` while a trace records (``tr``, see ``umx._tracing``): a host-clock span per op and
+        per cross-stream wait on this stream's lane. A GPU executor overrides this (CUDA events)."""
+        prev = tr.enter(self.stream)
+        try:
+            self._run_traced(tasks, tr)
+        finally:
+            tr.leave(prev)
+
+    def _run_traced(self, tasks: list, tr) -> None:
         now = _tracing.now
         for t in tasks:
             waits = None
@@ -122,13 +128,13 @@ class WorkerExecutor:
                     tr.span("wait", f"wait {ex.stream!r} #{seq}", t0, now())
             else:
                 n = t
-            name, args = _tracing.op_label(n, waits)
+            label = _tracing.op_label(n, waits)
             t0 = now()
             self.run_batch([t])
             t1 = now()
             if type(n._data) is Failure:
-                args["failed"] = repr(n._data.error)
-            tr.op(name, t0, t1, self.stream, n._seq, args)
+                label.failed = repr(n._data.error)
+            tr.op(label, t0, t1, self.stream, n._seq)
 
     def finished(self, seq: int) -> None:
         """Publish that node ``seq`` is done. MUST be called in seq order, by the worker only."""

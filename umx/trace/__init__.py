@@ -1,9 +1,9 @@
-"""See what ran where: ``with mx.trace("run.json"):`` records a Chrome/Perfetto trace of the work in the block.
+"""See what ran where: ``with mx.trace("run.json"):`` records a Chrome/Perfetto trace of the block's work.
 
-The file opens in https://ui.perfetto.dev or ``chrome://tracing``: one lane per stream (CPU streams timed with the
-host clock on their worker threads, CUDA streams with CUDA events, both on one time base), a lane per thread that
-called ``eval``, op spans named by primitive, input and output shapes and dtypes, copies with their bytes, waits
-for other streams, and flow arrows from each producer op to the op on another stream that waited for it.
+The file opens in https://ui.perfetto.dev or ``chrome://tracing``: one lane per stream (CPU streams timed with
+the host clock, CUDA streams with CUDA events, both on one time base), a lane per thread that called ``eval``,
+op spans named by primitive, input and output shapes and dtypes, copies with their bytes, waits for other
+streams, and flow arrows from each producer op to the op on another stream that waited for it.
 
 ``python -m umx.trace summary run.json`` prints a per-stream table; ``python -m umx.trace plot run.json -o
 timeline.png`` draws the timeline (needs matplotlib: ``pip install 'umx[plot]'``).
@@ -90,11 +90,15 @@ def to_chrome(rec: _tracing.Recorder) -> dict:
             events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
                            "args": {"sort_index": pid}})
         tid = tids[lane] = i + 1
-        events.append({"ph": "M", "name": "thread_name", "pid": pids[proc], "tid": tid, "args": {"name": name}})
-        events.append({"ph": "M", "name": "thread_sort_index", "pid": pids[proc], "tid": tid,
+        pid = pids[proc]
+        events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
+        events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
                        "args": {"sort_index": tid}})
     ops: dict = {}
     for lane, cat, name, t0, t1, args, key in sorted(rec.spans, key=lambda s: s[3]):
+        if type(name) is not str:  # an OpLabel
+            name, label_args = name.render()
+            args = {**label_args, **args} if args else label_args
         ev = {"ph": "X", "cat": cat, "name": name, "pid": pids[rec.lanes[lane][0]], "tid": tids[lane],
               "ts": _us(t0 - base), "dur": _us(max(t1 - t0, 0))}
         if args:

@@ -10,7 +10,7 @@ from .summary import format_summary, summarize
 
 
 def main(argv: list | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m umx.trace", description="Read a trace written by mx.trace.")
+    parser = argparse.ArgumentParser(prog="python -m umx.trace", description="Read a trace of mx.trace.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("summary", help="print a per-stream table: busy and idle time, ops, bytes copied")
     p.add_argument("file")

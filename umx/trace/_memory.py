@@ -16,7 +16,8 @@ class MemoryReport(dict):
     def __str__(self) -> str:
         lines = [f"{'location':<16}{'active':>12}{'peak':>12}{'cached':>12}"]
         for loc, s in self["locations"].items():
-            lines.append(f"{loc:<16}{fmt_bytes(s['active']):>12}{fmt_bytes(s['peak']):>12}{fmt_bytes(s['cache']):>12}")
+            sizes = "".join(f"{fmt_bytes(s[k]):>12}" for k in ("active", "peak", "cache"))
+            lines.append(f"{loc:<16}{sizes}")
         lines.append(f"live arrays: {self['live_arrays']} holding {fmt_bytes(self['live_bytes'])}; largest:")
         for a in self["largest"]:
             where = a["location"] + (f" (+ copies on {', '.join(a['copies'])})" if a["copies"] else "")
@@ -38,16 +39,18 @@ def memory_report(top: int = 10) -> MemoryReport:
     Returns:
         MemoryReport: a dict with ``locations`` (location -> ``{"active", "peak", "cache"}`` in bytes),
         ``live_arrays`` and ``live_bytes`` (evaluated arrays reachable now, bytes at their home location) and
-        ``largest`` (dicts with ``shape``, ``dtype``, ``nbytes``, ``location``, ``copies``, ``stream``). Printing
-        it gives a table.
+        ``largest`` (dicts with ``shape``, ``dtype``, ``nbytes``, ``location``, ``copies``, ``stream``).
+        Printing it gives a table.
     """
-    live = [o for o in gc.get_objects() if type(o) is array and o._data is not None and type(o._data) is not Failure]
+    live = [o for o in gc.get_objects()
+            if type(o) is array and o._data is not None and type(o._data) is not Failure]
     live.sort(key=lambda a: a.nbytes, reverse=True)
     largest = []
     for a in live[:top]:
         largest.append({
             "shape": a.shape, "dtype": a.dtype.name, "nbytes": a.nbytes, "location": _location(a),
-            "copies": [str(k) for k in (a._copies or ())], "stream": repr(a._stream) if a._stream else "host data",
+            "copies": [str(k) for k in (a._copies or ())],
+            "stream": repr(a._stream) if a._stream else "host data",
         })
     return MemoryReport(locations=memory.memory_by_location(), live_arrays=len(live),
                         live_bytes=sum(a.nbytes for a in live), largest=largest)

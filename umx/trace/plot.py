@@ -56,7 +56,8 @@ def plot(data: dict, path: str | os.PathLike, title: str | None = None) -> None:
     ends: dict = {}
     for ev in data["traceEvents"]:
         if ev.get("ph") in ("s", "f") and (ev["pid"], ev["tid"]) in row_of:
-            ends.setdefault(ev["id"], {})[ev["ph"]] = _endpoint(ev, ops.get((ev["pid"], ev["tid"]), []), row_of)
+            lane_ops = ops.get((ev["pid"], ev["tid"]), [])
+            ends.setdefault(ev["id"], {})[ev["ph"]] = _endpoint(ev, lane_ops, row_of)
     for e in ends.values():
         if "s" in e and "f" in e:
             ax.annotate("", xy=e["f"], xytext=e["s"],
@@ -79,7 +80,7 @@ def plot(data: dict, path: str | os.PathLike, title: str | None = None) -> None:
 
 
 def _endpoint(flow: dict, ops: list, row_of: dict) -> tuple:
-    """Where an arrow ends, in ms and rows: the end of the op a flow starts in, the start of the op it ends in."""
+    """Where an arrow ends (ms, row): the end of the op a flow starts in, the start of the op it ends in."""
     ts = flow["ts"]
     i = bisect.bisect_right(ops, ts, key=lambda op: op["ts"]) - 1  # ops: one lane's op spans, by start
     if i >= 0 and ts <= ops[i]["ts"] + ops[i]["dur"]:

@@ -43,12 +43,14 @@ def summarize(data: dict, top: int = 3) -> dict:
         top (int): how many of each lane's longest ops to keep. Default: ``3``.
 
     Returns:
-        dict: ``duration`` (the trace's length), ``evals`` (count and time of eval spans) and ``lanes``: one dict
-        per lane with ``name``, ``busy``, ``idle``, ``wait``, ``ops``, ``copies``, ``bytes_copied`` and ``longest``
-        (``(dur, name)`` pairs, longest first).
+        dict: ``duration`` (the trace's length), ``evals`` (count and time of eval spans) and ``lanes``: one
+        dict per lane with ``name``, ``busy``, ``idle``, ``wait``, ``ops``, ``copies``, ``bytes_copied`` and
+        ``longest`` (``(dur, name)`` pairs, longest first).
     """
     spans = [ev for ev in data["traceEvents"] if ev.get("ph") == "X"]
-    duration = data.get("otherData", {}).get("duration_us") or max((e["ts"] + e["dur"] for e in spans), default=0)
+    duration = data.get("otherData", {}).get("duration_us")
+    if not duration:
+        duration = max((e["ts"] + e["dur"] for e in spans), default=0)
     by_lane: dict = {}
     for ev in spans:
         by_lane.setdefault((ev["pid"], ev["tid"]), []).append(ev)
@@ -89,8 +91,8 @@ def format_summary(s: dict) -> str:
     width = max([len("lane")] + [len(r["name"]) for r in s["lanes"]])
     head = (f"{'lane':<{width}}  {'busy ms':>10}  {'idle ms':>10}  {'busy':>5}  {'wait ms':>10}  {'ops':>6}"
             f"  {'copied':>10}")
-    out = [f"trace: {_ms(s['duration'])} ms, {len(s['lanes'])} lanes, {n_evals} evals ({_ms(t_evals)} ms)", "",
-           head, "-" * len(head)]
+    title = f"trace: {_ms(s['duration'])} ms, {len(s['lanes'])} lanes, {n_evals} evals ({_ms(t_evals)} ms)"
+    out = [title, "", head, "-" * len(head)]
     for r in s["lanes"]:
         pct = f"{100 * r['busy'] / s['duration']:.0f}%" if s["duration"] else "-"
         copied = fmt_bytes(r["bytes_copied"]) + (f" ({r['copies']})" if r["copies"] else "")
