@@ -90,16 +90,21 @@ class WorkerExecutor:
         while True:
             tasks = get()
             try:
-                tr = _tracing.active  # once per batch: tracing off costs this one load
-                if tr is None:
-                    self.run_batch(tasks)
-                else:
-                    self.run_traced(tasks, tr)
+                self.run(tasks)
             except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
                 self._fail_rest(tasks, e)
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""
+
+    def run(self, tasks: list) -> None:
+        """Run a batch wherever it runs (the worker, or a caller's thread): ``run_batch``, or ``run_traced``
+        while a trace records. Tracing off costs one load per batch, not per op."""
+        tr = _tracing.active
+        if tr is None:
+            self.run_batch(tasks)
+        else:
+            self.run_traced(tasks, tr)
 
     def run_batch(self, tasks: list) -> None:
         raise NotImplementedError
@@ -123,7 +128,7 @@ class WorkerExecutor:
                     t0 = now()
                     try:
                         ex.wait(seq)
-                    except BaseException:  # run_batch waits again and turns the error into the node's failure
+                    except Exception:  # run_batch waits again and turns the error into the node's failure
                         pass
                     tr.span("wait", f"wait {ex.stream!r} #{seq}", t0, now())
             else:
