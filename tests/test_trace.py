@@ -84,6 +84,8 @@ def test_seed_on_two_cpu_streams_overlaps_and_shows_every_dependency(seed_trace)
     for consumer, w in waits:
         stream, seq = w.rsplit(" #", 1)
         producer = ops[(stream, int(seq))]
+        # b, made on the default stream: the last op of uniform's graph
+        assert stream == repr(mx.default_stream(mx.cpu)) and producer["name"].endswith("-> float32[1024,64]")
         assert any(f["s"]["tid"] == producer["tid"] and _inside(f["s"]["ts"], producer)
                    and f["f"]["tid"] == consumer["tid"] and _inside(f["f"]["ts"], consumer)
                    and f["f"].get("bp") == "e" for f in flows.values())

@@ -21,13 +21,19 @@ API for a GPU executor (it reads ``tr = _tracing.active`` once per batch and pas
            ev = cupy.cuda.Event(); t = now(); ev.record(idle_stream); ev.synchronize()
            tr.set_gpu_clock(device, ev, (t + now()) // 2, cupy.cuda.get_elapsed_time)
 
-2. Per op (or GPU-timed copy): record CUDA events around the kernel launch on the op's stream and hand them
-   over with the node's seq, so that cross-stream flows find the op::
+   (Checked on an H100 with CuPy 14: kernels land between their host launch and the host's sync, within
+   tens of microseconds.)
 
-       tr.gpu_op(stream, name, start_event, end_event, seq=node._seq, args=args)
+2. Per op (or GPU-timed copy, with ``cat="copy"`` and ``args={"bytes": n, ...}``): record CUDA events
+   around the kernel launch on the op's stream and hand them over with the node's seq, so that cross-stream
+   flows find the op::
 
-   ``op_label(node)`` gives the name and args (call it before the node is detached). Events are resolved when
-   the trace ends (after every stream is synchronized): ``anchor_ns + elapsed_ms(anchor, event) * 1e6``.
+       label = op_label(node, waits)          # before the node runs: running detaches it
+       ...launch between start_event and end_event...
+       tr.gpu_op(stream, label, start_event, end_event, seq=node._seq)
+
+   Events are resolved when the trace ends (after every stream is synchronized):
+   ``anchor_ns + elapsed_ms(anchor, event) * 1e6``.
 
 3. Host-side work (waits, copies by the host) goes on a lane of its own, not on the GPU-timed lane (host
    enqueueing runs ahead of the GPU, and one lane's spans must nest): ``prev = tr.enter(stream, " (host)")``
