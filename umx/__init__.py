@@ -27,6 +27,7 @@ from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
 from .linalg import matrix_norm
 from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
+from .trace import memory_report, trace
 
 import math as _math
 

@@ -48,12 +48,34 @@ class Fused:
         self._seq = 0
         self._stream = self.root._stream
 
+    # Fused duck-types as a node where executors, failures and traces look at one: it has no siblings, and its
+    # shape, dtype and data are its root's.
+    _siblings = None
+
+    @property
+    def _shape(self) -> tuple:
+        return self.root._shape
+
+    @property
+    def _dtype(self):
+        return self.root._dtype
+
+    @property
+    def _data(self):
+        return self.root._data
+
     @property
     def name(self) -> str:
         return f"Fused[{len(self.nodes)}]"
 
     def __repr__(self) -> str:
-        return f"Fused({', '.join(repr(n._prim) for n in self.nodes)})"
+        runs: list = []  # runs of one primitive: "Fused(Exp x500)", not 500 names
+        for prim, _ in self.program:
+            if runs and runs[-1][0] == prim:
+                runs[-1][1] += 1
+            else:
+                runs.append([prim, 1])
+        return "Fused(" + ", ".join(f"{p!r}" + (f" x{k}" if k > 1 else "") for p, k in runs) + ")"
 
 
 class _Region(list):

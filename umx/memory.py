@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _tracing
+
 __all__ = [
     "get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory", "set_memory_limit",
     "get_memory_limit", "set_cache_limit", "clear_cache", "set_wired_limit", "get_array_buffer_size",
@@ -79,7 +81,14 @@ def host_copy(a) -> np.ndarray:
     if handler is None:
         np.asarray(d)  # a failure placeholder raises its error here
         raise TypeError(f"cannot read data of type {type(d).__name__} on the host")
-    h = handler.to_host(a)
+    tr = _tracing.active  # only copies pay for this check
+    if tr is None:
+        h = handler.to_host(a)
+    else:
+        t0 = _tracing.now()
+        h = handler.to_host(a)
+        src = repr(a._stream.device) if a._stream is not None else type(d).__name__
+        tr.copy(h.nbytes, src, "host", t0, _tracing.now(), {"array": f"{a._dtype.name}{list(a._shape)}"})
     set_copy(a, "host", h)
     return h
 
@@ -91,6 +100,22 @@ def set_copy(a, location, data) -> None:
         a._copies = {location: data}
     else:
         copies[location] = data
+
+
+def memory_by_location() -> dict:
+    """Active, peak and cached bytes per location: ``{"host": {"active", "peak", "cache"}, ...}``.
+
+    A device handler reports per device through ``memory_stats()`` (location name -> that dict) if it has one,
+    else its totals go under its ``name`` (default ``"gpu"``).
+    """
+    out = {"host": {"active": HOST.active, "peak": HOST.peak, "cache": 0}}
+    for h in _locations.values():
+        stats = getattr(h, "memory_stats", None)
+        if stats is not None:
+            out.update(stats())
+        else:
+            out[getattr(h, "name", "gpu")] = {"active": h.active(), "peak": h.peak(), "cache": h.cache()}
+    return out
 
 
 def get_active_memory() -> int:

@@ -16,6 +16,7 @@ import operator
 import os
 import threading
 
+from . import _tracing
 from .array import array
 from .backends.executor import Failure
 from .fusion import Fused, fuse
@@ -102,6 +103,9 @@ def _plan(targets: list, inline: bool = False):
                 if (x._data.__class__ not in local_types) if xe is None else (xe.device is not dev):
                     waits = []  # no wait, but the input must be copied here: the slow path
         tasks.append(n if waits is None else (n, waits))
+    tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
+    if tr is not None or _tracing.debug_on():
+        _report(batches, tr)
     mine = None
     for ex, tasks in batches.items():
         if inline and mine is None and ex.done == first_seq[ex] - 1 and ex.try_run_inline():
@@ -151,6 +155,30 @@ def _mark(n, mark):
 _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
 
 
+def _report(batches: dict, tr) -> None:
+    """Record the planned cross-stream waits as trace flows and log the plan. Runs before the batches are
+    submitted: a running node is detached from its primitive and inputs."""
+    log = _tracing.debug_on()
+    if log:
+        per_stream = ", ".join(f"{ex.stream!r}: {len(tasks)}" for ex, tasks in batches.items())
+        _tracing.logger.debug("plan: %d nodes (%s)", sum(map(len, batches.values())), per_stream)
+    for ex, tasks in batches.items():
+        for t in tasks:
+            if type(t) is not tuple:
+                continue
+            n, waits = t
+            if not waits and log:
+                _tracing.logger.debug("copy: %r #%d on %r reads inputs from another device",
+                                      n._prim, n._seq, ex.stream)
+            for xe, seq in waits:
+                if tr is not None:
+                    tr.flow(xe.stream, seq, ex.stream, n._seq)
+                if log:
+                    copy = f" (copy {xe.device!r} -> {ex.device!r})" if xe.device is not ex.device else ""
+                    _tracing.logger.debug("wait: %r #%d on %r after %r #%d%s", n._prim, n._seq, ex.stream,
+                                          xe.stream, seq, copy)
+
+
 class _Planning:
     """Marks nodes on the planning stack (an executor stand-in that is never submitted to)."""
 
@@ -162,6 +190,19 @@ _PLANNING = _Planning()
 
 def eval_arrays(targets) -> None:
     """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure."""
+    tr = _tracing.active
+    if tr is not None:
+        t0 = _tracing.now()
+        try:
+            _eval_arrays(targets)
+        finally:
+            tr.span("eval", "eval", t0, _tracing.now(), {"targets": [f"{t.dtype.name}{list(t.shape)}"
+                                                                    for t in targets[:8]]})
+        return
+    _eval_arrays(targets)
+
+
+def _eval_arrays(targets) -> None:
     with _plan_lock:
         mine = _plan(targets, inline=True)
     if mine is not None:
@@ -197,5 +238,9 @@ def async_eval(*args) -> None:
     """
     targets: list = []
     _targets(args, targets)
+    tr = _tracing.active
+    t0 = _tracing.now() if tr is not None else 0
     with _plan_lock:
         _plan(targets)
+    if tr is not None:
+        tr.span("eval", "async_eval", t0, _tracing.now(), {"targets": len(targets)})

@@ -14,7 +14,8 @@ from __future__ import annotations
 import queue
 import threading
 
-from .. import memory
+from .. import _tracing, memory
+from ..fusion import Fused
 
 
 _NEVER = 1 << 62
@@ -92,7 +93,7 @@ class WorkerExecutor:
     def run_inline(self, tasks: list) -> None:
         """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``)."""
         try:
-            self.run_batch(tasks)
+            self.run(tasks)
         except BaseException as e:  # e.g. KeyboardInterrupt between two nodes: nothing may be left pending
             self._fail_rest(tasks, e)
             raise
@@ -120,15 +121,56 @@ class WorkerExecutor:
             tasks = get()
             with self._run_lock:
                 try:
-                    self.run_batch(tasks)
+                    self.run(tasks)
                 except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
                     self._fail_rest(tasks, e)
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""
 
+    def run(self, tasks: list) -> None:
+        """Run a batch wherever it runs (the worker, or a caller's thread): ``run_batch``, or ``run_traced``
+        while a trace records. Tracing off costs one load per batch, not per op."""
+        tr = _tracing.active
+        if tr is None:
+            self.run_batch(tasks)
+        else:
+            self.run_traced(tasks, tr)
+
     def run_batch(self, tasks: list) -> None:
         raise NotImplementedError
+
+    def run_traced(self, tasks: list, tr) -> None:
+        """``run_batch`` while a trace records (``tr``, see ``umx._tracing``): a host-clock span per op and
+        per cross-stream wait on this stream's lane. A GPU executor overrides this (CUDA events)."""
+        prev = tr.enter(self.stream)
+        try:
+            self._run_traced(tasks, tr)
+        finally:
+            tr.leave(prev)
+
+    def _run_traced(self, tasks: list, tr) -> None:
+        now = _tracing.now
+        for t in tasks:
+            waits = None
+            if type(t) is tuple:
+                n, waits = t
+                for ex, seq in waits:
+                    t0 = now()
+                    try:
+                        ex.wait(seq)
+                    except Exception:  # run_batch waits again and turns the error into the node's failure
+                        pass
+                    tr.span("wait", f"wait {ex.stream!r} #{seq}", t0, now())
+            else:
+                n = t
+            label = _tracing.op_label(n, waits)
+            t0 = now()
+            self.run_batch([t])
+            t1 = now()
+            if type(n._data) is Failure:
+                label.failed = repr(n._data.error)
+            tr.op(label, t0, t1, self.stream, n._seq)
 
     def finished(self, seq: int) -> None:
         """Publish that node ``seq`` is done. MUST be called in seq order, by the worker only."""
@@ -142,17 +184,32 @@ class WorkerExecutor:
             self._cond.notify_all()
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
+        """Fail every task not yet finished, and publish them all as done: no waiter may hang on them."""
+        last = self.done
         for t in tasks:
             if t is None:  # already run
                 continue
             n = t[0] if type(t) is tuple else t
-            if n._data is None:
-                set_result(n, failure_of(n, n._inputs, error))
-                self.finished(n._seq)
+            last = max(last, n._seq)
+            try:
+                if n._data is None:
+                    set_result(n, failure_of(n, n._inputs, error))
+            except BaseException:  # never let bookkeeping of a failure leave seqs unpublished
+                pass
+        if last > self.done:
+            self.finished(last)
 
 
 def set_result(node, out) -> None:
-    """Store a kernel's output in ``node`` (and its siblings), then detach it from its inputs."""
+    """Store a kernel's output in ``node`` (its siblings, or the members of a fused region), then detach it."""
+    if node.__class__ is Fused:
+        root = node.root
+        root._data = out
+        memory.acquire(out)
+        for m in node.nodes:
+            m._inputs = ()
+            m._prim = None
+        return
     sibs = node._siblings
     if sibs is None:
         node._data = out

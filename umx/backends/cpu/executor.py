@@ -56,7 +56,7 @@ class CpuExecutor(WorkerExecutor):
                 except BaseException as e:
                     out = failure_of(n, ins, e)
                 if n.__class__ is Fused:
-                    _finish_fused(n, out)
+                    set_result(n, out)
                     seq = self.done = n._seq
                     if seq >= self._wake_at:
                         self.notify()
@@ -96,13 +96,3 @@ class CpuExecutor(WorkerExecutor):
             # Drop the list's reference, so that intermediates die as soon as their readers ran.
             tasks[i] = None
 
-
-def _finish_fused(f, out) -> None:
-    """Store a fused region's result in its root; detach every member so the region's graph can be freed."""
-    root = f.root
-    if out.__class__ is np.ndarray and out.base is None:
-        memory.acquire(out)
-    root._data = out
-    for m in f.nodes:
-        m._inputs = ()
-        m._prim = None
