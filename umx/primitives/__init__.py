@@ -4,16 +4,26 @@ from .base import Primitive
 from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .indexing import ARRAY, Gather, Scatter, fill_key
+from .layout import (
+    AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll, TakeAlongAxis,
+    Tile, Tri, Tril, Triu,
+)
 from .linalg import MATMUL, Matmul
+from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
 from .reduction import (
     All, Any, ArgMax, ArgMin, ArgReduce, LogSumExp, Max, Mean, Min, Prod, Reduce, Softmax, Sum, Var,
 )
 from .random import RandomBits
+from .scan import Scan
 from .shape import COPY, AsType, BroadcastTo, Concatenate, Copy, Reshape, Split, Transpose, View
+from .sort import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
 
 __all__ = [
     "Primitive", "Arange", "Eye", "Full", "Linspace", "BINARY", "UNARY", "WHERE", "Binary", "Round", "Unary",
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
+    "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat", "Roll",
+    "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum", "Median",
+    "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort", "Unique",
 ]
