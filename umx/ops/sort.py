@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
-from ._core import array, as_array, axis_of, cast, node, reshape_node, resolve_stream
+from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
 
 __all__ = ["sort", "argsort", "partition", "argpartition", "topk", "searchsorted", "unique", "count_nonzero"]
 
@@ -133,7 +133,8 @@ def searchsorted(sorted_sequence, values, /, side: str = "left", *, stream=None)
         raise ValueError(f"searchsorted: sorted_sequence must be 1-d, got shape {s.shape}")
     if side not in ("left", "right"):
         raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
-    v = values if type(values) is array else as_array(values, "searchsorted", s._dtype)
+    weak = dt.weak_scalar_dtype(values, s._dtype) if isinstance(values, (bool, int, float, complex)) else None
+    v = as_array(values, "searchsorted", weak)
     st = resolve_stream(stream)
     d = dt.promote(s._dtype, v._dtype)
     return node(SearchSorted(side), (cast(s, d, st), cast(v, d, st)), v._shape, dt.uint32, st)
@@ -197,6 +198,7 @@ def count_nonzero(a, /, *, axis=None, keepdims: bool = False, stream=None) -> ar
     from .reduction import sum as sum_
 
     a = as_array(a, "count_nonzero")
+    axes = axes_of(axis, a.ndim, "count_nonzero")
     st = resolve_stream(stream)
-    return sum_(not_equal(a, 0, stream=st), axis, keepdims, stream=st)
+    return sum_(not_equal(a, 0, stream=st), axes, keepdims, stream=st)
 

@@ -11,7 +11,7 @@ from . import kernel
 @kernel(ly.Pad)
 def _pad(xp, prim, x, value):
     if prim.mode == "constant":
-        return xp.pad(x, prim.pad_width, mode="constant", constant_values=value.item() if x.size else 0)
+        return xp.pad(x, prim.pad_width, mode="constant", constant_values=value.item())
     return xp.pad(x, prim.pad_width, mode=prim.mode)
 
 
