@@ -211,3 +211,15 @@ def test_dynamic_slice_and_update(device, rng):
         mx.slice(a, mx.array([1, 2]), (0,), (1, 5, 6))
     with pytest.raises(ValueError, match="slice_update"):
         mx.slice_update(a, mx.zeros((5, 1, 1)), mx.array([0]), (0,))
+
+
+@pytest.mark.parametrize("shape", SHAPES + [()])
+def test_flip(device, rng, shape):
+    x = _rand(rng, shape, np.int32)
+    assert_close(mx.flip(mx.array(x), stream=device), np.flip(x))
+    if x.ndim:
+        assert_close(mx.flip(mx.array(x), -1, stream=device), np.flip(x, -1))
+    if x.ndim >= 2:
+        assert_close(mx.flip(mx.array(x), (0, 1), stream=device), np.flip(x, (0, 1)))
+    with pytest.raises(ValueError, match="flip"):
+        mx.flip(mx.array(x), x.ndim)

@@ -127,3 +127,44 @@ def test_convolve_errors():
         mx.convolve(mx.zeros(0), mx.zeros(2))
     with pytest.raises(ValueError, match="convolve"):
         mx.convolve(mx.zeros(3), mx.zeros(2), mode="circular")
+
+
+def test_gather_mm(device, rng):
+    a, b = _r(rng, 4, 3, 5), _r(rng, 2, 3, 5, 2)
+    li = np.array([[0, 3], [1, 1]], np.uint32)
+    ri = np.array([5, 0], np.uint32)
+    got = mx.gather_mm(mx.array(a), mx.array(b), mx.array(li), mx.array(ri), stream=device)
+    exp = a[li] @ b.reshape(-1, 5, 2)[ri]
+    assert_close(got, exp, rtol=1e-4, atol=1e-5)
+    got = mx.gather_mm(mx.array(a[0]), mx.array(b), rhs_indices=mx.array(ri), stream=device)
+    assert_close(got, a[0] @ b.reshape(-1, 5, 2)[ri], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="gather_mm"):
+        mx.gather_mm(mx.zeros((2, 3)), mx.zeros((4, 2)))
+
+
+def test_segmented_mm(device, rng):
+    a, b = _r(rng, 3, 10), _r(rng, 10, 4)
+    segs = np.array([[0, 4], [4, 10], [2, 2], [0, 10]], np.uint32)
+    exp = np.stack([a[:, s:e] @ b[s:e] for s, e in segs])
+    got = mx.segmented_mm(mx.array(a), mx.array(b), mx.array(segs), stream=device)
+    assert_close(got, exp, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="segmented_mm"):
+        mx.segmented_mm(mx.array(a), mx.array(b), mx.array([1, 2, 3]))
+
+
+def test_block_masked_mm(device, rng):
+    bs = 2
+    a, b = _r(rng, 2, 5, 4), _r(rng, 2, 4, 3)
+    ml = rng.random((2, 3, 2)) > 0.4
+    mr = rng.random((2, 2, 2)) > 0.4
+    mo = rng.random((2, 3, 2)) > 0.4
+
+    def expand(m, r, c):
+        return np.repeat(np.repeat(m, bs, -2), bs, -1)[..., :r, :c]
+
+    exp = ((a * expand(ml, 5, 4)) @ (b * expand(mr, 4, 3))) * expand(mo, 5, 3)
+    got = mx.block_masked_mm(mx.array(a), mx.array(b), bs, mx.array(mo), mx.array(ml), mx.array(mr), stream=device)
+    assert_close(got, exp, rtol=1e-4, atol=1e-5)
+    assert_close(mx.block_masked_mm(mx.array(a), mx.array(b), stream=device), a @ b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="block_masked_mm"):
+        mx.block_masked_mm(mx.array(a), mx.array(b), bs, mask_rhs=mx.array(ml))

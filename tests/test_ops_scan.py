@@ -87,3 +87,13 @@ def test_scan_errors():
             f(mx.array(1.0), 0)
     with pytest.raises(ValueError, match="cumulative_sum"):
         mx.cumulative_sum(a)
+
+
+@pytest.mark.parametrize("ufunc", [np.maximum, np.minimum, np.logaddexp])
+@pytest.mark.parametrize("n", [0, 1, 5, 8, 13])
+def test_logstep_fallback_matches_accumulate(rng, ufunc, n):
+    """The whole-array scan used where the array library has no ``accumulate`` (CuPy for max, min, logaddexp)."""
+    from umx.backends.xp.scan import _logstep
+
+    x = rng.standard_normal((3, n, 2))
+    np.testing.assert_allclose(_logstep(np, ufunc, x, 1), ufunc.accumulate(x, axis=1), rtol=1e-12)

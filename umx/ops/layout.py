@@ -13,11 +13,11 @@ from ..primitives import (
     TakeAlongAxis, Tile, Tri, Tril, Triu,
 )
 from ._core import (
-    array, as_array, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream,
+    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream,
     shape_of,
 )
 
-__all__ = ["pad", "tile", "repeat", "roll", "diag", "diagonal", "tri", "tril", "triu", "meshgrid", "as_strided",
+__all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid", "as_strided",
            "unstack", "contiguous", "take", "take_along_axis", "put_along_axis", "slice", "slice_update"]
 
 _INT = (int, np.integer)
@@ -130,6 +130,26 @@ def roll(a, shift, axis=None, *, stream=None):
         raise ValueError(f"roll: shift {shift!r} and axis {axis!r} have different lengths")
     sh, axes = np.broadcast_arrays(np.array(sh), np.array(axes))
     return node(Roll(tuple(map(int, sh)), tuple(map(int, axes))), (a,), a._shape, a._dtype, resolve_stream(stream))
+
+
+def flip(a, /, axis=None, *, stream=None) -> array:
+    """Reverse the order of elements along ``axis`` (all axes by default). See ``numpy.flip``.
+
+    Args:
+        a (array): input.
+        axis (int | Sequence[int], optional): the axes to reverse.
+
+    Returns:
+        array: same shape as ``a``.
+    """
+    from .indexing import getitem
+
+    a = as_array(a, "flip")
+    axes = axes_of(axis, a.ndim, "flip")
+    if not axes:
+        return a
+    key = tuple(builtins.slice(None, None, -1) if d in axes else builtins.slice(None) for d in range(a.ndim))
+    return getitem(a, key, resolve_stream(stream))
 
 
 def _diag_len(d1: int, d2: int, k: int) -> int:

@@ -8,7 +8,8 @@ from .. import dtypes as dt
 from ..primitives import Convolve, Einsum
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
 
-__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve"]
+__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve", "gather_mm",
+           "segmented_mm", "block_masked_mm"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -252,3 +253,110 @@ def convolve(a, v, /, mode: str = "full", *, stream=None) -> array:
     n, m = a.size, v.size
     length = {"full": n + m - 1, "same": max(n, m), "valid": max(n, m) - min(n, m) + 1}[mode]
     return node(Convolve(mode), (a, v), (length,), a._dtype, st)
+
+
+def _matrices(name: str, a, b, st):
+    a, b = _promoted(name, (a, b), st)
+    if a.ndim < 2 or b.ndim < 2 or a._shape[-1] != b._shape[-2]:
+        raise ValueError(f"{name}: needs matrices (..., M, K) and (..., K, N), got {describe(a, b)}")
+    return a, b
+
+
+def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bool = False, stream=None) -> array:
+    """Matrix products of matrices picked from the batches of ``a`` and ``b``: ``a_flat[lhs_indices] @
+    b_flat[rhs_indices]``, where ``a_flat`` is ``a`` with its batch axes (all but the last two) merged.
+
+    Args:
+        a (array): ``(A1, ..., AS, M, K)``.
+        b (array): ``(B1, ..., BS, K, N)``.
+        lhs_indices (array, optional): flat batch indices into ``a``; default: ``a``'s batches as they are.
+        rhs_indices (array, optional): flat batch indices into ``b``; default: ``b``'s batches as they are.
+        sorted_indices (bool): accepted for MLX compatibility.
+
+    Returns:
+        array: the indices' broadcast shape, then ``(M, N)``.
+    """
+    from .layout import take
+    from .linalg import matmul
+    from .shape import reshape
+
+    st = resolve_stream(stream)
+    a, b = _matrices("gather_mm", a, b, st)
+    if lhs_indices is not None:
+        a = take(reshape(a, (-1,) + a._shape[-2:], stream=st), lhs_indices, axis=0, stream=st)
+    if rhs_indices is not None:
+        b = take(reshape(b, (-1,) + b._shape[-2:], stream=st), rhs_indices, axis=0, stream=st)
+    return matmul(a, b, stream=st)
+
+
+def segmented_mm(a, b, /, segments, *, stream=None) -> array:
+    """Products over segments of the inner axis: ``out[..., s, :, :] = a[..., :, k0:k1] @ b[..., k0:k1, :]`` for
+    each ``segments[..., s, :] = (k0, k1)``.
+
+    Args:
+        a (array): ``(..., M, K)``.
+        b (array): ``(..., K, N)``.
+        segments (array): integer ``(start, end)`` pairs of shape ``(..., 2)``.
+
+    Returns:
+        array: ``segments.shape[:-1]`` broadcast with the batch axes, then ``(M, N)``.
+    """
+    from . import elementwise as ew
+    from .creation import arange
+    from .linalg import matmul
+    from .shape import expand_dims
+
+    st = resolve_stream(stream)
+    a, b = _matrices("segmented_mm", a, b, st)
+    seg = as_array(segments, "segmented_mm")
+    if seg.ndim == 0 or seg._shape[-1] != 2 or seg._dtype.kind not in "iu":
+        raise ValueError(f"segmented_mm: segments must be integer (start, end) pairs, got {describe(seg)}")
+    k = arange(a._shape[-1], stream=st)
+    lo, hi = expand_dims(seg[..., 0:1], -2, stream=st), expand_dims(seg[..., 1:2], -2, stream=st)
+    mask = ew.logical_and(ew.greater_equal(k, lo, stream=st), ew.less(k, hi, stream=st), stream=st)
+    return matmul(ew.multiply(a, cast(mask, a._dtype, st), stream=st), b, stream=st)
+
+
+def _block_mask(name: str, mask, rows: int, cols: int, block: int, dtype, st):
+    from .layout import repeat
+
+    m = as_array(mask, "block_masked_mm")
+    want = (-(-rows // block), -(-cols // block))
+    if m.ndim < 2 or m._shape[-2:] != want:
+        raise ValueError(f"block_masked_mm: {name} must end in {want} blocks, got {describe(m)}")
+    m = repeat(repeat(cast(m, dtype, st), block, axis=-2, stream=st), block, axis=-1, stream=st)
+    return m[..., :rows, :cols]
+
+
+def block_masked_mm(a, b, /, block_size: int = 64, mask_out=None, mask_lhs=None, mask_rhs=None, *,
+                    stream=None) -> array:
+    """``a @ b`` with blocks of ``block_size`` by ``block_size`` masked (bool masks zero blocks; float masks scale
+    them) in the operands and the result.
+
+    Args:
+        a (array): ``(..., M, K)``.
+        b (array): ``(..., K, N)``.
+        block_size (int): the block's side (default 64; MLX takes 32 or 64, umx any positive size).
+        mask_out (array, optional): ``(..., ceil(M / bs), ceil(N / bs))``.
+        mask_lhs (array, optional): ``(..., ceil(M / bs), ceil(K / bs))``.
+        mask_rhs (array, optional): ``(..., ceil(K / bs), ceil(N / bs))``.
+
+    Returns:
+        array: the masked product.
+    """
+    from . import elementwise as ew
+    from .linalg import matmul
+
+    st = resolve_stream(stream)
+    a, b = _matrices("block_masked_mm", a, b, st)
+    if not isinstance(block_size, (int, np.integer)) or block_size <= 0:
+        raise ValueError(f"block_masked_mm: block_size must be a positive int, got {block_size!r}")
+    m, k, n = a._shape[-2], a._shape[-1], b._shape[-1]
+    if mask_lhs is not None:
+        a = ew.multiply(a, _block_mask("mask_lhs", mask_lhs, m, k, block_size, a._dtype, st), stream=st)
+    if mask_rhs is not None:
+        b = ew.multiply(b, _block_mask("mask_rhs", mask_rhs, k, n, block_size, b._dtype, st), stream=st)
+    out = matmul(a, b, stream=st)
+    if mask_out is not None:
+        out = ew.multiply(out, _block_mask("mask_out", mask_out, m, n, block_size, out._dtype, st), stream=st)
+    return out
