@@ -15,7 +15,8 @@ def _r(rng, *shape, dtype=np.float32):
 
 EINSUMS = [
     ("ij,jk->ik", [(3, 4), (4, 5)]), ("ij,jk", [(3, 4), (4, 5)]), ("ii->i", [(4, 4)]), ("ii", [(4, 4)]),
-    ("ij->ji", [(2, 3)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]), ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("ij->ji", [(2, 3)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
     ("i,i->", [(6,), (6,)]), ("i,j->ij", [(3,), (4,)]), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]),
     ("i...->...", [(3, 2, 2)]), ("ba", [(2, 3)]), ("ij,ij->ij", [(0, 3), (0, 3)]),
 ]
@@ -163,7 +164,8 @@ def test_block_masked_mm(device, rng):
         return np.repeat(np.repeat(m, bs, -2), bs, -1)[..., :r, :c]
 
     exp = ((a * expand(ml, 5, 4)) @ (b * expand(mr, 4, 3))) * expand(mo, 5, 3)
-    got = mx.block_masked_mm(mx.array(a), mx.array(b), bs, mx.array(mo), mx.array(ml), mx.array(mr), stream=device)
+    got = mx.block_masked_mm(mx.array(a), mx.array(b), bs, mx.array(mo), mx.array(ml), mx.array(mr),
+                             stream=device)
     assert_close(got, exp, rtol=1e-4, atol=1e-5)
     assert_close(mx.block_masked_mm(mx.array(a), mx.array(b), stream=device), a @ b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="block_masked_mm"):

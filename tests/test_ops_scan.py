@@ -70,7 +70,8 @@ def test_methods_and_aliases(device, rng):
     assert_close(a.cumsum(1, stream=device), np.cumsum(x, 1))
     assert_close(a.cumprod(stream=device), np.cumprod(x))
     assert_close(a.cummax(0, reverse=True, stream=device), _expected("cummax", x, 0, True, True))
-    assert_close(a.logcumsumexp(1, stream=device), np.logaddexp.accumulate(x.astype(np.float64), 1), atol=1e-5)
+    exp = np.logaddexp.accumulate(x.astype(np.float64), 1)
+    assert_close(a.logcumsumexp(1, stream=device), exp, atol=1e-5)
     assert_close(mx.cumulative_sum(a, axis=1, stream=device), np.cumulative_sum(x, axis=1), atol=1e-5)
     assert_close(mx.cumulative_sum(a, axis=0, include_initial=True, stream=device),
                  np.cumulative_sum(x, axis=0, include_initial=True), atol=1e-5)
@@ -92,7 +93,7 @@ def test_scan_errors():
 @pytest.mark.parametrize("ufunc", [np.maximum, np.minimum, np.logaddexp])
 @pytest.mark.parametrize("n", [0, 1, 5, 8, 13])
 def test_logstep_fallback_matches_accumulate(rng, ufunc, n):
-    """The whole-array scan used where the array library has no ``accumulate`` (CuPy for max, min, logaddexp)."""
+    """The whole-array scan used where the array module has no ``accumulate`` (CuPy: max, min, logaddexp)."""
     from umx.backends.xp.scan import _logstep
 
     x = rng.standard_normal((3, n, 2))

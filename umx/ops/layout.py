@@ -1,5 +1,5 @@
-"""Layout ops: padding, tiling, repeats, rolls, diagonals and triangles, grids, strided views, gathers and scatters
-along an axis, and slices whose start is held in an array."""
+"""Layout ops: padding, tiling, repeats, rolls, flips, diagonals and triangles, grids, strided views, gathers
+and scatters along an axis, and slices whose start is held in an array."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from ..primitives import (
     TakeAlongAxis, Tile, Tri, Tril, Triu,
 )
 from ._core import (
-    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream,
-    shape_of,
+    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node,
+    resolve_stream, shape_of,
 )
 
-__all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid", "as_strided",
-           "unstack", "contiguous", "take", "take_along_axis", "put_along_axis", "slice", "slice_update"]
+__all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid",
+           "as_strided", "unstack", "contiguous", "take", "take_along_axis", "put_along_axis", "slice",
+           "slice_update"]
 
 _INT = (int, np.integer)
 
@@ -27,7 +28,7 @@ def _pad_width(pad_width, nd: int) -> tuple:
     """``pad_width`` in any of NumPy's forms as one ``(before, after)`` pair per axis."""
     pw = np.asarray(pad_width)
     if pw.dtype.kind not in "iu" or pw.ndim > 2:
-        raise ValueError(f"pad: pad_width must be an int, a pair or a sequence of pairs of ints, got {pad_width!r}")
+        raise ValueError(f"pad: pad_width must be an int, a pair or pairs of ints, got {pad_width!r}")
     try:
         pw = np.broadcast_to(pw, (nd, 2))
     except ValueError:
@@ -42,8 +43,8 @@ def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None)
 
     Args:
         a (array): input.
-        pad_width (int | tuple | list[tuple]): ``n`` (n before and after every axis), ``(before, after)`` for every
-            axis, or one ``(before, after)`` pair per axis.
+        pad_width (int | tuple | list[tuple]): ``n`` (n before and after every axis), ``(before, after)`` for
+            every axis, or one ``(before, after)`` pair per axis.
         mode (str): ``'constant'`` (fill with ``constant_values``) or ``'edge'`` (repeat the edge values).
         constant_values (scalar | array): the 0-d fill value of ``'constant'`` mode (default 0).
 
@@ -129,7 +130,8 @@ def roll(a, shift, axis=None, *, stream=None):
     if len(sh) != len(axes) and len(sh) != 1 and len(axes) != 1:
         raise ValueError(f"roll: shift {shift!r} and axis {axis!r} have different lengths")
     sh, axes = np.broadcast_arrays(np.array(sh), np.array(axes))
-    return node(Roll(tuple(map(int, sh)), tuple(map(int, axes))), (a,), a._shape, a._dtype, resolve_stream(stream))
+    prim = Roll(tuple(map(int, sh)), tuple(map(int, axes)))
+    return node(prim, (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
 def flip(a, /, axis=None, *, stream=None) -> array:
@@ -182,7 +184,7 @@ def diagonal(a, offset: int = 0, axis1: int = 0, axis2: int = 1, *, stream=None)
 
 
 def diag(a, /, k: int = 0, *, stream=None) -> array:
-    """A matrix with the 1-d ``a`` on diagonal ``k``, or the ``k`` diagonal of the 2-d ``a``. See ``numpy.diag``.
+    """A matrix with the 1-d ``a`` on diagonal ``k``, or diagonal ``k`` of the 2-d ``a``. See ``numpy.diag``.
 
     Args:
         a (array): a 1-d or 2-d array.
@@ -265,13 +267,13 @@ def meshgrid(*arrays, sparse: bool = False, indexing: str = "xy", stream=None) -
 
 
 def as_strided(a, /, shape=None, strides=None, offset: int = 0, *, stream=None) -> array:
-    """A view of ``a``'s elements in row-major order with the given shape and strides (in elements, not bytes).
-    See ``numpy.lib.stride_tricks.as_strided``; umx checks that every element read lies inside ``a``.
+    """A view of ``a``'s elements in row-major order with the given shape and strides (in elements, not
+    bytes). See ``numpy.lib.stride_tricks.as_strided``; umx checks that every element read lies inside ``a``.
 
     Args:
         a (array): input.
         shape (Sequence[int], optional): the result's shape; default ``a.shape``.
-        strides (Sequence[int], optional): the step in elements along each axis; default: row-major for ``shape``.
+        strides (Sequence[int], optional): the step in elements along each axis; default: row-major.
         offset (int): the flat position of the first element (default 0).
 
     Returns:
@@ -385,8 +387,8 @@ def take_along_axis(a, /, indices, axis: int | None = None, *, stream=None) -> a
     """
     st = resolve_stream(stream)
     a, idx, ax = _along_axis("take_along_axis", a, indices, axis, st)
-    rest = broadcast_shapes(a._shape[:ax] + (1,) + a._shape[ax + 1:], idx._shape[:ax] + (1,) + idx._shape[ax + 1:],
-                            op="take_along_axis")
+    rest = broadcast_shapes(a._shape[:ax] + (1,) + a._shape[ax + 1:],
+                            idx._shape[:ax] + (1,) + idx._shape[ax + 1:], op="take_along_axis")
     shape = rest[:ax] + (idx._shape[ax],) + rest[ax + 1:]
     return node(TakeAlongAxis(ax), (a, idx), shape, a._dtype, st)
 
@@ -410,7 +412,7 @@ def put_along_axis(a, /, indices, values, axis: int | None = None, *, stream=Non
     v = as_array(values, "put_along_axis", a._dtype)
     for s in (idx._shape, v._shape):
         if broadcast_shapes(s, target, op="put_along_axis") != target:
-            raise ValueError(f"put_along_axis: cannot broadcast shape {s} to {target} (array {describe(orig)})")
+            raise ValueError(f"put_along_axis: cannot broadcast {s} to {target} (array {describe(orig)})")
     out = node(PutAlongAxis(ax), (a, idx, cast(v, a._dtype, st)), a._shape, a._dtype, st)
     return reshape_node(out, orig._shape, st)
 
@@ -426,8 +428,8 @@ def _dynamic(name, a, start_indices, axes, st):
 
 
 def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # noqa: A001 (MLX's name)
-    """The block of ``slice_size`` whose start along ``axes`` is read from the array ``start_indices``, so that the
-    start can be computed without evaluating it. Starts are clamped so that the block fits inside ``a``.
+    """The block of ``slice_size`` whose start along ``axes`` is read from the array ``start_indices``, so
+    that the start can be computed without evaluating it. Starts are clamped so that the block fits inside ``a``.
 
     Args:
         a (array): input.
@@ -448,8 +450,8 @@ def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # no
 
 
 def slice_update(a, /, update, start_indices, axes, *, stream=None) -> array:
-    """A copy of ``a`` with ``update`` written at the start along ``axes`` read from ``start_indices`` (clamped so
-    that the block fits).
+    """A copy of ``a`` with ``update`` written at the start along ``axes`` read from ``start_indices``
+    (clamped so that the block fits).
 
     Args:
         a (array): input.
@@ -465,5 +467,5 @@ def slice_update(a, /, update, start_indices, axes, *, stream=None) -> array:
     st = resolve_stream(stream)
     start, axes = _dynamic("slice_update", a, start_indices, axes, st)
     if u.ndim != a.ndim or any(s > n for s, n in zip(u._shape, a._shape)):
-        raise ValueError(f"slice_update: an update of shape {u.shape} does not fit an array of shape {a.shape}")
+        raise ValueError(f"slice_update: an update of shape {u.shape} does not fit shape {a.shape}")
     return node(DynamicSliceUpdate(axes), (a, cast(u, a._dtype, st), start), a._shape, a._dtype, st)

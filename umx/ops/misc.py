@@ -35,7 +35,8 @@ def nan_to_num(a, nan: float = 0.0, posinf: float | None = None, neginf: float |
     return node(NanToNum(float(nan), posinf, neginf), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
-def isclose(a, b, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: bool = False, stream=None) -> array:
+def isclose(a, b, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: bool = False,
+            stream=None) -> array:
     """Whether ``|a - b| <= atol + rtol * |b|`` element-wise (infinities are close only to themselves). See
     ``numpy.isclose``.
 
@@ -62,10 +63,11 @@ def isclose(a, b, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: boo
     tol = ew.add(ew.multiply(ew.abs(b, stream=st), rtol, stream=st), atol, stream=st)
     finite = ew.logical_and(ew.isfinite(a, stream=st), ew.isfinite(b, stream=st), stream=st)
     within = ew.logical_and(finite, ew.less_equal(diff, tol, stream=st), stream=st)
-    close = ew.logical_or(within, ew.equal(a, b, stream=st), stream=st)  # infinities: only equal ones are close
+    # infinities are close only to an equal infinity
+    close = ew.logical_or(within, ew.equal(a, b, stream=st), stream=st)
     if equal_nan:
-        close = ew.logical_or(close, ew.logical_and(ew.isnan(a, stream=st), ew.isnan(b, stream=st), stream=st),
-                              stream=st)
+        both_nan = ew.logical_and(ew.isnan(a, stream=st), ew.isnan(b, stream=st), stream=st)
+        close = ew.logical_or(close, both_nan, stream=st)
     return close
 
 

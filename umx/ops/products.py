@@ -8,8 +8,8 @@ from .. import dtypes as dt
 from ..primitives import Convolve, Einsum
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
 
-__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve", "gather_mm",
-           "segmented_mm", "block_masked_mm"]
+__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve",
+           "gather_mm", "segmented_mm", "block_masked_mm"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -117,7 +117,7 @@ def tensordot(a, b, /, axes=2, *, stream=None) -> array:
         try:
             ax_a, ax_b = ([x] if isinstance(x, (int, np.integer)) else list(x) for x in axes)
         except (TypeError, ValueError):
-            raise ValueError(f"tensordot: axes must be an int or two sequences of ints, got {axes!r}") from None
+            raise ValueError(f"tensordot: axes must be an int or two lists of ints, got {axes!r}") from None
         if len(ax_a) != len(ax_b):
             raise ValueError(f"tensordot: {len(ax_a)} axes of a and {len(ax_b)} of b")
         for x, arr in ((ax_a, a), (ax_b, b)):
@@ -262,7 +262,8 @@ def _matrices(name: str, a, b, st):
     return a, b
 
 
-def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bool = False, stream=None) -> array:
+def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bool = False,
+              stream=None) -> array:
     """Matrix products of matrices picked from the batches of ``a`` and ``b``: ``a_flat[lhs_indices] @
     b_flat[rhs_indices]``, where ``a_flat`` is ``a`` with its batch axes (all but the last two) merged.
 
@@ -290,8 +291,8 @@ def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bo
 
 
 def segmented_mm(a, b, /, segments, *, stream=None) -> array:
-    """Products over segments of the inner axis: ``out[..., s, :, :] = a[..., :, k0:k1] @ b[..., k0:k1, :]`` for
-    each ``segments[..., s, :] = (k0, k1)``.
+    """Products over segments of the inner axis: ``out[..., s, :, :] = a[..., :, k0:k1] @ b[..., k0:k1, :]``
+    for each ``segments[..., s, :] = (k0, k1)``.
 
     Args:
         a (array): ``(..., M, K)``.
@@ -330,8 +331,8 @@ def _block_mask(name: str, mask, rows: int, cols: int, block: int, dtype, st):
 
 def block_masked_mm(a, b, /, block_size: int = 64, mask_out=None, mask_lhs=None, mask_rhs=None, *,
                     stream=None) -> array:
-    """``a @ b`` with blocks of ``block_size`` by ``block_size`` masked (bool masks zero blocks; float masks scale
-    them) in the operands and the result.
+    """``a @ b`` with blocks of ``block_size`` by ``block_size`` masked (bool masks zero blocks; float masks
+    scale them) in the operands and the result.
 
     Args:
         a (array): ``(..., M, K)``.

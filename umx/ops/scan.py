@@ -39,19 +39,23 @@ _DOC = """The cumulative {what} along ``axis``. See ``numpy.{np}``.
     """
 
 
-def cumsum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, stream=None) -> array:
+def cumsum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
+              stream=None) -> array:
     return _scan("sum", "cumsum", a, axis, reverse, inclusive, stream)
 
 
-def cumprod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, stream=None) -> array:
+def cumprod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
+               stream=None) -> array:
     return _scan("prod", "cumprod", a, axis, reverse, inclusive, stream)
 
 
-def cummax(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, stream=None) -> array:
+def cummax(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
+              stream=None) -> array:
     return _scan("max", "cummax", a, axis, reverse, inclusive, stream)
 
 
-def cummin(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, stream=None) -> array:
+def cummin(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
+              stream=None) -> array:
     return _scan("min", "cummin", a, axis, reverse, inclusive, stream)
 
 

@@ -1,4 +1,5 @@
-"""Sorting and searching: sort, argsort, partition, argpartition, topk, searchsorted, unique, count_nonzero."""
+"""Sorting and searching: sort, argsort, partition, argpartition, topk, searchsorted, unique and
+count_nonzero."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def _kth(name: str, kth, n: int) -> int:
 
 
 def partition(a, /, kth: int, axis: int | None = -1, *, stream=None) -> array:
-    """``a`` rearranged along ``axis`` so that position ``kth`` holds the value a sort would put there, with no
-    larger value before it and no smaller after. See ``numpy.partition``.
+    """``a`` rearranged along ``axis`` so that position ``kth`` holds the value a sort would put there, with
+    no larger value before it and no smaller after. See ``numpy.partition``.
 
     Args:
         a (array): input.
@@ -122,8 +123,8 @@ def searchsorted(sorted_sequence, values, /, side: str = "left", *, stream=None)
     Args:
         sorted_sequence (array): a 1-d array in ascending order.
         values (array | scalar): the values to place, of any shape.
-        side (str): ``'left'`` (the first suitable index: the count of smaller elements) or ``'right'`` (the last:
-            the count of smaller or equal elements). Default ``'left'``.
+        side (str): ``'left'`` (the first suitable index: the count of smaller elements) or ``'right'`` (the
+            last: the count of smaller or equal elements). Default ``'left'``.
 
     Returns:
         array: uint32 indices in ``[0, sorted_sequence.size]``, of ``values``' shape.
@@ -144,10 +145,10 @@ def unique(a, /, size: int, return_index: bool = False, return_inverse: bool = F
            return_counts: bool = False, fill_value=None, *, stream=None):
     """The ``size`` smallest unique values of the flattened ``a``, in ascending order. See ``numpy.unique``.
 
-    As in MLX, the output's size is given, never inferred from the values, so ``a`` is not evaluated. Entries past
-    the last unique value hold ``fill_value`` (default: the smallest unique value) and have a count of 0; a
-    truncated output keeps the smallest ``size`` values, and the inverse indices of dropped values are clamped to
-    the last entry. NaNs count as one value.
+    As in MLX, the output's size is given, never inferred from the values, so ``a`` is not evaluated. Entries
+    past the last unique value hold ``fill_value`` (default: the smallest unique value) and have a count of 0;
+    a truncated output keeps the smallest ``size`` values, and the inverse indices of dropped values are
+    clamped to the last entry. NaNs count as one value.
 
     Args:
         a (array): input.

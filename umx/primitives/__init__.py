@@ -5,8 +5,8 @@ from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .indexing import ARRAY, Gather, Scatter, fill_key
 from .layout import (
-    AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll, TakeAlongAxis,
-    Tile, Tri, Tril, Triu,
+    AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll,
+    TakeAlongAxis, Tile, Tri, Tril, Triu,
 )
 from .linalg import MATMUL, Matmul
 from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
@@ -23,7 +23,7 @@ __all__ = [
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
-    "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat", "Roll",
-    "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum", "Median",
-    "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort", "Unique",
+    "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
+    "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
+    "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort", "Unique",
 ]

@@ -24,8 +24,8 @@ class ArgSort(Primitive):
 
 
 class Partition(Primitive):
-    """Values along ``axis`` rearranged so that position ``kth`` holds the value a sort would put there, smaller
-    values before it and larger after."""
+    """Values along ``axis`` rearranged so that position ``kth`` holds the value a sort would put there,
+    smaller values before it and larger after."""
 
     __slots__ = ("kth", "axis")
 
@@ -54,8 +54,8 @@ class SearchSorted(Primitive):
 
 
 class Unique(Primitive):
-    """The ``size`` smallest unique values of the flat input, padded with the fill value (second input); outputs:
-    values, first indices, inverse indices and counts."""
+    """The ``size`` smallest unique values of the flat input, padded with the fill value (second input);
+    outputs: values, first indices, inverse indices and counts."""
 
     __slots__ = ("size",)
     n_outputs = 4
