@@ -429,7 +429,8 @@ def _dynamic(name, a, start_indices, axes, st):
 
 def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # noqa: A001 (MLX's name)
     """The block of ``slice_size`` whose start along ``axes`` is read from the array ``start_indices``, so
-    that the start can be computed without evaluating it. Starts are clamped so that the block fits inside ``a``.
+    that the start can be computed without evaluating it. Starts are clamped so that the block fits inside
+    ``a``.
 
     Args:
         a (array): input.

@@ -25,5 +25,6 @@ __all__ = [
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
-    "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort", "Unique",
+    "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
+    "Unique",
 ]
