@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..array import array
 from ..primitives import BINARY, UNARY
 from . import elementwise as ew
-from . import indexing, linalg, reduction, shape
+from . import indexing, layout, linalg, reduction, scan, shape
 
 _b = ew._binary
 _u = ew._unary
@@ -76,6 +76,10 @@ def _install() -> None:
         _forward(reduction, name)
     for name in ("astype", "flatten", "squeeze", "swapaxes", "moveaxis", "split", "view", "unflatten"):
         _forward(shape, name)
+    for name in ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"):
+        _forward(scan, name)
+    for name in ("diag", "diagonal"):
+        _forward(layout, name)
     array.conjugate = array.conj
 
 

@@ -5,14 +5,21 @@ from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
+from .layout import (
+    AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll,
+    TakeAlongAxis, Tile, Tri, Tril, Triu,
+)
 from .linalg import (
     DET, INV, LU, LU_DECOMP, LU_FACTOR, MATMUL, PINV, QR, QR_DECOMP, SLOGDET, SOLVE, SVD, Cholesky, CholeskyInv,
     Cross, Det, Eig, Eigh, Inv, LUFactor, Matmul, Pinv, SlogDet, Solve, SolveTriangular, TriInv)
+from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
 from .reduction import (
     All, Any, ArgMax, ArgMin, ArgReduce, LogSumExp, Max, Mean, Min, Prod, Reduce, Softmax, Sum, Var,
 )
 from .random import RandomBits
+from .scan import Scan
 from .shape import COPY, AsType, BroadcastTo, Concatenate, Copy, Reshape, Split, Transpose, View
+from .sort import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
 
 __all__ = [
     "Primitive", "Arange", "Eye", "Full", "Linspace", "BINARY", "UNARY", "WHERE", "Binary", "Round", "Unary",
@@ -22,4 +29,8 @@ __all__ = [
     "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP", "SLOGDET", "SOLVE",
     "LU", "QR", "SVD", "Cholesky", "CholeskyInv", "Cross", "Det", "Eig", "Eigh", "Inv", "LUFactor", "Pinv",
     "SlogDet", "Solve", "SolveTriangular", "TriInv",
+    "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
+    "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
+    "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
+    "Unique",
 ]

@@ -1,0 +1,135 @@
+"""Kernels that rearrange, repeat or select elements."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...primitives import layout as ly
+from . import kernel
+
+
+@kernel(ly.Pad)
+def _pad(xp, prim, x, value):
+    if prim.mode == "constant":
+        return xp.pad(x, prim.pad_width, mode="constant", constant_values=value.item())
+    return xp.pad(x, prim.pad_width, mode=prim.mode)
+
+
+@kernel(ly.Tile)
+def _tile(xp, prim, x):
+    return xp.tile(x, prim.reps)
+
+
+@kernel(ly.Repeat)
+def _repeat(xp, prim, x):
+    return xp.repeat(x, prim.repeats, axis=prim.axis)
+
+
+@kernel(ly.Roll)
+def _roll(xp, prim, x):
+    return xp.roll(x, prim.shift, axis=prim.axis)
+
+
+@kernel(ly.Diagonal)
+def _diagonal(xp, prim, x):
+    return xp.diagonal(x, prim.offset, prim.axis1, prim.axis2)
+
+
+@kernel(ly.Diag)
+def _diag(xp, prim, x):
+    return xp.diag(x, prim.k)
+
+
+@kernel(ly.Tri)
+def _tri(xp, prim):
+    return xp.tri(prim.n, prim.m, prim.k, dtype=prim.dtype.np)
+
+
+@kernel(ly.Tril)
+def _tril(xp, prim, x):
+    return xp.tril(x, prim.k)
+
+
+@kernel(ly.Triu)
+def _triu(xp, prim, x):
+    return xp.triu(x, prim.k)
+
+
+@kernel(ly.AsStrided)
+def _as_strided(xp, prim, x):
+    flat = xp.ascontiguousarray(x).reshape(-1)[prim.offset:]
+    if flat.size == 0:  # only an empty result can read no element
+        return xp.zeros(prim.shape, x.dtype)
+    item = flat.itemsize
+    view = xp.lib.stride_tricks.as_strided(flat, prim.shape, tuple(s * item for s in prim.strides))
+    return xp.array(view, copy=True)  # a private copy: the view may alias one element many times
+
+
+def _along_axis_key(xp, indices, shape, axis):
+    """The integer-array key that reads ``indices`` along ``axis`` and the matching position elsewhere."""
+    nd = len(shape)
+    key = []
+    for d in range(nd):
+        if d == axis:
+            key.append(indices)
+        else:
+            r = [1] * nd
+            r[d] = shape[d]
+            key.append(xp.arange(shape[d]).reshape(r))
+    return tuple(key)
+
+
+@kernel(ly.TakeAlongAxis)
+def _take_along_axis(xp, prim, x, indices):
+    ax = prim.axis
+    shape = list(np.broadcast_shapes(x.shape[:ax] + (1,) + x.shape[ax + 1:],
+                                     indices.shape[:ax] + (1,) + indices.shape[ax + 1:]))
+    shape[ax] = indices.shape[ax]
+    idx = xp.broadcast_to(indices, tuple(shape)).astype(xp.int64)
+    xs = list(shape)
+    xs[ax] = x.shape[ax]
+    x = xp.broadcast_to(x, tuple(xs))
+    idx = xp.where(idx < 0, idx + x.shape[ax], idx)
+    return x[_along_axis_key(xp, idx, shape, ax)]
+
+
+@kernel(ly.PutAlongAxis)
+def _put_along_axis(xp, prim, x, indices, values):
+    ax = prim.axis
+    out = xp.array(x, copy=True)
+    shape = list(x.shape)
+    shape[ax] = indices.shape[ax]
+    idx = xp.broadcast_to(indices, tuple(shape)).astype(xp.int64)
+    idx = xp.where(idx < 0, idx + x.shape[ax], idx)
+    out[_along_axis_key(xp, idx, shape, ax)] = xp.broadcast_to(values, tuple(shape))
+    return out
+
+
+def _starts(xp, prim_axes, start, shape, sizes):
+    """The block's start along each axis in ``prim_axes``, clamped so that the block fits (as MLX does)."""
+    start = start.reshape(-1).astype(xp.int64)
+    out = []
+    for i, ax in enumerate(prim_axes):
+        s = int(start[i if start.size > 1 else 0])
+        n = shape[ax]
+        s = s + n if s < 0 else s
+        out.append(min(max(s, 0), n - sizes[ax]))
+    return out
+
+
+@kernel(ly.DynamicSlice)
+def _dynamic_slice(xp, prim, x, start):
+    key = [slice(0, s) for s in prim.shape]
+    for ax, s in zip(prim.axes, _starts(xp, prim.axes, start, x.shape, prim.shape)):
+        key[ax] = slice(s, s + prim.shape[ax])
+    return x[tuple(key)]
+
+
+@kernel(ly.DynamicSliceUpdate)
+def _dynamic_slice_update(xp, prim, x, update, start):
+    out = xp.array(x, copy=True)
+    key = [slice(0, s) for s in update.shape]
+    for ax, s in zip(prim.axes, _starts(xp, prim.axes, start, x.shape, update.shape)):
+        key[ax] = slice(s, s + update.shape[ax])
+    out[tuple(key)] = update
+    return out

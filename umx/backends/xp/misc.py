@@ -1,0 +1,38 @@
+"""Kernels of einsum, convolution, NaN replacement, medians, windows and dependencies."""
+
+from __future__ import annotations
+
+from ...primitives import misc as mi
+from . import kernel
+
+
+@kernel(mi.Einsum)
+def _einsum(xp, prim, *xs):
+    # optimize: contract pairwise through BLAS (tensordot) rather than in one nested loop
+    out = xp.einsum(prim.subscripts, *xs, optimize=len(xs) > 1)
+    return xp.asarray(out).astype(xs[0].dtype, copy=False)
+
+
+@kernel(mi.Convolve)
+def _convolve(xp, prim, a, v):
+    return xp.convolve(a, v, mode=prim.mode).astype(a.dtype, copy=False)
+
+
+@kernel(mi.NanToNum)
+def _nan_to_num(xp, prim, x):
+    return xp.nan_to_num(x, copy=True, nan=prim.nan, posinf=prim.posinf, neginf=prim.neginf)
+
+
+@kernel(mi.Median)
+def _median(xp, prim, x):
+    return xp.asarray(xp.median(x, axis=prim.axes, keepdims=prim.keepdims)).astype(x.dtype, copy=False)
+
+
+@kernel(mi.Window)
+def _window(xp, prim):
+    return getattr(xp, prim.kind)(prim.m).astype(prim.dtype.np)
+
+
+@kernel(mi.Depends)
+def _depends(xp, prim, x, *dependencies):
+    return x

@@ -1,0 +1,64 @@
+"""Primitives without a family: einsum, convolution, NaN replacement, medians, windows and dependencies."""
+
+from __future__ import annotations
+
+from .base import Primitive
+
+
+class Einsum(Primitive):
+    """``numpy.einsum`` with the explicit ``subscripts`` ('ij,jk->ik') over the inputs."""
+
+    __slots__ = ("subscripts",)
+
+    def __init__(self, subscripts: str):
+        self.subscripts = subscripts
+
+
+class Convolve(Primitive):
+    """The discrete linear convolution of two 1-d inputs, ``mode`` 'full', 'same' or 'valid'."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+
+class NanToNum(Primitive):
+    """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf``."""
+
+    __slots__ = ("nan", "posinf", "neginf")
+
+    def __init__(self, nan: float, posinf: float, neginf: float):
+        self.nan = nan
+        self.posinf = posinf
+        self.neginf = neginf
+
+
+class Median(Primitive):
+    """The median over ``axes``."""
+
+    __slots__ = ("axes", "keepdims")
+
+    def __init__(self, axes: tuple, keepdims: bool):
+        self.axes = axes
+        self.keepdims = keepdims
+
+
+class Window(Primitive):
+    """The window function ``kind`` ('bartlett', 'blackman', 'hamming', 'hanning') of ``m`` points."""
+
+    __slots__ = ("kind", "m", "dtype")
+
+    def __init__(self, kind: str, m: int, dtype):
+        self.kind = kind
+        self.m = m
+        self.dtype = dtype
+
+
+class Depends(Primitive):
+    """The first input, unchanged, computed only after the other inputs."""
+
+    __slots__ = ()
+
+
+DEPENDS = Depends()
