@@ -93,6 +93,7 @@ class WorkerExecutor:
                 self.run_batch(tasks)
             except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
                 self._fail_rest(tasks, e)
+            tasks = None  # nothing of a finished batch may outlive it here
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""
@@ -110,6 +111,8 @@ class WorkerExecutor:
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         for t in tasks:
+            if t is None:  # already run
+                continue
             n = t[0] if type(t) is tuple else t
             if n._data is None:
                 set_result(n, failure_of(n, n._inputs, error))

@@ -30,7 +30,9 @@ class CpuExecutor(WorkerExecutor):
     def run_batch(self, tasks: list) -> None:
         table = KERNELS
         host_copy = memory.host_copy
-        for t in tasks:
+        # Drop each task (and the inputs) once it has run, before publishing it: neither the batch nor this frame
+        # may keep finished intermediates alive.
+        for i, t in enumerate(tasks):
             if type(t) is tuple:
                 n, waits = t
                 ins = n._inputs
@@ -47,6 +49,7 @@ class CpuExecutor(WorkerExecutor):
                     out = table[n._prim.__class__](n._prim, *[x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
+            ins = None
             if n._dtype is bfloat16 and type(out) is not tuple and not hasattr(out, "error"):
                 out = round_bf16(np, out)
             if n._siblings is None:
@@ -57,3 +60,4 @@ class CpuExecutor(WorkerExecutor):
             else:
                 set_result(n, out)
             self.finished(n._seq)
+            tasks[i] = None
