@@ -36,6 +36,8 @@ class array:  # noqa: N801 (MLX's name)
         if isinstance(val, array):
             data = np.asarray(val)  # evaluates
             src = val.dtype
+        elif dt is not None and _exact(val):
+            data, src = np.array(val), None  # straight to dtype: no stop at float32 on the way (MLX keeps float64)
         else:
             data, src = _to_numpy(val)
         if dt is not None and dt is not src:
@@ -154,8 +156,9 @@ class array:  # noqa: N801 (MLX's name)
         return array_str(self)
 
     def __del__(self):
-        if self._data is not None:
-            memory.release(self._data)
+        data = getattr(self, "_data", None)  # unset when __init__ raised
+        if data is not None:
+            memory.release(data)
 
 
 def _eval(arrays) -> None:
@@ -220,7 +223,7 @@ def _to_numpy(val):
             return arr.astype(np.float32), _dt.float32
         if arr.dtype.kind == "c" and arr.dtype != np.complex64:
             return arr.astype(np.complex64), _dt.complex64
-        return arr, _dt.from_numpy(arr.dtype)
+        return np.array(arr), _dt.from_numpy(arr.dtype)  # a copy: the caller may write to its buffer later
     if isinstance(val, bool):
         return np.array(val), _dt.bool_
     if isinstance(val, int):
@@ -254,6 +257,18 @@ def _to_numpy(val):
     if arr.dtype.kind == "c":
         return arr.astype(np.complex64), _dt.complex64
     return arr, _dt.from_numpy(arr.dtype)
+
+
+def _exact(val) -> bool:
+    """Whether NumPy converts ``val`` with full precision (no umx arrays inside, no Python ints past int64)."""
+    if isinstance(val, (np.ndarray, np.generic, float, complex)):
+        return True
+    if isinstance(val, (list, tuple)) and not _contains_umx(val):
+        try:
+            return np.array(val).dtype != object
+        except (ValueError, OverflowError):
+            return False
+    return False
 
 
 def _contains_umx(val) -> bool:
