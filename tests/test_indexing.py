@@ -1,0 +1,186 @@
+"""Indexing against NumPy: ints, slices, None, Ellipsis, integer arrays; updates with ``[]=`` and ``.at``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import umx as mx
+from conftest import assert_close
+
+KEYS = [
+    0, -1, slice(None), slice(1, 3), slice(None, None, -1), slice(-3, None, 2), (1, 2), (slice(None), 0),
+    (None, 1), (Ellipsis, 0), (0, Ellipsis, None), (slice(1, None), None, slice(None, 2)), (-2, -1, -3),
+    (Ellipsis,), (), (slice(5, 10),), (1, slice(None), slice(None, None, 3)),
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=str)
+def test_basic_indexing(device, rng, key):
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    out = mx.array(x)[key]
+    assert_close(out, x[key])
+
+
+ARRAY_KEYS = [
+    [1, 3], [[0, 1], [2, 3]], ([0, 2], [1, 0]), (slice(None), [2, 0, 2]), ([3, -1], slice(1, 3)),
+    (0, [1, 2]), ([[1], [2]], [0, 2]), (Ellipsis, [4, 0]), ([0, 1], slice(None), [1, 2]), (None, [1, 1]),
+    (np.array([2, 0]),), ([], ),
+]
+
+
+@pytest.mark.parametrize("key", ARRAY_KEYS, ids=str)
+def test_integer_array_indexing(device, rng, key):
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    np_key = tuple(np.array(k, dtype=np.int64) if isinstance(k, list) else k for k in key) \
+        if isinstance(key, tuple) else np.array(key)
+    mx_key = tuple(mx.array(k, dtype=mx.int32) if isinstance(k, list) else k for k in key) \
+        if isinstance(key, tuple) else mx.array(key)
+    assert_close(mx.array(x)[mx_key], x[np_key])
+
+
+def test_index_array_dtypes(device):
+    a = mx.arange(10)
+    for d in (mx.int8, mx.uint8, mx.int16, mx.uint32, mx.int64):
+        assert a[mx.array([1, 9], dtype=d)].tolist() == [1, 9]
+    assert a[np.array([2, 3])].tolist() == [2, 3]
+    assert a[mx.array(4)].item() == 4
+    with pytest.raises(TypeError):
+        a[mx.array([1.0])]
+
+
+def test_indexing_0d_and_empty(device):
+    s = mx.array(3.0)
+    assert s[()].item() == 3.0
+    assert s[None].shape == (1,)
+    assert s[...].item() == 3.0
+    e = mx.zeros((0, 3))
+    assert e[:, 1].shape == (0,)
+    assert mx.arange(5)[3:1].shape == (0,)
+
+
+def test_boolean_masks_raise(device):
+    a = mx.arange(4)
+    with pytest.raises(ValueError, match="boolean"):
+        a[mx.array([True, False, True, False])]
+    with pytest.raises(ValueError, match="boolean"):
+        a[np.array([True, False, True, False])]
+    with pytest.raises(ValueError, match="boolean"):
+        a[True]
+
+
+def test_index_errors_at_call(device):
+    a = mx.zeros((2, 3))
+    with pytest.raises(IndexError):
+        a[2]
+    with pytest.raises(IndexError):
+        a[0, -4]
+    with pytest.raises(IndexError):
+        a[0, 0, 0]
+    with pytest.raises(IndexError):
+        a[..., 0, ...]
+    with pytest.raises(TypeError):
+        a["x"]
+
+
+def test_iterate_rows(device):
+    a = mx.array([[1, 2], [3, 4]])
+    assert [r.tolist() for r in a] == [[1, 2], [3, 4]]
+    with pytest.raises(TypeError):
+        iter(mx.array(1)).__next__()
+
+
+@pytest.mark.parametrize("key", [0, -1, slice(1, 3), (1, 2), (slice(None), 0), (Ellipsis, 1), (None, 2)],
+                         ids=str)
+def test_setitem_basic(device, rng, key):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    a = mx.array(x)
+    a[key] = 7.0
+    x[key] = 7.0
+    assert_close(a, x)
+
+
+def test_setitem_values_broadcast_and_cast(device, rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    a = mx.array(x)
+    a[1:3] = mx.array([1, 2, 3])
+    x[1:3] = [1, 2, 3]
+    assert_close(a, x)
+    a[:, 0] = np.array([9.0, 8.0, 7.0, 6.0])
+    x[:, 0] = [9.0, 8.0, 7.0, 6.0]
+    assert_close(a, x)
+    i = mx.array([1, 2, 3], dtype=mx.int32)
+    i[0] = 2.7
+    assert i.dtype == mx.int32 and i.tolist() == [2, 2, 3]
+    with pytest.raises(ValueError, match="setitem"):
+        a[0] = mx.ones(5)
+
+
+def test_setitem_integer_arrays(device):
+    a = mx.zeros(5)
+    a[mx.array([0, 3])] = mx.array([1.0, 2.0])
+    assert a.tolist() == [1.0, 0.0, 0.0, 2.0, 0.0]
+    b = mx.zeros((3, 3), dtype=mx.int32)
+    b[mx.array([0, 2]), mx.array([1, 1])] = 5
+    assert b.tolist() == [[0, 5, 0], [0, 0, 0], [0, 5, 0]]
+
+
+def test_setitem_keeps_old_value_for_earlier_readers(device):
+    a = mx.array([1, 2, 3])
+    b = mx.add(a, 1, stream=device)  # lazy: reads a's current value
+    c = a[1:]
+    a[0] = 5
+    assert a.tolist() == [5, 2, 3]
+    assert b.tolist() == [2, 3, 4]
+    assert c.tolist() == [2, 3]
+    d = mx.add(a, 1, stream=device)
+    a[1] = 0
+    assert d.tolist() == [6, 3, 4] and a.tolist() == [5, 0, 3]
+
+
+def test_setitem_after_eval_and_lazy_base(device):
+    a = mx.multiply(mx.arange(4), 2, stream=device)
+    b = a * 1
+    mx.eval(b)
+    a[2] = -1
+    assert a.tolist() == [0, 2, -1, 6] and b.tolist() == [0, 2, 4, 6]
+    c = mx.exp(mx.zeros(3), stream=device)
+    keep = c
+    c[1] = 3.0
+    assert keep is c  # the same Python object, rebound to the update
+    assert c.tolist() == [1.0, 3.0, 1.0]
+
+
+AT_CASES = [("add", np.add), ("subtract", np.subtract), ("multiply", np.multiply), ("divide", np.divide),
+            ("maximum", np.maximum), ("minimum", np.minimum)]
+
+
+@pytest.mark.parametrize(("name", "ufunc"), AT_CASES, ids=[c[0] for c in AT_CASES])
+def test_at_updates_repeated_indices(device, rng, name, ufunc):
+    x = rng.uniform(1, 2, (5, 2)).astype(np.float32)
+    v = rng.uniform(1, 2, (4, 2)).astype(np.float32)
+    idx = np.array([0, 3, 0, 0])
+    out = getattr(mx.array(x).at[mx.array(idx)], name)(mx.array(v), stream=device)
+    ref = x.astype(np.float64).copy()
+    ufunc.at(ref, idx, v.astype(np.float64))
+    assert_close(out, ref, rtol=1e-5)
+
+
+def test_at_scalars_and_slices(device):
+    z = mx.zeros(3)
+    assert z.at[mx.array([0, 0])].add(1).tolist() == [2.0, 0.0, 0.0]
+    assert z.tolist() == [0.0, 0.0, 0.0]  # .at is functional
+    a = mx.arange(6).reshape(2, 3)
+    assert a.at[:, 1].multiply(10).tolist() == [[0, 10, 2], [3, 40, 5]]
+    assert a.at[1].add(mx.array([1, 1, 1])).tolist() == [[0, 1, 2], [4, 5, 6]]
+    assert mx.array([7, 9]).at[mx.array([1, 1])].divide(3).tolist() == [7, 1]  # integer: floor division
+    assert mx.ones(2).at[0].maximum(5.0).tolist() == [5.0, 1.0]
+
+
+def test_index_out_of_bounds_raises_from_eval(device):
+    a = mx.arange(3)
+    out = a[mx.array([0, 3])]
+    with pytest.raises(IndexError):
+        mx.eval(out)
+    with pytest.raises(IndexError):
+        out.tolist()
