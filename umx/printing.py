@@ -26,6 +26,8 @@ def _format(a) -> str:
         fmt = {"float_kind": _float_fmt}
     elif kind == "c":
         fmt = {"complex_kind": lambda z: f"{_float_fmt(z.real)}{'+' if z.imag >= 0 else '-'}{_float_fmt(abs(z.imag))}j"}
+    elif kind in "iu":
+        fmt = {"int": str}  # MLX does not pad integers to a common width
     elif kind == "b":
         fmt = {"bool": lambda b: "True" if b else "False"}
     return np.array2string(data, separator=", ", prefix="array(", formatter=fmt,
