@@ -291,3 +291,18 @@ def test_eval_from_many_threads(device):
     for i, r in results:
         assert r == pytest.approx(64 * 64 * np.e * i, rel=1e-5)
     assert len(results) == 6
+
+
+def test_every_op_takes_stream():
+    import inspect
+
+    from umx.ops import creation, elementwise, linalg, random, reduction, shape
+
+    no_stream = {"asarray", "broadcast_shapes", "seed", "key"}  # as in MLX: they run no op
+    for mod in (creation, elementwise, linalg, random, reduction, shape):
+        for name in mod.__all__:
+            if name in no_stream:
+                continue
+            params = inspect.signature(getattr(mod, name)).parameters
+            assert "stream" in params, f"{mod.__name__}.{name}"
+            assert params["stream"].default is None

@@ -184,3 +184,30 @@ def test_index_out_of_bounds_raises_from_eval(device):
         mx.eval(out)
     with pytest.raises(IndexError):
         out.tolist()
+
+
+def test_setitem_on_array_being_computed():
+    """``a[i] = v`` while ``a`` is scheduled (async_eval) must not hand its worker a different node."""
+    import threading
+
+    from umx.backends.cpu import executor as cpu_ex
+    from umx.primitives import UNARY
+
+    gate = threading.Event()
+    cls = type(UNARY["Exp"])
+    real = cpu_ex.KERNELS[cls]
+    cpu_ex.KERNELS[cls] = lambda p, x: (gate.wait(10), real(p, x))[1]
+    try:
+        s = mx.new_stream(mx.cpu)
+        a = mx.exp(mx.zeros(3), stream=s)
+        b = mx.add(a, 1.0, stream=s)
+        c = mx.sin(a, stream=mx.new_stream(mx.cpu))
+        mx.async_eval(c)
+        threading.Timer(0.05, gate.set).start()  # release the kernel while setitem is (or is about to be) waiting
+        a[0] = 5.0
+    finally:
+        gate.set()
+        cpu_ex.KERNELS[cls] = real
+    assert a.tolist() == [5.0, 1.0, 1.0]
+    assert b.tolist() == [2.0, 2.0, 2.0]
+    assert_close(c, np.sin(np.ones(3)))

@@ -115,6 +115,10 @@ def setitem(a: array, key, values) -> None:
 
 def _rebind(a: array, new: array) -> None:
     """Give the Python object ``a`` the state of ``new``; nodes that already read ``a`` keep reading the old value."""
+    if a._data is None and a._exec is not None:
+        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this very
+        # object, so let it finish before the object becomes another node.
+        a._exec.wait(a._seq)
     old = array.__new__(array)
     for s in ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings"):
         setattr(old, s, getattr(a, s))
