@@ -178,6 +178,25 @@ def test_bitwise_refuses_floats(device):
     assert mx.bitwise_and(mx.array([True, False]), mx.array([True, True]), stream=device).tolist() == [True, False]
 
 
+def test_bool_inputs(device):
+    t = mx.array([True, False])
+    with pytest.raises(ValueError, match="negative"):
+        mx.negative(t, stream=device)
+    with pytest.raises(ValueError):
+        -t
+    assert mx.sign(t, stream=device).tolist() == [True, False]
+    assert mx.abs(t, stream=device).tolist() == [True, False]
+    assert (t + t).tolist() == [True, False] and (t + t).dtype == mx.bool_
+    assert mx.maximum(t, mx.array([False, True]), stream=device).tolist() == [True, True]
+
+
+def test_compare_with_none():
+    a = mx.array([1, 2])
+    assert (a == None) is False  # noqa: E711 (what `==` with None gives)
+    assert (a != None) is True  # noqa: E711
+    assert a not in [None, "x"]
+
+
 def test_aliases():
     assert mx.asin is mx.arcsin and mx.atan2 is mx.arctan2 and mx.pow is mx.power and mx.conj is mx.conjugate
     assert mx.bitwise_left_shift is mx.left_shift

@@ -91,6 +91,9 @@ def test_normal(device):
     y = np.asarray(mx.random.normal((N,), loc=3.0, scale=2.0, key=mx.random.key(5), stream=device))
     assert abs(y.mean() - 3) < 0.06 and abs(y.std() - 2) < 0.06
     assert mx.random.normal((2,), dtype=mx.bfloat16, stream=device).dtype == mx.bfloat16
+    z = mx.random.normal((3, 2), loc=mx.array([0.0, 10.0]), scale=mx.array([1.0, 0.0]), key=mx.random.key(1),
+                         stream=device)
+    assert np.asarray(z)[:, 1].tolist() == [10.0] * 3 and np.abs(np.asarray(z)[:, 0]).max() < 10
 
 
 def test_randint(device):

@@ -126,6 +126,7 @@ def test_softmax_stable_and_half(device):
     e = np.exp([1.0, 2.0, 3.0])
     assert_close(h, e / e.sum(), rtol=2e-3, atol=1e-3)
     assert mx.softmax(mx.array([1, 2]), stream=device).dtype == mx.float32
+    assert mx.softmax(mx.zeros((2, 0)), axis=1, stream=device).shape == (2, 0)
 
 
 def test_logsumexp_stable(device):

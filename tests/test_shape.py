@@ -101,7 +101,7 @@ def test_stack(device, rng, axis):
 
 
 @pytest.mark.parametrize(("arg", "axis"), [(3, 0), (2, 1), ([1, 3], 0), ([2], -1), ([0, 0, 5], 0), ([-2], 0),
-                                           (1, 0), ([7], 0)], ids=str)
+                                           (1, 0), ([7], 0), ([], 0)], ids=str)
 def test_split(device, rng, arg, axis):
     y = rng.standard_normal((6, 4)).astype(np.float32)
     outs = mx.split(mx.array(y), arg, axis=axis, stream=device)
@@ -119,6 +119,7 @@ def test_split_siblings_evaluate_together(device, rng):
     assert_close(mx.add(a, c, stream=device), np.exp(y[:3]) + np.exp(y[6:]), rtol=1e-6)
     with pytest.raises(ValueError, match="split"):
         mx.split(mx.zeros(7), 3)
+    assert [p.shape for p in mx.split(mx.zeros((0, 2)), 2, stream=device)] == [(0, 2), (0, 2)]
     pieces = mx.array(y).split(3)
     assert len(pieces) == 3
 

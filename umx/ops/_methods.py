@@ -40,6 +40,8 @@ def _install() -> None:
     for dunder, pname in {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
                           "ge": "GreaterEqual"}.items():
         setattr(array, f"__{dunder}__", _binop(pname, dunder)[0])
+    for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
+        setattr(array, f"__{dunder}__", _none_aware(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)
     neg = UNARY["Negative"]
     array.__neg__ = lambda self: _u(neg, "negative", self, None)
@@ -77,6 +79,13 @@ def _install() -> None:
     for name in ("astype", "flatten", "squeeze", "swapaxes", "moveaxis", "split", "view", "unflatten"):
         _forward(shape, name)
     array.conjugate = array.conj
+
+
+def _none_aware(op):
+    def cmp(self, other):
+        return NotImplemented if other is None else op(self, other)
+
+    return cmp
 
 
 def _forward(module, name: str) -> None:

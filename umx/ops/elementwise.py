@@ -28,6 +28,10 @@ def _unary(prim, name: str, a, stream):
         d = _bool
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs an integer or bool array, got {describe(a)}")
+    elif d is _bool and prim.fn in ("negative", "sign"):
+        if prim.fn == "sign":
+            return a  # 0 and 1 are their own signs (NumPy has no bool loop)
+        raise ValueError(f"{name}: not supported for bool arrays, use logical_not; got {describe(a)}")
     return node(prim, (a,), a._shape, d, st)
 
 

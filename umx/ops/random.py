@@ -135,9 +135,9 @@ def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=N
     u = uniform(lo, 1.0, shape, dt.float32, key, stream=stream)
     u = maximum(u, lo, stream=stream)
     z = multiply(erfinv(u, stream=stream), math.sqrt(2.0), stream=stream)
-    if scale != 1.0:
+    if not (isinstance(scale, (int, float)) and scale == 1.0):  # loc and scale may be arrays
         z = multiply(z, scale, stream=stream)
-    if loc != 0.0:
+    if not (isinstance(loc, (int, float)) and loc == 0.0):
         z = add(z, loc, stream=stream)
     from .shape import astype
 
