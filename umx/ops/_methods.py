@@ -41,7 +41,7 @@ def _install() -> None:
                           "ge": "GreaterEqual"}.items():
         setattr(array, f"__{dunder}__", _binop(pname, dunder)[0])
     for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
-        setattr(array, f"__{dunder}__", _none_aware(getattr(array, f"__{dunder}__")))
+        setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)
     neg = UNARY["Negative"]
     array.__neg__ = lambda self: _u(neg, "negative", self, None)
@@ -81,9 +81,12 @@ def _install() -> None:
     array.conjugate = array.conj
 
 
-def _none_aware(op):
+def _or_not_implemented(op):
     def cmp(self, other):
-        return NotImplemented if other is None else op(self, other)
+        try:
+            return op(self, other)
+        except TypeError:  # `other` is not array-like: let Python compare identities
+            return NotImplemented
 
     return cmp
 
