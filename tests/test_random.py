@@ -42,6 +42,8 @@ SAMPLERS = {
                                                         stream=s),
     "permutation": lambda key, s: mx.random.permutation(N, key=key, stream=s),
     "bits": lambda key, s: mx.random.bits((N,), key=key, stream=s),
+    "multivariate_normal": lambda key, s: mx.random.multivariate_normal(mx.zeros(2), mx.eye(2), (N,), key=key,
+                                                                        stream=s),
 }
 
 
@@ -192,3 +194,21 @@ def test_samplers_are_lazy(device):
     s = mx.new_stream(device)
     a = mx.random.normal((3,), key=mx.random.key(0), stream=s)
     assert a._data is None and a._stream is s
+
+
+def test_multivariate_normal(device):
+    cov = np.array([[2.0, 0.8, 0.0], [0.8, 1.0, -0.3], [0.0, -0.3, 0.5]])
+    mean = np.array([1.0, -2.0, 0.5])
+    x = mx.random.multivariate_normal(mx.array(mean), mx.array(cov), (N,), key=mx.random.key(20), stream=device)
+    assert x.shape == (N, 3) and x.dtype == mx.float32
+    v = np.asarray(x).astype(np.float64)
+    assert np.abs(v.mean(0) - mean).max() < 0.04
+    assert np.abs(np.cov(v.T) - cov).max() < 0.06
+    batch = mx.random.multivariate_normal(mx.zeros((4, 3)), mx.array(cov), stream=device)
+    assert batch.shape == (4, 3)
+    assert mx.random.multivariate_normal(mx.zeros(3), mx.array(cov), (5, 1), stream=device).shape == (5, 1, 3)
+    singular = mx.array([[1.0, 1.0], [1.0, 1.0]])  # semi-definite: samples lie on the diagonal
+    s = np.asarray(mx.random.multivariate_normal(mx.zeros(2), singular, (100,), stream=device))
+    np.testing.assert_allclose(s[:, 0], s[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="multivariate_normal"):
+        mx.random.multivariate_normal(mx.zeros(2), mx.eye(3))

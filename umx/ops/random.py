@@ -12,13 +12,13 @@ import threading
 import numpy as np
 
 from .. import dtypes as dt
-from ..primitives.random import RandomBits
+from ..primitives.random import COVARIANCE_FACTOR, RandomBits
 from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 
 __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
-           "categorical", "permutation", "laplace"]
+           "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
 _lock = threading.Lock()  # MUST be held to advance the global key: samplers may run on several threads
@@ -335,3 +335,38 @@ def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
     n = a.shape[ax]
     perm = node(ArgSort(0), (bits((n,), key, st),), (n,), dt.uint32, st)
     return getitem(a, (slice(None),) * ax + (perm,), stream=st)
+
+
+def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+    """Samples of the multivariate normal distribution with ``mean`` and covariance ``cov``.
+
+    Args:
+        mean (array): the means, of shape ``(..., n)``.
+        cov (array): symmetric positive semi-definite covariances, of shape ``(..., n, n)``.
+        shape (Sequence[int]): the batch shape of the samples; must broadcast with the batch shapes of ``mean``
+            and ``cov`` (default: their broadcast batch shape).
+        dtype (Dtype): float dtype (default float32).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: samples of shape ``shape + (n,)``.
+    """
+    from .linalg import matmul
+    from .shape import expand_dims, squeeze
+
+    d = _float_dtype(dtype, "multivariate_normal")
+    st = resolve_stream(stream)
+    m = as_array(mean, "multivariate_normal")
+    c = as_array(cov, "multivariate_normal")
+    if m.ndim < 1 or c.ndim < 2 or c.shape[-1] != c.shape[-2] or c.shape[-1] != m.shape[-1]:
+        raise ValueError("multivariate_normal: mean must have shape (..., n) and cov (..., n, n); "
+                         f"got {m.shape} and {c.shape}")
+    n = m.shape[-1]
+    batch = broadcast_shapes(m.shape[:-1], c.shape[:-2], op="multivariate_normal")
+    shape = shape_of(shape, "multivariate_normal")
+    shape = broadcast_shapes(shape, batch, op="multivariate_normal") if shape else batch
+    m, c = cast(m, dt.float32, st), cast(c, dt.float32, st)
+    factor = node(COVARIANCE_FACTOR, (c,), c.shape, dt.float32, st)
+    z = normal(shape + (n,), dt.float32, key=key, stream=st)
+    x = squeeze(matmul(factor, expand_dims(z, -1, stream=st), stream=st), -1, stream=st)
+    return cast(ew.add(x, m, stream=st), d, st)
