@@ -256,6 +256,13 @@ def test_comparisons(device, rng):
     assert len({a, b}) == 2
 
 
+def test_signed_zero_scalars(device):
+    x = mx.array([1.0, -2.0])
+    assert np.signbit(np.asarray(mx.multiply(x, 0.0, stream=device))).tolist() == [False, True]
+    assert np.signbit(np.asarray(mx.multiply(x, -0.0, stream=device))).tolist() == [True, False]
+    assert np.signbit(np.asarray(mx.full((1,), -0.0, stream=device))).tolist() == [True]
+
+
 def test_nan_inf_handling(device):
     a = mx.array([0.0, 1.0, -1.0])
     out = mx.divide(a, 0.0, stream=device).tolist()

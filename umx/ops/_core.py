@@ -23,6 +23,8 @@ _const_cache: dict = {}
 def scalar(value, dtype: dt.Dtype) -> array:
     """An evaluated 0-d constant (cached: Python scalars in expressions cost no allocation after the first)."""
     key = (type(value), value, dtype)
+    if value == 0 and type(value) is float:
+        key = (float, str(value), dtype)  # 0.0 == -0.0 as keys: keep the sign apart
     c = _const_cache.get(key)
     if c is None:
         if len(_const_cache) > 4096:
