@@ -211,3 +211,41 @@ def test_setitem_on_array_being_computed():
     assert a.tolist() == [5.0, 1.0, 1.0]
     assert b.tolist() == [2.0, 2.0, 2.0]
     assert_close(c, np.sin(np.ones(3)))
+
+
+def _keys():
+    from hypothesis import strategies as st
+
+    bound = st.one_of(st.none(), st.integers(-6, 6))
+    slices = st.builds(slice, bound, bound, st.one_of(st.none(), st.integers(-3, 3).filter(bool)))
+    arrays = st.lists(st.integers(-3, 2), min_size=0, max_size=3).map(lambda v: np.array(v, np.int32))
+    entry = st.one_of(st.integers(-3, 2), slices, st.none(), st.just(Ellipsis), arrays)
+    return st.lists(entry, max_size=4).filter(lambda k: sum(e is Ellipsis for e in k) <= 1
+                                              and sum(e is not None and e is not Ellipsis for e in k) <= 3)
+
+
+def test_getitem_setitem_match_numpy_hypothesis():
+    from hypothesis import given, settings
+
+    x = np.arange(60, dtype=np.float32).reshape(4, 3, 5)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(key=_keys())
+    def check(key):
+        key = tuple(key)
+        np_key = tuple(k.astype(np.int64) if isinstance(k, np.ndarray) else k for k in key)
+        mx_key = tuple(mx.array(k) if isinstance(k, np.ndarray) else k for k in key)
+        try:
+            want = x[np_key]
+        except IndexError:  # out of bounds: umx raises it too, at the call or from eval
+            with pytest.raises(IndexError):
+                mx.eval(mx.array(x)[mx_key])
+            return
+        assert_close(mx.array(x)[mx_key], want)
+        if not any(isinstance(k, np.ndarray) for k in key):  # NumPy's assignment order is unspecified with repeats
+            a, y = mx.array(x), x.copy()
+            y[np_key] = -1.0
+            a[mx_key] = -1.0
+            assert_close(a, y)
+
+    check()
