@@ -329,3 +329,56 @@ def test_scalar_and_list_operands(device):
     assert_close(mx.exp(0.0, stream=device), 1.0)
     with pytest.raises(TypeError):
         mx.add(mx.array([1.0]), "a")
+
+
+ALL_DTYPES = [mx.bool_, mx.uint8, mx.uint16, mx.uint32, mx.uint64, mx.int8, mx.int16, mx.int32, mx.int64,
+              mx.float16, mx.bfloat16, mx.float32, mx.float64, mx.complex64]
+
+
+def _eval_or_refuse(build):
+    """Build an op: it either refuses at the call (TypeError/ValueError) or evaluates to data of its dtype."""
+    try:
+        out = build()
+    except (TypeError, ValueError):
+        return None
+    data = np.asarray(out)  # a kernel error here is a bug: the call should have refused the dtypes
+    assert data.dtype == out.dtype.np, (out.dtype, data.dtype)
+    assert data.shape == out.shape
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_UNARY_NAMES))
+def test_unary_every_dtype_refuses_or_runs(device, name):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        for d in ALL_DTYPES:
+            _eval_or_refuse(lambda d=d: getattr(mx, name)(mx.array([1, 0, 1], dtype=d), stream=device))
+
+
+def test_binary_every_dtype_pair_refuses_or_runs(device):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(name=st.sampled_from(sorted(_BINARY_NAMES)), a=st.sampled_from(ALL_DTYPES),
+           b=st.sampled_from(ALL_DTYPES))
+    def check(name, a, b):
+        x, y = mx.array([1, 2, 3], dtype=a), mx.array([1, 1, 2], dtype=b)
+        _eval_or_refuse(lambda: getattr(mx, name)(x, y, stream=device))
+
+    check()
+
+
+def test_complex_rules(device):
+    z = mx.array([3 + 4j, -1j])
+    a = mx.abs(z, stream=device)
+    assert a.dtype == mx.float32
+    assert_close(a, [5.0, 1.0])
+    for f in (mx.floor, mx.ceil, mx.erf, mx.degrees, mx.isposinf):
+        with pytest.raises(TypeError, match="complex"):
+            f(z, stream=device)
+    for f in (mx.floor_divide, mx.remainder, mx.arctan2, mx.logaddexp):
+        with pytest.raises(TypeError, match="complex"):
+            f(z, 1.0, stream=device)

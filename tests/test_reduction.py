@@ -152,3 +152,22 @@ def test_float16_sum_precision(device):
     out = mx.sum(mx.array(x), stream=device)
     assert out.dtype == mx.float16
     assert abs(float(out) - 409.6) / 409.6 < 5e-3
+
+
+ALL_DTYPES = [mx.bool_, mx.uint8, mx.uint16, mx.uint32, mx.uint64, mx.int8, mx.int16, mx.int32, mx.int64,
+              mx.float16, mx.bfloat16, mx.float32, mx.float64, mx.complex64]
+
+
+@pytest.mark.parametrize("name", ["sum", "prod", "max", "min", "mean", "var", "std", "logsumexp", "softmax",
+                                  "argmax", "argmin", "all", "any"])
+def test_every_dtype_gives_declared_dtype(device, name):
+    """Whatever the input dtype, the data computed has the dtype and shape the op declared at the call."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        for d in ALL_DTYPES:
+            for axis in (None, 0, -1):
+                out = getattr(mx, name)(mx.array([[1, 0, 1], [2, 3, 0]], dtype=d), axis=axis, stream=device)
+                data = np.asarray(out)
+                assert data.dtype == out.dtype.np and data.shape == out.shape, (d, axis)

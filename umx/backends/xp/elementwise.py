@@ -8,9 +8,19 @@ from ...primitives import elementwise as ew
 from . import kernel, kernel_factory
 
 
+# NumPy computes these in int8 for bool inputs; the result keeps the inputs' dtype (bool), as the op declared.
+_INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift", "right_shift"})
+
+
 @kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn), *(type(p) for p in ew.BINARY.values()))
 def _ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
+    if cls.fn in _INT8_FOR_BOOL:
+        def keep_bool(prim, *args):
+            out = fn(*args)
+            return out.astype(xp.bool_) if args[0].dtype == xp.bool_ else out
+
+        return keep_bool
     return lambda prim, *args: fn(*args)
 
 
