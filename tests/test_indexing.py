@@ -249,3 +249,29 @@ def test_getitem_setitem_match_numpy_hypothesis():
             assert_close(a, y)
 
     check()
+
+
+def test_setitem_while_a_reader_is_in_flight():
+    """A reader scheduled before ``a[i] = v`` (here waiting for another stream) still sees the old value."""
+    import threading
+
+    from umx.backends.cpu import executor as cpu_ex
+    from umx.primitives import UNARY
+
+    gate = threading.Event()
+    cls = type(UNARY["Exp"])
+    real = cpu_ex.KERNELS[cls]
+    cpu_ex.KERNELS[cls] = lambda p, x: (gate.wait(10), real(p, x))[1]
+    try:
+        s1, s2 = mx.new_stream(mx.cpu), mx.new_stream(mx.cpu)
+        a = mx.array([1.0, 2.0, 3.0])
+        b = mx.exp(mx.zeros(3), stream=s1)  # held by the gate
+        r = mx.add(a, b, stream=s2)  # its worker takes `a` and then waits for b
+        mx.async_eval(r)
+        threading.Timer(0.05, gate.set).start()
+        a[0] = 5.0
+    finally:
+        gate.set()
+        cpu_ex.KERNELS[cls] = real
+    assert r.tolist() == [2.0, 3.0, 4.0]
+    assert a.tolist() == [5.0, 2.0, 3.0]

@@ -133,6 +133,10 @@ def _rebind(a: array, new: array) -> None:
             if type(ref) is tuple:
                 for owner in gc.get_referrers(ref):
                     if type(owner) is array and owner._inputs is ref and owner is not new:
+                        if owner._data is None and owner._exec is not None:
+                            # In flight: its worker may hold `a` already (e.g. while waiting for another stream)
+                            # and must read the value it had at the call, so let it finish first.
+                            owner._exec.wait(owner._seq)
                         owner._inputs = tuple(old if x is a else x for x in ref)
     new._inputs = tuple(old if x is a else x for x in new._inputs)
     a._data = None  # `a` no longer owns the data: `old` does (and releases it)
