@@ -1,12 +1,12 @@
-"""Array creation: from Python and NumPy values, filled arrays, ranges, identity matrices, the *_like forms."""
+"""Array creation: from Python and NumPy values, filled arrays, ranges, identity matrices, *_like forms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 SHAPES = [(), (0,), (3,), (2, 3), (2, 0, 4), (1, 2, 3, 1)]
 
@@ -127,6 +127,7 @@ def test_like(device, shape, dtype):
 
 def test_creation_is_lazy_on_stream(device):
     s = mx.new_stream(device)
-    for a in (mx.zeros(3, stream=s), mx.arange(3, stream=s), mx.eye(2, stream=s), mx.linspace(0, 1, 3, stream=s)):
+    for a in (mx.zeros(3, stream=s), mx.arange(3, stream=s), mx.eye(2, stream=s),
+              mx.linspace(0, 1, 3, stream=s)):
         assert a._data is None and a._stream is s
     assert mx.array([1])._data is not None  # mx.array holds its values at once

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 HAS_GPU = mx.is_available(mx.gpu)
 no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the behaviour without a GPU")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import umx as mx
-from conftest import assert_close
 
 ORDER = "b u8 u16 u32 u64 i8 i16 i32 i64 f16 bf16 f32 f64 c64".split()
 D = dict(zip(ORDER, [mx.bool_, mx.uint8, mx.uint16, mx.uint32, mx.uint64, mx.int8, mx.int16, mx.int32,
@@ -121,9 +121,10 @@ def test_weak_int_wraps_in_small_type(device):
 
 @pytest.mark.parametrize(("value", "want"), [
     (1.5, mx.float32), ([1, 2.5], mx.float32), (3, mx.int32), ([1, 2], mx.int32), (2**40, mx.int64),
-    ([1, 2**40], mx.int64), (-(2**31), mx.int32), (2**31, mx.int64), (True, mx.bool_), ([True, False], mx.bool_),
-    (1 + 2j, mx.complex64), ([1 + 2j], mx.complex64), (np.ones(2), mx.float32), (np.ones(2, np.int64), mx.int64),
-    (np.ones(2, np.float16), mx.float16), (np.ones(2, np.uint8), mx.uint8), (np.ones(2, np.complex128), mx.complex64),
+    ([1, 2**40], mx.int64), (-(2**31), mx.int32), (2**31, mx.int64), (True, mx.bool_),
+    ([True, False], mx.bool_), (1 + 2j, mx.complex64), ([1 + 2j], mx.complex64), (np.ones(2), mx.float32),
+    (np.ones(2, np.int64), mx.int64), (np.ones(2, np.float16), mx.float16), (np.ones(2, np.uint8), mx.uint8),
+    (np.ones(2, np.complex128), mx.complex64),
     (np.float64(2.0), mx.float32), (np.int16(3), mx.int16), (np.ones(2, bool), mx.bool_),
     (np.ones(2, np.uint64), mx.uint64),
 ])

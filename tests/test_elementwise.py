@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 from umx.ops.elementwise import _BINARY_NAMES, _UNARY_NAMES
 from umx.primitives import BINARY, UNARY
 
@@ -16,7 +16,8 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 # name: (NumPy reference on float64, input domain (low, high))
 UNARY_REF = {
-    "abs": (np.abs, None), "negative": (np.negative, None), "sign": (np.sign, None), "square": (np.square, None),
+    "abs": (np.abs, None), "negative": (np.negative, None), "sign": (np.sign, None),
+    "square": (np.square, None),
     "floor": (np.floor, None), "ceil": (np.ceil, None), "trunc": (np.trunc, None),
     "conjugate": (np.conjugate, None), "exp": (np.exp, None), "expm1": (np.expm1, None),
     "log": (np.log, (0.1, 5)), "log2": (np.log2, (0.1, 5)), "log10": (np.log10, (0.1, 5)),
@@ -25,7 +26,8 @@ UNARY_REF = {
     "tan": (np.tan, (-1.2, 1.2)), "arcsin": (np.arcsin, (-0.99, 0.99)), "arccos": (np.arccos, (-0.99, 0.99)),
     "arctan": (np.arctan, None), "sinh": (np.sinh, None), "cosh": (np.cosh, None), "tanh": (np.tanh, None),
     "arcsinh": (np.arcsinh, None), "arccosh": (np.arccosh, (1.01, 5)), "arctanh": (np.arctanh, (-0.95, 0.95)),
-    "degrees": (np.degrees, None), "radians": (np.radians, None), "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), None),
+    "degrees": (np.degrees, None), "radians": (np.radians, None),
+    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), None),
     "erf": (_erf, None), "erfinv": (None, (-0.99, 0.99)),
     "isnan": (np.isnan, None), "isinf": (np.isinf, None), "isfinite": (np.isfinite, None),
     "isposinf": (np.isposinf, None), "isneginf": (np.isneginf, None), "logical_not": (np.logical_not, None),
@@ -59,7 +61,8 @@ def _inputs(rng, shape, domain, kind):
     lo, hi = domain or (-3, 3)
     x = rng.uniform(lo, hi, shape)
     if kind == "bool":
-        x = np.where(rng.random(shape) < 0.2, np.array([np.nan, np.inf, -np.inf])[rng.integers(0, 3, shape)], x)
+        special = np.array([np.nan, np.inf, -np.inf])[rng.integers(0, 3, shape)]
+        x = np.where(rng.random(shape) < 0.2, special, x)
     return x.astype(np.float32)
 
 
@@ -159,8 +162,8 @@ def test_binary(device, rng, name, sa, sb):
         assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["add", "subtract", "multiply", "floor_divide", "remainder", "maximum", "minimum",
-                                  "power", "equal", "less"])
+@pytest.mark.parametrize("name", ["add", "subtract", "multiply", "floor_divide", "remainder", "maximum",
+                                  "minimum", "power", "equal", "less"])
 def test_binary_integers(device, rng, name):
     x = rng.integers(1, 20, (4, 3)).astype(np.int32)
     y = rng.integers(1, 5, (3,)).astype(np.int32)
@@ -175,7 +178,8 @@ def test_bitwise_refuses_floats(device):
         mx.bitwise_and(mx.array([1.0]), mx.array([2.0]), stream=device)
     with pytest.raises(TypeError):
         mx.bitwise_invert(mx.array([1.0]), stream=device)
-    assert mx.bitwise_and(mx.array([True, False]), mx.array([True, True]), stream=device).tolist() == [True, False]
+    out = mx.bitwise_and(mx.array([True, False]), mx.array([True, True]), stream=device)
+    assert out.tolist() == [True, False]
 
 
 def test_bool_inputs(device):
@@ -183,7 +187,7 @@ def test_bool_inputs(device):
     with pytest.raises(ValueError, match="negative"):
         mx.negative(t, stream=device)
     with pytest.raises(ValueError):
-        -t
+        _ = -t
     assert mx.sign(t, stream=device).tolist() == [True, False]
     assert mx.abs(t, stream=device).tolist() == [True, False]
     assert (t + t).tolist() == [True, False] and (t + t).dtype == mx.bool_

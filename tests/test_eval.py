@@ -9,9 +9,9 @@ import weakref
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 
 def test_ops_are_lazy(device):
@@ -53,7 +53,7 @@ def test_async_eval(device):
 
 
 def test_async_eval_returns_before_result():
-    """async_eval of a heavy graph returns at once (checked loosely: the kernel is held until we let it go)."""
+    """async_eval returns at once (checked loosely: the kernel is held until we let it go)."""
     from umx.backends.cpu import executor as cpu_ex
     from umx.primitives import UNARY
 
@@ -232,8 +232,9 @@ def test_shared_subgraph_computed_once(device, monkeypatch):
 def test_stream_argument_kinds(device, kind):
     s = {"none": None, "device": mx.Device(device), "type": device, "stream": mx.new_stream(device)}[kind]
     x = mx.array([1.0, 4.0])
-    outs = [mx.sqrt(x, stream=s), mx.add(x, x, stream=s), mx.sum(x, stream=s), mx.reshape(x, (2, 1), stream=s),
-            mx.zeros(2, stream=s), mx.matmul(x, x, stream=s), mx.random.uniform(shape=(2,), stream=s)]
+    outs = [mx.sqrt(x, stream=s), mx.add(x, x, stream=s), mx.sum(x, stream=s),
+            mx.reshape(x, (2, 1), stream=s), mx.zeros(2, stream=s), mx.matmul(x, x, stream=s),
+            mx.random.uniform(shape=(2,), stream=s)]
     for o in outs:
         if kind == "stream":
             assert o._stream is s

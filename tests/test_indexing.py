@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 KEYS = [
     0, -1, slice(None), slice(1, 3), slice(None, None, -1), slice(-3, None, 2), (1, 2), (slice(None), 0),
@@ -203,7 +203,7 @@ def test_setitem_on_array_being_computed():
         b = mx.add(a, 1.0, stream=s)
         c = mx.sin(a, stream=mx.new_stream(mx.cpu))
         mx.async_eval(c)
-        threading.Timer(0.05, gate.set).start()  # release the kernel while setitem is (or is about to be) waiting
+        threading.Timer(0.05, gate.set).start()  # release the kernel while setitem waits (or is about to)
         a[0] = 5.0
     finally:
         gate.set()
@@ -242,7 +242,7 @@ def test_getitem_setitem_match_numpy_hypothesis():
                 mx.eval(mx.array(x)[mx_key])
             return
         assert_close(mx.array(x)[mx_key], want)
-        if not any(isinstance(k, np.ndarray) for k in key):  # NumPy's assignment order is unspecified with repeats
+        if not any(isinstance(k, np.ndarray) for k in key):  # repeated indices: NumPy leaves the order open
             a, y = mx.array(x), x.copy()
             y[np_key] = -1.0
             a[mx_key] = -1.0

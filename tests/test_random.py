@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 N = 20_000
 
@@ -38,8 +38,8 @@ SAMPLERS = {
     "truncated_normal": lambda key, s: mx.random.truncated_normal(-1.0, 2.0, (N,), key=key, stream=s),
     "gumbel": lambda key, s: mx.random.gumbel((N,), key=key, stream=s),
     "laplace": lambda key, s: mx.random.laplace((N,), key=key, stream=s),
-    "categorical": lambda key, s: mx.random.categorical(mx.log(mx.array([0.2, 0.5, 0.3])), num_samples=N, key=key,
-                                                        stream=s),
+    "categorical": lambda key, s: mx.random.categorical(mx.log(mx.array([0.2, 0.5, 0.3])), num_samples=N,
+                                                        key=key, stream=s),
     "permutation": lambda key, s: mx.random.permutation(N, key=key, stream=s),
     "bits": lambda key, s: mx.random.bits((N,), key=key, stream=s),
     "multivariate_normal": lambda key, s: mx.random.multivariate_normal(mx.zeros(2), mx.eye(2), (N,), key=key,
@@ -199,7 +199,8 @@ def test_samplers_are_lazy(device):
 def test_multivariate_normal(device):
     cov = np.array([[2.0, 0.8, 0.0], [0.8, 1.0, -0.3], [0.0, -0.3, 0.5]])
     mean = np.array([1.0, -2.0, 0.5])
-    x = mx.random.multivariate_normal(mx.array(mean), mx.array(cov), (N,), key=mx.random.key(20), stream=device)
+    x = mx.random.multivariate_normal(mx.array(mean), mx.array(cov), (N,), key=mx.random.key(20),
+                                      stream=device)
     assert x.shape == (N, 3) and x.dtype == mx.float32
     v = np.asarray(x).astype(np.float64)
     assert np.abs(v.mean(0) - mean).max() < 0.04

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 
 @pytest.fixture
@@ -167,6 +167,6 @@ def test_shape_ops_chain_and_views_are_safe(device, rng):
     r = mx.reshape(t, (3, 8), stream=device)
     e = mx.exp(r, stream=device)
     assert_close(e, np.exp(y.T.reshape(3, 8)), rtol=1e-6)
-    a[0, 0] = 100.0  # an update never changes arrays already read from the old value (views are never written)
+    a[0, 0] = 100.0  # never changes arrays that read the old value (views are never written through)
     assert_close(t, y.T)
     assert np.asarray(a)[0, 0] == 100.0

@@ -224,7 +224,8 @@ def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, st
     r2 = 1 / math.sqrt(2.0)
     a = ew.erf(ew.multiply(lo, r2, stream=st), stream=st)
     b = ew.erf(ew.multiply(hi, r2, stream=st), stream=st)
-    u = ew.add(ew.multiply(_unit(shape, dt.float32, key, st), ew.subtract(b, a, stream=st), stream=st), a, stream=st)
+    u = ew.multiply(_unit(shape, dt.float32, key, st), ew.subtract(b, a, stream=st), stream=st)
+    u = ew.add(u, a, stream=st)
     edge = np.nextafter(np.float32(1), np.float32(0)).item()
     u = ew.clip(u, -edge, edge, stream=st)
     z = ew.multiply(ew.erfinv(u, stream=st), math.sqrt(2.0), stream=st)
@@ -306,7 +307,8 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     elif shape is not None:
         out_shape = shape_of(shape, "categorical")
         if broadcast_shapes(out_shape, batch, op="categorical") != out_shape:
-            raise ValueError(f"categorical: shape {out_shape} does not broadcast with the logits' batch shape {batch}")
+            raise ValueError(f"categorical: shape {out_shape} does not broadcast with the batch shape {batch} "
+                             "of the logits")
     else:
         out_shape = batch
     g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
@@ -343,8 +345,8 @@ def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stre
     Args:
         mean (array): the means, of shape ``(..., n)``.
         cov (array): symmetric positive semi-definite covariances, of shape ``(..., n, n)``.
-        shape (Sequence[int]): the batch shape of the samples; must broadcast with the batch shapes of ``mean``
-            and ``cov`` (default: their broadcast batch shape).
+        shape (Sequence[int]): the batch shape of the samples; must broadcast with the batch shapes of
+            ``mean`` and ``cov`` (default: their broadcast batch shape).
         dtype (Dtype): float dtype (default float32).
         key (array, optional): a key; default: the global key.
 
