@@ -307,8 +307,8 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     elif shape is not None:
         out_shape = shape_of(shape, "categorical")
         if broadcast_shapes(out_shape, batch, op="categorical") != out_shape:
-            raise ValueError(f"categorical: shape {out_shape} does not broadcast with the batch shape {batch} "
-                             "of the logits")
+            raise ValueError(f"categorical: shape {out_shape} does not broadcast with the logits' batch "
+                             f"shape {batch}")
     else:
         out_shape = batch
     g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
