@@ -191,6 +191,7 @@ def test_bool_inputs(device):
     assert mx.sign(t, stream=device).tolist() == [True, False]
     assert mx.abs(t, stream=device).tolist() == [True, False]
     assert (t + t).tolist() == [True, False] and (t + t).dtype == mx.bool_
+    assert (t - mx.array([True, True])).tolist() == [False, True]  # as MLX: a bool difference is xor
     assert mx.maximum(t, mx.array([False, True]), stream=device).tolist() == [True, True]
 
 

@@ -74,7 +74,7 @@ def _binary(prim, name: str, a, b, stream):
     elif d.kind == "c" and prim.name in _REAL_ONLY:
         raise TypeError(f"{name}: not supported for complex arrays, got {describe(a, b)}")
     elif d is _bool and prim.fn == "subtract":
-        raise TypeError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
+        prim = BINARY["LogicalXor"]  # MLX's bool difference (NumPy has no bool subtract loop)
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:
