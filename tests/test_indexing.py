@@ -275,3 +275,37 @@ def test_setitem_while_a_reader_is_in_flight():
         cpu_ex.KERNELS[cls] = real
     assert r.tolist() == [2.0, 3.0, 4.0]
     assert a.tolist() == [5.0, 2.0, 3.0]
+
+
+def test_setitem_readers_found_wherever_the_array_lives(device):
+    """However the updated array is held (variable, attribute, list, dict, argument), earlier readers keep the
+    old value: the reader search must not be skipped when readers exist."""
+
+    class Holder:
+        pass
+
+    h = Holder()
+    h.x = mx.zeros(3)
+    r1 = mx.add(h.x, 1, stream=device)
+    h.x[0] = 5
+    items = [mx.zeros(3)]
+    r2 = mx.add(items[0], 1, stream=device)
+    items[0][1] = 5
+    table = {"k": mx.zeros(3)}
+    r3 = mx.add(table["k"], 1, stream=device)
+    table["k"][2] = 5
+
+    def update(arr):
+        arr[0] = 9
+
+    a = mx.zeros(3)
+    r4 = mx.add(a, 1, stream=device)
+    update(a)
+    for r in (r1, r2, r3, r4):
+        assert r.tolist() == [1.0, 1.0, 1.0]
+    assert h.x.tolist() == [5, 0, 0] and items[0].tolist() == [0, 5, 0] and table["k"].tolist() == [0, 0, 5]
+    assert a.tolist() == [9, 0, 0]
+    b = mx.zeros(4)
+    for i in range(4):  # a chain of updates, each reading the previous value
+        b[i] = b[i - 1] + 1 if i else 1
+    assert b.tolist() == [1, 2, 3, 4]

@@ -79,6 +79,7 @@ def _install() -> None:
     for name in ("astype", "flatten", "squeeze", "swapaxes", "moveaxis", "split", "view", "unflatten"):
         _forward(shape, name)
     array.conjugate = array.conj
+    indexing.calibrate()  # setitem's reference baseline, through the operator just installed
 
 
 def _or_not_implemented(op):
