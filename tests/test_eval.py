@@ -307,3 +307,29 @@ def test_every_op_takes_stream():
             params = inspect.signature(getattr(mod, name)).parameters
             assert "stream" in params, f"{mod.__name__}.{name}"
             assert params["stream"].default is None
+
+
+def test_concurrent_evals_run_each_node_once(monkeypatch):
+    from umx.backends.cpu import executor as cpu_ex
+    from umx.primitives import UNARY
+
+    cls = type(UNARY["Tanh"])
+    real = cpu_ex.KERNELS[cls]
+    calls = []
+    monkeypatch.setitem(cpu_ex.KERNELS, cls, lambda p, x: (calls.append(1), real(p, x))[1])
+    shared = mx.tanh(mx.ones((128, 128)), stream=mx.new_stream(mx.cpu))
+    outs = [mx.sum(mx.multiply(shared, float(i), stream=mx.new_stream(mx.cpu))) for i in range(8)]
+    barrier = threading.Barrier(8)
+
+    def work(o):
+        barrier.wait()
+        mx.eval(o)
+
+    ts = [threading.Thread(target=work, args=(o,)) for o in outs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(calls) == 1
+    for i, o in enumerate(outs):
+        assert o.item() == pytest.approx(128 * 128 * np.tanh(1.0) * i, rel=1e-5)
