@@ -8,4 +8,6 @@ from . import kernel
 
 @kernel(ArgSort)
 def _argsort(xp, prim, x):
-    return xp.argsort(x, axis=prim.axis, kind="stable").astype(xp.uint32)
+    # CuPy's sort is always stable, and older CuPy releases take no `kind`
+    stable = {"kind": "stable"} if xp.__name__ == "numpy" else {}
+    return xp.argsort(x, axis=prim.axis, **stable).astype(xp.uint32)
