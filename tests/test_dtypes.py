@@ -146,6 +146,15 @@ def test_explicit_dtype_and_dtype_forms():
         mx.array([1], dtype="float128")
 
 
+def test_explicit_float64_keeps_precision():
+    assert mx.array(0.1, dtype=mx.float64).item() == 0.1
+    assert mx.array([0.1, 1 / 3], dtype=mx.float64).tolist() == [0.1, 1 / 3]
+    x = np.random.default_rng(0).standard_normal(5)
+    np.testing.assert_array_equal(np.asarray(mx.array(x, dtype=mx.float64)), x)
+    assert mx.array(x).dtype == mx.float32  # without a dtype, NumPy float64 still becomes float32
+    assert mx.array(2**40 + 1, dtype=mx.int64).item() == 2**40 + 1
+
+
 def test_integer_division(device):
     a, b = mx.array([7, -7, 5], dtype=mx.int32), mx.array([2, 2, 0], dtype=mx.int32)
     q = mx.divide(a, b, stream=device)
