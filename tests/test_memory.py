@@ -72,6 +72,20 @@ def test_views_are_not_double_counted(device):
     assert mx.get_active_memory() - before < x.nbytes
 
 
+def test_view_results_count_their_buffer(device):
+    """A result that views a temporary (or a freed intermediate) keeps that buffer alive: it is counted."""
+    gc.collect()
+    before = mx.get_active_memory()
+    outs = [mx.reshape(mx.exp(mx.ones((1024, 256), stream=device), stream=device), (-1,), stream=device),
+            mx.transpose(mx.exp(mx.ones((1024, 256), stream=device), stream=device), stream=device),
+            mx.random.bits((1024, 256), key=mx.random.key(0), stream=device)]
+    mx.eval(outs)
+    assert mx.get_active_memory() - before >= sum(o.nbytes for o in outs)
+    del outs
+    gc.collect()
+    assert mx.get_active_memory() - before < MB
+
+
 def test_memory_limit_setters(limits):
     default = mx.get_memory_limit()
     assert default > 0

@@ -38,22 +38,47 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
+# Host buffers held by arrays: id(buffer) -> how many arrays hold it (as itself or through views). A buffer counts
+# once, from its first holder to its last: a view's result keeps its whole buffer alive (the temporary it was cut
+# from, or an intermediate the graph has freed). The holders keep the buffer alive, so its id is not reused.
+_holders: dict[int, int] = {}
+
+
+def _buffer(data: np.ndarray) -> np.ndarray:
+    """The NumPy array that owns the memory ``data`` views."""
+    while type(data.base) is np.ndarray:
+        data = data.base
+    return data
+
+
 def acquire(data) -> None:
-    """Count ``data``, an array's newly set result, if it is host memory that it owns."""
+    """Count ``data``, an array's newly set result, if it is host memory not counted yet."""
     global _host_active, _host_peak
-    if type(data) is np.ndarray and data.base is None:
+    if type(data) is np.ndarray:
+        buf = data if data.base is None else _buffer(data)
+        key = id(buf)
         with _lock:
-            _host_active += data.nbytes
-            if _host_active > _host_peak:
-                _host_peak = _host_active
+            n = _holders.get(key, 0)
+            _holders[key] = n + 1
+            if n == 0:
+                _host_active += buf.nbytes
+                if _host_active > _host_peak:
+                    _host_peak = _host_active
 
 
 def release(data) -> None:
     """Un-count ``data`` when its array is freed."""
     global _host_active
-    if type(data) is np.ndarray and data.base is None:
+    if type(data) is np.ndarray:
+        buf = data if data.base is None else _buffer(data)
+        key = id(buf)
         with _lock:
-            _host_active -= data.nbytes
+            n = _holders.get(key, 0) - 1
+            if n > 0:
+                _holders[key] = n
+            elif n == 0:
+                del _holders[key]
+                _host_active -= buf.nbytes
 
 
 def host_copy(a) -> np.ndarray:
