@@ -37,7 +37,7 @@ class array:  # noqa: N801 (MLX's name)
             data = np.asarray(val)  # evaluates
             src = val.dtype
         elif dt is not None and _exact(val):
-            data, src = np.array(val), None  # straight to dtype: no stop at float32 on the way (MLX keeps float64)
+            data, src = np.array(val), None  # straight to dtype, not via float32 (MLX keeps float64)
         else:
             data, src = _to_numpy(val)
         if dt is not None and dt is not src:
@@ -260,7 +260,7 @@ def _to_numpy(val):
 
 
 def _exact(val) -> bool:
-    """Whether NumPy converts ``val`` with full precision (no umx arrays inside, no Python ints past int64)."""
+    """Whether NumPy converts ``val`` exactly (no umx arrays inside, no Python ints past int64)."""
     if isinstance(val, (np.ndarray, np.generic, float, complex)):
         return True
     if isinstance(val, (list, tuple)) and not _contains_umx(val):

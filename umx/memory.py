@@ -38,9 +38,9 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
-# Host buffers held by arrays: id(buffer) -> how many arrays hold it (as itself or through views). A buffer counts
-# once, from its first holder to its last: a view's result keeps its whole buffer alive (the temporary it was cut
-# from, or an intermediate the graph has freed). The holders keep the buffer alive, so its id is not reused.
+# Host buffers held by arrays: id(buffer) -> how many arrays hold it (itself or through views). A buffer counts
+# once, from its first holder to its last: a view keeps its whole buffer alive (the temporary it was cut from, or
+# an intermediate the graph has freed). The holders keep the buffer alive, so its id is not reused meanwhile.
 _holders: dict[int, int] = {}
 
 

@@ -13,8 +13,8 @@ _float32 = dt.float32
 _bool = dt.bool_
 _SCALARS = (bool, int, float, complex)
 # Real-only functions (NumPy and MLX have no complex form): refused at the call rather than by the kernel.
-_REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf", "ErfInv",
-                        "FloorDivide", "Remainder", "ArcTan2", "LogAddExp"})
+_REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf",
+                        "ErfInv", "FloorDivide", "Remainder", "ArcTan2", "LogAddExp"})
 
 
 def _unary(prim, name: str, a, stream):

@@ -113,9 +113,9 @@ def setitem(a: array, key, values) -> None:
     _rebind(a, new)
 
 
-# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs, when one
-# variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references mean other
-# holders, maybe nodes that read `a`, and only then is the heap scanned for them.
+# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs, when
+# one variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references mean
+# other holders, maybe nodes that read `a`, and only then is the heap scanned for them.
 _own_refs = 5
 _last_refs = 0
 
@@ -132,8 +132,8 @@ def calibrate() -> None:
 def _rebind(a: array, new: array) -> None:
     """Give the Python object ``a`` the state of ``new``; nodes that already read ``a`` keep reading the old value."""
     if a._data is None and a._exec is not None:
-        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this very
-        # object, so let it finish before the object becomes another node.
+        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this
+        # very object, so let it finish before the object becomes another node.
         a._exec.wait(a._seq)
     old = array.__new__(array)
     for s in ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings"):
@@ -152,8 +152,8 @@ def _rebind(a: array, new: array) -> None:
                 for owner in gc.get_referrers(ref):
                     if type(owner) is array and owner._inputs is ref and owner is not new:
                         if owner._data is None and owner._exec is not None:
-                            # In flight: its worker may hold `a` already (e.g. while waiting for another stream)
-                            # and must read the value it had at the call, so let it finish first.
+                            # In flight: its worker may hold `a` already (e.g. while it waits for another
+                            # stream) and must read the value `a` had at the call, so let it finish first.
                             owner._exec.wait(owner._seq)
                         owner._inputs = tuple(old if x is a else x for x in ref)
     new._inputs = tuple(old if x is a else x for x in new._inputs)

@@ -30,8 +30,8 @@ class CpuExecutor(WorkerExecutor):
     def run_batch(self, tasks: list) -> None:
         table = KERNELS
         host_copy = memory.host_copy
-        # Drop each task (and the inputs) once it has run, before publishing it: neither the batch nor this frame
-        # may keep finished intermediates alive.
+        # Drop each task (and its inputs) once it has run, before publishing it: neither the batch nor this
+        # frame may keep finished intermediates alive.
         for i, t in enumerate(tasks):
             if type(t) is tuple:
                 n, waits = t

@@ -9,7 +9,8 @@ from . import kernel, kernel_factory
 
 
 # NumPy computes these in int8 for bool inputs; the result keeps the inputs' dtype (bool), as the op declared.
-_INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift", "right_shift"})
+_INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift",
+                            "right_shift"})
 
 
 @kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn), *(type(p) for p in ew.BINARY.values()))
