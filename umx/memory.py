@@ -38,9 +38,9 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
-# Host buffers held by arrays: id(buffer) -> how many arrays hold it (itself or through views). A buffer counts
-# once, from its first holder to its last: a view keeps its whole buffer alive (the temporary it was cut from, or
-# an intermediate the graph has freed). The holders keep the buffer alive, so its id is not reused meanwhile.
+# Host buffers held by arrays: id(buffer) -> how many arrays hold it (itself or via views). A buffer counts
+# once, from its first holder to its last: a view keeps its whole buffer alive (the temporary it was cut
+# from, or an intermediate the graph has freed). The holders keep the buffer alive: its id is not reused.
 _holders: dict[int, int] = {}
 
 

@@ -113,9 +113,9 @@ def setitem(a: array, key, values) -> None:
     _rebind(a, new)
 
 
-# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs, when
-# one variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references mean
-# other holders, maybe nodes that read `a`, and only then is the heap scanned for them.
+# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs,
+# when one variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references
+# mean other holders, maybe nodes that read `a`, and only then is the heap scanned for them.
 _own_refs = 5
 _last_refs = 0
 
