@@ -1,9 +1,9 @@
 """Runs first: the package imports, an op evaluates, the result matches NumPy."""
 
 import numpy as np
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 
 def test_import_and_add(device):

@@ -18,7 +18,6 @@ from . import memory
 __all__ = ["array", "from_dlpack"]
 
 _ndarray = np.ndarray
-_HOST = memory.HOST
 
 
 class array:  # noqa: N801 (MLX's name)
@@ -41,8 +40,8 @@ class array:  # noqa: N801 (MLX's name)
         if isinstance(val, array):
             data = np.asarray(val)  # evaluates
             src = val.dtype
-        elif dt is not None and dt.kind in "fc" and _is_plain_float(val):
-            data, src = np.asarray(val), None  # cast once: no detour through float32
+        elif dt is not None and _exact(val):
+            data, src = np.array(val), None  # straight to dtype, not via float32 (MLX keeps float64)
         else:
             data, src = _to_numpy(val)
         if dt is not None and dt is not src:
@@ -199,9 +198,9 @@ class array:  # noqa: N801 (MLX's name)
         return array_str(self)
 
     def __del__(self):
-        d = self._data
-        if d.__class__ is _ndarray and d.base is None:
-            _HOST.active -= d.nbytes
+        d = self._data if hasattr(self, "_data") else None  # unset when __init__ raised
+        if d.__class__ is _ndarray:
+            memory.release(d)
 
 
 def _eval(arrays) -> None:
@@ -302,7 +301,7 @@ def _to_numpy(val):
             return arr.astype(np.float32), _dt.float32
         if arr.dtype.kind == "c" and arr.dtype != np.complex64:
             return arr.astype(np.complex64), _dt.complex64
-        return arr, _dt.from_numpy(arr.dtype)
+        return np.array(arr), _dt.from_numpy(arr.dtype)  # a copy: the caller may write to its buffer later
     if isinstance(val, bool):
         return np.array(val), _dt.bool_
     if isinstance(val, int):
@@ -338,16 +337,14 @@ def _to_numpy(val):
     return arr, _dt.from_numpy(arr.dtype)
 
 
-def _is_plain_float(val) -> bool:
-    """Whether ``val`` is NumPy or Python floating data (which ``_to_numpy`` would first round to float32)."""
-    if isinstance(val, (np.ndarray, np.generic)):
-        return val.dtype.kind in "fc"
-    if isinstance(val, (float, complex)):
+def _exact(val) -> bool:
+    """Whether NumPy converts ``val`` exactly (no umx arrays inside, no Python ints past int64)."""
+    if isinstance(val, (np.ndarray, np.generic, float, complex)):
         return True
     if isinstance(val, (list, tuple)) and not _contains_umx(val):
         try:
-            return np.asarray(val).dtype.kind in "fc"
-        except ValueError:
+            return np.array(val).dtype != object
+        except (ValueError, OverflowError):
             return False
     return False
 

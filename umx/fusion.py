@@ -34,7 +34,7 @@ class Fused:
     identifies the program's structure (primitives, wiring, dtypes), for caching compiled kernels.
     """
 
-    __slots__ = ("nodes", "leaves", "program", "key", "root", "_prim", "_inputs", "_seq", "_stream")
+    __slots__ = ("nodes", "leaves", "program", "key", "root", "_inputs", "_seq", "_stream")
 
     def __init__(self, nodes: list, leaves: list, program: tuple, key: tuple):
         self.nodes = nodes
@@ -43,7 +43,6 @@ class Fused:
         self.key = key
         self.root = nodes[-1]
         # Looked at like a node by the planner's wait logic and error reporting: its inputs are the leaves.
-        self._prim = self
         self._inputs = tuple(leaves)
         self._seq = 0
         self._stream = self.root._stream
@@ -63,6 +62,10 @@ class Fused:
     @property
     def _data(self):
         return self.root._data
+
+    @property
+    def _prim(self):  # a property, not a slot: a reference to itself would make a cycle only gc frees
+        return self
 
     @property
     def name(self) -> str:

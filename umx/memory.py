@@ -9,6 +9,8 @@ Host bytes are counted here as arrays gain and lose data; device backends report
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import _tracing
@@ -35,12 +37,15 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
-class _HostBytes:
-    """Bytes of host memory owned by live arrays (views count nothing: their base is counted).
+# Host buffers held by arrays: id(buffer) -> how many arrays hold it (itself or via views). A buffer counts
+# once, from its first holder to its last: a view keeps its whole buffer alive (the temporary it was cut
+# from, or an intermediate the graph has freed). The holders keep the buffer alive: its id is not reused.
+_holders: dict[int, int] = {}
+_lock = threading.Lock()  # MUST be held to change _holders and HOST: workers fill and free arrays at once
 
-    Updated without a lock on the hot path: ``x.active += n`` on a slotted attribute has no switch point between
-    its load and store under CPython's GIL, and a lock would cost as much as a small kernel.
-    """
+
+class _HostBytes:
+    """Bytes of host buffers held by live arrays, and the most held at once."""
 
     __slots__ = ("active", "peak")
 
@@ -52,19 +57,40 @@ class _HostBytes:
 HOST = _HostBytes()
 
 
+def _buffer(data: np.ndarray) -> np.ndarray:
+    """The NumPy array that owns the memory ``data`` views."""
+    while type(data.base) is np.ndarray:
+        data = data.base
+    return data
+
+
 def acquire(data) -> None:
-    """Count ``data``, an array's newly set result, if it is host memory that it owns."""
-    if type(data) is np.ndarray and data.base is None:
-        h = HOST
-        h.active += data.nbytes
-        if h.active > h.peak:
-            h.peak = h.active
+    """Count ``data``, an array's newly set result, if it is host memory not counted yet."""
+    if type(data) is np.ndarray:
+        buf = data if data.base is None else _buffer(data)
+        key = id(buf)
+        with _lock:
+            n = _holders.get(key, 0)
+            _holders[key] = n + 1
+            if n == 0:
+                h = HOST
+                h.active += buf.nbytes
+                if h.active > h.peak:
+                    h.peak = h.active
 
 
 def release(data) -> None:
     """Un-count ``data`` when its array is freed."""
-    if type(data) is np.ndarray and data.base is None:
-        HOST.active -= data.nbytes
+    if type(data) is np.ndarray:
+        buf = data if data.base is None else _buffer(data)
+        key = id(buf)
+        with _lock:
+            n = _holders.get(key, 0) - 1
+            if n > 0:
+                _holders[key] = n
+            elif n == 0:
+                del _holders[key]
+                HOST.active -= buf.nbytes
 
 
 def host_copy(a) -> np.ndarray:
@@ -130,7 +156,8 @@ def get_peak_memory() -> int:
 
 def reset_peak_memory() -> None:
     """Start measuring the peak afresh from the current usage."""
-    HOST.peak = HOST.active
+    with _lock:
+        HOST.peak = HOST.active
     for h in _locations.values():
         h.reset_peak()
 

@@ -124,6 +124,7 @@ class WorkerExecutor:
                     self.run(tasks)
                 except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
                     self._fail_rest(tasks, e)
+            tasks = None  # nothing of a finished batch may outlive it here
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""

@@ -108,10 +108,13 @@ def shape_of(shape, op: str) -> tuple:
     """A shape argument (an int or a sequence of ints) as a tuple, with negative sizes refused."""
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
+    bad = f"{op}: shape must be an int or a sequence of ints, got {shape!r}"
+    if isinstance(shape, str):
+        raise TypeError(bad)
     try:
         shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+    except (TypeError, ValueError):
+        raise TypeError(bad) from None
     if any(s < 0 for s in shape):
         raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
     return shape

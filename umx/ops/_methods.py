@@ -40,6 +40,8 @@ def _install() -> None:
     for dunder, pname in {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
                           "ge": "GreaterEqual"}.items():
         setattr(array, f"__{dunder}__", _binop(pname, dunder)[0])
+    for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
+        setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)
     neg = UNARY["Negative"]
     array.__neg__ = lambda self: _u(neg, "negative", self, None)
@@ -81,6 +83,17 @@ def _install() -> None:
     for name in ("diag", "diagonal"):
         _forward(layout, name)
     array.conjugate = array.conj
+    indexing.calibrate()  # setitem's reference baseline, through the operator just installed
+
+
+def _or_not_implemented(op):
+    def cmp(self, other):
+        try:
+            return op(self, other)
+        except TypeError:  # `other` is not array-like: let Python compare identities
+            return NotImplemented
+
+    return cmp
 
 
 def _forward(module, name: str) -> None:

@@ -13,6 +13,9 @@ _weak = dt.weak_scalar_dtype
 _float32 = dt.float32
 _bool = dt.bool_
 _SCALARS = (bool, int, float, complex)
+# Real-only functions (NumPy and MLX have no complex form): refused at the call rather than by the kernel.
+_REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf",
+                        "ErfInv", "FloorDivide", "Remainder", "ArcTan2", "LogAddExp"})
 
 
 def _unary(prim, name: str, a, stream):
@@ -21,6 +24,8 @@ def _unary(prim, name: str, a, stream):
     d = a._dtype
     kind = prim.kind
     st = resolve_stream(stream)
+    if d.kind == "c" and prim.name in _REAL_ONLY:
+        raise TypeError(f"{name}: not supported for complex arrays, got {describe(a)}")
     if kind == "float":
         if d.kind not in "fc":
             a = cast(a, _float32, st)
@@ -29,6 +34,12 @@ def _unary(prim, name: str, a, stream):
         d = _bool
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs an integer or bool array, got {describe(a)}")
+    elif d.kind == "c" and prim.fn == "absolute":
+        d = _float32  # |z| is real, as in MLX
+    elif d is _bool and prim.fn in ("negative", "sign"):
+        if prim.fn == "sign":
+            return a  # 0 and 1 are their own signs (NumPy has no bool loop)
+        raise ValueError(f"{name}: not supported for bool arrays, use logical_not; got {describe(a)}")
     return node(prim, (a,), a._shape, d, st)
 
 
@@ -65,6 +76,10 @@ def _binary(prim, name: str, a, b, stream):
         d = _float32
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs integer or bool arrays, got {describe(a, b)}")
+    elif d.kind == "c" and prim.name in _REAL_ONLY:
+        raise TypeError(f"{name}: not supported for complex arrays, got {describe(a, b)}")
+    elif d is _bool and prim.fn == "subtract":
+        prim = BINARY["LogicalXor"]  # MLX's bool difference (NumPy has no bool subtract loop)
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:

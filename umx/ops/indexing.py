@@ -113,8 +113,28 @@ def setitem(a: array, key, values) -> None:
     _rebind(a, new)
 
 
+# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs,
+# when one variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references
+# mean other holders, maybe nodes that read `a`, and only then is the heap scanned for them.
+_own_refs = 5
+_last_refs = 0
+
+
+def calibrate() -> None:
+    """Measure ``_own_refs`` through ``array.__setitem__`` (called once, when the operators are installed)."""
+    global _own_refs
+    _own_refs = sys.maxsize  # no scan while measuring
+    probe = array(np.zeros(1, np.int8))
+    probe[0] = 0
+    _own_refs = _last_refs
+
+
 def _rebind(a: array, new: array) -> None:
     """Give the Python object ``a`` the state of ``new``; nodes that already read ``a`` keep reading the old value."""
+    if a._data is None and a._exec is not None:
+        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this
+        # very object, so let it finish before the object becomes another node.
+        a._exec.wait(a._seq)
     old = array.__new__(array)
     for s in ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings"):
         setattr(old, s, getattr(a, s))
@@ -124,11 +144,17 @@ def _rebind(a: array, new: array) -> None:
             x._siblings = old._siblings
     # Other nodes reading `a` must now read `old`. Only `new` (and our frames) hold `a` in the common case;
     # otherwise find the readers, an O(heap) scan that only aliased updates pay.
-    if sys.getrefcount(a) > 5:
+    global _last_refs
+    refs = _last_refs = sys.getrefcount(a)
+    if refs > _own_refs:
         for ref in gc.get_referrers(a):
             if type(ref) is tuple:
                 for owner in gc.get_referrers(ref):
                     if type(owner) is array and owner._inputs is ref and owner is not new:
+                        if owner._data is None and owner._exec is not None:
+                            # In flight: its worker may hold `a` already (e.g. while it waits for another
+                            # stream) and must read the value `a` had at the call, so let it finish first.
+                            owner._exec.wait(owner._seq)
                         owner._inputs = tuple(old if x is a else x for x in ref)
     new._inputs = tuple(old if x is a else x for x in new._inputs)
     a._data = None  # `a` no longer owns the data: `old` does (and releases it)

@@ -12,8 +12,10 @@ import threading
 import numpy as np
 
 from .. import dtypes as dt
-from ..primitives.random import RandomBits
-from ._core import array, as_array, node, resolve_stream, shape_of
+from ..primitives.random import COVARIANCE_FACTOR, RandomBits
+from ..primitives.sort import ArgSort
+from . import elementwise as ew
+from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 
 __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
@@ -133,10 +135,240 @@ def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=N
     u = uniform(lo, 1.0, shape, dt.float32, key, stream=stream)
     u = maximum(u, lo, stream=stream)
     z = multiply(erfinv(u, stream=stream), math.sqrt(2.0), stream=stream)
-    if scale != 1.0:
+    if not (isinstance(scale, (int, float)) and scale == 1.0):  # loc and scale may be arrays
         z = multiply(z, scale, stream=stream)
-    if loc != 0.0:
+    if not (isinstance(loc, (int, float)) and loc == 0.0):
         z = add(z, loc, stream=stream)
     from .shape import astype
 
     return z if d is dt.float32 else astype(z, d, stream=stream)
+
+
+def _float_dtype(dtype, op: str) -> dt.Dtype:
+    d = dt.to_dtype(dtype)
+    if d.kind != "f":
+        raise ValueError(f"{op}: dtype must be a float type, got {d.name}")
+    return d
+
+
+def _open_unit(shape, key, st) -> array:
+    """Uniform float32 samples in (0, 1): [0, 1) with 0 moved to the smallest normal float."""
+    return ew.maximum(_unit(shape, dt.float32, key, st), float(np.finfo(np.float32).tiny), stream=st)
+
+
+def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> array:
+    """Random integers in ``[low, high)``; ``low`` and ``high`` may be arrays that broadcast with ``shape``.
+
+    Args:
+        low (int | array): lower bound, included.
+        high (int | array): upper bound, excluded.
+        shape (Sequence[int]): output shape (default ()).
+        dtype (Dtype): an integer dtype (default int32).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the samples.
+    """
+    d = dt.to_dtype(dtype)
+    if d.kind not in "iu":
+        raise ValueError(f"randint: dtype must be an integer type, got {d.name}")
+    st = resolve_stream(stream)
+    lo, hi = as_array(low, "randint", d), as_array(high, "randint", d)
+    shape = broadcast_shapes(shape_of(shape, "randint"), lo.shape, hi.shape, op="randint")
+    lo, hi = cast(lo, d, st), cast(hi, d, st)
+    # The span fits uint32 for every bound MLX allows; the modulo bias is below 2**-32 * span.
+    span = ew.maximum(cast(ew.subtract(hi, lo, stream=st), dt.uint32, st), 1, stream=st)
+    off = ew.remainder(bits(shape, key, st), span, stream=st)
+    return ew.add(cast(off, d, st), lo, stream=st)
+
+
+def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
+    """Booleans that are true with probability ``p``.
+
+    Args:
+        p (float | array): the probability of true (default 0.5).
+        shape (Sequence[int], optional): output shape; default: that of ``p``.
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: bool samples.
+    """
+    st = resolve_stream(stream)
+    pa = as_array(p, "bernoulli", dt.float32)
+    shape = pa.shape if shape is None else shape_of(shape, "bernoulli")
+    if broadcast_shapes(shape, pa.shape, op="bernoulli") != shape:
+        raise ValueError(f"bernoulli: p of shape {pa.shape} does not broadcast to shape {shape}")
+    return ew.less(_unit(shape, dt.float32, key, st), pa, stream=st)
+
+
+def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, stream=None) -> array:
+    """Normal samples conditioned on ``[lower, upper]`` (by inverting the CDF).
+
+    Args:
+        lower (float | array): lower bound.
+        upper (float | array): upper bound.
+        shape (Sequence[int], optional): output shape; default: the broadcast shape of the bounds.
+        dtype (Dtype): float dtype (default float32).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the samples.
+    """
+    d = _float_dtype(dtype, "truncated_normal")
+    st = resolve_stream(stream)
+    lo, hi = as_array(lower, "truncated_normal", dt.float32), as_array(upper, "truncated_normal", dt.float32)
+    bshape = broadcast_shapes(lo.shape, hi.shape, op="truncated_normal")
+    shape = bshape if shape is None else broadcast_shapes(shape_of(shape, "truncated_normal"), bshape,
+                                                          op="truncated_normal")
+    lo, hi = cast(lo, dt.float32, st), cast(hi, dt.float32, st)
+    r2 = 1 / math.sqrt(2.0)
+    a = ew.erf(ew.multiply(lo, r2, stream=st), stream=st)
+    b = ew.erf(ew.multiply(hi, r2, stream=st), stream=st)
+    u = ew.multiply(_unit(shape, dt.float32, key, st), ew.subtract(b, a, stream=st), stream=st)
+    u = ew.add(u, a, stream=st)
+    edge = np.nextafter(np.float32(1), np.float32(0)).item()
+    u = ew.clip(u, -edge, edge, stream=st)
+    z = ew.multiply(ew.erfinv(u, stream=st), math.sqrt(2.0), stream=st)
+    z = ew.minimum(ew.maximum(z, lo, stream=st), hi, stream=st)
+    return cast(z, d, st)
+
+
+def gumbel(shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+    """Samples of the standard Gumbel distribution, ``-log(-log(u))``.
+
+    Args:
+        shape (Sequence[int]): output shape (default ()).
+        dtype (Dtype): float dtype (default float32).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the samples.
+    """
+    d = _float_dtype(dtype, "gumbel")
+    st = resolve_stream(stream)
+    u = _open_unit(shape_of(shape, "gumbel"), key, st)
+    g = ew.negative(ew.log(ew.negative(ew.log(u, stream=st), stream=st), stream=st), stream=st)
+    return cast(g, d, st)
+
+
+def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
+    """Samples of the Laplace distribution with ``loc`` and ``scale``.
+
+    Args:
+        shape (Sequence[int]): output shape (default ()).
+        dtype (Dtype): float dtype (default float32).
+        loc (float): the mean (default 0).
+        scale (float): the scale (default 1).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the samples.
+    """
+    d = _float_dtype(dtype, "laplace")
+    st = resolve_stream(stream)
+    lo = np.nextafter(np.float32(-1), np.float32(0)).item()
+    u = uniform(lo, 1.0, shape_of(shape, "laplace"), dt.float32, key, stream=st)
+    # inverse CDF: loc - scale * sign(u) * log(1 - |u|)
+    x = ew.multiply(ew.sign(u, stream=st), ew.log1p(ew.negative(ew.abs(u, stream=st), stream=st), stream=st),
+                    stream=st)
+    x = ew.add(ew.multiply(x, -scale, stream=st), loc, stream=st)
+    return cast(x, d, st)
+
+
+def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = None, key=None, *,
+                stream=None) -> array:
+    """Indices sampled from the categorical distribution with unnormalised log-probabilities ``logits``.
+
+    Args:
+        logits (array): log-probabilities (up to a constant) along ``axis``.
+        axis (int): the axis of the categories (default -1).
+        shape (Sequence[int], optional): output shape; must broadcast with the other axes of ``logits``.
+        num_samples (int, optional): samples per distribution (appended as the last axis). Not with ``shape``.
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: uint32 indices.
+    """
+    from .reduction import argmax
+    from .shape import expand_dims, moveaxis
+
+    if shape is not None and num_samples is not None:
+        raise ValueError("categorical: give at most one of shape and num_samples")
+    st = resolve_stream(stream)
+    lg = as_array(logits, "categorical")
+    if lg.dtype.kind not in "f":
+        lg = cast(lg, dt.float32, st)
+    ax = axis_of(axis, lg.ndim, "categorical")
+    lg = moveaxis(lg, ax, -1, stream=st)
+    batch, k = lg.shape[:-1], lg.shape[-1]
+    if num_samples is not None:
+        lg = expand_dims(lg, -2, stream=st)
+        out_shape = batch + (int(num_samples),)
+    elif shape is not None:
+        out_shape = shape_of(shape, "categorical")
+        if broadcast_shapes(out_shape, batch, op="categorical") != out_shape:
+            raise ValueError(f"categorical: shape {out_shape} does not broadcast with the logits' batch "
+                             f"shape {batch}")
+    else:
+        out_shape = batch
+    g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
+    return argmax(ew.add(g, lg, stream=st), axis=-1, stream=st)
+
+
+def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
+    """A random permutation of ``range(x)`` (for an int), or ``x`` shuffled along ``axis``.
+
+    Args:
+        x (int | array): the length of the permutation, or the array to shuffle.
+        axis (int): the axis to shuffle (default 0).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the permuted values.
+    """
+    from .creation import arange
+    from .indexing import getitem
+
+    st = resolve_stream(stream)
+    if isinstance(x, (int, np.integer)):
+        x = arange(int(x), stream=st)
+    a = as_array(x, "permutation")
+    ax = axis_of(axis, a.ndim, "permutation")
+    n = a.shape[ax]
+    perm = node(ArgSort(0), (bits((n,), key, st),), (n,), dt.uint32, st)
+    return getitem(a, (slice(None),) * ax + (perm,), stream=st)
+
+
+def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+    """Samples of the multivariate normal distribution with ``mean`` and covariance ``cov``.
+
+    Args:
+        mean (array): the means, of shape ``(..., n)``.
+        cov (array): symmetric positive semi-definite covariances, of shape ``(..., n, n)``.
+        shape (Sequence[int]): the batch shape of the samples; must broadcast with the batch shapes of
+            ``mean`` and ``cov`` (default: their broadcast batch shape).
+        dtype (Dtype): float dtype (default float32).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: samples of shape ``shape + (n,)``.
+    """
+    from .linalg import matmul
+    from .shape import expand_dims, squeeze
+
+    d = _float_dtype(dtype, "multivariate_normal")
+    st = resolve_stream(stream)
+    m = as_array(mean, "multivariate_normal")
+    c = as_array(cov, "multivariate_normal")
+    if m.ndim < 1 or c.ndim < 2 or c.shape[-1] != c.shape[-2] or c.shape[-1] != m.shape[-1]:
+        raise ValueError("multivariate_normal: mean must have shape (..., n) and cov (..., n, n); "
+                         f"got {m.shape} and {c.shape}")
+    n = m.shape[-1]
+    batch = broadcast_shapes(m.shape[:-1], c.shape[:-2], op="multivariate_normal")
+    shape = shape_of(shape, "multivariate_normal")
+    shape = broadcast_shapes(shape, batch, op="multivariate_normal") if shape else batch
+    m, c = cast(m, dt.float32, st), cast(c, dt.float32, st)
+    factor = node(COVARIANCE_FACTOR, (c,), c.shape, dt.float32, st)
+    z = normal(shape + (n,), dt.float32, key=key, stream=st)
+    x = squeeze(matmul(factor, expand_dims(z, -1, stream=st), stream=st), -1, stream=st)
+    return cast(ew.add(x, m, stream=st), d, st)

@@ -163,7 +163,7 @@ def split(a, /, indices_or_sections, axis: int = 0, *, stream=None) -> list:
         k = int(indices_or_sections)
         if k <= 0 or n % k:
             raise ValueError(f"split: cannot split axis {ax} of size {n} into {k} equal sections")
-        idx = tuple(range(n // k, n, n // k)) if k > 1 else ()
+        idx = tuple(n // k * i for i in range(1, k))
     else:
         idx = tuple(int(i) for i in indices_or_sections)
     bounds = [0, *(min(max(i if i >= 0 else i + n, 0), n) for i in idx), n]

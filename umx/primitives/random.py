@@ -12,3 +12,13 @@ class RandomBits(Primitive):
 
     def __init__(self, shape: tuple):
         self.shape = shape
+
+
+class CovarianceFactor(Primitive):
+    """A factor ``L`` with ``L @ L.T == cov`` for a symmetric positive semi-definite ``cov`` (batched over
+    leading axes), from its eigendecomposition: what ``multivariate_normal`` scales standard normals by."""
+
+    __slots__ = ()
+
+
+COVARIANCE_FACTOR = CovarianceFactor()

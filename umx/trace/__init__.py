@@ -8,7 +8,9 @@ streams, and flow arrows from each producer op to the op on another stream that 
 ``python -m umx.trace summary run.json`` prints a per-stream table; ``python -m umx.trace plot run.json -o
 timeline.png`` draws the timeline (needs matplotlib: ``pip install 'umx[plot]'``).
 
-Note: ``mx.trace`` is the context manager; import this package's helpers with ``from umx.trace import load``.
+``mx.trace`` is also MLX's matrix trace: ``mx.trace(a, offset, axis1, axis2)``. The two are told apart by
+the first argument: a path (or None) starts a recording, an array computes the sum of a diagonal. Import this
+package's helpers with ``from umx.trace import load``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,27 @@ from .. import _tracing
 from ..devices import synchronize
 from ._memory import memory_report
 
-__all__ = ["trace", "load", "memory_report"]
+__all__ = ["trace", "Trace", "load", "memory_report"]
 
 
-class trace:  # noqa: N801 (a context manager used like a function, as mx.stream)
+def trace(target=None, /, *args, **kwargs):
+    """``mx.trace(path)``: a :class:`Trace` of the block; ``mx.trace(a, offset=0, axis1=0, axis2=1)``: MLX's sum
+    along a diagonal of ``a`` (see ``numpy.trace``).
+
+    Args:
+        target (str | os.PathLike | None | array): a file to record into, or the array whose diagonal to sum.
+
+    Returns:
+        Trace | array: the recording context, or the diagonal sums.
+    """
+    if target is None or isinstance(target, (str, os.PathLike)):
+        return Trace(target, *args, **kwargs)
+    from ..ops.misc import trace as diagonal_sum
+
+    return diagonal_sum(target, *args, **kwargs)
+
+
+class Trace:
     """Record every op, copy, cross-stream wait and eval run inside the block into a Chrome trace file.
 
     On exit the block waits for the work it started (every stream is synchronized), then writes ``path``. Only

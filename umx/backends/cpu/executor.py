@@ -38,7 +38,7 @@ class CpuExecutor(WorkerExecutor):
         # The hot loop of the CPU backend: every line here is paid per op.
         table = KERNELS
         host_copy = memory.host_copy
-        counter = memory.HOST
+        acquire = memory.acquire
         ndarray = np.ndarray
         for i in range(len(tasks)):
             t = tasks[i]
@@ -55,13 +55,7 @@ class CpuExecutor(WorkerExecutor):
                         out = table[n._prim.__class__](n._prim, *args)
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-                if n.__class__ is Fused:
-                    set_result(n, out)
-                    seq = self.done = n._seq
-                    if seq >= self._wake_at:
-                        self.notify()
-                    tasks[i] = None
-                    continue
+                args = None
             else:
                 n = t
                 ins = n._inputs
@@ -75,16 +69,15 @@ class CpuExecutor(WorkerExecutor):
                         out = k(n._prim, *[x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-            if n._siblings is None:
-                if out.__class__ is ndarray:
-                    if n._dtype is bfloat16:
-                        out = round_bf16(np, out)
-                    if out.base is None:
-                        counter.active += out.nbytes
-                        if counter.active > counter.peak:
-                            counter.peak = counter.active
-                elif n._dtype is bfloat16 and out.__class__ is not Failure:
+            # Drop this frame's and the batch's references before publishing: neither may keep finished
+            # intermediates alive.
+            ins = t = None
+            tasks[i] = None
+            if n._siblings is None and n.__class__ is not Fused:
+                if n._dtype is bfloat16 and out.__class__ is not Failure:
                     out = round_bf16(np, out)
+                if out.__class__ is ndarray:
+                    acquire(out)
                 n._data = out
                 n._inputs = ()
                 n._prim = None
@@ -93,6 +86,3 @@ class CpuExecutor(WorkerExecutor):
             seq = self.done = n._seq
             if seq >= self._wake_at:
                 self.notify()
-            # Drop the list's reference, so that intermediates die as soon as their readers ran.
-            tasks[i] = None
-

@@ -8,16 +8,29 @@ from ...primitives import elementwise as ew
 from . import kernel, kernel_factory
 
 
+# NumPy computes these in int8 for bool inputs; the result keeps the inputs' dtype (bool), as the op declared.
+_INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift",
+                            "right_shift"})
+
+
+def _keep_bool(xp, fn):
+    def keep_bool(prim, *args):
+        out = fn(*args)
+        return out.astype(xp.bool_) if args[0].dtype == xp.bool_ else out
+
+    return keep_bool
+
+
 @kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn))
 def _unary_ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
-    return lambda prim, x: fn(x)
+    return _keep_bool(xp, fn) if cls.fn in _INT8_FOR_BOOL else (lambda prim, x: fn(x))
 
 
 @kernel_factory(*(type(p) for p in ew.BINARY.values()))
 def _binary_ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
-    return lambda prim, x, y: fn(x, y)
+    return _keep_bool(xp, fn) if cls.fn in _INT8_FOR_BOOL else (lambda prim, x, y: fn(x, y))
 
 
 @kernel(type(ew.UNARY["Rsqrt"]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...primitives.random import RandomBits
+from ...primitives.random import CovarianceFactor, RandomBits
 from . import kernel
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -35,3 +35,9 @@ def _random_bits(xp, prim, key):
     counters = xp.arange(half, dtype=xp.uint32)
     a, b = threefry2x32(xp, key[0], key[1], counters, counters + xp.uint32(half))
     return xp.concatenate([a, b])[:n].reshape(prim.shape)
+
+
+@kernel(CovarianceFactor)
+def _covariance_factor(xp, prim, cov):
+    w, v = xp.linalg.eigh(cov)
+    return v * xp.sqrt(xp.maximum(w, 0))[..., None, :]

@@ -42,6 +42,8 @@ def _logsumexp(xp, prim, x):
 @kernel(r.Softmax)
 def _softmax(xp, prim, x):
     dt = x.dtype
+    if x.size == 0:
+        return x
     if dt.itemsize < 4:
         x = x.astype(xp.float32)
     e = xp.exp(x - xp.max(x, axis=prim.axes, keepdims=True))

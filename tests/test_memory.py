@@ -1,0 +1,108 @@
+"""Memory statistics and limits: active and peak memory follow arrays as they are evaluated and freed."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import umx as mx
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def limits():
+    mem, cache = mx.get_memory_limit(), mx.set_cache_limit(0)
+    mx.set_cache_limit(cache)
+    yield
+    mx.set_memory_limit(mem)
+    mx.set_cache_limit(cache)
+
+
+def test_names():
+    for name in ("get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory",
+                 "set_memory_limit", "get_memory_limit", "set_cache_limit", "clear_cache"):
+        assert callable(getattr(mx, name)), name
+
+
+def test_active_rises_and_falls(device):
+    gc.collect()
+    before = mx.get_active_memory()
+    a = mx.ones((1024, 256), stream=device)  # 1 MiB
+    assert mx.get_active_memory() - before < MB  # nothing allocated before eval
+    mx.eval(a)
+    assert mx.get_active_memory() - before >= a.nbytes
+    del a
+    gc.collect()
+    assert mx.get_active_memory() - before < MB
+
+
+def test_array_from_numpy_counts():
+    before = mx.get_active_memory()
+    a = mx.array(np.zeros((512, 512), np.float32))
+    n = a.nbytes
+    assert mx.get_active_memory() - before >= n
+    del a
+    assert mx.get_active_memory() - before < n
+
+
+def test_peak_memory(device):
+    mx.eval(mx.zeros(1, stream=device))
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    assert mx.get_peak_memory() == pytest.approx(base, abs=MB // 4)
+    a = mx.zeros((2048, 512), stream=device)  # 4 MiB
+    mx.eval(a)
+    del a
+    gc.collect()
+    assert mx.get_peak_memory() - base >= 4 * MB
+    assert mx.get_active_memory() - base < MB
+    mx.reset_peak_memory()
+    assert mx.get_peak_memory() - mx.get_active_memory() < MB
+
+
+def test_views_are_not_double_counted(device):
+    x = mx.ones((1024, 256), stream=device)
+    mx.eval(x)
+    before = mx.get_active_memory()
+    views = [mx.reshape(x, (-1,), stream=device), mx.transpose(x, stream=device), x[:10]]
+    mx.eval(views)
+    assert mx.get_active_memory() - before < x.nbytes
+
+
+def test_view_results_count_their_buffer(device):
+    """A result that views a temporary (or a freed intermediate) keeps that buffer alive: it is counted."""
+    gc.collect()
+    before = mx.get_active_memory()
+    outs = [mx.reshape(mx.exp(mx.ones((1024, 256), stream=device), stream=device), (-1,), stream=device),
+            mx.transpose(mx.exp(mx.ones((1024, 256), stream=device), stream=device), stream=device),
+            mx.random.bits((1024, 256), key=mx.random.key(0), stream=device)]
+    mx.eval(outs)
+    assert mx.get_active_memory() - before >= sum(o.nbytes for o in outs)
+    del outs
+    gc.collect()
+    assert mx.get_active_memory() - before < MB
+
+
+def test_memory_limit_setters(limits):
+    default = mx.get_memory_limit()
+    assert default > 0
+    prev = mx.set_memory_limit(1 << 30)
+    assert prev == default
+    assert mx.get_memory_limit() == 1 << 30
+    assert mx.set_memory_limit(default) == 1 << 30
+    with pytest.raises(ValueError):
+        mx.set_memory_limit(-1)
+
+
+def test_cache_limit_and_clear(limits):
+    old = mx.set_cache_limit(1 << 20)
+    assert isinstance(old, int) and old > 0
+    assert mx.set_cache_limit(old) == 1 << 20
+    assert mx.get_cache_memory() >= 0
+    mx.clear_cache()
+    assert mx.get_cache_memory() >= 0
+    with pytest.raises(ValueError):
+        mx.set_cache_limit(-5)

@@ -1,0 +1,215 @@
+"""mx.random: keys and splitting, samplers with explicit keys (reproducible, distinct, right moments), the
+global key and seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import umx as mx
+
+N = 20_000
+
+
+def test_key_and_split(device):
+    k = mx.random.key(0)
+    assert k.shape == (2,) and k.dtype == mx.uint32
+    assert mx.random.key(0).tolist() == k.tolist()
+    assert mx.random.key(1).tolist() != k.tolist()
+    ks = mx.random.split(k, stream=device)
+    assert ks.shape == (2, 2) and ks.dtype == mx.uint32
+    k3 = mx.random.split(k, num=3, stream=device)
+    assert k3.shape == (3, 2)
+    rows = [tuple(r) for r in np.asarray(k3).tolist()]
+    assert len(set(rows)) == 3
+    assert mx.random.split(k, 3, stream=device).tolist() == k3.tolist()
+    sub = mx.random.uniform(shape=(4,), key=ks[0], stream=device)
+    assert sub.shape == (4,)
+    with pytest.raises(ValueError):
+        mx.random.uniform(key=mx.array([1, 2, 3], dtype=mx.uint32))
+
+
+SAMPLERS = {
+    "uniform": lambda key, s: mx.random.uniform(shape=(N,), key=key, stream=s),
+    "normal": lambda key, s: mx.random.normal((N,), key=key, stream=s),
+    "randint": lambda key, s: mx.random.randint(0, 10, (N,), key=key, stream=s),
+    "bernoulli": lambda key, s: mx.random.bernoulli(0.3, (N,), key=key, stream=s),
+    "truncated_normal": lambda key, s: mx.random.truncated_normal(-1.0, 2.0, (N,), key=key, stream=s),
+    "gumbel": lambda key, s: mx.random.gumbel((N,), key=key, stream=s),
+    "laplace": lambda key, s: mx.random.laplace((N,), key=key, stream=s),
+    "categorical": lambda key, s: mx.random.categorical(mx.log(mx.array([0.2, 0.5, 0.3])), num_samples=N,
+                                                        key=key, stream=s),
+    "permutation": lambda key, s: mx.random.permutation(N, key=key, stream=s),
+    "bits": lambda key, s: mx.random.bits((N,), key=key, stream=s),
+    "multivariate_normal": lambda key, s: mx.random.multivariate_normal(mx.zeros(2), mx.eye(2), (N,), key=key,
+                                                                        stream=s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_same_key_same_values_different_keys_differ(device, name):
+    f = SAMPLERS[name]
+    k0, k1 = mx.random.key(7), mx.random.key(8)
+    a, b, c = f(k0, device), f(k0, mx.new_stream(device)), f(k1, device)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    assert a.shape[0] == N
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_global_key_and_seed(name):
+    f = SAMPLERS[name]
+    mx.random.seed(3)
+    a, b = np.asarray(f(None, None)), np.asarray(f(None, None))
+    assert not np.array_equal(a, b)  # each draw advances the global key
+    mx.random.seed(3)
+    np.testing.assert_array_equal(np.asarray(f(None, None)), a)
+    np.testing.assert_array_equal(np.asarray(f(None, None)), b)
+
+
+def test_uniform(device):
+    x = np.asarray(mx.random.uniform(shape=(N,), key=mx.random.key(1), stream=device)).astype(np.float64)
+    assert x.min() >= 0 and x.max() < 1
+    assert abs(x.mean() - 0.5) < 0.01 and abs(x.var() - 1 / 12) < 0.005
+    y = mx.random.uniform(-2, 3, (100, 200), key=mx.random.key(2), stream=device)
+    assert y.shape == (100, 200) and y.dtype == mx.float32
+    y = np.asarray(y)
+    assert y.min() >= -2 and y.max() < 3 and abs(y.mean() - 0.5) < 0.05
+    lo = mx.array([0.0, 10.0])
+    z = np.asarray(mx.random.uniform(lo, lo + 1, (1000, 2), key=mx.random.key(3), stream=device))
+    assert (z[:, 1] >= 10).all() and (z[:, 0] < 1).all()
+    assert mx.random.uniform(shape=(3,), dtype=mx.float16, stream=device).dtype == mx.float16
+    assert mx.random.uniform(stream=device).shape == ()
+    with pytest.raises(ValueError):
+        mx.random.uniform(shape=(2,), dtype=mx.int32)
+
+
+def test_normal(device):
+    x = np.asarray(mx.random.normal((N,), key=mx.random.key(4), stream=device)).astype(np.float64)
+    assert abs(x.mean()) < 0.03 and abs(x.std() - 1) < 0.03
+    assert abs((np.abs(x) < 1).mean() - 0.6827) < 0.015
+    assert np.isfinite(x).all()
+    y = np.asarray(mx.random.normal((N,), loc=3.0, scale=2.0, key=mx.random.key(5), stream=device))
+    assert abs(y.mean() - 3) < 0.06 and abs(y.std() - 2) < 0.06
+    assert mx.random.normal((2,), dtype=mx.bfloat16, stream=device).dtype == mx.bfloat16
+    z = mx.random.normal((3, 2), loc=mx.array([0.0, 10.0]), scale=mx.array([1.0, 0.0]), key=mx.random.key(1),
+                         stream=device)
+    assert np.asarray(z)[:, 1].tolist() == [10.0] * 3 and np.abs(np.asarray(z)[:, 0]).max() < 10
+
+
+def test_randint(device):
+    x = mx.random.randint(-3, 5, (N,), key=mx.random.key(6), stream=device)
+    assert x.dtype == mx.int32
+    v = np.asarray(x)
+    assert v.min() == -3 and v.max() == 4
+    counts = np.bincount(v + 3) / N
+    assert np.abs(counts - 1 / 8).max() < 0.015
+    lo, hi = mx.array([0, 100]), mx.array([2, 103])
+    y = np.asarray(mx.random.randint(lo, hi, (500, 2), key=mx.random.key(1), stream=device))
+    assert set(y[:, 0]) == {0, 1} and set(y[:, 1]) == {100, 101, 102}
+    assert mx.random.randint(0, 3, (4,), dtype=mx.uint8, stream=device).dtype == mx.uint8
+    with pytest.raises(ValueError):
+        mx.random.randint(0, 3, (2,), dtype=mx.float32)
+
+
+def test_bernoulli(device):
+    x = mx.random.bernoulli(0.3, (N,), key=mx.random.key(9), stream=device)
+    assert x.dtype == mx.bool_
+    assert abs(np.asarray(x).mean() - 0.3) < 0.015
+    p = mx.array([0.0, 1.0, 0.5])
+    y = np.asarray(mx.random.bernoulli(p, (1000, 3), key=mx.random.key(10), stream=device))
+    assert not y[:, 0].any() and y[:, 1].all() and abs(y[:, 2].mean() - 0.5) < 0.06
+    assert mx.random.bernoulli(p, stream=device).shape == (3,)
+    assert mx.random.bernoulli(stream=device).shape == ()
+    with pytest.raises(ValueError):
+        mx.random.bernoulli(p, (2,))
+
+
+def test_truncated_normal(device):
+    x = np.asarray(mx.random.truncated_normal(-1.0, 2.0, (N,), key=mx.random.key(11), stream=device))
+    x = x.astype(np.float64)
+    assert x.min() >= -1 and x.max() <= 2
+    # mean of N(0,1) truncated to [a, b]: (phi(a) - phi(b)) / (Phi(b) - Phi(a))
+    from math import erf, exp, pi, sqrt
+
+    phi = lambda t: exp(-t * t / 2) / sqrt(2 * pi)  # noqa: E731
+    Phi = lambda t: 0.5 * (1 + erf(t / sqrt(2)))  # noqa: E731, N806
+    mean = (phi(-1) - phi(2)) / (Phi(2) - Phi(-1))
+    assert abs(x.mean() - mean) < 0.02
+    lo, hi = mx.array([0.0, -5.0]), mx.array([0.5, -4.0])
+    y = np.asarray(mx.random.truncated_normal(lo, hi, (100, 2), key=mx.random.key(12), stream=device))
+    assert (y[:, 0] >= 0).all() and (y[:, 0] <= 0.5).all() and (y[:, 1] >= -5).all() and (y[:, 1] <= -4).all()
+    assert mx.random.truncated_normal(lo, hi, stream=device).shape == (2,)
+
+
+def test_gumbel(device):
+    x = np.asarray(mx.random.gumbel((N,), key=mx.random.key(13), stream=device)).astype(np.float64)
+    assert np.isfinite(x).all()
+    assert abs(x.mean() - 0.5772) < 0.03 and abs(x.var() - np.pi**2 / 6) < 0.1
+
+
+def test_laplace(device):
+    x = np.asarray(mx.random.laplace((N,), key=mx.random.key(14), stream=device)).astype(np.float64)
+    assert np.isfinite(x).all()
+    assert abs(x.mean()) < 0.04 and abs(x.var() - 2) < 0.15
+    y = np.asarray(mx.random.laplace((N,), loc=1.0, scale=0.5, key=mx.random.key(15), stream=device))
+    assert abs(np.median(y) - 1) < 0.03 and abs(y.var() - 0.5) < 0.05
+
+
+def test_categorical(device):
+    p = np.array([0.2, 0.5, 0.3])
+    lg = mx.log(mx.array(p))
+    x = mx.random.categorical(lg, num_samples=N, key=mx.random.key(16), stream=device)
+    assert x.dtype == mx.uint32 and x.shape == (N,)
+    freq = np.bincount(np.asarray(x), minlength=3) / N
+    assert np.abs(freq - p).max() < 0.015
+    batch = mx.array([[0.0, -np.inf, -np.inf], [-np.inf, -np.inf, 0.0]])
+    assert mx.random.categorical(batch, stream=device).tolist() == [0, 2]
+    assert mx.random.categorical(batch, shape=(4, 2), stream=device).tolist() == [[0, 2]] * 4
+    assert mx.random.categorical(batch, num_samples=3, stream=device).tolist() == [[0, 0, 0], [2, 2, 2]]
+    assert mx.random.categorical(mx.transpose(batch), axis=0, stream=device).tolist() == [0, 2]
+    with pytest.raises(ValueError):
+        mx.random.categorical(batch, shape=(2,), num_samples=2)
+
+
+def test_permutation(device):
+    p = mx.random.permutation(50, key=mx.random.key(17), stream=device)
+    assert p.dtype == mx.int32
+    v = np.asarray(p)
+    assert sorted(v.tolist()) == list(range(50)) and v.tolist() != list(range(50))
+    x = np.arange(24).reshape(4, 6)
+    for axis in (0, 1, -1):
+        y = np.asarray(mx.random.permutation(mx.array(x), axis=axis, key=mx.random.key(18), stream=device))
+        assert y.shape == x.shape
+        assert_close(np.sort(y, axis=axis), np.sort(x, axis=axis))
+        other = 1 - (axis % 2)
+        assert_close(np.sort(y, axis=other), y)  # whole rows/columns move together
+    # every position is hit roughly uniformly
+    firsts = [mx.random.permutation(4, key=k)[0].item() for k in mx.random.split(mx.random.key(19), 400)]
+    assert np.abs(np.bincount(firsts, minlength=4) / 400 - 0.25).max() < 0.1
+
+
+def test_samplers_are_lazy(device):
+    s = mx.new_stream(device)
+    a = mx.random.normal((3,), key=mx.random.key(0), stream=s)
+    assert a._data is None and a._stream is s
+
+
+def test_multivariate_normal(device):
+    cov = np.array([[2.0, 0.8, 0.0], [0.8, 1.0, -0.3], [0.0, -0.3, 0.5]])
+    mean = np.array([1.0, -2.0, 0.5])
+    x = mx.random.multivariate_normal(mx.array(mean), mx.array(cov), (N,), key=mx.random.key(20),
+                                      stream=device)
+    assert x.shape == (N, 3) and x.dtype == mx.float32
+    v = np.asarray(x).astype(np.float64)
+    assert np.abs(v.mean(0) - mean).max() < 0.04
+    assert np.abs(np.cov(v.T) - cov).max() < 0.06
+    batch = mx.random.multivariate_normal(mx.zeros((4, 3)), mx.array(cov), stream=device)
+    assert batch.shape == (4, 3)
+    assert mx.random.multivariate_normal(mx.zeros(3), mx.array(cov), (5, 1), stream=device).shape == (5, 1, 3)
+    singular = mx.array([[1.0, 1.0], [1.0, 1.0]])  # semi-definite: samples lie on the diagonal
+    s = np.asarray(mx.random.multivariate_normal(mx.zeros(2), singular, (100,), stream=device))
+    np.testing.assert_allclose(s[:, 0], s[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="multivariate_normal"):
+        mx.random.multivariate_normal(mx.zeros(2), mx.eye(3))

@@ -1,0 +1,174 @@
+"""Reductions against NumPy in float64: axes (None, int, negative, tuple), keepdims, empty and 0-d inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import umx as mx
+
+AXES = [None, 0, -1, (0, 2), (-1, -3), (1,), ()]
+
+
+def _logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis if axis is not None else tuple(range(x.ndim)))
+
+
+REFS = {
+    "sum": np.sum, "mean": np.mean, "prod": np.prod, "max": np.max, "min": np.min, "all": np.all,
+    "any": np.any,
+    "var": np.var, "std": np.std, "logsumexp": _logsumexp,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFS))
+@pytest.mark.parametrize("axis", AXES, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reduce_float(device, rng, name, axis, keepdims):
+    x = rng.uniform(0.5, 1.5, (3, 4, 5)).astype(np.float32)
+    if name in ("all", "any"):
+        x = (x > 1.3).astype(np.float32)
+    out = getattr(mx, name)(mx.array(x), axis=axis, keepdims=keepdims, stream=device)
+    ref = REFS[name](x.astype(np.float64), axis=axis, keepdims=keepdims)
+    assert out.dtype == (mx.bool_ if name in ("all", "any") else mx.float32)
+    assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sum", "prod", "max", "min"])
+@pytest.mark.parametrize("axis", [None, 1, (0, 1)], ids=str)
+def test_reduce_int(device, rng, name, axis):
+    x = rng.integers(-3, 4, (4, 3)).astype(np.int32)
+    out = getattr(mx, name)(mx.array(x), axis=axis, stream=device)
+    assert out.dtype == mx.int32
+    np.testing.assert_array_equal(np.asarray(out), REFS[name](x, axis=axis))
+
+
+def test_method_forms(device, rng):
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    a = mx.array(x)
+    assert_close(a.sum(axis=1), x.sum(axis=1), rtol=1e-5)
+    assert_close(a.mean(), x.mean(), rtol=1e-5)
+    assert_close(a.max(0, keepdims=True), x.max(0, keepdims=True))
+    assert_close(a.var(axis=-1, ddof=1), x.astype(np.float64).var(axis=-1, ddof=1), rtol=1e-5)
+    assert_close(a.std(), x.astype(np.float64).std(), rtol=1e-5)
+    assert a.argmax().item() == x.argmax()
+    assert_close(a.logsumexp(axis=0), _logsumexp(x.astype(np.float64), axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("ddof", [0, 1, 2])
+def test_var_std_ddof(device, rng, ddof):
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    assert_close(mx.var(mx.array(x), axis=0, ddof=ddof, stream=device), np.var(x64, 0, ddof=ddof), rtol=1e-5)
+    assert_close(mx.std(mx.array(x), ddof=ddof, stream=device), np.std(x64, ddof=ddof), rtol=1e-5)
+
+
+def test_zero_d_and_empty(device):
+    s = mx.array(2.5)
+    assert_close(mx.sum(s, stream=device), 2.5)
+    assert_close(mx.max(s, axis=(), stream=device), 2.5)
+    e = mx.zeros((0, 3))
+    assert_close(mx.sum(e, axis=0, stream=device), np.zeros(3))
+    assert_close(mx.prod(e, stream=device), 1.0)
+    assert mx.all(e, stream=device).item() is True
+    assert mx.any(e, stream=device).item() is False
+    assert mx.sum(e, axis=1, stream=device).shape == (0,)
+    assert mx.logsumexp(e, axis=0, stream=device).tolist() == [-np.inf] * 3
+    with pytest.raises(ValueError):
+        mx.eval(mx.max(e, axis=0, stream=device))
+
+
+def test_sum_of_bools_and_large_ints(device):
+    b = mx.array([True, True, False, True])
+    assert mx.sum(b, stream=device).item() == 3
+    assert mx.sum(b, stream=device).dtype == mx.int32
+    assert mx.sum(mx.array([2**40, 1]), stream=device).item() == 2**40 + 1
+
+
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+@pytest.mark.parametrize("axis", [None, 0, 1, -1], ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_argmax_argmin(device, rng, name, axis, keepdims):
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    out = getattr(mx, name)(mx.array(x), axis=axis, keepdims=keepdims, stream=device)
+    ref = getattr(np, name)(x, axis=axis, keepdims=keepdims)
+    assert out.dtype == mx.uint32
+    assert out.shape == np.shape(ref)
+    np.testing.assert_array_equal(np.asarray(out), ref)
+
+
+def test_argmax_first_of_ties_and_errors(device):
+    assert mx.argmax(mx.array([1, 3, 3, 0]), stream=device).item() == 1
+    assert mx.argmin(mx.array([2, 0, 0]), stream=device).item() == 1
+    with pytest.raises(ValueError, match="argmax"):
+        mx.argmax(mx.zeros((0,)))
+    with pytest.raises(ValueError, match="axis"):
+        mx.argmax(mx.zeros((2, 2)), axis=2)
+
+
+@pytest.mark.parametrize("axis", [None, 0, -1, (0, 1)], ids=str)
+def test_softmax(device, rng, axis):
+    x = (rng.standard_normal((3, 4)) * 10).astype(np.float32)
+    out = mx.softmax(mx.array(x), axis=axis, stream=device)
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=axis, keepdims=True))
+    assert out.dtype == mx.float32
+    assert_close(out, e / e.sum(axis=axis, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_stable_and_half(device):
+    out = mx.softmax(mx.array([1000.0, 1000.0]), stream=device)
+    assert_close(out, [0.5, 0.5])
+    h = mx.softmax(mx.array([1.0, 2.0, 3.0], dtype=mx.float16), stream=device)
+    assert h.dtype == mx.float16
+    e = np.exp([1.0, 2.0, 3.0])
+    assert_close(h, e / e.sum(), rtol=2e-3, atol=1e-3)
+    assert mx.softmax(mx.array([1, 2]), stream=device).dtype == mx.float32
+    assert mx.softmax(mx.zeros((2, 0)), axis=1, stream=device).shape == (2, 0)
+
+
+def test_logsumexp_stable(device):
+    out = mx.logsumexp(mx.array([1000.0, 1000.0]), stream=device)
+    assert_close(out, 1000 + np.log(2))
+    assert mx.logsumexp(mx.array([-np.inf, -np.inf]), stream=device).item() == -np.inf
+
+
+def test_axis_errors(device):
+    a = mx.zeros((2, 3))
+    with pytest.raises(ValueError, match="sum"):
+        mx.sum(a, axis=2, stream=device)
+    with pytest.raises(ValueError, match="mean"):
+        mx.mean(a, axis=(0, 0), stream=device)
+    with pytest.raises(ValueError):
+        mx.max(a, axis=-3, stream=device)
+    with pytest.raises(TypeError):
+        mx.sum(a, axis=1.5, stream=device)
+
+
+def test_float16_sum_precision(device):
+    x = np.full(4096, 0.1, np.float16)
+    out = mx.sum(mx.array(x), stream=device)
+    assert out.dtype == mx.float16
+    assert abs(float(out) - 409.6) / 409.6 < 5e-3
+
+
+ALL_DTYPES = [mx.bool_, mx.uint8, mx.uint16, mx.uint32, mx.uint64, mx.int8, mx.int16, mx.int32, mx.int64,
+              mx.float16, mx.bfloat16, mx.float32, mx.float64, mx.complex64]
+
+
+@pytest.mark.parametrize("name", ["sum", "prod", "max", "min", "mean", "var", "std", "logsumexp", "softmax",
+                                  "argmax", "argmin", "all", "any"])
+def test_every_dtype_gives_declared_dtype(device, name):
+    """Whatever the input dtype, the data computed has the dtype and shape the op declared at the call."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        for d in ALL_DTYPES:
+            for axis in (None, 0, -1):
+                out = getattr(mx, name)(mx.array([[1, 0, 1], [2, 3, 0]], dtype=d), axis=axis, stream=device)
+                data = np.asarray(out)
+                assert data.dtype == out.dtype.np and data.shape == out.shape, (d, axis)
