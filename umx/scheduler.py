@@ -46,7 +46,10 @@ def _plan(targets: list) -> None:
         if n._exec is mark:  # inputs done: emit
             stack.pop()
             if n._seq == 0:
-                n._seq = -1
+                sibs = n._siblings
+                for s in (n,) if sibs is None else sibs:  # siblings are one node: emitted once
+                    s._seq = -1
+                    s._exec = mark
                 order.append(n)
             continue
         n._exec = mark
@@ -77,8 +80,7 @@ def _plan(targets: list) -> None:
                     if waits is None:
                         waits = []
                     waits.append((xe, x._seq))
-                    if xe.device is not dev:
-                        xe.will_be_read_on(x, dev)
+                    xe.will_be_read_on(x, dev)  # a GPU producer marks x (and copies it to the host for a CPU)
             elif waits is None and not ex.is_local(x._data):
                 waits = []  # no wait, but the input must be copied here: the slow path
         if waits is not None:
