@@ -185,3 +185,14 @@ def test_gpu_result_read_many_ways(rng):
     assert_close(np.array(a), x * 2)
     assert float(mx.sum(a, stream=mx.gpu).item()) == pytest.approx(float((x * 2).sum()), rel=1e-5)
     assert "array(" in repr(a)
+
+
+def test_large_elementwise_matches_numpy(device, rng):
+    """Large enough for the CPU's parallel chunks and the GPU's chunked staging."""
+    x = rng.standard_normal((3, 1 << 19)).astype(np.float32)
+    y = rng.standard_normal((3, 1 << 19)).astype(np.float32)
+    a, b = mx.array(x), mx.array(y)
+    assert_close(mx.add(a, b, stream=device), x + y)
+    assert_close(mx.multiply(2.0, a, stream=device), 2 * x)
+    assert_close(mx.greater(a, b, stream=device), x > y)
+    assert_close(mx.exp(mx.transpose(a, stream=device), stream=device), np.exp(x.T), rtol=1e-6)

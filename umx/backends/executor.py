@@ -43,6 +43,9 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
     return Failure(error)
 
 
+_NEVER = float("inf")
+
+
 class WorkerExecutor:
     """Runs a stream's tasks, in order, on a thread of its own."""
 
@@ -53,6 +56,7 @@ class WorkerExecutor:
         self.done = 0  # the last seq finished; written only by the worker thread
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
+        self._wake = _NEVER  # the lowest seq a waiter waits for; guarded by _cond
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -68,7 +72,11 @@ class WorkerExecutor:
         with self._cond:
             self._waiters += 1
             try:
-                while self.done < seq:
+                while True:
+                    if seq < self._wake:
+                        self._wake = seq
+                    if self.done >= seq:
+                        break
                     self._cond.wait(0.25)
             finally:
                 self._waiters -= 1
@@ -103,9 +111,11 @@ class WorkerExecutor:
     def finished(self, seq: int) -> None:
         """Publish that node ``seq`` is done. MUST be called in seq order, by the worker only."""
         self.done = seq
-        # Waiters increment _waiters before reading done, so either they see the new done or we see them.
-        if self._waiters:
+        # Waiters set _waiters and _wake before reading done, so either they see the new done or we see them.
+        # Waking them only at the lowest seq awaited keeps a waiting thread from contending for the GIL per node.
+        if self._waiters and seq >= self._wake:
             with self._cond:
+                self._wake = _NEVER
                 self._cond.notify_all()
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:

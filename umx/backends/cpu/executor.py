@@ -8,8 +8,10 @@ from ... import backends, memory
 from ...dtypes import bfloat16
 from ..executor import WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
+from .parallel import parallelize
 
 KERNELS = bind(np)
+parallelize(KERNELS)
 _HOST = (np.ndarray, np.generic)
 
 

@@ -94,7 +94,9 @@ class CudaExecutor(WorkerExecutor):
         # this thread's CuPy state only: its device, its stream, umx's pool
         cp.cuda.Device(self.index).use()
         self.cuda_stream.use()
-        cp.cuda.using_allocator(gmem.malloc).__enter__()
+        # kept: the context manager restores the previous allocator when it is collected
+        self._allocator = cp.cuda.using_allocator(gmem.malloc)
+        self._allocator.__enter__()
 
     def run_batch(self, tasks: list) -> None:
         try:

@@ -17,14 +17,13 @@ import weakref
 
 import numpy as np
 
+from ..pool import MIN_BYTES, chunks, workers
 from . import _cupy
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
 _H2D = _runtime.memcpyHostToDevice
 _D2H = _runtime.memcpyDeviceToHost
-#: host-to-device copies are cut into chunks, so that filling the pinned stage overlaps the DMA of the last chunk
-CHUNK = 8 << 20
 #: key in ``array._copies`` of a device-to-host copy that was started but may not have finished: (host, event)
 PENDING_HOST = "pending-host"
 
@@ -75,10 +74,16 @@ def to_device(host, copy_stream):
         stage = pinned_empty((n,), np.uint8)
         src = host.reshape(-1).view(np.uint8)
         dst, sp, s = out.data.ptr, stage.ctypes.data, copy_stream.ptr
-        for off in range(0, n, CHUNK):
-            end = min(n, off + CHUNK)
-            stage[off:end] = src[off:end]
-            _runtime.memcpyAsync(dst + off, sp + off, end - off, _H2D, s)
+        if n < MIN_BYTES:
+            stage[:] = src
+            _runtime.memcpyAsync(dst, sp, n, _H2D, s)
+        else:
+            # the stage fills in parallel chunks; each chunk's DMA starts as soon as it is filled
+            parts = chunks(n, 1)
+            fills = [workers().submit(np.copyto, stage[a:b], src[a:b]) for a, b in parts]
+            for (a, b), f in zip(parts, fills):
+                f.result()
+                _runtime.memcpyAsync(dst + a, sp + a, b - a, _H2D, s)
     event = cp.cuda.Event(disable_timing=True)
     event.record(copy_stream)
     return out, event, stage
