@@ -188,7 +188,7 @@ class CudaExecutor(WorkerExecutor):
         copies = x._copies
         c = copies.get(dev) if copies is not None else None
         if c is None:
-            data, event, stage = gmem.to_device(host, self.copy_stream)
+            data, event, stage = gmem.to_device(host, self.cuda_stream, self.copy_stream)
             if stage is not None:
                 self._held.append((event, stage))
             c = (data, event)

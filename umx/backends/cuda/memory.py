@@ -7,7 +7,7 @@ migration of managed memory is never used (it runs at about 2 GB/s against 55 GB
 
 Reuse: CuPy's pool hands a freed block to the next allocation on the stream it was allocated on, which is safe in
 that stream's order. Data read by another stream, or by a copy, is held by the reader's executor until an event
-recorded after the read has passed (see ``CudaExecutor.hold``), so no block is reused under in-flight work.
+recorded after the read has passed (``CudaExecutor._held``), so no block is reused under in-flight work.
 """
 
 from __future__ import annotations
@@ -58,17 +58,21 @@ def pinned_empty(shape: tuple, dtype) -> np.ndarray:
     return raw.view(dtype).reshape(shape)
 
 
-def to_device(host, copy_stream):
+def to_device(host, stream, copy_stream):
     """Start copying host data to the current device on ``copy_stream``: ``(device_array, event, stage)``.
 
-    The result is allocated in the copy stream's pool arena, so its block is reused in that stream's order. The
-    pinned ``stage`` must be kept alive until ``event`` has passed. Called on a dispatcher thread.
+    The result is allocated for ``stream`` (the current stream), so the pool may hand out a block that work
+    already queued there still reads; the copy therefore starts after that work. The pinned ``stage`` must be
+    kept alive until ``event`` has passed. Called on a dispatcher thread.
     """
     if not host.flags.c_contiguous:
         host = np.ascontiguousarray(host)  # (never for 0-d arrays: it would make them 1-d)
-    with copy_stream:
-        out = cp.empty(host.shape, host.dtype)
+    out = cp.empty(host.shape, host.dtype)
     n = host.nbytes
+    if n:
+        queued = cp.cuda.Event(disable_timing=True)
+        queued.record(stream)
+        copy_stream.wait_event(queued)
     stage = None
     if n:
         stage = pinned_empty((n,), np.uint8)
