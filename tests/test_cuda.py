@@ -165,7 +165,7 @@ def test_new_gpu_streams_run_in_parallel_correctly(rng):
 def test_gpu_memory_statistics():
     mx.synchronize()
     before = mx.get_active_memory()
-    a = mx.zeros((1 << 20,), stream=mx.gpu)
+    a = mx.add(mx.arange(1 << 20, dtype=mx.float32, stream=mx.gpu), 1.0, stream=mx.gpu)
     mx.eval(a)
     assert mx.get_active_memory() >= before + a.nbytes - 4096
     mx.reset_peak_memory()
@@ -196,3 +196,18 @@ def test_large_elementwise_matches_numpy(device, rng):
     assert_close(mx.multiply(2.0, a, stream=device), 2 * x)
     assert_close(mx.greater(a, b, stream=device), x > y)
     assert_close(mx.exp(mx.transpose(a, stream=device), stream=device), np.exp(x.T), rtol=1e-6)
+
+
+@needs_gpu
+def test_user_cupy_stream_untouched(rng):
+    """Reading GPU results on the caller's thread leaves the caller's CuPy device and stream as they were."""
+    import cupy
+
+    s = cupy.cuda.Stream(non_blocking=True)
+    s.use()
+    try:
+        a = mx.multiply(mx.transpose(mx.array(rng.standard_normal((3, 4)).astype(np.float32))), 2.0)
+        np.asarray(a)
+        assert cupy.cuda.get_current_stream() == s
+    finally:
+        cupy.cuda.Stream.null.use()

@@ -91,7 +91,8 @@ class CudaExecutor(WorkerExecutor):
 
     # -- the dispatcher --------------------------------------------------------------------------------------------
     def setup_thread(self) -> None:
-        # this thread's CuPy state only: its device, its stream, umx's pool
+        # this thread's CuPy state only: its device, its stream, umx's pool. Never ``with stream:`` on this
+        # thread afterwards: CuPy's stream context falls back to the null stream, not to the one set here.
         cp.cuda.Device(self.index).use()
         self.cuda_stream.use()
         # kept: the context manager restores the previous allocator when it is collected

@@ -135,12 +135,18 @@ class GpuLocation:
         d = a._data
         index = d.device.id
         side = _side_stream(index)
-        # explicit device, stream and allocator for this thread, restored on exit: the user's state is untouched
-        with cp.cuda.Device(index), cp.cuda.using_allocator(malloc), side:
-            if not d.flags.c_contiguous:
-                d = cp.ascontiguousarray(d)
-            host, _ = start_to_host(d, side)
-            side.synchronize()
+        # explicit device, stream and allocator on this thread, restored after: the user's state is untouched.
+        # (Not ``with side:``: CuPy's stream context falls back to the null stream, not to one set by use().)
+        with cp.cuda.Device(index), cp.cuda.using_allocator(malloc):
+            prev = cp.cuda.get_current_stream()
+            side.use()
+            try:
+                if not d.flags.c_contiguous:
+                    d = cp.ascontiguousarray(d)
+                host, _ = start_to_host(d, side)
+                side.synchronize()
+            finally:
+                prev.use()
         return host
 
     def active(self) -> int:
