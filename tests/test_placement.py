@@ -11,9 +11,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import assert_close, place
 
 import umx as mx
-from conftest import assert_close, place
 
 
 def test_elementwise_chain(placement, rng):

@@ -24,8 +24,8 @@ import numpy as np
 
 from ... import backends
 from ... import memory as _memory
-from ...dtypes import bfloat16
 from ...devices import cpu
+from ...dtypes import bfloat16
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import round_bf16
 from . import _cupy
