@@ -140,7 +140,10 @@ class CudaExecutor(WorkerExecutor):
             if hints:
                 devices = hints.pop(n._seq, None)
                 if devices is not None:
-                    self._publish(n, devices)
+                    try:
+                        self._publish(n, devices)
+                    except Exception:  # e.g. no pinned memory left: readers then copy on demand (to_host)
+                        self._mark(n._seq)
             self.finished(n._seq)
         if held:
             self._mark()
