@@ -36,3 +36,35 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6, dtype=None):
     else:
         np.testing.assert_allclose(got.astype(np.complex128 if got.dtype.kind == "c" else np.float64),
                                    exp, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# Where work runs: each device's default stream, and a second stream of each (made lazily, once).
+_PLACES = [("cpu", mx.cpu, 0), ("cpu2", mx.cpu, 1), ("gpu", mx.gpu, 0), ("gpu2", mx.gpu, 1)]
+_streams: dict = {}
+
+
+def place(name: str):
+    """The stream called ``name`` in PLACEMENTS ('cpu', 'cpu2', 'gpu', 'gpu2')."""
+    s = _streams.get(name)
+    if s is None:
+        _, dev, second = next(p for p in _PLACES if p[0] == name)
+        s = _streams[name] = mx.new_stream(dev) if second else mx.default_stream(dev)
+    return s
+
+
+def _placement_param(producer: str, consumer: str):
+    needs_gpu = "gpu" in producer or "gpu" in consumer
+    return pytest.param((producer, consumer), id=f"{producer}-{consumer}",
+                        marks=pytest.mark.skipif(needs_gpu and not mx.is_available(mx.gpu),
+                                                 reason="no CUDA GPU (CuPy and a device)"))
+
+
+PLACEMENTS = [_placement_param(p, c) for p in ("cpu", "cpu2", "gpu", "gpu2") for c in ("cpu", "cpu2", "gpu", "gpu2")
+              if p != c]
+
+
+@pytest.fixture(params=PLACEMENTS)
+def placement(request):
+    """(producer stream, consumer stream): inputs made on one stream or device and used on another."""
+    producer, consumer = request.param
+    return place(producer), place(consumer)

@@ -96,12 +96,13 @@ def _plan(targets: list, inline: bool = False):
                     if waits is None:
                         waits = []
                     waits.append((xe, x._seq))
-                    if xe.device is not dev:
-                        xe.will_be_read_on(x, dev)
+                    xe.will_be_read_on(x, dev)  # a GPU producer marks x (and copies it to the host for a CPU)
             elif waits is None:
                 # Evaluated: its data is where its executor ran (or, for arrays made from data, of its type).
-                if (x._data.__class__ not in local_types) if xe is None else (xe.device is not dev):
-                    waits = []  # no wait, but the input must be copied here: the slow path
+                # Another stream's result takes the slow path: on a GPU, "evaluated" means enqueued, and the
+                # reader must be ordered after the producer's kernel.
+                if (x._data.__class__ not in local_types) if xe is None else (xe is not ex):
+                    waits = []  # no wait, but the input may need a copy or an ordering: the slow path
         tasks.append(n if waits is None else (n, waits))
     tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
     if tr is not None or _tracing.debug_on():

@@ -47,6 +47,9 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
     return Failure(error)
 
 
+_NEVER = float("inf")
+
+
 class WorkerExecutor:
     """Runs a stream's tasks, in order, on a thread of its own."""
 

@@ -10,25 +10,17 @@ while it is in cache, and NumPy releases the GIL inside its loops, so the chunks
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ...dtypes import bfloat16
 from ...fusion import SPLIT_MIN_SIZE
 from ...primitives import Binary, Unary
+from ..pool import workers
 from ..xp import round_bf16
 
 CORES = os.cpu_count() or 1
-_pool: ThreadPoolExecutor | None = None
 _compiled: dict = {}
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(CORES, thread_name_prefix="umx-cpu-split")
-    return _pool
 
 
 def _compile(f, table) -> list:
@@ -105,9 +97,13 @@ def _run_split(steps, leaves, root):
     def work(lo: int) -> None:
         hi = min(lo + chunk, n)
         vals = [x[lo:hi] if x.__class__ is np.ndarray and x.ndim else x for x in flat]
-        with np.errstate(all="ignore"):
-            _run_program(steps, vals, out=flat_out[lo:hi])
+        _run_program(steps, vals, out=flat_out[lo:hi])
 
-    list(_threads().map(work, range(0, n, chunk)))
+    starts = range(0, n, chunk)
+    futures = [workers().submit(work, lo) for lo in starts[1:]]
+    with np.errstate(all="ignore"):
+        work(0)  # this thread takes a chunk too, rather than only waiting
+    for f in futures:
+        f.result()
     return out
 

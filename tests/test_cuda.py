@@ -1,0 +1,213 @@
+"""The CUDA backend: every op gives the CPU's results on the GPU, and the GPU's devices, streams and memory.
+
+Parity tests run each op on the CPU stream and on every available device, comparing with the CPU (float32
+tolerance); without a GPU they still run on the CPU's two streams. GPU-only tests skip with a reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import umx as mx
+from umx.ops.elementwise import _BINARY_NAMES, _UNARY_NAMES
+
+needs_gpu = pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+
+_INT_ONLY = {"bitwise_invert"}
+_INT_BINARY = {"bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift"}
+
+
+def _unary_input(name: str, rng):
+    if name in _INT_ONLY:
+        return rng.integers(-50, 50, (4, 5)).astype(np.int32)
+    x = rng.uniform(-0.9, 0.9, (4, 5)).astype(np.float32)
+    if name in ("arccosh",):
+        x = 1.5 + np.abs(x)
+    if name in ("isnan", "isinf", "isfinite", "isposinf", "isneginf"):
+        x[0, :3] = [np.nan, np.inf, -np.inf]
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(_UNARY_NAMES))
+def test_unary_matches_cpu(name, device, rng):
+    x = mx.array(_unary_input(name, rng))
+    fn = getattr(mx, name)
+    assert_close(fn(x, stream=device), np.asarray(fn(x, stream=mx.cpu)), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(_BINARY_NAMES))
+def test_binary_matches_cpu(name, device, rng):
+    if name in _INT_BINARY:
+        a = rng.integers(0, 50, (4, 5)).astype(np.int32)
+        b = rng.integers(0, 5, (5,)).astype(np.int32)
+    else:
+        a = rng.uniform(0.5, 2.0, (4, 5)).astype(np.float32)
+        b = rng.uniform(0.5, 2.0, (5,)).astype(np.float32)
+    fn = getattr(mx, name)
+    for x, y in ((mx.array(a), mx.array(b)), (mx.array(a), 3), (2, mx.array(b))):
+        assert_close(fn(x, y, stream=device), np.asarray(fn(x, y, stream=mx.cpu)), rtol=2e-6, atol=1e-6)
+
+
+def test_scalars_only_on_device(device):
+    """Ops whose inputs are all constants (NumPy scalars) still run on a GPU stream."""
+    assert_close(mx.add(mx.array(1.5), 2.0, stream=device), np.float32(3.5))
+    assert_close(mx.exp(mx.array(0.0), stream=device), np.float32(1.0))
+    assert_close(mx.sum(mx.array(2.0), stream=device), np.float32(2.0))
+
+
+def test_other_kernels_match_cpu(device, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    a = mx.array(x)
+    cases = [
+        lambda s: mx.where(mx.greater(a, 0, stream=s), a, -1.0, stream=s),
+        lambda s: mx.round(a, 2, stream=s),
+        lambda s: mx.clip(a, -0.5, 0.5, stream=s),
+        lambda s: mx.sum(a, axis=(0, 2), stream=s),
+        lambda s: mx.prod(a, axis=-1, keepdims=True, stream=s),
+        lambda s: mx.mean(a, stream=s),
+        lambda s: mx.min(a, axis=1, stream=s),
+        lambda s: mx.all(mx.greater(a, -5, stream=s), axis=0, stream=s),
+        lambda s: mx.any(mx.greater(a, 1, stream=s), stream=s),
+        lambda s: mx.argmin(a, axis=-1, stream=s),
+        lambda s: mx.std(a, axis=1, ddof=1, stream=s),
+        lambda s: mx.logsumexp(a, axis=(1, 2), stream=s),
+        lambda s: mx.softmax(a, axis=-1, stream=s),
+        lambda s: mx.matmul(a, mx.transpose(a, (0, 2, 1), stream=s), stream=s),
+        lambda s: mx.reshape(a, (4, 15), stream=s),
+        lambda s: mx.moveaxis(a, 0, -1, stream=s),
+        lambda s: mx.concatenate([a, a], axis=1, stream=s),
+        lambda s: mx.stack(mx.split(a, [1, 3], axis=2, stream=s)[1:], stream=s),
+        lambda s: mx.view(a, mx.int32, stream=s),
+        lambda s: mx.astype(a, mx.bfloat16, stream=s),
+        lambda s: mx.astype(a, mx.float16, stream=s),
+        lambda s: mx.arange(0, 5, 0.5, stream=s),
+        lambda s: mx.linspace(-1, 1, 7, stream=s),
+        lambda s: mx.eye(4, 5, 1, stream=s),
+        lambda s: mx.full((2, 3), 7, mx.int32, stream=s),
+        lambda s: mx.erf(a, stream=s),
+        lambda s: mx.erfinv(mx.multiply(mx.tanh(a, stream=s), 0.99, stream=s), stream=s),
+        lambda s: mx.sigmoid(a, stream=s),
+        lambda s: mx.rsqrt(mx.abs(a, stream=s), stream=s),
+        lambda s: a[1:, ::2, mx.array([0, 3])],
+        lambda s: mx.random.normal((100,), key=mx.random.key(3), stream=s),
+        lambda s: mx.random.bits((50,), key=mx.random.key(4), stream=s),
+    ]
+    for i, case in enumerate(cases):
+        got, want = case(device), np.asarray(case(mx.cpu))
+        try:
+            assert_close(got, want, rtol=1e-5, atol=1e-5)
+        except AssertionError as e:
+            raise AssertionError(f"case {i}: {e}") from None
+
+
+@pytest.mark.parametrize("op", ["add", "maximum", "minimum", None])
+def test_scatter_matches_cpu(device, op, rng):
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    v = rng.standard_normal((4, 3)).astype(np.float32)
+    idx = mx.array(np.array([1, 4, 1, 0], np.int32))
+
+    def run(s):
+        a = mx.multiply(mx.array(x), 1.0, stream=s)
+        at = a.at[idx]
+        return getattr(at, op)(mx.array(v)) if op else _set(a, idx, mx.array(v))
+
+    got = run(device)
+    want = x.copy()
+    if op:
+        getattr(np, op).at(want, [1, 4, 1, 0], v)
+        assert_close(got, want)
+    else:
+        want[[4, 0]] = v[[1, 3]]
+        assert_close(got[mx.array([0, 4, 2, 3, 5])], want[[0, 4, 2, 3, 5]])
+
+
+def _set(a, idx, v):
+    a[idx] = v
+    return a
+
+
+@needs_gpu
+def test_default_device_is_gpu():
+    assert mx.default_device() == mx.Device(mx.gpu, 0)
+    assert mx.default_stream(mx.gpu).device == mx.Device(mx.gpu, 0)
+
+
+@needs_gpu
+def test_every_gpu_is_a_device(rng):
+    x = rng.standard_normal((8,)).astype(np.float32)
+    results = []
+    for i in range(mx.device_count(mx.gpu)):
+        dev = mx.Device(mx.gpu, i)
+        assert mx.is_available(dev)
+        assert "device_name" in mx.device_info(dev)
+        results.append(mx.exp(mx.array(x), stream=dev))
+    prev = None
+    for r in results:  # a chain across GPUs, too
+        prev = r if prev is None else mx.add(prev, r, stream=mx.default_stream(mx.gpu))
+    assert_close(prev, np.exp(x) * len(results), rtol=1e-5)
+    assert not mx.is_available(mx.Device(mx.gpu, mx.device_count(mx.gpu)))
+
+
+@needs_gpu
+def test_new_gpu_streams_run_in_parallel_correctly(rng):
+    streams = [mx.new_stream(mx.gpu) for _ in range(3)]
+    assert len({s.executor.cuda_stream.ptr for s in streams}) == 3
+    x = rng.standard_normal((1 << 16,)).astype(np.float32)
+    a = mx.array(x)
+    outs = [mx.multiply(mx.add(a, float(i), stream=s), 2.0, stream=s) for i, s in enumerate(streams)]
+    total = mx.add(mx.add(outs[0], outs[1]), outs[2])
+    assert_close(total, ((x + 0) + (x + 1) + (x + 2)) * 2, rtol=1e-5)
+
+
+@needs_gpu
+def test_gpu_memory_statistics():
+    mx.synchronize()
+    before = mx.get_active_memory()
+    a = mx.add(mx.arange(1 << 20, dtype=mx.float32, stream=mx.gpu), 1.0, stream=mx.gpu)
+    mx.eval(a)
+    assert mx.get_active_memory() >= before + a.nbytes - 4096
+    mx.reset_peak_memory()
+    assert mx.get_peak_memory() >= mx.get_active_memory() - 4096
+    del a
+    mx.clear_cache()
+    assert mx.get_cache_memory() >= 0
+    prev = mx.set_memory_limit(1 << 40)
+    assert mx.set_memory_limit(prev) == 1 << 40
+
+
+@needs_gpu
+def test_gpu_result_read_many_ways(rng):
+    x = rng.standard_normal((3, 2)).astype(np.float32)
+    a = mx.multiply(mx.array(x), 2.0, stream=mx.gpu)
+    assert a.tolist() == (x * 2).tolist()
+    assert_close(np.array(a), x * 2)
+    assert float(mx.sum(a, stream=mx.gpu).item()) == pytest.approx(float((x * 2).sum()), rel=1e-5)
+    assert "array(" in repr(a)
+
+
+def test_large_elementwise_matches_numpy(device, rng):
+    """Large enough for the CPU's parallel chunks and the GPU's chunked staging."""
+    x = rng.standard_normal((3, 1 << 19)).astype(np.float32)
+    y = rng.standard_normal((3, 1 << 19)).astype(np.float32)
+    a, b = mx.array(x), mx.array(y)
+    assert_close(mx.add(a, b, stream=device), x + y)
+    assert_close(mx.multiply(2.0, a, stream=device), 2 * x)
+    assert_close(mx.greater(a, b, stream=device), x > y)
+    assert_close(mx.exp(mx.transpose(a, stream=device), stream=device), np.exp(x.T), rtol=1e-6)
+
+
+@needs_gpu
+def test_user_cupy_stream_untouched(rng):
+    """Reading GPU results on the caller's thread leaves the caller's CuPy device and stream as they were."""
+    import cupy
+
+    s = cupy.cuda.Stream(non_blocking=True)
+    s.use()
+    try:
+        a = mx.multiply(mx.transpose(mx.array(rng.standard_normal((3, 4)).astype(np.float32))), 2.0)
+        np.asarray(a)
+        assert cupy.cuda.get_current_stream() == s
+    finally:
+        cupy.cuda.Stream.null.use()

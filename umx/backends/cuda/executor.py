@@ -1,0 +1,287 @@
+"""The GPU stream's executor: a dispatcher thread that launches CuPy kernels on a non-blocking CUDA stream.
+
+For a GPU executor ``done`` counts nodes *dispatched* (their kernels enqueued), not finished. Completion is
+tracked with *marks*: CUDA events recorded after a node, kept as ``(seq, event)`` in seq order; once a mark's
+event has passed, every node up to its seq has finished. Marks are recorded only where someone needs one: after a
+node that the planner says another stream will read (``will_be_read_on``), before the dispatcher blocks, and at
+the end of each batch. So a chain of 500 kernels costs one event, not 500.
+
+Cross-stream dependencies never stall the GPU or the caller:
+
+- GPU after GPU: the consumer's dispatcher waits until the producer has *dispatched* the node, then enqueues
+  ``cudaStreamWaitEvent`` on the producer's mark.
+- CPU after GPU: the producer starts the copy to pinned host memory right after the kernel, on its copy stream;
+  the CPU worker waits on that copy's event (``wait`` and ``memory.GpuLocation.to_host``).
+- GPU after CPU: the dispatcher waits for the CPU node, then enqueues the copy (pinned stage, copy stream, event)
+  and the kernel; only the dispatcher thread blocks, never the caller and never a GPU kernel.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ... import backends
+from ... import memory as _memory
+from ...devices import cpu
+from ...dtypes import bfloat16
+from ...fusion import Fused
+from ..executor import Failure, WorkerExecutor, failure_of, set_result
+from ..xp import round_bf16
+from . import _cupy
+from . import memory as gmem
+from .fusion import KernelCache
+from .kernels import device_args, make_table
+
+cp = _cupy()
+KERNELS = make_table()
+_FUSED = KernelCache(cp)
+_memory.register_location(cp.ndarray, gmem.LOCATION)
+_MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
+
+
+class CudaExecutor(WorkerExecutor):
+    """A GPU stream: a dispatcher thread enqueuing CuPy kernels, in stream order, on its own CUDA stream."""
+
+    def __init__(self, stream):
+        self.index = stream.device.index
+        # created on the caller's thread: the Device context restores the caller's current device on exit
+        with cp.cuda.Device(self.index):
+            self.cuda_stream = cp.cuda.Stream(non_blocking=True)
+            self.copy_stream = cp.cuda.Stream(non_blocking=True)
+        self._marks: list = []  # (seq, event), seq increasing; guarded by _mark_cond
+        self._mark_cond = threading.Condition(threading.Lock())
+        self._complete = 0  # every node up to this seq has finished on the GPU
+        self._marked = 0  # the seq of the last mark
+        self._held: list = []  # (event, refs): data that GPU work reads, kept alive until event has passed
+        self._hints: dict = {}  # seq -> devices that will read the node (from the planner)
+        super().__init__(stream, f"umx-gpu{self.index}-stream-{stream.index}")
+        backends.register_executor(self)
+
+    # -- called by the scheduler and by other executors -------------------------------------------------------
+    # NumPy scalars (constants) go straight to kernels. Device data takes the slow path even here: it may come
+    # from another stream whose kernel is still running.
+    local_types = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
+
+    def is_local(self, data) -> bool:
+        return data.__class__ in self.local_types
+
+    def try_run_inline(self) -> bool:
+        # CuPy's device, stream and allocator are per thread and set up on the dispatcher: launches from the
+        # caller's thread would go to the caller's stream.
+        return False
+
+    def will_be_read_on(self, node, device) -> None:
+        if node._seq > self.done:
+            self._hints.setdefault(node._seq, set()).add(device)
+
+    def wait(self, seq: int) -> None:
+        """Block until node ``seq`` has finished on the GPU (the host may read its data)."""
+        if seq <= self._complete:
+            return
+        WorkerExecutor.wait(self, seq)
+        mark = self.mark_for(seq)
+        if mark is not None:
+            mseq, event = mark
+            event.synchronize()
+            if mseq > self._complete:
+                self._complete = mseq
+
+    def mark_for(self, seq: int):
+        """``(mseq, event)``: a mark at or after dispatched node ``seq``, or None if it is known to be finished."""
+        with self._mark_cond:
+            while True:
+                if seq <= self._complete:
+                    return None
+                for m in self._marks:
+                    if m[0] >= seq:
+                        return m
+                # dispatched but not yet marked: the dispatcher marks before it blocks and after each batch
+                self._mark_cond.wait(0.25)
+
+    # -- the dispatcher --------------------------------------------------------------------------------------------
+    def setup_thread(self) -> None:
+        # this thread's CuPy state only: its device, its stream, umx's pool. Never ``with stream:`` on this
+        # thread afterwards: CuPy's stream context falls back to the null stream, not to the one set here.
+        cp.cuda.Device(self.index).use()
+        self.cuda_stream.use()
+        # kept: the context manager restores the previous allocator when it is collected
+        self._allocator = cp.cuda.using_allocator(gmem.malloc)
+        self._allocator.__enter__()
+
+    def run_batch(self, tasks: list) -> None:
+        try:
+            self._run(tasks)
+        finally:
+            self._mark()
+            self._release()
+            gmem.LOCATION.sample_peak()
+
+    def _run(self, tasks: list) -> None:
+        table = KERNELS
+        hints = self._hints
+        held: list = []
+        for t in tasks:
+            if type(t) is tuple or type(t) is Fused:
+                n, waits = t if type(t) is tuple else (t, None)
+                ins = n._inputs
+                try:
+                    if waits:
+                        self._wait_for(waits)
+                    args = self._fetch(ins, held) if waits is not None else [x._data for x in ins]
+                    if type(n) is Fused:
+                        out = self._run_fused(n, args)
+                    else:
+                        out = _call(table[n._prim.__class__], n._prim, args)
+                except BaseException as e:
+                    out = failure_of(n, ins, e)
+                args = None
+            else:
+                n = t
+                ins = n._inputs
+                try:
+                    out = _call(table[n._prim.__class__], n._prim, [x._data for x in ins])
+                except BaseException as e:
+                    out = failure_of(n, ins, e)
+            if n._dtype is bfloat16 and type(out) is not tuple and type(out) is not Failure and type(n) is not Fused:
+                out = round_bf16(cp, out)
+            if type(n) is Fused:
+                set_result(n, out)
+                n = n.root  # the node that other streams read
+            elif n._siblings is None:
+                n._data = out
+                n._inputs = ()
+                n._prim = None
+            else:
+                set_result(n, out)
+            if hints:
+                devices = hints.pop(n._seq, None)
+                if devices is not None:
+                    try:
+                        self._publish(n, devices)
+                    except Exception:  # e.g. no pinned memory left: readers then copy on demand (to_host)
+                        self._mark(n._seq)
+            self.finished(n._seq)
+        if held:
+            self._mark()
+            self._held.append((self._marks[-1][1], held))
+
+    def _run_fused(self, f, leaves: list):
+        """A fused region: one generated kernel, or (a structure CUDA code cannot express) its steps one by one."""
+        root = f.root
+        kernel = _FUSED.get(f)
+        if kernel is not None:
+            out = cp.empty(root._shape, root._dtype.np)
+            kernel(*leaves, out)
+            return out
+        values = list(leaves)
+        for (prim, args), node in zip(f.program, f.nodes):
+            v = _call(KERNELS[prim.__class__], prim, [values[a] for a in args])
+            values.append(round_bf16(cp, v) if node._dtype is bfloat16 else v)
+        return values[-1]
+
+    def _wait_for(self, waits: list) -> None:
+        """Order this stream after other streams' nodes; blocks this dispatcher only."""
+        self._mark()  # whoever waits on our earlier nodes must not wait for this block to end
+        for ex, seq in waits:
+            if type(ex) is CudaExecutor:
+                WorkerExecutor.wait(ex, seq)  # dispatched: its mark follows promptly
+                if ex.index == self.index:
+                    mark = ex.mark_for(seq)
+                    if mark is not None:
+                        self.cuda_stream.wait_event(mark[1])
+            else:
+                ex.wait(seq)  # a CPU stream: its result is complete when this returns
+
+    def _fetch(self, ins: tuple, held: list) -> list:
+        """The inputs' data on this device, copied here if needed, with the waits that reading it requires."""
+        args = []
+        for x in ins:
+            d = x._data
+            if type(d) is cp.ndarray:
+                if d.device.id != self.index:
+                    self._mark()  # host_copy blocks this dispatcher
+                    d = self._copy_in(x, _memory.host_copy(x))  # another GPU: through the host, once per device
+                else:
+                    ex = x._exec
+                    if ex is not self and type(ex) is CudaExecutor:
+                        mark = ex.mark_for(x._seq)
+                        if mark is not None:
+                            self.cuda_stream.wait_event(mark[1])
+                held.append(d)
+            elif type(d) is np.ndarray:
+                d = self._copy_in(x, d)
+                held.append(d)
+            elif type(d) is Failure:
+                raise d.error
+            args.append(d)
+        return args
+
+    def _copy_in(self, x, host: np.ndarray):
+        """``x``'s copy on this device (made once, on the copy stream); this stream is ordered after the copy."""
+        dev = self.device
+        copies = x._copies
+        c = copies.get(dev) if copies is not None else None
+        if c is None:
+            data, event, stage = gmem.to_device(host, self.cuda_stream, self.copy_stream)
+            if stage is not None:
+                self._held.append((event, stage))
+            c = (data, event)
+            _memory.set_copy(x, dev, c)
+        self.cuda_stream.wait_event(c[1])
+        return c[0]
+
+    def _publish(self, n, devices: set) -> None:
+        """Node ``n`` will be read by other streams: mark it, and start its copy to the host if a CPU reads it."""
+        outs = [s._data for s in n._siblings] if n._siblings is not None else [n._data]
+        to_host = any(d.type is cpu for d in devices)
+        if to_host:
+            outs = [cp.ascontiguousarray(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
+                    for d in outs]
+        self._mark(n._seq)  # n is not yet published as dispatched, so no reader can miss this mark
+        if not to_host:
+            return
+        event = self._marks[-1][1]
+        self.copy_stream.wait_event(event)
+        nodes = n._siblings if n._siblings is not None else (n,)
+        for s, d in zip(nodes, outs):
+            if type(d) is cp.ndarray:
+                host, done = gmem.start_to_host(d, self.copy_stream)
+                _memory.set_copy(s, gmem.PENDING_HOST, (host, done))
+                self._held.append((done, d))
+
+    def _mark(self, seq: int = 0) -> None:
+        """Record a mark after node ``seq`` (default: the last dispatched one), unless it has one."""
+        seq = seq or self.done
+        if seq <= self._marked:
+            return
+        event = cp.cuda.Event(disable_timing=True)
+        event.record(self.cuda_stream)
+        with self._mark_cond:
+            marks = self._marks
+            if len(marks) >= _MAX_MARKS:
+                while marks and marks[0][1].done:
+                    self._complete = max(self._complete, marks.pop(0)[0])
+            marks.append((seq, event))
+            self._marked = seq
+            self._mark_cond.notify_all()
+
+    def _release(self) -> None:
+        """Drop the data held for GPU work that has finished."""
+        if self._held:
+            self._held = [h for h in self._held if not h[0].done]
+
+    def _fail_rest(self, tasks: list, error: BaseException) -> None:
+        super()._fail_rest(tasks, error)
+        self._mark()
+
+
+def _call(kernel, prim, args: list):
+    try:
+        return kernel(prim, *args)
+    except Exception:
+        # NumPy scalars go straight to CuPy's ufuncs; the kernels that refuse them get 0-d device arrays instead
+        if not any(isinstance(a, np.generic) for a in args):
+            raise
+        return kernel(prim, *device_args(args))

@@ -1,0 +1,64 @@
+"""The kernel table on CuPy: the shared NumPy-API kernels, with overrides where CuPy lacks or differs."""
+
+from __future__ import annotations
+
+import cupyx
+import cupyx.scipy.special as special
+import numpy as np
+
+from ...primitives import elementwise as ew
+from ...primitives import indexing as ix
+from ..xp import bind
+from . import _cupy
+
+cp = _cupy()
+
+
+def _erf(prim, x):
+    return special.erf(x).astype(x.dtype, copy=False)
+
+
+def _erfinv(prim, x):
+    return special.erfinv(x).astype(x.dtype, copy=False)
+
+
+def _isposinf(prim, x):
+    return cp.isinf(x) & (x > 0)
+
+
+def _isneginf(prim, x):
+    return cp.isinf(x) & (x < 0)
+
+
+# atomic scatters: CuPy's ufunc.at covers fewer ufuncs and dtypes than these
+_SCATTER = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}
+
+
+def _scatter(prim, x, values, *index_arrays):
+    out = cp.array(x, copy=True)
+    key = ix.fill_key(prim.key, index_arrays)
+    if prim.op is None:
+        out[key] = values
+        return out
+    fn = _SCATTER.get(prim.op)
+    if fn is not None:
+        fn(out, key, values)
+    else:
+        getattr(cp, prim.op).at(out, key, values)
+    return out
+
+
+def make_table() -> dict:
+    table = bind(cp)
+    table[type(ew.UNARY["Erf"])] = _erf
+    table[type(ew.UNARY["ErfInv"])] = _erfinv
+    table[type(ew.UNARY["IsPosInf"])] = _isposinf
+    table[type(ew.UNARY["IsNegInf"])] = _isneginf
+    table[ix.Scatter] = _scatter
+    return table
+
+
+def device_args(args: list) -> list:
+    """``args`` with NumPy scalars made 0-d device arrays: for kernels that refuse them (most non-ufuncs, and
+    ufuncs given no array)."""
+    return [cp.asarray(a) if isinstance(a, (np.generic, np.ndarray)) else a for a in args]

@@ -1,0 +1,182 @@
+"""GPU memory: the device pool, the pinned host pool, and copies between the host and a GPU.
+
+umx allocates device memory from a CuPy ``MemoryPool`` of its own (installed as the thread-local allocator of its
+dispatcher threads, so the user's CuPy allocator is untouched) and stages host transfers through pinned host memory
+from CuPy's pinned pool. Copies run on a copy stream, asynchronously, and are ordered with CUDA events; page-fault
+migration of managed memory is never used (it runs at about 2 GB/s against 55 GB/s for pinned copies).
+
+Reuse: CuPy's pool hands a freed block to the next allocation on the stream it was allocated on, which is safe in
+that stream's order. Data read by another stream, or by a copy, is held by the reader's executor until an event
+recorded after the read has passed (``CudaExecutor._held``), so no block is reused under in-flight work.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from ..pool import MIN_BYTES, chunks, workers
+from . import _cupy
+
+cp = _cupy()
+_runtime = cp.cuda.runtime
+_H2D = _runtime.memcpyHostToDevice
+_D2H = _runtime.memcpyDeviceToHost
+#: key in ``array._copies`` of a device-to-host copy that was started but may not have finished: (host, event)
+PENDING_HOST = "pending-host"
+
+POOL = cp.cuda.MemoryPool()
+_pinned_pool = cp.get_default_pinned_memory_pool()
+_lock = threading.Lock()  # MUST be held to change the pinned counters: any thread may stage a copy
+_pinned_live = 0
+_peak = 0
+
+
+def malloc(nbytes: int):
+    """The allocator of umx's dispatcher threads: umx's own pool."""
+    return POOL.malloc(nbytes)
+
+
+def _unpin(nbytes: int) -> None:
+    global _pinned_live
+    with _lock:
+        _pinned_live -= nbytes
+
+
+def pinned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised NumPy array in pinned host memory (from the pool; returned there when freed)."""
+    global _pinned_live
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    mem = cp.cuda.alloc_pinned_memory(max(n, 1))
+    raw = np.frombuffer(mem, np.uint8, n)  # every view of it keeps it, and so the pinned block, alive
+    with _lock:
+        _pinned_live += n
+    weakref.finalize(raw, _unpin, n)
+    return raw.view(dtype).reshape(shape)
+
+
+def to_device(host, stream, copy_stream):
+    """Start copying host data to the current device on ``copy_stream``: ``(device_array, event, stage)``.
+
+    The result is allocated for ``stream`` (the current stream), so the pool may hand out a block that work
+    already queued there still reads; the copy therefore starts after that work. The pinned ``stage`` must be
+    kept alive until ``event`` has passed. Called on a dispatcher thread.
+    """
+    if not host.flags.c_contiguous:
+        host = np.ascontiguousarray(host)  # (never for 0-d arrays: it would make them 1-d)
+    out = cp.empty(host.shape, host.dtype)
+    n = host.nbytes
+    if n:
+        queued = cp.cuda.Event(disable_timing=True)
+        queued.record(stream)
+        copy_stream.wait_event(queued)
+    stage = None
+    if n:
+        stage = pinned_empty((n,), np.uint8)
+        src = host.reshape(-1).view(np.uint8)
+        dst, sp, s = out.data.ptr, stage.ctypes.data, copy_stream.ptr
+        if n < MIN_BYTES:
+            stage[:] = src
+            _runtime.memcpyAsync(dst, sp, n, _H2D, s)
+        else:
+            # the stage fills in parallel chunks; each chunk's DMA starts as soon as it is filled
+            parts = chunks(n, 1)
+            fills = [workers().submit(np.copyto, stage[a:b], src[a:b]) for a, b in parts]
+            for (a, b), f in zip(parts, fills):
+                f.result()
+                _runtime.memcpyAsync(dst + a, sp + a, b - a, _H2D, s)
+    event = cp.cuda.Event(disable_timing=True)
+    event.record(copy_stream)
+    return out, event, stage
+
+
+def start_to_host(data, copy_stream):
+    """Start copying device ``data`` (complete once ``copy_stream`` reaches this point) into pinned memory.
+
+    Returns ``(host, event)``: ``host`` may be read once ``event`` has passed; ``data`` must be kept alive till then.
+    """
+    host = pinned_empty(data.shape, data.dtype)
+    if host.nbytes:
+        _runtime.memcpyAsync(host.ctypes.data, data.data.ptr, host.nbytes, _D2H, copy_stream.ptr)
+    event = cp.cuda.Event(disable_timing=True)
+    event.record(copy_stream)
+    return host, event
+
+
+_side_streams: dict = {}
+
+
+def _side_stream(index: int):
+    """A per-device stream for synchronous copies made outside the dispatchers (from the caller or a CPU worker)."""
+    s = _side_streams.get(index)
+    if s is None:
+        with cp.cuda.Device(index):
+            s = _side_streams.setdefault(index, cp.cuda.Stream(non_blocking=True))
+    return s
+
+
+class GpuLocation:
+    """The memory handler of CuPy arrays (see ``umx.memory.register_location``)."""
+
+    def to_host(self, a) -> np.ndarray:
+        """A host copy of evaluated array ``a``'s device data: waits for the data, then copies it (once)."""
+        copies = a._copies
+        pending = copies.get(PENDING_HOST) if copies else None
+        if pending is not None:
+            host, event = pending
+            event.synchronize()
+            return host
+        ex = a._exec
+        if ex is not None:
+            ex.wait(a._seq)
+        d = a._data
+        index = d.device.id
+        side = _side_stream(index)
+        # explicit device, stream and allocator on this thread, restored after: the user's state is untouched.
+        # (Not ``with side:``: CuPy's stream context falls back to the null stream, not to one set by use().)
+        with cp.cuda.Device(index), cp.cuda.using_allocator(malloc):
+            prev = cp.cuda.get_current_stream()
+            side.use()
+            try:
+                if not d.flags.c_contiguous:
+                    d = cp.ascontiguousarray(d)
+                host, _ = start_to_host(d, side)
+                side.synchronize()
+            finally:
+                prev.use()
+        return host
+
+    def active(self) -> int:
+        return POOL.used_bytes() + _pinned_live
+
+    def peak(self) -> int:
+        return max(_peak, self.active())
+
+    def reset_peak(self) -> None:
+        global _peak
+        _peak = self.active()
+
+    def sample_peak(self) -> None:
+        """Fold the current usage into the peak (called by the dispatchers after each batch)."""
+        global _peak
+        now = POOL.used_bytes() + _pinned_live
+        if now > _peak:
+            _peak = now
+
+    def cache(self) -> int:
+        return POOL.free_bytes()
+
+    def set_limit(self, limit: int) -> None:
+        for i in range(_runtime.getDeviceCount()):
+            with cp.cuda.Device(i):
+                POOL.set_limit(size=limit)
+
+    def clear_cache(self) -> None:
+        POOL.free_all_blocks()
+        _pinned_pool.free_all_blocks()
+
+
+LOCATION = GpuLocation()
