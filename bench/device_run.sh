@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
+# Used as: bash bench/device_run.sh   (in the repository root, with CuPy and a GPU)
+set -u
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
+timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 --maxfail=30 tests \
+  > "$OUT/pytest.log" 2>&1
+echo "pytest exit $?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3
+grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
+timeout 120 python3 bench/seed.py --runs 20 2>&1 | tee "$OUT/seed.log" | tail -25
+UMX_FUSION=0 timeout 60 python3 bench/seed.py --runs 10 2>&1 | tail -12 > "$OUT/seed_nofusion.log"
+echo "--- without fusion"; cat "$OUT/seed_nofusion.log"
+timeout 60 python3 bench/transfer.py 2>&1 | tee "$OUT/transfer.log" | tail -14
+timeout 60 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
+for p in "gpu gpu" "gpu cpu"; do set -- $p
+  timeout 60 python3 bench/trace_seed.py --d1 $1 --d2 $2 -o "$OUT/trace-seed-$1-$2.png" > /dev/null 2>&1 || echo "trace $1/$2 failed"
+done
+ls "$OUT"
