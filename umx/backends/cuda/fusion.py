@@ -1,0 +1,131 @@
+"""Fused regions on the GPU: one generated CuPy ElementwiseKernel per region structure.
+
+The planner (``umx.fusion``) hands a region as a small program over its leaves. Here each step becomes one line
+of CUDA C++ in registers; the kernel is compiled once per program structure (primitives, wiring and dtypes) and
+cached, so the seed's 500 exps are one launch after the first eval. CuPy's ElementwiseKernel broadcasts the
+leaves to the output shape and takes NumPy scalars (our constants) as scalar arguments.
+"""
+
+from __future__ import annotations
+
+from ...dtypes import bfloat16
+from ...primitives import AsType, Round, Where
+from ...primitives.elementwise import Binary, Unary
+
+C_TYPES = {
+    "bool": "bool", "uint8": "unsigned char", "uint16": "unsigned short", "uint32": "unsigned int",
+    "uint64": "unsigned long long", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long long",
+    "float16": "float16", "bfloat16": "float", "float32": "float", "float64": "double",
+}
+
+# Expressions over a (and b); {T} is the C type of the result. Integer and float forms differ where C's
+# semantics differ from NumPy's (division, remainder, abs).
+_FLOAT_UNARY = {
+    "Abs": "fabs({a})", "Negative": "-{a}", "Square": "{a} * {a}", "Floor": "floor({a})", "Ceil": "ceil({a})",
+    "Trunc": "trunc({a})", "Exp": "exp({a})", "Expm1": "expm1({a})", "Log": "log({a})", "Log2": "log2({a})",
+    "Log10": "log10({a})", "Log1p": "log1p({a})", "Sqrt": "sqrt({a})", "Rsqrt": "rsqrt({a})",
+    "Reciprocal": "({T})1 / {a}", "Sin": "sin({a})", "Cos": "cos({a})", "Tan": "tan({a})", "ArcSin": "asin({a})",
+    "ArcCos": "acos({a})", "ArcTan": "atan({a})", "Sinh": "sinh({a})", "Cosh": "cosh({a})", "Tanh": "tanh({a})",
+    "ArcSinh": "asinh({a})", "ArcCosh": "acosh({a})", "ArcTanh": "atanh({a})",
+    "Degrees": "{a} * ({T})57.29577951308232", "Radians": "{a} * ({T})0.017453292519943295",
+    "Sigmoid": "({T})0.5 * tanh(({T})0.5 * {a}) + ({T})0.5", "Erf": "erf({a})", "ErfInv": "erfinv({a})",
+    "Sign": "({T})(({a} > 0) - ({a} < 0))", "IsNan": "isnan({a})", "IsInf": "isinf({a})",
+    "IsFinite": "isfinite({a})", "IsPosInf": "(isinf({a}) && {a} > 0)", "IsNegInf": "(isinf({a}) && {a} < 0)",
+    "LogicalNot": "!{a}",
+}
+_INT_UNARY = {
+    "Abs": "({a} < 0 ? ({T})-{a} : {a})", "Negative": "({T})-{a}", "Square": "({T})({a} * {a})", "Floor": "{a}",
+    "Ceil": "{a}", "Trunc": "{a}", "Sign": "({T})(({a} > 0) - ({a} < 0))", "BitwiseInvert": "({T})~{a}",
+    "LogicalNot": "!{a}", "IsNan": "false", "IsInf": "false", "IsFinite": "true", "IsPosInf": "false",
+    "IsNegInf": "false",
+}
+_COMMON_BINARY = {
+    "Add": "{a} + {b}", "Subtract": "{a} - {b}", "Multiply": "{a} * {b}", "Equal": "{a} == {b}",
+    "NotEqual": "{a} != {b}", "Less": "{a} < {b}", "LessEqual": "{a} <= {b}", "Greater": "{a} > {b}",
+    "GreaterEqual": "{a} >= {b}", "LogicalAnd": "({a} && {b})", "LogicalOr": "({a} || {b})",
+    "LogicalXor": "((bool){a} != (bool){b})",
+}
+_FLOAT_BINARY = {
+    **_COMMON_BINARY, "Divide": "{a} / {b}", "FloorDivide": "floor({a} / {b})",
+    "Remainder": "({b} == 0 ? ({T})NAN : {a} - floor({a} / {b}) * {b})", "Power": "pow({a}, {b})",
+    "Maximum": "(({a} > {b} || isnan({a})) ? {a} : {b})", "Minimum": "(({a} < {b} || isnan({a})) ? {a} : {b})",
+    "ArcTan2": "atan2({a}, {b})",
+    "LogAddExp": "({a} == {b} ? {a} + ({T})0.6931471805599453 : "
+                 "max({a}, {b}) + log1p(exp(-fabs({a} - {b}))))",
+}
+_INT_BINARY = {
+    **_COMMON_BINARY,
+    "FloorDivide": "({b} == 0 ? ({T})0 : ({T})({a} / {b} - ((({a} % {b}) != 0) && (({a} < 0) != ({b} < 0)))))",
+    "Remainder": "({b} == 0 ? ({T})0 : ({T})((({a} % {b}) + {b}) % {b}))",
+    "Maximum": "({a} > {b} ? {a} : {b})", "Minimum": "({a} < {b} ? {a} : {b})", "BitwiseAnd": "({T})({a} & {b})",
+    "BitwiseOr": "({T})({a} | {b})", "BitwiseXor": "({T})({a} ^ {b})", "LeftShift": "({T})({a} << {b})",
+    "RightShift": "({T})({a} >> {b})",
+}
+
+_PREAMBLE = r"""
+__device__ inline float umx_round_bf16(float x) {
+    if (isnan(x)) return x;
+    unsigned int u = __float_as_uint(x);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    return __uint_as_float(u);
+}
+"""
+
+
+def expression(prim, in_dtypes: list, out_dtype) -> str | None:
+    """The C++ expression template of a primitive over ``{a}``/``{b}``/``{c}``, or None if it cannot fuse."""
+    if any(d.kind == "c" for d in in_dtypes) or out_dtype.kind == "c":
+        return None
+    name = type(prim).__name__
+    is_float = in_dtypes[0].kind == "f"
+    if isinstance(prim, Where):
+        return "({a} ? {b} : {c})"
+    if isinstance(prim, AsType):
+        return "({a} != 0)" if out_dtype.kind == "b" else "({T}){a}"
+    if isinstance(prim, Round):
+        return "rint({a})" if prim.decimals == 0 and is_float else None
+    if isinstance(prim, Unary):
+        return (_FLOAT_UNARY if is_float else _INT_UNARY).get(name)
+    if isinstance(prim, Binary):
+        return (_FLOAT_BINARY if is_float else _INT_BINARY).get(name)
+    return None
+
+
+def source(f):
+    """(in_params, out_params, body) of the ElementwiseKernel for Fused ``f``, or None if a step cannot fuse."""
+    n_leaves = len(f.leaves)
+    dtypes = [x._dtype for x in f.leaves] + [n._dtype for n in f.nodes]
+    names = [f"x{i}" for i in range(n_leaves)] + [f"t{j}" for j in range(len(f.nodes))]
+    lines = []
+    for j, ((prim, args), node) in enumerate(zip(f.program, f.nodes)):
+        expr = expression(prim, [dtypes[a] for a in args], node._dtype)
+        if expr is None:
+            return None
+        t = C_TYPES[node._dtype.name]
+        value = expr.format(T=t, **dict(zip("abc", (names[a] for a in args))))
+        if node._dtype is bfloat16:
+            value = f"umx_round_bf16((float)({value}))"
+        lines.append(f"{t} t{j} = ({t})({value});")
+    lines.append(f"out0 = t{len(f.nodes) - 1};")
+    in_params = ", ".join(f"{x._dtype.np.name} x{i}" for i, x in enumerate(f.leaves))
+    out_params = f"{f.root._dtype.np.name} out0"
+    return in_params, out_params, "\n".join(lines)
+
+
+class KernelCache:
+    """Compiled kernels by region structure; None remembers a structure that cannot fuse."""
+
+    def __init__(self, cupy):
+        self._cupy = cupy
+        self._kernels: dict = {}
+
+    def get(self, f):
+        k = self._kernels.get(f.key, False)
+        if k is False:
+            src = source(f)
+            k = None
+            if src is not None:
+                k = self._cupy.ElementwiseKernel(*src, name=f"umx_fused_{len(self._kernels)}",
+                                                 preamble=_PREAMBLE)
+            self._kernels[f.key] = k
+        return k
