@@ -116,12 +116,13 @@ class array:  # noqa: N801 (MLX's name)
         return memoryview(self._host())
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """Export through DLPack (evaluates). Host data goes through NumPy's exporter; bfloat16 leaves as its
-        float32 storage."""
+        """Export through DLPack (evaluates). Arrays have no location, so the export is of the host copy (made once)
+        unless ``dl_device`` asks for the device the data lives on; bfloat16 leaves as its float32 storage."""
         if self._data is None:
             _eval((self,))
         d = self._data
-        d = np.asarray(d) if isinstance(d, np.generic) else d
+        on_device = dl_device is not None and dl_device[0] != 1 and not isinstance(d, (np.ndarray, np.generic))
+        d = d if on_device else self._host()
         # Only the arguments given: NumPy before 2.1 takes just ``stream``.
         kw = {k: v for k, v in (("stream", stream), ("max_version", max_version), ("dl_device", dl_device),
                                 ("copy", copy)) if v is not None}
@@ -136,9 +137,7 @@ class array:  # noqa: N801 (MLX's name)
         if self._data is None:
             _eval((self,))
         d = self._data
-        if isinstance(d, (np.ndarray, np.generic)):
-            return (1, 0)  # kDLCPU
-        return d.__dlpack_device__()
+        return (1, 0)  # kDLCPU: consumers get the host copy (see __dlpack__)
 
     def __reduce__(self):
         # Pickle the values, never the graph: an unevaluated array is evaluated first.

@@ -173,8 +173,11 @@ class CudaExecutor(WorkerExecutor):
         kernel = _FUSED.get(f)
         if kernel is not None:
             out = cp.empty(root._shape, root._dtype.np)
-            kernel(*leaves, out)
-            return out
+            try:
+                kernel(*leaves, out)
+                return out
+            except Exception:  # e.g. NVRTC rejects the generated code: step by step, now and for this structure
+                _FUSED.refuse(f)
         values = list(leaves)
         for (prim, args), node in zip(f.program, f.nodes):
             v = _call(KERNELS[prim.__class__], prim, [values[a] for a in args])

@@ -47,7 +47,7 @@ _COMMON_BINARY = {
 }
 _FLOAT_BINARY = {
     **_COMMON_BINARY, "Divide": "{a} / {b}", "FloorDivide": "floor({a} / {b})",
-    "Remainder": "({b} == 0 ? ({T})NAN : {a} - floor({a} / {b}) * {b})", "Power": "pow({a}, {b})",
+    "Remainder": "({b} == 0 ? ({T})nan(\"\") : {a} - floor({a} / {b}) * {b})", "Power": "pow({a}, {b})",
     "Maximum": "(({a} > {b} || isnan({a})) ? {a} : {b})", "Minimum": "(({a} < {b} || isnan({a})) ? {a} : {b})",
     "ArcTan2": "atan2({a}, {b})",
     "LogAddExp": "({a} == {b} ? {a} + ({T})0.6931471805599453 : "
@@ -113,7 +113,8 @@ def source(f):
 
 
 class KernelCache:
-    """Compiled kernels by region structure; None remembers a structure that cannot fuse."""
+    """Compiled kernels by region structure; None remembers a structure that cannot fuse (or failed to compile:
+    ElementwiseKernel compiles at its first call, so the executor reports that with :meth:`refuse`)."""
 
     def __init__(self, cupy):
         self._cupy = cupy
@@ -129,3 +130,7 @@ class KernelCache:
                                                  preamble=_PREAMBLE)
             self._kernels[f.key] = k
         return k
+
+    def refuse(self, f) -> None:
+        """Run regions of ``f``'s structure step by step from now on."""
+        self._kernels[f.key] = None

@@ -43,8 +43,16 @@ def _scatter(prim, x, values, *index_arrays):
     fn = _SCATTER.get(prim.op)
     if fn is not None:
         fn(out, key, values)
-    else:
+        return out
+    try:
         getattr(cp, prim.op).at(out, key, values)
+    except (NotImplementedError, TypeError):
+        # CuPy's ufunc.at lacks multiply, divide and most dtypes of subtract: accumulate on the host (rare ops;
+        # correctness over speed), then bring the result back.
+        host = cp.asnumpy(out)
+        getattr(np, prim.op).at(host, tuple(cp.asnumpy(k) if isinstance(k, cp.ndarray) else k for k in key),
+                                cp.asnumpy(values) if isinstance(values, cp.ndarray) else values)
+        out = cp.asarray(host)
     return out
 
 

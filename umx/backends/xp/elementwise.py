@@ -102,3 +102,8 @@ def erfinv(xp, y):
     x = xp.where(y64 >= 1.0, xp.inf, xp.where(y64 <= -1.0, -xp.inf, x))
     x = xp.where(xp.abs(y64) > 1.0, xp.nan, x)
     return x.astype(dt)
+
+
+@kernel(type(ew.UNARY["LogicalNot"]))
+def _logical_not(xp, prim, x):
+    return x == 0 if x.dtype.kind == "c" else xp.logical_not(x)  # CuPy's logical_not refuses complex
