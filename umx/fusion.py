@@ -140,7 +140,8 @@ def _count(items: tuple, x) -> int:
 
 
 def _build(nodes: list) -> Fused:
-    """The Fused task of a region's members, given inputs first (creation order)."""
+    """The Fused task of a region's members, given inputs first (creation order). One pass: this runs per
+    member on every eval, so the program and its key are made together."""
     group = nodes[0]._exec
     index: dict = {}
     leaves: list = []
@@ -150,12 +151,18 @@ def _build(nodes: list) -> Fused:
                 index[id(x)] = len(leaves)
                 leaves.append(x)
     base = len(leaves)
+    program = []
+    shape_key = []
     for j, n in enumerate(nodes):
         index[id(n)] = base + j
-    program = tuple((n._prim, tuple([index[id(x)] for x in n._inputs])) for n in nodes)
-    key = (
-        tuple((p if isinstance(p, (AsType, Round)) else type(p), a) for p, a in program),
-        tuple((x._dtype, x._shape == ()) for x in leaves),
-        tuple(n._dtype for n in nodes),
-    )
-    return Fused(nodes, leaves, program, key)
+        p = n._prim
+        args = tuple([index[id(x)] for x in n._inputs])
+        program.append((p, args))
+        # parameterless primitives are singletons: their class names them; others carry their parameters
+        shape_key.append((p.__class__, args, n._dtype) if p.__class__ not in _PARAMETERIZED
+                         else (p.__class__, p.params(), args, n._dtype))
+    key = (tuple(shape_key), tuple([(x._dtype, x._shape == ()) for x in leaves]))
+    return Fused(nodes, leaves, tuple(program), key)
+
+
+_PARAMETERIZED = frozenset({AsType, Round})

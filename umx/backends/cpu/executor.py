@@ -21,9 +21,9 @@ class CpuExecutor(WorkerExecutor):
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
-    # Small regions gain nothing on the CPU (a NumPy call costs about what the scheduler does per node); large
-    # ones gain a single pass over memory and all cores.
-    fuse_min_size = 1 << 16
+    # Every region fuses: a small one runs as one task (a chain as NumPy by hand would, in place), a large one in
+    # a single pass over memory on all cores.
+    fuse_min_size = 0
     local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
 
     def setup_thread(self) -> None:

@@ -43,6 +43,42 @@ def _compile(f, table) -> list:
     return steps
 
 
+def _compile_chain(f, steps):
+    """``(first_step, rest)`` when the program is a chain (each step reads the previous result once, its other
+    inputs are leaves, all ufuncs of one dtype, no bfloat16): run as NumPy by hand would, in place. Else None."""
+    n_leaves = len(f.leaves)
+    dtype = f.root._dtype
+    rest = []
+    for j, ((fn, args, _, bf16), node) in enumerate(zip(steps, f.nodes)):
+        if bf16 or not isinstance(fn, np.ufunc) or node._dtype is not dtype:
+            return None
+        if j == 0:
+            continue
+        prev = n_leaves + j - 1
+        if args.count(prev) != 1 or any(a != prev and a >= n_leaves for a in args) or len(args) > 2:
+            return None
+        other = next((a for a in args if a != prev), -1)
+        rest.append((fn, other, args.index(prev)))
+    return steps[0], rest
+
+
+def _run_chain(chain, leaves: list):
+    (fn0, args0, _, _), rest = chain
+    v = fn0(*[leaves[a] for a in args0])
+    if v.__class__ is np.ndarray and v.base is None:  # our own buffer: every step writes into it
+        for fn, other, pos in rest:
+            if other < 0:
+                fn(v, out=v)
+            elif pos == 0:
+                fn(v, leaves[other], out=v)
+            else:
+                fn(leaves[other], v, out=v)
+        return v
+    for fn, other, pos in rest:  # NumPy scalars (0-d results): no buffer to reuse
+        v = fn(v) if other < 0 else (fn(v, leaves[other]) if pos == 0 else fn(leaves[other], v))
+    return v
+
+
 def _run_program(steps, values: list, out=None):
     """Run the steps over ``values`` (the leaves); the last result goes into ``out`` when given."""
     last = len(steps) - 1
@@ -68,15 +104,19 @@ def _run_program(steps, values: list, out=None):
 
 def run_fused(f, leaves: list, table):
     """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars)."""
-    steps = _compiled.get(f.key)
-    if steps is None:
-        steps = _compiled[f.key] = _compile(f, table)
+    compiled = _compiled.get(f.key)
+    if compiled is None:
+        steps = _compile(f, table)
+        compiled = _compiled[f.key] = (steps, _compile_chain(f, steps))
+    steps, chain = compiled
     root = f.root
     size = 1
     for s in root._shape:
         size *= s
     if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
         return _run_split(steps, leaves, root)
+    if chain is not None:
+        return _run_chain(chain, leaves)
     return _run_program(steps, list(leaves))
 
 
