@@ -6,10 +6,11 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 """
 
 from . import dtypes as _dtypes
-from .array import array, from_dlpack
+from .array import ArrayIterator, ArrayLike, array, from_dlpack
 from .devices import (
     Device, DeviceType, Stream, StreamContext, clear_streams, cpu, default_device, default_stream, device_count,
-    device_info, gpu, is_available, new_stream, set_default_device, set_default_stream, stream, synchronize,
+    ThreadLocalStream, device_info, gpu, is_available, new_stream, new_thread_local_stream,
+    new_thread_unsafe_stream, set_default_device, set_default_stream, stream, synchronize,
 )
 from .dtypes import (
     Dtype, DtypeCategory, bfloat16, bool_, can_cast, complex64, complexfloating, finfo, float16, float32, float64,
@@ -22,7 +23,7 @@ from .memory import (
 )
 from .ops import *  # noqa: F403
 from .ops import ArrayAt, random
-from . import fft, linalg
+from . import cuda, fft, linalg, metal
 from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
 from .linalg import matrix_norm
 from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions

@@ -180,8 +180,7 @@ class array:  # noqa: N801 (MLX's name)
     def __iter__(self):
         if not self._shape:
             raise TypeError("iteration over a 0-d array")
-        for i in range(self._shape[0]):
-            yield self[i]
+        return ArrayIterator(self)
 
     def __hash__(self) -> int:
         return id(self)
@@ -380,3 +379,26 @@ def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
     with np.errstate(all="ignore"):
         out = data.astype(dt.np)
     return _round_bf16(out) if dt is _dt.bfloat16 else out
+
+
+class ArrayIterator:
+    """Iterates over the first axis of an array, yielding its rows as arrays (what ``iter(a)`` returns)."""
+
+    __slots__ = ("_a", "_i")
+
+    def __init__(self, a: array):
+        self._a = a
+        self._i = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> array:
+        if self._i >= self._a._shape[0]:
+            raise StopIteration
+        self._i += 1
+        return self._a[self._i - 1]
+
+
+#: what ops accept where they take an array: umx arrays, Python scalars and sequences, NumPy arrays
+ArrayLike = "array | bool | int | float | complex | list | tuple | numpy.ndarray"

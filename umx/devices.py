@@ -16,7 +16,7 @@ from . import backends
 __all__ = [
     "DeviceType", "Device", "Stream", "cpu", "gpu", "default_device", "set_default_device", "default_stream",
     "set_default_stream", "new_stream", "stream", "StreamContext", "is_available", "device_count", "device_info",
-    "synchronize", "clear_streams",
+    "synchronize", "clear_streams", "new_thread_local_stream", "new_thread_unsafe_stream", "ThreadLocalStream",
 ]
 
 
@@ -208,6 +208,21 @@ def _defaults_changed() -> None:
     """MUST be called under _lock after any default changes."""
     _version[0] += 1
     _resolved.clear()
+
+
+def new_thread_local_stream(device) -> Stream:
+    """A new stream on ``device``. MLX's thread-local streams exist because its streams are bound to a thread;
+    umx streams work from any thread, so this is :func:`new_stream`."""
+    return new_stream(device)
+
+
+def new_thread_unsafe_stream(device) -> Stream:
+    """A new stream on ``device`` (umx streams are always thread-safe; see :func:`new_thread_local_stream`)."""
+    return new_stream(device)
+
+
+#: MLX's type of thread-local streams: in umx every Stream may be used from any thread
+ThreadLocalStream = Stream
 
 
 def resolve_stream(s) -> Stream:

@@ -1,0 +1,8 @@
+"""``mx.cuda``: whether umx's CUDA backend can run here (CuPy and a CUDA device)."""
+
+from .devices import gpu, is_available as _is_available
+
+
+def is_available() -> bool:
+    """Whether a CUDA GPU is available to umx."""
+    return _is_available(gpu)
