@@ -32,6 +32,19 @@ def register_location(data_type: type, handler) -> None:
     _locations[data_type] = handler
 
 
+_pinned_empty = []  # [fn(shape, dtype) -> NumPy array in pinned memory], registered by a device backend
+
+
+def register_pinned_allocator(fn) -> None:
+    """Called by a device backend: ``fn(shape, dtype)`` gives host arrays its devices copy from fastest."""
+    _pinned_empty[:] = [fn]
+
+
+def pinned_empty(shape: tuple, dtype):
+    """An uninitialised host array in pinned memory, or None when no device backend provides it."""
+    return _pinned_empty[0](shape, dtype) if _pinned_empty else None
+
+
 def handler_for(data):
     """The location handler of a device array (None for host data)."""
     return _locations.get(type(data))

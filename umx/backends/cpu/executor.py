@@ -12,12 +12,14 @@ from ..xp import bind, round_bf16
 from .fused import run_fused
 
 KERNELS = bind(np)
+_PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
 class CpuExecutor(WorkerExecutor):
     """A CPU stream: one worker thread running NumPy kernels in stream order."""
 
     def __init__(self, stream):
+        self._to_device: set = set()  # seqs of results that a device reads next (planner hints)
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
@@ -30,6 +32,24 @@ class CpuExecutor(WorkerExecutor):
         # Integer division by zero and float overflow give MLX's values, not warnings.
         np.seterr(all="ignore")
 
+    def will_be_read_on(self, node, device) -> None:
+        # A result a GPU reads next is written straight into pinned memory: its copy needs no staging, and the
+        # pinned pool's pages are already mapped (a fresh 64 MiB output costs thousands of page faults).
+        if device.type is not self.device.type and node.nbytes >= _PINNED_MIN_BYTES:
+            hints = self._to_device
+            if len(hints) > 256:  # hints for nodes that ran unfused are never taken: drop the finished ones
+                done = self.done
+                hints.difference_update([s for s in list(hints) if s <= done])
+            hints.add(node._seq)
+
+    def _pinned_out(self, f):
+        """Pinned memory for fused region ``f``'s result if a device reads it next, else None."""
+        if f._seq not in self._to_device:
+            return None
+        self._to_device.discard(f._seq)
+        root = f.root
+        return memory.pinned_empty(root._shape, root._dtype.np)
+
     def run_inline(self, tasks: list) -> None:
         with np.errstate(all="ignore"):  # the caller's thread: same NumPy error state as the worker's
             super().run_inline(tasks)
@@ -40,6 +60,7 @@ class CpuExecutor(WorkerExecutor):
         host_copy = memory.host_copy
         acquire = memory.acquire
         ndarray = np.ndarray
+        to_device = self._to_device
         for i in range(len(tasks)):
             t = tasks[i]
             if t.__class__ is tuple or t.__class__ is Fused:
@@ -50,7 +71,7 @@ class CpuExecutor(WorkerExecutor):
                         ex.wait(seq)
                     args = [host_copy(x) for x in ins] if waits or t.__class__ is tuple else [x._data for x in ins]
                     if n.__class__ is Fused:
-                        out = run_fused(n, args, table)
+                        out = run_fused(n, args, table, self._pinned_out(n) if to_device else None)
                     else:
                         out = table[n._prim.__class__](n._prim, *args)
                 except BaseException as e:

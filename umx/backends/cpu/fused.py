@@ -102,8 +102,9 @@ def _run_program(steps, values: list, out=None):
     return values[-1]
 
 
-def run_fused(f, leaves: list, table):
-    """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars)."""
+def run_fused(f, leaves: list, table, out: np.ndarray | None = None):
+    """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars); written into ``out``
+    when given (e.g. pinned memory, for a result a GPU reads next)."""
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
@@ -114,7 +115,10 @@ def run_fused(f, leaves: list, table):
     for s in root._shape:
         size *= s
     if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
-        return _run_split(steps, leaves, root)
+        return _run_split(steps, leaves, root, out)
+    if out is not None:
+        _run_program(steps, list(leaves), out=out.reshape(root._shape) if root._shape else out)
+        return out
     if chain is not None:
         return _run_chain(chain, leaves)
     return _run_program(steps, list(leaves))
@@ -127,8 +131,9 @@ def _splittable(leaves, shape) -> bool:
     return True
 
 
-def _run_split(steps, leaves, root):
-    out = np.empty(root._shape, root._dtype.np)
+def _run_split(steps, leaves, root, out=None):
+    if out is None:
+        out = np.empty(root._shape, root._dtype.np)
     flat_out = out.reshape(-1)
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size

@@ -38,6 +38,7 @@ cp = _cupy()
 KERNELS = make_table()
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
+_memory.register_pinned_allocator(gmem.pinned_empty)
 _MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
 
 

@@ -58,6 +58,16 @@ def pinned_empty(shape: tuple, dtype) -> np.ndarray:
     return raw.view(dtype).reshape(shape)
 
 
+def is_pinned(host: np.ndarray) -> bool:
+    """Whether ``host`` views memory from the pinned pool (``pinned_empty``)."""
+    b = host
+    while isinstance(b, np.ndarray):
+        b = b.base
+    if isinstance(b, memoryview):
+        b = b.obj
+    return isinstance(b, cp.cuda.PinnedMemoryPointer)
+
+
 def to_device(host, stream, copy_stream):
     """Start copying host data to the current device on ``copy_stream``: ``(device_array, event, stage)``.
 
@@ -68,6 +78,15 @@ def to_device(host, stream, copy_stream):
     if not host.flags.c_contiguous:
         host = np.ascontiguousarray(host)  # (never for 0-d arrays: it would make them 1-d)
     out = cp.empty(host.shape, host.dtype)
+    if host.nbytes and is_pinned(host):
+        # already in pinned memory (a CPU result written there for us): one DMA, no stage to fill
+        queued = cp.cuda.Event(disable_timing=True)
+        queued.record(stream)
+        copy_stream.wait_event(queued)
+        _runtime.memcpyAsync(out.data.ptr, host.ctypes.data, host.nbytes, _H2D, copy_stream.ptr)
+        event = cp.cuda.Event(disable_timing=True)
+        event.record(copy_stream)
+        return out, event, host
     n = host.nbytes
     if n:
         queued = cp.cuda.Event(disable_timing=True)
