@@ -6,6 +6,10 @@ OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
+python3 -c "
+import numpy as np, cupy as cp
+from umx.backends.cuda import memory as g
+a = g.pinned_empty((4,), np.float32); print('pinned_empty is_pinned:', g.is_pinned(a), g.is_pinned(np.zeros(4)))"
 timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 --maxfail=30 tests \
   > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3

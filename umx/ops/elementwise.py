@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import dtypes as dt
 from ..primitives import BINARY, UNARY, WHERE, Round
+from ..devices import _resolved
 from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
 
@@ -23,7 +24,7 @@ def _unary(prim, name: str, a, stream):
         a = as_array(a, name)
     d = a._dtype
     kind = prim.kind
-    st = resolve_stream(stream)
+    st = _resolved.get(id(stream)) or resolve_stream(stream)
     if d.kind == "c" and prim.name in _REAL_ONLY:
         raise TypeError(f"{name}: not supported for complex arrays, got {describe(a)}")
     if kind == "float":
@@ -70,7 +71,7 @@ def _binary(prim, name: str, a, b, stream):
         a = as_array(a, name)
         b = as_array(b, name)
         d = _promote[(a._dtype, b._dtype)]
-    st = resolve_stream(stream)
+    st = _resolved.get(id(stream)) or resolve_stream(stream)
     kind = prim.kind
     if kind == "float" and d.kind not in "fc":
         d = _float32
