@@ -111,7 +111,7 @@ def fuse(order: list, mark, targets) -> list:
             # reader, not a target): refs are the order list, n's inputs (k), the loop variable and the argument.
             if (x._exec is mark and x._shape == n._shape and x._stream is n._stream
                     and isinstance(x._prim, ELEMENTWISE) and x._siblings is None
-                    and _getrefcount(x) <= (4 if len(ins) == 1 else 3 + _count(ins, x))):
+                    and _getrefcount(x) <= 3 + _uses(ins, x)):
                 x._exec = group
                 group.append(x)
     n = x = None  # loop variables hold references that the refcounts must not see on a later pass
@@ -135,8 +135,14 @@ def fuse(order: list, mark, targets) -> list:
     return out
 
 
-def _count(items: tuple, x) -> int:
-    return sum(1 for y in items if y is x)  # identity: == on arrays is elementwise
+def _uses(ins: tuple, x) -> int:
+    """How many of ``ins`` are ``x`` (by identity: == on arrays is elementwise)."""
+    n = len(ins)
+    if n == 1:
+        return 1
+    if n == 2:
+        return (ins[0] is x) + (ins[1] is x)
+    return sum(1 for y in ins if y is x)
 
 
 def _build(nodes: list) -> Fused:
