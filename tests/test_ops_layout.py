@@ -3,9 +3,9 @@ scatters along an axis, dynamic slices."""
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 SHAPES = [(5,), (3, 4), (2, 3, 4), (0, 3)]
 DTYPES = [np.float32, np.int32, np.bool_]

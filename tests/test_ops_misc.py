@@ -3,9 +3,9 @@ hadamard_transform, windows, minmax, depends."""
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 SPECIAL = np.array([0.0, np.nan, np.inf, -np.inf, 1.5, -2.0], np.float32)
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 
 def _r(rng, *shape, dtype=np.float32):

@@ -3,9 +3,9 @@ count_nonzero."""
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import umx as mx
-from conftest import assert_close
 
 CASES = [((7,), -1), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((0, 4), -1), ((4, 0), 0)]
 

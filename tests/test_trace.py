@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import umx as mx
-from umx import scheduler
-from umx import _tracing, memory
+from umx import _tracing, memory, scheduler
 from umx.array import from_data, node
 from umx.primitives.shape import Reshape
 from umx.trace import load, to_chrome

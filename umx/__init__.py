@@ -5,32 +5,84 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 ``import mlx.core as mx``.
 """
 
+import math as _math
+
+from . import cuda, fft, linalg, metal
 from . import dtypes as _dtypes
 from .array import ArrayIterator, ArrayLike, array, from_dlpack
 from .devices import (
-    Device, DeviceType, Stream, StreamContext, clear_streams, cpu, default_device, default_stream, device_count,
-    ThreadLocalStream, device_info, gpu, is_available, new_stream, new_thread_local_stream,
-    new_thread_unsafe_stream, set_default_device, set_default_stream, stream, synchronize,
+    Device,
+    DeviceType,
+    Stream,
+    StreamContext,
+    ThreadLocalStream,
+    clear_streams,
+    cpu,
+    default_device,
+    default_stream,
+    device_count,
+    device_info,
+    gpu,
+    is_available,
+    new_stream,
+    new_thread_local_stream,
+    new_thread_unsafe_stream,
+    set_default_device,
+    set_default_stream,
+    stream,
+    synchronize,
 )
 from .dtypes import (
-    Dtype, DtypeCategory, bfloat16, bool_, can_cast, complex64, complexfloating, finfo, float16, float32, float64,
-    floating, generic, iinfo, inexact, int8, int16, int32, int64, integer, isdtype, issubdtype, number,
-    result_type, signedinteger, uint8, uint16, uint32, uint64, unsignedinteger,
+    Dtype,
+    DtypeCategory,
+    bfloat16,
+    bool_,
+    can_cast,
+    complex64,
+    complexfloating,
+    finfo,
+    float16,
+    float32,
+    float64,
+    floating,
+    generic,
+    iinfo,
+    inexact,
+    int8,
+    int16,
+    int32,
+    int64,
+    integer,
+    isdtype,
+    issubdtype,
+    number,
+    result_type,
+    signedinteger,
+    uint8,
+    uint16,
+    uint32,
+    uint64,
+    unsignedinteger,
 )
+from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
+from .linalg import matrix_norm
 from .memory import (
-    clear_cache, get_active_memory, get_array_buffer_size, get_cache_memory, get_memory_limit, get_peak_memory,
-    reset_peak_memory, set_cache_limit, set_memory_limit, set_wired_limit,
+    clear_cache,
+    get_active_memory,
+    get_array_buffer_size,
+    get_cache_memory,
+    get_memory_limit,
+    get_peak_memory,
+    reset_peak_memory,
+    set_cache_limit,
+    set_memory_limit,
+    set_wired_limit,
 )
 from .ops import *  # noqa: F403
 from .ops import ArrayAt, random
-from . import cuda, fft, linalg, metal
-from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
-from .linalg import matrix_norm
 from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
 from .trace import memory_report, trace
-
-import math as _math
 
 pi = _math.pi
 e = _math.e
@@ -38,6 +90,5 @@ inf = _math.inf
 nan = _math.nan
 euler_gamma = 0.5772156649015329
 newaxis = None
-complex64 = _dtypes.complex64
 
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """``mx.cuda``: whether umx's CUDA backend can run here (CuPy and a CUDA device)."""
 
-from .devices import gpu, is_available as _is_available
+from .devices import gpu
+from .devices import is_available as _is_available
 
 
 def is_available() -> bool:

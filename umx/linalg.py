@@ -14,7 +14,15 @@ from .ops import elementwise as ew
 from .ops import reduction as red
 from .ops import shape as sh
 from .ops._core import (
-    array, as_array, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, resolve_stream,
+    array,
+    as_array,
+    axis_of,
+    broadcast_node,
+    broadcast_shapes,
+    cast,
+    describe,
+    node,
+    resolve_stream,
 )
 from .ops.creation import zeros
 from .primitives import linalg as la

@@ -17,7 +17,6 @@ import threading
 from .. import _tracing, memory
 from ..fusion import Fused
 
-
 _NEVER = 1 << 62
 
 

@@ -1,6 +1,9 @@
 """The public ops, by family. Each module checks arguments, infers shapes and dtypes, and builds graph nodes."""
 
-from . import random
+from . import (
+    _methods,  # noqa: F401,E402 (attaches operators and methods to array)
+    random,
+)
 from .creation import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .indexing import ArrayAt
@@ -12,4 +15,3 @@ from .reduction import *  # noqa: F403
 from .scan import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .sort import *  # noqa: F403
-from . import _methods  # noqa: F401,E402 (attaches operators and methods to array)

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from .. import dtypes as dt
-from ..primitives import BINARY, UNARY, WHERE, Round
 from ..devices import _resolved
+from ..primitives import BINARY, UNARY, WHERE, Round
 from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
 

@@ -9,12 +9,35 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import (
-    COPY, AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll,
-    TakeAlongAxis, Tile, Tri, Tril, Triu,
+    COPY,
+    AsStrided,
+    Diag,
+    Diagonal,
+    DynamicSlice,
+    DynamicSliceUpdate,
+    Pad,
+    PutAlongAxis,
+    Repeat,
+    Roll,
+    TakeAlongAxis,
+    Tile,
+    Tri,
+    Tril,
+    Triu,
 )
 from ._core import (
-    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node,
-    resolve_stream, shape_of,
+    array,
+    as_array,
+    axes_of,
+    axis_of,
+    broadcast_node,
+    broadcast_shapes,
+    cast,
+    describe,
+    node,
+    reshape_node,
+    resolve_stream,
+    shape_of,
 )
 
 __all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid",

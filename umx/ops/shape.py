@@ -7,8 +7,18 @@ import numpy as np
 from .. import dtypes as dt
 from ..primitives import Concatenate, Split, Transpose, View
 from ._core import (
-    array, as_array, axes_of, axis_of, broadcast_node, broadcast_shapes, cast, describe, node, reshape_node,
-    resolve_stream, shape_of,
+    array,
+    as_array,
+    axes_of,
+    axis_of,
+    broadcast_node,
+    broadcast_shapes,
+    cast,
+    describe,
+    node,
+    reshape_node,
+    resolve_stream,
+    shape_of,
 )
 
 __all__ = ["reshape", "transpose", "permute_dims", "matrix_transpose", "squeeze", "expand_dims", "concatenate",

@@ -6,17 +6,67 @@ from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
 from .layout import (
-    AsStrided, Diag, Diagonal, DynamicSlice, DynamicSliceUpdate, Pad, PutAlongAxis, Repeat, Roll,
-    TakeAlongAxis, Tile, Tri, Tril, Triu,
+    AsStrided,
+    Diag,
+    Diagonal,
+    DynamicSlice,
+    DynamicSliceUpdate,
+    Pad,
+    PutAlongAxis,
+    Repeat,
+    Roll,
+    TakeAlongAxis,
+    Tile,
+    Tri,
+    Tril,
+    Triu,
 )
 from .linalg import (
-    DET, INV, LU, LU_DECOMP, LU_FACTOR, MATMUL, PINV, QR, QR_DECOMP, SLOGDET, SOLVE, SVD, Cholesky, CholeskyInv,
-    Cross, Det, Eig, Eigh, Inv, LUFactor, Matmul, Pinv, SlogDet, Solve, SolveTriangular, TriInv)
-from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
-from .reduction import (
-    All, Any, ArgMax, ArgMin, ArgReduce, LogSumExp, Max, Mean, Min, Prod, Reduce, Softmax, Sum, Var,
+    DET,
+    INV,
+    LU,
+    LU_DECOMP,
+    LU_FACTOR,
+    MATMUL,
+    PINV,
+    QR,
+    QR_DECOMP,
+    SLOGDET,
+    SOLVE,
+    SVD,
+    Cholesky,
+    CholeskyInv,
+    Cross,
+    Det,
+    Eig,
+    Eigh,
+    Inv,
+    LUFactor,
+    Matmul,
+    Pinv,
+    SlogDet,
+    Solve,
+    SolveTriangular,
+    TriInv,
 )
+from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
 from .random import RandomBits
+from .reduction import (
+    All,
+    Any,
+    ArgMax,
+    ArgMin,
+    ArgReduce,
+    LogSumExp,
+    Max,
+    Mean,
+    Min,
+    Prod,
+    Reduce,
+    Softmax,
+    Sum,
+    Var,
+)
 from .scan import Scan
 from .shape import COPY, AsType, BroadcastTo, Concatenate, Copy, Reshape, Split, Transpose, View
 from .sort import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
@@ -26,7 +76,8 @@ __all__ = [
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
-    "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP", "SLOGDET", "SOLVE",
+    "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP",
+    "SLOGDET", "SOLVE",
     "LU", "QR", "SVD", "Cholesky", "CholeskyInv", "Cross", "Det", "Eig", "Eigh", "Inv", "LUFactor", "Pinv",
     "SlogDet", "Solve", "SolveTriangular", "TriInv",
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",

@@ -6,8 +6,8 @@ import numpy as np
 
 from ... import backends, memory
 from ...dtypes import bfloat16
-from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ...fusion import Fused
+from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
 from .fused import run_fused
 

@@ -23,6 +23,15 @@ CORES = os.cpu_count() or 1
 _compiled: dict = {}
 
 
+def _bound(kernel, prim):
+    """``kernel`` with its primitive bound: a step callable like a ufunc."""
+
+    def step(*xs):
+        return kernel(prim, *xs)
+
+    return step
+
+
 def _compile(f, table) -> list:
     """Steps ``(fn, args, in_place_arg, out_dtype, round_bf16)`` for the program of Fused ``f``."""
     steps = []
@@ -37,8 +46,7 @@ def _compile(f, table) -> list:
                     in_place = a
                     break
         else:
-            k = table[prim.__class__]
-            fn = (lambda *xs, k=k, p=prim: k(p, *xs))
+            fn = _bound(table[prim.__class__], prim)
         steps.append((fn, args, in_place, node._dtype is bfloat16))
     return steps
 

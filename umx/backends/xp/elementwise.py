@@ -7,7 +7,6 @@ import math
 from ...primitives import elementwise as ew
 from . import kernel, kernel_factory
 
-
 # NumPy computes these in int8 for bool inputs; the result keeps the inputs' dtype (bool), as the op declared.
 _INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift",
                             "right_shift"})
