@@ -8,7 +8,7 @@ from .creation import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .indexing import ArrayAt
 from .layout import *  # noqa: F403
-from .linalg import *  # noqa: F403
+from .matmul import *  # noqa: F403
 from .misc import *  # noqa: F403
 from .products import *  # noqa: F403
 from .reduction import *  # noqa: F403

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..array import array
 from ..primitives import BINARY, UNARY
 from . import elementwise as ew
-from . import indexing, layout, linalg, reduction, scan, shape
+from . import indexing, layout, matmul, reduction, scan, shape
 
 _b = ew._binary
 _u = ew._unary
@@ -48,8 +48,8 @@ def _install() -> None:
     array.__pos__ = lambda self: self
     array.__abs__ = lambda self: ew.abs(self)
     array.__invert__ = lambda self: ew.logical_not(self) if self.dtype.kind == "b" else ew.bitwise_invert(self)
-    array.__matmul__ = lambda self, other: linalg.matmul(self, other)
-    array.__rmatmul__ = lambda self, other: linalg.matmul(other, self)
+    array.__matmul__ = lambda self, other: matmul.matmul(self, other)
+    array.__rmatmul__ = lambda self, other: matmul.matmul(other, self)
     array.__getitem__ = lambda self, key: indexing.getitem(self, key)
     array.__setitem__ = lambda self, key, value: indexing.setitem(self, key, value)
     array.__divmod__ = lambda self, other: (ew.floor_divide(self, other), ew.remainder(self, other))

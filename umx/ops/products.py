@@ -194,7 +194,7 @@ def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> 
         array: the result.
     """
     from .elementwise import add, multiply
-    from .linalg import matmul
+    from .matmul import matmul
 
     st = resolve_stream(stream)
     p = matmul(a, b, stream=st)
@@ -278,7 +278,7 @@ def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bo
         array: the indices' broadcast shape, then ``(M, N)``.
     """
     from .layout import take
-    from .linalg import matmul
+    from .matmul import matmul
     from .shape import reshape
 
     st = resolve_stream(stream)
@@ -304,7 +304,7 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
     """
     from . import elementwise as ew
     from .creation import arange
-    from .linalg import matmul
+    from .matmul import matmul
     from .shape import expand_dims
 
     st = resolve_stream(stream)
@@ -346,7 +346,7 @@ def block_masked_mm(a, b, /, block_size: int = 64, mask_out=None, mask_lhs=None,
         array: the masked product.
     """
     from . import elementwise as ew
-    from .linalg import matmul
+    from .matmul import matmul
 
     st = resolve_stream(stream)
     a, b = _matrices("block_masked_mm", a, b, st)

@@ -353,7 +353,7 @@ def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stre
     Returns:
         array: samples of shape ``shape + (n,)``.
     """
-    from .linalg import matmul
+    from .matmul import matmul
     from .shape import expand_dims, squeeze
 
     d = _float_dtype(dtype, "multivariate_normal")
