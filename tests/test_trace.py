@@ -218,6 +218,25 @@ def test_gpu_ops_are_put_on_the_host_time_base():
     assert {e["ph"] for e in data["traceEvents"]} == {"M", "X", "s", "f"}
 
 
+def test_gpu_spans_that_cannot_be_timed_are_left_out(caplog):
+    rec = _tracing.Recorder()
+    stream = mx.default_stream(mx.cpu)
+
+    def elapsed(a, b):
+        if b.ms is None:  # e.g. an event that was never recorded
+            raise RuntimeError("cudaErrorInvalidResourceHandle")
+        return b.ms - a.ms
+
+    rec.set_gpu_clock(stream.device, _FakeEvent(0.0), rec.start_ns, elapsed)
+    rec.gpu_op(stream, "Exp", _FakeEvent(1.0), _FakeEvent(None), seq=1)
+    rec.gpu_op(stream, "copy host -> gpu", _FakeEvent(1.0), _FakeEvent(2.0), cat="copy", suffix=" (copies)",
+               args={"bytes": 8})
+    with caplog.at_level(logging.WARNING, logger="umx"):
+        rec.finish()
+    assert [(s[0][1], s[1], s[2]) for s in rec.spans] == [(" (copies)", "copy", "copy host -> gpu")]
+    assert any("1 GPU spans left out" in r.getMessage() for r in caplog.records)
+
+
 class _FakeStream:
     """A CUDA stream as the traced path sees it: a clock (ms) that kernels and copies advance."""
 
