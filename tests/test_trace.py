@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ import pytest
 import umx as mx
 from umx import _tracing, memory, scheduler
 from umx.array import from_data, node
+from umx.backends.cuda import traced
+from umx.backends.executor import Failure, set_result
+from umx.fusion import Fused
 from umx.primitives.shape import Reshape
 from umx.trace import load, to_chrome
 from umx.trace.summary import format_summary, summarize
@@ -212,6 +216,150 @@ def test_gpu_ops_are_put_on_the_host_time_base():
     (gpu,) = [e for e in data["traceEvents"] if e.get("name", "").startswith("Exp")]
     assert gpu["ts"] == pytest.approx(2000.0) and gpu["dur"] == pytest.approx(500.0)
     assert {e["ph"] for e in data["traceEvents"]} == {"M", "X", "s", "f"}
+
+
+def test_gpu_spans_that_cannot_be_timed_are_left_out(caplog):
+    rec = _tracing.Recorder()
+    stream = mx.default_stream(mx.cpu)
+
+    def elapsed(a, b):
+        if b.ms is None:  # e.g. an event that was never recorded
+            raise RuntimeError("cudaErrorInvalidResourceHandle")
+        return b.ms - a.ms
+
+    rec.set_gpu_clock(stream.device, _FakeEvent(0.0), rec.start_ns, elapsed)
+    rec.gpu_op(stream, "Exp", _FakeEvent(1.0), _FakeEvent(None), seq=1)
+    rec.gpu_op(stream, "copy host -> gpu", _FakeEvent(1.0), _FakeEvent(2.0), cat="copy", suffix=" (copies)",
+               args={"bytes": 8})
+    with caplog.at_level(logging.WARNING, logger="umx"):
+        rec.finish()
+    assert [(s[0][1], s[1], s[2]) for s in rec.spans] == [(" (copies)", "copy", "copy host -> gpu")]
+    assert any("1 GPU spans left out" in r.getMessage() for r in caplog.records)
+
+
+class _FakeStream:
+    """A CUDA stream as the traced path sees it: a clock (ms) that kernels and copies advance."""
+
+    def __init__(self, non_blocking=True):
+        self.clock = 0.0
+
+    def wait_event(self, event):
+        self.clock = max(self.clock, event.ms)
+
+
+class _FakeCudaEvent:
+    broken = False  # set: recording raises, as a driver error would
+
+    def __init__(self, disable_timing=False):
+        self.ms = None
+
+    def record(self, stream):
+        if _FakeCudaEvent.broken:
+            raise RuntimeError("no events today")
+        self.ms = stream.clock
+
+    def synchronize(self):
+        pass
+
+
+class _FakeGpu(traced.TracedBatches):
+    """The hooks of CudaExecutor that the traced path calls, on fake streams: each kernel takes 2 ms, each
+    copy of an input to the device 1 ms (once per input), and the node ``bad`` fails."""
+
+    def __init__(self, stream, bad=None):
+        self.stream, self.device, self.bad = stream, stream.device, bad
+        self.cuda_stream, self.copy_stream = _FakeStream(), _FakeStream()
+        self.copied, self.log = set(), []
+
+    def _run(self, tasks):
+        (t,) = tasks
+        n = t[0] if type(t) is tuple else t
+        if type(t) is tuple:
+            self._fetch(n._inputs, [])
+        self.cuda_stream.clock += 2.0
+        set_result(n, Failure(ValueError("boom")) if n is self.bad else np.zeros(n._shape, n._dtype.np))
+        self.log.append(n._seq)
+        self.copied.add(id(n.root if type(n) is Fused else n))  # its data is on the device
+
+    def _wait_for(self, waits):
+        self.log.append(("wait", waits))
+
+    def _fetch(self, ins, held):
+        for x in ins:
+            if id(x) not in self.copied:  # like CudaExecutor._copy_in: once, and before this stream reads it
+                self.copied.add(id(x))
+                start = self._copy_begin(self.cuda_stream) if self._tr is not None else None
+                self.copy_stream.clock += 1.0
+                if start is not None:
+                    self._copy_end(start, x.nbytes, "host", repr(self.device), x)
+                self.cuda_stream.wait_event(SimpleNamespace(ms=self.copy_stream.clock))
+
+    def _end_batch(self):
+        self.log.append("end")
+
+
+def _gpu_batch(rng):
+    s, other = mx.new_stream(mx.cpu), mx.new_stream(mx.cpu)  # stand-ins: only .device and repr are used
+    x = mx.array(rng.random((2, 3), np.float32))
+    y = mx.array(rng.random((2, 3), np.float32))
+    n1 = mx.exp(x, stream=s)
+    n2 = mx.add(n1, y, stream=s)
+    a = mx.sin(n2, stream=s)
+    b = mx.cos(a, stream=s)
+    f = Fused([a, b], [n2], ((a._prim, (0,)), (b._prim, (1,))), None)
+    bad = mx.negative(b, stream=s)
+    for seq, n in enumerate((n1, n2, f, bad), 1):
+        n._seq = seq
+    other_ex = SimpleNamespace(stream=other)
+    return s, other, [n1, (n2, [(other_ex, 7)]), f, bad], (n1, n2, b, bad)
+
+
+def test_cuda_traced_batch_times_ops_and_copies_with_events(monkeypatch, rng):
+    fake_cp = SimpleNamespace(cuda=SimpleNamespace(Event=_FakeCudaEvent, Stream=_FakeStream,
+                                                   get_elapsed_time=lambda a, b: b.ms - a.ms))
+    monkeypatch.setattr(traced, "cp", fake_cp)
+    s, other, tasks, outs = _gpu_batch(rng)
+    ex = _FakeGpu(s, bad=tasks[3])
+    rec = _tracing.Recorder()
+    ex.run_traced(tasks, rec)
+    assert ex._tr is None and ex.log[-1] == "end" and rec.has_gpu_clock(s.device)
+    assert [e for e in ex.log if type(e) is int] == [1, 2, 3, 4] and all(o._data is not None for o in outs)
+    rec.finish()
+    events = to_chrome(rec)["traceEvents"]
+    lanes = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    spans = {(lanes[e["tid"]], e["name"]): e for e in events if e["ph"] == "X"}
+    base = repr(s)
+    # GPU lane: each op from its start to its end event, 2 ms; the add starts once y's copy (1 ms) is done
+    ops = sorted((e for (lane, _), e in spans.items() if lane == base), key=lambda e: e["ts"])
+    assert [e["name"].split(" ")[0] for e in ops] == ["Exp", "Add", "Fused(Sin,", "Negative"]
+    assert [e["args"]["seq"] for e in ops] == [1, 2, 3, 4] and all(e["cat"] == "op" for e in ops)
+    assert all(e["dur"] == pytest.approx(2000.0) for e in ops)
+    t0 = ops[0]["ts"]
+    assert [e["ts"] - t0 for e in ops] == pytest.approx([0.0, 3000.0, 5000.0, 7000.0])
+    assert ops[2]["name"] == "Fused(Sin, Cos) float32[2,3] -> float32[2,3]"
+    assert ops[1]["args"]["waits"] == [f"{other!r} #7"] and "failed" in ops[3]["args"]
+    # copy lane: the input that was not on the device (n1 is this stream's own: no copy)
+    (copy,) = [e for (lane, _), e in spans.items() if lane == base + traced.COPIES]
+    assert copy["cat"] == "copy" and copy["args"]["bytes"] == 24 and copy["args"]["to"] == repr(s.device)
+    assert copy["ts"] - t0 == pytest.approx(2000.0) and copy["dur"] == pytest.approx(1000.0)
+    # host lane: the cross-stream wait, timed on the host
+    (wait,) = [e for (lane, _), e in spans.items() if lane == base + traced.HOST]
+    assert wait["cat"] == "wait" and wait["name"] == f"wait {other!r} #7"
+
+
+def test_cuda_traced_batch_runs_every_op_when_events_fail(monkeypatch, rng):
+    fake_cp = SimpleNamespace(cuda=SimpleNamespace(Event=_FakeCudaEvent, Stream=_FakeStream,
+                                                   get_elapsed_time=lambda a, b: b.ms - a.ms))
+    monkeypatch.setattr(traced, "cp", fake_cp)
+    monkeypatch.setattr(_FakeCudaEvent, "broken", True)
+    s, _, tasks, outs = _gpu_batch(rng)
+    ex = _FakeGpu(s)
+    rec = _tracing.Recorder()
+    ex.run_traced(tasks, rec)
+    rec.finish()
+    assert all(type(o._data) is np.ndarray for o in outs) and ex.log[-1] == "end"
+    assert not rec.has_gpu_clock(s.device)
+    assert [sp[1] for sp in rec.spans] == ["wait"]  # only the host-timed wait
 
 
 def test_memory_report():

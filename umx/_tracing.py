@@ -24,16 +24,18 @@ API for a GPU executor (it reads ``tr = _tracing.active`` once per batch and pas
    (Checked on an H100 with CuPy 14: kernels land between their host launch and the host's sync, within
    tens of microseconds.)
 
-2. Per op (or GPU-timed copy, with ``cat="copy"`` and ``args={"bytes": n, ...}``): record CUDA events
-   around the kernel launch on the op's stream and hand them over with the node's seq, so that cross-stream
-   flows find the op::
+2. Per op (or GPU-timed copy, with ``cat="copy"``, ``args={"bytes": n, ...}`` and a lane ``suffix`` of its
+   own, e.g. the copy stream's): record CUDA events around the kernel launch on the op's stream and hand them
+   over with the node's seq, so that cross-stream flows find the op::
 
        label = op_label(node, waits)          # before the node runs: running detaches it
        ...launch between start_event and end_event...
        tr.gpu_op(stream, label, start_event, end_event, seq=node._seq)
 
    Events are resolved when the trace ends (after every stream is synchronized):
-   ``anchor_ns + elapsed_ms(anchor, event) * 1e6``.
+   ``anchor_ns + elapsed_ms(anchor, event) * 1e6``; a span whose events cannot be timed is left out.
+
+   ``umx/backends/cuda/traced.py`` is the CUDA executor's use of this API.
 
 3. Host-side work (waits, copies by the host) goes on a lane of its own, not on the GPU-timed lane (host
    enqueueing runs ahead of the GPU, and one lane's spans must nest): ``prev = tr.enter(stream, " (host)")``
@@ -69,7 +71,7 @@ class Recorder:
         self.flows: list = []  # ((stream, seq) of the producer, (stream, seq) of the consumer)
         self.lanes: dict = {}  # lane (a thread ident, or (stream, suffix)) -> (process name, lane name)
         self._bound: dict = {}  # thread ident -> the lane it records on now (see enter)
-        self._gpu_ops: list = []  # (stream, cat, name, start_event, end_event, key, args)
+        self._gpu_ops: list = []  # (stream, lane suffix, cat, name, start_event, end_event, key, args)
         self._clocks: dict = {}  # device -> (anchor event, anchor host ns, elapsed_ms(a, b))
 
     # -- host-clock events -----------------------------------------------------------------------------------
@@ -130,27 +132,37 @@ class Recorder:
         self._clocks[device] = (anchor_event, anchor_ns, elapsed_ms)
 
     def gpu_op(self, stream, name: str | OpLabel, start_event, end_event, seq: int | None = None,
-               args: dict | None = None, cat: str = "op") -> None:
-        """A span on ``stream``'s GPU lane between two CUDA events (resolved when the trace ends)."""
+               args: dict | None = None, cat: str = "op", suffix: str = "") -> None:
+        """A span on ``stream``'s GPU lane between two CUDA events (resolved when the trace ends). ``suffix``
+        names another GPU-timed lane of the stream, e.g. its copy stream's (as in :meth:`enter`)."""
         key = None if seq is None else (stream, seq)
-        self._gpu_ops.append((stream, cat, name, start_event, end_event, key, args))
+        self._gpu_ops.append((stream, suffix, cat, name, start_event, end_event, key, args))
 
     # -- the end ---------------------------------------------------------------------------------------------
     def finish(self) -> None:
         """Stop the clock and turn GPU events into host-time spans. The caller has synchronized every
         stream."""
         self.end_ns = now()
-        for stream, cat, name, e0, e1, key, args in self._gpu_ops:
+        unclocked, unread = set(), 0
+        for stream, suffix, cat, name, e0, e1, key, args in self._gpu_ops:
             clock = self._clocks.get(stream.device)
             if clock is None:
-                logger.warning("trace: no GPU clock for %r; its ops are left out", stream.device)
+                unclocked.add(stream.device)
                 continue
             anchor, anchor_ns, elapsed = clock
-            t0 = anchor_ns + round(elapsed(anchor, e0) * 1e6)
-            t1 = anchor_ns + round(elapsed(anchor, e1) * 1e6)
-            lane = (stream, "")
-            self.lanes[lane] = (repr(stream.device), repr(stream))
+            try:
+                t0 = anchor_ns + round(elapsed(anchor, e0) * 1e6)
+                t1 = anchor_ns + round(elapsed(anchor, e1) * 1e6)
+            except Exception:  # an event the driver cannot time: the trace lacks this span, nothing else
+                unread += 1
+                continue
+            lane = (stream, suffix)
+            self.lanes[lane] = (repr(stream.device), repr(stream) + suffix)
             self.spans.append((lane, cat, name, t0, t1, args, key))
+        for device in unclocked:
+            logger.warning("trace: no GPU clock for %r; its ops are left out", device)
+        if unread:
+            logger.warning("trace: %d GPU spans left out (their events could not be timed)", unread)
         self._gpu_ops.clear()
         self.end_ns = max([self.end_ns] + [s[4] for s in self.spans])
 

@@ -33,6 +33,7 @@ from . import _cupy
 from . import memory as gmem
 from .fusion import KernelCache
 from .kernels import device_args, make_table
+from .traced import TracedBatches
 
 cp = _cupy()
 KERNELS = make_table()
@@ -42,8 +43,9 @@ _memory.register_pinned_allocator(gmem.pinned_empty)
 _MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
 
 
-class CudaExecutor(WorkerExecutor):
-    """A GPU stream: a dispatcher thread enqueuing CuPy kernels, in stream order, on its own CUDA stream."""
+class CudaExecutor(TracedBatches, WorkerExecutor):
+    """A GPU stream: a dispatcher thread enqueuing CuPy kernels, in stream order, on its own CUDA stream.
+    While a trace records, batches run through ``TracedBatches.run_traced`` (ops timed with CUDA events)."""
 
     def __init__(self, stream):
         self.index = stream.device.index
@@ -115,9 +117,12 @@ class CudaExecutor(WorkerExecutor):
         try:
             self._run(tasks)
         finally:
-            self._mark()
-            self._release()
-            gmem.LOCATION.sample_peak()
+            self._end_batch()
+
+    def _end_batch(self) -> None:
+        self._mark()
+        self._release()
+        gmem.LOCATION.sample_peak()
 
     def _run(self, tasks: list) -> None:
         table = KERNELS
@@ -228,7 +233,10 @@ class CudaExecutor(WorkerExecutor):
         copies = x._copies
         c = copies.get(dev) if copies is not None else None
         if c is None:
+            start = self._copy_begin(self.cuda_stream) if self._tr is not None else None
             data, event, stage = gmem.to_device(host, self.cuda_stream, self.copy_stream)
+            if start is not None:
+                self._copy_end(start, host.nbytes, "host", repr(dev), x)
             if stage is not None:
                 self._held.append((event, stage))
             c = (data, event)
@@ -249,9 +257,13 @@ class CudaExecutor(WorkerExecutor):
         event = self._marks[-1][1]
         self.copy_stream.wait_event(event)
         nodes = n._siblings if n._siblings is not None else (n,)
+        traced = self._tr is not None
         for s, d in zip(nodes, outs):
             if type(d) is cp.ndarray:
+                start = self._copy_begin() if traced else None
                 host, done = gmem.start_to_host(d, self.copy_stream)
+                if start is not None:
+                    self._copy_end(start, host.nbytes, repr(self.device), "host", s)
                 _memory.set_copy(s, gmem.PENDING_HOST, (host, done))
                 self._held.append((done, d))
 
