@@ -18,6 +18,11 @@ def median_time(fn, repeats: int = 15, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def median_ms(fn, runs: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    return median_time(fn, runs, warmup) * 1e3
+
+
 def table(title: str, rows: list, baseline: str | None = None) -> str:
     """Rows of (name, seconds or None, note); ratios are against the row named ``baseline`` (or the first)."""
     timed = [r for r in rows if r[1] is not None]

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import median_ms  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -27,16 +28,6 @@ N_EXP = 500
 TARGETS_MS = {"gpu/cpu": 1.5, "cpu/cpu": 1.5}  # the targets on one H100
 MLX_CUDA_MS = {"gpu/gpu": 0.98, "gpu/cpu": 19.5, "cpu/cpu": 25.8, "cpu/gpu": 8.6}  # reference: MLX 0.32.4 on H100
 
-
-def median_ms(fn, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
 
 
 def fun(a, b, d1, d2):

@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import median_time  # noqa: E402
 
 import umx as mx  # noqa: E402
-
-
-def median_s(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def _try(name):
@@ -214,8 +204,8 @@ def main() -> None:
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):
             for name, fn, base, runs in cases(dev, args.quick):
                 runs = max(3, runs // 3) if args.quick else runs
-                t = median_s(fn, runs)
-                times = {k: median_s(f, runs) for k, f in base.items()}
+                t = median_time(fn, runs)
+                times = {k: median_time(f, runs) for k, f in base.items()}
                 cells = " ".join(f"{times[c] * 1e3:>8.3f}ms" if c in times else f"{'-':>10}" for c in cols)
                 best = min(times.values()) if times else None
                 ratio = f"{t / best:8.2f}x" if best else "       -"

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import median_ms  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -27,16 +28,6 @@ ROUNDS = 4
 TARGET_MS = 20.0
 MLX_MS = 101.0  # reference: MLX 0.32.4, CUDA backend, H100
 
-
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
 
 
 def rounds(x, d_gpu, d_cpu):
