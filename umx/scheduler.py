@@ -37,8 +37,67 @@ def _targets(args, out: list) -> None:
 
 
 def _plan(targets: list) -> None:
-    """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock."""
+    """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock.
+
+    An exception in the middle (KeyboardInterrupt can arrive between any two bytecodes on the main thread) leaves
+    the graph consistent: the nodes already given sequence numbers are handed to their executors, the others are
+    unmarked, so a later eval schedules them.
+    """
     order = []
+    try:
+        _order(targets, order)
+    except BaseException:
+        _unmark(targets, order)
+        raise
+    if not order:
+        return
+    batches: dict = {}
+    bases: dict = {}  # executor -> its `submitted` before this plan
+    try:
+        for n in order:
+            ex = n._stream.executor
+            b = batches.get(ex)
+            if b is None:
+                bases[ex] = ex.submitted
+                b = batches[ex] = []
+            seq = ex.submitted + 1
+            task = n
+            waits = None
+            dev = ex.device
+            for x in n._inputs:
+                if x._data is None:
+                    xe = x._exec
+                    if xe is not ex:
+                        if waits is None:
+                            waits = []
+                        waits.append((xe, x._seq))
+                        if xe.device is not dev:
+                            xe.will_be_read_on(x, dev)
+                elif waits is None and not ex.is_local(x._data):
+                    waits = []  # no wait, but the input must be copied here: the slow path
+            if waits is not None:
+                task = (n, waits)
+            sibs = n._siblings
+            if sibs is None:
+                n._exec = ex
+                n._seq = seq
+            else:
+                for s in sibs:
+                    s._exec = ex
+                    s._seq = seq
+            b.append(task)
+            ex.submitted = seq
+    except BaseException:
+        _repair(order, batches, bases)
+        raise
+    finally:
+        for ex, tasks in batches.items():
+            if tasks:
+                ex.submit(tasks)
+
+
+def _order(targets: list, order: list) -> None:
+    """Append the unscheduled nodes behind ``targets`` to ``order``, inputs first, marking them as planned."""
     stack = [t for t in targets if t._data is None and t._exec is None]
     mark = _PLANNING
     while stack:
@@ -46,50 +105,48 @@ def _plan(targets: list) -> None:
         if n._exec is mark:  # inputs done: emit
             stack.pop()
             if n._seq == 0:
-                n._seq = -1
+                sibs = n._siblings
+                if sibs is None:
+                    n._seq = -1
+                else:  # one node runs a multi-output primitive: its siblings must not be emitted again
+                    for s in sibs:
+                        s._seq = -1
                 order.append(n)
             continue
         n._exec = mark
         for x in n._inputs:
             if x._data is None and x._exec is None:
                 stack.append(x)
-    if not order:
-        return
-    batches: dict = {}
-    for n in order:
-        ex = n._stream.executor
-        seq = ex.submitted = ex.submitted + 1
-        sibs = n._siblings
-        if sibs is None:
-            n._exec = ex
-            n._seq = seq
-        else:
-            for s in sibs:
-                s._exec = ex
-                s._seq = seq
-        task = n
-        waits = None
-        dev = ex.device
-        for x in n._inputs:
-            if x._data is None:
-                xe = x._exec
-                if xe is not ex:
-                    if waits is None:
-                        waits = []
-                    waits.append((xe, x._seq))
-                    if xe.device is not dev:
-                        xe.will_be_read_on(x, dev)
-            elif waits is None and not ex.is_local(x._data):
-                waits = []  # no wait, but the input must be copied here: the slow path
-        if waits is not None:
-            task = (n, waits)
-        b = batches.get(ex)
-        if b is None:
-            batches[ex] = [task]
-        else:
-            b.append(task)
+
+
+def _unmark(targets: list, order: list) -> None:
+    """Undo an interrupted :func:`_order`: clear the marks of every node it touched."""
+    stack = list(targets) + order
+    while stack:
+        n = stack.pop()
+        if n._data is None and (n._exec is _PLANNING or n._seq == -1):
+            for s in n._siblings or (n,):
+                s._exec = None
+                s._seq = 0
+            stack.extend(n._inputs)
+
+
+def _repair(order: list, batches: dict, bases: dict) -> None:
+    """After an interrupted plan: number the batched tasks in place and unmark the nodes not batched."""
+    batched = set()
     for ex, tasks in batches.items():
-        ex.submit(tasks)
+        for k, t in enumerate(tasks):
+            n = t[0] if type(t) is tuple else t
+            batched.add(id(n))
+            for s in n._siblings or (n,):
+                s._exec = ex
+                s._seq = bases[ex] + k + 1
+        ex.submitted = bases[ex] + len(tasks)
+    for n in order:
+        if id(n) not in batched:
+            for s in n._siblings or (n,):
+                s._exec = None
+                s._seq = 0
 
 
 class _Planning:

@@ -31,12 +31,15 @@ class CpuExecutor(WorkerExecutor):
         table = KERNELS
         host_copy = memory.host_copy
         for t in tasks:
+            limited = memory._memory_limit
             if type(t) is tuple:
                 n, waits = t
                 ins = n._inputs
                 try:
                     for ex, seq in waits:
                         ex.wait(seq)
+                    if limited:
+                        memory.check_host_limit(_nbytes(n))
                     out = table[n._prim.__class__](n._prim, *[host_copy(x) for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
@@ -44,6 +47,8 @@ class CpuExecutor(WorkerExecutor):
                 n = t
                 ins = n._inputs
                 try:
+                    if limited:
+                        memory.check_host_limit(_nbytes(n))
                     out = table[n._prim.__class__](n._prim, *[x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
@@ -57,3 +62,8 @@ class CpuExecutor(WorkerExecutor):
             else:
                 set_result(n, out)
             self.finished(n._seq)
+
+
+def _nbytes(n) -> int:
+    """The bytes a node's result (all its outputs) will take."""
+    return sum(s.nbytes for s in n._siblings) if n._siblings is not None else n.nbytes
