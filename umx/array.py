@@ -154,8 +154,9 @@ class array:  # noqa: N801 (MLX's name)
         return array_str(self)
 
     def __del__(self):
-        if self._data is not None:
-            memory.release(self._data)
+        d = getattr(self, "_data", None)  # unset when __init__ raised
+        if d is not None:
+            memory.release(d)
 
 
 def _eval(arrays) -> None:
@@ -226,7 +227,11 @@ def _to_numpy(val):
     if isinstance(val, int):
         if -(2**31) <= val < 2**31:
             return np.array(val, np.int32), _dt.int32
-        return np.array(val, np.int64), _dt.int64
+        if -(2**63) <= val < 2**63:
+            return np.array(val, np.int64), _dt.int64
+        if 0 <= val < 2**64:
+            return np.array(val, np.uint64), _dt.uint64
+        raise ValueError(f"array: the Python int {val} does not fit in 64 bits")
     if isinstance(val, float):
         return np.array(val, np.float32), _dt.float32
     if isinstance(val, complex):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..primitives import Arange, Eye, Full, Linspace
 from ._core import array, as_array, cast, node, resolve_stream, shape_of
@@ -109,6 +111,11 @@ def arange(start, stop=None, step=None, dtype=None, *, stream=None) -> array:
 
 def linspace(start, stop, num: int = 50, dtype=dt.float32, *, stream=None) -> array:
     """``num`` evenly spaced values from ``start`` to ``stop``, both included. See ``numpy.linspace``."""
+    for v in (start, stop):
+        if not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"linspace: start and stop must be real numbers, got {type(v).__name__}")
+    if not isinstance(num, (int, np.integer)) or isinstance(num, bool):
+        raise TypeError(f"linspace: num must be an int, got {type(num).__name__}")
     if num < 0:
         raise ValueError(f"linspace: num must be non-negative, got {num}")
     d = dt.to_dtype(dtype)

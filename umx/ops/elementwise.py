@@ -12,6 +12,14 @@ _weak = dt.weak_scalar_dtype
 _float32 = dt.float32
 _bool = dt.bool_
 _SCALARS = (bool, int, float, complex)
+_NEGATIVE = UNARY["Negative"]
+_SUBTRACT = BINARY["Subtract"]
+_ABS = UNARY["Abs"]
+# Functions with no complex meaning (or none in NumPy/CuPy): refused at the call, not at eval.
+_NO_COMPLEX = {UNARY[n] for n in ("Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf",
+                                  "ErfInv")}
+_NO_COMPLEX |= {BINARY[n] for n in ("FloorDivide", "Remainder", "ArcTan2", "LogAddExp")}
+_NO_BOOL = {UNARY["Sign"]}
 
 
 def _unary(prim, name: str, a, stream):
@@ -28,6 +36,13 @@ def _unary(prim, name: str, a, stream):
         d = _bool
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs an integer or bool array, got {describe(a)}")
+    elif d is _bool and (prim is _NEGATIVE or prim in _NO_BOOL):
+        raise ValueError(f"{name}: not supported for bool, use logical_not instead")
+    if a._dtype.kind == "c":
+        if prim in _NO_COMPLEX:
+            raise TypeError(f"{name}: not supported for complex inputs, got {describe(a)}")
+        if prim is _ABS:
+            d = _float32
     return node(prim, (a,), a._shape, d, st)
 
 
@@ -60,6 +75,10 @@ def _binary(prim, name: str, a, b, stream):
         d = _float32
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs integer or bool arrays, got {describe(a, b)}")
+    elif d is _bool and prim is _SUBTRACT:
+        raise ValueError(f"{name}: not supported for bool, use logical_xor instead")
+    elif d.kind == "c" and prim in _NO_COMPLEX:
+        raise TypeError(f"{name}: not supported for complex inputs, got {describe(a, b)}")
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:

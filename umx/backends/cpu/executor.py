@@ -6,7 +6,7 @@ import numpy as np
 
 from ... import backends, memory
 from ...dtypes import bfloat16
-from ..executor import WorkerExecutor, failure_of, set_result
+from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
 
 KERNELS = bind(np)
@@ -52,8 +52,13 @@ class CpuExecutor(WorkerExecutor):
                     out = table[n._prim.__class__](n._prim, *[x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-            if n._dtype is bfloat16 and type(out) is not tuple and not hasattr(out, "error"):
-                out = round_bf16(np, out)
+            if type(out) is not tuple and type(out) is not Failure:
+                want = n._dtype.np
+                if out.dtype is not want and out.dtype != want:
+                    # NumPy's loop picked another dtype (bool shifts give int8...): the declared one is MLX's
+                    out = out.astype(want)
+                if n._dtype is bfloat16:
+                    out = round_bf16(np, out)
             if n._siblings is None:
                 n._data = out
                 memory.acquire(out)
