@@ -28,7 +28,7 @@ def full(shape, vals, dtype=None, *, stream=None) -> array:
     shape = shape_of(shape, "full")
     st = resolve_stream(stream)
     d = None if dtype is None else dt.to_dtype(dtype)
-    if isinstance(vals, (bool, int, float, complex)):
+    if isinstance(vals, (bool, int, float, complex)) and not isinstance(vals, np.generic):
         d = d or dt.result_type(vals)
         return node(Full(shape, vals, d), (), shape, d, st)
     v = as_array(vals, "full")
@@ -125,6 +125,9 @@ def linspace(start, stop, num: int = 50, dtype=dt.float32, *, stream=None) -> ar
 def eye(n: int, m: int | None = None, k: int = 0, dtype=dt.float32, *, stream=None) -> array:
     """An ``n`` by ``m`` matrix with ones on the ``k``-th diagonal. See ``numpy.eye``."""
     m = n if m is None else m
+    for v in (n, m, k):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"eye: n, m and k must be ints, got {type(v).__name__}")
     if n < 0 or m < 0:
         raise ValueError(f"eye: dimensions must be non-negative, got {n} x {m}")
     d = dt.to_dtype(dtype)

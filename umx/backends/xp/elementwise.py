@@ -36,6 +36,18 @@ def _erfinv(xp, prim, x):
     return erfinv(xp, x)
 
 
+@kernel(type(ew.BINARY["Power"]))
+def _power(xp, prim, x, y):
+    if x.dtype.kind not in "iu" or y.dtype.kind == "u":
+        return xp.power(x, y)
+    # NumPy refuses negative integer exponents; x**-n truncated toward zero is 0 unless |x| is 1
+    neg = y < 0
+    out = xp.power(x, xp.where(neg, 0, y).astype(y.dtype))
+    one = xp.ones_like(x)
+    odd = (y % 2).astype(bool)
+    return xp.where(neg, xp.where(x == 1, one, xp.where(x == -1, xp.where(odd, -one, one), 0 * one)), out)
+
+
 @kernel(ew.Round)
 def _round(xp, prim, x):
     return xp.round(x, prim.decimals)

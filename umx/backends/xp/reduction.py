@@ -41,6 +41,8 @@ def _logsumexp(xp, prim, x):
 
 @kernel(r.Softmax)
 def _softmax(xp, prim, x):
+    if x.size == 0:
+        return x
     dt = x.dtype
     if dt.itemsize < 4:
         x = x.astype(xp.float32)
