@@ -271,3 +271,16 @@ def test_memory_limit_raises_memory_error(streams):
     finally:
         mx.set_memory_limit(prev)
     assert mx.sum(mx.zeros((1000, 1000), stream=streams[1])).item() == 0
+
+
+def test_raising_again_does_not_grow_the_traceback(monkeypatch):
+    import traceback
+
+    _patch(monkeypatch, EXP, _fail_on_marker)
+    y = mx.exp(mx.array([13.0]))
+    sizes = []
+    for _ in range(5):
+        with pytest.raises(ValueError) as info:
+            mx.eval(y)
+        sizes.append(len(traceback.extract_tb(info.value.__traceback__)))
+    assert len(set(sizes)) == 1, sizes

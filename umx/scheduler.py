@@ -12,6 +12,7 @@ arrays are immutable, so no later op can change what an earlier one read.
 
 from __future__ import annotations
 
+import signal
 import threading
 
 from .array import array
@@ -158,16 +159,40 @@ class _Planning:
 _PLANNING = _Planning()
 
 
+def _schedule(targets: list) -> None:
+    """Plan ``targets`` under the lock. On the main thread, Ctrl-C is held back until planning is done: the
+    hand-off to the executors must not stop halfway (waiting for results, after it, stays interruptible)."""
+    if threading.current_thread() is not _MAIN:
+        with _plan_lock:
+            _plan(targets)
+        return
+    held = []
+    try:
+        prev = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except (ValueError, TypeError):  # not the main interpreter, or a handler installed from C
+        prev = None
+    try:
+        with _plan_lock:
+            _plan(targets)
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGINT, prev)
+            if held:
+                signal.raise_signal(signal.SIGINT)  # delivered now, to the user's handler
+
+
+_MAIN = threading.main_thread()
+
+
 def eval_arrays(targets) -> None:
     """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure."""
-    with _plan_lock:
-        _plan(targets)
+    _schedule(targets)
     for t in targets:
         if t._data is None:
             t._exec.wait(t._seq)
     for t in targets:
         if type(t._data) is Failure:
-            raise t._data.error
+            t._data.reraise()
 
 
 def eval(*args) -> None:  # noqa: A001 (MLX's name)
@@ -192,5 +217,4 @@ def async_eval(*args) -> None:
     """
     targets: list = []
     _targets(args, targets)
-    with _plan_lock:
-        _plan(targets)
+    _schedule(targets)

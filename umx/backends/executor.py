@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import traceback
 
 from .. import memory
 
@@ -20,13 +21,18 @@ from .. import memory
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "tb")
 
     def __init__(self, error: BaseException):
         self.error = error
+        self.tb = error.__traceback__
+
+    def reraise(self):
+        """Raise the error with its original traceback (re-raising as is would grow it at every eval)."""
+        raise self.error.with_traceback(self.tb)
 
     def __array__(self, *args, **kwargs):
-        raise self.error
+        self.reraise()
 
     shape = ()
 
@@ -40,6 +46,12 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
         error = RuntimeError(f"{error!r}")
     shapes = ", ".join(f"{x.shape} {x.dtype.name}" for x in inputs)
     error.add_note(f"umx: raised by {node._prim!r} on {node._stream!r} (inputs: {shapes or 'none'})")
+    tb = error.__traceback__
+    if tb is not None:
+        # Keep the kernel's frames, not the worker's: its locals hold the whole batch alive while the error lives.
+        tb = tb.tb_next
+        traceback.clear_frames(tb)
+        error.__traceback__ = tb
     return Failure(error)
 
 
