@@ -1,10 +1,10 @@
-"""Malformed arguments to every public op: a clear Python exception at the call, never a crash, a hang, an error
-deferred to ``eval``, or a result whose data disagrees with its declared shape and dtype.
+"""Malformed arguments to every public op: a clear Python exception at the call, never a crash, a hang, an
+error deferred to ``eval``, or a result whose data disagrees with its declared shape and dtype.
 
 The ops are found by walking the public callables of ``umx`` (and ``umx.random``); a skip list names the
 non-ops. Each op gets arguments drawn by hypothesis from a pool of bad values (strings, None, objects, ragged
-lists, wrong-rank arrays, huge and negative axes and sizes, NaN and inf, streams of a missing device) mixed with
-good ones, so that most calls have exactly the one bad argument that the op must catch.
+lists, wrong-rank arrays, huge and negative axes and sizes, NaN and inf, streams of a missing device) mixed
+with good ones, so that most calls have exactly the one bad argument that the op must catch.
 """
 
 from __future__ import annotations
@@ -23,14 +23,40 @@ import umx as mx
 SENSIBLE = (TypeError, ValueError, IndexError, NotImplementedError)
 # Not ops: evaluation, devices and streams, memory and printing settings, dtype queries (tested elsewhere).
 SKIP = {
-    "eval", "async_eval", "stream", "set_default_device", "set_default_stream", "default_stream", "default_device",
-    "new_stream", "synchronize", "clear_streams", "clear_cache", "device_info", "device_count", "is_available",
-    "get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory", "get_memory_limit",
-    "set_memory_limit", "set_cache_limit", "set_wired_limit", "get_printoptions", "set_printoptions",
-    "printoptions", "get_array_buffer_size", "can_cast", "isdtype", "issubdtype", "result_type", "seed",
+    "eval",
+    "async_eval",
+    "stream",
+    "set_default_device",
+    "set_default_stream",
+    "default_stream",
+    "default_device",
+    "new_stream",
+    "synchronize",
+    "clear_streams",
+    "clear_cache",
+    "device_info",
+    "device_count",
+    "is_available",
+    "get_active_memory",
+    "get_peak_memory",
+    "reset_peak_memory",
+    "get_cache_memory",
+    "get_memory_limit",
+    "set_memory_limit",
+    "set_cache_limit",
+    "set_wired_limit",
+    "get_printoptions",
+    "set_printoptions",
+    "printoptions",
+    "get_array_buffer_size",
+    "can_cast",
+    "isdtype",
+    "issubdtype",
+    "result_type",
+    "seed",
 }
-MAX_EVAL_SIZE = 1 << 16
-EXAMPLES = int(os.environ.get("UMX_BAD_INPUT_EXAMPLES", "12"))  # per op; `make stress` runs many more  # results bigger than this are legitimate but not worth computing here
+MAX_EVAL_SIZE = 1 << 16  # results bigger than this are legitimate but not worth computing here
+EXAMPLES = int(os.environ.get("UMX_BAD_INPUT_EXAMPLES", "12"))  # per op; `make stress` runs many more
 
 
 def _public_ops() -> list:
@@ -38,8 +64,13 @@ def _public_ops() -> list:
     for mod, prefix in ((mx, ""), (mx.random, "random.")):
         for name in sorted(dir(mod)):
             fn = getattr(mod, name)
-            if name.startswith("_") or name in SKIP or not callable(fn) or isinstance(fn, type) \
-                    or (mod is mx.random and name not in mx.random.__all__):
+            if (
+                name.startswith("_")
+                or name in SKIP
+                or not callable(fn)
+                or isinstance(fn, type)
+                or (mod is mx.random and name not in mx.random.__all__)
+            ):
                 continue
             if inspect.ismodule(fn) or getattr(fn, "__module__", "").split(".")[0] != "umx":
                 continue
@@ -66,10 +97,41 @@ def _arrays():
 
 GOOD = st.one_of(_arrays(), st.sampled_from([1, 2, 0, -1, 1.5, True, (2, 3), [1, 2, 3], (0,), ()]))
 BAD = st.one_of(
-    st.sampled_from(["a", "", None, Opaque(), object(), {"k": 1}, [[1], [1, 2]], [1, "a"], (1, None),
-                     2**63, -(2**63), 10**30, -7, 99, (-1, 3), (2, -5), (3, 2.5), ("x",), float("nan"),
-                     float("inf"), -float("inf"), 1e300, 3j, b"bytes", np.float64("nan"), np.zeros((2, 2)),
-                     mx.float32, slice(1, 2), Ellipsis, (99, 0), [0, 0]]),
+    st.sampled_from(
+        [
+            "a",
+            "",
+            None,
+            Opaque(),
+            object(),
+            {"k": 1},
+            [[1], [1, 2]],
+            [1, "a"],
+            (1, None),
+            2**63,
+            -(2**63),
+            10**30,
+            -7,
+            99,
+            (-1, 3),
+            (2, -5),
+            (3, 2.5),
+            ("x",),
+            float("nan"),
+            float("inf"),
+            -float("inf"),
+            1e300,
+            3j,
+            b"bytes",
+            np.float64("nan"),
+            np.zeros((2, 2)),
+            mx.float32,
+            slice(1, 2),
+            Ellipsis,
+            (99, 0),
+            [0, 0],
+        ]
+    ),
     st.sampled_from(_missing_device_streams()),
     _arrays(),
 )
@@ -129,15 +191,22 @@ def _signature(fn):
     except (TypeError, ValueError):
         return 1, (), False
     ps = sig.parameters.values()
-    n_pos = sum(1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+    n_pos = sum(
+        1 for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    )
     kw = tuple(p.name for p in ps if p.name in KWARGS)
     var = any(p.kind is p.VAR_POSITIONAL for p in ps)
     return n_pos, kw, var
 
 
 @pytest.mark.parametrize("fn", _public_ops())
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(data=st.data())
 def test_bad_arguments_raise_at_the_call(fn, data):
     n_pos, kw, var = _signature(fn)
@@ -161,53 +230,56 @@ def test_too_many_and_too_few_arguments(fn):
             fn()
 
 
-@pytest.mark.parametrize("case", [
-    lambda: mx.add(mx.ones((2, 3)), mx.ones((4,))),
-    lambda: mx.matmul(mx.ones((2, 3)), mx.ones((2, 3))),
-    lambda: mx.matmul(mx.ones(()), mx.ones((2,))),
-    lambda: mx.sum(mx.ones((2, 3)), axis=2),
-    lambda: mx.sum(mx.ones((2, 3)), axis=-3),
-    lambda: mx.sum(mx.ones((2, 3)), axis=(0, 0)),
-    lambda: mx.transpose(mx.ones((2, 3)), (0, 0)),
-    lambda: mx.reshape(mx.ones((2, 3)), (4, 2)),
-    lambda: mx.reshape(mx.ones((2, 3)), (-1, -1)),
-    lambda: mx.zeros((2, -1)),
-    lambda: mx.ones(-3),
-    lambda: mx.full((2,), "x"),
-    lambda: mx.concatenate([mx.ones((2, 3)), mx.ones((2, 4))]),
-    lambda: mx.concatenate([]),
-    lambda: mx.split(mx.ones((5,)), 2),
-    lambda: mx.ones((2, 3))[5],
-    lambda: mx.ones((2, 3))[0, 0, 0],
-    lambda: mx.ones((2, 3))[mx.array([True, False])],
-    lambda: mx.ones((2, 3))[mx.array([0.5])],
-    lambda: mx.ones((2, 3))["a"],
-    lambda: mx.where(mx.ones((2,)), mx.ones((3,)), 1),
-    lambda: mx.negative(mx.array([True])),
-    lambda: mx.subtract(mx.array([True]), mx.array([False])),
-    lambda: mx.bitwise_and(mx.ones((2,)), mx.ones((2,))),
-    lambda: mx.add(mx.ones((2,)), "a"),
-    lambda: mx.add(mx.ones((2,)), None),
-    lambda: mx.exp(object()),
-    lambda: mx.exp(mx.ones((2,)), stream="cpu"),
-    lambda: mx.array([[1], [1, 2]]),
-    lambda: mx.array(object()),
-    lambda: mx.array([1, 2], dtype="notadtype"),
-    lambda: mx.arange(0, 10, 0),
-    lambda: mx.arange(float("nan")),
-    lambda: mx.arange(float("inf")),
-    lambda: mx.linspace(0, 1, -1),
-    lambda: mx.eye(-1),
-    lambda: mx.argmax(mx.ones((0,))),
-    lambda: mx.max(mx.ones((0, 3)), axis=0),
-    lambda: mx.ones((2,)).reshape(3),
-    lambda: mx.ones((2,)) + mx.ones((3,)),
-    lambda: mx.set_memory_limit(-1),
-    lambda: mx.set_memory_limit("1GB"),
-    lambda: mx.set_default_device("gpu"),
-    lambda: mx.Device("cuda"),
-    lambda: mx.new_stream(mx.Device(mx.cpu, 3)),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda: mx.add(mx.ones((2, 3)), mx.ones((4,))),
+        lambda: mx.matmul(mx.ones((2, 3)), mx.ones((2, 3))),
+        lambda: mx.matmul(mx.ones(()), mx.ones((2,))),
+        lambda: mx.sum(mx.ones((2, 3)), axis=2),
+        lambda: mx.sum(mx.ones((2, 3)), axis=-3),
+        lambda: mx.sum(mx.ones((2, 3)), axis=(0, 0)),
+        lambda: mx.transpose(mx.ones((2, 3)), (0, 0)),
+        lambda: mx.reshape(mx.ones((2, 3)), (4, 2)),
+        lambda: mx.reshape(mx.ones((2, 3)), (-1, -1)),
+        lambda: mx.zeros((2, -1)),
+        lambda: mx.ones(-3),
+        lambda: mx.full((2,), "x"),
+        lambda: mx.concatenate([mx.ones((2, 3)), mx.ones((2, 4))]),
+        lambda: mx.concatenate([]),
+        lambda: mx.split(mx.ones((5,)), 2),
+        lambda: mx.ones((2, 3))[5],
+        lambda: mx.ones((2, 3))[0, 0, 0],
+        lambda: mx.ones((2, 3))[mx.array([True, False])],
+        lambda: mx.ones((2, 3))[mx.array([0.5])],
+        lambda: mx.ones((2, 3))["a"],
+        lambda: mx.where(mx.ones((2,)), mx.ones((3,)), 1),
+        lambda: mx.negative(mx.array([True])),
+        lambda: mx.subtract(mx.array([True]), mx.array([False])),
+        lambda: mx.bitwise_and(mx.ones((2,)), mx.ones((2,))),
+        lambda: mx.add(mx.ones((2,)), "a"),
+        lambda: mx.add(mx.ones((2,)), None),
+        lambda: mx.exp(object()),
+        lambda: mx.exp(mx.ones((2,)), stream="cpu"),
+        lambda: mx.array([[1], [1, 2]]),
+        lambda: mx.array(object()),
+        lambda: mx.array([1, 2], dtype="notadtype"),
+        lambda: mx.arange(0, 10, 0),
+        lambda: mx.arange(float("nan")),
+        lambda: mx.arange(float("inf")),
+        lambda: mx.linspace(0, 1, -1),
+        lambda: mx.eye(-1),
+        lambda: mx.argmax(mx.ones((0,))),
+        lambda: mx.max(mx.ones((0, 3)), axis=0),
+        lambda: mx.ones((2,)).reshape(3),
+        lambda: mx.ones((2,)) + mx.ones((3,)),
+        lambda: mx.set_memory_limit(-1),
+        lambda: mx.set_memory_limit("1GB"),
+        lambda: mx.set_default_device("gpu"),
+        lambda: mx.Device("cuda"),
+        lambda: mx.new_stream(mx.Device(mx.cpu, 3)),
+    ],
+)
 def test_specific_bad_inputs(case):
     with pytest.raises(SENSIBLE):
         case()

@@ -1,12 +1,14 @@
-"""Differential stress test: random programs run by umx (on several streams, from several threads) and by NumPy.
+"""Differential stress test: random programs run by umx (on several streams, from several threads) and by
+NumPy.
 
 Each program draws random ops from the public op set (elementwise with arrays and Python scalars, reductions,
-reshapes and transposes, matmul, indexing, where, concatenate), random shapes and dtypes, and a random stream per op
-among several CPU streams (and the GPU when there is one). The NumPy reference mirrors MLX's dtype rules by casting
-its inputs to the dtype umx reports for each result, so that both sides compute in the same precision.
+reshapes and transposes, matmul, indexing, where, concatenate), random shapes and dtypes, and a random stream
+per op among several CPU streams (and the GPU when there is one). The NumPy reference mirrors MLX's dtype
+rules by casting its inputs to the dtype umx reports for each result, so that both sides compute in the same
+precision.
 
-``UMX_STRESS_PROGRAMS`` sets the number of programs (``make stress`` runs 5000). A failure names the program's seed:
-``_run_program(seed)`` replays it alone.
+``UMX_STRESS_PROGRAMS`` sets the number of programs (``make stress`` runs 5000). A failure names the
+program's seed: ``_run_program(seed)`` replays it alone.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class Program:
     """A random program: a pool of umx arrays that each step extends by one op.
 
     Every step records how NumPy computes its result from the step's inputs. After one ``eval`` of the whole
-    program, each step is checked against NumPy applied to umx's own values of its inputs: a wrong value is caught
+    program, each step is checked against NumPy applied to umx's own values of its inputs: a wrong value is
+    caught
     at the op that made it, and rounding differences are never amplified down the chain.
     """
 
@@ -65,7 +68,8 @@ class Program:
         self.pool: list = []
         self.steps: list = []  # (result, reference function of NumPy inputs, inputs, description)
 
-    # -- random choices ---------------------------------------------------------------------------------------
+    # -- random choices
+    # ---------------------------------------------------------------------------------------
     def stream(self):
         ss = streams()
         return ss[self.rng.integers(len(ss))]
@@ -96,16 +100,35 @@ class Program:
         self.steps.append((y, fn, inputs, f"{desc}->{y.shape}{y.dtype.name}"))
         self.pool.append(y)
 
-    # -- steps ------------------------------------------------------------------------------------------------
+    # -- steps
+    # ------------------------------------------------------------------------------------------------
     def step(self) -> None:
-        kind = self.rng.choice(["unary", "binary", "scalar", "reduce", "shape", "matmul", "index", "where",
-                                "concat", "cast"], p=[.14, .18, .1, .12, .12, .06, .1, .06, .06, .06])
+        kind = self.rng.choice(
+            ["unary", "binary", "scalar", "reduce", "shape", "matmul", "index", "where", "concat", "cast"],
+            p=[0.14, 0.18, 0.1, 0.12, 0.12, 0.06, 0.1, 0.06, 0.06, 0.06],
+        )
         getattr(self, "op_" + kind)()
 
     def op_unary(self):
         x = self.pick()
-        name = str(self.rng.choice(["abs", "negative", "square", "exp", "sin", "tanh", "sqrt", "log1p", "floor",
-                                    "isnan", "logical_not", "sigmoid"]))
+        name = str(
+            self.rng.choice(
+                [
+                    "abs",
+                    "negative",
+                    "square",
+                    "exp",
+                    "sin",
+                    "tanh",
+                    "sqrt",
+                    "log1p",
+                    "floor",
+                    "isnan",
+                    "logical_not",
+                    "sigmoid",
+                ]
+            )
+        )
         if x.dtype is mx.bool_ and name in ("negative", "abs", "square", "floor"):
             name = "logical_not"
         if x.dtype.kind == "u" and name == "negative":
@@ -123,23 +146,42 @@ class Program:
 
         self.emit(y, fn, (x,), f"{name}{x.shape}{x.dtype.name}")
 
-    _BINARY = ["add", "subtract", "multiply", "maximum", "minimum", "divide", "equal", "less", "greater_equal",
-               "logical_and", "arctan2"]
+    _BINARY = [
+        "add",
+        "subtract",
+        "multiply",
+        "maximum",
+        "minimum",
+        "divide",
+        "equal",
+        "less",
+        "greater_equal",
+        "logical_and",
+        "arctan2",
+    ]
 
     def op_binary(self):
         x, y = self.pick(), self.pick()
         try:
             np.broadcast_shapes(x.shape, y.shape)
         except ValueError:
-            y = self.leaf(shape=x.shape[self.rng.integers(0, len(x.shape) + 1):])
+            y = self.leaf(shape=x.shape[self.rng.integers(0, len(x.shape) + 1) :])
         name = str(self.rng.choice(self._BINARY))
         if name == "subtract" and (x.dtype is mx.bool_ or y.dtype is mx.bool_):
             name = "add"
         z = getattr(mx, name)(x, y, stream=self.stream())
-        cd = {"equal": mx.result_type(x, y), "less": mx.result_type(x, y), "logical_and": mx.bool_,
-              "greater_equal": mx.result_type(x, y)}.get(name, z.dtype)
-        self.emit(z, lambda rx, ry: getattr(np, name)(ref(rx, cd), ref(ry, cd)), (x, y),
-                  f"{name}{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}")
+        cd = {
+            "equal": mx.result_type(x, y),
+            "less": mx.result_type(x, y),
+            "logical_and": mx.bool_,
+            "greater_equal": mx.result_type(x, y),
+        }.get(name, z.dtype)
+        self.emit(
+            z,
+            lambda rx, ry: getattr(np, name)(ref(rx, cd), ref(ry, cd)),
+            (x, y),
+            f"{name}{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}",
+        )
 
     def op_scalar(self):
         x = self.pick()
@@ -148,7 +190,11 @@ class Program:
         if isinstance(s, bool) and name == "divide":
             name = "add"
         left = bool(self.rng.random() < 0.5)
-        z = getattr(mx, name)(x, s, stream=self.stream()) if left else getattr(mx, name)(s, x, stream=self.stream())
+        z = (
+            getattr(mx, name)(x, s, stream=self.stream())
+            if left
+            else getattr(mx, name)(s, x, stream=self.stream())
+        )
         cd = mx.result_type(x, s) if name == "less" else z.dtype
         weak = mx.result_type(x, s)  # a Python scalar takes the array's dtype first (ints wrap), as in MLX
 
@@ -166,8 +212,10 @@ class Program:
         axis = None
         if x.ndim and self.rng.random() < 0.7:
             k = int(self.rng.integers(1, x.ndim + 1))
-            axis = [int(a) - (x.ndim if self.rng.random() < 0.3 else 0)
-                    for a in self.rng.choice(x.ndim, size=k, replace=False)]
+            axis = [
+                int(a) - (x.ndim if self.rng.random() < 0.3 else 0)
+                for a in self.rng.choice(x.ndim, size=k, replace=False)
+            ]
         keep = bool(self.rng.random() < 0.3)
         y = getattr(mx, name)(x, axis=axis, keepdims=keep, stream=self.stream())
         d = y.dtype
@@ -190,22 +238,37 @@ class Program:
         c = self.rng.integers(4)
         if c == 0 and x.ndim:
             axes = [int(a) for a in self.rng.permutation(x.ndim)]
-            self.emit(mx.transpose(x, axes, stream=st), lambda r: np.transpose(r, axes), (x,),
-                      f"transpose{x.shape},{axes}")
+            self.emit(
+                mx.transpose(x, axes, stream=st),
+                lambda r: np.transpose(r, axes),
+                (x,),
+                f"transpose{x.shape},{axes}",
+            )
         elif c == 1:
             shape = [x.size] if self.rng.random() < 0.3 else list(x.shape[::-1])
             if x.size and len(shape) > 1 and 0 not in shape[1:] and self.rng.random() < 0.5:
                 shape = [-1] + shape[1:]
-            self.emit(mx.reshape(x, shape, stream=st), lambda r: r.reshape(shape), (x,),
-                      f"reshape{x.shape},{shape}")
+            self.emit(
+                mx.reshape(x, shape, stream=st), lambda r: r.reshape(shape), (x,), f"reshape{x.shape},{shape}"
+            )
         elif c == 2:
             ax = int(self.rng.integers(-x.ndim - 1, x.ndim + 1))
-            self.emit(mx.expand_dims(x, ax, stream=st), lambda r: np.expand_dims(r, ax), (x,),
-                      f"expand_dims{x.shape},{ax}")
+            self.emit(
+                mx.expand_dims(x, ax, stream=st),
+                lambda r: np.expand_dims(r, ax),
+                (x,),
+                f"expand_dims{x.shape},{ax}",
+            )
         else:
-            shape = tuple(int(s) for s in self.rng.integers(1, 3, size=int(self.rng.integers(0, 2)))) + x.shape
-            self.emit(mx.broadcast_to(x, shape, stream=st), lambda r: np.broadcast_to(r, shape), (x,),
-                      f"broadcast_to{x.shape},{shape}")
+            shape = (
+                tuple(int(s) for s in self.rng.integers(1, 3, size=int(self.rng.integers(0, 2)))) + x.shape
+            )
+            self.emit(
+                mx.broadcast_to(x, shape, stream=st),
+                lambda r: np.broadcast_to(r, shape),
+                (x,),
+                f"broadcast_to{x.shape},{shape}",
+            )
 
     def op_matmul(self):
         x = self.pick()
@@ -214,12 +277,18 @@ class Program:
         if x.dtype is mx.bool_:
             x = x.astype(mx.int32)
         k = x.shape[-1]
-        y = self.leaf(shape=(k, int(self.rng.integers(0, 4))) if self.rng.random() < 0.8 else (k,),
-                      dtype=[mx.float32, mx.int32, mx.float16][self.rng.integers(3)])
+        y = self.leaf(
+            shape=(k, int(self.rng.integers(0, 4))) if self.rng.random() < 0.8 else (k,),
+            dtype=[mx.float32, mx.int32, mx.float16][self.rng.integers(3)],
+        )
         z = mx.matmul(x, y, stream=self.stream())
         d = z.dtype
-        self.emit(z, lambda rx, ry: np.matmul(ref(rx, d), ref(ry, d)), (x, y),
-                  f"matmul{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}")
+        self.emit(
+            z,
+            lambda rx, ry: np.matmul(ref(rx, d), ref(ry, d)),
+            (x, y),
+            f"matmul{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}",
+        )
 
     def op_index(self):
         x = self.pick()
@@ -246,7 +315,7 @@ class Program:
 
     def op_where(self):
         x, y = self.pick(), self.pick()
-        c = self.leaf(shape=x.shape[self.rng.integers(0, len(x.shape) + 1):], dtype=mx.bool_)
+        c = self.leaf(shape=x.shape[self.rng.integers(0, len(x.shape) + 1) :], dtype=mx.bool_)
         try:
             np.broadcast_shapes(x.shape, y.shape, c.shape)
         except ValueError:
@@ -254,11 +323,19 @@ class Program:
         z = mx.where(c, x, y, stream=self.stream())
         d = z.dtype
         if isinstance(y, float):
-            self.emit(z, lambda rc, rx: np.where(rc, ref(rx, d), ref(np.array(y), d)), (c, x),
-                      f"where{c.shape},{x.shape}{x.dtype.name},{y}")
+            self.emit(
+                z,
+                lambda rc, rx: np.where(rc, ref(rx, d), ref(np.array(y), d)),
+                (c, x),
+                f"where{c.shape},{x.shape}{x.dtype.name},{y}",
+            )
         else:
-            self.emit(z, lambda rc, rx, ry: np.where(rc, ref(rx, d), ref(ry, d)), (c, x, y),
-                      f"where{c.shape},{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}")
+            self.emit(
+                z,
+                lambda rc, rx, ry: np.where(rc, ref(rx, d), ref(ry, d)),
+                (c, x, y),
+                f"where{c.shape},{x.shape}{x.dtype.name},{y.shape}{y.dtype.name}",
+            )
 
     def op_concat(self):
         x = self.pick()
@@ -270,15 +347,21 @@ class Program:
         y = self.leaf(shape=tuple(shape))
         z = mx.concatenate([x, y], axis=ax, stream=self.stream())
         d = z.dtype
-        self.emit(z, lambda rx, ry: np.concatenate([ref(rx, d), ref(ry, d)], axis=ax), (x, y),
-                  f"concatenate{x.shape}{x.dtype.name},{y.shape}{y.dtype.name},axis={ax}")
+        self.emit(
+            z,
+            lambda rx, ry: np.concatenate([ref(rx, d), ref(ry, d)], axis=ax),
+            (x, y),
+            f"concatenate{x.shape}{x.dtype.name},{y.shape}{y.dtype.name},axis={ax}",
+        )
 
     def op_cast(self):
         x = self.pick()
         d = DTYPES[self.rng.integers(len(DTYPES))]
         if x.dtype.kind == "f" and d.kind in "iu":  # float -> int of NaN and out-of-range values is undefined
             return
-        self.emit(x.astype(d, stream=self.stream()), lambda r: r, (x,), f"astype{x.shape}{x.dtype.name}->{d.name}")
+        self.emit(
+            x.astype(d, stream=self.stream()), lambda r: r, (x,), f"astype{x.shape}{x.dtype.name}->{d.name}"
+        )
 
 
 def _check(got, exp, what: str) -> None:
@@ -290,8 +373,9 @@ def _check(got, exp, what: str) -> None:
         np.testing.assert_array_equal(g, exp, err_msg=what)
     else:
         tol = _TOL[got.dtype]
-        np.testing.assert_allclose(g.astype(np.float64), exp.astype(np.float64), rtol=tol, atol=tol,
-                                   equal_nan=True, err_msg=what)
+        np.testing.assert_allclose(
+            g.astype(np.float64), exp.astype(np.float64), rtol=tol, atol=tol, equal_nan=True, err_msg=what
+        )
 
 
 def _run_program(seed: int, shared: Program | None = None) -> None:
@@ -327,7 +411,8 @@ def test_random_programs_match_numpy():
 
 
 def test_shared_lazy_graph_across_programs():
-    """Threads extend and evaluate one shared, unevaluated graph at once: every thread sees the same values."""
+    """Threads extend and evaluate one shared, unevaluated graph at once: every thread sees the same
+    values."""
     rng = np.random.default_rng(SEED)
     ss = streams()
     base = rng.standard_normal((8, 8)).astype(np.float32)
@@ -341,8 +426,9 @@ def test_shared_lazy_graph_across_programs():
     def worker(k: int):
         local = mx.sum(shared[-1 - k % 5] * k, axis=0, stream=ss[k % len(ss)])
         mx.eval(local)
-        np.testing.assert_allclose(np.asarray(local), np.sum(refs[-1 - k % 5] * k, axis=0), rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(local), np.sum(refs[-1 - k % 5] * k, axis=0), rtol=1e-4, atol=1e-4
+        )
 
     with ThreadPoolExecutor(8) as pool:
         for f in [pool.submit(worker, k) for k in range(32)]:

@@ -1,5 +1,5 @@
-"""Threads, errors and interrupts: any thread may build and evaluate graphs on any stream, a failing kernel fails
-only what depends on it, and neither an error nor a KeyboardInterrupt leaves the runtime unusable."""
+"""Threads, errors and interrupts: any thread may build and evaluate graphs on any stream, a failing kernel
+fails only what depends on it, and neither an error nor a KeyboardInterrupt leaves the runtime unusable."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def test_eight_threads_thousand_evals_each(streams):
     rng = np.random.default_rng(0)
     base = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(4)]
     shared = [mx.array(b) for b in base]
-    lazy = [mx.multiply(s, 2, stream=streams[i]) for i, s in enumerate(shared)]  # evaluated by whoever is first
+    lazy = [
+        mx.multiply(s, 2, stream=streams[i]) for i, s in enumerate(shared)
+    ]  # evaluated by whoever is first
     errors = []
 
     def worker(t: int):
@@ -168,7 +170,8 @@ def test_keyboard_interrupt_in_a_kernel(monkeypatch, streams):
 
 
 def test_sigint_while_waiting_for_a_long_eval(monkeypatch, streams):
-    """Ctrl-C while the main thread waits in eval: eval raises KeyboardInterrupt; the work finishes anyway and the
+    """Ctrl-C while the main thread waits in eval: eval raises KeyboardInterrupt; the work finishes anyway and
+    the
     same arrays evaluate afterwards."""
     started, release = threading.Event(), threading.Event()
 
@@ -195,7 +198,8 @@ def test_sigint_while_waiting_for_a_long_eval(monkeypatch, streams):
 
 
 def test_interrupt_while_planning(monkeypatch, streams):
-    """An exception in the middle of scheduling (a KeyboardInterrupt can arrive between any two bytecodes) leaves
+    """An exception in the middle of scheduling (a KeyboardInterrupt can arrive between any two bytecodes)
+    leaves
     the graph consistent: a later eval of the same arrays computes them."""
     st = mx.new_stream(mx.cpu)
     a = mx.multiply(mx.arange(4), 3, stream=streams[0])
@@ -217,7 +221,8 @@ def test_interrupt_while_planning(monkeypatch, streams):
 
 
 def test_random_sigint_during_many_evals(streams):
-    """Interrupts fired at random moments, anywhere in eval (planning, waiting): every array still evaluates to
+    """Interrupts fired at random moments, anywhere in eval (planning, waiting): every array still evaluates
+    to
     the right value afterwards."""
     rng = np.random.default_rng(1)
     done = threading.Event()
