@@ -289,3 +289,40 @@ def test_raising_again_does_not_grow_the_traceback(monkeypatch):
             mx.eval(y)
         sizes.append(len(traceback.extract_tb(info.value.__traceback__)))
     assert len(set(sizes)) == 1, sizes
+
+
+def test_setitem_on_an_array_still_being_computed(monkeypatch, streams):
+    """``a[i] = v`` while ``a``'s kernel runs: ``a`` gets the update, readers of the old ``a`` the old value."""
+
+    def slow(orig, prim, x):
+        time.sleep(0.02)
+        return orig(prim, x)
+
+    _patch(monkeypatch, EXP, slow)
+    a = mx.exp(mx.zeros((3,)), stream=streams[1])
+    b = mx.add(a, 1, stream=streams[2])
+    mx.async_eval(a)
+    a[0] = 5.0
+    assert a.tolist() == [5.0, 1.0, 1.0]
+    assert b.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_setitem_from_many_threads_on_a_shared_graph(streams):
+    base = mx.multiply(mx.arange(6), 2, stream=streams[0])  # shared and lazy
+
+    def worker(t: int):
+        for i in range(50):
+            x = mx.add(base, t, stream=streams[(t + i) % 4])
+            y = mx.multiply(x, 1, stream=streams[(t + i + 1) % 4])  # reads x before the update
+            if i % 2:
+                mx.async_eval(x)
+            x[i % 6] = -1
+            exp = [2 * k + t for k in range(6)]
+            assert y.tolist() == exp
+            exp[i % 6] = -1
+            assert x.tolist() == exp
+
+    with ThreadPoolExecutor(8) as pool:
+        for f in [pool.submit(worker, t) for t in range(8)]:
+            f.result()
+    assert base.tolist() == [0, 2, 4, 6, 8, 10]
