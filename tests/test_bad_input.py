@@ -303,3 +303,80 @@ def test_nan_and_inf_values_are_data_not_errors():
     np.testing.assert_array_equal(np.asarray(mx.isinf(x)), [False, True, True, False])
     assert np.isnan(mx.sum(x).item())
     assert mx.max(mx.array([1.0, float("inf")])).item() == float("inf")
+
+
+METHOD_BAD = [
+    "a",
+    None,
+    Opaque(),
+    [[1], [1, 2]],
+    2**70,
+    -7,
+    99,
+    (-1, 3),
+    float("nan"),
+    float("inf"),
+    3j,
+    mx.Device(mx.cpu, 5),
+    mx.ones((2, 3, 4)),
+    mx.ones(()),
+    mx.ones((0,)),
+    mx.array([True]),
+    mx.array([1 + 1j]),
+    (0, 0),
+    Ellipsis,
+    (),
+]
+OPERATORS = [
+    "__add__",
+    "__sub__",
+    "__mul__",
+    "__truediv__",
+    "__floordiv__",
+    "__mod__",
+    "__pow__",
+    "__matmul__",
+    "__lt__",
+    "__le__",
+    "__eq__",
+    "__ne__",
+    "__gt__",
+    "__ge__",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__lshift__",
+    "__rshift__",
+    "__radd__",
+    "__rsub__",
+    "__rpow__",
+    "__rmatmul__",
+    "__getitem__",
+]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in dir(mx.array) if not n.startswith("_")) + OPERATORS)
+@pytest.mark.parametrize("dtype", [mx.float32, mx.int32, mx.bool_, mx.complex64], ids=lambda d: d.name)
+def test_array_methods_and_operators_with_bad_arguments(name, dtype):
+    for bad in METHOD_BAD:
+        a = mx.ones((2, 3), dtype)
+        attr = getattr(a, name)
+        if not callable(attr):
+            return
+        _call(attr, [bad], {})
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda: mx.ones((2, 3)).reshape(2**70),
+        lambda: mx.round(mx.ones((2,)), float("inf")),
+        lambda: mx.round(mx.ones((2,)), 2**70),
+        lambda: mx.round(mx.array([True]), -1),
+        lambda: mx.ones((2,)).__setitem__(0, "a"),
+        lambda: mx.ones((2,)).__setitem__(5, 1.0),
+    ],
+)
+def test_more_specific_bad_inputs(case):
+    with pytest.raises(SENSIBLE):
+        case()

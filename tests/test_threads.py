@@ -292,7 +292,8 @@ def test_raising_again_does_not_grow_the_traceback(monkeypatch):
 
 
 def test_setitem_on_an_array_still_being_computed(monkeypatch, streams):
-    """``a[i] = v`` while ``a``'s kernel runs: ``a`` gets the update, readers of the old ``a`` the old value."""
+    """``a[i] = v`` while ``a``'s kernel runs: ``a`` gets the update, readers of the old ``a`` its old
+    value."""
 
     def slow(orig, prim, x):
         time.sleep(0.02)

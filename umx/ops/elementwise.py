@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..primitives import BINARY, UNARY, WHERE, Round
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
@@ -208,8 +210,14 @@ def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX'
         array: ``a`` rounded, same dtype.
     """
     a = as_array(a, "round")
+    if not isinstance(decimals, (int, np.integer)) or isinstance(decimals, bool):
+        raise TypeError(f"round: decimals must be an int, got {type(decimals).__name__}")
+    if not -(2**31) <= decimals < 2**31:
+        raise ValueError(f"round: decimals {decimals} is out of range")
     if a._dtype.kind in "iub" and decimals >= 0:
         return a
+    if a._dtype is _bool:
+        raise ValueError("round: negative decimals are not supported for bool")
     return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 

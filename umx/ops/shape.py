@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import dtypes as dt
@@ -44,7 +46,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
         shape = tuple(size // known if s == -1 else s for s in shape)
     if any(s < 0 for s in shape):
         raise ValueError(f"reshape: invalid shape {shape}")
-    if int(np.prod(shape, dtype=np.int64)) != size:
+    if math.prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} (size {size}) into {shape}")
     return reshape_node(a, shape, resolve_stream(stream))
 
