@@ -59,14 +59,14 @@ def release(data) -> None:
 def check_host_limit(nbytes: int) -> None:
     """Refuse a host allocation of ``nbytes`` that would take live arrays above the limit set by the user.
 
-    The CPU has no allocator to wait on: an op whose result would not fit fails with MemoryError (naming the
-    request, the usage and the limit), which reaches ``eval`` like any kernel error. Without a user limit, only
-    the operating system limits the host.
+    The CPU has no allocator to wait on: an op whose result would not fit fails with MemoryError (naming
+    the request, the usage and the limit), which reaches ``eval`` like any kernel error. Without a user
+    limit, only the operating system limits the host.
     """
     lim = _memory_limit
     if lim and _host_active + nbytes > lim:
-        raise MemoryError(f"cannot allocate {nbytes} bytes: {_host_active} bytes are in use and the memory limit "
-                          f"is {lim} bytes (see set_memory_limit)")
+        raise MemoryError(f"cannot allocate {nbytes} bytes: {_host_active} bytes are in use and the memory "
+                          f"limit is {lim} bytes (see set_memory_limit)")
 
 
 def host_copy(a) -> np.ndarray:
@@ -122,10 +122,10 @@ def get_cache_memory() -> int:
 
 
 def set_memory_limit(limit: int) -> int:
-    """Set the memory limit in bytes, returning the previous one (0 removes the limit). See ``get_memory_limit``.
+    """Set the memory limit in bytes, returning the previous one (0 removes the limit).
 
-    On the CPU, an op whose result would take the bytes held by live arrays above the limit fails with MemoryError
-    when evaluated; ``eval`` raises it, naming the op, and the runtime stays usable.
+    On the CPU, an op whose result would take the bytes held by live arrays above the limit fails with
+    MemoryError when evaluated; ``eval`` raises it, naming the op, and the runtime stays usable.
     """
     global _memory_limit
     if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool):

@@ -40,9 +40,9 @@ def _targets(args, out: list) -> None:
 def _plan(targets: list) -> None:
     """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock.
 
-    An exception in the middle (KeyboardInterrupt can arrive between any two bytecodes on the main thread) leaves
-    the graph consistent: the nodes already given sequence numbers are handed to their executors, the others are
-    unmarked, so a later eval schedules them.
+    An exception in the middle (e.g. a device failing to start) leaves the graph consistent: the nodes already
+    given sequence numbers are handed to their executors, the others are unmarked, so a later eval schedules
+    them. (Ctrl-C is held back meanwhile, see :func:`_schedule`.)
     """
     order = []
     try:

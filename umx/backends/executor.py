@@ -48,7 +48,7 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
     error.add_note(f"umx: raised by {node._prim!r} on {node._stream!r} (inputs: {shapes or 'none'})")
     tb = error.__traceback__
     if tb is not None:
-        # Keep the kernel's frames, not the worker's: its locals hold the whole batch alive while the error lives.
+        # Keep the kernel's frames, not the worker's: its locals would hold the batch alive with the error.
         tb = tb.tb_next
         traceback.clear_frames(tb)
         error.__traceback__ = tb

@@ -18,8 +18,8 @@ _NEGATIVE = UNARY["Negative"]
 _SUBTRACT = BINARY["Subtract"]
 _ABS = UNARY["Abs"]
 # Functions with no complex meaning (or none in NumPy/CuPy): refused at the call, not at eval.
-_NO_COMPLEX = {UNARY[n] for n in ("Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf",
-                                  "ErfInv")}
+_NO_COMPLEX = {UNARY[n] for n in ("Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians",
+                                  "Erf", "ErfInv")}
 _NO_COMPLEX |= {BINARY[n] for n in ("FloorDivide", "Remainder", "ArcTan2", "LogAddExp")}
 _NO_BOOL = {UNARY["Sign"]}
 

@@ -8,11 +8,20 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import Concatenate, Split, Transpose, View
-from ._core import broadcast_shapes as _broadcast_shapes
 from ._core import (
-    array, as_array, axes_of, axis_of, broadcast_node, cast, describe, node, reshape_node,
-    resolve_stream, shape_of,
+    array,
+    as_array,
+    axes_of,
+    axis_of,
+    broadcast_node,
+    cast,
+    describe,
+    node,
+    reshape_node,
+    resolve_stream,
+    shape_of,
 )
+from ._core import broadcast_shapes as _broadcast_shapes
 
 __all__ = ["reshape", "transpose", "permute_dims", "matrix_transpose", "squeeze", "expand_dims", "concatenate",
            "concat", "stack", "split", "broadcast_to", "broadcast_shapes", "broadcast_arrays", "flatten",
@@ -194,7 +203,7 @@ def broadcast_to(a, /, shape, *, stream=None) -> array:
 
 
 def broadcast_shapes(*shapes) -> tuple:
-    """The shape that broadcasting ``shapes`` (tuples of ints) together gives. See ``numpy.broadcast_shapes``."""
+    """The shape that broadcasting ``shapes`` (tuples of ints) gives. See ``numpy.broadcast_shapes``."""
     if not shapes:
         raise ValueError("broadcast_shapes: needs at least one shape")
     return _broadcast_shapes(*(shape_of(s, "broadcast_shapes") for s in shapes))
