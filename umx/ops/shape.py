@@ -8,20 +8,10 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import Concatenate, Split, Transpose, View
+from . import _core
 from ._core import (
-    array,
-    as_array,
-    axes_of,
-    axis_of,
-    broadcast_node,
-    cast,
-    describe,
-    node,
-    reshape_node,
-    resolve_stream,
-    shape_of,
+    array, as_array, axes_of, axis_of, broadcast_node, cast, describe, node, reshape_node, resolve_stream, shape_of,
 )
-from ._core import broadcast_shapes as _broadcast_shapes
 
 __all__ = ["reshape", "transpose", "permute_dims", "matrix_transpose", "squeeze", "expand_dims", "concatenate",
            "concat", "stack", "split", "broadcast_to", "broadcast_shapes", "broadcast_arrays", "flatten",
@@ -197,7 +187,7 @@ def broadcast_to(a, /, shape, *, stream=None) -> array:
     """``a`` broadcast to ``shape``. See ``numpy.broadcast_to``."""
     a = as_array(a, "broadcast_to")
     shape = shape_of(shape, "broadcast_to")
-    if _broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
+    if _core.broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
         raise ValueError(f"broadcast_to: cannot broadcast shape {a.shape} to {shape}")
     return broadcast_node(a, shape, resolve_stream(stream))
 
@@ -206,13 +196,13 @@ def broadcast_shapes(*shapes) -> tuple:
     """The shape that broadcasting ``shapes`` (tuples of ints) gives. See ``numpy.broadcast_shapes``."""
     if not shapes:
         raise ValueError("broadcast_shapes: needs at least one shape")
-    return _broadcast_shapes(*(shape_of(s, "broadcast_shapes") for s in shapes))
+    return _core.broadcast_shapes(*(shape_of(s, "broadcast_shapes") for s in shapes))
 
 
 def broadcast_arrays(*arrays, stream=None) -> list:
     """Broadcast arrays to a common shape. See ``numpy.broadcast_arrays``."""
     xs = [as_array(x, "broadcast_arrays") for x in arrays]
-    shape = _broadcast_shapes(*(x._shape for x in xs), op="broadcast_arrays")
+    shape = _core.broadcast_shapes(*(x._shape for x in xs), op="broadcast_arrays")
     st = resolve_stream(stream)
     return [broadcast_node(x, shape, st) for x in xs]
 
