@@ -162,14 +162,15 @@ _PLANNING = _Planning()
 def _schedule(targets: list) -> None:
     """Plan ``targets`` under the lock. On the main thread, Ctrl-C is held back until planning is done: the
     hand-off to the executors must not stop halfway (waiting for results, after it, stays interruptible)."""
-    if threading.current_thread() is not _MAIN:
+    prev = signal.getsignal(signal.SIGINT) if threading.current_thread() is _MAIN else None
+    if prev is None:  # another thread (signals only reach the main one), or a handler installed from C
         with _plan_lock:
             _plan(targets)
         return
     held = []
     try:
-        prev = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    except (ValueError, TypeError):  # not the main interpreter, or a handler installed from C
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # the main thread of another interpreter
         prev = None
     try:
         with _plan_lock:
