@@ -105,8 +105,10 @@ def test_named_promotions(device, a, b, want):
 ])
 def test_weak_scalars(device, dtype, scalar, want):
     a = mx.array([1, 0], dtype=dtype)
-    for out in (a + scalar, scalar + a, a * scalar, scalar * a, mx.add(a, scalar, stream=device),
-                mx.subtract(scalar, a, stream=device)):
+    outs = [a + scalar, scalar + a, a * scalar, scalar * a, mx.add(a, scalar, stream=device)]
+    if want is not mx.bool_:  # there is no bool difference
+        outs.append(mx.subtract(scalar, a, stream=device))
+    for out in outs:
         assert out.dtype == want
     want_vals = (np.array([1, 0]) + scalar).astype(want.np)
     np.testing.assert_allclose(np.asarray(a + scalar).astype(np.complex128), want_vals.astype(np.complex128),

@@ -193,7 +193,7 @@ class array:  # noqa: N801 (MLX's name)
         return array_str(self)
 
     def __del__(self):
-        d = self._data if hasattr(self, "_data") else None  # unset when __init__ raised
+        d = getattr(self, "_data", None)  # unset when __init__ raised
         if d.__class__ is _ndarray:
             memory.release(d)
 
@@ -302,7 +302,11 @@ def _to_numpy(val):
     if isinstance(val, int):
         if -(2**31) <= val < 2**31:
             return np.array(val, np.int32), _dt.int32
-        return np.array(val, np.int64), _dt.int64
+        if -(2**63) <= val < 2**63:
+            return np.array(val, np.int64), _dt.int64
+        if 0 <= val < 2**64:
+            return np.array(val, np.uint64), _dt.uint64
+        raise ValueError(f"array: the Python int {val} does not fit in 64 bits")
     if isinstance(val, float):
         return np.array(val, np.float32), _dt.float32
     if isinstance(val, complex):

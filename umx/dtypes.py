@@ -211,13 +211,14 @@ def result_type(*arrays_and_dtypes) -> Dtype:
     """The dtype that an op over these arrays, dtypes and scalars gives, by MLX's promotion rules."""
     strong = [x if isinstance(x, Dtype) else x.dtype for x in arrays_and_dtypes
               if isinstance(x, Dtype) or hasattr(x, "dtype")]
-    weak = [x for x in arrays_and_dtypes if isinstance(x, (bool, int, float, complex))]
+    weak = [x for x in arrays_and_dtypes
+            if isinstance(x, (bool, int, float, complex)) and not hasattr(x, "dtype")]
     if not strong:
         if not weak:
             raise ValueError("result_type: needs at least one argument")
         strong = [_scalar_dtype(weak[0])]
         weak = weak[1:]
-    out = strong[0]
+    out = to_dtype(strong[0])
     for d in strong[1:]:
         out = promote(out, to_dtype(d))
     for w in weak:

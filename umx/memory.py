@@ -106,6 +106,19 @@ def release(data) -> None:
                 HOST.active -= buf.nbytes
 
 
+def check_host_limit(nbytes: int) -> None:
+    """Refuse a host allocation of ``nbytes`` that would take live arrays above the limit set by the user.
+
+    The CPU has no allocator to wait on: an op whose result would not fit fails with MemoryError (naming
+    the request, the usage and the limit), which reaches ``eval`` like any kernel error. Without a user
+    limit, only the operating system limits the host.
+    """
+    lim = _memory_limit
+    if lim and HOST.active + nbytes > lim:
+        raise MemoryError(f"cannot allocate {nbytes} bytes: {HOST.active} bytes are in use and the memory "
+                          f"limit is {lim} bytes (see set_memory_limit)")
+
+
 def host_copy(a) -> np.ndarray:
     """The data of evaluated array ``a`` on the host, copied there (once) if it lives on a device."""
     d = a._data
@@ -181,8 +194,14 @@ def get_cache_memory() -> int:
 
 
 def set_memory_limit(limit: int) -> int:
-    """Set the memory limit in bytes, returning the previous one. See ``get_memory_limit``."""
+    """Set the memory limit in bytes, returning the previous one (0 removes the limit).
+
+    On the CPU, an op whose result would take the bytes held by live arrays above the limit fails with
+    MemoryError when evaluated; ``eval`` raises it, naming the op, and the runtime stays usable.
+    """
     global _memory_limit
+    if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool):
+        raise TypeError(f"set_memory_limit: the limit must be an int, got {type(limit).__name__}")
     if limit < 0:
         raise ValueError(f"set_memory_limit: the limit must be non-negative, got {limit}")
     prev = get_memory_limit()

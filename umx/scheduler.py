@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import operator
 import os
+import signal
 import threading
 
 from . import _tracing
 from .array import array
 from .backends.executor import Failure
-from .fusion import Fused, fuse
+from .fusion import Fused, _Region, fuse
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"
@@ -63,6 +64,33 @@ def _plan(targets: list, inline: bool = False):
             raise
     batches: dict = {}  # executor -> its tasks, in order
     first_seq: dict = {}
+    try:
+        _number(order, batches, first_seq)
+    except BaseException:
+        # e.g. a device failing to start: hand over what was numbered, unmark the rest for a later eval
+        for ex, tasks in batches.items():
+            if tasks:
+                ex.submit(tasks)
+        for n in order:
+            for m in n.nodes if n.__class__ is Fused else n._siblings or (n,):
+                if m._exec is mark or m._exec.__class__ is _Region:
+                    m._exec = None
+        raise
+    tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
+    if tr is not None or _tracing.debug_on():
+        _report(batches, tr)
+    mine = None
+    for ex, tasks in batches.items():
+        if inline and mine is None and ex.done == first_seq[ex] - 1 and ex.try_run_inline():
+            mine = (ex, tasks)
+        else:
+            ex.submit(tasks)
+    return mine
+
+
+
+def _number(order: list, batches: dict, first_seq: dict) -> None:
+    """Give each task its executor and sequence number, and its cross-stream waits; fill ``batches``."""
     ex = tasks = None
     for n in order:
         st = n._stream
@@ -75,19 +103,6 @@ def _plan(targets: list, inline: bool = False):
             if tasks is None:
                 tasks = batches[ex] = []
                 first_seq[ex] = ex.submitted + 1
-        seq = ex.submitted = ex.submitted + 1
-        if n.__class__ is Fused:
-            n._seq = seq
-            for m in n.nodes:
-                m._exec = ex
-                m._seq = seq
-        elif n._siblings is None:
-            n._exec = ex
-            n._seq = seq
-        else:
-            for s in n._siblings:
-                s._exec = ex
-                s._seq = seq
         waits = None
         for x in n._inputs:
             xe = x._exec
@@ -103,17 +118,20 @@ def _plan(targets: list, inline: bool = False):
                 # reader must be ordered after the producer's kernel.
                 if (x._data.__class__ not in local_types) if xe is None else (xe is not ex):
                     waits = []  # no wait, but the input may need a copy or an ordering: the slow path
-        tasks.append(n if waits is None else (n, waits))
-    tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
-    if tr is not None or _tracing.debug_on():
-        _report(batches, tr)
-    mine = None
-    for ex, tasks in batches.items():
-        if inline and mine is None and ex.done == first_seq[ex] - 1 and ex.try_run_inline():
-            mine = (ex, tasks)
+        seq = ex.submitted = ex.submitted + 1
+        if n.__class__ is Fused:
+            n._seq = seq
+            for m in n.nodes:
+                m._exec = ex
+                m._seq = seq
+        elif n._siblings is None:
+            n._exec = ex
+            n._seq = seq
         else:
-            ex.submit(tasks)
-    return mine
+            for s in n._siblings:
+                s._exec = ex
+                s._seq = seq
+        tasks.append(n if waits is None else (n, waits))  # right after numbering: no seq without its task
 
 
 def _collect(targets, mark) -> list:
@@ -203,9 +221,34 @@ def eval_arrays(targets) -> None:
     _eval_arrays(targets)
 
 
+def _schedule(targets: list, inline: bool = False):
+    """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
+    planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
+    interruptible)."""
+    prev = signal.getsignal(signal.SIGINT) if threading.current_thread() is _MAIN else None
+    if prev is None:  # another thread (signals only reach the main one), or a handler installed from C
+        with _plan_lock:
+            return _plan(targets, inline)
+    held = []
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # the main thread of another interpreter
+        prev = None
+    try:
+        with _plan_lock:
+            return _plan(targets, inline)
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGINT, prev)
+            if held:
+                signal.raise_signal(signal.SIGINT)  # delivered now, to the user's handler
+
+
+_MAIN = threading.main_thread()
+
+
 def _eval_arrays(targets) -> None:
-    with _plan_lock:
-        mine = _plan(targets, inline=True)
+    mine = _schedule(targets, inline=True)
     if mine is not None:
         ex, tasks = mine
         ex.run_inline(tasks)
@@ -214,7 +257,7 @@ def _eval_arrays(targets) -> None:
             t._exec.wait(t._seq)
     for t in targets:
         if type(t._data) is Failure:
-            raise t._data.error
+            t._data.reraise()
 
 
 def eval(*args) -> None:  # noqa: A001 (MLX's name)
@@ -241,7 +284,6 @@ def async_eval(*args) -> None:
     _targets(args, targets)
     tr = _tracing.active
     t0 = _tracing.now() if tr is not None else 0
-    with _plan_lock:
-        _plan(targets)
+    _schedule(targets)
     if tr is not None:
         tr.span("eval", "async_eval", t0, _tracing.now(), {"targets": len(targets)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import traceback
 
 from .. import _tracing, memory
 from ..fusion import Fused
@@ -23,13 +24,18 @@ _NEVER = 1 << 62
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "tb")
 
     def __init__(self, error: BaseException):
         self.error = error
+        self.tb = error.__traceback__
+
+    def reraise(self):
+        """Raise the error with its original traceback (re-raising as is would grow it at every eval)."""
+        raise self.error.with_traceback(self.tb)
 
     def __array__(self, *args, **kwargs):
-        raise self.error
+        self.reraise()
 
     shape = ()
 
@@ -43,6 +49,12 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
         error = RuntimeError(f"{error!r}")
     shapes = ", ".join(f"{x.shape} {x.dtype.name}" for x in inputs)
     error.add_note(f"umx: raised by {node._prim!r} on {node._stream!r} (inputs: {shapes or 'none'})")
+    tb = error.__traceback__
+    if tb is not None:
+        # Keep the kernel's frames, not the worker's: its locals would hold the batch alive with the error.
+        tb = tb.tb_next
+        traceback.clear_frames(tb)
+        error.__traceback__ = tb
     return Failure(error)
 
 
@@ -63,6 +75,7 @@ class WorkerExecutor:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         # MUST be held to run tasks: by the worker, or by a caller running its own batch inline.
         self._run_lock = threading.Lock()
+        self._resume: list | None = None  # a batch an interrupted caller left; set and taken under _run_lock
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -93,11 +106,26 @@ class WorkerExecutor:
         return self._run_lock.acquire(blocking=False)
 
     def run_inline(self, tasks: list) -> None:
-        """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``)."""
+        """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``).
+
+        Ctrl-C lands here (the main thread runs the batch): the caller gets its KeyboardInterrupt at once, and the
+        tasks not yet finished go to the worker, ahead of any later batch, so nothing is lost or poisoned.
+        """
         try:
             self.run(tasks)
-        except BaseException as e:  # e.g. KeyboardInterrupt between two nodes: nothing may be left pending
-            self._fail_rest(tasks, e)
+        except BaseException:
+            rest = []
+            for t in tasks:
+                if t is None:
+                    continue
+                n = t[0] if type(t) is tuple else t
+                if n._data is None:
+                    rest.append(t)
+                elif n._seq > self.done:  # finished, but interrupted before it was published
+                    self.finished(n._seq)
+            if rest:
+                self._resume = rest
+                self._queue.put(None)  # wakes the worker, which runs _resume before anything else
             raise
         finally:
             self._run_lock.release()
@@ -122,11 +150,16 @@ class WorkerExecutor:
         while True:
             tasks = get()
             with self._run_lock:
-                try:
-                    self.run(tasks)
-                except BaseException as e:  # a bug in the executor itself: fail what is left, keep the thread
-                    self._fail_rest(tasks, e)
-            tasks = None  # nothing of a finished batch may outlive it here
+                # Tasks a caller left unfinished (interrupted while running its batch inline) come first: they
+                # precede every batch still queued.
+                for batch in (self._resume, tasks):
+                    if batch:
+                        try:
+                            self.run(batch)
+                        except BaseException as e:  # a bug in the executor itself: fail what is left, go on
+                            self._fail_rest(batch, e)
+                self._resume = None
+            tasks = batch = None  # nothing of a finished batch may outlive it here
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""

@@ -32,8 +32,11 @@ def scalar(value, dtype: dt.Dtype) -> array:
     if c is None:
         if len(_const_cache) > 4096:
             _const_cache.clear()
-        with np.errstate(all="ignore"):
-            data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
+        try:
+            with np.errstate(all="ignore"):
+                data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
+        except OverflowError:
+            raise ValueError(f"the Python int {value} is out of range for {dtype.name}") from None
         c = _const_cache[key] = from_data(data, dtype)
     return c
 

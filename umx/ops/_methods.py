@@ -27,6 +27,10 @@ def _binop(pname: str, name: str):
     return fwd, rev
 
 
+# primitive name -> the op's public name, for the messages of errors raised by operators
+_PUBLIC_NAME = {p: name for name, p in ew._BINARY_NAMES.items()}
+
+
 def _install() -> None:
     ops = {
         "add": "Add", "sub": "Subtract", "mul": "Multiply", "truediv": "Divide", "floordiv": "FloorDivide",
@@ -34,12 +38,12 @@ def _install() -> None:
         "lshift": "LeftShift", "rshift": "RightShift",
     }
     for dunder, pname in ops.items():
-        fwd, rev = _binop(pname, dunder)
+        fwd, rev = _binop(pname, _PUBLIC_NAME[pname])
         setattr(array, f"__{dunder}__", fwd)
         setattr(array, f"__r{dunder}__", rev)
     for dunder, pname in {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
                           "ge": "GreaterEqual"}.items():
-        setattr(array, f"__{dunder}__", _binop(pname, dunder)[0])
+        setattr(array, f"__{dunder}__", _binop(pname, _PUBLIC_NAME[pname])[0])
     for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
         setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..primitives import Arange, Eye, Full, Linspace
 from ._core import array, as_array, cast, node, resolve_stream, shape_of
@@ -26,7 +28,7 @@ def full(shape, vals, dtype=None, *, stream=None) -> array:
     shape = shape_of(shape, "full")
     st = resolve_stream(stream)
     d = None if dtype is None else dt.to_dtype(dtype)
-    if isinstance(vals, (bool, int, float, complex)):
+    if isinstance(vals, (bool, int, float, complex)) and not isinstance(vals, np.generic):
         d = d or dt.result_type(vals)
         return node(Full(shape, vals, d), (), shape, d, st)
     v = as_array(vals, "full")
@@ -109,6 +111,11 @@ def arange(start, stop=None, step=None, dtype=None, *, stream=None) -> array:
 
 def linspace(start, stop, num: int = 50, dtype=dt.float32, *, stream=None) -> array:
     """``num`` evenly spaced values from ``start`` to ``stop``, both included. See ``numpy.linspace``."""
+    for v in (start, stop):
+        if not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"linspace: start and stop must be real numbers, got {type(v).__name__}")
+    if not isinstance(num, (int, np.integer)) or isinstance(num, bool):
+        raise TypeError(f"linspace: num must be an int, got {type(num).__name__}")
     if num < 0:
         raise ValueError(f"linspace: num must be non-negative, got {num}")
     d = dt.to_dtype(dtype)
@@ -118,6 +125,9 @@ def linspace(start, stop, num: int = 50, dtype=dt.float32, *, stream=None) -> ar
 def eye(n: int, m: int | None = None, k: int = 0, dtype=dt.float32, *, stream=None) -> array:
     """An ``n`` by ``m`` matrix with ones on the ``k``-th diagonal. See ``numpy.eye``."""
     m = n if m is None else m
+    for v in (n, m, k):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"eye: n, m and k must be ints, got {type(v).__name__}")
     if n < 0 or m < 0:
         raise ValueError(f"eye: dimensions must be non-negative, got {n} x {m}")
     d = dt.to_dtype(dtype)

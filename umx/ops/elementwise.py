@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import dtypes as dt
 from ..devices import _resolved
 from ..primitives import BINARY, UNARY, WHERE, Round
@@ -80,7 +82,7 @@ def _binary(prim, name: str, a, b, stream):
     elif d.kind == "c" and prim.name in _REAL_ONLY:
         raise TypeError(f"{name}: not supported for complex arrays, got {describe(a, b)}")
     elif d is _bool and prim.fn == "subtract":
-        prim = BINARY["LogicalXor"]  # MLX's bool difference (NumPy has no bool subtract loop)
+        raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:
@@ -210,8 +212,14 @@ def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX'
         array: ``a`` rounded, same dtype.
     """
     a = as_array(a, "round")
+    if not isinstance(decimals, (int, np.integer)) or isinstance(decimals, bool):
+        raise TypeError(f"round: decimals must be an int, got {type(decimals).__name__}")
+    if not -(2**31) <= decimals < 2**31:
+        raise ValueError(f"round: decimals {decimals} is out of range")
     if a._dtype.kind in "iub" and decimals >= 0:
         return a
+    if a._dtype is _bool:
+        raise ValueError("round: negative decimals are not supported for bool")
     return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 

@@ -110,7 +110,17 @@ def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> a
 def setitem(a: array, key, values) -> None:
     """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it."""
     new = _scatter(a, key, values, None, "setitem")
-    _rebind(a, new)
+    from ..scheduler import _plan_lock
+
+    # `a` is about to become another node, so no worker may still be computing it (the worker would write the
+    # old value into the new node), and no eval may be planning it meanwhile.
+    while True:
+        with _plan_lock:
+            ex, seq = a._exec, a._seq
+            if ex is None or ex.done >= seq:
+                _rebind(a, new)
+                return
+        ex.wait(seq)
 
 
 # References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs,

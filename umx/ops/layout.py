@@ -77,6 +77,9 @@ def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None)
     a = as_array(a, "pad")
     if mode not in ("constant", "edge"):
         raise ValueError(f"pad: mode must be 'constant' or 'edge', got {mode!r}")
+    if a.ndim == 0:
+        _pad_width(pad_width, 0)  # still checked
+        return a
     pw = _pad_width(pad_width, a.ndim)
     st = resolve_stream(stream)
     v = as_array(constant_values, "pad", a._dtype)
@@ -181,6 +184,13 @@ def _diag_len(d1: int, d2: int, k: int) -> int:
     return builtins.max(0, builtins.min(d1, d2 - k) if k >= 0 else builtins.min(d1 + k, d2))
 
 
+def _offset(k, rows: int, cols: int, op: str) -> int:
+    """A diagonal offset as an int, clamped to where diagonals end (beyond, every diagonal is empty)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise TypeError(f"{op}: the offset must be an int, got {type(k).__name__}")
+    return max(-rows - 1, min(int(k), cols + 1))
+
+
 def diagonal(a, offset: int = 0, axis1: int = 0, axis2: int = 1, *, stream=None) -> array:
     """The ``offset`` diagonal of the planes spanned by ``axis1`` and ``axis2``, as the last axis. See
     ``numpy.diagonal``.
@@ -202,6 +212,7 @@ def diagonal(a, offset: int = 0, axis1: int = 0, axis2: int = 1, *, stream=None)
     if i == j:
         raise ValueError(f"diagonal: axis1 and axis2 must differ, got {axis1} and {axis2}")
     rest = tuple(s for d, s in enumerate(a._shape) if d not in (i, j))
+    offset = _offset(offset, a._shape[i], a._shape[j], "diagonal")
     n = _diag_len(a._shape[i], a._shape[j], int(offset))
     return node(Diagonal(int(offset), i, j), (a,), rest + (n,), a._dtype, resolve_stream(stream))
 
@@ -221,6 +232,10 @@ def diag(a, /, k: int = 0, *, stream=None) -> array:
         return diagonal(a, k, 0, 1, stream=stream)
     if a.ndim != 1:
         raise ValueError(f"diag: input must be 1-d or 2-d, got shape {a.shape}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise TypeError(f"diag: k must be an int, got {type(k).__name__}")
+    if abs(int(k)) >= 2**31:
+        raise ValueError(f"diag: the offset {k} makes a matrix too large")
     n = a._shape[0] + abs(int(k))
     return node(Diag(int(k)), (a,), (n, n), a._dtype, resolve_stream(stream))
 

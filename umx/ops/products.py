@@ -24,6 +24,8 @@ def _promoted(name: str, operands, st) -> list:
 
 def _parse_einsum(subscripts: str, shapes: list) -> tuple:
     """(explicit subscripts, output shape) for ``subscripts`` over operands of ``shapes``, checked."""
+    if not isinstance(subscripts, str):
+        raise TypeError(f"einsum: subscripts must be a string, got {type(subscripts).__name__}")
     s = subscripts.replace(" ", "")
     ins, arrow, out = s.partition("->")
     terms = ins.split(",")

@@ -50,12 +50,19 @@ def prod(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=d)
 
 
+def _nonempty(a, name: str) -> array:
+    a = as_array(a, name)
+    if a.size == 0:  # MLX's rule, whatever the axes: there is no identity to fill empty results with
+        raise ValueError(f"{name}: cannot reduce an empty array of shape {a.shape}")
+    return a
+
+
 def max(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
-    return _reduce(Max, "max", a, axis, keepdims, stream)
+    return _reduce(Max, "max", _nonempty(a, "max"), axis, keepdims, stream)
 
 
 def min(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
-    return _reduce(Min, "min", a, axis, keepdims, stream)
+    return _reduce(Min, "min", _nonempty(a, "min"), axis, keepdims, stream)
 
 
 def all(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001

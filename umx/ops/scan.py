@@ -20,7 +20,9 @@ def _scan(op: str, name: str, a, axis, reverse: bool, inclusive: bool, stream) -
     ax = axis_of(axis, a.ndim, name)
     if op in ("sum", "prod") and a._dtype is dt.bool_:
         a = cast(a, dt.int32, st)
-    elif op == "logaddexp" and a._dtype.kind not in "fc":
+    elif op == "logaddexp" and a._dtype.kind == "c":
+        raise TypeError(f"{name}: not supported for complex inputs, got {a.shape} {a.dtype.name}")
+    elif op == "logaddexp" and a._dtype.kind != "f":
         a = cast(a, dt.float32, st)
     return node(Scan(op, ax, bool(reverse), bool(inclusive)), (a,), a._shape, a._dtype, st)
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import Concatenate, Split, Transpose, View
+from . import _core
 from ._core import (
     array,
     as_array,
     axes_of,
     axis_of,
     broadcast_node,
-    broadcast_shapes,
     cast,
     describe,
     node,
@@ -53,7 +55,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
         shape = tuple(size // known if s == -1 else s for s in shape)
     if any(s < 0 for s in shape):
         raise ValueError(f"reshape: invalid shape {shape}")
-    if int(np.prod(shape, dtype=np.int64)) != size:
+    if math.prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} (size {size}) into {shape}")
     return reshape_node(a, shape, resolve_stream(stream))
 
@@ -195,15 +197,22 @@ def broadcast_to(a, /, shape, *, stream=None) -> array:
     """``a`` broadcast to ``shape``. See ``numpy.broadcast_to``."""
     a = as_array(a, "broadcast_to")
     shape = shape_of(shape, "broadcast_to")
-    if broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
+    if _core.broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
         raise ValueError(f"broadcast_to: cannot broadcast shape {a.shape} to {shape}")
     return broadcast_node(a, shape, resolve_stream(stream))
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    """The shape that broadcasting ``shapes`` (tuples of ints) gives. See ``numpy.broadcast_shapes``."""
+    if not shapes:
+        raise ValueError("broadcast_shapes: needs at least one shape")
+    return _core.broadcast_shapes(*(shape_of(s, "broadcast_shapes") for s in shapes))
 
 
 def broadcast_arrays(*arrays, stream=None) -> list:
     """Broadcast arrays to a common shape. See ``numpy.broadcast_arrays``."""
     xs = [as_array(x, "broadcast_arrays") for x in arrays]
-    shape = broadcast_shapes(*(x._shape for x in xs), op="broadcast_arrays")
+    shape = _core.broadcast_shapes(*(x._shape for x in xs), op="broadcast_arrays")
     st = resolve_stream(stream)
     return [broadcast_node(x, shape, st) for x in xs]
 

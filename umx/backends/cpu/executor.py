@@ -61,6 +61,7 @@ class CpuExecutor(WorkerExecutor):
         acquire = memory.acquire
         ndarray = np.ndarray
         to_device = self._to_device
+        limited = memory._memory_limit
         for i in range(len(tasks)):
             t = tasks[i]
             if t.__class__ is tuple or t.__class__ is Fused:
@@ -69,18 +70,22 @@ class CpuExecutor(WorkerExecutor):
                 try:
                     for ex, seq in waits:
                         ex.wait(seq)
+                    if limited:
+                        memory.check_host_limit(_nbytes(n))
                     args = [host_copy(x) for x in ins] if waits or t.__class__ is tuple else [x._data for x in ins]
                     if n.__class__ is Fused:
                         out = run_fused(n, args, table, self._pinned_out(n) if to_device else None)
                     else:
                         out = table[n._prim.__class__](n._prim, *args)
-                except BaseException as e:
+                except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
                 args = None
             else:
                 n = t
                 ins = n._inputs
                 try:
+                    if limited:
+                        memory.check_host_limit(_nbytes(n))
                     k = table[n._prim.__class__]
                     if len(ins) == 1:
                         out = k(n._prim, ins[0]._data)
@@ -88,15 +93,20 @@ class CpuExecutor(WorkerExecutor):
                         out = k(n._prim, ins[0]._data, ins[1]._data)
                     else:
                         out = k(n._prim, *[x._data for x in ins])
-                except BaseException as e:
+                except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
             # Drop this frame's and the batch's references before publishing: neither may keep finished
             # intermediates alive.
             ins = t = None
             tasks[i] = None
             if n._siblings is None and n.__class__ is not Fused:
-                if n._dtype is bfloat16 and out.__class__ is not Failure:
-                    out = round_bf16(np, out)
+                if out.__class__ is not Failure:
+                    want = n._dtype.np
+                    if out.dtype is not want and out.dtype != want:
+                        # NumPy's loop picked another dtype (bool shifts give int8...): the declared one is MLX's
+                        out = out.astype(want)
+                    if n._dtype is bfloat16:
+                        out = round_bf16(np, out)
                 if out.__class__ is ndarray:
                     acquire(out)
                 n._data = out
@@ -107,3 +117,10 @@ class CpuExecutor(WorkerExecutor):
             seq = self.done = n._seq
             if seq >= self._wake_at:
                 self.notify()
+
+
+def _nbytes(n) -> int:
+    """The bytes a node's result (all its outputs) will take."""
+    if n.__class__ is Fused:
+        return n.root.nbytes
+    return sum(s.nbytes for s in n._siblings) if n._siblings is not None else n.nbytes

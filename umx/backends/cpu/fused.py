@@ -15,9 +15,9 @@ import numpy as np
 
 from ...dtypes import bfloat16
 from ...fusion import SPLIT_MIN_SIZE
-from ...primitives import Binary, Unary
 from ..pool import workers
 from ..xp import round_bf16
+from ..xp.elementwise import PLAIN_UFUNC
 
 CORES = os.cpu_count() or 1
 _compiled: dict = {}
@@ -37,7 +37,7 @@ def _compile(f, table) -> list:
     steps = []
     n_leaves = len(f.leaves)
     for (prim, args), node in zip(f.program, f.nodes):
-        ufunc = getattr(np, prim.fn, None) if isinstance(prim, (Unary, Binary)) and prim.fn else None
+        ufunc = getattr(np, prim.fn) if prim.__class__ in PLAIN_UFUNC else None
         in_place = -1
         if isinstance(ufunc, np.ufunc):
             fn = ufunc
@@ -127,9 +127,11 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None):
     if out is not None:
         _run_program(steps, list(leaves), out=out.reshape(root._shape) if root._shape else out)
         return out
-    if chain is not None:
-        return _run_chain(chain, leaves)
-    return _run_program(steps, list(leaves))
+    out = _run_chain(chain, leaves) if chain is not None else _run_program(steps, list(leaves))
+    want = root._dtype.np
+    if out.dtype is not want and out.dtype != want:  # a NumPy loop chose another dtype: MLX's is declared
+        out = out.astype(want)
+    return out
 
 
 def _splittable(leaves, shape) -> bool:

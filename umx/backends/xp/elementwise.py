@@ -20,16 +20,27 @@ def _keep_bool(xp, fn):
     return keep_bool
 
 
+#: primitive classes whose kernel is exactly their NumPy ufunc (filled when a table is bound; a class with a
+#: kernel of its own never gets here): fused CPU programs may call the ufunc directly, with ``out=``
+PLAIN_UFUNC: set = set()
+
+
 @kernel_factory(*(type(p) for p in ew.UNARY.values() if p.fn))
 def _unary_ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
-    return _keep_bool(xp, fn) if cls.fn in _INT8_FOR_BOOL else (lambda prim, x: fn(x))
+    if cls.fn in _INT8_FOR_BOOL:
+        return _keep_bool(xp, fn)
+    PLAIN_UFUNC.add(cls)
+    return lambda prim, x: fn(x)
 
 
 @kernel_factory(*(type(p) for p in ew.BINARY.values()))
 def _binary_ufunc(xp, cls):
     fn = getattr(xp, cls.fn)
-    return _keep_bool(xp, fn) if cls.fn in _INT8_FOR_BOOL else (lambda prim, x, y: fn(x, y))
+    if cls.fn in _INT8_FOR_BOOL:
+        return _keep_bool(xp, fn)
+    PLAIN_UFUNC.add(cls)
+    return lambda prim, x, y: fn(x, y)
 
 
 @kernel(type(ew.UNARY["Rsqrt"]))
@@ -52,6 +63,18 @@ def _erf(xp, prim, x):
 @kernel(type(ew.UNARY["ErfInv"]))
 def _erfinv(xp, prim, x):
     return erfinv(xp, x)
+
+
+@kernel(type(ew.BINARY["Power"]))
+def _power(xp, prim, x, y):
+    if x.dtype.kind not in "iu" or y.dtype.kind == "u":
+        return xp.power(x, y)
+    # NumPy refuses negative integer exponents; x**-n truncated toward zero is 0 unless |x| is 1
+    neg = y < 0
+    out = xp.power(x, xp.where(neg, 0, y).astype(y.dtype))
+    one = xp.ones_like(x)
+    odd = (y % 2).astype(bool)
+    return xp.where(neg, xp.where(x == 1, one, xp.where(x == -1, xp.where(odd, -one, one), 0 * one)), out)
 
 
 @kernel(ew.Round)

@@ -41,6 +41,8 @@ def _logsumexp(xp, prim, x):
 
 @kernel(r.Softmax)
 def _softmax(xp, prim, x):
+    if x.size == 0:
+        return x
     dt = x.dtype
     if x.size == 0:
         return x

@@ -49,4 +49,5 @@ def _split(xp, prim, x):
 
 @kernel(s.View)
 def _view(xp, prim, x):
-    return xp.ascontiguousarray(x).view(prim.dtype.np)
+    # ascontiguousarray makes 0-d arrays 1-d
+    return (xp.ascontiguousarray(x) if x.ndim else x.copy()).view(prim.dtype.np)
