@@ -117,8 +117,13 @@ class WorkerExecutor:
         self.done = seq
         # Waiters increment _waiters before reading done, so either they see the new done or we see them.
         if self._waiters:
-            with self._cond:
-                self._cond.notify_all()
+            try:
+                with self._cond:
+                    self._cond.notify_all()
+            except RuntimeError:
+                # A waiter that Ctrl-C interrupted inside Condition.wait can release the lock we hold. Waiters
+                # poll `done` every 0.25 s anyway, so a lost notification only delays them.
+                pass
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         for t in tasks:
