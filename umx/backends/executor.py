@@ -216,8 +216,13 @@ class WorkerExecutor:
             self.notify()
 
     def notify(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        try:
+            with self._cond:
+                self._cond.notify_all()
+        except RuntimeError:
+            # A waiter that Ctrl-C interrupted inside Condition.wait can release the lock we hold. Waiters poll
+            # `done` every 0.25 s anyway, so a lost notification only delays them.
+            pass
 
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         """Fail every task not yet finished, and publish them all as done: no waiter may hang on them."""
