@@ -88,7 +88,7 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
         if len(group) > 1:
             from ..ops import zeros_like
 
-            cs = [zeros_like(g) if c is None else c for c in cs]
+            cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
         grads = prim.vjp(inputs, cs, list(group))
         for x, g in zip(inputs, grads):
             if g is not None and id(x) in active:
