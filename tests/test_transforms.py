@@ -13,7 +13,7 @@ F64 = mx.float64
 
 @pytest.fixture
 def on(device):
-    """Run the test with ``device`` as the default device (transforms build their ops on the default stream)."""
+    """Run the test with ``device`` as the default device (transforms use the default stream)."""
     old = mx.default_device()
     mx.set_default_device(device)
     yield device
@@ -29,7 +29,7 @@ def _inner(xs, ys) -> float:
 
 
 def check(f, *xs, rng, rtol=1e-6, atol=1e-8, jvp=True):
-    """Gradients of ``sum(f(*xs) * w)`` (vjp) and ``<w, jvp(f)(v)>`` against a central difference along ``v``."""
+    """Gradients of ``sum(f(*xs) * w)`` (vjp) and ``<w, jvp(f)(v)>`` against central differences along v."""
     args = [a64(x) for x in xs]
     out = f(*args)
     w = a64(rng.standard_normal(out.shape))
@@ -54,8 +54,9 @@ def check(f, *xs, rng, rtol=1e-6, atol=1e-8, jvp=True):
 
 # (op, low, high): sample points in a range away from singularities and kinks
 UNARY = [
-    ("abs", 0.5, 2), ("negative", -2, 2), ("square", -2, 2), ("exp", -2, 2), ("expm1", -2, 2), ("log", 0.5, 2),
-    ("log2", 0.5, 2), ("log10", 0.5, 2), ("log1p", -0.5, 2), ("sqrt", 0.5, 2), ("rsqrt", 0.5, 2),
+    ("abs", 0.5, 2), ("negative", -2, 2), ("square", -2, 2), ("exp", -2, 2), ("expm1", -2, 2),
+    ("log", 0.5, 2), ("log2", 0.5, 2), ("log10", 0.5, 2), ("log1p", -0.5, 2), ("sqrt", 0.5, 2),
+    ("rsqrt", 0.5, 2),
     ("reciprocal", 0.5, 2), ("sin", -2, 2), ("cos", -2, 2), ("tan", -1, 1), ("arcsin", -0.8, 0.8),
     ("arccos", -0.8, 0.8), ("arctan", -2, 2), ("sinh", -2, 2), ("cosh", -2, 2), ("tanh", -2, 2),
     ("arcsinh", -2, 2), ("arccosh", 1.5, 3), ("arctanh", -0.8, 0.8), ("degrees", -2, 2), ("radians", -2, 2),
@@ -68,8 +69,7 @@ UNARY = [
 def test_unary_grad(on, rng, name, lo, hi):
     fn = getattr(mx, name)
     x = rng.uniform(lo, hi, (7,))
-    x[::2] *= -1 if lo < 0 and name not in ("log1p",) else 1
-    # Elementwise: the gradient of sum(f(x)) is f'(x) at each point; compare with central differences in float64.
+    # Elementwise: the gradient of sum(f(x)) is f'(x) at each point; compare with float64 central differences.
     h = 1e-6
     fd = (np.asarray(fn(a64(x + h))) - np.asarray(fn(a64(x - h)))) / (2 * h)
     g64 = mx.grad(lambda a: fn(a).sum())(a64(x))
@@ -84,13 +84,14 @@ def test_unary_grad(on, rng, name, lo, hi):
 
 BINARY = [
     ("add", -2, 2), ("subtract", -2, 2), ("multiply", -2, 2), ("divide", 0.5, 2), ("power", 0.5, 2),
-    ("maximum", -2, 2), ("minimum", -2, 2), ("arctan2", 0.5, 2), ("logaddexp", -2, 2), ("remainder", 2.1, 2.9),
-    ("floor_divide", 2.1, 2.9),
+    ("maximum", -2, 2), ("minimum", -2, 2), ("arctan2", 0.5, 2), ("logaddexp", -2, 2),
+    ("remainder", 2.1, 2.9), ("floor_divide", 2.1, 2.9),
 ]
 
 
 @pytest.mark.parametrize("name,lo,hi", BINARY, ids=[b[0] for b in BINARY])
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 1, 4), (5, 4)), ((), (2, 3))], ids=["same", "bcast", "0d"])
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 1, 4), (5, 4)), ((), (2, 3))],
+                         ids=["same", "bcast", "0d"])
 def test_binary_grad(on, rng, name, lo, hi, shapes):
     fn = getattr(mx, name)
     sa, sb = shapes

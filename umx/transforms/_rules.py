@@ -13,8 +13,8 @@ from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
     FFT, AsType, BroadcastTo, Concatenate, Copy, Depends, Diag, Diagonal, Einsum, FFTShift, Gather, Inv,
-    LogSumExp, Matmul, Max, Mean, Min, NanToNum, Pad, Prod, Repeat, Reshape, Roll, Scan, Scatter, Softmax, Split,
-    StopGradient, Sum, Tile, Transpose, Tril, Triu, Var,
+    LogSumExp, Matmul, Max, Mean, Min, NanToNum, Pad, Prod, Repeat, Reshape, Roll, Scan, Scatter, Softmax,
+    Split, StopGradient, Sum, Tile, Transpose, Tril, Triu, Var,
 )
 from ._rules_elementwise import unbroadcast
 
@@ -55,7 +55,7 @@ def _all_linear_jvp(self, primals, tangents, outputs):
 
 
 def _keep(c: array, x: array, axes: tuple, keepdims: bool) -> array:
-    """A reduction's result or cotangent with the reduced axes back as size 1 (broadcastable against ``x``)."""
+    """A reduction's result or cotangent with the reduced axes back as size 1 (broadcasts against ``x``)."""
     if keepdims:
         return c
     return m.reshape(c, tuple(1 if i in axes else s for i, s in enumerate(x._shape)))
@@ -124,7 +124,7 @@ _rule(Max, Min, LogSumExp, Prod, Var, vjp=_reduce_vjp, jvp=_reduce_jvp)
 _rule(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
 
 
-# -- shape -------------------------------------------------------------------------------------------------------
+# -- shape ---------------------------------------------------------------------------------------------------
 def _astype_vjp(self, primals, cotangents, outputs):
     x = primals[0]
     if x._dtype.kind not in "fc" or self.dtype.kind not in "fc":
@@ -169,7 +169,7 @@ _rule(Copy, Depends, vjp=_pass_first, jvp=_pass_first_jvp)
 _rule(StopGradient, vjp=_none_vjp, jvp=_none_jvp)
 
 
-# -- indexing ----------------------------------------------------------------------------------------------------
+# -- indexing ------------------------------------------------------------------------------------------------
 def _gather_vjp(self, primals, cotangents, outputs):
     x, *idx = primals
     zeros = m.zeros_like(x)
@@ -212,7 +212,7 @@ _rule(Gather, vjp=_gather_vjp, jvp=_linear_jvp)
 _rule(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
 
 
-# -- layout ------------------------------------------------------------------------------------------------------
+# -- layout --------------------------------------------------------------------------------------------------
 def _pad_vjp(self, primals, cotangents, outputs):
     x, fill = primals
     c = cotangents[0]
@@ -308,7 +308,7 @@ def _nan_to_num_jvp(self, primals, tangents, outputs):
 _rule(NanToNum, vjp=_nan_to_num_vjp, jvp=_nan_to_num_jvp)
 
 
-# -- products ----------------------------------------------------------------------------------------------------
+# -- products ------------------------------------------------------------------------------------------------
 def _matmul_vjp(self, primals, cotangents, outputs):
     a, b = primals
     c = cotangents[0]
@@ -347,8 +347,8 @@ def _einsum_vjp(self, primals, cotangents, outputs):
         kept = "".join(ch for ch in s if ch in present)
         g = m.einsum(",".join([out] + [t for t, _ in others]) + "->" + kept, c, *(p for _, p in others))
         if kept != s:  # indices only this operand had were summed away: the gradient is constant along them
-            g = m.broadcast_to(m.reshape(g, tuple(x._shape[k] if ch in present else 1 for k, ch in enumerate(s))),
-                               x._shape)
+            kept_shape = tuple(x._shape[k] if ch in present else 1 for k, ch in enumerate(s))
+            g = m.broadcast_to(m.reshape(g, kept_shape), x._shape)
         grads.append(g)
     return grads
 

@@ -1,8 +1,8 @@
 """Derivative rules of the elementwise primitives, declared as data, attached to the primitive classes.
 
-``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da, dy/db)``.
-A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table (predicates, bitwise
-and logical ops) have no gradient: their rules give None, which the walk treats as zero.
+``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
+dy/db)``. A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table
+(predicates, bitwise and logical ops) have no gradient: their rules give None, which the walk treats as zero.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def unbroadcast(c: array, shape: tuple) -> array:
     if c._shape == shape:
         return c
     lead = c.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and c._shape[lead + i] != 1)
+    stretched = tuple(lead + i for i, s in enumerate(shape) if s == 1 and c._shape[lead + i] != 1)
+    axes = tuple(range(lead)) + stretched
     if axes:
         c = m.sum(c, axis=axes, keepdims=True)
     return m.reshape(c, shape)

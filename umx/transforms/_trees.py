@@ -1,4 +1,4 @@
-"""Trees of arrays: nested dicts, lists and tuples whose leaves are arrays (or other values, passed through)."""
+"""Trees of arrays: nested dicts, lists and tuples whose leaves are arrays (other leaves pass through)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def flatten(tree, strict: bool = False, what: str = "") -> list:
         elif isinstance(t, dict):
             stack.extend(reversed(list(t.values())))
         elif strict:
-            raise ValueError(f"{what}: the arguments to differentiate must be trees (dicts, lists, tuples) of "
-                             f"arrays; found a leaf of type {type(t).__name__}")
+            raise ValueError(f"{what}: the arguments to differentiate must be trees (dicts, lists, tuples) "
+                             f"of arrays; found a leaf of type {type(t).__name__}")
     return out
 
 

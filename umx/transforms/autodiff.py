@@ -2,15 +2,15 @@
 
 umx ops are lazy, so calling ``fun`` builds its graph without computing anything. A transform calls ``fun`` on
 fresh *marker* nodes (identities of the primal inputs, so that closed-over arrays stay constants and nested
-transforms can differentiate through the markers of inner ones), then walks the graph between the markers and the
-outputs: backwards, calling each primitive's ``vjp`` rule, or forwards, calling its ``jvp`` rule. The rules build
-more lazy nodes; nothing is evaluated here, and the results are arrays like any other.
+transforms can differentiate through the markers of inner ones), then walks the graph between the markers and
+the outputs: backwards, calling each primitive's ``vjp`` rule, or forwards, calling its ``jvp`` rule. The
+rules build more lazy nodes; nothing is evaluated here, and the results are arrays like any other.
 
-Evaluated arrays are detached from their inputs (see ``umx.array``), so a ``fun`` that evaluates an intermediate
-(``item()``, ``print``, ``eval``) cuts the graph there: no gradient flows back through it.
+Evaluated arrays are detached from their inputs (see ``umx.array``), so a ``fun`` that evaluates an
+intermediate (``item()``, ``print``, ``eval``) cuts the graph there: no gradient flows back through it.
 
-Rules run on the default stream (not the forward node's): umx passes streams explicitly and has no thread-local
-default to switch to.
+Rules run on the default stream (not the forward node's): umx passes streams explicitly and has no
+thread-local default to switch to.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
 
 
 def forward(outputs: list, markers: list, tangents: list) -> list:
-    """The tangents of ``outputs`` given those of ``markers`` (None where the output does not depend on them)."""
+    """The tangents of ``outputs`` given those of ``markers`` (None where an output ignores them)."""
     order, _ = _units(outputs, markers)
     tans = {id(m): t for m, t in zip(markers, tangents)}
     for group, prim, inputs in order:
@@ -142,8 +142,8 @@ def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) ->
 
     Args:
         fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
-        primals (list[array]): the point to differentiate at.
-        cotangents (list[array]): one per output of ``fun``, of the output's shape.
+        primals (list[array]): the point to differentiate at. cotangents (list[array]): one per output of
+        ``fun``, of the output's shape.
 
     Returns:
         tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per primal.
@@ -166,8 +166,8 @@ def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> t
 
     Args:
         fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
-        primals (list[array]): the point to differentiate at.
-        tangents (list[array]): one per primal, of the primal's shape.
+        primals (list[array]): the point to differentiate at. tangents (list[array]): one per primal, of the
+        primal's shape.
 
     Returns:
         tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per output.
@@ -217,19 +217,21 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
                    argnames: str | Sequence[str] = []) -> Callable:  # noqa: B006 (MLX's default)
     """A function computing both ``fun`` and its gradient.
 
-    ``fun`` returns a scalar loss, or a tuple or list whose first element is the scalar loss (the others can be
-    anything, e.g. metrics). Gradients are taken with respect to the positional arguments ``argnums`` and the
-    keyword arguments ``argnames``, each a tree (dicts, lists, tuples) of arrays; the gradient has the same tree.
+    ``fun`` returns a scalar loss, or a tuple or list whose first element is the scalar loss (the others can
+    be anything, e.g. metrics). Gradients are taken with respect to the positional arguments ``argnums`` and
+    the keyword arguments ``argnames``, each a tree (dicts, lists, tuples) of arrays; the gradient has the
+    same tree.
 
     Args:
-        fun (Callable): the function.
-        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
+        fun (Callable): the function. argnums (int | Sequence[int], optional): positional arguments to
+        differentiate; default 0 when
             ``argnames`` is empty too.
         argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
 
     Returns:
-        Callable: ``f(*args, **kwargs) -> (value, grads)``. ``grads`` is the one argument's gradient for a single
-        argument number, a tuple for several, and ``(positional, {name: grad})`` when ``argnames`` is given.
+        Callable: ``f(*args, **kwargs) -> (value, grads)``. ``grads`` is the one argument's gradient for a
+        single argument number, a tuple for several, and ``(positional, {name: grad})`` when ``argnames`` is
+        given.
     """
     nums, single, names = _argnums(argnums, argnames, "value_and_grad")
 
@@ -258,8 +260,8 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
             loss = value[0]
         if type(loss) is not array or loss.ndim != 0:
             got = f"an array of shape {loss.shape}" if type(loss) is array else type(loss).__name__
-            raise ValueError("value_and_grad: the function must return a scalar (0-d) array, or a tuple whose "
-                             f"first element is one; got {got}")
+            raise ValueError("value_and_grad: the function must return a scalar (0-d) array, or a tuple "
+                             f"whose first element is one; got {got}")
         from ..ops import ones_like
 
         flat = [m for ms in marked for m in ms]
@@ -283,8 +285,8 @@ def grad(fun: Callable, argnums: int | Sequence[int] | None = None,
     """A function computing the gradient of ``fun``, which returns a scalar (0-d) array.
 
     Args:
-        fun (Callable): the function, of arrays or trees (dicts, lists, tuples) of arrays.
-        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
+        fun (Callable): the function, of arrays or trees (dicts, lists, tuples) of arrays. argnums (int |
+        Sequence[int], optional): positional arguments to differentiate; default 0 when
             ``argnames`` is empty too.
         argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
 

@@ -2,8 +2,8 @@
 
 umx fuses elementwise regions automatically at every eval (see ``umx.fusion``), so ``compile`` has no tracing
 step of its own yet: the compiled function is the function, and ``disable_compile``/``enable_compile`` only
-switch a flag that it reads. ``custom_function`` wraps a function's outputs in a ``Custom`` node whose rules are
-the user's; ``checkpoint`` is a ``custom_function`` whose backward pass recomputes the forward one.
+switch a flag that it reads. ``custom_function`` wraps a function's outputs in a ``Custom`` node whose rules
+are the user's; ``checkpoint`` is a ``custom_function`` whose backward pass recomputes the forward one.
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ _enabled = [True]
 def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -> Callable:  # noqa: A001 (MLX)
     """A compiled ``fun``: same arguments, same results.
 
-    umx fuses elementwise work at every eval already, so this first version does not trace: it returns a wrapper
-    that calls ``fun``. ``inputs`` and ``outputs`` (captured state in MLX) and ``shapeless`` are accepted for
-    compatibility and have no effect.
+    umx fuses elementwise work at every eval already, so this first version does not trace: it returns a
+    wrapper that calls ``fun``. ``inputs`` and ``outputs`` (captured state in MLX) and ``shapeless`` are
+    accepted for compatibility and have no effect.
 
     Args:
-        fun (Callable): the function to compile.
-        inputs (list | dict, optional): state read by ``fun`` (unused).
-        outputs (list | dict, optional): state written by ``fun`` (unused).
-        shapeless (bool): whether shape changes need no recompilation (unused; there is no compilation).
+        fun (Callable): the function to compile. inputs (list | dict, optional): state read by ``fun``
+        (unused). outputs (list | dict, optional): state written by ``fun`` (unused). shapeless (bool):
+        whether shape changes need no recompilation (unused; there is no compilation).
 
     Returns:
         Callable: the compiled function.
@@ -89,11 +88,11 @@ class custom_function:  # noqa: N801 (MLX's name)
     """A function with its own derivative and vmap rules (a decorator).
 
     Calls behave as the wrapped function. Under ``grad``/``vjp``, the rule registered with :meth:`vjp` is used
-    (``rule(primals, cotangents, outputs) -> grads``, one per array argument); under ``jvp``, the one registered
-    with :meth:`jvp` (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered with
-    :meth:`vmap` (``rule(inputs, axes) -> (outputs, out_axes)``). A single output or cotangent is passed as an
-    array, several as a list. Missing rules fall back to the default transforms. Arrays the function captures
-    are constants: no gradient flows to them through a custom rule.
+    (``rule(primals, cotangents, outputs) -> grads``, one per array argument); under ``jvp``, the one
+    registered with :meth:`jvp` (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered
+    with :meth:`vmap` (``rule(inputs, axes) -> (outputs, out_axes)``). A single output or cotangent is passed
+    as an array, several as a list. Missing rules fall back to the default transforms. Arrays the function
+    captures are constants: no gradient flows to them through a custom rule.
 
     Args:
         f (Callable): the function, of arrays.

@@ -20,7 +20,8 @@ def _per_arg(axes, n: int, what: str) -> list:
         return [axes] * n
     axes = list(axes)
     if len(axes) != n:
-        raise ValueError(f"vmap: {what} has {len(axes)} entries for {n} {'arguments' if what == 'in_axes' else 'outputs'}")
+        things = "arguments" if what == "in_axes" else "outputs"
+        raise ValueError(f"vmap: {what} has {len(axes)} entries for {n} {things}")
     return axes
 
 
@@ -51,7 +52,8 @@ def _take(x: array, i: int, ax: int) -> array:
 
 
 def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
-    """A vectorised ``fun``: it maps over axis ``in_axes`` of the inputs and stacks results along ``out_axes``.
+    """A vectorised ``fun``: it maps over axis ``in_axes`` of the inputs and stacks results along
+    ``out_axes``.
 
     Args:
         fun (Callable): a function of arrays (or trees of arrays) returning an array or a tree of arrays.
@@ -89,7 +91,8 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
             return _custom(custom, args, axes, out_axes)
         results = []
         for i in range(size):
-            sliced = [_trees.unflatten(a, [x if ax is None else _take(x, i, ax % x.ndim) for x, ax in zip(ls, las)])
+            sliced = [_trees.unflatten(a, [x if ax is None else _take(x, i, ax % x.ndim)
+                                           for x, ax in zip(ls, las)])
                       for a, ls, las in zip(args, leaves, leaf_axes)]
             results.append(fun(*sliced))
         return _stack(results, out_axes)
