@@ -150,6 +150,15 @@ def test_layout_ops_grad(on, rng):
     check(lambda a: mx.diagonal(a, offset=1), x, rng=rng)
     check(lambda a: mx.diag(a[0]), x, rng=rng)
     check(lambda a: mx.cumsum(a, axis=1) + mx.cumsum(a, axis=0, reverse=True, inclusive=False), x, rng=rng)
+    check(lambda a: mx.cumprod(a, axis=1) + mx.logcumsumexp(a, axis=0, reverse=True), x, rng=rng)
+    idx = mx.array(rng.integers(0, 4, (3, 2)))
+    check(lambda a: mx.take_along_axis(a, idx, axis=1), x, rng=rng)
+    check(lambda a: mx.take_along_axis(a[:1], idx, axis=1), x, rng=rng)  # a broadcast along axis 0
+    check(lambda a, v: mx.put_along_axis(a, mx.array([[0], [2], [1]]), v, axis=1), x, rng.standard_normal((3, 1)),
+          rng=rng)
+    start = mx.array([1])
+    check(lambda a: mx.slice(a, start, [1], (3, 2)), x, rng=rng)
+    check(lambda a, u: mx.slice_update(a, u, start, [1]), x, rng.standard_normal((3, 2)), rng=rng)
 
 
 def test_indexing_grad(on, rng):
@@ -182,7 +191,11 @@ def test_matmul_einsum_where_grad(on, rng):
           rng=rng)
     c = mx.array(rng.standard_normal((3, 1)) > 0)
     check(lambda a, b: mx.where(c, a, b), rng.standard_normal((3, 4)), rng.standard_normal((4,)), rng=rng)
-    check(lambda a: mx.linalg.inv(a), rng.standard_normal((3, 3)) + 3 * np.eye(3), rng=rng, rtol=1e-5)
+    well = rng.standard_normal((2, 3, 3)) + 3 * np.eye(3)
+    check(lambda a: mx.linalg.inv(a), well, rng=rng, rtol=1e-5)
+    check(lambda a: mx.linalg.det(a), well, rng=rng, rtol=1e-5)
+    check(mx.linalg.solve, well, rng.standard_normal((2, 3, 4)), rng=rng, rtol=1e-5)
+    check(mx.linalg.solve, well[0], rng.standard_normal((3,)), rng=rng, rtol=1e-5)
 
 
 def _mlp(params, x, y):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes as dt
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    FFT, AsType, BroadcastTo, Concatenate, Copy, Depends, Diag, Diagonal, Einsum, FFTShift, Gather, Inv,
-    LogSumExp, Matmul, Max, Mean, Min, NanToNum, Pad, Prod, Repeat, Reshape, Roll, Scan, Scatter, Softmax,
-    Split, StopGradient, Sum, Tile, Transpose, Tril, Triu, Var,
+    FFT, AsType, BroadcastTo, Concatenate, Copy, Depends, Det, Diag, Diagonal, DynamicSlice,
+    DynamicSliceUpdate, Einsum, FFTShift, Gather, Inv, LogSumExp, Matmul, Max, Mean, Min, NanToNum, Pad, Prod,
+    PutAlongAxis, Repeat, Reshape, Roll, Scan, Scatter, Softmax, Solve, Split, StopGradient, Sum,
+    TakeAlongAxis, Tile, Transpose, Tril, Triu, Var,
 )
 from ._rules_elementwise import unbroadcast
 
@@ -271,6 +273,59 @@ def _diag_vjp(self, primals, cotangents, outputs):
     return [m.diagonal(cotangents[0], offset=self.k)]
 
 
+def _take_along_axis_vjp(self, primals, cotangents, outputs):
+    x, idx = primals
+    c = cotangents[0]
+    ax, shape = self.axis, c._shape
+    key = []
+    for d in range(c.ndim):
+        if d == ax:
+            key.append(m.broadcast_to(idx, shape))
+            continue
+        pos = m.arange(shape[d]) if x._shape[d] == shape[d] else m.zeros((shape[d],), dt.int32)
+        key.append(m.reshape(pos, tuple(shape[d] if e == d else 1 for e in range(c.ndim))))
+    return [m.zeros_like(x).at[tuple(key)].add(c), None]
+
+
+def _put_along_axis_vjp(self, primals, cotangents, outputs):
+    x, idx, v = primals
+    c = cotangents[0]
+    dx = m.put_along_axis(c, idx, m.zeros((), c.dtype), axis=self.axis)
+    return [dx, None, unbroadcast(m.take_along_axis(c, idx, axis=self.axis), v._shape)]
+
+
+def _put_along_axis_jvp(self, primals, tangents, outputs):
+    x, idx, v = primals
+    tx = m.zeros_like(x) if tangents[0] is None else tangents[0]
+    tv = m.zeros_like(v) if tangents[2] is None else tangents[2]
+    return [node(self, (tx, idx, tv), x._shape, x._dtype, _stream())]
+
+
+def _dynamic_slice_vjp(self, primals, cotangents, outputs):
+    x, start = primals
+    zeros = m.zeros_like(x)
+    return [node(DynamicSliceUpdate(self.axes), (zeros, cotangents[0], start), x._shape, x._dtype, _stream()),
+            None]
+
+
+def _dynamic_slice_update_vjp(self, primals, cotangents, outputs):
+    x, u, start = primals
+    c = cotangents[0]
+    dx = node(self, (c, m.zeros_like(u), start), x._shape, x._dtype, _stream())
+    return [dx, node(DynamicSlice(self.axes, u._shape), (c, start), u._shape, u._dtype, _stream()), None]
+
+
+def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
+    x, u, start = primals
+    tx = m.zeros_like(x) if tangents[0] is None else tangents[0]
+    tu = m.zeros_like(u) if tangents[1] is None else tangents[1]
+    return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
+
+
+_rule(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
+_rule(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
+_rule(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
+_rule(DynamicSliceUpdate, vjp=_dynamic_slice_update_vjp, jvp=_dynamic_slice_update_jvp)
 _rule(Pad, vjp=_pad_vjp, jvp=_pad_jvp)
 _rule(Tile, vjp=_tile_vjp, jvp=_linear_jvp)
 _rule(Repeat, vjp=_repeat_vjp, jvp=_linear_jvp)
@@ -282,16 +337,35 @@ _rule(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
 _rule(FFT, FFTShift, jvp=_linear_jvp)
 
 
+def _scan_weights(self, x: array, y: array):
+    """For an inclusive running product or log-sum-exp, ``dy_i/dx_j = a_j * b_i`` (j up to i): (a, b)."""
+    if self.op == "prod":
+        return m.reciprocal(x), y
+    return m.exp(x), m.exp(-y)  # logaddexp
+
+
+def _check_scan(self, what: str) -> None:
+    if self.op not in ("sum", "prod", "logaddexp") or (self.op != "sum" and not self.inclusive):
+        kind = "inclusive" if self.inclusive else "exclusive"
+        raise NotImplementedError(f"Scan({self.op!r}, {kind}) has no {what} rule yet")
+
+
 def _scan_vjp(self, primals, cotangents, outputs):
-    if self.op != "sum":
-        raise NotImplementedError(f"Scan({self.op!r}) has no vjp rule yet")
-    return [m.cumsum(cotangents[0], axis=self.axis, reverse=not self.reverse, inclusive=self.inclusive)]
+    _check_scan(self, "vjp")
+    c = cotangents[0]
+    back = {"axis": self.axis, "reverse": not self.reverse}
+    if self.op == "sum":
+        return [m.cumsum(c, inclusive=self.inclusive, **back)]
+    a, b = _scan_weights(self, primals[0], outputs[0])
+    return [a * m.cumsum(c * b, **back)]
 
 
 def _scan_jvp(self, primals, tangents, outputs):
-    if self.op != "sum":
-        raise NotImplementedError(f"Scan({self.op!r}) has no jvp rule yet")
-    return _linear_jvp(self, primals, tangents, outputs)
+    _check_scan(self, "jvp")
+    if self.op == "sum":
+        return _linear_jvp(self, primals, tangents, outputs)
+    a, b = _scan_weights(self, primals[0], outputs[0])
+    return [b * m.cumsum(tangents[0] * a, axis=self.axis, reverse=self.reverse)]
 
 
 _rule(Scan, vjp=_scan_vjp, jvp=_scan_jvp)
@@ -375,6 +449,47 @@ def _inv_jvp(self, primals, tangents, outputs):
     return [-(y @ tangents[0] @ y)]
 
 
+def _solve_vjp(self, primals, cotangents, outputs):
+    from ..linalg import solve
+
+    a, b = primals
+    x, c = outputs[0], cotangents[0]
+    db = solve(m.swapaxes(a, -1, -2), c)
+    if b.ndim == 1:  # a vector right-hand side
+        da = -(m.expand_dims(db, -1) * m.expand_dims(x, -2))
+    else:
+        da = -(db @ m.swapaxes(x, -1, -2))
+    return [unbroadcast(da, a._shape), unbroadcast(db, b._shape)]
+
+
+def _solve_jvp(self, primals, tangents, outputs):
+    from ..linalg import solve
+
+    a, b = primals
+    ta, tb = tangents
+    x = outputs[0]
+    rhs = m.zeros_like(x) if tb is None else tb
+    if ta is not None:
+        rhs = rhs - (m.squeeze(ta @ m.expand_dims(x, -1), -1) if b.ndim == 1 else ta @ x)
+    return [solve(a, rhs)]
+
+
+def _det_vjp(self, primals, cotangents, outputs):
+    from ..linalg import inv
+
+    a = primals[0]
+    scale = m.expand_dims(cotangents[0] * outputs[0], (-1, -2))
+    return [scale * m.swapaxes(inv(a), -1, -2)]
+
+
+def _det_jvp(self, primals, tangents, outputs):
+    from ..linalg import inv
+
+    return [outputs[0] * m.sum(m.swapaxes(inv(primals[0]), -1, -2) * tangents[0], axis=(-1, -2))]
+
+
+_rule(Solve, vjp=_solve_vjp, jvp=_solve_jvp)
+_rule(Det, vjp=_det_vjp, jvp=_det_jvp)
 _rule(Matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
 _rule(Einsum, vjp=_einsum_vjp, jvp=_einsum_jvp)
 _rule(Inv, vjp=_inv_vjp, jvp=_inv_jvp)
