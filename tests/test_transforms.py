@@ -154,8 +154,8 @@ def test_layout_ops_grad(on, rng):
     idx = mx.array(rng.integers(0, 4, (3, 2)))
     check(lambda a: mx.take_along_axis(a, idx, axis=1), x, rng=rng)
     check(lambda a: mx.take_along_axis(a[:1], idx, axis=1), x, rng=rng)  # a broadcast along axis 0
-    check(lambda a, v: mx.put_along_axis(a, mx.array([[0], [2], [1]]), v, axis=1), x, rng.standard_normal((3, 1)),
-          rng=rng)
+    rows = mx.array([[0], [2], [1]])
+    check(lambda a, v: mx.put_along_axis(a, rows, v, axis=1), x, rng.standard_normal((3, 1)), rng=rng)
     start = mx.array([1])
     check(lambda a: mx.slice(a, start, [1], (3, 2)), x, rng=rng)
     check(lambda a, u: mx.slice_update(a, u, start, [1]), x, rng.standard_normal((3, 2)), rng=rng)
