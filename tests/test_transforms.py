@@ -256,6 +256,17 @@ def test_errors_and_constants(on):
     assert mx.grad(lambda a: (a > 1).sum().astype(mx.float32) + 0 * a.sum())(c).tolist() == [0, 0]
 
 
+def test_setitem_on_a_primal(on):
+    def f(a):
+        a[0] = 5.0
+        return (a * a).sum()
+
+    x = mx.array([1.0, 2.0, 3.0])
+    assert_close(mx.grad(f)(x), [0, 4, 6])
+    _, (t,) = mx.jvp(f, [x], [mx.ones(3)])
+    assert_close(t, 10)
+
+
 def test_higher_order(on):
     x = a64([0.3, 1.2])
     d2 = mx.grad(lambda a: mx.grad(lambda b: mx.sin(b).sum())(a).sum())(x)

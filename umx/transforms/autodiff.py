@@ -30,14 +30,43 @@ def _marker(x: array) -> array:
     return node(DEPENDS, (x,), x._shape, x._dtype, x._stream or resolve_stream(None))
 
 
-def _units(outputs: list, markers: list) -> list:
-    """The nodes between ``markers`` and ``outputs``, inputs first, as units ``(outputs, prim, inputs)``.
+def _rebound(outputs: list, markers: list, links: list) -> list:
+    """The markers as nodes of the graph, after ``fun`` ran.
+
+    ``a[k] = v`` inside ``fun`` makes the Python object ``a`` a new node and moves its old state to another
+    object (see ``ops.indexing._rebind``); the marker's state keeps its inputs tuple ``links[i]``, so that tuple
+    finds it. Only a rebound marker costs a search.
+    """
+    if all(m._inputs is t for m, t in zip(markers, links)):
+        return markers
+    wanted = {id(t): i for i, (m, t) in enumerate(zip(markers, links)) if m._inputs is not t}
+    found = list(markers)
+    for i in wanted.values():
+        found[i] = None  # not reachable from the outputs any more: no gradient
+    seen: set = set()
+    stack = list(outputs)
+    while stack and wanted:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        i = wanted.pop(id(n._inputs), None)
+        if i is not None:
+            found[i] = n
+            continue
+        stack.extend(n._inputs)
+    return found
+
+
+def _units(outputs: list, markers: list) -> tuple:
+    """The nodes between ``markers`` and ``outputs``, inputs first, as units ``(outputs, prim, inputs)``, and
+    the ids of the nodes that depend on a marker.
 
     A multi-output node (siblings) is one unit: its rule sees every output's cotangent at once, so all of its
     consumers must come before it in the backward walk. Only nodes that depend on a marker are kept; evaluated
     nodes (``_prim`` None) are constants.
     """
-    marker_ids = {id(m) for m in markers}
+    marker_ids = {id(m) for m in markers if m is not None}
     active: set = set(marker_ids)
     seen: set = set(marker_ids)
     order: list = []
@@ -93,13 +122,13 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
         for x, g in zip(inputs, grads):
             if g is not None and id(x) in active:
                 _add(cots, x, g)
-    return [cots.get(id(m)) for m in markers]
+    return [None if m is None else cots.get(id(m)) for m in markers]
 
 
 def forward(outputs: list, markers: list, tangents: list) -> list:
     """The tangents of ``outputs`` given those of ``markers`` (None where an output ignores them)."""
     order, _ = _units(outputs, markers)
-    tans = {id(m): t for m, t in zip(markers, tangents)}
+    tans = {id(m): t for m, t in zip(markers, tangents) if m is not None}
     for group, prim, inputs in order:
         ts = [tans.get(id(x)) for x in inputs]
         if all(t is None for t in ts):
@@ -151,7 +180,9 @@ def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) ->
     ps = _primal_list(primals, "vjp")
     cs = _primal_list(cotangents, "vjp")
     markers = [_marker(p) for p in ps]
+    links = [m._inputs for m in markers]
     outs, _ = _as_list(fun(*markers), "vjp")
+    markers = _rebound(outs, markers, links)
     if len(cs) != len(outs):
         raise ValueError(f"vjp: {len(outs)} outputs but {len(cs)} cotangents")
     for o, c in zip(outs, cs):
@@ -180,7 +211,9 @@ def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> t
         if p.shape != t.shape:
             raise ValueError(f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}")
     markers = [_marker(p) for p in ps]
+    links = [m._inputs for m in markers]
     outs, _ = _as_list(fun(*markers), "jvp")
+    markers = _rebound(outs, markers, links)
     return outs, _zero_like_where_none(forward(outs, markers, ts), outs)
 
 
@@ -246,6 +279,7 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
         trees = [args[a] for a in nums] + [kwargs[k] for k in names]
         leaves = [_trees.flatten(t, strict=True, what="value_and_grad") for t in trees]
         marked = [[_marker(x) for x in ls] for ls in leaves]
+        links = [m._inputs for ms in marked for m in ms]
         args = list(args)
         for a, ms in zip(nums, marked):
             args[a] = _trees.unflatten(args[a], ms)
@@ -265,6 +299,7 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
         from ..ops import ones_like
 
         flat = [m for ms in marked for m in ms]
+        flat = _rebound([loss], flat, links)
         grads = backward([loss], [ones_like(loss)], flat)
         flat_orig = [x for ls in leaves for x in ls]
         grads = iter(_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig))
