@@ -34,8 +34,8 @@ def _rebound(outputs: list, markers: list, links: list) -> list:
     """The markers as nodes of the graph, after ``fun`` ran.
 
     ``a[k] = v`` inside ``fun`` makes the Python object ``a`` a new node and moves its old state to another
-    object (see ``ops.indexing._rebind``); the marker's state keeps its inputs tuple ``links[i]``, so that tuple
-    finds it. Only a rebound marker costs a search.
+    object (see ``ops.indexing._rebind``); the marker's state keeps its inputs tuple ``links[i]``, so that
+    tuple finds it. Only a rebound marker costs a search.
     """
     if all(m._inputs is t for m, t in zip(markers, links)):
         return markers
