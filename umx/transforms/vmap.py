@@ -1,8 +1,10 @@
 """``vmap``: map a function over an axis of its inputs.
 
-This first version is a loop: it slices the mapped axis, calls the function once per slice and stacks the
-results. The graph it builds is as lazy as any other (nothing is evaluated here), but it has one copy of the
-function's graph per slice; per-primitive batching rules (``Primitive.vmap``) are future work.
+The function is traced once, on the first slice of each mapped input (through marker nodes, as the
+differentiation transforms do), and its graph is replayed on the whole batch: each node that depends on a
+mapped input is rebuilt by its primitive's batching rule (``Primitive.vmap``, see ``_batching``), with the
+batch as the first axis. Where a primitive has no rule, or the function evaluated a value that depends on its input (which
+would freeze it at the first slice), ``vmap`` falls back to a loop: one call per slice, results stacked.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
         Callable: the vectorised function.
 
     Notes:
-        umx runs ``fun`` once per slice (a loop that builds one lazy graph); results equal MLX's.
+        Primitives without a batching rule make umx call ``fun`` once per slice; results are the same.
     """
     custom = getattr(fun, "_vmap", None)
 
@@ -89,6 +91,12 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
             raise ValueError("vmap: at least one input must be mapped (in_axes all None)")
         if custom is not None:
             return _custom(custom, args, axes, out_axes)
+        try:
+            out = _replay(fun, args, leaves, leaf_axes, out_axes)
+            if out is not None:
+                return out
+        except NotImplementedError:
+            pass
         results = []
         for i in range(size):
             sliced = [_trees.unflatten(a, [x if ax is None else _take(x, i, ax % x.ndim)
@@ -100,6 +108,54 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
     wrapped.__name__ = getattr(fun, "__name__", "vmap")
     wrapped.__doc__ = getattr(fun, "__doc__", None)
     return wrapped
+
+
+def _replay(fun, args, leaves, leaf_axes, out_axes):
+    """``fun`` traced on the first slice and replayed on the batch; None where the trace cannot be replayed."""
+    from ..ops import broadcast_to, expand_dims, moveaxis
+
+    from .autodiff import _marker, _rebound, _units
+
+    markers: list = []
+    whole: list = []
+    sliced = []
+    for a, ls, las in zip(args, leaves, leaf_axes):
+        new = []
+        for x, ax in zip(ls, las):
+            if ax is not None:
+                mk = _marker(_take(x, 0, ax % x.ndim))
+                markers.append(mk)
+                whole.append(moveaxis(x, ax, 0))
+                x = mk
+            new.append(x)
+        sliced.append(_trees.unflatten(a, new))
+    links = [mk._inputs for mk in markers]
+    result = fun(*sliced)
+    if any(mk._prim is None for mk in markers):
+        return None  # fun evaluated something that depends on its input: only the loop sees every slice
+    outs = _trees.flatten(result)
+    markers = _rebound(outs, markers, links)
+    batched = {id(mk): w for mk, w in zip(markers, whole) if mk is not None}
+    order, _ = _units(outs, [mk for mk in markers if mk is not None])
+    for group, prim, inputs in order:
+        axes = [0 if id(x) in batched else None for x in inputs]
+        new = prim.vmap([batched.get(id(x), x) for x in inputs], axes, list(group))
+        for g, n in zip(group, new):
+            batched[id(g)] = n
+    size = whole[0].shape[0]
+    oaxes = [out_axes] if type(result) is array else _per_arg(out_axes, len(outs), "out_axes")
+    final = []
+    for o, ax in zip(outs, oaxes):
+        b = batched.get(id(o))
+        if ax is None:
+            final.append(o)  # traced on the first slice: the first call's result, as the loop gives
+            continue
+        if not -(o.ndim + 1) <= ax < o.ndim + 1:
+            raise ValueError(f"vmap: out_axes {ax} is out of range for an output of {o.ndim + 1} dimensions")
+        if b is None:  # the same for every slice
+            b = broadcast_to(expand_dims(o, 0), (size,) + o.shape)
+        final.append(moveaxis(b, 0, ax))
+    return _trees.unflatten(result, final)
 
 
 def _stack(results: list, out_axes):
