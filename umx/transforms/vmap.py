@@ -3,8 +3,9 @@
 The function is traced once, on the first slice of each mapped input (through marker nodes, as the
 differentiation transforms do), and its graph is replayed on the whole batch: each node that depends on a
 mapped input is rebuilt by its primitive's batching rule (``Primitive.vmap``, see ``_batching``), with the
-batch as the first axis. Where a primitive has no rule, or the function evaluated a value that depends on its input (which
-would freeze it at the first slice), ``vmap`` falls back to a loop: one call per slice, results stacked.
+batch as the first axis. Where a primitive has no rule, or the function evaluated a value that depends on its
+input (which would freeze it at the first slice), ``vmap`` falls back to a loop: one call per slice, results
+stacked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from ..array import array
 from . import _trees
+from .autodiff import _marker, _rebound, _units
 
 __all__ = ["vmap"]
 
@@ -111,10 +113,8 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
 
 
 def _replay(fun, args, leaves, leaf_axes, out_axes):
-    """``fun`` traced on the first slice and replayed on the batch; None where the trace cannot be replayed."""
+    """``fun`` traced on the first slice and replayed on the batch; None where the trace can't be replayed."""
     from ..ops import broadcast_to, expand_dims, moveaxis
-
-    from .autodiff import _marker, _rebound, _units
 
     markers: list = []
     whole: list = []
