@@ -12,7 +12,9 @@ from .layout import (
 from .linalg import (
     DET, INV, LU, LU_DECOMP, LU_FACTOR, MATMUL, PINV, QR, QR_DECOMP, SLOGDET, SOLVE, SVD, Cholesky, CholeskyInv,
     Cross, Det, Eig, Eigh, Inv, LUFactor, Matmul, Pinv, SlogDet, Solve, SolveTriangular, TriInv)
-from .misc import DEPENDS, STOP_GRADIENT, Convolve, Custom, Depends, Einsum, Median, NanToNum, StopGradient, Window
+from .misc import (
+    DEPENDS, STOP_GRADIENT, Convolve, Custom, Depends, Einsum, Median, NanToNum, StopGradient, Window,
+)
 from .reduction import (
     All, Any, ArgMax, ArgMin, ArgReduce, LogSumExp, Max, Mean, Min, Prod, Reduce, Softmax, Sum, Var,
 )
@@ -31,6 +33,6 @@ __all__ = [
     "SlogDet", "Solve", "SolveTriangular", "TriInv",
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
-    "Median", "NanToNum", "Window", "STOP_GRADIENT", "StopGradient", "Custom", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
-    "Unique",
+    "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
+    "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
 ]
