@@ -327,6 +327,12 @@ def test_compile_checkpoint_custom(on, rng):
     gx = np.asarray(x, np.float64)
     assert_close(mx.grad(lambda a: g(a).sum())(x), np.cos(np.exp(gx)) * np.exp(gx), rtol=1e-4, atol=1e-5)
 
+    tree = mx.checkpoint(lambda p, v: {"y": mx.tanh(v @ p["w"]), "z": p["w"].sum()})
+    w = rng.standard_normal((4, 2)).astype(np.float32)
+    got = mx.grad(lambda p: tree(p, x)["y"].sum() + tree(p, x)["z"])({"w": mx.array(w)})["w"]
+    want = mx.grad(lambda p: mx.tanh(x @ p["w"]).sum() + p["w"].sum())({"w": mx.array(w)})["w"]
+    assert_close(got, np.asarray(want), rtol=1e-5)
+
     @mx.custom_function
     def h(a, b):
         return mx.sin(a) * b

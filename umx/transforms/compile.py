@@ -139,16 +139,28 @@ def checkpoint(fun: Callable) -> Callable:
     """``fun`` whose intermediates are not kept for the backward pass: gradients recompute them.
 
     Args:
-        fun (Callable): a function of arrays.
+        fun (Callable): a function of arrays or trees of arrays, returning an array or a tree of arrays.
 
     Returns:
         Callable: the same function, with the same results and gradients.
     """
-    f = custom_function(fun)
 
-    @f.vjp
-    def _recompute(primals, cotangents, outputs):
-        cs = [cotangents] if type(cotangents) is array else list(cotangents)
-        return _vjp(fun, primals, cs)[1]
+    @functools.wraps(fun)
+    def wrapped(*args):
+        counts = [len(_trees.flatten(a)) for a in args]
 
-    return f
+        def flat_fun(*flat):
+            it = iter(flat)
+            rebuilt = [_trees.unflatten(a, [next(it) for _ in range(n)]) for a, n in zip(args, counts)]
+            return _trees.flatten(fun(*rebuilt))
+
+        f = custom_function(fun)
+
+        @f.vjp
+        def _recompute(primals, cotangents, outputs):
+            cs = [cotangents] if type(cotangents) is array else list(cotangents)
+            return _vjp(flat_fun, primals, cs)[1]
+
+        return f(*args)
+
+    return wrapped
