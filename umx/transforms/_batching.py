@@ -14,8 +14,8 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    ArgReduce, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Gather, Matmul, NanToNum, Reduce,
-    Reshape, Round, Scan, Softmax, Split, StopGradient, Transpose, Unary, Var, Where,
+    ArgReduce, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Gather, Matmul, NanToNum,
+    Reduce, Reshape, Round, Scan, Softmax, Sort, Split, StopGradient, Transpose, Unary, Var, Where,
 )
 
 
@@ -111,7 +111,7 @@ def _first(self, inputs, axes, outputs):
 
 for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
     _cls.vmap = _same
-for _cls in (Reduce, Var, Softmax, ArgReduce, Scan):
+for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort):
     _cls.vmap = _shifted
 Reshape.vmap = _reshape
 Transpose.vmap = _transpose

@@ -13,9 +13,9 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    FFT, AsType, BroadcastTo, Concatenate, Copy, Depends, Det, Diag, Diagonal, DynamicSlice,
+    FFT, ArgSort, AsType, BroadcastTo, Concatenate, Copy, Depends, Det, Diag, Diagonal, DynamicSlice,
     DynamicSliceUpdate, Einsum, FFTShift, Gather, Inv, LogSumExp, Matmul, Max, Mean, Min, NanToNum, Pad, Prod,
-    PutAlongAxis, Repeat, Reshape, Roll, Scan, Scatter, Softmax, Solve, Split, StopGradient, Sum,
+    PutAlongAxis, Repeat, Reshape, Roll, Scan, Scatter, Softmax, Solve, Sort, Split, StopGradient, Sum,
     TakeAlongAxis, Tile, Transpose, Tril, Triu, Var,
 )
 from ._rules_elementwise import unbroadcast
@@ -322,6 +322,19 @@ def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
     return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
 
 
+def _sort_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
+    return _take_along_axis_vjp(TakeAlongAxis(self.axis), (x, order), cotangents, outputs)[:1]
+
+
+def _sort_jvp(self, primals, tangents, outputs):
+    x = primals[0]
+    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
+    return [m.take_along_axis(tangents[0], order, axis=self.axis)]
+
+
+_rule(Sort, vjp=_sort_vjp, jvp=_sort_jvp)
 _rule(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
 _rule(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
 _rule(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
