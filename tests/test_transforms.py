@@ -383,6 +383,14 @@ BATCHED = [  # (function, in_axes, arguments' shapes): each has a batching rule 
     (lambda a: a[1:, ::2] + a[mx.array([0, 0]), :2], 0, [(4, 3, 4)]),
     (lambda a: mx.stop_gradient(a) + mx.round(a, 1), 0, [(4, 3)]),
     (lambda a: mx.sort(a, axis=0) + mx.argsort(a, axis=1).astype(F64), 1, [(3, 4, 2)]),
+    (lambda a, v: a.at[mx.array([0, 2, 0])].add(v), (0, 0), [(4, 3, 2), (4, 2)]),
+    (lambda a, v: a.at[1:, 0].add(v), (None, 0), [(3, 2), (4, 2)]),
+    (lambda a: mx.pad(a, ((1, 0), (0, 2))) + 0, 0, [(4, 3, 2)]),
+    (lambda a: mx.tile(a, (2, 1, 2)) + mx.repeat(a, 2, axis=0)[None, :3, :1], 0, [(4, 3, 2)]),
+    (lambda a: mx.roll(a, 1) + mx.roll(a, (1, 2), axis=(0, 1)) + mx.tril(a) + mx.triu(a, 1), 0, [(4, 3, 3)]),
+    (lambda a: mx.diagonal(a, 1, 0, 1), 2, [(3, 4, 4)]),
+    (lambda a, b: mx.einsum("ij,jk->ik", a, b) + mx.tensordot(a, b, 1), (0, None), [(4, 2, 3), (3, 5)]),
+    (lambda a, b: mx.einsum("ij,jk->k", a, b), (None, 1), [(2, 3), (3, 4, 5)]),
 ]
 
 

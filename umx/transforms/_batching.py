@@ -14,9 +14,10 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    ArgReduce, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Gather, Matmul, NanToNum,
+    ArgReduce, Diagonal, Einsum, Pad, Roll, Scatter, Tile, Tril, Triu, Repeat, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Gather, Matmul, NanToNum,
     Reduce, Reshape, Round, Scan, Softmax, Sort, Split, StopGradient, Transpose, Unary, Var, Where,
 )
+from ._rules import _gathered_shape
 
 
 def _size(inputs, axes) -> int:
@@ -103,6 +104,63 @@ def _gather(self, inputs, axes, outputs):
     return [node(Gather(key), (x, *inputs[1:]), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
 
 
+def _scatter(self, inputs, axes, outputs):
+    x, v, *idx = inputs
+    if any(a is not None for a in axes[2:]):
+        raise NotImplementedError("Scatter has no vmap rule for batched indices yet")
+    arrays = [i for i, k in enumerate(self.key) if type(k) is str]
+    if arrays and arrays[-1] - arrays[0] + 1 != len(arrays):
+        raise NotImplementedError("Scatter has no vmap rule for separated index arrays yet")
+    o = outputs[0]
+    b = _size(inputs, axes)
+    if axes[0] is None:
+        x = m.broadcast_to(x, (b,) + x._shape)
+    if axes[1] is not None:  # the values broadcast against the indexed block, batch first
+        nd = len(_gathered_shape(o, self.key, idx))
+        if v.ndim - 1 > nd:
+            raise NotImplementedError("Scatter has no vmap rule for values with extra leading axes yet")
+        v = _lift(v, 0, nd)
+    key = (slice(None),) + self.key
+    return [node(type(self)(key, self.op), (x, v, *idx), (b,) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _pad(self, inputs, axes, outputs):
+    if axes[1] is not None:
+        raise NotImplementedError("Pad has no vmap rule for a batched fill value yet")
+    x, fill = inputs
+    o = outputs[0]
+    prim = type(self)(((0, 0),) + tuple(self.pad_width), self.mode)
+    return [node(prim, (x, fill), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _tile(self, inputs, axes, outputs):
+    x = inputs[0]
+    reps = tuple(self.reps)
+    nd = max(x.ndim - 1, len(reps))
+    x = _lift(x, 0, nd)
+    return [m.tile(x, (1,) + (1,) * (nd - len(reps)) + reps)]
+
+
+def _roll(self, inputs, axes, outputs):
+    x = inputs[0]
+    if self.axis is None:
+        flat = m.reshape(x, (x._shape[0], -1))
+        return [m.reshape(m.roll(flat, self.shift, axis=1), x._shape)]
+    return [m.roll(x, self.shift, axis=tuple(a + 1 for a in self.axis))]
+
+
+def _diagonal(self, inputs, axes, outputs):
+    return [m.diagonal(inputs[0], self.offset, self.axis1 + 1, self.axis2 + 1)]
+
+
+def _einsum(self, inputs, axes, outputs):
+    ins, out = self.subscripts.split("->")
+    subs = ins.split(",")
+    letter = next(ch for ch in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if ch not in self.subscripts)
+    subs = [letter + s if a is not None else s for s, a in zip(subs, axes)]
+    return [m.einsum(",".join(subs) + "->" + letter + out, *inputs)]
+
+
 def _first(self, inputs, axes, outputs):
     if any(a is not None for a in axes[1:]):
         raise NotImplementedError(f"{self.name} has no vmap rule for batched dependencies yet")
@@ -111,7 +169,7 @@ def _first(self, inputs, axes, outputs):
 
 for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
     _cls.vmap = _same
-for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort):
+for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat):
     _cls.vmap = _shifted
 Reshape.vmap = _reshape
 Transpose.vmap = _transpose
@@ -121,3 +179,11 @@ Split.vmap = _split
 Matmul.vmap = _matmul
 Gather.vmap = _gather
 Depends.vmap = _first
+Scatter.vmap = _scatter
+Pad.vmap = _pad
+Tile.vmap = _tile
+Roll.vmap = _roll
+Diagonal.vmap = _diagonal
+Einsum.vmap = _einsum
+for _cls in (Tril, Triu):
+    _cls.vmap = _same
