@@ -14,8 +14,9 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    ArgReduce, Diagonal, Einsum, Pad, Roll, Scatter, Tile, Tril, Triu, Repeat, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Gather, Matmul, NanToNum,
-    Reduce, Reshape, Round, Scan, Softmax, Sort, Split, StopGradient, Transpose, Unary, Var, Where,
+    ArgReduce, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Diagonal, Einsum, Gather,
+    Matmul, NanToNum, Pad, Reduce, Repeat, Reshape, Roll, Round, Scan, Scatter, Softmax, Sort, Split,
+    StopGradient, Tile, Transpose, Tril, Triu, Unary, Var, Where,
 )
 from ._rules import _gathered_shape
 
@@ -153,10 +154,13 @@ def _diagonal(self, inputs, axes, outputs):
     return [m.diagonal(inputs[0], self.offset, self.axis1 + 1, self.axis2 + 1)]
 
 
+_LETTERS = "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA"
+
+
 def _einsum(self, inputs, axes, outputs):
     ins, out = self.subscripts.split("->")
     subs = ins.split(",")
-    letter = next(ch for ch in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if ch not in self.subscripts)
+    letter = next(ch for ch in _LETTERS if ch not in self.subscripts)
     subs = [letter + s if a is not None else s for s, a in zip(subs, axes)]
     return [m.einsum(",".join(subs) + "->" + letter + out, *inputs)]
 
