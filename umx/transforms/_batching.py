@@ -18,7 +18,7 @@ from ..primitives import (
     Matmul, NanToNum, Pad, Reduce, Repeat, Reshape, Roll, Round, Scan, Scatter, Softmax, Sort, Split,
     StopGradient, Tile, Transpose, Tril, Triu, Unary, Var, Where,
 )
-from ._rules import _gathered_shape
+from ._rules import gathered_shape
 
 
 def _size(inputs, axes) -> int:
@@ -117,7 +117,7 @@ def _scatter(self, inputs, axes, outputs):
     if axes[0] is None:
         x = m.broadcast_to(x, (b,) + x._shape)
     if axes[1] is not None:  # the values broadcast against the indexed block, batch first
-        nd = len(_gathered_shape(o, self.key, idx))
+        nd = len(gathered_shape(o, self.key, idx))
         if v.ndim - 1 > nd:
             raise NotImplementedError("Scatter has no vmap rule for values with extra leading axes yet")
         v = _lift(v, 0, nd)

@@ -183,7 +183,7 @@ def _scatter_vjp(self, primals, cotangents, outputs):
     c = cotangents[0]
     if self.op not in (None, "add"):
         raise NotImplementedError(f"Scatter({self.op!r}) has no vjp rule yet")
-    picked = node(Gather(self.key), (c, *idx), _gathered_shape(x, self.key, idx), c._dtype, _stream())
+    picked = node(Gather(self.key), (c, *idx), gathered_shape(x, self.key, idx), c._dtype, _stream())
     dv = unbroadcast(picked, v._shape) if picked._shape != v._shape else picked
     if self.op == "add":
         return [c, dv] + [None] * len(idx)
@@ -192,7 +192,7 @@ def _scatter_vjp(self, primals, cotangents, outputs):
     return [dx, dv] + [None] * len(idx)
 
 
-def _gathered_shape(x: array, key: tuple, idx: list) -> tuple:
+def gathered_shape(x: array, key: tuple, idx: list) -> tuple:
     from ..primitives import fill_key
 
     probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), x._shape, (0,) * x.ndim)
