@@ -360,6 +360,7 @@ def test_compile_checkpoint_custom(on, rng):
     _, (t,) = mx.jvp(h, [a, b], [mx.ones(2), mx.ones(2)])
     assert_close(t, [101, 101])
     assert float(mx.vmap(h)(a, b)[0]) > 999
+    assert float(mx.vmap(lambda p, q: h(p, q) * 2)(a, b)[0]) > 1999  # inside a vmapped function
     plain = mx.custom_function(lambda p: p * p)
     assert_close(mx.grad(lambda p: plain(p).sum())(a), [1, 2])
 

@@ -14,8 +14,8 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    ArgReduce, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Depends, Diagonal, Einsum, Gather,
-    Matmul, NanToNum, Pad, Reduce, Repeat, Reshape, Roll, Round, Scan, Scatter, Softmax, Sort, Split,
+    ArgReduce, ArgSort, AsType, Binary, BroadcastTo, Concatenate, Copy, Custom, Depends, Diagonal, Einsum,
+    Gather, Matmul, NanToNum, Pad, Reduce, Repeat, Reshape, Roll, Round, Scan, Scatter, Softmax, Sort, Split,
     StopGradient, Tile, Transpose, Tril, Triu, Unary, Var, Where,
 )
 from ._rules import gathered_shape
@@ -165,6 +165,19 @@ def _einsum(self, inputs, axes, outputs):
     return [m.einsum(",".join(subs) + "->" + letter + out, *inputs)]
 
 
+def _custom(self, inputs, axes, outputs):
+    """A ``custom_function``'s own vmap rule, given its array arguments (not the traced outputs)."""
+    rule = self.fn._vmap
+    if rule is None:
+        raise NotImplementedError("this custom_function has no vmap rule")
+    outs, oaxes = rule(list(inputs[self.n:]), list(axes[self.n:]))
+    outs = [outs] if type(outs) is array else list(outs)
+    oaxes = [oaxes] * len(outs) if oaxes is None or isinstance(oaxes, int) else list(oaxes)
+    b = _size(inputs, axes)
+    return [m.broadcast_to(o, (b,) + o.shape) if a is None else m.moveaxis(o, a, 0)
+            for o, a in zip(outs, oaxes)]
+
+
 def _first(self, inputs, axes, outputs):
     if any(a is not None for a in axes[1:]):
         raise NotImplementedError(f"{self.name} has no vmap rule for batched dependencies yet")
@@ -183,6 +196,7 @@ Split.vmap = _split
 Matmul.vmap = _matmul
 Gather.vmap = _gather
 Depends.vmap = _first
+Custom.vmap = _custom
 Scatter.vmap = _scatter
 Pad.vmap = _pad
 Tile.vmap = _tile

@@ -171,8 +171,8 @@ def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) ->
 
     Args:
         fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
-        primals (list[array]): the point to differentiate at. cotangents (list[array]): one per output of
-        ``fun``, of the output's shape.
+        primals (list[array]): the point to differentiate at.
+        cotangents (list[array]): one per output of ``fun``, of the output's shape.
 
     Returns:
         tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per primal.
@@ -197,8 +197,8 @@ def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> t
 
     Args:
         fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
-        primals (list[array]): the point to differentiate at. tangents (list[array]): one per primal, of the
-        primal's shape.
+        primals (list[array]): the point to differentiate at.
+        tangents (list[array]): one per primal, of the primal's shape.
 
     Returns:
         tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per output.
@@ -256,8 +256,8 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
     same tree.
 
     Args:
-        fun (Callable): the function. argnums (int | Sequence[int], optional): positional arguments to
-        differentiate; default 0 when
+        fun (Callable): the function.
+        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
             ``argnames`` is empty too.
         argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
 
@@ -320,8 +320,8 @@ def grad(fun: Callable, argnums: int | Sequence[int] | None = None,
     """A function computing the gradient of ``fun``, which returns a scalar (0-d) array.
 
     Args:
-        fun (Callable): the function, of arrays or trees (dicts, lists, tuples) of arrays. argnums (int |
-        Sequence[int], optional): positional arguments to differentiate; default 0 when
+        fun (Callable): the function, of arrays or trees (dicts, lists, tuples) of arrays.
+        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
             ``argnames`` is empty too.
         argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
 

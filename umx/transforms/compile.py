@@ -1,8 +1,8 @@
 """``compile``, ``checkpoint`` and ``custom_function``.
 
 umx fuses elementwise regions automatically at every eval (see ``umx.fusion``), so ``compile`` has no tracing
-step of its own yet: the compiled function is the function, and ``disable_compile``/``enable_compile`` only
-switch a flag that it reads. ``custom_function`` wraps a function's outputs in a ``Custom`` node whose rules
+step of its own yet: the compiled function calls the function, and ``disable_compile``/``enable_compile``
+have nothing to switch. ``custom_function`` wraps a function's outputs in a ``Custom`` node whose rules
 are the user's; ``checkpoint`` is a ``custom_function`` whose backward pass recomputes the forward one.
 """
 
@@ -19,9 +19,6 @@ from .autodiff import vjp as _vjp
 
 __all__ = ["compile", "disable_compile", "enable_compile", "checkpoint", "custom_function"]
 
-_enabled = [True]
-
-
 def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -> Callable:  # noqa: A001 (MLX)
     """A compiled ``fun``: same arguments, same results.
 
@@ -30,9 +27,10 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
     accepted for compatibility and have no effect.
 
     Args:
-        fun (Callable): the function to compile. inputs (list | dict, optional): state read by ``fun``
-        (unused). outputs (list | dict, optional): state written by ``fun`` (unused). shapeless (bool):
-        whether shape changes need no recompilation (unused; there is no compilation).
+        fun (Callable): the function to compile.
+        inputs (list | dict, optional): state read by ``fun`` (unused).
+        outputs (list | dict, optional): state written by ``fun`` (unused).
+        shapeless (bool): whether shape changes need no recompilation (unused; there is no compilation).
 
     Returns:
         Callable: the compiled function.
@@ -46,13 +44,12 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
 
 
 def disable_compile() -> None:
-    """Turn compilation off globally (in umx, compiled functions run the same either way)."""
-    _enabled[0] = False
+    """Turn compilation off globally. umx has no compilation step (see :func:`compile`), so compiled functions
+    run the same either way; kept for MLX compatibility."""
 
 
 def enable_compile() -> None:
     """Turn compilation back on (see :func:`disable_compile`)."""
-    _enabled[0] = True
 
 
 def _custom_vjp(self, primals, cotangents, outputs):

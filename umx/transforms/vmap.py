@@ -56,8 +56,7 @@ def _take(x: array, i: int, ax: int) -> array:
 
 
 def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
-    """A vectorised ``fun``: it maps over axis ``in_axes`` of the inputs and stacks results along
-    ``out_axes``.
+    """A vectorised ``fun``: it maps over the ``in_axes`` of its inputs, results stacked along ``out_axes``.
 
     Args:
         fun (Callable): a function of arrays (or trees of arrays) returning an array or a tree of arrays.
