@@ -248,6 +248,8 @@ def test_argnums_argnames_and_aux(on):
 def test_errors_and_constants(on):
     with pytest.raises(ValueError, match="scalar"):
         mx.grad(lambda a: a * 2)(mx.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="at least one"):
+        mx.grad(lambda a: a.sum(), argnums=())(mx.ones(2))
     with pytest.raises(ValueError, match="trees"):
         mx.grad(lambda a: a * 2)(1.0)
     c = mx.array([5.0, 6.0])
