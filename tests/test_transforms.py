@@ -383,6 +383,10 @@ BATCHED = [  # (function, in_axes, arguments' shapes): each has a batching rule 
     (lambda a, b: a @ b, (0, None), [(4, 3, 5), (5, 2)]),
     (lambda a, b: a @ b, (None, 0), [(3, 5), (4, 5, 2)]),
     (lambda a, b: a @ b, 0, [(4, 2, 3, 5), (4, 5, 2)]),
+    (lambda a, b: a @ b, (0, None), [(4, 5), (2, 5, 3)]),
+    (lambda a, b: a @ b, (None, 0), [(2, 3, 5), (4, 5)]),
+    (lambda a, b: a @ b, 0, [(4, 5), (4, 5)]),
+    (lambda a, b: a @ b, (1, 0), [(5, 4), (4, 2, 5, 3)]),
     (lambda a: a[1:, ::2] + a[mx.array([0, 0]), :2], 0, [(4, 3, 4)]),
     (lambda a: mx.stop_gradient(a) + mx.round(a, 1), 0, [(4, 3)]),
     (lambda a: mx.sort(a, axis=0) + mx.argsort(a, axis=1).astype(F64), 1, [(3, 4, 2)]),
@@ -414,10 +418,26 @@ def test_vmap_batching_rules(on, rng, monkeypatch, case):
     assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+def test_vmap_of_grad_per_example(on, rng, monkeypatch):
+    monkeypatch.setattr(sys.modules["umx.transforms.vmap"], "_stack", None)  # replayed, not looped
+    params = {"w": a64(rng.standard_normal((3, 2))), "b": a64(rng.standard_normal((2,)))}
+    x, y = a64(rng.standard_normal((5, 3))), a64(rng.standard_normal((5, 2)))
+
+    def loss(p, x, y):
+        return mx.mean(mx.square(mx.tanh(x @ p["w"] + p["b"]) - y))
+
+    per = mx.vmap(mx.grad(loss), in_axes=(None, 0, 0))(params, x, y)
+    full = mx.grad(loss)(params, x, y)
+    assert per["w"].shape == (5, 3, 2) and per["b"].shape == (5, 2)
+    for k in ("w", "b"):
+        assert_close(np.asarray(per[k]).mean(0), np.asarray(full[k]), rtol=1e-10)
+
+
 def test_vmap_falls_back_to_the_loop(on, rng):
     x = rng.uniform(0.5, 1.5, (4, 3))
     want = np.stack([np.sort(r) * r.sum() for r in x])
     assert_close(mx.vmap(lambda a: mx.sort(a) * a.sum().item())(a64(x)), want, rtol=1e-10)  # evaluates inside
     want = np.stack([np.pad(r, 1) for r in x])
     assert_close(mx.vmap(lambda a: mx.pad(a, 1))(a64(x)), want, rtol=1e-10)  # Pad has no batching rule
-    assert_close(mx.vmap(lambda v: v @ v)(a64(x)), (x * x).sum(1), rtol=1e-10)  # vector matmul
+    m = rng.standard_normal((4, 3, 3)) + 3 * np.eye(3)
+    assert_close(mx.vmap(mx.linalg.inv)(a64(m)), np.linalg.inv(m), rtol=1e-10)  # Inv has no batching rule

@@ -86,10 +86,17 @@ def _split(self, inputs, axes, outputs):
 
 def _matmul(self, inputs, axes, outputs):
     a, b = inputs
-    if any(x.ndim - (ax is not None) < 2 for x, ax in zip(inputs, axes)):
-        raise NotImplementedError("Matmul has no vmap rule for vectors yet")
-    nd = max(x.ndim - (ax is not None) for x, ax in zip(inputs, axes))
-    return [m.matmul(_lift(a, axes[0], nd), _lift(b, axes[1], nd))]
+    nda, ndb = a.ndim - (axes[0] is not None), b.ndim - (axes[1] is not None)
+    squeeze = []  # vectors become matrices (a row on the left, a column on the right), then lose that axis
+    if nda == 1:
+        a, nda = m.expand_dims(a, -2), 2
+        squeeze.append(-2)
+    if ndb == 1:
+        b, ndb = m.expand_dims(b, -1), 2
+        squeeze.append(-1)
+    nd = max(nda, ndb)
+    out = m.matmul(_lift(a, axes[0], nd), _lift(b, axes[1], nd))
+    return [m.squeeze(out, axis=tuple(squeeze)) if squeeze else out]
 
 
 def _gather(self, inputs, axes, outputs):

@@ -242,7 +242,7 @@ def _argnums(argnums, argnames, what: str) -> tuple:
         if not isinstance(a, int) or a < 0:
             raise ValueError(f"{what}: argnums must be non-negative integers, got {argnums}")
     if not argnums and not argnames:
-        raise ValueError(f"{what}: at least one argument to differentiate must be given (argnums or argnames)")
+        raise ValueError(f"{what}: give at least one argument to differentiate (argnums or argnames)")
     if len(set(argnums)) != len(argnums):
         raise ValueError(f"{what}: repeated argument number in argnums {argnums}")
     return argnums, single, argnames
