@@ -15,7 +15,7 @@ _REL = Path("shared") / "reference" / "mlx_core_names.txt"
 NAMES_FILE = next((p / _REL for p in _REPO.parents if (p / _REL).exists()), _REPO.parent / _REL)
 
 # Families umx leaves out for now (quantization, fp8, convolutions, export, distributed, fast kernels, the metal
-# and cuda submodules) and function transforms that come in a later round.
+# and cuda submodules).
 EXCLUDED = {
     "quantize", "dequantize", "quantized_matmul", "gather_qmm", "gather_qqmm", "qqmm",
     "to_fp8", "from_fp8",
@@ -23,8 +23,6 @@ EXCLUDED = {
     "convolve",
     "export_function", "export_to_dot", "exporter", "import_function", "FunctionExporter",
     "distributed", "fast",
-    "grad", "vjp", "jvp", "vmap", "value_and_grad", "compile", "checkpoint", "custom_function", "disable_compile",
-    "enable_compile",
 }
 
 # Names owned by work not merged into this branch yet (the general op set: sorting, scans, padding, einsum...;

@@ -83,6 +83,18 @@ from .ops import ArrayAt, random
 from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
 from .trace import memory_report, trace
+from .transforms import (
+    checkpoint,
+    compile,
+    custom_function,
+    disable_compile,
+    enable_compile,
+    grad,
+    jvp,
+    value_and_grad,
+    vjp,
+    vmap,
+)
 
 pi = _math.pi
 e = _math.e

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..devices import _resolved
-from ..primitives import BINARY, UNARY, WHERE, Round
+from ..primitives import BINARY, STOP_GRADIENT, UNARY, WHERE, Round
 from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
 
@@ -197,8 +197,16 @@ def positive(a, /, *, stream=None) -> array:
 
 
 def stop_gradient(a, /, *, stream=None) -> array:
-    """``a``, with no gradient flowing through it under the function transforms."""
-    return as_array(a, "stop_gradient")
+    """``a``, with no gradient flowing through it under the function transforms.
+
+    Args:
+        a (array): input.
+
+    Returns:
+        array: the same values.
+    """
+    a = as_array(a, "stop_gradient")
+    return node(STOP_GRADIENT, (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
 def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX's name)

@@ -49,7 +49,18 @@ from .linalg import (
     SolveTriangular,
     TriInv,
 )
-from .misc import DEPENDS, Convolve, Depends, Einsum, Median, NanToNum, Window
+from .misc import (
+    DEPENDS,
+    STOP_GRADIENT,
+    Convolve,
+    Custom,
+    Depends,
+    Einsum,
+    Median,
+    NanToNum,
+    StopGradient,
+    Window,
+)
 from .random import RandomBits
 from .reduction import (
     All,
@@ -83,5 +94,5 @@ __all__ = [
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
-    "Unique",
+    "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
 ]

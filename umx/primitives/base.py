@@ -42,7 +42,7 @@ class Primitive:
     def vjp(self, primals, cotangents, outputs):
         raise NotImplementedError(f"{self.name} has no vjp rule yet")
 
-    def vmap(self, inputs, axes):
+    def vmap(self, inputs, axes, outputs):
         raise NotImplementedError(f"{self.name} has no vmap rule yet")
 
 

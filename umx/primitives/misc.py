@@ -62,3 +62,24 @@ class Depends(Primitive):
 
 
 DEPENDS = Depends()
+
+
+class StopGradient(Primitive):
+    """The input, unchanged; gradients do not flow through it."""
+
+    __slots__ = ()
+
+
+STOP_GRADIENT = StopGradient()
+
+
+class Custom(Primitive):
+    """The outputs of a ``custom_function`` call: inputs are its ``n`` outputs, then its array arguments; the
+    kernel passes the outputs through. ``fn`` (the ``custom_function``) holds the user's derivative rules."""
+
+    __slots__ = ("fn", "n")
+    n_outputs = 0
+
+    def __init__(self, fn, n: int):
+        self.fn = fn
+        self.n = n

@@ -33,6 +33,11 @@ def _window(xp, prim):
     return getattr(xp, prim.kind)(prim.m).astype(prim.dtype.np)
 
 
-@kernel(mi.Depends)
+@kernel(mi.Depends, mi.StopGradient)
 def _depends(xp, prim, x, *dependencies):
     return x
+
+
+@kernel(mi.Custom)
+def _custom(xp, prim, *inputs):
+    return inputs[0] if prim.n == 1 else tuple(inputs[:prim.n])

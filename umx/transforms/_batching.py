@@ -1,0 +1,244 @@
+"""Batching rules: ``prim.vmap(inputs, axes, outputs)`` for the primitives that ``vmap`` replays.
+
+``vmap`` traces the function once on one slice, then replays the graph on the whole batch: a node whose
+inputs are all unbatched is kept as it is; otherwise its primitive's rule builds the batched node. In a rule,
+each entry of ``axes`` is 0 (that input carries the batch as its first axis) or None (it is the unbatched
+input), and ``outputs`` are the traced (unbatched) outputs, for their shapes and dtypes. A rule returns the
+batched outputs, batch first. A primitive without a rule raises NotImplementedError and ``vmap`` falls back
+to its loop.
+"""
+
+from __future__ import annotations
+
+from .. import ops as m
+from ..array import array, node
+from ..devices import resolve_stream
+from ..primitives import (
+    ArgReduce,
+    ArgSort,
+    AsType,
+    Binary,
+    BroadcastTo,
+    Concatenate,
+    Copy,
+    Custom,
+    Depends,
+    Diagonal,
+    Einsum,
+    Gather,
+    Matmul,
+    NanToNum,
+    Pad,
+    Reduce,
+    Repeat,
+    Reshape,
+    Roll,
+    Round,
+    Scan,
+    Scatter,
+    Softmax,
+    Sort,
+    Split,
+    StopGradient,
+    Tile,
+    Transpose,
+    Tril,
+    Triu,
+    Unary,
+    Var,
+    Where,
+)
+from ._rules import gathered_shape
+
+
+def _size(inputs, axes) -> int:
+    return next(x._shape[0] for x, a in zip(inputs, axes) if a is not None)
+
+
+def _lift(x: array, batched, nd: int) -> array:
+    """A batched input with size-1 axes after the batch so that it has ``nd`` axes besides the batch; an
+    unbatched one as it is (it broadcasts from the right)."""
+    if batched is None or x.ndim - 1 == nd:
+        return x
+    return m.reshape(x, (x._shape[0],) + (1,) * (nd - x.ndim + 1) + x._shape[1:])
+
+
+def _same(self, inputs, axes, outputs):
+    """Elementwise primitives: the batch broadcasts like any leading axis."""
+    o = outputs[0]
+    b = _size(inputs, axes)
+    xs = tuple(_lift(x, a, o.ndim) for x, a in zip(inputs, axes))
+    return [node(self, xs, (b,) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _slots(prim) -> list:
+    return [s for c in type(prim).__mro__ for s in getattr(c, "__slots__", ())]
+
+
+def _shifted(self, inputs, axes, outputs):
+    """Primitives with ``axis``/``axes`` parameters and one input: the same primitive one axis further."""
+    new = object.__new__(type(self))
+    for s in _slots(self):
+        v = getattr(self, s)
+        if s == "axes" and v is not None:
+            v = tuple(a + 1 for a in v)
+        elif s == "axis" and v is not None:
+            v = v + 1
+        setattr(new, s, v)
+    x = inputs[0]
+    o = outputs[0]
+    return [node(new, (x,), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _reshape(self, inputs, axes, outputs):
+    x = inputs[0]
+    return [m.reshape(x, (x._shape[0],) + self.shape)]
+
+
+def _transpose(self, inputs, axes, outputs):
+    return [m.transpose(inputs[0], (0,) + tuple(a + 1 for a in self.axes))]
+
+
+def _broadcast_to(self, inputs, axes, outputs):
+    x = inputs[0]
+    return [m.broadcast_to(_lift(x, 0, len(self.shape)), (x._shape[0],) + self.shape)]
+
+
+def _concatenate(self, inputs, axes, outputs):
+    b = _size(inputs, axes)
+    xs = [x if a is not None else m.broadcast_to(x, (b,) + x._shape) for x, a in zip(inputs, axes)]
+    return [m.concatenate(xs, axis=self.axis + 1)]
+
+
+def _split(self, inputs, axes, outputs):
+    return m.split(inputs[0], list(self.indices), axis=self.axis + 1)
+
+
+def _matmul(self, inputs, axes, outputs):
+    a, b = inputs
+    nda, ndb = a.ndim - (axes[0] is not None), b.ndim - (axes[1] is not None)
+    squeeze = []  # vectors become matrices (a row on the left, a column on the right), then lose that axis
+    if nda == 1:
+        a, nda = m.expand_dims(a, -2), 2
+        squeeze.append(-2)
+    if ndb == 1:
+        b, ndb = m.expand_dims(b, -1), 2
+        squeeze.append(-1)
+    nd = max(nda, ndb)
+    out = m.matmul(_lift(a, axes[0], nd), _lift(b, axes[1], nd))
+    return [m.squeeze(out, axis=tuple(squeeze)) if squeeze else out]
+
+
+def _gather(self, inputs, axes, outputs):
+    if any(a is not None for a in axes[1:]):
+        raise NotImplementedError("Gather has no vmap rule for batched indices yet")
+    # NumPy puts the axes of non-adjacent index arrays first, which would move the batch axis.
+    arrays = [i for i, k in enumerate(self.key) if type(k) is str]
+    if arrays and arrays[-1] - arrays[0] + 1 != len(arrays):
+        raise NotImplementedError("Gather has no vmap rule for separated index arrays yet")
+    x = inputs[0]
+    o = outputs[0]
+    key = (slice(None),) + self.key
+    return [node(Gather(key), (x, *inputs[1:]), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _scatter(self, inputs, axes, outputs):
+    x, v, *idx = inputs
+    if any(a is not None for a in axes[2:]):
+        raise NotImplementedError("Scatter has no vmap rule for batched indices yet")
+    arrays = [i for i, k in enumerate(self.key) if type(k) is str]
+    if arrays and arrays[-1] - arrays[0] + 1 != len(arrays):
+        raise NotImplementedError("Scatter has no vmap rule for separated index arrays yet")
+    o = outputs[0]
+    b = _size(inputs, axes)
+    if axes[0] is None:
+        x = m.broadcast_to(x, (b,) + x._shape)
+    if axes[1] is not None:  # the values broadcast against the indexed block, batch first
+        nd = len(gathered_shape(o, self.key, idx))
+        if v.ndim - 1 > nd:
+            raise NotImplementedError("Scatter has no vmap rule for values with extra leading axes yet")
+        v = _lift(v, 0, nd)
+    key = (slice(None),) + self.key
+    return [node(type(self)(key, self.op), (x, v, *idx), (b,) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _pad(self, inputs, axes, outputs):
+    if axes[1] is not None:
+        raise NotImplementedError("Pad has no vmap rule for a batched fill value yet")
+    x, fill = inputs
+    o = outputs[0]
+    prim = type(self)(((0, 0),) + tuple(self.pad_width), self.mode)
+    return [node(prim, (x, fill), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _tile(self, inputs, axes, outputs):
+    x = inputs[0]
+    reps = tuple(self.reps)
+    nd = max(x.ndim - 1, len(reps))
+    x = _lift(x, 0, nd)
+    return [m.tile(x, (1,) + (1,) * (nd - len(reps)) + reps)]
+
+
+def _roll(self, inputs, axes, outputs):
+    x = inputs[0]
+    if self.axis is None:
+        flat = m.reshape(x, (x._shape[0], -1))
+        return [m.reshape(m.roll(flat, self.shift, axis=1), x._shape)]
+    return [m.roll(x, self.shift, axis=tuple(a + 1 for a in self.axis))]
+
+
+def _diagonal(self, inputs, axes, outputs):
+    return [m.diagonal(inputs[0], self.offset, self.axis1 + 1, self.axis2 + 1)]
+
+
+_LETTERS = "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA"
+
+
+def _einsum(self, inputs, axes, outputs):
+    ins, out = self.subscripts.split("->")
+    subs = ins.split(",")
+    letter = next(ch for ch in _LETTERS if ch not in self.subscripts)
+    subs = [letter + s if a is not None else s for s, a in zip(subs, axes)]
+    return [m.einsum(",".join(subs) + "->" + letter + out, *inputs)]
+
+
+def _custom(self, inputs, axes, outputs):
+    """A ``custom_function``'s own vmap rule, given its array arguments (not the traced outputs)."""
+    rule = self.fn._vmap
+    if rule is None:
+        raise NotImplementedError("this custom_function has no vmap rule")
+    outs, oaxes = rule(list(inputs[self.n:]), list(axes[self.n:]))
+    outs = [outs] if type(outs) is array else list(outs)
+    oaxes = [oaxes] * len(outs) if oaxes is None or isinstance(oaxes, int) else list(oaxes)
+    b = _size(inputs, axes)
+    return [m.broadcast_to(o, (b,) + o.shape) if a is None else m.moveaxis(o, a, 0)
+            for o, a in zip(outs, oaxes)]
+
+
+def _first(self, inputs, axes, outputs):
+    if any(a is not None for a in axes[1:]):
+        raise NotImplementedError(f"{self.name} has no vmap rule for batched dependencies yet")
+    return [inputs[0]]
+
+
+for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
+    _cls.vmap = _same
+for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat):
+    _cls.vmap = _shifted
+Reshape.vmap = _reshape
+Transpose.vmap = _transpose
+BroadcastTo.vmap = _broadcast_to
+Concatenate.vmap = _concatenate
+Split.vmap = _split
+Matmul.vmap = _matmul
+Gather.vmap = _gather
+Depends.vmap = _first
+Custom.vmap = _custom
+Scatter.vmap = _scatter
+Pad.vmap = _pad
+Tile.vmap = _tile
+Roll.vmap = _roll
+Diagonal.vmap = _diagonal
+Einsum.vmap = _einsum
+for _cls in (Tril, Triu):
+    _cls.vmap = _same

@@ -1,0 +1,546 @@
+"""Derivative rules of the non-elementwise primitives, attached to their classes as ``vjp``/``jvp`` methods.
+
+Linear primitives (reshapes, transposes, gathers, pads, sums...) share one forward rule: the tangent goes
+through the same primitive. Their backward rules are written one by one (each is the transpose of the map).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import ops as m
+from ..array import array, node
+from ..devices import resolve_stream
+from ..primitives import (
+    FFT,
+    ArgSort,
+    AsType,
+    BroadcastTo,
+    Concatenate,
+    Copy,
+    Depends,
+    Det,
+    Diag,
+    Diagonal,
+    DynamicSlice,
+    DynamicSliceUpdate,
+    Einsum,
+    FFTShift,
+    Gather,
+    Inv,
+    LogSumExp,
+    Matmul,
+    Max,
+    Mean,
+    Min,
+    NanToNum,
+    Pad,
+    Prod,
+    PutAlongAxis,
+    Repeat,
+    Reshape,
+    Roll,
+    Scan,
+    Scatter,
+    Softmax,
+    Solve,
+    Sort,
+    Split,
+    StopGradient,
+    Sum,
+    TakeAlongAxis,
+    Tile,
+    Transpose,
+    Tril,
+    Triu,
+    Var,
+)
+from ._rules_elementwise import unbroadcast
+
+
+def _stream():
+    return resolve_stream(None)
+
+
+def _rule(*classes, vjp=None, jvp=None):
+    for cls in classes:
+        if vjp is not None:
+            cls.vjp = vjp
+        if jvp is not None:
+            cls.jvp = jvp
+
+
+def _linear_jvp(self, primals, tangents, outputs):
+    """The same primitive applied to the tangent of the first input (the others are parameters)."""
+    t = tangents[0]
+    if t is None:
+        return [None] * len(outputs)
+    if len(outputs) == 1:
+        o = outputs[0]
+        return [node(self, (t, *primals[1:]), o._shape, o._dtype, _stream())]
+    outs = [node(None, (t, *primals[1:]), o._shape, o._dtype, _stream()) for o in outputs]
+    sibs = tuple(outs)
+    for o in outs:
+        o._prim = self
+        o._siblings = sibs
+    return outs
+
+
+def _all_linear_jvp(self, primals, tangents, outputs):
+    """For primitives linear in every input jointly (concatenation): zeros stand in for missing tangents."""
+    ts = [m.zeros_like(p) if t is None else t for p, t in zip(primals, tangents)]
+    o = outputs[0]
+    return [node(self, tuple(ts), o._shape, o._dtype, _stream())]
+
+
+def _keep(c: array, x: array, axes: tuple, keepdims: bool) -> array:
+    """A reduction's result or cotangent with the reduced axes back as size 1 (broadcasts against ``x``)."""
+    if keepdims:
+        return c
+    return m.reshape(c, tuple(1 if i in axes else s for i, s in enumerate(x._shape)))
+
+
+def _count(x: array, axes: tuple) -> int:
+    n = 1
+    for a in axes:
+        n *= x._shape[a]
+    return n
+
+
+def _sum_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    return [m.broadcast_to(_keep(cotangents[0], x, self.axes, self.keepdims), x._shape)]
+
+
+def _mean_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    c = _keep(cotangents[0], x, self.axes, self.keepdims) / max(_count(x, self.axes), 1)
+    return [m.broadcast_to(c, x._shape)]
+
+
+def _weights(self, x: array, y: array) -> array:
+    """d(reduction)/dx for the nonlinear reductions, broadcastable against ``x``."""
+    yk = _keep(y, x, self.axes, self.keepdims)
+    if isinstance(self, (Max, Min)):  # ties share the gradient equally
+        mask = m.equal(x, yk).astype(x.dtype)
+        return mask / m.sum(mask, axis=self.axes, keepdims=True)
+    if isinstance(self, LogSumExp):
+        return m.exp(x - yk)
+    if isinstance(self, Prod):
+        return yk / x
+    mu = m.mean(x, axis=self.axes, keepdims=True)  # Var
+    return (x - mu) * (2.0 / max(_count(x, self.axes) - self.ddof, 1))
+
+
+def _reduce_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    if x._dtype.kind not in "fc":
+        return [None]
+    return [_keep(cotangents[0], x, self.axes, self.keepdims) * _weights(self, x, outputs[0])]
+
+
+def _reduce_jvp(self, primals, tangents, outputs):
+    x = primals[0]
+    if x._dtype.kind not in "fc":
+        return [None]
+    return [m.sum(tangents[0] * _weights(self, x, outputs[0]), axis=self.axes, keepdims=self.keepdims)]
+
+
+def _softmax_vjp(self, primals, cotangents, outputs):
+    y, c = outputs[0], cotangents[0]
+    return [y * (c - m.sum(c * y, axis=self.axes, keepdims=True))]
+
+
+def _softmax_jvp(self, primals, tangents, outputs):
+    y, t = outputs[0], tangents[0]
+    return [y * (t - m.sum(t * y, axis=self.axes, keepdims=True))]
+
+
+_rule(Sum, Mean, vjp=None, jvp=_linear_jvp)
+_rule(Sum, vjp=_sum_vjp)
+_rule(Mean, vjp=_mean_vjp)
+_rule(Max, Min, LogSumExp, Prod, Var, vjp=_reduce_vjp, jvp=_reduce_jvp)
+_rule(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
+
+
+# -- shape ---------------------------------------------------------------------------------------------------
+def _astype_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    if x._dtype.kind not in "fc" or self.dtype.kind not in "fc":
+        return [None]
+    return [m.astype(cotangents[0], x._dtype)]
+
+
+def _astype_jvp(self, primals, tangents, outputs):
+    if primals[0]._dtype.kind not in "fc" or self.dtype.kind not in "fc":
+        return [None]
+    return [m.astype(tangents[0], self.dtype)]
+
+
+def _concatenate_vjp(self, primals, cotangents, outputs):
+    bounds = np.cumsum([x._shape[self.axis] for x in primals])[:-1]
+    return m.split(cotangents[0], [int(b) for b in bounds], axis=self.axis)
+
+
+def _pass_first(self, primals, cotangents, outputs):
+    return [cotangents[0]] + [None] * (len(primals) - 1)
+
+
+def _pass_first_jvp(self, primals, tangents, outputs):
+    return [tangents[0]]
+
+
+def _none_vjp(self, primals, cotangents, outputs):
+    return [None] * len(primals)
+
+
+def _none_jvp(self, primals, tangents, outputs):
+    return [None] * len(outputs)
+
+
+_rule(Reshape, vjp=lambda self, p, c, o: [m.reshape(c[0], p[0]._shape)], jvp=_linear_jvp)
+_rule(Transpose, vjp=lambda self, p, c, o: [m.transpose(c[0], tuple(np.argsort(self.axes)))], jvp=_linear_jvp)
+_rule(BroadcastTo, vjp=lambda self, p, c, o: [unbroadcast(c[0], p[0]._shape)], jvp=_linear_jvp)
+_rule(Concatenate, vjp=_concatenate_vjp, jvp=_all_linear_jvp)
+_rule(Split, vjp=lambda self, p, c, o: [m.concatenate(c, axis=self.axis)], jvp=_linear_jvp)
+_rule(AsType, vjp=_astype_vjp, jvp=_astype_jvp)
+_rule(Copy, Depends, vjp=_pass_first, jvp=_pass_first_jvp)
+_rule(StopGradient, vjp=_none_vjp, jvp=_none_jvp)
+
+
+# -- indexing ------------------------------------------------------------------------------------------------
+def _gather_vjp(self, primals, cotangents, outputs):
+    x, *idx = primals
+    zeros = m.zeros_like(x)
+    return [node(Scatter(self.key, "add"), (zeros, cotangents[0], *idx), x._shape, x._dtype, _stream())]
+
+
+def _scatter_vjp(self, primals, cotangents, outputs):
+    x, v, *idx = primals
+    c = cotangents[0]
+    if self.op not in (None, "add"):
+        raise NotImplementedError(f"Scatter({self.op!r}) has no vjp rule yet")
+    picked = node(Gather(self.key), (c, *idx), gathered_shape(x, self.key, idx), c._dtype, _stream())
+    dv = unbroadcast(picked, v._shape) if picked._shape != v._shape else picked
+    if self.op == "add":
+        return [c, dv] + [None] * len(idx)
+    zeros = m.zeros_like(picked)
+    dx = node(Scatter(self.key, None), (c, zeros, *idx), x._shape, x._dtype, _stream())
+    return [dx, dv] + [None] * len(idx)
+
+
+def gathered_shape(x: array, key: tuple, idx: list) -> tuple:
+    from ..primitives import fill_key
+
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), x._shape, (0,) * x.ndim)
+    return probe[fill_key(key, [np.zeros(i._shape, np.intp) for i in idx])].shape
+
+
+def _scatter_jvp(self, primals, tangents, outputs):
+    x, v, *idx = primals
+    tx, tv = tangents[0], tangents[1]
+    if self.op not in (None, "add"):
+        raise NotImplementedError(f"Scatter({self.op!r}) has no jvp rule yet")
+    tx = m.zeros_like(x) if tx is None else tx
+    tv = m.zeros_like(v) if tv is None else tv
+    o = outputs[0]
+    return [node(self, (tx, tv, *idx), o._shape, o._dtype, _stream())]
+
+
+_rule(Gather, vjp=_gather_vjp, jvp=_linear_jvp)
+_rule(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
+
+
+# -- layout --------------------------------------------------------------------------------------------------
+def _pad_vjp(self, primals, cotangents, outputs):
+    x, fill = primals
+    c = cotangents[0]
+    if self.mode != "constant":
+        raise NotImplementedError(f"Pad({self.mode!r}) has no vjp rule yet")
+    inner = c[tuple(slice(lo, lo + s) for (lo, _), s in zip(self.pad_width, x._shape))]
+    return [inner, m.sum(c) - m.sum(inner)]
+
+
+def _pad_jvp(self, primals, tangents, outputs):
+    tx, tf = tangents
+    o = outputs[0]
+    tx = m.zeros_like(primals[0]) if tx is None else tx
+    tf = m.zeros_like(primals[1]) if tf is None else tf
+    return [node(self, (tx, tf), o._shape, o._dtype, _stream())]
+
+
+def _tile_vjp(self, primals, cotangents, outputs):
+    x, c = primals[0], cotangents[0]
+    d = max(x.ndim, len(self.reps))
+    shape = (1,) * (d - x.ndim) + x._shape
+    reps = (1,) * (d - len(self.reps)) + tuple(self.reps)
+    split = tuple(v for r, s in zip(reps, shape) for v in (r, s))
+    g = m.sum(m.reshape(c, split), axis=tuple(range(0, 2 * d, 2)))
+    return [m.reshape(g, x._shape)]
+
+
+def _repeat_vjp(self, primals, cotangents, outputs):
+    x, c = primals[0], cotangents[0]
+    ax = self.axis
+    shape = x._shape[:ax] + (x._shape[ax], self.repeats) + x._shape[ax + 1:]
+    return [m.sum(m.reshape(c, shape), axis=ax + 1)]
+
+
+def _roll_vjp(self, primals, cotangents, outputs):
+    shift = tuple(-s for s in self.shift) if isinstance(self.shift, tuple) else -self.shift
+    return [node(Roll(shift, self.axis), (cotangents[0],), primals[0]._shape, primals[0]._dtype, _stream())]
+
+
+def _diagonal_vjp(self, primals, cotangents, outputs):
+    x, c = primals[0], cotangents[0]
+    k, i, j = self.offset, self.axis1, self.axis2
+    n = c._shape[-1]
+    rows = m.arange(n) + max(-k, 0)
+    cols = m.arange(n) + max(k, 0)
+    # Move the two axes last, scatter the diagonal into zeros there, and move them back.
+    rest = [a for a in range(x.ndim) if a not in (i, j)]
+    perm = rest + [i, j]
+    zeros = m.zeros(tuple(x._shape[a] for a in perm), x.dtype)
+    key = (Ellipsis, rows, cols)
+    placed = zeros.at[key].add(c)
+    return [m.transpose(placed, tuple(np.argsort(perm)))]
+
+
+def _diag_vjp(self, primals, cotangents, outputs):
+    return [m.diagonal(cotangents[0], offset=self.k)]
+
+
+def _take_along_axis_vjp(self, primals, cotangents, outputs):
+    x, idx = primals
+    c = cotangents[0]
+    ax, shape = self.axis, c._shape
+    key = []
+    for d in range(c.ndim):
+        if d == ax:
+            key.append(m.broadcast_to(idx, shape))
+            continue
+        pos = m.arange(shape[d]) if x._shape[d] == shape[d] else m.zeros((shape[d],), dt.int32)
+        key.append(m.reshape(pos, tuple(shape[d] if e == d else 1 for e in range(c.ndim))))
+    return [m.zeros_like(x).at[tuple(key)].add(c), None]
+
+
+def _put_along_axis_vjp(self, primals, cotangents, outputs):
+    x, idx, v = primals
+    c = cotangents[0]
+    dx = m.put_along_axis(c, idx, m.zeros((), c.dtype), axis=self.axis)
+    return [dx, None, unbroadcast(m.take_along_axis(c, idx, axis=self.axis), v._shape)]
+
+
+def _put_along_axis_jvp(self, primals, tangents, outputs):
+    x, idx, v = primals
+    tx = m.zeros_like(x) if tangents[0] is None else tangents[0]
+    tv = m.zeros_like(v) if tangents[2] is None else tangents[2]
+    return [node(self, (tx, idx, tv), x._shape, x._dtype, _stream())]
+
+
+def _dynamic_slice_vjp(self, primals, cotangents, outputs):
+    x, start = primals
+    zeros = m.zeros_like(x)
+    return [node(DynamicSliceUpdate(self.axes), (zeros, cotangents[0], start), x._shape, x._dtype, _stream()),
+            None]
+
+
+def _dynamic_slice_update_vjp(self, primals, cotangents, outputs):
+    x, u, start = primals
+    c = cotangents[0]
+    dx = node(self, (c, m.zeros_like(u), start), x._shape, x._dtype, _stream())
+    return [dx, node(DynamicSlice(self.axes, u._shape), (c, start), u._shape, u._dtype, _stream()), None]
+
+
+def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
+    x, u, start = primals
+    tx = m.zeros_like(x) if tangents[0] is None else tangents[0]
+    tu = m.zeros_like(u) if tangents[1] is None else tangents[1]
+    return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
+
+
+def _sort_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
+    return _take_along_axis_vjp(TakeAlongAxis(self.axis), (x, order), cotangents, outputs)[:1]
+
+
+def _sort_jvp(self, primals, tangents, outputs):
+    x = primals[0]
+    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
+    return [m.take_along_axis(tangents[0], order, axis=self.axis)]
+
+
+_rule(Sort, vjp=_sort_vjp, jvp=_sort_jvp)
+_rule(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
+_rule(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
+_rule(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
+_rule(DynamicSliceUpdate, vjp=_dynamic_slice_update_vjp, jvp=_dynamic_slice_update_jvp)
+_rule(Pad, vjp=_pad_vjp, jvp=_pad_jvp)
+_rule(Tile, vjp=_tile_vjp, jvp=_linear_jvp)
+_rule(Repeat, vjp=_repeat_vjp, jvp=_linear_jvp)
+_rule(Roll, vjp=_roll_vjp, jvp=_linear_jvp)
+_rule(Diagonal, vjp=_diagonal_vjp, jvp=_linear_jvp)
+_rule(Diag, vjp=_diag_vjp, jvp=_linear_jvp)
+_rule(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
+_rule(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
+_rule(FFT, FFTShift, jvp=_linear_jvp)
+
+
+def _scan_weights(self, x: array, y: array):
+    """For an inclusive running product or log-sum-exp, ``dy_i/dx_j = a_j * b_i`` (j up to i): (a, b)."""
+    if self.op == "prod":
+        return m.reciprocal(x), y
+    return m.exp(x), m.exp(-y)  # logaddexp
+
+
+def _check_scan(self, what: str) -> None:
+    if self.op not in ("sum", "prod", "logaddexp") or (self.op != "sum" and not self.inclusive):
+        kind = "inclusive" if self.inclusive else "exclusive"
+        raise NotImplementedError(f"Scan({self.op!r}, {kind}) has no {what} rule yet")
+
+
+def _scan_vjp(self, primals, cotangents, outputs):
+    _check_scan(self, "vjp")
+    c = cotangents[0]
+    back = {"axis": self.axis, "reverse": not self.reverse}
+    if self.op == "sum":
+        return [m.cumsum(c, inclusive=self.inclusive, **back)]
+    a, b = _scan_weights(self, primals[0], outputs[0])
+    return [a * m.cumsum(c * b, **back)]
+
+
+def _scan_jvp(self, primals, tangents, outputs):
+    _check_scan(self, "jvp")
+    if self.op == "sum":
+        return _linear_jvp(self, primals, tangents, outputs)
+    a, b = _scan_weights(self, primals[0], outputs[0])
+    return [b * m.cumsum(tangents[0] * a, axis=self.axis, reverse=self.reverse)]
+
+
+_rule(Scan, vjp=_scan_vjp, jvp=_scan_jvp)
+
+
+def _nan_to_num_vjp(self, primals, cotangents, outputs):
+    return [m.where(m.isfinite(primals[0]), cotangents[0], 0)]
+
+
+def _nan_to_num_jvp(self, primals, tangents, outputs):
+    return [m.where(m.isfinite(primals[0]), tangents[0], 0)]
+
+
+_rule(NanToNum, vjp=_nan_to_num_vjp, jvp=_nan_to_num_jvp)
+
+
+# -- products ------------------------------------------------------------------------------------------------
+def _matmul_vjp(self, primals, cotangents, outputs):
+    a, b = primals
+    c = cotangents[0]
+    a2 = m.reshape(a, (1,) + a._shape) if a.ndim == 1 else a
+    b2 = m.reshape(b, b._shape + (1,)) if b.ndim == 1 else b
+    if a.ndim == 1:
+        c = m.expand_dims(c, -2 if b.ndim > 1 else -1)
+    if b.ndim == 1:
+        c = m.expand_dims(c, -1)
+    da = c @ m.swapaxes(b2, -1, -2)
+    db = m.swapaxes(a2, -1, -2) @ c
+    return [m.reshape(unbroadcast(da, a2._shape), a._shape), m.reshape(unbroadcast(db, b2._shape), b._shape)]
+
+
+def _matmul_jvp(self, primals, tangents, outputs):
+    a, b = primals
+    ta, tb = tangents
+    out = None if ta is None else m.matmul(ta, b)
+    if tb is not None:
+        t = m.matmul(a, tb)
+        out = t if out is None else out + t
+    return [out]
+
+
+def _einsum_vjp(self, primals, cotangents, outputs):
+    ins, out = self.subscripts.split("->")
+    subs = ins.split(",")
+    c = cotangents[0]
+    grads = []
+    for i, x in enumerate(primals):
+        s = subs[i]
+        if len(set(s)) != len(s):
+            raise NotImplementedError("Einsum has no vjp rule for repeated indices in one operand yet")
+        others = [(subs[j], primals[j]) for j in range(len(primals)) if j != i]
+        present = set(out).union(*(set(t) for t, _ in others))
+        kept = "".join(ch for ch in s if ch in present)
+        g = m.einsum(",".join([out] + [t for t, _ in others]) + "->" + kept, c, *(p for _, p in others))
+        if kept != s:  # indices only this operand had were summed away: the gradient is constant along them
+            kept_shape = tuple(x._shape[k] if ch in present else 1 for k, ch in enumerate(s))
+            g = m.broadcast_to(m.reshape(g, kept_shape), x._shape)
+        grads.append(g)
+    return grads
+
+
+def _einsum_jvp(self, primals, tangents, outputs):
+    o = outputs[0]
+    total = None
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        args = tuple(t if j == i else p for j, p in enumerate(primals))
+        term = node(self, args, o._shape, o._dtype, _stream())
+        total = term if total is None else total + term
+    return [total]
+
+
+def _inv_vjp(self, primals, cotangents, outputs):
+    yt = m.swapaxes(outputs[0], -1, -2)
+    return [-(yt @ cotangents[0] @ yt)]
+
+
+def _inv_jvp(self, primals, tangents, outputs):
+    y = outputs[0]
+    return [-(y @ tangents[0] @ y)]
+
+
+def _solve_vjp(self, primals, cotangents, outputs):
+    from ..linalg import solve
+
+    a, b = primals
+    x, c = outputs[0], cotangents[0]
+    db = solve(m.swapaxes(a, -1, -2), c)
+    if b.ndim == 1:  # a vector right-hand side
+        da = -(m.expand_dims(db, -1) * m.expand_dims(x, -2))
+    else:
+        da = -(db @ m.swapaxes(x, -1, -2))
+    return [unbroadcast(da, a._shape), unbroadcast(db, b._shape)]
+
+
+def _solve_jvp(self, primals, tangents, outputs):
+    from ..linalg import solve
+
+    a, b = primals
+    ta, tb = tangents
+    x = outputs[0]
+    rhs = m.zeros_like(x) if tb is None else tb
+    if ta is not None:
+        rhs = rhs - (m.squeeze(ta @ m.expand_dims(x, -1), -1) if b.ndim == 1 else ta @ x)
+    return [solve(a, rhs)]
+
+
+def _det_vjp(self, primals, cotangents, outputs):
+    from ..linalg import inv
+
+    a = primals[0]
+    scale = m.expand_dims(cotangents[0] * outputs[0], (-1, -2))
+    return [scale * m.swapaxes(inv(a), -1, -2)]
+
+
+def _det_jvp(self, primals, tangents, outputs):
+    from ..linalg import inv
+
+    return [outputs[0] * m.sum(m.swapaxes(inv(primals[0]), -1, -2) * tangents[0], axis=(-1, -2))]
+
+
+_rule(Solve, vjp=_solve_vjp, jvp=_solve_jvp)
+_rule(Det, vjp=_det_vjp, jvp=_det_jvp)
+_rule(Matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
+_rule(Einsum, vjp=_einsum_vjp, jvp=_einsum_jvp)
+_rule(Inv, vjp=_inv_vjp, jvp=_inv_jvp)

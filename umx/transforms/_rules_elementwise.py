@@ -1,0 +1,184 @@
+"""Derivative rules of the elementwise primitives, declared as data, attached to the primitive classes.
+
+``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
+dy/db)``. A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table
+(predicates, bitwise and logical ops) have no gradient: their rules give None, which the walk treats as zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import dtypes as dt
+from .. import ops as m
+from ..array import array
+from ..primitives import BINARY, UNARY, Binary, Round, Unary, Where
+
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+_ZERO = 0  # piecewise-constant functions: the derivative is zero almost everywhere
+
+UNARY_D = {
+    "Abs": lambda x, y: m.sign(x),
+    "Negative": lambda x, y: -1,
+    "Sign": lambda x, y: _ZERO,
+    "Floor": lambda x, y: _ZERO,
+    "Ceil": lambda x, y: _ZERO,
+    "Trunc": lambda x, y: _ZERO,
+    "Square": lambda x, y: 2 * x,
+    "Conjugate": lambda x, y: 1,
+    "Exp": lambda x, y: y,
+    "Expm1": lambda x, y: y + 1,
+    "Log": lambda x, y: m.reciprocal(x),
+    "Log2": lambda x, y: m.reciprocal(x * _LN2),
+    "Log10": lambda x, y: m.reciprocal(x * _LN10),
+    "Log1p": lambda x, y: m.reciprocal(x + 1),
+    "Sqrt": lambda x, y: 0.5 / y,
+    "Rsqrt": lambda x, y: -0.5 * y / x,
+    "Reciprocal": lambda x, y: -(y * y),
+    "Sin": lambda x, y: m.cos(x),
+    "Cos": lambda x, y: -m.sin(x),
+    "Tan": lambda x, y: 1 + y * y,
+    "ArcSin": lambda x, y: m.rsqrt(1 - x * x),
+    "ArcCos": lambda x, y: -m.rsqrt(1 - x * x),
+    "ArcTan": lambda x, y: m.reciprocal(1 + x * x),
+    "Sinh": lambda x, y: m.cosh(x),
+    "Cosh": lambda x, y: m.sinh(x),
+    "Tanh": lambda x, y: 1 - y * y,
+    "ArcSinh": lambda x, y: m.rsqrt(x * x + 1),
+    "ArcCosh": lambda x, y: m.rsqrt(x * x - 1),
+    "ArcTanh": lambda x, y: m.reciprocal(1 - x * x),
+    "Degrees": lambda x, y: 180.0 / math.pi,
+    "Radians": lambda x, y: math.pi / 180.0,
+    "Sigmoid": lambda x, y: y * (1 - y),
+    "Erf": lambda x, y: (2.0 / math.sqrt(math.pi)) * m.exp(-(x * x)),
+    "ErfInv": lambda x, y: (math.sqrt(math.pi) / 2.0) * m.exp(y * y),
+}
+
+BINARY_D = {
+    "Add": lambda a, b, y: (1, 1),
+    "Subtract": lambda a, b, y: (1, -1),
+    "Multiply": lambda a, b, y: (b, a),
+    "Divide": lambda a, b, y: (m.reciprocal(b), -y / b),
+    "Power": lambda a, b, y: (b * m.power(a, b - 1), y * m.log(a)),
+    # Ties send the whole gradient to the first argument.
+    "Maximum": lambda a, b, y: (m.greater_equal(a, b), m.less(a, b)),
+    "Minimum": lambda a, b, y: (m.less_equal(a, b), m.greater(a, b)),
+    "ArcTan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
+    "LogAddExp": lambda a, b, y: (m.exp(a - y), m.exp(b - y)),
+    "FloorDivide": lambda a, b, y: (_ZERO, _ZERO),
+    "Remainder": lambda a, b, y: (1, -m.floor_divide(a, b)),
+}
+
+
+def unbroadcast(c: array, shape: tuple) -> array:
+    """``c`` summed over the axes that broadcasting added to reach its shape from ``shape``."""
+    if c._shape == shape:
+        return c
+    lead = c.ndim - len(shape)
+    stretched = tuple(lead + i for i, s in enumerate(shape) if s == 1 and c._shape[lead + i] != 1)
+    axes = tuple(range(lead)) + stretched
+    if axes:
+        c = m.sum(c, axis=axes, keepdims=True)
+    return m.reshape(c, shape)
+
+
+def _times(c: array, d):
+    """``c * d`` for a derivative ``d`` that may be a number or a bool mask; None for a zero derivative."""
+    if not isinstance(d, array):
+        if d == 0:
+            return None
+        if d == 1:
+            return c
+        if d == -1:
+            return -c
+        return c * d
+    if d._dtype is dt.bool_:
+        return m.where(d, c, 0)
+    return c * d
+
+
+def _inexact(x: array) -> bool:
+    return x._dtype.kind in "fc"
+
+
+def _unary_vjp(self, primals, cotangents, outputs):
+    x, = primals
+    d = UNARY_D.get(self.name)
+    if d is None or not _inexact(x):
+        return [None]
+    g = _times(cotangents[0], d(x, outputs[0]))
+    return [g if g is not None else m.zeros_like(x)]
+
+
+def _unary_jvp(self, primals, tangents, outputs):
+    x, = primals
+    d = UNARY_D.get(self.name)
+    if d is None or not _inexact(x):
+        return [None]
+    return [_times(tangents[0], d(x, outputs[0]))]
+
+
+def _binary_vjp(self, primals, cotangents, outputs):
+    a, b = primals
+    d = BINARY_D.get(self.name)
+    y = outputs[0]
+    if d is None or not _inexact(y):
+        return [None, None]
+    c = cotangents[0]
+    out = []
+    for x, dx in zip((a, b), d(a, b, y)):
+        g = _times(c, dx)
+        out.append(m.zeros_like(x) if g is None else unbroadcast(g, x._shape))
+    return out
+
+
+def _binary_jvp(self, primals, tangents, outputs):
+    a, b = primals
+    d = BINARY_D.get(self.name)
+    y = outputs[0]
+    if d is None or not _inexact(y):
+        return [None]
+    total = None
+    for t, dx in zip(tangents, d(a, b, y)):
+        if t is None:
+            continue
+        g = _times(t, dx)
+        if g is not None:
+            total = g if total is None else total + g
+    return [None if total is None else m.broadcast_to(total, y._shape)]
+
+
+def _round_vjp(self, primals, cotangents, outputs):
+    return [m.zeros_like(primals[0])]
+
+
+def _round_jvp(self, primals, tangents, outputs):
+    return [m.zeros_like(outputs[0])]
+
+
+def _where_vjp(self, primals, cotangents, outputs):
+    cond, x, y = primals
+    c = cotangents[0]
+    return [None, unbroadcast(m.where(cond, c, 0), x._shape), unbroadcast(m.where(cond, 0, c), y._shape)]
+
+
+def _where_jvp(self, primals, tangents, outputs):
+    cond = primals[0]
+    _, tx, ty = tangents
+    out = outputs[0]
+    tx = 0 if tx is None else tx
+    ty = 0 if ty is None else ty
+    return [m.broadcast_to(m.where(cond, tx, ty).astype(out.dtype), out.shape)]
+
+
+Unary.vjp = _unary_vjp
+Unary.jvp = _unary_jvp
+Binary.vjp = _binary_vjp
+Binary.jvp = _binary_jvp
+Round.vjp = _round_vjp
+Round.jvp = _round_jvp
+Where.vjp = _where_vjp
+Where.jvp = _where_jvp
+
+assert set(UNARY_D) <= set(UNARY) and set(BINARY_D) <= set(BINARY)

@@ -1,0 +1,344 @@
+"""Reverse and forward mode differentiation: ``grad``, ``value_and_grad``, ``vjp`` and ``jvp``.
+
+umx ops are lazy, so calling ``fun`` builds its graph without computing anything. A transform calls ``fun`` on
+fresh *marker* nodes (identities of the primal inputs, so that closed-over arrays stay constants and nested
+transforms can differentiate through the markers of inner ones), then walks the graph between the markers and
+the outputs: backwards, calling each primitive's ``vjp`` rule, or forwards, calling its ``jvp`` rule. The
+rules build more lazy nodes; nothing is evaluated here, and the results are arrays like any other.
+
+Evaluated arrays are detached from their inputs (see ``umx.array``), so a ``fun`` that evaluates an
+intermediate (``item()``, ``print``, ``eval``) cuts the graph there: no gradient flows back through it.
+
+Rules run on the default stream (not the forward node's): umx passes streams explicitly and has no
+thread-local default to switch to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..array import array, node
+from ..devices import resolve_stream
+from ..primitives import DEPENDS
+from . import _trees
+
+__all__ = ["grad", "value_and_grad", "vjp", "jvp"]
+
+
+def _marker(x: array) -> array:
+    """A fresh node equal to ``x`` that the walk can recognise as a primal input."""
+    return node(DEPENDS, (x,), x._shape, x._dtype, x._stream or resolve_stream(None))
+
+
+def _rebound(outputs: list, markers: list, links: list) -> list:
+    """The markers as nodes of the graph, after ``fun`` ran.
+
+    ``a[k] = v`` inside ``fun`` makes the Python object ``a`` a new node and moves its old state to another
+    object (see ``ops.indexing._rebind``); the marker's state keeps its inputs tuple ``links[i]``, so that
+    tuple finds it. Only a rebound marker costs a search.
+    """
+    if all(m._inputs is t for m, t in zip(markers, links)):
+        return markers
+    wanted = {id(t): i for i, (m, t) in enumerate(zip(markers, links)) if m._inputs is not t}
+    found = list(markers)
+    for i in wanted.values():
+        found[i] = None  # not reachable from the outputs any more: no gradient
+    seen: set = set()
+    stack = list(outputs)
+    while stack and wanted:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        i = wanted.pop(id(n._inputs), None)
+        if i is not None:
+            found[i] = n
+            continue
+        stack.extend(n._inputs)
+    return found
+
+
+def _units(outputs: list, markers: list) -> tuple:
+    """The nodes between ``markers`` and ``outputs``, inputs first, as units ``(outputs, prim, inputs)``, and
+    the ids of the nodes that depend on a marker.
+
+    A multi-output node (siblings) is one unit: its rule sees every output's cotangent at once, so all of its
+    consumers must come before it in the backward walk. Only nodes that depend on a marker are kept; evaluated
+    nodes (``_prim`` None) are constants.
+    """
+    marker_ids = {id(m) for m in markers if m is not None}
+    active: set = set(marker_ids)
+    seen: set = set(marker_ids)
+    order: list = []
+    stack = [(o, False) for o in outputs if id(o) not in seen]
+    while stack:
+        n, expanded = stack.pop()
+        if expanded:
+            if any(id(x) in active for x in n._inputs):
+                group = n._siblings or (n,)
+                for g in group:
+                    active.add(id(g))
+                order.append((group, n._prim, n._inputs))
+            continue
+        key = id(n._siblings[0]) if n._siblings else id(n)
+        if key in seen or n._prim is None:
+            if n._siblings:
+                seen.update(id(g) for g in n._siblings)
+            seen.add(id(n))
+            continue
+        seen.add(key)
+        if n._siblings:
+            seen.update(id(g) for g in n._siblings)
+        stack.append((n, True))
+        for x in n._inputs:
+            if id(x) not in seen:
+                stack.append((x, False))
+    return order, active
+
+
+def _add(acc: dict, x: array, c) -> None:
+    if c is None:
+        return
+    k = id(x)
+    prev = acc.get(k)
+    acc[k] = c if prev is None else prev + c
+
+
+def backward(outputs: list, cotangents: list, markers: list) -> list:
+    """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
+    order, active = _units(outputs, markers)
+    cots: dict = {}
+    for o, c in zip(outputs, cotangents):
+        _add(cots, o, c)
+    for group, prim, inputs in reversed(order):
+        cs = [cots.pop(id(g), None) for g in group]
+        if all(c is None for c in cs):
+            continue
+        if len(group) > 1:
+            from ..ops import zeros_like
+
+            cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
+        grads = prim.vjp(inputs, cs, list(group))
+        for x, g in zip(inputs, grads):
+            if g is not None and id(x) in active:
+                _add(cots, x, g)
+    return [None if m is None else cots.get(id(m)) for m in markers]
+
+
+def forward(outputs: list, markers: list, tangents: list) -> list:
+    """The tangents of ``outputs`` given those of ``markers`` (None where an output ignores them)."""
+    order, _ = _units(outputs, markers)
+    tans = {id(m): t for m, t in zip(markers, tangents) if m is not None}
+    for group, prim, inputs in order:
+        ts = [tans.get(id(x)) for x in inputs]
+        if all(t is None for t in ts):
+            continue
+        outs = prim.jvp(inputs, ts, list(group))
+        for g, t in zip(group, outs):
+            if t is not None:
+                tans[id(g)] = t
+    return [tans.get(id(o)) for o in outputs]
+
+
+def _as_list(out, what: str) -> tuple:
+    """``fun``'s result as a list of arrays, and whether it was a single array."""
+    if type(out) is array:
+        return [out], True
+    if isinstance(out, (list, tuple)) and all(type(o) is array for o in out):
+        return list(out), False
+    raise ValueError(f"{what}: the function must return an array or a list or tuple of arrays, "
+                     f"got {type(out).__name__}")
+
+
+def _primal_list(primals, what: str) -> list:
+    if type(primals) is array:
+        return [primals]
+    ps = list(primals)
+    for p in ps:
+        if type(p) is not array:
+            raise TypeError(f"{what}: primals must be arrays, got {type(p).__name__}")
+    return ps
+
+
+def _zero_like_where_none(values: list, like: list) -> list:
+    from ..ops import zeros_like
+
+    return [zeros_like(x) if v is None else v for v, x in zip(values, like)]
+
+
+def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) -> tuple:
+    """The vector-Jacobian product of ``fun`` at ``primals``.
+
+    Args:
+        fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
+        primals (list[array]): the point to differentiate at.
+        cotangents (list[array]): one per output of ``fun``, of the output's shape.
+
+    Returns:
+        tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per primal.
+    """
+    ps = _primal_list(primals, "vjp")
+    cs = _primal_list(cotangents, "vjp")
+    markers = [_marker(p) for p in ps]
+    links = [m._inputs for m in markers]
+    outs, _ = _as_list(fun(*markers), "vjp")
+    markers = _rebound(outs, markers, links)
+    if len(cs) != len(outs):
+        raise ValueError(f"vjp: {len(outs)} outputs but {len(cs)} cotangents")
+    for o, c in zip(outs, cs):
+        if o.shape != c.shape:
+            raise ValueError(f"vjp: a cotangent of shape {c.shape} for an output of shape {o.shape}")
+    grads = backward(outs, cs, markers)
+    return outs, [_fit(g, p) for g, p in zip(_zero_like_where_none(grads, ps), ps)]
+
+
+def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> tuple:
+    """The Jacobian-vector product of ``fun`` at ``primals``.
+
+    Args:
+        fun (Callable): a function of the primals (positional arrays) returning an array or a list of arrays.
+        primals (list[array]): the point to differentiate at.
+        tangents (list[array]): one per primal, of the primal's shape.
+
+    Returns:
+        tuple[list[array], list[array]]: the outputs of ``fun`` and the products, one per output.
+    """
+    ps = _primal_list(primals, "jvp")
+    ts = _primal_list(tangents, "jvp")
+    if len(ps) != len(ts):
+        raise ValueError(f"jvp: {len(ps)} primals but {len(ts)} tangents")
+    for p, t in zip(ps, ts):
+        if p.shape != t.shape:
+            raise ValueError(f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}")
+    markers = [_marker(p) for p in ps]
+    links = [m._inputs for m in markers]
+    outs, _ = _as_list(fun(*markers), "jvp")
+    markers = _rebound(outs, markers, links)
+    return outs, _zero_like_where_none(forward(outs, markers, ts), outs)
+
+
+def _fit(g: array, p: array) -> array:
+    """A gradient in its primal's dtype (integer primals get integer gradients, as in MLX)."""
+    if g._dtype is not p._dtype:
+        from ..ops import astype
+
+        g = astype(g, p._dtype)
+    return g
+
+
+def _argnums(argnums, argnames, what: str) -> tuple:
+    if isinstance(argnames, str):
+        argnames = [argnames]
+    argnames = list(argnames)
+    if argnums is None:
+        argnums = () if argnames else (0,)
+        single = not argnames
+    elif isinstance(argnums, int):
+        argnums, single = (argnums,), True
+    else:
+        argnums = tuple(argnums)
+        single = len(argnums) == 1
+    for a in argnums:
+        if not isinstance(a, int) or a < 0:
+            raise ValueError(f"{what}: argnums must be non-negative integers, got {argnums}")
+    if not argnums and not argnames:
+        raise ValueError(f"{what}: give at least one argument to differentiate (argnums or argnames)")
+    if len(set(argnums)) != len(argnums):
+        raise ValueError(f"{what}: repeated argument number in argnums {argnums}")
+    return argnums, single, argnames
+
+
+def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
+                   argnames: str | Sequence[str] = []) -> Callable:  # noqa: B006 (MLX's default)
+    """A function computing both ``fun`` and its gradient.
+
+    ``fun`` returns a scalar loss, or a tuple or list whose first element is the scalar loss (the others can
+    be anything, e.g. metrics). Gradients are taken with respect to the positional arguments ``argnums`` and
+    the keyword arguments ``argnames``, each a tree (dicts, lists, tuples) of arrays; the gradient has the
+    same tree.
+
+    Args:
+        fun (Callable): the function.
+        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
+            ``argnames`` is empty too.
+        argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
+
+    Returns:
+        Callable: ``f(*args, **kwargs) -> (value, grads)``. ``grads`` is the one argument's gradient for a
+        single argument number, a tuple for several, and ``(positional, {name: grad})`` when ``argnames`` is
+        given.
+    """
+    nums, single, names = _argnums(argnums, argnames, "value_and_grad")
+
+    def wrapped(*args, **kwargs):
+        for a in nums:
+            if a >= len(args):
+                raise ValueError(f"value_and_grad: argnums {a} but the function got {len(args)} positional "
+                                 "arguments")
+        for k in names:
+            if k not in kwargs:
+                raise ValueError(f"value_and_grad: argname {k!r} was not passed as a keyword argument")
+        trees = [args[a] for a in nums] + [kwargs[k] for k in names]
+        leaves = [_trees.flatten(t, strict=True, what="value_and_grad") for t in trees]
+        marked = [[_marker(x) for x in ls] for ls in leaves]
+        links = [m._inputs for ms in marked for m in ms]
+        args = list(args)
+        for a, ms in zip(nums, marked):
+            args[a] = _trees.unflatten(args[a], ms)
+        kwargs = dict(kwargs)
+        for k, ms in zip(names, marked[len(nums):]):
+            kwargs[k] = _trees.unflatten(kwargs[k], ms)
+        value = fun(*args, **kwargs)
+        loss = value
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("value_and_grad: the function returned an empty sequence")
+            loss = value[0]
+        if type(loss) is not array or loss.ndim != 0:
+            got = f"an array of shape {loss.shape}" if type(loss) is array else type(loss).__name__
+            raise ValueError("value_and_grad: the function must return a scalar (0-d) array, or a tuple "
+                             f"whose first element is one; got {got}")
+        from ..ops import ones_like
+
+        flat = [m for ms in marked for m in ms]
+        flat = _rebound([loss], flat, links)
+        grads = backward([loss], [ones_like(loss)], flat)
+        flat_orig = [x for ls in leaves for x in ls]
+        grads = iter(_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig))
+        per_tree = [_trees.unflatten(t, grads) for t in trees]
+        pos = per_tree[:len(nums)]
+        positional = (pos[0] if single else tuple(pos)) if nums else None
+        if names:
+            return value, (positional, dict(zip(names, per_tree[len(nums):])))
+        return value, positional
+
+    wrapped.__name__ = getattr(fun, "__name__", "value_and_grad")
+    wrapped.__doc__ = getattr(fun, "__doc__", None)
+    return wrapped
+
+
+def grad(fun: Callable, argnums: int | Sequence[int] | None = None,
+         argnames: str | Sequence[str] = []) -> Callable:  # noqa: B006 (MLX's default)
+    """A function computing the gradient of ``fun``, which returns a scalar (0-d) array.
+
+    Args:
+        fun (Callable): the function, of arrays or trees (dicts, lists, tuples) of arrays.
+        argnums (int | Sequence[int], optional): positional arguments to differentiate; default 0 when
+            ``argnames`` is empty too.
+        argnames (str | Sequence[str]): keyword arguments to differentiate (default none).
+
+    Returns:
+        Callable: ``f(*args, **kwargs) -> grads``, shaped as in :func:`value_and_grad`.
+
+    Example:
+        >>> mx.grad(lambda x: (x * x).sum())(mx.array([1.0, 2.0]))
+        array([2, 4], dtype=float32)
+    """
+    vg = value_and_grad(fun, argnums, argnames)
+
+    def wrapped(*args, **kwargs):
+        return vg(*args, **kwargs)[1]
+
+    wrapped.__name__ = getattr(fun, "__name__", "grad")
+    wrapped.__doc__ = getattr(fun, "__doc__", None)
+    return wrapped
