@@ -19,6 +19,7 @@ UMX_FUSION=0 timeout 60 python3 bench/seed.py --runs 10 2>&1 | tail -12 > "$OUT/
 echo "--- without fusion"; cat "$OUT/seed_nofusion.log"
 timeout 60 python3 bench/transfer.py 2>&1 | tee "$OUT/transfer.log" | tail -14
 timeout 60 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
+timeout 150 python3 bench/suite.py 2>&1 | tee "$OUT/suite.log" | tail -22
 for p in "gpu gpu" "gpu cpu"; do set -- $p
   timeout 60 python3 bench/trace_seed.py --d1 $1 --d2 $2 -o "$OUT/trace-seed-$1-$2.png" > /dev/null 2>&1 || echo "trace $1/$2 failed"
 done
