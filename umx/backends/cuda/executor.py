@@ -150,8 +150,12 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                     out = _call(table[n._prim.__class__], n._prim, [x._data for x in ins])
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-            if n._dtype is bfloat16 and type(out) is not tuple and type(out) is not Failure and type(n) is not Fused:
-                out = round_bf16(cp, out)
+            if type(out) is not tuple and type(out) is not Failure and type(n) is not Fused:
+                want = n._dtype.np
+                if out.dtype != want:  # CuPy's loop chose another dtype (bool powers give int8): MLX's is declared
+                    out = out.astype(want)
+                if n._dtype is bfloat16:
+                    out = round_bf16(cp, out)
             if type(n) is Fused:
                 set_result(n, out)
                 n = n.root  # the node that other streams read
@@ -298,6 +302,6 @@ def _call(kernel, prim, args: list):
         return kernel(prim, *args)
     except Exception:
         # NumPy scalars go straight to CuPy's ufuncs; the kernels that refuse them get 0-d device arrays instead
-        if not any(isinstance(a, np.generic) for a in args):
+        if not any(isinstance(a, (np.generic, np.ndarray)) for a in args):
             raise
         return kernel(prim, *device_args(args))

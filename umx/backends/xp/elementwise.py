@@ -126,6 +126,13 @@ def erfinv(xp, y):
     return x.astype(dt)
 
 
+@kernel(type(ew.BINARY["LogicalAnd"]), type(ew.BINARY["LogicalOr"]), type(ew.BINARY["LogicalXor"]))
+def _logical(xp, prim, x, y):
+    if x.dtype.kind == "c":  # CuPy's logical ufuncs refuse complex: compare with zero first
+        x, y = x != 0, y != 0
+    return getattr(xp, prim.fn)(x, y)
+
+
 @kernel(type(ew.UNARY["LogicalNot"]))
 def _logical_not(xp, prim, x):
     return x == 0 if x.dtype.kind == "c" else xp.logical_not(x)  # CuPy's logical_not refuses complex
