@@ -30,7 +30,9 @@ def full(shape, vals, dtype=None, *, stream=None) -> array:
     d = None if dtype is None else dt.to_dtype(dtype)
     if isinstance(vals, (bool, int, float, complex)) and not isinstance(vals, np.generic):
         d = d or dt.result_type(vals)
-        if type(vals) is int and d.kind in "iu":
+        if type(vals) is int and d is dt.bool_:
+            vals = bool(vals)
+        elif type(vals) is int and d.kind in "iu":
             info = np.iinfo(d.np)
             if not info.min <= vals <= info.max:
                 raise ValueError(f"full: the value {vals} does not fit {d.name}")
