@@ -200,3 +200,16 @@ def test_result_type_and_can_cast():
             assert mx.can_cast(a, b) == np.can_cast(a.np, b.np), (a, b)
     assert mx.can_cast(mx.bfloat16, mx.float32) and not mx.can_cast(mx.float32, mx.bfloat16)
     assert mx.can_cast(mx.uint8, mx.bfloat16) and not mx.can_cast(mx.bfloat16, mx.float16)
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+def test_cupy_and_torch_share_gpu_results():
+    import cupy
+
+    x = np.random.default_rng(3).standard_normal((64, 8)).astype(np.float32)
+    y = mx.exp(mx.array(x), stream=mx.gpu)
+    got = cupy.asarray(y)  # through __cuda_array_interface__: the device memory itself
+    np.testing.assert_allclose(cupy.asnumpy(got), np.exp(x), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(mx.from_dlpack(got)), np.exp(x), rtol=1e-6)
+    host = mx.exp(mx.array(x), stream=mx.cpu)
+    assert not hasattr(host, "__cuda_array_interface__")

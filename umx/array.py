@@ -115,6 +115,21 @@ class array:  # noqa: N801 (MLX's name)
     def __buffer__(self, flags):
         return memoryview(self._host())
 
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """CUDA's array interface, for data that lives on a GPU (evaluates, and waits for the kernel): CuPy's
+        ``asarray`` and PyTorch's ``as_tensor`` then share the device memory without a copy. Host data has none
+        (AttributeError), so such consumers go through ``__array__``."""
+        if self._data is None:
+            _eval((self,))
+        d = self._data
+        cai = getattr(d, "__cuda_array_interface__", None)
+        if cai is None:
+            raise AttributeError("this array's data lives on the host: it has no __cuda_array_interface__")
+        if self._exec is not None:
+            self._exec.wait(self._seq)  # the producing kernel has finished: consumers may read on any stream
+        return cai
+
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """Export through DLPack (evaluates). Arrays have no location, so the export is of the host copy (made once)
         unless ``dl_device`` asks for the device the data lives on; bfloat16 leaves as its float32 storage."""
