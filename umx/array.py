@@ -14,6 +14,7 @@ import numpy as np
 
 from . import dtypes as _dt
 from . import memory
+from .backends.xp import round_bf16
 
 __all__ = ["array", "from_dlpack"]
 
@@ -48,7 +49,7 @@ class array:  # noqa: N801 (MLX's name)
             data = _cast_host(data, dt)
             src = dt
         elif src is _dt.bfloat16:
-            data = _round_bf16(data)
+            data = round_bf16(np, data)
         _init_evaluated(self, data, src)
 
     # -- properties -------------------------------------------------------------------------------------------
@@ -382,19 +383,10 @@ def _umx_dtypes(val) -> list:
     return out
 
 
-def _round_bf16(data: np.ndarray) -> np.ndarray:
-    """Round float32 values to the nearest bfloat16 (ties to even), kept in float32 storage."""
-    data = np.asarray(data, np.float32)
-    bits = data.view(np.uint32)
-    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) & np.uint32(0xFFFF0000)
-    out = rounded.view(np.float32)
-    return np.where(np.isnan(data), data, out)
-
-
 def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
     with np.errstate(all="ignore"):
         out = data.astype(dt.np)
-    return _round_bf16(out) if dt is _dt.bfloat16 else out
+    return round_bf16(np, out) if dt is _dt.bfloat16 else out
 
 
 class ArrayIterator:

@@ -216,11 +216,6 @@ def get_memory_limit() -> int:
     return _memory_limit or _physical_memory()
 
 
-def memory_limit_set() -> int:
-    """The user's limit, or 0 when none was set."""
-    return _memory_limit
-
-
 def set_cache_limit(limit: int) -> int:
     """Set the allocator cache limit in bytes, returning the previous one."""
     global _cache_limit

@@ -136,9 +136,6 @@ class WorkerExecutor:
     #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
     local_types: frozenset = frozenset()
 
-    def is_local(self, data) -> bool:
-        """Whether evaluated ``data`` can be read by this stream's kernels without a copy."""
-        return data.__class__ in self.local_types
 
     def will_be_read_on(self, node, device) -> None:
         """A hint from the planner: ``node``, pending here, will be read on ``device`` (start copying early)."""

@@ -67,9 +67,6 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     # from another stream whose kernel is still running.
     local_types = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 
-    def is_local(self, data) -> bool:
-        return data.__class__ in self.local_types
-
     def try_run_inline(self) -> bool:
         # CuPy's device, stream and allocator are per thread and set up on the dispatcher: launches from the
         # caller's thread would go to the caller's stream.
