@@ -211,3 +211,37 @@ def test_user_cupy_stream_untouched(rng):
         assert cupy.cuda.get_current_stream() == s
     finally:
         cupy.cuda.Stream.null.use()
+
+
+@needs_gpu
+def test_small_reads_wait_for_long_kernels(rng):
+    """A small result (one copy on its stream, no event) read right after a long kernel it depends on."""
+    x = rng.standard_normal((2048, 2048)).astype(np.float32)
+    a = mx.array(x)
+    y = a
+    for _ in range(3):
+        y = mx.matmul(y, a, stream=mx.gpu)
+        y = mx.multiply(y, 1 / 64, stream=mx.gpu)
+    corner = y[:2, :3]
+    ref = x.astype(np.float64)
+    for _ in range(3):
+        ref = ref @ x / 64
+    assert_close(corner, ref[:2, :3], rtol=1e-3, atol=1e-3)
+    assert mx.sum(y, stream=mx.gpu).item() == pytest.approx(ref.sum(), rel=1e-3, abs=1e-2)
+
+
+@needs_gpu
+def test_inline_gpu_batches_leave_the_callers_cupy_state(rng):
+    """eval runs an idle GPU stream's batch on the caller's thread: the caller's CuPy stream and allocator stay."""
+    import cupy
+
+    s = cupy.cuda.Stream(non_blocking=True)
+    s.use()
+    try:
+        before = cupy.get_default_memory_pool().used_bytes()
+        a = mx.add(mx.array(rng.standard_normal(1 << 16).astype(np.float32)), 1.0, stream=mx.gpu)
+        mx.eval(a)
+        assert cupy.cuda.get_current_stream() == s
+        assert cupy.get_default_memory_pool().used_bytes() == before  # umx's pool, not the user's
+    finally:
+        cupy.cuda.Stream.null.use()

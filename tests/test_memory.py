@@ -107,3 +107,32 @@ def test_cache_limit_and_clear(limits):
     assert mx.get_cache_memory() >= 0
     with pytest.raises(ValueError):
         mx.set_cache_limit(-5)
+
+
+def test_large_cpu_outputs_reuse_pooled_host_buffers(rng):
+    """Large outputs come from the host pool; a freed one serves the next output of its size, values intact."""
+    from umx import host_pool
+
+    mx.clear_cache()
+    n = host_pool.MIN_BYTES // 4 * 2
+    x = rng.standard_normal(n).astype(np.float32)
+    a = mx.array(x)
+    y = mx.add(mx.multiply(a, 2.0, stream=mx.cpu), 1.0, stream=mx.cpu)
+    mx.eval(y)
+    view = y[5:9]
+    del y
+    assert mx.get_cache_memory() == 0  # a view still holds the buffer
+    np.testing.assert_array_equal(np.asarray(view), x[5:9] * 2 + 1)
+    del view
+    gc.collect()
+    assert mx.get_cache_memory() >= n * 4
+    z = mx.subtract(mx.multiply(a, 3.0, stream=mx.cpu), 1.0, stream=mx.cpu)
+    np.testing.assert_array_equal(np.asarray(z), x * 3 - 1)  # the reused block holds z's values only
+    assert mx.get_cache_memory() < n * 4
+    del z
+    gc.collect()
+    prev = mx.set_cache_limit(0)  # MLX's meaning: cache nothing
+    try:
+        assert mx.get_cache_memory() == 0
+    finally:
+        mx.set_cache_limit(prev)

@@ -17,8 +17,16 @@ from math import prod
 
 from .primitives import AsType, Binary, Round, Unary, Where
 
+
+def _subclasses(cls) -> list:
+    out = [cls]
+    for c in cls.__subclasses__():
+        out += _subclasses(c)
+    return out
+
+
 #: primitive classes that fuse: one output element from the same element of each input
-ELEMENTWISE = (Unary, Binary, Where, AsType)
+ELEMENTWISE = frozenset(c for base in (Unary, Binary) for c in _subclasses(base)) | {Where, AsType}
 
 #: a region of one node is worth a task of its own only when it is big enough to split across cores
 SPLIT_MIN_SIZE = 1 << 20
@@ -82,9 +90,10 @@ class Fused:
 
 
 class _Region(list):
-    """The members of a region being formed, root first; also the planner's mark on each member."""
+    """The members of a region being formed, root first; also the planner's mark on each member. ``room``: how
+    many more members it may take (the executor's ``fuse_max_nodes`` bounds a region, e.g. a kernel's size)."""
 
-    __slots__ = ()
+    __slots__ = ("room",)
 
 
 def fuse(order: list, mark, targets) -> list:
@@ -92,35 +101,42 @@ def fuse(order: list, mark, targets) -> list:
 
     ``mark`` is the planner's marker on nodes of this plan; ``targets`` are the arrays asked for (never fused
     away). Runs under the plan lock. Members of a region are marked with the region (``_exec``) until the
-    planner gives them their executor.
+    planner gives them their executor. The planner's hot loop: it visits every node of every eval.
     """
     regions = []
+    elementwise = ELEMENTWISE
+    getrefcount = _getrefcount
     for n in reversed(order):
-        if not isinstance(n._prim, ELEMENTWISE) or n._siblings is not None:
-            continue
         group = n._exec
-        if group is mark:  # not absorbed by a reader: the root of a new region
-            if prod(n._shape) < n._stream.executor.fuse_min_size:
+        if group is mark:  # not absorbed by a reader: the root of a new region, if it fuses at all
+            if n._siblings is not None or n._prim.__class__ not in elementwise:
                 continue
             group = _Region((n,))
+            group.room = n._stream.executor.fuse_max_nodes - 1
             n._exec = group
             regions.append(group)
+        if group.room <= 0:  # full: n's inputs start regions of their own (a chain of 100k becomes ~100)
+            continue
         ins = n._inputs
+        shape = n._shape
+        stream = n._stream
         for x in ins:
             # Absorb x when the planner, n and this loop are its only holders (no user variable, no other
             # reader, not a target): refs are the order list, n's inputs (k), the loop variable and the argument.
-            if (x._exec is mark and x._shape == n._shape and x._stream is n._stream
-                    and isinstance(x._prim, ELEMENTWISE) and x._siblings is None
-                    and _getrefcount(x) <= 3 + _uses(ins, x)):
+            if (x._exec is mark and x._shape == shape and x._stream is stream and x._siblings is None
+                    and x._prim.__class__ in elementwise
+                    and getrefcount(x) <= (4 if len(ins) == 1 else 3 + _uses(ins, x))):
                 x._exec = group
                 group.append(x)
+                group.room -= 1
     n = x = None  # loop variables hold references that the refcounts must not see on a later pass
     if not regions:
         return order
     fused = {}
     for group in regions:
         if len(group) > 1 or prod(group[0]._shape) >= SPLIT_MIN_SIZE:
-            fused[id(group)] = _build(group[::-1])
+            group.reverse()  # creation order: inputs first
+            fused[id(group)] = _build(group)
         else:
             group[0]._exec = mark
     if not fused:
@@ -130,25 +146,20 @@ def fuse(order: list, mark, targets) -> list:
         g = n._exec
         if g is mark:
             out.append(n)
-        elif g[0] is n:  # the root stands where the region's last node stood
+        elif g[-1] is n:  # the root stands where the region's last node stood
             out.append(fused[id(g)])
     return out
 
 
 def _uses(ins: tuple, x) -> int:
     """How many of ``ins`` are ``x`` (by identity: == on arrays is elementwise)."""
-    n = len(ins)
-    if n == 1:
-        return 1
-    if n == 2:
-        return (ins[0] is x) + (ins[1] is x)
     return sum(1 for y in ins if y is x)
 
 
-def _build(nodes: list) -> Fused:
-    """The Fused task of a region's members, given inputs first (creation order). One pass: this runs per
-    member on every eval, so the program and its key are made together."""
-    group = nodes[0]._exec
+def _build(nodes: _Region) -> Fused:
+    """The Fused task of a region's members, given inputs first (creation order). This runs per member on every
+    eval, so the program and its key are made together."""
+    group = nodes
     index: dict = {}
     leaves: list = []
     for n in nodes:
@@ -156,19 +167,27 @@ def _build(nodes: list) -> Fused:
             if x._exec is not group and id(x) not in index:
                 index[id(x)] = len(leaves)
                 leaves.append(x)
-    base = len(leaves)
+    j = len(leaves)
     program = []
     shape_key = []
-    for j, n in enumerate(nodes):
-        index[id(n)] = base + j
+    parameterized = _PARAMETERIZED
+    for n in nodes:
         p = n._prim
-        args = tuple([index[id(x)] for x in n._inputs])
+        ins = n._inputs
+        if len(ins) == 1:
+            args = (index[id(ins[0])],)
+        elif len(ins) == 2:
+            args = (index[id(ins[0])], index[id(ins[1])])
+        else:
+            args = tuple([index[id(x)] for x in ins])
+        index[id(n)] = j
+        j += 1
         program.append((p, args))
         # parameterless primitives are singletons: their class names them; others carry their parameters
-        shape_key.append((p.__class__, args, n._dtype) if p.__class__ not in _PARAMETERIZED
-                         else (p.__class__, p.params(), args, n._dtype))
+        c = p.__class__
+        shape_key.append((c, args, n._dtype) if c not in parameterized else (c, p.params(), args, n._dtype))
     key = (tuple(shape_key), tuple([(x._dtype, x._shape == ()) for x in leaves]))
-    return Fused(nodes, leaves, tuple(program), key)
+    return Fused(list(nodes), leaves, tuple(program), key)
 
 
 _PARAMETERIZED = frozenset({AsType, Round})

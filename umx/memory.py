@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from . import _tracing
+from . import _tracing, host_pool
 
 __all__ = [
     "get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory", "set_memory_limit",
@@ -160,7 +160,7 @@ def memory_by_location() -> dict:
     A device handler reports per device through ``memory_stats()`` (location name -> that dict) if it has one,
     else its totals go under its ``name`` (default ``"gpu"``).
     """
-    out = {"host": {"active": HOST.active, "peak": HOST.peak, "cache": 0}}
+    out = {"host": {"active": HOST.active, "peak": HOST.peak, "cache": host_pool.cached_bytes()}}
     for h in _locations.values():
         stats = getattr(h, "memory_stats", None)
         if stats is not None:
@@ -189,8 +189,8 @@ def reset_peak_memory() -> None:
 
 
 def get_cache_memory() -> int:
-    """Bytes kept in allocator caches for reuse (device pools; the host relies on the system allocator)."""
-    return sum(h.cache() for h in _locations.values())
+    """Bytes kept in allocator caches for reuse: device pools, and the host's pool of large buffers."""
+    return host_pool.cached_bytes() + sum(h.cache() for h in _locations.values())
 
 
 def set_memory_limit(limit: int) -> int:
@@ -223,6 +223,7 @@ def set_cache_limit(limit: int) -> int:
         raise ValueError(f"set_cache_limit: the limit must be non-negative, got {limit}")
     prev = _cache_limit or get_memory_limit()
     _cache_limit = int(limit)
+    host_pool.set_limit(_cache_limit)
     return prev
 
 
@@ -234,7 +235,8 @@ def set_wired_limit(limit: int) -> int:
 
 
 def clear_cache() -> None:
-    """Return cached, unused blocks of the device pools to the system."""
+    """Return cached, unused blocks of the host's and the devices' pools to the system."""
+    host_pool.clear()
     for h in _locations.values():
         h.clear_cache()
 

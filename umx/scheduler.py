@@ -16,6 +16,12 @@ import operator
 import os
 import signal
 import threading
+from threading import get_ident
+
+try:
+    import _signal  # the C module: the hot path of every eval skips signal.py's enum conversions
+except ImportError:  # another Python implementation
+    _signal = signal
 
 from . import _tracing
 from .array import array
@@ -30,6 +36,7 @@ __all__ = ["eval", "async_eval"]
 # MUST be held while planning: it makes "not yet scheduled" and the seq numbers consistent across threads that
 # evaluate overlapping graphs. Never held while waiting for results.
 _plan_lock = threading.Lock()
+_SIGINT = int(signal.SIGINT)
 
 def _targets(args, out: list) -> None:
     """Collect the arrays in ``args`` (arrays or trees of lists, tuples and dicts); other leaves are ignored."""
@@ -225,26 +232,34 @@ def _schedule(targets: list, inline: bool = False):
     """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
     planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
     interruptible)."""
-    prev = signal.getsignal(signal.SIGINT) if threading.current_thread() is _MAIN else None
-    if prev is None:  # another thread (signals only reach the main one), or a handler installed from C
+    if get_ident() != _MAIN_IDENT:  # signals only reach the main thread
         with _plan_lock:
             return _plan(targets, inline)
-    held = []
-    try:
-        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    except ValueError:  # the main thread of another interpreter
-        prev = None
+    prev = _signal.getsignal(_SIGINT)
+    if prev is not None:  # (None: a handler installed from C, which we cannot restore)
+        try:
+            _signal.signal(_SIGINT, _hold)
+        except ValueError:  # the main thread of another interpreter
+            prev = None
     try:
         with _plan_lock:
             return _plan(targets, inline)
     finally:
         if prev is not None:
-            signal.signal(signal.SIGINT, prev)
-            if held:
-                signal.raise_signal(signal.SIGINT)  # delivered now, to the user's handler
+            _signal.signal(_SIGINT, prev)
+            if _held:
+                _held.clear()
+                _signal.raise_signal(_SIGINT)  # delivered now, to the user's handler
 
 
-_MAIN = threading.main_thread()
+_held: list = []  # Ctrl-Cs that arrived while planning
+
+
+def _hold(signum, frame) -> None:
+    _held.append(signum)
+
+
+_MAIN_IDENT = threading.main_thread().ident
 
 
 def _eval_arrays(targets) -> None:

@@ -130,8 +130,8 @@ class WorkerExecutor:
         finally:
             self._run_lock.release()
 
-    #: regions of elementwise nodes smaller than this many elements are not fused (see umx.fusion)
-    fuse_min_size = 0
+    #: the most nodes one fused region may hold
+    fuse_max_nodes = 1 << 30
 
     #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
     local_types: frozenset = frozenset()

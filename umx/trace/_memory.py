@@ -18,6 +18,10 @@ class MemoryReport(dict):
         for loc, s in self["locations"].items():
             sizes = "".join(f"{fmt_bytes(s[k]):>12}" for k in ("active", "peak", "cache"))
             lines.append(f"{loc:<16}{sizes}")
+        for loc, s in self["locations"].items():
+            if s.get("spills") or s.get("copies_dropped"):  # memory pressure on a device: what it took
+                lines.append(f"{loc}: under pressure dropped {s['copies_dropped']} device copies and spilled "
+                             f"{s['spills']} arrays ({fmt_bytes(s['spilled_bytes'])}) to the host")
         lines.append(f"live arrays: {self['live_arrays']} holding {fmt_bytes(self['live_bytes'])}; largest:")
         for a in self["largest"]:
             where = a["location"] + (f" (+ copies on {', '.join(a['copies'])})" if a["copies"] else "")

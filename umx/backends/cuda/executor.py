@@ -33,9 +33,11 @@ from . import _cupy
 from . import memory as gmem
 from .fusion import KernelCache
 from .kernels import device_args, make_table
+from .pressure import SPILL_MIN_BYTES, spilled, track, track_copy
 from .traced import TracedBatches
 
 cp = _cupy()
+_runtime = cp.cuda.runtime
 KERNELS = make_table()
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
@@ -67,10 +69,26 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     # from another stream whose kernel is still running.
     local_types = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 
-    def try_run_inline(self) -> bool:
-        # CuPy's device, stream and allocator are per thread and set up on the dispatcher: launches from the
-        # caller's thread would go to the caller's stream.
-        return False
+    # One generated kernel per region: NVRTC's time grows with the code, and a chain of 100k ops would take
+    # minutes to compile. Longer chains become several kernels, of one cached structure.
+    fuse_max_nodes = 1024
+
+    def run_inline(self, tasks: list) -> None:
+        # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency). CuPy's
+        # device, stream and allocator are per thread: set here for the batch, the caller's restored after.
+        prev_device = _runtime.getDevice()
+        if prev_device != self.index:
+            _runtime.setDevice(self.index)
+        prev_alloc = gmem.use_allocator()
+        prev_stream = cp.cuda.get_current_stream()
+        self.cuda_stream.use()  # (not ``with``: CuPy's stream context restores the null stream, not prev)
+        try:
+            WorkerExecutor.run_inline(self, tasks)
+        finally:
+            prev_stream.use()
+            gmem.restore_allocator(prev_alloc)
+            if prev_device != self.index:
+                _runtime.setDevice(prev_device)
 
     def will_be_read_on(self, node, device) -> None:
         if node._seq > self.done:
@@ -125,14 +143,16 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         table = KERNELS
         hints = self._hints
         held: list = []
-        for t in tasks:
+        for i in range(len(tasks)):
+            t = tasks[i]
             if type(t) is tuple or type(t) is Fused:
                 n, waits = t if type(t) is tuple else (t, None)
                 ins = n._inputs
                 try:
                     if waits:
                         self._wait_for(waits)
-                    args = self._fetch(ins, held) if waits is not None else [x._data for x in ins]
+                    args = (self._fetch(ins, held) if waits is not None or spilled[0]
+                            else [x._data for x in ins])
                     if type(n) is Fused:
                         out = self._run_fused(n, args)
                     else:
@@ -144,15 +164,29 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 n = t
                 ins = n._inputs
                 try:
-                    out = _call(table[n._prim.__class__], n._prim, [x._data for x in ins])
+                    # (after a spill, an input this stream made may since have moved to the host)
+                    args = self._fetch(ins, held) if spilled[0] else [x._data for x in ins]
+                    out = _call(table[n._prim.__class__], n._prim, args)
                 except BaseException as e:
                     out = failure_of(n, ins, e)
-            if type(out) is not tuple and type(out) is not Failure and type(n) is not Fused:
-                want = n._dtype.np
-                if out.dtype != want:  # CuPy's loop chose another dtype (bool powers give int8): MLX's is declared
-                    out = out.astype(want)
-                if n._dtype is bfloat16:
-                    out = round_bf16(cp, out)
+                args = None
+            if type(out) is not tuple and type(out) is not Failure:
+                if type(n) is not Fused:
+                    want = n._dtype.np
+                    if out.dtype != want:  # CuPy's loop chose another dtype (bool powers give int8): MLX's is declared
+                        out = out.astype(want)
+                    if n._dtype is bfloat16:
+                        out = round_bf16(cp, out)
+                if out.nbytes >= SPILL_MIN_BYTES and type(out) is cp.ndarray:
+                    track(n.root if type(n) is Fused else n)
+            elif type(out) is tuple:
+                for s, o in zip(n._siblings, out):
+                    if type(o) is cp.ndarray and o.nbytes >= SPILL_MIN_BYTES:
+                        track(s)
+            # Drop the batch's references before publishing: a waiter woken by finished() may check that
+            # intermediates (a fused region's members) are gone.
+            t = ins = None
+            tasks[i] = None
             if type(n) is Fused:
                 set_result(n, out)
                 n = n.root  # the node that other streams read
@@ -242,7 +276,14 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 self._held.append((event, stage))
             c = (data, event)
             _memory.set_copy(x, dev, c)
-        self.cuda_stream.wait_event(c[1])
+            if data.nbytes >= SPILL_MIN_BYTES:
+                track_copy(x, dev)
+        event = c[1]
+        if event is not None:
+            if event.done:  # finished: no reader needs to wait for it any more (a query costs less than a wait)
+                x._copies[dev] = (c[0], None)
+            else:
+                self.cuda_stream.wait_event(event)
         return c[0]
 
     def _publish(self, n, devices: set) -> None:

@@ -17,8 +17,9 @@ import weakref
 
 import numpy as np
 
+from ..executor import WorkerExecutor
 from ..pool import MIN_BYTES, chunks, workers
-from . import _cupy
+from . import _cupy, pressure
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -26,6 +27,8 @@ _H2D = _runtime.memcpyHostToDevice
 _D2H = _runtime.memcpyDeviceToHost
 #: key in ``array._copies`` of a device-to-host copy that was started but may not have finished: (host, event)
 PENDING_HOST = "pending-host"
+#: device-to-host copies up to this size go straight to pageable memory, in one synchronous call
+SMALL_COPY_BYTES = 1 << 16
 
 POOL = cp.cuda.MemoryPool()
 _pinned_pool = cp.get_default_pinned_memory_pool()
@@ -35,8 +38,36 @@ _peak = 0
 
 
 def malloc(nbytes: int):
-    """The allocator of umx's dispatcher threads: umx's own pool."""
-    return POOL.malloc(nbytes)
+    """The allocator of umx's dispatcher threads: umx's own pool; under pressure, see ``pressure.allocate``."""
+    try:
+        return POOL.malloc(nbytes)
+    except cp.cuda.memory.OutOfMemoryError:
+        return pressure.allocate(POOL, nbytes, _runtime.getDevice())
+
+
+# CuPy's per-thread allocator, set and restored directly: ``cupy.cuda.using_allocator`` is a generator-based
+# context manager, a few microseconds per eval run on the caller's thread.
+_get_thread_allocator = getattr(cp.cuda.memory, "_get_thread_local_allocator", None)
+_set_thread_allocator = getattr(cp.cuda.memory, "_set_thread_local_allocator", None)
+
+
+def use_allocator():
+    """Make umx's pool this thread's CuPy allocator; returns what to pass to :func:`restore_allocator`."""
+    if _set_thread_allocator is None:
+        ctx = cp.cuda.using_allocator(malloc)
+        ctx.__enter__()
+        return ctx
+    prev = _get_thread_allocator()
+    _set_thread_allocator(malloc)
+    return prev
+
+
+def restore_allocator(prev) -> None:
+    """Give this thread back the allocator it had before :func:`use_allocator`."""
+    if _set_thread_allocator is None:
+        prev.__exit__(None, None, None)
+    else:
+        _set_thread_allocator(prev)
 
 
 def _unpin(nbytes: int) -> None:
@@ -149,9 +180,18 @@ class GpuLocation:
             event.synchronize()
             return host
         ex = a._exec
+        d = a._data
+        if (ex is not None and d.nbytes <= SMALL_COPY_BYTES and d.flags.c_contiguous
+                and getattr(ex, "index", -1) == _runtime.getDevice()):
+            # Small (an item(), a print): one copy on the producer's stream, after its kernel. To pageable
+            # memory the call returns once the copy is done, so no event or synchronize is needed.
+            WorkerExecutor.wait(ex, a._seq)  # dispatched: its kernel is on the stream
+            host = np.empty(d.shape, d.dtype)
+            if d.nbytes:
+                _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
+            return host
         if ex is not None:
             ex.wait(a._seq)
-        d = a._data
         index = d.device.id
         side = _side_stream(index)
         # explicit device, stream and allocator on this thread, restored after: the user's state is untouched.
@@ -167,6 +207,11 @@ class GpuLocation:
             finally:
                 prev.use()
         return host
+
+    def memory_stats(self) -> dict:
+        """``{"gpu": {"active", "peak", "cache", and what memory pressure made umx do (see pressure.py)}}``."""
+        return {"gpu": {"active": self.active(), "peak": self.peak(), "cache": self.cache(),
+                        **pressure.STATS.as_dict()}}
 
     def active(self) -> int:
         return POOL.used_bytes() + _pinned_live
