@@ -164,7 +164,10 @@ def test_copy_cached_once(placement, rng):
     copies = dict(a._copies or {})
     second = mx.add(a, 2.0, stream=c)
     mx.eval(second)
-    assert {k: id(v) for k, v in (a._copies or {}).items()} == {k: id(v) for k, v in copies.items()}
+    def data_ids(cs):  # a device copy is (data, event); the event is dropped once it has passed
+        return {k: id(v[0] if type(v) is tuple else v) for k, v in cs.items()}
+
+    assert data_ids(a._copies or {}) == data_ids(copies)
 
 
 def test_failure_crosses_streams(placement):

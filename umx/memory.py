@@ -45,6 +45,20 @@ def pinned_empty(shape: tuple, dtype):
     return _pinned_empty[0](shape, dtype) if _pinned_empty else None
 
 
+_uploader = []  # [fn(device, pinned host array) -> Upload or None], registered by a device backend
+
+
+def register_uploader(fn) -> None:
+    """Called by a device backend: ``fn(device, host)`` starts sending pinned ``host`` (being filled) to
+    ``device``; its result has ``part(lo, hi)`` (bytes ready to send) and ``finish(array)`` (record the copy)."""
+    _uploader[:] = [fn]
+
+
+def start_upload(device, host):
+    """An upload of pinned ``host`` to ``device`` (see :func:`register_uploader`), or None."""
+    return _uploader[0](device, host) if _uploader else None
+
+
 def handler_for(data):
     """The location handler of a device array (None for host data)."""
     return _locations.get(type(data))
@@ -143,6 +157,21 @@ def host_copy(a) -> np.ndarray:
         tr.copy(h.nbytes, src, "host", t0, _tracing.now(), {"array": f"{a._dtype.name}{list(a._shape)}"})
     set_copy(a, "host", h)
     return h
+
+
+def host_in_parts(a):
+    """``(host, ready)``: evaluated ``a``'s data on the host, possibly still arriving. ``ready`` is None when it is
+    all there; otherwise ``ready(lo, hi)`` blocks until bytes ``lo:hi`` have arrived, and a reader MUST call it
+    before reading them (a device's copy in parts: a reader of the first bytes need not wait for the last)."""
+    d = a._data
+    if type(d) is not np.ndarray and not isinstance(d, np.generic):
+        handler = _locations.get(type(d))
+        parts = getattr(handler, "host_in_parts", None)
+        if parts is not None:
+            r = parts(a)
+            if r is not None:
+                return r
+    return host_copy(a), None
 
 
 def set_copy(a, location, data) -> None:

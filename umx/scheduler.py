@@ -87,11 +87,17 @@ def _plan(targets: list, inline: bool = False):
     if tr is not None or _tracing.debug_on():
         _report(batches, tr)
     mine = None
+    if inline:
+        # The caller takes the batch likeliest to be the long pole (CPU work over GPU launches), if its stream
+        # has finished all earlier work; the others run meanwhile on their workers.
+        best = None
+        for ex in batches:
+            if ex.done == first_seq[ex] - 1 and (best is None or ex.inline_rank > best.inline_rank):
+                best = ex
+        if best is not None and best.try_run_inline():
+            mine = (best, batches.pop(best))
     for ex, tasks in batches.items():
-        if inline and mine is None and ex.done == first_seq[ex] - 1 and ex.try_run_inline():
-            mine = (ex, tasks)
-        else:
-            ex.submit(tasks)
+        ex.submit(tasks)
     return mine
 
 

@@ -130,6 +130,9 @@ class WorkerExecutor:
         finally:
             self._run_lock.release()
 
+    #: which of an eval's batches the caller runs itself, if several could be: the highest rank (see _plan)
+    inline_rank = 0
+
     #: the most nodes one fused region may hold
     fuse_max_nodes = 1 << 30
 

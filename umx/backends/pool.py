@@ -13,6 +13,7 @@ import numpy as np
 
 #: below this many bytes, one thread is faster than handing out chunks
 MIN_BYTES = 4 << 20
+CORES = os.cpu_count() or 1
 _pool: list = []
 
 
@@ -23,13 +24,13 @@ def _init_thread() -> None:
 def workers() -> ThreadPoolExecutor:
     """The shared pool (made on first use), one thread per core."""
     if not _pool:
-        _pool.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="umx-chunk",
+        _pool.append(ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="umx-chunk",
                                         initializer=_init_thread))
     return _pool[0]
 
 
 def chunks(n: int, itemsize: int) -> list:
     """``(start, stop)`` element ranges splitting ``n`` items into about one chunk per core (at least 1 MiB each)."""
-    parts = max(1, min(os.cpu_count() or 1, n * itemsize // (1 << 20)))
+    parts = max(1, min(CORES, n * itemsize // (1 << 20)))
     step = -(-n // parts)
     return [(s, min(n, s + step)) for s in range(0, n, step)]

@@ -19,10 +19,11 @@ class CpuExecutor(WorkerExecutor):
     """A CPU stream: one worker thread running NumPy kernels in stream order."""
 
     def __init__(self, stream):
-        self._to_device: set = set()  # seqs of results that a device reads next (planner hints)
+        self._to_device: dict = {}  # seq -> the device that reads the result next (planner hints)
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
+    inline_rank = 1  # the caller computes; a GPU stream's launches proceed on its dispatcher meanwhile
     local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
 
     def setup_thread(self) -> None:
@@ -30,22 +31,29 @@ class CpuExecutor(WorkerExecutor):
         np.seterr(all="ignore")
 
     def will_be_read_on(self, node, device) -> None:
-        # A result a GPU reads next is written straight into pinned memory: its copy needs no staging, and the
-        # pinned pool's pages are already mapped (a fresh 64 MiB output costs thousands of page faults).
+        # A result a GPU reads next is written straight into pinned memory and sent to the device as it is
+        # produced (chunk by chunk, see _run_split): its copy needs no staging and overlaps the computation.
         if device.type is not self.device.type and node.nbytes >= _PINNED_MIN_BYTES:
             hints = self._to_device
             if len(hints) > 256:  # hints for nodes that ran unfused are never taken: drop the finished ones
                 done = self.done
-                hints.difference_update([s for s in list(hints) if s <= done])
-            hints.add(node._seq)
+                for s in [s for s in hints if s <= done]:
+                    del hints[s]
+            hints[node._seq] = device
 
-    def _pinned_out(self, f):
-        """Pinned memory for fused region ``f``'s result if a device reads it next, else None."""
-        if f._seq not in self._to_device:
-            return None
-        self._to_device.discard(f._seq)
+    def _output_for(self, f):
+        """``(out, upload)`` for fused region ``f``: pinned memory and its upload to the device that reads it
+        next, or ``(None, None)``."""
+        device = self._to_device.pop(f._seq, None)
+        if device is None:
+            return None, None
         root = f.root
-        return memory.pinned_empty(root._shape, root._dtype.np)
+        out = memory.pinned_empty(root._shape, root._dtype.np)
+        try:
+            upload = memory.start_upload(device, out)
+        except Exception:  # e.g. the device is full: its executor copies the result when it needs it
+            upload = None
+        return out, upload
 
     def run_inline(self, tasks: list) -> None:
         with np.errstate(all="ignore"):  # the caller's thread: same NumPy error state as the worker's
@@ -55,6 +63,7 @@ class CpuExecutor(WorkerExecutor):
         # The hot loop of the CPU backend: every line here is paid per op.
         table = KERNELS
         host_copy = memory.host_copy
+        host_in_parts = memory.host_in_parts
         acquire = memory.acquire
         ndarray = np.ndarray
         to_device = self._to_device
@@ -69,10 +78,24 @@ class CpuExecutor(WorkerExecutor):
                         ex.wait(seq)
                     if limited:
                         memory.check_host_limit(_nbytes(n))
-                    args = [host_copy(x) for x in ins] if waits or t.__class__ is tuple else [x._data for x in ins]
                     if n.__class__ is Fused:
-                        out = run_fused(n, args, table, self._pinned_out(n) if to_device else None)
+                        arrivals = None
+                        if t.__class__ is tuple:  # inputs from a device may arrive in parts: chunks start as theirs land
+                            args = []
+                            for x in ins:
+                                h, ready = host_in_parts(x)
+                                if ready is not None:
+                                    arrivals = arrivals or {}
+                                    arrivals[len(args)] = ready
+                                args.append(h)
+                        else:
+                            args = [x._data for x in ins]
+                        dest, upload = self._output_for(n) if to_device else (None, None)
+                        out = run_fused(n, args, table, dest, arrivals, upload)
+                        if upload is not None:
+                            upload.finish(n.root)
                     else:
+                        args = [host_copy(x) for x in ins] if waits or t.__class__ is tuple else [x._data for x in ins]
                         out = table[n._prim.__class__](n._prim, *args)
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)

@@ -111,9 +111,11 @@ def _run_program(steps, values: list, out=None):
     return values[-1]
 
 
-def run_fused(f, leaves: list, table, out: np.ndarray | None = None):
+def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: dict | None = None, upload=None):
     """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars); written into ``out``
-    when given (e.g. pinned memory, for a result a GPU reads next)."""
+    when given (e.g. pinned memory, for a result a GPU reads next). ``arrivals`` maps a leaf's index to its
+    ``ready(lo, hi)`` when its bytes are still arriving (see ``memory.host_in_parts``); ``upload`` (with ``out``)
+    is told of each part of ``out`` as it is written (see ``memory.start_upload``)."""
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
@@ -124,9 +126,14 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None):
     for s in root._shape:
         size *= s
     if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
-        return _run_split(steps, leaves, root, out)
+        return _run_split(steps, leaves, root, out, arrivals, upload)
+    if arrivals:
+        for i, ready in arrivals.items():
+            ready(0, leaves[i].nbytes)
     if out is not None:
         _run_program(steps, list(leaves), out=out.reshape(root._shape) if root._shape else out)
+        if upload is not None:
+            upload.part(0, out.nbytes)
         return out
     out = _run_chain(chain, leaves) if chain is not None else _run_program(steps, list(leaves))
     want = root._dtype.np
@@ -142,7 +149,7 @@ def _splittable(leaves, shape) -> bool:
     return True
 
 
-def _run_split(steps, leaves, root, out=None):
+def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
     if out is None:
         out = host_pool.empty(root._shape, root._dtype.np)
     flat_out = out.reshape(-1)
@@ -154,8 +161,15 @@ def _run_split(steps, leaves, root, out=None):
 
     def work(lo: int) -> None:
         hi = min(lo + chunk, n)
+        if arrivals:
+            for i, ready in arrivals.items():
+                size = flat[i].itemsize
+                ready(lo * size, hi * size)
         vals = [x[lo:hi] if x.__class__ is np.ndarray and x.ndim else x for x in flat]
         _run_program(steps, vals, out=flat_out[lo:hi])
+        if upload is not None:
+            size = flat_out.itemsize
+            upload.part(lo * size, hi * size)
 
     starts = range(0, n, chunk)
     futures = [workers().submit(work, lo) for lo in starts[1:]]

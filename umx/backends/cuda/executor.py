@@ -28,6 +28,7 @@ from ...devices import cpu
 from ...dtypes import bfloat16
 from ...fusion import Fused
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
+from ..pool import CORES
 from ..xp import round_bf16
 from . import _cupy
 from . import memory as gmem
@@ -42,6 +43,8 @@ KERNELS = make_table()
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
+_memory.register_uploader(gmem.Upload)
+_PARTS_MIN_BYTES = 1 << 24  # results a CPU reads are copied to the host in parts from this size
 _MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
 
 
@@ -303,10 +306,13 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         for s, d in zip(nodes, outs):
             if type(d) is cp.ndarray:
                 start = self._copy_begin() if traced else None
-                host, done = gmem.start_to_host(d, self.copy_stream)
+                if d.nbytes >= _PARTS_MIN_BYTES:  # in parts: the CPU's chunks start as their bytes arrive
+                    host, done, arrivals = gmem.start_to_host_in_parts(d, self.copy_stream, CORES)
+                else:
+                    (host, done), arrivals = gmem.start_to_host(d, self.copy_stream), None
                 if start is not None:
                     self._copy_end(start, host.nbytes, repr(self.device), "host", s)
-                _memory.set_copy(s, gmem.PENDING_HOST, (host, done))
+                _memory.set_copy(s, gmem.PENDING_HOST, (host, done, arrivals))
                 self._held.append((done, d))
 
     def _mark(self, seq: int = 0) -> None:

@@ -17,6 +17,7 @@ import weakref
 
 import numpy as np
 
+from ... import memory as _memory
 from ..executor import WorkerExecutor
 from ..pool import MIN_BYTES, chunks, workers
 from . import _cupy, pressure
@@ -25,7 +26,8 @@ cp = _cupy()
 _runtime = cp.cuda.runtime
 _H2D = _runtime.memcpyHostToDevice
 _D2H = _runtime.memcpyDeviceToHost
-#: key in ``array._copies`` of a device-to-host copy that was started but may not have finished: (host, event)
+#: key in ``array._copies`` of a device-to-host copy that was started but may not have finished:
+#: ``(host, event, arrivals)``, arrivals None or per part (see ``start_to_host_in_parts``)
 PENDING_HOST = "pending-host"
 #: device-to-host copies up to this size go straight to pageable memory, in one synchronous call
 SMALL_COPY_BYTES = 1 << 16
@@ -156,6 +158,71 @@ def start_to_host(data, copy_stream):
     return host, event
 
 
+def start_to_host_in_parts(data, copy_stream, parts: int):
+    """:func:`start_to_host` in ``parts`` copies, each with its event: a reader may start on the first bytes
+    while the rest is in flight. Returns ``(host, event, arrivals)``, ``arrivals`` a list of ``(end, event)``:
+    bytes up to ``end`` are on the host once ``event`` has passed."""
+    host = pinned_empty(data.shape, data.dtype)
+    n = host.nbytes
+    step = -(-n // parts)
+    dst, src = host.ctypes.data, data.data.ptr
+    arrivals = []
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        _runtime.memcpyAsync(dst + lo, src + lo, hi - lo, _D2H, copy_stream.ptr)
+        event = cp.cuda.Event(disable_timing=True)
+        event.record(copy_stream)
+        arrivals.append((hi, event))
+    return host, arrivals[-1][1], arrivals
+
+
+class Upload:
+    """A pinned host array sent to a device part by part, as its producer (a CPU kernel) writes it.
+
+    Made by the CPU stream's worker, for a result the planner says a GPU reads next; ``part`` is called by the
+    threads that compute the parts, ``finish`` once all are written. The device buffer comes from umx's pool;
+    the copies run on the device's upload stream, so they overlap the computation of the next parts.
+    """
+
+    __slots__ = ("device", "index", "host", "data", "stream")
+
+    def __init__(self, device, host: np.ndarray):
+        self.device = device
+        self.index = device.index
+        self.host = host
+        with cp.cuda.Device(self.index):
+            self.data = cp.ndarray(host.shape, host.dtype, memptr=malloc(max(host.nbytes, 1)))
+        self.stream = _upload_stream(self.index)
+
+    def part(self, lo: int, hi: int) -> None:
+        """Bytes ``lo:hi`` of the host array are written: send them."""
+        if hi > lo:
+            if _runtime.getDevice() != self.index:
+                _runtime.setDevice(self.index)  # (a pool thread of the CPU backend: it keeps no other CUDA state)
+            _runtime.memcpyAsync(self.data.data.ptr + lo, self.host.ctypes.data + lo, hi - lo, _H2D,
+                                 self.stream.ptr)
+
+    def finish(self, array) -> None:
+        """Every part is sent: record the device copy as ``array``'s, complete once its event has passed."""
+        with cp.cuda.Device(self.index):
+            event = cp.cuda.Event(disable_timing=True)
+            event.record(self.stream)
+        _memory.set_copy(array, self.device, (self.data, event))
+        if self.data.nbytes >= pressure.SPILL_MIN_BYTES:
+            pressure.track_copy(array, self.device)
+
+
+_upload_streams: dict = {}
+
+
+def _upload_stream(index: int):
+    s = _upload_streams.get(index)
+    if s is None:
+        with cp.cuda.Device(index):
+            s = _upload_streams.setdefault(index, cp.cuda.Stream(non_blocking=True))
+    return s
+
+
 _side_streams: dict = {}
 
 
@@ -176,7 +243,7 @@ class GpuLocation:
         copies = a._copies
         pending = copies.get(PENDING_HOST) if copies else None
         if pending is not None:
-            host, event = pending
+            host, event, _ = pending
             event.synchronize()
             return host
         ex = a._exec
@@ -212,6 +279,24 @@ class GpuLocation:
         """``{"gpu": {"active", "peak", "cache", and what memory pressure made umx do (see pressure.py)}}``."""
         return {"gpu": {"active": self.active(), "peak": self.peak(), "cache": self.cache(),
                         **pressure.STATS.as_dict()}}
+
+    def host_in_parts(self, a):
+        """``(host, ready)`` while ``a``'s copy to the host arrives in parts (see ``start_to_host_in_parts``):
+        ``ready(lo, hi)`` blocks until bytes ``lo:hi`` of ``host`` have arrived. None if there is no such copy."""
+        copies = a._copies
+        pending = copies.get(PENDING_HOST) if copies else None
+        if pending is None or pending[2] is None:
+            return None
+        host, _, arrivals = pending
+
+        def ready(lo: int, hi: int) -> None:
+            for end, event in arrivals:
+                if end > lo:
+                    event.synchronize()
+                    if end >= hi:
+                        return
+
+        return host, ready
 
     def active(self) -> int:
         return POOL.used_bytes() + _pinned_live
