@@ -10,8 +10,9 @@ from ...fusion import Fused
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
 from .fused import run_fused
+from .reduce_split import split_reductions
 
-KERNELS = bind(np)
+KERNELS = split_reductions(bind(np))
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
