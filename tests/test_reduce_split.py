@@ -23,7 +23,7 @@ AXES = [None, 0, -1, (0, 2), (1,), (-1, -3), (0, 1)]
 def split(monkeypatch):
     """Split every non-empty reduction into as many chunks as its axes allow, on 3 'cores' (uneven chunks); counts
     the reductions that took the split path."""
-    monkeypatch.setattr(reduce_split, "MIN_SIZE", 1)
+    monkeypatch.setattr(reduce_split, "MIN_SIZE", 0)
     monkeypatch.setattr(reduce_split, "CHUNK_MIN", 1)
     monkeypatch.setattr(reduce_split, "CORES", 3)
     calls = []

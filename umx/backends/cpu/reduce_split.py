@@ -18,16 +18,21 @@ from ...primitives import reduction as r
 from ..pool import workers
 
 CORES = os.cpu_count() or 1
-# Measured for float32 sums on a 16-core host (a pool round trip about 25 us): two chunks of 512K elements reduce
-# 1.2x faster than one core, 16 chunks of 1M elements 6-7x; more, smaller chunks lose to the hand-off.
-#: inputs of fewer elements reduce on one core
+# Work is counted in elements of a float32 sum. Measured on a 16-core host (a pool round trip about 25 us): float
+# sums of 1M elements reduce 1.2x faster in two chunks than on one core, of 16M 6-7x in 16 chunks; smaller chunks
+# lose to the hand-off. Extrema, logical and integer reductions run at memory speed, about twice as fast per
+# float32 element (break-even near 2M); float16 ones convert each element, about 10 times slower (worth splitting
+# from 256K elements).
+#: reductions of less work run on one core
 MIN_SIZE = 1 << 20
-#: the fewest elements worth a chunk of their own
+#: the least work worth a chunk of its own
 CHUNK_MIN = 1 << 19
 
 # The reductions whose partial results reduce again with the same primitive (mean and the arg-reductions have
 # rules of their own).
 _ASSOCIATIVE = (r.Sum, r.Prod, r.Max, r.Min, r.All, r.Any, r.LogSumExp)
+# Float reductions that NumPy runs as pairwise sums (or exponentials): slower per element than the others.
+_SUMMING = (r.Sum, r.Prod, r.Mean, r.LogSumExp)
 
 
 def split_reductions(table: dict) -> dict:
@@ -37,15 +42,27 @@ def split_reductions(table: dict) -> dict:
     return table
 
 
+def _work(prim, x) -> int:
+    """The work of reducing ``x``, in elements of a float32 sum that take NumPy about as long."""
+    if x.dtype == np.float16:
+        return x.size * 8
+    if x.dtype.kind in "fc" and prim.__class__ in _SUMMING:
+        return x.size
+    return x.nbytes // 8
+
+
 def _splitting(kernel):
     def run(prim, x):
-        if x.__class__ is not np.ndarray or x.size < MIN_SIZE or not x.size or CORES < 2 or not x.flags.c_contiguous:
+        if x.__class__ is not np.ndarray or not x.size or CORES < 2 or not x.flags.c_contiguous:
+            return kernel(prim, x)
+        work = _work(prim, x)
+        if work < MIN_SIZE:
             return kernel(prim, x)
         axes = prim.axes if isinstance(prim, r.Reduce) else (prim.axis,)
         shape, reduced = _merge(x.shape, axes)
         if not any(reduced):  # only axes of length 1 reduce: nothing to cut
             return kernel(prim, x)
-        out = _run_split(kernel, prim, x.reshape(shape), reduced)
+        out = _run_split(kernel, prim, x.reshape(shape), reduced, work)
         kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape) if prim.keepdims or i not in axes)
         out = out.reshape(kept)
         return out if kept else out[()]  # a full reduction gives a NumPy scalar, as the kernel does
@@ -70,9 +87,9 @@ def _merge(shape: tuple, axes: tuple) -> tuple:
     return tuple(dims), reduced
 
 
-def _run_split(kernel, prim, x, reduced: list):
+def _run_split(kernel, prim, x, reduced: list, work: int):
     """The reduction of ``x`` (merged shape; ``reduced`` flags its axes) with reduced axes kept as length 1."""
-    parts = max(2, min(CORES, x.size // CHUNK_MIN))
+    parts = max(2, min(CORES, work // CHUNK_MIN))
     # The first axis long enough to give each core a chunk, else the longest.
     axis = next((i for i, n in enumerate(x.shape) if n >= parts), None)
     if axis is None:
