@@ -20,15 +20,20 @@ AXES = [None, 0, -1, (0, 2), (1,), (-1, -3), (0, 1)]
 
 
 @pytest.fixture
-def split(monkeypatch):
-    """Split every non-empty reduction into as many chunks as its axes allow, on 3 'cores' (uneven chunks); counts
-    the reductions that took the split path."""
+def calls(monkeypatch):
+    """Counts the reductions that take the split path, on 3 'cores' (uneven chunks)."""
+    monkeypatch.setattr(reduce_split, "CORES", 3)
+    seen = []
+    run = reduce_split._run_split
+    monkeypatch.setattr(reduce_split, "_run_split", lambda *a: seen.append(1) or run(*a))
+    return seen
+
+
+@pytest.fixture
+def split(monkeypatch, calls):
+    """Split every non-empty reduction into as many chunks as its axes allow."""
     monkeypatch.setattr(reduce_split, "MIN_SIZE", 0)
     monkeypatch.setattr(reduce_split, "CHUNK_MIN", 1)
-    monkeypatch.setattr(reduce_split, "CORES", 3)
-    calls = []
-    run = reduce_split._run_split
-    monkeypatch.setattr(reduce_split, "_run_split", lambda *a: calls.append(1) or run(*a))
     return calls
 
 
@@ -134,6 +139,15 @@ def test_kernels_keep_numpys_dtypes(split, rng):
     assert isinstance(s, np.int32) and s == x.sum()
     a = KERNELS[ArgMax](ArgMax(1, True), x)
     assert a.dtype == np.uint32 and a.shape == (50, 1)
+
+
+def test_threshold_weighs_the_work(calls):
+    half = np.ones(reduce_split.MIN_SIZE // 4, np.float16)  # float16 sums convert every element: worth splitting
+    assert float(mx.mean(mx.array(half), stream=mx.cpu)) == 1.0
+    assert len(calls) == 1
+    flags = np.zeros(reduce_split.MIN_SIZE * 2, np.bool_)  # logical reductions run at memory speed: one core
+    assert not bool(mx.any(mx.array(flags), stream=mx.cpu))
+    assert len(calls) == 1
 
 
 def test_large_sum_uses_default_threshold(rng):
