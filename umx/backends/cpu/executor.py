@@ -10,8 +10,9 @@ from ...fusion import Fused
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..xp import bind, round_bf16
 from .fused import run_fused
+from .reduce_split import split_reductions
 
-KERNELS = bind(np)
+KERNELS = split_reductions(bind(np))
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
@@ -80,7 +81,7 @@ class CpuExecutor(WorkerExecutor):
                         memory.check_host_limit(_nbytes(n))
                     if n.__class__ is Fused:
                         arrivals = None
-                        if t.__class__ is tuple:  # inputs from a device may arrive in parts: chunks start as theirs land
+                        if t.__class__ is tuple:  # device data may arrive in parts: each chunk starts when its land
                             args = []
                             for x in ins:
                                 h, ready = host_in_parts(x)
