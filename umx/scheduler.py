@@ -225,6 +225,10 @@ def _schedule(targets: list, inline: bool = False):
     """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
     planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
     interruptible)."""
+    if compile_watch:
+        seen = compile_watch.get(threading.get_ident())
+        if seen is not None:
+            seen[0] = True
     prev = signal.getsignal(signal.SIGINT) if threading.current_thread() is _MAIN else None
     if prev is None:  # another thread (signals only reach the main one), or a handler installed from C
         with _plan_lock:
@@ -245,6 +249,9 @@ def _schedule(targets: list, inline: bool = False):
 
 
 _MAIN = threading.main_thread()
+
+#: threads on which ``compile`` is tracing (ident -> [whether an eval ran]): an eval marks the trace unreplayable
+compile_watch: dict = {}
 
 
 def _eval_arrays(targets) -> None:
