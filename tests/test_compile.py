@@ -137,6 +137,12 @@ def test_lazy_and_zero_d_inputs():
     cf = mx.compile(lambda a, b: (a * b).sum())
     assert_close(cf(mx.arange(3.0) + 1, mx.array(2.0)), 12.0)
     assert_close(cf(mx.arange(3.0), mx.array(-1.0)), -3.0)
+    cg = mx.compile(lambda s, x: x * s)  # an evaluated 0-d int would fold into a constant: not when traced
+    assert_close(cg(mx.array(2), mx.ones(2)), [2, 2])
+    assert_close(cg(mx.array(3), mx.ones(2)), [3, 3])
+    ci = mx.compile(lambda x, i: x[i] + x[1])
+    assert_close(ci(mx.arange(4.0), mx.array([0, 3])), [1, 4])
+    assert_close(ci(mx.arange(4.0), mx.array([2, 2])), [3, 3])
 
 
 def test_random_draws_fresh_numbers_like_uncompiled():
@@ -258,3 +264,19 @@ def test_nested_compile_keeps_randomness():
     x = mx.zeros((3,))
     a, b = np.asarray(outer(x)), np.asarray(outer(x))
     assert not np.array_equal(a, b)
+
+
+def test_checkpoint_custom_and_odd_outputs():
+    cc = mx.compile(lambda x: mx.checkpoint(lambda a: mx.sin(mx.exp(a)))(x).sum())
+    x = mx.array([0.1, 0.2])
+    want = mx.grad(lambda a: mx.sin(mx.exp(a)).sum())(x)
+    for _ in range(2):
+        assert_close(mx.grad(cc)(x), np.asarray(want), rtol=1e-5)
+    f, n = _counted(lambda x: None)
+    cf = mx.compile(f)
+    assert cf(x) is None and cf(x) is None and n[0] == 1
+    twice = mx.compile(lambda x: (x + 1, x + 1, [x * 2] * 2))
+    a, b, (c, d) = twice(x)
+    a, b, (c, d) = twice(x)
+    assert a is not b and c is d
+    assert_close(b, [1.1, 1.2])

@@ -22,25 +22,28 @@ from ..ops import random as _random
 from . import _trees
 from .autodiff import _marker
 
-__all__ = ["record", "Tape"]
+__all__ = ["HOLE", "record", "Tape", "fill", "assign"]
 
-_HOLE = object()  # where an array leaf goes in an output template
+HOLE = object()  # where an array leaf goes in an output template (a single array output is HOLE itself)
 
 
 class Tape:
     """A recorded graph: ``tape(leaves)`` rebuilds the outputs on new input leaves.
 
     Attributes:
-        run: the generated function ``run(ins, keys=None)``, returning the tuple of flat outputs.
-        template: the output tree with ``_HOLE`` for its arrays (None for a single array output).
+        run: the generated function ``run(ins, keys=None)``: the tuple of flat outputs (the function's, then
+            the state outputs).
+        template: the output tree with ``HOLE`` for its arrays.
+        n_out: how many of the flat outputs are the function's.
         n_steps: the number of nodes a replay builds (for tests and benchmarks).
     """
 
-    __slots__ = ("run", "template", "n_steps")
+    __slots__ = ("run", "template", "n_out", "n_steps")
 
-    def __init__(self, run, template, n_steps: int):
+    def __init__(self, run, template, n_out: int, n_steps: int):
         self.run = run
         self.template = template
+        self.n_out = n_out
         self.n_steps = n_steps
 
 
@@ -57,7 +60,7 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     links = {id(m._inputs): i for i, m in enumerate(markers)}
     margs, mkwargs = _trees.unflatten((args, kwargs), markers[:n_arg_leaves])
     if state_in is not None:
-        _assign(state_in, iter(markers[n_arg_leaves:]))
+        assign(state_in, iter(markers[n_arg_leaves:]))
     ident = threading.get_ident()
     outer_seen = scheduler.compile_watch.get(ident)
     outer_keys = _random.compile_draws.get(ident)
@@ -81,9 +84,9 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
         return None, keys, out
     single = type(out) is array
     outs = [out] if single else _trees.flatten(out)
-    template = None if single else _trees.unflatten(out, [_HOLE] * len(outs))
+    template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
     run, n = _generate(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start)
-    return Tape(run, template, n), keys, out
+    return Tape(run, template, len(outs), n), keys, out
 
 
 def _restore(table: dict, ident: int, prev) -> None:
@@ -157,24 +160,15 @@ def _const(obj, glob: dict, interned: dict, by_value: bool = False) -> str:
     return name
 
 
-def replay(tape: Tape, leaves: list, keys=None):
-    """The tape's outputs on ``leaves``: the output tree, and the flat state outputs after it."""
-    flat = tape.run(leaves, keys)
-    if tape.template is None:
-        return flat[0], flat[1:]
-    it = iter(flat)
-    return _fill(tape.template, it), list(it)
-
-
-def _fill(t, it):
-    if t is _HOLE:
+def fill(t, it):
+    if t is HOLE:
         return next(it)
     if isinstance(t, tuple) and hasattr(t, "_fields"):
-        return type(t)(*(_fill(x, it) for x in t))
+        return type(t)(*(fill(x, it) for x in t))
     if isinstance(t, (list, tuple)):
-        return type(t)(_fill(x, it) for x in t)
+        return type(t)(fill(x, it) for x in t)
     if isinstance(t, dict):
-        return type(t)((k, _fill(v, it)) for k, v in t.items())
+        return type(t)((k, fill(v, it)) for k, v in t.items())
     return t
 
 
@@ -200,6 +194,6 @@ def _map_leaves(tree, f) -> None:
             _map_leaves(x, f)
 
 
-def _assign(tree, it) -> None:
+def assign(tree, it) -> None:
     """Put the arrays of ``it``, in order, in place of the array leaves of ``tree``."""
     _map_leaves(tree, lambda a: next(it))

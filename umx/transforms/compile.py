@@ -76,6 +76,7 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
         Callable: the compiled function.
     """
     cache: dict = {}
+    plain = inputs is None and outputs is None
 
     @functools.wraps(fun)
     def compiled(*args, **kwargs):
@@ -83,29 +84,33 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         leaves: list = []
         try:
-            sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
+            if plain and not kwargs and all(type(a) is array for a in args):  # the common case, quickly
+                leaves += args
+                sig = tuple([(a._shape, a._dtype) for a in args])
+            else:
+                sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
             n_args = len(leaves)
-            if inputs is not None or outputs is not None:
+            if not plain:
                 sig += (_signature(inputs, leaves), _signature(outputs, []))
-            sig += (resolve_stream(None),)
-            tape = cache.get(sig)
+            tape = cache.get((sig, resolve_stream(None)))
         except TypeError:  # an unhashable argument: nothing to key a trace on
             return fun(*args, **kwargs)
         if tape is None:
             tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
             if len(cache) >= _MAX_ENTRIES:
                 cache.clear()
-            cache[sig] = _UNCOMPILED if tape is None else tape
+            cache[(sig, resolve_stream(None))] = _UNCOMPILED if tape is None else tape
             if tape is None:
                 return out
         elif tape is _UNCOMPILED:
             return fun(*args, **kwargs)
         else:
             keys = None
-        result, state = _tape.replay(tape, leaves, keys)
+        flat = tape.run(leaves, keys)
         if outputs is not None:
-            _tape._assign(outputs, iter(state))
-        return result
+            _tape.assign(outputs, iter(flat[tape.n_out:]))
+        t = tape.template
+        return flat[0] if t is _tape.HOLE else _tape.fill(t, iter(flat))
 
     compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
