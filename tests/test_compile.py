@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -225,6 +228,16 @@ def test_disable_compile_calls_the_function():
         mx.enable_compile()
     cf(mx.ones(1))
     assert n[0] == 3
+
+
+def test_disable_by_environment_variable():
+    code = ("import umx as mx; n = []; f = mx.compile(lambda x: n.append(1) or x + 1); f(mx.ones(1)); "
+            "f(mx.ones(1)); mx.enable_compile(); f(mx.ones(1)); f(mx.ones(1)); print(len(n))")
+    env = dict(os.environ, MLX_DISABLE_COMPILE="0")  # set at all, it disables (as in MLX)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["3"]
 
 
 def test_unhashable_argument_calls_the_function():

@@ -92,14 +92,15 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             n_args = len(leaves)
             if not plain:
                 sig += (_signature(inputs, leaves), _signature(outputs, []))
-            tape = cache.get((sig, resolve_stream(None)))
+            sig = (sig, resolve_stream(None))
+            tape = cache.get(sig)
         except TypeError:  # an unhashable argument: nothing to key a trace on
             return fun(*args, **kwargs)
         if tape is None:
             tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
             if len(cache) >= _MAX_ENTRIES:
                 cache.clear()
-            cache[(sig, resolve_stream(None))] = _UNCOMPILED if tape is None else tape
+            cache[sig] = _UNCOMPILED if tape is None else tape
             if tape is None:
                 return out
         elif tape is _UNCOMPILED:
