@@ -1,13 +1,16 @@
 """``mx.compile``: what a replayed trace saves over calling the function, per device.
 
-Two functions, each timed eager (``fun``) and compiled (``mx.compile(fun)``, traced in warm-up), as the median of
-many runs (the two taking turns) on arrays already evaluated:
+Two functions, each timed eager (``fun``) and compiled (``mx.compile(fun)``), as the median of many runs (the two
+taking turns) on arrays already evaluated:
 
 - the seed: ``x = a @ b`` (a: 4096x512, b: 512x4, float32), then 500 times ``b = exp(b)``;
 - an MLP forward pass, 784-512-512-10 with ReLU, batch 256.
 
-"build" times the call alone (the graph is built, nothing runs; the garbage is freed outside the timing), "build +
-eval" the call and ``eval`` of its results. Devices: the CPU, and the GPU where there is one.
+Rows: "first call (trace)" is the call of a new compiled function (the trace, then a replay); "build,
+interpreted" the calls before a tape's code is generated (replays 2 to ``Tape.GENERATE_AT - 1``); "build" the
+calls after; all three time the call alone (the graph is built, nothing runs; the garbage is freed outside the
+timing). "build + eval" times the call and ``eval`` of its results. Eager is timed alongside each row, so each row
+compares like with like. Devices: the CPU, and the GPU where there is one.
 
 Usage: python bench/compile.py [--runs N]
 """
@@ -24,6 +27,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import umx as mx  # noqa: E402
+from umx.transforms._tape import Tape  # noqa: E402
 
 N_EXP = 500
 
@@ -53,11 +57,12 @@ def mlp_inputs():
     return (mx.random.normal((256, 784)), *params)
 
 
-def medians_ms(fns, runs: int, evaluate: bool) -> list:
-    """Median milliseconds of each ``fn()`` (with ``eval`` of its results when ``evaluate``), after 3 warm-ups.
-    The functions take turns, run by run, so that load from elsewhere on the machine falls on each alike."""
+def medians_ms(fns, runs: int, evaluate: bool, warmup: int = 3) -> list:
+    """Median milliseconds of each ``fn()`` (with ``eval`` of its results when ``evaluate``), after ``warmup``
+    untimed calls. The functions take turns, run by run, so that load from elsewhere on the machine falls on each
+    alike."""
     times: list = [[] for _ in fns]
-    for i in range(runs + 3):
+    for i in range(runs + warmup):
         for fn, ts in zip(fns, times):
             t = time.perf_counter()
             out = fn()
@@ -65,7 +70,7 @@ def medians_ms(fns, runs: int, evaluate: bool) -> list:
                 mx.eval(out)
             dt = time.perf_counter() - t
             del out  # an unevaluated graph is freed here, outside the timing
-            if i >= 3:
+            if i >= warmup:
                 ts.append(dt)
     return [statistics.median(ts) * 1e3 for ts in times]
 
@@ -77,19 +82,24 @@ def main() -> None:
     devices = [("cpu", mx.cpu)] + ([("gpu", mx.gpu)] if mx.is_available(mx.gpu) else [])
     print(f"umx {mx.__version__}; median of {args.runs} runs, in ms"
           + ("" if len(devices) > 1 else "; no CUDA GPU here, so CPU only"))
-    header = f"{'function':8} {'device':6} {'what':12} {'eager':>9} {'compiled':>9} {'speedup':>8}"
+    header = f"{'function':8} {'device':6} {'what':20} {'eager':>9} {'compiled':>9} {'speedup':>8}"
     print(header)
     print("-" * len(header))
+    interpreted = min(args.runs, Tape.GENERATE_AT - 4)  # replays before the tape's code is generated
+    warm = Tape.GENERATE_AT + 3
     for name, fun, make in (("seed", seed, seed_inputs), ("mlp", mlp, mlp_inputs)):
         for dev_name, dev in devices:
             mx.set_default_device(dev)
             ins = make()
             mx.eval(ins)
-            compiled = mx.compile(fun)
-            for what, evaluate in (("build", False), ("build + eval", True)):
-                calls = [functools.partial(fun, *ins), functools.partial(compiled, *ins)]
-                t_eager, t_comp = medians_ms(calls, args.runs, evaluate)
-                print(f"{name:8} {dev_name:6} {what:12} {t_eager:9.3f} {t_comp:9.3f} {t_eager / t_comp:7.2f}x")
+            eager = functools.partial(fun, *ins)
+            rows = [("first call (trace)", lambda: mx.compile(fun)(*ins), False, 3, args.runs),  # noqa: B023
+                    ("build, interpreted", functools.partial(mx.compile(fun), *ins), False, 3, interpreted),
+                    ("build", functools.partial(mx.compile(fun), *ins), False, warm, args.runs),
+                    ("build + eval", functools.partial(mx.compile(fun), *ins), True, warm, args.runs)]
+            for what, compiled, evaluate, warmup, runs in rows:
+                t_eager, t_comp = medians_ms([eager, compiled], runs, evaluate, warmup)
+                print(f"{name:8} {dev_name:6} {what:20} {t_eager:9.3f} {t_comp:9.3f} {t_eager / t_comp:7.2f}x")
     mx.set_default_device(devices[-1][1])
 
 

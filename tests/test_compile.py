@@ -115,7 +115,7 @@ def test_closures_are_captured_at_the_trace():
 
 def test_outputs_multi_and_passthrough(rng):
     cf = mx.compile(lambda x: (mx.split(x, 3, axis=0), x, mx.linalg.qr(x, stream=mx.cpu)))
-    for _ in range(2):
+    for _ in range(4):  # the trace, interpreted replays, then the generated code
         x = mx.array(rng.standard_normal((6, 6)).astype(np.float32))
         parts, same, (q, r) = cf(x)
         assert same is x
@@ -293,3 +293,32 @@ def test_checkpoint_custom_and_odd_outputs():
     a, b, (c, d) = twice(x)
     assert a is not b and c is d
     assert_close(b, [1.1, 1.2])
+
+
+@pytest.mark.parametrize("generate_at", [1, 10**6])
+def test_generated_and_interpreted_replays(monkeypatch, generate_at):
+    from umx.transforms._tape import Tape
+
+    monkeypatch.setattr(Tape, "GENERATE_AT", generate_at)
+    state = [mx.array(1.0)]
+
+    def f(x, y):
+        parts = mx.split(x * y + mx.arange(4.0), 2)
+        state[0] = state[0] * 2
+        return {"p": parts, "r": x + mx.random.uniform(shape=x.shape), "z": mx.zeros((2,)) + 1, "x": x}
+
+    cf = mx.compile(f, inputs=state, outputs=state)
+    x, y = mx.arange(4.0), mx.array(3.0)
+    mx.random.seed(5)
+    got = [cf(x, y) for _ in range(3)]
+    assert state[0].item() == 8.0
+    state[0] = mx.array(1.0)
+    mx.random.seed(5)
+    want = [f(x, y) for _ in range(3)]
+    for g, w in zip(got, want):
+        assert g["x"] is x
+        assert g["p"][0]._siblings is not None
+        for key in ("r", "z"):
+            np.testing.assert_array_equal(np.asarray(g[key]), np.asarray(w[key]))
+        for a, b in zip(g["p"], w["p"]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -3,9 +3,8 @@
 ``record`` calls the function on *marker* nodes (lazy identities of the real inputs, as the differentiation
 transforms use) and walks back from its outputs. Every node built during the call becomes a step of the tape;
 markers become input slots, keys drawn from the global random key become key slots, and anything else reached
-(evaluated arrays, arrays captured from closures, cached scalars) is a constant, kept by reference. The tape is
-turned into one generated Python function of straight-line ``node(...)`` calls: a replay builds the same lazy
-graph the function would, without checking arguments or inferring shapes and dtypes.
+(evaluated arrays, arrays captured from closures, cached scalars) is a constant, kept by reference. A replay
+builds the same lazy graph the function would, without checking arguments or inferring shapes and dtypes.
 
 A trace is given up (``record`` returns None) when the function evaluated anything while it ran (``eval``,
 ``item``, ``print``, NumPy conversion...): its values may have steered Python control flow, so its graph is
@@ -15,6 +14,7 @@ good for these input values only. Markers make every read of an input's values a
 from __future__ import annotations
 
 import threading
+from operator import itemgetter
 
 from .. import scheduler
 from ..array import _created, array, node
@@ -28,23 +28,72 @@ HOLE = object()  # where an array leaf goes in an output template (a single arra
 
 
 class Tape:
-    """A recorded graph: ``tape(leaves)`` rebuilds the outputs on new input leaves.
+    """A recorded graph: ``tape(ins, keys=None)`` rebuilds it on new input leaves and returns the flat outputs
+    (the function's, then the state outputs), drawing fresh random keys unless ``keys`` are given.
+
+    Values are numbered: constants, then inputs, then keys, then the steps' nodes in order. A step is ``(prim,
+    get, shape, dtype, stream, group)``: ``get(values)`` gives its inputs tuple (an ``itemgetter``), ``group``
+    is 0, or on the last node of a sibling group, the group's size. The first replays interpret the steps; the
+    ``GENERATE_AT``-th generates one Python function of straight-line ``node(...)`` calls (some 1.5 times as fast
+    as the interpreter, but Python takes ~20 us per step to compile it), which runs from then on.
 
     Attributes:
-        run: the generated function ``run(ins, keys=None)``: the tuple of flat outputs (the function's, then
-            the state outputs).
         template: the output tree with ``HOLE`` for its arrays.
         n_out: how many of the flat outputs are the function's.
-        n_steps: the number of nodes a replay builds (for tests and benchmarks).
+        n_steps: the number of nodes a replay builds.
     """
 
-    __slots__ = ("run", "template", "n_out", "n_steps")
+    __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
+                 "_calls")
 
-    def __init__(self, run, template, n_out: int, n_steps: int):
-        self.run = run
+    GENERATE_AT = 32
+
+    def __init__(self, consts: list, n_ins: int, n_keys: int, steps: list, refs: list, out_refs: list, template,
+                 n_out: int):
+        self.consts = consts
+        self.n_ins = n_ins
+        self.n_keys = n_keys
+        self.steps = steps
+        self.refs = refs  # each step's input numbers, for the generated code
+        self.out_refs = out_refs
         self.template = template
         self.n_out = n_out
-        self.n_steps = n_steps
+        self.n_steps = len(steps)
+        self._run = None
+        self._calls = 0
+
+    def __call__(self, ins: list, keys=None) -> list:
+        if self._run is not None:
+            return self._run(ins, keys)
+        self._calls += 1
+        if self._calls >= self.GENERATE_AT:
+            self._run = _generate(self)
+            return self._run(ins, keys)
+        if keys is None:
+            keys = [_random._next_key() for _ in range(self.n_keys)] if self.n_keys else []
+        env = self.consts + ins + keys
+        add = env.append
+        for prim, get, shape, dtype, stream, group in self.steps:
+            add(node(prim, get(env), shape, dtype, stream))
+            if group:
+                made = tuple(env[-group:])
+                for m in made:
+                    m._siblings = made
+        return [env[r] for r in self.out_refs]
+
+
+def _no_inputs(env) -> tuple:
+    return ()
+
+
+def _getter(refs: tuple):
+    """``get(values)`` -> the tuple of ``values[r]`` for ``r`` in ``refs``."""
+    if not refs:
+        return _no_inputs
+    if len(refs) == 1:
+        r = refs[0]
+        return lambda env: (env[r],)
+    return itemgetter(*refs)
 
 
 def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, state_in, state_out):
@@ -85,8 +134,8 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     single = type(out) is array
     outs = [out] if single else _trees.flatten(out)
     template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
-    run, n = _generate(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start)
-    return Tape(run, template, len(outs), n), keys, out
+    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs))
+    return tape, keys, out
 
 
 def _restore(table: dict, ident: int, prev) -> None:
@@ -96,68 +145,86 @@ def _restore(table: dict, ident: int, prev) -> None:
         table[ident] = prev
 
 
-def _generate(outs: list, links: dict, key_ids: dict, start: int) -> tuple:
-    """The replay function for the graph behind ``outs``, and its number of steps."""
-    names: dict = {}  # id(node) -> its name in the generated code
-    glob: dict = {"node": node, "next_key": _random._next_key}
-    interned: dict = {}
+def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int) -> Tape:
+    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps."""
+    consts: list = []
+    slot: dict = {}  # id(node) -> ("c", i), ("i", i), ("k", i), or None for a step
     steps: list = []
     stack = list(outs)
     while stack:
         n = stack.pop()
-        if id(n) in names:
+        if id(n) in slot:
             continue
         i = links.get(id(n._inputs))
         if i is not None:
-            names[id(n)] = f"i{i}"
+            slot[id(n)] = ("i", i)
         elif id(n) in key_ids:
-            names[id(n)] = f"k{key_ids[id(n)]}"
+            slot[id(n)] = ("k", key_ids[id(n)])
         elif n._prim is not None and n._exec is None and n._seq > start:  # built by the call
             for g in n._siblings or (n,):
-                names[id(g)] = ""
+                slot[id(g)] = None
                 steps.append(g)
                 stack.extend(g._inputs)
         else:
-            names[id(n)] = _const(n, glob, interned)
+            slot[id(n)] = ("c", len(consts))
+            consts.append(n)
     steps.sort(key=lambda g: g._seq)  # creation order is a topological order
-    for j, g in enumerate(steps):
-        names[id(g)] = f"v{j}"
-    n_ins = len(links)
-    n_keys = len(key_ids)
-    lines = ["def run(ins, keys=None):"]
-    if n_ins:
-        lines.append(f"    {''.join(f'i{i}, ' for i in range(n_ins))}= ins")
-    if n_keys:
-        ks = "".join(f"k{j}, " for j in range(n_keys))
-        lines.append(f"    if keys is None:\n        {ks}= {', '.join(['next_key()'] * n_keys)},")
-        lines.append(f"    else:\n        {ks}= keys")
+    base = {"c": 0, "i": len(consts), "k": len(consts) + len(links)}
+    first = base["k"] + len(key_ids)
+    index = {k: base[v[0]] + v[1] for k, v in slot.items() if v is not None}
+    index.update((id(g), first + j) for j, g in enumerate(steps))
+    program: list = []
+    refs: list = []
     done: set = set()
     for g in steps:
-        if id(g) in done:
-            continue
-        group = g._siblings or (g,)
-        for s in group:
-            done.add(id(s))
-            ins = "".join(names[id(x)] + ", " for x in s._inputs)
-            lines.append(f"    {names[id(s)]} = node({_const(s._prim, glob, interned)}, ({ins}), "
-                         f"{_const(s._shape, glob, interned, by_value=True)}, "
-                         f"{_const(s._dtype, glob, interned)}, {_const(s._stream, glob, interned)})")
-        if len(group) > 1:
-            sib = ", ".join(names[id(s)] for s in group)
-            lines.append(f"    {' = '.join(names[id(s)] + '._siblings' for s in group)} = ({sib})")
-    lines.append(f"    return ({''.join(names[id(o)] + ', ' for o in outs)})")
+        if id(g) not in done:
+            group = g._siblings or (g,)
+            done.update(id(x) for x in group)
+            for k, x in enumerate(group, 1):
+                r = tuple(index[id(y)] for y in x._inputs)
+                program.append((x._prim, _getter(r), x._shape, x._dtype, x._stream, k if k == len(group) > 1 else 0))
+                refs.append(r)
+    return Tape(consts, len(links), len(key_ids), program, refs, [index[id(o)] for o in outs], template, n_out)
+
+
+def _generate(tape: Tape):
+    """The tape as one Python function of straight-line ``node(...)`` calls: value ``j`` is the variable
+    ``e{j}`` (constants are globals, as are the steps' prims, shapes, dtypes and streams)."""
+    glob: dict = {"node": node, "next_key": _random._next_key}
+    for j, c in enumerate(tape.consts):
+        glob[f"e{j}"] = c
+    interned: dict = {}
+
+    def name(obj, by_value: bool = False) -> str:
+        key = obj if by_value else id(obj)  # shapes by value (equal tuples share a name), the rest by identity
+        n = interned.get(key)
+        if n is None:
+            n = interned[key] = f"g{len(interned)}"
+            glob[n] = obj
+        return n
+
+    j = len(tape.consts)
+    lines = ["def run(ins, keys=None):"]
+    if tape.n_ins:
+        lines.append(f"    {''.join(f'e{j + i}, ' for i in range(tape.n_ins))}= ins")
+        j += tape.n_ins
+    if tape.n_keys:
+        ks = "".join(f"e{j + i}, " for i in range(tape.n_keys))
+        lines.append(f"    if keys is None:\n        {ks}= {', '.join(['next_key()'] * tape.n_keys)},")
+        lines.append(f"    else:\n        {ks}= keys")
+        j += tape.n_keys
+    for (prim, _, shape, dtype, stream, group), refs in zip(tape.steps, tape.refs):
+        ins = "".join(f"e{r}, " for r in refs)
+        lines.append(f"    e{j} = node({name(prim)}, ({ins}), {name(shape, True)}, {name(dtype)}, {name(stream)})")
+        j += 1
+        if group:
+            made = [f"e{i}" for i in range(j - group, j)]
+            lines.append(f"    {' = '.join(m + '._siblings' for m in made)} = ({', '.join(made)})")
+    lines.append(f"    return [{', '.join(f'e{r}' for r in tape.out_refs)}]")
     exec(compile("\n".join(lines), "<umx.compile tape>", "exec"), glob)  # noqa: S102 (our own code)
-    return glob["run"], len(steps)
+    return glob["run"]
 
 
-def _const(obj, glob: dict, interned: dict, by_value: bool = False) -> str:
-    """The global name under which the generated code reads ``obj`` (by identity; shapes by value)."""
-    key = obj if by_value else id(obj)
-    name = interned.get(key)
-    if name is None:
-        name = interned[key] = f"c{len(interned)}"
-        glob[name] = obj
-    return name
 
 
 def fill(t, it):

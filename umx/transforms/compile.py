@@ -107,7 +107,7 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         else:
             keys = None
-        flat = tape.run(leaves, keys)
+        flat = tape(leaves, keys)
         if outputs is not None:
             _tape.assign(outputs, iter(flat[tape.n_out:]))
         t = tape.template
