@@ -6,7 +6,7 @@ markers become input slots, keys drawn from the global random key become key slo
 (evaluated arrays, arrays captured from closures, cached scalars) is a constant, kept by reference. A replay
 builds the same lazy graph the function would, without checking arguments or inferring shapes and dtypes.
 
-A trace is given up (``record`` returns None) when the function evaluated anything while it ran (``eval``,
+A trace is given up (``record`` returns no tape) when the function evaluated anything while it ran (``eval``,
 ``item``, ``print``, NumPy conversion...): its values may have steered Python control flow, so its graph is
 good for these input values only. Markers make every read of an input's values an eval, so this is caught.
 """
@@ -225,9 +225,8 @@ def _generate(tape: Tape):
     return glob["run"]
 
 
-
-
 def fill(t, it):
+    """``t`` (an output template) with its ``HOLE`` leaves replaced, in order, by the items of ``it``."""
     if t is HOLE:
         return next(it)
     if isinstance(t, tuple) and hasattr(t, "_fields"):
