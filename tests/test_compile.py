@@ -6,6 +6,7 @@ import collections
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -322,3 +323,54 @@ def test_generated_and_interpreted_replays(monkeypatch, generate_at):
             np.testing.assert_array_equal(np.asarray(g[key]), np.asarray(w[key]))
         for a, b in zip(g["p"], w["p"]):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_training_step_with_state(rng):
+    x = mx.array(rng.standard_normal((16, 3)).astype(np.float32))
+    y = mx.array(rng.standard_normal((16,)).astype(np.float32))
+
+    def loss_fn(w, x, y):
+        return ((x @ w - y) ** 2).mean()
+
+    def make_step(state):
+        def step(x, y):
+            loss, g = mx.value_and_grad(loss_fn)(state[0], x, y)
+            state[0] = state[0] - 0.1 * g
+            return loss
+
+        return step
+
+    w0 = mx.array(rng.standard_normal((3,)).astype(np.float32))
+    eager_state, comp_state = [w0], [w0]
+    eager = make_step(eager_state)
+    f, n = _counted(make_step(comp_state))
+    compiled = mx.compile(f, inputs=comp_state, outputs=comp_state)
+    for _ in range(5):
+        assert_close(compiled(x, y), np.asarray(eager(x, y)), rtol=1e-5)
+        assert_close(comp_state[0], np.asarray(eager_state[0]), rtol=1e-5)
+    assert n[0] == 1
+
+
+def test_errors_and_threads():
+    cf = mx.compile(lambda a: a @ a)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            cf(mx.ones((2, 3)))
+    assert not cf._cache
+    sq = mx.compile(lambda a: mx.exp(a) * a)
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(10):
+                a = mx.full((k + i % 3,), float(k))
+                assert_close(sq(a), np.exp(np.asarray(a, np.float64)) * k, rtol=1e-5)
+        except Exception as e:  # reported on the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
