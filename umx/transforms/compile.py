@@ -52,7 +52,8 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
     - Python side effects (prints, counters, assignments to outside objects) happen at the trace only. Arrays
       ``fun`` reads from closures or globals are captured then: pass arrays that change as arguments, or name
       their containers in ``inputs``/``outputs``. ``a[i] = v`` on an argument does not change the caller's array.
-    - An output that does not depend on the arguments is the same array object at every call.
+    - An output that ``fun`` captured, or made from data (``mx.array([1, 2])``), is the same array object at
+      every call.
     - Random draws without ``key=`` are replayed as fresh draws from the global key, as uncompiled calls make
       them (MLX needs ``mx.random.state`` in ``inputs``/``outputs`` for this; umx does not).
     - If ``fun`` evaluates anything while it runs (``eval``, ``item``, ``print``, NumPy conversion), its graph
