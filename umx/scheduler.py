@@ -238,6 +238,10 @@ def _schedule(targets: list, inline: bool = False):
     """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
     planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
     interruptible)."""
+    if compile_watch:
+        seen = compile_watch.get(get_ident())
+        if seen is not None:
+            seen[0] = True
     if get_ident() != _MAIN_IDENT:  # signals only reach the main thread
         with _plan_lock:
             return _plan(targets, inline)
@@ -266,6 +270,9 @@ def _hold(signum, frame) -> None:
 
 
 _MAIN_IDENT = threading.main_thread().ident
+
+#: threads on which ``compile`` is tracing (ident -> [whether an eval ran]): an eval marks the trace unreplayable
+compile_watch: dict = {}
 
 
 def _eval_arrays(targets) -> None:

@@ -23,6 +23,9 @@ __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", 
 _M32 = 0xFFFFFFFF
 _lock = threading.Lock()  # MUST be held to advance the global key: samplers may run on several threads
 _global = [0, 0]
+#: threads on which ``compile`` is tracing (ident -> list): keys drawn from the global key there are recorded, so
+#: that replays draw fresh ones
+compile_draws: dict = {}
 
 
 def _threefry_host(k0: int, k1: int, x0: int, x1: int) -> tuple:
@@ -58,7 +61,12 @@ def _next_key() -> array:
         a0, b0 = _threefry_host(k0, k1, 0, 2)
         a1, b1 = _threefry_host(k0, k1, 1, 3)
         _global[:] = [a0, a1]
-    return array(np.array([b0, b1], np.uint32), dt.uint32)
+    k = array(np.array([b0, b1], np.uint32), dt.uint32)
+    if compile_draws:
+        drawn = compile_draws.get(threading.get_ident())
+        if drawn is not None:
+            drawn.append(k)
+    return k
 
 
 def _key(k) -> array:

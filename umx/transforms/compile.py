@@ -1,55 +1,133 @@
 """``compile``, ``checkpoint`` and ``custom_function``.
 
-umx fuses elementwise regions automatically at every eval (see ``umx.fusion``), so ``compile`` has no tracing
-step of its own yet: the compiled function calls the function, and ``disable_compile``/``enable_compile``
-have nothing to switch. ``custom_function`` wraps a function's outputs in a ``Custom`` node whose rules
-are the user's; ``checkpoint`` is a ``custom_function`` whose backward pass recomputes the forward one.
+``compile`` records the graph a function builds, once per signature (the tree structure of the arguments, each
+array's shape and dtype, every other leaf by value, the default stream), and replays it on later calls (see
+``_tape``): the results are the same lazy arrays an uncompiled call gives, built without running the function's
+Python code, so fusion and scheduling at eval are unchanged. ``custom_function`` wraps a function's outputs in a
+``Custom`` node whose rules are the user's; ``checkpoint`` is a ``custom_function`` whose backward pass recomputes
+the forward one.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import Custom
-from . import _trees
+from . import _tape, _trees
 from .autodiff import vjp as _vjp
 
 __all__ = ["compile", "disable_compile", "enable_compile", "checkpoint", "custom_function"]
 
-def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -> Callable:  # noqa: A001 (MLX)
-    """A compiled ``fun``: same arguments, same results.
+_enabled = ["MLX_DISABLE_COMPILE" not in os.environ]  # MLX's variable: set at all (even to 0), it disables
+_UNCOMPILED = object()  # a signature whose trace evaluated something: fun is called directly
+_MAX_ENTRIES = 256  # signatures kept per compiled function; past that the cache starts over
 
-    umx fuses elementwise work at every eval already, so this first version does not trace: it returns a
-    wrapper that calls ``fun``. ``inputs`` and ``outputs`` (captured state in MLX) and ``shapeless`` are
-    accepted for compatibility and have no effect.
+
+def _signature(t, leaves: list):
+    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``)."""
+    if type(t) is array:
+        leaves.append(t)
+        return (t._shape, t._dtype)  # the only entries whose first item is not a type
+    if isinstance(t, (list, tuple)):
+        return (type(t), tuple(_signature(x, leaves) for x in t))
+    if isinstance(t, dict):
+        return (type(t), tuple((k, _signature(v, leaves)) for k, v in t.items()))
+    return (type(t), t)  # by value; type first, so that 1, 1.0 and True differ
+
+
+def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -> Callable:  # noqa: A001 (MLX)
+    """A compiled ``fun``: same arguments, same results, less Python work per call.
+
+    The first call with a new signature (the arguments' tree structure, each array's shape and dtype, the
+    value of every other argument, and the default stream) traces ``fun``: it runs on stand-ins for its array
+    arguments and the graph it builds is recorded. Later calls with that signature rebuild the graph directly,
+    without running ``fun``'s Python code; the results are lazy arrays, as an uncompiled call's are.
+
+    What differs from calling ``fun``:
+
+    - Python side effects (prints, counters, assignments to outside objects) happen at the trace only. Arrays
+      ``fun`` reads from closures or globals are captured then: pass arrays that change as arguments, or name
+      their containers in ``inputs``/``outputs``. ``a[i] = v`` on an argument does not change the caller's array.
+    - An output that ``fun`` captured, or made from data (``mx.array([1, 2])``), is the same array object at
+      every call.
+    - Random draws without ``key=`` are replayed as fresh draws from the global key, as uncompiled calls make
+      them (MLX needs ``mx.random.state`` in ``inputs``/``outputs`` for this; umx does not).
+    - If ``fun`` evaluates anything while it runs (``eval``, ``item``, ``print``, NumPy conversion), its graph
+      holds for those values only, so that signature is not compiled: ``fun`` is called directly each time
+      (MLX raises an error instead).
+
+    Compiled functions compose with ``grad``, ``vjp``, ``jvp`` and ``vmap``: a replay builds the graph the
+    function would, which the transforms then walk.
 
     Args:
-        fun (Callable): the function to compile.
-        inputs (list | dict, optional): state read by ``fun`` (unused).
-        outputs (list | dict, optional): state written by ``fun`` (unused).
-        shapeless (bool): whether shape changes need no recompilation (unused; there is no compilation).
+        fun (Callable): a function of arrays, trees of arrays and other (hashable) values, returning an array or
+            a tree of arrays.
+        inputs (list | dict, optional): containers (lists, dicts, trees of them) whose arrays ``fun`` reads:
+            their current arrays are inputs of every call.
+        outputs (list | dict, optional): containers whose arrays ``fun`` replaces: each call puts the new arrays
+            in them.
+        shapeless (bool): in MLX, no retrace when only shapes change. umx retraces per shape (a trace costs about
+            one uncompiled call), so this is accepted and has no effect.
 
     Returns:
         Callable: the compiled function.
     """
+    cache: dict = {}
+    plain = inputs is None and outputs is None
 
     @functools.wraps(fun)
     def compiled(*args, **kwargs):
-        return fun(*args, **kwargs)
+        if not _enabled[0]:
+            return fun(*args, **kwargs)
+        leaves: list = []
+        try:
+            if plain and not kwargs and all(type(a) is array for a in args):  # the common case, quickly
+                leaves += args
+                sig = tuple([(a._shape, a._dtype) for a in args])
+            else:
+                sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
+            n_args = len(leaves)
+            if not plain:
+                sig += (_signature(inputs, leaves), _signature(outputs, []))
+            sig = (sig, resolve_stream(None))
+            tape = cache.get(sig)
+        except TypeError:  # an unhashable argument: nothing to key a trace on
+            return fun(*args, **kwargs)
+        if tape is None:
+            tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
+            if len(cache) >= _MAX_ENTRIES:
+                cache.clear()
+            cache[sig] = _UNCOMPILED if tape is None else tape
+            if tape is None:
+                return out
+        elif tape is _UNCOMPILED:
+            return fun(*args, **kwargs)
+        else:
+            keys = None
+        flat = tape(leaves, keys)
+        if outputs is not None:
+            _tape.assign(outputs, iter(flat[tape.n_out:]))
+        t = tape.template
+        return flat[0] if t is _tape.HOLE else _tape.fill(t, iter(flat))
 
+    compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
 
 
 def disable_compile() -> None:
-    """Turn compilation off globally. umx has no compilation step (see :func:`compile`), so compiled functions
-    run the same either way; kept for MLX compatibility."""
+    """Turn compilation off globally: compiled functions call their function directly until
+    :func:`enable_compile`. Setting the environment variable ``MLX_DISABLE_COMPILE`` (to anything) before
+    importing umx does the same."""
+    _enabled[0] = False
 
 
 def enable_compile() -> None:
-    """Turn compilation back on (see :func:`disable_compile`)."""
+    """Turn compilation back on (see :func:`disable_compile`); this overrides ``MLX_DISABLE_COMPILE``."""
+    _enabled[0] = True
 
 
 def _custom_vjp(self, primals, cotangents, outputs):

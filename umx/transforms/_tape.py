@@ -1,0 +1,265 @@
+"""Tapes for ``compile``: a function's graph recorded once, then rebuilt on new inputs without running it.
+
+``record`` calls the function on *marker* nodes (lazy identities of the real inputs, as the differentiation
+transforms use) and walks back from its outputs. Every node built during the call becomes a step of the tape;
+markers become input slots, keys drawn from the global random key become key slots, and anything else reached
+(evaluated arrays, arrays captured from closures, cached scalars) is a constant, kept by reference. A replay
+builds the same lazy graph the function would, without checking arguments or inferring shapes and dtypes.
+
+A trace is given up (``record`` returns no tape) when the function evaluated anything while it ran (``eval``,
+``item``, ``print``, NumPy conversion...): its values may have steered Python control flow, so its graph is
+good for these input values only. Markers make every read of an input's values an eval, so this is caught.
+"""
+
+from __future__ import annotations
+
+import threading
+from operator import itemgetter
+
+from .. import scheduler
+from ..array import _created, array, node
+from ..ops import random as _random
+from . import _trees
+from .autodiff import _marker
+
+__all__ = ["HOLE", "record", "Tape", "fill", "assign"]
+
+HOLE = object()  # where an array leaf goes in an output template (a single array output is HOLE itself)
+
+
+class Tape:
+    """A recorded graph: ``tape(ins, keys=None)`` rebuilds it on new input leaves and returns the flat outputs
+    (the function's, then the state outputs), drawing fresh random keys unless ``keys`` are given.
+
+    Values are numbered: constants, then inputs, then keys, then the steps' nodes in order. A step is ``(prim,
+    get, shape, dtype, stream, group)``: ``get(values)`` gives its inputs tuple (an ``itemgetter``), ``group``
+    is 0, or on the last node of a sibling group, the group's size. The first replays interpret the steps; the
+    ``GENERATE_AT``-th generates one Python function of straight-line ``node(...)`` calls (some 1.5 times as fast
+    as the interpreter, but Python takes ~20 us per step to compile it), which runs from then on.
+
+    Attributes:
+        template: the output tree with ``HOLE`` for its arrays.
+        n_out: how many of the flat outputs are the function's.
+        n_steps: the number of nodes a replay builds.
+    """
+
+    __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
+                 "_calls")
+
+    GENERATE_AT = 32
+
+    def __init__(self, consts: list, n_ins: int, n_keys: int, steps: list, refs: list, out_refs: list, template,
+                 n_out: int):
+        self.consts = consts
+        self.n_ins = n_ins
+        self.n_keys = n_keys
+        self.steps = steps
+        self.refs = refs  # each step's input numbers, for the generated code
+        self.out_refs = out_refs
+        self.template = template
+        self.n_out = n_out
+        self.n_steps = len(steps)
+        self._run = None
+        self._calls = 0
+
+    def __call__(self, ins: list, keys=None) -> list:
+        if self._run is not None:
+            return self._run(ins, keys)
+        self._calls += 1
+        if self._calls >= self.GENERATE_AT:
+            self._run = _generate(self)
+            return self._run(ins, keys)
+        if keys is None:
+            keys = [_random._next_key() for _ in range(self.n_keys)] if self.n_keys else []
+        env = self.consts + ins + keys
+        add = env.append
+        for prim, get, shape, dtype, stream, group in self.steps:
+            add(node(prim, get(env), shape, dtype, stream))
+            if group:
+                made = tuple(env[-group:])
+                for m in made:
+                    m._siblings = made
+        return [env[r] for r in self.out_refs]
+
+
+def _no_inputs(env) -> tuple:
+    return ()
+
+
+def _getter(refs: tuple):
+    """``get(values)`` -> the tuple of ``values[r]`` for ``r`` in ``refs``."""
+    if not refs:
+        return _no_inputs
+    if len(refs) == 1:
+        r = refs[0]
+        return lambda env: (env[r],)
+    return itemgetter(*refs)
+
+
+def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, state_in, state_out):
+    """Trace ``fun(*args, **kwargs)``.
+
+    ``leaves`` are the array leaves of ``(args, kwargs)`` (the first ``n_arg_leaves``), then those of
+    ``state_in``, whose containers are given markers for the call and their arrays back after it. Returns
+    ``(tape, keys, outputs)``: ``keys`` the random keys the trace drew, for the first replay, so that the
+    global key advances once per call; ``outputs`` the traced results, used only when the tape is None (the
+    function evaluated something): their values are right, as markers are identities.
+    """
+    markers = [_marker(x) for x in leaves]
+    links = {id(m._inputs): i for i, m in enumerate(markers)}
+    margs, mkwargs = _trees.unflatten((args, kwargs), markers[:n_arg_leaves])
+    if state_in is not None:
+        assign(state_in, iter(markers[n_arg_leaves:]))
+    ident = threading.get_ident()
+    outer_seen = scheduler.compile_watch.get(ident)
+    outer_keys = _random.compile_draws.get(ident)
+    seen = scheduler.compile_watch[ident] = [False]
+    keys = _random.compile_draws[ident] = []
+    start = next(_created)
+    try:
+        out = fun(*margs, **mkwargs)
+        state = [] if state_out is None else _trees.flatten(state_out)
+    finally:
+        _restore(scheduler.compile_watch, ident, outer_seen)
+        _restore(_random.compile_draws, ident, outer_keys)
+        if outer_seen is not None and seen[0]:
+            outer_seen[0] = True
+        if outer_keys is not None:
+            outer_keys.extend(keys)  # an enclosing trace replays these draws too
+        if state_in is not None:
+            mine = {id(m): x for m, x in zip(markers[n_arg_leaves:], leaves[n_arg_leaves:])}
+            _map_leaves(state_in, lambda a: mine.get(id(a), a))
+    if seen[0]:
+        return None, keys, out
+    single = type(out) is array
+    outs = [out] if single else _trees.flatten(out)
+    template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
+    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs))
+    return tape, keys, out
+
+
+def _restore(table: dict, ident: int, prev) -> None:
+    if prev is None:
+        table.pop(ident, None)
+    else:
+        table[ident] = prev
+
+
+def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int) -> Tape:
+    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps."""
+    consts: list = []
+    slot: dict = {}  # id(node) -> ("c", i), ("i", i), ("k", i), or None for a step
+    steps: list = []
+    stack = list(outs)
+    while stack:
+        n = stack.pop()
+        if id(n) in slot:
+            continue
+        i = links.get(id(n._inputs))
+        if i is not None:
+            slot[id(n)] = ("i", i)
+        elif id(n) in key_ids:
+            slot[id(n)] = ("k", key_ids[id(n)])
+        elif n._prim is not None and n._exec is None and n._seq > start:  # built by the call
+            for g in n._siblings or (n,):
+                slot[id(g)] = None
+                steps.append(g)
+                stack.extend(g._inputs)
+        else:
+            slot[id(n)] = ("c", len(consts))
+            consts.append(n)
+    steps.sort(key=lambda g: g._seq)  # creation order is a topological order
+    base = {"c": 0, "i": len(consts), "k": len(consts) + len(links)}
+    first = base["k"] + len(key_ids)
+    index = {k: base[v[0]] + v[1] for k, v in slot.items() if v is not None}
+    index.update((id(g), first + j) for j, g in enumerate(steps))
+    program: list = []
+    refs: list = []
+    done: set = set()
+    for g in steps:
+        if id(g) not in done:
+            group = g._siblings or (g,)
+            done.update(id(x) for x in group)
+            for k, x in enumerate(group, 1):
+                r = tuple(index[id(y)] for y in x._inputs)
+                program.append((x._prim, _getter(r), x._shape, x._dtype, x._stream, k if k == len(group) > 1 else 0))
+                refs.append(r)
+    return Tape(consts, len(links), len(key_ids), program, refs, [index[id(o)] for o in outs], template, n_out)
+
+
+def _generate(tape: Tape):
+    """The tape as one Python function of straight-line ``node(...)`` calls: value ``j`` is the variable
+    ``e{j}`` (constants are globals, as are the steps' prims, shapes, dtypes and streams)."""
+    glob: dict = {"node": node, "next_key": _random._next_key}
+    for j, c in enumerate(tape.consts):
+        glob[f"e{j}"] = c
+    interned: dict = {}
+
+    def name(obj, by_value: bool = False) -> str:
+        key = obj if by_value else id(obj)  # shapes by value (equal tuples share a name), the rest by identity
+        n = interned.get(key)
+        if n is None:
+            n = interned[key] = f"g{len(interned)}"
+            glob[n] = obj
+        return n
+
+    j = len(tape.consts)
+    lines = ["def run(ins, keys=None):"]
+    if tape.n_ins:
+        lines.append(f"    {''.join(f'e{j + i}, ' for i in range(tape.n_ins))}= ins")
+        j += tape.n_ins
+    if tape.n_keys:
+        ks = "".join(f"e{j + i}, " for i in range(tape.n_keys))
+        lines.append(f"    if keys is None:\n        {ks}= {', '.join(['next_key()'] * tape.n_keys)},")
+        lines.append(f"    else:\n        {ks}= keys")
+        j += tape.n_keys
+    for (prim, _, shape, dtype, stream, group), refs in zip(tape.steps, tape.refs):
+        ins = "".join(f"e{r}, " for r in refs)
+        lines.append(f"    e{j} = node({name(prim)}, ({ins}), {name(shape, True)}, {name(dtype)}, {name(stream)})")
+        j += 1
+        if group:
+            made = [f"e{i}" for i in range(j - group, j)]
+            lines.append(f"    {' = '.join(m + '._siblings' for m in made)} = ({', '.join(made)})")
+    lines.append(f"    return [{', '.join(f'e{r}' for r in tape.out_refs)}]")
+    exec(compile("\n".join(lines), "<umx.compile tape>", "exec"), glob)  # noqa: S102 (our own code)
+    return glob["run"]
+
+
+def fill(t, it):
+    """``t`` (an output template) with its ``HOLE`` leaves replaced, in order, by the items of ``it``."""
+    if t is HOLE:
+        return next(it)
+    if isinstance(t, tuple) and hasattr(t, "_fields"):
+        return type(t)(*(fill(x, it) for x in t))
+    if isinstance(t, (list, tuple)):
+        return type(t)(fill(x, it) for x in t)
+    if isinstance(t, dict):
+        return type(t)((k, fill(v, it)) for k, v in t.items())
+    return t
+
+
+def _map_leaves(tree, f) -> None:
+    """Replace each array leaf ``a`` of ``tree`` by ``f(a)``, in place (lists and dicts; tuples are walked)."""
+    if isinstance(tree, list):
+        for i, x in enumerate(tree):
+            if type(x) is array:
+                tree[i] = f(x)
+            else:
+                _map_leaves(x, f)
+    elif isinstance(tree, dict):
+        for k, x in tree.items():
+            if type(x) is array:
+                tree[k] = f(x)
+            else:
+                _map_leaves(x, f)
+    elif isinstance(tree, tuple):
+        for x in tree:
+            if type(x) is array:
+                raise TypeError("compile: the arrays of inputs= and outputs= must sit in lists or dicts, "
+                                "which compile can update in place, not directly in tuples")
+            _map_leaves(x, f)
+
+
+def assign(tree, it) -> None:
+    """Put the arrays of ``it``, in order, in place of the array leaves of ``tree``."""
+    _map_leaves(tree, lambda a: next(it))
