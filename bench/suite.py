@@ -163,6 +163,27 @@ def cases(dev: str, quick: bool):
     return out
 
 
+def seed_rows(devices: list) -> list:
+    """The seed's example per placement (see bench/seed.py): (placement, umx seconds, {baseline: seconds}).
+    The hand-written baseline of a mixed placement uses NumPy for the CPU part and CuPy for the GPU part."""
+    import seed
+
+    places = [("cpu", "cpu")] + ([("gpu", "gpu"), ("gpu", "cpu"), ("cpu", "gpu")] if "gpu" in devices else [])
+    dev = {"cpu": mx.cpu, "gpu": mx.gpu}
+    rows = []
+    for p1, p2 in places:
+        t = median_time(seed.umx_case(dev[p1], dev[p2]), 20)
+        hand = {}
+        for col, make in (("CuPy" if "gpu" in (p1, p2) else "NumPy", seed.numpy_cupy_case),
+                          ("torch", seed.torch_case)):
+            try:
+                hand[col] = median_time(make(p1, p2), 20)
+            except Exception:  # the library is missing here
+                hand[col] = None
+        rows.append((f"{p1}/{p2}", t, hand))
+    return rows
+
+
 class _MX:
     """``mx`` with every op bound to one stream, so that the same expression serves umx and the baselines."""
 
@@ -200,6 +221,11 @@ def main() -> None:
     head = f"{'case':30} {'dev':4} {'umx':>10} " + " ".join(f"{c:>10}" for c in cols) + "  umx/best"
     print(head)
     print("-" * len(head))
+    for name, t, hand in seed_rows(devices):
+        cells = " ".join(f"{hand[c] * 1e3:>8.3f}ms" if hand.get(c) else f"{'-':>10}" for c in cols)
+        best = min((v for v in hand.values() if v), default=None)
+        ratio = f"{t / best:8.2f}x" if best else "       -"
+        print(f"{'seed ' + name:30} {'':4} {t * 1e3:>8.3f}ms {cells}  {ratio}")
     for dev in devices:
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):
             for name, fn, base, runs in cases(dev, args.quick):

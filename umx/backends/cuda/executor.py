@@ -119,7 +119,14 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                     if m[0] >= seq:
                         return m
                 # dispatched but not yet marked: the dispatcher marks before it blocks and after each batch
-                self._mark_cond.wait(0.25)
+                if not self._mark_cond.wait(0.25):
+                    # No mark came (a batch interrupted between its last node and its end): record one here,
+                    # after everything dispatched so far, rather than wait for a batch that may never come.
+                    dispatched = self.done  # read first: the event then follows every node up to it
+                    with cp.cuda.Device(self.index):
+                        event = cp.cuda.Event(disable_timing=True)
+                        event.record(self.cuda_stream)
+                    self._marks.append((dispatched, event))
 
     # -- the dispatcher --------------------------------------------------------------------------------------------
     def setup_thread(self) -> None:
