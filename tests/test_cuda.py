@@ -245,3 +245,20 @@ def test_inline_gpu_batches_leave_the_callers_cupy_state(rng):
         assert cupy.get_default_memory_pool().used_bytes() == before  # umx's pool, not the user's
     finally:
         cupy.cuda.Stream.null.use()
+
+
+@needs_gpu
+def test_large_round_trips_stream_their_copies_and_stay_exact(rng):
+    """20 MiB arrays: the GPU's results reach the CPU in parts (each CPU chunk starts when its bytes land) and
+    the CPU's results reach the GPU chunk by chunk as they are written; every value exact."""
+    x = rng.random(5 << 20, dtype=np.float32)
+    a = mx.multiply(mx.array(x), 2.0, stream=mx.gpu)
+    b = mx.add(a, 1.0, stream=mx.cpu)
+    c = mx.multiply(b, 3.0, stream=mx.gpu)
+    d = mx.subtract(c, 1.0, stream=mx.cpu)
+    np.testing.assert_array_equal(np.asarray(d), (x * 2 + 1) * 3 - 1)
+    np.testing.assert_array_equal(np.asarray(c), (x * 2 + 1) * 3)
+    # a CPU region that cannot split (a broadcast input) waits for the whole copy
+    e = mx.add(mx.reshape(a, (5, 1 << 20), stream=mx.gpu), mx.array(np.arange(5, dtype=np.float32)[:, None]),
+               stream=mx.cpu)
+    np.testing.assert_array_equal(np.asarray(e), (x * 2).reshape(5, -1) + np.arange(5, dtype=np.float32)[:, None])

@@ -3,8 +3,9 @@
 For a GPU executor ``done`` counts nodes *dispatched* (their kernels enqueued), not finished. Completion is
 tracked with *marks*: CUDA events recorded after a node, kept as ``(seq, event)`` in seq order; once a mark's
 event has passed, every node up to its seq has finished. Marks are recorded only where someone needs one: after a
-node that the planner says another stream will read (``will_be_read_on``), before the dispatcher blocks, and at
-the end of each batch. So a chain of 500 kernels costs one event, not 500.
+node that the planner says another stream will read (``will_be_read_on``), and by a thread that waits for a node
+no mark covers yet (``mark_for``: any thread may record an event on the stream). So a chain of 500 kernels costs
+at most one event, and a batch nobody waits on costs none.
 
 Cross-stream dependencies never stall the GPU or the caller:
 
@@ -58,8 +59,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         with cp.cuda.Device(self.index):
             self.cuda_stream = cp.cuda.Stream(non_blocking=True)
             self.copy_stream = cp.cuda.Stream(non_blocking=True)
-        self._marks: list = []  # (seq, event), seq increasing; guarded by _mark_cond
-        self._mark_cond = threading.Condition(threading.Lock())
+        self._marks: list = []  # (seq, event), recorded in stream order; guarded by _mark_lock
+        self._mark_lock = threading.Lock()
         self._complete = 0  # every node up to this seq has finished on the GPU
         self._marked = 0  # the seq of the last mark
         self._held: list = []  # (event, refs): data that GPU work reads, kept alive until event has passed
@@ -110,23 +111,24 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 self._complete = mseq
 
     def mark_for(self, seq: int):
-        """``(mseq, event)``: a mark at or after dispatched node ``seq``, or None if it is known to be finished."""
-        with self._mark_cond:
-            while True:
-                if seq <= self._complete:
-                    return None
-                for m in self._marks:
-                    if m[0] >= seq:
-                        return m
-                # dispatched but not yet marked: the dispatcher marks before it blocks and after each batch
-                if not self._mark_cond.wait(0.25):
-                    # No mark came (a batch interrupted between its last node and its end): record one here,
-                    # after everything dispatched so far, rather than wait for a batch that may never come.
-                    dispatched = self.done  # read first: the event then follows every node up to it
-                    with cp.cuda.Device(self.index):
-                        event = cp.cuda.Event(disable_timing=True)
-                        event.record(self.cuda_stream)
-                    self._marks.append((dispatched, event))
+        """``(mseq, event)``: a mark at or after node ``seq``, or None if it is known to be finished. The caller
+        MUST know that ``seq`` is dispatched (its kernel enqueued): if no mark covers it yet, one is recorded here,
+        after everything enqueued so far (any thread may record an event on the stream)."""
+        with self._mark_lock:
+            if seq <= self._complete:
+                return None
+            for m in self._marks:
+                if m[0] >= seq:
+                    return m
+            dispatched = max(self.done, seq)  # read before recording: the event follows every node up to it
+            if _runtime.getDevice() == self.index:
+                event = cp.cuda.Event(disable_timing=True)
+                event.record(self.cuda_stream)
+            else:
+                with cp.cuda.Device(self.index):
+                    event = cp.cuda.Event(disable_timing=True)
+                    event.record(self.cuda_stream)
+            return self._add_mark(dispatched, event)
 
     # -- the dispatcher --------------------------------------------------------------------------------------------
     def setup_thread(self) -> None:
@@ -145,7 +147,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             self._end_batch()
 
     def _end_batch(self) -> None:
-        self._mark()
+        # (no mark here: whoever waits for a node of this batch records one if it needs it, see mark_for)
         self._release()
         gmem.LOCATION.sample_peak()
 
@@ -237,7 +239,6 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
     def _wait_for(self, waits: list) -> None:
         """Order this stream after other streams' nodes; blocks this dispatcher only."""
-        self._mark()  # whoever waits on our earlier nodes must not wait for this block to end
         for ex, seq in waits:
             if type(ex) is CudaExecutor:
                 WorkerExecutor.wait(ex, seq)  # dispatched: its mark follows promptly
@@ -255,25 +256,30 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             d = x._data
             if type(d) is cp.ndarray:
                 if d.device.id != self.index:
-                    self._mark()  # host_copy blocks this dispatcher
-                    d = self._copy_in(x, _memory.host_copy(x))  # another GPU: through the host, once per device
+                    d = self._copy_in(x, _memory.host_copy(x))[0]  # another GPU: through the host, once per device
+                    held.append(d)
                 else:
                     ex = x._exec
-                    if ex is not self and type(ex) is CudaExecutor:
-                        mark = ex.mark_for(x._seq)
-                        if mark is not None:
-                            self.cuda_stream.wait_event(mark[1])
-                held.append(d)
+                    if ex is not self:  # (this stream's own data is read in stream order: nothing to hold)
+                        if type(ex) is CudaExecutor:
+                            mark = ex.mark_for(x._seq)
+                            if mark is not None:
+                                self.cuda_stream.wait_event(mark[1])
+                        held.append(d)
             elif type(d) is np.ndarray:
-                d = self._copy_in(x, d)
-                held.append(d)
+                c = self._copy_in(x, d)
+                d = c[0]
+                if c[2] is not self:  # a copy another stream allocated: held until this read is done
+                    held.append(d)
             elif type(d) is Failure:
                 raise d.error
             args.append(d)
         return args
 
-    def _copy_in(self, x, host: np.ndarray):
-        """``x``'s copy on this device (made once, on the copy stream); this stream is ordered after the copy."""
+    def _copy_in(self, x, host: np.ndarray) -> tuple:
+        """``x``'s copy on this device (made once, on the copy stream), as ``(data, event, maker)``: this stream
+        is ordered after the copy; ``maker`` is the executor on whose stream its memory was allocated (None: an
+        upload from a CPU stream)."""
         dev = self.device
         copies = x._copies
         c = copies.get(dev) if copies is not None else None
@@ -284,17 +290,17 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 self._copy_end(start, host.nbytes, "host", repr(dev), x)
             if stage is not None:
                 self._held.append((event, stage))
-            c = (data, event)
+            c = (data, event, self)
             _memory.set_copy(x, dev, c)
             if data.nbytes >= SPILL_MIN_BYTES:
                 track_copy(x, dev)
         event = c[1]
         if event is not None:
             if event.done:  # finished: no reader needs to wait for it any more (a query costs less than a wait)
-                x._copies[dev] = (c[0], None)
+                x._copies[dev] = c = (c[0], None, c[2])
             else:
                 self.cuda_stream.wait_event(event)
-        return c[0]
+        return c
 
     def _publish(self, n, devices: set) -> None:
         """Node ``n`` will be read by other streams: mark it, and start its copy to the host if a CPU reads it."""
@@ -329,14 +335,20 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             return
         event = cp.cuda.Event(disable_timing=True)
         event.record(self.cuda_stream)
-        with self._mark_cond:
-            marks = self._marks
-            if len(marks) >= _MAX_MARKS:
-                while marks and marks[0][1].done:
-                    self._complete = max(self._complete, marks.pop(0)[0])
-            marks.append((seq, event))
+        with self._mark_lock:
+            self._add_mark(seq, event)
+
+    def _add_mark(self, seq: int, event):
+        """Append a mark (the caller holds _mark_lock), dropping passed ones once there are many."""
+        marks = self._marks
+        if len(marks) >= _MAX_MARKS:
+            while marks and marks[0][1].done:
+                self._complete = max(self._complete, marks.pop(0)[0])
+        m = (seq, event)
+        marks.append(m)
+        if seq > self._marked:
             self._marked = seq
-            self._mark_cond.notify_all()
+        return m
 
     def _release(self) -> None:
         """Drop the data held for GPU work that has finished."""

@@ -207,7 +207,7 @@ class Upload:
         with cp.cuda.Device(self.index):
             event = cp.cuda.Event(disable_timing=True)
             event.record(self.stream)
-        _memory.set_copy(array, self.device, (self.data, event))
+        _memory.set_copy(array, self.device, (self.data, event, None))
         if self.data.nbytes >= pressure.SPILL_MIN_BYTES:
             pressure.track_copy(array, self.device)
 
