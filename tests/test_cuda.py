@@ -267,3 +267,22 @@ def test_large_round_trips_stream_their_copies_and_stay_exact(rng):
     e = mx.add(mx.reshape(a, (5, 1 << 20), stream=mx.gpu), mx.array(np.arange(5, dtype=np.float32)[:, None]),
                stream=mx.cpu)
     np.testing.assert_array_equal(np.asarray(e), (x * 2).reshape(5, -1) + np.arange(5, dtype=np.float32)[:, None])
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu) or mx.device_count(mx.gpu) < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_exchange_large_results_both_ways(rng):
+    """Large results made on each GPU read by the other (through the host, copied once per device), streams on
+    both running at once, fused regions on each, and a CPU stream in between; every value exact."""
+    g0, g1 = mx.Device(mx.gpu, 0), mx.Device(mx.gpu, 1)
+    x = rng.random(1 << 22, dtype=np.float32)
+    a = mx.multiply(mx.array(x), 2.0, stream=g0)
+    b = mx.add(mx.multiply(a, 3.0, stream=g1), 1.0, stream=g1)  # gpu0 -> gpu1
+    c = mx.subtract(b, a, stream=g0)  # gpu1 -> gpu0, and a again
+    d = mx.multiply(c, 0.5, stream=mx.cpu)
+    e = mx.add(d, b, stream=mx.new_stream(g1))
+    want_b = x * 2 * 3 + 1
+    want_c = want_b - x * 2
+    np.testing.assert_array_equal(np.asarray(e), want_c * 0.5 + want_b)
+    np.testing.assert_array_equal(np.asarray(c), want_c)
+    assert mx.sum(e, stream=g1).item() == pytest.approx(float((want_c * 0.5 + want_b).sum(dtype=np.float64)),
+                                                        rel=1e-4)
