@@ -75,13 +75,13 @@ def _run_chain(chain, leaves: list):
     (fn0, args0, _, _), rest = chain
     v = fn0(*[leaves[a] for a in args0])
     if v.__class__ is np.ndarray and v.base is None:  # our own buffer: every step writes into it
-        for fn, other, pos in rest:
+        for fn, other, pos in rest:  # (``out`` passed by position: NumPy parses it faster than the keyword)
             if other < 0:
-                fn(v, out=v)
+                fn(v, v)
             elif pos == 0:
-                fn(v, leaves[other], out=v)
+                fn(v, leaves[other], v)
             else:
-                fn(leaves[other], v, out=v)
+                fn(leaves[other], v, v)
         return v
     for fn, other, pos in rest:  # NumPy scalars (0-d results): no buffer to reuse
         v = fn(v) if other < 0 else (fn(v, leaves[other]) if pos == 0 else fn(leaves[other], v))
