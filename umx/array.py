@@ -215,9 +215,15 @@ class array:  # noqa: N801 (MLX's name)
 
 
 def _eval(arrays) -> None:
-    from .scheduler import eval_arrays
+    # bound on first use: the scheduler imports this module (an import statement here costs a microsecond per
+    # item() or print)
+    global _eval_arrays
+    if _eval_arrays is None:
+        from .scheduler import eval_arrays as _eval_arrays
+    _eval_arrays(arrays)
 
-    eval_arrays(arrays)
+
+_eval_arrays = None
 
 
 def _init_evaluated(a: array, data, dtype: _dt.Dtype) -> None:
