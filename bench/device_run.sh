@@ -16,11 +16,11 @@ timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -rf -p no:cacheprovider $XDIST
 echo "pytest exit $?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 timeout 120 python3 bench/seed.py --runs 20 2>&1 | tee "$OUT/seed.log" | tail -25
-UMX_FUSION=0 timeout 60 python3 bench/seed.py --runs 10 2>&1 | tail -12 > "$OUT/seed_nofusion.log"
-echo "--- without fusion"; cat "$OUT/seed_nofusion.log"
 timeout 60 python3 bench/transfer.py 2>&1 | tee "$OUT/transfer.log" | tail -14
 timeout 60 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
-timeout 150 python3 bench/suite.py 2>&1 | tee "$OUT/suite.log" | tail -22
+timeout 150 python3 bench/suite.py 2>&1 | tee "$OUT/suite.log" | tail -24
+timeout 60 python3 bench/compile.py 2>&1 | tee "$OUT/compile.log" | tail -14
+timeout 60 python3 bench/reduce.py 2>&1 | tee "$OUT/reduce.log" | tail -8
 for p in "gpu gpu" "gpu cpu"; do set -- $p
   timeout 60 python3 bench/trace_seed.py --d1 $1 --d2 $2 -o "$OUT/trace-seed-$1-$2.png" > /dev/null 2>&1 || echo "trace $1/$2 failed"
 done
