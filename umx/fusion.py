@@ -140,8 +140,10 @@ def collect(targets, mark, fusing: bool) -> list:
                         x = _mark(x, mark)
                     stack.append(x)
             continue
-        # n roots a region: take in its members breadth first. The key is made on the way: per member its
-        # primitive, args (a leaf's index, or how far back in this walk the member it reads was taken) and dtype.
+        # n roots a region: take in its members breadth first, making the key on the way. A step is its
+        # primitive, its args (a leaf's index, or how far back in this walk the member it reads was taken, < 0)
+        # and its dtype; the key lists runs of equal steps, (class, args, dtype, count) (a chain is one run, so
+        # looking the key up costs little), and parameterized steps as (class, params, args, dtype).
         shape = n._shape
         stream = n._stream
         room = (stream._executor or stream.executor).fuse_max_nodes - 1
@@ -149,13 +151,33 @@ def collect(targets, mark, fusing: bool) -> list:
         leaves = []
         where = {}  # id of a leaf -> its index
         key = []
+        rc = ra = rd = None  # the run of steps being counted
+        rn = 0
         i = 0
         while i < len(members):
             m = members[i]
             i += 1
             p = m._prim
             c = p.__class__
+            d = m._dtype
             ins = m._inputs
+            if len(ins) == 1 and c not in parameterized:  # a chain's step: all of it here
+                x = ins[0]
+                # The references: m's inputs, this variable and the argument.
+                if (x._data is None and x._exec is None and room > 0 and x._shape == shape
+                        and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
+                        and getrefcount(x) <= 3):
+                    x._exec = member
+                    members.append(x)
+                    room -= 1
+                    a = i - len(members)
+                    if c is rc and d is rd and a == ra:
+                        rn += 1
+                    else:
+                        if rn:
+                            key.append((rc, ra, rd, rn))
+                        rc, ra, rd, rn = c, a, d, 1
+                    continue
             args = []
             for x in ins:
                 xe = x._exec
@@ -183,7 +205,21 @@ def collect(targets, mark, fusing: bool) -> list:
                     j = where[id(x)] = len(leaves)
                     leaves.append(x)
                 args.append(j)
-            key.append((c, tuple(args), m._dtype) if c not in parameterized else (c, p.params(), tuple(args), m._dtype))
+            a = tuple(args) if len(args) != 1 else args[0]
+            if c in parameterized:
+                if rn:
+                    key.append((rc, ra, rd, rn))
+                rc = None
+                rn = 0
+                key.append((c, p.params(), a, d))
+            elif c is rc and d is rd and a == ra:
+                rn += 1
+            else:
+                if rn:
+                    key.append((rc, ra, rd, rn))
+                rc, ra, rd, rn = c, a, d, 1
+        if rn:
+            key.append((rc, ra, rd, rn))
         if len(members) > 1 or prod(shape) >= SPLIT_MIN_SIZE:
             members.reverse()  # inputs first
             key.reverse()
