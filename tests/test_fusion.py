@@ -95,3 +95,18 @@ def test_a_failed_walk_leaves_nothing_marked(monkeypatch):
         assert n._exec not in (_PLANNING, MEMBER)
         seen.extend(n._inputs)
     assert_close(y, np.exp(np.sin(np.full((1, 1), 2.0))))
+
+
+def test_region_size_is_capped_per_executor(monkeypatch):
+    x = mx.array(np.linspace(0, 1, 6, dtype=np.float32))
+    y = x
+    for _ in range(50):
+        y = mx.sin(y, stream=mx.cpu)
+    monkeypatch.setattr(type(y._stream.executor), "fuse_max_nodes", 7)
+    order = _tasks(y)
+    assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [1] + [7] * 7  # the first node left over stands alone
+    del order
+    ref = np.linspace(0, 1, 6)
+    for _ in range(50):
+        ref = np.sin(ref)
+    assert_close(y, ref, rtol=1e-4)
