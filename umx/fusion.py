@@ -130,7 +130,7 @@ def collect(targets, mark, fusing: bool) -> list:
     parameterized = _PARAMETERIZED
     while stack:
         n = stack.pop()
-        if n._siblings is not None or n._prim.__class__ not in elementwise:
+        if n._siblings is not None or n._prim.__class__ not in elementwise or not _may_root(n, elementwise):
             order.append(n)
             for x in n._inputs:
                 if x._data is None and x._exec is None:
@@ -245,6 +245,17 @@ def _mark(n, mark):
 
 
 _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
+
+
+def _may_root(n, elementwise) -> bool:
+    """Whether elementwise ``n`` may root a region: an input could join it, or it is big enough on its own."""
+    shape = n._shape
+    stream = n._stream
+    for x in n._inputs:
+        if (x._data is None and x._exec is None and x._shape == shape and x._stream is stream
+                and x._siblings is None and x._prim.__class__ in elementwise):
+            return True
+    return prod(shape) >= SPLIT_MIN_SIZE
 
 
 def _uses(ins: tuple, x) -> int:
