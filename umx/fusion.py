@@ -52,8 +52,9 @@ class Fused:
         self._program = program
         self.key = key
         root = self.root = nodes[-1]
-        # Running detaches the root, and a trace names the region after it ran: keep what its step needs.
-        self._root_step = (root._prim, root._inputs)
+        # Running detaches the root, and a trace names the region after it ran: keep what its step needs (its
+        # inputs by id: a reference would keep the chain of members alive past the list that frees them).
+        self._root_step = (root._prim, tuple([id(x) for x in root._inputs]))
         # Looked at like a node by the planner's wait logic and error reporting: its inputs are the leaves.
         self._inputs = tuple(leaves)
         self._seq = 0
@@ -278,8 +279,8 @@ def _program(f: Fused) -> tuple:
     program = []
     last = len(f.nodes) - 1
     for k, n in enumerate(f.nodes):
-        p, ins = f._root_step if k == last else (n._prim, n._inputs)
-        program.append((p, tuple([index[id(x)] for x in ins])))
+        p, ins = f._root_step if k == last else (n._prim, [id(x) for x in n._inputs])
+        program.append((p, tuple([index[i] for i in ins])))
         index[id(n)] = j
         j += 1
     return tuple(program)
