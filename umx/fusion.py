@@ -91,8 +91,11 @@ class Fused:
         return f"Fused[{len(self.nodes)}]"
 
     def __repr__(self) -> str:
+        # From the nodes, not the program: an input a node reads may since have been rebound (``a[i] = v``).
+        prims = ([p for p, _ in self._program] if self._program is not None
+                 else [n._prim for n in self.nodes[:-1]] + [self._root_step[0]])
         runs: list = []  # runs of one primitive: "Fused(Exp x500)", not 500 names
-        for prim, _ in self.program:
+        for prim in prims:
             if runs and runs[-1][0] == prim:
                 runs[-1][1] += 1
             else:
@@ -181,26 +184,27 @@ def collect(targets, mark, fusing: bool) -> list:
                     continue
             args = []
             for x in ins:
-                xe = x._exec
-                if x._data is None and xe is None:
-                    # The references: m's inputs (once per use), this loop's variable and the argument.
-                    if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
-                            and x._prim.__class__ in elementwise
-                            and getrefcount(x) <= (3 if len(ins) == 1 or (len(ins) == 2 and ins[0] is not ins[1])
-                                                 else 2 + _uses(ins, x))):
-                        x._exec = member
-                        members.append(x)
-                        room -= 1
-                        args.append(i - len(members))
+                if x._data is None:
+                    xe = x._exec
+                    if xe is None:
+                        # The references: m's inputs (once per use), this loop's variable and the argument.
+                        if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
+                                and x._prim.__class__ in elementwise
+                                and getrefcount(x) <= (3 if len(ins) == 1 or (len(ins) == 2 and ins[0] is not ins[1])
+                                                     else 2 + _uses(ins, x))):
+                            x._exec = member
+                            members.append(x)
+                            room -= 1
+                            args.append(i - len(members))
+                            continue
+                        if x._siblings is None:
+                            x._exec = mark
+                            stack.append(x)
+                        else:
+                            stack.append(_mark(x, mark))
+                    elif xe is member:  # read twice by m (x * x): taken in at its first use
+                        args.append(i - 1 - _index(members, x))
                         continue
-                    if x._siblings is None:
-                        x._exec = mark
-                        stack.append(x)
-                    else:
-                        stack.append(_mark(x, mark))
-                elif xe is member:  # read twice by m (x * x): taken in at its first use
-                    args.append(i - 1 - _index(members, x))
-                    continue
                 j = where.get(id(x))
                 if j is None:
                     j = where[id(x)] = len(leaves)
