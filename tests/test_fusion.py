@@ -104,7 +104,8 @@ def test_region_size_is_capped_per_executor(monkeypatch):
         y = mx.sin(y, stream=mx.cpu)
     monkeypatch.setattr(type(y._stream.executor), "fuse_max_nodes", 7)
     order = _tasks(y)
-    assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [1] + [7] * 7  # the first node left over stands alone
+    # seven full regions from the root back; the first node, left over, stands alone
+    assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [1] + [7] * 7
     del order
     ref = np.linspace(0, 1, 6)
     for _ in range(50):

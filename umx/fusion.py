@@ -7,7 +7,9 @@ task, a small program over the region's external inputs (its leaves); the backen
 one generated kernel (CUDA), cached by the program's structure.
 
 Whether an intermediate is held elsewhere is read off its reference count: the planner knows every reference it
-and the graph hold, so anything more is a holder outside (a user variable, a container, another graph).
+and the graph hold, so anything more is a holder outside (a user variable, a container, another graph). The
+planner's walk over the graph (:func:`collect`) lives here for that reason: it finds the regions as it collects
+the nodes to schedule, and knows exactly which references it holds itself.
 """
 
 from __future__ import annotations
@@ -233,7 +235,6 @@ def collect(targets, mark, fusing: bool) -> list:
             order.append(f)
         else:
             order.append(n)
-    n = m = x = None  # locals that the reference counts must not see on a later pass
     order.sort(key=_created)
     return order
 
