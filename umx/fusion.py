@@ -7,11 +7,14 @@ task, a small program over the region's external inputs (its leaves); the backen
 one generated kernel (CUDA), cached by the program's structure.
 
 Whether an intermediate is held elsewhere is read off its reference count: the planner knows every reference it
-and the graph hold, so anything more is a holder outside (a user variable, a container, another graph).
+and the graph hold, so anything more is a holder outside (a user variable, a container, another graph). The
+planner's walk over the graph (:func:`collect`) lives here for that reason: it finds the regions as it collects
+the nodes to schedule, and knows exactly which references it holds itself.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 from math import prod
 
@@ -39,21 +42,31 @@ class Fused:
 
     ``program`` is a tuple of steps ``(prim, args)``; ``args`` index the values: leaves first, then the outputs of
     earlier steps. ``nodes[j]`` is the graph node that step ``j`` computes (the last is ``root``). ``key``
-    identifies the program's structure (primitives, wiring, dtypes), for caching compiled kernels.
+    identifies the program's structure (primitives, wiring, dtypes), for caching compiled kernels. The planner
+    makes only the key: the program is derived from the nodes when a backend first asks (a kernel cache miss).
     """
 
-    __slots__ = ("nodes", "leaves", "program", "key", "root", "_inputs", "_seq", "_stream")
+    __slots__ = ("nodes", "leaves", "_program", "key", "root", "_root_step", "_inputs", "_seq", "_stream")
 
-    def __init__(self, nodes: list, leaves: list, program: tuple, key: tuple):
+    def __init__(self, nodes: list, leaves: list, program: tuple | None, key: tuple):
         self.nodes = nodes
         self.leaves = leaves
-        self.program = program
+        self._program = program
         self.key = key
-        self.root = nodes[-1]
+        root = self.root = nodes[-1]
+        # Running detaches the root, and a trace names the region after it ran: keep what its step needs (its
+        # inputs by id: a reference would keep the chain of members alive past the list that frees them).
+        self._root_step = (root._prim, tuple([id(x) for x in root._inputs]))
         # Looked at like a node by the planner's wait logic and error reporting: its inputs are the leaves.
         self._inputs = tuple(leaves)
         self._seq = 0
-        self._stream = self.root._stream
+        self._stream = root._stream
+
+    @property
+    def program(self) -> tuple:
+        if self._program is None:
+            self._program = _program(self)
+        return self._program
 
     # Fused duck-types as a node where executors, failures and traces look at one: it has no siblings, and its
     # shape, dtype and data are its root's.
@@ -80,8 +93,11 @@ class Fused:
         return f"Fused[{len(self.nodes)}]"
 
     def __repr__(self) -> str:
+        # From the nodes, not the program: an input a node reads may since have been rebound (``a[i] = v``).
+        prims = ([p for p, _ in self._program] if self._program is not None
+                 else [n._prim for n in self.nodes[:-1]] + [self._root_step[0]])
         runs: list = []  # runs of one primitive: "Fused(Exp x500)", not 500 names
-        for prim, _ in self.program:
+        for prim in prims:
             if runs and runs[-1][0] == prim:
                 runs[-1][1] += 1
             else:
@@ -89,66 +105,163 @@ class Fused:
         return "Fused(" + ", ".join(f"{p!r}" + (f" x{k}" if k > 1 else "") for p, k in runs) + ")"
 
 
-class _Region(list):
-    """The members of a region being formed, root first; also the planner's mark on each member. ``room``: how
-    many more members it may take (the executor's ``fuse_max_nodes`` bounds a region, e.g. a kernel's size)."""
+class _Member:
+    """Marks a node taken into a region while the planner walks the graph (until it is numbered)."""
 
-    __slots__ = ("room",)
+    device = None
 
 
-def fuse(order: list, mark, targets) -> list:
-    """``order`` (a topological list of planned nodes) with fusable regions replaced by Fused tasks.
+MEMBER = _Member()
 
-    ``mark`` is the planner's marker on nodes of this plan; ``targets`` are the arrays asked for (never fused
-    away). Runs under the plan lock. Members of a region are marked with the region (``_exec``) until the
-    planner gives them their executor. The planner's hot loop: it visits every node of every eval.
+
+def collect(targets, mark, fusing: bool) -> list:
+    """The tasks behind ``targets``: their unscheduled nodes in creation order, each marked with ``mark``, and with
+    ``fusing``, each fusable region as one :class:`Fused` task where its root stands.
+
+    A node is always made after its inputs, so creation order is a topological order, and one visit per node
+    suffices. A region is found in the same walk: when an elementwise node comes off the stack it roots a region,
+    and an input of one of its members joins when the member is its only holder besides this walk (the reference
+    count says so: no user variable, no other reader, not a target, which is marked before the walk). Members
+    never come on the stack, so only roots and unfused nodes are sorted. Runs under the plan lock; the
+    planner's hot loop: it visits every node of every eval, so one function holds it all (no call per node).
     """
-    regions = []
-    elementwise = ELEMENTWISE
+    order = []
+    stack = []
+    for t in targets:
+        if t._data is None and t._exec is None:
+            stack.append(_mark(t, mark))
+    elementwise = ELEMENTWISE if fusing else ()
     getrefcount = _getrefcount
-    for n in reversed(order):
-        group = n._exec
-        if group is mark:  # not absorbed by a reader: the root of a new region, if it fuses at all
-            if n._siblings is not None or n._prim.__class__ not in elementwise:
-                continue
-            group = _Region((n,))
-            group.room = n._stream.executor.fuse_max_nodes - 1
-            n._exec = group
-            regions.append(group)
-        if group.room <= 0:  # full: n's inputs start regions of their own (a chain of 100k becomes ~100)
+    member = MEMBER
+    parameterized = _PARAMETERIZED
+    while stack:
+        n = stack.pop()
+        if n._siblings is not None or n._prim.__class__ not in elementwise or not _may_root(n, elementwise):
+            order.append(n)
+            for x in n._inputs:
+                if x._data is None and x._exec is None:
+                    if x._siblings is None:
+                        x._exec = mark
+                    else:
+                        x = _mark(x, mark)
+                    stack.append(x)
             continue
-        ins = n._inputs
+        # n roots a region: take in its members breadth first, making the key on the way. A step is its
+        # primitive, its args (a leaf's index, or how far back in this walk the member it reads was taken, < 0)
+        # and its dtype; the key lists runs of equal steps, (class, args, dtype, count) (a chain is one run, so
+        # looking the key up costs little), and parameterized steps as (class, params, args, dtype).
         shape = n._shape
         stream = n._stream
-        for x in ins:
-            # Absorb x when the planner, n and this loop are its only holders (no user variable, no other
-            # reader, not a target): refs are the order list, n's inputs (k), the loop variable and the argument.
-            if (x._exec is mark and x._shape == shape and x._stream is stream and x._siblings is None
-                    and x._prim.__class__ in elementwise
-                    and getrefcount(x) <= (4 if len(ins) == 1 else 3 + _uses(ins, x))):
-                x._exec = group
-                group.append(x)
-                group.room -= 1
-    n = x = None  # loop variables hold references that the refcounts must not see on a later pass
-    if not regions:
-        return order
-    fused = {}
-    for group in regions:
-        if len(group) > 1 or prod(group[0]._shape) >= SPLIT_MIN_SIZE:
-            group.reverse()  # creation order: inputs first
-            fused[id(group)] = _build(group)
+        room = (stream._executor or stream.executor).fuse_max_nodes - 1
+        members = [n]
+        leaves = []
+        where = {}  # id of a leaf -> its index
+        key = []
+        rc = ra = rd = None  # the run of steps being counted
+        rn = 0
+        i = 0
+        while i < len(members):
+            m = members[i]
+            i += 1
+            p = m._prim
+            c = p.__class__
+            d = m._dtype
+            ins = m._inputs
+            if len(ins) == 1 and c not in parameterized:  # a chain's step: all of it here
+                x = ins[0]
+                # The references: m's inputs, this variable and the argument.
+                if (x._data is None and x._exec is None and room > 0 and x._shape == shape
+                        and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
+                        and getrefcount(x) <= 3):
+                    x._exec = member
+                    members.append(x)
+                    room -= 1
+                    a = i - len(members)
+                    if c is rc and d is rd and a == ra:
+                        rn += 1
+                    else:
+                        if rn:
+                            key.append((rc, ra, rd, rn))
+                        rc, ra, rd, rn = c, a, d, 1
+                    continue
+            args = []
+            for x in ins:
+                if x._data is None:
+                    xe = x._exec
+                    if xe is None:
+                        # The references: m's inputs (once per use), this loop's variable and the argument.
+                        if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
+                                and x._prim.__class__ in elementwise
+                                and getrefcount(x) <= (3 if len(ins) == 1 or (len(ins) == 2 and ins[0] is not ins[1])
+                                                     else 2 + _uses(ins, x))):
+                            x._exec = member
+                            members.append(x)
+                            room -= 1
+                            args.append(i - len(members))
+                            continue
+                        if x._siblings is None:
+                            x._exec = mark
+                            stack.append(x)
+                        else:
+                            stack.append(_mark(x, mark))
+                    elif xe is member:  # read twice by m (x * x): taken in at its first use
+                        args.append(i - 1 - _index(members, x))
+                        continue
+                j = where.get(id(x))
+                if j is None:
+                    j = where[id(x)] = len(leaves)
+                    leaves.append(x)
+                args.append(j)
+            a = tuple(args) if len(args) != 1 else args[0]
+            if c in parameterized:
+                if rn:
+                    key.append((rc, ra, rd, rn))
+                rc = None
+                rn = 0
+                key.append((c, p.params(), a, d))
+            elif c is rc and d is rd and a == ra:
+                rn += 1
+            else:
+                if rn:
+                    key.append((rc, ra, rd, rn))
+                rc, ra, rd, rn = c, a, d, 1
+        if rn:
+            key.append((rc, ra, rd, rn))
+        if len(members) > 1 or prod(shape) >= SPLIT_MIN_SIZE:
+            members.reverse()  # inputs first
+            key.reverse()
+            f = Fused(members, leaves, None, (tuple(key), tuple([(x._dtype, x._shape == ()) for x in leaves])))
+            f._seq = n._seq
+            order.append(f)
         else:
-            group[0]._exec = mark
-    if not fused:
-        return order
-    out = []
-    for n in order:
-        g = n._exec
-        if g is mark:
-            out.append(n)
-        elif g[-1] is n:  # the root stands where the region's last node stood
-            out.append(fused[id(g)])
-    return out
+            order.append(n)
+    order.sort(key=_created)
+    return order
+
+
+def _mark(n, mark):
+    """Mark ``n`` (and its siblings: one node computes them all) as being planned; the node to schedule."""
+    sibs = n._siblings
+    if sibs is None:
+        n._exec = mark
+        return n
+    for s in sibs:
+        s._exec = mark
+    return sibs[0]
+
+
+_created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
+
+
+def _may_root(n, elementwise) -> bool:
+    """Whether elementwise ``n`` may root a region: an input could join it, or it is big enough on its own."""
+    shape = n._shape
+    stream = n._stream
+    for x in n._inputs:
+        if (x._data is None and x._exec is None and x._shape == shape and x._stream is stream
+                and x._siblings is None and x._prim.__class__ in elementwise):
+            return True
+    return prod(shape) >= SPLIT_MIN_SIZE
 
 
 def _uses(ins: tuple, x) -> int:
@@ -156,38 +269,26 @@ def _uses(ins: tuple, x) -> int:
     return sum(1 for y in ins if y is x)
 
 
-def _build(nodes: _Region) -> Fused:
-    """The Fused task of a region's members, given inputs first (creation order). This runs per member on every
-    eval, so the program and its key are made together."""
-    group = nodes
-    index: dict = {}
-    leaves: list = []
-    for n in nodes:
-        for x in n._inputs:
-            if x._exec is not group and id(x) not in index:
-                index[id(x)] = len(leaves)
-                leaves.append(x)
-    j = len(leaves)
+def _index(members: list, x) -> int:
+    """Where ``x`` is in ``members`` (by identity), looking from the end: it was just taken in."""
+    for k in range(len(members) - 1, -1, -1):
+        if members[k] is x:
+            return k
+    raise ValueError("not a member")
+
+
+def _program(f: Fused) -> tuple:
+    """The steps of ``f``, from its nodes (inputs first) and leaves."""
+    index = {id(x): k for k, x in enumerate(f.leaves)}
+    j = len(f.leaves)
     program = []
-    shape_key = []
-    parameterized = _PARAMETERIZED
-    for n in nodes:
-        p = n._prim
-        ins = n._inputs
-        if len(ins) == 1:
-            args = (index[id(ins[0])],)
-        elif len(ins) == 2:
-            args = (index[id(ins[0])], index[id(ins[1])])
-        else:
-            args = tuple([index[id(x)] for x in ins])
+    last = len(f.nodes) - 1
+    for k, n in enumerate(f.nodes):
+        p, ins = f._root_step if k == last else (n._prim, [id(x) for x in n._inputs])
+        program.append((p, tuple([index[i] for i in ins])))
         index[id(n)] = j
         j += 1
-        program.append((p, args))
-        # parameterless primitives are singletons: their class names them; others carry their parameters
-        c = p.__class__
-        shape_key.append((c, args, n._dtype) if c not in parameterized else (c, p.params(), args, n._dtype))
-    key = (tuple(shape_key), tuple([(x._dtype, x._shape == ()) for x in leaves]))
-    return Fused(list(nodes), leaves, tuple(program), key)
+    return tuple(program)
 
 
 _PARAMETERIZED = frozenset({AsType, Round})

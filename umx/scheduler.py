@@ -12,7 +12,6 @@ arrays are immutable, so no later op can change what an earlier one read.
 
 from __future__ import annotations
 
-import operator
 import os
 import signal
 import threading
@@ -26,7 +25,7 @@ except ImportError:  # another Python implementation
 from . import _tracing
 from .array import array
 from .backends.executor import Failure
-from .fusion import Fused, _Region, fuse
+from .fusion import MEMBER, Fused, collect
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"
@@ -59,16 +58,13 @@ def _plan(targets: list, inline: bool = False):
     finished all earlier work qualifies, and the caller must hold that executor's run lock (``try_run_inline``).
     """
     mark = _PLANNING
-    order = _collect(targets, mark)
+    try:
+        order = collect(targets, mark, FUSION)
+    except BaseException:  # e.g. a device failing to start: leave nothing marked, a later eval plans these nodes
+        _unmark(targets, mark)
+        raise
     if not order:
         return None
-    if FUSION:
-        try:
-            order = fuse(order, mark, targets)
-        except BaseException:
-            for n in order:  # leave nothing marked: a later eval must be able to plan these nodes
-                n._exec = None
-            raise
     batches: dict = {}  # executor -> its tasks, in order
     first_seq: dict = {}
     try:
@@ -80,7 +76,7 @@ def _plan(targets: list, inline: bool = False):
                 ex.submit(tasks)
         for n in order:
             for m in n.nodes if n.__class__ is Fused else n._siblings or (n,):
-                if m._exec is mark or m._exec.__class__ is _Region:
+                if m._exec is mark or m._exec is MEMBER:
                     m._exec = None
         raise
     tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
@@ -147,44 +143,18 @@ def _number(order: list, batches: dict, first_seq: dict) -> None:
         tasks.append(n if waits is None else (n, waits))  # right after numbering: no seq without its task
 
 
-def _collect(targets, mark) -> list:
-    """The unscheduled nodes behind ``targets``, in creation order, marked with ``mark``.
-
-    A node is always made after its inputs, so creation order is a topological order, and one visit per node
-    suffices (no post-order walk). A function of its own so that no stray local keeps a node referenced (the
-    fusion pass reads reference counts).
-    """
-    order = []
-    stack = []
-    for t in targets:
-        if t._data is None and t._exec is None:
-            stack.append(_mark(t, mark))
+def _unmark(targets, mark) -> None:
+    """Clear the planner's marks behind ``targets`` (after a failed walk)."""
+    stack = list(targets)
+    seen = set()
     while stack:
         n = stack.pop()
-        order.append(n)
-        for x in n._inputs:
-            if x._data is None and x._exec is None:
-                if x._siblings is None:
-                    x._exec = mark
-                else:
-                    x = _mark(x, mark)
-                stack.append(x)
-    order.sort(key=_created)
-    return order
-
-
-def _mark(n, mark):
-    """Mark ``n`` (and its siblings: one node computes them all) as being planned; the node to schedule."""
-    sibs = n._siblings
-    if sibs is None:
-        n._exec = mark
-        return n
-    for s in sibs:
-        s._exec = mark
-    return sibs[0]
-
-
-_created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
+        if id(n) in seen or n._data is not None or n._exec not in (None, mark, MEMBER):
+            continue
+        seen.add(id(n))
+        for s in n._siblings or (n,):
+            s._exec = None
+        stack.extend(n._inputs)
 
 
 def _report(batches: dict, tr) -> None:

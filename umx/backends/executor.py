@@ -242,14 +242,15 @@ class WorkerExecutor:
 
 
 def set_result(node, out) -> None:
-    """Store a kernel's output in ``node`` (its siblings, or the members of a fused region), then detach it."""
+    """Store a kernel's output in ``node`` (its siblings, or the root of a fused region), then detach it."""
     if node.__class__ is Fused:
+        # Only the root detaches: the other members are freed with the task, last first, each by the one
+        # reference left to it (no deep recursion, no cycle).
         root = node.root
         root._data = out
         memory.acquire(out)
-        for m in node.nodes:
-            m._inputs = ()
-            m._prim = None
+        root._inputs = ()
+        root._prim = None
         return
     sibs = node._siblings
     if sibs is None:

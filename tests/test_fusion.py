@@ -1,0 +1,113 @@
+"""Fusion at eval: which nodes a region takes in, the regions' results, and what is left behind."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import umx as mx
+from umx import scheduler
+from umx.fusion import MEMBER, Fused, collect
+from umx.scheduler import _PLANNING
+
+
+def _tasks(*targets) -> list:
+    """The tasks that planning ``targets`` makes (then unmarked: nothing is scheduled)."""
+    with scheduler._plan_lock:
+        order = collect(list(targets), _PLANNING, True)
+        scheduler._unmark(list(targets), _PLANNING)
+    return order
+
+
+def test_chain_is_one_task_and_held_nodes_stay_out():
+    x = mx.array(np.ones((3, 2), np.float32))
+    held = mx.sin(mx.exp(x))  # a user variable: computed, so never taken into its reader's region
+    y = mx.cos(mx.negative(held))
+    order = _tasks(y)
+    assert [type(t) for t in order] == [Fused, Fused]
+    assert [len(t.nodes) for t in order] == [2, 2]
+    assert order[0].root is held and order[1].root is y
+    assert all(n._exec is None for t in order for n in t.nodes)  # unmarked
+    del order
+    mx.eval(y)
+    assert_close(held, np.sin(np.exp(np.ones((3, 2)))))
+    assert_close(y, np.cos(-np.sin(np.exp(np.ones((3, 2))))))
+
+
+@pytest.mark.parametrize("build, ref", [
+    (lambda a, b: mx.exp(a) * mx.exp(a), lambda a, b: np.exp(a) ** 2),
+    (lambda a, b: (lambda t: t * t)(mx.sin(a)) - b, lambda a, b: np.sin(a) ** 2 - b),
+    (lambda a, b: mx.where(a > b, mx.exp(a), mx.negative(b)) + a, lambda a, b: np.where(a > b, np.exp(a), -b) + a),
+    (lambda a, b: (mx.exp(a) + b) * mx.sin(b), lambda a, b: (np.exp(a) + b) * np.sin(b)),
+    (lambda a, b: mx.exp(a) + b * mx.sin(b), lambda a, b: np.exp(a) + b * np.sin(b)),
+    (lambda a, b: mx.abs(mx.negative(mx.exp(a)).astype(mx.float16)), lambda a, b: np.abs(-np.exp(a))),
+])
+def test_trees_match_numpy(device, build, ref):
+    """Regions of several shapes of tree, with inputs read twice: each gets its own program (no key mixes two)."""
+    rng = np.random.default_rng(0)
+    for shape in [(), (5,), (2, 3)]:
+        a_np = rng.standard_normal(shape).astype(np.float32)
+        b_np = rng.standard_normal(shape).astype(np.float32)
+        a = mx.array(a_np)
+        b = mx.array(b_np)
+        with mx.stream(device):
+            out = build(a, b)
+        assert_close(out, ref(a_np.astype(np.float64), b_np.astype(np.float64)), rtol=2e-3, atol=2e-3)
+
+
+def test_members_are_freed_and_not_left_marked(device):
+    x = mx.ones((4,), stream=device)
+    first = mx.exp(x, stream=device)
+    ref = weakref.ref(first)
+    y = first
+    del first
+    for _ in range(50):
+        y = mx.sin(y, stream=device)
+    mx.eval(y)
+    gc.disable()  # freed by reference counting, not by the collector
+    try:
+        for _ in range(100):  # a worker drops the task just after publishing it
+            if ref() is None:
+                break
+            time.sleep(0.01)
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert y._inputs == () and y._prim is None
+
+
+def test_a_failed_walk_leaves_nothing_marked(monkeypatch):
+    x = mx.ones((2,))
+    y = mx.exp(mx.sin(mx.matmul(mx.reshape(x, (1, 2)), mx.ones((2, 1)))))
+    ex = y._stream.executor
+    monkeypatch.setattr(type(ex), "fuse_max_nodes", property(lambda self: 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        mx.eval(y)
+    monkeypatch.undo()
+    seen = [y]
+    while seen:
+        n = seen.pop()
+        assert n._exec not in (_PLANNING, MEMBER)
+        seen.extend(n._inputs)
+    assert_close(y, np.exp(np.sin(np.full((1, 1), 2.0))))
+
+
+def test_region_size_is_capped_per_executor(monkeypatch):
+    x = mx.array(np.linspace(0, 1, 6, dtype=np.float32))
+    y = x
+    for _ in range(50):
+        y = mx.sin(y, stream=mx.cpu)
+    monkeypatch.setattr(type(y._stream.executor), "fuse_max_nodes", 7)
+    order = _tasks(y)
+    # seven full regions from the root back; the first node, left over, stands alone
+    assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [1] + [7] * 7
+    del order
+    ref = np.linspace(0, 1, 6)
+    for _ in range(50):
+        ref = np.sin(ref)
+    assert_close(y, ref, rtol=1e-4)
