@@ -12,7 +12,7 @@ from umx.backends.cuda import memory as g
 a = g.pinned_empty((4,), np.float32); print('pinned_empty is_pinned:', g.is_pinned(a), g.is_pinned(np.zeros(4)))"
 # pytest-xdist, where installed, spreads the suite over the cores (GPU tests compile many small kernels)
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12")
-timeout ${TEST_TIMEOUT:-330} python3 -m pytest -q -rf -p no:cacheprovider $XDIST tests > "$OUT/pytest.log" 2>&1
+timeout ${TEST_TIMEOUT:-330} python3 -m pytest -rf -p no:cacheprovider $XDIST tests > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -30
 timeout 120 python3 bench/seed.py --runs 20 2>&1 | tee "$OUT/seed.log" | tail -25
