@@ -33,7 +33,8 @@ def test_active_rises_and_falls(device):
     a = mx.ones((1024, 256), stream=device)  # 1 MiB
     assert mx.get_active_memory() - before < MB  # nothing allocated before eval
     mx.eval(a)
-    assert mx.get_active_memory() - before >= a.nbytes
+    # (slack: small buffers that in-flight GPU work held are released when it finishes, at any time)
+    assert mx.get_active_memory() - before >= a.nbytes - (64 << 10)
     del a
     gc.collect()
     assert mx.get_active_memory() - before < MB
