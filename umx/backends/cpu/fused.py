@@ -9,6 +9,7 @@ while it is in cache, and NumPy releases the GIL inside its loops, so the chunks
 
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
@@ -84,8 +85,15 @@ def _run_chain(chain, leaves: list):
                 fn(leaves[other], v, v)
         return v
     for fn, other, pos in rest:  # NumPy scalars (0-d results): no buffer to reuse
+        fn = _SCALAR_OPS.get(fn, fn)  # NumPy's scalar arithmetic: a tenth of a ufunc call, the same result
         v = fn(v) if other < 0 else (fn(v, leaves[other]) if pos == 0 else fn(leaves[other], v))
     return v
+
+
+# Ufuncs whose Python operator on NumPy scalars of one dtype gives the same value and dtype (a chain's steps all
+# have the chain's dtype, and its leaves were cast to it).
+_SCALAR_OPS = {np.add: operator.add, np.subtract: operator.sub, np.multiply: operator.mul,
+               np.true_divide: operator.truediv, np.negative: operator.neg}
 
 
 def _run_program(steps, values: list, out=None):
