@@ -286,3 +286,15 @@ def test_two_gpus_exchange_large_results_both_ways(rng):
     np.testing.assert_array_equal(np.asarray(c), want_c)
     assert mx.sum(e, stream=g1).item() == pytest.approx(float((want_c * 0.5 + want_b).sum(dtype=np.float64)),
                                                         rel=1e-4)
+
+
+@needs_gpu
+def test_eval_returns_when_the_gpu_work_is_done(rng):
+    """eval waits for the kernels, not only for their launch (a GPU node's data is set once it is enqueued)."""
+    s = mx.new_stream(mx.gpu)
+    a = mx.array(rng.standard_normal((2048, 2048)).astype(np.float32))
+    y = a
+    for _ in range(4):
+        y = mx.matmul(y, a, stream=s)
+    mx.eval(y)
+    assert y._exec.cuda_stream.done  # nothing of it is still running on the stream

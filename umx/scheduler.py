@@ -251,8 +251,11 @@ def _eval_arrays(targets) -> None:
         ex, tasks = mine
         ex.run_inline(tasks)
     for t in targets:
-        if t._data is None:
-            t._exec.wait(t._seq)
+        # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns when
+        # the work is done (as MLX's does), not when it is queued.
+        ex = t._exec
+        if ex is not None:
+            ex.wait(t._seq)
     for t in targets:
         if type(t._data) is Failure:
             t._data.reraise()
