@@ -138,6 +138,8 @@ class array:  # noqa: N801 (MLX's name)
             _eval((self,))
         d = self._data
         on_device = dl_device is not None and dl_device[0] != 1 and not isinstance(d, (np.ndarray, np.generic))
+        if on_device and self._exec is not None:
+            self._exec.wait(self._seq)  # the producing kernel has finished: the consumer may read on any stream
         d = d if on_device else self._host()
         # Only the arguments given: NumPy before 2.1 takes just ``stream``.
         kw = {k: v for k, v in (("stream", stream), ("max_version", max_version), ("dl_device", dl_device),
@@ -215,12 +217,14 @@ class array:  # noqa: N801 (MLX's name)
 
 
 def _eval(arrays) -> None:
+    """Evaluate for a reader that then waits for the data itself (host_copy, or an explicit wait): a GPU result
+    need not have finished when this returns."""
     # bound on first use: the scheduler imports this module (an import statement here costs a microsecond per
     # item() or print)
     global _eval_arrays
     if _eval_arrays is None:
         from .scheduler import eval_arrays as _eval_arrays
-    _eval_arrays(arrays)
+    _eval_arrays(arrays, False)
 
 
 _eval_arrays = None

@@ -190,18 +190,20 @@ class _Planning:
 _PLANNING = _Planning()
 
 
-def eval_arrays(targets) -> None:
-    """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure."""
+def eval_arrays(targets, finished: bool = True) -> None:
+    """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure. With ``finished``
+    False, a GPU result may still be computing when this returns (its data is set once its kernel is enqueued):
+    for readers that wait for the data themselves, such as ``memory.host_copy``."""
     tr = _tracing.active
     if tr is not None:
         t0 = _tracing.now()
         try:
-            _eval_arrays(targets)
+            _eval_arrays(targets, finished)
         finally:
             tr.span("eval", "eval", t0, _tracing.now(), {"targets": [f"{t.dtype.name}{list(t.shape)}"
                                                                     for t in targets[:8]]})
         return
-    _eval_arrays(targets)
+    _eval_arrays(targets, finished)
 
 
 def _schedule(targets: list, inline: bool = False):
@@ -245,7 +247,7 @@ _MAIN_IDENT = threading.main_thread().ident
 compile_watch: dict = {}
 
 
-def _eval_arrays(targets) -> None:
+def _eval_arrays(targets, finished: bool = True) -> None:
     mine = _schedule(targets, inline=True)
     if mine is not None:
         ex, tasks = mine
@@ -254,7 +256,7 @@ def _eval_arrays(targets) -> None:
         # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns when
         # the work is done (as MLX's does), not when it is queued.
         ex = t._exec
-        if ex is not None:
+        if ex is not None and (finished or t._data is None):
             ex.wait(t._seq)
     for t in targets:
         if type(t._data) is Failure:
