@@ -111,6 +111,8 @@ class WorkerExecutor:
         Ctrl-C lands here (the main thread runs the batch): the caller gets its KeyboardInterrupt at once, and the
         tasks not yet finished go to the worker, ahead of any later batch, so nothing is lost or poisoned.
         """
+        last = tasks[-1]
+        last = (last[0] if type(last) is tuple else last)._seq  # tasks are cleared as they finish
         try:
             self.run(tasks)
         except BaseException:
@@ -126,6 +128,8 @@ class WorkerExecutor:
             if rest:
                 self._resume = rest
                 self._queue.put(None)  # wakes the worker, which runs _resume before anything else
+            elif last > self.done:  # every task has its data (a task is cleared once it has): publish them
+                self.finished(last)
             raise
         finally:
             self._run_lock.release()

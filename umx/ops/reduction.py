@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from .. import dtypes as dt
 from ..primitives import All, Any, ArgMax, ArgMin, LogSumExp, Max, Mean, Min, Prod, Softmax, Sum, Var
 from ._core import array, as_array, axes_of, axis_of, cast, node, resolve_stream
@@ -101,10 +103,14 @@ def var(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) 
     """
     a = as_array(a, "var")
     axes = axes_of(axis, a.ndim, "var")
+    try:
+        ddof = operator.index(ddof)
+    except TypeError:
+        raise TypeError(f"var: ddof must be an integer, got {ddof!r}") from None
     st = resolve_stream(stream)
     a = cast(a, _float_dtype(a), st)
     out = a._dtype if a._dtype.kind == "f" else dt.float32
-    return node(Var(axes, bool(keepdims), int(ddof)), (a,), _out_shape(a._shape, axes, keepdims), out, st)
+    return node(Var(axes, bool(keepdims), ddof), (a,), _out_shape(a._shape, axes, keepdims), out, st)
 
 
 def std(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) -> array:

@@ -116,10 +116,6 @@ class CpuExecutor(WorkerExecutor):
                         out = k(n._prim, *[x._data for x in ins])
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
-            # Drop this frame's and the batch's references before publishing: neither may keep finished
-            # intermediates alive.
-            ins = t = None
-            tasks[i] = None
             if n._siblings is None and n.__class__ is not Fused:
                 if out.__class__ is not Failure:
                     want = n._dtype.np
@@ -135,6 +131,11 @@ class CpuExecutor(WorkerExecutor):
                 n._prim = None
             else:
                 set_result(n, out)
+            # Drop this frame's and the batch's references before publishing: neither may keep finished
+            # intermediates alive. (After the data is set: an interrupted batch hands its tasks without data to
+            # the worker, see run_inline.)
+            ins = t = None
+            tasks[i] = None
             seq = self.done = n._seq
             if seq >= self._wake_at:
                 self.notify()

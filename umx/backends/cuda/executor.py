@@ -169,7 +169,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                         out = self._run_fused(n, args)
                     else:
                         out = _call(table[n._prim.__class__], n._prim, args)
-                except BaseException as e:
+                except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
                 args = None
             else:
@@ -179,7 +179,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                     # (after a spill, an input this stream made may since have moved to the host)
                     args = self._fetch(ins, held) if spilled[0] else [x._data for x in ins]
                     out = _call(table[n._prim.__class__], n._prim, args)
-                except BaseException as e:
+                except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
                 args = None
             if type(out) is not tuple and type(out) is not Failure:
@@ -195,19 +195,21 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 for s, o in zip(n._siblings, out):
                     if type(o) is cp.ndarray and o.nbytes >= SPILL_MIN_BYTES:
                         track(s)
-            # Drop the batch's references before publishing: a waiter woken by finished() may check that
-            # intermediates (a fused region's members) are gone.
-            t = ins = None
-            tasks[i] = None
             if type(n) is Fused:
                 set_result(n, out)
-                n = n.root  # the node that other streams read
             elif n._siblings is None:
                 n._data = out
                 n._inputs = ()
                 n._prim = None
             else:
                 set_result(n, out)
+            # Drop the batch's references before publishing: a waiter woken by finished() may check that
+            # intermediates (a fused region's members) are gone. (After the data is set: an interrupted batch
+            # hands its tasks without data to the worker, see run_inline.)
+            t = ins = None
+            tasks[i] = None
+            if type(n) is Fused:
+                n = n.root  # the node that other streams read
             if hints:
                 devices = hints.pop(n._seq, None)
                 if devices is not None:

@@ -25,6 +25,8 @@ def _nan_to_num(xp, prim, x):
 
 @kernel(mi.Median)
 def _median(xp, prim, x):
+    if not prim.axes:  # over no axes: each element is its own median (NumPy and CuPy refuse an empty axis tuple)
+        return x
     return xp.asarray(xp.median(x, axis=prim.axes, keepdims=prim.keepdims)).astype(x.dtype, copy=False)
 
 
