@@ -6,6 +6,8 @@ the op's name, the shapes and the dtypes in the message.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .. import dtypes as dt
@@ -14,7 +16,7 @@ from ..devices import resolve_stream
 from ..primitives import AsType, BroadcastTo, Reshape
 
 __all__ = ["array", "node", "resolve_stream", "as_array", "scalar", "broadcast_shapes", "axes_of", "axis_of",
-           "cast", "reshape_node", "broadcast_node", "shape_of", "describe"]
+           "cast", "reshape_node", "broadcast_node", "shape_of", "int_of", "describe"]
 
 _SCALARS = (bool, int, float, complex)
 _const_cache: dict = {}
@@ -120,7 +122,23 @@ def shape_of(shape, op: str) -> tuple:
         raise TypeError(bad) from None
     if any(s < 0 for s in shape):
         raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
+    if any(s > _MAX_DIM for s in shape):
+        raise ValueError(f"{op}: a dimension of {shape} exceeds the largest allowed ({_MAX_DIM})")
     return shape
+
+
+_MAX_DIM = 2**63 - 1
+
+
+def int_of(value, op: str, name: str) -> int:
+    """An integer argument (a Python or NumPy int) that fits in 64 bits; TypeError or ValueError naming ``op``."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer, got {value!r}") from None
+    if not -_MAX_DIM - 1 <= v <= _MAX_DIM:
+        raise ValueError(f"{op}: {name} {v} does not fit in 64 bits")
+    return v
 
 
 def cast(x: array, dtype: dt.Dtype, stream) -> array:

@@ -34,6 +34,7 @@ from ._core import (
     broadcast_shapes,
     cast,
     describe,
+    int_of,
     node,
     reshape_node,
     resolve_stream,
@@ -146,7 +147,7 @@ def roll(a, shift, axis=None, *, stream=None):
         array: same shape as ``a``.
     """
     a = as_array(a, "roll")
-    sh = tuple(int(s) for s in np.atleast_1d(shift).reshape(-1))
+    sh = tuple(int_of(s, "roll", "shift") for s in np.atleast_1d(shift).reshape(-1))
     if axis is None:
         if len(sh) != 1:
             raise ValueError(f"roll: without an axis, shift must be one int, got {shift!r}")
@@ -255,14 +256,18 @@ def tri(n: int, m: int | None = None, k: int = 0, dtype=dt.float32, *, stream=No
     m = n if m is None else m
     n, m = shape_of((n, m), "tri")
     d = dt.to_dtype(dtype)
-    return node(Tri(n, m, int(k), d), (), (n, m), d, resolve_stream(stream))
+    k = builtins.min(builtins.max(int_of(k, "tri", "k"), -n - 1), m + 1)
+    return node(Tri(n, m, k, d), (), (n, m), d, resolve_stream(stream))
 
 
 def _triangle(cls, name, x, k, stream):
     x = as_array(x, name)
     if x.ndim < 2:
         raise ValueError(f"{name}: needs at least 2 dimensions, got shape {x.shape}")
-    return node(cls(int(k)), (x,), x._shape, x._dtype, resolve_stream(stream))
+    # a diagonal past the matrix's corners selects all or nothing: clamped there, so kernels see a small int
+    edge = builtins.max(x._shape[-2:]) + 1
+    k = builtins.min(builtins.max(int_of(k, name, "k"), -edge), edge)
+    return node(cls(k), (x,), x._shape, x._dtype, resolve_stream(stream))
 
 
 def tril(x, k: int = 0, *, stream=None) -> array:
