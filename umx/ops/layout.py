@@ -156,6 +156,8 @@ def roll(a, shift, axis=None, *, stream=None):
     axes = tuple(axis_of(x, a.ndim, "roll") for x in axes)
     if len(sh) != len(axes) and len(sh) != 1 and len(axes) != 1:
         raise ValueError(f"roll: shift {shift!r} and axis {axis!r} have different lengths")
+    if not axes:  # rolled along no axis: unchanged
+        return a
     sh, axes = np.broadcast_arrays(np.array(sh), np.array(axes))
     prim = Roll(tuple(map(int, sh)), tuple(map(int, axes)))
     return node(prim, (a,), a._shape, a._dtype, resolve_stream(stream))
