@@ -206,6 +206,15 @@ def _signature(fn):
     return n_pos, kw, var
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _in_a_scratch_dir(tmp_path_factory):
+    """save, savez and the like, given junk paths, write files: into a scratch directory, not the repository."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("bad-input"))
+    yield
+    os.chdir(old)
+
+
 @pytest.mark.parametrize("fn", _public_ops())
 @settings(
     max_examples=EXAMPLES,
