@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import operator
-
 from .. import dtypes as dt
 from ..primitives import All, Any, ArgMax, ArgMin, LogSumExp, Max, Mean, Min, Prod, Softmax, Sum, Var
-from ._core import array, as_array, axes_of, axis_of, cast, node, resolve_stream
+from ._core import array, as_array, axes_of, axis_of, cast, int_of, node, resolve_stream
 
 __all__ = ["sum", "prod", "max", "min", "all", "any", "mean", "var", "std", "logsumexp", "argmax", "argmin",
            "softmax"]
@@ -103,10 +101,7 @@ def var(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) 
     """
     a = as_array(a, "var")
     axes = axes_of(axis, a.ndim, "var")
-    try:
-        ddof = operator.index(ddof)
-    except TypeError:
-        raise TypeError(f"var: ddof must be an integer, got {ddof!r}") from None
+    ddof = int_of(ddof, "var", "ddof")
     st = resolve_stream(stream)
     a = cast(a, _float_dtype(a), st)
     out = a._dtype if a._dtype.kind == "f" else dt.float32
