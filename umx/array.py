@@ -18,7 +18,6 @@ from .backends.xp import round_bf16
 
 __all__ = ["array", "from_dlpack"]
 
-_ndarray = np.ndarray
 
 
 class array:  # noqa: N801 (MLX's name)
@@ -210,10 +209,6 @@ class array:  # noqa: N801 (MLX's name)
 
         return array_str(self)
 
-    def __del__(self):
-        d = getattr(self, "_data", None)  # unset when __init__ raised
-        if d.__class__ is _ndarray:
-            memory.release(d)
 
 
 def _eval(arrays) -> None:

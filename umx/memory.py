@@ -10,6 +10,7 @@ Host bytes are counted here as arrays gain and lose data; device backends report
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 
@@ -64,15 +65,18 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
-# Host buffers held by arrays: id(buffer) -> how many arrays hold it (itself or via views). A buffer counts
-# once, from its first holder to its last: a view keeps its whole buffer alive (the temporary it was cut
-# from, or an intermediate the graph has freed). The holders keep the buffer alive: its id is not reused.
-_holders: dict[int, int] = {}
-_lock = threading.Lock()  # MUST be held to change _holders and HOST: workers fill and free arrays at once
+# Host buffers that arrays' data lives in: id(buffer) -> a weak reference whose callback un-counts the buffer when
+# it is freed. A buffer counts once, from the first array that gets it (or a view of it) to its release: counting
+# buffers, not arrays, costs nothing when an array is freed (no finalizer per node), and a view keeps its whole
+# buffer alive, so the buffer is what occupies memory.
+_tracked: dict[int, object] = {}
+# MUST be held to change _tracked and HOST: workers fill arrays and free buffers at once. Reentrant: a buffer may
+# be freed, and its callback run, on a thread that holds it.
+_lock = threading.RLock()
 
 
 class _HostBytes:
-    """Bytes of host buffers held by live arrays, and the most held at once."""
+    """Bytes of host buffers holding arrays' data, and the most held at once."""
 
     __slots__ = ("active", "peak")
 
@@ -82,6 +86,19 @@ class _HostBytes:
 
 
 HOST = _HostBytes()
+
+
+class _Counted(weakref.ref):
+    """The weak reference to a counted buffer: its callback un-counts ``nbytes``."""
+
+    __slots__ = ("key", "nbytes")
+
+
+def _freed(ref: _Counted) -> None:
+    with _lock:
+        if _tracked.get(ref.key) is ref:
+            del _tracked[ref.key]
+            HOST.active -= ref.nbytes
 
 
 def _buffer(data: np.ndarray) -> np.ndarray:
@@ -96,28 +113,19 @@ def acquire(data) -> None:
     if type(data) is np.ndarray:
         buf = data if data.base is None else _buffer(data)
         key = id(buf)
+        if key in _tracked:  # (an id is removed by the callback, before the memory can be reused)
+            return
         with _lock:
-            n = _holders.get(key, 0)
-            _holders[key] = n + 1
-            if n == 0:
-                h = HOST
-                h.active += buf.nbytes
-                if h.active > h.peak:
-                    h.peak = h.active
-
-
-def release(data) -> None:
-    """Un-count ``data`` when its array is freed."""
-    if type(data) is np.ndarray:
-        buf = data if data.base is None else _buffer(data)
-        key = id(buf)
-        with _lock:
-            n = _holders.get(key, 0) - 1
-            if n > 0:
-                _holders[key] = n
-            elif n == 0:
-                del _holders[key]
-                HOST.active -= buf.nbytes
+            if key in _tracked:
+                return
+            ref = _Counted(buf, _freed)
+            ref.key = key
+            ref.nbytes = n = buf.nbytes
+            _tracked[key] = ref
+            h = HOST
+            h.active += n
+            if h.active > h.peak:
+                h.peak = h.active
 
 
 def check_host_limit(nbytes: int) -> None:
