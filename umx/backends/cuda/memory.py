@@ -192,7 +192,7 @@ class Upload:
         self.host = host
         with cp.cuda.Device(self.index):
             self.data = cp.ndarray(host.shape, host.dtype, memptr=malloc(max(host.nbytes, 1)))
-        self.stream = _upload_stream(self.index)
+        self.stream = _stream_of(_upload_streams, self.index)
 
     def part(self, lo: int, hi: int) -> None:
         """Bytes ``lo:hi`` of the host array are written: send them."""
@@ -212,26 +212,16 @@ class Upload:
             pressure.track_copy(array, self.device)
 
 
-_upload_streams: dict = {}
+_upload_streams: dict = {}  # device index -> the stream CPU results are uploaded on
+_side_streams: dict = {}  # device index -> the stream for synchronous copies made outside the dispatchers
 
 
-def _upload_stream(index: int):
-    s = _upload_streams.get(index)
+def _stream_of(streams: dict, index: int):
+    """The non-blocking stream ``streams`` keeps for device ``index`` (made on first use)."""
+    s = streams.get(index)
     if s is None:
         with cp.cuda.Device(index):
-            s = _upload_streams.setdefault(index, cp.cuda.Stream(non_blocking=True))
-    return s
-
-
-_side_streams: dict = {}
-
-
-def _side_stream(index: int):
-    """A per-device stream for synchronous copies made outside the dispatchers (from the caller or a CPU worker)."""
-    s = _side_streams.get(index)
-    if s is None:
-        with cp.cuda.Device(index):
-            s = _side_streams.setdefault(index, cp.cuda.Stream(non_blocking=True))
+            s = streams.setdefault(index, cp.cuda.Stream(non_blocking=True))
     return s
 
 
@@ -260,7 +250,7 @@ class GpuLocation:
         if ex is not None:
             ex.wait(a._seq)
         index = d.device.id
-        side = _side_stream(index)
+        side = _stream_of(_side_streams, index)
         # explicit device, stream and allocator on this thread, restored after: the user's state is untouched.
         # (Not ``with side:``: CuPy's stream context falls back to the null stream, not to one set by use().)
         with cp.cuda.Device(index), cp.cuda.using_allocator(malloc):

@@ -75,29 +75,28 @@ def _prune(registry: dict) -> None:
 def allocate(pool, nbytes: int, device_index: int):
     """``pool.malloc(nbytes)`` after freeing what can be freed; MemoryError if even that is not enough."""
     with _lock:
-        pool.free_all_blocks()
         STATS.cache_frees += 1
-        try:
-            return pool.malloc(nbytes)
-        except cp.cuda.memory.OutOfMemoryError:
-            pass
-        if _drop_copies(device_index):
-            pool.free_all_blocks()
-            try:
-                return pool.malloc(nbytes)
-            except cp.cuda.memory.OutOfMemoryError:
-                pass
-        while _spill_one(device_index):
-            pool.free_all_blocks()
-            try:
-                return pool.malloc(nbytes)
-            except cp.cuda.memory.OutOfMemoryError:
-                continue
+        ptr = _retry(pool, nbytes)
+        if ptr is None and _drop_copies(device_index):
+            ptr = _retry(pool, nbytes)
+        while ptr is None and _spill_one(device_index):
+            ptr = _retry(pool, nbytes)
+        if ptr is not None:
+            return ptr
         STATS.failures += 1
         limit = _memory.get_memory_limit()
         raise MemoryError(f"cannot allocate {nbytes} bytes on gpu:{device_index}: {pool.used_bytes()} bytes are "
                           f"in use by arrays that cannot move (the memory limit is {limit} bytes; host memory "
                           f"in use: {_memory.HOST.active} bytes)")
+
+
+def _retry(pool, nbytes: int):
+    """The allocation once the pool's cached blocks are returned to the driver, or None if it still fails."""
+    pool.free_all_blocks()
+    try:
+        return pool.malloc(nbytes)
+    except cp.cuda.memory.OutOfMemoryError:
+        return None
 
 
 def _drop_copies(device_index: int) -> bool:
