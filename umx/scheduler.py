@@ -210,11 +210,12 @@ def _schedule(targets: list, inline: bool = False):
     """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
     planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
     interruptible)."""
+    ident = get_ident()
     if compile_watch:
-        seen = compile_watch.get(get_ident())
+        seen = compile_watch.get(ident)
         if seen is not None:
             seen[0] = True
-    if get_ident() != _MAIN_IDENT:  # signals only reach the main thread
+    if ident != _MAIN_IDENT:  # signals only reach the main thread
         with _plan_lock:
             return _plan(targets, inline)
     prev = _signal.getsignal(_SIGINT)

@@ -195,9 +195,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 for s, o in zip(n._siblings, out):
                     if type(o) is cp.ndarray and o.nbytes >= SPILL_MIN_BYTES:
                         track(s)
-            if type(n) is Fused:
-                set_result(n, out)
-            elif n._siblings is None:
+            if n._siblings is None and type(n) is not Fused:
                 n._data = out
                 n._inputs = ()
                 n._prim = None
