@@ -28,10 +28,11 @@ from ... import memory as _memory
 from ...devices import cpu
 from ...dtypes import bfloat16
 from ...fusion import Fused
+from ...primitives.linalg import Matmul
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..pool import CORES
 from ..xp import round_bf16
-from . import _cupy
+from . import _cupy, cublas, graphs
 from . import memory as gmem
 from .fusion import KernelCache
 from .kernels import device_args, make_table
@@ -41,6 +42,7 @@ from .traced import TracedBatches
 cp = _cupy()
 _runtime = cp.cuda.runtime
 KERNELS = make_table()
+_cupy_matmul = KERNELS[Matmul]
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
@@ -65,6 +67,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         self._marked = 0  # the seq of the last mark
         self._held: list = []  # (event, refs): data that GPU work reads, kept alive until event has passed
         self._hints: dict = {}  # seq -> devices that will read the node (from the planner)
+        self._graphs = graphs.Graphs(self)
         super().__init__(stream, f"umx-gpu{self.index}-stream-{stream.index}")
         backends.register_executor(self)
 
@@ -142,7 +145,9 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
     def run_batch(self, tasks: list) -> None:
         try:
-            self._run(tasks)
+            # a batch seen before may replay as a CUDA graph (see graphs.py); else, or the first time, op by op
+            if len(tasks) < 2 or not graphs.ENABLED or spilled[0] or not self._graphs.run(tasks):
+                self._run(tasks)
         finally:
             self._end_batch()
 
@@ -184,11 +189,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 args = None
             if type(out) is not tuple and type(out) is not Failure:
                 if type(n) is not Fused:
-                    want = n._dtype.np
-                    if out.dtype != want:  # CuPy's loop chose another dtype (bool powers give int8): MLX's is declared
-                        out = out.astype(want)
-                    if n._dtype is bfloat16:
-                        out = round_bf16(cp, out)
+                    out = conform(n, out)
                 if out.nbytes >= SPILL_MIN_BYTES and type(out) is cp.ndarray:
                     track(n.root if type(n) is Fused else n)
             elif type(out) is tuple:
@@ -358,6 +359,38 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self._mark()
+
+
+def conform(n, out):
+    """A kernel's output as node ``n`` declares it: CuPy's loop may choose another dtype (bool powers give int8),
+    and bfloat16 (stored as float32) is rounded."""
+    want = n._dtype.np
+    if out.dtype != want:
+        out = out.astype(want)
+    if n._dtype is bfloat16:
+        out = round_bf16(cp, out)
+    return out
+
+
+_handles: dict = {}  # CUDA stream pointer -> (stream, cuBLAS handle or None)
+
+
+def _matmul(prim, a, b):
+    """Products through umx's own cuBLAS handle for the current stream (capturable, see cublas.py); CuPy's for
+    what that does not cover."""
+    if type(a) is cp.ndarray and type(b) is cp.ndarray:
+        s = cp.cuda.get_current_stream()
+        entry = _handles.get(s.ptr)
+        if entry is None or entry[0] is not s:
+            entry = _handles[s.ptr] = (s, cublas.handle_for(s))
+        if entry[1] is not None:
+            out = cublas.matmul(entry[1], a, b)
+            if out is not None:
+                return out
+    return _cupy_matmul(prim, a, b)
+
+
+KERNELS[Matmul] = _matmul
 
 
 def _call(kernel, prim, args: list):

@@ -53,14 +53,15 @@ _get_thread_allocator = getattr(cp.cuda.memory, "_get_thread_local_allocator", N
 _set_thread_allocator = getattr(cp.cuda.memory, "_set_thread_local_allocator", None)
 
 
-def use_allocator():
-    """Make umx's pool this thread's CuPy allocator; returns what to pass to :func:`restore_allocator`."""
+def use_allocator(allocator=malloc):
+    """Make ``allocator`` (umx's pool) this thread's CuPy allocator; returns what to pass to
+    :func:`restore_allocator`."""
     if _set_thread_allocator is None:
-        ctx = cp.cuda.using_allocator(malloc)
+        ctx = cp.cuda.using_allocator(allocator)
         ctx.__enter__()
         return ctx
     prev = _get_thread_allocator()
-    _set_thread_allocator(malloc)
+    _set_thread_allocator(allocator)
     return prev
 
 
@@ -245,7 +246,8 @@ class GpuLocation:
             WorkerExecutor.wait(ex, a._seq)  # dispatched: its kernel is on the stream
             host = np.empty(d.shape, d.dtype)
             if d.nbytes:
-                _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
+                with ex._mark_lock:  # (never into a CUDA graph the stream is capturing)
+                    _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
             return host
         if ex is not None:
             ex.wait(a._seq)
@@ -267,8 +269,11 @@ class GpuLocation:
 
     def memory_stats(self) -> dict:
         """``{"gpu": {"active", "peak", "cache", and what memory pressure made umx do (see pressure.py)}}``."""
+        from . import graphs  # (it imports this module)
+
         return {"gpu": {"active": self.active(), "peak": self.peak(), "cache": self.cache(),
-                        **pressure.STATS.as_dict()}}
+                        **pressure.STATS.as_dict(), "graph_bytes": graphs.nbytes(),
+                        **{f"graph_{k}": v for k, v in graphs.STATS.as_dict().items()}}}
 
     def host_in_parts(self, a):
         """``(host, ready)`` while ``a``'s copy to the host arrives in parts (see ``start_to_host_in_parts``):
@@ -314,6 +319,9 @@ class GpuLocation:
                 POOL.set_limit(size=limit)
 
     def clear_cache(self) -> None:
+        from . import graphs
+
+        graphs.release_all()
         POOL.free_all_blocks()
         _pinned_pool.free_all_blocks()
 

@@ -2,7 +2,7 @@
 
 In order, until the request fits:
 
-1. return the pool's cached, unused blocks to the driver;
+1. return the pool's cached, unused blocks to the driver, and drop cached CUDA graphs (``graphs.py``);
 2. drop device *copies* of arrays whose data lives on the host (they are made again on demand);
 3. *spill*: move the data of arrays that live only on the device to host memory, oldest first. The array keeps
    its values and its place in the graph; its data is now on the host, and the next GPU op that reads it copies it
@@ -51,6 +51,10 @@ STATS = SpillStats()
 spilled = [False]
 
 
+#: callables that free device memory held for speed (cached CUDA graphs), returning the bytes freed
+RELEASERS: list = []
+
+
 def track(a) -> None:
     """Register array ``a``, whose data is a device buffer of at least SPILL_MIN_BYTES, as spillable."""
     with _lock:
@@ -77,6 +81,8 @@ def allocate(pool, nbytes: int, device_index: int):
     with _lock:
         STATS.cache_frees += 1
         ptr = _retry(pool, nbytes)
+        if ptr is None and sum(release() for release in RELEASERS):
+            ptr = _retry(pool, nbytes)
         if ptr is None and _drop_copies(device_index):
             ptr = _retry(pool, nbytes)
         while ptr is None and _spill_one(device_index):

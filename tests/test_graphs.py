@@ -1,0 +1,209 @@
+"""CUDA graphs: a GPU batch that repeats is captured and replayed, with results equal to NumPy's on every run, for
+inputs that change or stay, outputs the user holds and intermediates nobody holds. Needs a GPU."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import umx as mx
+
+pytestmark = pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+
+G = mx.gpu
+
+
+@pytest.fixture
+def graphs():
+    from umx.backends.cuda import graphs as g
+
+    assert g.ENABLED
+    return g
+
+
+def _mlp(x, ws, bs):
+    for i, (w, b) in enumerate(zip(ws, bs)):
+        x = mx.add(mx.matmul(x, w, stream=G), b, stream=G)
+        if i < len(ws) - 1:
+            x = mx.maximum(x, 0.0, stream=G)
+    return x
+
+
+def _mlp_np(x, ws, bs):
+    x = x.astype(np.float64)
+    for i, (w, b) in enumerate(zip(ws, bs)):
+        x = x @ w + b
+        if i < len(ws) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def _weights(rng, dims):
+    ws = [(rng.standard_normal((i, o)) * 0.1).astype(np.float32) for i, o in zip(dims, dims[1:])]
+    bs = [rng.standard_normal(o).astype(np.float32) for o in dims[1:]]
+    return ws, bs
+
+
+def test_a_repeated_batch_replays_and_matches_numpy_for_new_and_same_inputs(graphs):
+    rng = np.random.default_rng(0)
+    ws, bs = _weights(rng, [33, 64, 48, 5])
+    wm, bm = [mx.array(w) for w in ws], [mx.array(b) for b in bs]
+    before = graphs.STATS.as_dict()
+    xs = [rng.standard_normal((17, 33)).astype(np.float32) for _ in range(3)]
+    for step in range(8):
+        x = xs[step % 3]
+        y = _mlp(mx.array(x), wm, bm)
+        np.testing.assert_allclose(np.array(y), _mlp_np(x, ws, bs), rtol=1e-4, atol=1e-4)
+    after = graphs.STATS.as_dict()
+    assert after["captures"] - before["captures"] >= 1
+    assert after["replays"] - before["replays"] >= 6
+    # the weights are the same arrays every step: after the first replay only x is copied in
+    assert after["copies_in"] - before["copies_in"] <= 7 + 6
+
+
+def test_only_outputs_held_outside_the_batch_are_copied_out(graphs):
+    rng = np.random.default_rng(1)
+    a = mx.array(rng.standard_normal((40, 30)).astype(np.float32))
+    w = mx.array(rng.standard_normal((30, 20)).astype(np.float32))
+    mx.eval(a, w)
+    for _ in range(3):  # seen, captured, replayed
+        mx.eval(mx.exp(mx.matmul(mx.sin(a, stream=G), w, stream=G), stream=G))
+    before = graphs.STATS.as_dict()
+    y = mx.exp(mx.matmul(mx.sin(a, stream=G), w, stream=G), stream=G)
+    mx.eval(y)
+    after = graphs.STATS.as_dict()
+    assert after["replays"] == before["replays"] + 1
+    assert after["copies_out"] == before["copies_out"] + 1  # y only: sin and the product are not kept
+    np.testing.assert_allclose(np.array(y), np.exp(np.sin(np.array(a)) @ np.array(w)), rtol=1e-4, atol=1e-5)
+
+
+def test_an_intermediate_the_user_holds_keeps_its_values_across_replays(graphs):
+    rng = np.random.default_rng(2)
+    w1 = rng.standard_normal((16, 16)).astype(np.float32)
+    w2 = rng.standard_normal((16, 8)).astype(np.float32)
+    m1, m2 = mx.array(w1), mx.array(w2)
+    kept = []
+    for _ in range(6):
+        x = rng.standard_normal((4, 16)).astype(np.float32)
+        h = mx.maximum(mx.matmul(mx.array(x), m1, stream=G), 0.0, stream=G)
+        y = mx.matmul(h, m2, stream=G)
+        mx.eval(y)
+        kept.append((x, h, y))
+    for x, h, y in kept:  # earlier results are not overwritten by later replays
+        hn = np.maximum(x.astype(np.float64) @ w1, 0)
+        np.testing.assert_allclose(np.array(h), hn, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.array(y), hn @ w2, rtol=1e-4, atol=1e-4)
+
+
+def test_a_training_loop_with_new_weights_each_step_matches_numpy(graphs):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 8)).astype(np.float32)
+    t = rng.standard_normal((32, 1)).astype(np.float32)
+    w0 = rng.standard_normal((8, 1)).astype(np.float32) * 0.1
+    xm, tm, wm = mx.array(x), mx.array(t), mx.array(w0)
+    wn = w0.astype(np.float64)
+    before = graphs.STATS.replays
+    for _ in range(10):
+        err = mx.subtract(mx.matmul(xm, wm, stream=G), tm, stream=G)
+        grad = mx.matmul(mx.transpose(xm, stream=G), err, stream=G)
+        wm = mx.subtract(wm, mx.multiply(grad, 0.01, stream=G), stream=G)
+        mx.eval(wm)
+        wn = wn - 0.01 * (x.T @ (x @ wn - t))
+    np.testing.assert_allclose(np.array(wm), wn, rtol=1e-4, atol=1e-5)
+    assert graphs.STATS.replays - before >= 7
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("sa, sb, ta, tb", [
+    ((5, 7), (7, 3), False, False), ((7, 5), (7, 3), True, False), ((5, 7), (3, 7), False, True),
+    ((7, 5), (3, 7), True, True), ((2, 5, 7), (7, 3), False, False), ((5, 7), (4, 7, 3), False, False),
+    ((4, 5, 7), (4, 7, 3), False, False), ((2, 1, 5, 7), (1, 3, 7, 4), False, False), ((7,), (7, 3), False, False),
+    ((5, 7), (7,), False, False), ((7,), (7,), False, False), ((0, 7), (7, 3), False, False),
+    ((5, 0), (0, 3), False, False), ((1, 1), (1, 1), False, False),
+])
+def test_products_in_every_layout_match_numpy_eager_and_replayed(sa, sb, ta, tb, dtype):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(sa).astype(dtype)
+    b = rng.standard_normal(sb).astype(dtype)
+    ma, mb = mx.array(a), mx.array(b)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    tol = 2e-2 if dtype == "float16" else 1e-4
+    for _ in range(3):  # eager, captured, replayed; each through a batch of two tasks with the product
+        ua = mx.transpose(ma, stream=G) if ta else ma
+        ub = mx.transpose(mb, stream=G) if tb else mb
+        y = mx.multiply(mx.matmul(ua, ub, stream=G), 1.0, stream=G)
+        got = np.array(y)
+        assert got.dtype == np.dtype(dtype) and got.shape == ref.shape
+        np.testing.assert_allclose(got.astype(np.float64), ref, rtol=tol, atol=tol)
+
+
+def test_outputs_read_by_a_cpu_stream_arrive(graphs):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((64, 64)).astype(np.float32)
+    ma = mx.array(a)
+    for _ in range(4):
+        g = mx.tanh(mx.matmul(ma, ma, stream=G), stream=G)
+        c = mx.sum(mx.multiply(g, 2.0, stream=mx.cpu), stream=mx.cpu)
+        np.testing.assert_allclose(c.item(), 2 * np.tanh(a.astype(np.float64) @ a).sum(), rtol=1e-3)
+
+
+def test_a_batch_that_cannot_be_captured_runs_op_by_op(graphs):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((50,)).astype(np.float32)
+    ma = mx.array(a)
+    before = graphs.STATS.replays
+    for _ in range(4):
+        s = mx.sort(mx.exp(ma, stream=G), stream=G)  # sort: not a capturable primitive
+        np.testing.assert_allclose(np.array(mx.multiply(s, 2.0, stream=G)), 2 * np.sort(np.exp(a)), rtol=1e-5)
+    assert graphs.STATS.replays == before
+
+
+def test_clear_cache_drops_graphs_and_they_are_made_again(graphs):
+    rng = np.random.default_rng(7)
+    a = mx.array(rng.standard_normal((20, 20)).astype(np.float32))
+
+    def step():
+        return np.array(mx.sqrt(mx.abs(mx.matmul(a, a, stream=G), stream=G), stream=G))
+
+    ref = np.sqrt(np.abs(np.array(a).astype(np.float64) @ np.array(a)))
+    for _ in range(3):
+        np.testing.assert_allclose(step(), ref, rtol=1e-4)
+    assert graphs.nbytes() > 0
+    gc.collect()
+    mx.clear_cache()
+    assert graphs.nbytes() == 0
+    for _ in range(3):
+        np.testing.assert_allclose(step(), ref, rtol=1e-4)
+
+
+def test_turned_off_nothing_replays(graphs, monkeypatch):
+    monkeypatch.setattr(graphs, "ENABLED", False)
+    h = np.arange(12.0).reshape(3, 4) / 12
+    a = mx.array(h.astype(np.float32))
+    before = graphs.STATS.replays
+    for _ in range(4):
+        np.testing.assert_allclose(np.array(mx.exp(mx.matmul(a, mx.transpose(a), stream=G), stream=G)),
+                                   np.exp(h @ h.T), rtol=1e-5)
+    assert graphs.STATS.replays == before
+
+
+def test_constants_are_part_of_the_structure(graphs):
+    a = mx.array(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4))
+    for c in [0.5, 0.5, 0.5, -0.0, 0.0, 2.0, 2.0, 2.0]:
+        y = mx.multiply(mx.matmul(a, a, stream=G), c, stream=G)
+        np.testing.assert_array_equal(np.signbit(np.array(y)), np.signbit(np.array(mx.matmul(a, a, stream=G)) * c))
+        np.testing.assert_allclose(np.array(y), (np.array(a) @ np.array(a)) * c, rtol=1e-5, atol=1e-6)
+
+
+def test_a_diamond_across_streams_repeats_without_deadlock(graphs):
+    rng = np.random.default_rng(8)
+    h = (rng.standard_normal((8, 8)) * 0.3).astype(np.float32)
+    x = mx.array(h)
+    for _ in range(4):
+        a = mx.tanh(mx.matmul(x, x, stream=G), stream=G)
+        b = mx.multiply(a, 2.0, stream=mx.cpu)  # read on the CPU, then by the GPU batch's later task
+        c = mx.add(mx.matmul(a, x, stream=G), b, stream=G)
+        an = np.tanh(h.astype(np.float64) @ h)
+        np.testing.assert_allclose(np.array(c), an @ h + 2 * an, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,179 @@
+"""Matrix products through cuBLAS directly: the one GPU kernel a CUDA graph can capture that CuPy cannot.
+
+CuPy refuses every cuBLAS call while a stream is capturing (its ``setStream`` raises), so a batch with a matmul
+could never become a CUDA graph. umx calls ``cublasGemmEx`` itself, through ctypes, on the library CuPy has already
+loaded, with a handle of its own per GPU stream: the handle's stream and workspace are set once, so a captured
+graph and eager launches use the same algorithm (same bits) and replays never touch memory that someone else owns.
+
+Eager matmuls use it too (it costs what CuPy's call costs): a batch gives the same results on its first, eager, run
+as in its replays. Cases it does not cover (integer and complex dtypes, batch axes that broadcast both ways) return
+None, and the caller uses CuPy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from math import prod
+
+from . import _cupy
+
+cp = _cupy()
+
+_N, _T = 0, 1  # cublasOperation_t
+_ALGO_DEFAULT = -1
+_WORKSPACE_BYTES = 32 << 20  # what NVIDIA advises for Hopper; one per GPU stream
+# CuPy's rule: float32 products use TF32 tensor cores only when CUPY_TF32 asks for it
+_COMPUTE_32F = 77 if os.environ.get("CUPY_TF32", "0") != "0" else 68
+_c_void_p = ctypes.c_void_p
+_one_f, _zero_f = ctypes.c_float(1.0), ctypes.c_float(0.0)
+_one_d, _zero_d = ctypes.c_double(1.0), ctypes.c_double(0.0)
+# dtype char -> (cudaDataType, cublasComputeType, alpha, beta)
+_TYPES = {
+    "f": (0, _COMPUTE_32F, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
+    "d": (1, 70, ctypes.byref(_one_d), ctypes.byref(_zero_d)),
+    "e": (2, 68, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
+}
+
+
+def _library():
+    """The cuBLAS that CuPy loaded (found in this process's memory map), or None."""
+    try:
+        cp.cuda.device.get_cublas_handle()  # makes CuPy load it
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if "/libcublas.so" in line:
+                    lib = ctypes.CDLL(line.split()[-1])
+                    break
+            else:
+                return None
+    except Exception:  # no /proc, no cuBLAS: CuPy's matmul serves, and graphs skip batches with products
+        return None
+    i, v, p = ctypes.c_int, _c_void_p, ctypes.c_longlong
+    lib.cublasGemmEx.argtypes = [v, i, i, i, i, i, v, v, i, i, v, i, i, v, v, i, i, i, i]
+    lib.cublasGemmStridedBatchedEx.argtypes = [v, i, i, i, i, i, v, v, i, i, p, v, i, i, p, v, v, i, i, p, i, i, i]
+    return lib
+
+
+_lib = None
+_loaded = False
+
+
+class Handle:
+    """A cuBLAS handle bound to one CUDA stream, with its own workspace. Used by one thread at a time (the
+    stream's executor runs one batch at a time)."""
+
+    __slots__ = ("ptr", "workspace")
+
+    def __init__(self, stream):
+        h = _c_void_p()
+        _check(_lib.cublasCreate_v2(ctypes.byref(h)))
+        self.ptr = h.value
+        self.workspace = cp.cuda.Memory(_WORKSPACE_BYTES)  # not from a pool: it lives as long as the handle
+        # (the stream first: setting it resets the workspace)
+        _check(_lib.cublasSetStream_v2(_c_void_p(self.ptr), _c_void_p(stream.ptr)))
+        _check(_lib.cublasSetWorkspace_v2(_c_void_p(self.ptr), _c_void_p(self.workspace.ptr),
+                                          ctypes.c_size_t(_WORKSPACE_BYTES)))
+
+
+def handle_for(stream):
+    """A new :class:`Handle` on ``stream`` (the current device's), or None if cuBLAS cannot be called directly."""
+    global _lib, _loaded
+    if not _loaded:
+        _lib = _library()
+        _loaded = True
+    return Handle(stream) if _lib is not None else None
+
+
+def _check(status: int) -> None:
+    if status:
+        raise RuntimeError(f"cuBLAS call failed with status {status}")
+
+
+def _layout(x):
+    """``(op, ld)`` of a matrix (the last two axes of ``x``) as cuBLAS reads the transposed, column-major view of
+    row-major data, or None if its strides fit neither form."""
+    isz = x.itemsize
+    r, c = x.shape[-2:]
+    s0, s1 = x.strides[-2:]
+    if (s1 == isz or c == 1) and s0 > 0 and s0 % isz == 0 and s0 // isz >= max(1, c):
+        return _N, s0 // isz
+    if (s0 == isz or r == 1) and s1 > 0 and s1 % isz == 0 and s1 // isz >= max(1, r):
+        return _T, s1 // isz
+    return None
+
+
+def matmul(handle: Handle, a, b):
+    """``a @ b`` for CuPy arrays of one float dtype, on the handle's stream; None where this does not apply."""
+    spec = _TYPES.get(a.dtype.char)
+    if spec is None or b.dtype != a.dtype:
+        return None
+    shape = _result_shape(a.shape, b.shape)
+    if shape is None:
+        return None
+    va = a if a.ndim >= 2 else a.reshape(1, a.shape[0])
+    vb = b if b.ndim >= 2 else b.reshape(b.shape[0], 1)
+    m, k = va.shape[-2:]
+    n = vb.shape[-1]
+    if 0 in shape:
+        return cp.empty(shape, a.dtype)
+    if k == 0:
+        return cp.zeros(shape, a.dtype)
+    ba, bb = va.shape[:-2], vb.shape[:-2]
+    if bb == () and ba != ():
+        # batches of a against one b: one product of (batch * m) rows
+        va = cp.ascontiguousarray(va).reshape(prod(ba) * m, k)
+        ba = ()
+    elif ba != bb:
+        if ba != () and bb != ():  # batch axes that broadcast: expand both (rare)
+            full = _result_shape(va.shape[:-2] + (1, 1), vb.shape[:-2] + (1, 1))[:-2]
+            va = cp.ascontiguousarray(cp.broadcast_to(va, full + (m, k)))
+            vb = cp.ascontiguousarray(cp.broadcast_to(vb, full + (k, n)))
+            ba = bb = full
+    count = prod(bb) if bb else prod(ba)
+    if ba:
+        va = cp.ascontiguousarray(va)
+    if bb:
+        vb = cp.ascontiguousarray(vb)
+    la = _layout(va) if not ba else (_N, k)
+    if la is None:
+        va = cp.ascontiguousarray(va)
+        la = (_N, k)
+    lb = _layout(vb) if not bb else (_N, n)
+    if lb is None:
+        vb = cp.ascontiguousarray(vb)
+        lb = (_N, n)
+    rows = va.shape[-2] if not ba else m  # (a folded batch makes more rows)
+    out = cp.empty((count if (ba or bb) else 1) * rows * n, a.dtype)
+    dtype, compute, alpha, beta = spec
+    h = _c_void_p(handle.ptr)
+    if not ba and not bb:
+        _check(_lib.cublasGemmEx(h, lb[0], la[0], n, rows, k, alpha, vb.data.ptr, dtype, lb[1], va.data.ptr, dtype,
+                                 la[1], beta, out.data.ptr, dtype, n, compute, _ALGO_DEFAULT))
+    else:
+        _check(_lib.cublasGemmStridedBatchedEx(
+            h, lb[0], la[0], n, m, k, alpha, vb.data.ptr, dtype, lb[1], k * n if bb else 0, va.data.ptr, dtype,
+            la[1], m * k if ba else 0, beta, out.data.ptr, dtype, n, m * n, count, compute, _ALGO_DEFAULT))
+    return out.reshape(shape)
+
+
+def _result_shape(sa: tuple, sb: tuple):
+    """NumPy's matmul shape for operand shapes ``sa``, ``sb`` (checked by the op already), or None."""
+    if len(sa) == 0 or len(sb) == 0:
+        return None
+    ba = sa[:-2]
+    bb = sb[:-2] if len(sb) >= 2 else ()
+    nd = max(len(ba), len(bb))
+    ba = (1,) * (nd - len(ba)) + ba
+    bb = (1,) * (nd - len(bb)) + bb
+    batch = []
+    for p, q in zip(ba, bb):
+        if p != q and p != 1 and q != 1:
+            return None
+        batch.append(q if p == 1 else p)
+    shape = tuple(batch)
+    if len(sa) >= 2:
+        shape += (sa[-2],)
+    if len(sb) >= 2:
+        shape += (sb[-1],)
+    return shape

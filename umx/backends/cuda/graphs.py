@@ -1,0 +1,423 @@
+"""CUDA graphs: a batch of GPU work that repeats with the same structure is captured once and then replayed.
+
+A training step, an inference call or the seed's loop run again hands the GPU stream the same batch each time: the
+same primitives, wired the same way, on inputs of the same shapes and dtypes. Launching it op by op costs Python
+and CuPy time per kernel (a cuBLAS product alone takes about 25 us on the host); a replay is one graph launch.
+
+How a batch is recognised: its *key* lists, per task, the primitive (or a fused region's key), the output's shape
+and dtype, and where each input comes from: an earlier task, an external array (by slot: the same array read twice
+is one slot), or a constant (by value and dtype). The first sighting runs eagerly; the second is captured.
+
+Memory: a graph owns every buffer its kernels touch, from a pool of its own, so nothing else ever reuses them.
+
+- Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very array
+  (arrays are immutable: same array, same values), so weights read step after step are not copied again.
+- Outputs that anything outside the batch holds (the user, a later eval, another stream) are copied out of the
+  graph into fresh buffers; intermediates nobody holds are not. Which is which is read off reference counts, as
+  the fusion planner does.
+
+Only batches of primitives known to enqueue pure device work are captured (elementwise, fused, products through
+``cublas``, reductions, views). A kernel that synchronizes or copies to the host under capture makes CuPy raise,
+and the structure is then never tried again. Graphs whose buffers exceed ``MAX_GRAPH_BYTES`` are not made (large
+work is not launch-bound), and each stream keeps at most ``MAX_GRAPHS``, dropping the oldest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+
+import numpy as np
+
+from ...fusion import ELEMENTWISE, Fused
+from ...primitives import Reduce
+from ...primitives import creation as cr
+from ...primitives import linalg as la
+from ...primitives import misc as mi
+from ...primitives import reduction as rd
+from ...primitives import shape as sh
+from ..executor import Failure, set_result
+from . import _cupy
+from . import memory as gmem
+from .pressure import RELEASERS, SPILL_MIN_BYTES, track
+
+cp = _cupy()
+_runtime = cp.cuda.runtime
+_D2D = _runtime.memcpyDeviceToDevice
+
+#: UMX_CUDA_GRAPHS=0 turns replays off (to measure what they gain); tests and benches may also flip this
+ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
+MAX_GRAPHS = 32  # per stream
+MAX_GRAPH_BYTES = 64 << 20  # a batch whose buffers need more is big enough that launches do not matter
+MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost grow with them)
+_MAX_KEYS = 1024  # structures seen once that are remembered
+
+#: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
+CAPTURABLE = frozenset(ELEMENTWISE | {c for c in vars(rd).values() if isinstance(c, type) and issubclass(c, Reduce)}
+                       | {rd.ArgMax, rd.ArgMin, rd.Softmax, rd.Var, la.Matmul, sh.Reshape, sh.Transpose,
+                          sh.BroadcastTo, sh.Copy, cr.Full, mi.Depends, mi.StopGradient})
+_REFUSED = "refused"
+_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
+_getrefcount = sys.getrefcount
+
+
+class Stats:
+    """What graphs have done since start (for ``memory_report``, tests and benches)."""
+
+    __slots__ = ("captures", "replays", "refusals", "evictions", "copies_in", "copies_out")
+
+    def __init__(self):
+        for s in self.__slots__:
+            setattr(self, s, 0)
+
+    def as_dict(self) -> dict:
+        return {s: getattr(self, s) for s in self.__slots__}
+
+
+STATS = Stats()
+#: the data of an intermediate that only the batch held: never read (reading it says so), never a graph's buffer
+_ELIDED = Failure(RuntimeError("umx: an intermediate of a CUDA graph replay was read; please report this bug"))
+_all: weakref.WeakSet = weakref.WeakSet()  # every stream's cache, for memory pressure and statistics
+
+
+class Captured:
+    """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
+
+    __slots__ = ("graph", "pool", "slots", "sources", "values")
+
+    def __init__(self, graph, pool, slots: list, values: list):
+        self.graph = graph
+        self.pool = pool
+        self.slots = slots
+        self.sources: list = [None] * len(slots)  # weakref to the array whose values each slot holds
+        self.values = values
+
+
+class Graphs:
+    """The graphs of one GPU stream (its executor ``ex``); used by the thread running the stream's batches."""
+
+    def __init__(self, ex):
+        self.ex = ex
+        self.cache: dict = {}  # key -> Captured, or how often it was seen, or _REFUSED
+        self.lock = threading.RLock()  # MUST be held to launch or drop graphs
+        _all.add(self)
+
+    def run(self, tasks: list) -> bool:
+        """Run ``tasks`` as a graph if their structure was seen before; False if the caller must run them."""
+        plan = _plan(tasks)
+        if plan is None:
+            return False
+        key, nodes, externals, retained = plan
+        cache = self.cache
+        entry = cache.get(key)
+        if entry is None:
+            if len(cache) >= _MAX_KEYS:
+                self._forget_sightings()
+            cache[key] = 1
+            return False
+        if entry is _REFUSED:
+            return False
+        ex = self.ex
+        held: list = []
+        try:
+            for t in tasks:
+                if type(t) is tuple and t[1]:
+                    ex._wait_for(t[1])
+            inputs = ex._fetch(externals, held)
+        except Exception:  # an input failed: the eager path gives each node its failure
+            return False
+        with self.lock:
+            if type(entry) is int:
+                entry = self._capture(tasks, nodes, externals, inputs)
+                if entry is None:
+                    cache[key] = _REFUSED
+                    STATS.refusals += 1
+                    return False
+                cache[key] = entry
+                self._evict()
+            return self._launch(entry, tasks, nodes, externals, inputs, retained, held)
+
+    def _capture(self, tasks: list, nodes: list, externals: list, inputs: list):
+        """Capture ``tasks`` into a graph over slots for ``inputs``; None if they cannot be captured."""
+        size = sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * _size(n._shape) for n in nodes)
+        if size > MAX_GRAPH_BYTES:
+            return None
+        ex = self.ex
+        pool = cp.cuda.MemoryPool()
+        prev = gmem.use_allocator(pool.malloc)
+        stream = ex.cuda_stream
+        graph = values = None
+        try:
+            slots = [cp.empty(d.shape, d.dtype) for d in inputs]
+            # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
+            with ex._mark_lock:
+                stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
+                try:
+                    values = _dispatch(ex, tasks, externals, slots)
+                finally:
+                    graph = _end_capture(stream)
+        except Exception:  # e.g. a kernel that synchronizes, or no memory: this structure runs eagerly
+            return None
+        finally:
+            gmem.restore_allocator(prev)
+        if graph is None or values is None:
+            return None
+        STATS.captures += 1
+        return Captured(graph, pool, slots, values)
+
+    def _launch(self, g: Captured, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
+                held: list) -> bool:
+        """Fill the slots that changed, replay, and give the batch's nodes their results."""
+        ex = self.ex
+        stream = ex.cuda_stream
+        try:
+            for s, (x, d) in enumerate(zip(externals, inputs)):
+                src = g.sources[s]
+                if src is None or src() is not x:
+                    _copy(g.slots[s], d, stream)
+                    g.sources[s] = weakref.ref(x)
+                    STATS.copies_in += 1
+            g.graph.launch(stream)
+            outs = []
+            for i in retained:
+                v = g.values[i]
+                out = cp.empty(v.shape, v.dtype)
+                _copy(out, v, stream)
+                outs.append(out)
+        except Exception:  # e.g. no memory for an output: the eager path runs (and reports) it
+            return False
+        STATS.replays += 1
+        STATS.copies_out += len(retained)
+        # Every node gets its data before any is published; one the batch alone held gets a Failure that says
+        # so, never a buffer the next replay overwrites.
+        k = 0
+        for i, t in enumerate(tasks):
+            n = nodes[i]
+            if k < len(retained) and retained[k] == i:
+                out = outs[k]
+                k += 1
+                if out.nbytes >= SPILL_MIN_BYTES:
+                    track(n)
+            else:
+                out = _ELIDED
+            u = t[0] if type(t) is tuple else t
+            if type(u) is Fused:
+                set_result(u, out)
+            else:  # (no siblings in a graph: see _plan)
+                n._data = out
+                n._inputs = ()
+                n._prim = None
+        hints = ex._hints
+        last = 0
+        for i in range(len(tasks)):
+            n = nodes[i]
+            tasks[i] = None
+            last = n._seq
+            if hints:
+                devices = hints.pop(last, None)
+                if devices is not None:
+                    try:
+                        ex._publish(n, devices)
+                    except Exception:  # readers then copy on demand
+                        ex._mark(last)
+        if held:
+            ex._mark()
+            ex._held.append((ex._marks[-1][1], held))
+        ex.finished(last)
+        return True
+
+    def _evict(self) -> None:
+        """Drop the oldest graphs beyond MAX_GRAPHS (the caller holds the lock)."""
+        graphs = [k for k, v in self.cache.items() if type(v) is Captured]
+        for k in graphs[:max(0, len(graphs) - MAX_GRAPHS)]:
+            self._drop(k)
+
+    def _drop(self, key) -> None:
+        # A graph may still run on the stream: its pool is freed only once the work queued so far has passed.
+        g = self.cache.pop(key)
+        event = cp.cuda.Event(disable_timing=True)
+        event.record(self.ex.cuda_stream)
+        self.ex._held.append((event, g))
+        STATS.evictions += 1
+
+    def _forget_sightings(self) -> None:
+        for k in [k for k, v in self.cache.items() if type(v) is int]:
+            del self.cache[k]
+
+    def drop_all(self) -> int:
+        """Drop every graph, waiting for the stream first (memory pressure); the bytes their pools held."""
+        # Not waiting for the lock: its holder may itself be waiting for memory (the caller holds pressure's lock).
+        if not self.lock.acquire(blocking=False):
+            return 0
+        try:
+            freed = 0
+            self.ex.cuda_stream.synchronize()
+            for k in [k for k, v in self.cache.items() if type(v) is Captured]:
+                pool = self.cache.pop(k).pool  # (the graph, its slots and values go: their blocks are free)
+                freed += pool.total_bytes()
+                pool.free_all_blocks()
+                STATS.evictions += 1
+            return freed
+        finally:
+            self.lock.release()
+
+    def nbytes(self) -> int:
+        return sum(v.pool.total_bytes() for v in list(self.cache.values()) if type(v) is Captured)
+
+
+def release_all() -> int:
+    """Free every stream's graphs (for memory pressure and ``clear_cache``); the bytes freed."""
+    return sum(g.drop_all() for g in list(_all))
+
+
+RELEASERS.append(release_all)
+
+
+def nbytes() -> int:
+    """Device memory that cached graphs hold."""
+    return sum(g.nbytes() for g in list(_all))
+
+
+def _size(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _plan(tasks: list):
+    """``(key, nodes, externals, retained)`` for a batch that may become a graph, or None.
+
+    ``nodes[i]`` is the node task ``i`` computes (a region's root); ``externals`` the arrays read from outside the
+    batch, one per slot; ``retained`` the positions of the nodes that something besides the batch holds.
+    """
+    if len(tasks) > MAX_TASKS:
+        return None
+    index: dict = {}  # id(node) -> its task's position
+    slot_of: dict = {}  # id(external array) -> its slot
+    externals: list = []
+    nodes: list = []
+    key: list = []
+    m = None
+    base: list = []  # the references the batch's own structures hold to each node
+    for i, t in enumerate(tasks):
+        if type(t) is tuple:
+            if t[1] and i:
+                # A replay waits for other streams before its first kernel; op by op, this task's producers may
+                # be waiting for the tasks before it (a diamond across streams).
+                return None
+            n = t[0]
+        else:
+            n = t
+        if type(n) is Fused:
+            op = n.key
+            ins = n.leaves
+            node = n.root
+            # the task holds the region, which holds the root twice (root, nodes); each member's inputs are
+            # references too, and the leaves are held by the region's leaves and _inputs
+            base.append(2)
+            for m in n.nodes:
+                for x in m._inputs:
+                    j = index.get(id(x))
+                    if j is not None:
+                        base[j] += 1
+            for x in ins:
+                j = index.get(id(x))
+                if j is not None:
+                    base[j] += 2
+        else:
+            if n._siblings is not None or n._prim.__class__ not in CAPTURABLE:
+                return None
+            op = n._prim
+            if op.__class__ is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
+                op = (cr.Full, op.shape, op.dtype, repr(op.value))
+            ins = n._inputs
+            node = n
+            base.append(1)  # the task list, or the task's tuple
+            for x in ins:
+                j = index.get(id(x))
+                if j is not None:
+                    base[j] += 1
+        wiring = []
+        for x in ins:
+            j = index.get(id(x))
+            if j is not None:
+                wiring.append(j)
+                continue
+            d = x._data
+            if d.__class__ in _SCALARS:  # a constant: part of the kernel, so of the key (by its bits)
+                wiring.append((d.dtype.char, d.tobytes()))
+                continue
+            s = slot_of.get(id(x))
+            if s is None:
+                s = slot_of[id(x)] = len(externals)
+                externals.append(x)
+            wiring.append(-1 - s)
+        key.append((op, node._shape, node._dtype, tuple(wiring)))
+        index[id(node)] = i
+        nodes.append(node)
+    if len(nodes) < 2:
+        return None
+    n = node = x = t = m = None  # (no local reference may be counted below)
+    retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
+    key.append(tuple([(x._shape, x._dtype) for x in externals]))
+    return tuple(key), nodes, externals, retained
+
+
+def _held_outside(nodes: list, i: int, base: int) -> bool:
+    # The references counted here: ``nodes``, the argument of getrefcount, and ``base`` from the batch.
+    return _getrefcount(nodes[i]) - 2 > base
+
+
+def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
+    """Enqueue ``tasks`` over ``slots`` (under capture); each task's value, every one contiguous."""
+    from .executor import KERNELS, conform
+
+    values: list = []
+    where = {id(x): s for s, x in enumerate(externals)}
+    produced: dict = {}
+    for t in tasks:
+        n = t[0] if type(t) is tuple else t
+        ins = n.leaves if type(n) is Fused else n._inputs
+        args = []
+        for x in ins:
+            j = produced.get(id(x))
+            if j is not None:
+                args.append(values[j])
+            else:
+                s = where.get(id(x))
+                args.append(slots[s] if s is not None else x._data)
+        if type(n) is Fused:
+            out = ex._run_fused(n, args)
+            node = n.root
+        else:
+            node = n
+            out = conform(n, KERNELS[n._prim.__class__](n._prim, *args))
+        if not out.flags.c_contiguous:
+            out = cp.ascontiguousarray(out)
+        produced[id(node)] = len(values)
+        values.append(out)
+    return values
+
+
+def _copy(dst, src, stream) -> None:
+    """Copy device array ``src`` into ``dst`` (same shape and dtype) on ``stream``."""
+    if src.flags.c_contiguous and src.dtype == dst.dtype:
+        if src.nbytes:
+            _runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes, _D2D, stream.ptr)
+    else:
+        cp.copyto(dst, src)  # (the current stream is this one)
+
+
+def _end_capture(stream):
+    """End the capture; None if it was invalidated."""
+    try:
+        return stream.end_capture()
+    except Exception:
+        return None
+
+
+__all__ = ["ENABLED", "STATS", "Graphs", "nbytes", "release_all"]
+
