@@ -389,3 +389,22 @@ def test_complex_rules(device):
     for f in (mx.floor_divide, mx.remainder, mx.arctan2, mx.logaddexp):
         with pytest.raises(TypeError, match="complex"):
             f(z, 1.0, stream=device)
+
+
+@pytest.mark.parametrize("name", sorted(_UNARY_NAMES))
+def test_unary_fast_path_agrees_with_the_rules(name):
+    """An op's fast path (a table of dtypes that need no cast or check) gives what the full rules give."""
+    from umx.ops.elementwise import _unary, unary_fast_dtypes
+
+    prim = UNARY[_UNARY_NAMES[name]]
+    fast = unary_fast_dtypes(prim)
+    for d in ALL_DTYPES:
+        a = mx.array([1, 0, 1], dtype=d)
+        try:
+            out = _unary(prim, name, a, mx.cpu)
+        except (TypeError, ValueError):
+            out = None
+        direct = out is not None and out._prim is prim and out._inputs[0] is a
+        assert (d in fast) == direct, (name, d)
+        if direct:
+            assert fast[d] is out.dtype, (name, d)

@@ -7,12 +7,11 @@ public op of the same name, so each has one definition and one docstring.
 from __future__ import annotations
 
 from ..array import array
-from ..primitives import BINARY, UNARY
+from ..primitives import BINARY
 from . import elementwise as ew
 from . import indexing, layout, matmul, reduction, scan, shape
 
 _b = ew._binary
-_u = ew._unary
 
 
 def _binop(pname: str, name: str):
@@ -47,8 +46,7 @@ def _install() -> None:
     for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
         setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)
-    neg = UNARY["Negative"]
-    array.__neg__ = lambda self: _u(neg, "negative", self, None)
+    array.__neg__ = ew.negative  # the op itself: its fast path, one call
     array.__pos__ = lambda self: self
     array.__abs__ = lambda self: ew.abs(self)
     array.__invert__ = lambda self: ew.logical_not(self) if self.dtype.kind == "b" else ew.bitwise_invert(self)
