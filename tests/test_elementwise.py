@@ -408,3 +408,26 @@ def test_unary_fast_path_agrees_with_the_rules(name):
         assert (d in fast) == direct, (name, d)
         if direct:
             assert fast[d] is out.dtype, (name, d)
+
+
+@pytest.mark.parametrize("name", sorted(_BINARY_NAMES))
+def test_binary_fast_path_agrees_with_the_rules(name):
+    """A binary op's fast path (operands of one dtype, or a floating array and a Python float) builds the node that
+    the full rules build: same dtype, same operands, same shape."""
+    from umx.ops.elementwise import _binary
+
+    prim = BINARY[_BINARY_NAMES[name]]
+    op = getattr(mx, name)
+    for d in ALL_DTYPES:
+        a, b = mx.array([[1], [0]], dtype=d), mx.array([1, 0, 1], dtype=d)
+        for x, y in ((a, b), (a, a), (a, 1.5), (1.5, b)):
+            try:
+                want = _binary(prim, name, x, y, mx.cpu)
+            except (TypeError, ValueError) as e:
+                with pytest.raises(type(e)):
+                    op(x, y, stream=mx.cpu)
+                continue
+            got = op(x, y, stream=mx.cpu)
+            assert (got.dtype, got.shape, got._prim) == (want.dtype, want.shape, want._prim), (name, d)
+            for i, j in zip(got._inputs, want._inputs):  # the same operands (scalars: the same cached constant),
+                assert i is j or (i._prim == j._prim and i._inputs == j._inputs), (name, d)  # or the same cast
