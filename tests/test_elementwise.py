@@ -389,3 +389,45 @@ def test_complex_rules(device):
     for f in (mx.floor_divide, mx.remainder, mx.arctan2, mx.logaddexp):
         with pytest.raises(TypeError, match="complex"):
             f(z, 1.0, stream=device)
+
+
+@pytest.mark.parametrize("name", sorted(_UNARY_NAMES))
+def test_unary_fast_path_agrees_with_the_rules(name):
+    """An op's fast path (a table of dtypes that need no cast or check) gives what the full rules give."""
+    from umx.ops.elementwise import _unary, unary_fast_dtypes
+
+    prim = UNARY[_UNARY_NAMES[name]]
+    fast = unary_fast_dtypes(prim)
+    for d in ALL_DTYPES:
+        a = mx.array([1, 0, 1], dtype=d)
+        try:
+            out = _unary(prim, name, a, mx.cpu)
+        except (TypeError, ValueError):
+            out = None
+        direct = out is not None and out._prim is prim and out._inputs[0] is a
+        assert (d in fast) == direct, (name, d)
+        if direct:
+            assert fast[d] is out.dtype, (name, d)
+
+
+@pytest.mark.parametrize("name", sorted(_BINARY_NAMES))
+def test_binary_fast_path_agrees_with_the_rules(name):
+    """A binary op's fast path (operands of one dtype, or a floating array and a Python float) builds the node that
+    the full rules build: same dtype, same operands, same shape."""
+    from umx.ops.elementwise import _binary
+
+    prim = BINARY[_BINARY_NAMES[name]]
+    op = getattr(mx, name)
+    for d in ALL_DTYPES:
+        a, b = mx.array([[1], [0]], dtype=d), mx.array([1, 0, 1], dtype=d)
+        for x, y in ((a, b), (a, a), (a, 1.5), (1.5, b)):
+            try:
+                want = _binary(prim, name, x, y, mx.cpu)
+            except (TypeError, ValueError) as e:
+                with pytest.raises(type(e)):
+                    op(x, y, stream=mx.cpu)
+                continue
+            got = op(x, y, stream=mx.cpu)
+            assert (got.dtype, got.shape, got._prim) == (want.dtype, want.shape, want._prim), (name, d)
+            for i, j in zip(got._inputs, want._inputs):  # the same operands (scalars: the same cached constant),
+                assert i is j or (i._prim == j._prim and i._inputs == j._inputs), (name, d)  # or the same cast

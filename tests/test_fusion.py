@@ -39,6 +39,35 @@ def test_chain_is_one_task_and_held_nodes_stay_out():
     assert_close(y, np.cos(-np.sin(np.exp(np.ones((3, 2))))))
 
 
+def _chain(x, k: int):
+    """Runs of equal steps, leaves on either side, maximum and minimum (out by keyword), back to one dtype."""
+    for _ in range(k):
+        x = mx.exp(mx.sin(mx.sin(x)))
+        x = mx.maximum(mx.subtract(0.25, x), -0.5)
+        x = mx.minimum(mx.multiply(x, 3.0), 2.0)
+    return x
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (64, 32)], ids=str)
+def test_cpu_chain_is_bit_identical_to_op_by_op(monkeypatch, shape):
+    """A fused chain runs in place, in runs of equal steps: the same bits as each op evaluated on its own, and no
+    NumPy deprecation (maximum and minimum take ``out`` by keyword only)."""
+    import warnings
+
+    data = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        with mx.stream(mx.cpu):
+            fused = np.asarray(_chain(mx.array(data), 20))
+            monkeypatch.setattr(scheduler, "FUSION", False)
+            x = mx.array(data)
+            for _ in range(20):
+                x = _chain(x, 1)
+                mx.eval(x)
+            one_by_one = np.asarray(x)
+    assert fused.tobytes() == one_by_one.tobytes()
+
+
 @pytest.mark.parametrize("build, ref", [
     (lambda a, b: mx.exp(a) * mx.exp(a), lambda a, b: np.exp(a) ** 2),
     (lambda a, b: (lambda t: t * t)(mx.sin(a)) - b, lambda a, b: np.sin(a) ** 2 - b),

@@ -288,6 +288,7 @@ def from_dlpack(x) -> array:
 
 
 _created = itertools.count(1)
+_new = array.__new__  # bound once: node() is the hot path of every op
 
 
 def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
@@ -295,7 +296,7 @@ def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
 
     Until it is scheduled, ``_seq`` holds the node's creation number: the scheduler orders nodes by it.
     """
-    a = array.__new__(array)
+    a = _new(array)
     a._prim = prim
     a._inputs = inputs
     a._shape = shape

@@ -169,10 +169,10 @@ def collect(targets, mark, fusing: bool) -> list:
             ins = m._inputs
             if len(ins) == 1 and c not in parameterized:  # a chain's step: all of it here
                 x = ins[0]
-                # The references: m's inputs, this variable and the argument.
-                if (x._data is None and x._exec is None and room > 0 and x._shape == shape
-                        and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
-                        and getrefcount(x) <= 3):
+                # The references: m's inputs, this variable and the argument. (Its shape is m's: elementwise
+                # with one input; and an elementwise node has no siblings.)
+                if (x._data is None and x._exec is None and x._stream is stream
+                        and x._prim.__class__ in elementwise and getrefcount(x) <= 3 and room > 0):
                     x._exec = member
                     members.append(x)
                     room -= 1

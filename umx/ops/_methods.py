@@ -1,30 +1,23 @@
 """The array's operators and method forms of ops, attached to ``umx.array`` once the ops exist.
 
-Operators call the family's shared builder directly (they are the hottest entry points); methods forward to the
-public op of the same name, so each has one definition and one docstring.
+Operators are the public ops themselves, or call them (they are the hottest entry points: one call to the op's fast
+path); methods forward to the public op of the same name, so each has one definition and one docstring.
 """
 
 from __future__ import annotations
 
 from ..array import array
-from ..primitives import BINARY, UNARY
 from . import elementwise as ew
 from . import indexing, layout, matmul, reduction, scan, shape
 
-_b = ew._binary
-_u = ew._unary
 
-
-def _binop(pname: str, name: str):
-    prim = BINARY[pname]
-
-    def fwd(self, other):
-        return _b(prim, name, self, other, None)
+def _binop(name: str):
+    op = getattr(ew, name)  # the public op: its fast path, and errors that name it
 
     def rev(self, other):
-        return _b(prim, name, other, self, None)
+        return op(other, self)
 
-    return fwd, rev
+    return op, rev
 
 
 # primitive name -> the op's public name, for the messages of errors raised by operators
@@ -38,17 +31,16 @@ def _install() -> None:
         "lshift": "LeftShift", "rshift": "RightShift",
     }
     for dunder, pname in ops.items():
-        fwd, rev = _binop(pname, _PUBLIC_NAME[pname])
+        fwd, rev = _binop(_PUBLIC_NAME[pname])
         setattr(array, f"__{dunder}__", fwd)
         setattr(array, f"__r{dunder}__", rev)
     for dunder, pname in {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
                           "ge": "GreaterEqual"}.items():
-        setattr(array, f"__{dunder}__", _binop(pname, _PUBLIC_NAME[pname])[0])
+        setattr(array, f"__{dunder}__", _binop(_PUBLIC_NAME[pname])[0])
     for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
         setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
     array.__hash__ = lambda self: id(self)
-    neg = UNARY["Negative"]
-    array.__neg__ = lambda self: _u(neg, "negative", self, None)
+    array.__neg__ = ew.negative  # the op itself: its fast path, one call
     array.__pos__ = lambda self: self
     array.__abs__ = lambda self: ew.abs(self)
     array.__invert__ = lambda self: ew.logical_not(self) if self.dtype.kind == "b" else ew.bitwise_invert(self)

@@ -87,15 +87,59 @@ def _binary(prim, name: str, a, b, stream):
         a = cast(a, d, st)
     if b._dtype is not d:
         b = cast(b, d, st)
-    sa, sb = a._shape, b._shape
-    shape = sa if sa == sb else (sa if not sb else (sb if not sa else broadcast_shapes(sa, sb, op=name)))
-    return node(prim, (a, b), shape, _bool if kind == "bool" else d, st)
+    return node(prim, (a, b), _shape2(a._shape, b._shape, name), _bool if kind == "bool" else d, st)
+
+
+_broadcasts: dict = {}  # (shape, shape) -> their broadcast shape: a model's ops see few pairs, over and over
+
+
+def _shape2(sa: tuple, sb: tuple, name: str) -> tuple:
+    """The broadcast shape of two operands' shapes; ValueError naming op ``name`` if there is none."""
+    if sa == sb or not sb:
+        return sa
+    if not sa:
+        return sb
+    shape = _broadcasts.get((sa, sb))
+    if shape is None:
+        shape = broadcast_shapes(sa, sb, op=name)  # raises for shapes that do not broadcast: never cached
+        if len(_broadcasts) > 1024:
+            _broadcasts.clear()
+        _broadcasts[(sa, sb)] = shape
+    return shape
+
+
+def unary_fast_dtypes(prim) -> dict:
+    """Input dtype -> result dtype, for the inputs on which :func:`_unary` passes every check and casts nothing:
+    there an op builds its node at once. Mirrors :func:`_unary`'s rules (tests check that the two agree)."""
+    out = {}
+    for d in dt.ALL:
+        if d.kind == "c" and prim.name in _REAL_ONLY:
+            continue
+        if prim.kind == "float":
+            if d.kind in "fc":
+                out[d] = d
+        elif prim.kind == "bool":
+            out[d] = _bool
+        elif prim.kind == "int":
+            if d.kind in "iub":
+                out[d] = d
+        elif d.kind == "c" and prim.fn == "absolute":
+            out[d] = _float32
+        elif not (d is _bool and prim.fn in ("negative", "sign")):
+            out[d] = d
+    return out
 
 
 def _make_unary(pname: str, name: str, np_name: str):
     prim = UNARY[pname]
+    fast = unary_fast_dtypes(prim)
 
     def op(a, /, *, stream=None) -> array:
+        # The common case (an array whose dtype needs no cast) in one call: the seed builds 500 of these.
+        if a.__class__ is array:
+            d = fast.get(a._dtype)
+            if d is not None:
+                return node(prim, (a,), a._shape, d, _resolved.get(id(stream)) or resolve_stream(stream))
         return _unary(prim, name, a, stream)
 
     op.__name__ = op.__qualname__ = name
@@ -111,10 +155,51 @@ def _make_unary(pname: str, name: str, np_name: str):
     return op
 
 
+def binary_fast_dtypes(prim) -> dict:
+    """Operand dtype -> result dtype, for two operands of one dtype on which :func:`_binary` passes every check and
+    casts nothing: there an op builds its node at once. Mirrors :func:`_binary`'s rules (tests check that the two
+    agree)."""
+    out = {}
+    for d in dt.ALL:
+        if ((prim.kind == "float" and d.kind not in "fc") or (prim.kind == "int" and d.kind not in "iub")
+                or (d.kind == "c" and prim.name in _REAL_ONLY) or (d is _bool and prim.fn == "subtract")):
+            continue
+        out[d] = _bool if prim.kind == "bool" else d
+    return out
+
+
 def _make_binary(pname: str, name: str, np_name: str):
     prim = BINARY[pname]
+    fast = binary_fast_dtypes(prim)
+    # A Python float next to a floating array takes the array's dtype (MLX's weak scalars): no cast either.
+    fast_float = {d: o for d, o in fast.items() if d.kind in "fc"}
 
     def op(a, b, /, *, stream=None) -> array:
+        # The common cases in one call: two arrays of one dtype, or a floating array and a Python float.
+        ta, tb = a.__class__, b.__class__
+        if ta is array:
+            if tb is array:
+                d = a._dtype
+                o = fast.get(d) if d is b._dtype else None
+            elif tb is float:
+                d = a._dtype
+                o = fast_float.get(d)
+                if o is not None:
+                    c = _consts.get((b, d))  # (zeros are keyed apart, see scalar: a miss, which scalar answers)
+                    b = c if c is not None else scalar(b, d)
+            else:
+                o = None
+            if o is not None:
+                st = _resolved.get(id(stream)) or resolve_stream(stream)
+                return node(prim, (a, b), _shape2(a._shape, b._shape, name), o, st)
+        elif ta is float and tb is array:
+            d = b._dtype
+            o = fast_float.get(d)
+            if o is not None:
+                c = _consts.get((a, d))
+                a = c if c is not None else scalar(a, d)
+                st = _resolved.get(id(stream)) or resolve_stream(stream)
+                return node(prim, (a, b), _shape2(a._shape, b._shape, name), o, st)
         return _binary(prim, name, a, b, stream)
 
     op.__name__ = op.__qualname__ = name

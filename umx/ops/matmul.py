@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import dtypes as dt
+from ..devices import _resolved
 from ..primitives import MATMUL
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
 
@@ -20,6 +21,11 @@ def matmul(a, b, /, *, stream=None) -> array:
     Returns:
         array: ``a @ b``.
     """
+    if a.__class__ is array and b.__class__ is array:  # the common case, in one call: matrices of one dtype
+        sa, sb = a._shape, b._shape
+        d = a._dtype
+        if len(sa) == 2 and len(sb) == 2 and d is b._dtype and sa[1] == sb[0]:
+            return node(MATMUL, (a, b), (sa[0], sb[1]), d, _resolved.get(id(stream)) or resolve_stream(stream))
     a = as_array(a, "matmul")
     b = as_array(b, "matmul")
     if a.ndim == 0 or b.ndim == 0:
@@ -31,7 +37,8 @@ def matmul(a, b, /, *, stream=None) -> array:
     d = dt.promote(a._dtype, b._dtype)
     st = resolve_stream(stream)
     a, b = cast(a, d, st), cast(b, d, st)
-    batch = broadcast_shapes(a._shape[:-2], b._shape[:-2], op="matmul")
+    ba, bb = a._shape[:-2], b._shape[:-2]
+    batch = ba if ba == bb else broadcast_shapes(ba, bb, op="matmul")
     shape = batch + (a._shape[-2],) if a.ndim >= 2 else batch
     if b.ndim >= 2:
         shape = shape + (b._shape[-1],)

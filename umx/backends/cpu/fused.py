@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import os
+from itertools import repeat
 
 import numpy as np
 
@@ -54,11 +55,13 @@ def _compile(f, table) -> list:
 
 
 def _compile_chain(f, steps):
-    """``(first_step, rest)`` when the program is a chain (each step reads the previous result once, its other
-    inputs are leaves, all ufuncs of one dtype, no bfloat16): run as NumPy by hand would, in place. Else None."""
+    """``(first_step, runs)`` when the program is a chain (each step reads the previous result once, its other
+    inputs are leaves, all ufuncs of one dtype, no bfloat16): run as NumPy by hand would, in place. ``runs`` are
+    ``(ufunc, other leaf or -1, position of the previous result, count)``: equal steps in a row, one loop. Else
+    None."""
     n_leaves = len(f.leaves)
     dtype = f.root._dtype
-    rest = []
+    runs = []
     for j, ((fn, args, _, bf16), node) in enumerate(zip(steps, f.nodes)):
         if bf16 or not isinstance(fn, np.ufunc) or node._dtype is not dtype:
             return None
@@ -67,26 +70,32 @@ def _compile_chain(f, steps):
         prev = n_leaves + j - 1
         if args.count(prev) != 1 or any(a != prev and a >= n_leaves for a in args) or len(args) > 2:
             return None
-        other = next((a for a in args if a != prev), -1)
-        rest.append((fn, other, args.index(prev)))
-    return steps[0], rest
+        step = (fn, next((a for a in args if a != prev), -1), args.index(prev))
+        if runs and runs[-1][:3] == step:
+            runs[-1] = (*step, runs[-1][3] + 1)
+        else:
+            runs.append((*step, 1))
+    return steps[0], runs
 
 
 def _run_chain(chain, leaves: list):
-    (fn0, args0, _, _), rest = chain
+    (fn0, args0, _, _), runs = chain
     v = fn0(*[leaves[a] for a in args0])
     if v.__class__ is np.ndarray and v.base is None:  # our own buffer: every step writes into it
-        for fn, other, pos in rest:  # (``out`` passed by position: NumPy parses it faster than the keyword)
+        for fn, other, pos, count in runs:
             if other < 0:
-                fn(v, v)
-            elif pos == 0:
-                fn(v, leaves[other], v)
+                for _ in repeat(None, count):  # ``out`` by position: NumPy parses it faster than the keyword
+                    fn(v, v)
             else:
-                fn(leaves[other], v, v)
+                # (``out`` by keyword: NumPy 2.4 deprecates it by position for maximum and minimum)
+                x = leaves[other]
+                for _ in repeat(None, count):
+                    fn(v, x, out=v) if pos == 0 else fn(x, v, out=v)
         return v
-    for fn, other, pos in rest:  # NumPy scalars (0-d results): no buffer to reuse
+    for fn, other, pos, count in runs:  # NumPy scalars (0-d results): no buffer to reuse
         fn = _SCALAR_OPS.get(fn, fn)  # NumPy's scalar arithmetic: a tenth of a ufunc call, the same result
-        v = fn(v) if other < 0 else (fn(v, leaves[other]) if pos == 0 else fn(leaves[other], v))
+        for _ in repeat(None, count):
+            v = fn(v) if other < 0 else (fn(v, leaves[other]) if pos == 0 else fn(leaves[other], v))
     return v
 
 
