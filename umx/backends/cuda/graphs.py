@@ -318,15 +318,18 @@ def _plan(tasks: list):
             # the task holds the region, which holds the root twice (root, nodes); each member's inputs are
             # references too, and the leaves are held by the region's leaves and _inputs
             base.append(2)
-            for m in n.nodes:
-                for x in m._inputs:
-                    j = index.get(id(x))
-                    if j is not None:
-                        base[j] += 1
+            produced = False
             for x in ins:
                 j = index.get(id(x))
                 if j is not None:
                     base[j] += 2
+                    produced = True
+            if produced:  # (only then: a chain of 500 members reading an external costs no walk)
+                for m in n.nodes:
+                    for x in m._inputs:
+                        j = index.get(id(x))
+                        if j is not None:
+                            base[j] += 1
         else:
             if n._siblings is not None or n._prim.__class__ not in CAPTURABLE:
                 return None
