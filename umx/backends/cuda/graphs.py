@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import weakref
+from math import prod
 
 import numpy as np
 
@@ -141,7 +142,7 @@ class Graphs:
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list):
         """Capture ``tasks`` into a graph over slots for ``inputs``; None if they cannot be captured."""
-        size = sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * _size(n._shape) for n in nodes)
+        size = sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
         if size > MAX_GRAPH_BYTES:
             return None
         ex = self.ex
@@ -278,13 +279,6 @@ RELEASERS.append(release_all)
 def nbytes() -> int:
     """Device memory that cached graphs hold."""
     return sum(g.nbytes() for g in list(_all))
-
-
-def _size(shape: tuple) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _plan(tasks: list):
