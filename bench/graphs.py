@@ -3,7 +3,8 @@
 Each case runs in umx with graphs on and off (``graphs.ENABLED``), and by hand with CuPy (forward only) and torch,
 in the same process: median wall time per call, results already on the GPU, one eval (or synchronize) per call.
 The MLP is the suite's: batch 256, 784-512-512-10, float32; the training step is mean squared error, its gradient
-by ``value_and_grad``, and an SGD update of all six parameters.
+by ``value_and_grad``, and an SGD update of all six parameters; "step, compiled" is that step under ``mx.compile``
+(the graph is rebuilt from a recorded trace; torch's column repeats its eager step).
 
 Usage: python bench/graphs.py [--runs N]
 """
@@ -74,8 +75,20 @@ def main() -> None:
         state["p"] = [p - LR * g for p, g in zip(state["p"], grads)]
         mx.eval(loss, state["p"])
 
+    def step(*ps):
+        loss, grads = step_grad(list(ps))
+        return (loss, *[p - LR * g for p, g in zip(ps, grads)])
+
+    compiled_step = mx.compile(step)
+    state_c = {"p": params}
+
+    def train_compiled():
+        out = compiled_step(*state_c["p"])
+        state_c["p"] = list(out[1:])
+        mx.eval(out)
+
     rows = []
-    for name, fn in (("MLP forward", fwd), ("training step", train)):
+    for name, fn in (("MLP forward", fwd), ("training step", train), ("step, compiled", train_compiled)):
         times = {}
         for on in (True, False):
             graphs.ENABLED = on
@@ -116,7 +129,7 @@ def main() -> None:
                 torch.cuda.synchronize()
 
             rows[0][1]["torch"] = median_ms(tfwd, args.runs)
-            rows[1][1]["torch"] = median_ms(ttrain, args.runs)
+            rows[1][1]["torch"] = rows[2][1]["torch"] = median_ms(ttrain, args.runs)
     except ImportError:
         pass
 

@@ -437,6 +437,19 @@ def test_shared_lazy_graph_across_programs():
             f.result()
 
 
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="CUDA graphs need a GPU")
+def test_programs_run_again_replay_as_cuda_graphs():
+    """Each program three times over, from new arrays of the same values: the GPU's batches are seen, captured,
+    then replayed as CUDA graphs (where their primitives allow), and every run matches NumPy."""
+    from umx.backends.cuda import graphs
+
+    before = graphs.STATS.replays
+    for seed in range(SEED + 2 * 10**6, SEED + 2 * 10**6 + max(N_PROGRAMS // 4, 20)):
+        for _ in range(3):
+            _run_program(seed)
+    assert graphs.STATS.replays > before
+
+
 @pytest.mark.parametrize("seed", [SEED + 10**6])
 def test_replay_one_program(seed):
     """A single program on the caller's thread (the replay path used to debug a failing seed)."""

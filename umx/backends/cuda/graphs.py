@@ -112,7 +112,10 @@ class Graphs:
             return False
         key, nodes, externals, retained = plan
         cache = self.cache
-        entry = cache.get(key)
+        try:
+            entry = cache.get(key)
+        except TypeError:  # a parameter that cannot be hashed: no key, so no graph
+            return False
         if entry is None:
             if len(cache) >= _MAX_KEYS:
                 self._forget_sightings()
@@ -327,9 +330,12 @@ def _plan(tasks: list):
         else:
             if n._siblings is not None or n._prim.__class__ not in CAPTURABLE:
                 return None
-            op = n._prim
-            if op.__class__ is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
-                op = (cr.Full, op.shape, op.dtype, repr(op.value))
+            p = n._prim
+            c = p.__class__
+            if c is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
+                op = (c, p.shape, p.dtype, repr(p.value))
+            else:  # (class and parameters: a primitive's own hash and == are Python code, ten times slower)
+                op = (c, p.params()) if c.__slots__ else c
             ins = n._inputs
             node = n
             base.append(1)  # the task list, or the task's tuple
@@ -357,7 +363,7 @@ def _plan(tasks: list):
         nodes.append(node)
     if len(nodes) < 2:
         return None
-    n = node = x = t = m = None  # (no local reference may be counted below)
+    n = node = x = t = m = p = None  # (no local reference may be counted below)
     retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
     key.append(tuple([(x._shape, x._dtype) for x in externals]))
     return tuple(key), nodes, externals, retained
