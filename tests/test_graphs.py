@@ -207,3 +207,23 @@ def test_a_diamond_across_streams_repeats_without_deadlock(graphs):
         c = mx.add(mx.matmul(a, x, stream=G), b, stream=G)
         an = np.tanh(h.astype(np.float64) @ h)
         np.testing.assert_allclose(np.array(c), an @ h + 2 * an, rtol=1e-4, atol=1e-5)
+
+
+def test_random_bits_gathers_and_concatenation_replay_with_fresh_keys(graphs):
+    rng = np.random.default_rng(9)
+    table = rng.standard_normal((50, 8)).astype(np.float32)
+    emb = mx.array(table)
+    masks = []
+    before = graphs.STATS.replays
+    for step in range(5):
+        idx = rng.integers(0, 50, size=16).astype(np.int32)
+        e = mx.take(emb, mx.array(idx), axis=0, stream=G)
+        m = mx.random.bernoulli(0.5, (16, 8), key=mx.random.key(step), stream=G)
+        y = mx.concatenate([mx.multiply(e, m, stream=G), e], axis=1, stream=G)
+        got, mask = np.array(y), np.array(m)
+        np.testing.assert_array_equal(got, np.concatenate([table[idx] * mask, table[idx]], axis=1))
+        np.testing.assert_array_equal(mask, np.array(mx.random.bernoulli(0.5, (16, 8), key=mx.random.key(step),
+                                                                         stream=mx.cpu)))
+        masks.append(mask)
+    assert graphs.STATS.replays - before >= 3
+    assert not all((masks[0] == mk).all() for mk in masks[1:])  # each key draws its own bits

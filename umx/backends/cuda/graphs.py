@@ -16,9 +16,11 @@ Memory: a graph owns every buffer its kernels touch, from a pool of its own, so 
   graph into fresh buffers; intermediates nobody holds are not. Which is which is read off reference counts, as
   the fusion planner does.
 
-Only batches of primitives known to enqueue pure device work are captured (elementwise, fused, products through
-``cublas``, reductions, views). A kernel that synchronizes or copies to the host under capture makes CuPy raise,
-and the structure is then never tried again. Graphs whose buffers exceed ``MAX_GRAPH_BYTES`` are not made (large
+Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
+through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits (not
+linalg, FFT, user callbacks or data-dependent shapes). A kernel that synchronizes, or copies from or to the host,
+under capture makes CuPy raise, and the structure is then never tried again: such a kernel can never be baked
+into a graph. Graphs whose buffers exceed ``MAX_GRAPH_BYTES`` are not made (large
 work is not launch-bound), and each stream keeps at most ``MAX_GRAPHS``, dropping the oldest.
 """
 
@@ -29,16 +31,23 @@ import sys
 import threading
 import weakref
 from math import prod
+from operator import attrgetter
 
 import numpy as np
 
 from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Reduce
 from ...primitives import creation as cr
+from ...primitives import indexing as ix
+from ...primitives import layout as lo
 from ...primitives import linalg as la
 from ...primitives import misc as mi
+from ...primitives import random as rnd
 from ...primitives import reduction as rd
+from ...primitives import scan as sc
 from ...primitives import shape as sh
+from ...primitives import sort as so
+from ...primitives.base import Primitive
 from ..executor import Failure, set_result
 from . import _cupy
 from . import memory as gmem
@@ -56,9 +65,12 @@ MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost g
 _MAX_KEYS = 1024  # structures seen once that are remembered
 
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
-CAPTURABLE = frozenset(ELEMENTWISE | {c for c in vars(rd).values() if isinstance(c, type) and issubclass(c, Reduce)}
-                       | {rd.ArgMax, rd.ArgMin, rd.Softmax, rd.Var, la.Matmul, sh.Reshape, sh.Transpose,
-                          sh.BroadcastTo, sh.Copy, cr.Full, mi.Depends, mi.StopGradient})
+CAPTURABLE = frozenset(
+    ELEMENTWISE | {c for c in vars(rd).values() if isinstance(c, type) and issubclass(c, Reduce)}
+    | {rd.ArgMax, rd.ArgMin, rd.Softmax, rd.Var, la.Matmul, sh.Reshape, sh.Transpose, sh.BroadcastTo, sh.Copy,
+       sh.Concatenate, sh.View, cr.Full, cr.Arange, cr.Linspace, cr.Eye, mi.Depends, mi.StopGradient, mi.NanToNum,
+       ix.Gather, ix.Scatter, rnd.RandomBits, sc.Scan, so.Sort, so.ArgSort, so.Partition, so.ArgPartition}
+    | {c for c in vars(lo).values() if isinstance(c, type) and issubclass(c, Primitive) and c is not Primitive})
 _REFUSED = "refused"
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
@@ -309,44 +321,30 @@ def _plan(tasks: list):
         else:
             n = t
         if type(n) is Fused:
+            # the task holds the region, which holds the root twice (root, nodes); a leaf is held by the
+            # region's leaves and _inputs, and once per use by the members' inputs
             op = n.key
             ins = n.leaves
             node = n.root
-            # the task holds the region, which holds the root twice (root, nodes); each member's inputs are
-            # references too, and the leaves are held by the region's leaves and _inputs
             base.append(2)
-            produced = False
-            for x in ins:
-                j = index.get(id(x))
-                if j is not None:
-                    base[j] += 2
-                    produced = True
-            if produced:  # (only then: a chain of 500 members reading an external costs no walk)
-                for m in n.nodes:
-                    for x in m._inputs:
-                        j = index.get(id(x))
-                        if j is not None:
-                            base[j] += 1
+            use = 2
         else:
-            if n._siblings is not None or n._prim.__class__ not in CAPTURABLE:
-                return None
             p = n._prim
             c = p.__class__
-            if c is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
-                op = (c, p.shape, p.dtype, repr(p.value))
-            else:  # (class and parameters: a primitive's own hash and == are Python code, ten times slower)
-                op = (c, p.params()) if c.__slots__ else c
+            if n._siblings is not None or c not in CAPTURABLE:
+                return None
+            op = (_OP_KEYS.get(c) or _op_key(c))(p)
             ins = n._inputs
             node = n
             base.append(1)  # the task list, or the task's tuple
-            for x in ins:
-                j = index.get(id(x))
-                if j is not None:
-                    base[j] += 1
+            use = 1  # per occurrence in the node's inputs
         wiring = []
+        produced = False
         for x in ins:
             j = index.get(id(x))
             if j is not None:
+                base[j] += use
+                produced = True
                 wiring.append(j)
                 continue
             d = x._data
@@ -358,6 +356,12 @@ def _plan(tasks: list):
                 s = slot_of[id(x)] = len(externals)
                 externals.append(x)
             wiring.append(-1 - s)
+        if produced and use == 2:  # (only then: a chain of 500 members reading an external costs no walk)
+            for m in n.nodes:
+                for x in m._inputs:
+                    j = index.get(id(x))
+                    if j is not None:
+                        base[j] += 1
         key.append((op, node._shape, node._dtype, tuple(wiring)))
         index[id(node)] = i
         nodes.append(node)
@@ -367,6 +371,23 @@ def _plan(tasks: list):
     retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
     key.append(tuple([(x._shape, x._dtype) for x in externals]))
     return tuple(key), nodes, externals, retained
+
+
+_OP_KEYS: dict = {}  # primitive class -> a function of an instance: its part of the key
+
+
+def _op_key(c):
+    """The key part of primitives of class ``c``: the class and its parameters, read by one C-level getter (a
+    primitive's own hash and == are Python code, ten times slower)."""
+    if c is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
+        f = lambda p: (c, p.shape, p.dtype, repr(p.value))  # noqa: E731
+    elif not c.__slots__:
+        f = lambda p: c  # noqa: E731
+    else:
+        get = attrgetter(*c.__slots__)
+        f = lambda p: (c, get(p))  # noqa: E731
+    _OP_KEYS[c] = f
+    return f
 
 
 def _held_outside(nodes: list, i: int, base: int) -> bool:
