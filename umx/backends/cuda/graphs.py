@@ -13,8 +13,9 @@ Memory: a graph owns every buffer its kernels touch, from a pool of its own, so 
 - Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very array
   (arrays are immutable: same array, same values), so weights read step after step are not copied again.
 - Outputs that anything outside the batch holds (the user, a later eval, another stream) are copied out of the
-  graph into fresh buffers; intermediates nobody holds are not. Which is which is read off reference counts, as
-  the fusion planner does.
+  graph: the graph's last copies pack them into one export area, and a replay copies that area into one fresh
+  buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
+  nobody holds are never copied. Which is which is read off reference counts, as the fusion planner does.
 
 Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
 through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits (not
@@ -98,14 +99,16 @@ _all: weakref.WeakSet = weakref.WeakSet()  # every stream's cache, for memory pr
 class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
-    __slots__ = ("graph", "pool", "slots", "sources", "values")
+    __slots__ = ("graph", "pool", "slots", "sources", "values", "export", "offsets")
 
-    def __init__(self, graph, pool, slots: list, values: list):
+    def __init__(self, graph, pool, slots: list, values: list, export, offsets: dict):
         self.graph = graph
         self.pool = pool
         self.slots = slots
         self.sources: list = [None] * len(slots)  # weakref to the array whose values each slot holds
         self.values = values
+        self.export = export  # the held values, packed by the graph's last copies
+        self.offsets = offsets  # task position -> where its value is in export
 
 
 class Graphs:
@@ -146,7 +149,7 @@ class Graphs:
             return False
         with self.lock:
             if type(entry) is int:
-                entry = self._capture(tasks, nodes, externals, inputs)
+                entry = self._capture(tasks, nodes, externals, inputs, retained)
                 if entry is None:
                     cache[key] = _REFUSED
                     STATS.refusals += 1
@@ -155,9 +158,11 @@ class Graphs:
                 self._evict()
             return self._launch(entry, tasks, nodes, externals, inputs, retained, held)
 
-    def _capture(self, tasks: list, nodes: list, externals: list, inputs: list):
-        """Capture ``tasks`` into a graph over slots for ``inputs``; None if they cannot be captured."""
-        size = sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
+    def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list):
+        """Capture ``tasks`` into a graph over slots for ``inputs``; None if they cannot be captured. The graph
+        ends by packing the ``retained`` values into one export area, which a replay copies out in one go."""
+        size = (sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
+                + sum(nodes[i]._dtype.np.itemsize * prod(nodes[i]._shape) for i in retained))  # (+ the export)
         if size > MAX_GRAPH_BYTES:
             return None
         ex = self.ex
@@ -172,6 +177,7 @@ class Graphs:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
                     values = _dispatch(ex, tasks, externals, slots)
+                    export, offsets = _pack(values, retained, stream)
                 finally:
                     graph = _end_capture(stream)
         except Exception:  # e.g. a kernel that synchronizes, or no memory: this structure runs eagerly
@@ -181,7 +187,7 @@ class Graphs:
         if graph is None or values is None:
             return None
         STATS.captures += 1
-        return Captured(graph, pool, slots, values)
+        return Captured(graph, pool, slots, values, export, offsets)
 
     def _launch(self, g: Captured, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
                 held: list) -> bool:
@@ -197,10 +203,19 @@ class Graphs:
                     STATS.copies_in += 1
             g.graph.launch(stream)
             outs = []
+            offsets = g.offsets
+            area = None
             for i in retained:
                 v = g.values[i]
-                out = cp.empty(v.shape, v.dtype)
-                _copy(out, v, stream)
+                at = offsets.get(i)
+                if at is None:  # (held now, not when captured: a copy of its own)
+                    out = cp.empty(v.shape, v.dtype)
+                    _copy(out, v, stream)
+                else:  # a view of one copy of the whole export area: one allocation and one copy in all
+                    if area is None:
+                        area = cp.empty(g.export.nbytes, np.uint8)
+                        _copy(area, g.export, stream)
+                    out = cp.ndarray(v.shape, v.dtype, memptr=area.data + at)
                 outs.append(out)
         except Exception:  # e.g. no memory for an output: the eager path runs (and reports) it
             return False
@@ -424,6 +439,22 @@ def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
         produced[id(node)] = len(values)
         values.append(out)
     return values
+
+
+def _pack(values: list, retained: list, stream):
+    """Under capture: copy the ``retained`` values into one new area (each at a 256-byte boundary); the area and
+    ``{position: offset}``."""
+    offsets = {}
+    end = 0
+    for i in retained:
+        offsets[i] = end
+        end += (values[i].nbytes + 255) & ~255
+    export = cp.empty(max(end, 1), np.uint8)
+    for i, at in offsets.items():
+        v = values[i]
+        if v.nbytes:
+            _runtime.memcpyAsync(export.data.ptr + at, v.data.ptr, v.nbytes, _D2D, stream.ptr)
+    return export, offsets
 
 
 def _copy(dst, src, stream) -> None:
