@@ -443,10 +443,17 @@ def test_programs_run_again_replay_as_cuda_graphs():
     then replayed as CUDA graphs (where their primitives allow), and every run matches NumPy."""
     from umx.backends.cuda import graphs
 
-    before = graphs.STATS.replays
-    for seed in range(SEED + 2 * 10**6, SEED + 2 * 10**6 + max(N_PROGRAMS // 4, 20)):
+    def thrice(seed: int) -> None:
         for _ in range(3):
             _run_program(seed)
+
+    before = graphs.STATS.replays
+    thrice(SEED + 2 * 10**6)
+    # then from several threads at once: their batches share the GPU streams, and so the streams' graphs
+    seeds = range(SEED + 2 * 10**6 + 1, SEED + 2 * 10**6 + max(N_PROGRAMS // 4, 20))
+    with ThreadPoolExecutor(N_THREADS) as pool:
+        for f in [pool.submit(thrice, s) for s in seeds]:
+            f.result()
     assert graphs.STATS.replays > before
 
 
