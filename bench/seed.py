@@ -165,15 +165,17 @@ def main() -> None:
     by = {r[0]: r[1] for r in results}
     if "gpu/cpu" in by:
         # The seed's claim compares the split with all-GPU op by op; umx fuses the 500 exps into one kernel,
-        # which no split can beat. So the claim is checked against all-GPU without fusion as well.
+        # which no split can beat, and would replay 500 separate kernels as one CUDA graph. So the claim is also
+        # checked against all-GPU op by op: no fusion, no graphs.
         from umx import scheduler
+        from umx.backends.cuda import graphs
 
-        scheduler.FUSION = False
+        scheduler.FUSION = graphs.ENABLED = False
         try:
             unfused = median_ms(umx_case(mx.gpu, mx.gpu), args.runs)
         finally:
-            scheduler.FUSION = True
-        for what, ref in (("gpu/gpu", by["gpu/gpu"]), ("gpu/gpu without fusion", unfused)):
+            scheduler.FUSION = graphs.ENABLED = True
+        for what, ref in (("gpu/gpu", by["gpu/gpu"]), ("gpu/gpu op by op (no fusion, no graphs)", unfused)):
             faster = by["gpu/cpu"] < ref
             print(f"gpu/cpu {'is' if faster else 'is NOT'} faster than {what} "
                   f"({by['gpu/cpu']:.2f} ms vs {ref:.2f} ms)")
