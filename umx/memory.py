@@ -128,6 +128,11 @@ def acquire(data) -> None:
                 h.peak = h.active
 
 
+def user_memory_limit() -> int:
+    """The limit set by :func:`set_memory_limit`, or 0 if none is set (for caches that yield under it)."""
+    return _memory_limit
+
+
 def check_host_limit(nbytes: int) -> None:
     """Refuse a host allocation of ``nbytes`` that would take live arrays above the limit set by the user.
 

@@ -36,6 +36,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from ... import memory as _memory
 from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Reduce
 from ...primitives import creation as cr
@@ -163,8 +164,9 @@ class Graphs:
         ends by packing the ``retained`` values into one export area, which a replay copies out in one go."""
         size = (sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
                 + sum(nodes[i]._dtype.np.itemsize * prod(nodes[i]._shape) for i in retained))  # (+ the export)
-        if size > MAX_GRAPH_BYTES:
-            return None
+        limit = _memory.user_memory_limit()
+        if size > MAX_GRAPH_BYTES or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
+            return None  # (graphs are a cache: under a memory limit they take only what is left)
         ex = self.ex
         pool = cp.cuda.MemoryPool()
         prev = gmem.use_allocator(pool.malloc)
