@@ -244,3 +244,18 @@ def test_random_bits_gathers_and_concatenation_replay_with_fresh_keys(graphs):
         masks.append(mask)
     assert graphs.STATS.replays - before >= 3
     assert not all((masks[0] == mk).all() for mk in masks[1:])  # each key draws its own bits
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu) or mx.device_count(mx.gpu) < 2, reason="needs two CUDA GPUs")
+def test_graphs_replay_on_a_second_gpu_and_read_across_gpus(graphs):
+    rng = np.random.default_rng(10)
+    h = (rng.standard_normal((24, 24)) * 0.2).astype(np.float32)
+    a = mx.array(h)
+    g1 = mx.Device(mx.gpu, 1)
+    before = graphs.STATS.replays
+    for _ in range(4):
+        y = mx.tanh(mx.matmul(a, a, stream=g1), stream=g1)
+        z = mx.add(mx.matmul(y, a, stream=G), 1.0, stream=G)  # device 1's result read on device 0
+        yn = np.tanh(h.astype(np.float64) @ h)
+        np.testing.assert_allclose(np.array(z), yn @ h + 1, rtol=1e-4, atol=1e-5)
+    assert graphs.STATS.replays - before >= 2
