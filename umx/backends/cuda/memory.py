@@ -198,10 +198,15 @@ class Upload:
     def part(self, lo: int, hi: int) -> None:
         """Bytes ``lo:hi`` of the host array are written: send them."""
         if hi > lo:
-            if _runtime.getDevice() != self.index:
-                _runtime.setDevice(self.index)  # (a pool thread of the CPU backend: it keeps no other CUDA state)
-            _runtime.memcpyAsync(self.data.data.ptr + lo, self.host.ctypes.data + lo, hi - lo, _H2D,
-                                 self.stream.ptr)
+            prev = _runtime.getDevice()
+            if prev != self.index:  # (the thread may be the user's: a CPU batch runs inline on the caller)
+                _runtime.setDevice(self.index)
+            try:
+                _runtime.memcpyAsync(self.data.data.ptr + lo, self.host.ctypes.data + lo, hi - lo, _H2D,
+                                     self.stream.ptr)
+            finally:
+                if prev != self.index:
+                    _runtime.setDevice(prev)
 
     def finish(self, array) -> None:
         """Every part is sent: record the device copy as ``array``'s, complete once its event has passed."""
@@ -294,7 +299,7 @@ class GpuLocation:
         return host, ready
 
     def active(self) -> int:
-        return POOL.used_bytes() + _pinned_live
+        return _all_devices(POOL.used_bytes) + _pinned_live
 
     def peak(self) -> int:
         return max(_peak, self.active())
@@ -311,7 +316,7 @@ class GpuLocation:
             _peak = now
 
     def cache(self) -> int:
-        return POOL.free_bytes()
+        return _all_devices(POOL.free_bytes)
 
     def set_limit(self, limit: int) -> None:
         for i in range(_runtime.getDeviceCount()):
@@ -322,8 +327,20 @@ class GpuLocation:
         from . import graphs
 
         graphs.release_all()
-        POOL.free_all_blocks()
+        _all_devices(lambda: POOL.free_all_blocks() or 0)
         _pinned_pool.free_all_blocks()
 
 
 LOCATION = GpuLocation()
+_DEVICES = _runtime.getDeviceCount()
+
+
+def _all_devices(measure) -> int:
+    """``measure()`` (a statistic of umx's pool, which CuPy keeps per device) summed over every device."""
+    if _DEVICES == 1:
+        return measure()
+    total = 0
+    for i in range(_DEVICES):
+        with cp.cuda.Device(i):
+            total += measure()
+    return total
