@@ -286,6 +286,12 @@ def test_two_gpus_exchange_large_results_both_ways(rng):
     np.testing.assert_array_equal(np.asarray(c), want_c)
     assert mx.sum(e, stream=g1).item() == pytest.approx(float((want_c * 0.5 + want_b).sum(dtype=np.float64)),
                                                         rel=1e-4)
+    # the caller's CUDA state is its own: still on device 0 (a CPU batch ran inline here and sent parts to gpu1)
+    import cupy
+
+    assert cupy.cuda.runtime.getDevice() == 0
+    # and the memory statistics see both devices' pools
+    assert mx.get_active_memory() >= a.nbytes + b.nbytes
 
 
 @needs_gpu
