@@ -8,7 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import DEVICES, assert_close
 
 import umx as mx
 from umx import scheduler
@@ -140,3 +140,22 @@ def test_region_size_is_capped_per_executor(monkeypatch):
     for _ in range(50):
         ref = np.sin(ref)
     assert_close(y, ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_binary_chain_steps_with_an_evaluated_operand_on_either_side(device):
+    """Chain steps whose other operand is a constant or an evaluated array, on the left or the right, join the
+    region one by one; an intermediate the user holds stays out of it, and every value matches NumPy."""
+    h = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    w = mx.array(np.full((3, 4), 0.5, np.float32))
+    mx.eval(w)
+    x = mx.array(h)
+    held = mx.subtract(mx.subtract(w, mx.multiply(2.0, mx.add(x, 1.0, stream=device), stream=device),
+                                   stream=device), w, stream=device)
+    z = mx.multiply(mx.maximum(held, 0.0, stream=device), w, stream=device)
+    order = _tasks(z)
+    assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [4, 2]
+    del order
+    ref_held = (0.5 - 2.0 * (h.astype(np.float64) + 1.0)) - 0.5
+    assert_close(z, np.maximum(ref_held, 0.0) * 0.5)
+    assert_close(held, ref_held)

@@ -184,6 +184,34 @@ def collect(targets, mark, fusing: bool) -> list:
                             key.append((rc, ra, rd, rn))
                         rc, ra, rd, rn = c, a, d, 1
                     continue
+            elif len(ins) == 2 and c not in parameterized:  # a chain's step with a constant or an evaluated array
+                x, y = ins
+                if y._data is not None:
+                    first = True
+                elif x._data is not None:
+                    x, y = y, x
+                    first = False
+                else:
+                    first = None
+                # The references to x: m's inputs, this variable and the argument.
+                if (first is not None and x._data is None and x._exec is None and room > 0 and x._shape == shape
+                        and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
+                        and getrefcount(x) <= 3):
+                    x._exec = member
+                    members.append(x)
+                    room -= 1
+                    j = where.get(id(y))
+                    if j is None:
+                        j = where[id(y)] = len(leaves)
+                        leaves.append(y)
+                    a = (i - len(members), j) if first else (j, i - len(members))
+                    if c is rc and d is rd and a == ra:
+                        rn += 1
+                    else:
+                        if rn:
+                            key.append((rc, ra, rd, rn))
+                        rc, ra, rd, rn = c, a, d, 1
+                    continue
             args = []
             for x in ins:
                 if x._data is None:
