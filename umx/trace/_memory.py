@@ -22,6 +22,10 @@ class MemoryReport(dict):
             if s.get("spills") or s.get("copies_dropped"):  # memory pressure on a device: what it took
                 lines.append(f"{loc}: under pressure dropped {s['copies_dropped']} device copies and spilled "
                              f"{s['spills']} arrays ({fmt_bytes(s['spilled_bytes'])}) to the host")
+            if s.get("graph_captures"):  # CUDA graphs: what they hold and how often they replayed
+                lines.append(f"{loc}: CUDA graphs hold {fmt_bytes(s['graph_bytes'])}; {s['graph_captures']} "
+                             f"captured, {s['graph_replays']} replays, {s['graph_refusals']} refused, "
+                             f"{s['graph_evictions']} dropped")
         lines.append(f"live arrays: {self['live_arrays']} holding {fmt_bytes(self['live_bytes'])}; largest:")
         for a in self["largest"]:
             where = a["location"] + (f" (+ copies on {', '.join(a['copies'])})" if a["copies"] else "")
