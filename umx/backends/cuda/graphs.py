@@ -6,7 +6,7 @@ and CuPy time per kernel (a cuBLAS product alone takes about 25 us on the host);
 
 How a batch is recognised: its *key* lists, per task, the primitive (or a fused region's key), the output's shape
 and dtype, and where each input comes from: an earlier task, an external array (by slot: the same array read twice
-is one slot), or a constant (by value and dtype). The first sighting runs eagerly; the second is captured.
+is one slot), or a constant (by its bits and dtype). The first sighting runs eagerly; the second is captured.
 
 Memory: a graph owns every buffer its kernels touch, from a pool of its own, so nothing else ever reuses them.
 
@@ -21,8 +21,11 @@ Only batches of primitives whose kernels are pure device work are captured: elem
 through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits (not
 linalg, FFT, user callbacks or data-dependent shapes). A kernel that synchronizes, or copies from or to the host,
 under capture makes CuPy raise, and the structure is then never tried again: such a kernel can never be baked
-into a graph. Graphs whose buffers exceed ``MAX_GRAPH_BYTES`` are not made (large
-work is not launch-bound), and each stream keeps at most ``MAX_GRAPHS``, dropping the oldest.
+into a graph. Nor is a batch in which a task after the first waits for another stream (see ``_plan``).
+
+Graphs are a cache: one whose buffers exceed ``MAX_GRAPH_BYTES`` is not made (large work is not launch-bound),
+nor one that would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, dropping the
+oldest, and memory pressure drops them all before anything else.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from ..executor import Failure, set_result
 from . import _cupy
 from . import memory as gmem
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track
+
+__all__ = ["ENABLED", "STATS", "Graphs", "nbytes", "release_all"]
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -475,6 +480,4 @@ def _end_capture(stream):
     except Exception:
         return None
 
-
-__all__ = ["ENABLED", "STATS", "Graphs", "nbytes", "release_all"]
 
