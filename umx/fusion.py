@@ -167,6 +167,7 @@ def collect(targets, mark, fusing: bool) -> list:
             c = p.__class__
             d = m._dtype
             ins = m._inputs
+            a = None  # the step's args, once known; the chain steps (one input to take in) find them first
             if len(ins) == 1 and c not in parameterized:  # a chain's step: all of it here
                 x = ins[0]
                 # The references: m's inputs, this variable and the argument. (Its shape is m's: elementwise
@@ -177,13 +178,6 @@ def collect(targets, mark, fusing: bool) -> list:
                     members.append(x)
                     room -= 1
                     a = i - len(members)
-                    if c is rc and d is rd and a == ra:
-                        rn += 1
-                    else:
-                        if rn:
-                            key.append((rc, ra, rd, rn))
-                        rc, ra, rd, rn = c, a, d, 1
-                    continue
             elif len(ins) == 2 and c not in parameterized:  # a chain's step with a constant or an evaluated array
                 x, y = ins
                 if y._data is not None:
@@ -205,49 +199,45 @@ def collect(targets, mark, fusing: bool) -> list:
                         j = where[id(y)] = len(leaves)
                         leaves.append(y)
                     a = (i - len(members), j) if first else (j, i - len(members))
-                    if c is rc and d is rd and a == ra:
-                        rn += 1
-                    else:
-                        if rn:
-                            key.append((rc, ra, rd, rn))
-                        rc, ra, rd, rn = c, a, d, 1
-                    continue
-            args = []
-            for x in ins:
-                if x._data is None:
-                    xe = x._exec
-                    if xe is None:
-                        # The references: m's inputs (once per use), this loop's variable and the argument.
-                        if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
-                                and x._prim.__class__ in elementwise
-                                and getrefcount(x) <= (3 if len(ins) == 1 or (len(ins) == 2 and ins[0] is not ins[1])
-                                                     else 2 + _uses(ins, x))):
-                            x._exec = member
-                            members.append(x)
-                            room -= 1
-                            args.append(i - len(members))
+            if a is None:
+                args = []
+                for x in ins:
+                    if x._data is None:
+                        xe = x._exec
+                        if xe is None:
+                            # The references: m's inputs (once per use), this loop's variable and the argument.
+                            if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
+                                    and x._prim.__class__ in elementwise
+                                    and getrefcount(x) <= (3 if len(ins) == 1
+                                                         or (len(ins) == 2 and ins[0] is not ins[1])
+                                                         else 2 + _uses(ins, x))):
+                                x._exec = member
+                                members.append(x)
+                                room -= 1
+                                args.append(i - len(members))
+                                continue
+                            if x._siblings is None:
+                                x._exec = mark
+                                stack.append(x)
+                            else:
+                                stack.append(_mark(x, mark))
+                        elif xe is member:  # read twice by m (x * x): taken in at its first use
+                            args.append(i - 1 - _index(members, x))
                             continue
-                        if x._siblings is None:
-                            x._exec = mark
-                            stack.append(x)
-                        else:
-                            stack.append(_mark(x, mark))
-                    elif xe is member:  # read twice by m (x * x): taken in at its first use
-                        args.append(i - 1 - _index(members, x))
-                        continue
-                j = where.get(id(x))
-                if j is None:
-                    j = where[id(x)] = len(leaves)
-                    leaves.append(x)
-                args.append(j)
-            a = tuple(args) if len(args) != 1 else args[0]
-            if c in parameterized:
-                if rn:
-                    key.append((rc, ra, rd, rn))
-                rc = None
-                rn = 0
-                key.append((c, p.params(), a, d))
-            elif c is rc and d is rd and a == ra:
+                    j = where.get(id(x))
+                    if j is None:
+                        j = where[id(x)] = len(leaves)
+                        leaves.append(x)
+                    args.append(j)
+                a = tuple(args) if len(args) != 1 else args[0]
+                if c in parameterized:
+                    if rn:
+                        key.append((rc, ra, rd, rn))
+                    rc = None
+                    rn = 0
+                    key.append((c, p.params(), a, d))
+                    continue
+            if c is rc and d is rd and a == ra:  # one more step of the run
                 rn += 1
             else:
                 if rn:
