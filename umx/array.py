@@ -89,7 +89,7 @@ class array:  # noqa: N801 (MLX's name)
     def _host(self) -> np.ndarray:
         """The evaluated data as a NumPy array (evaluating and copying to the host if needed)."""
         if self._data is None:
-            _eval((self,))
+            _eval((self,), True)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(memory.host_copy(self))
@@ -211,15 +211,15 @@ class array:  # noqa: N801 (MLX's name)
 
 
 
-def _eval(arrays) -> None:
+def _eval(arrays, host: bool = False) -> None:
     """Evaluate for a reader that then waits for the data itself (host_copy, or an explicit wait): a GPU result
-    need not have finished when this returns."""
+    need not have finished when this returns. ``host``: the reader reads the data on the host."""
     # bound on first use: the scheduler imports this module (an import statement here costs a microsecond per
     # item() or print)
     global _eval_arrays
     if _eval_arrays is None:
         from .scheduler import eval_arrays as _eval_arrays
-    _eval_arrays(arrays, False)
+    _eval_arrays(arrays, False, host)
 
 
 _eval_arrays = None

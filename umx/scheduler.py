@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from math import prod
 from threading import get_ident
 
 try:
@@ -25,7 +26,8 @@ except ImportError:  # another Python implementation
 from . import _tracing
 from .array import array
 from .backends.executor import Failure
-from .fusion import MEMBER, Fused, collect
+from .devices import Device, cpu
+from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"
@@ -36,6 +38,15 @@ __all__ = ["eval", "async_eval"]
 # evaluate overlapping graphs. Never held while waiting for results.
 _plan_lock = threading.Lock()
 _SIGINT = int(signal.SIGINT)
+_HOST = Device(cpu)
+
+#: a batch of at most this many tasks on a stream whose batches only enqueue work (a GPU's) is launched by the
+#: caller itself, before the batch it runs (see ``_plan``)
+INLINE_LAUNCHES = 16
+
+#: a target the host reads at once (``item()``, printing) of at most this many elements is hinted to its
+#: producer as read by the host: a GPU kernel then writes it to the host as it computes it (see cuda/direct.py)
+SMALL_READ = 256
 
 def _targets(args, out: list) -> None:
     """Collect the arrays in ``args`` (arrays or trees of lists, tuples and dicts); other leaves are ignored."""
@@ -50,13 +61,19 @@ def _targets(args, out: list) -> None:
             stack.extend(x.values())
 
 
-def _plan(targets: list, inline: bool = False):
+def _plan(targets: list, inline: bool = False, host: bool = False):
     """Schedule every unscheduled node behind ``targets`` on its stream's executor. Caller holds _plan_lock.
 
-    With ``inline``, one batch may be returned instead of submitted, as ``(executor, tasks)``: the caller is about
-    to block anyway, so it runs that batch itself, saving two thread hand-offs. Only a batch whose executor has
-    finished all earlier work qualifies, and the caller must hold that executor's run lock (``try_run_inline``).
+    With ``inline``, batches may be returned instead of submitted, as a list of ``(executor, tasks)`` to run in
+    order: the caller is about to block anyway, so it runs them itself, saving two thread hand-offs each. Only a
+    batch whose executor has finished all earlier work qualifies, and the caller holds each one's run lock
+    (``try_run_inline``).
+    With ``host``, the caller reads the targets on the host next: small ones are hinted so (``SMALL_READ``).
     """
+    if inline and len(targets) == 1:
+        mine = _plan_one(targets[0], host)
+        if mine is not None:
+            return mine
     mark = _PLANNING
     try:
         order = collect(targets, mark, FUSION)
@@ -79,6 +96,10 @@ def _plan(targets: list, inline: bool = False):
                 if m._exec is mark or m._exec is MEMBER:
                     m._exec = None
         raise
+    if host:
+        for t in targets:
+            if t._data is None and t.size <= SMALL_READ:
+                t._exec.will_be_read_on(t, _HOST)
     tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
     if tr is not None or _tracing.debug_on():
         _report(batches, tr)
@@ -91,11 +112,46 @@ def _plan(targets: list, inline: bool = False):
             if ex.done == first_seq[ex] - 1 and (best is None or ex.inline_rank > best.inline_rank):
                 best = ex
         if best is not None and best.try_run_inline():
-            mine = (best, batches.pop(best))
+            mine = [(best, batches.pop(best))]
+            # A few launches on another stream (a GPU's: they only enqueue) the caller makes first, itself: that
+            # costs less than waking a dispatcher and trading the GIL with it. Not a batch that waits for
+            # another stream: the caller would block on it before doing its own work.
+            for ex in [ex for ex, tasks in batches.items() if ex.enqueues and len(tasks) <= INLINE_LAUNCHES]:
+                if (ex.done == first_seq[ex] - 1 and not any(type(t) is tuple and t[1] for t in batches[ex])
+                        and ex.try_run_inline()):
+                    mine.insert(0, (ex, batches.pop(ex)))
     for ex, tasks in batches.items():
         ex.submit(tasks)
     return mine
 
+
+
+def _plan_one(t, host: bool):
+    """The commonest eval, planned without a walk: one node whose inputs are all evaluated, on a stream with no
+    work pending. ``[(executor, [task])]`` for the caller to run (the task as ``_number`` makes it), or None:
+    plan in full."""
+    if t._data is not None or t._exec is not None or t._siblings is not None:
+        return None
+    ex = t._stream._executor
+    if ex is None or ex.done != ex.submitted or (t._prim.__class__ in ELEMENTWISE and prod(t._shape) >= SPLIT_MIN_SIZE):
+        return None  # (a big elementwise node is a region of its own: split across cores)
+    local = ex.local_types
+    task = t
+    for x in t._inputs:
+        d = x._data
+        if d is None:
+            return None
+        xe = x._exec
+        if (d.__class__ not in local) if xe is None else (xe is not ex):
+            task = (t, [])  # another stream's or location's data: no wait, but maybe a copy or an ordering
+    if _tracing.active is not None or _tracing.debug_on() or not ex.try_run_inline():
+        return None
+    seq = ex.submitted = ex.submitted + 1
+    t._exec = ex
+    t._seq = seq
+    if host and prod(t._shape) <= SMALL_READ:
+        ex.will_be_read_on(t, _HOST)
+    return [(ex, [task])]
 
 
 def _number(order: list, batches: dict, first_seq: dict) -> None:
@@ -190,34 +246,44 @@ class _Planning:
 _PLANNING = _Planning()
 
 
-def eval_arrays(targets, finished: bool = True) -> None:
+def eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
     """Evaluate ``targets`` (a sequence of arrays) and wait for them; raise the first failure. With ``finished``
     False, a GPU result may still be computing when this returns (its data is set once its kernel is enqueued):
-    for readers that wait for the data themselves, such as ``memory.host_copy``."""
+    for readers that wait for the data themselves, such as ``memory.host_copy``; ``host`` says that they read it
+    on the host (see ``SMALL_READ``)."""
     tr = _tracing.active
     if tr is not None:
         t0 = _tracing.now()
         try:
-            _eval_arrays(targets, finished)
+            _eval_arrays(targets, finished, host)
         finally:
             tr.span("eval", "eval", t0, _tracing.now(), {"targets": [f"{t.dtype.name}{list(t.shape)}"
                                                                     for t in targets[:8]]})
         return
-    _eval_arrays(targets, finished)
+    _eval_arrays(targets, finished, host)
 
 
-def _schedule(targets: list, inline: bool = False):
-    """Plan ``targets`` under the lock (see :func:`_plan`). On the main thread, Ctrl-C is held back until
-    planning is done: the hand-off to the executors must not stop halfway (waiting for results, after it, stays
-    interruptible)."""
+def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
+    """Plan ``targets`` under the lock (see :func:`_plan`); with ``inline``, run the caller's batch if there is
+    one. On the main thread, Ctrl-C is held back until planning is done and that batch has started: the hand-off
+    to the executors must not stop halfway (a Ctrl-C in the batch hands its rest to the worker, and waiting for
+    results, after, stays interruptible)."""
     ident = get_ident()
     if compile_watch:
         seen = compile_watch.get(ident)
         if seen is not None:
             seen[0] = True
+    for t in targets:
+        if t._data is None:
+            break
+    else:
+        return  # all evaluated: nothing to plan
     if ident != _MAIN_IDENT:  # signals only reach the main thread
         with _plan_lock:
-            return _plan(targets, inline)
+            mine = _plan(targets, inline, host)
+        if mine is not None:
+            _run_inline(mine)
+        return
     prev = _signal.getsignal(_SIGINT)
     if prev is not None:  # (None: a handler installed from C, which we cannot restore)
         try:
@@ -226,13 +292,36 @@ def _schedule(targets: list, inline: bool = False):
             prev = None
     try:
         with _plan_lock:
-            return _plan(targets, inline)
-    finally:
-        if prev is not None:
-            _signal.signal(_SIGINT, prev)
-            if _held:
-                _held.clear()
-                _signal.raise_signal(_SIGINT)  # delivered now, to the user's handler
+            mine = _plan(targets, inline, host)
+    except BaseException:
+        _let_through(prev)
+        raise
+    if mine is None:
+        _let_through(prev)
+    else:
+        _run_inline(mine, None if prev is None else lambda: _let_through(prev))
+
+
+def _run_inline(mine: list, started=None) -> None:
+    """Run the caller's batches in order (see :func:`_plan`); ``started`` as for ``run_inline``, once. If one
+    raises (a kernel's error is no exception here: only an interrupt), the rest go to their workers."""
+    for i, (ex, tasks) in enumerate(mine):
+        try:
+            ex.run_inline(tasks, started)
+        except BaseException:
+            for rest_ex, rest in mine[i + 1:]:
+                rest_ex.hand_over(rest)
+            raise
+        started = None
+
+
+def _let_through(prev) -> None:
+    """Give the user's Ctrl-C handler back (``prev``, None if none was taken) and deliver the Ctrl-Cs held."""
+    if prev is not None:
+        _signal.signal(_SIGINT, prev)
+        if _held:
+            _held.clear()
+            _signal.raise_signal(_SIGINT)  # delivered now, to the user's handler
 
 
 _held: list = []  # Ctrl-Cs that arrived while planning
@@ -248,11 +337,8 @@ _MAIN_IDENT = threading.main_thread().ident
 compile_watch: dict = {}
 
 
-def _eval_arrays(targets, finished: bool = True) -> None:
-    mine = _schedule(targets, inline=True)
-    if mine is not None:
-        ex, tasks = mine
-        ex.run_inline(tasks)
+def _eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
+    _schedule(targets, True, host)
     for t in targets:
         # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns when
         # the work is done (as MLX's does), not when it is queued.

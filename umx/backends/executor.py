@@ -83,6 +83,13 @@ class WorkerExecutor:
     def submit(self, tasks: list) -> None:
         self._queue.put(tasks)
 
+    def hand_over(self, tasks: list) -> None:
+        """Give a batch the caller was to run inline (it holds the run lock) to the worker instead, ahead of any
+        batch queued meanwhile (as an interrupted ``run_inline`` does)."""
+        self._resume = tasks
+        self._queue.put(None)
+        self._run_lock.release()
+
     def wait(self, seq: int) -> None:
         """Block until node ``seq`` of this stream is finished and its data is readable by the host."""
         if self.done >= seq:
@@ -105,15 +112,19 @@ class WorkerExecutor:
         """Take this stream's run lock for the calling thread if the worker is not using it."""
         return self._run_lock.acquire(blocking=False)
 
-    def run_inline(self, tasks: list) -> None:
+    def run_inline(self, tasks: list, started=None) -> None:
         """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``).
 
         Ctrl-C lands here (the main thread runs the batch): the caller gets its KeyboardInterrupt at once, and the
         tasks not yet finished go to the worker, ahead of any later batch, so nothing is lost or poisoned.
+        ``started()``, if given, is called first, inside that protection: the planner lets held Ctrl-Cs through
+        there (see ``scheduler._schedule``).
         """
         last = tasks[-1]
         last = (last[0] if type(last) is tuple else last)._seq  # tasks are cleared as they finish
         try:
+            if started is not None:
+                started()
             self.run(tasks)
         except BaseException:
             rest = []
@@ -136,6 +147,9 @@ class WorkerExecutor:
 
     #: which of an eval's batches the caller runs itself, if several could be: the highest rank (see _plan)
     inline_rank = 0
+
+    #: whether a batch only enqueues work (a GPU stream's launches), so the caller may run a short one first
+    enqueues = False
 
     #: the most nodes one fused region may hold
     fuse_max_nodes = 1 << 30

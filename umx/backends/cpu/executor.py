@@ -16,6 +16,17 @@ KERNELS = split_reductions(bind(np))
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
+# NumPy's error state is a context variable: set and reset directly, np.errstate's enter and exit cost a
+# microsecond per eval run on the caller's thread. (Private names: np.errstate where they are missing.)
+try:
+    from numpy._core._ufunc_config import _extobj_contextvar as _errstate
+    from numpy._core._ufunc_config import _make_extobj
+
+    _errors_ignored = _make_extobj(all="ignore")
+except (ImportError, TypeError):
+    _errstate = _errors_ignored = None
+
+
 class CpuExecutor(WorkerExecutor):
     """A CPU stream: one worker thread running NumPy kernels in stream order."""
 
@@ -56,9 +67,17 @@ class CpuExecutor(WorkerExecutor):
             upload = None
         return out, upload
 
-    def run_inline(self, tasks: list) -> None:
-        with np.errstate(all="ignore"):  # the caller's thread: same NumPy error state as the worker's
-            super().run_inline(tasks)
+    def run_inline(self, tasks: list, started=None) -> None:
+        # the caller's thread: the same NumPy error state as the worker's, and the caller's back after
+        if _errors_ignored is None:
+            with np.errstate(all="ignore"):
+                super().run_inline(tasks, started)
+            return
+        token = _errstate.set(_errors_ignored)
+        try:
+            super().run_inline(tasks, started)
+        finally:
+            _errstate.reset(token)
 
     def run_batch(self, tasks: list) -> None:
         # The hot loop of the CPU backend: every line here is paid per op.

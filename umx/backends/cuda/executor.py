@@ -20,6 +20,7 @@ Cross-stream dependencies never stall the GPU or the caller:
 from __future__ import annotations
 
 import threading
+from math import prod
 
 import numpy as np
 
@@ -27,12 +28,13 @@ from ... import backends
 from ... import memory as _memory
 from ...devices import cpu
 from ...dtypes import bfloat16
-from ...fusion import Fused
+from ...fusion import ELEMENTWISE, Fused
+from ...primitives import Round
 from ...primitives.linalg import Matmul
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
 from ..pool import CORES
 from ..xp import round_bf16
-from . import _cupy, cublas, graphs
+from . import _cupy, cublas, direct, graphs
 from . import memory as gmem
 from .fusion import KernelCache
 from .kernels import device_args, make_table
@@ -68,6 +70,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         self._held: list = []  # (event, refs): data that GPU work reads, kept alive until event has passed
         self._hints: dict = {}  # seq -> devices that will read the node (from the planner)
         self._graphs = graphs.Graphs(self)
+        self._direct = direct.Launcher(self.index, self.cuda_stream.ptr)
+        self._mirrors = None  # small outputs the host reads at once (made on first use: pinned memory)
         super().__init__(stream, f"umx-gpu{self.index}-stream-{stream.index}")
         backends.register_executor(self)
 
@@ -80,7 +84,9 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     # minutes to compile. Longer chains become several kernels, of one cached structure.
     fuse_max_nodes = 1024
 
-    def run_inline(self, tasks: list) -> None:
+    enqueues = True
+
+    def run_inline(self, tasks: list, started=None) -> None:
         # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency). CuPy's
         # device, stream and allocator are per thread: set here for the batch, the caller's restored after.
         prev_device = _runtime.getDevice()
@@ -90,7 +96,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         prev_stream = cp.cuda.get_current_stream()
         self.cuda_stream.use()  # (not ``with``: CuPy's stream context restores the null stream, not prev)
         try:
-            WorkerExecutor.run_inline(self, tasks)
+            WorkerExecutor.run_inline(self, tasks, started)
         finally:
             prev_stream.use()
             gmem.restore_allocator(prev_alloc)
@@ -157,7 +163,6 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         gmem.LOCATION.sample_peak()
 
     def _run(self, tasks: list) -> None:
-        table = KERNELS
         hints = self._hints
         held: list = []
         for i in range(len(tasks)):
@@ -170,10 +175,11 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                         self._wait_for(waits)
                     args = (self._fetch(ins, held) if waits is not None or spilled[0]
                             else [x._data for x in ins])
+                    mirror = self._mirror_for(n) if hints else None
                     if type(n) is Fused:
-                        out = self._run_fused(n, args)
+                        out = self._run_fused(n, args, mirror)
                     else:
-                        out = _call(table[n._prim.__class__], n._prim, args)
+                        out = self._single(n, args, mirror)
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
                 args = None
@@ -183,13 +189,11 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 try:
                     # (after a spill, an input this stream made may since have moved to the host)
                     args = self._fetch(ins, held) if spilled[0] else [x._data for x in ins]
-                    out = _call(table[n._prim.__class__], n._prim, args)
+                    out = self._single(n, args, self._mirror_for(n) if hints else None)
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
                 args = None
             if type(out) is not tuple and type(out) is not Failure:
-                if type(n) is not Fused:
-                    out = conform(n, out)
                 if out.nbytes >= SPILL_MIN_BYTES and type(out) is cp.ndarray:
                     track(n.root if type(n) is Fused else n)
             elif type(out) is tuple:
@@ -211,7 +215,9 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 n = n.root  # the node that other streams read
             if hints:
                 devices = hints.pop(n._seq, None)
-                if devices is not None:
+                if devices is not None and n._copies is not None and gmem.MIRROR in n._copies:
+                    devices = [d for d in devices if d.type is not cpu]  # the host's copy is on its way
+                if devices:
                     try:
                         self._publish(n, devices)
                     except Exception:  # e.g. no pinned memory left: readers then copy on demand (to_host)
@@ -221,9 +227,48 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             self._mark()
             self._held.append((self._marks[-1][1], held))
 
-    def _run_fused(self, f, leaves: list):
-        """A fused region: one generated kernel, or (a structure CUDA code cannot express) its steps one by one."""
+    def _single(self, n, args: list, mirror=None):
+        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node
+        where one applies (see direct.py), else the kernel table's. ``mirror``: see :meth:`_mirror_for`."""
+        p = n._prim
+        c = p.__class__
+        if c in ELEMENTWISE:
+            ins = n._inputs
+            key = (c, n._dtype, *[x._dtype for x in ins]) if c is not Round else (c, n._dtype, ins[0]._dtype,
+                                                                                    p.decimals)
+            out = self._direct.run(key, lambda: ([x._dtype for x in ins], ((p, tuple(range(len(ins)))),),
+                                                 [n._dtype]),
+                                   args, n._shape, n._dtype.np, mirror[0] if mirror is not None else None)
+            if out is not None:
+                if mirror is not None:
+                    _memory.set_copy(n, gmem.MIRROR, mirror[1])
+                return out
+        out = _call(KERNELS[c], p, args)
+        return out if type(out) is tuple else conform(n, out)
+
+    def _mirror_for(self, n):
+        """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
+        (a hint from the planner) and it is small enough; else None."""
+        devices = self._hints.get(n._seq)
+        if devices is None or not any(d.type is cpu for d in devices):
+            return None
+        root = n.root if type(n) is Fused else n
+        if root._siblings is not None or prod(root._shape) > direct.MIRROR_MAX:
+            return None
+        if self._mirrors is None:
+            self._mirrors = direct.Mirrors()
+        return self._mirrors.take(self, root._seq)
+
+    def _run_fused(self, f, leaves: list, mirror=None):
+        """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
+        CUDA code cannot express) its steps one by one."""
         root = f.root
+        out = self._direct.run(f.key, lambda: ([x._dtype for x in f.leaves], f.program, [m._dtype for m in f.nodes]),
+                               leaves, root._shape, root._dtype.np, mirror[0] if mirror is not None else None)
+        if out is not None:
+            if mirror is not None:
+                _memory.set_copy(root, gmem.MIRROR, mirror[1])
+            return out
         kernel = _FUSED.get(f)
         if kernel is not None:
             out = cp.empty(root._shape, root._dtype.np)

@@ -62,7 +62,7 @@ _INT_BINARY = {
     "RightShift": "({T})({a} >> {b})",
 }
 
-_PREAMBLE = r"""
+PREAMBLE = r"""
 __device__ inline float umx_round_bf16(float x) {
     if (isnan(x)) return x;
     unsigned int u = __float_as_uint(x);
@@ -91,21 +91,29 @@ def expression(prim, in_dtypes: list, out_dtype) -> str | None:
     return None
 
 
-def source(f):
-    """(in_params, out_params, body) of the ElementwiseKernel for Fused ``f``, or None if a step cannot fuse."""
-    n_leaves = len(f.leaves)
-    dtypes = [x._dtype for x in f.leaves] + [n._dtype for n in f.nodes]
-    names = [f"x{i}" for i in range(n_leaves)] + [f"t{j}" for j in range(len(f.nodes))]
+def steps(leaf_dtypes: list, program, node_dtypes: list) -> list | None:
+    """The lines of CUDA C++ computing ``t0, t1, ...`` (one per step of ``program``) from ``x0, x1, ...`` (the
+    leaves), or None if a step cannot be expressed."""
+    dtypes = list(leaf_dtypes) + list(node_dtypes)
+    names = [f"x{i}" for i in range(len(leaf_dtypes))] + [f"t{j}" for j in range(len(node_dtypes))]
     lines = []
-    for j, ((prim, args), node) in enumerate(zip(f.program, f.nodes)):
-        expr = expression(prim, [dtypes[a] for a in args], node._dtype)
+    for j, ((prim, args), dtype) in enumerate(zip(program, node_dtypes)):
+        expr = expression(prim, [dtypes[a] for a in args], dtype)
         if expr is None:
             return None
-        t = C_TYPES[node._dtype.name]
+        t = C_TYPES[dtype.name]
         value = expr.format(T=t, **dict(zip("abc", (names[a] for a in args))))
-        if node._dtype is bfloat16:
+        if dtype is bfloat16:
             value = f"umx_round_bf16((float)({value}))"
         lines.append(f"{t} t{j} = ({t})({value});")
+    return lines
+
+
+def source(f):
+    """(in_params, out_params, body) of the ElementwiseKernel for Fused ``f``, or None if a step cannot fuse."""
+    lines = steps([x._dtype for x in f.leaves], f.program, [n._dtype for n in f.nodes])
+    if lines is None:
+        return None
     lines.append(f"out0 = t{len(f.nodes) - 1};")
     in_params = ", ".join(f"{x._dtype.np.name} x{i}" for i, x in enumerate(f.leaves))
     out_params = f"{f.root._dtype.np.name} out0"
@@ -127,7 +135,7 @@ class KernelCache:
             k = None
             if src is not None:
                 k = self._cupy.ElementwiseKernel(*src, name=f"umx_fused_{len(self._kernels)}",
-                                                 preamble=_PREAMBLE)
+                                                 preamble=PREAMBLE)
             self._kernels[f.key] = k
         return k
 

@@ -419,8 +419,6 @@ def _held_outside(nodes: list, i: int, base: int) -> bool:
 
 def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
     """Enqueue ``tasks`` over ``slots`` (under capture); each task's value, every one contiguous."""
-    from .executor import KERNELS, conform
-
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
@@ -440,7 +438,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
             node = n.root
         else:
             node = n
-            out = conform(n, KERNELS[n._prim.__class__](n._prim, *args))
+            out = ex._single(n, args)
         if not out.flags.c_contiguous:
             out = cp.ascontiguousarray(out)
         produced[id(node)] = len(values)

@@ -29,6 +29,8 @@ _D2H = _runtime.memcpyDeviceToHost
 #: key in ``array._copies`` of a device-to-host copy that was started but may not have finished:
 #: ``(host, event, arrivals)``, arrivals None or per part (see ``start_to_host_in_parts``)
 PENDING_HOST = "pending-host"
+#: key in ``array._copies`` of a small output its kernel also writes to the host (a ``direct.MirrorRead``)
+MIRROR = "mirror"
 #: device-to-host copies up to this size go straight to pageable memory, in one synchronous call
 SMALL_COPY_BYTES = 1 << 16
 
@@ -237,11 +239,16 @@ class GpuLocation:
     def to_host(self, a) -> np.ndarray:
         """A host copy of evaluated array ``a``'s device data: waits for the data, then copies it (once)."""
         copies = a._copies
-        pending = copies.get(PENDING_HOST) if copies else None
-        if pending is not None:
-            host, event, _ = pending
-            event.synchronize()
-            return host
+        if copies:
+            mirror = copies.pop(MIRROR, None)  # (popped: one reader copies the slot out before it is reused)
+            if mirror is not None:
+                d = a._data
+                return mirror.read(d.shape, d.dtype)
+            pending = copies.get(PENDING_HOST)
+            if pending is not None:
+                host, event, _ = pending
+                event.synchronize()
+                return host
         ex = a._exec
         d = a._data
         if (ex is not None and d.nbytes <= SMALL_COPY_BYTES and d.flags.c_contiguous

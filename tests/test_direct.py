@@ -1,0 +1,321 @@
+"""The short paths of a small eval: one node planned without a walk, umx's own elementwise kernels on the GPU
+(launched without CuPy), and small results the kernel writes to the host itself (mirrors, read by ``item()``)."""
+
+from __future__ import annotations
+
+import _signal
+import gc
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import umx as mx
+from umx import scheduler
+
+gpu_only = pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+
+
+def _direct():
+    from umx.backends.cuda import direct
+
+    return direct
+
+
+# -- one node, planned without a walk (every device) -------------------------------------------------------------
+def test_one_node_takes_the_short_plan_and_matches_numpy(device, rng, monkeypatch):
+    calls = []
+    plan_one = scheduler._plan_one
+    monkeypatch.setattr(scheduler, "_plan_one", lambda t, host: calls.append(r := plan_one(t, host)) or r)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    a = mx.array(x)
+    y = mx.add(a, 1.5, stream=device)  # a: host data (on the GPU, its copy is made on the way)
+    np.testing.assert_allclose(np.asarray(y), x + np.float32(1.5), rtol=1e-6)
+    z = mx.multiply(y, y, stream=device)  # y: this stream's result
+    np.testing.assert_allclose(np.asarray(z), (x + np.float32(1.5)) ** 2, rtol=1e-6)
+    assert calls[-1] is not None  # (the first eval on a stream may start its executor: the full plan)
+
+
+def test_short_plan_reads_another_streams_result(device):
+    other = mx.new_stream(mx.cpu)
+    a = mx.multiply(mx.arange(6, dtype=mx.float32), 2.0, stream=other)
+    mx.eval(a)
+    b = mx.add(a, 1.0, stream=device)
+    np.testing.assert_array_equal(np.asarray(b), np.arange(6) * 2.0 + 1.0)
+
+
+def test_short_plan_only_for_an_idle_stream(device):
+    """A stream with work pending takes the full plan; the result is the same and in order."""
+    st = mx.new_stream(device)
+    x = mx.ones((64, 64), stream=st)
+    for _ in range(20):
+        x = mx.matmul(x, x, stream=st) * (1 / 64)
+    mx.async_eval(x)
+    y = mx.add(x, 1.0, stream=st)
+    np.testing.assert_allclose(np.asarray(y), np.full((64, 64), 2.0), rtol=1e-5)
+
+
+def test_ctrl_c_while_planning_is_delivered_after_the_batch_started(monkeypatch):
+    """A Ctrl-C that arrives while the planner holds them back is raised once the caller's batch has started:
+    nothing is numbered but left unrun, the stream stays usable and the result is computed."""
+    st = mx.new_stream(mx.cpu)
+    plan_one = scheduler._plan_one
+
+    def interrupted(t, host):
+        _signal.raise_signal(signal.SIGINT)  # held: the planner's handler takes it
+        return plan_one(t, host)
+
+    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
+    y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])
+    assert mx.add(y, 1.0, stream=st).tolist() == [3.0, 4.0]
+
+
+def _enqueuing_stream(monkeypatch):
+    """A CPU stream whose executor poses as one that only enqueues (as a GPU's does), recording who runs it."""
+    st = mx.new_stream(mx.cpu)
+    ex = st.executor
+    monkeypatch.setattr(ex, "enqueues", True, raising=False)
+    monkeypatch.setattr(ex, "inline_rank", 0, raising=False)  # the caller's own batch is another stream's
+    threads = []
+    run_inline = ex.run_inline
+
+    def recorded(tasks, started=None):
+        threads.append(threading.current_thread())
+        return run_inline(tasks, started)
+
+    monkeypatch.setattr(ex, "run_inline", recorded, raising=False)
+    return st, threads
+
+
+def test_caller_launches_a_short_batch_of_another_stream_first(monkeypatch, rng):
+    launches, threads = _enqueuing_stream(monkeypatch)
+    own = mx.new_stream(mx.cpu)
+    x = rng.standard_normal((8, 8)).astype(np.float32)
+    a = mx.array(x)
+    p = mx.matmul(a, a, stream=launches)
+    e = a
+    for _ in range(5):
+        e = mx.exp(mx.multiply(e, 0.1, stream=own), stream=own)
+    own_threads = []
+    own_ex = own.executor
+    run_inline = own_ex.run_inline
+    monkeypatch.setattr(own_ex, "run_inline", lambda tasks, started=None: own_threads.append(threads[:]) or
+                        run_inline(tasks, started), raising=False)
+    mx.eval(p, e)
+    assert threads == [threading.main_thread()]
+    assert own_threads == [[threading.main_thread()]]  # the caller's own batch, after the launches
+    np.testing.assert_allclose(np.asarray(p), x @ x, rtol=1e-5)
+    want = x
+    for _ in range(5):
+        want = np.exp(want * np.float32(0.1))
+    np.testing.assert_allclose(np.asarray(e), want, rtol=1e-5)
+
+
+def test_ctrl_c_before_the_first_of_several_inline_batches(monkeypatch, rng):
+    """The held Ctrl-C lands as the first inline batch starts: it and the caller's other batch go to their
+    workers, in order, and compute."""
+    launches, _ = _enqueuing_stream(monkeypatch)
+    own = mx.new_stream(mx.cpu)
+    plan = scheduler._plan
+
+    def interrupted(targets, inline=False, host=False):
+        _signal.raise_signal(signal.SIGINT)
+        return plan(targets, inline, host)
+
+    monkeypatch.setattr(scheduler, "_plan", interrupted)
+    x = rng.standard_normal((4, 4)).astype(np.float32)
+    a = mx.array(x)
+    p = mx.matmul(a, a, stream=launches)
+    e = mx.exp(mx.multiply(a, 0.5, stream=own), stream=own)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(p, e)
+    monkeypatch.setattr(scheduler, "_plan", plan)
+    np.testing.assert_allclose(np.asarray(p), x @ x, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(e), np.exp(x * np.float32(0.5)), rtol=1e-6)
+    assert mx.add(p, 1.0, stream=launches).shape == (4, 4) and mx.add(e, 1.0, stream=own).size == 16
+    np.testing.assert_allclose(np.asarray(mx.add(e, 1.0, stream=own)), np.exp(x * np.float32(0.5)) + 1, rtol=1e-6)
+
+
+# -- umx's own elementwise kernels (GPU) ---------------------------------------------------------------------------
+def _launches(monkeypatch):
+    """Count the launches of umx's own kernels."""
+    direct = _direct()
+    count = [0]
+    launch = direct._launch
+
+    def counted(*args):
+        count[0] += 1
+        return launch(*args)
+
+    monkeypatch.setattr(direct, "_launch", counted)
+    return count
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint8", "bool", "bfloat16"])
+def test_own_kernels_match_numpy_for_each_input_kind(monkeypatch, rng, dtype):
+    """Inputs of the output's shape, broadcast along leading axes, 0-d device arrays and constants, per dtype."""
+    count = _launches(monkeypatch)
+    G = mx.gpu
+    ref = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+    full = rng.integers(0, 5, (4, 6)).astype(ref)
+    row = rng.integers(1, 5, (6,)).astype(ref)
+    one = rng.integers(1, 5, ()).astype(ref)
+    dt = mx.bool_ if dtype == "bool" else getattr(mx, dtype)
+    a, r, o = (mx.array(v, dtype=dt) for v in (full, row, one))
+    a, r, o = (mx.add(v, mx.zeros_like(v), stream=G) if dtype != "bool" else mx.logical_or(v, v, stream=G)
+               for v in (a, r, o))
+    mx.eval(a, r, o)
+    before = count[0]
+    if dtype == "bool":
+        got = [mx.logical_and(a, r, stream=G), mx.logical_or(r, o, stream=G), mx.logical_xor(a, True, stream=G)]
+        want = [full & row, row | one, full ^ True]
+    else:
+        got = [mx.add(a, r, stream=G), mx.multiply(r, o, stream=G), mx.subtract(a, 3, stream=G),
+               mx.maximum(o, a, stream=G)]
+        want = [full + row, row * one, full - ref.type(3) if dtype != "bfloat16" else full - 3, np.maximum(one, full)]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w).astype(ref))
+    assert count[0] - before == len(got)
+
+
+@gpu_only
+def test_constants_of_every_kind_reach_the_kernel_exactly(monkeypatch):
+    count = _launches(monkeypatch)
+    G = mx.gpu
+    big = 2**63 + 12345
+    u = mx.add(mx.array(np.array([1, 2], np.uint64)), big, stream=G)
+    assert np.asarray(u).tolist() == [big + 1, big + 2]
+    i = mx.subtract(mx.array(np.array([0, 5], np.int64)), -(2**62), stream=G)
+    assert np.asarray(i).tolist() == [2**62, 2**62 + 5]
+    f = mx.multiply(mx.array(np.array([1.0, -2.0])), 0.1, stream=G)
+    np.testing.assert_array_equal(np.asarray(f), np.array([1.0, -2.0], np.float32) * np.float32(0.1))
+    b = mx.logical_and(mx.array([True, False, True]), True, stream=G)
+    assert np.asarray(b).tolist() == [True, False, True]
+    assert count[0] >= 4
+
+
+@gpu_only
+def test_strided_views_and_float16_take_cupys_kernels(monkeypatch, rng):
+    count = _launches(monkeypatch)
+    G = mx.gpu
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    t = mx.transpose(mx.array(x), stream=G)
+    mx.eval(t)
+    before = count[0]
+    np.testing.assert_allclose(np.asarray(mx.exp(t, stream=G)), np.exp(x.T), rtol=1e-6)
+    h = mx.add(mx.array(x.astype(np.float16)), 1.0, stream=G)
+    np.testing.assert_allclose(np.asarray(h), x.astype(np.float16) + np.float16(1), rtol=1e-3)
+    col = mx.add(mx.array(x), mx.array(x[:, :1]), stream=G)  # broadcast along the last axis: not a suffix
+    np.testing.assert_allclose(np.asarray(col), x + x[:, :1], rtol=1e-6)
+    assert count[0] == before
+
+
+@gpu_only
+def test_fused_region_runs_as_one_own_kernel(monkeypatch, rng):
+    count = _launches(monkeypatch)
+    G = mx.gpu
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    bias = rng.standard_normal(512).astype(np.float32)
+    a, b = mx.array(x), mx.array(bias)
+    mx.eval(mx.add(a, 0.0, stream=G), mx.add(b, 0.0, stream=G))
+    before = count[0]
+    y = mx.maximum(mx.add(mx.multiply(a, 2.0, stream=G), b, stream=G), 0.0, stream=G)
+    np.testing.assert_allclose(np.asarray(y), np.maximum(x * 2 + bias, 0), rtol=1e-6)
+    assert count[0] - before == 1
+
+
+@gpu_only
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 1 << 21])
+def test_sizes_across_the_block_and_grid_limits(rng, n):
+    x = rng.standard_normal(n).astype(np.float32)
+    y = mx.sqrt(mx.abs(mx.array(x), stream=mx.gpu), stream=mx.gpu)
+    np.testing.assert_allclose(np.asarray(y), np.sqrt(np.abs(x)), rtol=1e-6)
+
+
+# -- mirrors: small results written to the host by their kernel --------------------------------------------------
+@gpu_only
+def test_item_reads_the_mirror_and_gives_the_slot_back():
+    from umx.backends.cuda import memory as gmem
+
+    G = mx.gpu
+    one = mx.array(1.0)
+    y = mx.add(one, 2.0, stream=G)
+    assert y.item() == 3.0
+    ex = y._exec
+    free = len(ex._mirrors._free)
+    assert free == ex._mirrors.SLOTS
+    z = mx.multiply(mx.add(one, 1.0, stream=G), 4.0, stream=G)  # a fused region, mirrored too
+    np.testing.assert_array_equal(np.asarray(z), np.float32(8.0))
+    assert gmem.MIRROR not in (z._copies or {})
+    # the result still lives on the GPU: another GPU op reads it there
+    assert mx.add(z, 1.0, stream=G).item() == 9.0
+
+
+@gpu_only
+def test_mirrors_dropped_unread_and_more_than_the_slots():
+    """Evals that hint a host read but whose results are dropped unread, or more pending than there are slots:
+    slots come back, and results stay right."""
+    G = mx.gpu
+    base = mx.add(mx.array(np.arange(4, dtype=np.float32)), 0.0, stream=G)
+    mx.eval(base)
+    for k in range(5):
+        y = mx.add(base, float(k), stream=G)
+        scheduler.eval_arrays([y], False, True)  # as item() evaluates, then no read
+        del y
+    gc.collect()
+    ex = base._exec
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
+    held = []
+    for k in range(ex._mirrors.SLOTS + 10):
+        y = mx.multiply(base, float(k), stream=G)
+        scheduler.eval_arrays([y], False, True)
+        held.append(y)
+    for k, y in enumerate(held):
+        np.testing.assert_array_equal(np.asarray(y), np.arange(4, dtype=np.float32) * k)
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
+
+
+@gpu_only
+def test_item_from_many_threads():
+    G = mx.gpu
+    base = mx.add(mx.array(1.0), 0.0, stream=G)
+    mx.eval(base)
+    errors = []
+
+    def work(k):
+        try:
+            for j in range(200):
+                v = mx.add(mx.multiply(base, float(k), stream=G), float(j), stream=G).item()
+                if v != k + j:
+                    errors.append((k, j, v))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@gpu_only
+def test_a_failing_kernel_before_a_mirror_still_reports(monkeypatch):
+    """The mirrored node depends on a failed one: the failure is raised from item(), nothing hangs."""
+    from umx.backends.cuda import executor as cex
+    from umx.primitives.reduction import Sum
+
+    def boom(prim, x):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cex.KERNELS, Sum, boom)
+    y = mx.add(mx.sum(mx.array(np.ones(3, np.float32)), stream=mx.gpu), 1.0, stream=mx.gpu)
+    with pytest.raises(RuntimeError, match="boom"):
+        y.item()

@@ -1,0 +1,255 @@
+"""Elementwise kernels that umx compiles and launches itself: single elementwise nodes and fused regions.
+
+A CuPy ufunc or ElementwiseKernel call costs 6-14 us of host time (argument parsing, type dispatch, broadcasting,
+output allocation), which is most of a small op's latency. The common cases need none of that work: every array
+input is contiguous and either of the output's shape or broadcast along leading axes (a bias, a 0-d array), and
+constants are NumPy scalars. For those, umx writes one kernel per structure (the fusion program's lines, with
+loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and CuPy's disk
+cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer: about 3 us. Anything else
+(strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
+through CuPy as before.
+
+A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
+result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
+(see :class:`Mirrors`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import time
+from math import prod
+
+import numpy as np
+
+from . import _cupy
+from .fusion import C_TYPES, PREAMBLE, steps
+
+cp = _cupy()
+_launch = cp.cuda.driver.launchKernel
+_ndarray = cp.ndarray
+_empty = cp.empty
+
+_BLOCK = 256
+_MAX_BLOCKS = 8192  # a grid-stride loop covers the rest: more blocks only add scheduling work
+_MAX_PARAMS = 500  # 8-byte parameters; CUDA takes 4 KiB of them per launch
+
+#: outputs of at most this many elements may be mirrored to the host (one block writes them, then the flag)
+MIRROR_MAX = _BLOCK
+
+# How a constant travels, by the class of its NumPy scalar: as a double, a signed or an unsigned 64-bit integer
+# (converted to the leaf's type in the kernel); a bool as one byte and seven zero bytes, read as an integer.
+_SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] for t in np.sctypeDict.values()
+                 if issubclass(t, np.generic) and np.dtype(t).kind in "fiub"}
+_SCALAR_TYPES = {"f": "double", "i": "long long", "u": "unsigned long long", "b": "long long"}
+_PACK = {"p": "Q", "r": "Qq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # struct codes of each kind's parameters
+
+# (structure key, leaf kinds, device) -> (function pointer, module, parameter packer) or None (umx's kernels
+# do not apply)
+_kernels: dict = {}
+
+
+class Launcher:
+    """One executor's launches on its CUDA stream: the parameter buffer that ``cuLaunchKernel`` reads. Used by one
+    thread at a time (the thread running the executor's batch)."""
+
+    __slots__ = ("device", "stream", "_values", "_pointers", "_addr")
+
+    def __init__(self, device: int, stream_ptr: int):
+        self.device = device
+        self.stream = stream_ptr
+        self._values = bytearray(8 * _MAX_PARAMS)  # the parameters, 8 bytes each, packed by one struct call
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self._values))
+        # kernelParams: one pointer per parameter, each to its slot in _values
+        self._pointers = (ctypes.c_uint64 * _MAX_PARAMS)(*range(base, base + 8 * _MAX_PARAMS, 8))
+        self._addr = ctypes.addressof(self._pointers)
+
+    def run(self, key, source_of, datas: list, shape: tuple, dtype, mirror=None):
+        """Launch the kernel of structure ``key`` over ``datas`` (device arrays and NumPy scalars): its output, a
+        new CuPy array of ``shape`` and NumPy ``dtype``; None where umx's kernels do not apply. ``source_of()``
+        gives ``(leaf dtypes, program, node dtypes)`` the first time a structure is seen. ``mirror``, for
+        outputs of at most ``MIRROR_MAX`` elements: ``(host pointer, flag pointer, token)``."""
+        n = prod(shape)
+        if n == 0:
+            return _empty(shape, dtype)
+        kinds = ""
+        params = []
+        for d in datas:
+            if d.__class__ is _ndarray:
+                if d.size == n:  # of the output's shape (up to leading ones): element i is d's element i
+                    if not d.flags.c_contiguous:
+                        return None
+                    kinds += "p"
+                    params.append(d.data.ptr)
+                elif _suffix(d.shape, shape) and d.flags.c_contiguous:
+                    kinds += "r"  # broadcast along leading axes: element i is d's element i % d.size
+                    params += (d.data.ptr, d.size)
+                else:
+                    return None
+            else:
+                k = _SCALAR_KINDS.get(d.__class__)
+                if k is None:
+                    return None
+                kinds += k
+                params.append(d)
+        entry = _kernels.get((key, kinds, self.device), False)
+        if entry is False:
+            entry = _compile(key, kinds, self.device, source_of)
+        if entry is None:
+            return None
+        out = _empty(shape, dtype)
+        if mirror is None:
+            params += (out.data.ptr, n, 0, 0, 0)
+        else:
+            params += (out.data.ptr, n, *mirror)
+        entry[2](self._values, 0, *params)
+        _launch(entry[0], min((n + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS), 1, 1, _BLOCK, 1, 1, 0, self.stream,
+                self._addr, 0)
+        return out
+
+
+def _suffix(inner: tuple, shape: tuple) -> bool:
+    """Whether ``inner`` broadcasts to ``shape`` along leading axes only (its last axes are ``shape``'s)."""
+    k = 0
+    while k < len(inner) and inner[k] == 1:
+        k += 1
+    core = inner[k:]
+    return len(core) <= len(shape) and shape[len(shape) - len(core):] == core
+
+
+def _compile(key, kinds: str, device: int, source_of):
+    """Compile (once per device) the kernel of ``key`` for leaves of ``kinds``; None if it cannot be written."""
+    entry = None
+    made = source_of()
+    if made is not None and 2 * len(kinds) + 5 <= _MAX_PARAMS:
+        leaf_dtypes, program, node_dtypes = made
+        lines = None
+        if all(d.name in C_TYPES and d.name != "float16" for d in (*leaf_dtypes, *node_dtypes)):
+            lines = steps(leaf_dtypes, program, node_dtypes)
+        if lines is not None:
+            name = f"umx_ew_{len(_kernels)}"
+            try:
+                module = cp.RawModule(code=_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1]))
+                pack = struct.Struct("<" + "".join(_PACK[k] for k in kinds) + "QqQQQ").pack_into
+                entry = (module.get_function(name).kernel.ptr, module, pack)
+            except Exception:  # NVRTC rejects the code: CuPy's kernels, now and for this structure
+                entry = None
+    _kernels[(key, kinds, device)] = entry
+    return entry
+
+
+def _source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype) -> str:
+    """The CUDA C++ of one kernel: a grid-stride loop over the output, then the mirror's flag."""
+    params = []
+    scalars = []
+    loads = []
+    for i, (d, k) in enumerate(zip(leaf_dtypes, kinds)):
+        t = C_TYPES[d.name]
+        if k == "p":
+            params.append(f"const {t}* __restrict__ p{i}")
+            loads.append(f"const {t} x{i} = p{i}[i];")
+        elif k == "r":
+            params += [f"const {t}* __restrict__ p{i}", f"long long m{i}"]
+            loads.append(f"const {t} x{i} = p{i}[i % m{i}];")
+        else:
+            params.append(f"{_SCALAR_TYPES[k]} s{i}")
+            scalars.append(f"const {t} x{i} = ({t})s{i};")
+    t = C_TYPES[out_dtype.name]
+    last = f"t{len(lines) - 1}"
+    params += [f"{t}* __restrict__ out", "long long n", f"{t}* mirror", "unsigned long long* flag",
+               "unsigned long long token"]
+    body = "\n    ".join(loads + lines)
+    return f"""{PREAMBLE}
+extern "C" __global__ void {name}({", ".join(params)}) {{
+  {" ".join(scalars)}
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {{
+    {body}
+    out[i] = {last};
+    if (mirror) mirror[i] = {last};
+  }}
+  if (flag) {{  // (one block: the mirror's writes are visible to the host before the flag)
+    __threadfence_system();
+    __syncthreads();
+    if (threadIdx.x == 0) *(volatile unsigned long long*)flag = token;
+  }}
+}}
+"""
+
+
+#: how long a reader spins on a mirror's flag before it blocks on an event instead
+SPIN_SECONDS = 50e-6
+
+
+class Mirrors:
+    """Pinned host slots that small kernel outputs are also written to, each with a flag the kernel raises.
+
+    Launches into the slots are in one stream's order, so a slot's kernels never overlap; a slot is taken by a
+    launch and given back once its reader has copied the value out (or the result is dropped unread), so a later
+    kernel never overwrites a value being read.
+    """
+
+    SLOTS = 64
+    SLOT_BYTES = MIRROR_MAX * 8
+
+    def __init__(self):
+        self._mem = cp.cuda.alloc_pinned_memory(self.SLOTS * (self.SLOT_BYTES + 8))  # mapped: kernels write it
+        self.data = np.frombuffer(self._mem, np.uint8, self.SLOTS * self.SLOT_BYTES).reshape(self.SLOTS, -1)
+        self.flags = np.frombuffer(self._mem, np.uint64, self.SLOTS, self.SLOTS * self.SLOT_BYTES)
+        self.flags[:] = 0
+        base = self._mem.ptr  # (pinned memory is mapped: kernels write the host's addresses)
+        self._addresses = [(base + s * self.SLOT_BYTES, base + self.SLOTS * self.SLOT_BYTES + 8 * s)
+                           for s in range(self.SLOTS)]
+        self._free = list(range(self.SLOTS))
+        self._token = 0
+
+    def take(self, ex, seq: int):
+        """A slot for node ``seq`` of executor ``ex``: ``(launch argument, reader)``, or None if all are taken."""
+        if not self._free:
+            return None
+        slot = self._free.pop()
+        self._token = token = self._token + 1
+        return (*self._addresses[slot], token), MirrorRead(self, slot, token, ex, seq)
+
+
+class MirrorRead:
+    """The pending host copy of one mirrored output (kept in the array's copies until it is read)."""
+
+    __slots__ = ("mirrors", "slot", "token", "ex", "seq")
+
+    def __init__(self, mirrors: Mirrors, slot: int, token: int, ex, seq: int):
+        self.mirrors = mirrors
+        self.slot = slot
+        self.token = token
+        self.ex = ex
+        self.seq = seq
+
+    def read(self, shape: tuple, dtype) -> np.ndarray:
+        """The output on the host: waits for the kernel's flag (spinning briefly, then on an event)."""
+        m = self.mirrors
+        try:
+            flags = m.flags
+            slot = self.slot
+            token = self.token
+            if flags[slot] != token:
+                deadline = time.perf_counter() + SPIN_SECONDS
+                while flags[slot] != token:
+                    if time.perf_counter() > deadline:
+                        self.ex.wait(self.seq)  # the kernel has finished, or its error is raised here
+                        break
+            nbytes = dtype.itemsize
+            for s in shape:
+                nbytes *= s
+            return m.data[slot, :nbytes].view(dtype).reshape(shape).copy()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give the slot back (once)."""
+        if self.slot >= 0:
+            self.mirrors._free.append(self.slot)
+            self.slot = -1
+
+    def __del__(self):
+        self.release()
