@@ -98,7 +98,7 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
         raise
     if host:
         for t in targets:
-            if t._data is None and t.size <= SMALL_READ:
+            if t._data is None and prod(t._shape) <= SMALL_READ:
                 t._exec.will_be_read_on(t, _HOST)
     tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
     if tr is not None or _tracing.debug_on():

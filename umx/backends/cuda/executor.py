@@ -248,9 +248,11 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
     def _mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
-        (a hint from the planner) and it is small enough; else None."""
+        (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
+        if type(n) is not Fused and n._prim.__class__ not in ELEMENTWISE:
+            return None
         devices = self._hints.get(n._seq)
-        if devices is None or not any(d.type is cpu for d in devices):
+        if devices is None or not _reads_on_host(devices):
             return None
         root = n.root if type(n) is Fused else n
         if root._siblings is not None or prod(root._shape) > direct.MIRROR_MAX:
@@ -404,6 +406,13 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self._mark()
+
+
+def _reads_on_host(devices) -> bool:
+    for d in devices:
+        if d.type is cpu:
+            return True
+    return False
 
 
 def conform(n, out):
