@@ -319,3 +319,52 @@ def test_a_failing_kernel_before_a_mirror_still_reports(monkeypatch):
     y = mx.add(mx.sum(mx.array(np.ones(3, np.float32)), stream=mx.gpu), 1.0, stream=mx.gpu)
     with pytest.raises(RuntimeError, match="boom"):
         y.item()
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint16", "int64", "bool_", "bfloat16"])
+def test_item_and_tolist_through_mirrors_per_dtype(rng, dtype):
+    G = mx.gpu
+    dt = getattr(mx, dtype)
+    ref = np.float32 if dtype == "bfloat16" else np.dtype(dtype.rstrip("_"))
+    vals = rng.integers(0, 3, (3, 5)).astype(ref)
+    a = mx.array(vals, dtype=dt)
+    if dtype == "bool_":
+        y, want = mx.logical_not(a, stream=G), ~vals
+    else:
+        y, want = mx.add(a, 1, stream=G), vals + ref.type(1) if hasattr(ref, "type") else vals + 1
+    assert y.tolist() == want.tolist()
+    s = mx.multiply(mx.array(vals[0, 0], dtype=dt), 1 if dtype != "bool_" else True, stream=G)
+    assert s.item() == vals[0, 0].item()
+    assert type(s.item()) is type(vals[0, 0].item())
+
+
+@gpu_only
+def test_seed_split_caller_launches_the_product_itself(monkeypatch, rng):
+    """The seed's split: the caller launches the GPU product, then computes the exps on its own thread."""
+    from umx.backends.cuda.executor import CudaExecutor
+
+    ran = []
+    run_inline = CudaExecutor.run_inline
+
+    def recorded(self, tasks, started=None):
+        ran.append(threading.current_thread())
+        return run_inline(self, tasks, started)
+
+    monkeypatch.setattr(CudaExecutor, "run_inline", recorded)
+    a_np = rng.random((256, 64), dtype=np.float32)
+    b_np = rng.random((64, 4), dtype=np.float32)
+    a, b = mx.array(a_np), mx.array(b_np)
+    mx.eval(mx.matmul(a, b, stream=mx.gpu))  # the copies to the GPU are made
+    x = mx.matmul(a, b, stream=mx.gpu)
+    c = b
+    for _ in range(20):
+        c = mx.exp(mx.multiply(c, 0.01, stream=mx.cpu), stream=mx.cpu)
+    ran.clear()
+    mx.eval(x, c)
+    assert ran == [threading.main_thread()]
+    np.testing.assert_allclose(np.asarray(x), a_np @ b_np, rtol=1e-4)
+    want = b_np
+    for _ in range(20):
+        want = np.exp(want * np.float32(0.01))
+    np.testing.assert_allclose(np.asarray(c), want, rtol=1e-5)

@@ -242,10 +242,7 @@ class MirrorRead:
                     if time.perf_counter() > deadline:
                         self.ex.wait(self.seq)  # the kernel has finished, or its error is raised here
                         break
-            nbytes = dtype.itemsize
-            for s in shape:
-                nbytes *= s
-            return m.data[slot, :nbytes].view(dtype).reshape(shape).copy()
+            return np.frombuffer(m._mem, dtype, prod(shape), slot * m.SLOT_BYTES).reshape(shape).copy()
         finally:
             self.release()
 
