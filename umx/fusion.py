@@ -168,6 +168,7 @@ def collect(targets, mark, fusing: bool) -> list:
             d = m._dtype
             ins = m._inputs
             a = None  # the step's args, once known; the chain steps (one input to take in) find them first
+            more = 0  # steps equal to m's, after it in a chain, taken in by a tight loop below
             if len(ins) == 1 and c not in parameterized:  # a chain's step: all of it here
                 x = ins[0]
                 # The references: m's inputs, this variable and the argument. (Its shape is m's: elementwise
@@ -178,6 +179,22 @@ def collect(targets, mark, fusing: bool) -> list:
                     members.append(x)
                     room -= 1
                     a = i - len(members)
+                    if a == -1:
+                        # m is a chain's last member so far: the members after it that repeat its step (the
+                        # seed's 500 exps) are taken in here, each step counted into m's run.
+                        while room > 0:
+                            xi = x._inputs
+                            if len(xi) != 1 or x._prim.__class__ is not c or x._dtype is not d:
+                                break
+                            y = xi[0]  # (its references: x's inputs, this variable and the argument)
+                            if not (y._data is None and y._exec is None and y._stream is stream
+                                    and y._prim.__class__ in elementwise and getrefcount(y) <= 3):
+                                break
+                            y._exec = member
+                            members.append(y)
+                            room -= 1
+                            x = y
+                            more += 1
             elif len(ins) == 2 and c not in parameterized:  # a chain's step with a constant or an evaluated array
                 x, y = ins
                 if y._data is not None:
@@ -199,6 +216,25 @@ def collect(targets, mark, fusing: bool) -> list:
                         j = where[id(y)] = len(leaves)
                         leaves.append(y)
                     a = (i - len(members), j) if first else (j, i - len(members))
+                    if a[1 - first] == -1:
+                        # as for one input: the members after m with its step, the same leaf at the same place
+                        # (1000 scalar adds of one constant)
+                        at = 0 if first else 1
+                        while room > 0:
+                            xi = x._inputs
+                            if (len(xi) != 2 or xi[1 - at] is not y or x._prim.__class__ is not c
+                                    or x._dtype is not d):
+                                break
+                            z = xi[at]  # (its references: x's inputs, this variable and the argument)
+                            if not (z._data is None and z._exec is None and z._shape == shape and z._stream is stream
+                                    and z._siblings is None and z._prim.__class__ in elementwise
+                                    and getrefcount(z) <= 3):
+                                break
+                            z._exec = member
+                            members.append(z)
+                            room -= 1
+                            x = z
+                            more += 1
             if a is None:
                 args = []
                 for x in ins:
@@ -238,11 +274,12 @@ def collect(targets, mark, fusing: bool) -> list:
                     key.append((c, p.params(), a, d))
                     continue
             if c is rc and d is rd and a == ra:  # one more step of the run
-                rn += 1
+                rn += 1 + more
             else:
                 if rn:
                     key.append((rc, ra, rd, rn))
-                rc, ra, rd, rn = c, a, d, 1
+                rc, ra, rd, rn = c, a, d, 1 + more
+            i += more  # (their steps are counted)
         if rn:
             key.append((rc, ra, rd, rn))
         if len(members) > 1 or prod(shape) >= SPLIT_MIN_SIZE:
