@@ -19,6 +19,7 @@ timeout 120 python3 bench/seed.py --runs 20 2>&1 | tee "$OUT/seed.log" | tail -2
 timeout 60 python3 bench/transfer.py 2>&1 | tee "$OUT/transfer.log" | tail -14
 timeout 60 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
 timeout 150 python3 bench/suite.py 2>&1 | tee "$OUT/suite.log" | tail -24
+timeout 120 python3 bench/latency.py 2>&1 | tee "$OUT/latency.log" | tail -12
 timeout 90 python3 bench/graphs.py 2>&1 | tee "$OUT/graphs.log" | tail -6
 timeout 60 python3 bench/compile.py 2>&1 | tee "$OUT/compile.log" | tail -14
 timeout 60 python3 bench/reduce.py 2>&1 | tee "$OUT/reduce.log" | tail -8

@@ -1,0 +1,100 @@
+"""Latency of small evals: a scalar op then ``item()`` or ``eval``, umx against CuPy, torch and NumPy.
+
+Hosts of the lent machine vary by tens of percent from minute to minute, so the cases are timed in interleaved
+rounds (each round times every case once, 2,000 calls each) and the table gives each case's median over the
+rounds: the ratios compare runs that shared the host's state.
+
+Usage: python bench/latency.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import umx as mx  # noqa: E402
+
+
+def _median_us(fn, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def cases() -> list:
+    """(name, fn, is a baseline) rows; GPU rows only where there is a GPU."""
+    out = []
+    one = mx.array(1.0)
+    mx.eval(one)
+    c = mx.cpu
+    out.append(("umx cpu: add + item()", lambda: mx.add(one, 1.0, stream=c).item(), False))
+    x_np = np.float32(1.0)
+    out.append(("NumPy: add + item()", lambda: (x_np + np.float32(1.0)).item(), True))
+    if not mx.is_available(mx.gpu):
+        return out
+    g = mx.gpu
+    on_gpu = mx.add(one, 0.0, stream=g)
+    mx.eval(on_gpu)
+    out += [
+        ("umx gpu: add + item() (host input)", lambda: mx.add(one, 1.0, stream=g).item(), False),
+        ("umx gpu: add + item() (GPU input)", lambda: mx.add(on_gpu, 1.0, stream=g).item(), False),
+        ("umx gpu: add + eval", lambda: mx.eval(mx.add(on_gpu, 1.0, stream=g)), False),
+        ("umx gpu: (x + 1) * 2 + item()", lambda: mx.multiply(mx.add(on_gpu, 1.0, stream=g), 2.0, stream=g).item(),
+         False),
+    ]
+    try:
+        import cupy
+
+        x_cp = cupy.asarray(np.float32(1.0))
+        out.append(("CuPy: add + float()", lambda: float(x_cp + np.float32(1.0)), True))
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            x_t = torch.tensor(1.0, device="cuda")
+            out.append(("torch cuda: add + item()", lambda: (x_t + 1.0).item(), True))
+    except ImportError:
+        pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=2000)
+    args = ap.parse_args()
+    rows = cases()
+    for _, fn, _ in rows:  # warm-up: kernels compiled, copies made, caches filled
+        for _ in range(300):
+            fn()
+    results: dict = {name: [] for name, _, _ in rows}
+    for _ in range(args.rounds):
+        for name, fn, _ in rows:
+            results[name].append(_median_us(fn, args.calls))
+    med = {name: statistics.median(v) for name, v in results.items()}
+    gpu_base = min((med[n] for n, _, base in rows if base and "NumPy" not in n), default=None)
+    cpu_base = med.get("NumPy: add + item()")
+    width = max(len(n) for n in med)
+    print(f"median over {args.rounds} interleaved rounds of {args.calls} calls each (us)\n")
+    print(f"{'case':{width}}  {'us':>8}  {'vs best baseline':>16}")
+    print("-" * (width + 28))
+    for name, _, base in rows:
+        ref = cpu_base if "cpu" in name or "NumPy" in name else gpu_base
+        ratio = f"{med[name] / ref:15.2f}x" if ref and not base else f"{'':>16}"
+        print(f"{name:{width}}  {med[name]:8.1f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
