@@ -260,3 +260,36 @@ def test_graphs_replay_on_a_second_gpu_and_read_across_gpus(graphs):
         yn = np.tanh(h.astype(np.float64) @ h)
         np.testing.assert_allclose(np.array(z), yn @ h + 1, rtol=1e-4, atol=1e-5)
     assert graphs.STATS.replays - before >= 2
+
+
+def test_graphs_are_charged_to_the_memory_limit_and_yield_to_arrays(graphs):
+    """Under a memory limit, umx's array pool may take only what cached graphs leave; an array that needs that
+    memory gets it (the graphs are dropped first), and the cache statistic counts the graphs."""
+    from umx.backends.cuda import memory as gmem
+
+    mx.clear_cache()
+    limit = gmem.POOL.used_bytes() + (256 << 20)
+    mx.set_memory_limit(limit)
+    try:
+        rng = np.random.default_rng(3)
+        a = mx.array(rng.standard_normal((512, 512)).astype(np.float32))
+
+        def step():
+            return np.array(mx.tanh(mx.matmul(a, a, stream=G), stream=G))
+
+        for _ in range(3):
+            step()
+        held = graphs.nbytes()
+        assert held > 0
+        assert gmem.POOL.get_limit() == limit - held
+        assert mx.get_cache_memory() >= held
+        # an array that fits under the limit only without the graphs' memory
+        n = (limit - gmem.POOL.used_bytes() - held // 2) // 4
+        big = mx.full((n,), 1.0, stream=G)
+        mx.eval(big)
+        assert graphs.nbytes() == 0 and gmem.POOL.get_limit() == limit
+        assert mx.sum(big[:8], stream=G).item() == 8.0
+        del big
+    finally:
+        mx.set_memory_limit(0)
+    assert gmem.POOL.get_limit() == 0

@@ -162,6 +162,7 @@ class Graphs:
                     return False
                 cache[key] = entry
                 self._evict()
+                charge()
             return self._launch(entry, tasks, nodes, externals, inputs, retained, held)
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list):
@@ -307,7 +308,20 @@ class Graphs:
 
 def release_all() -> int:
     """Free every stream's graphs (for memory pressure and ``clear_cache``); the bytes freed."""
-    return sum(g.drop_all() for g in list(_all))
+    freed = sum(g.drop_all() for g in list(_all))
+    charge()
+    return freed
+
+
+def charge() -> None:
+    """Charge the graphs' memory to the user's memory limit: on each device, umx's array pool may take only what
+    the cached graphs leave of it (memory pressure drops the graphs first, which gives it back)."""
+    if not _memory.user_memory_limit():
+        return
+    held: dict = {}
+    for g in list(_all):
+        held[g.ex.index] = held.get(g.ex.index, 0) + g.nbytes()
+    gmem.LOCATION.set_limit(_memory.user_memory_limit(), held)
 
 
 RELEASERS.append(release_all)

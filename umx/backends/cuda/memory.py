@@ -323,12 +323,23 @@ class GpuLocation:
             _peak = now
 
     def cache(self) -> int:
-        return _all_devices(POOL.free_bytes)
+        """Bytes umx holds on the devices outside live arrays: the pool's free blocks and the CUDA graphs."""
+        from . import graphs  # (it imports this module)
 
-    def set_limit(self, limit: int) -> None:
-        for i in range(_runtime.getDeviceCount()):
+        return _all_devices(POOL.free_bytes) + graphs.nbytes()
+
+    def set_limit(self, limit: int, reserved: dict | None = None) -> None:
+        """Limit umx's pool on every device to ``limit`` bytes (0: none), less ``reserved[device index]`` (what
+        cached CUDA graphs hold there, see ``graphs.charge``)."""
+        if reserved is None and limit:
+            from . import graphs
+
+            graphs.charge()  # (calls back with the graphs' bytes)
+            return
+        for i in range(_DEVICES):
             with cp.cuda.Device(i):
-                POOL.set_limit(size=limit)
+                # (CuPy reads a limit of 0 as none: a limit the graphs fill entirely is one byte)
+                POOL.set_limit(size=max(limit - (reserved or {}).get(i, 0), 1) if limit else 0)
 
     def clear_cache(self) -> None:
         from . import graphs
