@@ -113,13 +113,14 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
                 best = ex
         if best is not None and best.try_run_inline():
             mine = [(best, batches.pop(best))]
-            # A few launches on another stream (a GPU's: they only enqueue) the caller makes first, itself: that
-            # costs less than waking a dispatcher and trading the GIL with it. Not a batch that waits for
-            # another stream: the caller would block on it before doing its own work.
+            # A few launches on another stream (a GPU's, of kernels that only enqueue) the caller makes first,
+            # itself: that costs less than waking a dispatcher and trading the GIL with it. Not a batch that
+            # waits for another stream: the caller would block on it before doing its own work.
             if batches:
-                for ex in [ex for ex, tasks in batches.items() if ex.enqueues and len(tasks) <= INLINE_LAUNCHES]:
-                    if (ex.done == first_seq[ex] - 1 and not any(type(t) is tuple and t[1] for t in batches[ex])
-                            and ex.try_run_inline()):
+                for ex in [ex for ex, tasks in batches.items() if len(tasks) <= INLINE_LAUNCHES]:
+                    tasks = batches[ex]
+                    if (ex.done == first_seq[ex] - 1 and not any(type(t) is tuple and t[1] for t in tasks)
+                            and ex.only_enqueues(tasks) and ex.try_run_inline()):
                         mine.insert(0, (ex, batches.pop(ex)))
     for ex, tasks in batches.items():
         ex.submit(tasks)

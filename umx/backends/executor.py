@@ -148,8 +148,10 @@ class WorkerExecutor:
     #: which of an eval's batches the caller runs itself, if several could be: the highest rank (see _plan)
     inline_rank = 0
 
-    #: whether a batch only enqueues work (a GPU stream's launches), so the caller may run a short one first
-    enqueues = False
+    def only_enqueues(self, tasks: list) -> bool:
+        """Whether running ``tasks`` only enqueues work (kernel launches that never wait for the device), so that
+        the caller may launch a short batch of them before its own (see ``scheduler._plan``)."""
+        return False
 
     #: the most nodes one fused region may hold
     fuse_max_nodes = 1 << 30

@@ -84,7 +84,24 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     # minutes to compile. Longer chains become several kernels, of one cached structure.
     fuse_max_nodes = 1024
 
-    enqueues = True
+    def only_enqueues(self, tasks: list) -> bool:
+        # The primitives a CUDA graph may capture are those whose kernels never wait for the device; and no input
+        # may need a copy made on the host first (a stage into pinned memory is host work: leave it to the
+        # dispatcher, beside the caller's own).
+        dev = self.device
+        for t in tasks:
+            if type(t) is tuple:
+                n = t[0]
+                for x in n._inputs:
+                    d = x._data
+                    if ((type(d) is np.ndarray and (x._copies is None or dev not in x._copies))
+                            or (type(d) is cp.ndarray and d.device.id != self.index)):
+                        return False
+            else:
+                n = t
+            if type(n) is not Fused and (n._siblings is not None or n._prim.__class__ not in graphs.CAPTURABLE):
+                return False
+        return True
 
     def run_inline(self, tasks: list, started=None) -> None:
         # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency). CuPy's
