@@ -4,7 +4,9 @@
 orders them so that inputs come first, and gives each node a sequence number on its stream's executor. A node whose
 inputs come from another stream, or live on another device, becomes a ``(node, waits)`` task: its executor waits
 for those producers and copies the inputs across before running it. Each stream's list goes to its executor in one
-hand-off; ``eval`` then waits for the targets, ``async_eval`` returns at once.
+hand-off, except the batches the caller runs itself (its likeliest long pole, after any short GPU launches); ``eval``
+then waits for the targets, ``async_eval`` returns at once. One node whose inputs are all evaluated, on an idle
+stream, skips the walk (``_plan_one``).
 
 Results are as if run in program order: a node runs after its inputs (stream order or an explicit wait), and
 arrays are immutable, so no later op can change what an earlier one read.

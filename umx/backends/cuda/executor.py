@@ -1,4 +1,5 @@
-"""The GPU stream's executor: a dispatcher thread that launches CuPy kernels on a non-blocking CUDA stream.
+"""The GPU stream's executor: a dispatcher thread that launches kernels (umx's own elementwise kernels, see
+direct.py, and CuPy's) on a non-blocking CUDA stream.
 
 For a GPU executor ``done`` counts nodes *dispatched* (their kernels enqueued), not finished. Completion is
 tracked with *marks*: CUDA events recorded after a node, kept as ``(seq, event)`` in seq order; once a mark's
