@@ -423,3 +423,22 @@ def test_gpu_matches_the_cpu_for_every_binary_op_dtype_pair_and_operand_kind():
                                        err_msg=f"{name} {a} {b} {shapes}")
 
     check()
+
+
+@gpu_only
+def test_a_host_read_no_mirror_serves_is_not_copied_ahead():
+    """A small result the host reads at once, made by a kernel that cannot mirror it (a reduction), is read by
+    one copy on demand: no pinned copy is started ahead of the read (it cost the caller 30 us)."""
+    from umx.backends.cuda import memory as gmem
+
+    G = mx.gpu
+    v = mx.add(mx.array(np.arange(256, dtype=np.float32)), 0.0, stream=G)
+    mx.eval(v)
+    s = mx.sum(v, stream=G)
+    scheduler.eval_arrays([s], False, True)  # as item() evaluates
+    assert gmem.PENDING_HOST not in (s._copies or {})
+    assert s.item() == float(np.arange(256).sum())
+    y = mx.add(v, 1.0, stream=G)  # a mirrored one, for contrast
+    scheduler.eval_arrays([y], False, True)
+    assert gmem.MIRROR in y._copies and gmem.PENDING_HOST not in y._copies
+    np.testing.assert_array_equal(np.asarray(y), np.arange(256, dtype=np.float32) + 1)

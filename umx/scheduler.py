@@ -27,8 +27,7 @@ except ImportError:  # another Python implementation
 
 from . import _tracing
 from .array import array
-from .backends.executor import Failure
-from .devices import Device, cpu
+from .backends.executor import HOST_READER, Failure
 from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
@@ -40,7 +39,6 @@ __all__ = ["eval", "async_eval"]
 # evaluate overlapping graphs. Never held while waiting for results.
 _plan_lock = threading.Lock()
 _SIGINT = int(signal.SIGINT)
-_HOST = Device(cpu)
 
 #: a batch of at most this many tasks on a stream whose batches only enqueue work (a GPU's) is launched by the
 #: caller itself, before the batch it runs (see ``_plan``)
@@ -101,7 +99,7 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
     if host:
         for t in targets:
             if t._data is None and prod(t._shape) <= SMALL_READ:
-                t._exec.will_be_read_on(t, _HOST)
+                t._exec.will_be_read_on(t, HOST_READER)
     tr = _tracing.active  # once per eval: tracing and logging off cost this load and one level check
     if tr is not None or _tracing.debug_on():
         _report(batches, tr)
@@ -154,7 +152,7 @@ def _plan_one(t, host: bool):
     t._exec = ex
     t._seq = seq
     if host and prod(t._shape) <= SMALL_READ:
-        ex.will_be_read_on(t, _HOST)
+        ex.will_be_read_on(t, HOST_READER)
     return [(ex, [task])]
 
 

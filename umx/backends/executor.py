@@ -21,6 +21,21 @@ from ..fusion import Fused
 _NEVER = 1 << 62
 
 
+class _HostReader:
+    """The caller's thread, reading a result on the host as soon as it is computed (``item()``, printing): a reader
+    the planner names to a producer (``will_be_read_on``), which a GPU kernel serves by writing a small result to
+    the host itself (see cuda/direct.py). Nothing is copied ahead for it otherwise: the reader copies what it needs
+    when it needs it, and an early copy would cost the caller more than it saves."""
+
+    type = None  # (no device: no stream's copy goes to it)
+
+    def __repr__(self) -> str:
+        return "HOST_READER"
+
+
+HOST_READER = _HostReader()
+
+
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 

@@ -45,7 +45,7 @@ class CpuExecutor(WorkerExecutor):
     def will_be_read_on(self, node, device) -> None:
         # A result a GPU reads next is written straight into pinned memory and sent to the device as it is
         # produced (chunk by chunk, see _run_split): its copy needs no staging and overlaps the computation.
-        if device.type is not self.device.type and node.nbytes >= _PINNED_MIN_BYTES:
+        if device.type is not self.device.type and device.type is not None and node.nbytes >= _PINNED_MIN_BYTES:
             hints = self._to_device
             if len(hints) > 256:  # hints for nodes that ran unfused are never taken: drop the finished ones
                 done = self.done

@@ -32,7 +32,7 @@ from ...dtypes import bfloat16
 from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Round
 from ...primitives.linalg import Matmul
-from ..executor import Failure, WorkerExecutor, failure_of, set_result
+from ..executor import HOST_READER, Failure, WorkerExecutor, failure_of, set_result
 from ..pool import CORES
 from ..xp import round_bf16
 from . import _cupy, cublas, direct, graphs
@@ -370,6 +370,10 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
     def _publish(self, n, devices: set) -> None:
         """Node ``n`` will be read by other streams: mark it, and start its copy to the host if a CPU reads it."""
+        if HOST_READER in devices:  # (served by a mirror, or else by its own copy on demand)
+            devices = [d for d in devices if d is not HOST_READER]
+            if not devices:
+                return
         outs = [s._data for s in n._siblings] if n._siblings is not None else [n._data]
         to_host = any(d.type is cpu for d in devices)
         if to_host:
@@ -428,7 +432,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
 def _reads_on_host(devices) -> bool:
     for d in devices:
-        if d.type is cpu:
+        if d is HOST_READER or d.type is cpu:
             return True
     return False
 
