@@ -442,3 +442,50 @@ def test_a_host_read_no_mirror_serves_is_not_copied_ahead():
     scheduler.eval_arrays([y], False, True)
     assert gmem.MIRROR in y._copies and gmem.PENDING_HOST not in y._copies
     np.testing.assert_array_equal(np.asarray(y), np.arange(256, dtype=np.float32) + 1)
+
+
+@gpu_only
+@pytest.mark.parametrize("op", ["sum", "max", "min", "mean"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint8", "bfloat16"])
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 85), (256,), (257,), (16, 4096), (16, 4097)], ids=str)
+def test_small_full_reductions_match_numpy(monkeypatch, rng, op, dtype, shape):
+    """Full reductions of up to MAX_REDUCE elements run as one block of umx's own kernel (a larger one, CuPy's)."""
+    from umx.backends.cuda import direct
+
+    own = []
+    reduce = direct.Launcher.reduce
+    monkeypatch.setattr(direct.Launcher, "reduce", lambda self, *a: own.append(r := reduce(self, *a)) or r)
+    ref_t = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+    vals = (rng.integers(0, 9, shape) if ref_t.kind in "iu" else rng.standard_normal(shape)).astype(ref_t)
+    a = mx.array(vals, dtype=getattr(mx, dtype))
+    g = mx.add(a, mx.zeros_like(a), stream=mx.gpu)
+    mx.eval(g)
+    got = getattr(mx, op)(g, stream=mx.gpu)
+    want = getattr(mx, op)(a, stream=mx.cpu)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    w = np.asarray(want)
+    if got.dtype.kind in "iu":
+        assert got.item() == w.item()
+    else:
+        rtol = 1e-2 if dtype == "bfloat16" else 1e-5
+        np.testing.assert_allclose(np.asarray(got), w, rtol=rtol, atol=rtol * np.sqrt(vals.size))
+    assert (own and own[-1] is not None) == (0 < vals.size <= direct.MAX_REDUCE)
+
+
+@gpu_only
+def test_reductions_keep_nans_and_dims_and_serve_item_by_mirror():
+    from umx.backends.cuda import memory as gmem
+
+    G = mx.gpu
+    x = mx.add(mx.array(np.array([[1.0, np.nan, 3.0], [0.5, -2.0, 7.0]], np.float32)), 0.0, stream=G)
+    mx.eval(x)
+    assert np.isnan(mx.max(x, stream=G).item()) and np.isnan(mx.min(x, stream=G).item())
+    k = mx.sum(x, axis=(0, 1), keepdims=True, stream=G)
+    assert k.shape == (1, 1) and np.isnan(np.asarray(k)).all()
+    y = mx.mean(mx.square(mx.subtract(x, 1.0, stream=G), stream=G), stream=G)  # a loss: mirrored
+    scheduler.eval_arrays([y], False, True)
+    assert gmem.MIRROR in y._copies
+    xs = np.array([[1.0, np.nan, 3.0], [0.5, -2.0, 7.0]], np.float32)
+    assert np.isnan(y.item()) and np.isnan(np.mean((xs - 1) ** 2))
+    z = mx.sum(mx.abs(mx.subtract(mx.nan_to_num(x, stream=G), 1.0, stream=G), stream=G), stream=G)
+    assert z.item() == pytest.approx(float(np.abs(np.nan_to_num(xs) - 1).sum()), rel=1e-6)

@@ -113,6 +113,27 @@ class Launcher:
         return out
 
 
+    def reduce(self, kind: str, x, shape: tuple, dtype, mirror=None):
+        """A full reduction (``kind``: Sum, Max, Min or Mean) of contiguous device array ``x`` of at most
+        ``MAX_REDUCE`` elements, by one block of umx's own kernel: its output (of ``shape``, umx Dtype ``dtype``,
+        the input's); None where this does not apply. ``mirror`` as for :meth:`run`."""
+        n = x.size
+        if not 0 < n <= MAX_REDUCE or not _contiguous(x):
+            return None
+        entry = _kernels.get((kind, dtype, self.device), False)
+        if entry is False:
+            entry = _compile_reduce(kind, dtype, self.device)
+        if entry is None:
+            return None
+        out = _empty(shape, dtype.np)
+        if mirror is None:
+            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, 0, 0, 0)
+        else:
+            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, *mirror)
+        _launch(entry[0], 1, 1, 1, _BLOCK, 1, 1, 0, self.stream, self._addr, 0)
+        return out
+
+
 def _suffix(inner: tuple, shape: tuple) -> bool:
     """Whether ``inner`` broadcasts to ``shape`` along leading axes only (its last axes are ``shape``'s)."""
     k = 0
@@ -180,6 +201,65 @@ extern "C" __global__ void {name}({", ".join(params)}) {{
   }}
 }}
 """
+
+
+#: full reductions of at most this many elements run as one block of umx's own kernel (a loss, a norm); larger
+#: ones take CuPy's, which spreads them over the GPU
+MAX_REDUCE = 1 << 16
+
+# per reduction: (how two partial results combine, for floats and for integers; whether it starts from 0 rather
+# than from an element)
+_COMBINE = {
+    "Sum": ("a + b", "a + b", True),
+    "Mean": ("a + b", "a + b", True),
+    "Max": ("((a > b || isnan(a)) ? a : b)", "(a > b ? a : b)", False),
+    "Min": ("((a < b || isnan(a)) ? a : b)", "(a < b ? a : b)", False),
+}
+
+
+def _compile_reduce(kind: str, dtype, device: int):
+    """Compile (once per device) the one-block reduction ``kind`` over ``dtype``; None if it cannot be written."""
+    entry = None
+    if dtype.name in C_TYPES and dtype.name not in ("float16", "bool") and dtype.kind != "c":
+        t = C_TYPES[dtype.name]
+        is_float = dtype.kind == "f" or dtype.name == "bfloat16"
+        combine = _COMBINE[kind][0 if is_float else 1]
+        from_zero = _COMBINE[kind][2]
+        name = f"umx_reduce_{len(_kernels)}"
+        value = "umx_round_bf16(r)" if dtype.name == "bfloat16" else "r"
+        code = f"""{PREAMBLE}
+__device__ inline {t} umx_combine({t} a, {t} b) {{ return {combine}; }}
+extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* __restrict__ out, {t}* mirror,
+                                  unsigned long long* flag, unsigned long long token) {{
+  __shared__ {t} part[{_BLOCK}];
+  const int k = threadIdx.x;
+  {t} acc = {f"({t})0" if from_zero else "x[k < n ? k : 0]"};
+  for (long long i = k + {"0" if from_zero else "blockDim.x"}; i < n; i += blockDim.x) acc = umx_combine(acc, x[i]);
+  part[k] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {{
+    if (k < s) part[k] = umx_combine(part[k], part[k + s]);
+    __syncthreads();
+  }}
+  if (k == 0) {{
+    {t} r = part[0]{f" / ({t})n" if kind == "Mean" else ""};
+    {t} v = ({t})({value});
+    out[0] = v;
+    if (mirror) mirror[0] = v;
+    if (flag) {{
+      __threadfence_system();
+      *(volatile unsigned long long*)flag = token;
+    }}
+  }}
+}}
+"""
+        try:
+            module = cp.RawModule(code=code)
+            entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QqQQQQ").pack_into)
+        except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
+            entry = None
+    _kernels[(kind, dtype, device)] = entry
+    return entry
 
 
 #: how long a reader spins on a mirror's flag before it blocks on an event instead

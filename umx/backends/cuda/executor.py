@@ -32,6 +32,7 @@ from ...dtypes import bfloat16
 from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Round
 from ...primitives.linalg import Matmul
+from ...primitives.reduction import Max, Mean, Min, Sum
 from ..executor import HOST_READER, Failure, WorkerExecutor, failure_of, set_result
 from ..pool import CORES
 from ..xp import round_bf16
@@ -46,6 +47,8 @@ cp = _cupy()
 _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
+_REDUCTIONS = frozenset({Sum, Max, Min, Mean})  # full ones of small arrays: umx's own kernel (see direct.py)
+_OWN = ELEMENTWISE | _REDUCTIONS  # primitives umx's own kernels may compute
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
@@ -246,10 +249,12 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             self._held.append((self._marks[-1][1], held))
 
     def _single(self, n, args: list, mirror=None):
-        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node
-        where one applies (see direct.py), else the kernel table's. ``mirror``: see :meth:`_mirror_for`."""
+        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node or
+        a small full reduction where one applies (see direct.py), else the kernel table's. ``mirror``: see
+        :meth:`_mirror_for`."""
         p = n._prim
         c = p.__class__
+        out = None
         if c in ELEMENTWISE:
             ins = n._inputs
             key = (c, n._dtype, *[x._dtype for x in ins]) if c is not Round else (c, n._dtype, ins[0]._dtype,
@@ -257,17 +262,20 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             out = self._direct.run(key, lambda: ([x._dtype for x in ins], ((p, tuple(range(len(ins)))),),
                                                  [n._dtype]),
                                    args, n._shape, n._dtype.np, mirror[0] if mirror is not None else None)
-            if out is not None:
-                if mirror is not None:
-                    _memory.set_copy(n, gmem.MIRROR, mirror[1])
-                return out
+        elif c in _REDUCTIONS and type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
+            out = self._direct.reduce(c.__name__, args[0], n._shape, n._dtype,
+                                      mirror[0] if mirror is not None else None)
+        if out is not None:
+            if mirror is not None:
+                _memory.set_copy(n, gmem.MIRROR, mirror[1])
+            return out
         out = _call(KERNELS[c], p, args)
         return out if type(out) is tuple else conform(n, out)
 
     def _mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
         (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
-        if type(n) is not Fused and n._prim.__class__ not in ELEMENTWISE:
+        if type(n) is not Fused and n._prim.__class__ not in _OWN:
             return None
         devices = self._hints.get(n._seq)
         if devices is None or not _reads_on_host(devices):
