@@ -310,13 +310,13 @@ def test_item_from_many_threads():
 def test_a_failing_kernel_before_a_mirror_still_reports(monkeypatch):
     """The mirrored node depends on a failed one: the failure is raised from item(), nothing hangs."""
     from umx.backends.cuda import executor as cex
-    from umx.primitives.reduction import Sum
+    from umx.primitives.reduction import Prod
 
     def boom(prim, x):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(cex.KERNELS, Sum, boom)
-    y = mx.add(mx.sum(mx.array(np.ones(3, np.float32)), stream=mx.gpu), 1.0, stream=mx.gpu)
+    monkeypatch.setitem(cex.KERNELS, Prod, boom)  # (a reduction umx's own kernels leave to CuPy)
+    y = mx.add(mx.prod(mx.array(np.ones(3, np.float32)), stream=mx.gpu), 1.0, stream=mx.gpu)
     with pytest.raises(RuntimeError, match="boom"):
         y.item()
 
@@ -455,7 +455,7 @@ def test_small_full_reductions_match_numpy(monkeypatch, rng, op, dtype, shape):
     own = []
     reduce = direct.Launcher.reduce
     monkeypatch.setattr(direct.Launcher, "reduce", lambda self, *a: own.append(r := reduce(self, *a)) or r)
-    ref_t = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+    ref_t = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
     vals = (rng.integers(0, 9, shape) if ref_t.kind in "iu" else rng.standard_normal(shape)).astype(ref_t)
     a = mx.array(vals, dtype=getattr(mx, dtype))
     g = mx.add(a, mx.zeros_like(a), stream=mx.gpu)
