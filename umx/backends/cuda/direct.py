@@ -1,4 +1,4 @@
-"""Elementwise kernels that umx compiles and launches itself: single elementwise nodes and fused regions.
+"""Kernels that umx compiles and launches itself: single elementwise nodes, fused regions and small full reductions.
 
 A CuPy ufunc or ElementwiseKernel call costs 6-14 us of host time (argument parsing, type dispatch, broadcasting,
 output allocation), which is most of a small op's latency. The common cases need none of that work: every array
@@ -7,7 +7,8 @@ constants are NumPy scalars. For those, umx writes one kernel per structure (the
 loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and CuPy's disk
 cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer: about 3 us. Anything else
 (strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
-through CuPy as before.
+through CuPy as before. Full reductions (sum, max, min, mean) of small contiguous arrays, a loss or a norm, run
+the same way as one block (:meth:`Launcher.reduce`).
 
 A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
 result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
@@ -49,8 +50,8 @@ _SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] f
 _SCALAR_TYPES = {"f": "double", "i": "long long", "u": "unsigned long long", "b": "long long"}
 _PACK = {"p": "Q", "r": "Qq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # struct codes of each kind's parameters
 
-# (structure key, leaf kinds, device) -> (function pointer, module, parameter packer) or None (umx's kernels
-# do not apply)
+# (structure key, leaf kinds, device), or (reduction, dtype, device) -> (function pointer, module, parameter
+# packer), or None where umx's kernels do not apply
 _kernels: dict = {}
 
 
