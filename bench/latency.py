@@ -1,4 +1,5 @@
-"""Latency of small evals: a scalar op then ``item()`` or ``eval``, umx against CuPy, torch and NumPy.
+"""Latency of small evals: a scalar op or a loss-sized sum then ``item()`` or ``eval``, umx against CuPy, torch and
+NumPy.
 
 Hosts of the lent machine vary by tens of percent from minute to minute, so the cases are timed in interleaved
 rounds (each round times every case once, 2,000 calls each) and the table gives each case's median over the
@@ -40,6 +41,10 @@ def cases() -> list:
     out.append(("umx cpu: add + item()", lambda: mx.add(one, 1.0, stream=c).item(), False))
     x_np = np.float32(1.0)
     out.append(("NumPy: add + item()", lambda: (x_np + np.float32(1.0)).item(), True))
+    v_np = np.random.default_rng(0).standard_normal(256).astype(np.float32)  # a batch's losses
+    v = mx.array(v_np)
+    out.append(("umx cpu: sum + item()", lambda: mx.sum(v, stream=c).item(), False))
+    out.append(("NumPy: sum + item()", lambda: v_np.sum().item(), True))
     if not mx.is_available(mx.gpu):
         return out
     g = mx.gpu
@@ -52,11 +57,16 @@ def cases() -> list:
         ("umx gpu: (x + 1) * 2 + item()", lambda: mx.multiply(mx.add(on_gpu, 1.0, stream=g), 2.0, stream=g).item(),
          False),
     ]
+    v_gpu = mx.add(v, 0.0, stream=g)
+    mx.eval(v_gpu)
+    out.append(("umx gpu: sum + item()", lambda: mx.sum(v_gpu, stream=g).item(), False))
     try:
         import cupy
 
         x_cp = cupy.asarray(np.float32(1.0))
         out.append(("CuPy: add + float()", lambda: float(x_cp + np.float32(1.0)), True))
+        v_cp = cupy.asarray(v_np)
+        out.append(("CuPy: sum + float()", lambda: float(v_cp.sum()), True))
     except ImportError:
         pass
     try:
@@ -65,9 +75,20 @@ def cases() -> list:
         if torch.cuda.is_available():
             x_t = torch.tensor(1.0, device="cuda")
             out.append(("torch cuda: add + item()", lambda: (x_t + 1.0).item(), True))
+            v_t = torch.as_tensor(v_np, device="cuda")
+            out.append(("torch cuda: sum + item()", lambda: v_t.sum().item(), True))
     except ImportError:
         pass
     return out
+
+
+def _best_baseline(name: str, rows: list, med: dict):
+    """The fastest baseline timing the same work as row ``name`` on the same kind of device, or None."""
+    work = "sum" if "sum" in name else "add"  # (the fused (x + 1) * 2 against one add)
+    on_cpu = name.startswith("umx cpu")
+    times = [med[n] for n, _, base in rows
+             if base and n.split(": ", 1)[1].startswith(work) and n.startswith("NumPy") == on_cpu]
+    return min(times, default=None)
 
 
 def main() -> None:
@@ -84,14 +105,12 @@ def main() -> None:
         for name, fn, _ in rows:
             results[name].append(_median_us(fn, args.calls))
     med = {name: statistics.median(v) for name, v in results.items()}
-    gpu_base = min((med[n] for n, _, base in rows if base and "NumPy" not in n), default=None)
-    cpu_base = med.get("NumPy: add + item()")
     width = max(len(n) for n in med)
     print(f"median over {args.rounds} interleaved rounds of {args.calls} calls each (us)\n")
     print(f"{'case':{width}}  {'us':>8}  {'vs best baseline':>16}")
     print("-" * (width + 28))
     for name, _, base in rows:
-        ref = cpu_base if "cpu" in name or "NumPy" in name else gpu_base
+        ref = _best_baseline(name, rows, med)
         ratio = f"{med[name] / ref:15.2f}x" if ref and not base else f"{'':>16}"
         print(f"{name:{width}}  {med[name]:8.1f}  {ratio}")
 
