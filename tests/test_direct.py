@@ -45,8 +45,8 @@ def test_short_plan_reads_another_streams_result(device):
     np.testing.assert_array_equal(np.asarray(b), np.arange(6) * 2.0 + 1.0)
 
 
-def test_short_plan_only_for_an_idle_stream(device):
-    """A stream with work pending takes the full plan; the result is the same and in order."""
+def test_an_eval_behind_pending_work_on_its_stream_is_right_and_in_order(device):
+    """Evaluating a node while its stream still has work pending (the short plan may not take it then)."""
     st = mx.new_stream(device)
     x = mx.ones((64, 64), stream=st)
     for _ in range(20):
@@ -247,6 +247,8 @@ def test_item_reads_the_mirror_and_gives_the_slot_back():
     G = mx.gpu
     one = mx.array(1.0)
     y = mx.add(one, 2.0, stream=G)
+    scheduler.eval_arrays([y], False, True)  # as item() evaluates
+    assert gmem.MIRROR in y._copies
     assert y.item() == 3.0
     ex = y._exec
     free = len(ex._mirrors._free)

@@ -113,7 +113,6 @@ class Launcher:
                 self._addr, 0)
         return out
 
-
     def reduce(self, kind: str, x, shape: tuple, dtype, mirror=None):
         """A full reduction (``kind``: Sum, Max, Min or Mean) of contiguous device array ``x`` of at most
         ``MAX_REDUCE`` elements, by one block of umx's own kernel: its output (of ``shape``, umx Dtype ``dtype``,
