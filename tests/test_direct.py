@@ -76,6 +76,25 @@ def test_ctrl_c_while_planning_is_delivered_after_the_batch_started(monkeypatch)
     assert mx.add(y, 1.0, stream=st).tolist() == [3.0, 4.0]
 
 
+def test_the_users_ctrl_c_handler_is_given_back_when_a_batch_raises_before_it_starts(monkeypatch):
+    """The planner holds Ctrl-C back until the caller's batch starts; a batch that fails before it says so (its
+    executor's set-up raising) still gives the user's handler back."""
+    st = mx.new_stream(mx.cpu)
+    ex = st.executor
+
+    def refuse(tasks, started=None):
+        ex.hand_over(tasks)  # the worker runs them
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "run_inline", refuse, raising=False)
+    y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert y.tolist() == [2.0, 3.0]
+
+
 def _enqueuing_stream(monkeypatch):
     """A CPU stream whose executor poses as one that only enqueues (as a GPU's does), recording who runs it."""
     st = mx.new_stream(mx.cpu)
@@ -491,3 +510,147 @@ def test_reductions_keep_nans_and_dims_and_serve_item_by_mirror():
     assert np.isnan(y.item()) and np.isnan(np.mean((xs - 1) ** 2))
     z = mx.sum(mx.abs(mx.subtract(mx.nan_to_num(x, stream=G), 1.0, stream=G), stream=G), stream=G)
     assert z.item() == pytest.approx(float(np.abs(np.nan_to_num(xs) - 1).sum()), rel=1e-6)
+
+
+# -- a matrix times a few vectors: umx's own kernel (GPU) ---------------------------------------------------------
+_NARROW_SHAPES = [((4096, 512), (512, 4)), ((7, 33), (33, 1)), ((33,), (33, 8)), ((5, 3, 17), (17, 2)),
+                  ((64, 100), (100,)), ((100,), (100,)), ((3, 16384), (16384, 3)), ((1, 1), (1, 5)),
+                  ((70000, 3), (3, 7))]
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shapes", _NARROW_SHAPES, ids=str)
+def test_narrow_products_run_on_umx_kernel_and_match_numpy(monkeypatch, rng, dtype, shapes):
+    from umx.backends.cuda import cublas
+    from umx.backends.cuda import executor as cex
+
+    def refused(*args):
+        raise AssertionError("cuBLAS was called for a narrow product")
+
+    monkeypatch.setattr(cublas, "matmul", refused)
+    monkeypatch.setattr(cex, "_cupy_matmul", refused)
+    a_np = rng.standard_normal(shapes[0]).astype(dtype)
+    b_np = rng.standard_normal(shapes[1]).astype(dtype)
+    a, b = mx.array(a_np, dtype=getattr(mx, dtype)), mx.array(b_np, dtype=getattr(mx, dtype))
+    y = mx.matmul(a, b, stream=mx.gpu)
+    got = np.asarray(y)
+    want = a_np.astype(np.float64) @ b_np.astype(np.float64)
+    assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+    k = shapes[1][0]
+    tol = (1e-5 if dtype == "float32" else 1e-13) * np.sqrt(k)
+    scale = np.abs(a_np).astype(np.float64) @ np.abs(b_np).astype(np.float64)  # (bounds the rounding error)
+    assert np.all(np.abs(got - want) <= tol * scale + 1e-30)
+
+
+@gpu_only
+@pytest.mark.parametrize("case", ["nine columns", "long rows", "strided", "bfloat16", "float16", "int32",
+                                  "batched b", "empty", "k zero"])
+def test_products_outside_the_narrow_kernel_take_cublas_and_match_numpy(rng, monkeypatch, case):
+    direct = _direct()
+    used = []
+    matmul = direct.Launcher.matmul
+    monkeypatch.setattr(direct.Launcher, "matmul",
+                        lambda self, a, b, s: used.append(r := matmul(self, a, b, s)) or r)
+    long = direct.NARROW_MAX_K + 1
+    shapes = {"nine columns": ((64, 32), (32, 9)), "long rows": ((4, long), (long, 2)), "strided": ((32, 64), (32, 4)),
+              "batched b": ((2, 8, 16), (2, 16, 3)), "empty": ((0, 16), (16, 3)),
+              "k zero": ((8, 0), (0, 3))}.get(case, ((64, 32), (32, 4)))
+    dt = {"bfloat16": mx.bfloat16, "float16": mx.float16, "int32": mx.int32}.get(case, mx.float32)
+    ref = np.float32 if case == "bfloat16" else np.dtype(dt.name)
+    a_np = rng.integers(-3, 4, shapes[0]).astype(ref)
+    b_np = rng.integers(-3, 4, shapes[1]).astype(ref)
+    a, b = mx.array(a_np, dtype=dt), mx.array(b_np, dtype=dt)
+    if case == "strided":
+        a, a_np = mx.transpose(a), a_np.T
+    got = np.asarray(mx.matmul(a, b, stream=mx.gpu))
+    np.testing.assert_array_equal(got, (a_np.astype(np.float64) @ b_np.astype(np.float64)).astype(got.dtype))
+    assert all(r is None for r in used)
+
+
+# -- one task, launched by the caller without a batch's loop (GPU) ---------------------------------------------
+@gpu_only
+def test_one_node_eval_takes_the_one_task_lane(monkeypatch, rng):
+    from umx.backends.cuda.executor import CudaExecutor
+
+    lanes = []
+    run_one = CudaExecutor._run_one
+    monkeypatch.setattr(CudaExecutor, "_run_one",
+                        lambda self, n, started: lanes.append(n._seq) or run_one(self, n, started))
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
+    mx.eval(a)
+    lanes.clear()
+    y = mx.multiply(a, 2.0, stream=mx.gpu)
+    np.testing.assert_array_equal(np.asarray(y), x * np.float32(2.0))
+    s = mx.sum(a, stream=mx.gpu)
+    np.testing.assert_allclose(s.item(), x.astype(np.float64).sum(), rtol=1e-5)
+    assert len(lanes) == 2
+    parts = mx.split(a, 2, stream=mx.gpu)  # (siblings: the batch's loop)
+    np.testing.assert_array_equal(np.asarray(parts[1]), x[2:])
+    assert len(lanes) == 2
+
+
+@gpu_only
+def test_ctrl_c_inside_the_one_task_lane_hands_the_node_to_the_worker(monkeypatch, rng):
+    from umx.backends.cuda.executor import CudaExecutor
+
+    x = rng.standard_normal(16).astype(np.float32)
+    a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
+    mx.eval(a)
+    single = CudaExecutor._single
+    hits = []
+
+    def interrupted(self, n, args, mirror=None):
+        if threading.current_thread() is threading.main_thread() and not hits:
+            hits.append(1)
+            raise KeyboardInterrupt
+        return single(self, n, args, mirror)
+
+    monkeypatch.setattr(CudaExecutor, "_single", interrupted)
+    y = mx.add(a, 1.0, stream=mx.gpu)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    np.testing.assert_array_equal(np.asarray(y), x + np.float32(1.0))  # the worker ran it
+    z = mx.multiply(y, 3.0, stream=mx.gpu)  # the stream goes on
+    np.testing.assert_array_equal(np.asarray(z), (x + np.float32(1.0)) * np.float32(3.0))
+    assert hits == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back, though the lane raised first
+
+
+@gpu_only
+def test_a_kernel_error_in_the_one_task_lane_is_raised_by_eval(monkeypatch):
+    from umx.backends.cuda import executor as cex
+    from umx.primitives.reduction import Prod
+
+    def boom(prim, x):
+        raise RuntimeError("boom in the lane")
+
+    monkeypatch.setitem(cex.KERNELS, Prod, boom)
+    a = mx.add(mx.array(np.ones(3, np.float32)), 0.0, stream=mx.gpu)
+    mx.eval(a)
+    y = mx.prod(a, stream=mx.gpu)
+    with pytest.raises(RuntimeError, match="boom in the lane"):
+        y.item()
+    np.testing.assert_array_equal(np.asarray(mx.add(a, 1.0, stream=mx.gpu)), np.full(3, 2.0, np.float32))
+
+
+@gpu_only
+def test_ctrl_c_held_while_planning_lands_once_the_one_task_lane_launched(monkeypatch):
+    a = mx.add(mx.array([1.0, 2.0]), 0.0, stream=mx.gpu)
+    mx.eval(a)
+    plan_one = scheduler._plan_one
+
+    def interrupted(t, host):
+        _signal.raise_signal(signal.SIGINT)  # held: the planner's handler takes it
+        return plan_one(t, host)
+
+    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
+    y = mx.add(a, 1.0, stream=mx.gpu)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert y._data is not None  # launched before the Ctrl-C was let through
+    np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])
+    assert mx.add(y, 1.0, stream=mx.gpu).tolist() == [3.0, 4.0]

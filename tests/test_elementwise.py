@@ -431,3 +431,21 @@ def test_binary_fast_path_agrees_with_the_rules(name):
             assert (got.dtype, got.shape, got._prim) == (want.dtype, want.shape, want._prim), (name, d)
             for i, j in zip(got._inputs, want._inputs):  # the same operands (scalars: the same cached constant),
                 assert i is j or (i._prim == j._prim and i._inputs == j._inputs), (name, d)  # or the same cast
+
+
+def test_fast_paths_make_the_node_that_array_node_makes():
+    """The unary and binary fast paths build their nodes inline (the hot path): every field as ``node`` sets it,
+    and creation numbers still increase with creation order."""
+    from umx.array import array, node
+
+    a = mx.array([1.0, 2.0])
+    for got, prim, inputs in ((mx.exp(a, stream=mx.cpu), UNARY["Exp"], (a,)),
+                              (mx.add(a, a, stream=mx.cpu), BINARY["Add"], (a, a))):
+        want = node(prim, inputs, (2,), mx.float32, mx.default_stream(mx.cpu))
+        for slot in array.__slots__:
+            if slot in ("__weakref__", "_seq"):
+                continue
+            assert getattr(got, slot) == getattr(want, slot) if slot != "_inputs" else got._inputs == inputs, slot
+        assert got._seq < want._seq
+    first, second = mx.exp(a, stream=mx.cpu), mx.add(a, 1.0, stream=mx.cpu)
+    assert first._seq < second._seq

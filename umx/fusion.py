@@ -179,22 +179,23 @@ def collect(targets, mark, fusing: bool) -> list:
                     members.append(x)
                     room -= 1
                     a = i - len(members)
-                    if a == -1:
-                        # m is a chain's last member so far: the members after it that repeat its step (the
-                        # seed's 500 exps) are taken in here, each step counted into m's run.
-                        while room > 0:
-                            xi = x._inputs
-                            if len(xi) != 1 or x._prim.__class__ is not c or x._dtype is not d:
-                                break
-                            y = xi[0]  # (its references: x's inputs, this variable and the argument)
-                            if not (y._data is None and y._exec is None and y._stream is stream
-                                    and y._prim.__class__ in elementwise and getrefcount(y) <= 3):
+                    if a == -1 and x._prim is p and x._dtype is d:
+                        # m is a chain's last member so far, and x repeats its step: the members after it that
+                        # do too (the seed's 500 exps) are taken in here, each step counted into m's run. The
+                        # planner's hottest loop, so the least work per member: one that has m's very primitive
+                        # has its one input, and is elementwise; the first that does not is left to the loop
+                        # above (which takes it in, or not, the same way).
+                        append = members.append
+                        for _ in range(room):
+                            y = x._inputs[0]  # (its references: x's inputs, this variable and the argument)
+                            if (y._exec is not None or y._data is not None or y._prim is not p or y._dtype is not d
+                                    or y._stream is not stream or getrefcount(y) > 3):
                                 break
                             y._exec = member
-                            members.append(y)
-                            room -= 1
+                            append(y)
                             x = y
-                            more += 1
+                        more = len(members) - i - 1
+                        room -= more
             elif len(ins) == 2 and c not in parameterized:  # a chain's step with a constant or an evaluated array
                 x, y = ins
                 if y._data is not None:

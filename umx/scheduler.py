@@ -92,6 +92,8 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
             if tasks:
                 ex.submit(tasks)
         for n in order:
+            if n.__class__ is Fused and n.root._exec is not mark:
+                continue  # numbered: its members stay marked (see below)
             for m in n.nodes if n.__class__ is Fused else n._siblings or (n,):
                 if m._exec is mark or m._exec is MEMBER:
                     m._exec = None
@@ -187,10 +189,12 @@ def _number(order: list, batches: dict, first_seq: dict) -> None:
                     waits = []  # no wait, but the input may need a copy or an ordering: the slow path
         seq = ex.submitted = ex.submitted + 1
         if n.__class__ is Fused:
+            # Only the root: the other members stay marked (MEMBER). Nothing else holds them, so nothing else
+            # looks at them, and they are freed once the region has run.
             n._seq = seq
-            for m in n.nodes:
-                m._exec = ex
-                m._seq = seq
+            root = n.root
+            root._exec = ex
+            root._seq = seq
         elif n._siblings is None:
             n._exec = ex
             n._seq = seq
@@ -300,8 +304,19 @@ def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
         raise
     if mine is None:
         _let_through(prev)
+    elif prev is None:
+        _run_inline(mine)
     else:
-        _run_inline(mine, None if prev is None else lambda: _let_through(prev))
+        let = [prev]  # emptied once let through: whatever the batches do, the user's handler is given back
+
+        def started():
+            if let:
+                _let_through(let.pop())
+
+        try:
+            _run_inline(mine, started)
+        finally:
+            started()
 
 
 def _run_inline(mine: list, started=None) -> None:

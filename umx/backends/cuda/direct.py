@@ -1,4 +1,5 @@
-"""Kernels that umx compiles and launches itself: single elementwise nodes, fused regions and small full reductions.
+"""Kernels that umx compiles and launches itself: single elementwise nodes, fused regions, small full reductions and
+products of a matrix with a few vectors.
 
 A CuPy ufunc or ElementwiseKernel call costs 6-14 us of host time (argument parsing, type dispatch, broadcasting,
 output allocation), which is most of a small op's latency. The common cases need none of that work: every array
@@ -8,7 +9,8 @@ loads chosen by each input's kind), compiles it once per device through CuPy's R
 cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer: about 3 us. Anything else
 (strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
 through CuPy as before. Full reductions (sum, max, min, mean) of small contiguous arrays, a loss or a norm, run
-the same way as one block (:meth:`Launcher.reduce`).
+the same way as one block (:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8 columns (a matrix
+times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend 20-30 us of host time.
 
 A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
 result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
@@ -50,8 +52,8 @@ _SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] f
 _SCALAR_TYPES = {"f": "double", "i": "long long", "u": "unsigned long long", "b": "long long"}
 _PACK = {"p": "Q", "r": "Qq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # struct codes of each kind's parameters
 
-# (structure key, leaf kinds, device), or (reduction, dtype, device) -> (function pointer, module, parameter
-# packer), or None where umx's kernels do not apply
+# (structure key, leaf kinds, device), (reduction, dtype, device) or ("matmul", dtype char, columns, device) ->
+# (function pointer, module, parameter packer), or None where umx's kernels do not apply
 _kernels: dict = {}
 
 
@@ -131,6 +133,32 @@ class Launcher:
         else:
             entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, *mirror)
         _launch(entry[0], 1, 1, 1, _BLOCK, 1, 1, 0, self.stream, self._addr, 0)
+        return out
+
+    def matmul(self, a, b, shape: tuple):
+        """``a @ b`` where ``b`` is a contiguous vector ``(k,)`` or matrix ``(k, n)`` of at most ``NARROW_MAX``
+        columns and ``a`` a contiguous array whose last axis is ``k`` (its other axes make the rows), both float32
+        or both float64, by umx's own kernel: its output, of ``shape`` (NumPy's for these operands); None where this
+        does not apply (then cuBLAS computes it)."""
+        char = a.dtype.char
+        if char not in _NARROW_TYPES or b.dtype.char != char or b.ndim > 2 or not a.ndim:
+            return None
+        k = b.shape[0]
+        n = b.shape[1] if b.ndim == 2 else 1
+        size = a.size
+        if (not 0 < n <= NARROW_MAX or not 0 < k <= NARROW_MAX_K or a.shape[-1] != k
+                or not 0 < size <= NARROW_MAX_ELEMENTS or not _contiguous(a) or not _contiguous(b)):
+            return None
+        entry = _kernels.get(("matmul", char, n, self.device), False)
+        if entry is False:
+            entry = _compile_narrow(char, n, self.device)
+        if entry is None:
+            return None
+        rows = size // k
+        out = _empty(shape, a.dtype)
+        entry[2](self._values, 0, a.data.ptr, b.data.ptr, out.data.ptr, rows, k)
+        _launch(entry[0], min((rows * 32 + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS), 1, 1, _BLOCK, 1, 1, 0, self.stream,
+                self._addr, 0)
         return out
 
 
@@ -259,6 +287,55 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* _
         except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
             entry = None
     _kernels[(kind, dtype, device)] = entry
+    return entry
+
+
+#: products ``a @ b`` whose right operand has at most this many columns (a matrix times a few vectors) may run on
+#: umx's own kernel: cuBLAS spends 20-30 us of host time per call choosing how to compute such a shape, and the
+#: kernel's launch costs 3-4 us (see :meth:`Launcher.matmul`)
+NARROW_MAX = 8
+#: ... if ``a`` has at most this many elements (larger ones are worth cuBLAS's time), and rows at most this long
+#: (one warp reads a row)
+NARROW_MAX_ELEMENTS = 1 << 24
+NARROW_MAX_K = 1 << 14
+_NARROW_TYPES = {"f": "float", "d": "double"}
+
+
+def _compile_narrow(char: str, n: int, device: int):
+    """Compile (once per device) the product of rows of dtype ``char`` with a ``(k, n)`` matrix."""
+    t = _NARROW_TYPES[char]
+    name = f"umx_narrow_{len(_kernels)}"
+    code = f"""
+extern "C" __global__ void {name}(const {t}* __restrict__ a, const {t}* __restrict__ b, {t}* __restrict__ out,
+                                  long long rows, long long k) {{
+  // one warp per row of a: each lane takes every 32nd element of the row, then the warp adds up its lanes
+  const int lane = threadIdx.x & 31;
+  const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+  for (long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {{
+    const {t}* row = a + r * k;
+    {t} acc[{n}];
+    #pragma unroll
+    for (int c = 0; c < {n}; ++c) acc[c] = 0;
+    for (long long j = lane; j < k; j += 32) {{
+      const {t} x = row[j];
+      #pragma unroll
+      for (int c = 0; c < {n}; ++c) acc[c] += x * __ldg(b + j * {n} + c);
+    }}
+    #pragma unroll
+    for (int c = 0; c < {n}; ++c) {{
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+      if (lane == c) out[r * {n} + c] = acc[c];
+    }}
+  }}
+}}
+"""
+    try:
+        module = cp.RawModule(code=code)
+        entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QQQqq").pack_into)
+    except Exception:  # NVRTC rejects the code: cuBLAS, now and for this shape
+        entry = None
+    _kernels[("matmul", char, n, device)] = entry
     return entry
 
 

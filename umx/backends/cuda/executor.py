@@ -25,10 +25,10 @@ from math import prod
 
 import numpy as np
 
-from ... import backends
+from ... import _tracing, backends
 from ... import memory as _memory
 from ...devices import cpu
-from ...dtypes import bfloat16
+from ...dtypes import bfloat16, float32, float64
 from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Round
 from ...primitives.linalg import Matmul
@@ -48,7 +48,8 @@ _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
 _REDUCTIONS = frozenset({Sum, Max, Min, Mean})  # full ones of small arrays: umx's own kernel (see direct.py)
-_OWN = ELEMENTWISE | _REDUCTIONS  # primitives umx's own kernels may compute
+_OWN = ELEMENTWISE | _REDUCTIONS  # primitives umx's own kernels may compute (and mirror)
+_NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16 is rounded by CuPy's path)
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
@@ -117,12 +118,49 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         prev_stream = cp.cuda.get_current_stream()
         self.cuda_stream.use()  # (not ``with``: CuPy's stream context restores the null stream, not prev)
         try:
-            WorkerExecutor.run_inline(self, tasks, started)
+            t = tasks[0]
+            if (len(tasks) == 1 and type(t) is not tuple and type(t) is not Fused and t._siblings is None
+                    and not spilled[0] and _tracing.active is None):
+                self._run_one(t, started)
+            else:
+                WorkerExecutor.run_inline(self, tasks, started)
         finally:
             prev_stream.use()
             gmem.restore_allocator(prev_alloc)
             if prev_device != self.index:
                 _runtime.setDevice(prev_device)
+
+    def _run_one(self, n, started) -> None:
+        """``run_inline`` of one node whose inputs are this stream's data or constants: what ``_run`` does for it,
+        without a batch's loop and bookkeeping. It is the commonest eval of all (``(x + 1).item()``), and its
+        latency is host time up to the kernel's launch: each step saved here is saved there. Ctrl-C is handled as
+        ``WorkerExecutor.run_inline`` does."""
+        try:
+            ins = n._inputs
+            try:
+                out = self._single(n, [x._data for x in ins], self._mirror_for(n) if self._hints else None)
+            except Exception as e:  # Ctrl-C and exits propagate (below): they are no op's failure
+                out = failure_of(n, ins, e)
+            if type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES:
+                track(n)
+            n._data = out
+            n._inputs = ins = ()
+            n._prim = None
+            if started is not None:
+                started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
+            if self._hints:
+                self._announce(n)
+            self.finished(n._seq)
+            self._end_batch()
+        except BaseException:
+            if n._data is None:
+                self._resume = [n]
+                self._queue.put(None)  # the worker runs it, before anything queued later
+            elif n._seq > self.done:
+                self.finished(n._seq)
+            raise
+        finally:
+            self._run_lock.release()
 
     def will_be_read_on(self, node, device) -> None:
         if node._seq > self.done:
@@ -235,36 +273,49 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             if type(n) is Fused:
                 n = n.root  # the node that other streams read
             if hints:
-                devices = hints.pop(n._seq, None)
-                if devices is not None and n._copies is not None and gmem.MIRROR in n._copies:
-                    devices = [d for d in devices if d.type is not cpu]  # the host's copy is on its way
-                if devices:
-                    try:
-                        self._publish(n, devices)
-                    except Exception:  # e.g. no pinned memory left: readers then copy on demand (to_host)
-                        self._mark(n._seq)
+                self._announce(n)
             self.finished(n._seq)
         if held:
             self._mark()
             self._held.append((self._marks[-1][1], held))
 
+    def _announce(self, n) -> None:
+        """Act on the planner's hints for node ``n``, just run: mark it for the streams that will read it, and
+        start its copy to the host for a CPU stream (see :meth:`_publish`)."""
+        devices = self._hints.pop(n._seq, None)
+        if devices is not None and n._copies is not None and gmem.MIRROR in n._copies:
+            devices = [d for d in devices if d.type is not cpu]  # the host's copy is on its way
+        if devices:
+            try:
+                self._publish(n, devices)
+            except Exception:  # e.g. no pinned memory left: readers then copy on demand (to_host)
+                self._mark(n._seq)
+
     def _single(self, n, args: list, mirror=None):
-        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node or
-        a small full reduction where one applies (see direct.py), else the kernel table's. ``mirror``: see
-        :meth:`_mirror_for`."""
+        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node, a
+        small full reduction or a matrix times a few vectors where one applies (see direct.py), else the kernel
+        table's. ``mirror``: see :meth:`_mirror_for`."""
         p = n._prim
         c = p.__class__
         out = None
         if c in ELEMENTWISE:
             ins = n._inputs
-            key = (c, n._dtype, *[x._dtype for x in ins]) if c is not Round else (c, n._dtype, ins[0]._dtype,
-                                                                                    p.decimals)
+            if c is Round:
+                key = (c, n._dtype, ins[0]._dtype, p.decimals)
+            elif len(ins) == 2:  # (spelled out: a comprehension is a call, on the path of every small op)
+                key = (c, n._dtype, ins[0]._dtype, ins[1]._dtype)
+            else:
+                key = (c, n._dtype, *[x._dtype for x in ins])
             out = self._direct.run(key, lambda: ([x._dtype for x in ins], ((p, tuple(range(len(ins)))),),
                                                  [n._dtype]),
                                    args, n._shape, n._dtype.np, mirror[0] if mirror is not None else None)
         elif c in _REDUCTIONS and type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
             out = self._direct.reduce(c.__name__, args[0], n._shape, n._dtype,
                                       mirror[0] if mirror is not None else None)
+        elif c is Matmul and n._dtype in _NARROW_DTYPES and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
+            out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
+            if out is not None:
+                return out
         if out is not None:
             if mirror is not None:
                 _memory.set_copy(n, gmem.MIRROR, mirror[1])
