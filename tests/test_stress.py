@@ -438,10 +438,12 @@ def test_shared_lazy_graph_across_programs():
 
 
 @pytest.mark.skipif(not mx.is_available(mx.gpu), reason="CUDA graphs need a GPU")
-def test_programs_run_again_replay_as_cuda_graphs():
+def test_programs_run_again_replay_as_cuda_graphs(monkeypatch):
     """Each program three times over, from new arrays of the same values: the GPU's batches are seen, captured,
     then replayed as CUDA graphs (where their primitives allow), and every run matches NumPy."""
     from umx.backends.cuda import graphs
+
+    monkeypatch.setattr(graphs, "MIN_TASKS", 2)  # (short batches too: the programs are small)
 
     def thrice(seed: int) -> None:
         for _ in range(3):

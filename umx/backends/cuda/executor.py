@@ -171,6 +171,13 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         if seq <= self._complete:
             return
         WorkerExecutor.wait(self, seq)
+        dispatched = self.done
+        if self.cuda_stream.done:
+            # Idle: all that was enqueued has finished (after a CPU batch, the product the seed launched first).
+            # One query costs less than recording an event and waiting on it.
+            if dispatched > self._complete:
+                self._complete = dispatched
+            return
         mark = self.mark_for(seq)
         if mark is not None:
             mseq, event = mark
@@ -211,7 +218,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     def run_batch(self, tasks: list) -> None:
         try:
             # a batch seen before may replay as a CUDA graph (see graphs.py); else, or the first time, op by op
-            if len(tasks) < 2 or not graphs.ENABLED or spilled[0] or not self._graphs.run(tasks):
+            if len(tasks) < graphs.MIN_TASKS or not graphs.ENABLED or spilled[0] or not self._graphs.run(tasks):
                 self._run(tasks)
         finally:
             self._end_batch()

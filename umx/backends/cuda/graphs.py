@@ -58,7 +58,7 @@ from . import _cupy
 from . import memory as gmem
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track
 
-__all__ = ["ENABLED", "STATS", "Graphs", "nbytes", "release_all"]
+__all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -69,6 +69,10 @@ ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
 MAX_GRAPHS = 32  # per stream
 MAX_GRAPH_BYTES = 64 << 20  # a batch whose buffers need more is big enough that launches do not matter
 MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost grow with them)
+#: shorter batches run op by op: a replay's fixed cost (the key, the slots, the launch, the copy out) is about
+#: what 3 of umx's own launches cost, and op by op a small result the host reads comes back by its mirror (on the
+#: lent machine: a loss and its item() 61 us op by op against 70 replayed; 4 tasks break even, 7 gain a fifth)
+MIN_TASKS = 4
 _MAX_KEYS = 1024  # structures seen once that are remembered
 
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
