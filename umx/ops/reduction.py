@@ -16,13 +16,25 @@ def _out_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
     return tuple(s for i, s in enumerate(shape) if i not in axes)
 
 
+_over_all: dict = {}  # (class, ndim, keepdims) -> (the primitive reducing every axis, the result's shape)
+
+
 def _reduce(cls, name: str, a, axis, keepdims: bool, stream, in_dtype=None, out_dtype=None) -> array:
     a = as_array(a, name)
-    axes = axes_of(axis, a.ndim, name)
     st = resolve_stream(stream)
+    if axis is None:  # the commonest case (a loss, a norm): one primitive per class and rank (they are immutable)
+        key = (cls, len(a._shape), bool(keepdims))
+        made = _over_all.get(key)
+        if made is None:
+            axes = tuple(range(len(a._shape)))
+            made = _over_all[key] = (cls(axes, key[2]), _out_shape(a._shape, axes, key[2]))
+        prim, shape = made
+    else:
+        axes = axes_of(axis, a.ndim, name)
+        prim, shape = cls(axes, bool(keepdims)), _out_shape(a._shape, axes, keepdims)
     if in_dtype is not None:
         a = cast(a, in_dtype, st)
-    return node(cls(axes, bool(keepdims)), (a,), _out_shape(a._shape, axes, keepdims), out_dtype or a._dtype, st)
+    return node(prim, (a,), shape, out_dtype or a._dtype, st)
 
 
 _DOC = """{what} over the given axes. See ``numpy.{np}``.
