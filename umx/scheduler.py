@@ -136,18 +136,20 @@ def _plan_one(t, host: bool):
     plan in full."""
     if t._data is not None or t._exec is not None or t._siblings is not None:
         return None
+    ins = t._inputs
+    for x in ins:
+        if x._data is None:
+            return None  # (first: a graph of several nodes costs this look and no more)
     ex = t._stream._executor
     if ex is None or ex.done != ex.submitted or (t._prim.__class__ in ELEMENTWISE and prod(t._shape) >= SPLIT_MIN_SIZE):
         return None  # (a big elementwise node is a region of its own: split across cores)
     local = ex.local_types
     task = t
-    for x in t._inputs:
-        d = x._data
-        if d is None:
-            return None
+    for x in ins:
         xe = x._exec
-        if (d.__class__ not in local) if xe is None else (xe is not ex):
+        if (x._data.__class__ not in local) if xe is None else (xe is not ex):
             task = (t, [])  # another stream's or location's data: no wait, but maybe a copy or an ordering
+            break
     if _tracing.active is not None or _tracing.debug_on() or not ex.try_run_inline():
         return None
     seq = ex.submitted = ex.submitted + 1

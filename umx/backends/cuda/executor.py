@@ -56,6 +56,7 @@ _memory.register_pinned_allocator(gmem.pinned_empty)
 _memory.register_uploader(gmem.Upload)
 _PARTS_MIN_BYTES = 1 << 24  # results a CPU reads are copied to the host in parts from this size
 _MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
+_HOST_ONLY = frozenset((HOST_READER,))  # the commonest hint (an item()), one object for all: no set made per hint
 
 
 class CudaExecutor(TracedBatches, WorkerExecutor):
@@ -164,7 +165,14 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
 
     def will_be_read_on(self, node, device) -> None:
         if node._seq > self.done:
-            self._hints.setdefault(node._seq, set()).add(device)
+            hints = self._hints
+            seen = hints.get(node._seq)
+            if seen is None:
+                hints[node._seq] = _HOST_ONLY if device is HOST_READER else {device}
+            elif seen is _HOST_ONLY:
+                hints[node._seq] = {HOST_READER, device}
+            else:
+                seen.add(device)
 
     def wait(self, seq: int) -> None:
         """Block until node ``seq`` has finished on the GPU (the host may read its data)."""
@@ -290,6 +298,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         """Act on the planner's hints for node ``n``, just run: mark it for the streams that will read it, and
         start its copy to the host for a CPU stream (see :meth:`_publish`)."""
         devices = self._hints.pop(n._seq, None)
+        if devices is _HOST_ONLY:
+            return  # (served by a mirror, or else by the reader's own copy on demand: see _publish)
         if devices is not None and n._copies is not None and gmem.MIRROR in n._copies:
             devices = [d for d in devices if d.type is not cpu]  # the host's copy is on its way
         if devices:
@@ -336,7 +346,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         if type(n) is not Fused and n._prim.__class__ not in _OWN:
             return None
         devices = self._hints.get(n._seq)
-        if devices is None or not _reads_on_host(devices):
+        if devices is None or (devices is not _HOST_ONLY and not _reads_on_host(devices)):
             return None
         root = n.root if type(n) is Fused else n
         if root._siblings is not None or prod(root._shape) > direct.MIRROR_MAX:
