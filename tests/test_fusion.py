@@ -16,6 +16,16 @@ from umx.fusion import MEMBER, Fused, collect
 from umx.scheduler import _PLANNING
 
 
+@pytest.fixture(autouse=True)
+def _every_region(request, monkeypatch):
+    """These tests look at regions of small arrays: the CPU's rule for those (a region must reach 4 members) is
+    turned off, except in the test of that rule."""
+    if "small_regions" not in request.node.name:
+        from umx.backends.cpu.executor import CpuExecutor
+
+        monkeypatch.setattr(CpuExecutor, "small_regions", None)
+
+
 def _tasks(*targets) -> list:
     """The tasks that planning ``targets`` makes (then unmarked: nothing is scheduled)."""
     with scheduler._plan_lock:
@@ -159,3 +169,29 @@ def test_binary_chain_steps_with_an_evaluated_operand_on_either_side(device):
     ref_held = (0.5 - 2.0 * (h.astype(np.float64) + 1.0)) - 0.5
     assert_close(z, np.maximum(ref_held, 0.0) * 0.5)
     assert_close(held, ref_held)
+
+
+def test_small_regions_on_the_cpu_need_four_members():
+    """On the CPU a region of a small output is made only from 4 members on (below, its fixed cost exceeds what it
+    saves); a big output makes a region of 2; results match NumPy either way."""
+    from umx.backends.cpu.executor import CpuExecutor
+
+    small_size, need = CpuExecutor.small_regions
+    assert need == 4
+    h = np.linspace(-1, 1, 12, dtype=np.float32)
+    x = mx.array(h)
+    two = mx.multiply(mx.add(x, 1.0, stream=mx.cpu), 2.0, stream=mx.cpu)
+    assert [type(t) for t in _tasks(two)] == [mx.array, mx.array]
+    four = mx.exp(mx.multiply(mx.sin(mx.add(x, 1.0, stream=mx.cpu), stream=mx.cpu), 0.5, stream=mx.cpu),
+                  stream=mx.cpu)
+    order = _tasks(four)
+    assert [type(t) for t in order] == [Fused] and len(order[0].nodes) == 4
+    del order
+    big = mx.array(np.linspace(-1, 1, small_size, dtype=np.float32))
+    big_two = mx.multiply(mx.add(big, 1.0, stream=mx.cpu), 2.0, stream=mx.cpu)
+    order = _tasks(big_two)
+    assert [type(t) for t in order] == [Fused]
+    del order
+    assert_close(two, (h.astype(np.float64) + 1.0) * 2.0)
+    assert_close(four, np.exp(np.sin(h.astype(np.float64) + 1.0) * 0.5))
+    assert_close(big_two, (np.linspace(-1, 1, small_size) + 1.0) * 2.0)

@@ -310,14 +310,37 @@ _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node
 
 
 def _may_root(n, elementwise) -> bool:
-    """Whether elementwise ``n`` may root a region: an input could join it, or it is big enough on its own."""
+    """Whether elementwise ``n`` may root a region: an input could join it (for a small output on an executor with a
+    rule for those, a chain of enough could: see ``small_regions``), or it is big enough on its own."""
     shape = n._shape
     stream = n._stream
+    small = (stream._executor or stream.executor).small_regions
+    if small is not None and prod(shape) < small[0]:
+        return _reaches(n, small[1], elementwise)
     for x in n._inputs:
         if (x._data is None and x._exec is None and x._shape == shape and x._stream is stream
                 and x._siblings is None and x._prim.__class__ in elementwise):
             return True
     return prod(shape) >= SPLIT_MIN_SIZE
+
+
+def _reaches(n, need: int, elementwise) -> bool:
+    """Whether a chain of ``need`` members that could join a region ends at ``n``: a short look up the graph (the
+    first input that could join, at each step), which reads reference counts as ``collect`` does but only to guess:
+    a wrong guess costs time, never a wrong result."""
+    shape = n._shape
+    stream = n._stream
+    x = n
+    for _ in range(need - 1):
+        for y in x._inputs:
+            # (the references to y: its reader's inputs, this variable and the argument)
+            if (y._data is None and y._exec is None and y._shape == shape and y._stream is stream
+                    and y._siblings is None and y._prim.__class__ in elementwise and _getrefcount(y) <= 3):
+                x = y
+                break
+        else:
+            return False
+    return True
 
 
 def _uses(ins: tuple, x) -> int:

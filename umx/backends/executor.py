@@ -171,6 +171,11 @@ class WorkerExecutor:
     #: the most nodes one fused region may hold
     fuse_max_nodes = 1 << 30
 
+    #: ``(elements, members)``: a region whose output has fewer elements is made only if it would hold at least
+    #: that many members (planning and running a region has a fixed cost that small work may not repay); None: any
+    #: region of two or more
+    small_regions: tuple | None = None
+
     #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
     local_types: frozenset = frozenset()
 

@@ -318,14 +318,20 @@ def release_all() -> int:
 
 
 def charge() -> None:
-    """Charge the graphs' memory to the user's memory limit: on each device, umx's array pool may take only what
-    the cached graphs leave of it (memory pressure drops the graphs first, which gives it back)."""
-    if not _memory.user_memory_limit():
-        return
+    """Charge the graphs' memory to the user's memory limit, after graphs were made or dropped: on each device,
+    umx's array pool may take only what the cached graphs leave of it (memory pressure drops the graphs first,
+    which gives it back)."""
+    limit = _memory.user_memory_limit()
+    if limit:
+        gmem.LOCATION.set_limit(limit)  # (which asks bytes_per_device)
+
+
+def bytes_per_device() -> dict:
+    """Device index -> the bytes that cached graphs hold there."""
     held: dict = {}
     for g in list(_all):
         held[g.ex.index] = held.get(g.ex.index, 0) + g.nbytes()
-    gmem.LOCATION.set_limit(_memory.user_memory_limit(), held)
+    return held
 
 
 RELEASERS.append(release_all)

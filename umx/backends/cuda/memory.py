@@ -328,18 +328,16 @@ class GpuLocation:
 
         return _all_devices(POOL.free_bytes) + graphs.nbytes()
 
-    def set_limit(self, limit: int, reserved: dict | None = None) -> None:
-        """Limit umx's pool on every device to ``limit`` bytes (0: none), less ``reserved[device index]`` (what
-        cached CUDA graphs hold there, see ``graphs.charge``)."""
-        if reserved is None and limit:
-            from . import graphs
+    def set_limit(self, limit: int) -> None:
+        """Limit umx's pool on every device to ``limit`` bytes (0: none), less what cached CUDA graphs hold there:
+        their memory is charged to the limit (graphs.py applies it again whenever they change)."""
+        from . import graphs  # (it imports this module)
 
-            graphs.charge()  # (calls back with the graphs' bytes)
-            return
+        held = graphs.bytes_per_device() if limit else {}
         for i in range(_DEVICES):
             with cp.cuda.Device(i):
                 # (CuPy reads a limit of 0 as none: a limit the graphs fill entirely is one byte)
-                POOL.set_limit(size=max(limit - (reserved or {}).get(i, 0), 1) if limit else 0)
+                POOL.set_limit(size=max(limit - held.get(i, 0), 1) if limit else 0)
 
     def clear_cache(self) -> None:
         from . import graphs
