@@ -141,7 +141,8 @@ def _plan_one(t, host: bool):
         if x._data is None:
             return None  # (first: a graph of several nodes costs this look and no more)
     ex = t._stream._executor
-    if ex is None or ex.done != ex.submitted or (t._prim.__class__ in ELEMENTWISE and prod(t._shape) >= SPLIT_MIN_SIZE):
+    size = prod(t._shape)
+    if ex is None or ex.done != ex.submitted or (size >= SPLIT_MIN_SIZE and t._prim.__class__ in ELEMENTWISE):
         return None  # (a big elementwise node is a region of its own: split across cores)
     local = ex.local_types
     task = t
@@ -155,7 +156,7 @@ def _plan_one(t, host: bool):
     seq = ex.submitted = ex.submitted + 1
     t._exec = ex
     t._seq = seq
-    if host and prod(t._shape) <= SMALL_READ:
+    if host and size <= SMALL_READ:
         ex.will_be_read_on(t, HOST_READER)
     return [(ex, [task])]
 

@@ -142,7 +142,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 out = self._single(n, [x._data for x in ins], self._mirror_for(n) if self._hints else None)
             except Exception as e:  # Ctrl-C and exits propagate (below): they are no op's failure
                 out = failure_of(n, ins, e)
-            if type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES:
+            big = type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES
+            if big:
                 track(n)
             n._data = out
             n._inputs = ins = ()
@@ -152,7 +153,10 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             if self._hints:
                 self._announce(n)
             self.finished(n._seq)
-            self._end_batch()
+            if self._held:
+                self._release()
+            if big:  # (the peak also counts what is live when it is read: a small result need not be sampled)
+                gmem.LOCATION.sample_peak()
         except BaseException:
             if n._data is None:
                 self._resume = [n]
