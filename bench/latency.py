@@ -1,5 +1,5 @@
-"""Latency of small evals: a scalar op or a loss-sized sum then ``item()`` or ``eval``, umx against CuPy, torch and
-NumPy.
+"""Latency of small evals: a scalar op, a loss-sized sum or a loss (``mean(square(v - 1))``) then ``item()`` or
+``eval``, umx against CuPy, torch and NumPy.
 
 Hosts of the lent machine vary by tens of percent from minute to minute, so the cases are timed in interleaved
 rounds (each round times every case once, 2,000 calls each) and the table gives each case's median over the
@@ -45,6 +45,9 @@ def cases() -> list:
     v = mx.array(v_np)
     out.append(("umx cpu: sum + item()", lambda: mx.sum(v, stream=c).item(), False))
     out.append(("NumPy: sum + item()", lambda: v_np.sum().item(), True))
+    out.append(("umx cpu: loss + item()", lambda: mx.mean(mx.square(mx.subtract(v, 1.0, stream=c), stream=c),
+                                                          stream=c).item(), False))
+    out.append(("NumPy: loss + item()", lambda: np.mean(np.square(v_np - np.float32(1.0))).item(), True))
     if not mx.is_available(mx.gpu):
         return out
     g = mx.gpu
@@ -60,6 +63,8 @@ def cases() -> list:
     v_gpu = mx.add(v, 0.0, stream=g)
     mx.eval(v_gpu)
     out.append(("umx gpu: sum + item()", lambda: mx.sum(v_gpu, stream=g).item(), False))
+    out.append(("umx gpu: loss + item()", lambda: mx.mean(mx.square(mx.subtract(v_gpu, 1.0, stream=g), stream=g),
+                                                          stream=g).item(), False))
     try:
         import cupy
 
@@ -67,6 +72,7 @@ def cases() -> list:
         out.append(("CuPy: add + float()", lambda: float(x_cp + np.float32(1.0)), True))
         v_cp = cupy.asarray(v_np)
         out.append(("CuPy: sum + float()", lambda: float(v_cp.sum()), True))
+        out.append(("CuPy: loss + float()", lambda: float(cupy.mean(cupy.square(v_cp - np.float32(1.0)))), True))
     except ImportError:
         pass
     try:
@@ -77,6 +83,7 @@ def cases() -> list:
             out.append(("torch cuda: add + item()", lambda: (x_t + 1.0).item(), True))
             v_t = torch.as_tensor(v_np, device="cuda")
             out.append(("torch cuda: sum + item()", lambda: v_t.sum().item(), True))
+            out.append(("torch cuda: loss + item()", lambda: ((v_t - 1.0) ** 2).mean().item(), True))
     except ImportError:
         pass
     return out
@@ -84,7 +91,7 @@ def cases() -> list:
 
 def _best_baseline(name: str, rows: list, med: dict):
     """The fastest baseline timing the same work as row ``name`` on the same kind of device, or None."""
-    work = "sum" if "sum" in name else "add"  # (the fused (x + 1) * 2 against one add)
+    work = next((w for w in ("sum", "loss") if w in name), "add")  # (the fused (x + 1) * 2 against one add)
     on_cpu = name.startswith("umx cpu")
     times = [med[n] for n, _, base in rows
              if base and n.split(": ", 1)[1].startswith(work) and n.startswith("NumPy") == on_cpu]
