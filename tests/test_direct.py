@@ -672,3 +672,21 @@ def test_waiting_for_finished_gpu_work_records_no_event(monkeypatch):
     ex.wait(a._seq)
     assert ex._complete >= a._seq
     np.testing.assert_array_equal(np.asarray(a), np.arange(8) + 1.0)
+
+
+@gpu_only
+def test_a_wait_does_not_query_the_stream_while_a_graph_captures_on_it(monkeypatch):
+    """Querying a stream that captures a CUDA graph would break the capture: a wait asks the stream only under the
+    lock that a capture holds (here held by the test, as a capture would)."""
+    a = mx.add(mx.array(np.arange(8, dtype=np.float32)), 1.0, stream=mx.gpu)
+    mx.eval(a)
+    ex = a._exec
+    ex.cuda_stream.synchronize()
+    monkeypatch.setattr(ex, "_complete", 0)  # (as if no wait had seen it finish)
+    done = threading.Event()
+    with ex._mark_lock:
+        waiter = threading.Thread(target=lambda: (ex.wait(a._seq), done.set()))
+        waiter.start()
+        assert not done.wait(0.2)  # blocked on the lock, not asking the stream
+    waiter.join(10)
+    assert done.is_set() and ex._complete >= a._seq

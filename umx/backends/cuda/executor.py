@@ -184,9 +184,11 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             return
         WorkerExecutor.wait(self, seq)
         dispatched = self.done
-        if self.cuda_stream.done:
-            # Idle: all that was enqueued has finished (after a CPU batch, the product the seed launched first).
-            # One query costs less than recording an event and waiting on it.
+        with self._mark_lock:  # (a stream that captures a CUDA graph may not be queried: the capture holds this)
+            idle = self.cuda_stream.done
+        if idle:
+            # All that was enqueued has finished (after a CPU batch, the product the seed launched first). One
+            # query costs less than recording an event and waiting on it.
             if dispatched > self._complete:
                 self._complete = dispatched
             return
