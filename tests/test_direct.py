@@ -468,9 +468,10 @@ def test_a_host_read_no_mirror_serves_is_not_copied_ahead():
 @gpu_only
 @pytest.mark.parametrize("op", ["sum", "max", "min", "mean"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint8", "bfloat16"])
-@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 85), (256,), (257,), (16, 4096), (16, 4097)], ids=str)
-def test_small_full_reductions_match_numpy(monkeypatch, rng, op, dtype, shape):
-    """Full reductions of up to MAX_REDUCE elements run as one block of umx's own kernel (a larger one, CuPy's)."""
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 85), (256,), (257,), (16, 4096), (16, 4097), (2048 * 8 + 1,),
+                                   (1 << 20,), (3, 1000, 1001)], ids=str)
+def test_full_reductions_match_numpy(monkeypatch, rng, op, dtype, shape):
+    """Full reductions run on umx's own kernel: one block up to MAX_REDUCE elements, a grid of blocks beyond."""
     from umx.backends.cuda import direct
 
     own = []
@@ -490,7 +491,7 @@ def test_small_full_reductions_match_numpy(monkeypatch, rng, op, dtype, shape):
     else:
         rtol = 1e-2 if dtype == "bfloat16" else 1e-5
         np.testing.assert_allclose(np.asarray(got), w, rtol=rtol, atol=rtol * np.sqrt(vals.size))
-    assert (own and own[-1] is not None) == (0 < vals.size <= direct.MAX_REDUCE)
+    assert own and own[-1] is not None
 
 
 @gpu_only
@@ -690,3 +691,22 @@ def test_a_wait_does_not_query_the_stream_while_a_graph_captures_on_it(monkeypat
         assert not done.wait(0.2)  # blocked on the lock, not asking the stream
     waiter.join(10)
     assert done.is_set() and ex._complete >= a._seq
+
+
+@gpu_only
+def test_a_large_reduction_is_the_same_every_time_and_keeps_nans():
+    """A grid of blocks adds up its blocks' results in block order: the same bits on every run, whatever order the
+    blocks finished in; NaN propagates through max and min; the ticket resets itself between launches of any size."""
+    G = mx.gpu
+    h = np.random.default_rng(7).standard_normal(3 << 20).astype(np.float32)
+    x = mx.add(mx.array(h), 0.0, stream=G)
+    mx.eval(x)
+    sums = {mx.sum(x, stream=G).item() for _ in range(20)}
+    assert len(sums) == 1
+    assert sums.pop() == pytest.approx(float(h.astype(np.float64).sum()), abs=1e-6 * np.abs(h).sum())
+    for n in (100_000, 3 << 20, 70_000):  # (grids of other sizes in between)
+        np.testing.assert_allclose(mx.max(x[:n], stream=G).item(), h[:n].max())
+    h[12345] = np.nan
+    y = mx.add(mx.array(h), 0.0, stream=G)
+    assert np.isnan(mx.max(y, stream=G).item()) and np.isnan(mx.min(y, stream=G).item())
+    assert np.isnan(mx.mean(y, stream=G).item())

@@ -1,4 +1,4 @@
-"""Kernels that umx compiles and launches itself: single elementwise nodes, fused regions, small full reductions and
+"""Kernels that umx compiles and launches itself: single elementwise nodes, fused regions, full reductions and
 products of a matrix with a few vectors.
 
 A CuPy ufunc or ElementwiseKernel call costs 6-14 us of host time (argument parsing, type dispatch, broadcasting,
@@ -8,9 +8,10 @@ constants are NumPy scalars. For those, umx writes one kernel per structure (the
 loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and CuPy's disk
 cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer: about 3 us. Anything else
 (strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
-through CuPy as before. Full reductions (sum, max, min, mean) of small contiguous arrays, a loss or a norm, run
-the same way as one block (:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8 columns (a matrix
-times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend 20-30 us of host time.
+through CuPy as before. Full reductions (sum, max, min, mean) of contiguous arrays run the same way: one block for a
+loss or a norm, a grid of blocks for more (:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8
+columns (a matrix times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend 20-30 us
+of host time.
 
 A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
 result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
@@ -61,7 +62,7 @@ class Launcher:
     """One executor's launches on its CUDA stream: the parameter buffer that ``cuLaunchKernel`` reads. Used by one
     thread at a time (the thread running the executor's batch)."""
 
-    __slots__ = ("device", "stream", "_values", "_pointers", "_addr")
+    __slots__ = ("device", "stream", "_values", "_pointers", "_addr", "_scratch")
 
     def __init__(self, device: int, stream_ptr: int):
         self.device = device
@@ -71,6 +72,7 @@ class Launcher:
         # kernelParams: one pointer per parameter, each to its slot in _values
         self._pointers = (ctypes.c_uint64 * _MAX_PARAMS)(*range(base, base + 8 * _MAX_PARAMS, 8))
         self._addr = ctypes.addressof(self._pointers)
+        self._scratch = None  # a large reduction's per-block results and its ticket (made on first use)
 
     def run(self, key, source_of, datas: list, shape: tuple, dtype, mirror=None):
         """Launch the kernel of structure ``key`` over ``datas`` (device arrays and NumPy scalars): its output, a
@@ -116,23 +118,32 @@ class Launcher:
         return out
 
     def reduce(self, kind: str, x, shape: tuple, dtype, mirror=None):
-        """A full reduction (``kind``: Sum, Max, Min or Mean) of contiguous device array ``x`` of at most
-        ``MAX_REDUCE`` elements, by one block of umx's own kernel: its output (of ``shape``, umx Dtype ``dtype``,
-        the input's); None where this does not apply. ``mirror`` as for :meth:`run`."""
+        """A full reduction (``kind``: Sum, Max, Min or Mean) of contiguous device array ``x`` by umx's own kernel:
+        one block for at most ``MAX_REDUCE`` elements, else a grid of blocks whose last reduces the blocks' results.
+        Its output (of ``shape``, umx Dtype ``dtype``, the input's); None where this does not apply. ``mirror`` as
+        for :meth:`run`."""
         n = x.size
-        if not 0 < n <= MAX_REDUCE or not _contiguous(x):
+        if not n or not _contiguous(x):
             return None
         entry = _kernels.get((kind, dtype, self.device), False)
         if entry is False:
             entry = _compile_reduce(kind, dtype, self.device)
         if entry is None:
             return None
+        if n <= MAX_REDUCE:
+            blocks, partials, ticket = 1, 0, 0
+        else:
+            blocks = min(_REDUCE_BLOCKS, n // (8 * _BLOCK))  # (at least 8 elements per thread)
+            if self._scratch is None:
+                self._scratch = _zeroed(8 * _REDUCE_BLOCKS + 8)  # not from a pool: it lives as long as the stream
+            partials = self._scratch.ptr
+            ticket = partials + 8 * _REDUCE_BLOCKS
         out = _empty(shape, dtype.np)
         if mirror is None:
-            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, 0, 0, 0)
+            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, partials, ticket, 0, 0, 0)
         else:
-            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, *mirror)
-        _launch(entry[0], 1, 1, 1, _BLOCK, 1, 1, 0, self.stream, self._addr, 0)
+            entry[2](self._values, 0, x.data.ptr, n, out.data.ptr, partials, ticket, *mirror)
+        _launch(entry[0], blocks, 1, 1, _BLOCK, 1, 1, 0, self.stream, self._addr, 0)
         return out
 
     def matmul(self, a, b, shape: tuple):
@@ -231,9 +242,12 @@ extern "C" __global__ void {name}({", ".join(params)}) {{
 """
 
 
-#: full reductions of at most this many elements run as one block of umx's own kernel (a loss, a norm); larger
-#: ones take CuPy's, which spreads them over the GPU
+#: full reductions of at most this many elements run as one block of umx's own kernel (a loss, a norm); larger ones
+#: as a grid of blocks: each reduces a strided share, and the last to finish (it draws the last ticket) reduces the
+#: blocks' results in block order, so the result is the same whatever order the blocks ran in. CuPy's reduction
+#: costs about 20 us of host time per call (on the lent machine: a 16M-element sum 21 us to launch).
 MAX_REDUCE = 1 << 16
+_REDUCE_BLOCKS = 1024
 
 # per reduction: (how two partial results combine, for floats and for integers; whether it starts from 0 rather
 # than from an element)
@@ -245,8 +259,15 @@ _COMBINE = {
 }
 
 
+def _zeroed(nbytes: int):
+    """Device memory of ``nbytes`` zero bytes, outside every pool."""
+    mem = cp.cuda.Memory(nbytes)
+    cp.cuda.runtime.memset(mem.ptr, 0, nbytes)
+    return mem
+
+
 def _compile_reduce(kind: str, dtype, device: int):
-    """Compile (once per device) the one-block reduction ``kind`` over ``dtype``; None if it cannot be written."""
+    """Compile (once per device) the full reduction ``kind`` over ``dtype``; None if it cannot be written."""
     entry = None
     if dtype.name in C_TYPES and dtype.name not in ("float16", "bool") and dtype.kind != "c":
         t = C_TYPES[dtype.name]
@@ -255,19 +276,38 @@ def _compile_reduce(kind: str, dtype, device: int):
         from_zero = _COMBINE[kind][2]
         name = f"umx_reduce_{len(_kernels)}"
         value = "umx_round_bf16(r)" if dtype.name == "bfloat16" else "r"
-        code = f"""{PREAMBLE}
-__device__ inline {t} umx_combine({t} a, {t} b) {{ return {combine}; }}
-extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* __restrict__ out, {t}* mirror,
-                                  unsigned long long* flag, unsigned long long token) {{
-  __shared__ {t} part[{_BLOCK}];
-  const int k = threadIdx.x;
-  {t} acc = {f"({t})0" if from_zero else "x[k < n ? k : 0]"};
-  for (long long i = k + {"0" if from_zero else "blockDim.x"}; i < n; i += blockDim.x) acc = umx_combine(acc, x[i]);
-  part[k] = acc;
+        start = f"({t})0" if from_zero else "{first}"
+        tree = """part[k] = acc;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {{
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
     if (k < s) part[k] = umx_combine(part[k], part[k + s]);
     __syncthreads();
+  }"""
+        code = f"""{PREAMBLE}
+__device__ inline {t} umx_combine({t} a, {t} b) {{ return {combine}; }}
+extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* __restrict__ out, {t}* partials,
+                                  unsigned int* ticket, {t}* mirror, unsigned long long* flag,
+                                  unsigned long long token) {{
+  __shared__ {t} part[{_BLOCK}];
+  __shared__ bool last;
+  const int k = threadIdx.x;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  const long long first = blockIdx.x * (long long)blockDim.x + k;
+  {t} acc = {start.format(first="x[first < n ? first : 0]")};
+  for (long long i = first + {"0" if from_zero else "stride"}; i < n; i += stride) acc = umx_combine(acc, x[i]);
+  {tree}
+  if (gridDim.x > 1) {{
+    if (k == 0) {{
+      partials[blockIdx.x] = part[0];
+      __threadfence();  // (the result is seen by whichever block draws the last ticket; the ticket wraps to 0)
+      last = atomicInc(ticket, gridDim.x - 1) == gridDim.x - 1;
+    }}
+    __syncthreads();
+    if (!last) return;
+    const volatile {t}* p = partials;
+    acc = {start.format(first="p[k < gridDim.x ? k : 0]")};
+    for (int i = k + {"0" if from_zero else "blockDim.x"}; i < gridDim.x; i += blockDim.x) acc = umx_combine(acc, p[i]);
+    {tree}
   }}
   if (k == 0) {{
     {t} r = part[0]{f" / ({t})n" if kind == "Mean" else ""};
@@ -283,7 +323,7 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* _
 """
         try:
             module = cp.RawModule(code=code)
-            entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QqQQQQ").pack_into)
+            entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QqQQQQQQ").pack_into)
         except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
             entry = None
     _kernels[(kind, dtype, device)] = entry
