@@ -56,24 +56,89 @@ def test_an_eval_behind_pending_work_on_its_stream_is_right_and_in_order(device)
     np.testing.assert_allclose(np.asarray(y), np.full((64, 64), 2.0), rtol=1e-5)
 
 
-def test_ctrl_c_while_planning_is_delivered_after_the_batch_started(monkeypatch):
-    """A Ctrl-C that arrives while the planner holds them back is raised once the caller's batch has started:
-    nothing is numbered but left unrun, the stream stays usable and the result is computed."""
-    st = mx.new_stream(mx.cpu)
+def _lock_is_free(ex) -> bool:
+    """Whether another thread can take ``ex``'s run lock (taken and given back at once)."""
+    got = []
+
+    def take():
+        if ex._run_lock.acquire(blocking=False):
+            got.append(True)
+            ex._run_lock.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join(10)
+    return got == [True]
+
+
+def test_ctrl_c_before_the_short_plan_takes_anything(device, monkeypatch):
+    """A Ctrl-C while the short plan looks at a node lands at once (it is not held back there): nothing was
+    numbered, the handler is the user's, the stream stays usable and the result is computed later."""
+    st = mx.new_stream(device)
     plan_one = scheduler._plan_one
 
     def interrupted(t, host):
-        _signal.raise_signal(signal.SIGINT)  # held: the planner's handler takes it
+        _signal.raise_signal(signal.SIGINT)
         return plan_one(t, host)
 
-    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
     y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    mx.eval(mx.add(y, 0.0, stream=st))  # (the stream's executor is running: the short plan applies)
+    y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         mx.eval(y)
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert y._exec is None and _lock_is_free(st.executor)
     np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])
     assert mx.add(y, 1.0, stream=st).tolist() == [3.0, 4.0]
+
+
+def test_ctrl_c_after_the_short_plan_numbered_a_node_hands_it_to_the_worker(device, monkeypatch):
+    """The worst moment: the node is numbered and its stream's run lock taken, but nothing runs it yet. The
+    worker gets it, computes it, and the stream goes on."""
+    st = mx.new_stream(device)
+    mx.eval(mx.add(mx.array(1.0), 0.0, stream=st))
+    plan_one = scheduler._plan_one
+
+    def interrupted(t, host):
+        plan_one(t, host)
+        raise KeyboardInterrupt
+
+    y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        y.item() if y.size == 1 else mx.eval(y)
+    monkeypatch.undo()
+    assert y._seq > 0  # it was numbered
+    np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])  # the worker ran it
+    assert _lock_is_free(st.executor)
+    s = mx.add(mx.array(2.0), 1.0, stream=st)
+    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.item()  # (a host read: on a GPU, the hint is left for the worker)
+    monkeypatch.undo()
+    assert s.item() == 3.0
+    assert mx.add(y, 1.0, stream=st).tolist() == [3.0, 4.0]
+
+
+def test_ctrl_c_between_the_run_lock_and_the_numbering_gives_the_lock_back(device, monkeypatch):
+    st = mx.new_stream(device)
+    mx.eval(mx.add(mx.array(1.0), 0.0, stream=st))
+    ex = st.executor
+    take = ex.try_run_inline
+
+    def interrupted():
+        assert take()
+        raise KeyboardInterrupt
+
+    y = mx.add(mx.array([1.0, 2.0]), 1.0, stream=st)
+    monkeypatch.setattr(ex, "try_run_inline", interrupted, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    monkeypatch.undo()
+    assert y._exec is None and _lock_is_free(ex)
+    np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])
 
 
 def test_the_users_ctrl_c_handler_is_given_back_when_a_batch_raises_before_it_starts(monkeypatch):
@@ -260,34 +325,55 @@ def test_sizes_across_the_block_and_grid_limits(rng, n):
 
 # -- mirrors: small results written to the host by their kernel --------------------------------------------------
 @gpu_only
-def test_item_reads_the_mirror_and_gives_the_slot_back():
+def test_item_of_one_node_lives_on_the_host_and_gives_the_slot_back():
+    """A small result of one node that item() reads at once is written by its kernel to a mirror's slot alone: its
+    data is then a host array, and a later GPU op takes it as a constant (no copy to the device)."""
+    G = mx.gpu
+    one = mx.add(mx.array(1.0), 0.0, stream=G)
+    mx.eval(one)
+    ex = one._exec
+    y = mx.add(one, 2.0, stream=G)
+    assert y.item() == 3.0
+    assert type(y._data) is np.ndarray and y._exec is None
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
+    assert mx.add(y, 1.0, stream=G).item() == 4.0
+    assert not y._copies  # taken as a constant: never copied to the device
+    v = mx.add(mx.array(np.arange(256, dtype=np.float32)), 0.0, stream=G)
+    mx.eval(v)
+    assert mx.add(v, 1.0, stream=G).tolist() == list(np.arange(256, dtype=np.float32) + 1)  # 256: the most
+    s = mx.sum(v, stream=G)  # a reduction too
+    assert s.item() == float(np.arange(256).sum()) and type(s._data) is np.ndarray
+    w = mx.multiply(v, 2.0, stream=G)  # then read on the GPU: copied in
+    np.testing.assert_array_equal(np.asarray(mx.add(mx.sum(v, stream=G), w, stream=G)),
+                                  np.arange(256, dtype=np.float32) * 2 + np.float32(np.arange(256).sum()))
+
+
+@gpu_only
+def test_item_of_a_region_reads_the_mirror_and_gives_the_slot_back():
     from umx.backends.cuda import memory as gmem
 
     G = mx.gpu
     one = mx.array(1.0)
-    y = mx.add(one, 2.0, stream=G)
-    scheduler.eval_arrays([y], False, True)  # as item() evaluates
-    assert gmem.MIRROR in y._copies
-    assert y.item() == 3.0
-    ex = y._exec
-    free = len(ex._mirrors._free)
-    assert free == ex._mirrors.SLOTS
-    z = mx.multiply(mx.add(one, 1.0, stream=G), 4.0, stream=G)  # a fused region, mirrored too
-    np.testing.assert_array_equal(np.asarray(z), np.float32(8.0))
+    z = mx.multiply(mx.add(one, 1.0, stream=G), 4.0, stream=G)  # a fused region: mirrored, lives on the GPU
+    scheduler.eval_arrays([z], False, True)  # as item() evaluates
+    assert gmem.MIRROR in z._copies
+    assert z.item() == 8.0
+    ex = z._exec
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
     assert gmem.MIRROR not in (z._copies or {})
-    # the result still lives on the GPU: another GPU op reads it there
+    assert type(z._data) is not np.ndarray  # the result still lives on the GPU: another GPU op reads it there
     assert mx.add(z, 1.0, stream=G).item() == 9.0
 
 
 @gpu_only
 def test_mirrors_dropped_unread_and_more_than_the_slots():
     """Evals that hint a host read but whose results are dropped unread, or more pending than there are slots:
-    slots come back, and results stay right."""
+    slots come back, and results stay right. (Regions: one node's small result is read at once, see above.)"""
     G = mx.gpu
     base = mx.add(mx.array(np.arange(4, dtype=np.float32)), 0.0, stream=G)
     mx.eval(base)
     for k in range(5):
-        y = mx.add(base, float(k), stream=G)
+        y = mx.add(mx.multiply(base, 2.0, stream=G), float(k), stream=G)
         scheduler.eval_arrays([y], False, True)  # as item() evaluates, then no read
         del y
     gc.collect()
@@ -295,11 +381,11 @@ def test_mirrors_dropped_unread_and_more_than_the_slots():
     assert len(ex._mirrors._free) == ex._mirrors.SLOTS
     held = []
     for k in range(ex._mirrors.SLOTS + 10):
-        y = mx.multiply(base, float(k), stream=G)
+        y = mx.add(mx.multiply(base, float(k), stream=G), 1.0, stream=G)
         scheduler.eval_arrays([y], False, True)
         held.append(y)
     for k, y in enumerate(held):
-        np.testing.assert_array_equal(np.asarray(y), np.arange(4, dtype=np.float32) * k)
+        np.testing.assert_array_equal(np.asarray(y), np.arange(4, dtype=np.float32) * k + 1)
     assert len(ex._mirrors._free) == ex._mirrors.SLOTS
 
 
@@ -358,6 +444,45 @@ def test_item_and_tolist_through_mirrors_per_dtype(rng, dtype):
     s = mx.multiply(mx.array(vals[0, 0], dtype=dt), 1 if dtype != "bool_" else True, stream=G)
     assert s.item() == vals[0, 0].item()
     assert type(s.item()) is type(vals[0, 0].item())
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                                   "bool_", "bfloat16"])
+def test_one_element_results_read_by_item_per_dtype_and_extreme_values(dtype):
+    """item() of one element: packed with the token in one store (at most 4 bytes) or written to the slot (8
+    bytes), by an elementwise kernel or a reduction; signs, extremes, NaN and infinities come back bit for bit, and
+    more reads than slots reuse them."""
+    G = mx.gpu
+    dt = getattr(mx, dtype)
+    ref = np.dtype(np.float32 if dtype == "bfloat16" else dtype.rstrip("_"))
+    if ref.kind == "f":
+        vals = np.array([-np.inf, np.inf, np.nan, -0.0, 1.5, -3.25], ref)
+    elif ref.kind == "b":
+        vals = np.array([True, False])
+    else:
+        info = np.iinfo(ref)
+        vals = np.array([info.min, info.max, 0, 1, info.max // 3], ref)
+    for v in vals:
+        for shape in [(), (1,), (1, 1)]:
+            h = mx.array(np.full(shape, v, ref), dtype=dt)
+            g = mx.add(h, mx.zeros_like(h), stream=G) if ref.kind != "b" else mx.logical_or(h, h, stream=G)
+            want = np.full(shape, v, ref)
+            got = g.item()
+            assert (np.isnan(got) and np.isnan(want.item())) or got == want.item(), (v, shape, got)
+            assert type(got) is type(want.item())
+        if ref.kind != "b":
+            pair = mx.add(mx.array(np.array([v, v], ref), dtype=dt), mx.zeros((2,), dtype=dt), stream=G)
+            mx.eval(pair)
+            got = mx.max(pair, stream=G).item()  # a reduction's result
+            assert (np.isnan(got) and np.isnan(v)) or got == v.item(), (v, got)
+    one = mx.add(mx.array(np.ones((), ref), dtype=dt), mx.zeros((), dtype=dt), stream=G)
+    mx.eval(one)
+    ex = one._exec
+    for k in range(ex._mirrors.SLOTS * 2 + 3):
+        x = mx.logical_and(one, k % 2 == 0, stream=G) if ref.kind == "b" else mx.multiply(one, k % 7, stream=G)
+        assert x.item() == (k % 2 == 0 if ref.kind == "b" else k % 7)
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
 
 
 @gpu_only
@@ -455,11 +580,11 @@ def test_a_host_read_no_mirror_serves_is_not_copied_ahead():
     G = mx.gpu
     v = mx.add(mx.array(np.arange(256, dtype=np.float32)), 0.0, stream=G)
     mx.eval(v)
-    s = mx.sum(v, stream=G)
+    s = mx.sum(mx.reshape(v, (16, 16), stream=G), axis=0, stream=G)  # (CuPy's)
     scheduler.eval_arrays([s], False, True)  # as item() evaluates
     assert gmem.PENDING_HOST not in (s._copies or {})
-    assert s.item() == float(np.arange(256).sum())
-    y = mx.add(v, 1.0, stream=G)  # a mirrored one, for contrast
+    np.testing.assert_array_equal(np.asarray(s), np.arange(256).reshape(16, 16).sum(0))
+    y = mx.multiply(mx.add(v, 1.0, stream=G), 1.0, stream=G)  # a mirrored one, for contrast
     scheduler.eval_arrays([y], False, True)
     assert gmem.MIRROR in y._copies and gmem.PENDING_HOST not in y._copies
     np.testing.assert_array_equal(np.asarray(y), np.arange(256, dtype=np.float32) + 1)
@@ -577,7 +702,7 @@ def test_one_node_eval_takes_the_one_task_lane(monkeypatch, rng):
     lanes = []
     run_one = CudaExecutor._run_one
     monkeypatch.setattr(CudaExecutor, "_run_one",
-                        lambda self, n, started: lanes.append(n._seq) or run_one(self, n, started))
+                        lambda self, n, *a: lanes.append(n._seq) or run_one(self, n, *a))
     x = rng.standard_normal((4, 8)).astype(np.float32)
     a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
     mx.eval(a)
@@ -599,16 +724,16 @@ def test_ctrl_c_inside_the_one_task_lane_hands_the_node_to_the_worker(monkeypatc
     x = rng.standard_normal(16).astype(np.float32)
     a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
     mx.eval(a)
-    single = CudaExecutor._single
+    own = CudaExecutor._own
     hits = []
 
-    def interrupted(self, n, args, mirror=None):
+    def interrupted(self, n, *args):
         if threading.current_thread() is threading.main_thread() and not hits:
             hits.append(1)
             raise KeyboardInterrupt
-        return single(self, n, args, mirror)
+        return own(self, n, *args)
 
-    monkeypatch.setattr(CudaExecutor, "_single", interrupted)
+    monkeypatch.setattr(CudaExecutor, "_own", interrupted)
     y = mx.add(a, 1.0, stream=mx.gpu)
     with pytest.raises(KeyboardInterrupt):
         mx.eval(y)
@@ -617,6 +742,78 @@ def test_ctrl_c_inside_the_one_task_lane_hands_the_node_to_the_worker(monkeypatc
     np.testing.assert_array_equal(np.asarray(z), (x + np.float32(1.0)) * np.float32(3.0))
     assert hits == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back, though the lane raised first
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint16", "int64", "bool_", "bfloat16", "float16"])
+def test_one_element_host_arrays_reach_the_kernel_as_constants(rng, dtype):
+    """An elementwise GPU op reads a one-element host array as a launch parameter: right for every dtype and
+    broadcast, and never copied to the device."""
+    G = mx.gpu
+    dt = getattr(mx, dtype)
+    ref = np.float32 if dtype == "bfloat16" else np.dtype(dtype.rstrip("_"))
+    for shape in [(), (1,), (1, 1)]:
+        h_np = rng.integers(0, 3, shape).astype(ref)
+        h = mx.array(h_np, dtype=dt)
+        mx.eval(h)
+        x_np = rng.integers(0, 3, (3, 4)).astype(ref)
+        x = mx.add(mx.array(x_np, dtype=dt), mx.zeros_like(mx.array(x_np, dtype=dt)), stream=G)
+        mx.eval(x)
+        got = mx.multiply(x, h, stream=G)
+        want = mx.multiply(mx.array(x_np, dtype=dt), mx.array(h_np, dtype=dt), stream=mx.cpu)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        alone = mx.add(h, h, stream=G)  # (both inputs constants)
+        np.testing.assert_array_equal(np.asarray(alone), np.asarray(mx.add(h, h, stream=mx.cpu)))
+        assert not h._copies  # never copied to the device
+    m = mx.matmul(mx.array(np.ones((1, 1), np.float32)), mx.array(np.full((1, 3), 2.0, np.float32)), stream=G)
+    np.testing.assert_array_equal(np.asarray(m), np.full((1, 3), 2.0, np.float32))  # not elementwise: copied in
+
+
+@gpu_only
+def test_spare_outputs_never_alias_live_results(rng):
+    """The lane launches umx's own kernel into a spare output made after the previous launch: every result keeps
+    its own buffer."""
+    G = mx.gpu
+    x = rng.standard_normal(8).astype(np.float32)
+    a = mx.add(mx.array(x), 0.0, stream=G)
+    mx.eval(a)
+    ys = []
+    for k in range(6):
+        y = mx.add(a, float(k), stream=G)
+        mx.eval(y)
+        ys.append(y)
+    assert (a.shape, a.dtype) in a._exec._spares
+    ptrs = {y._data.data.ptr for y in ys}
+    assert len(ptrs) == len(ys)
+    for k, y in enumerate(ys):
+        np.testing.assert_array_equal(np.asarray(y), x + np.float32(k))
+
+
+@gpu_only
+def test_a_launch_error_in_the_host_lane_is_raised_by_item(monkeypatch):
+    from umx.backends.cuda import direct
+
+    G = mx.gpu
+    a = mx.add(mx.array(2.0), 0.0, stream=G)
+    mx.eval(a)
+    ex = a._exec
+    run = direct.Launcher.run
+    calls = []
+
+    def boom(self, *args):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("launch failed")
+        return run(self, *args)
+
+    monkeypatch.setattr(direct.Launcher, "run", boom)
+    y = mx.add(a, 1.0, stream=G)
+    with pytest.raises(RuntimeError, match="launch failed") as info:
+        y.item()
+    assert any("Add" in note for note in getattr(info.value, "__notes__", []))
+    assert len(ex._mirrors._free) == ex._mirrors.SLOTS
+    assert mx.add(a, 2.0, stream=G).item() == 4.0
 
 
 @gpu_only
@@ -634,27 +831,6 @@ def test_a_kernel_error_in_the_one_task_lane_is_raised_by_eval(monkeypatch):
     with pytest.raises(RuntimeError, match="boom in the lane"):
         y.item()
     np.testing.assert_array_equal(np.asarray(mx.add(a, 1.0, stream=mx.gpu)), np.full(3, 2.0, np.float32))
-
-
-@gpu_only
-def test_ctrl_c_held_while_planning_lands_once_the_one_task_lane_launched(monkeypatch):
-    a = mx.add(mx.array([1.0, 2.0]), 0.0, stream=mx.gpu)
-    mx.eval(a)
-    plan_one = scheduler._plan_one
-
-    def interrupted(t, host):
-        _signal.raise_signal(signal.SIGINT)  # held: the planner's handler takes it
-        return plan_one(t, host)
-
-    monkeypatch.setattr(scheduler, "_plan_one", interrupted)
-    y = mx.add(a, 1.0, stream=mx.gpu)
-    with pytest.raises(KeyboardInterrupt):
-        mx.eval(y)
-    monkeypatch.undo()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert y._data is not None  # launched before the Ctrl-C was let through
-    np.testing.assert_array_equal(np.asarray(y), [2.0, 3.0])
-    assert mx.add(y, 1.0, stream=mx.gpu).tolist() == [3.0, 4.0]
 
 
 @gpu_only

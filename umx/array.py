@@ -89,7 +89,7 @@ class array:  # noqa: N801 (MLX's name)
     def _host(self) -> np.ndarray:
         """The evaluated data as a NumPy array (evaluating and copying to the host if needed)."""
         if self._data is None:
-            _eval((self,), True)
+            (_read_eval or _bind()[1])(self)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(memory.host_copy(self))
@@ -214,15 +214,20 @@ class array:  # noqa: N801 (MLX's name)
 def _eval(arrays, host: bool = False) -> None:
     """Evaluate for a reader that then waits for the data itself (host_copy, or an explicit wait): a GPU result
     need not have finished when this returns. ``host``: the reader reads the data on the host."""
-    # bound on first use: the scheduler imports this module (an import statement here costs a microsecond per
-    # item() or print)
-    global _eval_arrays
-    if _eval_arrays is None:
-        from .scheduler import eval_arrays as _eval_arrays
-    _eval_arrays(arrays, False, host)
+    (_eval_arrays or _bind()[0])(arrays, False, host)
 
 
-_eval_arrays = None
+def _bind() -> tuple:
+    """``scheduler.eval_arrays`` and ``scheduler.read_eval``, bound on first use: the scheduler imports this module
+    (an import statement in ``_eval`` would cost a microsecond per item() or print)."""
+    global _eval_arrays, _read_eval
+    from .scheduler import eval_arrays as _eval_arrays
+    from .scheduler import read_eval as _read_eval
+
+    return _eval_arrays, _read_eval
+
+
+_eval_arrays = _read_eval = None
 
 
 def _init_evaluated(a: array, data, dtype: _dt.Dtype) -> None:

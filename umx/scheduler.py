@@ -6,7 +6,7 @@ inputs come from another stream, or live on another device, becomes a ``(node, w
 for those producers and copies the inputs across before running it. Each stream's list goes to its executor in one
 hand-off, except the batches the caller runs itself (its likeliest long pole, after any short GPU launches); ``eval``
 then waits for the targets, ``async_eval`` returns at once. One node whose inputs are all evaluated, on an idle
-stream, skips the walk (``_plan_one``).
+stream, skips the walk and the batch (``_lane``).
 
 Results are as if run in program order: a node runs after its inputs (stream order or an explicit wait), and
 arrays are immutable, so no later op can change what an earlier one read.
@@ -70,10 +70,6 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
     (``try_run_inline``).
     With ``host``, the caller reads the targets on the host next: small ones are hinted so (``SMALL_READ``).
     """
-    if inline and len(targets) == 1:
-        mine = _plan_one(targets[0], host)
-        if mine is not None:
-            return mine
     mark = _PLANNING
     try:
         order = collect(targets, mark, FUSION)
@@ -132,8 +128,8 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
 
 def _plan_one(t, host: bool):
     """The commonest eval, planned without a walk: one node whose inputs are all evaluated, on a stream with no
-    work pending. ``[(executor, [task])]`` for the caller to run (the task as ``_number`` makes it), or None:
-    plan in full."""
+    work pending. ``(executor, task)`` for the caller to run (the task as ``_number`` makes it; the caller holds the
+    executor's run lock), or None: plan in full (nothing done). Caller holds _plan_lock."""
     if t._data is not None or t._exec is not None or t._siblings is not None:
         return None
     ins = t._inputs
@@ -153,12 +149,45 @@ def _plan_one(t, host: bool):
             break
     if _tracing.active is not None or _tracing.debug_on() or not ex.try_run_inline():
         return None
+    # (no call between the run lock and the numbering: a Ctrl-C lands before or after, see _lane)
     seq = ex.submitted = ex.submitted + 1
     t._exec = ex
     t._seq = seq
     if host and size <= SMALL_READ:
         ex.will_be_read_on(t, HOST_READER)
-    return [(ex, [task])]
+    return ex, task
+
+
+def _lane(t, host: bool) -> bool:
+    """Evaluate ``t`` in the short plan if it applies (see ``_plan_one``): the caller runs it, or launches it, at
+    once. False if it does not apply (nothing done): plan in full.
+
+    Ctrl-C is not held back here: swapping the handler costs about a microsecond, a twentieth of a GPU ``item()``.
+    It lands where it lands, and every state it can find is made whole (``_recover``): a node numbered but not run
+    goes to its stream's worker, a run lock taken is given back."""
+    try:
+        with _plan_lock:
+            mine = _plan_one(t, host)
+        if mine is None:
+            return False
+        mine[0].run_inline([mine[1]])
+        return True
+    except BaseException:
+        _recover(t)
+        raise
+
+
+def _recover(t) -> None:
+    """After an interrupt in ``_lane``: if the caller still holds the run lock of ``t``'s stream (the executor
+    gives it back itself once it runs the task, interrupted or not), hand ``t`` to the worker if it was numbered
+    and has no data, else just give the lock back."""
+    ex = t._stream._executor
+    if ex is None or not ex._run_lock._is_owned():
+        return
+    if t._exec is ex and t._data is None:
+        ex.hand_over([(t, [])])  # (as a task whose inputs may need a copy: the worker fetches them)
+    else:
+        ex._run_lock.release()
 
 
 def _number(order: list, batches: dict, first_seq: dict) -> None:
@@ -272,6 +301,15 @@ def eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
     _eval_arrays(targets, finished, host)
 
 
+def read_eval(t) -> None:
+    """Evaluate array ``t`` (not yet evaluated) for a read on the host (``item()``, printing, NumPy conversion):
+    ``eval_arrays([t], False, True)``, taking the lane at once when it applies (the commonest eval of all, on the
+    path of every ``item()``) and no trace or ``compile`` watches."""
+    if _tracing.active is None and not compile_watch and _lane(t, True):
+        return
+    eval_arrays((t,), False, True)
+
+
 def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
     """Plan ``targets`` under the lock (see :func:`_plan`); with ``inline``, run the caller's batch if there is
     one. On the main thread, Ctrl-C is held back until planning is done and that batch has started: the hand-off
@@ -287,6 +325,8 @@ def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
             break
     else:
         return  # all evaluated: nothing to plan
+    if inline and len(targets) == 1 and _lane(targets[0], host):
+        return
     if ident != _MAIN_IDENT:  # signals only reach the main thread
         with _plan_lock:
             mine = _plan(targets, inline, host)

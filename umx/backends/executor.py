@@ -88,8 +88,9 @@ class WorkerExecutor:
         self._wanted: list[int] = []  # seqs that threads wait for; changed under _cond
         self._wake_at = _NEVER  # min(_wanted): the worker notifies only once done reaches it
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # MUST be held to run tasks: by the worker, or by a caller running its own batch inline.
-        self._run_lock = threading.Lock()
+        # MUST be held to run tasks: by the worker, or by a caller running its own batch inline. Reentrant, so that
+        # an interrupted caller can tell whether it holds it (``_is_owned``, see scheduler._recover).
+        self._run_lock = threading.RLock()
         self._resume: list | None = None  # a batch an interrupted caller left; set and taken under _run_lock
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()

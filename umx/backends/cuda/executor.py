@@ -47,15 +47,17 @@ cp = _cupy()
 _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
-_REDUCTIONS = frozenset({Sum, Max, Min, Mean})  # full ones of small arrays: umx's own kernel (see direct.py)
+_REDUCTIONS = frozenset({Sum, Max, Min, Mean})  # full ones: umx's own kernel (see direct.py)
 _OWN = ELEMENTWISE | _REDUCTIONS  # primitives umx's own kernels may compute (and mirror)
 _NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16 is rounded by CuPy's path)
 _FUSED = KernelCache(cp)
+_empty = cp.ndarray  # (the constructor: from this thread's allocator)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
 _memory.register_uploader(gmem.Upload)
 _PARTS_MIN_BYTES = 1 << 24  # results a CPU reads are copied to the host in parts from this size
 _MAX_MARKS = 16  # above this many marks, passed ones are dropped (cheap lookups, bounded memory)
+_MAX_SPARES = 16  # spare outputs per stream, one per (shape, dtype) of small own outputs (see _refill)
 _HOST_ONLY = frozenset((HOST_READER,))  # the commonest hint (an item()), one object for all: no set made per hint
 
 
@@ -78,6 +80,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         self._graphs = graphs.Graphs(self)
         self._direct = direct.Launcher(self.index, self.cuda_stream.ptr)
         self._mirrors = None  # small outputs the host reads at once (made on first use: pinned memory)
+        self._spares: dict = {}  # (shape, dtype) -> an output for the lane's next own launch (see _refill)
         super().__init__(stream, f"umx-gpu{self.index}-stream-{stream.index}")
         backends.register_executor(self)
 
@@ -110,8 +113,14 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         return True
 
     def run_inline(self, tasks: list, started=None) -> None:
-        # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency). CuPy's
-        # device, stream and allocator are per thread: set here for the batch, the caller's restored after.
+        # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency).
+        if len(tasks) == 1 and not spilled[0] and _tracing.active is None:
+            t = tasks[0]
+            args = self._alone(t)
+            if args is not None:
+                self._run_one(t[0] if type(t) is tuple else t, args, started)
+                return
+        # CuPy's device, stream and allocator are per thread: set here for the batch, the caller's restored after.
         prev_device = _runtime.getDevice()
         if prev_device != self.index:
             _runtime.setDevice(self.index)
@@ -119,53 +128,197 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         prev_stream = cp.cuda.get_current_stream()
         self.cuda_stream.use()  # (not ``with``: CuPy's stream context restores the null stream, not prev)
         try:
-            t = tasks[0]
-            if (len(tasks) == 1 and type(t) is not tuple and type(t) is not Fused and t._siblings is None
-                    and not spilled[0] and _tracing.active is None):
-                self._run_one(t, started)
-            else:
-                WorkerExecutor.run_inline(self, tasks, started)
+            WorkerExecutor.run_inline(self, tasks, started)
         finally:
             prev_stream.use()
             gmem.restore_allocator(prev_alloc)
             if prev_device != self.index:
                 _runtime.setDevice(prev_device)
 
-    def _run_one(self, n, started) -> None:
-        """``run_inline`` of one node whose inputs are this stream's data or constants: what ``_run`` does for it,
-        without a batch's loop and bookkeeping. It is the commonest eval of all (``(x + 1).item()``), and its
-        latency is host time up to the kernel's launch: each step saved here is saved there. Ctrl-C is handled as
-        ``WorkerExecutor.run_inline`` does."""
+    def _alone(self, t):
+        """The arguments of task ``t`` if it may take the one-task lane (:meth:`_run_one`), else None: one node (no
+        region, no siblings) whose inputs are this stream's data, constants, or, for an elementwise node,
+        one-element host arrays, which travel to the kernel as constants do (no copy to the device at all)."""
+        if type(t) is not tuple:
+            if type(t) is Fused or t._siblings is not None:
+                return None
+            return [x._data for x in t._inputs]  # (the planner's plain task: this stream's data or constants)
+        n, waits = t
+        if waits or type(n) is Fused or n._siblings is not None:
+            return None
+        args = []
+        for x in n._inputs:
+            d = x._data
+            c = d.__class__
+            if c is cp.ndarray:
+                if x._exec is not self:
+                    return None  # another stream's or the user's: the batch path orders this stream after it
+            elif c is np.ndarray:
+                if d.size != 1 or d.dtype.kind not in "fiub" or n._prim.__class__ not in ELEMENTWISE:
+                    return None
+                d = d[()] if not d.ndim else d.reshape(-1)[0]
+            elif c not in self.local_types:
+                return None  # e.g. a failed input: the batch path passes its error on
+            args.append(d)
+        return args
+
+    def _run_one(self, n, args: list, started) -> None:
+        """``run_inline`` of one node with its arguments (see :meth:`_alone`): what ``_run`` does for it, without a
+        batch's loop and bookkeeping. It is the commonest eval of all (``(x + 1).item()``), and its latency is host
+        time up to the kernel's launch, then the GPU's: work that can wait for the launch waits. umx's own kernel
+        is launched without touching CuPy's per-thread state, into a spare output (see :meth:`_refill`) or, for a
+        small result the host reads at once, into host memory (:meth:`_run_to_host`); anything else runs with that
+        state set, as a batch does. Ctrl-C is handled as ``WorkerExecutor.run_inline`` does."""
+        prev_device = -1
         try:
-            ins = n._inputs
-            try:
-                out = self._single(n, [x._data for x in ins], self._mirror_for(n) if self._hints else None)
-            except Exception as e:  # Ctrl-C and exits propagate (below): they are no op's failure
-                out = failure_of(n, ins, e)
-            big = type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES
-            if big:
-                track(n)
-            n._data = out
-            n._inputs = ins = ()
-            n._prim = None
-            if started is not None:
-                started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
-            if self._hints:
-                self._announce(n)
-            self.finished(n._seq)
-            if self._held:
-                self._release()
-            if big:  # (the peak also counts what is live when it is read: a small result need not be sampled)
-                gmem.LOCATION.sample_peak()
+            prev_device = _runtime.getDevice()
+            if prev_device != self.index:
+                _runtime.setDevice(self.index)
+            if not self._run_to_host(n, args, started):
+                self._run_on_device(n, args, started)
         except BaseException:
             if n._data is None:
-                self._resume = [n]
+                self._resume = [(n, [])]  # (as a task whose inputs may need a copy: a host one travels so there)
                 self._queue.put(None)  # the worker runs it, before anything queued later
             elif n._seq > self.done:
                 self.finished(n._seq)
             raise
         finally:
+            if prev_device != self.index and prev_device >= 0:
+                _runtime.setDevice(prev_device)
             self._run_lock.release()
+
+    def _run_to_host(self, n, args: list, started) -> bool:
+        """The lane's path for a small result that the host reads at once (an ``item()``) and nothing else is
+        planned to read: umx's own kernel writes the whole output to a mirror's slot (mapped host memory), and the
+        node's data is the host array copied from there. It lives on the host from then on, as if made from host
+        data: a later GPU reader takes a one-element array as a constant, or copies it in. No device buffer is
+        allocated and no copy is enqueued: the launch, then the GPU's latency, then one look at the flag. False
+        where this does not apply (nothing done)."""
+        hints = self._hints
+        if not hints or n._prim.__class__ not in _OWN or hints.get(n._seq) is not _HOST_ONLY:
+            return False
+        size = prod(n._shape)
+        if not 0 < size <= direct.MIRROR_MAX:
+            return False
+        mirrors = self._mirrors
+        if mirrors is None:
+            mirrors = self._mirrors = direct.Mirrors()
+        got = mirrors.reserve()
+        if got is None:
+            return False
+        slot, host, flag, token = got
+        if size == 1 and n._dtype.np.itemsize <= direct.PACK_MAX_BYTES:
+            host = 0  # (packed in the flag, see direct.PACK_MAX_BYTES)
+        ins = n._inputs
+        try:
+            launched = self._own(n, args, (0, flag, token), host) is not None
+        except Exception as e:  # Ctrl-C and exits propagate (see _run_one): they are no op's failure
+            launched = None
+            data = failure_of(n, ins, e)
+        if launched is False:
+            mirrors.free(slot)
+            return False
+        try:
+            if started is not None:
+                started()  # (while the kernel runs)
+        except BaseException:
+            mirrors.free(slot)  # (a later kernel that takes it runs after this one, in stream order)
+            raise
+        del hints[n._seq]
+        if launched:
+            try:
+                data = np.empty(n._shape, n._dtype.np)  # (made and counted while the kernel runs)
+                _memory.acquire(data)
+            except BaseException:
+                mirrors.free(slot)
+                raise
+            try:
+                mirrors.collect(slot, token, data, self.cuda_stream)  # (frees the slot)
+            except Exception as e:  # the kernel failed
+                data = failure_of(n, ins, e)
+        else:
+            mirrors.free(slot)
+        n._data = data
+        n._inputs = ()
+        n._prim = None
+        if type(data) is not Failure:
+            n._exec = None  # host data from now on (set after the data: no planner may take it for unscheduled)
+        self.finished(n._seq)
+        if self._held:
+            self._release()
+        return True
+
+    def _run_on_device(self, n, args: list, started) -> None:
+        """The lane's path for a result on the device: umx's own kernel into a spare output, else ``_single``
+        with CuPy's state set; then the bookkeeping of ``_run``."""
+        ins = n._inputs
+        spare = None
+        try:
+            mirror = self._mirror_for(n) if self._hints else None
+            out = None
+            if n._prim.__class__ in _OWN:
+                spare = self._spares.pop((n._shape, n._dtype), None)
+                if spare is not None:
+                    out = self._own(n, args, mirror[0] if mirror is not None else None, spare)
+                    if out is None:
+                        self._spares[(n._shape, n._dtype)] = spare
+                        spare = None
+                    elif mirror is not None:
+                        _memory.set_copy(n, gmem.MIRROR, mirror[1])
+            if out is None:
+                out = self._with_state(n, args, mirror)
+        except Exception as e:  # Ctrl-C and exits propagate (see _run_one): they are no op's failure
+            out = failure_of(n, ins, e)
+        big = type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES
+        if big:
+            track(n)
+        n._data = out
+        n._inputs = ins = ()
+        n._prim = None
+        if started is not None:
+            started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
+        if self._hints:
+            self._announce(n)
+        self.finished(n._seq)
+        if self._held:
+            self._release()
+        if big:  # (the peak also counts what is live when it is read: a small result need not be sampled)
+            gmem.LOCATION.sample_peak()
+        elif spare is not None:
+            self._refill(n)  # (while the kernel runs)
+
+    def _with_state(self, n, args: list, mirror):
+        """``_single`` on the caller's thread with this stream's CuPy state set (device already set), the
+        caller's restored after; then a spare output for the lane, if ``n`` is small and umx's own (see
+        :meth:`_refill`)."""
+        prev_alloc = gmem.use_allocator()
+        prev_stream = cp.cuda.get_current_stream()
+        self.cuda_stream.use()
+        try:
+            out = self._single(n, args, mirror)
+            if (type(out) is cp.ndarray and n._prim.__class__ in _OWN and out.size <= direct.MIRROR_MAX
+                    and len(self._spares) < _MAX_SPARES):
+                self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
+            return out
+        finally:
+            prev_stream.use()
+            gmem.restore_allocator(prev_alloc)
+
+    def _refill(self, n) -> None:
+        """A new spare output of node ``n``'s shape and dtype, for the lane's next launch of that kind. CuPy's pool
+        hands out memory per current stream (a block is reused in its stream's order), so it is allocated with
+        this stream current; the lane calls this after its launch, while the GPU runs the kernel."""
+        prev_alloc = gmem.use_allocator()
+        prev_stream = cp.cuda.get_current_stream()
+        self.cuda_stream.use()
+        try:
+            self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
+        except Exception:  # e.g. the pool's limit: the next launch of this kind allocates its own
+            pass
+        finally:
+            prev_stream.use()
+            gmem.restore_allocator(prev_alloc)
 
     def will_be_read_on(self, node, device) -> None:
         if node._seq > self.done:
@@ -315,12 +468,30 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 self._mark(n._seq)
 
     def _single(self, n, args: list, mirror=None):
-        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel for an elementwise node, a
-        small full reduction or a matrix times a few vectors where one applies (see direct.py), else the kernel
-        table's. ``mirror``: see :meth:`_mirror_for`."""
+        """Node ``n``'s output (a tuple for siblings) as it declares it: umx's own kernel where one applies (see
+        :meth:`_own`), else the kernel table's (CuPy's, on this thread's current stream and allocator).
+        ``mirror``: see :meth:`_mirror_for`."""
         p = n._prim
         c = p.__class__
-        out = None
+        if c in _OWN:
+            out = self._own(n, args, mirror[0] if mirror is not None else None)
+            if out is not None:
+                if mirror is not None:
+                    _memory.set_copy(n, gmem.MIRROR, mirror[1])
+                return out
+        elif c is Matmul and n._dtype in _NARROW_DTYPES and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
+            out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
+            if out is not None:
+                return out
+        out = _call(KERNELS[c], p, args)
+        return out if type(out) is tuple else conform(n, out)
+
+    def _own(self, n, args: list, mirror=None, out=None):
+        """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``_OWN``: an elementwise node or
+        a full reduction; None where none applies. ``mirror``: the kernel's mirror arguments (see
+        ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
+        p = n._prim
+        c = p.__class__
         if c in ELEMENTWISE:
             ins = n._inputs
             if c is Round:
@@ -329,22 +500,10 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 key = (c, n._dtype, ins[0]._dtype, ins[1]._dtype)
             else:
                 key = (c, n._dtype, *[x._dtype for x in ins])
-            out = self._direct.run(key, lambda: ([x._dtype for x in ins], ((p, tuple(range(len(ins)))),),
-                                                 [n._dtype]),
-                                   args, n._shape, n._dtype.np, mirror[0] if mirror is not None else None)
-        elif c in _REDUCTIONS and type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
-            out = self._direct.reduce(c.__name__, args[0], n._shape, n._dtype,
-                                      mirror[0] if mirror is not None else None)
-        elif c is Matmul and n._dtype in _NARROW_DTYPES and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
-            out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
-            if out is not None:
-                return out
-        if out is not None:
-            if mirror is not None:
-                _memory.set_copy(n, gmem.MIRROR, mirror[1])
-            return out
-        out = _call(KERNELS[c], p, args)
-        return out if type(out) is tuple else conform(n, out)
+            return self._direct.run(key, _node_program, n, args, n._shape, n._dtype.np, mirror, out)
+        if type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
+            return self._direct.reduce(c.__name__, args[0], n._shape, n._dtype, mirror, out)
+        return None
 
     def _mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
@@ -365,8 +524,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
         CUDA code cannot express) its steps one by one."""
         root = f.root
-        out = self._direct.run(f.key, lambda: ([x._dtype for x in f.leaves], f.program, [m._dtype for m in f.nodes]),
-                               leaves, root._shape, root._dtype.np, mirror[0] if mirror is not None else None)
+        out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
+                               mirror[0] if mirror is not None else None)
         if out is not None:
             if mirror is not None:
                 _memory.set_copy(root, gmem.MIRROR, mirror[1])
@@ -510,6 +669,17 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self._mark()
+
+
+def _node_program(n) -> tuple:
+    """``(leaf dtypes, program, node dtypes)`` of one elementwise node, for umx's own kernel (see direct.py)."""
+    ins = n._inputs
+    return [x._dtype for x in ins], ((n._prim, tuple(range(len(ins)))),), [n._dtype]
+
+
+def _region_program(f) -> tuple:
+    """``(leaf dtypes, program, node dtypes)`` of fused region ``f``, for umx's own kernel (see direct.py)."""
+    return [x._dtype for x in f.leaves], f.program, [m._dtype for m in f.nodes]
 
 
 def _reads_on_host(devices) -> bool:
