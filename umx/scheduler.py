@@ -165,6 +165,9 @@ def _lane(t, host: bool) -> bool:
     Ctrl-C is not held back here: swapping the handler costs about a microsecond, a twentieth of a GPU ``item()``.
     It lands where it lands, and every state it can find is made whole (``_recover``): a node numbered but not run
     goes to its stream's worker, a run lock taken is given back."""
+    for x in t._inputs:
+        if x._data is None:
+            return False  # (a graph of several nodes: a look without the lock, which _plan_one makes again)
     try:
         with _plan_lock:
             mine = _plan_one(t, host)
@@ -312,9 +315,9 @@ def read_eval(t) -> None:
 
 def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
     """Plan ``targets`` under the lock (see :func:`_plan`); with ``inline``, run the caller's batch if there is
-    one. On the main thread, Ctrl-C is held back until planning is done and that batch has started: the hand-off
-    to the executors must not stop halfway (a Ctrl-C in the batch hands its rest to the worker, and waiting for
-    results, after, stays interruptible)."""
+    one (one target the lane takes first, see :func:`_lane`). Otherwise, on the main thread, Ctrl-C is held back
+    until planning is done and that batch has started: the hand-off to the executors must not stop halfway (a
+    Ctrl-C in the batch hands its rest to the worker, and waiting for results, after, stays interruptible)."""
     ident = get_ident()
     if compile_watch:
         seen = compile_watch.get(ident)
