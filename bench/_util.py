@@ -18,6 +18,26 @@ def median_time(fn, repeats: int = 15, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, repeats: int = 15, warmup: int = 3, block: int = 1) -> dict:
+    """``{name: median wall seconds}`` of the callables in ``fns``, each timed ``repeats`` times in rounds: a
+    round calls every one ``block`` times in a row (each call timed), in turn. A host whose speed drifts (another
+    tenant, a BLAS pool still spinning from the last case) then slows them alike, so their ratios hold where
+    medians taken one after the other may not. A block of calls in a row keeps a microsecond-sized call's code
+    warm, as a loop of it would be."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(-(-repeats // block)):
+        for name, fn in fns.items():
+            ts = times[name]
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def median_ms(fn, runs: int, warmup: int = 3) -> float:
     """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
     return median_time(fn, runs, warmup) * 1e3

@@ -2,8 +2,9 @@
 
 Rows: 1,000 dependent scalar adds then one eval; a scalar add then ``item()``; a 64 MiB float32 elementwise
 chain of 8 ops; a 16M-element sum; 1024^3 and 4096^3 float32 matmuls; an MLP forward pass (batch 256,
-784-512-512-10, relu). Each on the CPU and, where there is one, the GPU. Times are medians; GPU work is
-synchronized inside the timed region. The seed's example per placement is ``bench/seed.py``.
+784-512-512-10, relu). Each on the CPU and, where there is one, the GPU; and first the seed's example per
+placement (``bench/seed.py``). Times are medians, umx and its baselines timed in interleaved rounds (see
+``_util.interleaved_medians``); GPU work is synchronized inside the timed region.
 
 Usage: python bench/suite.py [--quick]
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import median_time  # noqa: E402
+from _util import interleaved_medians  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -172,16 +174,29 @@ def seed_rows(devices: list) -> list:
     dev = {"cpu": mx.cpu, "gpu": mx.gpu}
     rows = []
     for p1, p2 in places:
-        t = median_time(seed.umx_case(dev[p1], dev[p2]), 20)
-        hand = {}
+        fns = {"umx": seed.umx_case(dev[p1], dev[p2])}
         for col, make in (("CuPy" if "gpu" in (p1, p2) else "NumPy", seed.numpy_cupy_case),
                           ("torch", seed.torch_case)):
             try:
-                hand[col] = median_time(make(p1, p2), 20)
+                fns[col] = make(p1, p2)
             except Exception:  # the library is missing here
-                hand[col] = None
-        rows.append((f"{p1}/{p2}", t, hand))
+                pass
+        hand = _timed(fns, 20, 1, "cpu" in (p1, p2))
+        rows.append((f"{p1}/{p2}", hand.pop("umx"), hand))
     return rows
+
+
+def _timed(fns: dict, runs: int, block: int, cpu: bool) -> dict:
+    """``interleaved_medians`` of ``fns``; with ``cpu``, torch's is timed after the others, alone, then a pause.
+    After each call torch's OpenMP threads spin on every core for a while, waiting for more work (measured on the
+    lent machine: a NumPy 1024^3 matmul timed right after torch's took 11 ms instead of 1.8), which would slow
+    whatever runs next."""
+    apart = {"torch": fns.pop("torch")} if cpu and "torch" in fns else {}
+    times = interleaved_medians(fns, runs, block=block)
+    if apart:
+        times.update(interleaved_medians(apart, runs, block=block))
+        time.sleep(0.5)  # (the spinning stops: OpenMP's threads go to sleep)
+    return times
 
 
 class _MX:
@@ -235,8 +250,9 @@ def main() -> None:
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):
             for name, fn, base, runs in cases(dev, args.quick):
                 runs = max(3, runs // 3) if args.quick else runs
-                t = median_time(fn, runs)
-                times = {k: median_time(f, runs) for k, f in base.items()}
+                block = 20 if runs >= 100 else 1  # (calls of microseconds: in runs of 20, caches warm)
+                times = _timed({"umx": fn, **base}, runs, block, dev == "cpu")
+                t = times.pop("umx")
                 cells = " ".join(_cell(times[c]) if c in times else f"{'-':>10}" for c in cols)
                 best = min(times.values()) if times else None
                 ratio = f"{t / best:8.2f}x" if best else "       -"

@@ -870,6 +870,35 @@ def test_a_wait_does_not_query_the_stream_while_a_graph_captures_on_it(monkeypat
 
 
 @gpu_only
+def test_a_new_streams_first_large_reduction_is_right_while_the_default_stream_is_busy(rng, monkeypatch):
+    """A grid reduction's ticket must be zero before the stream's first one runs. It used to be zeroed by
+    cudaMemset, on the legacy default stream, which umx's non-blocking streams do not wait for: behind other work
+    there (CuPy's, the user's), the kernel ran on memory not yet zeroed and lost its last block (no result)."""
+    import cupy as cp
+
+    from umx.backends.cuda import direct
+
+    scratch_bytes = 8 * direct._REDUCE_BLOCKS + 8
+    real_memory = cp.cuda.Memory
+    n = direct.MAX_REDUCE * 16
+    for _ in range(2):
+        dirty = real_memory(scratch_bytes)  # as reused memory may be: not zero (here, every byte 0xFF)
+        cp.cuda.runtime.memset(dirty.ptr, 0xFF, scratch_bytes)
+        cp.cuda.runtime.deviceSynchronize()
+        monkeypatch.setattr(cp.cuda, "Memory", lambda nbytes, d=dirty: d if nbytes == scratch_bytes
+                            else real_memory(nbytes))
+        busy = cp.ones((2048, 2048), cp.float32)
+        for _ in range(16):
+            busy = busy @ busy * (1 / 2048)  # (CuPy's current stream here: the legacy default one)
+        st = mx.new_stream(mx.gpu)
+        h = rng.standard_normal(n).astype(np.float32)
+        x = mx.add(mx.array(h), 0.0, stream=st)
+        got = mx.sum(x, stream=st).item()
+        assert got == pytest.approx(float(h.astype(np.float64).sum()), abs=1e-5 * np.abs(h).sum())
+        cp.cuda.Device().synchronize()
+
+
+@gpu_only
 def test_a_large_reduction_is_the_same_every_time_and_keeps_nans():
     """A grid of blocks adds up its blocks' results in block order: the same bits on every run, whatever order the
     blocks finished in; NaN propagates through max and min; the ticket resets itself between launches of any size."""

@@ -128,8 +128,9 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
 
 def _plan_one(t, host: bool):
     """The commonest eval, planned without a walk: one node whose inputs are all evaluated, on a stream with no
-    work pending. ``(executor, task)`` for the caller to run (the task as ``_number`` makes it; the caller holds the
-    executor's run lock), or None: plan in full (nothing done). Caller holds _plan_lock."""
+    work pending. ``(executor, task, read)`` for the caller to run with ``executor.run_lane`` (the task as
+    ``_number`` makes it; the caller holds the executor's run lock; ``read``: the host reads the small result at
+    once), or None: plan in full (nothing done). Caller holds _plan_lock."""
     if t._data is not None or t._exec is not None or t._siblings is not None:
         return None
     ins = t._inputs
@@ -153,9 +154,7 @@ def _plan_one(t, host: bool):
     seq = ex.submitted = ex.submitted + 1
     t._exec = ex
     t._seq = seq
-    if host and size <= SMALL_READ:
-        ex.will_be_read_on(t, HOST_READER)
-    return ex, task
+    return ex, task, host and size <= SMALL_READ
 
 
 def _lane(t, host: bool) -> bool:
@@ -173,7 +172,7 @@ def _lane(t, host: bool) -> bool:
             mine = _plan_one(t, host)
         if mine is None:
             return False
-        mine[0].run_inline([mine[1]])
+        mine[0].run_lane(mine[1], mine[2])
         return True
     except BaseException:
         _recover(t)

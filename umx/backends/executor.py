@@ -128,6 +128,14 @@ class WorkerExecutor:
         """Take this stream's run lock for the calling thread if the worker is not using it."""
         return self._run_lock.acquire(blocking=False)
 
+    def run_lane(self, task, read: bool) -> None:
+        """Run the one task that the scheduler's lane planned (see ``scheduler._lane``) on the calling thread,
+        which holds the run lock; ``read``: the caller reads the small result on the host at once. Ctrl-C as for
+        ``run_inline``."""
+        if read:
+            self.will_be_read_on(task[0] if type(task) is tuple else task, HOST_READER)
+        self.run_inline([task])
+
     def run_inline(self, tasks: list, started=None) -> None:
         """Run ``tasks`` on the calling thread; the caller holds the run lock (``try_run_inline``).
 

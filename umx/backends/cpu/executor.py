@@ -72,6 +72,9 @@ class CpuExecutor(WorkerExecutor):
             upload = None
         return out, upload
 
+    def run_lane(self, task, read: bool) -> None:
+        self.run_inline([task])  # (a result the host reads is already there: no hint to give)
+
     def run_inline(self, tasks: list, started=None) -> None:
         # the caller's thread: the same NumPy error state as the worker's, and the caller's back after
         if _errors_ignored is None:

@@ -157,7 +157,8 @@ class Launcher:
         else:
             blocks = min(_REDUCE_BLOCKS, n // (8 * _BLOCK))  # (at least 8 elements per thread)
             if self._scratch is None:
-                self._scratch = _zeroed(8 * _REDUCE_BLOCKS + 8)  # not from a pool: it lives as long as the stream
+                # (not from a pool: it lives as long as the stream)
+                self._scratch = _zeroed(8 * _REDUCE_BLOCKS + 8, self.stream)
             partials = self._scratch.ptr
             ticket = partials + 8 * _REDUCE_BLOCKS
         if out is None:
@@ -284,10 +285,12 @@ _COMBINE = {
 }
 
 
-def _zeroed(nbytes: int):
-    """Device memory of ``nbytes`` zero bytes, outside every pool."""
+def _zeroed(nbytes: int, stream: int):
+    """Device memory of ``nbytes`` bytes, outside every pool, zeroed in the order of CUDA stream ``stream`` (the
+    kernels that use it run there). Not by ``cudaMemset``: that runs on the legacy default stream, which a
+    non-blocking stream does not wait for, so the first kernel could read the memory before it is zeroed."""
     mem = cp.cuda.Memory(nbytes)
-    cp.cuda.runtime.memset(mem.ptr, 0, nbytes)
+    cp.cuda.runtime.memsetAsync(mem.ptr, 0, nbytes, stream)
     return mem
 
 
@@ -430,7 +433,6 @@ class Mirrors:
                            for s in range(self.SLOTS)]
         self._free = list(range(self.SLOTS))
         self._token = 0
-        self._low = np.zeros(1, np.uint32)  # a packed result's bits, as the host unpacks them (see collect)
 
     def take(self, ex, seq: int):
         """A slot for node ``seq`` of executor ``ex``: ``(launch argument, reader)``, or None if all are taken."""
@@ -461,44 +463,43 @@ class Mirrors:
 
     def collect(self, slot: int, token: int, out: np.ndarray, stream) -> None:
         """Copy the output written to ``slot`` (see :meth:`reserve`) into host array ``out`` (of its shape and
-        dtype) once its kernel, the last work enqueued on CUDA ``stream``, has raised the flag: spinning briefly,
-        then synchronizing the stream, which raises the kernel's error if it failed. One element of at most
-        ``PACK_MAX_BYTES`` comes packed in the flag (the kernel had no output pointer). The slot is free again
-        after, whatever happens."""
+        dtype) once its kernel, the last work enqueued on CUDA ``stream``, has raised the flag (see
+        :func:`_await`; a failed kernel's error is raised). One element of at most ``PACK_MAX_BYTES`` comes packed
+        in the flag (the kernel had no output pointer). The slot is free again after, whatever happens."""
         try:
-            flags = self.flags
             if out.size == 1 and out.itemsize <= PACK_MAX_BYTES:
-                # the value's bits are taken from the very load that saw the token, then reinterpreted
-                src = self._low.view(out.dtype)[:1].reshape(out.shape)  # (made while the kernel runs)
-                want = token & 0xFFFFFFFF
-                word = int(flags[slot])
-                if word >> 32 != want:
-                    deadline = time.perf_counter() + SPIN_SECONDS
-                    while True:
-                        word = int(flags[slot])
-                        if word >> 32 == want:
-                            break
-                        if time.perf_counter() > deadline:
-                            stream.synchronize()
-                            word = int(flags[slot])
-                            if word >> 32 != want:
-                                raise RuntimeError("umx: a kernel finished without writing its result to the host")
-                            break
-                self._low[0] = word & 0xFFFFFFFF
-                np.copyto(out, src)
+                bits = out.view(_BITS[out.itemsize])  # (made while the kernel runs)
+                bits[...] = _await(self.flags, slot, token & 0xFFFFFFFF, 32, stream.synchronize) & 0xFFFFFFFF
                 return
             view = np.frombuffer(self._mem, out.dtype, out.size, slot * self.SLOT_BYTES).reshape(out.shape)
-            if flags[slot] != token:
-                deadline = time.perf_counter() + SPIN_SECONDS
-                while flags[slot] != token:
-                    if time.perf_counter() > deadline:
-                        stream.synchronize()
-                        if flags[slot] != token:
-                            raise RuntimeError("umx: a kernel finished without writing its result to the host")
-                        break
+            _await(self.flags, slot, token, 0, stream.synchronize)
             np.copyto(out, view)
         finally:
             self._free.append(slot)
+
+
+_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # a packed result's bits, by its size (see Mirrors.collect)
+
+
+def _await(flags: np.ndarray, slot: int, want: int, shift: int, block) -> int:
+    """The word in flag ``slot`` once its bits from ``shift`` up read ``want``: a look, then spinning for up to
+    ``SPIN_SECONDS`` (the usual wait: a few microseconds of GPU latency), then ``block()``, which returns once the
+    kernel has finished or raises its error, and a last look."""
+    word = int(flags[slot])
+    if word >> shift == want:
+        return word
+    deadline = time.perf_counter() + SPIN_SECONDS
+    while time.perf_counter() < deadline:
+        word = int(flags[slot])
+        if word >> shift == want:
+            return word
+    block()
+    word = int(flags[slot])
+    if word >> shift != want:
+        # (a bug of umx's, never to be hidden: a kernel that did not run to its end wrote no result either)
+        raise RuntimeError(f"umx: a kernel finished without writing its result to the host (slot {slot}: flag "
+                           f"{word:#x}, wanted {want:#x} from bit {shift})")
+    return word
 
 
 class MirrorRead:
@@ -514,22 +515,18 @@ class MirrorRead:
         self.seq = seq
 
     def read(self, shape: tuple, dtype) -> np.ndarray:
-        """The output on the host: waits for the kernel's flag (spinning briefly, then on an event)."""
+        """The output on the host once the kernel's flag is up (see :func:`_await`)."""
         m = self.mirrors
         try:
             slot = self.slot
             view = np.frombuffer(m._mem, dtype, prod(shape), slot * m.SLOT_BYTES).reshape(shape)  # (meanwhile)
-            flags = m.flags
-            token = self.token
-            if flags[slot] != token:
-                deadline = time.perf_counter() + SPIN_SECONDS
-                while flags[slot] != token:
-                    if time.perf_counter() > deadline:
-                        self.ex.wait(self.seq)  # the kernel has finished, or its error is raised here
-                        break
+            _await(m.flags, slot, self.token, 0, self._wait)
             return view.copy()
         finally:
             self.release()
+
+    def _wait(self) -> None:
+        self.ex.wait(self.seq)  # the kernel has finished, or its error is raised here
 
     def release(self) -> None:
         """Give the slot back (once)."""

@@ -112,13 +112,27 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 return False
         return True
 
+    def run_lane(self, task, read: bool) -> None:
+        # (the lane plans nothing while a trace records; a host read goes to _run_one as is, not through _hints)
+        if not spilled[0]:
+            args = self._alone(task)
+            if args is not None:
+                self._run_one(task[0] if type(task) is tuple else task, args, None, read)
+                return
+        super().run_lane(task, read)
+
     def run_inline(self, tasks: list, started=None) -> None:
         # The caller launches its own batch (two thread hand-offs saved: most of a small op's latency).
         if len(tasks) == 1 and not spilled[0] and _tracing.active is None:
             t = tasks[0]
             args = self._alone(t)
             if args is not None:
-                self._run_one(t[0] if type(t) is tuple else t, args, started)
+                n = t[0] if type(t) is tuple else t
+                hints = self._hints
+                read = bool(hints) and hints.get(n._seq) is _HOST_ONLY
+                if read:
+                    del hints[n._seq]
+                self._run_one(n, args, started, read)
                 return
         # CuPy's device, stream and allocator are per thread: set here for the batch, the caller's restored after.
         prev_device = _runtime.getDevice()
@@ -162,19 +176,19 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             args.append(d)
         return args
 
-    def _run_one(self, n, args: list, started) -> None:
+    def _run_one(self, n, args: list, started, read: bool) -> None:
         """``run_inline`` of one node with its arguments (see :meth:`_alone`): what ``_run`` does for it, without a
         batch's loop and bookkeeping. It is the commonest eval of all (``(x + 1).item()``), and its latency is host
         time up to the kernel's launch, then the GPU's: work that can wait for the launch waits. umx's own kernel
         is launched without touching CuPy's per-thread state, into a spare output (see :meth:`_refill`) or, for a
-        small result the host reads at once, into host memory (:meth:`_run_to_host`); anything else runs with that
-        state set, as a batch does. Ctrl-C is handled as ``WorkerExecutor.run_inline`` does."""
+        small result the host reads at once (``read``), into host memory (:meth:`_run_to_host`); anything else
+        runs with that state set, as a batch does. Ctrl-C is handled as ``WorkerExecutor.run_inline`` does."""
         prev_device = -1
         try:
             prev_device = _runtime.getDevice()
             if prev_device != self.index:
                 _runtime.setDevice(self.index)
-            if not self._run_to_host(n, args, started):
+            if not (read and self._run_to_host(n, args, started)):
                 self._run_on_device(n, args, started)
         except BaseException:
             if n._data is None:
@@ -195,8 +209,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         data: a later GPU reader takes a one-element array as a constant, or copies it in. No device buffer is
         allocated and no copy is enqueued: the launch, then the GPU's latency, then one look at the flag. False
         where this does not apply (nothing done)."""
-        hints = self._hints
-        if not hints or n._prim.__class__ not in _OWN or hints.get(n._seq) is not _HOST_ONLY:
+        if n._prim.__class__ not in _OWN:
             return False
         size = prod(n._shape)
         if not 0 < size <= direct.MIRROR_MAX:
@@ -225,7 +238,6 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         except BaseException:
             mirrors.free(slot)  # (a later kernel that takes it runs after this one, in stream order)
             raise
-        del hints[n._seq]
         if launched:
             try:
                 data = np.empty(n._shape, n._dtype.np)  # (made and counted while the kernel runs)
@@ -514,8 +526,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         if devices is None or (devices is not _HOST_ONLY and not _reads_on_host(devices)):
             return None
         root = n.root if type(n) is Fused else n
-        if root._siblings is not None or prod(root._shape) > direct.MIRROR_MAX:
-            return None
+        if root._siblings is not None or not 0 < prod(root._shape) <= direct.MIRROR_MAX:
+            return None  # (an empty output launches no kernel: nothing would raise the flag)
         if self._mirrors is None:
             self._mirrors = direct.Mirrors()
         return self._mirrors.take(self, root._seq)
