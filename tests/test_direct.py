@@ -887,12 +887,15 @@ def test_a_new_streams_first_large_reduction_is_right_while_the_default_stream_i
         cp.cuda.runtime.deviceSynchronize()
         monkeypatch.setattr(cp.cuda, "Memory", lambda nbytes, d=dirty: d if nbytes == scratch_bytes
                             else real_memory(nbytes))
-        busy = cp.ones((2048, 2048), cp.float32)
-        for _ in range(16):
-            busy = busy @ busy * (1 / 2048)  # (CuPy's current stream here: the legacy default one)
         st = mx.new_stream(mx.gpu)
         h = rng.standard_normal(n).astype(np.float32)
         x = mx.add(mx.array(h), 0.0, stream=st)
+        assert mx.sum(x[:256], stream=st).item() == pytest.approx(float(h[:256].sum()), abs=1e-4)
+        # (the stream's pinned memory is made: allocating it synchronizes the device, which would drain the work
+        # below before the scratch area is made)
+        busy = cp.ones((2048, 2048), cp.float32)
+        for _ in range(16):
+            busy = busy @ busy * (1 / 2048)  # (CuPy's current stream here: the legacy default one)
         got = mx.sum(x, stream=st).item()
         assert got == pytest.approx(float(h.astype(np.float64).sum()), abs=1e-5 * np.abs(h).sum())
         cp.cuda.Device().synchronize()
