@@ -9,6 +9,7 @@ its inputs, so that the graph behind it can be freed. Copies of the data at othe
 from __future__ import annotations
 
 import itertools
+from math import prod
 
 import numpy as np
 
@@ -97,10 +98,16 @@ class array:  # noqa: N801 (MLX's name)
 
     def item(self):
         """The value of a one-element array as a Python scalar."""
-        if self.size != 1:
+        shape = self._shape
+        if shape and prod(shape) != 1:  # (a 0-d array, the commonest, skips the product)
             raise ValueError("item: only length-1 arrays can be converted to Python scalars; "
-                             f"this one has shape {self._shape}")
-        return self._host().item()
+                             f"this one has shape {shape}")
+        if self._data is None:  # (_host, inline: this is the path of every loss and count read in a loop)
+            (_read_eval or _bind()[1])(self)
+        d = self._data
+        if type(d) is not np.ndarray:
+            d = np.asarray(memory.host_copy(self))
+        return d.item()
 
     def tolist(self):
         """The values as nested Python lists (a scalar for a 0-d array)."""
