@@ -247,11 +247,18 @@ def main() -> None:
         ratio = f"{t / best:8.2f}x" if best else "       -"
         print(f"{'seed ' + name:30} {'':4} {_cell(t)} {cells}  {ratio}")
     for dev in devices:
+        if dev == "gpu":
+            # After the CPU rows' all-core work the lent host ran slower for a while: a GPU item() timed in a fresh
+            # process took 13.9 us, and 16.9 right after 8 s of BLAS on every core.
+            time.sleep(5)
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):
             for name, fn, base, runs in cases(dev, args.quick):
                 runs = max(3, runs // 3) if args.quick else runs
-                block = 20 if runs >= 100 else 1  # (calls of microseconds: in runs of 20, caches warm)
-                times = _timed({"umx": fn, **base}, runs, block, dev == "cpu")
+                # Calls of microseconds go in blocks of 200 in a row (three rounds), as a loop makes them and as
+                # bench/latency.py times them: in blocks of 20, each library's first calls after another's are
+                # slower (its code and data evicted), which weighs most on the one with most Python on the path.
+                block = 200 if runs >= 100 else 1
+                times = _timed({"umx": fn, **base}, 3 * block if runs >= 100 else runs, block, dev == "cpu")
                 t = times.pop("umx")
                 cells = " ".join(_cell(times[c]) if c in times else f"{'-':>10}" for c in cols)
                 best = min(times.values()) if times else None
