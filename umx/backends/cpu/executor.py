@@ -8,11 +8,12 @@ from ... import backends, memory
 from ...dtypes import bfloat16
 from ...fusion import Fused
 from ..executor import Failure, WorkerExecutor, failure_of, set_result
-from ..xp import bind, round_bf16
+from ..xp import round_bf16
 from .fused import run_fused
+from .kernels import make_table
 from .reduce_split import split_reductions
 
-KERNELS = split_reductions(bind(np))
+KERNELS = split_reductions(make_table())
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 

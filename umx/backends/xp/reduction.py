@@ -12,24 +12,7 @@ def _sum_prod(xp, prim, x):
     return fn(x, axis=prim.axes, dtype=x.dtype, keepdims=prim.keepdims)
 
 
-@kernel(r.Mean)
-def _mean(xp, prim, x):
-    # NumPy's mean wraps its sum in a few microseconds of Python (a loss's mean: 4x the sum itself). For float32 and
-    # float64 the same steps, spelled out: the pairwise sum in x's dtype, then one division by the count as an
-    # integer, the result cast back (so the same bits as numpy.mean). CuPy's mean is its own kernel.
-    if xp.__name__ != "numpy" or x.dtype.char not in "fd":
-        return xp.mean(x, axis=prim.axes, keepdims=prim.keepdims)
-    s = xp.add.reduce(x, axis=prim.axes, keepdims=prim.keepdims)
-    count = 1
-    for a in prim.axes:
-        count *= x.shape[a]
-    count = xp.intp(count)
-    if s.__class__ is xp.ndarray:
-        return xp.true_divide(s, count, out=s, casting="unsafe")
-    return x.dtype.type(s / count)
-
-
-@kernel(r.Max, r.Min, r.All, r.Any)
+@kernel(r.Max, r.Min, r.All, r.Any, r.Mean)
 def _reduce(xp, prim, x):
     if x.size == 0 and type(prim) in (r.Max, r.Min):
         raise ValueError(f"{prim.name}: cannot reduce an empty array of shape {x.shape} over axes {prim.axes}")
