@@ -11,6 +11,7 @@ Device backends subclass this and override ``run_batch`` and the readiness test.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import traceback
@@ -39,15 +40,16 @@ HOST_READER = _HostReader()
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 
-    __slots__ = ("error", "tb")
+    __slots__ = ("error",)
 
     def __init__(self, error: BaseException):
         self.error = error
-        self.tb = error.__traceback__
 
     def reraise(self):
-        """Raise the error with its original traceback (re-raising as is would grow it at every eval)."""
-        raise self.error.with_traceback(self.tb)
+        """Raise a copy of the error. Not the stored error itself: raising it would give it a traceback of the
+        caller's frames, which hold the failed node, and node, Failure, error and frames would then hold each
+        other (and the caller's arrays) until the garbage collector runs."""
+        raise _fresh(self.error)
 
     def __array__(self, *args, **kwargs):
         self.reraise()
@@ -55,8 +57,27 @@ class Failure:
     shape = ()
 
 
+def _fresh(error: BaseException) -> BaseException:
+    """A new exception equal to ``error``: same type, arguments, notes and attributes, and the same cause."""
+    try:
+        new = copy.copy(error)  # (through __reduce__: the class's own constructor)
+    except Exception:
+        try:
+            new = type(error).__new__(type(error), *error.args)
+            new.__dict__.update(error.__dict__)
+        except Exception:
+            return error  # an exception that cannot be copied: raised as is
+    new.__cause__ = error.__cause__
+    new.__context__ = error.__context__
+    new.__suppress_context__ = error.__suppress_context__
+    return new
+
+
 def failure_of(node, inputs, error: BaseException) -> Failure:
-    """The Failure a node gets: an input's failure if it had one (the root cause), else a new one naming the op."""
+    """The Failure a node gets: an input's failure if it had one (the root cause), else a new one naming the op.
+
+    The kernel's traceback is kept as text in a note, not as frames: a frame links to its callers' frames (the
+    whole stack at the time, user frames and their arrays included), which a stored error would keep alive."""
     for x in inputs:
         if type(x._data) is Failure:
             return x._data
@@ -65,12 +86,23 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
     shapes = ", ".join(f"{x.shape} {x.dtype.name}" for x in inputs)
     error.add_note(f"umx: raised by {node._prim!r} on {node._stream!r} (inputs: {shapes or 'none'})")
     tb = error.__traceback__
-    if tb is not None:
-        # Keep the kernel's frames, not the worker's: its locals would hold the batch alive with the error.
-        tb = tb.tb_next
-        traceback.clear_frames(tb)
-        error.__traceback__ = tb
+    if tb is not None and tb.tb_next is not None:  # (the first frame is the executor's own)
+        error.add_note("umx: the kernel's traceback (most recent call last):\n"
+                       + "".join(traceback.format_tb(tb.tb_next)).rstrip())
+    _drop_tracebacks(error)
     return Failure(error)
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Drop the traceback frames of ``error`` and of the exceptions chained to it."""
+    seen = set()
+    stack = [error]
+    while stack:
+        e = stack.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            e.__traceback__ = None
+            stack += (e.__cause__, e.__context__)
 
 
 _NEVER = float("inf")
