@@ -136,3 +136,22 @@ def test_a_failed_node_keeps_no_frame_of_the_caller(device, no_gc):
     assert mx.get_active_memory() == base
     with pytest.raises(IndexError):
         mx.eval(bad)
+
+
+def test_a_ctrl_c_while_a_buffer_is_freed_leaves_no_bytes_counted(no_gc):
+    import sys
+
+    def interrupt(frame, event, arg):  # a Ctrl-C at the first Python line run while the buffer is freed
+        if event == "call" and frame.f_code.co_filename.endswith("memory.py"):
+            raise KeyboardInterrupt
+
+    base = mx.get_active_memory()
+    x = mx.array(np.ones(N, np.float32))
+    mx.eval(x)
+    assert mx.get_active_memory() == base + 4 * N
+    sys.setprofile(interrupt)
+    try:
+        del x
+    finally:
+        sys.setprofile(None)
+    assert mx.get_active_memory() == base

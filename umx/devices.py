@@ -70,7 +70,7 @@ class Device:
 
 _DEVICES: dict = {}
 _stream_counter = itertools.count()
-_lock = threading.Lock()  # guards defaults and stream creation, never held while work runs
+_lock = threading.RLock()  # guards defaults and stream creation, never held while work runs (reentrant: signals)
 
 
 class Stream:

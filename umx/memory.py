@@ -65,13 +65,16 @@ def handler_for(data):
     return _locations.get(type(data))
 
 
-# Host buffers that arrays' data lives in: id(buffer) -> a weak reference whose callback un-counts the buffer when
-# it is freed. A buffer counts once, from the first array that gets it (or a view of it) to its release: counting
-# buffers, not arrays, costs nothing when an array is freed (no finalizer per node), and a view keeps its whole
-# buffer alive, so the buffer is what occupies memory.
+# Host buffers that arrays' data lives in: id(buffer) -> a weak reference to it. A buffer counts once, from the
+# first array that gets it (or a view of it) to its release: counting buffers, not arrays, costs nothing when an
+# array is freed (no finalizer per node), and a view keeps its whole buffer alive, so the buffer is what occupies
+# memory.
 _tracked: dict[int, object] = {}
+# A freed buffer's reference is appended here by ``list.append`` itself (no Python frame, so a Ctrl-C cannot
+# land in it and leave the bytes counted), and un-counted by the next reader of the counts (``_uncount_freed``).
+_dead: list = []
 # MUST be held to change _tracked and HOST: workers fill arrays and free buffers at once. Reentrant: a buffer may
-# be freed, and its callback run, on a thread that holds it.
+# be freed on a thread that holds it, and a signal handler may run there.
 _lock = threading.RLock()
 
 
@@ -89,16 +92,21 @@ HOST = _HostBytes()
 
 
 class _Counted(weakref.ref):
-    """The weak reference to a counted buffer: its callback un-counts ``nbytes``."""
+    """The weak reference to a counted buffer, with what it counts."""
 
     __slots__ = ("key", "nbytes")
 
 
-def _freed(ref: _Counted) -> None:
+def _uncount_freed() -> None:
+    """Un-count the buffers freed since the last call. Each is taken off ``_dead`` only once un-counted, and
+    nothing between the two can be interrupted (no call), so an interrupt loses none."""
     with _lock:
-        if _tracked.get(ref.key) is ref:
-            del _tracked[ref.key]
-            HOST.active -= ref.nbytes
+        while _dead:
+            ref = _dead[-1]
+            if _tracked.get(ref.key) is ref:
+                del _tracked[ref.key]
+                HOST.active -= ref.nbytes
+            _dead.pop()
 
 
 def _buffer(data: np.ndarray) -> np.ndarray:
@@ -111,14 +119,16 @@ def _buffer(data: np.ndarray) -> np.ndarray:
 def acquire(data) -> None:
     """Count ``data``, an array's newly set result, if it is host memory not counted yet."""
     if type(data) is np.ndarray:
+        if _dead:  # (first: a freed buffer's id may already be this one's)
+            _uncount_freed()
         buf = data if data.base is None else _buffer(data)
         key = id(buf)
-        if key in _tracked:  # (an id is removed by the callback, before the memory can be reused)
+        if key in _tracked:
             return
         with _lock:
             if key in _tracked:
                 return
-            ref = _Counted(buf, _freed)
+            ref = _Counted(buf, _dead.append)
             ref.key = key
             ref.nbytes = n = buf.nbytes
             _tracked[key] = ref
@@ -141,6 +151,8 @@ def check_host_limit(nbytes: int) -> None:
     limit, only the operating system limits the host.
     """
     lim = _memory_limit
+    if _dead:
+        _uncount_freed()
     if lim and HOST.active + nbytes > lim:
         raise MemoryError(f"cannot allocate {nbytes} bytes: {HOST.active} bytes are in use and the memory "
                           f"limit is {lim} bytes (see set_memory_limit)")
@@ -202,6 +214,7 @@ def memory_by_location() -> dict:
     A device handler reports per device through ``memory_stats()`` (location name -> that dict) if it has one,
     else its totals go under its ``name`` (default ``"gpu"``).
     """
+    _uncount_freed()
     out = {"host": {"active": HOST.active, "peak": HOST.peak, "cache": host_pool.cached_bytes()}}
     for h in _locations.values():
         stats = getattr(h, "memory_stats", None)
@@ -214,6 +227,7 @@ def memory_by_location() -> dict:
 
 def get_active_memory() -> int:
     """Bytes held by live arrays, on the host and every device."""
+    _uncount_freed()
     return HOST.active + sum(h.active() for h in _locations.values())
 
 
@@ -224,6 +238,7 @@ def get_peak_memory() -> int:
 
 def reset_peak_memory() -> None:
     """Start measuring the peak afresh from the current usage."""
+    _uncount_freed()
     with _lock:
         HOST.peak = HOST.active
     for h in _locations.values():

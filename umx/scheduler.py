@@ -37,7 +37,8 @@ __all__ = ["eval", "async_eval"]
 
 # MUST be held while planning: it makes "not yet scheduled" and the seq numbers consistent across threads that
 # evaluate overlapping graphs. Never held while waiting for results.
-_plan_lock = threading.Lock()
+_plan_lock = threading.RLock()
+_planning = False  # True while the holder of _plan_lock walks the graph (a reentrant call there is refused)
 _SIGINT = int(signal.SIGINT)
 
 #: a batch of at most this many tasks on a stream whose batches only enqueue work (a GPU's) is launched by the
@@ -70,6 +71,19 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
     (``try_run_inline``).
     With ``host``, the caller reads the targets on the host next: small ones are hinted so (``SMALL_READ``).
     """
+    global _planning
+    if _planning:  # (the lock is reentrant, so that this is an error, not a deadlock)
+        raise RuntimeError("umx: eval was called while this thread was planning another eval (from a signal "
+                           "handler or a finalizer?): evaluate it before, or after the eval returns")
+    _planning = True
+    try:
+        return _plan_marked(targets, inline, host)
+    finally:
+        _planning = False
+
+
+def _plan_marked(targets: list, inline: bool, host: bool):
+    """:func:`_plan`'s work, while no reentrant call may plan."""
     mark = _PLANNING
     try:
         order = collect(targets, mark, FUSION)
@@ -335,33 +349,30 @@ def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
         if mine is not None:
             _run_inline(mine)
         return
-    prev = _signal.getsignal(_SIGINT)
-    if prev is not None:  # (None: a handler installed from C, which we cannot restore)
-        try:
-            _signal.signal(_SIGINT, _hold)
-        except ValueError:  # the main thread of another interpreter
-            prev = None
+    deferred = _defer_handlers()
     try:
         with _plan_lock:
             mine = _plan(targets, inline, host)
     except BaseException:
-        _let_through(prev)
+        _let_through(deferred)
         raise
     if mine is None:
-        _let_through(prev)
-    elif prev is None:
-        _run_inline(mine)
-    else:
-        let = [prev]  # emptied once let through: whatever the batches do, the user's handler is given back
+        _let_through(deferred)
+        return
+    # Ctrl-C's default handler only raises: it may interrupt the caller's own batch (whose rest then goes to the
+    # worker). Any other handler may evaluate, and waits until this thread has no work in hand.
+    first = [d for d in deferred if d[0] == _SIGINT and d[1] is _default_int_handler]
+    rest = [d for d in deferred if not first or d is not first[0]]
 
-        def started():
-            if let:
-                _let_through(let.pop())
+    def started():
+        if first:
+            _let_through([first.pop()])
 
-        try:
-            _run_inline(mine, started)
-        finally:
-            started()
+    try:
+        _run_inline(mine, started)
+    finally:
+        started()
+        _let_through(rest)
 
 
 def _run_inline(mine: list, started=None) -> None:
@@ -377,16 +388,41 @@ def _run_inline(mine: list, started=None) -> None:
         started = None
 
 
-def _let_through(prev) -> None:
-    """Give the user's Ctrl-C handler back (``prev``, None if none was taken) and deliver the Ctrl-Cs held."""
-    if prev is not None:
-        _signal.signal(_SIGINT, prev)
-        if _held:
-            _held.clear()
-            _signal.raise_signal(_SIGINT)  # delivered now, to the user's handler
+#: signals whose Python handlers are held back while the main thread plans and runs its own batches: a handler
+#: runs between any two bytecodes, and one that evaluates (a checkpoint saved on SIGTERM) must not find this
+#: thread holding the plan lock or work that only it can finish
+_DEFERRED = tuple(int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGALRM", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                                                   "SIGUSR2") if hasattr(signal, n))
+_default_int_handler = signal.default_int_handler
 
 
-_held: list = []  # Ctrl-Cs that arrived while planning
+def _defer_handlers() -> list:
+    """Swap the Python handlers of ``_DEFERRED`` signals for one that notes the signal: ``(signum, handler)`` for
+    each swapped. Default and ignored dispositions are left alone (no Python code runs for them)."""
+    swapped = []
+    for signum in _DEFERRED:
+        prev = _signal.getsignal(signum)
+        if callable(prev):
+            try:
+                _signal.signal(signum, _hold)
+            except ValueError:  # the main thread of another interpreter
+                break
+            swapped.append((signum, prev))
+    return swapped
+
+
+def _let_through(deferred: list) -> None:
+    """Give the user's handlers back (``(signum, handler)`` pairs) and deliver the signals held meanwhile."""
+    for signum, prev in deferred:
+        _signal.signal(signum, prev)
+    for signum, _ in deferred:
+        if signum in _held:
+            while signum in _held:
+                _held.remove(signum)
+            _signal.raise_signal(signum)  # delivered now, to the user's handler
+
+
+_held: list = []  # signals that arrived while their handlers were held back
 
 
 def _hold(signum, frame) -> None:

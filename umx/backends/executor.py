@@ -116,7 +116,8 @@ class WorkerExecutor:
         self.device = stream.device
         self.submitted = 0  # the last seq handed out; changed only under the scheduler's lock
         self.done = 0  # the last seq finished; written only by the worker thread
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a signal handler that evaluates may interrupt this thread inside a wait's locked region.
+        self._cond = threading.Condition(threading.RLock())
         self._wanted: list[int] = []  # seqs that threads wait for; changed under _cond
         self._wake_at = _NEVER  # min(_wanted): the worker notifies only once done reaches it
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -142,6 +143,12 @@ class WorkerExecutor:
         """Block until node ``seq`` of this stream is finished and its data is readable by the host."""
         if self.done >= seq:
             return
+        if self._run_lock._is_owned():
+            raise RuntimeError(
+                f"umx: this thread waits for work on {self.stream!r} that only it can run: it was interrupted "
+                "while running that stream's work (an eval inside a signal handler or a finalizer?). Evaluate what "
+                "the handler needs before the signal can arrive, or let the handler set a flag and act on it "
+                "after the eval returns.")
         with self._cond:
             self._wanted.append(seq)
             if seq < self._wake_at:

@@ -21,7 +21,7 @@ __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", 
            "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
-_lock = threading.Lock()  # MUST be held to advance the global key: samplers may run on several threads
+_lock = threading.RLock()  # MUST be held to advance the global key (reentrant: a signal handler may draw)
 _global = [0, 0]
 #: threads on which ``compile`` is tracing (ident -> list): keys drawn from the global key there are recorded, so
 #: that replays draw fresh ones

@@ -72,7 +72,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             self.cuda_stream = cp.cuda.Stream(non_blocking=True)
             self.copy_stream = cp.cuda.Stream(non_blocking=True)
         self._marks: list = []  # (seq, event), recorded in stream order; guarded by _mark_lock
-        self._mark_lock = threading.Lock()
+        self._mark_lock = threading.RLock()  # (reentrant: a signal handler on a thread that holds it may wait)
         self._complete = 0  # every node up to this seq has finished on the GPU
         self._marked = 0  # the seq of the last mark
         self._held: list = []  # (event, refs): data that GPU work reads, kept alive until event has passed

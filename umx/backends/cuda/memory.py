@@ -36,7 +36,7 @@ SMALL_COPY_BYTES = 1 << 16
 
 POOL = cp.cuda.MemoryPool()
 _pinned_pool = cp.get_default_pinned_memory_pool()
-_lock = threading.Lock()  # MUST be held to change the pinned counters: any thread may stage a copy
+_lock = threading.RLock()  # MUST be held to change the pinned counters (any thread stages copies; reentrant)
 _pinned_live = 0
 _peak = 0
 
