@@ -393,6 +393,27 @@ def test_learning_rate_forms(device):
         assert isinstance(opt.learning_rate, mx.array)
 
 
+@pytest.mark.parametrize("name,kwargs", [("AdamW", dict(bias_correction=True, weight_decay=0.1)),
+                                         ("Lion", dict(weight_decay=0.1)),
+                                         ("Adafactor", dict(relative_step=False, weight_decay=0.1))])
+def test_learning_rate_changed_between_updates(device, name, kwargs):
+    """Values shared by every parameter of an update (bias corrections, decay factors) follow a learning rate
+    set between updates."""
+    rng = np.random.default_rng(10)
+    lrs = [0.01, 0.05, 0.002]
+    params = _random_tree(rng)
+    grads_seq = [_random_tree(rng) for _ in lrs]
+    with mx.stream(device):
+        opt = getattr(optim, name)(learning_rate=lrs[0], **kwargs)
+        got = tree_map(mx.array, params)
+        for lr, grads in zip(lrs, grads_seq):
+            opt.learning_rate = lr
+            got = opt.apply_gradients(tree_map(mx.array, grads), got)
+    want, _ = _reference(name, kwargs, params, grads_seq, lr_at=lambda t: lrs[t])
+    for path, value in tree_flatten(got):
+        assert_close(value, want[path], rtol=1e-4, atol=1e-5)
+
+
 def test_empty_update_advances_the_step():
     opt = optim.Adam(optim.exponential_decay(0.1, 0.5))
     for _ in range(3):

@@ -59,6 +59,7 @@ class Optimizer:
         self._initialized = False
         self._state = {"step": mx.array(0, mx.uint64)}
         self._schedulers = dict(schedulers or {})
+        self._shared = None  # (step, learning rate, {key: value}): see _per_update
 
     def update(self, model, gradients) -> None:
         """Apply the gradients to the parameters of ``model`` and update the model with the new parameters.
@@ -159,6 +160,20 @@ class Optimizer:
     @learning_rate.setter
     def learning_rate(self, learning_rate) -> None:
         self.state["learning_rate"] = mx.array(learning_rate)
+
+    def _per_update(self, key, make: Callable):
+        """``make()``, computed once per update and shared by every parameter: values that depend only on the
+        step count and the learning rate (bias corrections, decay factors). Each would otherwise be a few tiny
+        ops per parameter. Keyed by the identity of the state's current step and learning rate arrays, so a new
+        update, a new learning rate or a loaded state computes it again."""
+        step, lr = self.state["step"], self.state.get("learning_rate")
+        shared = self._shared
+        if shared is None or shared[0] is not step or shared[1] is not lr:
+            shared = self._shared = (step, lr, {})
+        values = shared[2]
+        if key not in values:
+            values[key] = make()
+        return values[key]
 
     def _maybe_schedule(self, name: str, value) -> None:
         """Put hyperparameter ``name`` in ``state``: ``value``, or, for a callable, its value at the current step,
@@ -384,9 +399,9 @@ class Adam(Optimizer):
         state["v"] = v
         if not self.bias_correction:
             return parameter - self.learning_rate.astype(gradient.dtype) * m / (mx.sqrt(v) + self.eps)
-        step = self.step
-        m_scale = (self.learning_rate / (1 - b1**step)).astype(gradient.dtype)
-        v_scale = mx.rsqrt(1 - b2**step).astype(gradient.dtype)
+        m_scale, v_scale = self._per_update(("bias_correction", gradient.dtype), lambda: (
+            (self.learning_rate / (1 - b1**self.step)).astype(gradient.dtype),
+            mx.rsqrt(1 - b2**self.step).astype(gradient.dtype)))
         return parameter - m_scale * m / (mx.sqrt(v) * v_scale + self.eps)
 
 
@@ -415,8 +430,9 @@ class AdamW(Adam):
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         """One AdamW step of one parameter: the decay, then Adam's step."""
-        lr = self.learning_rate.astype(gradient.dtype)
-        return super().apply_single(gradient, parameter * (1 - lr * self.weight_decay), state)
+        kept = self._per_update(("decay", gradient.dtype),
+                                lambda: 1 - self.learning_rate.astype(gradient.dtype) * self.weight_decay)
+        return super().apply_single(gradient, parameter * kept, state)
 
 
 class Adamax(Adam):
@@ -490,7 +506,7 @@ class Lion(Optimizer):
         direction = b1 * m + (1 - b1) * gradient
         state["m"] = b2 * m + (1 - b2) * gradient
         if self.weight_decay > 0:
-            parameter = (1 - lr * self.weight_decay) * parameter
+            parameter = self._per_update(("decay", gradient.dtype), lambda: 1 - lr * self.weight_decay) * parameter
         return parameter - lr * mx.sign(direction)
 
 
@@ -551,12 +567,13 @@ class Adafactor(Optimizer):
         return mx.sqrt(mx.mean(mx.square(x)))
 
     def _compute_learning_rate(self, step: mx.array, parameter_rms: mx.array) -> mx.array:
-        if self.relative_step:
-            ceiling = 1e-6 * step if self.warmup_init else 1e-2
-            step_size = mx.minimum(ceiling, mx.rsqrt(step))
-        else:
-            step_size = self.learning_rate
-        step_size = step_size.astype(parameter_rms.dtype)
+        def size() -> mx.array:
+            if self.relative_step:
+                ceiling = 1e-6 * step if self.warmup_init else 1e-2
+                return mx.minimum(ceiling, mx.rsqrt(step)).astype(parameter_rms.dtype)
+            return self.learning_rate.astype(parameter_rms.dtype)
+
+        step_size = self._per_update(("step_size", parameter_rms.dtype), size) if step is self.step else size()
         if self.scale_parameter:
             return mx.maximum(self.eps[1], parameter_rms) * step_size
         return step_size
@@ -572,7 +589,7 @@ class Adafactor(Optimizer):
         """One Adafactor step of one parameter."""
         step = self.step
         lr = self._compute_learning_rate(step, self._compute_rms(parameter))
-        beta_2 = 1.0 - (step**self.decay_rate).astype(lr.dtype)
+        beta_2 = self._per_update(("beta_2", lr.dtype), lambda: 1.0 - (step**self.decay_rate).astype(lr.dtype))
         squared = mx.square(gradient) + self.eps[0]
         if gradient.ndim >= 2:
             row = beta_2 * state["exp_avg_sq_row"] + (1 - beta_2) * mx.mean(squared, axis=-1)
