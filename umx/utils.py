@@ -119,7 +119,8 @@ def tree_flatten(tree: Any, prefix: str = "", is_leaf: Callable | None = None,
 def tree_unflatten(tree: list | dict) -> Any:
     """Rebuild a tree from ``(path, value)`` pairs (or a dict of them), the inverse of :func:`tree_flatten`.
 
-    Path components that are all integers make lists (indices from 0 up); others make dicts.
+    Path components that are all integers make lists (indices from 0 up; an index no path names holds an empty
+    dict, as a model's layer without parameters does); others make dicts.
 
     Args:
         tree (list[tuple[str, Any]] | dict[str, Any]): the pairs.
@@ -139,7 +140,7 @@ def tree_unflatten(tree: list | dict) -> Any:
         head, _, tail = path.partition(".")
         children.setdefault(head, []).append((tail, value))
     if all(k.isdigit() for k in children):
-        out = [None] * (max((int(k) for k in children), default=-1) + 1)
+        out: list = [{} for _ in range(max((int(k) for k in children), default=-1) + 1)]
         for k, sub in children.items():
             out[int(k)] = tree_unflatten(sub)
         return out
