@@ -108,7 +108,18 @@ def _resample_axis(x: mx.array, axis: int, idx: np.ndarray, weights: np.ndarray)
 
 def upsample(x: mx.array, scale_factor, mode: str = "nearest", align_corners: bool = False,
              antialias: bool = False) -> mx.array:
-    """Resample the spatial axes of ``x`` (shape ``[N, *spatial, C]``); see :class:`Upsample`."""
+    """Resample the spatial axes of ``x`` (shape ``[N, *spatial, C]``), as :class:`Upsample`.
+
+    Args:
+        x (array): the input.
+        scale_factor (float | tuple[float, ...]): the scale of every spatial axis, or one per axis.
+        mode (str): ``'nearest'``, ``'linear'`` or ``'cubic'``. Default: ``'nearest'``.
+        align_corners (bool): align the corner positions (linear and cubic modes). Default: ``False``.
+        antialias (bool): widen the filter when downsampling (linear and cubic modes). Default: ``False``.
+
+    Returns:
+        array: the resampled input.
+    """
     spatial = x.ndim - 2
     if spatial < 1:
         raise ValueError("[Upsample] The input should have at least 1 spatial dimension which means it should be "
