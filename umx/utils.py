@@ -139,7 +139,9 @@ def tree_unflatten(tree: list | dict) -> Any:
     for path, value in items:
         head, _, tail = path.partition(".")
         children.setdefault(head, []).append((tail, value))
-    if all(k.isdigit() for k in children):
+    # only canonical integers ("1", not "01") make a list: "01" and "1" would land at the same index
+    if all(k.isdigit() and str(int(k)) == k for k in children):
+        # positions no path names hold empty dicts, as MLX's (a layer without parameters in a list)
         out: list = [{} for _ in range(max((int(k) for k in children), default=-1) + 1)]
         for k, sub in children.items():
             out[int(k)] = tree_unflatten(sub)
@@ -190,6 +192,9 @@ def tree_merge(tree_a: Any, tree_b: Any, merge_fn: Callable | None = None) -> An
         >>> tree_merge({"a": 1}, {"b": [2]})
         {'a': 1, 'b': [2]}
     """
+    if _empty(tree_a) and _empty(tree_b) and _kind(tree_a) != _kind(tree_b) and None not in (tree_a, tree_b):
+        raise ValueError(f"tree_merge: cannot merge an empty {type(tree_a).__name__} with an empty "
+                         f"{type(tree_b).__name__}")
     if _empty(tree_a):
         return tree_b
     if _empty(tree_b):
@@ -216,3 +221,7 @@ def tree_merge(tree_a: Any, tree_b: Any, merge_fn: Callable | None = None) -> An
 
 def _empty(tree) -> bool:
     return tree is None or (isinstance(tree, (list, tuple, dict)) and len(tree) == 0)
+
+
+def _kind(tree) -> type:
+    return dict if isinstance(tree, dict) else list if isinstance(tree, list) else tuple

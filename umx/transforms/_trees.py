@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from ..array import array
 
 
@@ -38,7 +40,14 @@ def unflatten(tree, leaves) -> object:
         if isinstance(t, (list, tuple)):
             return type(t)(rebuild(x) for x in t)
         if isinstance(t, dict):
-            return type(t)((k, rebuild(v)) for k, v in t.items())
+            items = [(k, rebuild(v)) for k, v in t.items()]
+            if type(t) is dict:
+                return dict(items)
+            # a dict subclass (an nn.Module) is rebuilt as a shallow copy of itself: its constructor need not
+            # take pairs, and its other attributes (training mode, frozen keys) come along
+            out = copy.copy(t)
+            dict.update(out, items)
+            return out
         return t
 
     return rebuild(tree)
