@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import umx as mx
@@ -117,3 +120,33 @@ def test_signal_handlers_are_given_back_after_an_eval():
         assert seen == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, prev)
+
+
+def test_work_that_nothing_holds_after_a_ctrl_c_is_dropped(monkeypatch):
+    from umx.backends.cpu import executor as cpu_executor
+    from umx.primitives import Sort
+
+    ran = []
+    sort = cpu_executor.KERNELS[Sort]
+
+    def counted(prim, x):
+        ran.append(1)
+        return sort(prim, x)
+
+    monkeypatch.setitem(cpu_executor.KERNELS, Sort, counted)
+    s = mx.new_stream(mx.cpu)
+    x = mx.random.uniform(shape=(1 << 18,), stream=s)
+    mx.eval(x)
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mx.eval([mx.sort(x + i, stream=s) for i in range(400)])  # seconds of sorting
+            time.sleep(5)  # (should the eval end before the signal)
+    finally:
+        timer.cancel()
+    small = mx.add(x[:2], 1, stream=s)
+    mx.eval(small)  # behind what was running, not behind the abandoned sorts
+    mx.synchronize(s)
+    assert 0 < len(ran) < 100, len(ran)
+    np.testing.assert_allclose(np.asarray(small), np.asarray(x[:2]) + 1)

@@ -25,7 +25,7 @@ try:
 except ImportError:  # another Python implementation
     _signal = signal
 
-from . import _tracing
+from . import _tracing, backends
 from .array import array
 from .backends.executor import HOST_READER, Failure
 from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
@@ -429,6 +429,13 @@ def _hold(signum, frame) -> None:
     _held.append(signum)
 
 
+def _abandon_unheld() -> None:
+    """After an interrupt: every stream drops the work it has not started whose arrays nothing holds any more,
+    so that the next eval does not wait behind it (what runs may finish)."""
+    for ex in backends.executors():
+        ex.abandon_unheld()
+
+
 _MAIN_IDENT = threading.main_thread().ident
 
 #: threads on which ``compile`` is tracing (ident -> [whether an eval ran]): an eval marks the trace unreplayable
@@ -436,13 +443,17 @@ compile_watch: dict = {}
 
 
 def _eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
-    _schedule(targets, True, host)
-    for t in targets:
-        # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns when
-        # the work is done (as MLX's does), not when it is queued.
-        ex = t._exec
-        if ex is not None and (finished or t._data is None):
-            ex.wait(t._seq)
+    try:
+        _schedule(targets, True, host)
+        for t in targets:
+            # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns
+            # when the work is done (as MLX's does), not when it is queued.
+            ex = t._exec
+            if ex is not None and (finished or t._data is None):
+                ex.wait(t._seq)
+    except KeyboardInterrupt:
+        _abandon_unheld()
+        raise
     for t in targets:
         if type(t._data) is Failure:
             t._data.reraise()
@@ -459,7 +470,13 @@ def eval(*args) -> None:  # noqa: A001 (MLX's name)
     """
     targets: list = []
     _targets(args, targets)
-    eval_arrays(targets)
+    del args  # (an interrupt's traceback keeps this frame: it must not keep the arrays)
+    try:
+        eval_arrays(targets)
+    except KeyboardInterrupt:
+        targets.clear()
+        _abandon_unheld()  # (again, now that this eval holds nothing)
+        raise
 
 
 def async_eval(*args) -> None:

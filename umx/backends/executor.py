@@ -15,6 +15,7 @@ import copy
 import queue
 import threading
 import traceback
+from sys import getrefcount as _getrefcount
 
 from .. import _tracing, memory
 from ..fusion import Fused
@@ -125,6 +126,7 @@ class WorkerExecutor:
         # an interrupted caller can tell whether it holds it (``_is_owned``, see scheduler._recover).
         self._run_lock = threading.RLock()
         self._resume: list | None = None  # a batch an interrupted caller left; set and taken under _run_lock
+        self.draining = 0  # after an interrupt, a count of interrupts: unheld work is dropped (abandon_unheld)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -243,11 +245,33 @@ class WorkerExecutor:
                 for batch in (self._resume, tasks):
                     if batch:
                         try:
-                            self.run(batch)
+                            if self.draining:
+                                self._run_held(batch)
+                            else:
+                                self.run(batch)
                         except BaseException as e:  # a bug in the executor itself: fail what is left, go on
                             self._fail_rest(batch, e)
                 self._resume = None
+                if self.draining and self._queue.empty():
+                    self.draining = 0  # (work planned from now on is run whoever holds it)
             tasks = batch = None  # nothing of a finished batch may outlive it here
+
+    def abandon_unheld(self) -> None:
+        """After an interrupt: tasks not yet started whose arrays nothing holds any more are dropped, not run,
+        until this stream has caught up (see ``drop_unheld``). Each call makes a running batch look again."""
+        if self.done < self.submitted or self._resume:
+            self.draining += 1
+
+    def _run_held(self, tasks: list) -> None:
+        """Run ``tasks`` without those that nothing holds (see ``drop_unheld``)."""
+        last = seq_of(tasks[-1])
+        drop_unheld(tasks, 0)
+        kept = [t for t in tasks if t is not None]
+        tasks.clear()
+        if kept:
+            self.run(kept)
+        if last > self.done:  # the dropped tasks at the end count as finished
+            self.finished(last)
 
     def setup_thread(self) -> None:
         """Per-thread set-up on the worker (NumPy error state, CUDA device)."""
@@ -327,6 +351,53 @@ class WorkerExecutor:
                 pass
         if last > self.done:
             self.finished(last)
+
+
+def seq_of(task) -> int:
+    return (task[0] if task.__class__ is tuple else task)._seq
+
+
+def _node_refs(tasks: list, j: int) -> int:
+    """The reference count of task ``j``'s node (a plain node, or a ``(node, waits)`` task's)."""
+    t = tasks[j]
+    return _getrefcount(t[0] if t.__class__ is tuple else t)
+
+
+class _Probe:
+    __slots__ = ("__weakref__",)
+
+
+# A node that only its task holds shows these counts (measured here, so that what CPython's counts include is
+# this interpreter's own): more means that something else (a user's variable, a reader's inputs) holds it.
+_UNHELD = (_node_refs([_Probe()], 0), _node_refs([(_Probe(), None)], 0))
+
+ABANDONED = Failure(RuntimeError("umx: this array was dropped after an interrupt, since nothing held it; "
+                                 "please report this if you see it"))
+
+
+def drop_unheld(tasks: list, start: int) -> None:
+    """Drop the tasks from ``start`` on whose nodes nothing but the task holds: each gets the ``ABANDONED``
+    failure, is detached (which frees its inputs) and becomes None in ``tasks``. Readers come after what they
+    read, so the walk goes backwards: a dropped reader lets go of its inputs before they are looked at.
+    Regions and multi-output nodes are kept."""
+    unheld_node, unheld_tuple = _UNHELD
+    for j in range(len(tasks) - 1, start - 1, -1):
+        t = tasks[j]
+        if t is None:
+            continue
+        n = t[0] if t.__class__ is tuple else t
+        if n.__class__ is Fused or n._siblings is not None or n._data is not None:
+            continue
+        n = None
+        unheld = unheld_tuple if t.__class__ is tuple else unheld_node
+        t = None
+        if _node_refs(tasks, j) <= unheld:
+            t = tasks[j]
+            n = t[0] if t.__class__ is tuple else t
+            n._data = ABANDONED
+            n._inputs = ()
+            n._prim = None
+            tasks[j] = t = n = None
 
 
 def set_result(node, out) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from ... import backends, memory
 from ...dtypes import bfloat16
 from ...fusion import Fused
-from ..executor import Failure, WorkerExecutor, failure_of, set_result
+from ..executor import Failure, WorkerExecutor, drop_unheld, failure_of, seq_of, set_result
 from ..xp import round_bf16
 from .fused import run_fused
 from .kernels import make_table
@@ -97,8 +97,15 @@ class CpuExecutor(WorkerExecutor):
         ndarray = np.ndarray
         to_device = self._to_device
         limited = memory._memory_limit
+        last = seq_of(tasks[-1])
+        looked = 0
         for i in range(len(tasks)):
+            if self.draining != looked:  # after an interrupt: what nothing holds is dropped, not run
+                looked = self.draining
+                drop_unheld(tasks, i)
             t = tasks[i]
+            if t is None:
+                continue
             if t.__class__ is tuple or t.__class__ is Fused:
                 n, waits = t if t.__class__ is tuple else (t, ())
                 ins = n._inputs
@@ -167,6 +174,8 @@ class CpuExecutor(WorkerExecutor):
             seq = self.done = n._seq
             if seq >= self._wake_at:
                 self.notify()
+        if last > self.done:  # tasks dropped at the end count as finished
+            self.finished(last)
 
 
 def _nbytes(n) -> int:
