@@ -24,9 +24,10 @@ import umx as mx  # noqa: E402
 
 
 def chain(x, m, stream, steps: int = 6):
+    # Every op names the stream: an operator (`*`) would run on the default stream, tying the chains together.
     for _ in range(steps):
         x = mx.tanh(mx.exp(mx.multiply(x, 0.5, stream=stream), stream=stream), stream=stream)
-        m = mx.matmul(m, m, stream=stream) * (1.0 / 512)
+        m = mx.multiply(mx.matmul(m, m, stream=stream), 1.0 / 512, stream=stream)
     return x, m
 
 
