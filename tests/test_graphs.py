@@ -308,3 +308,13 @@ def test_batches_shorter_than_min_tasks_run_op_by_op():
         loss = mx.mean(mx.square(mx.subtract(x, 1.0, stream=G), stream=G), stream=G)  # two tasks
         np.testing.assert_allclose(loss.item(), np.mean((np.linspace(-1, 1, 64) - 1.0) ** 2), rtol=1e-6)
     assert (g.STATS.captures, g.STATS.replays) == before
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "mean", "argmax"])
+def test_batches_that_differ_only_in_a_reduction_axis_are_not_replayed_for_each_other(graphs, op):
+    m = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    x = mx.array(m)
+    for axis in (0, 1, 0, 1, 0, 1):  # each structure is captured on its second sighting and replayed after
+        y = getattr(mx, op)(mx.multiply(mx.add(x, 1.0, stream=G), 2.0, stream=G), axis=axis, stream=G)
+        want = getattr(np, op)((m + 1) * 2, axis=axis)
+        np.testing.assert_allclose(np.asarray(mx.add(y, 0, stream=G)), want, rtol=1e-5, atol=1e-5)

@@ -23,8 +23,9 @@ class Primitive:
         return type(self).__name__
 
     def params(self) -> tuple:
-        """The parameters, in slot order: what, with the class, identifies the computation."""
-        return tuple(getattr(self, s) for s in self.__slots__)
+        """The parameters, in slot order (a base class's first): what, with the class, identifies the
+        computation."""
+        return tuple(getattr(self, s) for s in param_names(type(self)))
 
     def __repr__(self) -> str:
         p = self.params()
@@ -44,6 +45,19 @@ class Primitive:
 
     def vmap(self, inputs, axes, outputs):
         raise NotImplementedError(f"{self.name} has no vmap rule yet")
+
+
+_PARAM_NAMES: dict = {}
+
+
+def param_names(cls) -> tuple:
+    """The parameter names of primitive class ``cls``: the slots of every class it derives from, bases first (a
+    subclass such as ``Sum`` declares none of its own: its parameters are its base ``Reduce``'s)."""
+    names = _PARAM_NAMES.get(cls)
+    if names is None:
+        names = _PARAM_NAMES[cls] = tuple(s for k in reversed(cls.__mro__) for s in k.__dict__.get("__slots__", ())
+                                          if s != "__weakref__")
+    return names
 
 
 def singleton(cls):

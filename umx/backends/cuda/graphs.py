@@ -52,7 +52,7 @@ from ...primitives import reduction as rd
 from ...primitives import scan as sc
 from ...primitives import shape as sh
 from ...primitives import sort as so
-from ...primitives.base import Primitive
+from ...primitives.base import Primitive, param_names
 from ..executor import Failure, set_result
 from . import _cupy
 from . import memory as gmem
@@ -427,10 +427,10 @@ def _op_key(c):
     primitive's own hash and == are Python code, ten times slower)."""
     if c is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
         f = lambda p: (c, p.shape, p.dtype, repr(p.value))  # noqa: E731
-    elif not c.__slots__:
+    elif not param_names(c):
         f = lambda p: c  # noqa: E731
     else:
-        get = attrgetter(*c.__slots__)
+        get = attrgetter(*param_names(c))  # (every class's slots: a Sum's axes are its base's)
         f = lambda p: (c, get(p))  # noqa: E731
     _OP_KEYS[c] = f
     return f
