@@ -127,3 +127,24 @@ def test_numpy_conversion_of_failed_array_raises(device):
     bad = mx.arange(2, stream=device)[mx.array([4])]
     with pytest.raises(IndexError):
         np.asarray(bad)
+
+
+def test_an_error_of_async_eval_work_is_raised_by_synchronize(device):
+    s = mx.new_stream(device)
+    bad = mx.take(mx.arange(4, stream=mx.cpu), mx.array([9]), stream=mx.cpu) + 1
+    out = mx.multiply(bad, 2, stream=s)
+    mx.async_eval(out)
+    with pytest.raises(IndexError):
+        mx.synchronize()
+    mx.synchronize()  # raised once: the next synchronize has nothing to say
+    ok = mx.add(mx.arange(3, stream=s), 1, stream=s)
+    mx.async_eval(ok)
+    mx.synchronize(s)
+    assert ok.tolist() == [1, 2, 3]
+
+
+def test_an_error_already_raised_by_eval_is_not_raised_again_by_synchronize(device):
+    bad = mx.take(mx.arange(4, stream=mx.cpu), mx.array([9]), stream=mx.cpu) * 3
+    with pytest.raises(IndexError):
+        mx.eval(bad)
+    mx.synchronize()

@@ -52,8 +52,8 @@ def test_array_from_numpy_counts():
 def test_peak_memory(device):
     mx.eval(mx.zeros(1, stream=device))
     mx.reset_peak_memory()
+    assert mx.get_peak_memory() == 0  # as MLX: zero, whatever is live
     base = mx.get_active_memory()
-    assert mx.get_peak_memory() == pytest.approx(base, abs=MB // 4)
     a = mx.zeros((2048, 512), stream=device)  # 4 MiB
     mx.eval(a)
     del a
@@ -61,7 +61,9 @@ def test_peak_memory(device):
     assert mx.get_peak_memory() - base >= 4 * MB
     assert mx.get_active_memory() - base < MB
     mx.reset_peak_memory()
-    assert mx.get_peak_memory() - mx.get_active_memory() < MB
+    mx.eval(mx.zeros(1024, stream=device))
+    peak = mx.get_peak_memory()  # the usage at the last allocation
+    assert peak > 0 and abs(peak - mx.get_active_memory()) < MB
 
 
 def test_views_are_not_double_counted(device):

@@ -289,3 +289,36 @@ def test_setitem_from_many_threads_on_a_shared_graph(streams):
         for f in [pool.submit(worker, t) for t in range(8)]:
             f.result()
     assert base.tolist() == [0, 2, 4, 6, 8, 10]
+
+
+def test_default_streams_are_per_thread():
+    mine = mx.new_stream(mx.cpu)
+    seen = {}
+    entered, checked = threading.Event(), threading.Event()
+
+    def setter():
+        with mx.stream(mine):
+            seen["inside"] = (mx.default_stream(mx.cpu), (mx.arange(3) + 1)._stream)
+            entered.set()
+            checked.wait(10)
+        seen["after"] = mx.default_stream(mx.cpu)
+        mx.set_default_stream(mine)
+        seen["set"] = mx.default_stream(mx.cpu)
+
+    def reader():
+        entered.wait(10)
+        seen["other"] = (mx.default_stream(mx.cpu), (mx.arange(3) + 1)._stream)
+        checked.set()
+
+    threads = [threading.Thread(target=setter), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shared = mx.default_stream(mx.cpu)
+    assert seen["inside"] == (mine, mine)
+    assert seen["other"] == (shared, shared)  # the other thread's default did not change
+    assert seen["after"] is shared and seen["set"] is mine
+    assert mx.default_stream(mx.cpu) is shared  # nor did this thread's
+    out = mx.add(mx.arange(3), 1, stream=mine)  # a stream works from any thread
+    assert out.tolist() == [1, 2, 3]

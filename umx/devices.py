@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 import itertools
 import threading
+import weakref
 
 from . import backends
+from .backends.executor import take_unraised
 
 __all__ = [
     "DeviceType", "Device", "Stream", "cpu", "gpu", "default_device", "set_default_device", "default_stream",
@@ -140,9 +142,48 @@ def _checked_device(device) -> Device:
     return dev
 
 
-# Per-device default streams and the default device. Set under _lock, read without it (one attribute load).
+# The process's default device and per-device default streams. Set under _lock, read without it (one load).
 _default_streams: dict[Device, Stream] = {}
 _default_device: list[Device] = []
+
+
+class _Cache(dict):
+    """A cache of resolved ``stream=`` arguments (weakly listed, so that a thread's own goes with it)."""
+
+    __slots__ = ("__weakref__",)
+    __hash__ = object.__hash__  # (by identity: one per thread in a WeakSet)
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+
+# id of a stream= argument (None, a Device or a DeviceType: all immortal, so ids are never reused) -> the Stream it
+# means now, for threads that set no default of their own. Every change of a default clears it and every
+# thread's own cache (under _lock), so an entry is never stale.
+_resolved: _Cache = _Cache()
+_own_caches: weakref.WeakSet = weakref.WeakSet()
+
+
+class _ThreadDefaults(threading.local):
+    """What one thread set as its defaults (``with mx.stream(...)``, ``set_default_stream``), as in MLX, where
+    default streams are per thread. A thread that set none reads the class attributes: the process's."""
+
+    device: Device | None = None
+    streams: dict | None = None  # Device -> Stream
+    resolved: _Cache = _resolved  # ops look their stream= argument up here first
+
+
+_thread = _ThreadDefaults()
+
+
+def _own_defaults() -> _ThreadDefaults:
+    """This thread's defaults, made its own (first call on a thread: empty, with a cache of its own)."""
+    t = _thread
+    if t.streams is None:
+        t.streams = {}
+        t.resolved = cache = _Cache()
+        _own_caches.add(cache)
+    return t
 
 
 def _initial_default_device() -> Device:
@@ -154,7 +195,11 @@ def _initial_default_device() -> Device:
 
 
 def default_device() -> Device:
-    """The device that ops use when given no ``stream``: the GPU when there is one, else the CPU."""
+    """The device that ops use when given no ``stream``: the GPU when there is one, else the CPU (or what
+    :func:`set_default_device`, or this thread's ``with mx.stream(...)``, made it)."""
+    dev = _thread.device
+    if dev is not None:
+        return dev
     return _default_device[0] if _default_device else _initial_default_device()
 
 
@@ -167,8 +212,21 @@ def set_default_device(device) -> None:
 
 
 def default_stream(device) -> Stream:
-    """The default stream of ``device``."""
+    """The default stream of ``device`` on this thread.
+
+    Threads share each device's default stream until one sets its own (:func:`set_default_stream`, ``with
+    mx.stream(...)``), which other threads do not see; umx streams may be used from any thread.
+    """
     dev = _checked_device(device)
+    own = _thread.streams
+    if own:
+        s = own.get(dev)
+        if s is not None:
+            return s
+    return _process_default_stream(dev)
+
+
+def _process_default_stream(dev: Device) -> Stream:
     s = _default_streams.get(dev)
     if s is None:
         with _lock:
@@ -180,11 +238,15 @@ def default_stream(device) -> Stream:
 
 
 def set_default_stream(s: Stream) -> None:
-    """Make ``s`` the default stream of its device (the default device is unchanged)."""
+    """Make ``s`` the default stream of its device on this thread (other threads keep theirs).
+
+    Args:
+        s (Stream): the new default stream.
+    """
     if not isinstance(s, Stream):
         raise TypeError(f"set_default_stream: expected a Stream, got {type(s).__name__}")
     with _lock:
-        _default_streams[s.device] = s
+        _own_defaults().streams[s.device] = s
         _defaults_changed()
 
 
@@ -195,12 +257,6 @@ def new_stream(device) -> Stream:
         return Stream(dev, next(_stream_counter))
 
 
-# id of a stream= argument (None, a Device or a DeviceType: all immortal, so ids are never reused) -> the Stream it
-# means now. Ops look up here first (an int key hashes fast, unlike an Enum); every change of a default clears it
-# (under _lock), so an entry is never stale.
-_resolved: dict = {}
-
-
 _version = [0]
 
 
@@ -208,6 +264,8 @@ def _defaults_changed() -> None:
     """MUST be called under _lock after any default changes."""
     _version[0] += 1
     _resolved.clear()
+    for cache in list(_own_caches):
+        cache.clear()
 
 
 def new_thread_local_stream(device) -> Stream:
@@ -227,7 +285,8 @@ ThreadLocalStream = Stream
 
 def resolve_stream(s) -> Stream:
     """The stream an op runs on, from its ``stream=`` argument: None, a Stream, a Device or a DeviceType."""
-    st = _resolved.get(id(s))
+    cache = _thread.resolved
+    st = cache.get(id(s))
     if st is not None:
         return st
     version = _version[0]
@@ -235,22 +294,19 @@ def resolve_stream(s) -> Stream:
     if type(s) is not Stream:
         with _lock:
             if version == _version[0]:  # no default changed meanwhile: the answer is current
-                _resolved[id(s)] = st
+                cache[id(s)] = st
     return st
 
 
 def _resolve(s) -> Stream:
     if s is None:
-        dev = _default_device[0] if _default_device else _initial_default_device()
-        st = _default_streams.get(dev)
-        return st if st is not None else default_stream(dev)
+        return default_stream(default_device())
     if type(s) is Stream:
         return s
     if isinstance(s, DeviceType):
         s = Device(s, 0)
     if isinstance(s, Device):
-        st = _default_streams.get(s)
-        return st if st is not None else default_stream(s)
+        return default_stream(s)
     raise TypeError(f"stream must be None, a Stream, a Device or a DeviceType, got {type(s).__name__}")
 
 
@@ -267,20 +323,22 @@ class StreamContext:
         dev = st.device
         _checked_device(dev)
         with _lock:
-            self._saved = (list(_default_device), dev, _default_streams.get(dev))
-            _default_device[:] = [dev]
-            _default_streams[dev] = st
+            own = _own_defaults()
+            self._saved = (own.device, dev, own.streams.get(dev))
+            own.device = dev
+            own.streams[dev] = st
             _defaults_changed()
         return st
 
     def __exit__(self, *exc):
         saved_device, dev, saved_stream = self._saved
         with _lock:
-            _default_device[:] = saved_device
+            own = _own_defaults()
+            own.device = saved_device
             if saved_stream is None:
-                _default_streams.pop(dev, None)
+                own.streams.pop(dev, None)
             else:
-                _default_streams[dev] = saved_stream
+                own.streams[dev] = saved_stream
             _defaults_changed()
         return False
 
@@ -296,14 +354,25 @@ def stream(s) -> StreamContext:
 
 
 def synchronize(s: Stream | None = None) -> None:
-    """Wait until all work submitted to ``s`` (default: every stream) has finished."""
+    """Wait until all work submitted to ``s`` (default: every stream) has finished.
+
+    An error raised by that work and not yet raised to a reader (an array started by ``async_eval`` and not
+    read since) is raised here.
+
+    Args:
+        s (Stream | Device | DeviceType, optional): the stream; default: every stream.
+    """
     if s is None:
-        for ex in backends.executors():
-            ex.synchronize()
-        return
-    s = resolve_stream(s)
-    if s._executor is not None:
-        s._executor.synchronize()
+        executors = backends.executors()
+    else:
+        s = resolve_stream(s)
+        executors = [s._executor] if s._executor is not None else []
+    for ex in executors:
+        ex.synchronize()
+    for ex in executors:
+        failure = take_unraised(ex.stream)
+        if failure is not None:
+            failure.reraise()
 
 
 def clear_streams() -> None:

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 _memory_limit = 0  # 0: no limit set
-_cache_limit = 0
+_cache_limit: int | None = None  # None: the default, the memory limit
 
 # type of a device array -> object with to_host(data, array), location(data), active(), peak(), cache(), ...
 _locations: dict[type, object] = {}
@@ -237,10 +237,10 @@ def get_peak_memory() -> int:
 
 
 def reset_peak_memory() -> None:
-    """Start measuring the peak afresh from the current usage."""
+    """Reset the peak to zero, as MLX does: the next allocation makes it the usage then."""
     _uncount_freed()
     with _lock:
-        HOST.peak = HOST.active
+        HOST.peak = 0
     for h in _locations.values():
         h.reset_peak()
 
@@ -274,11 +274,20 @@ def get_memory_limit() -> int:
 
 
 def set_cache_limit(limit: int) -> int:
-    """Set the allocator cache limit in bytes, returning the previous one."""
+    """Set the allocator cache limit in bytes, returning the previous one (0: nothing is cached).
+
+    Args:
+        limit (int): the most bytes of freed buffers kept for reuse; by default the memory limit.
+
+    Returns:
+        int: the previous limit.
+    """
     global _cache_limit
+    if not isinstance(limit, (int, np.integer)) or isinstance(limit, bool):
+        raise TypeError(f"set_cache_limit: the limit must be an int, got {type(limit).__name__}")
     if limit < 0:
         raise ValueError(f"set_cache_limit: the limit must be non-negative, got {limit}")
-    prev = _cache_limit or get_memory_limit()
+    prev = get_memory_limit() if _cache_limit is None else _cache_limit
     _cache_limit = int(limit)
     host_pool.set_limit(_cache_limit)
     return prev

@@ -41,19 +41,25 @@ HOST_READER = _HostReader()
 class Failure:
     """The data of a node whose kernel raised: reading it raises the error again."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "raised")
 
     def __init__(self, error: BaseException):
         self.error = error
+        self.raised = False  # whether a reader has seen it (else ``synchronize`` raises it, see take_unraised)
 
     def reraise(self):
         """Raise a copy of the error. Not the stored error itself: raising it would give it a traceback of the
         caller's frames, which hold the failed node, and node, Failure, error and frames would then hold each
         other (and the caller's arrays) until the garbage collector runs."""
+        self.raised = True
+        raise _fresh(self.error)
+
+    def propagate(self):
+        """Raise a copy of the error inside the runtime (a kernel reading a failed input): no reader saw it."""
         raise _fresh(self.error)
 
     def __array__(self, *args, **kwargs):
-        self.reraise()
+        self.propagate()
 
     shape = ()
 
@@ -91,7 +97,21 @@ def failure_of(node, inputs, error: BaseException) -> Failure:
         error.add_note("umx: the kernel's traceback (most recent call last):\n"
                        + "".join(traceback.format_tb(tb.tb_next)).rstrip())
     _drop_tracebacks(error)
-    return Failure(error)
+    f = Failure(error)
+    prev = _unraised.get(node._stream)
+    if prev is None or prev.raised:
+        _unraised[node._stream] = f
+    return f
+
+
+# stream -> the first failure of its work since it was last synchronized: async_eval's errors surface there
+_unraised: dict = {}
+
+
+def take_unraised(stream) -> Failure | None:
+    """The first failure on ``stream`` since the last call that no reader has raised, or None; forgets it."""
+    f = _unraised.pop(stream, None)
+    return None if f is None or f.raised else f
 
 
 def _drop_tracebacks(error: BaseException) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..array import _created, _new
-from ..devices import _resolved
+from ..devices import _thread
 from ..primitives import BINARY, STOP_GRADIENT, UNARY, WHERE, Round
 from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
@@ -27,7 +27,7 @@ def _unary(prim, name: str, a, stream):
         a = as_array(a, name)
     d = a._dtype
     kind = prim.kind
-    st = _resolved.get(id(stream)) or resolve_stream(stream)
+    st = _thread.resolved.get(id(stream)) or resolve_stream(stream)
     if d.kind == "c" and prim.name in _REAL_ONLY:
         raise TypeError(f"{name}: not supported for complex arrays, got {describe(a)}")
     if kind == "float":
@@ -74,7 +74,7 @@ def _binary(prim, name: str, a, b, stream):
         a = as_array(a, name)
         b = as_array(b, name)
         d = _promote[(a._dtype, b._dtype)]
-    st = _resolved.get(id(stream)) or resolve_stream(stream)
+    st = _thread.resolved.get(id(stream)) or resolve_stream(stream)
     kind = prim.kind
     if kind == "float" and d.kind not in "fc":
         d = _float32
@@ -146,7 +146,7 @@ def _make_unary(pname: str, name: str, np_name: str):
                 o._inputs = (a,)
                 o._shape = a._shape
                 o._dtype = d
-                o._stream = _resolved.get(id(stream)) or resolve_stream(stream)
+                o._stream = _thread.resolved.get(id(stream)) or resolve_stream(stream)
                 o._data = o._copies = o._exec = o._siblings = None
                 o._seq = next(_created)
                 return o
@@ -205,7 +205,7 @@ def _make_binary(pname: str, name: str, np_name: str):
                 n._inputs = (a, b)
                 n._shape = _shape2(a._shape, b._shape, name)
                 n._dtype = o
-                n._stream = _resolved.get(id(stream)) or resolve_stream(stream)
+                n._stream = _thread.resolved.get(id(stream)) or resolve_stream(stream)
                 n._data = n._copies = n._exec = n._siblings = None
                 n._seq = next(_created)
                 return n
@@ -215,7 +215,7 @@ def _make_binary(pname: str, name: str, np_name: str):
             if o is not None:
                 c = _consts.get((a, d))
                 a = c if c is not None else scalar(a, d)
-                st = _resolved.get(id(stream)) or resolve_stream(stream)
+                st = _thread.resolved.get(id(stream)) or resolve_stream(stream)
                 return node(prim, (a, b), _shape2(a._shape, b._shape, name), o, st)
         return _binary(prim, name, a, b, stream)
 

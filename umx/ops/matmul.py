@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import dtypes as dt
-from ..devices import _resolved
+from ..devices import _thread
 from ..primitives import MATMUL
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
 
@@ -25,7 +25,7 @@ def matmul(a, b, /, *, stream=None) -> array:
         sa, sb = a._shape, b._shape
         d = a._dtype
         if len(sa) == 2 and len(sb) == 2 and d is b._dtype and sa[1] == sb[0]:
-            return node(MATMUL, (a, b), (sa[0], sb[1]), d, _resolved.get(id(stream)) or resolve_stream(stream))
+            return node(MATMUL, (a, b), (sa[0], sb[1]), d, _thread.resolved.get(id(stream)) or resolve_stream(stream))
     a = as_array(a, "matmul")
     b = as_array(b, "matmul")
     if a.ndim == 0 or b.ndim == 0:

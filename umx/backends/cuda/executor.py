@@ -591,7 +591,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 if c[2] is not self:  # a copy another stream allocated: held until this read is done
                     held.append(d)
             elif type(d) is Failure:
-                d.reraise()
+                d.propagate()
             args.append(d)
         return args
 

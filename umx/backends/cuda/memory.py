@@ -313,7 +313,7 @@ class GpuLocation:
 
     def reset_peak(self) -> None:
         global _peak
-        _peak = self.active()
+        _peak = 0  # (as MLX: the next sample after an allocation makes it the usage then)
 
     def sample_peak(self) -> None:
         """Fold the current usage into the peak (called by the dispatchers after each batch)."""
