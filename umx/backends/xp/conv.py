@@ -37,8 +37,10 @@ def _convolution(xp, prim, x, w):
     return convolution(xp, prim, x, w)
 
 
-def convolution(xp, prim: Convolution, x, w, budget: int = BUDGET):
-    """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``."""
+def convolution(xp, prim: Convolution, x, w, budget: int | None = None):
+    """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
+    bytes (default ``BUDGET``)."""
+    budget = BUDGET if budget is None else budget
     dtype = x.dtype
     work = xp.float32 if dtype == xp.float16 else dtype
     x = x.astype(work, copy=False)
@@ -150,20 +152,23 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
     """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]
-    og = o // groups
-    wt = w.reshape(groups, og, -1)
-    out = xp.zeros((n, *out_sp, groups, og), x.dtype)
+    if o > groups:  # each input channel feeds o / groups outputs: repeat it, so each output has its own column
+        x = xp.repeat(x, o // groups, axis=-1)
+    wt = w.reshape(o, -1)
+    out = xp.zeros(out_shape, x.dtype)
     inner = math.prod(out_sp[1:])
     for n0, n1, r0, r1 in _blocks(n, out_sp[0], inner * o * x.itemsize, budget):
         dest = out[n0:n1, r0:r1]
+        scratch = xp.empty_like(dest)
         for t, taps in enumerate(product(*(range(k) for k in k_sp))):
             key = [slice(n0, n1)]
             for a, k in enumerate(taps):
                 start = k * dilation[a] + (r0 * stride[a] if a == 0 else 0)
                 stop = start + ((r1 - r0 if a == 0 else out_sp[a]) - 1) * stride[a] + 1
                 key.append(slice(start, stop, stride[a]))
-            dest += x[tuple(key)][..., None] * wt[:, :, t]
-    return out.reshape(out_shape)
+            xp.multiply(x[tuple(key)], wt[:, t], out=scratch)
+            dest += scratch
+    return out
 
 
 def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int):
