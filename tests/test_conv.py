@@ -197,6 +197,8 @@ def test_empty_sizes(device):
     assert_close(mx.conv1d(mx.ones((2, 5, 0)), mx.ones((4, 2, 0)), stream=device), np.zeros((2, 4, 4)))
     assert_close(mx.conv1d(mx.ones((2, 5, 3)), mx.ones((0, 2, 3)), stream=device), np.zeros((2, 4, 0)))
     assert_close(mx.conv1d(mx.ones((1, 0, 2)), mx.ones((1, 1, 2)), padding=1, stream=device), np.zeros((1, 2, 1)))
+    assert_close(mx.conv_general(mx.ones((1, 0, 2)), mx.ones((1, 1, 2)), padding=1, input_dilation=2, stream=device),
+                 np.zeros((1, 2, 1)))
 
 
 @pytest.mark.parametrize("mode", ["full", "same", "valid"])

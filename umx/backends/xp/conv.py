@@ -94,7 +94,7 @@ def _blocks(n: int, rows: int, unit: int, budget: int):
     elements while one fits in ``budget``, else rows of one element."""
     unit = max(unit, 1)
     if rows * unit <= budget:
-        step = max(1, budget // (rows * unit))
+        step = max(1, budget // max(rows * unit, 1))
         for n0 in range(0, n, step):
             yield n0, min(n, n0 + step), 0, rows
         return
