@@ -23,6 +23,7 @@ timeout 120 python3 bench/latency.py 2>&1 | tee "$OUT/latency.log" | tail -12
 timeout 90 python3 bench/graphs.py 2>&1 | tee "$OUT/graphs.log" | tail -6
 timeout 60 python3 bench/compile.py 2>&1 | tee "$OUT/compile.log" | tail -14
 timeout 60 python3 bench/reduce.py 2>&1 | tee "$OUT/reduce.log" | tail -8
+timeout 240 python3 bench/conv.py --runs 5 2>&1 | tee "$OUT/conv.log" | tail -18
 for p in "gpu gpu" "gpu cpu"; do set -- $p
   timeout 60 python3 bench/trace_seed.py --d1 $1 --d2 $2 -o "$OUT/trace-seed-$1-$2.png" > /dev/null 2>&1 || echo "trace $1/$2 failed"
 done

@@ -4,6 +4,7 @@ from . import (
     _methods,  # noqa: F401,E402 (attaches operators and methods to array)
     random,
 )
+from .conv import *  # noqa: F403
 from .creation import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .indexing import ArrayAt

@@ -1,15 +1,15 @@
-"""Products: einsum, tensordot, inner, outer, kron, addmm, vecdot and 1-d convolution."""
+"""Products: einsum, tensordot, inner, outer, kron, addmm, vecdot and the gathered and masked matrix products."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import dtypes as dt
-from ..primitives import Convolve, Einsum
+from ..primitives import Einsum
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
 
-__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve",
-           "gather_mm", "segmented_mm", "block_masked_mm"]
+__all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "gather_mm",
+           "segmented_mm", "block_masked_mm"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -232,29 +232,6 @@ def vecdot(a, b, /, axis: int = -1, *, stream=None) -> array:
     if a._dtype is dt.complex64:
         a = conjugate(a, stream=st)
     return sum_(multiply(a, b, stream=st), axis, stream=st)
-
-
-def convolve(a, v, /, mode: str = "full", *, stream=None) -> array:
-    """The discrete linear convolution of two 1-d arrays. See ``numpy.convolve``.
-
-    Args:
-        a (array): first 1-d input.
-        v (array): second 1-d input.
-        mode (str): ``'full'`` (length ``n + m - 1``, default), ``'same'`` (``max(n, m)``) or ``'valid'``
-            (``max(n, m) - min(n, m) + 1``).
-
-    Returns:
-        array: the convolution.
-    """
-    st = resolve_stream(stream)
-    a, v = _promoted("convolve", (a, v), st)
-    if a.ndim != 1 or v.ndim != 1 or not a.size or not v.size:
-        raise ValueError(f"convolve: inputs must be non-empty and 1-d, got {describe(a, v)}")
-    if mode not in ("full", "same", "valid"):
-        raise ValueError(f"convolve: mode must be 'full', 'same' or 'valid', got {mode!r}")
-    n, m = a.size, v.size
-    length = {"full": n + m - 1, "same": max(n, m), "valid": max(n, m) - min(n, m) + 1}[mode]
-    return node(Convolve(mode), (a, v), (length,), a._dtype, st)
 
 
 def _matrices(name: str, a, b, st):

@@ -1,6 +1,7 @@
 """The primitives: what graph nodes compute. One small class each; see ``base.Primitive``."""
 
 from .base import Primitive
+from .conv import Convolution
 from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
@@ -52,7 +53,6 @@ from .linalg import (
 from .misc import (
     DEPENDS,
     STOP_GRADIENT,
-    Convolve,
     Custom,
     Depends,
     Einsum,
@@ -92,7 +92,7 @@ __all__ = [
     "LU", "QR", "SVD", "Cholesky", "CholeskyInv", "Cross", "Det", "Eig", "Eigh", "Inv", "LUFactor", "Pinv",
     "SlogDet", "Solve", "SolveTriangular", "TriInv",
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
-    "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
+    "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolution", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
 ]

@@ -1,4 +1,4 @@
-"""Primitives without a family: einsum, convolution, NaN replacement, medians, windows and dependencies."""
+"""Primitives without a family: einsum, NaN replacement, medians, windows and dependencies."""
 
 from __future__ import annotations
 
@@ -12,15 +12,6 @@ class Einsum(Primitive):
 
     def __init__(self, subscripts: str):
         self.subscripts = subscripts
-
-
-class Convolve(Primitive):
-    """The discrete linear convolution of two 1-d inputs, ``mode`` 'full', 'same' or 'valid'."""
-
-    __slots__ = ("mode",)
-
-    def __init__(self, mode: str):
-        self.mode = mode
 
 
 class NanToNum(Primitive):

@@ -1,4 +1,4 @@
-"""Kernels of einsum, convolution, NaN replacement, medians, windows and dependencies."""
+"""Kernels of einsum, NaN replacement, medians, windows and dependencies."""
 
 from __future__ import annotations
 
@@ -11,11 +11,6 @@ def _einsum(xp, prim, *xs):
     # optimize: contract pairwise through BLAS (tensordot) rather than in one nested loop
     out = xp.einsum(prim.subscripts, *xs, optimize=len(xs) > 1)
     return xp.asarray(out).astype(xs[0].dtype, copy=False)
-
-
-@kernel(mi.Convolve)
-def _convolve(xp, prim, a, v):
-    return xp.convolve(a, v, mode=prim.mode).astype(a.dtype, copy=False)
 
 
 @kernel(mi.NanToNum)

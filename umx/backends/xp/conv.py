@@ -1,0 +1,208 @@
+"""The convolution kernel, lowered to BLAS products and written against NumPy's API, so that the same code runs
+on CuPy (cuBLAS GEMMs). Layouts are MLX's: input ``(N, *spatial, C)``, weight ``(O, *kernel, C / groups)``.
+
+Three lowerings, picked per call:
+
+- *windows* (im2col): the padded input's windows, read through a strided view and gathered a chunk at a time,
+  times the weight as a matrix: one GEMM per chunk (per group, a batched GEMM). The general case.
+- *scatter* (col2im): for a dilated input with unit stride (transposed convolutions, input gradients of strided
+  convolutions), each input position times every tap's weights in one GEMM, each tap's products then added into
+  a strided slice of the output, so no product is taken with the zeros a dilation inserts.
+- *taps*: depthwise convolutions (one input channel per group) as one multiply-add per kernel tap, since their
+  products have too little depth for a GEMM.
+
+float16 computes in float32 (bfloat16 is float32 already) and is rounded once at the end. Every temporary the
+lowering adds (gathered windows, products) stays under ``BUDGET`` bytes: chunks run over batch elements, then
+over the first spatial axis, and for kernels larger than the output (weight gradients) over the kernel's first
+axis, accumulating.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+from ...primitives.conv import Convolution
+from . import kernel
+
+#: the most bytes of temporaries one chunk may take
+BUDGET = 64 << 20
+#: kernels of more taps than this take the windows lowering even where the scatter one applies: the scatter adds
+#: one strided slice per tap (a weight gradient's kernel is the whole output: thousands of small adds)
+SCATTER_TAPS = 512
+
+
+@kernel(Convolution)
+def _convolution(xp, prim, x, w):
+    return convolution(xp, prim, x, w)
+
+
+def convolution(xp, prim: Convolution, x, w, budget: int | None = None):
+    """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
+    bytes (default ``BUDGET``)."""
+    budget = BUDGET if budget is None else budget
+    dtype = x.dtype
+    work = xp.float32 if dtype == xp.float16 else dtype
+    x = x.astype(work, copy=False)
+    w = w.astype(work, copy=False)
+    nd = x.ndim - 2
+    kernel_shape = w.shape[1:-1]
+    out_shape = (x.shape[0],) + tuple(prim.out_size(a, x.shape[1 + a], kernel_shape[a]) for a in range(nd)) + \
+        (w.shape[0],)
+    if 0 in out_shape or w.shape[-1] == 0:
+        return xp.zeros(out_shape, dtype)
+    if prim.flip:
+        w = w[(slice(None),) + (slice(None, None, -1),) * nd]
+    depthwise = prim.groups > 1 and w.shape[-1] == 1
+    dilated = any(d > 1 for d in prim.input_dilation)
+    if dilated and not depthwise and all(s == 1 for s in prim.stride) and math.prod(kernel_shape) <= SCATTER_TAPS:
+        out = _scatter(xp, prim, x, w, out_shape, budget)
+    else:
+        padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation)
+        lower = _taps if depthwise else _windows
+        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget)
+    return out.astype(dtype, copy=False)
+
+
+def _kept(lo: int, step: int, size: int, first: int, stop: int) -> tuple:
+    """The ``j`` in ``[first, stop)`` whose position ``lo + j * step`` lies in ``[0, size)``: ``(j0, j1)``, empty
+    when ``j0 >= j1``."""
+    j0 = max(first, -(lo // step) if lo < 0 else 0)
+    j1 = min(stop, (size - 1 - lo) // step + 1 if size > lo else 0)
+    return j0, j1
+
+
+def _padded(xp, x, lo: tuple, hi: tuple, dilation: tuple):
+    """``x`` dilated and padded along its spatial axes (a view of ``x`` where that only crops it)."""
+    if all(d == 1 for d in dilation) and all(p <= 0 for p in lo + hi):
+        return x[(slice(None),) + tuple(slice(-a, s + b) for a, b, s in zip(lo, hi, x.shape[1:-1])) + (slice(None),)]
+    sizes, src, dst = [], [], []
+    for a, size in enumerate(x.shape[1:-1]):
+        full = ((size - 1) * dilation[a] + 1 if size else 0) + lo[a] + hi[a]
+        j0, j1 = _kept(lo[a], dilation[a], full, 0, size)
+        sizes.append(full)
+        j1 = max(j0, j1)
+        src.append(slice(j0, j1))
+        dst.append(slice(lo[a] + j0 * dilation[a], lo[a] + j1 * dilation[a], dilation[a]))
+    out = xp.zeros((x.shape[0], *sizes, x.shape[-1]), x.dtype)
+    out[(slice(None), *dst, slice(None))] = x[(slice(None), *src, slice(None))]
+    return out
+
+
+def _blocks(n: int, rows: int, unit: int, budget: int):
+    """``(n0, n1, r0, r1)`` chunks of ``n`` batch elements of ``rows`` rows, ``unit`` bytes a row: whole batch
+    elements while one fits in ``budget``, else rows of one element."""
+    unit = max(unit, 1)
+    if rows * unit <= budget:
+        step = max(1, budget // max(rows * unit, 1))
+        for n0 in range(0, n, step):
+            yield n0, min(n, n0 + step), 0, rows
+        return
+    step = max(1, budget // unit)
+    for i in range(n):
+        for r0 in range(0, rows, step):
+            yield i, i + 1, r0, min(rows, r0 + step)
+
+
+def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+    """The windows (im2col) lowering of a convolution of the padded input ``x``."""
+    n, *out_sp, o = out_shape
+    k_sp, cg = w.shape[1:-1], w.shape[-1]
+    og = o // groups
+    nd = len(k_sp)
+    s = x.strides
+    view = xp.lib.stride_tricks.as_strided(
+        x, (n, *out_sp, *k_sp, groups, cg),
+        (s[0], *(s[1 + a] * stride[a] for a in range(nd)), *(s[1 + a] * dilation[a] for a in range(nd)),
+         cg * s[-1], s[-1]))
+    item = x.itemsize
+    # bytes of gathered windows per output position and kernel row (one index of the kernel's first axis)
+    per_row = groups * cg * math.prod(k_sp[1:]) * item
+    positions = n * math.prod(out_sp)
+    inner = math.prod(out_sp[1:])
+    # A kernel larger than the output (a weight gradient's) is cut along its first axis, all rows at once: the
+    # weight is then read once, and the small output is what each chunk adds into.
+    wide = k_sp[0] * per_row > positions * item
+    rows_wanted = positions if wide else inner
+    kb = max(1, min(k_sp[0], budget // max(1, per_row * rows_wanted)))
+    wg = w.reshape(groups, og, *k_sp, cg)
+    mats = [wg[:, :, k0:k0 + kb].reshape(groups, og, -1).transpose(0, 2, 1) for k0 in range(0, k_sp[0], kb)]
+    out = xp.empty(out_shape, x.dtype)
+    for n0, n1, r0, r1 in _blocks(n, out_sp[0], inner * kb * per_row, budget):
+        dest = out[n0:n1, r0:r1]
+        rows = dest.size // max(o, 1)
+        flat = dest.reshape(rows, o)
+        for i, k0 in enumerate(range(0, k_sp[0], kb)):
+            part = view[(slice(n0, n1), slice(r0, r1)) + (slice(None),) * (nd - 1) + (slice(k0, k0 + kb),)]
+            if groups == 1:
+                prod_ = xp.matmul(part.reshape(rows, -1), mats[i][0], out=None if i else flat)
+                if i:
+                    flat += prod_
+                continue
+            cols = xp.moveaxis(part, -2, 0).reshape(groups, rows, -1)
+            prod_ = xp.moveaxis(xp.matmul(cols, mats[i]), 0, 1).reshape(rows, o)
+            if i:
+                flat += prod_
+            else:
+                flat[...] = prod_
+    return out
+
+
+def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+    """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
+    n, *out_sp, o = out_shape
+    k_sp = w.shape[1:-1]
+    if o > groups:  # each input channel feeds o / groups outputs: repeat it, so each output has its own column
+        x = xp.repeat(x, o // groups, axis=-1)
+    wt = w.reshape(o, -1)
+    out = xp.zeros(out_shape, x.dtype)
+    inner = math.prod(out_sp[1:])
+    for n0, n1, r0, r1 in _blocks(n, out_sp[0], inner * o * x.itemsize, budget):
+        dest = out[n0:n1, r0:r1]
+        scratch = xp.empty_like(dest)
+        for t, taps in enumerate(product(*(range(k) for k in k_sp))):
+            key = [slice(n0, n1)]
+            for a, k in enumerate(taps):
+                start = k * dilation[a] + (r0 * stride[a] if a == 0 else 0)
+                stop = start + ((r1 - r0 if a == 0 else out_sp[a]) - 1) * stride[a] + 1
+                key.append(slice(start, stop, stride[a]))
+            xp.multiply(x[tuple(key)], wt[:, t], out=scratch)
+            dest += scratch
+    return out
+
+
+def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int):
+    """The scatter (col2im) lowering of a convolution with a dilated input and unit stride: output position
+    ``j * input_dilation + padding_lo - k * kernel_dilation`` takes ``x[j] @ w[k]``."""
+    n, *in_sp, c = x.shape
+    o, *k_sp, cg = w.shape
+    groups = prim.groups
+    og = o // groups
+    taps = math.prod(k_sp)
+    # every tap's weights side by side: (groups, cg, taps * og)
+    wcat = w.reshape(groups, og, taps, cg).transpose(0, 3, 2, 1).reshape(groups, cg, taps * og)
+    out = xp.zeros(out_shape, x.dtype)
+    inner = math.prod(in_sp[1:])
+    lo, step, kd = prim.padding_lo, prim.input_dilation, prim.kernel_dilation
+    for n0, n1, j0, j1 in _blocks(n, in_sp[0], inner * taps * o * x.itemsize, budget):
+        part = x[n0:n1, j0:j1]
+        rows = part.size // max(c, 1)
+        if groups == 1:
+            prods = xp.matmul(part.reshape(rows, c), wcat[0])
+        else:
+            cols = xp.moveaxis(part.reshape(rows, groups, cg), 1, 0)
+            prods = xp.moveaxis(xp.matmul(cols, wcat).reshape(groups, rows, taps, og), 0, 2)
+        prods = prods.reshape(n1 - n0, j1 - j0, *in_sp[1:], *k_sp, o)
+        for tap in product(*(range(k) for k in k_sp)):
+            src, dst = [slice(None)], [slice(n0, n1)]
+            for a, k in enumerate(tap):
+                off = lo[a] - k * kd[a]
+                first, stop = (j0, j1) if a == 0 else (0, in_sp[a])
+                a0, a1 = _kept(off, step[a], out_shape[1 + a], first, stop)
+                if a0 >= a1:
+                    break
+                src.append(slice(a0 - first, a1 - first))
+                dst.append(slice(off + a0 * step[a], off + (a1 - 1) * step[a] + 1, step[a]))
+            else:
+                out[tuple(dst)] += prods[(*src, *tap)]
+    return out

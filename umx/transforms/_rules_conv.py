@@ -1,0 +1,97 @@
+"""The rules of ``Convolution``: derivatives (attached as ``vjp``/``jvp``) and batching (``vmap``).
+
+A convolution is linear in each input, and both transposes are convolutions again (so gradients of any order
+are convolution nodes). Per spatial axis, with stride ``s``, kernel dilation ``d``, input dilation ``e``, low
+padding ``p``, kernel size ``K``, input length ``L`` and output length ``M``:
+
+- input gradient: the cotangent dilated by ``s``, convolved with the kernel flipped (channel axes swapped per
+  group), stride ``e``, kernel dilation ``d``, padding ``d * (K - 1) - p`` low and ``(L - 1) * e + p - (M - 1) * s``
+  high (either may be negative: a crop);
+- weight gradient: the input dilated by ``e`` (batch and channels swapped) convolved with the cotangent as the
+  kernel (likewise swapped), stride ``d``, kernel dilation ``s``, padding ``p`` low and
+  ``(M - 1) * s + (K - 1) * d - (L - 1) * e - p`` high, then flipped back where the forward kernel was flipped.
+"""
+
+from __future__ import annotations
+
+from .. import ops as m
+from ..array import node
+from ..devices import resolve_stream
+from ..primitives import Convolution
+
+
+def _conv(prim: Convolution, x, w, groups: int):
+    """``prim``'s convolution of ``x`` and ``w`` with ``groups`` groups."""
+    return m.conv_general(x, w, stride=prim.stride, padding=(prim.padding_lo, prim.padding_hi),
+                          kernel_dilation=prim.kernel_dilation, input_dilation=prim.input_dilation, groups=groups,
+                          flip=prim.flip)
+
+
+def _vjp(self, primals, cotangents, outputs):
+    x, w = primals
+    c = cotangents[0]
+    nd = x.ndim - 2
+    g = self.groups
+    n, spatial, ch = x.shape[0], x.shape[1:-1], x.shape[-1]
+    o, kernel, cg = w.shape[0], w.shape[1:-1], w.shape[-1]
+    og = o // g
+    out = c.shape[1:-1]
+    axes = range(nd)
+    s, d, e, p = self.stride, self.kernel_dilation, self.input_dilation, self.padding_lo
+    # (O, *K, Cg) -> (C, *K, Og): per group, output and input channels swap
+    w_t = m.reshape(m.transpose(m.reshape(w, (g, og, *kernel, cg)), (0, nd + 2, *range(2, nd + 2), 1)),
+                    (ch, *kernel, og))
+    lo = tuple(d[a] * (kernel[a] - 1) - p[a] for a in axes)
+    hi = tuple((spatial[a] - 1) * e[a] + p[a] - (out[a] - 1) * s[a] for a in axes)
+    dx = m.conv_general(c, w_t, stride=e, padding=(lo, hi), kernel_dilation=d, input_dilation=s, groups=g,
+                        flip=not self.flip)
+    # (N, *L, C) -> (Cg, *L, G * N) and (N, *M, O) -> (O, *M, N): the batch becomes the contracted channel axis
+    x_t = m.reshape(m.transpose(m.reshape(x, (n, *spatial, g, cg)), (nd + 2, *range(1, nd + 1), nd + 1, 0)),
+                    (cg, *spatial, g * n))
+    c_t = m.transpose(c, (nd + 1, *range(1, nd + 1), 0))
+    hi_w = tuple((out[a] - 1) * s[a] + (kernel[a] - 1) * d[a] - (spatial[a] - 1) * e[a] - p[a] for a in axes)
+    dw = m.conv_general(x_t, c_t, stride=d, padding=(p, hi_w), kernel_dilation=s, input_dilation=e, groups=g)
+    dw = m.transpose(dw, (nd + 1, *range(1, nd + 1), 0))
+    if self.flip:
+        dw = dw[(slice(None),) + (slice(None, None, -1),) * nd]
+    return [dx, dw]
+
+
+def _jvp(self, primals, tangents, outputs):
+    x, w = primals
+    tx, tw = tangents
+    o = outputs[0]
+    st = resolve_stream(None)
+    total = None if tx is None else node(self, (tx, w), o._shape, o._dtype, st)
+    if tw is not None:
+        term = node(self, (x, tw), o._shape, o._dtype, st)
+        total = term if total is None else total + term
+    return [total]
+
+
+def _vmap(self, inputs, axes, outputs):
+    """The batch folds into the input's batch axis (weight unbatched), into each group's output channels (input
+    unbatched), or into the groups (both batched)."""
+    x, w = inputs
+    g = self.groups
+    if axes[1] is None:
+        b, n = x.shape[:2]
+        y = _conv(self, m.reshape(x, (b * n, *x.shape[2:])), w, g)
+        return [m.reshape(y, (b, n, *y.shape[1:]))]
+    b, o = w.shape[:2]
+    og = o // g
+    if axes[0] is None:
+        # output channels ordered (group, batch, channel): each group's block holds every batch's filters
+        w_b = m.reshape(m.swapaxes(m.reshape(w, (b, g, og, *w.shape[2:])), 0, 1), (g * b * og, *w.shape[2:]))
+        y = _conv(self, x, w_b, g)
+        y = m.moveaxis(m.reshape(y, (*y.shape[:-1], g, b, og)), -2, 0)
+        return [m.reshape(y, (*y.shape[:-2], o))]
+    x_b = m.moveaxis(x, 0, -2)
+    x_b = m.reshape(x_b, (*x_b.shape[:-2], b * x_b.shape[-1]))
+    y = _conv(self, x_b, m.reshape(w, (b * o, *w.shape[2:])), b * g)
+    return [m.moveaxis(m.reshape(y, (*y.shape[:-1], b, o)), -2, 0)]
+
+
+Convolution.vjp = _vjp
+Convolution.jvp = _jvp
+Convolution.vmap = _vmap
