@@ -9,7 +9,6 @@ import umx as mx
 import umx.nn as nn
 from tests.conftest import assert_close
 
-pytestmark = pytest.mark.skipif(not hasattr(mx, "conv_general"), reason="convolutions land from another branch")
 
 
 @pytest.fixture
