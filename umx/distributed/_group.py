@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from .. import scheduler
 from ..devices import DeviceType
@@ -76,6 +77,7 @@ class Group:
 
 _SINGLETON = Group._make(0, 1, None)
 _world: list = []  # the global group, once a backend has made it
+_init_lock = threading.Lock()  # one global group, even if threads call init at once
 
 
 def is_available(backend: str = "any") -> bool:
@@ -136,22 +138,35 @@ def init(strict: bool = False, backend: str = "any", *, all_gather_factory=None)
         backend = os.environ.get(BACKEND_VARIABLE) or "any"
         if backend not in BACKENDS:
             raise ValueError(f"init: {BACKEND_VARIABLE}={backend!r} names no backend")
-    if _world and backend in ("any", _world[0]._backend):
-        return _world[0]
-    try:
-        world = _make_world(backend)
-    except Exception as e:
-        if strict:
-            raise RuntimeError(f"init: the {backend!r} backend could not start: {e}") from e
-        world = None
-    if world is None:
-        if strict:
-            raise RuntimeError(f"init: no {backend!r} backend is available to umx"
-                               + ("" if backend in ("mpi", "nccl", "any") else " (MLX's own transports)"))
-        return _SINGLETON
-    if not _world:
-        _world.append(world)
-    return world
+    with _init_lock:
+        if _world and _serves(_world[0], backend):
+            return _world[0]
+        try:
+            world = _make_world(backend)
+        except Exception as e:
+            if strict:
+                raise RuntimeError(f"init: the {backend!r} backend could not start: {e}") from e
+            world = None
+        if world is None:
+            if strict:
+                raise RuntimeError(_why_not(backend))
+            return _SINGLETON
+        if not _world:
+            _world.append(world)
+        return world
+
+
+def _serves(world: Group, backend: str) -> bool:
+    """Whether the global group already made answers ``init(backend=backend)``."""
+    return (backend == "any" or backend == world._backend or (backend == "mpi" and world.mpi is not None)
+            or (backend == "nccl" and world.nccl is not None))
+
+
+def _why_not(backend: str) -> str:
+    if backend in ("ring", "jaccl"):
+        return f"init: the {backend!r} backend is one of MLX's own transports, which umx does not provide"
+    return (f"init: no {backend!r} backend started: this process was not started by an MPI launcher "
+            "(python -m umx.launch -n N script.py)")
 
 
 def _make_world(backend: str) -> Group | None:
