@@ -10,7 +10,6 @@ import umx.nn as nn
 from tests.conftest import assert_close
 
 
-
 @pytest.fixture
 def on(device):
     old = mx.default_device()

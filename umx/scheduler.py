@@ -49,6 +49,10 @@ INLINE_LAUNCHES = 16
 #: producer as read by the host: a GPU kernel then writes it to the host as it computes it (see cuda/direct.py)
 SMALL_READ = 256
 
+#: set by ``umx.distributed`` once a group of several processes exists: called with a plan's tasks, in plan order,
+#: under the plan lock and before any of them can run, so that communication takes its turns in plan order
+on_plan = None
+
 def _targets(args, out: list) -> None:
     """Collect the arrays in ``args`` (arrays or trees of lists, tuples and dicts); other leaves are ignored."""
     stack = list(args)
@@ -108,6 +112,8 @@ def _plan_marked(targets: list, inline: bool, host: bool):
                 if m._exec is mark or m._exec is MEMBER:
                     m._exec = None
         raise
+    if on_plan is not None:
+        on_plan(order)
     if host:
         for t in targets:
             if t._data is None and prod(t._shape) <= SMALL_READ:
@@ -168,6 +174,8 @@ def _plan_one(t, host: bool):
     seq = ex.submitted = ex.submitted + 1
     t._exec = ex
     t._seq = seq
+    if on_plan is not None:
+        on_plan((t,))
     return ex, task, host and size <= SMALL_READ
 
 

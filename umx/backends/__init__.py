@@ -1,8 +1,9 @@
 """Backends: one per device type, each a package that runs primitives on its device.
 
 A backend module provides ``available()``, ``device_count()``, ``device_info(index)`` and
-``make_executor(stream)``. The core finds backends here by device type and never imports a backend's libraries:
-the CUDA backend imports CuPy only when asked whether a GPU is available.
+``make_executor(stream)``; the CUDA backend also ``nccl_available()``, ``nccl_unique_id()`` and
+``nccl_communicator(...)`` for ``mx.distributed``. The core finds backends here by device type and never
+imports a backend's libraries: the CUDA backend imports CuPy only when asked whether a GPU is available.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from .base import Primitive
 from .conv import Convolution
 from .creation import Arange, Eye, Full, Linspace
+from .distributed import COMMUNICATION, AllGather, AllReduce, Communication, Recv, Send, SumScatter
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
@@ -94,5 +95,6 @@ __all__ = [
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolution", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
-    "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
+    "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "COMMUNICATION", "Communication", "AllReduce", "AllGather",
+    "SumScatter", "Send", "Recv",
 ]

@@ -44,3 +44,25 @@ def make_executor(stream):
     from .executor import CudaExecutor
 
     return CudaExecutor(stream)
+
+
+def nccl_available() -> bool:
+    """Whether the ``nccl`` distributed backend can run here (CuPy's NCCL bindings and a GPU)."""
+    if _cupy() is None:
+        return False
+    from .collectives import available
+
+    return available()
+
+
+def nccl_unique_id():
+    from .collectives import unique_id
+
+    return unique_id()
+
+
+def nccl_communicator(uid, size: int, rank: int, device_index: int, turns):
+    """An NCCL communicator of ``size`` ranks on GPU ``device_index`` (see ``collectives.NcclComm``)."""
+    from .collectives import NcclComm
+
+    return NcclComm(uid, size, rank, device_index, turns)

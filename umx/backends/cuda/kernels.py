@@ -9,7 +9,7 @@ import numpy as np
 from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ..xp import bind
-from . import _cupy
+from . import _cupy, collectives
 
 cp = _cupy()
 
@@ -63,6 +63,7 @@ def make_table() -> dict:
     table[type(ew.UNARY["IsPosInf"])] = _isposinf
     table[type(ew.UNARY["IsNegInf"])] = _isneginf
     table[ix.Scatter] = _scatter
+    table.update(collectives.KERNELS)
     return table
 
 

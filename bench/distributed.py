@@ -1,0 +1,147 @@
+"""all_sum bandwidth against message size: umx's MPI backend on the CPU against mpi4py's own ``Allreduce`` on
+NumPy buffers, in one job of 2 processes; and, where there are several GPUs with NCCL, umx's NCCL backend (one
+process per GPU) against torch.distributed's NCCL ``all_reduce``.
+
+Each size (float32, 4 KiB to 256 MiB) is timed as the median of interleaved rounds (``_util.interleaved_medians``:
+every rank makes the same calls in the same order, so the collectives pair up), each call after a barrier so that
+a rank's time is the collective's, not its wait for the other rank. umx's call is ``eval`` of a fresh
+``all_sum`` node (building the node, planning it, running it on the stream's worker); bandwidth is bytes per
+second of one rank's buffer. Rank 0 prints the table.
+
+Usage: python bench/distributed.py [--quick]        (starts its own jobs through umx.launch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from _util import interleaved_medians  # noqa: E402
+
+import umx as mx  # noqa: E402
+
+SIZES = [4 << 10 << (2 * i) for i in range(8)]  # 4 KiB, 16 KiB, ..., 64 MiB; 256 MiB added below
+TARGET = 0.9  # umx's bandwidth over the baseline's, from 1 MiB up
+
+
+def _repeats(nbytes: int, quick: bool) -> int:
+    if nbytes >= 64 << 20:
+        return 3 if quick else 5
+    return 10 if quick else 30
+
+
+def _row(nbytes: int, t_umx: float, t_base: float) -> str:
+    size = f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
+    ratio = t_base / t_umx
+    flag = "" if nbytes < 1 << 20 or ratio >= TARGET else f"  (below the {TARGET}x target)"
+    return (f"{size:>8}  {t_umx * 1e3:9.3f}ms {nbytes / t_umx / 1e9:7.2f} GB/s  {t_base * 1e3:9.3f}ms "
+            f"{nbytes / t_base / 1e9:7.2f} GB/s  {ratio:5.2f}{flag}")
+
+
+def _header(title: str, base: str) -> str:
+    return (f"{title}\n{'size':>8}  {'umx':>11} {'':>12}  {base:>11} {'':>12}  ratio (bandwidth, umx/{base})\n"
+            + "-" * 80)
+
+
+def run_mpi(quick: bool) -> None:
+    """In a job: umx's all_sum (CPU) against mpi4py's Allreduce."""
+    from mpi4py import MPI
+
+    world = mx.distributed.init(strict=True)
+    comm = MPI.COMM_WORLD.Dup()
+    rows = []
+    for nbytes in SIZES + ([] if quick else [256 << 20]):
+        n = nbytes // 4
+        x = mx.ones((n,), stream=mx.cpu)
+        mx.eval(x)
+        send = np.ones(n, np.float32)
+        recv = np.empty_like(send)
+
+        def umx_call(x=x):
+            comm.Barrier()
+            mx.eval(mx.distributed.all_sum(x, stream=mx.cpu))
+
+        def mpi_call(send=send, recv=recv):
+            comm.Barrier()
+            comm.Allreduce(send, recv, op=MPI.SUM)
+
+        times = interleaved_medians({"umx": umx_call, "mpi4py": mpi_call}, repeats=_repeats(nbytes, quick))
+        rows.append(_row(nbytes, times["umx"], times["mpi4py"]))
+    if world.rank() == 0:
+        print(_header(f"all_sum, float32, MPI on the CPU, {world.size()} processes", "mpi4py"))
+        print("\n".join(rows), flush=True)
+
+
+def run_nccl(quick: bool) -> None:
+    """In a job of one process per GPU: umx's all_sum (NCCL) against torch.distributed's NCCL all_reduce."""
+    import torch
+    import torch.distributed as dist
+    from mpi4py import MPI
+
+    world = mx.distributed.init(strict=True, backend="nccl")
+    comm = MPI.COMM_WORLD.Dup()
+    port = comm.bcast(29500 + os.getpid() % 1000 if world.rank() == 0 else None)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=world.rank(),
+                            world_size=world.size())
+    torch.cuda.set_device(0)  # (each process sees its own GPU only)
+    rows = []
+    for nbytes in SIZES + ([] if quick else [256 << 20]):
+        n = nbytes // 4
+        x = mx.ones((n,), stream=mx.gpu)
+        mx.eval(x)
+        t = torch.ones(n, device="cuda")
+
+        def umx_call(x=x):
+            comm.Barrier()
+            mx.eval(mx.distributed.all_sum(x, stream=mx.gpu))  # (eval waits for the GPU's work)
+
+        def torch_call(t=t):
+            comm.Barrier()
+            dist.all_reduce(t)
+            torch.cuda.synchronize()
+
+        times = interleaved_medians({"umx": umx_call, "torch": torch_call}, repeats=_repeats(nbytes, quick))
+        rows.append(_row(nbytes, times["umx"], times["torch"]))
+    if world.rank() == 0:
+        print(_header(f"all_sum, float32, NCCL, {world.size()} GPUs", "torch"))
+        print("\n".join(rows), flush=True)
+    dist.destroy_process_group()
+
+
+def _launch(n: int, what: str, quick: bool, backend: str) -> int:
+    cmd = [sys.executable, "-m", "umx.launch", "-n", str(n), "--backend", backend, os.path.abspath(__file__),
+           "--in-job", what] + (["--quick"] if quick else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(cmd, env=env).returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, up to 64 MiB")
+    ap.add_argument("--in-job", choices=("mpi", "nccl"), help=argparse.SUPPRESS)  # what a rank of a job runs
+    args = ap.parse_args()
+    if args.in_job == "mpi":
+        return run_mpi(args.quick)
+    if args.in_job == "nccl":
+        return run_nccl(args.quick)
+    code = _launch(2, "mpi", args.quick, "mpi")
+    gpus = mx.device_count(mx.gpu)
+    if gpus >= 2 and mx.distributed.is_available("nccl"):
+        print()
+        code = code or _launch(gpus, "nccl", args.quick, "nccl")
+    else:
+        print("\n(NCCL: skipped, it needs NCCL and at least two GPUs)")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

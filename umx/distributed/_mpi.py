@@ -1,0 +1,152 @@
+"""The ``mpi`` backend: a group's MPI communicator (mpi4py), which moves host (NumPy) arrays.
+
+Every call waits for its turn (see ``_turns``), so umx makes one MPI call at a time per process, from whichever
+thread runs the kernel: MPI's ``THREAD_SERIALIZED`` level is enough (mpi4py asks for ``THREAD_MULTIPLE`` by
+default). umx communicates on duplicates of the user's communicators, so its messages never match the user's own
+mpi4py calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from .. import host_pool
+from ..backends.xp.distributed import lexicographic_extreme
+
+#: the environment variables an MPI launcher sets: a process started by one is part of a job
+LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+def launched() -> bool:
+    """Whether this process was started by an MPI launcher (mpirun, mpiexec, srun...)."""
+    return any(v in os.environ for v in LAUNCHER_VARIABLES)
+
+
+def available() -> bool:
+    """Whether mpi4py can be imported (without initializing MPI)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+@functools.cache
+def _mpi():
+    """mpi4py's MPI module, checked once: MPI is initialized at its first import."""
+    from mpi4py import MPI
+
+    if MPI.Query_thread() < MPI.THREAD_SERIALIZED:
+        raise RuntimeError("umx.distributed: MPI was initialized below THREAD_SERIALIZED (mpi4py.rc.thread_level); "
+                           "umx calls MPI from its stream threads, one call at a time")
+    return MPI
+
+
+def _bytes(x):
+    """A contiguous array's bytes, flat (for calls that move data without arithmetic)."""
+    return x.reshape(-1).view(np.uint8)
+
+
+def _contiguous(xp, x):
+    x = xp.asarray(x)  # (a NumPy scalar constant becomes a 0-d array; a failed input raises its error here)
+    return x if x.flags.c_contiguous else x.copy()
+
+
+def _empty(xp, shape: tuple, dtype):
+    return host_pool.empty(shape, dtype) if xp is np else xp.empty(shape, dtype)
+
+
+def _narrow_int(x) -> bool:
+    return x.dtype.kind in "iu" and x.dtype.itemsize < 4
+
+
+def _widened(x):
+    """8- and 16-bit integers as 32-bit ones for a sum: Open MPI's vectorized sums of them saturate where NumPy
+    and MLX wrap around (cast back, the wider sum wraps the same)."""
+    return x.astype(np.int32 if x.dtype.kind == "i" else np.uint32)
+
+
+class MpiComm:
+    """An MPI communicator's collectives, each in its turn. Arrays are NumPy's, or, with ``xp`` CuPy, device
+    arrays for a CUDA-aware MPI (the caller has synchronized their stream).
+
+    Args:
+        comm: the mpi4py communicator (umx's own duplicate).
+        turns: the process's sequence of turns.
+    """
+
+    def __init__(self, comm, turns):
+        self.comm = comm
+        self.turns = turns
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    @classmethod
+    def world(cls, turns) -> MpiComm:
+        """umx's duplicate of ``MPI.COMM_WORLD`` (initializing MPI if needed)."""
+        mpi = _mpi()
+        with turns.now():
+            return cls(mpi.COMM_WORLD.Dup(), turns)
+
+    def split(self, color: int, key: int) -> MpiComm:
+        """The communicator of the processes that passed the same ``color``, ranked by ``key``."""
+        with self.turns.now():
+            return MpiComm(self.comm.Split(color, key), self.turns)
+
+    def bcast(self, obj, root: int = 0):
+        """``obj`` of rank ``root`` on every rank (a small Python object; for set-up, in a turn of its own)."""
+        with self.turns.now():
+            return self.comm.bcast(obj, root=root)
+
+    def all_reduce(self, x, op: str, ticket: int, xp=np):
+        """The elementwise ``op`` ('sum', 'max', 'min') of ``x`` over the group."""
+        mpi = _mpi()
+        x = _contiguous(xp, x)
+        if x.dtype.kind == "c" and op != "sum":  # MPI has no order on complex numbers: gather, then compare
+            everyone = self.all_gather(x.reshape((1,) + x.shape), ticket, xp)
+            return lexicographic_extreme(xp, everyone, op)
+        if x.dtype == np.bool_:
+            mop = mpi.LAND if op == "min" else mpi.LOR
+        else:
+            mop = {"sum": mpi.SUM, "max": mpi.MAX, "min": mpi.MIN}[op]
+        narrow = op == "sum" and _narrow_int(x)
+        buf = _widened(x) if narrow else x
+        out = _empty(xp, buf.shape, buf.dtype)
+        with self.turns.turn(ticket):
+            self.comm.Allreduce(buf, out, op=mop)
+        return out.astype(x.dtype) if narrow else out
+
+    def all_gather(self, x, ticket: int, xp=np):
+        """Every rank's ``x`` concatenated along the first axis (0-d inputs: stacked)."""
+        x = _contiguous(xp, x)
+        shape = (self.size * x.shape[0],) + x.shape[1:] if x.ndim else (self.size,)
+        out = _empty(xp, shape, x.dtype)
+        with self.turns.turn(ticket):
+            self.comm.Allgather(_bytes(x), _bytes(out))
+        return out
+
+    def sum_scatter(self, x, ticket: int, xp=np):
+        """This rank's block of the first axis of the sum of ``x`` over the group."""
+        mpi = _mpi()
+        x = _contiguous(xp, x)
+        narrow = _narrow_int(x)
+        buf = _widened(x) if narrow else x
+        out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype)
+        with self.turns.turn(ticket):
+            self.comm.Reduce_scatter_block(buf, out, op=mpi.LOR if x.dtype == np.bool_ else mpi.SUM)
+        return out.astype(x.dtype) if narrow else out
+
+    def send(self, x, dst: int, ticket: int, xp=np):
+        """Send ``x`` to rank ``dst``; returns ``x``."""
+        data = _contiguous(xp, x)
+        with self.turns.turn(ticket):
+            self.comm.Send(_bytes(data), dst)
+        return x
+
+    def recv(self, shape: tuple, dtype, src: int, ticket: int, xp=np):
+        """An array of ``shape`` and NumPy ``dtype`` from rank ``src``."""
+        out = _empty(xp, shape, dtype)
+        with self.turns.turn(ticket):
+            self.comm.Recv(_bytes(out), src)
+        return out
