@@ -88,10 +88,11 @@ def axes_of(axis, ndim: int, op: str) -> tuple:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (int(axis),)
+    elif not isinstance(axis, (tuple, list)):
+        axis = (_index(axis, op, "axis must be an int, a sequence of ints or None"),)
     out = []
     for a in axis:
-        if not isinstance(a, (int, np.integer)):
-            raise TypeError(f"{op}: axes must be integers, got {type(a).__name__}")
+        a = _index(a, op, "axes must be integers")
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for an array of {ndim} dimensions")
         out.append(int(a) % ndim if ndim else 0)
@@ -100,10 +101,18 @@ def axes_of(axis, ndim: int, op: str) -> tuple:
     return tuple(sorted(out))
 
 
+def _index(value, op: str, what: str) -> int:
+    """``value`` as an int (anything with ``__index__``: ints, bools, NumPy and 0-d integer arrays), else a
+    TypeError naming ``op``."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {what}, got {value!r}") from None
+
+
 def axis_of(axis: int, ndim: int, op: str) -> int:
     """One axis, made non-negative and checked."""
-    if not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{op}: axis must be an integer, got {type(axis).__name__}")
+    axis = _index(axis, op, "axis must be an integer")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
     return int(axis) % ndim

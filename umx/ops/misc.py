@@ -7,7 +7,7 @@ import math
 
 from .. import dtypes as dt
 from ..primitives import DEPENDS, Median, NanToNum, Window
-from ._core import array, as_array, axes_of, axis_of, cast, describe, node, resolve_stream
+from ._core import array, as_array, axes_of, axis_of, cast, node, resolve_stream
 
 __all__ = ["nan_to_num", "isclose", "allclose", "array_equal", "median", "divmod", "trace", "diff",
            "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends"]
@@ -112,7 +112,8 @@ def array_equal(a, b, /, equal_nan: bool = False, *, stream=None) -> array:
 
 
 def median(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
-    """The median over ``axis`` (all axes by default); float32 for integer input. See ``numpy.median``.
+    """The median over ``axis`` (all axes by default); float32 for integer input, complex numbers ordered by real
+    then imaginary part. See ``numpy.median``.
 
     Args:
         a (array): input.
@@ -125,9 +126,7 @@ def median(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     a = as_array(a, "median")
     axes = axes_of(axis, a.ndim, "median")
     st = resolve_stream(stream)
-    if a._dtype.kind not in "f":
-        if a._dtype.kind == "c":
-            raise TypeError(f"median: complex input is not supported, got {describe(a)}")
+    if a._dtype.kind not in "fc":
         a = cast(a, dt.float32, st)
     if any(a._shape[i] == 0 for i in axes):
         raise ValueError(f"median: cannot take the median of an empty axis (shape {a.shape})")
