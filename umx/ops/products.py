@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import Convolve, Einsum
-from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
+from ._core import array, as_array, broadcast_shapes, cast, check_dims, describe, int_of, node, resolve_stream
 
 __all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "convolve",
            "gather_mm", "segmented_mm", "block_masked_mm"]
@@ -173,13 +173,16 @@ def kron(a, b, /, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _promoted("kron", (a, b), st)
+    if not a.size or not b.size:
+        raise ValueError(f"kron: the inputs cannot be empty, got {describe(a, b)}")
     nd = max(a.ndim, b.ndim)
     sa = (1,) * (nd - a.ndim) + a._shape
     sb = (1,) * (nd - b.ndim) + b._shape
     ia = tuple(x for s in sa for x in (s, 1))
     ib = tuple(x for s in sb for x in (1, s))
+    shape = check_dims(tuple(x * y for x, y in zip(sa, sb)), "kron")
     p = multiply(reshape(a, ia, stream=st), reshape(b, ib, stream=st), stream=st)
-    return reshape(p, tuple(x * y for x, y in zip(sa, sb)), stream=st)
+    return reshape(p, shape, stream=st)
 
 
 def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> array:
@@ -225,6 +228,9 @@ def vecdot(a, b, /, axis: int = -1, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _promoted("vecdot", (a, b), st)
+    if not a.ndim or not b.ndim:
+        raise ValueError(f"vecdot: the inputs must be at least 1-d, got {describe(a, b)}")
+    axis = int_of(axis, "vecdot", "axis")
     if not (-a.ndim <= axis < a.ndim and -b.ndim <= axis < b.ndim):
         raise ValueError(f"vecdot: axis {axis} is out of range for {describe(a, b)}")
     if a._shape[axis] != b._shape[axis]:

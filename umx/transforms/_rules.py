@@ -256,8 +256,13 @@ _rule(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
 def _pad_vjp(self, primals, cotangents, outputs):
     x, fill = primals
     c = cotangents[0]
-    if self.mode != "constant":
-        raise NotImplementedError(f"Pad({self.mode!r}) has no vjp rule yet")
+    if self.mode != "constant":  # every output element copies one input element: sum them back, axis by axis
+        for ax, ((lo, hi), n) in enumerate(zip(self.pad_width, x._shape)):
+            if lo or hi:
+                src = np.pad(np.arange(n), (lo, hi), mode=self.mode)
+                one_hot = (src[:, None] == np.arange(n)).astype(c.dtype.np)
+                c = m.moveaxis(m.moveaxis(c, ax, -1) @ m.array(one_hot, c.dtype), -1, ax)
+        return [c, m.zeros_like(fill)]
     inner = c[tuple(slice(lo, lo + s) for (lo, _), s in zip(self.pad_width, x._shape))]
     return [inner, m.sum(c) - m.sum(inner)]
 
