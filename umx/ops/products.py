@@ -203,9 +203,11 @@ def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> 
 
     st = resolve_stream(stream)
     p = matmul(a, b, stream=st)
+    c = as_array(c, "addmm")
+    if broadcast_shapes(c._shape, p._shape, op="addmm") != p._shape:
+        raise ValueError(f"addmm: c must broadcast to the product's shape {p.shape}, got {describe(c)}")
     if alpha != 1:
         p = multiply(p, alpha, stream=st)
-    c = as_array(c, "addmm")
     if beta != 1:
         c = multiply(c, beta, stream=st)
     return add(p, c, stream=st)
@@ -303,12 +305,12 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
     for each ``segments[..., s, :] = (k0, k1)``.
 
     Args:
-        a (array): ``(..., M, K)``.
-        b (array): ``(..., K, N)``.
+        a (array): ``(M, K)``.
+        b (array): ``(K, N)``.
         segments (array): integer ``(start, end)`` pairs of shape ``(..., 2)``.
 
     Returns:
-        array: ``segments.shape[:-1]`` broadcast with the batch axes, then ``(M, N)``.
+        array: ``segments.shape[:-1]``, then ``(M, N)``.
     """
     from . import elementwise as ew
     from .creation import arange
@@ -317,6 +319,9 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _matrices("segmented_mm", a, b, st)
+    if a.ndim != 2 or b.ndim != 2:  # as MLX: the batch comes from the segments alone
+        raise ValueError(f"segmented_mm: a and b must be matrices (batched products are not supported), got "
+                         f"{describe(a, b)}")
     seg = as_array(segments, "segmented_mm")
     if seg.ndim == 0 or seg._shape[-1] != 2 or seg._dtype.kind not in "iu":
         raise ValueError(f"segmented_mm: segments must be integer (start, end) pairs, got {describe(seg)}")
