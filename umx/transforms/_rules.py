@@ -410,6 +410,45 @@ _rule(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
 _rule(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
 _rule(FFT, FFTShift, jvp=_linear_jvp)
 
+_ADJOINT_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
+
+
+def _fft_vjp(self, primals, cotangents, outputs):
+    # A transform's adjoint is the opposite one with the opposite scaling (conjugate transpose: cotangents
+    # follow MLX's convention, df/dre + i df/dim); the inputs' padding or cutting is undone afterwards.
+    x, c = primals[0], cotangents[0]
+    axes, sizes, norm = self.axes, self.sizes, _ADJOINT_NORM[self.norm]
+    st = _stream()
+    if not self.real:
+        g = node(FFT(axes, sizes, not self.inverse, False, norm), (c,), c._shape, dt.complex64, st)
+    elif not self.inverse:  # rfftn: the dropped negative frequencies come back as zeros; the input was real
+        pad = [(0, 0)] * c.ndim
+        pad[axes[-1]] = (0, sizes[-1] - c._shape[axes[-1]])
+        full = m.pad(c, pad)
+        g = m.real(node(FFT(axes, sizes, True, False, norm), (full,), full._shape, dt.complex64, st))
+    else:  # irfftn, real-linear: each bin but the zero and Nyquist ones stands for a conjugate pair
+        n = sizes[-1]
+        shape = list(c._shape)
+        shape[axes[-1]] = n // 2 + 1
+        g = node(FFT(axes, sizes, False, True, norm), (c,), tuple(shape), dt.complex64, st)
+        w = np.full(n // 2 + 1, 2.0, np.float32)
+        w[0] = 1.0
+        if n % 2 == 0:
+            w[-1] = 1.0
+        g = g * array(w.reshape((-1,) + (1,) * (c.ndim - 1 - axes[-1])))
+    for ax in axes:  # back to the input's sizes: the adjoint of zero-padding is cutting, and of cutting padding
+        have, want = g._shape[ax], x._shape[ax]
+        if have > want:
+            g = g[(slice(None),) * ax + (slice(0, want),)]
+        elif have < want:
+            pad = [(0, 0)] * g.ndim
+            pad[ax] = (0, want - have)
+            g = m.pad(g, pad)
+    return [g]
+
+
+_rule(FFT, vjp=_fft_vjp)
+
 
 def _scan_weights(self, x: array, y: array):
     """For an inclusive running product or log-sum-exp, ``dy_i/dx_j = a_j * b_i`` (j up to i): (a, b)."""
