@@ -14,6 +14,7 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
+    FFT,
     ArgReduce,
     ArgSort,
     AsType,
@@ -25,6 +26,7 @@ from ..primitives import (
     Depends,
     Diagonal,
     Einsum,
+    FFTShift,
     Gather,
     Matmul,
     NanToNum,
@@ -223,7 +225,7 @@ def _first(self, inputs, axes, outputs):
 
 for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
     _cls.vmap = _same
-for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat):
+for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat, FFT, FFTShift):
     _cls.vmap = _shifted
 Reshape.vmap = _reshape
 Transpose.vmap = _transpose
