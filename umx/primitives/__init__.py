@@ -51,14 +51,18 @@ from .linalg import (
 )
 from .misc import (
     DEPENDS,
+    FROM_FP8,
     STOP_GRADIENT,
+    TO_FP8,
     Convolve,
     Custom,
     Depends,
     Einsum,
+    FromFP8,
     Median,
     NanToNum,
     StopGradient,
+    ToFP8,
     Window,
 )
 from .random import RandomBits
@@ -94,5 +98,5 @@ __all__ = [
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
-    "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
+    "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "TO_FP8", "FROM_FP8", "ToFP8", "FromFP8",
 ]
