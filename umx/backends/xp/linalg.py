@@ -48,9 +48,13 @@ def _tri_inv(xp, prim, a):
 def _cholesky(xp, prim, a):
     try:
         low = xp.linalg.cholesky(a)
-    except Exception as e:  # numpy's and CuPy's LinAlgError: not positive definite, numerically
+        # CuPy reports no failure by default: a pivot LAPACK refused stays non-positive on the diagonal
+        failed = not bool(xp.all(xp.diagonal(low, 0, -2, -1).real > 0))
+    except Exception as e:  # NumPy's LinAlgError: not positive definite, numerically
         if type(e).__name__ != "LinAlgError":
             raise
+        failed = True
+    if failed:
         low = _cholesky_unchecked(xp, a)
     return _adjoint(xp, low) if prim.upper else low
 
