@@ -322,3 +322,35 @@ def test_lu_property(device):
         assert sorted(np.asarray(p)[0].tolist()) == list(range(m))
 
     check()
+
+
+def test_det_and_slogdet_dtypes_as_mlx(device):
+    ints = mx.array([[1, 2], [3, 4]])
+    d = mx.linalg.det(ints, stream=device)
+    assert d.dtype == mx.float32 and abs(d.item() + 2.0) < 1e-5
+    sign, logabs = mx.linalg.slogdet(ints, stream=device)
+    assert sign.dtype == logabs.dtype == mx.float32 and sign.item() == -1.0
+    half = mx.linalg.det(ints.astype(mx.float16), stream=device)
+    assert half.dtype == mx.float16 and half.item() == -2.0
+    for f in (mx.linalg.det, mx.linalg.slogdet):  # complex is refused, as MLX
+        with pytest.raises(ValueError, match="complex"):
+            f(mx.eye(2).astype(mx.complex64), stream=device)
+
+
+def test_cholesky_of_a_semidefinite_matrix(device):
+    # rank 2: LAPACK finds it numerically indefinite in float32; MLX (and umx) still factor it
+    root = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], np.float32)
+    a = root.T @ root / 81
+    low = mx.linalg.cholesky(mx.array(a), stream=device)
+    np.testing.assert_allclose(np.asarray(low @ low.T), a, rtol=1e-5, atol=1e-6)
+    assert np.allclose(np.triu(np.asarray(low), 1), 0)
+    up = mx.linalg.cholesky(mx.array(np.stack([a, a + np.eye(3, dtype=np.float32)])), upper=True, stream=device)
+    np.testing.assert_allclose(np.asarray(mx.swapaxes(up, -1, -2) @ up)[1], a + np.eye(3), rtol=1e-5, atol=1e-6)
+
+
+def test_norm_order_must_be_a_number():
+    a = mx.ones((2, 2))
+    for f in (mx.linalg.matrix_norm, mx.linalg.norm):
+        with pytest.raises(TypeError, match=r"linalg\.(matrix_)?norm: ord must be a number"):
+            f(a, ord=mx.array(2.0))
+    assert abs(mx.linalg.norm(a, ord=np.float64(2.0), stream=mx.cpu).item() - 2.0) < 1e-5

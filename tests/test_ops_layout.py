@@ -34,7 +34,7 @@ def test_pad_errors():
     with pytest.raises(ValueError, match="pad"):
         mx.pad(a, [(1, 1)] * 3)
     with pytest.raises(ValueError, match="pad"):
-        mx.pad(a, 1, mode="reflect")
+        mx.pad(a, 1, mode="wrap")
     with pytest.raises(ValueError, match="pad"):
         mx.pad(mx.zeros((0,)), 1, mode="edge")
 

@@ -175,7 +175,7 @@ def test_categorical(device):
 
 def test_permutation(device):
     p = mx.random.permutation(50, key=mx.random.key(17), stream=device)
-    assert p.dtype == mx.int32
+    assert p.dtype == mx.uint32  # as MLX
     v = np.asarray(p)
     assert sorted(v.tolist()) == list(range(50)) and v.tolist() != list(range(50))
     x = np.arange(24).reshape(4, 6)
@@ -213,3 +213,78 @@ def test_multivariate_normal(device):
     np.testing.assert_allclose(s[:, 0], s[:, 1], atol=1e-5 if device == mx.cpu else 1e-2)  # GPU eigh: float32 rounding
     with pytest.raises(ValueError, match="multivariate_normal"):
         mx.random.multivariate_normal(mx.zeros(2), mx.eye(3))
+
+
+_FLOAT_SAMPLERS = {
+    "uniform": lambda **k: mx.random.uniform(shape=(3,), **k),
+    "normal": lambda **k: mx.random.normal((3,), **k),
+    "gumbel": lambda **k: mx.random.gumbel((3,), **k),
+    "laplace": lambda **k: mx.random.laplace((3,), **k),
+    "truncated_normal": lambda **k: mx.random.truncated_normal(-1.0, 1.0, (3,), **k),
+    "multivariate_normal": lambda **k: mx.random.multivariate_normal(mx.zeros(2), mx.eye(2), **k),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FLOAT_SAMPLERS))
+def test_dtype_none_is_float32(device, name):
+    assert _FLOAT_SAMPLERS[name](dtype=None, stream=device).dtype == mx.float32
+    with pytest.raises(ValueError, match=name):
+        _FLOAT_SAMPLERS[name](dtype=mx.int32, stream=device)
+    assert mx.random.randint(0, 3, dtype=None, stream=device).dtype == mx.int32
+
+
+def test_complex_normal(device):
+    z = mx.random.normal((20000,), dtype=mx.complex64, key=mx.random.key(1), stream=device)
+    assert z.dtype == mx.complex64
+    v = np.asarray(z)
+    assert abs(v.real.var() - 0.5) < 0.03 and abs(v.imag.var() - 0.5) < 0.03  # each part: variance 1/2
+    assert abs(np.corrcoef(v.real, v.imag)[0, 1]) < 0.05
+    shifted = np.asarray(mx.random.normal((20000,), mx.complex64, 3 + 1j, 2.0, mx.random.key(1), stream=device))
+    np.testing.assert_allclose(shifted, 2 * v + (3 + 1j), rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_loc_and_scale_keep_the_dtype(device):
+    b = mx.random.normal((3, 1, 2), key=mx.random.key(2))
+    s = mx.random.normal((3, 4, 2), dtype=mx.float16, loc=b, scale=b, stream=device)
+    assert s.dtype == mx.float16 and s.shape == (3, 4, 2)
+    k = mx.random.key(3)
+    for f in (mx.random.normal, mx.random.laplace):
+        a = f((50,), mx.float16, 1.0, 2.0, k, stream=device)
+        assert np.array_equal(np.asarray(a), np.asarray(2.0 * f((50,), mx.float16, key=k, stream=device) + 1.0))
+
+
+def test_randint_as_mlx(device):
+    k = mx.random.key(4)
+    b = mx.random.randint(0, 2, (1000,), dtype=mx.bool_, key=k, stream=device)
+    assert b.dtype == mx.bool_ and sorted(set(b.tolist())) == [False, True]
+    assert not mx.any(mx.random.randint(0, 1, (100,), dtype=mx.bool_, key=k, stream=device)).item()
+    assert mx.all(mx.random.randint(10, -10, (100,), key=k, stream=device) == 10).item()  # high <= low: low
+    lo, hi = -(2**40), 2**40
+    wide = np.asarray(mx.random.randint(lo, hi, (2000,), dtype=mx.int64, key=k, stream=device))
+    assert wide.min() >= lo and wide.max() < hi and np.abs(wide).max() > 2**33  # spans beyond 32 bits
+    full = np.asarray(mx.random.randint(-(2**31), 2**31 - 1, (2000,), key=k, stream=device))
+    assert full.min() < -(2**30) and full.max() > 2**30
+    assert sorted(set(mx.random.randint(-5, 5, (5000,), key=k, stream=device).tolist())) == list(range(-5, 5))
+    with pytest.raises(ValueError, match="randint"):
+        mx.random.randint(mx.array([0, 1]), 5)  # bounds of shape (2,) for samples of shape ()
+
+
+def test_sampler_errors_as_mlx():
+    with pytest.raises(ValueError, match="bernoulli"):
+        mx.random.bernoulli(0, [2])  # an integer p
+    with pytest.raises(ValueError, match="bernoulli"):
+        mx.random.bernoulli(mx.array([1, 0]))
+    with pytest.raises(ValueError, match="uniform"):
+        mx.random.uniform(mx.array([0.0, 1.0]), 2.0)
+    for d in (mx.float16, mx.float64):
+        with pytest.raises(ValueError, match="multivariate_normal"):
+            mx.random.multivariate_normal(mx.zeros(2), mx.eye(2), dtype=d)
+
+
+def test_truncated_normal_with_crossed_bounds_gives_the_lower(device):
+    assert mx.all(mx.random.truncated_normal(2.0, -2.0, (5,), stream=device) == 2.0).item()
+
+
+def test_categorical_without_samples(device):
+    out = mx.random.categorical(mx.zeros((20,)), num_samples=0, stream=device)
+    assert out.shape == (0,) and out.dtype == mx.uint32

@@ -89,7 +89,7 @@ def test_reductions_match_numpy(split, rng, name, dtype):
             nd = len(shape)
             if axis is not None and any(a >= nd or a < -nd for a in np.atleast_1d(axis)):
                 continue
-            if name in ("max", "min") and 0 in shape:
+            if name in ("max", "min", "logsumexp") and 0 in shape:  # refused, as in MLX
                 continue
             x = _data(rng, shape, dtype, name)
             for keepdims in (False, True):

@@ -76,9 +76,10 @@ def test_zero_d_and_empty(device):
     assert mx.all(e, stream=device).item() is True
     assert mx.any(e, stream=device).item() is False
     assert mx.sum(e, axis=1, stream=device).shape == (0,)
-    assert mx.logsumexp(e, axis=0, stream=device).tolist() == [-np.inf] * 3
-    with pytest.raises(ValueError):
-        mx.eval(mx.max(e, axis=0, stream=device))
+    with pytest.raises(ValueError, match="logsumexp"):  # as MLX: refused at the call, whatever the axes
+        mx.logsumexp(e, axis=0, stream=device)
+    with pytest.raises(ValueError, match="max"):
+        mx.max(e, axis=0, stream=device)
 
 
 def test_sum_of_bools_and_large_ints(device):

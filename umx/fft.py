@@ -6,8 +6,12 @@ MLX's and NumPy's do, and the usual ``stream=``.
 
 from __future__ import annotations
 
+import operator
+
+import numpy as np
+
 from . import dtypes as dt
-from .ops._core import array, as_array, axis_of, cast, describe, node, resolve_stream
+from .ops._core import array, as_array, axis_of, cast, check_dims, describe, node, resolve_stream
 from .ops.creation import ones
 from .primitives import FFT, ISTFT, STFT, FFTFreq, FFTShift
 
@@ -15,12 +19,11 @@ __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rf
            "fftshift", "ifftshift", "fftfreq", "rfftfreq", "stft", "istft"]
 
 
-def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
-    """The checked axes and sizes of a transform, NumPy's defaults filled in."""
+def _plan(a: array, s, axes, op: str) -> tuple:
+    """The checked axes and sizes of a transform, NumPy's defaults filled in (no axes: the last ``len(s)``, or
+    all of them; for the 2-d transforms too, as NumPy's)."""
     if axes is None:
-        if default_axes is not None:
-            axes = default_axes
-        elif s is None:
+        if s is None:
             axes = tuple(range(a.ndim))
         else:
             axes = tuple(range(a.ndim - len(s), a.ndim))
@@ -30,7 +33,7 @@ def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
     if s is None:
         sizes = tuple(a._shape[x] for x in axes)
     else:
-        sizes = tuple(int(n) for n in s)
+        sizes = tuple(_size(n, op) for n in s)
         if len(sizes) != len(axes):
             raise ValueError(f"{op}: s {tuple(s)} and axes {axes} must have the same length")
     if any(n <= 0 for n in sizes):
@@ -38,59 +41,81 @@ def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
     return axes, sizes
 
 
+def _size(n, op: str, what: str = "sizes") -> int:
+    """A transform or output size: an int (TypeError for floats, infinities included) of at most 32 bits."""
+    if isinstance(n, (float, np.floating)) or not hasattr(n, "__index__"):
+        raise TypeError(f"{op}: {what} must be {'an integer' if what == 'n' else 'integers'}, got {n!r}")
+    return check_dims((operator.index(n),), op)[0]
+
+
+_NORMS = ("backward", "ortho", "forward")
+
+
+def _norm(norm, op: str) -> str:
+    if norm not in _NORMS:
+        raise ValueError(f"{op}: norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
+    return norm
+
+
 def _complex(a, op: str, st) -> array:
     a = as_array(a, op)
     return cast(a, dt.complex64, st)
 
 
-def _transform(a, s, axes, inverse: bool, op: str, stream, default_axes=None) -> array:
+def _transform(a, s, axes, inverse: bool, op: str, norm, stream) -> array:
     st = resolve_stream(stream)
     a = _complex(a, op, st)
-    axes, sizes = _plan(a, s, axes, op, default_axes)
+    norm = _norm(norm, op)
+    axes, sizes = _plan(a, s, axes, op)
     shape = list(a._shape)
     for x, n in zip(axes, sizes):
         shape[x] = n
-    return node(FFT(axes, sizes, inverse, False), (a,), tuple(shape), dt.complex64, st)
+    return node(FFT(axes, sizes, inverse, False, norm), (a,), tuple(shape), dt.complex64, st)
 
 
-def _real_forward(a, s, axes, op: str, stream, default_axes=None) -> array:
+def _real_forward(a, s, axes, op: str, norm, stream) -> array:
     st = resolve_stream(stream)
     a = as_array(a, op)
+    norm = _norm(norm, op)
     if a._dtype.kind != "f" or a._dtype is dt.bfloat16 or a._dtype is dt.float16:
         a = cast(a, dt.float32, st)  # complex input is taken by its real part, as in MLX
-    axes, sizes = _plan(a, s, axes, op, default_axes)
+    axes, sizes = _plan(a, s, axes, op)
     if not axes:
         raise ValueError(f"{op}: needs at least one axis")
     shape = list(a._shape)
     for x, n in zip(axes, sizes):
         shape[x] = n
     shape[axes[-1]] = sizes[-1] // 2 + 1
-    return node(FFT(axes, sizes, False, True), (a,), tuple(shape), dt.complex64, st)
+    return node(FFT(axes, sizes, False, True, norm), (a,), tuple(shape), dt.complex64, st)
 
 
-def _real_inverse(a, s, axes, op: str, stream, default_axes=None) -> array:
+def _real_inverse(a, s, axes, op: str, norm, stream) -> array:
     st = resolve_stream(stream)
     a = _complex(a, op, st)
+    norm = _norm(norm, op)
     if s is None:
-        axes, sizes = _plan(a, None, axes, op, default_axes)
+        axes, sizes = _plan(a, None, axes, op)
         if not axes:
             raise ValueError(f"{op}: needs at least one axis")
         sizes = sizes[:-1] + (2 * (sizes[-1] - 1),)
         if sizes[-1] <= 0:
             raise ValueError(f"{op}: the last axis of {describe(a)} is too short to invert; pass its output size")
     else:
-        axes, sizes = _plan(a, s, axes, op, default_axes)
+        axes, sizes = _plan(a, s, axes, op)
     shape = list(a._shape)
     for x, n in zip(axes, sizes):
         shape[x] = n
-    return node(FFT(axes, sizes, True, True), (a,), tuple(shape), dt.float32, st)
+    return node(FFT(axes, sizes, True, True, norm), (a,), tuple(shape), dt.float32, st)
 
 
 def _one(n, axis) -> tuple:
     return (None if n is None else (n,)), (axis,)
 
 
-def fft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
+
+
+
+def fft(a, n: int | None = None, axis: int = -1, norm: str = "backward", *, stream=None) -> array:
     """The one-dimensional discrete Fourier transform. See ``numpy.fft.fft``.
 
     Args:
@@ -98,73 +123,77 @@ def fft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
         n (int, optional): the transform length: ``a`` is cut or zero-padded along ``axis`` to it. Default:
             ``a.shape[axis]``.
         axis (int): the axis to transform. Default: -1.
+        norm (str): the scaling: ``'backward'`` (default: 1/n on the inverse), ``'ortho'`` (1/sqrt(n) both ways)
+            or ``'forward'`` (1/n on the forward transform), as ``numpy.fft``'s.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: the complex64 spectrum.
     """
-    return _transform(a, *_one(n, axis), False, "fft.fft", stream)
+    return _transform(a, *_one(n, axis), False, "fft.fft", norm, stream)
 
 
-def ifft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
+def ifft(a, n: int | None = None, axis: int = -1, norm: str = "backward", *, stream=None) -> array:
     """The one-dimensional inverse discrete Fourier transform. See ``numpy.fft.ifft``; arguments as :func:`fft`.
 
     Returns:
         array: complex64.
     """
-    return _transform(a, *_one(n, axis), True, "fft.ifft", stream)
+    return _transform(a, *_one(n, axis), True, "fft.ifft", norm, stream)
 
 
-def fft2(a, s=None, axes=(-2, -1), *, stream=None) -> array:
+def fft2(a, s=None, axes=(-2, -1), norm: str = "backward", *, stream=None) -> array:
     """The two-dimensional discrete Fourier transform. See ``numpy.fft.fft2``.
 
     Args:
         a (array): input.
         s (Sequence[int], optional): the sizes along ``axes`` (cut or zero-padded). Default: ``a``'s.
         axes (Sequence[int]): the axes to transform. Default: the last two.
+        norm (str): the scaling, as :func:`fft`'s.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: complex64.
     """
-    return _transform(a, s, axes, False, "fft.fft2", stream, (-2, -1))
+    return _transform(a, s, axes, False, "fft.fft2", norm, stream)
 
 
-def ifft2(a, s=None, axes=(-2, -1), *, stream=None) -> array:
+def ifft2(a, s=None, axes=(-2, -1), norm: str = "backward", *, stream=None) -> array:
     """The two-dimensional inverse discrete Fourier transform. See ``numpy.fft.ifft2``; arguments as
     :func:`fft2`.
 
     Returns:
         array: complex64.
     """
-    return _transform(a, s, axes, True, "fft.ifft2", stream, (-2, -1))
+    return _transform(a, s, axes, True, "fft.ifft2", norm, stream)
 
 
-def fftn(a, s=None, axes=None, *, stream=None) -> array:
+def fftn(a, s=None, axes=None, norm: str = "backward", *, stream=None) -> array:
     """The n-dimensional discrete Fourier transform. See ``numpy.fft.fftn``.
 
     Args:
         a (array): input.
         s (Sequence[int], optional): the sizes along ``axes`` (cut or zero-padded). Default: ``a``'s.
         axes (Sequence[int], optional): the axes; default: the last ``len(s)`` axes, or all of them.
+        norm (str): the scaling, as :func:`fft`'s.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: complex64.
     """
-    return _transform(a, s, axes, False, "fft.fftn", stream)
+    return _transform(a, s, axes, False, "fft.fftn", norm, stream)
 
 
-def ifftn(a, s=None, axes=None, *, stream=None) -> array:
+def ifftn(a, s=None, axes=None, norm: str = "backward", *, stream=None) -> array:
     """The n-dimensional inverse discrete Fourier transform. See ``numpy.fft.ifftn``; arguments as :func:`fftn`.
 
     Returns:
         array: complex64.
     """
-    return _transform(a, s, axes, True, "fft.ifftn", stream)
+    return _transform(a, s, axes, True, "fft.ifftn", norm, stream)
 
 
-def rfft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
+def rfft(a, n: int | None = None, axis: int = -1, norm: str = "backward", *, stream=None) -> array:
     """The one-dimensional transform of real input: the ``n // 2 + 1`` non-negative frequencies.
     See ``numpy.fft.rfft``; complex input is taken by its real part.
 
@@ -172,65 +201,69 @@ def rfft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
         a (array): input.
         n (int, optional): the transform length (cut or zero-padded). Default: ``a.shape[axis]``.
         axis (int): the axis to transform. Default: -1.
+        norm (str): the scaling: ``'backward'`` (default: 1/n on the inverse), ``'ortho'`` (1/sqrt(n) both ways)
+            or ``'forward'`` (1/n on the forward transform), as ``numpy.fft``'s.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: complex64.
     """
-    return _real_forward(a, *_one(n, axis), "fft.rfft", stream)
+    return _real_forward(a, *_one(n, axis), "fft.rfft", norm, stream)
 
 
-def irfft(a, n: int | None = None, axis: int = -1, *, stream=None) -> array:
+def irfft(a, n: int | None = None, axis: int = -1, norm: str = "backward", *, stream=None) -> array:
     """The inverse of :func:`rfft`. See ``numpy.fft.irfft``.
 
     Args:
         a (array): a half spectrum.
         n (int, optional): the output length along ``axis``. Default: ``2 * (a.shape[axis] - 1)``.
         axis (int): the axis to transform. Default: -1.
+        norm (str): the scaling: ``'backward'`` (default: 1/n on the inverse), ``'ortho'`` (1/sqrt(n) both ways)
+            or ``'forward'`` (1/n on the forward transform), as ``numpy.fft``'s.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: float32.
     """
-    return _real_inverse(a, *_one(n, axis), "fft.irfft", stream)
+    return _real_inverse(a, *_one(n, axis), "fft.irfft", norm, stream)
 
 
-def rfft2(a, s=None, axes=(-2, -1), *, stream=None) -> array:
+def rfft2(a, s=None, axes=(-2, -1), norm: str = "backward", *, stream=None) -> array:
     """The two-dimensional transform of real input (half spectrum along the last axis). See
     ``numpy.fft.rfft2``; arguments as :func:`fft2`.
 
     Returns:
         array: complex64.
     """
-    return _real_forward(a, s, axes, "fft.rfft2", stream, (-2, -1))
+    return _real_forward(a, s, axes, "fft.rfft2", norm, stream)
 
 
-def irfft2(a, s=None, axes=(-2, -1), *, stream=None) -> array:
+def irfft2(a, s=None, axes=(-2, -1), norm: str = "backward", *, stream=None) -> array:
     """The inverse of :func:`rfft2`. See ``numpy.fft.irfft2``; ``s`` gives the real output's sizes.
 
     Returns:
         array: float32.
     """
-    return _real_inverse(a, s, axes, "fft.irfft2", stream, (-2, -1))
+    return _real_inverse(a, s, axes, "fft.irfft2", norm, stream)
 
 
-def rfftn(a, s=None, axes=None, *, stream=None) -> array:
+def rfftn(a, s=None, axes=None, norm: str = "backward", *, stream=None) -> array:
     """The n-dimensional transform of real input (half spectrum along the last axis). See
     ``numpy.fft.rfftn``; arguments as :func:`fftn`.
 
     Returns:
         array: complex64.
     """
-    return _real_forward(a, s, axes, "fft.rfftn", stream)
+    return _real_forward(a, s, axes, "fft.rfftn", norm, stream)
 
 
-def irfftn(a, s=None, axes=None, *, stream=None) -> array:
+def irfftn(a, s=None, axes=None, norm: str = "backward", *, stream=None) -> array:
     """The inverse of :func:`rfftn`. See ``numpy.fft.irfftn``; ``s`` gives the real output's sizes.
 
     Returns:
         array: float32.
     """
-    return _real_inverse(a, s, axes, "fft.irfftn", stream)
+    return _real_inverse(a, s, axes, "fft.irfftn", norm, stream)
 
 
 def _shift(a, axes, inverse: bool, op: str, stream) -> array:
@@ -269,12 +302,17 @@ def ifftshift(a, axes=None, *, stream=None) -> array:
 
 
 def _freq(n: int, d: float, real: bool, op: str, stream) -> array:
-    if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{op}: n must be a positive int, got {n!r}")
+    n = _size(n, op, "n")  # (a bool is an int here, as in MLX: fftfreq(True) is fftfreq(1))
+    if n <= 0:
+        raise ValueError(f"{op}: n must be positive, got {n}")
+    try:
+        d = float(d)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: the sample spacing d must be a number, got {d!r}") from None
     if d == 0:
         raise ValueError(f"{op}: the sample spacing d must not be zero")
     size = n // 2 + 1 if real else n
-    return node(FFTFreq(n, float(d), real), (), (size,), dt.float32, resolve_stream(stream))
+    return node(FFTFreq(n, d, real), (), (size,), dt.float32, resolve_stream(stream))
 
 
 def fftfreq(n: int, d: float = 1.0, *, stream=None) -> array:

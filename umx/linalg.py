@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import dtypes as dt
 from .ops import elementwise as ew
 from .ops import reduction as red
@@ -107,6 +109,16 @@ def _matrix_norm(x: array, ordv, axes: tuple, keepdims: bool, st, op: str) -> ar
     raise ValueError(f"{op}: invalid norm order {ordv!r} for matrices")
 
 
+def _order(ordv, op: str):
+    """A norm order: None, a str, or a Python or NumPy number; arrays and others refused with a TypeError naming
+    ``op`` (an array would have to be evaluated at the call)."""
+    if ordv is None or isinstance(ordv, str) or (isinstance(ordv, (int, float, np.integer, np.floating))
+                                                 and not isinstance(ordv, bool)):
+        return ordv
+    hint = " (pass a Python number, e.g. ord.item())" if isinstance(ordv, array) else ""
+    raise TypeError(f"{op}: ord must be a number, a str or None, got {type(ordv).__name__}{hint}")
+
+
 def norm(a, /, ord=None, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A002
     """Matrix or vector norm. See ``numpy.linalg.norm``.
 
@@ -126,6 +138,7 @@ def norm(a, /, ord=None, axis=None, keepdims: bool = False, *, stream=None) -> a
         array: the norms, float32 for integer input, real for complex input.
     """
     a = as_array(a, "linalg.norm")
+    ord = _order(ord, "linalg.norm")  # noqa: A001
     st = resolve_stream(stream)
     if axis is None:
         if ord is None:
@@ -161,9 +174,11 @@ def matrix_norm(a, /, ord="fro", axis=(-2, -1), keepdims: bool = False, *, strea
     Returns:
         array: the norms.
     """
-    a = as_array(a, "matrix_norm")
+    a = as_array(a, "linalg.matrix_norm")
+    ord = _order(ord, "linalg.matrix_norm")  # noqa: A001
     if a.ndim < 2 or len(tuple(axis)) != 2:
-        raise ValueError(f"matrix_norm: needs two axes of an array of at least 2 dimensions, got {describe(a)}")
+        raise ValueError(f"linalg.matrix_norm: needs two axes of an array of at least 2 dimensions, got "
+                         f"{describe(a)}")
     return norm(a, ord, tuple(axis), keepdims, stream=stream)
 
 
@@ -460,10 +475,23 @@ def det(a, /, *, stream=None) -> array:
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
-        array: the determinants, shape ``(...)``.
+        array: the determinants, shape ``(...)``: float32 for integer input; complex input is refused, as in MLX.
     """
-    a = _matrix(a, "linalg.det")
-    return node(la.DET, (a,), a._shape[:-2], a._dtype, resolve_stream(stream))
+    st = resolve_stream(stream)
+    a, out = _det_input(a, "linalg.det", st)
+    return cast(node(la.DET, (a,), a._shape[:-2], a._dtype, st), out, st)
+
+
+def _det_input(a, op: str, st) -> tuple:
+    """(``a`` ready for the kernel, the result's dtype): as MLX, integers give float32, half precision is computed
+    in float32 and given back in its own dtype, and complex input is refused."""
+    a = as_array(a, op)
+    if a._dtype.kind == "c":
+        raise ValueError(f"{op}: complex inputs are not supported, got {describe(a)}")
+    out = a._dtype if a._dtype.kind == "f" else dt.float32
+    if a._dtype not in _FACTOR_DTYPES:
+        a = cast(a, dt.float32, st)
+    return _matrix(a, op), out
 
 
 def slogdet(a, /, *, stream=None) -> tuple:
@@ -477,11 +505,11 @@ def slogdet(a, /, *, stream=None) -> tuple:
         tuple(array, array): ``sign`` (0 for singular matrices) and ``logabsdet`` (``-inf`` for them), with
         ``det = sign * exp(logabsdet)``.
     """
-    a = _matrix(a, "linalg.slogdet")
+    st = resolve_stream(stream)
+    a, out = _det_input(a, "linalg.slogdet", st)
     shape = a._shape[:-2]
-    sign, logdet = _outputs(la.SLOGDET, (a,), [(shape, a._dtype), (shape, _real_of(a._dtype))],
-                            resolve_stream(stream))
-    return sign, logdet
+    sign, logdet = _outputs(la.SLOGDET, (a,), [(shape, a._dtype), (shape, a._dtype)], st)
+    return cast(sign, out, st), cast(logdet, out, st)
 
 
 def cross(a, b, /, axis: int = -1, *, stream=None) -> array:

@@ -16,7 +16,7 @@ from ..devices import resolve_stream
 from ..primitives import AsType, BroadcastTo, Reshape
 
 __all__ = ["array", "node", "resolve_stream", "as_array", "scalar", "broadcast_shapes", "axes_of", "axis_of",
-           "cast", "reshape_node", "broadcast_node", "shape_of", "int_of", "describe"]
+           "cast", "reshape_node", "broadcast_node", "shape_of", "check_dims", "int_of", "describe"]
 
 _SCALARS = (bool, int, float, complex)
 _const_cache: dict = {}
@@ -88,10 +88,11 @@ def axes_of(axis, ndim: int, op: str) -> tuple:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (int(axis),)
+    elif not isinstance(axis, (tuple, list)):
+        axis = (_index(axis, op, "axis must be an int, a sequence of ints or None"),)
     out = []
     for a in axis:
-        if not isinstance(a, (int, np.integer)):
-            raise TypeError(f"{op}: axes must be integers, got {type(a).__name__}")
+        a = _index(a, op, "axes must be integers")
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for an array of {ndim} dimensions")
         out.append(int(a) % ndim if ndim else 0)
@@ -100,10 +101,18 @@ def axes_of(axis, ndim: int, op: str) -> tuple:
     return tuple(sorted(out))
 
 
+def _index(value, op: str, what: str) -> int:
+    """``value`` as an int (anything with ``__index__``: ints, bools, NumPy and 0-d integer arrays), else a
+    TypeError naming ``op``."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {what}, got {value!r}") from None
+
+
 def axis_of(axis: int, ndim: int, op: str) -> int:
     """One axis, made non-negative and checked."""
-    if not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{op}: axis must be an integer, got {type(axis).__name__}")
+    axis = _index(axis, op, "axis must be an integer")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for an array of {ndim} dimensions")
     return int(axis) % ndim
@@ -120,14 +129,24 @@ def shape_of(shape, op: str) -> tuple:
         shape = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
         raise TypeError(bad) from None
+    check_dims(shape, op)
     if any(s < 0 for s in shape):
         raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
-    if any(s > _MAX_DIM for s in shape):
-        raise ValueError(f"{op}: a dimension of {shape} exceeds the largest allowed ({_MAX_DIM})")
     return shape
 
 
 _MAX_DIM = 2**63 - 1
+_DIM_MIN, _DIM_MAX = -(2**31), 2**31 - 1  # shape dimensions are 32-bit, as in MLX
+
+
+def check_dims(shape: tuple, op: str) -> tuple:
+    """``shape``, given or computed (a concatenation's, a repeat's), whose dimensions must fit in 32 bits, as in
+    MLX; else an OverflowError naming ``op`` and the dimension."""
+    for s in shape:
+        if not _DIM_MIN <= s <= _DIM_MAX:
+            raise OverflowError(f"{op}: shape dimension {s} is outside the supported range [{_DIM_MIN}, "
+                                f"{_DIM_MAX}] (shape dimensions are 32-bit integers, as in MLX)")
+    return shape
 
 
 def int_of(value, op: str, name: str) -> int:

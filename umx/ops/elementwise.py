@@ -17,9 +17,15 @@ _weak = dt.weak_scalar_dtype
 _float32 = dt.float32
 _bool = dt.bool_
 _SCALARS = (bool, int, float, complex)
-# Real-only functions (NumPy and MLX have no complex form): refused at the call rather than by the kernel.
-_REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "IsPosInf", "IsNegInf", "Degrees", "Radians", "Erf",
-                        "ErfInv", "FloorDivide", "Remainder", "ArcTan2", "LogAddExp"})
+# Real-only functions (MLX has no complex form): refused at the call, with MLX's ValueError, rather than by the
+# kernel.
+_REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "Erf", "ErfInv", "Expm1", "Sigmoid", "Remainder", "ArcTan2"})
+# Functions whose complex form MLX defines through other ops; the complex inputs take _COMPLEX_FORMS below.
+_COMPOSED_FOR_COMPLEX = frozenset({"IsPosInf", "IsNegInf", "Degrees", "Radians", "FloorDivide"})
+
+
+def _refuse_complex(name: str, *arrays):
+    raise ValueError(f"{name}: not supported for complex64, got {describe(*arrays)}")
 
 
 def _unary(prim, name: str, a, stream):
@@ -28,8 +34,11 @@ def _unary(prim, name: str, a, stream):
     d = a._dtype
     kind = prim.kind
     st = _thread.resolved.get(id(stream)) or resolve_stream(stream)
-    if d.kind == "c" and prim.name in _REAL_ONLY:
-        raise TypeError(f"{name}: not supported for complex arrays, got {describe(a)}")
+    if d.kind == "c":
+        if prim.name in _REAL_ONLY:
+            _refuse_complex(name, a)
+        if prim.name in _COMPOSED_FOR_COMPLEX:
+            return _COMPLEX_FORMS[prim.name](a, st)
     if kind == "float":
         if d.kind not in "fc":
             a = cast(a, _float32, st)
@@ -81,7 +90,9 @@ def _binary(prim, name: str, a, b, stream):
     elif kind == "int" and d.kind not in "iub":
         raise TypeError(f"{name}: needs integer or bool arrays, got {describe(a, b)}")
     elif d.kind == "c" and prim.name in _REAL_ONLY:
-        raise TypeError(f"{name}: not supported for complex arrays, got {describe(a, b)}")
+        _refuse_complex(name, a, b)
+    elif d.kind == "c" and prim.name in _COMPOSED_FOR_COMPLEX:
+        prim = BINARY["Divide"]  # MLX's complex floor_divide is the plain quotient: complex numbers have no floor
     elif d is _bool and prim.fn == "subtract":
         raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
     if a._dtype is not d:
@@ -114,7 +125,7 @@ def unary_fast_dtypes(prim) -> dict:
     there an op builds its node at once. Mirrors :func:`_unary`'s rules (tests check that the two agree)."""
     out = {}
     for d in dt.ALL:
-        if d.kind == "c" and prim.name in _REAL_ONLY:
+        if d.kind == "c" and (prim.name in _REAL_ONLY or prim.name in _COMPOSED_FOR_COMPLEX):
             continue
         if prim.kind == "float":
             if d.kind in "fc":
@@ -172,7 +183,8 @@ def binary_fast_dtypes(prim) -> dict:
     out = {}
     for d in dt.ALL:
         if ((prim.kind == "float" and d.kind not in "fc") or (prim.kind == "int" and d.kind not in "iub")
-                or (d.kind == "c" and prim.name in _REAL_ONLY) or (d is _bool and prim.fn == "subtract")):
+                or (d.kind == "c" and (prim.name in _REAL_ONLY or prim.name in _COMPOSED_FOR_COMPLEX))
+                or (d is _bool and prim.fn == "subtract")):
             continue
         out[d] = _bool if prim.kind == "bool" else d
     return out
@@ -274,6 +286,15 @@ for _name, _alias in _ALIASES.items():
         globals()[_alias] = globals()[_name]
         __all__.append(_alias)
 true_divide = globals()["divide"]
+
+
+_COMPLEX_INF = complex(np.inf, 0)
+_COMPLEX_FORMS = {  # primitive name -> the complex form, fn(a, stream), as MLX computes it
+    "IsPosInf": lambda a, st: _binary(BINARY["Equal"], "isposinf", a, _COMPLEX_INF, st),
+    "IsNegInf": lambda a, st: _binary(BINARY["Equal"], "isneginf", a, -_COMPLEX_INF, st),
+    "Degrees": lambda a, st: _binary(BINARY["Multiply"], "degrees", a, 180 / np.pi, st),
+    "Radians": lambda a, st: _binary(BINARY["Multiply"], "radians", a, np.pi / 180, st),
+}
 
 
 def real(a, /, *, stream=None) -> array:

@@ -33,6 +33,7 @@ from ._core import (
     broadcast_node,
     broadcast_shapes,
     cast,
+    check_dims,
     describe,
     int_of,
     node,
@@ -62,6 +63,9 @@ def _pad_width(pad_width, nd: int) -> tuple:
     return tuple((int(lo), int(hi)) for lo, hi in pw)
 
 
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric")
+
+
 def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None) -> array:
     """Pad ``a`` along every axis. See ``numpy.pad``.
 
@@ -69,15 +73,17 @@ def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None)
         a (array): input.
         pad_width (int | tuple | list[tuple]): ``n`` (n before and after every axis), ``(before, after)`` for
             every axis, or one ``(before, after)`` pair per axis.
-        mode (str): ``'constant'`` (fill with ``constant_values``) or ``'edge'`` (repeat the edge values).
+        mode (str): ``'constant'`` (fill with ``constant_values``), ``'edge'`` (repeat the edge values),
+            ``'reflect'`` (mirror about the edge values, which are not repeated) or ``'symmetric'`` (mirror,
+            the edge values repeated).
         constant_values (scalar | array): the 0-d fill value of ``'constant'`` mode (default 0).
 
     Returns:
         array: the padded array, of ``a``'s dtype.
     """
     a = as_array(a, "pad")
-    if mode not in ("constant", "edge"):
-        raise ValueError(f"pad: mode must be 'constant' or 'edge', got {mode!r}")
+    if mode not in _PAD_MODES:
+        raise ValueError(f"pad: mode must be 'constant', 'edge', 'reflect' or 'symmetric', got {mode!r}")
     if a.ndim == 0:
         _pad_width(pad_width, 0)  # still checked
         return a
@@ -86,9 +92,9 @@ def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None)
     v = as_array(constant_values, "pad", a._dtype)
     if v.ndim:
         raise ValueError(f"pad: constant_values must be a scalar or a 0-d array, got shape {v.shape}")
-    if mode == "edge" and any(n == 0 and (lo or hi) for n, (lo, hi) in zip(a._shape, pw)):
-        raise ValueError(f"pad: 'edge' mode cannot pad an empty axis (shape {a.shape})")
-    shape = tuple(n + lo + hi for n, (lo, hi) in zip(a._shape, pw))
+    if mode != "constant" and any(n == 0 and (lo or hi) for n, (lo, hi) in zip(a._shape, pw)):
+        raise ValueError(f"pad: {mode!r} mode cannot pad an empty axis (shape {a.shape})")
+    shape = check_dims(tuple(n + lo + hi for n, (lo, hi) in zip(a._shape, pw)), "pad")
     return node(Pad(pw, mode), (a, cast(v, a._dtype, st)), shape, a._dtype, st)
 
 
@@ -107,7 +113,8 @@ def tile(a, reps, /, *, stream=None) -> array:
     nd = builtins.max(a.ndim, len(reps))
     s = (1,) * (nd - a.ndim) + a._shape
     r = (1,) * (nd - len(reps)) + reps
-    return node(Tile(r), (a,), tuple(x * y for x, y in zip(s, r)), a._dtype, resolve_stream(stream))
+    shape = check_dims(tuple(x * y for x, y in zip(s, r)), "tile")
+    return node(Tile(r), (a,), shape, a._dtype, resolve_stream(stream))
 
 
 def repeat(array, repeats: int, axis: int | None = None, *, stream=None):  # noqa: A002 (MLX's name)
@@ -130,7 +137,7 @@ def repeat(array, repeats: int, axis: int | None = None, *, stream=None):  # noq
         a = reshape_node(a, (a.size,), st)
         axis = 0
     ax = axis_of(axis, a.ndim, "repeat")
-    shape = a._shape[:ax] + (a._shape[ax] * int(repeats),) + a._shape[ax + 1:]
+    shape = check_dims(a._shape[:ax] + (a._shape[ax] * int(repeats),) + a._shape[ax + 1:], "repeat")
     return node(Repeat(int(repeats), ax), (a,), shape, a._dtype, st)
 
 
@@ -140,7 +147,8 @@ def roll(a, shift, axis=None, *, stream=None):
 
     Args:
         a (array): input.
-        shift (int | Sequence[int]): the shift, one per axis when ``axis`` is a sequence.
+        shift (int | Sequence[int]): the shift, one per axis when ``axis`` is a sequence (without an axis,
+            several shifts add up).
         axis (int | Sequence[int], optional): the axes.
 
     Returns:
@@ -148,10 +156,8 @@ def roll(a, shift, axis=None, *, stream=None):
     """
     a = as_array(a, "roll")
     sh = tuple(int_of(s, "roll", "shift") for s in np.atleast_1d(shift).reshape(-1))
-    if axis is None:
-        if len(sh) != 1:
-            raise ValueError(f"roll: without an axis, shift must be one int, got {shift!r}")
-        return node(Roll(sh[0], None), (a,), a._shape, a._dtype, resolve_stream(stream))
+    if axis is None:  # the flattened array, shifted by the shifts' total (as NumPy and MLX)
+        return node(Roll(builtins.sum(sh), None), (a,), a._shape, a._dtype, resolve_stream(stream))
     axes = (axis,) if isinstance(axis, _INT) else tuple(axis)
     axes = tuple(axis_of(x, a.ndim, "roll") for x in axes)
     if len(sh) != len(axes) and len(sh) != 1 and len(axes) != 1:
@@ -282,7 +288,7 @@ def triu(x, k: int = 0, *, stream=None) -> array:
     return _triangle(Triu, "triu", x, k, stream)
 
 
-def meshgrid(*arrays, sparse: bool = False, indexing: str = "xy", stream=None) -> list:
+def meshgrid(*arrays, sparse: bool = False, indexing: str = "xy", stream=None) -> tuple:
     """Coordinate grids from 1-d coordinate arrays. See ``numpy.meshgrid``.
 
     Args:
@@ -291,7 +297,7 @@ def meshgrid(*arrays, sparse: bool = False, indexing: str = "xy", stream=None) -
         indexing (str): ``'xy'`` (Cartesian, default) or ``'ij'`` (matrix).
 
     Returns:
-        list[array]: one grid per input.
+        tuple[array, ...]: one grid per input.
     """
     if indexing not in ("xy", "ij"):
         raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
@@ -305,10 +311,10 @@ def meshgrid(*arrays, sparse: bool = False, indexing: str = "xy", stream=None) -
         if indexing == "xy" and nd >= 2 and i < 2:
             shape[0], shape[1] = shape[1], shape[0]
         out.append(reshape_node(x, tuple(shape), st))
-    if not sparse:
+    if not sparse and out:
         full = broadcast_shapes(*(o._shape for o in out), op="meshgrid")
         out = [broadcast_node(o, full, st) for o in out]
-    return out
+    return tuple(out)
 
 
 def as_strided(a, /, shape=None, strides=None, offset: int = 0, *, stream=None) -> array:
@@ -374,9 +380,9 @@ def contiguous(a, /, allow_col_major: bool = False, *, stream=None) -> array:
     return node(COPY, (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
-def _index_array(indices, op: str) -> array:
+def _index_array(indices, op: str, empty_any: bool = False) -> array:
     i = as_array(indices, op)
-    if i._dtype.kind not in "iu":
+    if i._dtype.kind not in "iu" and not (empty_any and i.size == 0):
         raise TypeError(f"{op}: indices must be integers, got {i.dtype.name}")
     return i
 
@@ -401,6 +407,8 @@ def take(a, /, indices, axis: int | None = None, *, stream=None) -> array:
         axis = 0
     ax = axis_of(axis, a.ndim, "take")
     idx = int(indices) if isinstance(indices, _INT) else _index_array(indices, "take")
+    if a._shape[ax] == 0 and (isinstance(idx, int) or idx.size):
+        raise ValueError(f"take: cannot take elements from the empty axis {ax} of an array of shape {a.shape}")
     if isinstance(idx, int) and not -a._shape[ax] <= idx < a._shape[ax]:
         raise IndexError(f"take: index {idx} is out of bounds for axis {ax} with size {a._shape[ax]}")
     return getitem(a, (builtins.slice(None),) * ax + (idx,), st)
@@ -408,7 +416,7 @@ def take(a, /, indices, axis: int | None = None, *, stream=None) -> array:
 
 def _along_axis(name, a, indices, axis, st):
     a = as_array(a, name)
-    idx = _index_array(indices, name)
+    idx = _index_array(indices, name, empty_any=name == "put_along_axis")  # (an empty scatter writes nothing)
     if axis is None:
         a = reshape_node(a, (a.size,), st)
         idx = reshape_node(idx, (idx.size,), st)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 
 from .. import dtypes as dt
-from ..primitives import DEPENDS, Median, NanToNum, Window
-from ._core import array, as_array, axes_of, axis_of, cast, describe, node, resolve_stream
+from ..primitives import DEPENDS, FROM_FP8, TO_FP8, Median, NanToNum, Window
+from ._core import array, as_array, axes_of, axis_of, cast, describe, node, reshape_node, resolve_stream
 
 __all__ = ["nan_to_num", "isclose", "allclose", "array_equal", "median", "divmod", "trace", "diff",
-           "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends"]
+           "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends", "to_fp8",
+           "from_fp8"]
 
 
 def nan_to_num(a, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None, *,
@@ -112,7 +113,8 @@ def array_equal(a, b, /, equal_nan: bool = False, *, stream=None) -> array:
 
 
 def median(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
-    """The median over ``axis`` (all axes by default); float32 for integer input. See ``numpy.median``.
+    """The median over ``axis`` (all axes by default); float32 for integer input, complex numbers ordered by real
+    then imaginary part. See ``numpy.median``.
 
     Args:
         a (array): input.
@@ -125,9 +127,7 @@ def median(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     a = as_array(a, "median")
     axes = axes_of(axis, a.ndim, "median")
     st = resolve_stream(stream)
-    if a._dtype.kind not in "f":
-        if a._dtype.kind == "c":
-            raise TypeError(f"median: complex input is not supported, got {describe(a)}")
+    if a._dtype.kind not in "fc":
         a = cast(a, dt.float32, st)
     if any(a._shape[i] == 0 for i in axes):
         raise ValueError(f"median: cannot take the median of an empty axis (shape {a.shape})")
@@ -202,7 +202,8 @@ def diff(a, /, n: int = 1, axis: int = -1, *, stream=None) -> array:
 
 def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> array:
     """The Walsh-Hadamard transform along the last axis, whose size must be a power of two: ``a @ H * scale``
-    with ``H`` the Sylvester Hadamard matrix.
+    with ``H`` the Sylvester Hadamard matrix (a 0-d array counts as one element). MLX's sizes of 12, 20 or 28
+    times a power of two are not supported yet.
 
     Args:
         a (array): input; integer input is converted to float32.
@@ -215,8 +216,8 @@ def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> arra
     from .shape import reshape, stack
 
     a = as_array(a, "hadamard_transform")
-    if a.ndim == 0:
-        raise ValueError("hadamard_transform: needs at least 1 dimension, got a 0-d array")
+    if a.ndim == 0:  # one element: the transform of size 1 is the identity, times the scale
+        return hadamard_transform(reshape_node(a, (1,), resolve_stream(stream)), scale, stream=stream)[0]
     n = a._shape[-1]
     if n < 1 or n & (n - 1):
         raise ValueError(f"hadamard_transform: the last axis must be a power of two, got shape {a.shape}")
@@ -292,3 +293,39 @@ def depends(inputs, dependencies):
     st = resolve_stream(None)
     out = [node(DEPENDS, (x, *deps), x._shape, x._dtype, st) for x in xs]
     return out[0] if single else out
+
+
+def to_fp8(x, /, *, stream=None) -> array:
+    """Convert floats to fp8 (e4m3: 4 exponent bits, 3 mantissa bits, no infinities), rounding to nearest even
+    and saturating at +-448 (NaN and infinities too, as in MLX).
+
+    Args:
+        x (array): a floating-point array.
+
+    Returns:
+        array: the fp8 codes, as uint8.
+    """
+    x = as_array(x, "to_fp8")
+    if x._dtype.kind != "f":
+        raise ValueError(f"to_fp8: needs a real floating-point array, got {describe(x)}")
+    return node(TO_FP8, (x,), x._shape, dt.uint8, resolve_stream(stream))
+
+
+def from_fp8(x, /, dtype=dt.bfloat16, *, stream=None) -> array:
+    """Convert fp8 (e4m3) codes held in uint8 back to floats.
+
+    Args:
+        x (array): the codes, uint8 (as :func:`to_fp8` gives them).
+        dtype (Dtype): the floating-point result dtype (default bfloat16).
+
+    Returns:
+        array: the values.
+    """
+    x = as_array(x, "from_fp8")
+    if x._dtype is not dt.uint8:
+        raise ValueError(f"from_fp8: needs uint8 fp8 codes, got {describe(x)}")
+    d = dt.to_dtype(dtype)
+    if d.kind != "f":
+        raise ValueError(f"from_fp8: dtype must be a real floating type, got {d.name}")
+    st = resolve_stream(stream)
+    return cast(node(FROM_FP8, (x,), x._shape, dt.float32, st), d, st)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import Einsum
-from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream
+from ._core import array, as_array, broadcast_shapes, cast, check_dims, describe, int_of, node, resolve_stream
 
 __all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "gather_mm",
            "segmented_mm", "block_masked_mm"]
@@ -173,13 +173,16 @@ def kron(a, b, /, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _promoted("kron", (a, b), st)
+    if not a.size or not b.size:
+        raise ValueError(f"kron: the inputs cannot be empty, got {describe(a, b)}")
     nd = max(a.ndim, b.ndim)
     sa = (1,) * (nd - a.ndim) + a._shape
     sb = (1,) * (nd - b.ndim) + b._shape
     ia = tuple(x for s in sa for x in (s, 1))
     ib = tuple(x for s in sb for x in (1, s))
+    shape = check_dims(tuple(x * y for x, y in zip(sa, sb)), "kron")
     p = multiply(reshape(a, ia, stream=st), reshape(b, ib, stream=st), stream=st)
-    return reshape(p, tuple(x * y for x, y in zip(sa, sb)), stream=st)
+    return reshape(p, shape, stream=st)
 
 
 def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> array:
@@ -200,9 +203,11 @@ def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> 
 
     st = resolve_stream(stream)
     p = matmul(a, b, stream=st)
+    c = as_array(c, "addmm")
+    if broadcast_shapes(c._shape, p._shape, op="addmm") != p._shape:
+        raise ValueError(f"addmm: c must broadcast to the product's shape {p.shape}, got {describe(c)}")
     if alpha != 1:
         p = multiply(p, alpha, stream=st)
-    c = as_array(c, "addmm")
     if beta != 1:
         c = multiply(c, beta, stream=st)
     return add(p, c, stream=st)
@@ -225,6 +230,9 @@ def vecdot(a, b, /, axis: int = -1, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _promoted("vecdot", (a, b), st)
+    if not a.ndim or not b.ndim:
+        raise ValueError(f"vecdot: the inputs must be at least 1-d, got {describe(a, b)}")
+    axis = int_of(axis, "vecdot", "axis")
     if not (-a.ndim <= axis < a.ndim and -b.ndim <= axis < b.ndim):
         raise ValueError(f"vecdot: axis {axis} is out of range for {describe(a, b)}")
     if a._shape[axis] != b._shape[axis]:
@@ -274,12 +282,12 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
     for each ``segments[..., s, :] = (k0, k1)``.
 
     Args:
-        a (array): ``(..., M, K)``.
-        b (array): ``(..., K, N)``.
+        a (array): ``(M, K)``.
+        b (array): ``(K, N)``.
         segments (array): integer ``(start, end)`` pairs of shape ``(..., 2)``.
 
     Returns:
-        array: ``segments.shape[:-1]`` broadcast with the batch axes, then ``(M, N)``.
+        array: ``segments.shape[:-1]``, then ``(M, N)``.
     """
     from . import elementwise as ew
     from .creation import arange
@@ -288,6 +296,9 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
 
     st = resolve_stream(stream)
     a, b = _matrices("segmented_mm", a, b, st)
+    if a.ndim != 2 or b.ndim != 2:  # as MLX: the batch comes from the segments alone
+        raise ValueError(f"segmented_mm: a and b must be matrices (batched products are not supported), got "
+                         f"{describe(a, b)}")
     seg = as_array(segments, "segmented_mm")
     if seg.ndim == 0 or seg._shape[-1] != 2 or seg._dtype.kind not in "iu":
         raise ValueError(f"segmented_mm: segments must be integer (start, end) pairs, got {describe(seg)}")

@@ -120,42 +120,68 @@ def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=N
     Returns:
         array: the samples.
     """
-    d = dt.to_dtype(dtype)
-    if d.kind != "f":
-        raise ValueError(f"uniform: dtype must be a float type, got {d.name}")
+    d = _float_dtype(dtype, "uniform")
     from .elementwise import add, multiply, subtract
 
-    u = _unit(shape, d, key, stream)
+    shape = shape_of(shape, "uniform")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == 0 and high == 1:
-        return u
+        return _unit(shape, d, key, stream)
     lo, hi = as_array(low, "uniform", d), as_array(high, "uniform", d)
+    _bounds_fit(shape, (lo, hi), "uniform")
+    u = _unit(shape, d, key, stream)
     return add(multiply(u, subtract(hi, lo, stream=stream), stream=stream), lo, stream=stream)
 
 
+def _bounds_fit(shape: tuple, bounds, op: str) -> None:
+    """Bounds broadcast to the samples' ``shape``, never beyond it (as in MLX)."""
+    full = broadcast_shapes(shape, *(b.shape for b in bounds), op=op)
+    if full != shape:
+        raise ValueError(f"{op}: cannot draw samples of shape {shape} for bounds of the broadcast shape {full}")
+
+
 def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
-    """Standard normal samples (times ``scale``, plus ``loc``): ``sqrt(2) * erfinv(u)`` with u uniform in (-1, 1)."""
-    d = dt.to_dtype(dtype)
-    if d.kind != "f":
-        raise ValueError(f"normal: dtype must be a float type, got {d.name}")
+    """Normal samples: ``sqrt(2) * erfinv(u)`` with u uniform in (-1, 1), times ``scale``, plus ``loc``.
+
+    Args:
+        shape (Sequence[int]): output shape (default ()).
+        dtype (Dtype, optional): a float dtype or complex64 (default float32); complex samples have independent
+            real and imaginary parts of variance 1/2 each (before ``scale``).
+        loc (scalar | array): the mean (default 0).
+        scale (scalar | array): the standard deviation (default 1).
+        key (array, optional): a key; default: the global key.
+
+    Returns:
+        array: the samples.
+    """
+    d = dt.float32 if dtype is None else dt.to_dtype(dtype)
+    if d.kind not in "fc":
+        raise ValueError(f"normal: dtype must be a float type or complex64, got {d.name}")
     from .elementwise import add, erfinv, maximum, multiply
 
+    st = resolve_stream(stream)
+    shape = shape_of(shape, "normal")
     lo = np.nextafter(np.float32(-1), np.float32(0)).item()
-    u = uniform(lo, 1.0, shape, dt.float32, key, stream=stream)
-    u = maximum(u, lo, stream=stream)
-    z = multiply(erfinv(u, stream=stream), math.sqrt(2.0), stream=stream)
-    if not (isinstance(scale, (int, float)) and scale == 1.0):  # loc and scale may be arrays
-        z = multiply(z, scale, stream=stream)
+    if d.kind == "c":  # the two parts from one draw of twice the size: one key, as for a real draw
+        u = uniform(lo, 1.0, (2,) + shape, dt.float32, key, stream=st)
+        z = erfinv(maximum(u, lo, stream=st), stream=st)  # (sqrt(2) times the parts' sqrt(1/2): 1)
+        z = add(cast(z[0], d, st), multiply(cast(z[1], d, st), 1j, stream=st), stream=st)
+    else:
+        u = uniform(lo, 1.0, shape, dt.float32, key, stream=st)
+        z = multiply(erfinv(maximum(u, lo, stream=st), stream=st), math.sqrt(2.0), stream=st)
+    # scaled and shifted in the result's dtype, so that normal(loc=l, scale=s) is s * normal() + l exactly
+    z = cast(z, d, st)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):  # loc and scale may be arrays, cast to the dtype
+        z = multiply(z, cast(as_array(scale, "normal", d), d, st), stream=st)
     if not (isinstance(loc, (int, float)) and loc == 0.0):
-        z = add(z, loc, stream=stream)
-    from .shape import astype
-
-    return z if d is dt.float32 else astype(z, d, stream=stream)
+        z = add(z, cast(as_array(loc, "normal", d), d, st), stream=st)
+    return z
 
 
 def _float_dtype(dtype, op: str) -> dt.Dtype:
-    d = dt.to_dtype(dtype)
+    """A sampler's real floating ``dtype`` (None: float32, as in MLX); ValueError naming ``op`` for others."""
+    d = dt.float32 if dtype is None else dt.to_dtype(dtype)
     if d.kind != "f":
-        raise ValueError(f"{op}: dtype must be a float type, got {d.name}")
+        raise ValueError(f"{op}: dtype must be a real floating type, got {d.name}")
     return d
 
 
@@ -165,29 +191,41 @@ def _open_unit(shape, key, st) -> array:
 
 
 def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> array:
-    """Random integers in ``[low, high)``; ``low`` and ``high`` may be arrays that broadcast with ``shape``.
+    """Random integers in ``[low, high)`` (``low`` where ``high <= low``); the bounds may be arrays that broadcast
+    to ``shape``.
 
     Args:
         low (int | array): lower bound, included.
         high (int | array): upper bound, excluded.
         shape (Sequence[int]): output shape (default ()).
-        dtype (Dtype): an integer dtype (default int32).
+        dtype (Dtype, optional): an integer dtype or bool (default int32).
         key (array, optional): a key; default: the global key.
 
     Returns:
         array: the samples.
     """
-    d = dt.to_dtype(dtype)
-    if d.kind not in "iu":
-        raise ValueError(f"randint: dtype must be an integer type, got {d.name}")
+    d = dt.int32 if dtype is None else dt.to_dtype(dtype)
+    if d.kind not in "iub":
+        raise ValueError(f"randint: dtype must be an integer type or bool, got {d.name}")
     st = resolve_stream(stream)
-    lo, hi = as_array(low, "randint", d), as_array(high, "randint", d)
-    shape = broadcast_shapes(shape_of(shape, "randint"), lo.shape, hi.shape, op="randint")
-    lo, hi = cast(lo, d, st), cast(hi, d, st)
-    # The span fits uint32 for every bound MLX allows; the modulo bias is below 2**-32 * span.
-    span = ew.maximum(cast(ew.subtract(hi, lo, stream=st), dt.uint32, st), 1, stream=st)
-    off = ew.remainder(bits(shape, key, st), span, stream=st)
-    return ew.add(cast(off, d, st), lo, stream=st)
+    shape = shape_of(shape, "randint")
+    weak = dt.int64 if d is dt.bool_ else d
+    lo, hi = as_array(low, "randint", weak), as_array(high, "randint", weak)
+    _bounds_fit(shape, (lo, hi), "randint")
+    # the span in 64 bits (an int32 range spans 2**32 - 1), and 64 random bits where it may need them
+    wide = dt.uint64 if d is dt.uint64 else dt.int64
+    if d is not dt.bool_:  # bounds beyond a narrow dtype wrap into it first, as in MLX (bool spans [low, high))
+        lo, hi = cast(lo, d, st), cast(hi, d, st)
+    lo, hi = cast(lo, wide, st), cast(hi, wide, st)
+    span = cast(ew.maximum(ew.subtract(hi, lo, stream=st), 0, stream=st), dt.uint64, st)
+    if d.size == 8:
+        words = bits((2,) + shape, key, st)
+        r = ew.bitwise_or(ew.left_shift(cast(words[0], dt.uint64, st), 32, stream=st), cast(words[1], dt.uint64, st),
+                          stream=st)
+    else:
+        r = cast(bits(shape, key, st), dt.uint64, st)
+    off = ew.remainder(r, ew.maximum(span, 1, stream=st), stream=st)  # (a span of 0: offset 0, the low bound)
+    return cast(ew.add(lo, cast(off, wide, st), stream=st), d, st)
 
 
 def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
@@ -202,7 +240,9 @@ def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
         array: bool samples.
     """
     st = resolve_stream(stream)
-    pa = as_array(p, "bernoulli", dt.float32)
+    pa = as_array(p, "bernoulli", None if isinstance(p, (bool, int, np.integer)) else dt.float32)
+    if pa.dtype.kind != "f":  # as in MLX: an integer p (bernoulli(0)) is refused, not taken as 0 or 1
+        raise ValueError(f"bernoulli: the probability p must be of a float type, got {pa.dtype.name}")
     shape = pa.shape if shape is None else shape_of(shape, "bernoulli")
     if broadcast_shapes(shape, pa.shape, op="bernoulli") != shape:
         raise ValueError(f"bernoulli: p of shape {pa.shape} does not broadcast to shape {shape}")
@@ -237,7 +277,7 @@ def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, st
     edge = np.nextafter(np.float32(1), np.float32(0)).item()
     u = ew.clip(u, -edge, edge, stream=st)
     z = ew.multiply(ew.erfinv(u, stream=st), math.sqrt(2.0), stream=st)
-    z = ew.minimum(ew.maximum(z, lo, stream=st), hi, stream=st)
+    z = ew.maximum(ew.minimum(z, hi, stream=st), lo, stream=st)  # (where upper < lower, lower, as in MLX)
     return cast(z, d, st)
 
 
@@ -279,8 +319,9 @@ def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=
     # inverse CDF: loc - scale * sign(u) * log(1 - |u|)
     x = ew.multiply(ew.sign(u, stream=st), ew.log1p(ew.negative(ew.abs(u, stream=st), stream=st), stream=st),
                     stream=st)
-    x = ew.add(ew.multiply(x, -scale, stream=st), loc, stream=st)
-    return cast(x, d, st)
+    x = ew.negative(cast(x, d, st), stream=st)  # (scaled in the result's dtype, as normal is)
+    scale, loc = (cast(as_array(v, "laplace", d), d, st) for v in (scale, loc))
+    return ew.add(ew.multiply(x, scale, stream=st), loc, stream=st)
 
 
 def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = None, key=None, *,
@@ -319,6 +360,10 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
                              f"shape {batch}")
     else:
         out_shape = batch
+    if 0 in out_shape:  # no samples (num_samples=0): argmax refuses empty input
+        from .creation import zeros
+
+        return zeros(out_shape, dt.uint32, stream=st)
     g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
     return argmax(ew.add(g, lg, stream=st), axis=-1, stream=st)
 
@@ -334,12 +379,12 @@ def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
     Returns:
         array: the permuted values.
     """
-    from .creation import arange
     from .indexing import getitem
 
     st = resolve_stream(stream)
-    if isinstance(x, (int, np.integer)):
-        x = arange(int(x), stream=st)
+    if isinstance(x, (int, np.integer)):  # the permutation itself, uint32 (as MLX)
+        n = shape_of(int(x), "permutation")[0]
+        return node(ArgSort(0), (bits((n,), key, st),), (n,), dt.uint32, st)
     a = as_array(x, "permutation")
     ax = axis_of(axis, a.ndim, "permutation")
     n = a.shape[ax]
@@ -364,7 +409,9 @@ def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stre
     from .matmul import matmul
     from .shape import expand_dims, squeeze
 
-    d = _float_dtype(dtype, "multivariate_normal")
+    d = dt.float32 if dtype is None else dt.to_dtype(dtype)
+    if d is not dt.float32:
+        raise ValueError(f"multivariate_normal: dtype must be float32, got {d.name}")
     st = resolve_stream(stream)
     m = as_array(mean, "multivariate_normal")
     c = as_array(cov, "multivariate_normal")

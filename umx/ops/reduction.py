@@ -50,31 +50,37 @@ _DOC = """{what} over the given axes. See ``numpy.{np}``.
     """
 
 
+# Sums and products of narrow integers accumulate in (and return) 32 bits, signed staying signed, as in MLX:
+# uint8 ones summed 300 times give 300, not 44.
+_ACCUMULATE = {dt.bool_: dt.int32, dt.int8: dt.int32, dt.int16: dt.int32, dt.uint8: dt.uint32,
+               dt.uint16: dt.uint32}
+
+
 def sum(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
     a = as_array(a, "sum")
-    d = dt.int32 if a._dtype is dt.bool_ else None
-    return _reduce(Sum, "sum", a, axis, keepdims, stream, in_dtype=d)
+    return _reduce(Sum, "sum", a, axis, keepdims, stream, in_dtype=_ACCUMULATE.get(a._dtype))
 
 
 def prod(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     a = as_array(a, "prod")
-    d = dt.int32 if a._dtype is dt.bool_ else None
-    return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=d)
+    return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=_ACCUMULATE.get(a._dtype))
 
 
-def _nonempty(a, name: str) -> array:
+def _extremum(cls, name: str, a, axis, keepdims: bool, stream) -> array:
     a = as_array(a, name)
-    if a.size == 0:  # MLX's rule, whatever the axes: there is no identity to fill empty results with
-        raise ValueError(f"{name}: cannot reduce an empty array of shape {a.shape}")
-    return a
+    if a.size == 0:  # MLX's rule: no identity to fill a reduction over an empty axis with (other axes may be)
+        empty = [i for i in axes_of(axis, a.ndim, name) if a._shape[i] == 0]
+        if empty:
+            raise ValueError(f"{name}: cannot reduce over axis {empty[0]} of size 0 (array of shape {a.shape})")
+    return _reduce(cls, name, a, axis, keepdims, stream)
 
 
 def max(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
-    return _reduce(Max, "max", _nonempty(a, "max"), axis, keepdims, stream)
+    return _extremum(Max, "max", a, axis, keepdims, stream)
 
 
 def min(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
-    return _reduce(Min, "min", _nonempty(a, "min"), axis, keepdims, stream)
+    return _extremum(Min, "min", a, axis, keepdims, stream)
 
 
 def all(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
@@ -96,6 +102,8 @@ def mean(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
 
 def logsumexp(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     a = as_array(a, "logsumexp")
+    if a.size == 0:
+        raise ValueError(f"logsumexp: cannot reduce an empty array of shape {a.shape}")
     return _reduce(LogSumExp, "logsumexp", a, axis, keepdims, stream, in_dtype=_float_dtype(a))
 
 
@@ -140,8 +148,8 @@ def _arg(cls, name, a, axis, keepdims, stream):
     else:
         ax = axis_of(axis, a.ndim, name)
         shape = _out_shape(a._shape, (ax,), keepdims)
-    if a._shape[ax] == 0:
-        raise ValueError(f"{name}: cannot take {name} of an empty axis (shape {orig})")
+    if a.size == 0:  # MLX refuses any empty input, even where the result would be empty too
+        raise ValueError(f"{name}: cannot reduce an empty array of shape {orig}")
     out = node(cls(ax, bool(keepdims) and axis is not None), (a,), shape if axis is not None else (), dt.uint32, st)
     if axis is None and keepdims:
         from .shape import reshape

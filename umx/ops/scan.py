@@ -18,11 +18,11 @@ def _scan(op: str, name: str, a, axis, reverse: bool, inclusive: bool, stream) -
     elif a.ndim == 0:
         raise ValueError(f"{name}: a 0-d array has no axis {axis}; pass axis=None")
     ax = axis_of(axis, a.ndim, name)
-    if op in ("sum", "prod") and a._dtype is dt.bool_:
+    if a._dtype is dt.bool_ and op == "sum":
         a = cast(a, dt.int32, st)
-    elif op == "logaddexp" and a._dtype.kind == "c":
-        raise TypeError(f"{name}: not supported for complex inputs, got {a.shape} {a.dtype.name}")
-    elif op == "logaddexp" and a._dtype.kind != "f":
+    elif a._dtype is dt.bool_ and op == "prod":
+        op = "min"  # a running product of bools is their running logical and, and stays bool (as in MLX)
+    elif op == "logaddexp" and a._dtype.kind not in "fc":
         a = cast(a, dt.float32, st)
     return node(Scan(op, ax, bool(reverse), bool(inclusive)), (a,), a._shape, a._dtype, st)
 
@@ -67,8 +67,8 @@ def logcumsumexp(a, /, axis: int | None = None, *, reverse: bool = False, inclus
 
 
 for _f, _what, _np, _d in [
-    (cumsum, "sum", "cumsum", " (bool counts as int32; integers keep their dtype)"),
-    (cumprod, "product", "cumprod", " (bool as int32; integers keep their dtype)"),
+    (cumsum, "sum", "cumsum", " (bool counts as int32; integers keep their dtype, as in MLX)"),
+    (cumprod, "product", "cumprod", " (bool stays bool, a running logical and; integers keep their dtype)"),
     (cummax, "maximum", "maximum.accumulate", ", same dtype"),
     (cummin, "minimum", "minimum.accumulate", ", same dtype"),
     (logcumsumexp, "``log(sum(exp(a)))``", "logaddexp.accumulate", " (float32 for integer input)"),

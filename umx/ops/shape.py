@@ -16,6 +16,7 @@ from ._core import (
     axis_of,
     broadcast_node,
     cast,
+    check_dims,
     describe,
     node,
     reshape_node,
@@ -41,7 +42,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
     a = as_array(a, "reshape")
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    shape = tuple(int(s) for s in shape)
+    shape = check_dims(tuple(int(s) for s in shape), "reshape")
     size = a.size
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
@@ -146,7 +147,7 @@ def concatenate(arrays, /, axis: int | None = 0, *, stream=None) -> array:
         return xs[0]
     shape = list(xs[0]._shape)
     shape[ax] = sum(x._shape[ax] for x in xs)
-    return node(Concatenate(ax), tuple(xs), tuple(shape), d, st)
+    return node(Concatenate(ax), tuple(xs), check_dims(tuple(shape), "concatenate"), d, st)
 
 
 concat = concatenate

@@ -53,13 +53,17 @@ from .linalg import (
 )
 from .misc import (
     DEPENDS,
+    FROM_FP8,
     STOP_GRADIENT,
+    TO_FP8,
     Custom,
     Depends,
     Einsum,
+    FromFP8,
     Median,
     NanToNum,
     StopGradient,
+    ToFP8,
     Window,
 )
 from .random import RandomBits
@@ -96,5 +100,5 @@ __all__ = [
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolution", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "COMMUNICATION", "Communication", "AllReduce", "AllGather",
-    "SumScatter", "Send", "Recv",
+    "SumScatter", "Send", "Recv", "TO_FP8", "FROM_FP8", "ToFP8", "FromFP8",
 ]

@@ -29,15 +29,16 @@ class Arange(Primitive):
 
 
 class Linspace(Primitive):
-    """``num`` evenly spaced values from ``start`` to ``stop`` inclusive."""
+    """``num`` evenly spaced values from ``start`` to ``stop``, which is included when ``endpoint``."""
 
-    __slots__ = ("start", "stop", "num", "dtype")
+    __slots__ = ("start", "stop", "num", "dtype", "endpoint")
 
-    def __init__(self, start, stop, num, dtype):
+    def __init__(self, start, stop, num, dtype, endpoint=True):
         self.start = start
         self.stop = stop
         self.num = num
         self.dtype = dtype
+        self.endpoint = endpoint
 
 
 class Eye(Primitive):

@@ -9,16 +9,19 @@ class FFT(Primitive):
     """The n-dimensional discrete Fourier transform over ``axes``, each padded or cut to ``sizes`` first.
 
     ``real`` selects the real-input forward transform (``rfftn``, a half spectrum along the last axis) or, with
-    ``inverse``, its inverse (``irfftn``, ``sizes`` being those of the real output).
+    ``inverse``, its inverse (``irfftn``, ``sizes`` being those of the real output). ``norm`` scales as
+    ``numpy.fft``'s: 'backward' (1/n on the inverse), 'ortho' (1/sqrt(n) both ways) or 'forward' (1/n on the
+    forward transform).
     """
 
-    __slots__ = ("axes", "sizes", "inverse", "real")
+    __slots__ = ("axes", "sizes", "inverse", "real", "norm")
 
-    def __init__(self, axes: tuple, sizes: tuple, inverse: bool, real: bool):
+    def __init__(self, axes: tuple, sizes: tuple, inverse: bool, real: bool, norm: str = "backward"):
         self.axes = axes
         self.sizes = sizes
         self.inverse = inverse
         self.real = real
+        self.norm = norm
 
 
 class FFTShift(Primitive):

@@ -7,8 +7,8 @@ from .base import Primitive
 
 
 class Pad(Primitive):
-    """Pad with ``pad_width`` (one ``(before, after)`` pair per axis) in ``mode`` ('constant' or 'edge');
-    inputs: x, then the 0-d fill value."""
+    """Pad with ``pad_width`` (one ``(before, after)`` pair per axis) in ``mode`` ('constant', 'edge', 'reflect'
+    or 'symmetric', as ``numpy.pad``); inputs: x, then the 0-d fill value."""
 
     __slots__ = ("pad_width", "mode")
 

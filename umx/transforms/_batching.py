@@ -14,6 +14,7 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
+    FFT,
     ArgReduce,
     ArgSort,
     AsType,
@@ -25,6 +26,8 @@ from ..primitives import (
     Depends,
     Diagonal,
     Einsum,
+    FFTShift,
+    FromFP8,
     Gather,
     Matmul,
     NanToNum,
@@ -36,11 +39,13 @@ from ..primitives import (
     Round,
     Scan,
     Scatter,
+    SearchSorted,
     Softmax,
     Sort,
     Split,
     StopGradient,
     Tile,
+    ToFP8,
     Transpose,
     Tril,
     Triu,
@@ -221,9 +226,16 @@ def _first(self, inputs, axes, outputs):
     return [inputs[0]]
 
 
-for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
+def _searchsorted(self, inputs, axes, outputs):
+    if axes[0] is not None:  # as MLX: one sorted sequence, the values elementwise
+        raise ValueError("searchsorted: cannot vmap over the sorted sequence (only over the values)")
+    v = inputs[1]
+    return [node(self, tuple(inputs), v._shape, outputs[0]._dtype, resolve_stream(None))]
+
+
+for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum, ToFP8, FromFP8):
     _cls.vmap = _same
-for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat):
+for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat, FFT, FFTShift):
     _cls.vmap = _shifted
 Reshape.vmap = _reshape
 Transpose.vmap = _transpose
@@ -240,5 +252,6 @@ Tile.vmap = _tile
 Roll.vmap = _roll
 Diagonal.vmap = _diagonal
 Einsum.vmap = _einsum
+SearchSorted.vmap = _searchsorted
 for _cls in (Tril, Triu):
     _cls.vmap = _same

@@ -210,8 +210,26 @@ _rule(StopGradient, vjp=_none_vjp, jvp=_none_jvp)
 
 
 # -- indexing ------------------------------------------------------------------------------------------------
+def _traced(x: array) -> bool:
+    """Whether ``x`` is computed from a transform's marker (a one-input Depends node) other than through
+    stop_gradient, i.e. would need a gradient of its own; evaluated arrays end the search at once."""
+    stack, seen = [x], set()
+    while stack:
+        n = stack.pop()
+        if n._prim is None or id(n) in seen or type(n._prim) is StopGradient:
+            continue
+        seen.add(id(n))
+        if type(n._prim) is Depends and len(n._inputs) == 1:
+            return True
+        stack.extend(n._inputs)
+    return False
+
+
 def _gather_vjp(self, primals, cotangents, outputs):
     x, *idx = primals
+    if any(_traced(i) for i in idx):  # as MLX: indices have no gradient, so one computed from the input is
+        # almost surely a mistake (the result would silently ignore it)
+        raise ValueError("gather: cannot differentiate with respect to the indices; wrap them in stop_gradient")
     zeros = m.zeros_like(x)
     return [node(Scatter(self.key, "add"), (zeros, cotangents[0], *idx), x._shape, x._dtype, _stream())]
 
@@ -256,8 +274,13 @@ _rule(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
 def _pad_vjp(self, primals, cotangents, outputs):
     x, fill = primals
     c = cotangents[0]
-    if self.mode != "constant":
-        raise NotImplementedError(f"Pad({self.mode!r}) has no vjp rule yet")
+    if self.mode != "constant":  # every output element copies one input element: sum them back, axis by axis
+        for ax, ((lo, hi), n) in enumerate(zip(self.pad_width, x._shape)):
+            if lo or hi:
+                src = np.pad(np.arange(n), (lo, hi), mode=self.mode)
+                one_hot = (src[:, None] == np.arange(n)).astype(c.dtype.np)
+                c = m.moveaxis(m.moveaxis(c, ax, -1) @ array(one_hot, c.dtype), -1, ax)
+        return [c, m.zeros_like(fill)]
     inner = c[tuple(slice(lo, lo + s) for (lo, _), s in zip(self.pad_width, x._shape))]
     return [inner, m.sum(c) - m.sum(inner)]
 
@@ -386,6 +409,45 @@ _rule(Diag, vjp=_diag_vjp, jvp=_linear_jvp)
 _rule(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
 _rule(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
 _rule(FFT, FFTShift, jvp=_linear_jvp)
+
+_ADJOINT_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
+
+
+def _fft_vjp(self, primals, cotangents, outputs):
+    # A transform's adjoint is the opposite one with the opposite scaling (conjugate transpose: cotangents
+    # follow MLX's convention, df/dre + i df/dim); the inputs' padding or cutting is undone afterwards.
+    x, c = primals[0], cotangents[0]
+    axes, sizes, norm = self.axes, self.sizes, _ADJOINT_NORM[self.norm]
+    st = _stream()
+    if not self.real:
+        g = node(FFT(axes, sizes, not self.inverse, False, norm), (c,), c._shape, dt.complex64, st)
+    elif not self.inverse:  # rfftn: the dropped negative frequencies come back as zeros; the input was real
+        pad = [(0, 0)] * c.ndim
+        pad[axes[-1]] = (0, sizes[-1] - c._shape[axes[-1]])
+        full = m.pad(c, pad)
+        g = m.real(node(FFT(axes, sizes, True, False, norm), (full,), full._shape, dt.complex64, st))
+    else:  # irfftn, real-linear: each bin but the zero and Nyquist ones stands for a conjugate pair
+        n = sizes[-1]
+        shape = list(c._shape)
+        shape[axes[-1]] = n // 2 + 1
+        g = node(FFT(axes, sizes, False, True, norm), (c,), tuple(shape), dt.complex64, st)
+        w = np.full(n // 2 + 1, 2.0, np.float32)
+        w[0] = 1.0
+        if n % 2 == 0:
+            w[-1] = 1.0
+        g = g * array(w.reshape((-1,) + (1,) * (c.ndim - 1 - axes[-1])))
+    for ax in axes:  # back to the input's sizes: the adjoint of zero-padding is cutting, and of cutting padding
+        have, want = g._shape[ax], x._shape[ax]
+        if have > want:
+            g = g[(slice(None),) * ax + (slice(0, want),)]
+        elif have < want:
+            pad = [(0, 0)] * g.ndim
+            pad[ax] = (0, want - have)
+            g = m.pad(g, pad)
+    return [g]
+
+
+_rule(FFT, vjp=_fft_vjp)
 
 
 def _scan_weights(self, x: array, y: array):

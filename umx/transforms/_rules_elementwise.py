@@ -26,7 +26,6 @@ UNARY_D = {
     "Ceil": lambda x, y: _ZERO,
     "Trunc": lambda x, y: _ZERO,
     "Square": lambda x, y: 2 * x,
-    "Conjugate": lambda x, y: 1,
     "Exp": lambda x, y: y,
     "Expm1": lambda x, y: y + 1,
     "Log": lambda x, y: m.reciprocal(x),
@@ -172,6 +171,11 @@ def _where_jvp(self, primals, tangents, outputs):
     return [m.broadcast_to(m.where(cond, tx, ty).astype(out.dtype), out.shape)]
 
 
+def _conjugate_rule(self, primals, tangents_or_cotangents, outputs):
+    # conj is linear over the reals but no multiplication: the (co)tangent is conjugated, as in MLX
+    return [m.conjugate(tangents_or_cotangents[0])]
+
+
 Unary.vjp = _unary_vjp
 Unary.jvp = _unary_jvp
 Binary.vjp = _binary_vjp
@@ -180,5 +184,6 @@ Round.vjp = _round_vjp
 Round.jvp = _round_jvp
 Where.vjp = _where_vjp
 Where.jvp = _where_jvp
+type(UNARY["Conjugate"]).vjp = type(UNARY["Conjugate"]).jvp = _conjugate_rule
 
 assert set(UNARY_D) <= set(UNARY) and set(BINARY_D) <= set(BINARY)

@@ -28,7 +28,10 @@ _FLOAT_UNARY = {
     "ArcCos": "acos({a})", "ArcTan": "atan({a})", "Sinh": "sinh({a})", "Cosh": "cosh({a})", "Tanh": "tanh({a})",
     "ArcSinh": "asinh({a})", "ArcCosh": "acosh({a})", "ArcTanh": "atanh({a})",
     "Degrees": "{a} * ({T})57.29577951308232", "Radians": "{a} * ({T})0.017453292519943295",
-    "Sigmoid": "({T})0.5 * tanh(({T})0.5 * {a}) + ({T})0.5", "Erf": "erf({a})", "ErfInv": "erfinv({a})",
+    # sigmoid as the CPU kernel computes it (in double here): its tails keep their relative precision (2e-9 at
+    # -20, where the tanh form gives 0)
+    "Sigmoid": "1.0 / (1.0 + exp(-(double){a}))",
+    "Erf": "erf({a})", "ErfInv": "erfinv({a})",
     "Sign": "({T})(({a} > 0) - ({a} < 0))", "IsNan": "isnan({a})", "IsInf": "isinf({a})",
     "IsFinite": "isfinite({a})", "IsPosInf": "(isinf({a}) && {a} > 0)", "IsNegInf": "(isinf({a}) && {a} < 0)",
     "LogicalNot": "!{a}",

@@ -13,12 +13,18 @@ def _full(xp, prim):
 
 @kernel(c.Arange)
 def _arange(xp, prim):
-    return xp.arange(prim.start, prim.stop, prim.step, dtype=prim.dtype.np)
+    d = prim.dtype.np
+    if prim.dtype.kind in "iu" and all(type(v) is int for v in (prim.start, prim.stop, prim.step)):
+        # integer bounds in 64 bits, then cast: values beyond a narrow dtype wrap around, as in MLX
+        return xp.arange(prim.start, prim.stop, prim.step, dtype=xp.int64).astype(d)
+    return xp.arange(prim.start, prim.stop, prim.step, dtype=d)
 
 
 @kernel(c.Linspace)
 def _linspace(xp, prim):
-    return xp.linspace(prim.start, prim.stop, prim.num, dtype=prim.dtype.np)
+    # computed in float64 and cast, so that integer dtypes truncate toward zero (as MLX; NumPy floors)
+    out = xp.linspace(prim.start, prim.stop, prim.num, endpoint=prim.endpoint, dtype=xp.float64)
+    return out.astype(prim.dtype.np)
 
 
 @kernel(c.Eye)

@@ -14,7 +14,7 @@ def _fft(xp, prim, a):
         fn = xp.fft.irfftn if prim.inverse else xp.fft.rfftn
     else:
         fn = xp.fft.ifftn if prim.inverse else xp.fft.fftn
-    out = fn(a, s=prim.sizes, axes=prim.axes)
+    out = fn(a, s=prim.sizes, axes=prim.axes, norm=prim.norm)
     return out.astype(xp.float32 if prim.real and prim.inverse else xp.complex64, copy=False)
 
 
@@ -25,7 +25,7 @@ def _fftshift(xp, prim, a):
 
 
 @kernel(f.FFTFreq)
-def _fftfreq(xp, prim):
+def _fftfreq(xp, prim):  # (n and d are Python numbers, checked at the call)
     fn = xp.fft.rfftfreq if prim.real else xp.fft.fftfreq
     return fn(prim.n, prim.d).astype(xp.float32)
 

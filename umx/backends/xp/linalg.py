@@ -46,8 +46,31 @@ def _tri_inv(xp, prim, a):
 
 @kernel(la.Cholesky)
 def _cholesky(xp, prim, a):
-    low = xp.linalg.cholesky(a)
+    try:
+        low = xp.linalg.cholesky(a)
+        # CuPy reports no failure by default: a pivot LAPACK refused stays non-positive on the diagonal
+        failed = not bool(xp.all(xp.diagonal(low, 0, -2, -1).real > 0))
+    except Exception as e:  # NumPy's LinAlgError: not positive definite, numerically
+        if type(e).__name__ != "LinAlgError":
+            raise
+        failed = True
+    if failed:
+        low = _cholesky_unchecked(xp, a)
     return _adjoint(xp, low) if prim.upper else low
+
+
+def _cholesky_unchecked(xp, a):
+    """Cholesky without the positive-definiteness check, as MLX's (which ignores LAPACK's report): a pivot that
+    rounding made negative counts as 0, so semi-definite matrices still factor (``L @ L^H`` gives them back) and
+    the results for others are undefined but finite. Column by column; only for matrices LAPACK refused."""
+    n = a.shape[-1]
+    low = xp.zeros_like(a)
+    for j in range(n):
+        s = a[..., j:, j] - xp.matmul(low[..., j:, :j], xp.conj(low[..., j, :j])[..., None])[..., 0]
+        d = xp.sqrt(xp.maximum(s[..., 0].real, 0))
+        low[..., j, j] = d
+        low[..., j + 1:, j] = xp.where(d[..., None] > 0, s[..., 1:] / xp.where(d > 0, d, 1)[..., None], 0)
+    return low
 
 
 @kernel(la.CholeskyInv)

@@ -14,8 +14,8 @@ def _sum_prod(xp, prim, x):
 
 @kernel(r.Max, r.Min, r.All, r.Any, r.Mean)
 def _reduce(xp, prim, x):
-    if x.size == 0 and type(prim) in (r.Max, r.Min):
-        raise ValueError(f"{prim.name}: cannot reduce an empty array of shape {x.shape} over axes {prim.axes}")
+    if x.size == 0 and type(prim) in (r.Max, r.Min) and any(x.shape[i] == 0 for i in prim.axes):
+        raise ValueError(f"{prim.name}: cannot reduce an empty axis of shape {x.shape} over axes {prim.axes}")
     return getattr(xp, prim.fn)(x, axis=prim.axes, keepdims=prim.keepdims)
 
 

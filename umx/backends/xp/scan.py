@@ -6,6 +6,7 @@ import numpy as np
 
 from ...primitives import scan as sc
 from . import kernel
+from .elementwise import logaddexp_complex
 
 _UFUNC = {"max": "maximum", "min": "minimum", "logaddexp": "logaddexp"}
 
@@ -28,7 +29,7 @@ def _identity(op, dtype):
         return 1
     if dtype.kind == "b":
         return op == "min"
-    if dtype.kind == "f":
+    if dtype.kind in "fc":
         return np.inf if op == "min" else -np.inf
     info = np.iinfo(dtype)
     return info.max if op == "min" else info.min
@@ -43,6 +44,8 @@ def _scan(xp, prim, x):
         y = xp.cumsum(x, axis=ax, dtype=x.dtype)
     elif op == "prod":
         y = xp.cumprod(x, axis=ax, dtype=x.dtype)
+    elif op == "logaddexp" and x.dtype.kind == "c":
+        y = _logstep(xp, lambda a, b: logaddexp_complex(xp, a, b), x, ax)
     else:
         ufunc = getattr(xp, _UFUNC[op])
         try:
