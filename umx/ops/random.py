@@ -43,6 +43,43 @@ def _threefry_host(k0: int, k1: int, x0: int, x1: int) -> tuple:
     return x0, x1
 
 
+class _State:
+    """``mx.random.state``: the global key as a one-element list-like of a key array, as MLX has it.
+
+    Reading ``state[0]`` gives the current global key; assigning it (a uint32 array of shape (2,)) sets it.
+    Compiled functions list it in ``inputs``/``outputs`` in MLX so that their draws advance the global key;
+    umx's ``compile`` replays draws from the global key in any case, and treats this object as a constant.
+    """
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> array:
+        if i not in (0, -1):
+            raise IndexError("random.state has one element, the global key")
+        with _lock:
+            words = list(_global)
+        return array(np.array(words, np.uint32), dt.uint32)
+
+    def __setitem__(self, i: int, k) -> None:
+        if i not in (0, -1):
+            raise IndexError("random.state has one element, the global key")
+        words = np.asarray(_key(k))
+        with _lock:
+            _global[:] = [int(words[0]), int(words[1])]
+
+    def __iter__(self):
+        yield self[0]
+
+    def __repr__(self) -> str:
+        return f"random.state([{self[0]!r}])"
+
+
+state = _State()
+
+
 def seed(s: int) -> None:
     """Reset the global key from the integer ``s``."""
     with _lock:
@@ -133,10 +170,23 @@ def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=N
 
 
 def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
-    """Standard normal samples (times ``scale``, plus ``loc``): ``sqrt(2) * erfinv(u)`` with u uniform in (-1, 1)."""
+    """Standard normal samples (times ``scale``, plus ``loc``): ``sqrt(2) * erfinv(u)`` with u uniform in (-1, 1).
+    A complex dtype gives standard complex normal samples: real and imaginary parts of variance 1/2 each."""
     d = dt.to_dtype(dtype)
+    if d.kind == "c":
+        from .elementwise import add, multiply
+
+        k = _key(key)
+        parts = normal((2,) + tuple(shape_of(shape, "normal")), dt.float32, key=k, stream=stream)
+        z = add(parts[0], multiply(parts[1], 1j, stream=stream), stream=stream)
+        z = multiply(z, math.sqrt(0.5), stream=stream)
+        if not (isinstance(scale, (int, float)) and scale == 1.0):
+            z = multiply(z, scale, stream=stream)
+        if not (isinstance(loc, (int, float)) and loc == 0.0):
+            z = add(z, loc, stream=stream)
+        return z
     if d.kind != "f":
-        raise ValueError(f"normal: dtype must be a float type, got {d.name}")
+        raise ValueError(f"normal: dtype must be a float type or complex64, got {d.name}")
     from .elementwise import add, erfinv, maximum, multiply
 
     lo = np.nextafter(np.float32(-1), np.float32(0)).item()

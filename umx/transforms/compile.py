@@ -130,47 +130,94 @@ def enable_compile() -> None:
     _enabled[0] = True
 
 
+class _Call:
+    """One call of a ``custom_function``: the function (whose rules the ``Custom`` node calls) and templates of
+    its arguments and outputs (the trees, with ``_tape.HOLE`` for each array), to hand the rules trees shaped
+    as MLX does: a single argument as itself, several as a tuple; cotangents and outputs as the outputs' tree."""
+
+    __slots__ = ("fn", "args", "out")
+
+    def __init__(self, fn, args, out):
+        self.fn = fn
+        self.args = args
+        self.out = out
+
+    def primals(self, flat: list):
+        args = _tape.fill(self.args, iter(flat))
+        return args[0] if len(args) == 1 else args
+
+    def outputs(self, flat: list):
+        return _tape.fill(self.out, iter(flat))
+
+    def flat_per_arg(self, tree, what: str) -> list:
+        """A rule's result for the arguments, as one array per array argument leaf."""
+        if len(self.args) == 1:
+            if self.args[0] is _tape.HOLE and isinstance(tree, (list, tuple)) and len(tree) == 1:
+                tree = tree[0]
+            tree = (tree,)
+        got = _trees.flatten(tree)
+        want = _holes(self.args)
+        if len(got) != want:
+            raise ValueError(f"custom_function: the {what} rule returned {len(got)} arrays for {want} array "
+                             "arguments")
+        return got
+
+
+def _holes(t) -> int:
+    if t is _tape.HOLE:
+        return 1
+    if isinstance(t, (list, tuple)):
+        return sum(_holes(x) for x in t)
+    if isinstance(t, dict):
+        return sum(_holes(x) for x in t.values())
+    return 0
+
+
 def _custom_vjp(self, primals, cotangents, outputs):
-    rule = self.fn._vjp
+    call = self.fn
+    rule = call.fn._vjp
     if rule is None:  # through the outputs' own graph
         return list(cotangents) + [None] * (len(primals) - self.n)
-    grads = rule(list(primals[self.n:]), _one(cotangents), _one(outputs))
-    grads = [grads] if type(grads) is array else list(grads)
-    return [None] * self.n + grads
+    from ..ops import zeros_like
+
+    cs = [zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)]
+    grads = rule(call.primals(primals[self.n:]), call.outputs(cs), call.outputs(outputs))
+    return [None] * self.n + call.flat_per_arg(grads, "vjp")
 
 
 def _custom_jvp(self, primals, tangents, outputs):
-    rule = self.fn._jvp
+    call = self.fn
+    rule = call.fn._jvp
     if rule is None:
         return list(tangents[:self.n])
     from ..ops import zeros_like
 
-    args = list(primals[self.n:])
+    args = primals[self.n:]
     ts = [zeros_like(p) if t is None else t for p, t in zip(args, tangents[self.n:])]
-    outs = rule(args, ts)
-    return [outs] if type(outs) is array else list(outs)
+    outs = _trees.flatten(rule(call.primals(args), call.primals(ts)))
+    if len(outs) != self.n:
+        raise ValueError(f"custom_function: the jvp rule returned {len(outs)} arrays for {self.n} outputs")
+    return outs
 
 
 Custom.vjp = _custom_vjp
 Custom.jvp = _custom_jvp
 
 
-def _one(xs):
-    return xs[0] if len(xs) == 1 else list(xs)
-
-
 class custom_function:  # noqa: N801 (MLX's name)
     """A function with its own derivative and vmap rules (a decorator).
 
     Calls behave as the wrapped function. Under ``grad``/``vjp``, the rule registered with :meth:`vjp` is used
-    (``rule(primals, cotangents, outputs) -> grads``, one per array argument); under ``jvp``, the one
-    registered with :meth:`jvp` (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered
-    with :meth:`vmap` (``rule(inputs, axes) -> (outputs, out_axes)``). A single output or cotangent is passed
-    as an array, several as a list. Missing rules fall back to the default transforms. Arrays the function
-    captures are constants: no gradient flows to them through a custom rule.
+    (``rule(primals, cotangents, outputs) -> grads``); under ``jvp``, the one registered with :meth:`jvp`
+    (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered with :meth:`vmap`
+    (``rule(inputs, axes) -> (outputs, out_axes)``). As in MLX, ``primals``, ``tangents``, ``inputs`` and
+    ``axes`` are the single argument itself, or a tuple of the arguments (each may be a tree of arrays);
+    ``cotangents``, ``outputs`` and a jvp's result have the tree of the function's output; ``grads`` has the
+    arguments' (a single argument's gradient alone, several in a tuple). Missing rules fall back to the default
+    transforms. Arrays the function captures are constants: no gradient flows to them through a custom rule.
 
     Args:
-        f (Callable): the function, of arrays.
+        f (Callable): the function, of arrays or trees of arrays.
     """
 
     def __init__(self, f: Callable):
@@ -199,8 +246,9 @@ class custom_function:  # noqa: N801 (MLX's name)
         out = self._f(*args)
         single = type(out) is array
         outs = [out] if single else _trees.flatten(out)
-        inputs = [x for a in args for x in _trees.flatten(a)]
-        prim = Custom(self, len(outs))
+        inputs = _trees.flatten(args)
+        template = _tape.HOLE if single else _trees.unflatten(out, [_tape.HOLE] * len(outs))
+        prim = Custom(_Call(self, _trees.unflatten(args, [_tape.HOLE] * len(inputs)), template), len(outs))
         st = resolve_stream(None)
         wrapped = [node(None, (*outs, *inputs), o._shape, o._dtype, st) for o in outs]
         sibs = tuple(wrapped)
@@ -233,8 +281,9 @@ def checkpoint(fun: Callable) -> Callable:
 
         @f.vjp
         def _recompute(primals, cotangents, outputs):
-            cs = [cotangents] if type(cotangents) is array else list(cotangents)
-            return _vjp(flat_fun, primals, cs)[1]
+            flat = _trees.flatten(primals)
+            grads = _vjp(flat_fun, flat, _trees.flatten(cotangents))[1]
+            return _trees.unflatten(primals, grads)
 
         return f(*args)
 
