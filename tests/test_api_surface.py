@@ -21,7 +21,7 @@ EXCLUDED = {
     "to_fp8", "from_fp8",
     "conv1d", "conv2d", "conv3d", "conv_general", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "convolve",
-    "export_function", "export_to_dot", "exporter", "import_function", "FunctionExporter",
+    "export_function", "exporter", "import_function", "FunctionExporter",
     "distributed", "fast",
 }
 

@@ -27,15 +27,22 @@ _UNCOMPILED = object()  # a signature whose trace evaluated something: fun is ca
 _MAX_ENTRIES = 256  # signatures kept per compiled function; past that the cache starts over
 
 
-def _signature(t, leaves: list):
-    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``)."""
+_CONSTANTS = (bool, int, float, str, type(None))  # the other leaves an argument may have, as in MLX
+
+
+def _signature(t, leaves: list, strict: bool = True):
+    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``). With ``strict``, a
+    leaf that is neither an array nor a constant of ``_CONSTANTS`` raises ValueError."""
     if type(t) is array:
         leaves.append(t)
         return (t._shape, t._dtype)  # the only entries whose first item is not a type
     if isinstance(t, (list, tuple)):
-        return (type(t), tuple(_signature(x, leaves) for x in t))
+        return (type(t), tuple(_signature(x, leaves, strict) for x in t))
     if isinstance(t, dict):
-        return (type(t), tuple((k, _signature(v, leaves)) for k, v in t.items()))
+        return (type(t), tuple((k, _signature(v, leaves, strict)) for k, v in t.items()))
+    if strict and not isinstance(t, _CONSTANTS):
+        raise ValueError("compile: function arguments must be trees (lists, tuples, dicts) of arrays and "
+                         f"constants (bool, int, float, str, None); got a {type(t).__name__}")
     return (type(t), t)  # by value; type first, so that 1, 1.0 and True differ
 
 
@@ -59,6 +66,10 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
     - If ``fun`` evaluates anything while it runs (``eval``, ``item``, ``print``, NumPy conversion), its graph
       holds for those values only, so that signature is not compiled: ``fun`` is called directly each time
       (MLX raises an error instead).
+    - Arguments are trees (lists, tuples, dicts) of arrays and constants (bool, int, float, str, None); other
+      leaves raise ValueError. A function that reaches one of its inputs other than through its argument (a
+      captured array that is, or was computed from, an input) raises ValueError, as in MLX.
+    - Nodes that compute the same thing from the same inputs are merged (common subexpressions).
 
     Compiled functions compose with ``grad``, ``vjp``, ``jvp`` and ``vmap``: a replay builds the graph the
     function would, which the transforms then walk.
@@ -76,6 +87,8 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
     Returns:
         Callable: the compiled function.
     """
+    if not callable(fun):
+        raise TypeError(f"compile: expected a function, got {type(fun).__name__}")
     cache: dict = {}
     plain = inputs is None and outputs is None
 
@@ -92,10 +105,10 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
                 sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
             n_args = len(leaves)
             if not plain:
-                sig += (_signature(inputs, leaves), _signature(outputs, []))
+                sig += (_signature(inputs, leaves, False), _signature(outputs, [], False))
             sig = (sig, resolve_stream(None))
             tape = cache.get(sig)
-        except TypeError:  # an unhashable argument: nothing to key a trace on
+        except TypeError:  # an unhashable state container's leaf: nothing to key a trace on
             return fun(*args, **kwargs)
         if tape is None:
             tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
