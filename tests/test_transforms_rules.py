@@ -130,8 +130,9 @@ def test_cummax_cummin_against_torch(on, rng):
                                                                  [False, True], [True, False]):
         x = rng.integers(0, 4, shape).astype(np.float64)  # ties everywhere
         c = rng.standard_normal(shape)
-        _, (got,) = mx.vjp(lambda z: getattr(mx, "cum" + op)(z, axis=axis, reverse=reverse, inclusive=inclusive),
-                           [a64(x)], [a64(c)])
+        scan_mx = getattr(mx, "cum" + op)
+        _, (got,) = mx.vjp(lambda z, f=scan_mx, kw={"axis": axis, "reverse": reverse, "inclusive": inclusive}:
+                           f(z, **kw), [a64(x)], [a64(c)])
         xt = torch.tensor(x, requires_grad=True)
         flipped = torch.flip(xt, [axis]) if reverse else xt
         scan = (torch.cummax if op == "max" else torch.cummin)(flipped, axis).values
