@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import umx as mx
-from umx.utils import tree_flatten
 from tests.conftest import assert_close
+from umx.utils import tree_flatten
 
 
 @pytest.fixture
