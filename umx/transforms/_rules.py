@@ -254,9 +254,10 @@ def _scatter_vjp(self, primals, cotangents, outputs):
     elif op == "multiply":  # (the values' rule assumes the index has no repeats)
         dx = node(self, (c, v, *idx), x._shape, x._dtype, _stream())
         dv = picked * pick(x)
-    else:  # maximum, minimum: the gradient goes to whichever gave the result (to both on a tie)
+    else:  # maximum, minimum: the gradient goes to whichever gave the result (x on a tie, as maximum(x, v))
         y = outputs[0]
-        dv = m.where(m.equal(pick(y), v), picked, 0)
+        won = m.logical_and(m.equal(pick(y), v), m.not_equal(pick(x), v))
+        dv = m.where(won, picked, 0)
         dx = m.where(m.equal(y, x), c, 0)
     dv = unbroadcast(dv, v._shape) if dv._shape != v._shape else dv
     return [dx, dv] + [None] * len(idx)
