@@ -181,3 +181,65 @@ def test_outputs_with_siblings_and_dot_export(on):
     text = buf.getvalue()
     assert text.startswith("digraph {") and text.rstrip().endswith("}")
     assert '"a" ->' in text and 'label ="FloorDivide"' in text and "rank=sink" in text
+
+
+SHAPELESS = [  # (function, argument shapes of the trace, argument shapes of later calls)
+    (lambda x, y: mx.softmax(x * y.sum(0, keepdims=True), axis=-1) + mx.cumsum(x, axis=1), [(2, 3), (4, 3)],
+     [[(3, 5), (2, 5)], [(1, 1), (7, 1)]]),
+    (lambda a, b: mx.tanh(a @ b).T + 1, [(2, 3), (3, 4)], [[(5, 2), (2, 6)]]),
+    (lambda a: mx.concatenate([a[:, -1:], mx.sort(a, axis=0)], axis=1), [(3, 4)], [[(5, 2)], [(1, 7)]]),
+    (lambda a: mx.pad(a * mx.max(a, axis=1, keepdims=True), ((1, 0), (2, 1))), [(2, 2)], [[(3, 5)]]),
+    (lambda a: a.reshape(a.shape[0], -1).sum(axis=1) + mx.expand_dims(a, 0).sum(), [(2, 3, 4)], [[(2, 5, 1)]]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(SHAPELESS)))
+def test_shapeless_compile_traces_once(on, rng, case):
+    fn, first, later = SHAPELESS[case]
+    f, n = _counted(fn)
+    cf = mx.compile(f, shapeless=True)
+    for shapes in [first] + later:
+        args = [mx.array(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+        got = cf(*args)
+        want = np.asarray(fn(*args))
+        assert got.shape == want.shape
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert n[0] == 1  # one trace for every shape
+
+
+def test_shapeless_keeps_what_python_computed(on):
+    y = 1
+    f, n = _counted(lambda x: x + y)
+    cf = mx.compile(f, shapeless=True)
+    assert cf(mx.array([1, 2])).tolist() == [2, 3]
+    y = 2  # not seen by replays, as in MLX
+    assert cf(mx.array([1, 2, 3])).tolist() == [2, 3, 4]
+    assert cf(mx.array([1.0, 2.0])).tolist() == [3, 4]  # a new dtype traces again
+    assert cf(mx.array([[1, 2]])).tolist() == [[3, 4]]  # so does a new rank
+    assert n[0] == 3
+    flat = mx.compile(lambda x: x.reshape(x.shape[0] * x.shape[1], -1), shapeless=True)
+    assert flat(mx.zeros((2, 3, 4))).shape == (6, 4)
+    assert flat(mx.zeros((2, 3, 8))).shape == (6, 8)  # the -1 is inferred again, the 6 stays
+    with pytest.raises(ValueError):
+        flat(mx.zeros((5, 5, 5)))
+    zeros = mx.compile(lambda x: mx.zeros_like(x) + 1, shapeless=True)  # made from x.shape alone: traced again
+    assert zeros(mx.zeros((1, 32))).shape == (1, 32) and zeros(mx.zeros((2, 16))).shape == (2, 16)
+
+
+def test_shapeless_with_grad_and_vmap(on, rng):
+    grad = mx.compile(mx.grad(lambda args: (args[0] @ args[1]).sum()), shapeless=True)
+    for sa, sb in [((2, 1, 4, 2), (3, 2, 5)), ((3, 1, 4, 2), (2, 2, 5))]:
+        a = mx.array(rng.standard_normal(sa).astype(np.float32))
+        b = mx.array(rng.standard_normal(sb).astype(np.float32))
+        ga, gb = grad((a, b))
+        assert ga.shape == sa and gb.shape == sb
+        want = mx.grad(lambda args: (args[0] @ args[1]).sum())((a, b))
+        assert_close(ga, np.asarray(want[0]), rtol=1e-5) and assert_close(gb, np.asarray(want[1]), rtol=1e-5)
+    f, n = _counted(mx.matmul)
+    batched = mx.compile(mx.vmap(f, in_axes=(0, 1)), shapeless=True)
+    for sx, sy in [((2, 3, 1, 4, 5), (1, 2, 5, 6)), ((3, 2, 1, 4, 5), (2, 3, 5, 6))]:
+        x = mx.array(rng.standard_normal(sx).astype(np.float32))
+        y = mx.array(rng.standard_normal(sy).astype(np.float32))
+        want = np.matmul(np.asarray(x), np.moveaxis(np.asarray(y), 1, 0)[:, None])  # (each slice aligned)
+        assert_close(batched(x, y), want, rtol=1e-5)
+    assert n[0] == 1

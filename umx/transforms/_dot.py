@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 
 from ..array import array
@@ -35,6 +36,8 @@ def export_to_dot(file, *args, **kwargs) -> None:
         >>> x, y = mx.array(1), mx.array(2)
         >>> mx.export_to_dot("graph.dot", x + y, x=x, y=y)
     """
+    if not (hasattr(file, "write") or isinstance(file, (str, os.PathLike))):
+        raise TypeError(f"export_to_dot: file must be a path or a file object, got {type(file).__name__}")
     roots = _trees.flatten(list(args)) + [a for a in kwargs.values() if type(a) is array]
     names = {id(a): str(k) for k, a in kwargs.items() if type(a) is array}
     lines = ["digraph {"]

@@ -45,7 +45,7 @@ class Tape:
     """
 
     __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
-                 "_calls")
+                 "_calls", "in_shapes", "variants")
 
     GENERATE_AT = 32
 
@@ -62,6 +62,8 @@ class Tape:
         self.n_steps = len(steps)
         self._run = None
         self._calls = 0
+        self.in_shapes = ()  # the input leaves' shapes at the trace
+        self.variants = None  # for a shapeless compile: other input shapes -> the tape for them
 
     def __call__(self, ins: list, keys=None) -> list:
         if self._run is not None:
@@ -138,6 +140,7 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     # (inside grad or vmap, as in MLX, a function may capture what it is also given)
     own = set() if ident in tracing else {id(x) for x in leaves}
     tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs), own)
+    tape.in_shapes = tuple(x._shape for x in leaves)
     return tape, keys, out
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import Custom
-from . import _tape, _trees
+from . import _shapeless, _tape, _trees
 from .autodiff import vjp as _vjp
 
 __all__ = ["compile", "disable_compile", "enable_compile", "checkpoint", "custom_function"]
@@ -30,16 +30,17 @@ _MAX_ENTRIES = 256  # signatures kept per compiled function; past that the cache
 _CONSTANTS = (bool, int, float, str, type(None))  # the other leaves an argument may have, as in MLX
 
 
-def _signature(t, leaves: list, strict: bool = True):
-    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``). With ``strict``, a
-    leaf that is neither an array nor a constant of ``_CONSTANTS`` raises ValueError."""
+def _signature(t, leaves: list, strict: bool = True, shapeless: bool = False):
+    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``): an array by its shape
+    (its number of dimensions if ``shapeless``) and dtype. With ``strict``, a leaf that is neither an array nor
+    a constant of ``_CONSTANTS`` raises ValueError."""
     if type(t) is array:
         leaves.append(t)
-        return (t._shape, t._dtype)  # the only entries whose first item is not a type
+        return (len(t._shape) if shapeless else t._shape, t._dtype)  # the only entries not led by a type
     if isinstance(t, (list, tuple)):
-        return (type(t), tuple(_signature(x, leaves, strict) for x in t))
+        return (type(t), tuple(_signature(x, leaves, strict, shapeless) for x in t))
     if isinstance(t, dict):
-        return (type(t), tuple((k, _signature(v, leaves, strict)) for k, v in t.items()))
+        return (type(t), tuple((k, _signature(v, leaves, strict, shapeless)) for k, v in t.items()))
     if strict and not isinstance(t, _CONSTANTS):
         raise ValueError("compile: function arguments must be trees (lists, tuples, dicts) of arrays and "
                          f"constants (bool, int, float, str, None); got a {type(t).__name__}")
@@ -81,8 +82,10 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             their current arrays are inputs of every call.
         outputs (list | dict, optional): containers whose arrays ``fun`` replaces: each call puts the new arrays
             in them.
-        shapeless (bool): in MLX, no retrace when only shapes change. umx retraces per shape (a trace costs about
-            one uncompiled call), so this is accepted and has no effect.
+        shapeless (bool): one trace for inputs of any shapes with the same ranks and dtypes: the graph is
+            replayed with each node's shape inferred again from its inputs' (see ``_shapeless``). Shapes the
+            function computed from its inputs' shapes in Python stay as traced (a reshape's -1 is inferred
+            again). Where a primitive's shape cannot be inferred, the function is traced again for those shapes.
 
     Returns:
         Callable: the compiled function.
@@ -98,14 +101,15 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         leaves: list = []
         try:
-            if plain and not kwargs and all(type(a) is array for a in args):  # the common case, quickly
+            if plain and not shapeless and not kwargs and all(type(a) is array for a in args):  # (quickly)
                 leaves += args
                 sig = tuple([(a._shape, a._dtype) for a in args])
             else:
-                sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
+                sig = (_signature(args, leaves, True, shapeless),
+                       _signature(kwargs, leaves, True, shapeless) if kwargs else None)
             n_args = len(leaves)
             if not plain:
-                sig += (_signature(inputs, leaves, False), _signature(outputs, [], False))
+                sig += (_signature(inputs, leaves, False, shapeless), _signature(outputs, [], False))
             sig = (sig, resolve_stream(None))
             tape = cache.get(sig)
         except TypeError:  # an unhashable state container's leaf: nothing to key a trace on
@@ -121,6 +125,12 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         else:
             keys = None
+            if shapeless:
+                shapes = tuple([x._shape for x in leaves])
+                if shapes != tape.in_shapes:
+                    tape, keys, out = _for_shapes(tape, shapes, fun, args, kwargs, leaves, n_args, inputs, outputs)
+                    if tape is _UNCOMPILED:
+                        return fun(*args, **kwargs) if out is None else out
         flat = tape(leaves, keys)
         if outputs is not None:
             _tape.assign(outputs, iter(flat[tape.n_out:]))
@@ -129,6 +139,27 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
 
     compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
+
+
+def _for_shapes(tape, shapes: tuple, fun, args, kwargs, leaves, n_args, inputs, outputs) -> tuple:
+    """A shapeless tape's version for input ``shapes``: derived from it (see ``_shapeless``), or traced again
+    where it cannot be. ``(tape, keys, out)`` as ``_tape.record`` gives them (``_UNCOMPILED`` for a trace that
+    evaluated something: then ``out`` is its result, or None on later calls)."""
+    variants = tape.variants
+    if variants is None:
+        variants = tape.variants = {}
+    found = variants.get(shapes)
+    if found is not None:
+        return found, None, None
+    if len(variants) >= _MAX_ENTRIES:
+        variants.clear()
+    derived = _shapeless.derive(tape, shapes)
+    if derived is not None:
+        variants[shapes] = derived
+        return derived, None, None
+    traced, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
+    variants[shapes] = _UNCOMPILED if traced is None else traced
+    return (_UNCOMPILED, None, out) if traced is None else (traced, keys, None)
 
 
 def disable_compile() -> None:
