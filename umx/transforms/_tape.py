@@ -167,7 +167,7 @@ def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out
             slot[id(n)] = ("i", i)
         elif id(n) in key_ids:
             slot[id(n)] = ("k", key_ids[id(n)])
-        elif n._prim is not None and n._exec is None and n._seq > start:  # built by the call
+        elif n._data is None and n._exec is None and n._seq > start:  # built by the call (and not evaluated)
             for g in n._siblings or (n,):
                 slot[id(g)] = None
                 steps.append(g)
