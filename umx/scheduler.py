@@ -308,7 +308,7 @@ def eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
 def read_eval(t) -> None:
     """Evaluate array ``t`` (not yet evaluated) for a read on the host (``item()``, printing, NumPy conversion):
     ``eval_arrays([t], False, True)``, taking the lane at once when it applies (the commonest eval of all, on the
-    path of every ``item()``) and no trace or ``compile`` watches."""
+    path of every ``item()``) and no trace, ``compile`` or transform watches (see ``_retain``)."""
     if _tracing.active is None and not compile_watch and not transform_watch and _lane(t, True):
         return
     eval_arrays((t,), False, True)
