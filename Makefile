@@ -20,6 +20,7 @@ test: $(SETUP)
 
 stress: $(SETUP)
 	UMX_STRESS_PROGRAMS=5000 $(PY) -m pytest tests/test_stress.py -q
+	UMX_STRESS_GRAD_PROGRAMS=3000 $(PY) -m pytest tests/test_stress_grad.py -q
 	UMX_BAD_INPUT_EXAMPLES=200 $(PY) -m pytest tests/test_bad_input.py -q
 
 lint: $(SETUP)

@@ -17,8 +17,7 @@ NAMES_FILE = next((p / _REL for p in _REPO.parents if (p / _REL).exists()), _REP
 # Families umx leaves out for now (quantization, export, fast kernels, the metal and cuda submodules).
 EXCLUDED = {
     "quantize", "dequantize", "quantized_matmul", "gather_qmm", "gather_qqmm", "qqmm",
-    "export_function", "export_to_dot", "exporter", "import_function", "FunctionExporter",
-    "fast",
+    "export_function", "exporter", "import_function", "FunctionExporter",
 }
 
 # Names owned by work not merged into this branch yet (the general op set: sorting, scans, padding, einsum...;

@@ -241,12 +241,20 @@ def test_disable_by_environment_variable():
     assert out.stdout.split() == ["3"]
 
 
-def test_unhashable_argument_calls_the_function():
-    f, n = _counted(lambda x, table: x + table[0][0])
+def test_argument_types_as_mlx():
+    """Arguments are trees of arrays and constants (bool, int, float, str, None); anything else raises
+    ValueError at the call, as in MLX; a function that is not callable raises TypeError at compile."""
+    f, n = _counted(lambda x, table, name=None: x + table[0][0] * len(name or ""))
     cf = mx.compile(f)
-    assert_close(cf(mx.ones(2), [np.ones(1)]), [2, 2])
-    assert_close(cf(mx.ones(2), [np.zeros(1)]), [1, 1])
-    assert n[0] == 2
+    assert_close(cf(mx.ones(2), [(3, "a")], name="ab"), [7, 7])
+    for bad in ([np.ones(1)], object(), 1j, b"x"):
+        with pytest.raises(ValueError, match="constants"):
+            cf(mx.ones(2), bad)
+        with pytest.raises(ValueError, match="constants"):
+            cf(mx.ones(2), [(1, "a")], name=bad)
+    assert n[0] == 1
+    with pytest.raises(TypeError, match="function"):
+        mx.compile(5)
 
 
 def test_grad_jvp_vmap_compose(rng):

@@ -89,6 +89,7 @@ from .transforms import (
     custom_function,
     disable_compile,
     enable_compile,
+    export_to_dot,
     grad,
     jvp,
     value_and_grad,

@@ -26,6 +26,8 @@ except ImportError:  # another Python implementation
     _signal = signal
 
 from . import _tracing, backends
+from ._retain import evaluate as _evaluate_keeping
+from ._retain import tracing as transform_watch
 from .array import array
 from .backends.executor import HOST_READER, Failure
 from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
@@ -328,8 +330,8 @@ def eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
 def read_eval(t) -> None:
     """Evaluate array ``t`` (not yet evaluated) for a read on the host (``item()``, printing, NumPy conversion):
     ``eval_arrays([t], False, True)``, taking the lane at once when it applies (the commonest eval of all, on the
-    path of every ``item()``) and no trace or ``compile`` watches."""
-    if _tracing.active is None and not compile_watch and _lane(t, True):
+    path of every ``item()``) and no trace, ``compile`` or transform watches (see ``_retain``)."""
+    if _tracing.active is None and not compile_watch and not transform_watch and _lane(t, True):
         return
     eval_arrays((t,), False, True)
 
@@ -451,6 +453,15 @@ compile_watch: dict = {}
 
 
 def _eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
+    if transform_watch:
+        kept = transform_watch.get(get_ident())
+        if kept is not None:  # a transform traces on this thread: evaluate without cutting its graph
+            _evaluate_keeping(targets, kept, _plan_lock, lambda jobs: _evaluate(jobs, finished, host))
+            return
+    _evaluate(targets, finished, host)
+
+
+def _evaluate(targets, finished: bool, host: bool) -> None:
     try:
         _schedule(targets, True, host)
         for t in targets:
@@ -493,6 +504,9 @@ def async_eval(*args) -> None:
     Args:
         *args: arrays or trees of arrays; other leaves are ignored.
     """
+    if transform_watch and get_ident() in transform_watch:
+        raise ValueError("async_eval: not allowed inside a function transform (grad, vjp, jvp, vmap): "
+                         "use eval")
     targets: list = []
     _targets(args, targets)
     tr = _tracing.active

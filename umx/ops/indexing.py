@@ -1,5 +1,6 @@
 """Indexing: ``a[key]``, ``a[key] = v`` and ``a.at[key].add(v)`` with NumPy's rules for ints, slices, None,
-Ellipsis and integer arrays. Boolean masks are refused, as in MLX: the result's shape would depend on the data."""
+Ellipsis and integer arrays. Boolean masks are refused for reading, as in MLX (the result's shape would depend on
+the data); ``a[mask] = v`` is MLX's masked scatter."""
 
 from __future__ import annotations
 
@@ -94,22 +95,33 @@ def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> a
     template, arrays, shape = _parse(a, key, name)
     st = resolve_stream(stream)
     v = values if type(values) is array else as_array(values, name, a._dtype)
-    from .shape import broadcast_to
-
     try:
         np.broadcast_shapes(v.shape, shape)
     except ValueError:
         raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
                          f"(array of shape {a.shape})") from None
     v = cast(v, a._dtype, st)
-    if v.ndim > len(shape):  # NumPy drops leading 1s of the values
-        v = broadcast_to(v, shape, stream=st) if v.size == int(np.prod(shape)) else v
+    lead = v.ndim - len(shape)
+    if lead > 0:  # values may have more axes than the index if those are 1s (as NumPy and MLX allow)
+        if any(s != 1 for s in v.shape[:lead]):
+            raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
+                             f"(array of shape {a.shape})")
+        from .shape import reshape
+
+        v = reshape(v, v.shape[lead:], stream=st)
+    if np.broadcast_shapes(v.shape, shape) != shape:
+        raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
+                         f"(array of shape {a.shape})")
     return node(Scatter(template, op), (a, v, *arrays), a._shape, a._dtype, st)
 
 
 def setitem(a: array, key, values) -> None:
-    """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it."""
-    new = _scatter(a, key, values, None, "setitem")
+    """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it.
+    A boolean array ``key`` is a mask (see :func:`_masked_scatter`)."""
+    if type(key) is array and key.dtype is dt.bool_:
+        new = _masked_scatter(a, key, values)
+    else:
+        new = _scatter(a, key, values, None, "setitem")
     from ..scheduler import _plan_lock
 
     # `a` is about to become another node, so no worker may still be computing it (the worker would write the
@@ -121,6 +133,40 @@ def setitem(a: array, key, values) -> None:
                 _rebind(a, new)
                 return
         ex.wait(seq)
+
+
+def _masked_scatter(a: array, mask: array, values) -> array:
+    """``a[mask] = values``, as MLX does it: ``mask``'s shape is a prefix of ``a``'s (a mask of rows selects
+    whole rows) and the selected elements, in row-major order, take the values' elements in order. The values
+    are a scalar, a 1-d array of at least as many elements as the mask selects (or, for a prefix mask, an array
+    that broadcasts to ``a``). Made of ops that have gradients and batching rules: the k-th selected element
+    takes element k of the flattened values (the positions, a running count of the mask, carry no gradient)."""
+    from .elementwise import stop_gradient, subtract, where
+    from .scan import cumsum
+    from .shape import broadcast_to, reshape
+
+    st = resolve_stream(None)
+    if mask.ndim > a.ndim or a.shape[:mask.ndim] != mask.shape:
+        raise ValueError(f"setitem: a boolean mask of shape {mask.shape} for an array of shape {a.shape}: its "
+                         "shape must be a prefix of the array's")
+    v = values if type(values) is array else as_array(values, "setitem", a._dtype)
+    v = cast(v, a._dtype, st)
+    full = broadcast_to(reshape(mask, mask.shape + (1,) * (a.ndim - mask.ndim)), a.shape)
+    if v.ndim == 0 or v.size == 1:
+        return where(full, reshape(v, ()), a)
+    if mask.ndim < a.ndim or v.ndim > 1:
+        try:
+            v = broadcast_to(v, a.shape)
+        except ValueError:
+            raise ValueError(f"setitem: values of shape {v.shape} for a boolean mask of shape {mask.shape} of an "
+                             f"array of shape {a.shape}") from None
+    flat = reshape(v, (-1,))
+    if a.size == 0:
+        return a
+    taken = subtract(cumsum(reshape(full, (-1,)).astype(dt.int32)), 1)
+    taken = stop_gradient(where(taken < 0, 0, where(taken >= flat.size, flat.size - 1, taken)))
+    picked = getitem(flat, taken)
+    return where(full, reshape(picked, a.shape), a)
 
 
 # References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs,

@@ -137,14 +137,16 @@ def median(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
 
 
 def divmod(a, b, /, *, stream=None) -> tuple:  # noqa: A001 (MLX's name)
-    """``(floor_divide(a, b), remainder(a, b))``. See ``numpy.divmod``.
+    """``(floor_divide(a, b), remainder(a, b))``. See ``numpy.divmod``. As in MLX, no gradient flows through
+    either result.
 
     Returns:
         tuple[array, array]: the quotient and the remainder.
     """
     from . import elementwise as ew
 
-    return ew.floor_divide(a, b, stream=stream), ew.remainder(a, b, stream=stream)
+    return (ew.floor_divide(a, b, stream=stream),
+            ew.stop_gradient(ew.remainder(a, b, stream=stream), stream=stream))
 
 
 def trace(a, /, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype=None, *, stream=None) -> array:

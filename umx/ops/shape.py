@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import dtypes as dt
-from ..primitives import Concatenate, Split, Transpose, View
+from ..primitives import Concatenate, Reshape, Split, Transpose, View
 from . import _core
 from ._core import (
     array,
@@ -46,6 +46,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
     size = a.size
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    infer = shape.index(-1) if -1 in shape else None
     if -1 in shape:
         known = 1
         for s in shape:
@@ -58,6 +59,8 @@ def reshape(a, /, shape, *, stream=None) -> array:
         raise ValueError(f"reshape: invalid shape {shape}")
     if math.prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} (size {size}) into {shape}")
+    if infer is not None and a._shape != shape:
+        return node(Reshape(shape, infer), (a,), shape, a._dtype, resolve_stream(stream))
     return reshape_node(a, shape, resolve_stream(stream))
 
 

@@ -24,12 +24,14 @@ COPY = Copy()
 
 
 class Reshape(Primitive):
-    """Reshape to ``shape`` (fully known, no -1)."""
+    """Reshape to ``shape`` (fully known, no -1). ``infer``: the axis the caller gave as -1 (None if none), which
+    a shapeless ``compile`` infers again for inputs of other shapes."""
 
-    __slots__ = ("shape",)
+    __slots__ = ("shape", "infer")
 
-    def __init__(self, shape: tuple):
+    def __init__(self, shape: tuple, infer: int | None = None):
         self.shape = shape
+        self.infer = infer
 
 
 class Transpose(Primitive):

@@ -1,9 +1,10 @@
-"""Function transforms: automatic differentiation, vectorising maps, compilation and custom rules."""
+"""Function transforms: automatic differentiation, vectorising maps, compilation and custom rules; graph export."""
 
 from . import _batching, _rules, _rules_conv, _rules_elementwise  # noqa: F401 (attach the rules to the primitives)
+from ._dot import export_to_dot
 from .autodiff import grad, jvp, value_and_grad, vjp
 from .compile import checkpoint, compile, custom_function, disable_compile, enable_compile
 from .vmap import vmap
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "vmap", "compile", "disable_compile", "enable_compile",
-           "checkpoint", "custom_function"]
+           "checkpoint", "custom_function", "export_to_dot"]

@@ -53,6 +53,7 @@ from ..primitives import (
     Var,
     Where,
 )
+from . import _trees
 from ._rules import gathered_shape
 
 
@@ -168,8 +169,8 @@ def _scatter(self, inputs, axes, outputs):
 
 
 def _pad(self, inputs, axes, outputs):
-    if axes[1] is not None:
-        raise NotImplementedError("Pad has no vmap rule for a batched fill value yet")
+    if axes[1] is not None:  # (as in MLX: one fill value for the whole batch)
+        raise ValueError("vmap: pad's constant value must be the same for every slice, not mapped")
     x, fill = inputs
     o = outputs[0]
     prim = type(self)(((0, 0),) + tuple(self.pad_width), self.mode)
@@ -208,16 +209,37 @@ def _einsum(self, inputs, axes, outputs):
 
 
 def _custom(self, inputs, axes, outputs):
-    """A ``custom_function``'s own vmap rule, given its array arguments (not the traced outputs)."""
-    rule = self.fn._vmap
+    """A ``custom_function``'s own vmap rule, given its arguments (not the traced outputs) as MLX does: a single
+    argument and its axis, or tuples of them (see ``custom_function``)."""
+    call = self.fn
+    rule = call.fn._vmap
     if rule is None:
         raise NotImplementedError("this custom_function has no vmap rule")
-    outs, oaxes = rule(list(inputs[self.n:]), list(axes[self.n:]))
-    outs = [outs] if type(outs) is array else list(outs)
-    oaxes = [oaxes] * len(outs) if oaxes is None or isinstance(oaxes, int) else list(oaxes)
+    outs, oaxes = rule(call.primals(inputs[self.n:]), call.primals(axes[self.n:]))
+    outs = [outs] if type(outs) is array else _trees.flatten(outs)
+    oaxes = _axes_leaves(oaxes, len(outs))
     b = _size(inputs, axes)
     return [m.broadcast_to(o, (b,) + o.shape) if a is None else m.moveaxis(o, a, 0)
             for o, a in zip(outs, oaxes)]
+
+
+def _axes_leaves(axes, n: int) -> list:
+    """A rule's output axes (an int or None for all outputs, or a tree of them) as one per output."""
+    if axes is None or isinstance(axes, int):
+        return [axes] * n
+    out: list = []
+    stack = [axes]
+    while stack:
+        a = stack.pop()
+        if isinstance(a, (list, tuple)):
+            stack.extend(reversed(a))
+        elif isinstance(a, dict):
+            stack.extend(reversed(list(a.values())))
+        else:
+            out.append(a)
+    if len(out) != n:
+        raise ValueError(f"custom_function: the vmap rule gave {len(out)} output axes for {n} outputs")
+    return out
 
 
 def _first(self, inputs, axes, outputs):

@@ -14,6 +14,7 @@ from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
     FFT,
+    ArgPartition,
     ArgSort,
     AsType,
     BroadcastTo,
@@ -36,6 +37,7 @@ from ..primitives import (
     Min,
     NanToNum,
     Pad,
+    Partition,
     Prod,
     PutAlongAxis,
     Repeat,
@@ -128,21 +130,39 @@ def _weights(self, x: array, y: array) -> array:
     if isinstance(self, LogSumExp):
         return m.exp(x - yk)
     if isinstance(self, Prod):
-        return yk / x
+        return others_product(x, self.axes)
     mu = m.mean(x, axis=self.axes, keepdims=True)  # Var
     return (x - mu) * (2.0 / max(_count(x, self.axes) - self.ddof, 1))
 
 
+def others_product(x: array, axes: tuple) -> array:
+    """For each element of ``x``, the product of the other elements of its group along ``axes``: exact where
+    elements are zero (no division), as the product of an exclusive running product from each side."""
+    nd = x.ndim
+    rest = [a for a in range(nd) if a not in axes]
+    perm = rest + list(axes)
+    xt = m.transpose(x, tuple(perm)) if perm != list(range(nd)) else x
+    n = _count(x, axes)
+    flat = m.reshape(xt, xt._shape[:len(rest)] + (n,))
+    before = m.cumprod(flat, axis=-1, inclusive=False)
+    after = m.cumprod(flat, axis=-1, reverse=True, inclusive=False)
+    out = m.reshape(before * after, xt._shape)
+    return m.transpose(out, tuple(np.argsort(perm))) if perm != list(range(nd)) else out
+
+
 def _reduce_vjp(self, primals, cotangents, outputs):
     x = primals[0]
-    if x._dtype.kind not in "fc":
+    if x._dtype is dt.bool_:
         return [None]
-    return [_keep(cotangents[0], x, self.axes, self.keepdims) * _weights(self, x, outputs[0])]
+    w = _weights(self, x, outputs[0])
+    if x._dtype.kind == "c":
+        w = m.conjugate(w)
+    return [w * _keep(cotangents[0], x, self.axes, self.keepdims)]
 
 
 def _reduce_jvp(self, primals, tangents, outputs):
     x = primals[0]
-    if x._dtype.kind not in "fc":
+    if x._dtype is dt.bool_:
         return [None]
     return [m.sum(tangents[0] * _weights(self, x, outputs[0]), axis=self.axes, keepdims=self.keepdims)]
 
@@ -167,14 +187,12 @@ _rule(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
 # -- shape ---------------------------------------------------------------------------------------------------
 def _astype_vjp(self, primals, cotangents, outputs):
     x = primals[0]
-    if x._dtype.kind not in "fc" or self.dtype.kind not in "fc":
+    if x._dtype is dt.bool_:
         return [None]
-    return [m.astype(cotangents[0], x._dtype)]
+    return [m.astype(cotangents[0], x._dtype)]  # (integer casts too, as in MLX)
 
 
 def _astype_jvp(self, primals, tangents, outputs):
-    if primals[0]._dtype.kind not in "fc" or self.dtype.kind not in "fc":
-        return [None]
     return [m.astype(tangents[0], self.dtype)]
 
 
@@ -237,14 +255,29 @@ def _gather_vjp(self, primals, cotangents, outputs):
 def _scatter_vjp(self, primals, cotangents, outputs):
     x, v, *idx = primals
     c = cotangents[0]
-    if self.op not in (None, "add"):
-        raise NotImplementedError(f"Scatter({self.op!r}) has no vjp rule yet")
-    picked = node(Gather(self.key), (c, *idx), gathered_shape(x, self.key, idx), c._dtype, _stream())
-    dv = unbroadcast(picked, v._shape) if picked._shape != v._shape else picked
-    if self.op == "add":
-        return [c, dv] + [None] * len(idx)
-    zeros = m.zeros_like(picked)
-    dx = node(Scatter(self.key, None), (c, zeros, *idx), x._shape, x._dtype, _stream())
+    op = self.op
+    if op not in (None, "add", "subtract", "multiply", "maximum", "minimum"):
+        raise NotImplementedError(f"Scatter({op!r}) has no vjp rule yet")
+
+    def pick(a: array) -> array:  # a[key], the block the values went to
+        return node(Gather(self.key), (a, *idx), gathered_shape(x, self.key, idx), a._dtype, _stream())
+
+    picked = pick(c)
+    if op in ("add", "subtract"):
+        dv = picked if op == "add" else -picked
+        dx = c
+    elif op is None:
+        dv = picked
+        dx = node(Scatter(self.key, None), (c, m.zeros_like(picked), *idx), x._shape, x._dtype, _stream())
+    elif op == "multiply":  # (the values' rule assumes the index has no repeats)
+        dx = node(self, (c, v, *idx), x._shape, x._dtype, _stream())
+        dv = picked * pick(x)
+    else:  # maximum, minimum: the gradient goes to whichever gave the result (x on a tie, as maximum(x, v))
+        y = outputs[0]
+        won = m.logical_and(m.equal(pick(y), v), m.not_equal(pick(x), v))
+        dv = m.where(won, picked, 0)
+        dx = m.where(m.equal(y, x), c, 0)
+    dv = unbroadcast(dv, v._shape) if dv._shape != v._shape else dv
     return [dx, dv] + [None] * len(idx)
 
 
@@ -258,7 +291,7 @@ def gathered_shape(x: array, key: tuple, idx: list) -> tuple:
 def _scatter_jvp(self, primals, tangents, outputs):
     x, v, *idx = primals
     tx, tv = tangents[0], tangents[1]
-    if self.op not in (None, "add"):
+    if self.op not in (None, "add", "subtract"):
         raise NotImplementedError(f"Scatter({self.op!r}) has no jvp rule yet")
     tx = m.zeros_like(x) if tx is None else tx
     tv = m.zeros_like(v) if tv is None else tv
@@ -383,19 +416,22 @@ def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
     return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
 
 
+def _order(self, x: array) -> array:
+    """The permutation a Sort or Partition applied along its axis (no gradient flows to it)."""
+    arg = ArgSort(self.axis) if isinstance(self, Sort) else ArgPartition(self.kth, self.axis)
+    return m.stop_gradient(node(arg, (x,), x._shape, dt.uint32, _stream()))
+
+
 def _sort_vjp(self, primals, cotangents, outputs):
     x = primals[0]
-    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
-    return _take_along_axis_vjp(TakeAlongAxis(self.axis), (x, order), cotangents, outputs)[:1]
+    return _take_along_axis_vjp(TakeAlongAxis(self.axis), (x, _order(self, x)), cotangents, outputs)[:1]
 
 
 def _sort_jvp(self, primals, tangents, outputs):
-    x = primals[0]
-    order = node(ArgSort(self.axis), (x,), x._shape, dt.uint32, _stream())
-    return [m.take_along_axis(tangents[0], order, axis=self.axis)]
+    return [m.take_along_axis(tangents[0], _order(self, primals[0]), axis=self.axis)]
 
 
-_rule(Sort, vjp=_sort_vjp, jvp=_sort_jvp)
+_rule(Sort, Partition, vjp=_sort_vjp, jvp=_sort_jvp)
 _rule(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
 _rule(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
 _rule(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
@@ -450,35 +486,84 @@ def _fft_vjp(self, primals, cotangents, outputs):
 _rule(FFT, vjp=_fft_vjp)
 
 
-def _scan_weights(self, x: array, y: array):
-    """For an inclusive running product or log-sum-exp, ``dy_i/dx_j = a_j * b_i`` (j up to i): (a, b)."""
-    if self.op == "prod":
-        return m.reciprocal(x), y
-    return m.exp(x), m.exp(-y)  # logaddexp
+def _shift(v: array, axis: int, d: int, later: bool) -> array:
+    """``v`` moved ``d`` places along ``axis``: toward the end (``out[i] = v[i - d]``) if ``later``, else toward
+    the start (``out[i] = v[i + d]``); zeros come in."""
+    n = v._shape[axis]
+    if d >= n:
+        return m.zeros_like(v)
+    width = [(0, 0)] * v.ndim
+    width[axis] = (d, 0) if later else (0, d)
+    part = v[(slice(None),) * axis + ((slice(0, n - d) if later else slice(d, n)),)]
+    return m.pad(part, width)
+
+
+def _recurrence(a: array, b: array, axis: int, forward: bool) -> array:
+    """``r`` with ``r[i] = b[i] + a[i] * r[i - 1]`` along ``axis`` (``r[i + 1]`` unless ``forward``; none is 0):
+    log2(n) doubling steps of elementwise ops, each composing spans twice as long, with no division."""
+    n = a._shape[axis]
+    d = 1
+    while d < n:
+        b = b + a * _shift(b, axis, d, forward)
+        if 2 * d < n:
+            a = a * _shift(a, axis, d, forward)
+        d *= 2
+    return b
+
+
+def _extreme_index(self, x: array) -> array:
+    """For a running max or min, the index along the axis that each inclusive output took its value from (the
+    latest such in scan order on ties, as MLX routes them); no gradient flows to it."""
+    ax = self.axis
+    n = x._shape[ax]
+    pos = m.reshape(m.arange(n), tuple(n if d == ax else 1 for d in range(x.ndim)))
+    y = node(Scan(self.op, ax, self.reverse, True), (x,), x._shape, x._dtype, _stream())
+    hit = m.equal(x, y)
+    if self.reverse:
+        idx = m.cummin(m.where(hit, pos, n), axis=ax, reverse=True)
+    else:
+        idx = m.cummax(m.where(hit, pos, -1), axis=ax)
+    return m.stop_gradient(m.clip(idx, 0, max(n - 1, 0)))
 
 
 def _check_scan(self, what: str) -> None:
-    if self.op not in ("sum", "prod", "logaddexp") or (self.op != "sum" and not self.inclusive):
-        kind = "inclusive" if self.inclusive else "exclusive"
-        raise NotImplementedError(f"Scan({self.op!r}, {kind}) has no {what} rule yet")
+    if self.op == "logaddexp" and not self.inclusive:
+        raise NotImplementedError(f"Scan('logaddexp', exclusive) has no {what} rule yet")
 
 
 def _scan_vjp(self, primals, cotangents, outputs):
     _check_scan(self, "vjp")
-    c = cotangents[0]
-    back = {"axis": self.axis, "reverse": not self.reverse}
+    x, c = primals[0], cotangents[0]
+    ax, rev = self.axis, self.reverse
     if self.op == "sum":
-        return [m.cumsum(c, inclusive=self.inclusive, **back)]
-    a, b = _scan_weights(self, primals[0], outputs[0])
-    return [a * m.cumsum(c * b, **back)]
+        return [m.cumsum(c, axis=ax, reverse=not rev, inclusive=self.inclusive)]
+    if not self.inclusive:  # an exclusive output is the inclusive one of the element before it in scan order
+        c = _shift(c, ax, 1, rev)
+    if self.op in ("max", "min"):
+        return _take_along_axis_vjp(TakeAlongAxis(ax), (x, _extreme_index(self, x)), [c], outputs)[:1]
+    if self.op == "prod":
+        # g[j] = (product before j) * s[j], s[j] = c[j] + x[next] * s[next]: exact at zeros, no division
+        before = m.cumprod(x, axis=ax, reverse=rev, inclusive=False)
+        return [before * _recurrence(_shift(x, ax, 1, rev), c, ax, rev)]
+    y = outputs[0]  # logaddexp: dy_i/dx_j = exp(x_j - y_i), j up to i
+    return [m.exp(x) * m.cumsum(c * m.exp(-y), axis=ax, reverse=not rev)]
 
 
 def _scan_jvp(self, primals, tangents, outputs):
     _check_scan(self, "jvp")
+    x, t = primals[0], tangents[0]
+    ax, rev = self.axis, self.reverse
     if self.op == "sum":
         return _linear_jvp(self, primals, tangents, outputs)
-    a, b = _scan_weights(self, primals[0], outputs[0])
-    return [b * m.cumsum(tangents[0] * a, axis=self.axis, reverse=self.reverse)]
+    if self.op in ("max", "min"):
+        out = m.take_along_axis(t, _extreme_index(self, x), axis=ax)
+    elif self.op == "prod":
+        before = m.cumprod(x, axis=ax, reverse=rev, inclusive=False)
+        out = _recurrence(x, t * before, ax, not rev)
+    else:
+        y = outputs[0]
+        return [m.exp(-y) * m.cumsum(t * m.exp(x), axis=ax, reverse=rev)]
+    return [out if self.inclusive else _shift(out, ax, 1, not rev)]
 
 
 _rule(Scan, vjp=_scan_vjp, jvp=_scan_jvp)

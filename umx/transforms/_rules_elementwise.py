@@ -2,7 +2,9 @@
 
 ``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
 dy/db)``. A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table
-(predicates, bitwise and logical ops) have no gradient: their rules give None, which the walk treats as zero.
+(predicates, bitwise and logical ops) have no gradient: their vjp gives None, which the walk treats as zero, and
+their jvp zeros of the output's shape in the tangent's dtype (as MLX's). As in MLX, rules apply to integer
+arrays too, and for complex inputs a vjp is the cotangent times the conjugate derivative (``c * conj(f'(z))``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ BINARY_D = {
     "Subtract": lambda a, b, y: (1, -1),
     "Multiply": lambda a, b, y: (b, a),
     "Divide": lambda a, b, y: (m.reciprocal(b), -y / b),
-    "Power": lambda a, b, y: (b * m.power(a, b - 1), y * m.log(a)),
+    # d/db is y * log(a), taken as 0 where a is 0 (the limit for b > 0): log(0) would make it nan.
+    "Power": lambda a, b, y: (b * m.power(a, b - 1), y * m.log(m.where(a == 0, 1, a))),
     # Ties send the whole gradient to the first argument.
     "Maximum": lambda a, b, y: (m.greater_equal(a, b), m.less(a, b)),
     "Minimum": lambda a, b, y: (m.less_equal(a, b), m.greater(a, b)),
@@ -83,7 +86,8 @@ def unbroadcast(c: array, shape: tuple) -> array:
 
 
 def _times(c: array, d):
-    """``c * d`` for a derivative ``d`` that may be a number or a bool mask; None for a zero derivative."""
+    """``d * c`` for a derivative ``d`` that may be a number or a bool mask; None for a zero derivative. (In
+    that order: complex products round differently the other way round, and MLX's are ``d * c``.)"""
     if not isinstance(d, array):
         if d == 0:
             return None
@@ -91,43 +95,59 @@ def _times(c: array, d):
             return c
         if d == -1:
             return -c
-        return c * d
+        return d * c
     if d._dtype is dt.bool_:
         return m.where(d, c, 0)
-    return c * d
+    return d * c
 
 
-def _inexact(x: array) -> bool:
-    return x._dtype.kind in "fc"
+def _conj(d):
+    """A derivative's conjugate, for the vjp of a complex input."""
+    if isinstance(d, array):
+        return m.conjugate(d) if d._dtype.kind == "c" else d
+    return d.conjugate() if isinstance(d, complex) else d
+
+
+def _zero_tangent(tangents, out: array) -> list:
+    """A function without a derivative: zeros of the output's shape in the (first) tangent's dtype."""
+    t = next(t for t in tangents if t is not None)
+    return [m.zeros(out._shape, t._dtype)]
 
 
 def _unary_vjp(self, primals, cotangents, outputs):
     x, = primals
     d = UNARY_D.get(self.name)
-    if d is None or not _inexact(x):
+    if d is None or x._dtype is dt.bool_:
         return [None]
-    g = _times(cotangents[0], d(x, outputs[0]))
+    dx = d(x, outputs[0])
+    if x._dtype.kind == "c" and self.name != "Abs":  # (|z| is real: its gradient is sign(z) as it is)
+        dx = _conj(dx)
+    g = _times(cotangents[0], dx)
     return [g if g is not None else m.zeros_like(x)]
 
 
 def _unary_jvp(self, primals, tangents, outputs):
     x, = primals
     d = UNARY_D.get(self.name)
-    if d is None or not _inexact(x):
-        return [None]
-    return [_times(tangents[0], d(x, outputs[0]))]
+    if d is None or x._dtype is dt.bool_:
+        return _zero_tangent(tangents, outputs[0])
+    dx = d(x, outputs[0])
+    if x._dtype.kind == "c" and self.name == "Abs":  # d|z| = Re(conj(sign z) t)
+        return [m.real(m.conjugate(dx) * tangents[0])]
+    return [_times(tangents[0], dx)]
 
 
 def _binary_vjp(self, primals, cotangents, outputs):
     a, b = primals
     d = BINARY_D.get(self.name)
     y = outputs[0]
-    if d is None or not _inexact(y):
+    if d is None or y._dtype is dt.bool_:
         return [None, None]
     c = cotangents[0]
+    complex_ = y._dtype.kind == "c"
     out = []
     for x, dx in zip((a, b), d(a, b, y)):
-        g = _times(c, dx)
+        g = _times(c, _conj(dx) if complex_ else dx)
         out.append(m.zeros_like(x) if g is None else unbroadcast(g, x._shape))
     return out
 
@@ -136,8 +156,8 @@ def _binary_jvp(self, primals, tangents, outputs):
     a, b = primals
     d = BINARY_D.get(self.name)
     y = outputs[0]
-    if d is None or not _inexact(y):
-        return [None]
+    if d is None or y._dtype is dt.bool_:
+        return _zero_tangent(tangents, y)
     total = None
     for t, dx in zip(tangents, d(a, b, y)):
         if t is None:
@@ -146,6 +166,19 @@ def _binary_jvp(self, primals, tangents, outputs):
         if g is not None:
             total = g if total is None else total + g
     return [None if total is None else m.broadcast_to(total, y._shape)]
+
+
+def _real_vjp(self, primals, cotangents, outputs):
+    return [m.astype(cotangents[0], primals[0]._dtype)]
+
+
+def _imag_vjp(self, primals, cotangents, outputs):
+    return [cotangents[0] * 1j]
+
+
+def _part_jvp(self, primals, tangents, outputs):
+    part = m.real if self.name == "Real" else m.imag
+    return [part(tangents[0])]
 
 
 def _round_vjp(self, primals, cotangents, outputs):
@@ -178,6 +211,9 @@ def _conjugate_rule(self, primals, tangents_or_cotangents, outputs):
 
 Unary.vjp = _unary_vjp
 Unary.jvp = _unary_jvp
+UNARY["Real"].__class__.vjp = _real_vjp
+UNARY["Imag"].__class__.vjp = _imag_vjp
+UNARY["Real"].__class__.jvp = UNARY["Imag"].__class__.jvp = _part_jvp
 Binary.vjp = _binary_vjp
 Binary.jvp = _binary_jvp
 Round.vjp = _round_vjp

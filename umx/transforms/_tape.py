@@ -17,6 +17,7 @@ import threading
 from operator import itemgetter
 
 from .. import scheduler
+from .._retain import tracing
 from ..array import _created, array, node
 from ..ops import random as _random
 from . import _trees
@@ -44,7 +45,7 @@ class Tape:
     """
 
     __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
-                 "_calls")
+                 "_calls", "in_shapes", "variants")
 
     GENERATE_AT = 32
 
@@ -61,6 +62,8 @@ class Tape:
         self.n_steps = len(steps)
         self._run = None
         self._calls = 0
+        self.in_shapes = ()  # the input leaves' shapes at the trace
+        self.variants = None  # for a shapeless compile: other input shapes -> the tape for them
 
     def __call__(self, ins: list, keys=None) -> list:
         if self._run is not None:
@@ -134,7 +137,10 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     single = type(out) is array
     outs = [out] if single else _trees.flatten(out)
     template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
-    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs))
+    # (inside grad or vmap, as in MLX, a function may capture what it is also given)
+    own = set() if ident in tracing else {id(x) for x in leaves}
+    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs), own)
+    tape.in_shapes = tuple(x._shape for x in leaves)
     return tape, keys, out
 
 
@@ -145,8 +151,9 @@ def _restore(table: dict, ident: int, prev) -> None:
         table[ident] = prev
 
 
-def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int) -> Tape:
-    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps."""
+def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int, inputs: set) -> Tape:
+    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps.
+    ``inputs``: the ids of the real input arrays, which the graph may reach only through their markers."""
     consts: list = []
     slot: dict = {}  # id(node) -> ("c", i), ("i", i), ("k", i), or None for a step
     steps: list = []
@@ -160,15 +167,22 @@ def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out
             slot[id(n)] = ("i", i)
         elif id(n) in key_ids:
             slot[id(n)] = ("k", key_ids[id(n)])
-        elif n._prim is not None and n._exec is None and n._seq > start:  # built by the call
+        elif n._data is None and n._exec is None and n._seq > start:  # built by the call (and not evaluated)
             for g in n._siblings or (n,):
                 slot[id(g)] = None
                 steps.append(g)
                 stack.extend(g._inputs)
         else:
+            if _reaches(n, inputs):
+                raise ValueError("compile: the function uses one of its inputs other than through its arguments "
+                                 "(an array it captured is, or was computed from, an input): pass it as an "
+                                 "argument instead")
             slot[id(n)] = ("c", len(consts))
             consts.append(n)
     steps.sort(key=lambda g: g._seq)  # creation order is a topological order
+    alias = _common(steps, outs)
+    if alias:
+        steps = [g for g in steps if id(g) not in alias]
     base = {"c": 0, "i": len(consts), "k": len(consts) + len(links)}
     first = base["k"] + len(key_ids)
     index = {k: base[v[0]] + v[1] for k, v in slot.items() if v is not None}
@@ -181,10 +195,45 @@ def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out
             group = g._siblings or (g,)
             done.update(id(x) for x in group)
             for k, x in enumerate(group, 1):
-                r = tuple(index[id(y)] for y in x._inputs)
+                r = tuple(index[id(alias.get(id(y), y))] for y in x._inputs)
                 program.append((x._prim, _getter(r), x._shape, x._dtype, x._stream, k if k == len(group) > 1 else 0))
                 refs.append(r)
-    return Tape(consts, len(links), len(key_ids), program, refs, [index[id(o)] for o in outs], template, n_out)
+    out_refs = [index[id(alias.get(id(o), o))] for o in outs]
+    return Tape(consts, len(links), len(key_ids), program, refs, out_refs, template, n_out)
+
+
+def _reaches(n, inputs: set) -> bool:
+    """Whether constant ``n`` is one of ``inputs``, or an unevaluated node computed from one."""
+    stack = [n]
+    seen: set = set()
+    while stack:
+        x = stack.pop()
+        if id(x) in inputs:
+            return True
+        if x._data is None and id(x) not in seen:
+            seen.add(id(x))
+            stack.extend(x._inputs)
+    return False
+
+
+def _common(steps: list, outs: list) -> dict:
+    """Common subexpressions among ``steps`` (in creation order): ``id(node) -> an earlier node`` with the same
+    primitive, inputs (after merging), shape, dtype and stream. Sibling groups are kept as they are, and so
+    are the outputs (as in MLX: the function's results stay distinct arrays)."""
+    alias: dict = {}
+    seen: dict = {}
+    out_ids = {id(o) for o in outs}
+    for g in steps:
+        if g._siblings is not None:
+            continue
+        key = (g._prim, tuple([id(alias.get(id(x), x)) for x in g._inputs]), g._shape, g._dtype, g._stream)
+        try:
+            first = seen.setdefault(key, g)
+        except TypeError:  # parameters that do not hash (slices in an index key): left alone
+            continue
+        if first is not g and id(g) not in out_ids:
+            alias[id(g)] = first
+    return alias
 
 
 def _generate(tape: Tape):

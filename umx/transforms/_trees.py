@@ -51,3 +51,40 @@ def unflatten(tree, leaves) -> object:
         return t
 
     return rebuild(tree)
+
+
+def substitute(tree, new) -> tuple:
+    """``tree`` with its array leaves replaced, in flatten order, by the items of iterator ``new``, changing
+    the caller's lists and dicts in place (as MLX passes a function the containers it was given): ``(tree',
+    places)``, where tree' is ``tree`` itself, a rebuilt tuple, or the new leaf, and ``places`` lists
+    ``(container, key, new, old)`` for :func:`restore`."""
+    places: list = []
+
+    def walk(t):
+        if type(t) is array:
+            return next(new)
+        if isinstance(t, tuple):
+            items = [walk(x) for x in t]
+            return type(t)(*items) if hasattr(t, "_fields") else type(t)(items)
+        if isinstance(t, list):
+            for i, x in enumerate(t):
+                y = walk(x)
+                if y is not x:
+                    places.append((t, i, y, x))
+                    t[i] = y
+        elif isinstance(t, dict):
+            for k, x in t.items():
+                y = walk(x)
+                if y is not x:
+                    places.append((t, k, y, x))
+                    t[k] = y
+        return t
+
+    return walk(tree), places
+
+
+def restore(places: list) -> None:
+    """Undo :func:`substitute` where the function left its value in place (a value it stored there stays)."""
+    for container, key, new, old in reversed(places):
+        if container[key] is new:
+            container[key] = old

@@ -6,8 +6,10 @@ transforms can differentiate through the markers of inner ones), then walks the 
 the outputs: backwards, calling each primitive's ``vjp`` rule, or forwards, calling its ``jvp`` rule. The
 rules build more lazy nodes; nothing is evaluated here, and the results are arrays like any other.
 
-Evaluated arrays are detached from their inputs (see ``umx.array``), so a ``fun`` that evaluates an
-intermediate (``item()``, ``print``, ``eval``) cuts the graph there: no gradient flows back through it.
+While ``fun`` runs, the calling thread is marked as tracing (``umx._retain``): a value ``fun`` reads
+(``item()``, ``print``, a branch on an array, ``eval`` of an intermediate) is computed without cutting the graph,
+so gradients flow through it as through any node. The nodes evaluated that way are detached when the outermost
+transform returns.
 
 Rules run on the default stream (not the forward node's): umx passes streams explicitly and has no
 thread-local default to switch to.
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .._retain import Tracing
 from ..array import array, node
 from ..devices import resolve_stream
-from ..primitives import DEPENDS
+from ..primitives import DEPENDS, Gather, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
 from . import _trees
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp"]
@@ -58,13 +61,15 @@ def _rebound(outputs: list, markers: list, links: list) -> list:
     return found
 
 
-def _units(outputs: list, markers: list) -> tuple:
+def _units(outputs: list, markers: list, differentiate: bool = True) -> tuple:
     """The nodes between ``markers`` and ``outputs``, inputs first, as units ``(outputs, prim, inputs)``, and
     the ids of the nodes that depend on a marker.
 
     A multi-output node (siblings) is one unit: its rule sees every output's cotangent at once, so all of its
-    consumers must come before it in the backward walk. Only nodes that depend on a marker are kept; evaluated
-    nodes (``_prim`` None) are constants.
+    consumers must come before it in the backward walk. Only nodes that depend on a marker are kept (with
+    ``differentiate``, not through ``stop_gradient``); detached nodes (``_prim`` None) are constants. A node
+    evaluated while a transform traced keeps its primitive and inputs (see ``umx._retain``), and the walk goes
+    through it.
     """
     marker_ids = {id(m) for m in markers if m is not None}
     active: set = set(marker_ids)
@@ -74,7 +79,8 @@ def _units(outputs: list, markers: list) -> tuple:
     while stack:
         n, expanded = stack.pop()
         if expanded:
-            if any(id(x) in active for x in n._inputs):
+            if ((not differentiate or n._prim.__class__ is not StopGradient)
+                    and any(id(x) in active for x in n._inputs)):
                 group = n._siblings or (n,)
                 for g in group:
                     active.add(id(g))
@@ -118,11 +124,25 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
             from ..ops import zeros_like
 
             cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
+        if prim.__class__ in _INDEXED:
+            _check_indices(prim, inputs, active)
         grads = prim.vjp(inputs, cs, list(group))
         for x, g in zip(inputs, grads):
             if g is not None and id(x) in active:
                 _add(cots, x, g)
     return [None if m is None else cots.get(id(m)) for m in markers]
+
+
+#: primitives with index inputs -> where those start: no gradient can flow to indices
+_INDEXED = {Gather: 1, Scatter: 2, TakeAlongAxis: 1, PutAlongAxis: 1}
+
+
+def _check_indices(prim, inputs, active: set) -> None:
+    first = _INDEXED[prim.__class__]
+    last = first + 1 if prim.__class__ in (TakeAlongAxis, PutAlongAxis) else len(inputs)
+    if any(id(x) in active for x in inputs[first:last]):
+        raise ValueError(f"vjp: cannot compute the gradient with respect to the indices of {prim.name}; "
+                         "wrap indices computed from a differentiated input in stop_gradient")
 
 
 def forward(outputs: list, markers: list, tangents: list) -> list:
@@ -179,16 +199,17 @@ def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) ->
     """
     ps = _primal_list(primals, "vjp")
     cs = _primal_list(cotangents, "vjp")
-    markers = [_marker(p) for p in ps]
-    links = [m._inputs for m in markers]
-    outs, _ = _as_list(fun(*markers), "vjp")
-    markers = _rebound(outs, markers, links)
-    if len(cs) != len(outs):
-        raise ValueError(f"vjp: {len(outs)} outputs but {len(cs)} cotangents")
-    for o, c in zip(outs, cs):
-        if o.shape != c.shape:
-            raise ValueError(f"vjp: a cotangent of shape {c.shape} for an output of shape {o.shape}")
-    grads = backward(outs, cs, markers)
+    with Tracing():
+        markers = [_marker(p) for p in ps]
+        links = [m._inputs for m in markers]
+        outs, _ = _as_list(fun(*markers), "vjp")
+        markers = _rebound(outs, markers, links)
+        if len(cs) != len(outs):
+            raise ValueError(f"vjp: {len(outs)} outputs but {len(cs)} cotangents")
+        for o, c in zip(outs, cs):
+            if o.shape != c.shape:
+                raise ValueError(f"vjp: a cotangent of shape {c.shape} for an output of shape {o.shape}")
+        grads = backward(outs, cs, markers)
     return outs, [_fit(g, p) for g, p in zip(_zero_like_where_none(grads, ps), ps)]
 
 
@@ -210,11 +231,13 @@ def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> t
     for p, t in zip(ps, ts):
         if p.shape != t.shape:
             raise ValueError(f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}")
-    markers = [_marker(p) for p in ps]
-    links = [m._inputs for m in markers]
-    outs, _ = _as_list(fun(*markers), "jvp")
-    markers = _rebound(outs, markers, links)
-    return outs, _zero_like_where_none(forward(outs, markers, ts), outs)
+    with Tracing():
+        markers = [_marker(p) for p in ps]
+        links = [m._inputs for m in markers]
+        outs, _ = _as_list(fun(*markers), "jvp")
+        markers = _rebound(outs, markers, links)
+        out_tangents = forward(outs, markers, ts)
+    return outs, _zero_like_where_none(out_tangents, outs)
 
 
 def _fit(g: array, p: array) -> array:
@@ -239,13 +262,68 @@ def _argnums(argnums, argnames, what: str) -> tuple:
         argnums = tuple(argnums)
         single = len(argnums) == 1
     for a in argnums:
-        if not isinstance(a, int) or a < 0:
+        if not isinstance(a, int):
+            raise TypeError(f"{what}: argnums must be integers, got {argnums}")
+        if a < 0:
             raise ValueError(f"{what}: argnums must be non-negative integers, got {argnums}")
     if not argnums and not argnames:
         raise ValueError(f"{what}: give at least one argument to differentiate (argnums or argnames)")
     if len(set(argnums)) != len(argnums):
         raise ValueError(f"{what}: repeated argument number in argnums {argnums}")
     return argnums, single, argnames
+
+
+def _value_and_grad(fun: Callable, nums: tuple, single: bool, names: list, what: str, args, kwargs):
+    """``(value, grads)`` for :func:`value_and_grad` and :func:`grad` (``what`` names the caller)."""
+    for a in nums:
+        if a >= len(args):
+            raise ValueError(f"{what}: argnums {a} but the function got {len(args)} positional arguments")
+    for k in names:
+        if k not in kwargs:
+            raise ValueError(f"{what}: argname {k!r} was not passed as a keyword argument")
+    trees = [args[a] for a in nums] + [kwargs[k] for k in names]
+    leaves = [_trees.flatten(t, strict=True, what=what) for t in trees]
+    shapes = [_trees.unflatten(t, ls) for t, ls in zip(trees, leaves)]  # the trees as given, for the gradients
+    flat_orig = [x for ls in leaves for x in ls]
+    args = list(args)
+    kwargs = dict(kwargs)
+    places: list = []
+    with Tracing():
+        flat = [_marker(x) for x in flat_orig]
+        links = [m._inputs for m in flat]
+        marked = iter(flat)
+        # The function gets the caller's own lists and dicts with markers in them (as in MLX: what it stores in
+        # them stays), and the caller's arrays are put back where it left the markers.
+        for a in nums:
+            args[a], put = _trees.substitute(args[a], marked)
+            places += put
+        for k in names:
+            kwargs[k], put = _trees.substitute(kwargs[k], marked)
+            places += put
+        try:
+            value = fun(*args, **kwargs)
+        finally:
+            _trees.restore(places)
+        loss = value
+        if isinstance(value, (list, tuple)) and what == "value_and_grad":
+            if not value:
+                raise ValueError("value_and_grad: the function returned an empty sequence")
+            loss = value[0]
+        if type(loss) is not array or loss.ndim != 0:
+            got = f"an array of shape {loss.shape}" if type(loss) is array else type(loss).__name__
+            extra = ", or a tuple whose first element is one" if what == "value_and_grad" else ""
+            raise ValueError(f"{what}: the function must return a scalar (0-d) array{extra}; got {got}")
+        from ..ops import ones_like
+
+        flat = _rebound([loss], flat, links)
+        grads = backward([loss], [ones_like(loss)], flat)
+    grads = iter(_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig))
+    per_tree = [_trees.unflatten(t, grads) for t in shapes]
+    pos = per_tree[:len(nums)]
+    positional = (pos[0] if single else tuple(pos)) if nums else None
+    if names:
+        return value, (positional, dict(zip(names, per_tree[len(nums):])))
+    return value, positional
 
 
 def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
@@ -255,7 +333,7 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
     ``fun`` returns a scalar loss, or a tuple or list whose first element is the scalar loss (the others can
     be anything, e.g. metrics). Gradients are taken with respect to the positional arguments ``argnums`` and
     the keyword arguments ``argnames``, each a tree (dicts, lists, tuples) of arrays; the gradient has the
-    same tree.
+    same tree. ``fun`` may read values (``item()``, branches, ``eval``): gradients flow through them.
 
     Args:
         fun (Callable): the function.
@@ -271,46 +349,7 @@ def value_and_grad(fun: Callable, argnums: int | Sequence[int] | None = None,
     nums, single, names = _argnums(argnums, argnames, "value_and_grad")
 
     def wrapped(*args, **kwargs):
-        for a in nums:
-            if a >= len(args):
-                raise ValueError(f"value_and_grad: argnums {a} but the function got {len(args)} positional "
-                                 "arguments")
-        for k in names:
-            if k not in kwargs:
-                raise ValueError(f"value_and_grad: argname {k!r} was not passed as a keyword argument")
-        trees = [args[a] for a in nums] + [kwargs[k] for k in names]
-        leaves = [_trees.flatten(t, strict=True, what="value_and_grad") for t in trees]
-        marked = [[_marker(x) for x in ls] for ls in leaves]
-        links = [m._inputs for ms in marked for m in ms]
-        args = list(args)
-        for a, ms in zip(nums, marked):
-            args[a] = _trees.unflatten(args[a], ms)
-        kwargs = dict(kwargs)
-        for k, ms in zip(names, marked[len(nums):]):
-            kwargs[k] = _trees.unflatten(kwargs[k], ms)
-        value = fun(*args, **kwargs)
-        loss = value
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise ValueError("value_and_grad: the function returned an empty sequence")
-            loss = value[0]
-        if type(loss) is not array or loss.ndim != 0:
-            got = f"an array of shape {loss.shape}" if type(loss) is array else type(loss).__name__
-            raise ValueError("value_and_grad: the function must return a scalar (0-d) array, or a tuple "
-                             f"whose first element is one; got {got}")
-        from ..ops import ones_like
-
-        flat = [m for ms in marked for m in ms]
-        flat = _rebound([loss], flat, links)
-        grads = backward([loss], [ones_like(loss)], flat)
-        flat_orig = [x for ls in leaves for x in ls]
-        grads = iter(_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig))
-        per_tree = [_trees.unflatten(t, grads) for t in trees]
-        pos = per_tree[:len(nums)]
-        positional = (pos[0] if single else tuple(pos)) if nums else None
-        if names:
-            return value, (positional, dict(zip(names, per_tree[len(nums):])))
-        return value, positional
+        return _value_and_grad(fun, nums, single, names, "value_and_grad", args, kwargs)
 
     wrapped.__name__ = getattr(fun, "__name__", "value_and_grad")
     wrapped.__doc__ = getattr(fun, "__doc__", None)
@@ -334,10 +373,10 @@ def grad(fun: Callable, argnums: int | Sequence[int] | None = None,
         >>> mx.grad(lambda x: (x * x).sum())(mx.array([1.0, 2.0]))
         array([2, 4], dtype=float32)
     """
-    vg = value_and_grad(fun, argnums, argnames)
+    nums, single, names = _argnums(argnums, argnames, "grad")
 
     def wrapped(*args, **kwargs):
-        return vg(*args, **kwargs)[1]
+        return _value_and_grad(fun, nums, single, names, "grad", args, kwargs)[1]
 
     wrapped.__name__ = getattr(fun, "__name__", "grad")
     wrapped.__doc__ = getattr(fun, "__doc__", None)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import Custom
-from . import _tape, _trees
+from . import _shapeless, _tape, _trees
 from .autodiff import vjp as _vjp
 
 __all__ = ["compile", "disable_compile", "enable_compile", "checkpoint", "custom_function"]
@@ -27,15 +27,23 @@ _UNCOMPILED = object()  # a signature whose trace evaluated something: fun is ca
 _MAX_ENTRIES = 256  # signatures kept per compiled function; past that the cache starts over
 
 
-def _signature(t, leaves: list):
-    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``)."""
+_CONSTANTS = (bool, int, float, str, type(None))  # the other leaves an argument may have, as in MLX
+
+
+def _signature(t, leaves: list, strict: bool = True, shapeless: bool = False):
+    """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``): an array by its shape
+    (its number of dimensions if ``shapeless``) and dtype. With ``strict``, a leaf that is neither an array nor
+    a constant of ``_CONSTANTS`` raises ValueError."""
     if type(t) is array:
         leaves.append(t)
-        return (t._shape, t._dtype)  # the only entries whose first item is not a type
+        return (len(t._shape) if shapeless else t._shape, t._dtype)  # the only entries not led by a type
     if isinstance(t, (list, tuple)):
-        return (type(t), tuple(_signature(x, leaves) for x in t))
+        return (type(t), tuple(_signature(x, leaves, strict, shapeless) for x in t))
     if isinstance(t, dict):
-        return (type(t), tuple((k, _signature(v, leaves)) for k, v in t.items()))
+        return (type(t), tuple((k, _signature(v, leaves, strict, shapeless)) for k, v in t.items()))
+    if strict and not isinstance(t, _CONSTANTS):
+        raise ValueError("compile: function arguments must be trees (lists, tuples, dicts) of arrays and "
+                         f"constants (bool, int, float, str, None); got a {type(t).__name__}")
     return (type(t), t)  # by value; type first, so that 1, 1.0 and True differ
 
 
@@ -59,6 +67,10 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
     - If ``fun`` evaluates anything while it runs (``eval``, ``item``, ``print``, NumPy conversion), its graph
       holds for those values only, so that signature is not compiled: ``fun`` is called directly each time
       (MLX raises an error instead).
+    - Arguments are trees (lists, tuples, dicts) of arrays and constants (bool, int, float, str, None); other
+      leaves raise ValueError. A function that reaches one of its inputs other than through its argument (a
+      captured array that is, or was computed from, an input) raises ValueError, as in MLX.
+    - Nodes that compute the same thing from the same inputs are merged (common subexpressions).
 
     Compiled functions compose with ``grad``, ``vjp``, ``jvp`` and ``vmap``: a replay builds the graph the
     function would, which the transforms then walk.
@@ -70,12 +82,16 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             their current arrays are inputs of every call.
         outputs (list | dict, optional): containers whose arrays ``fun`` replaces: each call puts the new arrays
             in them.
-        shapeless (bool): in MLX, no retrace when only shapes change. umx retraces per shape (a trace costs about
-            one uncompiled call), so this is accepted and has no effect.
+        shapeless (bool): one trace for inputs of any shapes with the same ranks and dtypes: the graph is
+            replayed with each node's shape inferred again from its inputs' (see ``_shapeless``). Shapes the
+            function computed from its inputs' shapes in Python stay as traced (a reshape's -1 is inferred
+            again). Where a primitive's shape cannot be inferred, the function is traced again for those shapes.
 
     Returns:
         Callable: the compiled function.
     """
+    if not callable(fun):
+        raise TypeError(f"compile: expected a function, got {type(fun).__name__}")
     cache: dict = {}
     plain = inputs is None and outputs is None
 
@@ -85,17 +101,18 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         leaves: list = []
         try:
-            if plain and not kwargs and all(type(a) is array for a in args):  # the common case, quickly
+            if plain and not shapeless and not kwargs and all(type(a) is array for a in args):  # (quickly)
                 leaves += args
                 sig = tuple([(a._shape, a._dtype) for a in args])
             else:
-                sig = (_signature(args, leaves), _signature(kwargs, leaves) if kwargs else None)
+                sig = (_signature(args, leaves, True, shapeless),
+                       _signature(kwargs, leaves, True, shapeless) if kwargs else None)
             n_args = len(leaves)
             if not plain:
-                sig += (_signature(inputs, leaves), _signature(outputs, []))
+                sig += (_signature(inputs, leaves, False, shapeless), _signature(outputs, [], False))
             sig = (sig, resolve_stream(None))
             tape = cache.get(sig)
-        except TypeError:  # an unhashable argument: nothing to key a trace on
+        except TypeError:  # an unhashable state container's leaf: nothing to key a trace on
             return fun(*args, **kwargs)
         if tape is None:
             tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
@@ -108,6 +125,12 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
             return fun(*args, **kwargs)
         else:
             keys = None
+            if shapeless:
+                shapes = tuple([x._shape for x in leaves])
+                if shapes != tape.in_shapes:
+                    tape, keys, out = _for_shapes(tape, shapes, fun, args, kwargs, leaves, n_args, inputs, outputs)
+                    if tape is _UNCOMPILED:
+                        return fun(*args, **kwargs) if out is None else out
         flat = tape(leaves, keys)
         if outputs is not None:
             _tape.assign(outputs, iter(flat[tape.n_out:]))
@@ -116,6 +139,27 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
 
     compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
+
+
+def _for_shapes(tape, shapes: tuple, fun, args, kwargs, leaves, n_args, inputs, outputs) -> tuple:
+    """A shapeless tape's version for input ``shapes``: derived from it (see ``_shapeless``), or traced again
+    where it cannot be. ``(tape, keys, out)`` as ``_tape.record`` gives them (``_UNCOMPILED`` for a trace that
+    evaluated something: then ``out`` is its result, or None on later calls)."""
+    variants = tape.variants
+    if variants is None:
+        variants = tape.variants = {}
+    found = variants.get(shapes)
+    if found is not None:
+        return found, None, None
+    if len(variants) >= _MAX_ENTRIES:
+        variants.clear()
+    derived = _shapeless.derive(tape, shapes)
+    if derived is not None:
+        variants[shapes] = derived
+        return derived, None, None
+    traced, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
+    variants[shapes] = _UNCOMPILED if traced is None else traced
+    return (_UNCOMPILED, None, out) if traced is None else (traced, keys, None)
 
 
 def disable_compile() -> None:
@@ -130,47 +174,94 @@ def enable_compile() -> None:
     _enabled[0] = True
 
 
+class _Call:
+    """One call of a ``custom_function``: the function (whose rules the ``Custom`` node calls) and templates of
+    its arguments and outputs (the trees, with ``_tape.HOLE`` for each array), to hand the rules trees shaped
+    as MLX does: a single argument as itself, several as a tuple; cotangents and outputs as the outputs' tree."""
+
+    __slots__ = ("fn", "args", "out")
+
+    def __init__(self, fn, args, out):
+        self.fn = fn
+        self.args = args
+        self.out = out
+
+    def primals(self, flat: list):
+        args = _tape.fill(self.args, iter(flat))
+        return args[0] if len(args) == 1 else args
+
+    def outputs(self, flat: list):
+        return _tape.fill(self.out, iter(flat))
+
+    def flat_per_arg(self, tree, what: str) -> list:
+        """A rule's result for the arguments, as one array per array argument leaf."""
+        if len(self.args) == 1:
+            if self.args[0] is _tape.HOLE and isinstance(tree, (list, tuple)) and len(tree) == 1:
+                tree = tree[0]
+            tree = (tree,)
+        got = _trees.flatten(tree)
+        want = _holes(self.args)
+        if len(got) != want:
+            raise ValueError(f"custom_function: the {what} rule returned {len(got)} arrays for {want} array "
+                             "arguments")
+        return got
+
+
+def _holes(t) -> int:
+    if t is _tape.HOLE:
+        return 1
+    if isinstance(t, (list, tuple)):
+        return sum(_holes(x) for x in t)
+    if isinstance(t, dict):
+        return sum(_holes(x) for x in t.values())
+    return 0
+
+
 def _custom_vjp(self, primals, cotangents, outputs):
-    rule = self.fn._vjp
+    call = self.fn
+    rule = call.fn._vjp
     if rule is None:  # through the outputs' own graph
         return list(cotangents) + [None] * (len(primals) - self.n)
-    grads = rule(list(primals[self.n:]), _one(cotangents), _one(outputs))
-    grads = [grads] if type(grads) is array else list(grads)
-    return [None] * self.n + grads
+    from ..ops import zeros_like
+
+    cs = [zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)]
+    grads = rule(call.primals(primals[self.n:]), call.outputs(cs), call.outputs(outputs))
+    return [None] * self.n + call.flat_per_arg(grads, "vjp")
 
 
 def _custom_jvp(self, primals, tangents, outputs):
-    rule = self.fn._jvp
+    call = self.fn
+    rule = call.fn._jvp
     if rule is None:
         return list(tangents[:self.n])
     from ..ops import zeros_like
 
-    args = list(primals[self.n:])
+    args = primals[self.n:]
     ts = [zeros_like(p) if t is None else t for p, t in zip(args, tangents[self.n:])]
-    outs = rule(args, ts)
-    return [outs] if type(outs) is array else list(outs)
+    outs = _trees.flatten(rule(call.primals(args), call.primals(ts)))
+    if len(outs) != self.n:
+        raise ValueError(f"custom_function: the jvp rule returned {len(outs)} arrays for {self.n} outputs")
+    return outs
 
 
 Custom.vjp = _custom_vjp
 Custom.jvp = _custom_jvp
 
 
-def _one(xs):
-    return xs[0] if len(xs) == 1 else list(xs)
-
-
 class custom_function:  # noqa: N801 (MLX's name)
     """A function with its own derivative and vmap rules (a decorator).
 
     Calls behave as the wrapped function. Under ``grad``/``vjp``, the rule registered with :meth:`vjp` is used
-    (``rule(primals, cotangents, outputs) -> grads``, one per array argument); under ``jvp``, the one
-    registered with :meth:`jvp` (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered
-    with :meth:`vmap` (``rule(inputs, axes) -> (outputs, out_axes)``). A single output or cotangent is passed
-    as an array, several as a list. Missing rules fall back to the default transforms. Arrays the function
-    captures are constants: no gradient flows to them through a custom rule.
+    (``rule(primals, cotangents, outputs) -> grads``); under ``jvp``, the one registered with :meth:`jvp`
+    (``rule(primals, tangents) -> tangents``); under ``vmap``, the one registered with :meth:`vmap`
+    (``rule(inputs, axes) -> (outputs, out_axes)``). As in MLX, ``primals``, ``tangents``, ``inputs`` and
+    ``axes`` are the single argument itself, or a tuple of the arguments (each may be a tree of arrays);
+    ``cotangents``, ``outputs`` and a jvp's result have the tree of the function's output; ``grads`` has the
+    arguments' (a single argument's gradient alone, several in a tuple). Missing rules fall back to the default
+    transforms. Arrays the function captures are constants: no gradient flows to them through a custom rule.
 
     Args:
-        f (Callable): the function, of arrays.
+        f (Callable): the function, of arrays or trees of arrays.
     """
 
     def __init__(self, f: Callable):
@@ -199,8 +290,9 @@ class custom_function:  # noqa: N801 (MLX's name)
         out = self._f(*args)
         single = type(out) is array
         outs = [out] if single else _trees.flatten(out)
-        inputs = [x for a in args for x in _trees.flatten(a)]
-        prim = Custom(self, len(outs))
+        inputs = _trees.flatten(args)
+        template = _tape.HOLE if single else _trees.unflatten(out, [_tape.HOLE] * len(outs))
+        prim = Custom(_Call(self, _trees.unflatten(args, [_tape.HOLE] * len(inputs)), template), len(outs))
         st = resolve_stream(None)
         wrapped = [node(None, (*outs, *inputs), o._shape, o._dtype, st) for o in outs]
         sibs = tuple(wrapped)
@@ -233,8 +325,9 @@ def checkpoint(fun: Callable) -> Callable:
 
         @f.vjp
         def _recompute(primals, cotangents, outputs):
-            cs = [cotangents] if type(cotangents) is array else list(cotangents)
-            return _vjp(flat_fun, primals, cs)[1]
+            flat = _trees.flatten(primals)
+            grads = _vjp(flat_fun, flat, _trees.flatten(cotangents))[1]
+            return _trees.unflatten(primals, grads)
 
         return f(*args)
 

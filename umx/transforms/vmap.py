@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._retain import Tracing
 from ..array import array
 from . import _trees
 from .autodiff import _marker, _rebound, _units
@@ -19,35 +20,65 @@ from .autodiff import _marker, _rebound, _units
 __all__ = ["vmap"]
 
 
+def _check_spec(spec, what: str) -> None:
+    """An axes specification is an int, None, or a list, tuple or dict of them (nested): else ValueError."""
+    if spec is None or (isinstance(spec, int) and not isinstance(spec, bool)):
+        return
+    if isinstance(spec, (list, tuple)):
+        for s in spec:
+            _check_spec(s, what)
+    elif isinstance(spec, dict):
+        for s in spec.values():
+            _check_spec(s, what)
+    else:
+        raise ValueError(f"vmap: {what} must be an int, None, or a list, tuple or dict of them; got {spec!r}")
+
+
 def _per_arg(axes, n: int, what: str) -> list:
-    if axes is None or isinstance(axes, int):
+    if not isinstance(axes, (list, tuple)):
         return [axes] * n
-    axes = list(axes)
     if len(axes) != n:
         things = "arguments" if what == "in_axes" else "outputs"
         raise ValueError(f"vmap: {what} has {len(axes)} entries for {n} {things}")
-    return axes
+    return list(axes)
 
 
-def _leaf_axes(tree, ax) -> list:
-    """One axis per array leaf of ``tree``: ``ax`` is an int or None for the whole tree, or a tree of them."""
-    leaves = _trees.flatten(tree)
-    if ax is None or isinstance(ax, int):
-        return [ax] * len(leaves)
+def _leaf_axes(tree, ax, what: str) -> list:
+    """One axis per array leaf of ``tree``: ``ax`` is an int or None for a whole subtree, or a tree of the same
+    structure down to where it has one (a prefix tree)."""
     out: list = []
 
     def walk(t, a):
-        if type(t) is array:
-            out.append(a)
-        elif isinstance(t, (list, tuple)):
-            for i, x in enumerate(t):
-                walk(x, a if a is None or isinstance(a, int) else a[i])
-        elif isinstance(t, dict):
+        if a is None or isinstance(a, int):
+            out.extend([a] * len(_trees.flatten(t)))
+        elif type(t) is array:
+            raise ValueError(f"vmap: {what} gives {a!r} for an array; an array takes an int or None")
+        elif isinstance(t, (list, tuple)) and isinstance(a, (list, tuple)) and len(a) == len(t):
+            for x, b in zip(t, a):
+                walk(x, b)
+        elif isinstance(t, dict) and isinstance(a, dict) and set(a) == set(t):
             for k, x in t.items():
-                walk(x, a if a is None or isinstance(a, int) else a[k])
+                walk(x, a[k])
+        else:
+            raise ValueError(f"vmap: {what} {a!r} does not match the structure {type(t).__name__} it is for")
 
     walk(tree, ax)
     return out
+
+
+def _arrays_only(tree, what: str) -> list:
+    leaves = _trees.flatten(tree)
+    if len(leaves) != _count_leaves(tree):
+        raise ValueError(f"vmap: the {what} must be arrays or trees (lists, tuples, dicts) of arrays")
+    return leaves
+
+
+def _count_leaves(t) -> int:
+    if isinstance(t, (list, tuple)):
+        return sum(_count_leaves(x) for x in t)
+    if isinstance(t, dict):
+        return sum(_count_leaves(x) for x in t.values())
+    return 1
 
 
 def _take(x: array, i: int, ax: int) -> array:
@@ -55,28 +86,42 @@ def _take(x: array, i: int, ax: int) -> array:
     return x[key]
 
 
+def _first_slice(x: array, ax: int) -> array:
+    """The slice at index 0 along ``ax`` (zeros of the slice's shape when the axis is empty)."""
+    if x.shape[ax]:
+        return _take(x, 0, ax)
+    from ..ops import zeros
+
+    return zeros(x.shape[:ax] + x.shape[ax + 1:], x.dtype)
+
+
 def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
     """A vectorised ``fun``: it maps over the ``in_axes`` of its inputs, results stacked along ``out_axes``.
 
     Args:
         fun (Callable): a function of arrays (or trees of arrays) returning an array or a tree of arrays.
-        in_axes (int | None | Sequence): the mapped axis of each positional argument (None: not mapped, passed
-            whole to every call); an int or None applies to all arguments. Default 0.
-        out_axes (int | None | Sequence): where the mapped axis goes in each output (None: the output does not
-            depend on the mapped axis and is taken from the first call). Default 0.
+        in_axes (int | None | list | tuple | dict): the mapped axis of the inputs (None: not mapped, passed
+            whole to every call). A list or tuple gives one entry per positional argument; an int, None or a
+            dict applies to every argument. An entry is an int or None for the whole argument, or a tree of
+            them matching the argument's structure down to where it has one. Default 0.
+        out_axes (int | None | list | tuple | dict): where the mapped axis goes in the outputs, as a tree
+            matching the output's structure (None: the output does not depend on the mapped axis and is taken
+            from the first call). Default 0.
 
     Returns:
         Callable: the vectorised function.
 
     Notes:
-        Primitives without a batching rule make umx call ``fun`` once per slice; results are the same.
+        Primitives without a batching rule, or a ``fun`` that reads a value that depends on its mapped inputs
+        (``item()``, a branch on an array), make umx call ``fun`` once per slice; results are the same.
     """
-    custom = getattr(fun, "_vmap", None)
+    _check_spec(in_axes, "in_axes")
+    _check_spec(out_axes, "out_axes")
 
     def wrapped(*args):
         axes = _per_arg(in_axes, len(args), "in_axes")
-        leaves = [_trees.flatten(a) for a in args]
-        leaf_axes = [_leaf_axes(a, ax) for a, ax in zip(args, axes)]
+        leaves = [_arrays_only(a, "inputs") for a in args]
+        leaf_axes = [_leaf_axes(a, ax, "in_axes") for a, ax in zip(args, axes)]
         size = None
         for ls, las in zip(leaves, leaf_axes):
             for x, ax in zip(ls, las):
@@ -90,28 +135,52 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
                 size = n
         if size is None:
             raise ValueError("vmap: at least one input must be mapped (in_axes all None)")
-        if custom is not None:
-            return _custom(custom, args, axes, out_axes)
-        try:
-            out = _replay(fun, args, leaves, leaf_axes, out_axes)
-            if out is not None:
-                return out
-        except NotImplementedError:
-            pass
-        results = []
-        for i in range(size):
-            sliced = [_trees.unflatten(a, [x if ax is None else _take(x, i, ax % x.ndim)
-                                           for x, ax in zip(ls, las)])
-                      for a, ls, las in zip(args, leaves, leaf_axes)]
-            results.append(fun(*sliced))
-        return _stack(results, out_axes)
+        with Tracing() as kept:
+            try:
+                out = _replay(fun, args, leaves, leaf_axes, out_axes, kept)
+                if out is not None:
+                    return out
+            except NotImplementedError:
+                pass
+            if not size:
+                raise ValueError("vmap: an empty mapped axis needs a batching rule for every primitive the "
+                                 "function uses")
+            results = []
+            for i in range(size):
+                sliced = [_trees.unflatten(a, [_marker(x) if ax is None else _take(x, i, ax % x.ndim)
+                                               for x, ax in zip(ls, las)])
+                          for a, ls, las in zip(args, leaves, leaf_axes)]
+                results.append(fun(*sliced))
+            return _stack(results, out_axes)
 
     wrapped.__name__ = getattr(fun, "__name__", "vmap")
     wrapped.__doc__ = getattr(fun, "__doc__", None)
     return wrapped
 
 
-def _replay(fun, args, leaves, leaf_axes, out_axes):
+def _out_axes(result, out_axes) -> list:
+    """One axis per output leaf (a single array output also takes a one-entry list or tuple)."""
+    if type(result) is array and isinstance(out_axes, (list, tuple)) and len(out_axes) == 1:
+        out_axes = out_axes[0]
+    return _leaf_axes(result, out_axes, "out_axes")
+
+
+def _reads_a_marker(nodes: list, links: set) -> bool:
+    """Whether a node of ``nodes`` (evaluated while ``fun`` ran) depends on a mapped input's marker, found by
+    its inputs tuple (``links``: a marker rebound by ``a[k] = v`` keeps it)."""
+    stack = list(nodes)
+    seen: set = set()
+    while stack:
+        n = stack.pop()
+        if id(n._inputs) in links:
+            return True
+        if id(n) not in seen:
+            seen.add(id(n))
+            stack.extend(n._inputs)
+    return False
+
+
+def _replay(fun, args, leaves, leaf_axes, out_axes, kept: list):
     """``fun`` traced on the first slice and replayed on the batch; None where the trace can't be replayed."""
     from ..ops import broadcast_to, expand_dims, moveaxis
 
@@ -121,28 +190,31 @@ def _replay(fun, args, leaves, leaf_axes, out_axes):
     for a, ls, las in zip(args, leaves, leaf_axes):
         new = []
         for x, ax in zip(ls, las):
-            if ax is not None:
-                mk = _marker(_take(x, 0, ax % x.ndim))
+            if ax is None:
+                x = _marker(x)  # (a fresh node: `a[k] = v` in fun must not change the caller's array)
+            else:
+                mk = _marker(_first_slice(x, ax % x.ndim))
                 markers.append(mk)
                 whole.append(moveaxis(x, ax, 0))
                 x = mk
             new.append(x)
         sliced.append(_trees.unflatten(a, new))
     links = [mk._inputs for mk in markers]
+    start = len(kept)
     result = fun(*sliced)
-    if any(mk._prim is None for mk in markers):
-        return None  # fun evaluated something that depends on its input: only the loop sees every slice
-    outs = _trees.flatten(result)
+    if len(kept) > start and _reads_a_marker(kept[start:], {id(t) for t in links}):
+        return None  # fun read a value that depends on its input: only the loop sees every slice
+    outs = _arrays_only(result, "outputs")
+    oaxes = _out_axes(result, out_axes)
     markers = _rebound(outs, markers, links)
     batched = {id(mk): w for mk, w in zip(markers, whole) if mk is not None}
-    order, _ = _units(outs, [mk for mk in markers if mk is not None])
+    order, _ = _units(outs, [mk for mk in markers if mk is not None], differentiate=False)
     for group, prim, inputs in order:
         axes = [0 if id(x) in batched else None for x in inputs]
         new = prim.vmap([batched.get(id(x), x) for x in inputs], axes, list(group))
         for g, n in zip(group, new):
             batched[id(g)] = n
     size = whole[0].shape[0]
-    oaxes = [out_axes] if type(result) is array else _per_arg(out_axes, len(outs), "out_axes")
     final = []
     for o, ax in zip(outs, oaxes):
         b = batched.get(id(o))
@@ -161,10 +233,9 @@ def _stack(results: list, out_axes):
     from ..ops import stack
 
     first = results[0]
-    single = type(first) is array
-    outs = [_trees.flatten(r) for r in results]
+    outs = [_arrays_only(r, "outputs") for r in results]
     n_out = len(outs[0])
-    oaxes = _per_arg(out_axes, n_out, "out_axes") if not single else [out_axes]
+    oaxes = _out_axes(first, out_axes)
     stacked = []
     for j in range(n_out):
         ax = oaxes[j]
@@ -176,16 +247,3 @@ def _stack(results: list, out_axes):
             raise ValueError(f"vmap: out_axes {ax} is out of range for an output of {nd} dimensions")
         stacked.append(stack([o[j] for o in outs], axis=ax))
     return _trees.unflatten(first, stacked)
-
-
-def _custom(rule, args, axes, out_axes):
-    """A custom_function's own vmap rule: it returns outputs and their mapped axes; move those to out_axes."""
-    from ..ops import moveaxis
-
-    outs, oaxes = rule(list(args), list(axes))
-    single = type(outs) is array
-    outs = [outs] if single else list(outs)
-    oaxes = [oaxes] * len(outs) if oaxes is None or isinstance(oaxes, int) else list(oaxes)
-    want = _per_arg(out_axes, len(outs), "out_axes")
-    moved = [o if a is None or w is None else moveaxis(o, a, w) for o, a, w in zip(outs, oaxes, want)]
-    return moved[0] if single else type(outs)(moved)
