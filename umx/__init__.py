@@ -7,7 +7,7 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 
 import math as _math
 
-from . import cuda, fft, linalg, metal
+from . import cuda, fast, fft, linalg, metal
 from . import dtypes as _dtypes
 from .array import ArrayIterator, ArrayLike, array, from_dlpack
 from .devices import (

@@ -3,6 +3,7 @@
 from .base import Primitive
 from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
+from .fast import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
 from .layout import (
@@ -61,6 +62,17 @@ from .misc import (
     StopGradient,
     Window,
 )
+from .quantized import (
+    GATHER_MM,
+    TO_FP8,
+    Dequantize,
+    FromFP8,
+    GatherMM,
+    GatherQMM,
+    Quantize,
+    QuantizedMatmul,
+    ToFP8,
+)
 from .random import RandomBits
 from .reduction import (
     All,
@@ -95,4 +107,6 @@ __all__ = [
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
+    "CudaKernel", "LayerNorm", "RMSNorm", "RoPE", "ScaledDotProductAttention",
+    "GATHER_MM", "TO_FP8", "Dequantize", "FromFP8", "GatherMM", "GatherQMM", "Quantize", "QuantizedMatmul", "ToFP8",
 ]

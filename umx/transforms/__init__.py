@@ -1,6 +1,6 @@
 """Function transforms: automatic differentiation, vectorising maps, compilation and custom rules."""
 
-from . import _batching, _rules, _rules_elementwise  # noqa: F401 (attach the rules to the primitives)
+from . import _batching, _rules, _rules_elementwise, _rules_fast  # noqa: F401 (attach the rules to the primitives)
 from .autodiff import grad, jvp, value_and_grad, vjp
 from .compile import checkpoint, compile, custom_function, disable_compile, enable_compile
 from .vmap import vmap

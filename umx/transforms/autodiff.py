@@ -15,6 +15,7 @@ thread-local default to switch to.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 from ..array import array, node
@@ -104,9 +105,30 @@ def _add(acc: dict, x: array, c) -> None:
     acc[k] = c if prev is None else prev + c
 
 
+_walk = threading.local()  # the nodes the running backward walk differentiates (see needs_gradient)
+
+
+def needs_gradient(x: array) -> bool:
+    """Whether the backward walk in progress on this thread wants ``x``'s cotangent (True outside a walk).
+
+    For rules whose gradient with respect to one input does not exist (quantized products in the float modes
+    have none for their scales): they raise only when that gradient is asked for."""
+    active = getattr(_walk, "active", None)
+    return active is None or id(x) in active
+
+
 def backward(outputs: list, cotangents: list, markers: list) -> list:
     """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
     order, active = _units(outputs, markers)
+    outer = getattr(_walk, "active", None)
+    _walk.active = active
+    try:
+        return _backward(order, active, outputs, cotangents, markers)
+    finally:
+        _walk.active = outer
+
+
+def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list) -> list:
     cots: dict = {}
     for o, c in zip(outputs, cotangents):
         _add(cots, o, c)
