@@ -296,7 +296,8 @@ class _CudaKernelFunction:
             raise ValueError(f"{op}: grid and threadgroup must be three positive ints, got {grid}, {threadgroup}")
         tmpl = tuple((str(k), val) for k, val in (template or ()))
         prim = CudaKernel(self.name, self.input_names, self.output_names, self.source, self.header,
-                          self.ensure_row_contiguous, self.shared_memory, tmpl, grid, threadgroup, shapes, dtypes,
+                          self.ensure_row_contiguous, self.shared_memory, tmpl, grid, threadgroup,
+                          tuple(x._dtype for x in ins), shapes, dtypes,
                           None if init_value is None else float(init_value), bool(verbose))
         outs = [node(None, ins, s, d, st) for s, d in zip(shapes, dtypes)]
         sibs = tuple(outs)

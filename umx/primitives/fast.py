@@ -70,17 +70,18 @@ class ScaledDotProductAttention(Primitive):
 class CudaKernel(Primitive):
     """A user's CUDA kernel (``mx.fast.cuda_kernel``): the body ``source`` with a generated signature, over
     the inputs, writing one output per name, of ``output_shapes`` and ``output_dtypes``. ``template`` holds
-    ``(name, value)`` pairs; ``grid`` counts threads (as MLX's does), ``threadgroup`` is the block. Runs on GPU
-    streams only."""
+    ``(name, value)`` pairs; ``grid`` counts threads (as MLX's does), ``threadgroup`` is the block; the inputs'
+    dtypes are kept (bfloat16's storage differs from its CUDA type). Runs on GPU streams only."""
 
     __slots__ = ("name", "input_names", "output_names", "source", "header", "ensure_row_contiguous",
-                 "shared_memory", "template", "grid", "threadgroup", "output_shapes", "output_dtypes",
-                 "init_value", "verbose")
+                 "shared_memory", "template", "grid", "threadgroup", "input_dtypes", "output_shapes",
+                 "output_dtypes", "init_value", "verbose")
     n_outputs = 0
 
     def __init__(self, name: str, input_names: tuple, output_names: tuple, source: str, header: str,
                  ensure_row_contiguous: bool, shared_memory: int, template: tuple, grid: tuple,
-                 threadgroup: tuple, output_shapes: tuple, output_dtypes: tuple, init_value, verbose: bool):
+                 threadgroup: tuple, input_dtypes: tuple, output_shapes: tuple, output_dtypes: tuple, init_value,
+                 verbose: bool):
         self.name = name
         self.input_names = input_names
         self.output_names = output_names
@@ -91,6 +92,7 @@ class CudaKernel(Primitive):
         self.template = template
         self.grid = grid
         self.threadgroup = threadgroup
+        self.input_dtypes = input_dtypes
         self.output_shapes = output_shapes
         self.output_dtypes = output_dtypes
         self.init_value = init_value

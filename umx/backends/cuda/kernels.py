@@ -8,8 +8,9 @@ import numpy as np
 
 from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
+from ...primitives.fast import CudaKernel
 from ..xp import bind
-from . import _cupy
+from . import _cupy, custom_kernel
 
 cp = _cupy()
 
@@ -63,6 +64,7 @@ def make_table() -> dict:
     table[type(ew.UNARY["IsPosInf"])] = _isposinf
     table[type(ew.UNARY["IsNegInf"])] = _isneginf
     table[ix.Scatter] = _scatter
+    table[CudaKernel] = custom_kernel.run
     return table
 
 

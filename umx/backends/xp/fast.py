@@ -24,6 +24,11 @@ def _acc(xp, *arrays):
     return xp.float64 if any(a.dtype == np.float64 for a in arrays) else xp.float32
 
 
+def _rows(x):
+    """``x`` as a matrix: one row per entry of the last axis' leading axes."""
+    return x.reshape((int(np.prod(x.shape[:-1])), x.shape[-1]))
+
+
 def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
     """Slices of ``range(n)`` whose items (of ``size`` elements each) fit ``budget``; one slice off the host."""
     step = n if xp is not np else max(1, min(n, budget // max(size, 1)))
@@ -34,11 +39,11 @@ def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
 def _rms_norm(xp, prim, x, *weight):
     acc = _acc(xp, x, *weight)
     d = x.shape[-1]
-    rows = x.reshape(-1, d)
+    rows = _rows(x)
     out = xp.empty(rows.shape, dtype=acc)
     w = weight[0].astype(acc, copy=False) if prim.has_weight else None
     eps = acc(prim.eps)
-    for sl in _blocks(xp, rows.shape[0], d):
+    for sl in _blocks(xp, rows.shape[0] if d else 0, d):
         xb = rows[sl].astype(acc, copy=False)
         r = xp.sqrt(xp.mean(xp.square(xb), axis=-1, keepdims=True) + eps)
         ob = xp.divide(xb, r, out=out[sl])
@@ -51,13 +56,13 @@ def _rms_norm(xp, prim, x, *weight):
 def _layer_norm(xp, prim, x, *params):
     acc = _acc(xp, x, *params)
     d = x.shape[-1]
-    rows = x.reshape(-1, d)
+    rows = _rows(x)
     out = xp.empty(rows.shape, dtype=acc)
     params = [p.astype(acc, copy=False) for p in params]
     w = params[0] if prim.has_weight else None
     b = params[-1] if prim.has_bias else None
     eps = acc(prim.eps)
-    for sl in _blocks(xp, rows.shape[0], d):
+    for sl in _blocks(xp, rows.shape[0] if d else 0, d):
         xb = rows[sl].astype(acc, copy=False)
         ob = xp.subtract(xb, xp.mean(xb, axis=-1, keepdims=True), out=out[sl])
         r = xp.sqrt(xp.mean(xp.square(ob), axis=-1, keepdims=True) + eps)
@@ -90,7 +95,7 @@ def _rope_angles(xp, prim, acc, t: int, rest: list):
 def _rope(xp, prim, x, *rest):
     acc = _acc(xp, x)
     b, t, d = x.shape[0], x.shape[-2], x.shape[-1]
-    heads = x.size // max(b * t * d, 1)
+    heads = int(np.prod(x.shape[1:-2]))
     rows = x.reshape(b * heads, t, d)
     cos, sin = _rope_angles(xp, prim, acc, t, list(rest))
     dims, half = prim.dims, prim.dims // 2
@@ -117,7 +122,8 @@ def _sdpa_blocks(xp, batch: int, kv_heads: int, t_q: int, per_query: int) -> tup
     """Block sizes (batch entries, kv heads, query positions) whose scores fit the host's budget."""
     if xp is not np:
         return batch, kv_heads, t_q
-    tc = min(t_q, max(1, _SCORES // per_query))
+    per_query = max(per_query, 1)
+    tc = max(1, min(t_q, _SCORES // per_query))
     hc = min(kv_heads, max(1, _SCORES // (per_query * tc)))
     bc = min(batch, max(1, _SCORES // (per_query * tc * hc)))
     return bc, hc, tc
@@ -143,6 +149,8 @@ def _sdpa(xp, prim, q, k, v, *rest):
         mask = m.reshape(m.shape[:1] + heads + m.shape[2:])
     if prim.has_sinks:
         sinks = rest[-1].astype(acc).reshape(1, n_kv, rep, 1, 1)
+    if t_k == 0 or q.size == 0:  # no keys: every weight is 0 (MLX gives zeros too)
+        return xp.zeros((batch, n_q, t_q, d_v), dtype=acc)
     out = xp.empty((batch, n_kv, rep, t_q, d_v), dtype=acc)
     bc, hc, tc = _sdpa_blocks(xp, batch, n_kv, t_q, rep * t_k)
     for b in range(0, batch, bc):

@@ -299,20 +299,23 @@ def _pairs(xp, lhs, rhs):
     return lhs.reshape(-1), rhs.reshape(-1), lhs.shape
 
 
-def _gathered(xp, x, lhs, rhs, one_product):
-    """``one_product(e, rows)`` (rows: (n, K) of x) for each distinct right index ``e``, placed in the output:
-    each right matrix is prepared once for all the products that use it."""
+def _gathered(xp, x, lhs, rhs, n: int, dtype, one_product):
+    """``one_product(e, rows)`` (rows: (count, K) of x, giving (count, n)) for each distinct right index ``e``,
+    placed in the output: each right matrix is prepared once for all the products that use it."""
     li, ri, batch = _pairs(xp, lhs, rhs)
     m, k = x.shape[-2:]
-    xf = x.reshape((-1, m, k))
-    out = None
-    for e in xp.unique(ri).tolist():
-        sel = xp.nonzero(ri == e)[0]
-        y = one_product(e, xf[li[sel]].reshape(-1, k))
-        if out is None:
-            out = xp.empty((li.shape[0], m, y.shape[-1]), dtype=y.dtype)
-        out[sel] = y.reshape(-1, m, y.shape[-1])
-    return out.reshape(batch + out.shape[1:])
+    xf = x.reshape((int(np.prod(x.shape[:-2])), m, k))
+    out = xp.zeros((li.shape[0], m, n), dtype=dtype)
+    if m * n:
+        for e in xp.unique(ri).tolist():
+            sel = xp.nonzero(ri == e)[0]
+            out[sel] = one_product(e, xf[li[sel]].reshape(-1, k)).reshape(-1, m, n)
+    return out.reshape(batch + (m, n))
+
+
+def _flat(a):
+    """``a`` with its batch axes merged into one."""
+    return a.reshape((int(np.prod(a.shape[:-2])),) + a.shape[-2:])
 
 
 def _qmm(xp, prim, x, w, scales, biases, lhs, rhs):
@@ -322,9 +325,10 @@ def _qmm(xp, prim, x, w, scales, biases, lhs, rhs):
         y = _qmm_2d(xp, prim, x.reshape(-1, x.shape[-1]), w, scales, biases, acc)
         out = y.reshape(x.shape[:-1] + (y.shape[-1],))
     else:
-        wf, sf = w.reshape((-1,) + w.shape[-2:]), scales.reshape((-1,) + scales.shape[-2:])
-        bf = None if biases is None else biases.reshape((-1,) + biases.shape[-2:])
-        out = _gathered(xp, x, lhs, rhs,
+        wf, sf = _flat(w), _flat(scales)
+        bf = None if biases is None else _flat(biases)
+        n = w.shape[-2] if prim.transpose else _n_codes(prim, w)
+        out = _gathered(xp, x, lhs, rhs, n, acc,
                         lambda e, rows: _qmm_2d(xp, prim, rows, wf[e], sf[e], None if bf is None else bf[e], acc))
     return out.astype(prim.dtype.np, copy=False)
 
@@ -355,8 +359,9 @@ def _gather_qmm(xp, prim, x, w, scales, *rest):
 @kernel(qp.GatherMM)
 def _gather_mm(xp, prim, a, b, lhs, rhs):
     acc = _work_dtype(xp, a.dtype)  # half-precision products accumulate in float32
-    bf = b.reshape((-1,) + b.shape[-2:])
-    out = _gathered(xp, a.astype(acc, copy=False), lhs, rhs, lambda e, rows: rows @ bf[e].astype(acc, copy=False))
+    bf = b.reshape((int(np.prod(b.shape[:-2])),) + b.shape[-2:])
+    out = _gathered(xp, a.astype(acc, copy=False), lhs, rhs, b.shape[-1], acc,
+                    lambda e, rows: rows @ bf[e].astype(acc, copy=False))
     return out.astype(a.dtype, copy=False)
 
 
