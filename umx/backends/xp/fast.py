@@ -35,6 +35,12 @@ def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
     return [slice(i, i + step) for i in range(0, n, step)] or [slice(0, 0)]
 
 
+def _inv_rms(xp, rows, eps):
+    """``1 / sqrt(mean(rows**2, -1) + eps)`` as a column (einsum: no squared temporary)."""
+    d = rows.dtype.type(rows.shape[-1])
+    return (1 / xp.sqrt(xp.einsum("ij,ij->i", rows, rows) / d + eps))[:, None]
+
+
 @kernel(fp.RMSNorm)
 def _rms_norm(xp, prim, x, *weight):
     acc = _acc(xp, x, *weight)
@@ -45,8 +51,7 @@ def _rms_norm(xp, prim, x, *weight):
     eps = acc(prim.eps)
     for sl in _blocks(xp, rows.shape[0] if d else 0, d):
         xb = rows[sl].astype(acc, copy=False)
-        r = xp.sqrt(xp.mean(xp.square(xb), axis=-1, keepdims=True) + eps)
-        ob = xp.divide(xb, r, out=out[sl])
+        ob = xp.multiply(xb, _inv_rms(xp, xb, eps), out=out[sl])
         if w is not None:
             xp.multiply(ob, w, out=ob)
     return out.reshape(x.shape)
@@ -65,8 +70,7 @@ def _layer_norm(xp, prim, x, *params):
     for sl in _blocks(xp, rows.shape[0] if d else 0, d):
         xb = rows[sl].astype(acc, copy=False)
         ob = xp.subtract(xb, xp.mean(xb, axis=-1, keepdims=True), out=out[sl])
-        r = xp.sqrt(xp.mean(xp.square(ob), axis=-1, keepdims=True) + eps)
-        xp.divide(ob, r, out=ob)
+        xp.multiply(ob, _inv_rms(xp, ob, eps), out=ob)
         if w is not None:
             xp.multiply(ob, w, out=ob)
         if b is not None:

@@ -13,7 +13,8 @@ import numpy as np
 from ...primitives import quantized as qp
 from . import kernel, round_bf16
 
-_BLOCK = 1 << 20  # elements of dequantized weight a CPU product holds at once
+_BLOCK = 1 << 19  # elements of dequantized weight a CPU product holds at once
+_FEW = 8  # products with at most this many input rows scale per-group results, not the weight (see _qmm_few)
 _FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Magnitudes between two E2M1 values round to the nearer; a tie goes to the smaller, as MLX's encoder does.
 _FP4_BOUNDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
@@ -83,7 +84,7 @@ def unpack(xp, w, bits: int, n: int):
     if bits == 8:
         return w.view(xp.uint8).reshape(lead + (n,)).astype(xp.float32)
     if bits in (1, 2, 4):
-        return _table(xp, bits)[w.view(xp.uint8)].reshape(lead + (n,))
+        return xp.take(_table(xp, bits), w.view(xp.uint8), axis=0).reshape(lead + (n,))
     words = w.reshape(lead + (n // 32, bits)).astype(xp.uint64)
     lo, off = _windows(xp, bits)
     hi = np.minimum(lo + 1, bits - 1)  # the last code of a period never spills past its word
@@ -217,30 +218,40 @@ def _n_codes(prim, w) -> int:
     return w.shape[-1] * 32 // bits
 
 
+def _values(xp, prim, w, groups: int):
+    """The unscaled values of packed rows ``w`` (..., n_packed), float32 (..., groups, group size): affine codes,
+    or the float modes' E2M1/E4M3 values."""
+    n = _n_codes(prim, w)
+    lead = w.shape[:-1]
+    if prim.mode == "affine":
+        q = unpack(xp, w, prim.bits, n)
+    else:
+        table = _table(xp, "e4m3" if prim.mode == "mxfp8" else "fp4_bytes")
+        q = xp.take(table, xp.ascontiguousarray(w).view(xp.uint8), axis=0)
+    return q.reshape(lead + (groups, n // groups))
+
+
+def _exact(dtype, acc) -> bool:
+    """Whether values computed in ``acc`` need no rounding to umx ``dtype``."""
+    return dtype.np == acc and dtype.name != "bfloat16"
+
+
 def dequantize_rows(xp, prim, w, scales, biases, global_scale, dtype, acc):
     """The values of packed rows ``w`` (..., n_packed) as ``acc`` floats (rounded to umx ``dtype``, whose storage
     ``acc`` is or holds exactly)."""
-    n = _n_codes(prim, w)
-    lead = w.shape[:-1]
-    groups = lead + (scales.shape[-1], n // scales.shape[-1])
+    q = _values(xp, prim, w, scales.shape[-1])
+    if acc == np.float64:
+        q = q.astype(acc)
     if prim.mode == "affine":
-        q = unpack(xp, w, prim.bits, n).reshape(groups)
-        if acc == np.float64:
-            q = q.astype(acc)
         out = xp.multiply(q, scales[..., None].astype(acc, copy=False), out=q)
-        if dtype.np != acc or dtype.name == "bfloat16":
+        if not _exact(dtype, acc):
             out = _round_to(xp, out, dtype).astype(acc, copy=False)
         out = xp.add(out, biases[..., None].astype(acc, copy=False), out=out)
-        if dtype.np != acc or dtype.name == "bfloat16":
-            out = _round_to(xp, out, dtype).astype(acc, copy=False)
-        return out.reshape(lead + (n,))
-    if prim.mode == "mxfp8":
-        q = _table(xp, "e4m3")[xp.ascontiguousarray(w).view(xp.uint8)]
     else:
-        q = _table(xp, "fp4_bytes")[xp.ascontiguousarray(w).view(xp.uint8)]
-    q = q.reshape(groups)
-    out = q * _fp_scale_values(xp, scales, prim.mode, global_scale)[..., None]
-    return _round_to(xp, out, dtype).astype(acc, copy=False).reshape(lead + (n,))
+        out = xp.multiply(q, _fp_scale_values(xp, scales, prim.mode, global_scale)[..., None], out=q)
+    if not _exact(dtype, acc):
+        out = _round_to(xp, out, dtype).astype(acc, copy=False)
+    return out.reshape(w.shape[:-1] + (-1,))
 
 
 def _row_block(xp, rows: int, row_size: int) -> int:
@@ -272,6 +283,8 @@ def _dequantize(xp, prim, w, scales, *rest):
 def _qmm_2d(xp, prim, x, w, scales, biases, acc):
     """``x @ W.T`` (transpose) or ``x @ W`` for one packed matrix ``w``: x is (R, K) in ``acc``; the weight is
     dequantized a block of rows at a time."""
+    if x.shape[0] <= _FEW and _exact(prim.wdtype, acc):
+        return _qmm_few(xp, prim, x, w, scales, biases, acc)
     n = _n_codes(prim, w)
     rows = w.shape[0]
     step = _row_block(xp, rows, n)
@@ -283,14 +296,51 @@ def _qmm_2d(xp, prim, x, w, scales, biases, acc):
                                  prim.wdtype, acc)
             out[:, sl] = x @ wd.T
         return out
-    out = None  # W is (K, N): each block of rows takes its slice of x's columns; partial products add up
+    out = xp.zeros((x.shape[0], n), dtype=acc)  # W is (K, N): each block of rows takes its slice of x's columns
     for r in range(0, rows, step):
         sl = slice(r, r + step)
         wd = dequantize_rows(xp, prim, w[sl], scales[sl], None if biases is None else biases[sl], None,
                              prim.wdtype, acc)
-        part = x[:, sl] @ wd
-        out = part if out is None else xp.add(out, part, out=out)
+        out += x[:, sl] @ wd
     return out
+
+
+def _qmm_few(xp, prim, x, w, scales, biases, acc):
+    """``_qmm_2d`` for a few rows of x: the weight's values are made once (one pass) and never scaled; products
+    are taken per group, and the scales and biases multiply those much smaller per-group results."""
+    n, m = _n_codes(prim, w), x.shape[0]
+    groups = scales.shape[-1]
+    gs = n // groups
+    rows = w.shape[0]
+    step = _row_block(xp, rows, n)
+    if prim.transpose:  # W (N, K), groups along K: out[:, j] = sum_g s[j, g] * (x_g . q[j, g])
+        xg = x.reshape(m, -1, gs)
+        xt = xp.ascontiguousarray(xg.transpose(1, 2, 0))  # (groups, gs, m)
+        out = xp.empty((m, rows), dtype=acc)
+        for r in range(0, rows, step):
+            sl = slice(r, r + step)
+            q = _values(xp, prim, w[sl], groups).astype(acc, copy=False)
+            per_group = xp.matmul(q.transpose(1, 0, 2), xt)  # (groups, rows, m)
+            s = _scale_block(xp, prim, scales[sl], acc)
+            out[:, sl] = (per_group * s.T[:, :, None]).sum(axis=0).T
+        if biases is not None:
+            out += xg.sum(axis=-1) @ biases.astype(acc, copy=False).T
+        return out
+    out = xp.zeros((m, groups, gs), dtype=acc)  # W (K, N), groups along N: scale x's columns per group instead
+    for r in range(0, rows, step):
+        sl = slice(r, r + step)
+        q = _values(xp, prim, w[sl], groups).astype(acc, copy=False)  # (k rows, groups, gs)
+        xs = x[:, sl][None] * _scale_block(xp, prim, scales[sl], acc).T[:, None, :]  # (groups, m, k rows)
+        out += xp.matmul(xs, q.transpose(1, 0, 2)).transpose(1, 0, 2)
+    if biases is not None:
+        out += (x @ biases.astype(acc, copy=False))[..., None]
+    return out.reshape(m, n)
+
+
+def _scale_block(xp, prim, scales, acc):
+    if prim.mode == "affine":
+        return scales.astype(acc, copy=False)
+    return _fp_scale_values(xp, scales, prim.mode, None).astype(acc, copy=False)
 
 
 def _pairs(xp, lhs, rhs):
