@@ -101,7 +101,9 @@ def layer_norm(x, weight, bias, eps: float, *, stream=None) -> array:
 
 def _rope_offset(offset, batch: int):
     """``(int offset or None, offset array or None)``."""
-    if isinstance(offset, array) or not isinstance(offset, (bool, int)) and hasattr(offset, "__array__"):
+    if isinstance(offset, bool):
+        raise ValueError("rope: offset must be an integer but got type bool")
+    if isinstance(offset, array) or not isinstance(offset, int) and hasattr(offset, "__array__"):
         off = as_array(offset, "rope")
         if off._dtype.kind not in "iu":
             raise ValueError(f"rope: offset must be an integer but got type {off._dtype.name}")
@@ -277,6 +279,22 @@ class _CudaKernelFunction:
 
     def __call__(self, *, inputs, output_shapes, output_dtypes, grid, threadgroup, template=None,
                  init_value=None, verbose: bool = False, stream=None) -> list:
+        """Run the kernel (lazily, as any op).
+
+        Args:
+            inputs (Sequence[array | scalar]): one per input name (scalars become 0-d arrays).
+            output_shapes (Sequence[Sequence[int]]): one shape per output name.
+            output_dtypes (Sequence[Dtype]): one dtype per output name.
+            grid (tuple[int, int, int]): threads per axis (blocks are ``ceil(grid / threadgroup)``).
+            threadgroup (tuple[int, int, int]): threads per block.
+            template (Sequence[tuple[str, Dtype | int | bool]], optional): template arguments.
+            init_value (float, optional): fill the outputs with this before the kernel runs.
+            verbose (bool): print the generated source.
+            stream (Stream | Device, optional): a GPU stream.
+
+        Returns:
+            list[array]: the outputs.
+        """
         op = f"cuda_kernel {self.name!r}"
         st = resolve_stream(stream)
         if st.device.type is cpu:

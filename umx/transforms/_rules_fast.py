@@ -14,6 +14,7 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
+    CudaKernel,
     Dequantize,
     FromFP8,
     GatherMM,
@@ -355,6 +356,11 @@ def _quantized_matmul_vmap(self, inputs, axes, outputs):
     return [node(self, (x, *packed), shape, o._dtype, _stream())]
 
 
+def _custom_kernel_vmap(self, inputs, axes, outputs):
+    raise NotImplementedError("CudaKernel has no vmap rule: a user's kernel indexes its buffers itself, so vmap "
+                              "calls the function once per slice")
+
+
 def _gather_vmap(self, inputs, axes, outputs):
     raise NotImplementedError(f"{self.name} has no vmap rule: its indices address flattened batches, so vmap "
                               "calls the function once per slice")
@@ -367,4 +373,5 @@ Quantize.vmap = _quantize_vmap
 Dequantize.vmap = _dequantize_vmap
 QuantizedMatmul.vmap = _quantized_matmul_vmap
 GatherQMM.vmap = GatherMM.vmap = _gather_vmap
+CudaKernel.vmap = _custom_kernel_vmap
 ToFP8.vmap = FromFP8.vmap = _same

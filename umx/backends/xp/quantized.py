@@ -88,7 +88,7 @@ def unpack(xp, w, bits: int, n: int):
     words = w.reshape(lead + (n // 32, bits)).astype(xp.uint64)
     lo, off = _windows(xp, bits)
     hi = np.minimum(lo + 1, bits - 1)  # the last code of a period never spills past its word
-    pairs = words[..., lo] | (words[..., hi] << xp.uint64(32))
+    pairs = words[..., xp.asarray(lo)] | (words[..., xp.asarray(hi)] << xp.uint64(32))
     codes = (pairs >> xp.asarray(off, dtype=xp.uint64)) & xp.uint64((1 << bits) - 1)
     return codes.reshape(lead + (n,)).astype(xp.float32)
 
