@@ -244,10 +244,14 @@ def test_quantized_matmul_in_blocks(rng, monkeypatch):
     x = mx.array(rng.standard_normal((7, 96)).astype(np.float32))
     xt = mx.array(rng.standard_normal((7, 40)).astype(np.float32))
     whole = [mx.quantized_matmul(x, wq, s, b, True, 32, 3), mx.quantized_matmul(xt, wq, s, b, False, 32, 3)]
+    w = _w(rng, (40, 96))
+    whole_q = mx.quantize(w, 32, 3)
     monkeypatch.setattr(qk, "_BLOCK", 200)
     blocked = [mx.quantized_matmul(x, wq, s, b, True, 32, 3), mx.quantized_matmul(xt, wq, s, b, False, 32, 3)]
     for w_, b_ in zip(whole, blocked):
         assert_close(b_, np.asarray(w_), 1e-5, 1e-5)
+    for w_, b_ in zip(whole_q, mx.quantize(w, 32, 3)):  # quantized a few rows at a time: the same bits
+        np.testing.assert_array_equal(np.asarray(b_), np.asarray(w_))
     assert_close(whole[1], np.asarray(xt).astype(np.float64) @ dense, 1e-4, 1e-4)
 
 

@@ -205,12 +205,23 @@ def _round_to(xp, x, dtype):
     return x.astype(dtype.np, copy=False)
 
 
-@kernel(qp.Quantize)
-def _quantize(xp, prim, w, *global_scale):
+def _quantize_rows(xp, prim, w, global_scale) -> tuple:
     if prim.mode == "affine":
         wq, scale, bias = _affine_quantize(xp, w, prim.group_size, prim.bits)
         return wq, _round_to(xp, scale, prim.dtype), _round_to(xp, bias, prim.dtype)
-    return _fp_quantize(xp, w, prim.group_size, prim.mode, global_scale[0] if global_scale else None)
+    return _fp_quantize(xp, w, prim.group_size, prim.mode, global_scale)
+
+
+@kernel(qp.Quantize)
+def _quantize(xp, prim, w, *global_scale):
+    # a block of rows at a time on the host: the temporaries (codes, windows of 64 bits) stay bounded
+    n = w.shape[-1]
+    rows = w.reshape((int(np.prod(w.shape[:-1])), n))
+    step = _row_block(xp, rows.shape[0], n)
+    g = global_scale[0] if global_scale else None
+    parts = [_quantize_rows(xp, prim, rows[r:r + step], g) for r in range(0, max(rows.shape[0], 1), step)]
+    joined = parts[0] if len(parts) == 1 else [xp.concatenate(p, axis=0) for p in zip(*parts)]
+    return tuple(p.reshape(w.shape[:-1] + p.shape[-1:]) for p in joined)
 
 
 def _n_codes(prim, w) -> int:
