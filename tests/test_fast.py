@@ -248,7 +248,7 @@ def test_sdpa_in_blocks(rng, monkeypatch, mask):
     m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
     sinks, sr = _in(rng, (n_q,))
     got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks)
-    assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 1e-5, 1e-5)
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 1e-5, 1e-5)  # (evaluated here, in blocks)
     monkeypatch.setattr(fast_kernels, "_SCORES", 1 << 30)
     assert_close(F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks), np.asarray(got))
 

@@ -246,6 +246,7 @@ def test_quantized_matmul_in_blocks(rng, monkeypatch):
     whole = [mx.quantized_matmul(x, wq, s, b, True, 32, 3), mx.quantized_matmul(xt, wq, s, b, False, 32, 3)]
     w = _w(rng, (40, 96))
     whole_q = mx.quantize(w, 32, 3)
+    mx.eval(whole, whole_q)  # (before the blocks shrink: kernels run at eval)
     monkeypatch.setattr(qk, "_BLOCK", 200)
     blocked = [mx.quantized_matmul(x, wq, s, b, True, 32, 3), mx.quantized_matmul(xt, wq, s, b, False, 32, 3)]
     for w_, b_ in zip(whole, blocked):
