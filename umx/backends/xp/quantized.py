@@ -54,7 +54,7 @@ def _code_bytes(bits: int):
     return build
 
 
-_BUILDERS = {"e4m3": _e4m3_table, "fp4": _fp4_table, "fp4_bytes": _fp4_bytes,
+_BUILDERS = {"e4m3": _e4m3_table, "fp4_bytes": _fp4_bytes,
              1: _code_bytes(1), 2: _code_bytes(2), 4: _code_bytes(4)}
 _HOST_TABLES: dict = {}
 
@@ -71,7 +71,7 @@ def _table(xp, name):
 
 
 # -- packing --------------------------------------------------------------------------------------------------
-def _windows(xp, bits: int):
+def _windows(bits: int):
     """For a period of 32 codes in ``bits`` words: each code's word and bit offset (host ints)."""
     pos = np.arange(32) * bits
     return pos // 32, pos % 32
@@ -86,7 +86,7 @@ def unpack(xp, w, bits: int, n: int):
     if bits in (1, 2, 4):
         return xp.take(_table(xp, bits), w.view(xp.uint8), axis=0).reshape(lead + (n,))
     words = w.reshape(lead + (n // 32, bits)).astype(xp.uint64)
-    lo, off = _windows(xp, bits)
+    lo, off = _windows(bits)
     hi = np.minimum(lo + 1, bits - 1)  # the last code of a period never spills past its word
     pairs = words[..., xp.asarray(lo)] | (words[..., xp.asarray(hi)] << xp.uint64(32))
     codes = (pairs >> xp.asarray(off, dtype=xp.uint64)) & xp.uint64((1 << bits) - 1)
@@ -99,7 +99,7 @@ def pack(xp, codes, bits: int):
     if bits in (1, 2, 4, 8):
         c = codes.astype(xp.uint32).reshape(lead + (n * bits // 32, 32 // bits))
         return xp.sum(c << xp.arange(0, 32, bits, dtype=xp.uint32), axis=-1, dtype=xp.uint32)
-    lo, off = _windows(xp, bits)
+    lo, off = _windows(bits)
     shifted = codes.astype(xp.uint64).reshape(lead + (n // 32, 32)) << xp.asarray(off, dtype=xp.uint64)
     low = shifted & xp.uint64(0xFFFFFFFF)
     high = shifted >> xp.uint64(32)
