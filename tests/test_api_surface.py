@@ -14,9 +14,8 @@ _REL = Path("shared") / "reference" / "mlx_core_names.txt"
 # shared/ sits beside the repository (CI clones it there); a git worktree may sit one level deeper.
 NAMES_FILE = next((p / _REL for p in _REPO.parents if (p / _REL).exists()), _REPO.parent / _REL)
 
-# Families umx leaves out for now (quantization, export, fast kernels, the metal and cuda submodules).
+# Families umx leaves out for now (export).
 EXCLUDED = {
-    "quantize", "dequantize", "quantized_matmul", "gather_qmm", "gather_qqmm", "qqmm",
     "export_function", "exporter", "import_function", "FunctionExporter",
 }
 

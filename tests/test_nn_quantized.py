@@ -10,8 +10,6 @@ import umx.nn as nn
 from tests.conftest import assert_close
 from umx.utils import tree_flatten, tree_reduce
 
-pytestmark = pytest.mark.skipif(not hasattr(mx, "quantize"), reason="quantization lands from another branch")
-
 
 @pytest.fixture
 def on(device):

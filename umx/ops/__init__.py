@@ -12,6 +12,7 @@ from .layout import *  # noqa: F403
 from .matmul import *  # noqa: F403
 from .misc import *  # noqa: F403
 from .products import *  # noqa: F403
+from .quantized import *  # noqa: F403
 from .reduction import *  # noqa: F403
 from .scan import *  # noqa: F403
 from .shape import *  # noqa: F403

@@ -6,12 +6,11 @@ from __future__ import annotations
 import math
 
 from .. import dtypes as dt
-from ..primitives import DEPENDS, FROM_FP8, TO_FP8, Median, NanToNum, Window
-from ._core import array, as_array, axes_of, axis_of, cast, describe, node, reshape_node, resolve_stream
+from ..primitives import DEPENDS, Median, NanToNum, Window
+from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
 
 __all__ = ["nan_to_num", "isclose", "allclose", "array_equal", "median", "divmod", "trace", "diff",
-           "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends", "to_fp8",
-           "from_fp8"]
+           "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends"]
 
 
 def nan_to_num(a, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None, *,
@@ -295,39 +294,3 @@ def depends(inputs, dependencies):
     st = resolve_stream(None)
     out = [node(DEPENDS, (x, *deps), x._shape, x._dtype, st) for x in xs]
     return out[0] if single else out
-
-
-def to_fp8(x, /, *, stream=None) -> array:
-    """Convert floats to fp8 (e4m3: 4 exponent bits, 3 mantissa bits, no infinities), rounding to nearest even
-    and saturating at +-448 (NaN and infinities too, as in MLX).
-
-    Args:
-        x (array): a floating-point array.
-
-    Returns:
-        array: the fp8 codes, as uint8.
-    """
-    x = as_array(x, "to_fp8")
-    if x._dtype.kind != "f":
-        raise ValueError(f"to_fp8: needs a real floating-point array, got {describe(x)}")
-    return node(TO_FP8, (x,), x._shape, dt.uint8, resolve_stream(stream))
-
-
-def from_fp8(x, /, dtype=dt.bfloat16, *, stream=None) -> array:
-    """Convert fp8 (e4m3) codes held in uint8 back to floats.
-
-    Args:
-        x (array): the codes, uint8 (as :func:`to_fp8` gives them).
-        dtype (Dtype): the floating-point result dtype (default bfloat16).
-
-    Returns:
-        array: the values.
-    """
-    x = as_array(x, "from_fp8")
-    if x._dtype is not dt.uint8:
-        raise ValueError(f"from_fp8: needs uint8 fp8 codes, got {describe(x)}")
-    d = dt.to_dtype(dtype)
-    if d.kind != "f":
-        raise ValueError(f"from_fp8: dtype must be a real floating type, got {d.name}")
-    st = resolve_stream(stream)
-    return cast(node(FROM_FP8, (x,), x._shape, dt.float32, st), d, st)

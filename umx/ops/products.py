@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..primitives import Einsum
+from ..primitives import GATHER_MM, Einsum
 from ._core import array, as_array, broadcast_shapes, cast, check_dims, describe, int_of, node, resolve_stream
 
 __all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "gather_mm",
@@ -252,7 +252,8 @@ def _matrices(name: str, a, b, st):
 def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bool = False,
               stream=None) -> array:
     """Matrix products of matrices picked from the batches of ``a`` and ``b``: ``a_flat[lhs_indices] @
-    b_flat[rhs_indices]``, where ``a_flat`` is ``a`` with its batch axes (all but the last two) merged.
+    b_flat[rhs_indices]``, where ``a_flat`` is ``a`` with its batch axes (all but the last two) merged. Each
+    matrix of ``b`` is read once for all the products that pick it (no gathered copy of ``b`` is made).
 
     Args:
         a (array): ``(A1, ..., AS, M, K)``.
@@ -264,17 +265,14 @@ def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bo
     Returns:
         array: the indices' broadcast shape, then ``(M, N)``.
     """
-    from .layout import take
-    from .matmul import matmul
-    from .shape import reshape
+    from .quantized import _index
 
     st = resolve_stream(stream)
     a, b = _matrices("gather_mm", a, b, st)
-    if lhs_indices is not None:
-        a = take(reshape(a, (-1,) + a._shape[-2:], stream=st), lhs_indices, axis=0, stream=st)
-    if rhs_indices is not None:
-        b = take(reshape(b, (-1,) + b._shape[-2:], stream=st), rhs_indices, axis=0, stream=st)
-    return matmul(a, b, stream=st)
+    lhs = _index("gather_mm", lhs_indices, a._shape[:-2], "lhs_indices", st)
+    rhs = _index("gather_mm", rhs_indices, b._shape[:-2], "rhs_indices", st)
+    batch = broadcast_shapes(lhs._shape, rhs._shape, op="gather_mm")
+    return node(GATHER_MM, (a, b, lhs, rhs), batch + (a._shape[-2], b._shape[-1]), a._dtype, st)
 
 
 def segmented_mm(a, b, /, segments, *, stream=None) -> array:

@@ -5,6 +5,7 @@ from .conv import Convolution
 from .creation import Arange, Eye, Full, Linspace
 from .distributed import COMMUNICATION, AllGather, AllReduce, Communication, Recv, Send, SumScatter
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
+from .fast import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
 from .layout import (
@@ -53,18 +54,25 @@ from .linalg import (
 )
 from .misc import (
     DEPENDS,
-    FROM_FP8,
     STOP_GRADIENT,
-    TO_FP8,
     Custom,
     Depends,
     Einsum,
-    FromFP8,
     Median,
     NanToNum,
     StopGradient,
-    ToFP8,
     Window,
+)
+from .quantized import (
+    GATHER_MM,
+    TO_FP8,
+    Dequantize,
+    FromFP8,
+    GatherMM,
+    GatherQMM,
+    Quantize,
+    QuantizedMatmul,
+    ToFP8,
 )
 from .random import RandomBits
 from .reduction import (
@@ -100,5 +108,8 @@ __all__ = [
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolution", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "COMMUNICATION", "Communication", "AllReduce", "AllGather",
-    "SumScatter", "Send", "Recv", "TO_FP8", "FROM_FP8", "ToFP8", "FromFP8",
+    "SumScatter", "Send", "Recv",
+    "CudaKernel", "LayerNorm", "RMSNorm", "RoPE", "ScaledDotProductAttention",
+    "GATHER_MM", "TO_FP8", "Dequantize", "FromFP8", "GatherMM", "GatherQMM", "Quantize", "QuantizedMatmul",
+    "ToFP8",
 ]

@@ -1,4 +1,4 @@
-"""Primitives without a family: einsum, NaN replacement, medians, windows, fp8 conversions and dependencies."""
+"""Primitives without a family: einsum, NaN replacement, medians, windows and dependencies."""
 
 from __future__ import annotations
 
@@ -74,20 +74,3 @@ class Custom(Primitive):
     def __init__(self, fn, n: int):
         self.fn = fn
         self.n = n
-
-
-class ToFP8(Primitive):
-    """Floats to fp8 (e4m3, finite: no infinities) codes held in uint8, rounded to nearest even and saturated at
-    +-448, as MLX's ``to_fp8`` (NaN and infinities give +-448 too)."""
-
-    __slots__ = ()
-
-
-class FromFP8(Primitive):
-    """fp8 (e4m3) codes held in uint8 to floats of the node's dtype (the codes 0x7F and 0xFF are NaN)."""
-
-    __slots__ = ()
-
-
-TO_FP8 = ToFP8()
-FROM_FP8 = FromFP8()

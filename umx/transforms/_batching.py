@@ -27,7 +27,6 @@ from ..primitives import (
     Diagonal,
     Einsum,
     FFTShift,
-    FromFP8,
     Gather,
     Matmul,
     NanToNum,
@@ -45,7 +44,6 @@ from ..primitives import (
     Split,
     StopGradient,
     Tile,
-    ToFP8,
     Transpose,
     Tril,
     Triu,
@@ -255,7 +253,7 @@ def _searchsorted(self, inputs, axes, outputs):
     return [node(self, tuple(inputs), v._shape, outputs[0]._dtype, resolve_stream(None))]
 
 
-for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum, ToFP8, FromFP8):
+for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
     _cls.vmap = _same
 for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat, FFT, FFTShift):
     _cls.vmap = _shifted

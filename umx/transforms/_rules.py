@@ -228,26 +228,8 @@ _rule(StopGradient, vjp=_none_vjp, jvp=_none_jvp)
 
 
 # -- indexing ------------------------------------------------------------------------------------------------
-def _traced(x: array) -> bool:
-    """Whether ``x`` is computed from a transform's marker (a one-input Depends node) other than through
-    stop_gradient, i.e. would need a gradient of its own; evaluated arrays end the search at once."""
-    stack, seen = [x], set()
-    while stack:
-        n = stack.pop()
-        if n._prim is None or id(n) in seen or type(n._prim) is StopGradient:
-            continue
-        seen.add(id(n))
-        if type(n._prim) is Depends and len(n._inputs) == 1:
-            return True
-        stack.extend(n._inputs)
-    return False
-
-
 def _gather_vjp(self, primals, cotangents, outputs):
-    x, *idx = primals
-    if any(_traced(i) for i in idx):  # as MLX: indices have no gradient, so one computed from the input is
-        # almost surely a mistake (the result would silently ignore it)
-        raise ValueError("gather: cannot differentiate with respect to the indices; wrap them in stop_gradient")
+    x, *idx = primals  # (indices computed from a differentiated input are refused by the walk: _check_indices)
     zeros = m.zeros_like(x)
     return [node(Scatter(self.key, "add"), (zeros, cotangents[0], *idx), x._shape, x._dtype, _stream())]
 

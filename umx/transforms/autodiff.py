@@ -17,12 +17,13 @@ thread-local default to switch to.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 from .._retain import Tracing
 from ..array import array, node
 from ..devices import resolve_stream
-from ..primitives import DEPENDS, Gather, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
+from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
 from . import _trees
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp"]
@@ -110,9 +111,30 @@ def _add(acc: dict, x: array, c) -> None:
     acc[k] = c if prev is None else prev + c
 
 
+_walk = threading.local()  # the nodes the running backward walk differentiates (see needs_gradient)
+
+
+def needs_gradient(x: array) -> bool:
+    """Whether the backward walk in progress on this thread wants ``x``'s cotangent (True outside a walk).
+
+    For rules whose gradient with respect to one input does not exist (quantized products in the float modes
+    have none for their scales): they raise only when that gradient is asked for."""
+    active = getattr(_walk, "active", None)
+    return active is None or id(x) in active
+
+
 def backward(outputs: list, cotangents: list, markers: list) -> list:
     """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
     order, active = _units(outputs, markers)
+    outer = getattr(_walk, "active", None)
+    _walk.active = active
+    try:
+        return _backward(order, active, outputs, cotangents, markers)
+    finally:
+        _walk.active = outer
+
+
+def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list) -> list:
     cots: dict = {}
     for o, c in zip(outputs, cotangents):
         _add(cots, o, c)
@@ -133,14 +155,13 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
     return [None if m is None else cots.get(id(m)) for m in markers]
 
 
-#: primitives with index inputs -> where those start: no gradient can flow to indices
-_INDEXED = {Gather: 1, Scatter: 2, TakeAlongAxis: 1, PutAlongAxis: 1}
+#: primitives with index inputs -> where those are among the inputs: no gradient can flow to indices
+_INDEXED = {Gather: slice(1, None), Scatter: slice(2, None), TakeAlongAxis: slice(1, 2),
+            PutAlongAxis: slice(1, 2), GatherMM: slice(2, 4), GatherQMM: slice(-2, None)}
 
 
 def _check_indices(prim, inputs, active: set) -> None:
-    first = _INDEXED[prim.__class__]
-    last = first + 1 if prim.__class__ in (TakeAlongAxis, PutAlongAxis) else len(inputs)
-    if any(id(x) in active for x in inputs[first:last]):
+    if any(id(x) in active for x in inputs[_INDEXED[prim.__class__]]):
         raise ValueError(f"vjp: cannot compute the gradient with respect to the indices of {prim.name}; "
                          "wrap indices computed from a differentiated input in stop_gradient")
 

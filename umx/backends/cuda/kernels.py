@@ -8,8 +8,9 @@ import numpy as np
 
 from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
+from ...primitives.fast import CudaKernel
 from ..xp import bind
-from . import _cupy, collectives
+from . import _cupy, collectives, custom_kernel
 
 cp = _cupy()
 
@@ -64,6 +65,7 @@ def make_table() -> dict:
     table[type(ew.UNARY["IsNegInf"])] = _isneginf
     table[ix.Scatter] = _scatter
     table.update(collectives.KERNELS)
+    table[CudaKernel] = custom_kernel.run
     return table
 
 

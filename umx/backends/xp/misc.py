@@ -1,4 +1,4 @@
-"""Kernels of einsum, NaN replacement, medians, windows, fp8 conversions and dependencies."""
+"""Kernels of einsum, NaN replacement, medians, windows and dependencies."""
 
 from __future__ import annotations
 
@@ -38,26 +38,3 @@ def _depends(xp, prim, x, *dependencies):
 @kernel(mi.Custom)
 def _custom(xp, prim, *inputs):
     return inputs[0] if prim.n == 1 else tuple(inputs[:prim.n])
-
-
-@kernel(mi.ToFP8)
-def _to_fp8(xp, prim, x):
-    a = xp.abs(x.astype(xp.float32))
-    a = xp.where(a != a, 448.0, xp.minimum(a, 448.0))  # saturating, NaN included (as MLX)
-    _, e = xp.frexp(a)
-    exp = xp.maximum(e - 1, -6)  # normals a = 1.m * 2**exp; below 2**-6 the subnormals' fixed step 2**-9
-    q = xp.rint(xp.ldexp(a, 3 - exp)).astype(xp.int32)  # 8 + mantissa (normals) or the subnormal count
-    carry = q >= 16  # rounding up to the next power of two
-    exp = xp.where(carry, exp + 1, exp)
-    q = xp.where(carry, q // 2, q)
-    code = xp.where(q >= 8, ((exp + 7) << 3) + (q - 8), q)
-    return (code + xp.where(xp.signbit(x), 128, 0)).astype(xp.uint8)
-
-
-@kernel(mi.FromFP8)
-def _from_fp8(xp, prim, x):
-    c = x.astype(xp.int32)
-    e, m = (c >> 3) & 15, c & 7
-    mag = xp.where(e == 0, xp.ldexp(m.astype(xp.float32), -9), xp.ldexp((8 + m).astype(xp.float32), e - 10))
-    mag = xp.where((c & 127) == 127, xp.float32(xp.nan), mag)
-    return xp.where(c >= 128, -mag, mag)

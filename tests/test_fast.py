@@ -1,0 +1,508 @@
+"""mx.fast against float64 NumPy references: normalizations, RoPE and attention (every mask kind, grouped-query
+heads, sinks, decode and prefill, the blocked path), their gradients against finite differences, their batching
+rules, bad input, and the custom-kernel entry points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import DEVICES, assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import umx as mx
+from umx.backends.xp import fast as fast_kernels
+from umx.primitives import LayerNorm, Reshape, RMSNorm, RoPE, ScaledDotProductAttention
+
+F = mx.fast
+TOL = {mx.float32: (2e-5, 2e-5), mx.float16: (2e-3, 2e-3), mx.bfloat16: (1.6e-2, 1.6e-2)}
+DTYPES = [mx.float32, mx.float16, mx.bfloat16]
+
+
+def _in(rng, shape, dtype=mx.float32, scale=1.0):
+    """A random array of ``dtype`` and the float64 values it holds."""
+    a = mx.array((rng.standard_normal(shape) * scale).astype(np.float32)).astype(dtype)
+    return a, np.asarray(a.astype(mx.float32)).astype(np.float64)
+
+
+# -- references ---------------------------------------------------------------------------------------------
+def ref_rms_norm(x, w, eps):
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return y if w is None else y * w
+
+
+def ref_layer_norm(x, w, b, eps):
+    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def ref_rope(x, dims, traditional, base, scale, offset, freqs=None, inverse=False):
+    t = x.shape[-2]
+    half = dims // 2
+    off = np.asarray(offset, dtype=np.float64).reshape(-1, *([1] * (x.ndim - 1)))
+    pos = (off + np.arange(t)[:, None]) * scale  # (B or 1, 1..., T, 1)
+    inv = base ** (-np.arange(half) / half) if freqs is None else 1.0 / np.asarray(freqs, np.float64)
+    theta = pos * inv
+    c, s = np.cos(theta), np.sin(theta) * (-1 if inverse else 1)
+    out = x.copy()
+    i1, i2 = (slice(0, dims, 2), slice(1, dims, 2)) if traditional else (slice(0, half), slice(half, dims))
+    x1, x2 = x[..., i1], x[..., i2]
+    out[..., i1] = x1 * c - x2 * s
+    out[..., i2] = x1 * s + x2 * c
+    return out
+
+
+def ref_sdpa(q, k, v, scale, mask=None, sinks=None):
+    b, n_q, t_q, _ = q.shape
+    n_kv, t_k = k.shape[1], k.shape[2]
+    rep = n_q // n_kv
+    k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+    s = scale * q @ np.swapaxes(k, -1, -2)
+    lowest = np.finfo(np.float32).min
+    if isinstance(mask, str):
+        seen = (np.arange(t_q)[:, None] + t_k - t_q) >= np.arange(t_k)[None]
+        s = np.where(seen, s, lowest)
+    elif mask is not None and mask.dtype == bool:
+        s = np.where(mask, s, lowest)
+    elif mask is not None:
+        s = s + mask
+    cols = [s]
+    if sinks is not None:
+        cols = [np.broadcast_to(np.asarray(sinks).reshape(1, n_q, 1, 1), s.shape[:-1] + (1,)), s]
+    s = np.concatenate(cols, axis=-1)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    return p[..., s.shape[-1] - t_k:] @ v
+
+
+# -- normalizations ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_rms_norm(device, rng, dtype, with_weight):
+    x, xr = _in(rng, (3, 5, 33), dtype)
+    w, wr = _in(rng, (33,), dtype) if with_weight else (None, None)
+    got = F.rms_norm(x, w, 1e-5, stream=device)
+    assert got.dtype == dtype
+    assert_close(got, ref_rms_norm(xr, wr, 1e-5), *TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("params", ["wb", "w", "b", ""])
+def test_layer_norm(device, rng, dtype, params):
+    x, xr = _in(rng, (4, 31), dtype, 3.0)
+    w, wr = _in(rng, (31,), dtype) if "w" in params else (None, None)
+    b, br = _in(rng, (31,), dtype) if "b" in params else (None, None)
+    got = F.layer_norm(x + 2, w, b, 1e-4, stream=device)
+    assert got.dtype == dtype
+    assert_close(got, ref_layer_norm(np.asarray((x + 2).astype(mx.float32), np.float64), wr, br, 1e-4),
+                 *TOL[dtype])
+
+
+def test_norm_dtype_promotion(device, rng):
+    x, xr = _in(rng, (2, 8), mx.float16)
+    w, wr = _in(rng, (8,))
+    assert F.rms_norm(x, w, 1e-5, stream=device).dtype == mx.float32
+    assert F.layer_norm(x, None, w, 1e-5, stream=device).dtype == mx.float32
+    xd = mx.array(rng.standard_normal((2, 8))).astype(mx.float64)
+    got = F.rms_norm(xd, None, 1e-6, stream=mx.cpu)  # float64 runs on the CPU (as MLX's float64)
+    assert got.dtype == mx.float64
+    np.testing.assert_allclose(np.asarray(got), ref_rms_norm(np.asarray(xd), None, 1e-6), rtol=1e-12)
+
+
+def test_norms_in_blocks(device, rng, monkeypatch):
+    # rows split across many blocks give the same values as one block
+    monkeypatch.setattr(fast_kernels, "_BLOCK", 64)
+    x, xr = _in(rng, (37, 20))
+    w, wr = _in(rng, (20,))
+    assert_close(F.rms_norm(x, w, 1e-5, stream=device), ref_rms_norm(xr, wr, 1e-5))
+    assert_close(F.layer_norm(x, w, w, 1e-5, stream=device), ref_layer_norm(xr, wr, wr, 1e-5), 1e-4, 1e-4)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), eps=st.sampled_from([1e-5, 1e-2]))
+def test_norms_hypothesis(shape, eps):
+    rng = np.random.default_rng(len(shape))
+    x, xr = _in(rng, shape)
+    w, wr = _in(rng, shape[-1:])
+    for dev in DEVICES:
+        assert_close(F.rms_norm(x, w, eps, stream=dev), ref_rms_norm(xr, wr, eps), 1e-4, 1e-5)
+        assert_close(F.layer_norm(x, w, w, eps, stream=dev), ref_layer_norm(xr, wr, wr, eps), 1e-4, 1e-4)
+
+
+# -- RoPE ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("traditional", [False, True])
+@pytest.mark.parametrize("dims", [8, 6])
+@pytest.mark.parametrize("offset", [0, 5, "scalar", "vector"])
+def test_rope(device, rng, traditional, dims, offset):
+    x, xr = _in(rng, (3, 2, 7, 8))
+    off = {"scalar": mx.array(4), "vector": mx.array([0, 3, 11])}.get(offset, offset)
+    ref_off = np.asarray(off) if isinstance(off, mx.array) else off
+    got = F.rope(x, dims, traditional=traditional, base=500.0, scale=0.75, offset=off, stream=device)
+    assert_close(got, ref_rope(xr, dims, traditional, 500.0, 0.75, ref_off), 2e-5, 2e-5, dtype=mx.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_freqs_and_dtypes(device, rng, dtype):
+    x, xr = _in(rng, (2, 4, 8), dtype)
+    freqs = mx.array(rng.uniform(0.5, 3.0, (4,)).astype(np.float32))
+    got = F.rope(x, 8, traditional=False, base=None, scale=1.0, offset=2, freqs=freqs, stream=device)
+    assert got.dtype == dtype
+    assert_close(got, ref_rope(xr, 8, False, None, 1.0, 2, np.asarray(freqs)), *TOL[dtype])
+
+
+def test_rope_large_positions_in_float32(device, rng):
+    # angles come from float32 positions whatever the input's dtype: bfloat16 input stays within its rounding
+    x, xr = _in(rng, (1, 1, 64, 16), mx.bfloat16)
+    got = F.rope(x, 16, traditional=False, base=10000.0, scale=1.0, offset=4000, stream=device)
+    assert_close(got, ref_rope(xr, 16, False, 10000.0, 1.0, 4000), 2e-2, 2e-2)
+
+
+def test_rope_in_blocks(rng, monkeypatch):
+    monkeypatch.setattr(fast_kernels, "_BLOCK", 50)
+    x, xr = _in(rng, (4, 3, 5, 8))
+    off = mx.array([1, 2, 3, 4])
+    got = F.rope(x, 8, traditional=True, base=100.0, scale=1.0, offset=off)
+    assert_close(got, ref_rope(xr, 8, True, 100.0, 1.0, np.array([1, 2, 3, 4])))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(b=st.integers(1, 3), heads=st.lists(st.integers(1, 3), max_size=2), t=st.integers(1, 6),
+       half=st.integers(1, 4), extra=st.integers(0, 3), traditional=st.booleans(), offset=st.integers(0, 50))
+def test_rope_hypothesis(b, heads, t, half, extra, traditional, offset):
+    rng = np.random.default_rng(t)
+    shape = (b, *heads, t, 2 * half + extra)
+    x, xr = _in(rng, shape)
+    for dev in DEVICES:
+        got = F.rope(x, 2 * half, traditional=traditional, base=1000.0, scale=1.5, offset=offset, stream=dev)
+        assert_close(got, ref_rope(xr, 2 * half, traditional, 1000.0, 1.5, offset), 1e-4, 1e-4)
+
+
+# -- attention ------------------------------------------------------------------------------------------------
+MASKS = [None, "causal", "bool", "additive", "bool_heads", "additive_row"]
+
+
+def _mask(rng, kind, b, n_q, t_q, t_k):
+    if kind in (None, "causal"):
+        return kind, kind
+    if kind == "bool":
+        m = rng.uniform(size=(b, 1, t_q, t_k)) < 0.7
+        m[..., 0] = True
+        return mx.array(m), m
+    if kind == "bool_heads":
+        m = rng.uniform(size=(n_q, t_q, t_k)) < 0.6
+        return mx.array(m), m
+    if kind == "additive_row":
+        m = rng.standard_normal((t_k,)).astype(np.float32)
+        return mx.array(m), m.astype(np.float64)
+    m = rng.standard_normal((b, n_q, t_q, t_k)).astype(np.float32)
+    return mx.array(m), m.astype(np.float64)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("t_q", [1, 5])
+def test_sdpa(device, rng, mask, heads, t_q):
+    n_q, n_kv = heads
+    b, t_k, d = 2, 9, 8
+    q, qr = _in(rng, (b, n_q, t_q, d))
+    k, kr = _in(rng, (b, n_kv, t_k, d))
+    v, vr = _in(rng, (b, n_kv, t_k, 6))
+    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+    got = F.scaled_dot_product_attention(q, k, v, scale=0.4, mask=m, stream=device)
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.4, mr), 1e-5, 1e-5, dtype=mx.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sdpa_sinks_and_dtypes(device, rng, dtype):
+    q, qr = _in(rng, (1, 4, 3, 8), dtype)
+    k, kr = _in(rng, (1, 2, 10, 8), dtype)
+    v, vr = _in(rng, (1, 2, 10, 8), dtype)
+    sinks, sr = _in(rng, (4,), dtype, 3.0)
+    got = F.scaled_dot_product_attention(q, k, v, scale=0.35, mask="causal", sinks=sinks, stream=device)
+    assert got.dtype == dtype
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.35, "causal", sr), *TOL[dtype])
+
+
+def test_sdpa_causal_longer_query_and_fully_masked_rows(device, rng):
+    # causal masks align at the lower right; rows with no key left (and an all-False mask) average the values
+    q, qr = _in(rng, (1, 2, 6, 4))
+    k, kr = _in(rng, (1, 2, 4, 4))
+    v, vr = _in(rng, (1, 2, 4, 4))
+    got = np.asarray(F.scaled_dot_product_attention(q, k, v, scale=1.0, mask="causal", stream=device))
+    np.testing.assert_allclose(got, ref_sdpa(qr, kr, vr, 1.0, "causal"), 1e-5, 1e-5)
+    np.testing.assert_allclose(got[:, :, 0], vr.mean(axis=2), 1e-5, 1e-5)
+    none = F.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mx.array(False), stream=device)
+    assert_close(none, np.broadcast_to(vr.mean(axis=2, keepdims=True), (1, 2, 6, 4)), 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_sdpa_in_blocks(rng, monkeypatch, mask):
+    # a tiny score budget splits queries, heads and batch entries into many blocks
+    monkeypatch.setattr(fast_kernels, "_SCORES", 40)
+    b, n_q, n_kv, t_q, t_k = 3, 4, 2, 7, 10
+    q, qr = _in(rng, (b, n_q, t_q, 8))
+    k, kr = _in(rng, (b, n_kv, t_k, 8))
+    v, vr = _in(rng, (b, n_kv, t_k, 8))
+    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+    sinks, sr = _in(rng, (n_q,))
+    got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks)
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 1e-5, 1e-5)  # (evaluated here, in blocks)
+    monkeypatch.setattr(fast_kernels, "_SCORES", 1 << 30)
+    assert_close(F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks), np.asarray(got))
+
+
+def test_sdpa_strided_inputs(device, rng):
+    q, qr = _in(rng, (2, 5, 4, 8))  # (B, T, N, D) seen as (B, N, T, D)
+    k, kr = _in(rng, (2, 6, 2, 8))
+    v, vr = _in(rng, (2, 6, 2, 8))
+    sw = lambda a: mx.swapaxes(a, 1, 2)  # noqa: E731
+    got = F.scaled_dot_product_attention(sw(q), sw(k), sw(v), scale=0.5, mask="causal", stream=device)
+    t = lambda a: np.swapaxes(a, 1, 2)  # noqa: E731
+    assert_close(got, ref_sdpa(t(qr), t(kr), t(vr), 0.5, "causal"), 1e-5, 1e-5)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(b=st.integers(1, 2), n_kv=st.integers(1, 3), rep=st.integers(1, 3), t_q=st.integers(1, 6),
+       t_k=st.integers(1, 8), d=st.integers(1, 6), mask=st.sampled_from(MASKS), sinks=st.booleans())
+def test_sdpa_hypothesis(b, n_kv, rep, t_q, t_k, d, mask, sinks):
+    rng = np.random.default_rng(t_q * 10 + t_k)
+    n_q = n_kv * rep
+    q, qr = _in(rng, (b, n_q, t_q, d))
+    k, kr = _in(rng, (b, n_kv, t_k, d))
+    v, vr = _in(rng, (b, n_kv, t_k, d))
+    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+    s, sr = _in(rng, (n_q,)) if sinks else (None, None)
+    for dev in DEVICES:
+        got = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(d), mask=m, sinks=s, stream=dev)
+        assert_close(got, ref_sdpa(qr, kr, vr, 1 / math.sqrt(d), mr, sr), 1e-5, 1e-5)
+
+
+# -- gradients against finite differences -------------------------------------------------------------------------
+def _check_grads(f, args: list, argnums: tuple, rng, eps=1e-6, tol=1e-6):
+    """``grad`` of the scalar ``f`` against central differences along a random direction per argument (float64)."""
+    grads = mx.grad(f, argnums=argnums)(*args)
+    grads = [grads] if len(argnums) == 1 else grads  # (as in MLX, one argnum gives the bare gradient)
+    for i, g in zip(argnums, grads):
+        direction = rng.standard_normal(args[i].shape)
+        plus, minus = list(args), list(args)
+        plus[i] = args[i] + mx.array(eps * direction).astype(mx.float64)
+        minus[i] = args[i] - mx.array(eps * direction).astype(mx.float64)
+        numeric = (f(*plus).item() - f(*minus).item()) / (2 * eps)
+        analytic = float(np.sum(np.asarray(g) * direction))
+        assert abs(numeric - analytic) <= tol * max(1.0, abs(numeric)), (i, numeric, analytic)
+
+
+def _f64(rng, shape, scale=1.0):
+    return mx.array(rng.standard_normal(shape) * scale).astype(mx.float64)
+
+
+def test_norm_grads(rng):
+    x, w, b, y = _f64(rng, (3, 7)), _f64(rng, (7,)), _f64(rng, (7,)), _f64(rng, (3, 7))
+    _check_grads(lambda x, w: (F.rms_norm(x, w, 1e-5) * y).sum(), [x, w], (0, 1), rng)
+    _check_grads(lambda x, w, b: (F.layer_norm(x, w, b, 1e-5) * y).sum(), [x, w, b], (0, 1, 2), rng)
+    _check_grads(lambda x: (F.layer_norm(x, None, None, 1e-5) * y).sum(), [x], (0,), rng)
+
+
+def test_norm_second_order(rng):
+    x, w, y = _f64(rng, (2, 6)), _f64(rng, (6,)), _f64(rng, (2, 6))
+
+    def inner(x, w):
+        gx, gw = mx.grad(lambda x, w: (F.rms_norm(x, w, 1e-5) * y).sum(), argnums=(0, 1))(x, w)
+        return (gx * y).sum() + gw.sum()
+
+    _check_grads(inner, [x, w], (0, 1), rng, tol=1e-5)
+
+
+def test_rope_grads(rng):
+    x, y = _f64(rng, (2, 5, 8)), _f64(rng, (2, 5, 8))
+    for traditional in (False, True):
+        f = lambda x: (F.rope(x, 6, traditional=traditional, base=100.0, scale=1.0, offset=3) * y).sum()  # noqa: B023,E731
+        _check_grads(f, [x], (0,), rng)
+    # the vjp is the opposite rotation, and the jvp the rotation itself
+    _, (g,) = mx.vjp(lambda x: F.rope(x, 8, traditional=False, base=10.0, scale=1.0, offset=1), [x], [y])
+    assert_close(g, ref_rope(np.asarray(y), 8, False, 10.0, 1.0, 1, inverse=True), 1e-12, 1e-12)
+    _, (t,) = mx.jvp(lambda x: F.rope(x, 8, traditional=False, base=10.0, scale=1.0, offset=1), [x], [y])
+    assert_close(t, ref_rope(np.asarray(y), 8, False, 10.0, 1.0, 1), 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("mask", [None, "causal", "bool", "additive"])
+def test_sdpa_grads(rng, mask):
+    q, k, v = _f64(rng, (1, 4, 3, 5)), _f64(rng, (1, 2, 4, 5)), _f64(rng, (1, 2, 4, 5))
+    m, _ = _mask(rng, mask, 1, 4, 3, 4)
+    m = m.astype(mx.float64) if mask == "additive" else m
+    sinks, y = _f64(rng, (4,)), _f64(rng, (1, 4, 3, 5))
+
+    def f(q, k, v, s):
+        return (F.scaled_dot_product_attention(q, k, v, scale=0.7, mask=m, sinks=s) * y).sum()
+
+    _check_grads(f, [q, k, v, sinks], (0, 1, 2, 3), rng)
+
+
+def test_sdpa_jvp(rng):
+    q, k, v = _f64(rng, (1, 2, 3, 4)), _f64(rng, (1, 1, 5, 4)), _f64(rng, (1, 1, 5, 4))
+    tq = _f64(rng, q.shape)
+    f = lambda q: F.scaled_dot_product_attention(q, k, v, scale=0.5, mask="causal")  # noqa: E731
+    _, (t,) = mx.jvp(f, [q], [tq])
+    eps = 1e-6
+    numeric = (np.asarray(f(q + eps * tq)) - np.asarray(f(q - eps * tq))) / (2 * eps)
+    np.testing.assert_allclose(np.asarray(t), numeric, rtol=1e-6, atol=1e-8)
+
+
+# -- batching rules ------------------------------------------------------------------------------------------------
+def _vmapped(fn, args, prim, in_axes=0):
+    """``vmap(fn)`` against the stacked per-slice results; the mapped graph ends in ``prim``'s node, but for a
+    reshape (the rule ran, not vmap's loop)."""
+    out = mx.vmap(fn, in_axes=in_axes)(*args)
+    last = out
+    while isinstance(last._prim, Reshape):
+        last = last._inputs[0]
+    axes = in_axes if isinstance(in_axes, (list, tuple)) else [in_axes] * len(args)
+    n = next(a.shape[ax] for a, ax in zip(args, axes) if ax is not None)
+    loop = mx.stack([fn(*[a if ax is None else a[i] for a, ax in zip(args, axes)]) for i in range(n)])
+    assert isinstance(last._prim, prim), last._prim
+    assert_close(out, np.asarray(loop), 1e-5, 1e-5)
+
+
+def test_vmap_rules(rng):
+    x, w = _in(rng, (3, 4, 8))[0], _in(rng, (8,))[0]
+    _vmapped(lambda x: F.rms_norm(x, w, 1e-5), [x], RMSNorm)
+    _vmapped(lambda x: F.layer_norm(x, w, w, 1e-5), [x], LayerNorm)
+    a = _in(rng, (5, 2, 3, 6, 8))[0]
+    offsets = mx.array([[1, 2], [3, 4], [0, 0], [5, 6], [7, 1]])
+    _vmapped(lambda a: F.rope(a, 8, traditional=True, base=100.0, scale=1.0, offset=mx.array([2, 9])), [a], RoPE)
+    _vmapped(lambda a, o: F.rope(a, 8, traditional=False, base=100.0, scale=1.0, offset=o), [a, offsets], RoPE)
+    q, k, v = _in(rng, (3, 2, 4, 5, 8))[0], _in(rng, (3, 2, 2, 7, 8))[0], _in(rng, (3, 2, 2, 7, 8))[0]
+    m = mx.array(rng.uniform(size=(3, 2, 1, 5, 7)) < 0.7)
+    f = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m)  # noqa: E731
+    _vmapped(f, [q, k, v, m], ScaledDotProductAttention)
+    _vmapped(f, [q, k[0], v[0], m[0]], ScaledDotProductAttention, in_axes=(0, None, None, None))
+
+
+def test_vmap_batched_norm_weights(rng):
+    x, ws = _in(rng, (3, 4, 8))[0], _in(rng, (3, 8))[0]
+    out = mx.vmap(lambda x, w: F.rms_norm(x, w, 1e-5))(x, ws)
+    loop = mx.stack([F.rms_norm(x[i], ws[i], 1e-5) for i in range(3)])
+    assert_close(out, np.asarray(loop), 1e-6, 1e-6)
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def test_bad_input_raises_at_the_call():
+    x = mx.zeros((2, 3, 8))
+    q = mx.zeros((1, 4, 3, 8))
+    kv = mx.zeros((1, 2, 5, 8))
+    bad = [
+        lambda: F.rms_norm(mx.zeros((2, 8), mx.int32), None, 1e-5),
+        lambda: F.rms_norm(x, mx.ones((2, 8)), 1e-5),
+        lambda: F.rms_norm(x, mx.ones((7,)), 1e-5),
+        lambda: F.layer_norm(x, None, mx.ones((9,)), 1e-5),
+        lambda: F.rope(x[0], 8, traditional=False, base=10.0, scale=1.0, offset=0),
+        lambda: F.rope(x.astype(mx.int32), 8, traditional=False, base=10.0, scale=1.0, offset=0),
+        lambda: F.rope(x, 7, traditional=False, base=10.0, scale=1.0, offset=0),
+        lambda: F.rope(x, 10, traditional=False, base=10.0, scale=1.0, offset=0),
+        lambda: F.rope(x, 8, traditional=False, base=None, scale=1.0, offset=0),
+        lambda: F.rope(x, 8, traditional=False, base=1.0, scale=1.0, offset=0, freqs=mx.ones(4)),
+        lambda: F.rope(x, 8, traditional=False, base=None, scale=1.0, offset=0, freqs=mx.ones(3)),
+        lambda: F.rope(x, 8, traditional=False, base=10.0, scale=1.0, offset=mx.array([1.5, 2.0])),
+        lambda: F.rope(x, 8, traditional=False, base=10.0, scale=1.0, offset=mx.array([1, 2, 3])),
+        lambda: F.scaled_dot_product_attention(q[0], kv[0], kv[0], scale=1.0),
+        lambda: F.scaled_dot_product_attention(q, mx.zeros((1, 3, 5, 8)), mx.zeros((1, 3, 5, 8)), scale=1.0),
+        lambda: F.scaled_dot_product_attention(q, kv, kv, scale=1.0, mask="diagonal"),
+        lambda: F.scaled_dot_product_attention(q, kv, kv, scale=1.0, mask=mx.zeros((2, 3, 5))),
+        lambda: F.scaled_dot_product_attention(q, kv, kv, scale=1.0, mask=mx.zeros((1, 1, 1, 3, 5))),
+        lambda: F.scaled_dot_product_attention(q.astype(mx.float16), kv.astype(mx.float16), kv.astype(mx.float16),
+                                               scale=1.0, mask=mx.zeros((3, 5))),
+        lambda: F.scaled_dot_product_attention(q, kv, kv, scale=1.0, sinks=mx.zeros((5,))),
+        lambda: F.scaled_dot_product_attention(q.astype(mx.int32), kv.astype(mx.int32), kv.astype(mx.int32),
+                                               scale=1.0),
+    ]
+    for i, call in enumerate(bad):
+        with pytest.raises(ValueError):
+            call()
+            pytest.fail(f"case {i} did not raise")
+
+
+# -- against MLX ---------------------------------------------------------------------------------------------------
+def test_against_mlx(rng):
+    mlx = pytest.importorskip("mlx.core")
+    x = rng.standard_normal((2, 3, 6, 16)).astype(np.float32)
+    w = rng.standard_normal((16,)).astype(np.float32)
+    pairs = [
+        (F.rms_norm(mx.array(x), mx.array(w), 1e-5), mlx.fast.rms_norm(mlx.array(x), mlx.array(w), 1e-5)),
+        (F.layer_norm(mx.array(x), mx.array(w), None, 1e-5),
+         mlx.fast.layer_norm(mlx.array(x), mlx.array(w), None, 1e-5)),
+    ]
+    for trad in (False, True):
+        kw = dict(traditional=trad, base=10000.0, scale=0.5, offset=3)
+        pairs.append((F.rope(mx.array(x), 12, **kw), mlx.fast.rope(mlx.array(x), 12, **kw)))
+    k = rng.standard_normal((2, 1, 9, 16)).astype(np.float32)
+    for mask in (None, "causal"):
+        pairs.append((F.scaled_dot_product_attention(mx.array(x), mx.array(k), mx.array(k), scale=0.25, mask=mask),
+                      mlx.fast.scaled_dot_product_attention(mlx.array(x), mlx.array(k), mlx.array(k), scale=0.25,
+                                                            mask=mask)))
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=2e-5, atol=2e-5)
+
+
+# -- custom kernels ------------------------------------------------------------------------------------------------
+def test_metal_kernel_raises_when_called():
+    kernel = F.metal_kernel(name="k", input_names=["a"], output_names=["o"], source="o[0] = a[0];")
+    with pytest.raises(RuntimeError, match="Metal"):
+        kernel(inputs=[mx.zeros(2)], grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(2,)],
+               output_dtypes=[mx.float32])
+
+
+def test_cuda_kernel_refuses_a_cpu_stream():
+    kernel = F.cuda_kernel(name="k", input_names=["a"], output_names=["o"], source="o[0] = a[0];")
+    with pytest.raises((RuntimeError, ValueError), match="cuda_kernel 'k'"):
+        kernel(inputs=[mx.zeros(2)], grid=(1, 1, 1), threadgroup=(1, 1, 1), output_shapes=[(2,)],
+               output_dtypes=[mx.float32], stream=mx.cpu)
+
+
+_EXP = """
+    auto elem = cooperative_groups::this_grid().thread_rank();
+    if (elem < inp_size) {
+        auto loc = elem_to_loc(elem, inp_shape.data(), inp_strides.data(), inp_ndim);
+        out[elem] = exp(static_cast<float>(inp[loc])) * scale_by;
+    }
+"""
+
+
+def test_cuda_kernel_source():
+    from umx.backends.cuda.custom_kernel import source_of
+    from umx.primitives import CudaKernel
+
+    prim = CudaKernel("myexp", ("inp",), ("out",), _EXP, "", False, 0, (("scale_by", 2), ("T", mx.float16)),
+                      (8, 1, 1), (4, 1, 1), (mx.bfloat16,), ((8,),), (mx.float32,), None, False)
+    code, expr = source_of(prim)
+    assert expr == "umx_custom_myexp<2, __half>"
+    assert "template <int scale_by, typename T>" in code
+    assert ("void umx_custom_myexp(const __nv_bfloat16* __restrict__ inp, const long long* inp_shape_ptr, "
+            "const long long* inp_strides_ptr, const int inp_ndim, float* out)") in code
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+def test_cuda_kernel_runs_on_the_gpu(rng):
+    a = mx.array(rng.standard_normal((3, 6)).astype(np.float32))
+    strided = mx.tile(a[::2], [4, 1])
+    for contiguous in (True, False):
+        source = _EXP.replace("inp_size", str(strided.size))
+        kernel = F.cuda_kernel(name=f"myexp{contiguous}", input_names=["inp"], output_names=["out"], source=source,
+                               ensure_row_contiguous=contiguous)
+        (out,) = kernel(inputs=[strided], template=[("scale_by", 2)], grid=(strided.size, 1, 1),
+                        threadgroup=(32, 1, 1), output_shapes=[strided.shape], output_dtypes=[mx.float32],
+                        stream=mx.gpu)
+        assert_close(out, 2 * np.exp(np.asarray(strided)), 1e-5, 1e-5)
+    source = """
+        auto i = cooperative_groups::this_grid().thread_rank();
+        if (i < 4) { out1[i] = a[i] + static_cast<float>(b[i]) + c[0] + (flag ? n : 0); out2[i] = T(1); }
+    """
+    kernel = F.cuda_kernel(name="args", input_names=["a", "b", "c"], output_names=["out1", "out2"], source=source)
+    out1, out2 = kernel(inputs=[mx.ones(4), mx.full((4,), 2.0, mx.bfloat16), 0.5],
+                        template=[("flag", True), ("n", 3), ("T", mx.int32)], grid=(4, 1, 1),
+                        threadgroup=(2, 1, 1), output_shapes=[(4,), (4,)], output_dtypes=[mx.float32, mx.int32],
+                        init_value=0, stream=mx.gpu)
+    assert_close(out1, np.full(4, 6.5))
+    assert_close(out2, np.ones(4, np.int32))

@@ -1,0 +1,147 @@
+"""``mx.fast.cuda_kernel``: a user's kernel body, given a generated signature, compiled once per source and
+template instance through CuPy's ``RawModule`` and launched on the current CuPy stream (the executor sets it to
+the umx stream the node runs on).
+
+bfloat16 arrays are stored as float32 in umx: they travel to the kernel as real bfloat16 (their top 16 bits), and
+bfloat16 outputs come back the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _cupy
+
+cp = _cupy()
+
+_CTYPES = {
+    "bool": "bool", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
+    "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "float16": "__half",
+    "bfloat16": "__nv_bfloat16", "float32": "float", "float64": "double", "complex64": "cuFloatComplex",
+}
+
+_PREAMBLE = r"""
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <cuComplex.h>
+typedef signed char int8_t;
+typedef short int16_t;
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#ifndef WARP_SIZE
+#define WARP_SIZE 32
+#endif
+struct umx_dims {  // an input's shape or strides (in elements), indexable, with .data() as in MLX
+  const long long* p;
+  __device__ const long long* data() const { return p; }
+  __device__ long long operator[](int i) const { return p[i]; }
+};
+__device__ inline long long elem_to_loc(long long elem, const long long* shape, const long long* strides,
+                                        int ndim) {
+  long long loc = 0;
+  for (int i = ndim - 1; i >= 0; --i) {
+    loc += (elem % shape[i]) * strides[i];
+    elem /= shape[i];
+  }
+  return loc;
+}
+"""
+
+
+def _template_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    name = getattr(value, "name", None)
+    if name in _CTYPES:
+        return _CTYPES[name]
+    raise ValueError(f"cuda_kernel: template values are dtypes, ints or bools, got {value!r}")
+
+
+def _template_param(key: str, value) -> str:
+    if isinstance(value, bool):
+        return f"bool {key}"
+    if isinstance(value, int):
+        return f"int {key}"
+    return f"typename {key}"
+
+
+def source_of(prim) -> tuple:
+    """``(code, function name expression)`` of the kernel ``prim`` describes."""
+    fn = f"umx_custom_{prim.name}"
+    params, views = [], []
+    for name, d in zip(prim.input_names, prim.input_dtypes):
+        params.append(f"const {_CTYPES[d.name]}* __restrict__ {name}")
+        for part in ("shape", "strides"):
+            if f"{name}_{part}" in prim.source:
+                params.append(f"const long long* {name}_{part}_ptr")
+                views.append(f"  const umx_dims {name}_{part}{{{name}_{part}_ptr}};")
+        if f"{name}_ndim" in prim.source:
+            params.append(f"const int {name}_ndim")
+    params += [f"{_CTYPES[d.name]}* {name}" for name, d in zip(prim.output_names, prim.output_dtypes)]
+    if prim.template:
+        head = f"template <{', '.join(_template_param(k, v) for k, v in prim.template)}>\n__global__"
+        expr = f"{fn}<{', '.join(_template_value(v) for _, v in prim.template)}>"
+    else:
+        head, expr = 'extern "C" __global__', fn
+    body = "\n".join(views)
+    code = f"{_PREAMBLE}\n{prim.header}\n{head} void {fn}({', '.join(params)}) {{\n{body}\n{prim.source}\n}}\n"
+    return code, expr
+
+
+@functools.lru_cache(maxsize=256)
+def _function(code: str, expr: str, templated: bool):
+    """The compiled kernel (NVRTC runs once per distinct source and instance; CuPy loads it per device)."""
+    if templated:
+        return cp.RawModule(code=code, name_expressions=[expr]).get_function(expr)
+    return cp.RawModule(code=code).get_function(expr)
+
+
+def _to_device(x, dtype):
+    """An input as the kernel reads it: a device array, bfloat16 as its 16-bit pattern."""
+    x = cp.asarray(x)
+    if dtype.name == "bfloat16":
+        return (cp.ascontiguousarray(x, dtype=cp.float32).view(cp.uint32) >> 16).astype(cp.uint16)
+    return x
+
+
+def run(prim, *inputs):
+    """The kernel on the current stream: the outputs, as a tuple (one per output name)."""
+    code, expr = source_of(prim)
+    if prim.verbose:
+        print(f"Generated source code for {expr}:\n```\n{code}\n```")
+    kern = _function(code, expr, bool(prim.template))
+    args = []
+    for name, x, d in zip(prim.input_names, inputs, prim.input_dtypes):
+        x = _to_device(x, d)
+        if prim.ensure_row_contiguous:
+            x = cp.ascontiguousarray(x)
+        args.append(x)
+        for part, values in (("shape", x.shape), ("strides", tuple(s // x.itemsize for s in x.strides))):
+            if f"{name}_{part}" in prim.source:
+                args.append(cp.asarray(np.asarray(values, dtype=np.int64)))
+        if f"{name}_ndim" in prim.source:
+            args.append(np.int32(x.ndim))
+    outs = []
+    for shape, d in zip(prim.output_shapes, prim.output_dtypes):
+        storage = cp.uint16 if d.name == "bfloat16" else d.np
+        if prim.init_value is None:
+            out = cp.empty(shape, dtype=storage)
+        elif d.name == "bfloat16":
+            bits = int(np.array(prim.init_value, np.float32).view(np.uint32) >> 16)
+            out = cp.full(shape, bits, dtype=cp.uint16)
+        else:
+            out = cp.full(shape, prim.init_value, dtype=storage)
+        outs.append(out)
+    blocks = tuple(-(-g // t) for g, t in zip(prim.grid, prim.threadgroup))
+    kern(blocks, prim.threadgroup, tuple(args + outs), shared_mem=prim.shared_memory)
+    return tuple((o.astype(cp.uint32) << 16).view(cp.float32) if d.name == "bfloat16" else o
+                 for o, d in zip(outs, prim.output_dtypes))

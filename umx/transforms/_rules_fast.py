@@ -1,0 +1,377 @@
+"""Derivative and batching rules of the ``mx.fast`` and quantization primitives.
+
+The normalizations and attention differentiate the same computation written in plain ops (``umx.fast``'s
+``_composed_*``), so gradients of every order exist and agree with the fused forward pass. RoPE is linear in its
+input: its jvp is itself, its vjp the opposite rotation. Quantized products are linear in the input and, in the
+affine mode, in the scales and biases jointly; the float modes have no gradient for their scale bytes.
+"""
+
+from __future__ import annotations
+
+from .. import dtypes as dt
+from .. import fast
+from .. import ops as m
+from ..array import array, node
+from ..devices import resolve_stream
+from ..primitives import (
+    CudaKernel,
+    Dequantize,
+    FromFP8,
+    GatherMM,
+    GatherQMM,
+    LayerNorm,
+    Quantize,
+    QuantizedMatmul,
+    RMSNorm,
+    RoPE,
+    ScaledDotProductAttention,
+    ToFP8,
+)
+from ._batching import _lift, _same, _size
+from ._rules_elementwise import unbroadcast
+from .autodiff import _marker, backward, forward, needs_gradient
+
+
+def _stream():
+    return resolve_stream(None)
+
+
+# -- rules from the plain-op computation ----------------------------------------------------------------------
+def _composed(compose):
+    """``(vjp, jvp)`` that differentiate ``compose(prim, *inputs)``, the primitive's computation in plain ops."""
+
+    def vjp(self, primals, cotangents, outputs):
+        markers = [_marker(p) for p in primals]
+        return backward([compose(self, *markers)], cotangents[:1], markers)
+
+    def jvp(self, primals, tangents, outputs):
+        markers = [_marker(p) for p in primals]
+        return forward([compose(self, *markers)], markers, list(tangents))
+
+    return vjp, jvp
+
+
+RMSNorm.vjp, RMSNorm.jvp = _composed(fast._composed_rms_norm)
+LayerNorm.vjp, LayerNorm.jvp = _composed(fast._composed_layer_norm)
+ScaledDotProductAttention.vjp, ScaledDotProductAttention.jvp = _composed(fast._composed_sdpa)
+
+
+# -- RoPE -----------------------------------------------------------------------------------------------------
+def _rope_jvp(self, primals, tangents, outputs):
+    t = tangents[0]
+    if t is None:
+        return [None]
+    return [node(self, (t, *primals[1:]), t._shape, outputs[0]._dtype, _stream())]
+
+
+def _rope_vjp(self, primals, cotangents, outputs):
+    c = cotangents[0]
+    back = RoPE(self.dims, self.traditional, self.base, self.scale, self.offset, not self.inverse)
+    return [node(back, (c, *primals[1:]), c._shape, primals[0]._dtype, _stream())] + [None] * (len(primals) - 1)
+
+
+RoPE.jvp, RoPE.vjp = _rope_jvp, _rope_vjp
+
+
+# -- quantized products ---------------------------------------------------------------------------------------
+def _packed(self, primals: list, at: int) -> tuple:
+    """``(w, scales, biases or None)`` starting at input ``at``."""
+    biases = primals[at + 2] if self.mode == "affine" else None
+    return primals[at], primals[at + 1], biases
+
+
+def _scales_grad_check(self, scales) -> None:
+    if self.mode != "affine" and needs_gradient(scales):
+        raise ValueError(f"{self.name}: no gradient with respect to the scales in mode {self.mode!r} (only the "
+                         "affine mode's scales and biases are differentiable)")
+
+
+def _scales_biases_grads(self, w, scales, biases, dw: array) -> list:
+    """Cotangents of the affine scales and biases from that of the dequantized matrix ``dw``."""
+    codes = m.dequantize(w, m.ones(scales._shape), m.zeros(biases._shape), self.group_size, self.bits,
+                         dtype=dt.float32)
+    groups = dw._shape[:-1] + (scales._shape[-1], self.group_size)
+    ds = m.sum(m.reshape(dw * codes, groups), axis=-1)
+    db = m.sum(m.reshape(dw, groups), axis=-1)
+    return [ds.astype(scales._dtype), db.astype(biases._dtype)]
+
+
+def _quantized_matmul_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    w, scales, biases = _packed(self, primals, 1)
+    _scales_grad_check(self, scales)
+    c = cotangents[0]
+    dx = m.quantized_matmul(c, w, scales, biases, not self.transpose, self.group_size, self.bits, self.mode)
+    grads = [unbroadcast(dx, x._shape).astype(x._dtype), None]
+    if self.mode != "affine":
+        return grads + [None]
+    unpacked = w._shape[:-1] + (w._shape[-1] * 32 // self.bits,)
+    xa = x.astype(c._dtype)
+    dw = m.swapaxes(c, -1, -2) @ xa if self.transpose else m.swapaxes(xa, -1, -2) @ c
+    return grads + _scales_biases_grads(self, w, scales, biases, unbroadcast(dw, unpacked))
+
+
+def _quantized_matmul_jvp(self, primals, tangents, outputs):
+    x = primals[0]
+    w, scales, biases = _packed(self, primals, 1)
+    tx, ts = tangents[0], tangents[2]
+    tb = tangents[3] if biases is not None else None
+    out = None
+    if tx is not None:
+        out = m.quantized_matmul(tx, w, scales, biases, self.transpose, self.group_size, self.bits, self.mode)
+    if ts is not None or tb is not None:
+        if self.mode != "affine":
+            raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
+        ts = m.zeros_like(scales) if ts is None else ts
+        tb = m.zeros_like(biases) if tb is None else tb
+        t = m.quantized_matmul(x, w, ts, tb, self.transpose, self.group_size, self.bits)
+        out = t if out is None else out + t
+    return [out]
+
+
+QuantizedMatmul.vjp, QuantizedMatmul.jvp = _quantized_matmul_vjp, _quantized_matmul_jvp
+
+
+def _flat_batches(a: array) -> array:
+    return m.reshape(a, (-1,) + a._shape[-2:])
+
+
+def _scatter_batches(shape: tuple, index: array, values: array) -> array:
+    """``values`` (one matrix per index entry) added into zeros of ``shape`` at the flat batch ``index``."""
+    flat = m.zeros((_count(shape[:-2]),) + shape[-2:], dtype=values._dtype)
+    summed = flat.at[m.reshape(index, (-1,))].add(m.reshape(values, (-1,) + values._shape[-2:]))
+    return m.reshape(summed, shape)
+
+
+def _count(shape: tuple) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _gather_qmm_vjp(self, primals, cotangents, outputs):
+    x = primals[0]
+    w, scales, biases = _packed(self, primals, 1)
+    batch = outputs[0]._shape[:-2]
+    lhs, rhs = m.broadcast_to(primals[-2], batch), m.broadcast_to(primals[-1], batch)
+    _scales_grad_check(self, scales)
+    c = cotangents[0]
+    per_entry = m.gather_qmm(c, w, scales, biases, None, rhs, not self.transpose, self.group_size, self.bits,
+                             self.mode)
+    grads = [_scatter_batches(x._shape, lhs, per_entry).astype(x._dtype), None]
+    if self.mode != "affine":
+        return grads + [None, None, None]
+    xg = m.take(_flat_batches(x), m.reshape(lhs, (-1,)), axis=0).astype(c._dtype)
+    cf = _flat_batches(c)
+    dw = m.swapaxes(cf, -1, -2) @ xg if self.transpose else m.swapaxes(xg, -1, -2) @ cf
+    unpacked = w._shape[:-1] + (w._shape[-1] * 32 // self.bits,)
+    return grads + _scales_biases_grads(self, w, scales, biases, _scatter_batches(unpacked, rhs, dw)) + [None, None]
+
+
+def _gather_qmm_jvp(self, primals, tangents, outputs):
+    x = primals[0]
+    w, scales, biases = _packed(self, primals, 1)
+    lhs, rhs = primals[-2], primals[-1]
+    tx, ts = tangents[0], tangents[2]
+    tb = tangents[3] if biases is not None else None
+    out = None
+    if tx is not None:
+        out = m.gather_qmm(tx, w, scales, biases, lhs, rhs, self.transpose, self.group_size, self.bits, self.mode)
+    if ts is not None or tb is not None:
+        if self.mode != "affine":
+            raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
+        ts = m.zeros_like(scales) if ts is None else ts
+        tb = m.zeros_like(biases) if tb is None else tb
+        t = m.gather_qmm(x, w, ts, tb, lhs, rhs, self.transpose, self.group_size, self.bits)
+        out = t if out is None else out + t
+    return [out]
+
+
+GatherQMM.vjp, GatherQMM.jvp = _gather_qmm_vjp, _gather_qmm_jvp
+
+
+def _gather_mm_vjp(self, primals, cotangents, outputs):
+    a, b = primals[:2]
+    batch = outputs[0]._shape[:-2]
+    lhs, rhs = m.broadcast_to(primals[2], batch), m.broadcast_to(primals[3], batch)
+    c = cotangents[0]
+    da = m.gather_mm(c, m.swapaxes(b, -1, -2), None, rhs)
+    ag = m.take(_flat_batches(a), m.reshape(lhs, (-1,)), axis=0)
+    db = m.swapaxes(ag, -1, -2) @ _flat_batches(c)
+    return [_scatter_batches(a._shape, lhs, da), _scatter_batches(b._shape, rhs, db), None, None]
+
+
+def _gather_mm_jvp(self, primals, tangents, outputs):
+    a, b, lhs, rhs = primals
+    ta, tb = tangents[0], tangents[1]
+    out = None if ta is None else m.gather_mm(ta, b, lhs, rhs)
+    if tb is not None:
+        t = m.gather_mm(a, tb, lhs, rhs)
+        out = t if out is None else out + t
+    return [out]
+
+
+GatherMM.vjp, GatherMM.jvp = _gather_mm_vjp, _gather_mm_jvp
+
+
+def _dequantize_vjp(self, primals, cotangents, outputs):
+    w, scales, biases = _packed(self, primals, 0)
+    _scales_grad_check(self, scales)
+    if self.mode != "affine":
+        return [None] * len(primals)
+    return [None] + _scales_biases_grads(self, w, scales, biases, cotangents[0].astype(dt.float32))
+
+
+def _dequantize_jvp(self, primals, tangents, outputs):
+    w, scales, biases = _packed(self, primals, 0)
+    ts = tangents[1]
+    tb = tangents[2] if biases is not None else None
+    if ts is None and tb is None:
+        return [None]
+    if self.mode != "affine":
+        raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
+    ts = m.zeros_like(scales) if ts is None else ts
+    tb = m.zeros_like(biases) if tb is None else tb
+    return [m.dequantize(w, ts, tb, self.group_size, self.bits, dtype=self.dtype)]
+
+
+Dequantize.vjp, Dequantize.jvp = _dequantize_vjp, _dequantize_jvp
+
+
+def _no_vjp(self, primals, cotangents, outputs):
+    return [None] * len(primals)
+
+
+def _no_jvp(self, primals, tangents, outputs):
+    return [None] * len(outputs)
+
+
+# Codes are integers: nothing differentiates through them.
+for _cls in (Quantize, ToFP8, FromFP8):
+    _cls.vjp, _cls.jvp = _no_vjp, _no_jvp
+
+
+# -- batching -------------------------------------------------------------------------------------------------
+def _batched(x: array, axis, size: int) -> array:
+    """``x`` with the batch first: broadcast along a new first axis if it has none."""
+    return x if axis is not None else m.broadcast_to(x, (size,) + x._shape)
+
+
+def _norm_vmap(self, inputs, axes, outputs):
+    x, *params = inputs
+    b = _size(inputs, axes)
+    x = _batched(x, axes[0], b)
+    o = outputs[0]
+    if all(a is None for a in axes[1:]):
+        return [node(self, (x, *params), (b,) + o._shape, o._dtype, _stream())]
+    # batched weights or biases: normalize, then scale and shift with them lifted against x
+    y = fast.rms_norm(x, None, self.eps) if type(self) is RMSNorm else fast.layer_norm(x, None, None, self.eps)
+    lifted = [_lift(p, a, x.ndim - 1) for p, a in zip(params, axes[1:])]
+    if getattr(self, "has_weight", True):
+        y = y * lifted.pop(0)
+    if lifted:
+        y = y + lifted[0]
+    return [y.astype(o._dtype)]
+
+
+def _rope_vmap(self, inputs, axes, outputs):
+    if self.base is None and axes[-1] is not None:
+        raise NotImplementedError("RoPE has no vmap rule for batched frequencies")
+    x, *rest = inputs
+    v = _size(inputs, axes)
+    x = _batched(x, axes[0], v)
+    o = outputs[0]
+    if self.offset is not None or (axes[1] is None and rest[0].size == 1):  # one offset for every entry
+        return [node(self, (x, *rest), x._shape, o._dtype, _stream())]
+    # an offset per batch entry, or per mapped slice: merge the mapped axis into the batch entries
+    b = x._shape[1]
+    off = rest[0]
+    off = m.reshape(off, (v, -1)) if axes[1] is not None else m.reshape(off, (1, -1))
+    off = m.reshape(m.broadcast_to(off, (v, b)), (v * b,))
+    merged = m.reshape(x, (v * b,) + x._shape[2:])
+    y = node(self, (merged, off, *rest[1:]), merged._shape, o._dtype, _stream())
+    return [m.reshape(y, x._shape)]
+
+
+def _sdpa_vmap(self, inputs, axes, outputs):
+    if self.has_sinks and axes[-1] is not None:
+        raise NotImplementedError("ScaledDotProductAttention has no vmap rule for batched sinks")
+    v = _size(inputs, axes)
+    q, k, val = (_batched(x, a, v) for x, a in zip(inputs[:3], axes[:3]))
+    b = q._shape[1]
+    merged = [m.reshape(x, (v * b,) + x._shape[2:]) for x in (q, k, val)]
+    rest = list(inputs[3:])
+    if self.mask in ("bool", "additive"):
+        mask, batched = rest[0], axes[3] is not None
+        lead = (v,) if batched else ()
+        mask = m.reshape(mask, lead + (1,) * (4 + len(lead) - mask.ndim) + mask._shape[len(lead):])
+        if batched or mask._shape[0] != 1:  # the mask varies along the merged axis: give it that axis whole
+            mask = m.reshape(m.broadcast_to(mask if batched else m.expand_dims(mask, 0), (v, b) + mask._shape[-3:]),
+                             (v * b,) + mask._shape[-3:])
+        rest[0] = mask
+    o = outputs[0]
+    y = node(self, (*merged, *rest), (v * b,) + o._shape[1:], o._dtype, _stream())
+    return [m.reshape(y, (v,) + o._shape)]
+
+
+def _quantize_vmap(self, inputs, axes, outputs):
+    if len(inputs) > 1 and axes[1] is not None:
+        raise NotImplementedError("Quantize has no vmap rule for a batched global scale")
+    v = _size(inputs, axes)
+    w = _batched(inputs[0], axes[0], v)
+    outs = [node(None, (w, *inputs[1:]), (v,) + o._shape, o._dtype, _stream()) for o in outputs]
+    for o in outs:
+        o._prim = self
+        o._siblings = tuple(outs)
+    return outs
+
+
+def _dequantize_vmap(self, inputs, axes, outputs):
+    if self.has_global and axes[-1] is not None:
+        raise NotImplementedError("Dequantize has no vmap rule for a batched global scale")
+    v = _size(inputs, axes)
+    n = len(inputs) - self.has_global
+    packed = [_batched(x, a, v) for x, a in zip(inputs[:n], axes[:n])]
+    o = outputs[0]
+    return [node(self, (*packed, *inputs[n:]), (v,) + o._shape, o._dtype, _stream())]
+
+
+def _quantized_matmul_vmap(self, inputs, axes, outputs):
+    v = _size(inputs, axes)
+    x, packed = inputs[0], list(inputs[1:])
+    o = outputs[0]
+    if all(a is None for a in axes[1:]) and packed[0].ndim == 2:  # one matrix: x's rows, whatever their batch
+        x = _batched(x, axes[0], v)
+        return [node(self, (x, *packed), x._shape[:-1] + o._shape[-1:], o._dtype, _stream())]
+    # batches of matrices: align the batch axes of x and of the packed arrays (which carry the batch together)
+    if any(a is not None for a in axes[1:]):
+        packed = [_batched(p, a, v) for p, a in zip(packed, axes[1:])]
+        nd = max(x.ndim - (axes[0] is not None), packed[0].ndim - 1)
+        packed = [_lift(p, 0, nd) for p in packed]
+    else:
+        nd = max(x.ndim - (axes[0] is not None), packed[0].ndim)
+    x = _lift(_batched(x, axes[0], v), 0, nd)
+    shape = m.broadcast_shapes(x._shape[:-2], packed[0]._shape[:-2]) + o._shape[-2:]
+    return [node(self, (x, *packed), shape, o._dtype, _stream())]
+
+
+def _custom_kernel_vmap(self, inputs, axes, outputs):
+    raise NotImplementedError("CudaKernel has no vmap rule: a user's kernel indexes its buffers itself, so vmap "
+                              "calls the function once per slice")
+
+
+def _gather_vmap(self, inputs, axes, outputs):
+    raise NotImplementedError(f"{self.name} has no vmap rule: its indices address flattened batches, so vmap "
+                              "calls the function once per slice")
+
+
+RMSNorm.vmap = LayerNorm.vmap = _norm_vmap
+RoPE.vmap = _rope_vmap
+ScaledDotProductAttention.vmap = _sdpa_vmap
+Quantize.vmap = _quantize_vmap
+Dequantize.vmap = _dequantize_vmap
+QuantizedMatmul.vmap = _quantized_matmul_vmap
+GatherQMM.vmap = GatherMM.vmap = _gather_vmap
+CudaKernel.vmap = _custom_kernel_vmap
+ToFP8.vmap = FromFP8.vmap = _same
