@@ -5,6 +5,7 @@ from .creation import Arange, Eye, Full, Linspace
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
+from .io import FileReadError, Load
 from .layout import (
     AsStrided,
     Diag,
@@ -94,5 +95,5 @@ __all__ = [
     "AsStrided", "Diag", "Diagonal", "DynamicSlice", "DynamicSliceUpdate", "Pad", "PutAlongAxis", "Repeat",
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolve", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
-    "Unique", "STOP_GRADIENT", "StopGradient", "Custom",
+    "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "FileReadError", "Load",
 ]
