@@ -510,6 +510,12 @@ def _gguf_bytes(tensors, kv: bytes = b"", n_kv: int = 0, version: int = 3, magic
     return head + data
 
 
+def _with_offset(raw: bytes, offset: int) -> bytes:
+    """A one-tensor file of ``_gguf_bytes`` (named "a", one dimension: its offset field ends at byte 57) with the
+    tensor's offset replaced."""
+    return raw[:49] + struct.pack("<Q", offset) + raw[57:]
+
+
 def test_gguf_malformed(tmp_path):
     pytest.importorskip("gguf")
     f32 = np.arange(4, dtype="<f4").tobytes()
@@ -532,6 +538,8 @@ def test_gguf_malformed(tmp_path):
         "unsupported_type": _gguf_bytes([("a", [32], 6, 0, b"\x00" * 22)]),
         "string_past_end": _gguf_bytes([], kv=kv, n_kv=1),
         "duplicate": _gguf_bytes([("a", [4], 0, 0, f32), ("a", [4], 0, 32, f32)]),
+        # an offset that wraps the reader's 64-bit sum around to byte 0 (the magic string) of the file
+        "wrapping_offset": _with_offset(_gguf_bytes([("a", [4], 0, 0, f32)]), (1 << 64) - 64),
     }
     for name, raw in cases.items():
         p = tmp_path / f"{name}.gguf"

@@ -20,6 +20,7 @@ from ..primitives.io import Load
 _FROM_NUMPY = {(d.np.kind, d.np.itemsize): d for d in (
     dt.bool_, dt.uint8, dt.uint16, dt.uint32, dt.uint64, dt.int8, dt.int16, dt.int32, dt.int64, dt.float16,
     dt.float32, dt.float64, dt.complex64)}
+_MAX_DIM = np.iinfo(np.intp).max
 
 
 def file_name(file) -> str:
@@ -69,6 +70,8 @@ class Source:
     def array(self, offset: int, shape: tuple, file_dtype: np.dtype, dtype: dt.Dtype, name: str, stream,
               order: str = "C") -> array:
         """The array stored at ``offset``: a ``Load`` node for a path, else decoded from the bytes now."""
+        if math.prod(n for n in shape if n) > _MAX_DIM:
+            raise malformed(self.file, f"shape {shape} is past NumPy's limit of {_MAX_DIM} elements", name)
         prim = Load(self.path, offset, shape, file_dtype.str, order, dtype, name)
         if self.data is None:
             return node(prim, (), shape, dtype, stream)

@@ -64,7 +64,8 @@ def load_gguf(file, stream, want_metadata: bool) -> tuple:
     gguf = _package("load")
     src = Source(file)
     try:
-        reader = _strict_reader(gguf)(src.path)
+        with np.errstate(all="ignore"):  # (the reader's sums may wrap around; the offsets are checked below)
+            reader = _strict_reader(gguf)(src.path)
     except Exception as e:
         raise malformed(file, f"not a valid GGUF file: {e}") from None
     plain = _types(gguf)
@@ -78,13 +79,13 @@ def load_gguf(file, stream, want_metadata: bool) -> tuple:
         count = math.prod(shape)
         block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
         nbytes = count * size // block
-        if count != t.n_elements or t.data_offset + nbytes > src.size:
-            raise malformed(file, f"data of shape {shape} at byte {t.data_offset} do not fit in the file "
+        begin = int(reader.data_offset) + int(t.field.parts[-1][0])  # (without the reader's wrap-around)
+        if count != t.n_elements or begin != t.data_offset or begin + nbytes > src.size:
+            raise malformed(file, f"data of shape {shape} at byte {begin} do not fit in the file "
                             f"({src.size} bytes)", t.name)
-        if (t.data_offset - reader.data_offset) % reader.alignment:
-            raise malformed(file, f"data at byte {t.data_offset} are not aligned to {reader.alignment} bytes",
-                            t.name)
-        spans.append((t.data_offset, t.data_offset + nbytes, t.name))
+        if (begin - reader.data_offset) % reader.alignment:
+            raise malformed(file, f"data at byte {begin} are not aligned to {reader.alignment} bytes", t.name)
+        spans.append((begin, begin + nbytes, t.name))
         if t.tensor_type in plain:
             stored, d = plain[t.tensor_type]
             out[t.name] = src.array(t.data_offset, shape, np.dtype(order + stored), d, t.name, stream)
