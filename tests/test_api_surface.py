@@ -14,14 +14,13 @@ _REL = Path("shared") / "reference" / "mlx_core_names.txt"
 # shared/ sits beside the repository (CI clones it there); a git worktree may sit one level deeper.
 NAMES_FILE = next((p / _REL for p in _REPO.parents if (p / _REL).exists()), _REPO.parent / _REL)
 
-# Families umx leaves out for now (quantization, fp8, convolutions, export, distributed, fast kernels, the metal
-# and cuda submodules).
+# Families umx leaves out for now (quantization, fp8, convolutions, distributed, fast kernels, the metal and cuda
+# submodules).
 EXCLUDED = {
     "quantize", "dequantize", "quantized_matmul", "gather_qmm", "gather_qqmm", "qqmm",
     "to_fp8", "from_fp8",
     "conv1d", "conv2d", "conv3d", "conv_general", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "convolve",
-    "export_function", "export_to_dot", "exporter", "import_function", "FunctionExporter",
     "distributed", "fast",
 }
 
