@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from ..array import array
-from ..transforms import _trees
 
 
 def export_to_dot(file, *args, **kwargs) -> None:
@@ -19,7 +18,13 @@ def export_to_dot(file, *args, **kwargs) -> None:
         *args (array): arrays, or trees (lists, tuples, dicts) of arrays, whose graph to write.
         **kwargs (array): arrays to label with their keyword.
     """
-    outputs = _trees.flatten(list(args))
+    if isinstance(file, (str, os.PathLike)):
+        if not os.fspath(file):
+            raise ValueError("export_to_dot: the file name is empty")
+    elif not callable(getattr(file, "write", None)):
+        raise TypeError(f"export_to_dot: file must be a path or a text file object, got {type(file).__name__}")
+    outputs: list = []
+    _arrays(args, outputs)
     named = {}
     for k, v in kwargs.items():
         if type(v) is not array:
@@ -32,6 +37,20 @@ def export_to_dot(file, *args, **kwargs) -> None:
             fh.write(text)
     else:
         file.write(text)
+
+
+def _arrays(tree, out: list) -> None:
+    """The arrays of ``tree`` appended to ``out``, depth first; any other leaf is a TypeError."""
+    if type(tree) is array:
+        out.append(tree)
+    elif isinstance(tree, (list, tuple)):
+        for t in tree:
+            _arrays(t, out)
+    elif isinstance(tree, dict):
+        for t in tree.values():
+            _arrays(t, out)
+    else:
+        raise TypeError(f"export_to_dot: expected arrays or trees of arrays, got a {type(tree).__name__}")
 
 
 def _dot(outputs: list, named: dict) -> str:

@@ -25,9 +25,9 @@ MAGIC = b"UMXFUNC\n"
 VERSION = 1
 DEVICES = ("cpu", "gpu")
 
-# Primitives that are never written: they would read a file (Load), call Python (Custom) or run source code
-# (custom kernels) when the imported function runs.
-NOT_EXPORTED = frozenset({"Load", "Custom", "CudaKernel", "MetalKernel"})
+# Primitives that are never written: they would read a file (Load), call Python (Custom) or run the file's source
+# code (CUDA kernels) when the imported function runs. (A Metal kernel can be: umx never runs one.)
+NOT_EXPORTED = frozenset({"Load", "Custom", "CudaKernel"})
 
 
 class Step:

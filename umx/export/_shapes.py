@@ -37,6 +37,8 @@ def infer(prim, ins: list, traced_ins: list, traced_outs: list) -> tuple:
     returned ``prim`` then has adjusted). Raises NoRule, or ValueError for shapes the primitive cannot take."""
     name = type(prim).__name__
     shapes = [s for s, _ in ins]
+    if name in ("Reshape", "BroadcastTo") and tuple(prim.shape) != tuple(traced_outs[0]):
+        raise ValueError(f"{name} to {prim.shape} cannot give the shape {traced_outs[0]}")
     if name == "Reshape":
         new = reshaped(traced_ins[0], traced_outs[0], shapes[0])
         return type(prim)(new), [new]
@@ -169,7 +171,14 @@ def _quantized_matmul(prim, shapes, ins):
     return [np.broadcast_shapes(x[:-2], w[:-2]) + x[-2:-1] + (n,)]
 
 
+def _creation(prim, shapes, ins):
+    return [tuple(prim.shape)]
+
+
 _RULES = {
+    "Full": _creation, "RandomBits": _creation,
+    "Eye": lambda prim, shapes, ins: [(prim.n, prim.m)], "Tri": lambda prim, shapes, ins: [(prim.n, prim.m)],
+    "Linspace": lambda prim, shapes, ins: [(prim.num,)],
     "ArgMax": _arg_reduce, "ArgMin": _arg_reduce, "Matmul": _matmul, "Transpose": _transpose,
     "Concatenate": _concatenate, "Split": _split, "Gather": _gather, "TakeAlongAxis": _take_along_axis,
     "Pad": _pad, "Tile": _tile, "Repeat": _repeat, "View": _view, "Convolution": _convolution,
@@ -207,6 +216,8 @@ def _groups(src: tuple, dst: tuple) -> list | None:
 def reshaped(src: tuple, dst: tuple, new: tuple) -> tuple:
     """The shape a reshape traced as ``src -> dst`` gives for an input of shape ``new`` (see the module
     docstring)."""
+    if math.prod(src) != math.prod(dst):
+        raise ValueError(f"Reshape from {src} to {dst} changes the size")
     if new == src:
         return dst
     groups = _groups(src, dst)
@@ -229,6 +240,8 @@ def reshaped(src: tuple, dst: tuple, new: tuple) -> tuple:
 def broadcast(src: tuple, dst: tuple, new: tuple) -> tuple:
     """The shape a broadcast traced as ``src -> dst`` gives for an input of shape ``new``."""
     lead = len(dst) - len(src)
+    if lead < 0 or any(a != b and a != 1 for a, b in zip(src, dst[lead:])):
+        raise ValueError(f"BroadcastTo from {src} to {dst} is not a broadcast")
     out = list(dst)
     for i, (was, now) in enumerate(zip(src, new)):
         if was == dst[lead + i]:
