@@ -220,9 +220,8 @@ class ImportedFunction:
         self._groups = [_group_sizes(t) for t in traces]
         self._traced = [[constants[c]._shape for c in t.constants] + [s for s, _ in t.inputs]
                         + [s.shape for s in t.steps] for t in traces]
-        if not shapeless:
-            for i, t in enumerate(traces):
-                self._check_shapes(i, t)
+        for i, t in enumerate(traces):
+            self._check_shapes(i, t)
 
     def _check_shapes(self, i: int, trace) -> None:
         """Check each step's shapes against its primitive's rule where it has one: a file whose shapes
@@ -254,7 +253,6 @@ class ImportedFunction:
         env = [self._constants[c] for c in trace.constants] + pos + [kw[k] for k in trace.kwargs]
         streams = {d.value: _stream_on(d) for d in DeviceType}
         traced = self._traced[i]
-        n0 = len(env)
         for j, size in self._groups[i]:
             members = trace.steps[j:j + size]
             first = members[0]
@@ -272,21 +270,21 @@ class ImportedFunction:
                 for m in made:
                     m._siblings = group
             env.extend(made)
-        assert len(env) == n0 + len(trace.steps)
         return tuple(env[r] for r in trace.outputs)
 
     def _match(self, pos: list, kw: dict) -> int:
-        sig = _signature(pos, kw, self._shapeless)
+        """The index of the trace that takes these inputs, or a ValueError listing the traces there are."""
+        positional, named = _signature(pos, kw, self._shapeless)
+        wanted = list(positional) + [spec for _, spec in named]
         for i, t in enumerate(self._traces):
-            if t.n_args == len(pos) and t.kwargs == sorted(kw):
-                specs = [(len(s) if self._shapeless else s, d) for s, d in t.inputs]
-                if specs == [spec for spec in sig[0]] + [spec for _, spec in sig[1]]:
-                    return i
+            specs = [(len(s) if self._shapeless else s, d) for s, d in t.inputs]
+            if t.n_args == len(pos) and t.kwargs == sorted(kw) and specs == wanted:
+                return i
         have = "\n".join(f"  {i + 1}. {_describe_inputs(t.inputs[:t.n_args], dict(zip(t.kwargs, t.inputs[t.n_args:])))}"
                          for i, t in enumerate(self._traces))
         got = _describe_inputs([(x._shape, x._dtype) for x in pos], {k: (v._shape, v._dtype) for k, v in kw.items()})
-        raise ValueError(f"import_function: no function in {self._path!r} matches the arguments"
-                         f"{' (shapeless: ranks and dtypes must match)' if self._shapeless else ''}. It has:\n"
+        rule = " (shapeless: ranks and dtypes must match)" if self._shapeless else ""
+        raise ValueError(f"import_function: no function in {self._path!r} matches the arguments{rule}. It has:\n"
                          f"{have}\nCalled with: {got}")
 
 

@@ -72,7 +72,7 @@ class Trace:
 
 # -- the registry ----------------------------------------------------------------------------------------------------
 
-_REGISTRY: dict = {}
+_REGISTRY: list = []  # [the registry], built on first use (after every primitives module is imported)
 
 
 def _classes(cls) -> list:
@@ -90,7 +90,7 @@ def slots(cls) -> tuple:
 def registry() -> dict:
     """Primitive name -> ``(class, slots, shared instance or None)``, for every primitive class umx has (names
     that two classes share, and ``NOT_EXPORTED``, left out)."""
-    if not _REGISTRY:
+    if not _REGISTRY:  # (built whole, then published: a thread never sees part of it)
         seen: dict = {}
         for cls in _classes(_primitives.Primitive):
             seen.setdefault(cls.__name__, set()).add(cls)
@@ -98,11 +98,13 @@ def registry() -> dict:
         for value in _module_values():
             if isinstance(value, _primitives.Primitive) and not slots(type(value)):
                 shared[type(value)] = value
+        table = {}
         for name, classes in seen.items():
             if len(classes) == 1 and name not in NOT_EXPORTED:
                 (cls,) = classes
-                _REGISTRY[name] = (cls, slots(cls), shared.get(cls))
-    return _REGISTRY
+                table[name] = (cls, slots(cls), shared.get(cls))
+        _REGISTRY.append(table)
+    return _REGISTRY[0]
 
 
 def _module_values():
