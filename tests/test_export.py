@@ -148,6 +148,9 @@ def test_export_errors(tmp_path):
         mx.export_function(lambda d: None, lambda x: x, mx.array(1.0), metadata="m")
     with pytest.raises(ValueError, match="Custom cannot be exported"):
         mx.export_function(path, mx.checkpoint(lambda x: mx.sin(x)), mx.ones(2))
+    mx.save(tmp_path / "w.npy", mx.ones(2))
+    with pytest.raises(ValueError, match="Load cannot be exported: it would run code or read files"):
+        mx.export_function(path, lambda x: x + mx.load(tmp_path / "w.npy"), mx.ones(2))
     with pytest.raises(TypeError, match="import_function: file must be a path"):
         mx.import_function(io.BytesIO())
 
