@@ -22,6 +22,7 @@ stress: $(SETUP)
 	UMX_STRESS_PROGRAMS=5000 $(PY) -m pytest tests/test_stress.py -q
 	UMX_STRESS_GRAD_PROGRAMS=3000 $(PY) -m pytest tests/test_stress_grad.py -q
 	UMX_BAD_INPUT_EXAMPLES=200 $(PY) -m pytest tests/test_bad_input.py -q
+	UMX_IO_FUZZ_EXAMPLES=3000 $(PY) -m pytest tests/test_io_fuzz.py tests/test_export.py -k fuzz -q
 
 lint: $(SETUP)
 	$(PY) -m ruff check umx tests bench

@@ -64,6 +64,7 @@ from .dtypes import (
     uint64,
     unsignedinteger,
 )
+from .export import FunctionExporter, export_function, export_to_dot, exporter, import_function
 from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
 from .linalg import matrix_norm
 from .memory import (
@@ -89,7 +90,6 @@ from .transforms import (
     custom_function,
     disable_compile,
     enable_compile,
-    export_to_dot,
     grad,
     jvp,
     value_and_grad,

@@ -8,6 +8,7 @@ from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
 from .fast import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
+from .io import FileReadError, Load
 from .layout import (
     AsStrided,
     Diag,
@@ -112,4 +113,5 @@ __all__ = [
     "CudaKernel", "LayerNorm", "RMSNorm", "RoPE", "ScaledDotProductAttention",
     "GATHER_MM", "TO_FP8", "Dequantize", "FromFP8", "GatherMM", "GatherQMM", "Quantize", "QuantizedMatmul",
     "ToFP8",
+    "FileReadError", "Load",
 ]

@@ -7,10 +7,9 @@ from . import (  # noqa: F401 (attach the rules to the primitives)
     _rules_elementwise,
     _rules_fast,
 )
-from ._dot import export_to_dot
 from .autodiff import grad, jvp, value_and_grad, vjp
 from .compile import checkpoint, compile, custom_function, disable_compile, enable_compile
 from .vmap import vmap
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "vmap", "compile", "disable_compile", "enable_compile",
-           "checkpoint", "custom_function", "export_to_dot"]
+           "checkpoint", "custom_function"]
