@@ -262,6 +262,20 @@ def case_fully_shard(world, s):
     for (path, got), (_, want) in zip(gathered(fsdp).items(), tree_flatten(whole.parameters())):
         check(got, np.asarray(want), f"{path} after training", atol=1e-5)
 
+    # one FullyShardedModule per layer, inside an ordinary model
+    layered = mlp()
+    for i in (0, 2, 3):
+        layered.layers[i] = FullyShardedModule(layered.layers[i])
+    _, g_layered = nn.value_and_grad(layered, loss)(layered, mx.array(batches[rank]), mx.array(targets[rank]))
+    reference = mlp()
+    _, g_whole = nn.value_and_grad(reference, loss)(reference, mx.array(np.concatenate(batches)),
+                                                    mx.array(np.concatenate(targets)))
+    for i in (0, 2, 3):
+        for name, got in g_layered["layers"][i]["module"].items():
+            want = np.asarray(g_whole["layers"][i][name])
+            rows = want.shape[0] // size
+            check(got, want[rank * rows:(rank + 1) * rows], f"layer {i}'s {name} gradient shard", atol=1e-5)
+
     # compute_dtype: gathered (and the gradients summed) in float16, the gradients back in float32
     half = FullyShardedModule(mlp(), compute_dtype=mx.float16)
     x = mx.array(batches[rank])

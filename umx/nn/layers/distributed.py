@@ -468,7 +468,7 @@ class FullyShardedModule(Module):
                                  f"devices: axis 0 must be divisible by {size}.")
             shards.append((path, mx.contiguous(mx.split(weight, size, axis=0)[rank]) if size > 1 else weight))
         module.update(tree_unflatten(shards))
-        self._paths = [path for path, _ in shards]
+        self.__dict__["_paths"] = [path for path, _ in shards]  # an attribute: a list entry would be a child
         self.module = module
 
     def _extra_repr(self) -> str:
