@@ -6,4 +6,4 @@ A model is a :class:`Module`, a dict of its parameters and sub-modules; layers, 
 
 from umx.nn import init, losses, utils
 from umx.nn.layers import *  # noqa: F403
-from umx.nn.utils import value_and_grad
+from umx.nn.utils import average_gradients, value_and_grad
