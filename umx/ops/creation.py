@@ -64,21 +64,21 @@ def empty(shape, dtype=dt.float32, *, stream=None) -> array:
     return zeros(shape, dtype, stream=stream)
 
 
-def zeros_like(a, /, *, stream=None) -> array:
-    """Zeros with the shape and dtype of ``a``."""
+def zeros_like(a, /, dtype=None, *, stream=None) -> array:
+    """Zeros with the shape of ``a`` and its dtype unless ``dtype`` is given."""
     a = as_array(a, "zeros_like")
-    return zeros(a.shape, a.dtype, stream=stream)
+    return zeros(a.shape, a.dtype if dtype is None else dtype, stream=stream)
 
 
-def ones_like(a, /, *, stream=None) -> array:
-    """Ones with the shape and dtype of ``a``."""
+def ones_like(a, /, dtype=None, *, stream=None) -> array:
+    """Ones with the shape of ``a`` and its dtype unless ``dtype`` is given."""
     a = as_array(a, "ones_like")
-    return ones(a.shape, a.dtype, stream=stream)
+    return ones(a.shape, a.dtype if dtype is None else dtype, stream=stream)
 
 
-def empty_like(a, /, *, stream=None) -> array:
-    """An array with the shape and dtype of ``a`` (filled with zeros)."""
-    return zeros_like(a, stream=stream)
+def empty_like(a, /, dtype=None, *, stream=None) -> array:
+    """An array with the shape of ``a`` and its dtype unless ``dtype`` is given (filled with zeros)."""
+    return zeros_like(a, dtype, stream=stream)
 
 
 def full_like(a, /, fill_value, dtype=None, *, stream=None) -> array:
@@ -145,9 +145,21 @@ def identity(n: int, dtype=dt.float32, *, stream=None) -> array:
     return eye(n, n, 0, dtype, stream=stream)
 
 
-def asarray(a, dtype=None) -> array:
-    """``a`` as an array: the same array when it already is one of the dtype, else a conversion."""
-    if type(a) is array and (dtype is None or dt.to_dtype(dtype) is a.dtype):
-        return a
+def asarray(a, dtype=None, *, copy: bool | None = None) -> array:
+    """``a`` as an array (the array API's ``asarray``). An array given is not copied: the result is a new array
+    object sharing its data (converted when ``dtype`` differs).
+
+    Args:
+        a: an array, a scalar, a (nested) sequence, or an object with ``__array__``, ``__dlpack__`` or a buffer.
+        dtype (Dtype, optional): the dtype; by default inferred as ``mx.array`` does.
+        copy (bool, optional): None or True convert (arrays are immutable, so sharing is never observable);
+            False asks never to copy, which umx cannot promise, so it raises ValueError, as MLX does off Apple
+            silicon.
+
+    Returns:
+        array: the array.
+    """
+    if copy is False:
+        raise ValueError("asarray: cannot avoid a copy (copy=False); umx always makes an array of its own")
     return array(a, dtype)
 
