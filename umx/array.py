@@ -28,6 +28,7 @@ __all__ = ["array", "from_dlpack"]
 # MLX keeps shape dimensions in 32-bit integers; larger ones are refused where they enter.
 DIM_MAX = 2**31 - 1
 
+_FROM_NP = {d.np: d for d in _dt.ALL if d is not _dt.bfloat16}  # NumPy dtype -> umx dtype, native byte order
 _SLOTS = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings")
 
 
@@ -125,9 +126,9 @@ class array:  # noqa: N801 (MLX's name)
         return self._host().tolist()
 
     def __array__(self, dtype=None, copy=None):
-        """NumPy's conversion (evaluates). ``copy=True`` gives a copy of its own; otherwise a view of the data,
-        whose ``base`` keeps this array alive, as MLX's views do. A view is writeable when the data is: writing
-        through it changes this array's values behind umx's back, as in MLX."""
+        """NumPy's conversion (evaluates). ``copy=True`` gives a copy of its own, ``copy=None`` the data itself,
+        ``copy=False`` a view of it whose ``base`` keeps this array alive, as MLX's views do. The data is writeable
+        when the kernel's result was: writing to it changes this array's values behind umx's back, as in MLX."""
         d = self._host()
         if dtype is not None and np.dtype(dtype) != d.dtype:
             if copy is False:
@@ -135,9 +136,14 @@ class array:  # noqa: N801 (MLX's name)
             return d.astype(dtype)
         if copy:
             return d.copy()
-        if d.ndim == 0:
-            return np.array(d)  # (a 0-d view costs more than the one element it would save)
-        return np.asarray(_HostView(self, d))
+        if copy is None or d.ndim == 0:
+            return d
+        return np.asarray(_HostView(self, d))  # copy=False: a view that keeps this array alive
+
+    def __buffer__(self, flags):
+        """The buffer protocol (Python 3.12 and later: ``memoryview(a)``, ``bytes(a)``): a view of the data that keeps
+        this array alive, as ``np.array(a, copy=False)`` is."""
+        return memoryview(self.__array__(copy=False))
 
     def __array_namespace__(self, api_version=None):
         """The array API namespace: the ``umx`` module (array API functions such as ``asarray``, ``isdtype``,
@@ -496,7 +502,7 @@ def _reread(new: array, a: array, old: array, mark: int) -> None:
         ins = n._inputs
         for x in ins:
             if x is a:
-                n._inputs = tuple(old if y is a else y for y in ins)
+                n._inputs = tuple([old if y is a else y for y in ins])
             elif x._prim is not None and x._seq > mark and x._exec is None:
                 todo.append(x)
 
@@ -562,20 +568,24 @@ def _from_numpy(arr: np.ndarray, dt: _dt.Dtype | None, copy: bool) -> tuple:
     """Host data and umx dtype for typed data: its dtype is kept, except float64 and complex128 (without ``dt``),
     big-endian data (converted) and ml_dtypes' bfloat16. ``copy``: the data may be the caller's buffer, which the
     caller may write to later, so it is copied."""
-    _check_shape(arr.shape)
+    if arr.size > DIM_MAX:
+        _check_shape(arr.shape)
     nd = arr.dtype
-    if nd.name == "bfloat16":
-        return arr.astype(np.float32), _dt.bfloat16
-    if nd.kind in "biufc" and not nd.isnative:
-        arr, copy = arr.astype(nd.newbyteorder("=")), False
-    if nd.kind == "f" and nd.itemsize == 8 and dt is None:
+    d = _FROM_NP.get(nd)  # (native byte order only: a big-endian dtype is not equal to its native twin)
+    if d is None:
+        if nd.kind not in "biufc":
+            if nd.name == "bfloat16":
+                return arr.astype(np.float32), _dt.bfloat16
+            raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart")
+        if not nd.isnative:
+            return _from_numpy(arr.astype(nd.newbyteorder("=")), dt, copy=False)
+        if nd.kind == "c":
+            return arr.astype(np.complex64), _dt.complex64  # complex128 and longer: MLX's only complex type
+        if nd.kind == "f":  # long double
+            return (arr.astype(np.float32), _dt.float32) if dt is None else (arr.astype(np.float64), _dt.float64)
+        raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart")
+    if d is _dt.float64 and dt is None:
         return arr.astype(np.float32), _dt.float32
-    if nd.kind == "c" and nd != np.complex64:
-        return arr.astype(np.complex64), _dt.complex64
-    try:
-        d = _dt.from_numpy(arr.dtype)
-    except TypeError:
-        raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart") from None
     return (np.array(arr) if copy else arr), d
 
 

@@ -17,6 +17,7 @@ from . import elementwise as ew
 from . import indexing, layout, matmul, reduction, scan, shape
 
 _REFUSED = (list, tuple, str)  # operands MLX's operators refuse (the ops themselves take lists and tuples)
+_PLAIN = frozenset({array, int, float, bool, complex})  # operands that need no such check
 
 # operator -> (public op, MLX's word for it in errors)
 _BINARY = {
@@ -37,9 +38,10 @@ def _operator(public: str, word: str):
     """The twin of op ``public`` used as an operator."""
 
     def slow(prim, name, a, b, stream):
-        for x in (a, b):
-            if isinstance(x, _REFUSED):
-                raise ValueError(f"Cannot perform {word} on an array and {type(x).__name__}")
+        if a.__class__ not in _PLAIN or b.__class__ not in _PLAIN:
+            for x in (a, b):
+                if isinstance(x, _REFUSED):
+                    raise ValueError(f"Cannot perform {word} on an array and {type(x).__name__}")
         if prim.kind == "int":  # MLX's bitwise operators refuse floats with ValueError
             for x in (a, b):
                 d = x._dtype if type(x) is array else (dt.float32 if type(x) is float else None)
