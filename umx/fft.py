@@ -6,10 +6,25 @@ MLX's and NumPy's do, and the usual ``stream=``.
 
 from __future__ import annotations
 
-from . import dtypes as dt
-from .ops._core import array, as_array, axis_of, cast, describe, node, resolve_stream
-from .ops.creation import ones
-from .primitives import FFT, ISTFT, STFT, FFTFreq, FFTShift
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+# Helpers under private names: the module's public names are MLX's mx.fft functions only.
+from . import dtypes as _dt
+from .ops._core import as_array as _as_array
+from .ops._core import axis_of as _axis_of
+from .ops._core import cast as _cast
+from .ops._core import describe as _describe
+from .ops._core import node as _node
+from .ops._core import resolve_stream as _resolve_stream
+from .ops.creation import ones as _ones
+from .primitives import FFT as _FFT
+from .primitives import ISTFT as _ISTFT
+from .primitives import STFT as _STFT
+from .primitives import FFTFreq as _FFTFreq
+from .primitives import FFTShift as _FFTShift
+
+if _TYPE_CHECKING:
+    from .array import array
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
            "fftshift", "ifftshift", "fftfreq", "rfftfreq", "stft", "istft"]
@@ -24,7 +39,7 @@ def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
             axes = tuple(range(a.ndim))
         else:
             axes = tuple(range(a.ndim - len(s), a.ndim))
-    axes = tuple(axis_of(x, a.ndim, op) for x in axes)
+    axes = tuple(_axis_of(x, a.ndim, op) for x in axes)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: repeated axes {axes}")
     if s is None:
@@ -34,30 +49,30 @@ def _plan(a: array, s, axes, op: str, default_axes=None) -> tuple:
         if len(sizes) != len(axes):
             raise ValueError(f"{op}: s {tuple(s)} and axes {axes} must have the same length")
     if any(n <= 0 for n in sizes):
-        raise ValueError(f"{op}: transform sizes must be positive, got {sizes} for {describe(a)}")
+        raise ValueError(f"{op}: transform sizes must be positive, got {sizes} for {_describe(a)}")
     return axes, sizes
 
 
 def _complex(a, op: str, st) -> array:
-    a = as_array(a, op)
-    return cast(a, dt.complex64, st)
+    a = _as_array(a, op)
+    return _cast(a, _dt.complex64, st)
 
 
 def _transform(a, s, axes, inverse: bool, op: str, stream, default_axes=None) -> array:
-    st = resolve_stream(stream)
+    st = _resolve_stream(stream)
     a = _complex(a, op, st)
     axes, sizes = _plan(a, s, axes, op, default_axes)
     shape = list(a._shape)
     for x, n in zip(axes, sizes):
         shape[x] = n
-    return node(FFT(axes, sizes, inverse, False), (a,), tuple(shape), dt.complex64, st)
+    return _node(_FFT(axes, sizes, inverse, False), (a,), tuple(shape), _dt.complex64, st)
 
 
 def _real_forward(a, s, axes, op: str, stream, default_axes=None) -> array:
-    st = resolve_stream(stream)
-    a = as_array(a, op)
-    if a._dtype.kind != "f" or a._dtype is dt.bfloat16 or a._dtype is dt.float16:
-        a = cast(a, dt.float32, st)  # complex input is taken by its real part, as in MLX
+    st = _resolve_stream(stream)
+    a = _as_array(a, op)
+    if a._dtype.kind != "f" or a._dtype is _dt.bfloat16 or a._dtype is _dt.float16:
+        a = _cast(a, _dt.float32, st)  # complex input is taken by its real part, as in MLX
     axes, sizes = _plan(a, s, axes, op, default_axes)
     if not axes:
         raise ValueError(f"{op}: needs at least one axis")
@@ -65,11 +80,11 @@ def _real_forward(a, s, axes, op: str, stream, default_axes=None) -> array:
     for x, n in zip(axes, sizes):
         shape[x] = n
     shape[axes[-1]] = sizes[-1] // 2 + 1
-    return node(FFT(axes, sizes, False, True), (a,), tuple(shape), dt.complex64, st)
+    return _node(_FFT(axes, sizes, False, True), (a,), tuple(shape), _dt.complex64, st)
 
 
 def _real_inverse(a, s, axes, op: str, stream, default_axes=None) -> array:
-    st = resolve_stream(stream)
+    st = _resolve_stream(stream)
     a = _complex(a, op, st)
     if s is None:
         axes, sizes = _plan(a, None, axes, op, default_axes)
@@ -77,13 +92,13 @@ def _real_inverse(a, s, axes, op: str, stream, default_axes=None) -> array:
             raise ValueError(f"{op}: needs at least one axis")
         sizes = sizes[:-1] + (2 * (sizes[-1] - 1),)
         if sizes[-1] <= 0:
-            raise ValueError(f"{op}: the last axis of {describe(a)} is too short to invert; pass its output size")
+            raise ValueError(f"{op}: the last axis of {_describe(a)} is too short to invert; pass its output size")
     else:
         axes, sizes = _plan(a, s, axes, op, default_axes)
     shape = list(a._shape)
     for x, n in zip(axes, sizes):
         shape[x] = n
-    return node(FFT(axes, sizes, True, True), (a,), tuple(shape), dt.float32, st)
+    return _node(_FFT(axes, sizes, True, True), (a,), tuple(shape), _dt.float32, st)
 
 
 def _one(n, axis) -> tuple:
@@ -234,15 +249,15 @@ def irfftn(a, s=None, axes=None, *, stream=None) -> array:
 
 
 def _shift(a, axes, inverse: bool, op: str, stream) -> array:
-    a = as_array(a, op)
+    a = _as_array(a, op)
     if axes is None:
         axes = tuple(range(a.ndim))
     elif isinstance(axes, int):
         axes = (axes,)
-    axes = tuple(axis_of(x, a.ndim, op) for x in axes)
+    axes = tuple(_axis_of(x, a.ndim, op) for x in axes)
     if not axes:
         return a
-    return node(FFTShift(axes, inverse), (a,), a._shape, a._dtype, resolve_stream(stream))
+    return _node(_FFTShift(axes, inverse), (a,), a._shape, a._dtype, _resolve_stream(stream))
 
 
 def fftshift(a, axes=None, *, stream=None) -> array:
@@ -274,7 +289,7 @@ def _freq(n: int, d: float, real: bool, op: str, stream) -> array:
     if d == 0:
         raise ValueError(f"{op}: the sample spacing d must not be zero")
     size = n // 2 + 1 if real else n
-    return node(FFTFreq(n, float(d), real), (), (size,), dt.float32, resolve_stream(stream))
+    return _node(_FFTFreq(n, float(d), real), (), (size,), _dt.float32, _resolve_stream(stream))
 
 
 def fftfreq(n: int, d: float = 1.0, *, stream=None) -> array:
@@ -298,11 +313,11 @@ def rfftfreq(n: int, d: float = 1.0, *, stream=None) -> array:
 
 def _window(window, win_length: int, n_fft: int, op: str, st) -> array:
     if window is None:
-        return ones((win_length,), dt.float32, stream=st)
-    w = as_array(window, op)
+        return _ones((win_length,), _dt.float32, stream=st)
+    w = _as_array(window, op)
     if w.ndim != 1 or w._shape[0] != win_length:
-        raise ValueError(f"{op}: window must be 1-d of win_length {win_length}, got {describe(w)}")
-    return cast(w, dt.float32, st)
+        raise ValueError(f"{op}: window must be 1-d of win_length {win_length}, got {_describe(w)}")
+    return _cast(w, _dt.float32, st)
 
 
 def _frame_args(n_fft: int, hop_length, win_length, norm: str, op: str) -> tuple:
@@ -342,28 +357,28 @@ def stft(x, n_fft: int = 2048, hop_length: int | None = None, win_length: int | 
         array: complex64, ``(..., n_freq, n_frames)``.
     """
     op = "fft.stft"
-    st = resolve_stream(stream)
-    x = as_array(x, op)
+    st = _resolve_stream(stream)
+    x = _as_array(x, op)
     if x.ndim == 0:
-        raise ValueError(f"{op}: needs at least a 1-d signal, got {describe(x)}")
+        raise ValueError(f"{op}: needs at least a 1-d signal, got {_describe(x)}")
     hop, win = _frame_args(int(n_fft), hop_length, win_length, norm, op)
     if pad_mode not in ("reflect", "constant", "edge"):
         raise ValueError(f"{op}: pad_mode must be 'reflect', 'constant' or 'edge', got {pad_mode!r}")
     is_complex = x._dtype.kind == "c"
     onesided = not is_complex if onesided is None else bool(onesided)
     if onesided and is_complex:
-        raise ValueError(f"{op}: a one-sided transform needs real input, got {describe(x)}")
-    x = cast(x, dt.complex64 if is_complex else dt.float32, st)
+        raise ValueError(f"{op}: a one-sided transform needs real input, got {_describe(x)}")
+    x = _cast(x, _dt.complex64 if is_complex else _dt.float32, st)
     padded = x._shape[-1] + (2 * (n_fft // 2) if center else 0)
     if padded < n_fft:
         raise ValueError(f"{op}: the signal ({x._shape[-1]} samples) is shorter than n_fft={n_fft}")
     if center and pad_mode == "reflect" and x._shape[-1] <= n_fft // 2:
-        raise ValueError(f"{op}: reflect padding of {n_fft // 2} needs more than that many samples, got {describe(x)}")
+        raise ValueError(f"{op}: reflect padding of {n_fft // 2} needs more than that many samples, got {_describe(x)}")
     w = _window(window, win, n_fft, op, st)
     n_frames = 1 + (padded - n_fft) // hop
     n_freq = n_fft // 2 + 1 if onesided else n_fft
-    prim = STFT(int(n_fft), hop, bool(center), pad_mode, norm, onesided)
-    return node(prim, (x, w), x._shape[:-1] + (n_freq, n_frames), dt.complex64, st)
+    prim = _STFT(int(n_fft), hop, bool(center), pad_mode, norm, onesided)
+    return _node(prim, (x, w), x._shape[:-1] + (n_freq, n_frames), _dt.complex64, st)
 
 
 def istft(stft_matrix, n_fft: int | None = None, hop_length: int | None = None, win_length: int | None = None,
@@ -388,10 +403,10 @@ def istft(stft_matrix, n_fft: int | None = None, hop_length: int | None = None, 
         array: the float32 signal, ``(..., length)``.
     """
     op = "fft.istft"
-    st = resolve_stream(stream)
-    s = as_array(stft_matrix, op)
+    st = _resolve_stream(stream)
+    s = _as_array(stft_matrix, op)
     if s.ndim < 2:
-        raise ValueError(f"{op}: needs (..., n_freq, n_frames), got {describe(s)}")
+        raise ValueError(f"{op}: needs (..., n_freq, n_frames), got {_describe(s)}")
     onesided = True if onesided is None else bool(onesided)
     n_freq, n_frames = s._shape[-2:]
     if n_fft is None:
@@ -402,12 +417,12 @@ def istft(stft_matrix, n_fft: int | None = None, hop_length: int | None = None, 
     if n_freq != want:
         raise ValueError(f"{op}: {n_freq} frequencies do not fit n_fft={n_fft} (onesided={onesided})")
     if n_frames < 1:
-        raise ValueError(f"{op}: needs at least one frame, got {describe(s)}")
+        raise ValueError(f"{op}: needs at least one frame, got {_describe(s)}")
     if length is None:
         length = n_fft + hop * (n_frames - 1) - (2 * (n_fft // 2) if center else 0)
     if length < 0:
         raise ValueError(f"{op}: length must be non-negative, got {length}")
-    s = cast(s, dt.complex64, st)
+    s = _cast(s, _dt.complex64, st)
     w = _window(window, win, n_fft, op, st)
-    prim = ISTFT(n_fft, hop, bool(center), norm, onesided, int(length))
-    return node(prim, (s, w), s._shape[:-2] + (int(length),), dt.float32, st)
+    prim = _ISTFT(n_fft, hop, bool(center), norm, onesided, int(length))
+    return _node(prim, (s, w), s._shape[:-2] + (int(length),), _dt.float32, st)

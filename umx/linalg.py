@@ -7,49 +7,51 @@ returns ``(LU, pivots)`` with LAPACK-style swaps. Factorizations take float32, f
 
 from __future__ import annotations
 
-import math
+# Helpers under private names: the module's public names are MLX's mx.linalg functions (and matrix_norm).
+import math as _math
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from . import dtypes as dt
-from .ops import elementwise as ew
-from .ops import reduction as red
-from .ops import shape as sh
-from .ops._core import (
-    array,
-    as_array,
-    axis_of,
-    broadcast_node,
-    broadcast_shapes,
-    cast,
-    describe,
-    node,
-    resolve_stream,
-)
-from .ops.creation import zeros
-from .primitives import linalg as la
+from . import dtypes as _dt
+from .ops import elementwise as _ew
+from .ops import reduction as _red
+from .ops import shape as _sh
+from .ops._core import as_array as _as_array
+from .ops._core import axis_of as _axis_of
+from .ops._core import broadcast_node as _broadcast_node
+from .ops._core import broadcast_shapes as _broadcast_shapes
+from .ops._core import cast as _cast
+from .ops._core import describe as _describe
+from .ops._core import node as _node
+from .ops._core import resolve_stream as _resolve_stream
+from .ops.creation import zeros as _zeros
+from .primitives import linalg as _la
+
+if _TYPE_CHECKING:
+    from .array import array
 
 __all__ = ["norm", "matrix_norm", "qr", "svd", "inv", "pinv", "tri_inv", "cholesky", "cholesky_inv", "eigh",
            "eigvalsh", "eig", "eigvals", "lu", "lu_factor", "solve", "solve_triangular", "cross", "det", "slogdet"]
 
-_FACTOR_DTYPES = (dt.float32, dt.float64, dt.complex64)
+_FACTOR_DTYPES = (_dt.float32, _dt.float64, _dt.complex64)
 
 
 def _matrix(a, op: str, square: bool = True, real: bool = False) -> array:
     """``a`` checked as a (batch of) matrices of a factorizable dtype."""
-    a = as_array(a, op)
+    a = _as_array(a, op)
     if a.ndim < 2:
-        raise ValueError(f"{op}: needs an array of at least 2 dimensions (a matrix or a batch), got {describe(a)}")
+        raise ValueError(f"{op}: needs an array of at least 2 dimensions (a matrix or a batch), got {_describe(a)}")
     if square and a._shape[-1] != a._shape[-2]:
-        raise ValueError(f"{op}: needs square matrices in the last two axes, got {describe(a)}")
-    ok = (dt.float32, dt.float64) if real else _FACTOR_DTYPES
+        raise ValueError(f"{op}: needs square matrices in the last two axes, got {_describe(a)}")
+    ok = (_dt.float32, _dt.float64) if real else _FACTOR_DTYPES
     if a._dtype not in ok:
         names = ", ".join(d.name for d in ok)
-        raise ValueError(f"{op}: needs {names} input, got {describe(a)}; cast it with astype first")
+        raise ValueError(f"{op}: needs {names} input, got {_describe(a)}; cast it with astype first")
     return a
 
 
 def _outputs(prim, inputs: tuple, specs: list, stream) -> list:
     """One node per ``(shape, dtype)`` in ``specs``, siblings computed together by ``prim``."""
-    outs = [node(None, inputs, shape, d, stream) for shape, d in specs]
+    outs = [_node(None, inputs, shape, d, stream) for shape, d in specs]
     sibs = tuple(outs)
     for o in outs:
         o._prim = prim
@@ -57,53 +59,53 @@ def _outputs(prim, inputs: tuple, specs: list, stream) -> list:
     return outs
 
 
-def _real_of(d: dt.Dtype) -> dt.Dtype:
-    return dt.float32 if d is dt.complex64 else d
+def _real_of(d: _dt.Dtype) -> _dt.Dtype:
+    return _dt.float32 if d is _dt.complex64 else d
 
 
 # -- norms -----------------------------------------------------------------------------------------------------
 def _vector_norm(x: array, ordv, axes: tuple, keepdims: bool, st) -> array:
-    out_dtype = _real_of(x._dtype) if x._dtype.kind in "fc" else dt.float32
+    out_dtype = _real_of(x._dtype) if x._dtype.kind in "fc" else _dt.float32
     if ordv is None or ordv == 2:
-        mag = ew.abs(x, stream=st) if x._dtype.kind == "c" else x
-        mag = cast(mag, out_dtype, st)
-        return ew.sqrt(red.sum(ew.square(mag, stream=st), axes, keepdims, stream=st), stream=st)
-    mag = cast(ew.abs(x, stream=st), out_dtype, st)
-    if ordv == math.inf:
-        return red.max(mag, axes, keepdims, stream=st)
-    if ordv == -math.inf:
-        return red.min(mag, axes, keepdims, stream=st)
+        mag = _ew.abs(x, stream=st) if x._dtype.kind == "c" else x
+        mag = _cast(mag, out_dtype, st)
+        return _ew.sqrt(_red.sum(_ew.square(mag, stream=st), axes, keepdims, stream=st), stream=st)
+    mag = _cast(_ew.abs(x, stream=st), out_dtype, st)
+    if ordv == _math.inf:
+        return _red.max(mag, axes, keepdims, stream=st)
+    if ordv == -_math.inf:
+        return _red.min(mag, axes, keepdims, stream=st)
     if ordv == 0:
-        return cast(red.sum(ew.not_equal(mag, 0, stream=st), axes, keepdims, stream=st), out_dtype, st)
+        return _cast(_red.sum(_ew.not_equal(mag, 0, stream=st), axes, keepdims, stream=st), out_dtype, st)
     if ordv == 1:
-        return red.sum(mag, axes, keepdims, stream=st)
+        return _red.sum(mag, axes, keepdims, stream=st)
     p = float(ordv)
-    return ew.power(red.sum(ew.power(mag, p, stream=st), axes, keepdims, stream=st), 1.0 / p, stream=st)
+    return _ew.power(_red.sum(_ew.power(mag, p, stream=st), axes, keepdims, stream=st), 1.0 / p, stream=st)
 
 
 def _matrix_norm(x: array, ordv, axes: tuple, keepdims: bool, st, op: str) -> array:
     r, c = axes
-    out_dtype = _real_of(x._dtype) if x._dtype.kind in "fc" else dt.float32
+    out_dtype = _real_of(x._dtype) if x._dtype.kind in "fc" else _dt.float32
     if ordv is None or ordv in ("fro", "f"):
         return _vector_norm(x, None, axes, keepdims, st)
-    if ordv in (1, -1, math.inf, -math.inf):
-        mag = cast(ew.abs(x, stream=st), out_dtype, st)
+    if ordv in (1, -1, _math.inf, -_math.inf):
+        mag = _cast(_ew.abs(x, stream=st), out_dtype, st)
         summed, other = (r, c) if ordv in (1, -1) else (c, r)
-        sums = red.sum(mag, summed, True, stream=st)
-        pick = red.max if ordv in (1, math.inf) else red.min
+        sums = _red.sum(mag, summed, True, stream=st)
+        pick = _red.max if ordv in (1, _math.inf) else _red.min
         out = pick(sums, other, True, stream=st)
-        return out if keepdims else sh.squeeze(out, axes, stream=st)
+        return out if keepdims else _sh.squeeze(out, axes, stream=st)
     if ordv in (2, -2, "nuc"):
         nd = x.ndim
         rest = [i for i in range(nd) if i not in (r, c)]
-        m = sh.transpose(x, rest + [r, c], stream=st)
+        m = _sh.transpose(x, rest + [r, c], stream=st)
         if m._dtype not in _FACTOR_DTYPES:
-            m = cast(m, dt.float32, st)
+            m = _cast(m, _dt.float32, st)
         s = svd(m, compute_uv=False, stream=st)
-        out = {2: red.max, -2: red.min, "nuc": red.sum}[ordv](s, -1, stream=st)
+        out = {2: _red.max, -2: _red.min, "nuc": _red.sum}[ordv](s, -1, stream=st)
         if keepdims:
-            out = sh.expand_dims(out, sorted(axes), stream=st)
-        return cast(out, out_dtype, st)
+            out = _sh.expand_dims(out, sorted(axes), stream=st)
+        return _cast(out, out_dtype, st)
     raise ValueError(f"{op}: invalid norm order {ordv!r} for matrices")
 
 
@@ -125,18 +127,18 @@ def norm(a, /, ord=None, axis=None, keepdims: bool = False, *, stream=None) -> a
     Returns:
         array: the norms, float32 for integer input, real for complex input.
     """
-    a = as_array(a, "linalg.norm")
-    st = resolve_stream(stream)
+    a = _as_array(a, "linalg.norm")
+    st = _resolve_stream(stream)
     if axis is None:
         if ord is None:
             axes = tuple(range(a.ndim))
             return _vector_norm(a, None, axes, keepdims, st)
         if a.ndim not in (1, 2):
-            raise ValueError(f"linalg.norm: with ord={ord!r} and no axis, needs a 1-d or 2-d array, got {describe(a)}")
+            raise ValueError(f"linalg.norm: with ord={ord!r} and no axis, needs a 1-d or 2-d array, got {_describe(a)}")
         axes = tuple(range(a.ndim))
     else:
         axes = (axis,) if isinstance(axis, int) else tuple(axis)
-        axes = tuple(axis_of(x, a.ndim, "linalg.norm") for x in axes)
+        axes = tuple(_axis_of(x, a.ndim, "linalg.norm") for x in axes)
         if len(set(axes)) != len(axes):
             raise ValueError(f"linalg.norm: repeated axis in {axis}")
     if len(axes) == 1:
@@ -161,9 +163,9 @@ def matrix_norm(a, /, ord="fro", axis=(-2, -1), keepdims: bool = False, *, strea
     Returns:
         array: the norms.
     """
-    a = as_array(a, "matrix_norm")
+    a = _as_array(a, "matrix_norm")
     if a.ndim < 2 or len(tuple(axis)) != 2:
-        raise ValueError(f"matrix_norm: needs two axes of an array of at least 2 dimensions, got {describe(a)}")
+        raise ValueError(f"matrix_norm: needs two axes of an array of at least 2 dimensions, got {_describe(a)}")
     return norm(a, ord, tuple(axis), keepdims, stream=stream)
 
 
@@ -182,7 +184,7 @@ def qr(a, /, *, stream=None) -> tuple:
     a = _matrix(a, "linalg.qr", square=False)
     *b, m, n = a._shape
     k = min(m, n)
-    q, r = _outputs(la.QR_DECOMP, (a,), [((*b, m, k), a._dtype), ((*b, k, n), a._dtype)], resolve_stream(stream))
+    q, r = _outputs(_la.QR_DECOMP, (a,), [((*b, m, k), a._dtype), ((*b, k, n), a._dtype)], _resolve_stream(stream))
     return q, r
 
 
@@ -201,12 +203,12 @@ def svd(a, /, compute_uv: bool = True, *, stream=None):
     """
     a = _matrix(a, "linalg.svd", square=False)
     *b, m, n = a._shape
-    st = resolve_stream(stream)
+    st = _resolve_stream(stream)
     sd = _real_of(a._dtype)
     s_shape = (*b, min(m, n))
     if not compute_uv:
-        return node(la.SVD(False), (a,), s_shape, sd, st)
-    u, s, vt = _outputs(la.SVD(True), (a,), [((*b, m, m), a._dtype), (s_shape, sd), ((*b, n, n), a._dtype)], st)
+        return _node(_la.SVD(False), (a,), s_shape, sd, st)
+    u, s, vt = _outputs(_la.SVD(True), (a,), [((*b, m, m), a._dtype), (s_shape, sd), ((*b, n, n), a._dtype)], st)
     return u, s, vt
 
 
@@ -221,7 +223,7 @@ def inv(a, /, *, stream=None) -> array:
         array: ``ainv`` with ``a @ ainv = ainv @ a = eye(N)``.
     """
     a = _matrix(a, "linalg.inv")
-    return node(la.INV, (a,), a._shape, a._dtype, resolve_stream(stream))
+    return _node(_la.INV, (a,), a._shape, a._dtype, _resolve_stream(stream))
 
 
 def pinv(a, /, *, stream=None) -> array:
@@ -236,7 +238,7 @@ def pinv(a, /, *, stream=None) -> array:
     """
     a = _matrix(a, "linalg.pinv", square=False)
     shape = a._shape[:-2] + (a._shape[-1], a._shape[-2])
-    return node(la.PINV, (a,), shape, a._dtype, resolve_stream(stream))
+    return _node(_la.PINV, (a,), shape, a._dtype, _resolve_stream(stream))
 
 
 def tri_inv(a, /, upper: bool = False, *, stream=None) -> array:
@@ -251,7 +253,7 @@ def tri_inv(a, /, upper: bool = False, *, stream=None) -> array:
         array: the inverse, triangular like ``a`` (the other triangle is exactly zero).
     """
     a = _matrix(a, "linalg.tri_inv")
-    return node(la.TriInv(bool(upper)), (a,), a._shape, a._dtype, resolve_stream(stream))
+    return _node(_la.TriInv(bool(upper)), (a,), a._shape, a._dtype, _resolve_stream(stream))
 
 
 def cholesky(a, /, upper: bool = False, *, stream=None) -> array:
@@ -269,7 +271,7 @@ def cholesky(a, /, upper: bool = False, *, stream=None) -> array:
         array: the factor.
     """
     a = _matrix(a, "linalg.cholesky")
-    return node(la.Cholesky(bool(upper)), (a,), a._shape, a._dtype, resolve_stream(stream))
+    return _node(_la.Cholesky(bool(upper)), (a,), a._shape, a._dtype, _resolve_stream(stream))
 
 
 def cholesky_inv(L, /, upper: bool = False, *, stream=None) -> array:  # noqa: N803 (MLX's name)
@@ -284,7 +286,7 @@ def cholesky_inv(L, /, upper: bool = False, *, stream=None) -> array:  # noqa: N
         array: ``A^-1``.
     """
     f = _matrix(L, "linalg.cholesky_inv")
-    return node(la.CholeskyInv(bool(upper)), (f,), f._shape, f._dtype, resolve_stream(stream))
+    return _node(_la.CholeskyInv(bool(upper)), (f,), f._shape, f._dtype, _resolve_stream(stream))
 
 
 def _uplo(UPLO: str, op: str) -> str:  # noqa: N803
@@ -308,8 +310,8 @@ def eigh(a, /, UPLO: str = "L", *, stream=None) -> tuple:  # noqa: N803 (NumPy's
         ``(..., N, N)``, column ``v[..., :, i]`` belonging to eigenvalue ``i``.
     """
     a = _matrix(a, "linalg.eigh")
-    prim = la.Eigh(_uplo(UPLO, "linalg.eigh"), True)
-    w, v = _outputs(prim, (a,), [(a._shape[:-1], _real_of(a._dtype)), (a._shape, a._dtype)], resolve_stream(stream))
+    prim = _la.Eigh(_uplo(UPLO, "linalg.eigh"), True)
+    w, v = _outputs(prim, (a,), [(a._shape[:-1], _real_of(a._dtype)), (a._shape, a._dtype)], _resolve_stream(stream))
     return w, v
 
 
@@ -325,8 +327,8 @@ def eigvalsh(a, /, UPLO: str = "L", *, stream=None) -> array:  # noqa: N803
         array: the eigenvalues, shape ``(..., N)``, real.
     """
     a = _matrix(a, "linalg.eigvalsh")
-    prim = la.Eigh(_uplo(UPLO, "linalg.eigvalsh"), False)
-    return node(prim, (a,), a._shape[:-1], _real_of(a._dtype), resolve_stream(stream))
+    prim = _la.Eigh(_uplo(UPLO, "linalg.eigvalsh"), False)
+    return _node(prim, (a,), a._shape[:-1], _real_of(a._dtype), _resolve_stream(stream))
 
 
 def eig(a, /, *, stream=None) -> tuple:
@@ -342,8 +344,8 @@ def eig(a, /, *, stream=None) -> tuple:
         tuple(array, array): complex64 eigenvalues ``(..., N)`` and unit eigenvectors ``(..., N, N)`` (columns).
     """
     a = _matrix(a, "linalg.eig")
-    c = dt.complex64
-    w, v = _outputs(la.Eig(True), (a,), [(a._shape[:-1], c), (a._shape, c)], resolve_stream(stream))
+    c = _dt.complex64
+    w, v = _outputs(_la.Eig(True), (a,), [(a._shape[:-1], c), (a._shape, c)], _resolve_stream(stream))
     return w, v
 
 
@@ -358,7 +360,7 @@ def eigvals(a, /, *, stream=None) -> array:
         array: the eigenvalues, shape ``(..., N)``.
     """
     a = _matrix(a, "linalg.eigvals")
-    return node(la.Eig(False), (a,), a._shape[:-1], dt.complex64, resolve_stream(stream))
+    return _node(_la.Eig(False), (a,), a._shape[:-1], _dt.complex64, _resolve_stream(stream))
 
 
 def lu(a, /, *, stream=None) -> tuple:
@@ -377,8 +379,8 @@ def lu(a, /, *, stream=None) -> tuple:
     a = _matrix(a, "linalg.lu", square=False)
     *b, m, n = a._shape
     k = min(m, n)
-    specs = [((*b, m), dt.uint32), ((*b, m, k), a._dtype), ((*b, k, n), a._dtype)]
-    p, low, up = _outputs(la.LU_DECOMP, (a,), specs, resolve_stream(stream))
+    specs = [((*b, m), _dt.uint32), ((*b, m, k), a._dtype), ((*b, k, n), a._dtype)]
+    p, low, up = _outputs(_la.LU_DECOMP, (a,), specs, _resolve_stream(stream))
     return p, low, up
 
 
@@ -395,32 +397,32 @@ def lu_factor(a, /, *, stream=None) -> tuple:
     """
     a = _matrix(a, "linalg.lu_factor", square=False)
     k = min(a._shape[-2:])
-    specs = [(a._shape, a._dtype), (a._shape[:-2] + (k,), dt.uint32)]
-    f, piv = _outputs(la.LU_FACTOR, (a,), specs, resolve_stream(stream))
+    specs = [(a._shape, a._dtype), (a._shape[:-2] + (k,), _dt.uint32)]
+    f, piv = _outputs(_la.LU_FACTOR, (a,), specs, _resolve_stream(stream))
     return f, piv
 
 
 def _solve(prim, a, b, op: str, stream) -> array:
     a = _matrix(a, op)
-    b = as_array(b, op)
+    b = _as_array(b, op)
     if b.ndim == 0:
-        raise ValueError(f"{op}: b must be at least 1-d, got {describe(b)}")
-    st = resolve_stream(stream)
-    d = dt.promote(a._dtype, b._dtype)
+        raise ValueError(f"{op}: b must be at least 1-d, got {_describe(b)}")
+    st = _resolve_stream(stream)
+    d = _dt.promote(a._dtype, b._dtype)
     if d not in _FACTOR_DTYPES:
-        raise ValueError(f"{op}: needs float32, float64 or complex64 inputs, got {describe(a, b)}")
-    a, b = cast(a, d, st), cast(b, d, st)
+        raise ValueError(f"{op}: needs float32, float64 or complex64 inputs, got {_describe(a, b)}")
+    a, b = _cast(a, d, st), _cast(b, d, st)
     n = a._shape[-1]
     vector = b.ndim == 1
     if vector:
-        b = sh.expand_dims(b, -1, stream=st)
+        b = _sh.expand_dims(b, -1, stream=st)
     if b._shape[-2] != n:
-        raise ValueError(f"{op}: b's rows ({b._shape[-2]}) must match a's size ({n}); got {describe(a, b)}")
-    batch = broadcast_shapes(a._shape[:-2], b._shape[:-2], op=op)
-    a = broadcast_node(a, batch + a._shape[-2:], st)
-    b = broadcast_node(b, batch + b._shape[-2:], st)
-    x = node(prim, (a, b), b._shape, d, st)
-    return sh.squeeze(x, -1, stream=st) if vector else x
+        raise ValueError(f"{op}: b's rows ({b._shape[-2]}) must match a's size ({n}); got {_describe(a, b)}")
+    batch = _broadcast_shapes(a._shape[:-2], b._shape[:-2], op=op)
+    a = _broadcast_node(a, batch + a._shape[-2:], st)
+    b = _broadcast_node(b, batch + b._shape[-2:], st)
+    x = _node(prim, (a, b), b._shape, d, st)
+    return _sh.squeeze(x, -1, stream=st) if vector else x
 
 
 def solve(a, b, /, *, stream=None) -> array:
@@ -434,7 +436,7 @@ def solve(a, b, /, *, stream=None) -> array:
     Returns:
         array: ``x``, shaped like the broadcast ``b``.
     """
-    return _solve(la.SOLVE, a, b, "linalg.solve", stream)
+    return _solve(_la.SOLVE, a, b, "linalg.solve", stream)
 
 
 def solve_triangular(a, b, /, *, upper: bool = False, stream=None) -> array:
@@ -449,7 +451,7 @@ def solve_triangular(a, b, /, *, upper: bool = False, stream=None) -> array:
     Returns:
         array: ``x``, shaped like the broadcast ``b``.
     """
-    return _solve(la.SolveTriangular(bool(upper)), a, b, "linalg.solve_triangular", stream)
+    return _solve(_la.SolveTriangular(bool(upper)), a, b, "linalg.solve_triangular", stream)
 
 
 def det(a, /, *, stream=None) -> array:
@@ -463,7 +465,7 @@ def det(a, /, *, stream=None) -> array:
         array: the determinants, shape ``(...)``.
     """
     a = _matrix(a, "linalg.det")
-    return node(la.DET, (a,), a._shape[:-2], a._dtype, resolve_stream(stream))
+    return _node(_la.DET, (a,), a._shape[:-2], a._dtype, _resolve_stream(stream))
 
 
 def slogdet(a, /, *, stream=None) -> tuple:
@@ -479,8 +481,8 @@ def slogdet(a, /, *, stream=None) -> tuple:
     """
     a = _matrix(a, "linalg.slogdet")
     shape = a._shape[:-2]
-    sign, logdet = _outputs(la.SLOGDET, (a,), [(shape, a._dtype), (shape, _real_of(a._dtype))],
-                            resolve_stream(stream))
+    sign, logdet = _outputs(_la.SLOGDET, (a,), [(shape, a._dtype), (shape, _real_of(a._dtype))],
+                            _resolve_stream(stream))
     return sign, logdet
 
 
@@ -497,29 +499,29 @@ def cross(a, b, /, axis: int = -1, *, stream=None) -> array:
     Returns:
         array: the cross products, with 3 along ``axis``.
     """
-    a = as_array(a, "linalg.cross")
-    b = as_array(b, "linalg.cross")
-    st = resolve_stream(stream)
+    a = _as_array(a, "linalg.cross")
+    b = _as_array(b, "linalg.cross")
+    st = _resolve_stream(stream)
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"linalg.cross: inputs must be at least 1-d, got {describe(a, b)}")
-    ax_a = axis_of(axis, a.ndim, "linalg.cross")
-    ax_b = axis_of(axis, b.ndim, "linalg.cross")
+        raise ValueError(f"linalg.cross: inputs must be at least 1-d, got {_describe(a, b)}")
+    ax_a = _axis_of(axis, a.ndim, "linalg.cross")
+    ax_b = _axis_of(axis, b.ndim, "linalg.cross")
     for x, ax in ((a, ax_a), (b, ax_b)):
         if x._shape[ax] not in (2, 3):
             raise ValueError(f"linalg.cross: vectors along axis {axis} must have 2 or 3 components, "
-                             f"got {describe(a, b)}")
-    d = dt.promote(a._dtype, b._dtype)
-    a, b = cast(a, d, st), cast(b, d, st)
+                             f"got {_describe(a, b)}")
+    d = _dt.promote(a._dtype, b._dtype)
+    a, b = _cast(a, d, st), _cast(b, d, st)
     a, b = _pad3(a, ax_a, st), _pad3(b, ax_b, st)
-    a, b = sh.moveaxis(a, ax_a, -1, stream=st), sh.moveaxis(b, ax_b, -1, stream=st)
-    shape = broadcast_shapes(a._shape, b._shape, op="linalg.cross")
-    a, b = broadcast_node(a, shape, st), broadcast_node(b, shape, st)
-    out = node(la.Cross(-1), (a, b), shape, d, st)
-    return sh.moveaxis(out, -1, axis_of(axis, len(shape), "linalg.cross"), stream=st)
+    a, b = _sh.moveaxis(a, ax_a, -1, stream=st), _sh.moveaxis(b, ax_b, -1, stream=st)
+    shape = _broadcast_shapes(a._shape, b._shape, op="linalg.cross")
+    a, b = _broadcast_node(a, shape, st), _broadcast_node(b, shape, st)
+    out = _node(_la.Cross(-1), (a, b), shape, d, st)
+    return _sh.moveaxis(out, -1, _axis_of(axis, len(shape), "linalg.cross"), stream=st)
 
 
 def _pad3(x: array, ax: int, st) -> array:
     if x._shape[ax] == 3:
         return x
     zshape = x._shape[:ax] + (1,) + x._shape[ax + 1:]
-    return sh.concatenate([x, zeros(zshape, x._dtype, stream=st)], ax, stream=st)
+    return _sh.concatenate([x, _zeros(zshape, x._dtype, stream=st)], ax, stream=st)

@@ -6,26 +6,39 @@ advances (on the host, at once: keys are two words). The same key gives the same
 
 from __future__ import annotations
 
-import math
-import threading
+# Helpers under private names: the module's public names are MLX's mx.random functions (and bits).
+import math as _math
+import threading as _threading
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-import numpy as np
+import numpy as _np
 
-from .. import dtypes as dt
-from ..primitives.random import COVARIANCE_FACTOR, RandomBits
-from ..primitives.sort import ArgSort
-from . import elementwise as ew
-from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
+from .. import dtypes as _dt
+from ..primitives.random import COVARIANCE_FACTOR as _COVARIANCE_FACTOR
+from ..primitives.random import RandomBits as _RandomBits
+from ..primitives.sort import ArgSort as _ArgSort
+from . import elementwise as _ew
+from ._core import array as _array
+from ._core import as_array as _as_array
+from ._core import axis_of as _axis_of
+from ._core import broadcast_shapes as _broadcast_shapes
+from ._core import cast as _cast
+from ._core import node as _node
+from ._core import resolve_stream as _resolve_stream
+from ._core import shape_of as _shape_of
+
+if _TYPE_CHECKING:
+    from ._core import array
 
 __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
-           "categorical", "permutation", "laplace", "multivariate_normal"]
+           "categorical", "permutation", "laplace", "multivariate_normal", "bits"]
 
 _M32 = 0xFFFFFFFF
-_lock = threading.Lock()  # MUST be held to advance the global key: samplers may run on several threads
+_lock = _threading.Lock()  # MUST be held to advance the global key: samplers may run on several threads
 _global = [0, 0]
 #: threads on which ``compile`` is tracing (ident -> list): keys drawn from the global key there are recorded, so
 #: that replays draw fresh ones
-compile_draws: dict = {}
+_compile_draws: dict = {}
 
 
 def _threefry_host(k0: int, k1: int, x0: int, x1: int) -> tuple:
@@ -51,7 +64,7 @@ def seed(s: int) -> None:
 
 def key(s: int) -> array:
     """A key (a uint32 array of shape (2,)) from the integer seed ``s``."""
-    return array(np.array([(s >> 32) & _M32, s & _M32], np.uint32), dt.uint32)
+    return _array(_np.array([(s >> 32) & _M32, s & _M32], _np.uint32), _dt.uint32)
 
 
 def _next_key() -> array:
@@ -61,9 +74,9 @@ def _next_key() -> array:
         a0, b0 = _threefry_host(k0, k1, 0, 2)
         a1, b1 = _threefry_host(k0, k1, 1, 3)
         _global[:] = [a0, a1]
-    k = array(np.array([b0, b1], np.uint32), dt.uint32)
-    if compile_draws:
-        drawn = compile_draws.get(threading.get_ident())
+    k = _array(_np.array([b0, b1], _np.uint32), _dt.uint32)
+    if _compile_draws:
+        drawn = _compile_draws.get(_threading.get_ident())
         if drawn is not None:
             drawn.append(k)
     return k
@@ -72,16 +85,16 @@ def _next_key() -> array:
 def _key(k) -> array:
     if k is None:
         return _next_key()
-    k = as_array(k, "random")
-    if k.shape != (2,) or k.dtype is not dt.uint32:
+    k = _as_array(k, "random")
+    if k.shape != (2,) or k.dtype is not _dt.uint32:
         raise ValueError(f"random: a key is a uint32 array of shape (2,), got {k.shape} {k.dtype.name}")
     return k
 
 
 def bits(shape, key=None, stream=None) -> array:
     """Random uint32 words of ``shape``."""
-    shape = shape_of(shape, "random.bits")
-    return node(RandomBits(shape), (_key(key),), shape, dt.uint32, resolve_stream(stream))
+    shape = _shape_of(shape, "random.bits")
+    return _node(_RandomBits(shape), (_key(key),), shape, _dt.uint32, _resolve_stream(stream))
 
 
 def split(key, num: int = 2, *, stream=None) -> array:
@@ -98,16 +111,16 @@ def _unit(shape, dtype, key, stream) -> array:
     from .elementwise import bitwise_or, right_shift, subtract
     from .shape import astype
 
-    st = resolve_stream(stream)
+    st = _resolve_stream(stream)
     b = bits(shape, key, st)
     m = bitwise_or(right_shift(b, 9, stream=st), 0x3F800000, stream=st)
     from .shape import view
 
-    f = subtract(view(m, dt.float32, stream=st), 1.0, stream=st)
-    return f if dtype is dt.float32 else astype(f, dtype, stream=st)
+    f = subtract(view(m, _dt.float32, stream=st), 1.0, stream=st)
+    return f if dtype is _dt.float32 else astype(f, dtype, stream=st)
 
 
-def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+def uniform(low=0.0, high=1.0, shape=(), dtype=_dt.float32, key=None, *, stream=None) -> array:
     """Uniform samples in ``[low, high)``.
 
     Args:
@@ -120,7 +133,7 @@ def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=N
     Returns:
         array: the samples.
     """
-    d = dt.to_dtype(dtype)
+    d = _dt.to_dtype(dtype)
     if d.kind != "f":
         raise ValueError(f"uniform: dtype must be a float type, got {d.name}")
     from .elementwise import add, multiply, subtract
@@ -128,32 +141,32 @@ def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=N
     u = _unit(shape, d, key, stream)
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == 0 and high == 1:
         return u
-    lo, hi = as_array(low, "uniform", d), as_array(high, "uniform", d)
+    lo, hi = _as_array(low, "uniform", d), _as_array(high, "uniform", d)
     return add(multiply(u, subtract(hi, lo, stream=stream), stream=stream), lo, stream=stream)
 
 
-def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
+def normal(shape=(), dtype=_dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
     """Standard normal samples (times ``scale``, plus ``loc``): ``sqrt(2) * erfinv(u)`` with u uniform in (-1, 1)."""
-    d = dt.to_dtype(dtype)
+    d = _dt.to_dtype(dtype)
     if d.kind != "f":
         raise ValueError(f"normal: dtype must be a float type, got {d.name}")
     from .elementwise import add, erfinv, maximum, multiply
 
-    lo = np.nextafter(np.float32(-1), np.float32(0)).item()
-    u = uniform(lo, 1.0, shape, dt.float32, key, stream=stream)
+    lo = _np.nextafter(_np.float32(-1), _np.float32(0)).item()
+    u = uniform(lo, 1.0, shape, _dt.float32, key, stream=stream)
     u = maximum(u, lo, stream=stream)
-    z = multiply(erfinv(u, stream=stream), math.sqrt(2.0), stream=stream)
+    z = multiply(erfinv(u, stream=stream), _math.sqrt(2.0), stream=stream)
     if not (isinstance(scale, (int, float)) and scale == 1.0):  # loc and scale may be arrays
         z = multiply(z, scale, stream=stream)
     if not (isinstance(loc, (int, float)) and loc == 0.0):
         z = add(z, loc, stream=stream)
     from .shape import astype
 
-    return z if d is dt.float32 else astype(z, d, stream=stream)
+    return z if d is _dt.float32 else astype(z, d, stream=stream)
 
 
-def _float_dtype(dtype, op: str) -> dt.Dtype:
-    d = dt.to_dtype(dtype)
+def _float_dtype(dtype, op: str) -> _dt.Dtype:
+    d = _dt.to_dtype(dtype)
     if d.kind != "f":
         raise ValueError(f"{op}: dtype must be a float type, got {d.name}")
     return d
@@ -161,10 +174,10 @@ def _float_dtype(dtype, op: str) -> dt.Dtype:
 
 def _open_unit(shape, key, st) -> array:
     """Uniform float32 samples in (0, 1): [0, 1) with 0 moved to the smallest normal float."""
-    return ew.maximum(_unit(shape, dt.float32, key, st), float(np.finfo(np.float32).tiny), stream=st)
+    return _ew.maximum(_unit(shape, _dt.float32, key, st), float(_np.finfo(_np.float32).tiny), stream=st)
 
 
-def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> array:
+def randint(low, high, shape=(), dtype=_dt.int32, key=None, *, stream=None) -> array:
     """Random integers in ``[low, high)``; ``low`` and ``high`` may be arrays that broadcast with ``shape``.
 
     Args:
@@ -177,17 +190,17 @@ def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> ar
     Returns:
         array: the samples.
     """
-    d = dt.to_dtype(dtype)
+    d = _dt.to_dtype(dtype)
     if d.kind not in "iu":
         raise ValueError(f"randint: dtype must be an integer type, got {d.name}")
-    st = resolve_stream(stream)
-    lo, hi = as_array(low, "randint", d), as_array(high, "randint", d)
-    shape = broadcast_shapes(shape_of(shape, "randint"), lo.shape, hi.shape, op="randint")
-    lo, hi = cast(lo, d, st), cast(hi, d, st)
+    st = _resolve_stream(stream)
+    lo, hi = _as_array(low, "randint", d), _as_array(high, "randint", d)
+    shape = _broadcast_shapes(_shape_of(shape, "randint"), lo.shape, hi.shape, op="randint")
+    lo, hi = _cast(lo, d, st), _cast(hi, d, st)
     # The span fits uint32 for every bound MLX allows; the modulo bias is below 2**-32 * span.
-    span = ew.maximum(cast(ew.subtract(hi, lo, stream=st), dt.uint32, st), 1, stream=st)
-    off = ew.remainder(bits(shape, key, st), span, stream=st)
-    return ew.add(cast(off, d, st), lo, stream=st)
+    span = _ew.maximum(_cast(_ew.subtract(hi, lo, stream=st), _dt.uint32, st), 1, stream=st)
+    off = _ew.remainder(bits(shape, key, st), span, stream=st)
+    return _ew.add(_cast(off, d, st), lo, stream=st)
 
 
 def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
@@ -201,15 +214,15 @@ def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
     Returns:
         array: bool samples.
     """
-    st = resolve_stream(stream)
-    pa = as_array(p, "bernoulli", dt.float32)
-    shape = pa.shape if shape is None else shape_of(shape, "bernoulli")
-    if broadcast_shapes(shape, pa.shape, op="bernoulli") != shape:
+    st = _resolve_stream(stream)
+    pa = _as_array(p, "bernoulli", _dt.float32)
+    shape = pa.shape if shape is None else _shape_of(shape, "bernoulli")
+    if _broadcast_shapes(shape, pa.shape, op="bernoulli") != shape:
         raise ValueError(f"bernoulli: p of shape {pa.shape} does not broadcast to shape {shape}")
-    return ew.less(_unit(shape, dt.float32, key, st), pa, stream=st)
+    return _ew.less(_unit(shape, _dt.float32, key, st), pa, stream=st)
 
 
-def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, stream=None) -> array:
+def truncated_normal(lower, upper, shape=None, dtype=_dt.float32, key=None, *, stream=None) -> array:
     """Normal samples conditioned on ``[lower, upper]`` (by inverting the CDF).
 
     Args:
@@ -223,25 +236,25 @@ def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, st
         array: the samples.
     """
     d = _float_dtype(dtype, "truncated_normal")
-    st = resolve_stream(stream)
-    lo, hi = as_array(lower, "truncated_normal", dt.float32), as_array(upper, "truncated_normal", dt.float32)
-    bshape = broadcast_shapes(lo.shape, hi.shape, op="truncated_normal")
-    shape = bshape if shape is None else broadcast_shapes(shape_of(shape, "truncated_normal"), bshape,
+    st = _resolve_stream(stream)
+    lo, hi = _as_array(lower, "truncated_normal", _dt.float32), _as_array(upper, "truncated_normal", _dt.float32)
+    bshape = _broadcast_shapes(lo.shape, hi.shape, op="truncated_normal")
+    shape = bshape if shape is None else _broadcast_shapes(_shape_of(shape, "truncated_normal"), bshape,
                                                           op="truncated_normal")
-    lo, hi = cast(lo, dt.float32, st), cast(hi, dt.float32, st)
-    r2 = 1 / math.sqrt(2.0)
-    a = ew.erf(ew.multiply(lo, r2, stream=st), stream=st)
-    b = ew.erf(ew.multiply(hi, r2, stream=st), stream=st)
-    u = ew.multiply(_unit(shape, dt.float32, key, st), ew.subtract(b, a, stream=st), stream=st)
-    u = ew.add(u, a, stream=st)
-    edge = np.nextafter(np.float32(1), np.float32(0)).item()
-    u = ew.clip(u, -edge, edge, stream=st)
-    z = ew.multiply(ew.erfinv(u, stream=st), math.sqrt(2.0), stream=st)
-    z = ew.minimum(ew.maximum(z, lo, stream=st), hi, stream=st)
-    return cast(z, d, st)
+    lo, hi = _cast(lo, _dt.float32, st), _cast(hi, _dt.float32, st)
+    r2 = 1 / _math.sqrt(2.0)
+    a = _ew.erf(_ew.multiply(lo, r2, stream=st), stream=st)
+    b = _ew.erf(_ew.multiply(hi, r2, stream=st), stream=st)
+    u = _ew.multiply(_unit(shape, _dt.float32, key, st), _ew.subtract(b, a, stream=st), stream=st)
+    u = _ew.add(u, a, stream=st)
+    edge = _np.nextafter(_np.float32(1), _np.float32(0)).item()
+    u = _ew.clip(u, -edge, edge, stream=st)
+    z = _ew.multiply(_ew.erfinv(u, stream=st), _math.sqrt(2.0), stream=st)
+    z = _ew.minimum(_ew.maximum(z, lo, stream=st), hi, stream=st)
+    return _cast(z, d, st)
 
 
-def gumbel(shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+def gumbel(shape=(), dtype=_dt.float32, key=None, *, stream=None) -> array:
     """Samples of the standard Gumbel distribution, ``-log(-log(u))``.
 
     Args:
@@ -253,13 +266,13 @@ def gumbel(shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
         array: the samples.
     """
     d = _float_dtype(dtype, "gumbel")
-    st = resolve_stream(stream)
-    u = _open_unit(shape_of(shape, "gumbel"), key, st)
-    g = ew.negative(ew.log(ew.negative(ew.log(u, stream=st), stream=st), stream=st), stream=st)
-    return cast(g, d, st)
+    st = _resolve_stream(stream)
+    u = _open_unit(_shape_of(shape, "gumbel"), key, st)
+    g = _ew.negative(_ew.log(_ew.negative(_ew.log(u, stream=st), stream=st), stream=st), stream=st)
+    return _cast(g, d, st)
 
 
-def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
+def laplace(shape=(), dtype=_dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
     """Samples of the Laplace distribution with ``loc`` and ``scale``.
 
     Args:
@@ -273,14 +286,14 @@ def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=
         array: the samples.
     """
     d = _float_dtype(dtype, "laplace")
-    st = resolve_stream(stream)
-    lo = np.nextafter(np.float32(-1), np.float32(0)).item()
-    u = uniform(lo, 1.0, shape_of(shape, "laplace"), dt.float32, key, stream=st)
+    st = _resolve_stream(stream)
+    lo = _np.nextafter(_np.float32(-1), _np.float32(0)).item()
+    u = uniform(lo, 1.0, _shape_of(shape, "laplace"), _dt.float32, key, stream=st)
     # inverse CDF: loc - scale * sign(u) * log(1 - |u|)
-    x = ew.multiply(ew.sign(u, stream=st), ew.log1p(ew.negative(ew.abs(u, stream=st), stream=st), stream=st),
+    x = _ew.multiply(_ew.sign(u, stream=st), _ew.log1p(_ew.negative(_ew.abs(u, stream=st), stream=st), stream=st),
                     stream=st)
-    x = ew.add(ew.multiply(x, -scale, stream=st), loc, stream=st)
-    return cast(x, d, st)
+    x = _ew.add(_ew.multiply(x, -scale, stream=st), loc, stream=st)
+    return _cast(x, d, st)
 
 
 def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = None, key=None, *,
@@ -302,25 +315,25 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
 
     if shape is not None and num_samples is not None:
         raise ValueError("categorical: give at most one of shape and num_samples")
-    st = resolve_stream(stream)
-    lg = as_array(logits, "categorical")
+    st = _resolve_stream(stream)
+    lg = _as_array(logits, "categorical")
     if lg.dtype.kind not in "f":
-        lg = cast(lg, dt.float32, st)
-    ax = axis_of(axis, lg.ndim, "categorical")
+        lg = _cast(lg, _dt.float32, st)
+    ax = _axis_of(axis, lg.ndim, "categorical")
     lg = moveaxis(lg, ax, -1, stream=st)
     batch, k = lg.shape[:-1], lg.shape[-1]
     if num_samples is not None:
         lg = expand_dims(lg, -2, stream=st)
         out_shape = batch + (int(num_samples),)
     elif shape is not None:
-        out_shape = shape_of(shape, "categorical")
-        if broadcast_shapes(out_shape, batch, op="categorical") != out_shape:
+        out_shape = _shape_of(shape, "categorical")
+        if _broadcast_shapes(out_shape, batch, op="categorical") != out_shape:
             raise ValueError(f"categorical: shape {out_shape} does not broadcast with the logits' batch "
                              f"shape {batch}")
     else:
         out_shape = batch
     g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
-    return argmax(ew.add(g, lg, stream=st), axis=-1, stream=st)
+    return argmax(_ew.add(g, lg, stream=st), axis=-1, stream=st)
 
 
 def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
@@ -337,17 +350,17 @@ def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
     from .creation import arange
     from .indexing import getitem
 
-    st = resolve_stream(stream)
-    if isinstance(x, (int, np.integer)):
+    st = _resolve_stream(stream)
+    if isinstance(x, (int, _np.integer)):
         x = arange(int(x), stream=st)
-    a = as_array(x, "permutation")
-    ax = axis_of(axis, a.ndim, "permutation")
+    a = _as_array(x, "permutation")
+    ax = _axis_of(axis, a.ndim, "permutation")
     n = a.shape[ax]
-    perm = node(ArgSort(0), (bits((n,), key, st),), (n,), dt.uint32, st)
+    perm = _node(_ArgSort(0), (bits((n,), key, st),), (n,), _dt.uint32, st)
     return getitem(a, (slice(None),) * ax + (perm,), stream=st)
 
 
-def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
+def multivariate_normal(mean, cov, shape=(), dtype=_dt.float32, key=None, *, stream=None) -> array:
     """Samples of the multivariate normal distribution with ``mean`` and covariance ``cov``.
 
     Args:
@@ -365,18 +378,18 @@ def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stre
     from .shape import expand_dims, squeeze
 
     d = _float_dtype(dtype, "multivariate_normal")
-    st = resolve_stream(stream)
-    m = as_array(mean, "multivariate_normal")
-    c = as_array(cov, "multivariate_normal")
+    st = _resolve_stream(stream)
+    m = _as_array(mean, "multivariate_normal")
+    c = _as_array(cov, "multivariate_normal")
     if m.ndim < 1 or c.ndim < 2 or c.shape[-1] != c.shape[-2] or c.shape[-1] != m.shape[-1]:
         raise ValueError("multivariate_normal: mean must have shape (..., n) and cov (..., n, n); "
                          f"got {m.shape} and {c.shape}")
     n = m.shape[-1]
-    batch = broadcast_shapes(m.shape[:-1], c.shape[:-2], op="multivariate_normal")
-    shape = shape_of(shape, "multivariate_normal")
-    shape = broadcast_shapes(shape, batch, op="multivariate_normal") if shape else batch
-    m, c = cast(m, dt.float32, st), cast(c, dt.float32, st)
-    factor = node(COVARIANCE_FACTOR, (c,), c.shape, dt.float32, st)
-    z = normal(shape + (n,), dt.float32, key=key, stream=st)
+    batch = _broadcast_shapes(m.shape[:-1], c.shape[:-2], op="multivariate_normal")
+    shape = _shape_of(shape, "multivariate_normal")
+    shape = _broadcast_shapes(shape, batch, op="multivariate_normal") if shape else batch
+    m, c = _cast(m, _dt.float32, st), _cast(c, _dt.float32, st)
+    factor = _node(_COVARIANCE_FACTOR, (c,), c.shape, _dt.float32, st)
+    z = normal(shape + (n,), _dt.float32, key=key, stream=st)
     x = squeeze(matmul(factor, expand_dims(z, -1, stream=st), stream=st), -1, stream=st)
-    return cast(ew.add(x, m, stream=st), d, st)
+    return _cast(_ew.add(x, m, stream=st), d, st)

@@ -112,16 +112,16 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
         assign(state_in, iter(markers[n_arg_leaves:]))
     ident = threading.get_ident()
     outer_seen = scheduler.compile_watch.get(ident)
-    outer_keys = _random.compile_draws.get(ident)
+    outer_keys = _random._compile_draws.get(ident)
     seen = scheduler.compile_watch[ident] = [False]
-    keys = _random.compile_draws[ident] = []
+    keys = _random._compile_draws[ident] = []
     start = next(_created)
     try:
         out = fun(*margs, **mkwargs)
         state = [] if state_out is None else _trees.flatten(state_out)
     finally:
         _restore(scheduler.compile_watch, ident, outer_seen)
-        _restore(_random.compile_draws, ident, outer_keys)
+        _restore(_random._compile_draws, ident, outer_keys)
         if outer_seen is not None and seen[0]:
             outer_seen[0] = True
         if outer_keys is not None:
