@@ -37,7 +37,10 @@ def test_array_from_numpy(rng):
 
 def test_array_copies_and_asarray():
     a = mx.array([1, 2])
-    assert mx.asarray(a) is a
+    c = mx.asarray(a)  # a new object over the same values: updating it leaves `a` alone
+    assert c is not a and c.tolist() == [1, 2]
+    c[0] = 7
+    assert a.tolist() == [1, 2]
     assert mx.asarray(a, mx.float32).dtype == mx.float32
     b = mx.array(a)
     assert b is not a and b.tolist() == [1, 2]

@@ -75,9 +75,9 @@ def test_index_errors_at_call(device):
         a[2]
     with pytest.raises(IndexError):
         a[0, -4]
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError):  # MLX's error (NumPy's is an IndexError)
         a[0, 0, 0]
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError):
         a[..., 0, ...]
     with pytest.raises(TypeError):
         a["x"]
@@ -312,3 +312,119 @@ def test_setitem_readers_found_wherever_the_array_lives(device):
     for i in range(4):  # a chain of updates, each reading the previous value
         b[i] = b[i - 1] + 1 if i else 1
     assert b.tolist() == [1, 2, 3, 4]
+
+
+def test_full_slices_are_new_objects(device):
+    # mlx-lm's YarnRoPE: y = x[...]; y[..., :2] = 0 must leave the caller's x alone.
+    x = mx.reshape(mx.arange(12, stream=device), (3, 4), stream=device)
+    for key in (Ellipsis, slice(None), (), (slice(None), slice(None)), (Ellipsis, slice(None))):
+        y = x[key]
+        assert y is not x
+        y[..., :2] = 0
+        assert y[:, :2].tolist() == [[0, 0]] * 3
+        assert x.tolist() == np.arange(12).reshape(3, 4).tolist()
+    mx.eval(x)
+    y = x[...]  # of evaluated data: shares it
+    y += 1
+    assert x[0, 0].item() == 0 and y[0, 0].item() == 1
+
+
+def test_large_indices_raise(device):
+    x = mx.array([0, 1, 2])
+    for key in (slice(None, 2**32), 2**32, slice(-(2**31) - 1, None), slice(None, None, 2**31), np.int64(2**40)):
+        with pytest.raises(ValueError, match="32-bit"):
+            x[key]
+    with pytest.raises(ValueError, match="32-bit"):
+        x[2**32] = 1
+    assert x[: 2**31 - 1].tolist() == [0, 1, 2]
+    with pytest.raises(IndexError):
+        x[3]
+
+
+MASK_CASES = [
+    # (array shape, mask, values)
+    ((3,), [True, False, True], [5.0, 6.0]),
+    ((3,), [True, False, True], 7.0),
+    ((2, 3), [[True, False, True], [False, True, False]], [7.0, 8.0, 9.0]),
+    ((2, 3), [[True, False, True], [False, True, False]], [7.0, 8.0, 9.0, 10.0]),
+    ((2, 3), [True, False], [7.0, 8.0, 9.0]),
+    ((2, 3), [True, True], [[7.0, 8.0, 9.0], [1.0, 2.0, 3.0]]),
+    ((2, 3), [True, False], [[7.0, 8.0, 9.0]]),
+    ((2, 3), [False, False], 3.0),
+    ((2, 3, 2), [[True, False, True], [False, True, False]], [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+]
+
+
+@pytest.mark.parametrize(("shape", "mask", "values"), MASK_CASES, ids=str)
+def test_setitem_boolean_mask(device, rng, shape, mask, values):
+    x = rng.standard_normal(shape).astype(np.float32)
+    m, v = np.array(mask), np.array(values, np.float32)
+    want = x.copy()
+    n = int(m.sum())
+    # NumPy takes exactly the values it needs; MLX (and umx) also take the first of a longer run
+    want[m] = v[:n] if v.ndim == 1 + x.ndim - m.ndim and len(v) != 1 else v
+    with mx.stream(device):
+        for mask_form in (mask, np.array(mask), mx.array(mask), mx.logical_not(mx.array(np.logical_not(mask)))):
+            a = mx.array(x)
+            a[mask_form] = mx.array(values)
+            assert_close(a, want)
+
+
+def test_setitem_boolean_mask_scalars_and_errors(device):
+    with mx.stream(device):
+        for mask in (True, mx.array(True), np.bool_(True)):
+            a = mx.array([1.0, 2.0, 3.0])
+            a[mask] = 5.0
+            assert a.tolist() == [5.0, 5.0, 5.0]
+        a = mx.array([1.0, 2.0])
+        a[False] = 5.0
+        assert a.tolist() == [1.0, 2.0]
+        big = mx.reshape(mx.arange(1000), (10, 10, 10))
+        for shape in ((1, 10, 10), (10, 10, 1), (10, 11)):
+            with pytest.raises(ValueError, match="mask"):
+                big[np.zeros(shape, dtype=bool)] = 0
+        with pytest.raises(ValueError, match="selects 3"):
+            a = mx.array([1.0, 2.0, 3.0])
+            a[[True, True, True]] = mx.array([1.0, 2.0])
+        with pytest.raises(ValueError, match="mask"):
+            a[mx.array([[True, True, True]])] = 1.0
+
+
+def test_setitem_boolean_mask_differentiates():
+    def f(v):
+        a = mx.zeros((3,))
+        a[mx.array([True, False, True])] = v
+        return (a * mx.array([1.0, 2.0, 3.0])).sum()
+
+    assert mx.grad(f)(mx.array([1.0, 1.0])).tolist() == [1.0, 3.0]
+
+
+def test_setitem_values_drop_leading_ones(device):
+    with mx.stream(device):
+        a = mx.array([1, 2, 3])
+        a[0] = mx.array([[[7]]])
+        assert a.tolist() == [7, 2, 3]
+        a[:] = mx.array([[[[1, 1, 1]]]])
+        assert a.tolist() == [1, 1, 1]
+        s = mx.array(0)
+        s[None, None] = mx.array([[[3]]])
+        assert s.item() == 3
+        z = mx.zeros((2, 2, 2))
+        z[:, None, :] = mx.ones((2, 1, 2, 2))
+        z[:, None, 0] = mx.ones((1, 2))
+        for shape, key, values in (((3,), slice(0, 1), [2, 3]), ((2, 2, 2), (slice(None), None), np.ones((2, 2, 2))),
+                                   ((5, 4, 3), (slice(None), 0), np.ones((5, 1, 3)))):
+            t = mx.zeros(shape)
+            with pytest.raises(ValueError, match="cannot assign"):
+                t[key] = mx.array(values)
+    for key in ((Ellipsis, Ellipsis), (0, 0, 0)):
+        with pytest.raises(ValueError):
+            w = mx.zeros((2, 2))
+            w[key] = 1
+
+
+def test_at_needs_an_index():
+    a = mx.array([1, 2])
+    with pytest.raises(ValueError, match="index"):
+        a.at.add(1)
+    assert mx.array(1).at[None].add(1).item() == 2  # None is an index (a new axis)

@@ -46,3 +46,17 @@ def test_printoptions():
         assert repr(a) == "array([0.33], dtype=float32)"
     assert repr(a) == "array([0.333333], dtype=float32)"
     assert mx.get_printoptions()["precision"] == -1  # MLX: -1 means "as many digits as needed"
+
+
+def test_empty_arrays_show_their_shape(device):
+    assert repr(mx.zeros((0, 3), stream=device)) == "array([], shape=(0, 3), dtype=float32)"
+    assert repr(mx.zeros((2, 0, 3), mx.int32, stream=device)) == "array([], shape=(2, 0, 3), dtype=int32)"
+    assert repr(mx.zeros((0,), stream=device)) == "array([], dtype=float32)"  # the brackets say it all
+    assert str(mx.array(np.zeros((3, 0)))) == "array([], shape=(3, 0), dtype=float32)"
+
+
+def test_format_spec(device):
+    x = mx.divide(mx.array(1.0), 3.0, stream=device)
+    assert f"{x:.3f}" == "0.333" and f"{x:>8.2e}" == "3.33e-01"
+    assert f"{mx.array([1.5])}" == "array([1.5], dtype=float32)"
+    assert f"{mx.array(True)}" == "True"

@@ -6,6 +6,7 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 """
 
 import math as _math
+from types import ModuleType as _ModuleType
 
 from . import cuda, distributed, fast, fft, linalg, metal
 from . import dtypes as _dtypes
@@ -105,3 +106,9 @@ euler_gamma = 0.5772156649015329
 newaxis = None
 
 __version__ = "0.1.0"
+
+# The public API: MLX's names (mlx.core) and umx's own additions (tests/test_public_names.py lists them), not the
+# modules the package is built from.
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and (not isinstance(value, _ModuleType)
+                                                  or name in ("cuda", "fft", "linalg", "metal", "random")))

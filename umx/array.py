@@ -4,11 +4,17 @@ An unevaluated array records its primitive, its inputs, its stream, its shape an
 ``umx.scheduler``) fills ``_data`` with the result on the device that computed it and then detaches the node from
 its inputs, so that the graph behind it can be freed. Copies of the data at other locations are kept in
 ``_copies`` (see ``umx.memory``): arrays are immutable, so a copy never goes stale.
+
+Arrays are immutable, but the Python object is not: ``a[i] = v`` and ``a += b`` make the object ``a`` another node
+(:func:`rebind`), and nodes that already read ``a`` keep its old value. Indexing and conversions therefore always
+return a new object (:func:`alias` shares the data), so that updating one never changes another.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
+import sys
 from math import prod
 
 import numpy as np
@@ -19,32 +25,38 @@ from .backends.xp import round_bf16
 
 __all__ = ["array", "from_dlpack"]
 
+# MLX keeps shape dimensions in 32-bit integers; larger ones are refused where they enter.
+DIM_MAX = 2**31 - 1
+
+_FROM_NP = {d.np: d for d in _dt.ALL if d is not _dt.bfloat16}  # NumPy dtype -> umx dtype, native byte order
+_SLOTS = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings")
 
 
 class array:  # noqa: N801 (MLX's name)
     """An N-dimensional array, evaluated lazily.
 
-    ``mx.array(val, dtype=None)`` makes an array from a Python scalar, a (nested) list or tuple, a NumPy array,
-    another umx array or any object with ``__array__`` or ``__dlpack__``. Python floats become float32, ints int32
-    (int64 when they do not fit), and NumPy float64 arrays become float32, as in MLX.
+    ``mx.array(val, dtype=None)`` makes an array from a Python scalar, a (nested) list or tuple (which may hold
+    umx arrays: they are stacked lazily and stay in the graph), a NumPy array, another umx array (sharing its data),
+    a bytes-like object (``bytes``, ``bytearray``, ``memoryview``: uint8 for bytes) or any object with
+    ``__array__``, ``__dlpack__`` or a DLPack capsule. Python floats become float32, ints int32 (int64 when they do
+    not fit), and NumPy float64 arrays become float32, as in MLX.
 
     Args:
         val: the values.
         dtype (Dtype, optional): the element type; by default inferred as above.
     """
 
-    __slots__ = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq",
-                 "_siblings", "__weakref__")
+    __slots__ = (*_SLOTS, "__weakref__")
 
     def __init__(self, val, dtype=None):
         dt = None if dtype is None else _dt.to_dtype(dtype)
         if isinstance(val, array):
-            data = np.asarray(val)  # evaluates
-            src = val.dtype
-        elif dt is not None and _exact(val):
-            data, src = np.array(val), None  # straight to dtype, not via float32 (MLX keeps float64)
-        else:
-            data, src = _to_numpy(val)
+            _take(self, alias(val) if dt is None or dt is val._dtype else _astype_node(val, dt))
+            return
+        if type(val) in (list, tuple) and _contains_umx(val):
+            _take(self, _from_nested(val, dt))
+            return
+        data, src = _to_numpy(val, dt)
         if dt is not None and dt is not src:
             data = _cast_host(data, dt)
             src = dt
@@ -114,13 +126,38 @@ class array:  # noqa: N801 (MLX's name)
         return self._host().tolist()
 
     def __array__(self, dtype=None, copy=None):
+        """NumPy's conversion (evaluates). ``copy=True`` gives a copy of its own, ``copy=None`` the data itself,
+        ``copy=False`` a view of it whose ``base`` keeps this array alive, as MLX's views do. The data is writeable
+        when the kernel's result was: writing to it changes this array's values behind umx's back, as in MLX."""
         d = self._host()
-        if dtype is not None:
+        if dtype is not None and np.dtype(dtype) != d.dtype:
+            if copy is False:
+                raise ValueError(f"__array__: converting {self._dtype.name} to {np.dtype(dtype)} needs a copy")
             return d.astype(dtype)
-        return d.copy() if copy else d
+        if copy:
+            return d.copy()
+        if copy is None or d.ndim == 0:
+            return d
+        return np.asarray(_HostView(self, d))  # copy=False: a view that keeps this array alive
 
     def __buffer__(self, flags):
-        return memoryview(self._host())
+        """The buffer protocol (Python 3.12 and later: ``memoryview(a)``, ``bytes(a)``): a view of the data that keeps
+        this array alive, as ``np.array(a, copy=False)`` is."""
+        return memoryview(self.__array__(copy=False))
+
+    def __array_namespace__(self, api_version=None):
+        """The array API namespace: the ``umx`` module (array API functions such as ``asarray``, ``isdtype``,
+        ``can_cast`` and ``vecdot`` are among its names).
+
+        Args:
+            api_version (str, optional): must be None (asking for a version is not supported, as in MLX).
+
+        Returns:
+            module: ``umx``.
+        """
+        if api_version is not None:
+            raise ValueError("__array_namespace__: asking for an api_version is not supported")
+        return sys.modules[__package__]
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -216,6 +253,27 @@ class array:  # noqa: N801 (MLX's name)
 
         return array_str(self)
 
+    def __format__(self, spec: str) -> str:
+        """``f"{a}"`` is ``str(a)``; a format spec (``f"{a:.2f}"``) formats the value of a 0-d array, as MLX does."""
+        if not self._shape:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string passed to array.__format__ (an array of shape {self._shape} "
+                            "has no single value to format)")
+        return str(self)
+
+
+class _HostView:
+    """What a NumPy view of an array's data is made from: its ``base``, which keeps the array and the buffer alive
+    (the array may be rebound to another node later; the buffer stays)."""
+
+    __slots__ = ("__array_interface__", "_owner")
+
+    def __init__(self, owner: array, data: np.ndarray):
+        iface = dict(data.__array_interface__)
+        iface["data"] = (iface["data"][0], not data.flags.writeable)
+        self.__array_interface__ = iface
+        self._owner = (owner, data)
 
 
 def _eval(arrays, host: bool = False) -> None:
@@ -227,14 +285,15 @@ def _eval(arrays, host: bool = False) -> None:
 def _bind() -> tuple:
     """``scheduler.eval_arrays`` and ``scheduler.read_eval``, bound on first use: the scheduler imports this module
     (an import statement in ``_eval`` would cost a microsecond per item() or print)."""
-    global _eval_arrays, _read_eval
+    global _eval_arrays, _read_eval, _plan_lock
+    from .scheduler import _plan_lock
     from .scheduler import eval_arrays as _eval_arrays
     from .scheduler import read_eval as _read_eval
 
     return _eval_arrays, _read_eval
 
 
-_eval_arrays = _read_eval = None
+_eval_arrays = _read_eval = _plan_lock = None
 
 
 def _init_evaluated(a: array, data, dtype: _dt.Dtype) -> None:
@@ -273,30 +332,28 @@ def _rebuild(data: np.ndarray, dtype_name: str) -> array:
     return from_data(data, _dt.to_dtype(dtype_name))
 
 
-def from_dlpack(x) -> array:
-    """An array from any object with ``__dlpack__`` (a NumPy array, a CPU PyTorch tensor...), keeping its dtype.
+def from_dlpack(x, /, *, copy: bool | None = None) -> array:
+    """An array from any object with ``__dlpack__`` (a NumPy array, a CPU PyTorch tensor...) or a DLPack capsule.
 
-    The values are copied, so later writes to ``x`` do not show through (umx arrays are immutable).
+    The values are copied, so later writes to ``x`` do not show through (umx arrays are immutable). The dtype is
+    kept, except that float64 and complex128 from other libraries become float32 and complex64, as in MLX.
 
     Args:
         x: the object to import.
+        copy (bool, optional): True or None copy; False (never copy) raises ValueError, as umx cannot adopt
+            another library's buffer.
 
     Returns:
         array: an evaluated array.
     """
-    if not hasattr(x, "__dlpack__"):
+    if copy is False:
+        raise ValueError("from_dlpack: cannot import the data without a copy (copy=False); umx always copies")
+    if isinstance(x, array):
+        return alias(x)  # umx's own: every dtype kept
+    if not hasattr(x, "__dlpack__") and not _is_capsule(x):
         raise TypeError(f"from_dlpack: {type(x).__name__} does not support the DLPack protocol")
-    device = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
-    if device == 1:
-        host = np.array(np.from_dlpack(x))
-    elif hasattr(x, "__cuda_array_interface__") and hasattr(x, "get"):
-        host = np.asarray(x.get())  # a CuPy array: copied to the host once
-    else:
-        raise ValueError(f"from_dlpack: cannot import data on DLPack device type {device} yet; "
-                         "move it to the host first")
-    if host.dtype.kind == "c" and host.dtype != np.complex64:
-        host = host.astype(np.complex64)
-    return from_data(host, _dt.from_numpy(host.dtype))
+    data, dt = _to_numpy(x, None)
+    return from_data(data, dt)
 
 
 _created = itertools.count(1)
@@ -322,15 +379,151 @@ def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
     return a
 
 
-def _to_numpy(val):
-    """Host data and umx dtype for a Python or NumPy value, by MLX's inference rules."""
-    if isinstance(val, np.ndarray) or isinstance(val, np.generic):
-        arr = np.asarray(val)
-        if arr.dtype == np.float64:
-            return arr.astype(np.float32), _dt.float32
-        if arr.dtype.kind == "c" and arr.dtype != np.complex64:
-            return arr.astype(np.complex64), _dt.complex64
-        return np.array(arr), _dt.from_numpy(arr.dtype)  # a copy: the caller may write to its buffer later
+# -- new objects for old values ---------------------------------------------------------------------------------
+
+
+def _copy_state(dst: array, src: array) -> None:
+    dst._prim = src._prim
+    dst._inputs = src._inputs
+    dst._shape = src._shape
+    dst._dtype = src._dtype
+    dst._stream = src._stream
+    dst._data = src._data
+    dst._copies = src._copies
+    dst._exec = src._exec
+    dst._seq = src._seq
+    dst._siblings = src._siblings
+
+
+def alias(a: array) -> array:
+    """A new array object with the value of ``a``: what ``a[...]``, ``mx.array(a)`` and ``mx.asarray(a)`` return.
+
+    Host data is shared (arrays are immutable); anything else becomes a view node of ``a``, so that the new object
+    has its own place in the graph. Either way, rebinding one object (``b[0] = 1``) leaves the other alone.
+    """
+    d = a._data
+    if d is not None and (type(d) is np.ndarray or isinstance(d, np.generic)):
+        b = _new(array)
+        _copy_state(b, a)
+        b._siblings = None
+        return b
+    from .devices import resolve_stream
+    from .primitives import Gather
+
+    return node(Gather((Ellipsis,)), (a,), a._shape, a._dtype, resolve_stream(None))
+
+
+def _take(a: array, fresh: array) -> None:
+    """Make ``a`` (being initialized) the node or value ``fresh``, which nothing else holds."""
+    _copy_state(a, fresh)
+    fresh._data = None  # (nothing to release: the data is a's now)
+
+
+def _astype_node(x: array, dt: _dt.Dtype) -> array:
+    from .devices import resolve_stream
+    from .primitives import AsType
+
+    return node(AsType(dt), (x,), x._shape, dt, resolve_stream(None))
+
+
+def rebind(a: array, new: array, mark: int, own_refs: int) -> int:
+    """Make the Python object ``a`` the node ``new`` (what ``a[i] = v`` and ``a += b`` do); every node that read
+    ``a`` keeps reading the value ``a`` had, now held by a new object.
+
+    Args:
+        a: the array to update.
+        new: its new value, built by the update from nodes made after creation number ``mark``.
+        mark: a creation number drawn before the update built ``new``.
+        own_refs: the references to ``a`` that the caller's path holds when one variable holds ``a`` (measured by
+            the caller once, through this function's return value): more mean other holders, which may be nodes
+            that read ``a``, and only then is the heap searched for them.
+
+    Returns:
+        int: the references to ``a`` seen, for callers measuring ``own_refs``.
+    """
+    if new is a:
+        return own_refs
+    lock = _plan_lock
+    if lock is None:
+        _bind()
+        lock = _plan_lock
+    # `a` is about to become another node, so no worker may still be computing it (the worker would write the old
+    # value into the new node), and no eval may be planning it meanwhile.
+    while True:
+        with lock:
+            ex, seq = a._exec, a._seq
+            if ex is None or ex.done >= seq:
+                return _rebind(a, new, mark, own_refs)
+        ex.wait(seq)
+
+
+def _rebind(a: array, new: array, mark: int, own_refs: int) -> int:
+    if a._data is None and a._exec is not None:
+        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this very
+        # object, so let it finish before the object becomes another node.
+        a._exec.wait(a._seq)
+    if new._prim is None or new._seq <= mark or new._exec is not None or new._siblings is not None:
+        new = alias(new)  # not a node of this update's own: take a new object for its value
+    old = _new(array)
+    _copy_state(old, a)
+    if old._siblings is not None:
+        old._siblings = tuple(old if x is a else x for x in old._siblings)
+        for x in old._siblings:
+            x._siblings = old._siblings
+    _reread(new, a, old, mark)
+    # Older nodes reading `a` must read `old` too. Only our frames and one variable hold `a` in the common case;
+    # otherwise find them, an O(heap) scan that only aliased updates pay.
+    refs = sys.getrefcount(a)
+    if refs > own_refs:
+        for ref in gc.get_referrers(a):
+            if type(ref) is tuple:
+                for owner in gc.get_referrers(ref):
+                    if type(owner) is array and owner._inputs is ref and owner is not old:
+                        if owner._data is None and owner._exec is not None:
+                            # In flight: its worker may hold `a` already (e.g. while it waits for another stream)
+                            # and must read the value `a` had at the call, so let it finish first.
+                            owner._exec.wait(owner._seq)
+                        owner._inputs = tuple(old if x is a else x for x in ref)
+    a._data = None  # `a` no longer owns the data: `old` does
+    _copy_state(a, new)
+    new._data = None  # so that freeing `new` does not release data it never owned
+    new._prim = None
+    new._inputs = ()
+    return refs
+
+
+def _reread(new: array, a: array, old: array, mark: int) -> None:
+    """Point the update's own nodes (``new`` and the nodes behind it made after ``mark``) that read ``a`` at ``old``:
+    ``a`` is about to be ``new``, which must not read itself. (A function of its own: its locals, which hold ``a``
+    while it runs, are gone when the caller counts the references to ``a``.)"""
+    todo = [new]
+    while todo:
+        n = todo.pop()
+        ins = n._inputs
+        for x in ins:
+            if x is a:
+                n._inputs = tuple([old if y is a else y for y in ins])
+            elif x._prim is not None and x._seq > mark and x._exec is None:
+                todo.append(x)
+
+
+# -- conversion from other values -------------------------------------------------------------------------------
+
+_NON_UNIFORM = "Initialization encountered non-uniform length."
+
+
+def _check_shape(shape: tuple) -> None:
+    for s in shape:
+        if s > DIM_MAX:
+            raise OverflowError(f"Shape dimension {s} is outside the supported range [-2147483648, 2147483647]. "
+                                "MLX currently uses 32-bit integers for shape dimensions.")
+
+
+def _to_numpy(val, dt: _dt.Dtype | None) -> tuple:
+    """Host data and umx dtype for a value that is not a umx array, by MLX's inference rules. With ``dt`` given,
+    the data keeps its precision for the caller's cast (float64 is not narrowed to float32 first)."""
+    if isinstance(val, (np.ndarray, np.generic)):
+        return _from_numpy(np.asarray(val), dt, copy=True)
     if isinstance(val, bool):
         return np.array(val), _dt.bool_
     if isinstance(val, int):
@@ -342,44 +535,124 @@ def _to_numpy(val):
             return np.array(val, np.uint64), _dt.uint64
         raise ValueError(f"array: the Python int {val} does not fit in 64 bits")
     if isinstance(val, float):
-        return np.array(val, np.float32), _dt.float32
+        return (np.array(val, np.float32), _dt.float32) if dt is None else (np.array(val), _dt.float64)
     if isinstance(val, complex):
         return np.array(val, np.complex64), _dt.complex64
-    if hasattr(val, "__dlpack__") and not isinstance(val, (list, tuple)) and not hasattr(val, "__array__"):
-        return _to_numpy(np.from_dlpack(val))
-    if hasattr(val, "__cuda_array_interface__"):
-        return _to_numpy(val.get())  # a CuPy array: copied to the host once
-    arr = np.array(val)
-    if arr.dtype == object:
-        raise ValueError("array: could not make an array from a ragged or mixed sequence "
-                         f"(got {type(val).__name__})")
-    if isinstance(val, (list, tuple)) and _contains_umx(val):
-        dts = _umx_dtypes(val)
-        dt = dts[0]
-        for d in dts[1:]:
-            dt = _dt.promote(dt, d)
-        return arr.astype(dt.np), dt
-    if arr.dtype.kind == "f":
+    if isinstance(val, (list, tuple)):
+        return _from_sequence(val, dt)
+    if isinstance(val, (bytes, bytearray, memoryview)):
+        return _from_numpy(np.array(memoryview(val)), dt, copy=False)  # bytes are uint8, as in MLX
+    if _is_capsule(val):
+        val = _Capsule(val)
+    if hasattr(val, "__cuda_array_interface__") and hasattr(val, "get"):
+        return _from_numpy(np.asarray(val.get()), dt, copy=False)  # a CuPy array: copied to the host once
+    if "bfloat16" in str(getattr(val, "dtype", "")) and hasattr(val, "float"):
+        host = np.asarray(val.float())  # a PyTorch bfloat16 tensor: NumPy has no bfloat16, float32 holds it exactly
+        return _from_numpy(host, None, copy=True)[0], _dt.bfloat16
+    if hasattr(val, "__dlpack__") and not hasattr(val, "__array__"):
+        try:
+            host = np.from_dlpack(val)
+        except (RuntimeError, TypeError, BufferError) as e:
+            raise ValueError(f"array: cannot import this DLPack data ({e})") from None
+        return _from_numpy(host, dt, copy=True)
+    try:
+        host = np.asarray(val)  # __array__ and the buffer protocol
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ValueError(f"array: cannot convert {type(val).__name__} to an array ({e})") from None
+    if host.dtype == object:
+        raise ValueError(f"array: cannot make an array from {type(val).__name__}")
+    return _from_numpy(host, dt, copy=True)
+
+
+def _from_numpy(arr: np.ndarray, dt: _dt.Dtype | None, copy: bool) -> tuple:
+    """Host data and umx dtype for typed data: its dtype is kept, except float64 and complex128 (without ``dt``),
+    big-endian data (converted) and ml_dtypes' bfloat16. ``copy``: the data may be the caller's buffer, which the
+    caller may write to later, so it is copied."""
+    if arr.size > DIM_MAX:
+        _check_shape(arr.shape)
+    nd = arr.dtype
+    d = _FROM_NP.get(nd)  # (native byte order only: a big-endian dtype is not equal to its native twin)
+    if d is None:
+        if nd.kind not in "biufc":
+            if nd.name == "bfloat16":
+                return arr.astype(np.float32), _dt.bfloat16
+            raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart")
+        if not nd.isnative:
+            return _from_numpy(arr.astype(nd.newbyteorder("=")), dt, copy=False)
+        if nd.kind == "c":
+            return arr.astype(np.complex64), _dt.complex64  # complex128 and longer: MLX's only complex type
+        if nd.kind == "f":  # long double
+            return (arr.astype(np.float32), _dt.float32) if dt is None else (arr.astype(np.float64), _dt.float64)
+        raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart")
+    if d is _dt.float64 and dt is None:
         return arr.astype(np.float32), _dt.float32
-    if arr.dtype.kind in "iu":
+    return (np.array(arr) if copy else arr), d
+
+
+def _from_sequence(val, dt: _dt.Dtype | None) -> tuple:
+    """Host data and umx dtype for nested lists and tuples of Python numbers."""
+    try:
+        arr = np.array(val)
+    except ValueError:  # NumPy's "inhomogeneous shape"
+        raise ValueError(_NON_UNIFORM) from None
+    except OverflowError:
+        raise ValueError("array: a Python int in the sequence does not fit in 64 bits") from None
+    kind = arr.dtype.kind
+    if kind == "O":
+        raise ValueError(f"{_NON_UNIFORM} (or the sequence holds values other than numbers, or ints beyond 64 bits)")
+    if kind not in "biufc":
+        raise ValueError(f"array: sequences of {arr.dtype} (e.g. strings) are not supported")
+    _check_shape(arr.shape)
+    if dt is not None:
+        return arr, _dt.from_numpy(arr.dtype)
+    if kind == "f":
+        return arr.astype(np.float32), _dt.float32
+    if kind in "iu" and arr.dtype != np.uint64:
         if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
             return arr.astype(np.int64), _dt.int64
         return arr.astype(np.int32), _dt.int32
-    if arr.dtype.kind == "c":
+    if kind == "c":
         return arr.astype(np.complex64), _dt.complex64
     return arr, _dt.from_numpy(arr.dtype)
 
 
-def _exact(val) -> bool:
-    """Whether NumPy converts ``val`` exactly (no umx arrays inside, no Python ints past int64)."""
-    if isinstance(val, (np.ndarray, np.generic, float, complex)):
-        return True
-    if isinstance(val, (list, tuple)) and not _contains_umx(val):
-        try:
-            return np.array(val).dtype != object
-        except (ValueError, OverflowError):
-            return False
-    return False
+def _from_nested(val, dt: _dt.Dtype | None) -> array:
+    """Nested lists holding umx arrays, stacked lazily (the arrays stay in the graph, so gradients flow through)."""
+    from .ops.shape import stack  # (the ops layer: only this constructor form needs it)
+
+    def build(v) -> array:
+        if isinstance(v, array):
+            return v
+        if type(v) in (list, tuple) and _contains_umx(v):
+            parts = [build(x) for x in v]
+            if any(p._shape != parts[0]._shape for p in parts):
+                raise ValueError(_NON_UNIFORM)
+            return stack(parts)
+        return array(v)
+
+    out = build(val)
+    if dt is not None and dt is not out._dtype:
+        out = _astype_node(out, dt)
+    return out
+
+
+class _Capsule:
+    """A bare DLPack capsule (``torch.utils.dlpack.to_dlpack``) in the protocol NumPy's from_dlpack reads."""
+
+    __slots__ = ("_capsule",)
+
+    def __init__(self, capsule):
+        self._capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self._capsule
+
+    def __dlpack_device__(self) -> tuple:
+        return (1, 0)  # NumPy refuses a capsule of another device itself
+
+
+def _is_capsule(x) -> bool:
+    return type(x).__name__ == "PyCapsule"
 
 
 def _contains_umx(val) -> bool:
@@ -391,17 +664,9 @@ def _contains_umx(val) -> bool:
     return False
 
 
-def _umx_dtypes(val) -> list:
-    out = []
-    for v in val:
-        if isinstance(v, array):
-            out.append(v.dtype)
-        elif isinstance(v, (list, tuple)):
-            out.extend(_umx_dtypes(v))
-    return out
-
-
 def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
+    if data.dtype.kind == "c" and dt.kind != "c":
+        data = data.real
     with np.errstate(all="ignore"):
         out = data.astype(dt.np)
     return round_bf16(np, out) if dt is _dt.bfloat16 else out

@@ -30,6 +30,9 @@ class DtypeCategory(enum.Enum):
     number = "number"
     generic = "generic"
 
+    def __repr__(self) -> str:
+        return f"DtypeCategory.{self.name}"  # as MLX prints it
+
 
 complexfloating = DtypeCategory.complexfloating
 floating = DtypeCategory.floating
@@ -61,7 +64,8 @@ class Dtype:
         self.rank = rank  # order within the kind, for promotion
 
     def __repr__(self) -> str:
-        return f"umx.{self.name}"
+        # MLX's spelling, which code written for MLX compares and parses (``str(x.dtype).split(".")[-1]``)
+        return f"mlx.core.{self.name}"
 
     def __reduce__(self):
         return (_by_name, (self.name,))
@@ -155,6 +159,7 @@ def _promote_pair(a: Dtype, b: Dtype) -> Dtype:
 
 
 _PROMOTE = {(a, b): _promote_pair(a, b) for a in ALL for b in ALL}
+_INT_BOUNDS = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max)) for d in ALL if d.kind in "iu"}
 
 
 def promote(a: Dtype, b: Dtype) -> Dtype:
@@ -167,7 +172,11 @@ def weak_scalar_dtype(value, other: Dtype) -> Dtype:
     if isinstance(value, bool):
         return other
     if isinstance(value, int):
-        return int32 if other is bool_ else other
+        d = int32 if other is bool_ else other
+        bounds = _INT_BOUNDS.get(d)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:  # (MLX's check: NumPy would wrap it)
+            raise ValueError(f"Converting {value} to {d.name} would result in overflow.")
+        return d
     if isinstance(value, float):
         return other if other.kind in "fc" else float32
     if isinstance(value, complex):
@@ -237,7 +246,17 @@ def _scalar_dtype(value) -> Dtype:
 
 
 def can_cast(from_, to) -> bool:
-    """Whether values of ``from_`` convert to ``to`` without loss, as numpy.can_cast with 'safe'."""
+    """Whether values of ``from_`` convert to ``to`` without loss, as numpy.can_cast with 'safe'.
+
+    Args:
+        from_ (Dtype | array): the source dtype, or an array of it.
+        to (Dtype): the target dtype.
+
+    Returns:
+        bool: True if every value of ``from_`` is exactly representable in ``to``.
+    """
+    if not isinstance(from_, (Dtype, type, str, np.dtype)) and hasattr(from_, "dtype"):
+        from_ = from_.dtype  # an array
     a, b = to_dtype(from_), to_dtype(to)
     if a is bfloat16 or b is bfloat16:
         # bfloat16 holds 8 significant bits: every 8-bit integer, and itself within the wider floats.

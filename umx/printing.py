@@ -2,7 +2,8 @@
 
 Values are written one by one, unaligned, floats with 6 significant digits (or ``precision`` digits after the
 point once set). An axis longer than 6 shows its first and last 3 entries around ``...``; rows of a matrix start
-on new lines, indented under the first bracket.
+on new lines, indented under the first bracket. An empty array of other than one dimension also gives its shape, as
+NumPy does (``array([], shape=(0, 3), dtype=float32)``), which MLX's brackets lose.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _block(data: np.ndarray, dim: int, fmt, out: list) -> None:
 
 
 def _format(a) -> str:
-    data = np.asarray(a)
+    data = a._host()
     fmt = _scalar_fmt(a.dtype.kind)
     if data.ndim == 0:
         return fmt(data[()])
@@ -92,6 +93,8 @@ def _format(a) -> str:
 
 
 def array_repr(a) -> str:
+    if a.ndim != 1 and 0 in a.shape:  # brackets alone would not show the shape (NumPy's form)
+        return f"array([], shape={a.shape}, dtype={a.dtype.name})"
     return f"array({_format(a)}, dtype={a.dtype.name})"
 
 

@@ -1,5 +1,7 @@
 """The public ops, by family. Each module checks arguments, infers shapes and dtypes, and builds graph nodes."""
 
+import sys as _sys
+
 from . import (
     _methods,  # noqa: F401,E402 (attaches operators and methods to array)
     random,
@@ -17,3 +19,10 @@ from .reduction import *  # noqa: F403
 from .scan import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .sort import *  # noqa: F403
+
+# What `from .ops import *` gives umx: the ops, not the family modules they live in (read through sys.modules:
+# `matmul` and `sort` are functions here now).
+__all__ = ["ArrayAt", "random"]
+for _family in ("creation", "elementwise", "layout", "matmul", "misc", "products", "reduction", "scan", "shape",
+                "sort"):
+    __all__ += _sys.modules[f"{__name__}.{_family}"].__all__

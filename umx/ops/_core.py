@@ -6,6 +6,7 @@ the op's name, the shapes and the dtypes in the message.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -119,20 +120,29 @@ def axis_of(axis: int, ndim: int, op: str) -> int:
 
 
 def shape_of(shape, op: str) -> tuple:
-    """A shape argument (an int or a sequence of ints) as a tuple, with negative sizes refused."""
+    """A shape argument (an int or a sequence of ints) as a tuple: sizes that are not integers (2.5) raise
+    TypeError, negative ones ValueError, ones past MLX's 32-bit dimensions OverflowError."""
     if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),)
+        shape = (shape,)
     bad = f"{op}: shape must be an int or a sequence of ints, got {shape!r}"
     if isinstance(shape, str):
         raise TypeError(bad)
     try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
         raise TypeError(bad) from None
-    check_dims(shape, op)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
+    for s in shape:
+        if s < 0:
+            raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
+        if s > _MAX_SHAPE_DIM:
+            raise OverflowError(f"{op}: integer value {s} is outside the supported range [-2147483648, 2147483647] "
+                                "(shape dimensions are 32-bit integers, as in MLX)")
+    if math.prod(shape) > _MAX_DIM:
+        raise ValueError(f"{op}: shape {shape} has more elements than a 64-bit size holds")
     return shape
+
+
+_MAX_SHAPE_DIM = 2**31 - 1
 
 
 _MAX_DIM = 2**63 - 1

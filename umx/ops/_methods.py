@@ -1,44 +1,135 @@
 """The array's operators and method forms of ops, attached to ``umx.array`` once the ops exist.
 
-Operators are the public ops themselves, or call them (they are the hottest entry points: one call to the op's fast
-path); methods forward to the public op of the same name, so each has one definition and one docstring.
+Binary operators are twins of the public ops (one call to the same fast path) whose slow path checks the other
+operand as MLX's operators do: a list, tuple or string is refused with ValueError (``==`` and ``!=`` answer False and
+True instead). In-place operators (``a += b``) compute ``a + b`` and rebind the object ``a`` to it, as ``a[i] = v``
+does: nodes that already read ``a`` keep its old value. Methods forward to the public op of the same name, so each
+has one definition and one docstring.
 """
 
 from __future__ import annotations
 
-from ..array import array
+import numpy as np
+
+from .. import dtypes as dt
+from ..array import _created, array, rebind
 from . import elementwise as ew
 from . import indexing, layout, matmul, reduction, scan, shape
 
+_REFUSED = (list, tuple, str)  # operands MLX's operators refuse (the ops themselves take lists and tuples)
+_PLAIN = frozenset({array, int, float, bool, complex})  # operands that need no such check
 
-def _binop(name: str):
-    op = getattr(ew, name)  # the public op: its fast path, and errors that name it
+# operator -> (public op, MLX's word for it in errors)
+_BINARY = {
+    "add": ("add", "addition"), "sub": ("subtract", "subtraction"), "mul": ("multiply", "multiplication"),
+    "truediv": ("divide", "division"), "floordiv": ("floor_divide", "floor division"), "mod": ("remainder", "modulus"),
+    "pow": ("power", "power"), "and": ("bitwise_and", "bitwise and"), "or": ("bitwise_or", "bitwise or"),
+    "xor": ("bitwise_xor", "bitwise xor"), "lshift": ("left_shift", "left shift"),
+    "rshift": ("right_shift", "right shift"),
+}
+_COMPARISONS = {
+    "lt": ("less", "less than"), "le": ("less_equal", "less than or equal"), "gt": ("greater", "greater than"),
+    "ge": ("greater_equal", "greater than or equal"),
+}
+_EQUALITY = {"eq": "equal", "ne": "not_equal"}
 
+
+def _operator(public: str, word: str):
+    """The twin of op ``public`` used as an operator."""
+
+    def slow(prim, name, a, b, stream):
+        if a.__class__ not in _PLAIN or b.__class__ not in _PLAIN:
+            for x in (a, b):
+                if isinstance(x, _REFUSED):
+                    raise ValueError(f"Cannot perform {word} on an array and {type(x).__name__}")
+        if prim.kind == "int":  # MLX's bitwise operators refuse floats with ValueError
+            for x in (a, b):
+                d = x._dtype if type(x) is array else (dt.float32 if type(x) is float else None)
+                if d is not None and d.kind in "fc":
+                    raise ValueError(f"Cannot perform {word} on floating point arrays, got {d.name}")
+        return ew._binary(prim, name, a, b, stream)
+
+    return ew._make_binary(ew._BINARY_NAMES[public], public, public, slow)
+
+
+def _equality(public: str):
+    """The twin of ``equal`` or ``not_equal`` used as ``==`` or ``!=``: operands that are not array-like (a list, a
+    tuple, a string, None, any object) give NotImplemented, so Python compares identities (``a == [1]`` is False)."""
+
+    def slow(prim, name, a, b, stream):
+        if isinstance(a, _REFUSED) or isinstance(b, _REFUSED):
+            return NotImplemented
+        try:
+            return ew._binary(prim, name, a, b, stream)
+        except TypeError:
+            return NotImplemented
+
+    return ew._make_binary(ew._BINARY_NAMES[public], public, public, slow)
+
+
+def _reflected(op):
     def rev(self, other):
         return op(other, self)
 
-    return op, rev
+    return rev
 
 
-# primitive name -> the op's public name, for the messages of errors raised by operators
-_PUBLIC_NAME = {p: name for name, p in ew._BINARY_NAMES.items()}
+# References to `a` that the interpreter and umx's frames hold while `a += b` runs with one variable holding `a`:
+# measured once by _calibrate (see array.rebind).
+_inplace_refs = [1 << 30]
+_last_refs = [0]
+
+
+def _inplace(op, word: str):
+    """``a <op>= b``: ``a`` becomes ``a <op> b`` (the object keeps its identity; its dtype and shape may change)."""
+
+    def iop(self, other):
+        mark = next(_created)
+        _last_refs[0] = rebind(self, op(self, other), mark, _inplace_refs[0])
+        return self
+
+    if word == "division":
+        def idiv(self, other):
+            if self._dtype.kind not in "fc":
+                raise ValueError(f"In place division cannot cast to non-floating point type {self._dtype.name}")
+            mark = next(_created)
+            _last_refs[0] = rebind(self, op(self, other), mark, _inplace_refs[0])
+            return self
+
+        return idiv
+    return iop
+
+
+def _calibrate() -> None:
+    probe = array(np.zeros(1, np.int8))
+    probe += 0
+    _inplace_refs[0] = _last_refs[0]
+    indexing.calibrate()  # setitem's, through the operator installed
+
+
+def astype(self, dtype, stream=None) -> array:
+    """The array cast to ``dtype``.
+
+    Args:
+        dtype (Dtype): the type to cast to.
+        stream (Stream | Device, optional): where the cast runs.
+
+    Returns:
+        array: the array as ``dtype``.
+    """
+    return shape.astype(self, dtype, stream=stream)
 
 
 def _install() -> None:
-    ops = {
-        "add": "Add", "sub": "Subtract", "mul": "Multiply", "truediv": "Divide", "floordiv": "FloorDivide",
-        "mod": "Remainder", "pow": "Power", "and": "BitwiseAnd", "or": "BitwiseOr", "xor": "BitwiseXor",
-        "lshift": "LeftShift", "rshift": "RightShift",
-    }
-    for dunder, pname in ops.items():
-        fwd, rev = _binop(_PUBLIC_NAME[pname])
-        setattr(array, f"__{dunder}__", fwd)
-        setattr(array, f"__r{dunder}__", rev)
-    for dunder, pname in {"eq": "Equal", "ne": "NotEqual", "lt": "Less", "le": "LessEqual", "gt": "Greater",
-                          "ge": "GreaterEqual"}.items():
-        setattr(array, f"__{dunder}__", _binop(_PUBLIC_NAME[pname])[0])
-    for dunder in ("eq", "ne"):  # `a == None` falls back to identity (False), as in MLX, instead of raising
-        setattr(array, f"__{dunder}__", _or_not_implemented(getattr(array, f"__{dunder}__")))
+    for dunder, (public, word) in _BINARY.items():
+        op = _operator(public, word)
+        setattr(array, f"__{dunder}__", op)
+        setattr(array, f"__r{dunder}__", _reflected(op))
+        setattr(array, f"__i{dunder}__", _inplace(op, word))
+    for dunder, (public, word) in _COMPARISONS.items():
+        setattr(array, f"__{dunder}__", _operator(public, word))
+    for dunder, public in _EQUALITY.items():
+        setattr(array, f"__{dunder}__", _equality(public))
     array.__hash__ = lambda self: id(self)
     array.__neg__ = ew.negative  # the op itself: its fast path, one call
     array.__pos__ = lambda self: self
@@ -46,13 +137,15 @@ def _install() -> None:
     array.__invert__ = lambda self: ew.logical_not(self) if self.dtype.kind == "b" else ew.bitwise_invert(self)
     array.__matmul__ = lambda self, other: matmul.matmul(self, other)
     array.__rmatmul__ = lambda self, other: matmul.matmul(other, self)
-    array.__getitem__ = lambda self, key: indexing.getitem(self, key)
-    array.__setitem__ = lambda self, key, value: indexing.setitem(self, key, value)
+    array.__imatmul__ = _inplace(array.__matmul__, "matrix multiplication")
+    array.__getitem__ = indexing.getitem
+    array.__setitem__ = indexing.setitem
     array.__divmod__ = lambda self, other: (ew.floor_divide(self, other), ew.remainder(self, other))
     array.at = property(lambda self: indexing.ArrayAt(self), doc="Functional updates: ``a.at[idx].add(v)``.")
     array.T = property(lambda self: shape.transpose(self), doc="The array with its axes reversed.")
     array.real = property(lambda self: ew.real(self), doc="The real part.")
     array.imag = property(lambda self: ew.imag(self), doc="The imaginary part.")
+    array.astype = astype
 
     def reshape(self, *shape_, stream=None):
         """``reshape(self, shape)``; the shape may also be given as separate ints."""
@@ -72,24 +165,14 @@ def _install() -> None:
     for name in ("sum", "prod", "max", "min", "all", "any", "mean", "var", "std", "logsumexp", "argmax",
                  "argmin", "softmax"):
         _forward(reduction, name)
-    for name in ("astype", "flatten", "squeeze", "swapaxes", "moveaxis", "split", "view", "unflatten"):
+    for name in ("flatten", "squeeze", "swapaxes", "moveaxis", "split", "view", "unflatten"):
         _forward(shape, name)
     for name in ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"):
         _forward(scan, name)
     for name in ("diag", "diagonal"):
         _forward(layout, name)
     array.conjugate = array.conj
-    indexing.calibrate()  # setitem's reference baseline, through the operator just installed
-
-
-def _or_not_implemented(op):
-    def cmp(self, other):
-        try:
-            return op(self, other)
-        except TypeError:  # `other` is not array-like: let Python compare identities
-            return NotImplemented
-
-    return cmp
+    _calibrate()
 
 
 def _forward(module, name: str) -> None:

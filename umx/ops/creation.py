@@ -201,9 +201,21 @@ def identity(n: int, dtype=dt.float32, *, stream=None) -> array:
     return eye(n, n, 0, dtype, stream=stream)
 
 
-def asarray(a, dtype=None) -> array:
-    """``a`` as an array: the same array when it already is one of the dtype, else a conversion."""
-    if type(a) is array and (dtype is None or dt.to_dtype(dtype) is a.dtype):
-        return a
+def asarray(a, dtype=None, *, copy: bool | None = None) -> array:
+    """``a`` as an array (the array API's ``asarray``). An array given is not copied: the result is a new array
+    object sharing its data (converted when ``dtype`` differs).
+
+    Args:
+        a: an array, a scalar, a (nested) sequence, or an object with ``__array__``, ``__dlpack__`` or a buffer.
+        dtype (Dtype, optional): the dtype; by default inferred as ``mx.array`` does.
+        copy (bool, optional): None or True convert (arrays are immutable, so sharing is never observable);
+            False asks never to copy, which umx cannot promise, so it raises ValueError, as MLX does off Apple
+            silicon.
+
+    Returns:
+        array: the array.
+    """
+    if copy is False:
+        raise ValueError("asarray: cannot avoid a copy (copy=False); umx always makes an array of its own")
     return array(a, dtype)
 

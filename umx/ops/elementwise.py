@@ -190,8 +190,11 @@ def binary_fast_dtypes(prim) -> dict:
     return out
 
 
-def _make_binary(pname: str, name: str, np_name: str):
+def _make_binary(pname: str, name: str, np_name: str, slow=None):
+    """The public op ``name``; ``slow`` (default :func:`_binary`) takes the operands the fast path does not (the
+    array's operators pass one that checks them as MLX's operators do)."""
     prim = BINARY[pname]
+    slow = slow or _binary
     fast = binary_fast_dtypes(prim)
     # A Python float next to a floating array takes the array's dtype (MLX's weak scalars): no cast either.
     fast_float = {d: o for d, o in fast.items() if d.kind in "fc"}
@@ -229,7 +232,7 @@ def _make_binary(pname: str, name: str, np_name: str):
                 a = c if c is not None else scalar(a, d)
                 st = _thread.resolved.get(id(stream)) or resolve_stream(stream)
                 return node(prim, (a, b), _shape2(a._shape, b._shape, name), o, st)
-        return _binary(prim, name, a, b, stream)
+        return slow(prim, name, a, b, stream)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"""Element-wise ``{name}`` with NumPy broadcasting and MLX's type promotion. See ``numpy.{np_name}``.

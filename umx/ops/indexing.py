@@ -1,177 +1,225 @@
 """Indexing: ``a[key]``, ``a[key] = v`` and ``a.at[key].add(v)`` with NumPy's rules for ints, slices, None,
-Ellipsis and integer arrays. Boolean masks are refused for reading, as in MLX (the result's shape would depend on
-the data); ``a[mask] = v`` is MLX's masked scatter."""
+Ellipsis and integer arrays. Reading through a boolean mask is refused, as in MLX (the result's shape would depend on
+the data); assigning through one is a ``where`` over the array, so it stays lazy.
+
+Indexing always returns a new array object (``a[...]`` too, sharing the data): ``b[i] = v`` rebinds only ``b``.
+"""
 
 from __future__ import annotations
-
-import gc
-import sys
 
 import numpy as np
 
 from .. import dtypes as dt
+from ..array import _created, alias, rebind
 from ..primitives import ARRAY, Gather, Scatter
-from ._core import array, as_array, cast, node, resolve_stream
+from ._core import array, as_array, broadcast_node, cast, node, reshape_node, resolve_stream
 
 __all__ = ["getitem", "setitem", "ArrayAt"]
 
-_BASIC = (int, slice, type(None), type(Ellipsis))
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_BIG_INDEX = "Slice indices must be 32-bit integers."  # MLX's message
+
+
+def _int_key(k, op: str) -> int:
+    k = int(k)
+    if not _INT32_MIN <= k <= _INT32_MAX:
+        raise ValueError(f"{op}: {_BIG_INDEX} Got {k}")
+    return k
+
+
+def _slice_key(k: slice, op: str) -> slice:
+    for v in (k.start, k.stop, k.step):
+        if v is not None and not _INT32_MIN <= v <= _INT32_MAX:
+            raise ValueError(f"{op}: {_BIG_INDEX} Got {k}")
+    return k
 
 
 def _parse(a: array, key, op: str):
     """(template, index arrays, result shape) for ``a[key]``."""
-    if not isinstance(key, tuple):
+    if type(key) is not tuple:
         key = (key,)
-    template, arrays, probe = [], [], []
+    template, arrays = [], []
     for k in key:
-        if isinstance(k, bool) or isinstance(k, np.bool_):
-            raise ValueError(f"{op}: boolean indices are not yet supported")
-        if isinstance(k, (int, np.integer)):
-            template.append(int(k))
-            probe.append(int(k))
-        elif isinstance(k, (slice, type(None), type(Ellipsis))):
+        tk = type(k)
+        if tk is slice:
+            template.append(_slice_key(k, op))
+        elif k is None or k is Ellipsis:
             template.append(k)
-            probe.append(k)
+        elif tk is bool or tk is np.bool_:
+            raise ValueError(f"{op}: boolean indices are not yet supported")
+        elif tk is int or isinstance(k, np.integer):
+            template.append(_int_key(k, op))
         else:
-            idx = k if type(k) is array else as_array(k, op)
+            idx = k if tk is array else _index_array(k, op)
             if idx.dtype is dt.bool_:
                 raise ValueError(f"{op}: boolean indices are not yet supported")
             if idx.dtype.kind not in "iu":
                 raise TypeError(f"{op}: index arrays must be integers, got {idx.dtype.name}")
             template.append(ARRAY)
             arrays.append(idx)
-            probe.append(np.zeros(idx.shape, np.intp))
     n_ellipsis = sum(1 for k in template if k is Ellipsis)
     if n_ellipsis > 1:
-        raise IndexError(f"{op}: an index can only have a single ellipsis")
+        raise ValueError(f"{op}: an index can only have a single ellipsis")
+    ndim = len(a._shape)
     n_used = sum(1 for k in template if k is not None and k is not Ellipsis)
-    if n_used > a.ndim:
-        raise IndexError(f"{op}: too many indices ({n_used}) for an array of shape {a.shape}")
-    # Bounds of int indices, checked at the call (index arrays are checked by the kernel).
-    dims = _dims_of(template, a.ndim)
-    for k, d in zip(template, dims):
-        if isinstance(k, int) and d is not None and not -a._shape[d] <= k < a._shape[d]:
-            raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {a._shape[d]}")
-    dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), a._shape, (0,) * a.ndim)
-    if any(s == 0 for s in a._shape):
-        dummy = np.zeros(a._shape, np.int8)
-    try:
-        shape = dummy[tuple(probe)].shape
-    except IndexError as e:
-        raise IndexError(f"{op}: {e} (array of shape {a.shape})") from None
-    return tuple(template), arrays, shape
+    if n_used > ndim:
+        raise ValueError(f"{op}: too many indices ({n_used}) for an array of shape {a.shape}")
+    template = tuple(template)
+    if arrays:
+        return template, arrays, _advanced_shape(a, template, arrays, n_used, op)
+    return template, arrays, _basic_shape(a._shape, template, n_used, op)
 
 
-def _dims_of(template, ndim):
-    """The axis of ``a`` each key entry addresses (None for None/Ellipsis)."""
+def _index_array(k, op: str) -> array:
+    if isinstance(k, (list, tuple, np.ndarray)) or hasattr(k, "__array__") or hasattr(k, "__dlpack__"):
+        return as_array(k, op)
+    raise TypeError(f"{op}: cannot index an array with {type(k).__name__}")
+
+
+def _basic_shape(shape: tuple, template: tuple, n_used: int, op: str) -> tuple:
+    """The shape of ``a[key]`` for ints, slices, None and Ellipsis, with int indices checked against the bounds."""
     out, d = [], 0
-    n_used = sum(1 for k in template if k is not None and k is not Ellipsis)
     for k in template:
         if k is None:
-            out.append(None)
+            out.append(1)
         elif k is Ellipsis:
-            out.append(None)
-            d += ndim - n_used
-        else:
-            out.append(d)
+            span = len(shape) - n_used
+            out.extend(shape[d:d + span])
+            d += span
+        elif type(k) is int:
+            n = shape[d]
+            if not -n <= k < n:
+                raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {n}")
             d += 1
-    return out
+        else:
+            out.append(len(range(*k.indices(shape[d]))))
+            d += 1
+    out.extend(shape[d:])
+    return tuple(out)
 
 
-def _is_full_slice(template) -> bool:
+def _advanced_shape(a: array, template: tuple, arrays: list, n_used: int, op: str) -> tuple:
+    """The shape of ``a[key]`` with integer arrays in the key, by NumPy's placement rules (read off a stand-in)."""
+    _basic_shape(a._shape, tuple(slice(None) if k is ARRAY else k for k in template), n_used, op)  # int bounds
+    probe = iter([np.zeros(i._shape, np.intp) for i in arrays])
+    key = tuple(next(probe) if k is ARRAY else k for k in template)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), a._shape, (0,) * a.ndim)
+    if any(s == 0 for s in a._shape):
+        stand_in = np.zeros(a._shape, np.int8)
+    try:
+        return stand_in[key].shape
+    except IndexError as e:
+        raise IndexError(f"{op}: {e} (array of shape {a.shape})") from None
+
+
+def _is_full(template: tuple) -> bool:
     return all(k is Ellipsis or (type(k) is slice and k == slice(None)) for k in template)
 
 
 def getitem(a: array, key, stream=None) -> array:
-    """``a[key]``: NumPy basic and integer-array indexing."""
+    """``a[key]``: NumPy basic and integer-array indexing. A new array object even for ``a[...]`` and ``a[:]``."""
     template, arrays, shape = _parse(a, key, "getitem")
-    if _is_full_slice(template):
-        return a
+    if not arrays and _is_full(template):
+        return alias(a)
     st = resolve_stream(stream)
     return node(Gather(template), (a, *arrays), shape, a._dtype, st)
+
+
+def _fit_values(v: array, shape: tuple, a: array, name: str, st) -> array:
+    """``v`` ready to be written into an index of ``shape``: NumPy drops the values' leading 1s, and what is left
+    must broadcast to ``shape``."""
+    vs = v._shape
+    lead = 0
+    while len(vs) - lead > len(shape) and vs[lead] == 1:
+        lead += 1
+    rest = vs[lead:]
+    if len(rest) > len(shape) or any(r != 1 and r != s for r, s in zip(rest[::-1], shape[::-1])):
+        raise ValueError(f"{name}: cannot assign values of shape {vs} to an index of shape {shape} "
+                         f"(array of shape {a.shape})")
+    return reshape_node(v, rest, st)
 
 
 def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> array:
     template, arrays, shape = _parse(a, key, name)
     st = resolve_stream(stream)
     v = values if type(values) is array else as_array(values, name, a._dtype)
-    try:
-        np.broadcast_shapes(v.shape, shape)
-    except ValueError:
-        raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
-                         f"(array of shape {a.shape})") from None
-    v = cast(v, a._dtype, st)
-    lead = v.ndim - len(shape)
-    if lead > 0:  # values may have more axes than the index if those are 1s (as NumPy and MLX allow)
-        if any(s != 1 for s in v.shape[:lead]):
-            raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
-                             f"(array of shape {a.shape})")
-        from .shape import reshape
-
-        v = reshape(v, v.shape[lead:], stream=st)
-    if np.broadcast_shapes(v.shape, shape) != shape:
-        raise ValueError(f"{name}: cannot assign values of shape {v.shape} to an index of shape {shape} "
-                         f"(array of shape {a.shape})")
+    v = _fit_values(cast(v, a._dtype, st), shape, a, name, st)
     return node(Scatter(template, op), (a, v, *arrays), a._shape, a._dtype, st)
 
 
+def _mask_of(key):
+    """The boolean mask array if ``key`` is one (a bool, or a bool array or list), else None."""
+    if type(key) is bool or type(key) is np.bool_:
+        return as_array(key, "setitem")
+    if type(key) is array:
+        return key if key._dtype is dt.bool_ else None
+    if isinstance(key, (list, np.ndarray)):
+        k = as_array(key, "setitem")
+        return k if k._dtype is dt.bool_ else None
+    return None
+
+
+def _masked(a: array, mask: array, values, name: str) -> array:
+    """``a[mask] = values`` as MLX does it: ``mask`` covers the leading axes of ``a``; the values either broadcast
+    to each selected element (or row), or, with one more leading axis than that, are taken one after another."""
+    k = mask.ndim
+    if mask._shape != a._shape[:k]:
+        raise ValueError(f"{name}: a boolean mask must have the shape of the array's leading axes; got a mask of "
+                         f"shape {mask.shape} for an array of shape {a.shape}")
+    st = resolve_stream(None)
+    trail = a._shape[k:]
+    v = values if type(values) is array else as_array(values, name, a._dtype)
+    v = cast(v, a._dtype, st)
+    if v.size == 1:
+        v = reshape_node(v, (), st)
+    vs = v._shape
+    if len(vs) <= len(trail):
+        src = broadcast_node(_fit_values(v, trail, a, name, st), a._shape, st)
+    elif len(vs) == len(trail) + 1:
+        n = vs[0]
+        v = broadcast_node(_fit_values(v, (n, *trail), a, name, st), (n, *trail), st)
+        _check_count(mask, n, name)
+        from .elementwise import clip, subtract
+        from .scan import cumsum
+
+        # each selected position's rank among the selected ones, in row-major order: its value's index
+        rank = clip(subtract(cumsum(reshape_node(cast(mask, dt.int32, st), (mask.size,), st), stream=st), 1,
+                             stream=st), 0, n - 1, stream=st)
+        src = node(Gather((ARRAY,)), (v, rank), (mask.size, *trail), a._dtype, st)
+        src = reshape_node(src, a._shape, st)
+    else:
+        raise ValueError(f"{name}: cannot assign values of shape {vs} through a mask of shape {mask.shape} "
+                         f"(array of shape {a.shape})")
+    from .elementwise import where
+
+    return where(reshape_node(mask, mask._shape + (1,) * len(trail), st), src, a, stream=st)
+
+
+def _check_count(mask: array, n: int, name: str) -> None:
+    """Fewer values than selected places is an error; it is caught here when the mask's values are known (a list
+    or NumPy mask, or an evaluated one), without evaluating anything."""
+    d = mask._data
+    if isinstance(d, (np.ndarray, np.generic)):
+        selected = int(np.count_nonzero(d))
+        if selected > n:
+            raise ValueError(f"{name}: the mask selects {selected} places but only {n} values were given")
+
+
 def setitem(a: array, key, values) -> None:
-    """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it.
-    A boolean array ``key`` is a mask (see :func:`_masked_scatter`)."""
-    if type(key) is array and key.dtype is dt.bool_:
-        new = _masked_scatter(a, key, values)
+    """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it."""
+    global _last_refs
+    mark = next(_created)
+    mask = _mask_of(key)
+    if mask is not None:
+        new = _masked(a, mask, values, "setitem")
     else:
         new = _scatter(a, key, values, None, "setitem")
-    from ..scheduler import _plan_lock
-
-    # `a` is about to become another node, so no worker may still be computing it (the worker would write the
-    # old value into the new node), and no eval may be planning it meanwhile.
-    while True:
-        with _plan_lock:
-            ex, seq = a._exec, a._seq
-            if ex is None or ex.done >= seq:
-                _rebind(a, new)
-                return
-        ex.wait(seq)
+    _last_refs = rebind(a, new, mark, _own_refs)
 
 
-def _masked_scatter(a: array, mask: array, values) -> array:
-    """``a[mask] = values``, as MLX does it: ``mask``'s shape is a prefix of ``a``'s (a mask of rows selects
-    whole rows) and the selected elements, in row-major order, take the values' elements in order. The values
-    are a scalar, a 1-d array of at least as many elements as the mask selects (or, for a prefix mask, an array
-    that broadcasts to ``a``). Made of ops that have gradients and batching rules: the k-th selected element
-    takes element k of the flattened values (the positions, a running count of the mask, carry no gradient)."""
-    from .elementwise import stop_gradient, subtract, where
-    from .scan import cumsum
-    from .shape import broadcast_to, reshape
-
-    st = resolve_stream(None)
-    if mask.ndim > a.ndim or a.shape[:mask.ndim] != mask.shape:
-        raise ValueError(f"setitem: a boolean mask of shape {mask.shape} for an array of shape {a.shape}: its "
-                         "shape must be a prefix of the array's")
-    v = values if type(values) is array else as_array(values, "setitem", a._dtype)
-    v = cast(v, a._dtype, st)
-    full = broadcast_to(reshape(mask, mask.shape + (1,) * (a.ndim - mask.ndim)), a.shape)
-    if v.ndim == 0 or v.size == 1:
-        return where(full, reshape(v, ()), a)
-    if mask.ndim < a.ndim or v.ndim > 1:
-        try:
-            v = broadcast_to(v, a.shape)
-        except ValueError:
-            raise ValueError(f"setitem: values of shape {v.shape} for a boolean mask of shape {mask.shape} of an "
-                             f"array of shape {a.shape}") from None
-    flat = reshape(v, (-1,))
-    if a.size == 0:
-        return a
-    taken = subtract(cumsum(reshape(full, (-1,)).astype(dt.int32)), 1)
-    taken = stop_gradient(where(taken < 0, 0, where(taken >= flat.size, flat.size - 1, taken)))
-    picked = getitem(flat, taken)
-    return where(full, reshape(picked, a.shape), a)
-
-
-# References to `a` that the interpreter and umx's own frames hold inside _rebind while `a[key] = v` runs,
-# when one variable holds `a`: measured by `calibrate`, as it varies with the Python version. More references
-# mean other holders, maybe nodes that read `a`, and only then is the heap scanned for them.
+# References to `a` that the interpreter and umx's own frames hold while `a[key] = v` runs, when one variable holds
+# `a`: measured by `calibrate`, as it varies with the Python version. More references mean other holders, maybe
+# nodes that read `a`, and only then is the heap scanned for them (see array.rebind).
 _own_refs = 5
 _last_refs = 0
 
@@ -179,45 +227,13 @@ _last_refs = 0
 def calibrate() -> None:
     """Measure ``_own_refs`` through ``array.__setitem__`` (called once, when the operators are installed)."""
     global _own_refs
-    _own_refs = sys.maxsize  # no scan while measuring
+    _own_refs = 1 << 30  # no scan while measuring
     probe = array(np.zeros(1, np.int8))
     probe[0] = 0
     _own_refs = _last_refs
 
 
-def _rebind(a: array, new: array) -> None:
-    """Give the Python object ``a`` the state of ``new``; nodes that already read ``a`` keep reading the old value."""
-    if a._data is None and a._exec is not None:
-        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this
-        # very object, so let it finish before the object becomes another node.
-        a._exec.wait(a._seq)
-    old = array.__new__(array)
-    for s in ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings"):
-        setattr(old, s, getattr(a, s))
-    if old._siblings is not None:
-        old._siblings = tuple(old if x is a else x for x in old._siblings)
-        for x in old._siblings:
-            x._siblings = old._siblings
-    # Other nodes reading `a` must now read `old`. Only `new` (and our frames) hold `a` in the common case;
-    # otherwise find the readers, an O(heap) scan that only aliased updates pay.
-    global _last_refs
-    refs = _last_refs = sys.getrefcount(a)
-    if refs > _own_refs:
-        for ref in gc.get_referrers(a):
-            if type(ref) is tuple:
-                for owner in gc.get_referrers(ref):
-                    if type(owner) is array and owner._inputs is ref and owner is not new:
-                        if owner._data is None and owner._exec is not None:
-                            # In flight: its worker may hold `a` already (e.g. while it waits for another
-                            # stream) and must read the value `a` had at the call, so let it finish first.
-                            owner._exec.wait(owner._seq)
-                        owner._inputs = tuple(old if x is a else x for x in ref)
-    new._inputs = tuple(old if x is a else x for x in new._inputs)
-    a._data = None  # `a` no longer owns the data: `old` does (and releases it)
-    for s in ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings"):
-        setattr(a, s, getattr(new, s))
-    new._data = None  # so that freeing `new` does not un-count data it never owned
-    new._prim = None
+_NO_KEY = object()  # `a.at` before `[key]` (None is a key: a new axis)
 
 
 class ArrayAt:
@@ -225,34 +241,39 @@ class ArrayAt:
 
     __slots__ = ("_a", "_key")
 
-    def __init__(self, a: array, key=None):
+    def __init__(self, a: array, key=_NO_KEY):
         self._a = a
         self._key = key
 
     def __getitem__(self, key) -> ArrayAt:
         return ArrayAt(self._a, key)
 
+    def _update(self, values, op: str, name: str, stream) -> array:
+        if self._key is _NO_KEY:
+            raise ValueError(f"{name}: give the index first, e.g. `x.at[0].add(4)`")
+        return _scatter(self._a, self._key, values, op, name, stream)
+
     def add(self, values, *, stream=None) -> array:
         """A copy of the array with ``values`` added at the index (repeated indices accumulate)."""
-        return _scatter(self._a, self._key, values, "add", "at.add", stream)
+        return self._update(values, "add", "at.add", stream)
 
     def subtract(self, values, *, stream=None) -> array:
         """A copy with ``values`` subtracted at the index."""
-        return _scatter(self._a, self._key, values, "subtract", "at.subtract", stream)
+        return self._update(values, "subtract", "at.subtract", stream)
 
     def multiply(self, values, *, stream=None) -> array:
         """A copy with the index multiplied by ``values``."""
-        return _scatter(self._a, self._key, values, "multiply", "at.multiply", stream)
+        return self._update(values, "multiply", "at.multiply", stream)
 
     def divide(self, values, *, stream=None) -> array:
         """A copy with the index divided by ``values``."""
         op = "divide" if self._a.dtype.kind in "fc" else "floor_divide"
-        return _scatter(self._a, self._key, values, op, "at.divide", stream)
+        return self._update(values, op, "at.divide", stream)
 
     def maximum(self, values, *, stream=None) -> array:
         """A copy with the index set to the maximum of itself and ``values``."""
-        return _scatter(self._a, self._key, values, "maximum", "at.maximum", stream)
+        return self._update(values, "maximum", "at.maximum", stream)
 
     def minimum(self, values, *, stream=None) -> array:
         """A copy with the index set to the minimum of itself and ``values``."""
-        return _scatter(self._a, self._key, values, "minimum", "at.minimum", stream)
+        return self._update(values, "minimum", "at.minimum", stream)

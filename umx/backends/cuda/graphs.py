@@ -10,8 +10,8 @@ is one slot), or a constant (by its bits and dtype). The first sighting runs eag
 
 Memory: a graph owns every buffer its kernels touch, from a pool of its own, so nothing else ever reuses them.
 
-- Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very array
-  (arrays are immutable: same array, same values), so weights read step after step are not copied again.
+- Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very data
+  (data is immutable: same buffer object, same values), so weights read step after step are not copied again.
 - Outputs that anything outside the batch holds (the user, a later eval, another stream) are copied out of the
   graph: the graph's last copies pack them into one export area, and a replay copies that area into one fresh
   buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
@@ -115,7 +115,7 @@ class Captured:
         self.graph = graph
         self.pool = pool
         self.slots = slots
-        self.sources: list = [None] * len(slots)  # weakref to the array whose values each slot holds
+        self.sources: list = [None] * len(slots)  # weakref to the data (a device array) each slot holds
         self.values = values
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
@@ -207,11 +207,12 @@ class Graphs:
         ex = self.ex
         stream = ex.cuda_stream
         try:
-            for s, (x, d) in enumerate(zip(externals, inputs)):
+            for s, d in enumerate(inputs):
                 src = g.sources[s]
-                if src is None or src() is not x:
+                # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
+                if src is None or src() is not d:
                     _copy(g.slots[s], d, stream)
-                    g.sources[s] = weakref.ref(x)
+                    g.sources[s] = weakref.ref(d)
                     STATS.copies_in += 1
             g.graph.launch(stream)
             outs = []
