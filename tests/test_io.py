@@ -551,7 +551,7 @@ def test_gguf_malformed(tmp_path):
 def test_gguf_argument_errors(tmp_path, monkeypatch):
     pytest.importorskip("gguf")
     path = str(tmp_path / "g.gguf")
-    with pytest.raises(ValueError, match="save_gguf: array 'a' of umx.uint8"):
+    with pytest.raises(ValueError, match="save_gguf: array .a. of uint8"):
         mx.save_gguf(path, {"a": mx.ones(2, mx.uint8)})
     with pytest.raises(ValueError, match="save_gguf: array 'a': a 0-d bfloat16"):
         mx.save_gguf(path, {"a": mx.array(1.0, mx.bfloat16)})

@@ -286,9 +286,13 @@ def test_errors_name_the_op():
 def test_singular_inverse_raises_at_eval(device):
     if device == mx.gpu:
         pytest.skip("cuSOLVER's inverse reports no singular matrix (CuPy returns non-finite values)")
-    x = mx.linalg.inv(mx.zeros((2, 2)), stream=device)
-    with pytest.raises(np.linalg.LinAlgError):
-        mx.eval(x)
+    singular = mx.array([[1.0, 2.0], [2.0, 4.0]])
+    for make in (lambda: mx.linalg.inv(singular, stream=device),
+                 lambda: mx.linalg.solve(singular, mx.ones((2,)), stream=device)):
+        with pytest.raises(np.linalg.LinAlgError):  # NumPy's type (a ValueError)
+            mx.eval(make())
+        with pytest.raises(RuntimeError):  # and MLX's
+            mx.eval(make())
 
 
 def test_empty_batch(device):
@@ -354,3 +358,4 @@ def test_norm_order_must_be_a_number():
         with pytest.raises(TypeError, match=r"linalg\.(matrix_)?norm: ord must be a number"):
             f(a, ord=mx.array(2.0))
     assert abs(mx.linalg.norm(a, ord=np.float64(2.0), stream=mx.cpu).item() - 2.0) < 1e-5
+

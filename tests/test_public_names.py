@@ -17,7 +17,7 @@ NAMES_FILE = next((p / _REL for p in Path(__file__).resolve().parents if (p / _R
 # umx's own public names beyond MLX's, each documented where it is defined.
 ADDITIONS = {
     "": {"memory_report", "true_divide"},
-    "random": {"bits"},
+    "random": {"bits", "state"},
     "linalg": {"matrix_norm"},
     "fft": set(),
     "cuda": set(),

@@ -270,5 +270,5 @@ def test_masked_scatter(on):
     rows = mx.zeros((2, 3))
     rows[mx.array([False, True])] = mx.array([1.0, 2.0, 3.0])  # a mask of rows
     assert rows.tolist() == [[0, 0, 0], [1, 2, 3]]
-    with pytest.raises(ValueError, match="prefix"):
+    with pytest.raises(ValueError, match="leading axes"):
         rows[mx.array([True, False, True])] = 1.0

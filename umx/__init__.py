@@ -8,7 +8,7 @@ runs, with the dependencies between streams inserted by the scheduler. ``import 
 import math as _math
 from types import ModuleType as _ModuleType
 
-from . import cuda, distributed, fast, fft, linalg, metal
+from . import cuda, distributed, fast, fft, linalg, metal, random
 from . import dtypes as _dtypes
 from .array import ArrayIterator, ArrayLike, array, from_dlpack
 from .devices import (
@@ -81,7 +81,7 @@ from .memory import (
     set_wired_limit,
 )
 from .ops import *  # noqa: F403
-from .ops import ArrayAt, random
+from .ops import ArrayAt
 from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
 from .scheduler import async_eval, eval
 from .trace import memory_report, trace

@@ -206,7 +206,7 @@ def save_gguf(file, arrays: dict, metadata: dict | None) -> None:
     for name, a in arrays.items():
         code = _TENSOR_TYPES.get(a.dtype) if isinstance(a, array) else None
         if code is None:
-            what = a.dtype if isinstance(a, array) else type(a).__name__
+            what = a.dtype.name if isinstance(a, array) else type(a).__name__
             raise ValueError(f"save_gguf: array {name!r} of {what}: GGUF holds float32, float16, bfloat16, "
                              "float64, int8, int16, int32 and int64 arrays")
         if code == "BF16" and a.ndim == 0:
@@ -246,7 +246,7 @@ def _meta_value(gguf, key, value) -> tuple:
                         f"{type(value).__name__}")
     kind = _VALUE_TYPES.get(value.dtype)
     if kind is None or value.ndim > 1 or (value.ndim == 1 and value.size == 0):
-        raise ValueError(f"save_gguf: metadata {key!r} of shape {value.shape} and {value.dtype}: GGUF holds "
+        raise ValueError(f"save_gguf: metadata {key!r} of shape {value.shape} and {value.dtype.name}: GGUF holds "
                          "scalars and non-empty 1-d arrays of integers, float32, float64 and bool")
     items = np.asarray(value).tolist()
     if value.ndim == 0:

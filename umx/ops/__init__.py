@@ -4,6 +4,8 @@ import sys as _sys
 
 from . import (
     _methods,  # noqa: F401,E402 (attaches operators and methods to array)
+    fft,
+    linalg,
     random,
 )
 from .conv import *  # noqa: F403
@@ -21,8 +23,9 @@ from .shape import *  # noqa: F403
 from .sort import *  # noqa: F403
 
 # What `from .ops import *` gives umx: the ops, not the family modules they live in (read through sys.modules:
-# `matmul` and `sort` are functions here now).
-__all__ = ["ArrayAt", "random"]
-for _family in ("creation", "elementwise", "layout", "matmul", "misc", "products", "reduction", "scan", "shape",
-                "sort"):
+# `matmul` and `sort` are functions here now). The submodules fft, linalg and random have public namespaces of
+# their own (umx/fft.py, umx/linalg.py, umx/random.py).
+__all__ = ["ArrayAt"]
+for _family in ("conv", "creation", "elementwise", "layout", "matmul", "misc", "products", "quantized", "reduction",
+                "scan", "shape", "sort"):
     __all__ += _sys.modules[f"{__name__}.{_family}"].__all__

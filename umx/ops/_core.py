@@ -131,18 +131,13 @@ def shape_of(shape, op: str) -> tuple:
         shape = tuple(operator.index(s) for s in shape)
     except TypeError:
         raise TypeError(bad) from None
+    check_dims(shape, op)
     for s in shape:
         if s < 0:
             raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")
-        if s > _MAX_SHAPE_DIM:
-            raise OverflowError(f"{op}: integer value {s} is outside the supported range [-2147483648, 2147483647] "
-                                "(shape dimensions are 32-bit integers, as in MLX)")
     if math.prod(shape) > _MAX_DIM:
         raise ValueError(f"{op}: shape {shape} has more elements than a 64-bit size holds")
     return shape
-
-
-_MAX_SHAPE_DIM = 2**31 - 1
 
 
 _MAX_DIM = 2**63 - 1
@@ -154,7 +149,7 @@ def check_dims(shape: tuple, op: str) -> tuple:
     MLX; else an OverflowError naming ``op`` and the dimension."""
     for s in shape:
         if not _DIM_MIN <= s <= _DIM_MAX:
-            raise OverflowError(f"{op}: shape dimension {s} is outside the supported range [{_DIM_MIN}, "
+            raise OverflowError(f"{op}: integer value {s} is outside the supported range [{_DIM_MIN}, "
                                 f"{_DIM_MAX}] (shape dimensions are 32-bit integers, as in MLX)")
     return shape
 

@@ -6,7 +6,14 @@ Every factorization works on the last two axes and batches over the leading ones
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import Primitive
+
+
+class LinAlgError(RuntimeError, np.linalg.LinAlgError):
+    """A factorization or solve that cannot be done (a singular matrix): a RuntimeError at eval, as MLX's, and
+    NumPy's ``LinAlgError`` (a ValueError)."""
 
 
 class Matmul(Primitive):

@@ -630,11 +630,9 @@ def _inv_jvp(self, primals, tangents, outputs):
 
 
 def _solve_vjp(self, primals, cotangents, outputs):
-    from ..linalg import solve
-
     a, b = primals
     x, c = outputs[0], cotangents[0]
-    db = solve(m.swapaxes(a, -1, -2), c)
+    db = m.linalg.solve(m.swapaxes(a, -1, -2), c)
     if b.ndim == 1:  # a vector right-hand side
         da = -(m.expand_dims(db, -1) * m.expand_dims(x, -2))
     else:
@@ -643,29 +641,23 @@ def _solve_vjp(self, primals, cotangents, outputs):
 
 
 def _solve_jvp(self, primals, tangents, outputs):
-    from ..linalg import solve
-
     a, b = primals
     ta, tb = tangents
     x = outputs[0]
     rhs = m.zeros_like(x) if tb is None else tb
     if ta is not None:
         rhs = rhs - (m.squeeze(ta @ m.expand_dims(x, -1), -1) if b.ndim == 1 else ta @ x)
-    return [solve(a, rhs)]
+    return [m.linalg.solve(a, rhs)]
 
 
 def _det_vjp(self, primals, cotangents, outputs):
-    from ..linalg import inv
-
     a = primals[0]
     scale = m.expand_dims(cotangents[0] * outputs[0], (-1, -2))
-    return [scale * m.swapaxes(inv(a), -1, -2)]
+    return [scale * m.swapaxes(m.linalg.inv(a), -1, -2)]
 
 
 def _det_jvp(self, primals, tangents, outputs):
-    from ..linalg import inv
-
-    return [outputs[0] * m.sum(m.swapaxes(inv(primals[0]), -1, -2) * tangents[0], axis=(-1, -2))]
+    return [outputs[0] * m.sum(m.swapaxes(m.linalg.inv(primals[0]), -1, -2) * tangents[0], axis=(-1, -2))]
 
 
 _rule(Solve, vjp=_solve_vjp, jvp=_solve_jvp)

@@ -29,7 +29,22 @@ def _matmul(xp, prim, a, b):
     return xp.matmul(a, b)
 
 
+def _singular(fn):
+    """``fn`` with NumPy's LinAlgError (a singular matrix) raised as umx's, a RuntimeError as MLX's."""
+
+    def checked(xp, prim, *args):
+        try:
+            return fn(xp, prim, *args)
+        except Exception as e:
+            if type(e).__name__ != "LinAlgError" or isinstance(e, la.LinAlgError):
+                raise
+            raise la.LinAlgError(f"{prim.name}: {e}") from None
+
+    return checked
+
+
 @kernel(la.Inv)
+@_singular
 def _inv(xp, prim, a):
     return xp.linalg.inv(a)
 
@@ -163,6 +178,7 @@ def _lu_full(xp, prim, a):
 
 
 @kernel(la.Solve)
+@_singular
 def _solve(xp, prim, a, b):
     return xp.linalg.solve(a, b)
 
