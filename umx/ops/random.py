@@ -17,7 +17,7 @@ from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 
-__all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
+__all__ = ["state", "seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
@@ -41,6 +41,35 @@ def _threefry_host(k0: int, k1: int, x0: int, x1: int) -> tuple:
         x0 = (x0 + ks[(i + 1) % 3]) & _M32
         x1 = (x1 + ks[(i + 2) % 3] + i + 1) & _M32
     return x0, x1
+
+
+class _RandomState:
+    """The global key as MLX exposes it, ``mx.random.state``: one object for the process, whose only item is the
+    current key (``state[0]``, a uint32 array of shape (2,), read afresh each time). It holds no arrays itself,
+    so naming it in ``mx.compile``'s ``inputs``/``outputs`` (as MLX's training loops do) costs nothing: a
+    compiled function's draws come from the global key at every call in any case. Reset the key with
+    :func:`seed`."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> array:
+        if i not in (0, -1):
+            raise IndexError(f"random.state: index {i} out of range for its one key")
+        with _lock:
+            k0, k1 = _global
+        return array(np.array([k0, k1], np.uint32), dt.uint32)
+
+    def __iter__(self):
+        yield self[0]
+
+    def __repr__(self) -> str:
+        return f"random.state([{self[0]!r}])"
+
+
+state = _RandomState()
 
 
 def seed(s: int) -> None:
