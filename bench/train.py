@@ -16,7 +16,12 @@ the very same code, ``_mlx_api_models``), float32, with the same batch every ste
 there is one, the GPU. Times are medians after warm-up, umx and MLX timed in interleaved rounds and torch apart
 on the CPU; ratios are against torch's eager step.
 
-Usage: python bench/train.py [--small] [--repeats N] [--no-torch-compile] [--cases mlp,lm,cnn]
+On a small host shared with other work, the libraries' thread pools (OpenBLAS's under NumPy, torch's OpenMP)
+stall each other and the numbers swing by 10x from run to run; there, ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1``
+before the command gives every column one thread, and ``--cpu-time`` times the CPU rows in the process's CPU time
+(the work done, whoever else holds the cores).
+
+Usage: python bench/train.py [--small] [--repeats N] [--no-torch-compile] [--cases mlp,lm,cnn] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -290,16 +295,17 @@ def _row(case: str, sizes: dict, dev: str, args, torch, mlx) -> dict:
         if mlx[0].is_available(mdev):
             fns.update({f"MLX{k}": f for k, f in
                         _mlx_api_steps(mlx, case, sizes, data, mlx[0].default_stream(mdev)).items()})
+    clock = time.process_time if args.cpu_time and dev == "cpu" else time.perf_counter
+    times = interleaved_medians(fns, args.repeats, clock=clock)  # (warm-up: three untimed calls of each)
     if torch is not None and (dev == "cpu" or torch.cuda.is_available()):
-        fns.update(_torch_steps(torch, case, sizes, data, dev, not args.no_torch_compile))
-    timed = {k: f for k, f in fns.items() if f is not None}
-    # torch's columns are timed after the others on the CPU, then a pause: its OpenMP threads spin after each
-    # call and would slow whatever runs next (see suite._timed)
-    apart = {k: timed.pop(k) for k in ("torch", "torch.compile") if dev == "cpu" and k in timed}
-    times = interleaved_medians(timed, args.repeats)  # (warm-up: three untimed calls of each)
-    if apart:
-        times.update(interleaved_medians(apart, args.repeats))
-        time.sleep(0.5)
+        # torch's columns are made and timed after the others, then a pause: after each call its OpenMP threads
+        # spin on every core for a while (and torch.compile leaves compiler workers), which slows whatever runs
+        # next (see suite._timed)
+        steps = _torch_steps(torch, case, sizes, data, dev, not args.no_torch_compile)
+        times.update(interleaved_medians({k: f for k, f in steps.items() if f is not None}, args.repeats,
+                                         clock=clock))
+        if dev == "cpu":
+            time.sleep(0.5)
     return {c: times.get(c) for c in COLUMNS}
 
 
@@ -315,16 +321,22 @@ def _describe(case: str, sizes: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="small models and batches, for a quick run on a small host")
-    ap.add_argument("--repeats", type=int, default=None, help="timed steps per column (default 15, 7 with --small)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed steps per column (default 15, 21 with --small)")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     ap.add_argument("--cases", default="mlp,lm,cnn", help="comma-separated subset of mlp,lm,cnn")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="CPU rows in CPU time of this process (all threads) rather than wall time: steadier on a "
+                         "shared host; with one thread per library, the work each does")
     args = ap.parse_args()
-    args.repeats = args.repeats or (7 if args.small else 15)
+    args.repeats = args.repeats or (21 if args.small else 15)
     sizes = SMALL if args.small else FULL
     torch, mlx = _try("torch"), _mlx_libs()
     devices = ["cpu"] + (["gpu"] if mx.is_available(mx.gpu) else [])
+    threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
     print(f"umx {mx.__version__}; {os.cpu_count()} CPU cores; devices: {', '.join(devices)}; float32; median step "
-          f"of {args.repeats} after 3 warm-up steps{'; --small sizes' if args.small else ''}\n")
+          f"of {args.repeats} after 3 warm-up steps{'; --small sizes' if args.small else ''}"
+          f"{'; CPU rows in CPU time' if args.cpu_time else ''}"
+          + "".join(f"; {k}={v}" for k, v in threads.items()) + "\n")
     head = (f"{'case':40} {'dev':4} " + " ".join(f"{c:>13}" for c in COLUMNS) + f" {'umx/torch':>10} "
             f"{'comp/torch':>10}")
     print(head)

@@ -64,7 +64,7 @@ def repeated_sequences(rng, batch_size: int, context_size: int, period: int, voc
     return mx.array(seq[:, :-1]), mx.array(seq[:, 1:])
 
 
-def main(steps: int = 300, batch_size: int = 16, context_size: int = 32, period: int = 4, vocab_size: int = 32,
+def main(steps: int = 300, batch_size: int = 16, context_size: int = 32, period: int = 3, vocab_size: int = 16,
          num_layers: int = 2, dims: int = 64, num_heads: int = 4, mlp_dims: int | None = None,
          dropout: float = 0.0, tie_embeddings: bool = True, learning_rate: float = 3e-3,
          weight_decay: float = 0.01, seed: int = 0, compiled: bool = True, verbose: bool = True) -> list:
@@ -74,8 +74,8 @@ def main(steps: int = 300, batch_size: int = 16, context_size: int = 32, period:
         steps (int): training steps. Default: ``300``.
         batch_size (int): sequences per step. Default: ``16``.
         context_size (int): tokens per sequence. Default: ``32``.
-        period (int): the length of the repeated pattern. Default: ``4``.
-        vocab_size (int): the number of distinct tokens. Default: ``32``.
+        period (int): the length of the repeated pattern. Default: ``3``.
+        vocab_size (int): the number of distinct tokens. Default: ``16``.
         num_layers (int): transformer blocks. Default: ``2``.
         dims (int): the model's feature size. Default: ``64``.
         num_heads (int): attention heads. Default: ``4``.
@@ -130,8 +130,8 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--context-size", type=int, default=32)
-    ap.add_argument("--period", type=int, default=4)
-    ap.add_argument("--vocab-size", type=int, default=32)
+    ap.add_argument("--period", type=int, default=3)
+    ap.add_argument("--vocab-size", type=int, default=16)
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--dims", type=int, default=64)
     ap.add_argument("--num-heads", type=int, default=4)
