@@ -175,6 +175,8 @@ _MLX_IMPORTS = {"import umx as mx  # noqa: E402": "import mlx.core as mx",
 @pytest.mark.parametrize("name, kwargs, steps", [
     ("mlp", dict(optimizer="adam", learning_rate=3e-3, **MLP_SIZES), 10),
     ("transformer_lm", LM_SIZES, 10),
+    pytest.param("cnn", CNN_SIZES, 5, marks=pytest.mark.skipif(not hasattr(mx, "conv2d"),
+                                                               reason="convolutions land from another branch")),
 ])
 def test_examples_match_mlx(name, kwargs, steps):
     """The same program on MLX: the weights start equal (umx's generator is MLX's), so the losses agree while
