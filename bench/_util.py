@@ -18,12 +18,14 @@ def median_time(fn, repeats: int = 15, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(fns: dict, repeats: int = 15, warmup: int = 3, block: int = 1) -> dict:
-    """``{name: median wall seconds}`` of the callables in ``fns``, each timed ``repeats`` times in rounds: a
+def interleaved_medians(fns: dict, repeats: int = 15, warmup: int = 3, block: int = 1,
+                        clock=time.perf_counter) -> dict:
+    """``{name: median seconds}`` of the callables in ``fns``, each timed ``repeats`` times in rounds: a
     round calls every one ``block`` times in a row (each call timed), in turn. A host whose speed drifts (another
     tenant, a BLAS pool still spinning from the last case) then slows them alike, so their ratios hold where
     medians taken one after the other may not. A block of calls in a row keeps a microsecond-sized call's code
-    warm, as a loop of it would be."""
+    warm, as a loop of it would be. ``clock`` reads the time (wall time by default; ``time.process_time`` gives
+    the CPU time of the process, all its threads together)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -32,9 +34,9 @@ def interleaved_medians(fns: dict, repeats: int = 15, warmup: int = 3, block: in
         for name, fn in fns.items():
             ts = times[name]
             for _ in range(block):
-                t = time.perf_counter()
+                t = clock()
                 fn()
-                ts.append(time.perf_counter() - t)
+                ts.append(clock() - t)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

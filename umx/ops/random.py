@@ -43,13 +43,12 @@ def _threefry_host(k0: int, k1: int, x0: int, x1: int) -> tuple:
     return x0, x1
 
 
-class _State:
-    """``mx.random.state``: the global key as a one-element list-like of a key array, as MLX has it.
-
-    Reading ``state[0]`` gives the current global key; assigning it (a uint32 array of shape (2,)) sets it.
-    Compiled functions list it in ``inputs``/``outputs`` in MLX so that their draws advance the global key;
-    umx's ``compile`` replays draws from the global key in any case, and treats this object as a constant.
-    """
+class _RandomState:
+    """``mx.random.state``: the global key as MLX exposes it, one object whose only item is the current key
+    (``state[0]``, a uint32 array of shape (2,), read afresh each time; no item assignment, as in MLX: reset the
+    key with :func:`seed`). MLX's compiled training steps list it in ``inputs``/``outputs`` so that their draws
+    advance the global key; umx's ``compile`` draws from the global key at every replay in any case, and treats
+    this object as a constant."""
 
     __slots__ = ()
 
@@ -58,17 +57,10 @@ class _State:
 
     def __getitem__(self, i: int) -> array:
         if i not in (0, -1):
-            raise IndexError("random.state has one element, the global key")
+            raise IndexError(f"random.state: index {i} out of range for its one key")
         with _lock:
             words = list(_global)
         return array(np.array(words, np.uint32), dt.uint32)
-
-    def __setitem__(self, i: int, k) -> None:
-        if i not in (0, -1):
-            raise IndexError("random.state has one element, the global key")
-        words = np.asarray(_key(k))
-        with _lock:
-            _global[:] = [int(words[0]), int(words[1])]
 
     def __iter__(self):
         yield self[0]
@@ -77,7 +69,7 @@ class _State:
         return f"random.state([{self[0]!r}])"
 
 
-state = _State()
+state = _RandomState()
 
 
 def seed(s: int) -> None:

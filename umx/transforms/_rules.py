@@ -353,6 +353,12 @@ def _take_along_axis_vjp(self, primals, cotangents, outputs):
     x, idx = primals
     c = cotangents[0]
     ax, shape = self.axis, c._shape
+    n = x._shape[ax]
+    if idx._shape[ax] == 1 and shape[:ax] + (n,) + shape[ax + 1:] == x._shape:
+        # One index per row (a loss picking each target's logit): the cotangent goes where the row's index points,
+        # a select that fuses with whatever the rest of the gradient adds to it, instead of zeros and a scatter.
+        pos = m.reshape(m.arange(n, dtype=idx.dtype), tuple(n if d == ax else 1 for d in range(x.ndim)))
+        return [m.where(pos == m.remainder(idx, n), c, 0), None]
     key = []
     for d in range(c.ndim):
         if d == ax:
@@ -572,9 +578,36 @@ def _matmul_vjp(self, primals, cotangents, outputs):
         c = m.expand_dims(c, -2 if b.ndim > 1 else -1)
     if b.ndim == 1:
         c = m.expand_dims(c, -1)
-    da = c @ m.swapaxes(b2, -1, -2)
-    db = m.swapaxes(a2, -1, -2) @ c
+    # An operand that is a transposed view (the weight in ``x @ w.T``) gets its cotangent as a transposed view
+    # too, (b @ c^T)^T rather than c @ b^T: the transpose's own rule then hands back a contiguous array, the
+    # weight's layout, which the optimizer reads without striding.
+    if _swapped(a2):
+        da = _swap(b2 @ _swap(c))
+    else:
+        da = c @ _swap(b2)
+    a_rows, c_rows = a2, c
+    if b2.ndim == 2 and c.ndim > 2:
+        # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is one
+        # product over all the stack's rows, not a product per matrix summed afterwards
+        a_rows, c_rows = m.reshape(a2, (-1, b2._shape[0])), m.reshape(c, (-1, b2._shape[1]))
+    if _swapped(b2):
+        db = _swap(_swap(c_rows) @ a_rows)
+    else:
+        db = _swap(a_rows) @ c_rows
     return [m.reshape(unbroadcast(da, a2._shape), a._shape), m.reshape(unbroadcast(db, b2._shape), b._shape)]
+
+
+def _swap(x: array) -> array:
+    return m.swapaxes(x, -1, -2)
+
+
+def _swapped(x: array) -> bool:
+    """Whether ``x`` is a view of another array with its last two axes exchanged (``w.T`` in ``x @ w.T``)."""
+    p = x._prim
+    if p is None or p.__class__ is not Transpose or x.ndim < 2:
+        return False
+    n = x.ndim
+    return p.axes == (*range(n - 2), n - 1, n - 2)
 
 
 def _matmul_jvp(self, primals, tangents, outputs):

@@ -6,6 +6,8 @@ caller's module; LU is written here in array operations, so it runs on either de
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...primitives import linalg as la
@@ -26,6 +28,11 @@ def _adjoint(xp, a):
 
 @kernel(la.Matmul)
 def _matmul(xp, prim, a, b):
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        # a stack of matrices times one matrix (a Linear layer on [batch, length, features]) is one product of
+        # all the stack's rows: one large GEMM instead of one per matrix
+        rows = math.prod(a.shape[:-1])
+        return xp.matmul(a.reshape(rows, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
     return xp.matmul(a, b)
 
 

@@ -35,7 +35,9 @@ def _logsumexp(xp, prim, x):
         return xp.full(_reduced_shape(x.shape, prim.axes, prim.keepdims), -xp.inf, dtype=x.dtype)
     m = xp.max(x, axis=prim.axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    s = xp.log(xp.sum(xp.exp(x - m), axis=prim.axes, keepdims=True)) + m
+    e = xp.subtract(x, m, out=xp.empty(x.shape, x.dtype))
+    xp.exp(e, out=e)  # in place: one temporary of x's size, not two
+    s = xp.log(xp.sum(e, axis=prim.axes, keepdims=True)) + m
     return s if prim.keepdims else xp.squeeze(s, axis=prim.axes)
 
 
@@ -44,12 +46,12 @@ def _softmax(xp, prim, x):
     if x.size == 0:
         return x
     dt = x.dtype
-    if x.size == 0:
-        return x
     if dt.itemsize < 4:
         x = x.astype(xp.float32)
-    e = xp.exp(x - xp.max(x, axis=prim.axes, keepdims=True))
-    return (e / xp.sum(e, axis=prim.axes, keepdims=True)).astype(dt, copy=False)
+    e = xp.subtract(x, xp.max(x, axis=prim.axes, keepdims=True), out=xp.empty(x.shape, x.dtype))
+    xp.exp(e, out=e)  # in place, as the division below: one array of x's size in all
+    xp.divide(e, xp.sum(e, axis=prim.axes, keepdims=True), out=e)
+    return e.astype(dt, copy=False)
 
 
 def _reduced_shape(shape, axes, keepdims):
