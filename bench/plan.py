@@ -38,7 +38,7 @@ def main() -> None:
     import numpy as np
 
     import umx as mx
-    from umx import scheduler
+    from umx.runtime import scheduler
 
     cpu = mx.cpu
     b0 = mx.array(np.random.default_rng(1).random((512, 4), dtype=np.float32))

@@ -167,8 +167,8 @@ def main() -> None:
         # The seed's claim compares the split with all-GPU op by op; umx fuses the 500 exps into one kernel,
         # which no split can beat, and would replay 500 separate kernels as one CUDA graph. So the claim is also
         # checked against all-GPU op by op: no fusion, no graphs.
-        from umx import scheduler
         from umx.backends.cuda import graphs
+        from umx.runtime import scheduler
 
         scheduler.FUSION = graphs.ENABLED = False
         try:

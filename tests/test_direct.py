@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import umx as mx
-from umx import scheduler
+from umx.runtime import scheduler
 
 gpu_only = pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
 

@@ -37,7 +37,7 @@ def test_eval_again_is_noop(device, monkeypatch):
     a = mx.exp(mx.ones(3), stream=device)
     mx.eval(a)
     data = a._data
-    from umx.backends import executor
+    from umx.runtime import executor
 
     calls = []
     monkeypatch.setattr(executor.WorkerExecutor, "submit", lambda self, t: calls.append(t))

@@ -11,9 +11,9 @@ import pytest
 from conftest import DEVICES, assert_close
 
 import umx as mx
-from umx import scheduler
-from umx.fusion import MEMBER, Fused, collect
-from umx.scheduler import _PLANNING
+from umx.runtime import scheduler
+from umx.runtime.fusion import MEMBER, Fused, collect
+from umx.runtime.scheduler import _PLANNING
 
 
 @pytest.fixture(autouse=True)

@@ -114,7 +114,7 @@ def test_cache_limit_and_clear(limits):
 
 def test_large_cpu_outputs_reuse_pooled_host_buffers(rng):
     """Large outputs come from the host pool; a freed one serves the next output of its size, values intact."""
-    from umx import host_pool
+    from umx.runtime import host_pool
 
     mx.clear_cache()
     cached = host_pool.cached_bytes  # (mx.get_cache_memory adds the device pools)

@@ -221,7 +221,7 @@ def test_interrupt_while_planning(monkeypatch, streams):
 
 
 def test_memory_limit_raises_memory_error(streams):
-    from umx import memory
+    from umx.runtime import memory
 
     # 1 MB above what live arrays hold on the host: the CPU's check counts the host's bytes (on a GPU machine an
     # earlier test's device arrays may still be live, and freed any time)

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 import umx as mx
-from umx import _tracing, memory, scheduler
 from umx.array import from_data, node
 from umx.backends.cuda import traced
-from umx.backends.executor import Failure, set_result
-from umx.fusion import Fused
 from umx.primitives.shape import Reshape
+from umx.runtime import memory, scheduler
+from umx.runtime import tracing as _tracing
+from umx.runtime.executor import Failure, set_result
+from umx.runtime.fusion import Fused
 from umx.trace import load, to_chrome
 from umx.trace.summary import format_summary, summarize
 

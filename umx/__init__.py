@@ -68,7 +68,10 @@ from .dtypes import (
 from .export import FunctionExporter, export_function, export_to_dot, exporter, import_function
 from .io import load, save, save_gguf, save_safetensors, savez, savez_compressed
 from .linalg import matrix_norm
-from .memory import (
+from .ops import *  # noqa: F403
+from .ops import ArrayAt
+from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
+from .runtime.memory import (
     clear_cache,
     get_active_memory,
     get_array_buffer_size,
@@ -80,10 +83,7 @@ from .memory import (
     set_memory_limit,
     set_wired_limit,
 )
-from .ops import *  # noqa: F403
-from .ops import ArrayAt
-from .printing import PrintOptions, get_printoptions, printoptions, set_printoptions
-from .scheduler import async_eval, eval
+from .runtime.scheduler import async_eval, eval
 from .trace import memory_report, trace
 from .transforms import (
     checkpoint,

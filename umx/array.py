@@ -1,9 +1,9 @@
 """The lazy array: a node of the computation graph, and once evaluated, the holder of its data.
 
 An unevaluated array records its primitive, its inputs, its stream, its shape and its dtype. Evaluation (see
-``umx.scheduler``) fills ``_data`` with the result on the device that computed it and then detaches the node from
-its inputs, so that the graph behind it can be freed. Copies of the data at other locations are kept in
-``_copies`` (see ``umx.memory``): arrays are immutable, so a copy never goes stale.
+``umx.runtime``) fills ``_data`` with the result on the device that computed it and then detaches the node from its
+inputs, so that the graph behind it can be freed. Copies of the data at other locations are kept in
+``_copies`` (see ``umx.runtime.memory``): arrays are immutable, so a copy never goes stale.
 
 Arrays are immutable, but the Python object is not: ``a[i] = v`` and ``a += b`` make the object ``a`` another node
 (:func:`rebind`), and nodes that already read ``a`` keep its old value. Indexing and conversions therefore always
@@ -20,8 +20,8 @@ from math import prod
 import numpy as np
 
 from . import dtypes as _dt
-from . import memory
 from .backends.xp import round_bf16
+from .runtime import memory
 
 __all__ = ["array", "from_dlpack"]
 
@@ -286,9 +286,9 @@ def _bind() -> tuple:
     """``scheduler.eval_arrays`` and ``scheduler.read_eval``, bound on first use: the scheduler imports this module
     (an import statement in ``_eval`` would cost a microsecond per item() or print)."""
     global _eval_arrays, _read_eval, _plan_lock
-    from .scheduler import _plan_lock
-    from .scheduler import eval_arrays as _eval_arrays
-    from .scheduler import read_eval as _read_eval
+    from .runtime.scheduler import _plan_lock
+    from .runtime.scheduler import eval_arrays as _eval_arrays
+    from .runtime.scheduler import read_eval as _read_eval
 
     return _eval_arrays, _read_eval
 

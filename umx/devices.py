@@ -13,7 +13,7 @@ import threading
 import weakref
 
 from . import backends
-from .backends.executor import take_unraised
+from .runtime.executor import take_unraised
 
 __all__ = [
     "DeviceType", "Device", "Stream", "cpu", "gpu", "default_device", "set_default_device", "default_stream",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 
-from .. import scheduler
 from ..devices import DeviceType
 from ..devices import is_available as _device_available
+from ..runtime import scheduler
 from . import _mpi
 from ._turns import TURNS
 

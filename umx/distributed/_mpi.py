@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from .. import host_pool
 from ..backends.xp.distributed import lexicographic_extreme
+from ..runtime import host_pool
 
 #: the environment variables an MPI launcher sets: a process started by one is part of a job
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")

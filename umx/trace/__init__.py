@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 
-from .. import _tracing
 from ..devices import synchronize
+from ..runtime import tracing as _tracing
 from ._memory import memory_report
 
 __all__ = ["trace", "Trace", "load", "memory_report"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 
-from .. import memory
 from ..array import array
-from ..backends.executor import Failure
+from ..runtime import memory
+from ..runtime.executor import Failure
 from .summary import fmt_bytes
 
 

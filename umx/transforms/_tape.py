@@ -16,10 +16,10 @@ from __future__ import annotations
 import threading
 from operator import itemgetter
 
-from .. import scheduler
-from .._retain import tracing
 from ..array import _created, array, node
 from ..ops import random as _random
+from ..runtime import scheduler
+from ..runtime.retain import tracing
 from . import _trees
 from .autodiff import _marker
 

@@ -6,7 +6,7 @@ transforms can differentiate through the markers of inner ones), then walks the 
 the outputs: backwards, calling each primitive's ``vjp`` rule, or forwards, calling its ``jvp`` rule. The
 rules build more lazy nodes; nothing is evaluated here, and the results are arrays like any other.
 
-While ``fun`` runs, the calling thread is marked as tracing (``umx._retain``): a value ``fun`` reads
+While ``fun`` runs, the calling thread is marked as tracing (``umx.runtime.retain``): a value ``fun`` reads
 (``item()``, ``print``, a branch on an array, ``eval`` of an intermediate) is computed without cutting the graph,
 so gradients flow through it as through any node. The nodes evaluated that way are detached when the outermost
 transform returns.
@@ -20,10 +20,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from .._retain import Tracing
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
+from ..runtime.retain import Tracing
 from . import _trees
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp"]
@@ -69,7 +69,7 @@ def _units(outputs: list, markers: list, differentiate: bool = True) -> tuple:
     A multi-output node (siblings) is one unit: its rule sees every output's cotangent at once, so all of its
     consumers must come before it in the backward walk. Only nodes that depend on a marker are kept (with
     ``differentiate``, not through ``stop_gradient``); detached nodes (``_prim`` None) are constants. A node
-    evaluated while a transform traced keeps its primitive and inputs (see ``umx._retain``), and the walk goes
+    evaluated while a transform traced keeps its primitive and inputs (see ``umx.runtime.retain``), and the walk goes
     through it.
     """
     marker_ids = {id(m) for m in markers if m is not None}

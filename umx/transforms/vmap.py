@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._retain import Tracing
 from ..array import array
+from ..runtime.retain import Tracing
 from . import _trees
 from .autodiff import _marker, _rebound, _units
 

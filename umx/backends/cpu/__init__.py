@@ -30,6 +30,6 @@ def make_executor(stream) -> CpuExecutor:
 
 
 def _physical_memory() -> int:
-    from ...memory import get_memory_limit
+    from ...runtime.memory import get_memory_limit
 
     return get_memory_limit()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import backends, memory
+from ... import backends
 from ...dtypes import bfloat16
-from ...fusion import Fused
-from ..executor import Failure, WorkerExecutor, drop_unheld, failure_of, seq_of, set_result
+from ...runtime import memory
+from ...runtime.executor import Failure, WorkerExecutor, drop_unheld, failure_of, seq_of, set_result
+from ...runtime.fusion import Fused
 from ..xp import round_bf16
 from .fused import run_fused
 from .kernels import make_table

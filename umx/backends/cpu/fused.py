@@ -15,10 +15,10 @@ from itertools import repeat
 
 import numpy as np
 
-from ... import host_pool
 from ...dtypes import bfloat16
-from ...fusion import SPLIT_MIN_SIZE
-from ..pool import workers
+from ...runtime import host_pool
+from ...runtime.fusion import SPLIT_MIN_SIZE
+from ...runtime.threads import workers
 from ..xp import round_bf16
 from ..xp.elementwise import PLAIN_UFUNC
 

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ...primitives import reduction as r
-from ..pool import workers
+from ...runtime.threads import workers
 
 CORES = os.cpu_count() or 1
 # Work is counted in elements of a float32 sum. Measured on a 16-core host (a pool round trip about 25 us), umx

@@ -25,16 +25,17 @@ from math import prod
 
 import numpy as np
 
-from ... import _tracing, backends
-from ... import memory as _memory
+from ... import backends
 from ...devices import cpu
 from ...dtypes import bfloat16, float32, float64
-from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Round
 from ...primitives.linalg import Matmul
 from ...primitives.reduction import Max, Mean, Min, Sum
-from ..executor import HOST_READER, Failure, WorkerExecutor, failure_of, set_result
-from ..pool import CORES
+from ...runtime import memory as _memory
+from ...runtime import tracing as _tracing
+from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, failure_of, set_result
+from ...runtime.fusion import ELEMENTWISE, Fused
+from ...runtime.threads import CORES
 from ..xp import round_bf16
 from . import _cupy, cublas, direct, graphs
 from . import memory as gmem

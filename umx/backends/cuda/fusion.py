@@ -1,6 +1,6 @@
 """Fused regions on the GPU: one generated CuPy ElementwiseKernel per region structure.
 
-The planner (``umx.fusion``) hands a region as a small program over its leaves. Here each step becomes one line
+The planner (``umx.runtime.fusion``) hands a region as a small program over its leaves. Here each step becomes one line
 of CUDA C++ in registers; the kernel is compiled once per program structure (primitives, wiring and dtypes) and
 cached, so the seed's 500 exps are one launch after the first eval. CuPy's ElementwiseKernel broadcasts the
 leaves to the output shape and takes NumPy scalars (our constants) as scalar arguments.

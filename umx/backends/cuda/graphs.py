@@ -39,8 +39,6 @@ from operator import attrgetter
 
 import numpy as np
 
-from ... import memory as _memory
-from ...fusion import ELEMENTWISE, Fused
 from ...primitives import Reduce
 from ...primitives import creation as cr
 from ...primitives import indexing as ix
@@ -53,7 +51,9 @@ from ...primitives import scan as sc
 from ...primitives import shape as sh
 from ...primitives import sort as so
 from ...primitives.base import Primitive, param_names
-from ..executor import Failure, set_result
+from ...runtime import memory as _memory
+from ...runtime.executor import Failure, set_result
+from ...runtime.fusion import ELEMENTWISE, Fused
 from . import _cupy
 from . import memory as gmem
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track

@@ -17,9 +17,9 @@ import weakref
 
 import numpy as np
 
-from ... import memory as _memory
-from ..executor import WorkerExecutor
-from ..pool import MIN_BYTES, chunks, workers
+from ...runtime import memory as _memory
+from ...runtime.executor import WorkerExecutor
+from ...runtime.threads import MIN_BYTES, chunks, workers
 from . import _cupy, pressure
 
 cp = _cupy()
@@ -234,7 +234,7 @@ def _stream_of(streams: dict, index: int):
 
 
 class GpuLocation:
-    """The memory handler of CuPy arrays (see ``umx.memory.register_location``)."""
+    """The memory handler of CuPy arrays (see ``umx.runtime.memory.register_location``)."""
 
     def to_host(self, a) -> np.ndarray:
         """A host copy of evaluated array ``a``'s device data: waits for the data, then copies it (once)."""

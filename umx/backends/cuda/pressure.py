@@ -21,7 +21,7 @@ import weakref
 
 import numpy as np
 
-from ... import memory as _memory
+from ...runtime import memory as _memory
 from . import _cupy
 
 cp = _cupy()

@@ -1,4 +1,4 @@
-"""Traced batches of a GPU stream: ops and copies timed on the GPU with CUDA events (see ``umx._tracing``).
+"""Traced batches of a GPU stream: ops and copies timed on the GPU with CUDA events (see ``umx.runtime.tracing``).
 
 While a trace records, the dispatcher runs its batch task by task through the executor's own ``_run``,
 between two timing events recorded on the stream, so an op's span is its kernel's time on the GPU, not its
@@ -11,8 +11,8 @@ Tracing never fails an op: an event or a label that cannot be made leaves the tr
 
 from __future__ import annotations
 
-from ... import _tracing
-from ..executor import Failure
+from ...runtime import tracing as _tracing
+from ...runtime.executor import Failure
 from . import _cupy
 
 cp = _cupy()
@@ -96,7 +96,7 @@ class TracedBatches:
             pass
 
     def _set_gpu_clock(self, tr) -> None:
-        """Tie this device's event clock to the host's (see ``umx._tracing``)."""
+        """Tie this device's event clock to the host's (see ``umx.runtime.tracing``)."""
         try:
             if self._clock_stream is None:
                 self._clock_stream = cp.cuda.Stream(non_blocking=True)

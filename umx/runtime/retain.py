@@ -23,7 +23,7 @@ from __future__ import annotations
 from operator import attrgetter
 from threading import get_ident
 
-from .array import node
+from ..array import node
 
 __all__ = ["tracing", "Tracing", "evaluate"]
 

@@ -25,12 +25,13 @@ try:
 except ImportError:  # another Python implementation
     _signal = signal
 
-from . import _tracing, backends
-from ._retain import evaluate as _evaluate_keeping
-from ._retain import tracing as transform_watch
-from .array import array
-from .backends.executor import HOST_READER, Failure
+from .. import backends
+from ..array import array
+from . import tracing as _tracing
+from .executor import HOST_READER, Failure
 from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
+from .retain import evaluate as _evaluate_keeping
+from .retain import tracing as transform_watch
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"

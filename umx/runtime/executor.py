@@ -17,8 +17,9 @@ import threading
 import traceback
 from sys import getrefcount as _getrefcount
 
-from .. import _tracing, memory
-from ..fusion import Fused
+from . import memory
+from . import tracing as _tracing
+from .fusion import Fused
 
 _NEVER = 1 << 62
 
@@ -309,7 +310,7 @@ class WorkerExecutor:
         raise NotImplementedError
 
     def run_traced(self, tasks: list, tr) -> None:
-        """``run_batch`` while a trace records (``tr``, see ``umx._tracing``): a host-clock span per op and
+        """``run_batch`` while a trace records (``tr``, see ``umx.runtime.tracing``): a host-clock span per op and
         per cross-stream wait on this stream's lane. A GPU executor overrides this (CUDA events)."""
         prev = tr.enter(self.stream)
         try:

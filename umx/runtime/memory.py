@@ -14,7 +14,8 @@ import weakref
 
 import numpy as np
 
-from . import _tracing, host_pool
+from . import host_pool
+from . import tracing as _tracing
 
 __all__ = [
     "get_active_memory", "get_peak_memory", "reset_peak_memory", "get_cache_memory", "set_memory_limit",

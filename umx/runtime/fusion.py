@@ -18,7 +18,7 @@ import operator
 import sys
 from math import prod
 
-from .primitives import AsType, Binary, Round, Unary, Where
+from ..primitives import AsType, Binary, Round, Unary, Where
 
 
 def _subclasses(cls) -> list:
