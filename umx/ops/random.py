@@ -17,12 +17,16 @@ from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 
-__all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
+__all__ = ["state", "seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
 _lock = threading.RLock()  # MUST be held to advance the global key (reentrant: a signal handler may draw)
 _global = [0, 0]
+#: MLX's list holding the global key, which MLX code passes to ``compile`` as ``inputs``/``outputs``. umx keeps the
+#: global key on the host and replays draws freshly under ``compile`` without it, so this holds the key as of the
+#: last :func:`seed` (a compiled function that names it gets it back unchanged).
+state: list = []
 #: threads on which ``compile`` is tracing (ident -> list): keys drawn from the global key there are recorded, so
 #: that replays draw fresh ones
 compile_draws: dict = {}
@@ -47,11 +51,15 @@ def seed(s: int) -> None:
     """Reset the global key from the integer ``s``."""
     with _lock:
         _global[:] = [(s >> 32) & _M32, s & _M32]
+        state[:] = [key(s)]
 
 
 def key(s: int) -> array:
     """A key (a uint32 array of shape (2,)) from the integer seed ``s``."""
     return array(np.array([(s >> 32) & _M32, s & _M32], np.uint32), dt.uint32)
+
+
+state.append(key(0))
 
 
 def _next_key() -> array:

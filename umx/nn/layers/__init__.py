@@ -58,6 +58,7 @@ from umx.nn.layers.base import Module
 from umx.nn.layers.containers import Sequential
 from umx.nn.layers.convolution import Conv1d, Conv2d, Conv3d
 from umx.nn.layers.convolution_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from umx.nn.layers.distributed import AllToShardedLinear, ShardedToAllLinear
 from umx.nn.layers.dropout import Dropout, Dropout2d, Dropout3d
 from umx.nn.layers.embedding import Embedding
 from umx.nn.layers.linear import Bilinear, Identity, Linear
