@@ -19,12 +19,16 @@ from operator import itemgetter
 from .. import scheduler
 from ..array import _created, array, node
 from ..ops import random as _random
+from ..primitives import BroadcastTo, Communication, Depends, Transpose
 from . import _trees
 from .autodiff import _marker
 
 __all__ = ["HOLE", "record", "Tape", "fill", "assign"]
 
 HOLE = object()  # where an array leaf goes in an output template (a single array output is HOLE itself)
+FOLD_BYTES = 1 << 20  # the largest folded constant that is not a view (see _fold_constants)
+_VIEWS = (Transpose, BroadcastTo)  # results that share their input's memory
+_NEVER_FOLDED = (Communication, Depends)
 
 
 class Tape:
@@ -134,7 +138,9 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     single = type(out) is array
     outs = [out] if single else _trees.flatten(out)
     template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
-    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs))
+    # an enclosing trace would take the folding's eval for the function's: fold only at the outermost trace
+    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs),
+                    fold=outer_seen is None)
     return tape, keys, out
 
 
@@ -145,10 +151,13 @@ def _restore(table: dict, ident: int, prev) -> None:
         table[ident] = prev
 
 
-def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int) -> Tape:
-    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps."""
+def _collect(outs: list, links: dict, key_ids: dict, start: int) -> tuple[dict, list, list]:
+    """``(slot, consts, steps)`` of the graph behind ``outs``: the nodes built after creation number ``start``
+    are its steps (in creation order, a topological order); ``slot`` maps the id of every other node reached to
+    ``("i", i)`` (input ``i``), ``("k", j)`` (random key ``j``) or ``("c", k)`` (constant ``k``), a step's to
+    None."""
     consts: list = []
-    slot: dict = {}  # id(node) -> ("c", i), ("i", i), ("k", i), or None for a step
+    slot: dict = {}
     steps: list = []
     stack = list(outs)
     while stack:
@@ -169,6 +178,45 @@ def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out
             slot[id(n)] = ("c", len(consts))
             consts.append(n)
     steps.sort(key=lambda g: g._seq)  # creation order is a topological order
+    return slot, consts, steps
+
+
+def _fold_constants(outs: list, slot: dict, steps: list) -> bool:
+    """Evaluate, once, the steps that read only constants (a weight's transpose, a table of rotary
+    frequencies, an ``arange``), so that replays take their values instead of recomputing them. A result is
+    kept only if it is small or a view of its input (a large new buffer would stay alive as long as the tape):
+    otherwise it stays a step, and its own inputs may be kept instead. Communication and ordering primitives
+    are never folded. Returns whether anything was evaluated."""
+    constant: set = set()  # ids of steps that read only constants
+    for g in steps:
+        if (g._siblings is None and not isinstance(g._prim, _NEVER_FOLDED)
+                and all(id(x) in constant or (slot.get(id(x)) or ("",))[0] == "c" for x in g._inputs)):
+            constant.add(id(g))
+    if not constant:
+        return False
+    needed = {id(o) for o in outs}
+    needed.update(id(x) for g in steps if id(g) not in constant for x in g._inputs)
+    kept = []
+    for g in reversed(steps):  # every reader of g is seen before g
+        if id(g) in needed and id(g) in constant:
+            if g.nbytes <= FOLD_BYTES or isinstance(g._prim, _VIEWS):
+                kept.append(g)
+            else:
+                needed.update(id(x) for x in g._inputs)
+    if not kept:
+        return False
+    try:
+        scheduler.eval_arrays(kept)
+    except Exception:  # noqa: BLE001 (the error is the user's to see when the replay's results are evaluated)
+        return False
+    return True
+
+
+def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int, fold: bool) -> Tape:
+    """The tape of the graph behind ``outs`` (see ``_collect``), with its constant steps folded if ``fold``."""
+    slot, consts, steps = _collect(outs, links, key_ids, start)
+    if fold and _fold_constants(outs, slot, steps):
+        slot, consts, steps = _collect(outs, links, key_ids, start)
     base = {"c": 0, "i": len(consts), "k": len(consts) + len(links)}
     first = base["k"] + len(key_ids)
     index = {k: base[v[0]] + v[1] for k, v in slot.items() if v is not None}
