@@ -54,8 +54,11 @@ class KVCache:
                 self.keys = mx.concatenate([self.keys[..., :prev, :], new_k], axis=2)
                 self.values = mx.concatenate([self.values[..., :prev, :], new_v], axis=2)
         self.offset += n
-        self.keys[..., prev:self.offset, :] = keys
-        self.values[..., prev:self.offset, :] = values
+        # functional updates: `self.keys[..., prev:offset, :] = keys` would rebind an array that the previous
+        # step's graph (still in flight under async_eval) reads, and umx then searches the heap for its readers
+        start = mx.array(prev, mx.int32)
+        self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
+        self.values = mx.slice_update(self.values, values, start, axes=(2,))
         return self.keys[..., :self.offset, :], self.values[..., :self.offset, :]
 
     @property

@@ -51,6 +51,8 @@ def _parse(a: array, key, op: str):
     for k, d in zip(template, dims):
         if isinstance(k, int) and d is not None and not -a._shape[d] <= k < a._shape[d]:
             raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {a._shape[d]}")
+    if not arrays:
+        return tuple(template), arrays, _basic_shape(template, dims, a._shape)
     dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), a._shape, (0,) * a.ndim)
     if any(s == 0 for s in a._shape):
         dummy = np.zeros(a._shape, np.int8)
@@ -59,6 +61,25 @@ def _parse(a: array, key, op: str):
     except IndexError as e:
         raise IndexError(f"{op}: {e} (array of shape {a.shape})") from None
     return tuple(template), arrays, shape
+
+
+def _basic_shape(template, dims, shape) -> tuple:
+    """The shape of ``a[key]`` for a key of ints, slices, None and Ellipsis (NumPy's basic indexing)."""
+    out = []
+    last = -1
+    for k, d in zip(template, dims):
+        if k is None:
+            out.append(1)
+        elif k is Ellipsis:
+            n_used = sum(1 for x in template if x is not None and x is not Ellipsis)
+            out.extend(shape[last + 1:last + 1 + len(shape) - n_used])
+            last += len(shape) - n_used
+        else:
+            last = d
+            if type(k) is slice:
+                out.append(len(range(*k.indices(shape[d]))))
+    out.extend(shape[last + 1:])
+    return tuple(out)
 
 
 def _dims_of(template, ndim):
