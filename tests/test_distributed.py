@@ -237,7 +237,7 @@ def test_collectives_across_processes(n, tmp_path):
 # MLX's tests that umx does not run: what they need (names of mlx.nn that umx.nn must provide), or why
 _MLX_NEEDS = {
     "test_average_gradients": ["nn.utils.average_gradients"],
-    "test_shard_linear": ["nn.Linear", "nn.layers.distributed.shard_linear"],
+    "test_shard_linear": ["nn.Linear", "nn.layers.distributed.shard_linear", "core.quantize"],
     "test_shard_predicate": ["nn.Conv2d", "nn.layers.distributed.shard_inplace"],
     "test_clip_grad_norm_sharded": ["nn.utils.clip_grad_norm_sharded"],
 }

@@ -25,6 +25,7 @@ WATCHDOG_S = 240
 SCRIPT = textwrap.dedent("""
     import os, random, signal, sys, tempfile, threading
     import numpy as np
+    import numpy.testing  # now: imported lazily by a handler, a signal arriving mid-import re-enters it
     import umx as mx
 
     device = mx.gpu if sys.argv[1] == "gpu" else mx.cpu

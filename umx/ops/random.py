@@ -17,7 +17,7 @@ from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 
-__all__ = ["state", "seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
+__all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
