@@ -382,3 +382,28 @@ def test_errors_and_threads():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_constant_steps_are_folded(device, rng):
+    """Steps that read only constants (a closure weight's transpose, an arange) are computed once at the trace;
+    a large new buffer is not kept, and the results match the uncompiled function's."""
+    with mx.stream(device):
+        w = mx.array(rng.standard_normal((32, 64)).astype(np.float32))
+        big = mx.array(rng.standard_normal((600, 600)).astype(np.float32))
+        mx.eval(w, big)
+
+        def f(x, s):
+            positions = mx.arange(32, dtype=mx.float32) * 0.5  # small: folded
+            total = mx.sqrt(mx.square(big).sum())  # a chain to a scalar: the scalar is kept
+            scaled = (mx.exp(big) * s).mean()  # the exp's 1.4 MB result is not kept: recomputed each call
+            return (x @ w.T + positions) * total * scaled
+
+        cf = mx.compile(f)
+        x = mx.array(rng.standard_normal((4, 64)).astype(np.float32))
+        s = mx.array(0.5, mx.float32)
+        for _ in range(2):
+            assert_close(cf(x, s), f(x, s), rtol=1e-5)
+        (tape,) = cf._cache.values()
+        prims = [type(p).__name__ for p, *_ in tape.steps]
+        assert not {"Transpose", "Arange", "Sqrt", "Square", "Sum"} & set(prims)
+        assert "Exp" in prims

@@ -78,7 +78,8 @@ def _trace(fun: Callable, pos: list, kw: dict, constants: _Constants, where: str
     """Trace ``fun(*pos, **kw)`` into a ``Trace`` whose constants are indices into ``constants``."""
     names = sorted(kw)
     leaves = pos + [kw[k] for k in names]
-    tape, keys, out = _tape.record(fun, tuple(pos), {k: kw[k] for k in names}, leaves, len(leaves), None, None)
+    tape, keys, out = _tape.record(fun, tuple(pos), {k: kw[k] for k in names}, leaves, len(leaves), None, None,
+                                   fold=False)  # (the file keeps the graph as the function built it)
     if not (type(out) is array or isinstance(out, (list, tuple)) and all(type(o) is array for o in out)):
         raise ValueError(f"{where}: Outputs can be either a single array, a tuple, or a list of arrays; got "
                          f"{type(out).__name__}")

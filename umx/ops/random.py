@@ -83,6 +83,8 @@ def key(s: int) -> array:
     return array(np.array([(s >> 32) & _M32, s & _M32], np.uint32), dt.uint32)
 
 
+
+
 def _next_key() -> array:
     with _lock:
         k0, k1 = _global

@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from .. import dtypes as dt
+from ..array import from_data
+from ..devices import DeviceType
 from ..primitives import Concatenate, Reshape, Split, Transpose, View
 from . import _core
 from ._core import (
@@ -76,8 +78,15 @@ def transpose(a, /, axes=None, *, stream=None) -> array:
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {nd} axes of shape {a.shape}")
     if axes == tuple(range(nd)):
         return a
+    st = resolve_stream(stream)
+    data = a._data
+    if type(data) is np.ndarray and a._prim is None and a._copies is None and st.device.type is DeviceType.cpu:
+        # A view of host data that nothing copied elsewhere computes nothing: made now it costs no node and no
+        # task (a weight's ``.T`` in every eager step) and, for bfloat16, no rounding pass over the weight. (Not
+        # for a value read inside a transform, which keeps its graph: _prim is set.)
+        return from_data(data.transpose(axes), a._dtype)
     shape = tuple(a._shape[i] for i in axes)
-    return node(Transpose(axes), (a,), shape, a._dtype, resolve_stream(stream))
+    return node(Transpose(axes), (a,), shape, a._dtype, st)
 
 
 def permute_dims(a, /, axes=None, *, stream=None) -> array:

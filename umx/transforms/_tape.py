@@ -18,6 +18,7 @@ from operator import itemgetter
 
 from ..array import _created, array, node
 from ..ops import random as _random
+from ..primitives import BroadcastTo, Communication, CudaKernel, Custom, Depends, Load, Transpose
 from ..runtime import scheduler
 from ..runtime.retain import tracing
 from . import _trees
@@ -26,6 +27,11 @@ from .autodiff import _marker
 __all__ = ["HOLE", "record", "Tape", "fill", "assign"]
 
 HOLE = object()  # where an array leaf goes in an output template (a single array output is HOLE itself)
+
+
+FOLD_BYTES = 1 << 20  # the largest folded constant that is not a view (see _fold_constants)
+_VIEWS = (Transpose, BroadcastTo)  # results that share their input's memory
+_NEVER_FOLDED = (Communication, Depends, Load, Custom, CudaKernel)  # (effects, or code of the user's)
 
 
 class Tape:
@@ -99,14 +105,16 @@ def _getter(refs: tuple):
     return itemgetter(*refs)
 
 
-def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, state_in, state_out):
+def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, state_in, state_out,
+           fold: bool = True):
     """Trace ``fun(*args, **kwargs)``.
 
     ``leaves`` are the array leaves of ``(args, kwargs)`` (the first ``n_arg_leaves``), then those of
     ``state_in``, whose containers are given markers for the call and their arrays back after it. Returns
     ``(tape, keys, outputs)``: ``keys`` the random keys the trace drew, for the first replay, so that the
     global key advances once per call; ``outputs`` the traced results, used only when the tape is None (the
-    function evaluated something): their values are right, as markers are identities.
+    function evaluated something): their values are right, as markers are identities. ``fold``: steps that read
+    only constants may become constants (not for a shapeless trace, whose constants may come from shapes).
     """
     markers = [_marker(x) for x in leaves]
     links = {id(m._inputs): i for i, m in enumerate(markers)}
@@ -139,7 +147,9 @@ def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, stat
     template = HOLE if single else _trees.unflatten(out, [HOLE] * len(outs))
     # (inside grad or vmap, as in MLX, a function may capture what it is also given)
     own = set() if ident in tracing else {id(x) for x in leaves}
-    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs), own)
+    # an enclosing trace would take the folding's eval for the function's: fold only at the outermost trace
+    tape = _program(outs + state, links, {id(k): j for j, k in enumerate(keys)}, start, template, len(outs), own,
+                    fold=fold and outer_seen is None)
     tape.in_shapes = tuple(x._shape for x in leaves)
     return tape, keys, out
 
@@ -151,11 +161,14 @@ def _restore(table: dict, ident: int, prev) -> None:
         table[ident] = prev
 
 
-def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int, inputs: set) -> Tape:
-    """The tape of the graph behind ``outs``: the nodes built after creation number ``start`` are its steps.
-    ``inputs``: the ids of the real input arrays, which the graph may reach only through their markers."""
+def _collect(outs: list, links: dict, key_ids: dict, start: int, inputs: set) -> tuple[dict, list, list]:
+    """``(slot, consts, steps)`` of the graph behind ``outs``: the nodes built after creation number ``start``
+    (and not evaluated) are its steps, in creation order (a topological order); ``slot`` maps the id of every other
+    node reached to ``("i", i)`` (input ``i``), ``("k", j)`` (random key ``j``) or ``("c", k)`` (constant ``k``),
+    a step's to None. ``inputs``: the ids of the real input arrays, which the graph may reach only through their
+    markers."""
     consts: list = []
-    slot: dict = {}  # id(node) -> ("c", i), ("i", i), ("k", i), or None for a step
+    slot: dict = {}
     steps: list = []
     stack = list(outs)
     while stack:
@@ -180,6 +193,47 @@ def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out
             slot[id(n)] = ("c", len(consts))
             consts.append(n)
     steps.sort(key=lambda g: g._seq)  # creation order is a topological order
+    return slot, consts, steps
+
+
+def _fold_constants(outs: list, slot: dict, steps: list) -> bool:
+    """Evaluate, once, the steps that read only constants (a weight's transpose, a table of rotary
+    frequencies, an ``arange``), so that replays take their values instead of recomputing them. A result is
+    kept only if it is small or a view of its input (a large new buffer would stay alive as long as the tape):
+    otherwise it stays a step, and its own inputs may be kept instead. Communication and ordering primitives
+    are never folded. Returns whether anything was evaluated."""
+    constant: set = set()  # ids of steps that read only constants
+    for g in steps:
+        if (g._siblings is None and not isinstance(g._prim, _NEVER_FOLDED)
+                and all(id(x) in constant or (slot.get(id(x)) or ("",))[0] == "c" for x in g._inputs)):
+            constant.add(id(g))
+    if not constant:
+        return False
+    needed = {id(o) for o in outs}
+    needed.update(id(x) for g in steps if id(g) not in constant for x in g._inputs)
+    kept = []
+    for g in reversed(steps):  # every reader of g is seen before g
+        if id(g) in needed and id(g) in constant:
+            if g.nbytes <= FOLD_BYTES or isinstance(g._prim, _VIEWS):
+                kept.append(g)
+            else:
+                needed.update(id(x) for x in g._inputs)
+    if not kept:
+        return False
+    try:
+        scheduler.eval_arrays(kept)
+    except Exception:  # noqa: BLE001 (the error is the user's to see when the replay's results are evaluated)
+        return False
+    return True
+
+
+def _program(outs: list, links: dict, key_ids: dict, start: int, template, n_out: int, inputs: set,
+             fold: bool) -> Tape:
+    """The tape of the graph behind ``outs`` (see ``_collect``), with its constant steps folded if ``fold`` and
+    its common subexpressions merged."""
+    slot, consts, steps = _collect(outs, links, key_ids, start, inputs)
+    if fold and _fold_constants(outs, slot, steps):
+        slot, consts, steps = _collect(outs, links, key_ids, start, inputs)
     alias = _common(steps, outs)
     if alias:
         steps = [g for g in steps if id(g) not in alias]

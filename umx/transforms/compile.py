@@ -115,7 +115,7 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
         except TypeError:  # an unhashable state container's leaf: nothing to key a trace on
             return fun(*args, **kwargs)
         if tape is None:
-            tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
+            tape, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs, not shapeless)
             if len(cache) >= _MAX_ENTRIES:
                 cache.clear()
             cache[sig] = _UNCOMPILED if tape is None else tape
@@ -157,7 +157,7 @@ def _for_shapes(tape, shapes: tuple, fun, args, kwargs, leaves, n_args, inputs, 
     if derived is not None:
         variants[shapes] = derived
         return derived, None, None
-    traced, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs)
+    traced, keys, out = _tape.record(fun, args, kwargs, leaves, n_args, inputs, outputs, False)
     variants[shapes] = _UNCOMPILED if traced is None else traced
     return (_UNCOMPILED, None, out) if traced is None else (traced, keys, None)
 

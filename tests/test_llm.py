@@ -1,0 +1,324 @@
+"""Language models (examples/llm): caches, compiled decode, checkpoints, sampling, a NumPy reference of the
+model; the mlx alias (umx.mlx_compat) and mlx-lm's own code running on umx."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import umx as mx
+from examples.llm import PRESETS, Model, generate_step, llama_config, load_model, random_model, save_model
+from examples.llm.generate import top_p_sample
+from examples.llm.weights import INDEX
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = PRESETS["tiny"]
+VARIANTS = {
+    "llama": TINY,
+    "llama3-tied": dict(TINY, tie_word_embeddings=True, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}),
+    "qwen2": dict(TINY, model_type="qwen2", rope_theta=1e6),
+    "mistral-window": dict(TINY, model_type="mistral", sliding_window=5),
+}
+PROMPT = [1, 5, 9, 200, 7, 42]
+
+
+def _recomputed(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy tokens with no cache: the whole sequence runs through the model for every token."""
+    tokens = list(prompt)
+    for _ in range(n):
+        logits = model(mx.array(tokens, mx.int32)[None])
+        tokens.append(int(mx.argmax(logits[0, -1]).item()))
+    return tokens[len(prompt):]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cached_generation_matches_recomputation(device, variant):
+    with mx.stream(device):
+        model = random_model(VARIANTS[variant], std=0.3, seed=1)  # large weights: a sharp, varied distribution
+        prompt = mx.array(PROMPT, mx.int32)
+        expected = _recomputed(model, PROMPT, 10)
+        assert len(set(expected)) > 1  # a test of something: the tokens vary
+        assert list(generate_step(prompt, model, max_tokens=10)) == expected
+        assert list(generate_step(prompt, model, max_tokens=10, static_cache=True)) == expected
+
+
+@pytest.mark.parametrize("variant", ["llama", "mistral-window"])
+def test_compiled_decode_matches_eager(device, variant):
+    with mx.stream(device):
+        model = random_model(VARIANTS[variant], std=0.3, seed=2)
+        prompt = mx.array(PROMPT, mx.int32)
+        eager = list(generate_step(prompt, model, max_tokens=12))
+        assert list(generate_step(prompt, model, max_tokens=12, compiled=True)) == eager
+        assert list(generate_step(prompt, model, max_tokens=12, compiled=True)) == eager  # replayed again
+
+
+def test_sharded_checkpoint_round_trip(tmp_path):
+    model = random_model(TINY, seed=3)
+    files = save_model(tmp_path, model, TINY, max_shard_bytes=150_000)
+    assert len(files) > 1
+    assert [f.name for f in files][0] == f"model-00001-of-{len(files):05d}.safetensors"
+    index = json.loads((tmp_path / INDEX).read_text())
+    assert "model.layers.0.self_attn.q_proj.weight" in index["weight_map"]
+    assert set(index["weight_map"].values()) == {f.name for f in files}
+    loaded, config = load_model(tmp_path)
+    assert config == TINY
+    x = mx.array([PROMPT], mx.int32)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_checkpoint_layout_and_dtype(tmp_path):
+    config = dict(TINY, tie_word_embeddings=True)
+    save_model(tmp_path, random_model(config, mx.bfloat16, seed=4), config)
+    names = set(mx.load(str(tmp_path / "model.safetensors")))
+    assert "lm_head.weight" not in names  # tied: the embedding is the output projection
+    assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.mlp.down_proj.weight",
+            "model.layers.0.input_layernorm.weight"} <= names
+    model, _ = load_model(tmp_path)
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == mx.bfloat16
+    model32, _ = load_model(tmp_path, dtype=mx.float32)
+    assert model32.model.norm.weight.dtype == mx.float32
+
+
+def test_load_refuses_missing_weights(tmp_path):
+    save_model(tmp_path, random_model(TINY), TINY)
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(dict(TINY, num_hidden_layers=3), f)
+    with pytest.raises(ValueError):
+        load_model(tmp_path)
+
+
+def test_top_p_sampling_statistics():
+    probs = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+    n = 20000
+    logits = mx.broadcast_to(mx.array(np.log(probs), mx.float32), (n, probs.size))
+    # top_p 0.8 keeps the tokens whose more likely predecessors hold less than 0.8: the first three
+    counts = np.bincount(np.asarray(top_p_sample(logits, 1.0, 0.8, key=mx.random.key(0))), minlength=5)
+    expected = np.array([0.4, 0.3, 0.15, 0, 0]) / 0.85
+    assert counts[3:].sum() == 0
+    np.testing.assert_allclose(counts / n, expected, atol=4 * np.sqrt(0.25 / n))
+    # temperature 0.5 squares the probabilities; top_p 1 keeps every token
+    counts = np.bincount(np.asarray(top_p_sample(logits, 0.5, 1.0, key=mx.random.key(1))), minlength=5)
+    np.testing.assert_allclose(counts / n, probs**2 / (probs**2).sum(), atol=4 * np.sqrt(0.25 / n))
+    # a tiny top_p is greedy
+    assert set(np.asarray(top_p_sample(logits[:100], 1.0, 0.01)).tolist()) == {0}
+
+
+def _numpy_logits(weights: dict, cfg: dict, tokens: list[int]) -> np.ndarray:
+    """A float64 NumPy forward pass of a Llama model (written from the architecture, not from umx's code)."""
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    hidden, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d = hidden // heads
+    eps = cfg["rms_norm_eps"]
+    n = len(tokens)
+
+    def norm(x, g):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
+
+    def rope(x):  # x [heads, n, d]: rotate the two halves of each head by position-dependent angles
+        inv = cfg["rope_theta"] ** (-np.arange(0, d, 2) / d)
+        ang = np.arange(n)[:, None] * inv[None]
+        c, s = np.cos(ang), np.sin(ang)
+        a, b = x[..., :d // 2], x[..., d // 2:]
+        return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
+
+    h = w["model.embed_tokens.weight"][tokens]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = norm(h, w[p + "input_layernorm.weight"])
+        q = (x @ w[p + "self_attn.q_proj.weight"].T).reshape(n, heads, d).transpose(1, 0, 2)
+        k = (x @ w[p + "self_attn.k_proj.weight"].T).reshape(n, kv, d).transpose(1, 0, 2)
+        v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(n, kv, d).transpose(1, 0, 2)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, heads // kv, axis=0), np.repeat(v, heads // kv, axis=0)
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(d) + np.triu(np.full((n, n), -np.inf), 1)
+        attn = np.exp(scores - scores.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        o = (attn @ v).transpose(1, 0, 2).reshape(n, hidden)
+        h = h + o @ w[p + "self_attn.o_proj.weight"].T
+        x = norm(h, w[p + "post_attention_layernorm.weight"])
+        g, u = x @ w[p + "mlp.gate_proj.weight"].T, x @ w[p + "mlp.up_proj.weight"].T
+        h = h + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+    return norm(h, w["model.norm.weight"]) @ w["lm_head.weight"].T
+
+
+def test_logits_match_numpy_float64_reference(device):
+    from umx.utils import tree_flatten
+
+    cfg = llama_config(hidden=32, layers=1, heads=4, kv_heads=2, ffn=48, vocab=50)
+    with mx.stream(device):
+        model = random_model(cfg, std=0.2, seed=5)
+        weights = dict(tree_flatten(model.parameters()))
+        weights.update({f"model.layers.0.{n}.weight": np.random.default_rng(6).uniform(0.5, 1.5, 32)
+                        for n in ("input_layernorm", "post_attention_layernorm")})
+        model.load_weights([(k, mx.array(np.asarray(v, np.float32))) for k, v in weights.items()])
+        tokens = [3, 14, 15, 9, 26, 5, 35]
+        got = np.asarray(model(mx.array([tokens], mx.int32))[0])
+    expected = _numpy_logits(dict(tree_flatten(model.parameters())), cfg, tokens)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_model_rejects_unknown_architecture():
+    with pytest.raises(ValueError, match="model_type"):
+        Model(dict(TINY, model_type="gpt2"))
+
+
+@pytest.mark.skipif(not hasattr(mx, "quantize"), reason="mx.quantize is not in umx yet")
+def test_quantized_model_generates(device):
+    import umx.nn as nn
+
+    with mx.stream(device):
+        model = random_model(TINY, std=0.3, seed=7)
+        nn.quantize(model, group_size=64, bits=4)
+        prompt = mx.array(PROMPT, mx.int32)
+        eager = list(generate_step(prompt, model, max_tokens=8))
+        assert eager == _recomputed(model, PROMPT, 8)
+        assert list(generate_step(prompt, model, max_tokens=8, compiled=True)) == eager
+
+
+def test_cli_generates_from_random_checkpoint(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "examples.llm", "--random", "tiny", "--model", str(tmp_path),
+                          "--prompt-ids", "1,2,3", "--max-tokens", "5", "--compile"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == 5
+    assert "generation: 5 tokens" in out.stderr
+    assert (tmp_path / "config.json").exists()
+
+
+# -- the mlx alias ----------------------------------------------------------------------------------------------
+
+
+def _run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter (the alias must come before any import of the real mlx)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600)
+
+
+def test_mlx_alias_gives_umx_modules():
+    out = _run_python("""
+        import umx.mlx_compat
+        umx.mlx_compat.install()
+        import mlx.core as mx
+        import mlx.nn
+        import mlx.utils
+        import umx, umx.nn, umx.utils
+        from mlx.nn.layers.distributed import shard_linear
+        from mlx.core import fast
+        assert mx is umx and mlx.nn is umx.nn and mlx.utils is umx.utils and fast is umx.fast
+        assert mlx.core is umx and mlx.utils.tree_map is umx.utils.tree_map
+        import mlx.optimizers
+        assert mlx.optimizers.Adam is umx.optimizers.Adam
+        assert umx.__spec__.name == "umx"  # umx's modules keep their own identity
+        try:
+            import mlx.extension
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("a module umx does not have must not import")
+        print("ok")
+    """)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_mlx_alias_refuses_after_the_real_mlx():
+    if importlib.util.find_spec("mlx") is None:
+        pytest.skip("the real mlx is not installed")
+    out = _run_python("""
+        import mlx.core
+        import umx.mlx_compat
+        umx.mlx_compat.install()
+    """)
+    assert out.returncode != 0 and "already imported" in out.stderr
+
+
+def test_mlx_compat_runs_a_script(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nimport mlx.core as mx\nprint(type(mx.array(1)).__module__, sys.argv[1:])\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "umx.mlx_compat", str(script), "a", "b"], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["umx.array", "['a',", "'b']"]
+
+
+def test_sharded_linear_layers_split_the_products():
+    import umx.nn as nn
+    from umx.nn.layers.distributed import AllToShardedLinear, ShardedToAllLinear
+
+    class Rank:  # a stand-in group: the shards a process of a larger group would hold
+        def __init__(self, rank, size):
+            self._rank, self._size = rank, size
+
+        def rank(self):
+            return self._rank
+
+        def size(self):
+            return self._size
+
+    lin = nn.Linear(8, 6)
+    x = mx.random.normal((3, 8))
+    parts = [AllToShardedLinear.from_linear(lin, group=Rank(r, 2))(x) for r in range(2)]
+    np.testing.assert_allclose(np.asarray(mx.concatenate(parts, axis=-1)), np.asarray(lin(x)), rtol=1e-5)
+    fused = AllToShardedLinear.from_linear(lin, segments=3, group=Rank(1, 2))  # q, k, v of 2 rows each
+    np.testing.assert_array_equal(np.asarray(fused.weight), np.asarray(lin.weight)[[1, 3, 5]])
+    down = [ShardedToAllLinear.from_linear(lin, group=Rank(r, 2)) for r in range(2)]
+    partial = [x[:, 4 * r:4 * r + 4] @ down[r].weight.T for r in range(2)]
+    np.testing.assert_allclose(np.asarray(partial[0] + partial[1] + down[0].bias), np.asarray(lin(x)), rtol=1e-5)
+    world = nn.layers.distributed.shard_linear(lin, "all-to-sharded")  # a world of one: the same layer
+    np.testing.assert_allclose(np.asarray(world(x)), np.asarray(lin(x)), rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None, reason="mlx-lm is not installed")
+def test_mlx_lm_generates_on_umx():
+    """mlx-lm's own Llama, built from a config dict with random weights, generates on umx with its own
+    ``generate_step``, ``generate`` and ``stream_generate`` (a word-level tokenizer built here, no download),
+    and its cached greedy tokens match a full recomputation."""
+    out = _run_python("""
+        import umx.mlx_compat
+        umx.mlx_compat.install()
+        import mlx.core as mx
+        from mlx_lm import generate, stream_generate
+        from mlx_lm.generate import generate_step
+        from mlx_lm.models import llama
+        from mlx_lm.sample_utils import make_sampler
+        from mlx.utils import tree_map
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        assert type(mx.array(1)).__module__ == "umx.array"
+        mx.random.seed(0)
+        args = llama.ModelArgs.from_dict({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+            "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+            "vocab_size": 100})
+        model = llama.Model(args)
+        model.update(tree_map(lambda p: p * 8, model.parameters()))  # larger weights: varied tokens
+        mx.eval(model.parameters())
+        prompt = [1, 2, 3, 4]
+        cached = [t for t, _ in generate_step(mx.array(prompt), model, max_tokens=8)]
+        tokens = list(prompt)
+        for _ in range(8):
+            tokens.append(mx.argmax(model(mx.array(tokens)[None])[0, -1]).item())
+        assert cached == tokens[len(prompt):], (cached, tokens)
+        assert len(set(cached)) > 1
+
+        tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w99", unk_token="w0")
+        text = generate(model, hf, "w1 w2 w3 w4", max_tokens=8)
+        assert text.split()[0] == f"w{cached[0]}", text
+        responses = list(stream_generate(model, hf, prompt, max_tokens=6, sampler=make_sampler(0.8, top_p=0.9)))
+        assert len(responses) == 6 and responses[-1].generation_tps > 0
+        print("ok")
+    """)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
