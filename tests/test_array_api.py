@@ -333,3 +333,24 @@ def test_can_cast_and_isdtype():
     assert not mx.isdtype(mx.bool_, "numeric")
     with pytest.raises(ValueError):
         mx.isdtype(mx.int32, "not a kind")
+
+
+_NO_CHANGE = [
+    lambda x: x.astype(x.dtype), lambda x: mx.reshape(x, x.shape), lambda x: mx.broadcast_to(x, x.shape),
+    lambda x: mx.transpose(x, tuple(range(x.ndim))), lambda x: mx.squeeze(x), lambda x: mx.expand_dims(x, ()),
+    lambda x: mx.moveaxis(x, 0, 0), lambda x: mx.swapaxes(x, 0, 0), lambda x: mx.real(x),
+    lambda x: mx.roll(x, 1, axis=()), lambda x: mx.flip(x, axis=()), lambda x: mx.fft.fftshift(x, axes=()),
+    lambda x: mx.atleast_1d(x), lambda x: mx.atleast_2d(x), lambda x: mx.concatenate([x]), lambda x: mx.round(x),
+    lambda x: mx.nan_to_num(x),
+]
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.int32])
+@pytest.mark.parametrize("op", _NO_CHANGE)
+def test_an_op_that_changes_nothing_returns_a_new_object(device, op, dtype):
+    with mx.stream(device):
+        x = mx.array([[1, 2], [3, 4]], dtype=dtype)
+        y = op(x)
+        assert y is not x
+        y[0] = 9  # rebinding the result leaves the input alone (as in MLX)
+        assert x.tolist() == [[1, 2], [3, 4]] and y.tolist()[0] == [9, 9]

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import array, from_data, node
+from ..array import alias, array, from_data, node  # noqa: F401 (alias: for the op families)
 from ..devices import resolve_stream
 from ..primitives import AsType, BroadcastTo, Reshape
 
@@ -172,6 +172,12 @@ def cast(x: array, dtype: dt.Dtype, stream) -> array:
     if x._data is not None and x._prim is None and not x._shape and isinstance(x._data, np.generic):
         return scalar(x._data.item(), dtype)  # constants convert at once
     return node(AsType(dtype), (x,), x._shape, dtype, stream)
+
+
+def new_object(out: array, a: array) -> array:
+    """``out``, or a new object with its value if it is the input ``a`` itself: a public op never returns its
+    input, so that ``b[0] = 1`` or ``b += 1`` on its result leaves ``a`` alone (as in MLX)."""
+    return alias(a) if out is a else out
 
 
 def reshape_node(x: array, shape: tuple, stream) -> array:

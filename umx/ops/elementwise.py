@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import _created, _new
+from ..array import _created, _new, alias
 from ..devices import _thread
 from ..primitives import BINARY, STOP_GRADIENT, UNARY, WHERE, Round
 from ._core import _const_cache as _consts
@@ -304,7 +304,7 @@ def real(a, /, *, stream=None) -> array:
     """The real part of ``a`` (``a`` itself for real dtypes). See ``numpy.real``."""
     a = as_array(a, "real")
     if a._dtype is not dt.complex64:
-        return a
+        return alias(a)
     return node(UNARY["Real"], (a,), a._shape, dt.float32, resolve_stream(stream))
 
 
@@ -351,7 +351,7 @@ def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX'
     if not -(2**31) <= decimals < 2**31:
         raise ValueError(f"round: decimals {decimals} is out of range")
     if a._dtype.kind in "iub" and decimals >= 0:
-        return a
+        return alias(a)
     if a._dtype is _bool:
         raise ValueError("round: negative decimals are not supported for bool")
     return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import FFT, ISTFT, STFT, FFTFreq, FFTShift
-from ._core import array, as_array, axis_of, cast, check_dims, describe, node, resolve_stream
+from ._core import alias, array, as_array, axis_of, cast, check_dims, describe, node, resolve_stream
 from .creation import ones
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
@@ -274,7 +274,7 @@ def _shift(a, axes, inverse: bool, op: str, stream) -> array:
         axes = (axes,)
     axes = tuple(axis_of(x, a.ndim, op) for x in axes)
     if not axes:
-        return a
+        return alias(a)
     return node(FFTShift(axes, inverse), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 

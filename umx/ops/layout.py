@@ -26,6 +26,7 @@ from ..primitives import (
     Triu,
 )
 from ._core import (
+    alias,
     array,
     as_array,
     axes_of,
@@ -86,7 +87,7 @@ def pad(a, pad_width, mode: str = "constant", constant_values=0, *, stream=None)
         raise ValueError(f"pad: mode must be 'constant', 'edge', 'reflect' or 'symmetric', got {mode!r}")
     if a.ndim == 0:
         _pad_width(pad_width, 0)  # still checked
-        return a
+        return alias(a)
     pw = _pad_width(pad_width, a.ndim)
     st = resolve_stream(stream)
     v = as_array(constant_values, "pad", a._dtype)
@@ -163,7 +164,7 @@ def roll(a, shift, axis=None, *, stream=None):
     if len(sh) != len(axes) and len(sh) != 1 and len(axes) != 1:
         raise ValueError(f"roll: shift {shift!r} and axis {axis!r} have different lengths")
     if not axes:  # rolled along no axis: unchanged
-        return a
+        return alias(a)
     sh, axes = np.broadcast_arrays(np.array(sh), np.array(axes))
     prim = Roll(tuple(map(int, sh)), tuple(map(int, axes)))
     return node(prim, (a,), a._shape, a._dtype, resolve_stream(stream))
@@ -184,7 +185,7 @@ def flip(a, /, axis=None, *, stream=None) -> array:
     a = as_array(a, "flip")
     axes = axes_of(axis, a.ndim, "flip")
     if not axes:
-        return a
+        return alias(a)
     key = tuple(builtins.slice(None, None, -1) if d in axes else builtins.slice(None) for d in range(a.ndim))
     return getitem(a, key, resolve_stream(stream))
 

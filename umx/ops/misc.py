@@ -7,7 +7,7 @@ import math
 
 from .. import dtypes as dt
 from ..primitives import DEPENDS, Median, NanToNum, Window
-from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
+from ._core import alias, array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
 
 __all__ = ["nan_to_num", "isclose", "allclose", "array_equal", "median", "divmod", "trace", "diff",
            "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends"]
@@ -28,7 +28,7 @@ def nan_to_num(a, nan: float = 0.0, posinf: float | None = None, neginf: float |
     """
     a = as_array(a, "nan_to_num")
     if a._dtype.kind not in "fc":
-        return a
+        return alias(a)
     info = dt.finfo(dt.float32 if a._dtype is dt.complex64 else a._dtype)
     posinf = float(info.max) if posinf is None else float(posinf)
     neginf = float(info.min) if neginf is None else float(neginf)

@@ -20,6 +20,7 @@ from ._core import (
     cast,
     check_dims,
     describe,
+    new_object,
     node,
     reshape_node,
     resolve_stream,
@@ -63,7 +64,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
         raise ValueError(f"reshape: cannot reshape an array of shape {a.shape} (size {size}) into {shape}")
     if infer is not None and a._shape != shape:
         return node(Reshape(shape, infer), (a,), shape, a._dtype, resolve_stream(stream))
-    return reshape_node(a, shape, resolve_stream(stream))
+    return new_object(reshape_node(a, shape, resolve_stream(stream)), a)
 
 
 def transpose(a, /, axes=None, *, stream=None) -> array:
@@ -77,7 +78,7 @@ def transpose(a, /, axes=None, *, stream=None) -> array:
         if sorted(axes) != list(range(nd)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {nd} axes of shape {a.shape}")
     if axes == tuple(range(nd)):
-        return a
+        return new_object(a, a)
     st = resolve_stream(stream)
     data = a._data
     if type(data) is np.ndarray and a._prim is None and a._copies is None and st.device.type is DeviceType.cpu:
@@ -113,7 +114,7 @@ def squeeze(a, /, axis=None, *, stream=None) -> array:
             if a._shape[ax] != 1:
                 raise ValueError(f"squeeze: cannot squeeze axis {ax} of size {a._shape[ax]} (shape {a.shape})")
         shape = tuple(s for i, s in enumerate(a._shape) if i not in axes)
-    return reshape_node(a, shape, resolve_stream(stream))
+    return new_object(reshape_node(a, shape, resolve_stream(stream)), a)
 
 
 def expand_dims(a, /, axis, *, stream=None) -> array:
@@ -124,7 +125,7 @@ def expand_dims(a, /, axis, *, stream=None) -> array:
     axes = axes_of(axis, nd, "expand_dims")
     it = iter(a._shape)
     shape = tuple(1 if i in axes else next(it) for i in range(nd))
-    return reshape_node(a, shape, resolve_stream(stream))
+    return new_object(reshape_node(a, shape, resolve_stream(stream)), a)
 
 
 def _arrays(arrays, op: str) -> list:
@@ -154,9 +155,10 @@ def concatenate(arrays, /, axis: int | None = 0, *, stream=None) -> array:
         if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x._shape, xs[0]._shape)) if i != ax):
             raise ValueError(f"concatenate: all arrays must match except along axis {ax}; "
                              f"got {describe(xs[0], x)}")
+    ins = xs
     xs = [cast(x, d, st) for x in xs]
     if len(xs) == 1:
-        return xs[0]
+        return new_object(xs[0], ins[0])
     shape = list(xs[0]._shape)
     shape[ax] = sum(x._shape[ax] for x in xs)
     return node(Concatenate(ax), tuple(xs), check_dims(tuple(shape), "concatenate"), d, st)
@@ -212,7 +214,7 @@ def broadcast_to(a, /, shape, *, stream=None) -> array:
     shape = shape_of(shape, "broadcast_to")
     if _core.broadcast_shapes(a._shape, shape, op="broadcast_to") != shape:
         raise ValueError(f"broadcast_to: cannot broadcast shape {a.shape} to {shape}")
-    return broadcast_node(a, shape, resolve_stream(stream))
+    return new_object(broadcast_node(a, shape, resolve_stream(stream)), a)
 
 
 def broadcast_shapes(*shapes) -> tuple:
@@ -273,7 +275,7 @@ def swapaxes(a, /, axis1: int, axis2: int, *, stream=None) -> array:
 def astype(a, /, dtype, *, stream=None) -> array:
     """``a`` converted to ``dtype``."""
     a = as_array(a, "astype")
-    return cast(a, dt.to_dtype(dtype), resolve_stream(stream))
+    return new_object(cast(a, dt.to_dtype(dtype), resolve_stream(stream)), a)
 
 
 def _atleast(nd: int, arrays, stream):
@@ -289,6 +291,8 @@ def _atleast(nd: int, arrays, stream):
             elif nd == 3 and x.ndim == 2:
                 shape = x._shape + (1,)
             x = reshape(x, shape, stream=stream)
+        else:
+            x = new_object(x, x)
         out.append(x)
     return out[0] if len(out) == 1 else out
 

@@ -217,7 +217,7 @@ def _custom(self, inputs, axes, outputs):
     outs = [outs] if type(outs) is array else _trees.flatten(outs)
     oaxes = _axes_leaves(oaxes, len(outs))
     b = _size(inputs, axes)
-    return [m.broadcast_to(o, (b,) + o.shape) if a is None else m.moveaxis(o, a, 0)
+    return [m.broadcast_to(o, (b,) + o.shape) if a is None else o if a % o.ndim == 0 else m.moveaxis(o, a, 0)
             for o, a in zip(outs, oaxes)]
 
 

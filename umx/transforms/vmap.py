@@ -195,7 +195,7 @@ def _replay(fun, args, leaves, leaf_axes, out_axes, kept: list):
             else:
                 mk = _marker(_first_slice(x, ax % x.ndim))
                 markers.append(mk)
-                whole.append(moveaxis(x, ax, 0))
+                whole.append(x if ax % x.ndim == 0 else moveaxis(x, ax, 0))  # (no alias node for nothing)
                 x = mk
             new.append(x)
         sliced.append(_trees.unflatten(a, new))
@@ -225,7 +225,7 @@ def _replay(fun, args, leaves, leaf_axes, out_axes, kept: list):
             raise ValueError(f"vmap: out_axes {ax} is out of range for an output of {o.ndim + 1} dimensions")
         if b is None:  # the same for every slice
             b = broadcast_to(expand_dims(o, 0), (size,) + o.shape)
-        final.append(moveaxis(b, 0, ax))
+        final.append(b if ax % b.ndim == 0 else moveaxis(b, 0, ax))
     return _trees.unflatten(result, final)
 
 
