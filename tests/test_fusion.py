@@ -12,8 +12,8 @@ from conftest import DEVICES, assert_close
 
 import umx as mx
 from umx.runtime import scheduler
-from umx.runtime.fusion import MEMBER, Fused, collect
-from umx.runtime.scheduler import _PLANNING
+from umx.runtime.fusion import Fused, collect
+from umx.runtime.node import MEMBER, PLANNING
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +29,8 @@ def _every_region(request, monkeypatch):
 def _tasks(*targets) -> list:
     """The tasks that planning ``targets`` makes (then unmarked: nothing is scheduled)."""
     with scheduler._plan_lock:
-        order = collect(list(targets), _PLANNING, True)
-        scheduler._unmark(list(targets), _PLANNING)
+        order = collect(list(targets), PLANNING, True)
+        scheduler._unmark(list(targets), PLANNING)
     return order
 
 
@@ -131,7 +131,7 @@ def test_a_failed_walk_leaves_nothing_marked(monkeypatch):
     seen = [y]
     while seen:
         n = seen.pop()
-        assert n._exec not in (_PLANNING, MEMBER)
+        assert n._exec not in (PLANNING, MEMBER)
         seen.extend(n._inputs)
     assert_close(y, np.exp(np.sin(np.full((1, 1), 2.0))))
 

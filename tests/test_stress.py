@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import umx as mx
-from umx.backends.xp import round_bf16
+from umx.dtypes import round_bf16
 
 N_PROGRAMS = int(os.environ.get("UMX_STRESS_PROGRAMS", "200"))
 N_THREADS = 4

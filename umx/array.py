@@ -20,7 +20,6 @@ from math import prod
 import numpy as np
 
 from . import dtypes as _dt
-from .backends.xp import round_bf16
 from .runtime import memory
 
 __all__ = ["array", "from_dlpack"]
@@ -61,7 +60,7 @@ class array:  # noqa: N801 (MLX's name)
             data = _cast_host(data, dt)
             src = dt
         elif src is _dt.bfloat16:
-            data = round_bf16(np, data)
+            data = _dt.round_bf16(np, data)
         _init_evaluated(self, data, src)
 
     # -- properties -------------------------------------------------------------------------------------------
@@ -669,7 +668,7 @@ def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
         data = data.real
     with np.errstate(all="ignore"):
         out = data.astype(dt.np)
-    return round_bf16(np, out) if dt is _dt.bfloat16 else out
+    return _dt.round_bf16(np, out) if dt is _dt.bfloat16 else out
 
 
 class ArrayIterator:

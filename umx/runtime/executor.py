@@ -17,9 +17,10 @@ import threading
 import traceback
 from sys import getrefcount as _getrefcount
 
-from . import memory
+from ..dtypes import bfloat16, round_bf16
 from . import tracing as _tracing
 from .fusion import Fused
+from .node import finish, finish_siblings
 
 _NEVER = 1 << 62
 
@@ -415,36 +416,30 @@ def drop_unheld(tasks: list, start: int) -> None:
         if _node_refs(tasks, j) <= unheld:
             t = tasks[j]
             n = t[0] if t.__class__ is tuple else t
-            n._data = ABANDONED
-            n._inputs = ()
-            n._prim = None
+            finish(n, ABANDONED)
             tasks[j] = t = n = None
 
 
-def set_result(node, out) -> None:
-    """Store a kernel's output in ``node`` (its siblings, or the root of a fused region), then detach it."""
-    if node.__class__ is Fused:
+def conform(xp, n, out):
+    """A kernel's output as node ``n`` declares it, for every backend (``xp``: its array module): a library's
+    loop may pick another dtype than MLX's (NumPy's bool shifts give int8...), and bfloat16, stored as float32, is
+    rounded."""
+    want = n._dtype.np
+    if out.dtype is not want and out.dtype != want:
+        out = out.astype(want)
+    if n._dtype is bfloat16:
+        out = round_bf16(xp, out)
+    return out
+
+
+def set_result(task_node, out) -> None:
+    """Finish a task's node with a kernel's output: the node, its siblings (``out`` a tuple, or one Failure for
+    all), or the root of a fused region (see ``node.finish``)."""
+    if task_node.__class__ is Fused:
         # Only the root detaches: the other members are freed with the task, last first, each by the one
         # reference left to it (no deep recursion, no cycle).
-        root = node.root
-        root._data = out
-        memory.acquire(out)
-        root._inputs = ()
-        root._prim = None
-        return
-    sibs = node._siblings
-    if sibs is None:
-        node._data = out
-        memory.acquire(out)
-        node._inputs = ()
-        node._prim = None
-        return
-    if type(out) is Failure:
-        out = (out,) * len(sibs)
-    for s, o in zip(sibs, out):
-        s._data = o
-        memory.acquire(o)
-    for s in sibs:
-        s._inputs = ()
-        s._prim = None
-        s._siblings = None
+        finish(task_node.root, out)
+    elif task_node._siblings is None:
+        finish(task_node, out)
+    else:
+        finish_siblings(task_node._siblings, out)

@@ -19,6 +19,7 @@ import sys
 from math import prod
 
 from ..primitives import AsType, Binary, Round, Unary, Where
+from .node import MEMBER
 
 
 def _subclasses(cls) -> list:
@@ -105,13 +106,6 @@ class Fused:
         return "Fused(" + ", ".join(f"{p!r}" + (f" x{k}" if k > 1 else "") for p, k in runs) + ")"
 
 
-class _Member:
-    """Marks a node taken into a region while the planner walks the graph (until it is numbered)."""
-
-    device = None
-
-
-MEMBER = _Member()
 
 
 def collect(targets, mark, fusing: bool) -> list:

@@ -24,6 +24,7 @@ from operator import attrgetter
 from threading import get_ident
 
 from ..array import node
+from .node import detach, keep
 
 __all__ = ["tracing", "Tracing", "evaluate"]
 
@@ -56,9 +57,7 @@ class Tracing:
         for n in self.kept:
             # (`a[k] = v` may since have moved another node into this object: only evaluated ones detach)
             if n._data is not None:
-                n._prim = None
-                n._inputs = ()
-                n._siblings = None
+                detach(n)
         self.kept = None
 
 
@@ -70,10 +69,7 @@ def evaluate(targets, kept: list, plan_lock, run) -> None:
         jobs, pairs = _shadow(targets)
     run(jobs)
     for original, shadow in pairs:
-        original._copies = shadow._copies
-        original._exec = shadow._exec
-        original._seq = shadow._seq
-        original._data = shadow._data  # last: a node with data must already say where it was computed
+        keep(original, shadow)
         kept.append(original)
 
 

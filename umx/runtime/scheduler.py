@@ -29,7 +29,8 @@ from .. import backends
 from ..array import array
 from . import tracing as _tracing
 from .executor import HOST_READER, Failure
-from .fusion import ELEMENTWISE, MEMBER, SPLIT_MIN_SIZE, Fused, collect
+from .fusion import ELEMENTWISE, SPLIT_MIN_SIZE, Fused, collect
+from .node import MEMBER, PLAN_LOCK, PLANNING, unplan
 from .retain import evaluate as _evaluate_keeping
 from .retain import tracing as transform_watch
 
@@ -38,9 +39,7 @@ FUSION = os.environ.get("UMX_FUSION", "1") != "0"
 
 __all__ = ["eval", "async_eval"]
 
-# MUST be held while planning: it makes "not yet scheduled" and the seq numbers consistent across threads that
-# evaluate overlapping graphs. Never held while waiting for results.
-_plan_lock = threading.RLock()
+_plan_lock = PLAN_LOCK  # (see node.py)
 _planning = False  # True while the holder of _plan_lock walks the graph (a reentrant call there is refused)
 _SIGINT = int(signal.SIGINT)
 
@@ -91,7 +90,7 @@ def _plan(targets: list, inline: bool = False, host: bool = False):
 
 def _plan_marked(targets: list, inline: bool, host: bool):
     """:func:`_plan`'s work, while no reentrant call may plan."""
-    mark = _PLANNING
+    mark = PLANNING
     try:
         order = collect(targets, mark, FUSION)
     except BaseException:  # e.g. a device failing to start: leave nothing marked, a later eval plans these nodes
@@ -113,7 +112,7 @@ def _plan_marked(targets: list, inline: bool, host: bool):
                 continue  # numbered: its members stay marked (see below)
             for m in n.nodes if n.__class__ is Fused else n._siblings or (n,):
                 if m._exec is mark or m._exec is MEMBER:
-                    m._exec = None
+                    unplan(m)
         raise
     if on_plan is not None:
         on_plan(order)
@@ -173,7 +172,8 @@ def _plan_one(t, host: bool):
             break
     if _tracing.active is not None or _tracing.debug_on() or not ex.try_run_inline():
         return None
-    # (no call between the run lock and the numbering: a Ctrl-C lands before or after, see _lane)
+    # node.assign, inlined: no call between the run lock and the numbering (a Ctrl-C lands before or after it,
+    # see _lane)
     seq = ex.submitted = ex.submitted + 1
     t._exec = ex
     t._seq = seq
@@ -247,6 +247,7 @@ def _number(order: list, batches: dict, first_seq: dict) -> None:
                 if (x._data.__class__ not in local_types) if xe is None else (xe is not ex):
                     waits = []  # no wait, but the input may need a copy or an ordering: the slow path
         seq = ex.submitted = ex.submitted + 1
+        # node.assign, inlined (once per node of every eval)
         if n.__class__ is Fused:
             # Only the root: the other members stay marked (MEMBER). Nothing else holds them, so nothing else
             # looks at them, and they are freed once the region has run.
@@ -274,7 +275,7 @@ def _unmark(targets, mark) -> None:
             continue
         seen.add(id(n))
         for s in n._siblings or (n,):
-            s._exec = None
+            unplan(s)
         stack.extend(n._inputs)
 
 
@@ -302,13 +303,6 @@ def _report(batches: dict, tr) -> None:
                                           xe.stream, seq, copy)
 
 
-class _Planning:
-    """Marks nodes on the planning stack (an executor stand-in that is never submitted to)."""
-
-    device = None
-
-
-_PLANNING = _Planning()
 
 
 def eval_arrays(targets, finished: bool = True, host: bool = False) -> None:

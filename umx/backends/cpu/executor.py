@@ -7,9 +7,9 @@ import numpy as np
 from ... import backends
 from ...dtypes import bfloat16
 from ...runtime import memory
-from ...runtime.executor import Failure, WorkerExecutor, drop_unheld, failure_of, seq_of, set_result
+from ...runtime.executor import Failure, WorkerExecutor, conform, drop_unheld, failure_of, seq_of, set_result
 from ...runtime.fusion import Fused
-from ..xp import round_bf16
+from ...runtime.node import finish
 from .fused import run_fused
 from .kernels import make_table
 from .reduce_split import split_reductions
@@ -94,8 +94,6 @@ class CpuExecutor(WorkerExecutor):
         table = KERNELS
         host_copy = memory.host_copy
         host_in_parts = memory.host_in_parts
-        acquire = memory.acquire
-        ndarray = np.ndarray
         to_device = self._to_device
         limited = memory._memory_limit
         last = seq_of(tasks[-1])
@@ -153,18 +151,9 @@ class CpuExecutor(WorkerExecutor):
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
             if n._siblings is None and n.__class__ is not Fused:
-                if out.__class__ is not Failure:
-                    want = n._dtype.np
-                    if out.dtype is not want and out.dtype != want:
-                        # NumPy's loop picked another dtype (bool shifts give int8...): the declared one is MLX's
-                        out = out.astype(want)
-                    if n._dtype is bfloat16:
-                        out = round_bf16(np, out)
-                if out.__class__ is ndarray:
-                    acquire(out)
-                n._data = out
-                n._inputs = ()
-                n._prim = None
+                if out.__class__ is not Failure and (n._dtype is bfloat16 or out.dtype is not n._dtype.np):
+                    out = conform(np, n, out)
+                finish(n, out)
             else:
                 set_result(n, out)
             # Drop this frame's and the batch's references before publishing: neither may keep finished

@@ -15,11 +15,10 @@ from itertools import repeat
 
 import numpy as np
 
-from ...dtypes import bfloat16
+from ...dtypes import bfloat16, round_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.threads import workers
-from ..xp import round_bf16
 from ..xp.elementwise import PLAIN_UFUNC
 
 CORES = os.cpu_count() or 1

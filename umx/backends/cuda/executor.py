@@ -27,16 +27,16 @@ import numpy as np
 
 from ... import backends
 from ...devices import cpu
-from ...dtypes import bfloat16, float32, float64
+from ...dtypes import bfloat16, float32, float64, round_bf16
 from ...primitives import Round
 from ...primitives.linalg import Matmul
 from ...primitives.reduction import Max, Mean, Min, Sum
 from ...runtime import memory as _memory
 from ...runtime import tracing as _tracing
-from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, failure_of, set_result
+from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, conform, failure_of, set_result
 from ...runtime.fusion import ELEMENTWISE, Fused
+from ...runtime.node import finish, finish_on_host
 from ...runtime.threads import CORES
-from ..xp import round_bf16
 from . import _cupy, cublas, direct, graphs
 from . import memory as gmem
 from .fusion import KernelCache
@@ -252,11 +252,10 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 data = failure_of(n, ins, e)
         else:
             mirrors.free(slot)
-        n._data = data
-        n._inputs = ()
-        n._prim = None
         if type(data) is not Failure:
-            n._exec = None  # host data from now on (set after the data: no planner may take it for unscheduled)
+            finish_on_host(n, data)  # host data from now on (counted above)
+        else:
+            finish(n, data)
         self.finished(n._seq)
         if self._held:
             self._release()
@@ -286,9 +285,8 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         big = type(out) is cp.ndarray and out.nbytes >= SPILL_MIN_BYTES
         if big:
             track(n)
-        n._data = out
-        n._inputs = ins = ()
-        n._prim = None
+        finish(n, out)
+        ins = ()
         if started is not None:
             started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
         if self._hints:
@@ -447,9 +445,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                     if type(o) is cp.ndarray and o.nbytes >= SPILL_MIN_BYTES:
                         track(s)
             if n._siblings is None and type(n) is not Fused:
-                n._data = out
-                n._inputs = ()
-                n._prim = None
+                finish(n, out)
             else:
                 set_result(n, out)
             # Drop the batch's references before publishing: a waiter woken by finished() may check that
@@ -497,7 +493,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             if out is not None:
                 return out
         out = _call(KERNELS[c], p, args)
-        return out if type(out) is tuple else conform(n, out)
+        return out if type(out) is tuple else conform(cp, n, out)
 
     def _own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``_OWN``: an elementwise node or
@@ -700,17 +696,6 @@ def _reads_on_host(devices) -> bool:
         if d is HOST_READER or d.type is cpu:
             return True
     return False
-
-
-def conform(n, out):
-    """A kernel's output as node ``n`` declares it: CuPy's loop may choose another dtype (bool powers give int8),
-    and bfloat16 (stored as float32) is rounded."""
-    want = n._dtype.np
-    if out.dtype != want:
-        out = out.astype(want)
-    if n._dtype is bfloat16:
-        out = round_bf16(cp, out)
-    return out
 
 
 _handles: dict = {}  # CUDA stream pointer -> (stream, cuBLAS handle or None)

@@ -54,6 +54,7 @@ from ...primitives.base import Primitive, param_names
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure, set_result
 from ...runtime.fusion import ELEMENTWISE, Fused
+from ...runtime.node import finish
 from . import _cupy
 from . import memory as gmem
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track
@@ -250,9 +251,7 @@ class Graphs:
             if type(u) is Fused:
                 set_result(u, out)
             else:  # (no siblings in a graph: see _plan)
-                n._data = out
-                n._inputs = ()
-                n._prim = None
+                finish(n, out)
         hints = ex._hints
         last = 0
         for i in range(len(tasks)):

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 
 from ...runtime import memory as _memory
+from ...runtime.node import move_to_host
 from . import _cupy
 
 cp = _cupy()
@@ -146,8 +147,7 @@ def _spill_one(device_index: int) -> bool:
         _memory.acquire(host)
         # The array now lives on the host: its planner checks (`_exec` None: by the data's type) and every
         # reader (host_copy; a GPU's fetch) see host data from here on.
-        a._exec = None
-        a._data = host
+        move_to_host(a, host)
         STATS.spills += 1
         STATS.spilled_bytes += d.nbytes
         return True

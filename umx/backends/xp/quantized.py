@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...dtypes import round_bf16
 from ...primitives import quantized as qp
-from . import kernel, round_bf16
+from . import kernel
 
 _BLOCK = 1 << 19  # elements of dequantized weight a CPU product holds at once
 _FEW = 8  # products with at most this many input rows scale per-group results, not the weight (see _qmm_few)

@@ -1,0 +1,118 @@
+"""A node's scheduling state, and the named transitions that change it.
+
+An array is a node of the graph. Its scheduling state is held in four fields, which only the runtime changes, and
+only through the transitions below (the planner's loops in ``scheduler`` and ``fusion`` spell out ``plan`` and
+``assign`` inline: they run once per node of every eval):
+
+========== ==================== ====================== ============================================
+state      ``_exec``            ``_seq``               ``_data``, ``_prim``/``_inputs``
+========== ==================== ====================== ============================================
+built      None                 its creation number    None; set
+planned    ``PLANNING``         its creation number    None; set (an eval is planning it)
+member     ``MEMBER``           its creation number    None; set (inside a fused region, never numbered)
+assigned   its executor         its number there       None; set
+finished   its executor, or     its number there       the result or a Failure; detached (None, ())
+           None (host data)
+kept       as finished          as finished            the result; still set (read while a transform traces)
+========== ==================== ====================== ============================================
+
+Creation numbers order nodes before they are scheduled (a node is made after its inputs); sequence numbers order
+a stream's work ("node ``seq`` of executor E is done" is ``E.done >= seq``). Arrays made from data start
+finished, with ``_exec`` None.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from . import memory
+
+# MUST be held to change a node from built to planned, member or assigned (planning an eval), or to rebind an
+# array object to another node: it makes "not yet scheduled" and the numbering consistent across threads that
+# evaluate overlapping graphs. Never held while waiting for results. Reentrant, so that a signal handler that
+# evaluates on a thread holding it is refused with an error, not a deadlock (see scheduler._plan).
+PLAN_LOCK = threading.RLock()
+
+
+class _Mark:
+    """A planning mark: stands in an ``_exec`` field for an executor that is never submitted to."""
+
+    __slots__ = ("name",)
+    device = None
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: the node is behind an eval being planned
+PLANNING = _Mark("PLANNING")
+#: the node is a member of a fused region: the region's task computes it, and nothing else reads it
+MEMBER = _Mark("MEMBER")
+
+
+def assign(n, ex, seq: int) -> None:
+    """built/planned -> assigned: ``n`` is task ``seq`` of executor ``ex`` (under the plan lock)."""
+    n._exec = ex
+    n._seq = seq
+
+
+def unplan(n) -> None:
+    """planned/member -> built (a plan that failed: a later eval plans ``n`` again)."""
+    n._exec = None
+
+
+def finish(n, out) -> None:
+    """assigned -> finished: ``n`` (one output) holds ``out``, counted as memory, and lets go of its inputs, so
+    the graph behind it can be freed."""
+    n._data = out
+    memory.acquire(out)
+    n._inputs = ()
+    n._prim = None
+
+
+def finish_on_host(n, data) -> None:
+    """assigned -> finished, the result on the host (a small result a GPU kernel wrote there for a reader, or an
+    array moved out of a full device): from now on ``n`` is host data, like an array made from data."""
+    n._data = data
+    n._inputs = ()
+    n._prim = None
+    n._exec = None  # (after the data: no planner may take it for unscheduled)
+
+
+def finish_siblings(sibs: tuple, outs) -> None:
+    """assigned -> finished for the outputs of a multi-output node: ``outs`` in order, or one Failure for all."""
+    if outs.__class__ is not tuple:
+        outs = (outs,) * len(sibs)
+    for s, o in zip(sibs, outs):
+        s._data = o
+        memory.acquire(o)
+    for s in sibs:
+        s._inputs = ()
+        s._prim = None
+        s._siblings = None
+
+
+def move_to_host(n, host) -> None:
+    """finished -> finished on the host: a device array's data moved out of a full device (already counted)."""
+    n._exec = None  # (first: the planner tells host data by its type once _exec is None)
+    n._data = host
+
+
+def keep(n, result) -> None:
+    """built -> kept: ``n`` takes the data of ``result`` (a copy of ``n`` that was evaluated, see ``retain``),
+    with its copies, executor and number, so waits and copies work as for any finished node, and keeps its
+    primitive and inputs, so that a transform's walk goes through it."""
+    n._copies = result._copies
+    n._exec = result._exec
+    n._seq = result._seq
+    n._data = result._data  # (last: a node with data must already say where it was computed)
+
+
+def detach(n) -> None:
+    """kept -> finished: ``n`` lets go of the graph it kept (the transform that read it has returned)."""
+    n._prim = None
+    n._inputs = ()
+    n._siblings = None
