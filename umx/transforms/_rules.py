@@ -451,8 +451,14 @@ rules(Diag, vjp=_diag_vjp, jvp=_linear_jvp)
 rules(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
 rules(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
 rules(FFT, FFTShift, jvp=_linear_jvp)
-rules(FFTShift, vjp=lambda self, p, c, o: [node(FFTShift(self.axes, not self.inverse), (c[0],), c[0]._shape,
-                                                c[0]._dtype, _stream())])
+
+
+def _fftshift_vjp(self, primals, cotangents, outputs):
+    c = cotangents[0]  # a roll's adjoint is the roll back
+    return [node(FFTShift(self.axes, not self.inverse), (c,), c._shape, c._dtype, _stream())]
+
+
+rules(FFTShift, vjp=_fftshift_vjp)
 
 
 def _as_strided_vjp(self, primals, cotangents, outputs):
