@@ -1,4 +1,4 @@
-"""Derivative and batching rules of the communication primitives, attached to their classes.
+"""Derivative and batching rules of the communication primitives, registered on their classes.
 
 Gradients follow MLX's convention: the loss is the same on every process (replicated), so the cotangent of an
 ``all_sum`` input is the output's cotangent itself, and an ``all_gather`` input gets its own block of it. An
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import ops as m
 from ..primitives.distributed import AllGather, AllReduce, Send, SumScatter
+from ..transforms._registry import rules
 from ._ops import gather_node, reduce_node, scatter_node, send_node
 
 
@@ -80,12 +81,7 @@ def _send_vmap(self, inputs, axes, outputs):
     return [send_node(inputs[0], self.dst, self.group, outputs[0]._stream)]
 
 
-AllReduce.vjp = _all_reduce_vjp
-AllReduce.jvp = _all_reduce_jvp
-AllReduce.vmap = _all_reduce_vmap
-AllGather.vjp = _all_gather_vjp
-AllGather.jvp = _all_gather_jvp
-AllGather.vmap = _all_gather_vmap
-SumScatter.jvp = _sum_scatter_jvp
-SumScatter.vmap = _sum_scatter_vmap
-Send.vmap = _send_vmap
+rules(AllReduce, vjp=_all_reduce_vjp, jvp=_all_reduce_jvp, vmap=_all_reduce_vmap)
+rules(AllGather, vjp=_all_gather_vjp, jvp=_all_gather_jvp, vmap=_all_gather_vmap)
+rules(SumScatter, jvp=_sum_scatter_jvp, vmap=_sum_scatter_vmap)
+rules(Send, vmap=_send_vmap)

@@ -4,8 +4,18 @@ A primitive is a small object: its class names the computation, its attributes h
 shape, a dtype). Ops infer shapes and dtypes before building a node, so a primitive only has to be run. Parameterless
 primitives are singletons, which keeps op construction free of allocation.
 
-Transform rules (``jvp``, ``vjp``, ``vmap``) are methods; a primitive without a rule raises an error naming it.
-Backends register one kernel per primitive class (see ``umx.backends.xp``).
+Each class declares, beside its parameters, what the rest of umx needs to know about it (class attributes, so a
+node's primitive costs nothing more to make):
+
+- ``capture``: whether a CUDA graph may capture its kernel (True only for kernels that enqueue device work alone:
+  no host synchronization, no host data). ``backends/cuda/graphs.py`` captures exactly these.
+- ``no_grad`` (neither derivative), ``no_vjp``, ``no_jvp``, ``no_vmap``: why it has no such transform rule, for
+  each rule it lacks.
+
+Transform rules (``jvp``, ``vjp``, ``vmap``) are methods, built from ops in ``umx/transforms`` and installed by
+its ``rules`` registry; a primitive without a rule raises NotImplementedError naming it and the reason. Backends
+register one kernel per primitive class (see ``umx.backends.xp``). ``tests/test_primitives.py`` checks that
+every primitive has a kernel, a capture decision and each rule or its reason.
 """
 
 from __future__ import annotations
@@ -17,6 +27,13 @@ class Primitive:
     __slots__ = ()
     #: how many outputs a node of this primitive has (0: decided per node by its siblings)
     n_outputs = 1
+    #: may a CUDA graph capture its kernel: True or False, declared by every primitive (None: undecided)
+    capture: bool | None = None
+    #: why there is no vjp and no jvp rule, or no vjp, no jvp, no vmap rule (None: there is one)
+    no_grad: str | None = None
+    no_vjp: str | None = None
+    no_jvp: str | None = None
+    no_vmap: str | None = None
 
     @property
     def name(self) -> str:
@@ -38,13 +55,29 @@ class Primitive:
         return hash((type(self), self.params()))
 
     def jvp(self, primals, tangents, outputs):
-        raise NotImplementedError(f"{self.name} has no jvp rule yet")
+        raise NotImplementedError(_no_rule(self, "jvp", self.no_jvp or self.no_grad))
 
     def vjp(self, primals, cotangents, outputs):
-        raise NotImplementedError(f"{self.name} has no vjp rule yet")
+        raise NotImplementedError(_no_rule(self, "vjp", self.no_vjp or self.no_grad))
 
     def vmap(self, inputs, axes, outputs):
-        raise NotImplementedError(f"{self.name} has no vmap rule yet")
+        raise NotImplementedError(_no_rule(self, "vmap", self.no_vmap))
+
+
+def _no_rule(prim: Primitive, kind: str, reason: str | None) -> str:
+    return f"{prim.name} has no {kind} rule" + (f": {reason}" if reason else " yet")
+
+
+#: the reason shared by primitives without array inputs (the transforms only reach nodes that depend on one)
+NO_INPUTS = "no array inputs: the transforms never reach it"
+
+
+def subclasses(cls: type = Primitive) -> list:
+    """Every class derived from ``cls`` so far (family bases such as ``Unary`` included), bases first."""
+    out = []
+    for c in cls.__subclasses__():
+        out += [c] + subclasses(c)
+    return out
 
 
 _PARAM_NAMES: dict = {}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class Full(Primitive):
     """An array of ``shape`` filled with the scalar ``value``, of ``dtype``."""
 
     __slots__ = ("shape", "value", "dtype")
+    capture = True
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, shape: tuple, value, dtype):
         self.shape = shape
@@ -20,6 +22,8 @@ class Arange(Primitive):
     """``start, start + step, ...`` below ``stop``, of ``dtype``."""
 
     __slots__ = ("start", "stop", "step", "dtype")
+    capture = True
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, start, stop, step, dtype):
         self.start = start
@@ -32,6 +36,8 @@ class Linspace(Primitive):
     """``num`` evenly spaced values from ``start`` to ``stop``, which is included when ``endpoint``."""
 
     __slots__ = ("start", "stop", "num", "dtype", "endpoint")
+    capture = True
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, start, stop, num, dtype, endpoint=True):
         self.start = start
@@ -45,6 +51,8 @@ class Eye(Primitive):
     """An ``n`` by ``m`` matrix with ones on diagonal ``k``."""
 
     __slots__ = ("n", "m", "k", "dtype")
+    capture = True
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, n, m, k, dtype):
         self.n = n

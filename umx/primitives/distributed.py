@@ -9,13 +9,14 @@ changed.
 
 from __future__ import annotations
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class Communication(Primitive):
     """Base of the communication primitives."""
 
     __slots__ = ("group", "ticket")
+    capture = False  # each call waits for its turn on the host (_turns.py)
 
     def __init__(self, group):
         self.group = group
@@ -55,12 +56,14 @@ class SumScatter(Communication):
     """This process's part (its rank's block of the first axis) of the sum of the inputs over the group."""
 
     __slots__ = ()
+    no_vjp = "none in MLX, whose convention umx follows here"
 
 
 class Send(Communication):
     """Sends the input to rank ``dst`` of the group; the output is the input."""
 
     __slots__ = ("dst",)
+    no_grad = "none in MLX: what is sent leaves this process"
 
     def __init__(self, group, dst: int):
         super().__init__(group)
@@ -71,6 +74,7 @@ class Recv(Communication):
     """An array of ``shape`` and ``dtype`` (a umx Dtype) received from rank ``src`` of the group."""
 
     __slots__ = ("src", "shape", "dtype")
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, group, src: int, shape: tuple, dtype):
         super().__init__(group)

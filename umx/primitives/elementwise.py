@@ -19,6 +19,7 @@ class Unary(Primitive):
     """An elementwise function of one array."""
 
     __slots__ = ()
+    capture = True
     fn: str | None = None
     kind = "same"
 
@@ -27,6 +28,7 @@ class Binary(Primitive):
     """An elementwise function of two arrays of one dtype, broadcast to one shape."""
 
     __slots__ = ()
+    capture = True
     fn: str | None = None
     kind = "same"
 
@@ -134,6 +136,7 @@ class Where(Primitive):
     """``where(cond, x, y)``: three inputs broadcast to one shape."""
 
     __slots__ = ()
+    capture = True
 
 
 WHERE = Where()

@@ -14,6 +14,7 @@ class RMSNorm(Primitive):
     """``x * rsqrt(mean(x**2, -1) + eps)``, times the weight (the second input) if ``has_weight``."""
 
     __slots__ = ("eps", "has_weight")
+    capture = False  # not tried under capture yet (its row norms are CuPy einsums)
 
     def __init__(self, eps: float, has_weight: bool):
         self.eps = eps
@@ -25,6 +26,7 @@ class LayerNorm(Primitive):
     after ``x``, in that order)."""
 
     __slots__ = ("eps", "has_weight", "has_bias")
+    capture = False  # not tried under capture yet (its row norms are CuPy einsums)
 
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps = eps
@@ -43,6 +45,7 @@ class RoPE(Primitive):
     """
 
     __slots__ = ("dims", "traditional", "base", "scale", "offset", "inverse")
+    capture = False  # not tried under capture yet
 
     def __init__(self, dims: int, traditional: bool, base, scale: float, offset, inverse: bool = False):
         self.dims = dims
@@ -60,6 +63,7 @@ class ScaledDotProductAttention(Primitive):
     softmax and takes no value."""
 
     __slots__ = ("scale", "mask", "has_sinks")
+    capture = False  # products through CuPy's cuBLAS, which refuses capture
 
     def __init__(self, scale: float, mask: str, has_sinks: bool):
         self.scale = scale
@@ -77,6 +81,9 @@ class CudaKernel(Primitive):
                  "shared_memory", "template", "grid", "threadgroup", "input_dtypes", "output_shapes",
                  "output_dtypes", "init_value", "verbose")
     n_outputs = 0
+    capture = False  # a user's kernel: it may synchronize or read host memory
+    no_grad = "a user's kernel: its derivative is unknown (as in MLX)"
+    no_vmap = "a user's kernel indexes its buffers itself"
 
     def __init__(self, name: str, input_names: tuple, output_names: tuple, source: str, header: str,
                  ensure_row_contiguous: bool, shared_memory: int, template: tuple, grid: tuple,

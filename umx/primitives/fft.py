@@ -1,8 +1,9 @@
-"""Fourier transform primitives."""
+"""Fourier transform primitives. CUDA graphs capture none of them: cuFFT through CuPy was not tried under
+capture."""
 
 from __future__ import annotations
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class FFT(Primitive):
@@ -15,6 +16,7 @@ class FFT(Primitive):
     """
 
     __slots__ = ("axes", "sizes", "inverse", "real", "norm")
+    capture = False
 
     def __init__(self, axes: tuple, sizes: tuple, inverse: bool, real: bool, norm: str = "backward"):
         self.axes = axes
@@ -28,6 +30,7 @@ class FFTShift(Primitive):
     """Roll the zero frequency to the middle of ``axes`` (``inverse``: back to the front)."""
 
     __slots__ = ("axes", "inverse")
+    capture = False
 
     def __init__(self, axes: tuple, inverse: bool):
         self.axes = axes
@@ -38,6 +41,8 @@ class FFTFreq(Primitive):
     """The sample frequencies of a length-``n`` transform with sample spacing ``d`` (``real``: ``rfft``'s)."""
 
     __slots__ = ("n", "d", "real")
+    capture = False
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, n: int, d: float, real: bool):
         self.n = n
@@ -53,6 +58,8 @@ class STFT(Primitive):
     """
 
     __slots__ = ("n_fft", "hop", "center", "pad_mode", "norm", "onesided")
+    capture = False
+    no_grad = "not written yet (linear: its adjoint is an overlap-add)"
 
     def __init__(self, n_fft: int, hop: int, center: bool, pad_mode: str, norm: str, onesided: bool):
         self.n_fft = n_fft
@@ -68,6 +75,8 @@ class ISTFT(Primitive):
     is cut or zero-padded to ``length``."""
 
     __slots__ = ("n_fft", "hop", "center", "norm", "onesided", "length")
+    capture = False
+    no_grad = "not written yet (linear in the spectrum, not in the window)"
 
     def __init__(self, n_fft: int, hop: int, center: bool, norm: str, onesided: bool, length: int):
         self.n_fft = n_fft

@@ -23,6 +23,7 @@ class Gather(Primitive):
     """``x[key]``; inputs: x, then the index arrays."""
 
     __slots__ = ("key",)
+    capture = True
 
     def __init__(self, key: tuple):
         self.key = key
@@ -36,6 +37,7 @@ class Scatter(Primitive):
     """
 
     __slots__ = ("key", "op")
+    capture = True
 
     def __init__(self, key: tuple, op: str | None):
         self.key = key

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class FileReadError(ValueError, RuntimeError):
@@ -28,6 +28,8 @@ class Load(Primitive):
     the tensor in error messages."""
 
     __slots__ = ("path", "offset", "shape", "file_dtype", "order", "dtype", "name")
+    capture = False  # reads a file on the host
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, path: str, offset: int, shape: tuple, file_dtype: str, order: str, dtype, name: str):
         self.path = path

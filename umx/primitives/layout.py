@@ -3,7 +3,7 @@ views, gathers and scatters along an axis, and slices at positions held in array
 
 from __future__ import annotations
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class Pad(Primitive):
@@ -11,6 +11,7 @@ class Pad(Primitive):
     or 'symmetric', as ``numpy.pad``); inputs: x, then the 0-d fill value."""
 
     __slots__ = ("pad_width", "mode")
+    capture = True
 
     def __init__(self, pad_width: tuple, mode: str):
         self.pad_width = pad_width
@@ -21,6 +22,7 @@ class Tile(Primitive):
     """``x`` repeated ``reps`` times along each axis (``numpy.tile``)."""
 
     __slots__ = ("reps",)
+    capture = True
 
     def __init__(self, reps: tuple):
         self.reps = reps
@@ -30,6 +32,7 @@ class Repeat(Primitive):
     """Each element repeated ``repeats`` times along ``axis`` (``numpy.repeat``)."""
 
     __slots__ = ("repeats", "axis")
+    capture = True
 
     def __init__(self, repeats: int, axis: int):
         self.repeats = repeats
@@ -40,6 +43,7 @@ class Roll(Primitive):
     """Elements shifted by ``shift`` along ``axis`` with wrap-around; ``axis`` None rolls the flat array."""
 
     __slots__ = ("shift", "axis")
+    capture = True
 
     def __init__(self, shift, axis):
         self.shift = shift
@@ -50,6 +54,7 @@ class Diagonal(Primitive):
     """The ``offset`` diagonal of the planes spanned by ``axis1`` and ``axis2``, as the last axis."""
 
     __slots__ = ("offset", "axis1", "axis2")
+    capture = True
 
     def __init__(self, offset: int, axis1: int, axis2: int):
         self.offset = offset
@@ -61,6 +66,7 @@ class Diag(Primitive):
     """A square matrix with the 1-d input on diagonal ``k``."""
 
     __slots__ = ("k",)
+    capture = True
 
     def __init__(self, k: int):
         self.k = k
@@ -70,6 +76,8 @@ class Tri(Primitive):
     """An ``n`` by ``m`` matrix of ones on and below diagonal ``k``, zeros above."""
 
     __slots__ = ("n", "m", "k", "dtype")
+    capture = True
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, n: int, m: int, k: int, dtype):
         self.n = n
@@ -82,6 +90,7 @@ class Tril(Primitive):
     """Zero the elements above diagonal ``k`` of the last two axes."""
 
     __slots__ = ("k",)
+    capture = True
 
     def __init__(self, k: int):
         self.k = k
@@ -91,6 +100,7 @@ class Triu(Primitive):
     """Zero the elements below diagonal ``k`` of the last two axes."""
 
     __slots__ = ("k",)
+    capture = True
 
     def __init__(self, k: int):
         self.k = k
@@ -100,6 +110,7 @@ class AsStrided(Primitive):
     """A view of the flat, row-major input with ``shape``, ``strides`` (in elements) and ``offset``."""
 
     __slots__ = ("shape", "strides", "offset")
+    capture = True
 
     def __init__(self, shape: tuple, strides: tuple, offset: int):
         self.shape = shape
@@ -111,6 +122,7 @@ class TakeAlongAxis(Primitive):
     """``x`` gathered at ``indices`` along ``axis`` (other axes broadcast); inputs: x, indices."""
 
     __slots__ = ("axis",)
+    capture = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -120,6 +132,7 @@ class PutAlongAxis(Primitive):
     """A copy of ``x`` with ``values`` written at ``indices`` along ``axis``; inputs: x, indices, values."""
 
     __slots__ = ("axis",)
+    capture = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -129,6 +142,7 @@ class DynamicSlice(Primitive):
     """A block of ``shape`` whose start along ``axes`` is read from the start array; inputs: x, start."""
 
     __slots__ = ("axes", "shape")
+    capture = True
 
     def __init__(self, axes: tuple, shape: tuple):
         self.axes = axes
@@ -140,6 +154,7 @@ class DynamicSliceUpdate(Primitive):
     inputs: x, update, start."""
 
     __slots__ = ("axes",)
+    capture = True
 
     def __init__(self, axes: tuple):
         self.axes = axes

@@ -2,6 +2,10 @@
 
 Every factorization works on the last two axes and batches over the leading ones. Those with several results
 (``QR``, ``SVD``, ``Eigh``...) make one node per result, tied together as siblings (see ``ops.shape.split``).
+
+CUDA graphs capture ``Matmul`` alone (its kernel calls cuBLAS directly): the others go through CuPy's cuSOLVER and
+cuBLAS wrappers (CuPy refuses cuBLAS calls under capture) or the host (``Eig``; ``Cholesky`` checks its pivots
+there).
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Primitive
+
+_NOT_WRITTEN = "not written yet (MLX has none either)"
 
 
 class LinAlgError(RuntimeError, np.linalg.LinAlgError):
@@ -20,6 +26,7 @@ class Matmul(Primitive):
     """``a @ b`` with NumPy's batching and broadcasting rules."""
 
     __slots__ = ()
+    capture = True
 
 
 MATMUL = Matmul()
@@ -29,18 +36,22 @@ class Inv(Primitive):
     """The inverse of square matrices."""
 
     __slots__ = ()
+    capture = False
 
 
 class Pinv(Primitive):
     """The Moore-Penrose pseudo-inverse, from the SVD."""
 
     __slots__ = ()
+    capture = False
+    no_grad = _NOT_WRITTEN
 
 
 class TriInv(Primitive):
     """The inverse of triangular matrices (``upper`` or lower); the other triangle of the result is zero."""
 
     __slots__ = ("upper",)
+    capture = False
 
     def __init__(self, upper: bool):
         self.upper = upper
@@ -50,6 +61,8 @@ class Cholesky(Primitive):
     """The Cholesky factor of symmetric positive definite matrices: lower ``L`` or, if ``upper``, ``U = L^H``."""
 
     __slots__ = ("upper",)
+    capture = False
+    no_grad = _NOT_WRITTEN
 
     def __init__(self, upper: bool):
         self.upper = upper
@@ -59,6 +72,8 @@ class CholeskyInv(Primitive):
     """The inverse of ``A`` from its Cholesky factor (``upper`` or lower)."""
 
     __slots__ = ("upper",)
+    capture = False
+    no_grad = _NOT_WRITTEN
 
     def __init__(self, upper: bool):
         self.upper = upper
@@ -69,6 +84,8 @@ class QR(Primitive):
 
     __slots__ = ()
     n_outputs = 2
+    capture = False
+    no_grad = _NOT_WRITTEN
 
 
 class SVD(Primitive):
@@ -76,6 +93,8 @@ class SVD(Primitive):
 
     __slots__ = ("compute_uv",)
     n_outputs = 0
+    capture = False
+    no_grad = _NOT_WRITTEN
 
     def __init__(self, compute_uv: bool):
         self.compute_uv = compute_uv
@@ -87,6 +106,8 @@ class Eigh(Primitive):
 
     __slots__ = ("uplo", "vectors")
     n_outputs = 0
+    capture = False
+    no_grad = _NOT_WRITTEN
 
     def __init__(self, uplo: str, vectors: bool):
         self.uplo = uplo
@@ -98,6 +119,8 @@ class Eig(Primitive):
 
     __slots__ = ("vectors",)
     n_outputs = 0
+    capture = False
+    no_grad = _NOT_WRITTEN
 
     def __init__(self, vectors: bool):
         self.vectors = vectors
@@ -109,6 +132,8 @@ class LUFactor(Primitive):
 
     __slots__ = ()
     n_outputs = 2
+    capture = False
+    no_grad = _NOT_WRITTEN
 
 
 class LU(Primitive):
@@ -116,18 +141,22 @@ class LU(Primitive):
 
     __slots__ = ()
     n_outputs = 3
+    capture = False
+    no_grad = _NOT_WRITTEN
 
 
 class Solve(Primitive):
     """The solution ``x`` of ``a @ x = b`` (NumPy's rules: ``b`` is a vector only when it is 1-d)."""
 
     __slots__ = ()
+    capture = False
 
 
 class SolveTriangular(Primitive):
     """The solution of ``a @ x = b`` for triangular ``a`` (``upper`` or lower; the other triangle is ignored)."""
 
     __slots__ = ("upper",)
+    capture = False
 
     def __init__(self, upper: bool):
         self.upper = upper
@@ -137,6 +166,7 @@ class Det(Primitive):
     """The determinant of square matrices."""
 
     __slots__ = ()
+    capture = False
 
 
 class SlogDet(Primitive):
@@ -144,12 +174,14 @@ class SlogDet(Primitive):
 
     __slots__ = ()
     n_outputs = 2
+    capture = False
 
 
 class Cross(Primitive):
     """The cross product of 3-vectors along ``axis`` (inputs already broadcast and padded to size 3)."""
 
     __slots__ = ("axis",)
+    capture = False
 
     def __init__(self, axis: int):
         self.axis = axis

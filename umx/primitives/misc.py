@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Primitive
+from .base import NO_INPUTS, Primitive
 
 
 class Einsum(Primitive):
     """``numpy.einsum`` with the explicit ``subscripts`` ('ij,jk->ik') over the inputs."""
 
     __slots__ = ("subscripts",)
+    capture = False  # contracts through CuPy's cuBLAS, which refuses capture
 
     def __init__(self, subscripts: str):
         self.subscripts = subscripts
@@ -18,6 +19,7 @@ class NanToNum(Primitive):
     """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf``."""
 
     __slots__ = ("nan", "posinf", "neginf")
+    capture = True
 
     def __init__(self, nan: float, posinf: float, neginf: float):
         self.nan = nan
@@ -29,6 +31,7 @@ class Median(Primitive):
     """The median over ``axes``."""
 
     __slots__ = ("axes", "keepdims")
+    capture = False  # not tried under capture yet
 
     def __init__(self, axes: tuple, keepdims: bool):
         self.axes = axes
@@ -39,6 +42,8 @@ class Window(Primitive):
     """The window function ``kind`` ('bartlett', 'blackman', 'hamming', 'hanning') of ``m`` points."""
 
     __slots__ = ("kind", "m", "dtype")
+    capture = False  # not tried under capture yet
+    no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, kind: str, m: int, dtype):
         self.kind = kind
@@ -50,6 +55,7 @@ class Depends(Primitive):
     """The first input, unchanged, computed only after the other inputs."""
 
     __slots__ = ()
+    capture = True
 
 
 DEPENDS = Depends()
@@ -59,6 +65,7 @@ class StopGradient(Primitive):
     """The input, unchanged; gradients do not flow through it."""
 
     __slots__ = ()
+    capture = True
 
 
 STOP_GRADIENT = StopGradient()
@@ -70,6 +77,7 @@ class Custom(Primitive):
 
     __slots__ = ("fn", "n")
     n_outputs = 0
+    capture = False  # passes other nodes' data through: no kernel of its own
 
     def __init__(self, fn, n: int):
         self.fn = fn

@@ -18,6 +18,7 @@ class Quantize(Primitive):
 
     __slots__ = ("group_size", "bits", "mode", "has_global", "dtype")
     n_outputs = 0
+    capture = False  # not tried under capture yet
 
     def __init__(self, group_size: int, bits: int, mode: str, has_global: bool, dtype):
         self.group_size = group_size
@@ -32,6 +33,7 @@ class Dequantize(Primitive):
     scales, the biases if affine, the global scale if ``has_global``."""
 
     __slots__ = ("group_size", "bits", "mode", "has_global", "dtype")
+    capture = False  # not tried under capture yet
 
     def __init__(self, group_size: int, bits: int, mode: str, has_global: bool, dtype):
         self.group_size = group_size
@@ -47,6 +49,7 @@ class QuantizedMatmul(Primitive):
     biases if affine."""
 
     __slots__ = ("transpose", "group_size", "bits", "mode", "dtype", "wdtype")
+    capture = False  # products through CuPy's cuBLAS, which refuses capture
 
     def __init__(self, transpose: bool, group_size: int, bits: int, mode: str, dtype, wdtype):
         self.transpose = transpose
@@ -63,6 +66,8 @@ class GatherQMM(Primitive):
     Inputs: ``x``, ``w``, scales, the biases if affine, ``lhs``, ``rhs``."""
 
     __slots__ = ("transpose", "group_size", "bits", "mode", "dtype", "wdtype")
+    capture = False  # products through CuPy's cuBLAS, which refuses capture
+    no_vmap = "its indices address flattened batches"
 
     def __init__(self, transpose: bool, group_size: int, bits: int, mode: str, dtype, wdtype):
         self.transpose = transpose
@@ -78,18 +83,22 @@ class GatherMM(Primitive):
     shape), where ``_flat`` merges the batch axes."""
 
     __slots__ = ()
+    capture = False  # products through CuPy's cuBLAS, which refuses capture
+    no_vmap = "its indices address flattened batches"
 
 
 class ToFP8(Primitive):
     """Float values as E4M3 bytes (uint8): saturated to +-448, rounded to nearest even."""
 
     __slots__ = ()
+    capture = False  # not tried under capture yet
 
 
 class FromFP8(Primitive):
     """E4M3 bytes (uint8) as values of ``dtype``."""
 
     __slots__ = ("dtype",)
+    capture = False  # not tried under capture yet
 
     def __init__(self, dtype):
         self.dtype = dtype

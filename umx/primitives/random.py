@@ -9,6 +9,9 @@ class RandomBits(Primitive):
     """uint32 words of ``shape`` from the Threefry-2x32 counter-based generator under key input (2 words)."""
 
     __slots__ = ("shape",)
+    capture = True
+    no_grad = "integer key in, integer bits out"
+    no_vmap = "one key per node: a batch of keys takes the loop"
 
     def __init__(self, shape: tuple):
         self.shape = shape
@@ -19,6 +22,8 @@ class CovarianceFactor(Primitive):
     leading axes), from its eigendecomposition: what ``multivariate_normal`` scales standard normals by."""
 
     __slots__ = ()
+    capture = False  # an eigendecomposition through CuPy's cuSOLVER
+    no_grad = "not written yet (an eigendecomposition, as Eigh)"
 
 
 COVARIANCE_FACTOR = CovarianceFactor()

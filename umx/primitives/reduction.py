@@ -9,6 +9,7 @@ class Reduce(Primitive):
     """Reduce over ``axes`` (a sorted tuple of non-negative axes), keeping them if ``keepdims``."""
 
     __slots__ = ("axes", "keepdims")
+    capture = True
     fn: str = ""
 
     def __init__(self, axes: tuple, keepdims: bool):
@@ -61,6 +62,7 @@ class Var(Primitive):
     """Variance over ``axes`` with ``ddof`` delta degrees of freedom."""
 
     __slots__ = ("axes", "keepdims", "ddof")
+    capture = True
 
     def __init__(self, axes: tuple, keepdims: bool, ddof: int):
         self.axes = axes
@@ -82,17 +84,20 @@ class ArgReduce(Primitive):
 class ArgMax(ArgReduce):
     __slots__ = ()
     fn = "argmax"
+    capture = True
 
 
 class ArgMin(ArgReduce):
     __slots__ = ()
     fn = "argmin"
+    capture = True
 
 
 class Softmax(Primitive):
     """``exp(x - max) / sum(exp(x - max))`` over ``axes``."""
 
     __slots__ = ("axes",)
+    capture = True
 
     def __init__(self, axes: tuple):
         self.axes = axes

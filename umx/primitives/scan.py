@@ -10,6 +10,7 @@ class Scan(Primitive):
     ``reverse``, each output including its own element when ``inclusive``."""
 
     __slots__ = ("op", "axis", "reverse", "inclusive")
+    capture = True
 
     def __init__(self, op: str, axis: int, reverse: bool, inclusive: bool):
         self.op = op

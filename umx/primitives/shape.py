@@ -9,6 +9,7 @@ class AsType(Primitive):
     """Convert to ``dtype`` (a umx Dtype)."""
 
     __slots__ = ("dtype",)
+    capture = True
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -18,6 +19,7 @@ class Copy(Primitive):
     """A fresh copy of the input (what ``mx.contiguous`` and identity ops lower to)."""
 
     __slots__ = ()
+    capture = True
 
 
 COPY = Copy()
@@ -28,6 +30,7 @@ class Reshape(Primitive):
     a shapeless ``compile`` infers again for inputs of other shapes."""
 
     __slots__ = ("shape", "infer")
+    capture = True
 
     def __init__(self, shape: tuple, infer: int | None = None):
         self.shape = shape
@@ -38,6 +41,7 @@ class Transpose(Primitive):
     """Permute axes by ``axes``."""
 
     __slots__ = ("axes",)
+    capture = True
 
     def __init__(self, axes: tuple):
         self.axes = axes
@@ -47,6 +51,7 @@ class BroadcastTo(Primitive):
     """Broadcast to ``shape`` (NumPy's rules)."""
 
     __slots__ = ("shape",)
+    capture = True
 
     def __init__(self, shape: tuple):
         self.shape = shape
@@ -56,6 +61,7 @@ class Concatenate(Primitive):
     """Join the inputs along ``axis``."""
 
     __slots__ = ("axis",)
+    capture = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -66,6 +72,7 @@ class Split(Primitive):
 
     __slots__ = ("indices", "axis")
     n_outputs = 0
+    capture = False  # several outputs (sibling nodes are never captured)
 
     def __init__(self, indices: tuple, axis: int):
         self.indices = indices
@@ -76,6 +83,8 @@ class View(Primitive):
     """The same bytes read as ``dtype`` (the last axis scales by the itemsize ratio)."""
 
     __slots__ = ("dtype",)
+    capture = True
+    no_grad = "reinterprets bits: no derivative"
 
     def __init__(self, dtype):
         self.dtype = dtype

@@ -9,6 +9,7 @@ class Sort(Primitive):
     """Values sorted along ``axis`` (ascending, NaNs last)."""
 
     __slots__ = ("axis",)
+    capture = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -18,6 +19,7 @@ class ArgSort(Primitive):
     """The (stable) indices that sort along ``axis``, as uint32."""
 
     __slots__ = ("axis",)
+    capture = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -28,6 +30,7 @@ class Partition(Primitive):
     smaller values before it and larger after."""
 
     __slots__ = ("kth", "axis")
+    capture = True
 
     def __init__(self, kth: int, axis: int):
         self.kth = kth
@@ -38,6 +41,7 @@ class ArgPartition(Primitive):
     """The indices that partition along ``axis`` around ``kth``, as uint32."""
 
     __slots__ = ("kth", "axis")
+    capture = True
 
     def __init__(self, kth: int, axis: int):
         self.kth = kth
@@ -48,6 +52,7 @@ class SearchSorted(Primitive):
     """Insertion points of the values (second input) into the sorted 1-d first input, as uint32."""
 
     __slots__ = ("side",)
+    capture = False  # not tried under capture yet
 
     def __init__(self, side: str):
         self.side = side
@@ -59,6 +64,9 @@ class Unique(Primitive):
 
     __slots__ = ("size",)
     n_outputs = 4
+    capture = False  # its number of values comes from the data: CuPy synchronizes
+    no_grad = "not written yet: its outputs are a selection that depends on the data"
+    no_vmap = "not written yet: each slice has its own set of values"
 
     def __init__(self, size: int):
         self.size = size

@@ -1,4 +1,5 @@
-"""Batching rules: ``prim.vmap(inputs, axes, outputs)`` for the primitives that ``vmap`` replays.
+"""Batching rules: ``prim.vmap(inputs, axes, outputs)`` for the primitives that ``vmap`` replays, registered on
+their classes (``_registry.rules``).
 
 ``vmap`` traces the function once on one slice, then replays the graph on the whole batch: a node whose
 inputs are all unbatched is kept as it is; otherwise its primitive's rule builds the batched node. In a rule,
@@ -10,27 +11,50 @@ to its loop.
 
 from __future__ import annotations
 
+from .. import dtypes as dt
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
     FFT,
+    ISTFT,
+    LU,
+    QR,
+    STFT,
+    SVD,
+    ArgPartition,
     ArgReduce,
     ArgSort,
+    AsStrided,
     AsType,
     Binary,
     BroadcastTo,
+    Cholesky,
+    CholeskyInv,
     Concatenate,
     Copy,
+    Cross,
     Custom,
     Depends,
+    Det,
+    Diag,
     Diagonal,
+    DynamicSlice,
+    DynamicSliceUpdate,
+    Eig,
+    Eigh,
     Einsum,
     FFTShift,
     Gather,
+    Inv,
+    LUFactor,
     Matmul,
+    Median,
     NanToNum,
     Pad,
+    Partition,
+    Pinv,
+    PutAlongAxis,
     Reduce,
     Repeat,
     Reshape,
@@ -39,19 +63,27 @@ from ..primitives import (
     Scan,
     Scatter,
     SearchSorted,
+    SlogDet,
     Softmax,
+    Solve,
+    SolveTriangular,
     Sort,
     Split,
     StopGradient,
+    TakeAlongAxis,
     Tile,
     Transpose,
+    TriInv,
     Tril,
     Triu,
     Unary,
     Var,
+    View,
     Where,
 )
+from ..primitives.random import CovarianceFactor
 from . import _trees
+from ._registry import rules
 from ._rules import gathered_shape
 
 
@@ -253,25 +285,125 @@ def _searchsorted(self, inputs, axes, outputs):
     return [node(self, tuple(inputs), v._shape, outputs[0]._dtype, resolve_stream(None))]
 
 
-for _cls in (Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum):
-    _cls.vmap = _same
-for _cls in (Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Repeat, FFT, FFTShift):
-    _cls.vmap = _shifted
-Reshape.vmap = _reshape
-Transpose.vmap = _transpose
-BroadcastTo.vmap = _broadcast_to
-Concatenate.vmap = _concatenate
-Split.vmap = _split
-Matmul.vmap = _matmul
-Gather.vmap = _gather
-Depends.vmap = _first
-Custom.vmap = _custom
-Scatter.vmap = _scatter
-Pad.vmap = _pad
-Tile.vmap = _tile
-Roll.vmap = _roll
-Diagonal.vmap = _diagonal
-Einsum.vmap = _einsum
-SearchSorted.vmap = _searchsorted
-for _cls in (Tril, Triu):
-    _cls.vmap = _same
+def _nodes(prim, inputs: tuple, specs: list) -> list:
+    """Nodes of ``prim`` on ``inputs``, one per ``(shape, dtype)`` in ``specs`` (several: siblings)."""
+    st = resolve_stream(None)
+    if len(specs) == 1:
+        (shape, dtype), = specs
+        return [node(prim, inputs, shape, dtype, st)]
+    outs = [node(None, inputs, shape, dtype, st) for shape, dtype in specs]
+    for o in outs:
+        o._prim = prim
+        o._siblings = tuple(outs)
+    return outs
+
+
+def _leading(self, inputs, axes, outputs):
+    """Primitives that batch over leading axes (matrix factorizations and solvers, views of the last axis): the
+    same primitive with the batch first, given to every input."""
+    b = _size(inputs, axes)
+    xs = tuple(x if a is not None else m.broadcast_to(x, (b,) + x._shape) for x, a in zip(inputs, axes))
+    return _nodes(self, xs, [((b,) + o._shape, o._dtype) for o in outputs])
+
+
+def _leading_first(self, inputs, axes, outputs):
+    """Transforms of a signal's last axes whose other inputs (a window) are one for every slice."""
+    if any(a is not None for a in axes[1:]):
+        raise NotImplementedError(f"{self.name} has no vmap rule for a batched window yet")
+    b = inputs[0]._shape[0]
+    return _nodes(self, tuple(inputs), [((b,) + o._shape, o._dtype) for o in outputs])
+
+
+def _cross(self, inputs, axes, outputs):
+    b = _size(inputs, axes)
+    xs = tuple(x if a is not None else m.broadcast_to(x, (b,) + x._shape) for x, a in zip(inputs, axes))
+    prim = type(self)(self.axis + 1 if self.axis >= 0 else self.axis)
+    o = outputs[0]
+    return [node(prim, xs, (b,) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _diag(self, inputs, axes, outputs):
+    """Each vector on the diagonal of its own matrix: a select against the identity (NaNs stay on the diagonal),
+    then the offset as padding."""
+    x = inputs[0]
+    n, k = x._shape[1], self.k
+    on = m.where(m.eye(n, dtype=dt.bool_), m.expand_dims(x, -1), m.zeros((), x.dtype))
+    rows, cols = ((0, k), (k, 0)) if k >= 0 else ((-k, 0), (0, -k))
+    return [m.pad(on, ((0, 0), rows, cols)) if k else on]
+
+
+def _take_along_axis(self, inputs, axes, outputs):
+    x, idx = (v if a is not None else m.expand_dims(v, 0) for v, a in zip(inputs, axes))
+    return [m.take_along_axis(x, idx, axis=self.axis + 1)]
+
+
+def _put_along_axis(self, inputs, axes, outputs):
+    x, idx, v = inputs
+    b = _size(inputs, axes)
+    nd = outputs[0].ndim
+    x = x if axes[0] is not None else m.broadcast_to(x, (b,) + x._shape)
+    idx = idx if axes[1] is not None else m.expand_dims(idx, 0)
+    v = _lift(v, 0, nd) if axes[2] is not None else v
+    return [m.put_along_axis(x, idx, v, axis=self.axis + 1)]
+
+
+def _dynamic_slice(self, inputs, axes, outputs):
+    if axes[1] is not None:
+        raise NotImplementedError("DynamicSlice has no vmap rule for batched starts yet")
+    x, start = inputs
+    shape = (x._shape[0],) + self.shape
+    prim = type(self)(tuple(a + 1 for a in self.axes), shape)
+    return [node(prim, (x, start), shape, outputs[0]._dtype, resolve_stream(None))]
+
+
+def _dynamic_slice_update(self, inputs, axes, outputs):
+    if axes[2] is not None:
+        raise NotImplementedError("DynamicSliceUpdate has no vmap rule for batched starts yet")
+    b = _size(inputs, axes)
+    # (the update is written from 0 along the batch: an unbatched one is repeated over the whole batch)
+    x, u = (v if a is not None else m.broadcast_to(v, (b,) + v._shape) for v, a in zip(inputs[:2], axes[:2]))
+    prim = type(self)(tuple(a + 1 for a in self.axes))
+    o = outputs[0]
+    return [node(prim, (x, u, inputs[2]), (b,) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _as_strided(self, inputs, axes, outputs):
+    """Strides address the flat slice; slice ``i`` of the flat batch starts ``i`` slices further."""
+    x = inputs[0]
+    per_slice = 1
+    for s in x._shape[1:]:
+        per_slice *= s
+    shape = (x._shape[0],) + self.shape
+    prim = type(self)(shape, (per_slice,) + tuple(self.strides), self.offset)
+    return [node(prim, (x,), shape, outputs[0]._dtype, resolve_stream(None))]
+
+
+rules(Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum, Tril, Triu, vmap=_same)
+rules(Reduce, Var, Softmax, ArgReduce, Scan, Sort, ArgSort, Partition, ArgPartition, Median, Repeat, FFT, FFTShift,
+      vmap=_shifted)
+rules(View, Inv, Pinv, TriInv, Cholesky, CholeskyInv, Det, SlogDet, QR, SVD, Eigh, Eig, LUFactor, LU, Solve,
+      SolveTriangular, CovarianceFactor, vmap=_leading)
+rules(STFT, ISTFT, vmap=_leading_first)
+rules(Cross, vmap=_cross)
+rules(Diag, vmap=_diag)
+rules(TakeAlongAxis, vmap=_take_along_axis)
+rules(PutAlongAxis, vmap=_put_along_axis)
+rules(DynamicSlice, vmap=_dynamic_slice)
+rules(DynamicSliceUpdate, vmap=_dynamic_slice_update)
+rules(AsStrided, vmap=_as_strided)
+rules(Reshape, vmap=_reshape)
+rules(Transpose, vmap=_transpose)
+rules(BroadcastTo, vmap=_broadcast_to)
+rules(Concatenate, vmap=_concatenate)
+rules(Split, vmap=_split)
+rules(Matmul, vmap=_matmul)
+rules(Gather, vmap=_gather)
+rules(Depends, vmap=_first)
+rules(Custom, vmap=_custom)
+rules(Scatter, vmap=_scatter)
+rules(Pad, vmap=_pad)
+rules(Tile, vmap=_tile)
+rules(Roll, vmap=_roll)
+rules(Diagonal, vmap=_diagonal)
+rules(Einsum, vmap=_einsum)
+rules(SearchSorted, vmap=_searchsorted)

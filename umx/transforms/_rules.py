@@ -1,4 +1,4 @@
-"""Derivative rules of the non-elementwise primitives, attached to their classes as ``vjp``/``jvp`` methods.
+"""Derivative rules of the non-elementwise primitives, registered on their classes (``_registry.rules``).
 
 Linear primitives (reshapes, transposes, gathers, pads, sums...) share one forward rule: the tangent goes
 through the same primitive. Their backward rules are written one by one (each is the transpose of the map).
@@ -14,8 +14,12 @@ from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
     FFT,
+    All,
+    Any,
     ArgPartition,
+    ArgReduce,
     ArgSort,
+    AsStrided,
     AsType,
     BroadcastTo,
     Concatenate,
@@ -34,6 +38,7 @@ from ..primitives import (
     Matmul,
     Max,
     Mean,
+    Median,
     Min,
     NanToNum,
     Pad,
@@ -45,6 +50,7 @@ from ..primitives import (
     Roll,
     Scan,
     Scatter,
+    SearchSorted,
     Softmax,
     Solve,
     Sort,
@@ -58,19 +64,13 @@ from ..primitives import (
     Triu,
     Var,
 )
+from ._registry import rules
 from ._rules_elementwise import unbroadcast
+from .autodiff import _marker, backward, forward
 
 
 def _stream():
     return resolve_stream(None)
-
-
-def _rule(*classes, vjp=None, jvp=None):
-    for cls in classes:
-        if vjp is not None:
-            cls.vjp = vjp
-        if jvp is not None:
-            cls.jvp = jvp
 
 
 def _linear_jvp(self, primals, tangents, outputs):
@@ -94,6 +94,21 @@ def _all_linear_jvp(self, primals, tangents, outputs):
     ts = [m.zeros_like(p) if t is None else t for p, t in zip(primals, tangents)]
     o = outputs[0]
     return [node(self, tuple(ts), o._shape, o._dtype, _stream())]
+
+
+def composed(compose) -> dict:
+    """``vjp`` and ``jvp`` rules that differentiate ``compose(prim, *inputs)``, the primitive's computation written
+    in plain ops (so gradients of every order exist and agree with the fused kernel), as keywords of ``rules``."""
+
+    def vjp(self, primals, cotangents, outputs):
+        markers = [_marker(p) for p in primals]
+        return backward([compose(self, *markers)], cotangents[:1], markers)
+
+    def jvp(self, primals, tangents, outputs):
+        markers = [_marker(p) for p in primals]
+        return forward([compose(self, *markers)], markers, list(tangents))
+
+    return {"vjp": vjp, "jvp": jvp}
 
 
 def _keep(c: array, x: array, axes: tuple, keepdims: bool) -> array:
@@ -177,11 +192,11 @@ def _softmax_jvp(self, primals, tangents, outputs):
     return [y * (t - m.sum(t * y, axis=self.axes, keepdims=True))]
 
 
-_rule(Sum, Mean, vjp=None, jvp=_linear_jvp)
-_rule(Sum, vjp=_sum_vjp)
-_rule(Mean, vjp=_mean_vjp)
-_rule(Max, Min, LogSumExp, Prod, Var, vjp=_reduce_vjp, jvp=_reduce_jvp)
-_rule(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
+rules(Sum, Mean, jvp=_linear_jvp)
+rules(Sum, vjp=_sum_vjp)
+rules(Mean, vjp=_mean_vjp)
+rules(Max, Min, LogSumExp, Prod, Var, vjp=_reduce_vjp, jvp=_reduce_jvp)
+rules(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
 
 
 # -- shape ---------------------------------------------------------------------------------------------------
@@ -209,22 +224,25 @@ def _pass_first_jvp(self, primals, tangents, outputs):
     return [tangents[0]]
 
 
-def _none_vjp(self, primals, cotangents, outputs):
+def none_vjp(self, primals, cotangents, outputs):
+    """No gradient flows to any input (integer or bool outputs, ``stop_gradient``): the walk counts None as 0."""
     return [None] * len(primals)
 
 
-def _none_jvp(self, primals, tangents, outputs):
+def none_jvp(self, primals, tangents, outputs):
     return [None] * len(outputs)
 
 
-_rule(Reshape, vjp=lambda self, p, c, o: [m.reshape(c[0], p[0]._shape)], jvp=_linear_jvp)
-_rule(Transpose, vjp=lambda self, p, c, o: [m.transpose(c[0], tuple(np.argsort(self.axes)))], jvp=_linear_jvp)
-_rule(BroadcastTo, vjp=lambda self, p, c, o: [unbroadcast(c[0], p[0]._shape)], jvp=_linear_jvp)
-_rule(Concatenate, vjp=_concatenate_vjp, jvp=_all_linear_jvp)
-_rule(Split, vjp=lambda self, p, c, o: [m.concatenate(c, axis=self.axis)], jvp=_linear_jvp)
-_rule(AsType, vjp=_astype_vjp, jvp=_astype_jvp)
-_rule(Copy, Depends, vjp=_pass_first, jvp=_pass_first_jvp)
-_rule(StopGradient, vjp=_none_vjp, jvp=_none_jvp)
+rules(Reshape, vjp=lambda self, p, c, o: [m.reshape(c[0], p[0]._shape)], jvp=_linear_jvp)
+rules(Transpose, vjp=lambda self, p, c, o: [m.transpose(c[0], tuple(np.argsort(self.axes)))], jvp=_linear_jvp)
+rules(BroadcastTo, vjp=lambda self, p, c, o: [unbroadcast(c[0], p[0]._shape)], jvp=_linear_jvp)
+rules(Concatenate, vjp=_concatenate_vjp, jvp=_all_linear_jvp)
+rules(Split, vjp=lambda self, p, c, o: [m.concatenate(c, axis=self.axis)], jvp=_linear_jvp)
+rules(AsType, vjp=_astype_vjp, jvp=_astype_jvp)
+rules(Copy, Depends, vjp=_pass_first, jvp=_pass_first_jvp)
+rules(StopGradient, vjp=none_vjp, jvp=none_jvp)
+# integer and bool results (indices, truth values) carry no derivative: the gradient through them is zero, as in MLX
+rules(All, Any, ArgReduce, ArgSort, ArgPartition, SearchSorted, vjp=none_vjp, jvp=none_jvp)
 
 
 # -- indexing ------------------------------------------------------------------------------------------------
@@ -281,8 +299,8 @@ def _scatter_jvp(self, primals, tangents, outputs):
     return [node(self, (tx, tv, *idx), o._shape, o._dtype, _stream())]
 
 
-_rule(Gather, vjp=_gather_vjp, jvp=_linear_jvp)
-_rule(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
+rules(Gather, vjp=_gather_vjp, jvp=_linear_jvp)
+rules(Scatter, vjp=_scatter_vjp, jvp=_scatter_jvp)
 
 
 # -- layout --------------------------------------------------------------------------------------------------
@@ -419,20 +437,41 @@ def _sort_jvp(self, primals, tangents, outputs):
     return [m.take_along_axis(tangents[0], _order(self, primals[0]), axis=self.axis)]
 
 
-_rule(Sort, Partition, vjp=_sort_vjp, jvp=_sort_jvp)
-_rule(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
-_rule(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
-_rule(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
-_rule(DynamicSliceUpdate, vjp=_dynamic_slice_update_vjp, jvp=_dynamic_slice_update_jvp)
-_rule(Pad, vjp=_pad_vjp, jvp=_pad_jvp)
-_rule(Tile, vjp=_tile_vjp, jvp=_linear_jvp)
-_rule(Repeat, vjp=_repeat_vjp, jvp=_linear_jvp)
-_rule(Roll, vjp=_roll_vjp, jvp=_linear_jvp)
-_rule(Diagonal, vjp=_diagonal_vjp, jvp=_linear_jvp)
-_rule(Diag, vjp=_diag_vjp, jvp=_linear_jvp)
-_rule(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
-_rule(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
-_rule(FFT, FFTShift, jvp=_linear_jvp)
+rules(Sort, Partition, vjp=_sort_vjp, jvp=_sort_jvp)
+rules(TakeAlongAxis, vjp=_take_along_axis_vjp, jvp=_linear_jvp)
+rules(PutAlongAxis, vjp=_put_along_axis_vjp, jvp=_put_along_axis_jvp)
+rules(DynamicSlice, vjp=_dynamic_slice_vjp, jvp=_linear_jvp)
+rules(DynamicSliceUpdate, vjp=_dynamic_slice_update_vjp, jvp=_dynamic_slice_update_jvp)
+rules(Pad, vjp=_pad_vjp, jvp=_pad_jvp)
+rules(Tile, vjp=_tile_vjp, jvp=_linear_jvp)
+rules(Repeat, vjp=_repeat_vjp, jvp=_linear_jvp)
+rules(Roll, vjp=_roll_vjp, jvp=_linear_jvp)
+rules(Diagonal, vjp=_diagonal_vjp, jvp=_linear_jvp)
+rules(Diag, vjp=_diag_vjp, jvp=_linear_jvp)
+rules(Tril, vjp=lambda self, p, c, o: [m.tril(c[0], self.k)], jvp=_linear_jvp)
+rules(Triu, vjp=lambda self, p, c, o: [m.triu(c[0], self.k)], jvp=_linear_jvp)
+rules(FFT, FFTShift, jvp=_linear_jvp)
+
+
+def _fftshift_vjp(self, primals, cotangents, outputs):
+    c = cotangents[0]  # a roll's adjoint is the roll back
+    return [node(FFTShift(self.axes, not self.inverse), (c,), c._shape, c._dtype, _stream())]
+
+
+rules(FFTShift, vjp=_fftshift_vjp)
+
+
+def _as_strided_vjp(self, primals, cotangents, outputs):
+    # each output element reads one flat input element (several may read the same one): their cotangents add up
+    x, c = primals[0], cotangents[0]
+    flat = np.full(self.shape, self.offset, np.int64)
+    for axis, (n, stride) in enumerate(zip(self.shape, self.strides)):
+        flat += (np.arange(n) * stride).reshape((n,) + (1,) * (len(self.shape) - axis - 1))
+    total = m.zeros((x.size,), c._dtype).at[array(flat.reshape(-1), dt.int64)].add(m.reshape(c, (-1,)))
+    return [m.reshape(total, x._shape)]
+
+
+rules(AsStrided, vjp=_as_strided_vjp, jvp=_linear_jvp)
 
 _ADJOINT_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
 
@@ -471,7 +510,7 @@ def _fft_vjp(self, primals, cotangents, outputs):
     return [g]
 
 
-_rule(FFT, vjp=_fft_vjp)
+rules(FFT, vjp=_fft_vjp)
 
 
 def _shift(v: array, axis: int, d: int, later: bool) -> array:
@@ -554,7 +593,7 @@ def _scan_jvp(self, primals, tangents, outputs):
     return [out if self.inclusive else _shift(out, ax, 1, not rev)]
 
 
-_rule(Scan, vjp=_scan_vjp, jvp=_scan_jvp)
+rules(Scan, vjp=_scan_vjp, jvp=_scan_jvp)
 
 
 def _nan_to_num_vjp(self, primals, cotangents, outputs):
@@ -565,7 +604,21 @@ def _nan_to_num_jvp(self, primals, tangents, outputs):
     return [m.where(m.isfinite(primals[0]), tangents[0], 0)]
 
 
-_rule(NanToNum, vjp=_nan_to_num_vjp, jvp=_nan_to_num_jvp)
+rules(NanToNum, vjp=_nan_to_num_vjp, jvp=_nan_to_num_jvp)
+
+
+def _median_in_ops(self, x: array) -> array:
+    """The median over ``self.axes`` as plain ops (the mean of the middle one or two sorted values), whose
+    rules route the cotangent to the elements the median took."""
+    rest = [a for a in range(x.ndim) if a not in self.axes]
+    n = _count(x, self.axes)
+    moved = m.transpose(x, tuple(rest + list(self.axes)))
+    ordered = m.sort(m.reshape(moved, moved._shape[:len(rest)] + (n,)), axis=-1)
+    mid = (ordered[..., (n - 1) // 2] + ordered[..., n // 2]) * 0.5
+    return _keep(mid, x, self.axes, False) if self.keepdims else mid
+
+
+rules(Median, **composed(_median_in_ops))
 
 
 # -- products ------------------------------------------------------------------------------------------------
@@ -693,8 +746,8 @@ def _det_jvp(self, primals, tangents, outputs):
     return [outputs[0] * m.sum(m.swapaxes(m.linalg.inv(primals[0]), -1, -2) * tangents[0], axis=(-1, -2))]
 
 
-_rule(Solve, vjp=_solve_vjp, jvp=_solve_jvp)
-_rule(Det, vjp=_det_vjp, jvp=_det_jvp)
-_rule(Matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
-_rule(Einsum, vjp=_einsum_vjp, jvp=_einsum_jvp)
-_rule(Inv, vjp=_inv_vjp, jvp=_inv_jvp)
+rules(Solve, vjp=_solve_vjp, jvp=_solve_jvp)
+rules(Det, vjp=_det_vjp, jvp=_det_jvp)
+rules(Matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
+rules(Einsum, vjp=_einsum_vjp, jvp=_einsum_jvp)
+rules(Inv, vjp=_inv_vjp, jvp=_inv_jvp)

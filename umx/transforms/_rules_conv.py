@@ -1,4 +1,4 @@
-"""The rules of ``Convolution``: derivatives (attached as ``vjp``/``jvp``) and batching (``vmap``).
+"""The rules of ``Convolution``: derivatives (``vjp``, ``jvp``) and batching (``vmap``).
 
 A convolution is linear in each input, and both transposes are convolutions again (so gradients of any order
 are convolution nodes). Per spatial axis, with stride ``s``, kernel dilation ``d``, input dilation ``e``, low
@@ -18,6 +18,7 @@ from .. import ops as m
 from ..array import node
 from ..devices import resolve_stream
 from ..primitives import Convolution
+from ._registry import rules
 
 
 def _conv(prim: Convolution, x, w, groups: int):
@@ -92,6 +93,4 @@ def _vmap(self, inputs, axes, outputs):
     return [m.moveaxis(m.reshape(y, (*y.shape[:-1], b, o)), -2, 0)]
 
 
-Convolution.vjp = _vjp
-Convolution.jvp = _jvp
-Convolution.vmap = _vmap
+rules(Convolution, vjp=_vjp, jvp=_jvp, vmap=_vmap)

@@ -1,4 +1,4 @@
-"""Derivative rules of the elementwise primitives, declared as data, attached to the primitive classes.
+"""Derivative rules of the elementwise primitives, declared as data, registered on the primitive classes.
 
 ``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
 dy/db)``. A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table
@@ -15,6 +15,7 @@ from .. import dtypes as dt
 from .. import ops as m
 from ..array import array
 from ..primitives import BINARY, UNARY, Binary, Round, Unary, Where
+from ._registry import rules
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -209,17 +210,12 @@ def _conjugate_rule(self, primals, tangents_or_cotangents, outputs):
     return [m.conjugate(tangents_or_cotangents[0])]
 
 
-Unary.vjp = _unary_vjp
-Unary.jvp = _unary_jvp
-UNARY["Real"].__class__.vjp = _real_vjp
-UNARY["Imag"].__class__.vjp = _imag_vjp
-UNARY["Real"].__class__.jvp = UNARY["Imag"].__class__.jvp = _part_jvp
-Binary.vjp = _binary_vjp
-Binary.jvp = _binary_jvp
-Round.vjp = _round_vjp
-Round.jvp = _round_jvp
-Where.vjp = _where_vjp
-Where.jvp = _where_jvp
-type(UNARY["Conjugate"]).vjp = type(UNARY["Conjugate"]).jvp = _conjugate_rule
+rules(Unary, vjp=_unary_vjp, jvp=_unary_jvp)
+rules(type(UNARY["Real"]), vjp=_real_vjp, jvp=_part_jvp)
+rules(type(UNARY["Imag"]), vjp=_imag_vjp, jvp=_part_jvp)
+rules(type(UNARY["Conjugate"]), vjp=_conjugate_rule, jvp=_conjugate_rule)
+rules(Binary, vjp=_binary_vjp, jvp=_binary_jvp)
+rules(Round, vjp=_round_vjp, jvp=_round_jvp)
+rules(Where, vjp=_where_vjp, jvp=_where_jvp)
 
 assert set(UNARY_D) <= set(UNARY) and set(BINARY_D) <= set(BINARY)

@@ -14,7 +14,6 @@ from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import (
-    CudaKernel,
     Dequantize,
     FromFP8,
     GatherMM,
@@ -28,8 +27,10 @@ from ..primitives import (
     ToFP8,
 )
 from ._batching import _lift, _same, _size
+from ._registry import rules
+from ._rules import composed, none_jvp, none_vjp
 from ._rules_elementwise import unbroadcast
-from .autodiff import _marker, backward, forward, needs_gradient
+from .autodiff import needs_gradient
 
 
 def _stream():
@@ -37,23 +38,9 @@ def _stream():
 
 
 # -- rules from the plain-op computation ----------------------------------------------------------------------
-def _composed(compose):
-    """``(vjp, jvp)`` that differentiate ``compose(prim, *inputs)``, the primitive's computation in plain ops."""
-
-    def vjp(self, primals, cotangents, outputs):
-        markers = [_marker(p) for p in primals]
-        return backward([compose(self, *markers)], cotangents[:1], markers)
-
-    def jvp(self, primals, tangents, outputs):
-        markers = [_marker(p) for p in primals]
-        return forward([compose(self, *markers)], markers, list(tangents))
-
-    return vjp, jvp
-
-
-RMSNorm.vjp, RMSNorm.jvp = _composed(fast._composed_rms_norm)
-LayerNorm.vjp, LayerNorm.jvp = _composed(fast._composed_layer_norm)
-ScaledDotProductAttention.vjp, ScaledDotProductAttention.jvp = _composed(fast._composed_sdpa)
+rules(RMSNorm, **composed(fast._composed_rms_norm))
+rules(LayerNorm, **composed(fast._composed_layer_norm))
+rules(ScaledDotProductAttention, **composed(fast._composed_sdpa))
 
 
 # -- RoPE -----------------------------------------------------------------------------------------------------
@@ -70,7 +57,7 @@ def _rope_vjp(self, primals, cotangents, outputs):
     return [node(back, (c, *primals[1:]), c._shape, primals[0]._dtype, _stream())] + [None] * (len(primals) - 1)
 
 
-RoPE.jvp, RoPE.vjp = _rope_jvp, _rope_vjp
+rules(RoPE, vjp=_rope_vjp, jvp=_rope_jvp)
 
 
 # -- quantized products ---------------------------------------------------------------------------------------
@@ -129,7 +116,7 @@ def _quantized_matmul_jvp(self, primals, tangents, outputs):
     return [out]
 
 
-QuantizedMatmul.vjp, QuantizedMatmul.jvp = _quantized_matmul_vjp, _quantized_matmul_jvp
+rules(QuantizedMatmul, vjp=_quantized_matmul_vjp, jvp=_quantized_matmul_jvp)
 
 
 def _flat_batches(a: array) -> array:
@@ -188,7 +175,7 @@ def _gather_qmm_jvp(self, primals, tangents, outputs):
     return [out]
 
 
-GatherQMM.vjp, GatherQMM.jvp = _gather_qmm_vjp, _gather_qmm_jvp
+rules(GatherQMM, vjp=_gather_qmm_vjp, jvp=_gather_qmm_jvp)
 
 
 def _gather_mm_vjp(self, primals, cotangents, outputs):
@@ -212,7 +199,7 @@ def _gather_mm_jvp(self, primals, tangents, outputs):
     return [out]
 
 
-GatherMM.vjp, GatherMM.jvp = _gather_mm_vjp, _gather_mm_jvp
+rules(GatherMM, vjp=_gather_mm_vjp, jvp=_gather_mm_jvp)
 
 
 def _dequantize_vjp(self, primals, cotangents, outputs):
@@ -236,20 +223,11 @@ def _dequantize_jvp(self, primals, tangents, outputs):
     return [m.dequantize(w, ts, tb, self.group_size, self.bits, dtype=self.dtype)]
 
 
-Dequantize.vjp, Dequantize.jvp = _dequantize_vjp, _dequantize_jvp
-
-
-def _no_vjp(self, primals, cotangents, outputs):
-    return [None] * len(primals)
-
-
-def _no_jvp(self, primals, tangents, outputs):
-    return [None] * len(outputs)
+rules(Dequantize, vjp=_dequantize_vjp, jvp=_dequantize_jvp)
 
 
 # Codes are integers: nothing differentiates through them.
-for _cls in (Quantize, ToFP8, FromFP8):
-    _cls.vjp, _cls.jvp = _no_vjp, _no_jvp
+rules(Quantize, ToFP8, FromFP8, vjp=none_vjp, jvp=none_jvp)
 
 
 # -- batching -------------------------------------------------------------------------------------------------
@@ -356,22 +334,10 @@ def _quantized_matmul_vmap(self, inputs, axes, outputs):
     return [node(self, (x, *packed), shape, o._dtype, _stream())]
 
 
-def _custom_kernel_vmap(self, inputs, axes, outputs):
-    raise NotImplementedError("CudaKernel has no vmap rule: a user's kernel indexes its buffers itself, so vmap "
-                              "calls the function once per slice")
-
-
-def _gather_vmap(self, inputs, axes, outputs):
-    raise NotImplementedError(f"{self.name} has no vmap rule: its indices address flattened batches, so vmap "
-                              "calls the function once per slice")
-
-
-RMSNorm.vmap = LayerNorm.vmap = _norm_vmap
-RoPE.vmap = _rope_vmap
-ScaledDotProductAttention.vmap = _sdpa_vmap
-Quantize.vmap = _quantize_vmap
-Dequantize.vmap = _dequantize_vmap
-QuantizedMatmul.vmap = _quantized_matmul_vmap
-GatherQMM.vmap = GatherMM.vmap = _gather_vmap
-CudaKernel.vmap = _custom_kernel_vmap
-ToFP8.vmap = FromFP8.vmap = _same
+rules(RMSNorm, LayerNorm, vmap=_norm_vmap)
+rules(RoPE, vmap=_rope_vmap)
+rules(ScaledDotProductAttention, vmap=_sdpa_vmap)
+rules(Quantize, vmap=_quantize_vmap)
+rules(Dequantize, vmap=_dequantize_vmap)
+rules(QuantizedMatmul, vmap=_quantized_matmul_vmap)
+rules(ToFP8, FromFP8, vmap=_same)

@@ -18,6 +18,7 @@ from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import Custom
 from . import _shapeless, _tape, _trees
+from ._registry import rules
 from .autodiff import vjp as _vjp
 
 __all__ = ["compile", "disable_compile", "enable_compile", "checkpoint", "custom_function"]
@@ -244,8 +245,7 @@ def _custom_jvp(self, primals, tangents, outputs):
     return outs
 
 
-Custom.vjp = _custom_vjp
-Custom.jvp = _custom_jvp
+rules(Custom, vjp=_custom_vjp, jvp=_custom_jvp)
 
 
 class custom_function:  # noqa: N801 (MLX's name)

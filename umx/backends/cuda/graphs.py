@@ -39,21 +39,11 @@ from operator import attrgetter
 
 import numpy as np
 
-from ...primitives import Reduce
 from ...primitives import creation as cr
-from ...primitives import indexing as ix
-from ...primitives import layout as lo
-from ...primitives import linalg as la
-from ...primitives import misc as mi
-from ...primitives import random as rnd
-from ...primitives import reduction as rd
-from ...primitives import scan as sc
-from ...primitives import shape as sh
-from ...primitives import sort as so
-from ...primitives.base import Primitive, param_names
+from ...primitives.base import Primitive, param_names, subclasses
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure, set_result
-from ...runtime.fusion import ELEMENTWISE, Fused
+from ...runtime.fusion import Fused
 from ...runtime.node import finish
 from . import _cupy
 from . import memory as gmem
@@ -77,12 +67,8 @@ MIN_TASKS = 4
 _MAX_KEYS = 1024  # structures seen once that are remembered
 
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
-CAPTURABLE = frozenset(
-    ELEMENTWISE | {c for c in vars(rd).values() if isinstance(c, type) and issubclass(c, Reduce)}
-    | {rd.ArgMax, rd.ArgMin, rd.Softmax, rd.Var, la.Matmul, sh.Reshape, sh.Transpose, sh.BroadcastTo, sh.Copy,
-       sh.Concatenate, sh.View, cr.Full, cr.Arange, cr.Linspace, cr.Eye, mi.Depends, mi.StopGradient, mi.NanToNum,
-       ix.Gather, ix.Scatter, rnd.RandomBits, sc.Scan, so.Sort, so.ArgSort, so.Partition, so.ArgPartition}
-    | {c for c in vars(lo).values() if isinstance(c, type) and issubclass(c, Primitive) and c is not Primitive})
+#: (each primitive declares ``capture``)
+CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
 _REFUSED = "refused"
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
