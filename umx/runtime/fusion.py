@@ -20,6 +20,7 @@ from math import prod
 
 from ..primitives import AsType, Binary, Round, Unary, Where
 from .node import MEMBER
+from .refs import UNHELD_INPUT
 
 
 def _subclasses(cls) -> list:
@@ -36,6 +37,7 @@ ELEMENTWISE = frozenset(c for base in (Unary, Binary) for c in _subclasses(base)
 SPLIT_MIN_SIZE = 1 << 20
 
 _getrefcount = sys.getrefcount
+_UNHELD = UNHELD_INPUT  # a node only its reader holds, named by a local (see refs.py)
 
 
 class Fused:
@@ -126,6 +128,7 @@ def collect(targets, mark, fusing: bool) -> list:
             stack.append(_mark(t, mark))
     elementwise = ELEMENTWISE if fusing else ()
     getrefcount = _getrefcount
+    unheld = _UNHELD
     member = MEMBER
     parameterized = _PARAMETERIZED
     while stack:
@@ -168,7 +171,7 @@ def collect(targets, mark, fusing: bool) -> list:
                 # The references: m's inputs, this variable and the argument. (Its shape is m's: elementwise
                 # with one input; and an elementwise node has no siblings.)
                 if (x._data is None and x._exec is None and x._stream is stream
-                        and x._prim.__class__ in elementwise and getrefcount(x) <= 3 and room > 0):
+                        and x._prim.__class__ in elementwise and getrefcount(x) <= unheld and room > 0):
                     x._exec = member
                     members.append(x)
                     room -= 1
@@ -183,7 +186,7 @@ def collect(targets, mark, fusing: bool) -> list:
                         for _ in range(room):
                             y = x._inputs[0]  # (its references: x's inputs, this variable and the argument)
                             if (y._exec is not None or y._data is not None or y._prim is not p or y._dtype is not d
-                                    or y._stream is not stream or getrefcount(y) > 3):
+                                    or y._stream is not stream or getrefcount(y) > unheld):
                                 break
                             y._exec = member
                             append(y)
@@ -202,7 +205,7 @@ def collect(targets, mark, fusing: bool) -> list:
                 # The references to x: m's inputs, this variable and the argument.
                 if (first is not None and x._data is None and x._exec is None and room > 0 and x._shape == shape
                         and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
-                        and getrefcount(x) <= 3):
+                        and getrefcount(x) <= unheld):
                     x._exec = member
                     members.append(x)
                     room -= 1
@@ -223,7 +226,7 @@ def collect(targets, mark, fusing: bool) -> list:
                             z = xi[at]  # (its references: x's inputs, this variable and the argument)
                             if not (z._data is None and z._exec is None and z._shape == shape and z._stream is stream
                                     and z._siblings is None and z._prim.__class__ in elementwise
-                                    and getrefcount(z) <= 3):
+                                    and getrefcount(z) <= unheld):
                                 break
                             z._exec = member
                             members.append(z)
@@ -239,9 +242,9 @@ def collect(targets, mark, fusing: bool) -> list:
                             # The references: m's inputs (once per use), this loop's variable and the argument.
                             if (room > 0 and x._shape == shape and x._stream is stream and x._siblings is None
                                     and x._prim.__class__ in elementwise
-                                    and getrefcount(x) <= (3 if len(ins) == 1
-                                                         or (len(ins) == 2 and ins[0] is not ins[1])
-                                                         else 2 + _uses(ins, x))):
+                                    and getrefcount(x) <= (unheld if len(ins) == 1
+                                                           or (len(ins) == 2 and ins[0] is not ins[1])
+                                                           else unheld - 1 + _uses(ins, x))):
                                 x._exec = member
                                 members.append(x)
                                 room -= 1
@@ -329,7 +332,7 @@ def _reaches(n, need: int, elementwise) -> bool:
         for y in x._inputs:
             # (the references to y: its reader's inputs, this variable and the argument)
             if (y._data is None and y._exec is None and y._shape == shape and y._stream is stream
-                    and y._siblings is None and y._prim.__class__ in elementwise and _getrefcount(y) <= 3):
+                    and y._siblings is None and y._prim.__class__ in elementwise and _getrefcount(y) <= _UNHELD):
                 x = y
                 break
         else:

@@ -45,6 +45,7 @@ from ...runtime import memory as _memory
 from ...runtime.executor import Failure, set_result
 from ...runtime.fusion import Fused
 from ...runtime.node import finish
+from ...runtime.refs import UNHELD_SLOT
 from . import _cupy
 from . import memory as gmem
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track
@@ -423,8 +424,9 @@ def _op_key(c):
 
 
 def _held_outside(nodes: list, i: int, base: int) -> bool:
-    # The references counted here: ``nodes``, the argument of getrefcount, and ``base`` from the batch.
-    return _getrefcount(nodes[i]) - 2 > base
+    # The references counted here: ``nodes`` and the argument (UNHELD_SLOT, see refs.py), and ``base`` from the
+    # batch.
+    return _getrefcount(nodes[i]) - UNHELD_SLOT > base
 
 
 def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
