@@ -12,7 +12,6 @@ return a new object (:func:`alias` shares the data), so that updating one never 
 
 from __future__ import annotations
 
-import gc
 import itertools
 import sys
 from math import prod
@@ -20,6 +19,9 @@ from math import prod
 import numpy as np
 
 from . import dtypes as _dt
+from .devices import resolve_stream
+from .primitives import COPY, AsType, Gather
+from .printing import array_repr, array_str
 from .runtime import memory
 
 __all__ = ["array", "from_dlpack"]
@@ -101,7 +103,7 @@ class array:  # noqa: N801 (MLX's name)
     def _host(self) -> np.ndarray:
         """The evaluated data as a NumPy array (evaluating and copying to the host if needed)."""
         if self._data is None:
-            (_read_eval or _bind()[1])(self)
+            _read_eval(self)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(memory.host_copy(self))
@@ -114,7 +116,7 @@ class array:  # noqa: N801 (MLX's name)
             raise ValueError("item: only length-1 arrays can be converted to Python scalars; "
                              f"this one has shape {shape}")
         if self._data is None:  # (_host, inline: this is the path of every loss and count read in a loop)
-            (_read_eval or _bind()[1])(self)
+            _read_eval(self)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(memory.host_copy(self))
@@ -201,9 +203,6 @@ class array:  # noqa: N801 (MLX's name)
         return (_rebuild, (np.array(self._host()), self._dtype.name))
 
     def __copy__(self):
-        from .devices import resolve_stream
-        from .primitives import COPY
-
         return node(COPY, (self,), self._shape, self._dtype, resolve_stream(None))
 
     def __deepcopy__(self, memo):
@@ -243,13 +242,9 @@ class array:  # noqa: N801 (MLX's name)
         return id(self)
 
     def __repr__(self) -> str:
-        from .printing import array_repr
-
         return array_repr(self)
 
     def __str__(self) -> str:
-        from .printing import array_str
-
         return array_str(self)
 
     def __format__(self, spec: str) -> str:
@@ -278,21 +273,27 @@ class _HostView:
 def _eval(arrays, host: bool = False) -> None:
     """Evaluate for a reader that then waits for the data itself (host_copy, or an explicit wait): a GPU result
     need not have finished when this returns. ``host``: the reader reads the data on the host."""
-    (_eval_arrays or _bind()[0])(arrays, False, host)
+    _eval_arrays(arrays, False, host)
 
 
-def _bind() -> tuple:
-    """``scheduler.eval_arrays`` and ``scheduler.read_eval``, bound on first use: the scheduler imports this module
-    (an import statement in ``_eval`` would cost a microsecond per item() or print)."""
-    global _eval_arrays, _read_eval, _plan_lock
-    from .runtime.scheduler import _plan_lock
-    from .runtime.scheduler import eval_arrays as _eval_arrays
-    from .runtime.scheduler import read_eval as _read_eval
-
-    return _eval_arrays, _read_eval
+def _not_installed(*args, **kwargs):
+    raise RuntimeError("umx: the runtime is not installed (import umx, not umx.array alone)")
 
 
-_eval_arrays = _read_eval = _plan_lock = None
+# Evaluation, installed by the runtime when it is imported (runtime/scheduler.py): this module sits below it and
+# does not import it. ``_eval_arrays(arrays, finished, host)``; ``_read_eval(a)``: evaluate ``a`` for a host read.
+_eval_arrays = _read_eval = _not_installed
+# Stacking a list of arrays (``mx.array([a, b])``), installed by the ops (ops/shape.py).
+_stack = _not_installed
+
+
+def install(eval_arrays=None, read_eval=None, stack=None) -> None:
+    """Give this module the runtime's evaluation and the ops' stack (called once each, at import)."""
+    global _eval_arrays, _read_eval, _stack
+    if eval_arrays is not None:
+        _eval_arrays, _read_eval = eval_arrays, read_eval
+    if stack is not None:
+        _stack = stack
 
 
 def _init_evaluated(a: array, data, dtype: _dt.Dtype) -> None:
@@ -382,16 +383,9 @@ def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
 
 
 def _copy_state(dst: array, src: array) -> None:
-    dst._prim = src._prim
-    dst._inputs = src._inputs
-    dst._shape = src._shape
-    dst._dtype = src._dtype
-    dst._stream = src._stream
-    dst._data = src._data
-    dst._copies = src._copies
-    dst._exec = src._exec
-    dst._seq = src._seq
-    dst._siblings = src._siblings
+    """Make ``dst`` the same node as ``src`` (every field of ``_SLOTS``)."""
+    for f in _SLOTS:
+        setattr(dst, f, getattr(src, f))
 
 
 def alias(a: array) -> array:
@@ -406,9 +400,6 @@ def alias(a: array) -> array:
         _copy_state(b, a)
         b._siblings = None
         return b
-    from .devices import resolve_stream
-    from .primitives import Gather
-
     return node(Gather((Ellipsis,)), (a,), a._shape, a._dtype, resolve_stream(None))
 
 
@@ -419,91 +410,7 @@ def _take(a: array, fresh: array) -> None:
 
 
 def _astype_node(x: array, dt: _dt.Dtype) -> array:
-    from .devices import resolve_stream
-    from .primitives import AsType
-
     return node(AsType(dt), (x,), x._shape, dt, resolve_stream(None))
-
-
-def rebind(a: array, new: array, mark: int, own_refs: int) -> int:
-    """Make the Python object ``a`` the node ``new`` (what ``a[i] = v`` and ``a += b`` do); every node that read
-    ``a`` keeps reading the value ``a`` had, now held by a new object.
-
-    Args:
-        a: the array to update.
-        new: its new value, built by the update from nodes made after creation number ``mark``.
-        mark: a creation number drawn before the update built ``new``.
-        own_refs: the references to ``a`` that the caller's path holds when one variable holds ``a`` (measured by
-            the caller once, through this function's return value): more mean other holders, which may be nodes
-            that read ``a``, and only then is the heap searched for them.
-
-    Returns:
-        int: the references to ``a`` seen, for callers measuring ``own_refs``.
-    """
-    if new is a:
-        return own_refs
-    lock = _plan_lock
-    if lock is None:
-        _bind()
-        lock = _plan_lock
-    # `a` is about to become another node, so no worker may still be computing it (the worker would write the old
-    # value into the new node), and no eval may be planning it meanwhile.
-    while True:
-        with lock:
-            ex, seq = a._exec, a._seq
-            if ex is None or ex.done >= seq:
-                return _rebind(a, new, mark, own_refs)
-        ex.wait(seq)
-
-
-def _rebind(a: array, new: array, mark: int, own_refs: int) -> int:
-    if a._data is None and a._exec is not None:
-        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this very
-        # object, so let it finish before the object becomes another node.
-        a._exec.wait(a._seq)
-    if new._prim is None or new._seq <= mark or new._exec is not None or new._siblings is not None:
-        new = alias(new)  # not a node of this update's own: take a new object for its value
-    old = _new(array)
-    _copy_state(old, a)
-    if old._siblings is not None:
-        old._siblings = tuple(old if x is a else x for x in old._siblings)
-        for x in old._siblings:
-            x._siblings = old._siblings
-    _reread(new, a, old, mark)
-    # Older nodes reading `a` must read `old` too. Only our frames and one variable hold `a` in the common case;
-    # otherwise find them, an O(heap) scan that only aliased updates pay.
-    refs = sys.getrefcount(a)
-    if refs > own_refs:
-        for ref in gc.get_referrers(a):
-            if type(ref) is tuple:
-                for owner in gc.get_referrers(ref):
-                    if type(owner) is array and owner._inputs is ref and owner is not old:
-                        if owner._data is None and owner._exec is not None:
-                            # In flight: its worker may hold `a` already (e.g. while it waits for another stream)
-                            # and must read the value `a` had at the call, so let it finish first.
-                            owner._exec.wait(owner._seq)
-                        owner._inputs = tuple(old if x is a else x for x in ref)
-    a._data = None  # `a` no longer owns the data: `old` does
-    _copy_state(a, new)
-    new._data = None  # so that freeing `new` does not release data it never owned
-    new._prim = None
-    new._inputs = ()
-    return refs
-
-
-def _reread(new: array, a: array, old: array, mark: int) -> None:
-    """Point the update's own nodes (``new`` and the nodes behind it made after ``mark``) that read ``a`` at ``old``:
-    ``a`` is about to be ``new``, which must not read itself. (A function of its own: its locals, which hold ``a``
-    while it runs, are gone when the caller counts the references to ``a``.)"""
-    todo = [new]
-    while todo:
-        n = todo.pop()
-        ins = n._inputs
-        for x in ins:
-            if x is a:
-                n._inputs = tuple([old if y is a else y for y in ins])
-            elif x._prim is not None and x._seq > mark and x._exec is None:
-                todo.append(x)
 
 
 # -- conversion from other values -------------------------------------------------------------------------------
@@ -617,8 +524,6 @@ def _from_sequence(val, dt: _dt.Dtype | None) -> tuple:
 
 def _from_nested(val, dt: _dt.Dtype | None) -> array:
     """Nested lists holding umx arrays, stacked lazily (the arrays stay in the graph, so gradients flow through)."""
-    from .ops.shape import stack  # (the ops layer: only this constructor form needs it)
-
     def build(v) -> array:
         if isinstance(v, array):
             return v
@@ -626,7 +531,7 @@ def _from_nested(val, dt: _dt.Dtype | None) -> array:
             parts = [build(x) for x in v]
             if any(p._shape != parts[0]._shape for p in parts):
                 raise ValueError(_NON_UNIFORM)
-            return stack(parts)
+            return _stack(parts)
         return array(v)
 
     out = build(val)

@@ -13,7 +13,6 @@ import threading
 import weakref
 
 from . import backends
-from .runtime.executor import take_unraised
 
 __all__ = [
     "DeviceType", "Device", "Stream", "cpu", "gpu", "default_device", "set_default_device", "default_stream",
@@ -370,9 +369,7 @@ def synchronize(s: Stream | None = None) -> None:
     for ex in executors:
         ex.synchronize()
     for ex in executors:
-        failure = take_unraised(ex.stream)
-        if failure is not None:
-            failure.reraise()
+        ex.raise_unraised()
 
 
 def clear_streams() -> None:

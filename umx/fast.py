@@ -17,6 +17,8 @@ from .ops import elementwise as ew
 from .ops import reduction as red
 from .ops import shape as sh
 from .ops._core import array, as_array, cast, describe, node, resolve_stream
+from .ops.creation import arange
+from .ops.shape import concatenate
 from .primitives import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
 
 __all__ = ["rms_norm", "layer_norm", "rope", "scaled_dot_product_attention", "metal_kernel", "cuda_kernel"]
@@ -383,8 +385,6 @@ def _composed_layer_norm(prim: LayerNorm, x: array, *params) -> array:
 
 
 def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array, *rest) -> array:
-    from .ops.creation import arange
-    from .ops.shape import concatenate
 
     out = q._dtype
     acc = _acc(out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -190,7 +191,6 @@ def run_rank(script: str, script_args: list) -> int:
     """One rank: its GPU made the only visible one, then ``script`` run as ``__main__``. An uncaught exception
     or a non-zero exit aborts the whole job (MPI_Abort where MPI is initialized), never leaving the other ranks
     waiting."""
-    import runpy
 
     gpus = _gpus()
     if gpus:

@@ -28,6 +28,11 @@ import runpy
 import sys
 import types
 
+import umx
+import umx.nn
+import umx.optimizers
+import umx.utils
+
 __all__ = ["install", "installed", "main"]
 
 _PACKAGE = "mlx"
@@ -96,10 +101,6 @@ def install() -> types.ModuleType:
     if any(name == _PACKAGE or name.startswith(_PACKAGE + ".") for name in sys.modules):
         raise RuntimeError("umx.mlx_compat.install: the real mlx is already imported; install the alias before "
                            "anything imports mlx")
-    import umx
-    import umx.nn
-    import umx.optimizers
-    import umx.utils
 
     package = types.ModuleType(_PACKAGE, "MLX's package name, aliased to umx by umx.mlx_compat.")
     package.__path__ = []  # a package, so that the import system asks the finder for its submodules

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+from ..backends import get
 from ..devices import DeviceType
 from ..devices import is_available as _device_available
 from ..runtime import scheduler
@@ -198,7 +199,6 @@ def _make_world(backend: str) -> Group | None:
 
 def _cuda():
     """The CUDA backend's module (its NCCL functions)."""
-    from ..backends import get
 
     return get(DeviceType.gpu)
 

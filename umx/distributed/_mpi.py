@@ -9,6 +9,7 @@ mpi4py calls.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -27,7 +28,6 @@ def launched() -> bool:
 
 def available() -> bool:
     """Whether mpi4py can be imported (without initializing MPI)."""
-    import importlib.util
 
     return importlib.util.find_spec("mpi4py") is not None
 

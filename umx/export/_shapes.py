@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..primitives import Binary, Reduce, Unary
+from ..primitives import Binary, Reduce, Unary, fill_key
 
 ELEMENTWISE = frozenset({"Where", "AsType", "Round", "Copy", "StopGradient", "NanToNum"})
 SAME_SHAPE = frozenset({"Scan", "Sort", "ArgSort", "Partition", "ArgPartition", "Roll", "Tril", "Triu",
@@ -127,7 +127,6 @@ def _probe(shape: tuple, dtype=np.int8) -> np.ndarray:
 
 
 def _gather(prim, shapes, ins):
-    from ..primitives import fill_key
 
     return [_probe(shapes[0])[fill_key(prim.key, [_probe(s, np.intp) for s in shapes[1:]])].shape]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import _created, array, rebind
+from ..array import _created, array
+from ..runtime.node import rebind
 from . import elementwise as ew
 from . import indexing, layout, matmul, reduction, scan, shape
 

@@ -9,6 +9,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..primitives import Arange, Eye, Full, Linspace
 from ._core import array, as_array, cast, check_dims, int_of, node, resolve_stream, shape_of
+from .shape import broadcast_to
 
 __all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "empty", "empty_like", "arange",
            "linspace", "eye", "identity", "asarray"]
@@ -40,7 +41,6 @@ def full(shape, vals, dtype=None, *, stream=None) -> array:
     v = as_array(vals, "full")
     if d is not None:
         v = cast(v, d, st)
-    from .shape import broadcast_to
 
     return broadcast_to(v, shape, stream=st)
 

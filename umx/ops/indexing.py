@@ -10,9 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import _created, alias, rebind
+from ..array import _created, alias
 from ..primitives import ARRAY, Gather, Scatter
+from ..runtime.node import rebind
 from ._core import array, as_array, broadcast_node, cast, node, reshape_node, resolve_stream
+from .elementwise import clip, subtract, where
+from .scan import cumsum
 
 __all__ = ["getitem", "setitem", "ArrayAt"]
 
@@ -179,8 +182,6 @@ def _masked(a: array, mask: array, values, name: str) -> array:
         n = vs[0]
         v = broadcast_node(_fit_values(v, (n, *trail), a, name, st), (n, *trail), st)
         _check_count(mask, n, name)
-        from .elementwise import clip, subtract
-        from .scan import cumsum
 
         # each selected position's rank among the selected ones, in row-major order: its value's index
         rank = clip(subtract(cumsum(reshape_node(cast(mask, dt.int32, st), (mask.size,), st), stream=st), 1,
@@ -190,7 +191,6 @@ def _masked(a: array, mask: array, values, name: str) -> array:
     else:
         raise ValueError(f"{name}: cannot assign values of shape {vs} through a mask of shape {mask.shape} "
                          f"(array of shape {a.shape})")
-    from .elementwise import where
 
     return where(reshape_node(mask, mask._shape + (1,) * len(trail), st), src, a, stream=st)
 

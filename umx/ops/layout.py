@@ -42,6 +42,7 @@ from ._core import (
     resolve_stream,
     shape_of,
 )
+from .indexing import getitem
 
 __all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid",
            "as_strided", "unstack", "contiguous", "take", "take_along_axis", "put_along_axis", "slice",
@@ -180,7 +181,6 @@ def flip(a, /, axis=None, *, stream=None) -> array:
     Returns:
         array: same shape as ``a``.
     """
-    from .indexing import getitem
 
     a = as_array(a, "flip")
     axes = axes_of(axis, a.ndim, "flip")
@@ -357,7 +357,6 @@ def unstack(x, /, axis: int = 0, *, stream=None) -> list:
     Returns:
         list[array]: ``x.shape[axis]`` arrays.
     """
-    from .indexing import getitem
 
     x = as_array(x, "unstack")
     if x.ndim == 0:
@@ -399,7 +398,6 @@ def take(a, /, indices, axis: int | None = None, *, stream=None) -> array:
     Returns:
         array: ``a``'s axis replaced by the indices' shape.
     """
-    from .indexing import getitem
 
     a = as_array(a, "take")
     st = resolve_stream(stream)

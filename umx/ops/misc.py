@@ -7,7 +7,16 @@ import math
 
 from .. import dtypes as dt
 from ..primitives import DEPENDS, Median, NanToNum, Window
+from . import elementwise as ew
 from ._core import alias, array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
+from .creation import full
+from .indexing import getitem
+from .layout import diagonal
+from .reduction import all as all_
+from .reduction import max as max_
+from .reduction import min as min_
+from .reduction import sum as sum_
+from .shape import reshape, stack
 
 __all__ = ["nan_to_num", "isclose", "allclose", "array_equal", "median", "divmod", "trace", "diff",
            "hadamard_transform", "bartlett", "blackman", "hamming", "hanning", "minmax", "depends"]
@@ -50,7 +59,6 @@ def isclose(a, b, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: boo
     Returns:
         array: bool, of the broadcast shape.
     """
-    from . import elementwise as ew
 
     st = resolve_stream(stream)
     a = as_array(a, "isclose")
@@ -78,7 +86,6 @@ def allclose(a, b, /, rtol: float = 1e-05, atol: float = 1e-08, *, equal_nan: bo
     Returns:
         array: a 0-d bool array.
     """
-    from .reduction import all as all_
 
     return all_(isclose(a, b, rtol, atol, equal_nan=equal_nan, stream=stream), stream=stream)
 
@@ -95,9 +102,6 @@ def array_equal(a, b, /, equal_nan: bool = False, *, stream=None) -> array:
     Returns:
         array: a 0-d bool array.
     """
-    from . import elementwise as ew
-    from .creation import full
-    from .reduction import all as all_
 
     st = resolve_stream(stream)
     a = as_array(a, "array_equal")
@@ -142,7 +146,6 @@ def divmod(a, b, /, *, stream=None) -> tuple:  # noqa: A001 (MLX's name)
     Returns:
         tuple[array, array]: the quotient and the remainder.
     """
-    from . import elementwise as ew
 
     return (ew.floor_divide(a, b, stream=stream),
             ew.stop_gradient(ew.remainder(a, b, stream=stream), stream=stream))
@@ -161,8 +164,6 @@ def trace(a, /, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype=None, *, 
     Returns:
         array: the traces, over the remaining axes.
     """
-    from .layout import diagonal
-    from .reduction import sum as sum_
 
     st = resolve_stream(stream)
     d = diagonal(a, offset, axis1, axis2, stream=st)
@@ -182,8 +183,6 @@ def diff(a, /, n: int = 1, axis: int = -1, *, stream=None) -> array:
     Returns:
         array: ``a`` with ``axis`` shorter by ``n`` (bool input gives ``not_equal`` of neighbours).
     """
-    from . import elementwise as ew
-    from .indexing import getitem
 
     a = as_array(a, "diff")
     if a.ndim == 0:
@@ -213,8 +212,6 @@ def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> arra
     Returns:
         array: same shape as ``a``.
     """
-    from . import elementwise as ew
-    from .shape import reshape, stack
 
     a = as_array(a, "hadamard_transform")
     if a.ndim == 0:  # one element: the transform of size 1 is the identity, times the scale
@@ -271,8 +268,6 @@ def minmax(a, /, axis=None, keepdims: bool = False, *, stream=None) -> tuple:
     Returns:
         tuple[array, array]: the minima and the maxima.
     """
-    from .reduction import max as max_
-    from .reduction import min as min_
 
     return min_(a, axis, keepdims, stream=stream), max_(a, axis, keepdims, stream=stream)
 

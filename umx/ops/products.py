@@ -6,7 +6,14 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import GATHER_MM, Einsum
+from . import elementwise as ew
 from ._core import array, as_array, broadcast_shapes, cast, check_dims, describe, int_of, node, resolve_stream
+from .creation import arange
+from .elementwise import add, conjugate, multiply
+from .layout import repeat
+from .matmul import matmul
+from .reduction import sum as sum_
+from .shape import expand_dims, reshape
 
 __all__ = ["einsum", "einsum_path", "tensordot", "inner", "outer", "kron", "addmm", "vecdot", "gather_mm",
            "segmented_mm", "block_masked_mm"]
@@ -145,7 +152,6 @@ def tensordot(a, b, /, axes=2, *, stream=None) -> array:
 
 def inner(a, b, /, *, stream=None) -> array:
     """Sum products over the last axes of ``a`` and ``b`` (a product for 0-d input). See ``numpy.inner``."""
-    from .elementwise import multiply
 
     st = resolve_stream(stream)
     a, b = _promoted("inner", (a, b), st)
@@ -158,8 +164,6 @@ def inner(a, b, /, *, stream=None) -> array:
 
 def outer(a, b, /, *, stream=None) -> array:
     """The outer product of the flattened ``a`` and ``b``. See ``numpy.outer``."""
-    from .elementwise import multiply
-    from .shape import reshape
 
     st = resolve_stream(stream)
     a, b = _promoted("outer", (a, b), st)
@@ -168,8 +172,6 @@ def outer(a, b, /, *, stream=None) -> array:
 
 def kron(a, b, /, *, stream=None) -> array:
     """The Kronecker product: blocks of ``b`` scaled by each element of ``a``. See ``numpy.kron``."""
-    from .elementwise import multiply
-    from .shape import reshape
 
     st = resolve_stream(stream)
     a, b = _promoted("kron", (a, b), st)
@@ -198,8 +200,6 @@ def addmm(c, a, b, /, alpha: float = 1.0, beta: float = 1.0, *, stream=None) -> 
     Returns:
         array: the result.
     """
-    from .elementwise import add, multiply
-    from .matmul import matmul
 
     st = resolve_stream(stream)
     p = matmul(a, b, stream=st)
@@ -225,8 +225,6 @@ def vecdot(a, b, /, axis: int = -1, *, stream=None) -> array:
     Returns:
         array: the broadcast shape without ``axis``.
     """
-    from .elementwise import conjugate, multiply
-    from .reduction import sum as sum_
 
     st = resolve_stream(stream)
     a, b = _promoted("vecdot", (a, b), st)
@@ -249,6 +247,17 @@ def _matrices(name: str, a, b, st):
     return a, b
 
 
+def batch_index(op: str, idx, batch: tuple, name: str, st) -> array:
+    """The index array, or, for None, each batch entry's own flat index (shaped as the batch)."""
+
+    if idx is None:
+        return reshape(arange(int(np.prod(batch)), dtype=dt.uint32, stream=st), batch, stream=st)
+    idx = as_array(idx, op)
+    if idx._dtype.kind not in "iu":
+        raise ValueError(f"{op}: {name} must be integers, got {describe(idx)}")
+    return idx
+
+
 def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bool = False,
               stream=None) -> array:
     """Matrix products of matrices picked from the batches of ``a`` and ``b``: ``a_flat[lhs_indices] @
@@ -265,12 +274,10 @@ def gather_mm(a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices: bo
     Returns:
         array: the indices' broadcast shape, then ``(M, N)``.
     """
-    from .quantized import _index
-
     st = resolve_stream(stream)
     a, b = _matrices("gather_mm", a, b, st)
-    lhs = _index("gather_mm", lhs_indices, a._shape[:-2], "lhs_indices", st)
-    rhs = _index("gather_mm", rhs_indices, b._shape[:-2], "rhs_indices", st)
+    lhs = batch_index("gather_mm", lhs_indices, a._shape[:-2], "lhs_indices", st)
+    rhs = batch_index("gather_mm", rhs_indices, b._shape[:-2], "rhs_indices", st)
     batch = broadcast_shapes(lhs._shape, rhs._shape, op="gather_mm")
     return node(GATHER_MM, (a, b, lhs, rhs), batch + (a._shape[-2], b._shape[-1]), a._dtype, st)
 
@@ -287,10 +294,6 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
     Returns:
         array: ``segments.shape[:-1]``, then ``(M, N)``.
     """
-    from . import elementwise as ew
-    from .creation import arange
-    from .matmul import matmul
-    from .shape import expand_dims
 
     st = resolve_stream(stream)
     a, b = _matrices("segmented_mm", a, b, st)
@@ -307,7 +310,6 @@ def segmented_mm(a, b, /, segments, *, stream=None) -> array:
 
 
 def _block_mask(name: str, mask, rows: int, cols: int, block: int, dtype, st):
-    from .layout import repeat
 
     m = as_array(mask, "block_masked_mm")
     want = (-(-rows // block), -(-cols // block))
@@ -333,8 +335,6 @@ def block_masked_mm(a, b, /, block_size: int = 64, mask_out=None, mask_lhs=None,
     Returns:
         array: the masked product.
     """
-    from . import elementwise as ew
-    from .matmul import matmul
 
     st = resolve_stream(stream)
     a, b = _matrices("block_masked_mm", a, b, st)

@@ -5,8 +5,6 @@ The layout is MLX's (see ``umx.primitives.quantized``), so weights quantized by 
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import dtypes as dt
 from ..primitives.quantized import (
     TO_FP8,
@@ -17,6 +15,9 @@ from ..primitives.quantized import (
     QuantizedMatmul,
 )
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream
+from .matmul import matmul
+from .products import batch_index, gather_mm
+from .shape import swapaxes
 
 __all__ = ["quantize", "dequantize", "quantized_matmul", "gather_qmm", "qqmm", "gather_qqmm", "to_fp8", "from_fp8"]
 
@@ -245,19 +246,6 @@ def quantized_matmul(x, w, /, scales, biases=None, transpose: bool = True, group
     return reshape_node(out, shape[:-2] + (cols,), st) if vector else out
 
 
-def _index(op: str, idx, batch: tuple, name: str, st) -> array:
-    """The index array, or, for None, each batch entry's own flat index (shaped as the batch)."""
-    from .creation import arange
-    from .shape import reshape
-
-    if idx is None:
-        return reshape(arange(int(np.prod(batch)), dtype=dt.uint32, stream=st), batch, stream=st)
-    idx = as_array(idx, op)
-    if idx._dtype.kind not in "iu":
-        raise ValueError(f"{op}: {name} must be integers, got {describe(idx)}")
-    return idx
-
-
 def gather_qmm(x, w, /, scales, biases=None, lhs_indices=None, rhs_indices=None, transpose: bool = True,
                group_size: int | None = None, bits: int | None = None, mode: str = "affine", global_scale=None, *,
                sorted_indices: bool = False, stream=None) -> array:
@@ -292,8 +280,8 @@ def gather_qmm(x, w, /, scales, biases=None, lhs_indices=None, rhs_indices=None,
     cols = _inner_and_out(op, x, w, n, transpose)
     st = resolve_stream(stream)
     x = cast(x, out_dtype, st)
-    lhs = _index(op, lhs_indices, x._shape[:-2], "lhs_indices", st)
-    rhs = _index(op, rhs_indices, w._shape[:-2], "rhs_indices", st)
+    lhs = batch_index(op, lhs_indices, x._shape[:-2], "lhs_indices", st)
+    rhs = batch_index(op, rhs_indices, w._shape[:-2], "rhs_indices", st)
     batch = broadcast_shapes(lhs._shape, rhs._shape, op=op)
     inputs = (x, w, scales) + ((biases,) if biases is not None else ()) + (lhs, rhs)
     prim = GatherQMM(bool(transpose), gs, b, mode, out_dtype, wd)
@@ -341,8 +329,6 @@ def qqmm(x, w, scales=None, group_size: int | None = None, bits: int | None = No
     Returns:
         array: ``(..., M, N)`` of ``x``'s dtype.
     """
-    from .matmul import matmul
-    from .shape import swapaxes
 
     st = resolve_stream(stream)
     x, xq, wq = _qq_operands("qqmm", x, w, scales, group_size, bits, mode, global_scale_x, global_scale_w, st)
@@ -370,8 +356,6 @@ def gather_qqmm(x, w, /, scales=None, lhs_indices=None, rhs_indices=None, group_
     Returns:
         array: the indices' broadcast shape, then ``(M, N)``, of ``x``'s dtype.
     """
-    from .products import gather_mm
-    from .shape import swapaxes
 
     st = resolve_stream(stream)
     x, xq, wq = _qq_operands("gather_qqmm", x, w, scales, group_size, bits, mode, global_scale_x, global_scale_w,

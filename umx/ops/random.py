@@ -16,6 +16,12 @@ from ..primitives.random import COVARIANCE_FACTOR, RandomBits
 from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
+from .creation import zeros
+from .elementwise import add, bitwise_or, erfinv, maximum, multiply, right_shift, subtract
+from .indexing import getitem
+from .matmul import matmul
+from .reduction import argmax
+from .shape import astype, expand_dims, moveaxis, squeeze, transpose, view
 
 __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
@@ -119,20 +125,16 @@ def split(key, num: int = 2, *, stream=None) -> array:
     """``num`` new keys from ``key``, as an array of shape (num, 2)."""
     k = _key(key)
     b = bits((2, num), k, stream)
-    from .shape import transpose
 
     return transpose(b, stream=stream)
 
 
 def _unit(shape, dtype, key, stream) -> array:
     """Uniform floats in [0, 1): 23 random mantissa bits under exponent 0, minus 1."""
-    from .elementwise import bitwise_or, right_shift, subtract
-    from .shape import astype
 
     st = resolve_stream(stream)
     b = bits(shape, key, st)
     m = bitwise_or(right_shift(b, 9, stream=st), 0x3F800000, stream=st)
-    from .shape import view
 
     f = subtract(view(m, dt.float32, stream=st), 1.0, stream=st)
     return f if dtype is dt.float32 else astype(f, dtype, stream=st)
@@ -152,7 +154,6 @@ def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=N
         array: the samples.
     """
     d = _float_dtype(dtype, "uniform")
-    from .elementwise import add, multiply, subtract
 
     shape = shape_of(shape, "uniform")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == 0 and high == 1:
@@ -187,7 +188,6 @@ def normal(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=N
     d = dt.float32 if dtype is None else dt.to_dtype(dtype)
     if d.kind not in "fc":
         raise ValueError(f"normal: dtype must be a float type or complex64, got {d.name}")
-    from .elementwise import add, erfinv, maximum, multiply
 
     st = resolve_stream(stream)
     shape = shape_of(shape, "normal")
@@ -369,8 +369,6 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     Returns:
         array: uint32 indices.
     """
-    from .reduction import argmax
-    from .shape import expand_dims, moveaxis
 
     if shape is not None and num_samples is not None:
         raise ValueError("categorical: give at most one of shape and num_samples")
@@ -392,7 +390,6 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     else:
         out_shape = batch
     if 0 in out_shape:  # no samples (num_samples=0): argmax refuses empty input
-        from .creation import zeros
 
         return zeros(out_shape, dt.uint32, stream=st)
     g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
@@ -410,7 +407,6 @@ def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:
     Returns:
         array: the permuted values.
     """
-    from .indexing import getitem
 
     st = resolve_stream(stream)
     if isinstance(x, (int, np.integer)):  # the permutation itself, uint32 (as MLX)
@@ -437,8 +433,6 @@ def multivariate_normal(mean, cov, shape=(), dtype=dt.float32, key=None, *, stre
     Returns:
         array: samples of shape ``shape + (n,)``.
     """
-    from .matmul import matmul
-    from .shape import expand_dims, squeeze
 
     d = dt.float32 if dtype is None else dt.to_dtype(dtype)
     if d is not dt.float32:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from .. import dtypes as dt
 from ..primitives import All, Any, ArgMax, ArgMin, LogSumExp, Max, Mean, Min, Prod, Softmax, Sum, Var
 from ._core import array, as_array, axes_of, axis_of, cast, int_of, node, resolve_stream
+from .elementwise import sqrt
+from .shape import reshape
 
 __all__ = ["sum", "prod", "max", "min", "all", "any", "mean", "var", "std", "logsumexp", "argmax", "argmin",
            "softmax"]
@@ -130,7 +132,6 @@ def var(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) 
 
 def std(a, /, axis=None, keepdims: bool = False, ddof: int = 0, *, stream=None) -> array:
     """Standard deviation: the square root of :func:`var`. See ``numpy.std``."""
-    from .elementwise import sqrt
 
     return sqrt(var(a, axis, keepdims, ddof, stream=stream), stream=stream)
 
@@ -140,7 +141,6 @@ def _arg(cls, name, a, axis, keepdims, stream):
     st = resolve_stream(stream)
     orig = a._shape
     if axis is None:
-        from .shape import reshape
 
         a = reshape(a, (-1,), stream=st)
         ax = 0
@@ -152,7 +152,6 @@ def _arg(cls, name, a, axis, keepdims, stream):
         raise ValueError(f"{name}: cannot reduce an empty array of shape {orig}")
     out = node(cls(ax, bool(keepdims) and axis is not None), (a,), shape if axis is not None else (), dt.uint32, st)
     if axis is None and keepdims:
-        from .shape import reshape
 
         out = reshape(out, shape, stream=st)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import dtypes as dt
 from ..primitives import Full, Scan
 from ._core import array, as_array, axis_of, cast, node, reshape_node, resolve_stream
+from .shape import concatenate
 
 __all__ = ["cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "cumulative_sum", "cumulative_prod"]
 
@@ -78,7 +79,6 @@ for _f, _what, _np, _d in [
 
 
 def _cumulative(op: str, name: str, x, axis, dtype, include_initial: bool, stream) -> array:
-    from .shape import concatenate
 
     x = as_array(x, name)
     st = resolve_stream(stream)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import array as _array
 from .. import dtypes as dt
 from ..array import from_data
 from ..devices import DeviceType
@@ -325,3 +326,6 @@ def view(a, /, dtype, *, stream=None) -> array:
             raise ValueError(f"view: cannot view {describe(a)} as {d.name}: the last axis does not divide evenly")
         shape = a._shape[:-1] + (a._shape[-1] * a._dtype.size // d.size,)
     return node(View(d), (a,), shape, d, resolve_stream(stream))
+
+
+_array.install(stack=stack)  # (mx.array of a list of arrays stacks them; array.py sits below the ops)

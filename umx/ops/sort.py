@@ -8,6 +8,9 @@ import numpy as np
 from .. import dtypes as dt
 from ..primitives import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
 from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
+from .elementwise import not_equal
+from .indexing import getitem
+from .reduction import sum as sum_
 
 __all__ = ["sort", "argsort", "partition", "argpartition", "topk", "searchsorted", "unique", "count_nonzero"]
 
@@ -105,7 +108,6 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
     Returns:
         array: ``a``'s shape with ``k`` along ``axis``.
     """
-    from .indexing import getitem
 
     st = resolve_stream(stream)
     a, ax = _along("topk", a, axis, st)
@@ -195,8 +197,6 @@ def count_nonzero(a, /, *, axis=None, keepdims: bool = False, stream=None) -> ar
     Returns:
         array: int32 counts.
     """
-    from .elementwise import not_equal
-    from .reduction import sum as sum_
 
     a = as_array(a, "count_nonzero")
     axes = axes_of(axis, a.ndim, "count_nonzero")

@@ -278,6 +278,13 @@ class WorkerExecutor:
                     self.draining = 0  # (work planned from now on is run whoever holds it)
             tasks = batch = None  # nothing of a finished batch may outlive it here
 
+    def raise_unraised(self) -> None:
+        """Raise the first failure of this stream's work since the last call that no reader has raised (an array
+        ``async_eval`` started and nobody read): what ``synchronize`` reports, as in MLX."""
+        failure = take_unraised(self.stream)
+        if failure is not None:
+            failure.reraise()
+
     def abandon_unheld(self) -> None:
         """After an interrupt: tasks not yet started whose arrays nothing holds any more are dropped, not run,
         until this stream has caught up (see ``drop_unheld``). Each call makes a running batch look again."""

@@ -9,6 +9,7 @@ Host bytes are counted here as arrays gain and lose data; device backends report
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 
@@ -315,7 +316,6 @@ def get_array_buffer_size(a) -> int:
 
 def _physical_memory() -> int:
     try:
-        import os
 
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -23,8 +23,11 @@ finished, with ``_exec`` None.
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 
+from ..array import _copy_state, _new, alias, array
 from . import memory
 
 # MUST be held to change a node from built to planned, member or assigned (planning an eval), or to rebind an
@@ -116,3 +119,81 @@ def detach(n) -> None:
     n._prim = None
     n._inputs = ()
     n._siblings = None
+
+
+def rebind(a: array, new: array, mark: int, own_refs: int) -> int:
+    """Make the Python object ``a`` the node ``new`` (what ``a[i] = v`` and ``a += b`` do); every node that read
+    ``a`` keeps reading the value ``a`` had, now held by a new object.
+
+    Args:
+        a: the array to update.
+        new: its new value, built by the update from nodes made after creation number ``mark``.
+        mark: a creation number drawn before the update built ``new``.
+        own_refs: the references to ``a`` that the caller's path holds when one variable holds ``a`` (measured by
+            the caller once, through this function's return value): more mean other holders, which may be nodes
+            that read ``a``, and only then is the heap searched for them.
+
+    Returns:
+        int: the references to ``a`` seen, for callers measuring ``own_refs``.
+    """
+    if new is a:
+        return own_refs
+    lock = PLAN_LOCK
+    # `a` is about to become another node, so no worker may still be computing it (the worker would write the old
+    # value into the new node), and no eval may be planning it meanwhile.
+    while True:
+        with lock:
+            ex, seq = a._exec, a._seq
+            if ex is None or ex.done >= seq:
+                return _rebind(a, new, mark, own_refs)
+        ex.wait(seq)
+
+
+def _rebind(a: array, new: array, mark: int, own_refs: int) -> int:
+    if a._data is None and a._exec is not None:
+        # Scheduled (by async_eval or an eval on another thread): its worker will store the result in this very
+        # object, so let it finish before the object becomes another node.
+        a._exec.wait(a._seq)
+    if new._prim is None or new._seq <= mark or new._exec is not None or new._siblings is not None:
+        new = alias(new)  # not a node of this update's own: take a new object for its value
+    old = _new(array)
+    _copy_state(old, a)
+    if old._siblings is not None:
+        old._siblings = tuple(old if x is a else x for x in old._siblings)
+        for x in old._siblings:
+            x._siblings = old._siblings
+    _reread(new, a, old, mark)
+    # Older nodes reading `a` must read `old` too. Only our frames and one variable hold `a` in the common case;
+    # otherwise find them, an O(heap) scan that only aliased updates pay.
+    refs = sys.getrefcount(a)
+    if refs > own_refs:
+        for ref in gc.get_referrers(a):
+            if type(ref) is tuple:
+                for owner in gc.get_referrers(ref):
+                    if type(owner) is array and owner._inputs is ref and owner is not old:
+                        if owner._data is None and owner._exec is not None:
+                            # In flight: its worker may hold `a` already (e.g. while it waits for another stream)
+                            # and must read the value `a` had at the call, so let it finish first.
+                            owner._exec.wait(owner._seq)
+                        owner._inputs = tuple(old if x is a else x for x in ref)
+    a._data = None  # `a` no longer owns the data: `old` does
+    _copy_state(a, new)
+    new._data = None  # so that freeing `new` does not release data it never owned
+    new._prim = None
+    new._inputs = ()
+    return refs
+
+
+def _reread(new: array, a: array, old: array, mark: int) -> None:
+    """Point the update's own nodes (``new`` and the nodes behind it made after ``mark``) that read ``a`` at ``old``:
+    ``a`` is about to be ``new``, which must not read itself. (A function of its own: its locals, which hold ``a``
+    while it runs, are gone when the caller counts the references to ``a``.)"""
+    todo = [new]
+    while todo:
+        n = todo.pop()
+        ins = n._inputs
+        for x in ins:
+            if x is a:
+                n._inputs = tuple([old if y is a else y for y in ins])
+            elif x._prim is not None and x._seq > mark and x._exec is None:
+                todo.append(x)

@@ -25,6 +25,7 @@ try:
 except ImportError:  # another Python implementation
     _signal = signal
 
+from .. import array as _array
 from .. import backends
 from ..array import array
 from . import tracing as _tracing
@@ -509,3 +510,6 @@ def async_eval(*args) -> None:
     _schedule(targets)
     if tr is not None:
         tr.span("eval", "async_eval", t0, _tracing.now(), {"targets": len(targets)})
+
+
+_array.install(eval_arrays=eval_arrays, read_eval=read_eval)  # (array.py sits below: it does not import this)

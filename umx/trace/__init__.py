@@ -19,6 +19,7 @@ import json
 import os
 
 from ..devices import synchronize
+from ..ops.misc import trace as diagonal_sum
 from ..runtime import tracing as _tracing
 from ._memory import memory_report
 
@@ -37,7 +38,6 @@ def trace(target=None, /, *args, **kwargs):
     """
     if target is None or isinstance(target, (str, os.PathLike)):
         return Trace(target, *args, **kwargs)
-    from ..ops.misc import trace as diagonal_sum
 
     return diagonal_sum(target, *args, **kwargs)
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import load
+from .plot import plot
 from .summary import format_summary, summarize
 
 
@@ -24,7 +25,6 @@ def main(argv: list | None = None) -> int:
     if args.command == "summary":
         print(format_summary(summarize(data, top=args.top)))
         return 0
-    from .plot import plot
 
     try:
         plot(data, args.output, title=args.title)

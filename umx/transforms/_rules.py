@@ -63,6 +63,7 @@ from ..primitives import (
     Tril,
     Triu,
     Var,
+    fill_key,
 )
 from ._registry import rules
 from ._rules_elementwise import unbroadcast
@@ -282,7 +283,6 @@ def _scatter_vjp(self, primals, cotangents, outputs):
 
 
 def gathered_shape(x: array, key: tuple, idx: list) -> tuple:
-    from ..primitives import fill_key
 
     probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), x._shape, (0,) * x.ndim)
     return probe[fill_key(key, [np.zeros(i._shape, np.intp) for i in idx])].shape

@@ -16,6 +16,7 @@ from math import prod
 import numpy as np
 
 from ..primitives import (
+    ArgPartition,
     ArgReduce,
     ArgSort,
     AsType,
@@ -31,6 +32,7 @@ from ..primitives import (
     Matmul,
     NanToNum,
     Pad,
+    Partition,
     PutAlongAxis,
     RandomBits,
     Reduce,
@@ -47,6 +49,8 @@ from ..primitives import (
     Var,
     Where,
 )
+from ._rules import gathered_shape
+from ._tape import Tape, _getter
 
 __all__ = ["derive"]
 
@@ -145,7 +149,6 @@ def _broadcast_to(prim, shapes, traced):
 
 
 def _gather(prim, shapes, traced):
-    from ._rules import gathered_shape
 
     class _Shaped:  # (gathered_shape reads shapes and dims only)
         def __init__(self, s):
@@ -212,7 +215,6 @@ def _rule_of(prim):
         rule = _RULES.get(cls)
         if rule is not None:
             return rule
-    from ..primitives import ArgPartition, Partition
 
     if isinstance(prim, (Partition, ArgPartition)):
         return _same_axis_length
@@ -223,7 +225,6 @@ def derive(tape, shapes: tuple):
     """``tape`` rebuilt for input leaves of ``shapes`` (same ranks and dtypes as traced), or None where a step's
     shape cannot be derived (trace again). Raises ValueError where the shapes do not fit the graph (as the ops
     would have)."""
-    from ._tape import Tape, _getter
 
     n_consts = len(tape.consts)
     value_shapes = [c._shape for c in tape.consts] + list(shapes) + [(2,)] * tape.n_keys

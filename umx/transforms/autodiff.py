@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..array import array, node
 from ..devices import resolve_stream
+from ..ops import astype, ones_like, zeros_like
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
 from ..runtime.retain import Tracing
 from . import _trees
@@ -143,7 +144,6 @@ def _backward(order: list, active: set, outputs: list, cotangents: list, markers
         if all(c is None for c in cs):
             continue
         if len(group) > 1:
-            from ..ops import zeros_like
 
             cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
         if prim.__class__ in _INDEXED:
@@ -202,7 +202,6 @@ def _primal_list(primals, what: str) -> list:
 
 
 def _zero_like_where_none(values: list, like: list) -> list:
-    from ..ops import zeros_like
 
     return [zeros_like(x) if v is None else v for v, x in zip(values, like)]
 
@@ -264,7 +263,6 @@ def jvp(fun: Callable, primals: Sequence[array], tangents: Sequence[array]) -> t
 def _fit(g: array, p: array) -> array:
     """A gradient in its primal's dtype (integer primals get integer gradients, as in MLX)."""
     if g._dtype is not p._dtype:
-        from ..ops import astype
 
         g = astype(g, p._dtype)
     return g
@@ -334,7 +332,6 @@ def _value_and_grad(fun: Callable, nums: tuple, single: bool, names: list, what:
             got = f"an array of shape {loss.shape}" if type(loss) is array else type(loss).__name__
             extra = ", or a tuple whose first element is one" if what == "value_and_grad" else ""
             raise ValueError(f"{what}: the function must return a scalar (0-d) array{extra}; got {got}")
-        from ..ops import ones_like
 
         flat = _rebound([loss], flat, links)
         grads = backward([loss], [ones_like(loss)], flat)

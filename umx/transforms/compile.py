@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from ..array import array, node
 from ..devices import resolve_stream
+from ..ops import zeros_like
 from ..primitives import Custom
 from . import _shapeless, _tape, _trees
 from ._registry import rules
@@ -223,7 +224,6 @@ def _custom_vjp(self, primals, cotangents, outputs):
     rule = call.fn._vjp
     if rule is None:  # through the outputs' own graph
         return list(cotangents) + [None] * (len(primals) - self.n)
-    from ..ops import zeros_like
 
     cs = [zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)]
     grads = rule(call.primals(primals[self.n:]), call.outputs(cs), call.outputs(outputs))
@@ -235,7 +235,6 @@ def _custom_jvp(self, primals, tangents, outputs):
     rule = call.fn._jvp
     if rule is None:
         return list(tangents[:self.n])
-    from ..ops import zeros_like
 
     args = primals[self.n:]
     ts = [zeros_like(p) if t is None else t for p, t in zip(args, tangents[self.n:])]

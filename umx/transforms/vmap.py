@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..array import array
+from ..ops import broadcast_to, expand_dims, moveaxis, stack, zeros
 from ..runtime.retain import Tracing
 from . import _trees
 from .autodiff import _marker, _rebound, _units
@@ -90,7 +91,6 @@ def _first_slice(x: array, ax: int) -> array:
     """The slice at index 0 along ``ax`` (zeros of the slice's shape when the axis is empty)."""
     if x.shape[ax]:
         return _take(x, 0, ax)
-    from ..ops import zeros
 
     return zeros(x.shape[:ax] + x.shape[ax + 1:], x.dtype)
 
@@ -182,7 +182,6 @@ def _reads_a_marker(nodes: list, links: set) -> bool:
 
 def _replay(fun, args, leaves, leaf_axes, out_axes, kept: list):
     """``fun`` traced on the first slice and replayed on the batch; None where the trace can't be replayed."""
-    from ..ops import broadcast_to, expand_dims, moveaxis
 
     markers: list = []
     whole: list = []
@@ -230,7 +229,6 @@ def _replay(fun, args, leaves, leaf_axes, out_axes, kept: list):
 
 
 def _stack(results: list, out_axes):
-    from ..ops import stack
 
     first = results[0]
     outs = [_arrays_only(r, "outputs") for r in results]

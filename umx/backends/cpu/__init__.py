@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
+from ...runtime.memory import get_memory_limit
 from .executor import CpuExecutor
 
 
@@ -30,6 +31,5 @@ def make_executor(stream) -> CpuExecutor:
 
 
 def _physical_memory() -> int:
-    from ...runtime.memory import get_memory_limit
 
     return get_memory_limit()

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...primitives import distributed as d
 from ..xp.distributed import lexicographic_extreme
-from . import _cupy
+from ._probe import _cupy
 
 cp = _cupy()
 

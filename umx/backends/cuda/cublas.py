@@ -16,7 +16,7 @@ import ctypes
 import os
 from math import prod
 
-from . import _cupy
+from ._probe import _cupy
 
 cp = _cupy()
 

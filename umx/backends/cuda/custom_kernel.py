@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from . import _cupy
+from ._probe import _cupy
 
 cp = _cupy()
 

@@ -28,7 +28,7 @@ from math import prod
 
 import numpy as np
 
-from . import _cupy
+from ._probe import _cupy
 from .fusion import C_TYPES, PREAMBLE, steps
 
 cp = _cupy()

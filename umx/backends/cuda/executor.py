@@ -37,8 +37,9 @@ from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, conform, f
 from ...runtime.fusion import ELEMENTWISE, Fused
 from ...runtime.node import finish, finish_on_host
 from ...runtime.threads import CORES
-from . import _cupy, cublas, direct, graphs
+from . import cublas, direct, graphs
 from . import memory as gmem
+from ._probe import _cupy
 from .fusion import KernelCache
 from .kernels import device_args, make_table
 from .pressure import SPILL_MIN_BYTES, spilled, track, track_copy

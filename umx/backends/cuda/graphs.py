@@ -46,8 +46,8 @@ from ...runtime.executor import Failure, set_result
 from ...runtime.fusion import Fused
 from ...runtime.node import finish
 from ...runtime.refs import UNHELD_SLOT
-from . import _cupy
 from . import memory as gmem
+from ._probe import _cupy
 from .pressure import RELEASERS, SPILL_MIN_BYTES, track
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
@@ -491,3 +491,7 @@ def _end_capture(stream):
         return None
 
 
+gmem.GRAPHS.nbytes = nbytes  # (the memory location reads the graphs' memory through these: it sits below)
+gmem.GRAPHS.bytes_per_device = bytes_per_device
+gmem.GRAPHS.release_all = release_all
+gmem.GRAPHS.stats = STATS.as_dict

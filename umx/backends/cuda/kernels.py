@@ -10,7 +10,8 @@ from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ...primitives.fast import CudaKernel
 from ..xp import bind
-from . import _cupy, collectives, custom_kernel
+from . import collectives, custom_kernel
+from ._probe import _cupy
 
 cp = _cupy()
 

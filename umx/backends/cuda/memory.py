@@ -20,7 +20,8 @@ import numpy as np
 from ...runtime import memory as _memory
 from ...runtime.executor import WorkerExecutor
 from ...runtime.threads import MIN_BYTES, chunks, workers
-from . import _cupy, pressure
+from . import pressure
+from ._probe import _cupy
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -281,11 +282,9 @@ class GpuLocation:
 
     def memory_stats(self) -> dict:
         """``{"gpu": {"active", "peak", "cache", and what memory pressure made umx do (see pressure.py)}}``."""
-        from . import graphs  # (it imports this module)
-
         return {"gpu": {"active": self.active(), "peak": self.peak(), "cache": self.cache(),
-                        **pressure.STATS.as_dict(), "graph_bytes": graphs.nbytes(),
-                        **{f"graph_{k}": v for k, v in graphs.STATS.as_dict().items()}}}
+                        **pressure.STATS.as_dict(), "graph_bytes": GRAPHS.nbytes(),
+                        **{f"graph_{k}": v for k, v in GRAPHS.stats().items()}}}
 
     def host_in_parts(self, a):
         """``(host, ready)`` while ``a``'s copy to the host arrives in parts (see ``start_to_host_in_parts``):
@@ -324,29 +323,45 @@ class GpuLocation:
 
     def cache(self) -> int:
         """Bytes umx holds on the devices outside live arrays: the pool's free blocks and the CUDA graphs."""
-        from . import graphs  # (it imports this module)
-
-        return _all_devices(POOL.free_bytes) + graphs.nbytes()
+        return _all_devices(POOL.free_bytes) + GRAPHS.nbytes()
 
     def set_limit(self, limit: int) -> None:
         """Limit umx's pool on every device to ``limit`` bytes (0: none), less what cached CUDA graphs hold there:
         their memory is charged to the limit (graphs.py applies it again whenever they change)."""
-        from . import graphs  # (it imports this module)
-
-        held = graphs.bytes_per_device() if limit else {}
+        held = GRAPHS.bytes_per_device() if limit else {}
         for i in range(_DEVICES):
             with cp.cuda.Device(i):
                 # (CuPy reads a limit of 0 as none: a limit the graphs fill entirely is one byte)
                 POOL.set_limit(size=max(limit - held.get(i, 0), 1) if limit else 0)
 
     def clear_cache(self) -> None:
-        from . import graphs
-
-        graphs.release_all()
+        GRAPHS.release_all()
         _all_devices(lambda: POOL.free_all_blocks() or 0)
         _pinned_pool.free_all_blocks()
 
 
+class _Graphs:
+    """What the memory location needs of the CUDA graphs' memory: graphs.py, which imports this module, fills it in
+    (until then, there are no graphs)."""
+
+    @staticmethod
+    def nbytes() -> int:
+        return 0
+
+    @staticmethod
+    def bytes_per_device() -> dict:
+        return {}
+
+    @staticmethod
+    def release_all() -> int:
+        return 0
+
+    @staticmethod
+    def stats() -> dict:
+        return {}
+
+
+GRAPHS = _Graphs()
 LOCATION = GpuLocation()
 _DEVICES = _runtime.getDeviceCount()
 

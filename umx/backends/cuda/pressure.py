@@ -23,7 +23,7 @@ import numpy as np
 
 from ...runtime import memory as _memory
 from ...runtime.node import move_to_host
-from . import _cupy
+from ._probe import _cupy
 
 cp = _cupy()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ...runtime import tracing as _tracing
 from ...runtime.executor import Failure
-from . import _cupy
+from ._probe import _cupy
 
 cp = _cupy()
 

@@ -9,6 +9,8 @@ once. A backend calls :func:`bind` with its array module and overrides what its 
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 import sys
 
 import numpy as np
@@ -40,8 +42,6 @@ def kernel_factory(*classes):
 
 def bind(xp) -> dict:
     """The kernel table for array module ``xp``: primitive class -> ``fn(prim, *inputs)``."""
-    import importlib
-    import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):  # every module here registers its kernels when imported
         importlib.import_module(f"{__name__}.{mod.name}")

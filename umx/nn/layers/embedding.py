@@ -6,6 +6,7 @@ import math
 
 import umx as mx
 from umx.nn.layers.base import Module
+from umx.nn.layers.quantized import QuantizedEmbedding
 
 
 class Embedding(Module):
@@ -36,7 +37,6 @@ class Embedding(Module):
     def to_quantized(self, group_size: int | None = None, bits: int | None = None, mode: str = "affine",
                      quantize_input: bool = False):
         """A ``QuantizedEmbedding`` copy of this layer (``quantize_input`` is not supported)."""
-        from umx.nn.layers.quantized import QuantizedEmbedding
 
         if quantize_input:
             raise ValueError("Quantized input is not supported for Embedding layers.")

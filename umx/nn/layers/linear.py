@@ -7,6 +7,7 @@ from typing import Any
 
 import umx as mx
 from umx.nn.layers.base import Module
+from umx.nn.layers.quantized import QQLinear, QuantizedLinear
 
 
 class Identity(Module):
@@ -49,7 +50,6 @@ class Linear(Module):
     def to_quantized(self, group_size: int | None = None, bits: int | None = None, mode: str = "affine",
                      quantize_input: bool = False):
         """A quantized copy of this layer: ``QuantizedLinear``, or ``QQLinear`` with ``quantize_input``."""
-        from umx.nn.layers.quantized import QQLinear, QuantizedLinear
 
         if quantize_input:
             return QQLinear.from_linear(self, group_size, bits, mode)
