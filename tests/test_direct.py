@@ -7,6 +7,7 @@ import _signal
 import gc
 import signal
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,7 +166,8 @@ def _enqueuing_stream(monkeypatch):
     st = mx.new_stream(mx.cpu)
     ex = st.executor
     monkeypatch.setattr(ex, "only_enqueues", lambda tasks: True, raising=False)
-    monkeypatch.setattr(ex, "inline_rank", 0, raising=False)  # the caller's own batch is another stream's
+    monkeypatch.setattr(ex, "traits", replace(ex.traits, inline_rank=0), raising=False)  # (the caller's own
+    # batch is another stream's)
     threads = []
     run_inline = ex.run_inline
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 import weakref
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def _every_region(request, monkeypatch):
     if "small_regions" not in request.node.name:
         from umx.backends.cpu.executor import CpuExecutor
 
-        monkeypatch.setattr(CpuExecutor, "small_regions", None)
+        monkeypatch.setattr(CpuExecutor, "traits", replace(CpuExecutor.traits, small_regions=None))
 
 
 def _tasks(*targets) -> list:
@@ -124,7 +125,7 @@ def test_a_failed_walk_leaves_nothing_marked(monkeypatch):
     x = mx.ones((2,))
     y = mx.exp(mx.sin(mx.matmul(mx.reshape(x, (1, 2)), mx.ones((2, 1)))))
     ex = y._stream.executor
-    monkeypatch.setattr(type(ex), "fuse_max_nodes", property(lambda self: 1 / 0))
+    monkeypatch.setattr(type(ex), "traits", property(lambda self: 1 / 0))
     with pytest.raises(ZeroDivisionError):
         mx.eval(y)
     monkeypatch.undo()
@@ -141,7 +142,8 @@ def test_region_size_is_capped_per_executor(monkeypatch):
     y = x
     for _ in range(50):
         y = mx.sin(y, stream=mx.cpu)
-    monkeypatch.setattr(type(y._stream.executor), "fuse_max_nodes", 7)
+    cls = type(y._stream.executor)
+    monkeypatch.setattr(cls, "traits", replace(cls.traits, fuse_max_nodes=7))
     order = _tasks(y)
     # seven full regions from the root back; the first node, left over, stands alone
     assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [1] + [7] * 7
@@ -176,7 +178,7 @@ def test_small_regions_on_the_cpu_need_four_members():
     saves); a big output makes a region of 2; results match NumPy either way."""
     from umx.backends.cpu.executor import CpuExecutor
 
-    small_size, need = CpuExecutor.small_regions
+    small_size, need = CpuExecutor.traits.small_regions
     assert need == 4
     h = np.linspace(-1, 1, 12, dtype=np.float32)
     x = mx.array(h)

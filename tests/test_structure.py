@@ -108,3 +108,17 @@ def test_no_import_cycle():
         if v not in index:
             visit(v)
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_executors_and_locations_implement_the_declared_interfaces():
+    import umx as mx
+    from umx.runtime import memory
+    from umx.runtime.interfaces import Executor, Location, Traits
+
+    streams = [mx.new_stream(mx.cpu)] + ([mx.new_stream(mx.gpu)] if mx.is_available(mx.gpu) else [])
+    for s in streams:
+        ex = s.executor
+        assert isinstance(ex, Executor), type(ex)
+        assert type(ex.traits) is Traits
+    for location in memory._locations.values():
+        assert isinstance(location, Location), type(location)

@@ -20,6 +20,7 @@ from sys import getrefcount as _getrefcount
 from ..dtypes import bfloat16, round_bf16
 from . import tracing as _tracing
 from .fusion import Fused
+from .interfaces import Traits
 from .node import finish, finish_siblings
 
 _NEVER = 1 << 62
@@ -232,24 +233,22 @@ class WorkerExecutor:
         finally:
             self._run_lock.release()
 
-    #: which of an eval's batches the caller runs itself, if several could be: the highest rank (see _plan)
-    inline_rank = 0
+    #: what the planner may know of this executor (see interfaces.Traits)
+    traits = Traits()
+
+    def holds_stream(self) -> bool:
+        """Whether the calling thread took this stream (``try_run_inline``) and has not given it back."""
+        return self._run_lock._is_owned()
+
+    def release_stream(self) -> None:
+        """Give back the stream the calling thread took and did not use."""
+        self._run_lock.release()
 
     def only_enqueues(self, tasks: list) -> bool:
         """Whether running ``tasks`` only enqueues work (kernel launches that never wait for the device), so that
         the caller may launch a short batch of them before its own (see ``scheduler._plan``)."""
         return False
 
-    #: the most nodes one fused region may hold
-    fuse_max_nodes = 1 << 30
-
-    #: ``(elements, members)``: a region whose output has fewer elements is made only if it would hold at least
-    #: that many members (planning and running a region has a fixed cost that small work may not repay); None: any
-    #: region of two or more
-    small_regions: tuple | None = None
-
-    #: classes of data that this stream's kernels read in place (e.g. NumPy arrays and scalars on the CPU)
-    local_types: frozenset = frozenset()
 
 
     def will_be_read_on(self, node, device) -> None:
@@ -437,6 +436,15 @@ def conform(xp, n, out):
     if n._dtype is bfloat16:
         out = round_bf16(xp, out)
     return out
+
+
+def run_steps(f, leaves: list, call, xp):
+    """Fused region ``f`` run step by step, each step by the backend's kernel (``call(prim, args)``): for a backend
+    with no fused path of its own, or a program its own path cannot express. ``xp``: the backend's array module."""
+    values = list(leaves)
+    for (prim, args), n in zip(f.program, f.nodes):
+        values.append(conform(xp, n, call(prim, [values[a] for a in args])))
+    return values[-1]
 
 
 def set_result(task_node, out) -> None:

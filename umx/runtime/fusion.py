@@ -149,7 +149,7 @@ def collect(targets, mark, fusing: bool) -> list:
         # looking the key up costs little), and parameterized steps as (class, params, args, dtype).
         shape = n._shape
         stream = n._stream
-        room = (stream._executor or stream.executor).fuse_max_nodes - 1
+        room = (stream._executor or stream.executor).traits.fuse_max_nodes - 1
         members = [n]
         leaves = []
         where = {}  # id of a leaf -> its index
@@ -308,10 +308,10 @@ _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node
 
 def _may_root(n, elementwise) -> bool:
     """Whether elementwise ``n`` may root a region: an input could join it (for a small output on an executor with a
-    rule for those, a chain of enough could: see ``small_regions``), or it is big enough on its own."""
+    rule for those, a chain of enough could: see ``Traits.small_regions``), or it is big enough on its own."""
     shape = n._shape
     stream = n._stream
-    small = (stream._executor or stream.executor).small_regions
+    small = (stream._executor or stream.executor).traits.small_regions
     if small is not None and prod(shape) < small[0]:
         return _reaches(n, small[1], elementwise)
     for x in n._inputs:

@@ -130,7 +130,7 @@ def _plan_marked(targets: list, inline: bool, host: bool):
         # has finished all earlier work; the others run meanwhile on their workers.
         best = None
         for ex in batches:
-            if ex.done == first_seq[ex] - 1 and (best is None or ex.inline_rank > best.inline_rank):
+            if ex.done == first_seq[ex] - 1 and (best is None or ex.traits.inline_rank > best.traits.inline_rank):
                 best = ex
         if best is not None and best.try_run_inline():
             mine = [(best, batches.pop(best))]
@@ -164,7 +164,7 @@ def _plan_one(t, host: bool):
     size = prod(t._shape)
     if ex is None or ex.done != ex.submitted or (size >= SPLIT_MIN_SIZE and t._prim.__class__ in ELEMENTWISE):
         return None  # (a big elementwise node is a region of its own: split across cores)
-    local = ex.local_types
+    local = ex.traits.local_types
     task = t
     for x in ins:
         xe = x._exec
@@ -210,12 +210,12 @@ def _recover(t) -> None:
     gives it back itself once it runs the task, interrupted or not), hand ``t`` to the worker if it was numbered
     and has no data, else just give the lock back."""
     ex = t._stream._executor
-    if ex is None or not ex._run_lock._is_owned():
+    if ex is None or not ex.holds_stream():
         return
     if t._exec is ex and t._data is None:
         ex.hand_over([(t, [])])  # (as a task whose inputs may need a copy: the worker fetches them)
     else:
-        ex._run_lock.release()
+        ex.release_stream()
 
 
 def _number(order: list, batches: dict, first_seq: dict) -> None:
@@ -227,7 +227,7 @@ def _number(order: list, batches: dict, first_seq: dict) -> None:
         if nex is not ex:
             ex = nex
             dev = ex.device
-            local_types = ex.local_types
+            local_types = ex.traits.local_types
             tasks = batches.get(ex)
             if tasks is None:
                 tasks = batches[ex] = []

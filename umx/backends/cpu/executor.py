@@ -9,6 +9,7 @@ from ...dtypes import bfloat16
 from ...runtime import memory
 from ...runtime.executor import Failure, WorkerExecutor, conform, drop_unheld, failure_of, seq_of, set_result
 from ...runtime.fusion import Fused
+from ...runtime.interfaces import Traits
 from ...runtime.node import finish
 from .fused import run_fused
 from .kernels import make_table
@@ -37,13 +38,14 @@ class CpuExecutor(WorkerExecutor):
         super().__init__(stream, f"umx-cpu-stream-{stream.index}")
         backends.register_executor(self)
 
-    inline_rank = 1  # the caller computes; a GPU stream's launches proceed on its dispatcher meanwhile
-    # Below 32K elements an intermediate costs little (it stays in cache, its buffer comes from NumPy's cache), while
-    # a region has a fixed cost (planning it, looking its program up): two or three ops are cheaper one by one.
-    # Measured on a 2-core VM, two ops then eval: 19 us instead of 26 on scalars, 25 instead of 29 on 256 elements,
-    # 31 instead of 35 on 4096; longer regions pay about 2 us more for the look that decides (see fusion._reaches).
-    small_regions = (1 << 15, 4)
-    local_types = frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))})
+    traits = Traits(
+        local_types=frozenset({np.ndarray, *(t for t in np.sctypeDict.values() if issubclass(t, np.generic))}),
+        # the caller computes; a GPU stream's launches proceed on its dispatcher meanwhile
+        inline_rank=1,
+        # Below 32K elements an intermediate stays in cache and costs little, while a region has a fixed cost
+        # (planning it, looking its program up): two or three ops are cheaper one by one (bench/overhead.py).
+        small_regions=(1 << 15, 4),
+    )
 
     def setup_thread(self) -> None:
         # Integer division by zero and float overflow give MLX's values, not warnings.

@@ -27,14 +27,15 @@ import numpy as np
 
 from ... import backends
 from ...devices import cpu
-from ...dtypes import bfloat16, float32, float64, round_bf16
+from ...dtypes import float32, float64
 from ...primitives import Round
 from ...primitives.linalg import Matmul
 from ...primitives.reduction import Max, Mean, Min, Sum
 from ...runtime import memory as _memory
 from ...runtime import tracing as _tracing
-from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, conform, failure_of, set_result
+from ...runtime.executor import HOST_READER, Failure, WorkerExecutor, conform, failure_of, run_steps, set_result
 from ...runtime.fusion import ELEMENTWISE, Fused
+from ...runtime.interfaces import Traits
 from ...runtime.node import finish, finish_on_host
 from ...runtime.threads import CORES
 from . import cublas, direct, graphs
@@ -87,13 +88,14 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
         backends.register_executor(self)
 
     # -- called by the scheduler and by other executors -------------------------------------------------------
-    # NumPy scalars (constants) go straight to kernels. Device data takes the slow path even here: it may come
-    # from another stream whose kernel is still running.
-    local_types = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
-
-    # One generated kernel per region: NVRTC's time grows with the code, and a chain of 100k ops would take
-    # minutes to compile. Longer chains become several kernels, of one cached structure.
-    fuse_max_nodes = 1024
+    traits = Traits(
+        # NumPy scalars (constants) go straight to kernels. Device data takes the slow path even here: it may come
+        # from another stream whose kernel is still running.
+        local_types=frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic)),
+        # One generated kernel per region: NVRTC's time grows with the code, and a chain of 100k ops would take
+        # minutes to compile. Longer chains become several kernels, of one cached structure.
+        fuse_max_nodes=1024,
+    )
 
     def only_enqueues(self, tasks: list) -> bool:
         # The primitives a CUDA graph may capture are those whose kernels never wait for the device; and no input
@@ -173,7 +175,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 if d.size != 1 or d.dtype.kind not in "fiub" or n._prim.__class__ not in ELEMENTWISE:
                     return None
                 d = d[()] if not d.ndim else d.reshape(-1)[0]
-            elif c not in self.local_types:
+            elif c not in self.traits.local_types:
                 return None  # e.g. a failed input: the batch path passes its error on
             args.append(d)
         return args
@@ -548,11 +550,7 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
                 return out
             except Exception:  # e.g. NVRTC rejects the generated code: step by step, now and for this structure
                 _FUSED.refuse(f)
-        values = list(leaves)
-        for (prim, args), node in zip(f.program, f.nodes):
-            v = _call(KERNELS[prim.__class__], prim, [values[a] for a in args])
-            values.append(round_bf16(cp, v) if node._dtype is bfloat16 else v)
-        return values[-1]
+        return run_steps(f, leaves, lambda prim, args: _call(KERNELS[prim.__class__], prim, args), cp)
 
     def _wait_for(self, waits: list) -> None:
         """Order this stream after other streams' nodes; blocks this dispatcher only."""
