@@ -68,3 +68,22 @@ def placement(request):
     """(producer stream, consumer stream): inputs made on one stream or device and used on another."""
     producer, consumer = request.param
     return place(producer), place(consumer)
+
+
+_GPU_ONLY_MODULES = {"test_cuda.py", "test_graphs.py", "test_pressure.py", "test_direct.py"}
+_MULTI_PROCESS = ("test_distributed.py", "test_nn_distributed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Apply the declared markers: ``gpu`` to every test that runs on a GPU (a gpu parameter, or a GPU-only
+    module), ``slow`` to the jobs that start several processes (MPI). ``-m "not gpu"`` or ``-m "not slow"`` then
+    select as they say."""
+    import re
+
+    for item in items:
+        words = set(re.split(r"[\[\]\-]", item.name))
+        if words & {"gpu", "gpu2"} or item.path.name in _GPU_ONLY_MODULES:
+            item.add_marker(pytest.mark.gpu)
+        if item.path.name in _MULTI_PROCESS and ("process" in item.name or "example" in item.name
+                                                 or "launcher" in item.name or "mlx_mpi" in item.name):
+            item.add_marker(pytest.mark.slow)

@@ -140,3 +140,12 @@ def test_large_cpu_outputs_reuse_pooled_host_buffers(rng):
         assert cached() == 0
     finally:
         mx.set_cache_limit(prev)
+
+
+def test_the_cpus_memory_size_is_the_machines_whatever_limit_is_set():
+    size = mx.device_info(mx.cpu)["memory_size"]
+    mx.set_memory_limit(1 << 20)
+    try:
+        assert mx.device_info(mx.cpu)["memory_size"] == size > 1 << 20
+    finally:
+        mx.set_memory_limit(0)

@@ -221,8 +221,12 @@ class array:  # noqa: N801 (MLX's name)
         return int(self.item())
 
     def __index__(self) -> int:
+        # TypeError for anything but one integer (as NumPy's): callers such as bytes() then try other protocols
         if self._dtype.kind not in "iub":
             raise TypeError(f"only integer arrays can be used as an index, not {self._dtype.name}")
+        if self._shape and prod(self._shape) != 1:
+            raise TypeError(f"only one-element integer arrays can be used as an index; this one has shape "
+                            f"{self._shape}")
         return int(self.item())
 
     def __complex__(self) -> complex:
@@ -596,4 +600,4 @@ class ArrayIterator:
 
 
 #: what ops accept where they take an array: umx arrays, Python scalars and sequences, NumPy arrays
-ArrayLike = "array | bool | int | float | complex | list | tuple | numpy.ndarray"
+ArrayLike = array | bool | int | float | complex | list | tuple | np.ndarray

@@ -272,7 +272,7 @@ def set_memory_limit(limit: int) -> int:
 
 def get_memory_limit() -> int:
     """The memory limit in bytes (by default, the machine's physical memory)."""
-    return _memory_limit or _physical_memory()
+    return _memory_limit or physical_memory()
 
 
 def set_cache_limit(limit: int) -> int:
@@ -314,9 +314,9 @@ def get_array_buffer_size(a) -> int:
     return a.nbytes
 
 
-def _physical_memory() -> int:
+def physical_memory() -> int:
+    """The host's physical memory in bytes (0 if the system does not say): the one probe of it."""
     try:
-
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import platform
 
-from ...runtime.memory import get_memory_limit
+from ...runtime.memory import physical_memory
+from ...runtime.threads import CORES
 from .executor import CpuExecutor
 
 
@@ -21,15 +22,10 @@ def device_info(index: int = 0) -> dict:
     return {
         "architecture": platform.machine(),
         "device_name": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count() or 1,
-        "memory_size": _physical_memory(),
+        "cpu_count": CORES,
+        "memory_size": physical_memory(),  # (the machine's, whatever limit is set)
     }
 
 
 def make_executor(stream) -> CpuExecutor:
     return CpuExecutor(stream)
-
-
-def _physical_memory() -> int:
-
-    return get_memory_limit()

@@ -10,7 +10,6 @@ while it is in cache, and NumPy releases the GIL inside its loops, so the chunks
 from __future__ import annotations
 
 import operator
-import os
 from itertools import repeat
 
 import numpy as np
@@ -18,10 +17,9 @@ import numpy as np
 from ...dtypes import bfloat16, round_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
-from ...runtime.threads import workers
+from ...runtime.threads import CORES, workers
 from ..xp.elementwise import PLAIN_UFUNC
 
-CORES = os.cpu_count() or 1
 _compiled: dict = {}
 
 

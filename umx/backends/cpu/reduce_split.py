@@ -10,14 +10,11 @@ an arg-reduction picks the best partial extremum. Small, empty or non-contiguous
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ...primitives import reduction as r
-from ...runtime.threads import workers
+from ...runtime.threads import CORES, workers
 
-CORES = os.cpu_count() or 1
 # Work is counted in elements of a float32 sum. Measured on a 16-core host (a pool round trip about 25 us), umx
 # against itself on one core: float32 sums break even at 1M elements, run 1.5x faster at 2M and 3.5x at 16M (16
 # chunks; smaller chunks lose to the hand-off). Extrema, logical and integer reductions run at memory speed, about
