@@ -1,7 +1,7 @@
 """A pool of large host buffers, reused for the outputs of large CPU kernels.
 
 A fresh 64 MiB NumPy array costs 16,384 page faults on its first write, each one a trip into the kernel to map
-and zero a page: on the 16-core H200 host, 16 ms on one thread, several times the multiply that fills it. Buffers
+and zero a page: several times the cost of the multiply that fills it (bench/suite.py). Buffers
 of at least ``MIN_BYTES`` are therefore handed out from here and, once the last array viewing one is freed, kept
 (pages mapped) for the next output of that size, up to the cache limit.
 

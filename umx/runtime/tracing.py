@@ -21,8 +21,7 @@ API for a GPU executor (it reads ``tr = _tracing.active`` once per batch and pas
            ev = cupy.cuda.Event(); t = now(); ev.record(idle_stream); ev.synchronize()
            tr.set_gpu_clock(device, ev, (t + now()) // 2, cupy.cuda.get_elapsed_time)
 
-   (Checked on an H100 with CuPy 14: kernels land between their host launch and the host's sync, within
-   tens of microseconds.)
+   (tests/test_trace.py checks that kernels land between their host launch and the host's sync.)
 
 2. Per op (or GPU-timed copy, with ``cat="copy"``, ``args={"bytes": n, ...}`` and a lane ``suffix`` of its
    own, e.g. the copy stream's): record CUDA events around the kernel launch on the op's stream and hand them

@@ -41,8 +41,9 @@ class Tape:
     Values are numbered: constants, then inputs, then keys, then the steps' nodes in order. A step is ``(prim,
     get, shape, dtype, stream, group)``: ``get(values)`` gives its inputs tuple (an ``itemgetter``), ``group``
     is 0, or on the last node of a sibling group, the group's size. The first replays interpret the steps; the
-    ``GENERATE_AT``-th generates one Python function of straight-line ``node(...)`` calls (some 1.5 times as fast
-    as the interpreter, but Python takes ~20 us per step to compile it), which runs from then on.
+    ``GENERATE_AT``-th generates one Python function of straight-line ``node(...)`` calls (faster than the
+    interpreter, but compiling it costs time per step, repaid only by a tape replayed often), which runs from
+    then on.
 
     Attributes:
         template: the output tree with ``HOLE`` for its arrays.

@@ -15,11 +15,9 @@ import numpy as np
 from ...primitives import reduction as r
 from ...runtime.threads import CORES, workers
 
-# Work is counted in elements of a float32 sum. Measured on a 16-core host (a pool round trip about 25 us), umx
-# against itself on one core: float32 sums break even at 1M elements, run 1.5x faster at 2M and 3.5x at 16M (16
-# chunks; smaller chunks lose to the hand-off). Extrema, logical and integer reductions run at memory speed, about
-# twice as fast per float32 element (break-even near 2M); float16 ones convert each element, about 10 times
-# slower (worth splitting from 256K elements; a 4M-element float16 mean runs 5x faster).
+# Work is counted in elements of a float32 sum: below MIN_SIZE the hand-off to the pool costs more than the cores
+# save (bench/reduce.py). Extrema, logical and integer reductions run at memory speed, cheaper per element than a
+# float32 sum; float16 ones convert each element, dearer (their weights below).
 #: reductions of less work run on one core
 MIN_SIZE = 1 << 20
 #: the least work worth a chunk of its own

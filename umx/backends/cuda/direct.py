@@ -1,17 +1,17 @@
 """Kernels that umx compiles and launches itself: single elementwise nodes, fused regions, full reductions and
 products of a matrix with a few vectors.
 
-A CuPy ufunc or ElementwiseKernel call costs 6-14 us of host time (argument parsing, type dispatch, broadcasting,
-output allocation), which is most of a small op's latency. The common cases need none of that work: every array
-input is contiguous and either of the output's shape or broadcast along leading axes (a bias, a 0-d array), and
-constants are NumPy scalars. For those, umx writes one kernel per structure (the fusion program's lines, with
-loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and CuPy's disk
-cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer: about 3 us. Anything else
+A CuPy ufunc or ElementwiseKernel call spends microseconds of host time on argument parsing, type dispatch,
+broadcasting and output allocation: most of a small op's latency (bench/latency.py). The common cases need none of
+that work: every array input is contiguous and either of the output's shape or broadcast along leading axes (a bias,
+a 0-d array), and constants are NumPy scalars. For those, umx writes one kernel per structure (the fusion program's
+lines, with loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and
+CuPy's disk cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer. Anything else
 (strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
 through CuPy as before. Full reductions (sum, max, min, mean) of contiguous arrays run the same way: one block for a
 loss or a norm, a grid of blocks for more (:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8
-columns (a matrix times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend 20-30 us
-of host time.
+columns (a matrix times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend far
+more host time choosing how to compute such a shape than the GPU spends on it.
 
 A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
 result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
@@ -43,7 +43,7 @@ _BLOCK = 256
 
 # A result of one element of at most PACK_MAX_BYTES, written to the host alone (see Mirrors.reserve): its bits and
 # the low half of the token go in one aligned 8-byte store to the flag, which the host sees whole or not at all, so
-# no fence is needed between the value and the flag (measured: 0.8 us less from the launch to the host's read).
+# no fence is needed between the value and the flag (one store less between the launch and the host's read).
 PACK_MAX_BYTES = 4
 _OWN_PREAMBLE = PREAMBLE + r"""
 template <typename T>
@@ -270,8 +270,8 @@ extern "C" __global__ void {name}({", ".join(params)}) {{
 
 #: full reductions of at most this many elements run as one block of umx's own kernel (a loss, a norm); larger ones
 #: as a grid of blocks: each reduces a strided share, and the last to finish (it draws the last ticket) reduces the
-#: blocks' results in block order, so the result is the same whatever order the blocks ran in. CuPy's reduction
-#: costs about 20 us of host time per call (on the lent machine: a 16M-element sum 21 us to launch).
+#: blocks' results in block order, so the result is the same whatever order the blocks ran in. (CuPy's reduction
+#: spends more host time per call than the launch of this kernel: bench/latency.py.)
 MAX_REDUCE = 1 << 16
 _REDUCE_BLOCKS = 1024
 
@@ -360,8 +360,8 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* _
 
 
 #: products ``a @ b`` whose right operand has at most this many columns (a matrix times a few vectors) may run on
-#: umx's own kernel: cuBLAS spends 20-30 us of host time per call choosing how to compute such a shape, and the
-#: kernel's launch costs 3-4 us (see :meth:`Launcher.matmul`)
+#: umx's own kernel: cuBLAS spends more host time per call choosing how to compute such a shape than this
+#: kernel's launch costs (see :meth:`Launcher.matmul`; bench/seed.py)
 NARROW_MAX = 8
 #: ... if ``a`` has at most this many elements (larger ones are worth cuBLAS's time), and rows at most this long
 #: (one warp reads a row)

@@ -2,7 +2,8 @@
 
 A training step, an inference call or the seed's loop run again hands the GPU stream the same batch each time: the
 same primitives, wired the same way, on inputs of the same shapes and dtypes. Launching it op by op costs Python
-and CuPy time per kernel (a cuBLAS product alone takes about 25 us on the host); a replay is one graph launch.
+and CuPy time per kernel (a cuBLAS product's host time alone exceeds a small kernel's); a replay is one graph
+launch.
 
 How a batch is recognised: its *key* lists, per task, the primitive (or a fused region's key), the output's shape
 and dtype, and where each input comes from: an earlier task, an external array (by slot: the same array read twice
@@ -62,8 +63,8 @@ MAX_GRAPHS = 32  # per stream
 MAX_GRAPH_BYTES = 64 << 20  # a batch whose buffers need more is big enough that launches do not matter
 MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost grow with them)
 #: shorter batches run op by op: a replay's fixed cost (the key, the slots, the launch, the copy out) is about
-#: what 3 of umx's own launches cost, and op by op a small result the host reads comes back by its mirror (on the
-#: lent machine: a loss and its item() 61 us op by op against 70 replayed; 4 tasks break even, 7 gain a fifth)
+#: what 3 of umx's own launches cost, and op by op a small result the host reads comes back by its mirror
+#: (bench/graphs.py times both)
 MIN_TASKS = 4
 _MAX_KEYS = 1024  # structures seen once that are remembered
 
