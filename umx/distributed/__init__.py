@@ -7,7 +7,7 @@ stream when evaluated, after their inputs, overlapping other streams' work. Host
 GPU arrays through NCCL (CuPy's bindings) when it is available, else through MPI via host memory.
 
 Every process must issue the same communication in the same order (as with MPI): each process communicates one
-call at a time, in the order its program planned the calls (see docs/design.md, *Distributed*).
+call at a time, in the order its program planned the calls (see docs/internals.md, *Distributed*).
 """
 
 from . import _rules  # noqa: F401  (attaches the primitives' transform rules)
