@@ -75,6 +75,7 @@ _tracked: dict[int, object] = {}
 # A freed buffer's reference is appended here by ``list.append`` itself (no Python frame, so a Ctrl-C cannot
 # land in it and leave the bytes counted), and un-counted by the next reader of the counts (``_uncount_freed``).
 _dead: list = []
+_on_free = _dead.append  # (one bound method for every reference)
 # MUST be held to change _tracked and HOST: workers fill arrays and free buffers at once. Reentrant: a buffer may
 # be freed on a thread that holds it, and a signal handler may run there.
 _lock = threading.RLock()
@@ -130,7 +131,7 @@ def acquire(data) -> None:
         with _lock:
             if key in _tracked:
                 return
-            ref = _Counted(buf, _dead.append)
+            ref = _Counted(buf, _on_free)
             ref.key = key
             ref.nbytes = n = buf.nbytes
             _tracked[key] = ref
