@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh   (in the repository root, with CuPy and a GPU)
+# Used as: bash bench/device_run.sh [core|models]   (in the repository root, with CuPy and a GPU)
+#   core (default): the test suite and the runtime's benchmarks; models: training, language models, fast ops,
+#   optimizers and MLX's own tests on the GPU (shared/ must be carried into the checkout for those).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+if [ "${1:-core}" = models ]; then
+  timeout 240 python3 bench/train.py 2>&1 | tee "$OUT/train.log" | tail -16
+  timeout 300 python3 bench/llm.py 2>&1 | tee "$OUT/llm.log" | tail -16
+  timeout 120 python3 bench/fast.py 2>&1 | tee "$OUT/fast.log" | tail -16
+  timeout 90 python3 bench/optimizers.py 2>&1 | tee "$OUT/optimizers.log" | tail -16
+  if [ -f shared/tools/mlx_conformance.py ]; then
+    timeout 900 python3 shared/tools/mlx_conformance.py --device gpu 2>&1 | tee "$OUT/conformance-gpu.log" | tail -40
+  fi
+  ls "$OUT"
+  exit 0
+fi
 python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
 python3 -c "
 import numpy as np, cupy as cp
