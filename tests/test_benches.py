@@ -1,0 +1,34 @@
+"""The benchmarks time what they say: bench/streams.py's chains run every op on the stream they are given (an
+operator such as ``*`` would run on the default stream and tie the two chains together)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import umx as mx
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_stream_chain_stays_on_its_stream():
+    streams = _load("streams")
+    s = mx.new_stream(mx.cpu)
+    x, m = mx.ones((8,)), mx.ones((4, 4))
+    mx.eval(x, m)
+    seen, stack = set(), list(streams.chain(x, m, s, steps=2))
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n._prim is None:
+            continue
+        seen.add(id(n))
+        assert n._stream is s, f"{n._prim!r} runs on {n._stream!r}, not on the chain's stream"
+        stack.extend(n._inputs)
+    assert len(seen) >= 8
