@@ -18,8 +18,10 @@ import numpy as np
 from ...dtypes import bfloat16, round_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
+from ...runtime.refs import UNHELD_DATA, UNHELD_INPUT
 from ...runtime.threads import workers
 from ..xp.elementwise import PLAIN_UFUNC
+from .donate import donor
 
 CORES = os.cpu_count() or 1
 _compiled: dict = {}
@@ -77,10 +79,13 @@ def _compile_chain(f, steps):
     return steps[0], runs
 
 
-def _run_chain(chain, leaves: list):
+def _run_chain(chain, leaves: list, out: np.ndarray | None = None):
+    """The chain's result; its first step writes into ``out`` when given (a donated leaf's buffer)."""
     (fn0, args0, _, _), runs = chain
-    v = fn0(*[leaves[a] for a in args0])
-    if v.__class__ is np.ndarray and v.base is None:  # our own buffer: every step writes into it
+    xs = [leaves[a] for a in args0]
+    v = fn0(*xs) if out is None else fn0(*xs, out=out)
+    xs = None
+    if v.__class__ is np.ndarray and (v is out or v.base is None):  # our own buffer: every step writes into it
         for fn, other, pos, count in runs:
             if other < 0:
                 for _ in repeat(None, count):  # ``out`` by position: NumPy parses it faster than the keyword
@@ -127,17 +132,27 @@ def _run_program(steps, values: list, out=None):
     return values[-1]
 
 
-def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: dict | None = None, upload=None):
+def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: dict | None = None, upload=None,
+              donate: bool = False):
     """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars); written into ``out``
     when given (e.g. pinned memory, for a result a GPU reads next). ``arrivals`` maps a leaf's index to its
     ``ready(lo, hi)`` when its bytes are still arriving (see ``memory.host_in_parts``); ``upload`` (with ``out``)
-    is told of each part of ``out`` as it is written (see ``memory.start_upload``)."""
+    is told of each part of ``out`` as it is written (see ``memory.start_upload``). With ``donate`` (and no
+    ``out``), the result goes into the buffer of a leaf that nothing else holds, if there is one (see donate.py):
+    ``leaves`` MUST then be the caller's one list of the leaves' data, and the caller hold no other reference to
+    a leaf or its data."""
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
-        compiled = _compiled[f.key] = (steps, _compile_chain(f, steps))
-    steps, chain = compiled
+        chain = _compile_chain(f, steps)
+        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain))
+    steps, chain, donors = compiled
     root = f.root
+    gift = None
+    if donate and donors and out is None:
+        gift = _donor(f, donors)
+        if gift is not None:
+            out = gift[1]
     size = 1
     for s in root._shape:
         size *= s
@@ -146,6 +161,8 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if arrivals:
         for i, ready in arrivals.items():
             ready(0, leaves[i].nbytes)
+    if gift is not None and gift[0]:  # a chain whose later steps do not read the donor
+        return _run_chain(chain, leaves, out)
     if out is not None:
         _run_program(steps, list(leaves), out=out.reshape(root._shape) if root._shape else out)
         if upload is not None:
@@ -156,6 +173,38 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if out.dtype is not want and out.dtype != want:  # a NumPy loop chose another dtype: MLX's is declared
         out = out.astype(want)
     return out
+
+
+def _donors(f, steps, chain) -> tuple:
+    """``(leaf, node_limit, chain_ok)`` for each leaf of ``f`` that may give the root its buffer (the root's
+    dtype, not 0-d, no bfloat16): the most references its node may have while nothing else holds it (the
+    calibrated baseline, plus the region's list of leaves and each member's slot that reads it), and whether the
+    chain may run into it (no step after the first reads it)."""
+    root = f.root
+    if root._dtype is bfloat16 or not root._shape:
+        return ()
+    n_leaves = len(f.leaves)
+    reads = [0] * n_leaves
+    for _, args, _, _ in steps:
+        for a in args:
+            if a < n_leaves:
+                reads[a] += 1
+    later = {other for _, other, _, _ in chain[1]} if chain is not None else set()
+    return tuple((k, UNHELD_INPUT + 1 + reads[k], chain is not None and k not in later)
+                 for k, x in enumerate(f.leaves) if x._dtype is root._dtype and x._shape)
+
+
+def _donor(f, donors: tuple):
+    """``(chain_ok, data)`` of the first leaf of ``f`` that gives the root its buffer, or None."""
+    root = f.root
+    shape = root._shape
+    dtype = root._dtype.np
+    ins = f._inputs
+    for k, node_limit, chain_ok in donors:
+        d = donor(ins, k, node_limit, UNHELD_DATA + 1, shape, dtype)  # (+1: the caller's list of the leaves' data)
+        if d is not None:
+            return chain_ok, d
+    return None
 
 
 def _splittable(leaves, shape) -> bool:

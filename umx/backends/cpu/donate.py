@@ -1,0 +1,107 @@
+"""Buffer donation on the CPU: an op writes its result into the buffer of an input that nothing else holds.
+
+A chain ``x = mx.abs(x); x = x.reshape(-1); ...`` on a large array then never holds two buffers at once, as in
+MLX. An input *donates* when, at the moment its reader runs (reference counts, calibrated in ``runtime/refs.py``):
+
+- its node is held only by the reader's inputs (no user variable or container, no other reader on any stream, not
+  a target, not a compiled function's constant, not a node a transform keeps: those keep their primitive), and
+  has no weak reference (another thread could make one strong while the result is written);
+- it has no copies at other locations (a device copy may still be reading the buffer: an upload in flight);
+- its data is a NumPy array held only by the node (no ``np.asarray(x)`` the user kept, no other node sharing it),
+  and the buffer it views is held only by that view (no other array's view of it alive), and is owned by NumPy or
+  by the host pool (never the user's memory, a file's or another library's);
+- the data has the result's shape and dtype, is writeable and C-contiguous (no overlapping strides).
+
+Views (reshape, transpose, slices, ``stop_gradient``) share their input's buffer already, so a chain of views and
+elementwise ops runs in one buffer. The buffer stays counted once in the memory statistics: the result views the
+buffer the input was counted for. Only tasks whose inputs are this stream's or host data donate (not a task that
+waits for another stream), and bfloat16 results never do (they are rounded into a new array).
+"""
+
+from __future__ import annotations
+
+from sys import getrefcount
+from weakref import getweakrefcount
+
+import numpy as np
+
+from ...dtypes import bfloat16
+from ...primitives import Copy
+from ...runtime import host_pool
+from ...runtime.refs import UNHELD_BASE, UNHELD_DATA, UNHELD_INPUT, UNHELD_SLOT
+from ..xp.elementwise import PLAIN_UFUNC
+
+_ndarray = np.ndarray
+
+
+def donor(ins: tuple, i: int, node_limit: int, data_limit: int, shape: tuple, dtype):
+    """The data of ``ins[i]`` if its reader may write its result there (see the module's docstring), else None.
+
+    ``node_limit`` and ``data_limit``: the most references the node and its data may have here, the calibrated
+    baselines plus the slots the caller's own structures hold (a fused region's leaves, the list of the leaves'
+    data). The caller MUST hold no other reference to the node, and none to its data but those counted."""
+    x = ins[i]  # (refs.UNHELD_INPUT's shape: the inputs' slot, this variable and the argument)
+    if getrefcount(x) > node_limit or x._prim is not None or x._copies is not None or getweakrefcount(x):
+        return None
+    d = x._data  # (refs.UNHELD_DATA's shape)
+    if d.__class__ is not _ndarray or d.dtype is not dtype or d.shape != shape or getrefcount(d) > data_limit:
+        return None
+    b = d.base  # (refs.UNHELD_BASE's shape)
+    if b is not None and (b.__class__ is not _ndarray or getrefcount(b) > UNHELD_BASE
+                          or (b.base is not None and not host_pool.owns(b))):
+        return None
+    flags = d.flags
+    if not (flags.writeable and flags.c_contiguous):
+        return None
+    return d
+
+
+def _unary(fn):
+    def run(n, ins):
+        if getrefcount(ins[0]) > UNHELD_SLOT or n._dtype is bfloat16:  # (a held input, the commonest, stops here)
+            return None
+        d = donor(ins, 0, UNHELD_INPUT, UNHELD_DATA, n._shape, n._dtype.np)
+        if d is None:
+            return None
+        try:
+            return fn(d, d)  # (``out`` by position: NumPy parses it faster than the keyword)
+        except TypeError:  # NumPy's loop would need an unsafe cast into d: the kernel makes a new array
+            return None
+
+    return run
+
+
+def _binary(fn):
+    def run(n, ins):
+        if (getrefcount(ins[0]) > UNHELD_SLOT and getrefcount(ins[1]) > UNHELD_SLOT) or n._dtype is bfloat16:
+            return None
+        shape = n._shape
+        dtype = n._dtype.np
+        for i in (0, 1):
+            d = donor(ins, i, UNHELD_INPUT, UNHELD_DATA, shape, dtype)
+            if d is not None:
+                try:
+                    return fn(ins[0]._data, ins[1]._data, out=d)
+                except TypeError:
+                    return None
+        return None
+
+    return run
+
+
+def _copy(n, ins):
+    return donor(ins, 0, UNHELD_INPUT, UNHELD_DATA, n._shape, n._dtype.np)  # (the copy is the buffer itself)
+
+
+def make_table(kernels: dict) -> dict:
+    """Kernel -> ``give(node, inputs)``, which runs the node into a donated buffer and returns its result, or
+    returns None (nothing done: run the kernel). For the kernels in ``kernels`` (primitive class -> kernel) that
+    are a NumPy ufunc, and ``Copy``'s. Keyed by the kernel itself: a kernel replaced in the table (an override, a
+    test's probe) has no entry, so it runs, never bypassed."""
+    table = {kernels[Copy]: _copy}
+    for cls in PLAIN_UFUNC:
+        if cls in kernels:
+            fn = getattr(np, cls.fn)
+            if isinstance(fn, np.ufunc) and fn.nout == 1 and fn.nin in (1, 2):
+                table[kernels[cls]] = (_unary if fn.nin == 1 else _binary)(fn)
+    return table
