@@ -12,16 +12,17 @@ from __future__ import annotations
 import operator
 import os
 from itertools import repeat
+from sys import getrefcount
 
 import numpy as np
 
 from ...dtypes import bfloat16, round_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
-from ...runtime.refs import UNHELD_DATA, UNHELD_INPUT
+from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import workers
 from ..xp.elementwise import PLAIN_UFUNC
-from .donate import donor
+from .donate import buffer_of
 
 CORES = os.cpu_count() or 1
 _compiled: dict = {}
@@ -190,7 +191,7 @@ def _donors(f, steps, chain) -> tuple:
             if a < n_leaves:
                 reads[a] += 1
     later = {other for _, other, _, _ in chain[1]} if chain is not None else set()
-    return tuple((k, UNHELD_INPUT + 1 + reads[k], chain is not None and k not in later)
+    return tuple((k, UNHELD_SLOT + 1 + reads[k], chain is not None and k not in later)
                  for k, x in enumerate(f.leaves) if x._dtype is root._dtype and x._shape)
 
 
@@ -201,9 +202,10 @@ def _donor(f, donors: tuple):
     dtype = root._dtype.np
     ins = f._inputs
     for k, node_limit, chain_ok in donors:
-        d = donor(ins, k, node_limit, UNHELD_DATA + 1, shape, dtype)  # (+1: the caller's list of the leaves' data)
-        if d is not None:
-            return chain_ok, d
+        if getrefcount(ins[k]) <= node_limit:  # (the only check of the leaf's count: see donate.py)
+            d = buffer_of(ins[k], UNHELD_DATA + 1, shape, dtype)  # (+1: the caller's list of the leaves' data)
+            if d is not None:
+                return chain_ok, d
     return None
 
 
