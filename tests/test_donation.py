@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from conftest import assert_close
 
 import umx as mx
+from umx.backends.cpu import donate, fused
 from umx.backends.cpu import executor as cpu_ex
 from umx.ops.elementwise import _BINARY_NAMES, _UNARY_NAMES
 from umx.primitives import UNARY
@@ -217,6 +221,102 @@ def test_user_numpy_data_is_never_written():
     mx.eval(y)
     np.testing.assert_array_equal(data, before)
     assert_close(y, -before)
+
+
+# -- interrupts: a node that wrote into its input's buffer cannot run again, so it takes its result first -------
+class _NegativeThenInterrupted:
+    """np.negative, as a Ctrl-C that arrives while it runs looks to its caller: the whole result written, then
+    KeyboardInterrupt raised as the call returns."""
+
+    types = np.negative.types
+    nin = 1
+
+    def __call__(self, x, out):
+        np.negative(x, out)
+        if threading.current_thread() is threading.main_thread():  # (only there do signals' handlers run)
+            raise KeyboardInterrupt
+
+
+def test_an_interrupt_after_a_donating_kernel_keeps_its_result(monkeypatch):
+    kernel = cpu_ex.KERNELS[type(UNARY["Negative"])]
+    monkeypatch.setitem(cpu_ex.GIFTS, kernel, donate._unary(_NegativeThenInterrupted()))
+    data = np.linspace(-1, 1, 4096, dtype=np.float32)
+    x = mx.array(data)
+    y = mx.negative(x)
+    del x
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    assert_close(y, -data)  # (run again, it would negate its own result)
+
+
+def test_an_interrupt_inside_a_donating_region_waits_for_its_result(monkeypatch):
+    real = fused._run_chain
+
+    def then_interrupted(chain, leaves, out=None):
+        v = real(chain, leaves, out)
+        if threading.current_thread() is threading.main_thread():
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C once the chain has run in the leaf's buffer
+        return v
+
+    monkeypatch.setattr(fused, "_run_chain", then_interrupted)
+    data = np.random.default_rng(0).uniform(-1, 1, 1 << 16).astype(np.float32)
+    want = data.astype(np.float64)
+    x = mx.array(data)
+    y = x
+    for _ in range(4):  # one region, a chain over the leaf x, which nothing else holds
+        y = mx.sin(y * 0.5 + 1.0)
+        want = np.sin(want * 0.5 + 1.0)
+    del x
+    with pytest.raises(KeyboardInterrupt):
+        mx.eval(y)
+    assert_close(y, want, rtol=1e-5)
+
+
+_CTRL_C = """
+import os, random, signal, sys, threading
+import numpy as np
+import umx as mx
+
+rng = random.Random(0)
+data = np.random.default_rng(0).uniform(-1, 1, 1 << 20).astype(np.float32)
+want = data.astype(np.float64)
+for _ in range(3):
+    want = np.sin(-np.abs(want) * 0.5 + 1.0)
+counts = {"interrupted": 0, "wrong": 0}
+for _ in range(int(sys.argv[1])):
+    x = mx.array(data)
+    y = x
+    for _ in range(3):  # single ops (split by the reshape) and a region, each writing into its input's buffer
+        y = mx.sin(mx.negative(mx.reshape(mx.abs(y), (-1,))) * 0.5 + 1.0)
+    del x
+    timer = threading.Timer(rng.uniform(0, 0.004), os.kill, (os.getpid(), signal.SIGINT))
+    evaluate = mx.async_eval if rng.random() < 0.3 else mx.eval
+    try:
+        timer.start()
+        evaluate(y)
+        timer.join()
+        for _ in range(100):  # (a signal not yet handled is raised at a backward jump)
+            pass
+    except KeyboardInterrupt:
+        counts["interrupted"] += 1
+        timer.join()
+    if not np.allclose(np.asarray(y), want, rtol=1e-5, atol=1e-6):
+        counts["wrong"] += 1
+print(counts)
+sys.exit(1 if counts["wrong"] else 0)
+"""
+
+
+def test_ctrl_c_at_any_moment_of_donating_evals_never_changes_a_result(tmp_path):
+    """Real SIGINTs at random moments of evals that donate (on the main thread, or on the worker while the main
+    thread waits): every result, evaluated again after, is NumPy's. In a child process, under a time limit."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    job = subprocess.run([sys.executable, str(script), "80"], capture_output=True, text=True, timeout=240,
+                         cwd=root, env=dict(os.environ, PYTHONPATH=root))
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "'interrupted': 0" not in job.stdout  # (the signals did land inside evals)
 
 
 # -- donated results: the kernels', bit for bit ----------------------------------------------------------------

@@ -20,12 +20,14 @@ waits for another stream), and bfloat16 results never do (they are rounded into 
 
 from __future__ import annotations
 
+import functools
+import sys
 from sys import getrefcount
 from weakref import getweakrefcount
 
 import numpy as np
 
-from ...dtypes import bfloat16
+from ...dtypes import ALL, bfloat16
 from ...primitives import Copy
 from ...runtime import host_pool
 from ...runtime.refs import UNHELD_BASE, UNHELD_DATA, UNHELD_SLOT
@@ -57,35 +59,86 @@ def buffer_of(x, data_limit: int, shape: tuple, dtype):
 # The reference count of an input, read as ``getrefcount(ins[i])`` (refs.UNHELD_SLOT's shape): more than the
 # baseline means that something besides the reader's inputs holds it. MUST stay the only check of the node's count
 # on each path, so that a baseline off by one fails the tests (tests/test_donation.py).
+#
+# Once a kernel has written into an input's buffer, the input's values are gone and the node cannot be run again
+# (as an interrupted batch's nodes are, see WorkerExecutor.run_inline): it MUST be finished before anything can
+# interrupt this thread. A signal's Python handler (Ctrl-C's KeyboardInterrupt) runs only at certain bytecodes,
+# the first after a call into C has returned, and a ufunc runs no Python code (NumPy does not check for signals
+# in its loops): so the ufunc's one call writes the whole result, and the node takes it by plain stores, no call
+# in between, on every way out. A trace, profile or monitoring function could raise before the call, where that
+# reasoning fails: a thread that has one never donates (``traced``).
+
+
+_monitoring = getattr(sys, "monitoring", None)  # (Python 3.12 and later)
+
+
+def traced() -> bool:
+    """Whether Python code may run on this thread between two bytecodes of the runtime's own (a trace, profile or
+    monitoring function: a debugger, a profiler, coverage), which could raise anywhere."""
+    return (sys.gettrace() is not None or sys.getprofile() is not None
+            or (_monitoring is not None and any(_monitoring.get_tool(i) is not None for i in range(6))))
+
+
+@functools.cache
+def exact_dtypes(fn) -> frozenset:
+    """The umx dtypes ``T`` for which ufunc ``fn`` has a loop from ``T`` inputs to a ``T`` result: NumPy takes that
+    loop for ``T`` inputs, with or without ``out=``, so a donated result has the bits of a new one (no cast)."""
+    loops = set(fn.types)
+    return frozenset(d for d in ALL if d is not bfloat16  # (rounded after each op: into a new array)
+                     and d.np.char * fn.nin + "->" + d.np.char in loops)
 
 
 def _unary(fn):
+    exact = exact_dtypes(fn)
+
     def run(n, ins):
-        if getrefcount(ins[0]) > UNHELD_SLOT or n._dtype is bfloat16:  # (a held input, the commonest, stops here)
+        if getrefcount(ins[0]) > UNHELD_SLOT or n._dtype not in exact:  # (a held input, the commonest, stops here)
             return None
         d = buffer_of(ins[0], UNHELD_DATA, n._shape, n._dtype.np)
-        if d is None:
+        if d is None or traced():
             return None
         try:
-            return fn(d, d)  # (``out`` by position: NumPy parses it faster than the keyword)
-        except TypeError:  # NumPy's loop would need an unsafe cast into d: the kernel makes a new array
-            return None
+            fn(d, d)  # (``out`` by position: NumPy parses it faster than the keyword)
+        except Exception:
+            raise  # (a kernel's error: the node fails, and its input was nobody else's)
+        except BaseException:  # an interrupt, raised once the call had returned: d holds the result
+            n._data = d
+            n._inputs = ()
+            n._prim = None
+            raise
+        n._data = d  # (node.finish's stores: the memory is counted already, as the input's)
+        n._inputs = ()
+        n._prim = None
+        return d
 
     return run
 
 
 def _binary(fn):
+    exact = exact_dtypes(fn)
+
     def run(n, ins):
-        if n._dtype is bfloat16:
+        if n._dtype not in exact:
             return None
         for i in (0, 1):
             if getrefcount(ins[i]) <= UNHELD_SLOT:
                 d = buffer_of(ins[i], UNHELD_DATA, n._shape, n._dtype.np)
                 if d is not None:
-                    try:
-                        return fn(ins[0]._data, ins[1]._data, out=d)
-                    except TypeError:
+                    if ins[1 - i]._data.dtype is not d.dtype or traced():  # (the loop would be another one's)
                         return None
+                    try:
+                        fn(ins[0]._data, ins[1]._data, out=d)
+                    except Exception:
+                        raise
+                    except BaseException:  # as in _unary
+                        n._data = d
+                        n._inputs = ()
+                        n._prim = None
+                        raise
+                    n._data = d
+                    n._inputs = ()
+                    n._prim = None
+                    return d
         return None
 
     return run
@@ -94,7 +147,7 @@ def _binary(fn):
 def _copy(n, ins):
     if getrefcount(ins[0]) > UNHELD_SLOT:
         return None
-    return buffer_of(ins[0], UNHELD_DATA, n._shape, n._dtype.np)  # (the copy is the buffer itself)
+    return buffer_of(ins[0], UNHELD_DATA, n._shape, n._dtype.np)  # (the copy is the buffer itself: nothing written)
 
 
 def make_table(kernels: dict) -> dict:

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import operator
 import os
+import signal
+import threading
 from itertools import repeat
 from sys import getrefcount
+from threading import get_ident
+
+try:
+    import _signal  # the C module, as the scheduler uses it: signal.py's enum conversions cost microseconds
+except ImportError:  # another Python implementation
+    _signal = signal
 
 import numpy as np
 
@@ -22,10 +30,12 @@ from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import workers
 from ..xp.elementwise import PLAIN_UFUNC
-from .donate import buffer_of
+from .donate import buffer_of, exact_dtypes, traced
 
 CORES = os.cpu_count() or 1
 _compiled: dict = {}
+_MAIN = threading.main_thread().ident
+_SIGINT = int(signal.SIGINT)
 
 
 def _bound(kernel, prim):
@@ -149,11 +159,10 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
         compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain))
     steps, chain, donors = compiled
     root = f.root
-    gift = None
-    if donate and donors and out is None:
+    if donate and donors and out is None and not traced():
         gift = _donor(f, donors)
         if gift is not None:
-            out = gift[1]
+            return _in_place(f, steps, chain, leaves, *gift)
     size = 1
     for s in root._shape:
         size *= s
@@ -162,8 +171,6 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if arrivals:
         for i, ready in arrivals.items():
             ready(0, leaves[i].nbytes)
-    if gift is not None and gift[0]:  # a chain whose later steps do not read the donor
-        return _run_chain(chain, leaves, out)
     if out is not None:
         _run_program(steps, list(leaves), out=out.reshape(root._shape) if root._shape else out)
         if upload is not None:
@@ -177,12 +184,14 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
 
 
 def _donors(f, steps, chain) -> tuple:
-    """``(leaf, node_limit, chain_ok)`` for each leaf of ``f`` that may give the root its buffer (the root's
-    dtype, not 0-d, no bfloat16): the most references its node may have while nothing else holds it (the
-    calibrated baseline, plus the region's list of leaves and each member's slot that reads it), and whether the
-    chain may run into it (no step after the first reads it)."""
+    """``(leaf, node_limit, chain_ok)`` for each leaf of ``f`` that may give the root its buffer: of the root's
+    dtype, not 0-d, and either a chain's first step reads it and no later one (``chain_ok``: the chain then runs in
+    it from its first step) or the program's last step (the only one that writes ``out``) is a ufunc of the root's
+    dtype. ``node_limit``: the most references its node may have while nothing else holds it (the calibrated
+    baseline, plus the region's list of leaves and each member's slot that reads it)."""
     root = f.root
-    if root._dtype is bfloat16 or not root._shape:
+    dtype = root._dtype
+    if not root._shape:
         return ()
     n_leaves = len(f.leaves)
     reads = [0] * n_leaves
@@ -190,9 +199,23 @@ def _donors(f, steps, chain) -> tuple:
         for a in args:
             if a < n_leaves:
                 reads[a] += 1
+    dtypes = [x._dtype for x in f.leaves] + [x._dtype for x in f.nodes]
+
+    def exact(step) -> bool:  # a ufunc whose loop takes and gives the root's dtype
+        fn, args, _, _ = step
+        return (isinstance(fn, np.ufunc) and dtype in exact_dtypes(fn)
+                and all(dtypes[a] is dtype for a in args))
+
     later = {other for _, other, _, _ in chain[1]} if chain is not None else set()
-    return tuple((k, UNHELD_SLOT + 1 + reads[k], chain is not None and k not in later)
-                 for k, x in enumerate(f.leaves) if x._dtype is root._dtype and x._shape)
+    first_ok = chain is not None and exact(steps[0])
+    last_ok = exact(steps[-1])
+    out = []
+    for k, x in enumerate(f.leaves):
+        if x._dtype is dtype and x._shape:
+            chain_ok = first_ok and k not in later
+            if chain_ok or last_ok:
+                out.append((k, UNHELD_SLOT + 1 + reads[k], chain_ok))
+    return tuple(out)
 
 
 def _donor(f, donors: tuple):
@@ -207,6 +230,45 @@ def _donor(f, donors: tuple):
             if d is not None:
                 return chain_ok, d
     return None
+
+
+def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray) -> np.ndarray:
+    """The root of ``f`` computed into ``d``, the buffer of a leaf that nothing else holds, and finished here.
+
+    Once the first step has written there, the leaf's values are gone and the region cannot run again (as an
+    interrupted batch's tasks are): so the root takes its result before anything can interrupt this thread. A
+    region is many calls, with bytecode between them where a signal's handler may run: on the main thread (the
+    only one where Python runs them) Ctrl-C's handler is held back meanwhile, and its signal raised again after."""
+    held = None
+    if get_ident() == _MAIN:
+        prev = _signal.getsignal(_SIGINT)
+        if callable(prev):
+            held = []
+            try:
+                _signal.signal(_SIGINT, lambda signum, frame: held.append(signum))
+            except ValueError:  # the main thread of another interpreter: signals are not handled there
+                held = None
+    try:
+        root = f.root
+        size = 1
+        for s in root._shape:
+            size *= s
+        if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
+            out = _run_split(steps, leaves, root, d)
+        elif chain_ok:
+            out = _run_chain(chain, leaves, d)
+        else:
+            _run_program(steps, list(leaves), out=d)
+            out = d
+        root._data = out  # (node.finish's stores, no call between: the memory is counted already, as the leaf's)
+        root._inputs = ()
+        root._prim = None
+    finally:
+        if held is not None:
+            _signal.signal(_SIGINT, prev)
+            if held:
+                _signal.raise_signal(_SIGINT)
+    return out
 
 
 def _splittable(leaves, shape) -> bool:
