@@ -21,6 +21,7 @@ from umx.backends.cpu import donate, fused
 from umx.backends.cpu import executor as cpu_ex
 from umx.ops.elementwise import _BINARY_NAMES, _UNARY_NAMES
 from umx.primitives import UNARY
+from umx.runtime import refs
 
 BIG = 1 << 22  # 16 MiB of float32: large enough that an extra buffer shows in the peak
 
@@ -32,6 +33,19 @@ def address(a) -> int:
 
 class _Box:
     pass
+
+
+def test_the_data_baselines_are_this_interpreters_counts():
+    x = mx.array(np.ones(4, np.float32))  # its data: held by the node alone
+    assert refs._data_as_local(x) == refs.UNHELD_DATA
+    extra = x._data
+    assert refs._data_as_local(x) == refs.UNHELD_DATA + 1
+    del extra
+    v = np.ones(8, np.float32)[2:]  # its buffer: held by the view alone
+    assert refs._base_as_local(v) == refs.UNHELD_BASE
+    w = v[1:]  # (NumPy makes a view's base the buffer itself: one more holder)
+    assert refs._base_as_local(v) == refs.UNHELD_BASE + 1
+    del w
 
 
 # -- every way of holding an input keeps its values ------------------------------------------------------------
