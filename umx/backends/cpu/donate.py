@@ -118,28 +118,29 @@ def _binary(fn):
     exact = exact_dtypes(fn)
 
     def run(n, ins):
-        if n._dtype not in exact:
+        # (held inputs, the commonest, stop at these two counts)
+        i = 0 if getrefcount(ins[0]) <= UNHELD_SLOT else 1 if getrefcount(ins[1]) <= UNHELD_SLOT else -1
+        if i < 0 or n._dtype not in exact:
             return None
-        for i in (0, 1):
-            if getrefcount(ins[i]) <= UNHELD_SLOT:
-                d = buffer_of(ins[i], UNHELD_DATA, n._shape, n._dtype.np)
-                if d is not None:
-                    if ins[1 - i]._data.dtype is not d.dtype or traced():  # (the loop would be another one's)
-                        return None
-                    try:
-                        fn(ins[0]._data, ins[1]._data, out=d)
-                    except Exception:
-                        raise
-                    except BaseException:  # as in _unary
-                        n._data = d
-                        n._inputs = ()
-                        n._prim = None
-                        raise
-                    n._data = d
-                    n._inputs = ()
-                    n._prim = None
-                    return d
-        return None
+        d = buffer_of(ins[i], UNHELD_DATA, n._shape, n._dtype.np)
+        if d is None and i == 0 and getrefcount(ins[1]) <= UNHELD_SLOT:  # (the second input may do)
+            i = 1
+            d = buffer_of(ins[1], UNHELD_DATA, n._shape, n._dtype.np)
+        if d is None or ins[1 - i]._data.dtype is not d.dtype or traced():  # (else the loop would be another's)
+            return None
+        try:
+            fn(ins[0]._data, ins[1]._data, out=d)
+        except Exception:
+            raise
+        except BaseException:  # as in _unary
+            n._data = d
+            n._inputs = ()
+            n._prim = None
+            raise
+        n._data = d
+        n._inputs = ()
+        n._prim = None
+        return d
 
     return run
 
