@@ -244,7 +244,6 @@ _MLX_NEEDS = {
 _MLX_SKIPPED = {
     "test_groups": "written for a world of exactly 8 processes (as in MLX's CI); tests/mpi_cases.py splits any",
     "test_mixed": "written for a world of exactly 8 processes; tests/mpi_cases.py runs it for any even size",
-    "test_donation": "umx writes an op's output to a new buffer; MLX reuses (donates) an input nobody else holds",
 }
 
 _SHIM = '''

@@ -27,6 +27,8 @@ _lock = threading.RLock()
 _free: dict[int, list] = {}  # block size -> free blocks of that size
 _cached = [0]  # bytes in free blocks
 _limit = [None]  # at most this many bytes cached (None: until set, an eighth of physical memory)
+# id(owner) -> a weak reference to it, for every live owner of a block (see ``owns``)
+_owners: dict[int, weakref.ref] = {}
 
 
 def empty(shape: tuple, dtype) -> np.ndarray:
@@ -49,11 +51,21 @@ def empty(shape: tuple, dtype) -> np.ndarray:
     # The owner views the block through a memoryview, so NumPy stops collapsing bases at it: every view of the
     # result has the owner as its base, and the block returns to the pool when the last view is gone.
     owner = np.frombuffer(memoryview(block), np.uint8, n)
-    weakref.finalize(owner, _give_back, block)
+    key = id(owner)
+    _owners[key] = weakref.ref(owner)
+    weakref.finalize(owner, _give_back, block, key)
     return owner.view(dtype).reshape(shape)
 
 
-def _give_back(block: np.ndarray) -> None:
+def owns(owner: np.ndarray) -> bool:
+    """Whether ``owner`` (an array whose base is not an array) is the one view of a block of this pool: nothing
+    but arrays that view ``owner`` reaches the block, so that a reader may take it over (see cpu/donate.py)."""
+    ref = _owners.get(id(owner))
+    return ref is not None and ref() is owner
+
+
+def _give_back(block: np.ndarray, key: int) -> None:
+    _owners.pop(key, None)
     size = block.nbytes
     with _lock:
         if _cached[0] + size > (_limit[0] if _limit[0] is not None else _default_limit()):

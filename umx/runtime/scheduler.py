@@ -193,6 +193,7 @@ def _lane(t, host: bool) -> bool:
     for x in t._inputs:
         if x._data is None:
             return False  # (a graph of several nodes: a look without the lock, which _plan_one makes again)
+    x = None  # (a variable holding an input while it runs would keep it from donating its buffer: cpu/donate.py)
     try:
         with _plan_lock:
             mine = _plan_one(t, host)

@@ -50,7 +50,12 @@ def unflatten(tree, leaves) -> object:
             return out
         return t
 
-    return rebuild(tree)
+    try:
+        return rebuild(tree)
+    finally:
+        # (rebuild names itself through its closure: a cycle that would keep ``it``, and so the leaves, alive
+        # until the garbage collector runs, and an input held so cannot donate its buffer: cpu/donate.py)
+        rebuild = None
 
 
 def substitute(tree, new) -> tuple:
@@ -80,7 +85,10 @@ def substitute(tree, new) -> tuple:
                     t[k] = y
         return t
 
-    return walk(tree), places
+    try:
+        return walk(tree), places
+    finally:
+        walk = None  # (a cycle through its closure, as in unflatten)
 
 
 def restore(places: list) -> None:

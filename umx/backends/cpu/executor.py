@@ -11,11 +11,13 @@ from ...runtime.executor import Failure, WorkerExecutor, conform, drop_unheld, f
 from ...runtime.fusion import Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
+from .donate import make_table as donations
 from .fused import run_fused
 from .kernels import make_table
 from .reduce_split import split_reductions
 
 KERNELS = split_reductions(make_table())
+GIFTS = donations(KERNELS)
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
@@ -94,6 +96,7 @@ class CpuExecutor(WorkerExecutor):
     def run_batch(self, tasks: list) -> None:
         # The hot loop of the CPU backend: every line here is paid per op.
         table = KERNELS
+        gifts = GIFTS
         host_copy = memory.host_copy
         host_in_parts = memory.host_in_parts
         to_device = self._to_device
@@ -128,7 +131,8 @@ class CpuExecutor(WorkerExecutor):
                         else:
                             args = [x._data for x in ins]
                         dest, upload = self._output_for(n) if to_device else (None, None)
-                        out = run_fused(n, args, table, dest, arrivals, upload)
+                        # (a region without waits: its leaves are this stream's or host data, and may donate)
+                        out = run_fused(n, args, table, dest, arrivals, upload, t.__class__ is Fused)
                         if upload is not None:
                             upload.finish(n.root)
                     else:
@@ -141,15 +145,17 @@ class CpuExecutor(WorkerExecutor):
                 n = t
                 ins = n._inputs
                 try:
-                    if limited:
-                        memory.check_host_limit(_nbytes(n))
                     k = table[n._prim.__class__]
-                    if len(ins) == 1:
-                        out = k(n._prim, ins[0]._data)
-                    elif len(ins) == 2:
-                        out = k(n._prim, ins[0]._data, ins[1]._data)
-                    else:
-                        out = k(n._prim, *[x._data for x in ins])
+                    give = gifts.get(k)  # (keyed by the kernel: one replaced in the table is run as it is)
+                    if give is None or (out := give(n, ins)) is None:  # (see donate.py)
+                        if limited:
+                            memory.check_host_limit(_nbytes(n))
+                        if len(ins) == 1:
+                            out = k(n._prim, ins[0]._data)
+                        elif len(ins) == 2:
+                            out = k(n._prim, ins[0]._data, ins[1]._data)
+                        else:
+                            out = k(n._prim, *[x._data for x in ins])
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
             if n._siblings is None and n.__class__ is not Fused:
@@ -159,9 +165,9 @@ class CpuExecutor(WorkerExecutor):
             else:
                 set_result(n, out)
             # Drop this frame's and the batch's references before publishing: neither may keep finished
-            # intermediates alive. (After the data is set: an interrupted batch hands its tasks without data to
-            # the worker, see run_inline.)
-            ins = t = None
+            # intermediates alive, nor hold a result's data when its reader looks for a donor. (After the data is
+            # set: an interrupted batch hands its tasks without data to the worker, see run_inline.)
+            ins = t = out = None
             tasks[i] = None
             seq = self.done = n._seq
             if seq >= self._wake_at:

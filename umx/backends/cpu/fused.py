@@ -10,17 +10,30 @@ while it is in cache, and NumPy releases the GIL inside its loops, so the chunks
 from __future__ import annotations
 
 import operator
+import signal
+import threading
 from itertools import repeat
+from sys import getrefcount
+from threading import get_ident
+
+try:
+    import _signal  # the C module, as the scheduler uses it: signal.py's enum conversions cost microseconds
+except ImportError:  # another Python implementation
+    _signal = signal
 
 import numpy as np
 
 from ...dtypes import bfloat16, round_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
+from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import CORES, workers
 from ..xp.elementwise import PLAIN_UFUNC
+from .donate import buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
+_MAIN = threading.main_thread().ident
+_SIGINT = int(signal.SIGINT)
 
 
 def _bound(kernel, prim):
@@ -75,10 +88,13 @@ def _compile_chain(f, steps):
     return steps[0], runs
 
 
-def _run_chain(chain, leaves: list):
+def _run_chain(chain, leaves: list, out: np.ndarray | None = None):
+    """The chain's result; its first step writes into ``out`` when given (a donated leaf's buffer)."""
     (fn0, args0, _, _), runs = chain
-    v = fn0(*[leaves[a] for a in args0])
-    if v.__class__ is np.ndarray and v.base is None:  # our own buffer: every step writes into it
+    xs = [leaves[a] for a in args0]
+    v = fn0(*xs) if out is None else fn0(*xs, out=out)
+    xs = None
+    if v.__class__ is np.ndarray and (v is out or v.base is None):  # our own buffer: every step writes into it
         for fn, other, pos, count in runs:
             if other < 0:
                 for _ in repeat(None, count):  # ``out`` by position: NumPy parses it faster than the keyword
@@ -125,17 +141,26 @@ def _run_program(steps, values: list, out=None):
     return values[-1]
 
 
-def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: dict | None = None, upload=None):
+def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: dict | None = None, upload=None,
+              donate: bool = False):
     """The root's value of Fused ``f`` given its leaves' data (NumPy arrays or scalars); written into ``out``
     when given (e.g. pinned memory, for a result a GPU reads next). ``arrivals`` maps a leaf's index to its
     ``ready(lo, hi)`` when its bytes are still arriving (see ``memory.host_in_parts``); ``upload`` (with ``out``)
-    is told of each part of ``out`` as it is written (see ``memory.start_upload``)."""
+    is told of each part of ``out`` as it is written (see ``memory.start_upload``). With ``donate`` (and no
+    ``out``), the result goes into the buffer of a leaf that nothing else holds, if there is one (see donate.py):
+    ``leaves`` MUST then be the caller's one list of the leaves' data, and the caller hold no other reference to
+    a leaf or its data."""
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
-        compiled = _compiled[f.key] = (steps, _compile_chain(f, steps))
-    steps, chain = compiled
+        chain = _compile_chain(f, steps)
+        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain))
+    steps, chain, donors = compiled
     root = f.root
+    if donate and donors and out is None and not traced():
+        gift = _donor(f, donors)
+        if gift is not None:
+            return _in_place(f, steps, chain, leaves, *gift)
     size = 1
     for s in root._shape:
         size *= s
@@ -153,6 +178,94 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     want = root._dtype.np
     if out.dtype is not want and out.dtype != want:  # a NumPy loop chose another dtype: MLX's is declared
         out = out.astype(want)
+    return out
+
+
+def _donors(f, steps, chain) -> tuple:
+    """``(leaf, node_limit, chain_ok)`` for each leaf of ``f`` that may give the root its buffer: of the root's
+    dtype, not 0-d, and either a chain's first step reads it and no later one (``chain_ok``: the chain then runs in
+    it from its first step) or the program's last step (the only one that writes ``out``) is a ufunc of the root's
+    dtype. ``node_limit``: the most references its node may have while nothing else holds it (the calibrated
+    baseline, plus the region's list of leaves and each member's slot that reads it)."""
+    root = f.root
+    dtype = root._dtype
+    if not root._shape:
+        return ()
+    n_leaves = len(f.leaves)
+    reads = [0] * n_leaves
+    for _, args, _, _ in steps:
+        for a in args:
+            if a < n_leaves:
+                reads[a] += 1
+    dtypes = [x._dtype for x in f.leaves] + [x._dtype for x in f.nodes]
+
+    def exact(step) -> bool:  # a ufunc whose loop takes and gives the root's dtype
+        fn, args, _, _ = step
+        return (isinstance(fn, np.ufunc) and dtype in exact_dtypes(fn)
+                and all(dtypes[a] is dtype for a in args))
+
+    later = {other for _, other, _, _ in chain[1]} if chain is not None else set()
+    first_ok = chain is not None and exact(steps[0])
+    last_ok = exact(steps[-1])
+    out = []
+    for k, x in enumerate(f.leaves):
+        if x._dtype is dtype and x._shape:
+            chain_ok = first_ok and k not in later
+            if chain_ok or last_ok:
+                out.append((k, UNHELD_SLOT + 1 + reads[k], chain_ok))
+    return tuple(out)
+
+
+def _donor(f, donors: tuple):
+    """``(chain_ok, data)`` of the first leaf of ``f`` that gives the root its buffer, or None."""
+    root = f.root
+    shape = root._shape
+    dtype = root._dtype.np
+    ins = f._inputs
+    for k, node_limit, chain_ok in donors:
+        if getrefcount(ins[k]) <= node_limit:  # (the only check of the leaf's count: see donate.py)
+            d = buffer_of(ins[k], UNHELD_DATA + 1, shape, dtype)  # (+1: the caller's list of the leaves' data)
+            if d is not None:
+                return chain_ok, d
+    return None
+
+
+def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray) -> np.ndarray:
+    """The root of ``f`` computed into ``d``, the buffer of a leaf that nothing else holds, and finished here.
+
+    Once the first step has written there, the leaf's values are gone and the region cannot run again (as an
+    interrupted batch's tasks are): so the root takes its result before anything can interrupt this thread. A
+    region is many calls, with bytecode between them where a signal's handler may run: on the main thread (the
+    only one where Python runs them) Ctrl-C's handler is held back meanwhile, and its signal raised again after."""
+    held = None
+    if get_ident() == _MAIN:
+        prev = _signal.getsignal(_SIGINT)
+        if callable(prev):
+            held = []
+            try:
+                _signal.signal(_SIGINT, lambda signum, frame: held.append(signum))
+            except ValueError:  # the main thread of another interpreter: signals are not handled there
+                held = None
+    try:
+        root = f.root
+        size = 1
+        for s in root._shape:
+            size *= s
+        if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
+            out = _run_split(steps, leaves, root, d)
+        elif chain_ok:
+            out = _run_chain(chain, leaves, d)
+        else:
+            _run_program(steps, list(leaves), out=d)
+            out = d
+        root._data = out  # (node.finish's stores, no call between: the memory is counted already, as the leaf's)
+        root._inputs = ()
+        root._prim = None
+    finally:
+        if held is not None:
+            _signal.signal(_SIGINT, prev)
+            if held:
+                _signal.raise_signal(_SIGINT)
     return out
 
 
