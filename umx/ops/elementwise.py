@@ -22,6 +22,7 @@ _SCALARS = (bool, int, float, complex)
 _REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "Erf", "ErfInv", "Expm1", "Sigmoid", "Remainder", "ArcTan2"})
 # Functions whose complex form MLX defines through other ops; the complex inputs take _COMPLEX_FORMS below.
 _COMPOSED_FOR_COMPLEX = frozenset({"IsPosInf", "IsNegInf", "Degrees", "Radians", "FloorDivide"})
+_SHIFTS = ("left_shift", "right_shift")
 
 
 def _refuse_complex(name: str, *arrays):
@@ -95,6 +96,8 @@ def _binary(prim, name: str, a, b, stream):
         prim = BINARY["Divide"]  # MLX's complex floor_divide is the plain quotient: complex numbers have no floor
     elif d is _bool and prim.fn == "subtract":
         raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
+    elif d is _bool and prim.fn in _SHIFTS:
+        d = dt.uint8  # as in MLX: a shifted bool is a number (True << True is 2)
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:
@@ -184,7 +187,7 @@ def binary_fast_dtypes(prim) -> dict:
     for d in dt.ALL:
         if ((prim.kind == "float" and d.kind not in "fc") or (prim.kind == "int" and d.kind not in "iub")
                 or (d.kind == "c" and (prim.name in _REAL_ONLY or prim.name in _COMPOSED_FOR_COMPLEX))
-                or (d is _bool and prim.fn == "subtract")):
+                or (d is _bool and prim.fn in ("subtract",) + _SHIFTS)):
             continue
         out[d] = _bool if prim.kind == "bool" else d
     return out
@@ -312,8 +315,10 @@ def imag(a, /, *, stream=None) -> array:
     """The imaginary part of ``a`` (zeros for real dtypes). See ``numpy.imag``."""
     a = as_array(a, "imag")
     st = resolve_stream(stream)
-    if a._dtype is not dt.complex64:
-        return _binary(BINARY["Multiply"], "imag", a, 0, st)
+    if a._dtype is not dt.complex64:  # exact zeros, also where a is infinite or NaN (as in MLX and NumPy)
+        from .creation import zeros
+
+        return zeros(a._shape, a._dtype, stream=st)
     return node(UNARY["Imag"], (a,), a._shape, dt.float32, st)
 
 
