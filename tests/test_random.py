@@ -336,3 +336,8 @@ def test_continuous_samplers_give_mlx_values(device):
                  [-0.360107421875, -1.50390625, 0.693359375, -0.09051513671875], rtol=1e-3, atol=1e-3)
     assert_close(mx.random.truncated_normal(-1.0, 2.5, (4,), mx.float16, key=key, stream=device),
                  [-0.36376953125, -0.9619140625, 0.42626953125, -0.1553955078125], rtol=1e-3, atol=1e-3)
+    # the covariance's symmetric square root scales the normals (no choice of eigenvector signs)
+    cov = mx.array([[2.0, 0.5], [0.5, 1.0]])
+    got = mx.random.multivariate_normal(mx.array([1.0, 2.0]), cov, (3,), key=mx.random.key(1), stream=device)
+    assert_close(got, [[2.134662628173828, 1.2532360553741455], [2.485410213470459, 2.569908857345581],
+                       [1.3030824661254883, 2.3208019733428955]], rtol=1e-5)

@@ -44,5 +44,7 @@ def _random_bits(xp, prim, key):
 
 @kernel(CovarianceFactor)
 def _covariance_factor(xp, prim, cov):
+    # the symmetric square root V sqrt(W) V^T, as MLX's (from its SVD): it does not depend on the signs or the
+    # order of the eigenvectors, so a key gives MLX's samples
     w, v = xp.linalg.eigh(cov)
-    return v * xp.sqrt(xp.maximum(w, 0))[..., None, :]
+    return (v * xp.sqrt(xp.maximum(w, 0))[..., None, :]) @ xp.swapaxes(v, -1, -2)
