@@ -158,6 +158,19 @@ def test_shifts_of_bools_are_uint8(device):
     assert_close(t << t, [2, 0], dtype=mx.uint8)
 
 
+def test_logical_ops_take_scalars_as_truth_values(device):
+    # no overflow check for a scalar that does not fit the array's dtype: it is only true or false
+    x = mx.array([1, 0], dtype=mx.uint8)
+    assert_close(mx.logical_or(x, -3, stream=device), [True, True], dtype=mx.bool_)
+    assert_close(mx.logical_and(300, x, stream=device), [True, False], dtype=mx.bool_)
+    assert_close(mx.logical_and(x, 0.0, stream=device), [False, False], dtype=mx.bool_)
+
+
+def test_rounding_bools_to_tens_gives_false(device):
+    assert_close(mx.round(mx.array([True, False]), -1, stream=device), [False, False], dtype=mx.bool_)
+    assert_close(mx.round(mx.array([True, False]), 2, stream=device), [True, False], dtype=mx.bool_)
+
+
 def test_sign_of_nan_is_zero_and_imag_of_reals_is_zero(device):
     for dtype in (mx.float16, mx.bfloat16, mx.float32):
         assert_close(mx.sign(mx.array([float("nan"), -2.0, 0.0], dtype), stream=device), [0, -1, 0], dtype=dtype)

@@ -23,6 +23,7 @@ _REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "Erf", "ErfInv", "Expm1", "Sig
 # Functions whose complex form MLX defines through other ops; the complex inputs take _COMPLEX_FORMS below.
 _COMPOSED_FOR_COMPLEX = frozenset({"IsPosInf", "IsNegInf", "Degrees", "Radians", "FloorDivide"})
 _SHIFTS = ("left_shift", "right_shift")
+_LOGICAL = frozenset({"logical_and", "logical_or"})
 
 
 def _refuse_complex(name: str, *arrays):
@@ -58,6 +59,9 @@ def _unary(prim, name: str, a, stream):
 
 
 def _binary(prim, name: str, a, b, stream):
+    if prim.fn in _LOGICAL:  # a scalar is taken as a truth value, as in MLX (no overflow check: x or -3 is True)
+        a = bool(a) if a.__class__ in _SCALARS else a
+        b = bool(b) if b.__class__ in _SCALARS else b
     ta, tb = a.__class__, b.__class__
     if ta is array:
         if tb is array:
@@ -357,8 +361,10 @@ def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX'
         raise ValueError(f"round: decimals {decimals} is out of range")
     if a._dtype.kind in "iub" and decimals >= 0:
         return a
-    if a._dtype is _bool:
-        raise ValueError("round: negative decimals are not supported for bool")
+    if a._dtype is _bool:  # 0 and 1 round to 0 at tens and beyond (as in MLX)
+        from .creation import zeros
+
+        return zeros(a._shape, _bool, stream=stream)
     return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
