@@ -99,7 +99,7 @@ def _binary(prim, name: str, a, b, stream):
     elif d.kind == "c" and prim.name in _COMPOSED_FOR_COMPLEX:
         prim = BINARY["Divide"]  # MLX's complex floor_divide is the plain quotient: complex numbers have no floor
     elif d is _bool and prim.fn == "subtract":
-        raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
+        prim = BINARY["LogicalXor"]  # as in MLX: True - True is False, False - True is True
     elif d is _bool and prim.fn in _SHIFTS:
         d = dt.uint8  # as in MLX: a shifted bool is a number (True << True is 2)
     if a._dtype is not d:

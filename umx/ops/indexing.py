@@ -153,7 +153,11 @@ def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> a
     template, arrays, shape = _parse(a, key, name)
     st = resolve_stream(stream)
     if op == "subtract" and a._dtype is dt.bool_:
-        raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {a.shape} bool")
+        # As MLX, which adds the negated values: bool values have no negative; others are nonzero where their
+        # negation is, so the sum in bool is the same with the values themselves.
+        if isinstance(values, bool) or (type(values) is array and values._dtype is dt.bool_):
+            raise ValueError(f"{name}: bool values have no negative, use logical_xor; got {a.shape} bool")
+        op = "add"
     v = _values_of(values, a, name)
     v = _fit_values(cast(v, a._dtype, st), shape, a, name, st)
     return node(Scatter(template, op), (a, v, *arrays), a._shape, a._dtype, st)
