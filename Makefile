@@ -3,6 +3,9 @@
 VENV  ?= .venv
 PY    ?= $(VENV)/bin/python
 SETUP ?= $(VENV)/.installed
+# `make stress` also installs MLX's CPU build (mlx[cpu]), the reference of tests/test_mlx_differential.py;
+# without it (no network, or MLX= on a machine of its own) that test skips.
+MLX   ?= $(VENV)/.mlx
 
 .PHONY: demo test stress lint bench clean
 
@@ -12,17 +15,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test,distributed]'
 	touch $@
 
+$(VENV)/.mlx: $(VENV)/.installed
+	-$(VENV)/bin/python -m pip install -q "mlx[cpu]"
+	touch $@
+
 demo: $(SETUP)
 	$(PY) bench/seed.py
 
 test: $(SETUP)
 	$(PY) -m pytest
 
-stress: $(SETUP)
+stress: $(SETUP) $(MLX)
 	UMX_STRESS_PROGRAMS=5000 $(PY) -m pytest tests/test_stress.py -q
 	UMX_STRESS_GRAD_PROGRAMS=3000 $(PY) -m pytest tests/test_stress_grad.py -q
 	UMX_BAD_INPUT_EXAMPLES=200 $(PY) -m pytest tests/test_bad_input.py -q
 	UMX_IO_FUZZ_EXAMPLES=3000 $(PY) -m pytest tests/test_io_fuzz.py tests/test_export.py -k fuzz -q
+	UMX_MLX_DIFF_PROGRAMS=20000 $(PY) -m pytest tests/test_mlx_differential.py -q
 
 lint: $(SETUP)
 	$(PY) -m ruff check umx tests bench

@@ -191,8 +191,13 @@ def test_bool_inputs(device):
     assert mx.sign(t, stream=device).tolist() == [True, False]
     assert mx.abs(t, stream=device).tolist() == [True, False]
     assert (t + t).tolist() == [True, False] and (t + t).dtype == mx.bool_
-    with pytest.raises(ValueError, match="subtract"):  # as NumPy: no bool difference (use logical_xor)
-        t - mx.array([True, True])
+    # as MLX (NumPy refuses): a bool difference is the exclusive or
+    assert mx.subtract(t, mx.array([True, True]), stream=device).tolist() == [False, True]
+    assert (mx.array([False, True]) - t).dtype == mx.bool_
+    with pytest.raises(ValueError, match="subtract"):  # MLX refuses it too: it scatters the negated values
+        t.at[mx.array([0])].subtract(True)
+    assert t.at[mx.array([1, 1])].subtract(-2.5).tolist() == [True, True]  # False + (2.5 != 0)
+    assert t.at[mx.array([1])].subtract(0.0).tolist() == [True, False]
     assert mx.maximum(t, mx.array([False, True]), stream=device).tolist() == [True, True]
 
 

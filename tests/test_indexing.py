@@ -428,3 +428,15 @@ def test_at_needs_an_index():
     with pytest.raises(ValueError, match="index"):
         a.at.add(1)
     assert mx.array(1).at[None].add(1).item() == 2  # None is an index (a new axis)
+
+
+def test_scattered_python_ints_must_fit_the_dtype(device):
+    # MLX's check (NumPy would wrap -3 into 253)
+    x = mx.array([1, 2, 3], dtype=mx.uint8)
+    for update in (lambda: x.at[mx.array([0])].add(-3), lambda: x.at[0].minimum(-1),
+                   lambda: x.__setitem__(0, 300), lambda: x.__setitem__(mx.array([True, False, True]), -1)):
+        with pytest.raises(ValueError, match="overflow"):
+            update()
+    assert x.at[mx.array([0, 0])].add(200, stream=device).tolist() == [145, 2, 3]  # (wraps in the array: 401)
+    with pytest.raises(ValueError, match="at.subtract: bool values have no negative"):
+        mx.array([True, False]).at[0].subtract(True)

@@ -115,6 +115,79 @@ def test_empty_reductions(device):
             f(e, axis=1, stream=device)
 
 
+def test_sums_and_products_over_no_axis_keep_the_input(device):
+    # a 0-d array or axis=() reduces nothing: the input comes back in its own dtype (no 32-bit accumulator)
+    assert_close(mx.sum(mx.array(3, mx.uint8), stream=device), 3, dtype=mx.uint8)
+    assert_close(mx.prod(mx.array(True), keepdims=True, stream=device), True, dtype=mx.bool_)
+    assert_close(mx.sum(mx.array([200, 100], mx.uint8), axis=(), stream=device), [200, 100], dtype=mx.uint8)
+    assert_close(mx.sum(mx.array([200, 100], mx.uint8), stream=device), 300, dtype=mx.uint32)
+
+
+def test_exclusive_complex_extrema_start_at_the_extremes(device):
+    z = mx.array([[1 + 2j, 0.5 + 1j]])
+    assert_close(mx.cummin(z, axis=1, inclusive=False, stream=device), [[complex(INF, INF), 1 + 2j]])
+    assert_close(mx.cummax(z, axis=1, inclusive=False, reverse=True, stream=device), [[0.5 + 1j, complex(-INF, -INF)]])
+    assert_close(mx.logcumsumexp(z, axis=1, inclusive=False, stream=device)[0, 0], complex(-INF, 0))
+
+
+# -- integer and float division, signs ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [mx.int8, mx.uint16, mx.int32, mx.uint64])
+def test_integer_remainder_by_zero_is_the_dividend(device, dtype):
+    x = np.array([5, 3, 0, 7])
+    y = np.array([0, 2, 0, 0])
+    # x // 0 is 0 and x % 0 is x, so that x == (x // y) * y + x % y holds everywhere
+    assert_close(mx.remainder(mx.array(x, dtype), mx.array(y, dtype), stream=device), [5, 1, 0, 7], dtype=dtype)
+    assert_close(mx.floor_divide(mx.array(x, dtype), mx.array(y, dtype), stream=device), [0, 1, 0, 0], dtype=dtype)
+    assert_close(mx.remainder(mx.array([True, False]), mx.array([False, False]), stream=device), [True, False],
+                 dtype=mx.bool_)
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.float32, mx.float64])
+def test_float_floor_divide_is_the_floor_of_the_quotient(device, dtype):
+    x = np.array([1.0, INF, -INF, -7.0, 7.0, 5.0])
+    y = np.array([0.1, 4.0, 4.0, INF, 0.0, -0.0])
+    with np.errstate(all="ignore"):
+        want = np.floor(x.astype(dtype.np) / y.astype(dtype.np))  # NumPy's floor_divide gives 9, nan, nan, -1
+    assert_close(mx.floor_divide(mx.array(x, dtype), mx.array(y, dtype), stream=device), want, dtype=dtype)
+
+
+def test_shifts_of_bools_are_uint8(device):
+    t = mx.array([True, False])
+    assert_close(mx.left_shift(t, mx.array([True, True]), stream=device), [2, 0], dtype=mx.uint8)
+    assert_close(mx.right_shift(t, t, stream=device), [0, 0], dtype=mx.uint8)
+    assert_close(t << t, [2, 0], dtype=mx.uint8)
+
+
+def test_logical_ops_take_scalars_as_truth_values(device):
+    # no overflow check for a scalar that does not fit the array's dtype: it is only true or false
+    x = mx.array([1, 0], dtype=mx.uint8)
+    assert_close(mx.logical_or(x, -3, stream=device), [True, True], dtype=mx.bool_)
+    assert_close(mx.logical_and(300, x, stream=device), [True, False], dtype=mx.bool_)
+    assert_close(mx.logical_and(x, 0.0, stream=device), [False, False], dtype=mx.bool_)
+
+
+def test_rounding_bools_to_tens_gives_false(device):
+    assert_close(mx.round(mx.array([True, False]), -1, stream=device), [False, False], dtype=mx.bool_)
+    assert_close(mx.round(mx.array([True, False]), 2, stream=device), [True, False], dtype=mx.bool_)
+
+
+def test_sign_of_nan_is_zero_and_imag_of_reals_is_zero(device):
+    for dtype in (mx.float16, mx.bfloat16, mx.float32):
+        assert_close(mx.sign(mx.array([float("nan"), -2.0, 0.0], dtype), stream=device), [0, -1, 0], dtype=dtype)
+    assert_close(mx.imag(mx.array([-INF, float("nan"), -2.0]), stream=device), [0, 0, 0], dtype=mx.float32)
+    assert_close(mx.imag(mx.array([True, False]), stream=device), [False, False], dtype=mx.bool_)
+
+
+def test_maximum_and_minimum_ties_go_to_the_second_argument():
+    x = mx.array([1.0, 2.0, 3.0])
+    y = mx.array([1.0, 5.0, 0.0])
+    for f, first in [(mx.maximum, [0, 0, 1]), (mx.minimum, [0, 1, 0])]:
+        gx, gy = mx.grad(lambda a, b, f=f: mx.sum(f(a, b)), argnums=(0, 1))(x, y)
+        assert_close(gx, first)
+        assert_close(gy, 1 - np.array(first))
+    assert_close(mx.grad(lambda a: mx.sum(mx.maximum(a, 0.0)))(mx.array([0.0, 1.0])), [0, 1])  # relu at 0
+
+
 # -- creation ---------------------------------------------------------------------------------------------------
 def test_arange_inference_and_overloads(device):
     a = mx.arange(2**40, 2**40 + 3, stream=device)  # used to raise an OverflowError
@@ -186,6 +259,12 @@ def test_pad_reflect_symmetric(device, rng, mode, shape, widths):
     np.add.at(want, src.reshape(-1), c.reshape(-1))
     got = mx.vjp(lambda a: mx.pad(a, widths, mode=mode), [mx.array(x)], [mx.array(c)])[1][0]
     assert_close(got, want.reshape(shape), rtol=1e-5, atol=1e-5)
+
+
+def test_pad_of_a_scalar_takes_no_pairs(device):
+    assert_close(mx.pad(mx.array(2), [], stream=device), 2)
+    with pytest.raises(ValueError, match="pad"):
+        mx.pad(mx.zeros(2), [])
 
 
 def test_pad_refuses_an_empty_axis():

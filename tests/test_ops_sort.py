@@ -79,7 +79,14 @@ def test_sort_errors():
     with pytest.raises(ValueError, match="topk"):
         mx.topk(a, 4)
     with pytest.raises(ValueError, match="topk"):
-        mx.topk(a, 0)
+        mx.topk(a, -1)
+
+
+def test_topk_of_none_is_empty(device):
+    # as in MLX: k = 0 is allowed, and gives no values
+    got = mx.topk(mx.zeros((2, 3)), 0, stream=device)
+    assert got.shape == (2, 0) and got.dtype == mx.float32
+    assert mx.topk(mx.zeros((2, 0), dtype=mx.int8), 0, axis=1, stream=device).shape == (2, 0)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

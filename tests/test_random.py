@@ -288,3 +288,56 @@ def test_truncated_normal_with_crossed_bounds_gives_the_lower(device):
 def test_categorical_without_samples(device):
     out = mx.random.categorical(mx.zeros((20,)), num_samples=0, stream=device)
     assert out.shape == (0,) and out.dtype == mx.uint32
+
+
+# -- MLX's bits: with a key, umx draws the values MLX 0.32.4 draws (these lists are MLX's) ------------------------
+def test_split_rows_are_mlx_keys(device):
+    k = mx.random.key(7)
+    assert mx.random.split(k, num=2, stream=device).tolist() == [[966301609, 989289821], [1948237315, 1058547403]]
+    assert mx.random.split(k, num=3, stream=device).tolist() == [[276534068, 861967409], [1905761346, 1641862660],
+                                                                 [2900896126, 1402713516]]
+
+
+def test_uniform_is_words_over_the_largest_word(device):
+    # an odd count of words: the middle one comes from its own counter block (MLX's layout)
+    key = mx.random.key(3)
+    assert mx.random.uniform(shape=(3,), key=key, stream=device).tolist() == np.float32(
+        [0.23853768408298492, 0.021006975322961807, 0.6062433123588562]).tolist()
+    words = np.asarray(mx.random.bits((1001,), key=key, stream=device))
+    want = np.minimum(words.astype(np.float32) / np.float32(2**32 - 1), np.nextafter(np.float32(1), np.float32(0)))
+    np.testing.assert_array_equal(np.asarray(mx.random.uniform(shape=(1001,), key=key, stream=device)), want)
+    half = mx.random.uniform(-2, 3.5, shape=(5,), dtype=mx.float16, key=key, stream=device)
+    assert half.tolist() == [-0.876953125, 0.068359375, 3.30078125, 2.4140625, 1.615234375]
+
+
+def test_integer_and_discrete_samplers_give_mlx_values(device):
+    key = mx.random.key(3)
+    assert mx.random.randint(-5, 3, shape=(6,), key=key, stream=device).tolist() == [-4, -2, -2, 1, 0, 1]
+    assert mx.random.randint(0, 100, (5,), mx.uint8, key=key, stream=device).tolist() == [20, 37, 96, 80, 65]
+    assert mx.random.permutation(7, key=key, stream=device).tolist() == [5, 4, 0, 2, 1, 6, 3]
+    assert mx.random.bernoulli(0.5, (7,), key=key, stream=device).tolist() == [True, False, False, False, True,
+                                                                                True, False]
+    probs = mx.log(mx.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    assert mx.random.categorical(probs, num_samples=5, key=key, stream=device).tolist() == [[1, 1, 0, 1, 0],
+                                                                                             [2, 0, 0, 0, 0]]
+    by_column = mx.log(mx.array([[0.2, 0.5], [0.6, 0.1], [0.3, 0.3]]))
+    assert mx.random.categorical(by_column, axis=0, shape=(4, 2), key=key, stream=device).tolist() == [
+        [0, 0], [2, 0], [1, 2], [2, 2]]
+
+
+def test_continuous_samplers_give_mlx_values(device):
+    key = mx.random.key(3)
+    # (up to the last digits of the transcendental functions, which MLX approximates)
+    assert_close(mx.random.normal((3,), key=key, stream=device), [-0.7110142111778259, -2.033381462097168,
+                                                                   0.2695411145687103], rtol=1e-6)
+    assert_close(mx.random.laplace((3,), loc=1.5, scale=0.5, key=key, stream=device),
+                 [1.8700402975082397, 3.08487606048584, 1.3805625438690186], rtol=1e-6)
+    assert_close(mx.random.gumbel((4,), mx.float16, key=key, stream=device),
+                 [-0.360107421875, -1.50390625, 0.693359375, -0.09051513671875], rtol=1e-3, atol=1e-3)
+    assert_close(mx.random.truncated_normal(-1.0, 2.5, (4,), mx.float16, key=key, stream=device),
+                 [-0.36376953125, -0.9619140625, 0.42626953125, -0.1553955078125], rtol=1e-3, atol=1e-3)
+    # the covariance's symmetric square root scales the normals (no choice of eigenvector signs)
+    cov = mx.array([[2.0, 0.5], [0.5, 1.0]])
+    got = mx.random.multivariate_normal(mx.array([1.0, 2.0]), cov, (3,), key=mx.random.key(1), stream=device)
+    assert_close(got, [[2.134662628173828, 1.2532360553741455], [2.485410213470459, 2.569908857345581],
+                       [1.3030824661254883, 2.3208019733428955]], rtol=1e-5)

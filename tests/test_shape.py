@@ -170,3 +170,14 @@ def test_shape_ops_chain_and_views_are_safe(device, rng):
     a[0, 0] = 100.0  # never changes arrays that read the old value (views are never written through)
     assert_close(t, y.T)
     assert np.asarray(a)[0, 0] == 100.0
+
+
+def test_unflatten_infers_from_the_axis(device):
+    # the -1 is the axis' size over the other sizes, also when another axis is empty (as in MLX)
+    x = np.arange(24.0).reshape(2, 12)
+    assert_close(mx.unflatten(mx.array(x), 1, (3, -1), stream=device), x.reshape(2, 3, 4))
+    assert mx.unflatten(mx.zeros((0, 3, 1)), -1, (1, -1), stream=device).shape == (0, 3, 1, 1)
+    assert mx.unflatten(mx.zeros((0, 4)), 1, (2, -1), stream=device).shape == (0, 2, 2)
+    for shape in [(3, -1), (-1, -1), (), (0, -1)]:
+        with pytest.raises(ValueError, match="unflatten"):
+            mx.unflatten(mx.zeros((2, 4)), 1, shape)

@@ -8,7 +8,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..array import _created, _new, alias
 from ..devices import _thread
-from ..primitives import BINARY, STOP_GRADIENT, UNARY, WHERE, Round
+from ..primitives import BINARY, STOP_GRADIENT, UNARY, WHERE, Full, Round
 from ._core import _const_cache as _consts
 from ._core import array, as_array, broadcast_shapes, cast, describe, node, resolve_stream, scalar
 
@@ -22,6 +22,8 @@ _SCALARS = (bool, int, float, complex)
 _REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "Erf", "ErfInv", "Expm1", "Sigmoid", "Remainder", "ArcTan2"})
 # Functions whose complex form MLX defines through other ops; the complex inputs take _COMPLEX_FORMS below.
 _COMPOSED_FOR_COMPLEX = frozenset({"IsPosInf", "IsNegInf", "Degrees", "Radians", "FloorDivide"})
+_SHIFTS = ("left_shift", "right_shift")
+_LOGICAL = frozenset({"logical_and", "logical_or"})
 
 
 def _refuse_complex(name: str, *arrays):
@@ -57,6 +59,9 @@ def _unary(prim, name: str, a, stream):
 
 
 def _binary(prim, name: str, a, b, stream):
+    if prim.fn in _LOGICAL:  # a scalar is taken as a truth value, as in MLX (no overflow check: x or -3 is True)
+        a = bool(a) if a.__class__ in _SCALARS else a
+        b = bool(b) if b.__class__ in _SCALARS else b
     ta, tb = a.__class__, b.__class__
     if ta is array:
         if tb is array:
@@ -94,7 +99,9 @@ def _binary(prim, name: str, a, b, stream):
     elif d.kind == "c" and prim.name in _COMPOSED_FOR_COMPLEX:
         prim = BINARY["Divide"]  # MLX's complex floor_divide is the plain quotient: complex numbers have no floor
     elif d is _bool and prim.fn == "subtract":
-        raise ValueError(f"{name}: not supported for bool arrays, use logical_xor; got {describe(a, b)}")
+        prim = BINARY["LogicalXor"]  # as in MLX: True - True is False, False - True is True
+    elif d is _bool and prim.fn in _SHIFTS:
+        d = dt.uint8  # as in MLX: a shifted bool is a number (True << True is 2)
     if a._dtype is not d:
         a = cast(a, d, st)
     if b._dtype is not d:
@@ -184,7 +191,7 @@ def binary_fast_dtypes(prim) -> dict:
     for d in dt.ALL:
         if ((prim.kind == "float" and d.kind not in "fc") or (prim.kind == "int" and d.kind not in "iub")
                 or (d.kind == "c" and (prim.name in _REAL_ONLY or prim.name in _COMPOSED_FOR_COMPLEX))
-                or (d is _bool and prim.fn == "subtract")):
+                or (d is _bool and prim.fn in ("subtract",) + _SHIFTS)):
             continue
         out[d] = _bool if prim.kind == "bool" else d
     return out
@@ -312,8 +319,8 @@ def imag(a, /, *, stream=None) -> array:
     """The imaginary part of ``a`` (zeros for real dtypes). See ``numpy.imag``."""
     a = as_array(a, "imag")
     st = resolve_stream(stream)
-    if a._dtype is not dt.complex64:
-        return _binary(BINARY["Multiply"], "imag", a, 0, st)
+    if a._dtype is not dt.complex64:  # exact zeros, also where a is infinite or NaN (as in MLX and NumPy)
+        return node(Full(a._shape, 0, a._dtype), (), a._shape, a._dtype, st)
     return node(UNARY["Imag"], (a,), a._shape, dt.float32, st)
 
 
@@ -352,8 +359,8 @@ def round(a, /, decimals: int = 0, *, stream=None) -> array:  # noqa: A001 (MLX'
         raise ValueError(f"round: decimals {decimals} is out of range")
     if a._dtype.kind in "iub" and decimals >= 0:
         return alias(a)
-    if a._dtype is _bool:
-        raise ValueError("round: negative decimals are not supported for bool")
+    if a._dtype is _bool:  # 0 and 1 round to 0 at tens and beyond (as in MLX)
+        return node(Full(a._shape, 0, _bool), (), a._shape, _bool, resolve_stream(stream))
     return node(Round(int(decimals)), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 

@@ -142,10 +142,26 @@ def _fit_values(v: array, shape: tuple, a: array, name: str, st) -> array:
     return reshape_node(v, rest, st)
 
 
+def _values_of(values, a: array, name: str) -> array:
+    """The values written into ``a``, as an array; a Python int must fit ``a``'s dtype (MLX's check: -3 does
+    not go into uint8, where NumPy would wrap it)."""
+    if type(values) is array:
+        return values
+    if isinstance(values, int) and not isinstance(values, bool):
+        dt.weak_scalar_dtype(values, a._dtype)
+    return as_array(values, name, a._dtype)
+
+
 def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> array:
     template, arrays, shape = _parse(a, key, name)
     st = resolve_stream(stream)
-    v = values if type(values) is array else as_array(values, name, a._dtype)
+    if op == "subtract" and a._dtype is dt.bool_:
+        # As MLX, which adds the negated values: bool values have no negative; others are nonzero where their
+        # negation is, so the sum in bool is the same with the values themselves.
+        if isinstance(values, bool) or (type(values) is array and values._dtype is dt.bool_):
+            raise ValueError(f"{name}: bool values have no negative, use logical_xor; got {a.shape} bool")
+        op = "add"
+    v = _values_of(values, a, name)
     v = _fit_values(cast(v, a._dtype, st), shape, a, name, st)
     return node(Scatter(template, op), (a, v, *arrays), a._shape, a._dtype, st)
 
@@ -171,7 +187,7 @@ def _masked(a: array, mask: array, values, name: str) -> array:
                          f"shape {mask.shape} for an array of shape {a.shape}")
     st = resolve_stream(None)
     trail = a._shape[k:]
-    v = values if type(values) is array else as_array(values, name, a._dtype)
+    v = _values_of(values, a, name)
     v = cast(v, a._dtype, st)
     if v.size == 1:
         v = reshape_node(v, (), st)

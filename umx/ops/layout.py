@@ -54,6 +54,8 @@ _INT = (int, np.integer)
 def _pad_width(pad_width, nd: int) -> tuple:
     """``pad_width`` in any of NumPy's forms as one ``(before, after)`` pair per axis."""
     pw = np.asarray(pad_width)
+    if pw.size == 0 and pw.ndim == 1 and nd == 0:  # no pair for no axis (as in MLX)
+        return ()
     if pw.dtype.kind not in "iu" or pw.ndim > 2:
         raise ValueError(f"pad: pad_width must be an int, a pair or pairs of ints, got {pad_width!r}")
     try:

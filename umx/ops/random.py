@@ -17,11 +17,11 @@ from ..primitives.sort import ArgSort
 from . import elementwise as ew
 from ._core import array, as_array, axis_of, broadcast_shapes, cast, node, resolve_stream, shape_of
 from .creation import zeros
-from .elementwise import add, bitwise_or, erfinv, maximum, multiply, right_shift, subtract
+from .elementwise import add, erfinv, maximum, multiply, subtract
 from .indexing import getitem
 from .matmul import matmul
 from .reduction import argmax
-from .shape import astype, expand_dims, moveaxis, squeeze, transpose, view
+from .shape import expand_dims, squeeze
 
 __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", "truncated_normal", "gumbel",
            "categorical", "permutation", "laplace", "multivariate_normal"]
@@ -123,21 +123,15 @@ def bits(shape, key=None, stream=None) -> array:
 
 def split(key, num: int = 2, *, stream=None) -> array:
     """``num`` new keys from ``key``, as an array of shape (num, 2)."""
-    k = _key(key)
-    b = bits((2, num), k, stream)
-
-    return transpose(b, stream=stream)
+    return bits((num, 2), _key(key), stream)
 
 
 def _unit(shape, dtype, key, stream) -> array:
-    """Uniform floats in [0, 1): 23 random mantissa bits under exponent 0, minus 1."""
-
+    """Uniform floats in [0, 1) of ``dtype``: random words over 2**32 - 1 in float32, rounded to ``dtype`` and
+    kept below 1 (MLX's samples, bit for bit)."""
     st = resolve_stream(stream)
-    b = bits(shape, key, st)
-    m = bitwise_or(right_shift(b, 9, stream=st), 0x3F800000, stream=st)
-
-    f = subtract(view(m, dt.float32, stream=st), 1.0, stream=st)
-    return f if dtype is dt.float32 else astype(f, dtype, stream=st)
+    u = ew.divide(cast(bits(shape, key, st), dt.float32, st), float(_M32), stream=st)
+    return ew.minimum(cast(u, dtype, st), 1.0 - dt.finfo(dtype).eps / 2, stream=st)  # (the float below 1)
 
 
 def uniform(low=0.0, high=1.0, shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
@@ -216,11 +210,6 @@ def _float_dtype(dtype, op: str) -> dt.Dtype:
     return d
 
 
-def _open_unit(shape, key, st) -> array:
-    """Uniform float32 samples in (0, 1): [0, 1) with 0 moved to the smallest normal float."""
-    return ew.maximum(_unit(shape, dt.float32, key, st), float(np.finfo(np.float32).tiny), stream=st)
-
-
 def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> array:
     """Random integers in ``[low, high)`` (``low`` where ``high <= low``); the bounds may be arrays that broadcast
     to ``shape``.
@@ -243,20 +232,14 @@ def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> ar
     weak = dt.int64 if d is dt.bool_ else d
     lo, hi = as_array(low, "randint", weak), as_array(high, "randint", weak)
     _bounds_fit(shape, (lo, hi), "randint")
-    # the span in 64 bits (an int32 range spans 2**32 - 1), and 64 random bits where it may need them
-    wide = dt.uint64 if d is dt.uint64 else dt.int64
     if d is not dt.bool_:  # bounds beyond a narrow dtype wrap into it first, as in MLX (bool spans [low, high))
         lo, hi = cast(lo, d, st), cast(hi, d, st)
-    lo, hi = cast(lo, wide, st), cast(hi, wide, st)
-    span = cast(ew.maximum(ew.subtract(hi, lo, stream=st), 0, stream=st), dt.uint64, st)
-    if d.size == 8:
-        words = bits((2,) + shape, key, st)
-        r = ew.bitwise_or(ew.left_shift(cast(words[0], dt.uint64, st), 32, stream=st), cast(words[1], dt.uint64, st),
-                          stream=st)
-    else:
-        r = cast(bits(shape, key, st), dt.uint64, st)
-    off = ew.remainder(r, ew.maximum(span, 1, stream=st), stream=st)  # (a span of 0: offset 0, the low bound)
-    return cast(ew.add(lo, cast(off, wide, st), stream=st), d, st)
+    # as in MLX: the floor of a float32 uniform sample in [low, high), so that a key gives MLX's integers
+    u = uniform(cast(lo, dt.float32, st), cast(hi, dt.float32, st), shape, dt.float32, key, stream=st)
+    r = ew.floor(u, stream=st)
+    if d is dt.bool_:
+        return cast(ew.maximum(r, cast(lo, dt.float32, st), stream=st), d, st)
+    return ew.maximum(cast(r, d, st), lo, stream=st)  # (where high <= low, low)
 
 
 def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
@@ -299,17 +282,15 @@ def truncated_normal(lower, upper, shape=None, dtype=dt.float32, key=None, *, st
     bshape = broadcast_shapes(lo.shape, hi.shape, op="truncated_normal")
     shape = bshape if shape is None else broadcast_shapes(shape_of(shape, "truncated_normal"), bshape,
                                                           op="truncated_normal")
-    lo, hi = cast(lo, dt.float32, st), cast(hi, dt.float32, st)
+    lo, hi = cast(lo, d, st), cast(hi, d, st)  # computed in the result's dtype, as in MLX
     r2 = 1 / math.sqrt(2.0)
     a = ew.erf(ew.multiply(lo, r2, stream=st), stream=st)
     b = ew.erf(ew.multiply(hi, r2, stream=st), stream=st)
-    u = ew.multiply(_unit(shape, dt.float32, key, st), ew.subtract(b, a, stream=st), stream=st)
-    u = ew.add(u, a, stream=st)
-    edge = np.nextafter(np.float32(1), np.float32(0)).item()
+    u = ew.add(ew.multiply(_unit(shape, d, key, st), ew.subtract(b, a, stream=st), stream=st), a, stream=st)
+    edge = 1.0 - dt.finfo(d).eps / 2
     u = ew.clip(u, -edge, edge, stream=st)
     z = ew.multiply(ew.erfinv(u, stream=st), math.sqrt(2.0), stream=st)
-    z = ew.maximum(ew.minimum(z, hi, stream=st), lo, stream=st)  # (where upper < lower, lower, as in MLX)
-    return cast(z, d, st)
+    return ew.maximum(ew.minimum(z, hi, stream=st), lo, stream=st)  # (where upper < lower, lower, as in MLX)
 
 
 def gumbel(shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
@@ -325,9 +306,9 @@ def gumbel(shape=(), dtype=dt.float32, key=None, *, stream=None) -> array:
     """
     d = _float_dtype(dtype, "gumbel")
     st = resolve_stream(stream)
-    u = _open_unit(shape_of(shape, "gumbel"), key, st)
-    g = ew.negative(ew.log(ew.negative(ew.log(u, stream=st), stream=st), stream=st), stream=st)
-    return cast(g, d, st)
+    # in the result's dtype, from float32's smallest normal (0 in float16): MLX's samples
+    u = uniform(float(np.finfo(np.float32).tiny), 1.0, shape_of(shape, "gumbel"), d, key, stream=st)
+    return ew.negative(ew.log(ew.negative(ew.log(u, stream=st), stream=st), stream=st), stream=st)
 
 
 def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=None) -> array:
@@ -347,10 +328,10 @@ def laplace(shape=(), dtype=dt.float32, loc=0.0, scale=1.0, key=None, *, stream=
     st = resolve_stream(stream)
     lo = np.nextafter(np.float32(-1), np.float32(0)).item()
     u = uniform(lo, 1.0, shape_of(shape, "laplace"), dt.float32, key, stream=st)
-    # inverse CDF: loc - scale * sign(u) * log(1 - |u|)
+    # inverse CDF, with the sign MLX gives it: loc + scale * sign(u) * log(1 - |u|)
     x = ew.multiply(ew.sign(u, stream=st), ew.log1p(ew.negative(ew.abs(u, stream=st), stream=st), stream=st),
                     stream=st)
-    x = ew.negative(cast(x, d, st), stream=st)  # (scaled in the result's dtype, as normal is)
+    x = cast(x, d, st)  # (scaled in the result's dtype, as normal is)
     scale, loc = (cast(as_array(v, "laplace", d), d, st) for v in (scale, loc))
     return ew.add(ew.multiply(x, scale, stream=st), loc, stream=st)
 
@@ -377,10 +358,10 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     if lg.dtype.kind not in "f":
         lg = cast(lg, dt.float32, st)
     ax = axis_of(axis, lg.ndim, "categorical")
-    lg = moveaxis(lg, ax, -1, stream=st)
-    batch, k = lg.shape[:-1], lg.shape[-1]
+    k = lg.shape[ax]
+    batch = lg.shape[:ax] + lg.shape[ax + 1:]
     if num_samples is not None:
-        lg = expand_dims(lg, -2, stream=st)
+        lg = expand_dims(lg, -1, stream=st)
         out_shape = batch + (int(num_samples),)
     elif shape is not None:
         out_shape = shape_of(shape, "categorical")
@@ -392,8 +373,11 @@ def categorical(logits, axis: int = -1, shape=None, num_samples: int | None = No
     if 0 in out_shape:  # no samples (num_samples=0): argmax refuses empty input
 
         return zeros(out_shape, dt.uint32, stream=st)
-    g = gumbel(out_shape + (k,), lg.dtype, key, stream=st)
-    return argmax(ew.add(g, lg, stream=st), axis=-1, stream=st)
+    # the categories lie where the logits' axis falls when the logits are aligned with the samples from the
+    # right (MLX's layout of the noise, so that a key gives MLX's samples)
+    at = ax + len(out_shape) - lg.ndim + 1
+    g = gumbel(out_shape[:at] + (k,) + out_shape[at:], dt.float32, key, stream=st)  # (float32 noise, as MLX)
+    return argmax(ew.add(g, lg, stream=st), axis=at, stream=st)
 
 
 def permutation(x, axis: int = 0, key=None, *, stream=None) -> array:

@@ -58,14 +58,22 @@ _ACCUMULATE = {dt.bool_: dt.int32, dt.int8: dt.int32, dt.int16: dt.int32, dt.uin
                dt.uint16: dt.uint32}
 
 
+def _accumulator(a: array, axis, name: str):
+    """The dtype a sum or product of ``a`` accumulates in: none over no axis (a 0-d array, ``axis=()``), where
+    MLX returns the input as it is."""
+    if a.ndim == 0 or (axis is not None and not axes_of(axis, a.ndim, name)):
+        return None
+    return _ACCUMULATE.get(a._dtype)
+
+
 def sum(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:  # noqa: A001
     a = as_array(a, "sum")
-    return _reduce(Sum, "sum", a, axis, keepdims, stream, in_dtype=_ACCUMULATE.get(a._dtype))
+    return _reduce(Sum, "sum", a, axis, keepdims, stream, in_dtype=_accumulator(a, axis, "sum"))
 
 
 def prod(a, /, axis=None, keepdims: bool = False, *, stream=None) -> array:
     a = as_array(a, "prod")
-    return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=_ACCUMULATE.get(a._dtype))
+    return _reduce(Prod, "prod", a, axis, keepdims, stream, in_dtype=_accumulator(a, axis, "prod"))
 
 
 def _extremum(cls, name: str, a, axis, keepdims: bool, stream) -> array:

@@ -247,10 +247,30 @@ def flatten(a, /, start_axis: int = 0, end_axis: int = -1, *, stream=None) -> ar
 
 
 def unflatten(a, /, axis: int, shape, *, stream=None) -> array:
-    """Split axis ``axis`` into ``shape`` (one entry may be -1)."""
+    """Split axis ``axis`` into several axes.
+
+    Args:
+        a (array): input.
+        axis (int): the axis to split.
+        shape (Sequence[int]): the new axes' sizes, whose product is the axis' size; one may be -1 (the axis'
+            size over the others' product, even when another axis of ``a`` is empty).
+
+    Returns:
+        array: ``a`` with ``axis`` replaced by ``shape``.
+    """
     a = as_array(a, "unflatten")
     ax = axis_of(axis, a.ndim, "unflatten")
-    return reshape(a, a._shape[:ax] + tuple(shape) + a._shape[ax + 1:], stream=stream)
+    shape, n = tuple(int(s) for s in shape), a._shape[ax]
+    if not shape or shape.count(-1) > 1:
+        raise ValueError(f"unflatten: the shape must be non-empty with at most one -1, got {shape}")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0:
+            raise ValueError(f"unflatten: cannot infer the -1 in {shape} with another size 0")
+        shape = tuple(n // known if s == -1 else s for s in shape)
+    if math.prod(shape) != n:
+        raise ValueError(f"unflatten: cannot unflatten axis {ax} of size {n} into shape {shape}")
+    return reshape(a, a._shape[:ax] + shape + a._shape[ax + 1:], stream=stream)
 
 
 def moveaxis(a, /, source: int, destination: int, *, stream=None) -> array:

@@ -102,7 +102,7 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
 
     Args:
         a (array): input.
-        k (int): how many values, at most the axis' size.
+        k (int): how many values, from 0 to the axis' size.
         axis (int, optional): the axis (default -1); None uses the flattened array.
 
     Returns:
@@ -112,9 +112,9 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
     st = resolve_stream(stream)
     a, ax = _along("topk", a, axis, st)
     n = a._shape[ax]
-    if not isinstance(k, (int, np.integer)) or not 0 < k <= n:
-        raise ValueError(f"topk: k must be in [1, {n}] for an axis of size {n}, got {k!r}")
-    p = node(Partition(n - int(k), ax), (a,), a._shape, a._dtype, st)
+    if not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+        raise ValueError(f"topk: k must be in [0, {n}] for an axis of size {n}, got {k!r}")
+    p = node(Partition(n - int(k), ax), (a,), a._shape, a._dtype, st) if k else a  # (k = 0: nothing to order)
     return getitem(p, (slice(None),) * ax + (slice(n - int(k), None),), st)
 
 

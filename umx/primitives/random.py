@@ -18,8 +18,8 @@ class RandomBits(Primitive):
 
 
 class CovarianceFactor(Primitive):
-    """A factor ``L`` with ``L @ L.T == cov`` for a symmetric positive semi-definite ``cov`` (batched over
-    leading axes), from its eigendecomposition: what ``multivariate_normal`` scales standard normals by."""
+    """The symmetric square root ``S`` (``S @ S == cov``, ``S == S.T``) of a symmetric positive semi-definite
+    ``cov`` (batched over leading axes): what ``multivariate_normal`` scales standard normals by."""
 
     __slots__ = ()
     capture = False  # an eigendecomposition through CuPy's cuSOLVER

@@ -64,9 +64,9 @@ BINARY_D = {
     "Divide": lambda a, b, y: (m.reciprocal(b), -y / b),
     # d/db is y * log(a), taken as 0 where a is 0 (the limit for b > 0): log(0) would make it nan.
     "Power": lambda a, b, y: (b * m.power(a, b - 1), y * m.log(m.where(a == 0, 1, a))),
-    # Ties send the whole gradient to the first argument.
-    "Maximum": lambda a, b, y: (m.greater_equal(a, b), m.less(a, b)),
-    "Minimum": lambda a, b, y: (m.less_equal(a, b), m.greater(a, b)),
+    # Ties send the whole gradient to the second argument, as in MLX (relu's maximum(x, 0) has slope 0 at 0).
+    "Maximum": lambda a, b, y: (m.greater(a, b), m.less_equal(a, b)),
+    "Minimum": lambda a, b, y: (m.less(a, b), m.greater_equal(a, b)),
     "ArcTan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
     "LogAddExp": lambda a, b, y: (m.exp(a - y), m.exp(b - y)),
     "FloorDivide": lambda a, b, y: (_ZERO, _ZERO),

@@ -59,7 +59,7 @@ _FLOAT_BINARY = {
 _INT_BINARY = {
     **_COMMON_BINARY,
     "FloorDivide": "({b} == 0 ? ({T})0 : ({T})({a} / {b} - ((({a} % {b}) != 0) && (({a} < 0) != ({b} < 0)))))",
-    "Remainder": "({b} == 0 ? ({T})0 : ({T})((({a} % {b}) + {b}) % {b}))",
+    "Remainder": "({b} == 0 ? {a} : ({T})((({a} % {b}) + {b}) % {b}))",
     "Maximum": "({a} > {b} ? {a} : {b})", "Minimum": "({a} < {b} ? {a} : {b})", "BitwiseAnd": "({T})({a} & {b})",
     "BitwiseOr": "({T})({a} | {b})", "BitwiseXor": "({T})({a} ^ {b})", "LeftShift": "({T})({a} << {b})",
     "RightShift": "({T})({a} >> {b})",

@@ -8,8 +8,7 @@ from ...primitives import elementwise as ew
 from . import kernel, kernel_factory
 
 # NumPy computes these in int8 for bool inputs; the result keeps the inputs' dtype (bool), as the op declared.
-_INT8_FOR_BOOL = frozenset({"square", "conjugate", "floor_divide", "remainder", "power", "left_shift",
-                            "right_shift"})
+_INT8_FOR_BOOL = frozenset({"square", "conjugate", "power", "left_shift", "right_shift"})
 
 
 def _keep_bool(xp, fn):
@@ -57,6 +56,14 @@ def _sigmoid(xp, prim, x):
     return xp.reciprocal(e + 1).astype(dt, copy=False)
 
 
+@kernel(type(ew.UNARY["Sign"]))
+def _sign(xp, prim, x):
+    out = xp.sign(x)
+    if x.dtype.kind == "f":  # as in MLX (and umx's CUDA kernels): the sign of NaN is 0, not NaN
+        out = xp.where(out != out, xp.zeros((), x.dtype), out)
+    return out
+
+
 @kernel(type(ew.UNARY["Erf"]))
 def _erf(xp, prim, x):
     return erf(xp, x)
@@ -91,6 +98,24 @@ def _power(xp, prim, x, y):
     neg = y < 0
     out = xp.power(x, xp.where(neg, 0, y).astype(y.dtype))
     return xp.where(neg, xp.zeros_like(out), out)
+
+
+@kernel(type(ew.BINARY["FloorDivide"]))
+def _floor_divide(xp, prim, x, y):
+    if x.dtype.kind == "f":
+        # MLX's floor of the quotient (1 // 0.1 is 10, inf // 4 is inf), not NumPy's divmod (9 and nan)
+        return xp.floor(x / y)
+    out = xp.floor_divide(x, y)
+    return out.astype(x.dtype, copy=False)  # (bool: NumPy computes in int8)
+
+
+@kernel(type(ew.BINARY["Remainder"]))
+def _remainder(xp, prim, x, y):
+    out = xp.remainder(x, y)
+    if x.dtype.kind in "iub":
+        # as in MLX, an integer x % 0 is x (and x // 0 is 0): x == (x // y) * y + x % y still holds
+        out = xp.where(y == 0, x, out)
+    return out.astype(x.dtype, copy=False)
 
 
 @kernel(ew.Round)

@@ -33,11 +33,18 @@ def _random_bits(xp, prim, key):
     half = (n + 1) // 2
     key = key.reshape(-1)
     counters = xp.arange(half, dtype=xp.uint32)
-    a, b = threefry2x32(xp, key[0], key[1], counters, counters + xp.uint32(half))
+    # word i and word i + half come from one block of counters (i, i + half); an odd count's middle word is the
+    # first word of block (half - 1, 0): MLX's layout, so that a key gives MLX's bits
+    second = counters + xp.uint32(half)
+    if n % 2:
+        second = xp.where(counters == half - 1, xp.uint32(0), second)
+    a, b = threefry2x32(xp, key[0], key[1], counters, second)
     return xp.concatenate([a, b])[:n].reshape(prim.shape)
 
 
 @kernel(CovarianceFactor)
 def _covariance_factor(xp, prim, cov):
+    # the symmetric square root V sqrt(W) V^T, as MLX's (from its SVD): it does not depend on the signs or the
+    # order of the eigenvectors, so a key gives MLX's samples
     w, v = xp.linalg.eigh(cov)
-    return v * xp.sqrt(xp.maximum(w, 0))[..., None, :]
+    return (v * xp.sqrt(xp.maximum(w, 0))[..., None, :]) @ xp.swapaxes(v, -1, -2)

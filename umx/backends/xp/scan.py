@@ -29,6 +29,8 @@ def _identity(op, dtype):
         return 1
     if dtype.kind == "b":
         return op == "min"
+    if dtype.kind == "c" and op in ("min", "max"):  # the extremes of MLX's order (real part, then imaginary)
+        return complex(np.inf, np.inf) if op == "min" else complex(-np.inf, -np.inf)
     if dtype.kind in "fc":
         return np.inf if op == "min" else -np.inf
     info = np.iinfo(dtype)
