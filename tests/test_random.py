@@ -3,11 +3,17 @@ global key and seed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import assert_close
 
 import umx as mx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 N = 20_000
 
@@ -341,3 +347,15 @@ def test_continuous_samplers_give_mlx_values(device):
     got = mx.random.multivariate_normal(mx.array([1.0, 2.0]), cov, (3,), key=mx.random.key(1), stream=device)
     assert_close(got, [[2.134662628173828, 1.2532360553741455], [2.485410213470459, 2.569908857345581],
                        [1.3030824661254883, 2.3208019733428955]], rtol=1e-5)
+
+
+def test_global_key_starts_from_the_time_as_in_mlx():
+    # Two processes draw different values until they seed (MLX seeds its global key from the clock); after
+    # mx.random.seed both draw the same.
+    code = ("import time, umx as mx; time.sleep(0.002); a = mx.random.uniform(shape=(4,)).tolist(); "
+            "mx.random.seed(3); print(a, mx.random.uniform(shape=(4,)).tolist())")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            .stdout.split("] [") for _ in range(2)]
+    assert outs[0][0] != outs[1][0]
+    assert outs[0][1] == outs[1][1]

@@ -1,13 +1,15 @@
 """``mx.random``: keys, splitting and samplers, MLX's API over the Threefry-2x32 generator.
 
-Every sampler takes ``key=``; without one it draws from a global key that :func:`seed` resets and that each draw
-advances (on the host, at once: keys are two words). The same key gives the same values on every device.
+Every sampler takes ``key=``; without one it draws from a global key, taken from the time at import as in MLX,
+that :func:`seed` resets and that each draw advances (on the host, at once: keys are two words). The same key
+gives the same values on every device.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -27,8 +29,9 @@ __all__ = ["seed", "key", "split", "uniform", "normal", "randint", "bernoulli", 
            "categorical", "permutation", "laplace", "multivariate_normal"]
 
 _M32 = 0xFFFFFFFF
+_NOW_MS = time.time_ns() // 1_000_000
 _lock = threading.RLock()  # MUST be held to advance the global key (reentrant: a signal handler may draw)
-_global = [0, 0]
+_global = [(_NOW_MS >> 32) & _M32, _NOW_MS & _M32]
 #: threads on which ``compile`` is tracing (ident -> list): keys drawn from the global key there are recorded, so
 #: that replays draw fresh ones
 compile_draws: dict = {}
