@@ -4,7 +4,10 @@
 each token as soon as it is known. Decode is eager (a growing ``KVCache``, the step's graph built by Python for
 every token) or compiled (a ``StaticKVCache`` of the final length, the step traced once by ``mx.compile`` and
 replayed: the token, the position and the cache buffers are the compiled function's inputs and outputs). While
-the host reads token ``n``, token ``n + 1`` is already being computed (``mx.async_eval``), as mlx-lm does.
+the host reads token ``n``, token ``n + 1`` is already being computed (``mx.async_eval``), as mlx-lm does, when
+the model runs on the GPU. On the CPU the caller computes each step itself (``mx.eval``): a worker thread would
+overlap little there, since a small model's ops are Python work that holds the GIL, and would add two thread
+hand-offs per token.
 """
 
 from __future__ import annotations
@@ -119,11 +122,12 @@ def generate_step(prompt: mx.array, model, *, max_tokens: int = 256, sampler: Ca
     else:
         step = _eager_decoder(model, cache, sampler)
     y = sampler(logits[:, -1, :])
-    mx.async_eval(y)
+    start = mx.async_eval if mx.default_device() == mx.gpu else mx.eval
+    start(y)
     for n in range(max_tokens):
         if n + 1 < max_tokens:
             next_y = step(y)
-            mx.async_eval(next_y)
+            start(next_y)
         yield y.item()
         if n + 1 < max_tokens:
             y = next_y
