@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|models]   (in the repository root, with CuPy and a GPU)
-#   core (default): the test suite and the runtime's benchmarks; models: training, language models, fast ops,
-#   optimizers and MLX's own tests on the GPU (shared/ must be carried into the checkout for those).
+# Used as: bash bench/device_run.sh [core|check|models]   (in the repository root, with CuPy and a GPU)
+#   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases and the
+#   three headline benchmarks (seed, overhead, latency), within one call's ten minutes; models: training,
+#   language models, fast ops, optimizers and MLX's own tests on the GPU (shared/ must be carried for those).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -16,6 +17,17 @@ if [ "${1:-core}" = models ]; then
     timeout 900 python3 shared/tools/mlx_conformance.py --device gpu 2>&1 | tee "$OUT/conformance-gpu.log" | tail -40
   fi
   ls "$OUT"
+  exit 0
+fi
+if [ "${1:-core}" = check ]; then
+  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
+  timeout 300 python3 -m pytest -q -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
+    > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -2 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -70
+  timeout 90 python3 bench/seed.py --runs 10 2>&1 | tee "$OUT/seed.log" | tail -22
+  timeout 50 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
+  timeout 80 python3 bench/latency.py 2>&1 | tee "$OUT/latency.log" | tail -12
   exit 0
 fi
 python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
