@@ -440,3 +440,20 @@ def test_scattered_python_ints_must_fit_the_dtype(device):
     assert x.at[mx.array([0, 0])].add(200, stream=device).tolist() == [145, 2, 3]  # (wraps in the array: 401)
     with pytest.raises(ValueError, match="at.subtract: bool values have no negative"):
         mx.array([True, False]).at[0].subtract(True)
+
+
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "maximum", "minimum"])
+@pytest.mark.parametrize("key", [np.s_[1:3], np.s_[::-2, 1], np.s_[..., 0], np.s_[1, 2], np.s_[None, :, ::3],
+                                 np.s_[()]])
+def test_scatter_with_basic_keys_matches_ufunc_at(device, rng, op, key):
+    # basic keys take a path of their own (each element selected once: no unbuffered ufunc.at)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    v = rng.standard_normal(x[key].shape).astype(np.float32)
+    want = x.copy()
+    getattr(np, op).at(want, key, v)
+    got = getattr(mx.array(x).at[key], op)(mx.array(v), stream=device)
+    assert_close(got, want, rtol=0, atol=0)
+    # a scalar value broadcast over the selection
+    want = x.copy()
+    getattr(np, op).at(want, key, np.float32(0.5))
+    assert_close(getattr(mx.array(x).at[key], op)(0.5, stream=device), want, rtol=0, atol=0)

@@ -17,6 +17,8 @@ def _scatter(xp, prim, x, values, *index_arrays):
     key = ix.fill_key(prim.key, index_arrays)
     if prim.op is None:
         out[key] = values
+    elif not index_arrays:  # basic indexing selects each element once: no need for the unbuffered (slow) ``at``
+        out[key] = getattr(xp, prim.op)(out[key], values)
     else:
         getattr(xp, prim.op).at(out, key, values)
     return out
