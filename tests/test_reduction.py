@@ -173,3 +173,27 @@ def test_every_dtype_gives_declared_dtype(device, name):
                 out = getattr(mx, name)(mx.array([[1, 0, 1], [2, 3, 0]], dtype=d), axis=axis, stream=device)
                 data = np.asarray(out)
                 assert data.dtype == out.dtype.np and data.shape == out.shape, (d, axis)
+
+
+@pytest.mark.parametrize("shape,axes", [((64, 8), (0,)), ((4, 6, 5, 3), (0, 1, 2)), ((3000, 2), (0,)),
+                                        ((7, 1, 9), (0, 1)), ((2, 3), (0,)), ((0, 4), (0,)), ((5, 0, 3), (0, 1))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_sum_mean_var_over_leading_axes(device, rng, shape, axes, dtype, keepdims):
+    # leading axes take a path of their own on the CPU (a product with ones): values within the dtype's rounding
+    # of float64's, NaN and infinities where NumPy has them, the same shapes
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size > 4:
+        x.flat[[1, 3]] = [np.inf, np.nan]
+    a = mx.array(x, dtype=mx.float32 if dtype is np.float32 else mx.float64)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype is np.float32 else dict(rtol=1e-12, atol=1e-12)
+    with np.errstate(all="ignore"):
+        x64 = x.astype(np.float64)
+        assert_close(mx.sum(a, axis=axes, keepdims=keepdims, stream=device),
+                     np.sum(x64, axis=axes, keepdims=keepdims), **tol)
+        assert_close(mx.mean(a, axis=axes, keepdims=keepdims, stream=device),
+                     np.mean(x64, axis=axes, keepdims=keepdims), **tol)
+        for ddof in (0, 1, 4000):
+            got = mx.var(a, axis=axes, keepdims=keepdims, ddof=ddof, stream=device)
+            assert_close(got, np.var(x64, axis=axes, keepdims=keepdims, ddof=ddof), **tol)
+            assert got.dtype == a.dtype
