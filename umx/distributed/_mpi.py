@@ -53,8 +53,13 @@ def _contiguous(xp, x):
     return x if x.flags.c_contiguous else x.copy()
 
 
+# A collective's result is made again at every step (a gradient's sum): from a reused block from this size up,
+# since fresh pages cost more than the pool's bookkeeping (bench/distributed.py)
+_POOLED_MIN_BYTES = 64 << 10
+
+
 def _empty(xp, shape: tuple, dtype):
-    return host_pool.empty(shape, dtype) if xp is np else xp.empty(shape, dtype)
+    return host_pool.empty(shape, dtype, _POOLED_MIN_BYTES) if xp is np else xp.empty(shape, dtype)
 
 
 def _narrow_int(x) -> bool:

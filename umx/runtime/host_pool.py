@@ -31,13 +31,13 @@ _limit = [None]  # at most this many bytes cached (None: until set, an eighth of
 _owners: dict[int, weakref.ref] = {}
 
 
-def empty(shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised host array, from a reused block when it is large."""
+def empty(shape: tuple, dtype, min_bytes: int = MIN_BYTES) -> np.ndarray:
+    """An uninitialised host array, from a reused block when it has at least ``min_bytes``."""
     dtype = np.dtype(dtype)
     n = dtype.itemsize
     for s in shape:
         n *= s
-    if n < MIN_BYTES:
+    if n < min_bytes:
         return np.empty(shape, dtype)
     size = -(-n // _GRAIN) * _GRAIN
     block = None
