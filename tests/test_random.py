@@ -359,3 +359,12 @@ def test_global_key_starts_from_the_time_as_in_mlx():
             .stdout.split("] [") for _ in range(2)]
     assert outs[0][0] != outs[1][0]
     assert outs[0][1] == outs[1][1]
+
+
+@pytest.mark.parametrize("dtype,low,high", [(mx.int32, 2**24, 2**24 + 2), (mx.uint32, 2**24 + 1, 2**24 + 3),
+                                            (mx.int32, -(2**31), -(2**31) + 3), (mx.int32, 7, -(2**31))])
+def test_randint_stays_below_high_where_float32_rounds_the_bounds(device, dtype, low, high):
+    # samples are floors of float32 uniforms (MLX's bits), and float32 rounds 2**24 + 2 up to a sample's floor
+    a = np.asarray(mx.random.randint(low, high, (20000,), dtype=dtype, key=mx.random.key(0), stream=device))
+    assert a.min() >= low
+    assert a.max() < max(high, low + 1)

@@ -242,7 +242,9 @@ def randint(low, high, shape=(), dtype=dt.int32, key=None, *, stream=None) -> ar
     r = ew.floor(u, stream=st)
     if d is dt.bool_:
         return cast(ew.maximum(r, cast(lo, dt.float32, st), stream=st), d, st)
-    return ew.maximum(cast(r, d, st), lo, stream=st)  # (where high <= low, low)
+    # below high where float32 rounds the bounds (2**24 + 2 becomes a sample's floor), and low where high <= low
+    r = ew.minimum(cast(r, d, st), ew.subtract(hi, 1, stream=st), stream=st)
+    return ew.maximum(r, lo, stream=st)
 
 
 def bernoulli(p=0.5, shape=None, key=None, *, stream=None) -> array:
