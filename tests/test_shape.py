@@ -181,3 +181,21 @@ def test_unflatten_infers_from_the_axis(device):
     for shape in [(3, -1), (-1, -1), (), (0, -1)]:
         with pytest.raises(ValueError, match="unflatten"):
             mx.unflatten(mx.zeros((2, 4)), 1, shape)
+
+
+def test_view_to_and_from_bfloat16_gives_its_bits(device):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = bits.view(ml_dtypes.bfloat16).astype(np.float32)
+    got = np.asarray(mx.array(bits).view(mx.bfloat16, stream=device).astype(mx.float32))
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(got[~nan], want[~nan])  # (subnormals included)
+    assert np.isnan(got[nan]).all()
+    finite = want[~nan].astype(ml_dtypes.bfloat16)
+    back = np.asarray(mx.array(finite.astype(np.float32), dtype=mx.bfloat16).view(mx.uint16, stream=device))
+    np.testing.assert_array_equal(back, finite.view(np.uint16))
+    pair = mx.array([1.5, -2.0], dtype=mx.bfloat16)
+    want = np.array([1.5, -2.0], ml_dtypes.bfloat16).view(np.int8)
+    assert pair.view(mx.int8, stream=device).tolist() == want.tolist()
+    assert mx.array(np.array([60, 120, 180, 240], np.uint8)).view(mx.bfloat16, stream=device).shape == (2,)
+    assert mx.array(bits[:1] + 1).view(mx.bfloat16, stream=device).astype(mx.bool_).item()  # a subnormal is true

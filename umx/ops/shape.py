@@ -12,6 +12,7 @@ from ..array import from_data
 from ..devices import DeviceType
 from ..primitives import Concatenate, Reshape, Split, Transpose, View
 from . import _core
+from . import elementwise as ew
 from ._core import (
     array,
     as_array,
@@ -338,7 +339,7 @@ def view(a, /, dtype, *, stream=None) -> array:
     a = as_array(a, "view")
     d = dt.to_dtype(dtype)
     if d is dt.bfloat16 or a._dtype is dt.bfloat16:
-        raise TypeError("view: bfloat16 is stored as float32 in umx and cannot be reinterpreted")
+        return _view_bfloat16(a, d, resolve_stream(stream))
     if d.size == a._dtype.size:
         shape = a._shape
     else:
@@ -346,6 +347,17 @@ def view(a, /, dtype, *, stream=None) -> array:
             raise ValueError(f"view: cannot view {describe(a)} as {d.name}: the last axis does not divide evenly")
         shape = a._shape[:-1] + (a._shape[-1] * a._dtype.size // d.size,)
     return node(View(d), (a,), shape, d, resolve_stream(stream))
+
+
+def _view_bfloat16(a: array, d, st) -> array:
+    """:func:`view` to or from bfloat16, which umx stores as float32 holding bfloat16 values: a bfloat16's bits are
+    the high half of its float32's."""
+    if a._dtype is dt.bfloat16:
+        words = view(cast(a, dt.float32, st), dt.uint32, stream=st)
+        bits = cast(ew.right_shift(words, 16, stream=st), dt.uint16, st)
+        return bits if d is dt.uint16 else view(bits, d, stream=st)
+    bits = cast(view(a, dt.uint16, stream=st), dt.uint32, st)
+    return cast(view(ew.left_shift(bits, 16, stream=st), dt.float32, stream=st), dt.bfloat16, st)
 
 
 _array.install(stack=stack)  # (mx.array of a list of arrays stacks them; array.py sits below the ops)
