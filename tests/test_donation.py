@@ -23,6 +23,17 @@ from umx.ops.elementwise import _BINARY_NAMES, _UNARY_NAMES
 from umx.primitives import UNARY
 from umx.runtime import refs
 
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    """Donation is the CPU backend's: these tests build their ops on the default device, the CPU here even
+    where a GPU is the default."""
+    prev = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(prev)
+
+
 BIG = 1 << 22  # 16 MiB of float32: large enough that an extra buffer shows in the peak
 
 
@@ -291,6 +302,7 @@ import os, random, signal, sys, threading
 import numpy as np
 import umx as mx
 
+mx.set_default_device(mx.cpu)  # (donation is the CPU backend's)
 rng = random.Random(0)
 data = np.random.default_rng(0).uniform(-1, 1, 1 << 20).astype(np.float32)
 want = data.astype(np.float64)

@@ -155,3 +155,17 @@ def test_a_ctrl_c_while_a_buffer_is_freed_leaves_no_bytes_counted(no_gc):
     finally:
         sys.setprofile(None)
     assert mx.get_active_memory() == base
+
+
+def test_an_error_a_read_raised_is_not_raised_again_by_synchronize():
+    # the lane's read (tolist, item) raises a failed kernel's error: that reader saw it, so synchronize, later,
+    # has nothing to raise (it raised it a second time, in whatever code came next)
+    z = mx.zeros((2, 2))
+    mx.eval(z)
+    y = mx.linalg.inv(z, stream=mx.cpu)
+    with pytest.raises(np.linalg.LinAlgError):
+        y.tolist()
+    mx.synchronize(mx.cpu)
+    with pytest.raises(np.linalg.LinAlgError):
+        y.tolist()  # reading it again raises again
+    mx.synchronize()

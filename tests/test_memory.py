@@ -58,7 +58,7 @@ def test_peak_memory(device):
     mx.eval(a)
     del a
     gc.collect()
-    assert mx.get_peak_memory() - base >= 4 * MB
+    assert mx.get_peak_memory() >= 4 * MB  # (only what was allocated since the reset counts, as in MLX)
     assert mx.get_active_memory() - base < MB
     mx.reset_peak_memory()
     mx.eval(mx.zeros(1024, stream=device))

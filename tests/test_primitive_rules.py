@@ -126,8 +126,9 @@ BATCHED = {
     "det, slogdet": (lambda a: mx.linalg.det(a) + mx.linalg.slogdet(a)[0] * mx.linalg.slogdet(a)[1], 1,
                      [(2, 4, 3, 3)]),
     "qr": (lambda a: mx.linalg.qr(a)[0] @ mx.linalg.qr(a)[1], 0, [(4, 3, 2)]),
-    "svd": (lambda a: mx.linalg.svd(a, compute_uv=False)[..., :1] * mx.linalg.svd(a)[0], 0, [(4, 3, 3)]),
-    "eigh, eigvalsh": (lambda a: mx.linalg.eigh(a)[1] * mx.linalg.eigvalsh(a), 0,
+    # (singular and eigen vectors up to their signs, which a batched solver may choose otherwise: cuSOLVER's does)
+    "svd": (lambda a: mx.linalg.svd(a, compute_uv=False)[..., :1] * mx.abs(mx.linalg.svd(a)[0]), 0, [(4, 3, 3)]),
+    "eigh, eigvalsh": (lambda a: mx.abs(mx.linalg.eigh(a)[1]) * mx.linalg.eigvalsh(a), 0,
                        lambda r: [np.stack([_spd(r, 3) for _ in range(4)])]),
     "eig": (lambda a: mx.abs(mx.linalg.eigvals(a)) + mx.abs(mx.linalg.eig(a)[0]), 0,
             lambda r: [np.stack([_spd(r, 3) for _ in range(4)]).astype(np.float32)]),

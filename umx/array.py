@@ -33,6 +33,15 @@ _FROM_NP = {d.np: d for d in _dt.ALL if d is not _dt.bfloat16}  # NumPy dtype ->
 _SLOTS = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings")
 
 
+def _host_data(a, d):
+    """The data ``d`` of evaluated array ``a`` on the host; a failed kernel's error raised, as seen by this reader
+    (``Failure.reraise``: ``synchronize`` then does not raise it again)."""
+    reraise = getattr(d, "reraise", None)
+    if reraise is not None:
+        reraise()
+    return memory.host_copy(a)
+
+
 class array:  # noqa: N801 (MLX's name)
     """An N-dimensional array, evaluated lazily.
 
@@ -106,7 +115,7 @@ class array:  # noqa: N801 (MLX's name)
             _read_eval(self)
         d = self._data
         if type(d) is not np.ndarray:
-            d = np.asarray(memory.host_copy(self))
+            d = np.asarray(_host_data(self, d))
         return d
 
     def item(self):
@@ -119,7 +128,7 @@ class array:  # noqa: N801 (MLX's name)
             _read_eval(self)
         d = self._data
         if type(d) is not np.ndarray:
-            d = np.asarray(memory.host_copy(self))
+            d = np.asarray(_host_data(self, d))
         return d.item()
 
     def tolist(self):

@@ -34,6 +34,8 @@ def _isneginf(prim, x):
 
 # atomic scatters: CuPy's ufunc.at covers fewer ufuncs and dtypes than these
 _SCATTER = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}
+# dtypes those atomics lack -> the 32-bit type they accumulate in
+_WIDER = {"?": np.int32, "b": np.int32, "h": np.int32, "B": np.uint32, "H": np.uint32}
 
 
 def _scatter(prim, x, values, *index_arrays):
@@ -42,10 +44,20 @@ def _scatter(prim, x, values, *index_arrays):
     if prim.op is None:
         out[key] = values
         return out
+    if not index_arrays:  # a basic key selects each element once: one ufunc over the view
+        out[key] = getattr(cp, prim.op)(out[key], values)
+        return out
     fn = _SCATTER.get(prim.op)
     if fn is not None:
-        fn(out, key, values)
-        return out
+        wide = _WIDER.get(out.dtype.char)
+        if wide is None:
+            fn(out, key, values)
+            return out
+        # CuPy's atomics take 32- and 64-bit types only: bool and 8- and 16-bit integers accumulate in a 32-bit
+        # type, then go back (wrapping, as NumPy's do; a bool is true where its count is not zero)
+        acc = out.astype(wide)
+        fn(acc, key, values.astype(wide) if isinstance(values, (cp.ndarray, np.ndarray, np.generic)) else values)
+        return acc.astype(out.dtype)
     try:
         getattr(cp, prim.op).at(out, key, values)
     except (NotImplementedError, TypeError):

@@ -40,6 +40,7 @@ _pinned_pool = cp.get_default_pinned_memory_pool()
 _lock = threading.RLock()  # MUST be held to change the pinned counters (any thread stages copies; reentrant)
 _pinned_live = 0
 _peak = 0
+_active_at_reset = -1  # the usage when the peak was last reset (see peak)
 
 
 def malloc(nbytes: int):
@@ -308,11 +309,14 @@ class GpuLocation:
         return _all_devices(POOL.used_bytes) + _pinned_live
 
     def peak(self) -> int:
-        return max(_peak, self.active())
+        now = self.active()
+        # (as MLX: zero after a reset until something is allocated or freed; then at least the usage now)
+        return _peak if now == _active_at_reset else max(_peak, now)
 
     def reset_peak(self) -> None:
-        global _peak
-        _peak = 0  # (as MLX: the next sample after an allocation makes it the usage then)
+        global _peak, _active_at_reset
+        _peak = 0
+        _active_at_reset = self.active()
 
     def sample_peak(self) -> None:
         """Fold the current usage into the peak (called by the dispatchers after each batch)."""

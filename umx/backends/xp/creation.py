@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ...primitives import creation as c
 from . import kernel
 
@@ -17,6 +19,8 @@ def _arange(xp, prim):
     if prim.dtype.kind in "iu" and all(type(v) is int for v in (prim.start, prim.stop, prim.step)):
         # integer bounds in 64 bits, then cast: values beyond a narrow dtype wrap around, as in MLX
         return xp.arange(prim.start, prim.stop, prim.step, dtype=xp.int64).astype(d)
+    if isinstance(prim.step, float) and math.isinf(prim.step):  # (CuPy's arange gives no element here)
+        return xp.full((1 if (prim.stop - prim.start) * prim.step > 0 else 0,), prim.start, dtype=d)
     return xp.arange(prim.start, prim.stop, prim.step, dtype=d)
 
 

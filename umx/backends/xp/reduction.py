@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from ...primitives import reduction as r
 from . import kernel
 
@@ -21,7 +25,13 @@ def _reduce(xp, prim, x):
 
 @kernel(r.Var)
 def _var(xp, prim, x):
-    return xp.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
+    n = math.prod(x.shape[a] for a in prim.axes)
+    if n > prim.ddof:
+        return xp.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
+    # no degrees of freedom left: the squared deviations over zero, inf or NaN, as NumPy and MLX (CuPy gives NaN)
+    squares = xp.var(x, axis=prim.axes, keepdims=prim.keepdims) * n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.true_divide(squares, 0)
 
 
 @kernel(r.ArgMax, r.ArgMin)
