@@ -21,7 +21,8 @@ stall each other and the numbers swing by 10x from run to run; there, ``OPENBLAS
 before the command gives every column one thread, and ``--cpu-time`` times the CPU rows in the process's CPU time
 (the work done, whoever else holds the cores).
 
-Usage: python bench/train.py [--small] [--repeats N] [--no-torch-compile] [--cases mlp,lm,cnn] [--cpu-time]
+Usage: python bench/train.py [--small] [--repeats N] [--no-torch-compile] [--cases mlp,lm,cnn] [--devices cpu,gpu]
+       [--cpu-time]
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed steps per column (default 15, 21 with --small)")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     ap.add_argument("--cases", default="mlp,lm,cnn", help="comma-separated subset of mlp,lm,cnn")
+    ap.add_argument("--devices", default="cpu,gpu", help="comma-separated subset of cpu,gpu (default both)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="CPU rows in CPU time of this process (all threads) rather than wall time: steadier on a "
                          "shared host; with one thread per library, the work each does")
@@ -331,7 +333,7 @@ def main() -> None:
     args.repeats = args.repeats or (21 if args.small else 15)
     sizes = SMALL if args.small else FULL
     torch, mlx = _try("torch"), _mlx_libs()
-    devices = ["cpu"] + (["gpu"] if mx.is_available(mx.gpu) else [])
+    devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "gpu" and mx.is_available(mx.gpu))]
     threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
     print(f"umx {mx.__version__}; {os.cpu_count()} CPU cores; devices: {', '.join(devices)}; float32; median step "
           f"of {args.repeats} after 3 warm-up steps{'; --small sizes' if args.small else ''}"
