@@ -27,8 +27,12 @@ import gc
 import sys
 import threading
 
+import numpy as np
+
 from ..array import _copy_state, _new, alias, array
 from . import memory
+
+_ndarray = np.ndarray
 
 # MUST be held to change a node from built to planned, member or assigned (planning an eval), or to rebind an
 # array object to another node: it makes "not yet scheduled" and the numbering consistent across threads that
@@ -71,7 +75,8 @@ def finish(n, out) -> None:
     """assigned -> finished: ``n`` (one output) holds ``out``, counted as memory, and lets go of its inputs, so
     the graph behind it can be freed."""
     n._data = out
-    memory.acquire(out)
+    if out.__class__ is _ndarray:  # (a NumPy scalar or a device array: nothing the host counts)
+        memory.acquire(out)
     n._inputs = ()
     n._prim = None
 

@@ -368,8 +368,11 @@ def _schedule(targets: list, inline: bool = False, host: bool = False) -> None:
         return
     # Ctrl-C's default handler only raises: it may interrupt the caller's own batch (whose rest then goes to the
     # worker). Any other handler may evaluate, and waits until this thread has no work in hand.
-    first = [d for d in deferred if d[0] == _SIGINT and d[1] is _default_int_handler]
-    rest = [d for d in deferred if not first or d is not first[0]]
+    if len(deferred) == 1 and deferred[0][1] is _default_int_handler and deferred[0][0] == _SIGINT:  # (commonest)
+        first, rest = deferred, []
+    else:
+        first = [d for d in deferred if d[0] == _SIGINT and d[1] is _default_int_handler]
+        rest = [d for d in deferred if not first or d is not first[0]]
 
     def started():
         if first:
@@ -407,9 +410,10 @@ def _defer_handlers() -> list:
     """Swap the Python handlers of ``_DEFERRED`` signals for one that notes the signal: ``(signum, handler)`` for
     each swapped. Default and ignored dispositions are left alone (no Python code runs for them)."""
     swapped = []
+    getsignal = _signal.getsignal
     for signum in _DEFERRED:
-        prev = _signal.getsignal(signum)
-        if callable(prev):
+        prev = getsignal(signum)
+        if prev.__class__ is not int and prev is not None:  # (SIG_DFL and SIG_IGN are ints here; None: not Python's)
             try:
                 _signal.signal(signum, _hold)
             except ValueError:  # the main thread of another interpreter

@@ -34,7 +34,7 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
 
 
 def _sum(prim, x):
-    s = _leading_sum(x, prim.axes, prim.keepdims)
+    s = None if len(prim.axes) == x.ndim else _leading_sum(x, prim.axes, prim.keepdims)  # (full: NumPy's own)
     return np.sum(x, axis=prim.axes, dtype=x.dtype, keepdims=prim.keepdims) if s is None else s
 
 
@@ -58,7 +58,7 @@ def _mean(prim, x):
     # the result cast back, so the same bits as numpy.mean.
     if x.dtype.char not in "fd":
         return np.mean(x, axis=prim.axes, keepdims=prim.keepdims)
-    s = _leading_sum(x, prim.axes, prim.keepdims)
+    s = None if len(prim.axes) == x.ndim else _leading_sum(x, prim.axes, prim.keepdims)  # (full: NumPy's own)
     if s is None:
         s = np.add.reduce(x, axis=prim.axes, keepdims=prim.keepdims)
     count = 1
