@@ -345,6 +345,16 @@ class CudaExecutor(TracedBatches, WorkerExecutor):
             else:
                 seen.add(device)
 
+    def synchronize(self) -> None:
+        super().synchronize()
+        # Data held for reads that have passed goes now, not with the next batch: after a synchronize, memory
+        # statistics count only what arrays hold. (Under the run lock, which every change of _held is made in.)
+        if self._held and self._run_lock.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                self._run_lock.release()
+
     def wait(self, seq: int) -> None:
         """Block until node ``seq`` has finished on the GPU (the host may read its data)."""
         if seq <= self._complete:
