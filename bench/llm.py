@@ -275,38 +275,37 @@ def main() -> None:
     rng = random.Random(0)
     prompt_ids = [rng.randrange(config["vocab_size"]) for _ in range(args.prompt)]
     columns = [c for c in args.columns.split(",") if c]
+    # The header first and each row as its column finishes (flushed): a run cut short keeps the rows it made.
+    print(f"Llama-architecture model '{preset}' (hidden {config['hidden_size']}, {config['num_hidden_layers']} "
+          f"layers, {config['num_attention_heads']} heads, {config['num_key_value_heads']} KV heads, FFN "
+          f"{config['intermediate_size']}, vocabulary {config['vocab_size']}); batch 1, prompt {args.prompt}, "
+          f"{args.gen} generated tokens, greedy; device: {args.device or 'default'}; threads: "
+          f"{args.threads or 'default'}; fastest of {args.runs} runs", flush=True)
     with tempfile.TemporaryDirectory() as path:
         model = random_model(config, mx.bfloat16, seed=0)
-        n_params = parameter_count(model)
+        print(f"{parameter_count(model) / 1e6:.1f}M parameters", flush=True)
         save_model(path, model, config)
         del model
-        results = {}
+        head = f"{'dtype':9} {'library':14} {'prompt tok/s':>13} {'gen tok/s':>10} {'peak MB':>9} {'roofline':>9}  note"
+        print(head)
+        print("-" * len(head), flush=True)
         for dtype in args.dtypes.split(","):
+            roof = args.bandwidth * 1e12 / _weight_bytes_per_token(config, dtype)
             for column in columns:
                 opts = {"path": path, "dtype": dtype, "prompt_ids": prompt_ids, "gen": args.gen,
                         "device": args.device, "runs": args.runs, "threads": args.threads}
-                results[dtype, column] = _run_column(column, opts)
+                _print_row(dtype, column, _run_column(column, opts), args.prompt, roof)
+            print(f"{'':9} {'roofline':14} {'':>13} {roof:>10.1f}  ({_weight_bytes_per_token(config, dtype) / 1e6:.1f} "
+                  f"MB of weights per token at {args.bandwidth} TB/s)", flush=True)
 
-    print(f"Llama-architecture model '{preset}': {n_params / 1e6:.1f}M parameters (hidden {config['hidden_size']}, "
-          f"{config['num_hidden_layers']} layers, {config['num_attention_heads']} heads, "
-          f"{config['num_key_value_heads']} KV heads, FFN {config['intermediate_size']}, vocabulary "
-          f"{config['vocab_size']}); batch 1, prompt {args.prompt}, {args.gen} generated tokens, greedy; "
-          f"device: {args.device or 'default'}; threads: {args.threads or 'default'}; fastest of {args.runs} runs")
-    head = f"{'dtype':9} {'library':14} {'prompt tok/s':>13} {'gen tok/s':>10} {'peak MB':>9} {'roofline':>9}  note"
-    print(head)
-    print("-" * len(head))
-    for dtype in args.dtypes.split(","):
-        roof = args.bandwidth * 1e12 / _weight_bytes_per_token(config, dtype)
-        for column in columns:
-            r = results[dtype, column]
-            if "skip" in r:
-                print(f"{dtype:9} {LABELS[column]:14} {'-':>13} {'-':>10} {'-':>9} {'-':>9}  {r['skip']}")
-                continue
-            gen_tps = r["gen_tokens"] / r["gen_s"] if r["gen_tokens"] else math.nan
-            print(f"{dtype:9} {LABELS[column]:14} {args.prompt / r['prompt_s']:>13.1f} {gen_tps:>10.1f} "
-                  f"{r['peak'] / 2**20:>9.1f} {gen_tps / roof:>9.2%}")
-        print(f"{'':9} {'roofline':14} {'':>13} {roof:>10.1f}  ({_weight_bytes_per_token(config, dtype) / 1e6:.1f} "
-              f"MB of weights per token at {args.bandwidth} TB/s)")
+
+def _print_row(dtype: str, column: str, r: dict, prompt: int, roof: float) -> None:
+    if "skip" in r:
+        print(f"{dtype:9} {LABELS[column]:14} {'-':>13} {'-':>10} {'-':>9} {'-':>9}  {r['skip']}", flush=True)
+        return
+    gen_tps = r["gen_tokens"] / r["gen_s"] if r["gen_tokens"] else math.nan
+    print(f"{dtype:9} {LABELS[column]:14} {prompt / r['prompt_s']:>13.1f} {gen_tps:>10.1f} "
+          f"{r['peak'] / 2**20:>9.1f} {gen_tps / roof:>9.2%}", flush=True)
 
 
 if __name__ == "__main__":
