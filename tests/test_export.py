@@ -374,7 +374,7 @@ def test_parameter_encoding_round_trips():
 def test_every_primitive_class_is_registered_or_refused():
     import umx.primitives as P
 
-    classes = [c.__name__ for c in _format._classes(P.Primitive)]
+    classes = [c.__name__ for c in P.base.subclasses()]
     registry = _format.registry()
     shared_names = {n for n in classes if classes.count(n) > 1}
     assert set(classes) - set(registry) <= _format.NOT_EXPORTED | shared_names

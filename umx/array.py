@@ -29,7 +29,7 @@ __all__ = ["array", "from_dlpack"]
 # MLX keeps shape dimensions in 32-bit integers; larger ones are refused where they enter.
 DIM_MAX = 2**31 - 1
 
-_FROM_NP = {d.np: d for d in _dt.ALL if d is not _dt.bfloat16}  # NumPy dtype -> umx dtype, native byte order
+_FROM_NP = _dt._FROM_NP  # NumPy dtype -> umx dtype, native byte order
 _SLOTS = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings")
 
 
@@ -397,8 +397,10 @@ def node(prim, inputs: tuple, shape: tuple, dtype: _dt.Dtype, stream) -> array:
 
 def _copy_state(dst: array, src: array) -> None:
     """Make ``dst`` the same node as ``src`` (every field of ``_SLOTS``)."""
-    for f in _SLOTS:
-        setattr(dst, f, getattr(src, f))
+    # (the ten stores written out: this runs on every alias and twice per rebind, a += b among them)
+    dst._prim, dst._inputs, dst._shape = src._prim, src._inputs, src._shape
+    dst._dtype, dst._stream, dst._data = src._dtype, src._stream, src._data
+    dst._copies, dst._exec, dst._seq, dst._siblings = src._copies, src._exec, src._seq, src._siblings
 
 
 def alias(a: array) -> array:

@@ -319,12 +319,7 @@ class _CudaKernelFunction:
                           self.ensure_row_contiguous, self.shared_memory, tmpl, grid, threadgroup,
                           tuple(x._dtype for x in ins), shapes, dtypes,
                           None if init_value is None else float(init_value), bool(verbose))
-        outs = [node(None, ins, s, d, st) for s, d in zip(shapes, dtypes)]
-        sibs = tuple(outs)
-        for o in outs:
-            o._prim = prim
-            o._siblings = sibs
-        return outs
+        return _core.sibling_nodes(prim, ins, list(zip(shapes, dtypes)), st)
 
 
 def cuda_kernel(name: str, input_names, output_names, source: str, header: str = "",

@@ -20,6 +20,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import primitives as _primitives
 from ..io import _safetensors
+from ..primitives.base import param_names, subclasses
 
 MAGIC = b"UMXFUNC\n"
 VERSION = 1
@@ -75,34 +76,22 @@ class Trace:
 _REGISTRY: list = []  # [the registry], built on first use (after every primitives module is imported)
 
 
-def _classes(cls) -> list:
-    out = []
-    for c in cls.__subclasses__():
-        out += [c] + _classes(c)
-    return out
-
-
-def slots(cls) -> tuple:
-    """Every parameter slot of primitive class ``cls``, its bases' first."""
-    return tuple(s for k in reversed(cls.__mro__) for s in getattr(k, "__slots__", ()) if s != "__weakref__")
-
-
 def registry() -> dict:
     """Primitive name -> ``(class, slots, shared instance or None)``, for every primitive class umx has (names
     that two classes share, and ``NOT_EXPORTED``, left out)."""
     if not _REGISTRY:  # (built whole, then published: a thread never sees part of it)
         seen: dict = {}
-        for cls in _classes(_primitives.Primitive):
+        for cls in subclasses():
             seen.setdefault(cls.__name__, set()).add(cls)
         shared = {}
         for value in _module_values():
-            if isinstance(value, _primitives.Primitive) and not slots(type(value)):
+            if isinstance(value, _primitives.Primitive) and not param_names(type(value)):
                 shared[type(value)] = value
         table = {}
         for name, classes in seen.items():
             if len(classes) == 1 and name not in NOT_EXPORTED:
                 (cls,) = classes
-                table[name] = (cls, slots(cls), shared.get(cls))
+                table[name] = (cls, param_names(cls), shared.get(cls))
         _REGISTRY.append(table)
     return _REGISTRY[0]
 
@@ -129,7 +118,7 @@ def name_of(prim) -> str:
 
 def params_of(prim) -> dict:
     """``prim``'s parameters by slot name."""
-    return {s: getattr(prim, s) for s in slots(type(prim))}
+    return dict(zip(param_names(type(prim)), prim.params()))
 
 
 # -- parameters: a tagged JSON encoding of plain values ----------------------------------------------------------------
@@ -344,4 +333,4 @@ def _trace(t, n_constants: int, where: str) -> Trace:
 
 
 __all__ = ["MAGIC", "VERSION", "Step", "Trace", "build", "decode", "encode", "name_of", "params_of", "read",
-           "registry", "slots", "write"]
+           "registry", "write"]

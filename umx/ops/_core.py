@@ -23,6 +23,16 @@ _SCALARS = (bool, int, float, complex)
 _const_cache: dict = {}
 
 
+def sibling_nodes(prim, inputs: tuple, specs: list, stream) -> list:
+    """One node per ``(shape, dtype)`` in ``specs``, siblings that ``prim`` computes together."""
+    outs = [node(None, inputs, shape, d, stream) for shape, d in specs]
+    sibs = tuple(outs)
+    for o in outs:
+        o._prim = prim
+        o._siblings = sibs
+    return outs
+
+
 def scalar(value, dtype: dt.Dtype) -> array:
     """An evaluated 0-d constant (cached: Python scalars in expressions cost no allocation after the first).
 

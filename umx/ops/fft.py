@@ -352,8 +352,7 @@ def _frame_args(n_fft: int, hop_length, win_length, norm: str, op: str) -> tuple
         raise ValueError(f"{op}: hop_length must be positive, got {hop}")
     if not 0 < win <= n_fft:
         raise ValueError(f"{op}: win_length must be in [1, n_fft={n_fft}], got {win}")
-    if norm not in ("backward", "ortho", "forward"):
-        raise ValueError(f"{op}: norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
+    _norm(norm, op)
     return hop, win
 
 

@@ -26,6 +26,7 @@ from ._core import (
     describe,
     node,
     resolve_stream,
+    sibling_nodes,
 )
 from .creation import zeros
 
@@ -47,16 +48,6 @@ def _matrix(a, op: str, square: bool = True, real: bool = False) -> array:
         names = ", ".join(d.name for d in ok)
         raise ValueError(f"{op}: needs {names} input, got {describe(a)}; cast it with astype first")
     return a
-
-
-def _outputs(prim, inputs: tuple, specs: list, stream) -> list:
-    """One node per ``(shape, dtype)`` in ``specs``, siblings computed together by ``prim``."""
-    outs = [node(None, inputs, shape, d, stream) for shape, d in specs]
-    sibs = tuple(outs)
-    for o in outs:
-        o._prim = prim
-        o._siblings = sibs
-    return outs
 
 
 def _real_of(d: dt.Dtype) -> dt.Dtype:
@@ -197,7 +188,7 @@ def qr(a, /, *, stream=None) -> tuple:
     a = _matrix(a, "linalg.qr", square=False)
     *b, m, n = a._shape
     k = min(m, n)
-    q, r = _outputs(la.QR_DECOMP, (a,), [((*b, m, k), a._dtype), ((*b, k, n), a._dtype)], resolve_stream(stream))
+    q, r = sibling_nodes(la.QR_DECOMP, (a,), [((*b, m, k), a._dtype), ((*b, k, n), a._dtype)], resolve_stream(stream))
     return q, r
 
 
@@ -221,7 +212,7 @@ def svd(a, /, compute_uv: bool = True, *, stream=None):
     s_shape = (*b, min(m, n))
     if not compute_uv:
         return node(la.SVD(False), (a,), s_shape, sd, st)
-    u, s, vt = _outputs(la.SVD(True), (a,), [((*b, m, m), a._dtype), (s_shape, sd), ((*b, n, n), a._dtype)], st)
+    u, s, vt = sibling_nodes(la.SVD(True), (a,), [((*b, m, m), a._dtype), (s_shape, sd), ((*b, n, n), a._dtype)], st)
     return u, s, vt
 
 
@@ -324,7 +315,8 @@ def eigh(a, /, UPLO: str = "L", *, stream=None) -> tuple:  # noqa: N803 (NumPy's
     """
     a = _matrix(a, "linalg.eigh")
     prim = la.Eigh(_uplo(UPLO, "linalg.eigh"), True)
-    w, v = _outputs(prim, (a,), [(a._shape[:-1], _real_of(a._dtype)), (a._shape, a._dtype)], resolve_stream(stream))
+    specs = [(a._shape[:-1], _real_of(a._dtype)), (a._shape, a._dtype)]
+    w, v = sibling_nodes(prim, (a,), specs, resolve_stream(stream))
     return w, v
 
 
@@ -358,7 +350,7 @@ def eig(a, /, *, stream=None) -> tuple:
     """
     a = _matrix(a, "linalg.eig")
     c = dt.complex64
-    w, v = _outputs(la.Eig(True), (a,), [(a._shape[:-1], c), (a._shape, c)], resolve_stream(stream))
+    w, v = sibling_nodes(la.Eig(True), (a,), [(a._shape[:-1], c), (a._shape, c)], resolve_stream(stream))
     return w, v
 
 
@@ -393,7 +385,7 @@ def lu(a, /, *, stream=None) -> tuple:
     *b, m, n = a._shape
     k = min(m, n)
     specs = [((*b, m), dt.uint32), ((*b, m, k), a._dtype), ((*b, k, n), a._dtype)]
-    p, low, up = _outputs(la.LU_DECOMP, (a,), specs, resolve_stream(stream))
+    p, low, up = sibling_nodes(la.LU_DECOMP, (a,), specs, resolve_stream(stream))
     return p, low, up
 
 
@@ -411,7 +403,7 @@ def lu_factor(a, /, *, stream=None) -> tuple:
     a = _matrix(a, "linalg.lu_factor", square=False)
     k = min(a._shape[-2:])
     specs = [(a._shape, a._dtype), (a._shape[:-2] + (k,), dt.uint32)]
-    f, piv = _outputs(la.LU_FACTOR, (a,), specs, resolve_stream(stream))
+    f, piv = sibling_nodes(la.LU_FACTOR, (a,), specs, resolve_stream(stream))
     return f, piv
 
 
@@ -508,7 +500,7 @@ def slogdet(a, /, *, stream=None) -> tuple:
     st = resolve_stream(stream)
     a, out = _det_input(a, "linalg.slogdet", st)
     shape = a._shape[:-2]
-    sign, logdet = _outputs(la.SLOGDET, (a,), [(shape, a._dtype), (shape, a._dtype)], st)
+    sign, logdet = sibling_nodes(la.SLOGDET, (a,), [(shape, a._dtype), (shape, a._dtype)], st)
     return cast(sign, out, st), cast(logdet, out, st)
 
 

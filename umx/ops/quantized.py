@@ -14,7 +14,7 @@ from ..primitives.quantized import (
     Quantize,
     QuantizedMatmul,
 )
-from ._core import array, as_array, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream
+from ._core import array, as_array, broadcast_shapes, cast, describe, node, reshape_node, resolve_stream, sibling_nodes
 from .matmul import matmul
 from .products import batch_index, gather_mm
 from .shape import swapaxes
@@ -60,15 +60,6 @@ def _global(op: str, mode: str, global_scale):
     if g._dtype is not dt.float32 or g.size != 1:
         raise ValueError(f"{op}: the global scale must be one float32 value, got {describe(g)}")
     return g
-
-
-def _outputs(prim, inputs: tuple, specs: list, stream) -> list:
-    outs = [node(None, inputs, shape, d, stream) for shape, d in specs]
-    sibs = tuple(outs)
-    for o in outs:
-        o._prim = prim
-        o._siblings = sibs
-    return outs
 
 
 def quantize(w, /, group_size: int | None = None, bits: int | None = None, mode: str = "affine", *,
@@ -119,7 +110,7 @@ def quantize(w, /, group_size: int | None = None, bits: int | None = None, mode:
     else:
         specs.append((lead + (n // gs,), dt.uint8))
     inputs = (w,) if g is None else (w, g)
-    return tuple(_outputs(Quantize(gs, b, mode, g is not None, w._dtype), inputs, specs, st))
+    return tuple(sibling_nodes(Quantize(gs, b, mode, g is not None, w._dtype), inputs, specs, st))
 
 
 def _check_packed(op: str, mode: str, w: array, scales: array, biases, gs: int, bits: int) -> int:

@@ -197,17 +197,12 @@ def split(a, /, indices_or_sections, axis: int = 0, *, stream=None) -> list:
         idx = tuple(int(i) for i in indices_or_sections)
     bounds = [0, *(min(max(i if i >= 0 else i + n, 0), n) for i in idx), n]
     st = resolve_stream(stream)
-    outs = []
+    specs = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         shape = list(a._shape)
         shape[ax] = max(hi - lo, 0)
-        outs.append(node(None, (a,), tuple(shape), a._dtype, st))
-    prim = Split(idx, ax)
-    sibs = tuple(outs)
-    for o in outs:
-        o._prim = prim
-        o._siblings = sibs
-    return outs
+        specs.append((tuple(shape), a._dtype))
+    return _core.sibling_nodes(Split(idx, ax), (a,), specs, st)
 
 
 def broadcast_to(a, /, shape, *, stream=None) -> array:

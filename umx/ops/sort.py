@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
-from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream
+from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream, sibling_nodes
 from .elementwise import not_equal
 from .indexing import getitem
 from .reduction import sum as sum_
@@ -175,12 +175,8 @@ def unique(a, /, size: int, return_index: bool = False, return_inverse: bool = F
         if f.ndim:
             raise ValueError(f"unique: fill_value must be a scalar or a 0-d array, got shape {f.shape}")
         inputs = (a, cast(f, a._dtype, st))
-    outs = (node(None, inputs, (size,), a._dtype, st), node(None, inputs, (size,), dt.uint32, st),
-            node(None, inputs, a._shape, dt.uint32, st), node(None, inputs, (size,), dt.uint32, st))
-    prim = Unique(size)
-    for o in outs:
-        o._prim = prim
-        o._siblings = outs
+    specs = [((size,), a._dtype), ((size,), dt.uint32), (a._shape, dt.uint32), ((size,), dt.uint32)]
+    outs = sibling_nodes(Unique(size), inputs, specs, st)
     extra = [o for o, want in zip(outs[1:], (return_index, return_inverse, return_counts)) if want]
     return outs[0] if not extra else (outs[0], *extra)
 

@@ -19,19 +19,12 @@ import sys
 from math import prod
 
 from ..primitives import AsType, Binary, Round, Unary, Where
+from ..primitives.base import subclasses
 from .node import MEMBER
 from .refs import UNHELD_INPUT
 
-
-def _subclasses(cls) -> list:
-    out = [cls]
-    for c in cls.__subclasses__():
-        out += _subclasses(c)
-    return out
-
-
 #: primitive classes that fuse: one output element from the same element of each input
-ELEMENTWISE = frozenset(c for base in (Unary, Binary) for c in _subclasses(base)) | {Where, AsType}
+ELEMENTWISE = frozenset(c for base in (Unary, Binary) for c in (base, *subclasses(base))) | {Where, AsType}
 
 #: a region of one node is worth a task of its own only when it is big enough to split across cores
 SPLIT_MIN_SIZE = 1 << 20

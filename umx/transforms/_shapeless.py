@@ -15,6 +15,7 @@ from math import prod
 
 import numpy as np
 
+from ..ops.reduction import _out_shape
 from ..primitives import (
     ArgPartition,
     ArgReduce,
@@ -73,11 +74,7 @@ def _first(prim, shapes, traced):
 
 
 def _reduce(prim, shapes, traced):
-    axes = set(prim.axes)
-    x = shapes[0]
-    if prim.keepdims:
-        return prim, tuple(1 if i in axes else d for i, d in enumerate(x))
-    return prim, tuple(d for i, d in enumerate(x) if i not in axes)
+    return prim, _out_shape(shapes[0], prim.axes, prim.keepdims)
 
 
 def _arg_reduce(prim, shapes, traced):
@@ -203,7 +200,7 @@ for _classes, _rule in [
     ((Concatenate,), _concatenate),
     ((Pad,), _pad),
     ((TakeAlongAxis,), _take_along_axis),
-    ((Sort, ArgSort), _same_axis_length),
+    ((Sort, ArgSort, Partition, ArgPartition), _same_axis_length),
     ((RandomBits, DynamicSlice), _fixed),
 ]:
     for _cls in _classes:
@@ -215,9 +212,6 @@ def _rule_of(prim):
         rule = _RULES.get(cls)
         if rule is not None:
             return rule
-
-    if isinstance(prim, (Partition, ArgPartition)):
-        return _same_axis_length
     raise _NoRule
 
 

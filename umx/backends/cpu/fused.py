@@ -157,9 +157,9 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
         compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain))
     steps, chain, donors = compiled
     root = f.root
-    if donate and donors and out is None and not traced():
+    if donate and donors and out is None:
         gift = _donor(f, donors)
-        if gift is not None:
+        if gift is not None and not traced():
             return _in_place(f, steps, chain, leaves, *gift)
     size = 1
     for s in root._shape:

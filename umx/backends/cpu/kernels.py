@@ -83,10 +83,11 @@ def _where(prim, c, x, y):
     # the branches mispredict, which costs 10-20x a branch-free select. The select on the values' bits,
     # y ^ ((x ^ y) & mask), with mask all ones where c holds, gives the same bits (NaNs, signed zeros) as
     # numpy.where.
+    if c.__class__ is not np.ndarray or c.size < _SELECT_MIN_SIZE:  # (small selects, the commonest: at once)
+        return np.where(c, x, y)
     x, y = np.asarray(x), np.asarray(y)
     u = _UINT_OF_SIZE.get(x.dtype.itemsize)
-    if (u is None or x.dtype != y.dtype or x.dtype.kind not in "fiub" or c.__class__ is not np.ndarray
-            or c.size < _SELECT_MIN_SIZE):
+    if u is None or x.dtype != y.dtype or x.dtype.kind not in "fiub":
         return np.where(c, x, y)
     shape = np.broadcast_shapes(c.shape, x.shape, y.shape)
     mask = (c if c.shape == shape else np.broadcast_to(c, shape)).astype(u)

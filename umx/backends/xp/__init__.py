@@ -11,9 +11,6 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-import sys
-
-import numpy as np
 
 _FACTORIES: dict = {}
 

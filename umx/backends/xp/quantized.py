@@ -366,7 +366,7 @@ def _gathered(xp, x, lhs, rhs, n: int, dtype, one_product):
     placed in the output: each right matrix is prepared once for all the products that use it."""
     li, ri, batch = _pairs(xp, lhs, rhs)
     m, k = x.shape[-2:]
-    xf = x.reshape((int(np.prod(x.shape[:-2])), m, k))
+    xf = _flat(x)
     out = xp.zeros((li.shape[0], m, n), dtype=dtype)
     if m * n:
         for e in xp.unique(ri).tolist():
@@ -421,7 +421,7 @@ def _gather_qmm(xp, prim, x, w, scales, *rest):
 @kernel(qp.GatherMM)
 def _gather_mm(xp, prim, a, b, lhs, rhs):
     acc = _work_dtype(xp, a.dtype)  # half-precision products accumulate in float32
-    bf = b.reshape((int(np.prod(b.shape[:-2])),) + b.shape[-2:])
+    bf = _flat(b)
     out = _gathered(xp, a.astype(acc, copy=False), lhs, rhs, b.shape[-1], acc,
                     lambda e, rows: rows @ bf[e].astype(acc, copy=False))
     return out.astype(a.dtype, copy=False)
