@@ -27,7 +27,7 @@ fi
 if [ "${1:-core}" = check ]; then
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
   XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 300 python3 -m pytest -q -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
+  timeout 300 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
     > "$OUT/pytest.log" 2>&1
   echo "pytest exit $?"; tail -2 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -70
   timeout 90 python3 bench/seed.py --runs 10 2>&1 | tee "$OUT/seed.log" | tail -22

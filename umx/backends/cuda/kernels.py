@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cupyx
 import cupyx.scipy.special as special
 import numpy as np
 
@@ -32,8 +31,8 @@ def _isneginf(prim, x):
     return cp.isinf(x) & (x < 0)
 
 
-# atomic scatters: CuPy's ufunc.at covers fewer ufuncs and dtypes than these
-_SCATTER = {"add": cupyx.scatter_add, "maximum": cupyx.scatter_max, "minimum": cupyx.scatter_min}
+# ufuncs whose .at CuPy runs as one atomic kernel (other ufuncs and dtypes may lack .at)
+_ATOMIC = frozenset({"add", "maximum", "minimum"})
 # dtypes those atomics lack -> the 32-bit type they accumulate in
 _WIDER = {"?": np.int32, "b": np.int32, "h": np.int32, "B": np.uint32, "H": np.uint32}
 
@@ -47,19 +46,19 @@ def _scatter(prim, x, values, *index_arrays):
     if not index_arrays:  # a basic key selects each element once: one ufunc over the view
         out[key] = getattr(cp, prim.op)(out[key], values)
         return out
-    fn = _SCATTER.get(prim.op)
-    if fn is not None:
+    ufunc = getattr(cp, prim.op)
+    if prim.op in _ATOMIC:
         wide = _WIDER.get(out.dtype.char)
         if wide is None:
-            fn(out, key, values)
+            ufunc.at(out, key, values)
             return out
         # CuPy's atomics take 32- and 64-bit types only: bool and 8- and 16-bit integers accumulate in a 32-bit
         # type, then go back (wrapping, as NumPy's do; a bool is true where its count is not zero)
         acc = out.astype(wide)
-        fn(acc, key, values.astype(wide) if isinstance(values, (cp.ndarray, np.ndarray, np.generic)) else values)
+        ufunc.at(acc, key, values.astype(wide) if isinstance(values, (cp.ndarray, np.ndarray, np.generic)) else values)
         return acc.astype(out.dtype)
     try:
-        getattr(cp, prim.op).at(out, key, values)
+        ufunc.at(out, key, values)
     except (NotImplementedError, TypeError):
         # CuPy's ufunc.at lacks multiply, divide and most dtypes of subtract: accumulate on the host (rare ops;
         # correctness over speed), then bring the result back.
