@@ -276,18 +276,18 @@ class _FakeGpu(traced.TracedBatches):
         (t,) = tasks
         n = t[0] if type(t) is tuple else t
         if type(t) is tuple:
-            self._fetch(n._inputs, [])
+            self.fetch(n._inputs, [])
         self.cuda_stream.clock += 2.0
         set_result(n, Failure(ValueError("boom")) if n is self.bad else np.zeros(n._shape, n._dtype.np))
         self.log.append(n._seq)
         self.copied.add(id(n.root if type(n) is Fused else n))  # its data is on the device
 
-    def _wait_for(self, waits):
+    def wait_for(self, waits):
         self.log.append(("wait", waits))
 
-    def _fetch(self, ins, held):
+    def fetch(self, ins, held):
         for x in ins:
-            if id(x) not in self.copied:  # like CudaExecutor._copy_in: once, and before this stream reads it
+            if id(x) not in self.copied:  # like CudaExecutor.copy_in: once, and before this stream reads it
                 self.copied.add(id(x))
                 start = self._copy_begin(self.cuda_stream) if self._tr is not None else None
                 self.copy_stream.clock += 1.0

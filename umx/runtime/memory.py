@@ -3,6 +3,8 @@
 An evaluated array holds its data at its home location (``array._data``: a NumPy array on the host, a device
 array on a GPU) and, once some op on another device has needed it, a copy there (``array._copies``). Copies are made
 by the backend that owns the data (registered here with :func:`register_location`), at most once per location.
+The keys of ``array._copies`` are Devices and :class:`CopyPlace` objects (the host's copy, a backend's copy in
+progress); nothing else.
 
 Host bytes are counted here as arrays gain and lose data; device backends report their own pools.
 """
@@ -25,6 +27,24 @@ __all__ = [
 
 _memory_limit = 0  # 0: no limit set
 _cache_limit: int | None = None  # None: the default, the memory limit
+
+
+
+class CopyPlace:
+    """A key of ``array._copies`` that is not a Device: the host (``HOST_COPY``), or a place a backend declares
+    for a copy on its way (the GPU's pending copy to the host, a kernel's mirror). Its repr is its name."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: the key of an array's copy on the host
+HOST_COPY = CopyPlace("host")
 
 # type of a device array -> object with to_host(data, array), location(data), active(), peak(), cache(), ...
 _locations: dict[type, object] = {}
@@ -168,7 +188,7 @@ def host_copy(a) -> np.ndarray:
         return d
     copies = a._copies
     if copies is not None:
-        h = copies.get("host")
+        h = copies.get(HOST_COPY)
         if h is not None:
             return h
     handler = _locations.get(type(d))
@@ -183,7 +203,7 @@ def host_copy(a) -> np.ndarray:
         h = handler.to_host(a)
         src = repr(a._stream.device) if a._stream is not None else type(d).__name__
         tr.copy(h.nbytes, src, "host", t0, _tracing.now(), {"array": f"{a._dtype.name}{list(a._shape)}"})
-    set_copy(a, "host", h)
+    set_copy(a, HOST_COPY, h)
     return h
 
 
@@ -203,7 +223,7 @@ def host_in_parts(a):
 
 
 def set_copy(a, location, data) -> None:
-    """Record ``data`` as ``a``'s copy at ``location`` (``'host'`` or a Device)."""
+    """Record ``data`` as ``a``'s copy at ``location`` (a Device or a :class:`CopyPlace`)."""
     copies = a._copies
     if copies is None:
         a._copies = {location: data}

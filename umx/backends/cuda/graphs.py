@@ -43,13 +43,12 @@ import numpy as np
 from ...primitives import creation as cr
 from ...primitives.base import Primitive, param_names, subclasses
 from ...runtime import memory as _memory
-from ...runtime.executor import Failure, set_result
+from ...runtime.executor import Failure
 from ...runtime.fusion import Fused
-from ...runtime.node import finish
 from ...runtime.refs import UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
-from .pressure import RELEASERS, SPILL_MIN_BYTES, track
+from .pressure import RELEASERS
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
 
@@ -142,8 +141,8 @@ class Graphs:
         try:
             for t in tasks:
                 if type(t) is tuple and t[1]:
-                    ex._wait_for(t[1])
-            inputs = ex._fetch(externals, held)
+                    ex.wait_for(t[1])
+            inputs = ex.fetch(externals, held)
         except Exception:  # an input failed: the eager path gives each node its failure
             return False
         with self.lock:
@@ -174,7 +173,7 @@ class Graphs:
         try:
             slots = [cp.empty(d.shape, d.dtype) for d in inputs]
             # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
-            with ex._mark_lock:
+            with ex.marks.lock:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
                     values = _dispatch(ex, tasks, externals, slots)
@@ -231,16 +230,10 @@ class Graphs:
             if k < len(retained) and retained[k] == i:
                 out = outs[k]
                 k += 1
-                if out.nbytes >= SPILL_MIN_BYTES:
-                    track(n)
             else:
                 out = _ELIDED
-            u = t[0] if type(t) is tuple else t
-            if type(u) is Fused:
-                set_result(u, out)
-            else:  # (no siblings in a graph: see _plan)
-                finish(n, out)
-        hints = ex._hints
+            ex.settle(t[0] if type(t) is tuple else t, out)
+        hints = ex.hints
         last = 0
         for i in range(len(tasks)):
             n = nodes[i]
@@ -250,12 +243,11 @@ class Graphs:
                 devices = hints.pop(last, None)
                 if devices is not None:
                     try:
-                        ex._publish(n, devices)
+                        ex.publish(n, devices)
                     except Exception:  # readers then copy on demand
-                        ex._mark(last)
-        if held:
-            ex._mark()
-            ex._held.append((ex._marks[-1][1], held))
+                        ex.marks.record(last)
+        if held:  # (a mark after the replay: the batch's nodes are not yet counted as dispatched)
+            ex.marks.hold(ex.marks.record(last), held)
         ex.finished(last)
         return True
 
@@ -270,7 +262,7 @@ class Graphs:
         g = self.cache.pop(key)
         event = cp.cuda.Event(disable_timing=True)
         event.record(self.ex.cuda_stream)
-        self.ex._held.append((event, g))
+        self.ex.marks.hold(event, g)
         STATS.evictions += 1
 
     def _forget_sightings(self) -> None:
@@ -447,11 +439,11 @@ def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
                 s = where.get(id(x))
                 args.append(slots[s] if s is not None else x._data)
         if type(n) is Fused:
-            out = ex._run_fused(n, args)
+            out = ex.run_fused(n, args)
             node = n.root
         else:
             node = n
-            out = ex._single(n, args)
+            out = ex.single(n, args)
         if not out.flags.c_contiguous:
             out = cp.ascontiguousarray(out)
         produced[id(node)] = len(values)

@@ -7,7 +7,7 @@ migration of managed memory is never used (page faults move data far more slowly
 
 Reuse: CuPy's pool hands a freed block to the next allocation on the stream it was allocated on, which is safe in
 that stream's order. Data read by another stream, or by a copy, is held by the reader's executor until an event
-recorded after the read has passed (``CudaExecutor._held``), so no block is reused under in-flight work.
+recorded after the read has passed (``CudaExecutor.marks``), so no block is reused under in-flight work.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ _H2D = _runtime.memcpyHostToDevice
 _D2H = _runtime.memcpyDeviceToHost
 #: key in ``array._copies`` of a device-to-host copy that was started but may not have finished:
 #: ``(host, event, arrivals)``, arrivals None or per part (see ``start_to_host_in_parts``)
-PENDING_HOST = "pending-host"
+PENDING_HOST = _memory.CopyPlace("pending-host")
 #: key in ``array._copies`` of a small output its kernel also writes to the host (a ``direct.MirrorRead``)
-MIRROR = "mirror"
+MIRROR = _memory.CopyPlace("mirror")
 #: device-to-host copies up to this size go straight to pageable memory, in one synchronous call
 SMALL_COPY_BYTES = 1 << 16
 
@@ -260,7 +260,7 @@ class GpuLocation:
             WorkerExecutor.wait(ex, a._seq)  # dispatched: its kernel is on the stream
             host = np.empty(d.shape, d.dtype)
             if d.nbytes:
-                with ex._mark_lock:  # (never into a CUDA graph the stream is capturing)
+                with ex.marks.lock:  # (never into a CUDA graph the stream is capturing)
                     _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
             return host
         if ex is not None:

@@ -48,8 +48,22 @@ class SpillStats:
 
 
 STATS = SpillStats()
-#: set once anything was spilled: from then on GPU executors fetch every input (one may now be on the host)
-spilled = [False]
+#: called at the first spill (no arguments): from then on GPU executors fetch every input, one may be on the host
+SPILL_LISTENERS: list = []
+_has_spilled = False
+
+
+def has_spilled() -> bool:
+    """Whether any array was ever spilled to the host (see SPILL_LISTENERS)."""
+    return _has_spilled
+
+
+def _first_spill() -> None:
+    global _has_spilled
+    if not _has_spilled:
+        _has_spilled = True
+        for listener in SPILL_LISTENERS:
+            listener()
 
 
 #: callables that free device memory held for speed (cached CUDA graphs), returning the bytes freed
@@ -136,14 +150,14 @@ def _spill_one(device_index: int) -> bool:
         if (type(d) is not cp.ndarray or d.base is not None or d.device.id != device_index
                 or not d.flags.c_contiguous):  # (a view frees nothing: its base holds the memory)
             continue
-        host = a._copies.get("host") if a._copies else None
+        host = a._copies.get(_memory.HOST_COPY) if a._copies else None
         if host is None:
             _memory.check_host_limit(d.nbytes)  # past the host's limit too: MemoryError, naming both
             cp.cuda.Device(device_index).synchronize()  # every enqueued kernel, this buffer's producer included
             host = np.empty(d.shape, d.dtype)
             if d.nbytes:
                 cp.cuda.runtime.memcpy(host.ctypes.data, d.data.ptr, d.nbytes, cp.cuda.runtime.memcpyDeviceToHost)
-        spilled[0] = True
+        _first_spill()
         _memory.acquire(host)
         # The array now lives on the host: its planner checks (`_exec` None: by the data's type) and every
         # reader (host_copy; a GPU's fetch) see host data from here on.

@@ -44,7 +44,7 @@ def _elapsed_ms(a, b) -> float:
 
 class TracedBatches:
     """``run_traced`` for ``CudaExecutor``, a mixin: it uses the executor's ``cuda_stream``, ``copy_stream``,
-    ``_run``, ``_wait_for``, ``_fetch`` and ``_end_batch``."""
+    ``_run``, ``wait_for``, ``fetch`` and ``_end_batch``."""
 
     #: the recorder while a traced batch runs, else None: the executor's copies read it to time themselves
     _tr = None
@@ -89,9 +89,9 @@ class TracedBatches:
         try:
             for ex, seq in waits:
                 t0 = now()
-                self._wait_for([(ex, seq)])
+                self.wait_for([(ex, seq)])
                 tr.span("wait", f"wait {ex.stream!r} #{seq}", t0, now())
-            self._fetch(ins, [])  # copies are cached on the inputs; the data is held by _run's own fetch
+            self.fetch(ins, [])  # copies are cached on the inputs; the data is held by _run's own fetch
         except Exception:
             pass
 
