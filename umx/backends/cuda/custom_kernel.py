@@ -113,22 +113,43 @@ def _to_device(x, dtype):
     return x
 
 
+_BUILT: dict = {}  # the source's fields -> (code, expr, kernel, which extras each input passes)
+_MAX_BUILT = 256
+
+
+def _built(prim) -> tuple:
+    """``(code, expr, kernel, extras)`` of ``prim``'s kernel, generated once per distinct source (a launch
+    then only binds arguments); ``extras[i]``: whether input ``i`` also passes its shape, strides and ndim."""
+    key = (prim.name, prim.source, prim.header, tuple(prim.input_names), tuple(prim.input_dtypes),
+           tuple(prim.output_names), tuple(prim.output_dtypes),
+           tuple((k, type(v), v) for k, v in prim.template or ()))  # (True == 1, but not as a template)
+    got = _BUILT.get(key)
+    if got is None:
+        code, expr = source_of(prim)
+        extras = tuple(tuple(f"{name}_{part}" in prim.source for part in ("shape", "strides", "ndim"))
+                       for name in prim.input_names)
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.clear()
+        got = _BUILT[key] = (code, expr, _function(code, expr, bool(prim.template)), extras)
+    return got
+
+
 def run(prim, *inputs):
     """The kernel on the current stream: the outputs, as a tuple (one per output name)."""
-    code, expr = source_of(prim)
+    code, expr, kern, extras = _built(prim)
     if prim.verbose:
         print(f"Generated source code for {expr}:\n```\n{code}\n```")
-    kern = _function(code, expr, bool(prim.template))
     args = []
-    for name, x, d in zip(prim.input_names, inputs, prim.input_dtypes):
+    for x, d, (shape, strides, ndim) in zip(inputs, prim.input_dtypes, extras):
         x = _to_device(x, d)
         if prim.ensure_row_contiguous:
             x = cp.ascontiguousarray(x)
         args.append(x)
-        for part, values in (("shape", x.shape), ("strides", tuple(s // x.itemsize for s in x.strides))):
-            if f"{name}_{part}" in prim.source:
-                args.append(cp.asarray(np.asarray(values, dtype=np.int64)))
-        if f"{name}_ndim" in prim.source:
+        if shape:
+            args.append(cp.asarray(np.asarray(x.shape, dtype=np.int64)))
+        if strides:
+            args.append(cp.asarray(np.asarray([s // x.itemsize for s in x.strides], dtype=np.int64)))
+        if ndim:
             args.append(np.int32(x.ndim))
     outs = []
     for shape, d in zip(prim.output_shapes, prim.output_dtypes):
