@@ -70,8 +70,9 @@ def _tri_inv(xp, prim, a):
 def _cholesky(xp, prim, a):
     try:
         low = xp.linalg.cholesky(a)
-        # CuPy reports no failure by default: a pivot LAPACK refused stays non-positive on the diagonal
-        failed = not bool(xp.all(xp.diagonal(low, 0, -2, -1).real > 0))
+        # NumPy raises on failure; CuPy reports none by default (a refused pivot stays non-positive on the
+        # diagonal), so only CuPy pays for the check's read
+        failed = xp is not np and not bool(xp.all(xp.diagonal(low, 0, -2, -1).real > 0))
     except Exception as e:  # NumPy's LinAlgError: not positive definite, numerically
         if type(e).__name__ != "LinAlgError":
             raise
