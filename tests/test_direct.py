@@ -726,7 +726,7 @@ def test_ctrl_c_inside_the_one_task_lane_hands_the_node_to_the_worker(monkeypatc
     x = rng.standard_normal(16).astype(np.float32)
     a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
     mx.eval(a)
-    own = CudaExecutor._own
+    own = CudaExecutor.own
     hits = []
 
     def interrupted(self, n, *args):
@@ -735,7 +735,7 @@ def test_ctrl_c_inside_the_one_task_lane_hands_the_node_to_the_worker(monkeypatc
             raise KeyboardInterrupt
         return own(self, n, *args)
 
-    monkeypatch.setattr(CudaExecutor, "_own", interrupted)
+    monkeypatch.setattr(CudaExecutor, "own", interrupted)
     y = mx.add(a, 1.0, stream=mx.gpu)
     with pytest.raises(KeyboardInterrupt):
         mx.eval(y)
@@ -838,18 +838,20 @@ def test_a_kernel_error_in_the_one_task_lane_is_raised_by_eval(monkeypatch):
 @gpu_only
 def test_waiting_for_finished_gpu_work_records_no_event(monkeypatch):
     """A wait for a node whose stream is idle asks the stream, rather than recording an event and waiting on it."""
+    from umx.backends.cuda.marks import Marks
+
     a = mx.add(mx.array(np.arange(8, dtype=np.float32)), 1.0, stream=mx.gpu)
     mx.eval(a)
     ex = a._exec
     ex.cuda_stream.synchronize()
-    monkeypatch.setattr(ex, "_complete", 0)  # (as if no wait had seen it finish)
+    monkeypatch.setattr(ex.marks, "complete", 0)  # (as if no wait had seen it finish)
 
-    def no_mark(seq):
+    def no_mark(self, seq, dispatched):
         raise AssertionError("a mark was asked for")
 
-    monkeypatch.setattr(ex, "mark_for", no_mark)
+    monkeypatch.setattr(Marks, "covering", no_mark)
     ex.wait(a._seq)
-    assert ex._complete >= a._seq
+    assert ex.marks.complete >= a._seq
     np.testing.assert_array_equal(np.asarray(a), np.arange(8) + 1.0)
 
 
@@ -861,14 +863,14 @@ def test_a_wait_does_not_query_the_stream_while_a_graph_captures_on_it(monkeypat
     mx.eval(a)
     ex = a._exec
     ex.cuda_stream.synchronize()
-    monkeypatch.setattr(ex, "_complete", 0)  # (as if no wait had seen it finish)
+    monkeypatch.setattr(ex.marks, "complete", 0)  # (as if no wait had seen it finish)
     done = threading.Event()
-    with ex._mark_lock:
+    with ex.marks.lock:
         waiter = threading.Thread(target=lambda: (ex.wait(a._seq), done.set()))
         waiter.start()
         assert not done.wait(0.2)  # blocked on the lock, not asking the stream
     waiter.join(10)
-    assert done.is_set() and ex._complete >= a._seq
+    assert done.is_set() and ex.marks.complete >= a._seq
 
 
 @gpu_only
