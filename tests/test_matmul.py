@@ -37,6 +37,18 @@ def test_matmul_dtypes(device, rng):
     assert_close(mx.array(x.astype(np.float32)) @ np.ones((4, 1), np.float32), x.sum(1, keepdims=True))
 
 
+@pytest.mark.parametrize(("sa", "sb"), [((5, 64), (64, 3)), ((2, 3, 64), (64, 4)), ((2, 1, 3, 64), (5, 64, 2))],
+                         ids=str)
+def test_float16_products_accumulate_in_float32_and_round_once(device, rng, sa, sb):
+    x = rng.standard_normal(sa).astype(np.float16)
+    y = rng.standard_normal(sb).astype(np.float16)
+    out = mx.matmul(mx.array(x), mx.array(y), stream=device)
+    assert out.dtype == mx.float16
+    ref = (x.astype(np.float64) @ y.astype(np.float64)).astype(np.float16)
+    # within one float16 rounding of the exact product (a float16 accumulator would be far off at K = 64)
+    np.testing.assert_allclose(np.asarray(out).astype(np.float64), ref.astype(np.float64), rtol=2e-3, atol=2e-3)
+
+
 def test_matmul_errors(device):
     with pytest.raises(ValueError, match=r"matmul.*\(3, 4\).*\(5, 2\)"):
         mx.matmul(mx.zeros((3, 4)), mx.zeros((5, 2)), stream=device)

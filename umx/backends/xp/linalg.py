@@ -28,6 +28,10 @@ def _adjoint(xp, a):
 
 @kernel(la.Matmul)
 def _matmul(xp, prim, a, b):
+    if xp is np and a.dtype == np.float16:
+        # NumPy has no BLAS for float16 (a naive loop, thousands of times slower): a float32 product, rounded
+        # once, as MLX's CPU and torch compute it
+        return _matmul(xp, prim, a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
         # a stack of matrices times one matrix (a Linear layer on [batch, length, features]) is one product of
         # all the stack's rows: one large GEMM instead of one per matrix
