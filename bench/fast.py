@@ -4,9 +4,11 @@ against torch, measured in the same run.
 Rows: rms_norm and layer_norm of (32, 512, 1024); RoPE of (1, 32, 512, 128); attention with a causal mask over
 512 queries and keys (32 query heads, 8 key heads, head size 128) and one decoding query over 4096 keys; a
 4096x4096 weight times a vector, 4-bit affine (group 64) against float32 and bfloat16 weights. Each on the CPU
-and, where there is one, the GPU. Times are medians of interleaved rounds (see ``_util.interleaved_medians``);
-GPU work is synchronized inside the timed region. The last column is the plain-op (or float32) time over the
-fused (or quantized) one: above 1, the fused op is faster.
+and, where there is one, the GPU. Times are medians of interleaved rounds (``suite._timed``: on the CPU, torch's
+columns are timed apart, after the others). The two decoding rows (attention over 4096 keys, the matvec) cycle
+through copies of their keys and values or weights that together exceed the caches, so each call reads them from
+memory, as a decoding step does. GPU work is synchronized inside the timed region. The last column is the
+plain-op (or float32) time over the fused (or quantized) one: above 1, the fused op is faster.
 
 Usage: python bench/fast.py [--quick]
 """
@@ -14,6 +16,8 @@ Usage: python bench/fast.py [--quick]
 from __future__ import annotations
 
 import argparse
+import glob
+import itertools
 import math
 import os
 import sys
@@ -23,16 +27,44 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import interleaved_medians  # noqa: E402
+import suite  # noqa: E402
 
 import umx as mx  # noqa: E402
 
 
-def _try(name):
-    try:
-        return __import__(name)
-    except Exception:
-        return None
+def _cache_bytes() -> int:
+    """The host's last-level caches, all instances together (0 where sysfs does not say)."""
+    seen, total = set(), 0
+    for d in glob.glob("/sys/devices/system/cpu/cpu*/cache/index*"):
+        try:
+            with open(f"{d}/level") as f:
+                level = int(f.read())
+            with open(f"{d}/shared_cpu_list") as f:
+                shared = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if level >= 3 and (level, shared) not in seen:
+            seen.add((level, shared))
+            unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1])
+            total += int(size) if unit is None else int(size[:-1]) * unit
+    return total
+
+
+# What the copies of a decoding row's operands add up to: twice the host's caches, and more than a GPU's L2
+COLD_BYTES = max(2 * _cache_bytes(), 256 << 20)
+
+
+def _copies(make, nbytes: int) -> list:
+    """``make()`` called for as many copies (at least 2) as ``COLD_BYTES`` takes, at ``nbytes`` each."""
+    return [make() for _ in range(max(2, -(-COLD_BYTES // nbytes)))]
+
+
+def _cycling(fn, operands: list):
+    """``fn`` called on the next tuple of ``operands`` at each call, round and round."""
+    turn = itertools.cycle(operands)
+    return lambda: fn(*next(turn))
 
 
 # -- the same computations in plain umx ops ------------------------------------------------------------------
@@ -78,7 +110,7 @@ def cases(dev: str, quick: bool) -> list:
     """(name, {column: fn}, runs) for device ``dev``; columns 'fused', 'plain ops', 'torch'."""
     rng = np.random.default_rng(0)
     s = mx.cpu if dev == "cpu" else mx.gpu
-    torch = _try("torch")
+    torch = suite._try("torch")
     if torch is not None and dev == "gpu" and not torch.cuda.is_available():
         torch = None
     tdev = "cuda" if dev == "gpu" else "cpu"
@@ -115,43 +147,59 @@ def cases(dev: str, quick: bool) -> list:
     for name, tq, tk, causal in (("attention causal 512x512", 512 // scale_n, 512 // scale_n, True),
                                  ("attention decode 1x4096", 1, 4096 // scale_n, False)):
         q, qt = arr(1, 32, tq, 128)
-        k, kt = arr(1, 8, tk, 128)
-        v, vt = arr(1, 8, tk, 128)
+
+        def kv(q=q, qt=qt, tk=tk):
+            (k, kt), (v, vt) = arr(1, 8, tk, 128), arr(1, 8, tk, 128)
+            return (q, k, v), (qt, kt, vt)
+
+        kvs = [kv()] if causal else _copies(kv, 2 * 8 * tk * 128 * 4)  # (decoding: another cache each call)
+        ops = [u for u, _ in kvs]
         tfn = None
         if torch is not None:
-            def tfn(qt=qt, kt=kt, vt=vt, causal=causal):
-                return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=sc,
-                                                                        enable_gqa=True)
+            tfn = _cycling(lambda qt, kt, vt, causal=causal: torch.nn.functional.scaled_dot_product_attention(
+                qt, kt, vt, is_causal=causal, scale=sc, enable_gqa=True), [t for _, t in kvs])
+        # (the plain ops start half the copies later: the fused call just before has not warmed theirs)
         row(f"{name} (32/8 heads)",
-            lambda q=q, k=k, v=v, causal=causal: mx.fast.scaled_dot_product_attention(
-                q, k, v, scale=sc, mask="causal" if causal else None),
-            lambda q=q, k=k, v=v, causal=causal: sdpa_ops(q, k, v, sc, causal), tfn, 5)
-    wd, wdt = arr(4096, 4096, scale=0.02)
+            _cycling(lambda q, k, v, causal=causal: mx.fast.scaled_dot_product_attention(
+                q, k, v, scale=sc, mask="causal" if causal else None), ops),
+            _cycling(lambda q, k, v, causal=causal: sdpa_ops(q, k, v, sc, causal),
+                     ops[len(ops) // 2:] + ops[:len(ops) // 2]), tfn, 5)
+
+    # the matvec: each column cycles through weights of its own, each made from a new random (out, in) matrix
     xv, xvt = arr(1, 4096)
-    wq, ws, wb = mx.quantize(wd, 64, 4)  # (out, in) packed: y = x @ W.T, as a linear layer's weight
-    wk = mx.contiguous(wd.T)  # the float weights as (in, out), so that no row times a transposed copy
-    wbf = wk.astype(mx.bfloat16)
     xbf = xv.astype(mx.bfloat16)
-    mx.eval(wq, ws, wb, wk, wbf, xbf)
-    qfns = {"fused": lambda: mx.eval(mx.quantized_matmul(xv, wq, ws, wb, True, 64, 4)),
-            "plain ops": lambda: mx.eval(xv @ wk),
-            "bf16": lambda: mx.eval(xbf @ wbf)}
+    mx.eval(xbf)
+
+    def packed():
+        q = mx.quantize(arr(4096, 4096, scale=0.02)[0], 64, 4)  # (out, in) packed: y = x @ W.T, as a linear layer
+        mx.eval(*q)
+        return q
+
+    def dense(dtype):
+        wk = mx.contiguous(arr(4096, 4096, scale=0.02)[0].T).astype(dtype)  # (in, out): no transposed copy per row
+        mx.eval(wk)
+        return (wk,)
+
+    n = 4096 * 4096
+    qfns = {"fused": _cycling(lambda w, s_, b_: mx.eval(mx.quantized_matmul(xv, w, s_, b_, True, 64, 4)),
+                              _copies(packed, n // 2 + 2 * (n // 64) * 4)),
+            "plain ops": _cycling(lambda w: mx.eval(xv @ w), _copies(lambda: dense(mx.float32), 4 * n)),
+            "bf16": _cycling(lambda w: mx.eval(xbf @ w), _copies(lambda: dense(mx.bfloat16), 2 * n))}
     if torch is not None:
-        wkt = wdt.T.contiguous()
-        wbt, xbt = wkt.to(torch.bfloat16), xvt.to(torch.bfloat16)
-        qfns["torch"] = lambda: (xvt @ wkt, sync())
-        qfns["torch bf16"] = lambda: (xbt @ wbt, sync())
+        xbt = xvt.to(torch.bfloat16)
+
+        def dense_torch(dtype):
+            h = rng.standard_normal((4096, 4096), dtype=np.float32) * 0.02
+            return (torch.from_numpy(h.T.copy()).to(tdev).to(dtype),)
+
+        qfns["torch"] = _cycling(lambda w: (xvt @ w, sync()), _copies(lambda: dense_torch(torch.float32), 4 * n))
+        qfns["torch bf16"] = _cycling(lambda w: (xbt @ w, sync()),
+                                      _copies(lambda: dense_torch(torch.bfloat16), 2 * n))
     out.append(("matvec 4096^2: 4-bit vs float32", qfns, 10))
     return out
 
 
 COLS = ["fused", "plain ops", "torch", "bf16", "torch bf16"]
-
-
-def _cell(seconds) -> str:
-    if seconds is None:
-        return f"{'-':>10}"
-    return f"{seconds * 1e6:>8.1f}us" if seconds < 1e-3 else f"{seconds * 1e3:>8.3f}ms"
 
 
 def main() -> None:
@@ -168,8 +216,8 @@ def main() -> None:
     for dev in devices:
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):  # the rows' ops run where the row says
             for name, fns, runs in cases(dev, args.quick):
-                times = interleaved_medians(fns, max(3, runs // 3) if args.quick else runs)
-                cells = " ".join(_cell(times.get(c)) for c in COLS)
+                times = suite._timed(fns, max(3, runs // 3) if args.quick else runs, 1, dev == "cpu")
+                cells = " ".join(suite._cell(times[c]) if c in times else f"{'-':>10}" for c in COLS)
                 print(f"{name:42} {dev:4} {cells}  {times['plain ops'] / times['fused']:10.2f}", flush=True)
 
 

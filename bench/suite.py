@@ -187,11 +187,11 @@ def seed_rows(devices: list) -> list:
 
 
 def _timed(fns: dict, runs: int, block: int, cpu: bool) -> dict:
-    """``interleaved_medians`` of ``fns``; with ``cpu``, torch's is timed after the others, alone, then a pause.
-    After each call torch's OpenMP threads spin on every core for a while, waiting for more work (measured on the
-    lent machine: a NumPy 1024^3 matmul timed right after torch's took 11 ms instead of 1.8), which would slow
-    whatever runs next."""
-    apart = {"torch": fns.pop("torch")} if cpu and "torch" in fns else {}
+    """``interleaved_medians`` of ``fns``; with ``cpu``, torch's (the entries whose name starts with "torch") are
+    timed after the others, apart, then a pause. After each call torch's OpenMP threads spin on every core for a
+    while, waiting for more work (measured on the lent machine: a NumPy 1024^3 matmul timed right after torch's
+    took 11 ms instead of 1.8), which would slow whatever runs next."""
+    apart = {name: fns.pop(name) for name in [n for n in fns if n.startswith("torch")]} if cpu else {}
     times = interleaved_medians(fns, runs, block=block)
     if apart:
         times.update(interleaved_medians(apart, runs, block=block))

@@ -139,6 +139,18 @@ def test_clip_grad_norm_sharded_in_a_world_of_one(on, rng):
     assert norm.item() == 0.0
 
 
+def test_clip_grad_norm_sharded_refuses_a_negative_max_norm(monkeypatch):
+    """As clip_grad_norm: a negative bound would flip the gradients' sign, so it is refused, before any message."""
+    fake = FakeAllSum(2)
+    monkeypatch.setattr(mx.distributed, "all_sum", fake)
+    with pytest.raises(ValueError, match="clip_grad_norm_sharded: max_norm should be >=0"):
+        clip_grad_norm_sharded({"a": mx.ones(3)}, -1.0, group=StandIn(0, 2))
+    assert not fake.calls
+    clipped, norm = clip_grad_norm_sharded({"a": mx.ones(3)}, 0.0, group=StandIn(0, 2))  # (0 is allowed)
+    assert_close(norm, np.sqrt(6.0), rtol=1e-6)
+    assert_close(clipped["a"], np.zeros(3))
+
+
 # -- sharding -----------------------------------------------------------------------------------------------------
 
 def _np(tree):

@@ -327,7 +327,7 @@ def _directional(f, args, i, rng, eps=1e-3):
 
 @pytest.mark.parametrize("transpose", [True, False])
 def test_quantized_matmul_grads(rng, transpose):
-    (wq, s, b), _ = _quantized(rng, (32, 64) if transpose else (64, 64), gs=32, bits=4)
+    (wq, s, b), dense = _quantized(rng, (32, 64) if transpose else (64, 64), gs=32, bits=4)
     x = mx.array(rng.standard_normal((2, 3, 64)).astype(np.float32))
     y = mx.array(rng.standard_normal((2, 3, 32 if transpose else 64)).astype(np.float32))
 
@@ -341,8 +341,20 @@ def test_quantized_matmul_grads(rng, transpose):
     # the vjp in x is the product with the other orientation, as MLX defines it
     _, (dx,) = mx.vjp(lambda x: mx.quantized_matmul(x, wq, s, b, transpose, 32, 4), [x], [y])
     assert_close(dx, np.asarray(mx.quantized_matmul(y, wq, s, b, not transpose, 32, 4)), 1e-6, 1e-6)
-    _, (t,) = mx.jvp(lambda x: mx.quantized_matmul(x, wq, s, b, transpose, 32, 4), [x], [x])
-    assert_close(t, np.asarray(mx.quantized_matmul(x, wq, s, b, transpose, 32, 4)), 1e-6, 1e-6)
+
+    # the jvp, with tangents independent of the primals
+    def product(x, s, b):
+        return mx.quantized_matmul(x, wq, s, b, transpose, 32, 4)
+
+    tx, ts, tb = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, s, b))
+    _, (t,) = mx.jvp(lambda x: product(x, s, b), [x], [mx.array(tx)])  # in x: the float64 product with the weight
+    assert_close(t, tx.astype(np.float64) @ (dense.T if transpose else dense), 1e-5, 1e-5)
+    # in x, the scales and the biases at once: a central difference, exact for this bilinear function
+    _, (t,) = mx.jvp(product, [x, s, b], [mx.array(tx), mx.array(ts), mx.array(tb)])
+    eps = 0.5
+    plus = product(*(a + mx.array(eps * d) for a, d in zip((x, s, b), (tx, ts, tb))))
+    minus = product(*(a - mx.array(eps * d) for a, d in zip((x, s, b), (tx, ts, tb))))
+    assert_close(t, (np.asarray(plus, np.float64) - np.asarray(minus, np.float64)) / (2 * eps), 1e-4, 1e-4)
 
 
 def test_fp_scales_have_no_gradient(rng):

@@ -46,15 +46,18 @@ def test_argnums_argnames_and_errors(on):
     assert g[0]["foo"][2].item() == 2.0 and g[0]["foo"][:2] == [[], []]
 
 
-def test_auxiliary_values(on):
+def test_auxiliary_values(on, rng):
     def fun(x, y):
         loss = (x * y).sum()
         return loss, {"loss": loss, "foo": y.square() + x.square(), "bar": [1, 2, 3, y, x]}
 
-    (loss, aux), g = mx.value_and_grad(fun)(mx.ones((2, 2)), mx.ones((2, 2)))
-    assert loss.item() == 4 and aux["loss"].item() == 4 and aux["bar"][:3] == [1, 2, 3]
-    assert_close(g, np.ones((2, 2)))
-    assert_close(aux["foo"], np.full((2, 2), 2.0))
+    xv, yv = rng.standard_normal((2, 2, 2)).astype(np.float32)  # (distinct: the gradient in x is y, not x)
+    want = (xv.astype(np.float64) * yv).sum()
+    (loss, aux), g = mx.value_and_grad(fun)(mx.array(xv), mx.array(yv))
+    assert_close(loss, want) and assert_close(aux["loss"], want)
+    assert aux["bar"][:3] == [1, 2, 3]
+    assert_close(g, yv)
+    assert_close(aux["foo"], yv.astype(np.float64) ** 2 + xv.astype(np.float64) ** 2)
     with pytest.raises(ValueError, match="scalar"):
         mx.grad(fun)(mx.ones((2, 2)), mx.ones((2, 2)))  # grad wants the loss alone
 

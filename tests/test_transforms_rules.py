@@ -144,10 +144,17 @@ def test_cummax_cummin_against_torch(on, rng):
         assert_close(got, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_permutations_sort_partition_topk(on):
+def test_permutations_sort_partition_topk(on, rng):
     a = mx.array([[1, 2, 6, 4, 5], [9, 5, 6, 7, 8]], mx.float32)
-    out = mx.vjp(lambda x: mx.topk(x, 2), (a,), (mx.ones((2, 2)),))[1][0]
-    assert out.tolist() == [[0, 0, 1, 0, 1], [1, 0, 0, 0, 1]]
+    cot = rng.standard_normal((2, 2)).astype(np.float32)  # (random: each value must reach its own place)
+    out = np.asarray(mx.vjp(lambda x: mx.topk(x, 2), (a,), (mx.array(cot),))[1][0])
+    top = np.asarray(mx.topk(a, 2))
+    want = np.zeros((2, 5), np.float32)
+    for r in range(2):
+        for j in range(2):  # the place in a of the j-th value topk returns
+            want[r, int(np.flatnonzero(np.asarray(a)[r] == top[r, j])[0])] = cot[r, j]
+    assert (out != 0).tolist() == [[0, 0, 1, 0, 1], [1, 0, 0, 0, 1]]
+    np.testing.assert_array_equal(out, want)
     x = mx.array([3.0, 1.0, 2.0, 5.0, 4.0])
     cot = mx.array([10.0, 20.0, 30.0, 40.0, 50.0])
     assert mx.vjp(mx.sort, (x,), (cot,))[1][0].tolist() == [30, 10, 20, 50, 40]

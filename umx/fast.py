@@ -53,11 +53,7 @@ def _normalized_input(op: str, x, params: list) -> tuple:
     x = as_array(x, op)
     if x.ndim == 0:
         raise ValueError(f"{op}: the input must have at least 1 dimension, got {describe(x)}")
-    out = x._dtype
-    for p in params:
-        if p is not None:
-            out = dt.promote(out, p._dtype)
-    return x, _floating(op, out)
+    return x, _floating(op, dt.result_type(x, *[p for p in params if p is not None]))
 
 
 def rms_norm(x, weight, eps: float, *, stream=None) -> array:
@@ -215,7 +211,7 @@ def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None
     for a in (q, k, v):
         if a.ndim != 4:
             raise ValueError(f"{op}: input with shape {a._shape} expected to be rank 4")
-    out = _floating(op, dt.promote(dt.promote(q._dtype, k._dtype), v._dtype))
+    out = _floating(op, dt.result_type(q, k, v))
     b, n_q, t_q, d = q._shape
     if k._shape[0] != b or v._shape[0] != b:
         raise ValueError(f"{op}: mismatching batch dimension for {describe(q, k, v)}")
@@ -355,7 +351,7 @@ def cuda_kernel(name: str, input_names, output_names, source: str, header: str =
 
 # -- the same computations in plain ops (what the derivative rules differentiate) ------------------------------
 def _composed_rms_norm(prim: RMSNorm, x: array, *weight) -> array:
-    out = x._dtype if not weight else dt.promote(x._dtype, weight[0]._dtype)
+    out = dt.result_type(x, *weight)
     acc = _acc(out)
     xa = x.astype(acc)
     y = xa * ew.rsqrt(red.mean(ew.square(xa), axis=-1, keepdims=True) + prim.eps)
@@ -365,9 +361,7 @@ def _composed_rms_norm(prim: RMSNorm, x: array, *weight) -> array:
 
 
 def _composed_layer_norm(prim: LayerNorm, x: array, *params) -> array:
-    out = x._dtype
-    for p in params:
-        out = dt.promote(out, p._dtype)
+    out = dt.result_type(x, *params)
     acc = _acc(out)
     xa = x.astype(acc)
     centered = xa - red.mean(xa, axis=-1, keepdims=True)

@@ -8,7 +8,8 @@ from functools import wraps
 from typing import Any
 
 import umx as mx
-from umx.utils import tree_flatten, tree_map, tree_reduce, tree_unflatten
+from umx.optimizers.optimizers import _clip_by_global_norm
+from umx.utils import tree_flatten, tree_map, tree_unflatten
 
 
 def value_and_grad(model, fn: Callable):
@@ -145,7 +146,7 @@ def clip_grad_norm_sharded(gradients: Any, max_norm: float, group=None) -> tuple
 
     Args:
         gradients (Any): a tree of this process's gradient arrays.
-        max_norm (float): the largest global norm allowed.
+        max_norm (float): the largest global norm allowed (at least 0).
         group (mx.distributed.Group, optional): the group the gradients are sharded over. Default: ``None``,
             the global group.
 
@@ -153,7 +154,5 @@ def clip_grad_norm_sharded(gradients: Any, max_norm: float, group=None) -> tuple
         tuple: the (possibly scaled) gradients of this process and the global norm (an array), before clipping.
     """
     group = mx.distributed.init() if group is None else group
-    norm_squared = tree_reduce(lambda total, g: total + mx.sum(mx.square(g)), gradients, 0.0)
-    total_norm = mx.sqrt(mx.distributed.all_sum(norm_squared, group=group))
-    scale = mx.minimum(max_norm / (total_norm + 1e-6), 1.0)
-    return tree_map(lambda g: g * scale, gradients), total_norm
+    return _clip_by_global_norm(gradients, max_norm, "clip_grad_norm_sharded",
+                                lambda squares: mx.distributed.all_sum(squares, group=group))

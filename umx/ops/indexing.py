@@ -92,7 +92,7 @@ def _basic_shape(shape: tuple, template: tuple, n_used: int, op: str) -> tuple:
         elif type(k) is int:
             n = shape[d]
             if not -n <= k < n:
-                raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {n}")
+                raise _out_of_bounds(k, d, n, op)
             d += 1
         else:
             out.append(len(range(*k.indices(shape[d]))))
@@ -101,9 +101,28 @@ def _basic_shape(shape: tuple, template: tuple, n_used: int, op: str) -> tuple:
     return tuple(out)
 
 
+def _out_of_bounds(k: int, axis: int, n: int, op: str) -> IndexError:
+    return IndexError(f"{op}: index {k} is out of bounds for axis {axis} with size {n}")
+
+
+def _check_ints(shape: tuple, template: tuple, n_used: int, op: str) -> None:
+    """The int indices of ``template`` checked against the bounds, as ``_basic_shape`` checks them."""
+    d = 0
+    for k in template:
+        if k is Ellipsis:
+            d += len(shape) - n_used
+        elif type(k) is int:
+            n = shape[d]
+            if not -n <= k < n:
+                raise _out_of_bounds(k, d, n, op)
+            d += 1
+        elif k is not None:  # (a slice or an index array: one axis)
+            d += 1
+
+
 def _advanced_shape(a: array, template: tuple, arrays: list, n_used: int, op: str) -> tuple:
     """The shape of ``a[key]`` with integer arrays in the key, by NumPy's placement rules (read off a stand-in)."""
-    _basic_shape(a._shape, tuple(slice(None) if k is ARRAY else k for k in template), n_used, op)  # int bounds
+    _check_ints(a._shape, template, n_used, op)
     probe = iter([np.zeros(i._shape, np.intp) for i in arrays])
     key = tuple(next(probe) if k is ARRAY else k for k in template)
     stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), a._shape, (0,) * a.ndim)
@@ -167,14 +186,11 @@ def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> a
 
 
 def _mask_of(key):
-    """The boolean mask array if ``key`` is one (a bool, or a bool array or list), else None."""
+    """The boolean mask array if ``key`` is one (a bool, or a bool array), else None."""
     if type(key) is bool or type(key) is np.bool_:
         return as_array(key, "setitem")
     if type(key) is array:
         return key if key._dtype is dt.bool_ else None
-    if isinstance(key, (list, np.ndarray)):
-        k = as_array(key, "setitem")
-        return k if k._dtype is dt.bool_ else None
     return None
 
 
@@ -225,6 +241,8 @@ def setitem(a: array, key, values) -> None:
     """``a[key] = values``: ``a`` becomes a new graph node, its old value kept for the ops that already read it."""
     global _last_refs
     mark = next(_created)
+    if isinstance(key, (list, np.ndarray)):
+        key = as_array(key, "setitem")  # (once: a mask, or the index array the scatter's parse takes as it is)
     mask = _mask_of(key)
     if mask is not None:
         new = _masked(a, mask, values, "setitem")

@@ -156,21 +156,22 @@ def _plan_one(t, host: bool):
     once), or None: plan in full (nothing done). Caller holds _plan_lock."""
     if t._data is not None or t._exec is not None or t._siblings is not None:
         return None
-    ins = t._inputs
-    for x in ins:
-        if x._data is None:
-            return None  # (first: a graph of several nodes costs this look and no more)
     ex = t._stream._executor
-    size = prod(t._shape)
-    if ex is None or ex.done != ex.submitted or (size >= SPLIT_MIN_SIZE and t._prim.__class__ in ELEMENTWISE):
-        return None  # (a big elementwise node is a region of its own: split across cores)
+    if ex is None:
+        return None
     local = ex.traits.local_types
-    task = t
-    for x in ins:
+    foreign = False  # another stream's or location's data: no wait, but maybe a copy or an ordering
+    for x in t._inputs:
+        d = x._data
+        if d is None:
+            return None  # (a graph of several nodes: planned in full)
         xe = x._exec
-        if (x._data.__class__ not in local) if xe is None else (xe is not ex):
-            task = (t, [])  # another stream's or location's data: no wait, but maybe a copy or an ordering
-            break
+        if (d.__class__ not in local) if xe is None else (xe is not ex):
+            foreign = True
+    size = prod(t._shape)
+    if ex.done != ex.submitted or (size >= SPLIT_MIN_SIZE and t._prim.__class__ in ELEMENTWISE):
+        return None  # (a big elementwise node is a region of its own: split across cores)
+    task = (t, []) if foreign else t
     if _tracing.active is not None or _tracing.debug_on() or not ex.try_run_inline():
         return None
     # node.assign, inlined: no call between the run lock and the numbering (a Ctrl-C lands before or after it,

@@ -68,18 +68,10 @@ def _leaf_axes(tree, ax, what: str) -> list:
 
 
 def _arrays_only(tree, what: str) -> list:
-    leaves = _trees.flatten(tree)
-    if len(leaves) != _count_leaves(tree):
-        raise ValueError(f"vmap: the {what} must be arrays or trees (lists, tuples, dicts) of arrays")
-    return leaves
-
-
-def _count_leaves(t) -> int:
-    if isinstance(t, (list, tuple)):
-        return sum(_count_leaves(x) for x in t)
-    if isinstance(t, dict):
-        return sum(_count_leaves(x) for x in t.values())
-    return 1
+    try:
+        return _trees.flatten(tree, strict=True)
+    except ValueError:  # (a leaf that is not an array: said in vmap's words)
+        raise ValueError(f"vmap: the {what} must be arrays or trees (lists, tuples, dicts) of arrays") from None
 
 
 def _take(x: array, i: int, ax: int) -> array:

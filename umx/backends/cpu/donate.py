@@ -35,6 +35,10 @@ from ..xp.elementwise import PLAIN_UFUNC
 
 _ndarray = np.ndarray
 
+# What a gift (and a region run in a leaf's buffer) returns once it has finished its node itself: the executor
+# then leaves the node as it is (finishing it again would repeat the stores and the memory count).
+FINISHED = object()
+
 
 def buffer_of(x, data_limit: int, shape: tuple, dtype):
     """The data of input ``x`` if its reader may write its result there, else None. The caller has checked that
@@ -109,7 +113,7 @@ def _unary(fn):
         n._data = d  # (node.finish's stores: the memory is counted already, as the input's)
         n._inputs = ()
         n._prim = None
-        return d
+        return FINISHED
 
     return run
 
@@ -140,7 +144,7 @@ def _binary(fn):
         n._data = d
         n._inputs = ()
         n._prim = None
-        return d
+        return FINISHED
 
     return run
 
@@ -152,8 +156,9 @@ def _copy(n, ins):
 
 
 def make_table(kernels: dict) -> dict:
-    """Kernel -> ``give(node, inputs)``, which runs the node into a donated buffer and returns its result, or
-    returns None (nothing done: run the kernel). For the kernels in ``kernels`` (primitive class -> kernel) that
+    """Kernel -> ``give(node, inputs)``, which runs the node into a donated buffer and finishes it (returns
+    ``FINISHED``), returns the buffer that is its result (``Copy``: nothing written, the caller finishes the node),
+    or returns None (nothing done: run the kernel). For the kernels in ``kernels`` (primitive class -> kernel) that
     are a NumPy ufunc, and ``Copy``'s. Keyed by the kernel itself: a kernel replaced in the table (an override, a
     test's probe) has no entry, so it runs, never bypassed."""
     table = {kernels[Copy]: _copy}

@@ -11,6 +11,7 @@ from ...runtime.executor import Failure, WorkerExecutor, conform, drop_unheld, f
 from ...runtime.fusion import Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
+from .donate import FINISHED
 from .donate import make_table as donations
 from .fused import run_fused
 from .kernels import make_table
@@ -97,6 +98,7 @@ class CpuExecutor(WorkerExecutor):
         # The hot loop of the CPU backend: every line here is paid per op.
         table = KERNELS
         gifts = GIFTS
+        in_place = FINISHED
         host_copy = memory.host_copy
         host_in_parts = memory.host_in_parts
         to_device = self._to_device
@@ -158,7 +160,9 @@ class CpuExecutor(WorkerExecutor):
                             out = k(n._prim, *[x._data for x in ins])
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure
                     out = failure_of(n, ins, e)
-            if n._siblings is None and n.__class__ is not Fused:
+            if out is in_place:  # (a donation: the node was finished where its buffer was written, see donate.py)
+                pass
+            elif n._siblings is None and n.__class__ is not Fused:
                 if out.__class__ is not Failure and (n._dtype is bfloat16 or out.dtype is not n._dtype.np):
                     out = conform(np, n, out)
                 finish(n, out)

@@ -29,7 +29,7 @@ from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import CORES, workers
 from ..xp.elementwise import PLAIN_UFUNC
-from .donate import buffer_of, exact_dtypes, traced
+from .donate import FINISHED, buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
 _MAIN = threading.main_thread().ident
@@ -147,9 +147,9 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     when given (e.g. pinned memory, for a result a GPU reads next). ``arrivals`` maps a leaf's index to its
     ``ready(lo, hi)`` when its bytes are still arriving (see ``memory.host_in_parts``); ``upload`` (with ``out``)
     is told of each part of ``out`` as it is written (see ``memory.start_upload``). With ``donate`` (and no
-    ``out``), the result goes into the buffer of a leaf that nothing else holds, if there is one (see donate.py):
-    ``leaves`` MUST then be the caller's one list of the leaves' data, and the caller hold no other reference to
-    a leaf or its data."""
+    ``out``), the result goes into the buffer of a leaf that nothing else holds, if there is one (see donate.py),
+    and the root is finished here (the return is then ``donate.FINISHED``): ``leaves`` MUST then be the caller's
+    one list of the leaves' data, and the caller hold no other reference to a leaf or its data."""
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
@@ -230,8 +230,9 @@ def _donor(f, donors: tuple):
     return None
 
 
-def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray) -> np.ndarray:
-    """The root of ``f`` computed into ``d``, the buffer of a leaf that nothing else holds, and finished here.
+def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
+    """The root of ``f`` computed into ``d``, the buffer of a leaf that nothing else holds, and finished here
+    (returns ``donate.FINISHED``).
 
     Once the first step has written there, the leaf's values are gone and the region cannot run again (as an
     interrupted batch's tasks are): so the root takes its result before anything can interrupt this thread. A
@@ -266,7 +267,7 @@ def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray) -> n
             _signal.signal(_SIGINT, prev)
             if held:
                 _signal.raise_signal(_SIGINT)
-    return out
+    return FINISHED
 
 
 def _splittable(leaves, shape) -> bool:

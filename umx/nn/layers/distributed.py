@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import umx as mx
 from umx.nn.layers.base import Module
-from umx.nn.layers.quantized import QuantizedLinear, _defaults, _set_quantized
+from umx.nn.layers.quantized import QuantizedLinear, _init_quantized_linear
 from umx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 
 _SHARDINGS = ("all-to-sharded", "sharded-to-all")
@@ -275,16 +275,6 @@ class _QuantizedSharded(Module):
     """What the two quantized sharded layers share: a quantized weight (``weight``, ``scales`` and, in
     ``'affine'`` mode, ``biases``) of the given shape, frozen as ``QuantizedLinear``'s is."""
 
-    def _init_quantized(self, input_dims: int, shape: tuple, bias_dims: int | None, group_size, bits,
-                        mode: str) -> None:
-        self.group_size, self.bits = _defaults(mode, group_size, bits)
-        self.mode = mode
-        scale = math.sqrt(1.0 / input_dims)
-        _set_quantized(self, mx.random.uniform(low=-scale, high=scale, shape=shape))
-        if bias_dims is not None:
-            self.bias = mx.zeros((bias_dims,))
-        self.freeze()
-
     def unfreeze(self, *args, **kwargs) -> Module:
         """Unfreeze sub-modules as :meth:`Module.unfreeze`; this layer's own (quantized) parameters stay
         frozen."""
@@ -336,8 +326,8 @@ class QuantizedAllToShardedLinear(_QuantizedSharded):
         self.group = _group_or_world(group)
         size = self.group.size()
         _divisible(output_dims, size, "Cannot shard the output of size {dims} across {size} devices.")
-        self._init_quantized(input_dims, (output_dims // size, input_dims), output_dims // size if bias else None,
-                             group_size, bits, mode)
+        _init_quantized_linear(self, input_dims, (output_dims // size, input_dims),
+                               output_dims // size if bias else None, group_size, bits, mode)
 
     def _extra_repr(self) -> str:
         out_dims, in_dims = self._dims()
@@ -373,8 +363,8 @@ class QuantizedShardedToAllLinear(_QuantizedSharded):
         self.group = _group_or_world(group)
         size = self.group.size()
         _divisible(input_dims, size, "The input of size {dims} cannot be sharded across {size} devices.")
-        self._init_quantized(input_dims, (output_dims, input_dims // size), output_dims if bias else None,
-                             group_size, bits, mode)
+        _init_quantized_linear(self, input_dims, (output_dims, input_dims // size), output_dims if bias else None,
+                               group_size, bits, mode)
 
     def _extra_repr(self) -> str:
         out_dims, in_dims = self._dims()

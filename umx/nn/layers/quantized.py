@@ -31,6 +31,19 @@ def _set_quantized(layer: Module, weight: mx.array) -> None:
         del layer.biases
 
 
+def _init_quantized_linear(layer: Module, input_dims: int, shape: tuple, bias_dims: int | None,
+                           group_size: int | None, bits: int | None, mode: str) -> None:
+    """Set up a quantized linear layer (``QuantizedLinear`` and the sharded ones): a random weight of ``shape``
+    for ``input_dims`` inputs, quantized, a zero bias of ``bias_dims`` (None: no bias), all frozen."""
+    layer.group_size, layer.bits = _defaults(mode, group_size, bits)
+    layer.mode = mode
+    scale = math.sqrt(1 / input_dims)
+    _set_quantized(layer, mx.random.uniform(low=-scale, high=scale, shape=shape))
+    if bias_dims is not None:
+        layer.bias = mx.zeros((bias_dims,))
+    layer.freeze()
+
+
 class QuantizedLinear(Module):
     """:class:`Linear` with a quantized weight (frozen: not in ``trainable_parameters``).
 
@@ -47,13 +60,8 @@ class QuantizedLinear(Module):
     def __init__(self, input_dims: int, output_dims: int, bias: bool = True, group_size: int | None = None,
                  bits: int | None = None, mode: str = "affine"):
         super().__init__()
-        self.group_size, self.bits = _defaults(mode, group_size, bits)
-        self.mode = mode
-        scale = math.sqrt(1 / input_dims)
-        _set_quantized(self, mx.random.uniform(low=-scale, high=scale, shape=(output_dims, input_dims)))
-        if bias:
-            self.bias = mx.zeros((output_dims,))
-        self.freeze()
+        _init_quantized_linear(self, input_dims, (output_dims, input_dims), output_dims if bias else None,
+                               group_size, bits, mode)
 
     def _extra_repr(self) -> str:
         out_dims, packed = self.weight.shape
