@@ -303,17 +303,16 @@ class iinfo:
 def round_bf16(xp, x):
     """Round float32 values to bfloat16 precision (nearest, ties to even), in float32 storage.
 
-    On the host, a small array is cast through ml_dtypes' bfloat16 when it is installed (two NumPy calls where the
-    bit arithmetic takes seven: this runs after every bfloat16 op), and a large one that already holds bfloat16
-    values (a view of a bfloat16 array, such as a weight's transpose) is returned as it is, not copied.
+    On the host, a large array that already holds bfloat16 values (a view of a bfloat16 array, such as a weight's
+    transpose) is returned as it is, not copied; others are cast through ml_dtypes' bfloat16 when it is installed
+    (two passes where the bit arithmetic takes seven: this runs after every bfloat16 op).
     """
     x = xp.asarray(x, dtype=xp.float32)
     if xp is np:
-        if x.size <= _SMALL:
-            if _ml_bfloat16 is not None:
-                return x.astype(_ml_bfloat16).astype(np.float32)
-        elif _holds_bf16(x):
+        if x.size > _SMALL and _holds_bf16(x):
             return x
+        if _ml_bfloat16 is not None:
+            return x.astype(_ml_bfloat16).astype(np.float32)
     flat = x.reshape(-1)
     bits = flat.view(xp.uint32)
     r = bits >> xp.uint32(16)
@@ -324,8 +323,8 @@ def round_bf16(xp, x):
     return xp.where(flat != flat, flat, r.view(xp.float32)).reshape(x.shape)
 
 
-_SMALL = 1 << 14  # elements: below, the cast's fixed cost wins; above, the in-place arithmetic's speed
-try:  # optional (NumPy is umx's only dependency): a faster cast for small arrays
+_SMALL = 1 << 14  # elements: from this size, a look for bfloat16 values costs less than the cast it may save
+try:  # optional (NumPy is umx's only dependency): a faster rounding than the bit arithmetic
     from ml_dtypes import bfloat16 as _ml_bfloat16
 except ImportError:
     _ml_bfloat16 = None
