@@ -123,6 +123,38 @@ def test_hadamard_transform(device, rng, n):
         mx.hadamard_transform(mx.zeros((2, 6)))
 
 
+def _transform_matrix(n, device):
+    """``H`` such that the transform of ``x`` is ``H @ x`` (scale 1), read from the transforms of the unit vectors."""
+    return np.asarray(mx.hadamard_transform(mx.eye(n), scale=1.0, stream=device)).T.astype(np.float64)
+
+
+@pytest.mark.parametrize("m", [12, 20, 28])
+def test_hadamard_transform_of_mlx_sizes(device, rng, m):
+    hm = _transform_matrix(m, device)
+    assert set(np.unique(hm)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(hm @ hm.T, m * np.eye(m))  # a Hadamard matrix
+    for k in (0, 1, 3):
+        n = m * 2**k
+        h = np.kron(hm, _hadamard(2**k))  # its blocks: the order-m matrix times the Sylvester one
+        x = rng.standard_normal((2, 3, n)).astype(np.float32)
+        assert_close(mx.hadamard_transform(mx.array(x), stream=device), x @ h.T / np.sqrt(n), rtol=1e-4, atol=1e-5)
+        half = x.astype(np.float16)
+        y = mx.hadamard_transform(mx.array(half), scale=0.5, stream=device)
+        assert y.dtype == mx.float16  # computed in float32 and rounded once: within one float16 rounding
+        np.testing.assert_allclose(np.asarray(y).astype(np.float64), half.astype(np.float64) @ h.T * 0.5,
+                                   rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="m \\* 2\\*\\*k"):
+        mx.hadamard_transform(mx.zeros((2, 3 * m)), stream=device)
+
+
+def test_hadamard_transform_matches_mlx_matrices(rng):
+    mlx = pytest.importorskip("mlx.core")
+    for n in (12, 40, 112):
+        ours = _transform_matrix(n, mx.cpu)
+        theirs = np.array(mlx.hadamard_transform(mlx.eye(n), scale=1.0, stream=mlx.cpu)).T
+        np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("name", ["bartlett", "blackman", "hamming", "hanning"])
 @pytest.mark.parametrize("m", [0, 1, 2, 7, 16])
 def test_windows(device, name, m):

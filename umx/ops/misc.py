@@ -12,6 +12,7 @@ from ._core import alias, array, as_array, axes_of, axis_of, cast, node, reshape
 from .creation import full
 from .indexing import getitem
 from .layout import diagonal
+from .matmul import matmul
 from .reduction import all as all_
 from .reduction import max as max_
 from .reduction import min as min_
@@ -200,10 +201,38 @@ def diff(a, /, n: int = 1, axis: int = -1, *, stream=None) -> array:
     return a
 
 
+# MLX's Hadamard matrices of orders 12, 20 and 28, as MLX computes with them: row i is a hex number whose bit j is
+# set where entry (i, j) is -1. A size m * 2**k transforms by kron(H_m, the Sylvester matrix of order 2**k).
+_HADAMARD_ROWS = {
+    12: "002 aab 3c8 96e f20 5ba c8c 6e6 23c b96 8f0 e5a",
+    20: "933de 2e3bd 5477b a0ef7 499ef 637c1 c6ba2 8d764 1aee8 359f0 0fa53 174a7 26d4e 45e9c 83d39 f7a6d ef4fa "
+        "dedd5 bdf8b 7bf36",
+    28: "cd69e7e 9ad7c7d 37ab8fb 6d571f7 d8ae3ef b3587df 66b4f3f b467f43 6acbe87 d593d8e ab27b9c 564f7b8 ac9aff0 "
+        "5b31fe1 87fb325 0ff66ca 1decd95 39ddb2a 71bf654 e17eca9 c2fd9d2 fcf1299 fbe2532 f7c4ae4 ef8d549 df1ea13 "
+        "be3d4a6 7e7a94c",
+}
+
+
+def _hadamard_order(n: int) -> int:
+    """``m`` of a transform size ``n = m * 2**k`` (m in 1, 12, 20, 28), or 0 if ``n`` has no such form."""
+    for m in (1, 28, 20, 12):
+        if n % m == 0:
+            p = n // m
+            if p & (p - 1) == 0:
+                return m
+    return 0
+
+
+def _hadamard_matrix(m: int, dtype, stream) -> array:
+    rows = [int(r, 16) for r in _HADAMARD_ROWS[m].split()]
+    signs = [[-1.0 if r >> j & 1 else 1.0 for j in range(m)] for r in rows]
+    return cast(array(signs, dt.float32), dtype, stream)
+
+
 def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> array:
-    """The Walsh-Hadamard transform along the last axis, whose size must be a power of two: ``a @ H * scale``
-    with ``H`` the Sylvester Hadamard matrix (a 0-d array counts as one element). MLX's sizes of 12, 20 or 28
-    times a power of two are not supported yet.
+    """The Hadamard transform along the last axis: ``y = H @ x * scale`` for each vector ``x`` along it, whose size
+    ``n`` must be ``m * 2**k`` with ``m`` in 1, 12, 20 or 28 (``H`` is the Sylvester matrix for ``m = 1``, else
+    MLX's ``H_m`` Kronecker the Sylvester matrix of order ``2**k``). A 0-d array counts as one element.
 
     Args:
         a (array): input; integer input is converted to float32.
@@ -217,22 +246,30 @@ def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> arra
     if a.ndim == 0:  # one element: the transform of size 1 is the identity, times the scale
         return hadamard_transform(reshape_node(a, (1,), resolve_stream(stream)), scale, stream=stream)[0]
     n = a._shape[-1]
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"hadamard_transform: the last axis must be a power of two, got shape {a.shape}")
+    m = _hadamard_order(n) if n > 0 else 0
+    if not m:
+        raise ValueError(f"hadamard_transform: the last axis must have size m * 2**k with m in (1, 12, 20, 28), "
+                         f"got shape {a.shape}")
     st = resolve_stream(stream)
-    if a._dtype.kind not in "fc":
+    out_dtype = a._dtype if a._dtype.kind in "fc" else dt.float32
+    if a._dtype.kind not in "fc" or a._dtype.size < 4:  # (half precision: in float32, rounded once, as MLX)
         a = cast(a, dt.float32, st)
-    batch = a._shape[:-1]
-    x = a
+    p = n // m
+    batch = a._shape[:-1] + ((m,) if m > 1 else ())
+    x = reshape(a, batch + (p,), stream=st) if m > 1 else a
     h = 1
-    while h < n:  # one butterfly stage per bit: pairs (i, i + h) become (x + y, x - y)
-        x = reshape(x, batch + (n // (2 * h), 2, h), stream=st)
+    while h < p:  # one butterfly stage per bit: pairs (i, i + h) become (x + y, x - y)
+        x = reshape(x, batch + (p // (2 * h), 2, h), stream=st)
         lo = x[..., 0, :]
         hi = x[..., 1, :]
         x = stack([ew.add(lo, hi, stream=st), ew.subtract(lo, hi, stream=st)], axis=-2, stream=st)
         h *= 2
+    x = reshape(x, batch + (p,), stream=st)
+    if m > 1:  # the order-m factor mixes the m blocks of size p
+        x = matmul(_hadamard_matrix(m, a._dtype, st), x, stream=st)
     x = reshape(x, a._shape, stream=st)
-    return ew.multiply(x, 1 / math.sqrt(n) if scale is None else scale, stream=st)
+    x = ew.multiply(x, 1 / math.sqrt(n) if scale is None else scale, stream=st)
+    return x if out_dtype is x._dtype else cast(x, out_dtype, st)
 
 
 def _window(kind: str, m: int, stream) -> array:
