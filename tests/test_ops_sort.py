@@ -80,6 +80,12 @@ def test_sort_errors():
         mx.topk(a, 4)
     with pytest.raises(ValueError, match="topk"):
         mx.topk(a, -1)
+    for k in (np.float32(2), "2", 2.0):  # not an integer: a TypeError, as MLX's
+        with pytest.raises(TypeError, match="topk"):
+            mx.topk(a, k)
+        with pytest.raises(TypeError, match="reshape"):
+            mx.reshape(a, [k, -1])
+    assert mx.topk(a, np.int32(1)).shape[-1] == 1
 
 
 def test_topk_of_none_is_empty(device):

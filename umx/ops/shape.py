@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -47,7 +48,11 @@ def reshape(a, /, shape, *, stream=None) -> array:
     a = as_array(a, "reshape")
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    shape = check_dims(tuple(int(s) for s in shape), "reshape")
+    try:
+        shape = tuple([operator.index(s) for s in shape])  # (a float or a string is refused, as by MLX)
+    except TypeError:
+        raise TypeError(f"reshape: the shape must be integers, got {shape!r}") from None
+    shape = check_dims(shape, "reshape")
     size = a.size
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")

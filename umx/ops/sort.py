@@ -112,7 +112,9 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
     st = resolve_stream(stream)
     a, ax = _along("topk", a, axis, st)
     n = a._shape[ax]
-    if not isinstance(k, (int, np.integer)) or not 0 <= k <= n:
+    if not isinstance(k, (int, np.integer)):
+        raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
+    if not 0 <= k <= n:
         raise ValueError(f"topk: k must be in [0, {n}] for an axis of size {n}, got {k!r}")
     p = node(Partition(n - int(k), ax), (a,), a._shape, a._dtype, st) if k else a  # (k = 0: nothing to order)
     return getitem(p, (slice(None),) * ax + (slice(n - int(k), None),), st)
