@@ -48,6 +48,8 @@ def scalar(value, dtype: dt.Dtype) -> array:
         try:
             with np.errstate(all="ignore"):
                 data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
+            if dtype is dt.bfloat16:  # (held in float32: rounded, as MLX makes the scalar a bfloat16 first)
+                data = dt.round_bf16(np, data)[()]
         except OverflowError:
             raise ValueError(f"the Python int {value} is out of range for {dtype.name}") from None
         c = _const_cache[key] = from_data(data, dtype)
