@@ -240,6 +240,15 @@ def test_bfloat16_values_are_rounded(device):
     np.testing.assert_allclose(got, x, rtol=2**-8)
 
 
+def test_a_python_float_next_to_bfloat16_is_a_bfloat16(device):
+    # as in MLX: 0.3 becomes bfloat16's 0.30078125 before the op, so comparisons and floors see that value
+    x = mx.array([0.30078125, -6.90625], dtype=mx.bfloat16)
+    assert mx.equal(x, 0.3, stream=device).tolist() == [True, False]
+    assert (x > 0.3).tolist() == [False, False]
+    assert mx.floor_divide(x, 0.3, stream=device).tolist() == [1.0, -23.0]
+    assert mx.remainder(x, 0.3, stream=device).tolist()[0] == 0.0
+
+
 def test_finfo_iinfo():
     assert mx.finfo(mx.float32).eps == np.finfo(np.float32).eps
     assert mx.finfo(mx.float16).max == float(np.finfo(np.float16).max)

@@ -143,7 +143,7 @@ KNOWN: list[Known] = [
     Known("bfloat16-intermediates", "floor_divide and round with decimals in bfloat16: MLX rounds the "
           "intermediate value (the quotient, the scaled value) to bfloat16 (3 / 0.30078125 becomes 10, then its "
           "floor 10), umx computes it in float32 (9.97, floor 9) and rounds the result once",
-          lambda c: c.step.op in ("floor_divide", ".__floordiv__", "divmod", "round") and c.dtypes[0] == "bfloat16"),
+          lambda c: c.kind == "value" and c.dtypes[0] == "bfloat16" and _set_aside(c, _bf16_intermediates(c))),
     Known("mlx-index-out-of-bounds", "x[i] and x[i] = v with an integer i out of bounds: MLX does not check and "
           "reads or writes wherever that lands (undefined); umx raises IndexError",
           lambda c: c.step.op in ("[]", "setitem") and c.kind == "raise" and isinstance(c.umx, IndexError)),
@@ -164,14 +164,17 @@ KNOWN: list[Known] = [
           "complex multiply and divide and BLAS give other NaN parts and signs of infinity than MLX's std::complex "
           "(C99 Annex G's recovery is followed by neither)",
           lambda c: c.kind == "value" and c.dtypes and c.dtypes[0] == "complex64"
-          and any(x.dtype.kind == "c" and not np.isfinite(x).all() for x in c.inputs + c.umx)),
+          and (any(x.dtype.kind in "fc" and np.isinf(x).any() for x in c.inputs) or _divides_by_zero(c))
+          and _set_aside(c, [_nonfinite(u) & _nonfinite(m) for u, m in zip(c.umx, c.mlx)])),
     Known("mlx-complex-log-branch", "complex logaddexp and logcumsumexp: MLX leaves imaginary parts outside "
           "(-pi, pi] (the principal branch of log, where umx wraps them); the results agree modulo 2*pi*i",
           lambda c: c.step.op in ("logaddexp", "logcumsumexp") and c.dtypes[0] == "complex64"
           and _agree_modulo_2pi(c)),
     Known("complex-power-of-zero", "0 ** z for complex z: NumPy's complex power gives NaN parts (and zeros "
           "without a sign) where MLX's std::pow gives infinities and signed zeros",
-          lambda c: c.kind == "value" and "pow" in c.step.op and c.dtypes[0] == "complex64"),
+          lambda c: c.kind == "value" and "pow" in c.step.op and c.dtypes[0] == "complex64"
+          and _set_aside(c, [_base_zero(c, c.umx[0].shape) & np.isnan(c.umx[0])
+                             & (_nonfinite(c.mlx[0]) | (c.mlx[0] == 0))])),
     Known("nonfinite-linear-algebra", "linear algebra of matrices with infinite or NaN entries: which entries "
           "become NaN and which infinite depends on the factorization's order of operations (LAPACK's in both, "
           "called differently)",
@@ -180,7 +183,7 @@ KNOWN: list[Known] = [
     Known("derivative-overflow", "derivatives that overflow: the rules are written differently (power's as "
           "b * a ** (b - 1) in umx), so one side gives inf where the other gives NaN",
           lambda c: c.step.family == "transform" and c.kind == "value"
-          and any(not np.isfinite(x).all() for x in c.mlx + c.umx)),
+          and _set_aside(c, [_inf_against_nan(u, m) for u, m in zip(c.umx, c.mlx)])),
     Known("half-divide-derivative", "float16 and bfloat16 derivatives of a division: umx's rule uses -y / b, "
           "MLX's squares b, which overflows float16 from 256 on and loses the term",
           lambda c: c.step.family == "transform" and c.kind == "value" and c.dtypes[0] in ("float16", "bfloat16")
@@ -269,6 +272,86 @@ def _agree_as(dtype: str):
 
 
 
+def _set_aside(c: Case, masks: list) -> bool:
+    """Whether ``masks`` (one per result, or None) select some entries where the results differ, and the results
+    agree within their own tolerance once those entries are set aside."""
+    us, ms, some = [], [], False
+    for u, m, k in zip(c.umx, c.mlx, masks):
+        if k is not None:
+            k = k & ~_same(u, m)
+        if k is not None and k.any():
+            u, m, some = u.copy(), m.copy(), True
+            u[k] = m[k] = 0
+        us.append(u)
+        ms.append(m)
+    return some and _value_difference(c.step, c.inputs, us, ms, c.dtypes) is None
+
+
+def _nonfinite(x: np.ndarray) -> np.ndarray:
+    return ~np.isfinite(x) if x.dtype.kind in "fc" else np.zeros(x.shape, bool)
+
+
+def _inf_against_nan(u: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Entries infinite on one side and NaN on the other."""
+    if u.dtype.kind not in "fc":
+        return None
+    return (np.isinf(u) & np.isnan(m)) | (np.isnan(u) & np.isinf(m))
+
+
+def _operands(c: Case) -> list:
+    """A step's first two arguments: its input arrays where they are references, Python scalars as arrays."""
+    inputs = iter(c.inputs)
+    return [next(inputs) if isinstance(a, Ref) else np.asarray(a) for a in c.step.args[:2]]
+
+
+def _divides_by_zero(c: Case) -> bool:
+    return bool(_ops(c.step) & {"divide", ".__truediv__", ".__rtruediv__", "reciprocal", "floor_divide",
+                                  ".__floordiv__"}) and any(
+        (np.asarray(x) == 0).any() for x in _operands(c))
+
+
+def _base_zero(c: Case, shape: tuple) -> np.ndarray:
+    """Where the base of a power step is zero, over the result's shape (``__rpow__``'s base is its argument)."""
+    a, b = _operands(c)
+    return np.broadcast_to((b if c.step.op == ".__rpow__" else a) == 0, shape)
+
+
+def _bf16(x) -> np.ndarray:
+    """``x`` rounded to bfloat16 (to nearest even), as float32."""
+    x = np.asarray(x, np.float32)
+    bits = x.view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), x, rounded)
+
+
+def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Where two results hold the same value (NaN as NaN, complex numbers part by part)."""
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        return _same(np.real(x), np.real(y)) & _same(np.imag(x), np.imag(y))
+    return (x == y) | (np.isnan(x) & np.isnan(y))
+
+
+def _bf16_intermediates(c: Case) -> list:
+    """Per result, the entries where MLX's value is the one that rounding the intermediate (quotient, scaled value)
+    to bfloat16 gives, and umx's the one that computing in float32 and rounding once gives."""
+    masks = [None] * len(c.umx)
+    op = c.step.op
+    with np.errstate(all="ignore"):
+        if op in ("floor_divide", ".__floordiv__", "divmod"):
+            a, b = (_bf16(x.astype(np.float32)) for x in _operands(c))
+            q = a / b
+            once, twice = _bf16(np.floor(q)), np.floor(_bf16(q))
+        elif op == "round" and len(c.step.args) > 1 and c.step.args[1] != 0:
+            x, scale = c.inputs[0].astype(np.float32), 10.0 ** c.step.args[1]
+            once = _bf16(np.rint(x * np.float32(scale)) / np.float32(scale))
+            twice = _bf16(np.rint(_bf16(x * _bf16(scale))) * _bf16(1 / scale))  # (MLX multiplies by 1 / scale)
+        else:
+            return masks
+    shape = c.umx[0].shape
+    masks[0] = np.broadcast_to(_same(c.umx[0], once) & _same(c.mlx[0], twice), shape)
+    return masks
+
+
 def _dtype_arg(c: Case) -> str | None:
     d = c.step.kwargs.get("dtype")
     return d.name if isinstance(d, DT) else None
@@ -334,8 +417,7 @@ def _diagonal_length(shape: tuple, offset: int) -> int:
 
 def _min_by_minus_one(c: Case) -> bool:
     """Whether a division step divides the smallest int32 or int64 by -1 (its operands may be Python ints)."""
-    operands = iter(c.inputs)
-    x, y = (next(operands) if isinstance(a, Ref) else np.asarray(a) for a in c.step.args[:2])
+    x, y = _operands(c)
     smallest = (x == np.iinfo(np.int32).min) | (x == np.iinfo(np.int64).min)
     return x.dtype.kind == "i" and x.dtype.itemsize >= 4 and bool((smallest & (y == -1)).any())
 

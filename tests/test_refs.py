@@ -100,3 +100,9 @@ def test_the_baselines_are_this_interpreters_counts():
     extra = held[0]  # a second holder: one more than the baseline
     assert refs._in_container(held, 0) == refs.UNHELD_SLOT + 1
     del extra
+    queued = [object(), (object(), None)]
+    assert refs.task_refs(queued, 0) == refs.UNHELD_TASK
+    assert refs.task_refs(queued, 1) == refs.UNHELD_TASK_PAIR
+    extra = queued[1][0]
+    assert refs.task_refs(queued, 1) == refs.UNHELD_TASK_PAIR + 1
+    del extra

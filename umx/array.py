@@ -26,8 +26,8 @@ from .runtime import memory
 
 __all__ = ["array", "from_dlpack"]
 
-# MLX keeps shape dimensions in 32-bit integers; larger ones are refused where they enter.
-DIM_MAX = 2**31 - 1
+# MLX keeps shape dimensions in 32-bit integers; larger ones are refused where they enter (here and in the ops).
+DIM_MIN, DIM_MAX = -(2**31), 2**31 - 1
 
 _FROM_NP = _dt._FROM_NP  # NumPy dtype -> umx dtype, native byte order
 _SLOTS = ("_prim", "_inputs", "_shape", "_dtype", "_stream", "_data", "_copies", "_exec", "_seq", "_siblings")
@@ -433,11 +433,19 @@ def _astype_node(x: array, dt: _dt.Dtype) -> array:
 _NON_UNIFORM = "Initialization encountered non-uniform length."
 
 
-def _check_shape(shape: tuple) -> None:
+def dim_outside(shape: tuple) -> int | None:
+    """The first dimension of ``shape`` outside the 32-bit range, or None: the one rule for every shape."""
     for s in shape:
-        if s > DIM_MAX:
-            raise OverflowError(f"Shape dimension {s} is outside the supported range [-2147483648, 2147483647]. "
-                                "MLX currently uses 32-bit integers for shape dimensions.")
+        if not DIM_MIN <= s <= DIM_MAX:
+            return s
+    return None
+
+
+def _check_shape(shape: tuple) -> None:
+    s = dim_outside(shape)
+    if s is not None:
+        raise OverflowError(f"Shape dimension {s} is outside the supported range [{DIM_MIN}, {DIM_MAX}]. "
+                            "MLX currently uses 32-bit integers for shape dimensions.")
 
 
 def _to_numpy(val, dt: _dt.Dtype | None) -> tuple:

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import alias, array, from_data, node  # noqa: F401 (alias: for the op families)
+from ..array import DIM_MAX, DIM_MIN, alias, array, dim_outside, from_data, node  # noqa: F401 (alias: for the op families)
 from ..devices import resolve_stream
 from ..primitives import AsType, BroadcastTo, Reshape
 
@@ -48,6 +48,8 @@ def scalar(value, dtype: dt.Dtype) -> array:
         try:
             with np.errstate(all="ignore"):
                 data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
+            if dtype is dt.bfloat16:  # (held in float32: rounded, as MLX makes the scalar a bfloat16 first)
+                data = dt.round_bf16(np, data)[()]
         except OverflowError:
             raise ValueError(f"the Python int {value} is out of range for {dtype.name}") from None
         c = _const_cache[key] = from_data(data, dtype)
@@ -151,16 +153,15 @@ def shape_of(shape, op: str) -> tuple:
 
 
 _MAX_DIM = 2**63 - 1
-_DIM_MIN, _DIM_MAX = -(2**31), 2**31 - 1  # shape dimensions are 32-bit, as in MLX
 
 
 def check_dims(shape: tuple, op: str) -> tuple:
     """``shape``, given or computed (a concatenation's, a repeat's), whose dimensions must fit in 32 bits, as in
     MLX; else an OverflowError naming ``op`` and the dimension."""
-    for s in shape:
-        if not _DIM_MIN <= s <= _DIM_MAX:
-            raise OverflowError(f"{op}: integer value {s} is outside the supported range [{_DIM_MIN}, "
-                                f"{_DIM_MAX}] (shape dimensions are 32-bit integers, as in MLX)")
+    s = dim_outside(shape)
+    if s is not None:
+        raise OverflowError(f"{op}: integer value {s} is outside the supported range [{DIM_MIN}, "
+                            f"{DIM_MAX}] (shape dimensions are 32-bit integers, as in MLX)")
     return shape
 
 

@@ -23,7 +23,6 @@ _REAL_ONLY = frozenset({"Floor", "Ceil", "Trunc", "Erf", "ErfInv", "Expm1", "Sig
 # Functions whose complex form MLX defines through other ops; the complex inputs take _COMPLEX_FORMS below.
 _COMPOSED_FOR_COMPLEX = frozenset({"IsPosInf", "IsNegInf", "Degrees", "Radians", "FloorDivide"})
 _SHIFTS = ("left_shift", "right_shift")
-_LOGICAL = frozenset({"logical_and", "logical_or"})
 
 
 def _refuse_complex(name: str, *arrays):
@@ -59,9 +58,6 @@ def _unary(prim, name: str, a, stream):
 
 
 def _binary(prim, name: str, a, b, stream):
-    if prim.fn in _LOGICAL:  # a scalar is taken as a truth value, as in MLX (no overflow check: x or -3 is True)
-        a = bool(a) if a.__class__ in _SCALARS else a
-        b = bool(b) if b.__class__ in _SCALARS else b
     ta, tb = a.__class__, b.__class__
     if ta is array:
         if tb is array:
@@ -281,12 +277,25 @@ _ALIASES = {
     "right_shift": "bitwise_right_shift",
 }
 
+_LOGICAL = frozenset({"logical_and", "logical_or"})
+
+
+def _logical(prim, name: str, a, b, stream):
+    """The slow path of ``logical_and`` and ``logical_or``: a scalar is taken as a truth value, as in MLX (no
+    overflow check: x or -3 is True)."""
+    if a.__class__ in _SCALARS:
+        a = bool(a)
+    if b.__class__ in _SCALARS:
+        b = bool(b)
+    return _binary(prim, name, a, b, stream)
+
+
 __all__ = ["where", "clip", "round", "real", "imag", "positive", "stop_gradient", "true_divide"]
 for _name, _p in _UNARY_NAMES.items():
     globals()[_name] = _make_unary(_p, _name, UNARY[_p].fn or _name)
     __all__.append(_name)
 for _name, _p in _BINARY_NAMES.items():
-    globals()[_name] = _make_binary(_p, _name, BINARY[_p].fn)
+    globals()[_name] = _make_binary(_p, _name, BINARY[_p].fn, _logical if _name in _LOGICAL else None)
     __all__.append(_name)
 for _name, _alias in _ALIASES.items():
     if _name == "conj":

@@ -174,12 +174,6 @@ def _values_of(values, a: array, name: str) -> array:
 def _scatter(a: array, key, values, op: str | None, name: str, stream=None) -> array:
     template, arrays, shape = _parse(a, key, name)
     st = resolve_stream(stream)
-    if op == "subtract" and a._dtype is dt.bool_:
-        # As MLX, which adds the negated values: bool values have no negative; others are nonzero where their
-        # negation is, so the sum in bool is the same with the values themselves.
-        if isinstance(values, bool) or (type(values) is array and values._dtype is dt.bool_):
-            raise ValueError(f"{name}: bool values have no negative, use logical_xor; got {a.shape} bool")
-        op = "add"
     v = _values_of(values, a, name)
     v = _fit_values(cast(v, a._dtype, st), shape, a, name, st)
     return node(Scatter(template, op), (a, v, *arrays), a._shape, a._dtype, st)
@@ -282,10 +276,13 @@ class ArrayAt:
     def __getitem__(self, key) -> ArrayAt:
         return ArrayAt(self._a, key)
 
-    def _update(self, values, op: str, name: str, stream) -> array:
+    def _indexed(self, name: str):
         if self._key is _NO_KEY:
             raise ValueError(f"{name}: give the index first, e.g. `x.at[0].add(4)`")
-        return _scatter(self._a, self._key, values, op, name, stream)
+        return self._key
+
+    def _update(self, values, op: str, name: str, stream) -> array:
+        return _scatter(self._a, self._indexed(name), values, op, name, stream)
 
     def add(self, values, *, stream=None) -> array:
         """A copy of the array with ``values`` added at the index (repeated indices accumulate)."""
@@ -293,7 +290,16 @@ class ArrayAt:
 
     def subtract(self, values, *, stream=None) -> array:
         """A copy with ``values`` subtracted at the index."""
-        return self._update(values, "subtract", "at.subtract", stream)
+        key = self._indexed("at.subtract")
+        a = self._a
+        op = "subtract"
+        if a._dtype is dt.bool_:
+            # As MLX, which adds the negated values: bool values have no negative; others are nonzero where their
+            # negation is, so the sum in bool is the same with the values themselves.
+            if isinstance(values, bool) or (type(values) is array and values._dtype is dt.bool_):
+                raise ValueError(f"at.subtract: bool values have no negative, use logical_xor; got {a.shape} bool")
+            op = "add"
+        return _scatter(a, key, values, op, "at.subtract", stream)
 
     def multiply(self, values, *, stream=None) -> array:
         """A copy with the index multiplied by ``values``."""

@@ -15,13 +15,13 @@ import copy
 import queue
 import threading
 import traceback
-from sys import getrefcount as _getrefcount
 
 from ..dtypes import bfloat16, round_bf16
 from . import tracing as _tracing
 from .fusion import Fused
 from .interfaces import Traits
 from .node import finish, finish_siblings
+from .refs import UNHELD_TASK, UNHELD_TASK_PAIR, task_refs
 
 _NEVER = 1 << 62
 
@@ -385,20 +385,6 @@ def seq_of(task) -> int:
     return (task[0] if task.__class__ is tuple else task)._seq
 
 
-def _node_refs(tasks: list, j: int) -> int:
-    """The reference count of task ``j``'s node (a plain node, or a ``(node, waits)`` task's)."""
-    t = tasks[j]
-    return _getrefcount(t[0] if t.__class__ is tuple else t)
-
-
-class _Probe:
-    __slots__ = ("__weakref__",)
-
-
-# A node that only its task holds shows these counts (measured here, so that what CPython's counts include is
-# this interpreter's own): more means that something else (a user's variable, a reader's inputs) holds it.
-_UNHELD = (_node_refs([_Probe()], 0), _node_refs([(_Probe(), None)], 0))
-
 ABANDONED = Failure(RuntimeError("umx: this array was dropped after an interrupt, since nothing held it; "
                                  "please report this if you see it"))
 
@@ -408,7 +394,7 @@ def drop_unheld(tasks: list, start: int) -> None:
     failure, is detached (which frees its inputs) and becomes None in ``tasks``. Readers come after what they
     read, so the walk goes backwards: a dropped reader lets go of its inputs before they are looked at.
     Regions and multi-output nodes are kept."""
-    unheld_node, unheld_tuple = _UNHELD
+    # (a count above the task's own, measured in refs.py, means a user's variable or a reader's inputs hold it)
     for j in range(len(tasks) - 1, start - 1, -1):
         t = tasks[j]
         if t is None:
@@ -417,9 +403,9 @@ def drop_unheld(tasks: list, start: int) -> None:
         if n.__class__ is Fused or n._siblings is not None or n._data is not None:
             continue
         n = None
-        unheld = unheld_tuple if t.__class__ is tuple else unheld_node
+        unheld = UNHELD_TASK_PAIR if t.__class__ is tuple else UNHELD_TASK
         t = None
-        if _node_refs(tasks, j) <= unheld:
+        if task_refs(tasks, j) <= unheld:
             t = tasks[j]
             n = t[0] if t.__class__ is tuple else t
             finish(n, ABANDONED)

@@ -32,6 +32,13 @@ def _base_as_local(d) -> int:
     return getrefcount(b)
 
 
+def task_refs(tasks: list, j: int) -> int:
+    """The reference count of task ``j``'s node in an executor's queue (a plain node, or a ``(node, waits)``
+    task's): the shape in which an interrupted eval reads whether anything else holds it."""
+    t = tasks[j]
+    return getrefcount(t[0] if t.__class__ is tuple else t)
+
+
 class _Probe:
     __slots__ = ("_data", "base")
 
@@ -50,3 +57,6 @@ UNHELD_SLOT = _in_container([_Probe()], 0)
 UNHELD_DATA = _data_as_local(_held_by_slot("_data"))
 #: a buffer held only by one view's ``base``, while a local variable names it
 UNHELD_BASE = _base_as_local(_held_by_slot("base"))
+#: a node held only by its task in an executor's queue, read by ``task_refs``: a plain task, a ``(node, waits)`` one
+UNHELD_TASK = task_refs([_Probe()], 0)
+UNHELD_TASK_PAIR = task_refs([(_Probe(), None)], 0)

@@ -693,14 +693,17 @@ def _einsum_vjp(self, primals, cotangents, outputs):
     return grads
 
 
-def _einsum_jvp(self, primals, tangents, outputs):
+def multilinear_jvp(self, primals, tangents, outputs):
+    """The product rule of a primitive linear in each input (einsum, cross, convolution): per input with a
+    tangent, the primitive again with that tangent in its place; the terms summed."""
     o = outputs[0]
+    st = _stream()
     total = None
     for i, t in enumerate(tangents):
         if t is None:
             continue
         args = tuple(t if j == i else p for j, p in enumerate(primals))
-        term = node(self, args, o._shape, o._dtype, _stream())
+        term = node(self, args, o._shape, o._dtype, st)
         total = term if total is None else total + term
     return [total]
 
@@ -749,5 +752,5 @@ def _det_jvp(self, primals, tangents, outputs):
 rules(Solve, vjp=_solve_vjp, jvp=_solve_jvp)
 rules(Det, vjp=_det_vjp, jvp=_det_jvp)
 rules(Matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
-rules(Einsum, vjp=_einsum_vjp, jvp=_einsum_jvp)
+rules(Einsum, vjp=_einsum_vjp, jvp=multilinear_jvp)
 rules(Inv, vjp=_inv_vjp, jvp=_inv_jvp)

@@ -15,10 +15,9 @@ padding ``p``, kernel size ``K``, input length ``L`` and output length ``M``:
 from __future__ import annotations
 
 from .. import ops as m
-from ..array import node
-from ..devices import resolve_stream
 from ..primitives import Convolution
 from ._registry import rules
+from ._rules import multilinear_jvp
 
 
 def _conv(prim: Convolution, x, w, groups: int):
@@ -58,18 +57,6 @@ def _vjp(self, primals, cotangents, outputs):
     return [dx, dw]
 
 
-def _jvp(self, primals, tangents, outputs):
-    x, w = primals
-    tx, tw = tangents
-    o = outputs[0]
-    st = resolve_stream(None)
-    total = None if tx is None else node(self, (tx, w), o._shape, o._dtype, st)
-    if tw is not None:
-        term = node(self, (x, tw), o._shape, o._dtype, st)
-        total = term if total is None else total + term
-    return [total]
-
-
 def _vmap(self, inputs, axes, outputs):
     """The batch folds into the input's batch axis (weight unbatched), into each group's output channels (input
     unbatched), or into the groups (both batched)."""
@@ -93,4 +80,4 @@ def _vmap(self, inputs, axes, outputs):
     return [m.moveaxis(m.reshape(y, (*y.shape[:-1], b, o)), -2, 0)]
 
 
-rules(Convolution, vjp=_vjp, jvp=_jvp, vmap=_vmap)
+rules(Convolution, vjp=_vjp, jvp=multilinear_jvp, vmap=_vmap)

@@ -1,10 +1,11 @@
 """Derivative rules of the elementwise primitives, declared as data, registered on the primitive classes.
 
 ``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
-dy/db)``. A derivative may be a Python number (1 and -1 cost no node). Primitives in neither table
-(predicates, bitwise and logical ops) have no gradient: their vjp gives None, which the walk treats as zero, and
-their jvp zeros of the output's shape in the tangent's dtype (as MLX's). As in MLX, rules apply to integer
-arrays too, and for complex inputs a vjp is the cotangent times the conjugate derivative (``c * conj(f'(z))``).
+dy/db)``. A derivative may be a Python number (1 and -1 cost no node). ``abs``, ``real``, ``imag`` and ``conj``
+have rules of their own, declared at the end. Other primitives in neither table (predicates, bitwise and logical
+ops) have no gradient: their vjp gives None, which the walk treats as zero, and their jvp zeros of the output's
+shape in the tangent's dtype (as MLX's). As in MLX, rules apply to integer arrays too, and for complex inputs a
+vjp is the cotangent times the conjugate derivative (``c * conj(f'(z))``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ _LN10 = math.log(10.0)
 _ZERO = 0  # piecewise-constant functions: the derivative is zero almost everywhere
 
 UNARY_D = {
-    "Abs": lambda x, y: m.sign(x),
     "Negative": lambda x, y: -1,
     "Sign": lambda x, y: _ZERO,
     "Floor": lambda x, y: _ZERO,
@@ -121,7 +121,7 @@ def _unary_vjp(self, primals, cotangents, outputs):
     if d is None or x._dtype is dt.bool_:
         return [None]
     dx = d(x, outputs[0])
-    if x._dtype.kind == "c" and self.name != "Abs":  # (|z| is real: its gradient is sign(z) as it is)
+    if x._dtype.kind == "c":
         dx = _conj(dx)
     g = _times(cotangents[0], dx)
     return [g if g is not None else m.zeros_like(x)]
@@ -132,10 +132,23 @@ def _unary_jvp(self, primals, tangents, outputs):
     d = UNARY_D.get(self.name)
     if d is None or x._dtype is dt.bool_:
         return _zero_tangent(tangents, outputs[0])
-    dx = d(x, outputs[0])
-    if x._dtype.kind == "c" and self.name == "Abs":  # d|z| = Re(conj(sign z) t)
-        return [m.real(m.conjugate(dx) * tangents[0])]
-    return [_times(tangents[0], dx)]
+    return [_times(tangents[0], d(x, outputs[0]))]
+
+
+def _abs_vjp(self, primals, cotangents, outputs):
+    x, = primals
+    if x._dtype is dt.bool_:
+        return [None]
+    return [_times(cotangents[0], m.sign(x))]  # (|z| is real: its gradient is sign(z), not conjugated)
+
+
+def _abs_jvp(self, primals, tangents, outputs):
+    x, = primals
+    if x._dtype is dt.bool_:
+        return _zero_tangent(tangents, outputs[0])
+    if x._dtype.kind == "c":  # d|z| = Re(conj(sign z) t)
+        return [m.real(m.conjugate(m.sign(x)) * tangents[0])]
+    return [_times(tangents[0], m.sign(x))]
 
 
 def _binary_vjp(self, primals, cotangents, outputs):
@@ -211,6 +224,7 @@ def _conjugate_rule(self, primals, tangents_or_cotangents, outputs):
 
 
 rules(Unary, vjp=_unary_vjp, jvp=_unary_jvp)
+rules(type(UNARY["Abs"]), vjp=_abs_vjp, jvp=_abs_jvp)
 rules(type(UNARY["Real"]), vjp=_real_vjp, jvp=_part_jvp)
 rules(type(UNARY["Imag"]), vjp=_imag_vjp, jvp=_part_jvp)
 rules(type(UNARY["Conjugate"]), vjp=_conjugate_rule, jvp=_conjugate_rule)

@@ -73,6 +73,18 @@ def _scales_grad_check(self, scales) -> None:
                          "affine mode's scales and biases are differentiable)")
 
 
+def _affine_tangents(self, scales, biases, tangents: list, at: int) -> tuple | None:
+    """The tangents of the scales and biases at inputs ``at + 1`` and ``at + 2`` (zeros for one without), or None
+    if neither has one; a ValueError in the float modes, whose scales have no derivative."""
+    ts = tangents[at + 1]
+    tb = tangents[at + 2] if biases is not None else None
+    if ts is None and tb is None:
+        return None
+    if self.mode != "affine":
+        raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
+    return (m.zeros_like(scales) if ts is None else ts), (m.zeros_like(biases) if tb is None else tb)
+
+
 def _scales_biases_grads(self, w, scales, biases, dw: array) -> list:
     """Cotangents of the affine scales and biases from that of the dequantized matrix ``dw``."""
     codes = m.dequantize(w, m.ones(scales._shape), m.zeros(biases._shape), self.group_size, self.bits,
@@ -101,17 +113,13 @@ def _quantized_matmul_vjp(self, primals, cotangents, outputs):
 def _quantized_matmul_jvp(self, primals, tangents, outputs):
     x = primals[0]
     w, scales, biases = _packed(self, primals, 1)
-    tx, ts = tangents[0], tangents[2]
-    tb = tangents[3] if biases is not None else None
+    tx = tangents[0]
     out = None
     if tx is not None:
         out = m.quantized_matmul(tx, w, scales, biases, self.transpose, self.group_size, self.bits, self.mode)
-    if ts is not None or tb is not None:
-        if self.mode != "affine":
-            raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
-        ts = m.zeros_like(scales) if ts is None else ts
-        tb = m.zeros_like(biases) if tb is None else tb
-        t = m.quantized_matmul(x, w, ts, tb, self.transpose, self.group_size, self.bits)
+    affine = _affine_tangents(self, scales, biases, tangents, 1)
+    if affine is not None:
+        t = m.quantized_matmul(x, w, *affine, self.transpose, self.group_size, self.bits)
         out = t if out is None else out + t
     return [out]
 
@@ -160,17 +168,13 @@ def _gather_qmm_jvp(self, primals, tangents, outputs):
     x = primals[0]
     w, scales, biases = _packed(self, primals, 1)
     lhs, rhs = primals[-2], primals[-1]
-    tx, ts = tangents[0], tangents[2]
-    tb = tangents[3] if biases is not None else None
+    tx = tangents[0]
     out = None
     if tx is not None:
         out = m.gather_qmm(tx, w, scales, biases, lhs, rhs, self.transpose, self.group_size, self.bits, self.mode)
-    if ts is not None or tb is not None:
-        if self.mode != "affine":
-            raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
-        ts = m.zeros_like(scales) if ts is None else ts
-        tb = m.zeros_like(biases) if tb is None else tb
-        t = m.gather_qmm(x, w, ts, tb, lhs, rhs, self.transpose, self.group_size, self.bits)
+    affine = _affine_tangents(self, scales, biases, tangents, 1)
+    if affine is not None:
+        t = m.gather_qmm(x, w, *affine, lhs, rhs, self.transpose, self.group_size, self.bits)
         out = t if out is None else out + t
     return [out]
 
@@ -212,15 +216,10 @@ def _dequantize_vjp(self, primals, cotangents, outputs):
 
 def _dequantize_jvp(self, primals, tangents, outputs):
     w, scales, biases = _packed(self, primals, 0)
-    ts = tangents[1]
-    tb = tangents[2] if biases is not None else None
-    if ts is None and tb is None:
+    affine = _affine_tangents(self, scales, biases, tangents, 0)
+    if affine is None:
         return [None]
-    if self.mode != "affine":
-        raise ValueError(f"{self.name}: no derivative with respect to the scales in mode {self.mode!r}")
-    ts = m.zeros_like(scales) if ts is None else ts
-    tb = m.zeros_like(biases) if tb is None else tb
-    return [m.dequantize(w, ts, tb, self.group_size, self.bits, dtype=self.dtype)]
+    return [m.dequantize(w, *affine, self.group_size, self.bits, dtype=self.dtype)]
 
 
 rules(Dequantize, vjp=_dequantize_vjp, jvp=_dequantize_jvp)

@@ -13,6 +13,7 @@ from ..array import array, node
 from ..devices import resolve_stream
 from ..primitives import Cross, SlogDet, SolveTriangular, TriInv
 from ._registry import rules
+from ._rules import multilinear_jvp
 
 
 def _adjoint(x: array) -> array:
@@ -73,19 +74,7 @@ def _cross_vjp(self, primals, cotangents, outputs):
     return [node(self, (b, c), c._shape, c._dtype, st), node(self, (c, a), c._shape, c._dtype, st)]
 
 
-def _cross_jvp(self, primals, tangents, outputs):
-    a, b = primals
-    ta, tb = tangents
-    o = outputs[0]
-    st = resolve_stream(None)
-    out = None if ta is None else node(self, (ta, b), o._shape, o._dtype, st)
-    if tb is not None:
-        t = node(self, (a, tb), o._shape, o._dtype, st)
-        out = t if out is None else out + t
-    return [out]
-
-
 rules(TriInv, vjp=_tri_inv_vjp, jvp=_tri_inv_jvp)
 rules(SolveTriangular, vjp=_solve_triangular_vjp, jvp=_solve_triangular_jvp)
 rules(SlogDet, vjp=_slogdet_vjp, jvp=_slogdet_jvp)
-rules(Cross, vjp=_cross_vjp, jvp=_cross_jvp)
+rules(Cross, vjp=_cross_vjp, jvp=multilinear_jvp)
