@@ -85,6 +85,38 @@ def test_cumprod_grad_is_exact_at_zeros(on, rng, values, reverse, inclusive):
     assert_close(mx.grad(lambda a: f(a).sum())(a64(x)), jac.sum(0), rtol=1e-12, atol=1e-12)
 
 
+def _logcumsumexp_jacobian(x: np.ndarray, reverse: bool) -> np.ndarray:
+    """d y_i / d x_j = exp(x_j - y_i) over the scan's window, in float64."""
+    x = x.astype(np.float64)
+    order = np.arange(x.size)[::-1] if reverse else np.arange(x.size)
+    y = np.empty_like(x)
+    y[order] = np.logaddexp.accumulate(x[order])
+    jac = np.zeros((x.size, x.size))
+    for k, i in enumerate(order):
+        for j in order[:k + 1]:
+            jac[i, j] = np.exp(x[j] - y[i])
+    return jac
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype,offset", [(np.float32, 100.0), (np.float32, -100.0), (np.float16, 8.0),
+                                          (np.float32, 0.0)])
+def test_logcumsumexp_rules_do_not_overflow(on, rng, reverse, dtype, offset):
+    # exp(x) overflows float32 from 89 and float16 from 11: the rules must use differences only
+    x = (rng.standard_normal(9) * 3 + offset).astype(dtype)
+    t, c = rng.standard_normal(9).astype(dtype), rng.standard_normal(9).astype(dtype)
+    jac = _logcumsumexp_jacobian(x, reverse)
+    tol = 2e-2 if dtype == np.float16 else 1e-4
+
+    def f(a):
+        return mx.logcumsumexp(a, reverse=reverse)
+
+    _, (j,) = mx.jvp(f, [mx.array(x)], [mx.array(t)])
+    np.testing.assert_allclose(np.asarray(j).astype(np.float64), jac @ t.astype(np.float64), rtol=tol, atol=tol)
+    _, (v,) = mx.vjp(f, [mx.array(x)], [mx.array(c)])
+    np.testing.assert_allclose(np.asarray(v).astype(np.float64), jac.T @ c.astype(np.float64), rtol=tol, atol=tol)
+
+
 def test_cumprod_on_an_axis_and_second_order(on, rng):
     x = rng.integers(-2, 3, (3, 6)).astype(np.float64)
     c = rng.standard_normal(x.shape)

@@ -572,8 +572,11 @@ def _scan_vjp(self, primals, cotangents, outputs):
         # g[j] = (product before j) * s[j], s[j] = c[j] + x[next] * s[next]: exact at zeros, no division
         before = m.cumprod(x, axis=ax, reverse=rev, inclusive=False)
         return [before * _recurrence(_shift(x, ax, 1, rev), c, ax, rev)]
-    y = outputs[0]  # logaddexp: dy_i/dx_j = exp(x_j - y_i), j up to i
-    return [m.exp(x) * m.cumsum(c * m.exp(-y), axis=ax, reverse=not rev)]
+    # logaddexp: dy_i/dx_j = exp(x_j - y_i), j up to i. As u_j = sum over i from j of c_i exp(y_j - y_i), by
+    # u_j = c_j + exp(y_j - y_next) u_next: every exponent is at most 0, so nothing overflows (exp(x) would)
+    y = outputs[0]
+    step = m.exp(m.minimum(y - _shift(y, ax, 1, rev), 0))
+    return [m.exp(x - y) * _recurrence(step, c, ax, rev)]
 
 
 def _scan_jvp(self, primals, tangents, outputs):
@@ -588,8 +591,11 @@ def _scan_jvp(self, primals, tangents, outputs):
         before = m.cumprod(x, axis=ax, reverse=rev, inclusive=False)
         out = _recurrence(x, t * before, ax, not rev)
     else:
+        # r_i = sum over j up to i of exp(x_j - y_i) t_j, by r_i = exp(x_i - y_i) t_i + exp(y_prev - y_i) r_prev:
+        # exponents at most 0, where exp(-y) * cumsum(exp(x) t) overflows
         y = outputs[0]
-        return [m.exp(-y) * m.cumsum(t * m.exp(x), axis=ax, reverse=rev)]
+        step = m.exp(m.minimum(_shift(y, ax, 1, not rev) - y, 0))
+        return [_recurrence(step, m.exp(x - y) * t, ax, not rev)]
     return [out if self.inclusive else _shift(out, ax, 1, not rev)]
 
 
