@@ -175,6 +175,13 @@ KNOWN: list[Known] = [
           lambda c: c.kind == "value" and "pow" in c.step.op and c.dtypes[0] == "complex64"
           and _set_aside(c, [_base_zero(c, c.umx[0].shape) & np.isnan(c.umx[0])
                              & (_nonfinite(c.mlx[0]) | (c.mlx[0] == 0))])),
+    Known("complex-nonfinite-operands", "complex power, division, floor_divide, sign and round of operands with "
+          "infinite or NaN parts (and powers of a zero base beside them): umx follows NumPy (z ** 0 is 1, 0 ** -n "
+          "is NaN, z / inf is NaN by Smith's division, the sign of an infinity is its direction, round takes each "
+          "part), MLX's std::complex gives other NaN parts, infinities and zeros (C99 Annex G's recovery)",
+          lambda c: c.kind == "value" and c.dtypes and c.dtypes[0] == "complex64"
+          and bool(_ops(c.step) & _COMPLEX_EDGE_OPS)
+          and _set_aside(c, [_complex_edges(c, u.shape) for u in c.umx])),
     Known("nonfinite-linear-algebra", "linear algebra of matrices with infinite or NaN entries: which entries "
           "become NaN and which infinite depends on the factorization's order of operations (LAPACK's in both, "
           "called differently)",
@@ -188,6 +195,12 @@ KNOWN: list[Known] = [
           "MLX's squares b, which overflows float16 from 256 on and loses the term",
           lambda c: c.step.family == "transform" and c.kind == "value" and c.dtypes[0] in ("float16", "bfloat16")
           and "divide" in _ops(c.step)),
+    Known("half-arctan2-derivative", "float16 and bfloat16 derivatives of arctan2 where x ** 2 + y ** 2 underflows "
+          "to 0: MLX's rule divides 0 by 0 (NaN), umx's gives the finite limit",
+          lambda c: c.step.family == "transform" and c.kind == "value" and "arctan2" in _ops(c.step)
+          and any(d in ("float16", "bfloat16") for d in c.dtypes)
+          and _set_aside(c, [np.isnan(m) & np.isfinite(u) if u.dtype.kind == "f" else None
+                             for u, m in zip(c.umx, c.mlx)])),
     Known("nonfinite-derivatives", "derivatives with infinite or NaN cotangents or tangents: MLX multiplies "
           "them by 0/1 masks (maximum, minimum, abs), giving NaN where umx selects the branch",
           lambda c: c.step.family == "transform" and c.kind == "value"
@@ -305,9 +318,31 @@ def _operands(c: Case) -> list:
 
 
 def _divides_by_zero(c: Case) -> bool:
-    return bool(_ops(c.step) & {"divide", ".__truediv__", ".__rtruediv__", "reciprocal", "floor_divide",
+    return bool(_ops(c.step) & {"divide", ".__truediv__", ".__rtruediv__", "reciprocal", "rsqrt", "floor_divide",
                                   ".__floordiv__"}) and any(
         (np.asarray(x) == 0).any() for x in _operands(c))
+
+
+_COMPLEX_EDGE_OPS = {"power", ".__pow__", ".__rpow__", "floor_divide", ".__floordiv__", ".__rfloordiv__", "sign",
+                     "round", "divide", ".__truediv__", ".__rtruediv__", "reciprocal"}
+
+
+def _operand_nonfinite(c: Case, shape: tuple):
+    """Where an operand of an elementwise step has an infinite or NaN part, over the result's shape (None if the
+    operands do not broadcast to it)."""
+    try:
+        return np.logical_or.reduce([np.broadcast_to(_nonfinite(np.asarray(x)), shape) for x in _operands(c)
+                                     if np.asarray(x).dtype.kind in "fc"] or [np.zeros(shape, bool)])
+    except ValueError:
+        return None
+
+
+def _complex_edges(c: Case, shape: tuple):
+    """Where an operand has a non-finite part, or (a power) the base is zero, over the result's shape."""
+    edges = _operand_nonfinite(c, shape)
+    if edges is not None and "pow" in c.step.op:
+        edges = edges | _base_zero(c, shape)
+    return edges
 
 
 def _base_zero(c: Case, shape: tuple) -> np.ndarray:

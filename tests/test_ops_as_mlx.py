@@ -50,6 +50,17 @@ def test_complex_logcumsumexp(device, rng):
     assert_close(rev[:, 0], np.log(np.exp(x.astype(np.complex128)).sum(1)), rtol=1e-4, atol=1e-4)
 
 
+def test_complex_logaddexp_with_infinite_real_parts(device):
+    inf = np.inf
+    a = np.array([0.5 + 1j, 0.5 + 1j, complex(inf, 1), complex(-inf, 0), complex(inf, 1)], np.complex64)
+    b = np.array([complex(inf, 0), complex(-inf, 0), 0.5 + 0j, complex(-inf, 0), complex(inf, 2)], np.complex64)
+    got = np.asarray(mx.logaddexp(mx.array(a), mx.array(b), stream=device))
+    # the larger term wins where a real part is infinite; two +inf real parts leave the phase undefined
+    np.testing.assert_array_equal(got[:4], np.array([complex(inf, 0), 0.5 + 1j, complex(inf, 1), complex(-inf, 0)],
+                                                    np.complex64))
+    assert np.isnan(got[4].real) and np.isnan(got[4].imag)
+
+
 def test_complex_median(device):
     z = np.array([1 + 2j, 3j, 1 + 3j, 2 + 0j], np.complex64)
     assert_close(mx.median(mx.array(z), stream=device), np.median(z))

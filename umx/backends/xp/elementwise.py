@@ -84,7 +84,12 @@ def logaddexp_complex(xp, x, y):
     then imaginary, as ``maximum`` orders complex numbers) factored out, the imaginary part wrapped to
     ``(-pi, pi]`` (the principal branch of ``log``)."""
     big = xp.maximum(x, y)
-    out = big + xp.log1p(xp.exp(x + y - 2 * big))
+    small = xp.where(x == big, y, x)
+    out = big + xp.log1p(xp.exp(small - big))
+    # an infinite real part: exp(small - big) is NaN (inf - inf), but the sum is the larger term (-inf + -inf
+    # too); only two +inf real parts leave the phase undefined (NaN, as MLX)
+    edge = (big.real == -math.inf) | ((big.real == math.inf) & (small.real != math.inf))
+    out = xp.where(edge, big, out)
     two_pi = 2 * math.pi
     imag = out.imag - two_pi * xp.ceil((out.imag - math.pi) / two_pi)
     return (out.real + 1j * imag).astype(x.dtype)
