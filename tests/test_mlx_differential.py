@@ -182,6 +182,10 @@ KNOWN: list[Known] = [
           lambda c: c.kind == "value" and c.dtypes and c.dtypes[0] == "complex64"
           and bool(_ops(c.step) & _COMPLEX_EDGE_OPS)
           and _set_aside(c, [_complex_edges(c, u.shape) for u in c.umx])),
+    Known("complex-nan-to-num-infinities", "nan_to_num of complex infinities: MLX replaces NaN parts but leaves "
+          "infinite ones; umx replaces both, as NumPy does",
+          lambda c: c.kind == "value" and c.step.op == "nan_to_num" and c.dtypes[0] == "complex64"
+          and _set_aside(c, [np.isinf(m.real) | np.isinf(m.imag) for m in c.mlx])),
     Known("nonfinite-linear-algebra", "linear algebra of matrices with infinite or NaN entries: which entries "
           "become NaN and which infinite depends on the factorization's order of operations (LAPACK's in both, "
           "called differently)",
@@ -195,9 +199,10 @@ KNOWN: list[Known] = [
           "MLX's squares b, which overflows float16 from 256 on and loses the term",
           lambda c: c.step.family == "transform" and c.kind == "value" and c.dtypes[0] in ("float16", "bfloat16")
           and "divide" in _ops(c.step)),
-    Known("half-arctan2-derivative", "float16 and bfloat16 derivatives of arctan2 where x ** 2 + y ** 2 underflows "
-          "to 0: MLX's rule divides 0 by 0 (NaN), umx's gives the finite limit",
-          lambda c: c.step.family == "transform" and c.kind == "value" and "arctan2" in _ops(c.step)
+    Known("half-derivative-limits", "float16 and bfloat16 derivatives whose intermediates overflow or underflow "
+          "(arctan2's x ** 2 + y ** 2 to 0, rsqrt of an overflowed square): MLX's rules form 0 / 0 or inf * 0 (NaN) "
+          "where umx's give the finite limit; only entries where MLX is NaN and umx finite",
+          lambda c: c.step.family == "transform" and c.kind == "value"
           and any(d in ("float16", "bfloat16") for d in c.dtypes)
           and _set_aside(c, [np.isnan(m) & np.isfinite(u) if u.dtype.kind == "f" else None
                              for u, m in zip(c.umx, c.mlx)])),

@@ -200,3 +200,16 @@ def test_view_to_and_from_bfloat16_gives_its_bits(device):
     assert mx.array(np.array([60, 120, 180, 240], np.uint8)).view(mx.bfloat16, stream=device).shape == (2,)
     sub = mx.array(bits[:1] + 1).view(mx.bfloat16, stream=device)  # the smallest subnormal keeps its bits
     assert sub.view(mx.uint16, stream=device).item() == 1
+    # every 16-bit pattern survives the round trip, NaN payloads included (as in MLX: a view moves no value)
+    again = mx.array(bits).view(mx.bfloat16, stream=device).view(mx.uint16, stream=device)
+    np.testing.assert_array_equal(np.asarray(again), bits)
+
+
+def test_bfloat16_nan_payloads_survive_a_file(tmp_path):
+    bits = np.array([0x7FFF, 0xFFC1, 0x7F81, 0x3F80, 0x0001], np.uint16)
+    a = mx.array(bits).view(mx.bfloat16)
+    for name, save in (("f.safetensors", mx.save_safetensors), ("f.gguf", mx.save_gguf)):
+        if name.endswith("gguf"):
+            pytest.importorskip("gguf")
+        save(str(tmp_path / name), {"x": a})
+        np.testing.assert_array_equal(np.asarray(mx.load(str(tmp_path / name))["x"].view(mx.uint16)), bits)

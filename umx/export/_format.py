@@ -246,8 +246,11 @@ def read(path: str) -> tuple:
     """``(traces, constants, metadata, shapeless)`` of the file at ``path``; any malformation is a ValueError
     naming the file."""
     where = f"import_function: {path!r}"
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:  # (the same class, e.g. FileNotFoundError, with the op and the path in its message)
+        raise type(e)(e.errno, f"{where}: cannot read the file: {e.strerror}") from None
     if raw[:8] != MAGIC:
         raise ValueError(f"{where}: not a function exported by umx (it does not start with {MAGIC!r})")
     if len(raw) < 16:

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .. import dtypes as dt
-from ..array import array, from_data, node
+from ..array import DIM_MAX, array, dim_outside, from_data, node
 from ..devices import cpu, default_stream, resolve_stream
 from ..primitives.io import Load
 
@@ -70,8 +70,10 @@ class Source:
     def array(self, offset: int, shape: tuple, file_dtype: np.dtype, dtype: dt.Dtype, name: str, stream,
               order: str = "C") -> array:
         """The array stored at ``offset``: a ``Load`` node for a path, else decoded from the bytes now."""
-        if math.prod(n for n in shape if n) > _MAX_DIM:
-            raise malformed(self.file, f"shape {shape} is past NumPy's limit of {_MAX_DIM} elements", name)
+        if dim_outside(shape) is not None:
+            raise malformed(self.file, f"shape {shape} has a dimension past {DIM_MAX} (dimensions are 32-bit)", name)
+        if math.prod(n for n in shape if n) * file_dtype.itemsize > _MAX_DIM:  # (NumPy's limit, zeros or not)
+            raise malformed(self.file, f"shape {shape} is past NumPy's limit of {_MAX_DIM} bytes", name)
         prim = Load(self.path, offset, shape, file_dtype.str, order, dtype, name)
         if self.data is None:
             return node(prim, (), shape, dtype, stream)

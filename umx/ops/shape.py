@@ -357,7 +357,8 @@ def _view_bfloat16(a: array, d, st) -> array:
         bits = cast(ew.right_shift(words, 16, stream=st), dt.uint16, st)
         return bits if d is dt.uint16 else view(bits, d, stream=st)
     bits = cast(view(a, dt.uint16, stream=st), dt.uint32, st)
-    return cast(view(ew.left_shift(bits, 16, stream=st), dt.float32, stream=st), dt.bfloat16, st)
+    words = view(ew.left_shift(bits, 16, stream=st), dt.float32, stream=st)
+    return node(View(dt.bfloat16), (words,), words._shape, dt.bfloat16, st)  # (not a cast: NaN payloads kept)
 
 
 _array.install(stack=stack)  # (mx.array of a list of arrays stacks them; array.py sits below the ops)

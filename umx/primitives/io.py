@@ -29,6 +29,7 @@ class Load(Primitive):
 
     __slots__ = ("path", "offset", "shape", "file_dtype", "order", "dtype", "name")
     capture = False  # reads a file on the host
+    rounds_bfloat16 = False  # bfloat16 decodes from its 16 stored bits, NaN payloads included
     no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, path: str, offset: int, shape: tuple, file_dtype: str, order: str, dtype, name: str):

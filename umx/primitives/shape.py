@@ -84,6 +84,7 @@ class View(Primitive):
 
     __slots__ = ("dtype",)
     capture = True
+    rounds_bfloat16 = False  # bfloat16 bits are taken as they are, NaN payloads included
     no_grad = "reinterprets bits: no derivative"
 
     def __init__(self, dtype):

@@ -419,7 +419,7 @@ def conform(xp, n, out):
     want = n._dtype.np
     if out.dtype is not want and out.dtype != want:
         out = out.astype(want)
-    if n._dtype is bfloat16:
+    if n._dtype is bfloat16 and n._prim.rounds_bfloat16:
         out = round_bf16(xp, out)
     return out
 
