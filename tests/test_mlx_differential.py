@@ -77,7 +77,8 @@ KNOWN: list[Known] = [
           "tolerance, except sin and cos of large arguments, which float32 rounds to other angles",
           lambda c: bool(_ops(c.step) & _FLOAT32_ACCURATE) and set(c.dtypes) == {"float64"}
           and (_agree_as("float32")(c) or (bool(_ops(c.step) & {"sin", "cos"}) and max(
-              np.abs(x[np.isfinite(x)]).max(initial=0) for x in c.inputs if x.dtype.kind == "f") > 2**16))),
+              np.abs(x[np.isfinite(x)]).max(initial=0) for x in c.inputs if x.dtype.kind == "f") > 2**16)
+               or (c.kind == "value" and _set_aside(c, [_past_float32(u, m) for u, m in zip(c.umx, c.mlx)])))),
     # -- MLX errors and crashes of its own
     Known("mlx-softmax-int-axes", "softmax of an integer or bool array over several axes: MLX keeps the integer "
           "dtype (all zeros), as if it forgot to promote; over one axis it gives float32, as umx does everywhere",
@@ -154,8 +155,12 @@ KNOWN: list[Known] = [
     Known("undefined-float-to-int", "casting a float that is NaN, infinite or outside the target integer type "
           "(negative to unsigned included): undefined in C++, so MLX's values are the machine's; umx's are "
           "NumPy's",
-          lambda c: c.step.op in ("astype", ".astype") and c.inputs[0].dtype.kind in "fc"
-          and _dtype_of(c.step.args[1]) in INTS and _out_of_range(c.inputs[0].real, _dtype_of(c.step.args[1]))),
+          lambda c: (c.step.op in ("astype", ".astype") and c.inputs[0].dtype.kind in "fc"
+                     and _dtype_of(c.step.args[1]) in INTS
+                     and _out_of_range(c.inputs[0].real, _dtype_of(c.step.args[1])))
+          or (c.step.op.startswith("at.") and c.inputs[0].dtype.kind in "iu" and len(c.step.args) > 2
+              and np.asarray(_value_arg(c)).dtype.kind in "fc"
+              and _out_of_range(np.asarray(_value_arg(c)).real, c.inputs[0].dtype.name))),
     Known("undefined-shift", "shifting by a negative count or by the type's width or more: undefined in C++ "
           "(MLX's result is the machine's); umx gives NumPy's",
           lambda c: _shift(c) and any(((x < 0) | (x >= 8 * np.dtype(c.dtypes[0]).itemsize)).any()
@@ -182,6 +187,17 @@ KNOWN: list[Known] = [
           lambda c: c.kind == "value" and c.dtypes and c.dtypes[0] == "complex64"
           and bool(_ops(c.step) & _COMPLEX_EDGE_OPS)
           and _set_aside(c, [_complex_edges(c, u.shape) for u in c.umx])),
+    Known("complex-nan-parts", "complex products and sums with NaN parts (prod, cumprod, multiply): which part of "
+          "a NaN result is NaN depends on the multiply's formula (NumPy's against std::complex's); only entries "
+          "non-finite on both sides",
+          lambda c: c.kind == "value" and c.dtypes and c.dtypes[0] == "complex64"
+          and any(x.dtype.kind == "c" and np.isnan(x).any() for x in c.inputs)
+          and _set_aside(c, [_nonfinite(u) & _nonfinite(m) for u, m in zip(c.umx, c.mlx)])),
+    Known("mlx-complex-power-accuracy", "complex power of values whose result is real (a negative integer to an "
+          "integral complex power): MLX computes exp(b log a), leaving imaginary parts of rounding size; umx's "
+          "agree in magnitude to float32's precision",
+          lambda c: c.kind == "value" and "pow" in c.step.op and c.dtypes and c.dtypes[0] == "complex64"
+          and all(np.allclose(u, m, rtol=2e-6, atol=1e-6, equal_nan=True) for u, m in zip(c.umx, c.mlx))),
     Known("complex-nan-to-num-infinities", "nan_to_num of complex infinities: MLX replaces NaN parts but leaves "
           "infinite ones; umx replaces both, as NumPy does",
           lambda c: c.kind == "value" and c.step.op == "nan_to_num" and c.dtypes[0] == "complex64"
@@ -288,6 +304,24 @@ def _agree_as(dtype: str):
     return match
 
 
+
+
+def _past_float32(u: np.ndarray, m: np.ndarray):
+    """Entries infinite in MLX's result (computed in float32) and beyond float32's range in umx's, same sign."""
+    if u.dtype.kind != "f":
+        return None
+    big = np.finfo(np.float32).max
+    with np.errstate(invalid="ignore"):
+        return np.isinf(m) & (np.abs(u) > big) & (np.sign(u) == np.sign(m))
+
+
+def _value_arg(c: Case):
+    """The values argument of an ``at.`` step (its third), as an array (a reference's data or a Python scalar)."""
+    v = c.step.args[2]
+    if isinstance(v, Ref):
+        refs = [a for a in c.step.args[:3] if isinstance(a, Ref)]
+        return c.inputs[len(refs) - 1]
+    return np.asarray(v)
 
 
 def _set_aside(c: Case, masks: list) -> bool:
