@@ -131,19 +131,24 @@ def axis_of(axis: int, ndim: int, op: str) -> int:
     return int(axis) % ndim
 
 
+def dims_of(shape, op: str) -> tuple:
+    """A shape argument (an int or a sequence of ints, -1 included) as a tuple: sizes that are not integers (2.5,
+    "2") raise TypeError, ones past MLX's 32-bit dimensions OverflowError."""
+    if isinstance(shape, (int, np.integer)):
+        return check_dims((int(shape),), op)
+    if isinstance(shape, str):
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}")
+    try:
+        dims = tuple([operator.index(s) for s in shape])
+    except TypeError:
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+    return check_dims(dims, op)
+
+
 def shape_of(shape, op: str) -> tuple:
     """A shape argument (an int or a sequence of ints) as a tuple: sizes that are not integers (2.5) raise
     TypeError, negative ones ValueError, ones past MLX's 32-bit dimensions OverflowError."""
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    bad = f"{op}: shape must be an int or a sequence of ints, got {shape!r}"
-    if isinstance(shape, str):
-        raise TypeError(bad)
-    try:
-        shape = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise TypeError(bad) from None
-    check_dims(shape, op)
+    shape = dims_of(shape, op)
     for s in shape:
         if s < 0:
             raise ValueError(f"{op}: negative dimensions are not allowed, got shape {shape}")

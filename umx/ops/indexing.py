@@ -92,37 +92,19 @@ def _basic_shape(shape: tuple, template: tuple, n_used: int, op: str) -> tuple:
         elif type(k) is int:
             n = shape[d]
             if not -n <= k < n:
-                raise _out_of_bounds(k, d, n, op)
+                raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {n}")
             d += 1
         else:
-            out.append(len(range(*k.indices(shape[d]))))
+            if k is not ARRAY:  # (an index array's axes are placed by _advanced_shape)
+                out.append(len(range(*k.indices(shape[d]))))
             d += 1
     out.extend(shape[d:])
     return tuple(out)
 
 
-def _out_of_bounds(k: int, axis: int, n: int, op: str) -> IndexError:
-    return IndexError(f"{op}: index {k} is out of bounds for axis {axis} with size {n}")
-
-
-def _check_ints(shape: tuple, template: tuple, n_used: int, op: str) -> None:
-    """The int indices of ``template`` checked against the bounds, as ``_basic_shape`` checks them."""
-    d = 0
-    for k in template:
-        if k is Ellipsis:
-            d += len(shape) - n_used
-        elif type(k) is int:
-            n = shape[d]
-            if not -n <= k < n:
-                raise _out_of_bounds(k, d, n, op)
-            d += 1
-        elif k is not None:  # (a slice or an index array: one axis)
-            d += 1
-
-
 def _advanced_shape(a: array, template: tuple, arrays: list, n_used: int, op: str) -> tuple:
     """The shape of ``a[key]`` with integer arrays in the key, by NumPy's placement rules (read off a stand-in)."""
-    _check_ints(a._shape, template, n_used, op)
+    _basic_shape(a._shape, template, n_used, op)  # (its int indices checked against the bounds)
     probe = iter([np.zeros(i._shape, np.intp) for i in arrays])
     key = tuple(next(probe) if k is ARRAY else k for k in template)
     stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), a._shape, (0,) * a.ndim)

@@ -3,7 +3,10 @@ transform, window functions, min-max and explicit dependencies."""
 
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import DEPENDS, Median, NanToNum, Window
@@ -223,10 +226,15 @@ def _hadamard_order(n: int) -> int:
     return 0
 
 
+@functools.cache
+def _hadamard_signs(m: int) -> np.ndarray:
+    """MLX's Hadamard matrix of order ``m`` (12, 20 or 28), as float32 (decoded once)."""
+    rows = np.array([int(r, 16) for r in _HADAMARD_ROWS[m].split()], np.int64)
+    return np.where((rows[:, None] >> np.arange(m)) & 1, -1.0, 1.0).astype(np.float32)
+
+
 def _hadamard_matrix(m: int, dtype, stream) -> array:
-    rows = [int(r, 16) for r in _HADAMARD_ROWS[m].split()]
-    signs = [[-1.0 if r >> j & 1 else 1.0 for j in range(m)] for r in rows]
-    return cast(array(signs, dt.float32), dtype, stream)
+    return cast(array(_hadamard_signs(m)), dtype, stream)
 
 
 def hadamard_transform(a, /, scale: float | None = None, *, stream=None) -> array:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
@@ -46,13 +45,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
         array: the same values in the new shape.
     """
     a = as_array(a, "reshape")
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),)
-    try:
-        shape = tuple([operator.index(s) for s in shape])  # (a float or a string is refused, as by MLX)
-    except TypeError:
-        raise TypeError(f"reshape: the shape must be integers, got {shape!r}") from None
-    shape = check_dims(shape, "reshape")
+    shape = _core.dims_of(shape, "reshape")  # (a float or a string is refused, as by MLX)
     size = a.size
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")

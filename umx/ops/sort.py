@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..primitives import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
-from ._core import array, as_array, axes_of, axis_of, cast, node, reshape_node, resolve_stream, sibling_nodes
+from ._core import array, as_array, axes_of, axis_of, cast, int_of, node, reshape_node, resolve_stream, sibling_nodes
 from .elementwise import not_equal
 from .indexing import getitem
 from .reduction import sum as sum_
@@ -112,8 +112,7 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
     st = resolve_stream(stream)
     a, ax = _along("topk", a, axis, st)
     n = a._shape[ax]
-    if not isinstance(k, (int, np.integer)):
-        raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
+    k = int_of(k, "topk", "k")  # (a TypeError for a float or a string, as MLX's index protocol)
     if not 0 <= k <= n:
         raise ValueError(f"topk: k must be in [0, {n}] for an axis of size {n}, got {k!r}")
     p = node(Partition(n - int(k), ax), (a,), a._shape, a._dtype, st) if k else a  # (k = 0: nothing to order)

@@ -29,7 +29,6 @@ _memory_limit = 0  # 0: no limit set
 _cache_limit: int | None = None  # None: the default, the memory limit
 
 
-
 class CopyPlace:
     """A key of ``array._copies`` that is not a Device: the host (``HOST_COPY``), or a place a backend declares
     for a copy on its way (the GPU's pending copy to the host, a kernel's mirror). Its repr is its name."""

@@ -131,7 +131,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
             # All that was enqueued has finished (after a CPU batch, the product the seed launched first).
             marks.passed(dispatched)
             return
-        mark = marks.covering(seq, self.done)
+        mark = marks.covering(seq, dispatched)
         if mark is not None:
             mark[1].synchronize()
             marks.passed(mark[0])

@@ -226,7 +226,6 @@ class Graphs:
         # so, never a buffer the next replay overwrites.
         k = 0
         for i, t in enumerate(tasks):
-            n = nodes[i]
             if k < len(retained) and retained[k] == i:
                 out = outs[k]
                 k += 1

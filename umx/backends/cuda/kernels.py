@@ -43,10 +43,10 @@ def _scatter(prim, x, values, *index_arrays):
     if prim.op is None:
         out[key] = values
         return out
-    if not index_arrays:  # a basic key selects each element once: one ufunc over the view
-        out[key] = getattr(cp, prim.op)(out[key], values)
-        return out
     ufunc = getattr(cp, prim.op)
+    if not index_arrays:  # a basic key selects each element once: one ufunc over the view
+        out[key] = ufunc(out[key], values)
+        return out
     if prim.op in _ATOMIC:
         wide = _WIDER.get(out.dtype.char)
         if wide is None:
