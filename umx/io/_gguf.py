@@ -90,8 +90,9 @@ def load_gguf(file, stream, want_metadata: bool) -> tuple:
             stored, d = plain[t.tensor_type]
             out[t.name] = src.array(t.data_offset, shape, np.dtype(order + stored), d, t.name, stream)
         elif t.tensor_type in quantized:
-            if not shape or shape[-1] % 32:
-                raise malformed(file, f"quantized tensor of shape {shape}: rows must be whole blocks of 32", t.name)
+            if not count or shape[-1] % 32:  # (an empty one too: its rows have no blocks to read the layout from)
+                raise malformed(file, f"quantized tensor of shape {shape}: rows must be whole blocks of 32, and some",
+                                t.name)
             blocks = np.asarray(t.data, np.uint8).reshape(-1, size)
             base = t.name.removesuffix(".weight")
             w, scales, biases = quantized[t.tensor_type](blocks, shape, order + "f2")
@@ -218,7 +219,7 @@ def save_gguf(file, arrays: dict, metadata: dict | None) -> None:
         for key, value, vtype, sub in values:
             writer.add_key_value(key, value, vtype, sub_type=sub)
         for name, data, code in tensors:
-            if code == "BF16":  # umx's float32 storage of bfloat16: the high 16 bits are the value
+            if code == "BF16":  # read as float32 (exact): the high 16 bits are its bits
                 bits = (data.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
                 writer.add_tensor(name, bits, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
             else:
