@@ -177,7 +177,7 @@ def _check_result(out, data_indexed: bool = False) -> None:
     for a in arrays:
         d = np.asarray(a)
         assert d.shape == a.shape, f"data shape {d.shape} != declared {a.shape}"
-        assert d.dtype == a.dtype.np, f"data dtype {d.dtype} != declared {a.dtype}"
+        assert d.dtype == a.dtype.compute, f"data dtype {d.dtype} != declared {a.dtype}"
 
 
 def _call(fn, args, kwargs) -> None:

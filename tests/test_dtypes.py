@@ -240,6 +240,75 @@ def test_bfloat16_values_are_rounded(device):
     np.testing.assert_allclose(got, x, rtol=2**-8)
 
 
+def _bf16_reference(x: np.ndarray) -> np.ndarray:
+    """bfloat16 bits of float32 ``x`` by ml_dtypes (the reference: nearest, ties to even, quiet NaNs)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with np.errstate(invalid="ignore"):
+        return x.astype(ml_dtypes.bfloat16).view(np.uint16)
+
+
+@pytest.mark.parametrize("size", [37, 1 << 15])  # (either side of the host's switch to bit arithmetic)
+def test_bfloat16_is_stored_as_its_16_bits(device, size):
+    rng = np.random.default_rng(size)
+    words = rng.integers(0, 2**32, size, dtype=np.uint64).astype(np.uint32)
+    words[:12] = [0x7F800000, 0xFF800000, 0x7F7FFFFF, 0x7FC00001, 0xFF800001, 0x3F808000, 0x3F818000,
+                  0x00008000, 0x80018000, 0x7F7F8000, 0, 0x80000000]  # infinities, overflow, NaNs, ties, zeros
+    x = words.view(np.float32)
+    a = mx.astype(mx.array(x), mx.bfloat16, stream=device)
+    bits = np.asarray(mx.view(a, mx.uint16, stream=device))
+    np.testing.assert_array_equal(bits, _bf16_reference(x))
+    assert a.nbytes == 2 * size and np.asarray(a).dtype == np.float32  # NumPy reads its values as float32
+    # layout ops move the bits as they are, NaN payloads included
+    raw = mx.view(mx.array(words.astype(np.uint16)), mx.bfloat16)
+    moved = mx.concatenate([raw[::-1], raw], stream=device)
+    got = np.asarray(mx.view(mx.transpose(moved.reshape(2, -1), stream=device).T.reshape(-1), mx.uint16))
+    np.testing.assert_array_equal(got, np.concatenate([words[::-1], words]).astype(np.uint16))
+
+
+def test_bfloat16_arrays_take_two_bytes_an_element():
+    before = mx.get_active_memory()
+    a = mx.ones((1 << 20,), dtype=mx.bfloat16)
+    mx.eval(a)
+    assert mx.get_active_memory() - before == 2 << 20
+    b = mx.exp(a) * 2 + a  # a fused region: one result, its storage
+    mx.eval(b)
+    assert mx.get_active_memory() - before == 4 << 20
+
+
+def test_bfloat16_results_round_each_op_as_mlx(device):
+    rng = np.random.default_rng(3)
+    size = (1 << 20) + 3  # a fused region that the host splits across cores
+    xa, xb = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+    a = mx.array(xa, dtype=mx.bfloat16)
+    b = mx.array(xb, dtype=mx.bfloat16)
+    wa, wb = np.asarray(a), np.asarray(b)
+    def rounded(v):  # float32 values rounded to bfloat16's
+        return (_bf16_reference(v).astype(np.uint32) << 16).view(np.float32)
+
+    want = _bf16_reference(np.exp(rounded(rounded(wa * wb) + wa)))  # each op computes in float32 and rounds
+    got = mx.exp(mx.add(mx.multiply(a, b, stream=device), a, stream=device), stream=device)
+    np.testing.assert_array_equal(np.asarray(mx.view(got, mx.uint16)), want)
+    # a product accumulates in float32 and rounds once
+    m, w = a[: 64 * 48].reshape(64, 48), b[: 48 * 32].reshape(48, 32)
+    ref = _bf16_reference(np.asarray(m).astype(np.float64) @ np.asarray(w).astype(np.float64))
+    prod = np.asarray(mx.view(mx.matmul(m, w, stream=device), mx.uint16))
+    assert np.mean(prod == ref) > 0.99  # (float32 accumulation: a last-bit difference now and then)
+
+
+def test_bfloat16_values_leave_and_come_back_unchanged():
+    import pickle
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.array([1.5, -0.0, np.inf, 3.0e38, 1e-40], np.float32).astype(ml_dtypes.bfloat16)
+    a = mx.array(x)
+    assert a.dtype == mx.bfloat16 and a.tolist() == x.astype(np.float32).tolist()
+    np.testing.assert_array_equal(np.asarray(mx.view(a, mx.uint16)), x.view(np.uint16))
+    back = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(np.asarray(mx.view(back, mx.uint16)), x.view(np.uint16))
+    assert mx.array(x[1:2], mx.float32).item() == 0.0 and mx.array(x[0], mx.float32).item() == 1.5
+    assert mx.array(2.0, mx.bfloat16).astype(mx.int32).item() == 2  # a constant cast by its value, not its bits
+
+
 def test_a_python_float_next_to_bfloat16_is_a_bfloat16(device):
     # as in MLX: 0.3 becomes bfloat16's 0.30078125 before the op, so comparisons and floors see that value
     x = mx.array([0.30078125, -6.90625], dtype=mx.bfloat16)

@@ -354,7 +354,7 @@ def _eval_or_refuse(build):
     except (TypeError, ValueError):
         return None
     data = np.asarray(out)  # a kernel error here is a bug: the call should have refused the dtypes
-    assert data.dtype == out.dtype.np, (out.dtype, data.dtype)
+    assert data.dtype == out.dtype.compute, (out.dtype, data.dtype)
     assert data.shape == out.shape
     return out
 

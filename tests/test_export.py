@@ -426,4 +426,4 @@ def test_fuzz_import(data):
     except Exception:  # a loud failure at eval is allowed; a result that disagrees with its shape is not
         return
     for o in outs:
-        assert np.asarray(o).shape == o.shape and np.asarray(o).dtype == o.dtype.np
+        assert np.asarray(o).shape == o.shape and np.asarray(o).dtype == o.dtype.compute

@@ -49,9 +49,9 @@ def streams() -> list:
 
 
 def ref(x: np.ndarray, d) -> np.ndarray:
-    """``x`` cast to umx dtype ``d`` as umx stores it (bfloat16: float32 rounded to bfloat16)."""
+    """``x`` cast to umx dtype ``d``, as NumPy reads it back (bfloat16: float32 rounded to bfloat16)."""
     with np.errstate(all="ignore"):
-        out = np.asarray(x).astype(d.np)
+        out = np.asarray(x).astype(d.compute)
     return round_bf16(np, out) if d is mx.bfloat16 else out
 
 
@@ -372,7 +372,7 @@ def _check(got, exp, what: str) -> None:
     g = np.asarray(got)
     exp = ref(exp, got.dtype)
     assert g.shape == exp.shape, f"{what}: shape {g.shape} != {exp.shape}"
-    assert g.dtype == got.dtype.np, f"{what}: data dtype {g.dtype} is not {got.dtype.name}"
+    assert g.dtype == got.dtype.compute, f"{what}: data dtype {g.dtype} is not {got.dtype.name}"
     if got.dtype.kind in "biu":
         np.testing.assert_array_equal(g, exp, err_msg=what)
     else:

@@ -68,10 +68,10 @@ class array:  # noqa: N801 (MLX's name)
             return
         data, src = _to_numpy(val, dt)
         if dt is not None and dt is not src:
-            data = _cast_host(data, dt)
+            data = _cast_host(data if src is not _dt.bfloat16 else _dt.widen_bf16(np, data), dt)
             src = dt
-        elif src is _dt.bfloat16:
-            data = _dt.round_bf16(np, data)
+        elif src is _dt.bfloat16 and data.dtype != np.uint16:
+            data = _dt.narrow_bf16(np, data)
         _init_evaluated(self, data, src)
 
     # -- properties -------------------------------------------------------------------------------------------
@@ -110,13 +110,14 @@ class array:  # noqa: N801 (MLX's name)
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def _host(self) -> np.ndarray:
-        """The evaluated data as a NumPy array (evaluating and copying to the host if needed)."""
+        """The evaluated values as a NumPy array (evaluating and copying to the host if needed); bfloat16's as
+        float32, which holds them exactly (NumPy has no bfloat16)."""
         if self._data is None:
             _read_eval(self)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(_host_data(self, d))
-        return d
+        return d if self._dtype is not _dt.bfloat16 else np.asarray(_dt.widen_bf16(np, d))
 
     def item(self):
         """The value of a one-element array as a Python scalar."""
@@ -129,7 +130,7 @@ class array:  # noqa: N801 (MLX's name)
         d = self._data
         if type(d) is not np.ndarray:
             d = np.asarray(_host_data(self, d))
-        return d.item()
+        return d.item() if self._dtype is not _dt.bfloat16 else _dt.widen_bf16(np, d).item()
 
     def tolist(self):
         """The values as nested Python lists (a scalar for a 0-d array)."""
@@ -186,7 +187,8 @@ class array:  # noqa: N801 (MLX's name)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """Export through DLPack (evaluates). Arrays have no location, so the export is of the host copy (made once)
-        unless ``dl_device`` asks for the device the data lives on; bfloat16 leaves as its float32 storage."""
+        unless ``dl_device`` asks for the device the data lives on; bfloat16 leaves as float32, which holds its values
+        exactly (NumPy has no bfloat16)."""
         if self._data is None:
             _eval((self,))
         d = self._data
@@ -342,7 +344,10 @@ def from_data(data, dtype: _dt.Dtype) -> array:
 
 
 def _rebuild(data: np.ndarray, dtype_name: str) -> array:
-    return from_data(data, _dt.to_dtype(dtype_name))
+    dtype = _dt.to_dtype(dtype_name)
+    if dtype is _dt.bfloat16 and data.dtype != np.uint16:  # (pickled as its values: see __reduce__)
+        data = _dt.narrow_bf16(np, data)
+    return from_data(data, dtype)
 
 
 def from_dlpack(x, /, *, copy: bool | None = None) -> array:
@@ -477,7 +482,7 @@ def _to_numpy(val, dt: _dt.Dtype | None) -> tuple:
         return _from_numpy(np.asarray(val.get()), dt, copy=False)  # a CuPy array: copied to the host once
     if "bfloat16" in str(getattr(val, "dtype", "")) and hasattr(val, "float"):
         host = np.asarray(val.float())  # a PyTorch bfloat16 tensor: NumPy has no bfloat16, float32 holds it exactly
-        return _from_numpy(host, None, copy=True)[0], _dt.bfloat16
+        return _dt.narrow_bf16(np, host), _dt.bfloat16
     if hasattr(val, "__dlpack__") and not hasattr(val, "__array__"):
         try:
             host = np.from_dlpack(val)
@@ -503,8 +508,8 @@ def _from_numpy(arr: np.ndarray, dt: _dt.Dtype | None, copy: bool) -> tuple:
     d = _FROM_NP.get(nd)  # (native byte order only: a big-endian dtype is not equal to its native twin)
     if d is None:
         if nd.kind not in "biufc":
-            if nd.name == "bfloat16":
-                return arr.astype(np.float32), _dt.bfloat16
+            if nd.name == "bfloat16" and nd.itemsize == 2:  # ml_dtypes' bfloat16: the same 16 bits
+                return np.array(arr.view(np.uint16)), _dt.bfloat16
             raise ValueError(f"array: NumPy dtype {nd} has no umx counterpart")
         if not nd.isnative:
             return _from_numpy(arr.astype(nd.newbyteorder("=")), dt, copy=False)
@@ -595,8 +600,7 @@ def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
     if data.dtype.kind == "c" and dt.kind != "c":
         data = data.real
     with np.errstate(all="ignore"):
-        out = data.astype(dt.np)
-    return _dt.round_bf16(np, out) if dt is _dt.bfloat16 else out
+        return data.astype(dt.np) if dt is not _dt.bfloat16 else _dt.narrow_bf16(np, data)
 
 
 class ArrayIterator:

@@ -1,13 +1,14 @@
 """Data types, their categories and MLX's promotion rules.
 
-A :class:`Dtype` names a storage type. ``bfloat16`` has no NumPy twin: umx keeps it in float32 storage and rounds
-every result to bfloat16 precision, so values are exactly bfloat16's (``itemsize`` still says 2).
+A :class:`Dtype` names a storage type. ``bfloat16`` has no NumPy twin: umx stores it as its 16 bits (NumPy's and
+CuPy's ``uint16``, two bytes as ``itemsize`` says, the bits ml_dtypes' and torch's bfloat16 hold). Kernels compute on
+it in float32 (:func:`widen_bf16`, exact) and round each result back to bfloat16 (:func:`narrow_bf16`, nearest, ties
+to even), as MLX does.
 """
 
 from __future__ import annotations
 
 import enum
-import sys
 
 import numpy as np
 
@@ -54,11 +55,12 @@ _PARENT = {
 class Dtype:
     """An array's element type. Compare with ``==``; ``size`` is the bytes per element."""
 
-    __slots__ = ("name", "np", "size", "kind", "category", "rank")
+    __slots__ = ("name", "np", "compute", "size", "kind", "category", "rank")
 
-    def __init__(self, name: str, np_type, size: int, kind: str, category, rank: int):
+    def __init__(self, name: str, np_type, size: int, kind: str, category, rank: int, compute=None):
         self.name = name
-        self.np = np.dtype(np_type)  # storage type in NumPy/CuPy (float32 for bfloat16)
+        self.np = np.dtype(np_type)  # storage type in NumPy/CuPy (uint16 for bfloat16: its bits)
+        self.compute = np.dtype(compute or np_type)  # the type kernels make values in (float32 for bfloat16)
         self.size = size
         self.kind = kind  # 'b' bool, 'u' unsigned, 'i' signed, 'f' floating, 'c' complex
         self.category = category
@@ -90,7 +92,7 @@ int16 = Dtype("int16", np.int16, 2, "i", signedinteger, 1)
 int32 = Dtype("int32", np.int32, 4, "i", signedinteger, 2)
 int64 = Dtype("int64", np.int64, 8, "i", signedinteger, 3)
 float16 = Dtype("float16", np.float16, 2, "f", floating, 0)
-bfloat16 = Dtype("bfloat16", np.float32, 2, "f", floating, 0)
+bfloat16 = Dtype("bfloat16", np.uint16, 2, "f", floating, 0, np.float32)
 float32 = Dtype("float32", np.float32, 4, "f", floating, 1)
 float64 = Dtype("float64", np.float64, 8, "f", floating, 2)
 complex64 = Dtype("complex64", np.complex64, 8, "c", complexfloating, 0)
@@ -301,40 +303,71 @@ class iinfo:
 
 
 def round_bf16(xp, x):
-    """Round float32 values to bfloat16 precision (nearest, ties to even), in float32 storage.
+    """Float values rounded to bfloat16 precision (nearest, ties to even), as float32: a fused program's
+    bfloat16 intermediates, which stay in float32 between its steps (``xp``: NumPy or CuPy)."""
+    if x.__class__ is np.ndarray and _ml_bfloat16 is not None and x.size < _BITS_FROM:
+        return x.astype(np.float32, copy=False).astype(_ml_bfloat16).astype(np.float32)  # (the common small case)
+    return widen_bf16(xp, narrow_bf16(xp, x))
 
-    On the host, a large array that already holds bfloat16 values (a view of a bfloat16 array, such as a weight's
-    transpose) is returned as it is, not copied; others are cast through ml_dtypes' bfloat16 when it is installed
-    (two passes where the bit arithmetic takes seven: this runs after every bfloat16 op).
-    """
-    x = xp.asarray(x, dtype=xp.float32)
-    if xp is np:
-        if x.size > _SMALL and _holds_bf16(x):
-            return x
-        if _ml_bfloat16 is not None:
-            return x.astype(_ml_bfloat16).astype(np.float32)
-    flat = x.reshape(-1)
-    bits = flat.view(xp.uint32)
-    r = bits >> xp.uint32(16)
-    r &= xp.uint32(1)
-    r += xp.uint32(0x7FFF)
+
+def narrow_bf16(xp, x):
+    """bfloat16's storage (uint16 bits) of float values ``x`` (any float dtype; an array or a NumPy scalar):
+    float32 rounded to nearest, ties to even; a NaN becomes the quiet NaN of its sign (as ml_dtypes rounds)."""
+    if x.__class__ is not np.ndarray:
+        if isinstance(x, np.generic):  # a constant: a NumPy scalar again
+            return narrow_bf16(np, np.asarray(x))[()]
+        if xp is not np:
+            return _device_kernels(xp)[0](xp.asarray(x, dtype=xp.float32))
+        x = np.asarray(x)
+    x = x.astype(np.float32, copy=False)  # (float64 too: through float32 first, as MLX converts)
+    if _ml_bfloat16 is not None and x.size < _BITS_FROM:
+        return x.astype(_ml_bfloat16).view(np.uint16)
+    bits = x.view(np.uint32)
+    r = bits >> np.uint32(16)
+    r &= np.uint32(1)
+    r += np.uint32(0x7FFF)
     r += bits
-    r &= xp.uint32(0xFFFF0000)
-    return xp.where(flat != flat, flat, r.view(xp.float32)).reshape(x.shape)
+    r >>= np.uint32(16)
+    out = r.astype(np.uint16)
+    nan = x != x
+    if nan.any():  # (rare: a look skips the select)
+        out = np.where(nan, ((bits >> np.uint32(16)) & np.uint32(0x8000) | np.uint32(0x7FC0)).astype(np.uint16), out)
+    return out
 
 
-_SMALL = 1 << 14  # elements: from this size, a look for bfloat16 values costs less than the cast it may save
-try:  # optional (NumPy is umx's only dependency): a faster rounding than the bit arithmetic
+def widen_bf16(xp, bits):
+    """The float32 values (exact) of bfloat16 storage ``bits`` (uint16; an array or a NumPy scalar)."""
+    if bits.__class__ is not np.ndarray:
+        if isinstance(bits, np.generic):  # a constant: a NumPy scalar again
+            return widen_bf16(np, np.asarray(bits))[()]
+        if xp is not np:
+            return _device_kernels(xp)[1](bits)
+        bits = np.asarray(bits)
+    if _ml_bfloat16 is not None and bits.size < _BITS_FROM:
+        return bits.view(_ml_bfloat16).astype(np.float32)
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+# Host arrays from this size are converted by bit arithmetic, in fewer passes than ml_dtypes' casts take; smaller
+# ones by ml_dtypes (when installed), in fewer calls. Both give the same bits.
+_BITS_FROM = 1 << 14
+try:  # optional (NumPy is umx's only dependency)
     from ml_dtypes import bfloat16 as _ml_bfloat16
 except ImportError:
     _ml_bfloat16 = None
 
+_DEVICE_KERNELS: dict = {}
 
-def _holds_bf16(x) -> bool:
-    """Whether the float32 host array ``x`` holds bfloat16 values only (the low 16 bits of each are zero), read
-    in place: a sample first, so that a computed result is told apart at once."""
-    c = x if x.flags.c_contiguous else x.T
-    if not c.flags.c_contiguous or sys.byteorder != "little":
-        return False
-    low = c.view(np.uint16)[..., 0::2]
-    return not low.flat[:64].any() and not low.any()
+
+def _device_kernels(xp) -> tuple:
+    """``(narrow, widen)`` as one elementwise kernel each of array module ``xp`` (CuPy), made once."""
+    got = _DEVICE_KERNELS.get(xp)
+    if got is None:
+        narrow = xp.ElementwiseKernel("float32 x", "uint16 y", """
+            unsigned int u = __float_as_uint(x);
+            y = isnan(x) ? (unsigned short)(((u >> 16) & 0x8000u) | 0x7FC0u)
+                         : (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);""", "umx_narrow_bf16")
+        widen = xp.ElementwiseKernel("uint16 b", "float32 y", "y = __uint_as_float(((unsigned int)b) << 16);",
+                                     "umx_widen_bf16")
+        got = _DEVICE_KERNELS[xp] = (narrow, widen)
+    return got

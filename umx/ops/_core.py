@@ -47,9 +47,9 @@ def scalar(value, dtype: dt.Dtype) -> array:
             _const_cache.clear()
         try:
             with np.errstate(all="ignore"):
-                data = np.array(value).astype(dtype.np)[()]  # a NumPy scalar: kernels on any device take it
-            if dtype is dt.bfloat16:  # (held in float32: rounded, as MLX makes the scalar a bfloat16 first)
-                data = dt.round_bf16(np, data)[()]
+                data = np.array(value).astype(dtype.compute)[()]  # a NumPy scalar: kernels on any device take it
+            if dtype is dt.bfloat16:  # (its storage: rounded, as MLX makes the scalar a bfloat16 first)
+                data = dt.narrow_bf16(np, data)[()]
         except OverflowError:
             raise ValueError(f"the Python int {value} is out of range for {dtype.name}") from None
         c = _const_cache[key] = from_data(data, dtype)
@@ -186,7 +186,8 @@ def cast(x: array, dtype: dt.Dtype, stream) -> array:
     if x._dtype is dtype:
         return x
     if x._data is not None and x._prim is None and not x._shape and isinstance(x._data, np.generic):
-        return scalar(x._data.item(), dtype)  # constants convert at once
+        v = x._data if x._dtype is not dt.bfloat16 else dt.widen_bf16(np, x._data)
+        return scalar(v.item(), dtype)  # constants convert at once
     return node(AsType(dtype), (x,), x._shape, dtype, stream)
 
 

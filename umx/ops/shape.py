@@ -12,7 +12,6 @@ from ..array import from_data
 from ..devices import DeviceType
 from ..primitives import Concatenate, Reshape, Split, Transpose, View
 from . import _core
-from . import elementwise as ew
 from ._core import (
     array,
     as_array,
@@ -83,7 +82,7 @@ def transpose(a, /, axes=None, *, stream=None) -> array:
     data = a._data
     if type(data) is np.ndarray and a._prim is None and a._copies is None and st.device.type is DeviceType.cpu:
         # A view of host data that nothing copied elsewhere computes nothing: made now it costs no node and no
-        # task (a weight's ``.T`` in every eager step) and, for bfloat16, no rounding pass over the weight. (Not
+        # task (a weight's ``.T`` in every eager step). (Not
         # for a value read inside a transform, which keeps its graph: _prim is set.)
         return from_data(data.transpose(axes), a._dtype)
     shape = tuple(a._shape[i] for i in axes)
@@ -331,8 +330,6 @@ def view(a, /, dtype, *, stream=None) -> array:
     """The bytes of ``a`` reinterpreted as ``dtype``; the last axis scales by the ratio of item sizes."""
     a = as_array(a, "view")
     d = dt.to_dtype(dtype)
-    if d is dt.bfloat16 or a._dtype is dt.bfloat16:
-        return _view_bfloat16(a, d, resolve_stream(stream))
     if d.size == a._dtype.size:
         shape = a._shape
     else:
@@ -340,18 +337,6 @@ def view(a, /, dtype, *, stream=None) -> array:
             raise ValueError(f"view: cannot view {describe(a)} as {d.name}: the last axis does not divide evenly")
         shape = a._shape[:-1] + (a._shape[-1] * a._dtype.size // d.size,)
     return node(View(d), (a,), shape, d, resolve_stream(stream))
-
-
-def _view_bfloat16(a: array, d, st) -> array:
-    """:func:`view` to or from bfloat16, which umx stores as float32 holding bfloat16 values: a bfloat16's bits are
-    the high half of its float32's."""
-    if a._dtype is dt.bfloat16:
-        words = view(cast(a, dt.float32, st), dt.uint32, stream=st)
-        bits = cast(ew.right_shift(words, 16, stream=st), dt.uint16, st)
-        return bits if d is dt.uint16 else view(bits, d, stream=st)
-    bits = cast(view(a, dt.uint16, stream=st), dt.uint32, st)
-    words = view(ew.left_shift(bits, 16, stream=st), dt.float32, stream=st)
-    return node(View(dt.bfloat16), (words,), words._shape, dt.bfloat16, st)  # (not a cast: NaN payloads kept)
 
 
 _array.install(stack=stack)  # (mx.array of a list of arrays stacks them; array.py sits below the ops)

@@ -9,9 +9,9 @@ node's primitive costs nothing more to make):
 
 - ``capture``: whether a CUDA graph may capture its kernel (True only for kernels that enqueue device work alone:
   no host synchronization, no host data). ``backends/cuda/graphs.py`` captures exactly these.
-- ``rounds_bfloat16``: whether a bfloat16 result is rounded after the kernel (bfloat16 is stored as float32); False
-  where the kernel's output holds bfloat16 values bit for bit (a file's), which rounding would change (NaN
-  payloads).
+- ``moves_bits``: whether the kernel only moves, selects or reinterprets its inputs' elements (layout, gathers,
+  bit views, sends): bfloat16 inputs then reach it as their 16-bit storage. Every other kernel gets bfloat16
+  inputs widened to float32, and a bfloat16 result it computes is rounded back (``runtime.executor.conform``).
 - ``no_grad`` (neither derivative), ``no_vjp``, ``no_jvp``, ``no_vmap``: why it has no such transform rule, for
   each rule it lacks.
 
@@ -32,8 +32,8 @@ class Primitive:
     n_outputs = 1
     #: may a CUDA graph capture its kernel: True or False, declared by every primitive (None: undecided)
     capture: bool | None = None
-    #: is a bfloat16 result rounded after the kernel (False: the kernel's values are bfloat16's already, exactly)
-    rounds_bfloat16 = True
+    #: does the kernel only move its inputs' elements (True: bfloat16 inputs come as their bits, not widened)
+    moves_bits = False
     #: why there is no vjp and no jvp rule, or no vjp, no jvp, no vmap rule (None: there is one)
     no_grad: str | None = None
     no_vjp: str | None = None

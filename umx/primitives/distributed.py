@@ -50,6 +50,7 @@ class AllGather(Communication):
     """The inputs of every process of the group, concatenated along the first axis in rank order."""
 
     __slots__ = ()
+    moves_bits = True
 
 
 class SumScatter(Communication):
@@ -63,6 +64,7 @@ class Send(Communication):
     """Sends the input to rank ``dst`` of the group; the output is the input."""
 
     __slots__ = ("dst",)
+    moves_bits = True  # (Recv receives the storage that was sent)
     no_grad = "none in MLX: what is sent leaves this process"
 
     def __init__(self, group, dst: int):

@@ -75,13 +75,14 @@ class CudaKernel(Primitive):
     """A user's CUDA kernel (``mx.fast.cuda_kernel``): the body ``source`` with a generated signature, over
     the inputs, writing one output per name, of ``output_shapes`` and ``output_dtypes``. ``template`` holds
     ``(name, value)`` pairs; ``grid`` counts threads (as MLX's does), ``threadgroup`` is the block; the inputs'
-    dtypes are kept (bfloat16's storage differs from its CUDA type). Runs on GPU streams only."""
+    dtypes are kept (a bfloat16 input comes as its bits, ``__nv_bfloat16``). Runs on GPU streams only."""
 
     __slots__ = ("name", "input_names", "output_names", "source", "header", "ensure_row_contiguous",
                  "shared_memory", "template", "grid", "threadgroup", "input_dtypes", "output_shapes",
                  "output_dtypes", "init_value", "verbose")
     n_outputs = 0
     capture = False  # a user's kernel: it may synchronize or read host memory
+    moves_bits = True  # (the kernel reads bfloat16 as it is stored)
     no_grad = "a user's kernel: its derivative is unknown (as in MLX)"
     no_vmap = "a user's kernel indexes its buffers itself"
 

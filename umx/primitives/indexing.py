@@ -24,6 +24,7 @@ class Gather(Primitive):
 
     __slots__ = ("key",)
     capture = True
+    moves_bits = True
 
     def __init__(self, key: tuple):
         self.key = key

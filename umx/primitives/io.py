@@ -24,12 +24,11 @@ class FileReadError(ValueError, RuntimeError):
 class Load(Primitive):
     """The array stored at byte ``offset`` of the file at ``path``: ``shape`` elements of NumPy dtype
     ``file_dtype`` (a dtype string with its byte order, e.g. ``'<f4'``), in ``order`` (``'C'`` or ``'F'``),
-    converted to the umx ``dtype`` (bfloat16 is stored in files as its 16 high bits, ``'<u2'``). ``name`` names
+    converted to the umx ``dtype`` (bfloat16's 16 bits, ``'<u2'``, are its storage). ``name`` names
     the tensor in error messages."""
 
     __slots__ = ("path", "offset", "shape", "file_dtype", "order", "dtype", "name")
     capture = False  # reads a file on the host
-    rounds_bfloat16 = False  # bfloat16 decodes from its 16 stored bits, NaN payloads included
     no_grad = no_vmap = NO_INPUTS
 
     def __init__(self, path: str, offset: int, shape: tuple, file_dtype: str, order: str, dtype, name: str):
@@ -49,10 +48,7 @@ class Load(Primitive):
     def decode(self, flat: np.ndarray) -> np.ndarray:
         """The array, C-contiguous, of this tensor's shape and umx dtype, from its elements as stored (a flat
         array of ``file_dtype``)."""
-        if self.dtype.name == "bfloat16":
-            data = (flat.astype(np.uint32) << 16).view(np.float32)
-        else:
-            data = flat.astype(self.dtype.np, copy=flat.dtype != self.dtype.np or flat.base is not None)
+        data = flat.astype(self.dtype.np, copy=flat.dtype != self.dtype.np or flat.base is not None)
         if self.order == "F":
             return np.array(data.reshape(self.shape[::-1]).T, order="C")
         return data.reshape(self.shape)

@@ -23,6 +23,7 @@ class Tile(Primitive):
 
     __slots__ = ("reps",)
     capture = True
+    moves_bits = True
 
     def __init__(self, reps: tuple):
         self.reps = reps
@@ -33,6 +34,7 @@ class Repeat(Primitive):
 
     __slots__ = ("repeats", "axis")
     capture = True
+    moves_bits = True
 
     def __init__(self, repeats: int, axis: int):
         self.repeats = repeats
@@ -44,6 +46,7 @@ class Roll(Primitive):
 
     __slots__ = ("shift", "axis")
     capture = True
+    moves_bits = True
 
     def __init__(self, shift, axis):
         self.shift = shift
@@ -55,6 +58,7 @@ class Diagonal(Primitive):
 
     __slots__ = ("offset", "axis1", "axis2")
     capture = True
+    moves_bits = True
 
     def __init__(self, offset: int, axis1: int, axis2: int):
         self.offset = offset
@@ -67,6 +71,7 @@ class Diag(Primitive):
 
     __slots__ = ("k",)
     capture = True
+    moves_bits = True
 
     def __init__(self, k: int):
         self.k = k
@@ -91,6 +96,7 @@ class Tril(Primitive):
 
     __slots__ = ("k",)
     capture = True
+    moves_bits = True
 
     def __init__(self, k: int):
         self.k = k
@@ -101,6 +107,7 @@ class Triu(Primitive):
 
     __slots__ = ("k",)
     capture = True
+    moves_bits = True
 
     def __init__(self, k: int):
         self.k = k
@@ -111,6 +118,7 @@ class AsStrided(Primitive):
 
     __slots__ = ("shape", "strides", "offset")
     capture = True
+    moves_bits = True
 
     def __init__(self, shape: tuple, strides: tuple, offset: int):
         self.shape = shape
@@ -123,6 +131,7 @@ class TakeAlongAxis(Primitive):
 
     __slots__ = ("axis",)
     capture = True
+    moves_bits = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -143,6 +152,7 @@ class DynamicSlice(Primitive):
 
     __slots__ = ("axes", "shape")
     capture = True
+    moves_bits = True
 
     def __init__(self, axes: tuple, shape: tuple):
         self.axes = axes
@@ -155,6 +165,7 @@ class DynamicSliceUpdate(Primitive):
 
     __slots__ = ("axes",)
     capture = True
+    moves_bits = True
 
     def __init__(self, axes: tuple):
         self.axes = axes

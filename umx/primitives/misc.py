@@ -56,6 +56,7 @@ class Depends(Primitive):
 
     __slots__ = ()
     capture = True
+    moves_bits = True
 
 
 DEPENDS = Depends()
@@ -66,6 +67,7 @@ class StopGradient(Primitive):
 
     __slots__ = ()
     capture = True
+    moves_bits = True
 
 
 STOP_GRADIENT = StopGradient()

@@ -20,6 +20,7 @@ class Copy(Primitive):
 
     __slots__ = ()
     capture = True
+    moves_bits = True
 
 
 COPY = Copy()
@@ -31,6 +32,7 @@ class Reshape(Primitive):
 
     __slots__ = ("shape", "infer")
     capture = True
+    moves_bits = True
 
     def __init__(self, shape: tuple, infer: int | None = None):
         self.shape = shape
@@ -42,6 +44,7 @@ class Transpose(Primitive):
 
     __slots__ = ("axes",)
     capture = True
+    moves_bits = True
 
     def __init__(self, axes: tuple):
         self.axes = axes
@@ -52,6 +55,7 @@ class BroadcastTo(Primitive):
 
     __slots__ = ("shape",)
     capture = True
+    moves_bits = True
 
     def __init__(self, shape: tuple):
         self.shape = shape
@@ -62,6 +66,7 @@ class Concatenate(Primitive):
 
     __slots__ = ("axis",)
     capture = True
+    moves_bits = True
 
     def __init__(self, axis: int):
         self.axis = axis
@@ -73,6 +78,7 @@ class Split(Primitive):
     __slots__ = ("indices", "axis")
     n_outputs = 0
     capture = False  # several outputs (sibling nodes are never captured)
+    moves_bits = True
 
     def __init__(self, indices: tuple, axis: int):
         self.indices = indices
@@ -84,7 +90,7 @@ class View(Primitive):
 
     __slots__ = ("dtype",)
     capture = True
-    rounds_bfloat16 = False  # bfloat16 bits are taken as they are, NaN payloads included
+    moves_bits = True  # bfloat16 bits are taken as they are, NaN payloads included
     no_grad = "reinterprets bits: no derivative"
 
     def __init__(self, dtype):

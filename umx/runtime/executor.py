@@ -16,7 +16,7 @@ import queue
 import threading
 import traceback
 
-from ..dtypes import bfloat16, round_bf16
+from ..dtypes import bfloat16, narrow_bf16, widen_bf16
 from . import tracing as _tracing
 from .fusion import Fused
 from .interfaces import Traits
@@ -414,22 +414,37 @@ def drop_unheld(tasks: list, start: int) -> None:
 
 def conform(xp, n, out):
     """A kernel's output as node ``n`` declares it, for every backend (``xp``: its array module): a library's
-    loop may pick another dtype than MLX's (NumPy's bool shifts give int8...), and bfloat16, stored as float32, is
-    rounded."""
-    want = n._dtype.np
+    loop may pick another dtype than MLX's (NumPy's bool shifts give int8...), and a bfloat16 result computed in
+    float32 is rounded to its 16-bit storage (a kernel that moved bits gave the storage already). Siblings' outputs
+    (a tuple) each as its node declares it."""
+    if out.__class__ is tuple:
+        return tuple(conform(xp, s, o) for s, o in zip(n._siblings, out))
+    d = n._dtype
+    want = d.np
     if out.dtype is not want and out.dtype != want:
-        out = out.astype(want)
-    if n._dtype is bfloat16 and n._prim.rounds_bfloat16:
-        out = round_bf16(xp, out)
+        out = narrow_bf16(xp, out) if d is bfloat16 else out.astype(want)
     return out
+
+
+def kernel_args(prim, ins, args: list, xp) -> list:
+    """The data ``args`` of inputs ``ins`` as the kernel of ``prim`` takes them: a bfloat16 input widened to
+    float32 (exact) unless the kernel only moves bits (``Primitive.moves_bits``)."""
+    for x in ins:
+        if x._dtype is bfloat16:
+            if prim.moves_bits:
+                return args
+            return [widen_bf16(xp, a) if x._dtype is bfloat16 else a for x, a in zip(ins, args)]
+    return args
 
 
 def run_steps(f, leaves: list, call, xp):
     """Fused region ``f`` run step by step, each step by the backend's kernel (``call(prim, args)``): for a backend
     with no fused path of its own, or a program its own path cannot express. ``xp``: the backend's array module."""
     values = list(leaves)
+    nodes = (*f.leaves, *f.nodes)
     for (prim, args), n in zip(f.program, f.nodes):
-        values.append(conform(xp, n, call(prim, [values[a] for a in args])))
+        xs = [values[a] for a in args]
+        values.append(conform(xp, n, call(prim, kernel_args(prim, [nodes[a] for a in args], xs, xp))))
     return values[-1]
 
 

@@ -311,7 +311,7 @@ def _pad_vjp(self, primals, cotangents, outputs):
         for ax, ((lo, hi), n) in enumerate(zip(self.pad_width, x._shape)):
             if lo or hi:
                 src = np.pad(np.arange(n), (lo, hi), mode=self.mode)
-                one_hot = (src[:, None] == np.arange(n)).astype(c.dtype.np)
+                one_hot = (src[:, None] == np.arange(n)).astype(c.dtype.compute)
                 c = m.moveaxis(m.moveaxis(c, ax, -1) @ array(one_hot, c.dtype), -1, ax)
         return [c, m.zeros_like(fill)]
     inner = c[tuple(slice(lo, lo + s) for (lo, _), s in zip(self.pad_width, x._shape))]

@@ -88,7 +88,7 @@ def exact_dtypes(fn) -> frozenset:
     """The umx dtypes ``T`` for which ufunc ``fn`` has a loop from ``T`` inputs to a ``T`` result: NumPy takes that
     loop for ``T`` inputs, with or without ``out=``, so a donated result has the bits of a new one (no cast)."""
     loops = set(fn.types)
-    return frozenset(d for d in ALL if d is not bfloat16  # (rounded after each op: into a new array)
+    return frozenset(d for d in ALL if d is not bfloat16  # (computed in float32, rounded into a new array)
                      and d.np.char * fn.nin + "->" + d.np.char in loops)
 
 

@@ -23,7 +23,7 @@ except ImportError:  # another Python implementation
 
 import numpy as np
 
-from ...dtypes import bfloat16, round_bf16
+from ...dtypes import bfloat16, narrow_bf16, round_bf16, widen_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
@@ -46,7 +46,8 @@ def _bound(kernel, prim):
 
 
 def _compile(f, table) -> list:
-    """Steps ``(fn, args, in_place_arg, out_dtype, round_bf16)`` for the program of Fused ``f``."""
+    """Steps ``(fn, args, in_place_arg, bf16)`` for the program of Fused ``f`` (``bf16``: the step's result is a
+    bfloat16, held between steps as float32 rounded to bfloat16's values, the last step's as its storage)."""
     steps = []
     n_leaves = len(f.leaves)
     for (prim, args), node in zip(f.program, f.nodes):
@@ -55,7 +56,7 @@ def _compile(f, table) -> list:
         if isinstance(ufunc, np.ufunc):
             fn = ufunc
             for a in args:  # an intermediate of the output's dtype can take the result
-                if a >= n_leaves and f.nodes[a - n_leaves]._dtype.np == node._dtype.np:
+                if a >= n_leaves and f.nodes[a - n_leaves]._dtype.compute == node._dtype.compute:
                     in_place = a
                     break
         else:
@@ -134,7 +135,7 @@ def _run_program(steps, values: list, out=None):
         else:
             r = fn(*xs)
         if bf16:
-            r = round_bf16(np, r)
+            r = narrow_bf16(np, r) if j == last else round_bf16(np, r)
         values.append(r)
         if j == last and out is not None:
             np.copyto(out, r, casting="unsafe")
@@ -154,8 +155,13 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if compiled is None:
         steps = _compile(f, table)
         chain = _compile_chain(f, steps)
-        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain))
-    steps, chain, donors = compiled
+        wide = tuple(i for i, x in enumerate(f.leaves) if x._dtype is bfloat16)
+        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain), wide)
+    steps, chain, donors, wide = compiled
+    for i in wide:  # bfloat16 leaves computed on as float32 (in the caller's list: see donate above)
+        if arrivals and i in arrivals:
+            arrivals.pop(i)(0, leaves[i].nbytes)
+        leaves[i] = widen_bf16(np, leaves[i])
     root = f.root
     if donate and donors and out is None:
         gift = _donor(f, donors)

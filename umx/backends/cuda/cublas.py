@@ -34,6 +34,8 @@ _TYPES = {
     "d": (1, 70, ctypes.byref(_one_d), ctypes.byref(_zero_d)),
     "e": (2, 68, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
 }
+#: bfloat16 (CUDA_R_16BF), whose storage is uint16: asked for by the caller, never found by the dtype's char
+BFLOAT16 = (14, 68, ctypes.byref(_one_f), ctypes.byref(_zero_f))
 
 
 def _library():
@@ -103,9 +105,10 @@ def _layout(x):
     return None
 
 
-def matmul(handle: Handle, a, b):
-    """``a @ b`` for CuPy arrays of one float dtype, on the handle's stream; None where this does not apply."""
-    spec = _TYPES.get(a.dtype.char)
+def matmul(handle: Handle, a, b, spec=None):
+    """``a @ b`` for CuPy arrays of one float dtype, on the handle's stream; None where this does not apply.
+    ``spec``: the element type, where the arrays' dtype does not say it (``BFLOAT16``)."""
+    spec = spec or _TYPES.get(a.dtype.char)
     if spec is None or b.dtype != a.dtype:
         return None
     if a.ndim == 2 and b.ndim == 2 and a.size and b.size:  # two matrices (an MLP's layers): the short way

@@ -2,8 +2,8 @@
 template instance through CuPy's ``RawModule`` and launched on the current CuPy stream (the executor sets it to
 the umx stream the node runs on).
 
-bfloat16 arrays are stored as float32 in umx: they travel to the kernel as real bfloat16 (their top 16 bits), and
-bfloat16 outputs come back the same way.
+bfloat16 arrays travel to the kernel as they are stored, as its 16 bits (``__nv_bfloat16``), and bfloat16 outputs
+come back the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 
+from ...dtypes import bfloat16, narrow_bf16
 from ._probe import _cupy
 
 cp = _cupy()
@@ -105,14 +106,6 @@ def _function(code: str, expr: str, templated: bool):
     return cp.RawModule(code=code).get_function(expr)
 
 
-def _to_device(x, dtype):
-    """An input as the kernel reads it: a device array, bfloat16 as its 16-bit pattern."""
-    x = cp.asarray(x)
-    if dtype.name == "bfloat16":
-        return (cp.ascontiguousarray(x, dtype=cp.float32).view(cp.uint32) >> 16).astype(cp.uint16)
-    return x
-
-
 _BUILT: dict = {}  # the source's fields -> (code, expr, kernel, which extras each input passes)
 _MAX_BUILT = 256
 
@@ -140,8 +133,8 @@ def run(prim, *inputs):
     if prim.verbose:
         print(f"Generated source code for {expr}:\n```\n{code}\n```")
     args = []
-    for x, d, (shape, strides, ndim) in zip(inputs, prim.input_dtypes, extras):
-        x = _to_device(x, d)
+    for x, (shape, strides, ndim) in zip(inputs, extras):
+        x = cp.asarray(x)  # (a constant comes as a NumPy scalar)
         if prim.ensure_row_contiguous:
             x = cp.ascontiguousarray(x)
         args.append(x)
@@ -153,16 +146,13 @@ def run(prim, *inputs):
             args.append(np.int32(x.ndim))
     outs = []
     for shape, d in zip(prim.output_shapes, prim.output_dtypes):
-        storage = cp.uint16 if d.name == "bfloat16" else d.np
         if prim.init_value is None:
-            out = cp.empty(shape, dtype=storage)
-        elif d.name == "bfloat16":
-            bits = int(np.array(prim.init_value, np.float32).view(np.uint32) >> 16)
-            out = cp.full(shape, bits, dtype=cp.uint16)
+            out = cp.empty(shape, dtype=d.np)
+        elif d is bfloat16:
+            out = cp.full(shape, int(narrow_bf16(np, prim.init_value)), dtype=d.np)
         else:
-            out = cp.full(shape, prim.init_value, dtype=storage)
+            out = cp.full(shape, prim.init_value, dtype=d.np)
         outs.append(out)
     blocks = tuple(-(-g // t) for g, t in zip(prim.grid, prim.threadgroup))
     kern(blocks, prim.threadgroup, tuple(args + outs), shared_mem=prim.shared_memory)
-    return tuple((o.astype(cp.uint32) << 16).view(cp.float32) if d.name == "bfloat16" else o
-                 for o, d in zip(outs, prim.output_dtypes))
+    return tuple(outs)

@@ -214,7 +214,8 @@ def _compile(key, kinds: str, device: int, source_of, source_arg):
     if made is not None and 2 * len(kinds) + 5 <= _MAX_PARAMS:
         leaf_dtypes, program, node_dtypes = made
         lines = None
-        if all(d.name in C_TYPES and d.name != "float16" for d in (*leaf_dtypes, *node_dtypes)):
+        # (not bfloat16: these kernels read and write float, not its 16-bit storage)
+        if all(d.name in C_TYPES and d.name not in ("float16", "bfloat16") for d in (*leaf_dtypes, *node_dtypes)):
             lines = steps(leaf_dtypes, program, node_dtypes)
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"
@@ -297,13 +298,13 @@ def _zeroed(nbytes: int, stream: int):
 def _compile_reduce(kind: str, dtype, device: int):
     """Compile (once per device) the full reduction ``kind`` over ``dtype``; None if it cannot be written."""
     entry = None
-    if dtype.name in C_TYPES and dtype.name not in ("float16", "bool") and dtype.kind != "c":
+    if dtype.name in C_TYPES and dtype.name not in ("float16", "bfloat16", "bool") and dtype.kind != "c":
         t = C_TYPES[dtype.name]
-        is_float = dtype.kind == "f" or dtype.name == "bfloat16"
+        is_float = dtype.kind == "f"
         combine = _COMBINE[kind][0 if is_float else 1]
         from_zero = _COMBINE[kind][2]
         name = f"umx_reduce_{len(_kernels)}"
-        value = "umx_round_bf16(r)" if dtype.name == "bfloat16" else "r"
+        value = "r"
         start = f"({t})0" if from_zero else "{first}"
         tree = """part[k] = acc;
   __syncthreads();

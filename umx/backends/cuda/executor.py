@@ -15,11 +15,11 @@ import numpy as np
 
 from ... import backends
 from ...devices import cpu
-from ...dtypes import float32, float64
+from ...dtypes import bfloat16, float32, float64
 from ...primitives import Round
 from ...primitives.linalg import Matmul
 from ...runtime import memory as _memory
-from ...runtime.executor import HOST_READER, WorkerExecutor, conform, failure_of, run_steps, set_result
+from ...runtime.executor import HOST_READER, WorkerExecutor, conform, failure_of, kernel_args, run_steps, set_result
 from ...runtime.fusion import ELEMENTWISE, Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
@@ -38,7 +38,7 @@ cp = _cupy()
 _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
-_NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16 is rounded by CuPy's path)
+_NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16: see _matmul_bf16)
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
@@ -236,23 +236,29 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         ``mirror``: see :meth:`mirror_for`."""
         p = n._prim
         c = p.__class__
-        if c in OWN:
+        if c in OWN:  # (None for bfloat16: see own)
             out = self.own(n, args, mirror[0] if mirror is not None else None)
             if out is not None:
                 if mirror is not None:
                     _memory.set_copy(n, gmem.MIRROR, mirror[1])
                 return out
-        elif c is Matmul and n._dtype in _NARROW_DTYPES and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
-            out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
+        elif c is Matmul and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
+            if n._dtype in _NARROW_DTYPES:
+                out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
+            elif n._dtype is bfloat16:
+                out = _matmul_bf16(args[0], args[1])  # cuBLAS on the 16-bit storage, float32 accumulation
+            else:
+                out = None
             if out is not None:
                 return out
-        out = _call(KERNELS[c], p, args)
-        return out if type(out) is tuple else conform(cp, n, out)
+        out = _call(KERNELS[c], p, kernel_args(p, n._inputs, args, cp))
+        return conform(cp, n, out)
 
     def own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node
-        or a full reduction; None where none applies. ``mirror``: the kernel's mirror arguments (see
-        ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
+        or a full reduction; None where none applies (bfloat16: its kernels read and write float32, not bfloat16's
+        16-bit storage). ``mirror``: the kernel's mirror arguments (see ``Launcher.run``); ``out``: where to write,
+        as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
         if c in ELEMENTWISE:
@@ -263,7 +269,11 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 key = (c, n._dtype, ins[0]._dtype, ins[1]._dtype)
             else:
                 key = (c, n._dtype, *[x._dtype for x in ins])
+            if bfloat16 in key:
+                return None
             return self._direct.run(key, _node_program, n, args, n._shape, n._dtype.np, mirror, out)
+        if n._dtype is bfloat16 or n._inputs[0]._dtype is bfloat16:
+            return None
         if type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
             return self._direct.reduce(c.__name__, args[0], n._shape, n._dtype, mirror, out)
         return None
@@ -271,7 +281,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
     def mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
         (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
-        if type(n) is not Fused and n._prim.__class__ not in OWN:
+        if type(n) is not Fused and n._prim.__class__ not in OWN or _has_bfloat16(n):
             return None
         devices = self.hints.get(n._seq)
         if devices is None or (devices is not HOST_ONLY and not _reads_on_host(devices)):
@@ -285,14 +295,16 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def run_fused(self, f, leaves: list, mirror=None):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
-        CUDA code cannot express) its steps one by one."""
+        CUDA code cannot express) its steps one by one. A region with bfloat16 values skips umx's own kernels
+        (they read and write float, not its 16-bit storage); the ElementwiseKernel reads and writes that storage."""
         root = f.root
-        out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
-                               mirror[0] if mirror is not None else None)
-        if out is not None:
-            if mirror is not None:
-                _memory.set_copy(root, gmem.MIRROR, mirror[1])
-            return out
+        if not _has_bfloat16(f):
+            out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
+                                   mirror[0] if mirror is not None else None)
+            if out is not None:
+                if mirror is not None:
+                    _memory.set_copy(root, gmem.MIRROR, mirror[1])
+                return out
         kernel = _FUSED.get(f)
         if kernel is not None:
             out = cp.empty(root._shape, root._dtype.np)
@@ -306,6 +318,25 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self.marks.record(self.done)
+
+
+def _has_bfloat16(n) -> bool:
+    """Whether node or fused region ``n`` reads or makes bfloat16 values."""
+    if type(n) is Fused:
+        got = _BF16_REGIONS.get(n.key)  # (the key holds the dtypes)
+        if got is None:
+            got = _BF16_REGIONS[n.key] = (any(x._dtype is bfloat16 for x in n.leaves)
+                                          or any(x._dtype is bfloat16 for x in n.nodes))
+        return got
+    if n._dtype is bfloat16:
+        return True
+    for x in n._inputs:
+        if x._dtype is bfloat16:
+            return True
+    return False
+
+
+_BF16_REGIONS: dict = {}  # region key -> whether it has bfloat16 values
 
 
 def _node_program(n) -> tuple:
@@ -329,19 +360,32 @@ def _reads_on_host(devices) -> bool:
 _handles: dict = {}  # CUDA stream pointer -> (stream, cuBLAS handle or None)
 
 
+def _handle():
+    """umx's cuBLAS handle for the current stream, or None."""
+    s = cp.cuda.get_current_stream()
+    entry = _handles.get(s.ptr)
+    if entry is None or entry[0] is not s:
+        entry = _handles[s.ptr] = (s, cublas.handle_for(s))
+    return entry[1]
+
+
 def _matmul(prim, a, b):
     """Products through umx's own cuBLAS handle for the current stream (capturable, see cublas.py); CuPy's for
     what that does not cover."""
     if type(a) is cp.ndarray and type(b) is cp.ndarray:
-        s = cp.cuda.get_current_stream()
-        entry = _handles.get(s.ptr)
-        if entry is None or entry[0] is not s:
-            entry = _handles[s.ptr] = (s, cublas.handle_for(s))
-        if entry[1] is not None:
-            out = cublas.matmul(entry[1], a, b)
+        h = _handle()
+        if h is not None:
+            out = cublas.matmul(h, a, b)
             if out is not None:
                 return out
     return _cupy_matmul(prim, a, b)
+
+
+def _matmul_bf16(a, b):
+    """The bfloat16 product of bfloat16 storage ``a`` and ``b`` by cuBLAS (tensor cores, float32 accumulation,
+    rounded once to bfloat16, as the float32 product would be), or None: the caller widens and uses ``_matmul``."""
+    h = _handle()
+    return cublas.matmul(h, a, b, cublas.BFLOAT16) if h is not None else None
 
 
 KERNELS[Matmul] = _matmul

@@ -65,12 +65,18 @@ _INT_BINARY = {
     "RightShift": "({T})({a} >> {b})",
 }
 
+# bfloat16: loaded from its 16-bit storage, computed in float, rounded after each step (a NaN to the quiet NaN of
+# its sign, as on the host), stored as its 16 bits
 PREAMBLE = r"""
 __device__ inline float umx_round_bf16(float x) {
-    if (isnan(x)) return x;
     unsigned int u = __float_as_uint(x);
+    if (isnan(x)) return __uint_as_float((u & 0x80000000u) | 0x7FC00000u);
     u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
     return __uint_as_float(u);
+}
+__device__ inline float umx_bf16_load(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
+__device__ inline unsigned short umx_bf16_bits(float x) {
+    return (unsigned short)(__float_as_uint(umx_round_bf16(x)) >> 16);
 }
 """
 
@@ -94,11 +100,11 @@ def expression(prim, in_dtypes: list, out_dtype) -> str | None:
     return None
 
 
-def steps(leaf_dtypes: list, program, node_dtypes: list) -> list | None:
+def steps(leaf_dtypes: list, program, node_dtypes: list, leaves: list | None = None) -> list | None:
     """The lines of CUDA C++ computing ``t0, t1, ...`` (one per step of ``program``) from ``x0, x1, ...`` (the
-    leaves), or None if a step cannot be expressed."""
+    leaves' values; ``leaves``: other expressions for them), or None if a step cannot be expressed."""
     dtypes = list(leaf_dtypes) + list(node_dtypes)
-    names = [f"x{i}" for i in range(len(leaf_dtypes))] + [f"t{j}" for j in range(len(node_dtypes))]
+    names = (leaves or [f"x{i}" for i in range(len(leaf_dtypes))]) + [f"t{j}" for j in range(len(node_dtypes))]
     lines = []
     for j, ((prim, args), dtype) in enumerate(zip(program, node_dtypes)):
         expr = expression(prim, [dtypes[a] for a in args], dtype)
@@ -113,11 +119,15 @@ def steps(leaf_dtypes: list, program, node_dtypes: list) -> list | None:
 
 
 def source(f):
-    """(in_params, out_params, body) of the ElementwiseKernel for Fused ``f``, or None if a step cannot fuse."""
-    lines = steps([x._dtype for x in f.leaves], f.program, [n._dtype for n in f.nodes])
+    """(in_params, out_params, body) of the ElementwiseKernel for Fused ``f``, or None if a step cannot fuse.
+    Parameters are of the storage types (``uint16`` for bfloat16, read and written through its helpers)."""
+    leaf_dtypes = [x._dtype for x in f.leaves]
+    loads = [f"umx_bf16_load(x{i})" if d is bfloat16 else f"x{i}" for i, d in enumerate(leaf_dtypes)]
+    lines = steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes], loads)
     if lines is None:
         return None
-    lines.append(f"out0 = t{len(f.nodes) - 1};")
+    last = f"t{len(f.nodes) - 1}"
+    lines.append(f"out0 = {f'umx_bf16_bits({last})' if f.root._dtype is bfloat16 else last};")
     in_params = ", ".join(f"{x._dtype.np.name} x{i}" for i, x in enumerate(f.leaves))
     out_params = f"{f.root._dtype.np.name} out0"
     return in_params, out_params, "\n".join(lines)

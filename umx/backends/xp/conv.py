@@ -11,7 +11,7 @@ Three lowerings, picked per call:
 - *taps*: depthwise convolutions (one input channel per group) as one multiply-add per kernel tap, since their
   products have too little depth for a GEMM.
 
-float16 computes in float32 (bfloat16 is float32 already) and is rounded once at the end. Every temporary the
+float16 computes in float32 (bfloat16 comes widened to float32) and is rounded once at the end. Every temporary the
 lowering adds (gathered windows, products) stays under ``BUDGET`` bytes: chunks run over batch elements, then
 over the first spatial axis, and for kernels larger than the output (weight gradients) over the kernel's first
 axis, accumulating.

@@ -42,7 +42,7 @@ def _diag(xp, prim, x):
 
 @kernel(ly.Tri)
 def _tri(xp, prim):
-    return xp.tri(prim.n, prim.m, prim.k, dtype=prim.dtype.np)
+    return xp.tri(prim.n, prim.m, prim.k, dtype=prim.dtype.compute)
 
 
 @kernel(ly.Tril)

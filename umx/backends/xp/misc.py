@@ -27,7 +27,7 @@ def _median(xp, prim, x):
 
 @kernel(mi.Window)
 def _window(xp, prim):
-    return getattr(xp, prim.kind)(prim.m).astype(prim.dtype.np)
+    return getattr(xp, prim.kind)(prim.m).astype(prim.dtype.compute)
 
 
 @kernel(mi.Depends, mi.StopGradient)

@@ -245,7 +245,7 @@ def _values(xp, prim, w, groups: int):
 
 def _exact(dtype, acc) -> bool:
     """Whether values computed in ``acc`` need no rounding to umx ``dtype``."""
-    return dtype.np == acc and dtype.name != "bfloat16"
+    return dtype.compute == acc and dtype.name != "bfloat16"
 
 
 def dequantize_rows(xp, prim, w, scales, biases, global_scale, dtype, acc):
@@ -276,12 +276,12 @@ def _row_block(xp, rows: int, row_size: int) -> int:
 def _dequantize(xp, prim, w, scales, *rest):
     biases = rest[0] if prim.mode == "affine" else None
     global_scale = rest[-1] if prim.has_global else None
-    acc = _work_dtype(xp, prim.dtype.np)
+    acc = _work_dtype(xp, prim.dtype.compute)
     n = _n_codes(prim, w)
     lead = w.shape[:-1]
     w2, s2 = w.reshape(-1, w.shape[-1]), scales.reshape(-1, scales.shape[-1])
     b2 = biases.reshape(-1, biases.shape[-1]) if biases is not None else None
-    out = xp.empty((w2.shape[0], n), dtype=prim.dtype.np)
+    out = xp.empty((w2.shape[0], n), dtype=prim.dtype.compute)
     step = _row_block(xp, w2.shape[0], n)
     for r in range(0, w2.shape[0], step):
         rows = slice(r, r + step)
@@ -381,7 +381,7 @@ def _flat(a):
 
 
 def _qmm(xp, prim, x, w, scales, biases, lhs, rhs):
-    acc = _work_dtype(xp, prim.dtype.np)
+    acc = _work_dtype(xp, prim.dtype.compute)
     x = x.astype(acc, copy=False)
     if lhs is None:
         y = _qmm_2d(xp, prim, x.reshape(-1, x.shape[-1]), w, scales, biases, acc)
@@ -392,7 +392,7 @@ def _qmm(xp, prim, x, w, scales, biases, lhs, rhs):
         n = w.shape[-2] if prim.transpose else _n_codes(prim, w)
         out = _gathered(xp, x, lhs, rhs, n, acc,
                         lambda e, rows: _qmm_2d(xp, prim, rows, wf[e], sf[e], None if bf is None else bf[e], acc))
-    return out.astype(prim.dtype.np, copy=False)
+    return out.astype(prim.dtype.compute, copy=False)
 
 
 def _batch_indices(xp, x_batch: tuple, w_batch: tuple):
