@@ -175,6 +175,10 @@ def test_logical_ops_take_scalars_as_truth_values(device):
     assert_close(mx.logical_or(x, -3, stream=device), [True, True], dtype=mx.bool_)
     assert_close(mx.logical_and(300, x, stream=device), [True, False], dtype=mx.bool_)
     assert_close(mx.logical_and(x, 0.0, stream=device), [False, False], dtype=mx.bool_)
+    # a float scalar too, though the array's dtype would round it to zero (MLX: True)
+    h = mx.array([1.0, 0.0], dtype=mx.float16)
+    assert_close(mx.logical_and(h, 1e-8, stream=device), [True, False], dtype=mx.bool_)
+    assert_close(mx.logical_or(1e-8, h, stream=device), [True, True], dtype=mx.bool_)
 
 
 def test_rounding_bools_to_tens_gives_false(device):

@@ -311,3 +311,26 @@ def test_masked_scatter(on):
     assert rows.tolist() == [[0, 0, 0], [1, 2, 3]]
     with pytest.raises(ValueError, match="leading axes"):
         rows[mx.array([True, False, True])] = 1.0
+
+
+def test_rules_of_element_moving_primitives_take_tangents_of_another_dtype(device):
+    # A tangent or cotangent whose dtype differs from the primal's reaches primitives that move bfloat16's bits as
+    # they are stored: it must be converted first, not read as bits (nor its float32 values stored as bits).
+    x = mx.array([0.5, 3.0, -2.0, 8.0])
+    x_bf = x.astype(mx.bfloat16)
+    t_bf = mx.array([1.0, 2.0, 3.0, 4.0], dtype=mx.bfloat16)
+    _, (tr,) = mx.jvp(lambda a: mx.reshape(a, (2, 2), stream=device), [x], [t_bf])
+    assert_close(tr, [[1.0, 2.0], [3.0, 4.0]])
+    _, (tc,) = mx.jvp(lambda a, b: mx.concatenate([a, b], stream=device), [x, x], [x * 0.5, t_bf])
+    assert_close(tc, [0.25, 1.5, -1.0, 4.0, 1.0, 2.0, 3.0, 4.0])
+    _, (tl,) = mx.jvp(lambda a: mx.roll(a, 1, stream=device), [x], [t_bf])
+    assert_close(tl, [4.0, 1.0, 2.0, 3.0])
+    c32 = mx.array([0.5, 3.0])
+    _, (g,) = mx.vjp(lambda a: a[1:3], [x_bf], [c32])
+    assert g.dtype == mx.bfloat16
+    assert_close(g.astype(mx.float32), [0.0, 0.5, 3.0, 0.0])
+    _, (gr,) = mx.vjp(lambda a: mx.roll(a, 1, stream=device), [x_bf], [x])
+    assert_close(gr.astype(mx.float32), [3.0, -2.0, 8.0, 0.5])
+    start = mx.array([1])
+    _, (gd,) = mx.vjp(lambda a: mx.slice(a, start, [0], [2], stream=device), [x_bf], [c32])
+    assert_close(gd.astype(mx.float32), [0.0, 0.5, 3.0, 0.0])

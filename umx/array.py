@@ -68,10 +68,8 @@ class array:  # noqa: N801 (MLX's name)
             return
         data, src = _to_numpy(val, dt)
         if dt is not None and dt is not src:
-            data = _cast_host(data if src is not _dt.bfloat16 else _dt.widen_bf16(np, data), dt)
+            data = _cast_host(data, src, dt)
             src = dt
-        elif src is _dt.bfloat16 and data.dtype != np.uint16:
-            data = _dt.narrow_bf16(np, data)
         _init_evaluated(self, data, src)
 
     # -- properties -------------------------------------------------------------------------------------------
@@ -596,7 +594,10 @@ def _contains_umx(val) -> bool:
     return False
 
 
-def _cast_host(data: np.ndarray, dt: _dt.Dtype) -> np.ndarray:
+def _cast_host(data: np.ndarray, src: _dt.Dtype, dt: _dt.Dtype) -> np.ndarray:
+    """Host ``data`` of umx dtype ``src`` (as stored) converted to ``dt``."""
+    if src is _dt.bfloat16:
+        data = _dt.widen_bf16(np, data)
     if data.dtype.kind == "c" and dt.kind != "c":
         data = data.real
     with np.errstate(all="ignore"):

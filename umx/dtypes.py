@@ -317,7 +317,7 @@ def narrow_bf16(xp, x):
         if isinstance(x, np.generic):  # a constant: a NumPy scalar again
             return narrow_bf16(np, np.asarray(x))[()]
         if xp is not np:
-            return _device_kernels(xp)[0](xp.asarray(x, dtype=xp.float32))
+            return _DEVICE_CONVERSIONS[xp][0](xp.asarray(x, dtype=xp.float32))
         x = np.asarray(x)
     x = x.astype(np.float32, copy=False)  # (float64 too: through float32 first, as MLX converts)
     if _ml_bfloat16 is not None and x.size < _BITS_FROM:
@@ -341,7 +341,7 @@ def widen_bf16(xp, bits):
         if isinstance(bits, np.generic):  # a constant: a NumPy scalar again
             return widen_bf16(np, np.asarray(bits))[()]
         if xp is not np:
-            return _device_kernels(xp)[1](bits)
+            return _DEVICE_CONVERSIONS[xp][1](bits)
         bits = np.asarray(bits)
     if _ml_bfloat16 is not None and bits.size < _BITS_FROM:
         return bits.view(_ml_bfloat16).astype(np.float32)
@@ -356,18 +356,11 @@ try:  # optional (NumPy is umx's only dependency)
 except ImportError:
     _ml_bfloat16 = None
 
-_DEVICE_KERNELS: dict = {}
+_DEVICE_CONVERSIONS: dict = {}  # a device backend's array module -> its (narrow, widen), see register_bf16_conversions
 
 
-def _device_kernels(xp) -> tuple:
-    """``(narrow, widen)`` as one elementwise kernel each of array module ``xp`` (CuPy), made once."""
-    got = _DEVICE_KERNELS.get(xp)
-    if got is None:
-        narrow = xp.ElementwiseKernel("float32 x", "uint16 y", """
-            unsigned int u = __float_as_uint(x);
-            y = isnan(x) ? (unsigned short)(((u >> 16) & 0x8000u) | 0x7FC0u)
-                         : (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);""", "umx_narrow_bf16")
-        widen = xp.ElementwiseKernel("uint16 b", "float32 y", "y = __uint_as_float(((unsigned int)b) << 16);",
-                                     "umx_widen_bf16")
-        got = _DEVICE_KERNELS[xp] = (narrow, widen)
-    return got
+def register_bf16_conversions(xp, narrow, widen) -> None:
+    """Give :func:`narrow_bf16` and :func:`widen_bf16` a device backend's own conversions for arrays of its array
+    module ``xp`` (one kernel each, never waited for on the host), as ``narrow(float32 array) -> uint16 array``
+    and ``widen(uint16 array) -> float32 array``."""
+    _DEVICE_CONVERSIONS[xp] = (narrow, widen)

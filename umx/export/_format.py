@@ -118,7 +118,7 @@ def name_of(prim) -> str:
 
 def params_of(prim) -> dict:
     """``prim``'s parameters by slot name."""
-    return dict(zip(param_names(type(prim)), prim.params()))
+    return {s: getattr(prim, s) for s in param_names(type(prim))}
 
 
 # -- parameters: a tagged JSON encoding of plain values ----------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 from .. import dtypes as dt
 from ..array import DIM_MAX, array, dim_outside, from_data, node
 from ..devices import cpu, default_stream, resolve_stream
+from ..primitives import View
 from ..primitives.io import Load
 
 # NumPy dtype kind and size -> umx dtype: every dtype a file can hold that umx has (either byte order).
@@ -113,9 +114,12 @@ def load_stream(stream):
 
 
 def host_data(a, op: str) -> np.ndarray:
-    """The evaluated host data of umx array ``a`` (C-contiguous), for saving."""
+    """The evaluated host data of umx array ``a`` (C-contiguous), for saving: bfloat16 as the 16 bits it is stored
+    in (``uint16``), which files hold too."""
     if not isinstance(a, array):
         raise TypeError(f"{op}: expected umx arrays, got {type(a).__name__}")
+    if a.dtype is dt.bfloat16:
+        a = node(View(dt.uint16), (a,), a.shape, dt.uint16, default_stream(cpu))
     return np.asarray(np.asarray(a), order="C")
 
 

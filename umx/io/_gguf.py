@@ -219,9 +219,8 @@ def save_gguf(file, arrays: dict, metadata: dict | None) -> None:
         for key, value, vtype, sub in values:
             writer.add_key_value(key, value, vtype, sub_type=sub)
         for name, data, code in tensors:
-            if code == "BF16":  # read as float32 (exact): the high 16 bits are its bits
-                bits = (data.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-                writer.add_tensor(name, bits, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+            if code == "BF16":  # (its bits, as host_data gives them)
+                writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
             else:
                 writer.add_tensor(name, data)
         writer.write_header_to_file()

@@ -126,10 +126,7 @@ def save_safetensors(file, arrays: dict, metadata: dict | None) -> None:
     for name in sorted(arrays):
         a = arrays[name]
         data = host_data(a, "save_safetensors")
-        if a.dtype is dt.bfloat16:  # read as float32 (exact): the high 16 bits are its bits
-            data = (data.astype(np.float32).view(np.uint32) >> 16).astype("<u2")
-        else:
-            data = data.astype(a.dtype.np.newbyteorder("<"), copy=False)
+        data = data.astype(a.dtype.np.newbyteorder("<"), copy=False)  # (bfloat16: its bits, '<u2')
         raw = data.tobytes()
         header[name] = {"dtype": _WRITE[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)

@@ -199,8 +199,9 @@ def _make_binary(pname: str, name: str, np_name: str, slow=None):
     prim = BINARY[pname]
     slow = slow or _binary
     fast = binary_fast_dtypes(prim)
-    # A Python float next to a floating array takes the array's dtype (MLX's weak scalars): no cast either.
-    fast_float = {d: o for d, o in fast.items() if d.kind in "fc"}
+    # A Python float next to a floating array takes the array's dtype (MLX's weak scalars): no cast either. Not for
+    # the logical ops, which read a scalar by its truth value (1e-8 is true, though float16 would round it to 0).
+    fast_float = {d: o for d, o in fast.items() if d.kind in "fc"} if slow is not _logical else {}
 
     def op(a, b, /, *, stream=None) -> array:
         # The common cases in one call: two arrays of one dtype, or a floating array and a Python float.

@@ -272,7 +272,6 @@ class ArrayAt:
 
     def subtract(self, values, *, stream=None) -> array:
         """A copy with ``values`` subtracted at the index."""
-        key = self._indexed("at.subtract")
         a = self._a
         op = "subtract"
         if a._dtype is dt.bool_:
@@ -281,7 +280,7 @@ class ArrayAt:
             if isinstance(values, bool) or (type(values) is array and values._dtype is dt.bool_):
                 raise ValueError(f"at.subtract: bool values have no negative, use logical_xor; got {a.shape} bool")
             op = "add"
-        return _scatter(a, key, values, op, "at.subtract", stream)
+        return self._update(values, op, "at.subtract", stream)
 
     def multiply(self, values, *, stream=None) -> array:
         """A copy with the index multiplied by ``values``."""

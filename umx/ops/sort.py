@@ -115,8 +115,8 @@ def topk(a, /, k: int, axis: int | None = -1, *, stream=None) -> array:
     k = int_of(k, "topk", "k")  # (a TypeError for a float or a string, as MLX's index protocol)
     if not 0 <= k <= n:
         raise ValueError(f"topk: k must be in [0, {n}] for an axis of size {n}, got {k!r}")
-    p = node(Partition(n - int(k), ax), (a,), a._shape, a._dtype, st) if k else a  # (k = 0: nothing to order)
-    return getitem(p, (slice(None),) * ax + (slice(n - int(k), None),), st)
+    p = node(Partition(n - k, ax), (a,), a._shape, a._dtype, st) if k else a  # (k = 0: nothing to order)
+    return getitem(p, (slice(None),) * ax + (slice(n - k, None),), st)
 
 
 def searchsorted(sorted_sequence, values, /, side: str = "left", *, stream=None) -> array:

@@ -80,6 +80,7 @@ class Custom(Primitive):
     __slots__ = ("fn", "n")
     n_outputs = 0
     capture = False  # passes other nodes' data through: no kernel of its own
+    moves_bits = True
 
     def __init__(self, fn, n: int):
         self.fn = fn

@@ -433,7 +433,7 @@ def kernel_args(prim, ins, args: list, xp) -> list:
         if x._dtype is bfloat16:
             if prim.moves_bits:
                 return args
-            return [widen_bf16(xp, a) if x._dtype is bfloat16 else a for x, a in zip(ins, args)]
+            return [widen_bf16(xp, a) if y._dtype is bfloat16 else a for y, a in zip(ins, args)]
     return args
 
 

@@ -15,6 +15,7 @@ from .. import dtypes as dt
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
+from ..ops._core import sibling_nodes
 from ..primitives import (
     FFT,
     ISTFT,
@@ -81,6 +82,7 @@ from ..primitives import (
     View,
     Where,
 )
+from ..primitives.base import param_names
 from ..primitives.random import CovarianceFactor
 from . import _trees
 from ._registry import rules
@@ -107,14 +109,10 @@ def _same(self, inputs, axes, outputs):
     return [node(self, xs, (b,) + o._shape, o._dtype, resolve_stream(None))]
 
 
-def _slots(prim) -> list:
-    return [s for c in type(prim).__mro__ for s in getattr(c, "__slots__", ())]
-
-
 def _shifted(self, inputs, axes, outputs):
     """Primitives with ``axis``/``axes`` parameters and one input: the same primitive one axis further."""
     new = object.__new__(type(self))
-    for s in _slots(self):
+    for s in param_names(type(self)):
         v = getattr(self, s)
         if s == "axes" and v is not None:
             v = tuple(a + 1 for a in v)
@@ -291,11 +289,7 @@ def _nodes(prim, inputs: tuple, specs: list) -> list:
     if len(specs) == 1:
         (shape, dtype), = specs
         return [node(prim, inputs, shape, dtype, st)]
-    outs = [node(None, inputs, shape, dtype, st) for shape, dtype in specs]
-    for o in outs:
-        o._prim = prim
-        o._siblings = tuple(outs)
-    return outs
+    return sibling_nodes(prim, inputs, specs, st)
 
 
 def _leading(self, inputs, axes, outputs):

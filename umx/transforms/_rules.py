@@ -12,6 +12,7 @@ from .. import dtypes as dt
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
+from ..ops._core import sibling_nodes
 from ..primitives import (
     FFT,
     All,
@@ -74,26 +75,28 @@ def _stream():
     return resolve_stream(None)
 
 
+def _as(x: array, dtype) -> array:
+    """``x`` as ``dtype``: a tangent or cotangent handed to a primitive that moves elements must have the dtype its
+    node declares (its kernel takes bfloat16 as the bits it is stored in, and does not convert)."""
+    return m.astype(x, dtype) if x._dtype is not dtype else x
+
+
 def _linear_jvp(self, primals, tangents, outputs):
     """The same primitive applied to the tangent of the first input (the others are parameters)."""
     t = tangents[0]
     if t is None:
         return [None] * len(outputs)
+    t = _as(t, outputs[0]._dtype)
     if len(outputs) == 1:
         o = outputs[0]
         return [node(self, (t, *primals[1:]), o._shape, o._dtype, _stream())]
-    outs = [node(None, (t, *primals[1:]), o._shape, o._dtype, _stream()) for o in outputs]
-    sibs = tuple(outs)
-    for o in outs:
-        o._prim = self
-        o._siblings = sibs
-    return outs
+    return sibling_nodes(self, (t, *primals[1:]), [(o._shape, o._dtype) for o in outputs], _stream())
 
 
 def _all_linear_jvp(self, primals, tangents, outputs):
     """For primitives linear in every input jointly (concatenation): zeros stand in for missing tangents."""
-    ts = [m.zeros_like(p) if t is None else t for p, t in zip(primals, tangents)]
     o = outputs[0]
+    ts = [m.zeros_like(p) if t is None else _as(t, o._dtype) for p, t in zip(primals, tangents)]
     return [node(self, tuple(ts), o._shape, o._dtype, _stream())]
 
 
@@ -345,7 +348,8 @@ def _repeat_vjp(self, primals, cotangents, outputs):
 
 def _roll_vjp(self, primals, cotangents, outputs):
     shift = tuple(-s for s in self.shift) if isinstance(self.shift, tuple) else -self.shift
-    return [node(Roll(shift, self.axis), (cotangents[0],), primals[0]._shape, primals[0]._dtype, _stream())]
+    x = primals[0]
+    return [node(Roll(shift, self.axis), (_as(cotangents[0], x._dtype),), x._shape, x._dtype, _stream())]
 
 
 def _diagonal_vjp(self, primals, cotangents, outputs):
@@ -404,21 +408,22 @@ def _put_along_axis_jvp(self, primals, tangents, outputs):
 def _dynamic_slice_vjp(self, primals, cotangents, outputs):
     x, start = primals
     zeros = m.zeros_like(x)
-    return [node(DynamicSliceUpdate(self.axes), (zeros, cotangents[0], start), x._shape, x._dtype, _stream()),
-            None]
+    c = _as(cotangents[0], x._dtype)
+    return [node(DynamicSliceUpdate(self.axes), (zeros, c, start), x._shape, x._dtype, _stream()), None]
 
 
 def _dynamic_slice_update_vjp(self, primals, cotangents, outputs):
     x, u, start = primals
-    c = cotangents[0]
+    c = _as(cotangents[0], x._dtype)
     dx = node(self, (c, m.zeros_like(u), start), x._shape, x._dtype, _stream())
-    return [dx, node(DynamicSlice(self.axes, u._shape), (c, start), u._shape, u._dtype, _stream()), None]
+    du = node(DynamicSlice(self.axes, u._shape), (c, start), u._shape, x._dtype, _stream())
+    return [dx, _as(du, u._dtype), None]
 
 
 def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
     x, u, start = primals
-    tx = m.zeros_like(x) if tangents[0] is None else tangents[0]
-    tu = m.zeros_like(u) if tangents[1] is None else tangents[1]
+    tx = m.zeros_like(x) if tangents[0] is None else _as(tangents[0], x._dtype)
+    tu = m.zeros_like(u, dtype=x._dtype) if tangents[1] is None else _as(tangents[1], x._dtype)
     return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
 
 

@@ -13,6 +13,7 @@ from .. import fast
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
+from ..ops._core import sibling_nodes
 from ..primitives import (
     Dequantize,
     FromFP8,
@@ -297,11 +298,7 @@ def _quantize_vmap(self, inputs, axes, outputs):
         raise NotImplementedError("Quantize has no vmap rule for a batched global scale")
     v = _size(inputs, axes)
     w = _batched(inputs[0], axes[0], v)
-    outs = [node(None, (w, *inputs[1:]), (v,) + o._shape, o._dtype, _stream()) for o in outputs]
-    for o in outs:
-        o._prim = self
-        o._siblings = tuple(outs)
-    return outs
+    return sibling_nodes(self, (w, *inputs[1:]), [((v,) + o._shape, o._dtype) for o in outputs], _stream())
 
 
 def _dequantize_vmap(self, inputs, axes, outputs):

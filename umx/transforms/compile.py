@@ -17,6 +17,7 @@ from collections.abc import Callable
 from ..array import array, node
 from ..devices import resolve_stream
 from ..ops import zeros_like
+from ..ops._core import sibling_nodes
 from ..primitives import Custom
 from . import _shapeless, _tape, _trees
 from ._registry import rules
@@ -293,11 +294,11 @@ class custom_function:  # noqa: N801 (MLX's name)
         template = _tape.HOLE if single else _trees.unflatten(out, [_tape.HOLE] * len(outs))
         prim = Custom(_Call(self, _trees.unflatten(args, [_tape.HOLE] * len(inputs)), template), len(outs))
         st = resolve_stream(None)
-        wrapped = [node(None, (*outs, *inputs), o._shape, o._dtype, st) for o in outs]
-        sibs = tuple(wrapped)
-        for w in wrapped:
-            w._prim = prim
-            w._siblings = sibs if len(wrapped) > 1 else None
+        ins = (*outs, *inputs)
+        if len(outs) == 1:
+            wrapped = [node(prim, ins, outs[0]._shape, outs[0]._dtype, st)]
+        else:
+            wrapped = sibling_nodes(prim, ins, [(o._shape, o._dtype) for o in outs], st)
         return wrapped[0] if single else _trees.unflatten(out, wrapped)
 
 

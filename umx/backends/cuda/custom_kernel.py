@@ -8,8 +8,6 @@ come back the same way.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from ...dtypes import bfloat16, narrow_bf16
@@ -98,9 +96,8 @@ def source_of(prim) -> tuple:
     return code, expr
 
 
-@functools.lru_cache(maxsize=256)
 def _function(code: str, expr: str, templated: bool):
-    """The compiled kernel (NVRTC runs once per distinct source and instance; CuPy loads it per device)."""
+    """The compiled kernel (NVRTC runs once per distinct source and instance: ``_built`` keeps it)."""
     if templated:
         return cp.RawModule(code=code, name_expressions=[expr]).get_function(expr)
     return cp.RawModule(code=code).get_function(expr)

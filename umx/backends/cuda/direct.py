@@ -304,7 +304,6 @@ def _compile_reduce(kind: str, dtype, device: int):
         combine = _COMBINE[kind][0 if is_float else 1]
         from_zero = _COMBINE[kind][2]
         name = f"umx_reduce_{len(_kernels)}"
-        value = "r"
         start = f"({t})0" if from_zero else "{first}"
         tree = """part[k] = acc;
   __syncthreads();
@@ -340,10 +339,9 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* _
   }}
   if (k == 0) {{
     {t} r = part[0]{f" / ({t})n" if kind == "Mean" else ""};
-    {t} v = ({t})({value});
-    if (out) out[0] = v;
-    else umx_pack(flag, token, v);  // (no output: one small element, packed with the token)
-    if (mirror) mirror[0] = v;
+    if (out) out[0] = r;
+    else umx_pack(flag, token, r);  // (no output: one small element, packed with the token)
+    if (mirror) mirror[0] = r;
     if (flag && out) {{
       __threadfence_system();
       *(volatile unsigned long long*)flag = token;

@@ -61,8 +61,10 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         self.marks = Marks(self.cuda_stream, self.index)
         self.hints: dict = {}  # seq -> devices that will read the node (from the planner)
         # set once memory pressure has spilled anything: from then on every input is fetched (see pressure.py)
-        self.fetch_all = pressure.has_spilled()
-        pressure.SPILL_LISTENERS.append(self._spilled)
+        self.fetch_all = False
+        pressure.SPILL_LISTENERS.append(self._spilled)  # (first: a spill from here on is heard, an earlier one seen)
+        if pressure.has_spilled():
+            self.fetch_all = True
         self._graphs = graphs.Graphs(self)
         self._direct = direct.Launcher(self.index, self.cuda_stream.ptr)
         self._mirrors = None  # small outputs the host reads at once (made on first use: pinned memory)
@@ -236,7 +238,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         ``mirror``: see :meth:`mirror_for`."""
         p = n._prim
         c = p.__class__
-        if c in OWN:  # (None for bfloat16: see own)
+        if c in OWN:
             out = self.own(n, args, mirror[0] if mirror is not None else None)
             if out is not None:
                 if mirror is not None:
@@ -256,9 +258,9 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node
-        or a full reduction; None where none applies (bfloat16: its kernels read and write float32, not bfloat16's
-        16-bit storage). ``mirror``: the kernel's mirror arguments (see ``Launcher.run``); ``out``: where to write,
-        as for ``Launcher.run``."""
+        or a full reduction; None where none applies (direct.py refuses bfloat16: its kernels read and write float,
+        not bfloat16's 16-bit storage). ``mirror``: the kernel's mirror arguments (see ``Launcher.run``); ``out``:
+        where to write, as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
         if c in ELEMENTWISE:
@@ -269,11 +271,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 key = (c, n._dtype, ins[0]._dtype, ins[1]._dtype)
             else:
                 key = (c, n._dtype, *[x._dtype for x in ins])
-            if bfloat16 in key:
-                return None
             return self._direct.run(key, _node_program, n, args, n._shape, n._dtype.np, mirror, out)
-        if n._dtype is bfloat16 or n._inputs[0]._dtype is bfloat16:
-            return None
         if type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
             return self._direct.reduce(c.__name__, args[0], n._shape, n._dtype, mirror, out)
         return None
@@ -282,7 +280,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
         (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
         if type(n) is not Fused and n._prim.__class__ not in OWN or _has_bfloat16(n):
-            return None
+            return None  # (umx's own kernels refuse bfloat16: a slot taken would be left unwritten)
         devices = self.hints.get(n._seq)
         if devices is None or (devices is not HOST_ONLY and not _reads_on_host(devices)):
             return None
@@ -295,16 +293,15 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def run_fused(self, f, leaves: list, mirror=None):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
-        CUDA code cannot express) its steps one by one. A region with bfloat16 values skips umx's own kernels
-        (they read and write float, not its 16-bit storage); the ElementwiseKernel reads and writes that storage."""
+        CUDA code cannot express) its steps one by one. umx's own kernels refuse bfloat16; the ElementwiseKernel
+        reads and writes its 16-bit storage."""
         root = f.root
-        if not _has_bfloat16(f):
-            out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
-                                   mirror[0] if mirror is not None else None)
-            if out is not None:
-                if mirror is not None:
-                    _memory.set_copy(root, gmem.MIRROR, mirror[1])
-                return out
+        out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
+                               mirror[0] if mirror is not None else None)
+        if out is not None:
+            if mirror is not None:
+                _memory.set_copy(root, gmem.MIRROR, mirror[1])
+            return out
         kernel = _FUSED.get(f)
         if kernel is not None:
             out = cp.empty(root._shape, root._dtype.np)
@@ -323,20 +320,13 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 def _has_bfloat16(n) -> bool:
     """Whether node or fused region ``n`` reads or makes bfloat16 values."""
     if type(n) is Fused:
-        got = _BF16_REGIONS.get(n.key)  # (the key holds the dtypes)
-        if got is None:
-            got = _BF16_REGIONS[n.key] = (any(x._dtype is bfloat16 for x in n.leaves)
-                                          or any(x._dtype is bfloat16 for x in n.nodes))
-        return got
+        return any(x._dtype is bfloat16 for x in n.leaves) or any(x._dtype is bfloat16 for x in n.nodes)
     if n._dtype is bfloat16:
         return True
     for x in n._inputs:
         if x._dtype is bfloat16:
             return True
     return False
-
-
-_BF16_REGIONS: dict = {}  # region key -> whether it has bfloat16 values
 
 
 def _node_program(n) -> tuple:
@@ -383,9 +373,19 @@ def _matmul(prim, a, b):
 
 def _matmul_bf16(a, b):
     """The bfloat16 product of bfloat16 storage ``a`` and ``b`` by cuBLAS (tensor cores, float32 accumulation,
-    rounded once to bfloat16, as the float32 product would be), or None: the caller widens and uses ``_matmul``."""
+    rounded once to bfloat16, as the float32 product would be), or None: the caller widens and uses ``_matmul``
+    (also on a GPU whose cuBLAS has no bfloat16 product: refused once, then not asked again)."""
     h = _handle()
-    return cublas.matmul(h, a, b, cublas.BFLOAT16) if h is not None else None
+    if h is None or cp.cuda.runtime.getDevice() in _NO_BF16_GEMM:
+        return None
+    try:
+        return cublas.matmul(h, a, b, cublas.BFLOAT16)
+    except RuntimeError:  # (cublas._check: e.g. CUBLAS_STATUS_NOT_SUPPORTED before compute capability 8.0)
+        _NO_BF16_GEMM.add(cp.cuda.runtime.getDevice())
+        return None
+
+
+_NO_BF16_GEMM: set = set()  # devices whose cuBLAS refused a bfloat16 product
 
 
 KERNELS[Matmul] = _matmul

@@ -373,8 +373,8 @@ def _plan(tasks: list):
                 wiring.append(j)
                 continue
             d = x._data
-            if d.__class__ in _SCALARS:  # a constant: part of the kernel, so of the key (by its bits)
-                wiring.append((d.dtype.char, d.tobytes()))
+            if d.__class__ in _SCALARS:  # a constant: part of the kernel, so of the key (its dtype and bits: a
+                wiring.append((x._dtype, d.tobytes()))  # bfloat16's and a uint16's may be the same bits)
                 continue
             s = slot_of.get(id(x))
             if s is None:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import cupyx.scipy.special as special
 import numpy as np
 
+from ...dtypes import register_bf16_conversions
 from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ...primitives.fast import CudaKernel
 from ..xp import bind
 from . import collectives, custom_kernel
 from ._probe import _cupy
+from .fusion import PREAMBLE
 
 cp = _cupy()
+
+# bfloat16's storage to and from float32 in one kernel each, with the fused kernels' own conversions
+register_bf16_conversions(
+    cp,
+    cp.ElementwiseKernel("float32 x", "uint16 y", "y = umx_bf16_bits(x);", "umx_narrow_bf16", preamble=PREAMBLE),
+    cp.ElementwiseKernel("uint16 b", "float32 y", "y = umx_bf16_load(b);", "umx_widen_bf16", preamble=PREAMBLE))
 
 
 def _erf(prim, x):
