@@ -38,6 +38,39 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6, dtype=None):
                                    exp, rtol=rtol, atol=atol, equal_nan=True)
 
 
+def assert_stored(out, what: str = "") -> None:
+    """The data of evaluated ``out`` as stored, against its declared dtype and shape. bfloat16 is stored as its 16
+    bits: read raw (``view`` as uint16) they are uint16 of ``out``'s shape, and NumPy's float32 read of ``out`` is
+    exactly those bits widened (compared as bits: NaN payloads and the sign of zero count). Any other dtype: the data
+    NumPy reads has the dtype values are computed in (``Dtype.compute``)."""
+    where = f"{what}: " if what else ""
+    data = np.asarray(out)
+    if out.dtype == mx.bfloat16:
+        bits = np.asarray(mx.view(out, mx.uint16))
+        assert bits.dtype == np.uint16 and bits.shape == out.shape, (
+            f"{where}bfloat16 stored as {bits.dtype}{bits.shape}, not uint16{out.shape}")
+        assert data.dtype == np.float32 and data.shape == out.shape, (
+            f"{where}bfloat16 read as {data.dtype}{data.shape}, not float32{out.shape}")
+        wide = np.asarray(bits.astype(np.uint32) << 16, np.uint32)
+        np.testing.assert_array_equal(data.view(np.uint32), wide,
+                                      err_msg=f"{where}bfloat16 read as float32 is not its stored bits widened")
+    else:
+        assert data.dtype == out.dtype.compute, f"{where}data dtype {data.dtype} != declared {out.dtype}"
+
+
+def bf16_bits(x) -> np.ndarray:
+    """The bfloat16 bits (uint16) of float values ``x`` (any float dtype, rounded once) by ml_dtypes: the reference
+    rounding (nearest, ties to even, quiet NaNs). Skips the test where ml_dtypes is missing."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with np.errstate(invalid="ignore"):
+        return np.asarray(x).astype(ml_dtypes.bfloat16).view(np.uint16)
+
+
+def bf16_round(x) -> np.ndarray:
+    """Float values ``x`` rounded to bfloat16's (see :func:`bf16_bits`), as float32 (exact)."""
+    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32)
+
+
 # Where work runs: each device's default stream, and a second stream of each (made lazily, once).
 _PLACES = [("cpu", mx.cpu, 0), ("cpu2", mx.cpu, 1), ("gpu", mx.gpu, 0), ("gpu2", mx.gpu, 1)]
 _streams: dict = {}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import math
+
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, bf16_bits, bf16_round
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -240,13 +243,6 @@ def test_bfloat16_values_are_rounded(device):
     np.testing.assert_allclose(got, x, rtol=2**-8)
 
 
-def _bf16_reference(x: np.ndarray) -> np.ndarray:
-    """bfloat16 bits of float32 ``x`` by ml_dtypes (the reference: nearest, ties to even, quiet NaNs)."""
-    ml_dtypes = pytest.importorskip("ml_dtypes")
-    with np.errstate(invalid="ignore"):
-        return x.astype(ml_dtypes.bfloat16).view(np.uint16)
-
-
 @pytest.mark.parametrize("size", [37, 1 << 15])  # (either side of the host's switch to bit arithmetic)
 def test_bfloat16_is_stored_as_its_16_bits(device, size):
     rng = np.random.default_rng(size)
@@ -256,8 +252,8 @@ def test_bfloat16_is_stored_as_its_16_bits(device, size):
     x = words.view(np.float32)
     a = mx.astype(mx.array(x), mx.bfloat16, stream=device)
     bits = np.asarray(mx.view(a, mx.uint16, stream=device))
-    np.testing.assert_array_equal(bits, _bf16_reference(x))
-    assert a.nbytes == 2 * size and np.asarray(a).dtype == np.float32  # NumPy reads its values as float32
+    np.testing.assert_array_equal(bits, bf16_bits(x))
+    assert np.asarray(a).dtype == np.float32  # NumPy reads its values as float32
     # layout ops move the bits as they are, NaN payloads included
     raw = mx.view(mx.array(words.astype(np.uint16)), mx.bfloat16)
     moved = mx.concatenate([raw[::-1], raw], stream=device)
@@ -265,14 +261,27 @@ def test_bfloat16_is_stored_as_its_16_bits(device, size):
     np.testing.assert_array_equal(got, np.concatenate([words[::-1], words]).astype(np.uint16))
 
 
-def test_bfloat16_arrays_take_two_bytes_an_element():
+def test_bfloat16_arrays_take_two_bytes_an_element(device):
+    # The active count takes in the GPU's pool (umx/backends/cuda/memory.py: its used bytes), so on the GPU this
+    # measures the device's storage. There, a small slack: pool blocks and small buffers that in-flight work held
+    # (as in test_memory.py), far below the 2 MiB a float32 storage would add.
+    slack = 0 if device == mx.cpu else 64 << 10
+
+    def fused(x):  # a fused region: one result, its storage
+        return mx.add(mx.multiply(mx.exp(x, stream=device), 2, stream=device), x, stream=device)
+
+    mx.eval(fused(mx.ones((4,), dtype=mx.bfloat16, stream=device)))  # (its constants made, and kept, beforehand)
+    mx.synchronize()
+    gc.collect()
     before = mx.get_active_memory()
-    a = mx.ones((1 << 20,), dtype=mx.bfloat16)
+    a = mx.ones((1 << 20,), dtype=mx.bfloat16, stream=device)
     mx.eval(a)
-    assert mx.get_active_memory() - before == 2 << 20
-    b = mx.exp(a) * 2 + a  # a fused region: one result, its storage
+    mx.synchronize()
+    assert abs(mx.get_active_memory() - before - (2 << 20)) <= slack
+    b = fused(a)
     mx.eval(b)
-    assert mx.get_active_memory() - before == 4 << 20
+    mx.synchronize()
+    assert abs(mx.get_active_memory() - before - (4 << 20)) <= slack
 
 
 def test_bfloat16_results_round_each_op_as_mlx(device):
@@ -282,15 +291,12 @@ def test_bfloat16_results_round_each_op_as_mlx(device):
     a = mx.array(xa, dtype=mx.bfloat16)
     b = mx.array(xb, dtype=mx.bfloat16)
     wa, wb = np.asarray(a), np.asarray(b)
-    def rounded(v):  # float32 values rounded to bfloat16's
-        return (_bf16_reference(v).astype(np.uint32) << 16).view(np.float32)
-
-    want = _bf16_reference(np.exp(rounded(rounded(wa * wb) + wa)))  # each op computes in float32 and rounds
+    want = bf16_bits(np.exp(bf16_round(bf16_round(wa * wb) + wa)))  # each op computes in float32 and rounds
     got = mx.exp(mx.add(mx.multiply(a, b, stream=device), a, stream=device), stream=device)
     np.testing.assert_array_equal(np.asarray(mx.view(got, mx.uint16)), want)
     # a product accumulates in float32 and rounds once
     m, w = a[: 64 * 48].reshape(64, 48), b[: 48 * 32].reshape(48, 32)
-    ref = _bf16_reference(np.asarray(m).astype(np.float64) @ np.asarray(w).astype(np.float64))
+    ref = bf16_bits(np.asarray(m).astype(np.float64) @ np.asarray(w).astype(np.float64))
     prod = np.asarray(mx.view(mx.matmul(m, w, stream=device), mx.uint16))
     assert np.mean(prod == ref) > 0.99  # (float32 accumulation: a last-bit difference now and then)
 
@@ -305,7 +311,9 @@ def test_bfloat16_values_leave_and_come_back_unchanged():
     np.testing.assert_array_equal(np.asarray(mx.view(a, mx.uint16)), x.view(np.uint16))
     back = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(np.asarray(mx.view(back, mx.uint16)), x.view(np.uint16))
-    assert mx.array(x[1:2], mx.float32).item() == 0.0 and mx.array(x[0], mx.float32).item() == 1.5
+    zero = mx.array(x[1:2], mx.float32).item()
+    assert zero == 0.0 and math.copysign(1.0, zero) == -1.0  # -0.0 keeps its sign
+    assert mx.array(x[0], mx.float32).item() == 1.5
     assert mx.array(2.0, mx.bfloat16).astype(mx.int32).item() == 2  # a constant cast by its value, not its bits
 
 

@@ -43,10 +43,9 @@ def test_float16_products_accumulate_in_float32_and_round_once(device, rng, sa, 
     x = rng.standard_normal(sa).astype(np.float16)
     y = rng.standard_normal(sb).astype(np.float16)
     out = mx.matmul(mx.array(x), mx.array(y), stream=device)
-    assert out.dtype == mx.float16
     ref = (x.astype(np.float64) @ y.astype(np.float64)).astype(np.float16)
     # within one float16 rounding of the exact product (a float16 accumulator would be far off at K = 64)
-    np.testing.assert_allclose(np.asarray(out).astype(np.float64), ref.astype(np.float64), rtol=2e-3, atol=2e-3)
+    assert_close(out, ref.astype(np.float64), rtol=2e-3, atol=2e-3, dtype=mx.float16)
 
 
 def test_matmul_errors(device):

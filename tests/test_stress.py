@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import assert_stored
 
 import umx as mx
 from umx.dtypes import round_bf16
@@ -372,7 +373,7 @@ def _check(got, exp, what: str) -> None:
     g = np.asarray(got)
     exp = ref(exp, got.dtype)
     assert g.shape == exp.shape, f"{what}: shape {g.shape} != {exp.shape}"
-    assert g.dtype == got.dtype.compute, f"{what}: data dtype {g.dtype} is not {got.dtype.name}"
+    assert_stored(got, what)
     if got.dtype.kind in "biu":
         np.testing.assert_array_equal(g, exp, err_msg=what)
     else:

@@ -54,7 +54,8 @@ def test_auxiliary_values(on, rng):
     xv, yv = rng.standard_normal((2, 2, 2)).astype(np.float32)  # (distinct: the gradient in x is y, not x)
     want = (xv.astype(np.float64) * yv).sum()
     (loss, aux), g = mx.value_and_grad(fun)(mx.array(xv), mx.array(yv))
-    assert_close(loss, want) and assert_close(aux["loss"], want)
+    assert_close(loss, want)
+    assert_close(aux["loss"], want)
     assert aux["bar"][:3] == [1, 2, 3]
     assert_close(g, yv)
     assert_close(aux["foo"], yv.astype(np.float64) ** 2 + xv.astype(np.float64) ** 2)
