@@ -86,7 +86,8 @@ def _linear_jvp(self, primals, tangents, outputs):
     t = tangents[0]
     if t is None:
         return [None] * len(outputs)
-    t = _as(t, outputs[0]._dtype)
+    if self.moves_bits:  # a tangent in another dtype would be read as the wrong bits; others convert it themselves
+        t = _as(t, primals[0]._dtype)
     if len(outputs) == 1:
         o = outputs[0]
         return [node(self, (t, *primals[1:]), o._shape, o._dtype, _stream())]
