@@ -8,8 +8,7 @@ from functools import wraps
 from typing import Any
 
 import umx as mx
-from umx.optimizers.optimizers import _clip_by_global_norm
-from umx.utils import tree_flatten, tree_map, tree_unflatten
+from umx.utils import tree_flatten, tree_map, tree_reduce, tree_unflatten
 
 
 def value_and_grad(model, fn: Callable):
@@ -153,6 +152,10 @@ def clip_grad_norm_sharded(gradients: Any, max_norm: float, group=None) -> tuple
     Returns:
         tuple: the (possibly scaled) gradients of this process and the global norm (an array), before clipping.
     """
+    if max_norm < 0:
+        raise ValueError(f"clip_grad_norm_sharded: max_norm should be >=0, {max_norm} was provided instead")
     group = mx.distributed.init() if group is None else group
-    return _clip_by_global_norm(gradients, max_norm, "clip_grad_norm_sharded",
-                                lambda squares: mx.distributed.all_sum(squares, group=group))
+    local = tree_reduce(lambda total, g: total + mx.sum(mx.square(g)), gradients, 0.0)
+    norm = mx.sqrt(mx.distributed.all_sum(local, group=group))
+    scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
+    return tree_map(lambda g: g * scale, gradients), norm

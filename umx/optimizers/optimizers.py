@@ -770,16 +770,9 @@ def clip_grad_norm(grads, max_norm: float):
     Example:
         >>> clipped, norm = clip_grad_norm({"w1": mx.array([2.0, 3.0]), "w2": mx.array([1.0])}, max_norm=2.0)
     """
-    return _clip_by_global_norm(grads, max_norm, "clip_grad_norm")
-
-
-def _clip_by_global_norm(grads, max_norm: float, op: str, sum_over=None) -> tuple:
-    """What :func:`clip_grad_norm` computes, for it and ``nn.utils.clip_grad_norm_sharded``: ``sum_over`` takes
-    the local sum of squares to the global one (None: ``grads`` are all the gradients); ``op`` names the caller in
-    errors."""
     if max_norm < 0:
-        raise ValueError(f"{op}: max_norm should be >=0, {max_norm} was provided instead")
+        raise ValueError(f"clip_grad_norm: max_norm should be >=0, {max_norm} was provided instead")
     norm_squared = tree_reduce(lambda total, g: total + mx.sum(mx.square(g)), grads, 0.0)
-    total_norm = mx.sqrt(norm_squared if sum_over is None else sum_over(norm_squared))
+    total_norm = mx.sqrt(norm_squared)
     scale = mx.minimum(max_norm / (total_norm + 1e-6), 1.0)
     return tree_map(lambda g: g * scale, grads), total_norm
