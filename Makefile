@@ -7,12 +7,22 @@ SETUP ?= $(VENV)/.installed
 # without it (no network, or MLX= on a machine of its own) that test skips.
 MLX   ?= $(VENV)/.mlx
 
-.PHONY: demo test stress lint bench clean
+.PHONY: demo test stress lint bench cuda-check clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test,distributed]'
+	touch $@
+
+# `make cuda-check` compiles every kind of umx's CUDA kernel with NVRTC and imports the CUDA backend, with no GPU:
+# CuPy and NVIDIA's NVRTC and header wheels, in a venv of their own.
+CUDA_VENV ?= .venv-cuda
+
+$(CUDA_VENV)/.installed: pyproject.toml
+	python3 -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CUDA_VENV)/bin/python -m pip install -q -e '.[test]' cupy-cuda12x nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12
 	touch $@
 
 $(VENV)/.mlx: $(VENV)/.installed
@@ -32,6 +42,9 @@ stress: $(SETUP) $(MLX)
 	UMX_IO_FUZZ_EXAMPLES=3000 $(PY) -m pytest tests/test_io_fuzz.py tests/test_export.py -k fuzz -q
 	UMX_MLX_DIFF_PROGRAMS=20000 $(PY) -m pytest tests/test_mlx_differential.py -q
 
+cuda-check: $(CUDA_VENV)/.installed
+	$(CUDA_VENV)/bin/python -m pytest tests/test_cuda_sources.py
+
 lint: $(SETUP)
 	$(PY) -m ruff check umx tests bench
 
@@ -41,4 +54,4 @@ bench: $(SETUP)
 	$(PY) bench/seed.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CUDA_VENV) build *.egg-info

@@ -29,7 +29,10 @@ from math import prod
 import numpy as np
 
 from ._probe import _cupy
-from .fusion import C_TYPES, PREAMBLE, steps
+from .fusion import C_TYPES, steps
+from .sources import BLOCK as _BLOCK
+from .sources import NARROW_TYPES as _NARROW_TYPES
+from .sources import elementwise_source, narrow_source, reduce_source
 
 cp = _cupy()
 _launch = cp.cuda.driver.launchKernel
@@ -39,21 +42,10 @@ _empty = cp.ndarray  # (the constructor: a microsecond less than cp.empty)
 _contiguous = (operator.attrgetter("_c_contiguous") if hasattr(_ndarray, "_c_contiguous")
                else lambda d: d.flags.c_contiguous)
 
-_BLOCK = 256
-
 # A result of one element of at most PACK_MAX_BYTES, written to the host alone (see Mirrors.reserve): its bits and
 # the low half of the token go in one aligned 8-byte store to the flag, which the host sees whole or not at all, so
 # no fence is needed between the value and the flag (one store less between the launch and the host's read).
 PACK_MAX_BYTES = 4
-_OWN_PREAMBLE = PREAMBLE + r"""
-template <typename T>
-__device__ inline void umx_pack(unsigned long long* flag, unsigned long long token, T v) {
-  union { T v; unsigned int u; } bits;  // (the value's bytes, the rest zero; only T of at most 4 bytes come here)
-  bits.u = 0;
-  bits.v = v;
-  *(volatile unsigned long long*)flag = (token << 32) | bits.u;
-}
-"""
 _MAX_BLOCKS = 8192  # a grid-stride loop covers the rest: more blocks only add scheduling work
 _MAX_PARAMS = 500  # 8-byte parameters; CUDA takes 4 KiB of them per launch
 
@@ -64,7 +56,6 @@ MIRROR_MAX = _BLOCK
 # (converted to the leaf's type in the kernel); a bool as one byte and seven zero bytes, read as an integer.
 _SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] for t in np.sctypeDict.values()
                  if issubclass(t, np.generic) and np.dtype(t).kind in "fiub"}
-_SCALAR_TYPES = {"f": "double", "i": "long long", "u": "unsigned long long", "b": "long long"}
 _PACK = {"p": "Q", "r": "Qq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # struct codes of each kind's parameters
 
 # (structure key, leaf kinds, device), (reduction, dtype, device) or ("matmul", dtype char, columns, device) ->
@@ -214,13 +205,14 @@ def _compile(key, kinds: str, device: int, source_of, source_arg):
     if made is not None and 2 * len(kinds) + 5 <= _MAX_PARAMS:
         leaf_dtypes, program, node_dtypes = made
         lines = None
-        # (not bfloat16: these kernels read and write float, not its 16-bit storage)
-        if all(d.name in C_TYPES and d.name not in ("float16", "bfloat16") for d in (*leaf_dtypes, *node_dtypes)):
+        # (not float16: CuPy's half type is a class of its own; bfloat16 is read and written as its storage)
+        if all(d.name in C_TYPES and d.name != "float16" for d in (*leaf_dtypes, *node_dtypes)) and all(
+                k in "pru" for d, k in zip(leaf_dtypes, kinds) if d.name == "bfloat16"):  # (bits travel as "u")
             lines = steps(leaf_dtypes, program, node_dtypes)
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"
             try:
-                module = cp.RawModule(code=_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1]))
+                module = cp.RawModule(code=elementwise_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1]))
                 pack = struct.Struct("<" + "".join(_PACK[k] for k in kinds) + "QqQQQ").pack_into
                 entry = (module.get_function(name).kernel.ptr, module, pack)
             except Exception:  # NVRTC rejects the code: CuPy's kernels, now and for this structure
@@ -229,61 +221,12 @@ def _compile(key, kinds: str, device: int, source_of, source_arg):
     return entry
 
 
-def _source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype) -> str:
-    """The CUDA C++ of one kernel: a grid-stride loop over the output, then the mirror's flag."""
-    params = []
-    scalars = []
-    loads = []
-    for i, (d, k) in enumerate(zip(leaf_dtypes, kinds)):
-        t = C_TYPES[d.name]
-        if k == "p":
-            params.append(f"const {t}* __restrict__ p{i}")
-            loads.append(f"const {t} x{i} = p{i}[i];")
-        elif k == "r":
-            params += [f"const {t}* __restrict__ p{i}", f"long long m{i}"]
-            loads.append(f"const {t} x{i} = p{i}[i % m{i}];")
-        else:
-            params.append(f"{_SCALAR_TYPES[k]} s{i}")
-            scalars.append(f"const {t} x{i} = ({t})s{i};")
-    t = C_TYPES[out_dtype.name]
-    last = f"t{len(lines) - 1}"
-    params += [f"{t}* __restrict__ out", "long long n", f"{t}* mirror", "unsigned long long* flag",
-               "unsigned long long token"]
-    body = "\n    ".join(loads + lines)
-    return f"""{_OWN_PREAMBLE}
-extern "C" __global__ void {name}({", ".join(params)}) {{
-  {" ".join(scalars)}
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {{
-    {body}
-    if (out) out[i] = {last};
-    else umx_pack(flag, token, {last});  // (no output: one small element, packed with the token)
-    if (mirror) mirror[i] = {last};
-  }}
-  if (flag && out) {{  // (one block: the mirror's writes are visible to the host before the flag)
-    __threadfence_system();
-    __syncthreads();
-    if (threadIdx.x == 0) *(volatile unsigned long long*)flag = token;
-  }}
-}}
-"""
-
-
 #: full reductions of at most this many elements run as one block of umx's own kernel (a loss, a norm); larger ones
 #: as a grid of blocks: each reduces a strided share, and the last to finish (it draws the last ticket) reduces the
 #: blocks' results in block order, so the result is the same whatever order the blocks ran in. (CuPy's reduction
 #: spends more host time per call than the launch of this kernel: bench/latency.py.)
 MAX_REDUCE = 1 << 16
 _REDUCE_BLOCKS = 1024
-
-# per reduction: (how two partial results combine, for floats and for integers; whether it starts from 0 rather
-# than from an element)
-_COMBINE = {
-    "Sum": ("a + b", "a + b", True),
-    "Mean": ("a + b", "a + b", True),
-    "Max": ("((a > b || isnan(a)) ? a : b)", "(a > b ? a : b)", False),
-    "Min": ("((a < b || isnan(a)) ? a : b)", "(a < b ? a : b)", False),
-}
 
 
 def _zeroed(nbytes: int, stream: int):
@@ -299,56 +242,8 @@ def _compile_reduce(kind: str, dtype, device: int):
     """Compile (once per device) the full reduction ``kind`` over ``dtype``; None if it cannot be written."""
     entry = None
     if dtype.name in C_TYPES and dtype.name not in ("float16", "bfloat16", "bool") and dtype.kind != "c":
-        t = C_TYPES[dtype.name]
-        is_float = dtype.kind == "f"
-        combine = _COMBINE[kind][0 if is_float else 1]
-        from_zero = _COMBINE[kind][2]
         name = f"umx_reduce_{len(_kernels)}"
-        start = f"({t})0" if from_zero else "{first}"
-        tree = """part[k] = acc;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (k < s) part[k] = umx_combine(part[k], part[k + s]);
-    __syncthreads();
-  }"""
-        code = f"""{_OWN_PREAMBLE}
-__device__ inline {t} umx_combine({t} a, {t} b) {{ return {combine}; }}
-extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* __restrict__ out, {t}* partials,
-                                  unsigned int* ticket, {t}* mirror, unsigned long long* flag,
-                                  unsigned long long token) {{
-  __shared__ {t} part[{_BLOCK}];
-  __shared__ bool last;
-  const int k = threadIdx.x;
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  const long long first = blockIdx.x * (long long)blockDim.x + k;
-  {t} acc = {start.format(first="x[first < n ? first : 0]")};
-  for (long long i = first + {"0" if from_zero else "stride"}; i < n; i += stride) acc = umx_combine(acc, x[i]);
-  {tree}
-  if (gridDim.x > 1) {{
-    if (k == 0) {{
-      partials[blockIdx.x] = part[0];
-      __threadfence();  // (the result is seen by whichever block draws the last ticket; the ticket wraps to 0)
-      last = atomicInc(ticket, gridDim.x - 1) == gridDim.x - 1;
-    }}
-    __syncthreads();
-    if (!last) return;
-    const volatile {t}* p = partials;
-    acc = {start.format(first="p[k < gridDim.x ? k : 0]")};
-    for (int i = k + {"0" if from_zero else "blockDim.x"}; i < gridDim.x; i += blockDim.x) acc = umx_combine(acc, p[i]);
-    {tree}
-  }}
-  if (k == 0) {{
-    {t} r = part[0]{f" / ({t})n" if kind == "Mean" else ""};
-    if (out) out[0] = r;
-    else umx_pack(flag, token, r);  // (no output: one small element, packed with the token)
-    if (mirror) mirror[0] = r;
-    if (flag && out) {{
-      __threadfence_system();
-      *(volatile unsigned long long*)flag = token;
-    }}
-  }}
-}}
-"""
+        code = reduce_source(kind, dtype, name, _BLOCK)
         try:
             module = cp.RawModule(code=code)
             entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QqQQQQQQ").pack_into)
@@ -366,38 +261,12 @@ NARROW_MAX = 8
 #: (one warp reads a row)
 NARROW_MAX_ELEMENTS = 1 << 24
 NARROW_MAX_K = 1 << 14
-_NARROW_TYPES = {"f": "float", "d": "double"}
 
 
 def _compile_narrow(char: str, n: int, device: int):
     """Compile (once per device) the product of rows of dtype ``char`` with a ``(k, n)`` matrix."""
-    t = _NARROW_TYPES[char]
     name = f"umx_narrow_{len(_kernels)}"
-    code = f"""
-extern "C" __global__ void {name}(const {t}* __restrict__ a, const {t}* __restrict__ b, {t}* __restrict__ out,
-                                  long long rows, long long k) {{
-  // one warp per row of a: each lane takes every 32nd element of the row, then the warp adds up its lanes
-  const int lane = threadIdx.x & 31;
-  const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
-  for (long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {{
-    const {t}* row = a + r * k;
-    {t} acc[{n}];
-    #pragma unroll
-    for (int c = 0; c < {n}; ++c) acc[c] = 0;
-    for (long long j = lane; j < k; j += 32) {{
-      const {t} x = row[j];
-      #pragma unroll
-      for (int c = 0; c < {n}; ++c) acc[c] += x * __ldg(b + j * {n} + c);
-    }}
-    #pragma unroll
-    for (int c = 0; c < {n}; ++c) {{
-      #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
-      if (lane == c) out[r * {n} + c] = acc[c];
-    }}
-  }}
-}}
-"""
+    code = narrow_source(char, n, name)
     try:
         module = cp.RawModule(code=code)
         entry = (module.get_function(name).kernel.ptr, module, struct.Struct("<QQQqq").pack_into)

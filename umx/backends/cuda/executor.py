@@ -258,9 +258,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node
-        or a full reduction; None where none applies (direct.py refuses bfloat16: its kernels read and write float,
-        not bfloat16's 16-bit storage). ``mirror``: the kernel's mirror arguments (see ``Launcher.run``); ``out``:
-        where to write, as for ``Launcher.run``."""
+        or a full reduction; None where none applies (direct.py's reductions refuse bfloat16). ``mirror``: the
+        kernel's mirror arguments (see ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
         if c in ELEMENTWISE:
@@ -279,8 +278,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
     def mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
         (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
-        if type(n) is not Fused and n._prim.__class__ not in OWN or _has_bfloat16(n):
-            return None  # (umx's own kernels refuse bfloat16: a slot taken would be left unwritten)
+        if type(n) is not Fused and (n._prim.__class__ not in OWN or _bf16_reduction(n)):
+            return None  # (umx's own kernels would not write a slot taken)
         devices = self.hints.get(n._seq)
         if devices is None or (devices is not HOST_ONLY and not _reads_on_host(devices)):
             return None
@@ -293,8 +292,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def run_fused(self, f, leaves: list, mirror=None):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
-        CUDA code cannot express) its steps one by one. umx's own kernels refuse bfloat16; the ElementwiseKernel
-        reads and writes its 16-bit storage."""
+        CUDA code cannot express) its steps one by one. Both read and write bfloat16 as its 16-bit storage."""
         root = f.root
         out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
                                mirror[0] if mirror is not None else None)
@@ -317,16 +315,9 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         self.marks.record(self.done)
 
 
-def _has_bfloat16(n) -> bool:
-    """Whether node or fused region ``n`` reads or makes bfloat16 values."""
-    if type(n) is Fused:
-        return any(x._dtype is bfloat16 for x in n.leaves) or any(x._dtype is bfloat16 for x in n.nodes)
-    if n._dtype is bfloat16:
-        return True
-    for x in n._inputs:
-        if x._dtype is bfloat16:
-            return True
-    return False
+def _bf16_reduction(n) -> bool:
+    """Whether node ``n`` (of ``OWN``) is a reduction of bfloat16 values: umx's own reductions refuse them."""
+    return n._prim.__class__ not in ELEMENTWISE and n._inputs[0]._dtype is bfloat16
 
 
 def _node_program(n) -> tuple:

@@ -50,7 +50,7 @@ _COMMON_BINARY = {
 }
 _FLOAT_BINARY = {
     **_COMMON_BINARY, "Divide": "{a} / {b}", "FloorDivide": "floor({a} / {b})",
-    "Remainder": "({b} == 0 ? ({T})nan(\"\") : {a} - floor({a} / {b}) * {b})", "Power": "pow({a}, {b})",
+    "Remainder": "({b} == 0 ? ({T})nan(\"\") : ({T})({a} - floor({a} / {b}) * {b}))", "Power": "pow({a}, {b})",
     "Maximum": "(({a} > {b} || isnan({a})) ? {a} : {b})", "Minimum": "(({a} < {b} || isnan({a})) ? {a} : {b})",
     "ArcTan2": "atan2({a}, {b})",
     "LogAddExp": "({a} == {b} ? {a} + ({T})0.6931471805599453 : "
@@ -79,6 +79,11 @@ __device__ inline unsigned short umx_bf16_bits(float x) {
     return (unsigned short)(__float_as_uint(umx_round_bf16(x)) >> 16);
 }
 """
+
+
+#: bfloat16's storage to and from float32, one ElementwiseKernel each (in params, out params, body, name)
+BF16_CONVERSIONS = (("float32 x", "uint16 y", "y = umx_bf16_bits(x);", "umx_narrow_bf16"),
+                    ("uint16 b", "float32 y", "y = umx_bf16_load(b);", "umx_widen_bf16"))
 
 
 def expression(prim, in_dtypes: list, out_dtype) -> str | None:

@@ -12,15 +12,12 @@ from ...primitives.fast import CudaKernel
 from ..xp import bind
 from . import collectives, custom_kernel
 from ._probe import _cupy
-from .fusion import PREAMBLE
+from .fusion import BF16_CONVERSIONS, PREAMBLE
 
 cp = _cupy()
 
 # bfloat16's storage to and from float32 in one kernel each, with the fused kernels' own conversions
-register_bf16_conversions(
-    cp,
-    cp.ElementwiseKernel("float32 x", "uint16 y", "y = umx_bf16_bits(x);", "umx_narrow_bf16", preamble=PREAMBLE),
-    cp.ElementwiseKernel("uint16 b", "float32 y", "y = umx_bf16_load(b);", "umx_widen_bf16", preamble=PREAMBLE))
+register_bf16_conversions(cp, *(cp.ElementwiseKernel(*spec, preamble=PREAMBLE) for spec in BF16_CONVERSIONS))
 
 
 def _erf(prim, x):

@@ -1,0 +1,264 @@
+"""umx's CUDA C++, compiled by NVRTC wherever CuPy and NVRTC are installed, GPU or not: every expression of the
+fused kernels over every dtype (bfloat16 read and written as its 16 bits), casts between all dtypes, umx's own
+elementwise, reduction and product kernels, the bfloat16 conversions and a user's ``cuda_kernel``.
+
+A kernel NVRTC rejects is no error at run time (the op falls back to CuPy's kernels or runs step by step): only
+speed is lost, silently. This is where it shows, before a GPU is at hand.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import umx as mx
+from umx.backends.cuda import fusion, sources
+from umx.dtypes import bfloat16
+from umx.runtime.fusion import ELEMENTWISE, Fused
+
+
+def _nvrtc():
+    """``(nvrtc module, compile options)``, or None where CuPy or NVRTC is missing."""
+    try:
+        import cupy._core.core as core
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:
+        return None
+    includes = [core._get_header_dir_path()]
+    for root in sys.path:  # the CUDA headers (cuda_fp16.h, ...) of NVIDIA's wheels or a toolkit
+        includes += sorted(os.path.dirname(h) for h in glob.glob(os.path.join(root, "nvidia", "*", "include",
+                                                                               "cuda_fp16.h")))
+    cuda = os.environ.get("CUDA_PATH", "/usr/local/cuda")
+    if os.path.exists(os.path.join(cuda, "include", "cuda_fp16.h")):
+        includes.append(os.path.join(cuda, "include"))
+    options = ("-arch=compute_90", "--std=c++17", *core._get_cccl_include_options(),
+               *(f"-I{d}" for d in includes))
+    return nvrtc, options
+
+
+NVRTC = _nvrtc()
+pytestmark = pytest.mark.skipif(NVRTC is None, reason="needs CuPy and NVRTC (no GPU needed)")
+
+
+def compile_cuda(code: str, name_expressions: tuple = ()) -> None:
+    """Compile ``code`` (instantiating the templates ``name_expressions``) with NVRTC; fail the test with NVRTC's
+    log if it is rejected."""
+    nvrtc, options = NVRTC
+    prog = nvrtc.createProgram(code, "umx.cu", [], [])
+    try:
+        for expr in name_expressions:
+            nvrtc.addNameExpression(prog, expr)
+        try:
+            nvrtc.compileProgram(prog, list(options))
+        except nvrtc.NVRTCError:
+            log = nvrtc.getProgramLog(prog)
+            numbered = "\n".join(f"{i + 1:5d} {line}" for i, line in enumerate(code.splitlines()))
+            pytest.fail(f"NVRTC rejects umx's CUDA:\n{log}\n{numbered[:20000]}")
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def elementwise_kernel(in_params: str, out_params: str, body: str, name: str) -> str:
+    """An ElementwiseKernel's CUDA as CuPy writes it, in the respects that reach the body: each parameter a
+    variable of its C type (inputs const, outputs references), the body in a loop over the elements."""
+    decls, params = [], []
+    for spec, out in ((in_params, False), (out_params, True)):
+        for p in filter(None, (s.strip() for s in spec.split(","))):
+            np_name, var = p.split()
+            t = fusion.C_TYPES[np.dtype(np_name).name]
+            params.append(f"{t}* _raw_{var}")
+            decls.append(f"{t} &{var} = _raw_{var}[i];" if out else f"const {t} {var} = _raw_{var}[i];")
+    return (f'extern "C" __global__ void {name}({", ".join(params)}, long long n) {{\n'
+            f"  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; "
+            f"i += (long long)gridDim.x * blockDim.x) {{\n    {' '.join(decls)}\n    {body};\n  }}\n}}\n")
+
+
+def in_namespaces(codes: list) -> str:
+    """Several sources in one program, each in a namespace of its own (they may define the same helpers)."""
+    return "\n".join(f"namespace umx_{i} {{\n{c}\n}}" for i, c in enumerate(codes))
+
+
+_CUPY_HEADERS = ("#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\n#include <cupy/atomics.cuh>\n"
+                 "#include <cupy/float16.cuh>\n")
+_REAL = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float16", "bfloat16",
+         "float32", "float64"]
+
+
+def region(root) -> Fused | None:
+    """The fused region of the lazy elementwise nodes above ``root`` (every other input a leaf); None if ``root``
+    is not elementwise."""
+    nodes, leaves, seen = [], [], set()
+
+    def visit(n):
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        if n._data is None and n._prim.__class__ in ELEMENTWISE:
+            for x in n._inputs:
+                visit(x)
+            nodes.append(n)
+        else:
+            leaves.append(n)
+
+    visit(root)
+    return Fused(nodes, leaves, None, ("test", id(root))) if nodes else None
+
+
+def _op_names() -> list:
+    """The public op of every fused expression, with its arity."""
+    tables = [(fusion._FLOAT_UNARY, 1), (fusion._INT_UNARY, 1), (fusion._FLOAT_BINARY, 2), (fusion._INT_BINARY, 2)]
+    found = {}
+    for table, arity in tables:
+        for name in table:
+            snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+            fn = getattr(mx, snake, None) or getattr(mx, name.lower(), None)
+            assert fn is not None, f"no public op for fused expression {name}"
+            found[name] = (fn, arity)
+    return sorted(found.items())
+
+
+def _dtype(name: str):
+    return mx.bool_ if name == "bool" else getattr(mx, name)
+
+
+def _leaf(dtype: str):
+    return mx.array(np.ones(4), dtype=_dtype(dtype))
+
+
+def _fused_sources(roots: list) -> list:
+    """The ElementwiseKernel sources of the regions above ``roots`` (those the backend fuses)."""
+    codes = []
+    for i, root in enumerate(roots):
+        f = region(root)
+        made = None if f is None else fusion.source(f)
+        if made is not None:
+            codes.append(fusion.PREAMBLE + elementwise_kernel(*made, f"umx_fused_{i}"))
+    return codes
+
+
+@pytest.mark.parametrize("dtype", _REAL)
+def test_every_fused_expression_compiles(dtype):
+    roots = []
+    for _, (fn, arity) in _op_names():
+        try:
+            roots.append(fn(*[_leaf(dtype)] * arity))
+        except (TypeError, ValueError):  # not defined for this dtype
+            pass
+    codes = _fused_sources(roots)
+    assert len(codes) >= 10, f"only {len(codes)} of {len(roots)} {dtype} ops made a fused kernel"
+    compile_cuda(_CUPY_HEADERS + in_namespaces(codes))
+
+
+def test_casts_between_all_dtypes_compile():
+    roots = [_leaf(a).astype(_dtype(b)) for a in _REAL for b in _REAL if a != b]
+    codes = _fused_sources(roots)
+    assert len(codes) == len(roots)
+    compile_cuda(_CUPY_HEADERS + in_namespaces(codes))
+
+
+def test_bfloat16_regions_compile():
+    a, b, f = _leaf("bfloat16"), _leaf("bfloat16"), _leaf("float32")
+    roots = [mx.exp(a * b + a), a * f - b, mx.where(a > b, a, b), mx.maximum(a, 2.0) / b,
+             mx.sigmoid(a).astype(mx.float16), (a + 1).astype(mx.int32), mx.isnan(a - b)]
+    codes = _fused_sources(roots)
+    assert len(codes) == len(roots)
+    source = codes[0]
+    assert "unsigned short x0" in source and "umx_bf16_load(x0)" in source and "umx_bf16_bits(" in source
+    compile_cuda(_CUPY_HEADERS + in_namespaces(codes))
+
+
+def test_bfloat16_conversions_compile():
+    codes = [fusion.PREAMBLE + elementwise_kernel(i, o, body, name) for i, o, body, name in fusion.BF16_CONVERSIONS]
+    compile_cuda(_CUPY_HEADERS + in_namespaces(codes))
+
+
+_OWN = ["bool", "uint8", "uint32", "int32", "int64", "uint64", "float32", "float64"]
+
+
+def _own_sources(dtype: str, kinds: str) -> list:
+    a, b = _leaf(dtype), _leaf(dtype)
+    codes = []
+    for root in (a + b, mx.maximum(a, b), mx.where(a > b, a, b), (a * b).astype(mx.float32), mx.exp(a * b - a)):
+        f = region(root)
+        if f is None:
+            continue
+        leaf_dtypes = [x._dtype for x in f.leaves]
+        lines = fusion.steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes])
+        if lines is not None:
+            name = f"umx_ew_{dtype}_{kinds}_{len(codes)}"
+            codes.append(sources.elementwise_source(name, leaf_dtypes, kinds + "p", lines, f.root._dtype))
+    return codes
+
+
+@pytest.mark.parametrize("kinds", ["pp", "pr", "rf", "pi", "pu", "pb"])
+def test_own_elementwise_kernels_compile(kinds):
+    codes = [c for dtype in _OWN for c in _own_sources(dtype, kinds)]
+    assert len(codes) >= 3 * len(_OWN)
+    compile_cuda(in_namespaces(codes))
+
+
+@pytest.mark.parametrize("kinds", ["pp", "rp", "pu"])
+def test_own_bfloat16_kernels_read_and_write_storage(kinds):
+    codes = _own_sources("bfloat16", kinds)
+    assert len(codes) == 5
+    add, _, _, to_float, _ = codes
+    assert "unsigned short* __restrict__ out" in add and "const unsigned short r = umx_bf16_bits(t0);" in add
+    assert "float* __restrict__ out" in to_float
+    if kinds == "pu":  # a constant's bits, as an unsigned integer
+        assert "const float x1 = umx_bf16_load((unsigned short)s1);" in add
+    else:
+        assert "const unsigned short* __restrict__ p0" in add and "umx_bf16_load(p0[i" in add
+    compile_cuda(in_namespaces(codes))
+
+
+def test_own_reductions_and_products_compile():
+    codes = [sources.reduce_source(kind, np.dtype(t), f"umx_reduce_{i}_{t}")
+             for i, kind in enumerate(sources.COMBINE) for t in ("uint8", "int32", "uint64", "int64", "float32",
+                                                                 "float64")]
+    codes += [sources.narrow_source(char, n, f"umx_narrow_{char}{n}") for char in sources.NARROW_TYPES
+              for n in range(1, 9)]
+    compile_cuda(in_namespaces(codes))
+
+
+def test_a_users_cuda_kernel_compiles():
+    from umx.backends.cuda.custom_kernel import source_of
+    from umx.primitives import CudaKernel
+
+    body = """
+        unsigned int elem = blockIdx.x * blockDim.x + threadIdx.x;
+        if (elem < 8) {
+            T v = static_cast<T>(inp[elem]);
+            out[elem] = scale_by * exp(static_cast<float>(v));
+        }
+    """
+    prim = CudaKernel("myexp", ("inp",), ("out",), body, "", False, 0, (("scale_by", 2), ("T", mx.float16)),
+                      (8, 1, 1), (4, 1, 1), (bfloat16,), ((8,),), (mx.float32,), None, False)
+    code, expr = source_of(prim)
+    assert expr == "umx_custom_myexp<2, __half>"
+    compile_cuda(code, (expr,))
+
+
+def test_every_module_of_the_cuda_backend_imports():
+    # in a process of its own: without a GPU, the device check is patched out (the modules only need CuPy itself
+    # at import), which must not leak into other tests
+    code = """
+import importlib, pkgutil, cupy
+import umx.backends.cuda as cuda
+import umx.backends.cuda._probe as probe
+probe._cupy = cuda._cupy = lambda: cupy
+cupy.cuda.runtime.getDeviceCount = lambda: 1
+for m in pkgutil.iter_modules(cuda.__path__):
+    importlib.import_module("umx.backends.cuda." + m.name)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
