@@ -220,9 +220,12 @@ def test_own_bfloat16_kernels_read_and_write_storage(kinds):
 
 
 def test_own_reductions_and_products_compile():
-    codes = [sources.reduce_source(kind, np.dtype(t), f"umx_reduce_{i}_{t}")
-             for i, kind in enumerate(sources.COMBINE) for t in ("uint8", "int32", "uint64", "int64", "float32",
-                                                                 "float64")]
+    codes = [sources.reduce_source(kind, _dtype(t), f"umx_reduce_{i}_{t}")
+             for i, kind in enumerate(sources.COMBINE) for t in ("uint8", "int32", "uint64", "int64", "bfloat16",
+                                                                 "float32", "float64")]
+    bf16_sum = codes[4]
+    assert "const unsigned short* __restrict__ x" in bf16_sum and "umx_bf16_load(x[i])" in bf16_sum
+    assert "const unsigned short r = umx_bf16_bits(part[0]);" in bf16_sum
     codes += [sources.narrow_source(char, n, f"umx_narrow_{char}{n}") for char in sources.NARROW_TYPES
               for n in range(1, 9)]
     compile_cuda(in_namespaces(codes))

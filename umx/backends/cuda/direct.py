@@ -136,7 +136,7 @@ class Launcher:
         Its output (of ``shape``, umx Dtype ``dtype``, the input's); None where this does not apply. ``mirror`` and
         ``out`` as for :meth:`run`."""
         n = x.size
-        if not n or not _contiguous(x):
+        if not n or not _contiguous(x) or x.dtype != dtype.np:  # (the kernel reads and writes one type)
             return None
         entry = _kernels.get((kind, dtype, self.device), False)
         if entry is False:
@@ -241,7 +241,7 @@ def _zeroed(nbytes: int, stream: int):
 def _compile_reduce(kind: str, dtype, device: int):
     """Compile (once per device) the full reduction ``kind`` over ``dtype``; None if it cannot be written."""
     entry = None
-    if dtype.name in C_TYPES and dtype.name not in ("float16", "bfloat16", "bool") and dtype.kind != "c":
+    if dtype.name in C_TYPES and dtype.name not in ("float16", "bool") and dtype.kind != "c":
         name = f"umx_reduce_{len(_kernels)}"
         code = reduce_source(kind, dtype, name, _BLOCK)
         try:

@@ -258,8 +258,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node
-        or a full reduction; None where none applies (direct.py's reductions refuse bfloat16). ``mirror``: the
-        kernel's mirror arguments (see ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
+        or a full reduction; None where none applies. ``mirror``: the kernel's mirror arguments (see
+        ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
         if c in ELEMENTWISE:
@@ -278,8 +278,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
     def mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``
         (a hint from the planner), umx's own kernel may compute it, and it is small enough; else None."""
-        if type(n) is not Fused and (n._prim.__class__ not in OWN or _bf16_reduction(n)):
-            return None  # (umx's own kernels would not write a slot taken)
+        if type(n) is not Fused and n._prim.__class__ not in OWN:
+            return None
         devices = self.hints.get(n._seq)
         if devices is None or (devices is not HOST_ONLY and not _reads_on_host(devices)):
             return None
@@ -313,11 +313,6 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self.marks.record(self.done)
-
-
-def _bf16_reduction(n) -> bool:
-    """Whether node ``n`` (of ``OWN``) is a reduction of bfloat16 values: umx's own reductions refuse them."""
-    return n._prim.__class__ not in ELEMENTWISE and n._inputs[0]._dtype is bfloat16
 
 
 def _node_program(n) -> tuple:

@@ -89,10 +89,17 @@ def _load(bits: bool, element: str) -> str:
     return f"umx_bf16_load({element})" if bits else element
 
 
+def _store(bits: bool, value: str) -> str:
+    return f"umx_bf16_bits({value})" if bits else value
+
+
 def reduce_source(kind: str, dtype, name: str, block: int = BLOCK) -> str:
-    """The CUDA C++ of full reduction ``name`` (``kind``: Sum, Mean, Max or Min) over NumPy ``dtype``: each block
-    reduces a strided share, and the block that draws the last ticket reduces the blocks' results in block order."""
+    """The CUDA C++ of full reduction ``name`` (``kind``: Sum, Mean, Max or Min) over ``dtype``: each block
+    reduces a strided share, and the block that draws the last ticket reduces the blocks' results in block order.
+    bfloat16 is read and written as its 16-bit storage and reduced in float (rounded once, at the end)."""
     t = C_TYPES[dtype.name]
+    bits = dtype.name == "bfloat16"
+    stored = "unsigned short" if bits else t
     combine = COMBINE[kind][0 if dtype.kind == "f" else 1]
     from_zero = COMBINE[kind][2]
     start = f"({t})0" if from_zero else "{first}"
@@ -104,16 +111,18 @@ def reduce_source(kind: str, dtype, name: str, block: int = BLOCK) -> str:
   }"""
     return f"""{OWN_PREAMBLE}
 __device__ inline {t} umx_combine({t} a, {t} b) {{ return {combine}; }}
-extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* __restrict__ out, {t}* partials,
-                                  unsigned int* ticket, {t}* mirror, unsigned long long* flag,
+extern "C" __global__ void {name}(const {stored}* __restrict__ x, long long n, {stored}* __restrict__ out,
+                                  {t}* partials, unsigned int* ticket, {stored}* mirror, unsigned long long* flag,
                                   unsigned long long token) {{
   __shared__ {t} part[{block}];
   __shared__ bool last;
   const int k = threadIdx.x;
   const long long stride = (long long)gridDim.x * blockDim.x;
   const long long first = blockIdx.x * (long long)blockDim.x + k;
-  {t} acc = {start.format(first="x[first < n ? first : 0]")};
-  for (long long i = first + {"0" if from_zero else "stride"}; i < n; i += stride) acc = umx_combine(acc, x[i]);
+  {t} acc = {start.format(first=_load(bits, "x[first < n ? first : 0]"))};
+  for (long long i = first + {"0" if from_zero else "stride"}; i < n; i += stride) {{
+    acc = umx_combine(acc, {_load(bits, "x[i]")});
+  }}
   {tree}
   if (gridDim.x > 1) {{
     if (k == 0) {{
@@ -129,7 +138,7 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, long long n, {t}* _
     {tree}
   }}
   if (k == 0) {{
-    {t} r = part[0]{f" / ({t})n" if kind == "Mean" else ""};
+    const {stored} r = {_store(bits, f"part[0]{f' / ({t})n' if kind == 'Mean' else ''}")};
     if (out) out[0] = r;
     else umx_pack(flag, token, r);  // (no output: one small element, packed with the token)
     if (mirror) mirror[0] = r;
