@@ -265,3 +265,67 @@ for m in pkgutil.iter_modules(cuda.__path__):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _regions_of(program) -> list:
+    """The fused regions the CPU backend runs while ``program()`` computes."""
+    from umx.backends.cpu import executor as cpu_executor
+
+    seen = []
+    original = cpu_executor.run_fused
+
+    def recording(f, *args, **kwargs):
+        assert f.program  # (derived from the nodes' inputs, which running the region detaches)
+        seen.append(f)
+        return original(f, *args, **kwargs)
+
+    cpu_executor.run_fused = recording
+    try:
+        with mx.stream(mx.cpu):
+            program()
+    finally:
+        cpu_executor.run_fused = original
+    return seen
+
+
+def _training_step(dtype):
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    mx.random.seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.LayerNorm(32), nn.Linear(32, 32), nn.SiLU(),
+                          nn.RMSNorm(32), nn.Linear(32, 10))
+    model.set_dtype(dtype)
+    opt = optim.AdamW(learning_rate=1e-3)
+    x = mx.random.normal((8, 16)).astype(dtype)
+    y = mx.array(np.arange(8) % 10)
+
+    def loss_fn(model):
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    loss, grads = nn.value_and_grad(model, loss_fn)(model)
+    opt.update(model, grads)
+    mx.eval(loss, model.parameters(), opt.state)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_regions_of_a_training_step_compile(dtype):
+    """Every region a training step makes (forward, backward, AdamW), as the ElementwiseKernel and as umx's own
+    kernel (arrays of the output's size, constants by value) would compile it."""
+    regions = _regions_of(lambda: _training_step(_dtype(dtype)))
+    codes, own = [], []
+    for i, f in enumerate({f.key: f for f in regions}.values()):
+        made = fusion.source(f)
+        if made is not None:
+            codes.append(fusion.PREAMBLE + elementwise_kernel(*made, f"umx_fused_{i}"))
+        leaf_dtypes = [x._dtype for x in f.leaves]
+        kinds = "".join("p" if isinstance(x._data, np.ndarray) else "u" if x._dtype is bfloat16 else "f"
+                        if x._dtype.kind == "f" else "i" for x in f.leaves)
+        if dtype != "float16":  # (umx's own kernels leave float16 to CuPy)
+            lines = fusion.steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes])
+            if lines is not None:
+                own.append(sources.elementwise_source(f"umx_ew_{i}", leaf_dtypes, kinds, lines, f.root._dtype))
+    assert len(codes) >= 5, f"only {len(codes)} fused kernels from {len(regions)} regions"
+    compile_cuda(_CUPY_HEADERS + in_namespaces(codes))
+    if own:
+        compile_cuda(in_namespaces(own))
