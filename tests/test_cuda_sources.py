@@ -36,9 +36,15 @@ def _nvrtc():
     for root in sys.path:  # the CUDA headers (cuda_fp16.h, ...) of NVIDIA's wheels or a toolkit
         includes += sorted(os.path.dirname(h) for h in glob.glob(os.path.join(root, "nvidia", "*", "include",
                                                                                "cuda_fp16.h")))
-    cuda = os.environ.get("CUDA_PATH", "/usr/local/cuda")
-    if os.path.exists(os.path.join(cuda, "include", "cuda_fp16.h")):
-        includes.append(os.path.join(cuda, "include"))
+    try:
+        import cupy
+
+        toolkit = cupy.cuda.get_cuda_path()  # (where CuPy itself finds the headers)
+    except Exception:
+        toolkit = None
+    for cuda in (toolkit, os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if cuda and os.path.exists(os.path.join(cuda, "include", "cuda_fp16.h")):
+            includes.append(os.path.join(cuda, "include"))
     options = ("-arch=compute_90", "--std=c++17", *core._get_cccl_include_options(),
                *(f"-I{d}" for d in includes))
     return nvrtc, options
