@@ -136,7 +136,8 @@ class Launcher:
         Its output (of ``shape``, umx Dtype ``dtype``, the input's); None where this does not apply. ``mirror`` and
         ``out`` as for :meth:`run`."""
         n = x.size
-        if not n or not _contiguous(x) or x.dtype != dtype.np:  # (the kernel reads and writes one type)
+        want = dtype.np
+        if not n or not _contiguous(x) or (x.dtype is not want and x.dtype != want):  # (it reads and writes one type)
             return None
         entry = _kernels.get((kind, dtype, self.device), False)
         if entry is False:

@@ -59,14 +59,11 @@ class Lane:
         prev_device = _runtime.getDevice()
         if prev_device != self.index:
             _runtime.setDevice(self.index)
-        prev_alloc = gmem.use_allocator()
-        prev_stream = cp.cuda.get_current_stream()
-        self.cuda_stream.use()  # (not ``with``: CuPy's stream context restores the null stream, not prev)
+        prev = self._use_stream()
         try:
             WorkerExecutor.run_inline(self, tasks, started)
         finally:
-            prev_stream.use()
-            gmem.restore_allocator(prev_alloc)
+            _restore_stream(prev)
             if prev_device != self.index:
                 _runtime.setDevice(prev_device)
 
@@ -221,9 +218,7 @@ class Lane:
         """``single`` on the caller's thread with this stream's CuPy state set (device already set), the
         caller's restored after; then a spare output for the lane, if ``n`` is small and umx's own (see
         :meth:`_refill`)."""
-        prev_alloc = gmem.use_allocator()
-        prev_stream = cp.cuda.get_current_stream()
-        self.cuda_stream.use()
+        prev = self._use_stream()
         try:
             out = self.single(n, args, mirror)
             if (type(out) is cp.ndarray and n._prim.__class__ in OWN and out.size <= direct.MIRROR_MAX
@@ -231,20 +226,30 @@ class Lane:
                 self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
             return out
         finally:
-            prev_stream.use()
-            gmem.restore_allocator(prev_alloc)
+            _restore_stream(prev)
+
+    def _use_stream(self) -> tuple:
+        """Make this stream and umx's allocator CuPy's current ones on the calling thread (per thread in CuPy);
+        returns the caller's, for :func:`_restore_stream`. (Not ``with``: CuPy's stream context restores the null
+        stream, not the previous one.)"""
+        prev = (gmem.use_allocator(), cp.cuda.get_current_stream())
+        self.cuda_stream.use()
+        return prev
 
     def _refill(self, n) -> None:
         """A new spare output of node ``n``'s shape and dtype, for the lane's next launch of that kind. CuPy's pool
         hands out memory per current stream (a block is reused in its stream's order), so it is allocated with
         this stream current; the lane calls this after its launch, while the GPU runs the kernel."""
-        prev_alloc = gmem.use_allocator()
-        prev_stream = cp.cuda.get_current_stream()
-        self.cuda_stream.use()
+        prev = self._use_stream()
         try:
             self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
         except Exception:  # e.g. the pool's limit: the next launch of this kind allocates its own
             pass
         finally:
-            prev_stream.use()
-            gmem.restore_allocator(prev_alloc)
+            _restore_stream(prev)
+
+
+def _restore_stream(prev: tuple) -> None:
+    """The caller's CuPy stream and allocator again (see ``Lane._use_stream``)."""
+    prev[1].use()
+    gmem.restore_allocator(prev[0])
