@@ -150,3 +150,32 @@ def test_the_cpus_memory_size_is_the_machines_whatever_limit_is_set():
         assert mx.device_info(mx.cpu)["memory_size"] == size > 1 << 20
     finally:
         mx.set_memory_limit(0)
+
+
+
+
+def _faults_of_buffers(count: int, nbytes: int) -> int:
+    """Page faults taken while writing ``count`` NumPy buffers of ``nbytes``, made and freed one after another."""
+    resource = pytest.importorskip("resource")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(count):
+        np.empty(nbytes, np.uint8).fill(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_the_heap_keeps_freed_buffers_for_reuse(limits):
+    from umx.runtime import host_malloc
+
+    if not host_malloc.managed():
+        pytest.skip("umx sets malloc's thresholds on glibc only")
+    # (a fresh buffer faults once per page, or per huge page where the kernel gives NumPy those: at least once)
+    _faults_of_buffers(1, 4 * MB)
+    assert _faults_of_buffers(20, 4 * MB) < 10  # each buffer reuses the pages of the one freed before it
+    assert _faults_of_buffers(5, 64 * MB) >= 5  # (above glibc's ceiling: fresh pages each time)
+    mx.set_cache_limit(0)  # nothing kept: freed pages go back to the system
+    assert _faults_of_buffers(20, 4 * MB) >= 20
+    mx.set_cache_limit(16 * MB)
+    _faults_of_buffers(1, 4 * MB)
+    assert _faults_of_buffers(20, 4 * MB) < 10
+    mx.clear_cache()  # the heap's free pages go back: the next buffer faults its pages in again
+    assert _faults_of_buffers(1, 4 * MB) >= 1

@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from . import host_pool
+from . import host_malloc, host_pool
 from . import tracing as _tracing
 
 __all__ = [
@@ -287,6 +287,8 @@ def set_memory_limit(limit: int) -> int:
     _memory_limit = int(limit)
     for h in _locations.values():
         h.set_limit(_memory_limit)
+    if _cache_limit is None:  # (the cache limit's default follows the memory limit)
+        host_malloc.set_cache_limit(get_memory_limit())
     return prev
 
 
@@ -297,6 +299,9 @@ def get_memory_limit() -> int:
 
 def set_cache_limit(limit: int) -> int:
     """Set the allocator cache limit in bytes, returning the previous one (0: nothing is cached).
+
+    On the host it bounds the pool of large buffers and the freed memory the C library's heap keeps mapped (see
+    ``runtime/host_malloc.py``); on a GPU, the device pool.
 
     Args:
         limit (int): the most bytes of freed buffers kept for reuse; by default the memory limit.
@@ -312,6 +317,7 @@ def set_cache_limit(limit: int) -> int:
     prev = get_memory_limit() if _cache_limit is None else _cache_limit
     _cache_limit = int(limit)
     host_pool.set_limit(_cache_limit)
+    host_malloc.set_cache_limit(_cache_limit)
     return prev
 
 
@@ -323,8 +329,10 @@ def set_wired_limit(limit: int) -> int:
 
 
 def clear_cache() -> None:
-    """Return cached, unused blocks of the host's and the devices' pools to the system."""
+    """Return cached, unused blocks of the host's and the devices' pools, and the heap's free memory, to the
+    system."""
     host_pool.clear()
+    host_malloc.trim()
     for h in _locations.values():
         h.clear_cache()
 
@@ -340,3 +348,6 @@ def physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+host_malloc.set_cache_limit(get_memory_limit())  # (the default cache limit, from the start)
