@@ -237,6 +237,10 @@ POOL_CASES = [
     (nn.MaxPool1d, "max", (3,), (2,), (1,)), (nn.AvgPool1d, "avg", (2,), (1,), (0,)),
     (nn.MaxPool2d, "max", (2, 3), (1, 2), (1, 1)), (nn.AvgPool2d, "avg", (3, 2), (2, 1), (1, 0)),
     (nn.MaxPool3d, "max", (2, 2, 2), (2, 1, 2), (0, 1, 1)), (nn.AvgPool3d, "avg", (2, 1, 2), (1, 1, 2), (1, 0, 0)),
+    # windows that tile the input (a reshape and one reduction), with a remainder no window reads and padding
+    (nn.MaxPool1d, "max", (2,), (2,), (0,)), (nn.AvgPool1d, "avg", (3,), (3,), (1,)),
+    (nn.MaxPool2d, "max", (2, 3), (2, 3), (1, 0)), (nn.AvgPool2d, "avg", (2, 2), (2, 2), (0, 0)),
+    (nn.MaxPool3d, "max", (2, 1, 3), (2, 1, 3), (0, 0, 1)),
 ]
 
 
@@ -250,6 +254,20 @@ def test_pooling(on, rng, cls, op, kernel, stride, padding):
     got = layer(ints)
     assert got.dtype == (mx.int32 if op == "max" else mx.float32)
     assert_close(got, _pool_ref(np.asarray(ints), kernel, stride, padding, op), rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [2, 1], ids=["tiled", "overlapping"])
+def test_max_pooling_ties_share_the_gradient(on, stride):
+    # as in MLX: each window's gradient is split evenly among the elements that tie for its max
+    x = mx.array(np.array([[1, 1, 0], [1, 0, 2], [0, 2, 2]], np.float32).reshape(1, 3, 3, 1))
+    g = mx.grad(lambda x: nn.MaxPool2d(2, stride=stride)(x).sum())(x)
+    windows = [(r, c) for r in range(0, 2, stride) for c in range(0, 2, stride)]
+    ref = np.zeros((3, 3))
+    xs = np.asarray(x)[0, :, :, 0]
+    for r, c in windows:
+        w = xs[r:r + 2, c:c + 2]
+        ref[r:r + 2, c:c + 2] += (w == w.max()) / (w == w.max()).sum()
+    assert_close(g[0, :, :, 0], ref, rtol=1e-6)
 
 
 def test_pooling_defaults_and_errors():

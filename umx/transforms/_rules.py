@@ -174,6 +174,10 @@ def _reduce_vjp(self, primals, cotangents, outputs):
     x = primals[0]
     if x._dtype is dt.bool_:
         return [None]
+    if isinstance(self, (Max, Min)):  # the share of each tie taken on the reduced shape: one full-size product
+        mask = m.equal(x, _keep(outputs[0], x, self.axes, self.keepdims)).astype(x.dtype)
+        share = _keep(cotangents[0], x, self.axes, self.keepdims) / m.sum(mask, axis=self.axes, keepdims=True)
+        return [mask * share]
     w = _weights(self, x, outputs[0])
     if x._dtype.kind == "c":
         w = m.conjugate(w)

@@ -1,14 +1,16 @@
 """Max and average pooling over 1, 2 or 3 spatial axes of channels-last inputs (``NLC``, ``NHWC``, ``NDHWC``).
 
-A window's reduction is taken over the strided slices of the (padded) input, one slice per position in the
-window, so the pooling is made of slicing and elementwise ops that every transform handles.
+Windows that tile the input (stride equal to the kernel, MLX's default) are a reshape of the (padded, cropped)
+input and one reduction over the window's axes: one op forward and one backward. Other windows are the strided
+slices of the padded input, one per position in the window, stacked on a last axis and reduced over it. Either
+way the pooling is made of ops every transform handles, and the elements that tie for a window's max share its
+gradient, as in MLX.
 """
 
 from __future__ import annotations
 
 import itertools
-import operator
-from functools import reduce
+import math
 
 import umx as mx
 from umx.nn.layers.base import Module
@@ -25,7 +27,7 @@ def _tuple(value, n: int, name: str) -> tuple:
 
 class _Pool(Module):
     _ndim: int
-    _combine = None  # the pairwise reduction of window elements
+    _reduce = None  # the reduction of a window's elements, over axes
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -45,8 +47,8 @@ class _Pool(Module):
     def _pad_value(self, dtype):
         return 0
 
-    def _windows(self, x: mx.array):
-        """The padded input's strided slices, one per position in the window."""
+    def _padded(self, x: mx.array):
+        """``(x padded, output sizes)`` after checking the input's rank and the window's fit."""
         n = self._ndim
         if x.ndim != n + 2:
             raise ValueError(f"{type(self).__name__} expects inputs with {n + 2} dimensions (batch, {n} spatial, "
@@ -59,19 +61,37 @@ class _Pool(Module):
         if any(o <= 0 for o in outs):
             raise ValueError(f"{type(self).__name__}: the window {self._kernel_size} does not fit the padded "
                              f"spatial shape {sizes}")
+        return x, outs
+
+    def _tiled(self, x: mx.array, outs: list):
+        """The windows' reduction when they tile the input: a reshape that gives each window axes of its own."""
+        kernel = self._kernel_size
+        if any(o * k != size for o, k, size in zip(outs, kernel, x.shape[1:-1])):  # a remainder no window reads
+            x = x[(slice(None), *(slice(0, o * k) for o, k in zip(outs, kernel)))]
+        shape = [x.shape[0]]
+        for o, k in zip(outs, kernel):
+            shape += [o, k]
+        x = x.reshape(*shape, x.shape[-1])
+        return type(self)._reduce(x, axis=tuple(range(2, 2 * self._ndim + 1, 2)))
+
+    def _windows(self, x: mx.array, outs: list):
+        """The padded input's strided slices, one per position in the window."""
         for offset in itertools.product(*(range(k) for k in self._kernel_size)):
             index = tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, self._stride, outs))
             yield x[(slice(None), *index)]
 
     def __call__(self, x):
-        return self._finish(reduce(type(self)._combine, self._windows(x)))
+        x, outs = self._padded(x)
+        if self._stride == self._kernel_size:
+            return self._finish(self._tiled(x, outs))
+        return self._finish(type(self)._reduce(mx.stack(list(self._windows(x, outs)), axis=-1), axis=-1))
 
     def _finish(self, total):
         return total
 
 
 class _MaxPool(_Pool):
-    _combine = staticmethod(mx.maximum)
+    _reduce = staticmethod(mx.max)
 
     def _pad_value(self, dtype):
         if mx.issubdtype(dtype, mx.inexact):
@@ -80,7 +100,7 @@ class _MaxPool(_Pool):
 
 
 class _AvgPool(_Pool):
-    _combine = staticmethod(operator.add)
+    _reduce = staticmethod(mx.sum)
 
     def __call__(self, x):
         # integer inputs average to float32; the sum is taken in that type so that it cannot overflow
@@ -90,7 +110,7 @@ class _AvgPool(_Pool):
 
     def _finish(self, total):
         # padded positions count in the window's size, as PyTorch's default (count_include_pad)
-        return total / reduce(operator.mul, self._kernel_size)
+        return total / math.prod(self._kernel_size)
 
 
 def _pool_class(name: str, base: type, ndim: int, what: str) -> type:
