@@ -198,3 +198,31 @@ def test_sum_mean_var_over_leading_axes(device, rng, shape, axes, dtype, keepdim
             got = mx.var(a, axis=axes, keepdims=keepdims, ddof=ddof, stream=device)
             assert_close(got, np.var(x64, axis=axes, keepdims=keepdims, ddof=ddof), **tol)
             assert got.dtype == a.dtype
+
+
+@pytest.mark.parametrize("shape,axes", [((32, 16, 2, 16, 2, 8), (2, 4)), ((4096, 4), (1,)), ((512, 3, 8), (1,)),
+                                        ((2, 1024, 5), (0, 2)), ((1, 2048, 2), (0, 2)), ((3, 700, 1), (2, 0))])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.uint8])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions_over_short_axes(device, rng, shape, axes, name, dtype, keepdims):
+    # a few elements into each of many results: on the CPU a chain of binary ops over slices (NumPy reduces such
+    # axes a few elements per loop call); the values of NumPy's reduction, NaN where a reduced element is NaN
+    if np.dtype(dtype).kind == "f":
+        x = rng.standard_normal(shape).astype(dtype)
+        x.flat[[5, 77]] = [np.nan, np.inf]
+    else:
+        x = rng.integers(0, 4, shape).astype(dtype)
+    if name == "mean" and np.dtype(dtype).kind != "f":
+        return
+    a = mx.array(x, dtype=mx.float64) if dtype is np.float64 else mx.array(x)
+    got = getattr(mx, name)(a, axis=axes, keepdims=keepdims, stream=device)
+    with np.errstate(all="ignore"):
+        ref = getattr(np, name)(x.astype(np.float64) if x.dtype.kind == "f" else x, axis=axes, keepdims=keepdims)
+    assert got.shape == ref.shape
+    if np.dtype(dtype).kind == "f":
+        tol = 1e-5 if dtype is np.float32 else 1e-12
+        assert_close(got, ref, rtol=tol, atol=tol)
+    else:
+        assert got.dtype == mx.array(ref).dtype or name in ("sum", "prod")
+        np.testing.assert_array_equal(np.asarray(got), ref.astype(np.asarray(got).dtype))

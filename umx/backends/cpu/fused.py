@@ -29,6 +29,7 @@ from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import CORES, workers
 from ..xp.elementwise import PLAIN_UFUNC
+from . import fold
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
@@ -163,6 +164,10 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
             arrivals.pop(i)(0, leaves[i].nbytes)
         leaves[i] = widen_bf16(np, leaves[i])
     root = f.root
+    if out is None and not arrivals and len(root._shape) > 1:
+        folded = _run_folded(steps, chain, leaves, root._shape)
+        if folded is not None:
+            return folded if folded.dtype is root._dtype.np else folded.astype(root._dtype.np)
     if donate and donors and out is None:
         gift = _donor(f, donors)
         if gift is not None and not traced():
@@ -185,6 +190,24 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if out.dtype is not want and out.dtype != want:  # a NumPy loop chose another dtype: MLX's is declared
         out = out.astype(want)
     return out
+
+
+def _run_folded(steps, chain, leaves: list, shape: tuple):
+    """The region's result computed on leaves folded into long rows (see fold.py), or None where that does not
+    apply (no leaf broadcast along a short last run, a small result)."""
+    size = 1
+    for d in shape:
+        size *= d
+    if size < fold.MIN_SIZE:
+        return None
+    folding = fold.plan([x.shape if x.__class__ is np.ndarray else () for x in leaves], shape)
+    if folding is None:
+        return None
+    xs = fold.operands(leaves, shape, folding)
+    if xs is None:
+        return None
+    out = _run_chain(chain, xs) if chain is not None else _run_program(steps, xs)
+    return out.reshape(shape)
 
 
 def _donors(f, steps, chain) -> tuple:

@@ -1,0 +1,71 @@
+"""Elementwise work with a short broadcast operand (a channel vector against NHWC activations), which the CPU
+backend folds into long rows: the same bits as NumPy's broadcasting, in lone ops and fused regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import umx as mx
+from umx.backends.cpu import fold
+
+
+def test_plan():
+    assert fold.plan([(32, 32, 32, 8), (8,)], (32, 32, 32, 8)) == (32768 // 32, 32, 8)  # rows of 32 * 8
+    assert fold.plan([(1, 1, 1, 8), (), (32, 32, 32, 8)], (32, 32, 32, 8)) == (1024, 32, 8)
+    assert fold.plan([(64, 3, 5), (3, 5)], (64, 3, 5)) == (2, 32, 15)  # (a divisor of 64: 32 * 15 >= 256)
+    assert fold.plan([(32768, 8), (8,)], (32768, 8)) == (1024, 32, 8)  # (not one row of the whole array)
+    assert fold.plan([(4099, 8), (8,)], (4099, 8)) is None  # (a prime: rows would be the whole array)
+    assert fold.plan([(6, 7, 2), (2,)], (6, 7, 2)) == (1, 42, 2)
+    assert fold.plan([(4096, 128), (128,)], (4096, 128)) is None  # a long run: NumPy's loops are fine
+    assert fold.plan([(8, 2, 8), (8, 1, 8)], (8, 2, 8)) is None  # broadcast inside: no rows to fold
+    assert fold.plan([(8, 4, 3), (4, 3), (3,)], (8, 4, 3)) is None  # two different runs
+    assert fold.plan([(8, 4, 3), (8, 4, 3)], (8, 4, 3)) is None  # nothing broadcast
+
+
+def _case(draw_shape, run_axes: int, rng):
+    x = rng.standard_normal(draw_shape).astype(np.float32)
+    v = rng.standard_normal(draw_shape[len(draw_shape) - run_axes:]).astype(np.float32)
+    return x, v
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(lead=st.lists(st.integers(1, 40), min_size=1, max_size=3), tail=st.lists(st.integers(1, 9), min_size=1,
+                                                                                 max_size=2),
+       op=st.sampled_from(["add", "subtract", "multiply", "divide", "maximum", "greater"]),
+       swap=st.booleans(), ones=st.booleans(), seed=st.integers(0, 2**16))
+def test_lone_ops_match_numpy(lead, tail, op, swap, ones, seed):
+    rng = np.random.default_rng(seed)
+    shape = (*lead, 64, *tail)  # (64 rows at least: big enough to fold where the run is short)
+    x, v = _case(shape, len(tail), rng)
+    if ones:
+        v = v.reshape((1,) * (len(shape) - v.ndim) + v.shape)
+    a, b = (v, x) if swap else (x, v)
+    got = getattr(mx, op)(mx.array(a), mx.array(b), stream=mx.cpu)
+    with np.errstate(all="ignore"):
+        ref = getattr(np, op)(a, b)
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(np.asarray(got), ref)  # (bit for bit: the same values, the same order)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32, 8), (16, 9, 9, 3), (2, 64, 64, 1), (100, 300, 5)])
+def test_fused_regions_match_numpy(rng, shape):
+    # a batch norm's normalization and its gradient's terms: regions whose leaves are channel vectors
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[-1]
+    mean, scale, w, b = (rng.standard_normal(c).astype(np.float32) for _ in range(4))
+    mx_x, mx_mean, mx_scale, mx_w, mx_b = (mx.array(t) for t in (x, mean, scale, w, b))
+    got = ((mx_x - mx_mean) * mx_scale * mx_w + mx_b)
+    relu = mx.where(got > 0, got, 0.0)
+    ref = (x - mean) * scale * w + b
+    np.testing.assert_array_equal(np.asarray(got), ref)
+    np.testing.assert_array_equal(np.asarray(relu), np.where(ref > 0, ref, np.float32(0)))
+
+
+def test_non_contiguous_operand_is_not_folded(rng):
+    x = rng.standard_normal((64, 64, 8)).astype(np.float32)
+    t = mx.transpose(mx.array(x), (1, 0, 2))  # (a view where the backend keeps one: rows are no view of it)
+    v = rng.standard_normal(8).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(t * mx.array(v)), x.transpose(1, 0, 2) * v)
