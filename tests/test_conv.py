@@ -230,6 +230,23 @@ def test_chunked_lowerings_agree(rng):
                 np.testing.assert_allclose(convolution(np, prim, x, w, budget), want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stride, lo, hi, kd, idil", [
+    ((1, 1), (1, 1), (1, 1), (1, 1), (1, 1)), ((2, 1), (0, 1), (1, 0), (1, 2), (1, 1)),
+    ((1, 2), (2, 0), (0, 1), (2, 1), (2, 1)), ((1, 1), (-1, 0), (0, -1), (1, 1), (1, 1))])
+def test_weight_gradients_gathered_in_the_inputs_order(rng, stride, lo, hi, kd, idil):
+    # a weight gradient's input is the forward's input with batch and channels swapped (a transposed view); the
+    # CPU gathers its windows in the memory's order, in chunks of the contracted axis: the same values
+    forward_x = rng.standard_normal((5, 9, 8, 3))  # (N, H, W, C), contiguous
+    x = forward_x.transpose(3, 1, 2, 0)  # (C, H, W, N): N, the contracted axis, strided
+    w = rng.standard_normal((4, 7, 5, 5))  # (O, *kernel larger than the output, N)
+    prim = Convolution(stride, lo, hi, kd, idil, 1, False)
+    want = direct(x, w, stride, lo, hi, kd, idil, 1, False)
+    for budget in (1, 2000, 1 << 30):
+        got = convolution(np, prim, x, w, budget, input_order=True)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        assert got.flags.c_contiguous
+
+
 # -- errors ----------------------------------------------------------------------------------------------------
 def test_errors():
     x, w = mx.ones((2, 8, 3)), mx.ones((4, 3, 3))

@@ -124,7 +124,7 @@ def _mean(prim, x):
 
 
 def _convolution(prim, x, w):
-    return xp_conv.convolution(np, prim, x, w, CONV_BUDGET)
+    return xp_conv.convolution(np, prim, x, w, CONV_BUDGET, input_order=True)
 
 
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}

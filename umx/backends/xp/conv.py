@@ -37,9 +37,10 @@ def _convolution(xp, prim, x, w):
     return convolution(xp, prim, x, w)
 
 
-def convolution(xp, prim: Convolution, x, w, budget: int | None = None):
+def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
-    bytes (default ``BUDGET``)."""
+    bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
+    memory order (see ``_windows_by_input``)."""
     budget = BUDGET if budget is None else budget
     dtype = x.dtype
     work = xp.float32 if dtype == xp.float16 else dtype
@@ -58,8 +59,14 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None):
     if dilated and not depthwise and all(s == 1 for s in prim.stride) and math.prod(kernel_shape) <= SCATTER_TAPS:
         out = _scatter(xp, prim, x, w, out_shape, budget)
     else:
-        padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation)
-        lower = _taps if depthwise else _windows
+        padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
+        if depthwise:
+            lower = _taps
+        elif (input_order and prim.groups == 1 and _wide(padded, w, out_shape)
+              and padded.strides[-1] != padded.itemsize):
+            lower = _windows_by_input
+        else:
+            lower = _windows
         out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget)
     return out.astype(dtype, copy=False)
 
@@ -72,8 +79,9 @@ def _kept(lo: int, step: int, size: int, first: int, stop: int) -> tuple:
     return j0, j1
 
 
-def _padded(xp, x, lo: tuple, hi: tuple, dilation: tuple):
-    """``x`` dilated and padded along its spatial axes (a view of ``x`` where that only crops it)."""
+def _padded(xp, x, lo: tuple, hi: tuple, dilation: tuple, keep_order: bool = False):
+    """``x`` dilated and padded along its spatial axes (a view of ``x`` where that only crops it); with
+    ``keep_order``, laid out in memory in the order of ``x``'s axes there."""
     if all(d == 1 for d in dilation) and all(p <= 0 for p in lo + hi):
         return x[(slice(None),) + tuple(slice(-a, s + b) for a, b, s in zip(lo, hi, x.shape[1:-1])) + (slice(None),)]
     sizes, src, dst = [], [], []
@@ -84,7 +92,13 @@ def _padded(xp, x, lo: tuple, hi: tuple, dilation: tuple):
         j1 = max(j0, j1)
         src.append(slice(j0, j1))
         dst.append(slice(lo[a] + j0 * dilation[a], lo[a] + j1 * dilation[a], dilation[a]))
-    out = xp.zeros((x.shape[0], *sizes, x.shape[-1]), x.dtype)
+    shape = (x.shape[0], *sizes, x.shape[-1])
+    if keep_order:
+        order = sorted(range(x.ndim), key=lambda a: -x.strides[a])  # (outermost first)
+        out = xp.zeros(tuple(shape[a] for a in order), x.dtype).transpose(tuple(order.index(a)
+                                                                            for a in range(x.ndim)))
+    else:
+        out = xp.zeros(shape, x.dtype)
     out[(slice(None), *dst, slice(None))] = x[(slice(None), *src, slice(None))]
     return out
 
@@ -146,6 +160,36 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
             else:
                 flat[...] = prod_
     return out
+
+
+def _wide(x, w, out_shape: tuple) -> bool:
+    """Whether the kernel is larger than the output (a weight gradient's: the forward's output is its kernel)."""
+    return math.prod(w.shape[1:-1]) > math.prod(out_shape[1:-1])
+
+
+def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+    """The windows lowering of a weight gradient (one group) whose input's channel axis, the one the product
+    contracts, is a batch axis transposed there (strided in memory). ``_windows`` would gather along it an
+    element at a time; here the windows are gathered in the input's memory order, with the output's batch
+    (the forward's input channels) innermost: the forward convolution's own im2col, the product contracting
+    its rows. Chunks run over the contracted axis, accumulating."""
+    n, *out_sp, o = out_shape
+    k_sp, c = w.shape[1:-1], w.shape[-1]
+    nd = len(k_sp)
+    s = x.strides
+    taps, positions = math.prod(k_sp), math.prod(out_sp)
+    view = xp.lib.stride_tricks.as_strided(  # (c, *kernel, *output positions, n)
+        x, (c, *k_sp, *out_sp, n),
+        (s[-1], *(s[1 + a] * dilation[a] for a in range(nd)), *(s[1 + a] * stride[a] for a in range(nd)), s[0]))
+    weights = w.transpose(nd + 1, *range(1, nd + 1), 0).reshape(c * taps, o)  # (c, *kernel, o): the windows' rows
+    step = max(1, budget // max(1, taps * positions * n * x.itemsize))
+    acc = None
+    for c0 in range(0, c, step):
+        c1 = min(c, c0 + step)
+        cols = view[c0:c1].reshape((c1 - c0) * taps, positions * n)
+        part = xp.matmul(cols.T, weights[c0 * taps:c1 * taps])
+        acc = part if acc is None else xp.add(acc, part, out=acc)
+    return xp.ascontiguousarray(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
 def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
