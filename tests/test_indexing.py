@@ -166,6 +166,30 @@ def test_at_updates_repeated_indices(device, rng, name, ufunc):
     assert_close(out, ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("spread", ["uniform", "one hot index", "negative"])
+def test_sums_into_rows_match_numpy(device, rng, dtype, spread):
+    # an embedding's gradient: many rows summed into a table's rows, repeated indices accumulating (the CPU adds
+    # them a level of repetition at a time); NumPy's add.at in float64 is the reference
+    table = rng.standard_normal((300, 3, 4)).astype(dtype) if dtype != np.int32 else \
+        rng.integers(-5, 5, (300, 3, 4)).astype(dtype)
+    idx = rng.integers(0, 300, (40, 25))
+    if spread == "one hot index":
+        idx[:, :20] = 7  # 800 rows into row 7, the rest spread
+    elif spread == "negative":
+        idx = idx - 300
+    vals = (rng.standard_normal((40, 25, 3, 4)) * 4).astype(dtype)
+    want = table.astype(np.float64)
+    np.add.at(want, idx, vals.astype(np.float64))
+    as_mx = dict(dtype=mx.float64) if dtype == np.float64 else {}  # (MLX's default makes float64 data float32)
+    got = mx.array(table, **as_mx).at[mx.array(idx.astype(np.int32))].add(mx.array(vals, **as_mx), stream=device)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert_close(got, want, rtol=tol, atol=tol)
+    with pytest.raises((IndexError, ValueError)):
+        mx.eval(mx.array(table).at[mx.array(np.full(100, 300, np.int32))].add(mx.array(vals[0, :4].repeat(25, 0)),
+                                                                           stream=device))
+
+
 def test_at_scalars_and_slices(device):
     z = mx.zeros(3)
     assert z.at[mx.array([0, 0])].add(1).tolist() == [2.0, 0.0, 0.0]
