@@ -257,6 +257,8 @@ rules(All, Any, ArgReduce, ArgSort, ArgPartition, SearchSorted, vjp=none_vjp, jv
 # -- indexing ------------------------------------------------------------------------------------------------
 def _gather_vjp(self, primals, cotangents, outputs):
     x, *idx = primals  # (indices computed from a differentiated input are refused by the walk: _check_indices)
+    if self.key == (Ellipsis,):  # the whole array (``array.alias``'s view node): the cotangent as it is
+        return [cotangents[0]]
     zeros = m.zeros_like(x)
     return [node(Scatter(self.key, "add"), (zeros, cotangents[0], *idx), x._shape, x._dtype, _stream())]
 
