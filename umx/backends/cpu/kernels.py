@@ -95,7 +95,9 @@ def _var(prim, x):
         return np.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
     rows = math.prod(x.shape[:len(prim.axes)])
     np.true_divide(m, rows, out=m)
-    d = np.subtract(x, m)
+    d = fold.binary(np.subtract, x, m) if x.size >= fold.MIN_SIZE else None  # (m: a short row, broadcast)
+    if d is None:
+        d = np.subtract(x, m)
     np.multiply(d, d, out=d)
     s = _leading_sum(d, prim.axes, prim.keepdims)
     with np.errstate(divide="ignore", invalid="ignore"):  # (ddof >= rows: inf or NaN, as numpy.var gives)
