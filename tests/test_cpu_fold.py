@@ -50,7 +50,8 @@ def test_lone_ops_match_numpy(lead, tail, op, swap, ones, seed):
     np.testing.assert_array_equal(np.asarray(got), ref)  # (bit for bit: the same values, the same order)
 
 
-@pytest.mark.parametrize("shape", [(32, 32, 32, 8), (16, 9, 9, 3), (2, 64, 64, 1), (100, 300, 5)])
+@pytest.mark.parametrize("shape", [(32, 32, 32, 8), (16, 9, 9, 3), (2, 64, 64, 1), (100, 300, 5),
+                                   (64, 64, 64, 8)])  # (2M elements: blocks of rows on each core)
 def test_fused_regions_match_numpy(rng, shape):
     # a batch norm's normalization and its gradient's terms: regions whose leaves are channel vectors
     x = rng.standard_normal(shape).astype(np.float32)
@@ -69,3 +70,13 @@ def test_non_contiguous_operand_is_not_folded(rng):
     t = mx.transpose(mx.array(x), (1, 0, 2))  # (a view where the backend keeps one: rows are no view of it)
     v = rng.standard_normal(8).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(t * mx.array(v)), x.transpose(1, 0, 2) * v)
+
+
+def test_bfloat16_regions_split_by_rows_match_per_step_rounding(rng):
+    x = mx.array(rng.standard_normal((64, 64, 64, 8)).astype(np.float32)).astype(mx.bfloat16)
+    v = mx.array(rng.standard_normal(8).astype(np.float32)).astype(mx.bfloat16)
+    got = (x - v) * v
+    step = (x.astype(mx.float32) - v.astype(mx.float32)).astype(mx.bfloat16)  # (each step rounds to bfloat16)
+    want = (step.astype(mx.float32) * v.astype(mx.float32)).astype(mx.bfloat16)
+    assert got.dtype == mx.bfloat16
+    np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32)))

@@ -165,7 +165,7 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
         leaves[i] = widen_bf16(np, leaves[i])
     root = f.root
     if out is None and not arrivals and len(root._shape) > 1:
-        folded = _run_folded(steps, chain, leaves, root._shape)
+        folded = _run_folded(steps, chain, leaves, root._shape, root._dtype.np)
         if folded is not None:
             return folded if folded.dtype is root._dtype.np else folded.astype(root._dtype.np)
     if donate and donors and out is None:
@@ -192,7 +192,7 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     return out
 
 
-def _run_folded(steps, chain, leaves: list, shape: tuple):
+def _run_folded(steps, chain, leaves: list, shape: tuple, root_dtype):
     """The region's result computed on leaves folded into long rows (see fold.py), or None where that does not
     apply (no leaf broadcast along a short last run, a small result)."""
     size = 1
@@ -206,8 +206,31 @@ def _run_folded(steps, chain, leaves: list, shape: tuple):
     xs = fold.operands(leaves, shape, folding)
     if xs is None:
         return None
+    if size >= SPLIT_MIN_SIZE and CORES > 1:
+        return _run_split_rows(steps, xs, folding, root_dtype).reshape(shape)
     out = _run_chain(chain, xs) if chain is not None else _run_program(steps, xs)
     return out.reshape(shape)
+
+
+def _run_split_rows(steps, xs: list, folding: tuple, dtype):
+    """A folded region's result (see fold.py) computed a block of rows per core."""
+    rows, k, run = folding
+    width = k * run
+    out = host_pool.empty((rows, width), dtype)
+    step = max(-(-rows // CORES), -(-(1 << 16) // width))  # (as _run_split: a chunk per core, not tiny ones)
+
+    def work(r0: int) -> None:
+        r1 = min(r0 + step, rows)
+        vals = [x[r0:r1] if x.__class__ is np.ndarray and x.ndim == 2 else x for x in xs]
+        _run_program(steps, vals, out=out[r0:r1])
+
+    starts = range(0, rows, step)
+    futures = [workers().submit(work, r0) for r0 in starts[1:]]
+    with np.errstate(all="ignore"):
+        work(0)
+    for f in futures:
+        f.result()
+    return out
 
 
 def _donors(f, steps, chain) -> tuple:
