@@ -8,7 +8,8 @@ would pay for the pages they write, again and again (bench/train.py shows the co
 
 So on glibc umx sets the mmap threshold to glibc's own ceiling for it (32 MiB) and the trim threshold to the
 cache limit (``mx.set_cache_limit``, at most ``HEAP_CACHE_MAX``): freed memory up to that much stays mapped for
-the next buffer, as a GPU allocator's cache does. ``mx.set_cache_limit(0)`` puts back glibc's starting values and
+the next buffer, as a GPU allocator's cache does (glibc applies the trim threshold to each of its arenas: the
+main one and those of threads that allocate). ``mx.set_cache_limit(0)`` puts back glibc's starting values and
 ``mx.clear_cache()`` trims the heap. Set ``UMX_HOST_MALLOC=system`` (or any of glibc's own malloc settings, in
 ``MALLOC_*_`` variables or ``GLIBC_TUNABLES``) and umx leaves the allocator as it is.
 """
