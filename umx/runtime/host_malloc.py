@@ -4,7 +4,8 @@ NumPy takes array buffers from ``malloc``. glibc serves a buffer above its mmap 
 returns the free top of its heap to the system once it passes the trim threshold; both start at 128 KiB and move
 only as buffers come and go. A training step frees and asks again for buffers of a few MiB each time, so every
 step would fault in megabytes of new pages, each page zeroed by the kernel on first touch: the step's kernels
-would pay for the pages they write, again and again (bench/train.py shows the cost on the CPU rows).
+would pay for the pages they write, again and again (bench/train.py's CPU rows with ``UMX_HOST_MALLOC=system``
+show the cost).
 
 So on glibc umx sets the mmap threshold to glibc's own ceiling for it (32 MiB) and the trim threshold to the
 cache limit (``mx.set_cache_limit``, at most ``HEAP_CACHE_MAX``): freed memory up to that much stays mapped for
@@ -39,7 +40,7 @@ def _libc():
         return None
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # (TypeError: Windows, where there is no process-wide library to open)
         return None
     # (only glibc has gnu_get_libc_version: musl's mallopt is a stub)
     return libc if all(hasattr(libc, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")) else None

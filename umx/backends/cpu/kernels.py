@@ -219,7 +219,8 @@ def _folding(kernel, ufunc):
     least = fold.MIN_SIZE
 
     def run(prim, x, y):
-        if x.shape != y.shape and (x.size >= least or y.size >= least):
+        if (x.__class__ is np.ndarray and y.__class__ is np.ndarray and x.shape != y.shape
+                and (x.size >= least or y.size >= least)):
             out = fold.binary(ufunc, x, y)
             if out is not None:
                 return out
