@@ -6,6 +6,7 @@ import numpy as np
 
 from ... import backends
 from ...dtypes import bfloat16
+from ...primitives.linalg import Matmul
 from ...runtime import memory
 from ...runtime.executor import (
     Failure,
@@ -20,6 +21,7 @@ from ...runtime.executor import (
 from ...runtime.fusion import Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
+from . import bf16 as bf16_kernels
 from .donate import FINISHED
 from .donate import make_table as donations
 from .fused import run_fused
@@ -28,6 +30,8 @@ from .reduce_split import split_reductions
 
 KERNELS = split_reductions(make_table())
 GIFTS = donations(KERNELS)
+#: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
+BF16_STORAGE = {Matmul: bf16_kernels.matmul}
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 
@@ -175,7 +179,9 @@ class CpuExecutor(WorkerExecutor):
                             if a._dtype is not bf16 and b._dtype is not bf16:
                                 out = k(n._prim, a._data, b._data)
                             else:
-                                out = k(n._prim, *kernel_args(n._prim, ins, [a._data, b._data], np))
+                                own = BF16_STORAGE.get(n._prim.__class__) if a._dtype is b._dtype else None
+                                if own is None or (out := own(a._data, b._data)) is None:
+                                    out = k(n._prim, *kernel_args(n._prim, ins, [a._data, b._data], np))
                         else:
                             out = k(n._prim, *kernel_args(n._prim, ins, [x._data for x in ins], np))
                 except Exception as e:  # Ctrl-C and exits propagate (see run_inline): they are no op's failure

@@ -1,0 +1,53 @@
+"""bfloat16 products on the CPU that read the weight's storage a block of rows at a time (a decode step's linear
+layers): the same values as the product of the widened operands, on one core and split across cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import umx as mx
+from umx.backends.cpu import bf16 as bf16_kernels
+
+
+@pytest.fixture
+def small_thresholds(monkeypatch):
+    # the blocked path at test sizes: blocks of a few rows, weights split from a few thousand elements
+    monkeypatch.setattr(bf16_kernels, "WEIGHT_MIN", 1 << 10)
+    monkeypatch.setattr(bf16_kernels, "BLOCK", 1 << 9)
+    monkeypatch.setattr(bf16_kernels, "SPLIT_MIN", 1 << 11)
+    calls = []
+    real = bf16_kernels.matmul
+
+    def counted(x, y):
+        out = real(x, y)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(bf16_kernels, "matmul", counted)
+    from umx.backends.cpu import executor
+
+    monkeypatch.setitem(executor.BF16_STORAGE, next(iter(executor.BF16_STORAGE)), counted)
+    return calls
+
+
+@pytest.mark.parametrize("lead", [(1,), (1, 1), (8,), (2, 3), (9,)], ids=str)
+@pytest.mark.parametrize("n, k", [(300, 64), (77, 130), (1000, 8)])
+def test_products_read_in_blocks_match_widened(rng, small_thresholds, lead, n, k):
+    w = mx.array(rng.standard_normal((n, k)).astype(np.float32)).astype(mx.bfloat16)
+    x = mx.array(rng.standard_normal((*lead, k)).astype(np.float32)).astype(mx.bfloat16)
+    got = x @ w.T
+    wide = np.asarray(x.astype(mx.float32)).astype(np.float64) @ np.asarray(w.astype(mx.float32)).astype(np.float64).T
+    assert got.dtype == mx.bfloat16 and got.shape == (*lead, n)
+    # (float32 accumulation, rounded once to bfloat16: within bfloat16's half step of the exact product)
+    np.testing.assert_allclose(np.asarray(got.astype(mx.float32)), wide, rtol=2 ** -8, atol=1e-5 * np.sqrt(k))
+    assert small_thresholds == [int(np.prod(lead)) <= bf16_kernels.ROWS_MAX]  # (9 rows: the widened product)
+
+
+def test_other_layouts_take_the_widened_product(rng, small_thresholds):
+    w = mx.array(rng.standard_normal((64, 300)).astype(np.float32)).astype(mx.bfloat16)  # (K, N), row-major
+    x = mx.array(rng.standard_normal((1, 64)).astype(np.float32)).astype(mx.bfloat16)
+    got = x @ w
+    ref = (x.astype(mx.float32) @ w.astype(mx.float32)).astype(mx.bfloat16)
+    np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), np.asarray(ref.astype(mx.float32)))
+    assert small_thresholds == [False]

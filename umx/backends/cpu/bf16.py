@@ -1,0 +1,65 @@
+"""CPU kernels that read bfloat16's storage directly, where widening a whole input first costs more than the op.
+
+Other kernels get bfloat16 inputs widened to float32 by the executor (``runtime.executor.kernel_args``). A
+matrix-vector product (a decode step's every linear layer) would then write a float32 copy of the whole weight
+and read it back: three times the bytes of the weight itself, for a product whose speed is the bytes it reads.
+Here the weight is widened a block of rows at a time into a buffer that stays in cache, each block's product
+taken at once, and large weights split across cores (the widening, not the product, is the work).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...runtime.threads import CORES, workers
+
+#: products with at most this many rows on the left read the weight in blocks
+ROWS_MAX = 8
+#: ... when the weight has at least this many elements (smaller: widened whole, it stays in the caches)
+WEIGHT_MIN = 1 << 22
+#: the elements of one widened block (float32: 2 MiB, about a core's L2 cache; fewer, larger blocks cost less Python)
+BLOCK = 1 << 19
+#: weights of at least this many elements are split across cores
+SPLIT_MIN = 1 << 22
+
+
+def matmul(x: np.ndarray, y: np.ndarray):
+    """``x @ y`` in float32 for bfloat16 storage ``x`` (``(..., K)``, at most ``ROWS_MAX`` rows) and ``y``
+    (``(K, N)``, a transposed view of a contiguous ``(N, K)`` weight, as ``x @ w.T`` gives); None where the shapes
+    or layouts are others'."""
+    if y.ndim != 2 or x.ndim < 1 or y.size < WEIGHT_MIN or x.shape[-1] != y.shape[0]:
+        return None
+    w = y.T
+    if not w.flags.c_contiguous:
+        return None
+    k = x.shape[-1]
+    m = x.size // k if k else 0
+    if m == 0 or m > ROWS_MAX:
+        return None
+    n = w.shape[0]
+    xf = (x.reshape(m, k).astype(np.uint32) << np.uint32(16)).view(np.float32)
+    out = np.empty((n, m), np.float32)  # (rows of w's products: each block writes contiguous rows)
+    step = max(1, BLOCK // k)
+    parts = min(CORES, w.size // SPLIT_MIN) if CORES > 1 else 1
+    if parts > 1:
+        per = -(-n // parts)
+        per = -(-per // step) * step
+        futures = [workers().submit(_rows, w, xf, out, r0, min(n, r0 + per), step) for r0 in range(per, n, per)]
+        _rows(w, xf, out, 0, min(n, per), step)
+        for f in futures:
+            f.result()
+    else:
+        _rows(w, xf, out, 0, n, step)
+    return out.T.reshape(x.shape[:-1] + (n,))
+
+
+def _rows(w: np.ndarray, xf: np.ndarray, out: np.ndarray, lo: int, hi: int, step: int) -> None:
+    """``out[lo:hi] = widen(w[lo:hi]) @ xf.T``, a block of ``step`` rows at a time."""
+    buf = np.empty((min(step, max(hi - lo, 1)), w.shape[1]), np.uint32)
+    wide = buf.view(np.float32)
+    xt = xf.T
+    for r0 in range(lo, hi, step):
+        r1 = min(hi, r0 + step)
+        b = r1 - r0
+        np.left_shift(w[r0:r1], np.uint32(16), out=buf[:b], casting="safe")  # (bfloat16 bits -> float32, exact)
+        np.matmul(wide[:b], xt, out=out[r0:r1])
