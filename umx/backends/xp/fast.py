@@ -8,6 +8,7 @@ split until a block's scores fit). On a GPU one block is the whole problem.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from . import kernel
 
 _BLOCK = 1 << 18  # elements a host kernel's block of work holds (one temporary of it stays in cache)
 _SCORES = 1 << 20  # scores an attention block holds on the host
+_SMALL = 1 << 12  # host inputs of at most this many elements take the paths of fewest NumPy calls
 
 
 def _acc(xp, *arrays):
@@ -26,7 +28,7 @@ def _acc(xp, *arrays):
 
 def _rows(x):
     """``x`` as a matrix: one row per entry of the last axis' leading axes."""
-    return x.reshape((int(np.prod(x.shape[:-1])), x.shape[-1]))
+    return x.reshape((math.prod(x.shape[:-1]), x.shape[-1]))
 
 
 def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
@@ -36,8 +38,12 @@ def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
 
 
 def _inv_rms(xp, rows, eps):
-    """``1 / sqrt(mean(rows**2, -1) + eps)`` as a column (einsum: no squared temporary)."""
+    """``1 / sqrt(mean(rows**2, -1) + eps)`` as a column (einsum: no squared temporary; a few rows on the host,
+    a square and a sum, whose calls cost less than einsum's)."""
     d = rows.dtype.type(rows.shape[-1])
+    if xp is np and rows.size <= _SMALL:
+        squares = np.add.reduce(np.multiply(rows, rows), axis=-1, keepdims=True)
+        return np.reciprocal(np.sqrt(squares / d + eps, out=squares), out=squares)
     return (1 / xp.sqrt(xp.einsum("ij,ij->i", rows, rows) / d + eps))[:, None]
 
 
@@ -82,7 +88,8 @@ def _rope_angles(xp, prim, acc, t: int, rest: list):
     """cos and sin of every position's angles, (1 or B, T, dims/2): positions in float32 whatever x's dtype."""
     half = prim.dims // 2
     if prim.base is not None:
-        inv_freq = xp.exp(xp.arange(half, dtype=acc) * acc(-math.log(prim.base) / half))
+        inv_freq = _inv_freq(prim.base, half, acc) if xp is np else \
+            xp.exp(xp.arange(half, dtype=acc) * acc(-math.log(prim.base) / half))
     else:
         inv_freq = acc(1) / rest[-1].astype(acc)
     if prim.offset is not None:
@@ -93,6 +100,14 @@ def _rope_angles(xp, prim, acc, t: int, rest: list):
     theta = positions[..., None] * inv_freq
     sin = xp.sin(theta)
     return xp.cos(theta), (-sin if prim.inverse else sin)
+
+
+@functools.lru_cache(maxsize=64)
+def _inv_freq(base: float, half: int, acc) -> np.ndarray:
+    """RoPE's frequencies on the host (the same for every call of a model's layers), read-only."""
+    out = np.exp(np.arange(half, dtype=acc) * acc(-math.log(base) / half))
+    out.flags.writeable = False
+    return out
 
 
 @kernel(fp.RoPE)
