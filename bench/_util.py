@@ -57,3 +57,24 @@ def table(title: str, rows: list, baseline: str | None = None) -> str:
         else:
             out.append(f"{name:{width}}  {secs * 1e3:>8.3f}ms  {secs / base:>7.2f}  {note}")
     return "\n".join(out)
+
+
+def timed_apart(fns: dict, runs: int, cpu: bool, block: int = 1) -> dict:
+    """``interleaved_medians`` of ``fns``; with ``cpu``, torch's (the entries whose name starts with "torch") are
+    timed after the others, apart, then a pause. After each call torch's OpenMP threads spin on every core for a
+    while, waiting for more work (measured on the lent machine: a NumPy 1024^3 matmul timed right after torch's
+    took 11 ms instead of 1.8), which would slow whatever runs next."""
+    apart = {name: fns.pop(name) for name in [n for n in fns if n.startswith("torch")]} if cpu else {}
+    times = interleaved_medians(fns, runs, block=block)
+    if apart:
+        times.update(interleaved_medians(apart, runs, block=block))
+        time.sleep(0.5)  # (the spinning stops: OpenMP's threads go to sleep)
+    return times
+
+
+def cell(seconds: float | None) -> str:
+    """A time in 10 characters: microseconds below a millisecond (an item() row), else milliseconds; "-" for
+    none."""
+    if seconds is None:
+        return f"{'-':>10}"
+    return f"{seconds * 1e6:>8.1f}us" if seconds < 1e-3 else f"{seconds * 1e3:>8.3f}ms"

@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import interleaved_medians  # noqa: E402
+from _util import cell as _cell  # noqa: E402
+from _util import timed_apart  # noqa: E402
 
 import umx as mx  # noqa: E402
 from umx.backends.cpu import kernels as cpu_kernels  # noqa: E402
@@ -119,21 +120,6 @@ def _torch_fns(torch, tdev, sync, x, w, ct, stride, padding, groups):
     return fwd, both
 
 
-def _timed(fns: dict, runs: int, cpu: bool) -> dict:
-    """Interleaved medians; on the CPU torch's are timed after umx's, then a pause: torch's OpenMP threads spin on
-    every core for a while after each call and would slow whatever runs next."""
-    apart = {"torch": fns.pop("torch")} if cpu and "torch" in fns else {}
-    times = interleaved_medians(fns, runs)
-    if apart:
-        times.update(interleaved_medians(apart, runs))
-        time.sleep(0.5)
-    return times
-
-
-def _cell(seconds) -> str:
-    return f"{seconds * 1e3:>8.2f}ms" if seconds is not None else f"{'-':>10}"
-
-
 def _ratio(a, b) -> str:
     return f"{a / b:6.2f}" if a is not None and b is not None else f"{'-':>6}"
 
@@ -163,8 +149,8 @@ def main() -> None:
         if dev == "gpu":
             time.sleep(5)  # (the host runs slower for a while after the CPU rows' all-core work)
         for name, fns in cases(dev, args.full or dev == "gpu"):
-            fwd = _timed({k: v[0] for k, v in fns.items()}, args.runs, dev == "cpu")
-            both = _timed({k: v[1] for k, v in fns.items()}, args.runs, dev == "cpu")
+            fwd = timed_apart({k: v[0] for k, v in fns.items()}, args.runs, dev == "cpu")
+            both = timed_apart({k: v[1] for k, v in fns.items()}, args.runs, dev == "cpu")
             print(f"{name:34} {dev:4} {_cell(fwd['umx'])} {_cell(fwd.get('torch'))} "
                   f"{_ratio(fwd['umx'], fwd.get('torch'))} {_cell(both['umx'])} {_cell(both.get('torch'))} "
                   f"{_ratio(both['umx'], both.get('torch'))}")

@@ -4,7 +4,7 @@ against torch, measured in the same run.
 Rows: rms_norm and layer_norm of (32, 512, 1024); RoPE of (1, 32, 512, 128); attention with a causal mask over
 512 queries and keys (32 query heads, 8 key heads, head size 128) and one decoding query over 4096 keys; a
 4096x4096 weight times a vector, 4-bit affine (group 64) against float32 and bfloat16 weights. Each on the CPU
-and, where there is one, the GPU. Times are medians of interleaved rounds (``suite._timed``: on the CPU, torch's
+and, where there is one, the GPU. Times are medians of interleaved rounds (``_util.timed_apart``: on the CPU, torch's
 columns are timed apart, after the others). The two decoding rows (attention over 4096 keys, the matvec) cycle
 through copies of their keys and values or weights that together exceed the caches, so each call reads them from
 memory, as a decoding step does. GPU work is synchronized inside the timed region. The last column is the
@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import suite  # noqa: E402
+from _util import cell, timed_apart  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -216,8 +217,8 @@ def main() -> None:
     for dev in devices:
         with mx.stream(mx.cpu if dev == "cpu" else mx.gpu):  # the rows' ops run where the row says
             for name, fns, runs in cases(dev, args.quick):
-                times = suite._timed(fns, max(3, runs // 3) if args.quick else runs, 1, dev == "cpu")
-                cells = " ".join(suite._cell(times[c]) if c in times else f"{'-':>10}" for c in COLS)
+                times = timed_apart(fns, max(3, runs // 3) if args.quick else runs, dev == "cpu")
+                cells = " ".join(cell(times[c]) if c in times else f"{'-':>10}" for c in COLS)
                 print(f"{name:42} {dev:4} {cells}  {times['plain ops'] / times['fused']:10.2f}", flush=True)
 
 

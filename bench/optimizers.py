@@ -7,7 +7,7 @@ state; "umx compiled" is the same update in ``mx.compile(..., inputs=state, outp
 training step holds it; torch's is ``optimizer.step()`` on parameters whose ``.grad`` is set. Muon runs on the
 three weight matrices only (torch's Muon takes matrices only). Each on the CPU and, where there is one, the GPU
 (the MLX column is CPU only). Times are medians of interleaved rounds (``_util.interleaved_medians``); torch's are
-taken apart from the others on the CPU (see ``suite._timed``).
+taken apart from the others on the CPU (see ``_util.timed_apart``).
 
 Usage: python bench/optimizers.py [--quick]
 """
@@ -23,7 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from suite import _cell, _timed, _try  # noqa: E402
+from _util import cell as _cell  # noqa: E402
+from _util import timed_apart  # noqa: E402
+from suite import _try  # noqa: E402
 
 import umx as mx  # noqa: E402
 import umx.optimizers as optim  # noqa: E402
@@ -156,7 +158,7 @@ def main() -> None:
                 fns["torch"] = _torch_case(torch, *torch_spec, params, grads, dev)
             if mlx_core is not None and dev == "cpu":
                 fns["MLX"] = _mlx_case(mlx_core, mlx_optim, name, kwargs, params, grads)
-            times = _timed(fns, runs, 1, dev == "cpu")
+            times = timed_apart(fns, runs, dev == "cpu")
             t = times.pop("umx")
             cells = " ".join(f"  {_cell(times[c])}" if c in times else f"{'-':>12}" for c in cols)
             ratio = f"{t / times['torch']:8.2f}x" if "torch" in times else "        -"

@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import interleaved_medians  # noqa: E402
+from _util import cell as _cell  # noqa: E402
+from _util import timed_apart  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -181,22 +182,9 @@ def seed_rows(devices: list) -> list:
                 fns[col] = make(p1, p2)
             except Exception:  # the library is missing here
                 pass
-        hand = _timed(fns, 20, 1, "cpu" in (p1, p2))
+        hand = timed_apart(fns, 20, "cpu" in (p1, p2))
         rows.append((f"{p1}/{p2}", hand.pop("umx"), hand))
     return rows
-
-
-def _timed(fns: dict, runs: int, block: int, cpu: bool) -> dict:
-    """``interleaved_medians`` of ``fns``; with ``cpu``, torch's (the entries whose name starts with "torch") are
-    timed after the others, apart, then a pause. After each call torch's OpenMP threads spin on every core for a
-    while, waiting for more work (measured on the lent machine: a NumPy 1024^3 matmul timed right after torch's
-    took 11 ms instead of 1.8), which would slow whatever runs next."""
-    apart = {name: fns.pop(name) for name in [n for n in fns if n.startswith("torch")]} if cpu else {}
-    times = interleaved_medians(fns, runs, block=block)
-    if apart:
-        times.update(interleaved_medians(apart, runs, block=block))
-        time.sleep(0.5)  # (the spinning stops: OpenMP's threads go to sleep)
-    return times
 
 
 class _MX:
@@ -226,11 +214,6 @@ class _TorchLib:
         return self.torch.clamp_min(x, y)
 
 
-def _cell(seconds: float) -> str:
-    """A time in 10 characters: microseconds below a millisecond (an item() row), else milliseconds."""
-    return f"{seconds * 1e6:>8.1f}us" if seconds < 1e-3 else f"{seconds * 1e3:>8.3f}ms"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller arrays and fewer runs (CI-sized machines)")
@@ -258,7 +241,7 @@ def main() -> None:
                 # bench/latency.py times them: in blocks of 20, each library's first calls after another's are
                 # slower (its code and data evicted), which weighs most on the one with most Python on the path.
                 block = 200 if runs >= 100 else 1
-                times = _timed({"umx": fn, **base}, 3 * block if runs >= 100 else runs, block, dev == "cpu")
+                times = timed_apart({"umx": fn, **base}, 3 * block if runs >= 100 else runs, dev == "cpu", block)
                 t = times.pop("umx")
                 cells = " ".join(_cell(times[c]) if c in times else f"{'-':>10}" for c in cols)
                 best = min(times.values()) if times else None

@@ -39,8 +39,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _util import cell as _cell  # noqa: E402
 from _util import interleaved_medians  # noqa: E402
-from suite import _cell, _try  # noqa: E402
+from suite import _try  # noqa: E402
 
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
@@ -301,7 +302,7 @@ def _row(case: str, sizes: dict, dev: str, args, torch, mlx) -> dict:
     if torch is not None and (dev == "cpu" or torch.cuda.is_available()):
         # torch's columns are made and timed after the others, then a pause: after each call its OpenMP threads
         # spin on every core for a while (and torch.compile leaves compiler workers), which slows whatever runs
-        # next (see suite._timed)
+        # next (see _util.timed_apart)
         steps = _torch_steps(torch, case, sizes, data, dev, not args.no_torch_compile)
         times.update(interleaved_medians({k: f for k, f in steps.items() if f is not None}, args.repeats,
                                          clock=clock))
