@@ -154,28 +154,49 @@ def test_the_cpus_memory_size_is_the_machines_whatever_limit_is_set():
 
 
 
-def _faults_of_buffers(count: int, nbytes: int) -> int:
-    """Page faults taken while writing ``count`` NumPy buffers of ``nbytes``, made and freed one after another."""
-    resource = pytest.importorskip("resource")
+_FAULTS = """
+import resource, sys
+import numpy as np
+import umx as mx
+from umx.runtime import host_malloc
+
+def faults(count, nbytes):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(count):
         np.empty(nbytes, np.uint8).fill(1)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+if sys.argv[1] != "default":
+    mx.set_cache_limit(int(sys.argv[1]))
+faults(1, 4 << 20)
+reused, large = faults(20, 4 << 20), faults(5, 64 << 20)
+mx.clear_cache()
+print(host_malloc.managed(), reused, large, faults(1, 4 << 20))
+"""
 
-def test_the_heap_keeps_freed_buffers_for_reuse(limits):
-    from umx.runtime import host_malloc
 
-    if not host_malloc.managed():
-        pytest.skip("umx sets malloc's thresholds on glibc only")
+def _faults_in_a_fresh_process(limit: str, **env) -> tuple:
+    """``(managed, faults of 20 buffers of 4 MiB, of 5 of 64 MiB, of one of 4 MiB after clear_cache)`` in a new
+    process (a heap with no history: what it reuses is what this process freed) with cache limit ``limit``; each
+    buffer is made, written and freed."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FAULTS, limit], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout.split()
+    return out[0] == "True", int(out[1]), int(out[2]), int(out[3])
+
+
+def test_the_heap_keeps_freed_buffers_for_reuse():
     # (a fresh buffer faults once per page, or per huge page where the kernel gives NumPy those: at least once)
-    _faults_of_buffers(1, 4 * MB)
-    assert _faults_of_buffers(20, 4 * MB) < 10  # each buffer reuses the pages of the one freed before it
-    assert _faults_of_buffers(5, 64 * MB) >= 5  # (above glibc's ceiling: fresh pages each time)
-    mx.set_cache_limit(0)  # nothing kept: freed pages go back to the system
-    assert _faults_of_buffers(20, 4 * MB) >= 20
-    mx.set_cache_limit(16 * MB)
-    _faults_of_buffers(1, 4 * MB)
-    assert _faults_of_buffers(20, 4 * MB) < 10
-    mx.clear_cache()  # the heap's free pages go back: the next buffer faults its pages in again
-    assert _faults_of_buffers(1, 4 * MB) >= 1
+    managed, reused, large, cleared = _faults_in_a_fresh_process("default")
+    if not managed:
+        pytest.skip("umx sets malloc's thresholds on glibc only")
+    assert reused < 10  # each buffer takes the pages of the one freed before it
+    assert large >= 5  # (above glibc's ceiling for the mmap threshold: fresh pages each time)
+    assert cleared >= 1  # clear_cache gave the pages back
+    assert _faults_in_a_fresh_process("0")[1] >= 20  # nothing kept: glibc's starting thresholds
+    assert _faults_in_a_fresh_process(str(16 << 20))[1] < 10
+    assert not _faults_in_a_fresh_process("default", UMX_HOST_MALLOC="system")[0]
+
