@@ -21,7 +21,7 @@ import ctypes
 import os
 
 #: the most freed heap memory kept mapped for reuse
-HEAP_CACHE_MAX = 256 << 20
+HEAP_CACHE_MAX = 128 << 20
 #: buffers above this come from fresh pages: glibc's ceiling for its own moving threshold
 MMAP_THRESHOLD = 32 << 20
 #: glibc's starting values of both thresholds (``mx.set_cache_limit(0)`` puts them back)
