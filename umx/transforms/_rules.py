@@ -118,9 +118,8 @@ def composed(compose) -> dict:
 
 def _keep(c: array, x: array, axes: tuple, keepdims: bool) -> array:
     """A reduction's result or cotangent with the reduced axes back as size 1 (broadcasts against ``x``)."""
-    if keepdims:
-        return c
-    return m.reshape(c, tuple(1 if i in axes else s for i, s in enumerate(x._shape)))
+    shape = c._shape if keepdims else tuple(1 if i in axes else s for i, s in enumerate(x._shape))
+    return c if c._shape == shape else m.reshape(c, shape)
 
 
 def _count(x: array, axes: tuple) -> int:
@@ -665,7 +664,10 @@ def _matmul_vjp(self, primals, cotangents, outputs):
         db = _swap(_swap(c_rows) @ a_rows)
     else:
         db = _swap(a_rows) @ c_rows
-    return [m.reshape(unbroadcast(da, a2._shape), a._shape), m.reshape(unbroadcast(db, b2._shape), b._shape)]
+    da, db = unbroadcast(da, a2._shape), unbroadcast(db, b2._shape)
+    # (reshaped only where an operand was a vector: a public reshape to an array's own shape makes an alias node)
+    return [da if da._shape == a._shape else m.reshape(da, a._shape),
+            db if db._shape == b._shape else m.reshape(db, b._shape)]
 
 
 def _swap(x: array) -> array:

@@ -83,7 +83,7 @@ def unbroadcast(c: array, shape: tuple) -> array:
     axes = tuple(range(lead)) + stretched
     if axes:
         c = m.sum(c, axis=axes, keepdims=True)
-    return m.reshape(c, shape)
+    return c if c._shape == shape else m.reshape(c, shape)  # (a public reshape to its own shape: an alias node)
 
 
 def _times(c: array, d):
