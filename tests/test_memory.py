@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -179,10 +182,6 @@ def _faults_in_a_fresh_process(limit: str, **env) -> tuple:
     """``(managed, faults of 20 buffers of 4 MiB, of 5 of 64 MiB, of one of 4 MiB after clear_cache)`` in a new
     process (a heap with no history: what it reuses is what this process freed) with cache limit ``limit``; each
     buffer is made, written and freed."""
-    import os
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", _FAULTS, limit], capture_output=True, text=True, check=True,
                          env={**os.environ, **env}).stdout.split()
     return out[0] == "True", int(out[1]), int(out[2]), int(out[3])
