@@ -8,6 +8,7 @@ import pytest
 
 import umx as mx
 from umx.backends.cpu import bf16 as bf16_kernels
+from umx.backends.cpu import executor
 
 
 @pytest.fixture
@@ -25,8 +26,6 @@ def small_thresholds(monkeypatch):
         return out
 
     monkeypatch.setattr(bf16_kernels, "matmul", counted)
-    from umx.backends.cpu import executor
-
     monkeypatch.setitem(executor.BF16_STORAGE, next(iter(executor.BF16_STORAGE)), counted)
     return calls
 
