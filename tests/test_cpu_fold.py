@@ -12,6 +12,15 @@ import umx as mx
 from umx.backends.cpu import fold
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    # (the CPU backend's kernels: a GPU machine's default device is its GPU)
+    prev = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(prev)
+
+
 def test_plan():
     assert fold.plan([(32, 32, 32, 8), (8,)], (32, 32, 32, 8)) == (32768 // 32, 32, 8)  # rows of 32 * 8
     assert fold.plan([(1, 1, 1, 8), (), (32, 32, 32, 8)], (32, 32, 32, 8)) == (1024, 32, 8)

@@ -471,8 +471,9 @@ def test_a_held_input_does_raise_the_peak():
     active = mx.get_active_memory()  # x's buffer among it
     y = mx.abs(x, stream=mx.cpu)  # x stays: y needs a buffer of its own (the host's donation; no copy to a GPU)
     mx.eval(y)
-    # all that was live at the reset, x's buffer included, and y's on top (the peak counts from the reset, as MLX's)
-    assert active >= 4 * BIG and mx.get_peak_memory() >= active + 4 * BIG
+    # all that was live at the reset, x's buffer included, and y's on top (the peak counts from the reset, as MLX's;
+    # slack: small buffers that in-flight GPU work held are released when it finishes, at any time)
+    assert active >= 4 * BIG and mx.get_peak_memory() >= active + 4 * BIG - (64 << 10)
     np.testing.assert_array_equal(np.asarray(x), before)
     np.testing.assert_array_equal(np.asarray(y), np.abs(before))
 

@@ -185,6 +185,8 @@ def test_sums_into_rows_match_numpy(device, rng, dtype, spread):
     got = mx.array(table, **as_mx).at[mx.array(idx.astype(np.int32))].add(mx.array(vals, **as_mx), stream=device)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     assert_close(got, want, rtol=tol, atol=tol)
+    if device != mx.cpu:  # (out-of-range indices on a GPU are undefined, as in MLX: no check costs a sync)
+        return
     with pytest.raises((IndexError, ValueError)):
         mx.eval(mx.array(table).at[mx.array(np.full(100, 300, np.int32))].add(mx.array(vals[0, :4].repeat(25, 0)),
                                                                            stream=device))
