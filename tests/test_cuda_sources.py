@@ -237,6 +237,11 @@ def test_own_reductions_and_products_compile():
     compile_cuda(in_namespaces(codes))
 
 
+def test_fast_op_kernels_compile():
+    # mx.fast.rms_norm and mx.fast.rope as one kernel each (backends/cuda/fast.py)
+    compile_cuda(in_namespaces([sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope")]))
+
+
 def test_a_users_cuda_kernel_compiles():
     from umx.backends.cuda.custom_kernel import source_of
     from umx.primitives import CudaKernel

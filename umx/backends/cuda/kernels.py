@@ -11,6 +11,7 @@ from ...primitives import indexing as ix
 from ...primitives.fast import CudaKernel
 from ..xp import bind
 from . import collectives, custom_kernel
+from . import fast as fast_kernels
 from ._probe import _cupy
 from .fusion import BF16_CONVERSIONS, PREAMBLE
 
@@ -83,6 +84,7 @@ def make_table() -> dict:
     table[ix.Scatter] = _scatter
     table.update(collectives.KERNELS)
     table[CudaKernel] = custom_kernel.run
+    fast_kernels.install(table)
     return table
 
 

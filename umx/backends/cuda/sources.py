@@ -179,3 +179,80 @@ extern "C" __global__ void {name}(const {t}* __restrict__ a, const {t}* __restri
   }}
 }}
 """
+
+
+def rms_norm_source(name: str) -> str:
+    """The CUDA C++ of ``mx.fast.rms_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
+    squares (float32), then scales the row (and multiplies the weight, where ``has_weight``)."""
+    return f"""
+extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+                                  int d, float eps, int has_weight) {{
+  __shared__ float partial[{BLOCK // 32}];
+  const float* row = x + (long long)blockIdx.x * d;
+  float* dst = out + (long long)blockIdx.x * d;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+    const float v = row[i];
+    s += v * v;
+  }}
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {{
+    s = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.0f;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x == 0) partial[0] = s;
+  }}
+  __syncthreads();
+  const float scale = rsqrtf(partial[0] / (float)d + eps);
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+    const float v = row[i] * scale;
+    dst[i] = has_weight ? v * w[i] : v;
+  }}
+}}
+"""
+
+
+def rope_source(name: str) -> str:
+    """The CUDA C++ of ``mx.fast.rope`` on float32 rows ``(rows, t, d)``: one thread per element. Position ``t``
+    plus the row's batch entry's offset, times ``scale``, turns the pair of the element by ``position *
+    base**(-i / half)``; pairs are ``(i, i + half)``, or neighbours where ``traditional``; elements from ``dims``
+    on are copied."""
+    return f"""
+extern "C" __global__ void {name}(const float* __restrict__ x, float* __restrict__ out,
+                                  const float* __restrict__ offsets, int n_offsets, long long total, int t, int d,
+                                  int dims, int heads, float scale,
+                                  float log_base_over_half, int traditional, int inverse) {{
+  const long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (k >= total) return;
+  const int j = (int)(k % d);
+  if (j >= dims) {{
+    out[k] = x[k];
+    return;
+  }}
+  const long long row = k / d;  // (a row of d elements: one position of one head of one batch entry)
+  const int pos = (int)(row % t);
+  const long long entry = (row / t) / heads;
+  const float start = offsets[n_offsets == 1 ? 0 : entry];
+  const int half = dims / 2;
+  int i, partner, first;
+  if (traditional) {{
+    i = j >> 1;
+    first = (j & 1) == 0;
+    partner = first ? j + 1 : j - 1;
+  }} else {{
+    first = j < half;
+    i = first ? j : j - half;
+    partner = first ? j + half : j - half;
+  }}
+  const float position = (start + (float)pos) * scale;
+  const float theta = position * expf((float)i * log_base_over_half);
+  const float c = cosf(theta);
+  const float s = inverse ? -sinf(theta) : sinf(theta);
+  const float here = x[k];
+  const float other = x[k - j + partner];
+  out[k] = first ? here * c - other * s : other * s + here * c;
+}}
+"""
