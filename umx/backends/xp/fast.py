@@ -114,7 +114,7 @@ def _inv_freq(base: float, half: int, acc) -> np.ndarray:
 def _rope(xp, prim, x, *rest):
     acc = _acc(xp, x)
     b, t, d = x.shape[0], x.shape[-2], x.shape[-1]
-    heads = int(np.prod(x.shape[1:-2]))
+    heads = math.prod(x.shape[1:-2])
     rows = x.reshape(b * heads, t, d)
     cos, sin = _rope_angles(xp, prim, acc, t, list(rest))
     dims, half = prim.dims, prim.dims // 2
