@@ -20,6 +20,16 @@ def device(request):
 
 
 @pytest.fixture
+def on_the_cpu():
+    """The CPU as the default device while the test runs (a GPU machine's default is its GPU): for tests of the
+    CPU backend's own kernels."""
+    prev = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(prev)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -10,14 +10,7 @@ import umx as mx
 from umx.backends.cpu import bf16 as bf16_kernels
 from umx.backends.cpu import executor
 
-
-@pytest.fixture(autouse=True)
-def _on_the_cpu():
-    # (the CPU backend's kernels: a GPU machine's default device is its GPU)
-    prev = mx.default_device()
-    mx.set_default_device(mx.cpu)
-    yield
-    mx.set_default_device(prev)
+pytestmark = pytest.mark.usefixtures("on_the_cpu")  # (the CPU backend's kernels)
 
 
 @pytest.fixture

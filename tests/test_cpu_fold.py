@@ -11,14 +11,7 @@ from hypothesis import strategies as st
 import umx as mx
 from umx.backends.cpu import fold
 
-
-@pytest.fixture(autouse=True)
-def _on_the_cpu():
-    # (the CPU backend's kernels: a GPU machine's default device is its GPU)
-    prev = mx.default_device()
-    mx.set_default_device(mx.cpu)
-    yield
-    mx.set_default_device(prev)
+pytestmark = pytest.mark.usefixtures("on_the_cpu")  # (the CPU backend's kernels)
 
 
 def test_plan():

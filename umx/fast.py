@@ -354,32 +354,27 @@ def cuda_kernel(name: str, input_names, output_names, source: str, header: str =
 
 
 # -- the same computations in plain ops (what the derivative rules differentiate) ------------------------------
-def _as(x: array, dtype) -> array:
-    """``x`` in ``dtype``: itself where it already is (``astype`` would add an alias node to the graph)."""
-    return x if x._dtype is dtype else x.astype(dtype)
-
-
 def _composed_rms_norm(prim: RMSNorm, x: array, *weight) -> array:
     out = dt.result_type(x, *weight)
     acc = _acc(out)
-    xa = _as(x, acc)
+    xa = cast(x, acc)
     y = xa * ew.rsqrt(red.mean(ew.square(xa), axis=-1, keepdims=True) + prim.eps)
     if weight:
-        y = y * _as(weight[0], acc)
-    return _as(y, out)
+        y = y * cast(weight[0], acc)
+    return cast(y, out)
 
 
 def _composed_layer_norm(prim: LayerNorm, x: array, *params) -> array:
     out = dt.result_type(x, *params)
     acc = _acc(out)
-    xa = _as(x, acc)
+    xa = cast(x, acc)
     centered = xa - red.mean(xa, axis=-1, keepdims=True)
     y = centered * ew.rsqrt(red.mean(ew.square(centered), axis=-1, keepdims=True) + prim.eps)
     if prim.has_weight:
-        y = y * _as(params[0], acc)
+        y = y * cast(params[0], acc)
     if prim.has_bias:
-        y = y + _as(params[-1], acc)
-    return _as(y, out)
+        y = y + cast(params[-1], acc)
+    return cast(y, out)
 
 
 def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array, *rest) -> array:
@@ -389,8 +384,8 @@ def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array
     b, n_q, t_q, _ = q._shape
     n_kv, t_k = k._shape[1], k._shape[2]
     rep = n_q // n_kv
-    qa = _as(q, acc) * prim.scale
-    ka, va = _as(k, acc), _as(v, acc)
+    qa = cast(q, acc) * prim.scale
+    ka, va = cast(k, acc), cast(v, acc)
     if rep > 1:  # the query heads of one key head side by side, against that head
         qa = sh.reshape(qa, (b, n_kv, rep, t_q, -1))
         ka, va = sh.expand_dims(ka, 2), sh.expand_dims(va, 2)
@@ -404,9 +399,9 @@ def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array
             m = sh.reshape(m, (1,) * (4 - m.ndim) + m._shape)
         if rep > 1:
             m = sh.unflatten(m, 1, (n_kv, rep)) if m._shape[1] == n_q else sh.expand_dims(m, 1)
-        s = ew.where(m, s, _LOWEST) if prim.mask == "bool" else s + _as(m, acc)
+        s = ew.where(m, s, _LOWEST) if prim.mask == "bool" else s + cast(m, acc)
     if prim.has_sinks:
-        sink = sh.reshape(_as(rest[-1], acc), (1, n_kv, rep, 1, 1) if rep > 1 else (1, n_q, 1, 1))
+        sink = sh.reshape(cast(rest[-1], acc), (1, n_kv, rep, 1, 1) if rep > 1 else (1, n_q, 1, 1))
         s = concatenate([sh.broadcast_to(sink, s._shape[:-1] + (1,)), s], axis=-1)
         p = red.softmax(s, axis=-1)[..., 1:]
     else:
@@ -414,5 +409,5 @@ def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array
     o = p @ va
     if rep > 1:
         o = sh.reshape(o, (b, n_q, t_q, -1))
-    return _as(o, out)
+    return cast(o, out)
 

@@ -181,14 +181,15 @@ def int_of(value, op: str, name: str) -> int:
     return v
 
 
-def cast(x: array, dtype: dt.Dtype, stream) -> array:
-    """``x`` as ``dtype`` (itself if it already is)."""
+def cast(x: array, dtype: dt.Dtype, stream=None) -> array:
+    """``x`` as ``dtype``: itself if it already is (where ``astype`` would make an alias node), on ``stream``
+    (default: the default stream)."""
     if x._dtype is dtype:
         return x
     if x._data is not None and x._prim is None and not x._shape and isinstance(x._data, np.generic):
         v = x._data if x._dtype is not dt.bfloat16 else dt.widen_bf16(np, x._data)
         return scalar(v.item(), dtype)  # constants convert at once
-    return node(AsType(dtype), (x,), x._shape, dtype, stream)
+    return node(AsType(dtype), (x,), x._shape, dtype, resolve_stream(None) if stream is None else stream)
 
 
 def new_object(out: array, a: array) -> array:

@@ -29,6 +29,14 @@ def workers() -> ThreadPoolExecutor:
     return _pool[0]
 
 
+def map_chunks(fn, bounds: list) -> list:
+    """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes the first rather than only
+    waiting."""
+    futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
+    first = fn(*bounds[0])
+    return [first] + [f.result() for f in futures]
+
+
 def chunks(n: int, itemsize: int) -> list:
     """``(start, stop)`` element ranges splitting ``n`` items into about one chunk per core (at least 1 MiB each)."""
     parts = max(1, min(CORES, n * itemsize // (1 << 20)))

@@ -12,7 +12,7 @@ from .. import dtypes as dt
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
-from ..ops._core import sibling_nodes
+from ..ops._core import cast, sibling_nodes
 from ..primitives import (
     FFT,
     All,
@@ -75,19 +75,13 @@ def _stream():
     return resolve_stream(None)
 
 
-def _as(x: array, dtype) -> array:
-    """``x`` as ``dtype``: a tangent or cotangent handed to a primitive that moves elements must have the dtype its
-    node declares (its kernel takes bfloat16 as the bits it is stored in, and does not convert)."""
-    return m.astype(x, dtype) if x._dtype is not dtype else x
-
-
 def _linear_jvp(self, primals, tangents, outputs):
     """The same primitive applied to the tangent of the first input (the others are parameters)."""
     t = tangents[0]
     if t is None:
         return [None] * len(outputs)
     if self.moves_bits:  # a tangent in another dtype would be read as the wrong bits; others convert it themselves
-        t = _as(t, primals[0]._dtype)
+        t = cast(t, primals[0]._dtype)
     if len(outputs) == 1:
         o = outputs[0]
         return [node(self, (t, *primals[1:]), o._shape, o._dtype, _stream())]
@@ -97,7 +91,7 @@ def _linear_jvp(self, primals, tangents, outputs):
 def _all_linear_jvp(self, primals, tangents, outputs):
     """For primitives linear in every input jointly (concatenation): zeros stand in for missing tangents."""
     o = outputs[0]
-    ts = [m.zeros_like(p) if t is None else _as(t, o._dtype) for p, t in zip(primals, tangents)]
+    ts = [m.zeros_like(p) if t is None else cast(t, o._dtype) for p, t in zip(primals, tangents)]
     return [node(self, tuple(ts), o._shape, o._dtype, _stream())]
 
 
@@ -355,7 +349,7 @@ def _repeat_vjp(self, primals, cotangents, outputs):
 def _roll_vjp(self, primals, cotangents, outputs):
     shift = tuple(-s for s in self.shift) if isinstance(self.shift, tuple) else -self.shift
     x = primals[0]
-    return [node(Roll(shift, self.axis), (_as(cotangents[0], x._dtype),), x._shape, x._dtype, _stream())]
+    return [node(Roll(shift, self.axis), (cast(cotangents[0], x._dtype),), x._shape, x._dtype, _stream())]
 
 
 def _diagonal_vjp(self, primals, cotangents, outputs):
@@ -414,22 +408,22 @@ def _put_along_axis_jvp(self, primals, tangents, outputs):
 def _dynamic_slice_vjp(self, primals, cotangents, outputs):
     x, start = primals
     zeros = m.zeros_like(x)
-    c = _as(cotangents[0], x._dtype)
+    c = cast(cotangents[0], x._dtype)
     return [node(DynamicSliceUpdate(self.axes), (zeros, c, start), x._shape, x._dtype, _stream()), None]
 
 
 def _dynamic_slice_update_vjp(self, primals, cotangents, outputs):
     x, u, start = primals
-    c = _as(cotangents[0], x._dtype)
+    c = cast(cotangents[0], x._dtype)
     dx = node(self, (c, m.zeros_like(u), start), x._shape, x._dtype, _stream())
     du = node(DynamicSlice(self.axes, u._shape), (c, start), u._shape, x._dtype, _stream())
-    return [dx, _as(du, u._dtype), None]
+    return [dx, cast(du, u._dtype), None]
 
 
 def _dynamic_slice_update_jvp(self, primals, tangents, outputs):
     x, u, start = primals
-    tx = m.zeros_like(x) if tangents[0] is None else _as(tangents[0], x._dtype)
-    tu = m.zeros_like(u, dtype=x._dtype) if tangents[1] is None else _as(tangents[1], x._dtype)
+    tx = m.zeros_like(x) if tangents[0] is None else cast(tangents[0], x._dtype)
+    tu = m.zeros_like(u, dtype=x._dtype) if tangents[1] is None else cast(tangents[1], x._dtype)
     return [node(self, (tx, tu, start), x._shape, x._dtype, _stream())]
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...runtime.threads import CORES, workers
+from ...dtypes import widen_bf16
+from ...runtime.threads import CORES, map_chunks
 
 #: products with at most this many rows on the left read the weight in blocks
 ROWS_MAX = 8
@@ -37,29 +38,20 @@ def matmul(x: np.ndarray, y: np.ndarray):
     if m == 0 or m > ROWS_MAX:
         return None
     n = w.shape[0]
-    xf = (x.reshape(m, k).astype(np.uint32) << np.uint32(16)).view(np.float32)
+    xt = widen_bf16(np, x.reshape(m, k)).T
     out = np.empty((n, m), np.float32)  # (rows of w's products: each block writes contiguous rows)
     step = max(1, BLOCK // k)
-    parts = min(CORES, w.size // SPLIT_MIN) if CORES > 1 else 1
-    if parts > 1:
-        per = -(-n // parts)
-        per = -(-per // step) * step
-        futures = [workers().submit(_rows, w, xf, out, r0, min(n, r0 + per), step) for r0 in range(per, n, per)]
-        _rows(w, xf, out, 0, min(n, per), step)
-        for f in futures:
-            f.result()
-    else:
-        _rows(w, xf, out, 0, n, step)
+
+    def rows(lo: int, hi: int) -> None:  # out[lo:hi], a block of step rows at a time
+        buf = np.empty((min(step, hi - lo), k), np.uint32)
+        wide = buf.view(np.float32)
+        for r0 in range(lo, hi, step):
+            r1 = min(hi, r0 + step)
+            # (widen_bf16 into a buffer that stays in cache: the bits shifted into float32's high half, exact)
+            np.left_shift(w[r0:r1], np.uint32(16), out=buf[:r1 - r0], casting="safe")
+            np.matmul(wide[:r1 - r0], xt, out=out[r0:r1])
+
+    per = -(-n // max(1, min(CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
+    per = -(-per // step) * step  # (whole blocks)
+    map_chunks(rows, [(r0, min(n, r0 + per)) for r0 in range(0, n, per)])
     return out.T.reshape(x.shape[:-1] + (n,))
-
-
-def _rows(w: np.ndarray, xf: np.ndarray, out: np.ndarray, lo: int, hi: int, step: int) -> None:
-    """``out[lo:hi] = widen(w[lo:hi]) @ xf.T``, a block of ``step`` rows at a time."""
-    buf = np.empty((min(step, max(hi - lo, 1)), w.shape[1]), np.uint32)
-    wide = buf.view(np.float32)
-    xt = xf.T
-    for r0 in range(lo, hi, step):
-        r1 = min(hi, r0 + step)
-        b = r1 - r0
-        np.left_shift(w[r0:r1], np.uint32(16), out=buf[:b], casting="safe")  # (bfloat16 bits -> float32, exact)
-        np.matmul(wide[:b], xt, out=out[r0:r1])

@@ -27,7 +27,7 @@ from ...dtypes import bfloat16, narrow_bf16, round_bf16, widen_bf16
 from ...runtime import host_pool
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
-from ...runtime.threads import CORES, workers
+from ...runtime.threads import CORES, map_chunks
 from ..xp.elementwise import PLAIN_UFUNC
 from . import fold
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
@@ -164,17 +164,17 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
             arrivals.pop(i)(0, leaves[i].nbytes)
         leaves[i] = widen_bf16(np, leaves[i])
     root = f.root
-    if out is None and not arrivals and len(root._shape) > 1:
-        folded = _run_folded(steps, chain, leaves, root._shape, root._dtype.np)
+    size = 1
+    for s in root._shape:
+        size *= s
+    if out is None and not arrivals and size >= fold.MIN_SIZE and len(root._shape) > 1:
+        folded = _run_folded(steps, chain, leaves, root._shape, size, root._dtype.np)
         if folded is not None:
             return folded if folded.dtype is root._dtype.np else folded.astype(root._dtype.np)
     if donate and donors and out is None:
         gift = _donor(f, donors)
         if gift is not None and not traced():
             return _in_place(f, steps, chain, leaves, *gift)
-    size = 1
-    for s in root._shape:
-        size *= s
     if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
         return _run_split(steps, leaves, root, out, arrivals, upload)
     if arrivals:
@@ -192,14 +192,9 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     return out
 
 
-def _run_folded(steps, chain, leaves: list, shape: tuple, root_dtype):
-    """The region's result computed on leaves folded into long rows (see fold.py), or None where that does not
-    apply (no leaf broadcast along a short last run, a small result)."""
-    size = 1
-    for d in shape:
-        size *= d
-    if size < fold.MIN_SIZE:
-        return None
+def _run_folded(steps, chain, leaves: list, shape: tuple, size: int, root_dtype):
+    """The region's result (of ``size`` elements) computed on leaves folded into long rows (see fold.py), or None
+    where that does not apply (no leaf broadcast along a short last run)."""
     folding = fold.plan([x.shape if x.__class__ is np.ndarray else () for x in leaves], shape)
     if folding is None:
         return None
@@ -219,17 +214,12 @@ def _run_split_rows(steps, xs: list, folding: tuple, dtype):
     out = host_pool.empty((rows, width), dtype)
     step = max(-(-rows // CORES), -(-(1 << 16) // width))  # (as _run_split: a chunk per core, not tiny ones)
 
-    def work(r0: int) -> None:
-        r1 = min(r0 + step, rows)
+    def work(r0: int, r1: int) -> None:
         vals = [x[r0:r1] if x.__class__ is np.ndarray and x.ndim == 2 else x for x in xs]
         _run_program(steps, vals, out=out[r0:r1])
 
-    starts = range(0, rows, step)
-    futures = [workers().submit(work, r0) for r0 in starts[1:]]
     with np.errstate(all="ignore"):
-        work(0)
-    for f in futures:
-        f.result()
+        map_chunks(work, [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)])
     return out
 
 
@@ -338,8 +328,7 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
     # one chunk per core: smaller chunks cost more in hand-offs to the pool than they buy in balance
     chunk = max(-(-n // CORES), 1 << 16)
 
-    def work(lo: int) -> None:
-        hi = min(lo + chunk, n)
+    def work(lo: int, hi: int) -> None:
         if arrivals:
             for i, ready in arrivals.items():
                 size = flat[i].itemsize
@@ -350,11 +339,7 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
             size = flat_out.itemsize
             upload.part(lo * size, hi * size)
 
-    starts = range(0, n, chunk)
-    futures = [workers().submit(work, lo) for lo in starts[1:]]
     with np.errstate(all="ignore"):
-        work(0)  # this thread takes a chunk too, rather than only waiting
-    for f in futures:
-        f.result()
+        map_chunks(work, [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)])
     return out
 

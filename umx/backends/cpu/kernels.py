@@ -203,9 +203,11 @@ def _scatter(fallback):
                 and values.shape == index[0].shape + x.shape[1:]):
             i = index[0]
             n = x.shape[0]
-            if i.dtype.kind == "i" and i.min() < 0:
+            lowest = i.min()
+            if lowest < 0:  # (NumPy's negative indices count from the end)
                 i = np.where(i < 0, i + n, i)
-            if i.size and 0 <= i.min() and i.max() < n:
+                lowest = i.min()
+            if lowest >= 0 and i.max() < n:  # (else the fallback raises NumPy's IndexError)
                 out = x.copy()
                 _add_rows(out, i, values)
                 return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...primitives import reduction as r
-from ...runtime.threads import CORES, workers
+from ...runtime.threads import CORES, map_chunks
 
 # Work is counted in elements of a float32 sum: below MIN_SIZE the hand-off to the pool costs more than the cores
 # save (bench/reduce.py). Extrema, logical and integer reductions run at memory speed, cheaper per element than a
@@ -99,12 +99,12 @@ def _run_split(kernel, prim, x, reduced: list, work: int):
 
     if not reduced[axis]:
         part = cls(axes[0], True) if issubclass(cls, r.ArgReduce) else cls(axes, True)
-        return np.concatenate(_map(lambda lo, hi: kernel(part, x[lead + (slice(lo, hi),)]), bounds), axis=axis)
+        return np.concatenate(map_chunks(lambda lo, hi: kernel(part, x[lead + (slice(lo, hi),)]), bounds), axis=axis)
     if cls is r.Mean:
         return _mean(x, axes, axis, lead, bounds)
     if issubclass(cls, r.ArgReduce):
         return _arg(kernel, cls, x, axes[0], lead, bounds)
-    partials = _map(lambda lo, hi: kernel(cls(axes, True), x[lead + (slice(lo, hi),)]), bounds)
+    partials = map_chunks(lambda lo, hi: kernel(cls(axes, True), x[lead + (slice(lo, hi),)]), bounds)
     return kernel(cls((axis,), True), np.concatenate(partials, axis=axis))
 
 
@@ -112,7 +112,8 @@ def _mean(x, axes: tuple, axis: int, lead: tuple, bounds: list):
     # As numpy.mean: half precision accumulates in float32, integers in float64; floats keep their dtype.
     dtype = x.dtype if x.dtype.kind in "fc" else np.dtype(np.float64)
     acc = np.float32 if dtype == np.float16 else dtype
-    partials = _map(lambda lo, hi: np.sum(x[lead + (slice(lo, hi),)], axis=axes, dtype=acc, keepdims=True), bounds)
+    partials = map_chunks(lambda lo, hi: np.sum(x[lead + (slice(lo, hi),)], axis=axes, dtype=acc, keepdims=True),
+                          bounds)
     total = np.sum(np.concatenate(partials, axis=axis), axis=axis, keepdims=True)
     count = 1
     for i in axes:
@@ -128,15 +129,10 @@ def _arg(kernel, cls, x, axis: int, lead: tuple, bounds: list):
         idx = kernel(cls(axis, True), x[lead + (slice(lo, hi),)]).astype(np.int64)
         return idx + lo, np.take_along_axis(x[lead + (slice(lo, hi),)], idx, axis=axis)
 
-    results = _map(part, bounds)
+    results = map_chunks(part, bounds)
     idx = np.concatenate([i for i, _ in results], axis=axis)
     vals = np.concatenate([v for _, v in results], axis=axis)
     best = kernel(cls(axis, True), vals).astype(np.intp)
     return np.take_along_axis(idx, best, axis=axis).astype(np.uint32)
 
 
-def _map(fn, bounds: list) -> list:
-    """``fn(lo, hi)`` for each chunk, on the pool; this thread takes the first chunk rather than only waiting."""
-    futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
-    first = fn(*bounds[0])
-    return [first] + [f.result() for f in futures]

@@ -62,7 +62,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
         padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
         if depthwise:
             lower = _taps
-        elif (input_order and prim.groups == 1 and _wide(padded, w, out_shape)
+        elif (input_order and prim.groups == 1 and _wide(w, out_shape)
               and padded.strides[-1] != padded.itemsize):
             lower = _windows_by_input
         else:
@@ -162,7 +162,7 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
     return out
 
 
-def _wide(x, w, out_shape: tuple) -> bool:
+def _wide(w, out_shape: tuple) -> bool:
     """Whether the kernel is larger than the output (a weight gradient's: the forward's output is its kernel)."""
     return math.prod(w.shape[1:-1]) > math.prod(out_shape[1:-1])
 
