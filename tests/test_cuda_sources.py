@@ -238,8 +238,11 @@ def test_own_reductions_and_products_compile():
 
 
 def test_fast_op_kernels_compile():
-    # mx.fast.rms_norm and mx.fast.rope as one kernel each (backends/cuda/fast.py)
-    compile_cuda(in_namespaces([sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope")]))
+    # mx.fast's normalizations, rope and attention as one kernel each (backends/cuda/fast.py)
+    compile_cuda(in_namespaces([sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope"),
+                                sources.layer_norm_source("umx_layer_norm"), sources.sdpa_source("umx_sdpa"),
+                                sources.sdpa_softmax_source("umx_sdpa_softmax")]
+                               + [sources.qmv_source(f"umx_qmv_{b}_{r}", b, r) for b in (2, 4, 8) for r in (1, 8)]))
 
 
 def test_a_users_cuda_kernel_compiles():

@@ -506,3 +506,53 @@ def test_cuda_kernel_runs_on_the_gpu(rng):
                         init_value=0, stream=mx.gpu)
     assert_close(out1, np.full(4, 6.5))
     assert_close(out2, np.ones(4, np.int32))
+
+
+@pytest.mark.parametrize("t_q", [1, 3, 16, 17])
+@pytest.mark.parametrize("d, d_v", [(64, 64), (128, 96), (256, 256), (40, 72)])
+def test_sdpa_head_sizes_and_long_caches(device, rng, t_q, d, d_v):
+    # the GPU's kernel for few queries (up to 16) holds up to 256 features a row; its warps split many keys
+    b, n_q, n_kv, t_k = 1, 4, 2, 300
+    q, qr = _in(rng, (b, n_q, t_q, d))
+    k, kr = _in(rng, (b, n_kv, t_k, d))
+    v, vr = _in(rng, (b, n_kv, t_k, d_v))
+    for mask in ("causal", "additive", "bool"):
+        m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+        got = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(d), mask=m, stream=device)
+        assert_close(got, ref_sdpa(qr, kr, vr, 1 / math.sqrt(d), mr), 2e-5, 2e-5, dtype=mx.float32)
+
+
+@pytest.mark.parametrize("traditional", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("offset", [0, 7, 3000, "array"])
+def test_rope_host_table_path_is_bit_identical(monkeypatch, rng, traditional, inverse, offset):
+    # a few rows on the host turn by a cached table of angles; it must give the general path's very bits
+    from umx.primitives.fast import RoPE as RoPEPrim
+
+    for shape in [(1, 4, 1, 16), (2, 3, 5, 8)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        prim = RoPEPrim(shape[-1], traditional, 500.0, 0.75, None if offset == "array" else offset, inverse)
+        rest = [np.array(11, np.int32)] if offset == "array" else []
+        small = fast_kernels._rope_small(prim, x, rest, np.float32)
+        monkeypatch.setattr(fast_kernels, "_SMALL", -1)
+        general = fast_kernels._rope(np, prim, x, *rest)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(small, general)
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU")
+@pytest.mark.parametrize("mask", MASKS)
+def test_sdpa_gpu_products_in_parts_with_sinks(monkeypatch, rng, mask):
+    # many queries on the GPU: two products around the softmax kernel, in parts of query positions when the
+    # scores would pass SCORES_BYTES (here: a few positions a part)
+    from umx.backends.cuda import fast as cuda_fast
+
+    monkeypatch.setattr(cuda_fast, "SCORES_BYTES", 4 * 2 * 6 * 23 * 5)
+    b, n_q, n_kv, t_q, t_k = 2, 6, 3, 37, 23
+    q, qr = _in(rng, (b, n_q, t_q, 16))
+    k, kr = _in(rng, (b, n_kv, t_k, 16))
+    v, vr = _in(rng, (b, n_kv, t_k, 12))
+    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+    sinks, sr = _in(rng, (n_q,))
+    got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks, stream=mx.gpu)
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 2e-5, 2e-5, dtype=mx.float32)

@@ -446,3 +446,20 @@ def test_bad_input_raises_at_the_call():
         with pytest.raises(ValueError):
             call()
             pytest.fail(f"case {i} did not raise")
+
+
+@pytest.mark.parametrize("bits,gs", [(2, 32), (4, 64), (8, 128), (4, 32)])
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, rows, dtype):
+    # a decode step's product (a few rows of x against a transposed weight): the GPU's kernel reads the packed
+    # words once; its values are dequantize's (bfloat16 weights rounded as it rounds them)
+    w = _w(rng, (200, 256), dtype) * 0.1
+    wq, s, b = mx.quantize(w, gs, bits)
+    x = mx.array(rng.standard_normal((rows, 256)).astype(np.float32)).astype(dtype)
+    got = mx.quantized_matmul(x, wq, s, b, True, gs, bits, stream=device)
+    dense = np.asarray(mx.dequantize(wq, s, b, gs, bits, dtype=dtype).astype(mx.float32), np.float64)
+    want = np.asarray(x.astype(mx.float32), np.float64) @ dense.T
+    assert got.dtype == dtype
+    tol = 1e-4 if dtype == mx.float32 else 1e-2
+    assert_close(got, want, tol, tol)

@@ -18,7 +18,7 @@ class Convolution(Primitive):
     """
 
     __slots__ = ("stride", "padding_lo", "padding_hi", "kernel_dilation", "input_dilation", "groups", "flip")
-    capture = False  # products through CuPy's cuBLAS, which refuses capture
+    capture = False  # products through CuPy's cuBLAS, which refuses capture (the CUDA backend's own capture)
 
     def __init__(self, stride: tuple, padding_lo: tuple, padding_hi: tuple, kernel_dilation: tuple,
                  input_dilation: tuple, groups: int, flip: bool):

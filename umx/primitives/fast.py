@@ -14,7 +14,7 @@ class RMSNorm(Primitive):
     """``x * rsqrt(mean(x**2, -1) + eps)``, times the weight (the second input) if ``has_weight``."""
 
     __slots__ = ("eps", "has_weight")
-    capture = False  # not tried under capture yet (its row norms are CuPy einsums)
+    capture = False  # the shared kernel's row norms are CuPy einsums (the CUDA backend's own kernel captures)
 
     def __init__(self, eps: float, has_weight: bool):
         self.eps = eps
@@ -26,7 +26,7 @@ class LayerNorm(Primitive):
     after ``x``, in that order)."""
 
     __slots__ = ("eps", "has_weight", "has_bias")
-    capture = False  # not tried under capture yet (its row norms are CuPy einsums)
+    capture = False  # the shared kernel's row norms are CuPy einsums (the CUDA backend's own kernel captures)
 
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps = eps
@@ -45,7 +45,7 @@ class RoPE(Primitive):
     """
 
     __slots__ = ("dims", "traditional", "base", "scale", "offset", "inverse")
-    capture = False  # not tried under capture yet
+    capture = False  # not tried under capture with the shared kernel (the CUDA backend's own kernel captures)
 
     def __init__(self, dims: int, traditional: bool, base, scale: float, offset, inverse: bool = False):
         self.dims = dims
@@ -63,7 +63,8 @@ class ScaledDotProductAttention(Primitive):
     softmax and takes no value."""
 
     __slots__ = ("scale", "mask", "has_sinks")
-    capture = False  # products through CuPy's cuBLAS, which refuses capture
+    capture = False  # products through CuPy's cuBLAS, which refuses capture (the CUDA backend's kernel for few
+    # queries captures)
 
     def __init__(self, scale: float, mask: str, has_sinks: bool):
         self.scale = scale

@@ -33,7 +33,7 @@ class Dequantize(Primitive):
     scales, the biases if affine, the global scale if ``has_global``."""
 
     __slots__ = ("group_size", "bits", "mode", "has_global", "dtype")
-    capture = False  # not tried under capture yet
+    capture = False  # some modes copy host constants per call (the CUDA backend captures the others)
 
     def __init__(self, group_size: int, bits: int, mode: str, has_global: bool, dtype):
         self.group_size = group_size
@@ -49,7 +49,8 @@ class QuantizedMatmul(Primitive):
     biases if affine."""
 
     __slots__ = ("transpose", "group_size", "bits", "mode", "dtype", "wdtype")
-    capture = False  # products through CuPy's cuBLAS, which refuses capture
+    capture = False  # products through CuPy's cuBLAS, which refuses capture (the CUDA backend's kernel for a few
+    # rows captures)
 
     def __init__(self, transpose: bool, group_size: int, bits: int, mode: str, dtype, wdtype):
         self.transpose = transpose

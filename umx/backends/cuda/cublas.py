@@ -80,11 +80,29 @@ class Handle:
 
 def handle_for(stream):
     """A new :class:`Handle` on ``stream`` (the current device's), or None if cuBLAS cannot be called directly."""
+    return Handle(stream) if available() else None
+
+
+def available() -> bool:
+    """Whether umx can call cuBLAS directly (else products go through CuPy, which a CUDA graph cannot capture)."""
     global _lib, _loaded
     if not _loaded:
         _lib = _library()
         _loaded = True
-    return Handle(stream) if _lib is not None else None
+    return _lib is not None
+
+
+_handles: dict = {}  # CUDA stream pointer -> (stream, handle or None)
+
+
+def current():
+    """umx's :class:`Handle` for the current CUDA stream (made on first use), or None if cuBLAS cannot be called
+    directly."""
+    s = cp.cuda.get_current_stream()
+    entry = _handles.get(s.ptr)
+    if entry is None or entry[0] is not s:
+        entry = _handles[s.ptr] = (s, handle_for(s))
+    return entry[1]
 
 
 def _check(status: int) -> None:
@@ -105,9 +123,10 @@ def _layout(x):
     return None
 
 
-def matmul(handle: Handle, a, b, spec=None):
+def matmul(handle: Handle, a, b, spec=None, out=None):
     """``a @ b`` for CuPy arrays of one float dtype, on the handle's stream; None where this does not apply.
-    ``spec``: the element type, where the arrays' dtype does not say it (``BFLOAT16``)."""
+    ``spec``: the element type, where the arrays' dtype does not say it (``BFLOAT16``). ``out``: a C-contiguous
+    array of the result's shape and dtype to write two matrices' product into (else it is ignored)."""
     spec = spec or _TYPES.get(a.dtype.char)
     if spec is None or b.dtype != a.dtype:
         return None
@@ -116,7 +135,9 @@ def matmul(handle: Handle, a, b, spec=None):
         if la is not None and lb is not None:
             m, k = a.shape
             n = b.shape[1]
-            out = cp.empty((m, n), a.dtype)
+            if (out is None or out.shape != (m, n) or out.dtype != a.dtype or not out.flags.c_contiguous
+                    or out.__class__ is not cp.ndarray):
+                out = cp.empty((m, n), a.dtype)
             dtype, compute, alpha, beta = spec
             _check(_lib.cublasGemmEx(handle.ptr, lb[0], la[0], n, m, k, alpha, b.data.ptr, dtype, lb[1], a.data.ptr,
                                      dtype, la[1], beta, out.data.ptr, dtype, n, compute, _ALGO_DEFAULT))

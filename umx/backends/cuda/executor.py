@@ -97,7 +97,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                         return False
             else:
                 n = t
-            if type(n) is not Fused and (n._siblings is not None or n._prim.__class__ not in graphs.CAPTURABLE):
+            if type(n) is not Fused and (n._siblings is not None or not graphs.capturable(n)):
                 return False
         return True
 
@@ -333,23 +333,11 @@ def _reads_on_host(devices) -> bool:
     return False
 
 
-_handles: dict = {}  # CUDA stream pointer -> (stream, cuBLAS handle or None)
-
-
-def _handle():
-    """umx's cuBLAS handle for the current stream, or None."""
-    s = cp.cuda.get_current_stream()
-    entry = _handles.get(s.ptr)
-    if entry is None or entry[0] is not s:
-        entry = _handles[s.ptr] = (s, cublas.handle_for(s))
-    return entry[1]
-
-
 def _matmul(prim, a, b):
     """Products through umx's own cuBLAS handle for the current stream (capturable, see cublas.py); CuPy's for
     what that does not cover."""
     if type(a) is cp.ndarray and type(b) is cp.ndarray:
-        h = _handle()
+        h = cublas.current()
         if h is not None:
             out = cublas.matmul(h, a, b)
             if out is not None:
@@ -361,7 +349,7 @@ def _matmul_bf16(a, b):
     """The bfloat16 product of bfloat16 storage ``a`` and ``b`` by cuBLAS (tensor cores, float32 accumulation,
     rounded once to bfloat16, as the float32 product would be), or None: the caller widens and uses ``_matmul``
     (also on a GPU whose cuBLAS has no bfloat16 product: refused once, then not asked again)."""
-    h = _handle()
+    h = cublas.current()
     if h is None or cp.cuda.runtime.getDevice() in _NO_BF16_GEMM:
         return None
     try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import cupyx.scipy.special as special
 import numpy as np
 
-from ...dtypes import register_bf16_conversions
+from ...dtypes import bfloat16, float16, float32, float64, register_bf16_conversions
 from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
+from ...primitives.conv import Convolution
 from ...primitives.fast import CudaKernel
 from ..xp import bind
-from . import collectives, custom_kernel
+from ..xp import conv as xp_conv
+from . import collectives, cublas, custom_kernel
 from . import fast as fast_kernels
+from . import quantized as quantized_kernels
 from ._probe import _cupy
 from .fusion import BF16_CONVERSIONS, PREAMBLE
 
@@ -75,6 +78,28 @@ def _scatter(prim, x, values, *index_arrays):
     return out
 
 
+def _matmul(a, b, out=None):
+    """A convolution's products through umx's cuBLAS handle (which a CUDA graph can capture), CuPy's where that
+    does not apply."""
+    h = cublas.current()
+    got = cublas.matmul(h, a, b, out=out) if h is not None else None
+    return got if got is not None else cp.matmul(a, b, out=out)
+
+
+def _convolution(prim, x, w):
+    return xp_conv.convolution(cp, prim, x, w, matmul=_matmul)
+
+
+def _conv_captures(n) -> bool:
+    return cublas.available() and all(x._dtype in _CUBLAS_FLOATS for x in n._inputs)
+
+
+_CUBLAS_FLOATS = (float16, float32, float64, bfloat16)  # (bfloat16 and float16 reach the products as float32)
+
+#: primitive class -> whether a node of it runs as kernels that only enqueue device work (see graphs.py)
+CAPTURE_IF = {**fast_kernels.CAPTURE_IF, **quantized_kernels.CAPTURE_IF, Convolution: _conv_captures}
+
+
 def make_table() -> dict:
     table = bind(cp)
     table[type(ew.UNARY["Erf"])] = _erf
@@ -85,6 +110,8 @@ def make_table() -> dict:
     table.update(collectives.KERNELS)
     table[CudaKernel] = custom_kernel.run
     fast_kernels.install(table)
+    quantized_kernels.install(table)
+    table[Convolution] = _convolution
     return table
 
 

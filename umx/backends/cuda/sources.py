@@ -256,3 +256,285 @@ extern "C" __global__ void {name}(const float* __restrict__ x, float* __restrict
   out[k] = first ? here * c - other * s : other * s + here * c;
 }}
 """
+
+
+#: the longest head (query/key and value features) the attention kernel holds in registers: 32 lanes x 8
+SDPA_MAX_HEAD = 256
+#: threads per block of the attention kernel: its warps split the keys
+SDPA_BLOCK = 256
+
+
+def layer_norm_source(name: str) -> str:
+    """The CUDA C++ of ``mx.fast.layer_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
+    row, then the squares of its deviations (two passes over the row, as the host's kernel does), then writes
+    ``(x - mean) * rsqrt(var + eps)``, times the weight and plus the bias where given."""
+    return f"""
+__device__ inline float umx_block_sum(float s, float* partial) {{
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  __syncthreads();  // (partial may still be read from the last call)
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x < 32) {{
+    s = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.0f;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x == 0) partial[0] = s;
+  }}
+  __syncthreads();
+  return partial[0];
+}}
+
+extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w,
+                                  const float* __restrict__ b, float* __restrict__ out, int d, float eps,
+                                  int has_weight, int has_bias) {{
+  __shared__ float partial[{BLOCK // 32}];
+  const float* row = x + (long long)blockIdx.x * d;
+  float* dst = out + (long long)blockIdx.x * d;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) s += row[i];
+  const float mean = umx_block_sum(s, partial) / (float)d;
+  s = 0.0f;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+    const float v = row[i] - mean;
+    s += v * v;
+  }}
+  const float scale = rsqrtf(umx_block_sum(s, partial) / (float)d + eps);
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+    float v = (row[i] - mean) * scale;
+    if (has_weight) v *= w[i];
+    if (has_bias) v += b[i];
+    dst[i] = v;
+  }}
+}}
+"""
+
+
+def sdpa_source(name: str) -> str:
+    """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` on float32 ``q (B, Hq, Tq, D)``, ``k (B, Hkv, Tk,
+    D)``, ``v (B, Hkv, Tk, Dv)`` (row-major), for ``D, Dv <= SDPA_MAX_HEAD``: one block per query row.
+
+    Each warp takes every ``n_warps``-th key: its lanes hold 8 features of the (scaled) query, sum the products
+    with the key by shuffles, and keep a running softmax (the largest score so far, the sum of the weights, the
+    weighted values: 8 features a lane). The block then merges its warps' running sums. ``mask_kind``: 0 none,
+    1 causal (lower right aligned), 2 boolean, 3 additive, the mask read through its strides ``ms`` (0 where it
+    broadcasts); a masked score is float32's lowest (a row masked whole averages the values, as the host does).
+    ``sinks``: one logit per query head that joins the softmax and takes no value (null: none)."""
+    lanes = SDPA_MAX_HEAD // 32
+    return f"""
+extern "C" __global__ void {name}(const float* __restrict__ q, const float* __restrict__ k,
+                                  const float* __restrict__ v, const void* __restrict__ mask,
+                                  const float* __restrict__ sinks, float* __restrict__ out,
+                                  int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale, int mask_kind,
+                                  long long ms0, long long ms1, long long ms2, long long ms3) {{
+  __shared__ float warp_max[32], warp_sum[32];
+  __shared__ float warp_acc[32 * {SDPA_MAX_HEAD}];
+  const int row = blockIdx.x;  // (batch entry, query head, query position), row-major like q
+  const int t = row % t_q;
+  const int hq = (row / t_q) % n_q;
+  const int bi = row / (t_q * n_q);
+  const int hk = hq / (n_q / n_kv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  const float* qr = q + (long long)row * d;
+  const float* kh = k + ((long long)bi * n_kv + hk) * (long long)t_k * d;
+  const float* vh = v + ((long long)bi * n_kv + hk) * (long long)t_k * d_v;
+  float qv[{lanes}], acc[{lanes}];
+  #pragma unroll
+  for (int i = 0; i < {lanes}; ++i) {{
+    const int f = lane + 32 * i;
+    qv[i] = f < d ? qr[f] * scale : 0.0f;
+    acc[i] = 0.0f;
+  }}
+  const float lowest = -3.402823466e38f, neg_inf = __int_as_float(0xff800000u);
+  const int last = t + (t_k - t_q);  // (causal: the last key this query sees)
+  const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
+  float m = neg_inf, l = 0.0f;
+  for (int j = warp; j < t_k; j += n_warps) {{
+    const float* kr = kh + (long long)j * d;
+    float s = 0.0f;
+    #pragma unroll
+    for (int i = 0; i < {lanes}; ++i) {{
+      const int f = lane + 32 * i;
+      if (f < d) s += qv[i] * kr[f];
+    }}
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (mask_kind == 1) {{
+      if (j > last) s = lowest;
+    }} else if (mask_kind == 2) {{
+      if (!((const bool*)mask)[mrow + (long long)j * ms3]) s = lowest;
+    }} else if (mask_kind == 3) {{
+      s += ((const float*)mask)[mrow + (long long)j * ms3];
+    }}
+    const float top = fmaxf(m, s);
+    if (top == neg_inf) continue;  // (an additive -inf so far: nothing to weigh yet)
+    const float keep = expf(m - top), p = expf(s - top);
+    l = l * keep + p;
+    const float* vr = vh + (long long)j * d_v;
+    #pragma unroll
+    for (int i = 0; i < {lanes}; ++i) {{
+      const int f = lane + 32 * i;
+      if (f < d_v) acc[i] = acc[i] * keep + p * vr[f];
+    }}
+    m = top;
+  }}
+  if (lane == 0) {{
+    warp_max[warp] = m;
+    warp_sum[warp] = l;
+  }}
+  #pragma unroll
+  for (int i = 0; i < {lanes}; ++i) {{
+    const int f = lane + 32 * i;
+    if (f < d_v) warp_acc[warp * {SDPA_MAX_HEAD} + f] = acc[i];
+  }}
+  __syncthreads();
+  float top = neg_inf;
+  for (int w = 0; w < n_warps; ++w) top = fmaxf(top, warp_max[w]);
+  const float sink = sinks != nullptr ? sinks[hq] : neg_inf;
+  top = fmaxf(top, sink);
+  float total = sinks != nullptr ? expf(sink - top) : 0.0f;
+  for (int w = 0; w < n_warps; ++w) {{
+    if (warp_max[w] != neg_inf) total += warp_sum[w] * expf(warp_max[w] - top);
+  }}
+  float* dst = out + (long long)row * d_v;
+  for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
+    float o = 0.0f;
+    for (int w = 0; w < n_warps; ++w) {{
+      if (warp_max[w] != neg_inf) o += warp_acc[w * {SDPA_MAX_HEAD} + f] * expf(warp_max[w] - top);
+    }}
+    dst[f] = o / total;
+  }}
+}}
+"""
+
+
+def sdpa_softmax_source(name: str) -> str:
+    """The CUDA C++ of attention's softmax over scores that a product computed: one block per row of ``t_k``
+    scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions ``t_start ..``
+    of ``t_total``), in place: each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
+    softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum)."""
+    return f"""
+__device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {{
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {{
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }}
+  __syncthreads();  // (partial may still be read from the last call)
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {{
+    const float neutral = is_max ? __int_as_float(0xff800000u) : 0.0f;
+    v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : neutral;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {{
+      const float other = __shfl_xor_sync(0xffffffffu, v, o);
+      v = is_max ? fmaxf(v, other) : v + other;
+    }}
+    if (threadIdx.x == 0) partial[0] = v;
+  }}
+  __syncthreads();
+  return partial[0];
+}}
+
+extern "C" __global__ void {name}(float* __restrict__ scores, const void* __restrict__ mask,
+                                  const float* __restrict__ sinks, int n_q, int t_q, int t_start, int t_total,
+                                  int t_k, float scale, int mask_kind,
+                                  long long ms0, long long ms1, long long ms2, long long ms3) {{
+  __shared__ float partial[32];
+  const long long row = blockIdx.x;
+  const int t = (int)(row % t_q) + t_start;
+  const int hq = (int)((row / t_q) % n_q);
+  const int bi = (int)(row / ((long long)t_q * n_q));
+  float* s = scores + row * t_k;
+  const float lowest = -3.402823466e38f;
+  const int last = t + (t_k - t_total);
+  const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
+  float top = __int_as_float(0xff800000u);
+  for (int j = threadIdx.x; j < t_k; j += blockDim.x) {{
+    float v = s[j] * scale;
+    if (mask_kind == 1) {{
+      if (j > last) v = lowest;
+    }} else if (mask_kind == 2) {{
+      if (!((const bool*)mask)[mrow + (long long)j * ms3]) v = lowest;
+    }} else if (mask_kind == 3) {{
+      v += ((const float*)mask)[mrow + (long long)j * ms3];
+    }}
+    s[j] = v;
+    top = fmaxf(top, v);
+  }}
+  top = umx_block_reduce(top, partial, true);
+  const float sink = sinks != nullptr ? sinks[hq] : __int_as_float(0xff800000u);
+  top = fmaxf(top, sink);
+  float total = 0.0f;
+  for (int j = threadIdx.x; j < t_k; j += blockDim.x) {{
+    const float e = expf(s[j] - top);
+    s[j] = e;
+    total += e;
+  }}
+  total = umx_block_reduce(total, partial, false);
+  if (sinks != nullptr) total += expf(sink - top);
+  for (int j = threadIdx.x; j < t_k; j += blockDim.x) s[j] = s[j] / total;
+}}
+"""
+
+
+#: rows of x the quantized matrix-vector kernel takes (each warp keeps one sum per row in registers)
+QMV_MAX_ROWS = 8
+#: warps per block of the quantized matrix-vector kernel: one output column (a weight row) each
+QMV_WARPS = 8
+
+
+def qmv_source(name: str, bits: int, rows: int) -> str:
+    """The CUDA C++ of ``quantized_matmul(x, w, scales, biases, transpose=True)`` in the affine mode for a few rows
+    of ``x`` (``rows``, float32 ``(rows, K)``): ``w`` ``(N, K * bits / 32)`` uint32 words, codes from the low
+    bits up; ``scales`` and ``biases`` float32 ``(N, K / group)``. One warp per weight row reads its words once
+    (neighbouring lanes, neighbouring words), makes each value as ``dequantize`` does (``scale * code``, then
+    plus the bias, each rounded to bfloat16 where ``round_bf16``), and adds its products with every row of ``x``;
+    the warp's sums are reduced by shuffles. ``bits``: 2, 4 or 8 (codes never straddle a word)."""
+    per_word = 32 // bits
+    mask = (1 << bits) - 1
+    return f"""
+__device__ inline float umx_round_bf16(float f) {{
+  unsigned int u = __float_as_uint(f);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return __uint_as_float(u & 0xffff0000u);
+}}
+
+extern "C" __global__ void {name}(const float* __restrict__ x, const unsigned int* __restrict__ w,
+                                  const float* __restrict__ scales, const float* __restrict__ biases,
+                                  float* __restrict__ out, int n, int k, int group, int round_bf16) {{
+  const int lane = threadIdx.x & 31;
+  const int col = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (col >= n) return;
+  const int words = k / {per_word};
+  const int groups = k / group;
+  const unsigned int* wr = w + (long long)col * words;
+  const float* sr = scales + (long long)col * groups;
+  const float* br = biases + (long long)col * groups;
+  float acc[{rows}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) acc[r] = 0.0f;
+  for (int i = lane; i < words; i += 32) {{
+    const unsigned int word = wr[i];
+    const int k0 = i * {per_word};
+    const int g = k0 / group;
+    const float s = sr[g], b = br[g];
+    #pragma unroll
+    for (int c = 0; c < {per_word}; ++c) {{
+      float v = s * (float)((word >> ({bits} * c)) & {mask}u);
+      if (round_bf16) v = umx_round_bf16(umx_round_bf16(v) + b);
+      else v = v + b;
+      #pragma unroll
+      for (int r = 0; r < {rows}; ++r) acc[r] += v * x[(long long)r * k + k0 + c];
+    }}
+  }}
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    float a = acc[r];
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (lane == 0) out[(long long)r * n + col] = a;
+  }}
+}}
+"""

@@ -37,11 +37,14 @@ def _convolution(xp, prim, x, w):
     return convolution(xp, prim, x, w)
 
 
-def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False):
+def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False,
+                matmul=None):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
     bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
-    memory order (see ``_windows_by_input``)."""
+    memory order (see ``_windows_by_input``). ``matmul(a, b, out=None)``: the products (default ``xp.matmul``;
+    the GPU's calls cuBLAS itself, which a CUDA graph can capture)."""
     budget = BUDGET if budget is None else budget
+    mm = matmul or xp.matmul
     dtype = x.dtype
     work = xp.float32 if dtype == xp.float16 else dtype
     x = x.astype(work, copy=False)
@@ -57,7 +60,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
     depthwise = prim.groups > 1 and w.shape[-1] == 1
     dilated = any(d > 1 for d in prim.input_dilation)
     if dilated and not depthwise and all(s == 1 for s in prim.stride) and math.prod(kernel_shape) <= SCATTER_TAPS:
-        out = _scatter(xp, prim, x, w, out_shape, budget)
+        out = _scatter(xp, prim, x, w, out_shape, budget, mm)
     else:
         padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
         if depthwise:
@@ -67,7 +70,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
             lower = _windows_by_input
         else:
             lower = _windows
-        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget)
+        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm)
     return out.astype(dtype, copy=False)
 
 
@@ -118,7 +121,7 @@ def _blocks(n: int, rows: int, unit: int, budget: int):
             yield i, i + 1, r0, min(rows, r0 + step)
 
 
-def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm):
     """The windows (im2col) lowering of a convolution of the padded input ``x``."""
     n, *out_sp, o = out_shape
     k_sp, cg = w.shape[1:-1], w.shape[-1]
@@ -149,12 +152,12 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
         for i, k0 in enumerate(range(0, k_sp[0], kb)):
             part = view[(slice(n0, n1), slice(r0, r1)) + (slice(None),) * (nd - 1) + (slice(k0, k0 + kb),)]
             if groups == 1:
-                prod_ = xp.matmul(part.reshape(rows, -1), mats[i][0], out=None if i else flat)
+                prod_ = mm(part.reshape(rows, -1), mats[i][0], out=None if i else flat)
                 if i:
                     flat += prod_
                 continue
             cols = xp.moveaxis(part, -2, 0).reshape(groups, rows, -1)
-            prod_ = xp.moveaxis(xp.matmul(cols, mats[i]), 0, 1).reshape(rows, o)
+            prod_ = xp.moveaxis(mm(cols, mats[i]), 0, 1).reshape(rows, o)
             if i:
                 flat += prod_
             else:
@@ -167,7 +170,8 @@ def _wide(w, out_shape: tuple) -> bool:
     return math.prod(w.shape[1:-1]) > math.prod(out_shape[1:-1])
 
 
-def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
+                      mm):
     """The windows lowering of a weight gradient (one group) whose input's channel axis, the one the product
     contracts, is a batch axis transposed there (strided in memory). ``_windows`` would gather along it an
     element at a time; here the windows are gathered in the input's memory order, with the output's batch
@@ -187,12 +191,12 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
     for c0 in range(0, c, step):
         c1 = min(c, c0 + step)
         cols = view[c0:c1].reshape((c1 - c0) * taps, positions * n)
-        part = xp.matmul(cols.T, weights[c0 * taps:c1 * taps])
+        part = mm(cols.T, weights[c0 * taps:c1 * taps])
         acc = part if acc is None else xp.add(acc, part, out=acc)
     return xp.ascontiguousarray(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
-def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int):
+def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None):
     """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]
@@ -215,7 +219,7 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
     return out
 
 
-def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int):
+def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int, mm):
     """The scatter (col2im) lowering of a convolution with a dilated input and unit stride: output position
     ``j * input_dilation + padding_lo - k * kernel_dilation`` takes ``x[j] @ w[k]``."""
     n, *in_sp, c = x.shape
@@ -232,10 +236,10 @@ def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int):
         part = x[n0:n1, j0:j1]
         rows = part.size // max(c, 1)
         if groups == 1:
-            prods = xp.matmul(part.reshape(rows, c), wcat[0])
+            prods = mm(part.reshape(rows, c), wcat[0])
         else:
             cols = xp.moveaxis(part.reshape(rows, groups, cg), 1, 0)
-            prods = xp.moveaxis(xp.matmul(cols, wcat).reshape(groups, rows, taps, og), 0, 2)
+            prods = xp.moveaxis(mm(cols, wcat).reshape(groups, rows, taps, og), 0, 2)
         prods = prods.reshape(n1 - n0, j1 - j0, *in_sp[1:], *k_sp, o)
         for tap in product(*(range(k) for k in k_sp)):
             src, dst = [slice(None)], [slice(n0, n1)]
