@@ -318,3 +318,60 @@ def test_batches_that_differ_only_in_a_reduction_axis_are_not_replayed_for_each_
         y = getattr(mx, op)(mx.multiply(mx.add(x, 1.0, stream=G), 2.0, stream=G), axis=axis, stream=G)
         want = getattr(np, op)((m + 1) * 2, axis=axis)
         np.testing.assert_allclose(np.asarray(mx.add(y, 0, stream=G)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_large_inputs_are_read_in_place_and_recaptured_with_a_slot_when_they_change(graphs, monkeypatch):
+    """An input of BIND_MIN_BYTES or more is bound: the replay reads it where it lies (no copy in). When a later
+    batch of the same structure brings other data for it, the structure is captured again with that input copied
+    into a slot, and every result stays NumPy's."""
+    monkeypatch.setattr(graphs, "BIND_MIN_BYTES", 4096)
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((64, 32)).astype(np.float32)  # 8 KiB: bound
+    wm = mx.array(w)
+    mx.eval(wm)
+
+    def step(x, w):
+        return mx.tanh(mx.matmul(mx.sin(x, stream=G), w, stream=G), stream=G)
+
+    xs = [rng.standard_normal((3, 64)).astype(np.float32) for _ in range(6)]
+    before = graphs.STATS.as_dict()
+    for x in xs:
+        got = np.array(step(mx.array(x), wm))
+        np.testing.assert_allclose(got, np.tanh(np.sin(x.astype(np.float64)) @ w), rtol=1e-5, atol=1e-5)
+    after = graphs.STATS.as_dict()
+    assert after["replays"] - before["replays"] >= 4
+    assert after["copies_in"] - before["copies_in"] <= 5  # x each replay, never the bound weight
+    # new weights every step: recaptured once with the weight in a slot, then replayed
+    captures = graphs.STATS.captures
+    for i, x in enumerate(xs):
+        w2 = w + i
+        got = np.array(step(mx.array(x), mx.array(w2)))
+        np.testing.assert_allclose(got, np.tanh(np.sin(x.astype(np.float64)) @ w2), rtol=1e-5, atol=1e-5)
+    assert graphs.STATS.captures - captures == 1
+
+
+def test_decode_like_steps_with_fast_ops_replay_as_graphs(graphs):
+    """rms_norm, rope and attention over a few queries run by umx's own kernels, which a graph captures: a decode
+    step (a few queries against a cache) is replayed, with the host's results."""
+    rng = np.random.default_rng(5)
+    w = mx.array(rng.standard_normal(64).astype(np.float32))
+    k = mx.array(rng.standard_normal((1, 2, 40, 16)).astype(np.float32)).astype(mx.bfloat16)
+    v = mx.array(rng.standard_normal((1, 2, 40, 16)).astype(np.float32)).astype(mx.bfloat16)
+    mask = mx.array(np.arange(40) < 30)
+
+    def step(x, offset, stream):
+        h = mx.fast.rms_norm(x, w, 1e-5, stream=stream)
+        q = mx.reshape(h, (1, 1, 4, 16), stream=stream).transpose(0, 2, 1, 3, stream=stream)
+        q = mx.fast.rope(q, 16, traditional=False, base=10000.0, scale=1.0, offset=offset, stream=stream)
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=mask, stream=stream)
+        return mx.multiply(o, 2.0, stream=stream)
+
+    before = graphs.STATS.replays
+    for _ in range(5):
+        x = mx.array(rng.standard_normal((1, 1, 64)).astype(np.float32)).astype(mx.bfloat16)
+        offset = mx.array(29, mx.int32)
+        got, want = step(x, offset, G), step(x, offset, mx.cpu)
+        mx.eval(got, want)
+        np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(want.astype(mx.float32)),
+                                   rtol=2e-2, atol=2e-2)
+    assert graphs.STATS.replays - before >= 3

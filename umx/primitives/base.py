@@ -8,7 +8,8 @@ Each class declares, beside its parameters, what the rest of umx needs to know a
 node's primitive costs nothing more to make):
 
 - ``capture``: whether a CUDA graph may capture its kernel (True only for kernels that enqueue device work alone:
-  no host synchronization, no host data). ``backends/cuda/graphs.py`` captures exactly these.
+  no host synchronization, no host data). ``backends/cuda/graphs.py`` captures these, and the nodes of other
+  classes that a backend runs by a kernel of its own that only enqueues (``backends/cuda/fast.py``).
 - ``moves_bits``: whether the kernel only moves, selects or reinterprets its inputs' elements (layout, gathers,
   bit views, sends): bfloat16 inputs then reach it as their 16-bit storage. Every other kernel gets bfloat16
   inputs widened to float32, and a bfloat16 result it computes is rounded back (``runtime.executor.conform``).

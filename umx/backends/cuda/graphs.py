@@ -9,24 +9,31 @@ How a batch is recognised: its *key* lists, per task, the primitive (or a fused 
 and dtype, and where each input comes from: an earlier task, an external array (by slot: the same array read twice
 is one slot), or a constant (by its bits and dtype). The first sighting runs eagerly; the second is captured.
 
-Memory: a graph owns every buffer its kernels touch, from a pool of its own, so nothing else ever reuses them.
+Memory: a graph owns every buffer its kernels write, from a pool of its own, so nothing else ever reuses them.
 
 - Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very data
   (data is immutable: same buffer object, same values), so weights read step after step are not copied again.
+- A large input (``BIND_MIN_BYTES``; a model's weights) is not copied at all: the graph reads it where it lies,
+  *bound* to that buffer. A replay checks that each bound input is the same data (by a weak reference: the graph
+  does not keep it alive); where one is not, the batch is captured again with that input copied into a slot like
+  the small ones, so inputs that change every time (a training step's weights) settle into slots.
 - Outputs that anything outside the batch holds (the user, a later eval, another stream) are copied out of the
   graph: the graph's last copies pack them into one export area, and a replay copies that area into one fresh
   buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
   nobody holds are never copied. Which is which is read off reference counts, as the fusion planner does.
 
 Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
-through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits (not
-linalg, FFT, user callbacks or data-dependent shapes). A kernel that synchronizes, or copies from or to the host,
+through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits, and
+the nodes of other classes whose kernels here only enqueue (``kernels.CAPTURE_IF``: ``mx.fast``'s own kernels,
+convolutions' cuBLAS products); not linalg, FFT, user callbacks or
+data-dependent shapes. A kernel that synchronizes, or copies from or to the host,
 under capture makes CuPy raise, and the structure is then never tried again: such a kernel can never be baked
 into a graph. Nor is a batch in which a task after the first waits for another stream (see ``_plan``).
 
-Graphs are a cache: one whose buffers exceed ``MAX_GRAPH_BYTES`` is not made (large work is not launch-bound),
-nor one that would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, dropping the
-oldest, and memory pressure drops them all before anything else.
+Graphs are a cache: one whose own buffers exceed ``GRAPH_SHARE`` of the device's memory is not made, nor one that
+would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, and graphs together at
+most ``GRAPHS_SHARE`` of the device's memory, dropping the oldest; memory pressure drops them all before anything
+else. (A training step's buffers take a GiB or more, and its thousand kernels are still launch-bound.)
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from ...runtime.fusion import Fused
 from ...runtime.refs import UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
+from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
 from .pressure import RELEASERS
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
@@ -59,7 +67,9 @@ _D2D = _runtime.memcpyDeviceToDevice
 #: UMX_CUDA_GRAPHS=0 turns replays off (to measure what they gain); tests and benches may also flip this
 ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
 MAX_GRAPHS = 32  # per stream
-MAX_GRAPH_BYTES = 64 << 20  # a batch whose buffers need more is big enough that launches do not matter
+GRAPH_SHARE = 1 / 8  # of the device's memory: the most one graph's own buffers (copied inputs, values) may take
+GRAPHS_SHARE = 1 / 4  # of the device's memory: the most all graphs of a stream may take
+BIND_MIN_BYTES = 1 << 20  # inputs read in place (bound) rather than copied into a slot
 MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost grow with them)
 #: shorter batches run op by op: a replay's fixed cost (the key, the slots, the launch, the copy out) is about
 #: what 3 of umx's own launches cost, and op by op a small result the host reads comes back by its mirror
@@ -70,6 +80,17 @@ _MAX_KEYS = 1024  # structures seen once that are remembered
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
 #: (each primitive declares ``capture``)
 CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
+#: primitive classes of which some nodes run as a kernel of umx's own that only enqueues: class -> which nodes
+CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
+
+
+def capturable(n) -> bool:
+    """Whether a CUDA graph may capture node ``n``'s kernel (``n`` is no fused region and has no siblings)."""
+    c = n._prim.__class__
+    if c in CAPTURABLE:
+        return True
+    rule = CAPTURE_IF.get(c)
+    return rule is not None and rule(n)
 _REFUSED = "refused"
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
@@ -97,13 +118,16 @@ _all: weakref.WeakSet = weakref.WeakSet()  # every stream's cache, for memory pr
 class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
-    __slots__ = ("graph", "pool", "slots", "sources", "values", "export", "offsets")
+    __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets")
 
-    def __init__(self, graph, pool, slots: list, values: list, export, offsets: dict):
+    def __init__(self, graph, pool, slots: list, bound: list, copied: frozenset, values: list, export,
+                 offsets: dict):
         self.graph = graph
         self.pool = pool
-        self.slots = slots
+        self.slots = slots  # per input: the buffer the graph reads (its own slot, or a bound input's data)
         self.sources: list = [None] * len(slots)  # weakref to the data (a device array) each slot holds
+        self.bound = bound  # (input position, weakref to the data the graph reads in place)
+        self.copied = copied  # input positions always copied into a slot (a bound one that changed)
         self.values = values
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
@@ -146,8 +170,19 @@ class Graphs:
         except Exception:  # an input failed: the eager path gives each node its failure
             return False
         with self.lock:
+            copied = frozenset()
+            if type(entry) is Captured:
+                moved = [s for s, ref in entry.bound if ref() is not inputs[s]]
+                values = entry.values
+                # A bound input that is other data now: capture again, copying it into a slot. A value held now
+                # that the capture let go (held by no one then): capture again, keeping it.
+                if moved or any(values[i] is None for i in retained):
+                    copied = entry.copied.union(moved)
+                    self._drop(key)
+                    entry = 0
+                values = None
             if type(entry) is int:
-                entry = self._capture(tasks, nodes, externals, inputs, retained)
+                entry = self._capture(tasks, nodes, externals, inputs, retained, copied)
                 if entry is None:
                     cache[key] = _REFUSED
                     STATS.refusals += 1
@@ -157,26 +192,32 @@ class Graphs:
                 charge()
             return self._launch(entry, tasks, nodes, externals, inputs, retained, held)
 
-    def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list):
-        """Capture ``tasks`` into a graph over slots for ``inputs``; None if they cannot be captured. The graph
-        ends by packing the ``retained`` values into one export area, which a replay copies out in one go."""
-        size = (sum(d.nbytes for d in inputs) + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
+    def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
+                 copied: frozenset):
+        """Capture ``tasks`` into a graph over slots for ``inputs`` (large ones bound, except those ``copied``);
+        None if they cannot be captured. The graph ends by packing the ``retained`` values into one export area,
+        which a replay copies out in one go."""
+        bind = [s not in copied and d.nbytes >= BIND_MIN_BYTES for s, d in enumerate(inputs)]
+        size = (sum(d.nbytes for d, b in zip(inputs, bind) if not b)
+                + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
                 + sum(nodes[i]._dtype.np.itemsize * prod(nodes[i]._shape) for i in retained))  # (+ the export)
         limit = _memory.user_memory_limit()
-        if size > MAX_GRAPH_BYTES or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
+        total = _device_bytes(self.ex.index)
+        if size > total * GRAPH_SHARE or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
             return None  # (graphs are a cache: under a memory limit they take only what is left)
+        self._evict(total * GRAPHS_SHARE - size)
         ex = self.ex
         pool = cp.cuda.MemoryPool()
         prev = gmem.use_allocator(pool.malloc)
         stream = ex.cuda_stream
         graph = values = None
         try:
-            slots = [cp.empty(d.shape, d.dtype) for d in inputs]
+            slots = [d if b else cp.empty(d.shape, d.dtype) for d, b in zip(inputs, bind)]
             # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
             with ex.marks.lock:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
-                    values = _dispatch(ex, tasks, externals, slots)
+                    values = _dispatch(ex, tasks, externals, slots, retained)
                     export, offsets = _pack(values, retained, stream)
                 finally:
                     graph = _end_capture(stream)
@@ -187,7 +228,10 @@ class Graphs:
         if graph is None or values is None:
             return None
         STATS.captures += 1
-        return Captured(graph, pool, slots, values, export, offsets)
+        bound = [(s, weakref.ref(d)) for s, (d, b) in enumerate(zip(inputs, bind)) if b]
+        for s, _ in bound:
+            slots[s] = None  # (the graph reads the data; it is not the graph's to keep)
+        return Captured(graph, pool, slots, bound, copied, values, export, offsets)
 
     def _launch(self, g: Captured, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
                 held: list) -> bool:
@@ -196,6 +240,8 @@ class Graphs:
         stream = ex.cuda_stream
         try:
             for s, d in enumerate(inputs):
+                if g.slots[s] is None:  # bound: read in place (run() checked it is the same data)
+                    continue
                 src = g.sources[s]
                 # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
                 if src is None or src() is not d:
@@ -206,17 +252,12 @@ class Graphs:
             outs = []
             offsets = g.offsets
             area = None
-            for i in retained:
+            for i in retained:  # (run() saw that each was held when captured, so is in the export)
                 v = g.values[i]
-                at = offsets.get(i)
-                if at is None:  # (held now, not when captured: a copy of its own)
-                    out = cp.empty(v.shape, v.dtype)
-                    _copy(out, v, stream)
-                else:  # a view of one copy of the whole export area: one allocation and one copy in all
-                    if area is None:
-                        area = cp.empty(g.export.nbytes, np.uint8)
-                        _copy(area, g.export, stream)
-                    out = cp.ndarray(v.shape, v.dtype, memptr=area.data + at)
+                if area is None:  # a view of one copy of the whole export area: one allocation and one copy
+                    area = cp.empty(g.export.nbytes, np.uint8)
+                    _copy(area, g.export, stream)
+                out = cp.ndarray(v.shape, v.dtype, memptr=area.data + offsets[i])
                 outs.append(out)
         except Exception:  # e.g. no memory for an output: the eager path runs (and reports) it
             return False
@@ -250,11 +291,17 @@ class Graphs:
         ex.finished(last)
         return True
 
-    def _evict(self) -> None:
-        """Drop the oldest graphs beyond MAX_GRAPHS (the caller holds the lock)."""
+    def _evict(self, room: float | None = None) -> None:
+        """Drop the oldest graphs beyond MAX_GRAPHS, and then while this stream's graphs hold more than ``room``
+        bytes (the caller holds the lock)."""
         graphs = [k for k, v in self.cache.items() if type(v) is Captured]
         for k in graphs[:max(0, len(graphs) - MAX_GRAPHS)]:
             self._drop(k)
+        if room is not None:
+            for k in graphs[max(0, len(graphs) - MAX_GRAPHS):]:
+                if self.nbytes() <= room:
+                    break
+                self._drop(k)
 
     def _drop(self, key) -> None:
         # A graph may still run on the stream: its pool is freed only once the work queued so far has passed.
@@ -287,6 +334,18 @@ class Graphs:
 
     def nbytes(self) -> int:
         return sum(v.pool.total_bytes() for v in list(self.cache.values()) if type(v) is Captured)
+
+
+_device_total: dict = {}  # device index -> its memory in bytes
+
+
+def _device_bytes(index: int) -> int:
+    """Device ``index``'s memory in bytes."""
+    total = _device_total.get(index)
+    if total is None:
+        with cp.cuda.Device(index):
+            total = _device_total[index] = _runtime.memGetInfo()[1]
+    return total
 
 
 def release_all() -> int:
@@ -356,7 +415,7 @@ def _plan(tasks: list):
         else:
             p = n._prim
             c = p.__class__
-            if n._siblings is not None or c not in CAPTURABLE:
+            if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):
                 return None
             op = (_OP_KEYS.get(c) or _op_key(c))(p)
             ins = n._inputs
@@ -421,19 +480,35 @@ def _held_outside(nodes: list, i: int, base: int) -> bool:
     return _getrefcount(nodes[i]) - UNHELD_SLOT > base
 
 
-def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
-    """Enqueue ``tasks`` over ``slots`` (under capture); each task's value, every one contiguous."""
+def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list) -> list:
+    """Enqueue ``tasks`` over ``slots`` (under capture); each task's value, every one contiguous, or None for an
+    intermediate that is not ``retained``: its memory goes back to the graph's pool once its last reader is
+    enqueued, for later tasks of the capture (stream order makes that safe), so a graph holds its peak, not the
+    sum of its values."""
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
-    for t in tasks:
+    last: dict = {}  # task position -> the last task that reads its value
+    for i, t in enumerate(tasks):
+        n = t[0] if type(t) is tuple else t
+        for x in (n.leaves if type(n) is Fused else n._inputs):
+            j = produced.get(id(x))
+            if j is not None:
+                last[j] = i
+        produced[id(n.root if type(n) is Fused else n)] = i
+    produced.clear()
+    kept = set(retained)
+    for i, t in enumerate(tasks):
         n = t[0] if type(t) is tuple else t
         ins = n.leaves if type(n) is Fused else n._inputs
         args = []
+        done = []
         for x in ins:
             j = produced.get(id(x))
             if j is not None:
                 args.append(values[j])
+                if last[j] == i and j not in kept:
+                    done.append(j)
             else:
                 s = where.get(id(x))
                 args.append(slots[s] if s is not None else x._data)
@@ -446,7 +521,10 @@ def _dispatch(ex, tasks: list, externals: list, slots: list) -> list:
         if not out.flags.c_contiguous:
             out = cp.ascontiguousarray(out)
         produced[id(node)] = len(values)
-        values.append(out)
+        values.append(out if i in last or i in kept else None)  # (a value nothing reads: dropped at once)
+        args = out = None
+        for j in done:
+            values[j] = None
     return values
 
 
