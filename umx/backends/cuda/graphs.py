@@ -25,10 +25,9 @@ Memory: a graph owns every buffer its kernels write, from a pool of its own, so 
 Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
 through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits, and
 the nodes of other classes whose kernels here only enqueue (``kernels.CAPTURE_IF``: ``mx.fast``'s own kernels,
-convolutions' cuBLAS products); not linalg, FFT, user callbacks or
-data-dependent shapes. A kernel that synchronizes, or copies from or to the host,
-under capture makes CuPy raise, and the structure is then never tried again: such a kernel can never be baked
-into a graph. Nor is a batch in which a task after the first waits for another stream (see ``_plan``).
+quantized decode, convolutions' cuBLAS products); not linalg, FFT, user callbacks or data-dependent shapes. A
+kernel that synchronizes, or copies from or to the host, under capture makes CuPy raise, and the structure is then
+never tried again: such a kernel can never be baked into a graph. Nor is a batch in which a task after the first waits for another stream (see ``_plan``).
 
 Graphs are a cache: one whose own buffers exceed ``GRAPH_SHARE`` of the device's memory is not made, nor one that
 would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, and graphs together at
@@ -80,8 +79,11 @@ _MAX_KEYS = 1024  # structures seen once that are remembered
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
 #: (each primitive declares ``capture``)
 CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
-#: primitive classes of which some nodes run as a kernel of umx's own that only enqueues: class -> which nodes
+#: primitive classes of which some nodes run as kernels that only enqueue: class -> which nodes
 CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
+_REFUSED = "refused"
+_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
+_getrefcount = sys.getrefcount
 
 
 def capturable(n) -> bool:
@@ -91,9 +93,6 @@ def capturable(n) -> bool:
         return True
     rule = CAPTURE_IF.get(c)
     return rule is not None and rule(n)
-_REFUSED = "refused"
-_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
-_getrefcount = sys.getrefcount
 
 
 class Stats:
@@ -415,7 +414,7 @@ def _plan(tasks: list):
         else:
             p = n._prim
             c = p.__class__
-            if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):
+            if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):  # (the set first: cheap)
                 return None
             op = (_OP_KEYS.get(c) or _op_key(c))(p)
             ins = n._inputs
