@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|extras]   (in the repository root, with CuPy and a GPU)
+# Used as: bash bench/device_run.sh [core|check|models|profile|extras]   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases and the
 #   three headline benchmarks (seed, overhead, latency); models: the 1.2B language model and training on the GPU;
+#   profile: those models' steps per primitive (bench/profile_ops.py);
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
 set -u
@@ -12,6 +13,11 @@ export PYTHONUNBUFFERED=1
 if [ "${1:-core}" = models ]; then  # (llm.py prints each row as its column finishes: a cut run keeps them)
   timeout 360 python3 bench/llm.py --runs 2 2>&1 | tee "$OUT/llm.log" | tail -16
   timeout 200 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -8
+  exit 0
+fi
+if [ "${1:-core}" = profile ]; then  # where a step's GPU time goes, per primitive (eager, then compiled)
+  timeout 200 python3 bench/profile_ops.py --cases decode,lm,cnn,mlp --steps 3 2>&1 | tee "$OUT/profile.log"
+  timeout 150 python3 bench/profile_ops.py --cases decode,lm,cnn --steps 3 --compiled 2>&1 | tee -a "$OUT/profile.log"
   exit 0
 fi
 if [ "${1:-core}" = extras ]; then
