@@ -27,7 +27,8 @@ through ``cublas``, reductions, scans, sorts, views and layouts, gathers and sca
 the nodes of other classes whose kernels here only enqueue (``kernels.CAPTURE_IF``: ``mx.fast``'s own kernels,
 quantized decode, convolutions' cuBLAS products); not linalg, FFT, user callbacks or data-dependent shapes. A
 kernel that synchronizes, or copies from or to the host, under capture makes CuPy raise, and the structure is then
-never tried again: such a kernel can never be baked into a graph. Nor is a batch in which a task after the first waits for another stream (see ``_plan``).
+never tried again: such a kernel can never be baked into a graph. Nor is a batch in which a task after the first
+waits for another stream (see ``_plan``).
 
 Graphs are a cache: one whose own buffers exceed ``GRAPH_SHARE`` of the device's memory is not made, nor one that
 would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, and graphs together at
