@@ -441,3 +441,18 @@ def test_vmap_falls_back_to_the_loop(on, rng):
     want = np.stack([np.asarray(mx.random.normal((3,), key=k)) for k in (mx.random.key(1), mx.random.key(2))])
     got = mx.vmap(lambda k: mx.random.normal((3,), key=k))(keys)  # RandomBits has no batching rule
     assert_close(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16, mx.int32])
+def test_subtract_vjp_into_a_broadcast_operand_is_the_negated_sum(on, rng, dtype):
+    # b in a - b, broadcast: its cotangent is -(sum of c), negated after the sum (on the small array), which is
+    # exactly the sum of -c; and no node of the cotangent's full size negates anything
+    a = mx.array(rng.standard_normal((6, 5, 7)) * 10).astype(dtype)
+    b = mx.array(rng.standard_normal((5, 1)) * 10).astype(dtype)
+    c = mx.array(rng.standard_normal((6, 5, 7)) * 10).astype(dtype)
+    _, (ga, gb) = mx.vjp(lambda a, b: a - b, [a, b], [c])
+    assert gb.shape == (5, 1) and gb.dtype == dtype
+    assert gb._prim.__class__.__name__ == "Negative" and gb._inputs[0].shape == (5, 1)
+    want = mx.sum(-c, axis=(0, 2), keepdims=True).reshape(5, 1)
+    np.testing.assert_array_equal(np.asarray(gb.astype(mx.float64)), np.asarray(want.astype(mx.float64)))
+    np.testing.assert_array_equal(np.asarray(ga.astype(mx.float64)), np.asarray(c.astype(mx.float64)))

@@ -161,6 +161,10 @@ def _binary_vjp(self, primals, cotangents, outputs):
     complex_ = y._dtype.kind == "c"
     out = []
     for x, dx in zip((a, b), d(a, b, y)):
+        # (a - b's b, summed to a smaller shape: negate the sum, not the cotangent; negation is exact)
+        if type(dx) is int and dx == -1 and x._shape != c._shape:
+            out.append(-unbroadcast(c, x._shape))
+            continue
         g = _times(c, _conj(dx) if complex_ else dx)
         out.append(m.zeros_like(x) if g is None else unbroadcast(g, x._shape))
     return out
