@@ -2,7 +2,8 @@
 decode step (``bench/llm.py``'s architecture), recorded with ``mx.trace`` and summed per primitive on each lane.
 
 Prints per case: the step's wall time (median of the timed steps, not traced), then for each lane the time its
-ops took per step, grouped by primitive (GPU lanes are timed by CUDA events: the device's time, not the host's).
+ops took per step, grouped by primitive (GPU lanes are timed by CUDA events: the device's time, not the host's;
+CPU lanes by the host clock, tracing's own cost included, so their shares matter more than their sums).
 
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode] [--device gpu|cpu] [--steps N] [--small] [--compiled]
        [--top N] [--keep DIR]

@@ -200,6 +200,16 @@ def _mask(rng, kind, b, n_q, t_q, t_k):
     return mx.array(m), m.astype(np.float64)
 
 
+def _sdpa_case(rng, mask, b, n_q, n_kv, t_q, t_k, d, d_v) -> tuple:
+    """``(q, k, v, mask, sinks)`` and their NumPy references, for a mask kind of ``MASKS``."""
+    q, qr = _in(rng, (b, n_q, t_q, d))
+    k, kr = _in(rng, (b, n_kv, t_k, d))
+    v, vr = _in(rng, (b, n_kv, t_k, d_v))
+    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
+    sinks, sr = _in(rng, (n_q,))
+    return (q, k, v, m, sinks), (qr, kr, vr, mr, sr)
+
+
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (6, 1)])
 @pytest.mark.parametrize("t_q", [1, 5])
@@ -241,12 +251,7 @@ def test_sdpa_causal_longer_query_and_fully_masked_rows(device, rng):
 def test_sdpa_in_blocks(rng, monkeypatch, mask):
     # a tiny score budget splits queries, heads and batch entries into many blocks
     monkeypatch.setattr(fast_kernels, "_SCORES", 40)
-    b, n_q, n_kv, t_q, t_k = 3, 4, 2, 7, 10
-    q, qr = _in(rng, (b, n_q, t_q, 8))
-    k, kr = _in(rng, (b, n_kv, t_k, 8))
-    v, vr = _in(rng, (b, n_kv, t_k, 8))
-    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
-    sinks, sr = _in(rng, (n_q,))
+    (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, 3, 4, 2, 7, 10, 8, 8)
     got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks)
     assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 1e-5, 1e-5)  # (evaluated here, in blocks)
     monkeypatch.setattr(fast_kernels, "_SCORES", 1 << 30)
@@ -548,11 +553,6 @@ def test_sdpa_gpu_products_in_parts_with_sinks(monkeypatch, rng, mask):
     from umx.backends.cuda import fast as cuda_fast
 
     monkeypatch.setattr(cuda_fast, "SCORES_BYTES", 4 * 2 * 6 * 23 * 5)
-    b, n_q, n_kv, t_q, t_k = 2, 6, 3, 37, 23
-    q, qr = _in(rng, (b, n_q, t_q, 16))
-    k, kr = _in(rng, (b, n_kv, t_k, 16))
-    v, vr = _in(rng, (b, n_kv, t_k, 12))
-    m, mr = _mask(rng, mask, b, n_q, t_q, t_k)
-    sinks, sr = _in(rng, (n_q,))
+    (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, 2, 6, 3, 37, 23, 16, 12)
     got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks, stream=mx.gpu)
     assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 2e-5, 2e-5, dtype=mx.float32)

@@ -125,8 +125,20 @@ def _layout(x):
 
 def matmul(handle: Handle, a, b, spec=None, out=None):
     """``a @ b`` for CuPy arrays of one float dtype, on the handle's stream; None where this does not apply.
-    ``spec``: the element type, where the arrays' dtype does not say it (``BFLOAT16``). ``out``: a C-contiguous
-    array of the result's shape and dtype to write two matrices' product into (else it is ignored)."""
+    ``spec``: the element type, where the arrays' dtype does not say it (``BFLOAT16``). ``out``: an array of the
+    result's shape and dtype that receives the product (cuBLAS writes two matrices' product into a C-contiguous
+    one directly; otherwise the product is copied in)."""
+    if out is None:  # (every product node: no more than the call)
+        return _product(handle, a, b, spec, None)
+    got = _product(handle, a, b, spec, out if out.flags.c_contiguous else None)
+    if got is None or got is out:
+        return got
+    out[...] = got
+    return out
+
+
+def _product(handle: Handle, a, b, spec, out):
+    """:func:`matmul`'s product; ``out`` (C-contiguous, or None) is used on the two-matrix path only."""
     spec = spec or _TYPES.get(a.dtype.char)
     if spec is None or b.dtype != a.dtype:
         return None
@@ -135,8 +147,7 @@ def matmul(handle: Handle, a, b, spec=None, out=None):
         if la is not None and lb is not None:
             m, k = a.shape
             n = b.shape[1]
-            if (out is None or out.shape != (m, n) or out.dtype != a.dtype or not out.flags.c_contiguous
-                    or out.__class__ is not cp.ndarray):
+            if out is None:
                 out = cp.empty((m, n), a.dtype)
             dtype, compute, alpha, beta = spec
             _check(_lib.cublasGemmEx(handle.ptr, lb[0], la[0], n, m, k, alpha, b.data.ptr, dtype, lb[1], a.data.ptr,

@@ -39,25 +39,9 @@ def _kernel(which: str):
     return cp.RawKernel(source(f"umx_{which}"), f"umx_{which}")
 
 
-def rms_norm(fallback):
-    """RMSNorm's kernel: one block per row where ``x`` (and the weight) are float32, else ``fallback``."""
-
-    def run(prim, x, *weight):
-        if x.dtype != np.float32 or any(w.dtype != np.float32 for w in weight) or x.size == 0 or x.ndim == 0:
-            return fallback(prim, x, *weight)
-        d = x.shape[-1]
-        x = cp.ascontiguousarray(x)
-        out = cp.empty_like(x)
-        w = cp.ascontiguousarray(weight[0]) if prim.has_weight else x  # (any pointer: not read)
-        _kernel("rms_norm")((x.size // d,), (BLOCK,), (x, w, out, np.int32(d), np.float32(prim.eps),
-                                                        np.int32(1 if prim.has_weight else 0)))
-        return out
-
-    return run
-
-
-def layer_norm(fallback):
-    """LayerNorm's kernel: one block per row where ``x`` and the weight and bias are float32, else ``fallback``."""
+def _norm(which: str, fallback):
+    """A normalization's kernel (``which``: "rms_norm" or "layer_norm"): one block per row where ``x`` and its
+    weight (and bias) are float32, else ``fallback``."""
 
     def run(prim, x, *params):
         if x.dtype != np.float32 or any(p.dtype != np.float32 for p in params) or x.size == 0 or x.ndim == 0:
@@ -66,9 +50,13 @@ def layer_norm(fallback):
         x = cp.ascontiguousarray(x)
         out = cp.empty_like(x)
         w = cp.ascontiguousarray(params[0]) if prim.has_weight else x  # (any pointer: not read)
-        b = cp.ascontiguousarray(params[-1]) if prim.has_bias else x
-        _kernel("layer_norm")((x.size // d,), (BLOCK,), (x, w, b, out, np.int32(d), np.float32(prim.eps),
-                                                          np.int32(prim.has_weight), np.int32(prim.has_bias)))
+        args = [x, w]
+        if which == "layer_norm":
+            args.append(cp.ascontiguousarray(params[-1]) if prim.has_bias else x)
+        args += [out, np.int32(d), np.float32(prim.eps), np.int32(prim.has_weight)]
+        if which == "layer_norm":
+            args.append(np.int32(prim.has_bias))
+        _kernel(which)((x.size // d,), (BLOCK,), tuple(args))
         return out
 
     return run
@@ -190,8 +178,8 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks):
 
 def install(table: dict) -> None:
     """Put the kernels above in front of the shared ones in the CUDA kernel table."""
-    table[fp.RMSNorm] = rms_norm(table[fp.RMSNorm])
-    table[fp.LayerNorm] = layer_norm(table[fp.LayerNorm])
+    table[fp.RMSNorm] = _norm("rms_norm", table[fp.RMSNorm])
+    table[fp.LayerNorm] = _norm("layer_norm", table[fp.LayerNorm])
     table[fp.RoPE] = rope(table[fp.RoPE])
     table[fp.ScaledDotProductAttention] = sdpa(table[fp.ScaledDotProductAttention])
 

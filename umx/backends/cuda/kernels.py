@@ -83,12 +83,7 @@ def _matmul(a, b, out=None):
     does not apply."""
     h = cublas.current()
     got = cublas.matmul(h, a, b, out=out) if h is not None else None
-    if got is None:
-        return cp.matmul(a, b, out=out)
-    if out is not None and got is not out:  # (cuBLAS wrote elsewhere: out's layout did not suit it)
-        out[...] = got
-        return out
-    return got
+    return got if got is not None else cp.matmul(a, b, out=out)
 
 
 def _convolution(prim, x, w):

@@ -181,13 +181,41 @@ extern "C" __global__ void {name}(const {t}* __restrict__ a, const {t}* __restri
 """
 
 
+#: a block's sum (or maximum) of one float per thread, every thread getting it: shuffles within each warp, then
+#: the warps' results through ``partial`` (one float per warp); the norm and softmax kernels share it
+BLOCK_REDUCE = r"""
+__device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  __syncthreads();  // (partial may still be read from the last call)
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const float neutral = is_max ? __int_as_float(0xff800000u) : 0.0f;
+    v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : neutral;
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, v, o);
+      v = is_max ? fmaxf(v, other) : v + other;
+    }
+    if (threadIdx.x == 0) partial[0] = v;
+  }
+  __syncthreads();
+  return partial[0];
+}
+"""
+
+
 def rms_norm_source(name: str) -> str:
     """The CUDA C++ of ``mx.fast.rms_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
     squares (float32), then scales the row (and multiplies the weight, where ``has_weight``)."""
-    return f"""
+    return BLOCK_REDUCE + f"""
 extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
                                   int d, float eps, int has_weight) {{
-  __shared__ float partial[{BLOCK // 32}];
+  __shared__ float partial[32];
   const float* row = x + (long long)blockIdx.x * d;
   float* dst = out + (long long)blockIdx.x * d;
   float s = 0.0f;
@@ -195,18 +223,7 @@ extern "C" __global__ void {name}(const float* __restrict__ x, const float* __re
     const float v = row[i];
     s += v * v;
   }}
-  #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {{
-    s = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.0f;
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (threadIdx.x == 0) partial[0] = s;
-  }}
-  __syncthreads();
-  const float scale = rsqrtf(partial[0] / (float)d + eps);
+  const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
     const float v = row[i] * scale;
     dst[i] = has_weight ? v * w[i] : v;
@@ -268,38 +285,22 @@ def layer_norm_source(name: str) -> str:
     """The CUDA C++ of ``mx.fast.layer_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
     row, then the squares of its deviations (two passes over the row, as the host's kernel does), then writes
     ``(x - mean) * rsqrt(var + eps)``, times the weight and plus the bias where given."""
-    return f"""
-__device__ inline float umx_block_sum(float s, float* partial) {{
-  #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  __syncthreads();  // (partial may still be read from the last call)
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {{
-    s = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.0f;
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (threadIdx.x == 0) partial[0] = s;
-  }}
-  __syncthreads();
-  return partial[0];
-}}
-
+    return BLOCK_REDUCE + f"""
 extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w,
                                   const float* __restrict__ b, float* __restrict__ out, int d, float eps,
                                   int has_weight, int has_bias) {{
-  __shared__ float partial[{BLOCK // 32}];
+  __shared__ float partial[32];
   const float* row = x + (long long)blockIdx.x * d;
   float* dst = out + (long long)blockIdx.x * d;
   float s = 0.0f;
   for (int i = threadIdx.x; i < d; i += blockDim.x) s += row[i];
-  const float mean = umx_block_sum(s, partial) / (float)d;
+  const float mean = umx_block_reduce(s, partial, false) / (float)d;
   s = 0.0f;
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
     const float v = row[i] - mean;
     s += v * v;
   }}
-  const float scale = rsqrtf(umx_block_sum(s, partial) / (float)d + eps);
+  const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
     float v = (row[i] - mean) * scale;
     if (has_weight) v *= w[i];
@@ -413,30 +414,7 @@ def sdpa_softmax_source(name: str) -> str:
     scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions ``t_start ..``
     of ``t_total``), in place: each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
     softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum)."""
-    return f"""
-__device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {{
-  #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {{
-    const float other = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }}
-  __syncthreads();  // (partial may still be read from the last call)
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {{
-    const float neutral = is_max ? __int_as_float(0xff800000u) : 0.0f;
-    v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : neutral;
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {{
-      const float other = __shfl_xor_sync(0xffffffffu, v, o);
-      v = is_max ? fmaxf(v, other) : v + other;
-    }}
-    if (threadIdx.x == 0) partial[0] = v;
-  }}
-  __syncthreads();
-  return partial[0];
-}}
-
+    return BLOCK_REDUCE + f"""
 extern "C" __global__ void {name}(float* __restrict__ scores, const void* __restrict__ mask,
                                   const float* __restrict__ sinks, int n_q, int t_q, int t_start, int t_total,
                                   int t_k, float scale, int mask_kind,
