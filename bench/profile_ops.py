@@ -5,8 +5,11 @@ Prints per case: the step's wall time (median of the timed steps, not traced), t
 ops took per step, grouped by primitive (GPU lanes are timed by CUDA events: the device's time, not the host's;
 CPU lanes by the host clock, tracing's own cost included, so their shares matter more than their sums).
 
+With ``--ops N``, also the N op signatures (primitive, input and output shapes) that took longest per step. With
+``--graphs`` (GPU), also how each step's batches ran: replayed as CUDA graphs, captured, or op by op and why.
+
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode] [--device gpu|cpu] [--steps N] [--small] [--compiled]
-       [--top N] [--keep DIR]
+       [--top N] [--ops N] [--graphs] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -72,6 +75,84 @@ def _by_primitive(data: dict, steps: int) -> list:
             for lane, prims in lanes.items()]
 
 
+def _by_op(data: dict, steps: int) -> list:
+    """``[(op signature, ms per step, count per step)]``, longest first, over every lane."""
+    ops: dict = {}
+    for ev in data["traceEvents"]:
+        if ev.get("ph") == "X" and ev.get("cat") == "op":
+            t, n = ops.get(ev["name"], (0.0, 0))
+            ops[ev["name"]] = (t + ev["dur"], n + 1)
+    return sorted(((k, t / 1e3 / steps, n / steps) for k, (t, n) in ops.items()), key=lambda r: -r[1])
+
+
+def _graph_outcomes(run, steps: int) -> None:
+    """Run ``steps`` steps with the GPU executor's graph cache watched; print how its batches ran, and why those
+    that ran op by op did."""
+    from collections import Counter
+
+    from umx.backends.cuda import executor as cex
+    from umx.backends.cuda import graphs
+
+    outcomes: Counter = Counter()
+    tasks_by: Counter = Counter()
+
+    def why_not(tasks):
+        if len(tasks) > graphs.MAX_TASKS:
+            return f"over MAX_TASKS ({len(tasks)})"
+        for i, t in enumerate(tasks):
+            if type(t) is tuple and t[1] and i:
+                return "a task past the first waits on another stream"
+            n = t[0] if type(t) is tuple else t
+            if type(n).__name__ == "Fused":
+                continue
+            if n._siblings is not None:
+                return f"siblings: {type(n._prim).__name__}"
+            if not graphs.capturable(n):
+                return f"not capturable: {type(n._prim).__name__}"
+        return "fewer than 2 nodes"
+
+    def record(tasks, what):
+        outcomes[what] += 1
+        tasks_by[what] += len(tasks)
+
+    real_batch = cex.CudaExecutor.run_batch
+
+    def run_batch(self, tasks):
+        st = dict(graphs.STATS.as_dict())
+        if len(tasks) < graphs.MIN_TASKS:
+            record(tasks, "op by op: under MIN_TASKS")
+        elif self.fetch_all:
+            record(tasks, "op by op: fetch_all (after a spill)")
+        elif graphs._plan(list(tasks)) is None:
+            record(tasks, "op by op: " + why_not(tasks))
+        else:
+            key = graphs._plan(list(tasks))[0]
+            entry = self._graphs.cache.get(key)
+            tag = None if entry is None else type(entry).__name__
+            real_batch(self, tasks)
+            new = graphs.STATS.as_dict()
+            if new["replays"] > st["replays"]:
+                record(tasks, "replayed" + (" (captured now)" if new["captures"] > st["captures"] else ""))
+            elif new["refusals"] > st["refusals"]:
+                record(tasks, "op by op: capture refused")
+            else:
+                record(tasks, f"op by op: cache entry {tag}")
+            return None
+        return real_batch(self, tasks)
+
+    cex.CudaExecutor.run_batch = run_batch
+    try:
+        for _ in range(steps):
+            run()
+        mx.synchronize()
+    finally:
+        cex.CudaExecutor.run_batch = real_batch
+    print(f"\nbatches of {steps} steps (graph stats now: {graphs.STATS.as_dict()})")
+    print("| outcome | batches/step | tasks/step |\n| --- | --- | --- |")
+    for what, n in outcomes.most_common():
+        print(f"| {what} | {n / steps:.1f} | {tasks_by[what] / steps:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="lm,cnn,mlp,decode")
@@ -80,6 +161,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="bench/train.py's small models, the tiny language model")
     ap.add_argument("--compiled", action="store_true", help="profile the mx.compile'd step")
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--ops", type=int, default=0, help="also the N slowest op signatures")
+    ap.add_argument("--graphs", action="store_true", help="also how the GPU batches ran (graphs or not)")
     ap.add_argument("--keep", default=None, help="a folder to keep each case's trace in")
     args = ap.parse_args()
     stream = getattr(mx, args.device)
@@ -114,6 +197,12 @@ def main() -> None:
             print("| primitive | ms/step | ops/step | share |\n| --- | --- | --- | --- |")
             for p, t, n in rows[:args.top]:
                 print(f"| {p} | {t:.3f} | {n:.0f} | {100 * t / max(total, 1e-9):.0f}% |")
+        if args.ops:
+            print("\n| op | ms/step | ops/step |\n| --- | --- | --- |")
+            for p, t, n in _by_op(data, args.steps)[:args.ops]:
+                print(f"| {p} | {t:.3f} | {n:.0f} |")
+        if args.graphs and args.device == "gpu":
+            _graph_outcomes(run, args.steps)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Large CPU reductions: umx (split across cores) against NumPy (one core), and umx held to one core.
+"""Large reductions. CPU: umx (split across cores) against NumPy (one core), and umx held to one core. GPU (where
+there is one): reductions over leading axes, as training steps make them, against CuPy and torch.
 
-Rows: a 16M-element float32 sum, and a (4096, 4096) float32 sum over axis 0 and over axis 1. Times are medians;
-the ratio is NumPy's time over umx's (above 1: umx is faster).
+CPU rows: a 16M-element float32 sum, and a (4096, 4096) float32 sum over axis 0 and over axis 1; the ratio is
+NumPy's time over umx's (above 1: umx is faster). GPU rows: a batch norm's statistics over (N, H, W) of an NHWC
+activation, a layer's bias gradient over (batch, sequence), and the square sums; each op timed to its result on the
+device (synchronized), the ratio torch's time over umx's. Times are medians.
 
 Usage: python bench/reduce.py [--runs N]
 """
@@ -37,7 +40,46 @@ def main() -> None:
     for name, x, axis in cases:
         t_np, t_mx, t_one = _times(x, axis, args.runs)
         print(f"{name:20}  {t_np * 1e3:7.3f}ms  {t_mx * 1e3:7.3f}ms  {t_np / t_mx:6.2f}  {t_one * 1e3:8.3f}ms")
+    if mx.is_available(mx.gpu):
+        _gpu(args.runs)
 
+
+def _gpu(runs: int) -> None:
+    """The GPU rows: umx, CuPy and torch on the same float32 data."""
+    import cupy as cp
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    cases = [("bn sum (128,32,32,32)/012", (128, 32, 32, 32), (0, 1, 2), "sum"),
+             ("bn mean (128,32,32,32)/012", (128, 32, 32, 32), (0, 1, 2), "mean"),
+             ("bn var (128,32,32,32)/012", (128, 32, 32, 32), (0, 1, 2), "var"),
+             ("bias grad (16,256,512)/01", (16, 256, 512), (0, 1), "sum"),
+             ("4096^2 sum axis 0", (4096, 4096), (0,), "sum"),
+             ("(8,4096,64) sum axis 1", (8, 4096, 64), (1,), "sum")]
+    print(f"\nGPU reductions, float32, median of {runs} runs (synchronized)")
+    print(f"{'case':28}  {'umx':>9}  {'CuPy':>9}  {'torch':>9}  {'torch/umx':>9}")
+    print("-" * 74)
+    for name, shape, axes, fn in cases:
+        t_mx, t_cp, t_t = _gpu_times(rng.standard_normal(shape, dtype=np.float32), axes, fn, runs, cp, torch)
+        print(f"{name:28}  {t_mx * 1e3:7.3f}ms  {t_cp * 1e3:7.3f}ms  {t_t * 1e3:7.3f}ms  {t_t / t_mx:9.2f}")
+
+
+def _gpu_times(x: np.ndarray, axes: tuple, fn: str, runs: int, cp, torch) -> tuple:
+    """Seconds for umx's, CuPy's and torch's (NaN without a CUDA torch) reduction ``fn`` of ``x`` on the GPU."""
+    a = mx.array(x, stream=mx.gpu)
+    mx.eval(a)
+    c = cp.asarray(x)
+    t_mx = median_time(lambda: mx.eval(getattr(mx, fn)(a, axis=axes, stream=mx.gpu)), runs)
+    t_cp = median_time(lambda: (getattr(cp, fn)(c, axis=axes), cp.cuda.Device().synchronize()), runs)
+    if torch is None or not torch.cuda.is_available():
+        return t_mx, t_cp, float("nan")
+    t = torch.from_numpy(x).cuda()
+    f = {"sum": lambda: t.sum(dim=axes), "mean": lambda: t.mean(dim=axes),
+         "var": lambda: t.var(dim=axes, correction=0)}[fn]
+    return t_mx, t_cp, median_time(lambda: (f(), torch.cuda.synchronize()), runs)
 
 def _times(x: np.ndarray, axis, runs: int) -> tuple:
     """Seconds for NumPy's sum, umx's on the CPU, and umx's held to one core."""

@@ -237,6 +237,15 @@ def test_own_reductions_and_products_compile():
     compile_cuda(in_namespaces(codes))
 
 
+def test_axes_reductions_compile():
+    codes = [sources.axes_reduce_source(_dtype(t), f"umx_axes_{t}") for t in ("bfloat16", "float32", "float64")]
+    bf16 = codes[0]
+    assert "acc += umx_bf16_load(base[r * cols])" in bf16  # storage read, summed in float
+    assert "umx_bf16_bits((float)(acc / divisor))" in bf16
+    assert "double acc = 0;" in codes[2]
+    compile_cuda(in_namespaces(codes))
+
+
 def test_fast_op_kernels_compile():
     # mx.fast's normalizations, rope and attention as one kernel each (backends/cuda/fast.py)
     compile_cuda(in_namespaces([sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope"),

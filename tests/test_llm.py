@@ -71,8 +71,17 @@ def test_sharded_checkpoint_round_trip(tmp_path):
     assert set(index["weight_map"].values()) == {f.name for f in files}
     loaded, config = load_model(tmp_path)
     assert config == TINY
+    from umx.utils import tree_flatten
+
+    saved = dict(tree_flatten(model.parameters()))
+    got = dict(tree_flatten(loaded.parameters()))
+    assert got.keys() == saved.keys()
+    for name, w in saved.items():
+        np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(w), err_msg=name)
+    # (the same weights; the outputs within float32's rounding: on an H100 the two passes differed by 2e-7, the
+    # second of a structure being replayed as a CUDA graph)
     x = mx.array([PROMPT], mx.int32)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_layout_and_dtype(tmp_path):

@@ -226,3 +226,28 @@ def test_reductions_over_short_axes(device, rng, shape, axes, name, dtype, keepd
     else:
         assert got.dtype == mx.array(ref).dtype or name in ("sum", "prod")
         np.testing.assert_array_equal(np.asarray(got), ref.astype(np.asarray(got).dtype))
+
+
+@pytest.mark.parametrize("shape,axes", [((128, 8, 8, 32), (0, 1, 2)), ((16, 256, 64), (0, 1)), ((3, 5000, 7), (1,)),
+                                        ((2, 40, 3, 50), (1, 2)), ((70000, 3), (0,)), ((64, 65), (0,))])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_sum_mean_var_over_many_rows(device, rng, shape, axes, dtype):
+    # long reduced axes before kept ones (a batch norm's statistics, a bias's gradient): on the GPU, umx's own
+    # kernel over row ranges (several ranges, then their sum), in float for bfloat16; NaN and inf where NumPy has them
+    x = rng.standard_normal(shape).astype(np.float32 if dtype == "bfloat16" else dtype) + 0.5
+    x.flat[[3, 11]] = [np.inf, np.nan]
+    a = mx.array(x, dtype=getattr(mx, dtype))
+    x64 = np.asarray(a.astype(mx.float64))  # (bfloat16's values, exactly)
+    tol = {"float32": 2e-5, "float64": 1e-12, "bfloat16": 1e-2}[dtype]
+    with np.errstate(all="ignore"):
+        for name in ("sum", "mean", "var"):
+            for keepdims in (False, True):
+                kw = dict(ddof=1) if name == "var" else {}
+                got = getattr(mx, name)(a, axis=axes, keepdims=keepdims, stream=device, **kw)
+                ref = getattr(np, name)(x64, axis=axes, keepdims=keepdims, **kw)
+                assert got.dtype == a.dtype and got.shape == ref.shape
+                assert_close(got.astype(mx.float64), ref, rtol=tol, atol=tol * np.sqrt(x.size))
+        perm = (*range(1, a.ndim), 0)
+        tax = tuple(perm.index(i) for i in axes)  # (a strided view: copied first, or reduced as it is)
+        assert_close(mx.sum(mx.transpose(a, perm), axis=tax, stream=device).astype(mx.float64),
+                     np.sum(np.transpose(x64, perm), axis=tax), rtol=tol, atol=tol * np.sqrt(x.size))

@@ -30,9 +30,9 @@ import numpy as np
 
 from ._probe import _cupy
 from .fusion import C_TYPES, steps
+from .sources import AXES_ROWS, axes_reduce_source, elementwise_source, narrow_source, reduce_source
 from .sources import BLOCK as _BLOCK
 from .sources import NARROW_TYPES as _NARROW_TYPES
-from .sources import elementwise_source, narrow_source, reduce_source
 
 cp = _cupy()
 _launch = cp.cuda.driver.launchKernel
@@ -163,6 +163,47 @@ class Launcher:
         _launch(entry[0], blocks, 1, 1, _BLOCK, 1, 1, 0, self.stream, self._addr, 0)
         return out
 
+    def reduce_axes(self, kind: str, x, axes: tuple, shape: tuple, dtype):
+        """A Sum or Mean of contiguous device array ``x`` over ``axes``, consecutive ones followed by at least one
+        kept axis (a batch norm's statistics, a bias's gradient), by umx's own kernels (see
+        ``sources.axes_reduce_source``): its output, of ``shape`` and umx Dtype ``dtype`` (the input's); None
+        where this does not apply. CuPy's reduction gives such a shape one block per output, which leaves most of
+        the GPU idle when the outputs are few and long."""
+        want = dtype.np
+        if kind not in _AXES_KINDS or dtype.name not in _AXES_DTYPES or x.dtype != want or not _contiguous(x):
+            return None
+        lo = axes[0]
+        end = lo + len(axes)
+        if end >= x.ndim or axes != tuple(range(lo, end)):
+            return None
+        dims = x.shape
+        a, rows, cols = prod(dims[:lo]), prod(dims[lo:end]), prod(dims[end:])
+        if not rows or not cols or a * rows * cols < AXES_MIN or a > _MAX_GRID_Z:
+            return None
+        entry = _kernels.get(("axes", dtype, self.device), False)
+        if entry is False:
+            entry = _compile_axes(dtype, self.device)
+        if entry is None:
+            return None
+        first, done, one, pack, acc = entry[0], entry[1], entry[2], entry[4], entry[5]
+        across = (cols + 31) // 32
+        ranges = max(1, min(-(-rows // AXES_MIN_ROWS), -(-_AXES_BLOCKS // (across * a))))
+        chunk = -(-rows // ranges)
+        ranges = -(-rows // chunk)
+        divisor = float(rows if kind == "Mean" else 1)
+        out = _empty(shape, want)
+        values, stream, addr = self._values, self.stream, self._addr
+        if ranges == 1:
+            pack(values, 0, x.data.ptr, rows, cols, rows, out.data.ptr, divisor)
+            _launch(one, across, 1, a, 32, AXES_ROWS, 1, 0, stream, addr, 0)
+            return out
+        partials = _empty((a, ranges, cols), acc)
+        pack(values, 0, x.data.ptr, rows, cols, chunk, partials.data.ptr, 1.0)
+        _launch(first, across, ranges, a, 32, AXES_ROWS, 1, 0, stream, addr, 0)
+        pack(values, 0, partials.data.ptr, ranges, cols, ranges, out.data.ptr, divisor)
+        _launch(done, across, 1, a, 32, AXES_ROWS, 1, 0, stream, addr, 0)
+        return out
+
     def matmul(self, a, b, shape: tuple):
         """``a @ b`` where ``b`` is a contiguous vector ``(k,)`` or matrix ``(k, n)`` of at most ``NARROW_MAX``
         columns and ``a`` a contiguous array whose last axis is ``k`` (its other axes make the rows), both float32
@@ -251,6 +292,31 @@ def _compile_reduce(kind: str, dtype, device: int):
         except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
             entry = None
     _kernels[(kind, dtype, device)] = entry
+    return entry
+
+
+#: reductions over middle axes (``Launcher.reduce_axes``): of these kinds and dtypes, of at least AXES_MIN elements
+#: (smaller ones keep CuPy's), in about _AXES_BLOCKS blocks, each thread adding at least AXES_MIN_ROWS / AXES_ROWS rows
+AXES_MIN = 1 << 12
+AXES_MIN_ROWS = 128
+_AXES_BLOCKS = 2048
+_AXES_KINDS = ("Sum", "Mean")
+_AXES_DTYPES = ("float32", "float64", "bfloat16")
+_MAX_GRID_Z = 65535
+
+
+def _compile_axes(dtype, device: int):
+    """Compile (once per device) the reduction over middle axes of ``dtype``; None if it cannot be written."""
+    entry = None
+    name = f"umx_axes_{len(_kernels)}"
+    wide = dtype.name == "float64"
+    try:
+        module = cp.RawModule(code=axes_reduce_source(dtype, name))
+        entry = (*(module.get_function(name + s).kernel.ptr for s in ("", "_done", "_one")), module,
+                 struct.Struct("<QqqqQd" if wide else "<QqqqQf4x").pack_into, np.float64 if wide else np.float32)
+    except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
+        entry = None
+    _kernels[("axes", dtype, device)] = entry
     return entry
 
 

@@ -18,6 +18,7 @@ from ...devices import cpu
 from ...dtypes import bfloat16, float32, float64
 from ...primitives import Round
 from ...primitives.linalg import Matmul
+from ...primitives.reduction import Var
 from ...runtime import memory as _memory
 from ...runtime.executor import HOST_READER, WorkerExecutor, conform, failure_of, kernel_args, run_steps, set_result
 from ...runtime.fusion import ELEMENTWISE, Fused
@@ -253,13 +254,17 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 out = None
             if out is not None:
                 return out
+        elif c is Var and type(args[0]) is cp.ndarray and n._dtype in _NARROW_DTYPES:
+            out = self._variance(n, args[0])
+            if out is not None:
+                return out
         out = _call(KERNELS[c], p, kernel_args(p, n._inputs, args, cp))
         return conform(cp, n, out)
 
     def own(self, n, args: list, mirror=None, out=None):
-        """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node
-        or a full reduction; None where none applies. ``mirror``: the kernel's mirror arguments (see
-        ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
+        """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node,
+        a full reduction or one over middle axes; None where none applies. ``mirror``: the kernel's mirror
+        arguments (see ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
         if c in ELEMENTWISE:
@@ -271,9 +276,31 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
             else:
                 key = (c, n._dtype, *[x._dtype for x in ins])
             return self._direct.run(key, _node_program, n, args, n._shape, n._dtype.np, mirror, out)
-        if type(args[0]) is cp.ndarray and len(p.axes) == args[0].ndim:
-            return self._direct.reduce(c.__name__, args[0], n._shape, n._dtype, mirror, out)
+        x = args[0]
+        if type(x) is cp.ndarray:
+            if len(p.axes) == x.ndim:
+                return self._direct.reduce(c.__name__, x, n._shape, n._dtype, mirror, out)
+            if mirror is None and out is None:
+                return self._direct.reduce_axes(c.__name__, x, p.axes, n._shape, n._dtype)
         return None
+
+    def _variance(self, n, x):
+        """A variance over middle axes by umx's reductions (see ``Launcher.reduce_axes``): the mean, then the mean
+        square of the deviations from it, as NumPy computes it; None where those do not apply."""
+        p = n._prim
+        count = prod(x.shape[a] for a in p.axes)
+        if count <= p.ddof:
+            return None
+        kept = tuple(1 if i in p.axes else s for i, s in enumerate(x.shape))
+        mean = self._direct.reduce_axes("Mean", x, p.axes, kept, n._dtype)
+        if mean is None:
+            return None
+        d = cp.subtract(x, mean)
+        cp.multiply(d, d, out=d)
+        out = self._direct.reduce_axes("Sum", d, p.axes, n._shape, n._dtype)
+        if out is not None:
+            out /= count - p.ddof
+        return out
 
     def mirror_for(self, n):
         """``(launch argument, reader)`` of a mirror slot (see direct.Mirrors) if the host will read node ``n``

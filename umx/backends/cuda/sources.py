@@ -1,5 +1,5 @@
 """The CUDA C++ text of umx's own kernels (``direct.py`` compiles and launches them): one elementwise node or fused
-region, a full reduction, a product of rows with a few columns.
+region, a full reduction, a reduction over middle axes, a product of rows with a few columns.
 
 Only text here, no CuPy: the tests compile every kind of kernel with NVRTC on machines without a GPU.
 """
@@ -149,6 +149,55 @@ extern "C" __global__ void {name}(const {stored}* __restrict__ x, long long n, {
   }}
 }}
 """
+
+
+#: the block of an axes reduction (``axes_reduce_source``): 32 columns by ``AXES_ROWS`` rows
+AXES_ROWS = 8
+
+
+def axes_reduce_source(dtype, name: str) -> str:
+    """The CUDA C++ of the sum of a contiguous ``(a, rows, cols)`` array over its middle axis (reduced axes between
+    kept ones, e.g. a batch norm's over every axis but the channels), in two kernels: ``{name}`` sums row ranges
+    of ``chunk`` rows into ``(a, ranges, cols)`` partials (the accumulation type), and ``{name}_done`` sums those
+    over ranges into the output, divided by ``divisor`` (a mean's count, or 1), in ``dtype``; ``{name}_one`` does
+    both at once where one range covers the rows. A block is 32 columns
+    (a warp reads consecutive elements of a row) by ``AXES_ROWS`` rows, each thread adding every ``AXES_ROWS``-th
+    row of its range, then the block adds its rows in order: the result does not depend on timing. bfloat16 is
+    read and written as its 16-bit storage and summed in float."""
+    bits = dtype.name == "bfloat16"
+    acc = "double" if dtype.name == "float64" else "float"
+    stored = "unsigned short" if bits else C_TYPES[dtype.name]
+
+    def kernel(kname: str, src: str, load, dst: str, store) -> str:
+        return f"""
+extern "C" __global__ void {kname}(const {src}* __restrict__ x, long long rows, long long cols, long long chunk,
+                                   {dst}* __restrict__ out, {acc} divisor) {{
+  __shared__ {acc} part[{AXES_ROWS}][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const long long c = blockIdx.x * 32LL + tx;
+  const long long first = blockIdx.y * chunk;
+  const long long end = first + chunk < rows ? first + chunk : rows;
+  const {src}* base = x + (long long)blockIdx.z * rows * cols + c;
+  {acc} acc = 0;
+  if (c < cols) {{
+    for (long long r = first + ty; r < end; r += {AXES_ROWS}) acc += {load("base[r * cols]")};
+  }}
+  part[ty][tx] = acc;
+  __syncthreads();
+  if (ty == 0 && c < cols) {{
+    #pragma unroll
+    for (int k = 1; k < {AXES_ROWS}; ++k) acc += part[k][tx];
+    out[((long long)blockIdx.z * gridDim.y + blockIdx.y) * cols + c] = {store("acc")};
+  }}
+}}
+"""
+
+    def finish(v):
+        return _store(bits, f"({'float' if bits else stored})({v} / divisor)")
+
+    return (PREAMBLE + kernel(name, stored, lambda e: _load(bits, e), acc, lambda v: v)
+            + kernel(f"{name}_done", acc, lambda e: e, stored, finish)
+            + kernel(f"{name}_one", stored, lambda e: _load(bits, e), stored, finish))
 
 
 def narrow_source(char: str, n: int, name: str) -> str:
