@@ -1,10 +1,10 @@
 """Large reductions. CPU: umx (split across cores) against NumPy (one core), and umx held to one core. GPU (where
-there is one): reductions over leading axes, as training steps make them, against CuPy and torch.
+there is one): reductions over some axes, as training steps make them, against CuPy and torch.
 
 CPU rows: a 16M-element float32 sum, and a (4096, 4096) float32 sum over axis 0 and over axis 1; the ratio is
 NumPy's time over umx's (above 1: umx is faster). GPU rows: a batch norm's statistics over (N, H, W) of an NHWC
-activation, a layer's bias gradient over (batch, sequence), and the square sums; each op timed to its result on the
-device (synchronized), the ratio torch's time over umx's. Times are medians.
+activation, a layer's bias gradient over (batch, sequence), a layer norm's row means, and other sums over rows;
+each op timed to its result on the device (synchronized), the ratio torch's time over umx's. Times are medians.
 
 Usage: python bench/reduce.py [--runs N]
 """
@@ -57,6 +57,7 @@ def _gpu(runs: int) -> None:
              ("bn mean (128,32,32,32)/012", (128, 32, 32, 32), (0, 1, 2), "mean"),
              ("bn var (128,32,32,32)/012", (128, 32, 32, 32), (0, 1, 2), "var"),
              ("bias grad (16,256,512)/01", (16, 256, 512), (0, 1), "sum"),
+             ("ln mean (16,256,512)/2", (16, 256, 512), (2,), "mean"),
              ("4096^2 sum axis 0", (4096, 4096), (0,), "sum"),
              ("(8,4096,64) sum axis 1", (8, 4096, 64), (1,), "sum")]
     print(f"\nGPU reductions, float32, median of {runs} runs (synchronized)")
@@ -69,7 +70,7 @@ def _gpu(runs: int) -> None:
 
 def _gpu_times(x: np.ndarray, axes: tuple, fn: str, runs: int, cp, torch) -> tuple:
     """Seconds for umx's, CuPy's and torch's (NaN without a CUDA torch) reduction ``fn`` of ``x`` on the GPU."""
-    a = mx.array(x, stream=mx.gpu)
+    a = mx.array(x)
     mx.eval(a)
     c = cp.asarray(x)
     t_mx = median_time(lambda: mx.eval(getattr(mx, fn)(a, axis=axes, stream=mx.gpu)), runs)

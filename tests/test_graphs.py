@@ -376,3 +376,33 @@ def test_decode_like_steps_with_fast_ops_replay_as_graphs(graphs):
         np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(want.astype(mx.float32)),
                                    rtol=2e-2, atol=2e-2)
     assert graphs.STATS.replays - before >= 3
+
+
+def test_cache_writes_at_a_position_array_replay_as_graphs(graphs):
+    """A static cache written at a position held in an array (``mx.slice_update``) and read back at it
+    (``mx.slice``): the kernels compute the position on the device, so the step is captured and replayed (no
+    refusal), the position advancing on the device from step to step."""
+    rng = np.random.default_rng(6)
+    w = mx.array(rng.standard_normal((16, 16)).astype(np.float32))
+
+    def step(x, cache, offset, stream):
+        cache = mx.slice_update(cache, mx.matmul(x, w, stream=stream)[None, None], offset, axes=(2,),
+                                stream=stream)
+        last = mx.slice(cache, offset, (2,), (1, 2, 1, 16), stream=stream)
+        return mx.sum(cache, axis=2, stream=stream) + last[:, :, 0], cache, mx.add(offset, 1, stream=stream)
+
+    mx.eval(w)
+    refusals, before = graphs.STATS.refusals, graphs.STATS.replays
+    caches = {G: mx.zeros((1, 2, 12, 16)), mx.cpu: mx.zeros((1, 2, 12, 16))}
+    offsets = {G: mx.array(3, mx.int32), mx.cpu: mx.array(3, mx.int32)}
+    for _ in range(7):
+        x = mx.array(rng.standard_normal((2, 16)).astype(np.float32))
+        outs = {}
+        for s in (G, mx.cpu):
+            outs[s], caches[s], offsets[s] = step(x, caches[s], offsets[s], s)
+            mx.eval(outs[s], caches[s], offsets[s])
+        np.testing.assert_allclose(np.array(outs[G]), np.array(outs[mx.cpu]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.array(caches[G]), np.array(caches[mx.cpu]))
+    assert offsets[G].item() == 10
+    assert graphs.STATS.refusals == refusals
+    assert graphs.STATS.replays - before >= 3

@@ -229,11 +229,13 @@ def test_reductions_over_short_axes(device, rng, shape, axes, name, dtype, keepd
 
 
 @pytest.mark.parametrize("shape,axes", [((128, 8, 8, 32), (0, 1, 2)), ((16, 256, 64), (0, 1)), ((3, 5000, 7), (1,)),
-                                        ((2, 40, 3, 50), (1, 2)), ((70000, 3), (0,)), ((64, 65), (0,))])
+                                        ((2, 40, 3, 50), (1, 2)), ((70000, 3), (0,)), ((64, 65), (0,)),
+                                        ((16, 64, 33), (2,)), ((9, 20, 700), (1, 2)), ((2, 20000), (1,))])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 def test_sum_mean_var_over_many_rows(device, rng, shape, axes, dtype):
-    # long reduced axes before kept ones (a batch norm's statistics, a bias's gradient): on the GPU, umx's own
-    # kernel over row ranges (several ranges, then their sum), in float for bfloat16; NaN and inf where NumPy has them
+    # long reduced axes before kept ones (a batch norm's statistics, a bias's gradient) or trailing (a layer norm's
+    # means): on the GPU, umx's own kernels (row ranges, then their sum; a warp per trailing row), in float for
+    # bfloat16; NaN and inf where NumPy has them
     x = rng.standard_normal(shape).astype(np.float32 if dtype == "bfloat16" else dtype) + 0.5
     x.flat[[3, 11]] = [np.inf, np.nan]
     a = mx.array(x, dtype=getattr(mx, dtype))

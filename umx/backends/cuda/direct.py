@@ -164,33 +164,42 @@ class Launcher:
         return out
 
     def reduce_axes(self, kind: str, x, axes: tuple, shape: tuple, dtype):
-        """A Sum or Mean of contiguous device array ``x`` over ``axes``, consecutive ones followed by at least one
-        kept axis (a batch norm's statistics, a bias's gradient), by umx's own kernels (see
-        ``sources.axes_reduce_source``): its output, of ``shape`` and umx Dtype ``dtype`` (the input's); None
-        where this does not apply. CuPy's reduction gives such a shape one block per output, which leaves most of
-        the GPU idle when the outputs are few and long."""
+        """A Sum or Mean of contiguous device array ``x`` over ``axes``, consecutive ones (a batch norm's statistics,
+        a bias's gradient, a layer norm's row means), by umx's own kernels (see ``sources.axes_reduce_source``):
+        its output, of ``shape`` and umx Dtype ``dtype`` (the input's); None where this does not apply. CuPy's
+        reduction gives a reduction over leading axes one block per output, which leaves most of the GPU idle when
+        the outputs are few and long, and spends more host time per call than the launch."""
         want = dtype.np
         if kind not in _AXES_KINDS or dtype.name not in _AXES_DTYPES or x.dtype != want or not _contiguous(x):
             return None
+        if not axes:
+            return None
         lo = axes[0]
         end = lo + len(axes)
-        if end >= x.ndim or axes != tuple(range(lo, end)):
+        if end > x.ndim or axes != tuple(range(lo, end)):
             return None
         dims = x.shape
         a, rows, cols = prod(dims[:lo]), prod(dims[lo:end]), prod(dims[end:])
-        if not rows or not cols or a * rows * cols < AXES_MIN or a > _MAX_GRID_Z:
+        if (not rows or not cols or a * rows * cols < AXES_MIN or a > _MAX_GRID_Z
+                or (end == x.ndim and rows > AXES_MAX_ROW)):
             return None
         entry = _kernels.get(("axes", dtype, self.device), False)
         if entry is False:
             entry = _compile_axes(dtype, self.device)
         if entry is None:
             return None
-        first, done, one, pack, acc = entry[0], entry[1], entry[2], entry[4], entry[5]
+        first, done, one, rows_fn, pack, acc = entry[0], entry[1], entry[2], entry[3], entry[5], entry[6]
+        divisor = float(rows if kind == "Mean" else 1)
+        if end == x.ndim:  # trailing axes: each output a contiguous row, one warp each
+            out = _empty(shape, want)
+            pack(self._values, 0, x.data.ptr, a, rows, 0, out.data.ptr, divisor)
+            _launch(rows_fn, min((a * 32 + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS), 1, 1, _BLOCK, 1, 1, 0, self.stream,
+                    self._addr, 0)
+            return out
         across = (cols + 31) // 32
         ranges = max(1, min(-(-rows // AXES_MIN_ROWS), -(-_AXES_BLOCKS // (across * a))))
         chunk = -(-rows // ranges)
         ranges = -(-rows // chunk)
-        divisor = float(rows if kind == "Mean" else 1)
         out = _empty(shape, want)
         values, stream, addr = self._values, self.stream, self._addr
         if ranges == 1:
@@ -299,6 +308,7 @@ def _compile_reduce(kind: str, dtype, device: int):
 #: (smaller ones keep CuPy's), in about _AXES_BLOCKS blocks, each thread adding at least AXES_MIN_ROWS / AXES_ROWS rows
 AXES_MIN = 1 << 12
 AXES_MIN_ROWS = 128
+AXES_MAX_ROW = 1 << 14  # longer trailing rows (few, long outputs) keep CuPy's reduction
 _AXES_BLOCKS = 2048
 _AXES_KINDS = ("Sum", "Mean")
 _AXES_DTYPES = ("float32", "float64", "bfloat16")
@@ -312,7 +322,7 @@ def _compile_axes(dtype, device: int):
     wide = dtype.name == "float64"
     try:
         module = cp.RawModule(code=axes_reduce_source(dtype, name))
-        entry = (*(module.get_function(name + s).kernel.ptr for s in ("", "_done", "_one")), module,
+        entry = (*(module.get_function(name + s).kernel.ptr for s in ("", "_done", "_one", "_rows")), module,
                  struct.Struct("<QqqqQd" if wide else "<QqqqQf4x").pack_into, np.float64 if wide else np.float32)
     except Exception:  # NVRTC rejects the code: CuPy's reduction, now and for this dtype
         entry = None

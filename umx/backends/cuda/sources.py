@@ -160,7 +160,8 @@ def axes_reduce_source(dtype, name: str) -> str:
     kept ones, e.g. a batch norm's over every axis but the channels), in two kernels: ``{name}`` sums row ranges
     of ``chunk`` rows into ``(a, ranges, cols)`` partials (the accumulation type), and ``{name}_done`` sums those
     over ranges into the output, divided by ``divisor`` (a mean's count, or 1), in ``dtype``; ``{name}_one`` does
-    both at once where one range covers the rows. A block is 32 columns
+    both at once where one range covers the rows; ``{name}_rows`` reduces trailing axes (``cols`` of 1: each
+    output a row of ``n`` elements), one warp per output. A block is 32 columns
     (a warp reads consecutive elements of a row) by ``AXES_ROWS`` rows, each thread adding every ``AXES_ROWS``-th
     row of its range, then the block adds its rows in order: the result does not depend on timing. bfloat16 is
     read and written as its 16-bit storage and summed in float."""
@@ -195,9 +196,25 @@ extern "C" __global__ void {kname}(const {src}* __restrict__ x, long long rows, 
     def finish(v):
         return _store(bits, f"({'float' if bits else stored})({v} / divisor)")
 
+    rows = f"""
+extern "C" __global__ void {name}_rows(const {stored}* __restrict__ x, long long outs, long long n, long long unused,
+                                       {stored}* __restrict__ out, {acc} divisor) {{
+  // one warp per output: each lane adds every 32nd element of its row, then the lanes' sums in a fixed tree
+  const int lane = threadIdx.x & 31;
+  const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+  for (long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5; r < outs; r += warps) {{
+    const {stored}* row = x + r * n;
+    {acc} acc = 0;
+    for (long long j = lane; j < n; j += 32) acc += {_load(bits, "row[j]")};
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) out[r] = {finish("acc")};
+  }}
+}}
+"""
     return (PREAMBLE + kernel(name, stored, lambda e: _load(bits, e), acc, lambda v: v)
             + kernel(f"{name}_done", acc, lambda e: e, stored, finish)
-            + kernel(f"{name}_one", stored, lambda e: _load(bits, e), stored, finish))
+            + kernel(f"{name}_one", stored, lambda e: _load(bits, e), stored, finish) + rows)
 
 
 def narrow_source(char: str, n: int, name: str) -> str:
