@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
 # Used as: bash bench/device_run.sh [core|check|models|profile|extras]   (in the repository root, with CuPy, a GPU)
-#   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases and the
-#   three headline benchmarks (seed, overhead, latency); models: the 1.2B language model and training on the GPU;
+#   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
+#   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
+#   replays as a graph; models: the 1.2B language model and training on the GPU;
 #   profile: those models' steps per primitive (bench/profile_ops.py);
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
@@ -16,8 +17,8 @@ if [ "${1:-core}" = models ]; then  # (llm.py prints each row as its column fini
   exit 0
 fi
 if [ "${1:-core}" = profile ]; then  # where a step's GPU time goes, per primitive (eager, then compiled)
-  timeout 200 python3 bench/profile_ops.py --cases decode,lm,cnn,mlp --steps 3 2>&1 | tee "$OUT/profile.log"
-  timeout 150 python3 bench/profile_ops.py --cases decode,lm,cnn --steps 3 --compiled 2>&1 | tee -a "$OUT/profile.log"
+  timeout 200 python3 bench/profile_ops.py --cases decode,lm,cnn,mlp --steps 3 --ops 12 --graphs 2>&1 | tee "$OUT/profile.log"
+  timeout 150 python3 bench/profile_ops.py --cases decode,lm,cnn --steps 3 --compiled --ops 12 --graphs 2>&1 | tee -a "$OUT/profile.log"
   exit 0
 fi
 if [ "${1:-core}" = extras ]; then
@@ -39,6 +40,10 @@ if [ "${1:-core}" = check ]; then
   timeout 90 python3 bench/seed.py --runs 10 2>&1 | tee "$OUT/seed.log" | tail -22
   timeout 50 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
   timeout 80 python3 bench/latency.py 2>&1 | tee "$OUT/latency.log" | tail -12
+  timeout 40 python3 bench/reduce.py --runs 7 2>&1 | tee "$OUT/reduce.log" | tail -9
+  # whether the compiled decode step replays as a CUDA graph, and its time (the full tables: profile, models)
+  timeout 90 python3 bench/profile_ops.py --cases decode --compiled --steps 3 --ops 8 --graphs > "$OUT/decode.log" 2>&1
+  grep -E -A4 "^(## |batches)" "$OUT/decode.log" | grep -vE "^\| (primitive|---)" | head -12
   exit 0
 fi
 python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
