@@ -170,9 +170,8 @@ class Launcher:
         reduction gives a reduction over leading axes one block per output, which leaves most of the GPU idle when
         the outputs are few and long, and spends more host time per call than the launch."""
         want = dtype.np
-        if kind not in _AXES_KINDS or dtype.name not in _AXES_DTYPES or x.dtype != want or not _contiguous(x):
-            return None
-        if not axes:
+        if (not axes or kind not in _AXES_KINDS or dtype.name not in _AXES_DTYPES or x.dtype != want
+                or not _contiguous(x)):
             return None
         lo = axes[0]
         end = lo + len(axes)
@@ -304,7 +303,7 @@ def _compile_reduce(kind: str, dtype, device: int):
     return entry
 
 
-#: reductions over middle axes (``Launcher.reduce_axes``): of these kinds and dtypes, of at least AXES_MIN elements
+#: reductions over consecutive axes (``Launcher.reduce_axes``): of these kinds and dtypes, of at least AXES_MIN elements
 #: (smaller ones keep CuPy's), in about _AXES_BLOCKS blocks, each thread adding at least AXES_MIN_ROWS / AXES_ROWS rows
 AXES_MIN = 1 << 12
 AXES_MIN_ROWS = 128
@@ -316,7 +315,8 @@ _MAX_GRID_Z = 65535
 
 
 def _compile_axes(dtype, device: int):
-    """Compile (once per device) the reduction over middle axes of ``dtype``; None if it cannot be written."""
+    """Compile (once per device) the reductions over consecutive axes of ``dtype``; None if they cannot be
+    written."""
     entry = None
     name = f"umx_axes_{len(_kernels)}"
     wide = dtype.name == "float64"

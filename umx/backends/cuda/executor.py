@@ -263,7 +263,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
 
     def own(self, n, args: list, mirror=None, out=None):
         """Node ``n``'s output by umx's own kernel (see direct.py), for a primitive of ``OWN``: an elementwise node,
-        a full reduction or one over middle axes; None where none applies. ``mirror``: the kernel's mirror
+        a full reduction or one over consecutive axes; None where none applies. ``mirror``: the kernel's mirror
         arguments (see ``Launcher.run``); ``out``: where to write, as for ``Launcher.run``."""
         p = n._prim
         c = p.__class__
@@ -285,8 +285,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         return None
 
     def _variance(self, n, x):
-        """A variance over middle axes by umx's reductions (see ``Launcher.reduce_axes``): the mean, then the mean
-        square of the deviations from it, as NumPy computes it; None where those do not apply."""
+        """A variance over consecutive axes by umx's reductions (see ``Launcher.reduce_axes``): the mean, then the
+        mean square of the deviations from it, as NumPy computes it; None where those do not apply."""
         p = n._prim
         count = prod(x.shape[a] for a in p.axes)
         if count <= p.ddof:

@@ -1,5 +1,5 @@
 """The CUDA C++ text of umx's own kernels (``direct.py`` compiles and launches them): one elementwise node or fused
-region, a full reduction, a reduction over middle axes, a product of rows with a few columns.
+region, a full reduction, a reduction over consecutive axes, a product of rows with a few columns.
 
 Only text here, no CuPy: the tests compile every kind of kernel with NVRTC on machines without a GPU.
 """
