@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|profile|extras]   (in the repository root, with CuPy, a GPU)
+# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras]   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
 #   replays as a graph; models: the 1.2B language model and training on the GPU;
-#   profile: those models' steps per primitive (bench/profile_ops.py);
+#   profile: those models' steps per primitive (bench/profile_ops.py); kernels: their CUDA kernels (CUPTI);
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
 set -u
@@ -19,6 +19,12 @@ fi
 if [ "${1:-core}" = profile ]; then  # where a step's GPU time goes, per primitive (eager, then compiled)
   timeout 200 python3 bench/profile_ops.py --cases decode,lm,cnn,mlp --steps 3 --ops 12 --graphs 2>&1 | tee "$OUT/profile.log"
   timeout 150 python3 bench/profile_ops.py --cases decode,lm,cnn --steps 3 --compiled --ops 12 --graphs 2>&1 | tee -a "$OUT/profile.log"
+  exit 0
+fi
+if [ "${1:-core}" = kernels ]; then  # CUDA kernels per step as CUPTI sees them, umx's and torch's
+  { timeout 240 python3 bench/profile_ops.py --cases decode,lm,cnn --compiled --steps 3 --kernels 25 --torch
+    timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --kernels 25; } \
+    2>&1 | tee "$OUT/kernels.log" | grep -vE "^\| (kernel|---)" | cut -c1-150 | head -150
   exit 0
 fi
 if [ "${1:-core}" = extras ]; then

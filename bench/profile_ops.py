@@ -1,5 +1,6 @@
 """Where a step's time goes, by primitive: a training step of ``bench/train.py``'s models, or a language model's
-decode step (``bench/llm.py``'s architecture), recorded with ``mx.trace`` and summed per primitive on each lane.
+decode step or prompt prefill (``bench/llm.py``'s architecture), recorded with ``mx.trace`` and summed per
+primitive on each lane.
 
 Prints per case: the step's wall time (median of the timed steps, not traced), then for each lane the time its
 ops took per step, grouped by primitive (GPU lanes are timed by CUDA events: the device's time, not the host's;
@@ -7,9 +8,12 @@ CPU lanes by the host clock, tracing's own cost included, so their shares matter
 
 With ``--ops N``, also the N op signatures (primitive, input and output shapes) that took longest per step. With
 ``--graphs`` (GPU), also how each step's batches ran: replayed as CUDA graphs, captured, or op by op and why.
+With ``--kernels N`` (GPU, torch importable), also the N CUDA kernels that took longest per step as CUPTI saw
+them through ``torch.profiler`` (graph replays included), the device's busy time per step, and with ``--torch``
+the same for torch's own step of the training cases.
 
-Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode] [--device gpu|cpu] [--steps N] [--small] [--compiled]
-       [--top N] [--ops N] [--graphs] [--keep DIR]
+Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small] [--compiled]
+       [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ def _decode_step(small: bool, compiled: bool, stream):
     def run():
         with mx.stream(stream):
             next(tokens)
+
+    return run
+
+
+def _prompt_step(small: bool, stream):
+    """One prefill of a 512-token prompt (64 with ``--small``) into a fresh cache: ``bench/llm.py``'s prompt
+    processing, with the decode case's model."""
+    from examples.llm import PRESETS, random_model
+    from examples.llm.cache import make_cache
+
+    model = random_model(PRESETS["tiny" if small else "1b"], mx.bfloat16, seed=0)
+    mx.eval(model.parameters())
+    prompt = mx.array(list(range(1, 65 if small else 513)), mx.int32)[None]
+
+    def run():
+        with mx.stream(stream):
+            logits = model(prompt, cache=make_cache(len(model.layers)))
+            mx.eval(mx.argmax(logits[:, -1, :], axis=-1))
 
     return run
 
@@ -153,6 +175,40 @@ def _graph_outcomes(run, steps: int) -> None:
         print(f"| {what} | {n / steps:.1f} | {tasks_by[what] / steps:.1f} |")
 
 
+def _kernels(run, steps: int, top: int, who: str) -> None:
+    """Profile ``steps`` calls of ``run`` with CUPTI (through ``torch.profiler``); print the ``top`` kernels by
+    device time per step and the device's busy time per step (kernels and copies, overlaps not merged)."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        print("(--kernels needs torch)")
+        return
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run()
+        mx.synchronize()
+    kernels: dict = {}
+    for ev in prof.events():
+        if getattr(ev, "device_type", None) is None or "CUDA" not in str(ev.device_type):
+            continue
+        t, n = kernels.get(ev.name, (0.0, 0))
+        kernels[ev.name] = (t + ev.time_range.elapsed_us(), n + 1)  # a device event: its own duration
+    busy = sum(t for t, _ in kernels.values()) / 1e3 / steps
+    print(f"\n{who}: {busy:.2f} ms of device work a step, {sum(n for _, n in kernels.values()) / steps:.0f} "
+          "kernels and copies")
+    print("| kernel | ms/step | calls/step | us each |\n| --- | --- | --- | --- |")
+    for name, (t, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"| {name[:110]} | {t / 1e3 / steps:.3f} | {n / steps:.0f} | {t / max(n, 1):.1f} |")
+
+
+def _torch_train_step(case: str, small: bool):
+    import torch
+    import train
+
+    sizes = (train.SMALL if small else train.FULL)[case]
+    return train._torch_steps(torch, case, sizes, train._data(case, sizes), "gpu", False)["torch"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="lm,cnn,mlp,decode")
@@ -163,6 +219,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=14)
     ap.add_argument("--ops", type=int, default=0, help="also the N slowest op signatures")
     ap.add_argument("--graphs", action="store_true", help="also how the GPU batches ran (graphs or not)")
+    ap.add_argument("--kernels", type=int, default=0, help="also the N longest CUDA kernels (CUPTI via torch)")
+    ap.add_argument("--torch", action="store_true", help="with --kernels: torch's training steps too")
     ap.add_argument("--keep", default=None, help="a folder to keep each case's trace in")
     args = ap.parse_args()
     stream = getattr(mx, args.device)
@@ -171,8 +229,12 @@ def main() -> None:
         return
     mx.set_default_device(stream)
     for case in args.cases.split(","):
-        run = _decode_step(args.small, args.compiled, stream) if case == "decode" else \
-            _train_step(case, args.small, args.compiled, stream)
+        if case == "decode":
+            run = _decode_step(args.small, args.compiled, stream)
+        elif case == "prompt":  # (eager only: generation compiles the decode step, not the prefill)
+            run = _prompt_step(args.small, stream)
+        else:
+            run = _train_step(case, args.small, args.compiled, stream)
         for _ in range(3):
             run()
         times = []
@@ -203,6 +265,13 @@ def main() -> None:
                 print(f"| {p} | {t:.3f} | {n:.0f} |")
         if args.graphs and args.device == "gpu":
             _graph_outcomes(run, args.steps)
+        if args.kernels and args.device == "gpu":
+            _kernels(run, args.steps, args.kernels, f"umx {case} ({kind})")
+            if args.torch and case not in ("decode", "prompt"):
+                trun = _torch_train_step(case, args.small)
+                for _ in range(3):
+                    trun()
+                _kernels(trun, args.steps, args.kernels, f"torch {case} (eager)")
 
 
 if __name__ == "__main__":

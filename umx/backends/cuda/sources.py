@@ -377,6 +377,18 @@ extern "C" __global__ void {name}(const float* __restrict__ x, const float* __re
 """
 
 
+MASKED_SCORE = """
+// an attention score after its mask: kind 1 causal (``after``: the key follows the query's last), 2 boolean,
+// 3 additive (``at``: the mask's element for this score); a masked score is float32's lowest
+__device__ __forceinline__ float umx_masked_score(float s, int kind, const void* mask, long long at, bool after) {
+  if (kind == 1) return after ? -3.402823466e38f : s;
+  if (kind == 2) return ((const bool*)mask)[at] ? s : -3.402823466e38f;
+  if (kind == 3) return s + ((const float*)mask)[at];
+  return s;
+}
+"""
+
+
 def sdpa_source(name: str) -> str:
     """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` on float32 ``q (B, Hq, Tq, D)``, ``k (B, Hkv, Tk,
     D)``, ``v (B, Hkv, Tk, Dv)`` (row-major), for ``D, Dv <= SDPA_MAX_HEAD``: one block per query row.
@@ -388,7 +400,7 @@ def sdpa_source(name: str) -> str:
     broadcasts); a masked score is float32's lowest (a row masked whole averages the values, as the host does).
     ``sinks``: one logit per query head that joins the softmax and takes no value (null: none)."""
     lanes = SDPA_MAX_HEAD // 32
-    return f"""
+    return MASKED_SCORE + f"""
 extern "C" __global__ void {name}(const float* __restrict__ q, const float* __restrict__ k,
                                   const float* __restrict__ v, const void* __restrict__ mask,
                                   const float* __restrict__ sinks, float* __restrict__ out,
@@ -412,7 +424,7 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
     qv[i] = f < d ? qr[f] * scale : 0.0f;
     acc[i] = 0.0f;
   }}
-  const float lowest = -3.402823466e38f, neg_inf = __int_as_float(0xff800000u);
+  const float neg_inf = __int_as_float(0xff800000u);
   const int last = t + (t_k - t_q);  // (causal: the last key this query sees)
   const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
   float m = neg_inf, l = 0.0f;
@@ -426,13 +438,7 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
     }}
     #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (mask_kind == 1) {{
-      if (j > last) s = lowest;
-    }} else if (mask_kind == 2) {{
-      if (!((const bool*)mask)[mrow + (long long)j * ms3]) s = lowest;
-    }} else if (mask_kind == 3) {{
-      s += ((const float*)mask)[mrow + (long long)j * ms3];
-    }}
+    s = umx_masked_score(s, mask_kind, mask, mrow + (long long)j * ms3, j > last);
     const float top = fmaxf(m, s);
     if (top == neg_inf) continue;  // (an additive -inf so far: nothing to weigh yet)
     const float keep = expf(m - top), p = expf(s - top);
@@ -480,7 +486,7 @@ def sdpa_softmax_source(name: str) -> str:
     scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions ``t_start ..``
     of ``t_total``), in place: each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
     softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum)."""
-    return BLOCK_REDUCE + f"""
+    return BLOCK_REDUCE + MASKED_SCORE + f"""
 extern "C" __global__ void {name}(float* __restrict__ scores, const void* __restrict__ mask,
                                   const float* __restrict__ sinks, int n_q, int t_q, int t_start, int t_total,
                                   int t_k, float scale, int mask_kind,
@@ -491,19 +497,12 @@ extern "C" __global__ void {name}(float* __restrict__ scores, const void* __rest
   const int hq = (int)((row / t_q) % n_q);
   const int bi = (int)(row / ((long long)t_q * n_q));
   float* s = scores + row * t_k;
-  const float lowest = -3.402823466e38f;
   const int last = t + (t_k - t_total);
   const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
   float top = __int_as_float(0xff800000u);
   for (int j = threadIdx.x; j < t_k; j += blockDim.x) {{
     float v = s[j] * scale;
-    if (mask_kind == 1) {{
-      if (j > last) v = lowest;
-    }} else if (mask_kind == 2) {{
-      if (!((const bool*)mask)[mrow + (long long)j * ms3]) v = lowest;
-    }} else if (mask_kind == 3) {{
-      v += ((const float*)mask)[mrow + (long long)j * ms3];
-    }}
+    v = umx_masked_score(v, mask_kind, mask, mrow + (long long)j * ms3, j > last);
     s[j] = v;
     top = fmaxf(top, v);
   }}
