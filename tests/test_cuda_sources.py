@@ -247,11 +247,18 @@ def test_axes_reductions_compile():
 
 
 def test_fast_op_kernels_compile():
-    # mx.fast's normalizations, rope and attention as one kernel each (backends/cuda/fast.py)
-    compile_cuda(in_namespaces([sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope"),
-                                sources.layer_norm_source("umx_layer_norm"), sources.sdpa_source("umx_sdpa"),
-                                sources.sdpa_softmax_source("umx_sdpa_softmax")]
-                               + [sources.qmv_source(f"umx_qmv_{b}_{r}", b, r) for b in (2, 4, 8) for r in (1, 8)]))
+    # mx.fast's normalizations, rope and attention as one kernel each (backends/cuda/fast.py), on float32 and on
+    # bfloat16's storage
+    f, bf = sources.FAST_TYPES["float32"], sources.FAST_TYPES["bfloat16"]
+    codes = [sources.rms_norm_source("umx_rms_norm"), sources.rope_source("umx_rope"),
+             sources.layer_norm_source("umx_layer_norm"), sources.sdpa_source("umx_sdpa"),
+             sources.sdpa_softmax_source("umx_sdpa_softmax"),
+             sources.rms_norm_source("umx_rms_norm_bf16", bf, bf), sources.rms_norm_source("umx_rms_norm_mixed", bf, f),
+             sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
+             sources.sdpa_source("umx_sdpa_bf16", bf)]
+    assert "const unsigned short* __restrict__ q" in codes[-1] and "umx_st(dst, f, o / total)" in codes[-1]
+    compile_cuda(in_namespaces(codes + [sources.qmv_source(f"umx_qmv_{b}_{r}", b, r) for b in (2, 4, 8)
+                                        for r in (1, 8)]))
 
 
 def test_a_users_cuda_kernel_compiles():

@@ -556,3 +556,35 @@ def test_sdpa_gpu_products_in_parts_with_sinks(monkeypatch, rng, mask):
     (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, 2, 6, 3, 37, 23, 16, 12)
     got = F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks, stream=mx.gpu)
     assert_close(got, ref_sdpa(qr, kr, vr, 0.3, mr, sr), 2e-5, 2e-5, dtype=mx.float32)
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU")
+@pytest.mark.parametrize("t_q", [1, 40])
+def test_gpu_bfloat16_kernels_match_float32_kernels_rounded(rng, t_q):
+    # bfloat16 goes through the GPU's fast kernels as its 16-bit storage: the very bits that widening to float32,
+    # the float32 kernel, then rounding give; rope offsets of each integer kind, one or one per batch entry
+    bf, f32 = mx.bfloat16, mx.float32
+
+    def both(fn, *xs, dtype=bf):
+        got = fn(*xs)
+        want = fn(*(x.astype(f32) if x.dtype == bf else x for x in xs)).astype(dtype)
+        assert got.dtype == dtype
+        bits = mx.uint16 if dtype == bf else mx.uint32
+        np.testing.assert_array_equal(np.asarray(got.view(bits)), np.asarray(want.view(bits)))
+
+    with mx.stream(mx.gpu):
+        x, _ = _in(rng, (2, 3, t_q, 64), bf)
+        w, _ = _in(rng, (64,), bf)
+        b, _ = _in(rng, (64,), bf)
+        both(lambda x, w: F.rms_norm(x, w, 1e-5), x, w)
+        both(lambda x, w: F.rms_norm(x, w, 1e-5), x, w.astype(f32), dtype=f32)
+        both(lambda x, w, b: F.layer_norm(x, w, b, 1e-5), x, w, b)
+        for offset in (5, mx.array(9, mx.int32), mx.array(9, mx.int64), mx.array(9, mx.uint8), mx.array([3, 8])):
+            both(lambda x, o=offset: F.rope(x, 64, traditional=False, base=10000.0, scale=1.0, offset=o), x)
+        both(lambda x: F.rope(x, 32, traditional=True, base=500.0, scale=0.5, offset=3), x)
+        (q, k, v, m, sinks), _ = _sdpa_case(rng, "additive", 2, 4, 2, t_q, 50, 64, 64)
+        q, k, v = q.astype(bf), k.astype(bf), v.astype(bf)
+        both(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal"), q, k, v)
+        both(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, scale=0.125, mask=m), q, k, v, m.astype(bf))
+        both(lambda q, k, v, s: F.scaled_dot_product_attention(q, k, v, scale=0.125, sinks=s), q, k, v,
+             sinks.astype(bf))

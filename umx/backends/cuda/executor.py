@@ -27,6 +27,7 @@ from ...runtime.node import finish
 from . import cublas, direct, graphs, pressure
 from . import memory as gmem
 from ._probe import _cupy
+from .fast import NATIVE
 from .fusion import KernelCache
 from .kernels import device_args, make_table
 from .lane import OWN, Lane
@@ -254,6 +255,10 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 out = None
             if out is not None:
                 return out
+        elif c in NATIVE:  # mx.fast's kernels, on bfloat16's storage as it is (no widening, no narrowing)
+            out = NATIVE[c](n, args)
+            if out is not None:
+                return conform(cp, n, out)
         elif c is Var and type(args[0]) is cp.ndarray and n._dtype in _NARROW_DTYPES:
             out = self._variance(n, args[0])
             if out is not None:

@@ -1,7 +1,11 @@
 """``mx.fast``'s normalizations, rotary embedding and attention as kernels of umx's own on the GPU (``sources.py``
-has their text), for float32 data (bfloat16 arrives widened); attention over many queries is two cuBLAS products
-around a softmax kernel. Other dtypes and the frequencies-as-input form of rope take the shared kernels of
-``backends/xp/fast.py``, several CuPy calls each.
+has their text), for float32 and bfloat16 data, bfloat16 read and written as its 16-bit storage (computed in
+float32, rounded once on the way out: what widening, then narrowing, gives, with no kernels for either);
+attention over many queries is two cuBLAS products around a softmax kernel. Other dtypes and the
+frequencies-as-input form of rope take the shared kernels of ``backends/xp/fast.py``, several CuPy calls each.
+
+The executor asks :func:`native` first, with the nodes' own (unwidened) data; the kernel table's entries
+(:func:`install`) serve what reaches them widened to float32.
 
 These kernels only enqueue device work, so a CUDA graph may capture a node that one of them runs: ``CAPTURE_IF``
 tells ``graphs.py`` which nodes those are (the shared kernels' products go through CuPy's cuBLAS, which refuses
@@ -14,12 +18,13 @@ import math
 
 import numpy as np
 
-from ...dtypes import bfloat16, float32
+from ...dtypes import bfloat16, float32, widen_bf16
 from ...primitives import fast as fp
 from . import cublas
 from ._probe import _cupy
 from .sources import (
     BLOCK,
+    FAST_TYPES,
     SDPA_BLOCK,
     SDPA_MAX_HEAD,
     layer_norm_source,
@@ -31,60 +36,81 @@ from .sources import (
 
 cp = _cupy()
 
+_F, _BF = FAST_TYPES["float32"], FAST_TYPES["bfloat16"]
+_STORAGE = {float32: _F, bfloat16: _BF}  # umx dtype -> the kernels' storage type of it
+_SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope": rope_source,
+            "sdpa": sdpa_source, "sdpa_softmax": sdpa_softmax_source}
+
 
 @functools.cache
-def _kernel(which: str):
-    source = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope": rope_source,
-              "sdpa": sdpa_source, "sdpa_softmax": sdpa_softmax_source}[which]
-    return cp.RawKernel(source(f"umx_{which}"), f"umx_{which}")
+def _kernel(which: str, *types: str):
+    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once."""
+    name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
+    return cp.RawKernel(_SOURCES[which](name, *types), name)
 
 
-def _norm(which: str, fallback):
-    """A normalization's kernel (``which``: "rms_norm" or "layer_norm"): one block per row where ``x`` and its
-    weight (and bias) are float32, else ``fallback``."""
+def _norm(which: str, prim, x, params: list, xt: str, wt: str):
+    """A normalization's kernel (``which``: "rms_norm" or "layer_norm"): one block per row; ``xt``, ``wt``: the
+    storage types of ``x`` (and the output) and of the weight and bias."""
+    d = x.shape[-1]
+    x = cp.ascontiguousarray(x)
+    out = cp.empty_like(x)
+    w = cp.ascontiguousarray(params[0]) if prim.has_weight else x  # (any pointer: not read)
+    args = [x, w]
+    if which == "layer_norm":
+        args.append(cp.ascontiguousarray(params[-1]) if prim.has_bias else x)
+    args += [out, np.int32(d), np.float32(prim.eps), np.int32(prim.has_weight)]
+    if which == "layer_norm":
+        args.append(np.int32(prim.has_bias))
+    _kernel(which, xt, wt)((x.size // d,), (BLOCK,), tuple(args))
+    return out
+
+
+def _norm_table(which: str, fallback):
+    """The table's entry of a normalization: the kernel for float32 ``x`` and parameters, else ``fallback``."""
 
     def run(prim, x, *params):
         if x.dtype != np.float32 or any(p.dtype != np.float32 for p in params) or x.size == 0 or x.ndim == 0:
             return fallback(prim, x, *params)
-        d = x.shape[-1]
-        x = cp.ascontiguousarray(x)
-        out = cp.empty_like(x)
-        w = cp.ascontiguousarray(params[0]) if prim.has_weight else x  # (any pointer: not read)
-        args = [x, w]
-        if which == "layer_norm":
-            args.append(cp.ascontiguousarray(params[-1]) if prim.has_bias else x)
-        args += [out, np.int32(d), np.float32(prim.eps), np.int32(prim.has_weight)]
-        if which == "layer_norm":
-            args.append(np.int32(prim.has_bias))
-        _kernel(which)((x.size // d,), (BLOCK,), tuple(args))
-        return out
+        return _norm(which, prim, x, list(params), _F, _F)
 
     return run
 
 
+_OFFSET_KINDS = {"f": 0, "i": 1, "l": 2, "q": 2}  # an offset array's dtype char -> how the rope kernel reads it
+
+
+def _rope(prim, x, offsets, xt: str):
+    """RoPE's kernel: one thread per element; ``offsets``: the offset array, or None for ``prim.offset``."""
+    b, t, d = x.shape[0], x.shape[-2], x.shape[-1]
+    heads = x.size // max(b * t * d, 1)
+    if offsets is None:
+        offsets, kind, fixed = x, 3, float(prim.offset)  # (any pointer: not read)
+    else:
+        kind = _OFFSET_KINDS.get(offsets.dtype.char)
+        if kind is None:
+            offsets, kind = offsets.astype(cp.float32), 0
+        offsets, fixed = cp.ascontiguousarray(offsets.reshape(-1)), 0.0
+    x = cp.ascontiguousarray(x)
+    out = cp.empty_like(x)
+    half = prim.dims // 2
+    blocks = -(-x.size // BLOCK)
+    _kernel("rope", xt)((blocks,), (BLOCK,), (
+        x, out, offsets, np.int32(offsets.size if kind != 3 else 1), np.int32(kind), np.float32(fixed),
+        np.int64(x.size), np.int32(t), np.int32(d), np.int32(prim.dims), np.int32(heads), np.float32(prim.scale),
+        np.float32(-math.log(prim.base) / half), np.int32(1 if prim.traditional else 0),
+        np.int32(1 if prim.inverse else 0)))
+    return out
+
+
 def rope(fallback):
-    """RoPE's kernel: one thread per element where ``x`` is float32 and the frequencies come from ``base``, else
+    """RoPE's table entry: the kernel where ``x`` is float32 and the frequencies come from ``base``, else
     ``fallback``."""
 
     def run(prim, x, *rest):
         if x.dtype != np.float32 or prim.base is None or x.size == 0 or x.ndim < 2:
             return fallback(prim, x, *rest)
-        b, t, d = x.shape[0], x.shape[-2], x.shape[-1]
-        heads = x.size // max(b * t * d, 1)
-        if prim.offset is not None:
-            offsets = cp.full((1,), prim.offset, dtype=cp.float32)
-        else:
-            offsets = cp.ascontiguousarray(rest[0].astype(cp.float32).reshape(-1))
-        x = cp.ascontiguousarray(x)
-        out = cp.empty_like(x)
-        half = prim.dims // 2
-        blocks = -(-x.size // BLOCK)
-        _kernel("rope")((blocks,), (BLOCK,), (
-            x, out, offsets, np.int32(offsets.size), np.int64(x.size), np.int32(t), np.int32(d),
-            np.int32(prim.dims), np.int32(heads), np.float32(prim.scale),
-            np.float32(-math.log(prim.base) / half), np.int32(1 if prim.traditional else 0),
-            np.int32(1 if prim.inverse else 0)))
-        return out
+        return _rope(prim, x, None if prim.offset is not None else rest[0], _F)
 
     return run
 
@@ -102,36 +128,49 @@ def sdpa_fits(prim, q_shape: tuple, k_shape: tuple, v_shape: tuple) -> bool:
 
 
 def sdpa(fallback):
-    """Attention's kernels where ``q``, ``k`` and ``v`` are float32: few queries (:func:`sdpa_fits`) as one
+    """Attention's table entry where ``q``, ``k`` and ``v`` are float32: few queries (:func:`sdpa_fits`) as one
     kernel, more as two cuBLAS products around a softmax kernel; else ``fallback``."""
 
     def run(prim, q, k, v, *rest):
-        if (q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32 or q.ndim != 4
-                or q.size == 0 or k.shape[2] == 0):
+        if q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32:
             return fallback(prim, q, k, v, *rest)
-        mask, strides = q, (0, 0, 0, 0)  # (no mask: any pointer, not read)
-        if prim.mask in ("bool", "additive"):
-            m = rest[0]
-            m = m.reshape((1,) * (4 - m.ndim) + m.shape)
-            mask = cp.ascontiguousarray(m if prim.mask == "bool" else m.astype(cp.float32, copy=False))
-            strides = tuple(0 if n == 1 else s // mask.itemsize for n, s in zip(mask.shape, mask.strides))
-        sinks = cp.ascontiguousarray(rest[-1].astype(cp.float32, copy=False)) if prim.has_sinks else None
-        if sdpa_fits(prim, q.shape, k.shape, v.shape):
-            return _sdpa_rows(prim, q, k, v, mask, strides, sinks)
-        h = cublas.current()
-        out = _sdpa_products(h, prim, q, k, v, mask, strides, sinks) if h is not None else None
+        out = _sdpa(prim, q, k, v, rest, _F, lambda a: a)
         return out if out is not None else fallback(prim, q, k, v, *rest)
 
     return run
 
 
-def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks):
+def _sdpa(prim, q, k, v, rest, xt: str, to_float):
+    """Attention by the kernels here, or None; ``xt``: the storage type of ``q``, ``k``, ``v`` and the output;
+    ``to_float``: a float mask's or the sinks' data as float32."""
+    if q.ndim != 4 or q.size == 0 or k.shape[2] == 0:
+        return None
+    mask, strides = q, (0, 0, 0, 0)  # (no mask: any pointer, not read)
+    if prim.mask in ("bool", "additive"):
+        m = rest[0]
+        m = m.reshape((1,) * (4 - m.ndim) + m.shape)
+        if prim.mask == "additive":
+            m = to_float(m).astype(cp.float32, copy=False)
+        mask = cp.ascontiguousarray(m)
+        strides = tuple(0 if n == 1 else s // mask.itemsize for n, s in zip(mask.shape, mask.strides))
+    sinks = cp.ascontiguousarray(to_float(rest[-1]).astype(cp.float32, copy=False)) if prim.has_sinks else None
+    if sdpa_fits(prim, q.shape, k.shape, v.shape):
+        return _sdpa_rows(prim, q, k, v, mask, strides, sinks, xt)
+    h = cublas.current()
+    if h is None:
+        return None
+    if xt != _F:  # (the products' path computes in float32)
+        q, k, v = to_float(q), to_float(k), to_float(v)
+    return _sdpa_products(h, prim, q, k, v, mask, strides, sinks)
+
+
+def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     """Few queries: one block per query row (``sources.sdpa_source``)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
-    out = cp.empty((batch, n_q, t_q, d_v), cp.float32)
-    _kernel("sdpa")((batch * n_q * t_q,), (SDPA_BLOCK,), (
+    out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
+    _kernel("sdpa", xt)((batch * n_q * t_q,), (SDPA_BLOCK,), (
         q, k, v, mask, sinks if sinks is not None else np.uint64(0), out, np.int32(n_q), np.int32(n_kv),
         np.int32(t_q), np.int32(t_k), np.int32(d), np.int32(d_v), np.float32(prim.scale),
         np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides)))
@@ -178,13 +217,62 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks):
 
 def install(table: dict) -> None:
     """Put the kernels above in front of the shared ones in the CUDA kernel table."""
-    table[fp.RMSNorm] = _norm("rms_norm", table[fp.RMSNorm])
-    table[fp.LayerNorm] = _norm("layer_norm", table[fp.LayerNorm])
+    table[fp.RMSNorm] = _norm_table("rms_norm", table[fp.RMSNorm])
+    table[fp.LayerNorm] = _norm_table("layer_norm", table[fp.LayerNorm])
     table[fp.RoPE] = rope(table[fp.RoPE])
     table[fp.ScaledDotProductAttention] = sdpa(table[fp.ScaledDotProductAttention])
 
 
-_FLOAT = (float32, bfloat16)  # (bfloat16 reaches the kernels widened to float32)
+def _widen(x):
+    return widen_bf16(cp, x) if x.dtype == np.uint16 else x
+
+
+def _on_device(args: list) -> bool:
+    for a in args:
+        if type(a) is not cp.ndarray:  # (a NumPy constant: the table's path moves it)
+            return False
+    return True
+
+
+def _native_norm(which: str):
+    def run(n, args: list):
+        ins = n._inputs
+        xt = _STORAGE.get(ins[0]._dtype)
+        if xt is None or n._dtype is not ins[0]._dtype or not n._shape or 0 in n._shape or not _on_device(args):
+            return None
+        wt = _STORAGE.get(ins[1]._dtype) if len(ins) > 1 else _F
+        if wt is None or any(y._dtype is not ins[1]._dtype for y in ins[2:]):
+            return None
+        return _norm(which, n._prim, args[0], args[1:], xt, wt)
+
+    return run
+
+
+def _native_rope(n, args: list):
+    x = n._inputs[0]
+    xt = _STORAGE.get(x._dtype)
+    if (xt is None or n._dtype is not x._dtype or n._prim.base is None or len(n._shape) < 2 or 0 in n._shape
+            or not _on_device(args)):
+        return None
+    return _rope(n._prim, args[0], None if n._prim.offset is not None else args[1], xt)
+
+
+def _native_sdpa(n, args: list):
+    q = n._inputs[0]
+    xt = _STORAGE.get(q._dtype)
+    if (xt is None or n._dtype is not q._dtype or any(y._dtype is not q._dtype for y in n._inputs[1:3])
+            or not _on_device(args)):
+        return None
+    return _sdpa(n._prim, args[0], args[1], args[2], args[3:], xt, _widen)
+
+
+#: primitive class -> ``(node, its inputs' data as stored) -> output or None``: the kernels above on float32 and
+#: bfloat16 data as it is (the executor asks before it widens bfloat16 for the kernel table)
+NATIVE = {fp.RMSNorm: _native_norm("rms_norm"), fp.LayerNorm: _native_norm("layer_norm"), fp.RoPE: _native_rope,
+          fp.ScaledDotProductAttention: _native_sdpa}
+
+
+_FLOAT = (float32, bfloat16)
 
 
 def _all_float(n) -> bool:

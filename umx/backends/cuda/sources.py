@@ -275,38 +275,52 @@ __device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {
 """
 
 
-def rms_norm_source(name: str) -> str:
-    """The CUDA C++ of ``mx.fast.rms_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
-    squares (float32), then scales the row (and multiplies the weight, where ``has_weight``)."""
-    return BLOCK_REDUCE + f"""
-extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+#: the storage type that ``mx.fast``'s kernels read and write for each dtype they take: float32 as itself,
+#: bfloat16 as its 16 bits (loaded exactly as float, stored rounded once: what widening, then narrowing, gives)
+FAST_TYPES = {"float32": "float", "bfloat16": "unsigned short"}
+
+FAST_IO = PREAMBLE + r"""
+__device__ __forceinline__ float umx_ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float umx_ld(const unsigned short* p, long long i) { return umx_bf16_load(p[i]); }
+__device__ __forceinline__ void umx_st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void umx_st(unsigned short* p, long long i, float v) { p[i] = umx_bf16_bits(v); }
+"""
+
+
+def rms_norm_source(name: str, x: str = "float", w: str = "float") -> str:
+    """The CUDA C++ of ``mx.fast.rms_norm`` on rows of storage type ``x`` (see ``FAST_TYPES``; the output's too)
+    with a weight of type ``w``: one block of ``BLOCK`` threads per row sums the squares (float32), then scales the
+    row (and multiplies the weight, where ``has_weight``)."""
+    return BLOCK_REDUCE + FAST_IO + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w, {x}* __restrict__ out,
                                   int d, float eps, int has_weight) {{
   __shared__ float partial[32];
-  const float* row = x + (long long)blockIdx.x * d;
-  float* dst = out + (long long)blockIdx.x * d;
+  const {x}* row = x + (long long)blockIdx.x * d;
+  {x}* dst = out + (long long)blockIdx.x * d;
   float s = 0.0f;
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
-    const float v = row[i];
+    const float v = umx_ld(row, i);
     s += v * v;
   }}
   const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
-    const float v = row[i] * scale;
-    dst[i] = has_weight ? v * w[i] : v;
+    const float v = umx_ld(row, i) * scale;
+    umx_st(dst, i, has_weight ? v * umx_ld(w, i) : v);
   }}
 }}
 """
 
 
-def rope_source(name: str) -> str:
-    """The CUDA C++ of ``mx.fast.rope`` on float32 rows ``(rows, t, d)``: one thread per element. Position ``t``
-    plus the row's batch entry's offset, times ``scale``, turns the pair of the element by ``position *
-    base**(-i / half)``; pairs are ``(i, i + half)``, or neighbours where ``traditional``; elements from ``dims``
-    on are copied."""
-    return f"""
-extern "C" __global__ void {name}(const float* __restrict__ x, float* __restrict__ out,
-                                  const float* __restrict__ offsets, int n_offsets, long long total, int t, int d,
-                                  int dims, int heads, float scale,
+def rope_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of ``mx.fast.rope`` on rows ``(rows, t, d)`` of storage type ``x`` (see ``FAST_TYPES``): one
+    thread per element. Position ``t`` plus the row's batch entry's offset, times ``scale``, turns the pair of the
+    element by ``position * base**(-i / half)``; pairs are ``(i, i + half)``, or neighbours where
+    ``traditional``; elements from ``dims`` on are copied. The offsets are read as ``offset_kind`` says: 0
+    float32, 1 int32, 2 int64 (``n_offsets`` of them: one, or one per batch entry), 3 none (``fixed`` instead)."""
+    return FAST_IO + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ out,
+                                  const void* __restrict__ offsets, int n_offsets, int offset_kind, float fixed,
+                                  long long total, int t, int d, int dims, int heads, float scale,
                                   float log_base_over_half, int traditional, int inverse) {{
   const long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   if (k >= total) return;
@@ -317,8 +331,10 @@ extern "C" __global__ void {name}(const float* __restrict__ x, float* __restrict
   }}
   const long long row = k / d;  // (a row of d elements: one position of one head of one batch entry)
   const int pos = (int)(row % t);
-  const long long entry = (row / t) / heads;
-  const float start = offsets[n_offsets == 1 ? 0 : entry];
+  const long long entry = n_offsets == 1 ? 0 : (row / t) / heads;
+  const float start = offset_kind == 0 ? ((const float*)offsets)[entry]
+                      : offset_kind == 1 ? (float)((const int*)offsets)[entry]
+                      : offset_kind == 2 ? (float)((const long long*)offsets)[entry] : fixed;
   const int half = dims / 2;
   int i, partner, first;
   if (traditional) {{
@@ -334,9 +350,9 @@ extern "C" __global__ void {name}(const float* __restrict__ x, float* __restrict
   const float theta = position * expf((float)i * log_base_over_half);
   const float c = cosf(theta);
   const float s = inverse ? -sinf(theta) : sinf(theta);
-  const float here = x[k];
-  const float other = x[k - j + partner];
-  out[k] = first ? here * c - other * s : other * s + here * c;
+  const float here = umx_ld(x, k);
+  const float other = umx_ld(x, k - j + partner);
+  umx_st(out, k, first ? here * c - other * s : other * s + here * c);
 }}
 """
 
@@ -347,31 +363,32 @@ SDPA_MAX_HEAD = 256
 SDPA_BLOCK = 256
 
 
-def layer_norm_source(name: str) -> str:
-    """The CUDA C++ of ``mx.fast.layer_norm`` on float32 rows: one block of ``BLOCK`` threads per row sums the
-    row, then the squares of its deviations (two passes over the row, as the host's kernel does), then writes
+def layer_norm_source(name: str, x: str = "float", w: str = "float") -> str:
+    """The CUDA C++ of ``mx.fast.layer_norm`` on rows of storage type ``x`` (see ``FAST_TYPES``; the output's
+    too) with a weight and bias of type ``w``: one block of ``BLOCK`` threads per row sums the row, then the
+    squares of its deviations (two passes over the row, as the host's kernel does), then writes
     ``(x - mean) * rsqrt(var + eps)``, times the weight and plus the bias where given."""
-    return BLOCK_REDUCE + f"""
-extern "C" __global__ void {name}(const float* __restrict__ x, const float* __restrict__ w,
-                                  const float* __restrict__ b, float* __restrict__ out, int d, float eps,
+    return BLOCK_REDUCE + FAST_IO + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w,
+                                  const {w}* __restrict__ b, {x}* __restrict__ out, int d, float eps,
                                   int has_weight, int has_bias) {{
   __shared__ float partial[32];
-  const float* row = x + (long long)blockIdx.x * d;
-  float* dst = out + (long long)blockIdx.x * d;
+  const {x}* row = x + (long long)blockIdx.x * d;
+  {x}* dst = out + (long long)blockIdx.x * d;
   float s = 0.0f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) s += row[i];
+  for (int i = threadIdx.x; i < d; i += blockDim.x) s += umx_ld(row, i);
   const float mean = umx_block_reduce(s, partial, false) / (float)d;
   s = 0.0f;
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
-    const float v = row[i] - mean;
+    const float v = umx_ld(row, i) - mean;
     s += v * v;
   }}
   const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
   for (int i = threadIdx.x; i < d; i += blockDim.x) {{
-    float v = (row[i] - mean) * scale;
-    if (has_weight) v *= w[i];
-    if (has_bias) v += b[i];
-    dst[i] = v;
+    float v = (umx_ld(row, i) - mean) * scale;
+    if (has_weight) v *= umx_ld(w, i);
+    if (has_bias) v += umx_ld(b, i);
+    umx_st(dst, i, v);
   }}
 }}
 """
@@ -389,9 +406,10 @@ __device__ __forceinline__ float umx_masked_score(float s, int kind, const void*
 """
 
 
-def sdpa_source(name: str) -> str:
-    """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` on float32 ``q (B, Hq, Tq, D)``, ``k (B, Hkv, Tk,
-    D)``, ``v (B, Hkv, Tk, Dv)`` (row-major), for ``D, Dv <= SDPA_MAX_HEAD``: one block per query row.
+def sdpa_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` on ``q (B, Hq, Tq, D)``, ``k (B, Hkv, Tk, D)``,
+    ``v (B, Hkv, Tk, Dv)`` (row-major) of storage type ``x`` (see ``FAST_TYPES``; the output's too), for ``D, Dv
+    <= SDPA_MAX_HEAD``: one block per query row, in float32.
 
     Each warp takes every ``n_warps``-th key: its lanes hold 8 features of the (scaled) query, sum the products
     with the key by shuffles, and keep a running softmax (the largest score so far, the sum of the weights, the
@@ -400,10 +418,10 @@ def sdpa_source(name: str) -> str:
     broadcasts); a masked score is float32's lowest (a row masked whole averages the values, as the host does).
     ``sinks``: one logit per query head that joins the softmax and takes no value (null: none)."""
     lanes = SDPA_MAX_HEAD // 32
-    return MASKED_SCORE + f"""
-extern "C" __global__ void {name}(const float* __restrict__ q, const float* __restrict__ k,
-                                  const float* __restrict__ v, const void* __restrict__ mask,
-                                  const float* __restrict__ sinks, float* __restrict__ out,
+    return FAST_IO + MASKED_SCORE + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restrict__ k,
+                                  const {x}* __restrict__ v, const void* __restrict__ mask,
+                                  const float* __restrict__ sinks, {x}* __restrict__ out,
                                   int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale, int mask_kind,
                                   long long ms0, long long ms1, long long ms2, long long ms3) {{
   __shared__ float warp_max[32], warp_sum[32];
@@ -414,14 +432,14 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
   const int bi = row / (t_q * n_q);
   const int hk = hq / (n_q / n_kv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-  const float* qr = q + (long long)row * d;
-  const float* kh = k + ((long long)bi * n_kv + hk) * (long long)t_k * d;
-  const float* vh = v + ((long long)bi * n_kv + hk) * (long long)t_k * d_v;
+  const {x}* qr = q + (long long)row * d;
+  const {x}* kh = k + ((long long)bi * n_kv + hk) * (long long)t_k * d;
+  const {x}* vh = v + ((long long)bi * n_kv + hk) * (long long)t_k * d_v;
   float qv[{lanes}], acc[{lanes}];
   #pragma unroll
   for (int i = 0; i < {lanes}; ++i) {{
     const int f = lane + 32 * i;
-    qv[i] = f < d ? qr[f] * scale : 0.0f;
+    qv[i] = f < d ? umx_ld(qr, f) * scale : 0.0f;
     acc[i] = 0.0f;
   }}
   const float neg_inf = __int_as_float(0xff800000u);
@@ -429,12 +447,12 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
   const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
   float m = neg_inf, l = 0.0f;
   for (int j = warp; j < t_k; j += n_warps) {{
-    const float* kr = kh + (long long)j * d;
+    const {x}* kr = kh + (long long)j * d;
     float s = 0.0f;
     #pragma unroll
     for (int i = 0; i < {lanes}; ++i) {{
       const int f = lane + 32 * i;
-      if (f < d) s += qv[i] * kr[f];
+      if (f < d) s += qv[i] * umx_ld(kr, f);
     }}
     #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
@@ -443,11 +461,11 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
     if (top == neg_inf) continue;  // (an additive -inf so far: nothing to weigh yet)
     const float keep = expf(m - top), p = expf(s - top);
     l = l * keep + p;
-    const float* vr = vh + (long long)j * d_v;
+    const {x}* vr = vh + (long long)j * d_v;
     #pragma unroll
     for (int i = 0; i < {lanes}; ++i) {{
       const int f = lane + 32 * i;
-      if (f < d_v) acc[i] = acc[i] * keep + p * vr[f];
+      if (f < d_v) acc[i] = acc[i] * keep + p * umx_ld(vr, f);
     }}
     m = top;
   }}
@@ -469,13 +487,13 @@ extern "C" __global__ void {name}(const float* __restrict__ q, const float* __re
   for (int w = 0; w < n_warps; ++w) {{
     if (warp_max[w] != neg_inf) total += warp_sum[w] * expf(warp_max[w] - top);
   }}
-  float* dst = out + (long long)row * d_v;
+  {x}* dst = out + (long long)row * d_v;
   for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
     float o = 0.0f;
     for (int w = 0; w < n_warps; ++w) {{
       if (warp_max[w] != neg_inf) o += warp_acc[w * {SDPA_MAX_HEAD} + f] * expf(warp_max[w] - top);
     }}
-    dst[f] = o / total;
+    umx_st(dst, f, o / total);
   }}
 }}
 """
