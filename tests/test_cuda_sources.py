@@ -261,6 +261,12 @@ def test_fast_op_kernels_compile():
                                         for r in (1, 8)]))
 
 
+def test_dynamic_slice_kernels_compile():
+    codes = [sources.dynamic_slice_source(f"umx_ds_{n}_{u}", n, u) for n in sources.SLICE_TYPES for u in (False, True)]
+    assert "out[at] = upd[e];" in codes[-1] and "out[e] = x[at];" in codes[0]
+    compile_cuda(in_namespaces(codes))
+
+
 def test_a_users_cuda_kernel_compiles():
     from umx.backends.cuda.custom_kernel import source_of
     from umx.primitives import CudaKernel

@@ -213,6 +213,40 @@ def test_dynamic_slice_and_update(device, rng):
         mx.slice_update(a, mx.zeros((5, 1, 1)), mx.array([0]), (0,))
 
 
+def _clamped(s: int, n: int, b: int) -> int:
+    s = s + n if s < 0 else s
+    return min(max(s, 0), n - b)
+
+
+@pytest.mark.parametrize("dtype", [mx.bool_, mx.int8, mx.bfloat16, mx.float32, mx.int64, mx.complex64])
+@pytest.mark.parametrize("start_dtype", [mx.int32, mx.int64])
+def test_dynamic_slices_at_random_starts(device, dtype, start_dtype):
+    # every item size the GPU's kernel moves, one or several dynamic axes, negative and out-of-range starts
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        nd = int(rng.integers(1, 5))
+        shape = tuple(int(n) for n in rng.integers(1, 6, nd))
+        block = tuple(int(rng.integers(1, n + 1)) for n in shape)
+        axes = tuple(sorted(rng.choice(nd, int(rng.integers(1, nd + 1)), replace=False).tolist()))
+        starts = [int(rng.integers(-7, 8)) for _ in axes]
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        a = mx.array(x).astype(dtype)
+        xs = np.asarray(a.astype(mx.float32)) if dtype != mx.complex64 else np.asarray(a)
+        key = [slice(0, b) for b in block]
+        for ax, st in zip(axes, starts):
+            s = _clamped(st, shape[ax], block[ax])
+            key[ax] = slice(s, s + block[ax])
+        start = mx.array(starts if len(axes) > 1 or rng.random() < 0.5 else starts[0], start_dtype)
+        got = mx.slice(a, start, axes, block, stream=device)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype != mx.complex64 else got),
+                                      xs[tuple(key)])
+        upd = mx.array((rng.standard_normal(block) * 4).astype(np.float32)).astype(dtype)
+        want = xs.copy()
+        want[tuple(key)] = np.asarray(upd.astype(mx.float32)) if dtype != mx.complex64 else np.asarray(upd)
+        got = mx.slice_update(a, upd, start, axes, stream=device)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype != mx.complex64 else got), want)
+
+
 @pytest.mark.parametrize("shape", SHAPES + [()])
 def test_flip(device, rng, shape):
     x = _rand(rng, shape, np.int32)

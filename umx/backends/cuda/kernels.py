@@ -14,6 +14,7 @@ from ..xp import bind
 from ..xp import conv as xp_conv
 from . import collectives, cublas, custom_kernel
 from . import fast as fast_kernels
+from . import layout as layout_kernels
 from . import quantized as quantized_kernels
 from ._probe import _cupy
 from .fusion import BF16_CONVERSIONS, PREAMBLE
@@ -111,6 +112,7 @@ def make_table() -> dict:
     table[CudaKernel] = custom_kernel.run
     fast_kernels.install(table)
     quantized_kernels.install(table)
+    layout_kernels.install(table)
     table[Convolution] = _convolution
     return table
 

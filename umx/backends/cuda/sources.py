@@ -599,3 +599,50 @@ extern "C" __global__ void {name}(const float* __restrict__ x, const unsigned in
   }}
 }}
 """
+
+
+#: the most axes the dynamic slice kernels take (shapes travel as parameters, padded with leading 1s)
+SLICE_MAX_AXES = 6
+#: the element type a dynamic slice kernel moves, by item size in bytes (it moves bits: any dtype of that size)
+SLICE_TYPES = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int", 8: "unsigned long long"}
+
+
+def dynamic_slice_source(name: str, itemsize: int, update: bool) -> str:
+    """The CUDA C++ of ``DynamicSlice`` (``update`` false: ``out`` is the block of ``x``) or of
+    ``DynamicSliceUpdate``'s write (``update`` true: the block of ``out``, already a copy of ``x``, becomes
+    ``upd``), both C-contiguous, one thread per element of the block. The block's start along axis ``a`` is read on
+    the device from ``start`` (int32 where ``start_kind`` is 1, int64 where 2; entry ``slot_a``, or entry 0 where
+    ``start`` has one; ``slot_a`` < 0: a static axis, start 0), made non-negative and clamped so that the block
+    fits, as the host's kernel does; no value crosses to the host, so a CUDA graph may capture it."""
+    t = SLICE_TYPES[itemsize]
+    axes = range(SLICE_MAX_AXES)
+    params = ",\n                                  ".join(f"long long b{a}, long long n{a}, int slot{a}" for a in axes)
+    steps = "\n".join(f"""    {{
+      const long long c = rest % b{a};
+      rest /= b{a};
+      long long s = 0;
+      if (slot{a} >= 0) {{
+        s = starts_of(start, start_kind, n_start == 1 ? 0 : slot{a});
+        if (s < 0) s += n{a};
+        s = s < 0 ? 0 : (s > n{a} - b{a} ? n{a} - b{a} : s);
+      }}
+      at += (c + s) * stride;
+      stride *= n{a};
+    }}""" for a in reversed(axes))
+    move = "out[at] = upd[e];" if update else "out[e] = x[at];"
+    return f"""
+__device__ __forceinline__ long long starts_of(const void* start, int kind, int i) {{
+  return kind == 1 ? (long long)((const int*)start)[i] : ((const long long*)start)[i];
+}}
+
+extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restrict__ upd, {t}* __restrict__ out,
+                                  const void* __restrict__ start, int start_kind, int n_start, long long total,
+                                  {params}) {{
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+       e += (long long)gridDim.x * blockDim.x) {{
+    long long rest = e, at = 0, stride = 1;  // (the last axis first: C order)
+{steps}
+    {move}
+  }}
+}}
+"""

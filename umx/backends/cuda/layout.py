@@ -1,0 +1,87 @@
+"""Dynamic slices on the GPU by a kernel of umx's own (``sources.dynamic_slice_source``): the block's start is read
+and clamped on the device, one thread per element of the block. The shared kernel (``backends/xp/layout.py``)
+computes the same with eight or more CuPy calls (a gather or a scatter by index arrays); a decode step writes its
+key-value cache this way once per layer and token.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ...primitives import layout as ly
+from ._probe import _cupy
+from .sources import BLOCK, SLICE_MAX_AXES, SLICE_TYPES, dynamic_slice_source
+
+cp = _cupy()
+
+_START_KINDS = {"i": 1, "l": 2, "q": 2}  # the start array's dtype char -> how the kernel reads it
+_MAX_BLOCKS = 4096  # (a grid-stride loop covers the rest)
+
+
+@functools.cache
+def _kernel(itemsize: int, update: bool):
+    name = f"umx_dynamic_slice{'_update' if update else ''}_{itemsize}"
+    return cp.RawKernel(dynamic_slice_source(name, itemsize, update), name)
+
+
+def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
+    """Run the kernel; False (nothing done) where it does not apply."""
+    kind = _START_KINDS.get(start.dtype.char)
+    nd = x.ndim
+    if kind is None or nd > SLICE_MAX_AXES or x.itemsize not in SLICE_TYPES or start.size not in (1, len(axes)):
+        return False
+    total = 1
+    for b in block:
+        total *= b
+    if total == 0:
+        return True
+    pad = SLICE_MAX_AXES - nd
+    slots = {ax: i for i, ax in enumerate(axes)}
+    params = []
+    for a in range(SLICE_MAX_AXES):
+        if a < pad:
+            params += [np.int64(1), np.int64(1), np.int32(-1)]
+        else:
+            params += [np.int64(block[a - pad]), np.int64(x.shape[a - pad]), np.int32(slots.get(a - pad, -1))]
+    start = cp.ascontiguousarray(start)
+    blocks = min(-(-total // BLOCK), _MAX_BLOCKS)
+    _kernel(x.itemsize, upd is not None)((blocks,), (BLOCK,), (
+        x, upd if upd is not None else x, out, start, np.int32(kind), np.int32(start.size), np.int64(total),
+        *params))
+    return True
+
+
+def dynamic_slice(fallback):
+    """DynamicSlice's kernel where it applies, else ``fallback``."""
+
+    def run(prim, x, start):
+        if type(x) is cp.ndarray and type(start) is cp.ndarray:
+            x = cp.ascontiguousarray(x)
+            out = cp.empty(prim.shape, x.dtype)
+            if _launch(x, None, out, start, prim.axes, prim.shape):
+                return out
+        return fallback(prim, x, start)
+
+    return run
+
+
+def dynamic_slice_update(fallback):
+    """DynamicSliceUpdate's kernel where it applies, else ``fallback``."""
+
+    def run(prim, x, update, start):
+        if (type(x) is cp.ndarray and type(update) is cp.ndarray and type(start) is cp.ndarray
+                and update.dtype == x.dtype and update.ndim == x.ndim):
+            out = cp.array(x, order="C", copy=True)
+            if _launch(out, cp.ascontiguousarray(update), out, start, prim.axes, update.shape):
+                return out
+        return fallback(prim, x, update, start)
+
+    return run
+
+
+def install(table: dict) -> None:
+    """Put the kernels above in front of the shared ones in the CUDA kernel table."""
+    table[ly.DynamicSlice] = dynamic_slice(table[ly.DynamicSlice])
+    table[ly.DynamicSliceUpdate] = dynamic_slice_update(table[ly.DynamicSliceUpdate])
