@@ -256,7 +256,7 @@ def test_fast_op_kernels_compile():
              sources.rms_norm_source("umx_rms_norm_bf16", bf, bf), sources.rms_norm_source("umx_rms_norm_mixed", bf, f),
              sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
              sources.sdpa_source("umx_sdpa_bf16", bf)]
-    assert "const unsigned short* __restrict__ q" in codes[-1] and "umx_st(dst, f, o / total)" in codes[-1]
+    assert "const unsigned short* __restrict__ q" in codes[-1] and "umx_sdpa_bf16_combine" in codes[-1]
     compile_cuda(in_namespaces(codes + [sources.qmv_source(f"umx_qmv_{b}_{r}", b, r) for b in (2, 4, 8)
                                         for r in (1, 8)]))
 

@@ -181,6 +181,29 @@ def test_model_rejects_unknown_architecture():
 
 
 @pytest.mark.skipif(not hasattr(mx, "quantize"), reason="mx.quantize is not in umx yet")
+def test_compiled_decode_traces_once_per_model(device):
+    # a second generation (another prompt of the same length: the same cache shape) replays the first's trace;
+    # new weights trace again
+    from examples.llm.generate import greedy
+
+    with mx.stream(device):
+        model = random_model(TINY, std=0.3, seed=3)
+        first = list(generate_step(mx.array(PROMPT, mx.int32), model, max_tokens=6, compiled=True))
+        steps = model._umx_decode_steps.by_kind
+        fn = steps[(greedy, True)]
+        assert len(fn._cache) == 1
+        other = mx.array(PROMPT[::-1], mx.int32)
+        again = list(generate_step(other, model, max_tokens=6, compiled=True))
+        assert again == list(generate_step(other, model, max_tokens=6))
+        assert model._umx_decode_steps.by_kind[(greedy, True)] is fn and len(fn._cache) == 1
+        assert "_umx_decode_steps" not in model.parameters() and "_umx_decode_steps" not in model
+        model.update(random_model(TINY, std=0.3, seed=4).parameters())
+        new = list(generate_step(mx.array(PROMPT, mx.int32), model, max_tokens=6, compiled=True))
+        assert model._umx_decode_steps.by_kind[(greedy, True)] is not fn
+        assert new == list(generate_step(mx.array(PROMPT, mx.int32), model, max_tokens=6))
+        assert new != first
+
+
 def test_quantized_model_generates(device):
     import umx.nn as nn
 

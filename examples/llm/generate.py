@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import umx as mx
+from umx.utils import tree_flatten
 
 from .cache import make_cache
 
@@ -72,15 +73,9 @@ def _eager_decoder(model, cache: list, sampler) -> Callable:
 
 def _compiled_decoder(model, cache: list, sampler, compiled: bool) -> Callable:
     """A decode step over ``StaticKVCache`` whose inputs and outputs are arrays only (the token, the shared
-    position, the buffers), so that ``mx.compile`` traces it once and replays it for every token."""
-
-    def pure_step(y, offset, buffers):
-        for c, (k, v) in zip(cache, buffers):
-            c.keys, c.values, c.offset = k, v, offset
-        logits = model(y[:, None], cache=cache)
-        return sampler(logits[:, -1, :]), offset + 1, [(c.keys, c.values) for c in cache]
-
-    fn = mx.compile(pure_step) if compiled else pure_step
+    position, the buffers), so that ``mx.compile`` traces it once and replays it for every token: and for every
+    later generation with the same model and sampler (see :func:`_pure_step`)."""
+    fn = _pure_step(model, sampler, compiled)
 
     def step(y: mx.array) -> mx.array:
         y, offset, buffers = fn(y, cache[0].offset, [(c.keys, c.values) for c in cache])
@@ -89,6 +84,40 @@ def _compiled_decoder(model, cache: list, sampler, compiled: bool) -> Callable:
         return y
 
     return step
+
+
+class _Steps:
+    """The decode steps made for one model (an attribute of it, so that they go with it), and the ids of the
+    parameters they were traced with."""
+
+    def __init__(self, params: tuple):
+        self.params = params
+        self.by_kind: dict = {}  # (sampler, compiled) -> step
+
+
+def _pure_step(model, sampler, compiled: bool) -> Callable:
+    """``(token, position, buffers) -> (next token, position + 1, buffers)`` for ``model``: made once per model,
+    sampler and mode, so that a second generation replays the first's trace instead of tracing again; made
+    again if the model's parameters were replaced (a trace holds them as they were)."""
+    params = tuple(id(a) for _, a in tree_flatten(model.parameters()))
+    steps = getattr(model, "_umx_decode_steps", None)
+    if steps is None or steps.params != params:
+        steps = _Steps(params)
+        model._umx_decode_steps = steps  # (a plain attribute: not a parameter or child of the module)
+    fn = steps.by_kind.get((sampler, compiled))
+    if fn is None:
+        if len(steps.by_kind) >= 8:  # (samplers made per call, as make_sampler's lambdas are, are not kept)
+            steps.by_kind.clear()
+        scratch = make_cache(len(model.layers), 1)  # (filled from the arguments at every call)
+
+        def pure_step(y, offset, buffers):
+            for c, (k, v) in zip(scratch, buffers):
+                c.keys, c.values, c.offset, c.max_size = k, v, offset, k.shape[2]
+            logits = model(y[:, None], cache=scratch)
+            return sampler(logits[:, -1, :]), offset + 1, [(c.keys, c.values) for c in scratch]
+
+        fn = steps.by_kind[(sampler, compiled)] = mx.compile(pure_step) if compiled else pure_step
+    return fn
 
 
 def generate_step(prompt: mx.array, model, *, max_tokens: int = 256, sampler: Callable | None = None,

@@ -25,7 +25,7 @@ from ._probe import _cupy
 from .sources import (
     BLOCK,
     FAST_TYPES,
-    SDPA_BLOCK,
+    SDPA_CHUNK,
     SDPA_MAX_HEAD,
     layer_norm_source,
     rms_norm_source,
@@ -43,10 +43,11 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 
 
 @functools.cache
-def _kernel(which: str, *types: str):
-    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once."""
+def _kernel(which: str, *types: str, part: str = ""):
+    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
+    ``part``: another kernel of the same source (``"combine"``: the attention's merge)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
-    return cp.RawKernel(_SOURCES[which](name, *types), name)
+    return cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
 
 
 def _norm(which: str, prim, x, params: list, xt: str, wt: str):
@@ -165,16 +166,43 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
 
 
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
-    """Few queries: one block per query row (``sources.sdpa_source``)."""
+    """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
+    are several (``sources.sdpa_source``)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
+    rows = batch * n_q * t_q
+    n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
-    _kernel("sdpa", xt)((batch * n_q * t_q,), (SDPA_BLOCK,), (
-        q, k, v, mask, sinks if sinks is not None else np.uint64(0), out, np.int32(n_q), np.int32(n_kv),
-        np.int32(t_q), np.int32(t_k), np.int32(d), np.int32(d_v), np.float32(prim.scale),
-        np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides)))
+    part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
+    groups = max(1, BLOCK // (-(-d_v // 32) * 32))
+    sinks = sinks if sinks is not None else np.uint64(0)
+    _kernel("sdpa", xt)((rows, n_split), (BLOCK,), (
+        q, k, v, mask, sinks, out, part, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k), np.int32(d),
+        np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides),
+        np.int32(chunk), np.int32(n_split), np.int32(groups)))
+    if n_split > 1:
+        _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), (
+            part, sinks, out, np.int32(n_q), np.int32(t_q), np.int32(d_v), np.int32(n_split)))
     return out
+
+
+#: the fewest keys a block of the few-queries kernel takes, when splitting the keys to fill the GPU
+SDPA_MIN_CHUNK = 64
+
+
+def _splits(rows: int, t_k: int) -> tuple:
+    """``(n_split, chunk)``: how the few-queries kernel splits ``t_k`` keys of each of ``rows`` rows: chunks of
+    at most ``SDPA_CHUNK`` keys, and enough of them (of ``SDPA_MIN_CHUNK`` or more) for about two blocks per
+    multiprocessor."""
+    n = max(-(-t_k // SDPA_CHUNK), min(-(-_blocks_wanted() // rows), -(-t_k // SDPA_MIN_CHUNK)))
+    chunk = -(-t_k // n)
+    return -(-t_k // chunk), chunk
+
+
+@functools.cache
+def _blocks_wanted() -> int:
+    return 2 * cp.cuda.Device().attributes["MultiProcessorCount"]
 
 
 #: the most bytes of scores the products' path holds at once (longer query blocks run in parts)

@@ -357,10 +357,8 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ o
 """
 
 
-#: the longest head (query/key and value features) the attention kernel holds in registers: 32 lanes x 8
+#: the longest head (query/key and value features) the attention kernel for few queries takes (its shared arrays)
 SDPA_MAX_HEAD = 256
-#: threads per block of the attention kernel: its warps split the keys
-SDPA_BLOCK = 256
 
 
 def layer_norm_source(name: str, x: str = "float", w: str = "float") -> str:
@@ -406,94 +404,119 @@ __device__ __forceinline__ float umx_masked_score(float s, int kind, const void*
 """
 
 
-def sdpa_source(name: str, x: str = "float") -> str:
-    """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` on ``q (B, Hq, Tq, D)``, ``k (B, Hkv, Tk, D)``,
-    ``v (B, Hkv, Tk, Dv)`` (row-major) of storage type ``x`` (see ``FAST_TYPES``; the output's too), for ``D, Dv
-    <= SDPA_MAX_HEAD``: one block per query row, in float32.
+#: the most keys one block of the attention kernel for few queries scores at once (its shared array of scores)
+SDPA_CHUNK = 2048
 
-    Each warp takes every ``n_warps``-th key: its lanes hold 8 features of the (scaled) query, sum the products
-    with the key by shuffles, and keep a running softmax (the largest score so far, the sum of the weights, the
-    weighted values: 8 features a lane). The block then merges its warps' running sums. ``mask_kind``: 0 none,
-    1 causal (lower right aligned), 2 boolean, 3 additive, the mask read through its strides ``ms`` (0 where it
-    broadcasts); a masked score is float32's lowest (a row masked whole averages the values, as the host does).
-    ``sinks``: one logit per query head that joins the softmax and takes no value (null: none)."""
-    lanes = SDPA_MAX_HEAD // 32
-    return FAST_IO + MASKED_SCORE + f"""
+
+def sdpa_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` for few queries, on ``q (B, Hq, Tq, D)``, ``k (B,
+    Hkv, Tk, D)``, ``v (B, Hkv, Tk, Dv)`` (row-major) of storage type ``x`` (see ``FAST_TYPES``; the output's
+    too), for ``D, Dv <= SDPA_MAX_HEAD``, in float32: two kernels, ``{name}`` and ``{name}_combine``.
+
+    The keys of each query row are split in ``n_split`` chunks of ``chunk`` (at most ``SDPA_CHUNK``), one block
+    each (grid: rows by chunks), so that a decode step's few rows still fill the GPU. A block scores its keys
+    (one thread a key, the scaled query in shared memory), masks them (``mask_kind`` 0 none, 1 causal: lower
+    right aligned, 2 boolean, 3 additive; the mask read through its strides ``ms``, 0 where it broadcasts; a
+    masked score is float32's lowest, so a row masked whole averages the values, as the host does), takes their
+    softmax's largest score ``m``, sum ``l`` and weighted values (``groups`` groups of threads over the keys, one
+    thread a feature). With one chunk it writes the row's output; else ``(m, l, values)`` to ``part``, which
+    ``{name}_combine`` merges (one block a row). ``sinks``: one logit per query head that joins the softmax and
+    takes no value (null: none)."""
+    return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
+__device__ __forceinline__ float umx_sdpa_out(float o, float m, float l, const float* sinks, int hq) {{
+  if (sinks == nullptr) return o / l;
+  const float sink = sinks[hq], top = fmaxf(m, sink);
+  const float keep = m == __int_as_float(0xff800000u) ? 0.0f : expf(m - top);
+  return o * keep / (l * keep + expf(sink - top));
+}}
+
 extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restrict__ k,
                                   const {x}* __restrict__ v, const void* __restrict__ mask,
-                                  const float* __restrict__ sinks, {x}* __restrict__ out,
+                                  const float* __restrict__ sinks, {x}* __restrict__ out, float* __restrict__ part,
                                   int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale, int mask_kind,
-                                  long long ms0, long long ms1, long long ms2, long long ms3) {{
-  __shared__ float warp_max[32], warp_sum[32];
-  __shared__ float warp_acc[32 * {SDPA_MAX_HEAD}];
+                                  long long ms0, long long ms1, long long ms2, long long ms3,
+                                  int chunk, int n_split, int groups) {{
+  __shared__ float qs[{SDPA_MAX_HEAD}];
+  __shared__ float sc[{SDPA_CHUNK}];
+  __shared__ float partial[32];
+  __shared__ float accs[{BLOCK}];
   const int row = blockIdx.x;  // (batch entry, query head, query position), row-major like q
+  const int split = blockIdx.y;
   const int t = row % t_q;
   const int hq = (row / t_q) % n_q;
   const int bi = row / (t_q * n_q);
   const int hk = hq / (n_q / n_kv);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
   const {x}* qr = q + (long long)row * d;
   const {x}* kh = k + ((long long)bi * n_kv + hk) * (long long)t_k * d;
   const {x}* vh = v + ((long long)bi * n_kv + hk) * (long long)t_k * d_v;
-  float qv[{lanes}], acc[{lanes}];
-  #pragma unroll
-  for (int i = 0; i < {lanes}; ++i) {{
-    const int f = lane + 32 * i;
-    qv[i] = f < d ? umx_ld(qr, f) * scale : 0.0f;
-    acc[i] = 0.0f;
-  }}
-  const float neg_inf = __int_as_float(0xff800000u);
+  const int j0 = split * chunk, j1 = min(t_k, j0 + chunk);
   const int last = t + (t_k - t_q);  // (causal: the last key this query sees)
   const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
-  float m = neg_inf, l = 0.0f;
-  for (int j = warp; j < t_k; j += n_warps) {{
+  const float neg_inf = __int_as_float(0xff800000u);
+  for (int f = threadIdx.x; f < d; f += blockDim.x) qs[f] = umx_ld(qr, f) * scale;
+  __syncthreads();
+  float m = neg_inf;
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {{
     const {x}* kr = kh + (long long)j * d;
     float s = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < {lanes}; ++i) {{
-      const int f = lane + 32 * i;
-      if (f < d) s += qv[i] * umx_ld(kr, f);
-    }}
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    for (int f = 0; f < d; ++f) s += qs[f] * umx_ld(kr, f);
     s = umx_masked_score(s, mask_kind, mask, mrow + (long long)j * ms3, j > last);
-    const float top = fmaxf(m, s);
-    if (top == neg_inf) continue;  // (an additive -inf so far: nothing to weigh yet)
-    const float keep = expf(m - top), p = expf(s - top);
-    l = l * keep + p;
-    const {x}* vr = vh + (long long)j * d_v;
-    #pragma unroll
-    for (int i = 0; i < {lanes}; ++i) {{
-      const int f = lane + 32 * i;
-      if (f < d_v) acc[i] = acc[i] * keep + p * umx_ld(vr, f);
+    sc[j - j0] = s;
+    m = fmaxf(m, s);
+  }}
+  m = umx_block_reduce(m, partial, true);
+  float l = 0.0f;
+  if (m != neg_inf) {{  // (all scores an additive -inf: nothing to weigh)
+    for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {{
+      const float p = expf(sc[j - j0] - m);
+      sc[j - j0] = p;
+      l += p;
     }}
-    m = top;
   }}
-  if (lane == 0) {{
-    warp_max[warp] = m;
-    warp_sum[warp] = l;
+  l = umx_block_reduce(l, partial, false);
+  const int width = blockDim.x / groups;  // (threads a group: one a feature)
+  const int g = threadIdx.x / width, f = threadIdx.x % width;
+  float a = 0.0f;
+  if (m != neg_inf && f < d_v) {{
+    for (int j = j0 + g; j < j1; j += groups) a += sc[j - j0] * umx_ld(vh + (long long)j * d_v, f);
   }}
-  #pragma unroll
-  for (int i = 0; i < {lanes}; ++i) {{
-    const int f = lane + 32 * i;
-    if (f < d_v) warp_acc[warp * {SDPA_MAX_HEAD} + f] = acc[i];
-  }}
+  accs[threadIdx.x] = a;
   __syncthreads();
-  float top = neg_inf;
-  for (int w = 0; w < n_warps; ++w) top = fmaxf(top, warp_max[w]);
-  const float sink = sinks != nullptr ? sinks[hq] : neg_inf;
-  top = fmaxf(top, sink);
-  float total = sinks != nullptr ? expf(sink - top) : 0.0f;
-  for (int w = 0; w < n_warps; ++w) {{
-    if (warp_max[w] != neg_inf) total += warp_sum[w] * expf(warp_max[w] - top);
+  if (threadIdx.x < width && f < d_v) {{
+    float o = 0.0f;
+    for (int h = 0; h < groups; ++h) o += accs[h * width + f];
+    if (n_split == 1) {{
+      umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, m, l, sinks, hq));
+    }} else {{
+      part[((long long)row * n_split + split) * (d_v + 2) + 2 + f] = o;
+    }}
   }}
-  {x}* dst = out + (long long)row * d_v;
+  if (n_split > 1 && threadIdx.x == 0) {{
+    part[((long long)row * n_split + split) * (d_v + 2)] = m;
+    part[((long long)row * n_split + split) * (d_v + 2) + 1] = l;
+  }}
+}}
+
+extern "C" __global__ void {name}_combine(const float* __restrict__ part, const float* __restrict__ sinks,
+                                          {x}* __restrict__ out, int n_q, int t_q, int d_v, int n_split) {{
+  const int row = blockIdx.x;
+  const int hq = (row / t_q) % n_q;
+  const float neg_inf = __int_as_float(0xff800000u);
+  const float* pr = part + (long long)row * n_split * (d_v + 2);
+  float m = neg_inf;
+  for (int s = 0; s < n_split; ++s) m = fmaxf(m, pr[s * (d_v + 2)]);
+  float l = 0.0f;
+  for (int s = 0; s < n_split; ++s) {{
+    const float ms = pr[s * (d_v + 2)];
+    if (ms != neg_inf) l += pr[s * (d_v + 2) + 1] * expf(ms - m);
+  }}
   for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
     float o = 0.0f;
-    for (int w = 0; w < n_warps; ++w) {{
-      if (warp_max[w] != neg_inf) o += warp_acc[w * {SDPA_MAX_HEAD} + f] * expf(warp_max[w] - top);
+    for (int s = 0; s < n_split; ++s) {{
+      const float ms = pr[s * (d_v + 2)];
+      if (ms != neg_inf) o += pr[s * (d_v + 2) + 2 + f] * expf(ms - m);
     }}
-    umx_st(dst, f, o / total);
+    umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, m, l, sinks, hq));
   }}
 }}
 """
