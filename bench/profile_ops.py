@@ -10,10 +10,11 @@ With ``--ops N``, also the N op signatures (primitive, input and output shapes) 
 ``--graphs`` (GPU), also how each step's batches ran: replayed as CUDA graphs, captured, or op by op and why.
 With ``--kernels N`` (GPU, torch importable), also the N CUDA kernels that took longest per step as CUPTI saw
 them through ``torch.profiler`` (graph replays included), the device's busy time per step, and with ``--torch``
-the same for torch's own step of the training cases.
+the same for torch's own step of the training cases. With ``--host N``, the N Python functions that took the
+most host time per step (cProfile, own time), for a step bound by the host rather than the device.
 
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small] [--compiled]
-       [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--keep DIR]
+       [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -201,6 +202,26 @@ def _kernels(run, steps: int, top: int, who: str) -> None:
         print(f"| {name[:110]} | {t / 1e3 / steps:.3f} | {n / steps:.0f} | {t / max(n, 1):.1f} |")
 
 
+def _host(run, steps: int, top: int, who: str) -> None:
+    """Profile ``steps`` calls of ``run`` with cProfile; print the ``top`` functions by own time per step."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        run()
+    mx.synchronize()
+    prof.disable()
+    st = pstats.Stats(prof)
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    total = sum(v[2] for v in st.stats.values()) / steps * 1e3
+    print(f"\n{who}: {total:.2f} ms of host time a step (cProfile's own times, its overhead included)")
+    print("| function | ms/step | calls/step |\n| --- | --- | --- |")
+    for (path, line, name), (_, calls, own, _, _) in rows:
+        print(f"| {os.path.basename(path)}:{line} {name} | {own / steps * 1e3:.3f} | {calls / steps:.0f} |")
+
+
 def _torch_train_step(case: str, small: bool):
     import torch
     import train
@@ -221,6 +242,7 @@ def main() -> None:
     ap.add_argument("--graphs", action="store_true", help="also how the GPU batches ran (graphs or not)")
     ap.add_argument("--kernels", type=int, default=0, help="also the N longest CUDA kernels (CUPTI via torch)")
     ap.add_argument("--torch", action="store_true", help="with --kernels: torch's training steps too")
+    ap.add_argument("--host", type=int, default=0, help="also the N functions of most host time (cProfile)")
     ap.add_argument("--keep", default=None, help="a folder to keep each case's trace in")
     args = ap.parse_args()
     stream = getattr(mx, args.device)
@@ -265,6 +287,8 @@ def main() -> None:
                 print(f"| {p} | {t:.3f} | {n:.0f} |")
         if args.graphs and args.device == "gpu":
             _graph_outcomes(run, args.steps)
+        if args.host:
+            _host(run, args.steps, args.host, f"umx {case} ({kind})")
         if args.kernels and args.device == "gpu":
             _kernels(run, args.steps, args.kernels, f"umx {case} ({kind})")
             if args.torch and case not in ("decode", "prompt"):
