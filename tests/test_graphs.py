@@ -402,7 +402,8 @@ def test_cache_writes_at_a_position_array_replay_as_graphs(graphs):
             outs[s], caches[s], offsets[s] = step(x, caches[s], offsets[s], s)
             mx.eval(outs[s], caches[s], offsets[s])
         np.testing.assert_allclose(np.array(outs[G]), np.array(outs[mx.cpu]), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(np.array(caches[G]), np.array(caches[mx.cpu]))
+    # (the rows written are products: the devices' GEMMs round differently in the last bits)
+    np.testing.assert_allclose(np.array(caches[G]), np.array(caches[mx.cpu]), rtol=1e-5, atol=1e-5)
     assert offsets[G].item() == 10
     assert graphs.STATS.refusals == refusals
     assert graphs.STATS.replays - before >= 3
