@@ -143,6 +143,21 @@ def test_rope(device, rng, traditional, dims, offset):
     assert_close(got, ref_rope(xr, dims, traditional, 500.0, 0.75, ref_off), 2e-5, 2e-5, dtype=mx.float32)
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_rope_of_views(device, rng, dtype):
+    # heads moved before positions (as attention does), a sliced and a reversed view, more than four axes: the
+    # GPU kernel reads views through their strides
+    x, xr = _in(rng, (2, 9, 3, 16), dtype)
+    views = [(x.transpose(0, 2, 1, 3), xr.transpose(0, 2, 1, 3)), (x[:, 1:8:2], xr[:, 1:8:2]),
+             (x[::-1, :, ::-1], xr[::-1, :, ::-1]), (x.reshape(2, 3, 3, 3, 16).transpose(0, 2, 1, 3, 4),
+                                                     xr.reshape(2, 3, 3, 3, 16).transpose(0, 2, 1, 3, 4))]
+    for v, vr in views:
+        for off in (3, mx.array([1, 6])):
+            got = F.rope(v, 16, traditional=False, base=1000.0, scale=1.0, offset=off, stream=device)
+            want = ref_rope(vr, 16, False, 1000.0, 1.0, np.asarray(off) if isinstance(off, mx.array) else off)
+            assert_close(got, want, *TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rope_freqs_and_dtypes(device, rng, dtype):
     x, xr = _in(rng, (2, 4, 8), dtype)

@@ -92,15 +92,19 @@ def _rope(prim, x, offsets, xt: str):
         if kind is None:
             offsets, kind = offsets.astype(cp.float32), 0
         offsets, fixed = cp.ascontiguousarray(offsets.reshape(-1)), 0.0
-    x = cp.ascontiguousarray(x)
-    out = cp.empty_like(x)
+    out = cp.empty(x.shape, x.dtype)
+    if x.ndim > 4 or any(s % x.itemsize for s in x.strides):  # (a view of up to four axes is read in place)
+        x = cp.ascontiguousarray(x).reshape((-1,) + x.shape[-3:] if x.ndim > 4 else x.shape)
+    shape = (1,) * (4 - x.ndim) + x.shape
+    strides = (0,) * (4 - x.ndim) + tuple(s // x.itemsize for s in x.strides)
     half = prim.dims // 2
     blocks = -(-x.size // BLOCK)
     _kernel("rope", xt)((blocks,), (BLOCK,), (
         x, out, offsets, np.int32(offsets.size if kind != 3 else 1), np.int32(kind), np.float32(fixed),
         np.int64(x.size), np.int32(t), np.int32(d), np.int32(prim.dims), np.int32(heads), np.float32(prim.scale),
         np.float32(-math.log(prim.base) / half), np.int32(1 if prim.traditional else 0),
-        np.int32(1 if prim.inverse else 0)))
+        np.int32(1 if prim.inverse else 0), *(np.int64(s) for s in strides), np.int32(shape[1]),
+        np.int32(shape[2])))
     return out
 
 

@@ -481,10 +481,12 @@ def _held_outside(nodes: list, i: int, base: int) -> bool:
 
 
 def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list) -> list:
-    """Enqueue ``tasks`` over ``slots`` (under capture); each task's value, every one contiguous, or None for an
-    intermediate that is not ``retained``: its memory goes back to the graph's pool once its last reader is
-    enqueued, for later tasks of the capture (stream order makes that safe), so a graph holds its peak, not the
-    sum of its values."""
+    """Enqueue ``tasks`` over ``slots`` (under capture); each task's value (contiguous where ``retained``), or None
+    for an intermediate that is not ``retained``: its memory goes back to the graph's pool once its last reader
+    is enqueued, for later tasks of the capture (stream order makes that safe), so a graph holds its peak, not
+    the sum of its values. A view (a transpose, a reshape, a broadcast) stays a view, as it is op by op: a
+    weight's transpose read by a product is read in place, not copied (its base is a slot or a bound input,
+    the same memory at every replay, or a value of the graph, whose memory the view keeps)."""
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
@@ -518,7 +520,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list) -> 
         else:
             node = n
             out = ex.single(n, args)
-        if not out.flags.c_contiguous:
+        if i in kept and not out.flags.c_contiguous:  # (what is exported is copied whole: see _pack)
             out = cp.ascontiguousarray(out)
         produced[id(node)] = len(values)
         values.append(out if i in last or i in kept else None)  # (a value nothing reads: dropped at once)

@@ -313,23 +313,27 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restri
 
 def rope_source(name: str, x: str = "float") -> str:
     """The CUDA C++ of ``mx.fast.rope`` on rows ``(rows, t, d)`` of storage type ``x`` (see ``FAST_TYPES``): one
-    thread per element. Position ``t`` plus the row's batch entry's offset, times ``scale``, turns the pair of the
-    element by ``position * base**(-i / half)``; pairs are ``(i, i + half)``, or neighbours where
-    ``traditional``; elements from ``dims`` on are copied. The offsets are read as ``offset_kind`` says: 0
-    float32, 1 int32, 2 int64 (``n_offsets`` of them: one, or one per batch entry), 3 none (``fixed`` instead)."""
+    thread per element of the (contiguous) output. Position ``t`` plus the row's batch entry's offset, times
+    ``scale``, turns the pair of the element by ``position * base**(-i / half)``; pairs are ``(i, i + half)``, or
+    neighbours where ``traditional``; elements from ``dims`` on are copied. ``x`` is read through the strides
+    ``xs0..xs3`` (in elements) of its four axes (leading 1s padding fewer; ``n1``, ``n2``: the sizes of the middle
+    two): a transposed view (heads before positions) is read in place. The offsets are read as ``offset_kind``
+    says: 0 float32, 1 int32, 2 int64 (``n_offsets`` of them: one, or one per batch entry), 3 none (``fixed``)."""
     return FAST_IO + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ out,
                                   const void* __restrict__ offsets, int n_offsets, int offset_kind, float fixed,
                                   long long total, int t, int d, int dims, int heads, float scale,
-                                  float log_base_over_half, int traditional, int inverse) {{
+                                  float log_base_over_half, int traditional, int inverse,
+                                  long long xs0, long long xs1, long long xs2, long long xs3, int n1, int n2) {{
   const long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   if (k >= total) return;
   const int j = (int)(k % d);
+  const long long row = k / d;  // (a row of d elements: one position of one head of one batch entry)
+  const long long at = (row / ((long long)n1 * n2)) * xs0 + ((row / n2) % n1) * xs1 + (row % n2) * xs2;
   if (j >= dims) {{
-    out[k] = x[k];
+    out[k] = x[at + j * xs3];
     return;
   }}
-  const long long row = k / d;  // (a row of d elements: one position of one head of one batch entry)
   const int pos = (int)(row % t);
   const long long entry = n_offsets == 1 ? 0 : (row / t) / heads;
   const float start = offset_kind == 0 ? ((const float*)offsets)[entry]
@@ -350,8 +354,8 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ o
   const float theta = position * expf((float)i * log_base_over_half);
   const float c = cosf(theta);
   const float s = inverse ? -sinf(theta) : sinf(theta);
-  const float here = umx_ld(x, k);
-  const float other = umx_ld(x, k - j + partner);
+  const float here = umx_ld(x, at + j * xs3);
+  const float other = umx_ld(x, at + partner * xs3);
   umx_st(out, k, first ? here * c - other * s : other * s + here * c);
 }}
 """
