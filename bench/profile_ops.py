@@ -13,8 +13,8 @@ them through ``torch.profiler`` (graph replays included), the device's busy time
 the same for torch's own step of the training cases. With ``--host N``, the N Python functions that took the
 most host time per step (cProfile, own time), for a step bound by the host rather than the device.
 
-Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small] [--compiled]
-       [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--keep DIR]
+Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small]
+       [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--keep DIR]
 """
 
 from __future__ import annotations
