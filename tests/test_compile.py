@@ -402,7 +402,10 @@ def test_constant_steps_are_folded(device, rng):
         x = mx.array(rng.standard_normal((4, 64)).astype(np.float32))
         s = mx.array(0.5, mx.float32)
         for _ in range(2):
-            assert_close(cf(x, s), f(x, s), rtol=1e-5)
+            want = np.asarray(f(x, s))
+            # (sums of products of thousands cancel: float32's rounding, scaled to the largest value, bounds them;
+            # a folded transpose and a view of one give the GPU's GEMM different layouts)
+            assert_close(cf(x, s), want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
         (tape,) = cf._cache.values()
         prims = [type(p).__name__ for p, *_ in tape.steps]
         assert not {"Transpose", "Arange", "Sqrt", "Square", "Sum"} & set(prims)
