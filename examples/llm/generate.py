@@ -12,6 +12,7 @@ hand-offs per token.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ def top_p_sample(logits: mx.array, temperature: float, top_p: float, key: mx.arr
     return mx.take_along_axis(order, pick[:, None], axis=-1)[:, 0]
 
 
+@functools.lru_cache(maxsize=32)
 def make_sampler(temperature: float = 0.0, top_p: float = 1.0) -> Callable[[mx.array], mx.array]:
-    """A sampler ``logits [B, V] -> tokens [B]``: greedy at temperature 0, else :func:`top_p_sample`."""
+    """A sampler ``logits [B, V] -> tokens [B]``: greedy at temperature 0, else :func:`top_p_sample`. The same
+    arguments give the same sampler, so a compiled decode step made for it is found again."""
     if temperature == 0:
         return greedy
     if not 0 < top_p <= 1:
