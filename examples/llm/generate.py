@@ -109,7 +109,7 @@ def _pure_step(model, sampler, compiled: bool) -> Callable:
         model._umx_decode_steps = steps  # (a plain attribute: not a parameter or child of the module)
     fn = steps.by_kind.get((sampler, compiled))
     if fn is None:
-        if len(steps.by_kind) >= 8:  # (samplers made per call, as make_sampler's lambdas are, are not kept)
+        if len(steps.by_kind) >= 8:  # (a caller that makes a sampler per call: keep the last few)
             steps.by_kind.clear()
         scratch = make_cache(len(model.layers), 1)  # (filled from the arguments at every call)
 

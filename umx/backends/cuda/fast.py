@@ -4,7 +4,7 @@ float32, rounded once on the way out: what widening, then narrowing, gives, with
 attention over many queries is two cuBLAS products around a softmax kernel. Other dtypes and the
 frequencies-as-input form of rope take the shared kernels of ``backends/xp/fast.py``, several CuPy calls each.
 
-The executor asks :func:`native` first, with the nodes' own (unwidened) data; the kernel table's entries
+The executor asks ``NATIVE`` first, with the nodes' own (unwidened) data; the kernel table's entries
 (:func:`install`) serve what reaches them widened to float32.
 
 These kernels only enqueue device work, so a CUDA graph may capture a node that one of them runs: ``CAPTURE_IF``
