@@ -304,7 +304,7 @@ NATIVE = {fp.RMSNorm: _native_norm("rms_norm"), fp.LayerNorm: _native_norm("laye
           fp.ScaledDotProductAttention: _native_sdpa}
 
 
-_FLOAT = (float32, bfloat16)
+_FLOAT = tuple(_STORAGE)  # the dtypes the kernels here take
 
 
 def _all_float(n) -> bool:

@@ -578,17 +578,12 @@ def qmv_source(name: str, bits: int, rows: int) -> str:
     of ``x`` (``rows``, float32 ``(rows, K)``): ``w`` ``(N, K * bits / 32)`` uint32 words, codes from the low
     bits up; ``scales`` and ``biases`` float32 ``(N, K / group)``. One warp per weight row reads its words once
     (neighbouring lanes, neighbouring words), makes each value as ``dequantize`` does (``scale * code``, then
-    plus the bias, each rounded to bfloat16 where ``round_bf16``), and adds its products with every row of ``x``;
-    the warp's sums are reduced by shuffles. ``bits``: 2, 4 or 8 (codes never straddle a word)."""
+    plus the bias, each rounded to bfloat16 where ``round_bf16``, by the fused kernels' rounding: a NaN stays a
+    NaN), and adds its products with every row of ``x``; the warp's sums are reduced by shuffles. ``bits``: 2, 4
+    or 8 (codes never straddle a word)."""
     per_word = 32 // bits
     mask = (1 << bits) - 1
-    return f"""
-__device__ inline float umx_round_bf16(float f) {{
-  unsigned int u = __float_as_uint(f);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return __uint_as_float(u & 0xffff0000u);
-}}
-
+    return PREAMBLE + f"""
 extern "C" __global__ void {name}(const float* __restrict__ x, const unsigned int* __restrict__ w,
                                   const float* __restrict__ scales, const float* __restrict__ biases,
                                   float* __restrict__ out, int n, int k, int group, int round_bf16) {{
