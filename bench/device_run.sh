@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras]   (in the repository root, with CuPy, a GPU)
+# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras|ab|conformance]   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
 #   replays as a graph; models: the 1.2B language model and training on the GPU;
 #   profile: those models' steps per primitive (bench/profile_ops.py); kernels: their CUDA kernels (CUPTI);
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
+#   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
+#   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -25,6 +27,27 @@ if [ "${1:-core}" = kernels ]; then  # CUDA kernels per step as CUPTI sees them,
   { timeout 240 python3 bench/profile_ops.py --cases decode,lm,cnn --compiled --steps 3 --kernels 25 --torch --host 20
     timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --kernels 25; } \
     2>&1 | tee "$OUT/kernels.log" | grep -vE "^\| (kernel|---)" | cut -c1-150 | head -150
+  exit 0
+fi
+if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved
+  O=$(cd "$OUT" && pwd)
+  for round in 1 2; do for tree in old .; do
+    tag=$([ "$tree" = old ] && echo before || echo after)
+    ( cd "$tree" && timeout 60 python3 bench/seed.py --runs 10 > "$O/ab-seed-$tag-$round.log" 2>&1
+      timeout 60 python3 bench/latency.py --rounds 3 --calls 1000 > "$O/ab-latency-$tag-$round.log" 2>&1
+      timeout 90 python3 bench/suite.py --quick > "$O/ab-suite-$tag-$round.log" 2>&1 )
+    echo "round $round $tag done $(date +%T)"
+  done; done
+  exit 0
+fi
+if [ "${1:-core}" = conformance ]; then  # MLX's own tests on the GPU, files spread over parallel groups
+  F=$(sed -n '/^BASELINE = {/,/^}/p' shared/tools/mlx_conformance.py | grep -oE '"test_[a-z_0-9]+\.py"' | tr -d '"')
+  i=0; for f in $F; do echo "$f" >> "$OUT/group$((i % 8))"; i=$((i + 1)); done
+  for g in "$OUT"/group[0-7]; do
+    timeout 400 python3 shared/tools/mlx_conformance.py --device gpu --timeout 300 --show \
+      --files "$(paste -sd, "$g")" > "$g.log" 2>&1 &
+  done; wait
+  grep -hE "^test_" "$OUT"/group*.log | sort
   exit 0
 fi
 if [ "${1:-core}" = extras ]; then

@@ -14,7 +14,7 @@ the same for torch's own step of the training cases. With ``--host N``, the N Py
 most host time per step (cProfile, own time), for a step bound by the host rather than the device.
 
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small]
-       [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--keep DIR]
+       [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--phases] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -222,6 +222,64 @@ def _host(run, steps: int, top: int, who: str) -> None:
         print(f"| {os.path.basename(path)}:{line} {name} | {own / steps * 1e3:.3f} | {calls / steps:.0f} |")
 
 
+#: the host's phases of a step, as (label, module, owner class or None, attribute); inclusive times, so a
+#: phase's time contains the phases it calls (eval contains the planning, which contains fusion)
+PHASES = (
+    ("replay a compiled tape (build nodes)", "umx.transforms._tape", "Tape", "__call__"),
+    ("eval (all of it, waits included)", "umx.runtime.scheduler", None, "_evaluate"),
+    ("  plan (collect, number, submit)", "umx.runtime.scheduler", None, "_plan"),
+    ("    fusion's walk (collect)", "umx.runtime.scheduler", None, "collect"),
+    ("    numbering (_number)", "umx.runtime.scheduler", None, "_number"),
+    ("  GPU batch (run_batch)", "umx.backends.cuda.executor", "CudaExecutor", "run_batch"),
+    ("    graph key (graphs._plan)", "umx.backends.cuda.graphs", None, "_plan"),
+    ("    graph replay (_launch)", "umx.backends.cuda.graphs", "Graphs", "_launch"),
+    ("    op by op (_run)", "umx.backends.cuda.executor", "CudaExecutor", "_run"),
+    ("  wait for the GPU (CudaExecutor.wait)", "umx.backends.cuda.executor", "CudaExecutor", "wait"),
+)
+
+
+def _phases(run, steps: int, who: str) -> None:
+    """Time ``steps`` calls of ``run`` with the host phases of ``PHASES`` wrapped by a clock (one clock read per
+    phase call, not per node: the step runs at nearly its own speed); print each phase's time per step."""
+    import importlib
+
+    spent: dict = {}
+    calls: dict = {}
+    undo = []
+    for label, mod, owner, attr in PHASES:
+        try:
+            m = importlib.import_module(mod)
+        except Exception:  # (the CUDA modules, without a GPU)
+            continue
+        target = getattr(m, owner) if owner else m
+        real = getattr(target, attr)
+
+        def timed(*a, _real=real, _label=label, **k):
+            t0 = time.perf_counter()
+            try:
+                return _real(*a, **k)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - t0
+                calls[_label] = calls.get(_label, 0) + 1
+
+        setattr(target, attr, timed)
+        undo.append((target, attr, real))
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            run()
+        mx.synchronize()
+        wall = time.perf_counter() - t0
+    finally:
+        for target, attr, real in reversed(undo):
+            setattr(target, attr, real)
+    print(f"\n{who}: host phases, ms per step (inclusive; {wall / steps * 1e3:.2f} ms a step while timed)")
+    print("| phase | ms/step | calls/step |\n| --- | --- | --- |")
+    for label, *_ in PHASES:
+        if label in spent:
+            print(f"| {label} | {spent[label] / steps * 1e3:.3f} | {calls[label] / steps:.1f} |")
+
+
 def _torch_train_step(case: str, small: bool):
     import torch
     import train
@@ -243,6 +301,7 @@ def main() -> None:
     ap.add_argument("--kernels", type=int, default=0, help="also the N longest CUDA kernels (CUPTI via torch)")
     ap.add_argument("--torch", action="store_true", help="with --kernels: torch's training steps too")
     ap.add_argument("--host", type=int, default=0, help="also the N functions of most host time (cProfile)")
+    ap.add_argument("--phases", action="store_true", help="also the host's time per phase of a step (clocks)")
     ap.add_argument("--keep", default=None, help="a folder to keep each case's trace in")
     args = ap.parse_args()
     stream = getattr(mx, args.device)
@@ -287,6 +346,8 @@ def main() -> None:
                 print(f"| {p} | {t:.3f} | {n:.0f} |")
         if args.graphs and args.device == "gpu":
             _graph_outcomes(run, args.steps)
+        if args.phases:
+            _phases(run, args.steps, f"umx {case} ({kind})")
         if args.host:
             _host(run, args.steps, args.host, f"umx {case} ({kind})")
         if args.kernels and args.device == "gpu":
