@@ -513,7 +513,9 @@ def async_eval(*args) -> None:
     _targets(args, targets)
     tr = _tracing.active
     t0 = _tracing.now() if tr is not None else 0
-    _schedule(targets)
+    # (as read by the host next: a small target's producer then marks it, or writes it to the host, as it runs,
+    # so that the later read waits for it alone, not for work queued after it)
+    _schedule(targets, host=True)
     if tr is not None:
         tr.span("eval", "async_eval", t0, _tracing.now(), {"targets": len(targets)})
 

@@ -67,6 +67,18 @@ class Marks:
                     event.record(self.stream)
             return self._add(dispatched, event)
 
+    def before_later_work(self, seq: int, dispatched: int):
+        """For a reader of node ``seq`` (dispatched) that enqueues on a stream of its own: None if the node has
+        finished, the event of a mark covering it that precedes later work (a node after the mark was
+        ``dispatched``) to wait for first, or False if there is neither (the reader then queues behind it all)."""
+        with self.lock:
+            if seq <= self.complete:
+                return None
+            for m in self._marks:
+                if m[0] >= seq:
+                    return m[1] if m[0] < dispatched else False
+        return False
+
     def passed(self, seq: int) -> None:
         """Every node up to ``seq`` has finished (a mark's event passed, or the stream was idle)."""
         if seq > self.complete:

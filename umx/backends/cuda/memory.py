@@ -260,8 +260,17 @@ class GpuLocation:
             WorkerExecutor.wait(ex, a._seq)  # dispatched: its kernel is on the stream
             host = np.empty(d.shape, d.dtype)
             if d.nbytes:
-                with ex.marks.lock:  # (never into a CUDA graph the stream is capturing)
-                    _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
+                # Behind a mark that precedes later work (a decode loop's next step), the copy goes on a side
+                # stream after that mark only, so the read does not wait for what was queued after the node.
+                event = ex.marks.before_later_work(a._seq, ex.done)
+                if event is False:
+                    with ex.marks.lock:  # (never into a CUDA graph the stream is capturing)
+                        _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, ex.cuda_stream.ptr)
+                else:
+                    side = _stream_of(_side_streams, ex.index)
+                    if event is not None:
+                        side.wait_event(event)
+                    _runtime.memcpyAsync(host.ctypes.data, d.data.ptr, d.nbytes, _D2H, side.ptr)
             return host
         if ex is not None:
             ex.wait(a._seq)

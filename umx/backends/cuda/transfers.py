@@ -105,7 +105,9 @@ class Transfers:
         start its copy to the host for a CPU stream (see :meth:`publish`)."""
         devices = self.hints.pop(n._seq, None)
         if devices is HOST_ONLY:
-            return  # (served by a mirror, or else by the reader's own copy on demand: see publish)
+            if n._copies is None or gmem.MIRROR not in n._copies:
+                self.marks.record(n._seq)  # (see publish)
+            return
         if devices is not None and n._copies is not None and gmem.MIRROR in n._copies:
             devices = [d for d in devices if d.type is not cpu]  # the host's copy is on its way
         if devices:
@@ -119,6 +121,9 @@ class Transfers:
         if HOST_READER in devices:  # (served by a mirror, or else by its own copy on demand)
             devices = [d for d in devices if d is not HOST_READER]
             if not devices:
+                # A mark now, for the reader's wait: one recorded when it reads would also cover the work queued
+                # meanwhile (a decode loop's next step, whose host work would then never overlap this one's).
+                self.marks.record(n._seq)
                 return
         outs = [s._data for s in n._siblings] if n._siblings is not None else [n._data]
         to_host = any(d.type is cpu for d in devices)
