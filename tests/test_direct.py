@@ -922,3 +922,36 @@ def test_a_large_reduction_is_the_same_every_time_and_keeps_nans():
     y = mx.add(mx.array(h), 0.0, stream=G)
     assert np.isnan(mx.max(y, stream=G).item()) and np.isnan(mx.min(y, stream=G).item())
     assert np.isnan(mx.mean(y, stream=G).item())
+
+
+@gpu_only
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_small_async_eval_target_is_marked_before_the_work_queued_after_it(rng, compiled):
+    """A decode loop queues step n+1 before it reads step n's token: ``async_eval`` marks a small target as its
+    batch runs (op by op or as a graph replay), so the read waits for that mark, not for step n+1."""
+    from umx.backends.cuda import memory as gmem
+    from umx.runtime.executor import WorkerExecutor
+
+    w = rng.standard_normal((64, 64)).astype(np.float32) / 8
+    wm = mx.array(w)
+
+    def step(y):
+        return mx.tanh(wm @ y) * 0.5 + mx.sin(y) * 0.25 - 0.125
+
+    f = mx.compile(step) if compiled else step
+    with mx.stream(mx.gpu):
+        y = mx.array(np.ones(64, np.float32))
+        ref = np.ones(64, np.float64)
+        for _ in range(4):  # (a graph is captured at a structure's second sighting)
+            y = f(y)
+            mx.async_eval(y)
+            ref = np.tanh(w @ ref) * 0.5 + np.sin(ref) * 0.25 - 0.125
+        later = f(y)
+        mx.async_eval(later)
+        ex = later._exec
+        WorkerExecutor.wait(ex, later._seq)  # dispatched (not finished): later's work is queued behind y's
+        mirrored = y._copies is not None and gmem.MIRROR in y._copies  # (written to the host as it ran)
+        assert mirrored or ex.marks.before_later_work(y._seq, ex.done) is not False
+        np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-4, atol=1e-5)
+        ref = np.tanh(w @ ref) * 0.5 + np.sin(ref) * 0.25 - 0.125
+        np.testing.assert_allclose(np.asarray(later), ref, rtol=1e-4, atol=1e-5)
