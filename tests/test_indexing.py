@@ -166,6 +166,26 @@ def test_at_updates_repeated_indices(device, rng, name, ufunc):
     assert_close(out, ref, rtol=1e-5)
 
 
+def test_complex_scatter_add_and_its_gradient(device, rng):
+    """Complex sums into repeated indices (the GPU's atomics have no complex types), and the gradient of a complex
+    take_along_axis, which scatters one."""
+    x = (rng.standard_normal((5, 3)) + 1j * rng.standard_normal((5, 3))).astype(np.complex64)
+    v = (rng.standard_normal((4, 3)) + 1j * rng.standard_normal((4, 3))).astype(np.complex64)
+    idx = np.array([0, 3, 0, 0])
+    out = mx.array(x).at[mx.array(idx)].add(mx.array(v), stream=device)
+    ref = x.astype(np.complex128)
+    np.add.at(ref, idx, v.astype(np.complex128))
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-6)
+    take = np.array([[0, 2], [1, 1], [2, 0]])
+    cot = (rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))).astype(np.complex64)
+    _, (g,) = mx.vjp(lambda a: mx.take_along_axis(a, mx.array(take), axis=1, stream=device),
+                     [mx.array(x[:3])], [mx.array(cot)])
+    gref = np.zeros((3, 3), np.complex128)
+    for r in range(3):
+        np.add.at(gref[r], take[r], cot[r])
+    np.testing.assert_allclose(np.asarray(g), gref, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
 @pytest.mark.parametrize("spread", ["uniform", "one hot index", "negative"])
 def test_sums_into_rows_match_numpy(device, rng, dtype, spread):
