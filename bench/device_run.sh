@@ -31,7 +31,7 @@ if [ "${1:-core}" = kernels ]; then  # CUDA kernels per step as CUPTI sees them,
 fi
 if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved
   O=$(cd "$OUT" && pwd)
-  for round in 1 2; do for tree in old .; do
+  for round in $(seq 1 "${AB_ROUNDS:-2}"); do for tree in old .; do
     tag=$([ "$tree" = old ] && echo before || echo after)
     ( cd "$tree" && timeout 60 python3 bench/seed.py --runs 10 > "$O/ab-seed-$tag-$round.log" 2>&1
       timeout 60 python3 bench/latency.py --rounds 3 --calls 1000 > "$O/ab-latency-$tag-$round.log" 2>&1
