@@ -23,7 +23,8 @@ from umx import launch
 from umx.distributed import _ops
 from umx.distributed._group import BACKEND_VARIABLE
 from umx.distributed._turns import Turns
-from umx.primitives.distributed import AllReduce
+from umx.primitives.base import param_names
+from umx.primitives.distributed import COMMUNICATION, AllGather, AllReduce, Recv, Send, SumScatter
 
 ROOT = Path(__file__).resolve().parents[1]
 _REL = Path("shared") / "reference" / "mlx_tests"
@@ -155,6 +156,16 @@ def test_turns_follow_plan_order():
     with pytest.raises(RuntimeError, match="without a turn"):
         with turns.turn(0):
             pass
+
+
+def test_a_ticketed_copy_keeps_every_parameter():
+    prims = [AllReduce("g", "max"), AllGather("g"), SumScatter("g"), Send("g", 3),
+             Recv("g", 1, (2, 3), mx.float16)]
+    assert {type(p) for p in prims} == set(COMMUNICATION)
+    for p in prims:
+        copy = p.with_ticket(7)
+        assert type(copy) is type(p) and (copy.ticket, p.ticket) == (7, 0)
+        assert all(getattr(copy, s) == getattr(p, s) for s in param_names(type(p)) if s != "ticket")
 
 
 def test_turns_skip_nodes_that_finished_without_one():

@@ -22,10 +22,10 @@ class Group:
     :meth:`split`. Collectives take one as their ``group=`` argument.
 
     ``mpi`` and ``nccl`` are umx's communicators for the group (None where the group has none): the kernels of
-    the communication primitives call them.
+    the communication primitives call them. ``prims`` holds the ops' ticketless primitives, by parameters.
     """
 
-    __slots__ = ("_rank", "_size", "_backend", "mpi", "nccl")
+    __slots__ = ("_rank", "_size", "_backend", "mpi", "nccl", "prims")
 
     def __init__(self, *args, **kwargs):
         raise TypeError("mx.distributed.Group has no constructor: groups come from mx.distributed.init() and "
@@ -35,6 +35,7 @@ class Group:
     def _make(cls, rank: int, size: int, backend: str | None, mpi=None, nccl=None) -> Group:
         g = object.__new__(cls)
         g._rank, g._size, g._backend, g.mpi, g.nccl = rank, size, backend, mpi, nccl
+        g.prims = {}  # the ops' primitives in this group, made once (planning gives each node its own copy)
         if backend is not None and scheduler.on_plan is None:
             scheduler.on_plan = TURNS.assign  # from now on, plans hand out communication turns
         return g

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 
 import numpy as np
 
 from ..backends.xp.distributed import lexicographic_extreme
-from ..runtime import host_pool
+from ..runtime import host_malloc, host_pool
 
 #: the environment variables an MPI launcher sets: a process started by one is part of a job
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -53,13 +54,18 @@ def _contiguous(xp, x):
     return x if x.flags.c_contiguous else x.copy()
 
 
-# A collective's result is made again at every step (a gradient's sum): from a reused block from this size up,
-# since fresh pages cost more than the pool's bookkeeping (bench/distributed.py)
-_POOLED_MIN_BYTES = 64 << 10
+# A collective's result is made again at every step (a gradient's sum). Below the host pool's size (as for the
+# CPU kernels' results) it comes from the C library's heap, which umx keeps mapped (runtime/host_malloc.py): its
+# pages are reused at no cost, where the pool's bookkeeping would be much of a small collective's overhead. Where
+# umx leaves malloc alone, fresh buffers fault their pages in: the pool serves them from 64 KiB.
+_POOLED_MIN_BYTES = host_pool.MIN_BYTES if host_malloc.managed() else 64 << 10
 
 
-def _empty(xp, shape: tuple, dtype):
-    return host_pool.empty(shape, dtype, _POOLED_MIN_BYTES) if xp is np else xp.empty(shape, dtype)
+def _empty(xp, shape: tuple, dtype, nbytes: int):
+    """An uninitialised result of ``nbytes`` bytes."""
+    if xp is not np:
+        return xp.empty(shape, dtype)
+    return np.empty(shape, dtype) if nbytes < _POOLED_MIN_BYTES else host_pool.empty(shape, dtype, 0)
 
 
 def _narrow_int(x) -> bool:
@@ -86,6 +92,9 @@ class MpiComm:
         self.turns = turns
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        mpi = _mpi()
+        self._ops = {"sum": mpi.SUM, "max": mpi.MAX, "min": mpi.MIN}
+        self._bool_ops = {"sum": mpi.LOR, "max": mpi.LOR, "min": mpi.LAND}
 
     @classmethod
     def world(cls, turns) -> MpiComm:
@@ -106,40 +115,46 @@ class MpiComm:
 
     def all_reduce(self, x, op: str, ticket: int, xp=np):
         """The elementwise ``op`` ('sum', 'max', 'min') of ``x`` over the group."""
-        mpi = _mpi()
-        x = _contiguous(xp, x)
-        if x.dtype.kind == "c" and op != "sum":  # MPI has no order on complex numbers: gather, then compare
+        if x.__class__ is not np.ndarray or not x.flags.c_contiguous:
+            x = _contiguous(xp, x)
+        dtype = x.dtype
+        kind = dtype.kind
+        if kind == "b":
+            mop = self._bool_ops[op]
+        elif kind == "c" and op != "sum":  # MPI has no order on complex numbers: gather, then compare
             everyone = self.all_gather(x.reshape((1,) + x.shape), ticket, xp)
             return lexicographic_extreme(xp, everyone, op)
-        if x.dtype == np.bool_:
-            mop = mpi.LAND if op == "min" else mpi.LOR
         else:
-            mop = {"sum": mpi.SUM, "max": mpi.MAX, "min": mpi.MIN}[op]
-        narrow = op == "sum" and _narrow_int(x)
+            mop = self._ops[op]
+        narrow = op == "sum" and kind in "iu" and dtype.itemsize < 4
         buf = _widened(x) if narrow else x
-        out = _empty(xp, buf.shape, buf.dtype)
-        with self.turns.turn(ticket):
+        out = _empty(xp, buf.shape, buf.dtype, buf.nbytes)
+        turns = self.turns  # (begin and end spelled out: the hottest collective skips the context's calls)
+        turns.begin(ticket)
+        try:
             self.comm.Allreduce(buf, out, op=mop)
-        return out.astype(x.dtype) if narrow else out
+        finally:
+            turns.end(ticket)
+        return out.astype(dtype) if narrow else out
 
     def all_gather(self, x, ticket: int, xp=np):
         """Every rank's ``x`` concatenated along the first axis (0-d inputs: stacked)."""
         x = _contiguous(xp, x)
         shape = (self.size * x.shape[0],) + x.shape[1:] if x.ndim else (self.size,)
-        out = _empty(xp, shape, x.dtype)
+        out = _empty(xp, shape, x.dtype, x.nbytes * self.size)
         with self.turns.turn(ticket):
             self.comm.Allgather(_bytes(x), _bytes(out))
         return out
 
     def sum_scatter(self, x, ticket: int, xp=np):
         """This rank's block of the first axis of the sum of ``x`` over the group."""
-        mpi = _mpi()
         x = _contiguous(xp, x)
         narrow = _narrow_int(x)
         buf = _widened(x) if narrow else x
-        out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype)
+        out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype, buf.nbytes // self.size)
+        mop = (self._bool_ops if x.dtype.kind == "b" else self._ops)["sum"]
         with self.turns.turn(ticket):
-            self.comm.Reduce_scatter_block(buf, out, op=mpi.LOR if x.dtype == np.bool_ else mpi.SUM)
+            self.comm.Reduce_scatter_block(buf, out, op=mop)
         return out.astype(x.dtype) if narrow else out
 
     def send(self, x, dst: int, ticket: int, xp=np):
@@ -151,7 +166,7 @@ class MpiComm:
 
     def recv(self, shape: tuple, dtype, src: int, ticket: int, xp=np):
         """An array of ``shape`` and NumPy ``dtype`` from rank ``src``."""
-        out = _empty(xp, shape, dtype)
+        out = _empty(xp, shape, dtype, math.prod(shape) * np.dtype(dtype).itemsize)
         with self.turns.turn(ticket):
             self.comm.Recv(_bytes(out), src)
         return out

@@ -11,11 +11,12 @@ from ..devices import DeviceType
 from ..ops._core import as_array, int_of, node, resolve_stream, shape_of
 from ..primitives.distributed import AllGather, AllReduce, Recv, Send, SumScatter
 from ._group import Group, init
+from ._group import _world as _WORLD
 
 
 def _group_of(group, op: str) -> Group:
     if group is None:
-        return init()
+        return _WORLD[0] if _WORLD else init()  # (the global group, once made: init's checks are behind it)
     if type(group) is not Group:
         raise TypeError(f"{op}: group must be an mx.distributed.Group or None, got {type(group).__name__}")
     return group
@@ -33,16 +34,25 @@ def _stream_for(g: Group, stream, op: str):
 
 def reduce_node(x, op: str, g: Group, st):
     """The all-reduce node of ``x`` (no check): for the ops and the transforms' rules."""
-    return node(AllReduce(g, op), (x,), x._shape, x._dtype, st)
+    prim = g.prims.get(op)
+    if prim is None:
+        prim = g.prims[op] = AllReduce(g, op)
+    return node(prim, (x,), x._shape, x._dtype, st)
 
 
 def gather_node(x, g: Group, st):
     shape = (g.size() * x._shape[0],) + x._shape[1:] if x._shape else (g.size(),)
-    return node(AllGather(g), (x,), shape, x._dtype, st)
+    prim = g.prims.get(AllGather)
+    if prim is None:
+        prim = g.prims[AllGather] = AllGather(g)
+    return node(prim, (x,), shape, x._dtype, st)
 
 
 def scatter_node(x, g: Group, st):
-    return node(SumScatter(g), (x,), (x._shape[0] // g.size(),) + x._shape[1:], x._dtype, st)
+    prim = g.prims.get(SumScatter)
+    if prim is None:
+        prim = g.prims[SumScatter] = SumScatter(g)
+    return node(prim, (x,), (x._shape[0] // g.size(),) + x._shape[1:], x._dtype, st)
 
 
 def send_node(x, dst: int, g: Group, st):
@@ -52,7 +62,7 @@ def send_node(x, dst: int, g: Group, st):
 def _all_reduce(x, op: str, group, stream, name: str):
     g = _group_of(group, name)
     x = as_array(x, name)
-    if g.size() == 1:
+    if g._size == 1:
         return x
     return reduce_node(x, op, g, _stream_for(g, stream, name))
 

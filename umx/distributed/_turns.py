@@ -22,46 +22,58 @@ from contextlib import contextmanager
 from ..primitives.distributed import COMMUNICATION
 
 _POLL_S = 0.05  # how often a waiter looks for tickets whose nodes failed before their turn (nobody notifies it)
+_KINDS = frozenset(COMMUNICATION)
 
 
 class Turns:
     """The process's sequence of turns (one instance: ``TURNS``)."""
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # (taken directly where nobody waits: cheaper than the condition's methods)
+        self._cond = threading.Condition(self._lock)
         self._issued = 0  # the last ticket handed out
         self._finished = 0  # every ticket up to this one has had its turn (or will never take it)
+        self._waiting = 0  # threads waiting in ``begin``: an ending turn notifies only when there are some
         self._owners: dict = {}  # ticket -> weak reference to its node, or None for a call made at once
 
     def assign(self, tasks) -> None:
         """Give each communication node among ``tasks`` (a plan's tasks, in plan order) the next ticket: its
         primitive is replaced by a copy that holds it. MUST be called under the scheduler's plan lock, before any
         of the tasks can run."""
-        kinds = COMMUNICATION
+        # (every plan of the process comes here once a group exists: a set lookup per task is all others pay)
+        kinds = _KINDS
         for n in tasks:
             prim = getattr(n, "_prim", None)  # (a fused region has none, and holds no communication)
             if prim.__class__ in kinds:
-                with self._cond:
-                    self._issued += 1
-                    ticket = self._issued
+                with self._lock:
+                    self._issued = ticket = self._issued + 1
                     self._owners[ticket] = weakref.ref(n)
                 n._prim = prim.with_ticket(ticket)
 
-    @contextmanager
-    def turn(self, ticket: int):
-        """Wait for turn ``ticket``, run the block, end the turn (even if the block raises)."""
+    def begin(self, ticket: int) -> None:
+        """Wait for turn ``ticket``. The caller MUST then call ``end(ticket)``, even if its call raises."""
+        if ticket > 0 and self._finished == ticket - 1:
+            return  # every earlier turn has ended, and only this ticket's node takes this one
         self._wait(ticket)
-        try:
-            yield
-        finally:
-            self._end(ticket)
+
+    def end(self, ticket: int) -> None:
+        """End turn ``ticket``: the next one may start."""
+        with self._lock:
+            self._owners.pop(ticket, None)
+            self._finished = ticket
+            if self._waiting:
+                self._cond.notify_all()
+
+    def turn(self, ticket: int) -> _Turn:
+        """Wait for turn ``ticket``, run the block, end the turn (even if the block raises): ``with
+        turns.turn(ticket):``."""
+        return _Turn(self, ticket)
 
     @contextmanager
     def now(self):
         """Take the next ticket for a call made at once (a communicator's set-up) and run the block in its turn."""
-        with self._cond:
-            self._issued += 1
-            ticket = self._issued
+        with self._lock:
+            self._issued = ticket = self._issued + 1
             self._owners[ticket] = None
         with self.turn(ticket):
             yield
@@ -72,9 +84,13 @@ class Turns:
         with self._cond:
             if ticket <= self._finished:
                 raise RuntimeError(f"communication turn {ticket} was already taken")
-            while self._finished != ticket - 1:
-                if not self._skip_failed():
-                    self._cond.wait(_POLL_S)
+            self._waiting += 1
+            try:
+                while self._finished != ticket - 1:
+                    if not self._skip_failed():
+                        self._cond.wait(_POLL_S)
+            finally:
+                self._waiting -= 1
 
     def _skip_failed(self) -> bool:
         """Skip the next ticket if its node finished without taking its turn. Caller holds _cond."""
@@ -90,11 +106,21 @@ class Turns:
         self._cond.notify_all()
         return True
 
-    def _end(self, ticket: int) -> None:
-        with self._cond:
-            self._owners.pop(ticket, None)
-            self._finished = ticket
-            self._cond.notify_all()
+
+class _Turn:
+    """The context of one turn (a class: a generator's context manager costs more, on every collective)."""
+
+    __slots__ = ("turns", "ticket")
+
+    def __init__(self, turns: Turns, ticket: int):
+        self.turns = turns
+        self.ticket = ticket
+
+    def __enter__(self) -> None:
+        self.turns.begin(self.ticket)
+
+    def __exit__(self, *exc) -> None:
+        self.turns.end(self.ticket)
 
 
 TURNS = Turns()

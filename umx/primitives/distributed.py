@@ -9,7 +9,7 @@ changed.
 
 from __future__ import annotations
 
-from .base import NO_INPUTS, Primitive
+from .base import NO_INPUTS, Primitive, param_names
 
 
 class Communication(Primitive):
@@ -28,10 +28,10 @@ class Communication(Primitive):
 
     def with_ticket(self, ticket: int) -> Communication:
         """A copy of this primitive that holds ``ticket``."""
-        new = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for s in getattr(cls, "__slots__", ()):
-                setattr(new, s, getattr(self, s))
+        cls = self.__class__
+        new = object.__new__(cls)
+        for s in param_names(cls):
+            setattr(new, s, getattr(self, s))
         new.ticket = ticket
         return new
 
@@ -44,6 +44,14 @@ class AllReduce(Communication):
     def __init__(self, group, op: str):
         super().__init__(group)
         self.op = op
+
+    def with_ticket(self, ticket: int) -> AllReduce:
+        # (the commonest collective, a gradient's sum: its copy spelled out, without the generic loop)
+        new = object.__new__(AllReduce)
+        new.group = self.group
+        new.op = self.op
+        new.ticket = ticket
+        return new
 
 
 class AllGather(Communication):
