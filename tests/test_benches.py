@@ -32,3 +32,27 @@ def test_each_stream_chain_stays_on_its_stream():
         assert n._stream is s, f"{n._prim!r} runs on {n._stream!r}, not on the chain's stream"
         stack.extend(n._inputs)
     assert len(seen) >= 8
+
+
+def test_profile_phases_clock_the_host_and_put_the_functions_back(capsys):
+    """``profile_ops --phases`` wraps the runtime's phases in clocks for a few steps, then restores them."""
+    profile_ops = _load("profile_ops")
+    from umx.runtime import scheduler
+    from umx.transforms import _tape
+
+    before = (scheduler._plan, scheduler.collect, _tape.Tape.__call__)
+    w = mx.ones((4, 4))
+    step = mx.compile(lambda x: mx.exp(x @ w) * 2 + 1)
+
+    x = mx.ones((4, 4)) / 2
+
+    def run():
+        mx.eval(step(x))
+
+    run()
+    profile_ops._phases(run, 3, "test")
+    out = capsys.readouterr().out
+    for label in ("replay a compiled tape", "fusion's walk (collect)", "eval (all of it"):
+        row = next(line for line in out.splitlines() if label in line)
+        assert float(row.split("|")[2]) >= 0 and float(row.split("|")[3]) >= 1  # a time, at least one call a step
+    assert (scheduler._plan, scheduler.collect, _tape.Tape.__call__) == before
