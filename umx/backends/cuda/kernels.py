@@ -57,7 +57,7 @@ def _scatter(prim, x, values, *index_arrays):
     if not index_arrays:  # a basic key selects each element once: one ufunc over the view
         out[key] = ufunc(out[key], values)
         return out
-    if prim.op in _ATOMIC and out.dtype.kind != "c":  # (CuPy has no complex atomics: the host does those)
+    if prim.op in _ATOMIC:
         wide = _WIDER.get(out.dtype.char)
         if wide is None:
             ufunc.at(out, key, values)
