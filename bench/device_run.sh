@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras|ab|conformance]   (in the repository root, with CuPy, a GPU)
+# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras|ab|conformance]
+#   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
 #   replays as a graph; models: the 1.2B language model and training on the GPU;

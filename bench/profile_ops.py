@@ -11,7 +11,9 @@ With ``--ops N``, also the N op signatures (primitive, input and output shapes) 
 With ``--kernels N`` (GPU, torch importable), also the N CUDA kernels that took longest per step as CUPTI saw
 them through ``torch.profiler`` (graph replays included), the device's busy time per step, and with ``--torch``
 the same for torch's own step of the training cases. With ``--host N``, the N Python functions that took the
-most host time per step (cProfile, own time), for a step bound by the host rather than the device.
+most host time per step (cProfile, own time), for a step bound by the host rather than the device; with
+``--phases``, the host's time per phase of the step (replaying a compiled tape, planning, fusion's walk, a CUDA
+graph's key and replay, waiting), by clocks around those functions, without cProfile's cost per call.
 
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small]
        [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--phases] [--keep DIR]
