@@ -61,11 +61,13 @@ def _contiguous(xp, x):
 _POOLED_MIN_BYTES = host_pool.MIN_BYTES if host_malloc.managed() else 64 << 10
 
 
-def _empty(xp, shape: tuple, dtype, nbytes: int):
-    """An uninitialised result of ``nbytes`` bytes."""
+def _empty(xp, shape: tuple, dtype):
+    """An uninitialised result of ``shape`` and NumPy ``dtype``."""
     if xp is not np:
         return xp.empty(shape, dtype)
-    return np.empty(shape, dtype) if nbytes < _POOLED_MIN_BYTES else host_pool.empty(shape, dtype, 0)
+    if math.prod(shape) * dtype.itemsize < _POOLED_MIN_BYTES:
+        return np.empty(shape, dtype)
+    return host_pool.empty(shape, dtype, 0)
 
 
 def _narrow_int(x) -> bool:
@@ -126,9 +128,9 @@ class MpiComm:
             return lexicographic_extreme(xp, everyone, op)
         else:
             mop = self._ops[op]
-        narrow = op == "sum" and kind in "iu" and dtype.itemsize < 4
+        narrow = op == "sum" and _narrow_int(x)
         buf = _widened(x) if narrow else x
-        out = _empty(xp, buf.shape, buf.dtype, buf.nbytes)
+        out = _empty(xp, buf.shape, buf.dtype)
         turns = self.turns  # (begin and end spelled out: the hottest collective skips the context's calls)
         turns.begin(ticket)
         try:
@@ -141,7 +143,7 @@ class MpiComm:
         """Every rank's ``x`` concatenated along the first axis (0-d inputs: stacked)."""
         x = _contiguous(xp, x)
         shape = (self.size * x.shape[0],) + x.shape[1:] if x.ndim else (self.size,)
-        out = _empty(xp, shape, x.dtype, x.nbytes * self.size)
+        out = _empty(xp, shape, x.dtype)
         with self.turns.turn(ticket):
             self.comm.Allgather(_bytes(x), _bytes(out))
         return out
@@ -151,7 +153,7 @@ class MpiComm:
         x = _contiguous(xp, x)
         narrow = _narrow_int(x)
         buf = _widened(x) if narrow else x
-        out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype, buf.nbytes // self.size)
+        out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype)
         mop = (self._bool_ops if x.dtype.kind == "b" else self._ops)["sum"]
         with self.turns.turn(ticket):
             self.comm.Reduce_scatter_block(buf, out, op=mop)
@@ -166,7 +168,7 @@ class MpiComm:
 
     def recv(self, shape: tuple, dtype, src: int, ticket: int, xp=np):
         """An array of ``shape`` and NumPy ``dtype`` from rank ``src``."""
-        out = _empty(xp, shape, dtype, math.prod(shape) * np.dtype(dtype).itemsize)
+        out = _empty(xp, shape, np.dtype(dtype))
         with self.turns.turn(ticket):
             self.comm.Recv(_bytes(out), src)
         return out

@@ -32,27 +32,27 @@ def _stream_for(g: Group, stream, op: str):
     return st
 
 
+def _shared(g: Group, cls, *params):
+    """The group's primitive ``cls(g, *params)``, made once: planning gives each node its own ticketed copy."""
+    key = (cls, *params)
+    prim = g.prims.get(key)
+    if prim is None:
+        prim = g.prims[key] = cls(g, *params)
+    return prim
+
+
 def reduce_node(x, op: str, g: Group, st):
     """The all-reduce node of ``x`` (no check): for the ops and the transforms' rules."""
-    prim = g.prims.get(op)
-    if prim is None:
-        prim = g.prims[op] = AllReduce(g, op)
-    return node(prim, (x,), x._shape, x._dtype, st)
+    return node(_shared(g, AllReduce, op), (x,), x._shape, x._dtype, st)
 
 
 def gather_node(x, g: Group, st):
     shape = (g.size() * x._shape[0],) + x._shape[1:] if x._shape else (g.size(),)
-    prim = g.prims.get(AllGather)
-    if prim is None:
-        prim = g.prims[AllGather] = AllGather(g)
-    return node(prim, (x,), shape, x._dtype, st)
+    return node(_shared(g, AllGather), (x,), shape, x._dtype, st)
 
 
 def scatter_node(x, g: Group, st):
-    prim = g.prims.get(SumScatter)
-    if prim is None:
-        prim = g.prims[SumScatter] = SumScatter(g)
-    return node(prim, (x,), (x._shape[0] // g.size(),) + x._shape[1:], x._dtype, st)
+    return node(_shared(g, SumScatter), (x,), (x._shape[0] // g.size(),) + x._shape[1:], x._dtype, st)
 
 
 def send_node(x, dst: int, g: Group, st):

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from ..primitives.distributed import COMMUNICATION
 
 _POLL_S = 0.05  # how often a waiter looks for tickets whose nodes failed before their turn (nobody notifies it)
-_KINDS = frozenset(COMMUNICATION)
 
 
 class Turns:
@@ -41,7 +40,7 @@ class Turns:
         primitive is replaced by a copy that holds it. MUST be called under the scheduler's plan lock, before any
         of the tasks can run."""
         # (every plan of the process comes here once a group exists: a set lookup per task is all others pay)
-        kinds = _KINDS
+        kinds = COMMUNICATION
         for n in tasks:
             prim = getattr(n, "_prim", None)  # (a fused region has none, and holds no communication)
             if prim.__class__ in kinds:

@@ -45,14 +45,6 @@ class AllReduce(Communication):
         super().__init__(group)
         self.op = op
 
-    def with_ticket(self, ticket: int) -> AllReduce:
-        # (the commonest collective, a gradient's sum: its copy spelled out, without the generic loop)
-        new = object.__new__(AllReduce)
-        new.group = self.group
-        new.op = self.op
-        new.ticket = ticket
-        return new
-
 
 class AllGather(Communication):
     """The inputs of every process of the group, concatenated along the first axis in rank order."""
@@ -93,4 +85,4 @@ class Recv(Communication):
         self.dtype = dtype
 
 
-COMMUNICATION = (AllReduce, AllGather, SumScatter, Send, Recv)
+COMMUNICATION = frozenset({AllReduce, AllGather, SumScatter, Send, Recv})
