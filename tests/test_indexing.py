@@ -166,11 +166,8 @@ def test_at_updates_repeated_indices(device, rng, name, ufunc):
     assert_close(out, ref, rtol=1e-5)
 
 
-def test_complex_scatter_add_and_its_gradient(device, rng, request):
+def test_complex_scatter_add_and_its_gradient(device, rng):
     """Complex sums into repeated indices, and the gradient of a complex take_along_axis, which scatters one."""
-    if device == mx.gpu:  # (the fix, routing complex to the host path as for other ops without atomics, awaits a GPU)
-        request.applymarker(pytest.mark.xfail(raises=TypeError, strict=True,
-                                              reason="CuPy's atomic add.at has no complex types"))
     x = (rng.standard_normal((5, 3)) + 1j * rng.standard_normal((5, 3))).astype(np.complex64)
     v = (rng.standard_normal((4, 3)) + 1j * rng.standard_normal((4, 3))).astype(np.complex64)
     idx = np.array([0, 3, 0, 0])

@@ -57,7 +57,7 @@ def _scatter(prim, x, values, *index_arrays):
     if not index_arrays:  # a basic key selects each element once: one ufunc over the view
         out[key] = ufunc(out[key], values)
         return out
-    if prim.op in _ATOMIC:
+    if prim.op in _ATOMIC and out.dtype.kind != "c":  # (CuPy's atomics have no complex types)
         wide = _WIDER.get(out.dtype.char)
         if wide is None:
             ufunc.at(out, key, values)

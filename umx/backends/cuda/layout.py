@@ -7,6 +7,7 @@ key-value cache this way once per layer and token.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -32,9 +33,7 @@ def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
     nd = x.ndim
     if kind is None or nd > SLICE_MAX_AXES or x.itemsize not in SLICE_TYPES or start.size not in (1, len(axes)):
         return False
-    total = 1
-    for b in block:
-        total *= b
+    total = math.prod(block)
     if total == 0:
         return True
     pad = SLICE_MAX_AXES - nd
