@@ -228,6 +228,7 @@ def _host(run, steps: int, top: int, who: str) -> None:
 #: phase's time contains the phases it calls (eval contains the planning, which contains fusion)
 PHASES = (
     ("replay a compiled tape (build nodes)", "umx.transforms._tape", "Tape", "__call__"),
+    ("a compiled call as one node", "umx.transforms._tape", "Program", "__call__"),
     ("eval (all of it, waits included)", "umx.runtime.scheduler", None, "_evaluate"),
     ("  plan (collect, number, submit)", "umx.runtime.scheduler", None, "_plan"),
     ("    fusion's walk (collect)", "umx.runtime.scheduler", None, "collect"),
@@ -236,6 +237,7 @@ PHASES = (
     ("    graph key (graphs._plan)", "umx.backends.cuda.graphs", None, "_plan"),
     ("    graph replay (_launch)", "umx.backends.cuda.graphs", "Graphs", "_launch"),
     ("    op by op (_run)", "umx.backends.cuda.executor", "CudaExecutor", "_run"),
+    ("      a compiled call's graph (run_program)", "umx.backends.cuda.graphs", "Graphs", "run_program"),
     ("  wait for the GPU (CudaExecutor.wait)", "umx.backends.cuda.executor", "CudaExecutor", "wait"),
 )
 

@@ -410,3 +410,64 @@ def test_constant_steps_are_folded(device, rng):
         prims = [type(p).__name__ for p, *_ in tape.steps]
         assert not {"Transpose", "Arange", "Sqrt", "Square", "Sum"} & set(prims)
         assert "Exp" in prims
+
+
+def _as_program(monkeypatch):
+    """Make every replayed tape a Program, as a GPU stream's executor has them (the CPU's runs its steps)."""
+    from umx.transforms import _tape
+
+    monkeypatch.setattr(_tape, "program_for", lambda tape: _tape.Program(tape, tape.steps[0][4]))
+
+
+def test_a_program_is_one_node_with_the_replays_results(monkeypatch, rng):
+    """A compiled call as one ``Compiled`` node (a GPU runs it as one CUDA graph; a CPU executor step by step):
+    fresh random draws, a captured host constant, bfloat16 inputs, state outputs and outputs that are inputs
+    are those of the function itself; under ``grad`` the graph is replayed node by node."""
+    _as_program(monkeypatch)
+    table = mx.array(rng.standard_normal((6, 5)).astype(np.float32))
+    state = [mx.array(0.0)]
+
+    def f(x, h):
+        y = mx.tanh(x @ table) * 2 + 1
+        z = (y.astype(mx.bfloat16) * h).astype(mx.float32).sum(axis=1)
+        state[0] = state[0] + z.sum()
+        return {"y": y, "z": z, "noise": mx.random.uniform(shape=(3,)) + 0 * z[0], "x": x}
+
+    cf = mx.compile(f, inputs=state, outputs=state)
+    x = mx.array(rng.standard_normal((4, 6)).astype(np.float32))
+    h = mx.array(rng.standard_normal((4, 5)).astype(np.float32)).astype(mx.bfloat16)
+    mx.random.seed(3)
+    got = [cf(x, h) for _ in range(3)]
+    made = {type(g["y"]._prim).__name__ for g in got[1:]}  # (the first call traces: the graph itself)
+    total = state[0].item()
+    state[0] = mx.array(0.0)
+    mx.random.seed(3)
+    want = [f(x, h) for _ in range(3)]
+    assert total == pytest.approx(state[0].item(), rel=1e-6)
+    assert made == {"Compiled"} and got[2]["x"] is x
+    for g, w in zip(got, want):
+        for k in ("y", "z", "noise"):
+            np.testing.assert_allclose(np.asarray(g[k]), np.asarray(w[k]), rtol=1e-6)
+    assert not np.array_equal(np.asarray(got[0]["noise"]), np.asarray(got[1]["noise"]))
+    grads = mx.grad(lambda x: cf(x, h)["z"].sum())(x)
+    np.testing.assert_allclose(np.asarray(grads), np.asarray(mx.grad(lambda x: f(x, h)["z"].sum())(x)), rtol=1e-5)
+
+
+def test_a_programs_private_graph_is_fused_as_an_eval_would(monkeypatch, rng):
+    """What a GPU executor captures: the program's graph rebuilt on the node's inputs as nodes of its own, fused,
+    each sibling a task of its own; the caller's arrays are left as they were."""
+    from umx.runtime.fusion import Fused, collect_private
+
+    _as_program(monkeypatch)
+    cf = mx.compile(lambda x, w: (mx.exp(mx.sin(x @ w) * 2 + 1), (x * 3).sum()))
+    x, w = mx.array(rng.standard_normal((3, 4)).astype(np.float32)), mx.array(np.eye(4, dtype=np.float32))
+    mx.eval(x, w)
+    cf(x, w)
+    a, b = cf(x, w)
+    node = a
+    outs = node._prim.program.build(node._inputs)
+    tasks = collect_private(outs)
+    roots = [t.root if type(t) is Fused else t for t in tasks]
+    assert any(type(t) is Fused for t in tasks) and all(any(o is r for r in roots) for o in outs)
+    assert x._data is not None and w._data is not None and a._data is None
+    np.testing.assert_allclose(np.asarray(a), np.exp(np.sin(np.asarray(x)) * 2 + 1), rtol=1e-5)

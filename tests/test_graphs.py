@@ -407,3 +407,111 @@ def test_cache_writes_at_a_position_array_replay_as_graphs(graphs):
     assert offsets[G].item() == 10
     assert graphs.STATS.refusals == refusals
     assert graphs.STATS.replays - before >= 3
+
+
+def _layers(x, w, b):
+    h = x
+    for _ in range(3):
+        h = mx.maximum(mx.add(mx.matmul(h, w, stream=G), b, stream=G), 0.0, stream=G)
+    return mx.sum(h, axis=1, stream=G), mx.multiply(h, 2.0, stream=G)
+
+
+def _layers_np(x, w, b):
+    h = x.astype(np.float64)
+    for _ in range(3):
+        h = np.maximum(h @ w + b, 0.0)
+    return h.sum(axis=1), h * 2
+
+
+def _program_of(compiled):
+    """The program of the signature ``compiled`` traced last (a training step's first call has no optimizer
+    state yet: its signature is another)."""
+    return [t for t in compiled._cache.values() if hasattr(t, "program")][-1].program
+
+
+def test_a_compiled_call_is_one_node_replayed_as_one_graph(graphs):
+    """On the GPU a compiled call is one ``Compiled`` node: op by op the first time, captured the second, replayed
+    after, with NumPy's results each time. A large weight argument (read in place) that changes is copied into a
+    slot from then on; under ``grad`` the graph is replayed node by node."""
+    from umx.primitives import Compiled
+
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((512, 512)) * 0.05).astype(np.float32)  # 1 MiB: bound
+    b = rng.standard_normal(512).astype(np.float32)
+    wm, bm = mx.array(w), mx.array(b)
+    cf = mx.compile(_layers)
+    before = graphs.STATS.replays
+    for i in range(7):
+        if i == 4:  # other weights: the graph is captured again with them copied in
+            w = (rng.standard_normal((512, 512)) * 0.05).astype(np.float32)
+            wm = mx.array(w)
+        x = rng.standard_normal((8, 512)).astype(np.float32)
+        s, h = cf(mx.array(x), wm, bm)
+        assert i == 0 or (type(s._prim) is Compiled and s._siblings == (s, h))
+        rs, rh = _layers_np(x, w, b)
+        np.testing.assert_allclose(np.array(s), rs, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(np.array(h), rh, rtol=1e-4, atol=1e-3)
+    program = _program_of(cf)
+    assert program and not program.refused
+    assert graphs.STATS.replays - before >= 4
+    x = mx.array(rng.standard_normal((8, 512)).astype(np.float32))
+    g = mx.grad(lambda x: mx.sum(cf(x, wm, bm)[0], stream=G))(x)
+    want = mx.grad(lambda x: mx.sum(_layers(x, wm, bm)[0], stream=G))(x)
+    np.testing.assert_allclose(np.array(g), np.array(want), rtol=1e-4, atol=1e-4)
+
+
+def _train(compiled: bool, xs: list, ys: list) -> tuple:
+    """The losses and first weight of a small model trained on ``xs``, ``ys`` on the GPU, compiled or not."""
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    mx.random.seed(7)
+    with mx.stream(G):
+        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 10))
+        opt = optim.Adam(learning_rate=1e-2)
+
+        def loss_fn(m, x, y):
+            return nn.losses.cross_entropy(m(x), y, reduction="mean")
+
+        def step(x, y):
+            loss, grads = nn.value_and_grad(model, loss_fn)(model, x, y)
+            opt.update(model, grads)
+            return loss
+
+        state = [model.state, opt.state]
+        run = mx.compile(step, inputs=state, outputs=state) if compiled else step
+        losses = []
+        for x, y in zip(xs, ys):
+            loss = run(x, y)
+            mx.eval(loss, state)
+            losses.append(loss.item())
+    return losses, np.array(model.layers[0].weight), run
+
+
+def test_compiled_training_steps_with_state_and_fresh_random_draws_match_uncompiled(graphs):
+    """A training step as MLX users compile it (model and optimizer state in ``inputs``/``outputs``, dropout's
+    fresh draws each step) gives the uncompiled losses and weights, step after step, replayed as one graph."""
+    rng = np.random.default_rng(12)
+    xs = [mx.array(rng.standard_normal((16, 32)).astype(np.float32)) for _ in range(6)]
+    ys = [mx.array(rng.integers(0, 10, 16)) for _ in range(6)]
+    losses, weight, _ = _train(False, xs, ys)
+    got_losses, got_weight, run = _train(True, xs, ys)
+    np.testing.assert_allclose(got_losses, losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_weight, weight, rtol=1e-4, atol=1e-5)
+    assert _program_of(run) and not _program_of(run).refused
+
+
+def test_with_graphs_off_a_compiled_call_runs_once_as_one_node_then_node_by_node(graphs, monkeypatch):
+    from umx.primitives import Compiled
+
+    monkeypatch.setattr(graphs, "ENABLED", False)
+    rng = np.random.default_rng(13)
+    w, b = (rng.standard_normal((16, 16)) * 0.2).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    cf = mx.compile(_layers)
+    kinds = []
+    for _ in range(4):
+        x = rng.standard_normal((4, 16)).astype(np.float32)
+        s, _ = cf(mx.array(x), mx.array(w), mx.array(b))
+        kinds.append(type(s._prim) is Compiled)
+        np.testing.assert_allclose(np.array(s), _layers_np(x, w, b)[0], rtol=1e-4, atol=1e-4)
+    assert kinds == [False, True, False, False] and _program_of(cf).refused

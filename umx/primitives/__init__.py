@@ -56,6 +56,7 @@ from .linalg import (
 from .misc import (
     DEPENDS,
     STOP_GRADIENT,
+    Compiled,
     Custom,
     Depends,
     Einsum,
@@ -109,7 +110,7 @@ __all__ = [
     "Roll", "TakeAlongAxis", "Tile", "Tri", "Tril", "Triu", "DEPENDS", "Convolution", "Depends", "Einsum",
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "COMMUNICATION", "Communication", "AllReduce", "AllGather",
-    "SumScatter", "Send", "Recv",
+    "Compiled", "SumScatter", "Send", "Recv",
     "CudaKernel", "LayerNorm", "RMSNorm", "RoPE", "ScaledDotProductAttention",
     "GATHER_MM", "TO_FP8", "Dequantize", "FromFP8", "GatherMM", "GatherQMM", "Quantize", "QuantizedMatmul",
     "ToFP8",

@@ -73,6 +73,23 @@ class StopGradient(Primitive):
 STOP_GRADIENT = StopGradient()
 
 
+class Compiled(Primitive):
+    """A compiled function's whole graph as one node, made by ``compile`` for a stream whose executor runs such
+    nodes (``Traits.programs``). Its siblings are the graph's distinct computed outputs; its inputs the
+    function's input leaves, then its random keys, then the tape's array constants. ``program`` (a
+    ``transforms._tape.Program``) rebuilds the graph as private nodes for the executor (``build``) or runs it
+    step by step (``run_steps``)."""
+
+    __slots__ = ("program",)
+    n_outputs = 0
+    capture = False  # an executor runs it as a CUDA graph of its own, never inside another
+    no_grad = "made only outside transforms: under grad, vjp and jvp a compiled function replays its graph"
+    no_vmap = "made only outside transforms: under vmap a compiled function replays its graph"
+
+    def __init__(self, program):
+        self.program = program
+
+
 class Custom(Primitive):
     """The outputs of a ``custom_function`` call: inputs are its ``n`` outputs, then its array arguments; the
     kernel passes the outputs through. ``fn`` (the ``custom_function``) holds the user's derivative rules."""

@@ -419,7 +419,11 @@ def conform(xp, n, out):
     (a tuple) each as its node declares it."""
     if out.__class__ is tuple:
         return tuple(conform(xp, s, o) for s, o in zip(n._siblings, out))
-    d = n._dtype
+    return conform_to(xp, n._dtype, out)
+
+
+def conform_to(xp, d, out):
+    """A kernel's output ``out`` as umx dtype ``d`` (see :func:`conform`)."""
     want = d.np
     if out.dtype is not want and out.dtype != want:
         out = narrow_bf16(xp, out) if d is bfloat16 else out.astype(want)
@@ -446,6 +450,16 @@ def run_steps(f, leaves: list, call, xp):
         xs = [values[a] for a in args]
         values.append(conform(xp, n, call(prim, kernel_args(prim, [nodes[a] for a in args], xs, xp))))
     return values[-1]
+
+
+def steps_kernel(table: dict, xp):
+    """The kernel of ``Compiled`` nodes for a backend with kernel ``table`` and array module ``xp``: the compiled
+    graph's steps one by one (``Program.run_steps``)."""
+
+    def run(prim, *args):
+        return prim.program.run_steps(args, lambda p, xs: table[p.__class__](p, *xs), xp)
+
+    return run
 
 
 def set_result(task_node, out) -> None:

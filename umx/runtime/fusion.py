@@ -20,7 +20,7 @@ from math import prod
 
 from ..primitives import AsType, Binary, Round, Unary, Where
 from ..primitives.base import subclasses
-from .node import MEMBER
+from .node import MEMBER, PRIVATE
 from .refs import UNHELD_INPUT
 
 #: primitive classes that fuse: one output element from the same element of each input
@@ -283,6 +283,12 @@ def collect(targets, mark, fusing: bool) -> list:
             order.append(n)
     order.sort(key=_created)
     return order
+
+
+def collect_private(targets: list) -> list:
+    """The tasks behind ``targets``, nodes that only the caller reaches (an executor's own copy of a compiled
+    graph, see ``transforms._tape.Program.build``): :func:`collect`'s, fused, marked ``PRIVATE``."""
+    return collect(targets, PRIVATE, True)
 
 
 def _mark(n, mark):

@@ -22,12 +22,15 @@ class Traits:
         small_regions: ``(elements, members)``: a region whose output has fewer elements is made only if it would
             hold at least that many members (a region's fixed cost is not repaid by small work); None: any region
             of two or more.
+        programs: whether it runs a compiled function's whole graph as one ``Compiled`` node (a CUDA graph):
+            ``compile`` then builds that node instead of replaying the graph node by node.
     """
 
     local_types: frozenset = frozenset()
     inline_rank: int = 0
     fuse_max_nodes: int = 1 << 30
     small_regions: tuple | None = None
+    programs: bool = False
 
 
 @runtime_checkable

@@ -58,6 +58,8 @@ class _Mark:
 PLANNING = _Mark("PLANNING")
 #: the node is a member of a fused region: the region's task computes it, and nothing else reads it
 MEMBER = _Mark("MEMBER")
+#: the node is in an executor's own copy of a compiled graph (see ``fusion.collect_private``): never scheduled
+PRIVATE = _Mark("PRIVATE")
 
 
 def assign(n, ex, seq: int) -> None:

@@ -13,18 +13,24 @@ good for these input values only. Markers make every read of an input's values a
 
 from __future__ import annotations
 
+import os
 import threading
 from operator import itemgetter
 
+import numpy as np
+
 from ..array import _created, array, node
+from ..dtypes import bfloat16
 from ..ops import random as _random
-from ..primitives import BroadcastTo, Communication, CudaKernel, Custom, Depends, Load, Transpose
+from ..ops._core import sibling_nodes
+from ..primitives import BroadcastTo, Communication, Compiled, CudaKernel, Custom, Depends, Load, Transpose
 from ..runtime import scheduler
+from ..runtime.executor import conform_to, kernel_args
 from ..runtime.retain import tracing
 from . import _trees
 from .autodiff import _marker
 
-__all__ = ["HOLE", "record", "Tape", "fill", "assign"]
+__all__ = ["HOLE", "record", "Tape", "Program", "program_for", "fill", "assign"]
 
 HOLE = object()  # where an array leaf goes in an output template (a single array output is HOLE itself)
 
@@ -32,6 +38,10 @@ HOLE = object()  # where an array leaf goes in an output template (a single arra
 FOLD_BYTES = 1 << 20  # the largest folded constant that is not a view (see _fold_constants)
 _VIEWS = (Transpose, BroadcastTo)  # results that share their input's memory
 _NEVER_FOLDED = (Communication, Depends, Load, Custom, CudaKernel)  # (effects, or code of the user's)
+#: UMX_COMPILED_PROGRAMS=0: compiled calls replay their graph node by node on every stream (to measure the gain)
+PROGRAMS = os.environ.get("UMX_COMPILED_PROGRAMS", "1") != "0"
+PROGRAM_MIN_STEPS = 8  # shorter tapes replay node by node: one node's fixed cost is not repaid
+_NOT_IN_PROGRAMS = (Communication, Depends, Load)  # (effects ordered across streams or processes, host reads)
 
 
 class Tape:
@@ -52,7 +62,7 @@ class Tape:
     """
 
     __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
-                 "_calls", "in_shapes", "variants")
+                 "_calls", "in_shapes", "variants", "program")
 
     GENERATE_AT = 32
 
@@ -71,6 +81,7 @@ class Tape:
         self._calls = 0
         self.in_shapes = ()  # the input leaves' shapes at the trace
         self.variants = None  # for a shapeless compile: other input shapes -> the tape for them
+        self.program = None  # its Program, False where it has none, None until the first replay decides
 
     def __call__(self, ins: list, keys=None) -> list:
         if self._run is not None:
@@ -90,6 +101,104 @@ class Tape:
                 for m in made:
                     m._siblings = made
         return [env[r] for r in self.out_refs]
+
+
+class Program:
+    """A tape replayed as one ``Compiled`` node: ``program(ins, keys=None)`` returns the flat outputs as
+    ``tape(ins, keys)`` does, the computed ones as siblings of that node, the others (inputs, constants) as
+    themselves. The node's executor rebuilds the graph as private nodes (``build``) to run it as one CUDA graph,
+    or runs its steps one by one (``run_steps``); one that cannot run it sets ``refused``, and compile replays
+    the tape node by node from then on.
+
+    The node's inputs are the input leaves, then the random keys, then the constants that are not scalars (a
+    constant's data may have to come from another device, or be computed first)."""
+
+    __slots__ = ("tape", "stream", "prim", "consts", "outs", "specs", "picks", "head", "refused", "__weakref__")
+
+    def __init__(self, tape: Tape, stream):
+        self.tape = tape
+        self.stream = stream
+        self.prim = Compiled(self)
+        self.consts = [c for c in tape.consts if not isinstance(c._data, np.generic)]
+        first = len(tape.consts) + tape.n_ins + tape.n_keys  # the first step's value number
+        sibling: dict = {}  # a computed output's value number -> its sibling
+        self.outs = []  # per flat output: its sibling, or -1 - its value number (an input, key or constant)
+        self.specs = []  # per sibling: (shape, dtype)
+        self.picks = []  # per sibling: the flat output position it first takes
+        for pos, r in enumerate(tape.out_refs):
+            if r < first:
+                self.outs.append(-1 - r)
+                continue
+            j = sibling.get(r)
+            if j is None:
+                j = sibling[r] = len(self.specs)
+                step = tape.steps[r - first]
+                self.specs.append((step[2], step[3]))
+                self.picks.append(pos)
+            self.outs.append(j)
+        self.head = any(o < 0 for o in self.outs)  # (whether an output is a value before the steps)
+        self.refused = False
+
+    def __call__(self, ins: list, keys=None) -> list:
+        t = self.tape
+        if keys is None:
+            keys = [_random._next_key() for _ in range(t.n_keys)] if t.n_keys else []
+        made = sibling_nodes(self.prim, (*ins, *keys, *self.consts), self.specs, self.stream)
+        head = t.consts + ins + keys if self.head else None
+        return [made[o] if o >= 0 else head[-1 - o] for o in self.outs]
+
+    def build(self, inputs: tuple) -> list:
+        """The graph of a ``Compiled`` node with ``inputs``, as new nodes (for its executor alone): one per
+        sibling, in order."""
+        t = self.tape
+        n = t.n_ins
+        flat = t(list(inputs[:n]), list(inputs[n:n + t.n_keys]))
+        return [flat[p] for p in self.picks]
+
+    def run_steps(self, data, call, xp) -> tuple:
+        """The siblings' values, the steps run one by one on the inputs' ``data`` by a backend's kernels
+        (``call(prim, args)``; ``xp``: its array module): for an executor without a graph of its own."""
+        t = self.tape
+        k = t.n_ins + t.n_keys
+        rest = iter(data[k:])
+        env = [c._data if isinstance(c._data, np.generic) else next(rest) for c in t.consts] + list(data[:k])
+        # (of the inputs' dtypes only bfloat16 matters here: kernel_args widens it; its storage type says it)
+        dtypes = [c._dtype for c in t.consts] + [bfloat16 if a.dtype == bfloat16.np else None for a in data[:k]]
+        for prim, get, _, dtype, _, _ in t.steps:
+            args = list(get(env))
+            kinds = get(dtypes)
+            if bfloat16 in kinds and not prim.moves_bits:
+                args = kernel_args(prim, [_Typed(d) for d in kinds], args, xp)
+            env.append(conform_to(xp, dtype, call(prim, args)))
+            dtypes.append(dtype)
+        return tuple(env[t.out_refs[p]] for p in self.picks)
+
+
+class _Typed:
+    """A stand-in node of a dtype, for ``kernel_args``."""
+
+    __slots__ = ("_dtype",)
+
+    def __init__(self, dtype):
+        self._dtype = dtype
+
+
+def program_for(tape: Tape):
+    """``tape``'s Program, or False: a tape of at least ``PROGRAM_MIN_STEPS`` steps, all on one stream whose
+    executor runs programs, none of them a sibling group, a communication, an ordering or a load, with at
+    least one computed output."""
+    if not PROGRAMS or tape.n_steps < PROGRAM_MIN_STEPS:
+        return False
+    stream = tape.steps[0][4]
+    for prim, _, _, _, st, group in tape.steps:
+        if group or st is not stream or isinstance(prim, _NOT_IN_PROGRAMS):
+            return False
+    if not (stream._executor or stream.executor).traits.programs:
+        return False
+    first = len(tape.consts) + tape.n_ins + tape.n_keys
+    if all(r < first for r in tape.out_refs):
+        return False
+    return Program(tape, stream)
 
 
 def _no_inputs(env) -> tuple:

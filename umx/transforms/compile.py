@@ -13,12 +13,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from threading import get_ident
 
 from ..array import array, node
 from ..devices import resolve_stream
 from ..ops import zeros_like
 from ..ops._core import sibling_nodes
 from ..primitives import Custom
+from ..runtime.retain import tracing as transform_watch
+from ..runtime.scheduler import compile_watch
 from . import _shapeless, _tape, _trees
 from ._registry import rules
 from .autodiff import vjp as _vjp
@@ -134,7 +137,13 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
                     tape, keys, out = _for_shapes(tape, shapes, fun, args, kwargs, leaves, n_args, inputs, outputs)
                     if tape is _UNCOMPILED:
                         return fun(*args, **kwargs) if out is None else out
-        flat = tape(leaves, keys)
+        program = tape.program
+        if program is None:
+            program = tape.program = _tape.program_for(tape)
+        if program and not program.refused and _outside_traces():
+            flat = program(leaves, keys)  # the whole graph as one node, run as one CUDA graph
+        else:
+            flat = tape(leaves, keys)
         if outputs is not None:
             _tape.assign(outputs, iter(flat[tape.n_out:]))
         t = tape.template
@@ -142,6 +151,14 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
 
     compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
+
+
+def _outside_traces() -> bool:
+    """Whether no transform and no enclosing compile traces on this thread: those must see the graph itself."""
+    if not compile_watch and not transform_watch:
+        return True
+    ident = get_ident()
+    return ident not in compile_watch and ident not in transform_watch
 
 
 def _for_shapes(tape, shapes: tuple, fun, args, kwargs, leaves, n_args, inputs, outputs) -> tuple:

@@ -10,6 +10,8 @@ from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ...primitives import reduction as r
 from ...primitives.conv import Convolution
+from ...primitives.misc import Compiled
+from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
 from ..xp.elementwise import PLAIN_UFUNC
@@ -245,4 +247,5 @@ def make_table() -> dict:
     table[Convolution] = _convolution
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
+    table[Compiled] = steps_kernel(table, np)
     return table

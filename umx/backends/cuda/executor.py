@@ -18,6 +18,7 @@ from ...devices import cpu
 from ...dtypes import bfloat16, float32, float64
 from ...primitives import Round
 from ...primitives.linalg import Matmul
+from ...primitives.misc import Compiled
 from ...primitives.reduction import Var
 from ...runtime import memory as _memory
 from ...runtime.executor import HOST_READER, WorkerExecutor, conform, failure_of, kernel_args, run_steps, set_result
@@ -82,6 +83,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         # One generated kernel per region: NVRTC's time grows with the code, and a chain of 100k ops would take
         # minutes to compile. Longer chains become several kernels, of one cached structure.
         fuse_max_nodes=1024,
+        programs=True,  # (as one CUDA graph each: see graphs.Graphs.run_program)
     )
 
     def only_enqueues(self, tasks: list) -> bool:
@@ -255,6 +257,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 out = None
             if out is not None:
                 return out
+        elif c is Compiled:  # a compiled function's whole graph, as one CUDA graph
+            return self._graphs.run_program(n, args)
         elif c in NATIVE:  # mx.fast's kernels, on bfloat16's storage as it is (no widening, no narrowing)
             out = NATIVE[c](n, args)
             if out is not None:

@@ -49,9 +49,10 @@ import numpy as np
 
 from ...primitives import creation as cr
 from ...primitives.base import Primitive, param_names, subclasses
+from ...primitives.misc import Compiled
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
-from ...runtime.fusion import Fused
+from ...runtime.fusion import Fused, collect_private
 from ...runtime.refs import UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
@@ -118,7 +119,8 @@ _all: weakref.WeakSet = weakref.WeakSet()  # every stream's cache, for memory pr
 class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
-    __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets")
+    __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets", "owner",
+                 "picks", "retained")
 
     def __init__(self, graph, pool, slots: list, bound: list, copied: frozenset, values: list, export,
                  offsets: dict):
@@ -131,6 +133,11 @@ class Captured:
         self.values = values
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
+        # for a compiled program's graph (see run_program): a weakref to the program, the tasks whose values are
+        # exported, and for each sibling, its value's place among those
+        self.owner = None
+        self.retained: list = []
+        self.picks: list = []
 
 
 class Graphs:
@@ -237,32 +244,11 @@ class Graphs:
                 held: list) -> bool:
         """Fill the slots that changed, replay, and give the batch's nodes their results."""
         ex = self.ex
-        stream = ex.cuda_stream
         try:
-            for s, d in enumerate(inputs):
-                if g.slots[s] is None:  # bound: read in place (run() checked it is the same data)
-                    continue
-                src = g.sources[s]
-                # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
-                if src is None or src() is not d:
-                    _copy(g.slots[s], d, stream)
-                    g.sources[s] = weakref.ref(d)
-                    STATS.copies_in += 1
-            g.graph.launch(stream)
-            outs = []
-            offsets = g.offsets
-            area = None
-            for i in retained:  # (run() saw that each was held when captured, so is in the export)
-                v = g.values[i]
-                if area is None:  # a view of one copy of the whole export area: one allocation and one copy
-                    area = cp.empty(g.export.nbytes, np.uint8)
-                    _copy(area, g.export, stream)
-                out = cp.ndarray(v.shape, v.dtype, memptr=area.data + offsets[i])
-                outs.append(out)
+            # (run() saw that each retained value was held when captured, so is in the export)
+            outs = _replay(g, inputs, retained, ex.cuda_stream)
         except Exception:  # e.g. no memory for an output: the eager path runs (and reports) it
             return False
-        STATS.replays += 1
-        STATS.copies_out += len(retained)
         # Every node gets its data before any is published; one the batch alone held gets a Failure that says
         # so, never a buffer the next replay overwrites.
         k = 0
@@ -290,6 +276,69 @@ class Graphs:
             ex.marks.hold(ex.marks.record(last), held)
         ex.finished(last)
         return True
+
+    def run_program(self, n, inputs: list) -> tuple:
+        """The outputs of ``Compiled`` node ``n`` (one per sibling) from its inputs' device data ``inputs``.
+
+        The program's graph is built as private nodes (``Program.build``, then fused as an eval would): run op
+        by op the first time, captured the second, replayed after, with the inputs bound or copied into slots
+        as for any batch. Where it cannot be captured it runs op by op, and the program is ``refused``: compile
+        replays its graph node by node from then on, as without programs. The cache entry is keyed by the
+        program's id and checked against a weak reference to it (the graph must not keep a model's weights
+        alive through the tape)."""
+        program = n._prim.program
+        key = (Compiled, id(program))
+        inputs = [d if type(d) is cp.ndarray else cp.asarray(d) for d in inputs]
+        cache = self.cache
+        with self.lock:
+            entry = cache.get(key)
+            copied = frozenset()
+            if type(entry) is Captured:
+                if entry.owner() is not program:  # (another program's, since gone, under a reused id)
+                    self._drop(key)
+                    entry = None
+                else:
+                    moved = [s for s, ref in entry.bound if ref() is not inputs[s]]
+                    if not moved:
+                        outs = _replay(entry, inputs, entry.retained, self.ex.cuda_stream)
+                        return tuple([outs[k] for k in entry.picks])
+                    copied = entry.copied.union(moved)  # a bound input that is other data now: into a slot
+                    self._drop(key)
+                    entry = 1
+            outs = program.build(n._inputs)
+            tasks = collect_private(outs)
+            nodes = [t.root if type(t) is Fused else t for t in tasks]
+            at = {id(x): i for i, x in enumerate(nodes)}
+            picks = [at[id(o)] for o in outs]  # each sibling's task
+            retained = sorted(set(picks))
+            outs = None
+            externals = list(n._inputs)
+            capturable = ENABLED and not self.ex.fetch_all and _program_capturable(tasks)
+            if not capturable or entry is None or entry is _REFUSED:
+                if not capturable:
+                    cache[key] = _REFUSED
+                    program.refused = True
+                elif entry is None:
+                    if len(cache) >= _MAX_KEYS:
+                        self._forget_sightings()
+                    cache[key] = 1
+                values = _dispatch(self.ex, tasks, externals, inputs, retained)
+                return tuple(values[i] for i in picks)
+            g = self._capture(tasks, nodes, externals, inputs, retained, copied)
+            if g is None:
+                cache[key] = _REFUSED
+                program.refused = True
+                STATS.refusals += 1
+                values = _dispatch(self.ex, tasks, externals, inputs, retained)
+                return tuple(values[i] for i in picks)
+            g.owner = weakref.ref(program)
+            g.retained = retained
+            g.picks = [retained.index(i) for i in picks]
+            cache[key] = g
+            self._evict()
+            charge()
+            outs = _replay(g, inputs, retained, self.ex.cuda_stream)
+            return tuple([outs[k] for k in g.picks])
 
     def _evict(self, room: float | None = None) -> None:
         """Drop the oldest graphs beyond MAX_GRAPHS, and then while this stream's graphs hold more than ``room``
@@ -544,6 +593,43 @@ def _pack(values: list, retained: list, stream):
         if v.nbytes:
             _runtime.memcpyAsync(export.data.ptr + at, v.data.ptr, v.nbytes, _D2D, stream.ptr)
     return export, offsets
+
+
+def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
+    """Fill the slots of ``g`` whose data changed from ``inputs``, launch it, and copy its export area out once:
+    the ``retained`` tasks' values, as views of that copy."""
+    for s, d in enumerate(inputs):
+        if g.slots[s] is None:  # bound: read in place (the caller checked it is the same data)
+            continue
+        src = g.sources[s]
+        # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
+        if src is None or src() is not d:
+            _copy(g.slots[s], d, stream)
+            g.sources[s] = weakref.ref(d)
+            STATS.copies_in += 1
+    g.graph.launch(stream)
+    outs = []
+    offsets = g.offsets
+    area = None
+    for i in retained:
+        v = g.values[i]
+        if area is None:  # a view of one copy of the whole export area: one allocation and one copy
+            area = cp.empty(g.export.nbytes, np.uint8)
+            _copy(area, g.export, stream)
+        outs.append(cp.ndarray(v.shape, v.dtype, memptr=area.data + offsets[i]))
+    STATS.replays += 1
+    STATS.copies_out += len(retained)
+    return outs
+
+
+def _program_capturable(tasks: list) -> bool:
+    """Whether a program's private ``tasks`` may become one CUDA graph (see ``_plan``)."""
+    if not 2 <= len(tasks) <= MAX_TASKS:
+        return False
+    for n in tasks:
+        if type(n) is not Fused and (n._siblings is not None or not capturable(n)):
+            return False
+    return True
 
 
 def _copy(dst, src, stream) -> None:

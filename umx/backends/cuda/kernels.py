@@ -10,6 +10,8 @@ from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ...primitives.conv import Convolution
 from ...primitives.fast import CudaKernel
+from ...primitives.misc import Compiled
+from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
 from . import collectives, cublas, custom_kernel
@@ -108,6 +110,7 @@ def make_table() -> dict:
     table[type(ew.UNARY["IsPosInf"])] = _isposinf
     table[type(ew.UNARY["IsNegInf"])] = _isneginf
     table[ix.Scatter] = _scatter
+    table[Compiled] = steps_kernel(table, cp)  # (CudaExecutor.single runs one as a CUDA graph first)
     table.update(collectives.KERNELS)
     table[CudaKernel] = custom_kernel.run
     fast_kernels.install(table)
