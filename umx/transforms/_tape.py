@@ -41,7 +41,7 @@ _NEVER_FOLDED = (Communication, Depends, Load, Custom, CudaKernel)  # (effects, 
 #: UMX_COMPILED_PROGRAMS=0: compiled calls replay their graph node by node on every stream (to measure the gain)
 PROGRAMS = os.environ.get("UMX_COMPILED_PROGRAMS", "1") != "0"
 PROGRAM_MIN_STEPS = 8  # shorter tapes replay node by node: one node's fixed cost is not repaid
-_NOT_IN_PROGRAMS = (Communication, Depends, Load)  # (effects ordered across streams or processes, host reads)
+_NOT_IN_PROGRAMS = (Communication, Load)  # (effects ordered across processes, host reads)
 
 
 class Tape:
@@ -185,7 +185,7 @@ class _Typed:
 
 def program_for(tape: Tape):
     """``tape``'s Program, or False: a tape of at least ``PROGRAM_MIN_STEPS`` steps, all on one stream whose
-    executor runs programs, none of them a sibling group, a communication, an ordering or a load, with at
+    executor runs programs, none of them a sibling group, a communication or a load, with at
     least one computed output."""
     if not PROGRAMS or tape.n_steps < PROGRAM_MIN_STEPS:
         return False
