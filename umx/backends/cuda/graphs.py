@@ -341,8 +341,11 @@ class Graphs:
             return tuple([outs[k] for k in g.picks])
 
     def _evict(self, room: float | None = None) -> None:
-        """Drop the oldest graphs beyond MAX_GRAPHS, and then while this stream's graphs hold more than ``room``
-        bytes (the caller holds the lock)."""
+        """Drop the graphs of compiled programs that are gone, the oldest graphs beyond MAX_GRAPHS, and then while
+        this stream's graphs hold more than ``room`` bytes (the caller holds the lock)."""
+        for k, v in list(self.cache.items()):
+            if type(v) is Captured and v.owner is not None and v.owner() is None:
+                self._drop(k)
         graphs = [k for k, v in self.cache.items() if type(v) is Captured]
         for k in graphs[:max(0, len(graphs) - MAX_GRAPHS)]:
             self._drop(k)
