@@ -455,9 +455,20 @@ def test_a_compiled_call_is_one_node_replayed_as_one_graph(graphs):
     assert program and not program.refused
     assert graphs.STATS.replays - before >= 4
     x = mx.array(rng.standard_normal((8, 512)).astype(np.float32))
-    g = mx.grad(lambda x: mx.sum(cf(x, wm, bm)[0], stream=G))(x)
-    want = mx.grad(lambda x: mx.sum(_layers(x, wm, bm)[0], stream=G))(x)
+    def summed(f):
+        return lambda x: mx.sum(f(x, wm, bm)[0], stream=G)
+
+    g = mx.grad(summed(cf))(x)
+    want = mx.grad(summed(_layers))(x)
     np.testing.assert_allclose(np.array(g), np.array(want), rtol=1e-4, atol=1e-4)
+    # the graph of a compiled function that is gone goes at the next capture
+    evictions = graphs.STATS.evictions
+    del cf, program, s, h
+    gc.collect()
+    other = mx.compile(lambda x: _layers(x, wm, bm)[1] + 1)
+    for _ in range(3):
+        mx.eval(other(x))
+    assert graphs.STATS.evictions > evictions
 
 
 def _train(compiled: bool, xs: list, ys: list) -> tuple:
