@@ -424,11 +424,11 @@ def test_a_program_is_one_node_with_the_replays_results(monkeypatch, rng):
     fresh random draws, a captured host constant, bfloat16 inputs, state outputs and outputs that are inputs
     are those of the function itself; under ``grad`` the graph is replayed node by node."""
     _as_program(monkeypatch)
-    table = mx.array(rng.standard_normal((6, 5)).astype(np.float32))
+    table = mx.array(rng.standard_normal((6, 5)).astype(np.float32)).astype(mx.bfloat16)  # (reaches it as storage)
     state = [mx.array(0.0)]
 
     def f(x, h):
-        y = mx.tanh(x @ table) * 2 + 1
+        y = mx.tanh(x @ table.astype(mx.float32)) * 2 + 1
         z = (y.astype(mx.bfloat16) * h).astype(mx.float32).sum(axis=1)
         state[0] = state[0] + z.sum()
         return {"y": y, "z": z, "noise": mx.random.uniform(shape=(3,)) + 0 * z[0], "x": x}
@@ -471,3 +471,33 @@ def test_a_programs_private_graph_is_fused_as_an_eval_would(monkeypatch, rng):
     assert any(type(t) is Fused for t in tasks) and all(any(o is r for r in roots) for o in outs)
     assert x._data is not None and w._data is not None and a._data is None
     np.testing.assert_allclose(np.asarray(a), np.exp(np.sin(np.asarray(x)) * 2 + 1), rtol=1e-5)
+
+
+def test_small_compiled_steps_on_the_cpu_are_programs_and_large_ones_replay(rng):
+    """The CPU runs a compiled call of small steps as one node, step by step (no nodes, no planning); a graph
+    with a large step replays node by node, to be fused and split across cores."""
+    from umx.transforms._tape import PROGRAM_MIN_STEPS
+
+    def f(x):
+        for _ in range(PROGRAM_MIN_STEPS):
+            x = mx.sin(x) * 1.5
+        return x
+
+    cf = mx.compile(f)
+    for n in (1000, 1 << 16):
+        x = mx.array(rng.standard_normal(n).astype(np.float32))
+        kind = type(cf(x)._prim).__name__
+        assert kind == ("Compiled" if n == 1000 else "Multiply")
+        assert_close(cf(x), np.asarray(f(x)), rtol=1e-6)
+
+
+def test_a_failing_step_of_a_program_names_itself():
+    """A kernel error inside a program surfaces from eval as the step's own error, with the step named."""
+    cf = mx.compile(lambda a: (mx.linalg.inv(mx.sin(a) * 0 + a, stream=mx.cpu) @ a * 2 + 1 - a).sum() * 3 + a.max())
+    a = mx.zeros((3, 3))
+    for _ in range(2):
+        out = cf(a)
+        assert type(out._prim).__name__ == "Compiled"
+        with pytest.raises(np.linalg.LinAlgError, match="Singular") as info:
+            out.item()
+        assert any("in Inv of a compiled function" in note for note in info.value.__notes__)

@@ -83,6 +83,7 @@ class Compiled(Primitive):
     __slots__ = ("program",)
     n_outputs = 0
     capture = False  # an executor runs it as a CUDA graph of its own, never inside another
+    moves_bits = True  # (its steps take bfloat16 as each of their kernels does: the inputs come as storage)
     no_grad = "made only outside transforms: under grad, vjp and jvp a compiled function replays its graph"
     no_vmap = "made only outside transforms: under vmap a compiled function replays its graph"
 

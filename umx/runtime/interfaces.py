@@ -22,8 +22,10 @@ class Traits:
         small_regions: ``(elements, members)``: a region whose output has fewer elements is made only if it would
             hold at least that many members (a region's fixed cost is not repaid by small work); None: any region
             of two or more.
-        programs: whether it runs a compiled function's whole graph as one ``Compiled`` node (a CUDA graph):
-            ``compile`` then builds that node instead of replaying the graph node by node.
+        programs: whether it runs a compiled function's whole graph as one ``Compiled`` node (a CUDA graph, or
+            the steps one by one): ``compile`` then builds that node instead of replaying the graph node by node.
+        program_max_elements: a graph with a larger step is replayed node by node (None: any size): where the
+            graph runs step by step, large steps are better fused and split across cores.
     """
 
     local_types: frozenset = frozenset()
@@ -31,6 +33,7 @@ class Traits:
     fuse_max_nodes: int = 1 << 30
     small_regions: tuple | None = None
     programs: bool = False
+    program_max_elements: int | None = None
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ good for these input values only. Markers make every read of an input's values a
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from operator import itemgetter
@@ -113,13 +114,16 @@ class Program:
     The node's inputs are the input leaves, then the random keys, then the constants that are not scalars (a
     constant's data may have to come from another device, or be computed first)."""
 
-    __slots__ = ("tape", "stream", "prim", "consts", "outs", "specs", "picks", "head", "refused", "__weakref__")
+    __slots__ = ("tape", "stream", "prim", "passed", "consts", "outs", "specs", "picks", "head", "refused",
+                 "__weakref__")
 
     def __init__(self, tape: Tape, stream):
         self.tape = tape
         self.stream = stream
         self.prim = Compiled(self)
-        self.consts = [c for c in tape.consts if not isinstance(c._data, np.generic)]
+        # (decided once: a constant unevaluated now may hold a scalar later, and the node's inputs must not move)
+        self.passed = [not isinstance(c._data, np.generic) for c in tape.consts]
+        self.consts = [c for c, passed in zip(tape.consts, self.passed) if passed]
         first = len(tape.consts) + tape.n_ins + tape.n_keys  # the first step's value number
         sibling: dict = {}  # a computed output's value number -> its sibling
         self.outs = []  # per flat output: its sibling, or -1 - its value number (an input, key or constant)
@@ -138,6 +142,9 @@ class Program:
             self.outs.append(j)
         self.head = any(o < 0 for o in self.outs)  # (whether an output is a value before the steps)
         self.refused = False
+
+    def __repr__(self) -> str:
+        return f"<graph of {self.tape.n_steps} steps>"
 
     def __call__(self, ins: list, keys=None) -> list:
         t = self.tape
@@ -161,15 +168,20 @@ class Program:
         t = self.tape
         k = t.n_ins + t.n_keys
         rest = iter(data[k:])
-        env = [c._data if isinstance(c._data, np.generic) else next(rest) for c in t.consts] + list(data[:k])
+        env = [next(rest) if passed else c._data for c, passed in zip(t.consts, self.passed)] + list(data[:k])
         # (of the inputs' dtypes only bfloat16 matters here: kernel_args widens it; its storage type says it)
         dtypes = [c._dtype for c in t.consts] + [bfloat16 if a.dtype == bfloat16.np else None for a in data[:k]]
-        for prim, get, _, dtype, _, _ in t.steps:
+        for prim, get, shape, dtype, _, _ in t.steps:
             args = list(get(env))
             kinds = get(dtypes)
             if bfloat16 in kinds and not prim.moves_bits:
                 args = kernel_args(prim, [_Typed(d) for d in kinds], args, xp)
-            env.append(conform_to(xp, dtype, call(prim, args)))
+            try:
+                env.append(conform_to(xp, dtype, call(prim, args)))
+            except Exception as e:
+                e.add_note(f"umx: in {prim!r} of a compiled function, for an output of shape {shape} and "
+                           f"{dtype.name}, from inputs {[(a.shape, a.dtype.name) for a in args]}")
+                raise
             dtypes.append(dtype)
         return tuple(env[t.out_refs[p]] for p in self.picks)
 
@@ -185,16 +197,20 @@ class _Typed:
 
 def program_for(tape: Tape):
     """``tape``'s Program, or False: a tape of at least ``PROGRAM_MIN_STEPS`` steps, all on one stream whose
-    executor runs programs, none of them a sibling group, a communication or a load, with at
-    least one computed output."""
+    executor runs programs (of steps that size: ``Traits.program_max_elements``), none of them a sibling group,
+    a communication or a load, with at least one computed output."""
     if not PROGRAMS or tape.n_steps < PROGRAM_MIN_STEPS:
         return False
     stream = tape.steps[0][4]
-    for prim, _, _, _, st, group in tape.steps:
+    traits = (stream._executor or stream.executor).traits
+    if not traits.programs:
+        return False
+    most = traits.program_max_elements
+    for prim, _, shape, _, st, group in tape.steps:
         if group or st is not stream or isinstance(prim, _NOT_IN_PROGRAMS):
             return False
-    if not (stream._executor or stream.executor).traits.programs:
-        return False
+        if most is not None and math.prod(shape) > most:
+            return False
     first = len(tape.consts) + tape.n_ins + tape.n_keys
     if all(r < first for r in tape.out_refs):
         return False

@@ -61,6 +61,10 @@ class CpuExecutor(WorkerExecutor):
         # Below 32K elements an intermediate stays in cache and costs little, while a region has a fixed cost
         # (planning it, looking its program up): two or three ops are cheaper one by one (bench/overhead.py).
         small_regions=(1 << 15, 4),
+        # A compiled call of small steps runs them one by one (Program.run_steps): no nodes, no planning, a
+        # kernel call each (a small model's decode step: bench/llm.py --tiny).
+        programs=True,
+        program_max_elements=1 << 14,
     )
 
     def setup_thread(self) -> None:
