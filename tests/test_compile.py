@@ -484,7 +484,7 @@ def test_small_compiled_steps_on_the_cpu_are_programs_and_large_ones_replay(rng)
         return x
 
     cf = mx.compile(f)
-    for n in (1000, 1 << 16):
+    for n in (1000, 1 << 17):
         x = mx.array(rng.standard_normal(n).astype(np.float32))
         kind = type(cf(x)._prim).__name__
         assert kind == ("Compiled" if n == 1000 else "Multiply")

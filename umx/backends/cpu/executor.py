@@ -64,7 +64,7 @@ class CpuExecutor(WorkerExecutor):
         # A compiled call of small steps runs them one by one (Program.run_steps): no nodes, no planning, a
         # kernel call each (a small model's decode step: bench/llm.py --tiny).
         programs=True,
-        program_max_elements=1 << 14,
+        program_max_elements=1 << 16,  # (at 64K elements step by step and fused replays cost the same)
     )
 
     def setup_thread(self) -> None:
