@@ -484,20 +484,22 @@ def test_small_compiled_steps_on_the_cpu_are_programs_and_large_ones_replay(rng)
         return x
 
     cf = mx.compile(f)
-    for n in (1000, 1 << 17):
-        x = mx.array(rng.standard_normal(n).astype(np.float32))
-        kind = type(cf(x)._prim).__name__
-        assert kind == ("Compiled" if n == 1000 else "Multiply")
-        assert_close(cf(x), np.asarray(f(x)), rtol=1e-6)
+    with mx.stream(mx.cpu):
+        for n in (1000, 1 << 17):
+            x = mx.array(rng.standard_normal(n).astype(np.float32))
+            kind = type(cf(x)._prim).__name__
+            assert kind == ("Compiled" if n == 1000 else "Multiply")
+            assert_close(cf(x), np.asarray(f(x)), rtol=1e-6)
 
 
 def test_a_failing_step_of_a_program_names_itself():
     """A kernel error inside a program surfaces from eval as the step's own error, with the step named."""
-    cf = mx.compile(lambda a: (mx.linalg.inv(mx.sin(a) * 0 + a, stream=mx.cpu) @ a * 2 + 1 - a).sum() * 3 + a.max())
-    a = mx.zeros((3, 3))
-    for _ in range(2):
-        out = cf(a)
-        assert type(out._prim).__name__ == "Compiled"
-        with pytest.raises(np.linalg.LinAlgError, match="Singular") as info:
-            out.item()
-        assert any("in Inv of a compiled function" in note for note in info.value.__notes__)
+    cf = mx.compile(lambda a: (mx.linalg.inv(mx.sin(a) * 0 + a) @ a * 2 + 1 - a).sum() * 3 + a.max())
+    with mx.stream(mx.cpu):
+        a = mx.zeros((3, 3))
+        for _ in range(2):
+            out = cf(a)
+            assert type(out._prim).__name__ == "Compiled"
+            with pytest.raises(np.linalg.LinAlgError, match="Singular") as info:
+                out.item()
+            assert any("in Inv of a compiled function" in note for note in info.value.__notes__)
