@@ -141,7 +141,7 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
         if program is None:
             program = tape.program = _tape.program_for(tape)
         if program and not program.refused and _outside_traces():
-            flat = program(leaves, keys)  # the whole graph as one node, run as one CUDA graph
+            flat = program(leaves, keys)  # the whole graph as one node (a CUDA graph; on a CPU, its steps in turn)
         else:
             flat = tape(leaves, keys)
         if outputs is not None:
