@@ -503,3 +503,30 @@ def test_a_failing_step_of_a_program_names_itself():
             with pytest.raises(np.linalg.LinAlgError, match="Singular") as info:
                 out.item()
             assert any("in Inv of a compiled function" in note for note in info.value.__notes__)
+
+
+def test_a_program_reads_constants_that_were_lazy_at_the_trace(rng):
+    """Constants captured unevaluated (a scaled weight, a 0-d factor) are inputs of the program's node, computed
+    before it runs."""
+    w = mx.array(rng.standard_normal((8, 8)).astype(np.float32))
+    scale = mx.array(3.0) * 2  # lazy, 0-d
+    w2 = w * 0.5  # lazy
+    x = mx.array(rng.standard_normal((2, 8)).astype(np.float32))
+
+    def f(x):
+        h = x @ w2
+        for _ in range(4):
+            h = mx.tanh(h) * scale + 1
+        return h
+
+    with mx.stream(mx.cpu):
+        cf = mx.compile(f)
+        first = cf(x)
+        later = cf(x)
+        assert type(later._prim).__name__ == "Compiled" and scale._data is None
+        want = np.asarray(x) @ (np.asarray(w) * 0.5)
+        for _ in range(4):
+            want = np.tanh(want) * 6 + 1
+        assert_close(first, want, rtol=1e-5)
+        assert_close(later, want, rtol=1e-5)
+        assert_close(cf(x), want, rtol=1e-5)
