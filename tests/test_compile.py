@@ -530,3 +530,31 @@ def test_a_program_reads_constants_that_were_lazy_at_the_trace(rng):
         assert_close(first, want, rtol=1e-5)
         assert_close(later, want, rtol=1e-5)
         assert_close(cf(x), want, rtol=1e-5)
+
+
+def test_a_program_run_step_by_step_lets_intermediates_go_after_their_last_reader(rng):
+    """Each step's result is dropped once its last reader has run (an output never is): the step-by-step route
+    holds what a replay would, not every intermediate of the graph."""
+
+    def f(x):
+        a = mx.sin(x) + 1
+        b = a * 2
+        c = mx.exp(b) - a  # a's last reader
+        d = c * c + b  # b's last reader
+        return d.sum(), c
+
+    with mx.stream(mx.cpu):
+        cf = mx.compile(f)
+        x = mx.array(rng.standard_normal(16).astype(np.float32))
+        s, c = cf(x)
+        program = s._prim.program
+        tape = program.tape
+        frees = program._last_reads()
+        freed = [r for step in frees for r in step]
+        first = len(tape.consts) + tape.n_ins + tape.n_keys
+        assert sorted(freed) == sorted(set(range(first, first + tape.n_steps)) - set(tape.out_refs))
+        for i, step in enumerate(frees):  # each is freed where it is read for the last time
+            for r in step:
+                assert r in tape.refs[i] and all(r not in refs for refs in tape.refs[i + 1:])
+        assert_close(s, np.asarray(f(x)[0]), rtol=1e-5)
+        assert_close(c, np.asarray(f(x)[1]), rtol=1e-5)

@@ -114,7 +114,7 @@ class Program:
     The node's inputs are the input leaves, then the random keys, then the constants that are not scalars (a
     constant's data may have to come from another device, or be computed first)."""
 
-    __slots__ = ("tape", "stream", "prim", "passed", "consts", "outs", "specs", "picks", "head", "refused",
+    __slots__ = ("tape", "stream", "prim", "passed", "consts", "outs", "specs", "picks", "head", "refused", "_frees",
                  "__weakref__")
 
     def __init__(self, tape: Tape, stream):
@@ -142,6 +142,7 @@ class Program:
             self.outs.append(j)
         self.head = any(o < 0 for o in self.outs)  # (whether an output is a value before the steps)
         self.refused = False
+        self._frees = None  # per step, the values read for the last time there (see run_steps)
 
     def __repr__(self) -> str:
         return f"<graph of {self.tape.n_steps} steps>"
@@ -171,7 +172,10 @@ class Program:
         env = [next(rest) if passed else c._data for c, passed in zip(t.consts, self.passed)] + list(data[:k])
         # (of the inputs' dtypes only bfloat16 matters here: kernel_args widens it; its storage type says it)
         dtypes = [c._dtype for c in t.consts] + [bfloat16 if a.dtype == bfloat16.np else None for a in data[:k]]
-        for prim, get, shape, dtype, _, _ in t.steps:
+        frees = self._frees
+        if frees is None:
+            frees = self._frees = self._last_reads()
+        for (prim, get, shape, dtype, _, _), done in zip(t.steps, frees):
             args = list(get(env))
             kinds = get(dtypes)
             if bfloat16 in kinds and not prim.moves_bits:
@@ -183,7 +187,25 @@ class Program:
                            f"{dtype.name}, from inputs {[(a.shape, a.dtype.name) for a in args]}")
                 raise
             dtypes.append(dtype)
+            for r in done:  # (an intermediate goes as soon as its last reader has run, as in a replay)
+                env[r] = None
         return tuple(env[t.out_refs[p]] for p in self.picks)
+
+    def _last_reads(self) -> list:
+        """Per step, the value numbers of the steps' results it reads for the last time (never an output)."""
+        t = self.tape
+        first = len(t.consts) + t.n_ins + t.n_keys
+        last: dict = {}
+        for i, refs in enumerate(t.refs):
+            for r in refs:
+                if r >= first:
+                    last[r] = i
+        for r in t.out_refs:
+            last.pop(r, None)
+        frees: list = [[] for _ in t.refs]
+        for r, i in last.items():
+            frees[i].append(r)
+        return frees
 
 
 class _Typed:
