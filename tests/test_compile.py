@@ -558,3 +558,37 @@ def test_a_program_run_step_by_step_lets_intermediates_go_after_their_last_reade
                 assert r in tape.refs[i] and all(r not in refs for refs in tape.refs[i + 1:])
         assert_close(s, np.asarray(f(x)[0]), rtol=1e-5)
         assert_close(c, np.asarray(f(x)[1]), rtol=1e-5)
+
+
+def test_a_program_reads_a_constant_as_it_was_at_the_call(rng):
+    """A constant the function captured and the user updates in place (``w += 1``) after a call, before its
+    results are evaluated: the call reads the value it had then, step by step (the CPU) and in the graph an
+    executor builds for it (the GPU's route, built here on the CPU)."""
+    w = mx.array(rng.standard_normal((4, 4)).astype(np.float32))
+    mx.eval(w)
+    w0 = np.asarray(w).copy()
+    x = mx.array(rng.standard_normal((2, 4)).astype(np.float32))
+
+    def f(x):
+        h = x @ w
+        for _ in range(4):
+            h = mx.sin(h) * 2 + 1
+        return h
+
+    def want(wv):
+        h = np.asarray(x) @ wv
+        for _ in range(4):
+            h = np.sin(h) * 2 + 1
+        return h
+
+    with mx.stream(mx.cpu):
+        cf = mx.compile(f)
+        mx.eval(cf(x))
+        y = cf(x)
+        rebuilt = y._prim.program.build(y._inputs)
+        w += 1
+        built = y._prim.program.build(y._inputs)
+        assert_close(y, want(w0), rtol=1e-5)
+        assert_close(rebuilt[0], want(w0), rtol=1e-5)
+        assert_close(built[0], want(w0), rtol=1e-5)
+        assert_close(cf(x), want(w0 + 1), rtol=1e-5)

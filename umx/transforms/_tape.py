@@ -93,7 +93,12 @@ class Tape:
             return self._run(ins, keys)
         if keys is None:
             keys = [_random._next_key() for _ in range(self.n_keys)] if self.n_keys else []
-        env = self.consts + ins + keys
+        return self.interpret(self.consts, ins, keys)
+
+    def interpret(self, consts: list, ins: list, keys: list) -> list:
+        """The flat outputs of the steps built on ``consts`` (the tape's, or stand-ins for them), ``ins`` and
+        ``keys``, by the interpreter."""
+        env = consts + ins + keys
         add = env.append
         for prim, get, shape, dtype, stream, group in self.steps:
             add(node(prim, get(env), shape, dtype, stream))
@@ -157,10 +162,13 @@ class Program:
 
     def build(self, inputs: tuple) -> list:
         """The graph of a ``Compiled`` node with ``inputs``, as new nodes (for its executor alone): one per
-        sibling, in order."""
+        sibling, in order. Every array it reads is one of ``inputs`` (or a scalar constant): a constant the user
+        updated in place after the call (``w += 1``) is read as the node's input, the value it had at the call."""
         t = self.tape
-        n = t.n_ins
-        flat = t(list(inputs[:n]), list(inputs[n:n + t.n_keys]))
+        k = t.n_ins + t.n_keys
+        rest = iter(inputs[k:])
+        consts = [next(rest) if passed else c for c, passed in zip(t.consts, self.passed)]
+        flat = t.interpret(consts, list(inputs[:t.n_ins]), list(inputs[t.n_ins:k]))
         return [flat[p] for p in self.picks]
 
     def run_steps(self, data, call, xp) -> tuple:
