@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import umx as mx
 from tests.conftest import assert_close
@@ -592,3 +594,49 @@ def test_a_program_reads_a_constant_as_it_was_at_the_call(rng):
         assert_close(rebuilt[0], want(w0), rtol=1e-5)
         assert_close(built[0], want(w0), rtol=1e-5)
         assert_close(cf(x), want(w0 + 1), rtol=1e-5)
+
+
+_CHAIN_OPS = {
+    "sin": lambda h, c: mx.sin(h),
+    "tanh": lambda h, c: mx.tanh(h),
+    "scale": lambda h, c: h * 1.5 - 0.25,
+    "mix": lambda h, c: h + c,
+    "product": lambda h, c: h @ c * 0.5,
+    "transpose": lambda h, c: h.T,
+    "row sums": lambda h, c: h - mx.mean(h, axis=1, keepdims=True),
+    "flatten": lambda h, c: mx.reshape(h, (-1,)).reshape(h.shape),
+    "bf16": lambda h, c: h.astype(mx.bfloat16).astype(mx.float32),
+    "softmax": lambda h, c: mx.softmax(h, axis=-1),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(st.sampled_from(sorted(_CHAIN_OPS)), min_size=8, max_size=20), n=st.sampled_from([1, 3, 6]),
+       seed=st.integers(0, 2**16))
+def test_random_compiled_chains_as_programs_match_uncompiled(ops, n, seed):
+    """Random chains of ops on small square arrays, compiled (a CPU program: every step is small) and called
+    three times, give the uncompiled results, with the outputs' tree and the chain's intermediates as outputs."""
+    rng = np.random.default_rng(seed)
+    c = mx.array(rng.standard_normal((n, n)).astype(np.float32))
+
+    def f(x):
+        h, kept = x, []
+        for i, name in enumerate(ops):
+            h = _CHAIN_OPS[name](h, c)
+            if i % 5 == 4:
+                kept.append(h)
+        return h, kept
+
+    with mx.stream(mx.cpu):
+        cf = mx.compile(f)
+        for _ in range(3):
+            x = mx.array(rng.standard_normal((n, n)).astype(np.float32))
+            got, want = cf(x), f(x)
+            assert type(got[0]._prim).__name__ == "Compiled"
+            np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-4, atol=1e-5)
+            for a, b in zip(got[1], want[1], strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        # the graph a GPU executor builds for such a call (Program.build), evaluated here as nodes
+        y = cf(x)[0]
+        built = y._prim.program.build(y._inputs)
+        np.testing.assert_allclose(np.asarray(built[0]), np.asarray(f(x)[0]), rtol=1e-4, atol=1e-5)
