@@ -325,6 +325,35 @@ def test_norm_grads(rng):
     _check_grads(lambda x: (F.layer_norm(x, None, None, 1e-5) * y).sum(), [x], (0,), rng)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 7)])
+def test_norm_vjps_in_closed_form_match_the_plain_op_computation(rng, dtype, shape):
+    """The normalizations' vjps (closed form) give what differentiating ``umx.fast``'s plain-op computation gives,
+    with and without weight and bias, in every float dtype, on one row and on a batch of rows."""
+    from umx import fast
+    from umx.transforms._rules import composed
+
+    dt = getattr(mx, dtype)
+    x = mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dt)
+    w = mx.array(rng.standard_normal(7).astype(np.float32)).astype(dt)
+    b = mx.array(rng.standard_normal(7).astype(np.float32)).astype(dt)
+    c = mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dt)
+    cases = [(F.rms_norm(x, w, 1e-5), [x, w], fast._composed_rms_norm),
+             (F.rms_norm(x, None, 1e-5), [x], fast._composed_rms_norm),
+             (F.layer_norm(x, w, b, 1e-5), [x, w, b], fast._composed_layer_norm),
+             (F.layer_norm(x, w, None, 1e-5), [x, w], fast._composed_layer_norm),
+             (F.layer_norm(x, None, None, 1e-5), [x], fast._composed_layer_norm)]
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    for y, primals, plain in cases:
+        prim = y._prim
+        got = prim.vjp(primals, [c], [y])
+        want = composed(plain)["vjp"](prim, primals, [c], [y])
+        for g, h, p in zip(got, want, primals, strict=True):
+            assert g.dtype == p.dtype and g.shape == p.shape
+            np.testing.assert_allclose(np.asarray(g.astype(mx.float32)), np.asarray(h.astype(mx.float32)),
+                                       rtol=tol, atol=tol)
+
+
 def test_norm_second_order(rng):
     x, w, y = _f64(rng, (2, 6)), _f64(rng, (6,)), _f64(rng, (2, 6))
 

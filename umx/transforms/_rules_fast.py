@@ -1,9 +1,10 @@
 """Derivative and batching rules of the ``mx.fast`` and quantization primitives.
 
-The normalizations and attention differentiate the same computation written in plain ops (``umx.fast``'s
-``_composed_*``), so gradients of every order exist and agree with the fused forward pass. RoPE is linear in its
-input: its jvp is itself, its vjp the opposite rotation. Quantized products are linear in the input and, in the
-affine mode, in the scales and biases jointly; the float modes have no gradient for their scale bytes.
+Attention, and the normalizations' jvps, differentiate the same computation written in plain ops (``umx.fast``'s
+``_composed_*``), so gradients of every order exist and agree with the fused forward pass. The normalizations'
+vjps are written in closed form (fewer nodes, and no trace of their own per call), from the same ops. RoPE is
+linear in its input: its jvp is itself, its vjp the opposite rotation. Quantized products are linear in the input
+and, in the affine mode, in the scales and biases jointly; the float modes have no gradient for their scale bytes.
 """
 
 from __future__ import annotations
@@ -39,9 +40,54 @@ def _stream():
 
 
 # -- rules from the plain-op computation ----------------------------------------------------------------------
-rules(RMSNorm, **composed(fast._composed_rms_norm))
-rules(LayerNorm, **composed(fast._composed_layer_norm))
 rules(ScaledDotProductAttention, **composed(fast._composed_sdpa))
+
+
+# -- the normalizations: vjps in closed form (jvps from the plain-op computation) ------------------------------
+def _leading(x: array) -> tuple:
+    return tuple(range(x.ndim - 1))
+
+
+def _rms_norm_vjp(self, primals, cotangents, outputs):
+    # y = x * r * w with r = rsqrt(mean(x^2) + eps), per row: dx = r * (g w - x r^2 mean(g w x)),
+    # dw = the sum over rows of g x r; computed in the forward's accumulation dtype
+    x, *weight = primals
+    acc = fast._acc(outputs[0]._dtype)
+    xa, ga = m.astype(x, acc), m.astype(cotangents[0], acc)
+    r = m.rsqrt(m.mean(m.square(xa), axis=-1, keepdims=True) + self.eps)
+    gw = ga * m.astype(weight[0], acc) if weight else ga
+    dx = r * (gw - xa * m.square(r) * m.mean(gw * xa, axis=-1, keepdims=True))
+    grads = [m.astype(dx, x._dtype)]
+    if weight:
+        w = weight[0]
+        grads.append(m.astype(m.sum(ga * (xa * r), axis=_leading(x)), w._dtype) if needs_gradient(w) else None)
+    return grads
+
+
+def _layer_norm_vjp(self, primals, cotangents, outputs):
+    # xhat = (x - mean) * r with r = rsqrt(var + eps), y = xhat w + b, per row:
+    # dx = r * (g w - mean(g w) - xhat mean(g w xhat)), dw = the sum over rows of g xhat, db = that of g
+    x = primals[0]
+    acc = fast._acc(outputs[0]._dtype)
+    xa, ga = m.astype(x, acc), m.astype(cotangents[0], acc)
+    centered = xa - m.mean(xa, axis=-1, keepdims=True)
+    r = m.rsqrt(m.mean(m.square(centered), axis=-1, keepdims=True) + self.eps)
+    xhat = centered * r
+    gw = ga * m.astype(primals[1], acc) if self.has_weight else ga
+    dx = r * (gw - m.mean(gw, axis=-1, keepdims=True) - xhat * m.mean(gw * xhat, axis=-1, keepdims=True))
+    grads = [m.astype(dx, x._dtype)]
+    lead = _leading(x)
+    if self.has_weight:
+        w = primals[1]
+        grads.append(m.astype(m.sum(ga * xhat, axis=lead), w._dtype) if needs_gradient(w) else None)
+    if self.has_bias:
+        b = primals[-1]
+        grads.append(m.astype(m.sum(ga, axis=lead), b._dtype) if needs_gradient(b) else None)
+    return grads
+
+
+rules(RMSNorm, vjp=_rms_norm_vjp, jvp=composed(fast._composed_rms_norm)["jvp"])
+rules(LayerNorm, vjp=_layer_norm_vjp, jvp=composed(fast._composed_layer_norm)["jvp"])
 
 
 # -- RoPE -----------------------------------------------------------------------------------------------------
