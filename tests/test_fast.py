@@ -389,6 +389,43 @@ def test_sdpa_grads(rng, mask):
     _check_grads(f, [q, k, v, sinks], (0, 1, 2, 3), rng)
 
 
+@pytest.mark.parametrize("mask", [None, "causal", "bool", "bool_heads", "additive_row", "additive"])
+@pytest.mark.parametrize("heads, sinks, dtype", [((4, 4), False, "float32"), ((4, 2), True, "float32"),
+                                                  ((6, 2), False, "float32"), ((4, 1), True, "bfloat16"),
+                                                  ((2, 2), True, "float16")])
+def test_sdpa_vjp_in_closed_form_matches_the_plain_op_computation(rng, mask, heads, sinks, dtype):
+    """Attention's vjp (closed form) gives what differentiating ``umx.fast``'s plain-op computation gives: every
+    mask kind (an additive mask's gradient included, summed to its shape), grouped heads, sinks, fewer queries
+    than keys, values of another width, in every float dtype."""
+    from umx import fast
+    from umx.transforms._rules import composed
+
+    n_q, n_kv = heads
+    b, t_q, t_k, d, d_v = 2, 3, 5, 4, 6
+    dt = getattr(mx, dtype)
+
+    def make(shape):
+        return mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dt)
+
+    q, k, v, c = make((b, n_q, t_q, d)), make((b, n_kv, t_k, d)), make((b, n_kv, t_k, d_v)), make((b, n_q, t_q, d_v))
+    m, _ = _mask(rng, mask, b, n_q, t_q, t_k)
+    if mask is not None and mask.startswith("additive"):
+        m = m.astype(dt)
+    s = make((n_q,)) if sinks else None
+    y = F.scaled_dot_product_attention(q, k, v, scale=0.6, mask=m, sinks=s)
+    primals = [q, k, v] + ([m] if isinstance(m, mx.array) else []) + ([s] if sinks else [])
+    got = y._prim.vjp(primals, [c], [y])
+    want = composed(fast._composed_sdpa)["vjp"](y._prim, primals, [c], [y])
+    tol = 1e-5 if dtype == "float32" else 3e-2
+    for g, h, p in zip(got, want, primals, strict=True):
+        if p._dtype == mx.bool_:
+            assert g is None
+            continue
+        assert g.dtype == p.dtype and g.shape == p.shape
+        np.testing.assert_allclose(np.asarray(g.astype(mx.float32)), np.asarray(h.astype(mx.float32)),
+                                   rtol=tol, atol=tol)
+
+
 def test_sdpa_jvp(rng):
     q, k, v = _f64(rng, (1, 2, 3, 4)), _f64(rng, (1, 1, 5, 4)), _f64(rng, (1, 1, 5, 4))
     tq = _f64(rng, q.shape)

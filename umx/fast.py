@@ -377,16 +377,17 @@ def _composed_layer_norm(prim: LayerNorm, x: array, *params) -> array:
     return cast(y, out)
 
 
-def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array, *rest) -> array:
-
-    out = q._dtype
-    acc = _acc(out)
+def _sdpa_scores(prim: ScaledDotProductAttention, q: array, k: array, v: array, *rest) -> tuple:
+    """Attention's scores written in plain ops, in the accumulation dtype, with the query heads of one key head
+    side by side against it (grouped-query heads): ``(qa, ka, va, s)``, the scaled queries, the keys and values
+    and the masked scores (a masked score is ``_LOWEST``, so its probability is 0)."""
+    acc = _acc(q._dtype)
     b, n_q, t_q, _ = q._shape
     n_kv, t_k = k._shape[1], k._shape[2]
     rep = n_q // n_kv
     qa = cast(q, acc) * prim.scale
     ka, va = cast(k, acc), cast(v, acc)
-    if rep > 1:  # the query heads of one key head side by side, against that head
+    if rep > 1:
         qa = sh.reshape(qa, (b, n_kv, rep, t_q, -1))
         ka, va = sh.expand_dims(ka, 2), sh.expand_dims(va, 2)
     s = qa @ sh.swapaxes(ka, -1, -2)
@@ -400,14 +401,24 @@ def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array
         if rep > 1:
             m = sh.unflatten(m, 1, (n_kv, rep)) if m._shape[1] == n_q else sh.expand_dims(m, 1)
         s = ew.where(m, s, _LOWEST) if prim.mask == "bool" else s + cast(m, acc)
-    if prim.has_sinks:
-        sink = sh.reshape(cast(rest[-1], acc), (1, n_kv, rep, 1, 1) if rep > 1 else (1, n_q, 1, 1))
-        s = concatenate([sh.broadcast_to(sink, s._shape[:-1] + (1,)), s], axis=-1)
-        p = red.softmax(s, axis=-1)[..., 1:]
-    else:
-        p = red.softmax(s, axis=-1)
-    o = p @ va
-    if rep > 1:
-        o = sh.reshape(o, (b, n_q, t_q, -1))
-    return cast(o, out)
+    return qa, ka, va, s
+
+
+def _sdpa_probabilities(prim: ScaledDotProductAttention, s: array, rest: tuple) -> tuple:
+    """The softmax of scores ``s`` (see ``_sdpa_scores``), with the sinks' logits as an extra column where the
+    primitive has them: ``(p, p_sink)``, the keys' probabilities and the sinks' (None without sinks)."""
+    if not prim.has_sinks:
+        return red.softmax(s, axis=-1), None
+    shape = (1, s._shape[1], s._shape[2], 1, 1) if s.ndim == 5 else (1, s._shape[1], 1, 1)
+    sink = sh.reshape(cast(rest[-1], s._dtype), shape)
+    full = red.softmax(concatenate([sh.broadcast_to(sink, s._shape[:-1] + (1,)), s], axis=-1), axis=-1)
+    return full[..., 1:], full[..., :1]
+
+
+def _composed_sdpa(prim: ScaledDotProductAttention, q: array, k: array, v: array, *rest) -> array:
+    qa, ka, va, s = _sdpa_scores(prim, q, k, v, *rest)
+    o = _sdpa_probabilities(prim, s, rest)[0] @ va
+    if o.ndim == 5:
+        o = sh.reshape(o, q._shape[:3] + (-1,))
+    return cast(o, q._dtype)
 

@@ -1,7 +1,7 @@
 """Derivative and batching rules of the ``mx.fast`` and quantization primitives.
 
-Attention, and the normalizations' jvps, differentiate the same computation written in plain ops (``umx.fast``'s
-``_composed_*``), so gradients of every order exist and agree with the fused forward pass. The normalizations'
+The jvps of the normalizations and attention differentiate the same computation written in plain ops
+(``umx.fast``'s ``_composed_*``), so gradients of every order exist and agree with the fused forward pass. Their
 vjps are written in closed form (fewer nodes, and no trace of their own per call), from the same ops. RoPE is
 linear in its input: its jvp is itself, its vjp the opposite rotation. Quantized products are linear in the input
 and, in the affine mode, in the scales and biases jointly; the float modes have no gradient for their scale bytes.
@@ -39,8 +39,48 @@ def _stream():
     return resolve_stream(None)
 
 
-# -- rules from the plain-op computation ----------------------------------------------------------------------
-rules(ScaledDotProductAttention, **composed(fast._composed_sdpa))
+# -- attention: the vjp in closed form (the jvp from the plain-op computation) --------------------------------
+def _sdpa_vjp(self, primals, cotangents, outputs):
+    # o = p v with p = softmax(s), s = (q scale) k^T (masked); per row: dv = p^T g, dp = g v^T,
+    # ds = p * (dp - sum(p dp)) (a sink's column has dp = 0), dq = ds k scale, dk = ds^T (q scale). Grouped heads
+    # are summed over the query heads that share a key head.
+    q, k, v, *rest = primals
+    qa, ka, va, s = fast._sdpa_scores(self, q, k, v, *rest)
+    p, p_sink = fast._sdpa_probabilities(self, s, rest)
+    ga = m.astype(cotangents[0], s._dtype)
+    grouped = s.ndim == 5
+    if grouped:
+        ga = m.reshape(ga, s._shape[:4] + (-1,))
+    dp = ga @ m.swapaxes(va, -1, -2)
+    row = m.sum(p * dp, axis=-1, keepdims=True)
+    ds = p * (dp - row)
+    dq = (ds @ ka) * self.scale
+    dk = m.swapaxes(ds, -1, -2) @ qa
+    dv = m.swapaxes(p, -1, -2) @ ga
+    if grouped:
+        dq = m.reshape(dq, q._shape[:3] + (-1,))
+        dk, dv = m.sum(dk, axis=2), m.sum(dv, axis=2)
+    grads = [m.astype(dq, q._dtype), m.astype(dk, k._dtype), m.astype(dv, v._dtype)]
+    if self.mask in ("bool", "additive"):
+        mask = rest[0]
+        if self.mask == "additive" and needs_gradient(mask):  # (added to the scores: its gradient is ds's)
+            d = m.reshape(ds, q._shape[:3] + (ds._shape[-1],)) if grouped else ds
+            d = unbroadcast(d, (1,) * (4 - mask.ndim) + mask._shape)
+            grads.append(m.astype(m.reshape(d, mask._shape), mask._dtype))
+        else:
+            grads.append(None)
+    if self.has_sinks:
+        sinks = rest[-1]
+        if needs_gradient(sinks):
+            d = -(p_sink * row)  # (b, heads..., t_q, 1)
+            d = m.sum(d, axis=(0, -2, -1))
+            grads.append(m.astype(m.reshape(d, sinks._shape), sinks._dtype))
+        else:
+            grads.append(None)
+    return grads
+
+
+rules(ScaledDotProductAttention, vjp=_sdpa_vjp, jvp=composed(fast._composed_sdpa)["jvp"])
 
 
 # -- the normalizations: vjps in closed form (jvps from the plain-op computation) ------------------------------
