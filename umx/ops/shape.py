@@ -69,14 +69,20 @@ def reshape(a, /, shape, *, stream=None) -> array:
 def transpose(a, /, axes=None, *, stream=None) -> array:
     """Permute the axes of ``a`` (reverse them by default). See ``numpy.transpose``."""
     a = as_array(a, "transpose")
-    nd = a.ndim
+    nd = len(a._shape)
     if axes is None:
         axes = tuple(range(nd - 1, -1, -1))
     else:
-        axes = tuple(axis_of(x, nd, "transpose") for x in axes)
+        axes = tuple([axis_of(x, nd, "transpose") for x in axes])
         if sorted(axes) != list(range(nd)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {nd} axes of shape {a.shape}")
-    if axes == tuple(range(nd)):
+    return _permuted(a, axes, stream)
+
+
+def _permuted(a: array, axes: tuple, stream) -> array:
+    """``a`` with its axes in the order ``axes``, a permutation already checked (the step of the public ops
+    that permute: a gradient's swapaxes make many)."""
+    if axes == tuple(range(len(axes))):
         return new_object(a, a)
     st = resolve_stream(stream)
     data = a._data
@@ -85,8 +91,16 @@ def transpose(a, /, axes=None, *, stream=None) -> array:
         # task (a weight's ``.T`` in every eager step). (Not
         # for a value read inside a transform, which keeps its graph: _prim is set.)
         return from_data(data.transpose(axes), a._dtype)
-    shape = tuple(a._shape[i] for i in axes)
-    return node(Transpose(axes), (a,), shape, a._dtype, st)
+    prim = _TRANSPOSES.get(axes)
+    if prim is None:
+        if len(_TRANSPOSES) > 1024:
+            _TRANSPOSES.clear()
+        prim = _TRANSPOSES[axes] = Transpose(axes)
+    shape = a._shape
+    return node(prim, (a,), tuple([shape[i] for i in axes]), a._dtype, st)
+
+
+_TRANSPOSES: dict = {}  # axes -> its Transpose (one per permutation: a step builds the same few again and again)
 
 
 def permute_dims(a, /, axes=None, *, stream=None) -> array:
@@ -273,17 +287,18 @@ def moveaxis(a, /, source: int, destination: int, *, stream=None) -> array:
     d = axis_of(destination, a.ndim, "moveaxis")
     order = [i for i in range(a.ndim) if i != s]
     order.insert(d, s)
-    return transpose(a, order, stream=stream)
+    return _permuted(a, tuple(order), stream)
 
 
 def swapaxes(a, /, axis1: int, axis2: int, *, stream=None) -> array:
     """Exchange two axes. See ``numpy.swapaxes``."""
     a = as_array(a, "swapaxes")
-    i = axis_of(axis1, a.ndim, "swapaxes")
-    j = axis_of(axis2, a.ndim, "swapaxes")
-    order = list(range(a.ndim))
+    nd = len(a._shape)
+    i = axis_of(axis1, nd, "swapaxes")
+    j = axis_of(axis2, nd, "swapaxes")
+    order = list(range(nd))
     order[i], order[j] = order[j], order[i]
-    return transpose(a, order, stream=stream)
+    return _permuted(a, tuple(order), stream)
 
 
 def astype(a, /, dtype, *, stream=None) -> array:
