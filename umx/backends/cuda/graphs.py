@@ -314,31 +314,31 @@ class Graphs:
             outs = None
             externals = list(n._inputs)
             capturable = ENABLED and not self.ex.fetch_all and _program_capturable(tasks)
-            if not capturable or entry is None or entry is _REFUSED:
-                if not capturable:
-                    cache[key] = _REFUSED
-                    program.refused = True
-                elif entry is None:
-                    if len(cache) >= _MAX_KEYS:
-                        self._forget_sightings()
-                    cache[key] = 1
-                values = _dispatch(self.ex, tasks, externals, inputs, retained)
-                return tuple(values[i] for i in picks)
-            g = self._capture(tasks, nodes, externals, inputs, retained, copied)
-            if g is None:
+            if not capturable:
                 cache[key] = _REFUSED
                 program.refused = True
-                STATS.refusals += 1
-                values = _dispatch(self.ex, tasks, externals, inputs, retained)
-                return tuple(values[i] for i in picks)
-            g.owner = weakref.ref(program)
-            g.retained = retained
-            g.picks = [retained.index(i) for i in picks]
-            cache[key] = g
-            self._evict()
-            charge()
-            outs = _replay(g, inputs, retained, self.ex.cuda_stream)
-            return tuple([outs[k] for k in g.picks])
+            elif entry is None:
+                if len(cache) >= _MAX_KEYS:
+                    self._forget_sightings()
+                cache[key] = 1
+            elif entry is not _REFUSED:
+                g = self._capture(tasks, nodes, externals, inputs, retained, copied)
+                if g is None:
+                    cache[key] = _REFUSED
+                    program.refused = True
+                    STATS.refusals += 1
+                else:
+                    g.owner = weakref.ref(program)
+                    g.retained = retained
+                    g.picks = [retained.index(i) for i in picks]
+                    cache[key] = g
+                    self._evict()
+                    charge()
+                    outs = _replay(g, inputs, retained, self.ex.cuda_stream)
+                    return tuple([outs[k] for k in g.picks])
+        # Op by op, outside the lock: memory pressure on another thread may then drop graphs meanwhile.
+        values = _dispatch(self.ex, tasks, externals, inputs, retained)
+        return tuple(values[i] for i in picks)
 
     def _evict(self, room: float | None = None) -> None:
         """Drop the graphs of compiled programs that are gone, the oldest graphs beyond MAX_GRAPHS, and then while
