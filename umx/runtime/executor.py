@@ -457,7 +457,7 @@ def steps_kernel(table: dict, xp):
     graph's steps one by one (``Program.run_steps``)."""
 
     def run(prim, *args):
-        return prim.program.run_steps(args, lambda p, xs: table[p.__class__](p, *xs), xp)
+        return prim.program.run_steps(args, table, xp)
 
     return run
 

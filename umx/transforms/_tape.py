@@ -120,7 +120,7 @@ class Program:
     constant's data may have to come from another device, or be computed first)."""
 
     __slots__ = ("tape", "stream", "prim", "passed", "consts", "outs", "specs", "picks", "head", "refused", "_frees",
-                 "__weakref__")
+                 "_kernels", "__weakref__")
 
     def __init__(self, tape: Tape, stream):
         self.tape = tape
@@ -148,6 +148,7 @@ class Program:
         self.head = any(o < 0 for o in self.outs)  # (whether an output is a value before the steps)
         self.refused = False
         self._frees = None  # per step, the values read for the last time there (see run_steps)
+        self._kernels = None  # (a backend's kernel table, each step's kernel from it) (see run_steps)
 
     def __repr__(self) -> str:
         return f"<graph of {self.tape.n_steps} steps>"
@@ -171,10 +172,15 @@ class Program:
         flat = t.interpret(consts, list(inputs[:t.n_ins]), list(inputs[t.n_ins:k]))
         return [flat[p] for p in self.picks]
 
-    def run_steps(self, data, call, xp) -> tuple:
-        """The siblings' values, the steps run one by one on the inputs' ``data`` by a backend's kernels
-        (``call(prim, args)``; ``xp``: its array module): for an executor without a graph of its own."""
+    def run_steps(self, data, table: dict, xp) -> tuple:
+        """The siblings' values, the steps run one by one on the inputs' ``data`` by a backend's kernels (its
+        kernel ``table``, primitive class -> ``fn(prim, *inputs)``; ``xp``: its array module): for an executor
+        without a graph of its own."""
         t = self.tape
+        kernels = self._kernels
+        if kernels is None or kernels[0] is not table:  # (looked up once per backend)
+            kernels = self._kernels = (table, [table[step[0].__class__] for step in t.steps])
+        kernels = kernels[1]
         k = t.n_ins + t.n_keys
         rest = iter(data[k:])
         env = [next(rest) if passed else c._data for c, passed in zip(t.consts, self.passed)] + list(data[:k])
@@ -183,13 +189,13 @@ class Program:
         frees = self._frees
         if frees is None:
             frees = self._frees = self._last_reads()
-        for (prim, get, shape, dtype, _, _), done in zip(t.steps, frees):
-            args = list(get(env))
+        for (prim, get, shape, dtype, _, _), done, kernel in zip(t.steps, frees, kernels):
+            args = get(env)
             kinds = get(dtypes)
             if bfloat16 in kinds and not prim.moves_bits:
-                args = kernel_args(prim, [_Typed(d) for d in kinds], args, xp)
+                args = kernel_args(prim, [_Typed(d) for d in kinds], list(args), xp)
             try:
-                env.append(conform_to(xp, dtype, call(prim, args)))
+                env.append(conform_to(xp, dtype, kernel(prim, *args)))
             except Exception as e:
                 e.add_note(f"umx: in {prim!r} of a compiled function, for an output of shape {shape} and "
                            f"{dtype.name}, from inputs {[(a.shape, a.dtype.name) for a in args]}")
