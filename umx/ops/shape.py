@@ -283,9 +283,10 @@ def unflatten(a, /, axis: int, shape, *, stream=None) -> array:
 def moveaxis(a, /, source: int, destination: int, *, stream=None) -> array:
     """Move axis ``source`` to position ``destination``. See ``numpy.moveaxis``."""
     a = as_array(a, "moveaxis")
-    s = axis_of(source, a.ndim, "moveaxis")
-    d = axis_of(destination, a.ndim, "moveaxis")
-    order = [i for i in range(a.ndim) if i != s]
+    nd = len(a._shape)
+    s = axis_of(source, nd, "moveaxis")
+    d = axis_of(destination, nd, "moveaxis")
+    order = [i for i in range(nd) if i != s]
     order.insert(d, s)
     return _permuted(a, tuple(order), stream)
 

@@ -167,10 +167,14 @@ class Program:
         updated in place after the call (``w += 1``) is read as the node's input, the value it had at the call."""
         t = self.tape
         k = t.n_ins + t.n_keys
-        rest = iter(inputs[k:])
-        consts = [next(rest) if passed else c for c, passed in zip(t.consts, self.passed)]
-        flat = t.interpret(consts, list(inputs[:t.n_ins]), list(inputs[t.n_ins:k]))
+        flat = t.interpret(self._constants(inputs[k:], _itself), list(inputs[:t.n_ins]), list(inputs[t.n_ins:k]))
         return [flat[p] for p in self.picks]
+
+    def _constants(self, passed: tuple, other) -> list:
+        """The tape's constants: those passed as the node's inputs taken in order from ``passed``, each other
+        one (a scalar) as ``other(constant)``."""
+        rest = iter(passed)
+        return [next(rest) if p else other(c) for c, p in zip(self.tape.consts, self.passed)]
 
     def run_steps(self, data, table: dict, xp) -> tuple:
         """The siblings' values, the steps run one by one on the inputs' ``data`` by a backend's kernels (its
@@ -182,8 +186,7 @@ class Program:
             kernels = self._kernels = (table, [table[step[0].__class__] for step in t.steps])
         kernels = kernels[1]
         k = t.n_ins + t.n_keys
-        rest = iter(data[k:])
-        env = [next(rest) if passed else c._data for c, passed in zip(t.consts, self.passed)] + list(data[:k])
+        env = self._constants(data[k:], _data_of) + list(data[:k])
         # (of the inputs' dtypes only bfloat16 matters here: kernel_args widens it; its storage type says it)
         dtypes = [c._dtype for c in t.consts] + [bfloat16 if a.dtype == bfloat16.np else None for a in data[:k]]
         frees = self._frees
@@ -220,6 +223,14 @@ class Program:
         for r, i in last.items():
             frees[i].append(r)
         return frees
+
+
+def _itself(c):
+    return c
+
+
+def _data_of(c):
+    return c._data
 
 
 class _Typed:

@@ -197,7 +197,7 @@ class Graphs:
                 cache[key] = entry
                 self._evict()
                 charge()
-            return self._launch(entry, tasks, nodes, externals, inputs, retained, held)
+            return self._launch(entry, tasks, nodes, inputs, retained, held)
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
                  copied: frozenset):
@@ -240,8 +240,7 @@ class Graphs:
             slots[s] = None  # (the graph reads the data; it is not the graph's to keep)
         return Captured(graph, pool, slots, bound, copied, values, export, offsets)
 
-    def _launch(self, g: Captured, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
-                held: list) -> bool:
+    def _launch(self, g: Captured, tasks: list, nodes: list, inputs: list, retained: list, held: list) -> bool:
         """Fill the slots that changed, replay, and give the batch's nodes their results."""
         ex = self.ex
         try:
