@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import umx as mx
+from umx.utils import tree_flatten
 
 pytestmark = pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
 
@@ -160,6 +161,33 @@ def test_a_batch_with_a_primitive_graphs_skip_runs_op_by_op(graphs):
         np.testing.assert_allclose(np.array(mx.multiply(f, 2.0, stream=G)), 2 * np.fft.fft(np.exp(a)), rtol=1e-4,
                                    atol=1e-4)
     assert graphs.STATS.replays == before
+
+
+def test_a_batch_through_a_custom_function_replays_and_matches_the_cpu(graphs):
+    # BatchNorm's gradient is a custom_function's rule: its one-output Custom node passes data through and
+    # must not keep the training step's batch from becoming a graph
+    import umx.nn as nn
+
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((32, 6)).astype(np.float32)
+
+    def loss_and_grads(stream):
+        with mx.stream(stream):
+            mx.random.seed(0)
+            model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm(8), nn.ReLU(), nn.Linear(8, 1))
+            step = nn.value_and_grad(model, lambda m, v: mx.mean(m(v) ** 2))
+            for _ in range(4):
+                loss, grads = step(model, mx.array(x))
+                mx.eval(loss, grads, model.parameters())
+            return loss, grads
+
+    before = graphs.STATS.replays
+    loss, grads = loss_and_grads(G)
+    assert graphs.STATS.replays > before
+    cpu_loss, cpu_grads = loss_and_grads(mx.cpu)
+    np.testing.assert_allclose(loss.item(), cpu_loss.item(), rtol=1e-4)
+    for (name, g), (_, c) in zip(tree_flatten(grads), tree_flatten(cpu_grads)):
+        np.testing.assert_allclose(np.array(g), np.array(c), rtol=1e-3, atol=1e-5, err_msg=name)
 
 
 def test_a_kernel_that_needs_the_host_under_capture_is_refused_and_runs_op_by_op(graphs):

@@ -209,6 +209,44 @@ def test_batch_norm_running_statistics(on, rng):
         bn(mx.ones((2, 2, 2, 2, 4)))
 
 
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(7, 3), (4, 5, 3), (2, 3, 4, 3)])
+def test_batch_norm_gradient_in_closed_form(on, rng, shape, affine):
+    # the layer's closed-form gradient against central differences, and every transform of it against the same
+    # function composed of plain ops (whose gradient autodiff derives)
+    check_grad(nn.BatchNorm(shape[-1], affine=affine), rng.standard_normal(shape) * 2 + 1, rng)
+    x, c = a64(rng.standard_normal(shape) + 3), a64(rng.standard_normal(shape))
+    w, b = a64(rng.standard_normal(shape[-1])), a64(rng.standard_normal(shape[-1]))
+    axes = tuple(range(len(shape) - 1))
+
+    def layer(x, w, b):
+        bn = nn.BatchNorm(shape[-1], affine=affine)
+        bn.set_dtype(F64)
+        if affine:
+            bn.update({"weight": w, "bias": b})
+        return bn(x)
+
+    def composed(x, w, b):
+        y = (x - mx.mean(x, axis=axes)) * mx.rsqrt(mx.var(x, axis=axes) + 1e-5)
+        return w * y + b if affine else y
+
+    for f in (layer, composed):
+        def loss(x, w, b, f=f):
+            return mx.sum(f(x, w, b) * c)
+
+        grads = mx.grad(loss, argnums=(0, 1, 2))(x, w, b)
+        batched = mx.vmap(mx.grad(loss), in_axes=(0, None, None))(mx.stack([x, 2 * x]), w, b)
+        tangent = mx.jvp(lambda v: loss(v, w, b), [x], [c])[1][0]
+        second = mx.grad(lambda v: mx.sum(mx.grad(loss)(v, w, b) ** 2))(x)
+        compiled = mx.compile(mx.grad(loss, argnums=(0, 1, 2)))(x, w, b)
+        got = [*grads, batched, tangent, second, *compiled]
+        if f is layer:
+            want = got
+        else:
+            for name, a, e in zip(["x", "w", "b", "vmap", "jvp", "second", "cx", "cw", "cb"], want, got):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-8, atol=1e-10, err_msg=name)
+
+
 def test_batch_norm_matches_torch(rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal((2, 3, 3, 6)).astype(np.float32)

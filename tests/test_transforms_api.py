@@ -155,6 +155,36 @@ def test_custom_function_rules_take_mlx_trees(on):
     assert out[0].tolist() == [1002, 1002, 1002] and out[1].tolist() == [3, 3, 3]
 
 
+def test_a_custom_vjp_may_give_none_for_an_argument(on):
+    # None: no gradient flows to that argument (its own producers' rules never run); umx's extension of MLX
+    @mx.custom_function
+    def scaled(x, s):
+        return x * s
+
+    @scaled.vjp
+    def _(primals, cotangent, output):
+        x, s = primals
+        return cotangent * s, None
+
+    calls = []
+
+    @mx.custom_function
+    def watched(s):
+        return s
+
+    @watched.vjp
+    def _(primals, cotangent, output):
+        calls.append(1)
+        return cotangent
+
+    x = mx.array([1.0, 2.0])
+    gx, gs = mx.grad(lambda x, s: mx.sum(scaled(x, watched(s))), argnums=(0, 1))(x, mx.array(3.0))
+    assert gx.tolist() == [3.0, 3.0] and gs.item() == 0.0 and calls == []
+    with pytest.raises(ValueError, match="returned 1 arrays for 2"):
+        scaled.vjp(lambda primals, cotangent, output: cotangent)
+        mx.grad(lambda x: mx.sum(scaled(x, mx.array(2.0))))(x)
+
+
 def test_vmap_axes_trees_and_errors(on, rng):
     tree = {"a": mx.array(rng.random((2, 4)).astype(np.float32)),
             "b": (mx.array(rng.random((2, 4)).astype(np.float32)), mx.array(rng.random((2, 4)).astype(np.float32)))}

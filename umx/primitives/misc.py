@@ -97,7 +97,8 @@ class Custom(Primitive):
 
     __slots__ = ("fn", "n")
     n_outputs = 0
-    capture = False  # passes other nodes' data through: no kernel of its own
+    capture = True  # passes other nodes' data through (as Depends): nothing to enqueue; several outputs are
+    # siblings, which are never captured
     moves_bits = True
 
     def __init__(self, fn, n: int):

@@ -219,12 +219,27 @@ class _Call:
             if self.args[0] is _tape.HOLE and isinstance(tree, (list, tuple)) and len(tree) == 1:
                 tree = tree[0]
             tree = (tree,)
-        got = _trees.flatten(tree)
+        got = _grad_leaves(tree, self.args)
         want = _holes(self.args)
         if len(got) != want:
             raise ValueError(f"custom_function: the {what} rule returned {len(got)} arrays for {want} array "
                              "arguments")
         return got
+
+
+def _grad_leaves(tree, template) -> list:
+    """A vjp rule's gradients as a flat list, one per array argument (a ``HOLE`` of the arguments' ``template``):
+    its arrays, and None for an argument the rule gives no gradient, alone or as a whole subtree. Where the
+    rule's tree differs from the arguments' in structure, its arrays in order (the count is checked after)."""
+    if template is _tape.HOLE:
+        return [tree] if tree is None or type(tree) is array else _trees.flatten(tree)
+    if tree is None:
+        return [None] * _holes(template)
+    if isinstance(template, (list, tuple)) and isinstance(tree, (list, tuple)) and len(tree) == len(template):
+        return [g for t, a in zip(tree, template) for g in _grad_leaves(t, a)]
+    if isinstance(template, dict) and isinstance(tree, dict) and tree.keys() == template.keys():
+        return [g for k, a in template.items() for g in _grad_leaves(tree[k], a)]
+    return _trees.flatten(tree)
 
 
 def _holes(t) -> int:
@@ -274,7 +289,8 @@ class custom_function:  # noqa: N801 (MLX's name)
     (``rule(inputs, axes) -> (outputs, out_axes)``). As in MLX, ``primals``, ``tangents``, ``inputs`` and
     ``axes`` are the single argument itself, or a tuple of the arguments (each may be a tree of arrays);
     ``cotangents``, ``outputs`` and a jvp's result have the tree of the function's output; ``grads`` has the
-    arguments' (a single argument's gradient alone, several in a tuple). Missing rules fall back to the default
+    arguments' (a single argument's gradient alone, several in a tuple), where None for an array argument means
+    no gradient flows to it (nothing is computed for it, as for a zero). Missing rules fall back to the default
     transforms. Arrays the function captures are constants: no gradient flows to them through a custom rule.
 
     Args:
