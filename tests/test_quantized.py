@@ -448,18 +448,22 @@ def test_bad_input_raises_at_the_call():
             pytest.fail(f"case {i} did not raise")
 
 
-@pytest.mark.parametrize("bits,gs", [(2, 32), (4, 64), (8, 128), (4, 32)])
+@pytest.mark.parametrize("bits,gs,n,k", [(2, 32, 200, 256), (4, 64, 200, 256), (8, 128, 200, 256), (4, 32, 200, 256),
+                                         (2, 32, 1030, 96), (4, 64, 4098, 128), (4, 128, 2048, 384)])
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])
-@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, rows, dtype):
+@pytest.mark.parametrize("dtype,x_dtype", [(mx.float32, mx.float32), (mx.bfloat16, mx.bfloat16),
+                                           (mx.bfloat16, mx.float32)])
+def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, rows, dtype, x_dtype):
     # a decode step's product (a few rows of x against a transposed weight): the GPU's kernel reads the packed
-    # words once; its values are dequantize's (bfloat16 weights rounded as it rounds them)
-    w = _w(rng, (200, 256), dtype) * 0.1
+    # words once, with weight rows of odd counts, words loaded one or four at a time, and bfloat16 scales with
+    # float32 x; it sums as MLX's kernels do (scale * sum(code * x) + bias * sum(x)), within rounding of the
+    # dequantized product
+    w = _w(rng, (n, k), dtype) * 0.1
     wq, s, b = mx.quantize(w, gs, bits)
-    x = mx.array(rng.standard_normal((rows, 256)).astype(np.float32)).astype(dtype)
+    x = mx.array(rng.standard_normal((rows, k)).astype(np.float32)).astype(x_dtype)
     got = mx.quantized_matmul(x, wq, s, b, True, gs, bits, stream=device)
     dense = np.asarray(mx.dequantize(wq, s, b, gs, bits, dtype=dtype).astype(mx.float32), np.float64)
     want = np.asarray(x.astype(mx.float32), np.float64) @ dense.T
-    assert got.dtype == dtype
-    tol = 1e-4 if dtype == mx.float32 else 1e-2
+    assert got.dtype == (mx.float32 if mx.float32 in (x_dtype, dtype) else dtype)
+    tol = 1e-4 if dtype == mx.float32 else 1e-2  # (bfloat16 weights: the reference rounds each one)
     assert_close(got, want, tol, tol)

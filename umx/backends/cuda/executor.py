@@ -28,12 +28,13 @@ from ...runtime.node import finish
 from . import cublas, direct, graphs, pressure
 from . import memory as gmem
 from ._probe import _cupy
-from .fast import NATIVE
+from .fast import NATIVE as FAST_NATIVE
 from .fusion import KernelCache
 from .kernels import device_args, make_table
 from .lane import OWN, Lane
 from .marks import Marks
 from .pressure import SPILL_MIN_BYTES, track
+from .quantized import NATIVE as QUANTIZED_NATIVE
 from .traced import TracedBatches
 from .transfers import HOST_ONLY, Transfers
 
@@ -41,6 +42,9 @@ cp = _cupy()
 _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
+#: primitive class -> its kernel on the inputs' data as stored (bfloat16 unwidened), asked before the kernel table:
+#: mx.fast's, and the quantized product for a few rows
+NATIVE = {**FAST_NATIVE, **QUANTIZED_NATIVE}
 _NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16: see _matmul_bf16)
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
@@ -259,7 +263,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 return out
         elif c is Compiled:  # a compiled function's whole graph, as one CUDA graph
             return self._graphs.run_program(n, args)
-        elif c in NATIVE:  # mx.fast's kernels, on bfloat16's storage as it is (no widening, no narrowing)
+        elif c in NATIVE:  # on bfloat16's storage as it is (no widening, no narrowing)
             out = NATIVE[c](n, args)
             if out is not None:
                 return conform(cp, n, out)

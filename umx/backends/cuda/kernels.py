@@ -114,7 +114,6 @@ def make_table() -> dict:
     table.update(collectives.KERNELS)
     table[CudaKernel] = custom_kernel.run
     fast_kernels.install(table)
-    quantized_kernels.install(table)
     layout_kernels.install(table)
     table[Convolution] = _convolution
     return table

@@ -1,7 +1,9 @@
 """Quantized products on the GPU by a kernel of umx's own, where a language model's decode step needs them: a few
-rows of ``x`` times an affine-quantized weight (``transpose=True``, 2, 4 or 8 bits), the packed words read once
-(``sources.qmv_source``). A step's speed is the bytes read, and the shared kernel (``backends/xp/quantized.py``)
-first writes the dequantized weight out in full. Other products keep the shared kernel. ``CAPTURE_IF`` says which
+rows of ``x`` times an affine-quantized weight (``transpose=True``, 2, 4 or 8 bits, groups of 32, 64 or 128), the
+packed words read once (``sources.qmv_source``), on float32 or bfloat16 data as stored (``NATIVE``: the executor
+asks before it widens bfloat16). A step's speed is the bytes read, and the shared kernel
+(``backends/xp/quantized.py``) first writes the dequantized weight out in full. Other products keep the shared
+kernel. ``CAPTURE_IF`` says which
 nodes a CUDA graph may capture (this kernel's, and the shared dequantization's modes that read nothing from the
 host).
 """
@@ -21,54 +23,67 @@ from .sources import QMV_MAX_ROWS, QMV_WARPS, qmv_source
 cp = _cupy()
 
 _BITS = (2, 4, 8)
-_ROUND = {float32: 0, bfloat16: 1}  # weight dtype -> whether its values are rounded to bfloat16
+_GROUPS = (32, 64, 128)
+_FLOATS = (float32, bfloat16)  # the dtypes of x, the scales and the output the kernel takes (bfloat16 as stored)
 
 
 @functools.cache
-def _kernel(bits: int, rows: int):
-    name = f"umx_qmv_{bits}_{rows}"
-    return cp.RawKernel(qmv_source(name, bits, rows), name)
+def _kernel(bits: int, rows: int, cols: int, group: int, x_bf16: bool, s_bf16: bool, out_bf16: bool, vec: int):
+    name = f"umx_qmv_{bits}_{rows}_{cols}_{group}_{int(x_bf16)}{int(s_bf16)}{int(out_bf16)}_{vec}"
+    return cp.RawKernel(qmv_source(name, bits, rows, cols, group, x_bf16, s_bf16, out_bf16, vec), name)
 
 
 def fits(prim, x_shape: tuple, w_shape: tuple) -> bool:
     """Whether the kernel takes ``x`` and ``w`` of these shapes for ``prim`` (its dtypes checked apart)."""
-    if prim.mode != "affine" or prim.bits not in _BITS or not prim.transpose or prim.wdtype not in _ROUND:
+    if prim.mode != "affine" or prim.bits not in _BITS or not prim.transpose or prim.group_size not in _GROUPS:
         return False
     if len(w_shape) != 2 or not x_shape:
         return False
     k = x_shape[-1]
     rows = math.prod(x_shape[:-1])
-    return 0 < rows <= QMV_MAX_ROWS and k > 0 and w_shape[0] > 0 and k % prim.group_size == 0 and k % 32 == 0
+    return 0 < rows <= QMV_MAX_ROWS and k > 0 and w_shape[0] > 0 and k % prim.group_size == 0
 
 
-def quantized_matmul(fallback):
-    """QuantizedMatmul's kernel for a few rows (:func:`fits`) of float32 ``x``; else ``fallback``."""
-
-    def run(prim, x, w, scales, *biases):
-        if (not biases or x.dtype != np.float32 or scales.dtype != np.float32 or biases[0].dtype != np.float32
-                or w.dtype != np.uint32 or not fits(prim, x.shape, w.shape)):
-            return fallback(prim, x, w, scales, *biases)
-        k, n = x.shape[-1], w.shape[0]
-        rows = math.prod(x.shape[:-1])
-        out = cp.empty((rows, n), cp.float32)
-        x2 = cp.ascontiguousarray(x).reshape(rows, k)
-        _kernel(prim.bits, rows)((-(-n // QMV_WARPS),), (32 * QMV_WARPS,), (
-            x2, cp.ascontiguousarray(w), cp.ascontiguousarray(scales), cp.ascontiguousarray(biases[0]), out,
-            np.int32(n), np.int32(k), np.int32(prim.group_size), np.int32(_ROUND[prim.wdtype])))
-        return out.reshape(x.shape[:-1] + (n,))
-
-    return run
+def _columns(n: int) -> int:
+    """Weight rows per warp: more share each load of x; fewer leave enough warps for a short weight."""
+    return 4 if n >= 4096 else 2 if n >= 1024 else 1
 
 
-def install(table: dict) -> None:
-    """Put the kernel above in front of the shared one in the CUDA kernel table."""
-    table[qp.QuantizedMatmul] = quantized_matmul(table[qp.QuantizedMatmul])
+def _native_qmv(n, args):
+    """QuantizedMatmul's output by the kernel for a few rows of ``x`` (:func:`fits`), from its inputs as stored
+    (bfloat16 unwidened), or None: the kernel table's (dequantize, then a product) serves."""
+    ins = n._inputs
+    if len(ins) != 4 or n._dtype not in _FLOATS or not fits(n._prim, ins[0]._shape, ins[1]._shape):
+        return None
+    x_dtype, s_dtype = ins[0]._dtype, ins[2]._dtype
+    if x_dtype not in _FLOATS or s_dtype not in _FLOATS or ins[3]._dtype is not s_dtype:
+        return None
+    x, w, scales, biases = (cp.ascontiguousarray(a) for a in args)
+    if w.dtype != np.uint32:
+        return None
+    prim = n._prim
+    k, cols = x.shape[-1], w.shape[0]
+    rows = math.prod(x.shape[:-1])
+    if x.data.ptr % 16:  # (the kernel reads x 8 or 16 bytes at a time)
+        x = x.copy()
+    vec = 4 if (w.shape[1] % 4 == 0 and w.data.ptr % 16 == 0) else 1
+    per_warp = _columns(cols)
+    warps = -(-cols // per_warp)
+    out = cp.empty((rows, cols), np.uint16 if n._dtype is bfloat16 else np.float32)
+    kernel = _kernel(prim.bits, rows, per_warp, prim.group_size, x_dtype is bfloat16, s_dtype is bfloat16,
+                     n._dtype is bfloat16, vec)
+    kernel((-(-warps // QMV_WARPS),), (32 * QMV_WARPS,), (x, w, scales, biases, out, np.int32(cols), np.int32(k)))
+    return out.reshape(n._shape)
+
+
+#: primitive class -> ``(node, its inputs' data as stored) -> output or None`` (see fast.NATIVE)
+NATIVE = {qp.QuantizedMatmul: _native_qmv}
 
 
 def _captures(n) -> bool:
     ins = n._inputs
-    return (len(ins) == 4 and ins[0]._dtype in _ROUND and ins[2]._dtype in _ROUND and ins[3]._dtype in _ROUND
-            and fits(n._prim, ins[0]._shape, ins[1]._shape))
+    return (len(ins) == 4 and n._dtype in _FLOATS and ins[0]._dtype in _FLOATS and ins[2]._dtype in _FLOATS
+            and ins[3]._dtype is ins[2]._dtype and fits(n._prim, ins[0]._shape, ins[1]._shape))
 
 
 def _dequantize_captures(n) -> bool:

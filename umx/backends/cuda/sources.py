@@ -567,57 +567,119 @@ extern "C" __global__ void {name}(float* __restrict__ scores, const void* __rest
 """
 
 
-#: rows of x the quantized matrix-vector kernel takes (each warp keeps one sum per row in registers)
+#: rows of x the quantized matrix-vector kernel takes (each warp keeps one sum per row and column in registers)
 QMV_MAX_ROWS = 8
-#: warps per block of the quantized matrix-vector kernel: one output column (a weight row) each
-QMV_WARPS = 8
+#: warps per block of the quantized matrix-vector kernel
+QMV_WARPS = 4
 
 
-def qmv_source(name: str, bits: int, rows: int) -> str:
+def qmv_source(name: str, bits: int, rows: int, cols: int, group: int, x_bf16: bool, s_bf16: bool,
+               out_bf16: bool, vec: int) -> str:
     """The CUDA C++ of ``quantized_matmul(x, w, scales, biases, transpose=True)`` in the affine mode for a few rows
-    of ``x`` (``rows``, float32 ``(rows, K)``): ``w`` ``(N, K * bits / 32)`` uint32 words, codes from the low
-    bits up; ``scales`` and ``biases`` float32 ``(N, K / group)``. One warp per weight row reads its words once
-    (neighbouring lanes, neighbouring words), makes each value as ``dequantize`` does (``scale * code``, then
-    plus the bias, each rounded to bfloat16 where ``round_bf16``, by the fused kernels' rounding: a NaN stays a
-    NaN), and adds its products with every row of ``x``; the warp's sums are reduced by shuffles. ``bits``: 2, 4
-    or 8 (codes never straddle a word)."""
+    of ``x`` (``rows``; ``(rows, K)``, float32, or bfloat16's storage where ``x_bf16``): ``w`` ``(N, K * bits /
+    32)`` uint32 words, codes from the low bits up; ``scales`` and ``biases`` ``(N, K / group)`` (bfloat16's
+    storage where ``s_bf16``); ``out`` ``(rows, N)`` (bfloat16's storage where ``out_bf16``, rounded once).
+
+    The product's speed is the packed bytes read. One warp takes ``cols`` weight rows: its lanes read ``vec``
+    neighbouring words of each (16-byte loads for ``vec`` 4, several in flight), and each piece of ``x`` they
+    load serves all ``cols`` rows. Per group, as MLX's kernels: ``scale * sum(code * x) + bias * sum(x)``, in
+    float32. A code becomes a float by placing its byte under the exponent of 2^23 (one byte permute and a
+    subtraction: integer-to-float conversions are scarce on the GPU). ``bits``: 2, 4 or 8 (codes never straddle
+    a word); ``group``: 32, 64 or 128."""
     per_word = 32 // bits
-    mask = (1 << bits) - 1
+    mask8 = {2: "0x03030303u", 4: "0x0F0F0F0Fu", 8: "0xFFFFFFFFu"}[bits]
+    xt = "unsigned short" if x_bf16 else "float"
+    st = "unsigned short" if s_bf16 else "float"
+    ot = "unsigned short" if out_bf16 else "float"
+    load_s = "umx_bf16_load" if s_bf16 else ""
+    if x_bf16:  # four bfloat16 values per 8-byte load
+        load_x = "\n".join(
+            f"        {{ const uint2 p = *reinterpret_cast<const uint2*>(xr + {4 * i});\n"
+            f"          xv[{4 * i}] = umx_bf16_load((unsigned short)(p.x & 0xFFFFu)); "
+            f"xv[{4 * i + 1}] = umx_bf16_load((unsigned short)(p.x >> 16));\n"
+            f"          xv[{4 * i + 2}] = umx_bf16_load((unsigned short)(p.y & 0xFFFFu)); "
+            f"xv[{4 * i + 3}] = umx_bf16_load((unsigned short)(p.y >> 16)); }}" for i in range(per_word // 4))
+    else:
+        load_x = "\n".join(
+            f"        {{ const float4 p = *reinterpret_cast<const float4*>(xr + {4 * i});\n"
+            f"          xv[{4 * i}] = p.x; xv[{4 * i + 1}] = p.y; xv[{4 * i + 2}] = p.z; xv[{4 * i + 3}] = p.w; }}"
+            for i in range(per_word // 4))
+    # each shift's masked word holds four codes, one a byte: code (t * 8 / bits + shift / bits) in byte t
+    dot = "\n".join(
+        f"          {{ const unsigned int part = (pk[c][j] >> {sh}) & {mask8};\n" + "\n".join(
+            f"            q += (__uint_as_float(__byte_perm(part, 0x4B000000u, {0x7540 + t}u)) - 8388608.0f) "
+            f"* xv[{t * (8 // bits) + sh // bits}];" for t in range(4)) + " }"
+        for sh in range(0, 8, bits))
+    if vec == 4:
+        load_w = ("const uint4 v = *reinterpret_cast<const uint4*>(wc[c] + i);\n"
+                  "        pk[c][0] = v.x; pk[c][1] = v.y; pk[c][2] = v.z; pk[c][3] = v.w;")
+    else:
+        load_w = "pk[c][0] = wc[c][i];"
+    store = "umx_bf16_bits(a)" if out_bf16 else "a"
     return PREAMBLE + f"""
-extern "C" __global__ void {name}(const float* __restrict__ x, const unsigned int* __restrict__ w,
-                                  const float* __restrict__ scales, const float* __restrict__ biases,
-                                  float* __restrict__ out, int n, int k, int group, int round_bf16) {{
+extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int* __restrict__ w,
+                                  const {st}* __restrict__ scales, const {st}* __restrict__ biases,
+                                  {ot}* __restrict__ out, int n, int k) {{
   const int lane = threadIdx.x & 31;
-  const int col = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (col >= n) return;
+  const int col0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * {cols};
+  if (col0 >= n) return;
   const int words = k / {per_word};
-  const int groups = k / group;
-  const unsigned int* wr = w + (long long)col * words;
-  const float* sr = scales + (long long)col * groups;
-  const float* br = biases + (long long)col * groups;
-  float acc[{rows}];
+  const int groups = k / {group};
+  const unsigned int* wc[{cols}];
+  const {st}* sc[{cols}];
+  const {st}* bc[{cols}];
   #pragma unroll
-  for (int r = 0; r < {rows}; ++r) acc[r] = 0.0f;
-  for (int i = lane; i < words; i += 32) {{
-    const unsigned int word = wr[i];
-    const int k0 = i * {per_word};
-    const int g = k0 / group;
-    const float s = sr[g], b = br[g];
+  for (int c = 0; c < {cols}; ++c) {{
+    const long long row = col0 + c < n ? col0 + c : n - 1;  // (past the end: a row read again, not stored)
+    wc[c] = w + row * words;
+    sc[c] = scales + row * groups;
+    bc[c] = biases + row * groups;
+  }}
+  float acc[{rows}][{cols}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
     #pragma unroll
-    for (int c = 0; c < {per_word}; ++c) {{
-      float v = s * (float)((word >> ({bits} * c)) & {mask}u);
-      if (round_bf16) v = umx_round_bf16(umx_round_bf16(v) + b);
-      else v = v + b;
+    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
+  }}
+  for (int i = lane * {vec}; i < words; i += 32 * {vec}) {{
+    unsigned int pk[{cols}][{vec}];
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) {{
+        {load_w}
+    }}
+    #pragma unroll
+    for (int j = 0; j < {vec}; ++j) {{
+      const int k0 = (i + j) * {per_word};
+      const int g = k0 / {group};
+      float s[{cols}], b[{cols}];
       #pragma unroll
-      for (int r = 0; r < {rows}; ++r) acc[r] += v * x[(long long)r * k + k0 + c];
+      for (int c = 0; c < {cols}; ++c) {{ s[c] = {load_s}(sc[c][g]); b[c] = {load_s}(bc[c][g]); }}
+      #pragma unroll
+      for (int r = 0; r < {rows}; ++r) {{
+        const {xt}* xr = x + (long long)r * k + k0;
+        float xv[{per_word}];
+{load_x}
+        float sx = 0.0f;
+        #pragma unroll
+        for (int e = 0; e < {per_word}; ++e) sx += xv[e];
+        #pragma unroll
+        for (int c = 0; c < {cols}; ++c) {{
+          float q = 0.0f;
+{dot}
+          acc[r][c] += s[c] * q + b[c] * sx;
+        }}
+      }}
     }}
   }}
   #pragma unroll
   for (int r = 0; r < {rows}; ++r) {{
-    float a = acc[r];
     #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-    if (lane == 0) out[(long long)r * n + col] = a;
+    for (int c = 0; c < {cols}; ++c) {{
+      float a = acc[r][c];
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+      if (lane == 0 && col0 + c < n) out[(long long)r * n + col0 + c] = {store};
+    }}
   }}
 }}
 """
