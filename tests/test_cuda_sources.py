@@ -262,7 +262,8 @@ def test_fast_op_kernels_compile():
                                     (4, 8, 2, 64, False, 4), (2, 3, 1, 128, False, 1), (8, 8, 4, 32, False, 4)]]
     assert "__byte_perm" in qmv[0] and "const unsigned short* __restrict__ scales" in qmv[0]
     assert "const float* __restrict__ x" in qmv[3] and "uint4" not in qmv[4]
-    compile_cuda(in_namespaces(codes + qmv))
+    matvec = [sources.bf16_matvec_source(f"umx_bf16_matvec_{r}_{c}", r, c) for r, c in [(1, 4), (8, 1), (3, 2)]]
+    compile_cuda(in_namespaces(codes + qmv + matvec))
 
 
 def test_dynamic_slice_kernels_compile():

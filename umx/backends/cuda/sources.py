@@ -685,6 +685,72 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int
 """
 
 
+def bf16_matvec_source(name: str, rows: int, cols: int) -> str:
+    """The CUDA C++ of ``x @ w.T`` for a few rows of bfloat16 ``x`` (``rows``; ``(rows, K)``) and a bfloat16
+    weight ``w`` ``(N, K)`` stored row by row (a linear layer's), all as bfloat16's storage; ``out`` ``(rows, N)``
+    rounded once from float32 sums, as cuBLAS's product is. A decode step's product: its speed is the weight's
+    bytes read. One warp takes ``cols`` weight rows, its lanes 16-byte loads of eight values of each; each piece of
+    ``x`` loaded serves all ``cols`` rows. ``K`` is a multiple of 8 and the rows start 16-byte aligned."""
+    return PREAMBLE + f"""
+__device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {{
+  v[0] = __uint_as_float(p.x << 16); v[1] = __uint_as_float(p.x & 0xFFFF0000u);
+  v[2] = __uint_as_float(p.y << 16); v[3] = __uint_as_float(p.y & 0xFFFF0000u);
+  v[4] = __uint_as_float(p.z << 16); v[5] = __uint_as_float(p.z & 0xFFFF0000u);
+  v[6] = __uint_as_float(p.w << 16); v[7] = __uint_as_float(p.w & 0xFFFF0000u);
+}}
+
+extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
+                                  unsigned short* __restrict__ out, int n, int k) {{
+  const int lane = threadIdx.x & 31;
+  const int col0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * {cols};
+  if (col0 >= n) return;
+  const uint4* wc[{cols}];
+  #pragma unroll
+  for (int c = 0; c < {cols}; ++c) {{
+    const long long row = col0 + c < n ? col0 + c : n - 1;  // (past the end: a row read again, not stored)
+    wc[c] = reinterpret_cast<const uint4*>(w + row * k);
+  }}
+  float acc[{rows}][{cols}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
+  }}
+  const int vecs = k >> 3;
+  #pragma unroll 2
+  for (int i = lane; i < vecs; i += 32) {{
+    uint4 pk[{cols}];
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) pk[c] = wc[c][i];
+    #pragma unroll
+    for (int r = 0; r < {rows}; ++r) {{
+      float xv[8];
+      umx_unpack8(reinterpret_cast<const uint4*>(x + (long long)r * k)[i], xv);
+      #pragma unroll
+      for (int c = 0; c < {cols}; ++c) {{
+        float wv[8];
+        umx_unpack8(pk[c], wv);
+        float a = acc[r][c];
+        #pragma unroll
+        for (int e = 0; e < 8; ++e) a = fmaf(wv[e], xv[e], a);
+        acc[r][c] = a;
+      }}
+    }}
+  }}
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) {{
+      float a = acc[r][c];
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+      if (lane == 0 && col0 + c < n) out[(long long)r * n + col0 + c] = umx_bf16_bits(a);
+    }}
+  }}
+}}
+"""
+
+
 #: the most axes the dynamic slice kernels take (shapes travel as parameters, padded with leading 1s)
 SLICE_MAX_AXES = 6
 #: the element type a dynamic slice kernel moves, by item size in bytes (it moves bits: any dtype of that size)

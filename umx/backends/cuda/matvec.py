@@ -1,0 +1,52 @@
+"""The bfloat16 product of a few rows by a linear layer's weight (``x @ w.T``, ``w`` stored row by row), by a
+kernel of umx's own (``sources.bf16_matvec_source``): a decode step's products, whose speed is the weight's bytes
+read. cuBLAS serves every other bfloat16 product. ``UMX_OWN_MATVEC=0`` hands these to cuBLAS too (to compare).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from ._probe import _cupy
+from .sources import QMV_MAX_ROWS, QMV_WARPS, bf16_matvec_source
+
+cp = _cupy()
+
+ENABLED = os.environ.get("UMX_OWN_MATVEC", "1") != "0"
+
+
+@functools.cache
+def _kernel(rows: int, cols: int):
+    name = f"umx_bf16_matvec_{rows}_{cols}"
+    return cp.RawKernel(bf16_matvec_source(name, rows, cols), name)
+
+
+def _columns(n: int) -> int:
+    """Weight rows per warp: more share each load of x; fewer leave enough warps for a short weight."""
+    return 4 if n >= 8192 else 2 if n >= 2048 else 1
+
+
+def bf16_matvec(a, b, shape: tuple):
+    """``a @ b`` of bfloat16 storage (uint16) ``a`` ``(..., K)`` of at most ``QMV_MAX_ROWS`` rows and ``b``
+    ``(K, N)``, the transpose of a C-contiguous ``(N, K)`` weight, as ``shape``'s bfloat16 storage; None where this
+    does not apply."""
+    if not ENABLED or b.ndim != 2 or not a.ndim or a.dtype != np.uint16 or b.dtype != np.uint16:
+        return None
+    k, n = b.shape
+    if a.shape[-1] != k or k % 8 or not k or not n or not b.flags.f_contiguous:
+        return None
+    rows = a.size // k
+    if not 0 < rows <= QMV_MAX_ROWS:
+        return None
+    a = cp.ascontiguousarray(a)
+    w = b.T
+    if a.data.ptr % 16 or w.data.ptr % 16:  # (16-byte loads)
+        return None
+    cols = _columns(n)
+    warps = -(-n // cols)
+    out = cp.empty(shape, np.uint16)
+    _kernel(rows, cols)((-(-warps // QMV_WARPS),), (32 * QMV_WARPS,), (a, w, out, np.int32(n), np.int32(k)))
+    return out
