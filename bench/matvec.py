@@ -1,0 +1,146 @@
+"""A decode step's products on the GPU, kernel by kernel: the weight's bytes read per second by umx's bfloat16
+matvec (``backends/cuda/matvec.py``), by cuBLAS's bfloat16 product of the same operands, by umx's 4-bit matvec
+(``backends/cuda/quantized.py``, group 64, bfloat16 scales), and by torch's bfloat16 ``x @ w.T`` where importable.
+
+Shapes are the linear layers of ``bench/llm.py``'s 1.2B Llama (d_model 2048, FFN 8192, 8 KV heads of 64, vocabulary
+32000) for one and four rows of ``x``. Each kernel is launched back to back on CuPy arrays (no umx op, planning or
+host wait between: device time), cycling through enough copies of the weight that none is read from the L2 cache;
+CUDA events time ``--launches`` launches, the median of ``--runs``. Columns are GB/s of weight read (packed words,
+scales and biases for 4-bit) and the fraction of ``--bandwidth`` (TB/s; 3.35, an H100's, by default).
+
+Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth 3.35]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+import umx as mx  # noqa: E402
+
+SHAPES = [("q/o proj", 2048, 2048), ("k/v proj", 512, 2048), ("gate/up", 8192, 2048), ("down", 2048, 8192),
+          ("lm head", 32000, 2048)]
+L2_BYTES = 64 << 20  # (larger than an H100's or H200's L2: a weight cycled through this much is read from memory)
+
+
+def _time(cp, launch, copies: int, launches: int, runs: int) -> float:
+    """Seconds per launch of ``launch(i)`` over copies ``i`` in turn: the median of ``runs`` timings."""
+    for i in range(copies):
+        launch(i)
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(runs):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        for j in range(launches):
+            launch(j % copies)
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3 / launches)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--launches", type=int, default=200)
+    ap.add_argument("--bandwidth", type=float, default=3.35, help="memory bandwidth in TB/s (H100 SXM: 3.35)")
+    args = ap.parse_args()
+    if not mx.is_available(mx.gpu):
+        print("no CUDA GPU here: nothing to measure")
+        return
+    import cupy as cp
+
+    from umx.backends.cuda import cublas, matvec, quantized
+    from umx.dtypes import bfloat16
+    from umx.primitives.quantized import QuantizedMatmul
+
+    try:
+        import torch
+
+        torch = torch if torch.cuda.is_available() else None
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    peak = args.bandwidth * 1e12
+    cols = ["umx bf16", "cuBLAS bf16", "umx 4-bit"] + (["torch bf16"] if torch is not None else [])
+    print(f"umx {mx.__version__}; {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}; GB/s of weight read "
+          f"(fraction of {args.bandwidth} TB/s); medians of {args.runs} x {args.launches} launches")
+    head = f"{'layer':9} {'rows':>4} {'N x K':>12} " + " ".join(f"{c:>18}" for c in cols)
+    print(head)
+    print("-" * len(head))
+    with mx.stream(mx.gpu):
+        for name, n, k in SHAPES:
+            dense_bytes = n * k * 2
+            copies = max(2, -(-L2_BYTES // dense_bytes))
+            ws = [cp.asarray(rng.standard_normal((n, k), dtype=np.float32) * 0.02) for _ in range(copies)]
+            wbf = [_bf16_bits(cp, w) for w in ws]
+            packed = []
+            for w in ws:
+                q, s, b = mx.quantize(mx.array(cp.asnumpy(w)).astype(mx.bfloat16), 64, 4)
+                mx.eval(q, s, b)
+                packed.append(tuple(cp.asarray(_storage(a)) for a in (q, s, b)))
+            q_bytes = sum(a.nbytes for a in packed[0])
+            tw = [torch.as_tensor(w, device="cuda").to(torch.bfloat16) for w in ws] if torch is not None else None
+            for rows in (1, 4):
+                x = _bf16_bits(cp, cp.asarray(rng.standard_normal((rows, k), dtype=np.float32)))
+                h = cublas.current()
+                node = _QmvNode(QuantizedMatmul(True, 64, 4, "affine", bfloat16, bfloat16), rows, n, k, bfloat16)
+                cells = {
+                    "umx bf16": (lambda i, x=x, w=wbf, s=(rows, n): matvec.bf16_matvec(x, w[i].T, s), dense_bytes),
+                    "cuBLAS bf16": (lambda i, x=x, w=wbf, h=h: cublas.matmul(h, x, w[i].T, cublas.BFLOAT16),
+                                    dense_bytes),
+                    "umx 4-bit": (lambda i, x=x, node=node, p=packed: quantized._native_qmv(node, [x, *p[i]]),
+                                  q_bytes),
+                }
+                if torch is not None:
+                    tx = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+                    cells["torch bf16"] = (lambda i, tx=tx, tw=tw: tx @ tw[i].T, dense_bytes)
+                out = []
+                for c in cols:
+                    launch, nbytes = cells[c]
+                    assert launch(0) is not None, c
+                    sec = _time(cp, launch, copies, args.launches, args.runs)
+                    out.append(f"{nbytes / sec / 1e9:8.0f} ({nbytes / sec / peak:4.0%}) ")
+                print(f"{name:9} {rows:4} {f'{n}x{k}':>12} " + " ".join(f"{o:>18}" for o in out), flush=True)
+
+
+def _bf16_bits(cp, w):
+    """float32 CuPy array -> bfloat16's storage (uint16), rounded to nearest even."""
+    u = w.view(cp.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(cp.uint16)
+
+
+def _storage(a):
+    """A umx array's data as stored (bfloat16 as its uint16 bits)."""
+    h = np.asarray(a.astype(mx.float32)) if a.dtype == mx.bfloat16 else np.asarray(a)
+    if a.dtype == mx.bfloat16:
+        return (h.view(np.uint32) >> 16).astype(np.uint16)
+    return h
+
+
+class _QmvNode:
+    """The parts of a QuantizedMatmul node ``quantized._native_qmv`` reads."""
+
+    class _In:
+        def __init__(self, shape, dtype):
+            self._shape, self._dtype = shape, dtype
+
+    def __init__(self, prim, rows, n, k, dtype):
+        from umx.dtypes import uint32
+
+        self._prim = prim
+        self._dtype = dtype
+        self._shape = (rows, n)
+        self._inputs = (self._In((rows, k), dtype), self._In((n, k // 8), uint32), self._In((n, k // 64), dtype),
+                        self._In((n, k // 64), dtype))
+
+
+if __name__ == "__main__":
+    main()
