@@ -456,14 +456,18 @@ def test_bad_input_raises_at_the_call():
 def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, rows, dtype, x_dtype):
     # a decode step's product (a few rows of x against a transposed weight): the GPU's kernel reads the packed
     # words once, with weight rows of odd counts, words loaded one or four at a time, and bfloat16 scales with
-    # float32 x; it sums as MLX's kernels do (scale * sum(code * x) + bias * sum(x)), within rounding of the
-    # dequantized product
+    # float32 x. It sums as MLX's GPU kernels do, scale * sum(code * x) + bias * sum(x), so it is compared with
+    # the exact affine weights; the CPU rounds each dequantized weight to bfloat16 first (scale * code, then plus
+    # the bias, where the two terms may nearly cancel), so for bfloat16 weights the bound is a share of the
+    # largest output, not of each
     w = _w(rng, (n, k), dtype) * 0.1
     wq, s, b = mx.quantize(w, gs, bits)
     x = mx.array(rng.standard_normal((rows, k)).astype(np.float32)).astype(x_dtype)
     got = mx.quantized_matmul(x, wq, s, b, True, gs, bits, stream=device)
-    dense = np.asarray(mx.dequantize(wq, s, b, gs, bits, dtype=dtype).astype(mx.float32), np.float64)
-    want = np.asarray(x.astype(mx.float32), np.float64) @ dense.T
+    exact = np.asarray(mx.dequantize(wq, s.astype(mx.float32), b.astype(mx.float32), gs, bits), np.float64)
+    want = np.asarray(x.astype(mx.float32), np.float64) @ exact.T
     assert got.dtype == (mx.float32 if mx.float32 in (x_dtype, dtype) else dtype)
-    tol = 1e-4 if dtype == mx.float32 else 1e-2  # (bfloat16 weights: the reference rounds each one)
-    assert_close(got, want, tol, tol)
+    if dtype == mx.float32:
+        assert_close(got, want, 1e-4, 1e-4)
+    else:
+        assert_close(got, want, 2e-2, 2e-2 * np.abs(want).max())
