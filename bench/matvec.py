@@ -3,12 +3,14 @@ matvec (``backends/cuda/matvec.py``), by cuBLAS's bfloat16 product of the same o
 (``backends/cuda/quantized.py``, group 64, bfloat16 scales), and by torch's bfloat16 ``x @ w.T`` where importable.
 
 Shapes are the linear layers of ``bench/llm.py``'s 1.2B Llama (d_model 2048, FFN 8192, 8 KV heads of 64, vocabulary
-32000) for one and four rows of ``x``. Each kernel is launched back to back on CuPy arrays (no umx op, planning or
-host wait between: device time), cycling through enough copies of the weight that none is read from the L2 cache;
-CUDA events time ``--launches`` launches, the median of ``--runs``. Columns are GB/s of weight read (packed words,
-scales and biases for 4-bit) and the fraction of ``--bandwidth`` (TB/s; 3.35, an H100's, by default).
+32000) for one and four rows of ``x``. Each kernel is called on CuPy arrays (no umx op or planning), ``--launches``
+calls captured in one CUDA graph and the graph's replays timed by CUDA events (device time: called one by one
+from Python, a small product's time is the host's), the median of ``--runs``; the calls cycle through enough
+copies of the weight that none is read from the L2 cache. Columns are GB/s of weight read (packed words,
+scales and biases for 4-bit) and the fraction of ``--bandwidth`` (TB/s: by default 4.8 on an H200, else 3.35,
+an H100's).
 
-Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth 3.35]
+Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth TB/s]
 """
 
 from __future__ import annotations
@@ -29,28 +31,56 @@ SHAPES = [("q/o proj", 2048, 2048), ("k/v proj", 512, 2048), ("gate/up", 8192, 2
 L2_BYTES = 64 << 20  # (larger than an H100's or H200's L2: a weight cycled through this much is read from memory)
 
 
-def _time(cp, launch, copies: int, launches: int, runs: int) -> float:
-    """Seconds per launch of ``launch(i)`` over copies ``i`` in turn: the median of ``runs`` timings."""
-    for i in range(copies):
-        launch(i)
-    cp.cuda.Device().synchronize()
-    times = []
-    for _ in range(runs):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
+def _time(cp, launch, copies: int, launches: int, runs: int, torch=None) -> float:
+    """Seconds per launch of ``launch(i)`` over copies ``i`` in turn, as the device runs them: ``launches`` launches
+    captured in one CUDA graph (CuPy's, or torch's for torch's kernels), its replays timed by CUDA events, the
+    median of ``runs``. (Launched one by one from Python, a small product's time is the host's.)"""
+    if torch is not None:
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            for i in range(copies):
+                launch(i)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for j in range(launches):
+                launch(j % copies)
+        replay = graph.replay
+        start_ev, stop_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(runs + 1):
+            start_ev.record()
+            replay()
+            stop_ev.record()
+            stop_ev.synchronize()
+            times.append(start_ev.elapsed_time(stop_ev) / 1e3 / launches)
+        return statistics.median(times[1:])
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        for i in range(copies):  # (first calls outside the capture: kernels compiled, cuBLAS's handle made)
+            launch(i)
+        stream.synchronize()
+        stream.begin_capture()
         for j in range(launches):
             launch(j % copies)
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3 / launches)
-    return statistics.median(times)
+        graph = stream.end_capture()
+        times = []
+        for _ in range(runs + 1):
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record(stream)
+            graph.launch(stream)
+            stop.record(stream)
+            stop.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3 / launches)
+    return statistics.median(times[1:])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--launches", type=int, default=200)
-    ap.add_argument("--bandwidth", type=float, default=3.35, help="memory bandwidth in TB/s (H100 SXM: 3.35)")
+    ap.add_argument("--bandwidth", type=float, default=None,
+                    help="memory bandwidth in TB/s (default: 4.8 on an H200, else 3.35, an H100 SXM's)")
     args = ap.parse_args()
     if not mx.is_available(mx.gpu):
         print("no CUDA GPU here: nothing to measure")
@@ -68,15 +98,18 @@ def main() -> None:
     except ImportError:
         torch = None
     rng = np.random.default_rng(0)
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    if args.bandwidth is None:
+        args.bandwidth = 4.8 if "H200" in name else 3.35
     peak = args.bandwidth * 1e12
     cols = ["umx bf16", "cuBLAS bf16", "umx 4-bit"] + (["torch bf16"] if torch is not None else [])
-    print(f"umx {mx.__version__}; {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}; GB/s of weight read "
+    print(f"umx {mx.__version__}; {name}; GB/s of weight read "
           f"(fraction of {args.bandwidth} TB/s); medians of {args.runs} x {args.launches} launches")
     head = f"{'layer':9} {'rows':>4} {'N x K':>12} " + " ".join(f"{c:>18}" for c in cols)
     print(head)
     print("-" * len(head))
     with mx.stream(mx.gpu):
-        for name, n, k in SHAPES:
+        for layer, n, k in SHAPES:
             dense_bytes = n * k * 2
             copies = max(2, -(-L2_BYTES // dense_bytes))
             ws = [cp.asarray(rng.standard_normal((n, k), dtype=np.float32) * 0.02) for _ in range(copies)]
@@ -90,12 +123,12 @@ def main() -> None:
             tw = [torch.as_tensor(w, device="cuda").to(torch.bfloat16) for w in ws] if torch is not None else None
             for rows in (1, 4):
                 x = _bf16_bits(cp, cp.asarray(rng.standard_normal((rows, k), dtype=np.float32)))
-                h = cublas.current()
                 node = _QmvNode(QuantizedMatmul(True, 64, 4, "affine", bfloat16, bfloat16), rows, n, k, bfloat16)
                 cells = {
                     "umx bf16": (lambda i, x=x, w=wbf, s=(rows, n): matvec.bf16_matvec(x, w[i].T, s), dense_bytes),
-                    "cuBLAS bf16": (lambda i, x=x, w=wbf, h=h: cublas.matmul(h, x, w[i].T, cublas.BFLOAT16),
-                                    dense_bytes),
+                    # (the handle of the stream current at the call: the capturing one)
+                    "cuBLAS bf16": (lambda i, x=x, w=wbf: cublas.matmul(cublas.current(), x, w[i].T,
+                                                                        cublas.BFLOAT16), dense_bytes),
                     "umx 4-bit": (lambda i, x=x, node=node, p=packed: quantized._native_qmv(node, [x, *p[i]]),
                                   q_bytes),
                 }
@@ -106,9 +139,9 @@ def main() -> None:
                 for c in cols:
                     launch, nbytes = cells[c]
                     assert launch(0) is not None, c
-                    sec = _time(cp, launch, copies, args.launches, args.runs)
+                    sec = _time(cp, launch, copies, args.launches, args.runs, torch if c.startswith("torch") else None)
                     out.append(f"{nbytes / sec / 1e9:8.0f} ({nbytes / sec / peak:4.0%}) ")
-                print(f"{name:9} {rows:4} {f'{n}x{k}':>12} " + " ".join(f"{o:>18}" for o in out), flush=True)
+                print(f"{layer:9} {rows:4} {f'{n}x{k}':>12} " + " ".join(f"{o:>18}" for o in out), flush=True)
 
 
 def _bf16_bits(cp, w):
