@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|profile|kernels|extras|ab|conformance]
+# Used as: bash bench/device_run.sh [core|check|models|decode|profile|kernels|extras|ab|conformance]
 #   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
-#   replays as a graph; models: the 1.2B language model and training on the GPU;
+#   replays as a graph; models: the 1.2B language model and training on the GPU; decode: the GPU tests of the
+#   decode step's own kernels, their bandwidth (bench/matvec.py), then models' tables with one run each;
 #   profile: those models' steps per primitive (bench/profile_ops.py); kernels: their CUDA kernels (CUPTI);
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
@@ -17,6 +18,16 @@ export PYTHONUNBUFFERED=1
 if [ "${1:-core}" = models ]; then  # (llm.py prints each row as its column finishes: a cut run keeps them)
   timeout 360 python3 bench/llm.py --runs 2 2>&1 | tee "$OUT/llm.log" | tail -16
   timeout 200 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -8
+  exit 0
+fi
+if [ "${1:-core}" = decode ]; then  # the decode kernels' GPU tests, their bandwidth, the models' tables, in one call
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  timeout 90 python3 -m pytest -q -p no:cacheprovider -n 8 -W ignore tests/test_quantized.py tests/test_cuda.py \
+    tests/test_graphs.py tests/test_nn_layers.py tests/test_transforms_api.py > "$OUT/pytest-decode.log" 2>&1
+  echo "pytest exit $?"; tail -1 "$OUT/pytest-decode.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest-decode.log" | head -20
+  timeout 60 python3 bench/matvec.py 2>&1 | tee "$OUT/matvec.log" | tail -13
+  timeout 180 python3 bench/llm.py --runs 1 2>&1 | tee "$OUT/llm.log" | tail -12
+  timeout 150 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -6
   exit 0
 fi
 if [ "${1:-core}" = profile ]; then  # where a step's GPU time goes, per primitive (eager, then compiled)
