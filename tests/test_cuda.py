@@ -311,11 +311,12 @@ def test_eval_returns_when_the_gpu_work_is_done(rng):
 @needs_gpu
 @pytest.mark.parametrize("rows", [1, 3, 8, 9])
 @pytest.mark.parametrize("n,k", [(200, 256), (2050, 64), (8194, 136), (64, 12)])
-def test_bfloat16_products_of_a_few_rows_by_a_linear_weight(rng, rows, n, k):
+def test_bfloat16_products_of_a_few_rows_by_a_linear_weight(rng, rows, n, k, monkeypatch):
     # x @ w.T of a decode step: umx's matvec kernel for up to 8 rows (K a multiple of 8, weight rows of odd
     # counts, 1, 2 or 4 per warp), cuBLAS beyond; float32 sums rounded once, within bfloat16's rounding of float64
     from umx.backends.cuda import matvec
 
+    monkeypatch.setattr(matvec, "ENABLED", True)  # (off by default: see matvec.py)
     x = mx.array(rng.standard_normal((rows, k)).astype(np.float32)).astype(mx.bfloat16)
     w = mx.array((rng.standard_normal((n, k)) * 0.1).astype(np.float32)).astype(mx.bfloat16)
     want = np.asarray(x.astype(mx.float32), np.float64) @ np.asarray(w.astype(mx.float32), np.float64).T

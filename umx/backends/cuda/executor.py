@@ -25,7 +25,7 @@ from ...runtime.executor import HOST_READER, WorkerExecutor, conform, failure_of
 from ...runtime.fusion import ELEMENTWISE, Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
-from . import cublas, direct, graphs, pressure
+from . import cublas, direct, graphs, matvec, pressure
 from . import memory as gmem
 from ._probe import _cupy
 from .fast import NATIVE as FAST_NATIVE
@@ -33,7 +33,6 @@ from .fusion import KernelCache
 from .kernels import device_args, make_table
 from .lane import OWN, Lane
 from .marks import Marks
-from .matvec import bf16_matvec
 from .pressure import SPILL_MIN_BYTES, track
 from .quantized import NATIVE as QUANTIZED_NATIVE
 from .traced import TracedBatches
@@ -256,8 +255,8 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         elif c is Matmul and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
             if n._dtype in _NARROW_DTYPES:
                 out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
-            elif n._dtype is bfloat16:  # on the 16-bit storage, float32 accumulation: a few rows by umx's kernel
-                out = bf16_matvec(args[0], args[1], n._shape)
+            elif n._dtype is bfloat16:  # on the 16-bit storage, float32 accumulation
+                out = matvec.bf16_matvec(args[0], args[1], n._shape) if matvec.ENABLED else None
                 if out is None:
                     out = _matmul_bf16(args[0], args[1])  # (cuBLAS)
             else:

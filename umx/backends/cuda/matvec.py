@@ -1,6 +1,8 @@
 """The bfloat16 product of a few rows by a linear layer's weight (``x @ w.T``, ``w`` stored row by row), by a
 kernel of umx's own (``sources.bf16_matvec_source``): a decode step's products, whose speed is the weight's bytes
-read. cuBLAS serves every other bfloat16 product. ``UMX_OWN_MATVEC=0`` hands these to cuBLAS too (to compare).
+read. Off unless ``UMX_OWN_MATVEC=1``: in device time it matches cuBLAS's bfloat16 product overall (faster for
+short weights and the vocabulary's, slower for long rows, where too few warps share the work; ``bench/matvec.py``),
+so cuBLAS serves every bfloat16 product by default.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from .sources import QMV_MAX_ROWS, QMV_WARPS, bf16_matvec_source
 
 cp = _cupy()
 
-ENABLED = os.environ.get("UMX_OWN_MATVEC", "1") != "0"
+#: whether the executor asks this kernel first (``bf16_matvec`` itself runs whenever it is called)
+ENABLED = os.environ.get("UMX_OWN_MATVEC", "0") == "1"
 
 
 @functools.cache
@@ -33,7 +36,7 @@ def bf16_matvec(a, b, shape: tuple):
     """``a @ b`` of bfloat16 storage (uint16) ``a`` ``(..., K)`` of at most ``QMV_MAX_ROWS`` rows and ``b``
     ``(K, N)``, the transpose of a C-contiguous ``(N, K)`` weight, as ``shape``'s bfloat16 storage; None where this
     does not apply."""
-    if not ENABLED or b.ndim != 2 or not a.ndim or a.dtype != np.uint16 or b.dtype != np.uint16:
+    if b.ndim != 2 or not a.ndim or a.dtype != np.uint16 or b.dtype != np.uint16:
         return None
     k, n = b.shape
     if a.shape[-1] != k or k % 8 or not k or not n or not b.flags.f_contiguous:
