@@ -456,10 +456,9 @@ def test_bad_input_raises_at_the_call():
 def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, rows, dtype, x_dtype):
     # a decode step's product (a few rows of x against a transposed weight): the GPU's kernel reads the packed
     # words once, with weight rows of odd counts, words loaded one or four at a time, and bfloat16 scales with
-    # float32 x. It sums as MLX's GPU kernels do, scale * sum(code * x) + bias * sum(x), so it is compared with
-    # the exact affine weights; the CPU rounds each dequantized weight to bfloat16 first (scale * code, then plus
-    # the bias, where the two terms may nearly cancel), so for bfloat16 weights the bound is a share of the
-    # largest output, not of each
+    # float32 x. Both devices sum as MLX's GPU kernels do, scale * sum(code * x) + bias * sum(x), so the
+    # reference is the exact affine weights (not dequantize's bfloat16 values: scale * code, then plus the bias,
+    # each rounded, where the two terms may nearly cancel); for bfloat16 the output's rounding bounds the error
     w = _w(rng, (n, k), dtype) * 0.1
     wq, s, b = mx.quantize(w, gs, bits)
     x = mx.array(rng.standard_normal((rows, k)).astype(np.float32)).astype(x_dtype)
@@ -470,4 +469,5 @@ def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, r
     if dtype == mx.float32:
         assert_close(got, want, 1e-4, 1e-4)
     else:
-        assert_close(got, want, 2e-2, 2e-2 * np.abs(want).max())
+        # (9 rows multiply by dequantize's rounded weights: a bound of the largest output's share)
+        assert_close(got, want, 1e-2, (2e-3 if rows <= 8 else 2e-2) * np.abs(want).max())

@@ -295,7 +295,7 @@ def _dequantize(xp, prim, w, scales, *rest):
 def _qmm_2d(xp, prim, x, w, scales, biases, acc):
     """``x @ W.T`` (transpose) or ``x @ W`` for one packed matrix ``w``: x is (R, K) in ``acc``; the weight is
     dequantized a block of rows at a time."""
-    if x.shape[0] <= _FEW and _exact(prim.wdtype, acc):
+    if x.shape[0] <= _FEW:  # (as MLX's GPU kernels: per-group sums, no rounded weights; the GPU's kernel too)
         return _qmm_few(xp, prim, x, w, scales, biases, acc)
     n = _n_codes(prim, w)
     rows = w.shape[0]
