@@ -248,6 +248,7 @@ def test_quantized_matmul_in_blocks(rng, monkeypatch):
     whole_q = mx.quantize(w, 32, 3)
     mx.eval(whole, whole_q)  # (before the blocks shrink: kernels run at eval)
     monkeypatch.setattr(qk, "_BLOCK", 200)
+    monkeypatch.setattr(qk, "_FEW_BLOCK", 200)  # (x's 7 rows: the few-rows route)
     blocked = [mx.quantized_matmul(x, wq, s, b, True, 32, 3), mx.quantized_matmul(xt, wq, s, b, False, 32, 3)]
     for w_, b_ in zip(whole, blocked):
         assert_close(b_, np.asarray(w_), 1e-5, 1e-5)

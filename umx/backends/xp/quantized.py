@@ -16,6 +16,9 @@ from . import kernel
 
 _BLOCK = 1 << 19  # elements of dequantized weight a CPU product holds at once
 _FEW = 8  # products with at most this many input rows scale per-group results, not the weight (see _qmm_few)
+#: elements of unpacked codes such a product holds at once: a block small enough to stay in a core's cache
+#: between its unpacking and the products that read it (bench/llm.py's 4-bit decode on the CPU)
+_FEW_BLOCK = 1 << 16
 _FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Magnitudes between two E2M1 values round to the nearer; a tie goes to the smaller, as MLX's encoder does.
 _FP4_BOUNDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
@@ -266,10 +269,10 @@ def dequantize_rows(xp, prim, w, scales, biases, global_scale, dtype, acc):
     return out.reshape(w.shape[:-1] + (-1,))
 
 
-def _row_block(xp, rows: int, row_size: int) -> int:
+def _row_block(xp, rows: int, row_size: int, block: int | None = None) -> int:
     if xp is not np:
         return max(rows, 1)
-    return max(1, min(rows, _BLOCK // max(row_size, 1)))
+    return max(1, min(rows, (_BLOCK if block is None else block) // max(row_size, 1)))
 
 
 @kernel(qp.Dequantize)
@@ -324,7 +327,7 @@ def _qmm_few(xp, prim, x, w, scales, biases, acc):
     groups = scales.shape[-1]
     gs = n // groups
     rows = w.shape[0]
-    step = _row_block(xp, rows, n)
+    step = _row_block(xp, rows, n, _FEW_BLOCK)  # (read at the call: tests shrink it)
     if prim.transpose:  # W (N, K), groups along K: out[:, j] = sum_g s[j, g] * (x_g . q[j, g])
         xg = x.reshape(m, -1, gs)
         xt = xp.ascontiguousarray(xg.transpose(1, 2, 0))  # (groups, gs, m)
