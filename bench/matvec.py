@@ -88,7 +88,7 @@ def main() -> None:
     import cupy as cp
 
     from umx.backends.cuda import cublas, matvec, quantized
-    from umx.dtypes import bfloat16
+    from umx.dtypes import bfloat16, narrow_bf16
     from umx.primitives.quantized import QuantizedMatmul
 
     try:
@@ -113,7 +113,7 @@ def main() -> None:
             dense_bytes = n * k * 2
             copies = max(2, -(-L2_BYTES // dense_bytes))
             ws = [cp.asarray(rng.standard_normal((n, k), dtype=np.float32) * 0.02) for _ in range(copies)]
-            wbf = [_bf16_bits(cp, w) for w in ws]
+            wbf = [narrow_bf16(cp, w) for w in ws]
             packed = []
             for w in ws:
                 q, s, b = mx.quantize(mx.array(cp.asnumpy(w)).astype(mx.bfloat16), 64, 4)
@@ -122,7 +122,7 @@ def main() -> None:
             q_bytes = sum(a.nbytes for a in packed[0])
             tw = [torch.as_tensor(w, device="cuda").to(torch.bfloat16) for w in ws] if torch is not None else None
             for rows in (1, 4):
-                x = _bf16_bits(cp, cp.asarray(rng.standard_normal((rows, k), dtype=np.float32)))
+                x = narrow_bf16(cp, cp.asarray(rng.standard_normal((rows, k), dtype=np.float32)))
                 node = _QmvNode(QuantizedMatmul(True, 64, 4, "affine", bfloat16, bfloat16), rows, n, k, bfloat16)
                 cells = {
                     "umx bf16": (lambda i, x=x, w=wbf, s=(rows, n): matvec.bf16_matvec(x, w[i].T, s), dense_bytes),
@@ -144,18 +144,11 @@ def main() -> None:
                 print(f"{layer:9} {rows:4} {f'{n}x{k}':>12} " + " ".join(f"{o:>18}" for o in out), flush=True)
 
 
-def _bf16_bits(cp, w):
-    """float32 CuPy array -> bfloat16's storage (uint16), rounded to nearest even."""
-    u = w.view(cp.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(cp.uint16)
-
-
 def _storage(a):
     """A umx array's data as stored (bfloat16 as its uint16 bits)."""
-    h = np.asarray(a.astype(mx.float32)) if a.dtype == mx.bfloat16 else np.asarray(a)
-    if a.dtype == mx.bfloat16:
-        return (h.view(np.uint32) >> 16).astype(np.uint16)
-    return h
+    from umx.dtypes import narrow_bf16
+
+    return narrow_bf16(np, np.asarray(a.astype(mx.float32))) if a.dtype == mx.bfloat16 else np.asarray(a)
 
 
 class _QmvNode:

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ._probe import _cupy
-from .sources import QMV_MAX_ROWS, QMV_WARPS, bf16_matvec_source
+from .sources import QMV_MAX_ROWS, QMV_WARPS, bf16_matvec_source, matvec_columns
 
 cp = _cupy()
 
@@ -25,11 +25,6 @@ ENABLED = os.environ.get("UMX_OWN_MATVEC", "0") == "1"
 def _kernel(rows: int, cols: int):
     name = f"umx_bf16_matvec_{rows}_{cols}"
     return cp.RawKernel(bf16_matvec_source(name, rows, cols), name)
-
-
-def _columns(n: int) -> int:
-    """Weight rows per warp: more share each load of x; fewer leave enough warps for a short weight."""
-    return 4 if n >= 8192 else 2 if n >= 2048 else 1
 
 
 def bf16_matvec(a, b, shape: tuple):
@@ -48,7 +43,7 @@ def bf16_matvec(a, b, shape: tuple):
     w = b.T
     if a.data.ptr % 16 or w.data.ptr % 16:  # (16-byte loads)
         return None
-    cols = _columns(n)
+    cols = matvec_columns(n, 8192)
     warps = -(-n // cols)
     out = cp.empty(shape, np.uint16)
     _kernel(rows, cols)((-(-warps // QMV_WARPS),), (32 * QMV_WARPS,), (a, w, out, np.int32(n), np.int32(k)))

@@ -3,9 +3,8 @@ rows of ``x`` times an affine-quantized weight (``transpose=True``, 2, 4 or 8 bi
 packed words read once (``sources.qmv_source``), on float32 or bfloat16 data as stored (``NATIVE``: the executor
 asks before it widens bfloat16). A step's speed is the bytes read, and the shared kernel
 (``backends/xp/quantized.py``) first writes the dequantized weight out in full. Other products keep the shared
-kernel. ``CAPTURE_IF`` says which
-nodes a CUDA graph may capture (this kernel's, and the shared dequantization's modes that read nothing from the
-host).
+kernel. ``CAPTURE_IF`` says which nodes a CUDA graph may capture (this kernel's, and the shared dequantization's
+modes that read nothing from the host).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import numpy as np
 from ...dtypes import bfloat16, float32
 from ...primitives import quantized as qp
 from ._probe import _cupy
-from .sources import QMV_MAX_ROWS, QMV_WARPS, qmv_source
+from .sources import QMV_MAX_ROWS, QMV_WARPS, matvec_columns, qmv_source
 
 cp = _cupy()
 
@@ -44,20 +43,12 @@ def fits(prim, x_shape: tuple, w_shape: tuple) -> bool:
     return 0 < rows <= QMV_MAX_ROWS and k > 0 and w_shape[0] > 0 and k % prim.group_size == 0
 
 
-def _columns(n: int) -> int:
-    """Weight rows per warp: more share each load of x; fewer leave enough warps for a short weight."""
-    return 4 if n >= 4096 else 2 if n >= 1024 else 1
-
-
 def _native_qmv(n, args):
     """QuantizedMatmul's output by the kernel for a few rows of ``x`` (:func:`fits`), from its inputs as stored
     (bfloat16 unwidened), or None: the kernel table's (dequantize, then a product) serves."""
-    ins = n._inputs
-    if len(ins) != 4 or n._dtype not in _FLOATS or not fits(n._prim, ins[0]._shape, ins[1]._shape):
+    if not _takes(n):
         return None
-    x_dtype, s_dtype = ins[0]._dtype, ins[2]._dtype
-    if x_dtype not in _FLOATS or s_dtype not in _FLOATS or ins[3]._dtype is not s_dtype:
-        return None
+    x_dtype, s_dtype = n._inputs[0]._dtype, n._inputs[2]._dtype
     x, w, scales, biases = (cp.ascontiguousarray(a) for a in args)
     if w.dtype != np.uint32:
         return None
@@ -67,7 +58,7 @@ def _native_qmv(n, args):
     if x.data.ptr % 16:  # (the kernel reads x 8 or 16 bytes at a time)
         x = x.copy()
     vec = 4 if (w.shape[1] % 4 == 0 and w.data.ptr % 16 == 0) else 1
-    per_warp = _columns(cols)
+    per_warp = matvec_columns(cols, 4096)
     warps = -(-cols // per_warp)
     out = cp.empty((rows, cols), np.uint16 if n._dtype is bfloat16 else np.float32)
     kernel = _kernel(prim.bits, rows, per_warp, prim.group_size, x_dtype is bfloat16, s_dtype is bfloat16,
@@ -80,7 +71,9 @@ def _native_qmv(n, args):
 NATIVE = {qp.QuantizedMatmul: _native_qmv}
 
 
-def _captures(n) -> bool:
+def _takes(n) -> bool:
+    """Whether QuantizedMatmul node ``n`` is the kernel's (shapes, and dtypes of x, scales, biases, output): it runs
+    it, and a CUDA graph may capture it."""
     ins = n._inputs
     return (len(ins) == 4 and n._dtype in _FLOATS and ins[0]._dtype in _FLOATS and ins[2]._dtype in _FLOATS
             and ins[3]._dtype is ins[2]._dtype and fits(n._prim, ins[0]._shape, ins[1]._shape))
@@ -95,4 +88,4 @@ def _dequantize_captures(n) -> bool:
 
 
 #: primitive class -> whether a node of it runs as kernels that only enqueue (a CUDA graph may capture it)
-CAPTURE_IF = {qp.QuantizedMatmul: _captures, qp.Dequantize: _dequantize_captures}
+CAPTURE_IF = {qp.QuantizedMatmul: _takes, qp.Dequantize: _dequantize_captures}

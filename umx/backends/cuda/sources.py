@@ -573,6 +573,47 @@ QMV_MAX_ROWS = 8
 QMV_WARPS = 4
 
 
+def matvec_columns(n: int, wide: int) -> int:
+    """Weight rows per warp of a matvec kernel over ``n`` weight rows: 4 from ``wide`` rows (more rows share each
+    load of x), 2 from a quarter of that, else 1 (enough warps for a short weight)."""
+    return 4 if n >= wide else 2 if n >= wide // 4 else 1
+
+
+def _warp_columns(cols: int) -> str:
+    """The start of a matvec kernel whose warps take ``cols`` weight rows each (``col0``, the first; ``lane``)."""
+    return f"""  const int lane = threadIdx.x & 31;
+  const int col0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * {cols};
+  if (col0 >= n) return;
+"""
+
+
+def _zero_sums(rows: int, cols: int) -> str:
+    """A lane's sums, one per row of x and weight row: ``acc[rows][cols]``, zeroed."""
+    return f"""  float acc[{rows}][{cols}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
+  }}
+"""
+
+
+def _store_sums(rows: int, cols: int, store: str) -> str:
+    """The warp's sums added across its lanes by shuffles; lane 0 writes ``store`` (of the sum ``a``) to ``out``
+    ``(rows, n)`` for the weight rows that exist."""
+    return f"""  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) {{
+      float a = acc[r][c];
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+      if (lane == 0 && col0 + c < n) out[(long long)r * n + col0 + c] = {store};
+    }}
+  }}
+"""
+
+
 def qmv_source(name: str, bits: int, rows: int, cols: int, group: int, x_bf16: bool, s_bf16: bool,
                out_bf16: bool, vec: int) -> str:
     """The CUDA C++ of ``quantized_matmul(x, w, scales, biases, transpose=True)`` in the affine mode for a few rows
@@ -620,10 +661,7 @@ def qmv_source(name: str, bits: int, rows: int, cols: int, group: int, x_bf16: b
 extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int* __restrict__ w,
                                   const {st}* __restrict__ scales, const {st}* __restrict__ biases,
                                   {ot}* __restrict__ out, int n, int k) {{
-  const int lane = threadIdx.x & 31;
-  const int col0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * {cols};
-  if (col0 >= n) return;
-  const int words = k / {per_word};
+{_warp_columns(cols)}  const int words = k / {per_word};
   const int groups = k / {group};
   const unsigned int* wc[{cols}];
   const {st}* sc[{cols}];
@@ -635,13 +673,7 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int
     sc[c] = scales + row * groups;
     bc[c] = biases + row * groups;
   }}
-  float acc[{rows}][{cols}];
-  #pragma unroll
-  for (int r = 0; r < {rows}; ++r) {{
-    #pragma unroll
-    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
-  }}
-  for (int i = lane * {vec}; i < words; i += 32 * {vec}) {{
+{_zero_sums(rows, cols)}  for (int i = lane * {vec}; i < words; i += 32 * {vec}) {{
     unsigned int pk[{cols}][{vec}];
     #pragma unroll
     for (int c = 0; c < {cols}; ++c) {{
@@ -671,17 +703,7 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int
       }}
     }}
   }}
-  #pragma unroll
-  for (int r = 0; r < {rows}; ++r) {{
-    #pragma unroll
-    for (int c = 0; c < {cols}; ++c) {{
-      float a = acc[r][c];
-      #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-      if (lane == 0 && col0 + c < n) out[(long long)r * n + col0 + c] = {store};
-    }}
-  }}
-}}
+{_store_sums(rows, cols, store)}}}
 """
 
 
@@ -701,22 +723,13 @@ __device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {{
 
 extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
                                   unsigned short* __restrict__ out, int n, int k) {{
-  const int lane = threadIdx.x & 31;
-  const int col0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * {cols};
-  if (col0 >= n) return;
-  const uint4* wc[{cols}];
+{_warp_columns(cols)}  const uint4* wc[{cols}];
   #pragma unroll
   for (int c = 0; c < {cols}; ++c) {{
     const long long row = col0 + c < n ? col0 + c : n - 1;  // (past the end: a row read again, not stored)
     wc[c] = reinterpret_cast<const uint4*>(w + row * k);
   }}
-  float acc[{rows}][{cols}];
-  #pragma unroll
-  for (int r = 0; r < {rows}; ++r) {{
-    #pragma unroll
-    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
-  }}
-  const int vecs = k >> 3;
+{_zero_sums(rows, cols)}  const int vecs = k >> 3;
   #pragma unroll 2
   for (int i = lane; i < vecs; i += 32) {{
     uint4 pk[{cols}];
@@ -737,17 +750,7 @@ extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const un
       }}
     }}
   }}
-  #pragma unroll
-  for (int r = 0; r < {rows}; ++r) {{
-    #pragma unroll
-    for (int c = 0; c < {cols}; ++c) {{
-      float a = acc[r][c];
-      #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-      if (lane == 0 && col0 + c < n) out[(long long)r * n + col0 + c] = umx_bf16_bits(a);
-    }}
-  }}
-}}
+{_store_sums(rows, cols, "umx_bf16_bits(a)")}}}
 """
 
 
