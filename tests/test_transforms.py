@@ -456,3 +456,28 @@ def test_subtract_vjp_into_a_broadcast_operand_is_the_negated_sum(on, rng, dtype
     want = mx.sum(-c, axis=(0, 2), keepdims=True).reshape(5, 1)
     np.testing.assert_array_equal(np.asarray(gb.astype(mx.float64)), np.asarray(want.astype(mx.float64)))
     np.testing.assert_array_equal(np.asarray(ga.astype(mx.float64)), np.asarray(c.astype(mx.float64)))
+
+
+def test_linear_layer_gradients_are_the_products_themselves(on, rng):
+    # x @ w.T + b: w's cotangent is the product that computes it (no transpose of a transposed view of it), b's
+    # one sum over the batch (no reshape after it), and their values are NumPy's
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    w = rng.standard_normal((5, 3)).astype(np.float32)
+    b = rng.standard_normal((5,)).astype(np.float32)
+    c = rng.standard_normal((4, 5)).astype(np.float32)
+    xa = mx.array(x)
+    _, (gw, gb) = mx.vjp(lambda w, b: xa @ w.T + b, [mx.array(w), mx.array(b)], [mx.array(c)])
+    assert gw._prim.__class__.__name__ == "Matmul" and gb._prim.__class__.__name__ == "Sum"
+    assert all(i._prim.__class__.__name__ != "Transpose" or i._inputs[0]._prim.__class__.__name__ != "Transpose"
+               for i in gw._inputs)
+    np.testing.assert_allclose(np.asarray(gw), c.T @ x, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gb), c.sum(0), rtol=1e-5)
+
+
+def test_a_transposed_cotangent_from_outside_the_walk_is_not_handed_back(on, rng):
+    # the transpose's rule hands on only nodes its own walk built: a caller's array stays the caller's
+    y = mx.array(rng.standard_normal((3, 2)).astype(np.float32))
+    c = mx.transpose(y)
+    _, (g,) = mx.vjp(lambda w: w.T, [mx.array(np.zeros((3, 2), np.float32))], [c])
+    assert g is not y
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(y))

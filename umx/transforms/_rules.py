@@ -68,7 +68,7 @@ from ..primitives import (
 )
 from ._registry import rules
 from ._rules_elementwise import unbroadcast
-from .autodiff import _marker, backward, forward
+from .autodiff import _marker, backward, forward, made_here, needs_gradient
 
 
 def _stream():
@@ -236,7 +236,23 @@ def none_jvp(self, primals, tangents, outputs):
 
 
 rules(Reshape, vjp=lambda self, p, c, o: [m.reshape(c[0], p[0]._shape)], jvp=_linear_jvp)
-rules(Transpose, vjp=lambda self, p, c, o: [m.transpose(c[0], tuple(np.argsort(self.axes)))], jvp=_linear_jvp)
+
+
+def _transpose_vjp(self, primals, cotangents, outputs):
+    c = cotangents[0]
+    x = c._inputs[0] if c._prim.__class__ is Transpose and c._prim.axes == self.axes else None
+    if x is not None and made_here(c) and made_here(x):
+        return [x]  # (the rule's transpose undoes c's: ``x @ w.T``'s rule gives w.T's cotangent as one)
+    inverse = _INVERSES.get(self.axes)
+    if inverse is None:
+        inverse = _INVERSES[self.axes] = tuple(int(i) for i in np.argsort(self.axes))
+    return [m.transpose(c, inverse)]
+
+
+_INVERSES: dict = {}  # a Transpose's axes -> the inverse permutation (a step's transposes are a few, over and over)
+
+
+rules(Transpose, vjp=_transpose_vjp, jvp=_linear_jvp)
 rules(BroadcastTo, vjp=lambda self, p, c, o: [unbroadcast(c[0], p[0]._shape)], jvp=_linear_jvp)
 rules(Concatenate, vjp=_concatenate_vjp, jvp=_all_linear_jvp)
 rules(Split, vjp=lambda self, p, c, o: [m.concatenate(c, axis=self.axis)], jvp=_linear_jvp)
@@ -645,27 +661,32 @@ def _matmul_vjp(self, primals, cotangents, outputs):
     # An operand that is a transposed view (the weight in ``x @ w.T``) gets its cotangent as a transposed view
     # too, (b @ c^T)^T rather than c @ b^T: the transpose's own rule then hands back a contiguous array, the
     # weight's layout, which the optimizer reads without striding.
-    if _swapped(a2):
-        da = _swap(b2 @ _swap(c))
-    else:
-        da = c @ _swap(b2)
-    a_rows, c_rows = a2, c
-    if b2.ndim == 2 and c.ndim > 2:
-        # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is one
-        # product over all the stack's rows, not a product per matrix summed afterwards
-        a_rows, c_rows = m.reshape(a2, (-1, b2._shape[0])), m.reshape(c, (-1, b2._shape[1]))
-    if _swapped(b2):
-        db = _swap(_swap(c_rows) @ a_rows)
-    else:
-        db = _swap(a_rows) @ c_rows
-    da, db = unbroadcast(da, a2._shape), unbroadcast(db, b2._shape)
-    # (reshaped only where an operand was a vector: a public reshape to an array's own shape makes an alias node)
-    return [da if da._shape == a._shape else m.reshape(da, a._shape),
-            db if db._shape == b._shape else m.reshape(db, b._shape)]
+    da = db = None
+    if needs_gradient(a):
+        da = _swap(b2 @ _unswap(c)) if _swapped(a2) else c @ _unswap(b2)
+        da = unbroadcast(da, a2._shape)
+        # (reshaped only where an operand was a vector: a public reshape to an array's own shape makes an alias)
+        da = da if da._shape == a._shape else m.reshape(da, a._shape)
+    if needs_gradient(b):
+        a_rows, c_rows = a2, c
+        if b2.ndim == 2 and c.ndim > 2:
+            # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is
+            # one product over all the stack's rows, not a product per matrix summed afterwards
+            a_rows, c_rows = m.reshape(a2, (-1, b2._shape[0])), m.reshape(c, (-1, b2._shape[1]))
+        db = _swap(_unswap(c_rows) @ a_rows) if _swapped(b2) else _unswap(a_rows) @ c_rows
+        db = unbroadcast(db, b2._shape)
+        db = db if db._shape == b._shape else m.reshape(db, b._shape)
+    return [da, db]
 
 
 def _swap(x: array) -> array:
     return m.swapaxes(x, -1, -2)
+
+
+def _unswap(x: array) -> array:
+    """``x`` with its last two axes exchanged: the array it is a swapped view of, if it is one (a view of that
+    view would have its very layout)."""
+    return x._inputs[0] if _swapped(x) else _swap(x)
 
 
 def _swapped(x: array) -> bool:

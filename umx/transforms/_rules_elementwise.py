@@ -1,11 +1,12 @@
 """Derivative rules of the elementwise primitives, declared as data, registered on the primitive classes.
 
-``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name](a, b, y)`` is the pair ``(dy/da,
-dy/db)``. A derivative may be a Python number (1 and -1 cost no node). ``abs``, ``real``, ``imag`` and ``conj``
-have rules of their own, declared at the end. Other primitives in neither table (predicates, bitwise and logical
-ops) have no gradient: their vjp gives None, which the walk treats as zero, and their jvp zeros of the output's
-shape in the tangent's dtype (as MLX's). As in MLX, rules apply to integer arrays too, and for complex inputs a
-vjp is the cotangent times the conjugate derivative (``c * conj(f'(z))``).
+``UNARY_D[name](x, y)`` is ``dy/dx`` for ``y = f(x)``; ``BINARY_D[name]`` is the pair of functions of ``(a, b,
+y)`` giving ``dy/da`` and ``dy/db`` (apart: an input that needs no gradient costs no node). A derivative may be a
+Python number (1 and -1 cost no node). ``abs``, ``real``, ``imag`` and ``conj`` have rules of their own, declared
+at the end. Other primitives in neither table (predicates, bitwise and logical ops) have no gradient: their vjp
+gives None, which the walk treats as zero, and their jvp zeros of the output's shape in the tangent's dtype (as
+MLX's). As in MLX, rules apply to integer arrays too, and for complex inputs a vjp is the cotangent times the
+conjugate derivative (``c * conj(f'(z))``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import ops as m
 from ..array import array
 from ..primitives import BINARY, UNARY, Binary, Round, Unary, Where
 from ._registry import rules
+from .autodiff import needs_gradient
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
@@ -58,19 +60,19 @@ UNARY_D = {
 }
 
 BINARY_D = {
-    "Add": lambda a, b, y: (1, 1),
-    "Subtract": lambda a, b, y: (1, -1),
-    "Multiply": lambda a, b, y: (b, a),
-    "Divide": lambda a, b, y: (m.reciprocal(b), -y / b),
+    "Add": (lambda a, b, y: 1, lambda a, b, y: 1),
+    "Subtract": (lambda a, b, y: 1, lambda a, b, y: -1),
+    "Multiply": (lambda a, b, y: b, lambda a, b, y: a),
+    "Divide": (lambda a, b, y: m.reciprocal(b), lambda a, b, y: -y / b),
     # d/db is y * log(a), taken as 0 where a is 0 (the limit for b > 0): log(0) would make it nan.
-    "Power": lambda a, b, y: (b * m.power(a, b - 1), y * m.log(m.where(a == 0, 1, a))),
+    "Power": (lambda a, b, y: b * m.power(a, b - 1), lambda a, b, y: y * m.log(m.where(a == 0, 1, a))),
     # Ties send the whole gradient to the second argument, as in MLX (relu's maximum(x, 0) has slope 0 at 0).
-    "Maximum": lambda a, b, y: (m.greater(a, b), m.less_equal(a, b)),
-    "Minimum": lambda a, b, y: (m.less(a, b), m.greater_equal(a, b)),
-    "ArcTan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
-    "LogAddExp": lambda a, b, y: (m.exp(a - y), m.exp(b - y)),
-    "FloorDivide": lambda a, b, y: (_ZERO, _ZERO),
-    "Remainder": lambda a, b, y: (1, -m.floor_divide(a, b)),
+    "Maximum": (lambda a, b, y: m.greater(a, b), lambda a, b, y: m.less_equal(a, b)),
+    "Minimum": (lambda a, b, y: m.less(a, b), lambda a, b, y: m.greater_equal(a, b)),
+    "ArcTan2": (lambda a, b, y: b / (a * a + b * b), lambda a, b, y: -a / (a * a + b * b)),
+    "LogAddExp": (lambda a, b, y: m.exp(a - y), lambda a, b, y: m.exp(b - y)),
+    "FloorDivide": (lambda a, b, y: _ZERO, lambda a, b, y: _ZERO),
+    "Remainder": (lambda a, b, y: 1, lambda a, b, y: -m.floor_divide(a, b)),
 }
 
 
@@ -80,9 +82,9 @@ def unbroadcast(c: array, shape: tuple) -> array:
         return c
     lead = c.ndim - len(shape)
     stretched = tuple(lead + i for i, s in enumerate(shape) if s == 1 and c._shape[lead + i] != 1)
-    axes = tuple(range(lead)) + stretched
-    if axes:
-        c = m.sum(c, axis=axes, keepdims=True)
+    if not stretched:  # only leading axes added (a bias's gradient): the sum drops them, no reshape after it
+        return m.sum(c, axis=tuple(range(lead)))
+    c = m.sum(c, axis=tuple(range(lead)) + stretched, keepdims=True)
     return c if c._shape == shape else m.reshape(c, shape)  # (a public reshape to its own shape: an alias node)
 
 
@@ -160,7 +162,11 @@ def _binary_vjp(self, primals, cotangents, outputs):
     c = cotangents[0]
     complex_ = y._dtype.kind == "c"
     out = []
-    for x, dx in zip((a, b), d(a, b, y)):
+    for x, dx in zip((a, b), d):
+        if not needs_gradient(x):
+            out.append(None)
+            continue
+        dx = dx(a, b, y)
         # (a - b's b, summed to a smaller shape: negate the sum, not the cotangent; negation is exact)
         if type(dx) is int and dx == -1 and x._shape != c._shape:
             out.append(-unbroadcast(c, x._shape))
@@ -177,10 +183,10 @@ def _binary_jvp(self, primals, tangents, outputs):
     if d is None or y._dtype is dt.bool_:
         return _zero_tangent(tangents, y)
     total = None
-    for t, dx in zip(tangents, d(a, b, y)):
+    for t, dx in zip(tangents, d):
         if t is None:
             continue
-        g = _times(t, dx)
+        g = _times(t, dx(a, b, y))
         if g is not None:
             total = g if total is None else total + g
     return [None if total is None else m.broadcast_to(total, y._shape)]
@@ -210,7 +216,8 @@ def _round_jvp(self, primals, tangents, outputs):
 def _where_vjp(self, primals, cotangents, outputs):
     cond, x, y = primals
     c = cotangents[0]
-    return [None, unbroadcast(m.where(cond, c, 0), x._shape), unbroadcast(m.where(cond, 0, c), y._shape)]
+    dx = unbroadcast(m.where(cond, c, 0), x._shape) if needs_gradient(x) else None
+    return [None, dx, unbroadcast(m.where(cond, 0, c), y._shape) if needs_gradient(y) else None]
 
 
 def _where_jvp(self, primals, tangents, outputs):

@@ -14,7 +14,7 @@ from .. import fast
 from .. import ops as m
 from ..array import array, node
 from ..devices import resolve_stream
-from ..ops._core import sibling_nodes
+from ..ops._core import cast, sibling_nodes
 from ..primitives import (
     Dequantize,
     FromFP8,
@@ -47,7 +47,7 @@ def _sdpa_vjp(self, primals, cotangents, outputs):
     q, k, v, *rest = primals
     qa, ka, va, s = fast._sdpa_scores(self, q, k, v, *rest)
     p, p_sink = fast._sdpa_probabilities(self, s, rest)
-    ga = m.astype(cotangents[0], s._dtype)
+    ga = cast(cotangents[0], s._dtype)
     grouped = s.ndim == 5
     if grouped:
         ga = m.reshape(ga, s._shape[:4] + (-1,))
@@ -60,13 +60,13 @@ def _sdpa_vjp(self, primals, cotangents, outputs):
     if grouped:
         dq = m.reshape(dq, q._shape[:3] + (-1,))
         dk, dv = m.sum(dk, axis=2), m.sum(dv, axis=2)
-    grads = [m.astype(dq, q._dtype), m.astype(dk, k._dtype), m.astype(dv, v._dtype)]
+    grads = [cast(dq, q._dtype), cast(dk, k._dtype), cast(dv, v._dtype)]
     if self.mask in ("bool", "additive"):
         mask = rest[0]
         if self.mask == "additive" and needs_gradient(mask):  # (added to the scores: its gradient is ds's)
             d = m.reshape(ds, q._shape[:3] + (ds._shape[-1],)) if grouped else ds
             d = unbroadcast(d, (1,) * (4 - mask.ndim) + mask._shape)
-            grads.append(m.astype(m.reshape(d, mask._shape), mask._dtype))
+            grads.append(cast(m.reshape(d, mask._shape), mask._dtype))
         else:
             grads.append(None)
     if self.has_sinks:
@@ -74,7 +74,7 @@ def _sdpa_vjp(self, primals, cotangents, outputs):
         if needs_gradient(sinks):
             d = -(p_sink * row)  # (b, heads..., t_q, 1)
             d = m.sum(d, axis=(0, -2, -1))
-            grads.append(m.astype(m.reshape(d, sinks._shape), sinks._dtype))
+            grads.append(cast(m.reshape(d, sinks._shape), sinks._dtype))
         else:
             grads.append(None)
     return grads
@@ -93,14 +93,14 @@ def _rms_norm_vjp(self, primals, cotangents, outputs):
     # dw = the sum over rows of g x r; computed in the forward's accumulation dtype
     x, *weight = primals
     acc = fast._acc(outputs[0]._dtype)
-    xa, ga = m.astype(x, acc), m.astype(cotangents[0], acc)
+    xa, ga = cast(x, acc), cast(cotangents[0], acc)
     r = m.rsqrt(m.mean(m.square(xa), axis=-1, keepdims=True) + self.eps)
-    gw = ga * m.astype(weight[0], acc) if weight else ga
+    gw = ga * cast(weight[0], acc) if weight else ga
     dx = r * (gw - xa * m.square(r) * m.mean(gw * xa, axis=-1, keepdims=True))
-    grads = [m.astype(dx, x._dtype)]
+    grads = [cast(dx, x._dtype)]
     if weight:
         w = weight[0]
-        grads.append(m.astype(m.sum(ga * (xa * r), axis=_leading(x)), w._dtype) if needs_gradient(w) else None)
+        grads.append(cast(m.sum(ga * (xa * r), axis=_leading(x)), w._dtype) if needs_gradient(w) else None)
     return grads
 
 
@@ -109,20 +109,20 @@ def _layer_norm_vjp(self, primals, cotangents, outputs):
     # dx = r * (g w - mean(g w) - xhat mean(g w xhat)), dw = the sum over rows of g xhat, db = that of g
     x = primals[0]
     acc = fast._acc(outputs[0]._dtype)
-    xa, ga = m.astype(x, acc), m.astype(cotangents[0], acc)
+    xa, ga = cast(x, acc), cast(cotangents[0], acc)
     centered = xa - m.mean(xa, axis=-1, keepdims=True)
     r = m.rsqrt(m.mean(m.square(centered), axis=-1, keepdims=True) + self.eps)
     xhat = centered * r
-    gw = ga * m.astype(primals[1], acc) if self.has_weight else ga
+    gw = ga * cast(primals[1], acc) if self.has_weight else ga
     dx = r * (gw - m.mean(gw, axis=-1, keepdims=True) - xhat * m.mean(gw * xhat, axis=-1, keepdims=True))
-    grads = [m.astype(dx, x._dtype)]
+    grads = [cast(dx, x._dtype)]
     lead = _leading(x)
     if self.has_weight:
         w = primals[1]
-        grads.append(m.astype(m.sum(ga * xhat, axis=lead), w._dtype) if needs_gradient(w) else None)
+        grads.append(cast(m.sum(ga * xhat, axis=lead), w._dtype) if needs_gradient(w) else None)
     if self.has_bias:
         b = primals[-1]
-        grads.append(m.astype(m.sum(ga, axis=lead), b._dtype) if needs_gradient(b) else None)
+        grads.append(cast(m.sum(ga, axis=lead), b._dtype) if needs_gradient(b) else None)
     return grads
 
 

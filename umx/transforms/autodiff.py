@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from ..array import array, node
+from ..array import _created, array, node
 from ..devices import resolve_stream
 from ..ops import astype, ones_like, zeros_like
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
@@ -112,7 +112,9 @@ def _add(acc: dict, x: array, c) -> None:
     acc[k] = c if prev is None else prev + c
 
 
-_walk = threading.local()  # the nodes the running backward walk differentiates (see needs_gradient)
+# the running backward walk: the nodes it differentiates (see needs_gradient) and the creation number it started
+# after (see made_here)
+_walk = threading.local()
 
 
 def needs_gradient(x: array) -> bool:
@@ -124,15 +126,23 @@ def needs_gradient(x: array) -> bool:
     return active is None or id(x) in active
 
 
+def made_here(x: array) -> bool:
+    """Whether ``x`` is a node that the backward walk in progress on this thread built and nothing has scheduled:
+    no caller holds it, so a rule may hand it on as a cotangent itself rather than a new node of its value."""
+    start = getattr(_walk, "start", None)
+    return start is not None and x._exec is None and x._data is None and x._seq > start
+
+
 def backward(outputs: list, cotangents: list, markers: list) -> list:
     """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
     order, active = _units(outputs, markers)
-    outer = getattr(_walk, "active", None)
+    outer = getattr(_walk, "active", None), getattr(_walk, "start", None)
     _walk.active = active
+    _walk.start = next(_created)
     try:
         return _backward(order, active, outputs, cotangents, markers)
     finally:
-        _walk.active = outer
+        _walk.active, _walk.start = outer
 
 
 def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list) -> list:
