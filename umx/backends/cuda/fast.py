@@ -179,12 +179,11 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
-    groups = max(1, BLOCK // (-(-d_v // 32) * 32))
     sinks = sinks if sinks is not None else np.uint64(0)
     _kernel("sdpa", xt)((rows, n_split), (BLOCK,), (
         q, k, v, mask, sinks, out, part, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k), np.int32(d),
         np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides),
-        np.int32(chunk), np.int32(n_split), np.int32(groups)))
+        np.int32(chunk), np.int32(n_split)))
     if n_split > 1:
         _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), (
             part, sinks, out, np.int32(n_q), np.int32(t_q), np.int32(d_v), np.int32(n_split)))

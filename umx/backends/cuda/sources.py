@@ -410,6 +410,8 @@ __device__ __forceinline__ float umx_masked_score(float s, int kind, const void*
 
 #: the most keys one block of the attention kernel for few queries scores at once (its shared array of scores)
 SDPA_CHUNK = 2048
+#: the keys a warp of that kernel scores at once
+SDPA_KEYS = 4
 
 
 def sdpa_source(name: str, x: str = "float") -> str:
@@ -418,14 +420,17 @@ def sdpa_source(name: str, x: str = "float") -> str:
     too), for ``D, Dv <= SDPA_MAX_HEAD``, in float32: two kernels, ``{name}`` and ``{name}_combine``.
 
     The keys of each query row are split in ``n_split`` chunks of ``chunk`` (at most ``SDPA_CHUNK``), one block
-    each (grid: rows by chunks), so that a decode step's few rows still fill the GPU. A block scores its keys
-    (one thread a key, the scaled query in shared memory), masks them (``mask_kind`` 0 none, 1 causal: lower
-    right aligned, 2 boolean, 3 additive; the mask read through its strides ``ms``, 0 where it broadcasts; a
-    masked score is float32's lowest, so a row masked whole averages the values, as the host does), takes their
-    softmax's largest score ``m``, sum ``l`` and weighted values (``groups`` groups of threads over the keys, one
-    thread a feature). With one chunk it writes the row's output; else ``(m, l, values)`` to ``part``, which
+    each (grid: rows by chunks), so that a decode step's few rows still fill the GPU. Each warp of a block takes
+    every ``warps``-th key of the chunk, ``SDPA_KEYS`` at a time, its lanes over the features (a key's row read in
+    one coalesced sweep, the dot product summed by shuffles): it scores the keys (the scaled query in shared
+    memory) and masks them (``mask_kind`` 0 none, 1 causal: lower right aligned, 2 boolean, 3 additive; the mask
+    read through its strides ``ms``, 0 where it broadcasts; a masked score is float32's lowest, so a row masked
+    whole averages the values, as the host does). The block takes the softmax's largest score ``m`` and sum ``l``;
+    then each warp weighs the values of its keys the same way (lanes over features), and the warps' sums meet in
+    shared memory. With one chunk the block writes the row's output; else ``(m, l, values)`` to ``part``, which
     ``{name}_combine`` merges (one block a row). ``sinks``: one logit per query head that joins the softmax and
     takes no value (null: none)."""
+    per_lane = SDPA_MAX_HEAD // 32
     return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
 __device__ __forceinline__ float umx_sdpa_out(float o, float m, float l, const float* sinks, int hq) {{
   if (sinks == nullptr) return o / l;
@@ -439,17 +444,18 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
                                   const float* __restrict__ sinks, {x}* __restrict__ out, float* __restrict__ part,
                                   int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale, int mask_kind,
                                   long long ms0, long long ms1, long long ms2, long long ms3,
-                                  int chunk, int n_split, int groups) {{
+                                  int chunk, int n_split) {{
   __shared__ float qs[{SDPA_MAX_HEAD}];
   __shared__ float sc[{SDPA_CHUNK}];
   __shared__ float partial[32];
-  __shared__ float accs[{BLOCK}];
+  __shared__ float accs[{BLOCK // 32}][{SDPA_MAX_HEAD}];
   const int row = blockIdx.x;  // (batch entry, query head, query position), row-major like q
   const int split = blockIdx.y;
   const int t = row % t_q;
   const int hq = (row / t_q) % n_q;
   const int bi = row / (t_q * n_q);
   const int hk = hq / (n_q / n_kv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const {x}* qr = q + (long long)row * d;
   const {x}* kh = k + ((long long)bi * n_kv + hk) * (long long)t_k * d;
   const {x}* vh = v + ((long long)bi * n_kv + hk) * (long long)t_k * d_v;
@@ -460,13 +466,33 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
   for (int f = threadIdx.x; f < d; f += blockDim.x) qs[f] = umx_ld(qr, f) * scale;
   __syncthreads();
   float m = neg_inf;
-  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {{
-    const {x}* kr = kh + (long long)j * d;
-    float s = 0.0f;
-    for (int f = 0; f < d; ++f) s += qs[f] * umx_ld(kr, f);
-    s = umx_masked_score(s, mask_kind, mask, mrow + (long long)j * ms3, j > last);
-    sc[j - j0] = s;
-    m = fmaxf(m, s);
+  for (int j = j0 + warp; j < j1; j += warps * {SDPA_KEYS}) {{
+    float s[{SDPA_KEYS}];
+    #pragma unroll
+    for (int u = 0; u < {SDPA_KEYS}; ++u) {{  // (independent keys: their loads are in flight together)
+      const int jj = j + u * warps;
+      s[u] = 0.0f;
+      if (jj < j1) {{
+        const {x}* kr = kh + (long long)jj * d;
+        #pragma unroll
+        for (int i = 0; i < {per_lane}; ++i) {{
+          const int f = lane + 32 * i;
+          if (f < d) s[u] += qs[f] * umx_ld(kr, f);
+        }}
+      }}
+    }}
+    #pragma unroll
+    for (int u = 0; u < {SDPA_KEYS}; ++u) {{
+      const int jj = j + u * warps;
+      float su = s[u];
+      #pragma unroll
+      for (int o = 16; o > 0; o >>= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      if (jj < j1) {{
+        su = umx_masked_score(su, mask_kind, mask, mrow + (long long)jj * ms3, jj > last);
+        if (lane == 0) sc[jj - j0] = su;
+        m = fmaxf(m, su);
+      }}
+    }}
   }}
   m = umx_block_reduce(m, partial, true);
   float l = 0.0f;
@@ -478,17 +504,30 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
     }}
   }}
   l = umx_block_reduce(l, partial, false);
-  const int width = blockDim.x / groups;  // (threads a group: one a feature)
-  const int g = threadIdx.x / width, f = threadIdx.x % width;
-  float a = 0.0f;
-  if (m != neg_inf && f < d_v) {{
-    for (int j = j0 + g; j < j1; j += groups) a += sc[j - j0] * umx_ld(vh + (long long)j * d_v, f);
+  float a[{per_lane}];
+  #pragma unroll
+  for (int i = 0; i < {per_lane}; ++i) a[i] = 0.0f;
+  if (m != neg_inf) {{
+    #pragma unroll {SDPA_KEYS}
+    for (int j = j0 + warp; j < j1; j += warps) {{
+      const float p = sc[j - j0];
+      const {x}* vr = vh + (long long)j * d_v;
+      #pragma unroll
+      for (int i = 0; i < {per_lane}; ++i) {{
+        const int f = lane + 32 * i;
+        if (f < d_v) a[i] += p * umx_ld(vr, f);
+      }}
+    }}
   }}
-  accs[threadIdx.x] = a;
+  #pragma unroll
+  for (int i = 0; i < {per_lane}; ++i) {{
+    const int f = lane + 32 * i;
+    if (f < d_v) accs[warp][f] = a[i];
+  }}
   __syncthreads();
-  if (threadIdx.x < width && f < d_v) {{
+  for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
     float o = 0.0f;
-    for (int h = 0; h < groups; ++h) o += accs[h * width + f];
+    for (int w = 0; w < warps; ++w) o += accs[w][f];
     if (n_split == 1) {{
       umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, m, l, sinks, hq));
     }} else {{
