@@ -454,6 +454,38 @@ def test_cache_writes_at_a_position_array_replay_as_graphs(graphs):
     assert graphs.STATS.replays - before >= 3
 
 
+def test_a_cache_written_in_place_is_not_copied_in_again_and_held_caches_keep_their_values(graphs):
+    """A compiled step that writes a cache passed back in (a decode step's key-value cache): the graph writes the
+    update into its own copy of the cache, so the next replay, given that result, copies nothing in; a cache the
+    user kept from an earlier step keeps its values, and every step matches the CPU."""
+    rng = np.random.default_rng(7)
+    w = mx.array(rng.standard_normal((16, 16)).astype(np.float32))
+
+    def step(x, cache, offset):
+        cache = mx.slice_update(cache, mx.matmul(x, w)[None, None], offset, axes=(2,))
+        return mx.sum(cache, axis=2) * 2 + 1, cache, offset + 1
+
+    compiled = mx.compile(step)
+    mx.eval(w)
+    caches = {G: mx.zeros((1, 2, 12, 16), stream=G), mx.cpu: mx.zeros((1, 2, 12, 16), stream=mx.cpu)}
+    offsets = {G: mx.array(0, mx.int32), mx.cpu: mx.array(0, mx.int32)}
+    kept, copied = [], []
+    for _ in range(10):
+        x = mx.array(rng.standard_normal((2, 16)).astype(np.float32))
+        outs = {}
+        for s in (G, mx.cpu):
+            with mx.stream(s):
+                outs[s], caches[s], offsets[s] = (compiled if s is G else step)(x, caches[s], offsets[s])
+            mx.eval(outs[s], caches[s], offsets[s])
+        np.testing.assert_allclose(np.array(outs[G]), np.array(outs[mx.cpu]), rtol=1e-5, atol=1e-5)
+        kept.append((caches[G], np.array(caches[mx.cpu])))
+        copied.append(graphs.STATS.copies_in)
+    for held, expected in kept:
+        np.testing.assert_allclose(np.array(held), expected, rtol=1e-5, atol=1e-5)
+    # once replayed, a step copies in only x (and the offset), never the cache it wrote the step before
+    assert copied[-1] - copied[-4] <= 3 * 2
+
+
 def _layers(x, w, b):
     h = x
     for _ in range(3):

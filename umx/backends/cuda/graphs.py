@@ -49,6 +49,7 @@ import numpy as np
 
 from ...primitives import creation as cr
 from ...primitives.base import Primitive, param_names, subclasses
+from ...primitives.layout import DynamicSliceUpdate
 from ...primitives.misc import Compiled, Custom
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
@@ -57,6 +58,7 @@ from ...runtime.refs import UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
 from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
+from .layout import update_in_place
 from .pressure import RELEASERS
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
@@ -119,11 +121,11 @@ _all: weakref.WeakSet = weakref.WeakSet()  # every stream's cache, for memory pr
 class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
-    __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets", "owner",
-                 "picks", "retained")
+    __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets", "mutated",
+                 "owner", "picks", "retained")
 
     def __init__(self, graph, pool, slots: list, bound: list, copied: frozenset, values: list, export,
-                 offsets: dict):
+                 offsets: dict, mutated: list):
         self.graph = graph
         self.pool = pool
         self.slots = slots  # per input: the buffer the graph reads (its own slot, or a bound input's data)
@@ -133,6 +135,7 @@ class Captured:
         self.values = values
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
+        self.mutated = mutated  # (slot, task position): slots a task writes in place (see _in_place)
         # for a compiled program's graph (see run_program): a weakref to the program, the tasks whose values are
         # exported, and for each sibling, its value's place among those
         self.owner = None
@@ -220,11 +223,13 @@ class Graphs:
         graph = values = None
         try:
             slots = [d if b else cp.empty(d.shape, d.dtype) for d, b in zip(inputs, bind)]
+            mutated: list = []
             # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
             with ex.marks.lock:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
-                    values = _dispatch(ex, tasks, externals, slots, retained)
+                    values = _dispatch(ex, tasks, externals, slots, retained, _in_place(tasks, externals, bind),
+                                       mutated)
                     export, offsets = _pack(values, retained, stream)
                 finally:
                     graph = _end_capture(stream)
@@ -238,7 +243,7 @@ class Graphs:
         bound = [(s, weakref.ref(d)) for s, (d, b) in enumerate(zip(inputs, bind)) if b]
         for s, _ in bound:
             slots[s] = None  # (the graph reads the data; it is not the graph's to keep)
-        return Captured(graph, pool, slots, bound, copied, values, export, offsets)
+        return Captured(graph, pool, slots, bound, copied, values, export, offsets, mutated)
 
     def _launch(self, g: Captured, tasks: list, nodes: list, inputs: list, retained: list, held: list) -> bool:
         """Fill the slots that changed, replay, and give the batch's nodes their results."""
@@ -533,13 +538,36 @@ def _held_outside(nodes: list, i: int, base: int) -> bool:
     return _getrefcount(nodes[i]) - UNHELD_SLOT > base
 
 
-def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list) -> list:
+def _in_place(tasks: list, externals: list, bind: list) -> dict:
+    """Task position -> slot, for the slice updates (a key-value cache's write) that may write into their input's
+    own slot instead of a copy of it: the slot is the graph's (not a bound input's memory) and nothing else in the
+    batch reads it. A replay then leaves the updated value in the slot (see ``_replay``), and a cache passed back
+    in is not copied in again."""
+    where = {id(x): s for s, x in enumerate(externals)}
+    reads: dict = {}
+    wanted: dict = {}
+    for i, t in enumerate(tasks):
+        n = t[0] if type(t) is tuple else t
+        for x in (n.leaves if type(n) is Fused else n._inputs):
+            s = where.get(id(x))
+            if s is not None:
+                reads[s] = reads.get(s, 0) + 1
+        if type(n) is not Fused and n._prim.__class__ is DynamicSliceUpdate:
+            s = where.get(id(n._inputs[0]))
+            if s is not None and not bind[s]:
+                wanted[i] = s
+    return {i: s for i, s in wanted.items() if reads[s] == 1}
+
+
+def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_place: dict | None = None,
+              mutated: list | None = None) -> list:
     """Enqueue ``tasks`` over ``slots`` (under capture); each task's value (contiguous where ``retained``), or None
     for an intermediate that is not ``retained``: its memory goes back to the graph's pool once its last reader
     is enqueued, for later tasks of the capture (stream order makes that safe), so a graph holds its peak, not
     the sum of its values. A view (a transpose, a reshape, a broadcast) stays a view, as it is op by op: a
     weight's transpose read by a product is read in place, not copied (its base is a slot or a bound input,
-    the same memory at every replay, or a value of the graph, whose memory the view keeps)."""
+    the same memory at every replay, or a value of the graph, whose memory the view keeps). The tasks of
+    ``in_place`` (see :func:`_in_place`) write into their slot, and ``mutated`` gets each one that did."""
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
@@ -572,7 +600,11 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list) -> 
             node = n.root
         else:
             node = n
-            out = ex.single(n, args)
+            out = update_in_place(n._prim, *args) if in_place and i in in_place else None
+            if out is None:
+                out = ex.single(n, args)
+            else:
+                mutated.append((in_place[i], i))
         if i in kept and not out.flags.c_contiguous:  # (what is exported is copied whole: see _pack)
             out = cp.ascontiguousarray(out)
         produced[id(node)] = len(values)
@@ -621,6 +653,11 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
             area = cp.empty(g.export.nbytes, np.uint8)
             _copy(area, g.export, stream)
         outs.append(cp.ndarray(v.shape, v.dtype, memptr=area.data + offsets[i]))
+    if g.mutated:  # a slot written in place now holds its task's exported value (or one nobody else has)
+        at = {i: k for k, i in enumerate(retained)}
+        for s, i in g.mutated:
+            k = at.get(i)
+            g.sources[s] = weakref.ref(outs[k]) if k is not None else None
     STATS.replays += 1
     STATS.copies_out += len(retained)
     return outs

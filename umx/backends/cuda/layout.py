@@ -80,6 +80,16 @@ def dynamic_slice_update(fallback):
     return run
 
 
+def update_in_place(prim, x, update, start):
+    """DynamicSliceUpdate written into ``x`` itself (a CUDA graph's own input slot, which nothing else reads: see
+    ``graphs._in_place``); ``x``, or None where the kernel does not apply."""
+    if (type(update) is cp.ndarray and type(start) is cp.ndarray and update.dtype == x.dtype
+            and update.ndim == x.ndim and x.flags.c_contiguous
+            and _launch(x, cp.ascontiguousarray(update), x, start, prim.axes, update.shape)):
+        return x
+    return None
+
+
 def install(table: dict) -> None:
     """Put the kernels above in front of the shared ones in the CUDA kernel table."""
     table[ly.DynamicSlice] = dynamic_slice(table[ly.DynamicSlice])
