@@ -1,7 +1,8 @@
 """Language-model inference, one table: prompt and generation speed and peak memory of a Llama-architecture model.
 
 Columns: umx eager (``examples/llm``, the decode step built by Python for every token), umx compiled (the
-decode step traced once by ``mx.compile`` and replayed), torch eager (the same architecture written below,
+decode step traced once by ``mx.compile`` and replayed), both with each layer's q, k and v projections (and
+gate and up) joined into one product (``fuse_projections``), torch eager (the same architecture written below,
 ``torch.nn.functional.scaled_dot_product_attention``) and MLX through mlx-lm (the real ``mlx``, when it imports).
 Rows: weight dtypes (bfloat16 and 4-bit with groups of 64 by default; 4-bit rows skip a library without it).
 Batch 1, a random prompt, greedy decoding; all columns load the same random checkpoint, written once in the
@@ -45,7 +46,7 @@ LABELS = {"umx": "umx eager", "umx-compiled": "umx compiled", "torch": "torch ea
 def _umx_worker(opts: dict) -> dict:
     sys.path.insert(0, ROOT)
     import umx as mx
-    from examples.llm import generate_step, load_model
+    from examples.llm import fuse_projections, generate_step, load_model
 
     if opts["device"]:
         mx.set_default_device(getattr(mx, opts["device"]))
@@ -58,6 +59,7 @@ def _umx_worker(opts: dict) -> dict:
 
         nn.quantize(model, group_size=64, bits=4)
         mx.eval(model.parameters())
+    fuse_projections(model)  # (q, k, v in one product, and gate, up: see examples/llm/model.py)
     prompt = mx.array(opts["prompt_ids"], mx.int32)
 
     def run():

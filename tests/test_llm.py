@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 import umx as mx
-from examples.llm import PRESETS, Model, generate_step, llama_config, load_model, random_model, save_model
+from examples.llm import (
+    PRESETS,
+    Model,
+    fuse_projections,
+    generate_step,
+    llama_config,
+    load_model,
+    random_model,
+    save_model,
+)
 from examples.llm.generate import top_p_sample
 from examples.llm.weights import INDEX
 
@@ -214,6 +223,27 @@ def test_quantized_model_generates(device):
         eager = list(generate_step(prompt, model, max_tokens=8))
         assert eager == _recomputed(model, PROMPT, 8)
         assert list(generate_step(prompt, model, max_tokens=8, compiled=True)) == eager
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_fused_projections_give_the_same_logits_and_tokens(device, quantized):
+    import umx.nn as nn
+
+    with mx.stream(device):
+        model = random_model(VARIANTS["qwen2"], std=0.3, seed=8)  # (q, k and v with biases)
+        if quantized:
+            nn.quantize(model, group_size=64, bits=4)
+        prompt = mx.array(PROMPT, mx.int32)
+        logits = model(prompt[None])
+        tokens = list(generate_step(prompt, model, max_tokens=8))
+        fuse_projections(model)
+        attn, mlp = model.layers[0].self_attn, model.layers[0].mlp
+        assert "qkv_proj" in attn and "q_proj" not in attn and "gate_up_proj" in mlp and "up_proj" not in mlp
+        kv = TINY["num_key_value_heads"] * TINY["hidden_size"] // TINY["num_attention_heads"]
+        assert attn.qkv_proj.weight.shape[0] == TINY["hidden_size"] + 2 * kv
+        np.testing.assert_allclose(np.array(model(prompt[None])), np.array(logits), rtol=1e-4, atol=1e-4)
+        assert list(generate_step(prompt, model, max_tokens=8)) == tokens
+        assert list(generate_step(prompt, model, max_tokens=8, compiled=True)) == tokens
 
 
 def test_cli_generates_from_random_checkpoint(tmp_path):

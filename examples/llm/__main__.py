@@ -19,6 +19,7 @@ from pathlib import Path
 import umx as mx
 
 from .generate import make_sampler, stream_generate
+from .model import fuse_projections
 from .presets import PRESETS
 from .weights import load_model, random_model, save_model
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             config = PRESETS[args.random]
             save_model(path, random_model(config, dtype or mx.float32, seed=args.seed), config)
         model, config = load_model(path, dtype=dtype)
+    fuse_projections(model)
     tokenizer = _tokenizer(path) if args.model else _Bytes()
     if args.prompt_ids:
         prompt = [int(t) for t in args.prompt_ids.split(",")]

@@ -27,7 +27,7 @@ import umx.nn as nn
 
 from .cache import attention_mask
 
-__all__ = ["ModelArgs", "Model", "SUPPORTED"]
+__all__ = ["ModelArgs", "Model", "SUPPORTED", "fuse_projections"]
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -134,9 +134,14 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
         b, n, _ = x.shape
-        q = self.q_proj(x).reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        if "qkv_proj" in self:  # (see fuse_projections)
+            q_dims, kv_dims = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            q, k, v = mx.split(self.qkv_proj(x), [q_dims, q_dims + kv_dims], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
+        k = k.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = v.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         offset = 0 if cache is None else cache.offset
         q, k = self._rope(q, offset), self._rope(k, offset)
         if cache is not None:
@@ -156,7 +161,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=bias)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        if "gate_up_proj" in self:  # (see fuse_projections)
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(nn.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
@@ -240,3 +249,37 @@ class Model(nn.Module):
     def sanitize(weights: dict) -> dict:
         """Drop checkpoint entries that are not parameters (precomputed rotary frequencies)."""
         return {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+
+
+def _joined(layers: list) -> nn.Module:
+    """The first of ``layers`` (linear layers of one kind, float or quantized, reading the same input) made to
+    compute all their outputs side by side: each parameter joined along the output axis."""
+    first = layers[0]
+    first.update({k: mx.concatenate([layer[k] for layer in layers], axis=0) for k in first})
+    return first
+
+
+def fuse_projections(model: Model) -> Model:
+    """Join each layer's query, key and value projections into one (``qkv_proj``) and its MLP's gate and up
+    projections into one (``gate_up_proj``), in place: one product of the shared input instead of three (two),
+    its output split again, the same values up to the products' summation order. A decode step then reads the
+    same weights in fewer, larger matrix-vector products (a GPU reads the small key and value projections' weights
+    far below its bandwidth). Float and quantized layers alike; call it after loading and quantizing (a model
+    saved afterwards has the joined names, not the checkpoint's).
+
+    Args:
+        model (Model): the model to change.
+
+    Returns:
+        Model: ``model``.
+    """
+    for layer in model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if "q_proj" in attn:
+            attn.qkv_proj = _joined([attn.q_proj, attn.k_proj, attn.v_proj])
+            del attn.q_proj, attn.k_proj, attn.v_proj
+        if "gate_proj" in mlp:
+            mlp.gate_up_proj = _joined([mlp.gate_proj, mlp.up_proj])
+            del mlp.gate_proj, mlp.up_proj
+    mx.eval(model.parameters())
+    return model
