@@ -253,3 +253,16 @@ def test_sum_mean_var_over_many_rows(device, rng, shape, axes, dtype):
         tax = tuple(perm.index(i) for i in axes)  # (a strided view: copied first, or reduced as it is)
         assert_close(mx.sum(mx.transpose(a, perm), axis=tax, stream=device).astype(mx.float64),
                      np.sum(np.transpose(x64, perm), axis=tax), rtol=tol, atol=tol * np.sqrt(x.size))
+
+
+def test_reduction_axes_of_every_type_are_checked(device):
+    # reductions over a tuple of Python ints are made once per shape: other axis types are still checked
+    a = mx.ones((2, 3))
+    assert mx.sum(a, axis=(1,), stream=device).shape == (2,)
+    assert mx.sum(a, axis=(np.int64(1),), stream=device).shape == (2,)
+    assert mx.sum(a, axis=[0, 1], keepdims=True, stream=device).shape == (1, 1)
+    with pytest.raises(TypeError):
+        mx.sum(a, axis=(1.0,), stream=device)
+    with pytest.raises(ValueError):
+        mx.sum(a, axis=(2,), stream=device)
+    assert mx.sum(mx.ones((3, 2)), axis=(1,), stream=device).shape == (3,)

@@ -34,6 +34,22 @@ def test_reshape_edge_cases(device):
         mx.reshape(mx.zeros(6), (-1, 4), stream=device)
 
 
+def test_reshape_arguments_off_the_common_path(device):
+    # a tuple of in-range ints takes a short path: every other shape is checked as before, errors included
+    a = mx.zeros((2, 3))
+    assert mx.reshape(a, (np.int64(3), 2), stream=device).shape == (3, 2)
+    assert mx.reshape(a, (True, 6), stream=device).shape == (1, 6)
+    assert mx.reshape(mx.zeros((0, 3)), (0, 5), stream=device).shape == (0, 5)
+    with pytest.raises(TypeError):
+        mx.reshape(a, (3.0, 2), stream=device)
+    with pytest.raises(OverflowError):
+        mx.reshape(mx.zeros((0,)), (0, 2**31), stream=device)
+    with pytest.raises(ValueError):
+        mx.reshape(a, (3, -2), stream=device)
+    r = mx.reshape(a, (2, 3), stream=device)
+    assert r is not a and r.shape == (2, 3)
+
+
 @pytest.mark.parametrize("axes", [None, (0, 1, 2), (2, 0, 1), (1, 0, 2), (-1, 0, -2)], ids=str)
 def test_transpose(device, x, axes):
     assert_close(mx.transpose(mx.array(x), axes, stream=device), np.transpose(x, axes))

@@ -26,6 +26,11 @@ def matmul(a, b, /, *, stream=None) -> array:
         d = a._dtype
         if len(sa) == 2 and len(sb) == 2 and d is b._dtype and sa[1] == sb[0]:
             return node(MATMUL, (a, b), (sa[0], sb[1]), d, _thread.resolved.get(id(stream)) or resolve_stream(stream))
+        if (len(sa) >= 2 and len(sb) >= 2 and d is b._dtype and sa[-1] == sb[-2]
+                and (len(sb) == 2 or sa[:-2] == sb[:-2])):
+            # (a stack of matrices times one matrix, a Linear on [batch, length, features]; or equal batches)
+            return node(MATMUL, (a, b), sa[:-1] + sb[-1:], d,
+                        _thread.resolved.get(id(stream)) or resolve_stream(stream))
     a = as_array(a, "matmul")
     b = as_array(b, "matmul")
     if a.ndim == 0 or b.ndim == 0:

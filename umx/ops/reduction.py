@@ -19,6 +19,7 @@ def _out_shape(shape: tuple, axes: tuple, keepdims: bool) -> tuple:
 
 
 _over_all: dict = {}  # (class, ndim, keepdims) -> (the primitive reducing every axis, the result's shape)
+_over_axes: dict = {}  # (class, shape, axis, keepdims) -> (the primitive, the result's shape)
 
 
 def _reduce(cls, name: str, a, axis, keepdims: bool, stream, in_dtype=None, out_dtype=None) -> array:
@@ -32,11 +33,30 @@ def _reduce(cls, name: str, a, axis, keepdims: bool, stream, in_dtype=None, out_
             made = _over_all[key] = (cls(axes, key[2]), _out_shape(a._shape, axes, key[2]))
         prim, shape = made
     else:
-        axes = axes_of(axis, a.ndim, name)
-        prim, shape = cls(axes, bool(keepdims)), _out_shape(a._shape, axes, keepdims)
+        # (a gradient's sums and a norm's means reduce the same few shapes over and over: each is made once)
+        key = (cls, a._shape, axis, keepdims) if axis.__class__ is int or _int_tuple(axis) else None
+        made = _over_axes.get(key) if key is not None else None
+        if made is None:
+            axes = axes_of(axis, a.ndim, name)
+            made = (cls(axes, bool(keepdims)), _out_shape(a._shape, axes, keepdims))
+            if key is not None:
+                if len(_over_axes) > 1024:
+                    _over_axes.clear()
+                _over_axes[key] = made
+        prim, shape = made
     if in_dtype is not None:
         a = cast(a, in_dtype, st)
     return node(prim, (a,), shape, out_dtype or a._dtype, st)
+
+
+def _int_tuple(axis) -> bool:
+    """Whether ``axis`` is a tuple of Python ints (a key that no axis of another type equals, as 1.0 equals 1)."""
+    if axis.__class__ is not tuple:
+        return False
+    for x in axis:
+        if x.__class__ is not int:
+            return False
+    return True
 
 
 _DOC = """{what} over the given axes. See ``numpy.{np}``.

@@ -43,6 +43,21 @@ def reshape(a, /, shape, *, stream=None) -> array:
     Returns:
         array: the same values in the new shape.
     """
+    if a.__class__ is array and shape.__class__ is tuple and shape != a._shape:
+        # The common case in one pass (a gradient's reshapes are many): a tuple of in-range Python ints, no -1
+        size = 1
+        for s in shape:
+            if s.__class__ is not int or not 0 <= s <= _DIM_MAX:
+                break
+            size *= s
+        else:
+            if size == a.size:
+                prim = _RESHAPES.get(shape)
+                if prim is None:
+                    if len(_RESHAPES) > 1024:
+                        _RESHAPES.clear()
+                    prim = _RESHAPES[shape] = Reshape(shape)
+                return node(prim, (a,), shape, a._dtype, resolve_stream(stream))
     a = as_array(a, "reshape")
     shape = _core.dims_of(shape, "reshape")  # (a float or a string is refused, as by MLX)
     size = a.size
@@ -66,6 +81,10 @@ def reshape(a, /, shape, *, stream=None) -> array:
     return new_object(reshape_node(a, shape, resolve_stream(stream)), a)
 
 
+_RESHAPES: dict = {}  # shape -> its Reshape (primitives are immutable: a step builds the same few again and again)
+_DIM_MAX = _array.DIM_MAX
+
+
 def transpose(a, /, axes=None, *, stream=None) -> array:
     """Permute the axes of ``a`` (reverse them by default). See ``numpy.transpose``."""
     a = as_array(a, "transpose")
@@ -82,8 +101,13 @@ def transpose(a, /, axes=None, *, stream=None) -> array:
 def _permuted(a: array, axes: tuple, stream) -> array:
     """``a`` with its axes in the order ``axes``, a permutation already checked (the step of the public ops
     that permute: a gradient's swapaxes make many)."""
-    if axes == tuple(range(len(axes))):
-        return new_object(a, a)
+    prim = _TRANSPOSES.get(axes)
+    if prim is None:
+        if axes == tuple(range(len(axes))):
+            return new_object(a, a)
+        if len(_TRANSPOSES) > 1024:
+            _TRANSPOSES.clear()
+        prim = _TRANSPOSES[axes] = Transpose(axes)
     st = resolve_stream(stream)
     data = a._data
     if type(data) is np.ndarray and a._prim is None and a._copies is None and st.device.type is DeviceType.cpu:
@@ -91,16 +115,11 @@ def _permuted(a: array, axes: tuple, stream) -> array:
         # task (a weight's ``.T`` in every eager step). (Not
         # for a value read inside a transform, which keeps its graph: _prim is set.)
         return from_data(data.transpose(axes), a._dtype)
-    prim = _TRANSPOSES.get(axes)
-    if prim is None:
-        if len(_TRANSPOSES) > 1024:
-            _TRANSPOSES.clear()
-        prim = _TRANSPOSES[axes] = Transpose(axes)
     shape = a._shape
     return node(prim, (a,), tuple([shape[i] for i in axes]), a._dtype, st)
 
 
-_TRANSPOSES: dict = {}  # axes -> its Transpose (one per permutation: a step builds the same few again and again)
+_TRANSPOSES: dict = {}  # axes -> its Transpose (one per permutation but the identity: a step builds the same few)
 
 
 def permute_dims(a, /, axes=None, *, stream=None) -> array:
@@ -295,8 +314,11 @@ def swapaxes(a, /, axis1: int, axis2: int, *, stream=None) -> array:
     """Exchange two axes. See ``numpy.swapaxes``."""
     a = as_array(a, "swapaxes")
     nd = len(a._shape)
-    i = axis_of(axis1, nd, "swapaxes")
-    j = axis_of(axis2, nd, "swapaxes")
+    if axis1.__class__ is int and axis2.__class__ is int and -nd <= axis1 < nd and -nd <= axis2 < nd:
+        i, j = axis1 % nd, axis2 % nd  # (the common case: axis_of's checks, passed)
+    else:
+        i = axis_of(axis1, nd, "swapaxes")
+        j = axis_of(axis2, nd, "swapaxes")
     order = list(range(nd))
     order[i], order[j] = order[j], order[i]
     return _permuted(a, tuple(order), stream)
