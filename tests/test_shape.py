@@ -48,6 +48,15 @@ def test_reshape_arguments_off_the_common_path(device):
         mx.reshape(a, (3, -2), stream=device)
     r = mx.reshape(a, (2, 3), stream=device)
     assert r is not a and r.shape == (2, 3)
+    r = mx.reshape(a, (-1, 3), stream=device)
+    assert r is not a and r.shape == (2, 3)
+    assert mx.reshape(a, (-1, 2), stream=device).shape == (3, 2)
+    assert mx.reshape(a, (3, -1), stream=device)._prim.infer == 1
+    assert mx.reshape(mx.zeros((2, 0)), (-1, 2), stream=device).shape == (0, 2)
+    with pytest.raises(ValueError):
+        mx.reshape(mx.zeros((2, 0)), (0, -1), stream=device)
+    with pytest.raises(ValueError):
+        mx.reshape(a, (-1, 4), stream=device)
 
 
 @pytest.mark.parametrize("axes", [None, (0, 1, 2), (2, 0, 1), (1, 0, 2), (-1, 0, -2)], ids=str)

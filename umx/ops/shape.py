@@ -43,21 +43,34 @@ def reshape(a, /, shape, *, stream=None) -> array:
     Returns:
         array: the same values in the new shape.
     """
-    if a.__class__ is array and shape.__class__ is tuple and shape != a._shape:
-        # The common case in one pass (a gradient's reshapes are many): a tuple of in-range Python ints, no -1
-        size = 1
+    if a.__class__ is array and shape.__class__ is tuple:
+        # The common case in one pass (a gradient's reshapes are many): a tuple of in-range Python ints, one of
+        # them perhaps -1
+        known, infer, i = 1, None, 0
         for s in shape:
-            if s.__class__ is not int or not 0 <= s <= _DIM_MAX:
+            if s.__class__ is not int:
                 break
-            size *= s
+            if 0 <= s <= _DIM_MAX:
+                known *= s
+            elif s == -1 and infer is None:
+                infer = i
+            else:
+                break
+            i += 1
         else:
-            if size == a.size:
-                prim = _RESHAPES.get(shape)
+            size = a.size
+            if infer is None:
+                full = shape if known == size else None
+            else:
+                full = shape[:infer] + (size // known,) + shape[infer + 1:] if known and not size % known else None
+            if full is not None and full != a._shape:
+                key = (full, infer)
+                prim = _RESHAPES.get(key)
                 if prim is None:
                     if len(_RESHAPES) > 1024:
                         _RESHAPES.clear()
-                    prim = _RESHAPES[shape] = Reshape(shape)
-                return node(prim, (a,), shape, a._dtype, resolve_stream(stream))
+                    prim = _RESHAPES[key] = Reshape(full, infer)
+                return node(prim, (a,), full, a._dtype, resolve_stream(stream))
     a = as_array(a, "reshape")
     shape = _core.dims_of(shape, "reshape")  # (a float or a string is refused, as by MLX)
     size = a.size
@@ -81,7 +94,7 @@ def reshape(a, /, shape, *, stream=None) -> array:
     return new_object(reshape_node(a, shape, resolve_stream(stream)), a)
 
 
-_RESHAPES: dict = {}  # shape -> its Reshape (primitives are immutable: a step builds the same few again and again)
+_RESHAPES: dict = {}  # (shape, inferred axis) -> its Reshape (immutable: a step builds the same few again and again)
 _DIM_MAX = _array.DIM_MAX
 
 
