@@ -78,29 +78,33 @@ def _units(outputs: list, markers: list, differentiate: bool = True) -> tuple:
     seen: set = set(marker_ids)
     order: list = []
     stack = [(o, False) for o in outputs if id(o) not in seen]
+    push, pop = stack.append, stack.pop
     while stack:
-        n, expanded = stack.pop()
+        n, expanded = pop()
         if expanded:
-            if ((not differentiate or n._prim.__class__ is not StopGradient)
-                    and any(id(x) in active for x in n._inputs)):
-                group = n._siblings or (n,)
-                for g in group:
-                    active.add(id(g))
-                order.append((group, n._prim, n._inputs))
+            if not differentiate or n._prim.__class__ is not StopGradient:
+                for x in n._inputs:
+                    if id(x) in active:
+                        group = n._siblings or (n,)
+                        for g in group:
+                            active.add(id(g))
+                        order.append((group, n._prim, n._inputs))
+                        break
             continue
-        key = id(n._siblings[0]) if n._siblings else id(n)
+        sibs = n._siblings
+        key = id(sibs[0]) if sibs else id(n)
         if key in seen or n._prim is None:
-            if n._siblings:
-                seen.update(id(g) for g in n._siblings)
+            if sibs:
+                seen.update(id(g) for g in sibs)
             seen.add(id(n))
             continue
         seen.add(key)
-        if n._siblings:
-            seen.update(id(g) for g in n._siblings)
-        stack.append((n, True))
+        if sibs:
+            seen.update(id(g) for g in sibs)
+        push((n, True))
         for x in n._inputs:
             if id(x) not in seen:
-                stack.append((x, False))
+                push((x, False))
     return order, active
 
 
@@ -149,19 +153,27 @@ def _backward(order: list, active: set, outputs: list, cotangents: list, markers
     cots: dict = {}
     for o, c in zip(outputs, cotangents):
         _add(cots, o, c)
+    pop = cots.pop
     for group, prim, inputs in reversed(order):
-        cs = [cots.pop(id(g), None) for g in group]
-        if all(c is None for c in cs):
-            continue
-        if len(group) > 1:
-
+        if len(group) == 1:  # (most nodes: one output, no list of cotangents to test)
+            c = pop(id(group[0]), None)
+            if c is None:
+                continue
+            cs = [c]
+        else:
+            cs = [pop(id(g), None) for g in group]
+            if all(c is None for c in cs):
+                continue
             cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
         if prim.__class__ in _INDEXED:
             _check_indices(prim, inputs, active)
         grads = prim.vjp(inputs, cs, list(group))
         for x, g in zip(inputs, grads):
-            if g is not None and id(x) in active:
-                _add(cots, x, g)
+            if g is not None:
+                k = id(x)
+                if k in active:
+                    prev = cots.get(k)
+                    cots[k] = g if prev is None else prev + g
     return [None if m is None else cots.get(id(m)) for m in markers]
 
 
