@@ -481,3 +481,14 @@ def test_a_transposed_cotangent_from_outside_the_walk_is_not_handed_back(on, rng
     _, (g,) = mx.vjp(lambda w: w.T, [mx.array(np.zeros((3, 2), np.float32))], [c])
     assert g is not y
     np.testing.assert_array_equal(np.asarray(g), np.asarray(y))
+
+
+def test_products_sharing_an_input_share_its_rows(on, rng):
+    # q, k and v of attention read one input: their weights' gradients read one reshape of it into rows
+    x = mx.array(rng.standard_normal((2, 3, 4)).astype(np.float32))
+    ws = [mx.array(rng.standard_normal((5, 4)).astype(np.float32)) for _ in range(2)]
+    g1, g2 = mx.grad(lambda a, b: mx.sum(x @ a.T) + mx.sum(x @ b.T), argnums=(0, 1))(*ws)
+    assert g1._inputs[1] is g2._inputs[1] and g1._inputs[1].shape == (6, 4)
+    want = np.ones((6, 5), np.float32).T @ np.asarray(x).reshape(6, 4)
+    np.testing.assert_allclose(np.asarray(g1), want, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g2), want, rtol=1e-5)

@@ -68,7 +68,7 @@ from ..primitives import (
 )
 from ._registry import rules
 from ._rules_elementwise import unbroadcast
-from .autodiff import _marker, backward, forward, made_here, needs_gradient
+from .autodiff import _marker, backward, forward, made_here, needs_gradient, shared
 
 
 def _stream():
@@ -123,15 +123,23 @@ def _count(x: array, axes: tuple) -> int:
     return n
 
 
+def _spread(self, c: array, x: array) -> array:
+    """A sum's or mean's cotangent ready to broadcast against ``x``: over leading axes (a loss's mean) it already
+    is, without the reduced axes back as size 1."""
+    axes = self.axes
+    if not self.keepdims and axes == tuple(range(len(axes))):
+        return c
+    return _keep(c, x, axes, self.keepdims)
+
+
 def _sum_vjp(self, primals, cotangents, outputs):
     x = primals[0]
-    return [m.broadcast_to(_keep(cotangents[0], x, self.axes, self.keepdims), x._shape)]
+    return [m.broadcast_to(_spread(self, cotangents[0], x), x._shape)]
 
 
 def _mean_vjp(self, primals, cotangents, outputs):
     x = primals[0]
-    c = _keep(cotangents[0], x, self.axes, self.keepdims) / max(_count(x, self.axes), 1)
-    return [m.broadcast_to(c, x._shape)]
+    return [m.broadcast_to(_spread(self, cotangents[0], x) / max(_count(x, self.axes), 1), x._shape)]
 
 
 def _weights(self, x: array, y: array) -> array:
@@ -672,7 +680,8 @@ def _matmul_vjp(self, primals, cotangents, outputs):
         if b2.ndim == 2 and c.ndim > 2:
             # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is
             # one product over all the stack's rows, not a product per matrix summed afterwards
-            a_rows, c_rows = m.reshape(a2, (-1, b2._shape[0])), m.reshape(c, (-1, b2._shape[1]))
+            a_rows = shared(("rows", id(a2)), lambda: m.reshape(a2, (-1, b2._shape[0])))
+            c_rows = m.reshape(c, (-1, b2._shape[1]))
         db = _swap(_unswap(c_rows) @ a_rows) if _swapped(b2) else _unswap(a_rows) @ c_rows
         db = unbroadcast(db, b2._shape)
         db = db if db._shape == b._shape else m.reshape(db, b._shape)

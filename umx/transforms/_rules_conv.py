@@ -41,17 +41,24 @@ def _vjp(self, primals, cotangents, outputs):
     s, d, e, p = self.stride, self.kernel_dilation, self.input_dilation, self.padding_lo
     dx = dw = None
     if needs_gradient(x):
-        # (O, *K, Cg) -> (C, *K, Og): per group, output and input channels swap
-        w_t = m.reshape(m.transpose(m.reshape(w, (g, og, *kernel, cg)), (0, nd + 2, *range(2, nd + 2), 1)),
-                        (ch, *kernel, og))
+        # (O, *K, Cg) -> (C, *K, Og): per group, output and input channels swap (one group: one transpose, the
+        # very view the reshapes around it would give)
+        if g == 1:
+            w_t = m.transpose(w, (nd + 1, *range(1, nd + 1), 0))
+        else:
+            w_t = m.reshape(m.transpose(m.reshape(w, (g, og, *kernel, cg)), (0, nd + 2, *range(2, nd + 2), 1)),
+                            (ch, *kernel, og))
         lo = tuple(d[a] * (kernel[a] - 1) - p[a] for a in axes)
         hi = tuple((spatial[a] - 1) * e[a] + p[a] - (out[a] - 1) * s[a] for a in axes)
         dx = m.conv_general(c, w_t, stride=e, padding=(lo, hi), kernel_dilation=d, input_dilation=s, groups=g,
                             flip=not self.flip)
     if needs_gradient(w):
         # (N, *L, C) -> (Cg, *L, G * N) and (N, *M, O) -> (O, *M, N): the batch becomes the contracted channel axis
-        x_t = m.reshape(m.transpose(m.reshape(x, (n, *spatial, g, cg)), (nd + 2, *range(1, nd + 1), nd + 1, 0)),
-                        (cg, *spatial, g * n))
+        if g == 1:
+            x_t = m.transpose(x, (nd + 1, *range(1, nd + 1), 0))
+        else:
+            x_t = m.reshape(m.transpose(m.reshape(x, (n, *spatial, g, cg)), (nd + 2, *range(1, nd + 1), nd + 1, 0)),
+                            (cg, *spatial, g * n))
         c_t = m.transpose(c, (nd + 1, *range(1, nd + 1), 0))
         hi_w = tuple((out[a] - 1) * s[a] + (kernel[a] - 1) * d[a] - (spatial[a] - 1) * e[a] - p[a] for a in axes)
         dw = m.conv_general(x_t, c_t, stride=d, padding=(p, hi_w), kernel_dilation=s, input_dilation=e, groups=g)

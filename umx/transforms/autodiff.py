@@ -140,13 +140,27 @@ def made_here(x: array) -> bool:
 def backward(outputs: list, cotangents: list, markers: list) -> list:
     """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
     order, active = _units(outputs, markers)
-    outer = getattr(_walk, "active", None), getattr(_walk, "start", None)
+    outer = getattr(_walk, "active", None), getattr(_walk, "start", None), getattr(_walk, "shared", None)
     _walk.active = active
     _walk.start = next(_created)
+    _walk.shared = {}
     try:
         return _backward(order, active, outputs, cotangents, markers)
     finally:
-        _walk.active, _walk.start = outer
+        _walk.active, _walk.start, _walk.shared = outer
+
+
+def shared(key, make: Callable):
+    """``make()``, made once per backward walk for ``key`` (ids of the forward nodes it reads, which the walk
+    keeps alive): a value that several rules build from the same node, such as the rows of an input that three
+    products (attention's q, k and v) share."""
+    memo = getattr(_walk, "shared", None)
+    if memo is None:
+        return make()
+    v = memo.get(key)
+    if v is None:
+        v = memo[key] = make()
+    return v
 
 
 def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list) -> list:
