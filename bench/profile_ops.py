@@ -49,10 +49,9 @@ def _decode_step(small: bool, compiled: bool, stream):
     """One greedy decode token of a Llama model (random weights, bfloat16; ``bench/llm.py``'s 1.2B, or its tiny
     model with ``--small``) after a 512-token prompt (64 with ``--small``)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from examples.llm import PRESETS, generate_step, random_model
+    from examples.llm import PRESETS, fuse_projections, generate_step, random_model
 
-    model = random_model(PRESETS["tiny" if small else "1b"], mx.bfloat16, seed=0)
-    mx.eval(model.parameters())
+    model = fuse_projections(random_model(PRESETS["tiny" if small else "1b"], mx.bfloat16, seed=0))
     prompt = mx.array(list(range(1, 65 if small else 513)), mx.int32)
     tokens = generate_step(prompt, model, max_tokens=256, compiled=compiled)  # (bench/llm.py's cache length)
     next(tokens)  # the prompt
@@ -67,11 +66,10 @@ def _decode_step(small: bool, compiled: bool, stream):
 def _prompt_step(small: bool, stream):
     """One prefill of a 512-token prompt (64 with ``--small``) into a fresh cache: ``bench/llm.py``'s prompt
     processing, with the decode case's model."""
-    from examples.llm import PRESETS, random_model
+    from examples.llm import PRESETS, fuse_projections, random_model
     from examples.llm.cache import make_cache
 
-    model = random_model(PRESETS["tiny" if small else "1b"], mx.bfloat16, seed=0)
-    mx.eval(model.parameters())
+    model = fuse_projections(random_model(PRESETS["tiny" if small else "1b"], mx.bfloat16, seed=0))
     prompt = mx.array(list(range(1, 65 if small else 513)), mx.int32)[None]
 
     def run():

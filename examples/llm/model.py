@@ -136,7 +136,8 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         if "qkv_proj" in self:  # (see fuse_projections)
             q_dims, kv_dims = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-            q, k, v = mx.split(self.qkv_proj(x), [q_dims, q_dims + kv_dims], axis=-1)
+            qkv = self.qkv_proj(x)  # (slices: views, where split would be one node of three outputs)
+            q, k, v = qkv[..., :q_dims], qkv[..., q_dims:q_dims + kv_dims], qkv[..., q_dims + kv_dims:]
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -162,7 +163,9 @@ class MLP(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if "gate_up_proj" in self:  # (see fuse_projections)
-            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+            gate_up = self.gate_up_proj(x)
+            half = gate_up.shape[-1] // 2
+            gate, up = gate_up[..., :half], gate_up[..., half:]
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(nn.silu(gate) * up)
