@@ -88,6 +88,17 @@ def test_rms_norm(device, rng, dtype, with_weight):
     assert_close(got, ref_rms_norm(xr, wr, 1e-5), *TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 2048), (2, 9001), (300, 2500), (1, 1, 70)])
+def test_norms_of_long_and_few_rows(device, rng, dtype, shape):
+    # (the GPU kernels keep a row's first elements in registers and read the rest again; few rows take wider
+    # blocks: every split of a row between the two must give the reference)
+    x, xr = _in(rng, shape, dtype)
+    w, wr = _in(rng, shape[-1:], dtype)
+    assert_close(F.rms_norm(x, w, 1e-5, stream=device), ref_rms_norm(xr, wr, 1e-5), *TOL[dtype])
+    assert_close(F.layer_norm(x, w, w, 1e-5, stream=device), ref_layer_norm(xr, wr, wr, 1e-5), *TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("params", ["wb", "w", "b", ""])
 def test_layer_norm(device, rng, dtype, params):

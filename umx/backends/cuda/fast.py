@@ -25,6 +25,7 @@ from ._probe import _cupy
 from .sources import (
     BLOCK,
     FAST_TYPES,
+    NORM_FEW_ROWS_BLOCK,
     SDPA_CHUNK,
     SDPA_MAX_HEAD,
     layer_norm_source,
@@ -63,7 +64,9 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
     args += [out, np.int32(d), np.float32(prim.eps), np.int32(prim.has_weight)]
     if which == "layer_norm":
         args.append(np.int32(prim.has_bias))
-    _kernel(which, xt, wt)((x.size // d,), (BLOCK,), tuple(args))
+    rows = x.size // d
+    threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
+    _kernel(which, xt, wt)((rows,), (threads,), tuple(args))
     return out
 
 
@@ -196,7 +199,7 @@ SDPA_MIN_CHUNK = 64
 
 def _splits(rows: int, t_k: int) -> tuple:
     """``(n_split, chunk)``: how the few-queries kernel splits ``t_k`` keys of each of ``rows`` rows: chunks of
-    at most ``SDPA_CHUNK`` keys, and enough of them (of ``SDPA_MIN_CHUNK`` or more) for about two blocks per
+    at most ``SDPA_CHUNK`` keys, and enough of them (of ``SDPA_MIN_CHUNK`` or more) for about four blocks per
     multiprocessor."""
     n = max(-(-t_k // SDPA_CHUNK), min(-(-_blocks_wanted() // rows), -(-t_k // SDPA_MIN_CHUNK)))
     chunk = -(-t_k // n)
@@ -205,7 +208,7 @@ def _splits(rows: int, t_k: int) -> tuple:
 
 @functools.cache
 def _blocks_wanted() -> int:
-    return 2 * cp.cuda.Device().attributes["MultiProcessorCount"]
+    return 4 * cp.cuda.Device().attributes["MultiProcessorCount"]
 
 
 #: the most bytes of scores the products' path holds at once (longer query blocks run in parts)

@@ -279,6 +279,12 @@ __device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {
 #: bfloat16 as its 16 bits (loaded exactly as float, stored rounded once: what widening, then narrowing, gives)
 FAST_TYPES = {"float32": "float", "bfloat16": "unsigned short"}
 
+#: the elements of a row each thread of the rms_norm kernel keeps in registers between its two passes
+NORM_CACHED = 8
+#: the threads of a normalization's block when there are few rows (fewer than the multiprocessors): more loads in
+#: flight for a row that one block reads alone
+NORM_FEW_ROWS_BLOCK = 1024
+
 FAST_IO = PREAMBLE + r"""
 __device__ __forceinline__ float umx_ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ float umx_ld(const unsigned short* p, long long i) { return umx_bf16_load(p[i]); }
@@ -289,21 +295,35 @@ __device__ __forceinline__ void umx_st(unsigned short* p, long long i, float v) 
 
 def rms_norm_source(name: str, x: str = "float", w: str = "float") -> str:
     """The CUDA C++ of ``mx.fast.rms_norm`` on rows of storage type ``x`` (see ``FAST_TYPES``; the output's too)
-    with a weight of type ``w``: one block of ``BLOCK`` threads per row sums the squares (float32), then scales the
-    row (and multiplies the weight, where ``has_weight``)."""
+    with a weight of type ``w``: one block per row sums the squares (float32), then scales the row (and
+    multiplies the weight, where ``has_weight``). Each thread keeps its first ``NORM_CACHED`` elements in
+    registers between the two passes (a decode step's row of a few thousand is read once)."""
     return BLOCK_REDUCE + FAST_IO + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w, {x}* __restrict__ out,
                                   int d, float eps, int has_weight) {{
   __shared__ float partial[32];
   const {x}* row = x + (long long)blockIdx.x * d;
   {x}* dst = out + (long long)blockIdx.x * d;
+  const int rest = {NORM_CACHED} * blockDim.x;  // (the first element no thread keeps)
+  float kept[{NORM_CACHED}];
   float s = 0.0f;
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+  #pragma unroll
+  for (int c = 0; c < {NORM_CACHED}; ++c) {{
+    const int i = threadIdx.x + c * blockDim.x;
+    kept[c] = i < d ? umx_ld(row, i) : 0.0f;
+    s += kept[c] * kept[c];
+  }}
+  for (int i = threadIdx.x + rest; i < d; i += blockDim.x) {{
     const float v = umx_ld(row, i);
     s += v * v;
   }}
   const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
-  for (int i = threadIdx.x; i < d; i += blockDim.x) {{
+  #pragma unroll
+  for (int c = 0; c < {NORM_CACHED}; ++c) {{
+    const int i = threadIdx.x + c * blockDim.x;
+    if (i < d) umx_st(dst, i, has_weight ? kept[c] * scale * umx_ld(w, i) : kept[c] * scale);
+  }}
+  for (int i = threadIdx.x + rest; i < d; i += blockDim.x) {{
     const float v = umx_ld(row, i) * scale;
     umx_st(dst, i, has_weight ? v * umx_ld(w, i) : v);
   }}
