@@ -284,6 +284,18 @@ def test_sdpa_in_blocks(rng, monkeypatch, mask):
     assert_close(F.scaled_dot_product_attention(q, k, v, scale=0.3, mask=m, sinks=sinks), np.asarray(got))
 
 
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("t_k", [300, 1500])
+def test_sdpa_few_queries_over_many_keys(device, rng, mask, t_k):
+    # (a decode step: on the GPU the keys split in chunks, one block each, merged by each row's last block; every
+    # launch leaves its counters as it found them, so a second call agrees)
+    (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, 2, 8, 2, 1, t_k, 64, 48)
+    got = F.scaled_dot_product_attention(q, k, v, scale=0.2, mask=m, sinks=sinks, stream=device)
+    assert_close(got, ref_sdpa(qr, kr, vr, 0.2, mr, sr), 1e-5, 1e-5)
+    again = F.scaled_dot_product_attention(q, k, v, scale=0.2, mask=m, sinks=sinks, stream=device)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(got))
+
+
 def test_sdpa_strided_inputs(device, rng):
     q, qr = _in(rng, (2, 5, 4, 8))  # (B, T, N, D) seen as (B, N, T, D)
     k, kr = _in(rng, (2, 6, 2, 8))

@@ -44,11 +44,10 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 
 
 @functools.cache
-def _kernel(which: str, *types: str, part: str = ""):
-    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
-    ``part``: another kernel of the same source (``"combine"``: the attention's merge)."""
+def _kernel(which: str, *types: str):
+    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
-    return cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
+    return cp.RawKernel(_SOURCES[which](name, *types), name)
 
 
 def _norm(which: str, prim, x, params: list, xt: str, wt: str):
@@ -173,8 +172,8 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
 
 
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
-    """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
-    are several (``sources.sdpa_source``)."""
+    """Few queries: each query row's keys in chunks, one block a chunk, merged by the row's last block where
+    there are several (``sources.sdpa_source``)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
@@ -182,14 +181,12 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
+    counters = cp.zeros((rows,), cp.int32) if n_split > 1 else out  # (one chunk: not read)
     sinks = sinks if sinks is not None else np.uint64(0)
     _kernel("sdpa", xt)((rows, n_split), (BLOCK,), (
-        q, k, v, mask, sinks, out, part, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k), np.int32(d),
-        np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides),
-        np.int32(chunk), np.int32(n_split)))
-    if n_split > 1:
-        _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), (
-            part, sinks, out, np.int32(n_q), np.int32(t_q), np.int32(d_v), np.int32(n_split)))
+        q, k, v, mask, sinks, out, part, counters, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k),
+        np.int32(d), np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]),
+        *(np.int64(s) for s in strides), np.int32(chunk), np.int32(n_split)))
     return out
 
 
