@@ -134,17 +134,20 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, mask=None, cache=None) -> mx.array:
         b, n, _ = x.shape
-        if "qkv_proj" in self:  # (see fuse_projections)
-            q_dims, kv_dims = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-            qkv = self.qkv_proj(x)  # (slices: views, where split would be one node of three outputs)
-            q, k, v = qkv[..., :q_dims], qkv[..., q_dims:q_dims + kv_dims], qkv[..., q_dims + kv_dims:]
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
-        k = k.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = v.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         offset = 0 if cache is None else cache.offset
-        q, k = self._rope(q, offset), self._rope(k, offset)
+        if "qkv_proj" in self:  # (see fuse_projections)
+            heads = self.n_heads + self.n_kv_heads
+            qkv = self.qkv_proj(x)  # (slices: views, where split would be one node of three outputs)
+            qk = qkv[..., :heads * self.head_dim].reshape(b, n, heads, self.head_dim).transpose(0, 2, 1, 3)
+            qk = self._rope(qk, offset)  # (queries' and keys' heads turned by one call)
+            q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
+            v = qkv[..., heads * self.head_dim:]
+        else:
+            q = self.q_proj(x).reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
+            k = self.k_proj(x).reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+            q, k = self._rope(q, offset), self._rope(k, offset)
+            v = self.v_proj(x)
+        v = v.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
