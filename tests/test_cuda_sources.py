@@ -266,6 +266,32 @@ def test_fast_op_kernels_compile():
     compile_cuda(in_namespaces(codes + qmv + matvec))
 
 
+def _registers(code: str) -> dict:
+    """Kernel name -> the registers a thread of it uses, as ptxas reports them for sm_90 (a Hopper GPU's)."""
+    nvrtc, options = NVRTC
+    prog = nvrtc.createProgram(code, "umx.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, [o.replace("compute_90", "sm_90") for o in options] + ["--ptxas-options=-v"])
+        log = nvrtc.getProgramLog(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    names = re.findall(r"Compiling entry function '(\w+)'", log)
+    counts = [int(n) for n in re.findall(r"Used (\d+) registers", log)]
+    assert names and len(names) == len(counts), log
+    return dict(zip(names, counts))
+
+
+def test_norm_kernels_fit_blocks_of_their_widest_launch():
+    # (a block of NORM_FEW_ROWS_BLOCK threads launches only if each thread needs at most 64K / that many registers:
+    # a kernel grown past it would fail to launch for a decode step's single row)
+    f, bf = sources.FAST_TYPES["float32"], sources.FAST_TYPES["bfloat16"]
+    most = 65536 // sources.NORM_FEW_ROWS_BLOCK
+    for make in (sources.rms_norm_source, sources.layer_norm_source):
+        for types in ((f, f), (bf, bf), (bf, f)):
+            for name, used in _registers(make("umx_norm", *types)).items():
+                assert used <= most, (name, types, used)
+
+
 def test_dynamic_slice_kernels_compile():
     codes = [sources.dynamic_slice_source(f"umx_ds_{n}_{u}", n, u) for n in sources.SLICE_TYPES for u in (False, True)]
     assert "out[at] = upd[e];" in codes[-1] and "out[e] = x[at];" in codes[0]
