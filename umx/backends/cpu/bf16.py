@@ -16,10 +16,12 @@ from ...runtime.threads import CORES, map_chunks
 
 #: products with at most this many rows on the left read the weight in blocks
 ROWS_MAX = 8
-#: ... when the weight has at least this many elements (smaller: widened whole, it stays in the caches)
-WEIGHT_MIN = 1 << 22
-#: the elements of one widened block (float32: 2 MiB, about a core's L2 cache; fewer, larger blocks cost less Python)
-BLOCK = 1 << 19
+#: ... when the weight has at least this many elements (smaller: widened whole, it stays in the caches; a
+#: small model's layers are larger, and widened whole on every call they cost more than their product)
+WEIGHT_MIN = 1 << 16
+#: the elements of one widened block (float32: 512 KiB, well inside a core's L2 cache, where the product reads it
+#: back; larger blocks spill, smaller ones cost more Python per row)
+BLOCK = 1 << 17
 #: weights of at least this many elements are split across cores
 SPLIT_MIN = 1 << 22
 
