@@ -52,3 +52,28 @@ def test_other_layouts_take_the_widened_product(rng, small_thresholds):
     ref = (x.astype(mx.float32) @ w.astype(mx.float32)).astype(mx.bfloat16)
     np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), np.asarray(ref.astype(mx.float32)))
     assert small_thresholds == [False]
+
+
+def test_a_compiled_program_of_small_steps_reads_the_weight_in_blocks(rng, small_thresholds):
+    # (a small model's compiled decode step runs as a program, step by step: its products take the blocked path
+    # too, not a widened copy of every weight at every call)
+    w = mx.array(rng.standard_normal((300, 64)).astype(np.float32)).astype(mx.bfloat16)
+    mx.eval(w)
+
+    def step(x):
+        for _ in range(4):
+            x = mx.tanh((x @ w.T)[..., :64] * 0.5 + 0.1)
+        return x
+
+    x = mx.array(rng.standard_normal((1, 64)).astype(np.float32)).astype(mx.bfloat16)
+    expected = np.asarray(step(x).astype(mx.float32))
+    compiled = mx.compile(step)
+    for _ in range(3):
+        got = compiled(x)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), expected)
+    assert _program_of(compiled) and small_thresholds.count(True) >= 3 * 4 + 4
+
+
+def _program_of(compiled) -> bool:
+    """Whether ``compiled``'s trace replays as one program (see transforms._tape.program_for)."""
+    return any(getattr(t, "program", None) for t in compiled._cache.values())

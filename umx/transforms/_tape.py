@@ -176,9 +176,10 @@ class Program:
         rest = iter(passed)
         return [next(rest) if p else other(c) for c, p in zip(self.tape.consts, self.passed)]
 
-    def run_steps(self, data, table: dict, xp) -> tuple:
+    def run_steps(self, data, table: dict, xp, storage: dict | None = None) -> tuple:
         """The siblings' values, the steps run one by one on the inputs' ``data`` by a backend's kernels (its
-        kernel ``table``, primitive class -> ``fn(prim, *inputs)``; ``xp``: its array module): for an executor
+        kernel ``table``, primitive class -> ``fn(prim, *inputs)``; ``xp``: its array module; ``storage``: its
+        kernels that read bfloat16 inputs as stored, see ``runtime.executor.steps_kernel``): for an executor
         without a graph of its own."""
         t = self.tape
         kernels = self._kernels
@@ -195,10 +196,15 @@ class Program:
         for (prim, get, shape, dtype, _, _), done, kernel in zip(t.steps, frees, kernels):
             args = get(env)
             kinds = get(dtypes)
+            out = None
             if bfloat16 in kinds and not prim.moves_bits:
-                args = kernel_args(prim, [_Typed(d) for d in kinds], list(args), xp)
+                own = storage.get(prim.__class__) if storage else None
+                if own is not None and all(d is bfloat16 for d in kinds):
+                    out = own(*args)
+                if out is None:
+                    args = kernel_args(prim, [_Typed(d) for d in kinds], list(args), xp)
             try:
-                env.append(conform_to(xp, dtype, kernel(prim, *args)))
+                env.append(conform_to(xp, dtype, out if out is not None else kernel(prim, *args)))
             except Exception as e:
                 e.add_note(f"umx: in {prim!r} of a compiled function, for an output of shape {shape} and "
                            f"{dtype.name}, from inputs {[(a.shape, a.dtype.name) for a in args]}")

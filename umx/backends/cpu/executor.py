@@ -6,7 +6,6 @@ import numpy as np
 
 from ... import backends
 from ...dtypes import bfloat16
-from ...primitives.linalg import Matmul
 from ...runtime import memory
 from ...runtime.executor import (
     Failure,
@@ -21,17 +20,14 @@ from ...runtime.executor import (
 from ...runtime.fusion import Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
-from . import bf16 as bf16_kernels
 from .donate import FINISHED
 from .donate import make_table as donations
 from .fused import run_fused
-from .kernels import make_table
+from .kernels import BF16_STORAGE, make_table
 from .reduce_split import split_reductions
 
 KERNELS = split_reductions(make_table())
 GIFTS = donations(KERNELS)
-#: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
-BF16_STORAGE = {Matmul: bf16_kernels.matmul}
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
 

@@ -10,13 +10,16 @@ from ...primitives import elementwise as ew
 from ...primitives import indexing as ix
 from ...primitives import reduction as r
 from ...primitives.conv import Convolution
+from ...primitives.linalg import Matmul
 from ...primitives.misc import Compiled
 from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
 from ..xp.elementwise import PLAIN_UFUNC
-from . import fold
+from . import bf16, fold
 
+#: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
+BF16_STORAGE = {Matmul: bf16.matmul}
 #: the CPU's bound on a convolution chunk's temporaries: small enough that a GEMM reads the windows just gathered
 #: from the caches (a chunk of the shared kernels' size goes to memory and back)
 CONV_BUDGET = 4 << 20
@@ -247,5 +250,5 @@ def make_table() -> dict:
     table[Convolution] = _convolution
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
-    table[Compiled] = steps_kernel(table, np)
+    table[Compiled] = steps_kernel(table, np, BF16_STORAGE)
     return table
