@@ -32,7 +32,7 @@ def small_thresholds(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("lead", [(1,), (1, 1), (8,), (2, 3), (9,)], ids=str)
+@pytest.mark.parametrize("lead", [(1,), (1, 1), (8,), (2, 3), (9,), (8, 8), (65,)], ids=str)
 @pytest.mark.parametrize("n, k", [(300, 64), (77, 130), (1000, 8)])
 def test_products_read_in_blocks_match_widened(rng, small_thresholds, lead, n, k):
     w = mx.array(rng.standard_normal((n, k)).astype(np.float32)).astype(mx.bfloat16)
@@ -42,7 +42,7 @@ def test_products_read_in_blocks_match_widened(rng, small_thresholds, lead, n, k
     assert got.dtype == mx.bfloat16 and got.shape == (*lead, n)
     # (float32 accumulation, rounded once to bfloat16: within bfloat16's half step of the exact product)
     np.testing.assert_allclose(np.asarray(got.astype(mx.float32)), wide, rtol=2 ** -8, atol=1e-5 * np.sqrt(k))
-    assert small_thresholds == [int(np.prod(lead)) <= bf16_kernels.ROWS_MAX]  # (9 rows: the widened product)
+    assert small_thresholds == [int(np.prod(lead)) <= bf16_kernels.ROWS_MAX]  # (65 rows: the widened product)
 
 
 def test_other_layouts_take_the_widened_product(rng, small_thresholds):

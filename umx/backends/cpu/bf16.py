@@ -14,8 +14,9 @@ import numpy as np
 from ...dtypes import widen_bf16
 from ...runtime.threads import CORES, map_chunks
 
-#: products with at most this many rows on the left read the weight in blocks
-ROWS_MAX = 8
+#: products with at most this many rows on the left read the weight in blocks (a decode step's, a short prompt's;
+#: for more rows the widened weight's one GEMM costs no more)
+ROWS_MAX = 64
 #: ... when the weight has at least this many elements (smaller: widened whole, it stays in the caches; a
 #: small model's layers are larger, and widened whole on every call they cost more than their product)
 WEIGHT_MIN = 1 << 16
