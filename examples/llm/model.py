@@ -128,6 +128,11 @@ class Attention(nn.Module):
         elif kind not in (None, "default"):
             raise ValueError(f"rope_scaling of type {kind!r} is not supported")
 
+    def _heads(self, x: mx.array, heads: int) -> mx.array:
+        """``[B, L, heads * head_dim]`` as ``[B, heads, L, head_dim]``."""
+        b, n, _ = x.shape
+        return x.reshape(b, n, heads, self.head_dim).transpose(0, 2, 1, 3)
+
     def _rope(self, x: mx.array, offset) -> mx.array:
         return mx.fast.rope(x, self.head_dim, traditional=self.rope_traditional, base=self.rope_base,
                             scale=self.rope_scale, offset=offset, freqs=self._rope_freqs)
@@ -138,16 +143,14 @@ class Attention(nn.Module):
         if "qkv_proj" in self:  # (see fuse_projections)
             heads = self.n_heads + self.n_kv_heads
             qkv = self.qkv_proj(x)  # (slices: views, where split would be one node of three outputs)
-            qk = qkv[..., :heads * self.head_dim].reshape(b, n, heads, self.head_dim).transpose(0, 2, 1, 3)
-            qk = self._rope(qk, offset)  # (queries' and keys' heads turned by one call)
+            qk = self._rope(self._heads(qkv[..., :heads * self.head_dim], heads), offset)  # (q and k in one call)
             q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
             v = qkv[..., heads * self.head_dim:]
         else:
-            q = self.q_proj(x).reshape(b, n, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)
-            k = self.k_proj(x).reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-            q, k = self._rope(q, offset), self._rope(k, offset)
+            q = self._rope(self._heads(self.q_proj(x), self.n_heads), offset)
+            k = self._rope(self._heads(self.k_proj(x), self.n_kv_heads), offset)
             v = self.v_proj(x)
-        v = v.reshape(b, n, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = self._heads(v, self.n_kv_heads)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)

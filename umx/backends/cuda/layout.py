@@ -66,14 +66,25 @@ def dynamic_slice(fallback):
     return run
 
 
+def _update_takes(x, update, start) -> bool:
+    """Whether the update kernel takes these operands: device arrays, the update of ``x``'s dtype and rank."""
+    return (type(x) is cp.ndarray and type(update) is cp.ndarray and type(start) is cp.ndarray
+            and update.dtype == x.dtype and update.ndim == x.ndim)
+
+
+def _write_update(prim, out, update, start) -> bool:
+    """Write ``update`` into ``out`` (C-contiguous, holding the input's values) at ``start``; False where the kernel
+    does not apply."""
+    return _launch(out, cp.ascontiguousarray(update), out, start, prim.axes, update.shape)
+
+
 def dynamic_slice_update(fallback):
     """DynamicSliceUpdate's kernel where it applies, else ``fallback``."""
 
     def run(prim, x, update, start):
-        if (type(x) is cp.ndarray and type(update) is cp.ndarray and type(start) is cp.ndarray
-                and update.dtype == x.dtype and update.ndim == x.ndim):
+        if _update_takes(x, update, start):
             out = cp.array(x, order="C", copy=True)
-            if _launch(out, cp.ascontiguousarray(update), out, start, prim.axes, update.shape):
+            if _write_update(prim, out, update, start):
                 return out
         return fallback(prim, x, update, start)
 
@@ -83,9 +94,7 @@ def dynamic_slice_update(fallback):
 def update_in_place(prim, x, update, start):
     """DynamicSliceUpdate written into ``x`` itself (a CUDA graph's own input slot, which nothing else reads: see
     ``graphs._in_place``); ``x``, or None where the kernel does not apply."""
-    if (type(update) is cp.ndarray and type(start) is cp.ndarray and update.dtype == x.dtype
-            and update.ndim == x.ndim and x.flags.c_contiguous
-            and _launch(x, cp.ascontiguousarray(update), x, start, prim.axes, update.shape)):
+    if _update_takes(x, update, start) and x.flags.c_contiguous and _write_update(prim, x, update, start):
         return x
     return None
 
