@@ -202,6 +202,31 @@ def _product(handle: Handle, a, b, spec, out):
     return out.reshape(shape)
 
 
+#: storage dtype char -> cudaDataType, for :func:`batched` (uint16: bfloat16's storage)
+_DATA_TYPES = {"f": 0, "e": 2, "H": 14}
+
+
+def batched(handle: Handle, a, b, out, transpose_b: bool = False):
+    """``out[i] = a[i] @ b[i]`` (``a[i] @ b[i].T`` with ``transpose_b``) for C-contiguous 3-D arrays, accumulated
+    in float32: ``a`` and ``b`` of one type (float32, float16, or uint16 as bfloat16), ``out`` float32 or that
+    type, so that 16-bit operands run on tensor cores and may give a float32 result. Returns ``out``, or None
+    where the types do not fit."""
+    ta, to = _DATA_TYPES.get(a.dtype.char), _DATA_TYPES.get(out.dtype.char)
+    if ta is None or to is None or b.dtype != a.dtype or (to != 0 and to != ta):
+        return None
+    count, m, k = a.shape
+    n = b.shape[1] if transpose_b else b.shape[2]
+    if count == 0 or m == 0 or n == 0:
+        return out
+    compute = _COMPUTE_32F if ta == 0 else 68
+    # (column-major: out.T = b.T @ a.T, so b comes first; a transposed b is read with ld k)
+    _check(_lib.cublasGemmStridedBatchedEx(
+        _c_void_p(handle.ptr), _T if transpose_b else _N, _N, n, m, k, ctypes.byref(_one_f), b.data.ptr, ta,
+        k if transpose_b else n, n * k, a.data.ptr, ta, k, m * k, ctypes.byref(_zero_f), out.data.ptr, to, n,
+        m * n, count, compute, _ALGO_DEFAULT))
+    return out
+
+
 def _result_shape(sa: tuple, sb: tuple):
     """NumPy's matmul shape for operand shapes ``sa``, ``sb`` (checked by the op already), or None."""
     if len(sa) == 0 or len(sb) == 0:

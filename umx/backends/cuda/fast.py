@@ -44,10 +44,11 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 
 
 @functools.cache
-def _kernel(which: str, *types: str):
-    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once."""
+def _kernel(which: str, *types: str, part: str = ""):
+    """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
+    ``part``: another kernel of the same source (``"combine"``: the attention's merge)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
-    return cp.RawKernel(_SOURCES[which](name, *types), name)
+    return cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
 
 
 def _norm(which: str, prim, x, params: list, xt: str, wt: str):
@@ -166,14 +167,11 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
     h = cublas.current()
     if h is None:
         return None
-    if xt != _F:  # (the products' path computes in float32)
-        q, k, v = to_float(q), to_float(k), to_float(v)
-    return _sdpa_products(h, prim, q, k, v, mask, strides, sinks)
-
+    return _sdpa_products(h, prim, q, k, v, mask, strides, sinks, xt)
 
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
-    """Few queries: each query row's keys in chunks, one block a chunk, merged by the row's last block where
-    there are several (``sources.sdpa_source``)."""
+    """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
+    are several (``sources.sdpa_source``)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
@@ -181,12 +179,14 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
-    counters = cp.zeros((rows,), cp.int32) if n_split > 1 else out  # (one chunk: not read)
     sinks = sinks if sinks is not None else np.uint64(0)
     _kernel("sdpa", xt)((rows, n_split), (BLOCK,), (
-        q, k, v, mask, sinks, out, part, counters, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k),
-        np.int32(d), np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]),
-        *(np.int64(s) for s in strides), np.int32(chunk), np.int32(n_split)))
+        q, k, v, mask, sinks, out, part, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k), np.int32(d),
+        np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides),
+        np.int32(chunk), np.int32(n_split)))
+    if n_split > 1:
+        _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), (
+            part, sinks, out, np.int32(n_q), np.int32(t_q), np.int32(d_v), np.int32(n_split)))
     return out
 
 
@@ -212,32 +212,37 @@ def _blocks_wanted() -> int:
 SCORES_BYTES = 256 << 20
 
 
-def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks):
+def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     """More queries: the scores of each key head's group of query heads by one batched product (cuBLAS, through
-    umx's handle: a CUDA graph captures it), softmax in place (``sources.sdpa_softmax_source``), then the
-    weighted values by a second product; in parts of query positions whose scores fit ``SCORES_BYTES``. None if
-    cuBLAS does not take the operands."""
+    umx's handle: a CUDA graph captures it; bfloat16 operands on tensor cores, float32 scores), the softmax
+    (``sources.sdpa_softmax_source``: in place for float32, else into probabilities of the operands' type, as
+    flash attention rounds them), then the weighted values by a second product, written in the operands' type;
+    in parts of query positions whose scores fit ``SCORES_BYTES``. None if cuBLAS does not take the operands."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     rep = n_q // n_kv
-    kt = cp.ascontiguousarray(cp.swapaxes(k, -1, -2))  # (B, Hkv, D, Tk)
-    v = cp.ascontiguousarray(v)
-    step = max(1, min(t_q, SCORES_BYTES // (4 * batch * n_q * t_k)))
-    out = None if step == t_q else cp.empty((batch, n_q, t_q, d_v), cp.float32)
+    groups = batch * n_kv
+    k = cp.ascontiguousarray(k).reshape(groups, t_k, d)  # (read transposed by the product: no copy of k.T)
+    v = cp.ascontiguousarray(v).reshape(groups, t_k, d_v)
+    per_position = batch * n_q * t_k * (4 if xt == _F else 6)  # (float32 scores, and probabilities)
+    step = max(1, min(t_q, SCORES_BYTES // per_position))
+    out = None if step == t_q else cp.empty((batch, n_q, t_q, d_v), q.dtype)
     mask_kind = np.int32(_MASK_KINDS[prim.mask])
     for t0 in range(0, t_q, step):
         n = min(t_q, t0 + step) - t0
-        # (a key head's query heads are neighbours: (B, Hkv, rep * n, D) rows, in the order of q's rows)
-        qc = cp.ascontiguousarray(q[:, :, t0:t0 + n]).reshape(batch, n_kv, rep * n, d)
-        scores = cublas.matmul(h, qc, kt)
-        if scores is None:
+        # (a key head's query heads are neighbours: (B * Hkv, rep * n, D) rows, in the order of q's rows)
+        qc = cp.ascontiguousarray(q[:, :, t0:t0 + n]).reshape(groups, rep * n, d)
+        scores = cp.empty((groups, rep * n, t_k), cp.float32)
+        if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
             return None
-        _kernel("sdpa_softmax")((batch * n_q * n,), (BLOCK,), (
-            scores, mask, sinks if sinks is not None else np.uint64(0), np.int32(n_q), np.int32(n),
+        probs = scores if xt == _F else cp.empty(scores.shape, q.dtype)
+        _kernel("sdpa_softmax", xt)((batch * n_q * n,), (BLOCK,), (
+            scores, probs, mask, sinks if sinks is not None else np.uint64(0), np.int32(n_q), np.int32(n),
             np.int32(t0), np.int32(t_q), np.int32(t_k), np.float32(prim.scale), mask_kind,
             *(np.int64(s) for s in strides)))
-        part = cublas.matmul(h, scores, v)
-        if part is None:
+        del scores  # (bfloat16: its memory serves the next allocation)
+        part = cp.empty((groups, rep * n, d_v), q.dtype)
+        if cublas.batched(h, probs, v, part) is None:
             return None
         part = part.reshape(batch, n_q, n, d_v)
         if out is None:

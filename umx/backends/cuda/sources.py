@@ -437,7 +437,7 @@ SDPA_KEYS = 4
 def sdpa_source(name: str, x: str = "float") -> str:
     """The CUDA C++ of ``mx.fast.scaled_dot_product_attention`` for few queries, on ``q (B, Hq, Tq, D)``, ``k (B,
     Hkv, Tk, D)``, ``v (B, Hkv, Tk, Dv)`` (row-major) of storage type ``x`` (see ``FAST_TYPES``; the output's
-    too), for ``D, Dv <= SDPA_MAX_HEAD``, in float32.
+    too), for ``D, Dv <= SDPA_MAX_HEAD``, in float32: two kernels, ``{name}`` and ``{name}_combine``.
 
     The keys of each query row are split in ``n_split`` chunks of ``chunk`` (at most ``SDPA_CHUNK``), one block
     each (grid: rows by chunks), so that a decode step's few rows still fill the GPU. Each warp of a block takes
@@ -447,9 +447,9 @@ def sdpa_source(name: str, x: str = "float") -> str:
     read through its strides ``ms``, 0 where it broadcasts; a masked score is float32's lowest, so a row masked
     whole averages the values, as the host does). The block takes the softmax's largest score ``m`` and sum ``l``;
     then each warp weighs the values of its keys the same way (lanes over features), and the warps' sums meet in
-    shared memory. With one chunk the block writes the row's output; else ``(m, l, values)`` to ``part``, and the
-    row's last block to finish (``counters``: one int per row, zero before the launch and after it) merges them.
-    ``sinks``: one logit per query head that joins the softmax and takes no value (null: none)."""
+    shared memory. With one chunk the block writes the row's output; else ``(m, l, values)`` to ``part``, which
+    ``{name}_combine`` merges (one block a row). ``sinks``: one logit per query head that joins the softmax and
+    takes no value (null: none)."""
     per_lane = SDPA_MAX_HEAD // 32
     return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
 __device__ __forceinline__ float umx_sdpa_out(float o, float m, float l, const float* sinks, int hq) {{
@@ -462,7 +462,6 @@ __device__ __forceinline__ float umx_sdpa_out(float o, float m, float l, const f
 extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restrict__ k,
                                   const {x}* __restrict__ v, const void* __restrict__ mask,
                                   const float* __restrict__ sinks, {x}* __restrict__ out, float* __restrict__ part,
-                                  int* __restrict__ counters,
                                   int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale, int mask_kind,
                                   long long ms0, long long ms1, long long ms2, long long ms3,
                                   int chunk, int n_split) {{
@@ -555,48 +554,45 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
       part[((long long)row * n_split + split) * (d_v + 2) + 2 + f] = o;
     }}
   }}
-  if (n_split == 1) return;
-  if (threadIdx.x == 0) {{
+  if (n_split > 1 && threadIdx.x == 0) {{
     part[((long long)row * n_split + split) * (d_v + 2)] = m;
     part[((long long)row * n_split + split) * (d_v + 2) + 1] = l;
   }}
-  // The row's last block to finish merges the chunks: each block's writes are made visible device-wide before it
-  // counts itself, and the last one resets the count for the next launch.
-  __threadfence();
-  __syncthreads();
-  __shared__ int last_block;
-  if (threadIdx.x == 0) last_block = atomicAdd(counters + row, 1) == n_split - 1;
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
+}}
+
+extern "C" __global__ void {name}_combine(const float* __restrict__ part, const float* __restrict__ sinks,
+                                          {x}* __restrict__ out, int n_q, int t_q, int d_v, int n_split) {{
+  const int row = blockIdx.x;
+  const int hq = (row / t_q) % n_q;
+  const float neg_inf = __int_as_float(0xff800000u);
   const float* pr = part + (long long)row * n_split * (d_v + 2);
-  float top = neg_inf;
-  for (int c = 0; c < n_split; ++c) top = fmaxf(top, __ldcg(pr + c * (d_v + 2)));
-  float sum = 0.0f;
-  for (int c = 0; c < n_split; ++c) {{
-    const float mc = __ldcg(pr + c * (d_v + 2));
-    if (mc != neg_inf) sum += __ldcg(pr + c * (d_v + 2) + 1) * expf(mc - top);
+  float m = neg_inf;
+  for (int s = 0; s < n_split; ++s) m = fmaxf(m, pr[s * (d_v + 2)]);
+  float l = 0.0f;
+  for (int s = 0; s < n_split; ++s) {{
+    const float ms = pr[s * (d_v + 2)];
+    if (ms != neg_inf) l += pr[s * (d_v + 2) + 1] * expf(ms - m);
   }}
   for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
     float o = 0.0f;
-    for (int c = 0; c < n_split; ++c) {{
-      const float mc = __ldcg(pr + c * (d_v + 2));
-      if (mc != neg_inf) o += __ldcg(pr + c * (d_v + 2) + 2 + f) * expf(mc - top);
+    for (int s = 0; s < n_split; ++s) {{
+      const float ms = pr[s * (d_v + 2)];
+      if (ms != neg_inf) o += pr[s * (d_v + 2) + 2 + f] * expf(ms - m);
     }}
-    umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, top, sum, sinks, hq));
+    umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, m, l, sinks, hq));
   }}
-  if (threadIdx.x == 0) counters[row] = 0;
 }}
 """
 
 
-def sdpa_softmax_source(name: str) -> str:
-    """The CUDA C++ of attention's softmax over scores that a product computed: one block per row of ``t_k``
-    scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions ``t_start ..``
-    of ``t_total``), in place: each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
-    softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum)."""
-    return BLOCK_REDUCE + MASKED_SCORE + f"""
-extern "C" __global__ void {name}(float* __restrict__ scores, const void* __restrict__ mask,
+def sdpa_softmax_source(name: str, p: str = "float") -> str:
+    """The CUDA C++ of attention's softmax over float32 scores that a product computed: one block per row of
+    ``t_k`` scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions
+    ``t_start ..`` of ``t_total``): each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
+    softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum), written to ``probs``
+    of storage type ``p`` (see ``FAST_TYPES``; float32: ``probs`` may be ``scores``, in place)."""
+    return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
+extern "C" __global__ void {name}(float* scores, {p}* probs, const void* __restrict__ mask,
                                   const float* __restrict__ sinks, int n_q, int t_q, int t_start, int t_total,
                                   int t_k, float scale, int mask_kind,
                                   long long ms0, long long ms1, long long ms2, long long ms3) {{
@@ -626,7 +622,7 @@ extern "C" __global__ void {name}(float* __restrict__ scores, const void* __rest
   }}
   total = umx_block_reduce(total, partial, false);
   if (sinks != nullptr) total += expf(sink - top);
-  for (int j = threadIdx.x; j < t_k; j += blockDim.x) s[j] = s[j] / total;
+  for (int j = threadIdx.x; j < t_k; j += blockDim.x) umx_st(probs, row * t_k + j, s[j] / total);
 }}
 """
 
