@@ -120,8 +120,63 @@ def _is_full(template: tuple) -> bool:
     return all(k is Ellipsis or (type(k) is slice and k == slice(None)) for k in template)
 
 
+_FULL = slice(None)
+
+
+def _parse_basic(shape: tuple, key: tuple, op: str):
+    """``(template, result shape, whether it takes everything)`` for a key of slices, ints, None and one Ellipsis
+    (what a model's slicing is), in one pass over the key; None for any other key (:func:`_parse` takes it)."""
+    used = 0
+    ellipsis = False
+    for k in key:
+        tk = type(k)
+        if tk is slice or tk is int:
+            used += 1
+        elif k is Ellipsis:
+            if ellipsis:
+                return None  # (_parse raises)
+            ellipsis = True
+        elif k is not None:
+            return None
+    ndim = len(shape)
+    if used > ndim:
+        return None
+    out = []
+    d = 0
+    full = True
+    for k in key:
+        if type(k) is slice:
+            if k != _FULL:
+                full = False
+                _slice_key(k, op)
+            out.append(len(range(*k.indices(shape[d]))))
+            d += 1
+        elif type(k) is int:
+            n = shape[d]
+            if not -n <= k < n or not _INT32_MIN <= k <= _INT32_MAX:
+                _int_key(k, op)
+                raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {n}")
+            full = False
+            d += 1
+        elif k is None:
+            out.append(1)
+            full = False
+        else:
+            span = ndim - used
+            out.extend(shape[d:d + span])
+            d += span
+    out.extend(shape[d:])
+    return key, tuple(out), full
+
+
 def getitem(a: array, key, stream=None) -> array:
     """``a[key]``: NumPy basic and integer-array indexing. A new array object even for ``a[...]`` and ``a[:]``."""
+    basic = _parse_basic(a._shape, key if type(key) is tuple else (key,), "getitem")
+    if basic is not None:
+        template, shape, full = basic
+        if full:
+            return alias(a)
+        return node(Gather(template), (a,), shape, a._dtype, resolve_stream(stream))
     template, arrays, shape = _parse(a, key, "getitem")
     if not arrays and _is_full(template):
         return alias(a)
