@@ -60,6 +60,25 @@ def test_cached_generation_matches_recomputation(device, variant):
         assert list(generate_step(prompt, model, max_tokens=10, static_cache=True)) == expected
 
 
+def test_cache_of_whole_blocks_is_the_prompt_and_grows(device, monkeypatch):
+    # (a prompt of whole blocks becomes the buffer as it is; the next token grows it by a block)
+    from examples.llm.cache import KVCache
+
+    monkeypatch.setattr(KVCache, "step", 4)
+    with mx.stream(device):
+        model = random_model(VARIANTS["llama"], std=0.3, seed=3)
+        prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+        expected = _recomputed(model, prompt, 7)
+        assert list(generate_step(mx.array(prompt, mx.int32), model, max_tokens=7)) == expected
+        cache = KVCache()
+        k, v = mx.ones((1, 2, 8, 4)), mx.zeros((1, 2, 8, 4))
+        assert cache.update_and_fetch(k, v) == (k, v) and cache.offset == 8
+        k2, v2 = cache.update_and_fetch(mx.full((1, 2, 1, 4), 2.0), mx.full((1, 2, 1, 4), 3.0))
+        assert cache.keys.shape[2] == 12 and k2.shape[2] == 9
+        np.testing.assert_array_equal(np.asarray(k2)[0, 0, :, 0], [1] * 8 + [2])
+        np.testing.assert_array_equal(np.asarray(v2)[0, 1, :, 0], [0] * 8 + [3])
+
+
 @pytest.mark.parametrize("variant", ["llama", "mistral-window"])
 def test_compiled_decode_matches_eager(device, variant):
     with mx.stream(device):

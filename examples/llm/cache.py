@@ -43,6 +43,11 @@ class KVCache:
         """
         prev = self.offset
         n = keys.shape[2]
+        if self.keys is None and n % self.step == 0:
+            # A prompt of whole blocks is the buffer itself: no zeros to fill, no copy into them (the next
+            # position grows it as any full buffer grows)
+            self.keys, self.values, self.offset = keys, values, n
+            return keys, values
         if self.keys is None or prev + n > self.keys.shape[2]:
             grow = (n + self.step - 1) // self.step * self.step
             new_k = mx.zeros((*keys.shape[:2], grow, keys.shape[3]), keys.dtype)
@@ -59,6 +64,8 @@ class KVCache:
         start = mx.array(prev, mx.int32)
         self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
         self.values = mx.slice_update(self.values, values, start, axes=(2,))
+        if self.offset == self.keys.shape[2]:
+            return self.keys, self.values
         return self.keys[..., :self.offset, :], self.values[..., :self.offset, :]
 
     @property
