@@ -169,6 +169,7 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
         return None
     return _sdpa_products(h, prim, q, k, v, mask, strides, sinks, xt)
 
+
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
     are several (``sources.sdpa_source``)."""
