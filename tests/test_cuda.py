@@ -255,6 +255,32 @@ def test_inline_gpu_batches_leave_the_callers_cupy_state(rng):
 
 
 @needs_gpu
+def test_a_view_read_by_the_cpu_is_made_contiguous_on_its_own_stream(rng):
+    """A strided view made by an idle GPU stream (launched on the caller's thread) and read by a CPU op is made
+    contiguous before its copy to the host: on the GPU stream, whatever the caller's CuPy stream is doing. (The
+    copy kernel once went on the caller's stream: behind a long kernel there, the host read the buffer before it
+    was written.)"""
+    import cupy
+
+    s = cupy.cuda.Stream(non_blocking=True)
+    s.use()
+    try:
+        busy = cupy.ones((4096, 4096), cupy.float32)
+        for _ in range(3):
+            x = rng.standard_normal((6, 5, 7)).astype(np.float32)
+            a = mx.add(mx.array(x), 0.0, stream=mx.gpu)
+            mx.eval(a)
+            for _ in range(8):  # (milliseconds of work queued on the caller's stream)
+                busy = busy @ busy * (1 / 4096)
+            got = mx.exp(a[::-1, :, ::-2], stream=mx.cpu)
+            np.testing.assert_allclose(np.asarray(got), np.exp(x[::-1, :, ::-2]), rtol=1e-6)
+            assert cupy.cuda.get_current_stream() == s
+        s.synchronize()
+    finally:
+        cupy.cuda.Stream.null.use()
+
+
+@needs_gpu
 def test_large_round_trips_stream_their_copies_and_stay_exact(rng):
     """20 MiB arrays: the GPU's results reach the CPU in parts (each CPU chunk starts when its bytes land) and
     the CPU's results reach the GPU chunk by chunk as they are written; every value exact."""

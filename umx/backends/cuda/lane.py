@@ -204,7 +204,13 @@ class Lane:
         if started is not None:
             started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
         if self.hints:
-            self.announce(n)
+            # (a copy to the host may first make a view contiguous: a kernel that must be queued on this
+            # stream, in this stream's pool, before the copy's wait on this stream's mark, not on the caller's)
+            prev = self._use_stream()
+            try:
+                self.announce(n)
+            finally:
+                _restore_stream(prev)
         self.finished(n._seq)
         marks = self.marks
         if marks.held:
