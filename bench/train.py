@@ -13,8 +13,9 @@ A step is the forward and backward pass and the optimizer update, and ends with 
 MLX evaluate the loss, the parameters and the optimizer state (``mx.eval(loss, model.parameters(),
 optimizer.state)``); torch on a GPU synchronizes. The models are the same in each library (umx's and MLX's are
 the very same code, ``_mlx_api_models``), float32, with the same batch every step. Rows are on the CPU and, where
-there is one, the GPU. Times are medians after warm-up, umx and MLX timed in interleaved rounds and torch apart
-on the CPU; ratios are against torch's eager step.
+there is one, the GPU. Times are medians after warm-up; on the CPU each library is timed apart (umx, then MLX,
+then torch, a pause after each of the others: one library's idle threads hold the cores for a while and slow the
+next), on the GPU umx and MLX in interleaved rounds; ratios are against torch's eager step.
 
 On a small host shared with other work, the libraries' thread pools (OpenBLAS's under NumPy, torch's OpenMP)
 stall each other and the numbers swing by 10x from run to run; there, ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1``
@@ -292,13 +293,27 @@ def _row(case: str, sizes: dict, dev: str, args, torch, mlx) -> dict:
     data = _data(case, sizes)
     umx_stream = mx.default_stream(mx.cpu if dev == "cpu" else mx.gpu)
     fns = {f"umx{k}": f for k, f in _mlx_api_steps((mx, nn, optim), case, sizes, data, umx_stream).items()}
-    if mlx is not None:
-        mdev = mlx[0].cpu if dev == "cpu" else mlx[0].gpu
-        if mlx[0].is_available(mdev):
-            fns.update({f"MLX{k}": f for k, f in
-                        _mlx_api_steps(mlx, case, sizes, data, mlx[0].default_stream(mdev)).items()})
     clock = time.process_time if args.cpu_time and dev == "cpu" else time.perf_counter
-    times = interleaved_medians(fns, args.repeats, clock=clock)  # (warm-up: three untimed calls of each)
+
+    def mlx_steps() -> dict:
+        if mlx is None:
+            return {}
+        mdev = mlx[0].cpu if dev == "cpu" else mlx[0].gpu
+        if not mlx[0].is_available(mdev):
+            return {}
+        return {f"MLX{k}": f for k, f in _mlx_api_steps(mlx, case, sizes, data, mlx[0].default_stream(mdev)).items()}
+
+    if dev == "cpu":
+        # On the CPU, MLX's idle pool threads also hold the cores for a while after its work (umx's MLP step on
+        # this repository's 2-core host: 9.2 ms timed apart, 29 ms interleaved with MLX's): MLX's steps are made
+        # and timed after umx's, then a pause.
+        times = interleaved_medians(fns, args.repeats, clock=clock)  # (warm-up: three untimed calls of each)
+        mlx_fns = mlx_steps()
+        if mlx_fns:
+            times.update(interleaved_medians(mlx_fns, args.repeats, clock=clock))
+            time.sleep(0.5)
+    else:
+        times = interleaved_medians({**fns, **mlx_steps()}, args.repeats, clock=clock)
     if torch is not None and (dev == "cpu" or torch.cuda.is_available()):
         # torch's columns are made and timed after the others, then a pause: after each call its OpenMP threads
         # spin on every core for a while (and torch.compile leaves compiler workers), which slows whatever runs
