@@ -37,7 +37,8 @@ if [ "${1:-core}" = profile ]; then  # where a step's GPU time goes, per primiti
 fi
 if [ "${1:-core}" = kernels ]; then  # CUDA kernels per step as CUPTI sees them, umx's and torch's
   { timeout 240 python3 bench/profile_ops.py --cases decode,lm,cnn --compiled --steps 3 --kernels 25 --torch --host 20
-    timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --kernels 25 --phases; } \
+    timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --kernels 25 --phases
+    timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --no-graphs --phases --host 25; } \
     2>&1 | tee "$OUT/kernels.log" | grep -vE "^\| (kernel|---)" | cut -c1-150 | head -150
   exit 0
 fi

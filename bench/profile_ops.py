@@ -16,7 +16,8 @@ most host time per step (cProfile, own time), for a step bound by the host rathe
 graph's key and replay, waiting), by clocks around those functions, without cProfile's cost per call.
 
 Usage: python bench/profile_ops.py [--cases lm,cnn,mlp,decode,prompt] [--device gpu|cpu] [--steps N] [--small]
-       [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--phases] [--keep DIR]
+       [--compiled] [--top N] [--ops N] [--graphs] [--kernels N [--torch]] [--host N] [--phases] [--no-graphs]
+       [--keep DIR]
 """
 
 from __future__ import annotations
@@ -211,23 +212,49 @@ def _kernels(run, steps: int, top: int, who: str) -> None:
 
 
 def _host(run, steps: int, top: int, who: str) -> None:
-    """Profile ``steps`` calls of ``run`` with cProfile; print the ``top`` functions by own time per step."""
+    """Profile ``steps`` calls of ``run`` with cProfile; print the ``top`` functions by own time per step: the
+    caller's thread, and the batches that streams' workers ran on their own threads (a profile enabled around
+    each ``WorkerExecutor.run`` off the caller's thread; the caller's inline batches are in its own table)."""
     import cProfile
     import pstats
+    import threading
+
+    from umx.runtime.executor import WorkerExecutor
+
+    caller = threading.get_ident()
+    workers = cProfile.Profile()
+    real = WorkerExecutor.run
+
+    def profiled(self, tasks, _real=real):
+        if threading.get_ident() == caller:
+            return _real(self, tasks)
+        workers.enable()  # (one stream's worker at a time holds a profile: others run unprofiled meanwhile)
+        try:
+            return _real(self, tasks)
+        finally:
+            workers.disable()
 
     prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(steps):
-        run()
-    mx.synchronize()
-    prof.disable()
-    st = pstats.Stats(prof)
-    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    total = sum(v[2] for v in st.stats.values()) / steps * 1e3
-    print(f"\n{who}: {total:.2f} ms of host time a step (cProfile's own times, its overhead included)")
-    print("| function | ms/step | calls/step |\n| --- | --- | --- |")
-    for (path, line, name), (_, calls, own, _, _) in rows:
-        print(f"| {os.path.basename(path)}:{line} {name} | {own / steps * 1e3:.3f} | {calls / steps:.0f} |")
+    WorkerExecutor.run = profiled
+    try:
+        prof.enable()
+        for _ in range(steps):
+            run()
+        mx.synchronize()
+        prof.disable()
+    finally:
+        WorkerExecutor.run = real
+    for label, p in (("caller's thread", prof), ("streams' worker threads", workers)):
+        try:
+            st = pstats.Stats(p)
+        except TypeError:  # (nothing was recorded)
+            continue
+        rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
+        total = sum(v[2] for v in st.stats.values()) / steps * 1e3
+        print(f"\n{who}, {label}: {total:.2f} ms of host time a step (cProfile's own times, its overhead included)")
+        print("| function | ms/step | calls/step |\n| --- | --- | --- |")
+        for (path, line, name), (_, calls, own, _, _) in rows:
+            print(f"| {os.path.basename(path)}:{line} {name} | {own / steps * 1e3:.3f} | {calls / steps:.0f} |")
 
 
 #: the host's phases of a step, as (label, module, owner class or None, attribute); inclusive times, so a
@@ -312,6 +339,7 @@ def main() -> None:
     ap.add_argument("--torch", action="store_true", help="with --kernels: torch's training steps too")
     ap.add_argument("--host", type=int, default=0, help="also the N functions of most host time (cProfile)")
     ap.add_argument("--phases", action="store_true", help="also the host's time per phase of a step (clocks)")
+    ap.add_argument("--no-graphs", action="store_true", help="GPU batches op by op (no CUDA graph replays)")
     ap.add_argument("--keep", default=None, help="a folder to keep each case's trace in")
     args = ap.parse_args()
     stream = getattr(mx, args.device)
@@ -319,6 +347,10 @@ def main() -> None:
         print(f"no {args.device} here")
         return
     mx.set_default_device(stream)
+    if args.no_graphs and args.device == "gpu":
+        from umx.backends.cuda import graphs
+
+        graphs.ENABLED = False  # (what a batch never seen before costs, every time)
     for case in args.cases.split(","):
         if case == "decode":
             run = _decode_step(args.small, args.compiled, stream)

@@ -56,3 +56,22 @@ def test_profile_phases_clock_the_host_and_put_the_functions_back(capsys):
         row = next(line for line in out.splitlines() if label in line)
         assert float(row.split("|")[2]) >= 0 and float(row.split("|")[3]) >= 1  # a time, at least one call a step
     assert (scheduler._plan, scheduler.collect, _tape.Tape.__call__) == before
+
+
+def test_profile_host_tables_the_callers_functions_and_puts_the_executor_back(capsys):
+    """``profile_ops --host`` profiles the caller's thread (and stream workers' batches), then restores
+    ``WorkerExecutor.run``."""
+    profile_ops = _load("profile_ops")
+    from umx.runtime.executor import WorkerExecutor
+
+    before = WorkerExecutor.run
+    w = mx.ones((8, 8))
+
+    def run():
+        mx.eval(mx.exp(w @ w) + 1)
+
+    run()
+    profile_ops._host(run, 2, 5, "test")
+    out = capsys.readouterr().out
+    assert "test, caller's thread:" in out and "| function | ms/step | calls/step |" in out
+    assert WorkerExecutor.run is before
