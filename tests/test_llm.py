@@ -72,7 +72,8 @@ def test_cache_of_whole_blocks_is_the_prompt_and_grows(device, monkeypatch):
         assert list(generate_step(mx.array(prompt, mx.int32), model, max_tokens=7)) == expected
         cache = KVCache()
         k, v = mx.ones((1, 2, 8, 4)), mx.zeros((1, 2, 8, 4))
-        assert cache.update_and_fetch(k, v) == (k, v) and cache.offset == 8
+        got_k, got_v = cache.update_and_fetch(k, v)
+        assert got_k is k and got_v is v and cache.offset == 8
         k2, v2 = cache.update_and_fetch(mx.full((1, 2, 1, 4), 2.0), mx.full((1, 2, 1, 4), 3.0))
         assert cache.keys.shape[2] == 12 and k2.shape[2] == 9
         np.testing.assert_array_equal(np.asarray(k2)[0, 0, :, 0], [1] * 8 + [2])

@@ -125,48 +125,33 @@ _FULL = slice(None)
 
 def _parse_basic(shape: tuple, key: tuple, op: str):
     """``(template, result shape, whether it takes everything)`` for a key of slices, ints, None and one Ellipsis
-    (what a model's slicing is), in one pass over the key; None for any other key (:func:`_parse` takes it)."""
+    (what a model's slicing is), with :func:`_parse`'s checks in one pass over the key; None for any other key
+    (:func:`_parse` takes it, and raises what it raises)."""
     used = 0
     ellipsis = False
-    for k in key:
-        tk = type(k)
-        if tk is slice or tk is int:
-            used += 1
-        elif k is Ellipsis:
-            if ellipsis:
-                return None  # (_parse raises)
-            ellipsis = True
-        elif k is not None:
-            return None
-    ndim = len(shape)
-    if used > ndim:
-        return None
-    out = []
-    d = 0
     full = True
     for k in key:
-        if type(k) is slice:
+        tk = type(k)
+        if tk is slice:
+            used += 1
             if k != _FULL:
                 full = False
                 _slice_key(k, op)
-            out.append(len(range(*k.indices(shape[d]))))
-            d += 1
-        elif type(k) is int:
-            n = shape[d]
-            if not -n <= k < n or not _INT32_MIN <= k <= _INT32_MAX:
-                _int_key(k, op)
-                raise IndexError(f"{op}: index {k} is out of bounds for axis {d} with size {n}")
+        elif tk is int:
+            used += 1
             full = False
-            d += 1
+            _int_key(k, op)
+        elif k is Ellipsis:
+            if ellipsis:
+                return None
+            ellipsis = True
         elif k is None:
-            out.append(1)
             full = False
         else:
-            span = ndim - used
-            out.extend(shape[d:d + span])
-            d += span
-    out.extend(shape[d:])
-    return key, tuple(out), full
+            return None
+    if used > len(shape):
+        return None
+    return key, _basic_shape(shape, key, used, op), full
 
 
 def getitem(a: array, key, stream=None) -> array:

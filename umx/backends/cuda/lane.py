@@ -17,7 +17,7 @@ from ...runtime.node import finish_on_host
 from . import direct
 from . import memory as gmem
 from ._probe import _cupy
-from .transfers import HOST_ONLY
+from .transfers import HOST_ONLY, _restore_stream
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -29,7 +29,7 @@ _empty = cp.ndarray  # (the constructor: from this thread's allocator)
 
 class Lane:
     """Mixed into ``CudaExecutor``: ``run_lane`` and the one-task case of ``run_inline``. It uses the executor's
-    ``own``, ``single``, ``settle``, ``announce``, ``marks``, ``hints`` and ``fetch_all``."""
+    ``own``, ``single``, ``settle``, ``announce``, ``marks``, ``hints``, ``fetch_all`` and ``_use_stream``."""
 
     __slots__ = ()
 
@@ -204,13 +204,7 @@ class Lane:
         if started is not None:
             started()  # (after the launch: a Ctrl-C held meanwhile finds the node done, and publishes it)
         if self.hints:
-            # (a copy to the host may first make a view contiguous: a kernel that must be queued on this
-            # stream, in this stream's pool, before the copy's wait on this stream's mark, not on the caller's)
-            prev = self._use_stream()
-            try:
-                self.announce(n)
-            finally:
-                _restore_stream(prev)
+            self.announce(n)
         self.finished(n._seq)
         marks = self.marks
         if marks.held:
@@ -234,14 +228,6 @@ class Lane:
         finally:
             _restore_stream(prev)
 
-    def _use_stream(self) -> tuple:
-        """Make this stream and umx's allocator CuPy's current ones on the calling thread (per thread in CuPy);
-        returns the caller's, for :func:`_restore_stream`. (Not ``with``: CuPy's stream context restores the null
-        stream, not the previous one.)"""
-        prev = (gmem.use_allocator(), cp.cuda.get_current_stream())
-        self.cuda_stream.use()
-        return prev
-
     def _refill(self, n) -> None:
         """A new spare output of node ``n``'s shape and dtype, for the lane's next launch of that kind. CuPy's pool
         hands out memory per current stream (a block is reused in its stream's order), so it is allocated with
@@ -253,9 +239,3 @@ class Lane:
             pass
         finally:
             _restore_stream(prev)
-
-
-def _restore_stream(prev: tuple) -> None:
-    """The caller's CuPy stream and allocator again (see ``Lane._use_stream``)."""
-    prev[1].use()
-    gmem.restore_allocator(prev[0])

@@ -34,6 +34,14 @@ class Transfers:
 
     __slots__ = ()
 
+    def _use_stream(self) -> tuple:
+        """Make this stream and umx's allocator CuPy's current ones on the calling thread (per thread in CuPy);
+        returns the caller's, for :func:`_restore_stream`. (Not ``with``: CuPy's stream context restores the null
+        stream, not the previous one.)"""
+        prev = (gmem.use_allocator(), cp.cuda.get_current_stream())
+        self.cuda_stream.use()
+        return prev
+
     def wait_for(self, waits: list) -> None:
         """Order this stream after other streams' nodes ``[(executor, seq), ...]``; blocks this dispatcher only."""
         for ex, seq in waits:
@@ -127,9 +135,15 @@ class Transfers:
                 return
         outs = [s._data for s in n._siblings] if n._siblings is not None else [n._data]
         to_host = any(d.type is cpu for d in devices)
-        if to_host:
-            outs = [cp.ascontiguousarray(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
-                    for d in outs]
+        if to_host and any(type(d) is cp.ndarray and not d.flags.c_contiguous for d in outs):
+            # A view is copied whole first: on this stream and from its pool, whatever the calling thread's CuPy
+            # state is (the lane announces after giving the caller's back), so that the mark below covers it.
+            prev = self._use_stream()
+            try:
+                outs = [cp.ascontiguousarray(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
+                        for d in outs]
+            finally:
+                _restore_stream(prev)
         event = self.marks.record(n._seq)  # n is not yet published as dispatched, so no reader can miss this mark
         if not to_host:
             return
@@ -147,3 +161,9 @@ class Transfers:
                     self._copy_end(start, host.nbytes, repr(self.device), "host", s)
                 _memory.set_copy(s, gmem.PENDING_HOST, (host, done, arrivals))
                 self.marks.hold(done, d)
+
+
+def _restore_stream(prev: tuple) -> None:
+    """The caller's CuPy stream and allocator again (see ``Transfers._use_stream``)."""
+    prev[1].use()
+    gmem.restore_allocator(prev[0])
