@@ -281,6 +281,28 @@ def test_a_view_read_by_the_cpu_is_made_contiguous_on_its_own_stream(rng):
 
 
 @needs_gpu
+def test_a_transpose_of_evaluated_gpu_data_is_a_view_ordered_after_its_kernel(rng):
+    """``w.T`` of evaluated GPU data is made at once (no node, no task: a weight's transpose in every eager step),
+    and readers on another GPU stream and on the CPU wait for the kernel that makes ``w``, still running when the
+    view is made."""
+    x = rng.standard_normal((512, 384)).astype(np.float32)
+    other = mx.new_stream(mx.gpu)
+    for reader in (other, mx.cpu, mx.gpu):
+        big = mx.ones((2048, 2048), stream=mx.gpu)
+        for _ in range(6):  # (milliseconds of work ahead of w's kernel on its stream)
+            big = mx.matmul(big, big, stream=mx.gpu) * (1 / 2048)
+        w = mx.add(mx.array(x), mx.sum(big, stream=mx.gpu) * 0, stream=mx.gpu)
+        mx.async_eval(w)  # (enqueued: its data is set while the kernel may still wait behind the products)
+        t = w.T
+        assert t._prim is None and t._inputs == ()
+        got = mx.exp(t, stream=reader)
+        np.testing.assert_allclose(np.asarray(got), np.exp(x.T), rtol=1e-6)
+    w = mx.add(mx.array(x), 1.0, stream=mx.gpu)
+    np.testing.assert_allclose(np.asarray(mx.matmul(mx.array(x[:4]), mx.transpose(mx.eval(w) or w),
+                                                    stream=mx.gpu)), x[:4] @ (x + 1).T, rtol=1e-4, atol=1e-3)
+
+
+@needs_gpu
 def test_large_round_trips_stream_their_copies_and_stay_exact(rng):
     """20 MiB arrays: the GPU's results reach the CPU in parts (each CPU chunk starts when its bytes land) and
     the CPU's results reach the GPU chunk by chunk as they are written; every value exact."""

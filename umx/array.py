@@ -341,6 +341,23 @@ def from_data(data, dtype: _dt.Dtype) -> array:
     return a
 
 
+def view_of(a: array, data) -> array:
+    """An evaluated array around ``data``, a view of evaluated ``a``'s device data made without a node: readers
+    are ordered after ``a``'s producer as they are for ``a`` (on a GPU, its kernel may still be running)."""
+    v = array.__new__(array)
+    v._prim = None
+    v._inputs = ()
+    v._shape = tuple(data.shape)
+    v._dtype = a._dtype
+    v._stream = a._stream
+    v._data = data
+    v._copies = None
+    v._exec = a._exec  # (with _seq: the producer's task, which a reader on another stream waits for)
+    v._seq = a._seq
+    v._siblings = None
+    return v
+
+
 def _rebuild(data: np.ndarray, dtype_name: str) -> array:
     dtype = _dt.to_dtype(dtype_name)
     if dtype is _dt.bfloat16 and data.dtype != np.uint16:  # (pickled as its values: see __reduce__)

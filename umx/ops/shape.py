@@ -8,9 +8,10 @@ import numpy as np
 
 from .. import array as _array
 from .. import dtypes as dt
-from ..array import from_data
+from ..array import from_data, view_of
 from ..devices import DeviceType
 from ..primitives import Concatenate, Reshape, Split, Transpose, View
+from ..runtime.executor import Failure
 from . import _core
 from ._core import (
     array,
@@ -123,13 +124,25 @@ def _permuted(a: array, axes: tuple, stream) -> array:
         prim = _TRANSPOSES[axes] = Transpose(axes)
     st = resolve_stream(stream)
     data = a._data
-    if type(data) is np.ndarray and a._prim is None and a._copies is None and st.device.type is DeviceType.cpu:
-        # A view of host data that nothing copied elsewhere computes nothing: made now it costs no node and no
-        # task (a weight's ``.T`` in every eager step). (Not
-        # for a value read inside a transform, which keeps its graph: _prim is set.)
-        return from_data(data.transpose(axes), a._dtype)
+    if data is not None and a._prim is None and a._copies is None:
+        # A view of evaluated data that nothing copied elsewhere computes nothing: made now it costs no node and
+        # no task (a weight's ``.T`` in every eager step). (Not for a value read inside a transform, which keeps
+        # its graph: _prim is set.)
+        if type(data) is np.ndarray:
+            if st.device.type is DeviceType.cpu:
+                return from_data(data.transpose(axes), a._dtype)
+        elif _device_data(a, st):
+            return view_of(a, data.transpose(axes))
     shape = a._shape
     return node(prim, (a,), tuple([shape[i] for i in axes]), a._dtype, st)
+
+
+def _device_data(a: array, st) -> bool:
+    """Whether evaluated ``a`` holds the data that a GPU stream of ``st``'s device made (a view of it is a view
+    for ``st`` too), not a failure or host data."""
+    ex = a._exec
+    return (ex is not None and st.device.type is DeviceType.gpu and ex.device == st.device
+            and a._data.__class__ is not Failure)
 
 
 _TRANSPOSES: dict = {}  # axes -> its Transpose (one per permutation but the identity: a step builds the same few)
