@@ -211,6 +211,26 @@ def test_dynamic_slice_and_update(device, rng):
         mx.slice(a, mx.array([1, 2]), (0,), (1, 5, 6))
     with pytest.raises(ValueError, match="slice_update"):
         mx.slice_update(a, mx.zeros((5, 1, 1)), mx.array([0]), (0,))
+    with pytest.raises(ValueError, match="slice_update: 1 start indices for 2 axes"):
+        mx.slice_update(a, mx.array(u), 1, (0, 2))
+    with pytest.raises(ValueError, match="slice: repeated axis"):
+        mx.slice(a, (1, 1), (0, 0), (2, 5, 3))
+
+
+def test_slices_at_int_starts_have_gradients(device, rng):
+    # a static slice's write is a scatter of a basic key: its gradient goes to the update's block and to the rest
+    x = _rand(rng, (3, 6, 4))
+    u = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 6, 4)).astype(np.float32)
+
+    def f(a, b):
+        return (mx.slice_update(a, b, 3, axes=(1,), stream=device) * mx.array(w)).sum()
+
+    ga, gb = mx.grad(f, argnums=(0, 1))(mx.array(x), mx.array(u))
+    want_a = w.copy()
+    want_a[:, 3:5] = 0
+    assert_close(ga, want_a)
+    assert_close(gb, w[:, 3:5])
 
 
 def _clamped(s: int, n: int, b: int) -> int:
@@ -244,6 +264,13 @@ def test_dynamic_slices_at_random_starts(device, dtype, start_dtype):
         want = xs.copy()
         want[tuple(key)] = np.asarray(upd.astype(mx.float32)) if dtype != mx.complex64 else np.asarray(upd)
         got = mx.slice_update(a, upd, start, axes, stream=device)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype != mx.complex64 else got), want)
+        # Python int starts (umx's addition): a basic slice and its write, the same values
+        ints = starts if len(axes) > 1 or rng.random() < 0.5 else starts[0]
+        got = mx.slice(a, ints, axes, block, stream=device)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype != mx.complex64 else got),
+                                      xs[tuple(key)])
+        got = mx.slice_update(a, upd, ints, axes, stream=device)
         np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype != mx.complex64 else got), want)
 
 

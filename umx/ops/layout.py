@@ -42,6 +42,7 @@ from ._core import (
     resolve_stream,
     shape_of,
 )
+from .indexing import _scatter as scatter
 from .indexing import getitem
 
 __all__ = ["pad", "tile", "repeat", "roll", "flip", "diag", "diagonal", "tri", "tril", "triu", "meshgrid",
@@ -471,6 +472,25 @@ def put_along_axis(a, /, indices, values, axis: int | None = None, *, stream=Non
     return reshape_node(out, orig._shape, st)
 
 
+def _static_key(name: str, a: array, start_indices, axes, size: tuple):
+    """The basic-indexing key of the block of ``size`` at Python int starts (an int, or one per axis), clamped so
+    that the block fits as the array starts are; None if the starts are not Python ints."""
+    starts = (start_indices,) if type(start_indices) is int else start_indices
+    if type(starts) not in (tuple, list) or not starts or any(type(s) is not int for s in starts):
+        return None
+    axes = tuple(axis_of(x, a.ndim, name) for x in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: repeated axis in {axes}")
+    if len(starts) != len(axes):
+        raise ValueError(f"{name}: {len(starts)} start indices for {len(axes)} axes")
+    key = [builtins.slice(0, n) for n in size]
+    for s, ax in zip(starts, axes):
+        n = a._shape[ax]
+        s = min(max(s + n if s < 0 else s, 0), n - size[ax])  # (negative starts count from the end)
+        key[ax] = builtins.slice(s, s + size[ax])
+    return tuple(key)
+
+
 def _dynamic(name, a, start_indices, axes, st):
     start = _index_array(start_indices, name)
     axes = tuple(axis_of(x, a.ndim, name) for x in axes)
@@ -488,7 +508,8 @@ def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # no
 
     Args:
         a (array): input.
-        start_indices (array): integer starts, one per entry of ``axes``.
+        start_indices (array | int | Sequence[int]): integer starts, one per entry of ``axes``. Python ints
+            (umx's addition) make a basic slice, with no start array to read.
         axes (Sequence[int]): the axes the starts apply to (other axes start at 0).
         slice_size (Sequence[int]): the block's full shape (one size per axis of ``a``).
 
@@ -497,10 +518,13 @@ def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # no
     """
     a = as_array(a, "slice")
     st = resolve_stream(stream)
-    start, axes = _dynamic("slice", a, start_indices, axes, st)
     size = shape_of(slice_size, "slice")
     if len(size) != a.ndim or any(s > n for s, n in zip(size, a._shape)):
         raise ValueError(f"slice: slice_size {size} does not fit an array of shape {a.shape}")
+    key = _static_key("slice", a, start_indices, axes, size)
+    if key is not None:  # starts known now: a basic slice (a view)
+        return getitem(a, key, stream=st)
+    start, axes = _dynamic("slice", a, start_indices, axes, st)
     return node(DynamicSlice(axes, size), (a, start), size, a._dtype, st)
 
 
@@ -511,7 +535,8 @@ def slice_update(a, /, update, start_indices, axes, *, stream=None) -> array:
     Args:
         a (array): input.
         update (array): the block, with as many dimensions as ``a`` and no larger; cast to ``a``'s dtype.
-        start_indices (array): integer starts, one per entry of ``axes``.
+        start_indices (array | int | Sequence[int]): integer starts, one per entry of ``axes``. Python ints
+            (umx's addition) write a basic slice, with no start array to move to a device.
         axes (Sequence[int]): the axes the starts apply to (other axes start at 0).
 
     Returns:
@@ -520,7 +545,10 @@ def slice_update(a, /, update, start_indices, axes, *, stream=None) -> array:
     a = as_array(a, "slice_update")
     u = as_array(update, "slice_update", a._dtype)
     st = resolve_stream(stream)
-    start, axes = _dynamic("slice_update", a, start_indices, axes, st)
     if u.ndim != a.ndim or any(s > n for s, n in zip(u._shape, a._shape)):
         raise ValueError(f"slice_update: an update of shape {u.shape} does not fit shape {a.shape}")
+    key = _static_key("slice_update", a, start_indices, axes, u._shape)
+    if key is not None:  # starts known now: a write of a basic slice, with no start array to move to a device
+        return scatter(a, key, u, None, "slice_update", st)
+    start, axes = _dynamic("slice_update", a, start_indices, axes, st)
     return node(DynamicSliceUpdate(axes), (a, cast(u, a._dtype, st), start), a._shape, a._dtype, st)

@@ -13,7 +13,7 @@ def _gather(xp, prim, x, *index_arrays):
 
 @kernel(ix.Scatter)
 def _scatter(xp, prim, x, values, *index_arrays):
-    out = xp.array(x, copy=True)
+    out = x.copy() if type(x) is xp.ndarray else xp.array(x, copy=True)  # (copy(): a fraction of array()'s cost)
     key = ix.fill_key(prim.key, index_arrays)
     if prim.op is None:
         out[key] = values
