@@ -61,9 +61,9 @@ class KVCache:
         self.offset += n
         # functional updates: `self.keys[..., prev:offset, :] = keys` would rebind an array that the previous
         # step's graph (still in flight under async_eval) reads, and umx then searches the heap for its readers
-        start = mx.array(prev, mx.int32)
-        self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
-        self.values = mx.slice_update(self.values, values, start, axes=(2,))
+        # (a Python int start: no start array to copy to the GPU at every token)
+        self.keys = mx.slice_update(self.keys, keys, prev, axes=(2,))
+        self.values = mx.slice_update(self.values, values, prev, axes=(2,))
         if self.offset == self.keys.shape[2]:
             return self.keys, self.values
         return self.keys[..., :self.offset, :], self.values[..., :self.offset, :]

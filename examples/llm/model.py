@@ -142,15 +142,15 @@ class Attention(nn.Module):
         offset = 0 if cache is None else cache.offset
         if "qkv_proj" in self:  # (see fuse_projections)
             heads = self.n_heads + self.n_kv_heads
-            qkv = self.qkv_proj(x)  # (slices: views, where split would be one node of three outputs)
-            qk = self._rope(self._heads(qkv[..., :heads * self.head_dim], heads), offset)  # (q and k in one call)
+            # every head at once, then slices (views, where split would be one node of three outputs)
+            qkv = self._heads(self.qkv_proj(x), heads + self.n_kv_heads)
+            qk = self._rope(qkv[:, :heads], offset)  # (q and k in one call)
             q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
-            v = qkv[..., heads * self.head_dim:]
+            v = qkv[:, heads:]
         else:
             q = self._rope(self._heads(self.q_proj(x), self.n_heads), offset)
             k = self._rope(self._heads(self.k_proj(x), self.n_kv_heads), offset)
-            v = self.v_proj(x)
-        v = self._heads(v, self.n_kv_heads)
+            v = self._heads(self.v_proj(x), self.n_kv_heads)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
