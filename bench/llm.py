@@ -11,7 +11,8 @@ name, so umx's alias never meets it), once to warm up and then timed.
 
 Prompt tokens/s is the prompt's length over the time to the first generated token, for a prompt of a length not
 seen before (the warm-up's prompt is shorter, and its generation as much longer, so that the cache has the same
-size): what a new prompt costs. "again" is the same prompt once more (the fastest of the later runs), which umx
+size; a second warm-up prompt, 8 tokens longer, loads the kernels of such shapes): what a new prompt costs in a
+warm process. "again" is the same prompt once more (the fastest of the later runs), which umx
 may replay as a CUDA graph. Generation tokens/s counts the tokens after the first over the time they took (the
 fastest run), as mlx-lm reports them. Peak memory is each library's own
 counter (umx's and MLX's ``get_peak_memory``, torch's CUDA allocator), or the growth of the process's resident
@@ -67,19 +68,23 @@ def _umx_worker(opts: dict) -> dict:
         prompt = mx.array(ids, mx.int32)
         return _timed(generate_step(prompt, model, max_tokens=gen, compiled=opts["compiled"]))
 
-    run(*_warm_up(opts))  # traces and captures the compiled step, compiles the kernels
+    for warm in _warm_ups(opts):  # traces and captures the compiled step, compiles the kernels
+        run(*warm)
     mx.reset_peak_memory()
     out = _best(run, opts["runs"])
     out["peak"] = mx.get_peak_memory()
     return out
 
 
-def _warm_up(opts: dict) -> tuple:
-    """The warm-up's prompt and generation length: a shorter prompt (so the timed one is new) and as many more
-    tokens (so the cache, and a compiled step's shapes, are those of the timed runs)."""
+def _warm_ups(opts: dict) -> list:
+    """The warm-up runs' prompts and generation lengths. First a shorter prompt (so the timed one is new) and as
+    many more tokens (so the cache, and a compiled step's shapes, are those of the timed runs); then a prompt 8
+    tokens longer than the timed one, with one token: products of nearly the timed prompt's shapes, so that the
+    libraries' kernels for them are loaded (CUDA loads a kernel at its first launch) and the timed prompt's
+    time is that of a new length in a warm process."""
     ids = opts["prompt_ids"]
     keep = max(1, len(ids) * 7 // 8)
-    return ids[:keep], opts["gen"] + len(ids) - keep
+    return [(ids[:keep], opts["gen"] + len(ids) - keep), (ids + ids[:8], 1)]
 
 
 def _best(run, runs: int) -> dict:
@@ -177,7 +182,8 @@ def _torch_worker(opts: dict) -> dict:
         with torch.inference_mode():
             return _timed(tokens_of(ids, gen))
 
-    run(*_warm_up(opts))
+    for warm in _warm_ups(opts):
+        run(*warm)
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = _best(run, opts["runs"])
@@ -219,7 +225,8 @@ def _mlx_worker(opts: dict) -> dict:
         prompt = mx.array(ids, mx.int32)
         return _timed(tok for tok, _ in generate_step(prompt, model, max_tokens=gen))
 
-    run(*_warm_up(opts))
+    for warm in _warm_ups(opts):
+        run(*warm)
     mx.reset_peak_memory()
     out = _best(run, opts["runs"])
     out["peak"] = mx.get_peak_memory()

@@ -228,7 +228,10 @@ def _host(run, steps: int, top: int, who: str) -> None:
     def profiled(self, tasks, _real=real):
         if threading.get_ident() == caller:
             return _real(self, tasks)
-        workers.enable()  # (one stream's worker at a time holds a profile: others run unprofiled meanwhile)
+        try:
+            workers.enable()  # (one stream's worker at a time holds a profile: others run unprofiled meanwhile)
+        except ValueError:  # (Python 3.12+: one profiler a process, the caller's, which sees every thread)
+            return _real(self, tasks)
         try:
             return _real(self, tasks)
         finally:
