@@ -7,6 +7,7 @@ tolerance); without a GPU they still run on the CPU's two streams. GPU-only test
 from __future__ import annotations
 
 import gc
+import time
 
 import numpy as np
 import pytest
@@ -288,11 +289,13 @@ def test_a_transpose_of_evaluated_gpu_data_is_a_view_ordered_after_its_kernel(rn
     x = rng.standard_normal((512, 384)).astype(np.float32)
     other = mx.new_stream(mx.gpu)
     for reader in (other, mx.cpu, mx.gpu):
-        big = mx.ones((2048, 2048), stream=mx.gpu)
+        big = mx.ones((4096, 4096), stream=mx.gpu)
         for _ in range(6):  # (milliseconds of work ahead of w's kernel on its stream)
-            big = mx.matmul(big, big, stream=mx.gpu) * (1 / 2048)
+            big = mx.matmul(big, big, stream=mx.gpu) * (1 / 4096)
         w = mx.add(mx.array(x), mx.sum(big, stream=mx.gpu) * 0, stream=mx.gpu)
-        mx.async_eval(w)  # (enqueued: its data is set while the kernel may still wait behind the products)
+        mx.async_eval(w)
+        while w._data is None:  # (set once its kernel is enqueued, while it may wait behind the products)
+            time.sleep(1e-4)
         t = w.T
         assert t._prim is None and t._inputs == ()
         got = mx.exp(t, stream=reader)
@@ -300,6 +303,23 @@ def test_a_transpose_of_evaluated_gpu_data_is_a_view_ordered_after_its_kernel(rn
     w = mx.add(mx.array(x), 1.0, stream=mx.gpu)
     np.testing.assert_allclose(np.asarray(mx.matmul(mx.array(x[:4]), mx.transpose(mx.eval(w) or w),
                                                     stream=mx.gpu)), x[:4] @ (x + 1).T, rtol=1e-4, atol=1e-3)
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(1, 1), (1,), ()])
+def test_one_element_host_inputs_keep_their_shape_through_cupy_kernels(shape):
+    """The lane passes a one-element host input to an elementwise kernel as a constant; where umx's own kernel does
+    not apply (a cast to complex), CuPy's kernel of constants alone gave a scalar, and a (1, 1) array held data of
+    shape () (a CPU reader then failed)."""
+    x = np.full(shape, 2.5, np.float32)
+    z = mx.array(x).astype(mx.complex64, stream=mx.gpu)
+    np.testing.assert_array_equal(np.asarray(z), x.astype(np.complex64))
+    assert tuple(np.asarray(z).shape) == shape
+    if shape:
+        got = mx.slice_update(mx.zeros((2,) + shape[1:], mx.complex64), z, mx.array(1), (0,), stream=mx.cpu)
+        want = np.zeros((2,) + shape[1:], np.complex64)
+        want[1:] = x
+        np.testing.assert_array_equal(np.asarray(got), want)
 
 
 @needs_gpu

@@ -221,6 +221,10 @@ class Lane:
         prev = self._use_stream()
         try:
             out = self.single(n, args, mirror)
+            if getattr(out, "shape", None) != n._shape:
+                # one-element host inputs came as constants (see _alone): a kernel given only constants (CuPy's,
+                # where umx's own does not apply) makes a scalar of the node's one element
+                out = cp.asarray(out).reshape(n._shape)
             if (type(out) is cp.ndarray and n._prim.__class__ in OWN and out.size <= direct.MIRROR_MAX
                     and len(self._spares) < _MAX_SPARES):
                 self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
