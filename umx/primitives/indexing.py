@@ -43,3 +43,8 @@ class Scatter(Primitive):
     def __init__(self, key: tuple, op: str | None):
         self.key = key
         self.op = op
+
+    @property
+    def moves_bits(self) -> bool:
+        """An assignment only moves elements (a bfloat16 array is written as its storage); an op computes."""
+        return self.op is None
