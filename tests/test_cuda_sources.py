@@ -293,6 +293,32 @@ def test_norm_kernels_fit_blocks_of_their_widest_launch():
                 assert used <= most, (name, types, used)
 
 
+def _parameters(code: str, name: str) -> str:
+    """Kernel ``name``'s parameters in ``code`` as ``sources.SIGNATURES`` writes them."""
+    params = re.search(r"__global__ void " + name + r"\(([^)]*)\)", code).group(1)
+    kinds = []
+    for p in params.split(","):
+        p = " ".join(p.split())
+        kinds.append("p" if "*" in p else "q" if p.startswith("long long") else "f" if p.startswith("float")
+                     else "i" if p.startswith("int") else "?" + p)
+    return "".join(kinds)
+
+
+def test_launch_signatures_match_the_kernels_parameters():
+    # a kernel launched through launch.Launch gets its parameters packed by these codes: one read wrong would
+    # shift or mangle every parameter after it, silently
+    f, bf = sources.FAST_TYPES["float32"], sources.FAST_TYPES["bfloat16"]
+    made = {"rms_norm": [sources.rms_norm_source("k", bf, f)], "layer_norm": [sources.layer_norm_source("k", bf, bf)],
+            "rope": [sources.rope_source("k", bf)], "sdpa": [sources.sdpa_source("k", bf)],
+            "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
+            "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
+            "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)]}
+    for which, codes in made.items():
+        for code in codes:
+            assert _parameters(code, "k") == sources.SIGNATURES[which], which
+    assert _parameters(made["sdpa"][0], "k_combine") == sources.SIGNATURES["sdpa_combine"]
+
+
 def test_dynamic_slice_kernels_compile():
     codes = [sources.dynamic_slice_source(f"umx_ds_{n}_{u}", n, u) for n in sources.SLICE_TYPES for u in (False, True)]
     assert "out[at] = upd[e];" in codes[-1] and "out[e] = x[at];" in codes[0]

@@ -22,12 +22,14 @@ from ...dtypes import bfloat16, float32, widen_bf16
 from ...primitives import fast as fp
 from . import cublas
 from ._probe import _cupy
+from .launch import Launch
 from .sources import (
     BLOCK,
     FAST_TYPES,
     NORM_FEW_ROWS_BLOCK,
     SDPA_CHUNK,
     SDPA_MAX_HEAD,
+    SIGNATURES,
     layer_norm_source,
     rms_norm_source,
     rope_source,
@@ -44,11 +46,17 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 
 
 @functools.cache
-def _kernel(which: str, *types: str, part: str = ""):
+def _kernel(which: str, *types: str, part: str = "") -> Launch:
     """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
     ``part``: another kernel of the same source (``"combine"``: the attention's merge)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
-    return cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
+    kernel = cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
+    return Launch(kernel, SIGNATURES[which + (f"_{part}" if part else "")])
+
+
+def _ptr(x) -> int:
+    """A device array's address; 0 for a NumPy placeholder (a parameter the kernel does not read)."""
+    return x.data.ptr if type(x) is cp.ndarray else 0
 
 
 def _norm(which: str, prim, x, params: list, xt: str, wt: str):
@@ -58,15 +66,15 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
     x = cp.ascontiguousarray(x)
     out = cp.empty_like(x)
     w = cp.ascontiguousarray(params[0]) if prim.has_weight else x  # (any pointer: not read)
-    args = [x, w]
-    if which == "layer_norm":
-        args.append(cp.ascontiguousarray(params[-1]) if prim.has_bias else x)
-    args += [out, np.int32(d), np.float32(prim.eps), np.int32(prim.has_weight)]
-    if which == "layer_norm":
-        args.append(np.int32(prim.has_bias))
     rows = x.size // d
     threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
-    _kernel(which, xt, wt)((rows,), (threads,), tuple(args))
+    if which == "layer_norm":
+        b = cp.ascontiguousarray(params[-1]) if prim.has_bias else x
+        _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
+                               prim.eps, int(prim.has_weight), int(prim.has_bias))
+    else:
+        _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, out.data.ptr, d, prim.eps,
+                               int(prim.has_weight))
     return out
 
 
@@ -102,12 +110,10 @@ def _rope(prim, x, offsets, xt: str):
     strides = (0,) * (4 - x.ndim) + tuple(s // x.itemsize for s in x.strides)
     half = prim.dims // 2
     blocks = -(-x.size // BLOCK)
-    _kernel("rope", xt)((blocks,), (BLOCK,), (
-        x, out, offsets, np.int32(offsets.size if kind != 3 else 1), np.int32(kind), np.float32(fixed),
-        np.int64(x.size), np.int32(t), np.int32(d), np.int32(prim.dims), np.int32(heads), np.float32(prim.scale),
-        np.float32(-math.log(prim.base) / half), np.int32(1 if prim.traditional else 0),
-        np.int32(1 if prim.inverse else 0), *(np.int64(s) for s in strides), np.int32(shape[1]),
-        np.int32(shape[2])))
+    _kernel("rope", xt)((blocks,), (BLOCK,),
+                        x.data.ptr, out.data.ptr, offsets.data.ptr, offsets.size if kind != 3 else 1, kind, fixed,
+                        x.size, t, d, prim.dims, heads, prim.scale, -math.log(prim.base) / half,
+                        1 if prim.traditional else 0, 1 if prim.inverse else 0, *strides, shape[1], shape[2])
     return out
 
 
@@ -180,14 +186,13 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
-    sinks = sinks if sinks is not None else np.uint64(0)
-    _kernel("sdpa", xt)((rows, n_split), (BLOCK,), (
-        q, k, v, mask, sinks, out, part, np.int32(n_q), np.int32(n_kv), np.int32(t_q), np.int32(t_k), np.int32(d),
-        np.int32(d_v), np.float32(prim.scale), np.int32(_MASK_KINDS[prim.mask]), *(np.int64(s) for s in strides),
-        np.int32(chunk), np.int32(n_split)))
+    sinks = _ptr(sinks)
+    _kernel("sdpa", xt)((rows, n_split), (BLOCK,), q.data.ptr, k.data.ptr, v.data.ptr, mask.data.ptr, sinks,
+                        out.data.ptr, part.data.ptr, n_q, n_kv, t_q, t_k, d, d_v, prim.scale,
+                        _MASK_KINDS[prim.mask], *strides, chunk, n_split)
     if n_split > 1:
-        _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), (
-            part, sinks, out, np.int32(n_q), np.int32(t_q), np.int32(d_v), np.int32(n_split)))
+        _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), part.data.ptr, sinks, out.data.ptr, n_q, t_q, d_v,
+                                            n_split)
     return out
 
 
@@ -228,7 +233,7 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     per_position = batch * n_q * t_k * (4 if xt == _F else 6)  # (float32 scores, and probabilities)
     step = max(1, min(t_q, SCORES_BYTES // per_position))
     out = None if step == t_q else cp.empty((batch, n_q, t_q, d_v), q.dtype)
-    mask_kind = np.int32(_MASK_KINDS[prim.mask])
+    mask_kind = _MASK_KINDS[prim.mask]
     for t0 in range(0, t_q, step):
         n = min(t_q, t0 + step) - t0
         # (a key head's query heads are neighbours: (B * Hkv, rep * n, D) rows, in the order of q's rows)
@@ -237,10 +242,8 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
         if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
             return None
         probs = scores if xt == _F else cp.empty(scores.shape, q.dtype)
-        _kernel("sdpa_softmax", xt)((batch * n_q * n,), (BLOCK,), (
-            scores, probs, mask, sinks if sinks is not None else np.uint64(0), np.int32(n_q), np.int32(n),
-            np.int32(t0), np.int32(t_q), np.int32(t_k), np.float32(prim.scale), mask_kind,
-            *(np.int64(s) for s in strides)))
+        _kernel("sdpa_softmax", xt)((batch * n_q * n,), (BLOCK,), scores.data.ptr, probs.data.ptr, mask.data.ptr,
+                                    _ptr(sinks), n_q, n, t0, t_q, t_k, prim.scale, mask_kind, *strides)
         del scores  # (bfloat16: its memory serves the next allocation)
         part = cp.empty((groups, rep * n, d_v), q.dtype)
         if cublas.batched(h, probs, v, part) is None:

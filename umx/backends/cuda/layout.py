@@ -9,11 +9,10 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
 from ...primitives import layout as ly
 from ._probe import _cupy
-from .sources import BLOCK, SLICE_MAX_AXES, SLICE_TYPES, dynamic_slice_source
+from .launch import Launch
+from .sources import BLOCK, SIGNATURES, SLICE_MAX_AXES, SLICE_TYPES, dynamic_slice_source
 
 cp = _cupy()
 
@@ -22,9 +21,9 @@ _MAX_BLOCKS = 4096  # (a grid-stride loop covers the rest)
 
 
 @functools.cache
-def _kernel(itemsize: int, update: bool):
+def _kernel(itemsize: int, update: bool) -> Launch:
     name = f"umx_dynamic_slice{'_update' if update else ''}_{itemsize}"
-    return cp.RawKernel(dynamic_slice_source(name, itemsize, update), name)
+    return Launch(cp.RawKernel(dynamic_slice_source(name, itemsize, update), name), SIGNATURES["dynamic_slice"])
 
 
 def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
@@ -41,14 +40,13 @@ def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
     params = []
     for a in range(SLICE_MAX_AXES):
         if a < pad:
-            params += [np.int64(1), np.int64(1), np.int32(-1)]
+            params += (1, 1, -1)
         else:
-            params += [np.int64(block[a - pad]), np.int64(x.shape[a - pad]), np.int32(slots.get(a - pad, -1))]
+            params += (block[a - pad], x.shape[a - pad], slots.get(a - pad, -1))
     start = cp.ascontiguousarray(start)
     blocks = min(-(-total // BLOCK), _MAX_BLOCKS)
-    _kernel(x.itemsize, upd is not None)((blocks,), (BLOCK,), (
-        x, upd if upd is not None else x, out, start, np.int32(kind), np.int32(start.size), np.int64(total),
-        *params))
+    _kernel(x.itemsize, upd is not None)((blocks,), (BLOCK,), x.data.ptr, (upd if upd is not None else x).data.ptr,
+                                         out.data.ptr, start.data.ptr, kind, start.size, total, *params)
     return True
 
 

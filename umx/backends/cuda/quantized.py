@@ -17,7 +17,8 @@ import numpy as np
 from ...dtypes import bfloat16, float32
 from ...primitives import quantized as qp
 from ._probe import _cupy
-from .sources import QMV_MAX_ROWS, QMV_WARPS, matvec_columns, qmv_source
+from .launch import Launch
+from .sources import QMV_MAX_ROWS, QMV_WARPS, SIGNATURES, matvec_columns, qmv_source
 
 cp = _cupy()
 
@@ -29,7 +30,8 @@ _FLOATS = (float32, bfloat16)  # the dtypes of x, the scales and the output the 
 @functools.cache
 def _kernel(bits: int, rows: int, cols: int, group: int, x_bf16: bool, s_bf16: bool, out_bf16: bool, vec: int):
     name = f"umx_qmv_{bits}_{rows}_{cols}_{group}_{int(x_bf16)}{int(s_bf16)}{int(out_bf16)}_{vec}"
-    return cp.RawKernel(qmv_source(name, bits, rows, cols, group, x_bf16, s_bf16, out_bf16, vec), name)
+    kernel = cp.RawKernel(qmv_source(name, bits, rows, cols, group, x_bf16, s_bf16, out_bf16, vec), name)
+    return Launch(kernel, SIGNATURES["qmv"])
 
 
 def fits(prim, x_shape: tuple, w_shape: tuple) -> bool:
@@ -63,7 +65,8 @@ def _native_qmv(n, args):
     out = cp.empty((rows, cols), np.uint16 if n._dtype is bfloat16 else np.float32)
     kernel = _kernel(prim.bits, rows, per_warp, prim.group_size, x_dtype is bfloat16, s_dtype is bfloat16,
                      n._dtype is bfloat16, vec)
-    kernel((-(-warps // QMV_WARPS),), (32 * QMV_WARPS,), (x, w, scales, biases, out, np.int32(cols), np.int32(k)))
+    kernel((-(-warps // QMV_WARPS),), (32 * QMV_WARPS,), x.data.ptr, w.data.ptr, scales.data.ptr, biases.data.ptr,
+           out.data.ptr, cols, k)
     return out.reshape(n._shape)
 
 

@@ -859,3 +859,17 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
   }}
 }}
 """
+
+
+#: the parameters of umx's kernels launched through ``launch.Launch``, one code each: ``p`` a pointer, ``i`` int,
+#: ``f`` float, ``q`` long long (``tests/test_cuda_sources.py`` reads them against the sources above)
+SIGNATURES = {
+    "rms_norm": "pppifi",
+    "layer_norm": "ppppifii",
+    "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
+    "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
+    "sdpa_combine": "pppiiii",
+    "sdpa_softmax": "pppp" + "iiiiifi" + "qqqq",
+    "qmv": "pppppii",
+    "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
+}
