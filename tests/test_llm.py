@@ -80,6 +80,25 @@ def test_cache_of_whole_blocks_is_the_prompt_and_grows(device, monkeypatch):
         np.testing.assert_array_equal(np.asarray(v2)[0, 1, :, 0], [0] * 8 + [3])
 
 
+def test_static_cache_prompt_attends_to_itself(device):
+    # (the first write into a static cache is a prompt at position 0: its own keys, a causal mask, not the whole
+    # buffer behind a mask array; later steps see the whole buffer and mask its unwritten positions)
+    from examples.llm.cache import StaticKVCache
+
+    with mx.stream(device):
+        model = random_model(VARIANTS["llama"], std=0.3, seed=4)
+        cache = [StaticKVCache(16) for _ in model.layers]
+        assert model._mask(6, cache) == "causal"
+        k, v = mx.ones((1, 2, 6, 4)), mx.zeros((1, 2, 6, 4))
+        got_k, got_v = cache[0].update_and_fetch(k, v)
+        assert got_k is k and got_v is v and cache[0].keys.shape == (1, 2, 16, 4)
+        cache[0].advance(6)
+        mask = model._mask(1, cache)
+        np.testing.assert_array_equal(np.asarray(mask), [[True] * 7 + [False] * 9])
+        k2, _ = cache[0].update_and_fetch(mx.full((1, 2, 1, 4), 2.0), mx.full((1, 2, 1, 4), 3.0))
+        np.testing.assert_array_equal(np.asarray(k2)[0, 0, :, 0], [1] * 6 + [2] + [0] * 9)
+
+
 @pytest.mark.parametrize("variant", ["llama", "mistral-window"])
 def test_compiled_decode_matches_eager(device, variant):
     with mx.stream(device):

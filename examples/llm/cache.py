@@ -106,6 +106,8 @@ class StaticKVCache:
 
     ``update_and_fetch`` returns the whole buffers; the model masks the positions past ``offset`` (see
     :func:`attention_mask`), so every step's graph is the same and a compiled step is replayed for every token.
+    The first write (a prompt, at position 0) returns the prompt's own keys and values, which it attends to
+    causally, as without a cache.
 
     Args:
         max_size (int): the positions the cache holds (prompt plus generated tokens).
@@ -124,12 +126,15 @@ class StaticKVCache:
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         """Write ``keys`` and ``values`` (``[B, kv_heads, L, head_dim]``) at ``offset`` and return the whole buffers
         (``offset`` is advanced by the caller: see :meth:`advance`)."""
-        if self.keys is None:
+        first = self.keys is None
+        if first:
             b, h, _, d = keys.shape
             self.keys = mx.zeros((b, h, self.max_size, d), keys.dtype)
             self.values = mx.zeros((b, h, self.max_size, values.shape[3]), values.dtype)
         self.keys = mx.slice_update(self.keys, keys, self.offset, axes=(2,))
         self.values = mx.slice_update(self.values, values, self.offset, axes=(2,))
+        if first:  # a prompt into the empty cache attends to itself alone (see Model._mask), not the whole buffer
+            return keys, values
         return self.keys, self.values
 
     def advance(self, n: int) -> None:

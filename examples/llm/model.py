@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 import umx as mx
 import umx.nn as nn
 
-from .cache import attention_mask
+from .cache import StaticKVCache, attention_mask
 
 __all__ = ["ModelArgs", "Model", "SUPPORTED", "fuse_projections"]
 
@@ -225,11 +225,12 @@ class Model(nn.Module):
     def _mask(self, n: int, cache):
         """None, ``"causal"`` or a boolean array: what attention of ``n`` new positions needs."""
         window = self.args.window
-        if cache is None or cache[0] is None:
+        c = None if cache is None else cache[0]
+        if c is None or (isinstance(c, StaticKVCache) and c.keys is None):
+            # (no cache, or a static cache's first write: the prompt attends to itself, see StaticKVCache)
             if window is not None and n > window:
                 return attention_mask(n, 0, n, window)
             return "causal" if n > 1 else None
-        c = cache[0]
         if hasattr(c, "make_mask"):
             return c.make_mask(n, window)
         return attention_mask(n, c.offset, c.max_size, window)  # a static cache: mask the unwritten positions
