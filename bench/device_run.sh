@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|decode|profile|kernels|extras|ab|conformance]
+# Used as: bash bench/device_run.sh [core|check|models|decode|profile|kernels|eager|extras|ab|conformance]
 #   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
 #   replays as a graph; models: the 1.2B language model and training on the GPU; decode: the GPU tests of the
 #   decode step's own kernels, their bandwidth (bench/matvec.py), then models' tables with one run each;
 #   profile: those models' steps per primitive (bench/profile_ops.py); kernels: their CUDA kernels (CUPTI);
+#   eager: eager decode, prompt and training steps' host phases and functions, then the bfloat16 LLM table;
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
 #   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
@@ -40,6 +41,15 @@ if [ "${1:-core}" = kernels ]; then  # CUDA kernels per step as CUPTI sees them,
     timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --kernels 25 --phases
     timeout 120 python3 bench/profile_ops.py --cases prompt --steps 2 --no-graphs --phases --host 25; } \
     2>&1 | tee "$OUT/kernels.log" | grep -vE "^\| (kernel|---)" | cut -c1-150 | head -150
+  exit 0
+fi
+if [ "${1:-core}" = eager ]; then  # where eager steps spend the host's time (op by op: graphs off for the LLM)
+  timeout 120 python3 bench/profile_ops.py --cases decode,prompt --steps 3 --no-graphs --phases --host 25 \
+    > "$OUT/eager.log" 2>&1
+  grep -E "^## |eval \(all|op by op|plan \(" "$OUT/eager.log"
+  timeout 90 python3 bench/profile_ops.py --cases lm,mlp --steps 3 --graphs --phases > "$OUT/train-eager.log" 2>&1
+  grep -E -A6 "^(## |batches|umx .* host phases)" "$OUT/train-eager.log" | grep -vE "^\| (primitive|---|phase)" | head -40
+  timeout 240 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 --columns umx,umx-compiled,torch 2>&1 | tail -5
   exit 0
 fi
 if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved
