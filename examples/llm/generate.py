@@ -155,8 +155,14 @@ def generate_step(prompt: mx.array, model, *, max_tokens: int = 256, sampler: Ca
         step = _eager_decoder(model, cache, sampler)
     y = sampler(logits[:, -1, :])
     start = mx.async_eval if mx.default_device() == mx.gpu else mx.eval
-    start(y)
-    for n in range(max_tokens):
+    # The prompt's token comes as soon as the prompt is processed (the time to the first token is the prompt's
+    # alone); from then on each step is built and started before the previous token is read, so that the host
+    # builds one step while the device computes the other.
+    yield y.item()
+    if max_tokens > 1:
+        y = step(y)
+        start(y)
+    for n in range(1, max_tokens):
         if n + 1 < max_tokens:
             next_y = step(y)
             start(next_y)
