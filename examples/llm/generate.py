@@ -3,11 +3,11 @@
 ``generate_step`` runs the prompt through the model once (prefill), then one token at a time (decode), yielding
 each token as soon as it is known. Decode is eager (a growing ``KVCache``, the step's graph built by Python for
 every token) or compiled (a ``StaticKVCache`` of the final length, the step traced once by ``mx.compile`` and
-replayed: the token, the position and the cache buffers are the compiled function's inputs and outputs). While
-the host reads token ``n``, token ``n + 1`` is already being computed (``mx.async_eval``), as mlx-lm does, when
-the model runs on the GPU. On the CPU the caller computes each step itself (``mx.eval``): a worker thread would
-overlap little there, since a small model's ops are Python work that holds the GIL, and would add two thread
-hand-offs per token.
+replayed: the token, the position and the cache buffers are the compiled function's inputs and outputs). The
+prompt's token is yielded as soon as the prompt is processed; after it, while the host reads token ``n``, token
+``n + 1`` is already being computed (``mx.async_eval``), as mlx-lm does, when the model runs on the GPU. On the
+CPU the caller computes each step itself (``mx.eval``): a worker thread would overlap little there, since a small
+model's ops are Python work that holds the GIL, and would add two thread hand-offs per token.
 """
 
 from __future__ import annotations
