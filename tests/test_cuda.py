@@ -301,8 +301,9 @@ def test_a_transpose_of_evaluated_gpu_data_is_a_view_ordered_after_its_kernel(rn
         got = mx.exp(t, stream=reader)
         np.testing.assert_allclose(np.asarray(got), np.exp(x.T), rtol=1e-6)
     w = mx.add(mx.array(x), 1.0, stream=mx.gpu)
-    np.testing.assert_allclose(np.asarray(mx.matmul(mx.array(x[:4]), mx.transpose(mx.eval(w) or w),
-                                                    stream=mx.gpu)), x[:4] @ (x + 1).T, rtol=1e-4, atol=1e-3)
+    mx.eval(w)
+    np.testing.assert_allclose(np.asarray(mx.matmul(mx.array(x[:4]), mx.transpose(w), stream=mx.gpu)),
+                               x[:4] @ (x + 1).T, rtol=1e-4, atol=1e-3)
 
 
 @needs_gpu

@@ -335,3 +335,15 @@ def test_concurrent_evals_run_each_node_once(monkeypatch):
     assert len(calls) == 1
     for i, o in enumerate(outs):
         assert o.item() == pytest.approx(128 * 128 * np.tanh(1.0) * i, rel=1e-5)
+
+
+def test_a_view_made_at_once_is_ordered_as_its_base():
+    # (array.view_of: what a transpose of evaluated GPU data returns; a reader waits for what the base waits for)
+    from umx.array import view_of
+
+    a = mx.add(mx.array(np.arange(6, dtype=np.float32).reshape(2, 3)), 1, stream=mx.cpu)
+    mx.eval(a)
+    v = view_of(a, a._data.T)
+    assert v._prim is None and v._inputs == () and v.shape == (3, 2)
+    assert v._exec is a._exec and v._seq == a._seq and v._stream is a._stream
+    assert_close(mx.exp(v, stream=mx.cpu), np.exp(np.arange(6.0).reshape(2, 3).T + 1), rtol=1e-6)

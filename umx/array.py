@@ -344,17 +344,9 @@ def from_data(data, dtype: _dt.Dtype) -> array:
 def view_of(a: array, data) -> array:
     """An evaluated array around ``data``, a view of evaluated ``a``'s device data made without a node: readers
     are ordered after ``a``'s producer as they are for ``a`` (on a GPU, its kernel may still be running)."""
-    v = array.__new__(array)
-    v._prim = None
-    v._inputs = ()
-    v._shape = tuple(data.shape)
-    v._dtype = a._dtype
-    v._stream = a._stream
-    v._data = data
-    v._copies = None
-    v._exec = a._exec  # (with _seq: the producer's task, which a reader on another stream waits for)
-    v._seq = a._seq
-    v._siblings = None
+    v = from_data(data, a._dtype)
+    # (with _seq: the producer's task, which a reader on another stream waits for)
+    v._stream, v._exec, v._seq = a._stream, a._exec, a._seq
     return v
 
 

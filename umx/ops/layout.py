@@ -478,11 +478,7 @@ def _static_key(name: str, a: array, start_indices, axes, size: tuple):
     starts = (start_indices,) if type(start_indices) is int else start_indices
     if type(starts) not in (tuple, list) or not starts or any(type(s) is not int for s in starts):
         return None
-    axes = tuple(axis_of(x, a.ndim, name) for x in axes)
-    if len(set(axes)) != len(axes):
-        raise ValueError(f"{name}: repeated axis in {axes}")
-    if len(starts) != len(axes):
-        raise ValueError(f"{name}: {len(starts)} start indices for {len(axes)} axes")
+    axes = _slice_axes(name, a, axes, len(starts))
     key = [builtins.slice(0, n) for n in size]
     for s, ax in zip(starts, axes):
         n = a._shape[ax]
@@ -491,14 +487,19 @@ def _static_key(name: str, a: array, start_indices, axes, size: tuple):
     return tuple(key)
 
 
-def _dynamic(name, a, start_indices, axes, st):
-    start = _index_array(start_indices, name)
+def _slice_axes(name: str, a: array, axes, starts: int) -> tuple:
+    """``axes`` of ``a`` as non-negative ints, checked: distinct, and one for each of ``starts`` start indices."""
     axes = tuple(axis_of(x, a.ndim, name) for x in axes)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{name}: repeated axis in {axes}")
-    if start.size != len(axes) and not (start.size == 1 and len(axes) == 1):
-        raise ValueError(f"{name}: {start.size} start indices for {len(axes)} axes")
-    return start, axes
+    if starts != len(axes):
+        raise ValueError(f"{name}: {starts} start indices for {len(axes)} axes")
+    return axes
+
+
+def _dynamic(name, a, start_indices, axes):
+    start = _index_array(start_indices, name)
+    return start, _slice_axes(name, a, axes, start.size)
 
 
 def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # noqa: A001 (MLX's name)
@@ -524,7 +525,7 @@ def slice(a, /, start_indices, axes, slice_size, *, stream=None) -> array:  # no
     key = _static_key("slice", a, start_indices, axes, size)
     if key is not None:  # starts known now: a basic slice (a view)
         return getitem(a, key, stream=st)
-    start, axes = _dynamic("slice", a, start_indices, axes, st)
+    start, axes = _dynamic("slice", a, start_indices, axes)
     return node(DynamicSlice(axes, size), (a, start), size, a._dtype, st)
 
 
@@ -550,5 +551,5 @@ def slice_update(a, /, update, start_indices, axes, *, stream=None) -> array:
     key = _static_key("slice_update", a, start_indices, axes, u._shape)
     if key is not None:  # starts known now: a write of a basic slice, with no start array to move to a device
         return scatter(a, key, u, None, "slice_update", st)
-    start, axes = _dynamic("slice_update", a, start_indices, axes, st)
+    start, axes = _dynamic("slice_update", a, start_indices, axes)
     return node(DynamicSliceUpdate(axes), (a, cast(u, a._dtype, st), start), a._shape, a._dtype, st)
