@@ -242,6 +242,44 @@ def test_clear_cache_drops_graphs_and_they_are_made_again(graphs):
         np.testing.assert_allclose(step(), ref, rtol=1e-4)
 
 
+def test_a_cache_full_of_refused_structures_still_captures_new_ones(graphs, monkeypatch):
+    """Refusals are remembered, but not without bound: with the cache's keys full of them, a new structure is
+    still seen, captured and replayed (a long process's refusals once starved every later batch)."""
+    monkeypatch.setattr(graphs, "_MAX_KEYS", 16)
+    for cache in graphs._all:
+        for i in range(16):
+            cache.cache[("a refused structure", i)] = graphs._REFUSED
+    a = mx.array(np.random.default_rng(8).standard_normal((24, 24)).astype(np.float32))
+    ref = np.sqrt(np.abs(np.array(a).astype(np.float64) @ np.array(a)))
+    before = graphs.STATS.replays
+    for _ in range(4):
+        np.testing.assert_allclose(np.array(mx.sqrt(mx.abs(mx.matmul(a, a, stream=G), stream=G), stream=G)), ref,
+                                   rtol=1e-4)
+    assert graphs.STATS.replays > before
+    for c in graphs._all:
+        assert sum(type(v) is not graphs.Captured for v in c.cache.values()) <= 16
+
+
+def test_a_structure_with_no_room_for_its_graph_is_captured_once_there_is_room(graphs, monkeypatch):
+    a = mx.array(np.random.default_rng(9).standard_normal((20, 24)).astype(np.float32))
+    b = mx.transpose(a, stream=G)
+    ref = np.sqrt(np.abs(np.array(a).astype(np.float64) @ np.array(b)))
+
+    def step():
+        return np.array(mx.sqrt(mx.abs(mx.matmul(a, b, stream=G), stream=G), stream=G))
+
+    monkeypatch.setattr(graphs, "GRAPH_SHARE", 0.0)  # no graph fits
+    before = graphs.STATS.as_dict()
+    for _ in range(3):
+        np.testing.assert_allclose(step(), ref, rtol=1e-4, atol=1e-5)
+    mid = graphs.STATS.as_dict()
+    assert mid["replays"] == before["replays"] and mid["refusals"] > before["refusals"]
+    monkeypatch.setattr(graphs, "GRAPH_SHARE", 1 / 8)
+    for _ in range(2):
+        np.testing.assert_allclose(step(), ref, rtol=1e-4, atol=1e-5)
+    assert graphs.STATS.replays > mid["replays"]
+
+
 def test_turned_off_nothing_replays(graphs, monkeypatch):
     monkeypatch.setattr(graphs, "ENABLED", False)
     h = np.arange(12.0).reshape(3, 4) / 12

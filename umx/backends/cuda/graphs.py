@@ -78,7 +78,7 @@ MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost g
 #: what 3 of umx's own launches cost, and op by op a small result the host reads comes back by its mirror
 #: (bench/graphs.py times both)
 MIN_TASKS = 4
-_MAX_KEYS = 1024  # structures seen once that are remembered
+_MAX_KEYS = 1024  # structures remembered as seen or refused (the oldest half are forgotten past this)
 
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
 #: (each primitive declares ``capture``)
@@ -86,6 +86,7 @@ CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
 #: primitive classes of which some nodes run as kernels that only enqueue: class -> which nodes
 CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
 _REFUSED = "refused"
+_NO_ROOM = "no room"  # _capture's answer under the memory limit: not now, but the structure may be tried again
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
 
@@ -165,7 +166,7 @@ class Graphs:
             return False
         if entry is None:
             if len(cache) >= _MAX_KEYS:
-                self._forget_sightings()
+                self._forget_oldest()
             cache[key] = 1
             return False
         if entry is _REFUSED:
@@ -193,8 +194,8 @@ class Graphs:
                 values = None
             if type(entry) is int:
                 entry = self._capture(tasks, nodes, externals, inputs, retained, copied)
-                if entry is None:
-                    cache[key] = _REFUSED
+                if entry is None or entry is _NO_ROOM:
+                    cache[key] = _REFUSED if entry is None else 1
                     STATS.refusals += 1
                     return False
                 cache[key] = entry
@@ -205,8 +206,8 @@ class Graphs:
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
                  copied: frozenset):
         """Capture ``tasks`` into a graph over slots for ``inputs`` (large ones bound, except those ``copied``);
-        None if they cannot be captured. The graph ends by packing the ``retained`` values into one export area,
-        which a replay copies out in one go."""
+        None if they cannot be captured, _NO_ROOM if the memory limit leaves no room now. The graph ends by
+        packing the ``retained`` values into one export area, which a replay copies out in one go."""
         bind = [s not in copied and d.nbytes >= BIND_MIN_BYTES for s, d in enumerate(inputs)]
         size = (sum(d.nbytes for d, b in zip(inputs, bind) if not b)
                 + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
@@ -214,7 +215,7 @@ class Graphs:
         limit = _memory.user_memory_limit()
         total = _device_bytes(self.ex.index)
         if size > total * GRAPH_SHARE or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
-            return None  # (graphs are a cache: under a memory limit they take only what is left)
+            return _NO_ROOM  # (graphs are a cache: under a memory limit they take only what is left)
         self._evict(total * GRAPHS_SHARE - size)
         ex = self.ex
         pool = cp.cuda.MemoryPool()
@@ -318,19 +319,24 @@ class Graphs:
             outs = None
             externals = list(n._inputs)
             capturable = ENABLED and not self.ex.fetch_all and _program_capturable(tasks)
+            # A refused program is marked on itself (compile then replays its graph node by node), not in the
+            # cache, where a later program could get its id.
             if not capturable:
-                cache[key] = _REFUSED
+                cache.pop(key, None)
                 program.refused = True
             elif entry is None:
                 if len(cache) >= _MAX_KEYS:
-                    self._forget_sightings()
+                    self._forget_oldest()
                 cache[key] = 1
-            elif entry is not _REFUSED:
+            else:
                 g = self._capture(tasks, nodes, externals, inputs, retained, copied)
-                if g is None:
-                    cache[key] = _REFUSED
-                    program.refused = True
+                if g is None or g is _NO_ROOM:
                     STATS.refusals += 1
+                    if g is None:
+                        cache.pop(key, None)
+                        program.refused = True
+                    else:
+                        cache[key] = 1  # (no room now: tried again at the next call)
                 else:
                     g.owner = weakref.ref(program)
                     g.retained = retained
@@ -367,8 +373,12 @@ class Graphs:
         self.ex.marks.hold(event, g)
         STATS.evictions += 1
 
-    def _forget_sightings(self) -> None:
-        for k in [k for k, v in self.cache.items() if type(v) is int]:
+    def _forget_oldest(self) -> None:
+        """Forget the oldest structures seen or refused (graphs stay) until half of _MAX_KEYS are left: a new
+        structure is then remembered, where a cache full of refusals would forget it at once, and so never
+        capture it."""
+        keys = [k for k, v in self.cache.items() if type(v) is not Captured]
+        for k in keys[:max(1, len(keys) - _MAX_KEYS // 2)]:
             del self.cache[k]
 
     def drop_all(self) -> int:
