@@ -258,6 +258,7 @@ def test_fast_op_kernels_compile():
              sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
              sources.sdpa_source("umx_sdpa_bf16", bf)]
     assert "const unsigned short* __restrict__ q" in codes[-1] and "umx_sdpa_bf16_combine" in codes[-1]
+    assert "umx_sdpa_bf16_group" in codes[-1]
     qmv = [sources.qmv_source(f"umx_qmv_{b}_{r}_{c}_{g}_{d}_{v}", b, r, c, g, d, d, d, v)
            for b, r, c, g, d, v in [(2, 1, 4, 32, True, 4), (4, 1, 4, 64, True, 4), (8, 1, 1, 128, True, 1),
                                     (4, 8, 2, 64, False, 4), (2, 3, 1, 128, False, 1), (8, 8, 4, 32, False, 4)]]
@@ -317,6 +318,7 @@ def test_launch_signatures_match_the_kernels_parameters():
         for code in codes:
             assert _parameters(code, "k") == sources.SIGNATURES[which], which
     assert _parameters(made["sdpa"][0], "k_combine") == sources.SIGNATURES["sdpa_combine"]
+    assert _parameters(made["sdpa"][0], "k_group") == sources.SIGNATURES["sdpa_group"]
 
 
 def test_dynamic_slice_kernels_compile():

@@ -28,6 +28,10 @@ from .sources import (
     FAST_TYPES,
     NORM_FEW_ROWS_BLOCK,
     SDPA_CHUNK,
+    SDPA_GROUP_CHUNK,
+    SDPA_GROUP_HEAD,
+    SDPA_GROUP_ROWS,
+    SDPA_GROUP_TILE,
     SDPA_MAX_HEAD,
     SIGNATURES,
     layer_norm_source,
@@ -48,7 +52,8 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 @functools.cache
 def _kernel(which: str, *types: str, part: str = "") -> Launch:
     """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
-    ``part``: another kernel of the same source (``"combine"``: the attention's merge)."""
+    ``part``: another kernel of the same source (``"combine"``: the attention's merge; ``"group"``: its grouped
+    kernel)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
     kernel = cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
     return Launch(kernel, SIGNATURES[which + (f"_{part}" if part else "")])
@@ -178,33 +183,44 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
 
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
-    are several (``sources.sdpa_source``)."""
+    are several (``sources.sdpa_source``); where a key head's query rows are few (a decode step's query heads of
+    one key head), those rows together, each key and value read once for all of them (its ``_group`` kernel)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
     rows = batch * n_q * t_q
-    n_split, chunk = _splits(rows, t_k)
+    grouped = (GROUPED and (n_q // n_kv) * t_q <= SDPA_GROUP_ROWS and max(d, d_v) <= SDPA_GROUP_HEAD
+               and d % 8 == 0 and d_v % 8 == 0)  # (its tiles are read 16 bytes at a time)
+    if grouped:  # (chunks as for float32 whatever the type: bfloat16 gives float32's results rounded, bit for bit)
+        most = min(SDPA_GROUP_CHUNK, SDPA_GROUP_TILE // (4 * max(d, d_v)))
+        n_split, chunk = _splits(batch * n_kv, t_k, most, SDPA_GROUP_MIN_CHUNK)
+    else:
+        n_split, chunk = _splits(rows, t_k)
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
     sinks = _ptr(sinks)
-    _kernel("sdpa", xt)((rows, n_split), (BLOCK,), q.data.ptr, k.data.ptr, v.data.ptr, mask.data.ptr, sinks,
-                        out.data.ptr, part.data.ptr, n_q, n_kv, t_q, t_k, d, d_v, prim.scale,
-                        _MASK_KINDS[prim.mask], *strides, chunk, n_split)
+    kernel = _kernel("sdpa", xt, part="group") if grouped else _kernel("sdpa", xt)
+    kernel((batch * n_kv if grouped else rows, n_split), (BLOCK,), q.data.ptr, k.data.ptr, v.data.ptr,
+           mask.data.ptr, sinks, out.data.ptr, part.data.ptr, n_q, n_kv, t_q, t_k, d, d_v, prim.scale,
+           _MASK_KINDS[prim.mask], *strides, chunk, n_split)
     if n_split > 1:
         _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), part.data.ptr, sinks, out.data.ptr, n_q, t_q, d_v,
                                             n_split)
     return out
 
 
-#: the fewest keys a block of the few-queries kernel takes, when splitting the keys to fill the GPU
+#: whether few query rows of a key head go to the grouped kernel (False: one row a block, for comparisons)
+GROUPED = True
+#: the fewest keys a block of the few-queries kernels takes, when splitting the keys to fill the GPU
 SDPA_MIN_CHUNK = 64
+SDPA_GROUP_MIN_CHUNK = 32
 
 
-def _splits(rows: int, t_k: int) -> tuple:
-    """``(n_split, chunk)``: how the few-queries kernel splits ``t_k`` keys of each of ``rows`` rows: chunks of
-    at most ``SDPA_CHUNK`` keys, and enough of them (of ``SDPA_MIN_CHUNK`` or more) for about four blocks per
-    multiprocessor."""
-    n = max(-(-t_k // SDPA_CHUNK), min(-(-_blocks_wanted() // rows), -(-t_k // SDPA_MIN_CHUNK)))
+def _splits(units: int, t_k: int, most: int = SDPA_CHUNK, fewest: int = SDPA_MIN_CHUNK) -> tuple:
+    """``(n_split, chunk)``: how a few-queries kernel splits ``t_k`` keys of each of ``units`` rows (or groups
+    of rows): chunks of at most ``most`` keys, and enough of them (of ``fewest`` or more) for about four blocks
+    per multiprocessor."""
+    n = max(-(-t_k // most), min(-(-_blocks_wanted() // units), -(-t_k // fewest)))
     chunk = -(-t_k // n)
     return -(-t_k // chunk), chunk
 

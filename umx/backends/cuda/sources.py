@@ -419,11 +419,21 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restri
 MASKED_SCORE = """
 // an attention score after its mask: kind 1 causal (``after``: the key follows the query's last), 2 boolean,
 // 3 additive (``at``: the mask's element for this score); a masked score is float32's lowest
-__device__ __forceinline__ float umx_masked_score(float s, int kind, const void* mask, long long at, bool after) {
+// (the element's bits as loaded, used by umx_apply_mask only: a kernel may load it long before the score is
+// known, and nothing waits for the load until then)
+__device__ __forceinline__ unsigned int umx_mask_at(int kind, const void* mask, long long at) {
+  if (kind == 2) return ((const unsigned char*)mask)[at];
+  if (kind == 3) return __float_as_uint(((const float*)mask)[at]);
+  return 0u;
+}
+__device__ __forceinline__ float umx_apply_mask(float s, int kind, unsigned int bits, bool after) {
   if (kind == 1) return after ? -3.402823466e38f : s;
-  if (kind == 2) return ((const bool*)mask)[at] ? s : -3.402823466e38f;
-  if (kind == 3) return s + ((const float*)mask)[at];
+  if (kind == 2) return bits != 0u ? s : -3.402823466e38f;
+  if (kind == 3) return s + __uint_as_float(bits);
   return s;
+}
+__device__ __forceinline__ float umx_masked_score(float s, int kind, const void* mask, long long at, bool after) {
+  return umx_apply_mask(s, kind, umx_mask_at(kind, mask, at), after);
 }
 """
 
@@ -432,6 +442,15 @@ __device__ __forceinline__ float umx_masked_score(float s, int kind, const void*
 SDPA_CHUNK = 2048
 #: the keys a warp of that kernel scores at once
 SDPA_KEYS = 4
+#: the grouped kernel (``{name}_group`` of :func:`sdpa_source`): the most query rows of one key head a block
+#: takes (query heads times positions), the most features of a query or value row, the bytes of its shared tile
+#: of keys (and of values) as float32, and the most keys of a chunk
+SDPA_GROUP_ROWS = 8
+SDPA_GROUP_HEAD = 128
+SDPA_GROUP_TILE = 16384
+SDPA_GROUP_CHUNK = 128
+#: the chunks whose weights the attention's merge keeps in shared memory (more are weighed again per feature)
+SDPA_COMBINE_KEPT = 1024
 
 
 def sdpa_source(name: str, x: str = "float") -> str:
@@ -449,8 +468,17 @@ def sdpa_source(name: str, x: str = "float") -> str:
     then each warp weighs the values of its keys the same way (lanes over features), and the warps' sums meet in
     shared memory. With one chunk the block writes the row's output; else ``(m, l, values)`` to ``part``, which
     ``{name}_combine`` merges (one block a row). ``sinks``: one logit per query head that joins the softmax and
-    takes no value (null: none)."""
+    takes no value (null: none).
+
+    ``{name}_group`` computes the same for the query rows of one key head together (a decode step's query heads
+    of a key head; at most ``SDPA_GROUP_ROWS`` rows and ``SDPA_GROUP_HEAD`` features; grid: batch entries times
+    key heads, by chunks; ``D`` and ``Dv`` multiples of 8): its block copies the chunk's keys and values into
+    shared memory in one sweep of 16-byte loads (each read once for all the rows, every load in flight
+    together), then eight threads a key score it for every row (the tile read 16 bytes at a time, the mask's
+    elements loaded meanwhile), one warp a row takes the softmax, and the threads over features (and slices of
+    the keys) weigh the values; its ``part`` is laid out as ``{name}``'s, for ``{name}_combine``."""
     per_lane = SDPA_MAX_HEAD // 32
+    rows_max, head_max = SDPA_GROUP_ROWS, SDPA_GROUP_HEAD
     return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
 __device__ __forceinline__ float umx_sdpa_out(float o, float m, float l, const float* sinks, int hq) {{
   if (sinks == nullptr) return o / l;
@@ -560,26 +588,234 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
   }}
 }}
 
+// The 8 elements at p (16-byte aligned) as float32: two 16-byte reads of float32, one of bfloat16 (widened).
+__device__ __forceinline__ void umx_ld8(const float* p, float* o) {{
+  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+  o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+}}
+__device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) {{
+  const uint4 t = *(const uint4*)p;
+  const unsigned int w[4] = {{t.x, t.y, t.z, t.w}};
+  #pragma unroll
+  for (int i = 0; i < 4; ++i) {{
+    o[2 * i] = __uint_as_float(w[i] << 16);
+    o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }}
+}}
+
+// The mask's elements of key j0 + first + threadIdx.x / 8 for each of the block's rows (in eighth threads;
+// zeros where unread): query heads from hq0, t_q positions each.
+template <int ROWS>
+__device__ __forceinline__ void umx_sdpa_mask_of(unsigned int (&mv)[ROWS], int first, int n, int j0, int rows,
+                                                 int kind, const void* mask, int bi, int hq0, int t_q,
+                                                 long long ms0, long long ms1, long long ms2, long long ms3) {{
+  const int j = first + (threadIdx.x >> 3);
+  #pragma unroll
+  for (int g = 0; g < ROWS; ++g) {{
+    mv[g] = 0u;
+    if (j < n && (threadIdx.x & 7) == 0 && g < rows && (kind == 2 || kind == 3)) {{
+      const long long at = (long long)bi * ms0 + (long long)(hq0 + g / t_q) * ms1 + (long long)(g % t_q) * ms2
+                           + (long long)(j0 + j) * ms3;
+      mv[g] = umx_mask_at(kind, mask, at);
+    }}
+  }}
+}}
+
+// Copy n_a elements from a to sa and n_b from b to sb (shared memory), 16 bytes a load where both sources are
+// aligned to 16 bytes and whole, with four loads of each thread in flight before its stores.
+template <typename T>
+__device__ __forceinline__ void umx_tiles_load(T* sa, const T* a, int n_a, T* sb, const T* b, int n_b) {{
+  const int wa = n_a * (int)sizeof(T), wb = n_b * (int)sizeof(T);
+  if (((((unsigned long long)a) | ((unsigned long long)b)) & 15) == 0 && ((wa | wb) & 15) == 0) {{
+    const int na = wa / 16, n = na + wb / 16;
+    for (int base = threadIdx.x; base < n; base += 4 * blockDim.x) {{
+      int4 r[4];
+      #pragma unroll
+      for (int u = 0; u < 4; ++u) {{
+        const int i = base + u * blockDim.x;
+        if (i < n) r[u] = i < na ? ((const int4*)a)[i] : ((const int4*)b)[i - na];
+      }}
+      #pragma unroll
+      for (int u = 0; u < 4; ++u) {{
+        const int i = base + u * blockDim.x;
+        if (i < n) {{
+          if (i < na) ((int4*)sa)[i] = r[u];
+          else ((int4*)sb)[i - na] = r[u];
+        }}
+      }}
+    }}
+  }} else {{
+    for (int i = threadIdx.x; i < n_a; i += blockDim.x) sa[i] = a[i];
+    for (int i = threadIdx.x; i < n_b; i += blockDim.x) sb[i] = b[i];
+  }}
+}}
+
+extern "C" __global__ void {name}_group(const {x}* __restrict__ q, const {x}* __restrict__ k,
+                                        const {x}* __restrict__ v, const void* __restrict__ mask,
+                                        const float* __restrict__ sinks, {x}* __restrict__ out,
+                                        float* __restrict__ part,
+                                        int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale,
+                                        int mask_kind, long long ms0, long long ms1, long long ms2, long long ms3,
+                                        int chunk, int n_split) {{
+  __shared__ __align__(16) unsigned char tiles[2][{SDPA_GROUP_TILE}];
+  __shared__ float qs[{rows_max}][{head_max}];
+  __shared__ float sc[{rows_max}][{SDPA_GROUP_CHUNK}];
+  __shared__ float stats[2][{rows_max}];
+  const int group = blockIdx.x;  // (batch entry, key head): its query rows are q's rows group * rows ..
+  const int split = blockIdx.y;
+  const int bi = group / n_kv, hk = group % n_kv;
+  const int rep = n_q / n_kv, rows = rep * t_q;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int j0 = split * chunk, n = min(t_k, j0 + chunk) - j0;
+  const long long row0 = (long long)group * rows;
+  const float neg_inf = __int_as_float(0xff800000u);
+  {x}* ks = ({x}*)tiles[0];
+  {x}* vs = ({x}*)tiles[1];
+  // Eight threads a key, each taking every eighth piece of 8 features (as float32 or bfloat16 alike, so that
+  // bfloat16 sums in float32's order), their sums met by shuffles; every row's score of the key at once.
+  const int pieces = d / 8, sub = threadIdx.x & 7, per_pass = blockDim.x >> 3;
+  // Every load of the first phase is issued before any is waited for: the queries' and the mask's as they are
+  // stored (no conversion that would wait), then the tiles'. (Launched with BLOCK threads.)
+  const {x}* qg = q + row0 * d;
+  {x} qraw[{rows_max * head_max} / {BLOCK}];
+  #pragma unroll
+  for (int c = 0; c < {rows_max * head_max} / {BLOCK}; ++c) {{
+    const int i = threadIdx.x + c * {BLOCK};
+    if (i < rows * d) qraw[c] = qg[i];
+  }}
+  unsigned int mv[{rows_max}];  // (the mask's elements of the thread's key, for the first pass)
+  umx_sdpa_mask_of(mv, 0, n, j0, rows, mask_kind, mask, bi, hk * rep, t_q, ms0, ms1, ms2, ms3);
+  umx_tiles_load(ks, k + ((long long)group * t_k + j0) * d, n * d, vs, v + ((long long)group * t_k + j0) * d_v,
+                 n * d_v);
+  #pragma unroll
+  for (int c = 0; c < {rows_max * head_max} / {BLOCK}; ++c) {{
+    const int i = threadIdx.x + c * {BLOCK};
+    if (i < rows * d) qs[i / d][i % d] = umx_ld(qraw, c) * scale;
+  }}
+  __syncthreads();
+  for (int first = 0; first < n; first += per_pass) {{  // (whole warps pass together: their shuffles)
+    const int j = first + (threadIdx.x >> 3), jj = j0 + j;
+    const bool live = j < n;
+    if (first > 0) umx_sdpa_mask_of(mv, first, n, j0, rows, mask_kind, mask, bi, hk * rep, t_q, ms0, ms1, ms2, ms3);
+    float s[{rows_max}];
+    #pragma unroll
+    for (int g = 0; g < {rows_max}; ++g) s[g] = 0.0f;
+    if (live) {{
+      for (int c = sub; c < pieces; c += 8) {{
+        float kv[8];
+        umx_ld8(ks + j * d + c * 8, kv);
+        #pragma unroll
+        for (int g = 0; g < {rows_max}; ++g) {{
+          if (g < rows) {{
+            #pragma unroll
+            for (int e = 0; e < 8; ++e) s[g] += qs[g][c * 8 + e] * kv[e];
+          }}
+        }}
+      }}
+    }}
+    #pragma unroll
+    for (int g = 0; g < {rows_max}; ++g) {{
+      if (g < rows) {{
+        #pragma unroll
+        for (int o = 4; o > 0; o >>= 1) s[g] += __shfl_xor_sync(0xffffffffu, s[g], o);
+        if (live && sub == 0) sc[g][j] = umx_apply_mask(s[g], mask_kind, mv[g], jj > g % t_q + (t_k - t_q));
+      }}
+    }}
+  }}
+  __syncthreads();
+  for (int g = warp; g < rows; g += warps) {{  // (one warp a row: the softmax's largest score and sum)
+    float m = neg_inf;
+    for (int j = lane; j < n; j += 32) m = fmaxf(m, sc[g][j]);
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float l = 0.0f;
+    for (int j = lane; j < n; j += 32) {{
+      const float p = m == neg_inf ? 0.0f : expf(sc[g][j] - m);  // (all scores an additive -inf: no weight)
+      sc[g][j] = p;
+      l += p;
+    }}
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) {{
+      stats[0][g] = m;
+      stats[1][g] = l;
+    }}
+  }}
+  __syncthreads();
+  // the weighted values: thread (slice, f) sums every slices-th key's feature f for every row
+  const int slices = blockDim.x / d_v, slice = threadIdx.x / d_v, f = threadIdx.x % d_v;
+  float* sums = (float*)tiles[0];  // (the keys are read: slices by rows by d_v partial sums)
+  if (slice < slices) {{
+    float a[{rows_max}];
+    #pragma unroll
+    for (int g = 0; g < {rows_max}; ++g) a[g] = 0.0f;
+    #pragma unroll 4
+    for (int j = slice; j < n; j += slices) {{
+      const float vv = umx_ld(vs, j * d_v + f);
+      #pragma unroll
+      for (int g = 0; g < {rows_max}; ++g)
+        if (g < rows) a[g] += sc[g][j] * vv;
+    }}
+    #pragma unroll
+    for (int g = 0; g < {rows_max}; ++g)
+      if (g < rows) sums[(slice * rows + g) * d_v + f] = a[g];
+  }}
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * d_v; i += blockDim.x) {{
+    const int g = i / d_v, e = i % d_v;
+    float o = 0.0f;
+    for (int c = 0; c < slices; ++c) o += sums[(c * rows + g) * d_v + e];
+    if (n_split == 1) {{
+      umx_st(out, (row0 + g) * d_v + e, umx_sdpa_out(o, stats[0][g], stats[1][g], sinks, hk * rep + g / t_q));
+    }} else {{
+      part[((row0 + g) * n_split + split) * (d_v + 2) + 2 + e] = o;
+    }}
+  }}
+  if (n_split > 1 && threadIdx.x < rows) {{
+    part[((row0 + threadIdx.x) * n_split + split) * (d_v + 2)] = stats[0][threadIdx.x];
+    part[((row0 + threadIdx.x) * n_split + split) * (d_v + 2) + 1] = stats[1][threadIdx.x];
+  }}
+}}
+
 extern "C" __global__ void {name}_combine(const float* __restrict__ part, const float* __restrict__ sinks,
                                           {x}* __restrict__ out, int n_q, int t_q, int d_v, int n_split) {{
+  // one block a row: the chunks' weights exp(m_s - m) once (threads over chunks), then threads over slices of
+  // the chunks and features sum the weighted values, and the slices meet in shared memory
+  __shared__ float partial[32];
+  __shared__ float weights[{SDPA_COMBINE_KEPT}];
+  __shared__ float sums[{BLOCK}];
   const int row = blockIdx.x;
   const int hq = (row / t_q) % n_q;
+  const int stride = d_v + 2;
   const float neg_inf = __int_as_float(0xff800000u);
-  const float* pr = part + (long long)row * n_split * (d_v + 2);
+  const float* pr = part + (long long)row * n_split * stride;
   float m = neg_inf;
-  for (int s = 0; s < n_split; ++s) m = fmaxf(m, pr[s * (d_v + 2)]);
+  for (int c = threadIdx.x; c < n_split; c += blockDim.x) m = fmaxf(m, pr[c * stride]);
+  m = umx_block_reduce(m, partial, true);
   float l = 0.0f;
-  for (int s = 0; s < n_split; ++s) {{
-    const float ms = pr[s * (d_v + 2)];
-    if (ms != neg_inf) l += pr[s * (d_v + 2) + 1] * expf(ms - m);
+  for (int c = threadIdx.x; c < n_split; c += blockDim.x) {{
+    const float mc = pr[c * stride];
+    const float w = mc == neg_inf ? 0.0f : expf(mc - m);
+    if (c < {SDPA_COMBINE_KEPT}) weights[c] = w;
+    l += pr[c * stride + 1] * w;
   }}
-  for (int f = threadIdx.x; f < d_v; f += blockDim.x) {{
+  l = umx_block_reduce(l, partial, false);  // (its barriers make the weights visible)
+  const int slices = blockDim.x / d_v, slice = threadIdx.x / d_v, f = threadIdx.x % d_v;  // (d_v <= the block)
+  if (slice < slices) {{
     float o = 0.0f;
-    for (int s = 0; s < n_split; ++s) {{
-      const float ms = pr[s * (d_v + 2)];
-      if (ms != neg_inf) o += pr[s * (d_v + 2) + 2 + f] * expf(ms - m);
+    for (int c = slice; c < n_split; c += slices) {{
+      const float mc = c < {SDPA_COMBINE_KEPT} ? 0.0f : pr[c * stride];
+      const float w = c < {SDPA_COMBINE_KEPT} ? weights[c] : mc == neg_inf ? 0.0f : expf(mc - m);
+      o += pr[c * stride + 2 + f] * w;
     }}
-    umx_st(out, (long long)row * d_v + f, umx_sdpa_out(o, m, l, sinks, hq));
+    sums[threadIdx.x] = o;
+  }}
+  __syncthreads();
+  if (threadIdx.x < d_v) {{
+    float o = 0.0f;
+    for (int c = 0; c < slices; ++c) o += sums[c * d_v + threadIdx.x];
+    umx_st(out, (long long)row * d_v + threadIdx.x, umx_sdpa_out(o, m, l, sinks, hq));
   }}
 }}
 """
@@ -869,6 +1105,7 @@ SIGNATURES = {
     "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
     "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_combine": "pppiiii",
+    "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_softmax": "pppp" + "iiiiifi" + "qqqq",
     "qmv": "pppppii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
