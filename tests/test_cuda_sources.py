@@ -319,6 +319,7 @@ def test_launch_signatures_match_the_kernels_parameters():
             assert _parameters(code, "k") == sources.SIGNATURES[which], which
     assert _parameters(made["sdpa"][0], "k_combine") == sources.SIGNATURES["sdpa_combine"]
     assert _parameters(made["sdpa"][0], "k_group") == sources.SIGNATURES["sdpa_group"]
+    assert _parameters(made["rms_norm"][0], "k_vec") == sources.SIGNATURES["rms_norm_vec"]
 
 
 def test_dynamic_slice_kernels_compile():

@@ -89,7 +89,7 @@ def test_rms_norm(device, rng, dtype, with_weight):
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-@pytest.mark.parametrize("shape", [(1, 2048), (2, 9001), (300, 2500), (1, 1, 70)])
+@pytest.mark.parametrize("shape", [(1, 2048), (2, 9001), (300, 2500), (1, 1, 70), (4, 8192), (5, 16)])
 def test_norms_of_long_and_few_rows(device, rng, dtype, shape):
     # (the GPU kernels keep a row's first elements in registers and read the rest again; few rows take wider
     # blocks: every split of a row between the two must give the reference)
@@ -97,6 +97,17 @@ def test_norms_of_long_and_few_rows(device, rng, dtype, shape):
     w, wr = _in(rng, shape[-1:], dtype)
     assert_close(F.rms_norm(x, w, 1e-5, stream=device), ref_rms_norm(xr, wr, 1e-5), *TOL[dtype])
     assert_close(F.layer_norm(x, w, w, 1e-5, stream=device), ref_layer_norm(xr, wr, wr, 1e-5), *TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("start", [0, 3])
+def test_rms_norm_of_a_view_at_any_offset(device, rng, dtype, start):
+    # (on the GPU rows of a multiple of 8 are read 16 bytes at a time where their data is aligned to 16 bytes; a
+    # view that starts 3 elements in is not, and takes the general kernel)
+    x, xr = _in(rng, (2051,), dtype)
+    w, wr = _in(rng, (2048,), dtype)
+    got = F.rms_norm(mx.add(x, 0.0, stream=device)[start:start + 2048], w, 1e-5, stream=device)
+    assert_close(got, ref_rms_norm(xr[start:start + 2048], wr, 1e-5), *TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

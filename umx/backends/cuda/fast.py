@@ -53,7 +53,7 @@ _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope"
 def _kernel(which: str, *types: str, part: str = "") -> Launch:
     """The kernel ``which`` for storage ``types`` (see ``sources.FAST_TYPES``; none: float32), compiled once;
     ``part``: another kernel of the same source (``"combine"``: the attention's merge; ``"group"``: its grouped
-    kernel)."""
+    kernel; ``"vec"``: rms_norm's for rows of a multiple of 8)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
     kernel = cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
     return Launch(kernel, SIGNATURES[which + (f"_{part}" if part else "")])
@@ -77,6 +77,12 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
         b = cp.ascontiguousarray(params[-1]) if prim.has_bias else x
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
                                prim.eps, int(prim.has_weight), int(prim.has_bias))
+    elif (threads == NORM_FEW_ROWS_BLOCK and d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK
+          and (x.data.ptr | w.data.ptr) % 16 == 0):
+        # Few rows (a decode step's), 8 elements a thread: float32 and bfloat16 alike, so that bfloat16 keeps
+        # float32's order of sums. (Many rows are faster by the general kernel.)
+        _kernel(which, xt, wt, part="vec")((rows,), (-(-d // 256) * 32,), x.data.ptr, w.data.ptr, out.data.ptr,
+                                           d, prim.eps, int(prim.has_weight))
     else:
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, out.data.ptr, d, prim.eps,
                                int(prim.has_weight))

@@ -290,6 +290,32 @@ __device__ __forceinline__ float umx_ld(const float* p, long long i) { return p[
 __device__ __forceinline__ float umx_ld(const unsigned short* p, long long i) { return umx_bf16_load(p[i]); }
 __device__ __forceinline__ void umx_st(float* p, long long i, float v) { p[i] = v; }
 __device__ __forceinline__ void umx_st(unsigned short* p, long long i, float v) { p[i] = umx_bf16_bits(v); }
+// The 8 elements at p (16-byte aligned) as float32: two 16-byte reads of float32, one of bfloat16 (widened).
+__device__ __forceinline__ void umx_ld8(const float* p, float* o) {
+  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+  o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
+}
+__device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) {
+  const uint4 t = *(const uint4*)p;
+  const unsigned int w[4] = {t.x, t.y, t.z, t.w};
+  #pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    o[2 * i] = __uint_as_float(w[i] << 16);
+    o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+// v's 8 floats stored at p (16-byte aligned) as float32, or rounded to bfloat16, by 16-byte stores.
+__device__ __forceinline__ void umx_st8(float* p, const float* v) {
+  *(float4*)p = make_float4(v[0], v[1], v[2], v[3]);
+  *(float4*)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void umx_st8(unsigned short* p, const float* v) {
+  unsigned int w[4];
+  #pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = umx_bf16_bits(v[2 * i]) | ((unsigned int)umx_bf16_bits(v[2 * i + 1]) << 16);
+  *(uint4*)p = make_uint4(w[0], w[1], w[2], w[3]);
+}
 """
 
 
@@ -297,7 +323,8 @@ def rms_norm_source(name: str, x: str = "float", w: str = "float") -> str:
     """The CUDA C++ of ``mx.fast.rms_norm`` on rows of storage type ``x`` (see ``FAST_TYPES``; the output's too)
     with a weight of type ``w``: one block per row sums the squares (float32), then scales the row (and
     multiplies the weight, where ``has_weight``). Each thread keeps its first ``NORM_CACHED`` elements in
-    registers between the two passes (a decode step's row of a few thousand is read once)."""
+    registers between the two passes (a decode step's row of a few thousand is read once). ``{name}_vec`` takes
+    rows of a multiple of 8 elements, 8 a thread, read and written 16 bytes at a time."""
     return BLOCK_REDUCE + FAST_IO + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w, {x}* __restrict__ out,
                                   int d, float eps, int has_weight) {{
@@ -326,6 +353,29 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restri
   for (int i = threadIdx.x + rest; i < d; i += blockDim.x) {{
     const float v = umx_ld(row, i) * scale;
     umx_st(dst, i, has_weight ? v * umx_ld(w, i) : v);
+  }}
+}}
+
+// Rows of a multiple of 8 elements, 8 a thread (16-byte aligned): each thread reads its 8 elements (and the
+// weight's) by 16-byte loads, issued together before the sum waits for any, and writes them by one store.
+extern "C" __global__ void {name}_vec(const {x}* __restrict__ x, const {w}* __restrict__ w, {x}* __restrict__ out,
+                                      int d, float eps, int has_weight) {{
+  __shared__ float partial[32];
+  const long long at = (long long)blockIdx.x * d;
+  const int i = threadIdx.x * 8;
+  float v[8], wv[8];
+  float s = 0.0f;
+  if (i < d) {{
+    umx_ld8(x + at + i, v);
+    if (has_weight) umx_ld8(w + i, wv);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) s += v[e] * v[e];
+  }}
+  const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
+  if (i < d) {{
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = has_weight ? v[e] * scale * wv[e] : v[e] * scale;
+    umx_st8(out + at + i, v);
   }}
 }}
 """
@@ -585,22 +635,6 @@ extern "C" __global__ void {name}(const {x}* __restrict__ q, const {x}* __restri
   if (n_split > 1 && threadIdx.x == 0) {{
     part[((long long)row * n_split + split) * (d_v + 2)] = m;
     part[((long long)row * n_split + split) * (d_v + 2) + 1] = l;
-  }}
-}}
-
-// The 8 elements at p (16-byte aligned) as float32: two 16-byte reads of float32, one of bfloat16 (widened).
-__device__ __forceinline__ void umx_ld8(const float* p, float* o) {{
-  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-  o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-  o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
-}}
-__device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) {{
-  const uint4 t = *(const uint4*)p;
-  const unsigned int w[4] = {{t.x, t.y, t.z, t.w}};
-  #pragma unroll
-  for (int i = 0; i < 4; ++i) {{
-    o[2 * i] = __uint_as_float(w[i] << 16);
-    o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }}
 }}
 
@@ -1101,6 +1135,7 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
 #: ``f`` float, ``q`` long long (``tests/test_cuda_sources.py`` reads them against the sources above)
 SIGNATURES = {
     "rms_norm": "pppifi",
+    "rms_norm_vec": "pppifi",
     "layer_norm": "ppppifii",
     "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
     "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
