@@ -256,8 +256,9 @@ def test_a_cache_full_of_refused_structures_still_captures_new_ones(graphs, monk
         np.testing.assert_allclose(np.array(mx.sqrt(mx.abs(mx.matmul(a, a, stream=G), stream=G), stream=G)), ref,
                                    rtol=1e-4)
     assert graphs.STATS.replays > before
-    for c in graphs._all:
-        assert sum(type(v) is not graphs.Captured for v in c.cache.values()) <= 16
+    # (the GPU stream's cache forgot its oldest half: refusals first, here)
+    assert any(sum(type(k) is tuple and k[:1] == ("a refused structure",) for k in c.cache) < 16
+               for c in graphs._all)
 
 
 def test_a_structure_with_no_room_for_its_graph_is_captured_once_there_is_room(graphs, monkeypatch):
