@@ -362,6 +362,21 @@ def test_sdpa_hypothesis(b, n_kv, rep, t_q, t_k, d, mask, sinks):
         assert_close(got, ref_sdpa(qr, kr, vr, 1 / math.sqrt(d), mr, sr), 1e-5, 1e-5)
 
 
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(b=st.integers(1, 2), n_kv=st.integers(1, 3), rep=st.sampled_from([1, 2, 4, 8]), t_q=st.integers(1, 2),
+       t_k=st.integers(1, 400), d=st.sampled_from([8, 16, 40, 64, 128]), d_v=st.sampled_from([8, 24, 64, 128]),
+       mask=st.sampled_from(MASKS), sinks=st.booleans(), dtype=st.sampled_from([mx.float32, mx.bfloat16]))
+def test_sdpa_decode_shapes_hypothesis(b, n_kv, rep, t_q, t_k, d, d_v, mask, sinks, dtype):
+    # (a decode step's shapes: on the GPU, a key head's few query rows take one block together, the keys and
+    # values copied to shared memory by 16-byte loads, chunks of any length merged)
+    rng = np.random.default_rng(t_k * 7 + d + d_v)
+    (q, k, v, m, s), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, b, n_kv * rep, n_kv, t_q, t_k, d, d_v, dtype)
+    s, sr = (s, sr) if sinks else (None, None)
+    for dev in DEVICES:
+        got = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(d), mask=m, sinks=s, stream=dev)
+        assert_close(got, ref_sdpa(qr, kr, vr, 1 / math.sqrt(d), mr, sr), *TOL[dtype])
+
+
 # -- gradients against finite differences -------------------------------------------------------------------------
 def _check_grads(f, args: list, argnums: tuple, rng, eps=1e-6, tol=1e-6):
     """``grad`` of the scalar ``f`` against central differences along a random direction per argument (float64)."""
