@@ -55,8 +55,8 @@ def _kernel(which: str, *types: str, part: str = "") -> Launch:
     ``part``: another kernel of the same source (``"combine"``: the attention's merge; ``"group"``: its grouped
     kernel; ``"vec"``: rms_norm's for rows of a multiple of 8)."""
     name = f"umx_{which}" + "".join("_bf16" if t == _BF else "_f32" for t in types)
-    kernel = cp.RawKernel(_SOURCES[which](name, *types), name + (f"_{part}" if part else ""))
-    return Launch(kernel, SIGNATURES[which + (f"_{part}" if part else "")])
+    suffix = f"_{part}" if part else ""
+    return Launch(cp.RawKernel(_SOURCES[which](name, *types), name + suffix), SIGNATURES[which + suffix])
 
 
 def _ptr(x) -> int:

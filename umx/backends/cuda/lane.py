@@ -17,7 +17,7 @@ from ...runtime.node import finish_on_host
 from . import direct
 from . import memory as gmem
 from ._probe import _cupy
-from .transfers import HOST_ONLY, _restore_stream
+from .transfers import HOST_ONLY, restore_stream
 
 cp = _cupy()
 _runtime = cp.cuda.runtime
@@ -63,7 +63,7 @@ class Lane:
         try:
             WorkerExecutor.run_inline(self, tasks, started)
         finally:
-            _restore_stream(prev)
+            restore_stream(prev)
             if prev_device != self.index:
                 _runtime.setDevice(prev_device)
 
@@ -230,7 +230,7 @@ class Lane:
                 self._spares[(n._shape, n._dtype)] = _empty(n._shape, n._dtype.np)
             return out
         finally:
-            _restore_stream(prev)
+            restore_stream(prev)
 
     def _refill(self, n) -> None:
         """A new spare output of node ``n``'s shape and dtype, for the lane's next launch of that kind. CuPy's pool
@@ -242,4 +242,4 @@ class Lane:
         except Exception:  # e.g. the pool's limit: the next launch of this kind allocates its own
             pass
         finally:
-            _restore_stream(prev)
+            restore_stream(prev)

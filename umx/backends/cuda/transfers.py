@@ -36,7 +36,7 @@ class Transfers:
 
     def _use_stream(self) -> tuple:
         """Make this stream and umx's allocator CuPy's current ones on the calling thread (per thread in CuPy);
-        returns the caller's, for :func:`_restore_stream`. (Not ``with``: CuPy's stream context restores the null
+        returns the caller's, for :func:`restore_stream`. (Not ``with``: CuPy's stream context restores the null
         stream, not the previous one.)"""
         prev = (gmem.use_allocator(), cp.cuda.get_current_stream())
         self.cuda_stream.use()
@@ -143,7 +143,7 @@ class Transfers:
                 outs = [cp.ascontiguousarray(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
                         for d in outs]
             finally:
-                _restore_stream(prev)
+                restore_stream(prev)
         event = self.marks.record(n._seq)  # n is not yet published as dispatched, so no reader can miss this mark
         if not to_host:
             return
@@ -163,7 +163,7 @@ class Transfers:
                 self.marks.hold(done, d)
 
 
-def _restore_stream(prev: tuple) -> None:
+def restore_stream(prev: tuple) -> None:
     """The caller's CuPy stream and allocator again (see ``Transfers._use_stream``)."""
     prev[1].use()
     gmem.restore_allocator(prev[0])
