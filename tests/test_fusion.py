@@ -173,6 +173,28 @@ def test_binary_chain_steps_with_an_evaluated_operand_on_either_side(device):
     assert_close(held, ref_held)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_both_computed_operands_of_a_binary_step_join_the_region(device):
+    """Adam's running average ``b * m + (1 - b) * g`` of computed ``m`` and ``g`` is one region of every
+    elementwise node (the walk's own references to a node it has looked at do not count as a holder); so are a
+    chain whose first step has two computed operands, and a chain of one repeated step under a binary node."""
+    h = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    a, b = mx.array(h), mx.array(h[::-1].copy())
+    mx.eval(a, b)
+    s = {"stream": device}
+    avg = mx.add(mx.multiply(0.9, mx.sin(a, **s), **s), mx.multiply(0.1, mx.cos(b, **s), **s), **s)
+    chain = mx.exp(mx.exp(mx.multiply(mx.tanh(a, **s), mx.tanh(b, **s), **s), **s), **s)
+    repeated = mx.negative(mx.negative(mx.negative(mx.add(mx.sin(a, **s), mx.cos(b, **s), **s), **s), **s), **s)
+    for out, members in ((avg, 5), (chain, 5), (repeated, 6)):  # (no variable holds a member)
+        order = _tasks(out)
+        assert [len(t.nodes) if type(t) is Fused else 1 for t in order] == [members]
+        del order
+    a64, b64 = h.astype(np.float64), h[::-1].astype(np.float64)
+    assert_close(avg, 0.9 * np.sin(a64) + 0.1 * np.cos(b64))
+    assert_close(chain, np.exp(np.exp(np.tanh(a64) * np.tanh(b64))), rtol=1e-5)
+    assert_close(repeated, -(np.sin(a64) + np.cos(b64)))
+
+
 def test_small_regions_on_the_cpu_need_four_members():
     """On the CPU a region of a small output is made only from 4 members on (below, its fixed cost exceeds what it
     saves); a big output makes a region of 2; results match NumPy either way."""

@@ -184,6 +184,7 @@ def collect(targets, mark, fusing: bool) -> list:
                             y._exec = member
                             append(y)
                             x = y
+                        y = None  # (the input that ended the run: a reference here would make it look held)
                         more = len(members) - i - 1
                         room -= more
             elif len(ins) == 2 and c not in parameterized:  # a chain's step with a constant or an evaluated array
@@ -195,6 +196,7 @@ def collect(targets, mark, fusing: bool) -> list:
                     first = False
                 else:
                     first = None
+                    y = None  # (a reference held here would count as a holder of ins[1] below)
                 # The references to x: m's inputs, this variable and the argument.
                 if (first is not None and x._data is None and x._exec is None and room > 0 and x._shape == shape
                         and x._stream is stream and x._siblings is None and x._prim.__class__ in elementwise
@@ -226,6 +228,7 @@ def collect(targets, mark, fusing: bool) -> list:
                             room -= 1
                             x = z
                             more += 1
+                        z = None  # (as y above)
             if a is None:
                 args = []
                 for x in ins:
