@@ -254,6 +254,7 @@ def test_fast_op_kernels_compile():
              sources.layer_norm_source("umx_layer_norm"), sources.sdpa_source("umx_sdpa"),
              sources.sdpa_softmax_source("umx_sdpa_softmax"),
              sources.sdpa_softmax_source("umx_sdpa_softmax_bf16", bf),
+             sources.softmax_source("umx_softmax"), sources.softmax_source("umx_softmax_bf16", bf),
              sources.rms_norm_source("umx_rms_norm_bf16", bf, bf), sources.rms_norm_source("umx_rms_norm_mixed", bf, f),
              sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
              sources.sdpa_source("umx_sdpa_bf16", bf)]
@@ -292,6 +293,9 @@ def test_norm_kernels_fit_blocks_of_their_widest_launch():
         for types in ((f, f), (bf, bf), (bf, f)):
             for name, used in _registers(make("umx_norm", *types)).items():
                 assert used <= most, (name, types, used)
+    for t in (f, bf):  # (softmax's rows of many elements take blocks of 1024 threads)
+        for name, used in _registers(sources.softmax_source("umx_softmax", t)).items():
+            assert used <= most, (name, t, used)
 
 
 def _parameters(code: str, name: str) -> str:
@@ -312,6 +316,7 @@ def test_launch_signatures_match_the_kernels_parameters():
     made = {"rms_norm": [sources.rms_norm_source("k", bf, f)], "layer_norm": [sources.layer_norm_source("k", bf, bf)],
             "rope": [sources.rope_source("k", bf)], "sdpa": [sources.sdpa_source("k", bf)],
             "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
+            "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
             "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)]}
     for which, codes in made.items():

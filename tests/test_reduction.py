@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_stored
+from conftest import DEVICES, assert_close, assert_stored
 
 import umx as mx
 
@@ -135,6 +135,45 @@ def test_logsumexp_stable(device):
     out = mx.logsumexp(mx.array([1000.0, 1000.0]), stream=device)
     assert_close(out, 1000 + np.log(2))
     assert mx.logsumexp(mx.array([-np.inf, -np.inf]), stream=device).item() == -np.inf
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 300, 2049, 8192, 8193, 33000])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_softmax_and_logsumexp_over_rows_of_every_length(device, rng, n, dtype):
+    # (on the GPU, rows are a warp's (n <= 256), a block's, and longer than a block keeps in registers (> 8192))
+    rows = 5 if n > 2049 else 37
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    a = mx.array(x).astype(getattr(mx, dtype))
+    x64 = np.asarray(a.astype(mx.float32)).astype(np.float64)  # (bfloat16: the values as rounded)
+    e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
+    rtol = 1e-5 if dtype == "float32" else 8e-3
+    sm = mx.softmax(a, axis=-1, stream=device)
+    lse = mx.logsumexp(a, axis=-1, keepdims=True, stream=device)
+    assert sm.dtype == a.dtype and lse.dtype == a.dtype and lse.shape == (rows, 1)
+    assert_close(sm, e / e.sum(axis=-1, keepdims=True), rtol=rtol, atol=1e-7)
+    assert_close(lse, np.log(e.sum(axis=-1, keepdims=True)) + x64.max(axis=-1, keepdims=True), rtol=rtol)
+    assert_stored(sm)
+    # a transposed view's last axis (not contiguous) and a 3-d batch
+    t = mx.swapaxes(mx.reshape(a, (rows, 1, n)), 0, 1)
+    assert_close(mx.logsumexp(t, axis=-1, stream=device), np.asarray(lse).T, rtol=rtol)
+    at = mx.array(np.ascontiguousarray(x.T)).astype(getattr(mx, dtype)).T
+    assert_close(mx.softmax(at, axis=-1, stream=device), e / e.sum(axis=-1, keepdims=True), rtol=rtol, atol=1e-7)
+
+
+def test_softmax_and_logsumexp_of_rows_with_infinities_and_nans_agree_across_devices():
+    inf, nan = np.inf, np.nan
+    rows = np.array([[-inf, -inf, -inf], [inf, 1, 2], [-inf, 0, 1], [nan, 0, 1], [1e30, -1e30, 0], [inf, inf, 0]],
+                    np.float32)
+    for n in (3, 3000):  # (a warp a row, a block a row)
+        x = np.full((rows.shape[0], n), -inf, np.float32)
+        x[:, :3] = rows
+        a = mx.array(x)
+        for op in (mx.softmax, mx.logsumexp):
+            want = np.asarray(op(a, axis=-1, stream=mx.cpu))
+            assert np.isnan(want).any()  # (the rows that must give NaN do)
+            for d in DEVICES:  # (NaNs and infinities where the CPU has them, finite values to rounding)
+                got = np.asarray(op(a, axis=-1, stream=d))
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True)
 
 
 def test_axis_errors(device):

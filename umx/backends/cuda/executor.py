@@ -35,6 +35,7 @@ from .lane import OWN, Lane
 from .marks import Marks
 from .pressure import SPILL_MIN_BYTES, track
 from .quantized import NATIVE as QUANTIZED_NATIVE
+from .softmax import NATIVE as SOFTMAX_NATIVE
 from .traced import TracedBatches
 from .transfers import HOST_ONLY, Transfers
 
@@ -43,8 +44,8 @@ _runtime = cp.cuda.runtime
 KERNELS = make_table()
 _cupy_matmul = KERNELS[Matmul]
 #: primitive class -> its kernel on the inputs' data as stored (bfloat16 unwidened), asked before the kernel table:
-#: mx.fast's, and the quantized product for a few rows
-NATIVE = {**FAST_NATIVE, **QUANTIZED_NATIVE}
+#: mx.fast's, the quantized product for a few rows, softmax and logsumexp over the last axis
+NATIVE = {**FAST_NATIVE, **QUANTIZED_NATIVE, **SOFTMAX_NATIVE}
 _NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16: see _matmul_bf16)
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)

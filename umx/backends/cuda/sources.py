@@ -897,6 +897,77 @@ extern "C" __global__ void {name}(float* scores, {p}* probs, const void* __restr
 """
 
 
+#: the elements of a row each thread of the softmax kernel keeps in registers between its passes
+SOFTMAX_CACHED = 8
+#: the threads a block of the softmax kernel has when a warp takes a row (several rows a block)
+SOFTMAX_WARP_ROWS_BLOCK = 128
+
+
+def softmax_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of softmax (or, with ``log_sum_exp``, logsumexp) over the last axis of ``rows`` contiguous
+    rows of ``n`` elements of storage type ``x`` (see ``FAST_TYPES``; the output's too), in float32 whatever
+    the type, the result rounded once. ``lanes`` threads take a row: 32 (a warp; several rows a block, reduced by
+    shuffles) or a block's worth (one row a block). Each thread keeps its first ``SOFTMAX_CACHED`` elements in
+    registers, so a row of up to ``lanes * SOFTMAX_CACHED`` elements is read once and written once. As the
+    shared kernel computes them: ``e = exp(x - max)``, softmax ``e / sum(e)``; logsumexp
+    ``log(sum(e)) + max`` with a maximum that is not finite taken as 0 (NaN, like ``+inf``, spreads through the
+    sum)."""
+    return BLOCK_REDUCE + FAST_IO + f"""
+__device__ __forceinline__ float umx_row_reduce(float v, float* partial, bool is_max, bool warp_rows) {{
+  if (!warp_rows) return umx_block_reduce(v, partial, is_max);
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {{
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }}
+  return v;
+}}
+
+extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ out, long long rows, int n,
+                                  int lanes, int log_sum_exp) {{
+  __shared__ float partial[32];
+  const bool warp_rows = lanes == 32;
+  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
+  const {x}* xr = x + row * n;
+  const float lowest = __int_as_float(0xff800000u);
+  float kept[{SOFTMAX_CACHED}];
+  float top = lowest;
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    const int j = lane + c * lanes;
+    kept[c] = j < n ? umx_ld(xr, j) : lowest;
+    top = fmaxf(top, kept[c]);
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < n; j += lanes) top = fmaxf(top, umx_ld(xr, j));
+  top = umx_row_reduce(top, partial, true, warp_rows);
+  if (log_sum_exp && !isfinite(top)) top = 0.0f;
+  float total = 0.0f;
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    if (lane + c * lanes < n) {{
+      kept[c] = expf(kept[c] - top);
+      total += kept[c];
+    }}
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < n; j += lanes) total += expf(umx_ld(xr, j) - top);
+  total = umx_row_reduce(total, partial, false, warp_rows);
+  if (log_sum_exp) {{
+    if (lane == 0) umx_st(out, row, logf(total) + top);
+    return;
+  }}
+  {x}* o = out + row * n;
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    const int j = lane + c * lanes;
+    if (j < n) umx_st(o, j, kept[c] / total);
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < n; j += lanes) umx_st(o, j, expf(umx_ld(xr, j) - top) / total);
+}}
+"""
+
+
 #: rows of x the quantized matrix-vector kernel takes (each warp keeps one sum per row and column in registers)
 QMV_MAX_ROWS = 8
 #: warps per block of the quantized matrix-vector kernel
@@ -1142,6 +1213,7 @@ SIGNATURES = {
     "sdpa_combine": "pppiiii",
     "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_softmax": "pppp" + "iiiiifi" + "qqqq",
+    "softmax": "ppqiii",
     "qmv": "pppppii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
 }

@@ -1,0 +1,67 @@
+"""Softmax and logsumexp over the last axis as one kernel of umx's own (``sources.softmax_source``), on float32
+and bfloat16 data as stored (bfloat16 read as its 16-bit storage, computed in float32, rounded once). The shared
+kernels (``backends/xp/reduction.py``) take five CuPy calls and read the input three times; this one reads a row
+once and writes it once. Other axes and dtypes, and empty arrays, take the shared kernels.
+
+The kernel only enqueues device work, so CUDA graphs capture these nodes as they did the shared kernels'."""
+
+from __future__ import annotations
+
+import functools
+
+from ...dtypes import bfloat16, float32
+from ...primitives import reduction as r
+from ._probe import _cupy
+from .launch import Launch
+from .sources import FAST_TYPES, SIGNATURES, SOFTMAX_CACHED, SOFTMAX_WARP_ROWS_BLOCK, softmax_source
+
+cp = _cupy()
+
+_STORAGE = {float32: FAST_TYPES["float32"], bfloat16: FAST_TYPES["bfloat16"]}
+_MOST_LANES = 1024  # (a block's threads)
+
+
+@functools.cache
+def _kernel(xt: str) -> Launch:
+    name = "umx_softmax" + ("_bf16" if xt == FAST_TYPES["bfloat16"] else "_f32")
+    return Launch(cp.RawKernel(softmax_source(name, xt), name), SIGNATURES["softmax"])
+
+
+def lanes_for(n: int) -> int:
+    """The threads that take a row of ``n`` elements: enough to keep it in registers, a multiple of a warp, at
+    least one warp and at most a block."""
+    wanted = -(-n // SOFTMAX_CACHED)
+    return min(_MOST_LANES, max(32, -(-wanted // 32) * 32))
+
+
+def _over_rows(n, args: list, log_sum_exp: bool):
+    x = n._inputs[0]
+    xt = _STORAGE.get(x._dtype)
+    shape = x._shape
+    data = args[0]
+    if (xt is None or n._dtype is not x._dtype or not shape or n._prim.axes != (len(shape) - 1,)
+            or type(data) is not cp.ndarray or data.size == 0):
+        return None
+    d = shape[-1]
+    rows = data.size // d
+    data = cp.ascontiguousarray(data)
+    out = cp.empty(rows if log_sum_exp else data.shape, data.dtype)
+    lanes = lanes_for(d)
+    if lanes == 32:  # a warp a row, several rows a block
+        grid, block = -(-rows // (SOFTMAX_WARP_ROWS_BLOCK // 32)), SOFTMAX_WARP_ROWS_BLOCK
+    else:
+        grid, block = rows, lanes
+    _kernel(xt)((grid,), (block,), data.data.ptr, out.data.ptr, rows, d, lanes, int(log_sum_exp))
+    return out.reshape(n._shape)
+
+
+def _softmax(n, args: list):
+    return _over_rows(n, args, False)
+
+
+def _logsumexp(n, args: list):
+    return _over_rows(n, args, True)
+
+
+#: primitive class -> ``(node, its inputs' data as stored) -> output or None`` (see fast.NATIVE)
+NATIVE = {r.Softmax: _softmax, r.LogSumExp: _logsumexp}
