@@ -48,6 +48,50 @@ def test_float16_products_accumulate_in_float32_and_round_once(device, rng, sa, 
     assert_close(out, ref.astype(np.float64), rtol=2e-3, atol=2e-3, dtype=mx.float16)
 
 
+def _laid_out(x, order):
+    """``x``'s values in memory laid out in axis order ``order`` (a view of a C-ordered permutation)."""
+    back = tuple(int(i) for i in np.argsort(order))
+    return mx.transpose(mx.contiguous(mx.transpose(x, order)), back)
+
+
+_VIEWS = {  # name -> (a view of a umx operand, the same view's values in NumPy)
+    "as is": (lambda x: x, lambda x: x),
+    "transposed batch": (lambda x: _laid_out(x, (0, 1, 3, 2)), lambda x: x),
+    "head split": (lambda x: _laid_out(x, (0, 2, 1, 3)), lambda x: x),
+    "reversed batch": (lambda x: x[::-1], lambda x: x[::-1]),
+    "every other row": (lambda x: mx.concatenate([x, x], axis=-2)[..., ::2, :],
+                        lambda x: np.concatenate([x, x], axis=-2)[..., ::2, :]),
+    "broadcast batch": (lambda x: mx.broadcast_to(x[:1], x.shape), lambda x: np.broadcast_to(x[:1], x.shape)),
+    "batch of a slice": (lambda x: mx.concatenate([x, x], axis=1)[:, 1:x.shape[1] + 1],
+                         lambda x: np.concatenate([x, x], axis=1)[:, 1:x.shape[1] + 1]),
+}
+
+
+@pytest.mark.parametrize("view", sorted(_VIEWS))
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_products_of_strided_batches(device, rng, view, dtype):
+    # (B, H, L, D) @ (B, H, D, L) and its transposes, each operand viewed in turn
+    x = rng.standard_normal((2, 3, 5, 8)).astype(np.float32)
+    y = rng.standard_normal((2, 3, 8, 4)).astype(np.float32)
+    t = getattr(mx, dtype)
+    rounded = [np.asarray(mx.array(v).astype(t).astype(mx.float32)).astype(np.float64) for v in (x, y)]
+    view_of, np_view_of = _VIEWS[view]
+    tol = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2}[dtype]
+    for first in (True, False):
+        a, b = (mx.array(x).astype(t), mx.array(y).astype(t))
+        ra, rb = rounded
+        if first:
+            a, ra = view_of(a), np_view_of(ra)
+        else:
+            b, rb = view_of(b), np_view_of(rb)
+        out = mx.matmul(a, b, stream=device)
+        assert out.dtype == t
+        assert_close(out, ra @ rb, rtol=tol, atol=tol)
+        # a transposed operand's product: (b.T @ a.T).T
+        out = mx.swapaxes(mx.matmul(mx.swapaxes(b, -1, -2), mx.swapaxes(a, -1, -2), stream=device), -1, -2)
+        assert_close(out, ra @ rb, rtol=tol, atol=tol)
+
+
 def test_matmul_errors(device):
     with pytest.raises(ValueError, match=r"matmul.*\(3, 4\).*\(5, 2\)"):
         mx.matmul(mx.zeros((3, 4)), mx.zeros((5, 2)), stream=device)

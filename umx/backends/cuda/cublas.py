@@ -176,18 +176,8 @@ def _product(handle: Handle, a, b, spec, out):
             vb = cp.ascontiguousarray(cp.broadcast_to(vb, full + (k, n)))
             ba = bb = full
     count = prod(bb) if bb else prod(ba)
-    if ba:
-        va = cp.ascontiguousarray(va)
-    if bb:
-        vb = cp.ascontiguousarray(vb)
-    la = _layout(va) if not ba else (_N, k)
-    if la is None:
-        va = cp.ascontiguousarray(va)
-        la = (_N, k)
-    lb = _layout(vb) if not bb else (_N, n)
-    if lb is None:
-        vb = cp.ascontiguousarray(vb)
-        lb = (_N, n)
+    va, la, sa = _operand(va, ba)
+    vb, lb, sb = _operand(vb, bb)
     rows = va.shape[-2] if not ba else m  # (a folded batch makes more rows)
     out = cp.empty((count if (ba or bb) else 1) * rows * n, a.dtype)
     dtype, compute, alpha, beta = spec
@@ -197,9 +187,46 @@ def _product(handle: Handle, a, b, spec, out):
                                  la[1], beta, out.data.ptr, dtype, n, compute, _ALGO_DEFAULT))
     else:
         _check(_lib.cublasGemmStridedBatchedEx(
-            h, lb[0], la[0], n, m, k, alpha, vb.data.ptr, dtype, lb[1], k * n if bb else 0, va.data.ptr, dtype,
-            la[1], m * k if ba else 0, beta, out.data.ptr, dtype, n, m * n, count, compute, _ALGO_DEFAULT))
+            h, lb[0], la[0], n, m, k, alpha, vb.data.ptr, dtype, lb[1], sb, va.data.ptr, dtype, la[1], sa, beta,
+            out.data.ptr, dtype, n, m * n, count, compute, _ALGO_DEFAULT))
     return out.reshape(shape)
+
+
+def _operand(x, batch: tuple):
+    """``(x, (op, ld), stride)``: operand ``x`` of a product as cuBLAS reads it, a batch of matrices ``stride``
+    elements apart (0: one matrix for every product). A view is read as it lies where its matrices fit
+    :func:`_layout` and its batch axes make one stride (a transposed batch: attention's ``k.T``, a gradient's
+    ``p.T``); otherwise it is copied to C order first."""
+    if batch:
+        got = _batch_stride(x)
+        if got is not None:
+            layout = _layout(x)
+            if layout is not None:
+                return x, layout, got
+        x = cp.ascontiguousarray(x)
+        return x, (_N, x.shape[-1]), x.shape[-2] * x.shape[-1]
+    layout = _layout(x)
+    if layout is None:
+        x = cp.ascontiguousarray(x)
+        layout = (_N, x.shape[-1])
+    return x, layout, 0
+
+
+def _batch_stride(x):
+    """The one stride (in elements) between the matrices of ``x``'s batch axes (``x[..., r, c]``), or None where
+    the batch axes do not make one stride (a head-split view ``(B, L, H, D) -> (B, H, L, D)``, a negative
+    stride)."""
+    isz = x.itemsize
+    stride = span = None
+    for n, s in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
+        if n == 1:
+            continue
+        if s < 0 or s % isz or (span is not None and s != span):
+            return None
+        if stride is None:
+            stride = s
+        span = n * s
+    return 0 if stride is None else stride // isz
 
 
 #: storage dtype char -> cudaDataType, for :func:`batched` (uint16: bfloat16's storage)
