@@ -336,6 +336,18 @@ def test_sdpa_many_queries_in_bfloat16(device, rng, mask, parts, monkeypatch):
     assert_close(got, ref_sdpa(qr, kr, vr, 0.2, mr, sr), *TOL[mx.bfloat16])
 
 
+@pytest.mark.parametrize("t_k", [5, 256, 300, 2049, 9000])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_sdpa_many_queries_over_keys_of_every_length(device, rng, t_k, dtype):
+    # (on the GPU, the products' softmax takes a row by a warp (up to 256 keys), by a block, and past what a block
+    # keeps in registers (8192))
+    for mask in MASKS:
+        (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, mask, 1, 4, 2, 17, t_k, 16, 8, dtype)
+        got = F.scaled_dot_product_attention(q, k, v, scale=0.25, mask=m, sinks=sinks, stream=device)
+        assert got.dtype == dtype
+        assert_close(got, ref_sdpa(qr, kr, vr, 0.25, mr, sr), *TOL[dtype])
+
+
 def test_sdpa_strided_inputs(device, rng):
     q, qr = _in(rng, (2, 5, 4, 8))  # (B, T, N, D) seen as (B, N, T, D)
     k, kr = _in(rng, (2, 6, 2, 8))

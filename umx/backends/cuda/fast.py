@@ -20,7 +20,7 @@ import numpy as np
 
 from ...dtypes import bfloat16, float32, widen_bf16
 from ...primitives import fast as fp
-from . import cublas
+from . import cublas, softmax
 from ._probe import _cupy
 from .launch import Launch
 from .sources import (
@@ -264,8 +264,10 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
         if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
             return None
         probs = scores if xt == _F else cp.empty(scores.shape, q.dtype)
-        _kernel("sdpa_softmax", xt)((batch * n_q * n,), (BLOCK,), scores.data.ptr, probs.data.ptr, mask.data.ptr,
-                                    _ptr(sinks), n_q, n, t0, t_q, t_k, prim.scale, mask_kind, *strides)
+        rows = batch * n_q * n
+        grid, block, lanes = softmax.launch_shape(rows, t_k)
+        _kernel("sdpa_softmax", xt)((grid,), (block,), scores.data.ptr, probs.data.ptr, mask.data.ptr, _ptr(sinks),
+                                    rows, n_q, n, t0, t_q, t_k, prim.scale, mask_kind, lanes, *strides)
         del scores  # (bfloat16: its memory serves the next allocation)
         part = cp.empty((groups, rep * n, d_v), q.dtype)
         if cublas.batched(h, probs, v, part) is None:

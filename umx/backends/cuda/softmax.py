@@ -27,11 +27,15 @@ def _kernel(xt: str) -> Launch:
     return Launch(cp.RawKernel(softmax_source(name, xt), name), SIGNATURES["softmax"])
 
 
-def lanes_for(n: int) -> int:
-    """The threads that take a row of ``n`` elements: enough to keep it in registers, a multiple of a warp, at
-    least one warp and at most a block."""
+def launch_shape(rows: int, n: int) -> tuple:
+    """``(grid, block, lanes)`` for the softmax kernels over ``rows`` rows of ``n`` elements: ``lanes`` threads a
+    row, enough to keep it in registers, a multiple of a warp from one warp to a block; a warp a row takes blocks
+    of ``SOFTMAX_WARP_ROWS_BLOCK`` threads (several rows each), more lanes a block a row."""
     wanted = -(-n // SOFTMAX_CACHED)
-    return min(_MOST_LANES, max(32, -(-wanted // 32) * 32))
+    lanes = min(_MOST_LANES, max(32, -(-wanted // 32) * 32))
+    if lanes == 32:
+        return -(-rows // (SOFTMAX_WARP_ROWS_BLOCK // 32)), SOFTMAX_WARP_ROWS_BLOCK, lanes
+    return rows, lanes, lanes
 
 
 def _over_rows(n, args: list, log_sum_exp: bool):
@@ -46,11 +50,7 @@ def _over_rows(n, args: list, log_sum_exp: bool):
     rows = data.size // d
     data = cp.ascontiguousarray(data)
     out = cp.empty(rows if log_sum_exp else data.shape, data.dtype)
-    lanes = lanes_for(d)
-    if lanes == 32:  # a warp a row, several rows a block
-        grid, block = -(-rows // (SOFTMAX_WARP_ROWS_BLOCK // 32)), SOFTMAX_WARP_ROWS_BLOCK
-    else:
-        grid, block = rows, lanes
+    grid, block, lanes = launch_shape(rows, d)
     _kernel(xt)((grid,), (block,), data.data.ptr, out.data.ptr, rows, d, lanes, int(log_sum_exp))
     return out.reshape(n._shape)
 

@@ -319,6 +319,25 @@ __device__ __forceinline__ void umx_st8(unsigned short* p, const float* v) {
 """
 
 
+#: the elements of a row each thread of the softmax kernels keeps in registers between its passes
+SOFTMAX_CACHED = 8
+#: the threads a block of the softmax kernels has when a warp takes a row (several rows a block)
+SOFTMAX_WARP_ROWS_BLOCK = 128
+
+#: a row's sum (or maximum) over the ``lanes`` threads that take it: a warp's by shuffles, or a block's
+ROW_REDUCE = r"""
+__device__ __forceinline__ float umx_row_reduce(float v, float* partial, bool is_max, bool warp_rows) {
+  if (!warp_rows) return umx_block_reduce(v, partial, is_max);
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  return v;
+}
+"""
+
+
 def rms_norm_source(name: str, x: str = "float", w: str = "float") -> str:
     """The CUDA C++ of ``mx.fast.rms_norm`` on rows of storage type ``x`` (see ``FAST_TYPES``; the output's too)
     with a weight of type ``w``: one block per row sums the squares (float32), then scales the row (and
@@ -856,51 +875,71 @@ extern "C" __global__ void {name}_combine(const float* __restrict__ part, const 
 
 
 def sdpa_softmax_source(name: str, p: str = "float") -> str:
-    """The CUDA C++ of attention's softmax over float32 scores that a product computed: one block per row of
-    ``t_k`` scores (rows ordered as the queries ``(B, Hq, Tq)``, those of one call being query positions
-    ``t_start ..`` of ``t_total``): each score times ``scale``, masked as in :func:`sdpa_source`, then the row's
-    softmax (with the query head's sink logit, where ``sinks`` is given, joining the sum), written to ``probs``
-    of storage type ``p`` (see ``FAST_TYPES``; float32: ``probs`` may be ``scores``, in place)."""
-    return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
+    """The CUDA C++ of attention's softmax over float32 scores that a product computed: ``lanes`` threads per row
+    of ``t_k`` scores, as in :func:`softmax_source` (a warp a row, several rows a block, or a block a row; each
+    thread keeps ``SOFTMAX_CACHED`` scores in registers), rows ordered as the queries ``(B, Hq, Tq)``, those of
+    one call being query positions ``t_start ..`` of ``t_total``: each score times ``scale``, masked as in
+    :func:`sdpa_source`, then the row's softmax (with the query head's sink logit, where ``sinks`` is given,
+    joining the sum), written to ``probs`` of storage type ``p`` (see ``FAST_TYPES``; float32: ``probs`` may be
+    ``scores``, in place)."""
+    return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + ROW_REDUCE + f"""
 extern "C" __global__ void {name}(float* scores, {p}* probs, const void* __restrict__ mask,
-                                  const float* __restrict__ sinks, int n_q, int t_q, int t_start, int t_total,
-                                  int t_k, float scale, int mask_kind,
+                                  const float* __restrict__ sinks, long long rows, int n_q, int t_q, int t_start,
+                                  int t_total, int t_k, float scale, int mask_kind, int lanes,
                                   long long ms0, long long ms1, long long ms2, long long ms3) {{
   __shared__ float partial[32];
-  const long long row = blockIdx.x;
+  const bool warp_rows = lanes == 32;
+  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
   const int t = (int)(row % t_q) + t_start;
   const int hq = (int)((row / t_q) % n_q);
   const int bi = (int)(row / ((long long)t_q * n_q));
   float* s = scores + row * t_k;
   const int last = t + (t_k - t_total);
   const long long mrow = (long long)bi * ms0 + (long long)hq * ms1 + (long long)t * ms2;
-  float top = __int_as_float(0xff800000u);
-  for (int j = threadIdx.x; j < t_k; j += blockDim.x) {{
-    float v = s[j] * scale;
-    v = umx_masked_score(v, mask_kind, mask, mrow + (long long)j * ms3, j > last);
-    s[j] = v;
+  const float lowest = __int_as_float(0xff800000u);
+  float kept[{SOFTMAX_CACHED}];
+  float top = lowest;
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    const int j = lane + c * lanes;
+    kept[c] = j < t_k ? umx_masked_score(s[j] * scale, mask_kind, mask, mrow + (long long)j * ms3, j > last)
+                      : lowest;
+    top = fmaxf(top, kept[c]);
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < t_k; j += lanes) {{
+    const float v = umx_masked_score(s[j] * scale, mask_kind, mask, mrow + (long long)j * ms3, j > last);
+    s[j] = v;  // (the masked score, read again below)
     top = fmaxf(top, v);
   }}
-  top = umx_block_reduce(top, partial, true);
-  const float sink = sinks != nullptr ? sinks[hq] : __int_as_float(0xff800000u);
+  top = umx_row_reduce(top, partial, true, warp_rows);
+  const float sink = sinks != nullptr ? sinks[hq] : lowest;
   top = fmaxf(top, sink);
   float total = 0.0f;
-  for (int j = threadIdx.x; j < t_k; j += blockDim.x) {{
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    if (lane + c * lanes < t_k) {{
+      kept[c] = expf(kept[c] - top);
+      total += kept[c];
+    }}
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < t_k; j += lanes) {{
     const float e = expf(s[j] - top);
     s[j] = e;
     total += e;
   }}
-  total = umx_block_reduce(total, partial, false);
+  total = umx_row_reduce(total, partial, false, warp_rows);
   if (sinks != nullptr) total += expf(sink - top);
-  for (int j = threadIdx.x; j < t_k; j += blockDim.x) umx_st(probs, row * t_k + j, s[j] / total);
+  {p}* o = probs + row * t_k;
+  #pragma unroll
+  for (int c = 0; c < {SOFTMAX_CACHED}; ++c) {{
+    const int j = lane + c * lanes;
+    if (j < t_k) umx_st(o, j, kept[c] / total);
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < t_k; j += lanes) umx_st(o, j, s[j] / total);
 }}
 """
-
-
-#: the elements of a row each thread of the softmax kernel keeps in registers between its passes
-SOFTMAX_CACHED = 8
-#: the threads a block of the softmax kernel has when a warp takes a row (several rows a block)
-SOFTMAX_WARP_ROWS_BLOCK = 128
 
 
 def softmax_source(name: str, x: str = "float") -> str:
@@ -912,17 +951,7 @@ def softmax_source(name: str, x: str = "float") -> str:
     shared kernel computes them: ``e = exp(x - max)``, softmax ``e / sum(e)``; logsumexp
     ``log(sum(e)) + max`` with a maximum that is not finite taken as 0 (NaN, like ``+inf``, spreads through the
     sum)."""
-    return BLOCK_REDUCE + FAST_IO + f"""
-__device__ __forceinline__ float umx_row_reduce(float v, float* partial, bool is_max, bool warp_rows) {{
-  if (!warp_rows) return umx_block_reduce(v, partial, is_max);
-  #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {{
-    const float other = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }}
-  return v;
-}}
-
+    return BLOCK_REDUCE + FAST_IO + ROW_REDUCE + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ out, long long rows, int n,
                                   int lanes, int log_sum_exp) {{
   __shared__ float partial[32];
@@ -1212,7 +1241,7 @@ SIGNATURES = {
     "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_combine": "pppiiii",
     "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
-    "sdpa_softmax": "pppp" + "iiiiifi" + "qqqq",
+    "sdpa_softmax": "pppp" + "q" + "iiiiifii" + "qqqq",
     "softmax": "ppqiii",
     "qmv": "pppppii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
