@@ -77,10 +77,8 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
         b = cp.ascontiguousarray(params[-1]) if prim.has_bias else x
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
                                prim.eps, int(prim.has_weight), int(prim.has_bias))
-    elif (threads == NORM_FEW_ROWS_BLOCK and d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK
-          and (x.data.ptr | w.data.ptr) % 16 == 0):
-        # Few rows (a decode step's), 8 elements a thread: float32 and bfloat16 alike, so that bfloat16 keeps
-        # float32's order of sums. (Many rows are faster by the general kernel.)
+    elif d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK and (x.data.ptr | w.data.ptr) % 16 == 0:
+        # 8 elements a thread: float32 and bfloat16 alike, so that bfloat16 keeps float32's order of sums
         _kernel(which, xt, wt, part="vec")((rows,), (-(-d // 256) * 32,), x.data.ptr, w.data.ptr, out.data.ptr,
                                            d, prim.eps, int(prim.has_weight))
     else:
