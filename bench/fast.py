@@ -1,14 +1,15 @@
 """mx.fast and quantized products: each fused op against the same computation written with plain umx ops, and
 against torch, measured in the same run.
 
-Rows: rms_norm and layer_norm of (32, 512, 1024); RoPE of (1, 32, 512, 128); attention with a causal mask over
-512 queries and keys (32 query heads, 8 key heads, head size 128) and one decoding query over 4096 keys; a
-4096x4096 weight times a vector, 4-bit affine (group 64) against float32 and bfloat16 weights. Each on the CPU
-and, where there is one, the GPU. Times are medians of interleaved rounds (``_util.timed_apart``: on the CPU, torch's
+Rows: rms_norm and layer_norm of (32, 512, 1024); softmax over the last axis of attention-shaped scores (16, 8, 256,
+256) and logsumexp over a vocabulary's logits (4096, 8192); RoPE of (1, 32, 512, 128); attention with a causal mask
+over 512 queries and keys (32 query heads, 8 key heads, head size 128) and one decoding query over 4096 keys; a
+4096x4096 weight times a vector, 4-bit affine (group 64) against float32 and bfloat16 weights. Each on the CPU and,
+where there is one, the GPU. Times are medians of interleaved rounds (``_util.timed_apart``: on the CPU, torch's
 columns are timed apart, after the others). The two decoding rows (attention over 4096 keys, the matvec) cycle
 through copies of their keys and values or weights that together exceed the caches, so each call reads them from
-memory, as a decoding step does. GPU work is synchronized inside the timed region. The last column is the
-plain-op (or float32) time over the fused (or quantized) one: above 1, the fused op is faster.
+memory, as a decoding step does. GPU work is synchronized inside the timed region. The last column is the plain-op
+(or float32) time over the fused (or quantized) one: above 1, the fused op is faster.
 
 Usage: python bench/fast.py [--quick]
 """
@@ -78,6 +79,16 @@ def layer_norm_ops(x, w, b, eps):
     return (x - mu) * mx.rsqrt(mx.var(x, axis=-1, keepdims=True) + eps) * w + b
 
 
+def softmax_ops(x):
+    e = mx.exp(x - mx.max(x, axis=-1, keepdims=True))
+    return e / mx.sum(e, axis=-1, keepdims=True)
+
+
+def logsumexp_ops(x):
+    m = mx.max(x, axis=-1, keepdims=True)
+    return mx.log(mx.sum(mx.exp(x - m), axis=-1)) + mx.squeeze(m, -1)
+
+
 def rope_ops(x, dims, base, offset):
     t, half = x.shape[-2], dims // 2
     inv = mx.exp(-mx.arange(half, dtype=mx.float32) * (math.log(base) / half))
@@ -139,6 +150,12 @@ def cases(dev: str, quick: bool) -> list:
     row(f"layer_norm {tuple(x.shape)}", lambda: mx.fast.layer_norm(x, w, b, 1e-5),
         lambda: layer_norm_ops(x, w, b, 1e-5),
         (lambda: torch.nn.functional.layer_norm(xt, (1024,), wt, bt, 1e-5)) if torch is not None else None, 10)
+    sm, smt = arr(16 // scale_n, 8, 256, 256, scale=4.0)
+    row(f"softmax {tuple(sm.shape)}", lambda: mx.softmax(sm, axis=-1), lambda: softmax_ops(sm),
+        (lambda: torch.softmax(smt, -1)) if torch is not None else None, 10)
+    lg, lgt = arr(4096 // scale_n, 8192, scale=4.0)
+    row(f"logsumexp {tuple(lg.shape)}", lambda: mx.logsumexp(lg, axis=-1), lambda: logsumexp_ops(lg),
+        (lambda: torch.logsumexp(lgt, -1)) if torch is not None else None, 10)
     r, rt = arr(1, 32 // scale_n, 512, 128)
     row(f"rope {tuple(r.shape)}",
         lambda: mx.fast.rope(r, 128, traditional=False, base=10000.0, scale=1.0, offset=7),

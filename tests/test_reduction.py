@@ -160,6 +160,21 @@ def test_softmax_and_logsumexp_over_rows_of_every_length(device, rng, n, dtype):
     assert_close(mx.softmax(at, axis=-1, stream=device), e / e.sum(axis=-1, keepdims=True), rtol=rtol, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape", [(600, 1000), (3, 70, 4096), (2, 65536 + 1)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_softmax_in_blocks_of_rows_gives_the_shared_kernels_bits(rng, shape, dtype):
+    # (large inputs: blocks of rows across the CPU's cores; rows longer than a block take the shared kernel)
+    from umx.backends.cpu import executor
+    from umx.backends.xp.reduction import _softmax
+    from umx.primitives.reduction import Softmax
+
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    x[0, :7] = -np.inf
+    got = mx.softmax(mx.array(x, dtype=mx.float32 if dtype == np.float32 else mx.float64), axis=-1, stream=mx.cpu)
+    np.testing.assert_array_equal(np.asarray(got), _softmax(np, Softmax((len(shape) - 1,)), x))
+    assert executor.KERNELS[Softmax](Softmax((len(shape) - 1,)), x).dtype == dtype
+
+
 def test_softmax_and_logsumexp_of_rows_with_infinities_and_nans_agree_across_devices():
     inf, nan = np.inf, np.nan
     rows = np.array([[-inf, -inf, -inf], [inf, 1, 2], [-inf, 0, 1], [nan, 0, 1], [1e30, -1e30, 0], [inf, inf, 0]],

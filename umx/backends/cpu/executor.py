@@ -25,8 +25,9 @@ from .donate import make_table as donations
 from .fused import run_fused
 from .kernels import BF16_STORAGE, make_table
 from .reduce_split import split_reductions
+from .softmax import blocked_softmax
 
-KERNELS = split_reductions(make_table())
+KERNELS = blocked_softmax(split_reductions(make_table()))
 GIFTS = donations(KERNELS)
 _PINNED_MIN_BYTES = 1 << 20  # below this, staging costs little and the pinned pool's blocks are better kept
 
