@@ -170,6 +170,26 @@ def test_copy_cached_once(placement, rng):
     assert data_ids(a._copies or {}) == data_ids(copies)
 
 
+
+@pytest.mark.parametrize("device", [mx.cpu, pytest.param(mx.gpu, marks=pytest.mark.skipif(
+    not mx.is_available(mx.gpu), reason="no CUDA GPU"))], ids=["cpu", "gpu"])
+def test_aliases_of_host_data_share_one_copy_per_device(device, rng):
+    # an optimizer's lr.astype(g.dtype), once per parameter: every alias is the same data, copied to a device once
+    lr = mx.array(0.5)
+    ws = [mx.array(rng.standard_normal((4,)).astype(np.float32)) for _ in range(5)]
+    aliases = [lr.astype(mx.float32) for _ in ws]
+    outs = [mx.multiply(a, w, stream=device) for a, w in zip(aliases, ws)]
+    mx.eval(outs)
+    for o, w in zip(outs, ws):
+        assert_close(o, 0.5 * np.asarray(w))
+    assert lr._copies is not None and all(a._copies is lr._copies for a in aliases)  # (one record of copies)
+    on_device = [k for k in lr._copies if getattr(k, "type", None) is mx.gpu]
+    assert len(on_device) == (device == mx.gpu)
+    b = aliases[0]
+    b += 1  # rebinding one alias gives it a record of its own and leaves the others alone
+    assert b._copies is not lr._copies and aliases[1]._copies is lr._copies
+    assert_close(b, 1.5)
+
 def test_failure_crosses_streams(placement):
     p, c = placement
     a = mx.array(np.array([[np.nan, 0.0], [0.0, 1.0]], np.float32))

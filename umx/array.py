@@ -423,6 +423,10 @@ def alias(a: array) -> array:
     """
     d = a._data
     if d is not None and (type(d) is np.ndarray or isinstance(d, np.generic)):
+        if a._copies is None and type(d) is np.ndarray:
+            # One record of device copies for every alias of this data: an optimizer's ``lr.astype(dtype)`` per
+            # parameter, each read on a GPU, then uploads it once, not once per alias.
+            a._copies = {}
         b = _new(array)
         _copy_state(b, a)
         b._siblings = None

@@ -124,7 +124,7 @@ def _permuted(a: array, axes: tuple, stream) -> array:
         prim = _TRANSPOSES[axes] = Transpose(axes)
     st = resolve_stream(stream)
     data = a._data
-    if data is not None and a._prim is None and a._copies is None:
+    if data is not None and a._prim is None and not a._copies:
         # A view of evaluated data that nothing copied elsewhere computes nothing: made now it costs no node and
         # no task (a weight's ``.T`` in every eager step). (Not for a value read inside a transform, which keeps
         # its graph: _prim is set.)
