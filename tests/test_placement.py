@@ -185,6 +185,8 @@ def test_aliases_of_host_data_share_one_copy_per_device(device, rng):
     assert lr._copies is not None and all(a._copies is lr._copies for a in aliases)  # (one record of copies)
     on_device = [k for k in lr._copies if getattr(k, "type", None) is mx.gpu]
     assert len(on_device) == (device == mx.gpu)
+    big = mx.array(np.zeros(1 << 16, np.float32))  # (256 KiB: each object keeps its own record, for pressure)
+    assert big.astype(mx.float32)._copies is None and big._copies is None
     b = aliases[0]
     b += 1  # rebinding one alias gives it a record of its own and leaves the others alone
     assert b._copies is not lr._copies and aliases[1]._copies is lr._copies

@@ -415,6 +415,10 @@ def _copy_state(dst: array, src: array) -> None:
     dst._copies, dst._exec, dst._seq, dst._siblings = src._copies, src._exec, src._seq, src._siblings
 
 
+#: host data up to this size shares one record of device copies among its aliases (see ``alias``)
+_SHARED_COPIES_MAX_BYTES = 64 << 10
+
+
 def alias(a: array) -> array:
     """A new array object with the value of ``a``: what ``a[...]``, ``mx.array(a)`` and ``mx.asarray(a)`` return.
 
@@ -423,9 +427,10 @@ def alias(a: array) -> array:
     """
     d = a._data
     if d is not None and (type(d) is np.ndarray or isinstance(d, np.generic)):
-        if a._copies is None and type(d) is np.ndarray:
-            # One record of device copies for every alias of this data: an optimizer's ``lr.astype(dtype)`` per
-            # parameter, each read on a GPU, then uploads it once, not once per alias.
+        if a._copies is None and type(d) is np.ndarray and d.nbytes <= _SHARED_COPIES_MAX_BYTES:
+            # One record of device copies for every alias of this small data: an optimizer's ``lr.astype(dtype)``
+            # per parameter, each read on a GPU, then uploads it once, not once per alias. (Large data keeps a
+            # record per object: a device's memory pressure drops such copies through the object that made them.)
             a._copies = {}
         b = _new(array)
         _copy_state(b, a)
