@@ -165,10 +165,13 @@ def test_softmax_and_logsumexp_over_rows_of_every_length(device, rng, n, dtype):
 def test_cpu_softmax_in_blocks_of_rows_gives_the_shared_kernels_bits(rng, shape, dtype):
     # (large inputs: blocks of rows across the CPU's cores; rows longer than a block take the shared kernel)
     from umx.backends.cpu import executor
+    from umx.backends.cpu import softmax as cpu_softmax
     from umx.backends.xp.reduction import _softmax
     from umx.primitives.reduction import Softmax
 
     x = (rng.standard_normal(shape) * 5).astype(dtype)
+    blocked = x.size >= cpu_softmax.MIN_SIZE and shape[-1] <= cpu_softmax.BLOCK_ELEMENTS
+    assert blocked == (shape[-1] <= 4096)  # (the shapes are chosen on either side of the thresholds)
     x[0, :7] = -np.inf
     got = mx.softmax(mx.array(x, dtype=mx.float32 if dtype == np.float32 else mx.float64), axis=-1, stream=mx.cpu)
     np.testing.assert_array_equal(np.asarray(got), _softmax(np, Softmax((len(shape) - 1,)), x))

@@ -1,14 +1,15 @@
 """Softmax over the last axis of a large float array, in blocks of rows: each block small enough to stay in a
 core's cache through the kernel's five passes (max, subtract, exp, sum, divide), and the blocks spread over the
-pool's threads (NumPy releases the GIL inside its loops). Each row takes the same NumPy calls as in the shared
-kernel (``backends/xp/reduction.py``), so the results are the same bits."""
+pool's threads (NumPy releases the GIL inside its loops). Each block takes the shared kernel's own calls
+(``backends/xp/reduction.softmax_into``), row by row the same, so the results are the same bits."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...primitives import reduction as r
-from ...runtime.threads import CORES, chunks, map_chunks
+from ...runtime.threads import chunks, map_chunks
+from ..xp.reduction import softmax_into
 
 #: the elements of one block of rows (float32: 256 KiB, a core's L2 holds it and its output)
 BLOCK_ELEMENTS = 1 << 16
@@ -31,13 +32,10 @@ def blocked_softmax(table: dict) -> dict:
 
         def blocks(lo: int, hi: int) -> None:
             for a in range(lo, hi, per):
-                xs, o = rows[a:min(hi, a + per)], out[a:min(hi, a + per)]
-                np.subtract(xs, np.max(xs, axis=1, keepdims=True), out=o)
-                np.exp(o, out=o)
-                np.divide(o, np.sum(o, axis=1, keepdims=True), out=o)
+                b = min(hi, a + per)
+                softmax_into(np, rows[a:b], (1,), out[a:b])
 
-        bounds = chunks(rows.shape[0], n * x.itemsize) if CORES > 1 else [(0, rows.shape[0])]
-        map_chunks(blocks, bounds)
+        map_chunks(blocks, chunks(rows.shape[0], n * x.itemsize))  # (one chunk on one core)
         return out.reshape(x.shape)
 
     table[r.Softmax] = run

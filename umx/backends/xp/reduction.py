@@ -58,10 +58,16 @@ def _softmax(xp, prim, x):
     dt = x.dtype
     if dt.itemsize < 4:
         x = x.astype(xp.float32)
-    e = xp.subtract(x, xp.max(x, axis=prim.axes, keepdims=True), out=xp.empty(x.shape, x.dtype))
-    xp.exp(e, out=e)  # in place, as the division below: one array of x's size in all
-    xp.divide(e, xp.sum(e, axis=prim.axes, keepdims=True), out=e)
-    return e.astype(dt, copy=False)
+    return softmax_into(xp, x, prim.axes, xp.empty(x.shape, x.dtype)).astype(dt, copy=False)
+
+
+def softmax_into(xp, x, axes: tuple, out):
+    """``exp(x - max) / sum`` over ``axes`` of float ``x``, written into ``out`` (``x``'s shape and dtype) and
+    returned: the exponentials and the division in place, so ``out`` is the only array of ``x``'s size."""
+    xp.subtract(x, xp.max(x, axis=axes, keepdims=True), out=out)
+    xp.exp(out, out=out)
+    xp.divide(out, xp.sum(out, axis=axes, keepdims=True), out=out)
+    return out
 
 
 def _reduced_shape(shape, axes, keepdims):
