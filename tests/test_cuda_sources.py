@@ -204,14 +204,14 @@ def _own_sources(dtype: str, kinds: str) -> list:
     return codes
 
 
-@pytest.mark.parametrize("kinds", ["pp", "pr", "rf", "pi", "pu", "pb"])
+@pytest.mark.parametrize("kinds", ["pp", "pr", "rf", "pi", "pu", "pb", "sp", "ps"])
 def test_own_elementwise_kernels_compile(kinds):
     codes = [c for dtype in _OWN for c in _own_sources(dtype, kinds)]
     assert len(codes) >= 3 * len(_OWN)
     compile_cuda(in_namespaces(codes))
 
 
-@pytest.mark.parametrize("kinds", ["pp", "rp", "pu"])
+@pytest.mark.parametrize("kinds", ["pp", "rp", "pu", "ps"])
 def test_own_bfloat16_kernels_read_and_write_storage(kinds):
     codes = _own_sources("bfloat16", kinds)
     assert len(codes) == 5
@@ -222,6 +222,8 @@ def test_own_bfloat16_kernels_read_and_write_storage(kinds):
         assert "const float x1 = umx_bf16_load((unsigned short)s1);" in add
     else:
         assert "const unsigned short* __restrict__ p0" in add and "umx_bf16_load(p0[i" in add
+    if kinds == "ps":  # a strided leaf's storage, by row and column
+        assert "const float x1 = umx_bf16_load(p1[(long long)((unsigned)i / (unsigned)c1) * q1" in add
     compile_cuda(in_namespaces(codes))
 
 
@@ -318,7 +320,8 @@ def test_launch_signatures_match_the_kernels_parameters():
             "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
             "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
-            "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)]}
+            "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)],
+            "strided_copy": [sources.strided_copy_source("k", u) for u in sources.COPY_UNITS]}
     for which, codes in made.items():
         for code in codes:
             assert _parameters(code, "k") == sources.SIGNATURES[which], which
@@ -330,6 +333,12 @@ def test_launch_signatures_match_the_kernels_parameters():
 def test_dynamic_slice_kernels_compile():
     codes = [sources.dynamic_slice_source(f"umx_ds_{n}_{u}", n, u) for n in sources.SLICE_TYPES for u in (False, True)]
     assert "out[at] = upd[e];" in codes[-1] and "out[e] = x[at];" in codes[0]
+    compile_cuda(in_namespaces(codes))
+
+
+def test_strided_copy_kernels_compile():
+    codes = [sources.strided_copy_source(f"umx_strided_copy_{u}", u) for u in sources.COPY_UNITS]
+    assert "const uint4* __restrict__ x" in codes[0] and "unsigned char* __restrict__ out" in codes[-1]
     compile_cuda(in_namespaces(codes))
 
 

@@ -17,6 +17,7 @@ import os
 from math import prod
 
 from ._probe import _cupy
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -167,13 +168,13 @@ def _product(handle: Handle, a, b, spec, out):
     ba, bb = va.shape[:-2], vb.shape[:-2]
     if bb == () and ba != ():
         # batches of a against one b: one product of (batch * m) rows
-        va = cp.ascontiguousarray(va).reshape(prod(ba) * m, k)
+        va = contiguous(va).reshape(prod(ba) * m, k)
         ba = ()
     elif ba != bb:
         if ba != () and bb != ():  # batch axes that broadcast: expand both (rare)
             full = _result_shape(va.shape[:-2] + (1, 1), vb.shape[:-2] + (1, 1))[:-2]
-            va = cp.ascontiguousarray(cp.broadcast_to(va, full + (m, k)))
-            vb = cp.ascontiguousarray(cp.broadcast_to(vb, full + (k, n)))
+            va = contiguous(cp.broadcast_to(va, full + (m, k)))
+            vb = contiguous(cp.broadcast_to(vb, full + (k, n)))
             ba = bb = full
     count = prod(bb) if bb else prod(ba)
     va, la, sa = _operand(va, ba)
@@ -203,11 +204,11 @@ def _operand(x, batch: tuple):
             layout = _layout(x)
             if layout is not None:
                 return x, layout, got
-        x = cp.ascontiguousarray(x)
+        x = contiguous(x)
         return x, (_N, x.shape[-1]), x.shape[-2] * x.shape[-1]
     layout = _layout(x)
     if layout is None:
-        x = cp.ascontiguousarray(x)
+        x = contiguous(x)
         layout = (_N, x.shape[-1])
     return x, layout, 0
 

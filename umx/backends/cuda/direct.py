@@ -30,7 +30,7 @@ import numpy as np
 
 from ._probe import _cupy
 from .fusion import C_TYPES, steps
-from .sources import AXES_ROWS, axes_reduce_source, elementwise_source, narrow_source, reduce_source
+from .sources import AXES_ROWS, axes_reduce_source, elementwise_source, merged_axes, narrow_source, reduce_source
 from .sources import BLOCK as _BLOCK
 from .sources import NARROW_TYPES as _NARROW_TYPES
 
@@ -56,7 +56,7 @@ MIRROR_MAX = _BLOCK
 # (converted to the leaf's type in the kernel); a bool as one byte and seven zero bytes, read as an integer.
 _SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] for t in np.sctypeDict.values()
                  if issubclass(t, np.generic) and np.dtype(t).kind in "fiub"}
-_PACK = {"p": "Q", "r": "Qq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # struct codes of each kind's parameters
+_PACK = {"p": "Q", "r": "Qq", "s": "Qqq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # each kind's parameters
 
 # (structure key, leaf kinds, device), (reduction, dtype, device) or ("matmul", dtype char, columns, device) ->
 # (function pointer, module, parameter packer), or None where umx's kernels do not apply
@@ -96,10 +96,15 @@ class Launcher:
         for d in datas:
             if d.__class__ is _ndarray:
                 if d.size == n:  # of the output's shape (up to leading ones): element i is d's element i
-                    if not _contiguous(d):
-                        return None
-                    kinds += "p"
-                    params.append(d.data.ptr)
+                    if _contiguous(d):
+                        kinds += "p"
+                        params.append(d.data.ptr)
+                    else:
+                        rows = _rows(d) if n <= ROWS_MAX_ELEMENTS else None
+                        if rows is None:
+                            return None
+                        kinds += "s"  # rows of contiguous elements, a stride apart: a slice of joined columns
+                        params += (d.data.ptr, *rows)
                 elif _suffix(d.shape, shape) and _contiguous(d):
                     kinds += "r"  # broadcast along leading axes: element i is d's element i % d.size
                     params += (d.data.ptr, d.size)
@@ -248,16 +253,29 @@ def _suffix(inner: tuple, shape: tuple) -> bool:
     return len(core) <= len(shape) and shape[len(shape) - len(core):] == core
 
 
+#: a strided leaf (kind ``s``) is addressed in 32-bit arithmetic: outputs of at most this many elements
+ROWS_MAX_ELEMENTS = 2**31 - 1
+
+
+def _rows(d):
+    """``(row length, row stride)`` in elements of a view ``d`` made of rows of contiguous elements a stride
+    apart (``x[..., :half]`` of a joined projection's output), or None for any other layout."""
+    axes = merged_axes(d.shape, d.strides)
+    item = d.itemsize
+    if len(axes) != 2 or axes[1][1] != item or axes[0][1] % item:
+        return None
+    return axes[1][0], axes[0][1] // item
+
 def _compile(key, kinds: str, device: int, source_of, source_arg):
     """Compile (once per device) the kernel of ``key`` for leaves of ``kinds``; None if it cannot be written."""
     entry = None
     made = source_of(source_arg)
-    if made is not None and 2 * len(kinds) + 5 <= _MAX_PARAMS:
+    if made is not None and 3 * len(kinds) + 5 <= _MAX_PARAMS:
         leaf_dtypes, program, node_dtypes = made
         lines = None
         # (not float16: CuPy's half type is a class of its own; bfloat16 is read and written as its storage)
         if all(d.name in C_TYPES and d.name != "float16" for d in (*leaf_dtypes, *node_dtypes)) and all(
-                k in "pru" for d, k in zip(leaf_dtypes, kinds) if d.name == "bfloat16"):  # (bits travel as "u")
+                k in "prsu" for d, k in zip(leaf_dtypes, kinds) if d.name == "bfloat16"):  # (bits travel as "u")
             lines = steps(leaf_dtypes, program, node_dtypes)
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"

@@ -40,6 +40,7 @@ from .sources import (
     sdpa_softmax_source,
     sdpa_source,
 )
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -68,13 +69,13 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
     """A normalization's kernel (``which``: "rms_norm" or "layer_norm"): one block per row; ``xt``, ``wt``: the
     storage types of ``x`` (and the output) and of the weight and bias."""
     d = x.shape[-1]
-    x = cp.ascontiguousarray(x)
+    x = contiguous(x)
     out = cp.empty_like(x)
-    w = cp.ascontiguousarray(params[0]) if prim.has_weight else x  # (any pointer: not read)
+    w = contiguous(params[0]) if prim.has_weight else x  # (any pointer: not read)
     rows = x.size // d
     threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
     if which == "layer_norm":
-        b = cp.ascontiguousarray(params[-1]) if prim.has_bias else x
+        b = contiguous(params[-1]) if prim.has_bias else x
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
                                prim.eps, int(prim.has_weight), int(prim.has_bias))
     elif d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK and (x.data.ptr | w.data.ptr) % 16 == 0:
@@ -111,10 +112,10 @@ def _rope(prim, x, offsets, xt: str):
         kind = _OFFSET_KINDS.get(offsets.dtype.char)
         if kind is None:
             offsets, kind = offsets.astype(cp.float32), 0
-        offsets, fixed = cp.ascontiguousarray(offsets.reshape(-1)), 0.0
+        offsets, fixed = contiguous(offsets.reshape(-1)), 0.0
     out = cp.empty(x.shape, x.dtype)
     if x.ndim > 4 or any(s % x.itemsize for s in x.strides):  # (a view of up to four axes is read in place)
-        x = cp.ascontiguousarray(x).reshape((-1,) + x.shape[-3:] if x.ndim > 4 else x.shape)
+        x = contiguous(x).reshape((-1,) + x.shape[-3:] if x.ndim > 4 else x.shape)
     shape = (1,) * (4 - x.ndim) + x.shape
     strides = (0,) * (4 - x.ndim) + tuple(s // x.itemsize for s in x.strides)
     half = prim.dims // 2
@@ -174,9 +175,9 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
         m = m.reshape((1,) * (4 - m.ndim) + m.shape)
         if prim.mask == "additive":
             m = to_float(m).astype(cp.float32, copy=False)
-        mask = cp.ascontiguousarray(m)
+        mask = contiguous(m)
         strides = tuple(0 if n == 1 else s // mask.itemsize for n, s in zip(mask.shape, mask.strides))
-    sinks = cp.ascontiguousarray(to_float(rest[-1]).astype(cp.float32, copy=False)) if prim.has_sinks else None
+    sinks = contiguous(to_float(rest[-1]).astype(cp.float32, copy=False)) if prim.has_sinks else None
     if sdpa_fits(prim, q.shape, k.shape, v.shape):
         return _sdpa_rows(prim, q, k, v, mask, strides, sinks, xt)
     h = cublas.current()
@@ -191,7 +192,7 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     one key head), those rows together, each key and value read once for all of them (its ``_group`` kernel)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
-    q, k, v = cp.ascontiguousarray(q), cp.ascontiguousarray(k), cp.ascontiguousarray(v)
+    q, k, v = contiguous(q), contiguous(k), contiguous(v)
     rows = batch * n_q * t_q
     grouped = (GROUPED and (n_q // n_kv) * t_q <= SDPA_GROUP_ROWS and max(d, d_v) <= SDPA_GROUP_HEAD
                and d % 8 == 0 and d_v % 8 == 0)  # (its tiles are read 16 bytes at a time)
@@ -248,8 +249,8 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     rep = n_q // n_kv
     groups = batch * n_kv
-    k = cp.ascontiguousarray(k).reshape(groups, t_k, d)  # (read transposed by the product: no copy of k.T)
-    v = cp.ascontiguousarray(v).reshape(groups, t_k, d_v)
+    k = contiguous(k).reshape(groups, t_k, d)  # (read transposed by the product: no copy of k.T)
+    v = contiguous(v).reshape(groups, t_k, d_v)
     per_position = batch * n_q * t_k * (4 if xt == _F else 6)  # (float32 scores, and probabilities)
     step = max(1, min(t_q, SCORES_BYTES // per_position))
     out = None if step == t_q else cp.empty((batch, n_q, t_q, d_v), q.dtype)
@@ -257,7 +258,7 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     for t0 in range(0, t_q, step):
         n = min(t_q, t0 + step) - t0
         # (a key head's query heads are neighbours: (B * Hkv, rep * n, D) rows, in the order of q's rows)
-        qc = cp.ascontiguousarray(q[:, :, t0:t0 + n]).reshape(groups, rep * n, d)
+        qc = contiguous(q[:, :, t0:t0 + n]).reshape(groups, rep * n, d)
         scores = cp.empty((groups, rep * n, t_k), cp.float32)
         if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
             return None

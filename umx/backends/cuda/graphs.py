@@ -60,6 +60,7 @@ from ._probe import _cupy
 from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
 from .layout import update_in_place
 from .pressure import RELEASERS
+from .strided import contiguous
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
 
@@ -616,7 +617,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             else:
                 mutated.append((in_place[i], i))
         if i in kept and not out.flags.c_contiguous:  # (what is exported is copied whole: see _pack)
-            out = cp.ascontiguousarray(out)
+            out = contiguous(out)
         produced[id(node)] = len(values)
         values.append(out if i in last or i in kept else None)  # (a value nothing reads: dropped at once)
         args = out = None
@@ -688,8 +689,10 @@ def _copy(dst, src, stream) -> None:
     if src.flags.c_contiguous and src.dtype == dst.dtype:
         if src.nbytes:
             _runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes, _D2D, stream.ptr)
+    elif src.dtype == dst.dtype:
+        contiguous(src, out=dst)  # (the current stream is this one)
     else:
-        cp.copyto(dst, src)  # (the current stream is this one)
+        cp.copyto(dst, src)
 
 
 def _end_capture(stream):

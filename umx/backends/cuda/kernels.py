@@ -14,7 +14,7 @@ from ...primitives.misc import Compiled
 from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
-from . import collectives, cublas, custom_kernel
+from . import collectives, cublas, custom_kernel, strided
 from . import fast as fast_kernels
 from . import layout as layout_kernels
 from . import quantized as quantized_kernels
@@ -115,6 +115,7 @@ def make_table() -> dict:
     table[CudaKernel] = custom_kernel.run
     fast_kernels.install(table)
     layout_kernels.install(table)
+    strided.install(table)
     table[Convolution] = _convolution
     return table
 

@@ -13,6 +13,7 @@ from ...primitives import layout as ly
 from ._probe import _cupy
 from .launch import Launch
 from .sources import BLOCK, SIGNATURES, SLICE_MAX_AXES, SLICE_TYPES, dynamic_slice_source
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -43,7 +44,7 @@ def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
             params += (1, 1, -1)
         else:
             params += (block[a - pad], x.shape[a - pad], slots.get(a - pad, -1))
-    start = cp.ascontiguousarray(start)
+    start = contiguous(start)
     blocks = min(-(-total // BLOCK), _MAX_BLOCKS)
     _kernel(x.itemsize, upd is not None)((blocks,), (BLOCK,), x.data.ptr, (upd if upd is not None else x).data.ptr,
                                          out.data.ptr, start.data.ptr, kind, start.size, total, *params)
@@ -55,7 +56,7 @@ def dynamic_slice(fallback):
 
     def run(prim, x, start):
         if type(x) is cp.ndarray and type(start) is cp.ndarray:
-            x = cp.ascontiguousarray(x)
+            x = contiguous(x)
             out = cp.empty(prim.shape, x.dtype)
             if _launch(x, None, out, start, prim.axes, prim.shape):
                 return out
@@ -73,7 +74,7 @@ def _update_takes(x, update, start) -> bool:
 def _write_update(prim, out, update, start) -> bool:
     """Write ``update`` into ``out`` (C-contiguous, holding the input's values) at ``start``; False where the kernel
     does not apply."""
-    return _launch(out, cp.ascontiguousarray(update), out, start, prim.axes, update.shape)
+    return _launch(out, contiguous(update), out, start, prim.axes, update.shape)
 
 
 def dynamic_slice_update(fallback):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._probe import _cupy
 from .sources import QMV_MAX_ROWS, QMV_WARPS, bf16_matvec_source, matvec_columns
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -39,7 +40,7 @@ def bf16_matvec(a, b, shape: tuple):
     rows = a.size // k
     if not 0 < rows <= QMV_MAX_ROWS:
         return None
-    a = cp.ascontiguousarray(a)
+    a = contiguous(a)
     w = b.T
     if a.data.ptr % 16 or w.data.ptr % 16:  # (16-byte loads)
         return None

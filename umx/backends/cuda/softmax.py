@@ -14,6 +14,7 @@ from ...primitives import reduction as r
 from ._probe import _cupy
 from .launch import Launch
 from .sources import FAST_TYPES, SIGNATURES, SOFTMAX_CACHED, SOFTMAX_WARP_ROWS_BLOCK, softmax_source
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -48,7 +49,7 @@ def _over_rows(n, args: list, log_sum_exp: bool):
         return None
     d = shape[-1]
     rows = data.size // d
-    data = cp.ascontiguousarray(data)
+    data = contiguous(data)
     out = cp.empty(rows if log_sum_exp else data.shape, data.dtype)
     grid, block, lanes = launch_shape(rows, d)
     _kernel(xt)((grid,), (block,), data.data.ptr, out.data.ptr, rows, d, lanes, int(log_sum_exp))

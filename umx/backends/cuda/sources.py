@@ -39,7 +39,8 @@ COMBINE = {
 
 def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype) -> str:
     """The CUDA C++ of one elementwise kernel ``name``: ``lines`` (see ``fusion.steps``) over leaves of ``kinds``
-    (``p``: an array of the output's size, ``r``: one broadcast along leading axes, else a scalar of that kind),
+    (``p``: an array of the output's size, ``r``: one broadcast along leading axes, ``s``: one of the output's
+    size in rows of contiguous elements a stride apart, else a scalar of that kind),
     in a grid-stride loop over the output, then the mirror's flag. bfloat16 is read and written as its 16-bit
     storage (a constant too: its bits travel as an unsigned integer) and computed in float."""
     params = []
@@ -55,6 +56,10 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
         elif k == "r":
             params += [f"const {stored}* __restrict__ p{i}", f"long long m{i}"]
             loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[i % m{i}]')};")
+        elif k == "s":  # rows of c elements, q apart (the host keeps n below 2**31: 32-bit division)
+            params += [f"const {stored}* __restrict__ p{i}", f"long long c{i}", f"long long q{i}"]
+            at = f"(long long)((unsigned)i / (unsigned)c{i}) * q{i} + (unsigned)i % (unsigned)c{i}"
+            loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[{at}]')};")
         else:
             params.append(f"{SCALAR_TYPES[k]} s{i}")
             scalars.append(f"const {t} x{i} = {_load(bits, f'(unsigned short)s{i}') if bits else f'({t})s{i}'};")
@@ -1231,6 +1236,84 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
 """
 
 
+
+#: the unit a strided copy moves, by its width in bytes (it moves bits: any dtype whose rows are whole units)
+COPY_UNITS = {16: "uint4", 8: "uint2", 4: "unsigned int", 2: "unsigned short", 1: "unsigned char"}
+#: the most axes a strided copy's rows take (the source's axes but its last, after merging)
+COPY_ROW_AXES = 3
+
+
+def strided_copy_source(name: str, unit: int) -> str:
+    """The CUDA C++ of a copy of a strided view into C order: ``out`` is ``rows x inner`` units of ``unit`` bytes,
+    row ``r = (i0, i1, i2)`` (sizes ``(., n1, n2)``) read at ``x + i0 * s0 + i1 * s1 + i2 * s2`` (strides in units),
+    its units contiguous. One thread a unit, in 32-bit arithmetic (the host keeps ``total`` below 2**31): a row's
+    place is worked out once per unit of up to 16 bytes, not once per element."""
+    t = COPY_UNITS[unit]
+    return f"""
+extern "C" __global__ void {name}(const {t}* __restrict__ x, {t}* __restrict__ out, int total, int inner, int n1,
+                                  int n2, long long s0, long long s1, long long s2) {{
+  for (unsigned int e = blockIdx.x * blockDim.x + threadIdx.x; e < (unsigned int)total;
+       e += gridDim.x * blockDim.x) {{
+    const unsigned int row = e / (unsigned int)inner, col = e - row * (unsigned int)inner;
+    const unsigned int i2 = row % (unsigned int)n2, rest = row / (unsigned int)n2;
+    const unsigned int i1 = rest % (unsigned int)n1, i0 = rest / (unsigned int)n1;
+    out[e] = x[i0 * s0 + i1 * s1 + i2 * s2 + col];
+  }}
+}}
+"""
+
+
+def merged_axes(shape: tuple, strides: tuple) -> list:
+    """``[(size, stride)]`` of a view's axes with size-1 axes dropped and each axis merged into the next where
+    it steps over that one whole (C order kept): the fewest axes that address the same elements."""
+    out: list = []
+    for n, s in zip(shape, strides):
+        if n == 1:
+            continue
+        if out and out[-1][1] == s * n:
+            out[-1] = (out[-1][0] * n, s)
+        else:
+            out.append((n, s))
+    return out
+
+
+def view_strides(shape: tuple, strides: tuple, new_shape: tuple) -> tuple | None:
+    """The strides of ``new_shape`` over the elements of a view of ``shape`` and ``strides`` in C order, or
+    None where no strides give them (the view must be copied). NumPy's rule: each run of new axes must cover a
+    run of old axes that step over each other whole."""
+    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    out = [0] * len(new_shape)
+    i = j = 0  # the next new axis and old axis
+    while i < len(new_shape) and j < len(old):
+        i_end, j_end = i + 1, j + 1
+        a, b = new_shape[i], old[j][0]
+        while a != b:
+            if a < b:
+                if i_end == len(new_shape):
+                    return None
+                a *= new_shape[i_end]
+                i_end += 1
+            else:
+                if j_end == len(old):
+                    return None
+                b *= old[j_end][0]
+                j_end += 1
+        for k in range(j, j_end - 1):
+            if old[k][1] != old[k + 1][0] * old[k + 1][1]:
+                return None
+        step = old[j_end - 1][1]
+        for k in range(i_end - 1, i - 1, -1):
+            out[k] = step
+            step *= new_shape[k]
+        i, j = i_end, j_end
+    if j != len(old):
+        return None
+    for k in range(i, len(new_shape)):  # (trailing new axes of size 1)
+        if new_shape[k] != 1:
+            return None
+    return tuple(out)
+
+
 #: the parameters of umx's kernels launched through ``launch.Launch``, one code each: ``p`` a pointer, ``i`` int,
 #: ``f`` float, ``q`` long long (``tests/test_cuda_sources.py`` reads them against the sources above)
 SIGNATURES = {
@@ -1245,4 +1328,5 @@ SIGNATURES = {
     "softmax": "ppqiii",
     "qmv": "pppppii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
+    "strided_copy": "ppiiii" + "qqq",
 }
