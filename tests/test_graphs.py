@@ -436,6 +436,36 @@ def test_large_inputs_are_read_in_place_and_recaptured_with_a_slot_when_they_cha
     assert graphs.STATS.captures - captures == 1
 
 
+
+def test_a_new_view_of_the_same_memory_stays_bound(graphs, monkeypatch):
+    """A weight's ``.T`` is a new view object at every step, of the same device memory: the graph keeps reading it
+    in place (no copy in, no new capture). A view of other memory of the same layout (another half of the
+    weight) is other data: its results are its own."""
+    monkeypatch.setattr(graphs, "BIND_MIN_BYTES", 4096)
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((128, 64)).astype(np.float32)
+    wm = mx.add(mx.array(w), 0.0, stream=G)  # (data made on the GPU: its .T is a view of that data)
+    mx.eval(wm)
+
+    def step(x, w):
+        return mx.tanh(mx.matmul(mx.sin(x, stream=G), w, stream=G), stream=G)
+
+    xs = [rng.standard_normal((3, 64)).astype(np.float32) for _ in range(6)]
+    before = graphs.STATS.as_dict()
+    for x in xs:
+        got = np.array(step(mx.array(x), wm.T))
+        np.testing.assert_allclose(got, np.tanh(np.sin(x.astype(np.float64)) @ w.T), rtol=1e-5, atol=1e-5)
+    after = graphs.STATS.as_dict()
+    assert after["replays"] - before["replays"] >= 4
+    assert after["captures"] - before["captures"] == 1
+    assert after["copies_in"] - before["copies_in"] <= 6  # x each replay, never the weight's view
+    halves = [wm[:64], wm[64:]]  # (evaluated: views of the weight's memory, same shape and strides)
+    mx.eval(halves)
+    for i, x in enumerate(xs):
+        got = np.array(step(mx.array(x), halves[i % 2].T))
+        want = np.tanh(np.sin(x.astype(np.float64)) @ w[64 * (i % 2):64 * (i % 2 + 1)].T)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
 def test_decode_like_steps_with_fast_ops_replay_as_graphs(graphs):
     """rms_norm, rope and attention over a few queries run by umx's own kernels, which a graph captures: a decode
     step (a few queries against a cache) is replayed, with the host's results."""

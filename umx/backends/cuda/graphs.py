@@ -14,9 +14,10 @@ Memory: a graph owns every buffer its kernels write, from a pool of its own, so 
 - Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very data
   (data is immutable: same buffer object, same values), so weights read step after step are not copied again.
 - A large input (``BIND_MIN_BYTES``; a model's weights) is not copied at all: the graph reads it where it lies,
-  *bound* to that buffer. A replay checks that each bound input is the same data (by a weak reference: the graph
-  does not keep it alive); where one is not, the batch is captured again with that input copied into a slot like
-  the small ones, so inputs that change every time (a training step's weights) settle into slots.
+  *bound* to that buffer. A replay checks that each bound input is the same data (by a weak reference to the array
+  owning its memory, and the view's place in it: the graph does not keep it alive); where one is not, the batch
+  is captured again with that input copied into a slot like the small ones, so inputs that change every time (a
+  training step's weights) settle into slots.
 - Outputs that anything outside the batch holds (the user, a later eval, another stream) are copied out of the
   graph: the graph's last copies pack them into one export area, and a replay copies that area into one fresh
   buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
@@ -131,8 +132,8 @@ class Captured:
         self.graph = graph
         self.pool = pool
         self.slots = slots  # per input: the buffer the graph reads (its own slot, or a bound input's data)
-        self.sources: list = [None] * len(slots)  # weakref to the data (a device array) each slot holds
-        self.bound = bound  # (input position, weakref to the data the graph reads in place)
+        self.sources: list = [None] * len(slots)  # the data each slot holds (see _data_ref)
+        self.bound = bound  # (input position, the data the graph reads in place: see _data_ref)
         self.copied = copied  # input positions always copied into a slot (a bound one that changed)
         self.values = values
         self.export = export  # the held values, packed by the graph's last copies
@@ -184,7 +185,7 @@ class Graphs:
         with self.lock:
             copied = frozenset()
             if type(entry) is Captured:
-                moved = [s for s, ref in entry.bound if ref() is not inputs[s]]
+                moved = [s for s, ref in entry.bound if not _same_data(ref, inputs[s])]
                 values = entry.values
                 # A bound input that is other data now: capture again, copying it into a slot. A value held now
                 # that the capture let go (held by no one then): capture again, keeping it.
@@ -242,7 +243,7 @@ class Graphs:
         if graph is None or values is None:
             return None
         STATS.captures += 1
-        bound = [(s, weakref.ref(d)) for s, (d, b) in enumerate(zip(inputs, bind)) if b]
+        bound = [(s, _data_ref(d)) for s, (d, b) in enumerate(zip(inputs, bind)) if b]
         for s, _ in bound:
             slots[s] = None  # (the graph reads the data; it is not the graph's to keep)
         return Captured(graph, pool, slots, bound, copied, values, export, offsets, mutated)
@@ -304,7 +305,7 @@ class Graphs:
                     self._drop(key)
                     entry = None
                 else:
-                    moved = [s for s, ref in entry.bound if ref() is not inputs[s]]
+                    moved = [s for s, ref in entry.bound if not _same_data(ref, inputs[s])]
                     if not moved:
                         outs = _replay(entry, inputs, entry.retained, self.ex.cuda_stream)
                         return tuple([outs[k] for k in entry.picks])
@@ -650,9 +651,9 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
             continue
         src = g.sources[s]
         # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
-        if src is None or src() is not d:
+        if src is None or not _same_data(src, d):
             _copy(g.slots[s], d, stream)
-            g.sources[s] = weakref.ref(d)
+            g.sources[s] = _data_ref(d)
             STATS.copies_in += 1
     g.graph.launch(stream)
     outs = []
@@ -668,10 +669,26 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
         at = {i: k for k, i in enumerate(retained)}
         for s, i in g.mutated:
             k = at.get(i)
-            g.sources[s] = weakref.ref(outs[k]) if k is not None else None
+            g.sources[s] = _data_ref(outs[k]) if k is not None else None
     STATS.replays += 1
     STATS.copies_out += len(retained)
     return outs
+
+
+def _data_ref(d) -> tuple:
+    """What tells device array ``d``'s data at a later replay: a weak reference to the array that owns its memory
+    (a view's base: a weight's ``.T`` is a new view object at every step, of the same memory) and the view's
+    place and layout in it. The graph does not keep the data alive; while the owner lives its memory holds the
+    same values (device data is immutable)."""
+    base = d.base
+    return weakref.ref(d if base is None else base), d.data.ptr, d.shape, d.strides, d.dtype
+
+
+def _same_data(ref: tuple, d) -> bool:
+    """Whether device array ``d`` is the data ``ref`` (see :func:`_data_ref`) was made from."""
+    base = d.base
+    return (ref[0]() is (d if base is None else base) and ref[1] == d.data.ptr and ref[2] == d.shape
+            and ref[3] == d.strides and ref[4] == d.dtype)
 
 
 def _program_capturable(tasks: list) -> bool:
