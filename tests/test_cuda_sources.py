@@ -267,7 +267,9 @@ def test_fast_op_kernels_compile():
                                     (4, 8, 2, 64, False, 4), (2, 3, 1, 128, False, 1), (8, 8, 4, 32, False, 4)]]
     assert "__byte_perm" in qmv[0] and "const unsigned short* __restrict__ scales" in qmv[0]
     assert "const float* __restrict__ x" in qmv[3] and "uint4" not in qmv[4]
-    matvec = [sources.bf16_matvec_source(f"umx_bf16_matvec_{r}_{c}", r, c) for r, c in [(1, 4), (8, 1), (3, 2)]]
+    matvec = [sources.bf16_matvec_source(f"umx_bf16_matvec_{r}_{c}_{w}", r, c, w, r < 3)
+              for r, c, w in [(1, 2, 8), (4, 4, 2), (3, 1, 1)]]
+    assert "__ldcs(wc[c] + i)" in matvec[0] and "wc[c][i]" in matvec[2]
     compile_cuda(in_namespaces(codes + qmv + matvec))
 
 
@@ -320,6 +322,7 @@ def test_launch_signatures_match_the_kernels_parameters():
             "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
             "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
+            "bf16_matvec": [sources.bf16_matvec_source("k", 1, 2, 8)],
             "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)],
             "strided_copy": [sources.strided_copy_source("k", u) for u in sources.COPY_UNITS]}
     for which, codes in made.items():

@@ -1142,12 +1142,16 @@ extern "C" __global__ void {name}(const {xt}* __restrict__ x, const unsigned int
 """
 
 
-def bf16_matvec_source(name: str, rows: int, cols: int) -> str:
+def bf16_matvec_source(name: str, rows: int, cols: int, warps: int, stream: bool = True) -> str:
     """The CUDA C++ of ``x @ w.T`` for a few rows of bfloat16 ``x`` (``rows``; ``(rows, K)``) and a bfloat16
     weight ``w`` ``(N, K)`` stored row by row (a linear layer's), all as bfloat16's storage; ``out`` ``(rows, N)``
     rounded once from float32 sums, as cuBLAS's product is. A decode step's product: its speed is the weight's
-    bytes read. One warp takes ``cols`` weight rows, its lanes 16-byte loads of eight values of each; each piece of
-    ``x`` loaded serves all ``cols`` rows. ``K`` is a multiple of 8 and the rows start 16-byte aligned."""
+    bytes read. A block takes ``cols`` weight rows and its ``warps`` warps share their length: each warp every
+    ``warps``-th 16-byte piece (so a long row, a down projection's, still gives every multiprocessor enough
+    loads in flight), each lane ``cols`` loads at a time, each piece of ``x`` loaded serving all ``cols`` rows;
+    the warps' sums meet in shared memory. ``K`` is a multiple of 8 and the rows start 16-byte aligned.
+    ``stream``: the weight is read with the streaming cache hint (read once, it should not push ``x`` out)."""
+    load = "__ldcs(wc[c] + i)" if stream else "wc[c][i]"
     return PREAMBLE + f"""
 __device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {{
   v[0] = __uint_as_float(p.x << 16); v[1] = __uint_as_float(p.x & 0xFFFF0000u);
@@ -1158,18 +1162,26 @@ __device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {{
 
 extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
                                   unsigned short* __restrict__ out, int n, int k) {{
-{_warp_columns(cols)}  const uint4* wc[{cols}];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int col0 = blockIdx.x * {cols};
+  const uint4* wc[{cols}];
   #pragma unroll
   for (int c = 0; c < {cols}; ++c) {{
     const long long row = col0 + c < n ? col0 + c : n - 1;  // (past the end: a row read again, not stored)
     wc[c] = reinterpret_cast<const uint4*>(w + row * k);
   }}
-{_zero_sums(rows, cols)}  const int vecs = k >> 3;
-  #pragma unroll 2
-  for (int i = lane; i < vecs; i += 32) {{
+  float acc[{rows}][{cols}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
+  }}
+  const int vecs = k >> 3;
+  #pragma unroll 4
+  for (int i = warp * 32 + lane; i < vecs; i += {warps * 32}) {{
     uint4 pk[{cols}];
     #pragma unroll
-    for (int c = 0; c < {cols}; ++c) pk[c] = wc[c][i];
+    for (int c = 0; c < {cols}; ++c) pk[c] = {load};
     #pragma unroll
     for (int r = 0; r < {rows}; ++r) {{
       float xv[8];
@@ -1185,9 +1197,29 @@ extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const un
       }}
     }}
   }}
-{_store_sums(rows, cols, "umx_bf16_bits(a)")}}}
+  __shared__ float part[{warps}][{rows * cols}];
+  #pragma unroll
+  for (int r = 0; r < {rows}; ++r) {{
+    #pragma unroll
+    for (int c = 0; c < {cols}; ++c) {{
+      float a = acc[r][c];
+      #pragma unroll
+      for (int off = 16; off; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+      if (lane == 0) part[warp][r * {cols} + c] = a;
+    }}
+  }}
+  __syncthreads();
+  if (threadIdx.x < {rows * cols}) {{
+    const int r = threadIdx.x / {cols}, c = threadIdx.x % {cols};
+    if (col0 + c < n) {{
+      float a = 0.0f;
+      #pragma unroll
+      for (int v = 0; v < {warps}; ++v) a += part[v][threadIdx.x];
+      out[(long long)r * n + col0 + c] = umx_bf16_bits(a);
+    }}
+  }}
+}}
 """
-
 
 #: the most axes the dynamic slice kernels take (shapes travel as parameters, padded with leading 1s)
 SLICE_MAX_AXES = 6
@@ -1327,6 +1359,7 @@ SIGNATURES = {
     "sdpa_softmax": "pppp" + "q" + "iiiiifii" + "qqqq",
     "softmax": "ppqiii",
     "qmv": "pppppii",
+    "bf16_matvec": "pppii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
     "strided_copy": "ppiiii" + "qqq",
 }
