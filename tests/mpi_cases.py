@@ -163,6 +163,56 @@ def case_order(world, s):
         check(p, np.full(1000, i * size, np.float32), f"pending {i}")
 
 
+def _address(a) -> int:
+    """Where the data of evaluated host array ``a`` starts; keeps no reference to it."""
+    return np.asarray(a).__array_interface__["data"][0]
+
+
+def case_donation(world, s):
+    """An all-reduce whose input nothing else holds reduces in that input's buffer (on the CPU), to the values a
+    new buffer would get; an input still held keeps its values. Ranks differ: rank 0 holds its inputs, the others
+    let go of theirs. Reductions that go through other dtypes (narrow integer sums, bfloat16) or another
+    collective (complex extremes) take new buffers."""
+    rank, size = world.rank(), world.size()
+    host = s.device == mx.cpu
+    n = 1 << 12
+    base = np.arange(n, dtype=np.float32) - n // 2
+    for op, want in [(mx.distributed.all_sum, base * (size * (size + 1) // 2)),
+                     (mx.distributed.all_max, np.maximum(base, base * size)),
+                     (mx.distributed.all_min, np.minimum(base, base * size))]:
+        x = mx.multiply(mx.array(base), rank + 1, stream=s)
+        mx.eval(x)
+        where = _address(x) if host else None
+        kept = x if rank == 0 else None
+        y = op(x, stream=s)
+        del x
+        mx.eval(y)
+        check(y, want, f"{op.__name__} of an input nothing holds")
+        if host:
+            assert (_address(y) == where) == (kept is None), f"{op.__name__}: donated on rank {rank}"
+        if kept is not None:
+            check(kept, base, f"{op.__name__}: a held input keeps its values")
+    # in one eval with its producer (a gradient bucket's concatenation), read by one collective or by two
+    parts = [mx.full((n,), float(rank + 1)), mx.full((n,), float(2 * rank))]
+    joined = mx.distributed.all_sum(mx.concatenate(parts, stream=s), stream=s)
+    shared = mx.multiply(parts[0], 3, stream=s)
+    both = [mx.distributed.all_sum(shared, stream=s), mx.distributed.all_max(shared, stream=s)]
+    del shared  # (held by its two readers only: the first must leave it as it is)
+    mx.eval(joined, both)
+    total = size * (size + 1) // 2
+    check(joined, np.concatenate([np.full(n, total), np.full(n, 2 * (total - size))]).astype(np.float32), "joined")
+    check(both[0], np.full(n, 3 * total, np.float32), "the first of two readers")
+    check(both[1], np.full(n, 3 * size, np.float32), "the second of two readers")
+    for name, dtype in [("int8", mx.int8), ("uint16", mx.uint16), ("bfloat16", mx.bfloat16), ("bool_", mx.bool_),
+                        ("complex64", mx.complex64)]:
+        xs = inputs((5, 3), name, size, seed=3)
+        stacked = np.stack(xs)
+        sums = stacked.any(0) if name == "bool_" else stacked.sum(0, dtype=stacked.dtype)
+        for op, want in [(mx.distributed.all_sum, sums), (mx.distributed.all_max, extreme(stacked, "max"))]:
+            y = op(mx.multiply(mx.array(xs[rank], dtype), 1, stream=s).astype(dtype, stream=s), stream=s)
+            check(y, want, f"{op.__name__} {name} of an input nothing holds", 2e-2 if name == "bfloat16" else 1e-6)
+
+
 def case_failed_input(world, s):
     """A collective whose input fails raises at eval, on every rank alike, and later ones still run: its turn is
     skipped, not waited for."""
@@ -235,8 +285,8 @@ def main() -> None:
     world = mx.distributed.init(strict=True)
     assert world.size() == int(os.environ["OMPI_COMM_WORLD_SIZE"]), world
     s = mx.default_stream(mx.gpu if device == "gpu" else mx.cpu)
-    for case in [case_reductions, case_gather_scatter, case_send_recv, case_groups, case_order, case_failed_input,
-                 case_transforms]:
+    for case in [case_reductions, case_gather_scatter, case_send_recv, case_groups, case_order, case_donation,
+                 case_failed_input, case_transforms]:
         case(world, s)
         if world.rank() == 0:
             print("ok", case.__name__, flush=True)

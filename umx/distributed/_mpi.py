@@ -61,6 +61,13 @@ def _contiguous(xp, x):
 _POOLED_MIN_BYTES = host_pool.MIN_BYTES if host_malloc.managed() else 64 << 10
 
 
+def _pooled_copy(x):
+    """A copy of host array ``x`` in a block of the host pool."""
+    out = host_pool.empty(x.shape, x.dtype, 0)
+    np.copyto(out, x)
+    return out
+
+
 def _empty(xp, shape: tuple, dtype):
     """An uninitialised result of ``shape`` and NumPy ``dtype``."""
     if xp is not np:
@@ -97,6 +104,7 @@ class MpiComm:
         mpi = _mpi()
         self._ops = {"sum": mpi.SUM, "max": mpi.MAX, "min": mpi.MIN}
         self._bool_ops = {"sum": mpi.LOR, "max": mpi.LOR, "min": mpi.LAND}
+        self._reducers: dict = {}  # (op, NumPy dtype) -> the reducer ``reducer`` made, or None
 
     @classmethod
     def world(cls, turns) -> MpiComm:
@@ -115,26 +123,47 @@ class MpiComm:
         with self.turns.now():
             return self.comm.bcast(obj, root=root)
 
+    def reducer(self, op: str, dtype):
+        """``reduce(buf)``: the elementwise ``op`` ('sum', 'max', 'min') over the group of the contiguous arrays
+        ``buf`` of NumPy ``dtype``, written into ``buf`` (``MPI_IN_PLACE``) by one call into MPI, which the caller
+        makes in its turn. None where that op is not reduced in place: 8- and 16-bit integer sums (reduced as
+        32-bit ones) and the extremes of complex numbers (gathered)."""
+        key = (op, dtype)
+        if key in self._reducers:
+            return self._reducers[key]
+        kind = dtype.kind
+        if (op == "sum" and kind in "iu" and dtype.itemsize < 4) or (kind == "c" and op != "sum"):
+            reduce = None
+        else:
+            mop = (self._bool_ops if kind == "b" else self._ops)[op]
+            reduce = functools.partial(self.comm.Allreduce, _mpi().IN_PLACE, op=mop)
+        self._reducers[key] = reduce
+        return reduce
+
     def all_reduce(self, x, op: str, ticket: int, xp=np):
         """The elementwise ``op`` ('sum', 'max', 'min') of ``x`` over the group."""
         if x.__class__ is not np.ndarray or not x.flags.c_contiguous:
             x = _contiguous(xp, x)
         dtype = x.dtype
-        kind = dtype.kind
-        if kind == "b":
-            mop = self._bool_ops[op]
-        elif kind == "c" and op != "sum":  # MPI has no order on complex numbers: gather, then compare
+        key = (op, dtype)
+        reduce = self._reducers[key] if key in self._reducers else self.reducer(op, dtype)
+        # Every rank reduces in place (MPI asks it of all of them or none): into a copy of ``x`` here, into the
+        # input's own buffer where the CPU backend donates it (cpu/donate.py). MPI would make that copy itself.
+        narrow = reduce is None
+        if not narrow:
+            out = x.copy() if xp is not np or x.nbytes < _POOLED_MIN_BYTES else _pooled_copy(x)
+        elif dtype.kind == "c":  # MPI has no order on complex numbers: gather, then compare
             everyone = self.all_gather(x.reshape((1,) + x.shape), ticket, xp)
             return lexicographic_extreme(xp, everyone, op)
         else:
-            mop = self._ops[op]
-        narrow = op == "sum" and _narrow_int(x)
-        buf = _widened(x) if narrow else x
-        out = _empty(xp, buf.shape, buf.dtype)
+            out = _widened(x)  # (a new buffer, reduced in place)
+            reduce = self.reducer(op, out.dtype)
+        if xp is not np:
+            xp.cuda.get_current_stream().synchronize()  # (the copy is queued on the stream: MPI reads it now)
         turns = self.turns  # (begin and end spelled out: the hottest collective skips the context's calls)
         turns.begin(ticket)
         try:
-            self.comm.Allreduce(buf, out, op=mop)
+            reduce(out)
         finally:
             turns.end(ticket)
         return out.astype(dtype) if narrow else out

@@ -29,6 +29,7 @@ import numpy as np
 
 from ...dtypes import ALL, bfloat16
 from ...primitives import Copy
+from ...primitives.distributed import AllReduce
 from ...runtime import host_pool
 from ...runtime.refs import UNHELD_BASE, UNHELD_DATA, UNHELD_SLOT
 from ..xp.elementwise import PLAIN_UFUNC
@@ -155,13 +156,53 @@ def _copy(n, ins):
     return buffer_of(ins[0], UNHELD_DATA, n._shape, n._dtype.np)  # (the copy is the buffer itself: nothing written)
 
 
+def _all_reduce(n, ins):
+    # MPI reduces into the buffer in one call (the group's reducer: no Python code runs in it), and nothing it
+    # leaves can be run again: the node takes the buffer by plain stores right after it, as in _unary. The turn
+    # ends after that; one interrupted before it ends is skipped by the next waiter (the node has its data).
+    if getrefcount(ins[0]) > UNHELD_SLOT or n._dtype is bfloat16:  # (bfloat16: summed as float32, rounded)
+        return None
+    prim = n._prim
+    mpi = prim.group.mpi
+    if mpi is None:
+        return None
+    dtype = n._dtype.np
+    reduce = mpi.reducer(prim.op, dtype)
+    if reduce is None:
+        return None
+    d = buffer_of(ins[0], UNHELD_DATA, n._shape, dtype)
+    if d is None or traced():
+        return None
+    turns = mpi.turns
+    ticket = prim.ticket
+    turns.begin(ticket)
+    try:
+        reduce(d)
+    except Exception:
+        turns.end(ticket)
+        raise  # (the node fails; its input was nobody else's)
+    except BaseException:  # an interrupt, raised once the call had returned: d holds the result
+        n._data = d
+        n._inputs = ()
+        n._prim = None
+        turns.end(ticket)
+        raise
+    n._data = d
+    n._inputs = ()
+    n._prim = None
+    turns.end(ticket)
+    return FINISHED
+
+
 def make_table(kernels: dict) -> dict:
     """Kernel -> ``give(node, inputs)``, which runs the node into a donated buffer and finishes it (returns
     ``FINISHED``), returns the buffer that is its result (``Copy``: nothing written, the caller finishes the node),
     or returns None (nothing done: run the kernel). For the kernels in ``kernels`` (primitive class -> kernel) that
-    are a NumPy ufunc, and ``Copy``'s. Keyed by the kernel itself: a kernel replaced in the table (an override, a
-    test's probe) has no entry, so it runs, never bypassed."""
+    are a NumPy ufunc, ``Copy``'s and ``AllReduce``'s (MPI's all-reduce in place). Keyed by the kernel itself: a
+    kernel replaced in the table (an override, a test's probe) has no entry, so it runs, never bypassed."""
     table = {kernels[Copy]: _copy}
+    if AllReduce in kernels:
+        table[kernels[AllReduce]] = _all_reduce
     for cls in PLAIN_UFUNC:
         if cls in kernels:
             fn = getattr(np, cls.fn)
