@@ -227,6 +227,26 @@ def test_own_bfloat16_kernels_read_and_write_storage(kinds):
     compile_cuda(in_namespaces(codes))
 
 
+@pytest.mark.parametrize("kinds", ["pp", "rp", "sp", "pf", "pu"])
+def test_own_kernels_of_several_elements_a_thread_compile(kinds):
+    codes = []
+    for dtype in [*_OWN, "bfloat16"]:
+        item = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        vec = 16 // item
+        a, b = _leaf(dtype), _leaf(dtype)
+        for root in (a + b, mx.maximum(a, b), (a * b).astype(mx.float32)):
+            f = region(root)
+            if f is None:
+                continue
+            leaf_dtypes = [x._dtype for x in f.leaves]
+            lines = fusion.steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes])
+            if lines is not None:
+                codes.append(sources.elementwise_source(f"umx_vec_{dtype}_{kinds}_{len(codes)}", leaf_dtypes,
+                                                        kinds, lines, f.root._dtype, vec))
+    assert len(codes) >= 2 * len(_OWN)
+    assert "umx_vec<" in codes[0] and "r.a[e] =" in codes[0]
+    compile_cuda(in_namespaces(codes))
+
 def test_own_reductions_and_products_compile():
     codes = [sources.reduce_source(kind, _dtype(t), f"umx_reduce_{i}_{t}")
              for i, kind in enumerate(sources.COMBINE) for t in ("uint8", "int32", "uint64", "int64", "bfloat16",

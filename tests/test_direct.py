@@ -325,6 +325,58 @@ def test_sizes_across_the_block_and_grid_limits(rng, n):
     np.testing.assert_allclose(np.asarray(y), np.sqrt(np.abs(x)), rtol=1e-6)
 
 
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int16", "bfloat16", "float32", "int64", "float64"])
+def test_large_kernels_take_several_elements_a_thread(rng, dtype, monkeypatch):
+    """Past VEC_MIN elements a thread takes 16 bytes' worth of elements where sizes and addresses allow: full
+    arrays, a broadcast row, the halves of joined columns, constants; a size, a row or an address that does not
+    divide gives the kernel of one element a thread. Every result is NumPy's."""
+    direct = _direct()
+    widths = []
+    vector = direct._vector
+    monkeypatch.setattr(direct, "_vector", lambda *a: widths.append(vector(*a)) or widths[-1])
+    G = mx.gpu
+    ref = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
+    dt = mx.bool_ if dtype == "bool" else getattr(mx, dtype)
+    cols = 1024
+    rows = direct.VEC_MIN // cols + 3
+
+    def dev(host):  # (made on the GPU: its data is the device's)
+        a = mx.array(host, dtype=dt)
+        return mx.logical_or(a, a, stream=G) if dtype == "bool" else mx.add(a, mx.zeros_like(a), stream=G)
+
+    def op(x, y):
+        if dtype == "bool":
+            return mx.logical_xor(mx.logical_and(x, y, stream=G), True, stream=G), lambda p, q: (p & q) ^ True
+        return mx.maximum(mx.subtract(mx.add(x, y, stream=G), 2, stream=G), 1, stream=G), \
+            lambda p, q: np.maximum(p + q - ref.type(2), ref.type(1))
+
+    full_h = rng.integers(0, 5, (rows, 2 * cols)).astype(ref)
+    row_h = rng.integers(0, 5, (cols,)).astype(ref)
+    odd_h = rng.integers(0, 5, (cols + 1,)).astype(ref)
+    full, row, odd = dev(full_h), dev(row_h), dev(odd_h)
+    left, right = full[:, :cols], full[:, cols:]
+    shifted = full.reshape(-1)[1:rows * cols + 1].reshape(rows, cols)  # (an address off by one element)
+    odd_rows = full[:, : cols + 1]  # (rows of an odd length)
+    mx.eval(left, right, shifted, odd_rows)
+    cases = [(left, right, full_h[:, :cols], full_h[:, cols:]), (left, row, full_h[:, :cols], row_h),
+             (shifted, right, full_h.reshape(-1)[1:rows * cols + 1].reshape(rows, cols), full_h[:, cols:]),
+             (odd_rows, odd, full_h[:, : cols + 1], odd_h)]
+    found = []
+    for x, y, xh, yh in cases:
+        got, fn = op(x, y)
+        widths.clear()
+        mx.eval(got)
+        found.append(widths[:])
+        want = fn(xh.astype(ref), yh.astype(ref))
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype == "bfloat16" else got),
+                                      want.astype(np.float32 if dtype == "bfloat16" else ref))
+    v = 16 // (2 if dtype == "bfloat16" else ref.itemsize)
+    # (one fused region each: the halves and the broadcast row take v at a time, rows of an odd length one)
+    assert found[0] == [v] and found[1] == [v] and found[3] == [1], found
+
+
 # -- mirrors: small results written to the host by their kernel --------------------------------------------------
 @gpu_only
 def test_item_of_one_node_lives_on_the_host_and_gives_the_slot_back():

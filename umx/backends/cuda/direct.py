@@ -116,9 +116,15 @@ class Launcher:
                     return None
                 kinds += k
                 params.append(d)
-        entry = _kernels.get((key, kinds, self.device), False)
+        vec = _vector(datas, kinds, n, dtype, out) if n >= VEC_MIN and mirror is None else 1
+        entry = _kernels.get((key, kinds, self.device) if vec == 1 else (key, kinds, self.device, vec), False)
         if entry is False:
-            entry = _compile(key, kinds, self.device, source_of, source_arg)
+            entry = _compile(key, kinds, self.device, source_of, source_arg, vec)
+        if entry is None and vec > 1:  # (then the kernel of one element a thread, as for any other structure)
+            vec = 1
+            entry = _kernels.get((key, kinds, self.device), False)
+            if entry is False:
+                entry = _compile(key, kinds, self.device, source_of, source_arg)
         if entry is None:
             return None
         if out is None:
@@ -131,7 +137,8 @@ class Launcher:
         if n <= 32:  # one warp: a scalar's launch reaches the host a little sooner
             _launch(entry[0], 1, 1, 1, 32, 1, 1, 0, self.stream, self._addr, 0)
         else:
-            _launch(entry[0], min((n + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS), 1, 1, _BLOCK, 1, 1, 0, self.stream,
+            threads = n // vec
+            _launch(entry[0], min((threads + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS), 1, 1, _BLOCK, 1, 1, 0, self.stream,
                     self._addr, 0)
         return out
 
@@ -266,8 +273,36 @@ def _rows(d):
         return None
     return axes[1][0], axes[0][1] // item
 
-def _compile(key, kinds: str, device: int, source_of, source_arg):
-    """Compile (once per device) the kernel of ``key`` for leaves of ``kinds``; None if it cannot be written."""
+
+#: elementwise kernels of at least this many elements take ``vec`` consecutive elements a thread (see
+#: ``sources.elementwise_source``) where sizes and addresses allow
+VEC_MIN = 1 << 15
+
+
+def _vector(datas: list, kinds: str, n: int, dtype, out) -> int:
+    """How many consecutive elements a thread of an elementwise kernel over ``datas`` (their ``kinds``) takes:
+    as many as fill 16 bytes of the widest array, where ``n``, every array's address, a broadcast leaf's size and
+    a strided leaf's rows allow; else 1."""
+    size = np.dtype(dtype).itemsize
+    widest = size
+    for d in datas:
+        if d.__class__ is _ndarray and d.itemsize > widest:
+            widest = d.itemsize
+    v = 16 // widest
+    if v < 2 or n % v or (out is not None and (out.__class__ is int or out.data.ptr % (v * size))):
+        return 1
+    for d, k in zip(datas, kinds):
+        if k == "p" or k == "r" or k == "s":
+            if d.data.ptr % (v * d.itemsize) or (k == "r" and d.size % v):
+                return 1
+            if k == "s" and any(x % v for x in _rows(d)):
+                return 1
+    return v
+
+
+def _compile(key, kinds: str, device: int, source_of, source_arg, vec: int = 1):
+    """Compile (once per device) the kernel of ``key`` for leaves of ``kinds``, ``vec`` elements a thread;
+    None if it cannot be written."""
     entry = None
     made = source_of(source_arg)
     if made is not None and 3 * len(kinds) + 5 <= _MAX_PARAMS:
@@ -280,12 +315,12 @@ def _compile(key, kinds: str, device: int, source_of, source_arg):
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"
             try:
-                module = cp.RawModule(code=elementwise_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1]))
+                module = cp.RawModule(code=elementwise_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1], vec))
                 pack = struct.Struct("<" + "".join(_PACK[k] for k in kinds) + "QqQQQ").pack_into
                 entry = (module.get_function(name).kernel.ptr, module, pack)
             except Exception:  # NVRTC rejects the code: CuPy's kernels, now and for this structure
                 entry = None
-    _kernels[(key, kinds, device)] = entry
+    _kernels[(key, kinds, device) if vec == 1 else (key, kinds, device, vec)] = entry
     return entry
 
 

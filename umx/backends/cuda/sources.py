@@ -25,6 +25,10 @@ __device__ inline void umx_pack(unsigned long long* flag, unsigned long long tok
   bits.v = v;
   *(volatile unsigned long long*)flag = (token << 32) | bits.u;
 }
+
+// V consecutive elements, loaded and stored as one access (see elementwise_source's vec)
+template <typename T, int V>
+struct alignas(sizeof(T) * V) umx_vec { T a[V]; };
 """
 
 # per reduction: (how two partial results combine, for floats and for integers; whether it starts from 0 rather
@@ -37,15 +41,21 @@ COMBINE = {
 }
 
 
-def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype) -> str:
+def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype, vec: int = 1) -> str:
     """The CUDA C++ of one elementwise kernel ``name``: ``lines`` (see ``fusion.steps``) over leaves of ``kinds``
     (``p``: an array of the output's size, ``r``: one broadcast along leading axes, ``s``: one of the output's
     size in rows of contiguous elements a stride apart, else a scalar of that kind),
     in a grid-stride loop over the output, then the mirror's flag. bfloat16 is read and written as its 16-bit
-    storage (a constant too: its bits travel as an unsigned integer) and computed in float."""
+    storage (a constant too: its bits travel as an unsigned integer) and computed in float.
+
+    ``vec`` > 1: each thread takes ``vec`` consecutive elements, every array read and written ``vec`` at a time in
+    one access of up to 16 bytes (a 2-byte element a thread leaves a large kernel short of loads in flight). The
+    host sees to it that ``n``, every leaf's alignment, a broadcast leaf's size and a strided leaf's row length
+    and stride are multiples of ``vec``, and passes no mirror and no flag."""
     params = []
     scalars = []
     loads = []
+    vloads = []
     for i, (d, k) in enumerate(zip(leaf_dtypes, kinds)):
         t = C_TYPES[d.name]
         bits = d.name == "bfloat16"
@@ -53,9 +63,11 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
         if k == "p":
             params.append(f"const {stored}* __restrict__ p{i}")
             loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[i]')};")
+            at = "i"
         elif k == "r":
             params += [f"const {stored}* __restrict__ p{i}", f"long long m{i}"]
             loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[i % m{i}]')};")
+            at = f"i % m{i}"
         elif k == "s":  # rows of c elements, q apart (the host keeps n below 2**31: 32-bit division)
             params += [f"const {stored}* __restrict__ p{i}", f"long long c{i}", f"long long q{i}"]
             at = f"(long long)((unsigned)i / (unsigned)c{i}) * q{i} + (unsigned)i % (unsigned)c{i}"
@@ -63,6 +75,9 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
         else:
             params.append(f"{SCALAR_TYPES[k]} s{i}")
             scalars.append(f"const {t} x{i} = {_load(bits, f'(unsigned short)s{i}') if bits else f'({t})s{i}'};")
+            continue
+        vloads.append((f"const umx_vec<{stored}, {vec}> v{i} = *reinterpret_cast<const umx_vec<{stored}, {vec}>*>("
+                       f"p{i} + ({at}));", f"const {t} x{i} = {_load(bits, f'v{i}.a[e]')};"))
     last = f"t{len(lines) - 1}"
     if out_dtype.name == "bfloat16":
         t, last = "unsigned short", f"umx_bf16_bits({last})"
@@ -70,6 +85,23 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
         t = C_TYPES[out_dtype.name]
     params += [f"{t}* __restrict__ out", "long long n", f"{t}* mirror", "unsigned long long* flag",
                "unsigned long long token"]
+    if vec > 1:
+        body = "\n      ".join([*(x for _, x in vloads), *lines, f"r.a[e] = {last};"])
+        return f"""{OWN_PREAMBLE}
+extern "C" __global__ void {name}({", ".join(params)}) {{
+  {" ".join(scalars)}
+  const long long stride = (long long)gridDim.x * blockDim.x * {vec};
+  for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * {vec}; i < n; i += stride) {{
+    {" ".join(v for v, _ in vloads)}
+    umx_vec<{t}, {vec}> r;
+    #pragma unroll
+    for (int e = 0; e < {vec}; ++e) {{
+      {body}
+    }}
+    *reinterpret_cast<umx_vec<{t}, {vec}>*>(out + i) = r;
+  }}
+}}
+"""
     body = "\n    ".join([*loads, *lines, f"const {t} r = {last};"])
     return f"""{OWN_PREAMBLE}
 extern "C" __global__ void {name}({", ".join(params)}) {{
