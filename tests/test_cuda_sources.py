@@ -287,10 +287,13 @@ def test_fast_op_kernels_compile():
                                     (4, 8, 2, 64, False, 4), (2, 3, 1, 128, False, 1), (8, 8, 4, 32, False, 4)]]
     assert "__byte_perm" in qmv[0] and "const unsigned short* __restrict__ scales" in qmv[0]
     assert "const float* __restrict__ x" in qmv[3] and "uint4" not in qmv[4]
+    dequantize = [sources.dequantize_bf16_source(f"umx_dequantize_bf16_{b}_{g}", b, g) for b in (2, 4, 8)
+                  for g in (32, 64, 128)]
+    assert "umx_vec<unsigned short, 8> v;" in dequantize[3]
     matvec = [sources.bf16_matvec_source(f"umx_bf16_matvec_{r}_{c}_{w}", r, c, w, r < 3)
               for r, c, w in [(1, 2, 8), (4, 4, 2), (3, 1, 1)]]
     assert "__ldcs(wc[c] + i)" in matvec[0] and "wc[c][i]" in matvec[2]
-    compile_cuda(in_namespaces(codes + qmv + matvec))
+    compile_cuda(in_namespaces(codes + qmv + matvec + dequantize))
 
 
 def _registers(code: str) -> dict:
@@ -343,6 +346,7 @@ def test_launch_signatures_match_the_kernels_parameters():
             "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
             "bf16_matvec": [sources.bf16_matvec_source("k", 1, 2, 8)],
+            "dequantize_bf16": [sources.dequantize_bf16_source("k", b, 64) for b in (2, 4, 8)],
             "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)],
             "strided_copy": [sources.strided_copy_source("k", u) for u in sources.COPY_UNITS]}
     for which, codes in made.items():

@@ -472,3 +472,26 @@ def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, r
     else:
         # (9 rows multiply by dequantize's rounded weights: a bound of the largest output's share)
         assert_close(got, want, 1e-2, (2e-3 if rows <= 8 else 2e-2) * np.abs(want).max())
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
+@pytest.mark.parametrize("bits,gs,n,k", [(4, 64, 200, 256), (2, 32, 1030, 96), (8, 128, 4098, 128)])
+@pytest.mark.parametrize("lead", [(64,), (2, 40)])
+def test_quantized_matmul_many_bfloat16_rows_take_a_bfloat16_weight(rng, monkeypatch, bits, gs, n, k, lead):
+    # a prompt's product: the weight written out as bfloat16 by umx's kernel (rounded as the shared kernel
+    # rounds it), then cuBLAS's bfloat16 product; the CPU's shared kernel multiplies the same values in float32,
+    # so the two differ by the order of the sums and the output's rounding alone
+    from umx.backends.cuda import quantized as cq
+
+    calls = []
+    product = cq._dequantized_product
+    monkeypatch.setattr(cq, "_dequantized_product", lambda *a: calls.append(1) or product(*a))
+    w = _w(rng, (n, k), mx.bfloat16) * 0.1
+    wq, s, b = mx.quantize(w, gs, bits)
+    x = mx.array(rng.standard_normal((*lead, k)).astype(np.float32)).astype(mx.bfloat16)
+    got = mx.quantized_matmul(x, wq, s, b, True, gs, bits, stream=mx.gpu)
+    want = mx.quantized_matmul(x, wq, s, b, True, gs, bits, stream=mx.cpu)
+    mx.eval(got, want)
+    assert calls and got.dtype == mx.bfloat16 and got.shape == (*lead, n)
+    g, h = np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32))
+    np.testing.assert_allclose(g, h, rtol=2**-7, atol=1e-3 * np.abs(h).max())

@@ -2,9 +2,11 @@
 rows of ``x`` times an affine-quantized weight (``transpose=True``, 2, 4 or 8 bits, groups of 32, 64 or 128), the
 packed words read once (``sources.qmv_source``), on float32 or bfloat16 data as stored (``NATIVE``: the executor
 asks before it widens bfloat16). A step's speed is the bytes read, and the shared kernel
-(``backends/xp/quantized.py``) first writes the dequantized weight out in full. Other products keep the shared
-kernel. ``CAPTURE_IF`` says which nodes a CUDA graph may capture (this kernel's, and the shared dequantization's
-modes that read nothing from the host).
+(``backends/xp/quantized.py``) first writes the dequantized weight out in full. More rows of bfloat16 (a
+prompt's) take the weight written out as bfloat16 by a kernel of umx's own, then cuBLAS's bfloat16 product; the
+shared kernel computes the same values in float32 by many CuPy calls and a float32 product. Other products keep
+the shared kernel. ``CAPTURE_IF`` says which nodes a CUDA graph may capture (these kernels', and the shared
+dequantization's modes that read nothing from the host).
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ import numpy as np
 
 from ...dtypes import bfloat16, float32
 from ...primitives import quantized as qp
+from . import cublas
 from ._probe import _cupy
 from .launch import Launch
-from .sources import QMV_MAX_ROWS, QMV_WARPS, SIGNATURES, matvec_columns, qmv_source
+from .sources import (
+    BLOCK,
+    QMV_MAX_ROWS,
+    QMV_WARPS,
+    SIGNATURES,
+    dequantize_bf16_source,
+    matvec_columns,
+    qmv_source,
+)
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -46,12 +58,13 @@ def fits(prim, x_shape: tuple, w_shape: tuple) -> bool:
 
 
 def _native_qmv(n, args):
-    """QuantizedMatmul's output by the kernel for a few rows of ``x`` (:func:`fits`), from its inputs as stored
-    (bfloat16 unwidened), or None: the kernel table's (dequantize, then a product) serves."""
+    """QuantizedMatmul's output by the kernel for a few rows of ``x`` (:func:`fits`), or for more rows of bfloat16
+    by a bfloat16 weight and cuBLAS (:func:`_takes_many`), from its inputs as stored (bfloat16 unwidened), or
+    None: the kernel table's (dequantize, then a product) serves."""
     if not _takes(n):
-        return None
+        return _dequantized_product(n, args) if _takes_many(n) else None
     x_dtype, s_dtype = n._inputs[0]._dtype, n._inputs[2]._dtype
-    x, w, scales, biases = (cp.ascontiguousarray(a) for a in args)
+    x, w, scales, biases = (contiguous(a) for a in args)
     if w.dtype != np.uint32:
         return None
     prim = n._prim
@@ -70,6 +83,37 @@ def _native_qmv(n, args):
     return out.reshape(n._shape)
 
 
+@functools.cache
+def _dequantize_kernel(bits: int, group: int) -> Launch:
+    name = f"umx_dequantize_bf16_{bits}_{group}"
+    return Launch(cp.RawKernel(dequantize_bf16_source(name, bits, group), name), SIGNATURES["dequantize_bf16"])
+
+
+_MAX_BLOCKS = 8192  # (a grid-stride loop covers the rest)
+
+
+def _dequantized_product(n, args):
+    """``x @ W.T`` for many rows of bfloat16 ``x`` (a prompt's): the weight written out once as bfloat16 by
+    umx's kernel (rounded as the shared kernel rounds it), then cuBLAS's bfloat16 product (float32 sums, as the
+    shared kernel's float32 product of the same values); None where cuBLAS is not at hand."""
+    h = cublas.current()
+    x, w, scales, biases = (contiguous(a) for a in args)
+    if h is None or w.dtype != np.uint32 or x.dtype != np.uint16:
+        return None
+    prim = n._prim
+    k = x.shape[-1]
+    rows, row_words = w.shape
+    if row_words * (32 // prim.bits) != k:
+        return None
+    weight = cp.empty((rows, k), np.uint16)
+    total = rows * row_words
+    _dequantize_kernel(prim.bits, prim.group_size)((min(-(-total // BLOCK), _MAX_BLOCKS),), (BLOCK,), w.data.ptr,
+                                                   scales.data.ptr, biases.data.ptr, weight.data.ptr, total,
+                                                   row_words, scales.shape[-1])
+    out = cublas.matmul(h, x.reshape(-1, k), weight.T, cublas.BFLOAT16)
+    return None if out is None else out.reshape(n._shape)
+
+
 #: primitive class -> ``(node, its inputs' data as stored) -> output or None`` (see fast.NATIVE)
 NATIVE = {qp.QuantizedMatmul: _native_qmv}
 
@@ -82,6 +126,19 @@ def _takes(n) -> bool:
             and ins[3]._dtype is ins[2]._dtype and fits(n._prim, ins[0]._shape, ins[1]._shape))
 
 
+def _takes_many(n) -> bool:
+    """Whether QuantizedMatmul node ``n`` is :func:`_dequantized_product`'s: bfloat16 throughout, more rows of x
+    than the few-row kernel takes, a 2-D weight; it runs it (cuBLAS through umx's handle), and a graph may capture
+    it."""
+    ins = n._inputs
+    if len(ins) != 4 or any(d._dtype is not bfloat16 for d in (n, ins[0], ins[2], ins[3])):
+        return False
+    prim, x_shape, w_shape = n._prim, ins[0]._shape, ins[1]._shape
+    return (prim.mode == "affine" and prim.bits in _BITS and prim.transpose and prim.group_size in _GROUPS
+            and len(w_shape) == 2 and len(x_shape) >= 2 and math.prod(x_shape[:-1]) > QMV_MAX_ROWS
+            and x_shape[-1] % prim.group_size == 0 and cublas.available())
+
+
 def _dequantize_captures(n) -> bool:
     # the shared kernel's affine codes of 1, 2, 4 or 8 bits are CuPy's elementwise work and a gather from a
     # table of codes that the first (eager) run put on the device: nothing reads the host (3, 5 and 6 bits
@@ -91,4 +148,4 @@ def _dequantize_captures(n) -> bool:
 
 
 #: primitive class -> whether a node of it runs as kernels that only enqueue (a CUDA graph may capture it)
-CAPTURE_IF = {qp.QuantizedMatmul: _takes, qp.Dequantize: _dequantize_captures}
+CAPTURE_IF = {qp.QuantizedMatmul: lambda n: _takes(n) or _takes_many(n), qp.Dequantize: _dequantize_captures}

@@ -1253,6 +1253,36 @@ extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const un
 }}
 """
 
+
+def dequantize_bf16_source(name: str, bits: int, group: int) -> str:
+    """The CUDA C++ of an affine-quantized weight (``bits`` 2, 4 or 8, groups of ``group``, bfloat16 scales and
+    biases, all as stored) written out as bfloat16's storage ``(rows, K)``: one thread a packed word, its codes
+    (lowest bits first) scaled and rounded to bfloat16, then biased and rounded again, as the shared kernel
+    rounds (``dequantize_rows``), and stored as one access. A prompt's quantized products are then cuBLAS's
+    bfloat16 products of this weight."""
+    per = 32 // bits
+    return OWN_PREAMBLE + f"""
+extern "C" __global__ void {name}(const unsigned int* __restrict__ w, const unsigned short* __restrict__ scales,
+                                  const unsigned short* __restrict__ biases, unsigned short* __restrict__ out,
+                                  long long words, int row_words, int row_groups) {{
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < words;
+       i += (long long)gridDim.x * blockDim.x) {{
+    const long long row = i / row_words;
+    const int j = (int)(i - row * row_words);
+    const long long g = row * row_groups + j * {per} / {group};  // (a word's codes lie in one group)
+    const float s = umx_bf16_load(scales[g]), b = umx_bf16_load(biases[g]);
+    const unsigned int word = w[i];
+    umx_vec<unsigned short, {per}> v;
+    #pragma unroll
+    for (int t = 0; t < {per}; ++t) {{
+      const float q = (float)((word >> (t * {bits})) & {(1 << bits) - 1}u);
+      v.a[t] = umx_bf16_bits(umx_bf16_load(umx_bf16_bits(q * s)) + b);
+    }}
+    *reinterpret_cast<umx_vec<unsigned short, {per}>*>(out + i * {per}) = v;
+  }}
+}}
+"""
+
 #: the most axes the dynamic slice kernels take (shapes travel as parameters, padded with leading 1s)
 SLICE_MAX_AXES = 6
 #: the element type a dynamic slice kernel moves, by item size in bytes (it moves bits: any dtype of that size)
@@ -1392,6 +1422,7 @@ SIGNATURES = {
     "softmax": "ppqiii",
     "qmv": "pppppii",
     "bf16_matvec": "pppii",
+    "dequantize_bf16": "ppppqii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
     "strided_copy": "ppiiii" + "qqq",
 }
