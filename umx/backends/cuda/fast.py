@@ -18,13 +18,14 @@ import math
 
 import numpy as np
 
-from ...dtypes import bfloat16, float32, widen_bf16
+from ...dtypes import widen_bf16
 from ...primitives import fast as fp
 from . import cublas, softmax
 from ._probe import _cupy
 from .launch import Launch
 from .sources import (
     BLOCK,
+    FAST_STORAGE,
     FAST_TYPES,
     NORM_FEW_ROWS_BLOCK,
     SDPA_CHUNK,
@@ -45,7 +46,6 @@ from .strided import contiguous
 cp = _cupy()
 
 _F, _BF = FAST_TYPES["float32"], FAST_TYPES["bfloat16"]
-_STORAGE = {float32: _F, bfloat16: _BF}  # umx dtype -> the kernels' storage type of it
 _SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope": rope_source,
             "sdpa": sdpa_source, "sdpa_softmax": sdpa_softmax_source}
 
@@ -300,10 +300,10 @@ def _on_device(args: list) -> bool:
 def _native_norm(which: str):
     def run(n, args: list):
         ins = n._inputs
-        xt = _STORAGE.get(ins[0]._dtype)
+        xt = FAST_STORAGE.get(ins[0]._dtype)
         if xt is None or n._dtype is not ins[0]._dtype or not n._shape or 0 in n._shape or not _on_device(args):
             return None
-        wt = _STORAGE.get(ins[1]._dtype) if len(ins) > 1 else _F
+        wt = FAST_STORAGE.get(ins[1]._dtype) if len(ins) > 1 else _F
         if wt is None or any(y._dtype is not ins[1]._dtype for y in ins[2:]):
             return None
         return _norm(which, n._prim, args[0], args[1:], xt, wt)
@@ -313,7 +313,7 @@ def _native_norm(which: str):
 
 def _native_rope(n, args: list):
     x = n._inputs[0]
-    xt = _STORAGE.get(x._dtype)
+    xt = FAST_STORAGE.get(x._dtype)
     if (xt is None or n._dtype is not x._dtype or n._prim.base is None or len(n._shape) < 2 or 0 in n._shape
             or not _on_device(args)):
         return None
@@ -322,7 +322,7 @@ def _native_rope(n, args: list):
 
 def _native_sdpa(n, args: list):
     q = n._inputs[0]
-    xt = _STORAGE.get(q._dtype)
+    xt = FAST_STORAGE.get(q._dtype)
     if (xt is None or n._dtype is not q._dtype or any(y._dtype is not q._dtype for y in n._inputs[1:3])
             or not _on_device(args)):
         return None
@@ -335,7 +335,7 @@ NATIVE = {fp.RMSNorm: _native_norm("rms_norm"), fp.LayerNorm: _native_norm("laye
           fp.ScaledDotProductAttention: _native_sdpa}
 
 
-_FLOAT = tuple(_STORAGE)  # the dtypes the kernels here take
+_FLOAT = tuple(FAST_STORAGE)  # the dtypes the kernels here take
 
 
 def _all_float(n) -> bool:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import functools
 
-from ...dtypes import bfloat16, float32
 from ...primitives import reduction as r
 from ._probe import _cupy
 from .launch import Launch
-from .sources import FAST_TYPES, SIGNATURES, SOFTMAX_CACHED, SOFTMAX_WARP_ROWS_BLOCK, softmax_source
+from .sources import FAST_STORAGE, FAST_TYPES, SIGNATURES, SOFTMAX_CACHED, SOFTMAX_WARP_ROWS_BLOCK, softmax_source
 from .strided import contiguous
 
 cp = _cupy()
 
-_STORAGE = {float32: FAST_TYPES["float32"], bfloat16: FAST_TYPES["bfloat16"]}
 _MOST_LANES = 1024  # (a block's threads)
 
 
@@ -41,7 +39,7 @@ def launch_shape(rows: int, n: int) -> tuple:
 
 def _over_rows(n, args: list, log_sum_exp: bool):
     x = n._inputs[0]
-    xt = _STORAGE.get(x._dtype)
+    xt = FAST_STORAGE.get(x._dtype)
     shape = x._shape
     data = args[0]
     if (xt is None or n._dtype is not x._dtype or not shape or n._prim.axes != (len(shape) - 1,)

@@ -1,11 +1,14 @@
 """The CUDA C++ text of umx's own kernels (``direct.py`` compiles and launches them): one elementwise node or fused
 region, a full reduction, a reduction over consecutive axes, a product of rows with a few columns.
 
-Only text here, no CuPy: the tests compile every kind of kernel with NVRTC on machines without a GPU.
+Only text here, no CuPy: the tests compile every kind of kernel with NVRTC on machines without a GPU. (Beside the
+strided copy's kernel, the layout rules its host side uses, ``merged_axes`` and ``view_strides``, pure Python
+tested against NumPy's.)
 """
 
 from __future__ import annotations
 
+from ...dtypes import bfloat16, float32
 from .fusion import C_TYPES, PREAMBLE
 
 #: threads per block of every kernel here (the reductions' shared arrays are this long)
@@ -315,6 +318,8 @@ __device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {
 #: the storage type that ``mx.fast``'s kernels read and write for each dtype they take: float32 as itself,
 #: bfloat16 as its 16 bits (loaded exactly as float, stored rounded once: what widening, then narrowing, gives)
 FAST_TYPES = {"float32": "float", "bfloat16": "unsigned short"}
+#: umx dtype -> the storage type the fast ops' and softmax's kernels take it in
+FAST_STORAGE = {float32: FAST_TYPES["float32"], bfloat16: FAST_TYPES["bfloat16"]}
 
 #: the elements of a row each thread of the rms_norm kernel keeps in registers between its two passes
 NORM_CACHED = 8
