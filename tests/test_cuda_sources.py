@@ -189,7 +189,7 @@ def test_bfloat16_conversions_compile():
 _OWN = ["bool", "uint8", "uint32", "int32", "int64", "uint64", "float32", "float64"]
 
 
-def _own_sources(dtype: str, kinds: str) -> list:
+def _own_sources(dtype: str, kinds: str, vec: int = 1) -> list:
     a, b = _leaf(dtype), _leaf(dtype)
     codes = []
     for root in (a + b, mx.maximum(a, b), mx.where(a > b, a, b), (a * b).astype(mx.float32), mx.exp(a * b - a)):
@@ -199,8 +199,8 @@ def _own_sources(dtype: str, kinds: str) -> list:
         leaf_dtypes = [x._dtype for x in f.leaves]
         lines = fusion.steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes])
         if lines is not None:
-            name = f"umx_ew_{dtype}_{kinds}_{len(codes)}"
-            codes.append(sources.elementwise_source(name, leaf_dtypes, kinds + "p", lines, f.root._dtype))
+            name = f"umx_ew_{dtype}_{kinds}_{vec}_{len(codes)}"
+            codes.append(sources.elementwise_source(name, leaf_dtypes, kinds + "p", lines, f.root._dtype, vec))
     return codes
 
 
@@ -229,23 +229,12 @@ def test_own_bfloat16_kernels_read_and_write_storage(kinds):
 
 @pytest.mark.parametrize("kinds", ["pp", "rp", "sp", "pf", "pu"])
 def test_own_kernels_of_several_elements_a_thread_compile(kinds):
-    codes = []
-    for dtype in [*_OWN, "bfloat16"]:
-        item = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-        vec = 16 // item
-        a, b = _leaf(dtype), _leaf(dtype)
-        for root in (a + b, mx.maximum(a, b), (a * b).astype(mx.float32)):
-            f = region(root)
-            if f is None:
-                continue
-            leaf_dtypes = [x._dtype for x in f.leaves]
-            lines = fusion.steps(leaf_dtypes, f.program, [n._dtype for n in f.nodes])
-            if lines is not None:
-                codes.append(sources.elementwise_source(f"umx_vec_{dtype}_{kinds}_{len(codes)}", leaf_dtypes,
-                                                        kinds, lines, f.root._dtype, vec))
-    assert len(codes) >= 2 * len(_OWN)
+    codes = [c for dtype in [*_OWN, "bfloat16"]
+             for c in _own_sources(dtype, kinds, 16 // (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize))]
+    assert len(codes) >= 3 * len(_OWN)
     assert "umx_vec<" in codes[0] and "r.a[e] =" in codes[0]
     compile_cuda(in_namespaces(codes))
+
 
 def test_own_reductions_and_products_compile():
     codes = [sources.reduce_source(kind, _dtype(t), f"umx_reduce_{i}_{t}")

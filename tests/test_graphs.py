@@ -406,6 +406,10 @@ def test_batches_that_differ_only_in_a_reduction_axis_are_not_replayed_for_each_
         np.testing.assert_allclose(np.asarray(mx.add(y, 0, stream=G)), want, rtol=1e-5, atol=1e-5)
 
 
+def _sin_product_tanh(x, w):
+    return mx.tanh(mx.matmul(mx.sin(x, stream=G), w, stream=G), stream=G)
+
+
 def test_large_inputs_are_read_in_place_and_recaptured_with_a_slot_when_they_change(graphs, monkeypatch):
     """An input of BIND_MIN_BYTES or more is bound: the replay reads it where it lies (no copy in). When a later
     batch of the same structure brings other data for it, the structure is captured again with that input copied
@@ -415,10 +419,7 @@ def test_large_inputs_are_read_in_place_and_recaptured_with_a_slot_when_they_cha
     w = rng.standard_normal((64, 32)).astype(np.float32)  # 8 KiB: bound
     wm = mx.array(w)
     mx.eval(wm)
-
-    def step(x, w):
-        return mx.tanh(mx.matmul(mx.sin(x, stream=G), w, stream=G), stream=G)
-
+    step = _sin_product_tanh
     xs = [rng.standard_normal((3, 64)).astype(np.float32) for _ in range(6)]
     before = graphs.STATS.as_dict()
     for x in xs:
@@ -446,10 +447,7 @@ def test_a_new_view_of_the_same_memory_stays_bound(graphs, monkeypatch):
     w = rng.standard_normal((128, 64)).astype(np.float32)
     wm = mx.add(mx.array(w), 0.0, stream=G)  # (data made on the GPU: its .T is a view of that data)
     mx.eval(wm)
-
-    def step(x, w):
-        return mx.tanh(mx.matmul(mx.sin(x, stream=G), w, stream=G), stream=G)
-
+    step = _sin_product_tanh
     xs = [rng.standard_normal((3, 64)).astype(np.float32) for _ in range(6)]
     before = graphs.STATS.as_dict()
     for x in xs:
