@@ -61,13 +61,6 @@ def _contiguous(xp, x):
 _POOLED_MIN_BYTES = host_pool.MIN_BYTES if host_malloc.managed() else 64 << 10
 
 
-def _pooled_copy(x):
-    """A copy of host array ``x`` in a block of the host pool."""
-    out = host_pool.empty(x.shape, x.dtype, 0)
-    np.copyto(out, x)
-    return out
-
-
 def _empty(xp, shape: tuple, dtype):
     """An uninitialised result of ``shape`` and NumPy ``dtype``."""
     if xp is not np:
@@ -145,13 +138,13 @@ class MpiComm:
         if x.__class__ is not np.ndarray or not x.flags.c_contiguous:
             x = _contiguous(xp, x)
         dtype = x.dtype
-        key = (op, dtype)
-        reduce = self._reducers[key] if key in self._reducers else self.reducer(op, dtype)
+        reduce = self.reducer(op, dtype)
         # Every rank reduces in place (MPI asks it of all of them or none): into a copy of ``x`` here, into the
         # input's own buffer where the CPU backend donates it (cpu/donate.py). MPI would make that copy itself.
         narrow = reduce is None
         if not narrow:
-            out = x.copy() if xp is not np or x.nbytes < _POOLED_MIN_BYTES else _pooled_copy(x)
+            out = _empty(xp, x.shape, dtype)
+            out[...] = x
         elif dtype.kind == "c":  # MPI has no order on complex numbers: gather, then compare
             everyone = self.all_gather(x.reshape((1,) + x.shape), ticket, xp)
             return lexicographic_extreme(xp, everyone, op)
