@@ -16,6 +16,7 @@ import numpy as np
 from ...primitives import distributed as d
 from ..xp.distributed import lexicographic_extreme
 from ._probe import _cupy
+from .strided import contiguous
 
 cp = _cupy()
 
@@ -107,7 +108,7 @@ class NcclComm:
             self._last = (stream.ptr, event)
 
     def all_reduce(self, x, op: str, ticket: int):
-        x = cp.ascontiguousarray(x)
+        x = contiguous(x)
         if x.dtype.kind == "c" and op != "sum":  # NCCL has no order on complex numbers: gather, then compare
             return lexicographic_extreme(cp, self.all_gather(x.reshape((1,) + x.shape), ticket), op)
         buf, op = _as_nccl(x, op)
@@ -117,7 +118,7 @@ class NcclComm:
         return _from_nccl(out, x).reshape(x.shape)
 
     def all_gather(self, x, ticket: int):
-        x = cp.ascontiguousarray(x)
+        x = contiguous(x)
         out = cp.empty((self.size * x.shape[0],) + x.shape[1:] if x.ndim else (self.size,), x.dtype)
         send = x.reshape(-1).view(np.uint8)
         self._call(ticket, lambda s: self.comm.allGather(send.data.ptr, out.data.ptr, send.size,
@@ -125,7 +126,7 @@ class NcclComm:
         return out
 
     def sum_scatter(self, x, ticket: int):
-        x = cp.ascontiguousarray(x)
+        x = contiguous(x)
         buf, op = _as_nccl(x, "sum")
         out = cp.empty(buf.size // self.size, buf.dtype)
         self._call(ticket, lambda s: self.comm.reduceScatter(buf.data.ptr, out.data.ptr, out.size,
@@ -133,7 +134,7 @@ class NcclComm:
         return _from_nccl(out, x).reshape((x.shape[0] // self.size,) + x.shape[1:])
 
     def send(self, x, dst: int, ticket: int):
-        data = cp.ascontiguousarray(x).reshape(-1).view(np.uint8)
+        data = contiguous(x).reshape(-1).view(np.uint8)
         self._call(ticket, lambda s: self.comm.send(data.data.ptr, data.size, self._types["uint8"], dst, s))
         return x
 

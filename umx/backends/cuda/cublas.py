@@ -193,6 +193,23 @@ def _product(handle: Handle, a, b, spec, out):
     return out.reshape(shape)
 
 
+def bf16_matmul(a, b):
+    """The bfloat16 product of bfloat16 storage ``a`` and ``b`` by cuBLAS on the current stream's handle (tensor
+    cores, float32 accumulation, rounded once to bfloat16, as the float32 product would be), or None where that
+    does not apply: no handle, or a GPU whose cuBLAS has no bfloat16 product (refused once, then not asked
+    again). The caller then widens to float32."""
+    h = current()
+    if h is None or cp.cuda.runtime.getDevice() in _NO_BF16_GEMM:
+        return None
+    try:
+        return matmul(h, a, b, BFLOAT16)
+    except RuntimeError:  # (_check: e.g. CUBLAS_STATUS_NOT_SUPPORTED before compute capability 8.0)
+        _NO_BF16_GEMM.add(cp.cuda.runtime.getDevice())
+        return None
+
+
+_NO_BF16_GEMM: set = set()  # devices whose cuBLAS refused a bfloat16 product
+
 def _operand(x, batch: tuple):
     """``(x, (op, ld), stride)``: operand ``x`` of a product as cuBLAS reads it, a batch of matrices ``stride``
     elements apart (0: one matrix for every product). A view is read as it lies where its matrices fit

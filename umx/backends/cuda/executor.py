@@ -46,7 +46,7 @@ _cupy_matmul = KERNELS[Matmul]
 #: primitive class -> its kernel on the inputs' data as stored (bfloat16 unwidened), asked before the kernel table:
 #: mx.fast's, the quantized product for a few rows, softmax and logsumexp over the last axis
 NATIVE = {**FAST_NATIVE, **QUANTIZED_NATIVE, **SOFTMAX_NATIVE}
-_NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16: see _matmul_bf16)
+_NARROW_DTYPES = (float32, float64)  # products umx's own kernel may compute (bfloat16: see cublas.bf16_matmul)
 _FUSED = KernelCache(cp)
 _memory.register_location(cp.ndarray, gmem.LOCATION)
 _memory.register_pinned_allocator(gmem.pinned_empty)
@@ -259,7 +259,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
             elif n._dtype is bfloat16:  # on the 16-bit storage, float32 accumulation
                 out = matvec.bf16_matvec(args[0], args[1], n._shape) if matvec.ENABLED else None
                 if out is None:
-                    out = _matmul_bf16(args[0], args[1])  # (cuBLAS)
+                    out = cublas.bf16_matmul(args[0], args[1])  # (cuBLAS)
             else:
                 out = None
             if out is not None:
@@ -388,21 +388,6 @@ def _matmul(prim, a, b):
     return _cupy_matmul(prim, a, b)
 
 
-def _matmul_bf16(a, b):
-    """The bfloat16 product of bfloat16 storage ``a`` and ``b`` by cuBLAS (tensor cores, float32 accumulation,
-    rounded once to bfloat16, as the float32 product would be), or None: the caller widens and uses ``_matmul``
-    (also on a GPU whose cuBLAS has no bfloat16 product: refused once, then not asked again)."""
-    h = cublas.current()
-    if h is None or cp.cuda.runtime.getDevice() in _NO_BF16_GEMM:
-        return None
-    try:
-        return cublas.matmul(h, a, b, cublas.BFLOAT16)
-    except RuntimeError:  # (cublas._check: e.g. CUBLAS_STATUS_NOT_SUPPORTED before compute capability 8.0)
-        _NO_BF16_GEMM.add(cp.cuda.runtime.getDevice())
-        return None
-
-
-_NO_BF16_GEMM: set = set()  # devices whose cuBLAS refused a bfloat16 product
 
 
 KERNELS[Matmul] = _matmul

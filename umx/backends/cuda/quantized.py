@@ -95,10 +95,9 @@ _MAX_BLOCKS = 8192  # (a grid-stride loop covers the rest)
 def _dequantized_product(n, args):
     """``x @ W.T`` for many rows of bfloat16 ``x`` (a prompt's): the weight written out once as bfloat16 by
     umx's kernel (rounded as the shared kernel rounds it), then cuBLAS's bfloat16 product (float32 sums, as the
-    shared kernel's float32 product of the same values); None where cuBLAS is not at hand."""
-    h = cublas.current()
+    shared kernel's float32 product of the same values); None where cuBLAS's bfloat16 product is not at hand."""
     x, w, scales, biases = (contiguous(a) for a in args)
-    if h is None or w.dtype != np.uint32 or x.dtype != np.uint16:
+    if w.dtype != np.uint32 or x.dtype != np.uint16:
         return None
     prim = n._prim
     k = x.shape[-1]
@@ -110,7 +109,7 @@ def _dequantized_product(n, args):
     _dequantize_kernel(prim.bits, prim.group_size)((min(-(-total // BLOCK), _MAX_BLOCKS),), (BLOCK,), w.data.ptr,
                                                    scales.data.ptr, biases.data.ptr, weight.data.ptr, total,
                                                    row_words, scales.shape[-1])
-    out = cublas.matmul(h, x.reshape(-1, k), weight.T, cublas.BFLOAT16)
+    out = cublas.bf16_matmul(x.reshape(-1, k), weight.T)
     return None if out is None else out.reshape(n._shape)
 
 

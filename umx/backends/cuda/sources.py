@@ -315,6 +315,16 @@ __device__ inline float umx_block_reduce(float v, float* partial, bool is_max) {
 """
 
 
+#: eight bfloat16 values packed in 16 bytes (a uint4 loaded from their storage) as float32, exactly
+BF16_UNPACK8 = r"""
+__device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {
+  v[0] = __uint_as_float(p.x << 16); v[1] = __uint_as_float(p.x & 0xFFFF0000u);
+  v[2] = __uint_as_float(p.y << 16); v[3] = __uint_as_float(p.y & 0xFFFF0000u);
+  v[4] = __uint_as_float(p.z << 16); v[5] = __uint_as_float(p.z & 0xFFFF0000u);
+  v[6] = __uint_as_float(p.w << 16); v[7] = __uint_as_float(p.w & 0xFFFF0000u);
+}
+"""
+
 #: the storage type that ``mx.fast``'s kernels read and write for each dtype they take: float32 as itself,
 #: bfloat16 as its 16 bits (loaded exactly as float, stored rounded once: what widening, then narrowing, gives)
 FAST_TYPES = {"float32": "float", "bfloat16": "unsigned short"}
@@ -327,7 +337,7 @@ NORM_CACHED = 8
 #: flight for a row that one block reads alone
 NORM_FEW_ROWS_BLOCK = 1024
 
-FAST_IO = PREAMBLE + r"""
+FAST_IO = PREAMBLE + BF16_UNPACK8 + r"""
 __device__ __forceinline__ float umx_ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ float umx_ld(const unsigned short* p, long long i) { return umx_bf16_load(p[i]); }
 __device__ __forceinline__ void umx_st(float* p, long long i, float v) { p[i] = v; }
@@ -338,15 +348,7 @@ __device__ __forceinline__ void umx_ld8(const float* p, float* o) {
   o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
   o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
 }
-__device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) {
-  const uint4 t = *(const uint4*)p;
-  const unsigned int w[4] = {t.x, t.y, t.z, t.w};
-  #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    o[2 * i] = __uint_as_float(w[i] << 16);
-    o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
+__device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) { umx_unpack8(*(const uint4*)p, o); }
 // v's 8 floats stored at p (16-byte aligned) as float32, or rounded to bfloat16, by 16-byte stores.
 __device__ __forceinline__ void umx_st8(float* p, const float* v) {
   *(float4*)p = make_float4(v[0], v[1], v[2], v[3]);
@@ -1189,14 +1191,7 @@ def bf16_matvec_source(name: str, rows: int, cols: int, warps: int, stream: bool
     the warps' sums meet in shared memory. ``K`` is a multiple of 8 and the rows start 16-byte aligned.
     ``stream``: the weight is read with the streaming cache hint (read once, it should not push ``x`` out)."""
     load = "__ldcs(wc[c] + i)" if stream else "wc[c][i]"
-    return PREAMBLE + f"""
-__device__ __forceinline__ void umx_unpack8(const uint4 p, float* v) {{
-  v[0] = __uint_as_float(p.x << 16); v[1] = __uint_as_float(p.x & 0xFFFF0000u);
-  v[2] = __uint_as_float(p.y << 16); v[3] = __uint_as_float(p.y & 0xFFFF0000u);
-  v[4] = __uint_as_float(p.z << 16); v[5] = __uint_as_float(p.z & 0xFFFF0000u);
-  v[6] = __uint_as_float(p.w << 16); v[7] = __uint_as_float(p.w & 0xFFFF0000u);
-}}
-
+    return PREAMBLE + BF16_UNPACK8 + f"""
 extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
                                   unsigned short* __restrict__ out, int n, int k) {{
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1207,13 +1202,7 @@ extern "C" __global__ void {name}(const unsigned short* __restrict__ x, const un
     const long long row = col0 + c < n ? col0 + c : n - 1;  // (past the end: a row read again, not stored)
     wc[c] = reinterpret_cast<const uint4*>(w + row * k);
   }}
-  float acc[{rows}][{cols}];
-  #pragma unroll
-  for (int r = 0; r < {rows}; ++r) {{
-    #pragma unroll
-    for (int c = 0; c < {cols}; ++c) acc[r][c] = 0.0f;
-  }}
-  const int vecs = k >> 3;
+{_zero_sums(rows, cols)}  const int vecs = k >> 3;
   #pragma unroll 4
   for (int i = warp * 32 + lane; i < vecs; i += {warps * 32}) {{
     uint4 pk[{cols}];
@@ -1288,6 +1277,7 @@ extern "C" __global__ void {name}(const unsigned int* __restrict__ w, const unsi
 }}
 """
 
+
 #: the most axes the dynamic slice kernels take (shapes travel as parameters, padded with leading 1s)
 SLICE_MAX_AXES = 6
 #: the element type a dynamic slice kernel moves, by item size in bytes (it moves bits: any dtype of that size)
@@ -1333,7 +1323,6 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
   }}
 }}
 """
-
 
 
 #: the unit a strided copy moves, by its width in bytes (it moves bits: any dtype whose rows are whole units)

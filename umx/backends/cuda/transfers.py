@@ -21,6 +21,7 @@ from ...runtime.threads import CORES
 from . import memory as gmem
 from ._probe import _cupy
 from .pressure import SPILL_MIN_BYTES, track_copy
+from .strided import contiguous
 
 cp = _cupy()
 _PARTS_MIN_BYTES = 1 << 24  # results a CPU reads are copied to the host in parts from this size
@@ -140,7 +141,7 @@ class Transfers:
             # state is (the lane announces after giving the caller's back), so that the mark below covers it.
             prev = self._use_stream()
             try:
-                outs = [cp.ascontiguousarray(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
+                outs = [contiguous(d) if type(d) is cp.ndarray and not d.flags.c_contiguous else d
                         for d in outs]
             finally:
                 restore_stream(prev)
