@@ -474,6 +474,22 @@ def test_quantized_matmul_few_rows_match_the_host(device, rng, bits, gs, n, k, r
         assert_close(got, want, 1e-2, (2e-3 if rows <= 8 else 2e-2) * np.abs(want).max())
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("rows,k", [(4, 64), (8, 64), (8, 128), (33, 64)])
+def test_quantized_matmul_not_transposed_multiplies_the_rounded_weight(device, bits, rows, k):
+    # MLX's rule for x @ W from 4 rows of bfloat16: the product is x times dequantize's bfloat16 weight, so it
+    # rounds to the same bfloat16 as that product does (an ulp is 0.002 at the outputs' 0.25 and up, over the
+    # bound); three rows or fewer take the per-group sums, which stay within the bound of the exact weight
+    kx, kw = mx.random.split(mx.random.key(3))
+    x = mx.random.normal((rows, k), key=kx, dtype=mx.bfloat16) / k**0.5
+    w = mx.random.normal((k, 128), key=kw, dtype=mx.bfloat16) / k**0.5
+    wq, s, b = mx.quantize(w, 32, bits)
+    got = mx.quantized_matmul(x, wq, s, b, False, 32, bits, stream=device)
+    want = mx.matmul(x, mx.dequantize(wq, s, b, 32, bits), stream=device)
+    assert got.dtype == mx.bfloat16
+    assert np.abs(_np(got) - _np(want)).max() < 1.5e-3
+
+
 @pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU (CuPy and a device)")
 @pytest.mark.parametrize("bits,gs,n,k", [(4, 64, 200, 256), (2, 32, 1030, 96), (8, 128, 4098, 128)])
 @pytest.mark.parametrize("lead", [(64,), (2, 40)])

@@ -16,6 +16,9 @@ from . import kernel
 
 _BLOCK = 1 << 19  # elements of dequantized weight a CPU product holds at once
 _FEW = 8  # products with at most this many input rows scale per-group results, not the weight (see _qmm_few)
+# (MLX's rule for x @ W, not transposed: from 4 rows its kernels multiply by the weight's values rounded to its
+# dtype, as dequantize returns them, and its tests hold bfloat16 products to that within less than an ulp)
+_FEW_NOT_TRANSPOSED = 3
 #: elements of unpacked codes such a product holds at once: a block small enough to stay in a core's cache
 #: between its unpacking and the products that read it (bench/llm.py's 4-bit decode on the CPU)
 _FEW_BLOCK = 1 << 16
@@ -298,7 +301,8 @@ def _dequantize(xp, prim, w, scales, *rest):
 def _qmm_2d(xp, prim, x, w, scales, biases, acc):
     """``x @ W.T`` (transpose) or ``x @ W`` for one packed matrix ``w``: x is (R, K) in ``acc``; the weight is
     dequantized a block of rows at a time."""
-    if x.shape[0] <= _FEW:  # (as MLX's GPU kernels: per-group sums, no rounded weights; the GPU's kernel too)
+    if x.shape[0] <= (_FEW if prim.transpose else _FEW_NOT_TRANSPOSED):
+        # (as MLX's GPU kernels: per-group sums, no rounded weights; the GPU's kernel too)
         return _qmm_few(xp, prim, x, w, scales, biases, acc)
     n = _n_codes(prim, w)
     rows = w.shape[0]
