@@ -82,3 +82,22 @@ def test_bfloat16_regions_split_by_rows_match_per_step_rounding(rng):
     want = (step.astype(mx.float32) * v.astype(mx.float32)).astype(mx.bfloat16)
     assert got.dtype == mx.bfloat16
     np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32)))
+
+
+def test_split_regions_in_uneven_chunks_match_numpy(rng, monkeypatch):
+    # large regions are cut into threads.parts() chunks on the pool: flat ones by elements, folded ones by rows
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 5)
+    monkeypatch.setattr(fused, "CORES", 5)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    assert threads.parts(1 << 22) == 5 and threads.parts(100) == 1
+    x = rng.standard_normal((1031, 1029)).astype(np.float32)  # (over fusion.SPLIT_MIN_SIZE, odd sizes)
+    y = rng.standard_normal((1031, 1029)).astype(np.float32)
+    v = rng.standard_normal((1029 * 128, 8)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    got = (mx.array(x) * 2 - mx.array(y)) * mx.array(y)
+    np.testing.assert_array_equal(np.asarray(got), (x * 2 - y) * y)
+    folded = (mx.array(v) - mx.array(b)) * mx.array(b)  # (a short broadcast row: folded, split by rows)
+    np.testing.assert_array_equal(np.asarray(folded), (v - b) * b)

@@ -266,6 +266,8 @@ def test_fast_op_kernels_compile():
              sources.sdpa_softmax_source("umx_sdpa_softmax"),
              sources.sdpa_softmax_source("umx_sdpa_softmax_bf16", bf),
              sources.softmax_source("umx_softmax"), sources.softmax_source("umx_softmax_bf16", bf),
+             sources.arg_reduce_source("umx_arg_reduce"), sources.arg_reduce_source("umx_arg_reduce_bf16", bf),
+             sources.copy_list_source("umx_copy_list"),
              sources.rms_norm_source("umx_rms_norm_bf16", bf, bf), sources.rms_norm_source("umx_rms_norm_mixed", bf, f),
              sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
              sources.sdpa_source("umx_sdpa_bf16", bf)]
@@ -309,9 +311,10 @@ def test_norm_kernels_fit_blocks_of_their_widest_launch():
         for types in ((f, f), (bf, bf), (bf, f)):
             for name, used in _registers(make("umx_norm", *types)).items():
                 assert used <= most, (name, types, used)
-    for t in (f, bf):  # (softmax's rows of many elements take blocks of 1024 threads)
-        for name, used in _registers(sources.softmax_source("umx_softmax", t)).items():
-            assert used <= most, (name, t, used)
+    for t in (f, bf):  # (softmax's and argmax's rows of many elements take blocks of 1024 threads)
+        for make in (sources.softmax_source, sources.arg_reduce_source):
+            for name, used in _registers(make("umx_row", t)).items():
+                assert used <= most, (name, t, used)
 
 
 def _parameters(code: str, name: str) -> str:
@@ -333,6 +336,7 @@ def test_launch_signatures_match_the_kernels_parameters():
             "rope": [sources.rope_source("k", bf)], "sdpa": [sources.sdpa_source("k", bf)],
             "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
             "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
+            "arg_reduce": [sources.arg_reduce_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
             "bf16_matvec": [sources.bf16_matvec_source("k", 1, 2, 8)],
             "dequantize_bf16": [sources.dequantize_bf16_source("k", b, 64) for b in (2, 4, 8)],

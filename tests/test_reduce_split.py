@@ -14,6 +14,7 @@ import umx as mx
 from umx.backends.cpu import reduce_split
 from umx.backends.cpu.executor import KERNELS
 from umx.primitives import ArgMax, Mean, Sum
+from umx.runtime import threads
 
 SHAPES = [(37,), (6, 5, 7), (2, 301), (301, 2), (3, 1, 40), (4, 0), ()]
 AXES = [None, 0, -1, (0, 2), (1,), (-1, -3), (0, 1)]
@@ -23,6 +24,7 @@ AXES = [None, 0, -1, (0, 2), (1,), (-1, -3), (0, 1)]
 def calls(monkeypatch):
     """Counts the reductions that take the split path, on 3 'cores' (uneven chunks)."""
     monkeypatch.setattr(reduce_split, "CORES", 3)
+    monkeypatch.setattr(threads, "CORES", 3)
     seen = []
     run = reduce_split._run_split
     monkeypatch.setattr(reduce_split, "_run_split", lambda *a: seen.append(1) or run(*a))
@@ -33,7 +35,7 @@ def calls(monkeypatch):
 def split(monkeypatch, calls):
     """Split every non-empty reduction into as many chunks as its axes allow."""
     monkeypatch.setattr(reduce_split, "MIN_SIZE", 0)
-    monkeypatch.setattr(reduce_split, "CHUNK_MIN", 1)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1)
     return calls
 
 

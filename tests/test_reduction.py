@@ -194,6 +194,32 @@ def test_softmax_and_logsumexp_of_rows_with_infinities_and_nans_agree_across_dev
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("n", [1, 5, 33, 256, 257, 3000, 32000])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_argmax_and_argmin_over_rows_pick_as_numpy(device, rng, n, dtype):
+    # ties (few distinct values), a NaN in some rows (the first NaN wins, as in NumPy), infinities; on the GPU
+    # rows are a warp's (n <= 256) or a block's, several rows a block or one
+    rows = 5 if n > 3000 else 41
+    x = rng.integers(-3, 4, (rows, n)).astype(np.float32)
+    x[1, n // 2] = np.inf
+    x[2, -1] = -np.inf
+    if n > 1:
+        x[3, n // 3:] = np.nan
+        x[4, 1:] = np.nan
+    a = mx.array(x).astype(getattr(mx, dtype))
+    ref = np.asarray(a.astype(mx.float32))
+    for op, np_op in ((mx.argmax, np.argmax), (mx.argmin, np.argmin)):
+        got = op(a, axis=-1, stream=device)
+        assert got.dtype == mx.uint32 and got.shape == (rows,)
+        np.testing.assert_array_equal(np.asarray(got), np_op(ref, axis=-1))
+        kept = op(mx.reshape(a, (1, rows, n)), axis=2, keepdims=True, stream=device)
+        assert kept.shape == (1, rows, 1)
+        np.testing.assert_array_equal(np.asarray(kept).ravel(), np_op(ref, axis=-1))
+    # a transposed view's last axis (not contiguous), and another axis (the shared kernel)
+    np.testing.assert_array_equal(np.asarray(mx.argmax(a.T, axis=-1, stream=device)), np.argmax(ref.T, axis=-1))
+    np.testing.assert_array_equal(np.asarray(mx.argmin(a, axis=0, stream=device)), np.argmin(ref, axis=0))
+
+
 def test_axis_errors(device):
     a = mx.zeros((2, 3))
     with pytest.raises(ValueError, match="sum"):

@@ -200,3 +200,32 @@ def test_elementwise_kernels_read_row_slices_in_place(dtype):
     tol = 1e-2 if dtype is mx.bfloat16 else 1e-5
     np.testing.assert_allclose(np.asarray(y.astype(mx.float32)), g / (1 + np.exp(-g)) * u, rtol=tol, atol=tol)
     assert any(len(k) == 3 and type(k[0]) is tuple and type(k[1]) is str and "s" in k[1] for k in direct._kernels)
+
+
+@needs_gpu
+def test_copy_list_makes_every_copy():
+    # more copies than one launch takes, of sizes from a byte to several blocks' worth, at addresses and sizes
+    # that allow 16-byte moves and ones that do not, and empty copies
+    import cupy as cp
+
+    from umx.backends.cuda import sources, strided
+
+    rng = np.random.default_rng(0)
+    sizes = [0, 1, 7, 16, 48, 1000, 4096, sources.COPY_LIST_CHUNK, sources.COPY_LIST_CHUNK * 3 + 5, 300000]
+    sizes = [sizes[i % len(sizes)] for i in range(sources.COPY_LIST_MAX * 2 + 7)]
+    offsets = [0 if i % 3 else 1 + i % 5 for i in range(len(sizes))]  # (some sources and targets off 16 bytes)
+    src = cp.asarray(rng.integers(0, 256, sum(sizes) + 8 * len(sizes), dtype=np.uint8))
+    dst = cp.zeros_like(src)
+    copies, at = [], 0
+    for n, off in zip(sizes, offsets):
+        copies.append((dst.data.ptr + at + (off % 2), src.data.ptr + at + off, n))
+        at += n + 8
+    stream = cp.cuda.get_current_stream()
+    strided.copy_list(copies, stream)
+    host_src, host_dst = cp.asnumpy(src), cp.asnumpy(dst)
+    expected = np.zeros_like(host_src)
+    at = 0
+    for n, off in zip(sizes, offsets):
+        expected[at + off % 2:at + off % 2 + n] = host_src[at + off:at + off + n]
+        at += n + 8
+    np.testing.assert_array_equal(host_dst, expected)

@@ -14,6 +14,10 @@ import numpy as np
 #: below this many bytes, one thread is faster than handing out chunks
 MIN_BYTES = 4 << 20
 CORES = os.cpu_count() or 1
+#: the least bytes a chunk of a split kernel writes (or, for a reduction, reads): handing a chunk to a pool thread
+#: costs 15-20 us on a 16-core VM, so that smaller chunks lose more than they gain, and a 16 MiB elementwise op is
+#: as fast in 4 or 8 chunks as it is slower in 16 (bench/cpu_split.py)
+CHUNK_BYTES = 2 << 20
 _pool: list = []
 
 
@@ -37,8 +41,12 @@ def map_chunks(fn, bounds: list) -> list:
     return [first] + [f.result() for f in futures]
 
 
+def parts(nbytes: int) -> int:
+    """How many chunks to cut work of ``nbytes`` into: one per ``CHUNK_BYTES``, at most one per core."""
+    return max(1, min(CORES, nbytes // CHUNK_BYTES))
+
+
 def chunks(n: int, itemsize: int) -> list:
-    """``(start, stop)`` element ranges splitting ``n`` items into about one chunk per core (at least 1 MiB each)."""
-    parts = max(1, min(CORES, n * itemsize // (1 << 20)))
-    step = -(-n // parts)
+    """``(start, stop)`` element ranges splitting ``n`` items of ``itemsize`` bytes into :func:`parts` chunks."""
+    step = -(-n // parts(n * itemsize))
     return [(s, min(n, s + step)) for s in range(0, n, step)]

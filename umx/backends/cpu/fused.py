@@ -24,7 +24,7 @@ except ImportError:  # another Python implementation
 import numpy as np
 
 from ...dtypes import bfloat16, narrow_bf16, round_bf16, widen_bf16
-from ...runtime import host_pool
+from ...runtime import host_pool, threads
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import CORES, map_chunks
@@ -212,7 +212,7 @@ def _run_split_rows(steps, xs: list, folding: tuple, dtype):
     rows, k, run = folding
     width = k * run
     out = host_pool.empty((rows, width), dtype)
-    step = max(-(-rows // CORES), -(-(1 << 16) // width))  # (as _run_split: a chunk per core, not tiny ones)
+    step = -(-rows // threads.parts(out.nbytes))
 
     def work(r0: int, r1: int) -> None:
         vals = [x[r0:r1] if x.__class__ is np.ndarray and x.ndim == 2 else x for x in xs]
@@ -325,8 +325,7 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
     flat_out = out.reshape(-1)
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size
-    # one chunk per core: smaller chunks cost more in hand-offs to the pool than they buy in balance
-    chunk = max(-(-n // CORES), 1 << 16)
+    chunk = -(-n // threads.parts(flat_out.nbytes))
 
     def work(lo: int, hi: int) -> None:
         if arrivals:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...primitives import reduction as r
+from ...runtime import threads
 from ...runtime.threads import CORES, map_chunks
 
 # Work is counted in elements of a float32 sum: below MIN_SIZE the hand-off to the pool costs more than the cores
@@ -20,8 +21,6 @@ from ...runtime.threads import CORES, map_chunks
 # float32 sum; float16 ones convert each element, dearer (their weights below).
 #: reductions of less work run on one core
 MIN_SIZE = 1 << 20
-#: the least work worth a chunk of its own
-CHUNK_MIN = 1 << 19
 
 # The reductions whose partial results reduce again with the same primitive (mean and the arg-reductions have
 # rules of their own).
@@ -84,7 +83,7 @@ def _merge(shape: tuple, axes: tuple) -> tuple:
 
 def _run_split(kernel, prim, x, reduced: list, work: int):
     """The reduction of ``x`` (merged shape; ``reduced`` flags its axes) with reduced axes kept as length 1."""
-    parts = max(2, min(CORES, work // CHUNK_MIN))
+    parts = max(2, threads.parts(work * 4))  # (work counts float32 elements)
     # The first axis long enough to give each core a chunk, else the longest.
     axis = next((i for i, n in enumerate(x.shape) if n >= parts), None)
     if axis is None:

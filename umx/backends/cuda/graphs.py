@@ -61,7 +61,7 @@ from ._probe import _cupy
 from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
 from .layout import update_in_place
 from .pressure import RELEASERS
-from .strided import contiguous
+from .strided import contiguous, copy_list, load_copy_list
 
 __all__ = ["ENABLED", "MIN_TASKS", "STATS", "Graphs", "nbytes", "release_all"]
 
@@ -225,6 +225,7 @@ class Graphs:
         stream = ex.cuda_stream
         graph = values = None
         try:
+            load_copy_list()  # (compiled before the capture, whose last copies are its launch)
             slots = [d if b else cp.empty(d.shape, d.dtype) for d, b in zip(inputs, bind)]
             mutated: list = []
             # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
@@ -628,33 +629,37 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
 
 
 def _pack(values: list, retained: list, stream):
-    """Under capture: copy the ``retained`` values into one new area (each at a 256-byte boundary); the area and
-    ``{position: offset}``."""
+    """Under capture: copy the ``retained`` values (contiguous) into one new area (each at a 256-byte boundary),
+    in one launch of the copy-list kernel; the area and ``{position: offset}``."""
     offsets = {}
     end = 0
     for i in retained:
         offsets[i] = end
         end += (values[i].nbytes + 255) & ~255
     export = cp.empty(max(end, 1), np.uint8)
-    for i, at in offsets.items():
-        v = values[i]
-        if v.nbytes:
-            _runtime.memcpyAsync(export.data.ptr + at, v.data.ptr, v.nbytes, _D2D, stream.ptr)
+    copy_list([(export.data.ptr + at, values[i].data.ptr, values[i].nbytes) for i, at in offsets.items()], stream)
     return export, offsets
 
 
 def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
     """Fill the slots of ``g`` whose data changed from ``inputs``, launch it, and copy its export area out once:
     the ``retained`` tasks' values, as views of that copy."""
+    whole = []  # (slot, source, bytes) of the contiguous inputs, copied in one launch
     for s, d in enumerate(inputs):
-        if g.slots[s] is None:  # bound: read in place (the caller checked it is the same data)
+        slot = g.slots[s]
+        if slot is None:  # bound: read in place (the caller checked it is the same data)
             continue
         src = g.sources[s]
         # Keyed by the data, not the array: `a[i] = v` and `a += b` give the same array new data.
         if src is None or not _same_data(src, d):
-            _copy(g.slots[s], d, stream)
+            if d.flags.c_contiguous and d.dtype == slot.dtype:
+                whole.append((slot.data.ptr, d.data.ptr, d.nbytes))
+            else:
+                _copy(slot, d, stream)
             g.sources[s] = _data_ref(d)
             STATS.copies_in += 1
+    if whole:
+        copy_list(whole, stream)
     g.graph.launch(stream)
     outs = []
     offsets = g.offsets

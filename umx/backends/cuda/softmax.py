@@ -1,7 +1,10 @@
 """Softmax and logsumexp over the last axis as one kernel of umx's own (``sources.softmax_source``), on float32
 and bfloat16 data as stored (bfloat16 read as its 16-bit storage, computed in float32, rounded once). The shared
 kernels (``backends/xp/reduction.py``) take five CuPy calls and read the input three times; this one reads a row
-once and writes it once. Other axes and dtypes, and empty arrays, take the shared kernels.
+once and writes it once. Argmax and argmin over any axis (moved last) take the same launch shape
+(``sources.arg_reduce_source``): a decode step's pick of the next token reads bfloat16 logits once, where CuPy's
+takes them widened to float32 first, and a NaN is picked as NumPy picks it, which CuPy's reduction over a leading
+axis does not always do. Other dtypes, and empty arrays, take the shared kernels; so do other axes of softmax.
 
 The kernel only enqueues device work, so CUDA graphs capture these nodes as they did the shared kernels'."""
 
@@ -12,7 +15,15 @@ import functools
 from ...primitives import reduction as r
 from ._probe import _cupy
 from .launch import Launch
-from .sources import FAST_STORAGE, FAST_TYPES, SIGNATURES, SOFTMAX_CACHED, SOFTMAX_WARP_ROWS_BLOCK, softmax_source
+from .sources import (
+    FAST_STORAGE,
+    FAST_TYPES,
+    SIGNATURES,
+    SOFTMAX_CACHED,
+    SOFTMAX_WARP_ROWS_BLOCK,
+    arg_reduce_source,
+    softmax_source,
+)
 from .strided import contiguous
 
 cp = _cupy()
@@ -24,6 +35,12 @@ _MOST_LANES = 1024  # (a block's threads)
 def _kernel(xt: str) -> Launch:
     name = "umx_softmax" + ("_bf16" if xt == FAST_TYPES["bfloat16"] else "_f32")
     return Launch(cp.RawKernel(softmax_source(name, xt), name), SIGNATURES["softmax"])
+
+
+@functools.cache
+def _arg_kernel(xt: str) -> Launch:
+    name = "umx_arg_reduce" + ("_bf16" if xt == FAST_TYPES["bfloat16"] else "_f32")
+    return Launch(cp.RawKernel(arg_reduce_source(name, xt), name), SIGNATURES["arg_reduce"])
 
 
 def launch_shape(rows: int, n: int) -> tuple:
@@ -62,5 +79,22 @@ def _logsumexp(n, args: list):
     return _over_rows(n, args, True)
 
 
+def _arg_reduce(n, args: list):
+    """ArgMax or ArgMin by umx's kernel, over the last axis (another axis is moved there: a copy), or None (the
+    shared kernel serves)."""
+    x = n._inputs[0]
+    xt = FAST_STORAGE.get(x._dtype)
+    data = args[0]
+    if xt is None or type(data) is not cp.ndarray or data.size == 0 or data.shape[n._prim.axis] >= 1 << 31:
+        return None
+    d = data.shape[n._prim.axis]
+    rows = data.size // d
+    data = contiguous(cp.moveaxis(data, n._prim.axis, -1))  # (the other axes keep their order: the output's)
+    out = cp.empty(rows, cp.uint32)
+    grid, block, lanes = launch_shape(rows, d)
+    _arg_kernel(xt)((grid,), (block,), data.data.ptr, out.data.ptr, rows, d, lanes, int(type(n._prim) is r.ArgMin))
+    return out.reshape(n._shape)
+
+
 #: primitive class -> ``(node, its inputs' data as stored) -> output or None`` (see fast.NATIVE)
-NATIVE = {r.Softmax: _softmax, r.LogSumExp: _logsumexp}
+NATIVE = {r.Softmax: _softmax, r.LogSumExp: _logsumexp, r.ArgMax: _arg_reduce, r.ArgMin: _arg_reduce}

@@ -1041,6 +1041,60 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ o
 """
 
 
+def arg_reduce_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of argmax (``is_min`` 0) or argmin (1) over the last axis of ``rows`` contiguous rows of ``n``
+    elements of storage type ``x`` (see ``FAST_TYPES``), as NumPy picks: the first NaN, else the first of the
+    extreme values; uint32 indices. ``lanes`` threads take a row as softmax's kernels do (a warp, several rows a
+    block, or a block a row); each thread walks its elements in order, then the row's threads compare in a fixed
+    tree, the lower index winning a tie."""
+    return FAST_IO + f"""
+__device__ __forceinline__ bool umx_arg_better(float v, int i, float w, int j, bool is_min) {{
+  // whether (v, i) wins over (w, j): a NaN over a number, then the extreme value, then the lower index
+  const bool vn = isnan(v), wn = isnan(w);
+  if (vn || wn) return vn && (!wn || i < j);
+  if (v != w) return is_min ? v < w : v > w;
+  return i < j;
+}}
+
+extern "C" __global__ void {name}(const {x}* __restrict__ x, unsigned int* __restrict__ out, long long rows, int n,
+                                  int lanes, int is_min) {{
+  __shared__ float best_v[32];
+  __shared__ int best_i[32];
+  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
+  const {x}* xr = x + row * n;
+  float v = umx_ld(xr, lane < n ? lane : 0);
+  int i = lane < n ? lane : n;
+  for (int j = lane + lanes; j < n; j += lanes) {{
+    const float w = umx_ld(xr, j);
+    if (umx_arg_better(w, j, v, i, is_min)) {{ v = w; i = j; }}
+  }}
+  #pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {{
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    const int j = __shfl_xor_sync(0xffffffffu, i, o);
+    if (umx_arg_better(w, j, v, i, is_min)) {{ v = w; i = j; }}
+  }}
+  if (lanes > 32) {{
+    if ((threadIdx.x & 31) == 0) {{ best_v[threadIdx.x >> 5] = v; best_i[threadIdx.x >> 5] = i; }}
+    __syncthreads();
+    if (threadIdx.x >= 32) return;
+    const int warps = blockDim.x >> 5;
+    v = threadIdx.x < warps ? best_v[threadIdx.x] : best_v[0];
+    i = threadIdx.x < warps ? best_i[threadIdx.x] : best_i[0];
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {{
+      const float w = __shfl_xor_sync(0xffffffffu, v, o);
+      const int j = __shfl_xor_sync(0xffffffffu, i, o);
+      if (umx_arg_better(w, j, v, i, is_min)) {{ v = w; i = j; }}
+    }}
+  }}
+  if (lane == 0) out[row] = (unsigned int)i;
+}}
+"""
+
+
 #: rows of x the quantized matrix-vector kernel takes (each warp keeps one sum per row and column in registers)
 QMV_MAX_ROWS = 8
 #: warps per block of the quantized matrix-vector kernel
@@ -1351,6 +1405,53 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, {t}* __restrict__ o
 """
 
 
+#: copies one launch of the copy-list kernel makes: its list is a kernel parameter (``COPY_LIST_BYTES``), well
+#: under the 4 KiB CUDA allows a launch's parameters
+COPY_LIST_MAX = 96
+#: bytes of one copy a block of the copy-list kernel moves (its threads 16 bytes at a time)
+COPY_LIST_CHUNK = 1 << 16
+#: the size of the copy-list kernel's parameter (source and destination addresses, byte counts, first blocks),
+#: padded to its 8-byte alignment as the compiler lays it out
+COPY_LIST_BYTES = (3 * 8 * COPY_LIST_MAX + 4 * (COPY_LIST_MAX + 1) + 7) & ~7
+
+
+def copy_list_source(name: str) -> str:
+    """The CUDA C++ of ``count`` device-to-device copies in one launch (a CUDA graph's inputs into their slots, its
+    held values into its export area: each copy alone is a launch of a few microseconds, most of it latency). The
+    list is the kernel's parameter: ``src``, ``dst`` and ``bytes`` of each copy, and ``first``, the first block of
+    each (a copy takes one block per ``COPY_LIST_CHUNK`` bytes; ``first[count]`` is the grid). A block finds its
+    copy by a binary search of ``first``, then its threads move 16 bytes at a time where the addresses and the
+    size allow it, else one byte at a time."""
+    n = COPY_LIST_MAX
+    return f"""
+struct umx_copy_list {{
+  unsigned long long src[{n}], dst[{n}], bytes[{n}];
+  unsigned int first[{n + 1}];
+}};
+static_assert(sizeof(umx_copy_list) == {COPY_LIST_BYTES}, "the host packs COPY_LIST_BYTES");
+
+extern "C" __global__ void {name}(const umx_copy_list list, int count) {{
+  int lo = 0, hi = count - 1;  // the last copy whose first block is at most this one
+  while (lo < hi) {{
+    const int mid = (lo + hi + 1) >> 1;
+    if (list.first[mid] <= blockIdx.x) lo = mid; else hi = mid - 1;
+  }}
+  const unsigned long long start = (unsigned long long)(blockIdx.x - list.first[lo]) * {COPY_LIST_CHUNK}ULL;
+  const unsigned long long total = list.bytes[lo];
+  const unsigned long long end = start + {COPY_LIST_CHUNK}ULL < total ? start + {COPY_LIST_CHUNK}ULL : total;
+  const char* s = (const char*)list.src[lo];
+  char* d = (char*)list.dst[lo];
+  if (((list.src[lo] | list.dst[lo] | total) & 15ULL) == 0) {{
+    const uint4* s4 = (const uint4*)s;
+    uint4* d4 = (uint4*)d;
+    for (unsigned long long i = start / 16 + threadIdx.x; i < end / 16; i += blockDim.x) d4[i] = s4[i];
+  }} else {{
+    for (unsigned long long i = start + threadIdx.x; i < end; i += blockDim.x) d[i] = s[i];
+  }}
+}}
+"""
+
+
 def merged_axes(shape: tuple, strides: tuple) -> list:
     """``[(size, stride)]`` of a view's axes with size-1 axes dropped and each axis merged into the next where
     it steps over that one whole (C order kept): the fewest axes that address the same elements."""
@@ -1414,6 +1515,7 @@ SIGNATURES = {
     "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_softmax": "pppp" + "q" + "iiiiifii" + "qqqq",
     "softmax": "ppqiii",
+    "arg_reduce": "ppqiii",
     "qmv": "pppppii",
     "bf16_matvec": "pppii",
     "dequantize_bf16": "ppppqii",

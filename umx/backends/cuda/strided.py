@@ -10,21 +10,41 @@ contiguous, of more axes, or of 2**31 units or more, go to CuPy as before.
 
 ``reshape`` gives a view where the strides allow one, as NumPy's does, and copies through ``contiguous`` where
 not. The kernel only enqueues device work, so CUDA graphs capture it.
+
+``copy_list`` makes many whole-buffer copies in one launch (``sources.copy_list_source``): a CUDA graph's inputs
+into their slots and its held values into its export area, which were a copy each.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import struct
+import threading
 
 from ...primitives import shape as sp
 from ._probe import _cupy
 from .launch import Launch
-from .sources import BLOCK, COPY_ROW_AXES, COPY_UNITS, SIGNATURES, merged_axes, strided_copy_source, view_strides
+from .sources import (
+    BLOCK,
+    COPY_LIST_BYTES,
+    COPY_LIST_CHUNK,
+    COPY_LIST_MAX,
+    COPY_ROW_AXES,
+    COPY_UNITS,
+    SIGNATURES,
+    copy_list_source,
+    merged_axes,
+    strided_copy_source,
+    view_strides,
+)
 
 cp = _cupy()
 
 _MAX_BLOCKS = 4096  # (a grid-stride loop covers the rest)
 _MAX_UNITS = 2**31 - 1
+_LIST = struct.Struct(f"<{3 * COPY_LIST_MAX}Q{COPY_LIST_MAX + 1}I")
+_launch = cp.cuda.driver.launchKernel
 
 
 @functools.cache
@@ -101,3 +121,54 @@ def install(table: dict) -> None:
     """Put the reshape and copy kernels in the CUDA kernel table."""
     table[sp.Reshape] = _reshape
     table[sp.Copy] = _copy
+
+
+class _ListParams(threading.local):
+    """One thread's copy-list parameter (``sources.copy_list_source``'s struct), its count, and the
+    ``kernelParams`` array that points at both."""
+
+    def __init__(self):
+        self.values = bytearray(COPY_LIST_BYTES + 4)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.values))
+        self.pointers = (ctypes.c_uint64 * 2)(base, base + COPY_LIST_BYTES)
+        self.address = ctypes.addressof(self.pointers)
+
+
+_params = _ListParams()
+
+
+@functools.cache
+def _list_kernel():
+    name = "umx_copy_list"
+    return cp.RawKernel(copy_list_source(name), name)  # (kept: it holds the loaded module)
+
+
+@functools.cache
+def _list_function(device: int) -> int:
+    return _list_kernel().kernel.ptr  # (the current device's)
+
+
+def load_copy_list() -> None:
+    """Compile and load the copy-list kernel on the current device now (not under a stream's capture)."""
+    _list_function(cp.cuda.runtime.getDevice())
+
+
+def copy_list(copies: list, stream) -> None:
+    """Make ``copies``, ``(destination address, source address, bytes)`` of device memory that does not overlap,
+    on CuPy stream ``stream`` (the current device's): ``COPY_LIST_MAX`` of them a launch."""
+    copies = [c for c in copies if c[2]]
+    fn = _list_function(cp.cuda.runtime.getDevice())
+    params = _params
+    zeros = [0] * COPY_LIST_MAX
+    for at in range(0, len(copies), COPY_LIST_MAX):
+        part = copies[at:at + COPY_LIST_MAX]
+        first, blocks = [], 0
+        for _, _, n in part:
+            first.append(blocks)
+            blocks += -(-n // COPY_LIST_CHUNK)
+        pad = COPY_LIST_MAX - len(part)
+        first += [blocks] * (pad + 1)
+        _LIST.pack_into(params.values, 0, *[c[1] for c in part], *zeros[:pad], *[c[0] for c in part], *zeros[:pad],
+                        *[c[2] for c in part], *zeros[:pad], *first)
+        struct.pack_into("<i", params.values, COPY_LIST_BYTES, len(part))
+        _launch(fn, blocks, 1, 1, BLOCK, 1, 1, 0, stream.ptr, params.address, 0)

@@ -1,0 +1,90 @@
+"""Large CPU kernels cut into chunks on umx's thread pool: what a chunk's hand-off costs on this host, and how fast
+a fused elementwise region and a reduction run with chunks of each size (``runtime.threads.CHUNK_BYTES``).
+
+Rows: the hand-off of empty chunks to 2, 4, 8 and all cores (the pool's threads idle before each call, as between
+a step's ops); then ``(x * 2 - y) * y`` and a batch norm's sum over (N, H, W) at several sizes, float32, NumPy on
+one thread beside umx with each chunk size. Times are medians; a ratio is NumPy's time over the best umx column's.
+
+Usage: python bench/cpu_split.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import median_time  # noqa: E402
+
+import umx as mx  # noqa: E402
+from umx.runtime import threads  # noqa: E402
+
+SIZES = (1 << 20, 1 << 22, 1 << 24)  # elements
+CHUNKS = (1 << 20, 2 << 20, 4 << 20, 8 << 20)  # bytes
+
+
+def _hand_offs(runs: int) -> None:
+    print(f"hand-off of empty chunks to the pool ({threads.CORES} cores), median of {runs}, after 1 ms idle")
+    print(f"{'chunks':>7}  {'us':>8}")
+    for n in sorted({2, 4, 8, threads.CORES}):
+        if n > threads.CORES:
+            continue
+        bounds = [(i, i + 1) for i in range(n)]
+
+        def call(bounds=bounds):
+            time.sleep(0.001)
+            t = time.perf_counter()
+            threads.map_chunks(lambda lo, hi: None, bounds)
+            return time.perf_counter() - t
+
+        call()
+        print(f"{n:7}  {sorted(call() for _ in range(runs))[runs // 2] * 1e6:8.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per cell (default 15)")
+    args = ap.parse_args()
+    _hand_offs(args.runs)
+    rng = np.random.default_rng(0)
+    head = "".join(f"  {'umx ' + str(c >> 20) + ' MiB':>11}" for c in CHUNKS)
+    print(f"\nfloat32, ms; umx columns: CHUNK_BYTES (default {threads.CHUNK_BYTES >> 20} MiB)")
+    print(f"{'case':30}  {'NumPy':>9}{head}  {'ratio':>6}")
+    print("-" * (50 + 13 * len(CHUNKS)))
+    saved = threads.CHUNK_BYTES
+    for size in SIZES:
+        for name, numpy_fn, umx_fn in _cases(rng, size):
+            t_np = median_time(numpy_fn, args.runs)
+            for _ in range(5):  # (the first calls of a new shape are slow: plans, the pool's threads starting)
+                umx_fn()
+            times = []
+            try:
+                for c in CHUNKS:
+                    threads.CHUNK_BYTES = c
+                    times.append(median_time(umx_fn, args.runs))
+            finally:
+                threads.CHUNK_BYTES = saved
+            cells = "".join(f"  {t * 1e3:11.3f}" for t in times)
+            print(f"{name:30}  {t_np * 1e3:9.3f}{cells}  {t_np / min(times):6.2f}", flush=True)
+
+
+def _cases(rng, size: int) -> list:
+    """``(name, NumPy's call, umx's call)`` of the two cases at ``size`` elements."""
+    cpu = mx.cpu
+    x, y = rng.standard_normal((2, size), dtype=np.float32)
+    bn = rng.standard_normal((size // 64, 64), dtype=np.float32)
+    X, Y, BN = mx.array(x), mx.array(y), mx.array(bn)
+    mx.eval(X, Y, BN)
+    return [(f"(x*2-y)*y {size >> 20}M", lambda: (x * 2 - y) * y,
+             lambda: mx.eval(mx.multiply(mx.subtract(mx.multiply(X, 2, stream=cpu), Y, stream=cpu), Y, stream=cpu))),
+            (f"sum over rows {size >> 20}M x 64", lambda: bn.sum(axis=0),
+             lambda: mx.eval(mx.sum(BN, axis=0, stream=cpu)))]
+
+if __name__ == "__main__":
+    main()
