@@ -94,9 +94,20 @@ _MODEL_VIEWS = [
     ((16, 256, 8, 64), lambda x: x.transpose(0, 2, 1, 3)),
     ((16, 8, 256, 64), lambda x: x.transpose(0, 2, 1, 3)),
     ((2, 3, 5, 7), lambda x: x[:, 1:, ::2, 1:6]),  # rows of odd bytes: narrow units
+    ((2, 6, 6, 5), lambda x: _windows(x, 1)),  # a convolution's windows (im2col): four row axes
     ((64, 48), lambda x: x.T),  # the last axis strided: CuPy's copy
-    ((3, 4, 5, 6, 7), lambda x: x[:, ::2, :, ::2, :]),  # more row axes than the kernel takes: CuPy's copy
+    ((2, 8, 8, 5), lambda x: _windows(x, 2)),  # dilated windows: five row axes, more than the kernel takes
 ]
+_KERNEL_VIEWS = 7  # (the views above the transposed weight take the kernel)
+
+
+def _windows(x, dilation: int):
+    """The (n, 4, 4, 3, 3, c) windows of a 3x3 convolution of NHWC ``x`` (NumPy's or CuPy's), as conv.py views
+    them; ``x``'s spatial sizes must hold them (at least ``4 + 2 * dilation``)."""
+    lib = np if isinstance(x, np.ndarray) else __import__("cupy")
+    n, s = x.shape[0], x.strides
+    return lib.lib.stride_tricks.as_strided(x, (n, 4, 4, 3, 3, x.shape[-1]),
+                                            (s[0], s[1], s[2], s[1] * dilation, s[2] * dilation, s[3]))
 
 _DTYPES = [np.uint8, np.int16, ml_dtypes.bfloat16, np.float32, np.int64, np.complex128]
 
@@ -113,8 +124,7 @@ def test_contiguous_copies_views(case, dtype):
     host = np.random.default_rng(case).integers(0, 100, shape).astype(dtype)
     storage = host.view(np.uint16) if dtype is ml_dtypes.bfloat16 else host  # (CuPy holds bfloat16 as its bits)
     v = view(cp.asarray(storage))
-    if case < 6:
-        assert strided._plan(v) is not None  # the kernel's path, not CuPy's
+    assert (strided._plan(v) is not None) == (case < _KERNEL_VIEWS)  # the kernel's path, or CuPy's
     got = strided.contiguous(v)
     assert got.flags.c_contiguous
     np.testing.assert_array_equal(cp.asnumpy(got), view(storage))

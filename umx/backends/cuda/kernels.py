@@ -90,7 +90,7 @@ def _matmul(a, b, out=None):
 
 
 def _convolution(prim, x, w):
-    return xp_conv.convolution(cp, prim, x, w, matmul=_matmul)
+    return xp_conv.convolution(cp, prim, x, w, matmul=_matmul, gather=strided.contiguous)
 
 
 def _conv_captures(n) -> bool:

@@ -1382,24 +1382,25 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
 #: the unit a strided copy moves, by its width in bytes (it moves bits: any dtype whose rows are whole units)
 COPY_UNITS = {16: "uint4", 8: "uint2", 4: "unsigned int", 2: "unsigned short", 1: "unsigned char"}
 #: the most axes a strided copy's rows take (the source's axes but its last, after merging)
-COPY_ROW_AXES = 3
+COPY_ROW_AXES = 4
 
 
 def strided_copy_source(name: str, unit: int) -> str:
     """The CUDA C++ of a copy of a strided view into C order: ``out`` is ``rows x inner`` units of ``unit`` bytes,
-    row ``r = (i0, i1, i2)`` (sizes ``(., n1, n2)``) read at ``x + i0 * s0 + i1 * s1 + i2 * s2`` (strides in units),
-    its units contiguous. One thread a unit, in 32-bit arithmetic (the host keeps ``total`` below 2**31): a row's
-    place is worked out once per unit of up to 16 bytes, not once per element."""
+    row ``r = (i0, i1, i2, i3)`` (sizes ``(., n1, n2, n3)``) read at ``x + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3``
+    (strides in units), its units contiguous. One thread a unit, in 32-bit arithmetic (the host keeps ``total``
+    below 2**31): a row's place is worked out once per unit of up to 16 bytes, not once per element."""
     t = COPY_UNITS[unit]
     return f"""
 extern "C" __global__ void {name}(const {t}* __restrict__ x, {t}* __restrict__ out, int total, int inner, int n1,
-                                  int n2, long long s0, long long s1, long long s2) {{
+                                  int n2, int n3, long long s0, long long s1, long long s2, long long s3) {{
   for (unsigned int e = blockIdx.x * blockDim.x + threadIdx.x; e < (unsigned int)total;
        e += gridDim.x * blockDim.x) {{
     const unsigned int row = e / (unsigned int)inner, col = e - row * (unsigned int)inner;
-    const unsigned int i2 = row % (unsigned int)n2, rest = row / (unsigned int)n2;
-    const unsigned int i1 = rest % (unsigned int)n1, i0 = rest / (unsigned int)n1;
-    out[e] = x[i0 * s0 + i1 * s1 + i2 * s2 + col];
+    const unsigned int i3 = row % (unsigned int)n3, r2 = row / (unsigned int)n3;
+    const unsigned int i2 = r2 % (unsigned int)n2, r1 = r2 / (unsigned int)n2;
+    const unsigned int i1 = r1 % (unsigned int)n1, i0 = r1 / (unsigned int)n1;
+    out[e] = x[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + col];
   }}
 }}
 """
@@ -1520,5 +1521,5 @@ SIGNATURES = {
     "bf16_matvec": "pppii",
     "dequantize_bf16": "ppppqii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
-    "strided_copy": "ppiiii" + "qqq",
+    "strided_copy": "ppiiiii" + "qqqq",
 }

@@ -54,7 +54,7 @@ def _kernel(unit: int) -> Launch:
 
 
 def _plan(x):
-    """``(unit, total, inner, n1, n2, s0, s1, s2)`` of the kernel's launch for view ``x``, or None."""
+    """``(unit, total, inner, n1, n2, n3, s0, s1, s2, s3)`` of the kernel's launch for view ``x``, or None."""
     axes = merged_axes(x.shape, x.strides)
     itemsize = x.itemsize
     if not axes or axes[-1][1] != itemsize or len(axes) > COPY_ROW_AXES + 1:
@@ -69,8 +69,8 @@ def _plan(x):
     if total > _MAX_UNITS:
         return None
     rows = [(1, 0)] * (COPY_ROW_AXES - len(rows)) + rows
-    (_, s0), (n1, s1), (n2, s2) = rows
-    return unit, total, inner // unit, n1, n2, s0 // unit, s1 // unit, s2 // unit
+    (_, s0), (n1, s1), (n2, s2), (n3, s3) = rows
+    return unit, total, inner // unit, n1, n2, n3, s0 // unit, s1 // unit, s2 // unit, s3 // unit
 
 
 def contiguous(x, out=None):

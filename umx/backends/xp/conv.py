@@ -38,13 +38,16 @@ def _convolution(xp, prim, x, w):
 
 
 def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False,
-                matmul=None):
+                matmul=None, gather=None):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
     bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
     memory order (see ``_windows_by_input``). ``matmul(a, b, out=None)``: the products (default ``xp.matmul``;
-    the GPU's calls cuBLAS itself, which a CUDA graph can capture)."""
+    the GPU's calls cuBLAS itself, which a CUDA graph can capture). ``gather(view)``: a C-contiguous copy of a
+    view, the windows' (default ``xp.ascontiguousarray``; the GPU's copies views of rows by a kernel of umx's
+    own)."""
     budget = BUDGET if budget is None else budget
     mm = matmul or xp.matmul
+    gather = gather or xp.ascontiguousarray
     dtype = x.dtype
     work = xp.float32 if dtype == xp.float16 else dtype
     x = x.astype(work, copy=False)
@@ -70,7 +73,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
             lower = _windows_by_input
         else:
             lower = _windows
-        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm)
+        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm, gather)
     return out.astype(dtype, copy=False)
 
 
@@ -121,7 +124,7 @@ def _blocks(n: int, rows: int, unit: int, budget: int):
             yield i, i + 1, r0, min(rows, r0 + step)
 
 
-def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm):
+def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm, gather):
     """The windows (im2col) lowering of a convolution of the padded input ``x``."""
     n, *out_sp, o = out_shape
     k_sp, cg = w.shape[1:-1], w.shape[-1]
@@ -152,11 +155,11 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
         for i, k0 in enumerate(range(0, k_sp[0], kb)):
             part = view[(slice(n0, n1), slice(r0, r1)) + (slice(None),) * (nd - 1) + (slice(k0, k0 + kb),)]
             if groups == 1:
-                prod_ = mm(part.reshape(rows, -1), mats[i][0], out=None if i else flat)
+                prod_ = mm(gather(part).reshape(rows, -1), mats[i][0], out=None if i else flat)
                 if i:
                     flat += prod_
                 continue
-            cols = xp.moveaxis(part, -2, 0).reshape(groups, rows, -1)
+            cols = gather(xp.moveaxis(part, -2, 0)).reshape(groups, rows, -1)
             prod_ = xp.moveaxis(mm(cols, mats[i]), 0, 1).reshape(rows, o)
             if i:
                 flat += prod_
@@ -171,7 +174,7 @@ def _wide(w, out_shape: tuple) -> bool:
 
 
 def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
-                      mm):
+                      mm, gather):
     """The windows lowering of a weight gradient (one group) whose input's channel axis, the one the product
     contracts, is a batch axis transposed there (strided in memory). ``_windows`` would gather along it an
     element at a time; here the windows are gathered in the input's memory order, with the output's batch
@@ -193,10 +196,11 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
         cols = view[c0:c1].reshape((c1 - c0) * taps, positions * n)
         part = mm(cols.T, weights[c0 * taps:c1 * taps])
         acc = part if acc is None else xp.add(acc, part, out=acc)
-    return xp.ascontiguousarray(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
+    return gather(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
-def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None):
+def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
+          gather=None):
     """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]
