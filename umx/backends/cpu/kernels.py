@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ...primitives import elementwise as ew
+from ...primitives import fast as fp
 from ...primitives import indexing as ix
 from ...primitives import reduction as r
 from ...primitives.conv import Convolution
@@ -16,7 +17,7 @@ from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
 from ..xp.elementwise import PLAIN_UFUNC
-from . import bf16, fold
+from . import bf16, blas, fold
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
 BF16_STORAGE = {Matmul: bf16.matmul}
@@ -236,6 +237,19 @@ def _folding(kernel, ufunc):
     return run
 
 
+def _first_of(*kernels):
+    """A kernel that runs each of ``kernels`` in turn until one gives a result (the last always does)."""
+
+    def run(prim, *args):
+        for kernel in kernels[:-1]:
+            out = kernel(prim, *args)
+            if out is not None:
+                return out
+        return kernels[-1](prim, *args)
+
+    return run
+
+
 def make_table() -> dict:
     table = bind(np)
     for p in ew.BINARY.values():
@@ -250,5 +264,10 @@ def make_table() -> dict:
     table[Convolution] = _convolution
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
+    shared = table[Matmul]
+    table[Matmul] = _first_of(lambda prim, a, b: blas.batched_matmul(a, b), shared)
+    shared = table[fp.ScaledDotProductAttention]
+    table[fp.ScaledDotProductAttention] = _first_of(lambda prim, *args: blas.batched_attention(shared, prim, *args),
+                                                    shared)
     table[Compiled] = steps_kernel(table, np, BF16_STORAGE)
     return table
