@@ -11,7 +11,9 @@
 #   extras: fast ops, optimizers, convolutions and MLX's own tests on the GPU (shared/ must be carried for
 #   those). check, models and extras each fit one call's ten minutes.
 #   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
-#   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/).
+#   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/);
+#   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
+#   language model, training on the CPU's cores) in one call, for the last check of a session.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -51,6 +53,19 @@ if [ "${1:-core}" = eager ]; then  # where eager steps spend the host's time (op
   timeout 90 python3 bench/profile_ops.py --cases lm,mlp --steps 3 --graphs --phases > "$OUT/train-eager.log" 2>&1
   grep -E -A6 "^(## |batches|umx .* host phases)" "$OUT/train-eager.log" | grep -vE "^\| (primitive|---|phase)" | head -40
   timeout 240 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 --columns umx,umx-compiled,torch 2>&1 | tail -5
+  exit 0
+fi
+if [ "${1:-core}" = verify ]; then
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
+  timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
+    > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
+  timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
+  timeout 150 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -4
+  timeout 150 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
+  timeout 60 python3 bench/train.py --devices cpu --repeats 5 --no-torch-compile 2>&1 | tee "$OUT/train-cpu.log" \
+    | tail -4
   exit 0
 fi
 if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved
