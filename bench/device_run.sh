@@ -13,7 +13,8 @@
 #   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
 #   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/);
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
-#   language model, training on the CPU's cores) in one call, for the last check of a session.
+#   language model, training on the CPU's cores) in one call, for the last check of a session; with
+#   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -64,8 +65,12 @@ if [ "${1:-core}" = verify ]; then
   timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 150 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -4
   timeout 150 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
-  timeout 60 python3 bench/train.py --devices cpu --repeats 5 --no-torch-compile 2>&1 | tee "$OUT/train-cpu.log" \
+  timeout 80 python3 bench/train.py --devices cpu --repeats 5 --no-torch-compile 2>&1 | tee "$OUT/train-cpu.log" \
     | tail -4
+  if [ -n "${VERIFY_MLX_FILES:-}" ] && [ -f shared/tools/mlx_conformance.py ]; then  # (carry shared/)
+    timeout 120 python3 shared/tools/mlx_conformance.py --device gpu --timeout 100 --show --files "$VERIFY_MLX_FILES" \
+      2>&1 | tee "$OUT/conformance.log" | grep -E "^test_|FAIL|Error" | head -20
+  fi
   exit 0
 fi
 if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved

@@ -22,8 +22,6 @@ def graphs(monkeypatch):
 
     assert g.ENABLED
     monkeypatch.setattr(g, "MIN_TASKS", 2)  # (the tests' batches are small: replayed, as longer ones would be)
-    for cache in list(g._all):  # (earlier tests' many new structures may have paused the keying)
-        cache.key_every_batch()
     return g
 
 
@@ -261,32 +259,6 @@ def test_a_cache_full_of_refused_structures_still_captures_new_ones(graphs, monk
     # (the GPU stream's cache forgot its oldest half: refusals first, here)
     assert any(sum(type(k) is tuple and k[:1] == ("a refused structure",) for k in c.cache) < 16
                for c in graphs._all)
-
-
-def test_a_run_of_new_structures_pauses_the_keying_and_a_repeat_still_replays(graphs, monkeypatch):
-    """Batches of a new structure every time that look alike (the same ends: an eager decode step over a growing
-    cache) stop being keyed after NEW_IN_A_ROW of them, for more batches each time up to MAX_UNKEYED; every
-    result stays right; a batch that looks otherwise (a prompt among the steps) is keyed, captured and
-    replayed."""
-    monkeypatch.setattr(graphs, "NEW_IN_A_ROW", 3)
-    monkeypatch.setattr(graphs, "MAX_UNKEYED", 4)
-    keyed = []
-    real = graphs._plan
-    monkeypatch.setattr(graphs, "_plan", lambda tasks: keyed.append(1) or real(tasks))
-    rng = np.random.default_rng(12)
-    for k in range(5, 25):  # (inner sizes new each time, the ends' shapes the same: (8, 8))
-        a = rng.standard_normal((8, k)).astype(np.float32)
-        b = rng.standard_normal((k, 8)).astype(np.float32)
-        got = mx.sqrt(mx.abs(mx.matmul(mx.array(a), mx.array(b), stream=G), stream=G), stream=G)
-        np.testing.assert_allclose(np.array(got), np.sqrt(np.abs(a.astype(np.float64) @ b)), rtol=1e-4, atol=1e-5)
-    assert 3 < len(keyed) < 12  # (3 keyed, then 1, 2, 4, 4... batches in between unkeyed)
-    a = mx.array(rng.standard_normal((30, 30)).astype(np.float32))
-    ref = np.sqrt(np.abs(np.array(a).astype(np.float64) @ np.array(a)))
-    before = graphs.STATS.replays
-    for _ in range(3):  # (other ends: keyed at once, so seen, then captured and replayed)
-        np.testing.assert_allclose(np.array(mx.sqrt(mx.abs(mx.matmul(a, a, stream=G), stream=G), stream=G)), ref,
-                                   rtol=1e-4)
-    assert graphs.STATS.replays > before
 
 
 def test_a_structure_with_no_room_for_its_graph_is_captured_once_there_is_room(graphs, monkeypatch):

@@ -81,14 +81,6 @@ MAX_TASKS = 4096  # longer batches are not captured (capture time and key cost g
 #: (bench/graphs.py times both)
 MIN_TASKS = 4
 _MAX_KEYS = 1024  # structures remembered as seen or refused (the oldest half are forgotten past this)
-#: after this many batches in a row of structures never seen before that look alike (the same number of tasks,
-#: first and last shapes: ``_sketch``), the next ones that look so are not keyed at once: each further new one
-#: doubles the batches that run op by op unkeyed, up to MAX_UNKEYED; one of them seen again ends it. (An eager
-#: decode step over a growing cache is a new structure at every token, and keying it is host time spent for
-#: nothing; a prompt among them looks otherwise, and is keyed.)
-NEW_IN_A_ROW = 8
-MAX_UNKEYED = 16
-_MAX_SKETCHES = 64  # sketches followed at once (past this they are all forgotten)
 
 #: primitive classes whose kernels enqueue only device work, with no host synchronization or host data
 #: (each primitive declares ``capture``)
@@ -161,34 +153,10 @@ class Graphs:
         self.ex = ex
         self.cache: dict = {}  # key -> Captured, or how often it was seen, or _REFUSED
         self.lock = threading.RLock()  # MUST be held to launch or drop graphs
-        # _sketch -> [batches in a row of that look whose structure was new, batches of it still to run unkeyed]
-        self.novel: dict = {}
         _all.add(self)
-
-    def _saw_new(self, sketch: tuple) -> None:
-        """A batch's structure was never seen before: past NEW_IN_A_ROW in a row of its ``sketch``, skip keying
-        the next ones of that sketch."""
-        state = self.novel.get(sketch)
-        if state is None:
-            if len(self.novel) >= _MAX_SKETCHES:
-                self.novel.clear()
-            state = self.novel[sketch] = [0, 0]
-        state[0] += 1
-        over = state[0] - NEW_IN_A_ROW
-        if over >= 0:
-            state[1] = min(1 << min(over, 30), MAX_UNKEYED)
-
-    def key_every_batch(self) -> None:
-        """Key every batch from now on (until new structures in a row pause it again)."""
-        self.novel.clear()
 
     def run(self, tasks: list) -> bool:
         """Run ``tasks`` as a graph if their structure was seen before; False if the caller must run them."""
-        sketch = _sketch(tasks)
-        state = self.novel.get(sketch)
-        if state is not None and state[1]:
-            state[1] -= 1
-            return False
         plan = _plan(tasks)
         if plan is None:
             return False
@@ -202,10 +170,7 @@ class Graphs:
             if len(cache) >= _MAX_KEYS:
                 self._forget_oldest()
             cache[key] = 1
-            self._saw_new(sketch)
             return False
-        if state is not None:  # (a structure of this look seen again)
-            del self.novel[sketch]
         if entry is _REFUSED:
             return False
         ex = self.ex
@@ -482,15 +447,6 @@ RELEASERS.append(release_all)
 def nbytes() -> int:
     """Device memory that cached graphs hold."""
     return sum(g.nbytes() for g in list(_all))
-
-
-def _sketch(tasks: list) -> tuple:
-    """What a batch looks like at a glance: its number of tasks and its first and last tasks' output shapes."""
-    ends = []
-    for t in (tasks[0], tasks[-1]):
-        n = t[0] if type(t) is tuple else t
-        ends.append((n.root if type(n) is Fused else n)._shape)
-    return len(tasks), ends[0], ends[1]
 
 
 def _plan(tasks: list):
