@@ -1,5 +1,5 @@
-"""CPU batches of small products split over the cores (``backends/cpu/blas.py``): the split products and
-attention against the shared kernels (unsplit) and float64 NumPy, and the BLAS's thread count put back."""
+"""The CPU attention kernel's batch split over the cores (``backends/cpu/blas.py``): against the shared kernel
+(unsplit) and float64 NumPy, with the BLAS's thread count put back."""
 
 from __future__ import annotations
 
@@ -9,37 +9,11 @@ from conftest import assert_close
 
 import umx as mx
 from umx.backends.cpu import blas
-from umx.backends.cpu.executor import KERNELS
 from umx.backends.xp import bind
-from umx.primitives import Matmul, ScaledDotProductAttention
+from umx.primitives import ScaledDotProductAttention
 
 needs_blas = pytest.mark.skipif(blas._BLAS is None, reason="no OpenBLAS found, or one core")
 SHARED = bind(np)
-
-
-@needs_blas
-@pytest.mark.parametrize("shape", [((16, 8, 33, 64), (16, 8, 64, 40)), ((5, 128, 96), (5, 96, 128)),
-                                   ((3, 2, 7, 300), (3, 2, 300, 9))], ids=str)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
-def test_batched_products_split_over_the_cores(rng, monkeypatch, shape, dtype):
-    monkeypatch.setattr(blas, "SPLIT_MIN", 1)
-    a = rng.standard_normal(shape[0]).astype(dtype)
-    b = rng.standard_normal(shape[1]).astype(dtype)
-    threads_before = blas._BLAS[1]()
-    got = blas.batched_matmul(a, np.swapaxes(np.swapaxes(b, -1, -2).copy(), -1, -2))  # (b a transposed view)
-    assert got is not None and got.dtype == dtype
-    assert blas._BLAS[1]() == threads_before
-    assert_close(got, a.astype(np.complex128) @ b.astype(np.complex128), 1e-5, 1e-4)
-    np.testing.assert_allclose(KERNELS[Matmul](Matmul(), a, b), got, rtol=1e-5, atol=1e-5)
-
-
-def test_products_that_keep_numpy(rng):
-    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 5, 6))
-    assert blas.batched_matmul(a, b) is None  # (a small batch)
-    assert blas.batched_matmul(a[:, :1], rng.standard_normal((2, 3, 5, 6))) is None  # (batch axes that broadcast)
-    assert blas.batched_matmul(a.astype(np.int32), b.astype(np.int32)) is None  # (no BLAS for integers)
-    big = rng.standard_normal((2, 300, 300)).astype(np.float32)
-    assert blas.batched_matmul(big, big) is None  # (large matrices: BLAS's own threads)
 
 
 @needs_blas
@@ -58,7 +32,9 @@ def test_attention_split_over_the_batch(rng, monkeypatch, mask):
         kind, rest = "none", [rng.standard_normal(8).astype(np.float32)]
     prim = ScaledDotProductAttention(0.25, kind, mask == "sinks")
     want = SHARED[ScaledDotProductAttention](prim, q, k, v, *rest)
+    threads_before = blas._BLAS[1]()
     got = blas.batched_attention(SHARED[ScaledDotProductAttention], prim, q, k, v, *rest)
+    assert blas._BLAS[1]() == threads_before
     assert got is not None and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert blas.batched_attention(SHARED[ScaledDotProductAttention], prim, q[:1], k[:1], v[:1], *rest) is None

@@ -1,12 +1,13 @@
-"""Batches of small products split over umx's thread pool, with the BLAS under NumPy held to one thread.
+"""The attention kernel's batch split over umx's thread pool, with the BLAS under NumPy held to one thread.
 
-NumPy's ``matmul`` of stacked matrices calls BLAS once per matrix, and OpenBLAS spreads each call over all its
-threads: for an attention's products (128 matrices of 256 x 64 x 256) the threads' hand-offs cost more than the
-arithmetic, and the batch takes 4x the time of the same products run one matrix per core (bench/cpu_split.py's
-rows on a 16-core host). Here a batch is cut into one chunk per core of whole matrices, each chunk a NumPy call on
-a pool thread, while OpenBLAS runs every call on its caller's thread (``openblas_set_num_threads(1)`` for the
+The shared attention kernel computes a batch of small products (an attention's 128 of 256 x 64 x 256 and back)
+through NumPy's ``matmul``, which calls BLAS once per matrix, and OpenBLAS spreads each call over all its
+threads: their hand-offs cost more than the arithmetic (such a batch took 10.7 ms through NumPy and 2.5 ms one
+chunk of matrices per core, on the GPU machine's 16 cores). Here the kernel runs on chunks of the batch on the
+pool's threads, while OpenBLAS runs every call on its caller's thread (``openblas_set_num_threads(1)`` for the
 duration: the BLAS is found in the process's memory map, as NumPy's wheels bundle it). Where no OpenBLAS is found
-(another BLAS, another platform) nothing is split.
+(another BLAS, another platform) nothing is split. (Batched ``Matmul`` nodes split the same way made a whole
+LM training step slower on a 2-core host, so they keep NumPy's call.)
 """
 
 from __future__ import annotations
@@ -17,12 +18,6 @@ import threading
 import numpy as np
 
 from ...runtime import threads
-
-#: a batch's products are split when each has at most this many multiply-adds (larger ones keep BLAS's threads)
-SMALL_MATRIX = 1 << 24
-#: ... and the batch has at least this many in all (less is not worth the hand-offs)
-SPLIT_MIN = 1 << 22
-
 
 # (NumPy's wheels bundle OpenBLAS with prefixed 64-bit-integer names; a system OpenBLAS has the plain ones)
 _NAMES = (("scipy_openblas", "64_"), ("openblas", "64_"), ("scipy_openblas", ""), ("openblas", ""))
@@ -82,26 +77,6 @@ def split(fn, n: int) -> list | None:
     step = -(-n // min(n, threads.CORES))
     with _one_thread:
         return threads.map_chunks(fn, [(lo, min(n, lo + step)) for lo in range(0, n, step)])
-
-
-def batched_matmul(a, b):
-    """``a @ b`` of two stacks of matrices with the same batch axes, split over the cores (see the module's
-    docstring), or None where that does not apply: other shapes, other dtypes than BLAS's float types, large
-    matrices (BLAS's threads serve them better), small batches."""
-    if (a.__class__ is not np.ndarray or b.__class__ is not np.ndarray or a.ndim < 3 or a.ndim != b.ndim
-            or a.shape[:-2] != b.shape[:-2] or a.dtype != b.dtype or a.dtype.char not in "fdFD"):
-        return None
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    count = a.size // max(m * k, 1)
-    work = m * k * n
-    if not work or work > SMALL_MATRIX or work * count < SPLIT_MIN:
-        return None
-    a3, b3 = a.reshape(count, m, k), b.reshape(count, k, n)  # (views where the stacks allow, else copies)
-    out = np.empty((count, m, n), a.dtype)
-    if split(lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]), count) is None:
-        return None
-    return out.reshape(a.shape[:-1] + (n,))
 
 
 def batched_attention(kernel, prim, q, k, v, *rest):

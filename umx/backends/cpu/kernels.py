@@ -264,8 +264,6 @@ def make_table() -> dict:
     table[Convolution] = _convolution
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
-    shared = table[Matmul]
-    table[Matmul] = _first_of(lambda prim, a, b: blas.batched_matmul(a, b), shared)
     shared = table[fp.ScaledDotProductAttention]
     table[fp.ScaledDotProductAttention] = _first_of(lambda prim, *args: blas.batched_attention(shared, prim, *args),
                                                     shared)
