@@ -237,15 +237,12 @@ def _folding(kernel, ufunc):
     return run
 
 
-def _first_of(*kernels):
-    """A kernel that runs each of ``kernels`` in turn until one gives a result (the last always does)."""
+def _attention(shared):
+    """Attention's kernel: the ``shared`` kernel over chunks of the batch on the cores (see blas.py), or as is."""
 
     def run(prim, *args):
-        for kernel in kernels[:-1]:
-            out = kernel(prim, *args)
-            if out is not None:
-                return out
-        return kernels[-1](prim, *args)
+        out = blas.batched_attention(shared, prim, *args)
+        return shared(prim, *args) if out is None else out
 
     return run
 
@@ -264,8 +261,6 @@ def make_table() -> dict:
     table[Convolution] = _convolution
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
-    shared = table[fp.ScaledDotProductAttention]
-    table[fp.ScaledDotProductAttention] = _first_of(lambda prim, *args: blas.batched_attention(shared, prim, *args),
-                                                    shared)
+    table[fp.ScaledDotProductAttention] = _attention(table[fp.ScaledDotProductAttention])
     table[Compiled] = steps_kernel(table, np, BF16_STORAGE)
     return table
