@@ -6,8 +6,10 @@ threads: their hand-offs cost more than the arithmetic (such a batch took 10.7 m
 chunk of matrices per core, on the GPU machine's 16 cores). Here the kernel runs on chunks of the batch on the
 pool's threads, while OpenBLAS runs every call on its caller's thread (``openblas_set_num_threads(1)`` for the
 duration: the BLAS is found in the process's memory map, as NumPy's wheels bundle it). Where no OpenBLAS is found
-(another BLAS, another platform) nothing is split. (Batched ``Matmul`` nodes split the same way made a whole
-LM training step slower on a 2-core host, so they keep NumPy's call.)
+(another BLAS, another platform) nothing is split. The thread count is the process's: a BLAS call another thread
+makes meanwhile (the user's own NumPy, another stream) runs on one thread too, and gives the same results. (Batched
+``Matmul`` nodes split the same way made a whole LM training step slower on a 2-core host, so they keep NumPy's
+call.)
 """
 
 from __future__ import annotations
