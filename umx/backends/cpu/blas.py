@@ -7,7 +7,7 @@ chunk of matrices per core, on the GPU machine's 16 cores). Here the kernel runs
 pool's threads, while OpenBLAS runs every call on its caller's thread (``openblas_set_num_threads(1)`` for the
 duration: the BLAS is found in the process's memory map, as NumPy's wheels bundle it). Where no OpenBLAS is found
 (another BLAS, another platform) nothing is split. The thread count is the process's: a BLAS call another thread
-makes meanwhile (the user's own NumPy, another stream) runs on one thread too, and gives the same results. (Batched
+makes meanwhile (the user's own NumPy, another stream) runs on one thread too: slower, no less right. (Batched
 ``Matmul`` nodes split the same way made a whole LM training step slower on a 2-core host, so they keep NumPy's
 call.)
 """
