@@ -86,5 +86,6 @@ def _cases(rng, size: int) -> list:
             (f"sum over rows {size >> 20}M x 64", lambda: bn.sum(axis=0),
              lambda: mx.eval(mx.sum(BN, axis=0, stream=cpu)))]
 
+
 if __name__ == "__main__":
     main()

@@ -170,7 +170,6 @@ def test_copy_cached_once(placement, rng):
     assert data_ids(a._copies or {}) == data_ids(copies)
 
 
-
 @pytest.mark.parametrize("device", [mx.cpu, pytest.param(mx.gpu, marks=pytest.mark.skipif(
     not mx.is_available(mx.gpu), reason="no CUDA GPU"))], ids=["cpu", "gpu"])
 def test_aliases_of_host_data_share_one_copy_per_device(device, rng):
@@ -191,6 +190,7 @@ def test_aliases_of_host_data_share_one_copy_per_device(device, rng):
     b += 1  # rebinding one alias gives it a record of its own and leaves the others alone
     assert b._copies is not lr._copies and aliases[1]._copies is lr._copies
     assert_close(b, 1.5)
+
 
 def test_failure_crosses_streams(placement):
     p, c = placement

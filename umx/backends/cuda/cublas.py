@@ -210,6 +210,7 @@ def bf16_matmul(a, b):
 
 _NO_BF16_GEMM: set = set()  # devices whose cuBLAS refused a bfloat16 product
 
+
 def _operand(x, batch: tuple):
     """``(x, (op, ld), stride)``: operand ``x`` of a product as cuBLAS reads it, a batch of matrices ``stride``
     elements apart (0: one matrix for every product). A view is read as it lies where its matrices fit

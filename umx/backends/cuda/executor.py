@@ -388,8 +388,6 @@ def _matmul(prim, a, b):
     return _cupy_matmul(prim, a, b)
 
 
-
-
 KERNELS[Matmul] = _matmul
 
 
