@@ -4,6 +4,9 @@ a fused elementwise region and a reduction run with chunks of each size (``runti
 Rows: the hand-off of empty chunks to 2, 4, 8 and all cores (the pool's threads idle before each call, as between
 a step's ops); then ``(x * 2 - y) * y`` and a batch norm's sum over (N, H, W) at several sizes, float32, NumPy on
 one thread beside umx with each chunk size. Times are medians; a ratio is NumPy's time over the best umx column's.
+Then the products of bench/train.py's models: NumPy's matmul (OpenBLAS on its own threads, timed last for each
+shape: its threads spin for a while after a call and would slow what runs next), OpenBLAS on one thread, and umx's
+split (``backends/cpu/blas.py``) with each ``CHUNK_WORK``.
 
 Usage: python bench/cpu_split.py [--runs N]
 """
@@ -72,6 +75,41 @@ def main() -> None:
                 threads.CHUNK_BYTES = saved
             cells = "".join(f"  {t * 1e3:11.3f}" for t in times)
             print(f"{name:30}  {t_np * 1e3:9.3f}{cells}  {t_np / min(times):6.2f}", flush=True)
+    _products(rng, args.runs)
+
+
+#: (m, k, n) products of bench/train.py's models: the MLP's layers and gradients, the LM's projections, its
+#: feed-forward layers and their weight gradients
+PRODUCTS = ((256, 784, 512), (512, 256, 784), (256, 512, 512), (4096, 512, 512), (4096, 512, 2048),
+            (4096, 2048, 512), (512, 4096, 2048))
+WORKS = (1 << 22, 1 << 24, 1 << 26)
+
+
+def _products(rng, runs: int) -> None:
+    from umx.backends.cpu import blas
+
+    head = "".join(f"  {'umx ' + str(w >> 20) + 'M':>9}" for w in WORKS)
+    print(f"\nfloat32 products, ms; umx columns: CHUNK_WORK multiply-adds (default {blas.CHUNK_WORK >> 20}M)")
+    print(f"{'m x k x n':20}  {'1 thread':>9}{head}  {'NumPy':>9}  {'ratio':>6}")
+    print("-" * (54 + 11 * len(WORKS)))
+    saved = blas.CHUNK_WORK
+    for m, k, n in PRODUCTS:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        with blas.one_thread():
+            t_one = median_time(lambda a=a, b=b: a @ b, runs)
+        times = []
+        try:
+            for w in WORKS:
+                blas.CHUNK_WORK = w
+                times.append(median_time(lambda a=a, b=b: blas.matmul(a, b), runs))
+        finally:
+            blas.CHUNK_WORK = saved
+        t_np = median_time(lambda a=a, b=b: a @ b, runs)
+        time.sleep(0.3)  # (OpenBLAS's threads asleep again)
+        cells = "".join(f"  {t * 1e3:9.3f}" for t in times)
+        print(f"{f'{m} x {k} x {n}':20}  {t_one * 1e3:9.3f}{cells}  {t_np * 1e3:9.3f}  {t_np / min(times):6.2f}",
+              flush=True)
 
 
 def _cases(rng, size: int) -> list:

@@ -1,5 +1,6 @@
-"""The CPU attention kernel's batch split over the cores (``backends/cpu/blas.py``): against the shared kernel
-(unsplit) and float64 NumPy, with the BLAS's thread count put back."""
+"""Products on the CPU's cores (``backends/cpu/blas.py``): the attention kernel's batch split, products cut along
+each axis, convolutions' chunks at once, against the unsplit kernels and float64 NumPy, with the BLAS's thread
+count put back; and the pool's parallel copy of a view (``runtime/threads.py``)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,118 @@ def test_attention_through_the_op_on_the_cpu(rng):
     s = np.where(np.tril(np.ones((10, 10), bool)), s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     assert_close(got, (p / p.sum(-1, keepdims=True)) @ v, 1e-5, 1e-5)
+
+
+# Products cut along each axis blas.matmul may choose: batch (also with a broadcast operand), rows, columns,
+# and the contraction (partial products summed); chunk sizes small enough that these small cases split.
+_PRODUCTS = [
+    ((16, 20, 12), (16, 12, 18)),  # batch
+    ((16, 20, 12), (12, 18)),  # batch, the right operand broadcast
+    ((20, 12), (16, 12, 18)),  # batch, the left operand broadcast
+    ((1, 20, 12), (16, 12, 18)),  # batch, a batch axis of length 1
+    ((3, 2, 40, 12), (2, 12, 18)),  # rows of a batch of two axes, shorter than the cores
+    ((200, 12), (12, 18)),  # rows
+    ((3, 12), (12, 400)),  # columns
+    ((3, 4000), (4000, 5)),  # contraction
+    ((1, 4000), (4000, 64)),  # a sum as a product (a leading-axes sum's)
+]
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+@pytest.mark.parametrize("shapes", _PRODUCTS, ids=str)
+def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    monkeypatch.setattr(blas, "CHUNK_WORK", 64)
+    monkeypatch.setattr(blas.threads, "CORES", 4)
+    a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    if dtype == np.complex64:
+        a = a + 1j * rng.standard_normal(a.shape).astype(np.float32)
+    threads_before = blas._BLAS[1]()
+    calls = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds: calls.append(len(bounds)) or
+                        real_map(fn, bounds))
+    got = blas.matmul(a, b)
+    assert blas._BLAS[1]() == threads_before
+    assert calls and calls[0] > 1  # (it split)
+    want = a.astype(np.complex128 if dtype == np.complex64 else np.float64) @ b
+    assert got.dtype == np.result_type(a, b) and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype != np.float64 else 1e-12, atol=1e-4)
+    out = np.empty_like(got)
+    assert blas.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, got, rtol=1e-5, atol=1e-5)
+
+
+def test_small_and_integer_products_are_numpys(rng, monkeypatch):
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda *a: pytest.fail("split"))
+    a, b = rng.integers(-9, 9, (300, 300)), rng.integers(-9, 9, (300, 300))
+    np.testing.assert_array_equal(blas.matmul(a, b), a @ b)
+    x, y = rng.standard_normal((8, 8)), rng.standard_normal((8, 8))
+    np.testing.assert_array_equal(blas.matmul(x, y), x @ y)
+
+
+@needs_blas
+def test_a_product_on_a_pool_thread_does_not_split(rng, monkeypatch):
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    monkeypatch.setattr(blas, "CHUNK_WORK", 64)
+    n = 2 * blas.threads.CORES
+    a, b = rng.standard_normal((n * 16, 32)), rng.standard_normal((32, 64))
+    # (every pool thread busy with a product that would split: a nested split would wait for ever)
+    parts = blas.threads.map_chunks(lambda lo, hi: blas.matmul(a[lo * 16:hi * 16], b), [(i, i + 1) for i in range(n)])
+    np.testing.assert_allclose(np.concatenate(parts), a @ b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape, key", [((64, 50, 3), (slice(None), slice(None, None, 2))),
+                                        ((3, 400, 20), (slice(None), slice(None), slice(None, None, -1))),
+                                        ((2, 300, 40), (slice(None), slice(1, None)))], ids=str)
+def test_parallel_copy_of_a_view(rng, monkeypatch, shape, key):
+    monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 1024)
+    x = rng.standard_normal(shape).astype(np.float32)[key]
+    got = blas.threads.contiguous(x)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, x)
+    y = np.ascontiguousarray(x)
+    assert blas.threads.contiguous(y) is y
+
+
+@needs_blas
+@pytest.mark.parametrize("case", ["forward", "strided", "grouped", "weight gradient"])
+def test_convolution_chunks_run_at_once(rng, monkeypatch, case):
+    from umx.backends.cpu import kernels
+    from umx.backends.xp import conv
+    from umx.primitives.conv import Convolution
+
+    monkeypatch.setattr(kernels, "CONV_BUDGET", 4096)
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    splits = []
+    real_split = blas.split
+    monkeypatch.setattr(blas, "split", lambda fn, n: splits.append(n) or real_split(fn, n))
+    groups = 2 if case == "grouped" else 1
+    stride = (2, 2) if case == "strided" else (1, 1)
+    prim = Convolution(stride, (1, 1), (1, 1), (1, 1), (1, 1), groups, False)
+    x = rng.standard_normal((6, 9, 10, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 8 // groups)).astype(np.float32)
+    if case == "weight gradient":  # (the forward's input and output gradient, channels as the batch)
+        prim = Convolution((1, 1), (0, 0), (0, 0), (1, 1), (1, 1), 1, False)
+        x = rng.standard_normal((6, 9, 10, 8)).astype(np.float32).transpose(3, 1, 2, 0)
+        w = rng.standard_normal((6, 7, 8, 4)).astype(np.float32).transpose(3, 1, 2, 0)
+    got = kernels.make_table()[Convolution](prim, x, w)
+    want = conv.convolution(np, prim, x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    if case != "weight gradient":
+        assert splits and splits[0] > 1
+
+
+@pytest.mark.parametrize("shape, axes, to", [((4, 30, 8, 16), (0, 2, 1, 3), (4, 8, 480)),  # a copy
+                                             ((4, 30, 8, 16), (0, 1, 2, 3), (120, 128)),  # a view
+                                             ((60, 64), (1, 0), (64, 6, 10))])  # a view of a transpose
+def test_large_reshapes_of_views(rng, monkeypatch, shape, axes, to):
+    from umx.backends.cpu import kernels
+    from umx.primitives.shape import Reshape
+
+    monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 512)
+    base = rng.standard_normal(shape).astype(np.float32)
+    x = base.transpose(axes)[..., ::1] if axes != tuple(range(len(shape))) else base[:, :, :, ::-1]
+    got = kernels.make_table()[Reshape](Reshape(to), x)
+    np.testing.assert_array_equal(got, np.reshape(x, to))

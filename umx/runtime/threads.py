@@ -7,6 +7,7 @@ several cores at once; the first touch of a fresh output's pages is spread over 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,10 +20,18 @@ CORES = os.cpu_count() or 1
 #: as fast in 4 or 8 chunks as it is slower in 16 (bench/cpu_split.py)
 CHUNK_BYTES = 2 << 20
 _pool: list = []
+_local = threading.local()
 
 
 def _init_thread() -> None:
     np.seterr(all="ignore")  # per thread: the same values as the stream's worker, without warnings
+    _local.in_pool = True
+
+
+def in_pool() -> bool:
+    """Whether this thread is one of the pool's (work it splits runs on it alone: a pool thread waiting on chunks
+    queued behind it could wait for ever)."""
+    return getattr(_local, "in_pool", False)
 
 
 def workers() -> ThreadPoolExecutor:
@@ -35,7 +44,9 @@ def workers() -> ThreadPoolExecutor:
 
 def map_chunks(fn, bounds: list) -> list:
     """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes the first rather than only
-    waiting."""
+    waiting. On a pool thread, all of them in turn on that thread."""
+    if getattr(_local, "in_pool", False):
+        return [fn(lo, hi) for lo, hi in bounds]
     futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
     first = fn(*bounds[0])
     return [first] + [f.result() for f in futures]
@@ -50,3 +61,25 @@ def chunks(n: int, itemsize: int) -> list:
     """``(start, stop)`` element ranges splitting ``n`` items of ``itemsize`` bytes into :func:`parts` chunks."""
     step = -(-n // parts(n * itemsize))
     return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of view ``x`` (``x`` itself where it is one), large copies cut along the first axis
+    long enough to give each chunk a part, and run on the pool (NumPy's strided copies run on one core)."""
+    if x.flags.c_contiguous:
+        return x
+    n = parts(x.nbytes)
+    axis = next((a for a, size in enumerate(x.shape) if size >= n), None)
+    if n < 2 or axis is None or getattr(_local, "in_pool", False):
+        return np.ascontiguousarray(x)
+    out = np.empty(x.shape, x.dtype)
+    lead = (slice(None),) * axis
+    size = x.shape[axis]
+    step = -(-size // n)
+
+    def copy(lo: int, hi: int) -> None:
+        key = lead + (slice(lo, hi),)
+        np.copyto(out[key], x[key])
+
+    map_chunks(copy, [(lo, min(size, lo + step)) for lo in range(0, size, step)])
+    return out

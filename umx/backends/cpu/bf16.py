@@ -13,6 +13,7 @@ import numpy as np
 
 from ...dtypes import widen_bf16
 from ...runtime.threads import CORES, map_chunks
+from . import blas
 
 #: products with at most this many rows on the left read the weight in blocks (a decode step's, a short prompt's;
 #: for more rows the widened weight's one GEMM costs no more)
@@ -56,5 +57,6 @@ def matmul(x: np.ndarray, y: np.ndarray):
 
     per = -(-n // max(1, min(CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
     per = -(-per // step) * step  # (whole blocks)
-    map_chunks(rows, [(r0, min(n, r0 + per)) for r0 in range(0, n, per)])
+    with blas.one_thread():  # (see blas.py)
+        map_chunks(rows, [(r0, min(n, r0 + per)) for r0 in range(0, n, per)])
     return out.T.reshape(x.shape[:-1] + (n,))

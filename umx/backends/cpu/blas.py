@@ -1,20 +1,25 @@
-"""The attention kernel's batch split over umx's thread pool, with the BLAS under NumPy held to one thread.
+"""Products on the CPU's cores: umx's thread pool splits them, and the BLAS under NumPy runs each piece on one
+thread.
 
-The shared attention kernel computes a batch of small products (an attention's 128 of 256 x 64 x 256 and back)
-through NumPy's ``matmul``, which calls BLAS once per matrix, and OpenBLAS spreads each call over all its
-threads: their hand-offs cost more than the arithmetic (such a batch took 10.7 ms through NumPy and 2.5 ms one
-chunk of matrices per core, on the GPU machine's 16 cores). Here the kernel runs on chunks of the batch on the
-pool's threads, while OpenBLAS runs every call on its caller's thread (``openblas_set_num_threads(1)`` for the
-duration: the BLAS is found in the process's memory map, as NumPy's wheels bundle it). Where no OpenBLAS is found
-(another BLAS, another platform) nothing is split. The thread count is the process's: a BLAS call another thread
-makes meanwhile (the user's own NumPy, another stream) runs on one thread too: slower, no less right. (Batched
-``Matmul`` nodes split the same way made a whole LM training step slower on a 2-core host, so they keep NumPy's
-call.)
+OpenBLAS (bundled by NumPy's wheels) spreads each call over threads of its own, which spin for a while after the
+call before they sleep. Those threads and umx's pool (which splits elementwise ops and reductions) then contend
+for the same cores, and the ops near a product run slower. Here a large product is cut into chunks that umx's
+pool runs while OpenBLAS is held to one thread (``openblas_set_num_threads(1)``; the library is found in the
+process's memory map), so its own threads stay asleep; a product too small to split runs on the caller's thread,
+one thread too. A batch of small products (an attention's 128 of 256 x 64 x 256) gains most: OpenBLAS's hand-offs
+cost more than their arithmetic (10.7 ms through NumPy, 2.5 ms one chunk of matrices per core, on the GPU
+machine's 16 cores).
+
+The thread count is the process's: a BLAS call another thread makes meanwhile (the user's own NumPy, another
+stream) runs on one thread too: slower, no less right. Where no OpenBLAS is found (another BLAS, another
+platform) or there is one core, products are NumPy's calls as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import math
 import threading
 
 import numpy as np
@@ -23,6 +28,12 @@ from ...runtime import threads
 
 # (NumPy's wheels bundle OpenBLAS with prefixed 64-bit-integer names; a system OpenBLAS has the plain ones)
 _NAMES = (("scipy_openblas", "64_"), ("openblas", "64_"), ("scipy_openblas", ""), ("openblas", ""))
+
+#: products of at most this many multiply-adds are NumPy's calls as they are (OpenBLAS keeps them on one thread)
+SMALL_WORK = 1 << 18
+#: the least multiply-adds of a chunk handed to a pool thread: a hand-off costs 15-20 us on a 16-core VM, and each
+#: chunk packs its operands again (bench/cpu_split.py)
+CHUNK_WORK = 1 << 24
 
 
 def _openblas():
@@ -71,6 +82,12 @@ class _OneThread:
 _one_thread = _OneThread()
 
 
+def one_thread():
+    """A context in which BLAS calls run on their caller's thread alone (no effect where BLAS's threads cannot be
+    held)."""
+    return _one_thread if _BLAS is not None else contextlib.nullcontext()
+
+
 def split(fn, n: int) -> list | None:
     """``[fn(lo, hi), ...]`` over chunks of ``range(n)``, one per core, run on the pool with BLAS on one thread
     each; None (nothing run) where BLAS's threads cannot be held (no OpenBLAS found, one core) or ``n < 2``."""
@@ -79,6 +96,60 @@ def split(fn, n: int) -> list | None:
     step = -(-n // min(n, threads.CORES))
     with _one_thread:
         return threads.map_chunks(fn, [(lo, min(n, lo + step)) for lo in range(0, n, step)])
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)``, a large product cut into chunks on the pool's threads (see above): along
+    the batch, else along the rows of ``a``, the columns of ``b`` or the contraction (partial products summed),
+    whichever copies the fewest elements."""
+    if _BLAS is None or a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype.char not in "fdFD":
+        return np.matmul(a, b, out=out)
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    work = math.prod(batch) * m * n * k
+    if work <= SMALL_WORK:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(batch + (m, n), a.dtype)
+    # (a product with few rows or columns is as slow as reading its operands: those bytes count too; on a pool
+    # thread, a chunk of a split op, no further split)
+    parts = 1 if threads.in_pool() else min(
+        threads.CORES, max(work // CHUNK_WORK, (a.nbytes + b.nbytes) // threads.CHUNK_BYTES))
+    axis: int | None = None
+    if batch and batch[0] >= parts:
+        axis = 0
+    else:
+        # Each chunk packs (copies) what it reads of both operands: rows re-read all of b per chunk, columns all
+        # of a, and the contraction writes and adds a partial result per chunk. The cut that copies least wins.
+        cuts = [(parts * k * n, -2, m), (parts * m * k, -1, n)]
+        if not batch:
+            cuts.append((2 * parts * m * n, 1, k))
+        axis = min(((cost, a) for cost, a, size in cuts if size >= 8 * parts), default=(0, None))[1]
+    if parts < 2 or axis is None:
+        with _one_thread:
+            return np.matmul(a, b, out=out)
+    if axis == 1:  # partial products over chunks of the contraction, summed
+        step = -(-k // parts)
+        bounds = [(lo, min(k, lo + step)) for lo in range(0, k, step)]
+        with _one_thread:
+            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]), bounds)
+        return np.add.reduce(partials, out=out)
+    size = out.shape[axis]
+    step = -(-size // parts)
+    if axis == 0:
+        def chunk(lo: int, hi: int) -> None:  # (an operand without the batch axis is broadcast: taken whole)
+            np.matmul(a[lo:hi] if a.ndim == out.ndim and a.shape[0] > 1 else a,
+                      b[lo:hi] if b.ndim == out.ndim and b.shape[0] > 1 else b, out=out[lo:hi])
+    elif axis == -2:
+        def chunk(lo: int, hi: int) -> None:
+            np.matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :])
+    else:
+        def chunk(lo: int, hi: int) -> None:
+            np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
+    with _one_thread:
+        threads.map_chunks(chunk, [(lo, min(size, lo + step)) for lo in range(0, size, step)])
+    return out
 
 
 def batched_attention(kernel, prim, q, k, v, *rest):

@@ -10,20 +10,24 @@ from ...primitives import elementwise as ew
 from ...primitives import fast as fp
 from ...primitives import indexing as ix
 from ...primitives import reduction as r
+from ...primitives import shape as sh
 from ...primitives.conv import Convolution
 from ...primitives.linalg import Matmul
 from ...primitives.misc import Compiled
+from ...runtime import threads
 from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
+from ..xp import linalg as xp_linalg
 from ..xp.elementwise import PLAIN_UFUNC
 from . import bf16, blas, fold
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
 BF16_STORAGE = {Matmul: bf16.matmul}
 #: the CPU's bound on a convolution chunk's temporaries: small enough that a GEMM reads the windows just gathered
-#: from the caches (a chunk of the shared kernels' size goes to memory and back)
-CONV_BUDGET = 4 << 20
+#: from a core's caches (a chunk of the shared kernels' size goes to memory and back), and that a convolution has
+#: chunks for every core (they run at once)
+CONV_BUDGET = 1 << 20
 
 
 def _leading_sum(x, axes: tuple, keepdims: bool):
@@ -38,7 +42,7 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
     rows = math.prod(x.shape[:n])
     if rows < 2 or not x.size:
         return None
-    s = np.ones(rows, x.dtype) @ x.reshape(rows, -1)
+    s = blas.matmul(np.ones((1, rows), x.dtype), x.reshape(rows, -1))
     return s.reshape((1,) * n + kept if keepdims else kept)
 
 
@@ -95,17 +99,30 @@ def _unrolled_or(ufunc, fallback):
 
 
 def _var(prim, x):
-    # numpy.var's two passes (the mean, then the mean squared deviation), each sum over leading axes by BLAS
+    # numpy.var's two passes (the mean, then the mean squared deviation), each sum over leading axes by BLAS; the
+    # second a chunk of rows per core, each chunk's deviations a temporary that stays in the core's cache
     m = _leading_sum(x, prim.axes, True)
     if m is None:
         return np.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
-    rows = math.prod(x.shape[:len(prim.axes)])
+    n = len(prim.axes)
+    rows = math.prod(x.shape[:n])
     np.true_divide(m, rows, out=m)
-    d = fold.binary(np.subtract, x, m) if x.size >= fold.MIN_SIZE else None  # (m: a short row, broadcast)
-    if d is None:
-        d = np.subtract(x, m)
-    np.multiply(d, d, out=d)
-    s = _leading_sum(d, prim.axes, prim.keepdims)
+
+    def squares(lo: int, hi: int):
+        part = x[lo:hi] if n == 1 else x.reshape((rows,) + x.shape[n:])[lo:hi]
+        d = fold.binary(np.subtract, part, m[0]) if part.size >= fold.MIN_SIZE else None  # (m: a short row)
+        if d is None:
+            d = np.subtract(part, m[0])
+        np.multiply(d, d, out=d)
+        return (np.ones((1, hi - lo), x.dtype) @ d.reshape(hi - lo, -1)).reshape(x.shape[n:])
+
+    with blas.one_thread():
+        partials = threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows))
+    s = partials[0]
+    for p in partials[1:]:
+        np.add(s, p, out=s)
+    if prim.keepdims:
+        s = s.reshape((1,) * n + s.shape)
     with np.errstate(divide="ignore", invalid="ignore"):  # (ddof >= rows: inf or NaN, as numpy.var gives)
         return np.true_divide(s, max(rows - prim.ddof, 0), out=s)
 
@@ -133,7 +150,25 @@ def _mean(prim, x):
 
 
 def _convolution(prim, x, w):
-    return xp_conv.convolution(np, prim, x, w, CONV_BUDGET, input_order=True)
+    return xp_conv.convolution(np, prim, x, w, CONV_BUDGET, input_order=True, matmul=blas.matmul,
+                               gather=threads.contiguous, parallel=blas.split)
+
+
+def _matmul(prim, a, b):
+    return xp_linalg.matmul(np, a, b, blas.matmul)
+
+
+def _reshape(prim, x):
+    """Reshape's kernel: a view where the strides allow one, else a copy, large ones on the pool's threads
+    (an attention's heads merged back into rows: NumPy copies on one core)."""
+    if x.__class__ is np.ndarray and not x.flags.c_contiguous and x.nbytes >= 2 * threads.CHUNK_BYTES:
+        try:
+            return np.reshape(x, prim.shape, copy=False)
+        except ValueError:  # (no view of these strides has that shape)
+            return threads.contiguous(x).reshape(prim.shape)
+        except TypeError:  # (NumPy before 2.1: no copy argument)
+            pass
+    return np.reshape(x, prim.shape)
 
 
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -259,6 +294,8 @@ def make_table() -> dict:
     for cls, ufunc in ((r.Max, np.maximum), (r.Min, np.minimum), (r.Prod, np.multiply)):
         table[cls] = _unrolled_or(ufunc, table[cls])
     table[Convolution] = _convolution
+    table[Matmul] = _matmul
+    table[sh.Reshape] = _reshape
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
     table[fp.ScaledDotProductAttention] = _attention(table[fp.ScaledDotProductAttention])

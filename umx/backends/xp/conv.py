@@ -38,13 +38,15 @@ def _convolution(xp, prim, x, w):
 
 
 def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False,
-                matmul=None, gather=None):
+                matmul=None, gather=None, parallel=None):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
     bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
     memory order (see ``_windows_by_input``). ``matmul(a, b, out=None)``: the products (default ``xp.matmul``;
     the GPU's calls cuBLAS itself, which a CUDA graph can capture). ``gather(view)``: a C-contiguous copy of a
     view, the windows' (default ``xp.ascontiguousarray``; the GPU's copies views of rows by a kernel of umx's
-    own)."""
+    own). ``parallel(fn, n)``: ``fn(lo, hi)`` over chunks of ``range(n)`` at once, or None where it cannot (the
+    CPU's runs them on its cores); the windows lowering's chunks then run at once, each with ``xp``'s own
+    product and copy."""
     budget = BUDGET if budget is None else budget
     mm = matmul or xp.matmul
     gather = gather or xp.ascontiguousarray
@@ -73,7 +75,8 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
             lower = _windows_by_input
         else:
             lower = _windows
-        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm, gather)
+        out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm, gather,
+                    parallel)
     return out.astype(dtype, copy=False)
 
 
@@ -124,7 +127,8 @@ def _blocks(n: int, rows: int, unit: int, budget: int):
             yield i, i + 1, r0, min(rows, r0 + step)
 
 
-def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm, gather):
+def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm, gather,
+             parallel=None):
     """The windows (im2col) lowering of a convolution of the padded input ``x``."""
     n, *out_sp, o = out_shape
     k_sp, cg = w.shape[1:-1], w.shape[-1]
@@ -148,7 +152,8 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
     wg = w.reshape(groups, og, *k_sp, cg)
     mats = [wg[:, :, k0:k0 + kb].reshape(groups, og, -1).transpose(0, 2, 1) for k0 in range(0, k_sp[0], kb)]
     out = xp.empty(out_shape, x.dtype)
-    for n0, n1, r0, r1 in _blocks(n, out_sp[0], inner * kb * per_row, budget):
+
+    def block(n0: int, n1: int, r0: int, r1: int, mm, gather) -> None:
         dest = out[n0:n1, r0:r1]
         rows = dest.size // max(o, 1)
         flat = dest.reshape(rows, o)
@@ -165,6 +170,13 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
                 flat += prod_
             else:
                 flat[...] = prod_
+
+    blocks = list(_blocks(n, out_sp[0], inner * kb * per_row, budget))
+    # (blocks write disjoint parts of the output: they may run at once, each with the plain product and copy)
+    if len(blocks) < 2 or parallel is None or parallel(
+            lambda lo, hi: [block(*b, xp.matmul, xp.ascontiguousarray) for b in blocks[lo:hi]], len(blocks)) is None:
+        for b in blocks:
+            block(*b, mm, gather)
     return out
 
 
@@ -174,7 +186,7 @@ def _wide(w, out_shape: tuple) -> bool:
 
 
 def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
-                      mm, gather):
+                      mm, gather, parallel=None):
     """The windows lowering of a weight gradient (one group) whose input's channel axis, the one the product
     contracts, is a batch axis transposed there (strided in memory). ``_windows`` would gather along it an
     element at a time; here the windows are gathered in the input's memory order, with the output's batch
@@ -190,17 +202,31 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
         (s[-1], *(s[1 + a] * dilation[a] for a in range(nd)), *(s[1 + a] * stride[a] for a in range(nd)), s[0]))
     weights = w.transpose(nd + 1, *range(1, nd + 1), 0).reshape(c * taps, o)  # (c, *kernel, o): the windows' rows
     step = max(1, budget // max(1, taps * positions * n * x.itemsize))
-    acc = None
-    for c0 in range(0, c, step):
-        c1 = min(c, c0 + step)
-        cols = view[c0:c1].reshape((c1 - c0) * taps, positions * n)
-        part = mm(cols.T, weights[c0 * taps:c1 * taps])
-        acc = part if acc is None else xp.add(acc, part, out=acc)
+
+    def accumulate(lo: int, hi: int, mm, gather):  # the product over channels [lo, hi), a chunk at a time
+        acc = None
+        for c0 in range(lo, hi, step):
+            c1 = min(hi, c0 + step)
+            cols = gather(view[c0:c1]).reshape((c1 - c0) * taps, positions * n)
+            part = mm(cols.T, weights[c0 * taps:c1 * taps])
+            acc = part if acc is None else xp.add(acc, part, out=acc)
+        return acc
+
+    chunks = -(-c // step)
+    # (with ``parallel``, runs of chunks at once, each with the plain product and copy, their sums added)
+    partials = None if chunks < 2 or parallel is None else parallel(
+        lambda lo, hi: accumulate(lo * step, min(c, hi * step), xp.matmul, xp.ascontiguousarray), chunks)
+    if partials is None:
+        acc = accumulate(0, c, mm, gather)
+    else:
+        acc = partials[0]
+        for part in partials[1:]:
+            xp.add(acc, part, out=acc)
     return gather(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
 def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
-          gather=None):
+          gather=None, parallel=None):
     """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]

@@ -28,16 +28,23 @@ def _adjoint(xp, a):
 
 @kernel(la.Matmul)
 def _matmul(xp, prim, a, b):
+    return matmul(xp, a, b)
+
+
+def matmul(xp, a, b, mm=None):
+    """Matmul's kernel with product ``mm(a, b)`` (default ``xp.matmul``; the CPU's splits large ones over its
+    cores)."""
+    mm = mm or xp.matmul
     if xp is np and a.dtype == np.float16:
         # NumPy has no BLAS for float16 (a naive loop, thousands of times slower): a float32 product, rounded
         # once, as MLX's CPU and torch compute it
-        return _matmul(xp, prim, a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+        return matmul(xp, a.astype(np.float32), b.astype(np.float32), mm).astype(np.float16)
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
         # a stack of matrices times one matrix (a Linear layer on [batch, length, features]) is one product of
         # all the stack's rows: one large GEMM instead of one per matrix
         rows = math.prod(a.shape[:-1])
-        return xp.matmul(a.reshape(rows, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
-    return xp.matmul(a, b)
+        return mm(a.reshape(rows, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return mm(a, b)
 
 
 def _singular(fn):
