@@ -101,3 +101,37 @@ def test_split_regions_in_uneven_chunks_match_numpy(rng, monkeypatch):
     np.testing.assert_array_equal(np.asarray(got), (x * 2 - y) * y)
     folded = (mx.array(v) - mx.array(b)) * mx.array(b)  # (a short broadcast row: folded, split by rows)
     np.testing.assert_array_equal(np.asarray(folded), (v - b) * b)
+
+
+@pytest.mark.parametrize("case", ["rows", "last axis", "outer", "second axis", "blocks", "bfloat16"])
+def test_split_regions_with_broadcast_leaves_match_numpy(rng, monkeypatch, case):
+    # regions whose leaves broadcast (a row's statistics, a mask over the batch, an outer comparison) are cut
+    # along the first long axis of the result, the broadcast leaves read whole by every chunk
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 5)
+    monkeypatch.setattr(fused, "CORES", 5)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    if case == "blocks":
+        monkeypatch.setattr(fused, "BLOCK", 1000)  # (chunks run in blocks of rows, uneven)
+    calls = []
+    real = fused._run_split_axis
+    monkeypatch.setattr(fused, "_run_split_axis", lambda *a: calls.append(a[-1]) or real(*a))
+    shapes = {"rows": ((1031, 1029), (1031, 1)), "last axis": ((1031, 1029), (1029,)),
+              "outer": ((1031, 1), (1, 1029)), "second axis": ((3, 1031, 400), (3, 1, 400)),
+              "blocks": ((7, 130, 1200), (7, 130, 1)), "bfloat16": ((1031, 1029), (1031, 1))}[case]
+    x = rng.standard_normal(shapes[0]).astype(np.float32)
+    s = rng.standard_normal(shapes[1]).astype(np.float32)
+    if case == "bfloat16":
+        got = mx.exp(mx.array(x, mx.bfloat16) - mx.array(s, mx.bfloat16)) * 2
+        xs = mx.array(x, mx.bfloat16).astype(mx.float32)
+        ss = mx.array(s, mx.bfloat16).astype(mx.float32)
+        want = (mx.exp((xs - ss).astype(mx.bfloat16).astype(mx.float32)).astype(mx.bfloat16).astype(mx.float32)
+                * 2).astype(mx.bfloat16)
+        np.testing.assert_array_equal(np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32)))
+    else:
+        got = mx.exp(mx.array(x) - mx.array(s)) * mx.array(x)
+        want = np.exp(x - s) * x
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert calls and set(calls) == {1 if case == "second axis" else 0}

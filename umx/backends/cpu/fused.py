@@ -33,6 +33,9 @@ from . import fold
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
+#: a split region's chunk runs its program over blocks of this many elements, whose intermediates stay in a core's
+#: L2 cache (a chunk's whole intermediates would go to memory and back)
+BLOCK = 1 << 16
 _MAIN = threading.main_thread().ident
 _SIGINT = int(signal.SIGINT)
 
@@ -175,8 +178,10 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
         gift = _donor(f, donors)
         if gift is not None and not traced():
             return _in_place(f, steps, chain, leaves, *gift)
-    if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
-        return _run_split(steps, leaves, root, out, arrivals, upload)
+    if size >= SPLIT_MIN_SIZE and CORES > 1:
+        axis = _split_axis(leaves, root)
+        if axis is not None and (axis < 0 or not arrivals):
+            return _run_split(steps, leaves, root, out, arrivals, upload, axis)
     if arrivals:
         for i, ready in arrivals.items():
             ready(0, leaves[i].nbytes)
@@ -294,8 +299,9 @@ def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
         size = 1
         for s in root._shape:
             size *= s
-        if size >= SPLIT_MIN_SIZE and CORES > 1 and _splittable(leaves, root._shape):
-            out = _run_split(steps, leaves, root, d)
+        axis = _split_axis(leaves, root) if size >= SPLIT_MIN_SIZE and CORES > 1 else None
+        if axis is not None:
+            out = _run_split(steps, leaves, root, d, axis=axis)
         elif chain_ok:
             out = _run_chain(chain, leaves, d)
         else:
@@ -312,28 +318,44 @@ def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
     return FINISHED
 
 
-def _splittable(leaves, shape) -> bool:
+def _split_axis(leaves, root) -> int | None:
+    """How to cut a region into chunks for the cores: -1 where every leaf is the root's shape and C-contiguous
+    (flat ranges of elements), else the first axis of the root long enough to give each core a chunk (leaves
+    broadcast along it are read whole by every chunk, the others cut with the result), else None."""
+    shape = root._shape
     for x in leaves:
         if x.__class__ is np.ndarray and x.ndim and (x.shape != shape or not x.flags.c_contiguous):
-            return False
-    return True
+            break
+    else:
+        return -1
+    parts = threads.parts(root.nbytes)
+    return next((a for a, n in enumerate(shape) if n >= parts), None) if parts > 1 else None
 
 
-def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
+def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None, axis: int = -1):
     if out is None:
         out = host_pool.empty(root._shape, root._dtype.np)
+    if axis >= 0:
+        _run_split_axis(steps, leaves, root._shape, out, axis)
+        if upload is not None:
+            upload.part(0, out.nbytes)
+        return out
     flat_out = out.reshape(-1)
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size
     chunk = -(-n // threads.parts(flat_out.nbytes))
+
+    block = BLOCK if len(steps) > 1 else n
 
     def work(lo: int, hi: int) -> None:
         if arrivals:
             for i, ready in arrivals.items():
                 size = flat[i].itemsize
                 ready(lo * size, hi * size)
-        vals = [x[lo:hi] if x.__class__ is np.ndarray and x.ndim else x for x in flat]
-        _run_program(steps, vals, out=flat_out[lo:hi])
+        for b0 in range(lo, hi, block):  # (blocks whose intermediates stay in the core's cache)
+            b1 = min(hi, b0 + block)
+            vals = [x[b0:b1] if x.__class__ is np.ndarray and x.ndim else x for x in flat]
+            _run_program(steps, vals, out=flat_out[b0:b1])
         if upload is not None:
             size = flat_out.itemsize
             upload.part(lo * size, hi * size)
@@ -341,4 +363,27 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None):
     with np.errstate(all="ignore"):
         map_chunks(work, [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)])
     return out
+
+
+def _run_split_axis(steps, leaves, shape: tuple, out: np.ndarray, axis: int) -> None:
+    """The region computed into ``out`` in chunks along ``axis`` of the result, on the cores."""
+    nd = len(shape)
+    size = shape[axis]
+    cuts = []  # per leaf: the leading slices before its own axis that is the root's ``axis``, or None (whole)
+    for x in leaves:
+        a = axis - (nd - x.ndim) if x.__class__ is np.ndarray else -1
+        cuts.append((slice(None),) * a if a >= 0 and x.shape[a] == size else None)
+    lead = (slice(None),) * axis
+    step = -(-size // threads.parts(out.nbytes))
+    inner = out.size // size
+    block = max(1, BLOCK // inner) if len(steps) > 1 else size
+
+    def work(lo: int, hi: int) -> None:
+        for b0 in range(lo, hi, block):  # (blocks whose intermediates stay in the core's cache)
+            part = slice(b0, min(hi, b0 + block))
+            vals = [x if c is None else x[c + (part,)] for x, c in zip(leaves, cuts)]
+            _run_program(steps, vals, out=out[lead + (part,)])
+
+    with np.errstate(all="ignore"):
+        map_chunks(work, [(lo, min(lo + step, size)) for lo in range(0, size, step)])
 
