@@ -86,11 +86,9 @@ def test_bfloat16_regions_split_by_rows_match_per_step_rounding(rng):
 
 def test_split_regions_in_uneven_chunks_match_numpy(rng, monkeypatch):
     # large regions are cut into threads.parts() chunks on the pool: flat ones by elements, folded ones by rows
-    from umx.backends.cpu import fused
     from umx.runtime import threads
 
     monkeypatch.setattr(threads, "CORES", 5)
-    monkeypatch.setattr(fused, "CORES", 5)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
     assert threads.parts(1 << 22) == 5 and threads.parts(100) == 1
     x = rng.standard_normal((1031, 1029)).astype(np.float32)  # (over fusion.SPLIT_MIN_SIZE, odd sizes)
@@ -111,7 +109,6 @@ def test_split_regions_with_broadcast_leaves_match_numpy(rng, monkeypatch, case)
     from umx.runtime import threads
 
     monkeypatch.setattr(threads, "CORES", 5)
-    monkeypatch.setattr(fused, "CORES", 5)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
     if case == "blocks":
         monkeypatch.setattr(fused, "BLOCK", 1000)  # (chunks run in blocks of rows, uneven)

@@ -23,7 +23,6 @@ AXES = [None, 0, -1, (0, 2), (1,), (-1, -3), (0, 1)]
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the reductions that take the split path, on 3 'cores' (uneven chunks)."""
-    monkeypatch.setattr(reduce_split, "CORES", 3)
     monkeypatch.setattr(threads, "CORES", 3)
     seen = []
     run = reduce_split._run_split

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...dtypes import widen_bf16
-from ...runtime.threads import CORES, map_chunks
+from ...runtime import threads
+from ...runtime.threads import map_chunks
 from . import blas
 
 #: products with at most this many rows on the left read the weight in blocks (a decode step's, a short prompt's;
@@ -55,7 +56,7 @@ def matmul(x: np.ndarray, y: np.ndarray):
             np.left_shift(w[r0:r1], np.uint32(16), out=buf[:r1 - r0], casting="safe")
             np.matmul(wide[:r1 - r0], xt, out=out[r0:r1])
 
-    per = -(-n // max(1, min(CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
+    per = -(-n // max(1, min(threads.CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
     per = -(-per // step) * step  # (whole blocks)
     with blas.one_thread():  # (see blas.py)
         map_chunks(rows, [(r0, min(n, r0 + per)) for r0 in range(0, n, per)])

@@ -27,7 +27,7 @@ from ...dtypes import bfloat16, narrow_bf16, round_bf16, widen_bf16
 from ...runtime import host_pool, threads
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
-from ...runtime.threads import CORES, map_chunks
+from ...runtime.threads import map_chunks
 from ..xp.elementwise import PLAIN_UFUNC
 from . import fold
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
@@ -178,7 +178,7 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
         gift = _donor(f, donors)
         if gift is not None and not traced():
             return _in_place(f, steps, chain, leaves, *gift)
-    if size >= SPLIT_MIN_SIZE and CORES > 1:
+    if size >= SPLIT_MIN_SIZE and threads.CORES > 1:
         axis = _split_axis(leaves, root)
         if axis is not None and (axis < 0 or not arrivals):
             return _run_split(steps, leaves, root, out, arrivals, upload, axis)
@@ -206,7 +206,7 @@ def _run_folded(steps, chain, leaves: list, shape: tuple, size: int, root_dtype)
     xs = fold.operands(leaves, shape, folding)
     if xs is None:
         return None
-    if size >= SPLIT_MIN_SIZE and CORES > 1:
+    if size >= SPLIT_MIN_SIZE and threads.CORES > 1:
         return _run_split_rows(steps, xs, folding, root_dtype).reshape(shape)
     out = _run_chain(chain, xs) if chain is not None else _run_program(steps, xs)
     return out.reshape(shape)
@@ -299,7 +299,7 @@ def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
         size = 1
         for s in root._shape:
             size *= s
-        axis = _split_axis(leaves, root) if size >= SPLIT_MIN_SIZE and CORES > 1 else None
+        axis = _split_axis(leaves, root) if size >= SPLIT_MIN_SIZE and threads.CORES > 1 else None
         if axis is not None:
             out = _run_split(steps, leaves, root, d, axis=axis)
         elif chain_ok:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ...primitives import reduction as r
 from ...runtime import threads
-from ...runtime.threads import CORES, map_chunks
+from ...runtime.threads import map_chunks
 
 # Work is counted in elements of a float32 sum: below MIN_SIZE the hand-off to the pool costs more than the cores
 # save (bench/reduce.py). Extrema, logical and integer reductions run at memory speed, cheaper per element than a
@@ -47,7 +47,7 @@ def _work(prim, x) -> int:
 
 def _splitting(kernel):
     def run(prim, x):
-        if x.__class__ is not np.ndarray or not x.size or CORES < 2 or not x.flags.c_contiguous:
+        if x.__class__ is not np.ndarray or not x.size or threads.CORES < 2 or not x.flags.c_contiguous:
             return kernel(prim, x)
         work = _work(prim, x)
         if work < MIN_SIZE:
