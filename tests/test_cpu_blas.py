@@ -73,14 +73,15 @@ def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 64)
     monkeypatch.setattr(blas.threads, "CORES", 4)
+    monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
     a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
     if dtype == np.complex64:
         a = a + 1j * rng.standard_normal(a.shape).astype(np.float32)
     threads_before = blas._BLAS[1]()
     calls = []
     real_map = blas.threads.map_chunks
-    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds: calls.append(len(bounds)) or
-                        real_map(fn, bounds))
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: calls.append(len(bounds)) or
+                        real_map(fn, bounds, *mark))
     got = blas.matmul(a, b)
     assert blas._BLAS[1]() == threads_before
     assert calls and calls[0] > 1  # (it split)
@@ -90,6 +91,23 @@ def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
     out = np.empty_like(got)
     assert blas.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, got, rtol=1e-5, atol=1e-5)
+
+
+@needs_blas
+def test_products_run_on_openblas_threads_while_the_pool_is_quiet(rng, monkeypatch):
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    monkeypatch.setattr(blas, "CHUNK_WORK", 64)
+    a, b = rng.standard_normal((200, 30)), rng.standard_normal((30, 40))
+    blas.threads.map_chunks(lambda lo, hi: None, [(0, 1), (1, 2)])  # (work cut on the pool just now)
+    assert blas.threads.split_lately(60)
+    calls = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda *args: calls.append(args) or real_map(*args))
+    np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-12)
+    assert len(calls) == 1 and calls[0][-1] is False  # (cut, not marked as the pool's other work)
+    monkeypatch.setattr(blas, "QUIET", 0.0)  # (nothing cut lately)
+    np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-12)
+    assert len(calls) == 1
 
 
 def test_small_and_integer_products_are_numpys(rng, monkeypatch):
@@ -104,6 +122,7 @@ def test_small_and_integer_products_are_numpys(rng, monkeypatch):
 def test_a_product_on_a_pool_thread_does_not_split(rng, monkeypatch):
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 64)
+    monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
     n = 2 * blas.threads.CORES
     a, b = rng.standard_normal((n * 16, 32)), rng.standard_normal((32, 64))
     # (every pool thread busy with a product that would split: a nested split would wait for ever)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from time import monotonic
 
 import numpy as np
 
@@ -21,6 +22,7 @@ CORES = os.cpu_count() or 1
 CHUNK_BYTES = 2 << 20
 _pool: list = []
 _local = threading.local()
+_last_split = [-1e9]  # when map_chunks last ran marked work
 
 
 def _init_thread() -> None:
@@ -42,14 +44,22 @@ def workers() -> ThreadPoolExecutor:
     return _pool[0]
 
 
-def map_chunks(fn, bounds: list) -> list:
+def map_chunks(fn, bounds: list, mark: bool = True) -> list:
     """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes the first rather than only
-    waiting. On a pool thread, all of them in turn on that thread."""
+    waiting. On a pool thread, all of them in turn on that thread. ``mark``: the time is noted for
+    :func:`split_lately` (a product cut into chunks is not counted: see ``backends/cpu/blas.py``)."""
     if getattr(_local, "in_pool", False):
         return [fn(lo, hi) for lo, hi in bounds]
+    if mark:
+        _last_split[0] = monotonic()
     futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
     first = fn(*bounds[0])
     return [first] + [f.result() for f in futures]
+
+
+def split_lately(seconds: float) -> bool:
+    """Whether work other than products was cut into chunks on the pool in the last ``seconds``."""
+    return monotonic() - _last_split[0] < seconds
 
 
 def parts(nbytes: int) -> int:

@@ -10,6 +10,10 @@ one thread too. A batch of small products (an attention's 128 of 256 x 64 x 256)
 cost more than their arithmetic (10.7 ms through NumPy, 2.5 ms one chunk of matrices per core, on the GPU
 machine's 16 cores).
 
+OpenBLAS's own threads are faster on a single product of moderate size (256 x 784 x 512: 0.29 ms against 0.65
+cut on the pool, whose hand-offs cost more): where nothing else has been cut on the pool lately (an MLP's step,
+whose other ops are small), products that would be cut run on OpenBLAS's threads instead, as NumPy calls them.
+
 The thread count is the process's: a BLAS call another thread makes meanwhile (the user's own NumPy, another
 stream) runs on one thread too: slower, no less right. Where no OpenBLAS is found (another BLAS, another
 platform) or there is one core, products are NumPy's calls as they are.
@@ -34,6 +38,9 @@ SMALL_WORK = 1 << 18
 #: the least multiply-adds of a chunk handed to a pool thread: a hand-off costs 15-20 us on a 16-core VM, and each
 #: chunk packs its operands again (bench/cpu_split.py)
 CHUNK_WORK = 1 << 24
+#: a product that would be cut runs on OpenBLAS's own threads when no other work was cut on the pool in this many
+#: seconds (see above)
+QUIET = 1.0
 
 
 def _openblas():
@@ -129,11 +136,13 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if parts < 2 or axis is None:
         with _one_thread:
             return np.matmul(a, b, out=out)
+    if not threads.split_lately(QUIET):  # (nothing on the pool for OpenBLAS's spinning threads to slow)
+        return np.matmul(a, b, out=out)
     if axis == 1:  # partial products over chunks of the contraction, summed
         step = -(-k // parts)
         bounds = [(lo, min(k, lo + step)) for lo in range(0, k, step)]
         with _one_thread:
-            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]), bounds)
+            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]), bounds, False)
         return np.add.reduce(partials, out=out)
     size = out.shape[axis]
     step = -(-size // parts)
@@ -148,7 +157,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         def chunk(lo: int, hi: int) -> None:
             np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
     with _one_thread:
-        threads.map_chunks(chunk, [(lo, min(size, lo + step)) for lo in range(0, size, step)])
+        threads.map_chunks(chunk, [(lo, min(size, lo + step)) for lo in range(0, size, step)], False)
     return out
 
 
