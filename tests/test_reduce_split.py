@@ -163,3 +163,25 @@ def test_non_contiguous_input_is_not_split(split):
     x = np.arange(60, dtype=np.float32).reshape(6, 10)
     assert KERNELS[Sum](Sum((0,), False), x[:, ::2]).tolist() == x[:, ::2].sum(axis=0).tolist()
     assert not split
+
+
+@pytest.mark.parametrize("shape, axes", [((9, 7, 5, 33), (0, 1, 2)), ((301, 64), (0,)), ((3, 50, 2), (0, 1))])
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_variance_over_leading_axes_in_chunks_of_rows(rng, monkeypatch, shape, axes, ddof):
+    # the squared deviations run a chunk of rows per core (kernels._var), their sums added
+    from umx.backends.cpu import kernels
+    from umx.primitives import Var
+
+    monkeypatch.setattr(threads, "CORES", 3)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
+    seen = []
+    real = threads.map_chunks
+    monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(len(bounds)) or
+                        real(fn, bounds, *mark))
+    x = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
+    for keepdims in (False, True):
+        got = kernels._var(Var(axes, keepdims, ddof), x)
+        want = np.var(x.astype(np.float64), axis=axes, ddof=ddof, keepdims=keepdims)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=2e-5)
+    assert seen and max(seen) == 3

@@ -344,7 +344,6 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None, axis: 
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size
     chunk = -(-n // threads.parts(flat_out.nbytes))
-
     block = BLOCK if len(steps) > 1 else n
 
     def work(lo: int, hi: int) -> None:
@@ -386,4 +385,3 @@ def _run_split_axis(steps, leaves, shape: tuple, out: np.ndarray, axis: int) -> 
 
     with np.errstate(all="ignore"):
         map_chunks(work, [(lo, min(lo + step, size)) for lo in range(0, size, step)])
-

@@ -107,12 +107,14 @@ def _var(prim, x):
     n = len(prim.axes)
     rows = math.prod(x.shape[:n])
     np.true_divide(m, rows, out=m)
+    mean = m.reshape(x.shape[n:])
+    flat = x.reshape((rows,) + x.shape[n:])
 
     def squares(lo: int, hi: int):
-        part = x[lo:hi] if n == 1 else x.reshape((rows,) + x.shape[n:])[lo:hi]
-        d = fold.binary(np.subtract, part, m[0]) if part.size >= fold.MIN_SIZE else None  # (m: a short row)
+        part = flat[lo:hi]
+        d = fold.binary(np.subtract, part, mean) if part.size >= fold.MIN_SIZE else None  # (a short row)
         if d is None:
-            d = np.subtract(part, m[0])
+            d = np.subtract(part, mean)
         np.multiply(d, d, out=d)
         return (np.ones((1, hi - lo), x.dtype) @ d.reshape(hi - lo, -1)).reshape(x.shape[n:])
 
