@@ -183,3 +183,45 @@ def test_large_reshapes_of_views(rng, monkeypatch, shape, axes, to):
     x = base.transpose(axes)[..., ::1] if axes != tuple(range(len(shape))) else base[:, :, :, ::-1]
     got = kernels.make_table()[Reshape](Reshape(to), x)
     np.testing.assert_array_equal(got, np.reshape(x, to))
+
+
+@needs_blas
+def test_two_cpu_streams_cut_products_and_regions_at_once(rng, monkeypatch):
+    # two streams' workers, fed from two threads, share the pool and the one-thread BLAS count: right results,
+    # no wait for ever, and the count put back at the end
+    import threading
+
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    monkeypatch.setattr(blas, "CHUNK_WORK", 1 << 12)
+    monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 1 << 12)
+    threads_before = blas._BLAS[1]()
+    a = rng.standard_normal((4, 96, 64)).astype(np.float32)
+    b = rng.standard_normal((64, 80)).astype(np.float32)
+    s = rng.standard_normal((4, 96, 1)).astype(np.float32)
+    want = np.exp(a @ b - s) * 2
+    results, errors, cuts = [], [], []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: cuts.append(mark) or
+                        real_map(fn, bounds, *mark))
+
+    def work(stream):
+        try:
+            for _ in range(8):
+                x = mx.exp(mx.matmul(mx.array(a), mx.array(b), stream=stream) - mx.array(s), stream=stream) * 2
+                x = mx.var(x, axis=(0, 1), stream=stream) + x.sum(axis=(0, 1), stream=stream)
+                results.append(np.asarray(x))
+        except Exception as e:  # (reported below)
+            errors.append(e)
+
+    workers = [threading.Thread(target=work, args=(mx.new_stream(mx.cpu),)) for _ in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in workers) and not errors
+    expected = want.var(axis=(0, 1)) + want.sum(axis=(0, 1))
+    assert len(results) == 16
+    for r in results:
+        np.testing.assert_allclose(r, expected, rtol=1e-4)
+    assert blas._BLAS[1]() == threads_before
+    assert (False,) in cuts and () in cuts  # (products and other work were cut)
