@@ -92,7 +92,8 @@ def _products(rng, runs: int) -> None:
     print(f"\nfloat32 products, ms; umx columns: CHUNK_WORK multiply-adds (default {blas.CHUNK_WORK >> 20}M)")
     print(f"{'m x k x n':20}  {'1 thread':>9}{head}  {'NumPy':>9}  {'ratio':>6}")
     print("-" * (54 + 11 * len(WORKS)))
-    saved = blas.CHUNK_WORK
+    saved = blas.CHUNK_WORK, blas.QUIET
+    blas.QUIET = float("inf")  # (always cut, as in a step whose other work is cut on the pool too)
     for m, k, n in PRODUCTS:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
@@ -104,12 +105,13 @@ def _products(rng, runs: int) -> None:
                 blas.CHUNK_WORK = w
                 times.append(median_time(lambda a=a, b=b: blas.matmul(a, b), runs))
         finally:
-            blas.CHUNK_WORK = saved
+            blas.CHUNK_WORK = saved[0]
         t_np = median_time(lambda a=a, b=b: a @ b, runs)
         time.sleep(0.3)  # (OpenBLAS's threads asleep again)
         cells = "".join(f"  {t * 1e3:9.3f}" for t in times)
         print(f"{f'{m} x {k} x {n}':20}  {t_one * 1e3:9.3f}{cells}  {t_np * 1e3:9.3f}  {t_np / min(times):6.2f}",
               flush=True)
+    blas.QUIET = saved[1]
 
 
 def _cases(rng, size: int) -> list:
