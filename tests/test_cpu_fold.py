@@ -132,3 +132,26 @@ def test_split_regions_with_broadcast_leaves_match_numpy(rng, monkeypatch, case)
         want = np.exp(x - s) * x
         np.testing.assert_array_equal(np.asarray(got), want)
     assert calls and set(calls) == {1 if case == "second axis" else 0}
+
+
+def test_a_donating_region_with_a_broadcast_leaf_splits_along_an_axis(rng, monkeypatch):
+    # the full-shape leaf that nothing holds takes the result (donate.py) while chunks along axis 0 read the
+    # broadcast leaf whole: the result is NumPy's, and the region wrote into the leaf's buffer
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 5)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    calls = []
+    real = fused._run_split_axis
+    monkeypatch.setattr(fused, "_run_split_axis", lambda *a: calls.append(a[3]) or real(*a))
+    xn = rng.standard_normal((1031, 1029)).astype(np.float32)
+    sn = rng.standard_normal((1031, 1)).astype(np.float32)
+    box = [mx.multiply(mx.array(xn), 2, stream=mx.cpu)]
+    mx.eval(box[0])
+    address = np.asarray(box[0]).__array_interface__["data"][0]
+    y = mx.exp(mx.subtract(box.pop(), mx.array(sn), stream=mx.cpu), stream=mx.cpu)
+    mx.eval(y)
+    np.testing.assert_array_equal(np.asarray(y), np.exp(xn * 2 - sn))
+    assert calls
+    assert np.asarray(y).__array_interface__["data"][0] == address  # (donated)
