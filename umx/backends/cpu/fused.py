@@ -3,8 +3,10 @@ across cores.
 
 A region's program is compiled once per structure into steps that call NumPy ufuncs directly, writing each
 intermediate into the buffer of the one it replaces (every intermediate has exactly one reader). Regions of at
-least ``SPLIT_MIN_SIZE`` elements run chunk by chunk on a thread pool: each chunk goes through the whole program
-while it is in cache, and NumPy releases the GIL inside its loops, so the chunks run on all cores.
+least ``SPLIT_MIN_SIZE`` elements run chunk by chunk on a thread pool, NumPy releasing the GIL inside its loops
+so that the chunks run on all cores: flat ranges of elements where every leaf has the result's shape, else ranges
+of the result's first long enough axis (a leaf broadcast along it is read whole by every chunk). Each chunk goes
+through the whole program a block of ``BLOCK`` elements at a time, so that its intermediates stay in cache.
 """
 
 from __future__ import annotations
