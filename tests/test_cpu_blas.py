@@ -41,7 +41,10 @@ def test_attention_split_over_the_batch(rng, monkeypatch, mask):
     assert blas.batched_attention(SHARED[ScaledDotProductAttention], prim, q[:1], k[:1], v[:1], *rest) is None
 
 
-def test_attention_through_the_op_on_the_cpu(rng):
+def test_attention_through_the_op_on_the_cpu(rng, monkeypatch):
+    splits = []
+    real_split = blas.split
+    monkeypatch.setattr(blas, "split", lambda fn, n: splits.append(n) or real_split(fn, n))
     q, k, v = (rng.standard_normal((3, 4, 10, 8)).astype(np.float32) for _ in range(3))
     got = mx.fast.scaled_dot_product_attention(mx.array(q), mx.array(k), mx.array(v), scale=0.3, mask="causal",
                                                stream=mx.cpu)
@@ -49,6 +52,8 @@ def test_attention_through_the_op_on_the_cpu(rng):
     s = np.where(np.tril(np.ones((10, 10), bool)), s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     assert_close(got, (p / p.sum(-1, keepdims=True)) @ v, 1e-5, 1e-5)
+    if blas._BLAS is not None:
+        assert splits == [3]  # (the batch, cut over the cores)
 
 
 # Products cut along each axis blas.matmul may choose: batch (also with a broadcast operand), rows, columns,
