@@ -67,10 +67,14 @@ def parts(nbytes: int) -> int:
     return max(1, min(CORES, nbytes // CHUNK_BYTES))
 
 
+def bounds(n: int, step: int) -> list:
+    """``(start, stop)`` ranges of ``step`` items covering ``range(n)`` (the last one shorter)."""
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
 def chunks(n: int, itemsize: int) -> list:
     """``(start, stop)`` element ranges splitting ``n`` items of ``itemsize`` bytes into :func:`parts` chunks."""
-    step = -(-n // parts(n * itemsize))
-    return [(s, min(n, s + step)) for s in range(0, n, step)]
+    return bounds(n, -(-n // parts(n * itemsize)))
 
 
 def contiguous(x: np.ndarray) -> np.ndarray:
@@ -85,11 +89,10 @@ def contiguous(x: np.ndarray) -> np.ndarray:
     out = np.empty(x.shape, x.dtype)
     lead = (slice(None),) * axis
     size = x.shape[axis]
-    step = -(-size // n)
 
     def copy(lo: int, hi: int) -> None:
         key = lead + (slice(lo, hi),)
         np.copyto(out[key], x[key])
 
-    map_chunks(copy, [(lo, min(size, lo + step)) for lo in range(0, size, step)])
+    map_chunks(copy, bounds(size, -(-size // n)))
     return out

@@ -13,7 +13,6 @@ import numpy as np
 
 from ...dtypes import widen_bf16
 from ...runtime import threads
-from ...runtime.threads import map_chunks
 from . import blas
 
 #: products with at most this many rows on the left read the weight in blocks (a decode step's, a short prompt's;
@@ -59,5 +58,5 @@ def matmul(x: np.ndarray, y: np.ndarray):
     per = -(-n // max(1, min(threads.CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
     per = -(-per // step) * step  # (whole blocks)
     with blas.one_thread():  # (see blas.py)
-        map_chunks(rows, [(r0, min(n, r0 + per)) for r0 in range(0, n, per)])
+        threads.map_chunks(rows, threads.bounds(n, per))
     return out.T.reshape(x.shape[:-1] + (n,))

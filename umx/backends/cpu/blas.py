@@ -100,22 +100,25 @@ def split(fn, n: int) -> list | None:
     each; None (nothing run) where BLAS's threads cannot be held (no OpenBLAS found, one core) or ``n < 2``."""
     if _BLAS is None or n < 2:
         return None
-    step = -(-n // min(n, threads.CORES))
     with _one_thread:
-        return threads.map_chunks(fn, [(lo, min(n, lo + step)) for lo in range(0, n, step)])
+        return threads.map_chunks(fn, threads.bounds(n, -(-n // min(n, threads.CORES))))
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b, out=out)``, a large product cut into chunks on the pool's threads (see above): along
     the batch, else along the rows of ``a``, the columns of ``b`` or the contraction (partial products summed),
     whichever copies the fewest elements."""
-    if _BLAS is None or a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype.char not in "fdFD":
+    if _BLAS is None or a.ndim < 2 or b.ndim < 2:
         return np.matmul(a, b, out=out)
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    work = math.prod(batch) * m * n * k
-    if work <= SMALL_WORK:
+    if a.ndim == 2 and b.ndim == 2:  # (the commonest, and small ones on a decode's path: no broadcast to work out)
+        batch: tuple = ()
+        work = m * n * k
+    else:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        work = math.prod(batch) * m * n * k
+    if work <= SMALL_WORK or a.dtype != b.dtype or a.dtype.char not in "fdFD":
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(batch + (m, n), a.dtype)
@@ -139,13 +142,11 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if not threads.split_lately(QUIET):  # (nothing on the pool for OpenBLAS's spinning threads to slow)
         return np.matmul(a, b, out=out)
     if axis == 1:  # partial products over chunks of the contraction, summed
-        step = -(-k // parts)
-        bounds = [(lo, min(k, lo + step)) for lo in range(0, k, step)]
         with _one_thread:
-            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]), bounds, False)
+            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]),
+                                          threads.bounds(k, -(-k // parts)), False)
         return np.add.reduce(partials, out=out)
     size = out.shape[axis]
-    step = -(-size // parts)
     if axis == 0:
         def chunk(lo: int, hi: int) -> None:  # (an operand without the batch axis is broadcast: taken whole)
             np.matmul(a[lo:hi] if a.ndim == out.ndim and a.shape[0] > 1 else a,
@@ -157,7 +158,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         def chunk(lo: int, hi: int) -> None:
             np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
     with _one_thread:
-        threads.map_chunks(chunk, [(lo, min(size, lo + step)) for lo in range(0, size, step)], False)
+        threads.map_chunks(chunk, threads.bounds(size, -(-size // parts)), False)
     return out
 
 

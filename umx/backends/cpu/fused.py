@@ -226,7 +226,7 @@ def _run_split_rows(steps, xs: list, folding: tuple, dtype):
         _run_program(steps, vals, out=out[r0:r1])
 
     with np.errstate(all="ignore"):
-        map_chunks(work, [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)])
+        map_chunks(work, threads.bounds(rows, step))
     return out
 
 
@@ -362,7 +362,7 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None, axis: 
             upload.part(lo * size, hi * size)
 
     with np.errstate(all="ignore"):
-        map_chunks(work, [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)])
+        map_chunks(work, threads.bounds(n, chunk))
     return out
 
 
@@ -386,4 +386,4 @@ def _run_split_axis(steps, leaves, shape: tuple, out: np.ndarray, axis: int) -> 
             _run_program(steps, vals, out=out[lead + (part,)])
 
     with np.errstate(all="ignore"):
-        map_chunks(work, [(lo, min(lo + step, size)) for lo in range(0, size, step)])
+        map_chunks(work, threads.bounds(size, step))

@@ -91,7 +91,7 @@ def _run_split(kernel, prim, x, reduced: list, work: int):
         parts = x.shape[axis]
     n = x.shape[axis]
     step = -(-n // parts)
-    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+    bounds = threads.bounds(n, step)
     axes = tuple(i for i, red in enumerate(reduced) if red)
     cls = prim.__class__
     lead = (slice(None),) * axis
