@@ -162,20 +162,29 @@ def test_softmax_and_logsumexp_over_rows_of_every_length(device, rng, n, dtype):
 
 @pytest.mark.parametrize("shape", [(600, 1000), (3, 70, 4096), (2, 65536 + 1)], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cpu_softmax_in_blocks_of_rows_gives_the_shared_kernels_bits(rng, shape, dtype):
+def test_cpu_softmax_and_logsumexp_in_blocks_of_rows_give_the_shared_kernels_bits(rng, shape, dtype):
     # (large inputs: blocks of rows across the CPU's cores; rows longer than a block take the shared kernel)
     from umx.backends.cpu import executor
     from umx.backends.cpu import softmax as cpu_softmax
-    from umx.backends.xp.reduction import _softmax
-    from umx.primitives.reduction import Softmax
+    from umx.backends.xp.reduction import _logsumexp, _softmax
+    from umx.primitives.reduction import LogSumExp, Softmax
 
     x = (rng.standard_normal(shape) * 5).astype(dtype)
     blocked = x.size >= cpu_softmax.MIN_SIZE and shape[-1] <= cpu_softmax.BLOCK_ELEMENTS
     assert blocked == (shape[-1] <= 4096)  # (the shapes are chosen on either side of the thresholds)
     x[0, :7] = -np.inf
-    got = mx.softmax(mx.array(x, dtype=mx.float32 if dtype == np.float32 else mx.float64), axis=-1, stream=mx.cpu)
-    np.testing.assert_array_equal(np.asarray(got), _softmax(np, Softmax((len(shape) - 1,)), x))
-    assert executor.KERNELS[Softmax](Softmax((len(shape) - 1,)), x).dtype == dtype
+    x[1, 3] = np.inf  # (a row whose maximum is infinite: inf, as the shared kernel gives)
+    x[-1, -1] = np.nan
+    last = len(shape) - 1
+    a = mx.array(x, dtype=mx.float32 if dtype == np.float32 else mx.float64)
+    np.testing.assert_array_equal(np.asarray(mx.softmax(a, axis=-1, stream=mx.cpu)), _softmax(np, Softmax((last,)), x))
+    assert executor.KERNELS[Softmax](Softmax((last,)), x).dtype == dtype
+    for keepdims in (False, True):
+        want = _logsumexp(np, LogSumExp((last,), keepdims), x)
+        got = mx.logsumexp(a, axis=-1, keepdims=keepdims, stream=mx.cpu)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got), want)
+        assert executor.KERNELS[LogSumExp](LogSumExp((last,), keepdims), x).dtype == dtype
 
 
 def test_softmax_and_logsumexp_of_rows_with_infinities_and_nans_agree_across_devices():

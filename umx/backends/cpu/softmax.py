@@ -1,7 +1,8 @@
-"""Softmax over the last axis of a large float array, in blocks of rows: each block small enough to stay in a
-core's cache through the kernel's five passes (max, subtract, exp, sum, divide), and the blocks spread over the
-pool's threads (NumPy releases the GIL inside its loops). Each block takes the shared kernel's own calls
-(``backends/xp/reduction.softmax_into``), row by row the same, so the results are the same bits."""
+"""Softmax and log-sum-exp over the last axis of a large float array, in blocks of rows: each block small enough
+to stay in a core's cache through the kernel's passes (max, subtract, exp, sum, then divide or log), and the blocks
+spread over the pool's threads (NumPy releases the GIL inside its loops). Each block makes the shared kernel's own
+calls, row by row the same, so the results are the same bits. A log-sum-exp (a cross-entropy's) also never
+allocates the exponentials of the whole input: a block's go to a scratch buffer of the block's size."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ...primitives import reduction as r
 from ...runtime.threads import chunks, map_chunks
-from ..xp.reduction import softmax_into
+from ..xp.reduction import lse_into, softmax_into
 
 #: the elements of one block of rows (float32: 256 KiB, a core's L2 holds it and its output)
 BLOCK_ELEMENTS = 1 << 16
@@ -17,13 +18,37 @@ BLOCK_ELEMENTS = 1 << 16
 MIN_SIZE = 1 << 18
 
 
+def _blocked(prim, x) -> bool:
+    """Whether ``prim`` over ``x`` runs in blocks of rows: a large float32 or float64 ``x``, C-contiguous, reduced
+    over its last axis, rows that fit a block."""
+    return (x.__class__ is np.ndarray and x.dtype.kind == "f" and x.itemsize >= 4 and x.size >= MIN_SIZE
+            and x.flags.c_contiguous and prim.axes == (x.ndim - 1,) and x.shape[-1] <= BLOCK_ELEMENTS)
+
+
 def blocked_softmax(table: dict) -> dict:
-    """Wrap the Softmax kernel of CPU kernel table ``table`` (in place) for large inputs."""
+    """Wrap the Softmax and LogSumExp kernels of CPU kernel table ``table`` (in place) for large inputs."""
     kernel = table[r.Softmax]
+    lse_kernel = table[r.LogSumExp]
+
+    def lse(prim, x):
+        if not _blocked(prim, x):
+            return lse_kernel(prim, x)
+        n = x.shape[-1]
+        rows = x.reshape(-1, n)
+        out = np.empty((rows.shape[0], 1), x.dtype)
+        per = BLOCK_ELEMENTS // n
+
+        def blocks(lo: int, hi: int) -> None:
+            scratch = np.empty((min(per, hi - lo), n), x.dtype)
+            for a in range(lo, hi, per):
+                b = min(hi, a + per)
+                lse_into(np, rows[a:b], (1,), scratch[:b - a], out[a:b])
+
+        map_chunks(blocks, chunks(rows.shape[0], n * x.itemsize))
+        return out.reshape(x.shape[:-1] + (1,) * prim.keepdims)
 
     def run(prim, x):
-        if (x.__class__ is not np.ndarray or x.dtype.kind != "f" or x.itemsize < 4 or x.size < MIN_SIZE
-                or not x.flags.c_contiguous or prim.axes != (x.ndim - 1,) or x.shape[-1] > BLOCK_ELEMENTS):
+        if not _blocked(prim, x):
             return kernel(prim, x)
         n = x.shape[-1]
         rows = x.reshape(-1, n)
@@ -39,4 +64,5 @@ def blocked_softmax(table: dict) -> dict:
         return out.reshape(x.shape)
 
     table[r.Softmax] = run
+    table[r.LogSumExp] = lse
     return table

@@ -43,12 +43,19 @@ def _arg(xp, prim, x):
 def _logsumexp(xp, prim, x):
     if x.size == 0:
         return xp.full(_reduced_shape(x.shape, prim.axes, prim.keepdims), -xp.inf, dtype=x.dtype)
-    m = xp.max(x, axis=prim.axes, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    e = xp.subtract(x, m, out=xp.empty(x.shape, x.dtype))
-    xp.exp(e, out=e)  # in place: one temporary of x's size, not two
-    s = xp.log(xp.sum(e, axis=prim.axes, keepdims=True)) + m
+    s = lse_into(xp, x, prim.axes, xp.empty(x.shape, x.dtype))
     return s if prim.keepdims else xp.squeeze(s, axis=prim.axes)
+
+
+def lse_into(xp, x, axes: tuple, scratch, out=None):
+    """``log(sum(exp(x - max))) + max`` over ``axes`` of float ``x``, with reduced axes kept, the exponentials
+    written into ``scratch`` (``x``'s shape and dtype; one temporary of x's size, not two); into ``out`` where
+    given. A row whose maximum is infinite subtracts 0 instead (giving inf, -inf or NaN as the sum does)."""
+    m = xp.max(x, axis=axes, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    e = xp.subtract(x, m, out=scratch)
+    xp.exp(e, out=e)
+    return xp.add(xp.log(xp.sum(e, axis=axes, keepdims=True)), m, out=out)
 
 
 @kernel(r.Softmax)
