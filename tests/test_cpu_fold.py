@@ -111,7 +111,7 @@ def test_split_regions_with_broadcast_leaves_match_numpy(rng, monkeypatch, case)
     monkeypatch.setattr(threads, "CORES", 5)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
     if case == "blocks":
-        monkeypatch.setattr(fused, "BLOCK", 1000)  # (chunks run in blocks of rows, uneven)
+        monkeypatch.setattr(threads, "BLOCK_PER_CORE", 200)  # (chunks run in blocks of rows, uneven: 1000 elements)
     calls = []
     real = fused._run_split_axis
     monkeypatch.setattr(fused, "_run_split_axis", lambda *a: calls.append(a[-1]) or real(*a))

@@ -142,6 +142,24 @@ def test_norms_in_blocks(device, rng, monkeypatch):
     assert_close(F.layer_norm(x, w, w, 1e-5, stream=device), ref_layer_norm(xr, wr, wr, 1e-5), 1e-4, 1e-4)
 
 
+def test_cpu_norms_run_their_blocks_on_the_cores_with_the_serial_bits(rng, monkeypatch):
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 3)
+    monkeypatch.setattr(fast_kernels, "_BLOCK", 4096)
+    cuts = []
+    real = threads.split
+    monkeypatch.setattr(threads, "split", lambda fn, n: cuts.append(n) or real(fn, n))
+    x = rng.standard_normal((997, 40)).astype(np.float32)  # (10 blocks of rows, the last one short)
+    w, b = (rng.standard_normal(40).astype(np.float32) for _ in range(2))
+    got = F.layer_norm(mx.array(x), mx.array(w), mx.array(b), 1e-5, stream=mx.cpu)
+    want = fast_kernels.layer_norm(np, LayerNorm(1e-5, True, True), x, w, b)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    got = F.rms_norm(mx.array(x), mx.array(w), 1e-5, stream=mx.cpu)
+    np.testing.assert_array_equal(np.asarray(got), fast_kernels.rms_norm(np, RMSNorm(1e-5, True), x, w))
+    assert cuts == [10, 10]  # (each ran its blocks at once)
+
+
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), eps=st.sampled_from([1e-5, 1e-2]))
 def test_norms_hypothesis(shape, eps):

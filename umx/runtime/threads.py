@@ -20,6 +20,10 @@ CORES = os.cpu_count() or 1
 #: costs 15-20 us on a 16-core VM, so that smaller chunks lose more than they gain, and a 16 MiB elementwise op is
 #: as fast in 4 or 8 chunks as it is slower in 16 (bench/cpu_split.py)
 CHUNK_BYTES = 2 << 20
+#: the elements of a chunk's block of work (the unit it calls NumPy on) for each core of the pool: the Python between
+#: NumPy's calls holds the GIL, which all the pool's threads contend for, so blocks grow with the pool. Smaller blocks
+#: stay in a core's cache; on 16 cores, 64K-element blocks spent more time waiting for the GIL than computing.
+BLOCK_PER_CORE = 1 << 16
 _pool: list = []
 _local = threading.local()
 _last_split = [-1e9]  # when map_chunks last ran marked work
@@ -28,6 +32,14 @@ _last_split = [-1e9]  # when map_chunks last ran marked work
 def _init_thread() -> None:
     np.seterr(all="ignore")  # per thread: the same values as the stream's worker, without warnings
     _local.in_pool = True
+
+
+def split(fn, n: int) -> list | None:
+    """``[fn(lo, hi), ...]`` over chunks of ``range(n)``, at most one per core, run on the pool; None (nothing
+    run) where there is one core or ``n < 2``."""
+    if CORES < 2 or n < 2:
+        return None
+    return map_chunks(fn, bounds(n, -(-n // min(n, CORES))))
 
 
 def in_pool() -> bool:
@@ -65,6 +77,11 @@ def split_lately(seconds: float) -> bool:
 def parts(nbytes: int) -> int:
     """How many chunks to cut work of ``nbytes`` into: one per ``CHUNK_BYTES``, at most one per core."""
     return max(1, min(CORES, nbytes // CHUNK_BYTES))
+
+
+def block_elements() -> int:
+    """The elements a pool thread's block of work holds (``BLOCK_PER_CORE`` for each core)."""
+    return BLOCK_PER_CORE * CORES
 
 
 def bounds(n: int, step: int) -> list:

@@ -101,7 +101,7 @@ def split(fn, n: int) -> list | None:
     if _BLAS is None or n < 2:
         return None
     with _one_thread:
-        return threads.map_chunks(fn, threads.bounds(n, -(-n // min(n, threads.CORES))))
+        return threads.split(fn, n)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

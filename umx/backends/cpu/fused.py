@@ -6,7 +6,8 @@ intermediate into the buffer of the one it replaces (every intermediate has exac
 least ``SPLIT_MIN_SIZE`` elements run chunk by chunk on a thread pool, NumPy releasing the GIL inside its loops
 so that the chunks run on all cores: flat ranges of elements where every leaf has the result's shape, else ranges
 of the result's first long enough axis (a leaf broadcast along it is read whole by every chunk). Each chunk goes
-through the whole program a block of ``BLOCK`` elements at a time, so that its intermediates stay in cache.
+through the whole program a block of ``threads.block_elements()`` elements at a time, so that its intermediates stay in
+cache.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ from . import fold
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
-#: a split region's chunk runs its program over blocks of this many elements, whose intermediates stay in a core's
-#: L2 cache (a chunk's whole intermediates would go to memory and back)
-BLOCK = 1 << 16
 _MAIN = threading.main_thread().ident
 _SIGINT = int(signal.SIGINT)
 
@@ -346,7 +344,9 @@ def _run_split(steps, leaves, root, out=None, arrivals=None, upload=None, axis: 
     flat = [x.reshape(-1) if x.__class__ is np.ndarray and x.ndim else x for x in leaves]
     n = flat_out.size
     chunk = -(-n // threads.parts(flat_out.nbytes))
-    block = BLOCK if len(steps) > 1 else n
+    # (a program of several steps runs in blocks, whose intermediates stay in a core's cache: a chunk's whole
+    # intermediates would go to memory and back)
+    block = threads.block_elements() if len(steps) > 1 else n
 
     def work(lo: int, hi: int) -> None:
         if arrivals:
@@ -377,7 +377,7 @@ def _run_split_axis(steps, leaves, shape: tuple, out: np.ndarray, axis: int) -> 
     lead = (slice(None),) * axis
     step = -(-size // threads.parts(out.nbytes))
     inner = out.size // size
-    block = max(1, BLOCK // inner) if len(steps) > 1 else size
+    block = max(1, threads.block_elements() // inner) if len(steps) > 1 else size
 
     def work(lo: int, hi: int) -> None:
         for b0 in range(lo, hi, block):  # (blocks whose intermediates stay in the core's cache)

@@ -18,6 +18,7 @@ from ...runtime import threads
 from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
+from ..xp import fast as xp_fast
 from ..xp import linalg as xp_linalg
 from ..xp.elementwise import PLAIN_UFUNC
 from . import bf16, blas, fold
@@ -154,6 +155,14 @@ def _mean(prim, x):
 def _convolution(prim, x, w):
     return xp_conv.convolution(np, prim, x, w, CONV_BUDGET, input_order=True, matmul=blas.matmul,
                                gather=threads.contiguous, parallel=blas.split)
+
+
+def _rms_norm(prim, x, *weight):
+    return xp_fast.rms_norm(np, prim, x, *weight, parallel=threads.split)
+
+
+def _layer_norm(prim, x, *params):
+    return xp_fast.layer_norm(np, prim, x, *params, parallel=threads.split)
 
 
 def _matmul(prim, a, b):
@@ -301,5 +310,7 @@ def make_table() -> dict:
     table[ix.Scatter] = _scatter(table[ix.Scatter])
     table[ew.Where] = _where
     table[fp.ScaledDotProductAttention] = _attention(table[fp.ScaledDotProductAttention])
+    table[fp.RMSNorm] = _rms_norm
+    table[fp.LayerNorm] = _layer_norm
     table[Compiled] = steps_kernel(table, np, BF16_STORAGE)
     return table

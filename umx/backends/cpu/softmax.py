@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...primitives import reduction as r
-from ...runtime.threads import chunks, map_chunks
+from ...runtime.threads import block_elements, chunks, map_chunks
 from ..xp.reduction import lse_into, softmax_into
 
-#: the elements of one block of rows (float32: 256 KiB, a core's L2 holds it and its output)
+#: the longest rows taken in blocks (float32: 256 KiB); a block holds ``threads.block_elements()``, at least a row
 BLOCK_ELEMENTS = 1 << 16
 #: smaller inputs take the shared kernel as is
 MIN_SIZE = 1 << 18
@@ -36,7 +36,7 @@ def blocked_softmax(table: dict) -> dict:
         n = x.shape[-1]
         rows = x.reshape(-1, n)
         out = np.empty((rows.shape[0], 1), x.dtype)
-        per = BLOCK_ELEMENTS // n
+        per = max(1, block_elements() // n)
 
         def blocks(lo: int, hi: int) -> None:
             scratch = np.empty((min(per, hi - lo), n), x.dtype)
@@ -53,7 +53,7 @@ def blocked_softmax(table: dict) -> dict:
         n = x.shape[-1]
         rows = x.reshape(-1, n)
         out = np.empty_like(rows)
-        per = BLOCK_ELEMENTS // n
+        per = max(1, block_elements() // n)
 
         def blocks(lo: int, hi: int) -> None:
             for a in range(lo, hi, per):

@@ -44,6 +44,7 @@ cp = _cupy()
 _MAX_BLOCKS = 4096  # (a grid-stride loop covers the rest)
 _MAX_UNITS = 2**31 - 1
 _LIST = struct.Struct(f"<{3 * COPY_LIST_MAX}Q{COPY_LIST_MAX + 1}I")
+_ZEROS = (0,) * COPY_LIST_MAX  # (a short list's unused entries)
 _launch = cp.cuda.driver.launchKernel
 
 
@@ -159,7 +160,7 @@ def copy_list(copies: list, stream) -> None:
     copies = [c for c in copies if c[2]]
     fn = _list_function(cp.cuda.runtime.getDevice())
     params = _params
-    zeros = [0] * COPY_LIST_MAX
+    zeros = _ZEROS
     for at in range(0, len(copies), COPY_LIST_MAX):
         part = copies[at:at + COPY_LIST_MAX]
         first, blocks = [], 0

@@ -31,8 +31,10 @@ def _rows(x):
     return x.reshape((math.prod(x.shape[:-1]), x.shape[-1]))
 
 
-def _blocks(xp, n: int, size: int, budget: int = _BLOCK):
-    """Slices of ``range(n)`` whose items (of ``size`` elements each) fit ``budget``; one slice off the host."""
+def _blocks(xp, n: int, size: int, budget: int | None = None):
+    """Slices of ``range(n)`` whose items (of ``size`` elements each) fit ``budget`` (default ``_BLOCK``); one
+    slice off the host."""
+    budget = _BLOCK if budget is None else budget
     step = n if xp is not np else max(1, min(n, budget // max(size, 1)))
     return [slice(i, i + step) for i in range(0, n, step)] or [slice(0, 0)]
 
@@ -49,6 +51,12 @@ def _inv_rms(xp, rows, eps):
 
 @kernel(fp.RMSNorm)
 def _rms_norm(xp, prim, x, *weight):
+    return rms_norm(xp, prim, x, *weight)
+
+
+def rms_norm(xp, prim, x, *weight, parallel=None):
+    """``prim`` (an RMSNorm) of ``x`` with its weight, if any, in blocks of rows. ``parallel(fn, n)``: ``fn(lo,
+    hi)`` over chunks of ``range(n)`` at once, or None where it cannot (the CPU's runs the blocks on its cores)."""
     acc = _acc(xp, x, *weight)
     d = x.shape[-1]
     if xp is np and 0 < x.size <= _SMALL and d:  # a few host rows: the same steps, without blocks or buffers
@@ -61,16 +69,25 @@ def _rms_norm(xp, prim, x, *weight):
     out = xp.empty(rows.shape, dtype=acc)
     w = weight[0].astype(acc, copy=False) if prim.has_weight else None
     eps = acc(prim.eps)
-    for sl in _blocks(xp, rows.shape[0] if d else 0, d):
+
+    def block(sl) -> None:
         xb = rows[sl].astype(acc, copy=False)
         ob = xp.multiply(xb, _inv_rms(xp, xb, eps), out=out[sl])
         if w is not None:
             xp.multiply(ob, w, out=ob)
+
+    _each(block, _blocks(xp, rows.shape[0] if d else 0, d), parallel)
     return out.reshape(x.shape)
 
 
 @kernel(fp.LayerNorm)
 def _layer_norm(xp, prim, x, *params):
+    return layer_norm(xp, prim, x, *params)
+
+
+def layer_norm(xp, prim, x, *params, parallel=None):
+    """``prim`` (a LayerNorm) of ``x`` with its weight and bias, if any, in blocks of rows; ``parallel`` as
+    :func:`rms_norm`'s."""
     acc = _acc(xp, x, *params)
     d = x.shape[-1]
     rows = _rows(x)
@@ -79,7 +96,8 @@ def _layer_norm(xp, prim, x, *params):
     w = params[0] if prim.has_weight else None
     b = params[-1] if prim.has_bias else None
     eps = acc(prim.eps)
-    for sl in _blocks(xp, rows.shape[0] if d else 0, d):
+
+    def block(sl) -> None:
         xb = rows[sl].astype(acc, copy=False)
         ob = xp.subtract(xb, xp.mean(xb, axis=-1, keepdims=True), out=out[sl])
         xp.multiply(ob, _inv_rms(xp, ob, eps), out=ob)
@@ -87,7 +105,17 @@ def _layer_norm(xp, prim, x, *params):
             xp.multiply(ob, w, out=ob)
         if b is not None:
             xp.add(ob, b, out=ob)
+
+    _each(block, _blocks(xp, rows.shape[0] if d else 0, d), parallel)
     return out.reshape(x.shape)
+
+
+def _each(block, slices: list, parallel) -> None:
+    """``block(sl)`` for each of ``slices`` (disjoint rows of one output), at once where ``parallel`` can."""
+    if len(slices) < 2 or parallel is None or parallel(
+            lambda lo, hi: [block(sl) for sl in slices[lo:hi]], len(slices)) is None:
+        for sl in slices:
+            block(sl)
 
 
 def _rope_angles(xp, prim, acc, t: int, rest: list):
