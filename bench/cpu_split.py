@@ -4,7 +4,10 @@ a fused elementwise region and a reduction run with chunks of each size (``runti
 Rows: the hand-off of empty chunks to 2, 4, 8 and all cores (the pool's threads idle before each call, as between
 a step's ops); then ``(x * 2 - y) * y`` and a batch norm's sum over (N, H, W) at several sizes, float32, NumPy on
 one thread beside umx with each chunk size. Times are medians; a ratio is NumPy's time over the best umx column's.
-Then the products of bench/train.py's models: NumPy's matmul (OpenBLAS on its own threads, timed last for each
+Then blocks: a split region's chunk (and a row-blocked softmax's or log-sum-exp's) calls NumPy a block at a time;
+a ReLU's gradient, a softmax and a log-sum-exp with each ``BLOCK_PER_CORE`` (a block holds that many elements per
+core: larger blocks hold the GIL less often, smaller ones stay in cache). Then the products of bench/train.py's
+models: NumPy's matmul (OpenBLAS on its own threads, timed last for each
 shape: its threads spin for a while after a call and would slow what runs next), OpenBLAS on one thread, and umx's
 split (``backends/cpu/blas.py``) with each ``CHUNK_WORK``.
 
@@ -75,7 +78,37 @@ def main() -> None:
                 threads.CHUNK_BYTES = saved
             cells = "".join(f"  {t * 1e3:11.3f}" for t in times)
             print(f"{name:30}  {t_np * 1e3:9.3f}{cells}  {t_np / min(times):6.2f}", flush=True)
+    _blocks(rng, args.runs)
     _products(rng, args.runs)
+
+
+BLOCKS = (1 << 14, 1 << 16, 1 << 18)  # elements per core
+
+
+def _blocks(rng, runs: int) -> None:
+    cpu = mx.cpu
+    x, g = (mx.array(rng.standard_normal((1 << 22,), dtype=np.float32)) for _ in range(2))
+    logits = mx.array(rng.standard_normal((2048, 8192), dtype=np.float32))
+    mx.eval(x, g, logits)
+    cases = (("ReLU gradient 4M", lambda: mx.eval(mx.where(mx.greater(x, 0.0, stream=cpu), g, 0.0, stream=cpu))),
+             ("softmax 2048 x 8192", lambda: mx.eval(mx.softmax(logits, axis=-1, stream=cpu))),
+             ("logsumexp 2048 x 8192", lambda: mx.eval(mx.logsumexp(logits, axis=-1, stream=cpu))))
+    head = "".join(f"  {str(b >> 10) + 'K':>9}" for b in BLOCKS)
+    print(f"\nfloat32, ms; columns: BLOCK_PER_CORE elements (default {threads.BLOCK_PER_CORE >> 10}K, "
+          f"{threads.CORES} cores)")
+    print(f"{'case':30}{head}")
+    print("-" * (30 + 11 * len(BLOCKS)))
+    saved = threads.BLOCK_PER_CORE
+    for name, fn in cases:
+        times = []
+        try:
+            for b in BLOCKS:
+                threads.BLOCK_PER_CORE = b
+                fn()
+                times.append(median_time(fn, runs))
+        finally:
+            threads.BLOCK_PER_CORE = saved
+        print(f"{name:30}" + "".join(f"  {t * 1e3:9.3f}" for t in times), flush=True)
 
 
 #: (m, k, n) products of bench/train.py's models: the MLP's layers and gradients, the LM's projections, its
