@@ -99,6 +99,29 @@ def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
 
 
 @needs_blas
+def test_contraction_partials_are_summed_by_rows_in_their_order(rng, monkeypatch):
+    # (a weight gradient's shape: its partial products are added a block of rows per core, p0 + p1 + ..., the
+    # bits of NumPy's reduction over the stacked partials)
+    monkeypatch.setattr(blas, "SMALL_WORK", 0)
+    monkeypatch.setattr(blas, "CHUNK_WORK", 1 << 12)
+    monkeypatch.setattr(blas.threads, "CORES", 5)
+    monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
+    a = rng.standard_normal((3000, 37)).astype(np.float32).T  # (a transposed view, as x.T in x.T @ g)
+    b = rng.standard_normal((3000, 29)).astype(np.float32)
+    calls = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: calls.append(bounds) or
+                        real_map(fn, bounds, *mark))
+    got = blas.matmul(a, b)
+    products, sums = calls
+    assert len(products) == 5 and products[-1][1] == 3000  # (the contraction, cut in 5)
+    assert len(sums) == 5 and sums[-1][1] == 37  # (the sum, cut by rows)
+    with blas.one_thread():
+        partials = [a[:, lo:hi] @ b[lo:hi] for lo, hi in products]
+    np.testing.assert_array_equal(got, np.add.reduce(partials))
+
+
+@needs_blas
 def test_products_run_on_openblas_threads_while_the_pool_is_quiet(rng, monkeypatch):
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 64)
