@@ -6,7 +6,10 @@ Each size (float32, 4 KiB to 256 MiB) is timed as the median of interleaved roun
 every rank makes the same calls in the same order, so the collectives pair up), each call after a barrier so that
 a rank's time is the collective's, not its wait for the other rank. umx's call is ``eval`` of a fresh
 ``all_sum`` node (building the node, planning it, running it on the stream's worker); bandwidth is bytes per
-second of one rank's buffer. Rank 0 prints the table.
+second of one rank's buffer. Rank 0 prints the table. On the CPU, umx is timed twice: with an input the caller
+still holds (MPI reduces into a copy of it), and with an input nothing else holds, as a training step's gradients
+are (MPI reduces in that input's own buffer: ``backends/cpu/donate.py``); each call's result is the next one's
+input there. mpi4py's call reduces a send buffer into a receive buffer, both kept from call to call.
 
 Usage: python bench/distributed.py [--quick]        (starts its own jobs through umx.launch)
 """
@@ -39,17 +42,20 @@ def _repeats(nbytes: int, quick: bool) -> int:
     return 10 if quick else 30
 
 
-def _row(nbytes: int, t_umx: float, t_base: float) -> str:
+def _row(nbytes: int, t_umx: float, t_base: float, t_donated: float | None = None) -> str:
     size = f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
     ratio = t_base / t_umx
     flag = "" if nbytes < 1 << 20 or ratio >= TARGET else f"  (below the {TARGET}x target)"
+    donated = "" if t_donated is None else (f"  {t_donated * 1e3:9.3f}ms {nbytes / t_donated / 1e9:7.2f} GB/s "
+                                            f"{t_base / t_donated:5.2f}")
     return (f"{size:>8}  {t_umx * 1e3:9.3f}ms {nbytes / t_umx / 1e9:7.2f} GB/s  {t_base * 1e3:9.3f}ms "
-            f"{nbytes / t_base / 1e9:7.2f} GB/s  {ratio:5.2f}{flag}")
+            f"{nbytes / t_base / 1e9:7.2f} GB/s  {ratio:5.2f}{donated}{flag}")
 
 
-def _header(title: str, base: str) -> str:
-    return (f"{title}\n{'size':>8}  {'umx':>11} {'':>12}  {base:>11} {'':>12}  ratio (bandwidth, umx/{base})\n"
-            + "-" * 80)
+def _header(title: str, base: str, donated: bool = False) -> str:
+    extra = f"  {'umx, donated':>11} {'':>12} ratio" if donated else ""
+    return (f"{title}\n{'size':>8}  {'umx':>11} {'':>12}  {base:>11} {'':>12}  ratio (bandwidth, umx/{base})"
+            f"{extra}\n" + "-" * (80 + len(extra)))
 
 
 def run_mpi(quick: bool) -> None:
@@ -70,14 +76,24 @@ def run_mpi(quick: bool) -> None:
             comm.Barrier()
             mx.eval(mx.distributed.all_sum(x, stream=mx.cpu))
 
+        state = [mx.zeros((n,), stream=mx.cpu)]  # (zeros: summed again and again, they stay finite)
+        mx.eval(state[0])
+
+        def donated_call(state=state):  # (the input is the last call's result, which nothing else holds)
+            comm.Barrier()
+            y = mx.distributed.all_sum(state.pop(), stream=mx.cpu)
+            mx.eval(y)
+            state.append(y)
+
         def mpi_call(send=send, recv=recv):
             comm.Barrier()
             comm.Allreduce(send, recv, op=MPI.SUM)
 
-        times = interleaved_medians({"umx": umx_call, "mpi4py": mpi_call}, repeats=_repeats(nbytes, quick))
-        rows.append(_row(nbytes, times["umx"], times["mpi4py"]))
+        times = interleaved_medians({"umx": umx_call, "donated": donated_call, "mpi4py": mpi_call},
+                                    repeats=_repeats(nbytes, quick))
+        rows.append(_row(nbytes, times["umx"], times["mpi4py"], times["donated"]))
     if world.rank() == 0:
-        print(_header(f"all_sum, float32, MPI on the CPU, {world.size()} processes", "mpi4py"))
+        print(_header(f"all_sum, float32, MPI on the CPU, {world.size()} processes", "mpi4py", donated=True))
         print("\n".join(rows), flush=True)
 
 
