@@ -162,7 +162,7 @@ def test_softmax_and_logsumexp_over_rows_of_every_length(device, rng, n, dtype):
 
 @pytest.mark.parametrize("shape", [(600, 1000), (3, 70, 4096), (2, 65536 + 1)], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cpu_softmax_and_logsumexp_in_blocks_of_rows_give_the_shared_kernels_bits(rng, shape, dtype):
+def test_cpu_softmax_and_logsumexp_in_blocks_of_rows_give_the_shared_kernels_bits(rng, monkeypatch, shape, dtype):
     # (large inputs: blocks of rows across the CPU's cores; rows longer than a block take the shared kernel)
     from umx.backends.cpu import executor
     from umx.backends.cpu import softmax as cpu_softmax
@@ -179,12 +179,16 @@ def test_cpu_softmax_and_logsumexp_in_blocks_of_rows_give_the_shared_kernels_bit
     a = mx.array(x, dtype=mx.float32 if dtype == np.float32 else mx.float64)
     np.testing.assert_array_equal(np.asarray(mx.softmax(a, axis=-1, stream=mx.cpu)), _softmax(np, Softmax((last,)), x))
     assert executor.KERNELS[Softmax](Softmax((last,)), x).dtype == dtype
+    blocks = []
+    real = cpu_softmax.lse_into
+    monkeypatch.setattr(cpu_softmax, "lse_into", lambda *args: blocks.append(args[1].shape) or real(*args))
     for keepdims in (False, True):
         want = _logsumexp(np, LogSumExp((last,), keepdims), x)
         got = mx.logsumexp(a, axis=-1, keepdims=keepdims, stream=mx.cpu)
         assert got.shape == want.shape
         np.testing.assert_array_equal(np.asarray(got), want)
         assert executor.KERNELS[LogSumExp](LogSumExp((last,), keepdims), x).dtype == dtype
+    assert (len(blocks) > 2) == blocked  # (blocks of rows, or the shared kernel's one call)
 
 
 def test_softmax_and_logsumexp_of_rows_with_infinities_and_nans_agree_across_devices():
