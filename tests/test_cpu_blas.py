@@ -122,6 +122,19 @@ def test_contraction_partials_are_summed_by_rows_in_their_order(rng, monkeypatch
 
 
 @needs_blas
+def test_a_leading_axes_sum_cut_on_the_pool_holds_blas_to_one_thread(rng, monkeypatch):
+    # (its chunks are products with ones: each chunk's on one BLAS thread, as for a product cut on the pool)
+    monkeypatch.setattr(blas.threads, "CORES", 3)
+    seen = []
+    real = blas.matmul
+    monkeypatch.setattr(blas, "matmul", lambda a, b, out=None: seen.append(blas._BLAS[1]()) or real(a, b, out))
+    x = rng.standard_normal((3000, 500)).astype(np.float32)
+    got = mx.sum(mx.array(x), axis=0, stream=mx.cpu)
+    np.testing.assert_allclose(np.asarray(got), x.astype(np.float64).sum(axis=0), rtol=1e-4, atol=1e-3)
+    assert len(seen) >= 2 and set(seen) == {1}  # (cut, and each chunk's product on one thread)
+
+
+@needs_blas
 def test_products_run_on_openblas_threads_while_the_pool_is_quiet(rng, monkeypatch):
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 64)
