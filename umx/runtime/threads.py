@@ -17,12 +17,11 @@ import numpy as np
 MIN_BYTES = 4 << 20
 CORES = os.cpu_count() or 1
 #: the least bytes a chunk of a split kernel writes (or, for a reduction, reads): handing a chunk to a pool thread
-#: costs 15-20 us on a 16-core VM, so that smaller chunks lose more than they gain, and a 16 MiB elementwise op is
-#: as fast in 4 or 8 chunks as it is slower in 16 (bench/cpu_split.py)
+#: costs more than a smaller chunk saves (bench/cpu_split.py times both)
 CHUNK_BYTES = 2 << 20
 #: the elements of a chunk's block of work (the unit it calls NumPy on) for each core of the pool: the Python between
-#: NumPy's calls holds the GIL, which all the pool's threads contend for, so blocks grow with the pool. Smaller blocks
-#: stay in a core's cache; on 16 cores, 64K-element blocks spent more time waiting for the GIL than computing.
+#: NumPy's calls holds the GIL, which all the pool's threads contend for, so blocks grow with the pool; smaller
+#: blocks stay in a core's cache (bench/cpu_split.py times both)
 BLOCK_PER_CORE = 1 << 16
 _pool: list = []
 _local = threading.local()
