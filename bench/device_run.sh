@@ -12,6 +12,8 @@
 #   those). check, models and extras each fit one call's ten minutes.
 #   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
 #   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/);
+#   cpu: the CPU's cores alone: training steps against torch, each step's ops (bench/cpu_ops.py), chunk and block
+#   sizes and products cut on the pool (bench/cpu_split.py), all in one call's ten minutes;
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU.
@@ -54,6 +56,14 @@ if [ "${1:-core}" = eager ]; then  # where eager steps spend the host's time (op
   timeout 90 python3 bench/profile_ops.py --cases lm,mlp --steps 3 --graphs --phases > "$OUT/train-eager.log" 2>&1
   grep -E -A6 "^(## |batches|umx .* host phases)" "$OUT/train-eager.log" | grep -vE "^\| (primitive|---|phase)" | head -40
   timeout 240 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 --columns umx,umx-compiled,torch 2>&1 | tail -5
+  exit 0
+fi
+if [ "${1:-core}" = cpu ]; then  # the GPU machine's cores: where a CPU step's time goes, and the pool's sizes
+  nproc
+  timeout 100 python3 bench/train.py --devices cpu --repeats 5 --no-torch-compile 2>&1 | tee "$OUT/train-cpu.log" \
+    | tail -4
+  timeout 150 python3 bench/cpu_ops.py --top 25 2>&1 | tee "$OUT/cpu-ops.log"
+  timeout 240 python3 bench/cpu_split.py --runs 7 2>&1 | tee "$OUT/cpu-split.log" | tail -40
   exit 0
 fi
 if [ "${1:-core}" = verify ]; then

@@ -75,3 +75,26 @@ def test_profile_host_tables_the_callers_functions_and_puts_the_executor_back(ca
     out = capsys.readouterr().out
     assert "test, caller's thread:" in out and "| function | ms/step | calls/step |" in out
     assert WorkerExecutor.run is before
+
+
+def test_cpu_ops_clocks_kernels_and_regions_once_and_puts_them_back():
+    """``bench/cpu_ops.py`` counts a fused region as one op (not its inner kernels) and restores the table."""
+    cpu_ops = _load("cpu_ops")
+    from umx.backends.cpu import executor
+
+    before = (executor.run_fused, dict(executor.KERNELS))
+    clocks = cpu_ops.Clocks()
+    clocks.install()
+    try:
+        clocks.on = True
+        x = mx.ones((512, 512), stream=mx.cpu)  # (large enough for a fused region of its own)
+        mx.eval(x)
+        mx.eval(mx.exp(mx.add(mx.multiply(x, 2, stream=mx.cpu), 1, stream=mx.cpu), stream=mx.cpu))
+        mx.eval(mx.sum(x, axis=0, stream=mx.cpu))
+    finally:
+        clocks.uninstall()
+    keys = list(clocks.times)
+    assert any(k.startswith("Fused(Multiply,Add,Exp)") for k in keys), keys
+    assert any(k.startswith("Sum (512, 512)") for k in keys), keys
+    assert not any(k.startswith(("Multiply", "Exp")) for k in keys), keys  # (inside the region: not again)
+    assert (executor.run_fused, dict(executor.KERNELS)) == before
