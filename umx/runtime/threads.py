@@ -6,6 +6,7 @@ several cores at once; the first touch of a fresh output's pages is spread over 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,19 @@ BLOCK_PER_CORE = 1 << 16
 _pool: list = []
 _local = threading.local()
 _last_split = [-1e9]  # when map_chunks last ran marked work
+_held = [contextlib.nullcontext]  # entered around every split (see hold_during_splits)
 
 
 def _init_thread() -> None:
     np.seterr(all="ignore")  # per thread: the same values as the stream's worker, without warnings
     _local.in_pool = True
+
+
+def hold_during_splits(context) -> None:
+    """Enter ``context()`` around every split of :func:`map_chunks` from now on. The CPU backend's holds the BLAS
+    under NumPy to one thread meanwhile: a chunk's product must not spread over threads of BLAS's own, which
+    would contend with the pool's for the cores."""
+    _held[0] = context
 
 
 def split(fn, n: int) -> list | None:
@@ -63,9 +72,10 @@ def map_chunks(fn, bounds: list, mark: bool = True) -> list:
         return [fn(lo, hi) for lo, hi in bounds]
     if mark:
         _last_split[0] = monotonic()
-    futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
-    first = fn(*bounds[0])
-    return [first] + [f.result() for f in futures]
+    with _held[0]():
+        futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
+        first = fn(*bounds[0])
+        return [first] + [f.result() for f in futures]
 
 
 def split_lately(seconds: float) -> bool:

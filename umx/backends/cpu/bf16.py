@@ -13,7 +13,6 @@ import numpy as np
 
 from ...dtypes import widen_bf16
 from ...runtime import threads
-from . import blas
 
 #: products with at most this many rows on the left read the weight in blocks (a decode step's, a short prompt's;
 #: for more rows the widened weight's one GEMM costs no more)
@@ -57,6 +56,5 @@ def matmul(x: np.ndarray, y: np.ndarray):
 
     per = -(-n // max(1, min(threads.CORES, w.size // SPLIT_MIN)))  # rows per core (one part below SPLIT_MIN)
     per = -(-per // step) * step  # (whole blocks)
-    with blas.one_thread():  # (see blas.py)
-        threads.map_chunks(rows, threads.bounds(n, per))
+    threads.map_chunks(rows, threads.bounds(n, per))  # (BLAS on one thread meanwhile: see blas.py)
     return out.T.reshape(x.shape[:-1] + (n,))

@@ -95,13 +95,15 @@ def one_thread():
     return _one_thread if _BLAS is not None else contextlib.nullcontext()
 
 
+threads.hold_during_splits(one_thread)  # (every chunk on the pool: products, convolutions, reductions, copies)
+
+
 def split(fn, n: int) -> list | None:
     """``[fn(lo, hi), ...]`` over chunks of ``range(n)``, one per core, run on the pool with BLAS on one thread
     each; None (nothing run) where BLAS's threads cannot be held (no OpenBLAS found, one core) or ``n < 2``."""
     if _BLAS is None or n < 2:
         return None
-    with _one_thread:
-        return threads.split(fn, n)
+    return threads.split(fn, n)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -142,9 +144,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if not threads.split_lately(QUIET):  # (nothing on the pool for OpenBLAS's spinning threads to slow)
         return np.matmul(a, b, out=out)
     if axis == 1:  # partial products over chunks of the contraction, summed
-        with _one_thread:
-            partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]),
-                                          threads.bounds(k, -(-k // parts)), False)
+        partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]),
+                                      threads.bounds(k, -(-k // parts)), False)
         if len(partials) < 2:
             np.copyto(out, partials[0])
             return out
@@ -169,8 +170,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     else:
         def chunk(lo: int, hi: int) -> None:
             np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
-    with _one_thread:
-        threads.map_chunks(chunk, threads.bounds(size, -(-size // parts)), False)
+    threads.map_chunks(chunk, threads.bounds(size, -(-size // parts)), False)
     return out
 
 

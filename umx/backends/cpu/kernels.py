@@ -122,8 +122,7 @@ def _var(prim, x):
         np.multiply(d, d, out=d)
         return (np.ones((1, hi - lo), x.dtype) @ d.reshape(hi - lo, -1)).reshape(x.shape[n:])
 
-    with blas.one_thread():
-        partials = threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows))
+    partials = threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows))
     s = partials[0]
     for p in partials[1:]:
         np.add(s, p, out=s)

@@ -15,7 +15,6 @@ import numpy as np
 from ...primitives import reduction as r
 from ...runtime import threads
 from ...runtime.threads import map_chunks
-from . import blas
 
 # Work is counted in elements of a float32 sum: below MIN_SIZE the hand-off to the pool costs more than the cores
 # save (bench/reduce.py). Extrema, logical and integer reductions run at memory speed, cheaper per element than a
@@ -57,8 +56,7 @@ def _splitting(kernel):
         shape, reduced = _merge(x.shape, axes)
         if not any(reduced):  # only axes of length 1 reduce: nothing to cut
             return kernel(prim, x)
-        with blas.one_thread():  # (a sum over leading axes is a product with ones: one BLAS thread per chunk)
-            out = _run_split(kernel, prim, x.reshape(shape), reduced, work)
+        out = _run_split(kernel, prim, x.reshape(shape), reduced, work)
         kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape) if prim.keepdims or i not in axes)
         out = out.reshape(kept)
         return out if kept else out[()]  # a full reduction gives a NumPy scalar, as the kernel does

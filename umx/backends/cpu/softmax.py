@@ -25,6 +25,21 @@ def _blocked(prim, x) -> bool:
             and x.flags.c_contiguous and prim.axes == (x.ndim - 1,) and x.shape[-1] <= BLOCK_ELEMENTS)
 
 
+def _in_row_blocks(rows, out, step, scratch: bool = False) -> None:
+    """``step(x, out, buf)`` over blocks of ``rows`` (a C-contiguous matrix) and the same rows of ``out``, a chunk
+    of blocks per core; ``buf`` is a block-sized buffer of the chunk's own where ``scratch``, else None."""
+    n = rows.shape[1]
+    per = max(1, block_elements() // n)
+
+    def blocks(lo: int, hi: int) -> None:
+        buf = np.empty((min(per, hi - lo), n), rows.dtype) if scratch else None
+        for a in range(lo, hi, per):
+            b = min(hi, a + per)
+            step(rows[a:b], out[a:b], None if buf is None else buf[:b - a])
+
+    map_chunks(blocks, chunks(rows.shape[0], n * rows.itemsize))
+
+
 def blocked_softmax(table: dict) -> dict:
     """Wrap the Softmax and LogSumExp kernels of CPU kernel table ``table`` (in place) for large inputs."""
     kernel = table[r.Softmax]
@@ -33,34 +48,17 @@ def blocked_softmax(table: dict) -> dict:
     def lse(prim, x):
         if not _blocked(prim, x):
             return lse_kernel(prim, x)
-        n = x.shape[-1]
-        rows = x.reshape(-1, n)
+        rows = x.reshape(-1, x.shape[-1])
         out = np.empty((rows.shape[0], 1), x.dtype)
-        per = max(1, block_elements() // n)
-
-        def blocks(lo: int, hi: int) -> None:
-            scratch = np.empty((min(per, hi - lo), n), x.dtype)
-            for a in range(lo, hi, per):
-                b = min(hi, a + per)
-                lse_into(np, rows[a:b], (1,), scratch[:b - a], out[a:b])
-
-        map_chunks(blocks, chunks(rows.shape[0], n * x.itemsize))
+        _in_row_blocks(rows, out, lambda xb, ob, buf: lse_into(np, xb, (1,), buf, ob), scratch=True)
         return out.reshape(x.shape[:-1] + (1,) * prim.keepdims)
 
     def run(prim, x):
         if not _blocked(prim, x):
             return kernel(prim, x)
-        n = x.shape[-1]
-        rows = x.reshape(-1, n)
+        rows = x.reshape(-1, x.shape[-1])
         out = np.empty_like(rows)
-        per = max(1, block_elements() // n)
-
-        def blocks(lo: int, hi: int) -> None:
-            for a in range(lo, hi, per):
-                b = min(hi, a + per)
-                softmax_into(np, rows[a:b], (1,), out[a:b])
-
-        map_chunks(blocks, chunks(rows.shape[0], n * x.itemsize))  # (one chunk on one core)
+        _in_row_blocks(rows, out, lambda xb, ob, _: softmax_into(np, xb, (1,), ob))
         return out.reshape(x.shape)
 
     table[r.Softmax] = run

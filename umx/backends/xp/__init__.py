@@ -37,6 +37,17 @@ def kernel_factory(*classes):
     return deco
 
 
+def each(items: list, run, parallel, run_at_once=None) -> None:
+    """``run(item)`` for each of ``items``, work on disjoint parts of one output; or, where ``parallel`` runs them
+    (a backend's ``parallel(fn, n)``: ``fn(lo, hi)`` over chunks of ``range(n)`` at once, None where it cannot),
+    ``run_at_once(item)`` (default ``run``) over runs of them at once."""
+    at_once = run_at_once or run
+    if len(items) < 2 or parallel is None or parallel(
+            lambda lo, hi: [at_once(item) for item in items[lo:hi]], len(items)) is None:
+        for item in items:
+            run(item)
+
+
 def bind(xp) -> dict:
     """The kernel table for array module ``xp``: primitive class -> ``fn(prim, *inputs)``."""
 

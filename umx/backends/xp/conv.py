@@ -23,7 +23,7 @@ import math
 from itertools import product
 
 from ...primitives.conv import Convolution
-from . import kernel
+from . import each, kernel
 
 #: the most bytes of temporaries one chunk may take
 BUDGET = 64 << 20
@@ -171,12 +171,9 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
             else:
                 flat[...] = prod_
 
-    blocks = list(_blocks(n, out_sp[0], inner * kb * per_row, budget))
     # (blocks write disjoint parts of the output: they may run at once, each with the plain product and copy)
-    if len(blocks) < 2 or parallel is None or parallel(
-            lambda lo, hi: [block(*b, xp.matmul, xp.ascontiguousarray) for b in blocks[lo:hi]], len(blocks)) is None:
-        for b in blocks:
-            block(*b, mm, gather)
+    each(list(_blocks(n, out_sp[0], inner * kb * per_row, budget)), lambda b: block(*b, mm, gather), parallel,
+         lambda b: block(*b, xp.matmul, xp.ascontiguousarray))
     return out
 
 

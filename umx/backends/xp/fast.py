@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ...primitives import fast as fp
-from . import kernel
+from . import each, kernel
 
 _BLOCK = 1 << 18  # elements a host kernel's block of work holds (one temporary of it stays in cache)
 _SCORES = 1 << 20  # scores an attention block holds on the host
@@ -76,7 +76,7 @@ def rms_norm(xp, prim, x, *weight, parallel=None):
         if w is not None:
             xp.multiply(ob, w, out=ob)
 
-    _each(block, _blocks(xp, rows.shape[0] if d else 0, d), parallel)
+    each(_blocks(xp, rows.shape[0] if d else 0, d), block, parallel)
     return out.reshape(x.shape)
 
 
@@ -106,16 +106,8 @@ def layer_norm(xp, prim, x, *params, parallel=None):
         if b is not None:
             xp.add(ob, b, out=ob)
 
-    _each(block, _blocks(xp, rows.shape[0] if d else 0, d), parallel)
+    each(_blocks(xp, rows.shape[0] if d else 0, d), block, parallel)
     return out.reshape(x.shape)
-
-
-def _each(block, slices: list, parallel) -> None:
-    """``block(sl)`` for each of ``slices`` (disjoint rows of one output), at once where ``parallel`` can."""
-    if len(slices) < 2 or parallel is None or parallel(
-            lambda lo, hi: [block(sl) for sl in slices[lo:hi]], len(slices)) is None:
-        for sl in slices:
-            block(sl)
 
 
 def _rope_angles(xp, prim, acc, t: int, rest: list):
