@@ -146,6 +146,39 @@ def test_large_cpu_outputs_reuse_pooled_host_buffers(rng):
         mx.set_cache_limit(prev)
 
 
+@pytest.mark.parametrize("op", ["matmul", "softmax"])
+def test_large_products_and_softmaxes_take_pooled_host_buffers(rng, op):
+    """A large product's or softmax's result (each a kernel of its own, not a fused region) comes from the host
+    pool and goes back to it: above glibc's mmap threshold NumPy's own buffers would be fresh pages every step."""
+    from umx.backends.cpu import blas
+    from umx.runtime import host_pool
+
+    if op == "matmul" and blas._BLAS is None:
+        pytest.skip("no OpenBLAS found, or one core: products are NumPy's calls as they are")
+    mx.clear_cache()
+    rows = host_pool.MIN_BYTES // 4 // 256 * 2
+    x = rng.standard_normal((rows, 256)).astype(np.float32)
+    w = rng.standard_normal((256, 256)).astype(np.float32)
+    a, b = mx.array(x), mx.array(w)
+
+    def run():
+        return mx.matmul(a, b, stream=mx.cpu) if op == "matmul" else mx.softmax(a, axis=-1, stream=mx.cpu)
+
+    y = run()
+    mx.eval(y)
+    want = x.astype(np.float64) @ w if op == "matmul" else np.exp(x - x.max(-1, keepdims=True))
+    if op == "softmax":
+        want = want / want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-4, atol=1e-4)
+    assert host_pool.cached_bytes() == 0
+    del y
+    gc.collect()
+    assert host_pool.cached_bytes() >= x.nbytes  # back in the pool
+    y = run()
+    mx.eval(y)
+    assert host_pool.cached_bytes() < x.nbytes  # and served the next result
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-4, atol=1e-4)
+
 def test_the_cpus_memory_size_is_the_machines_whatever_limit_is_set():
     size = mx.device_info(mx.cpu)["memory_size"]
     mx.set_memory_limit(1 << 20)

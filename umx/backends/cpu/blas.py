@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from ...runtime import threads
+from ...runtime import host_pool, threads
 
 # (NumPy's wheels bundle OpenBLAS with prefixed 64-bit-integer names; a system OpenBLAS has the plain ones)
 _NAMES = (("scipy_openblas", "64_"), ("openblas", "64_"), ("scipy_openblas", ""), ("openblas", ""))
@@ -122,8 +122,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         work = math.prod(batch) * m * n * k
     if work <= SMALL_WORK or a.dtype != b.dtype or a.dtype.char not in "fdFD":
         return np.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty(batch + (m, n), a.dtype)
+    if out is None:  # (a large result from the pool's mapped blocks: see runtime/host_pool.py)
+        out = host_pool.empty(batch + (m, n), a.dtype)
     # (a product with few rows or columns is as slow as reading its operands: those bytes count too; on a pool
     # thread, a chunk of a split op, no further split)
     parts = 1 if threads.in_pool() else min(

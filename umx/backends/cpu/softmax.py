@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...primitives import reduction as r
+from ...runtime import host_pool
 from ...runtime.threads import block_elements, chunks, map_chunks
 from ..xp.reduction import lse_into, softmax_into
 
@@ -57,7 +58,7 @@ def blocked_softmax(table: dict) -> dict:
         if not _blocked(prim, x):
             return kernel(prim, x)
         rows = x.reshape(-1, x.shape[-1])
-        out = np.empty_like(rows)
+        out = host_pool.empty(rows.shape, rows.dtype)
         _in_row_blocks(rows, out, lambda xb, ob, _: softmax_into(np, xb, (1,), ob))
         return out.reshape(x.shape)
 
