@@ -122,6 +122,26 @@ def test_contraction_partials_are_summed_by_rows_in_their_order(rng, monkeypatch
 
 
 @needs_blas
+@pytest.mark.parametrize("shapes, cut", [
+    (((512, 4096), (4096, 512)), "rows"),  # a projection's weight gradient: partial sums cost more than packing
+    (((48, 60000), (60000, 40)), "contraction"),  # a contraction far longer than the result
+], ids=["weight gradient", "long contraction"])
+def test_a_product_is_cut_along_the_contraction_only_where_its_partials_are_few(rng, monkeypatch, shapes, cut):
+    monkeypatch.setattr(blas.threads, "CORES", 16)
+    monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
+    (m, k), (_, n) = shapes
+    a = rng.standard_normal((k, m)).astype(np.float32).T  # (a transposed view, as x.T in x.T @ g)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    calls = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: calls.append(bounds) or
+                        real_map(fn, bounds, *mark))
+    got = blas.matmul(a, b)
+    assert calls[0][-1][1] == {"rows": m, "contraction": k}[cut]
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-3, atol=1e-2)
+
+
+@needs_blas
 def test_a_leading_axes_sum_cut_on_the_pool_holds_blas_to_one_thread(rng, monkeypatch):
     # (its chunks are products with ones: each chunk's on one BLAS thread, as for a product cut on the pool)
     monkeypatch.setattr(blas.threads, "CORES", 3)

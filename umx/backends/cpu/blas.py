@@ -38,6 +38,10 @@ SMALL_WORK = 1 << 18
 #: the least multiply-adds of a chunk handed to a pool thread: a hand-off costs 15-20 us on a 16-core VM, and each
 #: chunk packs its operands again (bench/cpu_split.py)
 CHUNK_WORK = 1 << 24
+#: what an element of a contraction cut's partial results costs against one that a chunk packs: it is written, then
+#: read back and added by the pool (Python between NumPy's calls, lines other cores wrote), where packing is BLAS's
+#: own copy (bench/cpu_split.py's products table times the cuts)
+PARTIAL_COST = 8
 #: a product that would be cut runs on OpenBLAS's own threads when no other work was cut on the pool in this many
 #: seconds (see above)
 QUIET = 1.0
@@ -136,7 +140,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         # of a, and the contraction writes and adds a partial result per chunk. The cut that copies least wins.
         cuts = [(parts * k * n, -2, m), (parts * m * k, -1, n)]
         if not batch:
-            cuts.append((2 * parts * m * n, 1, k))
+            cuts.append((PARTIAL_COST * parts * m * n, 1, k))
         axis = min(((cost, a) for cost, a, size in cuts if size >= 8 * parts), default=(0, None))[1]
     if parts < 2 or axis is None:
         with _one_thread:
