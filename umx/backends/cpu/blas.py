@@ -40,7 +40,7 @@ SMALL_WORK = 1 << 18
 CHUNK_WORK = 1 << 24
 #: what an element of a contraction cut's partial results costs against one that a chunk packs: it is written, then
 #: read back and added by the pool (Python between NumPy's calls, lines other cores wrote), where packing is BLAS's
-#: own copy (bench/cpu_split.py's products table times the cuts)
+#: own copy (bench/cpu_split.py's products table times the cut products against NumPy's calls)
 PARTIAL_COST = 8
 #: a product that would be cut runs on OpenBLAS's own threads when no other work was cut on the pool in this many
 #: seconds (see above)
