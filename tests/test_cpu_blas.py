@@ -237,18 +237,27 @@ def test_convolution_chunks_run_at_once(rng, monkeypatch, case):
     assert splits and splits[0] > 1  # (blocks, or a weight gradient's runs of channels, at once)
 
 
-@pytest.mark.parametrize("shape, axes, to", [((4, 30, 8, 16), (0, 2, 1, 3), (4, 8, 480)),  # a copy
-                                             ((4, 30, 8, 16), (0, 1, 2, 3), (120, 128)),  # a view
-                                             ((60, 64), (1, 0), (64, 6, 10))])  # a view of a transpose
-def test_large_reshapes_of_views(rng, monkeypatch, shape, axes, to):
+@pytest.mark.parametrize("shape, axes, to, copied", [
+    ((4, 30, 8, 16), (0, 2, 1, 3), (4, 8, 480), True),  # a transpose's: a copy
+    ((4, 30, 8, 16), (0, 1, 2, 3), (120, 128), True),  # a reversed last axis merged with another: a copy
+    ((60, 64), (1, 0), (64, 6, 10), False)])  # a transpose's leading axis split: a view
+def test_large_reshapes_of_views(rng, monkeypatch, shape, axes, to, copied):
     from umx.backends.cpu import kernels
     from umx.primitives.shape import Reshape
 
     monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 512)
+    cuts = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: cuts.append(len(bounds)) or
+                        real_map(fn, bounds, *mark))
     base = rng.standard_normal(shape).astype(np.float32)
     x = base.transpose(axes)[..., ::1] if axes != tuple(range(len(shape))) else base[:, :, :, ::-1]
     got = kernels.make_table()[Reshape](Reshape(to), x)
     np.testing.assert_array_equal(got, np.reshape(x, to))
+    if copied:  # (a copy, cut on the pool)
+        assert got.flags.c_contiguous and cuts and cuts[0] > 1
+    else:  # (no copy at all)
+        assert np.shares_memory(got, base) and not cuts
 
 
 @needs_blas
