@@ -104,6 +104,7 @@ def test_contraction_partials_are_summed_by_rows_in_their_order(rng, monkeypatch
     # bits of NumPy's reduction over the stacked partials)
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 1 << 12)
+    monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 64)  # (the sum of small partials cut too)
     monkeypatch.setattr(blas.threads, "CORES", 5)
     monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
     a = rng.standard_normal((3000, 37)).astype(np.float32).T  # (a transposed view, as x.T in x.T @ g)
@@ -300,3 +301,24 @@ def test_two_cpu_streams_cut_products_and_regions_at_once(rng, monkeypatch):
         np.testing.assert_allclose(r, expected, rtol=1e-4)
     assert blas._BLAS[1]() == threads_before
     assert (False,) in cuts and () in cuts  # (products and other work were cut)
+
+
+@pytest.mark.parametrize("shape, count, chunk_bytes", [((37, 29), 5, 64), ((37, 29), 5, 1 << 20), ((), 3, 64),
+                                                       ((6,), 1, 64)], ids=["cut", "whole", "0-d", "one"])
+def test_partials_added_in_order(rng, monkeypatch, shape, count, chunk_bytes):
+    # (the bits of NumPy's reduction over the stacked partials, whether the sum is cut by rows on the pool or not)
+    monkeypatch.setattr(blas.threads, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(blas.threads, "CORES", 4)
+    cuts = []
+    real_map = blas.threads.map_chunks
+    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: cuts.append(len(bounds)) or
+                        real_map(fn, bounds, *mark))
+    partials = [np.array(rng.standard_normal(shape) * 10.0 ** rng.integers(-6, 6), np.float32) for _ in range(count)]
+    want = np.add.reduce(np.stack(partials))
+    out = np.empty(shape, np.float32)
+    assert blas.threads.add_in_order(partials, out) is out
+    np.testing.assert_array_equal(out, want)
+    assert cuts == ([4] if chunk_bytes == 64 and shape == (37, 29) else [])
+    first = partials[0]
+    assert blas.threads.add_in_order(partials) is first  # (by default, into the first partial)
+    np.testing.assert_array_equal(first, want)

@@ -103,6 +103,33 @@ def chunks(n: int, itemsize: int) -> list:
     return bounds(n, -(-n // parts(n * itemsize)))
 
 
+def add_in_order(partials: list, out: np.ndarray | None = None) -> np.ndarray:
+    """``partials[0] + partials[1] + ...`` (arrays of one shape), each element added in that order, so the bits of
+    NumPy's reduction over the stacked partials; into ``out`` (default: ``partials[0]``, in place). A large sum
+    runs by blocks of its first axis on the pool (``np.add.reduce`` over the list would stack the partials into
+    one array first, on one core)."""
+    first = partials[0]
+    out = first if out is None else out
+    if len(partials) < 2:
+        if out is not first:
+            np.copyto(out, first)
+        return out
+
+    def add(key) -> None:
+        o = out[key]
+        np.add(first[key], partials[1][key], out=o)
+        for p in partials[2:]:
+            np.add(o, p[key], out=o)
+
+    n = parts(out.nbytes * len(partials))
+    if n < 2 or out.ndim == 0 or out.shape[0] < 2 or getattr(_local, "in_pool", False):
+        add(...)
+    else:
+        size = out.shape[0]
+        map_chunks(lambda lo, hi: add(slice(lo, hi)), bounds(size, -(-size // min(n, size))), False)
+    return out
+
+
 def contiguous(x: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of view ``x`` (``x`` itself where it is one), large copies cut along the first axis
     long enough to give each chunk a part, and run on the pool (NumPy's strided copies run on one core)."""

@@ -150,19 +150,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if axis == 1:  # partial products over chunks of the contraction, summed
         partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]),
                                       threads.bounds(k, -(-k // parts)), False)
-        if len(partials) < 2:
-            np.copyto(out, partials[0])
-            return out
-
-        def add(lo: int, hi: int) -> None:  # (rows of the sum, each in the partials' order: the same bits)
-            o = out[lo:hi]
-            np.add(partials[0][lo:hi], partials[1][lo:hi], out=o)
-            for p in partials[2:]:
-                np.add(o, p[lo:hi], out=o)
-
-        # (np.add.reduce over the list would stack the partials into one array first, on one core)
-        threads.map_chunks(add, threads.bounds(m, -(-m // min(parts, m))), False)
-        return out
+        return threads.add_in_order(partials, out)
     size = out.shape[axis]
     if axis == 0:
         def chunk(lo: int, hi: int) -> None:  # (an operand without the batch axis is broadcast: taken whole)

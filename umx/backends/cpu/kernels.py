@@ -43,8 +43,13 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
     rows = math.prod(x.shape[:n])
     if rows < 2 or not x.size:
         return None
-    s = blas.matmul(np.ones((1, rows), x.dtype), x.reshape(rows, -1))
+    s = _sum_rows(x.reshape(rows, -1))
     return s.reshape((1,) * n + kept if keepdims else kept)
+
+
+def _sum_rows(x):
+    """The sum of matrix ``x``'s rows, ``(1, columns)``: its product with a row of ones."""
+    return blas.matmul(np.ones((1, x.shape[0]), x.dtype), x)
 
 
 #: reductions of at most this many elements into each result run as binary ops (see _unrolled)
@@ -120,12 +125,9 @@ def _var(prim, x):
         if d is None:
             d = np.subtract(part, mean)
         np.multiply(d, d, out=d)
-        return (np.ones((1, hi - lo), x.dtype) @ d.reshape(hi - lo, -1)).reshape(x.shape[n:])
+        return _sum_rows(d.reshape(hi - lo, -1)).reshape(x.shape[n:])
 
-    partials = threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows))
-    s = partials[0]
-    for p in partials[1:]:
-        np.add(s, p, out=s)
+    s = threads.add_in_order(threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows)))
     if prim.keepdims:
         s = s.reshape((1,) * n + s.shape)
     with np.errstate(divide="ignore", invalid="ignore"):  # (ddof >= rows: inf or NaN, as numpy.var gives)
