@@ -7,7 +7,7 @@ one op (the kernels it calls inside are not counted again). Prints, per case, th
 timed steps, clocks on), the sum of the ops' times (below the step: the planning and the Python around the ops
 are not in it), and the ops that took longest per step, by signature (primitive, input shapes).
 
-Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--top N] [--small]
+Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--warmup N] [--top N] [--small]
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="cnn,lm,mlp")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per case (default 3)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed steps first (default 3: on some VMs a step's first touches of fresh pages cost "
+                         "10-100x for a few steps)")
     ap.add_argument("--top", type=int, default=20, help="ops listed per case (default 20)")
     ap.add_argument("--small", action="store_true", help="bench/train.py's small models")
     args = ap.parse_args()
@@ -96,7 +99,7 @@ def main() -> None:
     for case in args.cases.split(","):
         sizes = (train.SMALL if args.small else train.FULL)[case]
         step = train._mlx_api_steps((mx, nn, optim), case, sizes, train._data(case, sizes), mx.cpu)[""]
-        for _ in range(2):
+        for _ in range(args.warmup):
             step()
         clocks.times.clear()
         clocks.on = True
