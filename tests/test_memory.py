@@ -179,6 +179,7 @@ def test_large_products_and_softmaxes_take_pooled_host_buffers(rng, op):
     assert host_pool.cached_bytes() < x.nbytes  # and served the next result
     np.testing.assert_allclose(np.asarray(y), want, rtol=1e-4, atol=1e-4)
 
+
 def test_the_cpus_memory_size_is_the_machines_whatever_limit_is_set():
     size = mx.device_info(mx.cpu)["memory_size"]
     mx.set_memory_limit(1 << 20)

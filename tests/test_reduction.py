@@ -170,7 +170,7 @@ def test_cpu_softmax_and_logsumexp_in_blocks_of_rows_give_the_shared_kernels_bit
     from umx.primitives.reduction import LogSumExp, Softmax
 
     x = (rng.standard_normal(shape) * 5).astype(dtype)
-    blocked = x.size >= cpu_softmax.MIN_SIZE and shape[-1] <= cpu_softmax.BLOCK_ELEMENTS
+    blocked = x.size >= cpu_softmax.MIN_SIZE and shape[-1] <= cpu_softmax.MAX_ROW
     assert blocked == (shape[-1] <= 4096)  # (the shapes are chosen on either side of the thresholds)
     x[0, :7] = -np.inf
     x[1, 3] = np.inf  # (a row whose maximum is infinite: inf, as the shared kernel gives)

@@ -14,7 +14,7 @@ from ...runtime.threads import block_elements, chunks, map_chunks
 from ..xp.reduction import lse_into, softmax_into
 
 #: the longest rows taken in blocks (float32: 256 KiB); a block holds ``threads.block_elements()``, at least a row
-BLOCK_ELEMENTS = 1 << 16
+MAX_ROW = 1 << 16
 #: smaller inputs take the shared kernel as is
 MIN_SIZE = 1 << 18
 
@@ -23,7 +23,7 @@ def _blocked(prim, x) -> bool:
     """Whether ``prim`` over ``x`` runs in blocks of rows: a large float32 or float64 ``x``, C-contiguous, reduced
     over its last axis, rows that fit a block."""
     return (x.__class__ is np.ndarray and x.dtype.kind == "f" and x.itemsize >= 4 and x.size >= MIN_SIZE
-            and x.flags.c_contiguous and prim.axes == (x.ndim - 1,) and x.shape[-1] <= BLOCK_ELEMENTS)
+            and x.flags.c_contiguous and prim.axes == (x.ndim - 1,) and x.shape[-1] <= MAX_ROW)
 
 
 def _in_row_blocks(rows, out, step, scratch: bool = False) -> None:
