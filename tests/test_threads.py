@@ -4,6 +4,9 @@ fails only what depends on it, and neither an error nor a KeyboardInterrupt leav
 from __future__ import annotations
 
 import _thread
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -323,3 +326,15 @@ def test_default_streams_are_per_thread():
     assert mx.default_stream(mx.cpu) is shared  # nor did this thread's
     out = mx.add(mx.arange(3), 1, stream=mine)  # a stream works from any thread
     assert out.tolist() == [1, 2, 3]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_the_pool_has_a_thread_per_core_the_process_may_run_on():
+    """Under taskset or a container's CPU set, chunks are cut for the cores the process has, not the machine's."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from umx.runtime import threads; print(threads.CORES)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"

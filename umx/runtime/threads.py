@@ -16,7 +16,8 @@ import numpy as np
 
 #: below this many bytes, one thread is faster than handing out chunks
 MIN_BYTES = 4 << 20
-CORES = os.cpu_count() or 1
+#: the cores this process may run on (its affinity: ``taskset``, a container's CPU set), not the machine's
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 #: the least bytes a chunk of a split kernel writes (or, for a reduction, reads): handing a chunk to a pool thread
 #: costs more than a smaller chunk saves (bench/cpu_split.py times both)
 CHUNK_BYTES = 2 << 20
