@@ -155,3 +155,23 @@ def test_a_donating_region_with_a_broadcast_leaf_splits_along_an_axis(rng, monke
     np.testing.assert_array_equal(np.asarray(y), np.exp(xn * 2 - sn))
     assert calls
     assert np.asarray(y).__array_interface__["data"][0] == address  # (donated)
+
+
+def test_folded_regions_cut_by_rows_run_in_blocks(rng, monkeypatch):
+    # each core's chunk of a folded region runs a block of rows at a time, so that the steps' intermediates stay
+    # in its cache (a whole chunk's would go to memory and back at every step)
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 2)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(threads, "BLOCK_PER_CORE", 1000)  # (blocks of 2000 elements at most)
+    sizes = []
+    real = fused._run_program
+    monkeypatch.setattr(fused, "_run_program", lambda steps, values, out=None: sizes.append(out.size) or
+                        real(steps, values, out=out))
+    x = rng.standard_normal((64, 64, 64, 8)).astype(np.float32)
+    mean, scale, b = (rng.standard_normal(8).astype(np.float32) for _ in range(3))
+    got = (mx.array(x) - mx.array(mean)) * mx.array(scale) + mx.array(b)
+    np.testing.assert_array_equal(np.asarray(got), (x - mean) * scale + b)
+    assert len(sizes) > 2 and sum(sizes) == x.size and max(sizes) <= 2000

@@ -41,7 +41,14 @@ _SIGINT = int(signal.SIGINT)
 
 
 def _bound(kernel, prim):
-    """``kernel`` with its primitive bound: a step callable like a ufunc."""
+    """``kernel`` with its primitive bound: a step callable like a ufunc (with ``out=`` where the kernel takes
+    it: its ``takes_out``)."""
+    if getattr(kernel, "takes_out", False):
+        def step(*xs, out=None):
+            return kernel(prim, *xs, out=out)
+
+        step.takes_out = True
+        return step
 
     def step(*xs):
         return kernel(prim, *xs)
@@ -129,7 +136,10 @@ def _run_program(steps, values: list, out=None):
     for j, (fn, args, in_place, bf16) in enumerate(steps):
         xs = [values[a] for a in args]
         if j == last and out is not None and not bf16:
-            fn(*xs, out=out) if isinstance(fn, np.ufunc) else np.copyto(out, fn(*xs), casting="unsafe")
+            if isinstance(fn, np.ufunc) or hasattr(fn, "takes_out"):
+                fn(*xs, out=out)
+            else:
+                np.copyto(out, fn(*xs), casting="unsafe")
             values.append(out)
             continue
         buf = values[in_place] if in_place >= 0 else None
@@ -218,10 +228,13 @@ def _run_split_rows(steps, xs: list, folding: tuple, dtype):
     width = k * run
     out = host_pool.empty((rows, width), dtype)
     step = -(-rows // threads.parts(out.nbytes))
+    block = max(1, threads.block_elements() // width) if len(steps) > 1 else step
 
     def work(r0: int, r1: int) -> None:
-        vals = [x[r0:r1] if x.__class__ is np.ndarray and x.ndim == 2 else x for x in xs]
-        _run_program(steps, vals, out=out[r0:r1])
+        for b0 in range(r0, r1, block):  # (blocks whose intermediates stay in the core's cache)
+            b1 = min(r1, b0 + block)
+            vals = [x[b0:b1] if x.__class__ is np.ndarray and x.ndim == 2 else x for x in xs]
+            _run_program(steps, vals, out=out[b0:b1])
 
     with np.errstate(all="ignore"):
         map_chunks(work, threads.bounds(rows, step))
