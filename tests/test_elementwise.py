@@ -455,3 +455,34 @@ def test_fast_paths_make_the_node_that_array_node_makes():
         assert got._seq < want._seq
     first, second = mx.exp(a, stream=mx.cpu), mx.add(a, 1.0, stream=mx.cpu)
     assert first._seq < second._seq
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "uint16", "int64", "bool"])
+@pytest.mark.parametrize("other", ["zero", "array", "scalar"])
+def test_large_selects_keep_numpys_bits(rng, monkeypatch, dtype, other):
+    # the CPU selects large inputs on their bits (kernels._where), alone and as a fused region's last step that
+    # writes its chunk in place: NaNs, infinities and signed zeros come through as numpy.where gives them
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", 3)  # (the region cut into chunks, each written in place)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(fused, "SPLIT_MIN_SIZE", 0)
+    shape = (64, 65, 8)  # (over the CPU's least fused region)
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1.5, -2.0])
+    if dtype == "bool":
+        x = rng.random(shape) > 0.5
+    elif np.dtype(dtype).kind == "f":
+        x = rng.choice(special, shape).astype(dtype)
+    else:
+        x = rng.integers(-100, 100, shape).astype(dtype)
+    c = rng.random(shape) > 0.5
+    y = {"zero": np.zeros((), dtype), "scalar": np.asarray(x.flat[5], dtype),
+         "array": x[::-1].copy()}[other]
+    want = np.where(c, x, y)
+    lone = mx.where(mx.array(c), mx.array(x), mx.array(y), stream=mx.cpu)
+    fused = mx.where(mx.array(c) & (mx.array(x) == mx.array(x)), mx.array(x), mx.array(y), stream=mx.cpu)
+    for got, ref in ((lone, want), (fused, np.where(c & (x == x), x, y))):
+        got = np.asarray(got)
+        assert got.dtype == ref.dtype
+        assert got.tobytes() == ref.tobytes()

@@ -186,31 +186,42 @@ def _reshape(prim, x):
     return np.reshape(x, prim.shape)
 
 
-_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 _SELECT_MIN_SIZE = 4096  # below this, numpy.where's own speed is not worth the extra steps
 
 
-def _where(prim, c, x, y):
+def _where(prim, c, x, y, out=None):
     # numpy.where branches on every element: on a mask with no pattern (a ReLU's gradient, a dropout mask) half
     # the branches mispredict, which costs 10-20x a branch-free select. The select on the values' bits,
     # y ^ ((x ^ y) & mask), with mask all ones where c holds, gives the same bits (NaNs, signed zeros) as
-    # numpy.where.
-    if c.__class__ is not np.ndarray or c.size < _SELECT_MIN_SIZE:  # (small selects, the commonest: at once)
-        return np.where(c, x, y)
+    # numpy.where. The mask is c's bytes negated as int8 (0 or -1), which the bitwise loops widen as they read.
+    if c.__class__ is not np.ndarray or c.size < _SELECT_MIN_SIZE or c.dtype != bool:
+        return _select_by_numpy(c, x, y, out)
     x, y = np.asarray(x), np.asarray(y)
-    u = _UINT_OF_SIZE.get(x.dtype.itemsize)
-    if u is None or x.dtype != y.dtype or x.dtype.kind not in "fiub":
-        return np.where(c, x, y)
-    shape = np.broadcast_shapes(c.shape, x.shape, y.shape)
-    mask = (c if c.shape == shape else np.broadcast_to(c, shape)).astype(u)
-    np.negative(mask, out=mask)  # 1 -> all ones (unsigned wrap-around), 0 -> 0
-    xb, yb = x.view(u), y.view(u)
+    i = _INT_OF_SIZE.get(x.dtype.itemsize)
+    if i is None or x.dtype != y.dtype or x.dtype.kind not in "fiub":
+        return _select_by_numpy(c, x, y, out)
+    mask = np.negative(c.view(np.int8))
+    xb, yb = x.view(i), y.view(i)
+    into = None if out is None else out.view(i)
     if yb.size == 1 and not yb.any():  # y a zero (a gradient's where(x > 0, g, 0)): the select is x & mask
-        np.bitwise_and(mask, xb, out=mask)
+        r = np.bitwise_and(xb, mask, out=into)
     else:
-        np.bitwise_and(mask, np.bitwise_xor(xb, yb), out=mask)
-        np.bitwise_xor(mask, yb, out=mask)
-    return mask.view(x.dtype)
+        r = np.bitwise_xor(xb, yb, out=into)
+        np.bitwise_and(r, mask, out=r)
+        np.bitwise_xor(r, yb, out=r)
+    return out if out is not None else r.view(x.dtype)
+
+
+def _select_by_numpy(c, x, y, out):
+    r = np.where(c, x, y)
+    if out is None:
+        return r
+    np.copyto(out, r, casting="unsafe")
+    return out
+
+
+_where.takes_out = True  # (a fused region's last step writes its chunk of the result in place)
 
 
 #: a sum of at least this many rows into a table's rows takes the path of _add_rows
