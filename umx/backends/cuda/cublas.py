@@ -24,19 +24,22 @@ cp = _cupy()
 _N, _T = 0, 1  # cublasOperation_t
 _ALGO_DEFAULT = -1
 _WORKSPACE_BYTES = 32 << 20  # what NVIDIA advises for Hopper; one per GPU stream
+# cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h)
+_CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16F, _CUDA_R_16BF = 0, 1, 2, 14
+_CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_32F_FAST_TF32, _CUBLAS_COMPUTE_64F = 68, 77, 70
 # CuPy's rule: float32 products use TF32 tensor cores only when CUPY_TF32 asks for it
-_COMPUTE_32F = 77 if os.environ.get("CUPY_TF32", "0") != "0" else 68
+_COMPUTE_32F = _CUBLAS_COMPUTE_32F_FAST_TF32 if os.environ.get("CUPY_TF32", "0") != "0" else _CUBLAS_COMPUTE_32F
 _c_void_p = ctypes.c_void_p
 _one_f, _zero_f = ctypes.c_float(1.0), ctypes.c_float(0.0)
 _one_d, _zero_d = ctypes.c_double(1.0), ctypes.c_double(0.0)
 # dtype char -> (cudaDataType, cublasComputeType, alpha, beta)
 _TYPES = {
-    "f": (0, _COMPUTE_32F, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
-    "d": (1, 70, ctypes.byref(_one_d), ctypes.byref(_zero_d)),
-    "e": (2, 68, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
+    "f": (_CUDA_R_32F, _COMPUTE_32F, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
+    "d": (_CUDA_R_64F, _CUBLAS_COMPUTE_64F, ctypes.byref(_one_d), ctypes.byref(_zero_d)),
+    "e": (_CUDA_R_16F, _CUBLAS_COMPUTE_32F, ctypes.byref(_one_f), ctypes.byref(_zero_f)),
 }
-#: bfloat16 (CUDA_R_16BF), whose storage is uint16: asked for by the caller, never found by the dtype's char
-BFLOAT16 = (14, 68, ctypes.byref(_one_f), ctypes.byref(_zero_f))
+#: bfloat16, whose storage is uint16: asked for by the caller, never found by the dtype's char
+BFLOAT16 = (_CUDA_R_16BF, _CUBLAS_COMPUTE_32F, ctypes.byref(_one_f), ctypes.byref(_zero_f))
 
 
 def _library():
@@ -249,7 +252,7 @@ def _batch_stride(x):
 
 
 #: storage dtype char -> cudaDataType, for :func:`batched` (uint16: bfloat16's storage)
-_DATA_TYPES = {"f": 0, "e": 2, "H": 14}
+_DATA_TYPES = {"f": _CUDA_R_32F, "e": _CUDA_R_16F, "H": _CUDA_R_16BF}
 
 
 def batched(handle: Handle, a, b, out, transpose_b: bool = False):
@@ -258,13 +261,13 @@ def batched(handle: Handle, a, b, out, transpose_b: bool = False):
     type, so that 16-bit operands run on tensor cores and may give a float32 result. Returns ``out``, or None
     where the types do not fit."""
     ta, to = _DATA_TYPES.get(a.dtype.char), _DATA_TYPES.get(out.dtype.char)
-    if ta is None or to is None or b.dtype != a.dtype or (to != 0 and to != ta):
+    if ta is None or to is None or b.dtype != a.dtype or (to != _CUDA_R_32F and to != ta):
         return None
     count, m, k = a.shape
     n = b.shape[1] if transpose_b else b.shape[2]
     if count == 0 or m == 0 or n == 0:
         return out
-    compute = _COMPUTE_32F if ta == 0 else 68
+    compute = _COMPUTE_32F if ta == _CUDA_R_32F else _CUBLAS_COMPUTE_32F
     # (column-major: out.T = b.T @ a.T, so b comes first; a transposed b is read with ld k)
     _check(_lib.cublasGemmStridedBatchedEx(
         _c_void_p(handle.ptr), _T if transpose_b else _N, _N, n, m, k, ctypes.byref(_one_f), b.data.ptr, ta,
