@@ -2,10 +2,12 @@
 kernel and fused region of the CPU executor wrapped in a clock.
 
 ``bench/profile_ops.py --device cpu`` records with ``mx.trace``, whose own cost distorts large CPU ops that are
-cut over the cores; here nothing changes but two clock reads around each kernel call. A fused region counts as
-one op (the kernels it calls inside are not counted again). Prints, per case, the step's wall time (median of the
-timed steps, clocks on), the sum of the ops' times (below the step: the planning and the Python around the ops
-are not in it), and the ops that took longest per step, by signature (primitive, input shapes).
+cut over the cores; here nothing changes but clock reads around each kernel call. A fused region counts as one op
+(the kernels it calls inside are not counted again). Prints, per case, the step's wall time (median of the timed
+steps, clocks on), the sum of the ops' times (below the step: the planning and the Python around the ops are not
+in it), and the ops that took longest per step, by signature (primitive, input shapes), each with the CPU time of
+all the process's threads meanwhile (near cores x wall where an op keeps every core busy, near the wall where its
+chunks wait) and the page faults it took (fresh memory its writes touch).
 
 Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--warmup N] [--top N] [--small]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import statistics
 import sys
 import time
@@ -35,7 +38,7 @@ class Clocks:
 
     def __init__(self):
         self.on = False
-        self.times: dict = collections.defaultdict(lambda: [0.0, 0])
+        self.times: dict = collections.defaultdict(lambda: [0.0, 0, 0.0, 0])  # wall, calls, CPU time, faults
         self._in_region = False
         self._saved = None
 
@@ -45,12 +48,12 @@ class Clocks:
 
         def fused(f, *args, **kwargs):
             self._in_region = True
-            t = time.perf_counter()
+            t, u = time.perf_counter(), _usage()
             try:
                 return run_fused(f, *args, **kwargs)
             finally:
                 if self.on:
-                    self._add(_region_name(f), time.perf_counter() - t)
+                    self._add(_region_name(f), time.perf_counter() - t, u)
                 self._in_region = False
 
         executor.run_fused = fused
@@ -64,19 +67,28 @@ class Clocks:
 
     def _wrap(self, name: str, kernel):
         def run(prim, *args):
-            t = time.perf_counter()
+            t, u = time.perf_counter(), _usage()
             out = kernel(prim, *args)
             if self.on and not self._in_region:
                 self._add(f"{name} {' '.join(str(getattr(a, 'shape', '()')) for a in args)}",
-                          time.perf_counter() - t)
+                          time.perf_counter() - t, u)
             return out
 
         return run
 
-    def _add(self, key: str, seconds: float) -> None:
+    def _add(self, key: str, seconds: float, before: tuple) -> None:
+        cpu, faults = _usage()
         entry = self.times[key]
         entry[0] += seconds
         entry[1] += 1
+        entry[2] += cpu - before[0]
+        entry[3] += faults - before[1]
+
+
+def _usage() -> tuple:
+    """``(CPU seconds of all the process's threads, page faults)`` so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_minflt + r.ru_majflt
 
 
 def _region_name(f) -> str:
@@ -110,13 +122,14 @@ def main() -> None:
             walls.append(time.perf_counter() - t)
         clocks.on = False
         n = args.steps
-        total = sum(s for s, _ in clocks.times.values()) / n
+        total = sum(e[0] for e in clocks.times.values()) / n
         print(f"\n{case}: step {statistics.median(walls) * 1e3:.1f} ms, ops {total * 1e3:.1f} ms "
               f"(the CPU, {os.cpu_count()} cores)")
-        print(f"{'ms/step':>9}  {'calls':>5}  op")
+        print(f"{'ms/step':>9}  {'calls':>5}  {'CPU ms':>8}  {'faults':>6}  op")
         ranked = sorted(clocks.times.items(), key=lambda kv: -kv[1][0])[:args.top]
-        for key, (seconds, calls) in ranked:
-            print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {key[:140]}", flush=True)
+        for key, (seconds, calls, cpu, faults) in ranked:
+            print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {cpu / n * 1e3:8.2f}  {faults // n:6d}  {key[:130]}",
+                  flush=True)
 
 
 if __name__ == "__main__":
