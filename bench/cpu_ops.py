@@ -7,15 +7,20 @@ cut over the cores; here nothing changes but clock reads around each kernel call
 steps, clocks on), the sum of the ops' times (below the step: the planning and the Python around the ops are not
 in it), and the ops that took longest per step, by signature (primitive, input shapes), each with the CPU time of
 all the process's threads meanwhile (near cores x wall where an op keeps every core busy, near the wall where its
-chunks wait) and the page faults it took (fresh memory its writes touch).
+chunks wait) and the page faults it took (fresh memory its writes touch). With ``--alone``, each listed op is
+also run again by itself, back to back on copies of the inputs it had in the step (median of ``--alone`` runs):
+an op much slower in the step than alone is slowed by what surrounds it, not by its own work. ``--no-gc`` (Python's
+collector off during the timed steps) and ``--switch-interval`` (``sys.setswitchinterval``) test two such causes.
 
-Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--warmup N] [--top N] [--small]
+Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--warmup N] [--top N] [--small] [--alone N]
+       [--no-gc] [--switch-interval S]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import resource
 import statistics
@@ -25,6 +30,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import numpy as np  # noqa: E402
 import train  # noqa: E402
 
 import umx as mx  # noqa: E402
@@ -34,11 +40,14 @@ from umx.backends.cpu import executor  # noqa: E402
 
 
 class Clocks:
-    """Seconds and calls per op signature, while ``on``; installed into the CPU executor's kernel table."""
+    """Seconds and calls per op signature, while ``on``; copies of each op's inputs, while ``capture``; installed
+    into the CPU executor's kernel table."""
 
     def __init__(self):
         self.on = False
         self.times: dict = collections.defaultdict(lambda: [0.0, 0, 0.0, 0])  # wall, calls, CPU time, faults
+        self.replays: dict = {}  # op signature -> a call that runs it again on copies of its inputs (``capture``)
+        self.capture = False
         self._in_region = False
         self._saved = None
 
@@ -54,6 +63,9 @@ class Clocks:
             finally:
                 if self.on:
                     self._add(_region_name(f), time.perf_counter() - t, u)
+                elif self.capture and _region_name(f) not in self.replays:  # (a plain run: no donation)
+                    leaves = [_copied(x) for x in args[0]]
+                    self.replays[_region_name(f)] = lambda: run_fused(f, list(leaves), args[1])
                 self._in_region = False
 
         executor.run_fused = fused
@@ -69,9 +81,13 @@ class Clocks:
         def run(prim, *args):
             t, u = time.perf_counter(), _usage()
             out = kernel(prim, *args)
-            if self.on and not self._in_region:
-                self._add(f"{name} {' '.join(str(getattr(a, 'shape', '()')) for a in args)}",
-                          time.perf_counter() - t, u)
+            if (self.on or self.capture) and not self._in_region:
+                key = f"{name} {' '.join(str(getattr(a, 'shape', '()')) for a in args)}"
+                if self.on:
+                    self._add(key, time.perf_counter() - t, u)
+                elif key not in self.replays:
+                    inputs = [_copied(a) for a in args]
+                    self.replays[key] = lambda: kernel(prim, *inputs)
             return out
 
         return run
@@ -83,6 +99,21 @@ class Clocks:
         entry[1] += 1
         entry[2] += cpu - before[0]
         entry[3] += faults - before[1]
+
+
+def _copied(x):
+    return x.copy() if isinstance(x, np.ndarray) else x
+
+
+def _alone(replay, runs: int) -> float:
+    """The median seconds of ``replay()`` run back to back (after one untimed run)."""
+    replay()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        replay()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def _usage() -> tuple:
@@ -105,7 +136,14 @@ def main() -> None:
                          "10-100x for a few steps)")
     ap.add_argument("--top", type=int, default=20, help="ops listed per case (default 20)")
     ap.add_argument("--small", action="store_true", help="bench/train.py's small models")
+    ap.add_argument("--alone", type=int, default=0, metavar="N",
+                    help="also time each listed op alone, the median of N runs on copies of its step's inputs")
+    ap.add_argument("--no-gc", action="store_true", help="Python's garbage collector off during the timed steps")
+    ap.add_argument("--switch-interval", type=float, default=None, metavar="S",
+                    help="sys.setswitchinterval(S) for the run (Python's default: 0.005)")
     args = ap.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     clocks = Clocks()
     clocks.install()
     for case in args.cases.split(","):
@@ -114,6 +152,10 @@ def main() -> None:
         for _ in range(args.warmup):
             step()
         clocks.times.clear()
+        clocks.replays.clear()
+        if args.no_gc:
+            gc.collect()
+            gc.disable()
         clocks.on = True
         walls = []
         for _ in range(args.steps):
@@ -121,15 +163,25 @@ def main() -> None:
             step()
             walls.append(time.perf_counter() - t)
         clocks.on = False
+        gc.enable()
+        if args.alone:  # (one more step, untimed, keeps copies of each op's inputs)
+            clocks.capture = True
+            step()
+            clocks.capture = False
         n = args.steps
         total = sum(e[0] for e in clocks.times.values()) / n
         print(f"\n{case}: step {statistics.median(walls) * 1e3:.1f} ms, ops {total * 1e3:.1f} ms "
               f"(the CPU, {os.cpu_count()} cores)")
-        print(f"{'ms/step':>9}  {'calls':>5}  {'CPU ms':>8}  {'faults':>6}  op")
+        alone = f"  {'alone ms':>8}" if args.alone else ""
+        print(f"{'ms/step':>9}  {'calls':>5}  {'CPU ms':>8}  {'faults':>6}{alone}  op")
         ranked = sorted(clocks.times.items(), key=lambda kv: -kv[1][0])[:args.top]
         for key, (seconds, calls, cpu, faults) in ranked:
-            print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {cpu / n * 1e3:8.2f}  {faults // n:6d}  {key[:130]}",
-                  flush=True)
+            if args.alone:  # (per call, as the step's column is per step: one call each for most ops)
+                replay = clocks.replays.get(key)
+                alone = f"  {_alone(replay, args.alone) * 1e3:8.3f}" if replay is not None else f"  {'-':>8}"
+            print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {cpu / n * 1e3:8.2f}  {faults // n:6d}{alone}  "
+                  f"{key[:120]}", flush=True)
+        clocks.replays.clear()
 
 
 if __name__ == "__main__":
