@@ -13,7 +13,9 @@
 #   ab: seed, latency and suite for an earlier tree carried as old/ and for this one, interleaved;
 #   conformance: MLX's own tests on the GPU in eight parallel groups (carry shared/);
 #   cpu: the CPU's cores alone: training steps against torch, each step's ops (bench/cpu_ops.py), chunk and block
-#   sizes and products cut on the pool (bench/cpu_split.py), all in one call's ten minutes;
+#   sizes and products cut on the pool (bench/cpu_split.py), all in one call's ten minutes; cpu-why: why a CPU step's
+#   ops run slower than alone (each op in the step and alone, the collector off, a shorter GIL interval, a pool
+#   whose threads spin before they sleep);
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU.
@@ -64,6 +66,15 @@ if [ "${1:-core}" = cpu ]; then  # the GPU machine's cores: where a CPU step's t
     | tail -4
   timeout 150 python3 bench/cpu_ops.py --top 25 2>&1 | tee "$OUT/cpu-ops.log"
   timeout 240 python3 bench/cpu_split.py --runs 7 2>&1 | tee "$OUT/cpu-split.log" | tail -40
+  exit 0
+fi
+if [ "${1:-core}" = cpu-why ]; then  # on the 16 cores: ops in a step against the same ops alone, and three suspects
+  nproc
+  timeout 150 python3 bench/cpu_ops.py --cases cnn,mlp --top 16 --alone 10 2>&1 | tee "$OUT/cpu-alone.log" | cut -c1-150
+  echo "== the collector off"; timeout 60 python3 bench/cpu_ops.py --cases cnn --top 6 --no-gc 2>&1 | tail -8 | cut -c1-150
+  echo "== GIL interval 0.2 ms"
+  timeout 60 python3 bench/cpu_ops.py --cases cnn --top 6 --switch-interval 0.0002 2>&1 | tail -8 | cut -c1-150
+  timeout 120 python3 bench/cpu_pool.py 2>&1 | tee "$OUT/cpu-pool.log"
   exit 0
 fi
 if [ "${1:-core}" = verify ]; then

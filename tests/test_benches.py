@@ -98,3 +98,59 @@ def test_cpu_ops_clocks_kernels_and_regions_once_and_puts_them_back():
     assert any(k.startswith("Sum (512, 512)") for k in keys), keys
     assert not any(k.startswith(("Multiply", "Exp")) for k in keys), keys  # (inside the region: not again)
     assert (executor.run_fused, dict(executor.KERNELS)) == before
+
+
+def test_cpu_ops_replays_each_op_alone_on_copies_of_its_inputs():
+    """``bench/cpu_ops.py --alone``: with ``capture`` on, each op keeps a call that runs it again, by itself, on
+    copies of its inputs, and gives the value it gave in the step."""
+    import numpy as np
+
+    cpu_ops = _load("cpu_ops")
+    clocks = cpu_ops.Clocks()
+    clocks.install()
+    try:
+        clocks.capture = True
+        x = mx.ones((512, 512), stream=mx.cpu)
+        mx.eval(x)
+        region = mx.exp(mx.add(mx.multiply(x, 2, stream=mx.cpu), 1, stream=mx.cpu), stream=mx.cpu)
+        total = mx.sum(x, axis=0, stream=mx.cpu)
+        mx.eval(region, total)
+    finally:
+        clocks.uninstall()
+    assert not clocks.times  # (capturing is not timing)
+    replays = {k.split(" ")[0]: f for k, f in clocks.replays.items()}
+    np.testing.assert_array_equal(replays["Fused(Multiply,Add,Exp)"](), np.asarray(region))
+    np.testing.assert_array_equal(replays["Sum"](), np.asarray(total))
+    assert cpu_ops._alone(replays["Sum"], 3) > 0
+
+
+def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
+    """``bench/cpu_pool.py``'s spinning pool returns each chunk's result in order, raises a chunk's error, and
+    ``_install(None)`` gives every module umx's own ``map_chunks`` again."""
+    import pytest
+
+    from umx.backends.cpu import fused
+    from umx.runtime import threads
+
+    cpu_pool = _load("cpu_pool")
+    pool = cpu_pool.SpinningPool(1e-3)
+    if not pool.slots:
+        pytest.skip("one core: no pool threads")
+    bounds = threads.bounds(4 * (len(pool.slots) + 1), 4)
+    assert pool.map(lambda lo, hi: (lo, hi), bounds) == bounds
+
+    def fail(lo, hi):
+        if lo:
+            raise ValueError(f"chunk {lo}")
+        return lo
+
+    with pytest.raises(ValueError, match="chunk"):
+        pool.map(fail, bounds)
+    plain = threads.map_chunks
+    cpu_pool._install(pool)
+    try:
+        assert fused.map_chunks is threads.map_chunks is not plain
+        assert threads.map_chunks(lambda lo, hi: hi - lo, bounds) == [4] * len(bounds)
+    finally:
+        cpu_pool._install(None)
+    assert fused.map_chunks is threads.map_chunks is plain
