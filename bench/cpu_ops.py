@@ -11,9 +11,11 @@ chunks wait) and the page faults it took (fresh memory its writes touch). With `
 also run again by itself, back to back on copies of the inputs it had in the step (median of ``--alone`` runs):
 an op much slower in the step than alone is slowed by what surrounds it, not by its own work. ``--no-gc`` (Python's
 collector off during the timed steps) and ``--switch-interval`` (``sys.setswitchinterval``) test two such causes.
+``--threads`` lists the process's threads (Linux): the CPU time each took during the timed steps, and the cores
+each may run on (a pool created by a thread held to few cores inherits that mask).
 
 Usage: python bench/cpu_ops.py [--cases cnn,lm,mlp] [--steps N] [--warmup N] [--top N] [--small] [--alone N]
-       [--no-gc] [--switch-interval S]
+       [--no-gc] [--switch-interval S] [--threads]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -116,6 +119,35 @@ def _alone(replay, runs: int) -> float:
     return statistics.median(times)
 
 
+def _tasks() -> dict:
+    """``{thread id: (name, CPU seconds so far, allowed cores)}`` of this process's threads (Linux's /proc)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/status") as f:
+                cores = next((line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list")),
+                             "?")
+        except OSError:  # (a thread that ended meanwhile)
+            continue
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick, cores)  # (utime, stime: fields 14, 15)
+    return out
+
+
+def _print_threads(before: dict, after: dict, steps: int) -> None:
+    named = {str(t.native_id): t.name for t in threading.enumerate()}  # (Python's names: the kernel's are "python")
+    rows = sorted(((a[1] - before.get(tid, (None, 0.0))[1], tid, named.get(tid, a[0]), a[2])
+                   for tid, a in after.items()), reverse=True)
+    print(f"  threads ({len(after)}): CPU ms per step, name, cores allowed")
+    for cpu, tid, name, cores in rows:
+        if cpu > 0 or len(rows) <= 24:
+            print(f"  {cpu / steps * 1e3:9.1f}  {tid:>8}  {name:24s} {cores}")
+
+
 def _usage() -> tuple:
     """``(CPU seconds of all the process's threads, page faults)`` so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -139,6 +171,8 @@ def main() -> None:
     ap.add_argument("--alone", type=int, default=0, metavar="N",
                     help="also time each listed op alone, the median of N runs on copies of its step's inputs")
     ap.add_argument("--no-gc", action="store_true", help="Python's garbage collector off during the timed steps")
+    ap.add_argument("--threads", action="store_true",
+                    help="each thread's CPU time during the timed steps, and its allowed cores (Linux)")
     ap.add_argument("--switch-interval", type=float, default=None, metavar="S",
                     help="sys.setswitchinterval(S) for the run (Python's default: 0.005)")
     args = ap.parse_args()
@@ -156,6 +190,7 @@ def main() -> None:
         if args.no_gc:
             gc.collect()
             gc.disable()
+        tasks = _tasks() if args.threads else None
         clocks.on = True
         walls = []
         for _ in range(args.steps):
@@ -164,6 +199,7 @@ def main() -> None:
             walls.append(time.perf_counter() - t)
         clocks.on = False
         gc.enable()
+        tasks_after = _tasks() if args.threads else None
         if args.alone:  # (one more step, untimed, keeps copies of each op's inputs)
             clocks.capture = True
             step()
@@ -182,6 +218,8 @@ def main() -> None:
             print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {cpu / n * 1e3:8.2f}  {faults // n:6d}{alone}  "
                   f"{key[:120]}", flush=True)
         clocks.replays.clear()
+        if args.threads:
+            _print_threads(tasks, tasks_after, n)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ if [ "${1:-core}" = cpu ]; then  # the GPU machine's cores: where a CPU step's t
 fi
 if [ "${1:-core}" = cpu-why ]; then  # on the 16 cores: ops in a step against the same ops alone, and three suspects
   nproc
-  timeout 150 python3 bench/cpu_ops.py --cases cnn,mlp --top 16 --alone 10 2>&1 | tee "$OUT/cpu-alone.log" | cut -c1-150
+  timeout 150 python3 bench/cpu_ops.py --cases cnn,mlp --top 16 --alone 10 --threads 2>&1 | tee "$OUT/cpu-alone.log" | cut -c1-150
   echo "== the collector off"; timeout 60 python3 bench/cpu_ops.py --cases cnn --top 6 --no-gc 2>&1 | tail -8 | cut -c1-150
   echo "== GIL interval 0.2 ms"
   timeout 60 python3 bench/cpu_ops.py --cases cnn --top 6 --switch-interval 0.0002 2>&1 | tail -8 | cut -c1-150
