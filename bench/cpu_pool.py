@@ -139,7 +139,7 @@ def main() -> None:
     gaps = {"none": lambda: None, "sleep 0.2 ms": lambda: time.sleep(2e-4), "sleep 2 ms": lambda: time.sleep(2e-3),
             "sleep 20 ms": lambda: time.sleep(2e-2), "busy 2 ms": lambda: keep_busy(2e-3)}
     ops = {"no-op split": lambda: threads.map_chunks(lambda lo, hi: None, threads.bounds(threads.CORES, 1)),
-           "Var (128,32,32,32)": lambda: mx.eval(mx.var(x, axis=(0, 1, 2)))}
+           "Var (128,32,32,32)": lambda: mx.eval(mx.var(x, axis=(0, 1, 2), stream=mx.cpu))}
     spinning = SpinningPool(args.spin)
     rows = {}
     for pool in (None, spinning):
