@@ -338,3 +338,24 @@ def test_the_pool_has_a_thread_per_core_the_process_may_run_on():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
+
+
+def test_a_split_inside_the_callers_own_chunk_runs_on_the_caller(monkeypatch):
+    """A split made inside the chunk that the splitting thread runs itself (a product inside a reduction's chunk)
+    runs there, in order, as it would on a pool thread: queued behind the pool's busy threads, its chunks would
+    wait for every other chunk to finish first."""
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", max(threads.CORES, 2))
+    caller = threading.get_ident()
+    nested = []
+
+    def chunk(lo, hi):
+        if lo == 0:
+            nested.extend(threads.map_chunks(lambda a, b: (a, threading.get_ident()), [(0, 1), (1, 2), (2, 3)]))
+        return lo
+
+    assert threads.map_chunks(chunk, [(0, 1), (1, 2)]) == [0, 1]
+    assert nested == [(0, caller), (1, caller), (2, caller)]
+    assert not threads.in_pool()  # (the caller is itself again once its chunk is done)
+    assert [t for _, t in threads.map_chunks(lambda a, b: (a, threading.get_ident()), [(0, 1), (1, 2)])][0] == caller

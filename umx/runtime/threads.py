@@ -52,8 +52,9 @@ def split(fn, n: int) -> list | None:
 
 
 def in_pool() -> bool:
-    """Whether this thread is one of the pool's (work it splits runs on it alone: a pool thread waiting on chunks
-    queued behind it could wait for ever)."""
+    """Whether this thread is one of the pool's, or is running its own chunk of a split (work it splits runs on
+    it alone: a pool thread waiting on chunks queued behind it could wait for ever, and the splitting thread's
+    chunks would queue behind the busy pool)."""
     return getattr(_local, "in_pool", False)
 
 
@@ -67,15 +68,22 @@ def workers() -> ThreadPoolExecutor:
 
 def map_chunks(fn, bounds: list, mark: bool = True) -> list:
     """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes the first rather than only
-    waiting. On a pool thread, all of them in turn on that thread. ``mark``: the time is noted for
-    :func:`split_lately` (a product cut into chunks is not counted: see ``backends/cpu/blas.py``)."""
+    waiting. On a pool thread, and inside this thread's own first chunk, all of them in turn on that thread.
+    ``mark``: the time is noted for :func:`split_lately` (a product cut into chunks is not counted: see
+    ``backends/cpu/blas.py``)."""
     if getattr(_local, "in_pool", False):
         return [fn(lo, hi) for lo, hi in bounds]
     if mark:
         _last_split[0] = monotonic()
     with _held[0]():
         futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
-        first = fn(*bounds[0])
+        # The first chunk's own splits (a product inside a reduction's chunk) run on this thread: queued behind
+        # the pool's busy threads, their chunks would wait for the others to finish.
+        _local.in_pool = True
+        try:
+            first = fn(*bounds[0])
+        finally:
+            _local.in_pool = False
         return [first] + [f.result() for f in futures]
 
 
