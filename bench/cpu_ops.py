@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import train  # noqa: E402
+from _util import median_time  # noqa: E402
 
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
@@ -106,17 +107,6 @@ class Clocks:
 
 def _copied(x):
     return x.copy() if isinstance(x, np.ndarray) else x
-
-
-def _alone(replay, runs: int) -> float:
-    """The median seconds of ``replay()`` run back to back (after one untimed run)."""
-    replay()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        replay()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _tasks() -> dict:
@@ -214,7 +204,7 @@ def main() -> None:
         for key, (seconds, calls, cpu, faults) in ranked:
             if args.alone:  # (per call, as the step's column is per step: one call each for most ops)
                 replay = clocks.replays.get(key)
-                alone = f"  {_alone(replay, args.alone) * 1e3:8.3f}" if replay is not None else f"  {'-':>8}"
+                alone = f"  {median_time(replay, args.alone, 1) * 1e3:8.3f}" if replay is not None else f"  {'-':>8}"
             print(f"{seconds / n * 1e3:9.2f}  {calls // n:5d}  {cpu / n * 1e3:8.2f}  {faults // n:6d}{alone}  "
                   f"{key[:120]}", flush=True)
         clocks.replays.clear()

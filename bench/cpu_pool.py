@@ -27,6 +27,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 import train  # noqa: E402
+from _util import median_time  # noqa: E402
 
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
@@ -160,9 +161,7 @@ def main() -> None:
         medians = []
         for pool in (None, spinning):
             _install(pool)
-            for _ in range(3):
-                step()
-            medians.append(_median_ms(step, lambda: None, args.steps + 3))
+            medians.append(median_time(step, args.steps) * 1e3)
         _install(None)
         print(f"{case:>6}  {medians[0]:10.2f}  {medians[1]:10.2f}", flush=True)
 

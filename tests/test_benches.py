@@ -121,7 +121,7 @@ def test_cpu_ops_replays_each_op_alone_on_copies_of_its_inputs():
     replays = {k.split(" ")[0]: f for k, f in clocks.replays.items()}
     np.testing.assert_array_equal(replays["Fused(Multiply,Add,Exp)"](), np.asarray(region))
     np.testing.assert_array_equal(replays["Sum"](), np.asarray(total))
-    assert cpu_ops._alone(replays["Sum"], 3) > 0
+    assert cpu_ops.median_time(replays["Sum"], 3, 1) > 0
 
 
 def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
