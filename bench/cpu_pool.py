@@ -5,7 +5,8 @@ umx's pool (``runtime/threads.py``) is a ``ThreadPoolExecutor``: an idle thread 
 virtual core may then be descheduled by the host, so that the next hand-off waits for it to be woken. Here the
 same split work runs (a) back to back, (b) after the caller has slept or kept busy for a while; then the same
 with a pool whose threads spin (``time.sleep(0)``, the GIL let go at each turn) for ``--spin`` seconds before they
-block, installed in place of umx's for the run. Last, ``bench/train.py``'s CPU steps (eager) with each pool.
+block, installed in place of umx's executor for the run (``threads.map_chunks`` itself is unchanged).
+Last, ``bench/train.py``'s CPU steps (eager) with each pool.
 
 Prints two tables: split ops after gaps (median ms), and steps (median ms), each for both pools.
 
@@ -15,11 +16,13 @@ Usage: python bench/cpu_pool.py [--spin S] [--cases cnn,mlp] [--steps N]
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -32,84 +35,55 @@ from _util import median_time  # noqa: E402
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
 import umx.optimizers as optim  # noqa: E402
-from umx.backends.cpu import fused, reduce_split, softmax  # noqa: E402
 from umx.runtime import threads  # noqa: E402
 
 
-class SpinningPool:
-    """One thread per core but one, each with a slot: a thread spins for ``spin`` seconds on its empty slot
-    before it blocks on its event. ``map`` fills the slots, runs the first chunk itself, then spins on the
-    results. One split at a time (a split while one is running, from inside a chunk or from another stream,
-    goes to umx's own pool)."""
+class SpinningExecutor:
+    """A stand-in for umx's ``ThreadPoolExecutor``, one thread per core: an idle thread spins for ``spin``
+    seconds on the queue (``time.sleep(0)``, the GIL let go at each turn) before it blocks on it. ``submit``
+    returns a ``Future``, as the executor's does."""
 
     def __init__(self, spin: float):
-        n = threads.CORES - 1
         self.spin = spin
-        self.busy = threading.Lock()
-        self.slots: list = [None] * n
-        self.results: list = [None] * n
-        self.events = [threading.Event() for _ in range(n)]
-        for i in range(n):
-            threading.Thread(target=self._loop, args=(i,), daemon=True, name=f"spin-{i}").start()
+        self.queue: collections.deque = collections.deque()
+        self.ready = threading.Condition()
+        self.threads = threads.CORES
+        for i in range(self.threads):
+            threading.Thread(target=self._loop, daemon=True, name=f"spin-{i}").start()
 
-    def _loop(self, i: int) -> None:
-        threads._init_thread()
-        slots, event = self.slots, self.events[i]
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        with self.ready:  # (appended under the lock a sleeping thread checks the queue under: no wake is lost)
+            self.queue.append((future, fn, args))
+            self.ready.notify()
+        return future
+
+    def _loop(self) -> None:
+        threads._init_thread()  # (as umx's pool threads start: the same errors state, marked as the pool's)
+        queue = self.queue
         while True:
             until = time.perf_counter() + self.spin
-            while slots[i] is None and time.perf_counter() < until:
+            while not queue and time.perf_counter() < until:
                 time.sleep(0)
-            if slots[i] is None:
-                event.wait()
-                event.clear()
-                continue
-            fn, lo, hi = slots[i]
+            with self.ready:
+                while not queue:
+                    self.ready.wait()
+                future, fn, args = queue.popleft()
             try:
-                result = (True, fn(lo, hi))
-            except BaseException as e:  # (handed to the caller)
-                result = (False, e)
-            slots[i] = None
-            self.results[i] = result
-
-    def map(self, fn, bounds: list) -> list:
-        for i, (lo, hi) in enumerate(bounds[1:]):
-            self.results[i] = None
-            self.slots[i] = (fn, lo, hi)
-            self.events[i].set()
-        try:
-            out = [fn(*bounds[0])]
-        finally:  # (every chunk finished before this returns or raises: the slots are free for the next map)
-            for i in range(len(bounds) - 1):
-                while self.results[i] is None:
-                    time.sleep(0)
-        for ok, value in self.results[:len(bounds) - 1]:
-            if not ok:
-                raise value
-            out.append(value)
-        return out
+                future.set_result(fn(*args))
+            except BaseException as e:  # (handed to the caller, as the executor does)
+                future.set_exception(e)
 
 
-def _install(pool: SpinningPool | None) -> None:
-    """``threads.map_chunks`` on ``pool`` (None: umx's own), in every module that holds it by name."""
-    plain = _install.plain
-
-    def map_chunks(fn, bounds: list, mark: bool = True) -> list:
-        if threads.in_pool() or len(bounds) - 1 > len(pool.slots) or not pool.busy.acquire(blocking=False):
-            return plain(fn, bounds, mark)
-        try:
-            if mark:
-                threads._last_split[0] = threads.monotonic()
-            with threads._held[0]():
-                return pool.map(fn, bounds)
-        finally:
-            pool.busy.release()
-
-    chosen = plain if pool is None else map_chunks
-    for module in (threads, fused, reduce_split, softmax):
-        module.map_chunks = chosen
+def _install(executor: SpinningExecutor | None) -> None:
+    """Make ``executor`` the pool behind ``threads.map_chunks`` (None: umx's own again)."""
+    if executor is None:
+        threads._pool[:] = _install.plain
+    else:
+        threads._pool[:] = [executor]
 
 
-_install.plain = threads.map_chunks
+_install.plain = [threads.workers()]  # (umx's own pool, made now if it was not yet)
 
 
 def _median_ms(fn, gap, runs: int = 30) -> float:
@@ -141,7 +115,7 @@ def main() -> None:
             "sleep 20 ms": lambda: time.sleep(2e-2), "busy 2 ms": lambda: keep_busy(2e-3)}
     ops = {"no-op split": lambda: threads.map_chunks(lambda lo, hi: None, threads.bounds(threads.CORES, 1)),
            "Var (128,32,32,32)": lambda: mx.eval(mx.var(x, axis=(0, 1, 2), stream=mx.cpu))}
-    spinning = SpinningPool(args.spin)
+    spinning = SpinningExecutor(args.spin)
     rows = {}
     for pool in (None, spinning):
         _install(pool)

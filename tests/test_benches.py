@@ -125,32 +125,29 @@ def test_cpu_ops_replays_each_op_alone_on_copies_of_its_inputs():
 
 
 def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
-    """``bench/cpu_pool.py``'s spinning pool returns each chunk's result in order, raises a chunk's error, and
-    ``_install(None)`` gives every module umx's own ``map_chunks`` again."""
+    """``bench/cpu_pool.py``'s spinning executor, installed behind ``threads.map_chunks``, returns each chunk's
+    result in order and raises a chunk's error; ``_install(None)`` gives umx's own pool back."""
     import pytest
 
-    from umx.backends.cpu import fused
     from umx.runtime import threads
 
     cpu_pool = _load("cpu_pool")
-    pool = cpu_pool.SpinningPool(1e-3)
-    if not pool.slots:
-        pytest.skip("one core: no pool threads")
-    bounds = threads.bounds(4 * (len(pool.slots) + 1), 4)
-    assert pool.map(lambda lo, hi: (lo, hi), bounds) == bounds
+    plain = threads.workers()
+    spinning = cpu_pool.SpinningExecutor(1e-3)
+    bounds = threads.bounds(4 * (spinning.threads + 1), 4)
 
     def fail(lo, hi):
         if lo:
             raise ValueError(f"chunk {lo}")
         return lo
 
-    with pytest.raises(ValueError, match="chunk"):
-        pool.map(fail, bounds)
-    plain = threads.map_chunks
-    cpu_pool._install(pool)
+    cpu_pool._install(spinning)
     try:
-        assert fused.map_chunks is threads.map_chunks is not plain
+        assert threads.workers() is spinning
+        assert threads.map_chunks(lambda lo, hi: (lo, hi), bounds) == bounds
+        with pytest.raises(ValueError, match="chunk"):
+            threads.map_chunks(fail, bounds)
         assert threads.map_chunks(lambda lo, hi: hi - lo, bounds) == [4] * len(bounds)
     finally:
         cpu_pool._install(None)
-    assert fused.map_chunks is threads.map_chunks is plain
+    assert threads.workers() is plain
