@@ -99,6 +99,32 @@ def test_init_checks_its_arguments(monkeypatch):
         mx.distributed.init()
 
 
+def test_any_takes_nccl_only_where_every_rank_has_a_gpu_of_its_own(monkeypatch):
+    """Backend "any" decides on every rank's report (each rank sees the same list, so all agree): two ranks on
+    one GPU, or a rank without NCCL, leave GPU arrays to MPI, where NCCL would refuse or wait forever."""
+    from umx.distributed import _group
+
+    class World:  # an MPI communicator's set-up call, every rank's answer given
+        def __init__(self, others):
+            self.others = others
+
+        def allgather(self, mine):
+            return [mine, *self.others]
+
+    class Cuda:
+        @staticmethod
+        def gpu_identity(index):
+            return "host/0000:18:00.0"
+
+    monkeypatch.setattr(_group, "_cuda", lambda: Cuda)
+    monkeypatch.setattr(_group, "_nccl_available", lambda: True)
+    assert _group._nccl_everywhere(World(["host/0000:2a:00.0", "other/0000:18:00.0"]))
+    assert not _group._nccl_everywhere(World(["host/0000:18:00.0"]))  # two ranks, one GPU
+    assert not _group._nccl_everywhere(World(["host/0000:2a:00.0", None]))  # a rank without NCCL
+    monkeypatch.setattr(_group, "_nccl_available", lambda: False)
+    assert not _group._nccl_everywhere(World(["host/0000:2a:00.0"]))
+
+
 def test_is_available():
     assert mx.distributed.is_available("mpi") == (importlib.util.find_spec("mpi4py") is not None)
     assert not mx.distributed.is_available("ring") and not mx.distributed.is_available("jaccl")
@@ -375,12 +401,14 @@ def test_nccl_world_of_one_gpu():
 @needs_mpi
 @needs_gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["nccl", "mpi"])
+@pytest.mark.parametrize("backend", ["nccl", "mpi", "any"])
 def test_gpu_collectives_across_processes(backend, tmp_path):
-    """One process per GPU (NCCL), or GPU arrays through host memory (MPI); several GPUs for NCCL."""
+    """One process per GPU (NCCL), or GPU arrays through host memory (MPI); several GPUs for NCCL. "any" with
+    one rank more than there are GPUs: MPI moves them (NCCL refuses two ranks on one GPU)."""
     n = mx.device_count(mx.gpu)
     if backend == "nccl" and (n < 2 or not mx.distributed.is_available("nccl")):
         pytest.skip("needs NCCL and two GPUs")
-    job = _job(max(n, 2) if backend == "nccl" else 2, "tests/mpi_cases.py", "gpu", str(tmp_path),
-               options=("--backend", backend))
+    ranks = {"nccl": max(n, 2), "mpi": 2, "any": n + 1}[backend]
+    job = _job(ranks, "tests/mpi_cases.py", "gpu", str(tmp_path),
+               options=("--backend", backend) if backend != "any" else ())
     assert _passed(job)

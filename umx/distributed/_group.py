@@ -121,8 +121,9 @@ def init(strict: bool = False, backend: str = "any", *, all_gather_factory=None)
         strict (bool, optional): if ``False``, a group of this process alone is returned when no backend can
           start; if ``True``, that raises a RuntimeError. Default: ``False``.
         backend (str, optional): ``"mpi"``, ``"nccl"`` or ``"any"`` (``"ring"`` and ``"jaccl"`` are accepted
-          names that umx does not provide). ``"any"`` uses MPI for host arrays and NCCL for GPU arrays when it
-          is available, or the backend named by ``umx.launch --backend``. Default: ``"any"``.
+          names that umx does not provide). ``"any"`` uses MPI for host arrays and NCCL for GPU arrays
+          where every process has NCCL and a GPU of its own (else MPI moves those too), or the backend named by
+          ``umx.launch --backend``. Default: ``"any"``.
         all_gather_factory (Callable, optional): MLX's side channel of the ``jaccl`` backend; only accepted with
           that backend.
 
@@ -193,7 +194,7 @@ def _make_world(backend: str) -> Group | None:
                            "(pip install 'umx[distributed]')")
     mpi = _mpi.MpiComm.world(TURNS)
     nccl = None
-    if backend == "nccl" or (backend == "any" and _nccl_available()):
+    if backend == "nccl" or (backend == "any" and _nccl_everywhere(mpi)):
         nccl = _nccl_comm(mpi, 0)
     return Group._make(mpi.rank, mpi.size, backend, mpi, nccl)
 
@@ -206,6 +207,15 @@ def _cuda():
 
 def _nccl_available() -> bool:
     return _device_available(DeviceType.gpu) and _cuda().nccl_available()
+
+
+def _nccl_everywhere(mpi) -> bool:
+    """Whether every rank of ``mpi`` has NCCL and a GPU of its own (NCCL refuses two ranks on one GPU: more
+    ranks than GPUs, as in a CPU job on a machine with one). Decided on what every rank reports, so that all of
+    them agree: one that made a communicator alone would wait for the others forever."""
+    mine = _cuda().gpu_identity(0) if _nccl_available() else None
+    everyone = mpi.allgather(mine)
+    return None not in everyone and len(set(everyone)) == len(everyone)
 
 
 def _nccl_comm(mpi, device_index: int):

@@ -116,6 +116,11 @@ class MpiComm:
         with self.turns.now():
             return self.comm.bcast(obj, root=root)
 
+    def allgather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order (small Python objects; for set-up, in a turn of its own)."""
+        with self.turns.now():
+            return self.comm.allgather(obj)
+
     def reducer(self, op: str, dtype):
         """``reduce(buf)``: the elementwise ``op`` ('sum', 'max', 'min') over the group of the contiguous arrays
         ``buf`` of NumPy ``dtype``, written into ``buf`` (``MPI_IN_PLACE``) by one call into MPI, which the caller

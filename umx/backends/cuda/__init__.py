@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from ._probe import _cupy
 
 
@@ -25,6 +27,11 @@ def device_info(index: int = 0) -> dict:
         "free_memory": free,
         "total_memory": total,
     }
+
+
+def gpu_identity(index: int = 0) -> str:
+    """A name of GPU ``index`` that no other GPU of the cluster has: this host's name and the GPU's PCI bus."""
+    return f"{socket.gethostname()}/{_cupy().cuda.runtime.deviceGetPCIBusId(index)}"
 
 
 def make_executor(stream):
