@@ -442,24 +442,36 @@ def test_shared_lazy_graph_across_programs():
 
 @pytest.mark.skipif(not mx.is_available(mx.gpu), reason="CUDA graphs need a GPU")
 def test_programs_run_again_replay_as_cuda_graphs(monkeypatch):
-    """Each program three times over, from new arrays of the same values: the GPU's batches are seen, captured,
-    then replayed as CUDA graphs (where their primitives allow), and every run matches NumPy."""
+    """Each program three times over, from new arrays of the same values, each run followed by two fixed GPU
+    layers: the GPU's batches are seen, captured, then replayed as CUDA graphs (where their primitives allow), and
+    every run matches NumPy. Which batches a random program forms depends on its CPU streams' timing; the layers,
+    evaluated alone, form the same batch every time, so on one thread it is replayed by its third run."""
     from umx.backends.cuda import graphs
 
     monkeypatch.setattr(graphs, "MIN_TASKS", 2)  # (short batches too: the programs are small)
+    rng = np.random.default_rng(SEED)
+    ws = [rng.standard_normal(shape).astype(np.float32) for shape in ((24, 16), (16, 8))]
+    x = rng.standard_normal((8, 24)).astype(np.float32)
+    gpu = mx.new_stream(mx.gpu)  # (its own stream: the programs' work never joins the layers' batch)
+    wm = [mx.array(w) for w in ws]
+
+    def layers() -> None:  # (two products: a batch of several tasks however the epilogues fuse)
+        y = mx.matmul(mx.maximum(mx.matmul(mx.array(x), wm[0], stream=gpu), 0.0, stream=gpu), wm[1], stream=gpu)
+        np.testing.assert_allclose(np.array(y), np.maximum(x @ ws[0], 0) @ ws[1], rtol=1e-4, atol=1e-4)
 
     def thrice(seed: int) -> None:
         for _ in range(3):
             _run_program(seed)
+            layers()
 
     before = graphs.STATS.replays
     thrice(SEED + 2 * 10**6)
+    assert graphs.STATS.replays > before
     # then from several threads at once: their batches share the GPU streams, and so the streams' graphs
     seeds = range(SEED + 2 * 10**6 + 1, SEED + 2 * 10**6 + max(N_PROGRAMS // 4, 20))
     with ThreadPoolExecutor(N_THREADS) as pool:
         for f in [pool.submit(thrice, s) for s in seeds]:
             f.result()
-    assert graphs.STATS.replays > before
 
 
 @pytest.mark.parametrize("seed", [SEED + 10**6])
