@@ -168,12 +168,14 @@ def test_non_contiguous_input_is_not_split(split):
 @pytest.mark.parametrize("shape, axes", [((9, 7, 5, 33), (0, 1, 2)), ((301, 64), (0,)), ((3, 50, 2), (0, 1))])
 @pytest.mark.parametrize("ddof", [0, 1])
 def test_variance_over_leading_axes_in_chunks_of_rows(rng, monkeypatch, shape, axes, ddof):
-    # the squared deviations run a chunk of rows per core (kernels._var), their sums added
+    # the squared deviations run a chunk of rows per core (kernels._var), each in blocks of rows through one
+    # scratch buffer, their sums added
     from umx.backends.cpu import kernels
     from umx.primitives import Var
 
     monkeypatch.setattr(threads, "CORES", 3)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(threads, "BLOCK_PER_CORE", 100)  # (a chunk's rows run in several blocks, the last short)
     seen = []
     real = threads.map_chunks
     monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(len(bounds)) or

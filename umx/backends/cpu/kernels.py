@@ -109,23 +109,30 @@ def _unrolled_or(ufunc, fallback):
 
 def _var(prim, x):
     # numpy.var's two passes (the mean, then the mean squared deviation), each sum over leading axes by BLAS; the
-    # second a chunk of rows per core, each chunk's deviations a temporary that stays in the core's cache
+    # second a chunk of rows per core, in blocks whose deviations go to one scratch buffer per chunk, which stays
+    # in the core's cache (a chunk-sized temporary went to memory and back)
     m = _leading_sum(x, prim.axes, True)
     if m is None:
         return np.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
     n = len(prim.axes)
+    kept = x.shape[n:]
     rows = math.prod(x.shape[:n])
     np.true_divide(m, rows, out=m)
-    mean = m.reshape(x.shape[n:])
-    flat = x.reshape((rows,) + x.shape[n:])
+    mean = m.reshape(kept)
+    flat = x.reshape((rows,) + kept)
+    step = max(1, threads.block_elements() // max(math.prod(kept), 1))
 
     def squares(lo: int, hi: int):
-        part = flat[lo:hi]
-        d = fold.binary(np.subtract, part, mean) if part.size >= fold.MIN_SIZE else None  # (a short row)
-        if d is None:
-            d = np.subtract(part, mean)
-        np.multiply(d, d, out=d)
-        return _sum_rows(d.reshape(hi - lo, -1)).reshape(x.shape[n:])
+        scratch = np.empty((min(step, hi - lo),) + kept, x.dtype)
+        total = None
+        for b0 in range(lo, hi, step):
+            b1 = min(hi, b0 + step)
+            d = scratch[:b1 - b0]
+            np.subtract(flat[b0:b1], mean, out=d)
+            np.multiply(d, d, out=d)
+            s = _sum_rows(d.reshape(b1 - b0, -1))
+            total = s if total is None else np.add(total, s, out=total)
+        return total.reshape(kept)
 
     s = threads.add_in_order(threads.map_chunks(squares, threads.chunks(rows, x.nbytes // rows)))
     if prim.keepdims:
