@@ -187,3 +187,33 @@ def test_variance_over_leading_axes_in_chunks_of_rows(rng, monkeypatch, shape, a
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=2e-5)
     assert seen and max(seen) == 3
+
+
+@pytest.mark.parametrize("name", ["Sum", "Max", "Min", "Prod"])
+@pytest.mark.parametrize("shape, axes", [((7, 6, 2, 6, 2, 3), (2, 4)), ((5, 33, 3), (2,)), ((9, 2, 50), (1,)),
+                                         ((5, 1, 2, 40), (1, 2))])
+def test_short_axes_reductions_split_by_their_first_axis(rng, monkeypatch, name, shape, axes):
+    # a pooling window's reduction (kernels._unrolled: binary ops over slices) cut along the kept first axis, each
+    # chunk's last pass writing its rows of the result: the bits of the one-core chain, and NumPy's values
+    from umx import primitives
+    from umx.backends.cpu import kernels
+
+    monkeypatch.setattr(kernels, "UNROLL_MIN_RESULTS", 4)
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    prim = getattr(primitives, name)(axes, False)
+    monkeypatch.setattr(threads, "CORES", 1)
+    alone = KERNELS[type(prim)](prim, x)
+    monkeypatch.setattr(threads, "CORES", 3)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
+    seen = []
+    real = threads.map_chunks
+    monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(len(bounds)) or
+                        real(fn, bounds, *mark))
+    for keepdims in (False, True):
+        prim = getattr(primitives, name)(axes, keepdims)
+        got = KERNELS[type(prim)](prim, x)
+        want = getattr(np, name.lower())(x.astype(np.float64), axis=axes, keepdims=keepdims)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert got.tobytes() == (np.expand_dims(alone, axes) if keepdims else alone).tobytes()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert seen and max(seen) == 3

@@ -62,7 +62,8 @@ def _unrolled(ufunc, x, axes: tuple, keepdims: bool):
     """``x`` reduced over ``axes`` by the binary ``ufunc`` as a chain of ``ufunc`` calls over its slices, an axis
     at a time, or None where NumPy's reduction is the better one. NumPy reduces a few elements at a time when the
     reduced axes are short (a pooling window's, a last axis of a few classes): 10-25x the time of binary ops over
-    the same bytes. Results keep ``x``'s dtype, as the reductions' kernels give them."""
+    the same bytes. Results keep ``x``'s dtype, as the reductions' kernels give them. Where the first axis is
+    kept and ``x`` is large, its chunks run on the pool, each chain writing its rows of the result."""
     if x.__class__ is not np.ndarray or x.dtype.kind not in "fiu":
         return None
     shape = x.shape
@@ -71,21 +72,37 @@ def _unrolled(ufunc, x, axes: tuple, keepdims: bool):
         k *= shape[a]
     if k < 2 or k > UNROLL_MAX or x.size < k * UNROLL_MIN_RESULTS:
         return None
-    out = x
+    axes = tuple(sorted(axes))
+    bounds = threads.chunks(shape[0], x.nbytes // shape[0]) if axes[0] > 0 and not threads.in_pool() else ()
+    if len(bounds) < 2:
+        out = _chain(ufunc, x, axes)
+    else:
+        out = np.empty(tuple(d for a, d in enumerate(shape) if a not in axes), x.dtype)
+        threads.map_chunks(lambda lo, hi: _chain(ufunc, x[lo:hi], axes, out[lo:hi]), bounds)
+    return np.expand_dims(out, axes) if keepdims else out
+
+
+def _chain(ufunc, x, axes: tuple, out=None):
+    """``x`` reduced over the sorted ``axes`` by ``ufunc``, the last pass into ``out`` if given (see _unrolled)."""
     # From the first axis: its slices' inner runs are the longest, so the first pass, over all of x, is the
     # cheapest (a pooling window's last axis leaves runs of a few channels). Each pass drops an axis.
-    for done, a in enumerate(sorted(axes)):
+    last = len(axes) - 1
+    for done, a in enumerate(axes):
         a -= done
         lead = (slice(None),) * a
-        n = out.shape[a]
+        n = x.shape[a]
+        into = out if done == last else None
         if n == 1:
-            out = out[lead + (0,)]
+            x = x[lead + (0,)]
+            if into is not None:
+                np.copyto(into, x)
+                x = into
             continue
-        acc = ufunc(out[lead + (0,)], out[lead + (1,)])
+        acc = ufunc(x[lead + (0,)], x[lead + (1,)], out=into)
         for i in range(2, n):
-            ufunc(acc, out[lead + (i,)], out=acc)  # (out by keyword: NumPy 2.4 deprecates it by position)
-        out = acc
-    return np.expand_dims(out, axes) if keepdims else out
+            ufunc(acc, x[lead + (i,)], out=acc)  # (out by keyword: NumPy 2.4 deprecates it by position)
+        x = acc
+    return x
 
 
 def _sum(prim, x):
