@@ -11,7 +11,12 @@ still holds (MPI reduces into a copy of it), and with an input nothing else hold
 are (MPI reduces in that input's own buffer: ``backends/cpu/donate.py``); each call's result is the next one's
 input there. mpi4py's call reduces a send buffer into a receive buffer, both kept from call to call.
 
-Usage: python bench/distributed.py [--quick]        (starts its own jobs through umx.launch)
+With ``--parts``, the held input's call taken apart instead (MPI, 2 processes, 1 to 16 MiB): mpi4py's call; MPI
+reducing in place alone; a copy then an in-place reduce, into one kept buffer and into a fresh one (umx's
+strategy); umx's call; and the eval of a 4-element CPU add (umx's cost per eval on the host). Each call follows a
+barrier, which its time includes (the barrier's own row says how much).
+
+Usage: python bench/distributed.py [--quick] [--parts]        (starts its own jobs through umx.launch)
 """
 
 from __future__ import annotations
@@ -99,6 +104,49 @@ def run_mpi(quick: bool) -> None:
         print("\n".join(rows), flush=True)
 
 
+def run_parts(quick: bool) -> None:
+    """In a job: the held input's all_sum taken apart (see the module's docstring)."""
+    from mpi4py import MPI
+
+    world = mx.distributed.init(strict=True, backend="mpi")
+    comm = MPI.COMM_WORLD.Dup()
+    lines = []
+    for nbytes in (1 << 20, 4 << 20, 16 << 20):
+        size = f"{nbytes >> 20} MiB"
+        times = _parts(MPI, comm, nbytes, _repeats(nbytes, quick) + (10 if nbytes < 16 << 20 else 0))
+        lines += [f"{size:>8}  {k:34s} {t * 1e6:9.1f} us" for k, t in times.items()] + [""]
+    if world.rank() == 0:
+        print(f"the held input's all_sum taken apart, float32, MPI on the CPU, {world.size()} processes "
+              "(medians; each call after a barrier)")
+        print("\n".join(lines), flush=True)
+
+
+def _parts(MPI, comm, nbytes: int, repeats: int) -> dict:  # noqa: N803 (mpi4py's module name)
+    """``{part: median seconds}`` of the held input's all_sum at ``nbytes``, each call after a barrier."""
+    n = nbytes // 4
+    send, recv, kept = (np.ones(n, np.float32) for _ in range(3))
+    x, small = mx.ones((n,), stream=mx.cpu), mx.ones((4,), stream=mx.cpu)
+    mx.eval(x, small)
+
+    def in_place(buf):
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+    def copied_into_kept():
+        np.copyto(kept, send)
+        in_place(kept)
+
+    calls = {
+        "barrier": lambda: None,
+        "mpi4py, send to receive": lambda: comm.Allreduce(send, recv, op=MPI.SUM),
+        "in place alone": lambda: in_place(kept),
+        "copy to a kept buffer, in place": copied_into_kept,
+        "copy to a fresh buffer, in place": lambda: in_place(send.copy()),
+        "umx all_sum, held input": lambda: mx.eval(mx.distributed.all_sum(x, stream=mx.cpu)),
+        "umx eval of a 4-element add": lambda: mx.eval(mx.add(small, 1, stream=mx.cpu)),
+    }
+    return interleaved_medians({k: (lambda f=f: (comm.Barrier(), f())) for k, f in calls.items()}, repeats=repeats)
+
+
 def run_nccl(quick: bool) -> None:
     """In a job of one process per GPU: umx's all_sum (NCCL) against torch.distributed's NCCL all_reduce."""
     import torch
@@ -145,10 +193,15 @@ def _launch(n: int, what: str, quick: bool, backend: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, up to 64 MiB")
-    ap.add_argument("--in-job", choices=("mpi", "nccl"), help=argparse.SUPPRESS)  # what a rank of a job runs
+    ap.add_argument("--parts", action="store_true", help="the held input's call taken apart (MPI, 2 processes)")
+    ap.add_argument("--in-job", choices=("mpi", "nccl", "parts"), help=argparse.SUPPRESS)  # what a rank runs
     args = ap.parse_args()
     if args.in_job == "mpi":
         return run_mpi(args.quick)
+    if args.in_job == "parts":
+        return run_parts(args.quick)
+    if args.parts:
+        sys.exit(_launch(2, "parts", args.quick, "mpi"))
     if args.in_job == "nccl":
         return run_nccl(args.quick)
     code = _launch(2, "mpi", args.quick, "mpi")
