@@ -18,7 +18,8 @@
 #   whose threads spin before they sleep);
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
-#   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU.
+#   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
+#   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -75,6 +76,14 @@ if [ "${1:-core}" = cpu-why ]; then  # on the 16 cores: ops in a step against th
   echo "== GIL interval 0.2 ms"
   timeout 60 python3 bench/cpu_ops.py --cases cnn --top 6 --switch-interval 0.0002 2>&1 | tail -8 | cut -c1-150
   timeout 120 python3 bench/cpu_pool.py 2>&1 | tee "$OUT/cpu-pool.log"
+  exit 0
+fi
+if [ "${1:-core}" = dist ]; then
+  nproc
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore tests/test_distributed.py tests/test_nn_distributed.py \
+    2>&1 | tail -3
+  timeout 200 python3 bench/distributed.py --quick 2>&1 | tee "$OUT/distributed.log"
+  timeout 120 python3 bench/distributed.py --parts --quick 2>&1 | tee "$OUT/distributed-parts.log"
   exit 0
 fi
 if [ "${1:-core}" = verify ]; then
