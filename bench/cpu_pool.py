@@ -1,11 +1,11 @@
 """The CPU pool's hand-offs: how long a split op takes after the pool's threads have idled, and whether threads
 that spin a while before they sleep (as OpenMP's and OpenBLAS's do) would change a training step.
 
-umx's pool (``runtime/threads.py``) is a ``ThreadPoolExecutor``: an idle thread blocks at once, and on a VM its
-virtual core may then be descheduled by the host, so that the next hand-off waits for it to be woken. Here the
-same split work runs (a) back to back, (b) after the caller has slept or kept busy for a while; then the same
-with a pool whose threads spin (``time.sleep(0)``, the GIL let go at each turn) for ``--spin`` seconds before they
-block, installed in place of umx's executor for the run (``threads.map_chunks`` itself is unchanged).
+umx's pool (``runtime/threads.py``'s ``ChunkPool``): an idle thread sleeps at once, and on a VM its virtual core
+may then be descheduled by the host, so that the next hand-off waits for it to be woken. Here the same split work
+runs (a) back to back, (b) after the caller has slept or kept busy for a while; then the same with a pool whose
+threads spin (``time.sleep(0)``, the GIL let go at each turn) for ``--spin`` seconds before they sleep, installed
+in place of umx's for the run (``threads.map_chunks`` itself is unchanged).
 Last, ``bench/train.py``'s CPU steps (eager) with each pool.
 
 Prints two tables: split ops after gaps (median ms), and steps (median ms), each for both pools.
@@ -16,13 +16,10 @@ Usage: python bench/cpu_pool.py [--spin S] [--cases cnn,mlp] [--steps N]
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import statistics
 import sys
-import threading
 import time
-from concurrent.futures import Future
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -38,52 +35,32 @@ import umx.optimizers as optim  # noqa: E402
 from umx.runtime import threads  # noqa: E402
 
 
-class SpinningExecutor:
-    """A stand-in for umx's ``ThreadPoolExecutor``, one thread per core: an idle thread spins for ``spin``
-    seconds on the queue (``time.sleep(0)``, the GIL let go at each turn) before it blocks on it. ``submit``
-    returns a ``Future``, as the executor's does."""
+class SpinningPool(threads.ChunkPool):
+    """umx's chunk pool, except that an idle thread spins for ``spin`` seconds on the pool's splits
+    (``time.sleep(0)``, the GIL let go at each turn) before it sleeps on them."""
 
     def __init__(self, spin: float):
         self.spin = spin
-        self.queue: collections.deque = collections.deque()
-        self.ready = threading.Condition()
-        self.threads = threads.CORES
-        for i in range(self.threads):
-            threading.Thread(target=self._loop, daemon=True, name=f"spin-{i}").start()
+        super().__init__(max(threads.CORES - 1, 1))
 
-    def submit(self, fn, *args) -> Future:
-        future = Future()
-        with self.ready:  # (appended under the lock a sleeping thread checks the queue under: no wake is lost)
-            self.queue.append((future, fn, args))
-            self.ready.notify()
-        return future
-
-    def _loop(self) -> None:
-        threads._init_thread()  # (as umx's pool threads start: the same errors state, marked as the pool's)
-        queue = self.queue
-        while True:
-            until = time.perf_counter() + self.spin
-            while not queue and time.perf_counter() < until:
-                time.sleep(0)
-            with self.ready:
-                while not queue:
-                    self.ready.wait()
-                future, fn, args = queue.popleft()
+    def idle(self) -> None:
+        if not self.jobs:
+            self.ready.release()  # (spin without the lock, which a post needs)
             try:
-                future.set_result(fn(*args))
-            except BaseException as e:  # (handed to the caller, as the executor does)
-                future.set_exception(e)
+                until = time.perf_counter() + self.spin
+                while not self.jobs and time.perf_counter() < until:
+                    time.sleep(0)
+            finally:
+                self.ready.acquire()
+        super().idle()
 
 
-def _install(executor: SpinningExecutor | None) -> None:
-    """Make ``executor`` the pool behind ``threads.map_chunks`` (None: umx's own again)."""
-    if executor is None:
-        threads._pool[:] = _install.plain
-    else:
-        threads._pool[:] = [executor]
+def _install(pool: SpinningPool | None) -> None:
+    """Make ``pool`` the one behind ``threads.map_chunks`` (None: umx's own again)."""
+    threads._chunk_pool[:] = _install.plain if pool is None else [pool]
 
 
-_install.plain = [threads.workers()]  # (umx's own pool, made now if it was not yet)
+_install.plain = [threads.chunk_pool()]  # (umx's own pool, made now if it was not yet)
 
 
 def _median_ms(fn, gap, runs: int = 30) -> float:
@@ -115,7 +92,7 @@ def main() -> None:
             "sleep 20 ms": lambda: time.sleep(2e-2), "busy 2 ms": lambda: keep_busy(2e-3)}
     ops = {"no-op split": lambda: threads.map_chunks(lambda lo, hi: None, threads.bounds(threads.CORES, 1)),
            "Var (128,32,32,32)": lambda: mx.eval(mx.var(x, axis=(0, 1, 2), stream=mx.cpu))}
-    spinning = SpinningExecutor(args.spin)
+    spinning = SpinningPool(args.spin)
     rows = {}
     for pool in (None, spinning):
         _install(pool)

@@ -125,15 +125,15 @@ def test_cpu_ops_replays_each_op_alone_on_copies_of_its_inputs():
 
 
 def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
-    """``bench/cpu_pool.py``'s spinning executor, installed behind ``threads.map_chunks``, returns each chunk's
-    result in order and raises a chunk's error; ``_install(None)`` gives umx's own pool back."""
+    """``bench/cpu_pool.py``'s spinning pool, installed behind ``threads.map_chunks``, returns each chunk's result
+    in order and raises a chunk's error; ``_install(None)`` gives umx's own pool back."""
     import pytest
 
     from umx.runtime import threads
 
     cpu_pool = _load("cpu_pool")
-    plain = threads.workers()
-    spinning = cpu_pool.SpinningExecutor(1e-3)
+    plain = threads.chunk_pool()
+    spinning = cpu_pool.SpinningPool(1e-3)
     bounds = threads.bounds(4 * (spinning.threads + 1), 4)
 
     def fail(lo, hi):
@@ -143,11 +143,11 @@ def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
 
     cpu_pool._install(spinning)
     try:
-        assert threads.workers() is spinning
+        assert threads.chunk_pool() is spinning
         assert threads.map_chunks(lambda lo, hi: (lo, hi), bounds) == bounds
         with pytest.raises(ValueError, match="chunk"):
             threads.map_chunks(fail, bounds)
         assert threads.map_chunks(lambda lo, hi: hi - lo, bounds) == [4] * len(bounds)
     finally:
         cpu_pool._install(None)
-    assert threads.workers() is plain
+    assert threads.chunk_pool() is plain

@@ -359,3 +359,42 @@ def test_a_split_inside_the_callers_own_chunk_runs_on_the_caller(monkeypatch):
     assert nested == [(0, caller), (1, caller), (2, caller)]
     assert not threads.in_pool()  # (the caller is itself again once its chunk is done)
     assert [t for _, t in threads.map_chunks(lambda a, b: (a, threading.get_ident()), [(0, 1), (1, 2)])][0] == caller
+
+
+def test_a_split_returns_after_every_chunk_even_when_one_raises(monkeypatch):
+    """A chunk's error reaches the caller only once every other chunk has run: nothing still writes into the
+    split's output after ``map_chunks`` has returned or raised."""
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", max(threads.CORES, 4))
+    finished = []
+
+    def chunk(lo, hi):
+        if lo == 0:
+            raise ValueError("the caller's chunk")
+        time.sleep(0.02)
+        finished.append(lo)
+        return lo
+
+    with pytest.raises(ValueError, match="caller's chunk"):
+        threads.map_chunks(chunk, threads.bounds(6, 1))
+    assert sorted(finished) == [1, 2, 3, 4, 5]
+
+
+def test_splits_from_several_threads_at_once_keep_their_own_chunks(monkeypatch):
+    """The pool's threads take the chunks of every posted split, oldest first; each caller gets its own results
+    in order (a stream's worker and a user's thread splitting at the same time)."""
+    from umx.runtime import threads
+
+    monkeypatch.setattr(threads, "CORES", max(threads.CORES, 4))
+
+    def split(k):
+        out = []
+        for _ in range(50):
+            out.append(threads.map_chunks(lambda lo, hi, k=k: (k, lo, hi), threads.bounds(7 + k, 2)))
+        return out
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(split, range(6)))
+    for k, runs in enumerate(results):
+        assert all(r == [(k, lo, hi) for lo, hi in threads.bounds(7 + k, 2)] for r in runs)

@@ -6,7 +6,9 @@ several cores at once; the first touch of a fresh output's pages is spread over 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +27,8 @@ CHUNK_BYTES = 2 << 20
 #: NumPy's calls holds the GIL, which all the pool's threads contend for, so blocks grow with the pool; smaller
 #: blocks stay in a core's cache (bench/cpu_split.py times both)
 BLOCK_PER_CORE = 1 << 16
-_pool: list = []
+_pool: list = []  # the executor for work handed out a piece at a time (``workers``)
+_chunk_pool: list = []  # the threads that take a split's chunks (``map_chunks``)
 _local = threading.local()
 _last_split = [-1e9]  # when map_chunks last ran marked work
 _held = [contextlib.nullcontext]  # entered around every split (see hold_during_splits)
@@ -59,32 +62,126 @@ def in_pool() -> bool:
 
 
 def workers() -> ThreadPoolExecutor:
-    """The shared pool (made on first use), one thread per core."""
+    """The shared executor (made on first use), one thread per core, for work handed out a piece at a time whose
+    pieces the caller waits for one by one (a staging copy's chunks, each sent on as it is filled)."""
     if not _pool:
         _pool.append(ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="umx-chunk",
                                         initializer=_init_thread))
     return _pool[0]
 
 
+class Chunks:
+    """One split's chunks: the caller runs the first, and whoever is free takes the next of the others (the
+    caller too, after its first), and the last to finish wakes the caller. A chunk's error is kept, and raised by
+    ``map_chunks`` once every chunk has run."""
+
+    __slots__ = ("fn", "bounds", "results", "take", "left", "lock", "done", "error")
+
+    def __init__(self, fn, bounds: list):
+        self.fn = fn
+        self.bounds = bounds
+        self.results = [None] * len(bounds)
+        self.take = itertools.count(1).__next__  # (one call, atomic under the GIL: each index goes to one thread)
+        self.left = len(bounds)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error = None
+
+    def run(self) -> None:
+        """Run chunks until none is left to take."""
+        n = len(self.bounds)
+        while True:
+            i = self.take()
+            if i >= n:
+                return
+            self.run_one(i)
+
+    def run_one(self, i: int) -> None:
+        """Run chunk ``i``, keep its result or error, and count it done."""
+        try:
+            self.results[i] = self.fn(*self.bounds[i])
+        except BaseException as e:  # (raised on the caller's thread, after the other chunks)
+            if self.error is None:
+                self.error = e
+        with self.lock:
+            self.left -= 1
+            last = not self.left
+        if last:
+            self.done.set()
+
+
+class ChunkPool:
+    """``threads`` threads that take the chunks of posted splits, oldest split first. A post wakes one thread per
+    chunk beyond the caller's own; a thread with nothing to take sleeps on the pool's condition (``idle``)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.ready = threading.Condition()
+        self.jobs: collections.deque = collections.deque()
+        for i in range(threads):
+            threading.Thread(target=self._serve, name=f"umx-chunk_{i}", daemon=True).start()
+
+    def post(self, job: Chunks) -> None:
+        with self.ready:  # (appended under the lock a sleeping thread checks the jobs under: no wake is lost)
+            self.jobs.append(job)
+            self.ready.notify(len(job.bounds) - 1)
+
+    def idle(self) -> None:
+        """Wait until a split is posted. Caller holds ``ready``."""
+        while not self.jobs:
+            self.ready.wait()
+
+    def _serve(self) -> None:
+        _init_thread()
+        jobs = self.jobs
+        while True:
+            with self.ready:
+                self.idle()
+                job = jobs[0]
+            job.run()
+            with self.ready:
+                if jobs and jobs[0] is job:  # (every chunk taken: the next split's turn)
+                    jobs.popleft()
+            job = None  # (asleep, a thread holds no split: its outputs return to their pools once the caller's go)
+
+
+def chunk_pool() -> ChunkPool:
+    """The threads that take splits' chunks (made on first use), one fewer than the cores: the caller is one."""
+    if not _chunk_pool:
+        _chunk_pool.append(ChunkPool(max(CORES - 1, 1)))
+    return _chunk_pool[0]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the pool's threads: it makes its own
+    os.register_at_fork(after_in_child=_chunk_pool.clear)
+
+
 def map_chunks(fn, bounds: list, mark: bool = True) -> list:
-    """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes the first rather than only
-    waiting. On a pool thread, and inside this thread's own first chunk, all of them in turn on that thread.
-    ``mark``: the time is noted for :func:`split_lately` (a product cut into chunks is not counted: see
-    ``backends/cpu/blas.py``)."""
-    if getattr(_local, "in_pool", False):
+    """``[fn(lo, hi) for lo, hi in bounds]``, the chunks on the pool; this thread takes chunks too rather than only
+    waiting, and returns once every chunk has run (raising the first error a chunk raised). On a pool thread,
+    and inside this thread's own chunks, all of them in turn on that thread. ``mark``: the time is noted for
+    :func:`split_lately` (a product cut into chunks is not counted: see ``backends/cpu/blas.py``)."""
+    if getattr(_local, "in_pool", False) or len(bounds) < 2:
         return [fn(lo, hi) for lo, hi in bounds]
     if mark:
         _last_split[0] = monotonic()
+    job = Chunks(fn, bounds)
     with _held[0]():
-        futures = [workers().submit(fn, lo, hi) for lo, hi in bounds[1:]]
-        # The first chunk's own splits (a product inside a reduction's chunk) run on this thread: queued behind
-        # the pool's busy threads, their chunks would wait for the others to finish.
+        chunk_pool().post(job)
+        # This thread's chunks' own splits (a product inside a reduction's chunk) run on it: queued behind the
+        # pool's busy threads, their chunks would wait for the others to finish.
         _local.in_pool = True
         try:
-            first = fn(*bounds[0])
+            job.run_one(0)
+            job.run()
         finally:
             _local.in_pool = False
-        return [first] + [f.result() for f in futures]
+        job.done.wait()
+    # (a split its caller is done with may wait in the pool's queue till a thread passes: it keeps nothing)
+    results, error, job.results, job.fn, job.error = job.results, job.error, None, None, None
+    if error is not None:
+        raise error
+    return results
 
 
 def split_lately(seconds: float) -> bool:
