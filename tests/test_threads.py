@@ -398,3 +398,24 @@ def test_splits_from_several_threads_at_once_keep_their_own_chunks(monkeypatch):
         results = list(pool.map(split, range(6)))
     for k, runs in enumerate(results):
         assert all(r == [(k, lo, hi) for lo, hi in threads.bounds(7 + k, 2)] for r in runs)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_splits_on_a_pool_of_its_own():
+    """A child forked after the pool started has none of its threads: its splits make a new pool (or run on the
+    child alone) instead of waiting for threads that do not exist."""
+    code = ("import os, sys\n"
+            "from umx.runtime import threads\n"
+            "threads.CORES = max(threads.CORES, 3)\n"
+            "bounds = threads.bounds(6, 1)\n"
+            "assert threads.map_chunks(lambda lo, hi: lo, bounds) == list(range(6))\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    ok = threads.map_chunks(lambda lo, hi: lo * 2, bounds) == [0, 2, 4, 6, 8, 10]\n"
+            "    os._exit(0 if ok else 3)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "sys.exit(os.waitstatus_to_exitcode(status))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
