@@ -34,6 +34,18 @@ def rng():
     return np.random.default_rng(0)
 
 
+def record_cuts(monkeypatch, what=lambda bounds, mark: len(bounds)) -> list:
+    """The CPU pool's splits from now on (``threads.map_chunks``, still run), each noted as ``what(bounds, mark)``;
+    ``mark`` is the tuple of map_chunks's optional arguments."""
+    from umx.runtime import threads
+
+    seen = []
+    real = threads.map_chunks
+    monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(what(bounds, mark)) or
+                        real(fn, bounds, *mark))
+    return seen
+
+
 def assert_close(actual, expected, rtol=1e-5, atol=1e-6, dtype=None):
     """Compare a umx array with a NumPy value: same shape, values within tolerance, and dtype if given."""
     got = np.asarray(actual)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, record_cuts
 
 import umx as mx
 from umx.backends.cpu import blas
@@ -15,16 +15,6 @@ from umx.primitives import ScaledDotProductAttention
 
 needs_blas = pytest.mark.skipif(blas._BLAS is None, reason="no OpenBLAS found, or one core")
 SHARED = bind(np)
-
-
-def _record_cuts(monkeypatch, what=lambda bounds, mark: len(bounds)) -> list:
-    """The pool's splits from now on (``threads.map_chunks``, still run), each noted as ``what(bounds, mark)``;
-    ``mark`` is the tuple of map_chunks's optional arguments."""
-    seen = []
-    real = blas.threads.map_chunks
-    monkeypatch.setattr(blas.threads, "map_chunks", lambda fn, bounds, *mark: seen.append(what(bounds, mark)) or
-                        real(fn, bounds, *mark))
-    return seen
 
 
 @needs_blas
@@ -93,7 +83,7 @@ def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
     if dtype == np.complex64:
         a = a + 1j * rng.standard_normal(a.shape).astype(np.float32)
     threads_before = blas._BLAS[1]()
-    calls = _record_cuts(monkeypatch)
+    calls = record_cuts(monkeypatch)
     got = blas.matmul(a, b)
     assert blas._BLAS[1]() == threads_before
     assert calls and calls[0] > 1  # (it split)
@@ -116,7 +106,7 @@ def test_contraction_partials_are_summed_by_rows_in_their_order(rng, monkeypatch
     monkeypatch.setattr(blas.threads, "split_lately", lambda seconds: True)
     a = rng.standard_normal((3000, 37)).astype(np.float32).T  # (a transposed view, as x.T in x.T @ g)
     b = rng.standard_normal((3000, 29)).astype(np.float32)
-    calls = _record_cuts(monkeypatch, lambda bounds, mark: bounds)
+    calls = record_cuts(monkeypatch, lambda bounds, mark: bounds)
     got = blas.matmul(a, b)
     products, sums = calls
     assert len(products) == 5 and products[-1][1] == 3000  # (the contraction, cut in 5)
@@ -137,7 +127,7 @@ def test_a_product_is_cut_along_the_contraction_only_where_its_partials_are_few(
     (m, k), (_, n) = shapes
     a = rng.standard_normal((k, m)).astype(np.float32).T  # (a transposed view, as x.T in x.T @ g)
     b = rng.standard_normal((k, n)).astype(np.float32)
-    calls = _record_cuts(monkeypatch, lambda bounds, mark: bounds)
+    calls = record_cuts(monkeypatch, lambda bounds, mark: bounds)
     got = blas.matmul(a, b)
     assert calls[0][-1][1] == {"rows": m, "contraction": k}[cut]
     np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-3, atol=1e-2)
@@ -165,7 +155,7 @@ def test_products_run_on_openblas_threads_while_the_pool_is_quiet(rng, monkeypat
     a, b = rng.standard_normal((200, 30)), rng.standard_normal((30, 40))
     blas.threads.map_chunks(lambda lo, hi: None, [(0, 1), (1, 2)])  # (work cut on the pool just now)
     assert blas.threads.split_lately(60)
-    calls = _record_cuts(monkeypatch, lambda bounds, mark: mark)
+    calls = record_cuts(monkeypatch, lambda bounds, mark: mark)
     np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-12)
     assert len(calls) == 1 and calls[0][-1] is False  # (cut, not marked as the pool's other work)
     monkeypatch.setattr(blas, "QUIET", 0.0)  # (nothing cut lately)
@@ -198,7 +188,7 @@ def test_a_product_on_a_pool_thread_does_not_split(rng, monkeypatch):
                                         ((2, 300, 40), (slice(None), slice(1, None)))], ids=str)
 def test_parallel_copy_of_a_view(rng, monkeypatch, shape, key):
     monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 1024)
-    cuts = _record_cuts(monkeypatch)
+    cuts = record_cuts(monkeypatch)
     x = rng.standard_normal(shape).astype(np.float32)[key]
     got = blas.threads.contiguous(x)
     assert got.flags.c_contiguous and cuts and cuts[0] > 1
@@ -243,7 +233,7 @@ def test_large_reshapes_of_views(rng, monkeypatch, shape, axes, to, copied):
     from umx.primitives.shape import Reshape
 
     monkeypatch.setattr(blas.threads, "CHUNK_BYTES", 512)
-    cuts = _record_cuts(monkeypatch)
+    cuts = record_cuts(monkeypatch)
     base = rng.standard_normal(shape).astype(np.float32)
     x = base.transpose(axes)[..., ::1] if axes != tuple(range(len(shape))) else base[:, :, :, ::-1]
     got = kernels.make_table()[Reshape](Reshape(to), x)
@@ -269,7 +259,7 @@ def test_two_cpu_streams_cut_products_and_regions_at_once(rng, monkeypatch):
     s = rng.standard_normal((4, 96, 1)).astype(np.float32)
     want = np.exp(a @ b - s) * 2
     results, errors = [], []
-    cuts = _record_cuts(monkeypatch, lambda bounds, mark: mark)
+    cuts = record_cuts(monkeypatch, lambda bounds, mark: mark)
 
     def work(stream):
         try:
@@ -300,7 +290,7 @@ def test_partials_added_in_order(rng, monkeypatch, shape, count, chunk_bytes):
     # (the bits of NumPy's reduction over the stacked partials, whether the sum is cut by rows on the pool or not)
     monkeypatch.setattr(blas.threads, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(blas.threads, "CORES", 4)
-    cuts = _record_cuts(monkeypatch)
+    cuts = record_cuts(monkeypatch)
     partials = [np.array(rng.standard_normal(shape) * 10.0 ** rng.integers(-6, 6), np.float32) for _ in range(count)]
     want = np.add.reduce(np.stack(partials))
     out = np.empty(shape, np.float32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, record_cuts
 
 import umx as mx
 from umx.backends.cpu import reduce_split
@@ -176,10 +176,7 @@ def test_variance_over_leading_axes_in_chunks_of_rows(rng, monkeypatch, shape, a
     monkeypatch.setattr(threads, "CORES", 3)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
     monkeypatch.setattr(threads, "BLOCK_PER_CORE", 100)  # (a chunk's rows run in several blocks, the last short)
-    seen = []
-    real = threads.map_chunks
-    monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(len(bounds)) or
-                        real(fn, bounds, *mark))
+    seen = record_cuts(monkeypatch)
     x = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
     for keepdims in (False, True):
         got = kernels._var(Var(axes, keepdims, ddof), x)
@@ -205,10 +202,7 @@ def test_short_axes_reductions_split_by_their_first_axis(rng, monkeypatch, name,
     alone = KERNELS[type(prim)](prim, x)
     monkeypatch.setattr(threads, "CORES", 3)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
-    seen = []
-    real = threads.map_chunks
-    monkeypatch.setattr(threads, "map_chunks", lambda fn, bounds, *mark: seen.append(len(bounds)) or
-                        real(fn, bounds, *mark))
+    seen = record_cuts(monkeypatch)
     for keepdims in (False, True):
         prim = getattr(primitives, name)(axes, keepdims)
         got = KERNELS[type(prim)](prim, x)

@@ -228,7 +228,7 @@ def add_in_order(partials: list, out: np.ndarray | None = None) -> np.ndarray:
             np.add(o, p[key], out=o)
 
     n = parts(out.nbytes * len(partials))
-    if n < 2 or out.ndim == 0 or out.shape[0] < 2 or getattr(_local, "in_pool", False):
+    if n < 2 or out.ndim == 0 or out.shape[0] < 2 or in_pool():
         add(...)
     else:
         size = out.shape[0]
@@ -243,7 +243,7 @@ def contiguous(x: np.ndarray) -> np.ndarray:
         return x
     n = parts(x.nbytes)
     axis = next((a for a, size in enumerate(x.shape) if size >= n), None)
-    if n < 2 or axis is None or getattr(_local, "in_pool", False):
+    if n < 2 or axis is None or in_pool():
         return np.ascontiguousarray(x)
     out = np.empty(x.shape, x.dtype)
     lead = (slice(None),) * axis

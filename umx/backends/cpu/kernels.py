@@ -73,7 +73,7 @@ def _unrolled(ufunc, x, axes: tuple, keepdims: bool):
     if k < 2 or k > UNROLL_MAX or x.size < k * UNROLL_MIN_RESULTS:
         return None
     axes = tuple(sorted(axes))
-    bounds = threads.chunks(shape[0], x.nbytes // shape[0]) if axes[0] > 0 and not threads.in_pool() else ()
+    bounds = threads.chunks(shape[0], x.nbytes // shape[0]) if axes[0] > 0 else ()
     if len(bounds) < 2:
         out = _chain(ufunc, x, axes)
     else:
@@ -332,22 +332,8 @@ def _attention(shared):
     return run
 
 
-def _floor_divide(shared):
-    """FloorDivide's kernel: a float16 quotient taken in float32 and floored before it is rounded, as MLX's CPU
-    takes it. NumPy's float16 division rounds first (91.125 / 2.3984375 is 37.99, rounded to 38.0), so the floor
-    came out one too high and ``divmod``'s ``q * b + r`` missed ``a``."""
-
-    def run(prim, x, y):
-        if x.dtype == np.float16:
-            return np.floor(np.true_divide(x, y, dtype=np.float32)).astype(np.float16)
-        return shared(prim, x, y)
-
-    return run
-
-
 def make_table() -> dict:
     table = bind(np)
-    table[type(ew.BINARY["FloorDivide"])] = _floor_divide(table[type(ew.BINARY["FloorDivide"])])
     for p in ew.BINARY.values():
         cls = type(p)
         if cls in PLAIN_UFUNC:

@@ -42,23 +42,23 @@ def _binary_ufunc(xp, cls):
     return lambda prim, x, y: fn(x, y)
 
 
+def _widened(xp, x):
+    """``x`` in float32 where it is float16, else ``x``: a kernel of several steps computes half precision there
+    and rounds once, as MLX's CPU computes its half ops (each step rounded to float16 misses the nearest value)."""
+    return x.astype(xp.float32) if x.dtype == xp.float16 else x
+
+
 @kernel(type(ew.UNARY["Rsqrt"]))
 def _rsqrt(xp, prim, x):
-    # half precision in float32, rounded once: its two roundings (the root, then its reciprocal) missed the nearest
-    # float16 for about a quarter of inputs
-    dt = x.dtype
-    if dt.kind == "f" and dt.itemsize < 4:
-        return xp.reciprocal(xp.sqrt(x.astype(xp.float32))).astype(dt)
-    return xp.reciprocal(xp.sqrt(x))
+    # (float16 rounded twice, the root then its reciprocal, missed the nearest value for a quarter of inputs)
+    return xp.reciprocal(xp.sqrt(_widened(xp, x))).astype(x.dtype, copy=False)
 
 
 @kernel(type(ew.UNARY["Sigmoid"]))
 def _sigmoid(xp, prim, x):
     # 1 / (1 + e^-x): both tails keep their relative precision (sigmoid(-20) is 2e-9, not 0 as the tanh form's);
-    # e^-x overflows to inf below -88, giving the limit 0. Half precision is computed in float32, rounded once.
-    dt = x.dtype
-    e = xp.exp(-(x.astype(xp.float32) if dt.itemsize < 4 else x))
-    return xp.reciprocal(e + 1).astype(dt, copy=False)
+    # e^-x overflows to inf below -88, giving the limit 0
+    return xp.reciprocal(xp.exp(-_widened(xp, x)) + 1).astype(x.dtype, copy=False)
 
 
 @kernel(type(ew.UNARY["Sign"]))
@@ -113,8 +113,9 @@ def _power(xp, prim, x, y):
 @kernel(type(ew.BINARY["FloorDivide"]))
 def _floor_divide(xp, prim, x, y):
     if x.dtype.kind == "f":
-        # MLX's floor of the quotient (1 // 0.1 is 10, inf // 4 is inf), not NumPy's divmod (9 and nan)
-        return xp.floor(x / y)
+        # MLX's floor of the quotient (1 // 0.1 is 10, inf // 4 is inf), not NumPy's divmod (9 and nan); float16's
+        # quotient floored before it is rounded (91.125 / 2.3984375 = 37.99 rounded first gave 38)
+        return xp.floor(_widened(xp, x) / _widened(xp, y)).astype(x.dtype, copy=False)
     out = xp.floor_divide(x, y)
     return out.astype(x.dtype, copy=False)  # (bool: NumPy computes in int8)
 
