@@ -119,6 +119,31 @@ def run_parts(quick: bool) -> None:
         print(f"the held input's all_sum taken apart, float32, MPI on the CPU, {world.size()} processes "
               "(medians; each call after a barrier)")
         print("\n".join(lines), flush=True)
+        _profile_small_eval()
+
+
+def _profile_small_eval(calls: int = 2000) -> None:
+    """Where rank 0's eval of a 4-element CPU add spends its time: the mean per call, then cProfile's heaviest
+    functions (its own cost inflates each call: compare functions with each other, not with the mean)."""
+    import cProfile
+    import pstats
+    import time
+
+    small = mx.ones((4,), stream=mx.cpu)
+    mx.eval(small)
+    for _ in range(200):
+        mx.eval(mx.add(small, 1, stream=mx.cpu))
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        mx.eval(mx.add(small, 1, stream=mx.cpu))
+    mean = (time.perf_counter() - t0) / calls
+    print(f"rank 0 alone: eval of a 4-element add, mean of {calls}: {mean * 1e6:.1f} us")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        mx.eval(mx.add(small, 1, stream=mx.cpu))
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
 def _parts(MPI, comm, nbytes: int, repeats: int) -> dict:  # noqa: N803 (mpi4py's module name)

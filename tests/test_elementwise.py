@@ -491,10 +491,8 @@ def test_large_selects_keep_numpys_bits(rng, monkeypatch, dtype, other):
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_floor_divide_floors_the_quotient_before_rounding_it(device, rng, dtype):
     """A float16 quotient just under an integer that float16 rounds up to it (91.125 / 2.3984375 = 37.99) floors
-    to the integer below, as NumPy's and MLX's CPU do, alone and inside a fused region, and divmod's parts then
-    put ``a`` back together."""
-    if device == mx.gpu and dtype == "float16":
-        pytest.xfail("fusion.py's template still rounds the GPU's float16 quotient before its floor")
+    to the integer below, as NumPy's and MLX's CPU do, alone and inside a fused region (the remainder too), and
+    divmod's parts then put ``a`` back together."""
     a = np.concatenate([[91.125, 27.328125, 60.3125], rng.uniform(1, 100, 4000)]).astype(dtype)
     b = np.concatenate([[2.3984375, 3.037109375, 1.67578125], rng.uniform(1, 100, 4000)]).astype(dtype)
     want = np.floor(a.astype(np.float64) / b.astype(np.float64))
@@ -502,10 +500,15 @@ def test_floor_divide_floors_the_quotient_before_rounding_it(device, rng, dtype)
     with mx.stream(device):
         q, r = mx.divmod(mx.array(a), mx.array(b))
         fused = mx.floor_divide(mx.array(a), mx.array(b)) * 1 + 0
+        fused_rest = mx.remainder(mx.array(a), mx.array(b)) * 1 + 0
         got, rest, got_fused = np.asarray(q), np.asarray(r), np.asarray(fused)
+        got_fused_rest = np.asarray(fused_rest)
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got[exact], want[exact].astype(dtype))
     np.testing.assert_array_equal(got_fused[exact], want[exact].astype(dtype))
+    if dtype == "float16":  # (float32's a - q * b rounds its product: an ulp of it off)
+        np.testing.assert_array_equal(got_fused_rest[exact], np.remainder(a, b)[exact])
+    np.testing.assert_allclose(got_fused_rest[exact], np.remainder(a, b)[exact], rtol=0, atol=1e-4)
     if dtype == "float16":
         assert got[:3].tolist() == [37.0, 8.0, 35.0]
         np.testing.assert_allclose(np.float32(got) * np.float32(b) + np.float32(rest), np.float32(a), rtol=2e-3)

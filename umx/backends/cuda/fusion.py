@@ -56,6 +56,12 @@ _FLOAT_BINARY = {
     "LogAddExp": "({a} == {b} ? {a} + ({T})0.6931471805599453 : "
                  "max({a}, {b}) + log1p(exp(-fabs({a} - {b}))))",
 }
+# float16's quotient is taken in float and floored before it is rounded (91.125 / 2.3984375 = 37.99, rounded
+# first, floored to 38), as the shared kernel computes it
+_HALF_BINARY = {
+    "FloorDivide": "floor((float){a} / (float){b})",
+    "Remainder": "({b} == 0 ? ({T})nan(\"\") : ({T})((float){a} - floor((float){a} / (float){b}) * (float){b}))",
+}
 _INT_BINARY = {
     **_COMMON_BINARY,
     "FloorDivide": "({b} == 0 ? ({T})0 : ({T})({a} / {b} - ((({a} % {b}) != 0) && (({a} < 0) != ({b} < 0)))))",
@@ -101,6 +107,8 @@ def expression(prim, in_dtypes: list, out_dtype) -> str | None:
     if isinstance(prim, Unary):
         return (_FLOAT_UNARY if is_float else _INT_UNARY).get(name)
     if isinstance(prim, Binary):
+        if in_dtypes[0].name == "float16" and name in _HALF_BINARY:
+            return _HALF_BINARY[name]
         return (_FLOAT_BINARY if is_float else _INT_BINARY).get(name)
     return None
 
