@@ -19,21 +19,27 @@ def median_time(fn, repeats: int = 15, warmup: int = 3) -> float:
 
 
 def interleaved_medians(fns: dict, repeats: int = 15, warmup: int = 3, block: int = 1,
-                        clock=time.perf_counter) -> dict:
+                        clock=time.perf_counter, before=None) -> dict:
     """``{name: median seconds}`` of the callables in ``fns``, each timed ``repeats`` times in rounds: a
     round calls every one ``block`` times in a row (each call timed), in turn. A host whose speed drifts (another
     tenant, a BLAS pool still spinning from the last case) then slows them alike, so their ratios hold where
     medians taken one after the other may not. A block of calls in a row keeps a microsecond-sized call's code
     warm, as a loop of it would be. ``clock`` reads the time (wall time by default; ``time.process_time`` gives
-    the CPU time of the process, all its threads together)."""
+    the CPU time of the process, all its threads together). ``before()``, if given, runs ahead of every call,
+    untimed (a barrier: each rank's call then starts with the other's, and its time is not its wait for the other
+    rank to finish the call before)."""
     for fn in fns.values():
         for _ in range(warmup):
+            if before is not None:
+                before()
             fn()
     times: dict = {name: [] for name in fns}
     for _ in range(-(-repeats // block)):
         for name, fn in fns.items():
             ts = times[name]
             for _ in range(block):
+                if before is not None:
+                    before()
                 t = clock()
                 fn()
                 ts.append(clock() - t)

@@ -3,8 +3,9 @@ NumPy buffers, in one job of 2 processes; and, where there are several GPUs with
 process per GPU) against torch.distributed's NCCL ``all_reduce``.
 
 Each size (float32, 4 KiB to 256 MiB) is timed as the median of interleaved rounds (``_util.interleaved_medians``:
-every rank makes the same calls in the same order, so the collectives pair up), each call after a barrier so that
-a rank's time is the collective's, not its wait for the other rank. umx's call is ``eval`` of a fresh
+every rank makes the same calls in the same order, so the collectives pair up), each call timed from the exit of
+a barrier (untimed), so that a rank's time is the collective's, not its wait for the other rank to finish the call
+before. umx's call is ``eval`` of a fresh
 ``all_sum`` node (building the node, planning it, running it on the stream's worker); bandwidth is bytes per
 second of one rank's buffer. Rank 0 prints the table. On the CPU, umx is timed twice: with an input the caller
 still holds (MPI reduces into a copy of it), and with an input nothing else holds, as a training step's gradients
@@ -13,8 +14,8 @@ input there. mpi4py's call reduces a send buffer into a receive buffer, both kep
 
 With ``--parts``, the held input's call taken apart instead (MPI, 2 processes, 1 to 16 MiB): mpi4py's call; MPI
 reducing in place alone; a copy then an in-place reduce, into one kept buffer and into a fresh one (umx's
-strategy); umx's call; and the eval of a 4-element CPU add (umx's cost per eval on the host). Each call follows a
-barrier, which its time includes (the barrier's own row says how much).
+strategy); umx's call; and the eval of a 4-element CPU add (umx's cost per eval on the host), each timed from a
+barrier's exit as above; then rank 0's eval of that add alone, its mean and its profile.
 
 Usage: python bench/distributed.py [--quick] [--parts]        (starts its own jobs through umx.launch)
 """
@@ -78,7 +79,6 @@ def run_mpi(quick: bool) -> None:
         recv = np.empty_like(send)
 
         def umx_call(x=x):
-            comm.Barrier()
             mx.eval(mx.distributed.all_sum(x, stream=mx.cpu))
 
         # (real values, not zeros: each call multiplies them by about the group's size, and the few dozen calls
@@ -87,17 +87,15 @@ def run_mpi(quick: bool) -> None:
         mx.eval(state[0])
 
         def donated_call(state=state):  # (the input is the last call's result, which nothing else holds)
-            comm.Barrier()
             y = mx.distributed.all_sum(state.pop(), stream=mx.cpu)
             mx.eval(y)
             state.append(y)
 
         def mpi_call(send=send, recv=recv):
-            comm.Barrier()
             comm.Allreduce(send, recv, op=MPI.SUM)
 
         times = interleaved_medians({"umx": umx_call, "donated": donated_call, "mpi4py": mpi_call},
-                                    repeats=_repeats(nbytes, quick))
+                                    repeats=_repeats(nbytes, quick), before=comm.Barrier)
         rows.append(_row(nbytes, times["umx"], times["mpi4py"], times["donated"]))
     if world.rank() == 0:
         print(_header(f"all_sum, float32, MPI on the CPU, {world.size()} processes", "mpi4py", donated=True))
@@ -117,7 +115,7 @@ def run_parts(quick: bool) -> None:
         lines += [f"{size:>8}  {k:34s} {t * 1e6:9.1f} us" for k, t in times.items()] + [""]
     if world.rank() == 0:
         print(f"the held input's all_sum taken apart, float32, MPI on the CPU, {world.size()} processes "
-              "(medians; each call after a barrier)")
+              "(medians; each call timed from a barrier's exit)")
         print("\n".join(lines), flush=True)
         _profile_small_eval()
 
@@ -147,7 +145,8 @@ def _profile_small_eval(calls: int = 2000) -> None:
 
 
 def _parts(MPI, comm, nbytes: int, repeats: int) -> dict:  # noqa: N803 (mpi4py's module name)
-    """``{part: median seconds}`` of the held input's all_sum at ``nbytes``, each call after a barrier."""
+    """``{part: median seconds}`` of the held input's all_sum at ``nbytes``, each call timed from a barrier's
+    exit."""
     n = nbytes // 4
     send, recv, kept = (np.ones(n, np.float32) for _ in range(3))
     x, small = mx.ones((n,), stream=mx.cpu), mx.ones((4,), stream=mx.cpu)
@@ -161,7 +160,6 @@ def _parts(MPI, comm, nbytes: int, repeats: int) -> dict:  # noqa: N803 (mpi4py'
         in_place(kept)
 
     calls = {
-        "barrier": lambda: None,
         "mpi4py, send to receive": lambda: comm.Allreduce(send, recv, op=MPI.SUM),
         "in place alone": lambda: in_place(kept),
         "copy to a kept buffer, in place": copied_into_kept,
@@ -169,7 +167,7 @@ def _parts(MPI, comm, nbytes: int, repeats: int) -> dict:  # noqa: N803 (mpi4py'
         "umx all_sum, held input": lambda: mx.eval(mx.distributed.all_sum(x, stream=mx.cpu)),
         "umx eval of a 4-element add": lambda: mx.eval(mx.add(small, 1, stream=mx.cpu)),
     }
-    return interleaved_medians({k: (lambda f=f: (comm.Barrier(), f())) for k, f in calls.items()}, repeats=repeats)
+    return interleaved_medians(calls, repeats=repeats, before=comm.Barrier)
 
 
 def run_nccl(quick: bool) -> None:
@@ -192,15 +190,14 @@ def run_nccl(quick: bool) -> None:
         t = torch.ones(n, device="cuda")
 
         def umx_call(x=x):
-            comm.Barrier()
             mx.eval(mx.distributed.all_sum(x, stream=mx.gpu))  # (eval waits for the GPU's work)
 
         def torch_call(t=t):
-            comm.Barrier()
             dist.all_reduce(t)
             torch.cuda.synchronize()
 
-        times = interleaved_medians({"umx": umx_call, "torch": torch_call}, repeats=_repeats(nbytes, quick))
+        times = interleaved_medians({"umx": umx_call, "torch": torch_call}, repeats=_repeats(nbytes, quick),
+                                    before=comm.Barrier)
         rows.append(_row(nbytes, times["umx"], times["torch"]))
     if world.rank() == 0:
         print(_header(f"all_sum, float32, NCCL, {world.size()} GPUs", "torch"))
