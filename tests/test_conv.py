@@ -212,7 +212,7 @@ def test_convolve(device, rng, mode, n, m):
 
 def test_chunked_lowerings_agree(rng):
     """Each lowering cut into chunks of a few hundred bytes (batch elements, rows, kernel rows) gives what one
-    chunk gives."""
+    chunk gives, its chunks run in turn or handed to a backend's ``parallel``."""
     cases = [  # (input, weight, stride, low, high, kernel dilation, input dilation, groups)
         ((3, 7, 6, 4), (6, 3, 2, 4), (2, 1), (1, 0), (1, 2), (1, 2), (1, 1), 1),  # windows
         ((3, 7, 6, 4), (6, 3, 2, 2), (1, 2), (1, 0), (0, 1), (2, 1), (1, 1), 2),  # windows, grouped
@@ -220,7 +220,15 @@ def test_chunked_lowerings_agree(rng):
         ((3, 5, 4, 4), (6, 3, 2, 2), (1, 1), (2, 1), (2, 1), (1, 2), (2, 3), 2),  # scatter
         ((3, 5, 4, 4), (6, 3, 2, 2), (2, 1), (2, 1), (2, 1), (1, 2), (2, 3), 2),  # dilated input, strided
         ((3, 7, 6, 4), (8, 3, 3, 1), (2, 1), (1, 1), (1, 0), (1, 1), (1, 1), 4),  # taps (depthwise)
+        ((3, 7, 6, 4), (4, 3, 3, 1), (1, 1), (1, 1), (1, 1), (2, 1), (1, 1), 4),  # taps, weights along rows
+        ((2, 40, 6), (6, 5, 1), (1,), (2,), (2,), (1,), (1,), 6),  # taps, 1-d: blocks of rows, weights along them
+        ((2, 40, 6), (12, 4, 1), (2,), (1,), (2,), (2,), (1,), 6),  # taps, 1-d, strided, two outputs a channel
+        ((2, 3, 4, 5, 3), (3, 2, 2, 3, 1), (1, 1, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1), (1, 1, 1), 3),  # taps, 3-d
     ]
+
+    def in_pairs(fn, n):  # a backend's ``parallel``: chunks of two items (run in turn here)
+        return [fn(lo, min(n, lo + 2)) for lo in range(0, n, 2)]
+
     for xs, ws, stride, lo, hi, kd, idil, groups in cases:
         x, w = rng.standard_normal(xs), rng.standard_normal(ws)
         for flip in (False, True):
@@ -228,6 +236,8 @@ def test_chunked_lowerings_agree(rng):
             want = direct(x, w, stride, lo, hi, kd, idil, groups, flip)
             for budget in (1, 300, 3000, 1 << 30):
                 np.testing.assert_allclose(convolution(np, prim, x, w, budget), want, rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(convolution(np, prim, x, w, budget, parallel=in_pairs), want,
+                                           rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("stride, lo, hi, kd, idil", [

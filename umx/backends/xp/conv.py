@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from itertools import product
 
+import numpy as np
+
 from ...primitives.conv import Convolution
 from . import each, kernel
 
@@ -224,25 +226,51 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
 
 def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
           gather=None, parallel=None):
-    """The depthwise lowering (one input channel per group): a multiply-add per kernel tap."""
+    """The depthwise lowering (one input channel per group): a multiply-add per kernel tap, over blocks of the
+    output that stay in cache (at once where ``parallel`` runs them)."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]
+    nd = len(k_sp)
     if o > groups:  # each input channel feeds o / groups outputs: repeat it, so each output has its own column
         x = xp.repeat(x, o // groups, axis=-1)
+    taps = list(product(*(range(k) for k in k_sp)))
+    if not taps:
+        return xp.zeros(out_shape, x.dtype)
     wt = w.reshape(o, -1)
-    out = xp.zeros(out_shape, x.dtype)
+    item = x.itemsize
     inner = math.prod(out_sp[1:])
-    for n0, n1, r0, r1 in _blocks(n, out_sp[0], inner * o * x.itemsize, budget):
+    rows = budget // max(inner * o * item, 1)  # (a block's rows of its first spatial axis, where it cuts them)
+    # NumPy's loop over a tap's weight broadcast along the output's last spatial axis is o elements long, a call
+    # each; with the weight repeated along that axis (where the input's window there is contiguous with its
+    # channels), one loop runs over the whole row
+    last = out_sp[-1] if nd > 1 else min(out_sp[0], max(1, rows), max(1, budget // (len(taps) * o * item)))
+    if (xp is np and stride[-1] == 1 and x.strides[-1] == item and x.strides[-2] == x.shape[-1] * item
+            and len(taps) * last * o * item <= budget):
+        weights = [xp.ascontiguousarray(xp.broadcast_to(wt[:, t], (last, o))) for t in range(len(taps))]
+        if nd == 1:
+            rows = last
+    else:
+        weights = [wt[:, t] for t in range(len(taps))]
+    out = xp.empty(out_shape, x.dtype)
+
+    def block(n0: int, n1: int, r0: int, r1: int) -> None:
         dest = out[n0:n1, r0:r1]
         scratch = xp.empty_like(dest)
-        for t, taps in enumerate(product(*(range(k) for k in k_sp))):
+        for t, tap in enumerate(taps):
             key = [slice(n0, n1)]
-            for a, k in enumerate(taps):
+            for a, k in enumerate(tap):
                 start = k * dilation[a] + (r0 * stride[a] if a == 0 else 0)
                 stop = start + ((r1 - r0 if a == 0 else out_sp[a]) - 1) * stride[a] + 1
                 key.append(slice(start, stop, stride[a]))
-            xp.multiply(x[tuple(key)], wt[:, t], out=scratch)
-            dest += scratch
+            wgt = weights[t]
+            if wgt.ndim == 2 and nd == 1:
+                wgt = wgt[:r1 - r0]
+            xp.multiply(x[tuple(key)], wgt, out=dest if t == 0 else scratch)
+            if t:
+                dest += scratch
+
+    # (blocks write disjoint parts of the output: they may run at once)
+    each(list(_blocks(n, out_sp[0], inner * o * item, rows * inner * o * item)), lambda b: block(*b), parallel)
     return out
 
 
