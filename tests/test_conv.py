@@ -224,6 +224,9 @@ def test_chunked_lowerings_agree(rng):
         ((2, 40, 6), (6, 5, 1), (1,), (2,), (2,), (1,), (1,), 6),  # taps, 1-d: blocks of rows, weights along them
         ((2, 40, 6), (12, 4, 1), (2,), (1,), (2,), (2,), (1,), 6),  # taps, 1-d, strided, two outputs a channel
         ((2, 3, 4, 5, 3), (3, 2, 2, 3, 1), (1, 1, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1), (1, 1, 1), 3),  # taps, 3-d
+        # positions (a depthwise weight gradient: the batch an outer spatial axis, the kernel the cotangent)
+        ((1, 2, 6, 5, 3), (3, 2, 4, 3, 1), (1, 1, 2), (0, 1, 0), (0, 0, 1), (1, 1, 1), (1, 1, 1), 3),
+        ((1, 3, 9, 3), (6, 3, 4, 1), (1, 2), (0, 1), (0, 1), (1, 2), (1, 1), 3),  # positions, two outputs a channel
     ]
 
     def in_pairs(fn, n):  # a backend's ``parallel``: chunks of two items (run in turn here)
@@ -342,6 +345,8 @@ GRAD_CASES = [  # (input shape, weight shape, stride, padding, dilation, groups)
     ((1, 10, 9, 6), (6, 3, 3, 3), (2, 1), (1, 0), (3, 2), 2),
     ((2, 8, 8, 4), (8, 3, 3, 1), 2, 1, 1, 4),
     ((1, 6, 7, 5, 2), (3, 3, 2, 3, 2), (2, 1, 2), 1, (1, 2, 1), 1),
+    ((3, 9, 7, 5), (5, 3, 3, 1), 1, 1, 1, 5),  # depthwise: its weight gradient takes the batch as a spatial axis
+    ((2, 12, 6), (6, 4, 1), 1, 3, 1, 6),  # depthwise 1-d, as a causal convolution's
 ]
 
 

@@ -10,6 +10,8 @@ padding ``p``, kernel size ``K``, input length ``L`` and output length ``M``:
 - weight gradient: the input dilated by ``e`` (batch and channels swapped) convolved with the cotangent as the
   kernel (likewise swapped), stride ``d``, kernel dilation ``s``, padding ``p`` low and
   ``(M - 1) * s + (K - 1) * d - (L - 1) * e - p`` high, then flipped back where the forward kernel was flipped.
+  A depthwise kernel's (one input channel per group, 1 or 2 spatial axes) takes the batch as an outer spatial
+  axis instead, which the cotangent spans whole: no operand is transposed.
 """
 
 from __future__ import annotations
@@ -52,7 +54,18 @@ def _vjp(self, primals, cotangents, outputs):
         hi = tuple((spatial[a] - 1) * e[a] + p[a] - (out[a] - 1) * s[a] for a in axes)
         dx = m.conv_general(c, w_t, stride=e, padding=(lo, hi), kernel_dilation=d, input_dilation=s, groups=g,
                             flip=not self.flip)
-    if needs_gradient(w):
+    if needs_gradient(w) and g > 1 and cg == 1 and nd < 3:
+        # depthwise: the batch becomes an outer spatial axis, which the kernel (the cotangent) spans whole, so
+        # neither operand is transposed, each keeping its channels last: (1, N, *L, C) and (O, N, *M, 1)
+        hi_w = tuple((out[a] - 1) * s[a] + (kernel[a] - 1) * d[a] - (spatial[a] - 1) * e[a] - p[a] for a in axes)
+        dw = m.conv_general(m.reshape(x, (1, n, *spatial, ch)),
+                            m.expand_dims(m.transpose(c, (nd + 1, *range(nd + 1))), -1),
+                            stride=(1, *d), padding=((0, *p), (0, *hi_w)), kernel_dilation=(1, *s),
+                            input_dilation=(1, *e), groups=g)  # (1, 1, *K, O)
+        dw = m.transpose(dw[0], (nd + 1, *range(1, nd + 1), 0))
+        if self.flip:
+            dw = dw[(slice(None),) + (slice(None, None, -1),) * nd]
+    elif needs_gradient(w):
         # (N, *L, C) -> (Cg, *L, G * N) and (N, *M, O) -> (O, *M, N): the batch becomes the contracted channel axis
         if g == 1:
             x_t = m.transpose(x, (nd + 1, *range(1, nd + 1), 0))

@@ -10,6 +10,8 @@ Three lowerings, picked per call:
   a strided slice of the output, so no product is taken with the zeros a dilation inserts.
 - *taps*: depthwise convolutions (one input channel per group) as one multiply-add per kernel tap, since their
   products have too little depth for a GEMM.
+- *positions*: a depthwise convolution whose kernel is larger than its output (a depthwise weight gradient) as
+  one multiply and sum per output position.
 
 float16 computes in float32 (bfloat16 comes widened to float32) and is rounded once at the end. Every temporary the
 lowering adds (gathered windows, products) stays under ``BUDGET`` bytes: chunks run over batch elements, then
@@ -71,7 +73,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
     else:
         padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
         if depthwise:
-            lower = _taps
+            lower = _positions if _wide(w, out_shape) else _taps
         elif (input_order and prim.groups == 1 and _wide(w, out_shape)
               and padded.strides[-1] != padded.itemsize):
             lower = _windows_by_input
@@ -272,6 +274,53 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
     # (blocks write disjoint parts of the output: they may run at once)
     each(list(_blocks(n, out_sp[0], inner * o * item, rows * inner * o * item)), lambda b: block(*b), parallel)
     return out
+
+
+def _positions(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
+               gather=None, parallel=None):
+    """The depthwise lowering of a kernel larger than its output (a depthwise convolution's weight gradient, the
+    batch an outer spatial axis: see ``transforms/_rules_conv.py``): per output position, the input's window
+    times the kernel, summed over the window, a block of the kernel's first axis at a time (at once where
+    ``parallel`` runs them)."""
+    n, *out_sp, o = out_shape
+    k_sp = w.shape[1:-1]
+    nd = len(k_sp)
+    if o > groups:  # (as in _taps)
+        x = xp.repeat(x, o // groups, axis=-1)
+    kern = xp.moveaxis(w[..., 0], 0, -1)  # (*kernel, o): channels last, as the input's (the cotangent's layout)
+    item = x.itemsize
+    step = max(1, budget // max(math.prod(k_sp[1:]) * o * item, 1))  # kernel rows a block holds
+    positions = list(product(*(range(m) for m in out_sp)))
+    items = [(b, k0, min(k_sp[0], k0 + step), p) for b in range(n) for k0 in range(0, k_sp[0], step)
+             for p in range(len(positions))]  # (a block's positions in turn: its kernel rows stay in cache)
+
+    def sums(lo: int, hi: int):
+        """The window sums of ``items[lo:hi]``, ``(n, positions, o)``."""
+        acc = xp.zeros((n, len(positions), o), x.dtype)
+        scratch = ones = None
+        for b, k0, k1, p in items[lo:hi]:
+            part = kern[k0:k1]
+            rows = part.size // o
+            if scratch is None or scratch.shape != part.shape:
+                scratch = xp.empty(part.shape, x.dtype)
+                ones = xp.ones((1, rows), x.dtype)
+            key = [b]
+            for a in range(nd):
+                start = positions[p][a] * stride[a] + (k0 * dilation[a] if a == 0 else 0)
+                count = k1 - k0 if a == 0 else k_sp[a]
+                key.append(slice(start, start + (count - 1) * dilation[a] + 1, dilation[a]))
+            xp.multiply(x[tuple(key)], part, out=scratch)
+            acc[b, p] += xp.matmul(ones, scratch.reshape(rows, o))[0]  # (the sum over rows, as BLAS blocks it)
+        return acc
+
+    partials = None if len(items) < 2 or parallel is None else parallel(sums, len(items))
+    if partials is None:
+        acc = sums(0, len(items))
+    else:
+        acc = partials[0]
+        for part in partials[1:]:
+            xp.add(acc, part, out=acc)
+    return acc.reshape(out_shape)
 
 
 def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int, mm):
