@@ -11,7 +11,7 @@ The ratio is umx's time over torch's (below 1: umx is faster).
 With --one-core both libraries run on one thread (OpenBLAS's and torch's pools set to one before they load): on a
 shared or small machine, where threads of a BLAS call wait on each other, this compares the lowerings themselves.
 
-Usage: python bench/conv.py [--runs N] [--full] [--budget MIB] [--one-core]
+Usage: python bench/conv.py [--runs N] [--full] [--budget MIB] [--one-core] [--devices cpu,gpu]
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="batch 128 on the CPU too (the GPU always takes 128)")
     ap.add_argument("--budget", type=float, default=None, help="umx's bound on a chunk's temporaries, in MiB")
     ap.add_argument("--one-core", action="store_true", help="one thread for umx's BLAS and for torch")
+    ap.add_argument("--devices", default="cpu,gpu", help="comma-separated subset of cpu,gpu (default both)")
     args = ap.parse_args()
     if args.budget is not None:
         conv_kernel.BUDGET = cpu_kernels.CONV_BUDGET = int(args.budget * (1 << 20))
@@ -137,7 +138,8 @@ def main() -> None:
     if args.one_core and torch is not None:
         torch.set_num_threads(1)
     threads = "one thread each" if args.one_core else f"{os.cpu_count()} CPU cores"
-    devices = ["cpu"] + (["gpu"] if mx.is_available(mx.gpu) else [])
+    wanted = args.devices.split(",")
+    devices = [d for d in ("cpu", "gpu") if d in wanted and (d == "cpu" or mx.is_available(mx.gpu))]
     print(f"umx {mx.__version__}; {threads}; devices: {', '.join(devices)}; float32; medians of "
           f"{args.runs}; umx's chunks under {cpu_kernels.CONV_BUDGET / (1 << 20):g} MiB on the CPU, "
           f"{conv_kernel.BUDGET / (1 << 20):g} MiB on a GPU\n")
@@ -154,7 +156,7 @@ def main() -> None:
             print(f"{name:34} {dev:4} {_cell(fwd['umx'])} {_cell(fwd.get('torch'))} "
                   f"{_ratio(fwd['umx'], fwd.get('torch'))} {_cell(both['umx'])} {_cell(both.get('torch'))} "
                   f"{_ratio(both['umx'], both.get('torch'))}")
-    if not mx.is_available(mx.gpu):
+    if "gpu" in wanted and not mx.is_available(mx.gpu):
         print("\nno CUDA GPU here: GPU rows skipped")
 
 
