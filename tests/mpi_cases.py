@@ -171,7 +171,7 @@ def _address(a) -> int:
 def case_donation(world, s):
     """An all-reduce whose input nothing else holds reduces in that input's buffer (on the CPU), to the values a
     new buffer would get; an input still held keeps its values. Ranks differ: rank 0 holds its inputs, the others
-    let go of theirs. Reductions that go through other dtypes (narrow integer sums, bfloat16) or another
+    let go of theirs. Reductions that go through other dtypes (narrow integer sums, float16, bfloat16) or another
     collective (complex extremes) take new buffers."""
     rank, size = world.rank(), world.size()
     host = s.device == mx.cpu
@@ -203,14 +203,18 @@ def case_donation(world, s):
     check(joined, np.concatenate([np.full(n, total), np.full(n, 2 * (total - size))]).astype(np.float32), "joined")
     check(both[0], np.full(n, 3 * total, np.float32), "the first of two readers")
     check(both[1], np.full(n, 3 * size, np.float32), "the second of two readers")
-    for name, dtype in [("int8", mx.int8), ("uint16", mx.uint16), ("bfloat16", mx.bfloat16), ("bool_", mx.bool_),
-                        ("complex64", mx.complex64)]:
+    for name, dtype in [("int8", mx.int8), ("uint16", mx.uint16), ("float16", mx.float16), ("bfloat16", mx.bfloat16),
+                        ("bool_", mx.bool_), ("complex64", mx.complex64)]:
         xs = inputs((5, 3), name, size, seed=3)
         stacked = np.stack(xs)
-        sums = stacked.any(0) if name == "bool_" else stacked.sum(0, dtype=stacked.dtype)
+        if name == "float16":  # (summed in float32 and rounded once, as case_reductions' reference)
+            sums = stacked.sum(0, dtype=np.float32).astype(np.float16)
+        else:
+            sums = stacked.any(0) if name == "bool_" else stacked.sum(0, dtype=stacked.dtype)
         for op, want in [(mx.distributed.all_sum, sums), (mx.distributed.all_max, extreme(stacked, "max"))]:
             y = op(mx.multiply(mx.array(xs[rank], dtype), 1, stream=s).astype(dtype, stream=s), stream=s)
-            check(y, want, f"{op.__name__} {name} of an input nothing holds", 2e-2 if name == "bfloat16" else 1e-6)
+            check(y, want, f"{op.__name__} {name} of an input nothing holds",
+                  {"bfloat16": 2e-2, "float16": 2e-3}.get(name, 1e-6))
 
 
 def case_failed_input(world, s):

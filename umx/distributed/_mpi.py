@@ -70,13 +70,18 @@ def _empty(xp, shape: tuple, dtype):
     return host_pool.empty(shape, dtype, 0)
 
 
-def _narrow_int(x) -> bool:
-    return x.dtype.kind in "iu" and x.dtype.itemsize < 4
+def _narrow(dtype) -> bool:
+    """Whether sums of ``dtype`` are taken in a wider type (see :func:`_widened`)."""
+    return (dtype.kind in "iu" and dtype.itemsize < 4) or dtype == np.float16
 
 
 def _widened(x):
     """8- and 16-bit integers as 32-bit ones for a sum: Open MPI's vectorized sums of them saturate where NumPy
-    and MLX wrap around (cast back, the wider sum wraps the same)."""
+    and MLX wrap around (cast back, the wider sum wraps the same). float16 as float32: MPI libraries before MPI
+    4.1's ``MPIX_C_FLOAT16`` ops (Open MPI 4, the GPU machine's) refuse its reductions, and one rounding of the
+    float32 sum is the nearer result besides."""
+    if x.dtype == np.float16:
+        return x.astype(np.float32)
     return x.astype(np.int32 if x.dtype.kind == "i" else np.uint32)
 
 
@@ -125,12 +130,13 @@ class MpiComm:
         """``reduce(buf)``: the elementwise ``op`` ('sum', 'max', 'min') over the group of the contiguous arrays
         ``buf`` of NumPy ``dtype``, written into ``buf`` (``MPI_IN_PLACE``) by one call into MPI, which the caller
         makes in its turn. None where that op is not reduced in place: 8- and 16-bit integer sums (reduced as
-        32-bit ones) and the extremes of complex numbers (gathered)."""
+        32-bit ones), float16 (reduced as float32) and the extremes of complex numbers (gathered)."""
         key = (op, dtype)
         if key in self._reducers:
             return self._reducers[key]
         kind = dtype.kind
-        if (op == "sum" and kind in "iu" and dtype.itemsize < 4) or (kind == "c" and op != "sum"):
+        if ((op == "sum" and kind in "iu" and dtype.itemsize < 4) or dtype == np.float16
+                or (kind == "c" and op != "sum")):
             reduce = None
         else:
             mop = (self._bool_ops if kind == "b" else self._ops)[op]
@@ -178,7 +184,7 @@ class MpiComm:
     def sum_scatter(self, x, ticket: int, xp=np):
         """This rank's block of the first axis of the sum of ``x`` over the group."""
         x = _contiguous(xp, x)
-        narrow = _narrow_int(x)
+        narrow = _narrow(x.dtype)
         buf = _widened(x) if narrow else x
         out = _empty(xp, (x.shape[0] // self.size,) + x.shape[1:], buf.dtype)
         mop = (self._bool_ops if x.dtype.kind == "b" else self._ops)["sum"]
