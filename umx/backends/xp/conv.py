@@ -213,16 +213,10 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
             acc = part if acc is None else xp.add(acc, part, out=acc)
         return acc
 
-    chunks = -(-c // step)
     # (with ``parallel``, runs of chunks at once, each with the plain product and copy, their sums added)
-    partials = None if chunks < 2 or parallel is None else parallel(
-        lambda lo, hi: accumulate(lo * step, min(c, hi * step), xp.matmul, xp.ascontiguousarray), chunks)
-    if partials is None:
-        acc = accumulate(0, c, mm, gather)
-    else:
-        acc = partials[0]
-        for part in partials[1:]:
-            xp.add(acc, part, out=acc)
+    acc = _summed(xp, parallel, -(-c // step),
+                  lambda lo, hi: accumulate(lo * step, min(c, hi * step), xp.matmul, xp.ascontiguousarray),
+                  lambda: accumulate(0, c, mm, gather))
     return gather(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
@@ -313,14 +307,19 @@ def _positions(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape:
             acc[b, p] += xp.matmul(ones, scratch.reshape(rows, o))[0]  # (the sum over rows, as BLAS blocks it)
         return acc
 
-    partials = None if len(items) < 2 or parallel is None else parallel(sums, len(items))
+    return _summed(xp, parallel, len(items), sums, lambda: sums(0, len(items))).reshape(out_shape)
+
+
+def _summed(xp, parallel, n: int, at_once, alone):
+    """``alone()``; or, where a backend's ``parallel`` runs ``at_once(lo, hi)`` over chunks of ``range(n)`` at
+    once, the sum of their results."""
+    partials = None if n < 2 or parallel is None else parallel(at_once, n)
     if partials is None:
-        acc = sums(0, len(items))
-    else:
-        acc = partials[0]
-        for part in partials[1:]:
-            xp.add(acc, part, out=acc)
-    return acc.reshape(out_shape)
+        return alone()
+    acc = partials[0]
+    for part in partials[1:]:
+        xp.add(acc, part, out=acc)
+    return acc
 
 
 def _scatter(xp, prim: Convolution, x, w, out_shape: tuple, budget: int, mm):
