@@ -19,7 +19,9 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart.
+#   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
+#   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, then the pool's
+#   hand-offs and chunk sizes (bench/cpu_split.py).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -67,6 +69,19 @@ if [ "${1:-core}" = cpu ]; then  # the GPU machine's cores: where a CPU step's t
     | tail -4
   timeout 150 python3 bench/cpu_ops.py --top 25 2>&1 | tee "$OUT/cpu-ops.log"
   timeout 240 python3 bench/cpu_split.py --runs 7 2>&1 | tee "$OUT/cpu-split.log" | tail -40
+  exit 0
+fi
+if [ "${1:-core}" = scale ]; then  # how the CPU's kernels scale: one core (taskset) against all, per layer and step
+  nproc
+  for cores in one all; do
+    pre=""; extra=""
+    if [ $cores = one ]; then pre="taskset -c 0"; extra="--one-core"; fi
+    echo "== $cores"
+    timeout 150 $pre python3 bench/conv.py --devices cpu --runs 3 $extra 2>&1 | grep -E "^conv"
+    timeout 90 $pre python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 3 --no-torch-compile 2>&1 \
+      | grep -E "^(MLP|CNN)"
+  done
+  timeout 150 python3 bench/cpu_split.py --runs 5 2>&1 | tee "$OUT/cpu-split.log" | tail -40
   exit 0
 fi
 if [ "${1:-core}" = cpu-why ]; then  # on the 16 cores: ops in a step against the same ops alone, and three suspects
