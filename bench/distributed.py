@@ -15,7 +15,7 @@ input there. mpi4py's call reduces a send buffer into a receive buffer, both kep
 With ``--parts``, the held input's call taken apart instead (MPI, 2 processes, 1 to 16 MiB): mpi4py's call; MPI
 reducing in place alone; a copy then an in-place reduce, into one kept buffer and into a fresh one (umx's
 strategy); umx's call; and the eval of a 4-element CPU add (umx's cost per eval on the host), each timed from a
-barrier's exit as above; then rank 0's eval of that add alone, its mean and its profile.
+barrier's exit as above; then rank 0's eval of that add alone, its median and its profile.
 
 Usage: python bench/distributed.py [--quick] [--parts]        (starts its own jobs through umx.launch)
 """
@@ -34,7 +34,7 @@ ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from _util import interleaved_medians  # noqa: E402
+from _util import interleaved_medians, median_time  # noqa: E402
 
 import umx as mx  # noqa: E402
 
@@ -121,21 +121,15 @@ def run_parts(quick: bool) -> None:
 
 
 def _profile_small_eval(calls: int = 2000) -> None:
-    """Where rank 0's eval of a 4-element CPU add spends its time: the mean per call, then cProfile's heaviest
-    functions (its own cost inflates each call: compare functions with each other, not with the mean)."""
+    """Where rank 0's eval of a 4-element CPU add spends its time: the median call, then cProfile's heaviest
+    functions (its own cost inflates each call: compare functions with each other, not with the median)."""
     import cProfile
     import pstats
-    import time
 
     small = mx.ones((4,), stream=mx.cpu)
     mx.eval(small)
-    for _ in range(200):
-        mx.eval(mx.add(small, 1, stream=mx.cpu))
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        mx.eval(mx.add(small, 1, stream=mx.cpu))
-    mean = (time.perf_counter() - t0) / calls
-    print(f"rank 0 alone: eval of a 4-element add, mean of {calls}: {mean * 1e6:.1f} us")
+    t = median_time(lambda: mx.eval(mx.add(small, 1, stream=mx.cpu)), calls, 200)
+    print(f"rank 0 alone: eval of a 4-element add, median of {calls}: {t * 1e6:.1f} us")
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(calls):

@@ -135,8 +135,7 @@ class MpiComm:
         if key in self._reducers:
             return self._reducers[key]
         kind = dtype.kind
-        if ((op == "sum" and kind in "iu" and dtype.itemsize < 4) or dtype == np.float16
-                or (kind == "c" and op != "sum")):
+        if (_narrow(dtype) and (op == "sum" or kind == "f")) or (kind == "c" and op != "sum"):
             reduce = None
         else:
             mop = (self._bool_ops if kind == "b" else self._ops)[op]

@@ -54,27 +54,26 @@ def _vjp(self, primals, cotangents, outputs):
         hi = tuple((spatial[a] - 1) * e[a] + p[a] - (out[a] - 1) * s[a] for a in axes)
         dx = m.conv_general(c, w_t, stride=e, padding=(lo, hi), kernel_dilation=d, input_dilation=s, groups=g,
                             flip=not self.flip)
-    if needs_gradient(w) and g > 1 and cg == 1 and nd < 3:
-        # depthwise: the batch becomes an outer spatial axis, which the kernel (the cotangent) spans whole, so
-        # neither operand is transposed, each keeping its channels last: (1, N, *L, C) and (O, N, *M, 1)
+    if needs_gradient(w):
         hi_w = tuple((out[a] - 1) * s[a] + (kernel[a] - 1) * d[a] - (spatial[a] - 1) * e[a] - p[a] for a in axes)
-        dw = m.conv_general(m.reshape(x, (1, n, *spatial, ch)),
-                            m.expand_dims(m.transpose(c, (nd + 1, *range(nd + 1))), -1),
-                            stride=(1, *d), padding=((0, *p), (0, *hi_w)), kernel_dilation=(1, *s),
-                            input_dilation=(1, *e), groups=g)  # (1, 1, *K, O)
-        dw = m.transpose(dw[0], (nd + 1, *range(1, nd + 1), 0))
-        if self.flip:
-            dw = dw[(slice(None),) + (slice(None, None, -1),) * nd]
-    elif needs_gradient(w):
-        # (N, *L, C) -> (Cg, *L, G * N) and (N, *M, O) -> (O, *M, N): the batch becomes the contracted channel axis
-        if g == 1:
-            x_t = m.transpose(x, (nd + 1, *range(1, nd + 1), 0))
+        if g > 1 and cg == 1 and nd < 3:
+            # depthwise: the batch becomes an outer spatial axis, which the kernel (the cotangent) spans whole, so
+            # neither operand is transposed, each keeping its channels last: (1, N, *L, C) and (O, N, *M, 1)
+            dw = m.conv_general(m.reshape(x, (1, n, *spatial, ch)),
+                                m.expand_dims(m.transpose(c, (nd + 1, *range(nd + 1))), -1),
+                                stride=(1, *d), padding=((0, *p), (0, *hi_w)), kernel_dilation=(1, *s),
+                                input_dilation=(1, *e), groups=g)[0]  # (1, *K, O)
         else:
-            x_t = m.reshape(m.transpose(m.reshape(x, (n, *spatial, g, cg)), (nd + 2, *range(1, nd + 1), nd + 1, 0)),
-                            (cg, *spatial, g * n))
-        c_t = m.transpose(c, (nd + 1, *range(1, nd + 1), 0))
-        hi_w = tuple((out[a] - 1) * s[a] + (kernel[a] - 1) * d[a] - (spatial[a] - 1) * e[a] - p[a] for a in axes)
-        dw = m.conv_general(x_t, c_t, stride=d, padding=(p, hi_w), kernel_dilation=s, input_dilation=e, groups=g)
+            # (N, *L, C) -> (Cg, *L, G * N) and (N, *M, O) -> (O, *M, N): the batch becomes the contracted channel
+            # axis
+            if g == 1:
+                x_t = m.transpose(x, (nd + 1, *range(1, nd + 1), 0))
+            else:
+                x_t = m.reshape(m.transpose(m.reshape(x, (n, *spatial, g, cg)),
+                                            (nd + 2, *range(1, nd + 1), nd + 1, 0)), (cg, *spatial, g * n))
+            c_t = m.transpose(c, (nd + 1, *range(1, nd + 1), 0))
+            dw = m.conv_general(x_t, c_t, stride=d, padding=(p, hi_w), kernel_dilation=s, input_dilation=e,
+                                groups=g)  # (Cg, *K, O)
         dw = m.transpose(dw, (nd + 1, *range(1, nd + 1), 0))
         if self.flip:
             dw = dw[(slice(None),) + (slice(None, None, -1),) * nd]

@@ -8,7 +8,7 @@ leaves to the output shape and takes NumPy scalars (our constants) as scalar arg
 
 from __future__ import annotations
 
-from ...dtypes import bfloat16
+from ...dtypes import bfloat16, float16
 from ...primitives import AsType, Round, Where
 from ...primitives.elementwise import Binary, Unary
 
@@ -107,7 +107,7 @@ def expression(prim, in_dtypes: list, out_dtype) -> str | None:
     if isinstance(prim, Unary):
         return (_FLOAT_UNARY if is_float else _INT_UNARY).get(name)
     if isinstance(prim, Binary):
-        if in_dtypes[0].name == "float16" and name in _HALF_BINARY:
+        if in_dtypes[0] is float16 and name in _HALF_BINARY:
             return _HALF_BINARY[name]
         return (_FLOAT_BINARY if is_float else _INT_BINARY).get(name)
     return None
