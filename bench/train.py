@@ -12,7 +12,9 @@ Cases (``--small`` shrinks them for a quick run on a small host):
 A step is the forward and backward pass and the optimizer update, and ends with everything computed: umx and
 MLX evaluate the loss, the parameters and the optimizer state (``mx.eval(loss, model.parameters(),
 optimizer.state)``); torch on a GPU synchronizes. The models are the same in each library (umx's and MLX's are
-the very same code, ``_mlx_api_models``), float32, with the same batch every step. Rows are on the CPU and, where
+the very same code, ``_mlx_api_models``), float32, with the same batch every step. On the GPU, float32 products
+run at one precision in every library: TF32 by MLX's rule (its CUDA build's and umx's default), torch's
+``allow_tf32`` flags set to match, or full float32 in all with ``MLX_ENABLE_TF32=0``. Rows are on the CPU and, where
 there is one, the GPU. Times are medians after warm-up; on the CPU each library is timed apart (umx, then MLX,
 then torch, a pause after each of the others: one library's idle threads hold the cores for a while and slow the
 next), on the GPU umx and MLX in interleaved rounds; ratios are against torch's eager step.
@@ -351,10 +353,18 @@ def main() -> None:
     torch, mlx = _try("torch"), _mlx_libs()
     devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "gpu" and mx.is_available(mx.gpu))]
     threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
+    tf32 = os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""  # (umx's reading: cuda/cublas.py)
+    if torch is not None:  # (every library's GPU products at one precision: MLX's and umx's rule, set on torch)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     print(f"umx {mx.__version__}; {os.cpu_count()} CPU cores; devices: {', '.join(devices)}; float32; median step "
           f"of {args.repeats} after 3 warm-up steps{'; --small sizes' if args.small else ''}"
           f"{'; CPU rows in CPU time' if args.cpu_time else ''}"
-          + "".join(f"; {k}={v}" for k, v in threads.items()) + "\n")
+          + "".join(f"; {k}={v}" for k, v in threads.items()))
+    if "gpu" in devices:
+        print("GPU float32 products (matmuls, convolutions): " + (
+            "TF32 tensor cores in every library (MLX's default; torch's allow_tf32 set to match; MLX_ENABLE_TF32=0 "
+            "for full float32)" if tf32 else "full float32 in every library (MLX_ENABLE_TF32=0)"))
+    print()
     head = (f"{'case':40} {'dev':4} " + " ".join(f"{c:>13}" for c in COLUMNS) + f" {'umx/torch':>10} "
             f"{'comp/torch':>10}")
     print(head)

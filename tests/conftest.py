@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-import umx as mx
+# float32 products in full precision, as MLX's own test harness runs them: the GPU's default is TF32 (MLX's rule),
+# whose rounding the NumPy comparisons' tolerances do not allow; test_cuda.py checks the default in a subprocess
+os.environ.setdefault("MLX_ENABLE_TF32", "0")
+
+import umx as mx  # noqa: E402
 
 DEVICES = [mx.cpu] + ([mx.gpu] if mx.is_available(mx.gpu) else [])
 ALL_DEVICES = [pytest.param(mx.cpu, id="cpu"),

@@ -7,6 +7,9 @@ tolerance); without a GPU they still run on the CPU's two streams. GPU-only test
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -397,3 +400,36 @@ def test_bfloat16_products_of_a_few_rows_by_a_linear_weight(rng, rows, n, k, mon
     assert_close(got, want, 1e-2, 1e-2)
     # a weight stored (K, N): cuBLAS, the same values
     assert_close(mx.matmul(x, mx.contiguous(w.T), stream=mx.gpu), want, 1e-2, 1e-2)
+
+
+_TF32_PROBE = """
+import numpy as np, cupy, umx as mx
+rng = np.random.default_rng(0)
+a = rng.standard_normal((4, 256, 1024), dtype=np.float32)
+b = rng.standard_normal((4, 1024, 256), dtype=np.float32)
+want = a.astype(np.float64) @ b.astype(np.float64)
+for got in (np.array(mx.matmul(mx.array(a[0]), mx.array(b[0]), stream=mx.gpu)),
+            np.array(mx.matmul(mx.array(a), mx.array(b), stream=mx.gpu))[0]):
+    print(float(np.abs(got - want[0]).max() / np.abs(want[0]).max()), end=" ")
+print(cupy.cuda.Device().compute_capability)
+"""
+
+
+@needs_gpu
+@pytest.mark.parametrize("setting", [None, "0", "1"])
+def test_float32_products_follow_mlx_enable_tf32(setting):
+    """MLX's rule: float32 products (one matrix, a batch) run as TF32 unless ``MLX_ENABLE_TF32=0``; full float32
+    then (the rest of this suite runs so: see conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLX_ENABLE_TF32"}
+    if setting is not None:
+        env["MLX_ENABLE_TF32"] = setting
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _TF32_PROBE], env={**env, "PYTHONPATH": root}, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *errors, capability = done.stdout.split()
+    errors = [float(e) for e in errors]
+    if setting == "0":
+        assert max(errors) < 2e-5, errors
+    elif int(capability) >= 80:  # (TF32 keeps 10 of float32's 23 fraction bits: errors near 2^-11 per product)
+        assert all(2e-5 < e < 5e-3 for e in errors), errors

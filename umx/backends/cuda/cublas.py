@@ -27,8 +27,17 @@ _WORKSPACE_BYTES = 32 << 20  # what NVIDIA advises for Hopper; one per GPU strea
 # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h)
 _CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16F, _CUDA_R_16BF = 0, 1, 2, 14
 _CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_32F_FAST_TF32, _CUBLAS_COMPUTE_64F = 68, 77, 70
-# CuPy's rule: float32 products use TF32 tensor cores only when CUPY_TF32 asks for it
-_COMPUTE_32F = _CUBLAS_COMPUTE_32F_FAST_TF32 if os.environ.get("CUPY_TF32", "0") != "0" else _CUBLAS_COMPUTE_32F
+
+
+def _tf32_enabled() -> bool:
+    """MLX's rule (its CUDA build's): float32 products run on TF32 tensor cores, float32 in and out and float32
+    sums, unless ``MLX_ENABLE_TF32`` is 0. Read once, at the first product, as MLX reads it (a program, or MLX's
+    test harness, may set it after importing umx); GPUs before Ampere ignore it."""
+    return os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""
+
+
+#: the compute type of float32 products (set with the library, by ``available``)
+_COMPUTE_32F = _CUBLAS_COMPUTE_32F
 _c_void_p = ctypes.c_void_p
 _one_f, _zero_f = ctypes.c_float(1.0), ctypes.c_float(0.0)
 _one_d, _zero_d = ctypes.c_double(1.0), ctypes.c_double(0.0)
@@ -89,9 +98,12 @@ def handle_for(stream):
 
 def available() -> bool:
     """Whether umx can call cuBLAS directly (else products go through CuPy, which a CUDA graph cannot capture)."""
-    global _lib, _loaded
+    global _lib, _loaded, _COMPUTE_32F
     if not _loaded:
         _lib = _library()
+        if _tf32_enabled():
+            _COMPUTE_32F = _CUBLAS_COMPUTE_32F_FAST_TF32
+            _TYPES["f"] = (_CUDA_R_32F, _COMPUTE_32F) + _TYPES["f"][2:]
         _loaded = True
     return _lib is not None
 
