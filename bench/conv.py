@@ -6,7 +6,8 @@ and 1x1 kernels; 64 to 256 channels; a strided and a depthwise layer) and a conv
 same memory layout: umx's channels-last arrays, torch's channels-last tensors (NCHW views of the same NHWC data).
 Forward+backward is the output and both gradients for a random cotangent (``mx.vjp``, ``torch.autograd.grad``).
 Times are medians, umx and torch timed in interleaved rounds; GPU work is synchronized inside the timed region.
-The ratio is umx's time over torch's (below 1: umx is faster).
+The ratio is umx's time over torch's (below 1: umx is faster). On the GPU both take float32 products as TF32
+(umx's default, MLX's rule; torch's cuDNN default) or, with ``MLX_ENABLE_TF32=0``, both in full float32.
 
 With --one-core both libraries run on one thread (OpenBLAS's and torch's pools set to one before they load): on a
 shared or small machine, where threads of a BLAS call wait on each other, this compares the lowerings themselves.
@@ -137,6 +138,9 @@ def main() -> None:
     torch = _torch()
     if args.one_core and torch is not None:
         torch.set_num_threads(1)
+    if torch is not None:  # (GPU products at umx's precision: TF32 unless MLX_ENABLE_TF32=0, as bench/train.py)
+        tf32 = os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     threads = "one thread each" if args.one_core else f"{os.cpu_count()} CPU cores"
     wanted = args.devices.split(",")
     devices = [d for d in ("cpu", "gpu") if d in wanted and (d == "cpu" or mx.is_available(mx.gpu))]
