@@ -20,8 +20,9 @@
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
-#   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, then the pool's
-#   hand-offs and chunk sizes (bench/cpu_split.py).
+#   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each
+#   setting of the CPU backend's knobs (bench/cpu_knobs.py), then the pool's hand-offs and chunk sizes
+#   (bench/cpu_split.py).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -81,6 +82,7 @@ if [ "${1:-core}" = scale ]; then  # how the CPU's kernels scale: one core (task
     timeout 90 $pre python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 3 --no-torch-compile 2>&1 \
       | grep -E "^(MLP|CNN)"
   done
+  timeout 150 python3 bench/cpu_knobs.py 2>&1 | tee "$OUT/cpu-knobs.log"
   timeout 150 python3 bench/cpu_split.py --runs 5 2>&1 | tee "$OUT/cpu-split.log" | tail -40
   exit 0
 fi
