@@ -16,6 +16,8 @@ from time import monotonic
 
 import numpy as np
 
+from . import host_pool
+
 #: below this many bytes, one thread is faster than handing out chunks
 MIN_BYTES = 4 << 20
 #: the cores this process may run on (its affinity: ``taskset``, a container's CPU set), not the machine's
@@ -245,7 +247,9 @@ def contiguous(x: np.ndarray) -> np.ndarray:
     axis = next((a for a, size in enumerate(x.shape) if size >= n), None)
     if n < 2 or axis is None or in_pool():
         return np.ascontiguousarray(x)
-    out = np.empty(x.shape, x.dtype)
+    # (into a reused block, its pages mapped: the chunks faulting fresh pages in at once contend in the kernel and
+    # ran slower than one thread's copy)
+    out = host_pool.empty(x.shape, x.dtype)
     lead = (slice(None),) * axis
     size = x.shape[axis]
 
