@@ -10,6 +10,8 @@ The settings, each a module constant changed before the first step:
 - ``conv-cores``: a convolution's blocks sized so each core gets one (its gathered windows over the cores,
   1-8 MiB) rather than ``kernels.CONV_BUDGET``;
 - ``conv4``: ``CONV_BUDGET`` of 4 MiB;
+- ``conv-whole``: a convolution's windows gathered whole (up to 64 MiB, as on the GPU) by the pool, then one
+  product, cut as any large product is (``blas.matmul``), rather than blocks each with its own product;
 - ``pool8``, ``pool4``: umx's pool cut to that many threads (``threads.CORES``);
 - ``block256``: split elementwise work in blocks of 256K elements per core (``threads.BLOCK_PER_CORE``).
 
@@ -26,7 +28,8 @@ import os
 import subprocess
 import sys
 
-SETTINGS = ("base", "blas-own", "blas-pool", "conv-cores", "conv4", "pool8", "pool4", "block256", "base")
+SETTINGS = ("base", "blas-own", "blas-pool", "conv-cores", "conv4", "conv-whole", "pool8", "pool4", "block256",
+            "base")
 
 
 def _apply(setting: str) -> None:
@@ -61,6 +64,15 @@ def _apply(setting: str) -> None:
             return convolution(xp, prim, x, w, budget, **kw)
 
         xp_conv.convolution = per_core
+    elif setting == "conv-whole":
+        convolution = xp_conv.convolution
+
+        def whole(xp, prim, x, w, budget=None, **kw):
+            if xp is np:
+                budget, kw = 64 << 20, dict(kw, parallel=None)
+            return convolution(xp, prim, x, w, budget, **kw)
+
+        xp_conv.convolution = whole
     elif setting != "base":
         raise SystemExit(f"unknown setting {setting!r}")
 

@@ -154,8 +154,8 @@ def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
 
 
 def test_cpu_knobs_settings_change_what_they_name_and_conv_cores_keeps_results(monkeypatch, rng):
-    """``bench/cpu_knobs.py``: each setting changes its knob; a convolution's blocks sized per core give the values
-    the shipped budget's give."""
+    """``bench/cpu_knobs.py``: each setting changes its knob; a convolution's blocks sized per core, or its windows
+    gathered whole, give the values the shipped budget's give."""
     import numpy as np
 
     from umx.backends.cpu import blas
@@ -170,9 +170,10 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_cores_keeps_results(m
     x = mx.array(rng.standard_normal((64, 32, 32, 8)).astype(np.float32))  # (19 MB of windows: blocks differ)
     w = mx.array(rng.standard_normal((5, 3, 3, 8)).astype(np.float32))
     want = np.array(mx.conv2d(x, w, padding=1, stream=mx.cpu))
-    knobs._apply("conv-cores")
-    assert xp_conv.convolution.__name__ == "per_core"
-    np.testing.assert_allclose(np.array(mx.conv2d(x, w, padding=1, stream=mx.cpu)), want, rtol=1e-6, atol=1e-6)
+    for setting, fn in (("conv-cores", "per_core"), ("conv-whole", "whole")):
+        knobs._apply(setting)
+        assert xp_conv.convolution.__name__ == fn
+        np.testing.assert_allclose(np.array(mx.conv2d(x, w, padding=1, stream=mx.cpu)), want, rtol=1e-5, atol=1e-5)
     for setting, module, name, value in (
             ("blas-own", blas, "QUIET", 0.0), ("blas-pool", blas, "QUIET", float("inf")),
             ("conv4", cpu_kernels, "CONV_BUDGET", 4 << 20), ("pool4", threads, "CORES", 4),
