@@ -35,6 +35,7 @@ from _util import timed_apart  # noqa: E402
 
 import umx as mx  # noqa: E402
 from umx.backends.cpu import kernels as cpu_kernels  # noqa: E402
+from umx.backends.cuda import tf32_enabled  # noqa: E402
 from umx.backends.xp import conv as conv_kernel  # noqa: E402
 
 # (name, input shape NHWC or NLC, weight shape, stride, padding, groups)
@@ -139,8 +140,7 @@ def main() -> None:
     if args.one_core and torch is not None:
         torch.set_num_threads(1)
     if torch is not None:  # (GPU products at umx's precision: TF32 unless MLX_ENABLE_TF32=0, as bench/train.py)
-        tf32 = os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32_enabled()
     threads = "one thread each" if args.one_core else f"{os.cpu_count()} CPU cores"
     wanted = args.devices.split(",")
     devices = [d for d in ("cpu", "gpu") if d in wanted and (d == "cpu" or mx.is_available(mx.gpu))]

@@ -49,6 +49,7 @@ from suite import _try  # noqa: E402
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
 import umx.optimizers as optim  # noqa: E402
+from umx.backends.cuda import tf32_enabled  # noqa: E402
 
 FULL = {
     "mlp": dict(dims=(784, 512, 512, 10), batch=256),
@@ -353,7 +354,7 @@ def main() -> None:
     torch, mlx = _try("torch"), _mlx_libs()
     devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "gpu" and mx.is_available(mx.gpu))]
     threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
-    tf32 = os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""  # (umx's reading: cuda/cublas.py)
+    tf32 = tf32_enabled()
     if torch is not None:  # (every library's GPU products at one precision: MLX's and umx's rule, set on torch)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     print(f"umx {mx.__version__}; {os.cpu_count()} CPU cores; devices: {', '.join(devices)}; float32; median step "

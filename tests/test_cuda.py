@@ -431,5 +431,7 @@ def test_float32_products_follow_mlx_enable_tf32(setting):
     errors = [float(e) for e in errors]
     if setting == "0":
         assert max(errors) < 2e-5, errors
-    elif int(capability) >= 80:  # (TF32 keeps 10 of float32's 23 fraction bits: errors near 2^-11 per product)
-        assert all(2e-5 < e < 5e-3 for e in errors), errors
+        return
+    if int(capability) < 80:
+        pytest.skip("no TF32 before Ampere: cuBLAS computes in float32")
+    assert all(2e-5 < e < 5e-3 for e in errors), errors  # (TF32 keeps 10 of float32's 23 fraction bits)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from ._probe import _cupy
+
+
+def tf32_enabled() -> bool:
+    """MLX's rule (its CUDA build's): float32 products run on TF32 tensor cores, float32 in and out and float32
+    sums, unless ``MLX_ENABLE_TF32`` is 0. cuBLAS's calls read it once, at the first product, as MLX reads it (a
+    program, or MLX's test harness, may set it after importing umx); GPUs before Ampere ignore it."""
+    return os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""
 
 
 def available() -> bool:

@@ -13,9 +13,9 @@ None, and the caller uses CuPy.
 from __future__ import annotations
 
 import ctypes
-import os
 from math import prod
 
+from . import tf32_enabled
 from ._probe import _cupy
 from .strided import contiguous
 
@@ -27,16 +27,7 @@ _WORKSPACE_BYTES = 32 << 20  # what NVIDIA advises for Hopper; one per GPU strea
 # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h)
 _CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16F, _CUDA_R_16BF = 0, 1, 2, 14
 _CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_32F_FAST_TF32, _CUBLAS_COMPUTE_64F = 68, 77, 70
-
-
-def _tf32_enabled() -> bool:
-    """MLX's rule (its CUDA build's): float32 products run on TF32 tensor cores, float32 in and out and float32
-    sums, unless ``MLX_ENABLE_TF32`` is 0. Read once, at the first product, as MLX reads it (a program, or MLX's
-    test harness, may set it after importing umx); GPUs before Ampere ignore it."""
-    return os.environ.get("MLX_ENABLE_TF32", "1").strip().lstrip("0") != ""
-
-
-#: the compute type of float32 products (set with the library, by ``available``)
+#: the compute type of float32 products (set with the library, by ``available``: see ``tf32_enabled``)
 _COMPUTE_32F = _CUBLAS_COMPUTE_32F
 _c_void_p = ctypes.c_void_p
 _one_f, _zero_f = ctypes.c_float(1.0), ctypes.c_float(0.0)
@@ -101,7 +92,7 @@ def available() -> bool:
     global _lib, _loaded, _COMPUTE_32F
     if not _loaded:
         _lib = _library()
-        if _tf32_enabled():
+        if tf32_enabled():
             _COMPUTE_32F = _CUBLAS_COMPUTE_32F_FAST_TF32
             _TYPES["f"] = (_CUDA_R_32F, _COMPUTE_32F) + _TYPES["f"][2:]
         _loaded = True
