@@ -260,3 +260,67 @@ def test_vmap_scatters_pads_and_unmapped_inputs(on, monkeypatch):
     assert_close(mx.vmap(mx.vmap(lambda r: mx.pad(r, (1, 1))))(x), np.pad(np.asarray(x), ((0, 0), (0, 0), (1, 1))))
     with pytest.raises(ValueError):
         mx.vmap(lambda r, v: mx.pad(r, ((1, 1), (1, 1)), constant_values=v))(x, mx.array([3.0, 4.0]))
+
+
+def _overlapping(monkeypatch, device) -> None:
+    """Make ``device``'s executors run beside the host, as a GPU's do (the CPU's do not)."""
+    import dataclasses
+
+    ex = mx.default_stream(device).executor
+    monkeypatch.setattr(type(ex), "traits", dataclasses.replace(ex.traits, overlaps_host=True))
+
+
+def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on, monkeypatch, rng):
+    from umx.transforms.compile import _UNCOMPILED
+
+    w_np, x_np = rng.standard_normal((6, 3)).astype(np.float32), rng.standard_normal((5, 6)).astype(np.float32)
+    w, x = mx.array(w_np), mx.array(x_np)
+
+    def loss_of(w, x):
+        return (mx.tanh(x @ w) ** 2).sum()
+
+    def expected_grad(w):
+        y = np.tanh(x_np.astype(np.float64) @ w)
+        return x_np.T @ (2 * y * (1 - y * y))
+
+    plain = mx.value_and_grad(loss_of)(w, x)
+    if not mx.default_stream(on).executor.traits.overlaps_host:  # (the CPU's: left to the next eval)
+        assert plain[0]._exec is None and plain[1]._exec is None
+    _overlapping(monkeypatch, on)
+    loss, g = mx.value_and_grad(loss_of)(w, x)
+    assert loss._exec is not None and g._exec is not None  # scheduled on return, before any eval
+    assert_close(g, expected_grad(w_np.astype(np.float64)), rtol=1e-4, atol=1e-5)
+    assert_close(loss, plain[0], rtol=1e-6)
+
+    # inside an outer transform the graph must stay whole: second derivatives flow through the inner one
+    def inner_norm(w):
+        _, gw = mx.value_and_grad(loss_of)(w, x)
+        return (gw * gw).sum()
+
+    h = mx.grad(inner_norm)(w)
+    h_ref = mx.grad(inner_norm)(w + 0)  # (a fresh primal: the same values)
+    assert_close(h, h_ref)
+    w64 = w_np.astype(np.float64)
+    eps = 1e-3
+    bump = np.zeros_like(w64)
+    bump[2, 1] = eps
+    fd = ((expected_grad(w64 + bump) ** 2).sum() - (expected_grad(w64 - bump) ** 2).sum()) / (2 * eps)
+    assert abs(float(h[2, 1]) - fd) < 2e-2 * max(1.0, abs(fd))
+
+    # and a compiled step's trace starts nothing, or it would be dropped as one that evaluated a value
+    step = mx.compile(mx.value_and_grad(loss_of))
+    c_loss, c_g = step(w, x)
+    assert all(t is not _UNCOMPILED for t in step._cache.values())
+    assert_close(c_g, g, rtol=1e-5)
+    assert_close(c_loss, loss, rtol=1e-5)
+
+
+def test_early_start_can_be_turned_off(on, monkeypatch):
+    from umx.runtime import scheduler
+
+    _overlapping(monkeypatch, on)
+    monkeypatch.setattr(scheduler, "EARLY_START", False)
+    w = mx.ones((3, 2))
+    loss, g = mx.value_and_grad(lambda w: (w * w).sum())(w)
+    assert loss._exec is None and g._exec is None
+    assert_close(g, 2 * np.ones((3, 2)))

@@ -26,6 +26,9 @@ class Traits:
             the steps one by one): ``compile`` then builds that node instead of replaying the graph node by node.
         program_max_elements: a graph with a larger step is replayed node by node (None: any size): where the
             graph runs step by step, large steps are better fused and split across cores.
+        overlaps_host: whether its work, once launched, runs beside the host's Python (a GPU's kernels): a
+            gradient is then started as soon as ``value_and_grad`` has built it (``scheduler.start``), so the
+            device computes it while the host builds the optimizer's update.
     """
 
     local_types: frozenset = frozenset()
@@ -34,6 +37,7 @@ class Traits:
     small_regions: tuple | None = None
     programs: bool = False
     program_max_elements: int | None = None
+    overlaps_host: bool = False
 
 
 @runtime_checkable

@@ -37,6 +37,9 @@ from .retain import tracing as transform_watch
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"
+#: ``start`` launches gradients as soon as they are built, where the device overlaps the host (``UMX_EARLY_START=0``
+#: leaves them to the next eval)
+EARLY_START = os.environ.get("UMX_EARLY_START", "1") != "0"
 
 __all__ = ["eval", "async_eval"]
 
@@ -518,6 +521,32 @@ def async_eval(*args) -> None:
     _schedule(targets, host=True)
     if tr is not None:
         tr.span("eval", "async_eval", t0, _tracing.now(), {"targets": len(targets)})
+
+
+def start(arrays: list) -> None:
+    """Start evaluating ``arrays`` and return without waiting, where that overlaps the host's next work: every
+    unevaluated one is computed on a stream whose executor runs beside the host (``Traits.overlaps_host``, a
+    GPU's) and no trace, ``compile`` or transform watches this thread. Otherwise nothing: they are evaluated when
+    asked for, with whatever is built on them meanwhile. ``value_and_grad`` calls it with its results, so that a
+    training step's forward and backward passes run on the device while Python builds the optimizer's update
+    (eager, that graph's building, planning and launch took as long as its kernels). The caller launches the
+    batch itself, as an eval's caller does: a batch handed to the stream's worker would wait for the GIL behind
+    the building."""
+    if not EARLY_START:
+        return
+    if compile_watch or transform_watch:
+        ident = get_ident()
+        if ident in compile_watch or ident in transform_watch:
+            return
+    targets = []
+    for a in arrays:
+        if a._data is None:
+            st = a._stream
+            if not (st._executor or st.executor).traits.overlaps_host:
+                return
+            targets.append(a)
+    if targets:
+        _schedule(targets, True, True)
 
 
 _array.install(eval_arrays=eval_arrays, read_eval=read_eval)  # (array.py sits below: it does not import this)

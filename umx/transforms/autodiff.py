@@ -24,6 +24,7 @@ from ..array import _created, array, node
 from ..devices import resolve_stream
 from ..ops import astype, ones_like, zeros_like
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
+from ..runtime import scheduler as _scheduler
 from ..runtime.retain import Tracing
 from . import _trees
 
@@ -371,7 +372,9 @@ def _value_and_grad(fun: Callable, nums: tuple, single: bool, names: list, what:
 
         flat = _rebound([loss], flat, links)
         grads = backward([loss], [ones_like(loss)], flat)
-    grads = iter(_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig))
+    grads = [_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig)]
+    _scheduler.start([loss, *grads])  # (a device computes them while the caller builds what comes next)
+    grads = iter(grads)
     per_tree = [_trees.unflatten(t, grads) for t in shapes]
     pos = per_tree[:len(nums)]
     positional = (pos[0] if single else tuple(pos)) if nums else None

@@ -89,6 +89,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         # minutes to compile. Longer chains become several kernels, of one cached structure.
         fuse_max_nodes=1024,
         programs=True,  # (as one CUDA graph each: see graphs.Graphs.run_program)
+        overlaps_host=True,
     )
 
     def only_enqueues(self, tasks: list) -> bool:
