@@ -9,7 +9,8 @@ Three lowerings, picked per call:
   convolutions), each input position times every tap's weights in one GEMM, each tap's products then added into
   a strided slice of the output, so no product is taken with the zeros a dilation inserts.
 - *taps*: depthwise convolutions (one input channel per group) as one multiply-add per kernel tap, since their
-  products have too little depth for a GEMM.
+  products have too little depth for a GEMM. On NumPy, a block's taps are summed by one ``einsum``, over its
+  part of the input padded in a buffer of its own.
 - *positions*: a depthwise convolution whose kernel is larger than its output (a depthwise weight gradient) as
   one multiply and sum per output position.
 
@@ -27,6 +28,7 @@ from itertools import product
 import numpy as np
 
 from ...primitives.conv import Convolution
+from ...runtime import host_pool
 from . import each, kernel
 
 #: the most bytes of temporaries one chunk may take
@@ -70,6 +72,12 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
     dilated = any(d > 1 for d in prim.input_dilation)
     if dilated and not depthwise and all(s == 1 for s in prim.stride) and math.prod(kernel_shape) <= SCATTER_TAPS:
         out = _scatter(xp, prim, x, w, out_shape, budget, mm)
+    elif (depthwise and xp is np and prim.stride[-1] == 1 and not _wide(w, out_shape)
+          and 0 < math.prod(kernel_shape) * out_shape[-1] * x.itemsize <= budget):
+        lo = prim.padding_lo
+        if dilated:  # (dilated and padded here, at once: the blocks then read it in place)
+            x, lo = _padded(xp, x, lo, prim.padding_hi, prim.input_dilation), (0,) * nd
+        out = _taps_summed(x, w, lo, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, parallel)
     else:
         padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
         if depthwise:
@@ -226,27 +234,16 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
     output that stay in cache (at once where ``parallel`` runs them)."""
     n, *out_sp, o = out_shape
     k_sp = w.shape[1:-1]
-    nd = len(k_sp)
     if o > groups:  # each input channel feeds o / groups outputs: repeat it, so each output has its own column
         x = xp.repeat(x, o // groups, axis=-1)
     taps = list(product(*(range(k) for k in k_sp)))
     if not taps:
         return xp.zeros(out_shape, x.dtype)
     wt = w.reshape(o, -1)
+    weights = [wt[:, t] for t in range(len(taps))]
     item = x.itemsize
     inner = math.prod(out_sp[1:])
     rows = budget // max(inner * o * item, 1)  # (a block's rows of its first spatial axis, where it cuts them)
-    # NumPy's loop over a tap's weight broadcast along the output's last spatial axis is o elements long, a call
-    # each; with the weight repeated along that axis (where the input's window there is contiguous with its
-    # channels), one loop runs over the whole row
-    last = out_sp[-1] if nd > 1 else min(out_sp[0], max(1, rows), max(1, budget // (len(taps) * o * item)))
-    if (xp is np and stride[-1] == 1 and x.strides[-1] == item and x.strides[-2] == x.shape[-1] * item
-            and len(taps) * last * o * item <= budget):
-        weights = [xp.ascontiguousarray(xp.broadcast_to(wt[:, t], (last, o))) for t in range(len(taps))]
-        if nd == 1:
-            rows = last
-    else:
-        weights = [wt[:, t] for t in range(len(taps))]
     out = xp.empty(out_shape, x.dtype)
 
     def block(n0: int, n1: int, r0: int, r1: int) -> None:
@@ -258,16 +255,84 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
                 start = k * dilation[a] + (r0 * stride[a] if a == 0 else 0)
                 stop = start + ((r1 - r0 if a == 0 else out_sp[a]) - 1) * stride[a] + 1
                 key.append(slice(start, stop, stride[a]))
-            wgt = weights[t]
-            if wgt.ndim == 2 and nd == 1:
-                wgt = wgt[:r1 - r0]
-            xp.multiply(x[tuple(key)], wgt, out=dest if t == 0 else scratch)
+            xp.multiply(x[tuple(key)], weights[t], out=dest if t == 0 else scratch)
             if t:
                 dest += scratch
 
     # (blocks write disjoint parts of the output: they may run at once)
     each(list(_blocks(n, out_sp[0], inner * o * item, rows * inner * o * item)), lambda b: block(*b), parallel)
     return out
+
+
+def _taps_summed(x, w, lo: tuple, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
+                 parallel=None):
+    """The depthwise lowering on NumPy of input ``x`` padded by ``lo`` (a unit stride along the last spatial axis):
+    per block of the output, its sum over the kernel's taps as one ``einsum`` (a multiply-add per tap in one pass)
+    over the block's part of the input, padded into a buffer of its own (or read in place where it needs no
+    padding), at once where ``parallel`` runs them."""
+    n, *out_sp, o = out_shape
+    k_sp = w.shape[1:-1]
+    nd = len(k_sp)
+    item, s = x.itemsize, x.strides
+    rep = o // groups
+    # the windows' extent along each spatial axis of the padded input (a block's along the first: its rows')
+    ext = [(m - 1) * st + (k - 1) * d + 1 for m, st, k, d in zip(out_sp, stride, k_sp, dilation)]
+    span = (k_sp[0] - 1) * dilation[0] + 1
+    # Along the last spatial axis the windows are contiguous with their channels: that axis and the channels are
+    # one axis, taken in runs of ``last`` positions, so einsum's inner loop runs along a run, not o elements; the
+    # weights are repeated along one. (For one spatial axis, a block is a run.)
+    last = max(1, min(out_sp[-1], budget // (math.prod(k_sp) * o * item)))
+    kern = np.broadcast_to(np.moveaxis(w[..., 0], 0, -1)[..., None, :], (*k_sp, last, o)).reshape(*k_sp, last * o)
+    inner = math.prod(ext[1:]) * o * item  # a buffer's bytes per row (an index of its first spatial axis)
+    rows = max(1, (budget // inner - span) // stride[0] + 1)
+    if nd == 1:
+        rows = min(rows, last)
+    if rows >= out_sp[0]:  # whole batch elements, as many as fit
+        step = max(1, budget // (ext[0] * inner))
+        blocks = [(n0, min(n, n0 + step), 0, out_sp[0]) for n0 in range(0, n, step)]
+    else:
+        blocks = [(i, i + 1, r0, min(out_sp[0], r0 + rows)) for i in range(n) for r0 in range(0, out_sp[0], rows)]
+    lead = "pqr"[:nd - 1]
+    kernel = "ijk"[:nd]
+    terms = f"n{lead}{kernel}c,{kernel}c->n{lead}c"  # (batch, outer output axes, kernel, last axis and channels)
+    # (a large output from the pool's mapped blocks: see runtime/host_pool.py)
+    out = host_pool.empty((n, *out_sp[:-1], out_sp[-1] * o), x.dtype)
+    in_place = rep == 1 and s[-1] == item and s[-2] == o * item
+
+    def block(n0: int, n1: int, r0: int, r1: int) -> None:
+        shape = (n1 - n0, (r1 - r0 - 1) * stride[0] + span, *ext[1:])
+        src, dst = [slice(n0, n1)], [slice(None)]
+        for a in range(nd):
+            off = lo[a] - (r0 * stride[0] if a == 0 else 0)  # (where the input's first index lands in the buffer)
+            j0, j1 = _kept(off, 1, shape[1 + a], 0, x.shape[1 + a])
+            j1 = max(j0, j1)
+            src.append(slice(j0, j1))
+            dst.append(slice(off + j0, off + j1))
+        part = x[tuple(src)]
+        if in_place and part.shape[1:-1] == shape[1:]:
+            buf = part
+        else:
+            buf = np.empty((*shape, groups, rep), x.dtype)
+            for a in range(1, nd + 1):  # (zeros where the input does not reach: the padding)
+                buf[(*dst[:a], slice(0, dst[a].start))] = 0
+                buf[(*dst[:a], slice(dst[a].stop, None))] = 0
+            for k in range(rep):  # (each input channel once per output it feeds: a broadcast copy loops rep long)
+                np.copyto(buf[(*dst, slice(None), k)], part)
+            buf = buf.reshape(*shape, o)
+        b = buf.strides
+        positions = out_sp[-1] if nd > 1 else r1 - r0
+        view = np.lib.stride_tricks.as_strided(
+            buf, (n1 - n0, *(r1 - r0, *out_sp[1:-1])[:nd - 1], *k_sp, positions * o),
+            (b[0], *(b[1 + a] * stride[a] for a in range(nd - 1)), *(b[1 + a] * dilation[a] for a in range(nd)),
+             item))
+        dest = out[n0:n1, r0:r1] if nd > 1 else out[n0:n1, r0 * o:r1 * o]
+        for p0 in range(0, positions, last):
+            p1 = min(positions, p0 + last)
+            np.einsum(terms, view[..., p0 * o:p1 * o], kern[..., :(p1 - p0) * o], out=dest[..., p0 * o:p1 * o])
+
+    # (blocks write disjoint parts of the output: they may run at once, einsum letting go of the GIL)
+    each(blocks, lambda b: block(*b), parallel)
+    return out.reshape(out_shape)
 
 
 def _positions(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
