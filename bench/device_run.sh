@@ -19,6 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
+#   early: the GPU training steps with value_and_grad's early start on and off in turn (UMX_EARLY_START), then the
+#   tests of transforms, graphs, optimizers and examples;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each
 #   setting of the CPU backend's knobs (bench/cpu_knobs.py), then the pool's hand-offs and chunk sizes
@@ -84,6 +86,16 @@ if [ "${1:-core}" = scale ]; then  # how the CPU's kernels scale: one core (task
   done
   timeout 150 python3 bench/cpu_knobs.py 2>&1 | tee "$OUT/cpu-knobs.log"
   timeout 150 python3 bench/cpu_split.py --runs 5 2>&1 | tee "$OUT/cpu-split.log" | tail -40
+  exit 0
+fi
+if [ "${1:-core}" = early ]; then  # value_and_grad's early start, on and off in turn, then the tests near it
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  for e in 1 0 1 0; do echo "== UMX_EARLY_START=$e"
+    UMX_EARLY_START=$e timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 11 2>&1 \
+      | grep -E "^(MLP|LM|CNN)" | tee -a "$OUT/early.log"
+  done
+  timeout 90 python3 -m pytest -q -p no:cacheprovider -n 14 -W ignore tests/test_transforms_api.py \
+    tests/test_graphs.py tests/test_optimizers.py tests/test_training_paths.py tests/test_examples.py 2>&1 | tail -3
   exit 0
 fi
 if [ "${1:-core}" = cpu-why ]; then  # on the 16 cores: ops in a step against the same ops alone, and three suspects
