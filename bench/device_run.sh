@@ -19,7 +19,7 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   early: the GPU training steps with value_and_grad's early start on and off in turn (UMX_EARLY_START), then the
+#   early: the GPU training steps with value_and_grad's early start (opt-in) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each

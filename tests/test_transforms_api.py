@@ -263,9 +263,13 @@ def test_vmap_scatters_pads_and_unmapped_inputs(on, monkeypatch):
 
 
 def _overlapping(monkeypatch, device) -> None:
-    """Make ``device``'s executors run beside the host, as a GPU's do (the CPU's do not)."""
+    """Turn the early start on (``UMX_EARLY_START=1``) and make ``device``'s executors run beside the host, as a
+    GPU's do (the CPU's do not)."""
     import dataclasses
 
+    from umx.runtime import scheduler
+
+    monkeypatch.setattr(scheduler, "EARLY_START", True)
     ex = mx.default_stream(device).executor
     monkeypatch.setattr(type(ex), "traits", dataclasses.replace(ex.traits, overlaps_host=True))
 
@@ -283,9 +287,8 @@ def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on
         y = np.tanh(x_np.astype(np.float64) @ w)
         return x_np.T @ (2 * y * (1 - y * y))
 
-    plain = mx.value_and_grad(loss_of)(w, x)
-    if not mx.default_stream(on).executor.traits.overlaps_host:  # (the CPU's: left to the next eval)
-        assert plain[0]._exec is None and plain[1]._exec is None
+    plain = mx.value_and_grad(loss_of)(w, x)  # (off by default: left to the next eval)
+    assert plain[0]._exec is None and plain[1]._exec is None
     _overlapping(monkeypatch, on)
     loss, g = mx.value_and_grad(loss_of)(w, x)
     assert loss._exec is not None and g._exec is not None  # scheduled on return, before any eval
@@ -315,10 +318,13 @@ def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on
     assert_close(c_loss, loss, rtol=1e-5)
 
 
-def test_early_start_can_be_turned_off(on, monkeypatch):
+def test_early_start_is_opt_in(on, monkeypatch):
+    import os
+
     from umx.runtime import scheduler
 
-    _overlapping(monkeypatch, on)
+    assert scheduler.EARLY_START == (os.environ.get("UMX_EARLY_START") == "1")
+    _overlapping(monkeypatch, on)  # (on, with an executor that overlaps the host: then turned off again)
     monkeypatch.setattr(scheduler, "EARLY_START", False)
     w = mx.ones((3, 2))
     loss, g = mx.value_and_grad(lambda w: (w * w).sum())(w)
