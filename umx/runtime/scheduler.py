@@ -527,11 +527,10 @@ def start(arrays: list) -> None:
     """Start evaluating ``arrays`` and return without waiting, where that overlaps the host's next work: with
     ``EARLY_START`` on, every unevaluated one computed on a stream whose executor runs beside the host
     (``Traits.overlaps_host``, a GPU's), and no trace, ``compile`` or transform watching this thread. Otherwise
-    nothing: they are evaluated when asked for, with whatever is built on them meanwhile. ``value_and_grad`` calls it with its results, so that a
-    training step's forward and backward passes run on the device while Python builds the optimizer's update
-    (eager, that graph's building, planning and launch took as long as its kernels). The caller launches the
-    batch itself, as an eval's caller does: a batch handed to the stream's worker would wait for the GIL behind
-    the building."""
+    nothing: they are evaluated when asked for, with whatever is built on them meanwhile. ``value_and_grad``
+    calls it with its results, so that a training step's forward and backward passes run on the device while
+    Python builds the optimizer's update. The caller launches the batch itself, as an eval's caller does: a batch
+    handed to the stream's worker would wait for the GIL behind the building."""
     if not EARLY_START:
         return
     if compile_watch or transform_watch:
