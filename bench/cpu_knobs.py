@@ -7,9 +7,9 @@ The settings, each a module constant changed before the first step:
 - ``base``: as shipped;
 - ``blas-own``: products always on OpenBLAS's own threads (``blas.QUIET = 0``), never cut on umx's pool;
 - ``blas-pool``: products always cut on umx's pool (``blas.QUIET`` infinite), OpenBLAS held to one thread;
-- ``conv-cores``: a convolution's blocks sized so each core gets one (its gathered windows over the cores,
-  1-8 MiB) rather than ``kernels.CONV_BUDGET``;
-- ``conv4``: ``CONV_BUDGET`` of 4 MiB;
+- ``conv1``: a convolution's blocks of at most 1 MiB of windows whatever the cores (``kernels.CONV_BUDGET_MAX``
+  of 1 MiB), where the shipped ones are its windows over the cores, 1-8 MiB;
+- ``conv4``: blocks of at least 4 MiB (``CONV_BUDGET``);
 - ``conv-whole``: a convolution's windows gathered whole (up to 64 MiB, as on the GPU) by the pool, then one
   product, cut as any large product is (``blas.matmul``), rather than blocks each with its own product;
 - ``pool8``, ``pool4``: umx's pool cut to that many threads (``threads.CORES``);
@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 
-SETTINGS = ("base", "blas-own", "blas-pool", "conv-cores", "conv4", "conv-whole", "pool8", "pool4", "block256",
+SETTINGS = ("base", "blas-own", "blas-pool", "conv1", "conv4", "conv-whole", "pool8", "pool4", "block256",
             "base")
 
 
@@ -51,19 +51,8 @@ def _apply(setting: str) -> None:
         threads.CORES = int(setting[4:])
     elif setting.startswith("block"):
         threads.BLOCK_PER_CORE = int(setting[5:]) << 10
-    elif setting == "conv-cores":
-        convolution = xp_conv.convolution
-
-        def per_core(xp, prim, x, w, budget=None, **kw):
-            if xp is np:
-                nd = x.ndim - 2
-                positions = x.shape[0] * math.prod(prim.out_size(a, x.shape[1 + a], w.shape[1 + a])
-                                                   for a in range(nd))
-                windows = positions * math.prod(w.shape[1:]) * prim.groups * x.itemsize
-                budget = max(1 << 20, min(8 << 20, windows // threads.CORES + 1))
-            return convolution(xp, prim, x, w, budget, **kw)
-
-        xp_conv.convolution = per_core
+    elif setting == "conv1":
+        cpu_kernels.CONV_BUDGET_MAX = 1 << 20
     elif setting == "conv-whole":
         convolution = xp_conv.convolution
 

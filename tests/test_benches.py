@@ -153,9 +153,9 @@ def test_cpu_pool_spinning_pool_runs_every_chunk_and_puts_the_pool_back():
     assert threads.chunk_pool() is plain
 
 
-def test_cpu_knobs_settings_change_what_they_name_and_conv_cores_keeps_results(monkeypatch, rng):
-    """``bench/cpu_knobs.py``: each setting changes its knob; a convolution's blocks sized per core, or its windows
-    gathered whole, give the values the shipped budget's give."""
+def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(monkeypatch, rng):
+    """``bench/cpu_knobs.py``: each setting changes its knob; a convolution's windows gathered whole, or its
+    blocks of at most 1 MiB, give the values the shipped budget's give."""
     import numpy as np
 
     from umx.backends.cpu import blas
@@ -164,19 +164,21 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_cores_keeps_results(m
     from umx.runtime import threads
 
     knobs = _load("cpu_knobs")
-    for module, name in ((blas, "QUIET"), (cpu_kernels, "CONV_BUDGET"), (threads, "CORES"),
+    for module, name in ((blas, "QUIET"), (cpu_kernels, "CONV_BUDGET"), (cpu_kernels, "CONV_BUDGET_MAX"),
+                         (threads, "CORES"),
                          (threads, "BLOCK_PER_CORE"), (xp_conv, "convolution")):
         monkeypatch.setattr(module, name, getattr(module, name))  # (put back after the test)
     x = mx.array(rng.standard_normal((64, 32, 32, 8)).astype(np.float32))  # (19 MB of windows: blocks differ)
     w = mx.array(rng.standard_normal((5, 3, 3, 8)).astype(np.float32))
     want = np.array(mx.conv2d(x, w, padding=1, stream=mx.cpu))
-    for setting, fn in (("conv-cores", "per_core"), ("conv-whole", "whole")):
+    for setting in ("conv1", "conv-whole"):
         knobs._apply(setting)
-        assert xp_conv.convolution.__name__ == fn
         np.testing.assert_allclose(np.array(mx.conv2d(x, w, padding=1, stream=mx.cpu)), want, rtol=1e-5, atol=1e-5)
+    assert xp_conv.convolution.__name__ == "whole"
     for setting, module, name, value in (
             ("blas-own", blas, "QUIET", 0.0), ("blas-pool", blas, "QUIET", float("inf")),
-            ("conv4", cpu_kernels, "CONV_BUDGET", 4 << 20), ("pool4", threads, "CORES", 4),
+            ("conv4", cpu_kernels, "CONV_BUDGET", 4 << 20), ("conv1", cpu_kernels, "CONV_BUDGET_MAX", 1 << 20),
+            ("pool4", threads, "CORES", 4),
             ("block256", threads, "BLOCK_PER_CORE", 256 << 10)):
         knobs._apply(setting)
         assert getattr(module, name) == value, setting

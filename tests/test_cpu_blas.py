@@ -300,3 +300,17 @@ def test_partials_added_in_order(rng, monkeypatch, shape, count, chunk_bytes):
     first = partials[0]
     assert blas.threads.add_in_order(partials) is first  # (by default, into the first partial)
     np.testing.assert_array_equal(first, want)
+
+
+def test_convolution_chunks_are_the_windows_over_the_cores_within_bounds(monkeypatch):
+    from umx.backends.cpu import kernels
+    from umx.primitives.conv import Convolution
+
+    monkeypatch.setattr(blas.threads, "CORES", 16)
+    prim = Convolution((1, 1), (1, 1), (1, 1), (1, 1), (1, 1), 1, False)
+    w = np.zeros((64, 3, 3, 32), np.float32)
+    x = np.zeros((128, 16, 16, 32), np.float32)  # 128 * 16 * 16 positions of 288 floats: 37.7 MB of windows
+    assert kernels._conv_budget(prim, x, w) == 128 * 16 * 16 * 288 * 4 // 16 + 1
+    assert kernels._conv_budget(prim, x[:4], w) == kernels.CONV_BUDGET  # (1.2 MB over 16 cores: the floor)
+    big = np.broadcast_to(np.zeros((1, 1, 1, 32), np.float32), (64, 512, 512, 32))  # (19 GB: the ceiling)
+    assert kernels._conv_budget(prim, big, w) == kernels.CONV_BUDGET_MAX

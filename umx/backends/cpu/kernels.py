@@ -25,10 +25,12 @@ from . import bf16, blas, fold
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
 BF16_STORAGE = {Matmul: bf16.matmul}
-#: the CPU's bound on a convolution chunk's temporaries: small enough that a GEMM reads the windows just gathered
-#: from a core's caches (a chunk of the shared kernels' size goes to memory and back), and that a convolution has
-#: chunks for every core (they run at once)
+#: the CPU's least bound on a convolution chunk's temporaries: small enough that a GEMM reads the windows just
+#: gathered from a core's caches (a chunk of the shared kernels' size goes to memory and back)
 CONV_BUDGET = 1 << 20
+#: the most: a convolution's windows are cut into about one chunk per core between the two (each chunk's Python
+#: holds the GIL the others want, so on many cores fewer, larger chunks ran a CNN step faster: bench/cpu_knobs.py)
+CONV_BUDGET_MAX = 8 << 20
 
 
 def _leading_sum(x, axes: tuple, keepdims: bool):
@@ -181,8 +183,17 @@ def _mean(prim, x):
 
 
 def _convolution(prim, x, w):
-    return xp_conv.convolution(np, prim, x, w, CONV_BUDGET, input_order=True, matmul=blas.matmul,
+    return xp_conv.convolution(np, prim, x, w, _conv_budget(prim, x, w), input_order=True, matmul=blas.matmul,
                                gather=threads.contiguous, parallel=blas.split)
+
+
+def _conv_budget(prim, x, w) -> int:
+    """A chunk's bound on temporaries for convolution ``prim`` of ``x`` by ``w``: its windows' bytes over the
+    cores, within ``[CONV_BUDGET, CONV_BUDGET_MAX]``."""
+    nd = x.ndim - 2
+    positions = x.shape[0] * math.prod(prim.out_size(a, x.shape[1 + a], w.shape[1 + a]) for a in range(nd))
+    windows = positions * math.prod(w.shape[1:]) * prim.groups * x.itemsize
+    return max(CONV_BUDGET, min(CONV_BUDGET_MAX, windows // threads.CORES + 1))
 
 
 def _rms_norm(prim, x, *weight):
