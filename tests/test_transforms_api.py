@@ -300,9 +300,7 @@ def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on
         _, gw = mx.value_and_grad(loss_of)(w, x)
         return (gw * gw).sum()
 
-    h = mx.grad(inner_norm)(w)
-    h_ref = mx.grad(inner_norm)(w + 0)  # (a fresh primal: the same values)
-    assert_close(h, h_ref)
+    h = mx.grad(inner_norm)(w)  # (a cut graph would give zeros)
     w64 = w_np.astype(np.float64)
     eps = 1e-3
     bump = np.zeros_like(w64)

@@ -457,6 +457,15 @@ _MAIN_IDENT = threading.main_thread().ident
 compile_watch: dict = {}
 
 
+def outside_traces() -> bool:
+    """Whether no transform and no enclosing ``compile`` traces on this thread: those must see the graph itself,
+    so nothing may be evaluated on it but through ``eval``."""
+    if not compile_watch and not transform_watch:
+        return True
+    ident = get_ident()
+    return ident not in compile_watch and ident not in transform_watch
+
+
 def _eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
     if transform_watch:
         kept = transform_watch.get(get_ident())
@@ -531,12 +540,8 @@ def start(arrays: list) -> None:
     calls it with its results, so that a training step's forward and backward passes run on the device while
     Python builds the optimizer's update. The caller launches the batch itself, as an eval's caller does: a batch
     handed to the stream's worker would wait for the GIL behind the building."""
-    if not EARLY_START:
+    if not EARLY_START or not outside_traces():
         return
-    if compile_watch or transform_watch:
-        ident = get_ident()
-        if ident in compile_watch or ident in transform_watch:
-            return
     targets = []
     for a in arrays:
         if a._data is None:

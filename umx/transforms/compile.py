@@ -13,15 +13,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from threading import get_ident
 
 from ..array import array, node
 from ..devices import resolve_stream
 from ..ops import zeros_like
 from ..ops._core import sibling_nodes
 from ..primitives import Custom
-from ..runtime.retain import tracing as transform_watch
-from ..runtime.scheduler import compile_watch
+from ..runtime.scheduler import outside_traces
 from . import _shapeless, _tape, _trees
 from ._registry import rules
 from .autodiff import vjp as _vjp
@@ -140,7 +138,7 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
         program = tape.program
         if program is None:
             program = tape.program = _tape.program_for(tape)
-        if program and not program.refused and _outside_traces():
+        if program and not program.refused and outside_traces():
             flat = program(leaves, keys)  # the whole graph as one node (a CUDA graph; on a CPU, its steps in turn)
         else:
             flat = tape(leaves, keys)
@@ -151,14 +149,6 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
 
     compiled._cache = cache  # signature -> Tape (or the uncompiled marker): for tests and inspection
     return compiled
-
-
-def _outside_traces() -> bool:
-    """Whether no transform and no enclosing compile traces on this thread: those must see the graph itself."""
-    if not compile_watch and not transform_watch:
-        return True
-    ident = get_ident()
-    return ident not in compile_watch and ident not in transform_watch
 
 
 def _for_shapes(tape, shapes: tuple, fun, args, kwargs, leaves, n_args, inputs, outputs) -> tuple:
