@@ -24,6 +24,8 @@ every primitive has a kernel, a capture decision and each rule or its reason.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 
 class Primitive:
     """Base of all primitives. Subclasses list their parameters in ``__slots__``."""
@@ -40,6 +42,9 @@ class Primitive:
     no_vjp: str | None = None
     no_jvp: str | None = None
     no_vmap: str | None = None
+    #: what of an instance identifies its computation in a graph's structural key, where its parameters as they
+    #: are would not (see :func:`structure_key`); None: the class and every parameter
+    key_params = None
 
     @property
     def name(self) -> str:
@@ -87,6 +92,30 @@ def subclasses(cls: type = Primitive) -> list:
 
 
 _PARAM_NAMES: dict = {}
+_KEYS: dict = {}  # primitive class -> a function of an instance: its structural key
+
+
+def structure_key(p: Primitive):
+    """Primitive ``p``'s part of a graph's structural key (CUDA graphs, backward tapes): its class, then its
+    parameters read by one C-level getter (a primitive's own hash and == are Python code, ten times slower), or
+    what the class's ``key_params`` gives (a fill value by its bits: 0.0 == -0.0, but they fill differently)."""
+    f = _KEYS.get(p.__class__)
+    if f is None:
+        f = _key_function(p.__class__)
+    return f(p)
+
+
+def _key_function(c: type):
+    own = c.key_params
+    if own is not None:
+        f = lambda p: (c, own(p))  # noqa: E731
+    elif not param_names(c):
+        f = lambda p: c  # noqa: E731
+    else:
+        get = attrgetter(*param_names(c))  # (every class's slots: a Sum's axes are its base's)
+        f = lambda p: (c, get(p))  # noqa: E731
+    _KEYS[c] = f
+    return f
 
 
 def param_names(cls) -> tuple:

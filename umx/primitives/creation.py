@@ -12,6 +12,10 @@ class Full(Primitive):
     capture = True
     no_grad = no_vmap = NO_INPUTS
 
+    @staticmethod
+    def key_params(p) -> tuple:  # the value by its bits: 0.0 == -0.0, but they fill differently
+        return p.shape, p.dtype, repr(p.value)
+
     def __init__(self, shape: tuple, value, dtype):
         self.shape = shape
         self.value = value

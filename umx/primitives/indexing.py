@@ -13,6 +13,11 @@ from .base import Primitive
 ARRAY = "array"
 
 
+def hashable_key(key: tuple) -> tuple:
+    """An index key with its slices as tuples (slices hash only from Python 3.12), for structural keys."""
+    return tuple([(slice, k.start, k.stop, k.step) if k.__class__ is slice else k for k in key])
+
+
 def fill_key(template: tuple, arrays) -> tuple:
     """The concrete key: the template with each ARRAY replaced by the next of ``arrays``."""
     it = iter(arrays)
@@ -25,6 +30,10 @@ class Gather(Primitive):
     __slots__ = ("key",)
     capture = True
     moves_bits = True
+
+    @staticmethod
+    def key_params(p) -> tuple:
+        return hashable_key(p.key)
 
     def __init__(self, key: tuple):
         self.key = key
@@ -39,6 +48,10 @@ class Scatter(Primitive):
 
     __slots__ = ("key", "op")
     capture = True
+
+    @staticmethod
+    def key_params(p) -> tuple:
+        return hashable_key(p.key), p.op
 
     def __init__(self, key: tuple, op: str | None):
         self.key = key

@@ -50,8 +50,8 @@ from ..primitives import (
     Var,
     Where,
 )
+from ._replay import Tape, _getter
 from ._rules import gathered_shape
-from ._tape import Tape, _getter
 
 __all__ = ["derive"]
 

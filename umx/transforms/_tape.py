@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 import os
 import threading
-from operator import itemgetter
 
 import numpy as np
 
-from ..array import _created, array, node
+from ..array import _created, array
 from ..dtypes import bfloat16
 from ..ops import random as _random
 from ..ops._core import sibling_nodes
@@ -29,6 +28,7 @@ from ..runtime import scheduler
 from ..runtime.executor import conform_to, kernel_args
 from ..runtime.retain import tracing
 from . import _trees
+from ._replay import Tape, _getter
 from .autodiff import _marker
 
 __all__ = ["HOLE", "record", "Tape", "Program", "program_for", "fill", "assign"]
@@ -43,70 +43,6 @@ _NEVER_FOLDED = (Communication, Depends, Load, Custom, CudaKernel)  # (effects, 
 PROGRAMS = os.environ.get("UMX_COMPILED_PROGRAMS", "1") != "0"
 PROGRAM_MIN_STEPS = 8  # shorter tapes replay node by node: one node's fixed cost is not repaid
 _NOT_IN_PROGRAMS = (Communication, Load)  # (effects ordered across processes, host reads)
-
-
-class Tape:
-    """A recorded graph: ``tape(ins, keys=None)`` rebuilds it on new input leaves and returns the flat outputs
-    (the function's, then the state outputs), drawing fresh random keys unless ``keys`` are given.
-
-    Values are numbered: constants, then inputs, then keys, then the steps' nodes in order. A step is ``(prim,
-    get, shape, dtype, stream, group)``: ``get(values)`` gives its inputs tuple (an ``itemgetter``), ``group``
-    is 0, or on the last node of a sibling group, the group's size. The first replays interpret the steps; the
-    ``GENERATE_AT``-th generates one Python function of straight-line ``node(...)`` calls (faster than the
-    interpreter, but compiling it costs time per step, repaid only by a tape replayed often), which runs from
-    then on.
-
-    Attributes:
-        template: the output tree with ``HOLE`` for its arrays.
-        n_out: how many of the flat outputs are the function's.
-        n_steps: the number of nodes a replay builds.
-    """
-
-    __slots__ = ("consts", "n_ins", "n_keys", "steps", "refs", "out_refs", "template", "n_out", "n_steps", "_run",
-                 "_calls", "in_shapes", "variants", "program")
-
-    GENERATE_AT = 32
-
-    def __init__(self, consts: list, n_ins: int, n_keys: int, steps: list, refs: list, out_refs: list, template,
-                 n_out: int):
-        self.consts = consts
-        self.n_ins = n_ins
-        self.n_keys = n_keys
-        self.steps = steps
-        self.refs = refs  # each step's input numbers, for the generated code
-        self.out_refs = out_refs
-        self.template = template
-        self.n_out = n_out
-        self.n_steps = len(steps)
-        self._run = None
-        self._calls = 0
-        self.in_shapes = ()  # the input leaves' shapes at the trace
-        self.variants = None  # for a shapeless compile: other input shapes -> the tape for them
-        self.program = None  # its Program, False where it has none, None until the first replay decides
-
-    def __call__(self, ins: list, keys=None) -> list:
-        if self._run is not None:
-            return self._run(ins, keys)
-        self._calls += 1
-        if self._calls >= self.GENERATE_AT:
-            self._run = _generate(self)
-            return self._run(ins, keys)
-        if keys is None:
-            keys = [_random._next_key() for _ in range(self.n_keys)] if self.n_keys else []
-        return self.interpret(self.consts, ins, keys)
-
-    def interpret(self, consts: list, ins: list, keys: list) -> list:
-        """The flat outputs of the steps built on ``consts`` (the tape's, or stand-ins for them), ``ins`` and
-        ``keys``, by the interpreter."""
-        env = consts + ins + keys
-        add = env.append
-        for prim, get, shape, dtype, stream, group in self.steps:
-            add(node(prim, get(env), shape, dtype, stream))
-            if group:
-                made = tuple(env[-group:])
-                for m in made:
-                    m._siblings = made
-        return [env[r] for r in self.out_refs]
 
 
 class Program:
@@ -268,20 +204,6 @@ def program_for(tape: Tape):
     if all(r < first for r in tape.out_refs):
         return False
     return Program(tape, stream)
-
-
-def _no_inputs(env) -> tuple:
-    return ()
-
-
-def _getter(refs: tuple):
-    """``get(values)`` -> the tuple of ``values[r]`` for ``r`` in ``refs``."""
-    if not refs:
-        return _no_inputs
-    if len(refs) == 1:
-        r = refs[0]
-        return lambda env: (env[r],)
-    return itemgetter(*refs)
 
 
 def record(fun, args: tuple, kwargs: dict, leaves: list, n_arg_leaves: int, state_in, state_out,
@@ -467,44 +389,6 @@ def _common(steps: list, outs: list) -> dict:
         if first is not g and id(g) not in out_ids:
             alias[id(g)] = first
     return alias
-
-
-def _generate(tape: Tape):
-    """The tape as one Python function of straight-line ``node(...)`` calls: value ``j`` is the variable
-    ``e{j}`` (constants are globals, as are the steps' prims, shapes, dtypes and streams)."""
-    glob: dict = {"node": node, "next_key": _random._next_key}
-    for j, c in enumerate(tape.consts):
-        glob[f"e{j}"] = c
-    interned: dict = {}
-
-    def name(obj, by_value: bool = False) -> str:
-        key = obj if by_value else id(obj)  # shapes by value (equal tuples share a name), the rest by identity
-        n = interned.get(key)
-        if n is None:
-            n = interned[key] = f"g{len(interned)}"
-            glob[n] = obj
-        return n
-
-    j = len(tape.consts)
-    lines = ["def run(ins, keys=None):"]
-    if tape.n_ins:
-        lines.append(f"    {''.join(f'e{j + i}, ' for i in range(tape.n_ins))}= ins")
-        j += tape.n_ins
-    if tape.n_keys:
-        ks = "".join(f"e{j + i}, " for i in range(tape.n_keys))
-        lines.append(f"    if keys is None:\n        {ks}= {', '.join(['next_key()'] * tape.n_keys)},")
-        lines.append(f"    else:\n        {ks}= keys")
-        j += tape.n_keys
-    for (prim, _, shape, dtype, stream, group), refs in zip(tape.steps, tape.refs):
-        ins = "".join(f"e{r}, " for r in refs)
-        lines.append(f"    e{j} = node({name(prim)}, ({ins}), {name(shape, True)}, {name(dtype)}, {name(stream)})")
-        j += 1
-        if group:
-            made = [f"e{i}" for i in range(j - group, j)]
-            lines.append(f"    {' = '.join(m + '._siblings' for m in made)} = ({', '.join(made)})")
-    lines.append(f"    return [{', '.join(f'e{r}' for r in tape.out_refs)}]")
-    exec(compile("\n".join(lines), "<umx.compile tape>", "exec"), glob)  # noqa: S102 (our own code)
-    return glob["run"]
 
 
 def fill(t, it):

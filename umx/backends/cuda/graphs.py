@@ -44,14 +44,12 @@ import sys
 import threading
 import weakref
 from math import prod
-from operator import attrgetter
 
 import numpy as np
 
-from ...primitives import creation as cr
-from ...primitives.base import Primitive, param_names, subclasses
+from ...primitives.base import Primitive, structure_key, subclasses
 from ...primitives.layout import DynamicSliceUpdate
-from ...primitives.misc import Compiled, Custom
+from ...primitives.misc import Compiled
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
 from ...runtime.fusion import Fused, collect_private
@@ -486,7 +484,7 @@ def _plan(tasks: list):
             c = p.__class__
             if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):  # (the set first: cheap)
                 return None
-            op = (_OP_KEYS.get(c) or _op_key(c))(p)
+            op = structure_key(p)
             ins = n._inputs
             node = n
             base.append(1)  # the task list, or the task's tuple
@@ -524,25 +522,6 @@ def _plan(tasks: list):
     retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
     key.append(tuple([(x._shape, x._dtype) for x in externals]))
     return tuple(key), nodes, externals, retained
-
-
-_OP_KEYS: dict = {}  # primitive class -> a function of an instance: its part of the key
-
-
-def _op_key(c):
-    """The key part of primitives of class ``c``: the class and its parameters, read by one C-level getter (a
-    primitive's own hash and == are Python code, ten times slower)."""
-    if c is cr.Full:  # its value by its bits: 0.0 == -0.0, but they fill differently
-        f = lambda p: (c, p.shape, p.dtype, repr(p.value))  # noqa: E731
-    elif c is Custom:  # passes its first n inputs through: its call's rules (new at every call) run nothing here
-        f = lambda p: (c, p.n)  # noqa: E731
-    elif not param_names(c):
-        f = lambda p: c  # noqa: E731
-    else:
-        get = attrgetter(*param_names(c))  # (every class's slots: a Sum's axes are its base's)
-        f = lambda p: (c, get(p))  # noqa: E731
-    _OP_KEYS[c] = f
-    return f
 
 
 def _held_outside(nodes: list, i: int, base: int) -> bool:
