@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -124,10 +125,10 @@ def _permuted(a: array, axes: tuple, stream) -> array:
         prim = _TRANSPOSES[axes] = Transpose(axes)
     st = resolve_stream(stream)
     data = a._data
-    if data is not None and a._prim is None and not a._copies:
+    if data is not None and a._prim is None and not a._copies and not getattr(views_as_nodes, "on", False):
         # A view of evaluated data that nothing copied elsewhere computes nothing: made now it costs no node and
         # no task (a weight's ``.T`` in every eager step). (Not for a value read inside a transform, which keeps
-        # its graph: _prim is set.)
+        # its graph: _prim is set; nor while a backward walk is recorded, see views_as_nodes.)
         if type(data) is np.ndarray:
             if st.device.type is DeviceType.cpu:
                 return from_data(data.transpose(axes), a._dtype)
@@ -145,6 +146,9 @@ def _device_data(a: array, st) -> bool:
             and a._data.__class__ is not Failure)
 
 
+#: ``views_as_nodes.on``: this thread records a graph to rebuild on other inputs (``transforms._grad_tapes``), so
+#: a transpose of evaluated data is a node too, not a view made at once of this input's data
+views_as_nodes = threading.local()
 _TRANSPOSES: dict = {}  # axes -> its Transpose (one per permutation but the identity: a step builds the same few)
 
 

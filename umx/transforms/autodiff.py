@@ -26,7 +26,7 @@ from ..ops import astype, ones_like, zeros_like
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
 from ..runtime import scheduler as _scheduler
 from ..runtime.retain import Tracing
-from . import _trees
+from . import _grad_tapes, _trees
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp"]
 
@@ -139,16 +139,29 @@ def made_here(x: array) -> bool:
 
 
 def backward(outputs: list, cotangents: list, markers: list) -> list:
-    """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker)."""
+    """The cotangents of ``markers`` given those of ``outputs`` (None where no gradient reaches a marker).
+
+    A walk whose structure was walked before replays the graph its rules built then (see ``_grad_tapes``)."""
     order, active = _units(outputs, markers)
+    taped = _grad_tapes.structure(order, outputs, cotangents, markers) if _grad_tapes.ENABLED and order else None
+    entry = None
+    if taped is not None:
+        entry = _grad_tapes.lookup(taped[0])
+        if entry is not None and entry != "record":
+            return _grad_tapes.replay(entry, taped[1])
     outer = getattr(_walk, "active", None), getattr(_walk, "start", None), getattr(_walk, "shared", None)
     _walk.active = active
-    _walk.start = next(_created)
+    start = _walk.start = next(_created)
     _walk.shared = {}
     try:
-        return _backward(order, active, outputs, cotangents, markers)
+        if entry is None:
+            return _backward(order, active, outputs, cotangents, markers)
+        with _grad_tapes.recording():
+            grads = _backward(order, active, outputs, cotangents, markers)
     finally:
         _walk.active, _walk.start, _walk.shared = outer
+    _grad_tapes.record(taped[0], start, grads, taped[1])
+    return grads
 
 
 def shared(key, make: Callable):

@@ -1,0 +1,97 @@
+"""Backward tapes (``umx/transforms/_grad_tapes.py``): eager training steps with the backward walk replayed from its
+tape against the same steps running the derivative rules every time, interleaved in one process.
+
+Each row is ``bench/train.py``'s model and batch (``--small`` for a small host) trained eagerly on one device: two
+copies of the model, one whose steps run with tapes on, one with them off, timed in turns (``interleaved_medians``).
+Columns: the median step, and the host time ``value_and_grad`` takes to build the forward and backward graph (the
+part tapes shorten; the eval that follows is the same either way). A GPU step's eval waits for the GPU, so there the
+step time falls by the build time saved only where the host is the longer pole.
+
+Usage: python bench/grad_tapes.py [--small] [--repeats N] [--cases mlp,lm,cnn] [--devices cpu,gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import cell, interleaved_medians  # noqa: E402
+from train import FULL, SMALL, _data, _describe, _mlx_api_models  # noqa: E402
+
+import umx as mx  # noqa: E402
+import umx.nn as nn  # noqa: E402
+import umx.optimizers as optim  # noqa: E402
+from umx.transforms import _grad_tapes  # noqa: E402
+
+
+def _step(case: str, sizes: dict, data, stream, taped: bool, builds: list):
+    """An eager training step of a fresh model on ``stream`` whose walks run with tapes ``taped``; each call
+    appends to ``builds`` the seconds ``value_and_grad`` took."""
+    models = _mlx_api_models(mx, nn)
+    with mx.stream(stream):
+        mx.random.seed(0)
+        if case == "mlp":
+            model, opt = models.MLP(sizes["dims"]), optim.SGD(learning_rate=1e-2)
+        elif case == "lm":
+            model, opt = models.LM(**sizes), optim.AdamW(learning_rate=1e-4)
+        else:
+            model, opt = models.CNN(**sizes), optim.Adam(learning_rate=1e-3)
+        opt.init(model.trainable_parameters())
+        mx.eval(model.parameters(), opt.state)
+    x, y = (mx.array(a) for a in data)
+    loss_and_grad = nn.value_and_grad(model, models.loss_fn)
+
+    def run():
+        _grad_tapes.ENABLED = taped
+        with mx.stream(stream):
+            t = time.perf_counter()
+            loss, grads = loss_and_grad(model, x, y)
+            builds.append(time.perf_counter() - t)
+            opt.update(model, grads)
+            mx.eval(loss, model.parameters(), opt.state)
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="bench/train.py's small models")
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--cases", default="mlp,lm,cnn")
+    ap.add_argument("--devices", default="cpu,gpu")
+    args = ap.parse_args()
+    sizes = SMALL if args.small else FULL
+    devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "gpu" and mx.is_available(mx.gpu))]
+    print(f"eager steps, tapes on and off in turns; median of {args.repeats} after 3 warm-up steps"
+          f"{'; --small sizes' if args.small else ''}\n")
+    head = (f"{'case':40} {'dev':4} {'step, on':>11} {'step, off':>11} {'on/off':>7} {'build, on':>11} "
+            f"{'build, off':>11} {'on/off':>7}")
+    print(head)
+    print("-" * len(head))
+    was = _grad_tapes.ENABLED
+    try:
+        for dev in devices:
+            stream = mx.default_stream(mx.cpu if dev == "cpu" else mx.gpu)
+            for case in args.cases.split(","):
+                data = _data(case, sizes[case])
+                builds: dict = {True: [], False: []}
+                steps = {on: _step(case, sizes[case], data, stream, on, builds[on]) for on in (True, False)}
+                times = interleaved_medians(steps, args.repeats)
+                build = {on: statistics.median(b[3:]) for on, b in builds.items()}  # (past the warm-up)
+                print(f"{_describe(case, sizes[case]):40} {dev:4} {cell(times[True]):>11} {cell(times[False]):>11} "
+                      f"{times[True] / times[False]:>6.2f}x {cell(build[True]):>11} {cell(build[False]):>11} "
+                      f"{build[True] / build[False]:>6.2f}x", flush=True)
+    finally:
+        _grad_tapes.ENABLED = was
+    if not mx.is_available(mx.gpu):
+        print("no CUDA GPU here: GPU rows skipped")
+
+
+if __name__ == "__main__":
+    main()

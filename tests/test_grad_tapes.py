@@ -1,0 +1,235 @@
+"""Backward tapes (``transforms/_grad_tapes.py``): a replayed backward walk builds the graph the rules build, node for
+node, and gives the same gradients; walks whose graph a tape cannot stand for run the rules every time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import umx as mx
+import umx.nn as nn
+from umx.primitives.base import structure_key
+from umx.transforms import _grad_tapes
+from umx.utils import tree_flatten
+
+
+@pytest.fixture
+def on(device):
+    old = mx.default_device()
+    mx.set_default_device(device)
+    yield device
+    mx.set_default_device(old)
+
+
+@pytest.fixture
+def tapes(monkeypatch):
+    """Tapes on, with none remembered; ``tapes(False)`` turns them off."""
+    monkeypatch.setattr(_grad_tapes, "_tapes", {})
+    monkeypatch.setattr(_grad_tapes, "ENABLED", True)
+    return lambda on: monkeypatch.setattr(_grad_tapes, "ENABLED", on)
+
+
+def _graph(arrays: list) -> list:
+    """The graph behind ``arrays`` in a canonical order: per node reached (depth first, inputs in order), its
+    primitive's key, shape, dtype, stream, and where its inputs are in this list (or what an evaluated leaf holds)."""
+    out: list = []
+    where: dict = {}
+
+    def visit(x):
+        k = id(x)
+        if k in where:
+            return where[k]
+        if x._prim is None or x._data is not None:
+            d = np.asarray(x) if x._data is not None else None
+            entry = ("data", x._shape, x._dtype, None if d is None else d.tobytes())
+        else:
+            entry = (structure_key(x._prim), x._shape, x._dtype, x._stream, tuple(visit(i) for i in x._inputs))
+        where[k] = len(out)
+        out.append(entry)
+        return where[k]
+
+    for a in arrays:
+        visit(a)
+    return out
+
+
+def _grads(fun, args, steps: int, taped: bool, tapes) -> list:
+    """The gradient graphs and values of ``steps`` calls of ``value_and_grad(fun)(*args)`` (tapes on or off)."""
+    tapes(taped)
+    vg = mx.value_and_grad(fun)
+    out = []
+    for _ in range(steps):
+        _, g = vg(*args)
+        leaves = [v for _, v in tree_flatten(g)] if isinstance(g, (dict, list, tuple)) else [g]
+        graph = _graph(leaves)
+        mx.eval(leaves)
+        out.append((graph, [np.array(v) for v in leaves]))
+    return out
+
+
+def _mlp(rng):
+    model = nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 5))
+    x = mx.array(rng.standard_normal((8, 12)).astype(np.float32))
+    y = mx.array(rng.integers(0, 5, 8).astype(np.int32))
+
+    def loss(params):
+        model.update(params)
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    return loss, (model.trainable_parameters(),)
+
+
+def _transformer(rng):
+    emb = nn.Embedding(32, 16)
+    enc = nn.TransformerEncoder(2, 16, 4, norm_first=True)
+    x = mx.array(rng.integers(0, 32, (2, 6)).astype(np.int32))
+    mask = nn.MultiHeadAttention.create_additive_causal_mask(6)
+    mx.eval(mask)  # (as the graph holds it from the second call on)
+
+    def loss(params):
+        emb.update(params["emb"])
+        enc.update(params["enc"])
+        h = enc(emb(x), mask)
+        return (emb.as_linear(h) ** 2).mean()
+
+    return loss, ({"emb": emb.trainable_parameters(), "enc": enc.trainable_parameters()},)
+
+
+def _cnn(rng):
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    norm = nn.GroupNorm(2, 4)
+    x = mx.array(rng.standard_normal((2, 6, 6, 3)).astype(np.float32))
+
+    def loss(params):
+        conv.update(params["conv"])
+        norm.update(params["norm"])
+        h = nn.relu(norm(conv(x)))
+        return nn.MaxPool2d(2, 2)(h).sum()
+
+    return loss, ({"conv": conv.trainable_parameters(), "norm": norm.trainable_parameters()},)
+
+
+def _recurrent(rng):
+    lstm = nn.LSTM(4, 6)
+    x = mx.array(rng.standard_normal((2, 5, 4)).astype(np.float32))
+
+    def loss(params):
+        lstm.update(params)
+        h, c = lstm(x)
+        return (h * h).sum() + c.mean()
+
+    return loss, (lstm.trainable_parameters(),)
+
+
+def _indexing(rng):
+    idx = mx.array([3, 0, 3, 1])
+    w = mx.array(rng.standard_normal((5, 3)).astype(np.float32))
+
+    def loss(w):
+        g = w[idx] * 2.0
+        s = mx.where(g > 0, g, g * 0.1)
+        picked = mx.take_along_axis(w, mx.array([[0], [2], [1], [0], [2]]), 1)
+        return mx.logsumexp(s, axis=-1).sum() + w[1:, ::2].sum() + picked.sum()
+
+    return loss, (w,)
+
+
+@pytest.mark.parametrize("make", [_mlp, _transformer, _cnn, _recurrent, _indexing])
+def test_replayed_walk_builds_the_recorded_graph(on, tapes, rng, make):
+    """The second walk records (views of evaluated data made nodes), the later ones replay: the same graph, and
+    the rules' values bit for bit."""
+    fun, args = make(rng)
+    mx.eval(args)
+    ruled = _grads(fun, args, 1, False, tapes)[0]
+    first, recorded, *replayed = _grads(fun, args, 4, True, tapes)
+    assert first[0] == ruled[0]
+    assert any(type(e) is tuple for e in _grad_tapes._tapes.values()), "the walk was never recorded"
+    for graph, values in replayed:
+        assert graph == recorded[0]
+        for v, want in zip(values, ruled[1]):
+            np.testing.assert_array_equal(v, want)
+
+
+def test_new_values_of_the_same_structure(on, tapes, rng):
+    """A replay reads this call's inputs: arrays captured by the function, scalars, the primal itself."""
+    s = [mx.array(2.0), mx.array(-0.5), mx.array(3.0)]
+    ws = [mx.array(rng.standard_normal((4, 3)).astype(np.float32)) for _ in s]
+    for x64, w, sc in zip([rng.standard_normal(3) for _ in s], ws, s):
+        x = mx.array(x64.astype(np.float32))
+        def f(x, w=w, sc=sc):
+            return (mx.sin(w @ x) * sc).sum() + (x * sc.astype(mx.float16)).astype(mx.float32).sum()
+
+        g = mx.grad(f)(x)
+        w64, s64 = np.array(w, np.float64), sc.item()
+        want = w64.T @ (np.cos(w64 @ x64) * s64) + np.float16(s64)
+        np.testing.assert_allclose(np.array(g), want, rtol=1e-4, atol=1e-5)
+    assert any(type(e) is tuple for e in _grad_tapes._tapes.values())
+
+
+def test_a_rule_reading_past_the_walk_refuses_the_tape(on, tapes, rng):
+    """``x @ wt`` with ``wt`` an unevaluated transpose from outside: the product's rule reads what ``wt``
+    transposes, a node outside the walk's numbering, so the structure keeps running the rules."""
+    x = mx.array(rng.standard_normal((2, 4)).astype(np.float32))
+    for _ in range(3):
+        a = rng.standard_normal((3, 4)).astype(np.float32)
+        wt = (mx.array(a) + 1.0).T
+        g = mx.grad(lambda x, wt=wt: (x @ wt).sum())(x)
+        np.testing.assert_allclose(np.array(g), np.broadcast_to((a + 1.0).sum(axis=0), (2, 4)), rtol=1e-5)
+    assert _grad_tapes._REFUSED in _grad_tapes._tapes.values()
+
+
+def test_user_rules_and_traced_reads_run_every_time(on, tapes):
+    calls = []
+
+    @mx.custom_function
+    def f(x):
+        return mx.sin(x)
+
+    @f.vjp
+    def f_vjp(primals, cotangent, output):
+        calls.append(1)
+        return cotangent * 2.0
+
+    for _ in range(3):
+        assert mx.grad(lambda x: f(x).sum())(mx.array([1.0, 2.0])).tolist() == [2.0, 2.0]
+    assert len(calls) == 3
+
+    def read(x):  # a value of the graph computed while traced: a rule may fold it
+        y = mx.exp(x).sum()
+        return y * (2.0 if y.item() > 0 else 1.0)
+
+    for _ in range(3):
+        np.testing.assert_allclose(np.array(mx.grad(read)(mx.array([0.5]))), 2 * np.exp([0.5]), rtol=1e-6)
+    assert not any(type(e) is tuple for e in _grad_tapes._tapes.values())
+
+
+def test_replays_build_on_the_default_stream(tapes):
+    s = mx.new_stream(mx.cpu)
+    x = mx.array([0.5, 1.5])
+    f = mx.grad(lambda x: (mx.exp(x) * x).sum())
+    for _ in range(3):
+        g = f(x)
+    assert g._stream is mx.default_stream(mx.default_device())
+    with mx.stream(s):
+        g = f(x)
+        assert g._stream is s
+    np.testing.assert_allclose(np.array(g), np.exp([0.5, 1.5]) * (1 + np.array([0.5, 1.5])), rtol=1e-6)
+
+
+def test_nested_gradients_replay(on, tapes):
+    d2 = mx.grad(mx.grad(lambda x: (x ** 3).sum()))
+    for v in (1.0, 2.0, -3.0):
+        assert d2(mx.array(v)).item() == pytest.approx(6 * v)
+
+
+def test_primals_of_other_shapes_are_other_structures(on, tapes, rng):
+    """Primals that broadcast to the same product differ only in their own shapes: each gets its own gradient."""
+    a = mx.array(rng.standard_normal((3, 4, 6)).astype(np.float32))
+    f = mx.grad(lambda a, b: (a @ b).sum(), argnums=1)
+    for shape in [(6, 5), (1, 6, 5), (3, 6, 5)] * 3:
+        g = f(a, mx.array(rng.standard_normal(shape).astype(np.float32)))
+        want = np.array(a, np.float64).sum(axis=1)[..., None].repeat(5, -1)  # (3, 6, 5)
+        want = want.sum(axis=tuple(range(3 - len(shape))), keepdims=False) if len(shape) < 3 else want
+        want = want.sum(axis=0, keepdims=True) if shape[0] == 1 else want
+        assert g.shape == shape
+        np.testing.assert_allclose(np.array(g), want, rtol=1e-5, atol=1e-5)
