@@ -19,6 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
+#   tapes: the suite, eager GPU training steps with backward tapes on and off in turns (bench/grad_tapes.py),
+#   the training table and the eager LM's and CNN's host phases;
 #   early: the GPU training steps with value_and_grad's early start (opt-in) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
@@ -130,6 +132,18 @@ if [ "${1:-core}" = verify ]; then
     timeout 120 python3 shared/tools/mlx_conformance.py --device gpu --timeout 100 --show --files "$VERIFY_MLX_FILES" \
       2>&1 | tee "$OUT/conformance.log" | grep -E "^test_|FAIL|Error" | head -20
   fi
+  exit 0
+fi
+if [ "${1:-core}" = tapes ]; then  # backward tapes: the suite, eager steps with tapes on and off, the host's phases
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
+  timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
+    > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
+  timeout 200 python3 bench/grad_tapes.py --devices gpu --repeats 41 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
+  timeout 150 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" | tail -4
+  timeout 100 python3 bench/profile_ops.py --cases lm,cnn --steps 3 --graphs --phases > "$OUT/phases.log" 2>&1
+  grep -E -A9 "host phases" "$OUT/phases.log" | grep -vE "^\| (phase|---)" | head -30
   exit 0
 fi
 if [ "${1:-core}" = ab ]; then  # old/ (an earlier tree, carried) against this one: seed, latency, suite, interleaved
