@@ -19,7 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   tapes: the suite, eager GPU training steps with backward tapes on and off in turns (bench/grad_tapes.py),
+#   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
+#   (bench/grad_tapes.py),
 #   the training table and the eager LM's and CNN's host phases;
 #   early: the GPU training steps with value_and_grad's early start (opt-in) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
@@ -140,7 +141,7 @@ if [ "${1:-core}" = tapes ]; then  # backward tapes: the suite, eager steps with
   timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
     > "$OUT/pytest.log" 2>&1
   echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
-  timeout 200 python3 bench/grad_tapes.py --devices gpu --repeats 41 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
+  timeout 240 python3 bench/grad_tapes.py --devices gpu --repeats 41 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
   timeout 150 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" | tail -4
   timeout 100 python3 bench/profile_ops.py --cases lm,cnn --steps 3 --graphs --phases > "$OUT/phases.log" 2>&1
   grep -E -A9 "host phases" "$OUT/phases.log" | grep -vE "^\| (phase|---)" | head -30

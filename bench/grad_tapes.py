@@ -5,7 +5,9 @@ Each row is ``bench/train.py``'s model and batch (``--small`` for a small host) 
 copies of the model, one whose steps run with tapes on, one with them off, timed in turns (``interleaved_medians``).
 Columns: the median step, and the host time ``value_and_grad`` takes to build the forward and backward graph (the
 part tapes shorten; the eval that follows is the same either way). A GPU step's eval waits for the GPU, so there the
-step time falls by the build time saved only where the host is the longer pole.
+step time falls by the build time saved only where the host is the longer pole. A third copy runs with tapes on and
+``value_and_grad``'s early start (``UMX_EARLY_START``, off by default) on: its gradients' batch is launched as it
+returns, so the GPU computes them while Python builds the optimizer's update.
 
 Usage: python bench/grad_tapes.py [--small] [--repeats N] [--cases mlp,lm,cnn] [--devices cpu,gpu]
 """
@@ -27,12 +29,13 @@ from train import FULL, SMALL, _data, _describe, _mlx_api_models  # noqa: E402
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
 import umx.optimizers as optim  # noqa: E402
+from umx.runtime import scheduler  # noqa: E402
 from umx.transforms import _grad_tapes  # noqa: E402
 
 
-def _step(case: str, sizes: dict, data, stream, taped: bool, builds: list):
-    """An eager training step of a fresh model on ``stream`` whose walks run with tapes ``taped``; each call
-    appends to ``builds`` the seconds ``value_and_grad`` took."""
+def _step(case: str, sizes: dict, data, stream, taped: bool, early: bool, builds: list):
+    """An eager training step of a fresh model on ``stream`` whose walks run with tapes ``taped`` and the early start
+    ``early``; each call appends to ``builds`` the seconds ``value_and_grad`` took."""
     models = _mlx_api_models(mx, nn)
     with mx.stream(stream):
         mx.random.seed(0)
@@ -49,6 +52,7 @@ def _step(case: str, sizes: dict, data, stream, taped: bool, builds: list):
 
     def run():
         _grad_tapes.ENABLED = taped
+        scheduler.EARLY_START = early
         with mx.stream(stream):
             t = time.perf_counter()
             loss, grads = loss_and_grad(model, x, y)
@@ -71,24 +75,25 @@ def main() -> None:
     print(f"eager steps, tapes on and off in turns; median of {args.repeats} after 3 warm-up steps"
           f"{'; --small sizes' if args.small else ''}\n")
     head = (f"{'case':40} {'dev':4} {'step, on':>11} {'step, off':>11} {'on/off':>7} {'build, on':>11} "
-            f"{'build, off':>11} {'on/off':>7}")
+            f"{'build, off':>11} {'on/off':>7} {'on + early':>11} {'/off':>6}")
     print(head)
     print("-" * len(head))
-    was = _grad_tapes.ENABLED
+    was = _grad_tapes.ENABLED, scheduler.EARLY_START
+    variants = {"on": (True, False), "off": (False, False), "early": (True, True)}
     try:
         for dev in devices:
             stream = mx.default_stream(mx.cpu if dev == "cpu" else mx.gpu)
             for case in args.cases.split(","):
                 data = _data(case, sizes[case])
-                builds: dict = {True: [], False: []}
-                steps = {on: _step(case, sizes[case], data, stream, on, builds[on]) for on in (True, False)}
-                times = interleaved_medians(steps, args.repeats)
-                build = {on: statistics.median(b[3:]) for on, b in builds.items()}  # (past the warm-up)
-                print(f"{_describe(case, sizes[case]):40} {dev:4} {cell(times[True]):>11} {cell(times[False]):>11} "
-                      f"{times[True] / times[False]:>6.2f}x {cell(build[True]):>11} {cell(build[False]):>11} "
-                      f"{build[True] / build[False]:>6.2f}x", flush=True)
+                builds: dict = {k: [] for k in variants}
+                steps = {k: _step(case, sizes[case], data, stream, *v, builds[k]) for k, v in variants.items()}
+                t = interleaved_medians(steps, args.repeats)
+                b = {k: statistics.median(v[3:]) for k, v in builds.items()}  # (past the warm-up)
+                print(f"{_describe(case, sizes[case]):40} {dev:4} {cell(t['on']):>11} {cell(t['off']):>11} "
+                      f"{t['on'] / t['off']:>6.2f}x {cell(b['on']):>11} {cell(b['off']):>11} "
+                      f"{b['on'] / b['off']:>6.2f}x {cell(t['early']):>11} {t['early'] / t['off']:>5.2f}x", flush=True)
     finally:
-        _grad_tapes.ENABLED = was
+        _grad_tapes.ENABLED, scheduler.EARLY_START = was
     if not mx.is_available(mx.gpu):
         print("no CUDA GPU here: GPU rows skipped")
 
