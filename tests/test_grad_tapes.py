@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import umx as mx
 import umx.nn as nn
@@ -233,3 +235,52 @@ def test_primals_of_other_shapes_are_other_structures(on, tapes, rng):
         want = want.sum(axis=0, keepdims=True) if shape[0] == 1 else want
         assert g.shape == shape
         np.testing.assert_allclose(np.array(g), want, rtol=1e-5, atol=1e-5)
+
+
+_OPS = {  # h: the running value (n, n); c: a constant matrix; p: a second primal (n,); s: a scalar array
+    "sin": lambda h, c, p, s: mx.sin(h),
+    "scaled": lambda h, c, p, s: h * s - 0.25,
+    "row": lambda h, c, p, s: h + p,
+    "column": lambda h, c, p, s: h * p[:, None],
+    "product": lambda h, c, p, s: h @ c.T,
+    "left": lambda h, c, p, s: c @ h,
+    "transpose": lambda h, c, p, s: h.T,
+    "center": lambda h, c, p, s: h - mx.mean(h, axis=1, keepdims=True),
+    "softmax": lambda h, c, p, s: mx.softmax(h, axis=-1),
+    "pick": lambda h, c, p, s: h[mx.array([0] + list(range(h.shape[0] - 1)))],  # (row 0 twice: accumulated)
+    "slice": lambda h, c, p, s: mx.concatenate([h[:, 1:], h[:, :1] * 2.0], axis=1),
+    "where": lambda h, c, p, s: mx.where(h > 0, h, h * s),
+    "power": lambda h, c, p, s: mx.abs(h) ** s,
+    "max": lambda h, c, p, s: h * mx.max(h, axis=0),
+    "float16": lambda h, c, p, s: (h.astype(mx.float16) * s.astype(mx.float16)).astype(mx.float32),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(st.sampled_from(sorted(_OPS)), min_size=3, max_size=12), n=st.sampled_from([1, 2, 3]),
+       seed=st.integers(0, 2**16))
+def test_random_programs_replay_the_rules_gradients(tapes, ops, n, seed):
+    """Random programs of ops, differentiated on new values at every call (the captured matrix, the scalar and
+    the primals all change): with tapes, the gradients are the rules' bit for bit."""
+    rng = np.random.default_rng(seed)
+    _grad_tapes._tapes.clear()
+
+    def program(x, p, c, s):
+        h = x
+        for name in ops:
+            h = _OPS[name](h, c, p, s)
+        return (h * h).sum()
+
+    def values():
+        return ([mx.array(rng.standard_normal(shape).astype(np.float32)) for shape in ((n, n), (n,), (n, n))]
+                + [mx.array(float(rng.uniform(0.5, 2.0)), mx.float32)])
+
+    for _ in range(4):
+        x, p, c, s = values()
+        tapes(True)
+        taped = mx.grad(lambda x, p, c=c, s=s: program(x, p, c, s), argnums=(0, 1))(x, p)
+        tapes(False)
+        ruled = mx.grad(lambda x, p, c=c, s=s: program(x, p, c, s), argnums=(0, 1))(x, p)
+        for a, b in zip(taped, ruled):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(type(e) is tuple for e in _grad_tapes._tapes.values())  # (replayed: nothing here refuses a tape)
