@@ -42,6 +42,13 @@ _REFUSED = "refused"
 _UNTAPED = frozenset({Custom, Compiled, CudaKernel})  # (rules of the user's, or graphs of their own)
 _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
 
+class _WalkTape(Tape):
+    """A walk's tape: it replays at every training step, so its straight-line code is generated early."""
+
+    __slots__ = ()
+    GENERATE_AT = 4
+
+
 #: key -> how often it was seen (an int), its ``(tape, which results are None)``, or _REFUSED
 _tapes: dict = {}
 
@@ -173,7 +180,7 @@ def record(key, start: int, grads: list, nodes: list) -> None:
             where[id(g)] = at
             at += 1
     out_refs = [where[id(g)] for g in grads if g is not None]
-    tape = Tape(consts, len(nodes), 0, program, refs, out_refs, None, len(out_refs))
+    tape = _WalkTape(consts, len(nodes), 0, program, refs, out_refs, None, len(out_refs))
     _tapes[key] = (tape, tuple([g is None for g in grads]))
 
 
