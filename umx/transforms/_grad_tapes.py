@@ -12,11 +12,14 @@ shapes and dtypes, and where each input comes from: an earlier unit, a marker, o
 described by its shape, dtype and how it was made (its primitive, or that it holds data, with a scalar's bits: an op
 folds a scalar constant into the graph it builds); and the default stream, on which the rules build. What a rule
 could see beyond that (an outside node's own inputs) it can only use by reading it, and a tape that reads a node
-outside the numbering is never made; nor one holding data the rules made at once from an input's (while a walk
-is recorded, a transpose of evaluated data is a node, not such a view: ``ops.shape.views_as_nodes``). Walks
-through a primitive whose rules run the user's code (``custom_function``, ``checkpoint``: a replay would skip it),
-through values computed while the function was traced, or with parameters that cannot be hashed, always run the
-rules. ``UMX_GRAD_TAPES=0`` turns tapes off (to measure what they gain).
+outside the numbering is never made; nor one holding data the rules made at once from an input's (while a walk is
+recorded, a transpose of evaluated data is a node, not such a view: ``ops.shape.views_as_nodes``). A rule that runs
+the user's code (``custom_function``, ``checkpoint``, a compiled function's) is called again at its place in every
+replay, on that walk's nodes, and the tape holds its results as values, never what it built to make them; where it
+gives results of another structure than when recorded (:class:`Mismatch`), the walk runs the rules (that rule runs
+twice then), and so does every later walk of the key. Walks through values computed while the function was traced,
+or with parameters that cannot be hashed, always run the rules. ``UMX_GRAD_TAPES=0`` turns tapes off (to measure
+what they gain).
 """
 
 from __future__ import annotations
@@ -27,19 +30,22 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..array import node
 from ..devices import resolve_stream
 from ..ops.shape import views_as_nodes
 from ..primitives import Compiled, CudaKernel, Custom
 from ..primitives.base import structure_key
 from ._replay import Tape, _getter
 
-__all__ = ["ENABLED", "structure", "lookup", "recording", "record", "replay"]
+__all__ = ["ENABLED", "LIVE", "Mismatch", "structure", "lookup", "recording", "record", "refuse", "replay"]
 
 #: UMX_GRAD_TAPES=0: every backward walk runs the rules (to measure what replays gain)
 ENABLED = os.environ.get("UMX_GRAD_TAPES", "1") != "0"
 _MAX_KEYS = 256  # structures remembered (the oldest half are forgotten past this)
 _REFUSED = "refused"
-_UNTAPED = frozenset({Custom, Compiled, CudaKernel})  # (rules of the user's, or graphs of their own)
+#: primitives whose rules run the user's code: a replay calls them again (see :func:`record`)
+LIVE = frozenset({Custom, Compiled})
+_UNTAPED = frozenset({CudaKernel})  # (no rule: its walk raises)
 _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
 
 class _WalkTape(Tape):
@@ -135,22 +141,36 @@ def recording():
         views_as_nodes.on = prev
 
 
-def record(key, start: int, grads: list, nodes: list) -> None:
+def record(key, start: int, grads: list, nodes: list, calls: list) -> None:
     """Record the graph behind ``grads`` (the walk's results, per marker) that the rules built after creation
     number ``start``, over ``nodes`` (see :func:`structure`), as ``key``'s tape; or refuse the key for good where
-    the graph reads a node outside ``nodes`` that is not a scalar constant, or holds data the rules computed."""
+    the graph reads a node outside ``nodes`` that is not a scalar constant, or holds data the rules computed.
+
+    ``calls`` are the walk's calls of rules that run the user's code, ``(first, end, group, inputs, cotangents,
+    results)`` (``first`` and ``end`` bound the creation numbers of what the call built): a replay makes them
+    again, so the tape holds their results as values, never what they built to make them."""
     index = {id(x): i for i, x in enumerate(nodes)}
+    made: dict = {}  # id of a call's result -> the call's number
+    for j, call in enumerate(calls):
+        for g in call[5]:
+            if g is not None and call[0] <= g._seq < call[1]:
+                made[id(g)] = j
     consts: list = []
     steps: list = []
     seen: set = set()
     stack = [g for g in grads if g is not None]
+    for call in calls:  # (a call's cotangents are built before it, whatever its results are read by)
+        stack.extend(c for c in call[4] if c is not None)
     while stack:
         n = stack.pop()
         k = id(n)
-        if k in seen or k in index:
+        if k in seen or k in index or k in made:
             continue
         seen.add(k)
         if n._data is None and n._exec is None and n._seq > start:  # built by the rules
+            if any(c[0] <= n._seq < c[1] for c in calls):  # built inside the user's rule: its own affair
+                _tapes[key] = _REFUSED
+                return
             for g in n._siblings or (n,):
                 seen.add(id(g))
                 steps.append(g)
@@ -168,7 +188,10 @@ def record(key, start: int, grads: list, nodes: list) -> None:
     program: list = []
     refs: list = []
     at = base + len(nodes)
+    pending = sorted(range(len(calls)), key=lambda j: calls[j][0], reverse=True)
     for n in steps:
+        while pending and calls[pending[-1]][0] < n._seq:
+            at = _emit_call(calls[pending.pop()], where, program, refs, at)
         if id(n) in where:  # (a sibling, emitted with its group)
             continue
         group = n._siblings or (n,)
@@ -179,9 +202,80 @@ def record(key, start: int, grads: list, nodes: list) -> None:
             refs.append(r)
             where[id(g)] = at
             at += 1
+    while pending:
+        at = _emit_call(calls[pending.pop()], where, program, refs, at)
     out_refs = [where[id(g)] for g in grads if g is not None]
-    tape = _WalkTape(consts, len(nodes), 0, program, refs, out_refs, None, len(out_refs))
+    if calls:
+        tape = _LiveTape(consts, len(nodes), program, out_refs)
+    else:
+        tape = _WalkTape(consts, len(nodes), 0, program, refs, out_refs, None, len(out_refs))
     _tapes[key] = (tape, tuple([g is None for g in grads]))
+
+
+def _emit_call(call: tuple, where: dict, program: list, refs: list, at: int) -> int:
+    """Append a call of a user's rule to ``program``: ``(_CALL, group, inputs, cotangents, results)`` as value
+    numbers, and each result as what it must be (None, or its shape and dtype); number its results from ``at``."""
+    _, _, group, inputs, cs, results = call
+    program.append((_CALL, [where[id(g)] for g in group], [where[id(x)] for x in inputs],
+                    [None if c is None else where[id(c)] for c in cs],
+                    [None if g is None else (g._shape, g._dtype) for g in results]))
+    refs.append(())
+    for g in results:
+        if g is not None:
+            where.setdefault(id(g), at)
+            at += 1
+    return at
+
+
+_CALL = object()  # a step of a live tape that calls a user's rule
+
+
+class _LiveTape:
+    """A walk's tape with calls of rules that run the user's code: the steps are interpreted, and the calls made
+    again at their place, each on this walk's nodes; a call whose results are not what they were (None where
+    there was an array, another shape or dtype) raises :class:`Mismatch`."""
+
+    __slots__ = ("consts", "n_ins", "steps", "out_refs")
+
+    def __init__(self, consts: list, n_ins: int, steps: list, out_refs: list):
+        self.consts = consts
+        self.n_ins = n_ins
+        self.steps = steps
+        self.out_refs = out_refs
+
+    def __call__(self, ins: list) -> list:
+        env = self.consts + ins
+        add = env.append
+        for step in self.steps:
+            if step[0] is _CALL:
+                _, group, inputs, cs, want = step
+                group = [env[r] for r in group]
+                results = group[0]._prim.vjp([env[r] for r in inputs], [None if r is None else env[r] for r in cs],
+                                             group)
+                if len(results) != len(want):
+                    raise Mismatch
+                for g, w in zip(results, want):
+                    if (g is None) is not (w is None) or (g is not None and (g._shape, g._dtype) != w):
+                        raise Mismatch
+                    if g is not None:
+                        add(g)
+                continue
+            prim, get, shape, dtype, stream, group = step
+            add(node(prim, get(env), shape, dtype, stream))
+            if group:
+                made = tuple(env[-group:])
+                for m in made:
+                    m._siblings = made
+        return [env[r] for r in self.out_refs]
+
+
+class Mismatch(Exception):
+    """A user's rule, called again in a replay, gave results of another structure than when recorded."""
+
+
+def refuse(key) -> None:
+    """Run the rules for ``key`` from now on (a replay met a :class:`Mismatch`)."""
+    _tapes[key] = _REFUSED
 
 
 def replay(taped: tuple, nodes: list) -> list:

@@ -144,23 +144,26 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
     A walk whose structure was walked before replays the graph its rules built then (see ``_grad_tapes``)."""
     order, active = _units(outputs, markers)
     taped = _grad_tapes.structure(order, outputs, cotangents, markers) if _grad_tapes.ENABLED and order else None
-    entry = None
-    if taped is not None:
-        entry = _grad_tapes.lookup(taped[0])
-        if entry is not None and entry != "record":
-            return _grad_tapes.replay(entry, taped[1])
+    entry = _grad_tapes.lookup(taped[0]) if taped is not None else None
     outer = getattr(_walk, "active", None), getattr(_walk, "start", None), getattr(_walk, "shared", None)
     _walk.active = active
     start = _walk.start = next(_created)
     _walk.shared = {}
     try:
+        if entry is not None and entry != "record":
+            try:
+                return _grad_tapes.replay(entry, taped[1])
+            except _grad_tapes.Mismatch:  # a user's rule changed what it gives: the rules run from now on
+                _grad_tapes.refuse(taped[0])
+                entry = None
         if entry is None:
             return _backward(order, active, outputs, cotangents, markers)
+        calls: list = []
         with _grad_tapes.recording():
-            grads = _backward(order, active, outputs, cotangents, markers)
+            grads = _backward(order, active, outputs, cotangents, markers, calls)
     finally:
         _walk.active, _walk.start, _walk.shared = outer
-    _grad_tapes.record(taped[0], start, grads, taped[1])
+    _grad_tapes.record(taped[0], start, grads, taped[1], calls)
     return grads
 
 
@@ -177,7 +180,9 @@ def shared(key, make: Callable):
     return v
 
 
-def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list) -> list:
+def _backward(order: list, active: set, outputs: list, cotangents: list, markers: list, calls=None) -> list:
+    """The walk itself (see :func:`backward`); ``calls``, when given, gets each call of a rule that runs the user's
+    code (``_grad_tapes.LIVE``), as ``_grad_tapes.record`` takes them."""
     cots: dict = {}
     for o, c in zip(outputs, cotangents):
         _add(cots, o, c)
@@ -195,7 +200,12 @@ def _backward(order: list, active: set, outputs: list, cotangents: list, markers
             cs = [zeros_like(o) if c is None else c for c, o in zip(cs, group)]
         if prim.__class__ in _INDEXED:
             _check_indices(prim, inputs, active)
-        grads = prim.vjp(inputs, cs, list(group))
+        if calls is not None and prim.__class__ in _grad_tapes.LIVE:
+            first = next(_created)
+            grads = prim.vjp(inputs, cs, list(group))
+            calls.append((first, next(_created), group, inputs, cs, grads))
+        else:
+            grads = prim.vjp(inputs, cs, list(group))
         for x, g in zip(inputs, grads):
             if g is not None:
                 k = id(x)
