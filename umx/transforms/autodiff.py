@@ -163,7 +163,10 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
             grads = _backward(order, active, outputs, cotangents, markers, calls)
     finally:
         _walk.active, _walk.start, _walk.shared = outer
-    _grad_tapes.record(taped[0], start, grads, taped[1], calls)
+    try:
+        _grad_tapes.record(taped[0], start, grads, taped[1], calls)
+    except Exception:  # noqa: BLE001 (a tape is a saving: the gradients are right without one)
+        _grad_tapes.refuse(taped[0])
     return grads
 
 
