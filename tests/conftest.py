@@ -26,6 +26,15 @@ def device(request):
 
 
 @pytest.fixture
+def on(device):
+    """Run the test with ``device`` as the default device (layers and transforms use the default stream)."""
+    old = mx.default_device()
+    mx.set_default_device(device)
+    yield device
+    mx.set_default_device(old)
+
+
+@pytest.fixture
 def on_the_cpu():
     """The CPU as the default device while the test runs (a GPU machine's default is its GPU): for tests of the
     CPU backend's own kernels."""

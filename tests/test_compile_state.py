@@ -15,14 +15,6 @@ from tests.conftest import assert_close
 from umx.utils import tree_flatten
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _counted(f):
     n = [0]
 

@@ -17,15 +17,6 @@ from umx.primitives import Convolution
 F64 = mx.float64
 
 
-@pytest.fixture
-def on(device):
-    """Run the test with ``device`` as the default device (transforms use the default stream)."""
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _torch():
     return pytest.importorskip("torch")
 

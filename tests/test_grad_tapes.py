@@ -16,14 +16,6 @@ from umx.utils import tree_flatten
 
 
 @pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
-@pytest.fixture
 def tapes(monkeypatch):
     """Tapes on, with none remembered; ``tapes(False)`` turns them off."""
     monkeypatch.setattr(_grad_tapes, "_tapes", {})

@@ -62,14 +62,6 @@ REFERENCES = {
 }
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def test_every_mlx_activation_is_here():
     functions = set(REFERENCES) | {"prelu"}
     assert all(callable(getattr(nn, name)) for name in functions)

@@ -10,14 +10,6 @@ import umx.nn as nn
 from tests.conftest import assert_close
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _to_torch(x: np.ndarray):
     torch = pytest.importorskip("torch")
     return torch.tensor(np.moveaxis(x, -1, 1))

@@ -24,14 +24,6 @@ from umx.optimizers import clip_grad_norm
 from umx.utils import tree_flatten
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 class StandIn:
     """A group of ``size`` processes seen from ``rank``, for what only asks a group its rank and size."""
 

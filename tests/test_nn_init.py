@@ -11,14 +11,6 @@ import umx as mx
 import umx.nn.init as init
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
 def test_shape_and_dtype(on, dtype):
     for make in (lambda: init.constant(2.0, dtype), lambda: init.normal(dtype=dtype),

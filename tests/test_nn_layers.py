@@ -14,14 +14,6 @@ from umx.utils import tree_flatten, tree_unflatten
 F64 = mx.float64
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def a64(x):
     return mx.array(np.asarray(x, np.float64), dtype=F64)
 

@@ -15,14 +15,6 @@ F64 = mx.float64
 L = nn.losses
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def a64(x):
     return mx.array(np.asarray(x, np.float64), dtype=F64)
 

@@ -11,15 +11,6 @@ from tests.conftest import assert_close
 from umx.utils import tree_flatten, tree_map
 
 
-@pytest.fixture
-def on(device):
-    """Run the test with ``device`` as the default device (layers and transforms use the default stream)."""
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 class Pair(nn.Module):
     def __init__(self):
         super().__init__()

@@ -11,14 +11,6 @@ from tests.conftest import assert_close
 from umx.utils import tree_flatten, tree_reduce
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _dequantized(layer) -> np.ndarray:
     return np.asarray(mx.dequantize(layer.weight, layer.scales, layer.get("biases"), group_size=layer.group_size,
                                     bits=layer.bits, mode=layer.mode))

@@ -16,14 +16,6 @@ from tests.test_nn_layers import a64, check_grad
 F64 = mx.float64
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 

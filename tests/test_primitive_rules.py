@@ -15,14 +15,6 @@ F64 = mx.float64
 EPS = 1e-6
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def a64(x) -> mx.array:
     return mx.array(np.asarray(x, np.float64), dtype=F64)
 

@@ -13,15 +13,6 @@ from tests.conftest import assert_close
 F64 = mx.float64
 
 
-@pytest.fixture
-def on(device):
-    """Run the test with ``device`` as the default device (transforms use the default stream)."""
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def a64(x) -> mx.array:
     return mx.array(np.asarray(x, np.float64), dtype=F64)
 

@@ -12,14 +12,6 @@ import umx as mx
 from tests.conftest import assert_close
 
 
-@pytest.fixture
-def on(device):
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def test_argnums_argnames_and_errors(on):
     f = lambda x, y: x * y  # noqa: E731
     a, b = mx.array(0.5), mx.array(2.0)

@@ -12,15 +12,6 @@ import umx as mx
 from tests.conftest import assert_close
 
 
-@pytest.fixture
-def on(device):
-    """Run the test with ``device`` as the default device (transforms use the default stream)."""
-    old = mx.default_device()
-    mx.set_default_device(device)
-    yield device
-    mx.set_default_device(old)
-
-
 def _reads(kind: str):
     """A loss ``sum(x * x)`` that reads a value on the way, in one of the ways users do."""
 
