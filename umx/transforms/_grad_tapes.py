@@ -30,12 +30,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..array import node
 from ..devices import resolve_stream
 from ..ops.shape import views_as_nodes
 from ..primitives import Compiled, CudaKernel, Custom
 from ..primitives.base import structure_key
-from ._replay import Tape, _getter
+from ._replay import Tape, _getter, build
 
 __all__ = ["ENABLED", "LIVE", "Mismatch", "structure", "lookup", "recording", "record", "refuse", "replay"]
 
@@ -259,13 +258,8 @@ class _LiveTape:
                         raise Mismatch
                     if g is not None:
                         add(g)
-                continue
-            prim, get, shape, dtype, stream, group = step
-            add(node(prim, get(env), shape, dtype, stream))
-            if group:
-                made = tuple(env[-group:])
-                for m in made:
-                    m._siblings = made
+            else:
+                build(env, step)
         return [env[r] for r in self.out_refs]
 
 

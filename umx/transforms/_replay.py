@@ -13,7 +13,7 @@ from operator import itemgetter
 from ..array import node
 from ..ops import random as _random
 
-__all__ = ["Tape"]
+__all__ = ["Tape", "build"]
 
 
 class Tape:
@@ -70,14 +70,20 @@ class Tape:
         """The flat outputs of the steps built on ``consts`` (the tape's, or stand-ins for them), ``ins`` and
         ``keys``, by the interpreter."""
         env = consts + ins + keys
-        add = env.append
-        for prim, get, shape, dtype, stream, group in self.steps:
-            add(node(prim, get(env), shape, dtype, stream))
-            if group:
-                made = tuple(env[-group:])
-                for m in made:
-                    m._siblings = made
+        for step in self.steps:
+            build(env, step)
         return [env[r] for r in self.out_refs]
+
+
+def build(env: list, step: tuple) -> None:
+    """Append to ``env`` (the values so far) the node of tape step ``step``; on the last node of a sibling group,
+    make the group's nodes siblings."""
+    prim, get, shape, dtype, stream, group = step
+    env.append(node(prim, get(env), shape, dtype, stream))
+    if group:
+        made = tuple(env[-group:])
+        for m in made:
+            m._siblings = made
 
 
 def _no_inputs(env) -> tuple:
