@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _util import cell, interleaved_medians  # noqa: E402
-from train import FULL, SMALL, _data, _describe, _mlx_api_models  # noqa: E402
+from train import FULL, SMALL, _data, _describe, _mlx_api_models, model_and_optimizer  # noqa: E402
 
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
@@ -37,16 +37,7 @@ def _step(case: str, sizes: dict, data, stream, taped: bool, early: bool, builds
     """An eager training step of a fresh model on ``stream`` whose walks run with tapes ``taped`` and the early start
     ``early``; each call appends to ``builds`` the seconds ``value_and_grad`` took."""
     models = _mlx_api_models(mx, nn)
-    with mx.stream(stream):
-        mx.random.seed(0)
-        if case == "mlp":
-            model, opt = models.MLP(sizes["dims"]), optim.SGD(learning_rate=1e-2)
-        elif case == "lm":
-            model, opt = models.LM(**sizes), optim.AdamW(learning_rate=1e-4)
-        else:
-            model, opt = models.CNN(**sizes), optim.Adam(learning_rate=1e-3)
-        opt.init(model.trainable_parameters())
-        mx.eval(model.parameters(), opt.state)
+    model, opt = model_and_optimizer((mx, nn, optim), models, case, sizes, stream)
     x, y = (mx.array(a) for a in data)
     loss_and_grad = nn.value_and_grad(model, models.loss_fn)
 

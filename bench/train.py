@@ -126,28 +126,31 @@ def _data(case: str, sizes: dict):
             rng.integers(0, sizes["classes"], sizes["batch"]).astype(np.int32))
 
 
+def model_and_optimizer(lib, models, case: str, sizes: dict, stream) -> tuple:
+    """A fresh model of ``case`` and its optimizer, evaluated on ``stream`` (``lib``: a library's core, nn and
+    optimizers; ``models``: ``_mlx_api_models`` of it)."""
+    core, _, loptim = lib
+    with core.stream(stream):
+        core.random.seed(0)
+        if case == "mlp":
+            model, opt = models.MLP(sizes["dims"]), loptim.SGD(learning_rate=1e-2)
+        elif case == "lm":
+            model, opt = models.LM(**sizes), loptim.AdamW(learning_rate=1e-4)
+        else:
+            model, opt = models.CNN(**sizes), loptim.Adam(learning_rate=1e-3)
+        opt.init(model.trainable_parameters())
+        core.eval(model.parameters(), opt.state)
+    return model, opt
+
+
 def _mlx_api_steps(lib, case: str, sizes: dict, data, stream) -> dict:
     """``{"": eager step, " compiled": compiled step}`` on umx or MLX (``lib``: its core, nn and optimizers)."""
     core, lnn, loptim = lib
     models = _mlx_api_models(core, lnn)
-
-    def build():
-        with core.stream(stream):
-            core.random.seed(0)
-            if case == "mlp":
-                model, opt = models.MLP(sizes["dims"]), loptim.SGD(learning_rate=1e-2)
-            elif case == "lm":
-                model, opt = models.LM(**sizes), loptim.AdamW(learning_rate=1e-4)
-            else:
-                model, opt = models.CNN(**sizes), loptim.Adam(learning_rate=1e-3)
-            opt.init(model.trainable_parameters())
-            core.eval(model.parameters(), opt.state)
-        return model, opt
-
     x, y = (core.array(a) for a in data)
     steps = {}
     for name in ("", " compiled"):
-        model, opt = build()
+        model, opt = model_and_optimizer(lib, models, case, sizes, stream)
         loss_and_grad = lnn.value_and_grad(model, models.loss_fn)
 
         def step(x, y, model=model, opt=opt, loss_and_grad=loss_and_grad):
