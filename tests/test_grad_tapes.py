@@ -3,6 +3,9 @@ node, and gives the same gradients; walks whose graph a tape cannot stand for ru
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -319,3 +322,50 @@ def test_random_programs_replay_the_rules_gradients(tapes, ops, n, seed):
         for a, b in zip(taped, ruled):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert any(type(e) is tuple for e in _grad_tapes._tapes.values())  # (replayed: nothing here refuses a tape)
+
+
+def test_vjp_replays_with_new_cotangents_and_keeps_no_graph(on, tapes, rng):
+    """``vjp`` walks through tapes too; a tape holds no node of the walk it was recorded from."""
+    kept = []
+
+    def f(w, x):
+        h = mx.tanh(w @ x) * 2.0
+        kept.append(weakref.ref(h))
+        return h
+
+    for _ in range(5):
+        w, x = (mx.array(rng.standard_normal(s).astype(np.float32)) for s in ((3, 4), (4, 2)))
+        c = mx.array(rng.standard_normal((3, 2)).astype(np.float32))
+        out, (gw, gx) = mx.vjp(f, [w, x], [c])
+        w64, x64, c64 = (np.array(a, np.float64) for a in (w, x, c))
+        d = c64 * 2.0 * (1 - np.tanh(w64 @ x64) ** 2)
+        np.testing.assert_allclose(np.array(gw), d @ x64.T, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.array(gx), w64.T @ d, rtol=1e-4, atol=1e-5)
+        del out, gw, gx
+    assert any(type(e) is tuple for e in _grad_tapes._tapes.values())
+    assert all(ref() is None for ref in kept)
+
+
+def test_threads_share_tapes(tapes, rng):
+    """Walks of one structure on several threads at once (recording, replaying) give each its own gradients."""
+    ws = [mx.array(rng.standard_normal((5, 5)).astype(np.float32)) for _ in range(4)]
+    f = mx.grad(lambda w: (mx.exp(w @ w * 0.1) * w).sum())
+    errors: list = []
+
+    def work(w):
+        try:
+            for _ in range(6):
+                g = np.array(f(w))
+                w64 = np.array(w, np.float64)
+                e = np.exp(w64 @ w64 * 0.1)
+                want = e + 0.1 * ((e * w64) @ w64.T + w64.T @ (e * w64))
+                np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+        except Exception as ex:  # noqa: BLE001 (reported on the test's thread)
+            errors.append(ex)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in ws]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
