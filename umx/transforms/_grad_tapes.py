@@ -47,6 +47,7 @@ LIVE = frozenset({Custom, Compiled})
 _UNTAPED = frozenset({CudaKernel})  # (no rule: its walk raises)
 _created = operator.attrgetter("_seq")  # before scheduling, _seq holds the node's creation number
 
+
 class _WalkTape(Tape):
     """A walk's tape: it replays at every training step, so its straight-line code is generated early."""
 
