@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -73,6 +74,15 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6, dtype=None):
     else:
         np.testing.assert_allclose(got.astype(np.complex128 if got.dtype.kind == "c" else np.float64),
                                    exp, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def in_threads(work, items) -> None:
+    """``work(item)`` for each of ``items``, each on a thread of its own, all started before any is joined."""
+    threads = [threading.Thread(target=work, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def assert_stored(out, what: str = "") -> None:

@@ -9,7 +9,7 @@ import weakref
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, in_threads
 
 import umx as mx
 
@@ -286,11 +286,7 @@ def test_eval_from_many_threads(device):
         r = mx.sum(mx.multiply(shared, float(i), stream=s), stream=s)
         results.append((i, r.item()))
 
-    ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    in_threads(work, range(6))
     for i, r in results:
         assert r == pytest.approx(64 * 64 * np.e * i, rel=1e-5)
     assert len(results) == 6
@@ -327,11 +323,7 @@ def test_concurrent_evals_run_each_node_once(monkeypatch):
         barrier.wait()
         mx.eval(o)
 
-    ts = [threading.Thread(target=work, args=(o,)) for o in outs]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    in_threads(work, outs)
     assert len(calls) == 1
     for i, o in enumerate(outs):
         assert o.item() == pytest.approx(128 * 128 * np.tanh(1.0) * i, rel=1e-5)

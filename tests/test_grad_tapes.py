@@ -3,7 +3,6 @@ node, and gives the same gradients; walks whose graph a tape cannot stand for ru
 
 from __future__ import annotations
 
-import threading
 import weakref
 
 import numpy as np
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 import umx as mx
 import umx.nn as nn
+from tests.conftest import in_threads
 from umx.primitives.base import structure_key
 from umx.transforms import _grad_tapes
 from umx.utils import tree_flatten
@@ -363,9 +363,5 @@ def test_threads_share_tapes(tapes, rng):
         except Exception as ex:  # noqa: BLE001 (reported on the test's thread)
             errors.append(ex)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in ws]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, ws)
     assert not errors, errors
