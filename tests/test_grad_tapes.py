@@ -365,3 +365,24 @@ def test_threads_share_tapes(tapes, rng):
 
     in_threads(work, ws)
     assert not errors, errors
+
+
+def test_a_user_rule_that_passes_its_cotangent_through_is_held_to_it(on, tapes):
+    """A user's rule that gave its cotangent itself when recorded, and a new array of that shape later, is a
+    mismatch: the tape's later steps read the cotangent, not what the rule gives now."""
+    doubled = [False]
+
+    @mx.custom_function
+    def f(x):
+        return mx.sin(x)
+
+    @f.vjp
+    def f_vjp(primals, cotangent, output):
+        return cotangent * 2.0 if doubled[0] else cotangent
+
+    g = mx.grad(lambda x: (f(x * 3.0) * mx.cos(x)).sum())
+    x = mx.array([0.25, 0.5])
+    for i in range(5):
+        doubled[0] = i >= 3
+        want = 3.0 * np.cos([0.25, 0.5]) * (2.0 if doubled[0] else 1.0) - np.sin([0.75, 1.5]) * np.sin([0.25, 0.5])
+        np.testing.assert_allclose(np.array(g(x)), want, rtol=1e-5)

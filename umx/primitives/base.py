@@ -92,20 +92,21 @@ def subclasses(cls: type = Primitive) -> list:
 
 
 _PARAM_NAMES: dict = {}
-_KEYS: dict = {}  # primitive class -> a function of an instance: its structural key
+#: primitive class -> a function of an instance: its structural key (see :func:`structure_key`); hot loops read
+#: it as ``(KEY_FUNCTIONS.get(c) or key_function(c))(p)``, without a call more per node
+KEY_FUNCTIONS: dict = {}
 
 
 def structure_key(p: Primitive):
     """Primitive ``p``'s part of a graph's structural key (CUDA graphs, backward tapes): its class, then its
     parameters read by one C-level getter (a primitive's own hash and == are Python code, ten times slower), or
     what the class's ``key_params`` gives (a fill value by its bits: 0.0 == -0.0, but they fill differently)."""
-    f = _KEYS.get(p.__class__)
-    if f is None:
-        f = _key_function(p.__class__)
-    return f(p)
+    c = p.__class__
+    return (KEY_FUNCTIONS.get(c) or key_function(c))(p)
 
 
-def _key_function(c: type):
+def key_function(c: type):
+    """The function of an instance of primitive class ``c`` that gives its structural key (made once per class)."""
     own = c.key_params
     if own is not None:
         f = lambda p: (c, own(p))  # noqa: E731
@@ -114,7 +115,7 @@ def _key_function(c: type):
     else:
         get = attrgetter(*param_names(c))  # (every class's slots: a Sum's axes are its base's)
         f = lambda p: (c, get(p))  # noqa: E731
-    _KEYS[c] = f
+    KEY_FUNCTIONS[c] = f
     return f
 
 

@@ -33,15 +33,16 @@ import numpy as np
 from ..devices import resolve_stream
 from ..ops.shape import views_as_nodes
 from ..primitives import Compiled, CudaKernel, Custom
-from ..primitives.base import structure_key
+from ..primitives.base import KEY_FUNCTIONS, key_function, structure_key
 from ._replay import Tape, _getter, build
 
-__all__ = ["ENABLED", "LIVE", "Mismatch", "structure", "lookup", "recording", "record", "refuse", "replay"]
+__all__ = ["ENABLED", "LIVE", "RECORD", "Mismatch", "structure", "lookup", "recording", "record", "refuse", "replay"]
 
 #: UMX_GRAD_TAPES=0: every backward walk runs the rules (to measure what replays gain)
 ENABLED = os.environ.get("UMX_GRAD_TAPES", "1") != "0"
 _MAX_KEYS = 256  # structures remembered (the oldest half are forgotten past this)
 _REFUSED = "refused"
+RECORD = "record"  # (lookup's answer: the rules run, and what they build is recorded)
 #: primitives whose rules run the user's code: a replay calls them again (see :func:`record`)
 LIVE = frozenset({Custom, Compiled})
 _UNTAPED = frozenset({CudaKernel})  # (no rule: its walk raises)
@@ -83,10 +84,12 @@ def structure(order: list, outputs: list, cotangents: list, markers: list):
                 return None
             index[id(g)] = len(nodes)
             nodes.append(g)
+        c = prim.__class__
+        op = (KEY_FUNCTIONS.get(c) or key_function(c))(prim)
         if len(group) == 1:
-            add((structure_key(prim), g._shape, g._dtype, tuple(wiring)))
+            add((op, g._shape, g._dtype, tuple(wiring)))
         else:
-            add((structure_key(prim), tuple([(g._shape, g._dtype) for g in group]), tuple(wiring)))
+            add((op, tuple([(g._shape, g._dtype) for g in group]), tuple(wiring)))
     for x in (*outputs, *cotangents):
         if x is None:
             add(None)
@@ -112,7 +115,7 @@ def _outside(x) -> tuple:
 
 
 def lookup(key):
-    """The ``(tape, which results are None)`` recorded for ``key``; or "record": the rules run and their graph is
+    """The ``(tape, which results are None)`` recorded for ``key``; or RECORD: the rules run and their graph is
     to be recorded; or None: the rules run (a first sighting, or a structure refused)."""
     try:
         entry = _tapes.get(key)
@@ -125,7 +128,7 @@ def lookup(key):
         _tapes[key] = 1
         return None
     if entry.__class__ is int:
-        return "record"
+        return RECORD
     return None if entry is _REFUSED else entry
 
 
@@ -150,11 +153,7 @@ def record(key, start: int, grads: list, nodes: list, calls: list) -> None:
     results)`` (``first`` and ``end`` bound the creation numbers of what the call built): a replay makes them
     again, so the tape holds their results as values, never what they built to make them."""
     index = {id(x): i for i, x in enumerate(nodes)}
-    made: dict = {}  # id of a call's result -> the call's number
-    for j, call in enumerate(calls):
-        for g in call[5]:
-            if g is not None and call[0] <= g._seq < call[1]:
-                made[id(g)] = j
+    made = {id(g) for call in calls for g in call[5] if g is not None and call[0] <= g._seq < call[1]}
     consts: list = []
     steps: list = []
     seen: set = set()
@@ -206,7 +205,7 @@ def record(key, start: int, grads: list, nodes: list, calls: list) -> None:
         at = _emit_call(calls[pending.pop()], where, program, refs, at)
     out_refs = [where[id(g)] for g in grads if g is not None]
     if calls:
-        tape = _LiveTape(consts, len(nodes), program, out_refs)
+        tape = _LiveTape(consts, program, out_refs)
     else:
         tape = _WalkTape(consts, len(nodes), 0, program, refs, out_refs, None, len(out_refs))
     _tapes[key] = (tape, tuple([g is None for g in grads]))
@@ -214,16 +213,22 @@ def record(key, start: int, grads: list, nodes: list, calls: list) -> None:
 
 def _emit_call(call: tuple, where: dict, program: list, refs: list, at: int) -> int:
     """Append a call of a user's rule to ``program``: ``(_CALL, group, inputs, cotangents, results)`` as value
-    numbers, and each result as what it must be (None, or its shape and dtype); number its results from ``at``."""
+    numbers, and each result as what it must be: None; a value the walk had before (the cotangent passed
+    through), by its number; or a new array, by its shape and dtype, numbered from ``at``."""
     _, _, group, inputs, cs, results = call
-    program.append((_CALL, [where[id(g)] for g in group], [where[id(x)] for x in inputs],
-                    [None if c is None else where[id(c)] for c in cs],
-                    [None if g is None else (g._shape, g._dtype) for g in results]))
-    refs.append(())
+    want = []
     for g in results:
-        if g is not None:
-            where.setdefault(id(g), at)
+        if g is None:
+            want.append(None)
+        elif id(g) in where:
+            want.append(where[id(g)])
+        else:
+            want.append((g._shape, g._dtype))
+            where[id(g)] = at
             at += 1
+    program.append((_CALL, [where[id(g)] for g in group], [where[id(x)] for x in inputs],
+                    [None if c is None else where[id(c)] for c in cs], want))
+    refs.append(())
     return at
 
 
@@ -233,13 +238,13 @@ _CALL = object()  # a step of a live tape that calls a user's rule
 class _LiveTape:
     """A walk's tape with calls of rules that run the user's code: the steps are interpreted, and the calls made
     again at their place, each on this walk's nodes; a call whose results are not what they were (None where
-    there was an array, another shape or dtype) raises :class:`Mismatch`."""
+    there was an array, another shape or dtype, a new array where the rule passed a value through) raises
+    :class:`Mismatch`."""
 
-    __slots__ = ("consts", "n_ins", "steps", "out_refs")
+    __slots__ = ("consts", "steps", "out_refs")
 
-    def __init__(self, consts: list, n_ins: int, steps: list, out_refs: list):
+    def __init__(self, consts: list, steps: list, out_refs: list):
         self.consts = consts
-        self.n_ins = n_ins
         self.steps = steps
         self.out_refs = out_refs
 
@@ -255,9 +260,12 @@ class _LiveTape:
                 if len(results) != len(want):
                     raise Mismatch
                 for g, w in zip(results, want):
-                    if (g is None) is not (w is None) or (g is not None and (g._shape, g._dtype) != w):
+                    if w is None or w.__class__ is int:  # (none, or that value of the walk itself)
+                        if g is not (None if w is None else env[w]):
+                            raise Mismatch
+                    elif g is None or (g._shape, g._dtype) != w:
                         raise Mismatch
-                    if g is not None:
+                    else:
                         add(g)
             else:
                 build(env, step)

@@ -150,7 +150,7 @@ def backward(outputs: list, cotangents: list, markers: list) -> list:
     start = _walk.start = next(_created)
     _walk.shared = {}
     try:
-        if entry is not None and entry != "record":
+        if entry is not None and entry is not _grad_tapes.RECORD:
             try:
                 return _grad_tapes.replay(entry, taped[1])
             except _grad_tapes.Mismatch:  # a user's rule changed what it gives: the rules run from now on

@@ -14,7 +14,7 @@ from ...primitives import shape as sh
 from ...primitives.conv import Convolution
 from ...primitives.linalg import Matmul
 from ...primitives.misc import Compiled
-from ...runtime import threads
+from ...runtime import host_pool, threads
 from ...runtime.executor import steps_kernel
 from ..xp import bind
 from ..xp import conv as xp_conv
@@ -184,7 +184,7 @@ def _mean(prim, x):
 
 def _convolution(prim, x, w):
     return xp_conv.convolution(np, prim, x, w, _conv_budget(prim, x, w), input_order=True, matmul=blas.matmul,
-                               gather=threads.contiguous, parallel=blas.split)
+                               gather=threads.contiguous, parallel=blas.split, empty=host_pool.empty)
 
 
 def _conv_budget(prim, x, w) -> int:

@@ -47,7 +47,7 @@ from math import prod
 
 import numpy as np
 
-from ...primitives.base import Primitive, structure_key, subclasses
+from ...primitives.base import KEY_FUNCTIONS, Primitive, key_function, subclasses
 from ...primitives.layout import DynamicSliceUpdate
 from ...primitives.misc import Compiled
 from ...runtime import memory as _memory
@@ -484,7 +484,7 @@ def _plan(tasks: list):
             c = p.__class__
             if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):  # (the set first: cheap)
                 return None
-            op = structure_key(p)
+            op = (KEY_FUNCTIONS.get(c) or key_function(c))(p)
             ins = n._inputs
             node = n
             base.append(1)  # the task list, or the task's tuple

@@ -28,7 +28,6 @@ from itertools import product
 import numpy as np
 
 from ...primitives.conv import Convolution
-from ...runtime import host_pool
 from . import each, kernel
 
 #: the most bytes of temporaries one chunk may take
@@ -44,7 +43,7 @@ def _convolution(xp, prim, x, w):
 
 
 def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False,
-                matmul=None, gather=None, parallel=None):
+                matmul=None, gather=None, parallel=None, empty=None):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
     bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
     memory order (see ``_windows_by_input``). ``matmul(a, b, out=None)``: the products (default ``xp.matmul``;
@@ -52,7 +51,8 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
     view, the windows' (default ``xp.ascontiguousarray``; the GPU's copies views of rows by a kernel of umx's
     own). ``parallel(fn, n)``: ``fn(lo, hi)`` over chunks of ``range(n)`` at once, or None where it cannot (the
     CPU's runs them on its cores); the windows lowering's chunks then run at once, each with ``xp``'s own
-    product and copy."""
+    product and copy. ``empty(shape, dtype)``: the depthwise lowering's output on NumPy (default ``np.empty``;
+    the CPU's takes large ones from its pool of reused host buffers)."""
     budget = BUDGET if budget is None else budget
     mm = matmul or xp.matmul
     gather = gather or xp.ascontiguousarray
@@ -77,7 +77,8 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
         lo = prim.padding_lo
         if dilated:  # (dilated and padded here, at once: the blocks then read it in place)
             x, lo = _padded(xp, x, lo, prim.padding_hi, prim.input_dilation), (0,) * nd
-        out = _taps_summed(x, w, lo, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, parallel)
+        out = _taps_summed(x, w, lo, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, parallel,
+                           empty or np.empty)
     else:
         padded = _padded(xp, x, prim.padding_lo, prim.padding_hi, prim.input_dilation, input_order)
         if depthwise:
@@ -265,7 +266,7 @@ def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tupl
 
 
 def _taps_summed(x, w, lo: tuple, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
-                 parallel=None):
+                 parallel=None, empty=np.empty):
     """The depthwise lowering on NumPy of input ``x`` padded by ``lo`` (a unit stride along the last spatial axis):
     per block of the output, its sum over the kernel's taps as one ``einsum`` (a multiply-add per tap in one pass)
     over the block's part of the input, padded into a buffer of its own (or read in place where it needs no
@@ -295,8 +296,7 @@ def _taps_summed(x, w, lo: tuple, stride: tuple, dilation: tuple, groups: int, o
     lead = "pqr"[:nd - 1]
     kernel = "ijk"[:nd]
     terms = f"n{lead}{kernel}c,{kernel}c->n{lead}c"  # (batch, outer output axes, kernel, last axis and channels)
-    # (a large output from the pool's mapped blocks: see runtime/host_pool.py)
-    out = host_pool.empty((n, *out_sp[:-1], out_sp[-1] * o), x.dtype)
+    out = empty((n, *out_sp[:-1], out_sp[-1] * o), x.dtype)
     in_place = rep == 1 and s[-1] == item and s[-2] == o * item
 
     def block(n0: int, n1: int, r0: int, r1: int) -> None:
