@@ -163,6 +163,47 @@ def test_a_batch_with_a_primitive_graphs_skip_runs_op_by_op(graphs):
     assert graphs.STATS.replays == before
 
 
+def test_a_batch_cut_by_a_task_no_graph_holds_replays_its_parts(graphs):
+    rng = np.random.default_rng(21)
+    a = (rng.standard_normal((8, 8)) * 0.3).astype(np.float32)
+    ma = mx.array(a)
+    before = graphs.STATS.replays
+    for _ in range(4):
+        t = mx.tanh(mx.matmul(ma, ma, stream=G), stream=G)
+        f = mx.fft.fft(t, stream=G)  # no graph holds an FFT: the tasks before it and after it are parts
+        out = mx.matmul(mx.exp(mx.abs(f, stream=G), stream=G), ma, stream=G)
+        want = np.exp(np.abs(np.fft.fft(np.tanh(a.astype(np.float64) @ a)))) @ a
+        np.testing.assert_allclose(np.array(out), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.array(t), np.tanh(a.astype(np.float64) @ a), rtol=1e-4, atol=1e-5)
+    assert graphs.STATS.replays - before >= 4  # both parts, at the third and the fourth step
+
+
+def test_eager_steps_with_a_compiled_optimizer_update_replay_and_match_the_update_as_written(graphs):
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    def train(cls):
+        mx.random.seed(3)
+        with mx.stream(G):
+            model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+            opt = cls(learning_rate=1e-2)
+            x, y = mx.random.normal((8, 16)), mx.random.normal((8, 4))
+            loss_and_grad = nn.value_and_grad(model, lambda m: mx.mean((m(x) - y) ** 2))
+            for _ in range(5):
+                loss, grads = loss_and_grad(model)
+                opt.update(model, grads)  # one compiled call: a task with siblings, so the step's batch has parts
+                mx.eval(loss, model.parameters(), opt.state)
+        return tree_flatten(model.parameters()) + tree_flatten(opt.state)
+
+    before = graphs.STATS.replays
+    got = train(optim.AdamW)
+    assert graphs.STATS.replays - before >= 6  # the step's forward and backward, and the update's own graph
+    want = train(type("AsWritten", (optim.AdamW,), {}))  # a subclass: its update runs as written
+    assert [k for k, _ in got] == [k for k, _ in want]
+    for (path, a), (_, b) in zip(got, want):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-7, err_msg=path)
+
+
 def test_a_batch_through_a_custom_function_replays(graphs):
     # a custom_function of one output (BatchNorm's gradient is one) passes its data through as Depends does: it
     # must not keep a batch from becoming a graph

@@ -28,8 +28,10 @@ through ``cublas``, reductions, scans, sorts, views and layouts, gathers and sca
 the nodes of other classes whose kernels here only enqueue (``kernels.CAPTURE_IF``: ``mx.fast``'s own kernels,
 quantized decode, convolutions' cuBLAS products); not linalg, FFT, user callbacks or data-dependent shapes. A
 kernel that synchronizes, or copies from or to the host, under capture makes CuPy raise, and the structure is then
-never tried again: such a kernel can never be baked into a graph. Nor is a batch in which a task after the first
-waits for another stream (see ``_plan``).
+never tried again: such a kernel can never be baked into a graph. A batch with a task no graph holds (one of
+those, a node with siblings such as a compiled call, which runs as a graph of its own, or a task after the first
+that waits for another stream) runs in parts: each run of tasks between them is a batch of its own, a graph once
+seen twice, and the values a later part reads are exported like those the user holds.
 
 Graphs are a cache: one whose own buffers exceed ``GRAPH_SHARE`` of the device's memory is not made, nor one that
 would not fit under the user's memory limit; each stream keeps at most ``MAX_GRAPHS``, and graphs together at
@@ -87,6 +89,7 @@ CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
 CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
 _REFUSED = "refused"
 _NO_ROOM = "no room"  # _capture's answer under the memory limit: not now, but the structure may be tried again
+_CUT = "cut"  # _plan's answer for a batch with a task that no graph can hold: it runs in parts
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
 
@@ -154,10 +157,14 @@ class Graphs:
         _all.add(self)
 
     def run(self, tasks: list) -> bool:
-        """Run ``tasks`` as a graph if their structure was seen before; False if the caller must run them."""
+        """Run ``tasks`` as a graph if their structure was seen before; False if the caller must run them. A
+        batch with a task no graph can hold runs as parts (see :meth:`_run_parts`)."""
         plan = _plan(tasks)
         if plan is None:
             return False
+        if plan is _CUT:
+            self._run_parts(tasks)
+            return True
         key, nodes, externals, retained = plan
         cache = self.cache
         try:
@@ -202,6 +209,23 @@ class Graphs:
                 self._evict()
                 charge()
             return self._launch(entry, tasks, nodes, inputs, retained, held)
+
+    def _run_parts(self, tasks: list) -> None:
+        """Run a batch that a graph cannot hold whole, part by part: each run of tasks a graph can hold as a
+        graph of its own (once seen twice), each task it cannot (a compiled call, which runs as a graph of its
+        own; a node with siblings; one waiting for another stream after the first) op by op. An eager training
+        step whose optimizer update is one compiled call is then two graph launches, not a thousand kernels."""
+        ex = self.ex
+        for a, b in _parts(tasks):
+            part = tasks[a:b]
+            tasks[a:b] = [None] * (b - a)  # (the part's list alone holds them: _plan counts one list's references)
+            try:
+                if b - a < MIN_TASKS or not self.run(part):
+                    ex._run(part)
+            except BaseException:
+                tasks[a:b] = part  # the tasks not finished, for the worker to resume (see run_inline)
+                raise
+            part = None
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
                  copied: frozenset):
@@ -448,7 +472,8 @@ def nbytes() -> int:
 
 
 def _plan(tasks: list):
-    """``(key, nodes, externals, retained)`` for a batch that may become a graph, or None.
+    """``(key, nodes, externals, retained)`` for a batch that may become a graph; ``_CUT`` for one with a task no
+    graph can hold (it runs in parts, see :func:`_parts`); None for one that runs op by op.
 
     ``nodes[i]`` is the node task ``i`` computes (a region's root); ``externals`` the arrays read from outside the
     batch, one per slot; ``retained`` the positions of the nodes that something besides the batch holds.
@@ -466,8 +491,9 @@ def _plan(tasks: list):
         if type(t) is tuple:
             if t[1] and i:
                 # A replay waits for other streams before its first kernel; op by op, this task's producers may
-                # be waiting for the tasks before it (a diamond across streams).
-                return None
+                # be waiting for the tasks before it (a diamond across streams). The tasks before it launch
+                # first, as a part of their own.
+                return _CUT
             n = t[0]
         else:
             n = t
@@ -483,7 +509,7 @@ def _plan(tasks: list):
             p = n._prim
             c = p.__class__
             if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):  # (the set first: cheap)
-                return None
+                return _CUT
             op = (KEY_FUNCTIONS.get(c) or key_function(c))(p)
             ins = n._inputs
             node = n
@@ -522,6 +548,29 @@ def _plan(tasks: list):
     retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
     key.append(tuple([(x._shape, x._dtype) for x in externals]))
     return tuple(key), nodes, externals, retained
+
+
+def _parts(tasks: list) -> list:
+    """``(start, stop)`` of each part of a batch that :func:`_plan` cut: the runs of tasks a graph can hold, and
+    each task it cannot alone. A run ends before a task that waits for another stream (it starts the next)."""
+    bounds = []
+    a = 0
+    for i, t in enumerate(tasks):
+        if type(t) is tuple:
+            if t[1] and i > a:
+                bounds.append((a, i))
+                a = i
+            n = t[0]
+        else:
+            n = t
+        if type(n) is not Fused and (n._siblings is not None or not capturable(n)):
+            if i > a:
+                bounds.append((a, i))
+            bounds.append((i, i + 1))
+            a = i + 1
+    if a < len(tasks):
+        bounds.append((a, len(tasks)))
+    return bounds
 
 
 def _held_outside(nodes: list, i: int, base: int) -> bool:
