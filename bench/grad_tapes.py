@@ -7,7 +7,8 @@ Columns: the median step, and the host time ``value_and_grad`` takes to build th
 part tapes shorten; the eval that follows is the same either way). A GPU step's eval waits for the GPU, so there the
 step time falls by the build time saved only where the host is the longer pole. A third copy runs with tapes on and
 ``value_and_grad``'s early start (``UMX_EARLY_START``, off by default) on: its gradients' batch is launched as it
-returns, so the GPU computes them while Python builds the optimizer's update.
+returns, so the GPU computes them while Python builds the optimizer's update. A fourth runs with tapes on and its
+optimizer's update as written (a subclass of it: op by op), where umx's own optimizers run it compiled.
 
 Usage: python bench/grad_tapes.py [--small] [--repeats N] [--cases mlp,lm,cnn] [--devices cpu,gpu]
 """
@@ -33,11 +34,14 @@ from umx.runtime import scheduler  # noqa: E402
 from umx.transforms import _grad_tapes  # noqa: E402
 
 
-def _step(case: str, sizes: dict, data, stream, taped: bool, early: bool, builds: list):
+def _step(case: str, sizes: dict, data, stream, taped: bool, early: bool, written: bool, builds: list):
     """An eager training step of a fresh model on ``stream`` whose walks run with tapes ``taped`` and the early start
-    ``early``; each call appends to ``builds`` the seconds ``value_and_grad`` took."""
+    ``early``, and whose optimizer runs its update as written (op by op, as a user's subclass does) if ``written``,
+    else compiled; each call appends to ``builds`` the seconds ``value_and_grad`` took."""
     models = _mlx_api_models(mx, nn)
     model, opt = model_and_optimizer((mx, nn, optim), models, case, sizes, stream)
+    if written:
+        opt.__class__ = type(f"AsWritten{type(opt).__name__}", (type(opt),), {})
     x, y = (mx.array(a) for a in data)
     loss_and_grad = nn.value_and_grad(model, models.loss_fn)
 
@@ -66,11 +70,12 @@ def main() -> None:
     print(f"eager steps, tapes on and off in turns; median of {args.repeats} after 3 warm-up steps"
           f"{'; --small sizes' if args.small else ''}\n")
     head = (f"{'case':40} {'dev':4} {'step, on':>11} {'step, off':>11} {'on/off':>7} {'build, on':>11} "
-            f"{'build, off':>11} {'on/off':>7} {'on + early':>11} {'/off':>6}")
+            f"{'build, off':>11} {'on/off':>7} {'on + early':>11} {'/off':>6} {'opt written':>11} {'on/it':>6}")
     print(head)
     print("-" * len(head))
     was = _grad_tapes.ENABLED, scheduler.EARLY_START
-    variants = {"on": (True, False), "off": (False, False), "early": (True, True)}
+    variants = {"on": (True, False, False), "off": (False, False, False), "early": (True, True, False),
+                "written": (True, False, True)}
     try:
         for dev in devices:
             stream = mx.default_stream(mx.cpu if dev == "cpu" else mx.gpu)
@@ -82,7 +87,8 @@ def main() -> None:
                 b = {k: statistics.median(v[3:]) for k, v in builds.items()}  # (past the warm-up)
                 print(f"{_describe(case, sizes[case]):40} {dev:4} {cell(t['on']):>11} {cell(t['off']):>11} "
                       f"{t['on'] / t['off']:>6.2f}x {cell(b['on']):>11} {cell(b['off']):>11} "
-                      f"{b['on'] / b['off']:>6.2f}x {cell(t['early']):>11} {t['early'] / t['off']:>5.2f}x", flush=True)
+                      f"{b['on'] / b['off']:>6.2f}x {cell(t['early']):>11} {t['early'] / t['off']:>5.2f}x "
+                      f"{cell(t['written']):>11} {t['on'] / t['written']:>5.2f}x", flush=True)
     finally:
         _grad_tapes.ENABLED, scheduler.EARLY_START = was
     if not mx.is_available(mx.gpu):

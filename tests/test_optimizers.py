@@ -644,3 +644,124 @@ def test_compiled_update_sees_a_new_learning_rate():
     assert_close(update(grads)["w"], np.full(3, 2.0))
     opt.learning_rate = -2.0
     assert_close(update(grads)["w"], np.full(3, 3.0))
+
+
+# --- The update of umx's own optimizers runs compiled: apply_single is traced once per signature and replayed (on a
+# GPU as one CUDA graph). A user's subclass runs its update as written. Both must give the same bits.
+
+
+def _as_written(cls):
+    """``cls`` as a user's subclass of it: its update runs as written, op by op."""
+    return type(f"AsWritten{cls.__name__}", (cls,), {})
+
+
+def _flat_results(opt, params) -> list:
+    return tree_flatten(params) + tree_flatten(opt.state)
+
+
+def _assert_same_bits(got: list, want: list) -> None:
+    assert [k for k, _ in got] == [k for k, _ in want]
+    for (path, a), (_, b) in zip(got, want):
+        assert a.dtype == b.dtype, path
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=path)
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=CASE_IDS)
+def test_compiled_update_gives_the_bits_of_the_update_as_written(device, name, kwargs):
+    rng = np.random.default_rng(11)
+    params = _random_tree(rng)
+    grads_seq = [_random_tree(rng) for _ in range(STEPS)]
+    results = []
+    with mx.stream(device):
+        for cls in (getattr(optim, name), _as_written(getattr(optim, name))):
+            opt = cls(**kwargs)
+            results.append(_flat_results(opt, _run(opt, tree_map(mx.array, params), grads_seq)))
+    _assert_same_bits(*results)
+
+
+def test_compiled_update_traces_apply_single_once_per_signature(monkeypatch):
+    calls = []
+    real = optim.Adam.apply_single
+
+    def counted(self, gradient, parameter, state):
+        calls.append(parameter.shape)
+        return real(self, gradient, parameter, state)
+
+    monkeypatch.setattr(optim.Adam, "apply_single", counted)
+    opt = optim.Adam(1e-2)
+    params = {"w": mx.ones((3, 2)), "b": mx.ones((2,))}
+    for _ in range(4):
+        params = opt.apply_gradients({"w": mx.ones((3, 2)), "b": mx.ones((2,))}, params)
+        mx.eval(params, opt.state)
+    assert sorted(calls) == [(2,), (3, 2)]  # the trace only
+    opt.eps = 1e-3
+    params = opt.apply_gradients({"w": mx.ones((3, 2)), "b": mx.ones((2,))}, params)
+    assert len(calls) == 4  # a new setting: traced again
+    params = opt.apply_gradients({"w": mx.ones((3, 2), mx.float16), "b": mx.ones((2,))}, params)
+    assert len(calls) == 6  # a new dtype: traced again
+
+
+def test_a_subclass_update_runs_as_written_at_every_step():
+    calls = []
+
+    class Counting(optim.Adam):
+        def apply_single(self, gradient, parameter, state):
+            calls.append(1)  # a Python side effect: a compiled update would make it once
+            return super().apply_single(gradient, parameter, state)
+
+    opt = Counting(1e-2)
+    params = {"w": mx.ones((3,)), "b": mx.ones((2,))}
+    for _ in range(3):
+        params = opt.apply_gradients({"w": mx.ones((3,)), "b": mx.ones((2,))}, params)
+    assert len(calls) == 6
+
+
+@pytest.mark.parametrize("setting,value", [("weight_decay", 0.5), ("betas", [0.5, 0.8]), ("eps", 1e-2),
+                                           ("bias_correction", True)])
+def test_a_hyperparameter_changed_midway_takes_effect_at_the_next_update(device, setting, value):
+    rng = np.random.default_rng(12)
+    params = _random_tree(rng)
+    grads_seq = [_random_tree(rng) for _ in range(STEPS)]
+    results = []
+    with mx.stream(device):
+        for cls in (optim.AdamW, _as_written(optim.AdamW), optim.AdamW):
+            opt = cls(learning_rate=0.1)
+            p = tree_map(mx.array, params)
+            for i, grads in enumerate(grads_seq):
+                if i == 2 and len(results) < 2:  # (the third run keeps the setting: it must then differ)
+                    setattr(opt, setting, value)
+                p = opt.apply_gradients(tree_map(mx.array, grads), p)
+                mx.eval(p, opt.state)
+            results.append(_flat_results(opt, p))
+    _assert_same_bits(results[0], results[1])
+    assert not all(np.array_equal(np.array(a), np.array(b)) for (_, a), (_, b) in zip(results[0], results[2]))
+
+
+def test_an_array_hyperparameter_is_read_at_every_update(device):
+    with mx.stream(device):
+        opt = optim.SGD(1.0, momentum=0.9)
+        params = {"w": mx.zeros((2,))}
+        grads = {"w": mx.ones((2,))}
+        opt.momentum = mx.array(0.5)  # an array attribute: the update as written reads it each time
+        params = opt.apply_gradients(grads, params)  # v = 1
+        opt.momentum = mx.array(0.0)
+        params = opt.apply_gradients(grads, params)  # v = 0 * 1 + 1
+        assert_close(params["w"], np.full(2, -2.0))
+        opt.momentum = 0.5  # a constant again: compiled, and this value
+        params = opt.apply_gradients(grads, params)  # v = 0.5 * 1 + 1
+        assert_close(params["w"], np.full(2, -3.5))
+
+
+def test_compiled_update_writes_the_state_into_its_own_dicts(device):
+    with mx.stream(device):
+        opt = optim.Adam(1e-2)
+        params = {"layers": [{"w": mx.ones((2,))}, {}], "b": mx.ones((3,))}
+        opt.init(params)
+        slot = opt.state["layers"][0]["w"]
+        state = opt.state
+        for _ in range(2):
+            params = opt.apply_gradients({"layers": [{"w": mx.ones((2,))}, {}], "b": mx.ones((3,))}, params)
+        assert opt.state is state and opt.state["layers"][0]["w"] is slot
+        assert sorted(slot) == ["m", "v"] and opt.step.item() == 2
+        assert isinstance(params["layers"], list) and params["layers"][1] == {}
+        assert_close(slot["m"], np.full(2, 0.1 * 0.9 + 0.1))

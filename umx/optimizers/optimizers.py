@@ -10,6 +10,7 @@ outputs=[...])`` captures and replaces the state like any other arrays, and the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import umx as mx
@@ -21,6 +22,41 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "AdaDelta", "Adam", "AdamW"
 
 def _as_array(value) -> mx.array:
     return value if isinstance(value, mx.array) else mx.array(value)
+
+
+def _is_constant(value) -> bool:
+    """Whether ``value`` is a constant a compiled update may be traced for: bool, int, float, str, None, or a list
+    or tuple of them."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    return isinstance(value, (list, tuple)) and all(_is_constant(v) for v in value)
+
+
+def _gather(gradients, parameters, state, grads: list, params: list, slots: list) -> None:
+    """Append each leaf of ``gradients`` to ``grads``, and what stands at its place in ``parameters`` and in
+    ``state`` (the parameter, its state's dict) to ``params`` and ``slots``: ``tree_map``'s walk, flat."""
+    if isinstance(gradients, dict):
+        for k, g in gradients.items():
+            _gather(g, parameters[k], state[k], grads, params, slots)
+    elif isinstance(gradients, (list, tuple)):
+        for i, g in enumerate(gradients):
+            _gather(g, parameters[i], state[i], grads, params, slots)
+    else:
+        grads.append(gradients)
+        params.append(parameters)
+        slots.append(state)
+
+
+def _rebuild(tree, leaves):
+    """``tree``'s structure with the next of ``leaves`` at each leaf (as ``tree_map`` builds it: dicts plain)."""
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, leaves) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_rebuild(v, leaves) for v in tree]
+    if isinstance(tree, tuple):
+        items = [_rebuild(v, leaves) for v in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    return next(leaves)
 
 
 def _empty_slots(tree):
@@ -60,6 +96,7 @@ class Optimizer:
         self._state = {"step": mx.array(0, mx.uint64)}
         self._schedulers = dict(schedulers or {})
         self._shared = None  # (step, learning rate, {key: value}): see _per_update
+        self._compiled = None  # the update of apply_gradients, compiled (see _compiled_update)
 
     def update(self, model, gradients) -> None:
         """Apply the gradients to the parameters of ``model`` and update the model with the new parameters.
@@ -121,8 +158,86 @@ class Optimizer:
         state = self.state
         for name, schedule in self._schedulers.items():
             state[name] = _as_array(schedule(state["step"]))
-        state["step"] = state["step"] + 1
-        return tree_map(self.apply_single, gradients, parameters, state)
+        settings = self._settings()
+        if settings is None:
+            state["step"] = state["step"] + 1
+            return tree_map(self.apply_single, gradients, parameters, state)
+        return self._compiled_update(gradients, parameters, state, settings)
+
+    #: set (in the class's own body) by the optimizers whose update may run compiled: :meth:`apply_single` is a
+    #: function of its arrays and of the optimizer's constant attributes only. A subclass of one of them is
+    #: updated as written, op by op, unless it sets this too.
+    _compiles = False
+
+    def _settings(self):
+        """The optimizer's public attributes as ``((name, value), ...)``, if its update may run compiled and each
+        value is a constant (bool, int, float, str, None, or lists and tuples of them); else None."""
+        if not type(self).__dict__.get("_compiles", False):
+            return None
+        settings = []
+        for name, value in self.__dict__.items():
+            if name[0] == "_":
+                continue
+            if not _is_constant(value):
+                return None  # (an array or an object: the update as written reads it every time)
+            settings.append((name, value))
+        return tuple(settings)
+
+    def _compiled_update(self, gradients, parameters, state: dict, settings: tuple):
+        """:meth:`apply_gradients`'s update as one compiled call (``mx.compile``): every parameter's new value
+        and state from one trace of :meth:`apply_single` per signature, replayed without its Python, and on a
+        GPU one CUDA graph, instead of a dozen ops per parameter built and planned at every step. The settings
+        key the trace, so a changed hyperparameter traces again. The new state goes back into ``state``'s own
+        dicts, which a compiled training step may name in its ``inputs`` and ``outputs``."""
+        grads: list = []
+        params: list = []
+        slots: list = []
+        _gather(gradients, parameters, state, grads, params, slots)
+        names = tuple([k for k, v in state.items() if isinstance(v, mx.array)])  # step, learning rate, ...
+        layout = tuple([tuple(slot) for slot in slots])
+        key = (settings, names, layout)
+        compiled = self._compiled
+        if compiled is None or compiled[0] != key:
+            # (one entry: the settings and the state's layout rarely change; compile keys the shapes)
+            traced: dict = {}
+            compiled = self._compiled = (key, mx.compile(functools.partial(self._update, names, layout, traced)),
+                                         traced)
+        flat = compiled[1](*grads, *params, *[v for slot in slots for v in slot.values()],
+                           *[state[k] for k in names])
+        n = len(grads)
+        at = n
+        for slot, keys in zip(slots, compiled[2]["layout"]):
+            for k in keys:
+                slot[k] = flat[at]
+                at += 1
+        for k in names:
+            state[k] = flat[at]
+            at += 1
+        return _rebuild(gradients, iter(flat[:n]))
+
+    def _update(self, names: tuple, layout: tuple, traced: dict, *arrays):
+        """The update :meth:`_compiled_update` traces, over flat arrays: the gradients, the parameters, the values
+        of each parameter's state (its keys in ``layout``) and the shared values ``names`` (the step count, the
+        learning rate), standing in for the state's own. Returns the new parameters, then each state's values
+        (their keys put in ``traced``), then the shared values, the step count advanced."""
+        n = len(layout)
+        grads, params = arrays[:n], arrays[n:2 * n]
+        at = 2 * n
+        slots = []
+        for keys in layout:
+            slots.append(dict(zip(keys, arrays[at:at + len(keys)])))
+            at += len(keys)
+        shared = dict(zip(names, arrays[at:]))
+        outer = self._state
+        self._state = shared
+        try:
+            shared["step"] = shared["step"] + 1
+            updated = [self.apply_single(g, p, slot) for g, p, slot in zip(grads, params, slots)]
+        finally:
+            self._state = outer
+            self._shared = None  # (values of the trace: a later update computes its own)
+        traced["layout"] = [tuple(slot) for slot in slots]
+        return [*updated, *[v for slot in slots for v in slot.values()], *[shared[k] for k in names]]
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         """Return the updated ``parameter`` and update its ``state`` in place. Overridden by each optimizer.
@@ -214,6 +329,8 @@ class SGD(Optimizer):
         nesterov (bool, optional): use Nesterov momentum (needs a momentum and no dampening). Default: ``False``.
     """
 
+    _compiles = True
+
     def __init__(self, learning_rate: float | Callable, momentum: float = 0.0, weight_decay: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False):
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -257,6 +374,8 @@ class RMSprop(Optimizer):
         eps (float, optional): :math:`\epsilon`, added to the denominator (must be positive). Default: ``1e-8``.
     """
 
+    _compiles = True
+
     def __init__(self, learning_rate: float | Callable, alpha: float = 0.99, eps: float = 1e-8):
         if alpha < 0.0:
             raise ValueError(f"RMSprop alpha should be >=0, {alpha} was provided instead")
@@ -292,6 +411,8 @@ class Adagrad(Optimizer):
         eps (float, optional): :math:`\epsilon`, added to the denominator (must be positive). Default: ``1e-8``.
     """
 
+    _compiles = True
+
     def __init__(self, learning_rate: float | Callable, eps: float = 1e-8):
         _check_eps("Adagrad", eps)
         super().__init__()
@@ -326,6 +447,8 @@ class AdaDelta(Optimizer):
         eps (float, optional): :math:`\epsilon`, added under both square roots (must be positive).
             Default: ``1e-6``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable, rho: float = 0.9, eps: float = 1e-6):
         if rho < 0.0:
@@ -371,6 +494,8 @@ class Adam(Optimizer):
         eps (float, optional): :math:`\epsilon`, added to the denominator. Default: ``1e-8``.
         bias_correction (bool, optional): apply the bias correction. Default: ``False``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable, betas: list[float] = [0.9, 0.999],  # noqa: B006 (MLX)
                  eps: float = 1e-8, bias_correction: bool = False):
@@ -423,6 +548,8 @@ class AdamW(Adam):
         bias_correction (bool, optional): apply Adam's bias correction. Default: ``False``.
     """
 
+    _compiles = True
+
     def __init__(self, learning_rate: float | Callable, betas: list[float] = [0.9, 0.999],  # noqa: B006 (MLX)
                  eps: float = 1e-8, weight_decay: float = 0.01, bias_correction: bool = False):
         super().__init__(learning_rate=learning_rate, betas=betas, eps=eps, bias_correction=bias_correction)
@@ -450,6 +577,8 @@ class Adamax(Adam):
             the gradient and of the infinity norm. Default: ``(0.9, 0.999)``.
         eps (float, optional): :math:`\epsilon`, added to the denominator. Default: ``1e-8``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable, betas: list[float] = [0.9, 0.999],  # noqa: B006 (MLX)
                  eps: float = 1e-8):
@@ -484,6 +613,8 @@ class Lion(Optimizer):
             and of the momentum. Default: ``(0.9, 0.99)``.
         weight_decay (float, optional): the weight decay :math:`\lambda`. Default: ``0``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable, betas: list[float] = [0.9, 0.99],  # noqa: B006 (MLX)
                  weight_decay: float = 0.0):
@@ -534,6 +665,8 @@ class Adafactor(Optimizer):
         warmup_init (bool, optional): with ``relative_step``, use :math:`\min(10^{-6} t, 1/\sqrt{t})`.
             Default: ``False``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable | None = None, eps: tuple[float, float] = (1e-30, 1e-3),
                  clip_threshold: float = 1.0, decay_rate: float = -0.8, beta_1: float | None = None,
@@ -628,6 +761,8 @@ class Muon(Optimizer):
         nesterov (bool, optional): use Nesterov momentum. Default: ``True``.
         ns_steps (int, optional): the number of Newton-Schulz iterations. Default: ``5``.
     """
+
+    _compiles = True
 
     def __init__(self, learning_rate: float | Callable, momentum: float = 0.95, weight_decay: float = 0.01,
                  nesterov: bool = True, ns_steps: int = 5):
