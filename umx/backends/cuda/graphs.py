@@ -89,7 +89,18 @@ CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
 CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
 _REFUSED = "refused"
 _NO_ROOM = "no room"  # _capture's answer under the memory limit: not now, but the structure may be tried again
-_CUT = "cut"  # _plan's answer for a batch with a task that no graph can hold: it runs in parts
+
+
+class _Cut:
+    """:func:`_plan`'s answer for a batch with a task that no graph can hold, which then runs in parts: ``at``,
+    the position of the first such task, and ``plan``, the plan of the tasks before it (None for fewer than two)."""
+
+    __slots__ = ("at", "plan")
+
+    def __init__(self, at: int, plan):
+        self.at = at
+        self.plan = plan
+
 _SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 _getrefcount = sys.getrefcount
 
@@ -162,9 +173,13 @@ class Graphs:
         plan = _plan(tasks)
         if plan is None:
             return False
-        if plan is _CUT:
-            self._run_parts(tasks)
+        if plan.__class__ is _Cut:
+            self._run_parts(tasks, plan)
             return True
+        return self._run_planned(tasks, plan)
+
+    def _run_planned(self, tasks: list, plan: tuple) -> bool:
+        """:meth:`run` for a batch whose plan (see :func:`_plan`) is made."""
         key, nodes, externals, retained = plan
         cache = self.cache
         try:
@@ -210,17 +225,23 @@ class Graphs:
                 charge()
             return self._launch(entry, tasks, nodes, inputs, retained, held)
 
-    def _run_parts(self, tasks: list) -> None:
+    def _run_parts(self, tasks: list, cut) -> None:
         """Run a batch that a graph cannot hold whole, part by part: each run of tasks a graph can hold as a
         graph of its own (once seen twice), each task it cannot (a compiled call, which runs as a graph of its
         own; a node with siblings; one waiting for another stream after the first) op by op. An eager training
-        step whose optimizer update is one compiled call is then two graph launches, not a thousand kernels."""
+        step whose optimizer update is one compiled call is then two graph launches, not a thousand kernels.
+        ``cut`` is :func:`_plan`'s answer: where the first part ends, and that part's plan."""
         ex = self.ex
-        for a, b in _parts(tasks):
+        for a, b in ([(0, cut.at)] if cut.at else []) + _parts(tasks, cut.at):
             part = tasks[a:b]
             tasks[a:b] = [None] * (b - a)  # (the part's list alone holds them: _plan counts one list's references)
             try:
-                if b - a < MIN_TASKS or not self.run(part):
+                if b - a < MIN_TASKS:
+                    ex._run(part)
+                elif a == 0 and cut.plan is not None:  # (planned already: the same references, the same plan)
+                    if not self._run_planned(part, cut.plan):
+                        ex._run(part)
+                elif a > 0 and not self.run(part):
                     ex._run(part)
             except BaseException:
                 tasks[a:b] = part  # the tasks not finished, for the worker to resume (see run_inline)
@@ -472,8 +493,8 @@ def nbytes() -> int:
 
 
 def _plan(tasks: list):
-    """``(key, nodes, externals, retained)`` for a batch that may become a graph; ``_CUT`` for one with a task no
-    graph can hold (it runs in parts, see :func:`_parts`); None for one that runs op by op.
+    """``(key, nodes, externals, retained)`` for a batch that may become a graph; a :class:`_Cut` for one with a
+    task no graph can hold (it runs in parts); None for one that runs op by op.
 
     ``nodes[i]`` is the node task ``i`` computes (a region's root); ``externals`` the arrays read from outside the
     batch, one per slot; ``retained`` the positions of the nodes that something besides the batch holds.
@@ -487,13 +508,15 @@ def _plan(tasks: list):
     key: list = []
     m = None
     base: list = []  # the references the batch's own structures hold to each node
+    cut = None
     for i, t in enumerate(tasks):
         if type(t) is tuple:
             if t[1] and i:
                 # A replay waits for other streams before its first kernel; op by op, this task's producers may
                 # be waiting for the tasks before it (a diamond across streams). The tasks before it launch
                 # first, as a part of their own.
-                return _CUT
+                cut = i
+                break
             n = t[0]
         else:
             n = t
@@ -509,7 +532,8 @@ def _plan(tasks: list):
             p = n._prim
             c = p.__class__
             if n._siblings is not None or (c not in CAPTURABLE and not capturable(n)):  # (the set first: cheap)
-                return _CUT
+                cut = i
+                break
             op = (KEY_FUNCTIONS.get(c) or key_function(c))(p)
             ins = n._inputs
             node = n
@@ -542,20 +566,24 @@ def _plan(tasks: list):
         key.append((op, node._shape, node._dtype, tuple(wiring)))
         index[id(node)] = i
         nodes.append(node)
-    if len(nodes) < 2:
-        return None
     n = node = x = t = m = p = None  # (no local reference may be counted below)
+    if len(nodes) < 2:
+        return None if cut is None else _Cut(cut, None)
+    # (before a cut, a later task that reads one of these nodes holds it: its part exports it)
     retained = [i for i, b in enumerate(base) if _held_outside(nodes, i, b)]
     key.append(tuple([(x._shape, x._dtype) for x in externals]))
-    return tuple(key), nodes, externals, retained
+    plan = tuple(key), nodes, externals, retained
+    return plan if cut is None else _Cut(cut, plan)
 
 
-def _parts(tasks: list) -> list:
-    """``(start, stop)`` of each part of a batch that :func:`_plan` cut: the runs of tasks a graph can hold, and
-    each task it cannot alone. A run ends before a task that waits for another stream (it starts the next)."""
+def _parts(tasks: list, start: int = 0) -> list:
+    """``(start, stop)`` of each part of ``tasks[start:]``, in a batch that :func:`_plan` cut: the runs of tasks a
+    graph can hold, and each task it cannot alone. A run ends before a task that waits for another stream (it
+    starts the next)."""
     bounds = []
-    a = 0
-    for i, t in enumerate(tasks):
+    a = start
+    for i in range(start, len(tasks)):
+        t = tasks[i]
         if type(t) is tuple:
             if t[1] and i > a:
                 bounds.append((a, i))
