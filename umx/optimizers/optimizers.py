@@ -37,6 +37,13 @@ def _is_constant(value) -> bool:
     return isinstance(value, (list, tuple)) and all(_is_constant(v) for v in value)
 
 
+def _frozen(value):
+    """A constant (see :func:`_is_constant`) as a hashable key: lists become tuples, tagged apart from tuples."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple([_frozen(v) for v in value]))
+    return (type(value), value)  # (type first: 1, 1.0 and True set an update apart)
+
+
 def _gather(gradients, parameters, state, grads: list, params: list, slots: list) -> None:
     """Append each leaf of ``gradients`` to ``grads``, and what stands at its place in ``parameters`` and in
     ``state`` (the parameter, its state's dict) to ``params`` and ``slots``: ``tree_map``'s walk, flat."""
@@ -101,7 +108,7 @@ class Optimizer:
         self._state = {"step": mx.array(0, mx.uint64)}
         self._schedulers = dict(schedulers or {})
         self._shared = None  # (step, learning rate, {key: value}): see _per_update
-        self._compiled = None  # the update of apply_gradients, compiled (see _compiled_update)
+        self._compiled: dict = {}  # apply_gradients's update, compiled, per settings and state layout
 
     def update(self, model, gradients) -> None:
         """Apply the gradients to the parameters of ``model`` and update the model with the new parameters.
@@ -175,9 +182,10 @@ class Optimizer:
     _compiles = False
 
     def _settings(self):
-        """The optimizer's public attributes as ``((name, value), ...)``, if its update may run compiled and each
-        value is a constant (bool, int, float, str, None, or lists and tuples of them); else None."""
-        if not type(self).__dict__.get("_compiles", False):
+        """The optimizer's public attributes as a hashable ``((name, value), ...)``, if its update may run compiled
+        and each value is a constant (bool, int, float, str, None, or lists and tuples of them); else None (as
+        after an update that changed its state's layout)."""
+        if not type(self).__dict__.get("_compiles", False) or self._compiled is None:
             return None
         settings = []
         for name, value in self.__dict__.items():
@@ -185,7 +193,7 @@ class Optimizer:
                 continue
             if not _is_constant(value):
                 return None  # (an array or an object: the update as written reads it every time)
-            settings.append((name, value))
+            settings.append((name, _frozen(value)))
         return tuple(settings)
 
     def _compiled_update(self, gradients, parameters, state: dict, settings: tuple):
@@ -201,17 +209,19 @@ class Optimizer:
         names = tuple([k for k, v in state.items() if isinstance(v, mx.array)])  # step, learning rate, ...
         layout = tuple([tuple(slot) for slot in slots])
         key = (settings, names, layout)
-        compiled = self._compiled
-        if compiled is None or compiled[0] != key:
-            # (one entry: the settings and the state's layout rarely change; compile keys the shapes)
+        entry = self._compiled.get(key)  # (compile keys the shapes and dtypes)
+        if entry is None:
+            if len(self._compiled) >= 8:
+                self._compiled.clear()
             traced: dict = {}
-            compiled = self._compiled = (key, mx.compile(functools.partial(self._update, names, layout, traced)),
-                                         traced)
-        flat = compiled[1](*grads, *params, *[v for slot in slots for v in slot.values()],
-                           *[state[k] for k in names])
+            entry = self._compiled[key] = (mx.compile(functools.partial(self._update, names, layout, traced)), traced)
+        flat = entry[0](*grads, *params, *[v for slot in slots for v in slot.values()], *[state[k] for k in names])
+        traced = entry[1]
+        if traced["layout"] != list(layout):
+            self._compiled = None  # an update that adds or drops state entries runs as written from now on
         n = len(grads)
         at = n
-        for slot, keys in zip(slots, compiled[2]["layout"]):
+        for slot, keys in zip(slots, traced["layout"]):
             for k in keys:
                 slot[k] = flat[at]
                 at += 1

@@ -239,8 +239,10 @@ class Graphs:
                 if b - a < MIN_TASKS:
                     ex._run(part)
                 elif a == 0 and cut.plan is not None:  # (planned already: the same references, the same plan)
-                    if not self._run_planned(part, cut.plan):
+                    plan, cut.plan = cut.plan, None
+                    if not self._run_planned(part, plan):
                         ex._run(part)
+                    plan = None
                 elif a > 0 and not self.run(part):
                     ex._run(part)
             except BaseException:
