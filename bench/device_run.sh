@@ -19,7 +19,7 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   measure: the suite, bench/grad_tapes.py, training on the GPU, the bfloat16 language model and the seed, in
+#   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
 #   one call's ten minutes;
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
@@ -146,8 +146,8 @@ if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, tr
   timeout 90 python3 bench/grad_tapes.py --devices gpu --repeats 21 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
   timeout 110 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" \
     | tail -4
-  timeout 140 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
+  timeout 140 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   exit 0
 fi
 if [ "${1:-core}" = tapes ]; then  # backward tapes: the suite, eager steps with tapes on and off, the host's phases
