@@ -89,6 +89,8 @@ CAPTURABLE = frozenset(c for c in subclasses(Primitive) if c.capture)
 CAPTURE_IF = dict(KERNEL_CAPTURE_IF)
 _REFUSED = "refused"
 _NO_ROOM = "no room"  # _capture's answer under the memory limit: not now, but the structure may be tried again
+_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
+_getrefcount = sys.getrefcount
 
 
 class _Cut:
@@ -100,9 +102,6 @@ class _Cut:
     def __init__(self, at: int, plan):
         self.at = at
         self.plan = plan
-
-_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
-_getrefcount = sys.getrefcount
 
 
 def capturable(n) -> bool:
