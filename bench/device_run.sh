@@ -20,7 +20,7 @@
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
 #   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
-#   one call's ten minutes;
+#   one call's ten minutes; lean: the same tables after the tests of graphs, optimizers and training only;
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
 #   the training table and the eager LM's and CNN's host phases;
@@ -148,6 +148,19 @@ if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, tr
     | tail -4
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 140 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
+  exit 0
+fi
+if [ "${1:-core}" = lean ]; then  # measure's tables after the tests of graphs, optimizers and training only
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
+  timeout 150 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" \
+    tests/test_graphs.py tests/test_optimizers.py tests/test_training_paths.py tests/test_grad_tapes.py \
+    tests/test_examples.py tests/test_compile.py tests/test_eval.py tests/test_nn_layers.py > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
+  timeout 90 python3 bench/grad_tapes.py --devices gpu --repeats 21 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
+  timeout 110 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" \
+    | tail -4
+  timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   exit 0
 fi
 if [ "${1:-core}" = tapes ]; then  # backward tapes: the suite, eager steps with tapes on and off, the host's phases
