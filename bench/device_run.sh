@@ -153,12 +153,12 @@ fi
 if [ "${1:-core}" = lean ]; then  # measure's tables after the tests of graphs, optimizers and training only
   nvidia-smi --query-gpu=name --format=csv,noheader
   XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 150 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" \
+  timeout 120 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" \
     tests/test_graphs.py tests/test_optimizers.py tests/test_training_paths.py tests/test_grad_tapes.py \
-    tests/test_examples.py tests/test_compile.py tests/test_eval.py tests/test_nn_layers.py > "$OUT/pytest.log" 2>&1
+    tests/test_examples.py > "$OUT/pytest.log" 2>&1
   echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
-  timeout 90 python3 bench/grad_tapes.py --devices gpu --repeats 21 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
-  timeout 110 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" \
+  timeout 80 python3 bench/grad_tapes.py --devices gpu --repeats 15 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
+  timeout 100 python3 bench/train.py --devices gpu --no-torch-compile --repeats 15 2>&1 | tee "$OUT/train.log" \
     | tail -4
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   exit 0
