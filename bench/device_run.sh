@@ -20,7 +20,8 @@
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
 #   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
-#   one call's ten minutes; lean: the same tables after the tests of graphs, optimizers and training only;
+#   one call's ten minutes; lean: the same tables after the tests of graphs, optimizers and training only; min:
+#   the GPU tests of graphs and optimizers, then the LM's and MLP's eager steps (two minutes);
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
 #   the training table and the eager LM's and CNN's host phases;
@@ -148,6 +149,15 @@ if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, tr
     | tail -4
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 140 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
+  exit 0
+fi
+if [ "${1:-core}" = min ]; then  # the least check of graphs and compiled updates, then the LM's eager step A/B
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  timeout 70 python3 -m pytest -rfE -p no:cacheprovider -n 8 -q tests/test_graphs.py tests/test_optimizers.py \
+    -k "gpu or graphs or replay or batch or captur" > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -20
+  timeout 60 python3 bench/grad_tapes.py --devices gpu --repeats 9 --cases lm,mlp 2>&1 | tee "$OUT/grad_tapes.log" \
+    | tail -3
   exit 0
 fi
 if [ "${1:-core}" = lean ]; then  # measure's tables after the tests of graphs, optimizers and training only
