@@ -35,6 +35,23 @@ set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# run_tests SECONDS [PATH...]: the tests but the slow ones (default: all of tests/) on 14 workers where pytest-xdist
+# is there, then the exit code, pytest's last line and the failures
+run_tests() {
+  local limit=$1; shift
+  local xdist; xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
+  timeout "$limit" python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $xdist -m "not slow" \
+    "${@:-tests}" > "$OUT/pytest.log" 2>&1
+  echo "pytest exit $?"; tail -2 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -70
+}
+# eager_tables REPEATS: bench/grad_tapes.py's eager steps (tapes on, off, the early start, the update as written)
+# and the GPU's training table, medians of REPEATS steps
+eager_tables() {
+  timeout $((4 * $1 + 30)) python3 bench/grad_tapes.py --devices gpu --repeats "$1" 2>&1 | tee "$OUT/grad_tapes.log" \
+    | tail -5
+  timeout $((3 * $1 + 50)) python3 bench/train.py --devices gpu --no-torch-compile --repeats "$1" 2>&1 \
+    | tee "$OUT/train.log" | tail -4
+}
 if [ "${1:-core}" = models ]; then  # (llm.py prints each row as its column finishes: a cut run keeps them)
   # (three runs: "again" is then a replay of the prompt's graph, not its capture)
   timeout 360 python3 bench/llm.py --runs 3 --gen 128 2>&1 | tee "$OUT/llm.log" | tail -16
@@ -123,10 +140,7 @@ if [ "${1:-core}" = dist ]; then
 fi
 if [ "${1:-core}" = verify ]; then
   nvidia-smi --query-gpu=name --format=csv,noheader
-  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
-    > "$OUT/pytest.log" 2>&1
-  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
+  run_tests 200
   timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 150 python3 bench/train.py --devices gpu 2>&1 | tee "$OUT/train.log" | tail -4
   timeout 150 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
@@ -140,13 +154,8 @@ if [ "${1:-core}" = verify ]; then
 fi
 if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, training, the LLM, the seed
   nvidia-smi --query-gpu=name --format=csv,noheader
-  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
-    > "$OUT/pytest.log" 2>&1
-  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
-  timeout 90 python3 bench/grad_tapes.py --devices gpu --repeats 21 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
-  timeout 110 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" \
-    | tail -4
+  run_tests 200
+  eager_tables 21
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 140 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   exit 0
@@ -162,25 +171,16 @@ if [ "${1:-core}" = min ]; then  # the least check of graphs and compiled update
 fi
 if [ "${1:-core}" = lean ]; then  # measure's tables after the tests of graphs, optimizers and training only
   nvidia-smi --query-gpu=name --format=csv,noheader
-  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 120 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" \
-    tests/test_graphs.py tests/test_optimizers.py tests/test_training_paths.py tests/test_grad_tapes.py \
-    tests/test_examples.py > "$OUT/pytest.log" 2>&1
-  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
-  timeout 80 python3 bench/grad_tapes.py --devices gpu --repeats 15 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
-  timeout 100 python3 bench/train.py --devices gpu --no-torch-compile --repeats 15 2>&1 | tee "$OUT/train.log" \
-    | tail -4
+  run_tests 120 tests/test_graphs.py tests/test_optimizers.py tests/test_training_paths.py tests/test_grad_tapes.py \
+    tests/test_examples.py
+  eager_tables 15
   timeout 30 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   exit 0
 fi
 if [ "${1:-core}" = tapes ]; then  # backward tapes: the suite, eager steps with tapes on and off, the host's phases
   nvidia-smi --query-gpu=name --format=csv,noheader
-  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 200 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
-    > "$OUT/pytest.log" 2>&1
-  echo "pytest exit $?"; tail -1 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -40
-  timeout 240 python3 bench/grad_tapes.py --devices gpu --repeats 41 2>&1 | tee "$OUT/grad_tapes.log" | tail -5
-  timeout 150 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train.log" | tail -4
+  run_tests 200
+  eager_tables 41
   timeout 100 python3 bench/profile_ops.py --cases lm,cnn --steps 3 --graphs --phases > "$OUT/phases.log" 2>&1
   grep -E -A9 "host phases" "$OUT/phases.log" | grep -vE "^\| (phase|---)" | head -30
   exit 0
@@ -218,10 +218,7 @@ if [ "${1:-core}" = extras ]; then
 fi
 if [ "${1:-core}" = check ]; then
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
-  XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 14")
-  timeout 300 python3 -m pytest -rfE -p no:cacheprovider -o faulthandler_timeout=100 $XDIST -m "not slow" tests \
-    > "$OUT/pytest.log" 2>&1
-  echo "pytest exit $?"; tail -2 "$OUT/pytest.log"; grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | cut -c1-230 | head -70
+  run_tests 300
   timeout 90 python3 bench/seed.py --runs 10 2>&1 | tee "$OUT/seed.log" | tail -22
   timeout 50 python3 bench/overhead.py 2>&1 | tee "$OUT/overhead.log" | tail -8
   timeout 80 python3 bench/latency.py 2>&1 | tee "$OUT/latency.log" | tail -12

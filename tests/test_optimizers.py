@@ -659,6 +659,12 @@ def _flat_results(opt, params) -> list:
     return tree_flatten(params) + tree_flatten(opt.state)
 
 
+def _params_and_gradients(seed: int) -> tuple:
+    """A random parameter tree (``SHAPES``) and ``STEPS`` gradient trees for it, as NumPy arrays."""
+    rng = np.random.default_rng(seed)
+    return _random_tree(rng), [_random_tree(rng) for _ in range(STEPS)]
+
+
 def _assert_same_bits(got: list, want: list) -> None:
     assert [k for k, _ in got] == [k for k, _ in want]
     for (path, a), (_, b) in zip(got, want):
@@ -668,9 +674,7 @@ def _assert_same_bits(got: list, want: list) -> None:
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=CASE_IDS)
 def test_compiled_update_gives_the_bits_of_the_update_as_written(device, name, kwargs):
-    rng = np.random.default_rng(11)
-    params = _random_tree(rng)
-    grads_seq = [_random_tree(rng) for _ in range(STEPS)]
+    params, grads_seq = _params_and_gradients(11)
     results = []
     with mx.stream(device):
         for cls in (getattr(optim, name), _as_written(getattr(optim, name))):
@@ -719,9 +723,7 @@ def test_a_subclass_update_runs_as_written_at_every_step():
 @pytest.mark.parametrize("setting,value", [("weight_decay", 0.5), ("betas", [0.5, 0.8]), ("eps", 1e-2),
                                            ("bias_correction", True)])
 def test_a_hyperparameter_changed_midway_takes_effect_at_the_next_update(device, setting, value):
-    rng = np.random.default_rng(12)
-    params = _random_tree(rng)
-    grads_seq = [_random_tree(rng) for _ in range(STEPS)]
+    params, grads_seq = _params_and_gradients(12)
     results = []
     with mx.stream(device):
         for cls in (optim.AdamW, _as_written(optim.AdamW), optim.AdamW):
