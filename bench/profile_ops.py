@@ -149,7 +149,8 @@ def _graph_outcomes(run, steps: int) -> None:
             real_batch(self, tasks)
             new = graphs.STATS.as_dict()
             done = "replayed" if new["replays"] > st["replays"] else "op by op (first call, or refused)"
-            record(tasks, f"compiled call, one node: {done}")
+            record(tasks, f"compiled call, one node: {done}" if len(tasks) == 1 else
+                   f"in parts around a compiled call (graphs.Graphs._run_parts): {done}")
             return None
         if len(tasks) < graphs.MIN_TASKS:
             record(tasks, "op by op: under MIN_TASKS")
@@ -157,6 +158,10 @@ def _graph_outcomes(run, steps: int) -> None:
             record(tasks, "op by op: fetch_all (after a spill)")
         elif graphs._plan(list(tasks)) is None:
             record(tasks, "op by op: " + why_not(tasks))
+        elif type(graphs._plan(list(tasks))).__name__ == "_Cut":
+            real_batch(self, tasks)
+            record(tasks, "in parts around a task no graph holds (graphs.Graphs._run_parts)")
+            return None
         else:
             key = graphs._plan(list(tasks))[0]
             entry = self._graphs.cache.get(key)
