@@ -29,19 +29,18 @@ def _as_array(value) -> mx.array:
     return value if isinstance(value, mx.array) else mx.array(value)
 
 
-def _is_constant(value) -> bool:
-    """Whether ``value`` is a constant a compiled update may be traced for: bool, int, float, str, None, or a list
-    or tuple of them."""
-    if isinstance(value, (bool, int, float, str, type(None))):
-        return True
-    return isinstance(value, (list, tuple)) and all(_is_constant(v) for v in value)
+_NOT_CONSTANT = object()
 
 
 def _frozen(value):
-    """A constant (see :func:`_is_constant`) as a hashable key: lists become tuples, tagged apart from tuples."""
+    """``value`` as a hashable key, if it is a constant a compiled update may be traced for (bool, int, float, str,
+    None, or lists and tuples of them: lists become tuples, tagged apart from tuples); else ``_NOT_CONSTANT``."""
     if isinstance(value, (list, tuple)):
-        return (type(value), tuple([_frozen(v) for v in value]))
-    return (type(value), value)  # (type first: 1, 1.0 and True set an update apart)
+        items = tuple([_frozen(v) for v in value])
+        return _NOT_CONSTANT if _NOT_CONSTANT in items else (type(value), items)
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return (type(value), value)  # (type first: 1, 1.0 and True set an update apart)
+    return _NOT_CONSTANT
 
 
 def _gather(gradients, parameters, state, grads: list, params: list, slots: list) -> None:
@@ -191,9 +190,10 @@ class Optimizer:
         for name, value in self.__dict__.items():
             if name[0] == "_":
                 continue
-            if not _is_constant(value):
+            frozen = _frozen(value)
+            if frozen is _NOT_CONSTANT:
                 return None  # (an array or an object: the update as written reads it every time)
-            settings.append((name, _frozen(value)))
+            settings.append((name, frozen))
         return tuple(settings)
 
     def _compiled_update(self, gradients, parameters, state: dict, settings: tuple):

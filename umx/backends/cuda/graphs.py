@@ -235,14 +235,15 @@ class Graphs:
             part = tasks[a:b]
             tasks[a:b] = [None] * (b - a)  # (the part's list alone holds them: _plan counts one list's references)
             try:
-                if b - a < MIN_TASKS:
-                    ex._run(part)
-                elif a == 0 and cut.plan is not None:  # (planned already: the same references, the same plan)
-                    plan, cut.plan = cut.plan, None
-                    if not self._run_planned(part, plan):
-                        ex._run(part)
-                    plan = None
-                elif a > 0 and not self.run(part):
+                ran = False
+                if b - a >= MIN_TASKS:
+                    if a == 0 and b == cut.at:  # (planned already: the same references, the same plan)
+                        plan, cut.plan = cut.plan, None
+                        ran = plan is not None and self._run_planned(part, plan)
+                        plan = None
+                    else:
+                        ran = self.run(part)
+                if not ran:
                     ex._run(part)
             except BaseException:
                 tasks[a:b] = part  # the tasks not finished, for the worker to resume (see run_inline)
