@@ -25,7 +25,7 @@
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
 #   the training table and the eager LM's and CNN's host phases;
-#   early: the GPU training steps with value_and_grad's early start (opt-in) on and off in turn, then the
+#   early: the GPU training steps with value_and_grad's early start (on by default) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each

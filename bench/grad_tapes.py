@@ -4,10 +4,11 @@ tape against the same steps running the derivative rules every time, interleaved
 Each row is ``bench/train.py``'s model and batch (``--small`` for a small host) trained eagerly on one device: two
 copies of the model, one whose steps run with tapes on, one with them off, timed in turns (``interleaved_medians``).
 Columns: the median step, and the host time ``value_and_grad`` takes to build the forward and backward graph (the
-part tapes shorten; the eval that follows is the same either way). A GPU step's eval waits for the GPU, so there the
-step time falls by the build time saved only where the host is the longer pole. A third copy runs with tapes on and
-``value_and_grad``'s early start (``UMX_EARLY_START``, off by default) on: its gradients' batch is launched as it
-returns, so the GPU computes them while Python builds the optimizer's update. A fourth runs with tapes on and its
+part tapes shorten; the eval that follows is the same either way); both run with ``value_and_grad``'s early start
+off. A GPU step's eval waits for the GPU, so there the step time falls by the build time saved only where the host is
+the longer pole. A third copy runs with tapes on and the early start on (the default; ``UMX_EARLY_START=0`` turns it
+off): its gradients' batch is launched as it returns, so the GPU computes them while Python builds the optimizer's
+update. A fourth runs with tapes on and its
 optimizer's update as written (a subclass of it: op by op), where umx's own optimizers run it compiled.
 
 Usage: python bench/grad_tapes.py [--small] [--repeats N] [--cases mlp,lm,cnn] [--devices cpu,gpu]

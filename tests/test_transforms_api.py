@@ -255,8 +255,8 @@ def test_vmap_scatters_pads_and_unmapped_inputs(on, monkeypatch):
 
 
 def _overlapping(monkeypatch, device) -> None:
-    """Turn the early start on (``UMX_EARLY_START=1``) and make ``device``'s executors run beside the host, as a
-    GPU's do (the CPU's do not)."""
+    """Turn the early start on (the default; ``UMX_EARLY_START=0`` turns it off) and make ``device``'s executors run
+    beside the host, as a GPU's do (the CPU's do not)."""
     import dataclasses
 
     from umx.runtime import scheduler
@@ -267,6 +267,7 @@ def _overlapping(monkeypatch, device) -> None:
 
 
 def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on, monkeypatch, rng):
+    from umx.runtime import scheduler
     from umx.transforms.compile import _UNCOMPILED
 
     w_np, x_np = rng.standard_normal((6, 3)).astype(np.float32), rng.standard_normal((5, 6)).astype(np.float32)
@@ -279,7 +280,8 @@ def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on
         y = np.tanh(x_np.astype(np.float64) @ w)
         return x_np.T @ (2 * y * (1 - y * y))
 
-    plain = mx.value_and_grad(loss_of)(w, x)  # (off by default: left to the next eval)
+    monkeypatch.setattr(scheduler, "EARLY_START", False)
+    plain = mx.value_and_grad(loss_of)(w, x)  # (turned off: left to the next eval)
     assert plain[0]._exec is None and plain[1]._exec is None
     _overlapping(monkeypatch, on)
     loss, g = mx.value_and_grad(loss_of)(w, x)
@@ -308,15 +310,19 @@ def test_value_and_grad_starts_its_results_where_the_device_overlaps_the_host(on
     assert_close(c_loss, loss, rtol=1e-5)
 
 
-def test_early_start_is_opt_in(on, monkeypatch):
-    import os
-
+def test_early_start_is_on_where_the_device_overlaps_the_host_unless_turned_off(on, monkeypatch):
     from umx.runtime import scheduler
 
-    assert scheduler.EARLY_START == (os.environ.get("UMX_EARLY_START") == "1")
-    _overlapping(monkeypatch, on)  # (on, with an executor that overlaps the host: then turned off again)
-    monkeypatch.setattr(scheduler, "EARLY_START", False)
     w = mx.ones((3, 2))
+    loss, g = mx.value_and_grad(lambda w: (w * w).sum())(w)
+    # by default, a GPU's results are launched on return; the CPU's wait for an eval (its kernels share the GIL)
+    overlaps = mx.default_stream(on).executor.traits.overlaps_host
+    assert overlaps == (on == mx.gpu)
+    if scheduler.EARLY_START:
+        assert (loss._exec is not None) == overlaps and (g._exec is not None) == overlaps
+    assert_close(g, 2 * np.ones((3, 2)))
+    _overlapping(monkeypatch, on)  # (on, with an executor that overlaps the host: then turned off)
+    monkeypatch.setattr(scheduler, "EARLY_START", False)
     loss, g = mx.value_and_grad(lambda w: (w * w).sum())(w)
     assert loss._exec is None and g._exec is None
     assert_close(g, 2 * np.ones((3, 2)))

@@ -27,8 +27,8 @@ class Traits:
         program_max_elements: a graph with a larger step is replayed node by node (None: any size): where the
             graph runs step by step, large steps are better fused and split across cores.
         overlaps_host: whether its work, once launched, runs beside the host's Python (a GPU's kernels): a
-            gradient may then be started as soon as ``value_and_grad`` has built it (``scheduler.start``, with
-            ``UMX_EARLY_START=1``), so the device computes it while the host builds the optimizer's update.
+            gradient may then be started as soon as ``value_and_grad`` has built it (``scheduler.start``, unless
+            ``UMX_EARLY_START=0``), so the device computes it while the host builds the optimizer's update.
     """
 
     local_types: frozenset = frozenset()

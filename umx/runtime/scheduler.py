@@ -37,9 +37,9 @@ from .retain import tracing as transform_watch
 
 #: fusion of elementwise regions at eval; UMX_FUSION=0 turns it off (to measure what it gains)
 FUSION = os.environ.get("UMX_FUSION", "1") != "0"
-#: ``start`` launches gradients as soon as they are built, where the device overlaps the host: opt-in
-#: (``UMX_EARLY_START=1``), since a step's second batch costs more than the overlap gains but in large models
-EARLY_START = os.environ.get("UMX_EARLY_START", "0") == "1"
+#: ``start`` launches gradients as soon as they are built, where the device overlaps the host (a GPU's);
+#: UMX_EARLY_START=0 turns it off (to measure what it gains: bench/grad_tapes.py)
+EARLY_START = os.environ.get("UMX_EARLY_START", "1") != "0"
 
 __all__ = ["eval", "async_eval"]
 
@@ -534,7 +534,7 @@ def async_eval(*args) -> None:
 
 def start(arrays: list) -> None:
     """Start evaluating ``arrays`` and return without waiting, where that overlaps the host's next work: with
-    ``EARLY_START`` on, every unevaluated one computed on a stream whose executor runs beside the host
+    ``EARLY_START`` on (the default), every unevaluated one computed on a stream whose executor runs beside the host
     (``Traits.overlaps_host``, a GPU's), and no trace, ``compile`` or transform watching this thread. Otherwise
     nothing: they are evaluated when asked for, with whatever is built on them meanwhile. ``value_and_grad``
     calls it with its results, so that a training step's forward and backward passes run on the device while
