@@ -187,16 +187,22 @@ def test_new_values_of_the_same_structure(on, tapes, rng):
     assert any(type(e) is tuple for e in _grad_tapes._tapes.values())
 
 
-def test_a_rule_reading_past_the_walk_refuses_the_tape(on, tapes, rng):
-    """``x @ wt`` with ``wt`` an unevaluated transpose from outside: the product's rule reads what ``wt``
-    transposes, a node outside the walk's numbering, so the structure keeps running the rules."""
+def test_a_rule_reading_through_an_outside_view_replays(on, tapes, rng):
+    """``x @ wt`` with ``wt`` an unevaluated transpose from outside (a GPU's ``c.T`` of host data is one): the
+    product's rule reads what ``wt`` transposes, which the walk numbers too, so a replay reads this call's."""
     x = mx.array(rng.standard_normal((2, 4)).astype(np.float32))
-    for _ in range(3):
+    for i in range(4):
         a = rng.standard_normal((3, 4)).astype(np.float32)
         wt = (mx.array(a) + 1.0).T
-        g = mx.grad(lambda x, wt=wt: (x @ wt).sum())(x)
-        np.testing.assert_allclose(np.array(g), np.broadcast_to((a + 1.0).sum(axis=0), (2, 4)), rtol=1e-5)
-    assert _grad_tapes._REFUSED in _grad_tapes._tapes.values()
+        g = mx.grad(lambda x, wt=wt: ((x @ wt) ** 2).sum())(x)
+        want = 2 * (np.array(x, np.float64) @ (a + 1.0).T) @ (a + 1.0)
+        np.testing.assert_allclose(np.array(g), want, rtol=1e-5, atol=1e-5)
+    assert [type(e) for e in _grad_tapes._tapes.values()] == [tuple]
+    # what the view reads is part of the structure: another primitive under it is another tape
+    wt = (mx.array(a) * 3.0).T
+    g = mx.grad(lambda x, wt=wt: ((x @ wt) ** 2).sum())(x)
+    np.testing.assert_allclose(np.array(g), 2 * (np.array(x, np.float64) @ (3 * a).T) @ (3 * a), rtol=1e-5, atol=1e-5)
+    assert len(_grad_tapes._tapes) == 2
 
 
 def test_user_rules_run_at_every_replay(on, tapes):

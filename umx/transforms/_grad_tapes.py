@@ -63,7 +63,8 @@ _tapes: dict = {}
 def structure(order: list, outputs: list, cotangents: list, markers: list):
     """``(key, nodes)`` of a backward walk over ``order`` (``autodiff._units``'s units), or None where no tape may
     stand for it: ``nodes`` are the nodes the rules may read, in the order the key numbers them (the markers, then
-    each unit's outside inputs and outputs, then the outputs and cotangents from outside)."""
+    each unit's outside inputs, with an unevaluated one's own inputs, and outputs, then the outputs and cotangents
+    from outside)."""
     nodes: list = [m for m in markers if m is not None]
     index = {id(m): i for i, m in enumerate(nodes)}
     key: list = [resolve_stream(None), tuple([None if m is None else (m._shape, m._dtype) for m in markers])]
@@ -78,6 +79,8 @@ def structure(order: list, outputs: list, cotangents: list, markers: list):
                 j = index[id(x)] = len(nodes)
                 nodes.append(x)
                 add(_outside(x))
+                if x._data is None:
+                    _through(x, nodes, index, add)
             wiring.append(j)
         for g in group:
             if g._data is not None or g._exec is not None:  # (computed while traced: a rule may fold its value)
@@ -101,6 +104,20 @@ def structure(order: list, outputs: list, cotangents: list, markers: list):
             add(_outside(x))
         add(j)
     return tuple(key), nodes
+
+
+def _through(x, nodes: list, index: dict, add) -> None:
+    """Number the inputs of ``x``, a node from outside the walk, as nodes the rules may read: a rule may read
+    through it (matmul's, through ``w.T`` to ``w``). The key says where each comes from."""
+    wiring = []
+    for y in x._inputs:
+        j = index.get(id(y))
+        if j is None:
+            j = index[id(y)] = len(nodes)
+            nodes.append(y)
+            add(_outside(y))
+        wiring.append(j)
+    add(tuple(wiring))
 
 
 def _outside(x) -> tuple:
