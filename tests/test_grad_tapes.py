@@ -14,15 +14,18 @@ import umx as mx
 import umx.nn as nn
 from tests.conftest import in_threads
 from umx.primitives.base import structure_key
+from umx.runtime import scheduler
 from umx.transforms import _grad_tapes
 from umx.utils import tree_flatten
 
 
 @pytest.fixture
 def tapes(monkeypatch):
-    """Tapes on, with none remembered; ``tapes(False)`` turns them off."""
+    """Tapes on, with none remembered; ``tapes(False)`` turns them off. The early start is off: a GPU would launch
+    the gradients as ``value_and_grad`` returns, and the tests look at their graphs before that."""
     monkeypatch.setattr(_grad_tapes, "_tapes", {})
     monkeypatch.setattr(_grad_tapes, "ENABLED", True)
+    monkeypatch.setattr(scheduler, "EARLY_START", False)
     return lambda on: monkeypatch.setattr(_grad_tapes, "ENABLED", on)
 
 
@@ -191,7 +194,7 @@ def test_a_rule_reading_through_an_outside_view_replays(on, tapes, rng):
     """``x @ wt`` with ``wt`` an unevaluated transpose from outside (a GPU's ``c.T`` of host data is one): the
     product's rule reads what ``wt`` transposes, which the walk numbers too, so a replay reads this call's."""
     x = mx.array(rng.standard_normal((2, 4)).astype(np.float32))
-    for i in range(4):
+    for _ in range(4):
         a = rng.standard_normal((3, 4)).astype(np.float32)
         wt = (mx.array(a) + 1.0).T
         g = mx.grad(lambda x, wt=wt: ((x @ wt) ** 2).sum())(x)
