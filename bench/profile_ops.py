@@ -329,6 +329,11 @@ def _torch_train_step(case: str, small: bool):
     import torch
     import train
 
+    from umx.backends.cuda import tf32_enabled
+
+    # (float32 products at umx's precision, as bench/train.py sets them: TF32 unless MLX_ENABLE_TF32=0)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32_enabled()
+
     sizes = (train.SMALL if small else train.FULL)[case]
     return train._torch_steps(torch, case, sizes, train._data(case, sizes), "gpu", False)["torch"]
 
