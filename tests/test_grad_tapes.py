@@ -305,10 +305,12 @@ _OPS = {  # h: the running value (n, n); c: a constant matrix; p: a second prima
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(st.sampled_from(sorted(_OPS)), min_size=3, max_size=12), n=st.sampled_from([1, 2, 3]),
-       seed=st.integers(0, 2**16))
-def test_random_programs_replay_the_rules_gradients(tapes, ops, n, seed):
+       seed=st.integers(0, 2**16), lazy=st.booleans())
+def test_random_programs_replay_the_rules_gradients(tapes, ops, n, seed, lazy):
     """Random programs of ops, differentiated on new values at every call (the captured matrix, the scalar and
-    the primals all change): with tapes, the gradients are the rules' bit for bit."""
+    the primals all change): with tapes, the gradients are the rules' bit for bit. With ``lazy``, the captured
+    matrix is unevaluated, so its transpose is a node the product's rule reads through (as a GPU's ``c.T`` of host
+    data is)."""
     rng = np.random.default_rng(seed)
     _grad_tapes._tapes.clear()
 
@@ -324,6 +326,7 @@ def test_random_programs_replay_the_rules_gradients(tapes, ops, n, seed):
 
     for _ in range(4):
         x, p, c, s = values()
+        c = c * 1.0 if lazy else c
         tapes(True)
         taped = mx.grad(lambda x, p, c=c, s=s: program(x, p, c, s), argnums=(0, 1))(x, p)
         tapes(False)
