@@ -8,8 +8,8 @@ part tapes shorten; the eval that follows is the same either way); both run with
 off. A GPU step's eval waits for the GPU, so there the step time falls by the build time saved only where the host is
 the longer pole. A third copy runs with tapes on and the early start on (the default; ``UMX_EARLY_START=0`` turns it
 off): its gradients' batch is launched as it returns, so the GPU computes them while Python builds the optimizer's
-update. A fourth runs with tapes on and its
-optimizer's update as written (a subclass of it: op by op), where umx's own optimizers run it compiled.
+update. A fourth runs with tapes on, the early start off, and its optimizer's update as written (a subclass of it: op
+by op), where umx's own optimizers run it compiled.
 
 Usage: python bench/grad_tapes.py [--small] [--repeats N] [--cases mlp,lm,cnn] [--devices cpu,gpu]
 """
