@@ -677,9 +677,12 @@ def test_compiled_update_gives_the_bits_of_the_update_as_written(device, name, k
     params, grads_seq = _params_and_gradients(11)
     results = []
     with mx.stream(device):
+        compiled = []
         for cls in (getattr(optim, name), _as_written(getattr(optim, name))):
             opt = cls(**kwargs)
             results.append(_flat_results(opt, _run(opt, tree_map(mx.array, params), grads_seq)))
+            compiled.append(bool(opt._compiled))
+    assert compiled == [True, False]  # (else both ran as written, and the bits would agree for nothing)
     _assert_same_bits(*results)
 
 

@@ -45,7 +45,9 @@ def _frozen(value):
 
 def _gather(gradients, parameters, state, grads: list, params: list, slots: list) -> None:
     """Append each leaf of ``gradients`` to ``grads``, and what stands at its place in ``parameters`` and in
-    ``state`` (the parameter, its state's dict) to ``params`` and ``slots``: ``tree_map``'s walk, flat."""
+    ``state`` (the parameter, its state's dict) to ``params`` and ``slots``: ``tree_map``'s walk, flat (written
+    out: tree_map with two more trees and a collecting function costs an LM's update a quarter of a millisecond
+    more at every step)."""
     if isinstance(gradients, dict):
         for k, g in gradients.items():
             _gather(g, parameters[k], state[k], grads, params, slots)
