@@ -270,9 +270,11 @@ def test_fast_op_kernels_compile():
              sources.copy_list_source("umx_copy_list"),
              sources.rms_norm_source("umx_rms_norm_bf16", bf, bf), sources.rms_norm_source("umx_rms_norm_mixed", bf, f),
              sources.rope_source("umx_rope_bf16", bf), sources.layer_norm_source("umx_layer_norm_bf16", bf, bf),
-             sources.sdpa_source("umx_sdpa_bf16", bf)]
-    assert "const unsigned short* __restrict__ q" in codes[-1] and "umx_sdpa_bf16_combine" in codes[-1]
-    assert "umx_sdpa_bf16_group" in codes[-1]
+             sources.sdpa_source("umx_sdpa_bf16", bf), sources.norm_vjp_source("umx_norm_vjp"),
+             sources.norm_vjp_source("umx_norm_vjp_bf16", bf, bf), sources.norm_vjp_source("umx_norm_vjp_mixed", bf, f),
+             sources.softmax_vjp_source("umx_softmax_vjp"), sources.softmax_vjp_source("umx_softmax_vjp_bf16", bf)]
+    assert "const unsigned short* __restrict__ q" in codes[15] and "umx_sdpa_bf16_combine" in codes[15]
+    assert "umx_sdpa_bf16_group" in codes[15]
     qmv = [sources.qmv_source(f"umx_qmv_{b}_{r}_{c}_{g}_{d}_{v}", b, r, c, g, d, d, d, v)
            for b, r, c, g, d, v in [(2, 1, 4, 32, True, 4), (4, 1, 4, 64, True, 4), (8, 1, 1, 128, True, 1),
                                     (4, 8, 2, 64, False, 4), (2, 3, 1, 128, False, 1), (8, 8, 4, 32, False, 4)]]
@@ -307,12 +309,12 @@ def test_norm_kernels_fit_blocks_of_their_widest_launch():
     # a kernel grown past it would fail to launch for a decode step's single row)
     f, bf = sources.FAST_TYPES["float32"], sources.FAST_TYPES["bfloat16"]
     most = 65536 // sources.NORM_FEW_ROWS_BLOCK
-    for make in (sources.rms_norm_source, sources.layer_norm_source):
+    for make in (sources.rms_norm_source, sources.layer_norm_source, sources.norm_vjp_source):
         for types in ((f, f), (bf, bf), (bf, f)):
             for name, used in _registers(make("umx_norm", *types)).items():
                 assert used <= most, (name, types, used)
     for t in (f, bf):  # (softmax's and argmax's rows of many elements take blocks of 1024 threads)
-        for make in (sources.softmax_source, sources.arg_reduce_source):
+        for make in (sources.softmax_source, sources.softmax_vjp_source, sources.arg_reduce_source):
             for name, used in _registers(make("umx_row", t)).items():
                 assert used <= most, (name, t, used)
 
@@ -336,6 +338,8 @@ def test_launch_signatures_match_the_kernels_parameters():
             "rope": [sources.rope_source("k", bf)], "sdpa": [sources.sdpa_source("k", bf)],
             "sdpa_softmax": [sources.sdpa_softmax_source("k", bf)],
             "softmax": [sources.softmax_source("k", t) for t in (f, bf)],
+            "softmax_vjp": [sources.softmax_vjp_source("k", t) for t in (f, bf)],
+            "norm_vjp": [sources.norm_vjp_source("k", t, w) for t, w in ((f, f), (bf, bf), (bf, f))],
             "arg_reduce": [sources.arg_reduce_source("k", t) for t in (f, bf)],
             "qmv": [sources.qmv_source("k", 4, 1, 4, 64, True, True, True, 4)],
             "bf16_matvec": [sources.bf16_matvec_source("k", 1, 2, 8)],

@@ -426,6 +426,58 @@ def _f64(rng, shape, scale=1.0):
     return mx.array(rng.standard_normal(shape) * scale).astype(mx.float64)
 
 
+def ref_norm_grads(x, w, g, eps, centered):
+    """A normalization's gradients in float64: ``dx`` and the weight's (the sum over rows of ``g * xhat``)."""
+    c = x - x.mean(-1, keepdims=True) if centered else x
+    r = 1 / np.sqrt((c * c).mean(-1, keepdims=True) + eps)
+    xhat = c * r
+    gw = g * w
+    inner = gw - xhat * (gw * xhat).mean(-1, keepdims=True)
+    if centered:
+        inner = inner - gw.mean(-1, keepdims=True)
+    return r * inner, (g * xhat).reshape(-1, x.shape[-1]).sum(0)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 7), (2, 64, 512), (5, 3000)])
+@pytest.mark.parametrize("layer", [False, True])
+def test_norm_gradients_match_float64(on, rng, dtype, shape, layer):
+    # (one NormVJP node: on the GPU a block a row, its elements kept in registers up to a point, read again past
+    # it (3000), a few rows or many; the weight's gradient its second half summed over the rows)
+    x, xr = _in(rng, shape, dtype, 2.0)
+    w, wr = _in(rng, shape[-1:], dtype)
+    g, gr = _in(rng, shape, dtype)
+    x, xr = x + 1, xr + 1  # (a mean away from zero: the centered norm must remove it)
+    if layer:
+        _, (dx, dw) = mx.vjp(lambda x, w: F.layer_norm(x, w, None, 1e-5), [x, w], [g])
+    else:
+        _, (dx, dw) = mx.vjp(lambda x, w: F.rms_norm(x, w, 1e-5), [x, w], [g])
+    want_dx, want_dw = ref_norm_grads(xr, wr, gr, 1e-5, layer)
+    rtol, atol = (2e-4, 2e-4) if dtype == mx.float32 else (2e-2, 2e-2)
+    assert dx.dtype == dtype and dw.dtype == dtype
+    assert_close(dx, want_dx, rtol, atol)
+    assert_close(dw.astype(mx.float32), want_dw, rtol, atol * np.sqrt(xr.size / shape[-1]))
+    _, (dx_only,) = mx.vjp(lambda x: F.layer_norm(x, w, None, 1e-5) if layer else F.rms_norm(x, w, 1e-5), [x], [g])
+    assert_close(dx_only, want_dx, rtol, atol)  # (no weight rows asked for: dx alone)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 5), (3, 16, 256), (2, 10000)])
+def test_softmax_gradient_matches_float64(on, rng, dtype, shape):
+    # (one SoftmaxVJP node: on the GPU a warp a row or a block a row, elements kept in registers up to a point)
+    x, xr = _in(rng, shape, dtype, 3.0)
+    c, cr = _in(rng, shape, dtype)
+    _, (dx,) = mx.vjp(lambda x: mx.softmax(x, axis=-1), [x], [c])
+    y = np.asarray(mx.softmax(x, axis=-1).astype(mx.float32), np.float64)
+    want = y * (cr - (cr * y).sum(-1, keepdims=True))
+    assert dx.dtype == dtype
+    rtol, atol = (1e-5, 1e-6) if dtype == mx.float32 else (2e-2, 2e-3 * 3 / np.sqrt(shape[-1]))
+    assert_close(dx, want, rtol, atol)
+    _, (d0,) = mx.vjp(lambda x: mx.softmax(x, axis=0), [x], [c])  # (another axis: the shared kernel)
+    y0 = np.asarray(mx.softmax(x, axis=0).astype(mx.float32), np.float64)
+    assert_close(d0, y0 * (cr - (cr * y0).sum(0, keepdims=True)), rtol, atol)
+
+
 def test_norm_grads(rng):
     x, w, b, y = _f64(rng, (3, 7)), _f64(rng, (7,)), _f64(rng, (7,)), _f64(rng, (3, 7))
     _check_grads(lambda x, w: (F.rms_norm(x, w, 1e-5) * y).sum(), [x, w], (0, 1), rng)

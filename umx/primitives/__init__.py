@@ -5,7 +5,7 @@ from .conv import Convolution
 from .creation import Arange, Eye, Full, Linspace
 from .distributed import COMMUNICATION, AllGather, AllReduce, Communication, Recv, Send, SumScatter
 from .elementwise import BINARY, UNARY, WHERE, Binary, Round, Unary, Where
-from .fast import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
+from .fast import CudaKernel, LayerNorm, NormVJP, RMSNorm, RoPE, ScaledDotProductAttention
 from .fft import FFT, ISTFT, STFT, FFTFreq, FFTShift
 from .indexing import ARRAY, Gather, Scatter, fill_key
 from .io import FileReadError, Load
@@ -90,6 +90,7 @@ from .reduction import (
     Prod,
     Reduce,
     Softmax,
+    SoftmaxVJP,
     Sum,
     Var,
 )
@@ -100,7 +101,8 @@ from .sort import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
 __all__ = [
     "Primitive", "Arange", "Eye", "Full", "Linspace", "BINARY", "UNARY", "WHERE", "Binary", "Round", "Unary",
     "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
-    "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "Sum", "Var", "COPY", "AsType",
+    "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "SoftmaxVJP", "Sum", "Var", "COPY",
+    "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",
     "FFT", "FFTFreq", "FFTShift", "ISTFT", "STFT", "DET", "INV", "LU_DECOMP", "LU_FACTOR", "PINV", "QR_DECOMP",
     "SLOGDET", "SOLVE",
@@ -111,7 +113,7 @@ __all__ = [
     "Median", "NanToNum", "Window", "Scan", "ArgPartition", "ArgSort", "Partition", "SearchSorted", "Sort",
     "Unique", "STOP_GRADIENT", "StopGradient", "Custom", "COMMUNICATION", "Communication", "AllReduce", "AllGather",
     "Compiled", "SumScatter", "Send", "Recv",
-    "CudaKernel", "LayerNorm", "RMSNorm", "RoPE", "ScaledDotProductAttention",
+    "CudaKernel", "LayerNorm", "NormVJP", "RMSNorm", "RoPE", "ScaledDotProductAttention",
     "GATHER_MM", "TO_FP8", "Dequantize", "FromFP8", "GatherMM", "GatherQMM", "Quantize", "QuantizedMatmul",
     "ToFP8",
     "FileReadError", "Load",

@@ -34,6 +34,23 @@ class LayerNorm(Primitive):
         self.has_bias = has_bias
 
 
+class NormVJP(Primitive):
+    """The gradient of a normalization over the last axis with respect to its input: ``RMSNorm``'s, or
+    ``LayerNorm``'s if ``centered``. Inputs: ``x``, the weight if ``has_weight``, then the output's cotangent ``g``;
+    computed in float32 (float64 for float64 input), in that dtype. With ``weight_rows``, the output stacks ``dx``
+    and ``g * xhat`` (``xhat`` the normalized ``x``) along a new first axis: the weight's gradient is the second's
+    sum over the rows, so one pass over the rows serves both."""
+
+    __slots__ = ("eps", "centered", "has_weight", "weight_rows")
+    capture = False  # the shared kernel's row norms are CuPy einsums (the CUDA backend's own kernel captures)
+
+    def __init__(self, eps: float, centered: bool, has_weight: bool, weight_rows: bool):
+        self.eps = eps
+        self.centered = centered
+        self.has_weight = has_weight
+        self.weight_rows = weight_rows
+
+
 class RoPE(Primitive):
     """Rotary positional encoding of the first ``dims`` features of ``x`` (shape ``(B, ..., T, D)``).
 

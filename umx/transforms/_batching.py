@@ -66,6 +66,7 @@ from ..primitives import (
     SearchSorted,
     SlogDet,
     Softmax,
+    SoftmaxVJP,
     Solve,
     SolveTriangular,
     Sort,
@@ -122,6 +123,15 @@ def _shifted(self, inputs, axes, outputs):
     x = inputs[0]
     o = outputs[0]
     return [node(new, (x,), (x._shape[0],) + o._shape, o._dtype, resolve_stream(None))]
+
+
+def _softmax_vjp(self, inputs, axes, outputs):
+    """Both inputs with the batch first (an unbatched one broadcast along it), the axes one further."""
+    b = _size(inputs, axes)
+    y, c = (x if a is not None else m.broadcast_to(x, (b,) + x._shape) for x, a in zip(inputs, axes))
+    o = outputs[0]
+    prim = SoftmaxVJP(tuple(a + 1 for a in self.axes))
+    return [node(prim, (y, c), (b,) + o._shape, o._dtype, resolve_stream(None))]
 
 
 def _reshape(self, inputs, axes, outputs):
@@ -379,6 +389,7 @@ rules(View, Inv, Pinv, TriInv, Cholesky, CholeskyInv, Det, SlogDet, QR, SVD, Eig
       SolveTriangular, CovarianceFactor, vmap=_leading)
 rules(STFT, ISTFT, vmap=_leading_first)
 rules(Cross, vmap=_cross)
+rules(SoftmaxVJP, vmap=_softmax_vjp)
 rules(Diag, vmap=_diag)
 rules(TakeAlongAxis, vmap=_take_along_axis)
 rules(PutAlongAxis, vmap=_put_along_axis)

@@ -53,6 +53,7 @@ from ..primitives import (
     Scatter,
     SearchSorted,
     Softmax,
+    SoftmaxVJP,
     Solve,
     Sort,
     Split,
@@ -192,9 +193,23 @@ def _reduce_jvp(self, primals, tangents, outputs):
     return [m.sum(tangents[0] * _weights(self, x, outputs[0]), axis=self.axes, keepdims=self.keepdims)]
 
 
+def softmax_grad(y: array, c: array, axes: tuple) -> array:
+    """Softmax's gradient ``y * (c - sum(c * y))`` over ``axes`` from its output ``y`` and the output's cotangent
+    ``c``: one node (``SoftmaxVJP``) where the plain ops are three passes over the rows."""
+    dtype = dt.promote(y._dtype, c._dtype)
+    y, c = cast(y, dtype), cast(c, dtype)
+    if c._shape != y._shape:
+        shape = m.broadcast_shapes(y._shape, c._shape)
+        y, c = m.broadcast_to(y, shape), m.broadcast_to(c, shape)
+    return node(SoftmaxVJP(axes), (y, c), y._shape, dtype, resolve_stream(None))
+
+
 def _softmax_vjp(self, primals, cotangents, outputs):
-    y, c = outputs[0], cotangents[0]
-    return [y * (c - m.sum(c * y, axis=self.axes, keepdims=True))]
+    return [softmax_grad(outputs[0], cotangents[0], self.axes)]
+
+
+def _softmax_grad_plain(self, y, c):
+    return y * (c - m.sum(c * y, axis=self.axes, keepdims=True))
 
 
 def _softmax_jvp(self, primals, tangents, outputs):
@@ -207,6 +222,7 @@ rules(Sum, vjp=_sum_vjp)
 rules(Mean, vjp=_mean_vjp)
 rules(Max, Min, LogSumExp, Prod, Var, vjp=_reduce_vjp, jvp=_reduce_jvp)
 rules(Softmax, vjp=_softmax_vjp, jvp=_softmax_jvp)
+rules(SoftmaxVJP, **composed(_softmax_grad_plain))
 
 
 # -- shape ---------------------------------------------------------------------------------------------------

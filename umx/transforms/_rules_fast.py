@@ -21,6 +21,7 @@ from ..primitives import (
     GatherMM,
     GatherQMM,
     LayerNorm,
+    NormVJP,
     Quantize,
     QuantizedMatmul,
     RMSNorm,
@@ -30,7 +31,7 @@ from ..primitives import (
 )
 from ._batching import _lift, _same, _size
 from ._registry import rules
-from ._rules import composed, none_jvp, none_vjp
+from ._rules import composed, none_jvp, none_vjp, softmax_grad
 from ._rules_elementwise import unbroadcast
 from .autodiff import needs_gradient
 
@@ -52,8 +53,7 @@ def _sdpa_vjp(self, primals, cotangents, outputs):
     if grouped:
         ga = m.reshape(ga, s._shape[:4] + (-1,))
     dp = ga @ m.swapaxes(va, -1, -2)
-    row = m.sum(p * dp, axis=-1, keepdims=True)
-    ds = p * (dp - row)
+    ds = softmax_grad(p, dp, (p.ndim - 1,))
     dq = (ds @ ka) * self.scale
     dk = m.swapaxes(ds, -1, -2) @ qa
     dv = m.swapaxes(p, -1, -2) @ ga
@@ -72,7 +72,7 @@ def _sdpa_vjp(self, primals, cotangents, outputs):
     if self.has_sinks:
         sinks = rest[-1]
         if needs_gradient(sinks):
-            d = -(p_sink * row)  # (b, heads..., t_q, 1)
+            d = -(p_sink * m.sum(p * dp, axis=-1, keepdims=True))  # (b, heads..., t_q, 1)
             d = m.sum(d, axis=(0, -2, -1))
             grads.append(cast(m.reshape(d, sinks._shape), sinks._dtype))
         else:
@@ -88,46 +88,49 @@ def _leading(x: array) -> tuple:
     return tuple(range(x.ndim - 1))
 
 
-def _rms_norm_vjp(self, primals, cotangents, outputs):
-    # y = x * r * w with r = rsqrt(mean(x^2) + eps), per row: dx = r * (g w - x r^2 mean(g w x)),
-    # dw = the sum over rows of g x r; computed in the forward's accumulation dtype
-    x, *weight = primals
+def _norm_vjp(self, primals, cotangents, outputs):
+    # One NormVJP node gives dx (and, for the weight's gradient, g * xhat per row, summed over the rows here);
+    # the bias's gradient is the sum of g over the rows
+    x = primals[0]
+    layer = type(self) is LayerNorm
+    has_bias = layer and self.has_bias
+    w = primals[1] if self.has_weight else None
+    b = primals[-1] if has_bias else None
+    want_w = w is not None and needs_gradient(w)
     acc = fast._acc(outputs[0]._dtype)
-    xa, ga = cast(x, acc), cast(cotangents[0], acc)
-    r = m.rsqrt(m.mean(m.square(xa), axis=-1, keepdims=True) + self.eps)
-    gw = ga * cast(weight[0], acc) if weight else ga
-    dx = r * (gw - xa * m.square(r) * m.mean(gw * xa, axis=-1, keepdims=True))
-    grads = [cast(dx, x._dtype)]
-    if weight:
-        w = weight[0]
-        grads.append(cast(m.sum(ga * (xa * r), axis=_leading(x)), w._dtype) if needs_gradient(w) else None)
+    g = cotangents[0]
+    prim = NormVJP(self.eps, layer, self.has_weight, want_w)
+    ins = (x, w, g) if w is not None else (x, g)
+    out = node(prim, ins, ((2,) if want_w else ()) + x._shape, acc, _stream())
+    grads = [cast(out[0] if want_w else out, x._dtype)]
+    lead = _leading(x)
+    if w is not None:
+        grads.append(cast(m.sum(out[1], axis=lead), w._dtype) if want_w else None)
+    if has_bias:
+        grads.append(cast(m.sum(cast(g, acc), axis=lead), b._dtype) if needs_gradient(b) else None)
     return grads
 
 
-def _layer_norm_vjp(self, primals, cotangents, outputs):
-    # xhat = (x - mean) * r with r = rsqrt(var + eps), y = xhat w + b, per row:
-    # dx = r * (g w - mean(g w) - xhat mean(g w xhat)), dw = the sum over rows of g xhat, db = that of g
-    x = primals[0]
-    acc = fast._acc(outputs[0]._dtype)
-    xa, ga = cast(x, acc), cast(cotangents[0], acc)
-    centered = xa - m.mean(xa, axis=-1, keepdims=True)
+def _norm_grad_plain(self, x, *rest):
+    # NormVJP in plain ops (its derivatives differentiate these): per row, xhat = (x - mean) * r with
+    # r = rsqrt(mean((x - mean)^2) + eps) (no mean for RMSNorm), gw = g w:
+    # dx = r * (gw - mean(gw) - xhat mean(gw xhat)) (no mean(gw) for RMSNorm), and g xhat for the weight
+    acc = fast._acc(dt.float64 if any(a._dtype is dt.float64 for a in (x, *rest)) else dt.float32)
+    xa, ga = cast(x, acc), cast(rest[-1], acc)
+    centered = xa - m.mean(xa, axis=-1, keepdims=True) if self.centered else xa
     r = m.rsqrt(m.mean(m.square(centered), axis=-1, keepdims=True) + self.eps)
     xhat = centered * r
-    gw = ga * cast(primals[1], acc) if self.has_weight else ga
-    dx = r * (gw - m.mean(gw, axis=-1, keepdims=True) - xhat * m.mean(gw * xhat, axis=-1, keepdims=True))
-    grads = [cast(dx, x._dtype)]
-    lead = _leading(x)
-    if self.has_weight:
-        w = primals[1]
-        grads.append(cast(m.sum(ga * xhat, axis=lead), w._dtype) if needs_gradient(w) else None)
-    if self.has_bias:
-        b = primals[-1]
-        grads.append(cast(m.sum(ga, axis=lead), b._dtype) if needs_gradient(b) else None)
-    return grads
+    gw = ga * cast(rest[0], acc) if self.has_weight else ga
+    inner = gw - xhat * m.mean(gw * xhat, axis=-1, keepdims=True)
+    if self.centered:
+        inner = inner - m.mean(gw, axis=-1, keepdims=True)
+    dx = r * inner
+    return m.stack([dx, ga * xhat]) if self.weight_rows else dx
 
 
-rules(RMSNorm, vjp=_rms_norm_vjp, jvp=composed(fast._composed_rms_norm)["jvp"])
-rules(LayerNorm, vjp=_layer_norm_vjp, jvp=composed(fast._composed_layer_norm)["jvp"])
+rules(RMSNorm, vjp=_norm_vjp, jvp=composed(fast._composed_rms_norm)["jvp"])
+rules(LayerNorm, vjp=_norm_vjp, jvp=composed(fast._composed_layer_norm)["jvp"])
+rules(NormVJP, **composed(_norm_grad_plain))
 
 
 # -- RoPE -----------------------------------------------------------------------------------------------------
@@ -339,6 +342,18 @@ def _norm_vmap(self, inputs, axes, outputs):
     return [y.astype(o._dtype)]
 
 
+def _norm_vjp_vmap(self, inputs, axes, outputs):
+    x, *rest = inputs
+    b = _size(inputs, axes)
+    x, g = _batched(x, axes[0], b), _batched(rest[-1], axes[-1], b)
+    if self.has_weight and axes[1] is not None:  # a batched weight: the plain ops, with it lifted against x
+        y = _norm_grad_plain(self, x, _lift(rest[0], axes[1], x.ndim - 1), g)
+    else:
+        shape = ((2,) if self.weight_rows else ()) + x._shape
+        y = node(self, (x, *rest[:-1], g), shape, outputs[0]._dtype, _stream())
+    return [m.moveaxis(y, 1, 0) if self.weight_rows else y]
+
+
 def _rope_vmap(self, inputs, axes, outputs):
     if self.base is None and axes[-1] is not None:
         raise NotImplementedError("RoPE has no vmap rule for batched frequencies")
@@ -417,6 +432,7 @@ def _quantized_matmul_vmap(self, inputs, axes, outputs):
 
 
 rules(RMSNorm, LayerNorm, vmap=_norm_vmap)
+rules(NormVJP, vmap=_norm_vjp_vmap)
 rules(RoPE, vmap=_rope_vmap)
 rules(ScaledDotProductAttention, vmap=_sdpa_vmap)
 rules(Quantize, vmap=_quantize_vmap)

@@ -42,6 +42,7 @@ from ..primitives import (
     Scan,
     Scatter,
     Softmax,
+    SoftmaxVJP,
     Sort,
     StopGradient,
     TakeAlongAxis,
@@ -189,7 +190,7 @@ def _fixed(prim, shapes, traced):
 _RULES: dict = {}
 for _classes, _rule in [
     ((Unary, Binary, Where, AsType, Round, Copy, StopGradient, NanToNum), _elementwise),
-    ((Depends, Softmax, Scan, Scatter, PutAlongAxis, DynamicSliceUpdate), _first),
+    ((Depends, Softmax, SoftmaxVJP, Scan, Scatter, PutAlongAxis, DynamicSliceUpdate), _first),
     ((Reduce, Var), _reduce),
     ((ArgReduce,), _arg_reduce),
     ((Transpose,), _transpose),

@@ -204,6 +204,10 @@ def _layer_norm(prim, x, *params):
     return xp_fast.layer_norm(np, prim, x, *params, parallel=threads.split)
 
 
+def _norm_vjp(prim, x, *rest):
+    return xp_fast.norm_vjp(np, prim, x, *rest, parallel=threads.split)
+
+
 def _matmul(prim, a, b):
     return xp_linalg.matmul(np, a, b, blas.matmul)
 
@@ -362,5 +366,6 @@ def make_table() -> dict:
     table[fp.ScaledDotProductAttention] = _attention(table[fp.ScaledDotProductAttention])
     table[fp.RMSNorm] = _rms_norm
     table[fp.LayerNorm] = _layer_norm
+    table[fp.NormVJP] = _norm_vjp
     table[Compiled] = steps_kernel(table, np, BF16_STORAGE)
     return table

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ...dtypes import float32 as _float32
 from ...dtypes import widen_bf16
 from ...primitives import fast as fp
 from . import cublas, softmax
@@ -36,6 +37,7 @@ from .sources import (
     SDPA_MAX_HEAD,
     SIGNATURES,
     layer_norm_source,
+    norm_vjp_source,
     rms_norm_source,
     rope_source,
     sdpa_softmax_source,
@@ -46,7 +48,8 @@ from .strided import contiguous
 cp = _cupy()
 
 _F, _BF = FAST_TYPES["float32"], FAST_TYPES["bfloat16"]
-_SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "rope": rope_source,
+_SOURCES = {"rms_norm": rms_norm_source, "layer_norm": layer_norm_source, "norm_vjp": norm_vjp_source,
+            "rope": rope_source,
             "sdpa": sdpa_source, "sdpa_softmax": sdpa_softmax_source}
 
 
@@ -311,6 +314,33 @@ def _native_norm(which: str):
     return run
 
 
+def _norm_vjp_types(n) -> tuple | None:
+    """``(x's storage type, the weight's)`` where NormVJP node ``n`` runs as the kernel here, else None: ``x`` and
+    the cotangent of one dtype the kernel takes, a float32 result, no empty axis."""
+    ins = n._inputs
+    xt = FAST_STORAGE.get(ins[0]._dtype)
+    if xt is None or ins[-1]._dtype is not ins[0]._dtype or n._dtype is not _float32 or 0 in n._shape:
+        return None
+    wt = FAST_STORAGE.get(ins[1]._dtype) if n._prim.has_weight else _F
+    return None if wt is None else (xt, wt)
+
+
+def _native_norm_vjp(n, args: list):
+    types = _norm_vjp_types(n)
+    if types is None or not _on_device(args):
+        return None
+    prim = n._prim
+    x, g = contiguous(args[0]), contiguous(args[-1])
+    w = contiguous(args[1]) if prim.has_weight else x  # (any pointer: not read)
+    d = x.shape[-1]
+    rows = x.size // d
+    out = cp.empty(n._shape, cp.float32)
+    threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
+    _kernel("norm_vjp", *types)((rows,), (threads,), x.data.ptr, w.data.ptr, g.data.ptr, out.data.ptr, rows * d, d,
+                                prim.eps, int(prim.centered), int(prim.has_weight), int(prim.weight_rows))
+    return out
+
+
 def _native_rope(n, args: list):
     x = n._inputs[0]
     xt = FAST_STORAGE.get(x._dtype)
@@ -332,7 +362,7 @@ def _native_sdpa(n, args: list):
 #: primitive class -> ``(node, its inputs' data as stored) -> output or None``: the kernels above on float32 and
 #: bfloat16 data as it is (the executor asks before it widens bfloat16 for the kernel table)
 NATIVE = {fp.RMSNorm: _native_norm("rms_norm"), fp.LayerNorm: _native_norm("layer_norm"), fp.RoPE: _native_rope,
-          fp.ScaledDotProductAttention: _native_sdpa}
+          fp.ScaledDotProductAttention: _native_sdpa, fp.NormVJP: _native_norm_vjp}
 
 
 _FLOAT = tuple(FAST_STORAGE)  # the dtypes the kernels here take
@@ -363,4 +393,5 @@ CAPTURE_IF = {
     fp.RoPE: lambda n: (n._prim.base is not None and n._inputs[0]._dtype in _FLOAT and n._dtype in _FLOAT
                         and len(n._shape) >= 2 and math.prod(n._shape) > 0),
     fp.ScaledDotProductAttention: _sdpa_captures,
+    fp.NormVJP: lambda n: _norm_vjp_types(n) is not None,
 }

@@ -23,6 +23,7 @@ from .sources import (
     SOFTMAX_WARP_ROWS_BLOCK,
     arg_reduce_source,
     softmax_source,
+    softmax_vjp_source,
 )
 from .strided import contiguous
 
@@ -35,6 +36,12 @@ _MOST_LANES = 1024  # (a block's threads)
 def _kernel(xt: str) -> Launch:
     name = "umx_softmax" + ("_bf16" if xt == FAST_TYPES["bfloat16"] else "_f32")
     return Launch(cp.RawKernel(softmax_source(name, xt), name), SIGNATURES["softmax"])
+
+
+@functools.cache
+def _vjp_kernel(xt: str) -> Launch:
+    name = "umx_softmax_vjp" + ("_bf16" if xt == FAST_TYPES["bfloat16"] else "_f32")
+    return Launch(cp.RawKernel(softmax_vjp_source(name, xt), name), SIGNATURES["softmax_vjp"])
 
 
 @functools.cache
@@ -79,6 +86,24 @@ def _logsumexp(n, args: list):
     return _over_rows(n, args, True)
 
 
+def _softmax_vjp(n, args: list):
+    """SoftmaxVJP over the last axis by umx's kernel, or None (the shared kernel serves)."""
+    y, c = n._inputs
+    xt = FAST_STORAGE.get(y._dtype)
+    shape = y._shape
+    if (xt is None or c._dtype is not y._dtype or n._dtype is not y._dtype or not shape
+            or n._prim.axes != (len(shape) - 1,) or c._shape != shape or type(args[0]) is not cp.ndarray
+            or type(args[1]) is not cp.ndarray or args[0].size == 0):
+        return None
+    yd, cd = contiguous(args[0]), contiguous(args[1])
+    d = shape[-1]
+    rows = yd.size // d
+    out = cp.empty(yd.shape, yd.dtype)
+    grid, block, lanes = launch_shape(rows, d)
+    _vjp_kernel(xt)((grid,), (block,), yd.data.ptr, cd.data.ptr, out.data.ptr, rows, d, lanes)
+    return out
+
+
 def _arg_reduce(n, args: list):
     """ArgMax or ArgMin by umx's kernel, over the last axis (another axis is moved there: a copy), or None (the
     shared kernel serves)."""
@@ -97,4 +122,5 @@ def _arg_reduce(n, args: list):
 
 
 #: primitive class -> ``(node, its inputs' data as stored) -> output or None`` (see fast.NATIVE)
-NATIVE = {r.Softmax: _softmax, r.LogSumExp: _logsumexp, r.ArgMax: _arg_reduce, r.ArgMin: _arg_reduce}
+NATIVE = {r.Softmax: _softmax, r.LogSumExp: _logsumexp, r.ArgMax: _arg_reduce, r.ArgMin: _arg_reduce,
+          r.SoftmaxVJP: _softmax_vjp}

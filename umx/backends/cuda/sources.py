@@ -529,6 +529,87 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restri
 """
 
 
+#: the elements of a row each thread of the normalizations' gradient kernel keeps in registers (x and g each)
+NORM_VJP_CACHED = 4
+
+
+def norm_vjp_source(name: str, x: str = "float", w: str = "float") -> str:
+    """The CUDA C++ of a normalization's gradient (``NormVJP``: RMSNorm's, or LayerNorm's where ``centered``) on
+    rows of ``x`` and of the cotangent ``g`` of storage type ``x`` (see ``FAST_TYPES``), with a weight of type
+    ``w``: one block per row finds the mean (centered) and ``r = rsqrt(var + eps)``, then the row's sums of ``gw``
+    and ``gw * xhat`` (``gw = g * w``, ``xhat = (x - mean) * r``), then writes ``dx = r * (gw - mean(gw) - xhat *
+    mean(gw * xhat))`` (no ``mean(gw)`` for RMSNorm) as float32, and where ``weight_rows`` also ``g * xhat``
+    ``plane`` elements further (the weight's gradient is its sum over rows). Each thread keeps its first
+    ``NORM_VJP_CACHED`` elements of ``x`` and ``g`` in registers through the four passes."""
+    cached = NORM_VJP_CACHED
+    return BLOCK_REDUCE + FAST_IO + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w, const {x}* __restrict__ g,
+                                  float* __restrict__ out, long long plane, int d, float eps, int centered,
+                                  int has_weight, int weight_rows) {{
+  __shared__ float partial[32];
+  const long long at = (long long)blockIdx.x * d;
+  const {x}* xr = x + at;
+  const {x}* gr = g + at;
+  const int rest = {cached} * blockDim.x;  // (the first element no thread keeps)
+  float kx[{cached}], kg[{cached}];
+  float s = 0.0f;
+  #pragma unroll
+  for (int c = 0; c < {cached}; ++c) {{
+    const int j = threadIdx.x + c * blockDim.x;
+    kx[c] = j < d ? umx_ld(xr, j) : 0.0f;
+    kg[c] = j < d ? umx_ld(gr, j) * (has_weight ? umx_ld(w, j) : 1.0f) : 0.0f;  // (gw)
+    s += kx[c];
+  }}
+  float mean = 0.0f;
+  if (centered) {{
+    for (int j = rest + threadIdx.x; j < d; j += blockDim.x) s += umx_ld(xr, j);
+    mean = umx_block_reduce(s, partial, false) / (float)d;
+  }}
+  s = 0.0f;
+  #pragma unroll
+  for (int c = 0; c < {cached}; ++c) {{
+    const float v = kx[c] - mean;
+    if (threadIdx.x + c * blockDim.x < d) s += v * v;
+  }}
+  for (int j = rest + threadIdx.x; j < d; j += blockDim.x) {{
+    const float v = umx_ld(xr, j) - mean;
+    s += v * v;
+  }}
+  const float r = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
+  float a = 0.0f, b = 0.0f;
+  #pragma unroll
+  for (int c = 0; c < {cached}; ++c) {{
+    a += kg[c];
+    b += kg[c] * (kx[c] - mean) * r;  // (zero past the row: kg is)
+  }}
+  for (int j = rest + threadIdx.x; j < d; j += blockDim.x) {{
+    const float gw = umx_ld(gr, j) * (has_weight ? umx_ld(w, j) : 1.0f);
+    a += gw;
+    b += gw * (umx_ld(xr, j) - mean) * r;
+  }}
+  const float mb = umx_block_reduce(b, partial, false) / (float)d;
+  const float ma = centered ? umx_block_reduce(a, partial, false) / (float)d : 0.0f;
+  float* dx = out + at;
+  float* gx = out + plane + at;
+  #pragma unroll
+  for (int c = 0; c < {cached}; ++c) {{
+    const int j = threadIdx.x + c * blockDim.x;
+    if (j < d) {{
+      const float xh = (kx[c] - mean) * r;
+      dx[j] = r * (kg[c] - ma - xh * mb);
+      if (weight_rows) gx[j] = umx_ld(gr, j) * xh;
+    }}
+  }}
+  for (int j = rest + threadIdx.x; j < d; j += blockDim.x) {{
+    const float xh = (umx_ld(xr, j) - mean) * r;
+    const float gj = umx_ld(gr, j);
+    dx[j] = r * (gj * (has_weight ? umx_ld(w, j) : 1.0f) - ma - xh * mb);
+    if (weight_rows) gx[j] = gj * xh;
+  }}
+}}
+"""
+
+
 MASKED_SCORE = """
 // an attention score after its mask: kind 1 causal (``after``: the key follows the query's last), 2 boolean,
 // 3 additive (``at``: the mask's element for this score); a masked score is float32's lowest
@@ -1041,6 +1122,44 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ o
 """
 
 
+def softmax_vjp_source(name: str, x: str = "float") -> str:
+    """The CUDA C++ of softmax's gradient (``SoftmaxVJP``) over the last axis: ``y * (c - sum(c * y))`` for
+    ``rows`` contiguous rows of ``n`` elements of the output ``y`` and its cotangent ``c``, of storage type ``x``
+    (the result's too), in float32, rounded once. ``lanes`` threads take a row as softmax's kernels do; each keeps
+    its first ``SOFTMAX_CACHED`` elements of both in registers, so a row is read once and written once."""
+    return BLOCK_REDUCE + FAST_IO + ROW_REDUCE + f"""
+extern "C" __global__ void {name}(const {x}* __restrict__ y, const {x}* __restrict__ c, {x}* __restrict__ out,
+                                  long long rows, int n, int lanes) {{
+  __shared__ float partial[32];
+  const bool warp_rows = lanes == 32;
+  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
+  const {x}* yr = y + row * n;
+  const {x}* cr = c + row * n;
+  float ky[{SOFTMAX_CACHED}], kc[{SOFTMAX_CACHED}];
+  float dot = 0.0f;
+  #pragma unroll
+  for (int k = 0; k < {SOFTMAX_CACHED}; ++k) {{
+    const int j = lane + k * lanes;
+    ky[k] = j < n ? umx_ld(yr, j) : 0.0f;
+    kc[k] = j < n ? umx_ld(cr, j) : 0.0f;
+    dot += ky[k] * kc[k];
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < n; j += lanes) dot += umx_ld(yr, j) * umx_ld(cr, j);
+  dot = umx_row_reduce(dot, partial, false, warp_rows);
+  {x}* o = out + row * n;
+  #pragma unroll
+  for (int k = 0; k < {SOFTMAX_CACHED}; ++k) {{
+    const int j = lane + k * lanes;
+    if (j < n) umx_st(o, j, ky[k] * (kc[k] - dot));
+  }}
+  for (int j = lane + {SOFTMAX_CACHED} * lanes; j < n; j += lanes)
+    umx_st(o, j, umx_ld(yr, j) * (umx_ld(cr, j) - dot));
+}}
+"""
+
+
 def arg_reduce_source(name: str, x: str = "float") -> str:
     """The CUDA C++ of argmax (``is_min`` 0) or argmin (1) over the last axis of ``rows`` contiguous rows of ``n``
     elements of storage type ``x`` (see ``FAST_TYPES``), as NumPy picks: the first NaN, else the first of the
@@ -1510,12 +1629,14 @@ SIGNATURES = {
     "rms_norm": "pppifi",
     "rms_norm_vec": "pppifi",
     "layer_norm": "ppppifii",
+    "norm_vjp": "ppppqifiii",
     "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
     "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_combine": "pppiiii",
     "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_softmax": "pppp" + "q" + "iiiiifii" + "qqqq",
     "softmax": "ppqiii",
+    "softmax_vjp": "pppqii",
     "arg_reduce": "ppqiii",
     "qmv": "pppppii",
     "bf16_matvec": "pppii",

@@ -110,6 +110,47 @@ def layer_norm(xp, prim, x, *params, parallel=None):
     return out.reshape(x.shape)
 
 
+@kernel(fp.NormVJP)
+def _norm_vjp(xp, prim, x, *rest):
+    return norm_vjp(xp, prim, x, *rest)
+
+
+def norm_vjp(xp, prim, x, *rest, parallel=None):
+    """``prim`` (a NormVJP) of ``x``, its weight if any and the cotangent ``g`` (the last of ``rest``), in blocks of
+    rows; ``parallel`` as :func:`rms_norm`'s. Per row, with ``xhat = (x - mean) * r`` (no mean for RMSNorm),
+    ``r = rsqrt(mean((x - mean)**2) + eps)`` and ``gw = g * w``: ``dx = r * (gw - mean(gw) - xhat * mean(gw *
+    xhat))`` (no ``mean(gw)`` for RMSNorm), and with ``weight_rows`` also ``g * xhat``."""
+    g = rest[-1]
+    acc = _acc(xp, x, *rest)
+    d = x.shape[-1]
+    rows, grows = _rows(x), _rows(g)
+    n = rows.shape[0]
+    out = xp.empty((2, n, d) if prim.weight_rows else (n, d), dtype=acc)
+    dx = out[0] if prim.weight_rows else out
+    w = rest[0].astype(acc, copy=False) if prim.has_weight else None
+    eps = acc(prim.eps)
+
+    def block(sl) -> None:
+        xb = rows[sl].astype(acc, copy=False)  # (may be x itself: never written)
+        gb = grows[sl].astype(acc, copy=False)
+        xhat = xp.subtract(xb, xp.mean(xb, axis=-1, keepdims=True)) if prim.centered else xb.copy()
+        r = _inv_rms(xp, xhat, eps)
+        xp.multiply(xhat, r, out=xhat)
+        gw = gb * w if w is not None else gb
+        ob = xp.multiply(gw, xhat, out=dx[sl])
+        shift = xp.mean(ob, axis=-1, keepdims=True)
+        xp.multiply(xhat, shift, out=ob)
+        xp.subtract(gw, ob, out=ob)
+        if prim.centered:
+            xp.subtract(ob, xp.mean(gw, axis=-1, keepdims=True), out=ob)
+        xp.multiply(ob, r, out=ob)
+        if prim.weight_rows:
+            xp.multiply(gb, xhat, out=out[1][sl])
+
+    each(_blocks(xp, n if d else 0, d), block, parallel)
+    return out.reshape(((2,) if prim.weight_rows else ()) + x.shape)
+
+
 def _rope_angles(xp, prim, acc, t: int, rest: list):
     """cos and sin of every position's angles, (1 or B, T, dims/2): positions in float32 whatever x's dtype."""
     half = prim.dims // 2

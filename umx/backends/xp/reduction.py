@@ -77,6 +77,28 @@ def softmax_into(xp, x, axes: tuple, out):
     return out
 
 
+@kernel(r.SoftmaxVJP)
+def _softmax_vjp(xp, prim, y, c):
+    if y.size == 0:
+        return xp.empty(xp.broadcast_shapes(y.shape, c.shape), xp.result_type(y, c))
+    return softmax_vjp_into(xp, y, c, prim.axes)
+
+
+def softmax_vjp_into(xp, y, c, axes: tuple, out=None):
+    """``y * (c - sum(c * y))`` over ``axes`` (softmax's gradient from its output ``y``), into ``out`` where given;
+    half-precision inputs are computed in float32 and rounded once."""
+    dt = xp.result_type(y, c)
+    work = xp.float32 if dt.itemsize < 4 else dt
+    y, c = y.astype(work, copy=False), c.astype(work, copy=False)
+    t = xp.multiply(c, y)
+    xp.subtract(c, xp.sum(t, axis=axes, keepdims=True), out=t)
+    xp.multiply(t, y, out=t)
+    if out is None:
+        return t.astype(dt, copy=False)
+    out[...] = t
+    return out
+
+
 def _reduced_shape(shape, axes, keepdims):
     if keepdims:
         return tuple(1 if i in axes else s for i, s in enumerate(shape))
