@@ -204,14 +204,14 @@ def _own_sources(dtype: str, kinds: str, vec: int = 1) -> list:
     return codes
 
 
-@pytest.mark.parametrize("kinds", ["pp", "pr", "rf", "pi", "pu", "pb", "sp", "ps"])
+@pytest.mark.parametrize("kinds", ["pp", "pr", "rf", "pi", "pu", "pb", "sp", "ps", "pc", "cf"])
 def test_own_elementwise_kernels_compile(kinds):
     codes = [c for dtype in _OWN for c in _own_sources(dtype, kinds)]
     assert len(codes) >= 3 * len(_OWN)
     compile_cuda(in_namespaces(codes))
 
 
-@pytest.mark.parametrize("kinds", ["pp", "rp", "pu", "ps"])
+@pytest.mark.parametrize("kinds", ["pp", "rp", "pu", "ps", "pc"])
 def test_own_bfloat16_kernels_read_and_write_storage(kinds):
     codes = _own_sources("bfloat16", kinds)
     assert len(codes) == 5
@@ -224,10 +224,12 @@ def test_own_bfloat16_kernels_read_and_write_storage(kinds):
         assert "const unsigned short* __restrict__ p0" in add and "umx_bf16_load(p0[i" in add
     if kinds == "ps":  # a strided leaf's storage, by row and column
         assert "const float x1 = umx_bf16_load(p1[(long long)((unsigned)i / (unsigned)c1) * q1" in add
+    if kinds == "pc":  # a column's storage, one element per w of the output's
+        assert "const float x1 = umx_bf16_load(p1[((unsigned)i / (unsigned)w1) % (unsigned)m1]);" in add
     compile_cuda(in_namespaces(codes))
 
 
-@pytest.mark.parametrize("kinds", ["pp", "rp", "sp", "pf", "pu"])
+@pytest.mark.parametrize("kinds", ["pp", "rp", "sp", "pf", "pu", "pc", "cp"])
 def test_own_kernels_of_several_elements_a_thread_compile(kinds):
     codes = [c for dtype in [*_OWN, "bfloat16"]
              for c in _own_sources(dtype, kinds, 16 // (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize))]

@@ -298,9 +298,41 @@ def test_strided_views_and_float16_take_cupys_kernels(monkeypatch, rng):
     np.testing.assert_allclose(np.asarray(mx.exp(t, stream=G)), np.exp(x.T), rtol=1e-6)
     h = mx.add(mx.array(x.astype(np.float16)), 1.0, stream=G)
     np.testing.assert_allclose(np.asarray(h), x.astype(np.float16) + np.float16(1), rtol=1e-3)
-    col = mx.add(mx.array(x), mx.array(x[:, :1]), stream=G)  # broadcast along the last axis: not a suffix
-    np.testing.assert_allclose(np.asarray(col), x + x[:, :1], rtol=1e-6)
-    assert count[0] == before
+    mid = mx.add(mx.array(x), mx.array(x[:1, :1]).reshape(1, 1), stream=G)  # (a 1x1: a leading broadcast)
+    np.testing.assert_allclose(np.asarray(mid), x + x[:1, :1], rtol=1e-6)
+    assert count[0] == before + 1
+    y = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    inner = mx.add(mx.array(y), mx.array(y[:, :1, :]), stream=G)  # (broadcast along a middle axis only)
+    np.testing.assert_allclose(np.asarray(inner), y + y[:, :1, :], rtol=1e-6)
+    assert count[0] == before + 1
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int32", "float64"])
+@pytest.mark.parametrize("shapes", [((4096, 64), (4096, 1)), ((2, 3, 40, 64), (3, 40, 1)),
+                                    ((2, 3, 40, 64), (1, 3, 1, 1)), ((7, 33), (7, 1)), ((5, 9, 8), (5, 1, 1))])
+def test_columns_broadcast_along_trailing_axes_run_as_own_kernels(monkeypatch, rng, dtype, shapes):
+    """A leaf kept along leading axes and broadcast along trailing ones (a row's maximum or mean) is read by umx's
+    kernel, one element a thread or several where the width divides; every result is NumPy's."""
+    count = _launches(monkeypatch)
+    direct = _direct()
+    widths = []
+    vector = direct._vector
+    monkeypatch.setattr(direct, "_vector", lambda *a: widths.append(vector(*a)) or widths[-1])
+    G = mx.gpu
+    ref = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
+    dt = getattr(mx, dtype)
+    big, col = (rng.integers(-4, 5, s).astype(ref) for s in shapes)
+    a, c = (mx.add(mx.array(v, dtype=dt), 0, stream=G) for v in (big, col))
+    mx.eval(a, c)
+    before = count[0]
+    got = mx.multiply(mx.subtract(a, c, stream=G), c, stream=G)
+    mx.eval(got)
+    assert count[0] - before == 1  # (one region, by umx's kernel: CuPy's is not counted)
+    np.testing.assert_array_equal(np.asarray(got.astype(mx.float32) if dtype == "bfloat16" else got),
+                                  ((big - col) * col).astype(ref))
+    if big.size >= direct.VEC_MIN and shapes[0][-1] % 8 == 0:
+        assert widths[-1] > 1
 
 
 @gpu_only

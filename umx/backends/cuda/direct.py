@@ -3,15 +3,16 @@ products of a matrix with a few vectors.
 
 A CuPy ufunc or ElementwiseKernel call spends microseconds of host time on argument parsing, type dispatch,
 broadcasting and output allocation: most of a small op's latency (bench/latency.py). The common cases need none of
-that work: every array input is contiguous and either of the output's shape or broadcast along leading axes (a bias,
-a 0-d array), and constants are NumPy scalars. For those, umx writes one kernel per structure (the fusion program's
-lines, with loads chosen by each input's kind), compiles it once per device through CuPy's RawModule (NVRTC and
-CuPy's disk cache), and launches it with ``cuLaunchKernel`` from a preallocated parameter buffer. Anything else
-(strided views, other broadcasts, float16, complex, more parameters than a launch takes) gets None here and runs
-through CuPy as before. Full reductions (sum, max, min, mean) of contiguous arrays run the same way: one block for a
-loss or a norm, a grid of blocks for more (:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8
-columns (a matrix times vectors) runs as one warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend far
-more host time choosing how to compute such a shape than the GPU spends on it.
+that work: every array input is contiguous and either of the output's shape, broadcast along leading axes (a bias,
+a 0-d array) or along trailing ones (a row's mean kept as a column), and constants are NumPy scalars. For those,
+umx writes one kernel per structure (the fusion program's lines, with loads chosen by each input's kind), compiles
+it once per device through CuPy's RawModule (NVRTC and CuPy's disk cache), and launches it with ``cuLaunchKernel``
+from a preallocated parameter buffer. Anything else (strided views, other broadcasts, float16, complex, more
+parameters than a launch takes) gets None here and runs through CuPy as before. Full reductions (sum, max, min,
+mean) of contiguous arrays run the same way: one block for a loss or a norm, a grid of blocks for more
+(:meth:`Launcher.reduce`). A product ``a @ b`` of rows with at most 8 columns (a matrix times vectors) runs as one
+warp per row (:meth:`Launcher.matmul`), where cuBLAS would spend far more host time choosing how to compute such a
+shape than the GPU spends on it.
 
 A kernel with a small output can also write it to pinned host memory and then raise a flag there (a *mirror*): a
 result the host reads at once, such as ``item()``, then costs no copy call and no event, only a look at the flag
@@ -56,7 +57,9 @@ MIRROR_MAX = _BLOCK
 # (converted to the leaf's type in the kernel); a bool as one byte and seven zero bytes, read as an integer.
 _SCALAR_KINDS = {t: {"f": "f", "i": "i", "u": "u", "b": "b"}[np.dtype(t).kind] for t in np.sctypeDict.values()
                  if issubclass(t, np.generic) and np.dtype(t).kind in "fiub"}
-_PACK = {"p": "Q", "r": "Qq", "s": "Qqq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}  # each kind's parameters
+# each kind's parameters, and how many there are
+_PACK = {"p": "Q", "r": "Qq", "s": "Qqq", "c": "Qqq", "f": "d", "i": "q", "u": "Q", "b": "?7x"}
+_WIDTH = {k: len(v.replace("7x", "")) for k, v in _PACK.items()}
 
 # (structure key, leaf kinds, device), (reduction, dtype, device) or ("matmul", dtype char, columns, device) ->
 # (function pointer, module, parameter packer), or None where umx's kernels do not apply
@@ -109,14 +112,18 @@ class Launcher:
                     kinds += "r"  # broadcast along leading axes: element i is d's element i % d.size
                     params += (d.data.ptr, d.size)
                 else:
-                    return None
+                    w = _column(d.shape, shape) if n <= ROWS_MAX_ELEMENTS and _contiguous(d) else 0
+                    if not w:
+                        return None
+                    kinds += "c"  # broadcast along trailing axes: element i is d's element (i // w) % d.size
+                    params += (d.data.ptr, w, d.size)
             else:
                 k = _SCALAR_KINDS.get(d.__class__)
                 if k is None:
                     return None
                 kinds += k
                 params.append(d)
-        vec = _vector(datas, kinds, n, dtype, out) if n >= VEC_MIN and mirror is None else 1
+        vec = _vector(datas, kinds, params, n, dtype, out) if n >= VEC_MIN and mirror is None else 1
         entry = _kernels.get((key, kinds, self.device) if vec == 1 else (key, kinds, self.device, vec), False)
         if entry is False:
             entry = _compile(key, kinds, self.device, source_of, source_arg, vec)
@@ -279,10 +286,29 @@ def _rows(d):
 VEC_MIN = 1 << 15
 
 
-def _vector(datas: list, kinds: str, n: int, dtype, out) -> int:
-    """How many consecutive elements a thread of an elementwise kernel over ``datas`` (their ``kinds``) takes:
-    as many as fill 16 bytes of the widest array, where ``n``, every array's address, a broadcast leaf's size and
-    a strided leaf's rows allow; else 1."""
+def _column(inner: tuple, shape: tuple) -> int:
+    """For a leaf of shape ``inner`` that broadcasts to ``shape`` along its trailing axes (and maybe leading ones),
+    keeping a run of ``shape``'s axes between (``(4096, 1)`` against ``(4096, 8192)``): the output elements per
+    leaf element (``w``: element ``i`` reads the leaf's ``(i // w) % size``); else 0."""
+    pad = len(shape) - len(inner)
+    if pad < 0:
+        return 0
+    full = (1,) * pad + tuple(inner)
+    end = len(full)
+    while end and full[end - 1] == 1:
+        end -= 1
+    start = end
+    while start and full[start - 1] == shape[start - 1]:
+        start -= 1
+    if end == len(full) or any(s != 1 for s in full[:start]):
+        return 0
+    return prod(shape[end:])
+
+
+def _vector(datas: list, kinds: str, params: list, n: int, dtype, out) -> int:
+    """How many consecutive elements a thread of an elementwise kernel over ``datas`` (their ``kinds``, launched
+    with ``params``) takes: as many as fill 16 bytes of the widest array, where ``n``, every array's address, a
+    broadcast leaf's size, a strided leaf's rows and a column leaf's width allow; else 1."""
     size = np.dtype(dtype).itemsize
     widest = size
     for d in datas:
@@ -291,12 +317,16 @@ def _vector(datas: list, kinds: str, n: int, dtype, out) -> int:
     v = 16 // widest
     if v < 2 or n % v or (out is not None and (out.__class__ is int or out.data.ptr % (v * size))):
         return 1
+    at = 0  # (where the leaf's parameters start)
     for d, k in zip(datas, kinds):
         if k == "p" or k == "r" or k == "s":
             if d.data.ptr % (v * d.itemsize) or (k == "r" and d.size % v):
                 return 1
             if k == "s" and any(x % v for x in _rows(d)):
                 return 1
+        elif k == "c" and params[at + 1] % v:  # (the leaf's width: a thread's elements must share its element)
+            return 1
+        at += _WIDTH[k]
     return v
 
 
@@ -310,7 +340,7 @@ def _compile(key, kinds: str, device: int, source_of, source_arg, vec: int = 1):
         lines = None
         # (not float16: CuPy's half type is a class of its own; bfloat16 is read and written as its storage)
         if all(d.name in C_TYPES and d.name != "float16" for d in (*leaf_dtypes, *node_dtypes)) and all(
-                k in "prsu" for d, k in zip(leaf_dtypes, kinds) if d.name == "bfloat16"):  # (bits travel as "u")
+                k in "prscu" for d, k in zip(leaf_dtypes, kinds) if d.name == "bfloat16"):  # (bits travel as "u")
             lines = steps(leaf_dtypes, program, node_dtypes)
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"

@@ -47,14 +47,15 @@ COMBINE = {
 def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype, vec: int = 1) -> str:
     """The CUDA C++ of one elementwise kernel ``name``: ``lines`` (see ``fusion.steps``) over leaves of ``kinds``
     (``p``: an array of the output's size, ``r``: one broadcast along leading axes, ``s``: one of the output's
-    size in rows of contiguous elements a stride apart, else a scalar of that kind),
+    size in rows of contiguous elements a stride apart, ``c``: one broadcast along trailing axes (a row's mean
+    or maximum, kept as a column) and maybe leading ones, else a scalar of that kind),
     in a grid-stride loop over the output, then the mirror's flag. bfloat16 is read and written as its 16-bit
     storage (a constant too: its bits travel as an unsigned integer) and computed in float.
 
     ``vec`` > 1: each thread takes ``vec`` consecutive elements, every array read and written ``vec`` at a time in
     one access of up to 16 bytes (a 2-byte element a thread leaves a large kernel short of loads in flight). The
-    host sees to it that ``n``, every leaf's alignment, a broadcast leaf's size and a strided leaf's row length
-    and stride are multiples of ``vec``, and passes no mirror and no flag."""
+    host sees to it that ``n``, every leaf's alignment, a broadcast leaf's size, a strided leaf's row length and
+    stride and a column leaf's ``w`` are multiples of ``vec``, and passes no mirror and no flag."""
     params = []
     scalars = []
     loads = []
@@ -75,6 +76,13 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
             params += [f"const {stored}* __restrict__ p{i}", f"long long c{i}", f"long long q{i}"]
             at = f"(long long)((unsigned)i / (unsigned)c{i}) * q{i} + (unsigned)i % (unsigned)c{i}"
             loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[{at}]')};")
+        elif k == "c":  # element i is p's element (i / w) % m (the host keeps n below 2**31: 32-bit division)
+            params += [f"const {stored}* __restrict__ p{i}", f"long long w{i}", f"long long m{i}"]
+            at = f"((unsigned)i / (unsigned)w{i}) % (unsigned)m{i}"
+            loads.append(f"const {t} x{i} = {_load(bits, f'p{i}[{at}]')};")
+            # (with vec elements a thread, w is a multiple of vec: the thread's elements share one)
+            vloads.append((f"const {t} c{i} = {_load(bits, f'p{i}[{at}]')};", f"const {t} x{i} = c{i};"))
+            continue
         else:
             params.append(f"{SCALAR_TYPES[k]} s{i}")
             scalars.append(f"const {t} x{i} = {_load(bits, f'(unsigned short)s{i}') if bits else f'({t})s{i}'};")
