@@ -25,6 +25,7 @@ from ..devices import resolve_stream
 from ..ops import astype, ones_like, zeros_like
 from ..primitives import DEPENDS, Gather, GatherMM, GatherQMM, PutAlongAxis, Scatter, StopGradient, TakeAlongAxis
 from ..runtime import scheduler as _scheduler
+from ..runtime.node import alias_finished
 from ..runtime.retain import Tracing
 from . import _grad_tapes, _trees
 
@@ -293,6 +294,7 @@ def vjp(fun: Callable, primals: Sequence[array], cotangents: Sequence[array]) ->
             if o.shape != c.shape:
                 raise ValueError(f"vjp: a cotangent of shape {c.shape} for an output of shape {o.shape}")
         grads = backward(outs, cs, markers)
+    alias_finished(markers, ps)  # (as value_and_grad's)
     return outs, [_fit(g, p) for g, p in zip(_zero_like_where_none(grads, ps), ps)]
 
 
@@ -398,6 +400,8 @@ def _value_and_grad(fun: Callable, nums: tuple, single: bool, names: list, what:
 
         flat = _rebound([loss], flat, links)
         grads = backward([loss], [ones_like(loss)], flat)
+    # (the markers have served the walk: those of evaluated inputs now read as those inputs, with no task each)
+    alias_finished(flat, flat_orig)
     grads = [_fit(g, p) for g, p in zip(_zero_like_where_none(grads, flat_orig), flat_orig)]
     _scheduler.start([loss, *grads])  # (a device computes them while the caller builds what comes next)
     grads = iter(grads)
