@@ -334,12 +334,17 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
             self._mirrors = direct.Mirrors()
         return self._mirrors.take(self, root._seq)
 
-    def run_fused(self, f, leaves: list, mirror=None):
+    def run_fused(self, f, leaves: list, mirror=None, into=None):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
-        CUDA code cannot express) its steps one by one. Both read and write bfloat16 as its 16-bit storage."""
+        CUDA code cannot express) its steps one by one. Both read and write bfloat16 as its 16-bit storage.
+        ``into``: a contiguous array of the output's shape and dtype to write (one of the leaves may be it: each
+        thread of umx's kernel reads its elements before it writes them); None is returned where umx's kernel
+        does not take the region, and nothing is written."""
         root = f.root
         out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
-                               mirror[0] if mirror is not None else None)
+                               mirror[0] if mirror is not None else None, into)
+        if into is not None:
+            return out
         if out is not None:
             if mirror is not None:
                 _memory.set_copy(root, gmem.MIRROR, mirror[1])

@@ -49,9 +49,21 @@ from math import prod
 
 import numpy as np
 
+from ...primitives import (
+    Convolution,
+    LayerNorm,
+    LogSumExp,
+    Matmul,
+    NormVJP,
+    RMSNorm,
+    RoPE,
+    ScaledDotProductAttention,
+    Softmax,
+    SoftmaxVJP,
+)
 from ...primitives.base import KEY_FUNCTIONS, Primitive, key_function, subclasses
 from ...primitives.layout import DynamicSliceUpdate
-from ...primitives.misc import Compiled
+from ...primitives.misc import Compiled, Depends, StopGradient
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
 from ...runtime.fusion import Fused, collect_private
@@ -277,7 +289,8 @@ class Graphs:
             with ex.marks.lock:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
-                    values = _dispatch(ex, tasks, externals, slots, retained, _in_place(tasks, externals, bind),
+                    values = _dispatch(ex, tasks, externals, slots, retained,
+                                       _in_place(tasks, externals, bind, retained),
                                        mutated)
                     export, offsets = _pack(values, retained, stream)
                 finally:
@@ -609,25 +622,61 @@ def _held_outside(nodes: list, i: int, base: int) -> bool:
     return _getrefcount(nodes[i]) - UNHELD_SLOT > base
 
 
-def _in_place(tasks: list, externals: list, bind: list) -> dict:
-    """Task position -> slot, for the slice updates (a key-value cache's write) that may write into their input's
-    own slot instead of a copy of it: the slot is the graph's (not a bound input's memory) and nothing else in the
-    batch reads it. A replay then leaves the updated value in the slot (see ``_replay``), and a cache passed back
-    in is not copied in again."""
-    where = {id(x): s for s, x in enumerate(externals)}
-    reads: dict = {}
+#: primitive classes whose kernels here always write new memory, never a view of an input: a slot read only
+#: through these (and fused regions) holds nothing a later task reads once its last reader ran (see _in_place)
+_FRESH = frozenset({Matmul, LogSumExp, Softmax, SoftmaxVJP, LayerNorm, RMSNorm, NormVJP, ScaledDotProductAttention,
+                    RoPE, Convolution})
+
+
+#: primitive classes whose kernels here return their first input itself
+_ITSELF = frozenset({Depends, StopGradient})
+
+
+def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
+    """Task position -> slot, for tasks that may write their result into an input's own slot instead of new
+    memory: slice updates (a key-value cache's write) and fused regions with a leaf of their output's shape and
+    dtype (an optimizer's update of a weight or its moments). The slot must be the graph's (not a bound input's
+    memory), and no later task may read it, directly or through a task whose result may be a view of it (any but
+    ``_FRESH`` and fused regions), nor may such a view be exported. A replay then leaves the new value in the
+    slot (see ``_replay``), and the value passed back in at the next call is not copied in again."""
+    where = {id(x): (s,) for s, x in enumerate(externals)}  # a slot's array, or a task's that may view slots
+    same = {id(x): s for s, x in enumerate(externals)}  # a slot's array, or a task's that is that array itself
+    last: dict = {}  # slot -> the last task that reads it
+    blocked: set = set()  # slots a view of which is exported
+    kept = set(retained)
     wanted: dict = {}
     for i, t in enumerate(tasks):
         n = t[0] if type(t) is tuple else t
-        for x in (n.leaves if type(n) is Fused else n._inputs):
+        fused = type(n) is Fused
+        read: tuple = ()
+        for x in (n.leaves if fused else n._inputs):
             s = where.get(id(x))
             if s is not None:
-                reads[s] = reads.get(s, 0) + 1
-        if type(n) is not Fused and n._prim.__class__ is DynamicSliceUpdate:
-            s = where.get(id(n._inputs[0]))
-            if s is not None and not bind[s]:
-                wanted[i] = s
-    return {i: s for i, s in wanted.items() if reads[s] == 1}
+                read += s
+        for s in read:
+            last[s] = i
+        if fused:
+            root = n.root
+            for x in n.leaves:
+                s = same.get(id(x))
+                if s is not None and not bind[s] and x._shape == root._shape and x._dtype is root._dtype:
+                    wanted[i] = s
+                    break
+        elif read:
+            c = n._prim.__class__
+            if c is DynamicSliceUpdate:
+                s = same.get(id(n._inputs[0]))
+                if s is not None and not bind[s]:
+                    wanted[i] = s
+            elif c not in _FRESH:  # (its result may be a view of what it reads)
+                where[id(n)] = tuple(set(read))
+                if i in kept:
+                    blocked.update(read)
+                if c in _ITSELF:  # (a gradient's marker of a weight: the slot's very array)
+                    s = same.get(id(n._inputs[0]))
+                    if s is not None:
+                        same[id(n)] = s
+    return {i: s for i, s in wanted.items() if last[s] == i and s not in blocked}
 
 
 def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_place: dict | None = None,
@@ -667,7 +716,13 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
                 s = where.get(id(x))
                 args.append(slots[s] if s is not None else x._data)
         if type(n) is Fused:
-            out = ex.run_fused(n, args)
+            out = None
+            if in_place and i in in_place:  # (into its slot: umx's kernel reads each element before it writes it)
+                out = ex.run_fused(n, args, into=slots[in_place[i]])
+                if out is not None:
+                    mutated.append((in_place[i], i))
+            if out is None:
+                out = ex.run_fused(n, args)
             node = n.root
         else:
             node = n
