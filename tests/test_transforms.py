@@ -525,3 +525,22 @@ def test_markers_of_evaluated_inputs_leave_no_task(on, rng, monkeypatch):
     np.testing.assert_allclose(np.asarray(gv2), xn.T @ t, rtol=1e-5, atol=1e-6)
     for a, b in ((value, value2), (gw, gw2), (gv, gv2)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_a_marker_of_an_input_an_outer_transform_keeps_stays_in_its_walk(rng):
+    # the inner grad's input is evaluated inside the outer one (kept: the outer walk goes through it), so the inner
+    # marker must stay a node: the second derivative flows through it
+    def inner(y):
+        return mx.sum(mx.sin(y) * y)
+
+    def outer(x):
+        y = x * 2.0
+        mx.eval(y)  # (y is kept: evaluated, its graph still there for the outer walk)
+        return mx.sum(mx.grad(inner)(y) ** 2)
+
+    x = rng.standard_normal(5)
+    got = mx.grad(outer)(mx.array(x))
+    y = 2 * x
+    g = np.cos(y) * y + np.sin(y)  # inner's gradient; d/dy of it: -sin(y) y + 2 cos(y)
+    want = 2 * g * (-np.sin(y) * y + 2 * np.cos(y)) * 2
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)

@@ -123,13 +123,15 @@ def keep(n, result) -> None:
 
 def alias_finished(markers: list, inputs: list) -> None:
     """built -> finished for each of ``markers`` (nodes that only repeat their input, see ``transforms.autodiff``)
-    whose input in ``inputs`` is finished with data: it takes that input's data, copies, executor and number, and
-    lets go of its primitive and inputs, so that an eval reads it as it reads the input, with no task of its own.
-    Others are left as they are. (An input that failed passes its Failure on, as the marker's own run would.)"""
+    whose input in ``inputs`` is finished (its data set, its graph let go): it takes that input's data, copies,
+    executor and number, and lets go of its primitive and inputs, so that an eval reads it as it reads the input,
+    with no task of its own. Others are left as they are: a kept input (an outer transform still walks through it)
+    too. (An input that failed passes its Failure on, as the marker's own run would.)"""
     with PLAN_LOCK:
         for n, x in zip(markers, inputs):
             d = x._data
-            if n is None or d is None or n._data is not None or n._exec is not None or n._siblings is not None:
+            if (n is None or d is None or x._prim is not None or n._data is not None or n._exec is not None
+                    or n._siblings is not None):
                 continue
             n._copies = x._copies
             n._exec = x._exec
