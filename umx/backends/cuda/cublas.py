@@ -221,20 +221,31 @@ def _operand(x, batch: tuple):
     """``(x, (op, ld), stride)``: operand ``x`` of a product as cuBLAS reads it, a batch of matrices ``stride``
     elements apart (0: one matrix for every product). A view is read as it lies where its matrices fit
     :func:`_layout` and its batch axes make one stride (a transposed batch: attention's ``k.T``, a gradient's
-    ``p.T``); otherwise it is copied to C order first."""
+    ``p.T``); otherwise it is copied first: to C order, or where its columns are contiguous (the transpose of a
+    head-split view: attention's ``k.T`` of ``(B, L, H, D)`` rows) to its transpose's C order, read transposed,
+    so that umx's kernel, which copies views of contiguous rows, makes the copy."""
     if batch:
         got = _batch_stride(x)
         if got is not None:
             layout = _layout(x)
             if layout is not None:
                 return x, layout, got
-        x = contiguous(x)
-        return x, (_N, x.shape[-1]), x.shape[-2] * x.shape[-1]
+        x = _copied(x)
+        return x, _layout(x), x.shape[-2] * x.shape[-1]
     layout = _layout(x)
     if layout is None:
-        x = contiguous(x)
-        layout = (_N, x.shape[-1])
+        x = _copied(x)
+        layout = _layout(x)
     return x, layout, 0
+
+
+def _copied(x):
+    """A copy of view ``x`` in C order, or where its columns are contiguous (its rows are not), the transpose of
+    its transpose's copy in C order (one of :func:`_layout`'s forms either way)."""
+    isz = x.itemsize
+    if x.ndim >= 2 and x.strides[-2] == isz and x.strides[-1] != isz and x.shape[-2] > 1:
+        return contiguous(x.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return contiguous(x)
 
 
 def _batch_stride(x):
