@@ -406,16 +406,17 @@ def fill(t, it):
 
 def _map_leaves(tree, f) -> None:
     """Replace each array leaf ``a`` of ``tree`` by ``f(a)``, in place (lists and dicts; tuples are walked)."""
-    if isinstance(tree, list):
-        for i, x in enumerate(tree):
-            if type(x) is array:
-                tree[i] = f(x)
-            else:
-                _map_leaves(x, f)
-    elif isinstance(tree, dict):
+    c = type(tree)
+    if c is dict or (c is not list and isinstance(tree, dict)):
         for k, x in tree.items():
             if type(x) is array:
                 tree[k] = f(x)
+            elif type(x) is not dict or x:  # (an empty dict: a layer without parameters)
+                _map_leaves(x, f)
+    elif c is list or isinstance(tree, list):
+        for i, x in enumerate(tree):
+            if type(x) is array:
+                tree[i] = f(x)
             else:
                 _map_leaves(x, f)
     elif isinstance(tree, tuple):

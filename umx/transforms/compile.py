@@ -37,14 +37,30 @@ _CONSTANTS = (bool, int, float, str, type(None))  # the other leaves an argument
 def _signature(t, leaves: list, strict: bool = True, shapeless: bool = False):
     """A hashable description of the tree ``t`` (its array leaves appended to ``leaves``): an array by its shape
     (its number of dimensions if ``shapeless``) and dtype. With ``strict``, a leaf that is neither an array nor
-    a constant of ``_CONSTANTS`` raises ValueError."""
-    if type(t) is array:
+    a constant of ``_CONSTANTS`` raises ValueError. (On the path of every compiled call, whose state trees hold
+    a model's every weight and moment: arrays are taken in the loop, without a call each.)"""
+    c = type(t)
+    if c is array:
         leaves.append(t)
         return (len(t._shape) if shapeless else t._shape, t._dtype)  # the only entries not led by a type
-    if isinstance(t, (list, tuple)):
-        return (type(t), tuple(_signature(x, leaves, strict, shapeless) for x in t))
-    if isinstance(t, dict):
-        return (type(t), tuple((k, _signature(v, leaves, strict, shapeless)) for k, v in t.items()))
+    if c is list or c is tuple or (c is not dict and isinstance(t, (list, tuple))):
+        items = []
+        for x in t:
+            if type(x) is array:
+                leaves.append(x)
+                items.append((len(x._shape) if shapeless else x._shape, x._dtype))
+            else:
+                items.append(_signature(x, leaves, strict, shapeless))
+        return (c, tuple(items))
+    if c is dict or isinstance(t, dict):
+        items = []
+        for k, x in t.items():
+            if type(x) is array:
+                leaves.append(x)
+                items.append((k, (len(x._shape) if shapeless else x._shape, x._dtype)))
+            else:
+                items.append((k, _signature(x, leaves, strict, shapeless)))
+        return (c, tuple(items))
     if strict and not isinstance(t, _CONSTANTS):
         raise ValueError("compile: function arguments must be trees (lists, tuples, dicts) of arrays and "
                          f"constants (bool, int, float, str, None); got a {type(t).__name__}")
@@ -113,7 +129,9 @@ def compile(fun: Callable, inputs=None, outputs=None, shapeless: bool = False) -
                        _signature(kwargs, leaves, True, shapeless) if kwargs else None)
             n_args = len(leaves)
             if not plain:
-                sig += (_signature(inputs, leaves, False, shapeless), _signature(outputs, [], False))
+                held = _signature(inputs, leaves, False, shapeless)
+                # (a training step's state is its inputs and its outputs: one walk describes both)
+                sig += (held, held if outputs is inputs and not shapeless else _signature(outputs, [], False))
             sig = (sig, resolve_stream(None))
             tape = cache.get(sig)
         except TypeError:  # an unhashable state container's leaf: nothing to key a trace on
