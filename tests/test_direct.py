@@ -243,6 +243,15 @@ def _launches(monkeypatch):
     return count
 
 
+def _widths(monkeypatch) -> list:
+    """A list that gets how many elements a thread of each of umx's elementwise kernels launched from now takes."""
+    direct = _direct()
+    widths: list = []
+    vector = direct._vector
+    monkeypatch.setattr(direct, "_vector", lambda *a: widths.append(vector(*a)) or widths[-1])
+    return widths
+
+
 @gpu_only
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint8", "bool", "bfloat16"])
 def test_own_kernels_match_numpy_for_each_input_kind(monkeypatch, rng, dtype):
@@ -316,9 +325,7 @@ def test_columns_broadcast_along_trailing_axes_run_as_own_kernels(monkeypatch, r
     kernel, one element a thread or several where the width divides; every result is NumPy's."""
     count = _launches(monkeypatch)
     direct = _direct()
-    widths = []
-    vector = direct._vector
-    monkeypatch.setattr(direct, "_vector", lambda *a: widths.append(vector(*a)) or widths[-1])
+    widths = _widths(monkeypatch)
     G = mx.gpu
     ref = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
     dt = getattr(mx, dtype)
@@ -365,9 +372,7 @@ def test_large_kernels_take_several_elements_a_thread(rng, dtype, monkeypatch):
     arrays, a broadcast row, the halves of joined columns, constants; a size, a row or an address that does not
     divide gives the kernel of one element a thread. Every result is NumPy's."""
     direct = _direct()
-    widths = []
-    vector = direct._vector
-    monkeypatch.setattr(direct, "_vector", lambda *a: widths.append(vector(*a)) or widths[-1])
+    widths = _widths(monkeypatch)
     G = mx.gpu
     ref = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
     dt = mx.bool_ if dtype == "bool" else getattr(mx, dtype)

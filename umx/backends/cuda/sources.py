@@ -1007,6 +1007,16 @@ extern "C" __global__ void {name}_combine(const float* __restrict__ part, const 
 """
 
 
+#: the first lines of a kernel whose rows take ``lanes`` threads each (a warp, several rows a block, or a whole
+#: block): its shared partials, which row and lane a thread is, and the early exit of threads past the last row
+ROW_OF_LANES = """  __shared__ float partial[32];
+  const bool warp_rows = lanes == 32;
+  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
+"""
+
+
 def sdpa_softmax_source(name: str, p: str = "float") -> str:
     """The CUDA C++ of attention's softmax over float32 scores that a product computed: ``lanes`` threads per row
     of ``t_k`` scores, as in :func:`softmax_source` (a warp a row, several rows a block, or a block a row; each
@@ -1020,12 +1030,7 @@ extern "C" __global__ void {name}(float* scores, {p}* probs, const void* __restr
                                   const float* __restrict__ sinks, long long rows, int n_q, int t_q, int t_start,
                                   int t_total, int t_k, float scale, int mask_kind, int lanes,
                                   long long ms0, long long ms1, long long ms2, long long ms3) {{
-  __shared__ float partial[32];
-  const bool warp_rows = lanes == 32;
-  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
-  const int lane = threadIdx.x % lanes;
-  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
-  const int t = (int)(row % t_q) + t_start;
+{ROW_OF_LANES}  const int t = (int)(row % t_q) + t_start;
   const int hq = (int)((row / t_q) % n_q);
   const int bi = (int)(row / ((long long)t_q * n_q));
   float* s = scores + row * t_k;
@@ -1087,12 +1092,7 @@ def softmax_source(name: str, x: str = "float") -> str:
     return BLOCK_REDUCE + FAST_IO + ROW_REDUCE + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, {x}* __restrict__ out, long long rows, int n,
                                   int lanes, int log_sum_exp) {{
-  __shared__ float partial[32];
-  const bool warp_rows = lanes == 32;
-  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
-  const int lane = threadIdx.x % lanes;
-  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
-  const {x}* xr = x + row * n;
+{ROW_OF_LANES}  const {x}* xr = x + row * n;
   const float lowest = __int_as_float(0xff800000u);
   float kept[{SOFTMAX_CACHED}];
   float top = lowest;
@@ -1138,12 +1138,7 @@ def softmax_vjp_source(name: str, x: str = "float") -> str:
     return BLOCK_REDUCE + FAST_IO + ROW_REDUCE + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ y, const {x}* __restrict__ c, {x}* __restrict__ out,
                                   long long rows, int n, int lanes) {{
-  __shared__ float partial[32];
-  const bool warp_rows = lanes == 32;
-  const long long row = (long long)blockIdx.x * (blockDim.x / lanes) + threadIdx.x / lanes;
-  const int lane = threadIdx.x % lanes;
-  if (row >= rows) return;  // (only where a warp takes a row: a whole warp leaves, no block reduction waits)
-  const {x}* yr = y + row * n;
+{ROW_OF_LANES}  const {x}* yr = y + row * n;
   const {x}* cr = c + row * n;
   float ky[{SOFTMAX_CACHED}], kc[{SOFTMAX_CACHED}];
   float dot = 0.0f;
