@@ -50,7 +50,12 @@ def _gather(gradients, parameters, state, grads: list, params: list, slots: list
     more at every step)."""
     if isinstance(gradients, dict):
         for k, g in gradients.items():
-            _gather(g, parameters[k], state[k], grads, params, slots)
+            if type(g) is mx.array:  # (a leaf, taken here: no call for each of a model's weights)
+                grads.append(g)
+                params.append(parameters[k])
+                slots.append(state[k])
+            else:
+                _gather(g, parameters[k], state[k], grads, params, slots)
     elif isinstance(gradients, (list, tuple)):
         for i, g in enumerate(gradients):
             _gather(g, parameters[i], state[i], grads, params, slots)
@@ -63,7 +68,7 @@ def _gather(gradients, parameters, state, grads: list, params: list, slots: list
 def _rebuild(tree, leaves):
     """``tree``'s structure with the next of ``leaves`` at each leaf (as ``tree_map`` builds it: dicts plain)."""
     if isinstance(tree, dict):
-        return {k: _rebuild(v, leaves) for k, v in tree.items()}
+        return {k: next(leaves) if type(v) is mx.array else _rebuild(v, leaves) for k, v in tree.items()}
     if isinstance(tree, list):
         return [_rebuild(v, leaves) for v in tree]
     if isinstance(tree, tuple):

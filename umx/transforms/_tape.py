@@ -395,12 +395,21 @@ def fill(t, it):
     """``t`` (an output template) with its ``HOLE`` leaves replaced, in order, by the items of ``it``."""
     if t is HOLE:
         return next(it)
+    c = type(t)
+    # (plain containers first, with their holes taken in the loop: an optimizer's update fills a tree of a
+    # model's every weight at every step)
+    if c is list:
+        return [next(it) if x is HOLE else fill(x, it) for x in t]
+    if c is dict:
+        return {k: next(it) if v is HOLE else fill(v, it) for k, v in t.items()}
+    if c is tuple:
+        return tuple([next(it) if x is HOLE else fill(x, it) for x in t])
     if isinstance(t, tuple) and hasattr(t, "_fields"):
-        return type(t)(*(fill(x, it) for x in t))
+        return c(*(fill(x, it) for x in t))
     if isinstance(t, (list, tuple)):
-        return type(t)(fill(x, it) for x in t)
+        return c(fill(x, it) for x in t)
     if isinstance(t, dict):
-        return type(t)((k, fill(v, it)) for k, v in t.items())
+        return c((k, fill(v, it)) for k, v in t.items())
     return t
 
 
