@@ -102,8 +102,31 @@ def _basic_shape(shape: tuple, template: tuple, n_used: int, op: str) -> tuple:
     return tuple(out)
 
 
+#: ``_advanced_shape``'s results by (shape, key with slices as tuples, index arrays' shapes): the stand-in's
+#: indexing writes an array of the result's size (an embedding lookup's, at every step of a language model)
+_ADVANCED_SHAPES: dict = {}
+_ADVANCED_SHAPES_MAX = 1024
+
+
 def _advanced_shape(a: array, template: tuple, arrays: list, n_used: int, op: str) -> tuple:
-    """The shape of ``a[key]`` with integer arrays in the key, by NumPy's placement rules (read off a stand-in)."""
+    """The shape of ``a[key]`` with integer arrays in the key, by NumPy's placement rules (read off a stand-in;
+    remembered for the shapes and key, which give the same shape, or the same error, each time)."""
+    memo = (a._shape, tuple([(k.start, k.stop, k.step) if type(k) is slice else k for k in template]),
+            tuple([i._shape for i in arrays]))
+    try:
+        got = _ADVANCED_SHAPES.get(memo)
+    except TypeError:  # (a key item that does not hash)
+        return _advanced_shape_of(a, template, arrays, n_used, op)
+    if got is None:
+        got = _advanced_shape_of(a, template, arrays, n_used, op)
+        if len(_ADVANCED_SHAPES) >= _ADVANCED_SHAPES_MAX:
+            _ADVANCED_SHAPES.clear()
+        _ADVANCED_SHAPES[memo] = got
+    return got
+
+
+def _advanced_shape_of(a: array, template: tuple, arrays: list, n_used: int, op: str) -> tuple:
+    """:func:`_advanced_shape`, worked out."""
     _basic_shape(a._shape, template, n_used, op)  # (its int indices checked against the bounds)
     probe = iter([np.zeros(i._shape, np.intp) for i in arrays])
     key = tuple(next(probe) if k is ARRAY else k for k in template)

@@ -40,7 +40,8 @@ def unflatten(tree, leaves) -> object:
         if isinstance(t, (list, tuple)):
             return type(t)(rebuild(x) for x in t)
         if isinstance(t, dict):
-            items = [(k, rebuild(v)) for k, v in t.items()]
+            # (a leaf taken here, without a call: a model's tree is mostly leaves)
+            items = [(k, next(it) if type(v) is array else rebuild(v)) for k, v in t.items()]
             if type(t) is dict:
                 return dict(items)
             # a dict subclass (an nn.Module) is rebuilt as a shallow copy of itself: its constructor need not
@@ -79,7 +80,7 @@ def substitute(tree, new) -> tuple:
                     t[i] = y
         elif isinstance(t, dict):
             for k, x in t.items():
-                y = walk(x)
+                y = next(new) if type(x) is array else walk(x)  # (a leaf taken here, without a call)
                 if y is not x:
                     places.append((t, k, y, x))
                     t[k] = y
