@@ -49,8 +49,8 @@ run_tests() {
 eager_tables() {
   timeout $((4 * $1 + 30)) python3 bench/grad_tapes.py --devices gpu --repeats "$1" 2>&1 | tee "$OUT/grad_tapes.log" \
     | tail -5
-  timeout $((3 * $1 + 50)) python3 bench/train.py --devices gpu --no-torch-compile --repeats "$1" 2>&1 \
-    | tee "$OUT/train.log" | tail -4
+  timeout $((3 * $1 + 50)) python3 bench/train.py --devices gpu --no-torch-compile --repeats "$1" --graph-stats 2>&1 \
+    | tee "$OUT/train.log" | tail -7
 }
 if [ "${1:-core}" = models ]; then  # (llm.py prints each row as its column finishes: a cut run keeps them)
   # (three runs: "again" is then a replay of the prompt's graph, not its capture)

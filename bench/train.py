@@ -25,7 +25,7 @@ before the command gives every column one thread, and ``--cpu-time`` times the C
 (the work done, whoever else holds the cores).
 
 Usage: python bench/train.py [--small] [--repeats N] [--no-torch-compile] [--cases mlp,lm,cnn] [--devices cpu,gpu]
-       [--cpu-time]
+       [--cpu-time] [--graph-stats]
 """
 
 from __future__ import annotations
@@ -341,6 +341,13 @@ def _describe(case: str, sizes: dict) -> str:
     return f"CNN {sizes['size']}x{sizes['size']} c{sizes['channels']} b{sizes['batch']} Adam"
 
 
+def _graph_stats() -> dict:
+    """What umx's CUDA graphs have done since start (``graphs.STATS``)."""
+    from umx.backends.cuda import graphs
+
+    return graphs.STATS.as_dict()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="small models and batches, for a quick run on a small host")
@@ -348,6 +355,9 @@ def main() -> None:
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
     ap.add_argument("--cases", default="mlp,lm,cnn", help="comma-separated subset of mlp,lm,cnn")
     ap.add_argument("--devices", default="cpu,gpu", help="comma-separated subset of cpu,gpu (default both)")
+    ap.add_argument("--graph-stats", action="store_true",
+                    help="after each GPU row, what umx's CUDA graphs did during it (captures, replays, refusals, "
+                         "evictions, inputs copied in): a step that captures again at every call shows there")
     ap.add_argument("--cpu-time", action="store_true",
                     help="CPU rows in CPU time of this process (all threads) rather than wall time: steadier on a "
                          "shared host; with one thread per library, the work each does")
@@ -381,12 +391,17 @@ def main() -> None:
             if case == "cnn" and not hasattr(mx, "conv2d"):
                 notes.append("CNN rows skipped: umx has no mx.conv2d yet")
                 continue
+            before = _graph_stats() if args.graph_stats and dev == "gpu" else None
             times = _row(case, sizes[case], dev, args, torch, mlx)
             cells = " ".join(f"{_cell(times[c]):>13}" if times[c] else f"{'n/a':>13}" for c in COLUMNS)
             base = times["torch"]
             ratios = " ".join(f"{times[c] / base:>9.2f}x" if base and times[c] else f"{'-':>10}"
                               for c in ("umx", "umx compiled"))
             print(f"{_describe(case, sizes[case]):40} {dev:4} {cells} {ratios}", flush=True)
+            if before is not None:
+                after = _graph_stats()
+                print("  umx's CUDA graphs during the row: " + ", ".join(f"{k} {after[k] - before[k]}"
+                                                                        for k in after), flush=True)
     for note in dict.fromkeys(notes):
         print(note)
     if not mx.is_available(mx.gpu):
