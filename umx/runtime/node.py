@@ -133,12 +133,8 @@ def alias_finished(markers: list, inputs: list) -> None:
             if (n is None or d is None or x._prim is not None or n._data is not None or n._exec is not None
                     or n._siblings is not None):
                 continue
-            n._copies = x._copies
-            n._exec = x._exec
-            n._seq = x._seq
-            n._data = d  # (after the executor: a node with data must already say where it was computed)
-            n._inputs = ()
-            n._prim = None
+            keep(n, x)
+            detach(n)
 
 
 def detach(n) -> None:

@@ -115,7 +115,7 @@ def _norm_grad_plain(self, x, *rest):
     # NormVJP in plain ops (its derivatives differentiate these): per row, xhat = (x - mean) * r with
     # r = rsqrt(mean((x - mean)^2) + eps) (no mean for RMSNorm), gw = g w:
     # dx = r * (gw - mean(gw) - xhat mean(gw xhat)) (no mean(gw) for RMSNorm), and g xhat for the weight
-    acc = fast._acc(dt.float64 if any(a._dtype is dt.float64 for a in (x, *rest)) else dt.float32)
+    acc = dt.float64 if any(a._dtype is dt.float64 for a in (x, *rest)) else dt.float32  # (as the kernels')
     xa, ga = cast(x, acc), cast(rest[-1], acc)
     centered = xa - m.mean(xa, axis=-1, keepdims=True) if self.centered else xa
     r = m.rsqrt(m.mean(m.square(centered), axis=-1, keepdims=True) + self.eps)

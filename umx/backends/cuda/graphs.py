@@ -660,13 +660,14 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
             for x in n.leaves:
                 s = same.get(id(x))
                 if s is not None and not bind[s] and x._shape == root._shape and x._dtype is root._dtype:
-                    wanted[i] = s
+                    if _only_as_itself(n.leaves, s, where, same):
+                        wanted[i] = s
                     break
         elif read:
             c = n._prim.__class__
             if c is DynamicSliceUpdate:
                 s = same.get(id(n._inputs[0]))
-                if s is not None and not bind[s]:
+                if s is not None and not bind[s] and _only_as_itself(n._inputs, s, where, same):
                     wanted[i] = s
             elif c not in _FRESH:  # (its result may be a view of what it reads)
                 where[id(n)] = tuple(set(read))
@@ -677,6 +678,15 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
                     if s is not None:
                         same[id(n)] = s
     return {i: s for i, s in wanted.items() if last[s] == i and s not in blocked}
+
+
+def _only_as_itself(ins, s: int, where: dict, same: dict) -> bool:
+    """Whether of ``ins`` (a task's inputs or a region's leaves) those that read slot ``s`` all read it as itself,
+    not through a view (``p - p[0]``, whose threads would read elements that others have overwritten)."""
+    for x in ins:
+        if s in where.get(id(x), ()) and same.get(id(x)) != s:
+            return False
+    return True
 
 
 def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_place: dict | None = None,

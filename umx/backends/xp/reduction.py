@@ -90,9 +90,12 @@ def softmax_vjp_into(xp, y, c, axes: tuple, out=None):
     dt = xp.result_type(y, c)
     work = xp.float32 if dt.itemsize < 4 else dt
     y, c = y.astype(work, copy=False), c.astype(work, copy=False)
-    t = xp.multiply(c, y)
+    into = out is not None and out.dtype == work  # (then out itself is the one temporary)
+    t = xp.multiply(c, y, out=out if into else None)
     xp.subtract(c, xp.sum(t, axis=axes, keepdims=True), out=t)
     xp.multiply(t, y, out=t)
+    if into:
+        return out
     if out is None:
         return t.astype(dt, copy=False)
     out[...] = t
