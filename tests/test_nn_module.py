@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import umx as mx
 import umx.nn as nn
@@ -112,6 +114,70 @@ def test_freeze_unfreeze_keys_recurse_strict():
     with pytest.raises(KeyError):  # only the module itself is checked without recursion
         m.freeze(keys="weight", strict=True, recurse=False)
 
+
+
+def _random_module(draw, depth: int = 0) -> nn.Module:
+    """A module of random entries: arrays, plain values, private keys, dicts and lists of all of these and of
+    sub-modules, with some paths frozen."""
+    m = nn.Module()
+    leaves = st.sampled_from(["array", "int", "tuple", "none"])
+    for i in range(draw(st.integers(0, 4))):
+        key = ("_" if draw(st.booleans()) and i == 0 else "") + f"k{i}"
+        kind = draw(st.sampled_from(["leaf", "dict", "list", "module"] if depth < 2 else ["leaf"]))
+        if kind == "module":
+            value = _random_module(draw, depth + 1)
+        elif kind == "leaf":
+            value = {"array": mx.zeros((1,)), "int": 3, "tuple": (mx.zeros((1,)),), "none": None}[draw(leaves)]
+        else:
+            items = []
+            for _ in range(draw(st.integers(0, 3))):
+                sub = draw(st.sampled_from(["leaf", "module", "dict"] if depth < 2 else ["leaf"]))
+                items.append(_random_module(draw, depth + 1) if sub == "module"
+                             else {"w": mx.ones((2,)), "n": 1} if sub == "dict"
+                             else {"array": mx.zeros((1,)), "int": 3, "tuple": (1,), "none": None}[draw(leaves)])
+            value = {f"e{j}": v for j, v in enumerate(items)} if kind == "dict" else items
+        if value is None:
+            continue
+        dict.__setitem__(m, key, value) if isinstance(value, (dict, list, tuple, mx.array)) else setattr(m, key, value)
+    paths = [p for p, _ in tree_flatten(m.filter_and_map(nn.Module.valid_parameter_filter))]
+    containers = [k for k, v in m.items() if isinstance(v, (dict, list)) and not isinstance(v, nn.Module)]
+    m._no_grad.update(draw(st.lists(st.sampled_from(paths + containers + ["k0", "k1.e0", "k2.0"]), max_size=3)))
+    return m
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_parameter_walks_give_filter_and_maps_tree(data):
+    """``parameters()`` and ``trainable_parameters()`` take a walk of their own (no filter call per entry): the
+    same tree, ``{}`` placeholders and frozen paths included, as ``filter_and_map`` with the filters."""
+    m = _random_module(data.draw)
+
+    def same(a, b):
+        assert type(a) is type(b)
+        if isinstance(a, dict):
+            assert list(a) == list(b)
+            for k in a:
+                same(a[k], b[k])
+        elif isinstance(a, list):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                same(x, y)
+        else:
+            assert a is b
+
+    same(m.parameters(), m.filter_and_map(m.valid_parameter_filter))
+    same(m.trainable_parameters(), m.filter_and_map(m.trainable_parameter_filter))
+
+
+def test_a_subclass_filter_keeps_the_generic_walk():
+    class Private(nn.Module):
+        @staticmethod
+        def valid_parameter_filter(module, key, value):
+            return isinstance(value, mx.array) and key == "kept"
+
+    m = Private()
+    m.kept, m.other = mx.zeros((1,)), mx.ones((1,))
+    assert list(m.parameters()) == ["kept"]
 
 def test_train_eval_chaining_and_apply():
     m = Pair()
