@@ -56,7 +56,8 @@ class Executor(Protocol):
         """Queue a batch for the stream's worker."""
 
     def wait(self, seq: int) -> None:
-        """Block until node ``seq`` is finished and its data readable by the host."""
+        """Block until node ``seq`` is finished and its data readable by the host: every earlier node of the
+        stream too (``eval`` waits once per stream, for its last target)."""
 
     def synchronize(self) -> None:
         """Block until everything submitted is finished."""

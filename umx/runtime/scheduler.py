@@ -478,12 +478,18 @@ def _eval_arrays(targets, finished: bool = True, host: bool = False) -> None:
 def _evaluate(targets, finished: bool, host: bool) -> None:
     try:
         _schedule(targets, True, host)
+        # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns when
+        # the work is done (as MLX's does), not when it is queued. A stream finishes its nodes in order, so one
+        # wait per stream, for its last target, covers the others (a model's and an optimizer's state: hundreds).
+        last: dict = {}
         for t in targets:
-            # Also for data already set: a GPU node's data is set once its kernel is enqueued, and eval returns
-            # when the work is done (as MLX's does), not when it is queued.
             ex = t._exec
             if ex is not None and (finished or t._data is None):
-                ex.wait(t._seq)
+                seq = t._seq
+                if last.get(ex, 0) < seq:
+                    last[ex] = seq
+        for ex, seq in last.items():
+            ex.wait(seq)
     except KeyboardInterrupt:
         _abandon_unheld()
         raise
