@@ -13,7 +13,12 @@ The settings, each a module constant changed before the first step:
 - ``conv-whole``: a convolution's windows gathered whole (up to 64 MiB, as on the GPU) by the pool, then one
   product, cut as any large product is (``blas.matmul``), rather than blocks each with its own product;
 - ``pool8``, ``pool4``: umx's pool cut to that many threads (``threads.CORES``);
-- ``block256``: split elementwise work in blocks of 256K elements per core (``threads.BLOCK_PER_CORE``).
+- ``block256``: split elementwise work in blocks of 256K elements per core (``threads.BLOCK_PER_CORE``);
+- ``split256k``, ``split128k``: fused regions of at least 256K (128K) elements cut over the cores
+  (``fused.SPLIT_MIN_SIZE``), in chunks of at least 256 KiB (128 KiB) (``threads.CHUNK_BYTES``), where the
+  shipped ones cut from 1M elements in chunks of 2 MiB: an MLP's updates and activations of 512 x 512 run on one
+  thread;
+- ``chunk512k``: chunks of at least 512 KiB for every split (``threads.CHUNK_BYTES``), regions cut as shipped.
 
 ``base`` runs first and last: the spread of the two is the host's noise. Ratios are against the first.
 
@@ -29,7 +34,7 @@ import subprocess
 import sys
 
 SETTINGS = ("base", "blas-own", "blas-pool", "conv1", "conv4", "conv-whole", "pool8", "pool4", "block256",
-            "base")
+            "split256k", "split128k", "chunk512k", "base")
 
 
 def _apply(setting: str) -> None:
@@ -37,6 +42,7 @@ def _apply(setting: str) -> None:
     import numpy as np
 
     from umx.backends.cpu import blas
+    from umx.backends.cpu import fused as cpu_fused
     from umx.backends.cpu import kernels as cpu_kernels
     from umx.backends.xp import conv as xp_conv
     from umx.runtime import threads
@@ -49,6 +55,12 @@ def _apply(setting: str) -> None:
         cpu_kernels.CONV_BUDGET = 4 << 20
     elif setting.startswith("pool"):
         threads.CORES = int(setting[4:])
+    elif setting.startswith("split"):
+        elements = int(setting[5:-1]) << 10
+        cpu_fused.SPLIT_MIN_SIZE = elements
+        threads.CHUNK_BYTES = elements  # (in bytes: the smallest region cut, of 4-byte elements, in four chunks)
+    elif setting == "chunk512k":
+        threads.CHUNK_BYTES = 512 << 10
     elif setting.startswith("block"):
         threads.BLOCK_PER_CORE = int(setting[5:]) << 10
     elif setting == "conv1":

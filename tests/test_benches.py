@@ -159,13 +159,14 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
     import numpy as np
 
     from umx.backends.cpu import blas
+    from umx.backends.cpu import fused as cpu_fused
     from umx.backends.cpu import kernels as cpu_kernels
     from umx.backends.xp import conv as xp_conv
     from umx.runtime import threads
 
     knobs = _load("cpu_knobs")
     for module, name in ((blas, "QUIET"), (cpu_kernels, "CONV_BUDGET"), (cpu_kernels, "CONV_BUDGET_MAX"),
-                         (threads, "CORES"),
+                         (threads, "CORES"), (threads, "CHUNK_BYTES"), (cpu_fused, "SPLIT_MIN_SIZE"),
                          (threads, "BLOCK_PER_CORE"), (xp_conv, "convolution")):
         monkeypatch.setattr(module, name, getattr(module, name))  # (put back after the test)
     x = mx.array(rng.standard_normal((64, 32, 32, 8)).astype(np.float32))  # (19 MB of windows: blocks differ)
@@ -179,6 +180,7 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
             ("blas-own", blas, "QUIET", 0.0), ("blas-pool", blas, "QUIET", float("inf")),
             ("conv4", cpu_kernels, "CONV_BUDGET", 4 << 20), ("conv1", cpu_kernels, "CONV_BUDGET_MAX", 1 << 20),
             ("pool4", threads, "CORES", 4),
-            ("block256", threads, "BLOCK_PER_CORE", 256 << 10)):
+            ("block256", threads, "BLOCK_PER_CORE", 256 << 10), ("split128k", cpu_fused, "SPLIT_MIN_SIZE", 128 << 10),
+            ("split256k", threads, "CHUNK_BYTES", 256 << 10), ("chunk512k", threads, "CHUNK_BYTES", 512 << 10)):
         knobs._apply(setting)
         assert getattr(module, name) == value, setting
