@@ -29,8 +29,8 @@
 #   tests of transforms, graphs, optimizers and examples;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each
-#   setting of the CPU backend's knobs (bench/cpu_knobs.py), then the pool's hand-offs and chunk sizes
-#   (bench/cpu_split.py).
+#   setting of the CPU backend's knobs (bench/cpu_knobs.py), the routes of a batch norm's statistics
+#   (bench/reduce.py), then the pool's hand-offs and chunk sizes (bench/cpu_split.py).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -108,6 +108,7 @@ if [ "${1:-core}" = scale ]; then  # how the CPU's kernels scale: one core (task
       | grep -E "^(MLP|CNN)"
   done
   timeout 150 python3 bench/cpu_knobs.py 2>&1 | tee "$OUT/cpu-knobs.log"
+  timeout 60 python3 bench/reduce.py --runs 9 2>&1 | tee "$OUT/reduce.log" | head -24
   timeout 150 python3 bench/cpu_split.py --runs 5 2>&1 | tee "$OUT/cpu-split.log" | tail -40
   exit 0
 fi

@@ -2,11 +2,15 @@
 there is one): reductions over some axes, as training steps make them, against CuPy and torch.
 
 CPU rows: a 16M-element float32 sum, and a (4096, 4096) float32 sum over axis 0 and over axis 1; the ratio is
-NumPy's time over umx's (above 1: umx is faster). GPU rows: a batch norm's statistics over (N, H, W) of an NHWC
-activation, a layer's bias gradient over (batch, sequence), a layer norm's row means, and other sums over rows;
-each op timed to its result on the device (synchronized), the ratio torch's time over umx's. Times are medians.
+NumPy's time over umx's (above 1: umx is faster). Then the routes a batch norm's statistics (the sum over
+``(N, H, W)`` of a ``(128, 32, 32, 32)`` activation: 131072 rows of 32 channels) may take on the CPU, each with
+the CPU time of all the process's threads meanwhile: their ratio is how many cores the route kept busy (on the
+GPU machine's 16 cores, umx's sum kept about one busy inside a CNN's step: bench/cpu_ops.py). GPU rows: a batch
+norm's statistics over (N, H, W) of an NHWC activation, a layer's bias gradient over (batch, sequence), a layer
+norm's row means, and other sums over rows; each op timed to its result on the device (synchronized), the ratio
+torch's time over umx's. Times are medians.
 
-Usage: python bench/reduce.py [--runs N]
+Usage: python bench/reduce.py [--runs N] [--no-routes]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from umx.backends.cpu import reduce_split  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=21, help="timed runs per row (default 21)")
+    ap.add_argument("--no-routes", action="store_true", help="skip the batch norm statistics' CPU routes")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     flat = rng.random(16 << 20, dtype=np.float32)
@@ -40,8 +45,70 @@ def main() -> None:
     for name, x, axis in cases:
         t_np, t_mx, t_one = _times(x, axis, args.runs)
         print(f"{name:20}  {t_np * 1e3:7.3f}ms  {t_mx * 1e3:7.3f}ms  {t_np / t_mx:6.2f}  {t_one * 1e3:8.3f}ms")
+    if not args.no_routes:
+        _routes(args.runs)
     if mx.is_available(mx.gpu):
         _gpu(args.runs)
+
+
+def _routes(runs: int) -> None:
+    """The CPU routes of a batch norm's statistics: umx's ops, NumPy's reduction, products with a row of ones
+    (OpenBLAS's threads, or one), and chunks of rows on umx's pool (a product or a reduction each)."""
+    from umx.backends.cpu import blas
+    from umx.runtime import threads
+
+    rng = np.random.default_rng(0)
+    x = rng.random((131072, 32), dtype=np.float32)
+    a = mx.array(x.reshape(128, 32, 32, 32))
+    mx.eval(a)
+    ones = np.ones((1, len(x)), np.float32)
+    wide = x.reshape(-1, 256)  # (eight rows of 32 side by side: NumPy's reduction is slow over short rows)
+
+    def chunked(fn, parts: int, rows: int, fold: bool = False):
+        bounds = threads.bounds(rows, -(-rows // parts))
+        if fold:  # (the 256-wide partial sums folded to the 32 channels)
+            return lambda: threads.add_in_order(threads.map_chunks(fn, bounds)).reshape(8, 32).sum(0)
+        return lambda: threads.add_in_order(threads.map_chunks(fn, bounds))
+
+    def held(fn):  # (OpenBLAS on the caller's thread alone)
+        def run():
+            with blas.one_thread():
+                return fn()
+        return run
+
+    routes = {
+        "umx mx.sum over (0, 1, 2)": lambda: mx.eval(mx.sum(a, axis=(0, 1, 2), stream=mx.cpu)),
+        "umx mx.var over (0, 1, 2)": lambda: mx.eval(mx.var(a, axis=(0, 1, 2), stream=mx.cpu)),
+        "NumPy add.reduce, axis 0": lambda: np.add.reduce(x, axis=0),
+        "NumPy add.reduce, 256-wide rows": lambda: np.add.reduce(wide, axis=0).reshape(8, 32).sum(0),
+        "ones @ x, OpenBLAS's threads": lambda: ones @ x,
+        "ones @ x, one thread": held(lambda: ones @ x),
+    }
+    for parts in sorted({4, 8, threads.CORES}):
+        routes[f"{parts} chunks on the pool: ones @ rows"] = chunked(
+            lambda lo, hi: ones[:, lo:hi] @ x[lo:hi], parts, len(x))
+        routes[f"{parts} chunks on the pool: add.reduce"] = chunked(
+            lambda lo, hi: np.add.reduce(wide[lo:hi], axis=0), parts, len(wide), True)
+    print(f"\nCPU routes of a batch norm's statistics, (131072, 32) float32 summed over rows, median of {runs}")
+    print(f"{'route':36}  {'wall':>9}  {'CPU':>9}  {'cores':>5}")
+    print("-" * 66)
+    for name, fn in routes.items():
+        wall = median_time(fn, runs)
+        cpu = _cpu_time(fn, runs)
+        print(f"{name:36}  {wall * 1e3:7.3f}ms  {cpu * 1e3:7.3f}ms  {cpu / wall:5.1f}")
+
+
+def _cpu_time(fn, runs: int) -> float:
+    """The median CPU time of ``fn()`` over all the process's threads, in seconds."""
+    import statistics
+    import time
+
+    times = []
+    for _ in range(runs):
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return statistics.median(times)
 
 
 def _gpu(runs: int) -> None:
