@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import median_time  # noqa: E402
+from _util import interleaved_medians, median_time  # noqa: E402
 
 import umx as mx  # noqa: E402
 from umx.backends.cpu import reduce_split  # noqa: E402
@@ -92,23 +93,16 @@ def _routes(runs: int) -> None:
     print(f"\nCPU routes of a batch norm's statistics, (131072, 32) float32 summed over rows, median of {runs}")
     print(f"{'route':36}  {'wall':>9}  {'CPU':>9}  {'cores':>5}")
     print("-" * 66)
-    for name, fn in routes.items():
-        wall = median_time(fn, runs)
-        cpu = _cpu_time(fn, runs)
-        print(f"{name:36}  {wall * 1e3:7.3f}ms  {cpu * 1e3:7.3f}ms  {cpu / wall:5.1f}")
-
-
-def _cpu_time(fn, runs: int) -> float:
-    """The median CPU time of ``fn()`` over all the process's threads, in seconds."""
-    import statistics
-    import time
-
-    times = []
-    for _ in range(runs):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
+    # OpenBLAS's own threads spin for about 0.1 s after a product: their route is timed after the others, apart,
+    # or that CPU time would count for the routes timed next
+    spinning = "ones @ x, OpenBLAS's threads"
+    quiet = {name: fn for name, fn in routes.items() if name != spinning}
+    walls = interleaved_medians(quiet, runs)
+    cpus = interleaved_medians(quiet, runs, clock=time.process_time)  # (all the process's threads)
+    walls.update(interleaved_medians({spinning: routes[spinning]}, runs))
+    cpus.update(interleaved_medians({spinning: routes[spinning]}, runs, clock=time.process_time))
+    for name in routes:
+        print(f"{name:36}  {walls[name] * 1e3:7.3f}ms  {cpus[name] * 1e3:7.3f}ms  {cpus[name] / walls[name]:5.1f}")
 
 
 def _gpu(runs: int) -> None:

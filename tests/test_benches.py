@@ -188,25 +188,24 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
 
 def test_reduce_routes_each_sum_the_rows(monkeypatch, capsys):
     """``bench/reduce.py``'s routes of a batch norm's statistics: every route gives the column sums (checked on the
-    routes' own functions, then the table prints a row each)."""
+    routes' own functions), and the table prints a row each."""
     import numpy as np
 
     reduce = _load("reduce")
     sums = []
-    timed = reduce.median_time
 
-    def checked(fn, runs, warmup=3):
-        got = fn()
-        if got is not None:
-            sums.append(np.asarray(got).reshape(-1))
-        return timed(fn, 1, 0)
+    def checked(fns, runs, clock=None):
+        for fn in fns.values():
+            got = fn()
+            if got is not None:
+                sums.append(np.asarray(got).reshape(-1))
+        return {name: 1e-3 for name in fns}
 
-    monkeypatch.setattr(reduce, "median_time", checked)
-    monkeypatch.setattr(reduce, "_cpu_time", lambda fn, runs: 1e-3)
+    monkeypatch.setattr(reduce, "interleaved_medians", checked)
     reduce._routes(1)
     rows = [line for line in capsys.readouterr().out.splitlines() if "ms" in line]
     assert len(rows) >= 8
     want = np.random.default_rng(0).random((131072, 32), dtype=np.float32).sum(0, dtype=np.float64)
-    assert len(sums) >= 6
+    assert len(sums) >= 12  # (both clocks)
     for s in sums:
         np.testing.assert_allclose(s, want, rtol=1e-4)
