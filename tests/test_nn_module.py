@@ -138,10 +138,11 @@ def _random_module(draw, depth: int = 0) -> nn.Module:
             value = {f"e{j}": v for j, v in enumerate(items)} if kind == "dict" else items
         if value is None:
             continue
-        dict.__setitem__(m, key, value) if isinstance(value, (dict, list, tuple, mx.array)) else setattr(m, key, value)
-    paths = [p for p, _ in tree_flatten(m.filter_and_map(nn.Module.valid_parameter_filter))]
+        setattr(m, key, value)  # (arrays, dicts, lists and tuples go in the dict, plain values stay attributes)
+    leaf_paths = [p for p, _ in tree_flatten(m.filter_and_map(nn.Module.valid_parameter_filter))]
     containers = [k for k, v in m.items() if isinstance(v, (dict, list)) and not isinstance(v, nn.Module)]
-    m._no_grad.update(draw(st.lists(st.sampled_from(paths + containers + ["k0", "k1.e0", "k2.0"]), max_size=3)))
+    m._no_grad.update(draw(st.lists(st.sampled_from(leaf_paths + containers + ["k0", "k1.e0", "k2.0"]),
+                                    max_size=3)))
     return m
 
 

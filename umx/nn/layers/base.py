@@ -456,15 +456,16 @@ def _parameters(module: Module, trainable: bool) -> dict:
         elif isinstance(v, Module):
             out[k] = _parameters(v, trainable)
         elif isinstance(v, _CONTAINERS):
-            out[k] = _parameters_in(v, module, k, frozen, trainable)
+            out[k] = _parameters_in(v, k, frozen, trainable)
         elif isinstance(v, mx.array):
             out[k] = v
     return out
 
 
-def _parameters_in(value, owner: Module, key: str, frozen, trainable: bool):
-    """The parameter tree of ``value``, a dict or list at dotted path ``key`` of ``owner``'s entries: an entry the
-    filter refuses (not an array, dict or list; a frozen path) stands as ``{}``, as in ``filter_and_map``."""
+def _parameters_in(value, key: str, frozen, trainable: bool):
+    """The parameter tree of ``value``, a dict or list at dotted path ``key`` of a module's entries (``frozen``: the
+    module's frozen paths, or None): an entry the filter refuses (not an array, dict or list; a frozen path) stands
+    as ``{}``, as in ``filter_and_map``."""
     items = value.items() if isinstance(value, dict) else enumerate(value)
     out = {} if isinstance(value, dict) else []
     for k, v in items:
@@ -475,7 +476,7 @@ def _parameters_in(value, owner: Module, key: str, frozen, trainable: bool):
         elif isinstance(v, Module):
             got = _parameters(v, trainable)
         elif isinstance(v, _CONTAINERS):
-            got = _parameters_in(v, owner, f"{key}.{k}", frozen, trainable)
+            got = _parameters_in(v, f"{key}.{k}", frozen, trainable)
         else:
             got = v if isinstance(v, mx.array) else {}
         if out.__class__ is list:
