@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: the test suite, then the benchmarks, logs under $OUT (default ./out).
-# Used as: bash bench/device_run.sh [core|check|models|decode|profile|kernels|eager|extras|ab|conformance]
+# Used as: bash bench/device_run.sh [core|first|check|models|decode|profile|kernels|eager|extras|ab|conformance|...]
 #   (in the repository root, with CuPy, a GPU)
 #   core (default): the test suite and the runtime's benchmarks; check: the suite without slow cases, the
 #   three headline benchmarks (seed, overhead, latency), GPU reductions and whether the compiled decode step
