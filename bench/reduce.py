@@ -59,37 +59,45 @@ def _routes(runs: int) -> None:
     from umx.runtime import threads
 
     rng = np.random.default_rng(0)
-    x = rng.random((131072, 32), dtype=np.float32)
-    a = mx.array(x.reshape(128, 32, 32, 32))
-    mx.eval(a)
-    ones = np.ones((1, len(x)), np.float32)
-    wide = x.reshape(-1, 256)  # (eight rows of 32 side by side: NumPy's reduction is slow over short rows)
+    first = rng.random((131072, 32), dtype=np.float32)
+    # (copies of the same values in other memory, taken in turn: a run does not read the last run's from cache)
+    xs = [first] + [first.copy() for _ in range(_COPIES - 1)]
+    arrays = [mx.array(x.reshape(128, 32, 32, 32)) for x in xs]
+    mx.eval(arrays)
+    ones = np.ones((1, len(first)), np.float32)
+    wides = [x.reshape(-1, 256) for x in xs]  # (eight rows of 32 side by side: NumPy reduces short rows slowly)
+    rows, wide_rows = len(first), len(wides[0])
 
-    def chunked(fn, parts: int, rows: int, fold: bool = False):
-        bounds = threads.bounds(rows, -(-rows // parts))
-        if fold:  # (the 256-wide partial sums folded to the 32 channels)
-            return lambda: threads.add_in_order(threads.map_chunks(fn, bounds)).reshape(8, 32).sum(0)
-        return lambda: threads.add_in_order(threads.map_chunks(fn, bounds))
+    def chunked(fn, parts: int, n: int, fold: bool = False):  # (fn(i, lo, hi): copy i's rows lo:hi)
+        bounds = threads.bounds(n, -(-n // parts))
 
-    def held(fn):  # (OpenBLAS on the caller's thread alone)
-        def run():
-            with blas.one_thread():
-                return fn()
+        def run(i):
+            total = threads.add_in_order(threads.map_chunks(lambda lo, hi: fn(i, lo, hi), bounds))
+            return total.reshape(8, 32).sum(0) if fold else total  # (256-wide partial sums to the 32 channels)
+
         return run
 
-    routes = {
-        "umx mx.sum over (0, 1, 2)": lambda: mx.eval(mx.sum(a, axis=(0, 1, 2), stream=mx.cpu)),
-        "umx mx.var over (0, 1, 2)": lambda: mx.eval(mx.var(a, axis=(0, 1, 2), stream=mx.cpu)),
-        "NumPy add.reduce, axis 0": lambda: np.add.reduce(x, axis=0),
-        "NumPy add.reduce, 256-wide rows": lambda: np.add.reduce(wide, axis=0).reshape(8, 32).sum(0),
-        "ones @ x, OpenBLAS's threads": lambda: ones @ x,
-        "ones @ x, one thread": held(lambda: ones @ x),
+    def held(fn):  # (OpenBLAS on the caller's thread alone)
+        def run(i):
+            with blas.one_thread():
+                return fn(i)
+        return run
+
+    routes = {  # route name -> fn(i), the statistics of copy i
+        "umx mx.sum over (0, 1, 2)": lambda i: mx.eval(mx.sum(arrays[i], axis=(0, 1, 2), stream=mx.cpu)),
+        "umx mx.var over (0, 1, 2)": lambda i: mx.eval(mx.var(arrays[i], axis=(0, 1, 2), stream=mx.cpu)),
+        "NumPy add.reduce, axis 0": lambda i: np.add.reduce(xs[i], axis=0),
+        "NumPy add.reduce, 256-wide rows": lambda i: np.add.reduce(wides[i], axis=0).reshape(8, 32).sum(0),
+        "ones @ x, OpenBLAS's threads": lambda i: ones @ xs[i],
+        "ones @ x, one thread": held(lambda i: ones @ xs[i]),
     }
     for parts in sorted({4, 8, threads.CORES}):
         routes[f"{parts} chunks on the pool: ones @ rows"] = chunked(
-            lambda lo, hi: ones[:, lo:hi] @ x[lo:hi], parts, len(x))
+            lambda i, lo, hi: ones[:, lo:hi] @ xs[i][lo:hi], parts, rows)
         routes[f"{parts} chunks on the pool: add.reduce"] = chunked(
-            lambda lo, hi: np.add.reduce(wide[lo:hi], axis=0), parts, len(wide), True)
+            lambda i, lo, hi: np.add.reduce(wides[i][lo:hi], axis=0), parts, wide_rows, True)
+    nxt = _cycle()
+    routes = {name: (lambda fn=fn: fn(nxt())) for name, fn in routes.items()}
     print(f"\nCPU routes of a batch norm's statistics, (131072, 32) float32 summed over rows, median of {runs}")
     print(f"{'route':36}  {'wall':>9}  {'CPU':>9}  {'cores':>5}")
     print("-" * 66)

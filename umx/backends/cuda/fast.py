@@ -76,7 +76,7 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
     out = cp.empty_like(x)
     w = contiguous(params[0]) if prim.has_weight else x  # (any pointer: not read)
     rows = x.size // d
-    threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
+    threads = _row_block(rows)
     if which == "layer_norm":
         b = contiguous(params[-1]) if prim.has_bias else x
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
@@ -89,6 +89,12 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, out.data.ptr, d, prim.eps,
                                int(prim.has_weight))
     return out
+
+
+def _row_block(rows: int) -> int:
+    """The threads of a normalization's block (one block a row): more where there are fewer rows than
+    multiprocessors, so that a row one block reads alone has more loads in flight."""
+    return NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
 
 
 def _norm_table(which: str, fallback):
@@ -335,7 +341,7 @@ def _native_norm_vjp(n, args: list):
     d = x.shape[-1]
     rows = x.size // d
     out = cp.empty(n._shape, cp.float32)
-    threads = NORM_FEW_ROWS_BLOCK if rows < _blocks_wanted() // 4 else BLOCK
+    threads = _row_block(rows)
     _kernel("norm_vjp", *types)((rows,), (threads,), x.data.ptr, w.data.ptr, g.data.ptr, out.data.ptr, rows * d, d,
                                 prim.eps, int(prim.centered), int(prim.has_weight), int(prim.weight_rows))
     return out
