@@ -651,6 +651,98 @@ def test_a_compiled_training_steps_state_is_updated_in_its_slots_and_not_copied_
     assert copied[-1] - copied[-4] <= 3 * 4, copied
 
 
+def _adamw_run(graphs, monkeypatch, on: bool, steps: int, hold=None, clear_at: int = -1) -> tuple:
+    """``steps`` compiled AdamW steps of a small model on the GPU with graphs ``on``: the losses, the first weight
+    after each step (read through a product, which leaves the weight itself without a host copy), and
+    ``[(step, hold(weight), its values then)]`` for the steps from the fourth on, if ``hold`` is given. At step
+    ``clear_at`` the graphs are dropped (``clear_cache``) before the step."""
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    monkeypatch.setattr(graphs, "ENABLED", on)
+    rng = np.random.default_rng(17)
+    xs = [rng.standard_normal((32, 24)).astype(np.float32) for _ in range(3)]
+    ys = [rng.integers(0, 5, 32).astype(np.int32) for _ in range(3)]
+    with mx.stream(G):
+        mx.random.seed(5)
+        model = nn.Sequential(nn.Linear(24, 256), nn.ReLU(), nn.Linear(256, 5))
+        opt = optim.AdamW(learning_rate=1e-2)
+        opt.init(model.trainable_parameters())
+        mx.eval(model.parameters(), opt.state)
+        grad = nn.value_and_grad(model, lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean"))
+
+        def step(x, y):
+            loss, g = grad(model, x, y)
+            opt.update(model, g)
+            return loss
+
+        state = [model.state, opt.state]
+        run = mx.compile(step, inputs=state, outputs=state)
+        losses, weights, held = [], [], []
+        for i in range(steps):
+            if i == clear_at:
+                gc.collect()
+                mx.clear_cache()
+                assert graphs.nbytes() == 0
+            loss = run(mx.array(xs[i % 3]), mx.array(ys[i % 3]))
+            mx.eval(loss, state)
+            losses.append(loss.item())
+            weights.append(np.array(model.layers[0].weight * 1))
+            if hold is not None and i >= 3:
+                kept = hold(model.layers[0].weight)
+                if isinstance(kept, mx.array):
+                    mx.eval(kept)
+                    held.append((i, kept, np.array(kept * 1)))
+                else:
+                    held.append((i, kept, kept.get()))
+    return losses, weights, held
+
+
+def _assert_same_training(got: tuple, want: tuple) -> None:
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-6)
+    for i, (w, w0) in enumerate(zip(got[1], want[1])):
+        np.testing.assert_allclose(w, w0, rtol=1e-4, atol=1e-5, err_msg=f"step {i}")
+
+
+def test_a_compiled_steps_state_written_in_its_slots_is_lent_not_copied_out(graphs, monkeypatch):
+    """A compiled training step whose new weights and moments nobody keeps past the next step: the graph writes
+    them into its slots, and the step's outputs are views of those slots (lent), not copies, while every step
+    gives what the same steps give node by node."""
+    want = _adamw_run(graphs, monkeypatch, False, 8)
+    lent, out = graphs.STATS.lent, graphs.STATS.copies_out
+    _assert_same_training(_adamw_run(graphs, monkeypatch, True, 8), want)
+    # 4 weights and 8 moments a step, lent at each replay (the step is traced, run op by op, then captured)
+    assert graphs.STATS.lent - lent >= 12 * 5
+    # (copied out: the loss and the step count, which no task writes in place; lending nothing, 14 a step)
+    assert graphs.STATS.copies_out - out <= 3 * 8
+
+
+@pytest.mark.parametrize("hold", ["array", "view", "same data", "cupy"])
+def test_what_the_user_keeps_of_a_lent_output_keeps_its_values(graphs, monkeypatch, hold):
+    """A weight the user keeps from a step, as itself, as a view of it, as another array of the same data or as
+    CuPy's array over its memory, keeps its values over the steps after (which then capture the step again,
+    lending nothing), and the steps give what node by node gives."""
+    import cupy
+
+    makers = {"array": lambda w: w, "view": lambda w: w.reshape(-1)[1:], "same data": mx.stop_gradient,
+              "cupy": cupy.asarray}
+    want = _adamw_run(graphs, monkeypatch, False, 8)
+    got = _adamw_run(graphs, monkeypatch, True, 8, makers[hold])
+    _assert_same_training(got, want)
+    for i, kept, values in got[2]:
+        now = kept.get() if isinstance(kept, cupy.ndarray) else np.array(kept * 1)
+        np.testing.assert_array_equal(now, values, err_msg=f"kept at step {i}")
+
+
+def test_lent_outputs_outlive_the_graphs_that_lent_them(graphs, monkeypatch):
+    """Weights and moments lent by a compiled step's graph keep their values when the graphs are dropped
+    (``clear_cache``), and the steps after go on from them as node by node."""
+    want = _adamw_run(graphs, monkeypatch, False, 8)
+    lent = graphs.STATS.lent
+    _assert_same_training(_adamw_run(graphs, monkeypatch, True, 8, clear_at=5), want)
+    assert graphs.STATS.lent > lent
+
+
 def test_a_region_that_reads_its_slot_through_a_view_writes_new_memory(graphs):
     """``(p - p[0]) * 0.5 + 1`` reads the first row of ``p`` in every row: written into ``p``'s own slot, threads
     would read a row that others have overwritten. Such a region writes new memory; every replay is NumPy's."""

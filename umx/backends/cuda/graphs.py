@@ -9,7 +9,8 @@ How a batch is recognised: its *key* lists, per task, the primitive (or a fused 
 and dtype, and where each input comes from: an earlier task, an external array (by slot: the same array read twice
 is one slot), or a constant (by its bits and dtype). The first sighting runs eagerly; the second is captured.
 
-Memory: a graph owns every buffer its kernels write, from a pool of its own, so nothing else ever reuses them.
+Memory: a graph owns every buffer its kernels write, from a pool of its own, so nothing else ever reuses them
+(the slots it lends, below, are regular memory: a lent value may outlive its graph).
 
 - Inputs are copied into the graph's *slots* before a replay, except when a slot already holds that very data
   (data is immutable: same buffer object, same values), so weights read step after step are not copied again.
@@ -22,6 +23,11 @@ Memory: a graph owns every buffer its kernels write, from a pool of its own, so 
   graph: the graph's last copies pack them into one export area, and a replay copies that area into one fresh
   buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
   nobody holds are never copied. Which is which is read off reference counts, as the fusion planner does.
+- A compiled call's output that the graph writes into its input's own slot (a training step's new weights and
+  moments, a decode step's cache) is not copied out: the output is *lent*, a view of that slot. The next replay
+  writes the slot again only where nothing views it any more but that call's own input, held by nothing else
+  (the weights a step passes to the next); where something else does (a user kept an old weight), the call is
+  captured again without lending, and its outputs are copied out as above.
 
 Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
 through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits, and
@@ -67,7 +73,7 @@ from ...primitives.misc import Compiled, Depends, StopGradient
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
 from ...runtime.fusion import Fused, collect_private
-from ...runtime.refs import UNHELD_SLOT
+from ...runtime.refs import UNHELD_DATA, UNHELD_INPUT, UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
 from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
@@ -128,7 +134,7 @@ def capturable(n) -> bool:
 class Stats:
     """What graphs have done since start (for ``memory_report``, tests and benches)."""
 
-    __slots__ = ("captures", "replays", "refusals", "evictions", "copies_in", "copies_out")
+    __slots__ = ("captures", "replays", "refusals", "evictions", "copies_in", "copies_out", "lent")
 
     def __init__(self):
         for s in self.__slots__:
@@ -148,10 +154,10 @@ class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
     __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets", "mutated",
-                 "owner", "picks", "retained")
+                 "lent", "unviewed", "lends", "owner", "picks", "retained")
 
     def __init__(self, graph, pool, slots: list, bound: list, copied: frozenset, values: list, export,
-                 offsets: dict, mutated: list):
+                 offsets: dict, mutated: list, lent: dict, lends: bool):
         self.graph = graph
         self.pool = pool
         self.slots = slots  # per input: the buffer the graph reads (its own slot, or a bound input's data)
@@ -162,6 +168,12 @@ class Captured:
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
         self.mutated = mutated  # (slot, task position): slots a task writes in place (see _in_place)
+        self.lent = lent  # task position -> slot: retained values given out as views of their slot (not exported)
+        self.lends = lends  # whether this structure lends (a clash captures it again without: see run_program)
+        # per lent slot, its reference count with no view of it alive (see _views; none is lent yet)
+        self.unviewed = dict.fromkeys(lent.values(), 0)
+        for s in lent.values():
+            self.unviewed[s] = _views(self, s)
         # for a compiled program's graph (see run_program): a weakref to the program, the tasks whose values are
         # exported, and for each sibling, its value's place among those
         self.owner = None
@@ -263,10 +275,12 @@ class Graphs:
             part = None
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
-                 copied: frozenset):
+                 copied: frozenset, lends: bool = False):
         """Capture ``tasks`` into a graph over slots for ``inputs`` (large ones bound, except those ``copied``);
         None if they cannot be captured, _NO_ROOM if the memory limit leaves no room now. The graph ends by
-        packing the ``retained`` values into one export area, which a replay copies out in one go."""
+        packing the ``retained`` values into one export area, which a replay copies out in one go; with
+        ``lends`` (a compiled call's graph, see run_program), those written into their input's slot are lent
+        instead (views of the slot, not exported)."""
         bind = [s not in copied and d.nbytes >= BIND_MIN_BYTES for s, d in enumerate(inputs)]
         size = (sum(d.nbytes for d, b in zip(inputs, bind) if not b)
                 + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
@@ -276,6 +290,12 @@ class Graphs:
         if size > total * GRAPH_SHARE or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
             return _NO_ROOM  # (graphs are a cache: under a memory limit they take only what is left)
         self._evict(total * GRAPHS_SHARE - size)
+        in_place = _in_place(tasks, externals, bind, retained)
+        kept = set(retained)
+        # The slots a retained value may be written into, and so lent: regular device memory, not the graph's
+        # pool, whose memory goes when the graph does (a lent value may outlive it).
+        lendable = {s: cp.empty(inputs[s].shape, inputs[s].dtype)
+                    for i, s in in_place.items() if lends and i in kept}
         ex = self.ex
         pool = cp.cuda.MemoryPool()
         prev = gmem.use_allocator(pool.malloc)
@@ -283,16 +303,18 @@ class Graphs:
         graph = values = None
         try:
             load_copy_list()  # (compiled before the capture, whose last copies are its launch)
-            slots = [d if b else cp.empty(d.shape, d.dtype) for d, b in zip(inputs, bind)]
+            slots = [d if b else lendable[s] if s in lendable else cp.empty(d.shape, d.dtype)
+                     for s, (d, b) in enumerate(zip(inputs, bind))]
+            lendable = None  # (a lent slot's references are counted: see _views)
             mutated: list = []
             # No other thread may enqueue on the stream while it captures: marks and small reads take this lock.
             with ex.marks.lock:
                 stream.begin_capture(mode=_runtime.streamCaptureModeRelaxed)
                 try:
-                    values = _dispatch(ex, tasks, externals, slots, retained,
-                                       _in_place(tasks, externals, bind, retained),
-                                       mutated)
-                    export, offsets = _pack(values, retained, stream)
+                    values = _dispatch(ex, tasks, externals, slots, retained, in_place, mutated)
+                    # (the value of a task that wrote its slot is that slot itself: see _dispatch)
+                    lent = {i: s for s, i in mutated if lends and i in kept and values[i] is slots[s]}
+                    export, offsets = _pack(values, [i for i in retained if i not in lent], stream)
                 finally:
                     graph = _end_capture(stream)
         except Exception:  # e.g. a kernel that synchronizes, or no memory: this structure runs eagerly
@@ -305,7 +327,7 @@ class Graphs:
         bound = [(s, _data_ref(d)) for s, (d, b) in enumerate(zip(inputs, bind)) if b]
         for s, _ in bound:
             slots[s] = None  # (the graph reads the data; it is not the graph's to keep)
-        return Captured(graph, pool, slots, bound, copied, values, export, offsets, mutated)
+        return Captured(graph, pool, slots, bound, copied, values, export, offsets, mutated, lent, lends)
 
     def _launch(self, g: Captured, tasks: list, nodes: list, inputs: list, retained: list, held: list) -> bool:
         """Fill the slots that changed, replay, and give the batch's nodes their results."""
@@ -359,16 +381,21 @@ class Graphs:
         with self.lock:
             entry = cache.get(key)
             copied = frozenset()
+            lends = True
             if type(entry) is Captured:
                 if entry.owner() is not program:  # (another program's, since gone, under a reused id)
                     self._drop(key)
                     entry = None
                 else:
                     moved = [s for s, ref in entry.bound if not _same_data(ref, inputs[s])]
-                    if not moved:
+                    # A lent slot that something besides this call's input still views: capture again, lending
+                    # nothing (the graph would write over values the user holds).
+                    clash = not moved and entry.lent and not _may_overwrite(entry, n._inputs, inputs)
+                    if not moved and not clash:
                         outs = _replay(entry, inputs, entry.retained, self.ex.cuda_stream)
                         return tuple([outs[k] for k in entry.picks])
                     copied = entry.copied.union(moved)  # a bound input that is other data now: into a slot
+                    lends = entry.lends and not clash
                     self._drop(key)
                     entry = 1
             outs = program.build(n._inputs)
@@ -390,7 +417,7 @@ class Graphs:
                     self._forget_oldest()
                 cache[key] = 1
             else:
-                g = self._capture(tasks, nodes, externals, inputs, retained, copied)
+                g = self._capture(tasks, nodes, externals, inputs, retained, copied, lends)
                 if g is None or g is _NO_ROOM:
                     STATS.refusals += 1
                     if g is None:
@@ -786,8 +813,14 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
     g.graph.launch(stream)
     outs = []
     offsets = g.offsets
+    lent = g.lent
     area = None
     for i in retained:
+        s = lent.get(i) if lent else None
+        if s is not None:  # written into its slot, and lent (see run_program): a view of the slot
+            outs.append(g.slots[s].view())
+            STATS.lent += 1
+            continue
         v = g.values[i]
         if area is None:  # a view of one copy of the whole export area: one allocation and one copy
             area = cp.empty(g.export.nbytes, np.uint8)
@@ -799,8 +832,37 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
             k = at.get(i)
             g.sources[s] = _data_ref(outs[k]) if k is not None else None
     STATS.replays += 1
-    STATS.copies_out += len(retained)
+    STATS.copies_out += len(retained) - len(lent)
     return outs
+
+
+def _views(g: Captured, s: int) -> int:
+    """The reference count of lent slot ``s`` of ``g``, less its count with no view of it alive (measured when
+    ``g`` was made): how many views of it are alive (each holds it as its ``base``; CuPy's views of a view do too)."""
+    return _getrefcount(g.slots[s]) - g.unviewed[s]
+
+
+def _may_overwrite(g: Captured, ins: tuple, inputs: list) -> bool:
+    """Whether a replay of compiled call graph ``g`` may write its lent slots again: of each, no view is alive, or
+    one, this call's input for that slot, which the call alone holds (see :func:`_donates`). ``ins``: the call's
+    input nodes, ``inputs`` their device data."""
+    for s in g.lent.values():
+        views = _views(g, s)
+        if views and (views > 1 or not _donates(ins, inputs, s, g.slots[s])):
+            return False
+    return True
+
+
+def _donates(ins: tuple, inputs: list, s: int, slot) -> bool:
+    """Whether input ``s`` of a compiled call, a view of ``slot``, is held by that call alone: its node only by the
+    call's inputs (no user variable, container, other reader or transform), with no copy elsewhere (a transfer
+    may still be reading it); its data only by the node and the two lists of data on the way here (the executor's
+    and ``run_program``'s)."""
+    x = ins[s]  # (refs.UNHELD_INPUT's shape: the reader's inputs, this variable and the argument)
+    if _getrefcount(x) > UNHELD_INPUT or x._copies is not None or x._data is not inputs[s]:
+        return False
+    d = x._data  # (refs.UNHELD_DATA's shape)
+    return _getrefcount(d) <= UNHELD_DATA + 2 and d.base is slot
 
 
 def _data_ref(d) -> tuple:
