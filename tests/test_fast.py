@@ -800,6 +800,30 @@ def test_sdpa_gpu_products_in_parts_with_sinks(monkeypatch, rng, mask):
 
 
 @pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU")
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("pointers", [True, False])
+def test_sdpa_gpu_products_read_head_split_views_in_place(monkeypatch, rng, mask, dtype, pointers):
+    # many queries on the GPU over (B, T, N, D) data seen as (B, N, T, D) (MultiHeadAttention's views): with
+    # ``pointers``, the products read q, k and v where they lie, through pointer arrays; else copies first
+    from umx.backends.cuda import cublas
+
+    monkeypatch.setattr(cublas, "POINTER_BATCHES", pointers)
+    b, n, t_q, t_k, d = 2, 3, 37, 29, 16
+    q, qr = _in(rng, (b, t_q, n, d), dtype)
+    k, kr = _in(rng, (b, t_k, n, d), dtype)
+    v, vr = _in(rng, (b, t_k, n, d), dtype)
+    m, mr = _mask(rng, mask, b, n, t_q, t_k)
+    if isinstance(m, mx.array) and m.dtype == mx.float32 and dtype != mx.float32:
+        m = m.astype(dtype)
+        mr = np.asarray(m.astype(mx.float32)).astype(np.float64)
+    sw = lambda a: mx.swapaxes(a, 1, 2)  # noqa: E731
+    t = lambda a: np.swapaxes(a, 1, 2)  # noqa: E731
+    got = F.scaled_dot_product_attention(sw(q), sw(k), sw(v), scale=0.3, mask=m, stream=mx.gpu)
+    assert_close(got, ref_sdpa(t(qr), t(kr), t(vr), 0.3, mr), *(TOL[dtype] if dtype != mx.float32 else (5e-5,) * 2))
+
+
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="no CUDA GPU")
 @pytest.mark.parametrize("t_q", [1, 40])
 def test_gpu_bfloat16_kernels_match_float32_kernels_rounded(rng, t_q):
     # bfloat16 goes through the GPU's fast kernels as its 16-bit storage: the very bits that widening to float32,

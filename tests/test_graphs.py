@@ -141,6 +141,38 @@ def test_products_in_every_layout_match_numpy_eager_and_replayed(sa, sb, ta, tb,
         np.testing.assert_allclose(got.astype(np.float64), ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("pointers", [True, False])
+def test_products_of_head_split_views_match_numpy_eager_and_replayed(dtype, pointers, monkeypatch):
+    """Attention's products over ``(B, L, H, D)`` data seen as ``(B, H, L, D)``: the batch axes make two strides,
+    read in place through pointer arrays (``pointers``) or copied first; against one operand of one stride, a
+    transposed one, and one shared by the batch; eager, captured and replayed alike."""
+    from umx.backends.cuda import cublas
+
+    monkeypatch.setattr(cublas, "POINTER_BATCHES", pointers)
+    rng = np.random.default_rng(9)
+    b, l, h, d = 2, 5, 3, 4
+    q, k = (rng.standard_normal((b, l, h, d)).astype(dtype) for _ in range(2))
+    p = rng.standard_normal((b, h, l, l)).astype(dtype)
+    w = rng.standard_normal((d, 6)).astype(dtype)
+    mq, mk, mp, mw = mx.array(q), mx.array(k), mx.array(p), mx.array(w)
+    qh, kh = (np.swapaxes(x, 1, 2).astype(np.float64) for x in (q, k))
+    refs = [qh @ np.swapaxes(kh, -1, -2), p.astype(np.float64) @ kh, np.swapaxes(p, -1, -2).astype(np.float64) @ qh,
+            np.swapaxes(qh, -1, -2) @ kh, qh @ w.astype(np.float64)]
+    tol = 2e-2 if dtype == "float16" else 1e-4
+    for _ in range(3):  # eager, captured, replayed
+        sq, sk = (mx.swapaxes(x, 1, 2, stream=G) for x in (mq, mk))
+        outs = [mx.matmul(sq, mx.swapaxes(sk, -1, -2, stream=G), stream=G), mx.matmul(mp, sk, stream=G),
+                mx.matmul(mx.swapaxes(mp, -1, -2, stream=G), sq, stream=G),
+                mx.matmul(mx.swapaxes(sq, -1, -2, stream=G), sk, stream=G), mx.matmul(sq, mw, stream=G)]
+        outs = [mx.multiply(o, 1.0, stream=G) for o in outs]
+        mx.eval(outs)
+        for got, ref in zip(outs, refs):
+            got = np.array(got)
+            assert got.dtype == np.dtype(dtype) and got.shape == ref.shape
+            np.testing.assert_allclose(got.astype(np.float64), ref, rtol=tol, atol=tol)
+
+
 def test_outputs_read_by_a_cpu_stream_arrive(graphs):
     rng = np.random.default_rng(5)
     a = rng.standard_normal((64, 64)).astype(np.float32)

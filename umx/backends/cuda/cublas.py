@@ -17,6 +17,8 @@ from math import prod
 
 from . import tf32_enabled
 from ._probe import _cupy
+from .launch import Launch
+from .sources import SIGNATURES, gemm_pointers_source
 from .strided import contiguous
 
 cp = _cupy()
@@ -58,6 +60,7 @@ def _library():
     i, v, p = ctypes.c_int, _c_void_p, ctypes.c_longlong
     lib.cublasGemmEx.argtypes = [v, i, i, i, i, i, v, v, i, i, v, i, i, v, v, i, i, i, i]
     lib.cublasGemmStridedBatchedEx.argtypes = [v, i, i, i, i, i, v, v, i, i, p, v, i, i, p, v, v, i, i, p, i, i, i]
+    lib.cublasGemmBatchedEx.argtypes = [v, i, i, i, i, i, v, v, i, i, v, i, i, v, v, i, i, i, i, i]
     return lib
 
 
@@ -189,7 +192,9 @@ def _product(handle: Handle, a, b, spec, out):
     out = cp.empty((count if (ba or bb) else 1) * rows * n, a.dtype)
     dtype, compute, alpha, beta = spec
     h = _c_void_p(handle.ptr)
-    if not ba and not bb:
+    if type(sa) is tuple or type(sb) is tuple:  # an operand's matrices at two strides: by pointer arrays
+        _by_pointers(h, (lb, la), (vb, sb), (va, sa), out, m, n, k, count, spec)
+    elif not ba and not bb:
         _check(_lib.cublasGemmEx(h, lb[0], la[0], n, rows, k, alpha, vb.data.ptr, dtype, lb[1], va.data.ptr, dtype,
                                  la[1], beta, out.data.ptr, dtype, n, compute, _ALGO_DEFAULT))
     else:
@@ -221,11 +226,14 @@ def _operand(x, batch: tuple):
     """``(x, (op, ld), stride)``: operand ``x`` of a product as cuBLAS reads it, a batch of matrices ``stride``
     elements apart (0: one matrix for every product). A view is read as it lies where its matrices fit
     :func:`_layout` and its batch axes make one stride (a transposed batch: attention's ``k.T``, a gradient's
-    ``p.T``); otherwise it is copied first: to C order, or where its columns are contiguous (the transpose of a
-    head-split view: attention's ``k.T`` of ``(B, L, H, D)`` rows) to its transpose's C order, read transposed,
-    so that umx's kernel, which copies views of contiguous rows, makes the copy."""
+    ``p.T``), or two (a head-split view, ``(B, L, H, D) -> (B, H, L, D)``: ``stride`` is then
+    :func:`_batch_levels`'s tuple, and the product takes pointer arrays); otherwise it is copied first: to C
+    order, or where its columns are contiguous to its transpose's C order, read transposed, so that umx's
+    kernel, which copies views of contiguous rows, makes the copy."""
     if batch:
         got = _batch_stride(x)
+        if got is None and POINTER_BATCHES:
+            got = _batch_levels(x)
         if got is not None:
             layout = _layout(x)
             if layout is not None:
@@ -265,6 +273,57 @@ def _batch_stride(x):
     return 0 if stride is None else stride // isz
 
 
+def _batch_levels(x):
+    """``(inner, outer stride, inner stride)`` in elements, where ``x``'s batch axes make two runs of one stride
+    each (a head-split view): its matrix ``i`` (the batch axes in C order) is ``(i // inner) * outer + (i %
+    inner) * inner stride`` elements from its first; else None."""
+    isz = x.itemsize
+    runs: list = []  # [count, stride] of each run of axes, innermost first
+    for n, s in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
+        if n == 1:
+            continue
+        if s < 0 or s % isz:
+            return None
+        s //= isz
+        if runs and runs[-1][0] * runs[-1][1] == s:
+            runs[-1][0] *= n
+        else:
+            runs.append([n, s])
+    if len(runs) != 2:
+        return None
+    return runs[0][0], runs[1][1], runs[0][1]
+
+
+#: whether operands whose matrices make two strides (head-split views) are read in place through pointer arrays
+#: (``cublasGemmBatchedEx``) rather than copied first (False: the copies, for comparisons)
+POINTER_BATCHES = True
+_POINTERS = []  # the pointer arrays' kernel, made on first use
+
+
+def _by_pointers(h, layouts: tuple, first: tuple, second: tuple, out, m: int, n: int, k: int, count: int,
+                 spec) -> None:
+    """``out`` (``count`` C-contiguous ``m x n`` results) from operands ``first`` and ``second`` (``(array,
+    stride)`` as :func:`_operand` gives them, in cuBLAS's column-major order: ``b`` first) whose matrices are
+    found by pointer arrays, made on the device by a kernel of umx's (a CUDA graph replays it with the product).
+    ``spec``: ``(operand type, compute type, alpha, beta)``, and the result's type fifth where it differs."""
+    if not _POINTERS:
+        _POINTERS.append(Launch(cp.RawKernel(gemm_pointers_source("umx_gemm_pointers"), "umx_gemm_pointers"),
+                                SIGNATURES["gemm_pointers"]))
+    ptrs = cp.empty(3 * count, cp.uint64)
+    isz = first[0].itemsize
+    levels = []
+    for x, stride in (first, second):
+        inner, outer, step = stride if type(stride) is tuple else (count, 0, stride)
+        levels += [x.data.ptr, inner, outer * isz, step * isz]
+    _POINTERS[0]((-(-count // 256),), (256,), ptrs.data.ptr, count, *levels, out.data.ptr, count, 0,
+                 m * n * out.itemsize)
+    (lb, la), (dtype, compute, alpha, beta) = layouts, spec
+    base = ptrs.data.ptr
+    out_type = dtype if len(spec) < 5 else spec[4]
+    _check(_lib.cublasGemmBatchedEx(h, lb[0], la[0], n, m, k, alpha, base, dtype, lb[1], base + 8 * count, dtype,
+                                    la[1], beta, base + 16 * count, out_type, n, count, compute, _ALGO_DEFAULT))
+
+
 #: storage dtype char -> cudaDataType, for :func:`batched` (uint16: bfloat16's storage)
 _DATA_TYPES = {"f": _CUDA_R_32F, "e": _CUDA_R_16F, "H": _CUDA_R_16BF}
 
@@ -272,11 +331,14 @@ _DATA_TYPES = {"f": _CUDA_R_32F, "e": _CUDA_R_16F, "H": _CUDA_R_16BF}
 def batched(handle: Handle, a, b, out, transpose_b: bool = False):
     """``out[i] = a[i] @ b[i]`` (``a[i] @ b[i].T`` with ``transpose_b``) for C-contiguous 3-D arrays, accumulated
     in float32: ``a`` and ``b`` of one type (float32, float16, or uint16 as bfloat16), ``out`` float32 or that
-    type, so that 16-bit operands run on tensor cores and may give a float32 result. Returns ``out``, or None
-    where the types do not fit."""
+    type, so that 16-bit operands run on tensor cores and may give a float32 result. ``a`` and ``b`` may also be
+    4-D head-split views ``(B, H, rows, cols)`` of ``(B, rows, H, cols)`` data, read in place (``out`` is then
+    ``(B * H, m, n)``). Returns ``out``, or None where the types or layouts do not fit."""
     ta, to = _DATA_TYPES.get(a.dtype.char), _DATA_TYPES.get(out.dtype.char)
     if ta is None or to is None or b.dtype != a.dtype or (to != _CUDA_R_32F and to != ta):
         return None
+    if a.ndim == 4:
+        return _batched_views(handle, a, b, out, transpose_b, ta, to)
     count, m, k = a.shape
     n = b.shape[1] if transpose_b else b.shape[2]
     if count == 0 or m == 0 or n == 0:
@@ -287,6 +349,33 @@ def batched(handle: Handle, a, b, out, transpose_b: bool = False):
         _c_void_p(handle.ptr), _T if transpose_b else _N, _N, n, m, k, ctypes.byref(_one_f), b.data.ptr, ta,
         k if transpose_b else n, n * k, a.data.ptr, ta, k, m * k, ctypes.byref(_zero_f), out.data.ptr, to, n,
         m * n, count, compute, _ALGO_DEFAULT))
+    return out
+
+
+def _batched_views(handle: Handle, a, b, out, transpose_b: bool, ta: int, to: int):
+    """:func:`batched` for 4-D operands ``a`` and ``b`` (``b.T`` with ``transpose_b``) of one batch shape, read as
+    they lie where :func:`_operand` reads them so, else None (the caller copies them)."""
+    bt = b.swapaxes(-1, -2) if transpose_b else b
+    if not POINTER_BATCHES or a.shape[:2] != bt.shape[:2] or a.shape[-1] != bt.shape[-2]:
+        return None
+    m, k = a.shape[-2:]
+    n = bt.shape[-1]
+    count = a.shape[0] * a.shape[1]
+    if count == 0 or m == 0 or n == 0:
+        return out
+    operands = []
+    for x in (bt, a):
+        stride = _batch_stride(x)
+        if stride is None:
+            stride = _batch_levels(x)
+        layout = _layout(x)
+        if stride is None or layout is None:
+            return None
+        operands.append((x, layout, stride))
+    (vb, lb, sb), (va, la, sa) = operands
+    compute = _COMPUTE_32F if ta == _CUDA_R_32F else _CUBLAS_COMPUTE_32F
+    _by_pointers(_c_void_p(handle.ptr), (lb, la), (vb, sb), (va, sa), out, m, n, k, count,
+                 (ta, compute, ctypes.byref(_one_f), ctypes.byref(_zero_f), to))
     return out
 
 

@@ -258,19 +258,26 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     rep = n_q // n_kv
     groups = batch * n_kv
-    k = contiguous(k).reshape(groups, t_k, d)  # (read transposed by the product: no copy of k.T)
-    v = contiguous(v).reshape(groups, t_k, d_v)
     per_position = batch * n_q * t_k * (4 if xt == _F else 6)  # (float32 scores, and probabilities)
     step = max(1, min(t_q, SCORES_BYTES // per_position))
+    # One part, a query head a key head: q, k and v read as they lie (head-split views, by pointer arrays),
+    # where cuBLAS takes their layouts; else copies.
+    direct = rep == 1 and step == t_q
     out = None if step == t_q else cp.empty((batch, n_q, t_q, d_v), q.dtype)
     mask_kind = _MASK_KINDS[prim.mask]
     for t0 in range(0, t_q, step):
         n = min(t_q, t0 + step) - t0
-        # (a key head's query heads are neighbours: (B * Hkv, rep * n, D) rows, in the order of q's rows)
-        qc = contiguous(q[:, :, t0:t0 + n]).reshape(groups, rep * n, d)
         scores = cp.empty((groups, rep * n, t_k), cp.float32)
-        if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
-            return None
+        if direct and cublas.batched(h, q, k, scores, transpose_b=True) is None:
+            direct = False  # (layouts cuBLAS does not read in place)
+        if not direct:
+            if t0 == 0:
+                k = contiguous(k).reshape(groups, t_k, d)  # (read transposed by the product: no copy of k.T)
+                v = contiguous(v).reshape(groups, t_k, d_v)
+            # (a key head's query heads are neighbours: (B * Hkv, rep * n, D) rows, in the order of q's rows)
+            qc = contiguous(q[:, :, t0:t0 + n]).reshape(groups, rep * n, d)
+            if cublas.batched(h, qc, k, scores, transpose_b=True) is None:
+                return None
         probs = scores if xt == _F else cp.empty(scores.shape, q.dtype)
         rows = batch * n_q * n
         grid, block, lanes = softmax.launch_shape(rows, t_k)
@@ -278,7 +285,7 @@ def _sdpa_products(h, prim, q, k, v, mask, strides: tuple, sinks, xt: str):
                                     rows, n_q, n, t0, t_q, t_k, prim.scale, mask_kind, lanes, *strides)
         del scores  # (bfloat16: its memory serves the next allocation)
         part = cp.empty((groups, rep * n, d_v), q.dtype)
-        if cublas.batched(h, probs, v, part) is None:
+        if cublas.batched(h, probs.reshape(batch, n_q, n, t_k) if direct else probs, v, part) is None:
             return None
         part = part.reshape(batch, n_q, n, d_v)
         if out is None:

@@ -1528,6 +1528,25 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, {t}* __restrict__ o
 """
 
 
+def gemm_pointers_source(name: str) -> str:
+    """The CUDA C++ of the three pointer arrays of a batched product whose operands' matrices are not one stride
+    apart (a head-split view ``(B, L, H, D) -> (B, H, L, D)``, read in place by ``cublasGemmBatchedEx``): for
+    each of ``count`` products and each of three operands (base address ``p``, ``inner``, strides ``so``, ``si``
+    in bytes), ``p + (i / inner) * so + (i % inner) * si`` into ``out[k * count + i]``."""
+    return f"""
+extern "C" __global__ void {name}(unsigned long long* __restrict__ out, long long count, long long p0,
+                                  long long inner0, long long so0, long long si0, long long p1, long long inner1,
+                                  long long so1, long long si1, long long p2, long long inner2, long long so2,
+                                  long long si2) {{
+  const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  out[i] = p0 + (i / inner0) * so0 + (i % inner0) * si0;
+  out[count + i] = p1 + (i / inner1) * so1 + (i % inner1) * si1;
+  out[2 * count + i] = p2 + (i / inner2) * so2 + (i % inner2) * si2;
+}}
+"""
+
+
 #: copies one launch of the copy-list kernel makes: its list is a kernel parameter (``COPY_LIST_BYTES``), well
 #: under the 4 KiB CUDA allows a launch's parameters
 COPY_LIST_MAX = 96
@@ -1646,4 +1665,5 @@ SIGNATURES = {
     "dequantize_bf16": "ppppqii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
     "strided_copy": "ppiiiii" + "qqqq",
+    "gemm_pointers": "pq" + "qqqq" * 3,
 }
