@@ -13,6 +13,7 @@ None, and the caller uses CuPy.
 from __future__ import annotations
 
 import ctypes
+import os
 from math import prod
 
 from . import tf32_enabled
@@ -295,8 +296,8 @@ def _batch_levels(x):
 
 
 #: whether operands whose matrices make two strides (head-split views) are read in place through pointer arrays
-#: (``cublasGemmBatchedEx``) rather than copied first (False: the copies, for comparisons)
-POINTER_BATCHES = True
+#: (``cublasGemmBatchedEx``) rather than copied first; UMX_POINTER_BATCHES=0 copies them (to measure the gain)
+POINTER_BATCHES = os.environ.get("UMX_POINTER_BATCHES", "1") != "0"
 _POINTERS = []  # the pointer arrays' kernel, made on first use
 
 

@@ -89,6 +89,9 @@ _D2D = _runtime.memcpyDeviceToDevice
 
 #: UMX_CUDA_GRAPHS=0 turns replays off (to measure what they gain); tests and benches may also flip this
 ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
+#: whether compiled calls' graphs lend the values they write into their slots (see run_program); UMX_GRAPH_LEND=0
+#: copies them out (to measure the gain)
+LEND = os.environ.get("UMX_GRAPH_LEND", "1") != "0"
 MAX_GRAPHS = 32  # per stream
 GRAPH_SHARE = 1 / 8  # of the device's memory: the most one graph's own buffers (copied inputs, values) may take
 GRAPHS_SHARE = 1 / 4  # of the device's memory: the most all graphs of a stream may take
@@ -381,7 +384,7 @@ class Graphs:
         with self.lock:
             entry = cache.get(key)
             copied = frozenset()
-            lends = True
+            lends = LEND
             if type(entry) is Captured:
                 if entry.owner() is not program:  # (another program's, since gone, under a reused id)
                     self._drop(key)
