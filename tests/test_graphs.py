@@ -745,8 +745,9 @@ def test_a_compiled_steps_state_written_in_its_slots_is_lent_not_copied_out(grap
     _assert_same_training(_adamw_run(graphs, monkeypatch, True, 8), want)
     # 4 weights and 8 moments a step, lent at each replay (the step is traced, run op by op, then captured)
     assert graphs.STATS.lent - lent >= 12 * 5
-    # (copied out: the loss and the step count, which no task writes in place; lending nothing, 14 a step)
-    assert graphs.STATS.copies_out - out <= 3 * 8
+    # (copied out: the loss, the step count and a few scalars, which no task writes in place; lending nothing,
+    # 16 or more a step)
+    assert graphs.STATS.copies_out - out <= 5 * 8
 
 
 @pytest.mark.parametrize("hold", ["array", "view", "same data", "cupy"])

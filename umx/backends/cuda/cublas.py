@@ -318,7 +318,7 @@ def _by_pointers(h, layouts: tuple, first: tuple, second: tuple, out, m: int, n:
         levels += [x.data.ptr, inner, outer * isz, step * isz]
     _POINTERS[0]((-(-count // 256),), (256,), ptrs.data.ptr, count, *levels, out.data.ptr, count, 0,
                  m * n * out.itemsize)
-    (lb, la), (dtype, compute, alpha, beta) = layouts, spec
+    (lb, la), (dtype, compute, alpha, beta) = layouts, spec[:4]
     base = ptrs.data.ptr
     out_type = dtype if len(spec) < 5 else spec[4]
     _check(_lib.cublasGemmBatchedEx(h, lb[0], la[0], n, m, k, alpha, base, dtype, lb[1], base + 8 * count, dtype,
