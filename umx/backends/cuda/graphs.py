@@ -24,10 +24,11 @@ Memory: a graph owns every buffer its kernels write, from a pool of its own, so 
   buffer, whose views the outputs become (one allocation and one copy however many there are). Intermediates
   nobody holds are never copied. Which is which is read off reference counts, as the fusion planner does.
 - A compiled call's output that the graph writes into its input's own slot (a training step's new weights and
-  moments, a decode step's cache) is not copied out: the output is *lent*, a view of that slot. The next replay
-  writes the slot again only where nothing views it any more but that call's own input, held by nothing else
-  (the weights a step passes to the next); where something else does (a user kept an old weight), the call is
-  captured again without lending, and its outputs are copied out as above.
+  moments, a decode step's cache) is not copied out: the output is *lent*, a new array over that slot's memory
+  (a new data object at every replay: other graphs know data by its object, so they copy the new values in).
+  The next replay writes the slot again only where no lent array of it is alive any more but that call's own
+  input, held by nothing else (the weights a step passes to the next); where something else holds one (a user
+  kept an old weight), the call is captured again without lending, and its outputs are copied out as above.
 
 Only batches of primitives whose kernels are pure device work are captured: elementwise and fused, products
 through ``cublas``, reductions, scans, sorts, views and layouts, gathers and scatters, fills and random bits, and
@@ -157,7 +158,7 @@ class Captured:
     """One captured batch: the graph, the pool that owns its memory, its input slots and its tasks' values."""
 
     __slots__ = ("graph", "pool", "slots", "sources", "bound", "copied", "values", "export", "offsets", "mutated",
-                 "lent", "unviewed", "lends", "owner", "picks", "retained")
+                 "lent", "unviewed", "given", "lends", "owner", "picks", "retained")
 
     def __init__(self, graph, pool, slots: list, bound: list, copied: frozenset, values: list, export,
                  offsets: dict, mutated: list, lent: dict, lends: bool):
@@ -171,12 +172,14 @@ class Captured:
         self.export = export  # the held values, packed by the graph's last copies
         self.offsets = offsets  # task position -> where its value is in export
         self.mutated = mutated  # (slot, task position): slots a task writes in place (see _in_place)
-        self.lent = lent  # task position -> slot: retained values given out as views of their slot (not exported)
+        self.lent = lent  # task position -> slot: retained values lent over their slot's memory (not exported)
         self.lends = lends  # whether this structure lends (a clash captures it again without: see run_program)
-        # per lent slot, its reference count with no view of it alive (see _views; none is lent yet)
+        # per lent slot, its reference count with no lent array of it alive (see _views; none is lent yet), and a
+        # weak reference to the last array lent over it
         self.unviewed = dict.fromkeys(lent.values(), 0)
         for s in lent.values():
             self.unviewed[s] = _views(self, s)
+        self.given: dict = {}
         # for a compiled program's graph (see run_program): a weakref to the program, the tasks whose values are
         # exported, and for each sibling, its value's place among those
         self.owner = None
@@ -820,8 +823,8 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
     area = None
     for i in retained:
         s = lent.get(i) if lent else None
-        if s is not None:  # written into its slot, and lent (see run_program): a view of the slot
-            outs.append(g.slots[s].view())
+        if s is not None:  # written into its slot, and lent (see run_program)
+            outs.append(_lend(g, s))
             STATS.lent += 1
             continue
         v = g.values[i]
@@ -839,33 +842,46 @@ def _replay(g: Captured, inputs: list, retained: list, stream) -> list:
     return outs
 
 
+def _lend(g: Captured, s: int):
+    """A new array over the memory of slot ``s`` of ``g``, which it keeps alive (its memory's owner), remembered as
+    the slot's last lent array. Not a view of the slot: data is known by its object (see :func:`_data_ref`), and
+    the slot's values change at every replay, so each replay's values are a data object of their own."""
+    slot = g.slots[s]
+    out = cp.ndarray(slot.shape, slot.dtype,
+                     memptr=cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(slot.data.ptr, slot.nbytes, slot), 0))
+    g.given[s] = weakref.ref(out)
+    return out
+
+
 def _views(g: Captured, s: int) -> int:
-    """The reference count of lent slot ``s`` of ``g``, less its count with no view of it alive (measured when
-    ``g`` was made): how many views of it are alive (each holds it as its ``base``; CuPy's views of a view do too)."""
+    """The reference count of lent slot ``s`` of ``g``, less its count with no lent array alive (measured when ``g``
+    was made): how many arrays lent over it are alive (each holds it, through its memory; views of a lent array
+    hold that array, as their ``base``)."""
     return _getrefcount(g.slots[s]) - g.unviewed[s]
 
 
 def _may_overwrite(g: Captured, ins: tuple, inputs: list) -> bool:
-    """Whether a replay of compiled call graph ``g`` may write its lent slots again: of each, no view is alive, or
-    one, this call's input for that slot, which the call alone holds (see :func:`_donates`). ``ins``: the call's
-    input nodes, ``inputs`` their device data."""
+    """Whether a replay of compiled call graph ``g`` may write its lent slots again: of each, no lent array is
+    alive, or one, the last, which is this call's input for that slot and which the call alone holds (see
+    :func:`_donates`). ``ins``: the call's input nodes, ``inputs`` their device data."""
     for s in g.lent.values():
         views = _views(g, s)
-        if views and (views > 1 or not _donates(ins, inputs, s, g.slots[s])):
+        if views and (views > 1 or not _donates(ins, inputs, s, g.given[s])):
             return False
     return True
 
 
-def _donates(ins: tuple, inputs: list, s: int, slot) -> bool:
-    """Whether input ``s`` of a compiled call, a view of ``slot``, is held by that call alone: its node only by the
-    call's inputs (no user variable, container, other reader or transform), with no copy elsewhere (a transfer
-    may still be reading it); its data only by the node and the two lists of data on the way here (the executor's
-    and ``run_program``'s)."""
+def _donates(ins: tuple, inputs: list, s: int, given) -> bool:
+    """Whether input ``s`` of a compiled call is the array last lent over its slot (``given``, a weak reference to
+    it) and is held by that call alone: its node only by the call's inputs (no user variable, container, other
+    reader or transform), with no copy elsewhere (a transfer may still be reading it); its data only by the node
+    and the two lists of data on the way here (the executor's and ``run_program``'s), no view of it alive."""
     x = ins[s]  # (refs.UNHELD_INPUT's shape: the reader's inputs, this variable and the argument)
-    if _getrefcount(x) > UNHELD_INPUT or x._copies is not None or x._data is not inputs[s]:
+    if (_getrefcount(x) > UNHELD_INPUT or x._copies is not None or x._data is not inputs[s]
+            or x._data is not given()):
         return False
     d = x._data  # (refs.UNHELD_DATA's shape)
-    return _getrefcount(d) <= UNHELD_DATA + 2 and d.base is slot
+    return _getrefcount(d) <= UNHELD_DATA + 2
 
 
 def _data_ref(d) -> tuple:
