@@ -848,7 +848,8 @@ def _lend(g: Captured, s: int):
     the slot's values change at every replay, so each replay's values are a data object of their own."""
     slot = g.slots[s]
     out = cp.ndarray(slot.shape, slot.dtype,
-                     memptr=cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(slot.data.ptr, slot.nbytes, slot), 0))
+                     memptr=cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(slot.data.ptr, slot.nbytes, slot,
+                                                                        slot.data.device_id), 0))
     g.given[s] = weakref.ref(out)
     return out
 
