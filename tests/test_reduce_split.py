@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_close, record_cuts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import umx as mx
 from umx.backends.cpu import reduce_split
@@ -211,3 +213,46 @@ def test_short_axes_reductions_split_by_their_first_axis(rng, monkeypatch, name,
         assert got.tobytes() == (np.expand_dims(alone, axes) if keepdims else alone).tobytes()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert seen and max(seen) == 3
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(rows=st.integers(0, 700), columns=st.integers(0, 300), cores=st.integers(2, 5),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_column_sums_over_wide_rows_match_numpy(rows, columns, cores, dtype):
+    # a batch norm's statistics: rows of a few channels summed side by side (NumPy adds one row at a time, a short
+    # one nearly as slowly as a wide one), whole or in chunks of wide rows on the pool, the rows left over added
+    rng = np.random.default_rng(rows * 1000 + columns)
+    x = rng.standard_normal((rows, columns)).astype(dtype)
+    want = x.astype(np.float64).sum(0, keepdims=True)
+    held = threads.CORES, threads.CHUNK_BYTES
+    threads.CORES, threads.CHUNK_BYTES = cores, 64
+    try:
+        for fn in (reduce_split.wide_sum, reduce_split.wide_sum_split):
+            got = fn(x)
+            assert got.dtype == dtype and got.shape == (1, columns)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    finally:
+        threads.CORES, threads.CHUNK_BYTES = held
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "var"])
+@pytest.mark.parametrize("pool", [False, True])
+def test_statistics_over_leading_axes_take_wide_rows_on_the_pool(rng, monkeypatch, op, pool):
+    # over the pool (work cut there lately, or on a pool thread) a leading sum is NumPy's reduction over wide rows,
+    # not products (called from several threads, those run one at a time); alone it stays a product (but the
+    # variance's squared deviations, always summed in chunks on the pool)
+    from umx.backends.cpu import kernels
+
+    monkeypatch.setattr(threads, "CORES", 3)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(reduce_split, "MIN_SIZE", 1 << 40)  # (the kernel itself, not the split wrapper)
+    monkeypatch.setattr(threads, "split_lately", lambda seconds: pool)
+    wide = []
+    for name in ("wide_sum", "wide_sum_split"):
+        fn = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda x, fn=fn: wide.append(1) or fn(x))
+    x = (rng.standard_normal((64, 5, 7, 9)) * 2 + 1).astype(np.float32)
+    got = np.asarray(getattr(mx, op)(mx.array(x), axis=(0, 1, 2), stream=mx.cpu))
+    want = getattr(np, op)(x.astype(np.float64), axis=(0, 1, 2))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5)
+    assert bool(wide) == (pool or op == "var")

@@ -22,6 +22,7 @@ from ..xp import fast as xp_fast
 from ..xp import linalg as xp_linalg
 from ..xp.elementwise import PLAIN_UFUNC
 from . import bf16, blas, fold
+from .reduce_split import wide_sum, wide_sum_split
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
 BF16_STORAGE = {Matmul: bf16.matmul}
@@ -50,7 +51,14 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
 
 
 def _sum_rows(x):
-    """The sum of matrix ``x``'s rows, ``(1, columns)``: its product with a row of ones."""
+    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``: its product with a row of ones, on one thread
+    or OpenBLAS's; where that product would be cut on the pool (work cut there lately) or runs on a pool thread,
+    NumPy's reduction over wide rows instead, in chunks on the pool: products called from several threads at once
+    run one at a time, NumPy's reductions side by side (bench/reduce.py's routes)."""
+    if threads.in_pool():
+        return wide_sum(x)
+    if threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET):
+        return wide_sum_split(x)
     return blas.matmul(np.ones((1, x.shape[0]), x.dtype), x)
 
 

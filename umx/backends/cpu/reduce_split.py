@@ -29,6 +29,51 @@ _ASSOCIATIVE = (r.Sum, r.Prod, r.Max, r.Min, r.All, r.Any, r.LogSumExp)
 _SUMMING = (r.Sum, r.Prod, r.Mean, r.LogSumExp)
 
 
+#: the least width of the rows NumPy's reduction over rows is given: it adds one row to the sums at a time, and a
+#: short row (a batch norm's 32 channels) costs nearly what a wide one does
+WIDE_ROW = 256
+
+
+def _side_by_side(columns: int) -> int:
+    """How many rows of ``columns`` elements one wide row holds (1 for rows already wide)."""
+    return max(1, WIDE_ROW // max(columns, 1))
+
+
+def _wide_partial(x, g: int):
+    """The sums of matrix ``x``'s rows taken ``g`` side by side, ``(g * columns,)`` (its rows a multiple of ``g``)."""
+    return np.add.reduce(x.reshape(x.shape[0] // g, g * x.shape[1]), axis=0)
+
+
+def _fold(partial, x, g: int, whole: int):
+    """``(1, columns)``: the ``g`` side-by-side sums in ``partial`` added, and ``x``'s rows from ``whole`` on."""
+    c = x.shape[1]
+    s = np.add.reduce(partial.reshape(g, c), axis=0, keepdims=True)
+    if whole < x.shape[0]:
+        np.add(s, np.add.reduce(x[whole:], axis=0, keepdims=True), out=s)
+    return s
+
+
+def wide_sum(x):
+    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``, by NumPy's reduction over wide rows."""
+    g = _side_by_side(x.shape[1])
+    whole = x.shape[0] - x.shape[0] % g
+    if not whole:
+        return np.add.reduce(x, axis=0, keepdims=True)
+    return _fold(_wide_partial(x[:whole], g), x, g, whole)
+
+
+def wide_sum_split(x):
+    """:func:`wide_sum` in chunks of rows on the pool, their partial sums added in order."""
+    g = _side_by_side(x.shape[1])
+    whole = x.shape[0] - x.shape[0] % g
+    n = whole // g  # (wide rows)
+    bounds = threads.chunks(n, g * x.strides[0]) if n > 1 else ()
+    if len(bounds) < 2:
+        return wide_sum(x)
+    partials = threads.map_chunks(lambda lo, hi: _wide_partial(x[lo * g:hi * g], g), bounds)
+    return _fold(threads.add_in_order(partials), x, g, whole)
+
+
 def split_reductions(table: dict) -> dict:
     """Wrap the reduction kernels of CPU kernel table ``table`` (in place) so that large inputs use all cores."""
     for cls in (*_ASSOCIATIVE, r.Mean, r.ArgMax, r.ArgMin):
@@ -111,8 +156,11 @@ def _mean(x, axes: tuple, axis: int, lead: tuple, bounds: list):
     # As numpy.mean: half precision accumulates in float32, integers in float64; floats keep their dtype.
     dtype = x.dtype if x.dtype.kind in "fc" else np.dtype(np.float64)
     acc = np.float32 if dtype == np.float16 else dtype
-    partials = map_chunks(lambda lo, hi: np.sum(x[lead + (slice(lo, hi),)], axis=axes, dtype=acc, keepdims=True),
-                          bounds)
+    if x.ndim == 2 and axes == (0,) and axis == 0 and x.dtype == acc:  # (a leading axis: rows side by side)
+        partials = map_chunks(lambda lo, hi: wide_sum(x[lo:hi]), bounds)
+    else:
+        partials = map_chunks(lambda lo, hi: np.sum(x[lead + (slice(lo, hi),)], axis=axes, dtype=acc,
+                                                    keepdims=True), bounds)
     total = np.sum(np.concatenate(partials, axis=axis), axis=axis, keepdims=True)
     count = 1
     for i in axes:
