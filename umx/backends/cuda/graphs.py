@@ -177,7 +177,7 @@ class Captured:
         # per lent slot, its reference count with no lent array of it alive (see _views; none is lent yet), and a
         # weak reference to the last array lent over it
         self.unviewed = dict.fromkeys(lent.values(), 0)
-        for s in lent.values():
+        for s in lent.values():  # (_views's own reading, so that its count and this baseline are read alike)
             self.unviewed[s] = _views(self, s)
         self.given: dict = {}
         # for a compiled program's graph (see run_program): a weakref to the program, the tasks whose values are
@@ -286,7 +286,7 @@ class Graphs:
         None if they cannot be captured, _NO_ROOM if the memory limit leaves no room now. The graph ends by
         packing the ``retained`` values into one export area, which a replay copies out in one go; with
         ``lends`` (a compiled call's graph, see run_program), those written into their input's slot are lent
-        instead (views of the slot, not exported)."""
+        instead (arrays over the slot's memory, not exported)."""
         bind = [s not in copied and d.nbytes >= BIND_MIN_BYTES for s, d in enumerate(inputs)]
         size = (sum(d.nbytes for d, b in zip(inputs, bind) if not b)
                 + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
@@ -394,8 +394,8 @@ class Graphs:
                     entry = None
                 else:
                     moved = [s for s, ref in entry.bound if not _same_data(ref, inputs[s])]
-                    # A lent slot that something besides this call's input still views: capture again, lending
-                    # nothing (the graph would write over values the user holds).
+                    # A lent array that something besides this call still holds: capture again, lending nothing
+                    # (the replay would write over values the user holds).
                     clash = not moved and entry.lent and not _may_overwrite(entry, n._inputs, inputs)
                     if not moved and not clash:
                         outs = _replay(entry, inputs, entry.retained, self.ex.cuda_stream)
@@ -867,7 +867,7 @@ def _may_overwrite(g: Captured, ins: tuple, inputs: list) -> bool:
     :func:`_donates`). ``ins``: the call's input nodes, ``inputs`` their device data."""
     for s in g.lent.values():
         views = _views(g, s)
-        if views and (views > 1 or not _donates(ins, inputs, s, g.given[s])):
+        if views and (views > 1 or not _donates(ins, inputs, s, g.given.get(s))):
             return False
     return True
 
@@ -877,6 +877,8 @@ def _donates(ins: tuple, inputs: list, s: int, given) -> bool:
     it) and is held by that call alone: its node only by the call's inputs (no user variable, container, other
     reader or transform), with no copy elsewhere (a transfer may still be reading it); its data only by the node
     and the two lists of data on the way here (the executor's and ``run_program``'s), no view of it alive."""
+    if given is None:
+        return False
     x = ins[s]  # (refs.UNHELD_INPUT's shape: the reader's inputs, this variable and the argument)
     if (_getrefcount(x) > UNHELD_INPUT or x._copies is not None or x._data is not inputs[s]
             or x._data is not given()):
