@@ -633,29 +633,13 @@ def test_a_compiled_training_steps_state_is_updated_in_its_slots_and_not_copied_
     the new weights and moments into its own copies of them, so a replay given the last step's state copies only
     the batch in; weights the user kept from an earlier step keep their values; every step gives what the same
     step gives node by node (no graphs)."""
-    import umx.nn as nn
-    import umx.optimizers as optim
-
     rng = np.random.default_rng(11)
     xs = [rng.standard_normal((32, 24)).astype(np.float32) for _ in range(3)]
     ys = [rng.integers(0, 5, 32).astype(np.int32) for _ in range(3)]
 
     def train(steps: int):
         with mx.stream(G):
-            mx.random.seed(3)
-            model = nn.Sequential(nn.Linear(24, 2048), nn.ReLU(), nn.Linear(2048, 5))
-            opt = optim.AdamW(learning_rate=1e-2)
-            opt.init(model.trainable_parameters())
-            mx.eval(model.parameters(), opt.state)
-            grad = nn.value_and_grad(model, lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean"))
-
-            def step(x, y):
-                loss, g = grad(model, x, y)
-                opt.update(model, g)
-                return loss
-
-            state = [model.state, opt.state]
-            run = mx.compile(step, inputs=state, outputs=state)
+            model, opt, run = _compiled_adamw_step(2048, 3)
             losses, kept, copied = [], [], []
             for i in range(steps):
                 loss = run(mx.array(xs[i % 3]), mx.array(ys[i % 3]))
@@ -683,33 +667,39 @@ def test_a_compiled_training_steps_state_is_updated_in_its_slots_and_not_copied_
     assert copied[-1] - copied[-4] <= 3 * 4, copied
 
 
+def _compiled_adamw_step(hidden: int, seed: int) -> tuple:
+    """``(model, optimizer, step)``: a 24-``hidden``-5 MLP (weights from ``seed``) and AdamW, evaluated, and their
+    training step on a batch ``(x, y)`` compiled as MLX users write it (the state as inputs and outputs)."""
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    mx.random.seed(seed)
+    model = nn.Sequential(nn.Linear(24, hidden), nn.ReLU(), nn.Linear(hidden, 5))
+    opt = optim.AdamW(learning_rate=1e-2)
+    opt.init(model.trainable_parameters())
+    mx.eval(model.parameters(), opt.state)
+    grad = nn.value_and_grad(model, lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean"))
+
+    def step(x, y):
+        loss, g = grad(model, x, y)
+        opt.update(model, g)
+        return loss
+
+    state = [model.state, opt.state]
+    return model, opt, mx.compile(step, inputs=state, outputs=state)
+
+
 def _adamw_run(graphs, monkeypatch, on: bool, steps: int, hold=None, clear_at: int = -1) -> tuple:
     """``steps`` compiled AdamW steps of a small model on the GPU with graphs ``on``: the losses, the first weight
     after each step (read through a product, which leaves the weight itself without a host copy), and
     ``[(step, hold(weight), its values then)]`` for the steps from the fourth on, if ``hold`` is given. At step
     ``clear_at`` the graphs are dropped (``clear_cache``) before the step."""
-    import umx.nn as nn
-    import umx.optimizers as optim
-
     monkeypatch.setattr(graphs, "ENABLED", on)
     rng = np.random.default_rng(17)
     xs = [rng.standard_normal((32, 24)).astype(np.float32) for _ in range(3)]
     ys = [rng.integers(0, 5, 32).astype(np.int32) for _ in range(3)]
     with mx.stream(G):
-        mx.random.seed(5)
-        model = nn.Sequential(nn.Linear(24, 256), nn.ReLU(), nn.Linear(256, 5))
-        opt = optim.AdamW(learning_rate=1e-2)
-        opt.init(model.trainable_parameters())
-        mx.eval(model.parameters(), opt.state)
-        grad = nn.value_and_grad(model, lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean"))
-
-        def step(x, y):
-            loss, g = grad(model, x, y)
-            opt.update(model, g)
-            return loss
-
-        state = [model.state, opt.state]
-        run = mx.compile(step, inputs=state, outputs=state)
+        model, opt, run = _compiled_adamw_step(256, 5)
         losses, weights, held = [], [], []
         for i in range(steps):
             if i == clear_at:
@@ -717,7 +707,7 @@ def _adamw_run(graphs, monkeypatch, on: bool, steps: int, hold=None, clear_at: i
                 mx.clear_cache()
                 assert graphs.nbytes() == 0
             loss = run(mx.array(xs[i % 3]), mx.array(ys[i % 3]))
-            mx.eval(loss, state)
+            mx.eval(loss, model.parameters(), opt.state)
             losses.append(loss.item())
             weights.append(np.array(model.layers[0].weight * 1))
             if hold is not None and i >= 3:
