@@ -20,10 +20,10 @@
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
 #   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
-#   one call's ten minutes; first: for a session that may get one call, the suite, training on the GPU (the LM
-#   again with lent outputs and pointer-array products off), the bfloat16
-#   language model, the CPU routes of a batch norm's statistics (bench/reduce.py), the split knobs of
-#   bench/cpu_knobs.py and the compiled LM's CUDA kernels (CUPTI), in nine minutes at most; lean: the same tables after the tests of graphs, optimizers and training only; min:
+#   one call's ten minutes; first: for a session that may get one call, the suite, training on the GPU, the
+#   bfloat16 language model, the CPU routes of a batch norm's statistics (bench/reduce.py), the MLP's and CNN's
+#   training steps on the CPU's cores against torch and the compiled LM's CUDA kernels (CUPTI), in nine minutes
+#   at most; lean: the same tables after the tests of graphs, optimizers and training only; min:
 #   the GPU tests of graphs and optimizers, then the LM's and MLP's eager steps (two minutes);
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
@@ -169,13 +169,10 @@ if [ "${1:-core}" = first ]; then  # a session's one call when machines are scar
   run_tests 200
   timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
     | tee "$OUT/train.log" | tail -7
-  echo "the LM without lent outputs and pointer-array products (UMX_GRAPH_LEND=0 UMX_POINTER_BATCHES=0):"
-  UMX_GRAPH_LEND=0 UMX_POINTER_BATCHES=0 timeout 45 python3 bench/train.py --devices gpu --cases lm \
-    --no-torch-compile --repeats 21 2>&1 | tee "$OUT/train-off.log" | tail -2
   timeout 100 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   timeout 45 python3 bench/reduce.py --runs 7 2>&1 | tee "$OUT/reduce.log" | head -40
-  timeout 60 python3 bench/cpu_knobs.py --settings base,split256k,split128k,chunk512k,base --repeats 5 2>&1 \
-    | tee "$OUT/cpu-knobs.log" | tail -7
+  timeout 120 python3 bench/train.py --devices cpu --cases mlp,cnn --no-torch-compile --repeats 5 2>&1 \
+    | tee "$OUT/train-cpu.log" | tail -4
   timeout 45 python3 bench/profile_ops.py --cases lm --compiled --steps 3 --kernels 30 2>&1 | tee "$OUT/kernels.log" \
     | grep -vE "^\| (kernel|---)" | cut -c1-150 | tail -34
   exit 0
