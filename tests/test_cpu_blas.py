@@ -142,7 +142,8 @@ def test_a_leading_axes_sum_cut_on_the_pool_reduces_wide_rows_not_products(rng, 
     seen, cut = [], []
     real, real_wide = blas.matmul, kernels.wide_sum
     monkeypatch.setattr(blas, "matmul", lambda a, b, out=None: seen.append(b.shape[0]) or real(a, b, out))
-    monkeypatch.setattr(kernels, "wide_sum", lambda x: cut.append(blas.threads.in_pool()) or real_wide(x))
+    monkeypatch.setattr(kernels, "wide_sum",
+                        lambda x, split=False: cut.append(blas.threads.in_pool()) or real_wide(x, split))
     x = rng.standard_normal((3000, 500)).astype(np.float32)
     got = mx.sum(mx.array(x), axis=0, stream=mx.cpu)
     np.testing.assert_allclose(np.asarray(got), x.astype(np.float64).sum(axis=0), rtol=1e-4, atol=1e-3)

@@ -347,7 +347,8 @@ def test_launch_signatures_match_the_kernels_parameters():
             "bf16_matvec": [sources.bf16_matvec_source("k", 1, 2, 8)],
             "dequantize_bf16": [sources.dequantize_bf16_source("k", b, 64) for b in (2, 4, 8)],
             "dynamic_slice": [sources.dynamic_slice_source("k", 2, u) for u in (False, True)],
-            "strided_copy": [sources.strided_copy_source("k", u) for u in sources.COPY_UNITS]}
+            "strided_copy": [sources.strided_copy_source("k", u) for u in sources.COPY_UNITS],
+            "gemm_pointers": [sources.gemm_pointers_source("k")]}
     for which, codes in made.items():
         for code in codes:
             assert _parameters(code, "k") == sources.SIGNATURES[which], which
@@ -366,6 +367,12 @@ def test_strided_copy_kernels_compile():
     codes = [sources.strided_copy_source(f"umx_strided_copy_{u}", u) for u in sources.COPY_UNITS]
     assert "const uint4* __restrict__ x" in codes[0] and "unsigned char* __restrict__ out" in codes[-1]
     compile_cuda(in_namespaces(codes))
+
+
+def test_gemm_pointer_kernel_compiles():
+    code = sources.gemm_pointers_source("umx_gemm_pointers")
+    assert "out[2 * count + i]" in code
+    compile_cuda(code)
 
 
 def test_a_users_cuda_kernel_compiles():

@@ -227,8 +227,8 @@ def test_column_sums_over_wide_rows_match_numpy(rows, columns, cores, dtype):
     held = threads.CORES, threads.CHUNK_BYTES
     threads.CORES, threads.CHUNK_BYTES = cores, 64
     try:
-        for fn in (reduce_split.wide_sum, reduce_split.wide_sum_split):
-            got = fn(x)
+        for split in (False, True):
+            got = reduce_split.wide_sum(x, split)
             assert got.dtype == dtype and got.shape == (1, columns)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     finally:
@@ -248,9 +248,8 @@ def test_statistics_over_leading_axes_take_wide_rows_on_the_pool(rng, monkeypatc
     monkeypatch.setattr(reduce_split, "MIN_SIZE", 1 << 40)  # (the kernel itself, not the split wrapper)
     monkeypatch.setattr(threads, "split_lately", lambda seconds: pool)
     wide = []
-    for name in ("wide_sum", "wide_sum_split"):
-        fn = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda x, fn=fn: wide.append(1) or fn(x))
+    real = kernels.wide_sum
+    monkeypatch.setattr(kernels, "wide_sum", lambda x, split=False: wide.append(1) or real(x, split))
     x = (rng.standard_normal((64, 5, 7, 9)) * 2 + 1).astype(np.float32)
     got = np.asarray(getattr(mx, op)(mx.array(x), axis=(0, 1, 2), stream=mx.cpu))
     want = getattr(np, op)(x.astype(np.float64), axis=(0, 1, 2))

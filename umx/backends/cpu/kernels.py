@@ -22,7 +22,7 @@ from ..xp import fast as xp_fast
 from ..xp import linalg as xp_linalg
 from ..xp.elementwise import PLAIN_UFUNC
 from . import bf16, blas, fold
-from .reduce_split import wide_sum, wide_sum_split
+from .reduce_split import wide_sum
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
 BF16_STORAGE = {Matmul: bf16.matmul}
@@ -58,7 +58,7 @@ def _sum_rows(x):
     if threads.in_pool():
         return wide_sum(x)
     if threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET):
-        return wide_sum_split(x)
+        return wide_sum(x, split=True)
     return blas.matmul(np.ones((1, x.shape[0]), x.dtype), x)
 
 

@@ -53,23 +53,17 @@ def _fold(partial, x, g: int, whole: int):
     return s
 
 
-def wide_sum(x):
-    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``, by NumPy's reduction over wide rows."""
+def wide_sum(x, split: bool = False):
+    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``, by NumPy's reduction over wide rows; with
+    ``split``, in chunks of rows on the pool, their partial sums added in order."""
     g = _side_by_side(x.shape[1])
     whole = x.shape[0] - x.shape[0] % g
     if not whole:
         return np.add.reduce(x, axis=0, keepdims=True)
-    return _fold(_wide_partial(x[:whole], g), x, g, whole)
-
-
-def wide_sum_split(x):
-    """:func:`wide_sum` in chunks of rows on the pool, their partial sums added in order."""
-    g = _side_by_side(x.shape[1])
-    whole = x.shape[0] - x.shape[0] % g
     n = whole // g  # (wide rows)
-    bounds = threads.chunks(n, g * x.strides[0]) if n > 1 else ()
+    bounds = threads.chunks(n, g * x.strides[0]) if split and n > 1 else ()
     if len(bounds) < 2:
-        return wide_sum(x)
+        return _fold(_wide_partial(x[:whole], g), x, g, whole)
     partials = threads.map_chunks(lambda lo, hi: _wide_partial(x[lo * g:hi * g], g), bounds)
     return _fold(threads.add_in_order(partials), x, g, whole)
 

@@ -232,13 +232,9 @@ def _operand(x, batch: tuple):
     order, or where its columns are contiguous to its transpose's C order, read transposed, so that umx's
     kernel, which copies views of contiguous rows, makes the copy."""
     if batch:
-        got = _batch_stride(x)
-        if got is None and POINTER_BATCHES:
-            got = _batch_levels(x)
+        got = _as_it_lies(x)
         if got is not None:
-            layout = _layout(x)
-            if layout is not None:
-                return x, layout, got
+            return (x, *got)
         x = _copied(x)
         return x, _layout(x), x.shape[-2] * x.shape[-1]
     layout = _layout(x)
@@ -246,6 +242,16 @@ def _operand(x, batch: tuple):
         x = _copied(x)
         layout = _layout(x)
     return x, layout, 0
+
+
+def _as_it_lies(x):
+    """``((op, ld), stride)`` of a batch of matrices ``x`` that cuBLAS reads as it lies (see :func:`_operand`),
+    or None where it must be copied first."""
+    stride = _batch_stride(x)
+    if stride is None and POINTER_BATCHES:
+        stride = _batch_levels(x)
+    layout = _layout(x) if stride is not None else None
+    return None if layout is None else (layout, stride)
 
 
 def _copied(x):
@@ -364,16 +370,11 @@ def _batched_views(handle: Handle, a, b, out, transpose_b: bool, ta: int, to: in
     count = a.shape[0] * a.shape[1]
     if count == 0 or m == 0 or n == 0:
         return out
-    operands = []
-    for x in (bt, a):
-        stride = _batch_stride(x)
-        if stride is None:
-            stride = _batch_levels(x)
-        layout = _layout(x)
-        if stride is None or layout is None:
-            return None
-        operands.append((x, layout, stride))
-    (vb, lb, sb), (va, la, sa) = operands
+    got_a, got_b = _as_it_lies(a), _as_it_lies(bt)
+    if got_a is None or got_b is None:
+        return None
+    (la, sa), (lb, sb) = got_a, got_b
+    va, vb = a, bt
     compute = _COMPUTE_32F if ta == _CUDA_R_32F else _CUBLAS_COMPUTE_32F
     _by_pointers(_c_void_p(handle.ptr), (lb, la), (vb, sb), (va, sa), out, m, n, k, count,
                  (ta, compute, ctypes.byref(_one_f), ctypes.byref(_zero_f), to))

@@ -451,14 +451,12 @@ def _parameters(module: Module, trainable: bool) -> dict:
     for k, v in module.items():
         if k.startswith("_") or (frozen and k in frozen):
             continue
-        if type(v) is mx.array:
+        if isinstance(v, mx.array):
             out[k] = v
         elif isinstance(v, Module):
             out[k] = _parameters(v, trainable)
         elif isinstance(v, _CONTAINERS):
             out[k] = _parameters_in(v, k, frozen, trainable)
-        elif isinstance(v, mx.array):
-            out[k] = v
     return out
 
 
@@ -471,14 +469,14 @@ def _parameters_in(value, key: str, frozen, trainable: bool):
     for k, v in items:
         if frozen and f"{key}.{k}" in frozen:
             got = {}
-        elif type(v) is mx.array:
+        elif isinstance(v, mx.array):
             got = v
         elif isinstance(v, Module):
             got = _parameters(v, trainable)
         elif isinstance(v, _CONTAINERS):
             got = _parameters_in(v, f"{key}.{k}", frozen, trainable)
         else:
-            got = v if isinstance(v, mx.array) else {}
+            got = {}
         if out.__class__ is list:
             out.append(got)
         else:
