@@ -21,9 +21,9 @@
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
 #   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
 #   one call's ten minutes; first: for a session that may get one call, the suite, training on the GPU, the
-#   bfloat16 language model, the CPU routes of a batch norm's statistics (bench/reduce.py), the MLP's and CNN's
-#   training steps on the CPU's cores against torch and the compiled LM's CUDA kernels (CUPTI), in nine minutes
-#   at most; lean: the same tables after the tests of graphs, optimizers and training only; min:
+#   bfloat16 language model, the CPU routes of a batch norm's statistics (bench/reduce.py), the compiled LM
+#   step's host phases, the MLP's and CNN's training steps on the CPU's cores against torch and the compiled LM's
+#   CUDA kernels (CUPTI), in nine minutes at most; lean: the same tables after the tests of graphs, optimizers and training only; min:
 #   the GPU tests of graphs and optimizers, then the LM's and MLP's eager steps (two minutes);
 #   tapes: the suite, eager GPU training steps with backward tapes on, off, and on with the early start, in turns
 #   (bench/grad_tapes.py),
@@ -166,12 +166,16 @@ if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, tr
 fi
 if [ "${1:-core}" = first ]; then  # a session's one call when machines are scarce: GPU, then the CPU's questions
   nvidia-smi --query-gpu=name --format=csv,noheader
-  run_tests 200
+  run_tests 180
   timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
     | tee "$OUT/train.log" | tail -7
   timeout 100 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
-  timeout 45 python3 bench/reduce.py --runs 7 2>&1 | tee "$OUT/reduce.log" | head -40
-  timeout 120 python3 bench/train.py --devices cpu --cases mlp,cnn --no-torch-compile --repeats 5 2>&1 \
+  timeout 25 python3 bench/reduce.py --runs 3 2>&1 | tee "$OUT/reduce.log" | head -40
+  timeout 40 python3 bench/profile_ops.py --cases lm --compiled --steps 5 --phases --host 25 2>&1 \
+    | tee "$OUT/compiled-host.log" | grep -A40 "host phases"
+  timeout 40 python3 bench/profile_ops.py --cases lm --steps 5 --phases 2>&1 | tee "$OUT/eager-host.log" \
+    | grep -A14 "host phases"
+  timeout 100 python3 bench/train.py --devices cpu --cases mlp,cnn --no-torch-compile --repeats 5 2>&1 \
     | tee "$OUT/train-cpu.log" | tail -4
   timeout 45 python3 bench/profile_ops.py --cases lm --compiled --steps 3 --kernels 30 2>&1 | tee "$OUT/kernels.log" \
     | grep -vE "^\| (kernel|---)" | cut -c1-150 | tail -34
