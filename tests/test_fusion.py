@@ -12,9 +12,9 @@ import pytest
 from conftest import DEVICES, assert_close
 
 import umx as mx
-from umx.runtime import scheduler
-from umx.runtime.fusion import Fused, collect
-from umx.runtime.node import MEMBER, PLANNING
+from umx.runtime import fusion, scheduler
+from umx.runtime.fusion import Fused, collect, unmerge
+from umx.runtime.node import MEMBER, PLANNING, unplan
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +28,19 @@ def _every_region(request, monkeypatch):
 
 
 def _tasks(*targets) -> list:
-    """The tasks that planning ``targets`` makes (then unmarked: nothing is scheduled)."""
+    """The tasks that planning ``targets`` makes (then unmarked, side outputs undone: nothing is scheduled)."""
     with scheduler._plan_lock:
         order = collect(list(targets), PLANNING, True)
         scheduler._unmark(list(targets), PLANNING)
+        for t in order:
+            if type(t) is not Fused:
+                unplan(t)
+                unmerge(t)
     return order
 
 
-def test_chain_is_one_task_and_held_nodes_stay_out():
+def test_chain_is_one_task_and_held_nodes_stay_out(monkeypatch):
+    monkeypatch.setattr(fusion, "SIDE_OUTPUTS", False)  # (the walk's own rule: see the side outputs' tests)
     x = mx.array(np.ones((3, 2), np.float32))
     held = mx.sin(mx.exp(x))  # a user variable: computed, so never taken into its reader's region
     y = mx.cos(mx.negative(held))
@@ -155,9 +160,10 @@ def test_region_size_is_capped_per_executor(monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_binary_chain_steps_with_an_evaluated_operand_on_either_side(device):
+def test_binary_chain_steps_with_an_evaluated_operand_on_either_side(device, monkeypatch):
     """Chain steps whose other operand is a constant or an evaluated array, on the left or the right, join the
     region one by one; an intermediate the user holds stays out of it, and every value matches NumPy."""
+    monkeypatch.setattr(fusion, "SIDE_OUTPUTS", False)
     h = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     w = mx.array(np.full((3, 4), 0.5, np.float32))
     mx.eval(w)
@@ -219,3 +225,75 @@ def test_small_regions_on_the_cpu_need_four_members():
     assert_close(two, (h.astype(np.float64) + 1.0) * 2.0)
     assert_close(four, np.exp(np.sin(h.astype(np.float64) + 1.0) * 0.5))
     assert_close(big_two, (np.linspace(-1, 1, small_size) + 1.0) * 2.0)
+
+
+# -- side outputs (fusion.merge) ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_a_held_value_of_the_regions_shape_becomes_its_side_output(device, dtype):
+    """A value the user holds, read by a region of its shape, is computed by that region beside its root (one
+    task, then the value's own task that hands it over), and both match NumPy."""
+    h = np.linspace(-1, 1, 24, dtype=np.float32).reshape(4, 6)
+    x = mx.array(h).astype(dtype)
+    mx.eval(x)
+    held = mx.multiply(mx.exp(x, stream=device), 2.0, stream=device)
+    y = mx.add(mx.sin(held, stream=device), held, stream=device)
+    order = _tasks(y)
+    assert [type(t) for t in order] == [Fused, mx.array]
+    assert order[0].sides and order[1] is held and order[0].root is y
+    del order
+    mx.eval(held, y)
+    ref = np.exp(np.array(x.astype(mx.float32), np.float64)) * 2.0
+    tol = 1e-5 if dtype is mx.float32 else 2e-2
+    assert_close(held.astype(mx.float32), ref, rtol=tol, atol=tol)
+    assert_close(y.astype(mx.float32), np.sin(np.array(held.astype(mx.float32), np.float64))
+                 + np.array(held.astype(mx.float32), np.float64), rtol=tol, atol=tol)
+
+
+def test_a_value_is_not_taken_in_when_a_leaf_made_after_it_reads_it():
+    """A region may not compute a value that another of its leaves, made later, is computed from (a product of
+    it here): the region would need that leaf before it could run. The value stays a task of its own."""
+    x = mx.array(np.eye(3, dtype=np.float32) + 0.5)
+    held = mx.exp(x)
+    product = held @ x
+    y = mx.sin(held + product)
+    order = _tasks(y)
+    assert not any(type(t) is Fused and t.sides for t in order)
+    del order
+    ex = np.exp(np.eye(3) + 0.5)
+    assert_close(y, np.sin(ex + ex @ (np.eye(3) + 0.5)))
+    assert_close(held, ex)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "RMSprop"])
+def test_an_optimizer_update_is_one_region_per_parameter_with_the_same_bits(device, name, monkeypatch):
+    """An update's new moments are side outputs of the new weight's region: one task per parameter (and one per
+    moment, which only hands the value over), and every bit is what it is without side outputs."""
+    import umx.nn as nn
+    import umx.optimizers as optim
+    from umx.utils import tree_flatten, tree_map
+
+    kwargs = {"SGD": {"momentum": 0.9}, "AdamW": {}, "RMSprop": {}}[name]
+
+    def train(on: bool) -> list:
+        monkeypatch.setattr(fusion, "SIDE_OUTPUTS", on)
+        mx.random.seed(3)
+        with mx.stream(device):
+            model = nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 4))
+            opt = getattr(optim, name)(1e-2, **kwargs)
+            for i in range(3):
+                grads = tree_map(lambda p, i=i: mx.sin(p * (i + 1)), model.trainable_parameters())
+                opt.update(model, grads)
+                mx.eval(model.parameters(), opt.state)
+        return [np.array(a) for _, a in tree_flatten(model.parameters()) + tree_flatten(opt.state)]
+
+    grown = []
+    real = fusion._grow
+    monkeypatch.setattr(fusion, "_grow", lambda *a: grown.append(real(*a)) or grown[-1])
+    with_sides = train(True)
+    assert any(g is not None for g in grown)
+    for a, b in zip(with_sides, train(False)):
+        np.testing.assert_array_equal(a, b)

@@ -73,6 +73,33 @@ class StopGradient(Primitive):
 STOP_GRADIENT = StopGradient()
 
 
+class SideOutput(Primitive):
+    """A value that a fused region computes beside its root: the planner's stand-in for an elementwise node the
+    region took in although something else holds it (see ``runtime.fusion.merge``). Its one input is the region's
+    root, so it runs just after the region, and its kernel hands over value ``index`` that the region's run left
+    in ``region.side_values``. ``homes``: the ids of the leaves the node's own region read (where a CUDA graph
+    may write it in place); ``was``: the region's private copy of the node's computation and the node's creation
+    number, put back if the plan fails."""
+
+    __slots__ = ("region", "index", "homes", "was")
+    capture = True  # hands over memory the region's kernel wrote: nothing to enqueue
+    moves_bits = True
+    no_grad = no_vmap = "made by the planner for one eval: the transforms never reach it"
+
+    @staticmethod
+    def key_params(p) -> int:  # which of the region's values: the region itself is the task before it
+        return p.index
+
+    def __init__(self, region, index: int, homes: tuple, was: tuple):
+        self.region = region
+        self.index = index
+        self.homes = homes
+        self.was = was
+
+    def params(self) -> tuple:  # (the region and the arrays it holds are no parameters)
+        return (self.index,)
+
+
 class Compiled(Primitive):
     """A compiled function's whole graph as one node, made by ``compile`` for a stream whose executor runs such
     nodes (``Traits.programs``). Its siblings are the graph's distinct computed outputs; its inputs the

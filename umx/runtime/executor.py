@@ -449,6 +449,8 @@ def run_steps(f, leaves: list, call, xp):
     for (prim, args), n in zip(f.program, f.nodes):
         xs = [values[a] for a in args]
         values.append(conform(xp, n, call(prim, kernel_args(prim, [nodes[a] for a in args], xs, xp))))
+    if f.sides:  # (see fusion.merge)
+        f.side_values = [values[len(leaves) + p] for p in f.sides]
     return values[-1]
 
 

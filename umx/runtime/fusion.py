@@ -15,11 +15,13 @@ the nodes to schedule, and knows exactly which references it holds itself.
 from __future__ import annotations
 
 import operator
+import os
 import sys
 from math import prod
 
-from ..primitives import AsType, Binary, Round, Unary, Where
-from ..primitives.base import subclasses
+from ..array import _copy_state, _new, array
+from ..primitives import AsType, Binary, Round, SideOutput, Unary, Where
+from ..primitives.base import structure_key, subclasses
 from .node import MEMBER, PRIVATE
 from .refs import UNHELD_INPUT
 
@@ -28,6 +30,9 @@ ELEMENTWISE = frozenset(c for base in (Unary, Binary) for c in (base, *subclasse
 
 #: a region of one node is worth a task of its own only when it is big enough to split across cores
 SPLIT_MIN_SIZE = 1 << 20
+#: whether regions compute values held elsewhere beside their root (see merge); UMX_SIDE_OUTPUTS=0: never (to
+#: measure the gain)
+SIDE_OUTPUTS = os.environ.get("UMX_SIDE_OUTPUTS", "1") != "0"
 
 _getrefcount = sys.getrefcount
 _UNHELD = UNHELD_INPUT  # a node only its reader holds, named by a local (see refs.py)
@@ -42,13 +47,21 @@ class Fused:
     makes only the key: the program is derived from the nodes when a backend first asks (a kernel cache miss).
     """
 
-    __slots__ = ("nodes", "leaves", "_program", "key", "root", "_root_step", "_inputs", "_seq", "_stream")
+    __slots__ = ("nodes", "leaves", "_program", "key", "root", "_root_step", "_inputs", "_seq", "_stream", "sides",
+                 "homes", "side_values")
 
-    def __init__(self, nodes: list, leaves: list, program: tuple | None, key: tuple):
+    def __init__(self, nodes: list, leaves: list, program: tuple | None, key: tuple, sides: tuple = (),
+                 homes: tuple | None = None):
         self.nodes = nodes
         self.leaves = leaves
         self._program = program
         self.key = key
+        # Side outputs (see merge): the steps whose values are outputs too, each handed over by a SideOutput node
+        # from ``side_values``, which a run fills (in order); ``homes``, per output (the root's first), the ids of
+        # the leaves of the region it came from (ids: a reference would count as a holder of a leaf).
+        self.sides = sides
+        self.homes = homes
+        self.side_values = None
         root = self.root = nodes[-1]
         # Running detaches the root, and a trace names the region after it ran: keep what its step needs (its
         # inputs by id: a reference would keep the chain of members alive past the list that frees them).
@@ -124,6 +137,7 @@ def collect(targets, mark, fusing: bool) -> list:
     unheld = _UNHELD
     member = MEMBER
     parameterized = _PARAMETERIZED
+    merging = []  # regions with a leaf that could join them as a side output (see merge)
     while stack:
         n = stack.pop()
         if n._siblings is not None or n._prim.__class__ not in elementwise or not _may_root(n, elementwise):
@@ -282,10 +296,153 @@ def collect(targets, mark, fusing: bool) -> list:
             f = Fused(members, leaves, None, (tuple(key), tuple([(x._dtype, x._shape == ()) for x in leaves])))
             f._seq = n._seq
             order.append(f)
+            if SIDE_OUTPUTS and prod(shape) < (stream._executor or stream.executor).traits.side_outputs:
+                # A leaf planned here, of the root's shape and stream, that could have been a member: something
+                # else holds it (an optimizer's new moment, read by the new weight and kept as state).
+                for x in leaves:
+                    if (x._exec is mark and x._shape == shape and x._stream is stream and x._siblings is None
+                            and x._prim.__class__ in elementwise):
+                        merging.append(f)
+                        break
+                x = None
         else:
             order.append(n)
+    if merging:
+        merge(order, merging, mark)
     order.sort(key=_created)
     return order
+
+
+def merge(order: list, regions: list, mark) -> None:
+    """Take into each of ``regions`` (fused tasks of ``order``, :func:`collect`'s) the elementwise tasks of
+    ``order`` that compute its leaves of its shape: those values, held elsewhere, become *side outputs* of the
+    region, which computes them in the same pass. An optimizer's update of a weight is then one kernel that reads
+    the weight, its moments and its gradient and writes the three new values, not three kernels that read the new
+    moments twice over.
+
+    Each value taken in stays a task of its own, rebound to a ``SideOutput`` node that reads the region's root and
+    hands over the value the region's run left; its computation moves into the region as a private copy (a
+    member). The region then runs where the earliest of those values was made, and each of them right after it,
+    before anything that reads them: a value is taken in only if every leaf of the grown region is made before
+    that place (creation order is a topological order), so no leaf can depend on what the region now computes."""
+    tasks = {}  # id of a task's node -> the task (a region by its root)
+    for t in order:
+        tasks[id(t.root if t.__class__ is Fused else t)] = t
+    gone: set = set()  # ids of the tasks taken into another
+    added: list = []
+    regions.sort(key=_created, reverse=True)  # (a region is taken in only by one made after it: see below)
+    for f in regions:
+        if id(f) in gone:
+            continue
+        grown = _grow(f, tasks, gone, mark)
+        if grown is not None:
+            gone.add(id(f))
+            added += grown
+    if gone:
+        order[:] = [t for t in order if id(t) not in gone]
+        order += added
+
+
+def _grow(f, tasks: dict, gone: set, mark) -> list | None:
+    """:func:`merge` for region ``f``: the grown region and its SideOutput nodes (to replace ``f`` in the order),
+    or None where nothing could join."""
+    root = f.root
+    stream = root._stream
+    shape = root._shape
+    room = (stream._executor or stream.executor).traits.fuse_max_nodes - len(f.nodes)
+    nodes = list(f.nodes)
+    leaves = list(f.leaves)
+    place = root._seq  # where the grown region runs: the earliest of its outputs' creation numbers
+    taken = []  # (the node taken in, its private copy, its region's leaves)
+    refused: set = set()
+    elementwise = ELEMENTWISE
+    while True:
+        best = None
+        for x in leaves:
+            if (x._exec is mark and x._data is None and x._shape == shape and x._stream is stream
+                    and x._siblings is None and x._prim.__class__ in elementwise and id(x) not in refused
+                    and (best is None or x._seq > best._seq)):
+                g = tasks.get(id(x))
+                if g is not None and id(g) not in gone and (g is x or g.__class__ is Fused):
+                    best = x
+        if best is None:
+            break
+        x = best
+        g = tasks[id(x)]
+        if g is x:
+            g_nodes = [x]
+            g_leaves = []
+            for y in x._inputs:
+                if not any(y is z for z in g_leaves):
+                    g_leaves.append(y)
+        else:
+            g_nodes = g.nodes
+            g_leaves = g.leaves
+        at = min(place, x._seq)
+        joined = list(g_leaves)
+        for y in leaves:
+            if y is not x and not any(y is z for z in joined):
+                joined.append(y)
+        # Every leaf planned here is made before the region's new place, so none depends on what it computes.
+        if len(g_nodes) > room or any(y._exec is mark and y._data is None and y._seq >= at for y in joined):
+            refused.add(id(x))  # (it stays a leaf)
+            continue
+        copy = _new(array)
+        _copy_state(copy, x)
+        copy._inputs = (*x._inputs,)  # (a tuple of its own: a shared one would hide a holder from the walk)
+        copy._exec = MEMBER
+        for n in nodes:  # the region's readers of x read its copy
+            ins = n._inputs
+            for y in ins:
+                if y is x:
+                    n._inputs = tuple([copy if z is x else z for z in ins])
+                    break
+        nodes = [*g_nodes[:-1], copy, *nodes]
+        leaves = joined
+        room -= len(g_nodes)
+        place = at
+        taken.append((x, copy, tuple([id(y) for y in g_leaves])))
+        gone.add(id(g))
+    if not taken:
+        return None
+    at = {id(n): i for i, n in enumerate(nodes)}
+    taken.sort(key=lambda t: at[id(t[1])])  # side outputs in the order of their steps
+    sides = tuple(at[id(c)] for _, c, _ in taken)
+    program = _steps(nodes, leaves)
+    key = (("sides", tuple([(structure_key(p), a, n._dtype) for (p, a), n in zip(program, nodes)]), sides),
+           tuple([(y._dtype, y._shape == ()) for y in leaves]))
+    grown = Fused(nodes, leaves, program, key, sides, (tuple([id(y) for y in f.leaves]), *[h for _, _, h in taken]))
+    grown._seq = place - 0.5  # (ahead of every reader of its outputs; the side outputs just after it)
+    out = [grown]
+    for k, (x, copy, homes) in enumerate(taken):
+        x._prim = SideOutput(grown, k, homes, (copy, x._seq))
+        x._inputs = (root,)
+        x._seq = place - 0.5 + (k + 1) / (2 * len(taken) + 2)
+        out.append(x)
+    return out
+
+
+def unmerge(n) -> None:
+    """Undo :func:`merge` for node ``n`` if it was made a side output (a plan that failed before numbering it):
+    its own primitive, inputs and creation number again. (The region's private copy of its computation stays
+    where the region reads it: the same value.)"""
+    prim = n._prim
+    if prim is not None and prim.__class__ is SideOutput:
+        copy, n._seq = prim.was
+        n._prim = copy._prim
+        n._inputs = (*copy._inputs,)
+
+
+def _steps(nodes: list, leaves: list) -> tuple:
+    """The program of a region of ``nodes`` (inputs first) over ``leaves``."""
+    index = {id(x): k for k, x in enumerate(leaves)}
+    j = len(leaves)
+    program = []
+    for n in nodes:
+        program.append((n._prim, tuple([index[id(x)] for x in n._inputs])))
+        index[id(n)] = j
+        j += 1
+    return tuple(program)
 
 
 def collect_private(targets: list) -> list:

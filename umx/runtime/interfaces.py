@@ -29,6 +29,8 @@ class Traits:
         overlaps_host: whether its work, once launched, runs beside the host's Python (a GPU's kernels): a
             gradient may then be started as soon as ``value_and_grad`` has built it (``scheduler.start``, unless
             ``UMX_EARLY_START=0``), so the device computes it while the host builds the optimizer's update.
+        side_outputs: regions of fewer elements may compute values that something else holds beside their root
+            (an optimizer's new moments beside the new weight: see ``fusion.merge``); 0: none.
     """
 
     local_types: frozenset = frozenset()
@@ -38,6 +40,7 @@ class Traits:
     programs: bool = False
     program_max_elements: int | None = None
     overlaps_host: bool = False
+    side_outputs: int = 0
 
 
 @runtime_checkable

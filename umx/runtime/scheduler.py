@@ -30,7 +30,7 @@ from .. import backends
 from ..array import array
 from . import tracing as _tracing
 from .executor import HOST_READER, Failure
-from .fusion import ELEMENTWISE, SPLIT_MIN_SIZE, Fused, collect
+from .fusion import ELEMENTWISE, SPLIT_MIN_SIZE, Fused, collect, unmerge
 from .node import MEMBER, PLAN_LOCK, PLANNING, unplan
 from .retain import evaluate as _evaluate_keeping
 from .retain import tracing as transform_watch
@@ -117,6 +117,7 @@ def _plan_marked(targets: list, inline: bool, host: bool):
             for m in n.nodes if n.__class__ is Fused else n._siblings or (n,):
                 if m._exec is mark or m._exec is MEMBER:
                     unplan(m)
+                    unmerge(m)
         raise
     if on_plan is not None:
         on_plan(order)

@@ -17,7 +17,7 @@ from ...runtime.executor import (
     seq_of,
     set_result,
 )
-from ...runtime.fusion import Fused
+from ...runtime.fusion import SPLIT_MIN_SIZE, Fused
 from ...runtime.interfaces import Traits
 from ...runtime.node import finish
 from .donate import FINISHED
@@ -62,6 +62,7 @@ class CpuExecutor(WorkerExecutor):
         # kernel call each (a small model's decode step: bench/llm.py --tiny).
         programs=True,
         program_max_elements=1 << 16,  # (at 64K elements step by step and fused replays cost the same)
+        side_outputs=SPLIT_MIN_SIZE,  # (a larger region is cut across cores, one output a chunk)
     )
 
     def setup_thread(self) -> None:

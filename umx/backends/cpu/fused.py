@@ -61,13 +61,15 @@ def _compile(f, table) -> list:
     bfloat16, held between steps as float32 rounded to bfloat16's values, the last step's as its storage)."""
     steps = []
     n_leaves = len(f.leaves)
+    sides = f.sides
     for (prim, args), node in zip(f.program, f.nodes):
         ufunc = getattr(np, prim.fn) if prim.__class__ in PLAIN_UFUNC else None
         in_place = -1
         if isinstance(ufunc, np.ufunc):
             fn = ufunc
-            for a in args:  # an intermediate of the output's dtype can take the result
-                if a >= n_leaves and f.nodes[a - n_leaves]._dtype.compute == node._dtype.compute:
+            for a in args:  # an intermediate of the output's dtype can take the result (not a side output)
+                if (a >= n_leaves and f.nodes[a - n_leaves]._dtype.compute == node._dtype.compute
+                        and a - n_leaves not in sides):
                     in_place = a
                     break
         else:
@@ -168,14 +170,16 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     compiled = _compiled.get(f.key)
     if compiled is None:
         steps = _compile(f, table)
-        chain = _compile_chain(f, steps)
+        chain = _compile_chain(f, steps) if not f.sides else None
         wide = tuple(i for i, x in enumerate(f.leaves) if x._dtype is bfloat16)
-        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain), wide)
+        compiled = _compiled[f.key] = (steps, chain, _donors(f, steps, chain) if not f.sides else (), wide)
     steps, chain, donors, wide = compiled
     for i in wide:  # bfloat16 leaves computed on as float32 (in the caller's list: see donate above)
         if arrivals and i in arrivals:
             arrivals.pop(i)(0, leaves[i].nbytes)
         leaves[i] = widen_bf16(np, leaves[i])
+    if f.sides:
+        return _run_with_sides(f, steps, leaves, out, arrivals, upload)
     root = f.root
     size = 1
     for s in root._shape:
@@ -205,6 +209,37 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     if out.dtype is not want and out.dtype != want:  # a NumPy loop chose another dtype: MLX's is declared
         out = out.astype(want)
     return out
+
+
+def _run_with_sides(f, steps, leaves: list, out, arrivals, upload):
+    """:func:`run_fused` for a region with side outputs (see ``runtime.fusion.merge``), in one pass (such regions
+    are below the size that is cut across cores): the root's value, and the side outputs' in ``f.side_values``."""
+    root = f.root
+    if arrivals:
+        for i, ready in arrivals.items():
+            ready(0, leaves[i].nbytes)
+    values = list(leaves)
+    r = _run_program(steps, values, out=(out.reshape(root._shape) if root._shape else out) if out is not None
+                     else None)
+    if upload is not None:
+        upload.part(0, out.nbytes)
+    n = len(leaves)
+    side_values = []
+    for p in f.sides:
+        v = values[n + p]
+        want = f.nodes[p]._dtype
+        if want is bfloat16:  # (held as float32 with bfloat16's values between steps)
+            v = narrow_bf16(np, v)
+        elif v.dtype != want.np:
+            v = v.astype(want.np)
+        side_values.append(v)
+    f.side_values = side_values
+    if out is not None:
+        return out
+    want = root._dtype.np
+    if r.dtype is not want and r.dtype != want:
+        r = r.astype(want)
+    return r
 
 
 def _run_folded(steps, chain, leaves: list, shape: tuple, size: int, root_dtype):

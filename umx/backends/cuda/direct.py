@@ -82,7 +82,8 @@ class Launcher:
         self._addr = ctypes.addressof(self._pointers)
         self._scratch = None  # a large reduction's per-block results and its ticket (made on first use)
 
-    def run(self, key, source_of, source_arg, datas: list, shape: tuple, dtype, mirror=None, out=None):
+    def run(self, key, source_of, source_arg, datas: list, shape: tuple, dtype, mirror=None, out=None,
+            sides: list | None = None):
         """Launch the kernel of structure ``key`` over ``datas`` (device arrays and NumPy scalars): its output, a
         CuPy array of ``shape`` and NumPy ``dtype``; None where umx's kernels do not apply. ``source_of(source_arg)``
         gives ``(leaf dtypes, program, node dtypes)`` the first time a structure is seen. ``mirror``, for
@@ -90,7 +91,9 @@ class Launcher:
         to write, a contiguous array of that shape and dtype or the address of host memory the GPU may write (a
         mirror's slot), or 0: no output, for one element of at most ``PACK_MAX_BYTES`` written to the host in the
         flag itself (``mirror`` then ``(0, flag pointer, token)``); returned as given, untouched if None is
-        returned; None: a new array, from this thread's CuPy allocator."""
+        returned; None: a new array, from this thread's CuPy allocator. ``sides``: contiguous arrays of the
+        output's shape that a fused region's side outputs are written to (no mirror then; ``source_of`` then gives
+        the region's side steps too)."""
         n = prod(shape)
         if n == 0:
             return _empty(shape, dtype) if out is None else out
@@ -123,7 +126,7 @@ class Launcher:
                     return None
                 kinds += k
                 params.append(d)
-        vec = _vector(datas, kinds, params, n, dtype, out) if n >= VEC_MIN and mirror is None else 1
+        vec = _vector(datas, kinds, params, n, dtype, out, sides) if n >= VEC_MIN and mirror is None else 1
         entry = _kernels.get((key, kinds, self.device) if vec == 1 else (key, kinds, self.device, vec), False)
         if entry is False:
             entry = _compile(key, kinds, self.device, source_of, source_arg, vec)
@@ -140,6 +143,8 @@ class Launcher:
             params += (out if out.__class__ is int else out.data.ptr, n, 0, 0, 0)
         else:
             params += (out if out.__class__ is int else out.data.ptr, n, *mirror)
+        if sides:
+            params += tuple([d.data.ptr for d in sides])
         entry[2](self._values, 0, *params)
         if n <= 32:  # one warp: a scalar's launch reaches the host a little sooner
             _launch(entry[0], 1, 1, 1, 32, 1, 1, 0, self.stream, self._addr, 0)
@@ -305,17 +310,20 @@ def _column(inner: tuple, shape: tuple) -> int:
     return prod(shape[end:])
 
 
-def _vector(datas: list, kinds: str, params: list, n: int, dtype, out) -> int:
+def _vector(datas: list, kinds: str, params: list, n: int, dtype, out, sides: list | None = None) -> int:
     """How many consecutive elements a thread of an elementwise kernel over ``datas`` (their ``kinds``, launched
     with ``params``) takes: as many as fill 16 bytes of the widest array, where ``n``, every array's address, a
-    broadcast leaf's size, a strided leaf's rows and a column leaf's width allow; else 1."""
+    broadcast leaf's size, a strided leaf's rows and a column leaf's width allow; else 1. (``sides``: the side
+    outputs' arrays, aligned as the output must be.)"""
     size = np.dtype(dtype).itemsize
     widest = size
-    for d in datas:
+    for d in (*datas, *(sides or ())):
         if d.__class__ is _ndarray and d.itemsize > widest:
             widest = d.itemsize
     v = 16 // widest
     if v < 2 or n % v or (out is not None and (out.__class__ is int or out.data.ptr % (v * size))):
+        return 1
+    if sides and any(d.data.ptr % (v * d.itemsize) for d in sides):
         return 1
     at = 0  # (where the leaf's parameters start)
     for d, k in zip(datas, kinds):
@@ -335,7 +343,11 @@ def _compile(key, kinds: str, device: int, source_of, source_arg, vec: int = 1):
     None if it cannot be written."""
     entry = None
     made = source_of(source_arg)
-    if made is not None and 3 * len(kinds) + 5 <= _MAX_PARAMS:
+    sides = ()
+    if made is not None and len(made) == 4:  # (a region with side outputs: their steps too)
+        *made, side_steps = made
+        sides = tuple((p, made[2][p]) for p in side_steps)
+    if made is not None and 3 * len(kinds) + 5 + len(sides) <= _MAX_PARAMS:
         leaf_dtypes, program, node_dtypes = made
         lines = None
         # (not float16: CuPy's half type is a class of its own; bfloat16 is read and written as its storage)
@@ -345,8 +357,9 @@ def _compile(key, kinds: str, device: int, source_of, source_arg, vec: int = 1):
         if lines is not None:
             name = f"umx_ew_{len(_kernels)}"
             try:
-                module = cp.RawModule(code=elementwise_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1], vec))
-                pack = struct.Struct("<" + "".join(_PACK[k] for k in kinds) + "QqQQQ").pack_into
+                module = cp.RawModule(code=elementwise_source(name, leaf_dtypes, kinds, lines, node_dtypes[-1], vec,
+                                                              sides))
+                pack = struct.Struct("<" + "".join(_PACK[k] for k in kinds) + "QqQQQ" + "Q" * len(sides)).pack_into
                 entry = (module.get_function(name).kernel.ptr, module, pack)
             except Exception:  # NVRTC rejects the code: CuPy's kernels, now and for this structure
                 entry = None

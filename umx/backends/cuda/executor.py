@@ -90,6 +90,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         fuse_max_nodes=1024,
         programs=True,  # (as one CUDA graph each: see graphs.Graphs.run_program)
         overlaps_host=True,
+        side_outputs=1 << 62,
     )
 
     def only_enqueues(self, tasks: list) -> bool:
@@ -328,18 +329,22 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         if devices is None or (devices is not HOST_ONLY and not _reads_on_host(devices)):
             return None
         root = n.root if type(n) is Fused else n
-        if root._siblings is not None or not 0 < prod(root._shape) <= direct.MIRROR_MAX:
+        if root._siblings is not None or not 0 < prod(root._shape) <= direct.MIRROR_MAX or (type(n) is Fused
+                                                                                           and n.sides):
             return None  # (an empty output launches no kernel: nothing would raise the flag)
         if self._mirrors is None:
             self._mirrors = direct.Mirrors()
         return self._mirrors.take(self, root._seq)
 
-    def run_fused(self, f, leaves: list, mirror=None, into=None):
+    def run_fused(self, f, leaves: list, mirror=None, into=None, side_into: dict | None = None):
         """A fused region: one kernel of umx's (see direct.py) or a generated ElementwiseKernel, or (a structure
         CUDA code cannot express) its steps one by one. Both read and write bfloat16 as its 16-bit storage.
         ``into``: a contiguous array of the output's shape and dtype to write (one of the leaves may be it: each
         thread of umx's kernel reads its elements before it writes them); None is returned where umx's kernel
-        does not take the region, and nothing is written."""
+        does not take the region, and nothing is written. A region with side outputs (see ``fusion.merge``)
+        leaves them in ``f.side_values``; ``side_into`` maps some of them to arrays to write, as ``into``."""
+        if f.sides:
+            return self._run_with_sides(f, leaves, into, side_into)
         root = f.root
         out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
                                mirror[0] if mirror is not None else None, into)
@@ -359,6 +364,30 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                 _FUSED.refuse(f)
         return run_steps(f, leaves, lambda prim, args: _call(KERNELS[prim.__class__], prim, args), cp)
 
+    def _run_with_sides(self, f, leaves: list, into, side_into):
+        """:meth:`run_fused` for a region with side outputs."""
+        root = f.root
+        nodes = f.nodes
+        shape = root._shape
+        sides = [side_into[k] if side_into and k in side_into else cp.empty(shape, nodes[p]._dtype.np)
+                 for k, p in enumerate(f.sides)]
+        out = self._direct.run(f.key, _region_program, f, leaves, shape, root._dtype.np, None, into, sides)
+        if out is not None:
+            f.side_values = sides
+            return out
+        if into is not None or side_into:
+            return None
+        kernel = _FUSED.get(f)
+        if kernel is not None:
+            out = cp.empty(shape, root._dtype.np)
+            try:
+                kernel(*leaves, out, *sides)
+                f.side_values = sides
+                return out
+            except Exception:  # e.g. NVRTC rejects the generated code: step by step, now and for this structure
+                _FUSED.refuse(f)
+        return run_steps(f, leaves, lambda prim, args: _call(KERNELS[prim.__class__], prim, args), cp)
+
     def _fail_rest(self, tasks: list, error: BaseException) -> None:
         super()._fail_rest(tasks, error)
         self.marks.record(self.done)
@@ -371,8 +400,10 @@ def _node_program(n) -> tuple:
 
 
 def _region_program(f) -> tuple:
-    """``(leaf dtypes, program, node dtypes)`` of fused region ``f``, for umx's own kernel (see direct.py)."""
-    return [x._dtype for x in f.leaves], f.program, [m._dtype for m in f.nodes]
+    """``(leaf dtypes, program, node dtypes)`` of fused region ``f``, for umx's own kernel (see direct.py), and
+    its side outputs' steps where it has some."""
+    made = [x._dtype for x in f.leaves], f.program, [m._dtype for m in f.nodes]
+    return (*made, f.sides) if f.sides else made
 
 
 def _reads_on_host(devices) -> bool:

@@ -143,6 +143,10 @@ def source(f):
     lines.append(f"out0 = {f'umx_bf16_bits({last})' if f.root._dtype is bfloat16 else last};")
     in_params = ", ".join(f"{x._dtype.np.name} x{i}" for i, x in enumerate(f.leaves))
     out_params = f"{f.root._dtype.np.name} out0"
+    for k, p in enumerate(f.sides):  # side outputs (see runtime.fusion.merge): out1, out2, ...
+        d = f.nodes[p]._dtype
+        lines.append(f"out{k + 1} = {f'umx_bf16_bits(t{p})' if d is bfloat16 else f't{p}'};")
+        out_params += f", {d.np.name} out{k + 1}"
     return in_params, out_params, "\n".join(lines)
 
 

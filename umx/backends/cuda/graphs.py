@@ -70,7 +70,7 @@ from ...primitives import (
 )
 from ...primitives.base import KEY_FUNCTIONS, Primitive, key_function, subclasses
 from ...primitives.layout import DynamicSliceUpdate
-from ...primitives.misc import Compiled, Depends, StopGradient
+from ...primitives.misc import Compiled, Depends, SideOutput, StopGradient
 from ...runtime import memory as _memory
 from ...runtime.executor import Failure
 from ...runtime.fusion import Fused, collect_private
@@ -678,6 +678,8 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
     blocked: set = set()  # slots a view of which is exported
     kept = set(retained)
     wanted: dict = {}
+    reader: dict = {}  # task position -> the position whose reading of its slot must be the last (a side
+    region: dict = {}  # output's: its region's); id of a region with side outputs -> its position, slots taken
     for i, t in enumerate(tasks):
         n = t[0] if type(t) is tuple else t
         fused = type(n) is Fused
@@ -690,12 +692,31 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
             last[s] = i
         if fused:
             root = n.root
-            for x in n.leaves:
-                s = same.get(id(x))
+            homes = n.homes[0] if n.sides else [id(x) for x in n.leaves]  # (the root's own region's: fusion.merge)
+            for h in homes:
+                s = same.get(h)
+                x = externals[s] if s is not None else None
                 if s is not None and not bind[s] and x._shape == root._shape and x._dtype is root._dtype:
                     if _only_as_itself(n.leaves, s, where, same):
                         wanted[i] = s
                     break
+            if n.sides:
+                region[id(n)] = (i, {wanted[i]} if i in wanted else set())
+        elif n._prim.__class__ is SideOutput:  # into a slot its own region read, as the region's root may
+            p = n._prim
+            at = region.get(id(p.region))
+            if at is not None:
+                f = p.region
+                for h in p.homes:
+                    s = same.get(h)
+                    x = externals[s] if s is not None else None
+                    if (s is not None and not bind[s] and s not in at[1] and x._shape == n._shape
+                            and x._dtype is n._dtype):
+                        if _only_as_itself(f.leaves, s, where, same):
+                            wanted[i] = s
+                            reader[i] = at[0]
+                            at[1].add(s)
+                        break
         elif read:
             c = n._prim.__class__
             if c is DynamicSliceUpdate:
@@ -710,7 +731,7 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
                     s = same.get(id(n._inputs[0]))
                     if s is not None:
                         same[id(n)] = s
-    return {i: s for i, s in wanted.items() if last[s] == i and s not in blocked}
+    return {i: s for i, s in wanted.items() if last[s] == reader.get(i, i) and s not in blocked}
 
 
 def _only_as_itself(ins, s: int, where: dict, same: dict) -> bool:
@@ -735,6 +756,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
     last: dict = {}  # task position -> the last task that reads its value
+    side_into: dict = {}  # id of a region -> {side output: position of its task}, those written in place
     for i, t in enumerate(tasks):
         n = t[0] if type(t) is tuple else t
         for x in (n.leaves if type(n) is Fused else n._inputs):
@@ -742,6 +764,8 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             if j is not None:
                 last[j] = i
         produced[id(n.root if type(n) is Fused else n)] = i
+        if in_place and i in in_place and type(n) is not Fused and n._prim.__class__ is SideOutput:
+            side_into.setdefault(id(n._prim.region), {})[n._prim.index] = i
     produced.clear()
     kept = set(retained)
     for i, t in enumerate(tasks):
@@ -760,18 +784,25 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
                 args.append(slots[s] if s is not None else x._data)
         if type(n) is Fused:
             out = None
-            if in_place and i in in_place:  # (into its slot: umx's kernel reads each element before it writes it)
-                out = ex.run_fused(n, args, into=slots[in_place[i]])
-                if out is not None:
+            sides = side_into.get(id(n)) if side_into else None
+            if in_place and (i in in_place or sides):
+                # (into its slots: umx's kernel reads each element before it writes it; the side outputs' tasks
+                # find theirs written, below)
+                out = ex.run_fused(n, args, into=slots[in_place[i]] if i in in_place else None,
+                                   side_into={k: slots[in_place[j]] for k, j in sides.items()} if sides else None)
+                if out is not None and i in in_place:
                     mutated.append((in_place[i], i))
             if out is None:
                 out = ex.run_fused(n, args)
             node = n.root
         else:
             node = n
-            out = update_in_place(n._prim, *args) if in_place and i in in_place else None
+            out = (update_in_place(n._prim, *args) if in_place and i in in_place
+                   and n._prim.__class__ is not SideOutput else None)
             if out is None:
                 out = ex.single(n, args)
+                if in_place and i in in_place and out is slots[in_place[i]]:  # (a side output written there)
+                    mutated.append((in_place[i], i))
             else:
                 mutated.append((in_place[i], i))
         if i in kept and not out.flags.c_contiguous:  # (what is exported is copied whole: see _pack)

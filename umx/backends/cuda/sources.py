@@ -44,7 +44,8 @@ COMBINE = {
 }
 
 
-def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype, vec: int = 1) -> str:
+def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, out_dtype, vec: int = 1,
+                       sides: tuple = ()) -> str:
     """The CUDA C++ of one elementwise kernel ``name``: ``lines`` (see ``fusion.steps``) over leaves of ``kinds``
     (``p``: an array of the output's size, ``r``: one broadcast along leading axes, ``s``: one of the output's
     size in rows of contiguous elements a stride apart, ``c``: one broadcast along trailing axes (a row's mean
@@ -55,7 +56,10 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
     ``vec`` > 1: each thread takes ``vec`` consecutive elements, every array read and written ``vec`` at a time in
     one access of up to 16 bytes (a 2-byte element a thread leaves a large kernel short of loads in flight). The
     host sees to it that ``n``, every leaf's alignment, a broadcast leaf's size, a strided leaf's row length and
-    stride and a column leaf's ``w`` are multiples of ``vec``, and passes no mirror and no flag."""
+    stride and a column leaf's ``w`` are multiples of ``vec``, and passes no mirror and no flag.
+
+    ``sides``: ``(step, dtype)`` of a fused region's side outputs (see ``runtime.fusion.merge``), each written to
+    an array of the output's size passed after the flag's token (``side0, side1, ...``; never with a mirror)."""
     params = []
     scalars = []
     loads = []
@@ -96,24 +100,35 @@ def elementwise_source(name: str, leaf_dtypes: list, kinds: str, lines: list, ou
         t = C_TYPES[out_dtype.name]
     params += [f"{t}* __restrict__ out", "long long n", f"{t}* mirror", "unsigned long long* flag",
                "unsigned long long token"]
+    side_types = []  # (storage type, the value stored)
+    for k, (step, d) in enumerate(sides):
+        st, value = ("unsigned short", f"umx_bf16_bits(t{step})") if d.name == "bfloat16" else (C_TYPES[d.name],
+                                                                                               f"t{step}")
+        params.append(f"{st}* __restrict__ side{k}")
+        side_types.append((st, value))
     if vec > 1:
-        body = "\n      ".join([*(x for _, x in vloads), *lines, f"r.a[e] = {last};"])
+        body = "\n      ".join([*(x for _, x in vloads), *lines, f"r.a[e] = {last};",
+                                *(f"r{k}.a[e] = {v};" for k, (_, v) in enumerate(side_types))])
+        side_regs = " ".join(f"umx_vec<{st}, {vec}> r{k};" for k, (st, _) in enumerate(side_types))
+        side_stores = " ".join(f"*reinterpret_cast<umx_vec<{st}, {vec}>*>(side{k} + i) = r{k};"
+                               for k, (st, _) in enumerate(side_types))
         return f"""{OWN_PREAMBLE}
 extern "C" __global__ void {name}({", ".join(params)}) {{
   {" ".join(scalars)}
   const long long stride = (long long)gridDim.x * blockDim.x * {vec};
   for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * {vec}; i < n; i += stride) {{
     {" ".join(v for v, _ in vloads)}
-    umx_vec<{t}, {vec}> r;
+    umx_vec<{t}, {vec}> r; {side_regs}
     #pragma unroll
     for (int e = 0; e < {vec}; ++e) {{
       {body}
     }}
-    *reinterpret_cast<umx_vec<{t}, {vec}>*>(out + i) = r;
+    *reinterpret_cast<umx_vec<{t}, {vec}>*>(out + i) = r; {side_stores}
   }}
 }}
 """
-    body = "\n    ".join([*loads, *lines, f"const {t} r = {last};"])
+    body = "\n    ".join([*loads, *lines, f"const {t} r = {last};",
+                          *(f"side{k}[i] = {v};" for k, (_, v) in enumerate(side_types))])
     return f"""{OWN_PREAMBLE}
 extern "C" __global__ void {name}({", ".join(params)}) {{
   {" ".join(scalars)}

@@ -35,6 +35,11 @@ def _depends(xp, prim, x, *dependencies):
     return x
 
 
+@kernel(mi.SideOutput)
+def _side_output(xp, prim, root):
+    return prim.region.side_values[prim.index]
+
+
 @kernel(mi.Custom)
 def _custom(xp, prim, *inputs):
     return inputs[0] if prim.n == 1 else tuple(inputs[:prim.n])
