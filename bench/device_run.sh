@@ -30,6 +30,8 @@
 #   the training table and the eager LM's and CNN's host phases;
 #   early: the GPU training steps with value_and_grad's early start (on by default) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
+#   sides: the suite, then training on the GPU with fused side outputs on and off, the bfloat16 language model,
+#   the compiled LM step's host phases and CUDA kernels;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each
 #   setting of the CPU backend's knobs (bench/cpu_knobs.py), the routes of a batch norm's statistics
@@ -177,6 +179,20 @@ if [ "${1:-core}" = first ]; then  # a session's one call when machines are scar
     | grep -A14 "host phases"
   timeout 100 python3 bench/train.py --devices cpu --cases mlp,cnn --no-torch-compile --repeats 5 2>&1 \
     | tee "$OUT/train-cpu.log" | tail -4
+  timeout 45 python3 bench/profile_ops.py --cases lm --compiled --steps 3 --kernels 30 2>&1 | tee "$OUT/kernels.log" \
+    | grep -vE "^\| (kernel|---)" | cut -c1-150 | tail -34
+  exit 0
+fi
+if [ "${1:-core}" = sides ]; then  # the suite, then the GPU tables with fused side outputs on and off
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  run_tests 180
+  timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
+    | tee "$OUT/train.log" | tail -7
+  UMX_SIDE_OUTPUTS=0 timeout 50 python3 bench/train.py --devices gpu --cases lm,cnn --no-torch-compile --repeats 21 \
+    2>&1 | tee "$OUT/train-off.log" | tail -3
+  timeout 100 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
+  timeout 40 python3 bench/profile_ops.py --cases lm --compiled --steps 5 --phases 2>&1 | tee "$OUT/compiled-host.log" \
+    | grep -A14 "host phases"
   timeout 45 python3 bench/profile_ops.py --cases lm --compiled --steps 3 --kernels 30 2>&1 | tee "$OUT/kernels.log" \
     | grep -vE "^\| (kernel|---)" | cut -c1-150 | tail -34
   exit 0
