@@ -10,6 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import DEVICES, assert_close
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import umx as mx
 from umx.runtime import fusion, scheduler
@@ -297,3 +299,44 @@ def test_an_optimizer_update_is_one_region_per_parameter_with_the_same_bits(devi
     assert any(g is not None for g in grown)
     for a, b in zip(with_sides, train(False)):
         np.testing.assert_array_equal(a, b)
+
+
+_UNARY = [(mx.sin, np.sin), (mx.exp, lambda v: np.exp(np.clip(v, -30, 30))), (mx.negative, np.negative),
+          (mx.tanh, np.tanh)]
+_BINARY = [(mx.add, np.add), (mx.multiply, np.multiply), (mx.subtract, np.subtract), (mx.maximum, np.maximum)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1 << 30), st.integers(0, 1 << 30),
+                                  st.booleans()), min_size=2, max_size=14))
+def test_random_graphs_with_held_values_match_numpy(device, program):
+    """Random graphs of elementwise ops (and products, which a region cannot take in) over two arrays, some of
+    whose values the test holds: every held value and the last match NumPy in float64, however the planner grows
+    its regions around the held ones."""
+    h = [np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(0.5, -0.5, 12).reshape(3, 4)]
+    with mx.stream(device):
+        values = [mx.array(v.astype(np.float32)) for v in h]
+        refs = list(h)
+        held = []
+        for kind, i, j, keep in program:
+            a, b = i % len(values), j % len(values)
+            if kind < 2:
+                f, g = _UNARY[(i >> 8) % len(_UNARY)]
+                values.append(mx.exp(f(values[a]) * 0.1) if kind == 0 else f(values[a]))
+                refs.append(np.exp(g(refs[a]) * 0.1) if kind == 0 else g(refs[a]))
+            elif kind < 5:
+                f, g = _BINARY[(j >> 8) % len(_BINARY)]
+                values.append(f(values[a], values[b]))
+                refs.append(g(refs[a], refs[b]))
+            else:  # a product with a fixed matrix: a value of the same shape that no region takes in
+                w = np.eye(4) * 0.5 + 0.1
+                values.append(values[a] @ mx.array(w.astype(np.float32)))
+                refs.append(refs[a] @ w)
+            values[-1] = mx.clip(values[-1], -4.0, 4.0)
+            refs[-1] = np.clip(refs[-1], -4.0, 4.0)
+            if keep:
+                held.append(len(values) - 1)
+        mx.eval(*[values[k] for k in held], values[-1])
+    for k in [*held, len(values) - 1]:
+        assert_close(values[k], refs[k], rtol=2e-4, atol=2e-5)
