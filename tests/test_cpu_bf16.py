@@ -9,6 +9,7 @@ import pytest
 import umx as mx
 from umx.backends.cpu import bf16 as bf16_kernels
 from umx.backends.cpu import executor
+from umx.primitives.linalg import matmul_operands
 
 pytestmark = pytest.mark.usefixtures("on_the_cpu")  # (the CPU backend's kernels)
 
@@ -28,7 +29,8 @@ def small_thresholds(monkeypatch):
         return out
 
     monkeypatch.setattr(bf16_kernels, "matmul", counted)
-    monkeypatch.setitem(executor.BF16_STORAGE, next(iter(executor.BF16_STORAGE)), counted)
+    monkeypatch.setitem(executor.BF16_STORAGE, next(iter(executor.BF16_STORAGE)),
+                        lambda prim, x, y: counted(*matmul_operands(prim, x, y)))
     return calls
 
 

@@ -99,3 +99,77 @@ def test_matmul_errors(device):
         mx.matmul(mx.array(1.0), mx.zeros((1,)), stream=device)
     with pytest.raises(ValueError, match="matmul"):
         mx.matmul(mx.zeros((2, 3, 4)), mx.zeros((3, 4, 2)), stream=device)
+
+
+# -- transposed operands read through (Matmul's ta/tb) -------------------------------------------------------------
+
+READ_THROUGH = [((3, 4), (5, 4), False, True), ((4, 3), (4, 5), True, False), ((4, 3), (5, 4), True, True),
+                ((2, 6, 4), (5, 4), False, True), ((2, 4, 6), (2, 5, 4), True, True), ((2, 1, 4, 3), (3, 5, 4),
+                                                                                        True, True)]
+
+
+def _operand(h, transposed: bool):
+    x = mx.array(h) * 1.0  # (not yet computed: a view of host data is made at once, with no node)
+    return mx.swapaxes(x, -1, -2) if transposed else x
+
+
+@pytest.mark.parametrize(("sa", "sb", "ta", "tb"), READ_THROUGH, ids=str)
+def test_a_transposed_operand_is_read_through_with_the_same_values_and_gradients(device, rng, sa, sb, ta, tb):
+    """``x @ w.T`` is one Matmul node that reads ``w`` (no transpose node), and its value and both gradients
+    (against NumPy's formulas in float64) are those of the product of the transposed arrays."""
+    ha = rng.standard_normal(sa).astype(np.float32)
+    hb = rng.standard_normal(sb).astype(np.float32)
+    a, b = mx.array(ha), mx.array(hb)
+    prod = _operand(ha, ta) @ _operand(hb, tb)
+    assert (prod._prim.ta, prod._prim.tb) == (ta, tb)
+    assert all(x._prim.__class__.__name__ == "Multiply" for x in prod._inputs)  # (what the transposes read)
+    big_a = np.swapaxes(ha, -1, -2).astype(np.float64) if ta else ha.astype(np.float64)
+    big_b = np.swapaxes(hb, -1, -2).astype(np.float64) if tb else hb.astype(np.float64)
+    ref = big_a @ big_b
+    r = rng.standard_normal(ref.shape)
+    with mx.stream(device):
+        assert_close(_operand(ha, ta) @ _operand(hb, tb), ref, rtol=1e-4, atol=1e-4)
+
+        def loss(a, b):
+            a, b = a * 1.0, b * 1.0  # (nodes: their transposes are read through)
+            pa = mx.swapaxes(a, -1, -2) if ta else a
+            pb = mx.swapaxes(b, -1, -2) if tb else b
+            return mx.sum((pa @ pb) * mx.array(r.astype(np.float32)))
+
+        ga, gb = mx.grad(loss, argnums=(0, 1))(a, b)
+        # d(sum(r * (A @ B)))/dA = r @ B^T, summed over A's broadcast batch axes; then as the operand lies
+        dA = r @ np.swapaxes(big_b, -1, -2)
+        dB = np.swapaxes(big_a, -1, -2) @ r
+        dA = dA.sum(axis=tuple(range(dA.ndim - big_a.ndim))).reshape(
+            np.broadcast_shapes(dA.shape[dA.ndim - big_a.ndim:], big_a.shape)) if dA.ndim > big_a.ndim else dA
+        dB = dB.sum(axis=tuple(range(dB.ndim - big_b.ndim))) if dB.ndim > big_b.ndim else dB
+        dA = dA.sum(axis=tuple(i for i, s in enumerate(big_a.shape) if s == 1 and dA.shape[i] != 1), keepdims=True)
+        dB = dB.sum(axis=tuple(i for i, s in enumerate(big_b.shape) if s == 1 and dB.shape[i] != 1), keepdims=True)
+        assert_close(ga, np.swapaxes(dA, -1, -2) if ta else dA, rtol=1e-4, atol=1e-4)
+        assert_close(gb, np.swapaxes(dB, -1, -2) if tb else dB, rtol=1e-4, atol=1e-4)
+        # forward mode and vmap over a leading axis agree with the same product
+        _, tangent = mx.jvp(lambda a, b: (mx.swapaxes(a, -1, -2) if ta else a) @ (mx.swapaxes(b, -1, -2) if tb
+                                                                                   else b), [a, b], [a, b])
+        assert_close(tangent[0], 2 * ref, rtol=1e-4, atol=1e-4)
+        stacked = mx.vmap(lambda a: (mx.swapaxes(a, -1, -2) if ta else a) @ (mx.swapaxes(b, -1, -2) if tb else b))(
+            mx.stack([a, a * 2]))
+        assert_close(stacked, np.stack([ref, 2 * ref]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_linear_layers_weight_gradient_needs_no_transpose_task(rng):
+    """A Linear layer's step (``x @ w.T`` and its gradients) plans no transpose: the forward reads the weight
+    through, the backward's products read theirs through too, and the weight's gradient has its layout."""
+    w = mx.array(rng.standard_normal((6, 4)).astype(np.float32))
+    x = mx.array(rng.standard_normal((2, 3, 4)).astype(np.float32))
+    g = mx.grad(lambda w: mx.sum(mx.tanh(x @ w.T)))(w)
+    from umx.runtime import scheduler
+    from umx.runtime.fusion import collect
+    from umx.runtime.node import PLANNING
+
+    with scheduler._plan_lock:
+        order = collect([g], PLANNING, True)
+        scheduler._unmark([g], PLANNING)
+    assert not any(getattr(t, "_prim", None).__class__.__name__ == "Transpose" for t in order)
+    del order
+    ref = (1 - np.tanh(np.asarray(x, np.float64) @ np.asarray(w, np.float64).T) ** 2)
+    assert_close(g, ref.reshape(-1, 6).T @ np.asarray(x, np.float64).reshape(-1, 4), rtol=1e-4, atol=1e-5)

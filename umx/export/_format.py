@@ -188,12 +188,18 @@ def dtype_named(name, where: str):
     return _DTYPES[name]
 
 
+#: parameters that primitives gained after files were written, with the value an older file means
+_ADDED = {"Matmul": {"ta": False, "tb": False}}
+
+
 def build(name, params, where: str):
     """The primitive ``name`` with ``params`` (decoded), or a ValueError naming ``where``."""
     entry = registry().get(name) if isinstance(name, str) else None
     if entry is None:
         raise ValueError(f"{where}: unknown primitive {name!r}")
     cls, names, instance = entry
+    if type(params) is dict and name in _ADDED:  # (a file written before those parameters were)
+        params = {**_ADDED[name], **params}
     if type(params) is not dict or set(params) != set(names):
         raise ValueError(f"{where}: {name} takes the parameters {list(names)}, got {params!r:.80}")
     if instance is not None:

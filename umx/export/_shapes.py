@@ -91,6 +91,10 @@ def _arg_reduce(prim, shapes, ins):
 
 def _matmul(prim, shapes, ins):
     a, b = shapes[:2]
+    if getattr(prim, "ta", False):  # (see Matmul)
+        a = a[:-2] + (a[-1], a[-2])
+    if getattr(prim, "tb", False):
+        b = b[:-2] + (b[-1], b[-2])
     a2, b2 = (a if len(a) > 1 else (1,) + a), (b if len(b) > 1 else b + (1,))
     if a2[-1] != b2[-2]:
         raise ValueError(f"Matmul of shapes {a} and {b}: the inner dimensions differ")

@@ -32,6 +32,7 @@ from .linalg import (
     LU_DECOMP,
     LU_FACTOR,
     MATMUL,
+    MATMULS,
     PINV,
     QR,
     QR_DECOMP,
@@ -101,7 +102,7 @@ from .sort import ArgPartition, ArgSort, Partition, SearchSorted, Sort, Unique
 
 __all__ = [
     "Primitive", "Arange", "Eye", "Full", "Linspace", "BINARY", "UNARY", "WHERE", "Binary", "Round", "Unary",
-    "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "Matmul", "All", "Any", "ArgMax", "ArgMin",
+    "Where", "ARRAY", "Gather", "Scatter", "fill_key", "MATMUL", "MATMULS", "Matmul", "All", "Any", "ArgMax", "ArgMin",
     "ArgReduce", "LogSumExp", "Max", "Mean", "Min", "Prod", "Reduce", "Softmax", "SoftmaxVJP", "Sum", "Var", "COPY",
     "AsType",
     "BroadcastTo", "Concatenate", "Copy", "Reshape", "Split", "Transpose", "View", "RandomBits",

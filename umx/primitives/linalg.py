@@ -23,13 +23,36 @@ class LinAlgError(RuntimeError, np.linalg.LinAlgError):
 
 
 class Matmul(Primitive):
-    """``a @ b`` with NumPy's batching and broadcasting rules."""
+    """``a @ b`` with NumPy's batching and broadcasting rules. With ``ta`` (``tb``) the product reads ``a``
+    (``b``) with its last two axes exchanged (only where both operands are at least 2-d): ``x @ w.T`` is one node
+    that reads ``w`` where it lies, not a product of a transpose node (every kernel gets the same transposed view
+    of the data)."""
 
-    __slots__ = ()
+    __slots__ = ("ta", "tb")
     capture = True
+
+    def __init__(self, ta: bool = False, tb: bool = False):
+        self.ta = ta
+        self.tb = tb
+
+    def __repr__(self) -> str:  # (in traces: Matmul, or which operand it reads transposed)
+        flags = [s for s, on in (("a.T", self.ta), ("b.T", self.tb)) if on]
+        return f"Matmul({', '.join(flags)})" if flags else "Matmul"
 
 
 MATMUL = Matmul()
+#: Matmul's four primitives, by ``(ta, tb)``
+MATMULS = {(False, False): MATMUL, (False, True): Matmul(False, True), (True, False): Matmul(True, False),
+           (True, True): Matmul(True, True)}
+
+
+def matmul_operands(prim: Matmul, a, b) -> tuple:
+    """The operands of a Matmul kernel as the product reads them (``ta``/``tb`` applied, as views)."""
+    if prim.ta:
+        a = a.swapaxes(-1, -2)
+    if prim.tb:
+        b = b.swapaxes(-1, -2)
+    return a, b
 
 
 class Inv(Primitive):

@@ -457,7 +457,7 @@ def run_steps(f, leaves: list, call, xp):
 def steps_kernel(table: dict, xp, storage: dict | None = None):
     """The kernel of ``Compiled`` nodes for a backend with kernel ``table`` and array module ``xp``: the compiled
     graph's steps one by one (``Program.run_steps``). ``storage``: kernels that read bfloat16 inputs' storage
-    themselves (primitive class -> ``fn(*data)``, None where it does not apply), asked before widening them."""
+    themselves (primitive class -> ``fn(prim, *data)``, None where it does not apply), asked before widening them."""
 
     def run(prim, *args):
         return prim.program.run_steps(args, table, xp, storage)

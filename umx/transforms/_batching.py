@@ -160,6 +160,11 @@ def _split(self, inputs, axes, outputs):
 
 def _matmul(self, inputs, axes, outputs):
     a, b = inputs
+    # (the operands as the product reads them, see Matmul: a batch axis is first, so the last two are the matrix's)
+    if self.ta:
+        a = m.swapaxes(a, -1, -2)
+    if self.tb:
+        b = m.swapaxes(b, -1, -2)
     nda, ndb = a.ndim - (axes[0] is not None), b.ndim - (axes[1] is not None)
     squeeze = []  # vectors become matrices (a row on the left, a column on the right), then lose that axis
     if nda == 1:

@@ -674,6 +674,8 @@ rules(Median, **composed(_median_in_ops))
 
 # -- products ------------------------------------------------------------------------------------------------
 def _matmul_vjp(self, primals, cotangents, outputs):
+    if self.ta or self.tb:
+        return _read_through_vjp(self, primals, cotangents[0])
     a, b = primals
     c = cotangents[0]
     a2 = m.reshape(a, (1,) + a._shape) if a.ndim == 1 else a
@@ -704,6 +706,35 @@ def _matmul_vjp(self, primals, cotangents, outputs):
     return [da, db]
 
 
+def _read_through_vjp(self, primals, c) -> list:
+    """Matmul's vjp where it reads an operand transposed (``ta``/``tb``; both operands at least 2-d): with
+    ``A = op(a)`` and ``B = op(b)``, ``dA = c B^T`` and ``dB = A^T c``, each written in its operand's own layout
+    (``x @ w.T``: ``dx = c w`` and ``dw = c^T x``, one product each, no transpose node: products read swapped
+    operands through)."""
+    a, b = primals
+    da = db = None
+    if needs_gradient(a):
+        if self.ta:  # a = A^T: da = dA^T = B c^T
+            da = (_swap(b) if self.tb else b) @ _swap(c)
+        else:
+            da = c @ (b if self.tb else _swap(b))
+        da = unbroadcast(da, a._shape)
+    if needs_gradient(b):
+        a_rows, c_rows = a, c
+        if b.ndim == 2 and c.ndim > 2 and not self.ta:
+            # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is
+            # one product over all the stack's rows, not a product per matrix summed afterwards
+            a_rows = shared(("rows", id(a)), lambda: m.reshape(a, (-1, a._shape[-1])))
+            c_rows = m.reshape(c, (-1, c._shape[-1]))
+        big_a = _swap(a_rows) if self.ta else a_rows
+        if self.tb:  # b = B^T: db = dB^T = c^T A
+            db = _swap(c_rows) @ big_a
+        else:
+            db = _swap(big_a) @ c_rows
+        db = unbroadcast(db, b._shape)
+    return [da, db]
+
+
 def _swap(x: array) -> array:
     return m.swapaxes(x, -1, -2)
 
@@ -726,6 +757,10 @@ def _swapped(x: array) -> bool:
 def _matmul_jvp(self, primals, tangents, outputs):
     a, b = primals
     ta, tb = tangents
+    if self.ta:  # (the operands as the product reads them: see Matmul)
+        a, ta = _swap(a), (None if ta is None else _swap(ta))
+    if self.tb:
+        b, tb = _swap(b), (None if tb is None else _swap(tb))
     out = None if ta is None else m.matmul(ta, b)
     if tb is not None:
         t = m.matmul(a, tb)

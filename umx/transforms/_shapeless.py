@@ -92,6 +92,10 @@ def _transpose(prim, shapes, traced):
 
 def _matmul(prim, shapes, traced):
     a, b = shapes
+    if prim.ta:  # (see Matmul)
+        a = a[:-2] + (a[-1], a[-2])
+    if prim.tb:
+        b = b[:-2] + (b[-1], b[-2])
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
     if a2[-1] != b2[-2]:

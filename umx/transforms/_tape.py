@@ -136,7 +136,7 @@ class Program:
             if bfloat16 in kinds and not prim.moves_bits:
                 own = storage.get(prim.__class__) if storage else None
                 if own is not None and all(d is bfloat16 for d in kinds):
-                    out = own(*args)
+                    out = own(prim, *args)
                 if out is None:
                     args = kernel_args(prim, [_Typed(d) for d in kinds], list(args), xp)
             try:

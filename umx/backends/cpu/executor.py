@@ -182,7 +182,7 @@ class CpuExecutor(WorkerExecutor):
                                 out = k(n._prim, a._data, b._data)
                             else:
                                 own = BF16_STORAGE.get(n._prim.__class__) if a._dtype is b._dtype else None
-                                if own is None or (out := own(a._data, b._data)) is None:
+                                if own is None or (out := own(n._prim, a._data, b._data)) is None:
                                     out = k(n._prim, *kernel_args(n._prim, ins, [a._data, b._data], np))
                         else:
                             out = k(n._prim, *kernel_args(n._prim, ins, [x._data for x in ins], np))

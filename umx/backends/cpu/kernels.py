@@ -12,7 +12,7 @@ from ...primitives import indexing as ix
 from ...primitives import reduction as r
 from ...primitives import shape as sh
 from ...primitives.conv import Convolution
-from ...primitives.linalg import Matmul
+from ...primitives.linalg import Matmul, matmul_operands
 from ...primitives.misc import Compiled
 from ...runtime import host_pool, threads
 from ...runtime.executor import steps_kernel
@@ -24,8 +24,9 @@ from ..xp.elementwise import PLAIN_UFUNC
 from . import bf16, blas, fold
 from .reduce_split import wide_sum
 
-#: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), or None where they do not apply
-BF16_STORAGE = {Matmul: bf16.matmul}
+#: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), ``fn(prim, x, y)``, or None where
+#: they do not apply
+BF16_STORAGE = {Matmul: lambda prim, x, y: bf16.matmul(*matmul_operands(prim, x, y))}
 #: the CPU's least bound on a convolution chunk's temporaries: small enough that a GEMM reads the windows just
 #: gathered from a core's caches (a chunk of the shared kernels' size goes to memory and back)
 CONV_BUDGET = 1 << 20
@@ -217,7 +218,7 @@ def _norm_vjp(prim, x, *rest):
 
 
 def _matmul(prim, a, b):
-    return xp_linalg.matmul(np, a, b, blas.matmul)
+    return xp_linalg.matmul(np, *matmul_operands(prim, a, b), blas.matmul)
 
 
 def _reshape(prim, x):

@@ -17,7 +17,7 @@ from ... import backends
 from ...devices import cpu
 from ...dtypes import bfloat16, float32, float64
 from ...primitives import Round
-from ...primitives.linalg import Matmul
+from ...primitives.linalg import MATMUL, Matmul, matmul_operands
 from ...primitives.misc import Compiled
 from ...primitives.reduction import Var
 from ...runtime import memory as _memory
@@ -256,12 +256,13 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
                     _memory.set_copy(n, gmem.MIRROR, mirror[1])
                 return out
         elif c is Matmul and type(args[0]) is cp.ndarray and type(args[1]) is cp.ndarray:
+            a, b = matmul_operands(p, *args)
             if n._dtype in _NARROW_DTYPES:
-                out = self._direct.matmul(args[0], args[1], n._shape)  # a matrix times a few vectors
+                out = self._direct.matmul(a, b, n._shape)  # a matrix times a few vectors
             elif n._dtype is bfloat16:  # on the 16-bit storage, float32 accumulation
-                out = matvec.bf16_matvec(args[0], args[1], n._shape) if matvec.ENABLED else None
+                out = matvec.bf16_matvec(a, b, n._shape) if matvec.ENABLED else None
                 if out is None:
-                    out = cublas.bf16_matmul(args[0], args[1])  # (cuBLAS)
+                    out = cublas.bf16_matmul(a, b)  # (cuBLAS)
             else:
                 out = None
             if out is not None:
@@ -416,13 +417,14 @@ def _reads_on_host(devices) -> bool:
 def _matmul(prim, a, b):
     """Products through umx's own cuBLAS handle for the current stream (capturable, see cublas.py); CuPy's for
     what that does not cover."""
+    a, b = matmul_operands(prim, a, b)
     if type(a) is cp.ndarray and type(b) is cp.ndarray:
         h = cublas.current()
         if h is not None:
             out = cublas.matmul(h, a, b)
             if out is not None:
                 return out
-    return _cupy_matmul(prim, a, b)
+    return _cupy_matmul(MATMUL, a, b)  # (the operands as read)
 
 
 KERNELS[Matmul] = _matmul

@@ -28,7 +28,7 @@ def _adjoint(xp, a):
 
 @kernel(la.Matmul)
 def _matmul(xp, prim, a, b):
-    return matmul(xp, a, b)
+    return matmul(xp, *la.matmul_operands(prim, a, b))
 
 
 def matmul(xp, a, b, mm=None):
