@@ -30,7 +30,8 @@
 #   the training table and the eager LM's and CNN's host phases;
 #   early: the GPU training steps with value_and_grad's early start (on by default) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
-#   sides: the suite, then training on the GPU with fused side outputs on and off, the bfloat16 language model,
+#   sides: the suite, then training on the GPU (and with fused side outputs off, then products' read-through of
+#   transposes off), the bfloat16 language model,
 #   the compiled LM step's host phases and CUDA kernels;
 #   dist: the distributed tests, all_sum against mpi4py (and NCCL with several GPUs), the held input taken apart;
 #   scale: convolutions and the MLP's and CNN's CPU steps on one core (taskset) and on all, the steps under each
@@ -188,8 +189,10 @@ if [ "${1:-core}" = sides ]; then  # the suite, then the GPU tables with fused s
   run_tests 180
   timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
     | tee "$OUT/train.log" | tail -7
-  UMX_SIDE_OUTPUTS=0 timeout 50 python3 bench/train.py --devices gpu --cases lm,cnn --no-torch-compile --repeats 21 \
-    2>&1 | tee "$OUT/train-off.log" | tail -3
+  for off in UMX_SIDE_OUTPUTS UMX_READ_TRANSPOSES; do echo "== $off=0"
+    env $off=0 timeout 50 python3 bench/train.py --devices gpu --cases lm,cnn --no-torch-compile --repeats 21 \
+      2>&1 | tee "$OUT/train-$off.log" | tail -2
+  done
   timeout 100 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   timeout 40 python3 bench/profile_ops.py --cases lm --compiled --steps 5 --phases 2>&1 | tee "$OUT/compiled-host.log" \
     | grep -A14 "host phases"
