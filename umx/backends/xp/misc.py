@@ -37,7 +37,12 @@ def _depends(xp, prim, x, *dependencies):
 
 @kernel(mi.SideOutput)
 def _side_output(xp, prim, root):
-    return prim.region.side_values[prim.index]
+    # (handed over, not kept: the region holds no reference to the value after this, which a CUDA graph's count
+    # of who holds its slots would otherwise see)
+    values = prim.region.side_values
+    out = values[prim.index]
+    values[prim.index] = None
+    return out
 
 
 @kernel(mi.Custom)
