@@ -232,11 +232,20 @@ def test_small_regions_on_the_cpu_need_four_members():
 # -- side outputs (fusion.merge) ------------------------------------------------------------------------------------
 
 
+def _side_outputs_on(monkeypatch, device) -> None:
+    """Side outputs on for ``device`` (on a GPU they are off by default: see the CUDA executor's traits)."""
+    if device == mx.gpu:
+        from umx.backends.cuda.executor import CudaExecutor
+
+        monkeypatch.setattr(CudaExecutor, "traits", replace(CudaExecutor.traits, side_outputs=1 << 62))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-def test_a_held_value_of_the_regions_shape_becomes_its_side_output(device, dtype):
+def test_a_held_value_of_the_regions_shape_becomes_its_side_output(device, dtype, monkeypatch):
     """A value the user holds, read by a region of its shape, is computed by that region beside its root (one
     task, then the value's own task that hands it over), and both match NumPy."""
+    _side_outputs_on(monkeypatch, device)
     h = np.linspace(-1, 1, 24, dtype=np.float32).reshape(4, 6)
     x = mx.array(h).astype(dtype)
     mx.eval(x)
@@ -278,6 +287,7 @@ def test_an_optimizer_update_is_one_region_per_parameter_with_the_same_bits(devi
     import umx.optimizers as optim
     from umx.utils import tree_flatten, tree_map
 
+    _side_outputs_on(monkeypatch, device)
     kwargs = {"SGD": {"momentum": 0.9}, "AdamW": {}, "RMSprop": {}}[name]
 
     def train(on: bool) -> list:
@@ -286,7 +296,7 @@ def test_an_optimizer_update_is_one_region_per_parameter_with_the_same_bits(devi
         with mx.stream(device):
             model = nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 4))
             opt = getattr(optim, name)(1e-2, **kwargs)
-            for i in range(3):
+            for i in range(5):  # (on a GPU: run op by op, captured, then replayed, its outputs lent)
                 grads = tree_map(lambda p, i=i: mx.sin(p * (i + 1)), model.trainable_parameters())
                 opt.update(model, grads)
                 mx.eval(model.parameters(), opt.state)
@@ -310,10 +320,11 @@ _BINARY = [(mx.add, np.add), (mx.multiply, np.multiply), (mx.subtract, np.subtra
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1 << 30), st.integers(0, 1 << 30),
                                   st.booleans()), min_size=2, max_size=14))
-def test_random_graphs_with_held_values_match_numpy(device, program):
+def test_random_graphs_with_held_values_match_numpy(device, program, monkeypatch):
     """Random graphs of elementwise ops (and products, which a region cannot take in) over two arrays, some of
     whose values the test holds: every held value and the last match NumPy in float64, however the planner grows
     its regions around the held ones."""
+    _side_outputs_on(monkeypatch, device)
     h = [np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(0.5, -0.5, 12).reshape(3, 4)]
     with mx.stream(device):
         values = [mx.array(v.astype(np.float32)) for v in h]
@@ -340,3 +351,39 @@ def test_random_graphs_with_held_values_match_numpy(device, program):
         mx.eval(*[values[k] for k in held], values[-1])
     for k in [*held, len(values) - 1]:
         assert_close(values[k], refs[k], rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_compiled_training_step_with_side_outputs_matches_one_without(device, monkeypatch):
+    """A compiled step (forward, backward, SGD with momentum) whose state goes in and out (``inputs=``,
+    ``outputs=``), with side outputs and without: on a GPU the graph writes the new weights and velocities into
+    their slots and lends them, and the next call's inputs are those very arrays."""
+    import umx.nn as nn
+    import umx.optimizers as optim
+    from umx.utils import tree_flatten
+
+    _side_outputs_on(monkeypatch, device)
+    rng = np.random.default_rng(5)
+    xs = [mx.array(rng.standard_normal((8, 6)).astype(np.float32)) for _ in range(5)]
+
+    def train(on: bool) -> list:
+        monkeypatch.setattr(fusion, "SIDE_OUTPUTS", on)
+        mx.random.seed(4)
+        with mx.stream(device):
+            model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 2))
+            opt = optim.SGD(learning_rate=0.05, momentum=0.9)
+            loss_and_grad = nn.value_and_grad(model, lambda m, x: mx.mean(mx.square(m(x))))
+
+            def step(x):
+                loss, grads = loss_and_grad(model, x)
+                opt.update(model, grads)
+                return loss
+
+            state = [model.state, opt.state]
+            step = mx.compile(step, inputs=state, outputs=state)
+            for x in xs:
+                mx.eval(step(x), model.parameters(), opt.state)
+        return [np.array(a) for _, a in tree_flatten(model.parameters()) + tree_flatten(opt.state)]
+
+    for a, b in zip(train(True), train(False)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
