@@ -353,7 +353,7 @@ def _grow(f, tasks: dict, gone: set, mark) -> list | None:
     nodes = list(f.nodes)
     leaves = list(f.leaves)
     place = root._seq  # where the grown region runs: the earliest of its outputs' creation numbers
-    taken = []  # (the node taken in, its private copy, its region's leaves)
+    taken = []  # (the node taken in, its private copy, the ids of its region's leaves)
     refused: set = set()
     elementwise = ELEMENTWISE
     while True:
