@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ..primitives import Binary, Reduce, Unary, fill_key
+from ..primitives.linalg import matmul_shapes
 
 ELEMENTWISE = frozenset({"Where", "AsType", "Round", "Copy", "StopGradient", "NanToNum"})
 SAME_SHAPE = frozenset({"Scan", "Sort", "ArgSort", "Partition", "ArgPartition", "Roll", "Tril", "Triu",
@@ -90,11 +91,7 @@ def _arg_reduce(prim, shapes, ins):
 
 
 def _matmul(prim, shapes, ins):
-    a, b = shapes[:2]
-    if getattr(prim, "ta", False):  # (see Matmul)
-        a = a[:-2] + (a[-1], a[-2])
-    if getattr(prim, "tb", False):
-        b = b[:-2] + (b[-1], b[-2])
+    a, b = matmul_shapes(prim, *shapes[:2])
     a2, b2 = (a if len(a) > 1 else (1,) + a), (b if len(b) > 1 else b + (1,))
     if a2[-1] != b2[-2]:
         raise ValueError(f"Matmul of shapes {a} and {b}: the inner dimensions differ")

@@ -55,6 +55,15 @@ def matmul_operands(prim: Matmul, a, b) -> tuple:
     return a, b
 
 
+def matmul_shapes(prim: Matmul, a: tuple, b: tuple) -> tuple:
+    """The shapes of a Matmul's operands as the product reads them (:func:`matmul_operands`, for shapes)."""
+    if prim.ta:
+        a = a[:-2] + (a[-1], a[-2])
+    if prim.tb:
+        b = b[:-2] + (b[-1], b[-2])
+    return a, b
+
+
 class Inv(Primitive):
     """The inverse of square matrices."""
 

@@ -22,7 +22,7 @@ from math import prod
 from ..array import _copy_state, _new, array
 from ..primitives import AsType, Binary, Round, SideOutput, Unary, Where
 from ..primitives.base import structure_key, subclasses
-from .node import MEMBER, PRIVATE
+from .node import MEMBER, PRIVATE, become
 from .refs import UNHELD_INPUT
 
 #: primitive classes that fuse: one output element from the same element of each input
@@ -156,7 +156,8 @@ def collect(targets, mark, fusing: bool) -> list:
         # looking the key up costs little), and parameterized steps as (class, params, args, dtype).
         shape = n._shape
         stream = n._stream
-        room = (stream._executor or stream.executor).traits.fuse_max_nodes - 1
+        traits = (stream._executor or stream.executor).traits
+        room = traits.fuse_max_nodes - 1
         members = [n]
         leaves = []
         where = {}  # id of a leaf -> its index
@@ -296,7 +297,7 @@ def collect(targets, mark, fusing: bool) -> list:
             f = Fused(members, leaves, None, (tuple(key), tuple([(x._dtype, x._shape == ()) for x in leaves])))
             f._seq = n._seq
             order.append(f)
-            if SIDE_OUTPUTS and prod(shape) < (stream._executor or stream.executor).traits.side_outputs:
+            if SIDE_OUTPUTS and traits.side_outputs and prod(shape) < traits.side_outputs:
                 # A leaf planned here, of the root's shape and stream, that could have been a member: something
                 # else holds it (an optimizer's new moment, read by the new weight and kept as state).
                 for x in leaves:
@@ -408,16 +409,14 @@ def _grow(f, tasks: dict, gone: set, mark) -> list | None:
     at = {id(n): i for i, n in enumerate(nodes)}
     taken.sort(key=lambda t: at[id(t[1])])  # side outputs in the order of their steps
     sides = tuple(at[id(c)] for _, c, _ in taken)
-    program = _steps(nodes, leaves)
-    key = (("sides", tuple([(structure_key(p), a, n._dtype) for (p, a), n in zip(program, nodes)]), sides),
-           tuple([(y._dtype, y._shape == ()) for y in leaves]))
-    grown = Fused(nodes, leaves, program, key, sides, (tuple([id(y) for y in f.leaves]), *[h for _, _, h in taken]))
+    grown = Fused(nodes, leaves, None, None, sides, (tuple([id(y) for y in f.leaves]), *[h for _, _, h in taken]))
+    # (its key from its program, derived now: the walk's compact key covers regions without side outputs)
+    grown.key = (("sides", tuple([(structure_key(p), a, n._dtype) for (p, a), n in zip(grown.program, nodes)]),
+                  sides), tuple([(y._dtype, y._shape == ()) for y in leaves]))
     grown._seq = place - 0.5  # (ahead of every reader of its outputs; the side outputs just after it)
     out = [grown]
     for k, (x, copy, homes) in enumerate(taken):
-        x._prim = SideOutput(grown, k, homes, (copy, x._seq))
-        x._inputs = (root,)
-        x._seq = place - 0.5 + (k + 1) / (2 * len(taken) + 2)
+        become(x, SideOutput(grown, k, homes, (copy, x._seq)), (root,), place - 0.5 + (k + 1) / (2 * len(taken) + 2))
         out.append(x)
     return out
 
@@ -428,21 +427,8 @@ def unmerge(n) -> None:
     where the region reads it: the same value.)"""
     prim = n._prim
     if prim is not None and prim.__class__ is SideOutput:
-        copy, n._seq = prim.was
-        n._prim = copy._prim
-        n._inputs = (*copy._inputs,)
-
-
-def _steps(nodes: list, leaves: list) -> tuple:
-    """The program of a region of ``nodes`` (inputs first) over ``leaves``."""
-    index = {id(x): k for k, x in enumerate(leaves)}
-    j = len(leaves)
-    program = []
-    for n in nodes:
-        program.append((n._prim, tuple([index[id(x)] for x in n._inputs])))
-        index[id(n)] = j
-        j += 1
-    return tuple(program)
+        copy, seq = prim.was
+        become(n, copy._prim, (*copy._inputs,), seq)
 
 
 def collect_private(targets: list) -> list:

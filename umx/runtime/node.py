@@ -73,6 +73,14 @@ def unplan(n) -> None:
     n._exec = None
 
 
+def become(n, prim, inputs: tuple, seq) -> None:
+    """planned -> planned, another computation of the same value: ``n``, not yet numbered, takes ``prim``,
+    ``inputs`` and creation number ``seq`` (the planner's side outputs, ``fusion.merge``, and their undoing)."""
+    n._prim = prim
+    n._inputs = inputs
+    n._seq = seq
+
+
 def finish(n, out) -> None:
     """assigned -> finished: ``n`` (one output) holds ``out``, counted as memory, and lets go of its inputs, so
     the graph behind it can be freed."""

@@ -51,6 +51,7 @@ from ..primitives import (
     Var,
     Where,
 )
+from ..primitives.linalg import matmul_shapes
 from ._replay import Tape, _getter
 from ._rules import gathered_shape
 
@@ -91,11 +92,7 @@ def _transpose(prim, shapes, traced):
 
 
 def _matmul(prim, shapes, traced):
-    a, b = shapes
-    if prim.ta:  # (see Matmul)
-        a = a[:-2] + (a[-1], a[-2])
-    if prim.tb:
-        b = b[:-2] + (b[-1], b[-2])
+    a, b = matmul_shapes(prim, *shapes)
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
     if a2[-1] != b2[-2]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ...dtypes import bfloat16, narrow_bf16, round_bf16, widen_bf16
 from ...runtime import host_pool, threads
+from ...runtime.executor import conform_to
 from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import map_chunks
@@ -224,22 +225,9 @@ def _run_with_sides(f, steps, leaves: list, out, arrivals, upload):
     if upload is not None:
         upload.part(0, out.nbytes)
     n = len(leaves)
-    side_values = []
-    for p in f.sides:
-        v = values[n + p]
-        want = f.nodes[p]._dtype
-        if want is bfloat16:  # (held as float32 with bfloat16's values between steps)
-            v = narrow_bf16(np, v)
-        elif v.dtype != want.np:
-            v = v.astype(want.np)
-        side_values.append(v)
-    f.side_values = side_values
-    if out is not None:
-        return out
-    want = root._dtype.np
-    if r.dtype is not want and r.dtype != want:
-        r = r.astype(want)
-    return r
+    # (a bfloat16 step's value is held as float32 with bfloat16's values: conformed, it is its storage)
+    f.side_values = [conform_to(np, f.nodes[p]._dtype, values[n + p]) for p in f.sides]
+    return out if out is not None else conform_to(np, root._dtype, r)
 
 
 def _run_folded(steps, chain, leaves: list, shape: tuple, size: int, root_dtype):
