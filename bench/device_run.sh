@@ -185,7 +185,6 @@ if [ "${1:-core}" = first ]; then  # a session's one call when machines are scar
   exit 0
 fi
 if [ "${1:-core}" = sides ]; then  # the suite, then the GPU tables with fused side outputs on and off
-  export UMX_CUDA_SIDE_OUTPUTS=1  # (off by default on CUDA until this mode's suite passes with them on)
   nvidia-smi --query-gpu=name --format=csv,noheader
   run_tests 180
   timeout 70 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \

@@ -232,20 +232,11 @@ def test_small_regions_on_the_cpu_need_four_members():
 # -- side outputs (fusion.merge) ------------------------------------------------------------------------------------
 
 
-def _side_outputs_on(monkeypatch, device) -> None:
-    """Side outputs on for ``device`` (on a GPU they are off by default: see the CUDA executor's traits)."""
-    if device == mx.gpu:
-        from umx.backends.cuda.executor import CudaExecutor
-
-        monkeypatch.setattr(CudaExecutor, "traits", replace(CudaExecutor.traits, side_outputs=1 << 62))
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
 def test_a_held_value_of_the_regions_shape_becomes_its_side_output(device, dtype, monkeypatch):
     """A value the user holds, read by a region of its shape, is computed by that region beside its root (one
     task, then the value's own task that hands it over), and both match NumPy."""
-    _side_outputs_on(monkeypatch, device)
     h = np.linspace(-1, 1, 24, dtype=np.float32).reshape(4, 6)
     x = mx.array(h).astype(dtype)
     mx.eval(x)
@@ -287,7 +278,6 @@ def test_an_optimizer_update_is_one_region_per_parameter_with_the_same_bits(devi
     import umx.optimizers as optim
     from umx.utils import tree_flatten, tree_map
 
-    _side_outputs_on(monkeypatch, device)
     kwargs = {"SGD": {"momentum": 0.9}, "AdamW": {}, "RMSprop": {}}[name]
 
     def train(on: bool) -> list:
@@ -324,7 +314,6 @@ def test_random_graphs_with_held_values_match_numpy(device, program, monkeypatch
     """Random graphs of elementwise ops (and products, which a region cannot take in) over two arrays, some of
     whose values the test holds: every held value and the last match NumPy in float64, however the planner grows
     its regions around the held ones."""
-    _side_outputs_on(monkeypatch, device)
     h = [np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(0.5, -0.5, 12).reshape(3, 4)]
     with mx.stream(device):
         values = [mx.array(v.astype(np.float32)) for v in h]
@@ -362,7 +351,6 @@ def test_a_compiled_training_step_with_side_outputs_matches_one_without(device, 
     import umx.optimizers as optim
     from umx.utils import tree_flatten
 
-    _side_outputs_on(monkeypatch, device)
     if device == mx.cpu:  # (its small compiled steps run one by one, unplanned: replay them through the planner)
         from umx.backends.cpu.executor import CpuExecutor
 

@@ -9,7 +9,6 @@ through :meth:`CudaExecutor.settle`.
 
 from __future__ import annotations
 
-import os
 from math import prod
 
 import numpy as np
@@ -91,9 +90,7 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         fuse_max_nodes=1024,
         programs=True,  # (as one CUDA graph each: see graphs.Graphs.run_program)
         overlaps_host=True,
-        # (off unless UMX_CUDA_SIDE_OUTPUTS=1 until a GPU run has checked the fix to a slot's count of lent arrays
-        # that a region's side outputs upset: see docs/internals.md)
-        side_outputs=(1 << 62) if os.environ.get("UMX_CUDA_SIDE_OUTPUTS") == "1" else 0,
+        side_outputs=1 << 62,  # (any size: a graph or one kernel writes them all, on any number of elements)
     )
 
     def only_enqueues(self, tasks: list) -> bool:
