@@ -187,6 +187,17 @@ class Captured:
         self.picks: list = []
 
 
+class _Returned:
+    """A compiled program's cache entry after its first run, op by op: weak references to the values it returned,
+    with their task positions, so that its capture can write each into the slot of the input the next call passes
+    it back as (see :func:`_fed_back`)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list):
+        self.values = values
+
+
 class Graphs:
     """The graphs of one GPU stream (its executor ``ex``); used by the thread running the stream's batches."""
 
@@ -281,12 +292,13 @@ class Graphs:
             part = None
 
     def _capture(self, tasks: list, nodes: list, externals: list, inputs: list, retained: list,
-                 copied: frozenset, lends: bool = False):
+                 copied: frozenset, lends: bool = False, back: dict | None = None):
         """Capture ``tasks`` into a graph over slots for ``inputs`` (large ones bound, except those ``copied``);
         None if they cannot be captured, _NO_ROOM if the memory limit leaves no room now. The graph ends by
         packing the ``retained`` values into one export area, which a replay copies out in one go; with
         ``lends`` (a compiled call's graph, see run_program), those written into their input's slot are lent
-        instead (arrays over the slot's memory, not exported)."""
+        instead (arrays over the slot's memory, not exported). ``back``: task position -> the slot its value
+        was passed back into last time, preferred for writing it in place (see :func:`_in_place`)."""
         bind = [s not in copied and d.nbytes >= BIND_MIN_BYTES for s, d in enumerate(inputs)]
         size = (sum(d.nbytes for d, b in zip(inputs, bind) if not b)
                 + sum(n._dtype.np.itemsize * prod(n._shape) for n in nodes)
@@ -296,7 +308,7 @@ class Graphs:
         if size > total * GRAPH_SHARE or (limit and gmem.POOL.used_bytes() + nbytes() + size > limit):
             return _NO_ROOM  # (graphs are a cache: under a memory limit they take only what is left)
         self._evict(total * GRAPHS_SHARE - size)
-        in_place = _in_place(tasks, externals, bind, retained)
+        in_place = _in_place(tasks, externals, bind, retained, back)
         kept = set(retained)
         # The slots a retained value may be written into, and so lent: regular device memory, not the graph's
         # pool, whose memory goes when the graph does (a lent value may outlive it).
@@ -388,7 +400,11 @@ class Graphs:
             entry = cache.get(key)
             copied = frozenset()
             lends = LEND
-            if type(entry) is Captured:
+            back: dict = {}
+            if type(entry) is _Returned:
+                back = _fed_back(entry.values, inputs)
+                entry = 1
+            elif type(entry) is Captured:
                 if entry.owner() is not program:  # (another program's, since gone, under a reused id)
                     self._drop(key)
                     entry = None
@@ -402,6 +418,8 @@ class Graphs:
                         return tuple([outs[k] for k in entry.picks])
                     copied = entry.copied.union(moved)  # a bound input that is other data now: into a slot
                     lends = entry.lends and not clash
+                    back = _fed_back([(entry.given[s], i) for i, s in entry.lent.items() if s in entry.given],
+                                     inputs)
                     self._drop(key)
                     entry = 1
             outs = program.build(n._inputs)
@@ -423,7 +441,7 @@ class Graphs:
                     self._forget_oldest()
                 cache[key] = 1
             else:
-                g = self._capture(tasks, nodes, externals, inputs, retained, copied, lends)
+                g = self._capture(tasks, nodes, externals, inputs, retained, copied, lends, back)
                 if g is None or g is _NO_ROOM:
                     STATS.refusals += 1
                     if g is None:
@@ -442,6 +460,10 @@ class Graphs:
                     return tuple([outs[k] for k in g.picks])
         # Op by op, outside the lock: memory pressure on another thread may then drop graphs meanwhile.
         values = _dispatch(self.ex, tasks, externals, inputs, retained)
+        if capturable:
+            with self.lock:
+                if type(cache.get(key)) is int:
+                    cache[key] = _Returned(_weak_values(values, retained))
         return tuple(values[i] for i in picks)
 
     def _evict(self, room: float | None = None) -> None:
@@ -665,13 +687,15 @@ _FRESH = frozenset({Matmul, LogSumExp, Softmax, SoftmaxVJP, LayerNorm, RMSNorm, 
 _ITSELF = frozenset({Depends, StopGradient})
 
 
-def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
+def _in_place(tasks: list, externals: list, bind: list, retained: list, back: dict | None = None) -> dict:
     """Task position -> slot, for tasks that may write their result into an input's own slot instead of new
     memory: slice updates (a key-value cache's write) and fused regions with a leaf of their output's shape and
     dtype (an optimizer's update of a weight or its moments). The slot must be the graph's (not a bound input's
     memory), and no later task may read it, directly or through a task whose result may be a view of it (any but
     ``_FRESH`` and fused regions), nor may such a view be exported. A replay then leaves the new value in the
-    slot (see ``_replay``), and the value passed back in at the next call is not copied in again."""
+    slot (see ``_replay``), and the value passed back in at the next call is not copied in again. Of a region's
+    leaves, the one whose slot ``back`` names for the task (where its value came back last time: SGD's velocity
+    into the velocity's slot, not the gradient's) is tried first."""
     where = {id(x): (s,) for s, x in enumerate(externals)}  # a slot's array, or a task's that may view slots
     same = {id(x): s for s, x in enumerate(externals)}  # a slot's array, or a task's that is that array itself
     last: dict = {}  # slot -> the last task that reads it
@@ -693,7 +717,7 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
         if fused:
             root = n.root
             homes = n.homes[0] if n.sides else [id(x) for x in n.leaves]  # (the root's own region's: fusion.merge)
-            for h in homes:
+            for h in _preferred(homes, back, i, same):
                 s = same.get(h)
                 x = externals[s] if s is not None else None
                 if s is not None and not bind[s] and x._shape == root._shape and x._dtype is root._dtype:
@@ -707,7 +731,7 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
             at = region.get(id(p.region))
             if at is not None:
                 f = p.region
-                for h in p.homes:
+                for h in _preferred(p.homes, back, i, same):
                     s = same.get(h)
                     x = externals[s] if s is not None else None
                     if (s is not None and not bind[s] and s not in at[1] and x._shape == n._shape
@@ -732,6 +756,38 @@ def _in_place(tasks: list, externals: list, bind: list, retained: list) -> dict:
                     if s is not None:
                         same[id(n)] = s
     return {i: s for i, s in wanted.items() if last[s] == reader.get(i, i) and s not in blocked}
+
+
+def _preferred(homes, back: dict | None, i: int, same: dict):
+    """``homes`` (ids of a region's leaves), the one whose slot ``back`` names for task ``i`` first."""
+    s = back.get(i) if back else None
+    if s is None:
+        return homes
+    return sorted(homes, key=lambda h: same.get(h) != s)
+
+
+def _weak_values(values: list, retained: list) -> list:
+    """``(weak reference, task position)`` for the ``retained`` tasks' ``values`` (see :class:`_Returned`)."""
+    refs = []
+    for i in retained:
+        try:
+            refs.append((weakref.ref(values[i]), i))
+        except TypeError:  # (not an array: nothing to find again)
+            pass
+    return refs
+
+
+def _fed_back(refs: list, inputs: list) -> dict:
+    """Task position -> input slot, for each of ``refs`` (``(weak reference to a value, its task)``) whose value
+    is alive and passed in again as one of ``inputs``."""
+    alive = []
+    at: dict = {}
+    for ref, i in refs:
+        v = ref()
+        if v is not None:
+            alive.append(v)  # (held while ids are compared)
+            at[id(v)] = i
+    return {at[id(d)]: s for s, d in enumerate(inputs) if id(d) in at}
 
 
 def _only_as_itself(ins, s: int, where: dict, same: dict) -> bool:
