@@ -694,12 +694,7 @@ def _matmul_vjp(self, primals, cotangents, outputs):
         # (reshaped only where an operand was a vector: a public reshape to an array's own shape makes an alias)
         da = da if da._shape == a._shape else m.reshape(da, a._shape)
     if needs_gradient(b):
-        a_rows, c_rows = a2, c
-        if b2.ndim == 2 and c.ndim > 2:
-            # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is
-            # one product over all the stack's rows, not a product per matrix summed afterwards
-            a_rows = shared(("rows", id(a2)), lambda: m.reshape(a2, (-1, b2._shape[0])))
-            c_rows = m.reshape(c, (-1, b2._shape[1]))
+        a_rows, c_rows = _rows(a2, c) if b2.ndim == 2 and c.ndim > 2 else (a2, c)
         db = _swap(_unswap(c_rows) @ a_rows) if _swapped(b2) else _unswap(a_rows) @ c_rows
         db = unbroadcast(db, b2._shape)
         db = db if db._shape == b._shape else m.reshape(db, b._shape)
@@ -720,12 +715,7 @@ def _read_through_vjp(self, primals, c) -> list:
             da = c @ (b if self.tb else _swap(b))
         da = unbroadcast(da, a._shape)
     if needs_gradient(b):
-        a_rows, c_rows = a, c
-        if b.ndim == 2 and c.ndim > 2 and not self.ta:
-            # b is shared by a stack of products (a Linear layer on [batch, length, features]): its cotangent is
-            # one product over all the stack's rows, not a product per matrix summed afterwards
-            a_rows = shared(("rows", id(a)), lambda: m.reshape(a, (-1, a._shape[-1])))
-            c_rows = m.reshape(c, (-1, c._shape[-1]))
+        a_rows, c_rows = _rows(a, c) if b.ndim == 2 and c.ndim > 2 and not self.ta else (a, c)
         big_a = _swap(a_rows) if self.ta else a_rows
         if self.tb:  # b = B^T: db = dB^T = c^T A
             db = _swap(c_rows) @ big_a
@@ -733,6 +723,13 @@ def _read_through_vjp(self, primals, c) -> list:
             db = _swap(big_a) @ c_rows
         db = unbroadcast(db, b._shape)
     return [da, db]
+
+
+def _rows(a: array, c: array) -> tuple:
+    """A product's left operand ``a`` and cotangent ``c`` as matrices of all their rows, where its right operand
+    is a matrix shared by a stack of products (a Linear layer on [batch, length, features]): that operand's
+    cotangent is then one product over all the stack's rows, not a product per matrix summed afterwards."""
+    return shared(("rows", id(a)), lambda: m.reshape(a, (-1, a._shape[-1]))), m.reshape(c, (-1, c._shape[-1]))
 
 
 def _swap(x: array) -> array:

@@ -344,37 +344,20 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         thread of umx's kernel reads its elements before it writes them); None is returned where umx's kernel
         does not take the region, and nothing is written. A region with side outputs (see ``fusion.merge``)
         leaves them in ``f.side_values``; ``side_into`` maps some of them to arrays to write, as ``into``."""
-        if f.sides:
-            return self._run_with_sides(f, leaves, into, side_into)
         root = f.root
-        out = self._direct.run(f.key, _region_program, f, leaves, root._shape, root._dtype.np,
-                               mirror[0] if mirror is not None else None, into)
-        if into is not None:
-            return out
-        if out is not None:
-            if mirror is not None:
-                _memory.set_copy(root, gmem.MIRROR, mirror[1])
-            return out
-        kernel = _FUSED.get(f)
-        if kernel is not None:
-            out = cp.empty(root._shape, root._dtype.np)
-            try:
-                kernel(*leaves, out)
-                return out
-            except Exception:  # e.g. NVRTC rejects the generated code: step by step, now and for this structure
-                _FUSED.refuse(f)
-        return run_steps(f, leaves, lambda prim, args: _call(KERNELS[prim.__class__], prim, args), cp)
-
-    def _run_with_sides(self, f, leaves: list, into, side_into):
-        """:meth:`run_fused` for a region with side outputs."""
-        root = f.root
-        nodes = f.nodes
         shape = root._shape
-        sides = [side_into[k] if side_into and k in side_into else cp.empty(shape, nodes[p]._dtype.np)
-                 for k, p in enumerate(f.sides)]
-        out = self._direct.run(f.key, _region_program, f, leaves, shape, root._dtype.np, None, into, sides)
+        sides = None
+        if f.sides:  # (each a new array of the root's shape unless given; no mirror: mirror_for gives none)
+            nodes = f.nodes
+            sides = [side_into[k] if side_into and k in side_into else cp.empty(shape, nodes[p]._dtype.np)
+                     for k, p in enumerate(f.sides)]
+        out = self._direct.run(f.key, _region_program, f, leaves, shape, root._dtype.np,
+                               mirror[0] if mirror is not None else None, into, sides)
         if out is not None:
-            f.side_values = sides
+            if sides is not None:
+                f.side_values = sides
+            elif mirror is not None and into is None:
+                _memory.set_copy(root, gmem.MIRROR, mirror[1])
             return out
         if into is not None or side_into:
             return None
@@ -382,8 +365,11 @@ class CudaExecutor(Lane, Transfers, TracedBatches, WorkerExecutor):
         if kernel is not None:
             out = cp.empty(shape, root._dtype.np)
             try:
-                kernel(*leaves, out, *sides)
-                f.side_values = sides
+                if sides is None:
+                    kernel(*leaves, out)
+                else:
+                    kernel(*leaves, out, *sides)
+                    f.side_values = sides
                 return out
             except Exception:  # e.g. NVRTC rejects the generated code: step by step, now and for this structure
                 _FUSED.refuse(f)
