@@ -30,6 +30,8 @@
 #   the training table and the eager LM's and CNN's host phases;
 #   early: the GPU training steps with value_and_grad's early start (on by default) on and off in turn, then the
 #   tests of transforms, graphs, optimizers and examples;
+#   host: the tests near graphs, training on the GPU, the bfloat16 language model, then the host's time per phase
+#   and function of the compiled LM and decode steps and the eager MLP step;
 #   sides: the suite, then training on the GPU (and with fused side outputs off, then products' read-through of
 #   transposes off), the bfloat16 language model,
 #   the compiled LM step's host phases and CUDA kernels;
@@ -182,6 +184,22 @@ if [ "${1:-core}" = first ]; then  # a session's one call when machines are scar
     | tee "$OUT/train-cpu.log" | tail -4
   timeout 45 python3 bench/profile_ops.py --cases lm --compiled --steps 3 --kernels 30 2>&1 | tee "$OUT/kernels.log" \
     | grep -vE "^\| (kernel|---)" | cut -c1-150 | tail -34
+  exit 0
+fi
+if [ "${1:-core}" = host ]; then  # the GPU tests near graphs, the tables, then where compiled and eager steps
+  # spend the host's time (clocks per phase and cProfile): the compiled LM and decode steps, the eager MLP
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  timeout 120 python3 -m pytest -q -p no:cacheprovider -n 14 -W ignore tests/test_graphs.py tests/test_optimizers.py \
+    tests/test_fusion.py tests/test_training_paths.py tests/test_examples.py tests/test_cuda.py 2>&1 | tail -3
+  timeout 80 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
+    | tee "$OUT/train.log" | tail -7
+  timeout 100 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
+  for c in "lm --compiled" "decode --compiled" "mlp"; do
+    log="$OUT/host-${c%% *}.log"
+    timeout 60 python3 bench/profile_ops.py --cases $c --steps 10 --graphs --phases --host 30 > "$log" 2>&1
+    grep -A17 "host phases" "$log" | grep -vE "^\| (phase|---)"
+    grep -A14 "of host time a step" "$log" | grep -vE "^\| (function|---)" | cut -c1-110
+  done
   exit 0
 fi
 if [ "${1:-core}" = sides ]; then  # the suite, then the GPU tables with fused side outputs on and off

@@ -279,6 +279,10 @@ PHASES = (
     ("    graph replay (_launch)", "umx.backends.cuda.graphs", "Graphs", "_launch"),
     ("    op by op (_run)", "umx.backends.cuda.executor", "CudaExecutor", "_run"),
     ("      a compiled call's graph (run_program)", "umx.backends.cuda.graphs", "Graphs", "run_program"),
+    ("        lent arrays still held? (_may_overwrite)", "umx.backends.cuda.graphs", None, "_may_overwrite"),
+    ("  a graph's replay (copies in, launch, out)", "umx.backends.cuda.graphs", None, "_replay"),
+    ("    inputs copied in one launch (copy_list)", "umx.backends.cuda.graphs", None, "copy_list"),
+    ("    values lent (_lend)", "umx.backends.cuda.graphs", None, "_lend"),
     ("  wait for the GPU (CudaExecutor.wait)", "umx.backends.cuda.executor", "CudaExecutor", "wait"),
 )
 
