@@ -200,6 +200,8 @@ if [ "${1:-core}" = host ]; then  # the GPU tests near graphs, the tables, then 
     grep -A17 "host phases" "$log" | grep -vE "^\| (phase|---)"
     grep -A14 "of host time a step" "$log" | grep -vE "^\| (function|---)" | cut -c1-110
   done
+  timeout 60 python3 bench/profile_ops.py --cases decode --compiled --steps 3 --kernels 30 > "$OUT/kernels.log" 2>&1
+  grep -A32 "of device work" "$OUT/kernels.log" | grep -vE "^\| (kernel|---)" | cut -c1-120
   exit 0
 fi
 if [ "${1:-core}" = sides ]; then  # the suite, then the GPU tables with fused side outputs on and off
