@@ -976,18 +976,23 @@ def _donates(ins: tuple, inputs: list, s: int, given) -> bool:
 
 def _data_ref(d) -> tuple:
     """What tells device array ``d``'s data at a later replay: a weak reference to the array that owns its memory
-    (a view's base: a weight's ``.T`` is a new view object at every step, of the same memory) and the view's
-    place and layout in it. The graph does not keep the data alive; while the owner lives its memory holds the
-    same values (device data is immutable)."""
+    (a view's base: a weight's ``.T`` is a new view object at every step, of the same memory) and, for a view, its
+    place and layout in it (None for the owner itself, whose place and layout never change). The graph does not
+    keep the data alive; while the owner lives its memory holds the same values (device data is immutable)."""
     base = d.base
-    return weakref.ref(d if base is None else base), d.data.ptr, d.shape, d.strides, d.dtype
+    if base is None:
+        return weakref.ref(d), None
+    return weakref.ref(base), (d.data.ptr, d.shape, d.strides, d.dtype)
 
 
 def _same_data(ref: tuple, d) -> bool:
     """Whether device array ``d`` is the data ``ref`` (see :func:`_data_ref`) was made from."""
     base = d.base
-    return (ref[0]() is (d if base is None else base) and ref[1] == d.data.ptr and ref[2] == d.shape
-            and ref[3] == d.strides and ref[4] == d.dtype)
+    if base is None:  # (a decode step's weights and lent values: known by the object alone)
+        return ref[1] is None and ref[0]() is d
+    view = ref[1]
+    return (view is not None and ref[0]() is base and view[0] == d.data.ptr and view[1] == d.shape
+            and view[2] == d.strides and view[3] == d.dtype)
 
 
 def _program_capturable(tasks: list) -> bool:
