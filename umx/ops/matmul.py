@@ -61,16 +61,11 @@ def _product(a: array, b: array, shape: tuple, dtype, stream) -> array:
         return node(MATMUL, (a, b), shape, dtype, stream)
     ta = tb = False
     p = a._prim
-    if p is not None and p.__class__ is Transpose and a._data is None and _swaps_last(p.axes):
+    if p is not None and p.__class__ is Transpose and a._data is None and p.swaps_last_two():
         a = a._inputs[0]
         ta = True
     p = b._prim
-    if p is not None and p.__class__ is Transpose and b._data is None and _swaps_last(p.axes):
+    if p is not None and p.__class__ is Transpose and b._data is None and p.swaps_last_two():
         b = b._inputs[0]
         tb = True
     return node(MATMULS[ta, tb] if ta or tb else MATMUL, (a, b), shape, dtype, stream)
-
-
-def _swaps_last(axes: tuple) -> bool:
-    n = len(axes)
-    return n >= 2 and axes[-1] == n - 2 and axes[-2] == n - 1 and all(axes[i] == i for i in range(n - 2))

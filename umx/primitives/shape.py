@@ -49,6 +49,12 @@ class Transpose(Primitive):
     def __init__(self, axes: tuple):
         self.axes = axes
 
+    def swaps_last_two(self) -> bool:
+        """Whether it exchanges the last two axes and keeps the others in place (``w.T`` of a matrix or a stack)."""
+        axes = self.axes
+        n = len(axes)
+        return n >= 2 and axes[-1] == n - 2 and axes[-2] == n - 1 and all(axes[i] == i for i in range(n - 2))
+
 
 class BroadcastTo(Primitive):
     """Broadcast to ``shape`` (NumPy's rules)."""

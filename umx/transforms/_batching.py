@@ -84,6 +84,7 @@ from ..primitives import (
     Where,
 )
 from ..primitives.base import param_names
+from ..primitives.linalg import matmul_operands
 from ..primitives.random import CovarianceFactor
 from . import _trees
 from ._registry import rules
@@ -159,12 +160,8 @@ def _split(self, inputs, axes, outputs):
 
 
 def _matmul(self, inputs, axes, outputs):
-    a, b = inputs
     # (the operands as the product reads them, see Matmul: a batch axis is first, so the last two are the matrix's)
-    if self.ta:
-        a = m.swapaxes(a, -1, -2)
-    if self.tb:
-        b = m.swapaxes(b, -1, -2)
+    a, b = matmul_operands(self, *inputs)
     nda, ndb = a.ndim - (axes[0] is not None), b.ndim - (axes[1] is not None)
     squeeze = []  # vectors become matrices (a row on the left, a column on the right), then lose that axis
     if nda == 1:

@@ -745,10 +745,7 @@ def _unswap(x: array) -> array:
 def _swapped(x: array) -> bool:
     """Whether ``x`` is a view of another array with its last two axes exchanged (``w.T`` in ``x @ w.T``)."""
     p = x._prim
-    if p is None or p.__class__ is not Transpose or x.ndim < 2:
-        return False
-    n = x.ndim
-    return p.axes == (*range(n - 2), n - 1, n - 2)
+    return p is not None and p.__class__ is Transpose and p.swaps_last_two()
 
 
 def _matmul_jvp(self, primals, tangents, outputs):
