@@ -19,8 +19,9 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   close: the suite, training on the GPU, the bfloat16 language model, the seed, then the MLP's and CNN's
-#   CPU steps, in about six minutes (a session's last check when device time is short);
+#   close: the suite, training on the GPU, the bfloat16 language model, the seed, then the MLP's and CNN's CPU
+#   steps (on an H200: issue 20's table, bfloat16 and 4-bit over 256 tokens, and no CPU rows), in about six
+#   minutes (a session's last check when device time is short);
 #   measure: the suite, bench/grad_tapes.py, training on the GPU, the seed and the bfloat16 language model, in
 #   one call's ten minutes; first: for a session that may get one call, the suite, training on the GPU, the
 #   bfloat16 language model, the CPU routes of a batch norm's statistics (bench/reduce.py), the compiled LM
@@ -169,6 +170,11 @@ if [ "${1:-core}" = close ]; then  # a session's last check, in about six minute
   run_tests 200
   timeout 80 python3 bench/train.py --devices gpu --no-torch-compile --repeats 21 --graph-stats 2>&1 \
     | tee "$OUT/train.log" | tail -7
+  if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then  # (issue 20's table: both rows)
+    timeout 230 python3 bench/llm.py --runs 3 2>&1 | tee "$OUT/llm.log" | tail -10
+    timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
+    exit 0
+  fi
   timeout 120 python3 bench/llm.py --runs 3 --gen 128 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -5
   timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 80 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \

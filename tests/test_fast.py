@@ -337,6 +337,28 @@ def test_sdpa_decode_step_in_bfloat16(device, rng, mask):
     assert_close(got, ref_sdpa(qr, kr, vr, 0.09, mr, sr), *TOL[mx.bfloat16])
 
 
+@pytest.mark.skipif(not mx.is_available(mx.gpu), reason="the GPU kernel's merge of chunks")
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_sdpa_decode_chunks_merged_by_their_last_block_in_replays(rng, dtype, monkeypatch):
+    # (a decode step's grouped kernel: the last block of a key head's chunks merges them, counted on the stream's
+    # counters, which it resets: every call and every replay of a compiled step must find them at zero; the merge
+    # by a second kernel gives the same values within float32's rounding)
+    from umx.backends.cuda import fast as cuda_fast
+
+    (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, "bool", 2, 8, 2, 1, 700, 64, 64, dtype)
+    step = mx.compile(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.125, mask=m, sinks=sinks))
+    for i in range(4):
+        qi = q * (1 + i / 4)
+        want = ref_sdpa(qr * (1 + i / 4), kr, vr, 0.125, mr, sr)
+        got = F.scaled_dot_product_attention(qi, k, v, scale=0.125, mask=m, sinks=sinks, stream=mx.gpu)
+        assert_close(got, want, *TOL[dtype])
+        assert_close(step(qi, k, v), want, *TOL[dtype])
+        np.testing.assert_array_equal(np.asarray(step(qi, k, v)), np.asarray(got))
+    monkeypatch.setattr(cuda_fast, "MERGE", False)
+    apart = F.scaled_dot_product_attention(q * 1.75, k, v, scale=0.125, mask=m, sinks=sinks, stream=mx.gpu)
+    assert_close(apart, np.asarray(got).astype(np.float64), *TOL[dtype])
+
+
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("parts", [False, True])
 def test_sdpa_many_queries_in_bfloat16(device, rng, mask, parts, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 
@@ -198,7 +199,8 @@ def _sdpa(prim, q, k, v, rest, xt: str, to_float):
 def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     """Few queries: each query row's keys in chunks, one block a chunk, merged by a second kernel where there
     are several (``sources.sdpa_source``); where a key head's query rows are few (a decode step's query heads of
-    one key head), those rows together, each key and value read once for all of them (its ``_group`` kernel)."""
+    one key head), those rows together, each key and value read once for all of them (its ``_group`` kernel),
+    whose last block of a group merges the group's chunks itself (:data:`MERGE`: one launch, not two)."""
     batch, n_q, t_q, d = q.shape
     n_kv, t_k, d_v = k.shape[1], k.shape[2], v.shape[3]
     q, k, v = contiguous(q), contiguous(k), contiguous(v)
@@ -213,11 +215,16 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
     out = cp.empty((batch, n_q, t_q, d_v), q.dtype)
     part = cp.empty((rows * n_split * (d_v + 2),), cp.float32) if n_split > 1 else out
     sinks = _ptr(sinks)
-    kernel = _kernel("sdpa", xt, part="group") if grouped else _kernel("sdpa", xt)
-    kernel((batch * n_kv if grouped else rows, n_split), (BLOCK,), q.data.ptr, k.data.ptr, v.data.ptr,
-           mask.data.ptr, sinks, out.data.ptr, part.data.ptr, n_q, n_kv, t_q, t_k, d, d_v, prim.scale,
-           _MASK_KINDS[prim.mask], *strides, chunk, n_split)
-    if n_split > 1:
+    args = (q.data.ptr, k.data.ptr, v.data.ptr, mask.data.ptr, sinks, out.data.ptr, part.data.ptr, n_q, n_kv, t_q,
+            t_k, d, d_v, prim.scale, _MASK_KINDS[prim.mask], *strides, chunk, n_split)
+    merged = False
+    if grouped:
+        counters = _counters(batch * n_kv) if MERGE and 1 < n_split <= SDPA_MERGE_SPLITS else 0
+        merged = counters != 0
+        _kernel("sdpa", xt, part="group")((batch * n_kv, n_split), (BLOCK,), *args, counters)
+    else:
+        _kernel("sdpa", xt)((rows, n_split), (BLOCK,), *args)
+    if n_split > 1 and not merged:
         _kernel("sdpa", xt, part="combine")((rows,), (BLOCK,), part.data.ptr, sinks, out.data.ptr, n_q, t_q, d_v,
                                             n_split)
     return out
@@ -225,6 +232,29 @@ def _sdpa_rows(prim, q, k, v, mask, strides: tuple, sinks, xt: str):
 
 #: whether few query rows of a key head go to the grouped kernel (False: one row a block, for comparisons)
 GROUPED = True
+#: whether the grouped kernel's last block of a group merges its chunks (``UMX_SDPA_MERGE=0``: the second kernel
+#: does, for comparisons), where there are at most ``SDPA_MERGE_SPLITS`` chunks (more merge faster one block a
+#: row) and ``SDPA_MERGE_GROUPS`` groups (the counters of a stream)
+MERGE = os.environ.get("UMX_SDPA_MERGE", "1") != "0"
+SDPA_MERGE_SPLITS = 64
+SDPA_MERGE_GROUPS = 1024
+_merge_counters: dict = {}  # (device, stream address) -> that stream's counters of finished blocks per group
+
+
+def _counters(groups: int) -> int:
+    """The address of the current stream's counters of the grouped kernel's finished blocks (all zero between
+    launches: the last block of a group resets its count), or 0 where the kernel should not merge: too many
+    groups, or a stream capturing a CUDA graph before it has counters (a capture's allocations are its graph's)."""
+    if groups > SDPA_MERGE_GROUPS:
+        return 0
+    stream = cp.cuda.get_current_stream()
+    key = (cp.cuda.runtime.getDevice(), stream.ptr)
+    counters = _merge_counters.get(key)
+    if counters is None:
+        if stream.is_capturing():
+            return 0
+        counters = _merge_counters[key] = cp.zeros(SDPA_MERGE_GROUPS, cp.uint32)
+    return counters.data.ptr
 #: the fewest keys a block of the few-queries kernels takes, when splitting the keys to fill the GPU
 SDPA_MIN_CHUNK = 64
 SDPA_GROUP_MIN_CHUNK = 32

@@ -693,7 +693,9 @@ def sdpa_source(name: str, x: str = "float") -> str:
     shared memory in one sweep of 16-byte loads (each read once for all the rows, every load in flight
     together), then eight threads a key score it for every row (the tile read 16 bytes at a time, the mask's
     elements loaded meanwhile), one warp a row takes the softmax, and the threads over features (and slices of
-    the keys) weigh the values; its ``part`` is laid out as ``{name}``'s, for ``{name}_combine``."""
+    the keys) weigh the values; its ``part`` is laid out as ``{name}``'s, for ``{name}_combine``, unless
+    ``counters`` is given (zeros, one per group, the launching stream's): then the last block of a group to
+    finish merges the group's chunks as ``{name}_combine`` would, and resets its counter."""
     per_lane = SDPA_MAX_HEAD // 32
     rows_max, head_max = SDPA_GROUP_ROWS, SDPA_GROUP_HEAD
     return BLOCK_REDUCE + FAST_IO + MASKED_SCORE + f"""
@@ -858,7 +860,7 @@ extern "C" __global__ void {name}_group(const {x}* __restrict__ q, const {x}* __
                                         float* __restrict__ part,
                                         int n_q, int n_kv, int t_q, int t_k, int d, int d_v, float scale,
                                         int mask_kind, long long ms0, long long ms1, long long ms2, long long ms3,
-                                        int chunk, int n_split) {{
+                                        int chunk, int n_split, unsigned int* __restrict__ counters) {{
   __shared__ __align__(16) unsigned char tiles[2][{SDPA_GROUP_TILE}];
   __shared__ float qs[{rows_max}][{head_max}];
   __shared__ float sc[{rows_max}][{SDPA_GROUP_CHUNK}];
@@ -976,6 +978,35 @@ extern "C" __global__ void {name}_group(const {x}* __restrict__ q, const {x}* __
   if (n_split > 1 && threadIdx.x < rows) {{
     part[((row0 + threadIdx.x) * n_split + split) * (d_v + 2)] = stats[0][threadIdx.x];
     part[((row0 + threadIdx.x) * n_split + split) * (d_v + 2) + 1] = stats[1][threadIdx.x];
+  }}
+  if (n_split == 1 || counters == nullptr) return;  // (else {name}_combine merges the chunks)
+  // The group's last block to finish merges its rows' chunks, as {name}_combine would: each block's parts are
+  // made visible (the fence) before it counts itself, and the last resets the count for the next launch on this
+  // stream (the counters are the stream's: its launches run one after another).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {{
+    last = atomicAdd(counters + group, 1u) == (unsigned int)(n_split - 1);
+    if (last) counters[group] = 0u;
+  }}
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int stride = d_v + 2;
+  for (int i = threadIdx.x; i < rows * d_v; i += blockDim.x) {{  // (the other blocks' parts read past L1: __ldcg)
+    const int g = i / d_v, e = i % d_v;
+    const float* pr = part + (row0 + g) * n_split * stride;
+    float m = neg_inf;
+    for (int c = 0; c < n_split; ++c) m = fmaxf(m, __ldcg(pr + c * stride));
+    float l = 0.0f, o = 0.0f;
+    for (int c = 0; c < n_split; ++c) {{
+      const float mc = __ldcg(pr + c * stride);
+      const float w = mc == neg_inf ? 0.0f : expf(mc - m);
+      l += __ldcg(pr + c * stride + 1) * w;
+      o += __ldcg(pr + c * stride + 2 + e) * w;
+    }}
+    umx_st(out, (row0 + g) * d_v + e, umx_sdpa_out(o, m, l, sinks, hk * rep + g / t_q));
   }}
 }}
 
@@ -1670,7 +1701,7 @@ SIGNATURES = {
     "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
     "sdpa": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
     "sdpa_combine": "pppiiii",
-    "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii",
+    "sdpa_group": "ppppppp" + "iiiiiifi" + "qqqq" + "ii" + "p",
     "sdpa_softmax": "pppp" + "q" + "iiiiifii" + "qqqq",
     "softmax": "ppqiii",
     "softmax_vjp": "pppqii",
