@@ -355,6 +355,8 @@ def test_launch_signatures_match_the_kernels_parameters():
     assert _parameters(made["sdpa"][0], "k_combine") == sources.SIGNATURES["sdpa_combine"]
     assert _parameters(made["sdpa"][0], "k_group") == sources.SIGNATURES["sdpa_group"]
     assert _parameters(made["rms_norm"][0], "k_vec") == sources.SIGNATURES["rms_norm_vec"]
+    assert _parameters(made["rms_norm"][0], "k_add_vec") == sources.SIGNATURES["rms_norm_add_vec"]
+    assert _parameters(made["dynamic_slice"][1], "k_pair") == sources.SIGNATURES["dynamic_slice_pair"]
 
 
 def test_dynamic_slice_kernels_compile():

@@ -574,6 +574,35 @@ def test_decode_like_steps_with_fast_ops_replay_as_graphs(graphs):
     assert graphs.STATS.replays - before >= 3
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1, 2048), (3, 5, 64)])
+def test_a_residual_add_and_its_rms_norm_captured_as_one_kernel_give_the_two_ops_values(graphs, monkeypatch,
+                                                                                        dtype, shape):
+    """A residual stream's add and the rms_norm that reads it (two of each a layer of a decode step) are one
+    kernel in a graph; its values are the two ops' own, bit for bit, and NumPy's within rounding."""
+    taken = []
+    fused = graphs.add_and_norm
+    monkeypatch.setattr(graphs, "add_and_norm", lambda *a: taken.append(fused(*a)) or taken[-1])
+    rng = np.random.default_rng(11)
+    xs, ys = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    ws = rng.standard_normal(shape[-1]).astype(np.float32)
+    x, y, w = (mx.array(a).astype(dtype) for a in (xs, ys, ws))
+    step = mx.compile(lambda x, y: (lambda h: (h, mx.fast.rms_norm(h, w, 1e-5)))(x + y))
+    h0 = mx.add(x, y, stream=G)
+    mx.eval(h0)
+    n0 = mx.fast.rms_norm(h0, w, 1e-5, stream=G)  # (its input evaluated: the two ops' own kernels)
+    mx.eval(n0)
+    for _ in range(4):
+        h, n = step(x, y)
+        np.testing.assert_array_equal(np.asarray(h), np.asarray(h0))
+        np.testing.assert_array_equal(np.asarray(n), np.asarray(n0))
+    assert any(t is not None for t in taken)
+    hr = np.asarray(h0.astype(mx.float32)).astype(np.float64)
+    want = hr / np.sqrt((hr * hr).mean(-1, keepdims=True) + 1e-5) * np.asarray(w.astype(mx.float32))
+    tol = 2e-2 if dtype == mx.bfloat16 else 1e-5
+    np.testing.assert_allclose(np.asarray(n0.astype(mx.float32)), want, rtol=tol, atol=tol)
+
+
 def test_cache_writes_at_a_position_array_replay_as_graphs(graphs):
     """A static cache written at a position held in an array (``mx.slice_update``) and read back at it
     (``mx.slice``): the kernels compute the position on the device, so the step is captured and replayed (no
@@ -635,6 +664,44 @@ def test_a_cache_written_in_place_is_not_copied_in_again_and_held_caches_keep_th
         np.testing.assert_allclose(np.array(held), expected, rtol=1e-5, atol=1e-5)
     # once replayed, a step copies in only x (and the offset), never the cache it wrote the step before
     assert copied[-1] - copied[-4] <= 3 * 2
+
+
+def test_keys_and_values_written_at_one_position_in_place_are_one_kernel_and_keep_held_caches(graphs,
+                                                                                                 monkeypatch):
+    """A compiled decode-like step writes its keys' and values' caches (passed back in) at one position: in the
+    graph the two writes are one kernel, each into its own slot; every step matches the CPU, and caches the user
+    kept from earlier steps keep their values."""
+    pairs = []
+    write = graphs.update_pair_in_place
+    monkeypatch.setattr(graphs, "update_pair_in_place", lambda *a: pairs.append(write(*a)) or pairs[-1])
+    rng = np.random.default_rng(8)
+    w = mx.array(rng.standard_normal((16, 32)).astype(np.float32))
+
+    def step(x, keys, values, offset):
+        kv = (x @ w).reshape(1, 2, 1, 16)
+        k, v = kv[:, :1] * 2, kv[:, 1:]  # (both made before the writes, as a model's are)
+        keys = mx.slice_update(keys, k, offset, axes=(2,))
+        values = mx.slice_update(values, v, offset, axes=(2,))
+        return mx.sum(keys * values, axis=2), keys, values, offset + 1
+
+    compiled = mx.compile(step)
+    mx.eval(w)
+    state = {s: [mx.zeros((1, 1, 12, 16), stream=s), mx.zeros((1, 1, 12, 16), stream=s), mx.array(0, mx.int32)]
+             for s in (G, mx.cpu)}
+    kept = []
+    for _ in range(9):
+        x = mx.array(rng.standard_normal((1, 16)).astype(np.float32))
+        outs = {}
+        for s in (G, mx.cpu):
+            with mx.stream(s):
+                outs[s], *state[s] = (compiled if s is G else step)(x, *state[s])
+            mx.eval(outs[s], *state[s])
+        np.testing.assert_allclose(np.array(outs[G]), np.array(outs[mx.cpu]), rtol=1e-5, atol=1e-5)
+        kept.append((state[G][:2], [np.array(c) for c in state[mx.cpu][:2]]))
+    for held, expected in kept:
+        for h, e in zip(held, expected):
+            np.testing.assert_allclose(np.array(h), e, rtol=1e-5, atol=1e-5)
+    assert any(pairs)
 
 
 def test_a_compiled_training_steps_state_is_updated_in_its_slots_and_not_copied_in_again(graphs, monkeypatch):

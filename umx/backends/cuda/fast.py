@@ -22,8 +22,10 @@ import numpy as np
 from ...dtypes import float32 as _float32
 from ...dtypes import widen_bf16
 from ...primitives import fast as fp
+from ...runtime.executor import conform
 from . import cublas, softmax
 from ._probe import _cupy
+from .direct import _zeroed
 from .launch import Launch
 from .sources import (
     BLOCK,
@@ -90,6 +92,33 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, out.data.ptr, d, prim.eps,
                                int(prim.has_weight))
     return out
+
+
+def add_and_norm(add, norm, a, b, w) -> tuple | None:
+    """``(a + b, rms_norm(a + b, w))``, the values of Add node ``add`` (over ``a`` and ``b``) and of the RMSNorm
+    node ``norm`` that reads it (with weight ``w``), by one kernel: a residual stream's add and the norm after
+    it, two of each a layer of a decode step, whose launches cost more than their work. Both values are what the
+    two nodes' own kernels give, bit for bit (the sum rounded to its type, then normalized as ``_norm``'s vector
+    kernel does); None where that kernel does not apply (other dtypes, broadcasting, rows it does not take)."""
+    dtype = add._dtype
+    xt = FAST_STORAGE.get(dtype)
+    ins = add._inputs
+    if (xt is None or norm._dtype is not dtype or not norm._prim.has_weight or len(ins) != 2
+            or ins[0]._dtype is not dtype or ins[1]._dtype is not dtype or ins[0]._shape != add._shape
+            or ins[1]._shape != add._shape or not add._shape):
+        return None
+    wt = FAST_STORAGE.get(norm._inputs[1]._dtype)
+    if wt is None or type(a) is not cp.ndarray or type(b) is not cp.ndarray or type(w) is not cp.ndarray:
+        return None
+    d = a.shape[-1]
+    if (not a.size or d % 8 or d > 8 * NORM_FEW_ROWS_BLOCK or not a.flags.c_contiguous or not b.flags.c_contiguous
+            or not w.flags.c_contiguous or (a.data.ptr | b.data.ptr | w.data.ptr) % 16 or a.dtype != b.dtype):
+        return None
+    total = cp.empty_like(a)
+    out = cp.empty_like(a)
+    _kernel("rms_norm", xt, wt, part="add_vec")((a.size // d,), (-(-d // 256) * 32,), a.data.ptr, b.data.ptr,
+                                                w.data.ptr, total.data.ptr, out.data.ptr, d, norm._prim.eps, 1)
+    return conform(cp, add, total), conform(cp, norm, out)
 
 
 def _row_block(rows: int) -> int:
@@ -244,7 +273,8 @@ _merge_counters: dict = {}  # (device, stream address) -> that stream's counters
 def _counters(groups: int) -> int:
     """The address of the current stream's counters of the grouped kernel's finished blocks (all zero between
     launches: the last block of a group resets its count), or 0 where the kernel should not merge: too many
-    groups, or a stream capturing a CUDA graph before it has counters (a capture's allocations are its graph's)."""
+    groups, or a stream capturing a CUDA graph before it has counters (their memory is outside every pool, zeroed
+    in the stream's order: see ``direct._zeroed``)."""
     if groups > SDPA_MERGE_GROUPS:
         return 0
     stream = cp.cuda.get_current_stream()
@@ -253,8 +283,8 @@ def _counters(groups: int) -> int:
     if counters is None:
         if stream.is_capturing():
             return 0
-        counters = _merge_counters[key] = cp.zeros(SDPA_MERGE_GROUPS, cp.uint32)
-    return counters.data.ptr
+        counters = _merge_counters[key] = _zeroed(4 * SDPA_MERGE_GROUPS, stream.ptr)
+    return counters.ptr
 #: the fewest keys a block of the few-queries kernels takes, when splitting the keys to fill the GPU
 SDPA_MIN_CHUNK = 64
 SDPA_GROUP_MIN_CHUNK = 32

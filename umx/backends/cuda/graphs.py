@@ -69,6 +69,7 @@ from ...primitives import (
     SoftmaxVJP,
 )
 from ...primitives.base import KEY_FUNCTIONS, Primitive, key_function, subclasses
+from ...primitives.elementwise import BINARY
 from ...primitives.layout import DynamicSliceUpdate
 from ...primitives.misc import Compiled, Depends, SideOutput, StopGradient
 from ...runtime import memory as _memory
@@ -77,8 +78,9 @@ from ...runtime.fusion import Fused, collect_private
 from ...runtime.refs import UNHELD_DATA, UNHELD_INPUT, UNHELD_SLOT
 from . import memory as gmem
 from ._probe import _cupy
+from .fast import add_and_norm
 from .kernels import CAPTURE_IF as KERNEL_CAPTURE_IF
-from .layout import update_in_place
+from .layout import update_in_place, update_pair_in_place
 from .pressure import RELEASERS
 from .strided import contiguous, copy_list, load_copy_list
 
@@ -807,7 +809,8 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
     the sum of its values. A view (a transpose, a reshape, a broadcast) stays a view, as it is op by op: a
     weight's transpose read by a product is read in place, not copied (its base is a slot or a bound input,
     the same memory at every replay, or a value of the graph, whose memory the view keeps). The tasks of
-    ``in_place`` (see :func:`_in_place`) write into their slot, and ``mutated`` gets each one that did."""
+    ``in_place`` (see :func:`_in_place`) write into their slot, and ``mutated`` gets each one that did. A task
+    and the next one may run as one kernel (:func:`_with_next`: a residual add and the norm that reads it)."""
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
@@ -824,6 +827,8 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             side_into.setdefault(id(n._prim.region), {})[n._prim.index] = i
     produced.clear()
     kept = set(retained)
+    ahead = None  # (position, value) of a task run together with the one before it (see _with_next)
+    out = None
     for i, t in enumerate(tasks):
         n = t[0] if type(t) is tuple else t
         ins = n.leaves if type(n) is Fused else n._inputs
@@ -838,7 +843,20 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             else:
                 s = where.get(id(x))
                 args.append(slots[s] if s is not None else x._data)
-        if type(n) is Fused:
+        if ahead is not None and ahead[0] == i:
+            out, ahead = ahead[1], None
+            if in_place and i in in_place:  # (written into its slot with the task before)
+                mutated.append((in_place[i], i))
+        elif i + 1 < len(tasks):
+            pair = _with_next(n, tasks[i + 1], args, (in_place and i in in_place, in_place and i + 1 in in_place),
+                              (produced, values, where, slots))
+            if pair is not None:
+                out, ahead = pair[0], (i + 1, pair[1])
+                if in_place and i in in_place:
+                    mutated.append((in_place[i], i))
+        if out is not None:  # (the value found above)
+            node = n.root if type(n) is Fused else n
+        elif type(n) is Fused:
             out = None
             sides = side_into.get(id(n)) if side_into else None
             if in_place and (i in in_place or sides):
@@ -869,6 +887,45 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
         for j in done:
             values[j] = None
     return values
+
+
+_ADD = BINARY["Add"].__class__
+
+
+def _with_next(n, after, args: list, into: tuple, found: tuple) -> tuple | None:
+    """The values of task ``n`` (its data ``args``) and of the task ``after`` it, by one kernel where one computes
+    both; else None (neither run). Two pairs: a residual stream's Add and the RMSNorm that reads it
+    (``fast.add_and_norm``), and two cache writes at one position, each into its own slot (``into``: whether each
+    task writes its slot, see :func:`_in_place`; ``layout.update_pair_in_place``). ``found``: :func:`_dispatch`'s
+    ``(produced, values, where, slots)``, to find the data of ``after``'s inputs."""
+    if type(n) is Fused or type(after) is Fused or type(after) is tuple:
+        return None
+    c = n._prim.__class__
+    if c is _ADD:
+        if (into[0] or into[1] or after._prim.__class__ is not RMSNorm or len(after._inputs) != 2
+                or after._inputs[0] is not n):
+            return None
+        w = _data_of(after._inputs[1], found)
+        return None if w is None else add_and_norm(n, after, args[0], args[1], w)
+    if c is DynamicSliceUpdate and into[0] and into[1] and after._prim.__class__ is DynamicSliceUpdate:
+        if any(x is n for x in after._inputs):
+            return None
+        x2, update2, start2 = (_data_of(x, found) for x in after._inputs)
+        if x2 is None or update2 is None or start2 is None:
+            return None
+        if update_pair_in_place(n._prim, *args, after._prim, x2, update2, start2):
+            return args[0], x2
+    return None
+
+
+def _data_of(x, found: tuple):
+    """The data :func:`_dispatch` gives for input ``x`` at this point (``found``: see :func:`_with_next`)."""
+    produced, values, where, slots = found
+    j = produced.get(id(x))
+    if j is not None:
+        return values[j]
+    s = where.get(id(x))
+    return slots[s] if s is not None else x._data
 
 
 def _pack(values: list, retained: list, stream):

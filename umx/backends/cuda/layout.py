@@ -22,32 +22,42 @@ _MAX_BLOCKS = 4096  # (a grid-stride loop covers the rest)
 
 
 @functools.cache
-def _kernel(itemsize: int, update: bool) -> Launch:
+def _kernel(itemsize: int, update: bool, part: str = "") -> Launch:
     name = f"umx_dynamic_slice{'_update' if update else ''}_{itemsize}"
-    return Launch(cp.RawKernel(dynamic_slice_source(name, itemsize, update), name), SIGNATURES["dynamic_slice"])
+    return Launch(cp.RawKernel(dynamic_slice_source(name, itemsize, update), name + part),
+                  SIGNATURES["dynamic_slice" + part])
 
 
-def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
-    """Run the kernel; False (nothing done) where it does not apply."""
+def _params(x, start, axes: tuple, block: tuple) -> list | None:
+    """The kernel's parameters from ``start_kind`` on, for a block of ``block`` in ``x`` at ``start`` along
+    ``axes``; None where the kernel does not apply."""
     kind = _START_KINDS.get(start.dtype.char)
     nd = x.ndim
     if kind is None or nd > SLICE_MAX_AXES or x.itemsize not in SLICE_TYPES or start.size not in (1, len(axes)):
-        return False
-    total = math.prod(block)
-    if total == 0:
-        return True
+        return None
     pad = SLICE_MAX_AXES - nd
     slots = {ax: i for i, ax in enumerate(axes)}
-    params = []
+    params = [kind, start.size, math.prod(block)]
     for a in range(SLICE_MAX_AXES):
         if a < pad:
             params += (1, 1, -1)
         else:
             params += (block[a - pad], x.shape[a - pad], slots.get(a - pad, -1))
+    return params
+
+
+def _launch(x, upd, out, start, axes: tuple, block: tuple) -> bool:
+    """Run the kernel; False (nothing done) where it does not apply."""
+    params = _params(x, start, axes, block)
+    if params is None:
+        return False
+    total = params[2]
+    if total == 0:
+        return True
     start = contiguous(start)
     blocks = min(-(-total // BLOCK), _MAX_BLOCKS)
     _kernel(x.itemsize, upd is not None)((blocks,), (BLOCK,), x.data.ptr, (upd if upd is not None else x).data.ptr,
-                                         out.data.ptr, start.data.ptr, kind, start.size, total, *params)
+                                         out.data.ptr, start.data.ptr, *params)
     return True
 
 
@@ -96,6 +106,24 @@ def update_in_place(prim, x, update, start):
     if _update_takes(x, update, start) and x.flags.c_contiguous and _write_update(prim, x, update, start):
         return x
     return None
+
+
+def update_pair_in_place(prim, x, update, start, prim2, x2, update2, start2) -> bool:
+    """Two DynamicSliceUpdates, each written into its ``x`` itself (as :func:`update_in_place`), by one launch: a
+    decode step's keys and values, written at one position into caches of one shape. False (neither written)
+    where they differ in shape, dtype, axes or start, or the kernel does not apply."""
+    if (start2 is not start or prim2.axes != prim.axes or x2.shape != x.shape or x2.dtype != x.dtype
+            or update2.shape != update.shape or not _update_takes(x, update, start)
+            or not _update_takes(x2, update2, start) or not x.flags.c_contiguous or not x2.flags.c_contiguous):
+        return False
+    params = _params(x, start, prim.axes, update.shape)
+    if params is None or not params[2]:
+        return False
+    blocks = min(-(-2 * params[2] // BLOCK), _MAX_BLOCKS)
+    _kernel(x.itemsize, True, "_pair")((blocks,), (BLOCK,), contiguous(update).data.ptr, x.data.ptr,
+                                       contiguous(update2).data.ptr, x2.data.ptr, contiguous(start).data.ptr,
+                                       *params)
+    return True
 
 
 def install(table: dict) -> None:

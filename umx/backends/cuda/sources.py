@@ -372,6 +372,9 @@ __device__ __forceinline__ void umx_ld8(const float* p, float* o) {
   o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
 }
 __device__ __forceinline__ void umx_ld8(const unsigned short* p, float* o) { umx_unpack8(*(const uint4*)p, o); }
+// v as a store to p's type keeps it (bfloat16: rounded as the elementwise kernels round; float32: itself)
+__device__ __forceinline__ float umx_as_stored(const float*, float v) { return v; }
+__device__ __forceinline__ float umx_as_stored(const unsigned short*, float v) { return umx_round_bf16(v); }
 // v's 8 floats stored at p (16-byte aligned) as float32, or rounded to bfloat16, by 16-byte stores.
 __device__ __forceinline__ void umx_st8(float* p, const float* v) {
   *(float4*)p = make_float4(v[0], v[1], v[2], v[3]);
@@ -410,7 +413,8 @@ def rms_norm_source(name: str, x: str = "float", w: str = "float") -> str:
     with a weight of type ``w``: one block per row sums the squares (float32), then scales the row (and
     multiplies the weight, where ``has_weight``). Each thread keeps its first ``NORM_CACHED`` elements in
     registers between the two passes (a decode step's row of a few thousand is read once). ``{name}_vec`` takes
-    rows of a multiple of 8 elements, 8 a thread, read and written 16 bytes at a time."""
+    rows of a multiple of 8 elements, 8 a thread, read and written 16 bytes at a time; ``{name}_add_vec`` the
+    same rows of the sum of two arrays, which it writes too."""
     return BLOCK_REDUCE + FAST_IO + f"""
 extern "C" __global__ void {name}(const {x}* __restrict__ x, const {w}* __restrict__ w, {x}* __restrict__ out,
                                   int d, float eps, int has_weight) {{
@@ -454,6 +458,34 @@ extern "C" __global__ void {name}_vec(const {x}* __restrict__ x, const {w}* __re
   if (i < d) {{
     umx_ld8(x + at + i, v);
     if (has_weight) umx_ld8(w + i, wv);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) s += v[e] * v[e];
+  }}
+  const float scale = rsqrtf(umx_block_reduce(s, partial, false) / (float)d + eps);
+  if (i < d) {{
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = has_weight ? v[e] * scale * wv[e] : v[e] * scale;
+    umx_st8(out + at + i, v);
+  }}
+}}
+
+// {name}_vec of a + b (a residual stream's add, then its norm): the sum is written to sum, rounded to the
+// storage type as the add's own kernel rounds it, and normalized as {name}_vec normalizes what it reads back.
+extern "C" __global__ void {name}_add_vec(const {x}* __restrict__ a, const {x}* __restrict__ b,
+                                          const {w}* __restrict__ w, {x}* __restrict__ sum, {x}* __restrict__ out,
+                                          int d, float eps, int has_weight) {{
+  __shared__ float partial[32];
+  const long long at = (long long)blockIdx.x * d;
+  const int i = threadIdx.x * 8;
+  float v[8], bv[8], wv[8];
+  float s = 0.0f;
+  if (i < d) {{
+    umx_ld8(a + at + i, v);
+    umx_ld8(b + at + i, bv);
+    if (has_weight) umx_ld8(w + i, wv);
+    #pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = umx_as_stored(sum, v[e] + bv[e]);
+    umx_st8(sum + at + i, v);
     #pragma unroll
     for (int e = 0; e < 8; ++e) s += v[e] * v[e];
   }}
@@ -1512,7 +1544,8 @@ def dynamic_slice_source(name: str, itemsize: int, update: bool) -> str:
     ``upd``), both C-contiguous, one thread per element of the block. The block's start along axis ``a`` is read on
     the device from ``start`` (int32 where ``start_kind`` is 1, int64 where 2; entry ``slot_a``, or entry 0 where
     ``start`` has one; ``slot_a`` < 0: a static axis, start 0), made non-negative and clamped so that the block
-    fits, as the host's kernel does; no value crosses to the host, so a CUDA graph may capture it."""
+    fits, as the host's kernel does; no value crosses to the host, so a CUDA graph may capture it. With
+    ``update``, ``{name}_pair`` writes two updates at one start, into two arrays, in one launch."""
     t = SLICE_TYPES[itemsize]
     axes = range(SLICE_MAX_AXES)
     params = ",\n                                  ".join(f"long long b{a}, long long n{a}, int slot{a}" for a in axes)
@@ -1529,6 +1562,24 @@ def dynamic_slice_source(name: str, itemsize: int, update: bool) -> str:
       stride *= n{a};
     }}""" for a in reversed(axes))
     move = "out[at] = upd[e];" if update else "out[e] = x[at];"
+    pair = f"""
+// Two updates of one block shape at one start, into two arrays of one shape (a decode step's keys and values):
+// elements from total on are the second's.
+extern "C" __global__ void {name}_pair(const {t}* __restrict__ upd, {t}* __restrict__ out,
+                                       const {t}* __restrict__ upd2, {t}* __restrict__ out2,
+                                       const void* __restrict__ start, int start_kind, int n_start, long long total,
+                                       {params}) {{
+  for (long long f = blockIdx.x * (long long)blockDim.x + threadIdx.x; f < 2 * total;
+       f += (long long)gridDim.x * blockDim.x) {{
+    const bool second = f >= total;
+    const long long e = second ? f - total : f;
+    long long rest = e, at = 0, stride = 1;
+{steps}
+    if (second) out2[at] = upd2[e];
+    else out[at] = upd[e];
+  }}
+}}
+""" if update else ""
     return f"""
 __device__ __forceinline__ long long starts_of(const void* start, int kind, int i) {{
   return kind == 1 ? (long long)((const int*)start)[i] : ((const long long*)start)[i];
@@ -1544,7 +1595,7 @@ extern "C" __global__ void {name}(const {t}* __restrict__ x, const {t}* __restri
     {move}
   }}
 }}
-"""
+""" + pair
 
 
 #: the unit a strided copy moves, by its width in bytes (it moves bits: any dtype whose rows are whole units)
@@ -1696,6 +1747,7 @@ def view_strides(shape: tuple, strides: tuple, new_shape: tuple) -> tuple | None
 SIGNATURES = {
     "rms_norm": "pppifi",
     "rms_norm_vec": "pppifi",
+    "rms_norm_add_vec": "pppppifi",
     "layer_norm": "ppppifii",
     "norm_vjp": "ppppqifiii",
     "rope": "ppp" + "iif" + "q" + "iiiif" + "fii" + "qqqq" + "ii",
@@ -1710,6 +1762,7 @@ SIGNATURES = {
     "bf16_matvec": "pppii",
     "dequantize_bf16": "ppppqii",
     "dynamic_slice": "ppppiiq" + "qqi" * SLICE_MAX_AXES,
+    "dynamic_slice_pair": "pppppiiq" + "qqi" * SLICE_MAX_AXES,
     "strided_copy": "ppiiiii" + "qqqq",
     "gemm_pointers": "pq" + "qqqq" * 3,
 }
