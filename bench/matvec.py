@@ -10,7 +10,10 @@ copies of the weight that none is read from the L2 cache. Columns are GB/s of we
 scales and biases for 4-bit) and the fraction of ``--bandwidth`` (TB/s: by default 4.8 on an H200, else 3.35,
 an H100's).
 
-Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth TB/s]
+With ``--configs``, instead, umx's bfloat16 kernel for one row of ``x`` under each shape of its blocks (weight rows
+and warps a block), to choose ``matvec.SHAPES`` on a new GPU.
+
+Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth TB/s] [--configs]
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def main() -> None:
     ap.add_argument("--launches", type=int, default=200)
     ap.add_argument("--bandwidth", type=float, default=None,
                     help="memory bandwidth in TB/s (default: 4.8 on an H200, else 3.35, an H100 SXM's)")
+    ap.add_argument("--configs", action="store_true",
+                    help="instead: umx's bfloat16 kernel for one row of x under each (weight rows, warps) a block")
     args = ap.parse_args()
     if not mx.is_available(mx.gpu):
         print("no CUDA GPU here: nothing to measure")
@@ -108,6 +113,9 @@ def main() -> None:
     head = f"{'layer':9} {'rows':>4} {'N x K':>12} " + " ".join(f"{c:>18}" for c in cols)
     print(head)
     print("-" * len(head))
+    if args.configs:
+        _configs(cp, matvec, narrow_bf16, rng, args, peak)
+        return
     with mx.stream(mx.gpu):
         for layer, n, k in SHAPES:
             dense_bytes = n * k * 2
@@ -142,6 +150,35 @@ def main() -> None:
                     sec = _time(cp, launch, copies, args.launches, args.runs, torch if c.startswith("torch") else None)
                     out.append(f"{nbytes / sec / 1e9:8.0f} ({nbytes / sec / peak:4.0%}) ")
                 print(f"{layer:9} {rows:4} {f'{n}x{k}':>12} " + " ".join(f"{o:>18}" for o in out), flush=True)
+
+
+#: (weight rows, warps) a block of umx's bfloat16 kernel for one row of x, timed by ``--configs``
+CONFIGS = ((1, 8), (2, 4), (2, 8), (2, 16), (4, 4), (4, 8), (8, 4))
+
+
+def _configs(cp, matvec, narrow_bf16, rng, args, peak: float) -> None:
+    """GB/s of umx's bfloat16 kernel for one row of x, per layer shape and ``CONFIGS`` entry (the shipped one is
+    ``matvec.SHAPES[1]``)."""
+    shipped = matvec.SHAPES[1]
+    print(f"one row of x; shipped {shipped}; GB/s (fraction of {args.bandwidth} TB/s)")
+    print(f"{'layer':9} {'N x K':>12} " + " ".join(f"{str(c):>14}" for c in CONFIGS))
+    x_rows = {}
+    try:
+        for layer, n, k in SHAPES:
+            nbytes = n * k * 2
+            copies = max(2, -(-L2_BYTES // nbytes))
+            ws = [narrow_bf16(cp, cp.asarray(rng.standard_normal((n, k), dtype=np.float32) * 0.02))
+                  for _ in range(copies)]
+            x = x_rows.setdefault(k, narrow_bf16(cp, cp.asarray(rng.standard_normal((1, k), dtype=np.float32))))
+            cells = []
+            for config in CONFIGS:
+                matvec.SHAPES[1] = config
+                sec = _time(cp, lambda i, w=ws, x=x, n=n: matvec.bf16_matvec(x, w[i].T, (1, n)), copies, args.launches,
+                            args.runs)
+                cells.append(f"{nbytes / sec / 1e9:6.0f} ({nbytes / sec / peak:3.0%})")
+            print(f"{layer:9} {f'{n}x{k}':>12} " + " ".join(f"{c:>14}" for c in cells), flush=True)
+    finally:
+        matvec.SHAPES[1] = shipped
 
 
 def _storage(a):
