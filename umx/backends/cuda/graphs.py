@@ -95,6 +95,9 @@ ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
 #: whether compiled calls' graphs lend the values they write into their slots (see run_program); UMX_GRAPH_LEND=0
 #: copies them out (to measure the gain)
 LEND = os.environ.get("UMX_GRAPH_LEND", "1") != "0"
+#: whether a captured task and the next may run as one kernel (see _with_next); UMX_GRAPH_PAIRS=0: never (to
+#: measure the gain)
+PAIRS = os.environ.get("UMX_GRAPH_PAIRS", "1") != "0"
 MAX_GRAPHS = 32  # per stream
 GRAPH_SHARE = 1 / 8  # of the device's memory: the most one graph's own buffers (copied inputs, values) may take
 GRAPHS_SHARE = 1 / 4  # of the device's memory: the most all graphs of a stream may take
@@ -847,7 +850,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             out, ahead = ahead[1], None
             if in_place and i in in_place:  # (written into its slot with the task before)
                 mutated.append((in_place[i], i))
-        elif i + 1 < len(tasks):
+        elif PAIRS and i + 1 < len(tasks):
             pair = _with_next(n, tasks[i + 1], args, (in_place and i in in_place, in_place and i + 1 in in_place),
                               (produced, values, where, slots))
             if pair is not None:
