@@ -914,8 +914,8 @@ def _with_next(n, after, args: list, into: tuple, found: tuple) -> tuple | None:
         if any(x is n for x in after._inputs):
             return None
         x2, update2, start2 = (_data_of(x, found) for x in after._inputs)
-        if x2 is None or update2 is None or start2 is None:
-            return None
+        if x2 is None or update2 is None or start2 is None or any(a is x2 for a in args):
+            return None  # (the second slot is written before its turn: nothing of the first may read it)
         if update_pair_in_place(n._prim, *args, after._prim, x2, update2, start2):
             return args[0], x2
     return None
