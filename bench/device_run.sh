@@ -19,6 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
+#   pairs: the suite with UMX_GRAPH_PAIRS=1, the bfloat16 decode with graph pairs on and off, its CUDA kernels and
+#   the matvec's block shapes;
 #   close: the suite, training on the GPU, the bfloat16 language model, the seed, then the MLP's and CNN's CPU
 #   steps (on an H200: issue 20's table, bfloat16 and 4-bit over 256 tokens, and no CPU rows), in about six
 #   minutes (a session's last check when device time is short);
@@ -179,6 +181,18 @@ if [ "${1:-core}" = close ]; then  # a session's last check, in about six minute
   timeout 40 python3 bench/seed.py --runs 5 2>&1 | tee "$OUT/seed.log" | grep -E "^(placement|gpu/gpu|cpu/gpu)"
   timeout 80 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
     | tee "$OUT/train-cpu.log" | tail -3
+  exit 0
+fi
+if [ "${1:-core}" = pairs ]; then  # graph pairs (UMX_GRAPH_PAIRS=1) under the whole suite, then the decode with
+  # them on and off, its kernels, and the bfloat16 matvec's block shapes (bench/matvec.py --configs)
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  export UMX_GRAPH_PAIRS=1
+  run_tests 200
+  timeout 120 python3 bench/llm.py --runs 3 --dtypes bfloat16 2>&1 | tee "$OUT/llm.log" | tail -6
+  UMX_GRAPH_PAIRS=0 timeout 60 python3 bench/llm.py --runs 2 --dtypes bfloat16 --columns umx-compiled 2>&1 | tail -2
+  timeout 60 python3 bench/profile_ops.py --cases decode --compiled --steps 3 --kernels 25 2>&1 \
+    | tee "$OUT/kernels.log" | tail -34
+  timeout 50 python3 bench/matvec.py --configs 2>&1 | tail -8
   exit 0
 fi
 if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, training, the LLM, the seed

@@ -580,6 +580,7 @@ def test_a_residual_add_and_its_rms_norm_captured_as_one_kernel_give_the_two_ops
                                                                                         dtype, shape):
     """A residual stream's add and the rms_norm that reads it (two of each a layer of a decode step) are one
     kernel in a graph; its values are the two ops' own, bit for bit, and NumPy's within rounding."""
+    monkeypatch.setattr(graphs, "PAIRS", True)
     taken = []
     fused = graphs.add_and_norm
     monkeypatch.setattr(graphs, "add_and_norm", lambda *a: taken.append(fused(*a)) or taken[-1])
@@ -671,6 +672,7 @@ def test_keys_and_values_written_at_one_position_in_place_are_one_kernel_and_kee
     """A compiled decode-like step writes its keys' and values' caches (passed back in) at one position: in the
     graph the two writes are one kernel, each into its own slot; every step matches the CPU, and caches the user
     kept from earlier steps keep their values."""
+    monkeypatch.setattr(graphs, "PAIRS", True)
     pairs = []
     write = graphs.update_pair_in_place
     monkeypatch.setattr(graphs, "update_pair_in_place", lambda *a: pairs.append(write(*a)) or pairs[-1])
