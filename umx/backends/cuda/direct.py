@@ -174,7 +174,7 @@ class Launcher:
             blocks = min(_REDUCE_BLOCKS, n // (8 * _BLOCK))  # (at least 8 elements per thread)
             if self._scratch is None:
                 # (not from a pool: it lives as long as the stream)
-                self._scratch = _zeroed(8 * _REDUCE_BLOCKS + 8, self.stream)
+                self._scratch = zeroed(8 * _REDUCE_BLOCKS + 8, self.stream)
             partials = self._scratch.ptr
             ticket = partials + 8 * _REDUCE_BLOCKS
         if out is None:
@@ -375,7 +375,7 @@ MAX_REDUCE = 1 << 16
 _REDUCE_BLOCKS = 1024
 
 
-def _zeroed(nbytes: int, stream: int):
+def zeroed(nbytes: int, stream: int):
     """Device memory of ``nbytes`` bytes, outside every pool, zeroed in the order of CUDA stream ``stream`` (the
     kernels that use it run there). Not by ``cudaMemset``: that runs on the legacy default stream, which a
     non-blocking stream does not wait for, so the first kernel could read the memory before it is zeroed."""

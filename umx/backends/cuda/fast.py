@@ -25,7 +25,7 @@ from ...primitives import fast as fp
 from ...runtime.executor import conform
 from . import cublas, softmax
 from ._probe import _cupy
-from .direct import _zeroed
+from .direct import zeroed
 from .launch import Launch
 from .sources import (
     BLOCK,
@@ -274,7 +274,7 @@ def _counters(groups: int) -> int:
     """The address of the current stream's counters of the grouped kernel's finished blocks (all zero between
     launches: the last block of a group resets its count), or 0 where the kernel should not merge: too many
     groups, or a stream capturing a CUDA graph before it has counters (their memory is outside every pool, zeroed
-    in the stream's order: see ``direct._zeroed``)."""
+    in the stream's order: see ``direct.zeroed``)."""
     if groups > SDPA_MERGE_GROUPS:
         return 0
     stream = cp.cuda.get_current_stream()
@@ -283,8 +283,10 @@ def _counters(groups: int) -> int:
     if counters is None:
         if stream.is_capturing():
             return 0
-        counters = _merge_counters[key] = _zeroed(4 * SDPA_MERGE_GROUPS, stream.ptr)
+        counters = _merge_counters[key] = zeroed(4 * SDPA_MERGE_GROUPS, stream.ptr)
     return counters.ptr
+
+
 #: the fewest keys a block of the few-queries kernels takes, when splitting the keys to fill the GPU
 SDPA_MIN_CHUNK = 64
 SDPA_GROUP_MIN_CHUNK = 32
