@@ -813,7 +813,8 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
     weight's transpose read by a product is read in place, not copied (its base is a slot or a bound input,
     the same memory at every replay, or a value of the graph, whose memory the view keeps). The tasks of
     ``in_place`` (see :func:`_in_place`) write into their slot, and ``mutated`` gets each one that did. A task
-    and the next one may run as one kernel (:func:`_with_next`: a residual add and the norm that reads it)."""
+    and the next one may run as one kernel (:func:`_with_next`: a residual add and the norm that reads it, two
+    cache writes at one position)."""
     values: list = []
     where = {id(x): s for s, x in enumerate(externals)}
     produced: dict = {}
