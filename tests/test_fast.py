@@ -345,6 +345,9 @@ def test_sdpa_decode_chunks_merged_by_their_last_block_in_replays(rng, dtype, mo
     # by a second kernel gives the same values within float32's rounding)
     from umx.backends.cuda import fast as cuda_fast
 
+    counted = []
+    counters = cuda_fast._counters
+    monkeypatch.setattr(cuda_fast, "_counters", lambda groups: counted.append(counters(groups)) or counted[-1])
     (q, k, v, m, sinks), (qr, kr, vr, mr, sr) = _sdpa_case(rng, "bool", 2, 8, 2, 1, 700, 64, 64, dtype)
     step = mx.compile(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.125, mask=m, sinks=sinks))
     for i in range(4):
@@ -354,6 +357,7 @@ def test_sdpa_decode_chunks_merged_by_their_last_block_in_replays(rng, dtype, mo
         assert_close(got, want, *TOL[dtype])
         assert_close(step(qi, k, v), want, *TOL[dtype])
         np.testing.assert_array_equal(np.asarray(step(qi, k, v)), np.asarray(got))
+    assert any(counted)  # (the merge by the last block ran)
     monkeypatch.setattr(cuda_fast, "MERGE", False)
     apart = F.scaled_dot_product_attention(q * 1.75, k, v, scale=0.125, mask=m, sinks=sinks, stream=mx.gpu)
     assert_close(apart, np.asarray(got).astype(np.float64), *TOL[dtype])

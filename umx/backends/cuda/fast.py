@@ -84,14 +84,28 @@ def _norm(which: str, prim, x, params: list, xt: str, wt: str):
         b = contiguous(params[-1]) if prim.has_bias else x
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, b.data.ptr, out.data.ptr, d,
                                prim.eps, int(prim.has_weight), int(prim.has_bias))
-    elif d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK and (x.data.ptr | w.data.ptr) % 16 == 0:
+    elif _vec_rows(d, x, w):
         # 8 elements a thread: float32 and bfloat16 alike, so that bfloat16 keeps float32's order of sums
-        _kernel(which, xt, wt, part="vec")((rows,), (-(-d // 256) * 32,), x.data.ptr, w.data.ptr, out.data.ptr,
+        _kernel(which, xt, wt, part="vec")((rows,), (_vec_threads(d),), x.data.ptr, w.data.ptr, out.data.ptr,
                                            d, prim.eps, int(prim.has_weight))
     else:
         _kernel(which, xt, wt)((rows,), (threads,), x.data.ptr, w.data.ptr, out.data.ptr, d, prim.eps,
                                int(prim.has_weight))
     return out
+
+
+def _vec_rows(d: int, *arrays) -> bool:
+    """Whether rows of ``d`` elements of ``arrays`` (contiguous) take a norm's vector kernel: 8 elements a
+    thread, 16-byte aligned, one block a row."""
+    ptrs = 0
+    for x in arrays:
+        ptrs |= x.data.ptr
+    return d % 8 == 0 and d <= 8 * NORM_FEW_ROWS_BLOCK and ptrs % 16 == 0
+
+
+def _vec_threads(d: int) -> int:
+    """The threads of the vector kernel's block for rows of ``d`` elements (whole warps, 8 elements a thread)."""
+    return -(-d // 256) * 32
 
 
 def add_and_norm(add, norm, a, b, w) -> tuple | None:
@@ -111,12 +125,12 @@ def add_and_norm(add, norm, a, b, w) -> tuple | None:
     if wt is None or type(a) is not cp.ndarray or type(b) is not cp.ndarray or type(w) is not cp.ndarray:
         return None
     d = a.shape[-1]
-    if (not a.size or d % 8 or d > 8 * NORM_FEW_ROWS_BLOCK or not a.flags.c_contiguous or not b.flags.c_contiguous
-            or not w.flags.c_contiguous or (a.data.ptr | b.data.ptr | w.data.ptr) % 16 or a.dtype != b.dtype):
+    if (not a.size or not a.flags.c_contiguous or not b.flags.c_contiguous or not w.flags.c_contiguous
+            or not _vec_rows(d, a, b, w)):
         return None
     total = cp.empty_like(a)
     out = cp.empty_like(a)
-    _kernel("rms_norm", xt, wt, part="add_vec")((a.size // d,), (-(-d // 256) * 32,), a.data.ptr, b.data.ptr,
+    _kernel("rms_norm", xt, wt, part="add_vec")((a.size // d,), (_vec_threads(d),), a.data.ptr, b.data.ptr,
                                                 w.data.ptr, total.data.ptr, out.data.ptr, d, norm._prim.eps, 1)
     return conform(cp, add, total), conform(cp, norm, out)
 

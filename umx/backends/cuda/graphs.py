@@ -851,7 +851,7 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
             out, ahead = ahead[1], None
             if in_place and i in in_place:  # (written into its slot with the task before)
                 mutated.append((in_place[i], i))
-        elif PAIRS and i + 1 < len(tasks):
+        elif PAIRS and i + 1 < len(tasks) and type(n) is not Fused and n._prim.__class__ in _PAIR_FIRST:
             pair = _with_next(n, tasks[i + 1], args, (in_place and i in in_place, in_place and i + 1 in in_place),
                               (produced, values, where, slots))
             if pair is not None:
@@ -894,15 +894,17 @@ def _dispatch(ex, tasks: list, externals: list, slots: list, retained: list, in_
 
 
 _ADD = BINARY["Add"].__class__
+_PAIR_FIRST = frozenset({_ADD, DynamicSliceUpdate})  # (the first task of a pair _with_next knows)
 
 
 def _with_next(n, after, args: list, into: tuple, found: tuple) -> tuple | None:
-    """The values of task ``n`` (its data ``args``) and of the task ``after`` it, by one kernel where one computes
-    both; else None (neither run). Two pairs: a residual stream's Add and the RMSNorm that reads it
-    (``fast.add_and_norm``), and two cache writes at one position, each into its own slot (``into``: whether each
-    task writes its slot, see :func:`_in_place`; ``layout.update_pair_in_place``). ``found``: :func:`_dispatch`'s
-    ``(produced, values, where, slots)``, to find the data of ``after``'s inputs."""
-    if type(n) is Fused or type(after) is Fused or type(after) is tuple:
+    """The values of task ``n`` (a node of a ``_PAIR_FIRST`` primitive; its data ``args``) and of the task
+    ``after`` it, by one kernel where one computes both; else None (neither run). Two pairs: a residual stream's
+    Add and the RMSNorm that reads it (``fast.add_and_norm``), and two cache writes at one position, each into
+    its own slot (``into``: whether each task writes its slot, see :func:`_in_place`;
+    ``layout.update_pair_in_place``). ``found``: :func:`_dispatch`'s ``(produced, values, where, slots)``, to
+    find the data of ``after``'s inputs."""
+    if type(after) is Fused or type(after) is tuple:
         return None
     c = n._prim.__class__
     if c is _ADD:
