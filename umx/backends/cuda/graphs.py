@@ -95,9 +95,9 @@ ENABLED = os.environ.get("UMX_CUDA_GRAPHS", "1") != "0"
 #: whether compiled calls' graphs lend the values they write into their slots (see run_program); UMX_GRAPH_LEND=0
 #: copies them out (to measure the gain)
 LEND = os.environ.get("UMX_GRAPH_LEND", "1") != "0"
-#: whether a captured task and the next may run as one kernel (see _with_next): off until the GPU tests have run
-#: on it (UMX_GRAPH_PAIRS=1 turns it on; the tests of graphs turn it on for themselves)
-PAIRS = os.environ.get("UMX_GRAPH_PAIRS", "0") == "1"
+#: whether a captured task and the next may run as one kernel (see _with_next); UMX_GRAPH_PAIRS=0 runs each
+#: task's own kernel (to measure the gain)
+PAIRS = os.environ.get("UMX_GRAPH_PAIRS", "1") != "0"
 MAX_GRAPHS = 32  # per stream
 GRAPH_SHARE = 1 / 8  # of the device's memory: the most one graph's own buffers (copied inputs, values) may take
 GRAPHS_SHARE = 1 / 4  # of the device's memory: the most all graphs of a stream may take
