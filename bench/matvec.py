@@ -11,9 +11,13 @@ scales and biases for 4-bit) and the fraction of ``--bandwidth`` (TB/s: by defau
 an H100's).
 
 With ``--configs``, instead, umx's bfloat16 kernel for one row of ``x`` under each shape of its blocks (weight rows
-and warps a block), to choose ``matvec.SHAPES`` on a new GPU.
+and warps a block), to choose ``matvec.SHAPES`` on a new GPU. With ``--attention``, instead, a decode step's
+attention (bfloat16, one query of 32 heads over 8 key heads of 64 features, as the 1.2B model's) for several
+cache lengths: umx's grouped kernel under each smallest chunk of keys a block takes (``ATTENTION_CHUNKS``), its
+chunks merged in the kernel or by a second one, and torch's ``scaled_dot_product_attention`` where importable, in
+microseconds a call as the device runs them (the caches cycled as the weights are).
 
-Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth TB/s] [--configs]
+Usage: python bench/matvec.py [--runs 5] [--launches 200] [--bandwidth TB/s] [--configs | --attention]
 """
 
 from __future__ import annotations
@@ -86,12 +90,15 @@ def main() -> None:
                     help="memory bandwidth in TB/s (default: 4.8 on an H200, else 3.35, an H100 SXM's)")
     ap.add_argument("--configs", action="store_true",
                     help="instead: umx's bfloat16 kernel for one row of x under each (weight rows, warps) a block")
+    ap.add_argument("--attention", action="store_true",
+                    help="instead: a decode step's attention under each smallest chunk of keys, and torch's")
     args = ap.parse_args()
     if not mx.is_available(mx.gpu):
         print("no CUDA GPU here: nothing to measure")
         return
     import cupy as cp
 
+    import umx.backends.cuda.kernels  # noqa: F401 (registers bfloat16's device conversions)
     from umx.backends.cuda import cublas, matvec, quantized
     from umx.dtypes import bfloat16, narrow_bf16
     from umx.primitives.quantized import QuantizedMatmul
@@ -110,12 +117,15 @@ def main() -> None:
     cols = ["umx bf16", "cuBLAS bf16", "umx 4-bit"] + (["torch bf16"] if torch is not None else [])
     print(f"umx {mx.__version__}; {name}; GB/s of weight read "
           f"(fraction of {args.bandwidth} TB/s); medians of {args.runs} x {args.launches} launches")
-    head = f"{'layer':9} {'rows':>4} {'N x K':>12} " + " ".join(f"{c:>18}" for c in cols)
-    print(head)
-    print("-" * len(head))
     if args.configs:
         _configs(cp, matvec, narrow_bf16, rng, args, peak)
         return
+    if args.attention:
+        _attention(cp, narrow_bf16, rng, args, torch)
+        return
+    head = f"{'layer':9} {'rows':>4} {'N x K':>12} " + " ".join(f"{c:>18}" for c in cols)
+    print(head)
+    print("-" * len(head))
     with mx.stream(mx.gpu):
         for layer, n, k in SHAPES:
             dense_bytes = n * k * 2
@@ -179,6 +189,55 @@ def _configs(cp, matvec, narrow_bf16, rng, args, peak: float) -> None:
             print(f"{layer:9} {f'{n}x{k}':>12} " + " ".join(f"{c:>14}" for c in cells), flush=True)
     finally:
         matvec.SHAPES[1] = shipped
+
+
+#: the smallest chunks of keys a block of the grouped decode attention takes, timed by ``--attention`` (the
+#: shipped one is ``fast.SDPA_GROUP_MIN_CHUNK``; the largest is bounded by its tile)
+ATTENTION_CHUNKS = (16, 32, 64)
+#: cache lengths ``--attention`` times
+ATTENTION_KEYS = (128, 640, 2048, 8192)
+
+
+def _attention(cp, narrow_bf16, rng, args, torch) -> None:
+    """Microseconds a call of a decode step's attention, per cache length: umx's grouped kernel under each
+    ``ATTENTION_CHUNKS`` entry, merged in the kernel ("in") or by the second kernel ("2nd"), and torch's."""
+    from umx.backends.cuda import fast
+    from umx.primitives.fast import ScaledDotProductAttention
+
+    n_q, n_kv, d = 32, 8, 64
+    prim = ScaledDotProductAttention(d ** -0.5, "none", False)
+    kept = fast.SDPA_GROUP_MIN_CHUNK, fast.MERGE
+    cols = [f"{c} {m}" for c in ATTENTION_CHUNKS for m in ("in", "2nd")] + (["torch"] if torch is not None else [])
+    print(f"decode attention, bfloat16, {n_q} query heads over {n_kv} key heads of {d}; us a call "
+          f"(shipped: smallest chunk {kept[0]}, merge {'in' if kept[1] else '2nd'})")
+    print(f"{'keys':>6} {'MB':>6} " + " ".join(f"{c:>8}" for c in cols))
+    try:
+        for t_k in ATTENTION_KEYS:
+            nbytes = 2 * n_kv * t_k * d * 2
+            copies = max(2, -(-L2_BYTES // nbytes))
+            q = narrow_bf16(cp, cp.asarray(rng.standard_normal((1, n_q, 1, d), dtype=np.float32)))
+            kvs = [tuple(narrow_bf16(cp, cp.asarray(rng.standard_normal((1, n_kv, t_k, d), dtype=np.float32)))
+                         for _ in range(2)) for _ in range(copies)]
+            cells = []
+            for chunk in ATTENTION_CHUNKS:
+                for merge in (True, False):
+                    fast.SDPA_GROUP_MIN_CHUNK, fast.MERGE = chunk, merge
+                    def call(i, kv=kvs, q=q):
+                        return fast._sdpa_rows(prim, q, *kv[i], q, (0, 0, 0, 0), None, fast._BF)
+
+                    sec = _time(cp, call, copies, args.launches, args.runs)
+                    cells.append(f"{sec * 1e6:8.2f}")
+            if torch is not None:
+                tq = torch.randn(1, n_q, 1, d, device="cuda", dtype=torch.bfloat16)
+                tkv = [(torch.randn(1, n_kv, t_k, d, device="cuda", dtype=torch.bfloat16),
+                        torch.randn(1, n_kv, t_k, d, device="cuda", dtype=torch.bfloat16)) for _ in range(copies)]
+                sdpa = torch.nn.functional.scaled_dot_product_attention
+                sec = _time(cp, lambda i, f=sdpa, tq=tq, kv=tkv: f(tq, *kv[i], enable_gqa=True), copies,
+                            args.launches, args.runs, torch)
+                cells.append(f"{sec * 1e6:8.2f}")
+            print(f"{t_k:6} {nbytes / 1e6:6.2f} " + " ".join(cells), flush=True)
+    finally:
+        fast.SDPA_GROUP_MIN_CHUNK, fast.MERGE = kept
 
 
 def _storage(a):
