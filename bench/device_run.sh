@@ -19,8 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   pairs: the suite with UMX_GRAPH_PAIRS=1, the bfloat16 decode with graph pairs on and off, its CUDA kernels and
-#   the matvec's block shapes;
+#   pairs: the suite with UMX_GRAPH_PAIRS=1, the bfloat16 decode with graph pairs on and off, its CUDA kernels,
+#   the matvec's block shapes and the decode attention's chunks (bench/matvec.py --configs, --attention);
 #   close: the suite, training on the GPU, the bfloat16 language model, the seed, then the MLP's and CNN's CPU
 #   steps (on an H200: issue 20's table, bfloat16 and 4-bit over 256 tokens, and no CPU rows), in about six
 #   minutes (a session's last check when device time is short);
@@ -184,7 +184,7 @@ if [ "${1:-core}" = close ]; then  # a session's last check, in about six minute
   exit 0
 fi
 if [ "${1:-core}" = pairs ]; then  # graph pairs (UMX_GRAPH_PAIRS=1) under the whole suite, then the decode with
-  # them on and off, its kernels, and the bfloat16 matvec's block shapes (bench/matvec.py --configs)
+  # them on and off, its kernels, the bfloat16 matvec's block shapes and the decode attention's chunks
   nvidia-smi --query-gpu=name --format=csv,noheader
   export UMX_GRAPH_PAIRS=1
   run_tests 200
@@ -193,6 +193,7 @@ if [ "${1:-core}" = pairs ]; then  # graph pairs (UMX_GRAPH_PAIRS=1) under the w
   timeout 60 python3 bench/profile_ops.py --cases decode --compiled --steps 3 --kernels 25 2>&1 \
     | tee "$OUT/kernels.log" | tail -34
   timeout 50 python3 bench/matvec.py --configs 2>&1 | tail -8
+  timeout 60 python3 bench/matvec.py --attention 2>&1 | tail -7
   exit 0
 fi
 if [ "${1:-core}" = measure ]; then  # one call: the suite, eager steps' A/B, training, the LLM, the seed
