@@ -305,15 +305,28 @@ def test_partials_added_in_order(rng, monkeypatch, shape, count, chunk_bytes):
     np.testing.assert_array_equal(first, want)
 
 
-def test_convolution_chunks_are_the_windows_over_the_cores_within_bounds(monkeypatch):
+@pytest.mark.parametrize("cores", [2, 3, 16])
+@pytest.mark.parametrize("n", [7, 100, 128])
+def test_convolution_chunks_are_the_windows_over_the_cores_within_bounds(monkeypatch, cores, n):
+    """A convolution's windows are cut into chunks of whole batch elements that share the cores evenly: the
+    chunks the pool hands a core (runs of them in order) add up to about its share of the batch."""
     from umx.backends.cpu import kernels
+    from umx.backends.xp import conv
     from umx.primitives.conv import Convolution
 
-    monkeypatch.setattr(blas.threads, "CORES", 16)
+    monkeypatch.setattr(blas.threads, "CORES", cores)
     prim = Convolution((1, 1), (1, 1), (1, 1), (1, 1), (1, 1), 1, False)
     w = np.zeros((64, 3, 3, 32), np.float32)
-    x = np.zeros((128, 16, 16, 32), np.float32)  # 128 * 16 * 16 positions of 288 floats: 37.7 MB of windows
-    assert kernels._conv_budget(prim, x, w) == 128 * 16 * 16 * 288 * 4 // 16 + 1
-    assert kernels._conv_budget(prim, x[:4], w) == kernels.CONV_BUDGET  # (1.2 MB over 16 cores: the floor)
+    x = np.zeros((n, 16, 16, 32), np.float32)  # n * 16 * 16 positions of 288 floats (128: 37.7 MB of windows)
+    per_element = 16 * 16 * 288 * 4
+    budget = kernels._conv_budget(prim, x, w)
+    assert kernels.CONV_BUDGET <= budget <= kernels.CONV_BUDGET_MAX
+    if budget > kernels.CONV_BUDGET:
+        sizes = [n1 - n0 for n0, n1, _, _ in conv._blocks(n, 16, per_element // 16, budget)]  # (the windows')
+        run = -(-len(sizes) // min(len(sizes), cores))  # (blas.split's runs of chunks, one a core)
+        most = max(sum(sizes[i:i + run]) for i in range(0, len(sizes), run))
+        rounds = -(-n * per_element // (cores * kernels.CONV_BUDGET_MAX))
+        assert most <= -(-n // cores) + rounds
+    assert kernels._conv_budget(prim, x[:4], w) == kernels.CONV_BUDGET  # (1.2 MB at most: the floor)
     big = np.broadcast_to(np.zeros((1, 1, 1, 32), np.float32), (64, 512, 512, 32))  # (19 GB: the ceiling)
     assert kernels._conv_budget(prim, big, w) == kernels.CONV_BUDGET_MAX

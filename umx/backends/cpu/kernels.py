@@ -197,12 +197,20 @@ def _convolution(prim, x, w):
 
 
 def _conv_budget(prim, x, w) -> int:
-    """A chunk's bound on temporaries for convolution ``prim`` of ``x`` by ``w``: its windows' bytes over the
-    cores, within ``[CONV_BUDGET, CONV_BUDGET_MAX]``."""
+    """A chunk's bound on temporaries for convolution ``prim`` of ``x`` by ``w``: its windows' bytes over a
+    multiple of the cores, within ``[CONV_BUDGET, CONV_BUDGET_MAX]``, rounded up to whole batch elements, so that
+    the windows lowering's chunks of batch elements share the cores evenly (seven chunks on two cores kept one
+    core waiting for the other's fourth)."""
     nd = x.ndim - 2
-    positions = x.shape[0] * math.prod(prim.out_size(a, x.shape[1 + a], w.shape[1 + a]) for a in range(nd))
+    n = x.shape[0]
+    positions = n * math.prod(prim.out_size(a, x.shape[1 + a], w.shape[1 + a]) for a in range(nd))
     windows = positions * math.prod(w.shape[1:]) * prim.groups * x.itemsize
-    return max(CONV_BUDGET, min(CONV_BUDGET_MAX, windows // threads.CORES + 1))
+    if not windows:
+        return CONV_BUDGET
+    cores = threads.CORES
+    chunks = cores * -(-windows // (cores * CONV_BUDGET_MAX))
+    per_element = -(-windows // n)
+    return max(CONV_BUDGET, min(CONV_BUDGET_MAX, -(-n // chunks) * per_element))
 
 
 def _rms_norm(prim, x, *weight):
