@@ -588,7 +588,7 @@ def test_a_residual_add_and_its_rms_norm_captured_as_one_kernel_give_the_two_ops
     xs, ys = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
     ws = rng.standard_normal(shape[-1]).astype(np.float32)
     x, y, w = (mx.array(a).astype(dtype, stream=G) for a in (xs, ys, ws))
-    mx.eval(x, y, w)  # (a model's weights are data, not a conversion the step would run between the two ops)
+    mx.eval(x, y, w)  # (data already, as a model's weights are: the batch below is the two ops alone)
     h0 = mx.add(x, y, stream=G)
     mx.eval(h0)
     n0 = mx.fast.rms_norm(h0, w, 1e-5, stream=G)  # (its input evaluated: the two ops' own kernels)
