@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "umx"
 
 #: third-party packages umx may use but never requires (imported where they are needed, with a clear error)
 OPTIONAL = {"cupy", "cupyx", "cupy_backends", "mpi4py", "gguf", "matplotlib", "safetensors", "ml_dtypes", "torch",
-            "scipy"}
+            "scipy", "numba"}
 #: umx modules that import an optional dependency at their top (reached lazily)
 NEEDS_OPTIONAL = ("umx.backends.cuda.",)
 

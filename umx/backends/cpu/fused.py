@@ -33,7 +33,7 @@ from ...runtime.fusion import SPLIT_MIN_SIZE
 from ...runtime.refs import UNHELD_DATA, UNHELD_SLOT
 from ...runtime.threads import map_chunks
 from ..xp.elementwise import PLAIN_UFUNC
-from . import fold
+from . import fold, jit
 from .donate import FINISHED, buffer_of, exact_dtypes, traced
 
 _compiled: dict = {}
@@ -185,6 +185,17 @@ def run_fused(f, leaves: list, table, out: np.ndarray | None = None, arrivals: d
     size = 1
     for s in root._shape:
         size *= s
+    if size >= jit.MIN_SIZE and jit.ENABLED and not arrivals:  # (one compiled loop, where it is ready)
+        k = jit.kernel(f, leaves)
+        if k is not None:
+            if donate and donors and out is None:
+                gift = _donor(f, donors)
+                if gift is not None and not traced():
+                    return _in_place(f, steps, chain, leaves, *gift, compiled=k)
+            r = jit.run(k, f, leaves, out.reshape(root._shape) if out is not None else None)
+            if upload is not None:
+                upload.part(0, out.nbytes)
+            return out if out is not None else r
     if out is None and not arrivals and size >= fold.MIN_SIZE and len(root._shape) > 1:
         folded = _run_folded(steps, chain, leaves, root._shape, size, root._dtype.np)
         if folded is not None:
@@ -313,9 +324,9 @@ def _donor(f, donors: tuple):
     return None
 
 
-def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
+def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray, compiled: tuple | None = None):
     """The root of ``f`` computed into ``d``, the buffer of a leaf that nothing else holds, and finished here
-    (returns ``donate.FINISHED``).
+    (returns ``donate.FINISHED``); by the region's compiled kernel where ``compiled`` (see jit.py) is given.
 
     Once the first step has written there, the leaf's values are gone and the region cannot run again (as an
     interrupted batch's tasks are): so the root takes its result before anything can interrupt this thread. A
@@ -335,8 +346,11 @@ def _in_place(f, steps, chain, leaves: list, chain_ok: bool, d: np.ndarray):
         size = 1
         for s in root._shape:
             size *= s
-        axis = _split_axis(leaves, root) if size >= SPLIT_MIN_SIZE and threads.CORES > 1 else None
-        if axis is not None:
+        axis = (_split_axis(leaves, root) if size >= SPLIT_MIN_SIZE and threads.CORES > 1 and compiled is None
+                else None)
+        if compiled is not None:
+            out = jit.run(compiled, f, leaves, d)
+        elif axis is not None:
             out = _run_split(steps, leaves, root, d, axis=axis)
         elif chain_ok:
             out = _run_chain(chain, leaves, d)

@@ -1,0 +1,112 @@
+"""The CPU's compiled fused regions (``backends/cpu/jit.py``, Numba) against its NumPy passes, in one process.
+
+First three regions of a CNN's step over 128x32x32x32 float32 (a batch norm's scale and shift over channels, a
+ReLU, a ReLU's gradient), each as umx with compiled regions on and off, torch's eager ops on all its threads, and
+NumPy on one thread; then ``bench/train.py``'s MLP and CNN training steps on the CPU, eager and compiled, with
+compiled regions on and off in interleaved rounds (torch's eager step beside them). The regions are compiled (or
+loaded from the disk cache) before anything is timed. Medians; ratios are the NumPy path's time over the compiled.
+
+Usage: python bench/cpu_jit.py [--repeats N] [--cases mlp,cnn] [--small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import train  # noqa: E402
+from _util import interleaved_medians, median_time  # noqa: E402
+
+import umx as mx  # noqa: E402
+import umx.nn as nn  # noqa: E402
+import umx.optimizers as optim  # noqa: E402
+from umx.backends.cpu import jit  # noqa: E402
+
+
+def _switched(fn, on: bool):
+    def call():
+        jit.ENABLED = on
+        try:
+            fn()
+        finally:
+            jit.ENABLED = True
+    return call
+
+
+def _regions(repeats: int, torch) -> None:
+    rng = np.random.default_rng(0)
+    shape = (128, 32, 32, 32)
+    x, g = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    m, s, b = (rng.standard_normal(32, dtype=np.float32) for _ in range(3))
+    X, G, M, S, B = (mx.array(a) for a in (x, g, m, s, b))
+    cases = {
+        "batch norm (x - m) * s * g + b": (lambda: (X - M) * S * G + B, lambda: (x - m) * s * g + b,
+                                           lambda t: (t[0] - t[2]) * t[3] * t[1] + t[4]),
+        "relu max(x, 0)": (lambda: mx.maximum(X, 0.0), lambda: np.maximum(x, np.float32(0)),
+                           lambda t: torch.relu(t[0])),
+        "relu grad where(x > 0, g, 0)": (lambda: mx.where(X > 0, G, 0.0), lambda: np.where(x > 0, g, np.float32(0)),
+                                         lambda t: torch.ops.aten.threshold_backward(t[1], t[0], 0)),
+    }
+    tt = [torch.from_numpy(a) for a in (x, g, m, s, b)] if torch is not None else None
+    print(f"regions over {'x'.join(map(str, shape))} float32, median of {repeats} (ms)")
+    print(f"{'region':32} {'compiled':>9} {'NumPy path':>11} {'torch':>8} {'NumPy':>8} {'ratio':>7}")
+    for name, (umx_fn, np_fn, torch_fn) in cases.items():
+        def run(umx_fn=umx_fn):
+            mx.eval(umx_fn())
+        times = interleaved_medians({"on": _switched(run, True), "off": _switched(run, False)}, repeats)
+        t_torch = median_time(lambda torch_fn=torch_fn: torch_fn(tt), repeats) if torch is not None else None
+        t_np = median_time(np_fn, repeats)
+        cell = f"{t_torch * 1e3:8.2f}" if t_torch else f"{'n/a':>8}"
+        print(f"{name:32} {times['on'] * 1e3:9.2f} {times['off'] * 1e3:11.2f} {cell} {t_np * 1e3:8.2f} "
+              f"{times['off'] / times['on']:6.2f}x")
+
+
+def _steps(cases: list, sizes: dict, repeats: int, torch) -> None:
+    print(f"\ntraining steps on the CPU ({os.cpu_count()} cores), median of {repeats} (ms)")
+    print(f"{'case':40} {'eager':>8} {'eager off':>10} {'compiled':>9} {'comp. off':>10} {'torch':>8}")
+    data_of = {c: train._data(c, sizes[c]) for c in cases}
+    for case in cases:
+        steps = train._mlx_api_steps((mx, nn, optim), case, sizes[case], data_of[case], mx.default_stream(mx.cpu))
+        fns = {}
+        for name, fn in steps.items():
+            fns[name + " on"] = _switched(fn, True)
+            fns[name + " off"] = _switched(fn, False)
+        times = interleaved_medians(fns, repeats)
+        t_torch = None
+        if torch is not None:
+            t_torch = median_time(train._torch_steps(torch, case, sizes[case], data_of[case], "cpu", False)["torch"],
+                                  repeats)
+            time.sleep(0.5)  # (torch's OpenMP threads spin for a while after its work)
+        cell = f"{t_torch * 1e3:8.2f}" if t_torch else f"{'n/a':>8}"
+        print(f"{train._describe(case, sizes[case]):40} {times[' on'] * 1e3:8.2f} {times[' off'] * 1e3:10.2f} "
+              f"{times[' compiled on'] * 1e3:9.2f} {times[' compiled off'] * 1e3:10.2f} {cell}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=9, help="timed runs per cell (default 9)")
+    ap.add_argument("--cases", default="mlp,cnn", help="comma-separated subset of mlp,lm,cnn")
+    ap.add_argument("--small", action="store_true", help="bench/train.py's small models")
+    args = ap.parse_args()
+    if not jit.available():
+        print("Numba is not importable (pip install 'umx[cpu-jit]'): nothing to compare")
+        return
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    jit.WAIT = True  # (compiled, or read from the disk cache, at the first sighting: nothing timed compiles)
+    _regions(args.repeats, torch)
+    _steps(args.cases.split(","), train.SMALL if args.small else train.FULL, args.repeats, torch)
+    print(f"\ncompiled path: {jit.STATS}")
+
+
+if __name__ == "__main__":
+    main()

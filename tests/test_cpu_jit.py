@@ -1,0 +1,185 @@
+"""The CPU's compiled fused regions (``backends/cpu/jit.py``, Numba): NumPy's bits, or NumPy itself.
+
+Every case runs the same program with the compiled path on and off and compares the results bit for bit (NaN
+payloads and signed zeros included), on data with the values where rounding, NaN and zero rules differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import umx as mx
+
+pytest.importorskip("numba")
+
+from umx.backends.cpu import jit  # noqa: E402
+from umx.runtime import threads  # noqa: E402
+
+SPECIAL = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0, 0.5]
+
+
+@pytest.fixture
+def compiled(monkeypatch, tmp_path):
+    """The compiled path for regions of any size, compiled before its first use, cached under ``tmp_path``;
+    several chunks a region where the host has several cores."""
+    monkeypatch.setenv("UMX_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "WAIT", True)
+    monkeypatch.setattr(jit, "MIN_SIZE", 1)
+    monkeypatch.setattr(jit, "ENABLED", True)
+    monkeypatch.setattr(threads, "CHUNK_BYTES", 64)
+    return jit
+
+
+def _data(rng, shape, dtype=np.float32):
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    picks = rng.integers(0, flat.size, size=max(1, flat.size // 4))
+    flat[picks] = rng.choice(np.array(SPECIAL, dtype), size=picks.size)
+    return x
+
+
+def _both(jit, fn, *arrays):
+    """``fn``'s results (NumPy arrays) with the compiled path on, then off, and the regions the first ran."""
+    runs = jit.STATS["runs"]
+    on = [np.asarray(r) for r in _evaluated(fn, arrays)]
+    ran = jit.STATS["runs"] - runs
+    jit.ENABLED = False
+    off = [np.asarray(r) for r in _evaluated(fn, arrays)]
+    jit.ENABLED = True
+    return on, off, ran
+
+
+def _evaluated(fn, arrays):
+    out = fn(*[mx.array(a, dtype=mx.float64 if a.dtype == np.float64 else None) for a in arrays])
+    out = list(out) if isinstance(out, tuple) else [out]
+    mx.eval(*out)
+    return out
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> None:
+    """The same bits, signed zeros included, NaN where NaN (whose sign and payload NumPy's own loops do not fix:
+    x86 gives an operation of two NaNs the first operand's, and a compiler may swap a sum's operands)."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if a.dtype.kind == "f":
+        nan = np.isnan(a)
+        np.testing.assert_array_equal(nan, np.isnan(b))
+        np.testing.assert_array_equal(np.where(nan, 0, a).view(f"u{a.itemsize}"),
+                                      np.where(nan, 0, b).view(f"u{b.itemsize}"))
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+PROGRAMS = {
+    "multiply-add": lambda a, b, c: a * b + c,  # (an FMA would round once: not NumPy's bits)
+    "norm": lambda a, b, c: (a - b[0]) * c[0] * b + c,
+    "relu": lambda a, b, c: mx.maximum(a, 0.0) * b,
+    "relu grad": lambda a, b, c: mx.where(a > 0, b, 0.0),
+    "min max": lambda a, b, c: mx.minimum(mx.maximum(a, b), c),
+    "divide": lambda a, b, c: a / b - c,
+    "unary": lambda a, b, c: mx.sqrt(mx.abs(a)) + mx.square(-b) + mx.reciprocal(c),
+    "predicates": lambda a, b, c: mx.where(mx.logical_and(a > b, mx.logical_not(mx.isnan(c))), a, c),
+    "logical": lambda a, b, c: (mx.logical_or(a <= b, b >= c) != (a == c)).astype(mx.float32) * a,
+    "casts": lambda a, b, c: (a.astype(mx.float64) * 3.0).astype(mx.float32) + (b != 0).astype(mx.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_compiled_regions_give_numpys_bits(compiled, rng, name):
+    fn = PROGRAMS[name]
+    shape = (33, 32, 32)  # (a CPU region of fewer elements is made only from several ops)
+    arrays = [_data(rng, shape) for _ in range(3)]
+    on, off, ran = _both(compiled, fn, *arrays)
+    assert ran >= 1  # (the compiled path ran the region)
+    for x, y in zip(on, off):
+        _same_bits(x, y)
+
+
+@pytest.mark.parametrize("rows", [(32,), (5, 32), (1, 1, 32)])
+def test_row_operands_broadcast_over_the_leading_axes(compiled, rng, rows):
+    # (a norm's statistics and scale over channels last: read by their place in a row)
+    x = _data(rng, (48, 5, 5, 32)) if len(rows) != 2 else _data(rng, (300, 5, 32))
+    m, s = _data(rng, rows), _data(rng, rows)
+    on, off, ran = _both(compiled, lambda x, m, s: (x - m) * s + 1.5, x, m, s)
+    assert ran == 1
+    _same_bits(on[0], off[0])
+    _same_bits(on[0], (x - m) * s + np.float32(1.5))
+
+
+def test_operands_broadcast_along_any_axes(compiled, rng):
+    # (a max pool's gradient: each window's maximum against its elements; a per-channel column in the middle)
+    x = _data(rng, (64, 4, 2, 6, 2, 8))
+    m, col = _data(rng, (64, 4, 1, 6, 1, 8)), _data(rng, (4, 1, 6, 1, 1))
+    on, off, ran = _both(compiled, lambda x, m, col: (x == m).astype(mx.float32) * x - col * m + 1.0, x, m, col)
+    assert ran == 1
+    _same_bits(on[0], off[0])
+    _same_bits(on[0], (x == m).astype(np.float32) * x - col * m + np.float32(1))
+
+
+def test_float64_regions(compiled, rng):
+    a, b = _data(rng, (40000,), np.float64), _data(rng, (40000,), np.float64)
+    on, off, ran = _both(compiled, lambda a, b: mx.maximum(a * b - a / b, -1.0), a, b)
+    assert ran == 1
+    assert on[0].dtype == np.float64
+    _same_bits(on[0], off[0])
+
+
+def test_regions_it_does_not_compile_run_on_numpy(compiled, rng):
+    # (an exponential's bits are NumPy's own approximation's: such a region is never compiled)
+    a = _data(rng, (40000,))
+    on, off, ran = _both(compiled, lambda a: mx.exp(a) * 2.0 + a, a)
+    assert ran == 0
+    _same_bits(on[0], off[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=4, max_side=9),
+                    elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True)),
+       scale=st.floats(-4, 4, width=32))
+def test_compiled_arithmetic_matches_numpy_on_any_values(x, scale):
+    saved = jit.WAIT, jit.MIN_SIZE, jit.ENABLED
+    jit.WAIT, jit.MIN_SIZE, jit.ENABLED = True, 1, True
+    try:
+        on, off, _ = _both(jit, lambda a: mx.where(a > scale, a * scale - a, mx.minimum(a, scale)) / (a + 1.0), x)
+    finally:
+        jit.WAIT, jit.MIN_SIZE, jit.ENABLED = saved
+    _same_bits(on[0], off[0])
+
+
+def test_a_region_compiles_in_the_background_then_runs_compiled(monkeypatch, tmp_path, rng):
+    import time
+
+    monkeypatch.setenv("UMX_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "MIN_SIZE", 1)
+    monkeypatch.setattr(jit, "ENABLED", True)
+    a, b = (mx.array(_data(rng, (40000,))) for _ in range(2))
+
+    def step():
+        r = mx.maximum(a * 1.25 - b, b * 0.5)  # (a structure no other test makes)
+        mx.eval(r)
+        return np.asarray(r)
+
+    runs = jit.STATS["runs"]
+    first = step()  # (NumPy, while the region compiles)
+    assert jit.STATS["runs"] == runs
+    deadline = time.monotonic() + 120
+    while jit.STATS["runs"] == runs and time.monotonic() < deadline:
+        later = step()
+        time.sleep(0.05)
+    assert jit.STATS["runs"] > runs
+    _same_bits(later, first)
+
+
+def test_layouts():
+    f32 = np.zeros
+    assert jit._layout([f32((4, 8)), f32((8,)), np.float32(1)], (4, 8)) == (8, ("full", "row", "one"))
+    assert jit._layout([f32((4, 8)), f32((4, 8))], (4, 8)) == (0, ("full", "full"))
+    # (leaves broadcast along other axes: the result's axes collapsed where every leaf reads them alike)
+    assert jit._layout([f32((4, 8)), f32((4, 1))], (4, 8)) == ((4, 8), ("FF", "FB"))
+    assert jit._layout([f32((2, 4, 8)), f32((4, 8)), f32((8,))], (2, 4, 8)) == ((2, 4, 8), ("FFF", "BFF", "BBF"))
+    assert jit._layout([f32((6, 2, 1, 3, 2, 1, 3)), f32((6, 2, 1, 1, 2, 1, 3))], (6, 2, 1, 3, 2, 1, 3)) == \
+        ((12, 3, 6), ("FFF", "FBF"))
+    assert jit._layout([f32((8, 4)).T], (4, 8)) is None  # (not contiguous)
+    assert jit._layout([f32((4, 8)), f32((3, 1))], (4, 8)) is None  # (not broadcastable)

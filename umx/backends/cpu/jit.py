@@ -1,0 +1,394 @@
+"""Large fused regions compiled to machine code by Numba (the optional extra ``umx[cpu-jit]``).
+
+NumPy runs a region as one pass per step over blocks of elements, with Python between the passes: on many cores
+the chunks queue for the GIL between NumPy's loops (a 4M-element region kept 3 to 5 of 16 cores busy). Here a
+region is one loop over its elements in a function that releases the GIL, so each chunk of the pool is a single
+call, and every core computes at once.
+
+Only programs whose every step NumPy computes correctly rounded, or exactly, are compiled: arithmetic, square
+roots, comparisons, selects, minimum and maximum, logical ops and casts among float32, float64 and bool. Their
+values are then NumPy's bit for bit, signed zeros included (IEEE arithmetic has one right answer; Numba leaves
+multiplies and adds uncontracted, with no fast-math), but for which NaN a step of two NaNs passes on (its sign
+and payload, which NumPy's own loops do not fix either); exponentials, logarithms and the rest stay on NumPy,
+whose own approximations give their bits. A region is compiled on a thread of its own the first time it is seen
+(a second or so), and runs on NumPy until the code is ready; compiled code is cached on disk (``UMX_JIT_CACHE``,
+by default ``~/.cache/umx/jit``) for the next process. ``UMX_CPU_JIT=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+
+import numpy as np
+
+from ...runtime import host_pool, threads
+from ...runtime.threads import map_chunks
+
+#: whether large regions are compiled (UMX_CPU_JIT=0: always NumPy, to compare)
+ENABLED = os.environ.get("UMX_CPU_JIT", "1") != "0"
+#: regions of fewer elements run on NumPy (a compiled call's own cost is a few microseconds)
+MIN_SIZE = 1 << 16
+#: compile on the caller's thread and use the code at once, rather than on NumPy until it is ready (for tests)
+WAIT = False
+#: what the compiled path did: regions run, and compilations made or refused
+STATS = {"runs": 0, "compiled": 0, "failed": 0}
+
+_DTYPES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64", np.dtype(np.bool_): "np.bool_"}
+_kernels: dict = {}  # (region key, leaf kinds) -> the compiled function, None (not compilable), or _PENDING
+_PENDING = object()
+_MISSING = object()
+_queue: list = []
+_wake = threading.Condition()
+_compiling: list = []  # the compiler thread, once started
+_numba: list = []  # the numba module, once imported (or None where it is missing)
+
+
+def _import_numba():
+    if not _numba:
+        try:
+            import numba
+        except ImportError:
+            numba = None
+        _numba.append(numba)
+    return _numba[0]
+
+
+def available() -> bool:
+    """Whether regions may be compiled here (Numba importable, and not turned off)."""
+    return ENABLED and _import_numba() is not None
+
+
+# The expression of each step: its arguments are the names of earlier values. ``{t}`` is the step's dtype's
+# constructor (a cast that keeps float32 arithmetic in float32).
+_ARITHMETIC = {"add": "{t}({a} + {b})", "subtract": "{t}({a} - {b})", "multiply": "{t}({a} * {b})",
+               "true_divide": "{t}({a} / {b})",
+           # NumPy's maximum and minimum: the first operand where it wins or is NaN, else the second (its own loops
+           # return the second of two equal values, so -0.0 and 0.0 come out as NumPy gives them)
+               "maximum": "({a} if (({a} > {b}) | ({a} != {a})) else {b})",
+               "minimum": "({a} if (({a} < {b}) | ({a} != {a})) else {b})"}
+_COMPARISONS = {"equal": "({a} == {b})", "not_equal": "({a} != {b})", "less": "({a} < {b})",
+                "less_equal": "({a} <= {b})", "greater": "({a} > {b})", "greater_equal": "({a} >= {b})"}
+_BOOL_BINARY = {"logical_and": "({a} & {b})", "logical_or": "({a} | {b})", "logical_xor": "({a} != {b})"}
+_UNARY = {"negative": "{t}(-{a})", "absolute": "{t}(abs({a}))", "square": "{t}({a} * {a})",
+          "sqrt": "{t}(np.sqrt({a}))", "reciprocal": "{t}({t}(1.0) / {a})", "isnan": "({a} != {a})"}
+
+
+def _expression(prim, args: list, dtypes: list, out_dtype) -> str | None:
+    """The Python expression of one step over the names ``args`` (of ``dtypes``), or None where it is not
+    compiled."""
+    name = prim.__class__.__name__
+    t = _DTYPES.get(out_dtype)
+    if t is None:
+        return None
+    if name == "Where":
+        c, x, y = args
+        return f"({x} if {c} else {y})" if dtypes[0] == np.bool_ and dtypes[1] == dtypes[2] == out_dtype else None
+    if name == "AsType":
+        (a,) = args
+        if out_dtype == np.bool_:
+            return f"({a} != 0)"
+        return f"{t}({a})"
+    fn = getattr(prim, "fn", None)
+    if len(args) == 2:
+        a, b = args
+        if fn in _BOOL_BINARY:
+            return _BOOL_BINARY[fn].format(a=a, b=b) if dtypes[0] == dtypes[1] == np.bool_ else None
+        if dtypes[0] != dtypes[1]:
+            return None
+        if fn in _COMPARISONS and (fn in ("equal", "not_equal") or dtypes[0] != np.bool_):
+            return _COMPARISONS[fn].format(a=a, b=b)
+        if fn in _ARITHMETIC and dtypes[0] != np.bool_:
+            return _ARITHMETIC[fn].format(a=a, b=b, t=t)
+        return None
+    if len(args) == 1:
+        (a,) = args
+        if fn == "logical_not" and dtypes[0] == np.bool_:
+            return f"(not {a})"
+        if fn in _UNARY and dtypes[0] != np.bool_ and (out_dtype == np.bool_) == (fn == "isnan"):
+            return _UNARY[fn].format(a=a, t=t)
+    return None
+
+
+def _layout(leaves: list, shape: tuple):
+    """``(cols, kinds)``: each leaf's kind, ``"full"`` (the result's shape, C-contiguous: read at the element's
+    place), ``"row"`` (the result's last axes after leading ones, the same axes for all such: read at the place in
+    a row of ``cols`` elements) or ``"one"`` (one element); ``cols`` is 0 where no leaf is a row. Where a leaf is
+    none of these, :func:`_collapsed`'s layout (None where there is none)."""
+    cols = 0
+    kinds = []
+    for x in leaves:
+        if x.__class__ is not np.ndarray or x.size == 1:
+            kinds.append("one")
+            continue
+        if x.shape == shape and x.flags.c_contiguous:
+            kinds.append("full")
+            continue
+        s = x.shape
+        lead = 0
+        while lead < len(s) and s[lead] == 1:
+            lead += 1
+        tail = s[lead:]
+        if not tail or tail != shape[len(shape) - len(tail):] or not x.flags.c_contiguous or (cols and x.size != cols):
+            return _collapsed(leaves, shape)
+        cols = x.size
+        kinds.append("row")
+    return cols, tuple(kinds)
+
+
+def _collapsed(leaves: list, shape: tuple):
+    """``(dims, kinds)`` for leaves broadcast along any axes (a max pool's gradient: the window's maximum against
+    its elements): the result's axes, those of length 1 dropped and neighbours that every leaf reads alike merged,
+    and each leaf's kind, one ``"F"`` (read along) or ``"B"`` (broadcast) per axis, or ``"one"``; None where a leaf
+    is not C-contiguous or not broadcastable so."""
+    nd = len(shape)
+    keep = [a for a in range(nd) if shape[a] != 1]
+    marks = []
+    for x in leaves:
+        if x.__class__ is not np.ndarray or x.size == 1:
+            marks.append(None)
+            continue
+        if not x.flags.c_contiguous or x.ndim > nd:
+            return None
+        padded = (1,) * (nd - x.ndim) + x.shape
+        m = []
+        for a in keep:
+            if padded[a] == shape[a]:
+                m.append("F")
+            elif padded[a] == 1:
+                m.append("B")
+            else:
+                return None
+        marks.append(m)
+    if not keep:
+        return None
+    dims, groups = [shape[keep[0]]], [[m[0] for m in marks if m is not None]]
+    for i in range(1, len(keep)):
+        here = [m[i] for m in marks if m is not None]
+        if here == groups[-1]:
+            dims[-1] *= shape[keep[i]]
+        else:
+            dims.append(shape[keep[i]])
+            groups.append(here)
+    if len(dims) < 2:  # (one axis: every leaf is whole, or one element)
+        return None
+    kinds, column = [], 0
+    for m in marks:
+        if m is None:
+            kinds.append("one")
+        else:
+            kinds.append("".join(g[column] for g in groups))
+            column += 1
+    return tuple(dims), tuple(kinds)
+
+
+def _source(f, kinds: tuple, form: str) -> str | None:
+    """The Python source of the region's kernel ``k(out, lo, hi, cols, *leaves)`` (``cols``: the dims of the
+    ``"nd"`` form), or None where a step is not compiled."""
+    n = len(f.leaves)
+    dtypes = [x._dtype.np for x in f.leaves] + [x._dtype.np for x in f.nodes]
+    if any(d not in _DTYPES for d in dtypes):
+        return None
+    names = [f"x{i}" for i in range(n)] + [f"v{j}" for j in range(len(f.nodes))]
+    body = []
+    for j, (prim, args) in enumerate(f.program):
+        e = _expression(prim, [names[a] for a in args], [dtypes[a] for a in args], dtypes[n + j])
+        if e is None:
+            return None
+        body.append(f"v{j} = {e}")
+    args = ", ".join(f"a{i}" for i in range(n))
+    if form == "nd":
+        return _nd_source(kinds, body, args)
+    # (the kernel's own slices, indexed from 0: Numba then vectorizes the loop, which it does not over lo..hi)
+    loads, cuts = [], []
+    for i, kind in enumerate(kinds):
+        if kind == "full":
+            cuts.append(f"    s{i} = a{i}[start:stop]")
+            loads.append(f"x{i} = s{i}[i]")
+        elif kind == "row":
+            loads.append(f"x{i} = a{i}[c]")
+        else:
+            loads.append(f"x{i} = a{i}")
+    rows = form == "rows"
+    inner = "\n".join("    " * (3 if rows else 2) + line for line in [*loads, *body, f"o[i] = v{len(body) - 1}"])
+    if rows:  # (rows lo..hi of cols elements: the row leaves are read by their place in the row)
+        head = "    start, stop = lo * cols, hi * cols\n"
+        loop = "    for r in range(hi - lo):\n        for c in range(cols):\n            i = r * cols + c\n"
+    else:
+        head = "    start, stop = lo, hi\n"
+        loop = "    for i in range(hi - lo):\n"
+    cut = "\n".join(["    o = out[start:stop]", *cuts]) + "\n"
+    return f"import numpy as np\n\n\ndef k(out, lo, hi, cols, {args}):\n{head}{cut}{loop}{inner}\n"
+
+
+def _nd_source(kinds: tuple, body: list, args: str) -> str:
+    """The ``"nd"`` form's kernel: one loop per collapsed axis but the last (the first from lo to hi), each leaf's
+    offset carried down the loops (its strides from the dims and its kinds), the innermost over slices of a row."""
+    k = len(next(kind for kind in kinds if kind != "one"))
+    last = k - 1
+    arrays = [(i, kind) for i, kind in enumerate(kinds) if kind != "one"]
+    lines = ["    " + ", ".join(f"d{a}" for a in range(k)) + ", = cols"]
+    for i, kind in arrays:  # (strides in elements of the leaf's own C-contiguous shape)
+        stride = "1"
+        for a in reversed(range(k)):
+            lines.append(f"    t{i}_{a} = {stride}")
+            stride = f"t{i}_{a} * d{a}" if kind[a] == "F" else f"t{i}_{a}"
+    pad = "    "
+    for a in range(last):
+        if a == 0:
+            lines.append(f"{pad}for i0 in range(hi - lo):")
+            pad += "    "
+            lines.append(f"{pad}q0 = i0 + lo")
+            lines += [f"{pad}p{i}_0 = q0 * t{i}_0" if kind[0] == "F" else f"{pad}p{i}_0 = 0" for i, kind in arrays]
+            continue
+        lines.append(f"{pad}for i{a} in range(d{a}):")
+        pad += "    "
+        lines.append(f"{pad}q{a} = q{a - 1} * d{a} + i{a}")
+        lines += [f"{pad}p{i}_{a} = p{i}_{a - 1}" + (f" + i{a} * t{i}_{a}" if kind[a] == "F" else "")
+                  for i, kind in arrays]
+    # the innermost axis: the output's row, and each leaf's row (a slice) or its one value along the row
+    lines.append(f"{pad}row = q{last - 1} * d{last}")
+    lines.append(f"{pad}o = out[row:row + d{last}]")
+    loads = []
+    for i, kind in enumerate(kinds):
+        if kind == "one":
+            loads.append(f"x{i} = a{i}")
+        elif kind[last] == "F":
+            lines.append(f"{pad}s{i} = a{i}[p{i}_{last - 1}:p{i}_{last - 1} + d{last}]")
+            loads.append(f"x{i} = s{i}[c]")
+        else:
+            lines.append(f"{pad}w{i} = a{i}[p{i}_{last - 1}]")
+            loads.append(f"x{i} = w{i}")
+    lines.append(f"{pad}for c in range(d{last}):")
+    pad += "    "
+    lines += [pad + line for line in [*loads, *body, f"o[c] = v{len(body) - 1}"]]
+    return f"import numpy as np\n\n\ndef k(out, lo, hi, cols, {args}):\n" + "\n".join(lines) + "\n"
+
+
+def _cache_dir() -> str | None:
+    path = os.environ.get("UMX_JIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "umx", "jit")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def _compile(source: str):
+    """The source's ``k`` compiled (no GIL, NumPy's error model: a division by zero gives inf, as NumPy's),
+    cached on disk where a cache folder can be written."""
+    numba = _import_numba()
+    name = "umx_jit_" + hashlib.sha1(source.encode()).hexdigest()[:20]
+    folder = _cache_dir()
+    if folder is not None:
+        path = os.path.join(folder, name + ".py")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+            with open(tmp, "w") as fh:
+                fh.write(source)
+            os.replace(tmp, path)  # (atomic: processes compiling the same region at once write the same text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # (Numba's cache finds the function's module again by its name)
+        spec.loader.exec_module(module)
+        fn = module.k
+    else:
+        scope: dict = {}
+        exec(compile(source, name, "exec"), scope)  # noqa: S102 (umx's own generated source)
+        fn = scope["k"]
+    return numba.njit(nogil=True, error_model="numpy", cache=folder is not None)(fn)
+
+
+def _build(key, source: str, example: tuple) -> None:
+    try:
+        fn = _compile(source)
+        fn(*example)  # (compiles for the argument types now, not at the first real call)
+        _kernels[key] = fn
+        STATS["compiled"] += 1
+    except Exception:  # a Numba that cannot compile it: NumPy runs the region, as for any other
+        _kernels[key] = None
+        STATS["failed"] += 1
+
+
+def _compiler() -> None:
+    while True:
+        with _wake:
+            while not _queue:
+                _wake.wait()
+            job = _queue.pop(0)
+        _build(*job)
+
+
+def _example(f, kinds: tuple, leaves: list, cols) -> tuple:
+    """Arguments of the kernel's types over no element (its first call compiles it)."""
+    out = np.empty(1, f.root._dtype.np)
+    xs = [np.zeros(1, x.dtype) if k != "one" else _scalar(x, v._dtype.np) for k, x, v in zip(kinds, leaves, f.leaves)]
+    return (out, 0, 0, cols, *xs)
+
+
+def _scalar(x, dtype):
+    """A one-element leaf as a NumPy scalar of its dtype (a Python scalar would be typed as float64 or int64)."""
+    return x.reshape(-1)[0] if x.__class__ is np.ndarray else dtype.type(x)
+
+
+def _start(f, key, kinds: tuple, cols, leaves: list):
+    """The region's kernel compiled now (``WAIT``), or queued for the compiler thread (``_PENDING``); None where
+    the region is not compiled."""
+    form = "nd" if cols.__class__ is tuple else "rows" if cols else "flat"
+    source = _source(f, kinds, form) if not f.sides else None
+    if source is None:
+        _kernels[key] = None
+        return None
+    job = (key, source, _example(f, kinds, leaves, (1,) * len(cols) if form == "nd" else 1))
+    if WAIT:
+        _build(*job)
+        return _kernels[key]
+    _kernels[key] = _PENDING
+    with _wake:
+        if not _compiling:
+            _compiling.append(threading.Thread(target=_compiler, name="umx-jit", daemon=True))
+            _compiling[0].start()
+        _queue.append(job)
+        _wake.notify()
+    return _PENDING
+
+
+def kernel(f, leaves: list):
+    """``(fn, cols, kinds)``, Fused ``f``'s compiled kernel for these leaves' layout (see :func:`_layout`), or None
+    where the region is not compiled (yet). Holds nothing of the leaves (a donor's count stays its own)."""
+    if not available():
+        return None
+    layout = _layout(leaves, f.root._shape)
+    if layout is None:
+        return None
+    cols, kinds = layout
+    key = (f.key, kinds)
+    fn = _kernels.get(key, _MISSING)
+    if fn is _MISSING:
+        fn = _start(f, key, kinds, cols, leaves)
+    if fn is None or fn is _PENDING:
+        return None
+    return fn, cols, kinds
+
+
+def run(k: tuple, f, leaves: list, out: np.ndarray | None = None) -> np.ndarray:
+    """The root's value of Fused ``f`` by its kernel ``k`` (from :func:`kernel`), in chunks on the pool, written
+    into ``out`` where given (it may be a leaf's own buffer: each element is read before it is written)."""
+    fn, cols, kinds = k
+    root = f.root
+    if out is None:
+        out = host_pool.empty(root._shape, root._dtype.np)
+    flat = out.reshape(-1)
+    xs = [x.reshape(-1) if kind != "one" else _scalar(x, v._dtype.np) for kind, x, v in zip(kinds, leaves, f.leaves)]
+    n = cols[0] if cols.__class__ is tuple else flat.size // cols if cols else flat.size
+    step = -(-n // threads.parts(out.nbytes)) if threads.CORES > 1 else n
+
+    def work(lo: int, hi: int) -> None:
+        fn(flat, lo, hi, cols, *xs)
+
+    map_chunks(work, threads.bounds(n, step))
+    STATS["runs"] += 1
+    return out
