@@ -17,7 +17,9 @@ run at one precision in every library: TF32 by MLX's rule (its CUDA build's and 
 ``allow_tf32`` flags set to match, or full float32 in all with ``MLX_ENABLE_TF32=0``. Rows are on the CPU and, where
 there is one, the GPU. Times are medians after warm-up; on the CPU each library is timed apart (umx, then MLX,
 then torch, a pause after each of the others: one library's idle threads hold the cores for a while and slow the
-next), on the GPU umx and MLX in interleaved rounds; ratios are against torch's eager step.
+next), on the GPU umx and MLX in interleaved rounds; ratios are against torch's eager step. Where Numba is
+installed, umx's compiled CPU regions (``backends/cpu/jit.py``) are compiled in the warm-up, not while steps are
+timed.
 
 On a small host shared with other work, the libraries' thread pools (OpenBLAS's under NumPy, torch's OpenMP)
 stall each other and the numbers swing by 10x from run to run; there, ``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1``
@@ -49,6 +51,7 @@ from suite import _try  # noqa: E402
 import umx as mx  # noqa: E402
 import umx.nn as nn  # noqa: E402
 import umx.optimizers as optim  # noqa: E402
+from umx.backends.cpu import jit as cpu_jit  # noqa: E402
 from umx.backends.cuda import tf32_enabled  # noqa: E402
 
 FULL = {
@@ -362,6 +365,9 @@ def main() -> None:
                     help="CPU rows in CPU time of this process (all threads) rather than wall time: steadier on a "
                          "shared host; with one thread per library, the work each does")
     args = ap.parse_args()
+    # (the CPU's compiled regions, where Numba is installed, are compiled at their first sighting, in warm-up,
+    # rather than on a thread of their own while steps are timed)
+    cpu_jit.WAIT = True
     args.repeats = args.repeats or (21 if args.small else 15)
     sizes = SMALL if args.small else FULL
     torch, mlx = _try("torch"), _mlx_libs()
