@@ -183,3 +183,45 @@ def test_layouts():
         ((12, 3, 6), ("FFF", "FBF"))
     assert jit._layout([f32((8, 4)).T], (4, 8)) is None  # (not contiguous)
     assert jit._layout([f32((4, 8)), f32((3, 1))], (4, 8)) is None  # (not broadcastable)
+
+
+def test_a_training_step_gives_the_same_parameters(compiled, on_the_cpu):
+    # (a convolution, batch norm, ReLU and max pool step with Adam: its regions compiled or on NumPy, the same bits)
+    import umx.nn as nn
+    import umx.optimizers as optim
+    from umx.utils import tree_flatten
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm(8)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.out = nn.Linear(8 * 8 * 8, 10)
+
+        def __call__(self, x):
+            x = self.pool(nn.relu(self.bn(self.conv(x))))
+            return self.out(x.reshape(x.shape[0], -1))
+
+    rng = np.random.default_rng(0)
+    x = mx.array(rng.standard_normal((16, 16, 16, 3), dtype=np.float32))
+    y = mx.array(rng.integers(0, 10, 16).astype(np.int32))
+
+    def train(enabled: bool) -> list:
+        jit.ENABLED = enabled
+        mx.random.seed(0)
+        model, opt = Net(), optim.Adam(learning_rate=1e-2)
+        step = nn.value_and_grad(model, lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean"))
+        for _ in range(3):
+            loss, grads = step(model, x, y)
+            opt.update(model, grads)
+            mx.eval(loss, model.parameters(), opt.state)
+        return [np.asarray(v) for _, v in tree_flatten(model.parameters())]
+
+    runs = jit.STATS["runs"]
+    on = train(True)
+    assert jit.STATS["runs"] > runs
+    off = train(False)
+    jit.ENABLED = True
+    for a, b in zip(on, off):
+        _same_bits(a, b)
