@@ -5,6 +5,8 @@ payloads and signed zeros included), on data with the values where rounding, NaN
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -225,3 +227,21 @@ def test_a_training_step_gives_the_same_parameters(compiled, on_the_cpu):
     jit.ENABLED = True
     for a, b in zip(on, off):
         _same_bits(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_compiles_what_its_parent_was_compiling(monkeypatch, tmp_path):
+    monkeypatch.setenv("UMX_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "MIN_SIZE", 1)
+    key = ("a region being compiled",)
+    jit._kernels[key] = jit._PENDING
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # (the child: no compiler thread, so nothing of the parent's stays pending)
+        os.write(w, b"1" if key not in jit._kernels and not jit._compiling else b"0")
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    del jit._kernels[key]
+    assert got == b"1"

@@ -47,6 +47,18 @@ _compiling: list = []  # the compiler thread, once started
 _numba: list = []  # the numba module, once imported (or None where it is missing)
 
 
+def _after_fork() -> None:
+    # (a forked child has no compiler thread: regions it was compiling are compiled again when next seen)
+    _compiling.clear()
+    _queue.clear()
+    for key in [k for k, v in _kernels.items() if v is _PENDING]:
+        del _kernels[key]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _import_numba():
     if not _numba:
         try:
