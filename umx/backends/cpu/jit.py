@@ -25,6 +25,8 @@ import threading
 
 import numpy as np
 
+from ...primitives.elementwise import Where
+from ...primitives.shape import AsType
 from ...runtime import host_pool, threads
 from ...runtime.threads import map_chunks
 
@@ -76,10 +78,10 @@ def available() -> bool:
 
 # The expression of each step: its arguments are the names of earlier values. ``{t}`` is the step's dtype's
 # constructor (a cast that keeps float32 arithmetic in float32).
+# NumPy's maximum and minimum: the first operand where it wins or is NaN, else the second (its own loops return
+# the second of two equal values, so -0.0 and 0.0 come out as NumPy gives them).
 _ARITHMETIC = {"add": "{t}({a} + {b})", "subtract": "{t}({a} - {b})", "multiply": "{t}({a} * {b})",
                "true_divide": "{t}({a} / {b})",
-           # NumPy's maximum and minimum: the first operand where it wins or is NaN, else the second (its own loops
-           # return the second of two equal values, so -0.0 and 0.0 come out as NumPy gives them)
                "maximum": "({a} if (({a} > {b}) | ({a} != {a})) else {b})",
                "minimum": "({a} if (({a} < {b}) | ({a} != {a})) else {b})"}
 _COMPARISONS = {"equal": "({a} == {b})", "not_equal": "({a} != {b})", "less": "({a} < {b})",
@@ -92,14 +94,14 @@ _UNARY = {"negative": "{t}(-{a})", "absolute": "{t}(abs({a}))", "square": "{t}({
 def _expression(prim, args: list, dtypes: list, out_dtype) -> str | None:
     """The Python expression of one step over the names ``args`` (of ``dtypes``), or None where it is not
     compiled."""
-    name = prim.__class__.__name__
+    c = prim.__class__
     t = _DTYPES.get(out_dtype)
     if t is None:
         return None
-    if name == "Where":
+    if c is Where:
         c, x, y = args
         return f"({x} if {c} else {y})" if dtypes[0] == np.bool_ and dtypes[1] == dtypes[2] == out_dtype else None
-    if name == "AsType":
+    if c is AsType:
         (a,) = args
         if out_dtype == np.bool_:
             return f"({a} != 0)"
