@@ -1,10 +1,11 @@
 """The CPU's compiled fused regions (``backends/cpu/jit.py``, Numba) against its NumPy passes, in one process.
 
 First three regions of a CNN's step over 128x32x32x32 float32 (a batch norm's scale and shift over channels, a
-ReLU, a ReLU's gradient), each as umx with compiled regions on and off, torch's eager ops on all its threads, and
-NumPy on one thread; then ``bench/train.py``'s MLP and CNN training steps on the CPU, eager and compiled, with
-compiled regions on and off in interleaved rounds (torch's eager step beside them). The regions are compiled (or
-loaded from the disk cache) before anything is timed. Medians; ratios are the NumPy path's time over the compiled.
+ReLU, a ReLU's gradient) and a batch norm's statistics (compiled column sums in float64), each as umx with
+compiled kernels on and off, torch's eager ops on all its threads, and NumPy on one thread; then
+``bench/train.py``'s MLP and CNN training steps on the CPU, eager and compiled, with compiled kernels on and off in
+interleaved rounds (torch's eager step beside them). Everything is compiled (or loaded from the disk cache) before
+anything is timed. Medians; ratios are the other path's time over the compiled one's.
 
 Usage: python bench/cpu_jit.py [--repeats N] [--cases mlp,cnn] [--small]
 """
@@ -53,6 +54,10 @@ def _regions(repeats: int, torch) -> None:
                            lambda t: torch.relu(t[0])),
         "relu grad where(x > 0, g, 0)": (lambda: mx.where(X > 0, G, 0.0), lambda: np.where(x > 0, g, np.float32(0)),
                                          lambda t: torch.ops.aten.threshold_backward(t[1], t[0], 0)),
+        "sum over (N, H, W)": (lambda: mx.sum(X, axis=(0, 1, 2)), lambda: x.sum(axis=(0, 1, 2)),
+                               lambda t: t[0].sum(dim=(0, 1, 2))),
+        "variance over (N, H, W)": (lambda: mx.var(X, axis=(0, 1, 2)), lambda: x.var(axis=(0, 1, 2)),
+                                    lambda t: t[0].var(dim=(0, 1, 2), unbiased=False)),
     }
     tt = [torch.from_numpy(a) for a in (x, g, m, s, b)] if torch is not None else None
     print(f"regions over {'x'.join(map(str, shape))} float32, median of {repeats} (ms)")

@@ -187,8 +187,9 @@ def test_layouts():
     assert jit._layout([f32((4, 8)), f32((3, 1))], (4, 8)) is None  # (not broadcastable)
 
 
-def test_a_training_step_gives_the_same_parameters(compiled, on_the_cpu):
-    # (a convolution, batch norm, ReLU and max pool step with Adam: its regions compiled or on NumPy, the same bits)
+def test_a_training_step_gives_the_same_parameters(compiled, on_the_cpu, monkeypatch):
+    # (a convolution, batch norm, ReLU and max pool step with Adam: its regions compiled or on NumPy, the same bits;
+    # the batch norm's sums on their other routes both times, whose bits are their own)
     import umx.nn as nn
     import umx.optimizers as optim
     from umx.utils import tree_flatten
@@ -205,6 +206,8 @@ def test_a_training_step_gives_the_same_parameters(compiled, on_the_cpu):
             x = self.pool(nn.relu(self.bn(self.conv(x))))
             return self.out(x.reshape(x.shape[0], -1))
 
+    for name in ("sums", "squares"):
+        monkeypatch.setitem(compiled._kernels, ("columns", name, np.dtype(np.float32)), compiled._PENDING)
     rng = np.random.default_rng(0)
     x = mx.array(rng.standard_normal((16, 16, 16, 3), dtype=np.float32))
     y = mx.array(rng.integers(0, 10, 16).astype(np.int32))
@@ -245,3 +248,39 @@ def test_a_forked_child_compiles_what_its_parent_was_compiling(monkeypatch, tmp_
     os.waitpid(pid, 0)
     del jit._kernels[key]
     assert got == b"1"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_column_sums_and_variances_in_float64(compiled, rng, dtype, keepdims):
+    # (a batch norm's statistics over (N, H, W): float64 sums in chunks of rows, rounded once)
+    x = rng.standard_normal((24, 9, 10, 32)).astype(dtype) * 3 + 1
+    a = mx.array(x, dtype=mx.float64 if dtype == np.float64 else None)
+    wide = x.astype(np.float64)
+    runs = compiled.STATS["runs"]
+    got = [np.asarray(f) for f in (mx.sum(a, axis=(0, 1, 2), keepdims=keepdims),
+                                   mx.mean(a, axis=(0, 1, 2), keepdims=keepdims),
+                                   mx.var(a, axis=(0, 1, 2), keepdims=keepdims),
+                                   mx.var(a, axis=(0, 1, 2), ddof=1, keepdims=keepdims))]
+    assert compiled.STATS["runs"] >= runs + 5  # (a sum, a mean, two variances of two passes each)
+    want = [wide.sum(axis=(0, 1, 2), keepdims=keepdims), wide.mean(axis=(0, 1, 2), keepdims=keepdims),
+            wide.var(axis=(0, 1, 2), keepdims=keepdims), wide.var(axis=(0, 1, 2), ddof=1, keepdims=keepdims)]
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+        # (float32: within the result's own rounding, float64 sums rounded once; float64: a sequential sum's)
+        tol = 2 * np.finfo(np.float32).eps if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * np.abs(w).max())
+
+
+def test_column_sums_wait_for_their_kernel(monkeypatch, tmp_path, rng):
+    # (before its kernel is compiled, a sum takes the other routes: the same values within float32's rounding)
+    monkeypatch.setenv("UMX_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(jit, "MIN_SIZE", 1)
+    monkeypatch.setattr(jit, "ENABLED", True)
+    monkeypatch.setattr(jit, "WAIT", False)
+    monkeypatch.setitem(jit._kernels, ("columns", "sums", np.dtype(np.float32)), jit._PENDING)
+    x = rng.standard_normal((4000, 8)).astype(np.float32)
+    runs = jit.STATS["runs"]
+    got = np.asarray(mx.sum(mx.array(x), axis=0))
+    assert jit.STATS["runs"] == runs
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-3)

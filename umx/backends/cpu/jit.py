@@ -13,6 +13,9 @@ and payload, which NumPy's own loops do not fix either); exponentials, logarithm
 whose own approximations give their bits. A region is compiled on a thread of its own the first time it is seen
 (a second or so), and runs on NumPy until the code is ready; compiled code is cached on disk (``UMX_JIT_CACHE``,
 by default ``~/.cache/umx/jit``) for the next process. ``UMX_CPU_JIT=0`` turns it off.
+
+Sums over the leading axes of a float matrix (a batch norm's statistics) and the squared deviations of a variance
+take :func:`column_sums`: float64 accumulators per chunk of rows, added in order and rounded once.
 """
 
 from __future__ import annotations
@@ -349,23 +352,27 @@ def _scalar(x, dtype):
 
 
 def _start(f, key, kinds: tuple, cols, leaves: list):
-    """The region's kernel compiled now (``WAIT``), or queued for the compiler thread (``_PENDING``); None where
-    the region is not compiled."""
+    """The region's kernel, compiled now (``WAIT``), or ``_PENDING``; None where the region is not compiled."""
     form = "nd" if cols.__class__ is tuple else "rows" if cols else "flat"
     source = _source(f, kinds, form) if not f.sides else None
     if source is None:
         _kernels[key] = None
         return None
-    job = (key, source, _example(f, kinds, leaves, (1,) * len(cols) if form == "nd" else 1))
+    return _submit(key, source, _example(f, kinds, leaves, (1,) * len(cols) if form == "nd" else 1))
+
+
+def _submit(key, source: str, example: tuple):
+    """The kernel of ``source`` compiled now, where ``WAIT`` (None where it failed to); else queued for the compiler
+    thread (``_PENDING`` meanwhile)."""
     if WAIT:
-        _build(*job)
+        _build(key, source, example)
         return _kernels[key]
     _kernels[key] = _PENDING
     with _wake:
         if not _compiling:
             _compiling.append(threading.Thread(target=_compiler, name="umx-jit", daemon=True))
             _compiling[0].start()
-        _queue.append(job)
+        _queue.append((key, source, example))
         _wake.notify()
     return _PENDING
 
@@ -406,3 +413,65 @@ def run(k: tuple, f, leaves: list, out: np.ndarray | None = None) -> np.ndarray:
     map_chunks(work, threads.bounds(n, step))
     STATS["runs"] += 1
     return out
+
+
+# Column sums (a batch norm's statistics over (N, H, W)): one kernel per name and dtype whatever the shape, each
+# chunk of rows summing into float64 accumulators of its own, which are added in order (the route's bits depend
+# only on the chunks, as the BLAS and NumPy routes' do on theirs).
+_COLUMN_KERNELS = {
+    "sums": """import numpy as np
+
+
+def k(x, lo, hi, mean, acc):
+    cols = x.shape[1]
+    part = x[lo:hi]
+    for r in range(hi - lo):
+        row = part[r]
+        for c in range(cols):
+            acc[c] += row[c]
+""",
+    "squares": """import numpy as np
+
+
+def k(x, lo, hi, mean, acc):
+    cols = x.shape[1]
+    part = x[lo:hi]
+    for r in range(hi - lo):
+        row = part[r]
+        for c in range(cols):
+            d = np.float64(row[c]) - mean[c]
+            acc[c] += d * d
+""",
+}
+
+
+def _column_kernel(name: str, dtype):
+    key = ("columns", name, dtype)
+    fn = _kernels.get(key, _MISSING)
+    if fn is _MISSING:
+        cols = np.zeros(1, np.float64)
+        fn = _submit(key, _COLUMN_KERNELS[name], (np.zeros((1, 1), dtype), 0, 0, cols, cols.copy()))
+    return None if fn is _PENDING else fn
+
+
+def column_sums(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray | None:
+    """The sums over the rows of C-contiguous float32 or float64 matrix ``x`` (or, given the columns' float64
+    ``mean``, of the squared deviations from it), ``(columns,)`` in float64, each chunk of rows on the pool summed
+    in float64 and the chunks' sums added in order; None where the kernel is not compiled (yet)."""
+    if not available() or x.size < MIN_SIZE:
+        return None
+    fn = _column_kernel("sums" if mean is None else "squares", x.dtype)
+    if fn is None:
+        return None
+    rows, cols = x.shape
+    m = mean if mean is not None else np.zeros(1, np.float64)
+
+    def work(lo: int, hi: int) -> np.ndarray:
+        acc = np.zeros(cols, np.float64)
+        fn(x, lo, hi, m, acc)
+        return acc
+
+    parts = map_chunks(work, threads.chunks(rows, x.nbytes // rows))
+    STATS["runs"] += 1
+    return threads.add_in_order(parts)
+

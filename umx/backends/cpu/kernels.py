@@ -21,7 +21,7 @@ from ..xp import conv as xp_conv
 from ..xp import fast as xp_fast
 from ..xp import linalg as xp_linalg
 from ..xp.elementwise import PLAIN_UFUNC
-from . import bf16, blas, fold
+from . import bf16, blas, fold, jit
 from .reduce_split import wide_sum
 
 #: kernels that read two bfloat16 inputs' storage themselves (see bf16.py), ``fn(prim, x, y)``, or None where
@@ -56,6 +56,10 @@ def _sum_rows(x):
     or OpenBLAS's; where that product would be cut on the pool (work cut there lately) or runs on a pool thread,
     NumPy's reduction over wide rows instead, in chunks on the pool: products called from several threads at once
     run one at a time, NumPy's reductions side by side (bench/reduce.py's routes)."""
+    if x.size >= jit.MIN_SIZE and jit.ENABLED:  # (float64 sums in chunks of rows on the pool, no GIL held)
+        s = jit.column_sums(x)
+        if s is not None:
+            return s.astype(x.dtype).reshape(1, -1)
     if threads.in_pool():
         return wide_sum(x)
     if threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET):
@@ -139,6 +143,9 @@ def _var(prim, x):
     # numpy.var's two passes (the mean, then the mean squared deviation), each sum over leading axes by BLAS; the
     # second a chunk of rows per core, in blocks whose deviations go to one scratch buffer per chunk, which stays
     # in the core's cache (a chunk-sized temporary went to memory and back)
+    v = _var_compiled(prim, x)
+    if v is not None:
+        return v
     m = _leading_sum(x, prim.axes, True)
     if m is None:
         return np.var(x, axis=prim.axes, ddof=prim.ddof, keepdims=prim.keepdims)
@@ -167,6 +174,28 @@ def _var(prim, x):
         s = s.reshape((1,) * n + s.shape)
     with np.errstate(divide="ignore", invalid="ignore"):  # (ddof >= rows: inf or NaN, as numpy.var gives)
         return np.true_divide(s, max(rows - prim.ddof, 0), out=s)
+
+
+def _var_compiled(prim, x):
+    """The variance over leading axes of a large C-contiguous float matrix by the compiled column sums (jit.py):
+    the mean, then the squared deviations from it, both in float64 and rounded once; None where that route is
+    not taken (not compiled yet, another layout, Numba missing)."""
+    n = len(prim.axes)
+    if (not jit.ENABLED or x.__class__ is not np.ndarray or x.dtype.char not in "fd" or n == x.ndim
+            or prim.axes != tuple(range(n)) or not x.flags.c_contiguous or x.size < jit.MIN_SIZE):
+        return None
+    rows = math.prod(x.shape[:n])
+    flat = x.reshape(rows, -1)
+    total = jit.column_sums(flat)
+    if total is None:
+        return None
+    squares = jit.column_sums(flat, total / rows)
+    if squares is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):  # (ddof >= rows: inf or NaN, as numpy.var gives)
+        v = (squares / max(rows - prim.ddof, 0)).astype(x.dtype)
+    kept = x.shape[n:]
+    return v.reshape((1,) * n + kept if prim.keepdims else kept)
 
 
 def _mean(prim, x):
