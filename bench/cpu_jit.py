@@ -60,8 +60,8 @@ def _regions(repeats: int, torch) -> None:
                                     lambda t: t[0].var(dim=(0, 1, 2), unbiased=False)),
     }
     tt = [torch.from_numpy(a) for a in (x, g, m, s, b)] if torch is not None else None
-    print(f"regions over {'x'.join(map(str, shape))} float32, median of {repeats} (ms)")
-    print(f"{'region':32} {'compiled':>9} {'NumPy path':>11} {'torch':>8} {'NumPy':>8} {'ratio':>7}")
+    print(f"ops over {'x'.join(map(str, shape))} float32, median of {repeats} (ms)")
+    print(f"{'op':32} {'compiled':>9} {'NumPy path':>11} {'torch':>8} {'NumPy':>8} {'ratio':>7}")
     for name, (umx_fn, np_fn, torch_fn) in cases.items():
         def run(umx_fn=umx_fn):
             mx.eval(umx_fn())
