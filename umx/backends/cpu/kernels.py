@@ -52,10 +52,12 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
 
 
 def _sum_rows(x):
-    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``: its product with a row of ones, on one thread
-    or OpenBLAS's; where that product would be cut on the pool (work cut there lately) or runs on a pool thread,
-    NumPy's reduction over wide rows instead, in chunks on the pool: products called from several threads at once
-    run one at a time, NumPy's reductions side by side (bench/reduce.py's routes)."""
+    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``: by compiled column sums where Numba is
+    installed and their kernel is ready (jit.py: float64, chunks of rows on the pool, no GIL held); else its
+    product with a row of ones, on one thread or OpenBLAS's; where that product would be cut on the pool (work cut
+    there lately) or runs on a pool thread, NumPy's reduction over wide rows instead, in chunks on the pool:
+    products called from several threads at once run one at a time, NumPy's reductions side by side
+    (bench/reduce.py's routes)."""
     if x.size >= jit.MIN_SIZE and jit.ENABLED:  # (float64 sums in chunks of rows on the pool, no GIL held)
         s = jit.column_sums(x)
         if s is not None:
