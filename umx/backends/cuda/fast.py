@@ -38,6 +38,7 @@ from .sources import (
     SDPA_GROUP_ROWS,
     SDPA_GROUP_TILE,
     SDPA_MAX_HEAD,
+    SDPA_MERGE_SPLITS,
     SIGNATURES,
     layer_norm_source,
     norm_vjp_source,
@@ -279,7 +280,6 @@ GROUPED = True
 #: does, for comparisons), where there are at most ``SDPA_MERGE_SPLITS`` chunks (more merge faster one block a
 #: row) and ``SDPA_MERGE_GROUPS`` groups (the counters of a stream)
 MERGE = os.environ.get("UMX_SDPA_MERGE", "1") != "0"
-SDPA_MERGE_SPLITS = 64
 SDPA_MERGE_GROUPS = 1024
 _merge_counters: dict = {}  # (device, stream address) -> that stream's counters of finished blocks per group
 

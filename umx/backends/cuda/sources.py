@@ -700,6 +700,8 @@ SDPA_GROUP_TILE = 16384
 SDPA_GROUP_CHUNK = 128
 #: the chunks whose weights the attention's merge keeps in shared memory (more are weighed again per feature)
 SDPA_COMBINE_KEPT = 1024
+#: the most chunks of a group that the grouped kernel's last block merges (more: the second kernel, a block a row)
+SDPA_MERGE_SPLITS = 64
 
 
 def sdpa_source(name: str, x: str = "float") -> str:
@@ -1025,20 +1027,47 @@ extern "C" __global__ void {name}_group(const {x}* __restrict__ q, const {x}* __
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // One warp a row takes its chunks' largest scores and sums at once (lanes over chunks), their weights into
+  // shared memory; then threads over (row, feature) sum the weighted parts, several loads in flight. (The other
+  // blocks' parts are read past L1: __ldcg.)
+  __shared__ float weight[{rows_max}][{SDPA_MERGE_SPLITS}];
   const int stride = d_v + 2;
-  for (int i = threadIdx.x; i < rows * d_v; i += blockDim.x) {{  // (the other blocks' parts read past L1: __ldcg)
-    const int g = i / d_v, e = i % d_v;
+  for (int g = warp; g < rows; g += warps) {{
     const float* pr = part + (row0 + g) * n_split * stride;
-    float m = neg_inf;
-    for (int c = 0; c < n_split; ++c) m = fmaxf(m, __ldcg(pr + c * stride));
-    float l = 0.0f, o = 0.0f;
-    for (int c = 0; c < n_split; ++c) {{
-      const float mc = __ldcg(pr + c * stride);
-      const float w = mc == neg_inf ? 0.0f : expf(mc - m);
-      l += __ldcg(pr + c * stride + 1) * w;
-      o += __ldcg(pr + c * stride + 2 + e) * w;
+    float mc[{SDPA_MERGE_SPLITS // 32}], lc[{SDPA_MERGE_SPLITS // 32}];
+    #pragma unroll
+    for (int u = 0; u < {SDPA_MERGE_SPLITS // 32}; ++u) {{
+      const int c = lane + 32 * u;
+      mc[u] = c < n_split ? __ldcg(pr + c * stride) : neg_inf;
+      lc[u] = c < n_split ? __ldcg(pr + c * stride + 1) : 0.0f;
     }}
-    umx_st(out, (row0 + g) * d_v + e, umx_sdpa_out(o, m, l, sinks, hk * rep + g / t_q));
+    float m = neg_inf;
+    #pragma unroll
+    for (int u = 0; u < {SDPA_MERGE_SPLITS // 32}; ++u) m = fmaxf(m, mc[u]);
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float l = 0.0f;
+    #pragma unroll
+    for (int u = 0; u < {SDPA_MERGE_SPLITS // 32}; ++u) {{
+      const float w = mc[u] == neg_inf ? 0.0f : expf(mc[u] - m);
+      weight[g][lane + 32 * u] = w;
+      l += lc[u] * w;
+    }}
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) {{
+      stats[0][g] = m;
+      stats[1][g] = l;
+    }}
+  }}
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * d_v; i += blockDim.x) {{
+    const int g = i / d_v, e = i % d_v;
+    const float* pr = part + (row0 + g) * n_split * stride + 2 + e;
+    float o = 0.0f;
+    #pragma unroll 8
+    for (int c = 0; c < n_split; ++c) o += __ldcg(pr + c * stride) * weight[g][c];
+    umx_st(out, (row0 + g) * d_v + e, umx_sdpa_out(o, stats[0][g], stats[1][g], sinks, hk * rep + g / t_q));
   }}
 }}
 
@@ -1266,9 +1295,18 @@ extern "C" __global__ void {name}(const {x}* __restrict__ x, unsigned int* __res
   const {x}* xr = x + row * n;
   float v = umx_ld(xr, lane < n ? lane : 0);
   int i = lane < n ? lane : n;
-  for (int j = lane + lanes; j < n; j += lanes) {{
-    const float w = umx_ld(xr, j);
-    if (umx_arg_better(w, j, v, i, is_min)) {{ v = w; i = j; }}
+  for (long long j0 = lane + lanes; j0 < n; j0 += 8LL * lanes) {{  // (eight loads in flight, then compared in order)
+    float w[8];
+    #pragma unroll
+    for (int u = 0; u < 8; ++u) {{
+      const long long j = j0 + (long long)u * lanes;
+      w[u] = j < n ? umx_ld(xr, j) : 0.0f;
+    }}
+    #pragma unroll
+    for (int u = 0; u < 8; ++u) {{
+      const long long j = j0 + (long long)u * lanes;
+      if (j < n && umx_arg_better(w[u], (int)j, v, i, is_min)) {{ v = w[u]; i = (int)j; }}
+    }}
   }}
   #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {{
