@@ -107,6 +107,7 @@ def main() -> None:
         import torch
     except ImportError:
         torch = None
+    mx.set_default_device(mx.cpu)  # (a GPU machine's default is its GPU)
     jit.WAIT = True  # (compiled, or read from the disk cache, at the first sighting: nothing timed compiles)
     _regions(args.repeats, torch)
     _steps(args.cases.split(","), train.SMALL if args.small else train.FULL, args.repeats, torch)

@@ -23,6 +23,11 @@ from umx.runtime import threads  # noqa: E402
 SPECIAL = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0, 0.5]
 
 
+@pytest.fixture(autouse=True)
+def _cpu(on_the_cpu):
+    """Every case on the CPU (a GPU machine's default device is its GPU)."""
+
+
 @pytest.fixture
 def compiled(monkeypatch, tmp_path):
     """The compiled path for regions of any size, compiled before its first use, cached under ``tmp_path``;
