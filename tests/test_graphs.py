@@ -587,7 +587,9 @@ def test_a_residual_add_and_its_rms_norm_captured_as_one_kernel_give_the_two_ops
     rng = np.random.default_rng(11)
     xs, ys = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
     ws = rng.standard_normal(shape[-1]).astype(np.float32)
-    x, y, w = (mx.array(a).astype(dtype, stream=G) for a in (xs, ys, ws))
+    # (computed on the GPU, as a model's weights and activations are: a float32 astype is no op, and host data
+    # would reach the batch below through copies, whose tasks are not paired)
+    x, y, w = (mx.multiply(mx.array(a), 1.0, stream=G).astype(dtype, stream=G) for a in (xs, ys, ws))
     mx.eval(x, y, w)  # (data already, as a model's weights are: the batch below is the two ops alone)
     h0 = mx.add(x, y, stream=G)
     mx.eval(h0)
