@@ -136,8 +136,9 @@ def test_a_product_is_cut_along_the_contraction_only_where_its_partials_are_few(
 @needs_blas
 def test_a_leading_axes_sum_cut_on_the_pool_reduces_wide_rows_not_products(rng, monkeypatch):
     # (products called from several pool threads at once run one at a time: its chunks are NumPy's reductions)
-    from umx.backends.cpu import kernels
+    from umx.backends.cpu import jit, kernels
 
+    monkeypatch.setattr(jit, "ENABLED", False)  # (the routes without compiled column sums: see test_cpu_jit.py)
     monkeypatch.setattr(blas.threads, "CORES", 3)
     seen, cut = [], []
     real, real_wide = blas.matmul, kernels.wide_sum

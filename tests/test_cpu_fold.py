@@ -160,9 +160,10 @@ def test_a_donating_region_with_a_broadcast_leaf_splits_along_an_axis(rng, monke
 def test_folded_regions_cut_by_rows_run_in_blocks(rng, monkeypatch):
     # each core's chunk of a folded region runs a block of rows at a time, so that the steps' intermediates stay
     # in its cache (a whole chunk's would go to memory and back at every step)
-    from umx.backends.cpu import fused
+    from umx.backends.cpu import fused, jit
     from umx.runtime import threads
 
+    monkeypatch.setattr(jit, "ENABLED", False)  # (NumPy's passes: a compiled region has no blocks, see jit.py)
     monkeypatch.setattr(threads, "CORES", 2)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
     monkeypatch.setattr(threads, "BLOCK_PER_CORE", 1000)  # (blocks of 2000 elements at most)

@@ -241,8 +241,9 @@ def test_statistics_over_leading_axes_take_wide_rows_on_the_pool(rng, monkeypatc
     # over the pool (work cut there lately, or on a pool thread) a leading sum is NumPy's reduction over wide rows,
     # not products (called from several threads, those run one at a time); alone it stays a product (but the
     # variance's squared deviations, always summed in chunks on the pool)
-    from umx.backends.cpu import kernels
+    from umx.backends.cpu import jit, kernels
 
+    monkeypatch.setattr(jit, "ENABLED", False)  # (the routes without compiled column sums: see test_cpu_jit.py)
     monkeypatch.setattr(threads, "CORES", 3)
     monkeypatch.setattr(threads, "CHUNK_BYTES", 1 << 10)
     monkeypatch.setattr(reduce_split, "MIN_SIZE", 1 << 40)  # (the kernel itself, not the split wrapper)
