@@ -16,6 +16,8 @@ from hypothesis.extra import numpy as hnp
 import umx as mx
 
 pytest.importorskip("numba")
+# (NumPy's references over infinities and NaNs warn as they compute what the compiled kernels must match)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 from umx.backends.cpu import jit  # noqa: E402
 from umx.runtime import threads  # noqa: E402

@@ -418,31 +418,14 @@ def run(k: tuple, f, leaves: list, out: np.ndarray | None = None) -> np.ndarray:
 # Column sums (a batch norm's statistics over (N, H, W)): one kernel per name and dtype whatever the shape, each
 # chunk of rows summing into float64 accumulators of its own, which are added in order (the route's bits depend
 # only on the chunks, as the BLAS and NumPy routes' do on theirs).
-_COLUMN_KERNELS = {
-    "sums": """import numpy as np
+_COLUMN_STEPS = {"sums": ["acc[c] += row[c]"],
+                 "squares": ["d = np.float64(row[c]) - mean[c]", "acc[c] += d * d"]}
 
 
-def k(x, lo, hi, mean, acc):
-    cols = x.shape[1]
-    part = x[lo:hi]
-    for r in range(hi - lo):
-        row = part[r]
-        for c in range(cols):
-            acc[c] += row[c]
-""",
-    "squares": """import numpy as np
-
-
-def k(x, lo, hi, mean, acc):
-    cols = x.shape[1]
-    part = x[lo:hi]
-    for r in range(hi - lo):
-        row = part[r]
-        for c in range(cols):
-            d = np.float64(row[c]) - mean[c]
-            acc[c] += d * d
-""",
-}
+def _column_source(name: str) -> str:
+    step = "".join(f"            {line}\n" for line in _COLUMN_STEPS[name])
+    return ("import numpy as np\n\n\ndef k(x, lo, hi, mean, acc):\n    cols = x.shape[1]\n    part = x[lo:hi]\n"
+            "    for r in range(hi - lo):\n        row = part[r]\n        for c in range(cols):\n" + step)
 
 
 def _column_kernel(name: str, dtype):
@@ -450,7 +433,7 @@ def _column_kernel(name: str, dtype):
     fn = _kernels.get(key, _MISSING)
     if fn is _MISSING:
         cols = np.zeros(1, np.float64)
-        fn = _submit(key, _COLUMN_KERNELS[name], (np.zeros((1, 1), dtype), 0, 0, cols, cols.copy()))
+        fn = _submit(key, _column_source(name), (np.zeros((1, 1), dtype), 0, 0, cols, cols.copy()))
     return None if fn is _PENDING else fn
 
 
