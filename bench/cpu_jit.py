@@ -1,7 +1,8 @@
 """The CPU's compiled fused regions (``backends/cpu/jit.py``, Numba) against its NumPy passes, in one process.
 
 First three regions of a CNN's step over 128x32x32x32 float32 (a batch norm's scale and shift over channels, a
-ReLU, a ReLU's gradient) and a batch norm's statistics (compiled column sums in float64), each as umx with
+ReLU, a ReLU's gradient), a batch norm's statistics (compiled column sums in float64) and a max pool's window
+maxima (the chain of maxima compiled), each as umx with
 compiled kernels on and off, torch's eager ops on all its threads, and NumPy on one thread; then
 ``bench/train.py``'s MLP and CNN training steps on the CPU, eager and compiled, with compiled kernels on and off in
 interleaved rounds (torch's eager step beside them). Everything is compiled (or loaded from the disk cache) before
@@ -47,6 +48,7 @@ def _regions(repeats: int, torch) -> None:
     x, g = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
     m, s, b = (rng.standard_normal(32, dtype=np.float32) for _ in range(3))
     X, G, M, S, B = (mx.array(a) for a in (x, g, m, s, b))
+    windows = (128, 16, 2, 16, 2, 32)
     cases = {
         "batch norm (x - m) * s * g + b": (lambda: (X - M) * S * G + B, lambda: (x - m) * s * g + b,
                                            lambda t: (t[0] - t[2]) * t[3] * t[1] + t[4]),
@@ -58,6 +60,9 @@ def _regions(repeats: int, torch) -> None:
                                lambda t: t[0].sum(dim=(0, 1, 2))),
         "variance over (N, H, W)": (lambda: mx.var(X, axis=(0, 1, 2)), lambda: x.var(axis=(0, 1, 2)),
                                     lambda t: t[0].var(dim=(0, 1, 2), unbiased=False)),
+        "max pool's 2x2 window maxima": (lambda: mx.max(X.reshape(windows), axis=(2, 4)),
+                                         lambda: x.reshape(windows).max(axis=(2, 4)),
+                                         lambda t: t[0].view(windows).amax(dim=(2, 4))),
     }
     tt = [torch.from_numpy(a) for a in (x, g, m, s, b)] if torch is not None else None
     print(f"ops over {'x'.join(map(str, shape))} float32, median of {repeats} (ms)")

@@ -291,3 +291,28 @@ def test_column_sums_wait_for_their_kernel(monkeypatch, tmp_path, rng):
     got = np.asarray(mx.sum(mx.array(x), axis=0))
     assert jit.STATS["runs"] == runs
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("op", ["max", "min", "sum"])
+@pytest.mark.parametrize("shape, axes", [((64, 8, 2, 8, 2, 16), (2, 4)), ((40, 3, 30, 3, 8), (1, 3)),
+                                         ((100, 4, 200), (1,)), ((8, 2, 10, 2, 12, 2, 9), (1, 3, 5))])
+def test_window_reductions_fold_as_numpys_passes(compiled, rng, op, shape, axes):
+    # (a pooling window's maxima and its gradient's sums: the chain's folds in its order, so its bits)
+    x = _data(rng, shape)
+    runs = compiled.STATS["runs"]
+    on, off, _ = _both(compiled, lambda a: getattr(mx, op)(a, axis=axes), x)
+    assert compiled.STATS["runs"] > runs
+    _same_bits(on[0], off[0])
+    if op != "sum":  # (NumPy's own reduction: the same values, its signed zeros its own; a sum's order is too)
+        np.testing.assert_array_equal(on[0], getattr(np, op)(x, axis=axes))
+
+
+def test_window_reductions_of_other_layouts_keep_to_numpy(compiled, rng):
+    x = _data(rng, (3, 2000, 4))
+    runs = compiled.STATS["runs"]
+    on, off, _ = _both(compiled, lambda a: mx.max(a, axis=2, keepdims=True), x)  # (a reduced last axis)
+    assert compiled.STATS["runs"] == runs
+    _same_bits(on[0], off[0])
+    assert jit._window_layout((64, 8, 2, 8, 2, 16), (2, 4)) == ((512, 2, 8, 2, 16), "KRKRK")
+    assert jit._window_layout((5, 1, 3, 7), (2,)) == ((5, 3, 7), "KRK")
+    assert jit._window_layout((3, 4), (0,)) is None

@@ -15,13 +15,16 @@ whose own approximations give their bits. A region is compiled on a thread of it
 by default ``~/.cache/umx/jit``) for the next process. ``UMX_CPU_JIT=0`` turns it off.
 
 Sums over the leading axes of a float matrix (a batch norm's statistics) and the squared deviations of a variance
-take :func:`column_sums`: float64 accumulators per chunk of rows, added in order and rounded once.
+take :func:`column_sums`: float64 accumulators per chunk of rows, added in order and rounded once. Reductions of
+a few elements into each result (a pooling window's) take :func:`window_reduce`: NumPy's chain of folds, in its
+order (the same bits), written out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import threading
@@ -457,4 +460,114 @@ def column_sums(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray | N
     parts = map_chunks(work, threads.chunks(rows, x.nbytes // rows))
     STATS["runs"] += 1
     return threads.add_in_order(parts)
+
+
+# Reductions of a few elements into each result (a pooling window's maxima, its gradient's sums), as
+# ``kernels._chain`` folds them: over the first reduced axis, then the next, each fold ``acc = op(acc, next)`` in
+# order, so the same bits as its NumPy passes, one loop with no GIL held. The input's axes collapse into kept runs
+# (K) between reduced axes (R, never merged: that would change the folds' order), first and last kept.
+#: the most elements of a window whose folds are written out (``kernels.UNROLL_MAX``'s)
+WINDOW_MAX = 16
+_FOLDS = {np.maximum: "({a} if (({a} > {b}) | ({a} != {a})) else {b})",
+          np.minimum: "({a} if (({a} < {b}) | ({a} != {a})) else {b})", np.add: "({a} + {b})"}
+
+
+def _window_layout(shape: tuple, axes: tuple):
+    """``(dims, pattern)``: the collapsed axes and a ``K``/``R`` per axis, or None (a reduced first or last axis)."""
+    dims, pattern = [], []
+    for a, n in enumerate(shape):
+        if a in axes:
+            dims.append(n)
+            pattern.append("R")
+        elif n == 1:
+            continue
+        elif pattern and pattern[-1] == "K":
+            dims[-1] *= n
+        else:
+            dims.append(n)
+            pattern.append("K")
+    if not pattern or pattern[0] != "K" or pattern[-1] != "K":
+        return None
+    return tuple(dims), "".join(pattern)
+
+
+def _window_source(ufunc, pattern: str, sizes: tuple) -> str:
+    """The kernel ``k(x, out, lo, hi, dims)`` reducing the ``R`` axes of ``pattern`` (of ``sizes`` elements, their
+    folds written out) with ``ufunc``'s fold, over each output row's elements at once."""
+    op = _FOLDS[ufunc]
+    n = len(pattern)
+    last = n - 1
+    reduced = [j for j, p in enumerate(pattern) if p == "R"]
+    kept = [j for j, p in enumerate(pattern) if p == "K" and j != last]
+    lines = ["    " + ", ".join(f"d{j}" for j in range(n)) + ", = dims", f"    t{last} = 1"]
+    for j in reversed(range(last)):
+        lines.append(f"    t{j} = t{j + 1} * d{j + 1}")
+    pad = "    "
+    for i, j in enumerate(kept):  # (the output's rows: kept axes but the last, the first from lo to hi)
+        lines.append(f"{pad}for i{j} in range(lo, hi):" if i == 0 else f"{pad}for i{j} in range(d{j}):")
+        pad += "    "
+    lines.append(f"{pad}base = " + " + ".join(f"i{j} * t{j}" for j in kept))
+    lines.append(f"{pad}row = " + "".join("(" for _ in kept[1:]) + f"i{kept[0]}"
+                 + "".join(f" * d{j} + i{j})" for j in kept[1:]))
+    lines.append(f"{pad}o = out[row * d{last}:row * d{last} + d{last}]")
+    # each element of the window a slice of the row's length, read from 0 (so that the loop below vectorizes)
+    names = {}
+    for pos in np.ndindex(*sizes):
+        name = "s" + "_".join(map(str, pos))
+        offset = " + ".join([f"{r} * t{j}" for r, j in zip(pos, reduced) if r] or ["0"])
+        lines.append(f"{pad}{name} = x[base + {offset}:base + {offset} + d{last}]")
+        names[pos] = name
+    lines.append(f"{pad}for c in range(d{last}):")
+    inner = pad + "    "
+
+    def fold(level: int, fixed: tuple) -> str:  # the fold over reduced axes 0..level, the later ones at ``fixed``
+        value = None
+        for r in range(sizes[level]):
+            here = (r, *fixed)
+            v = f"{names[here]}[c]" if level == 0 else fold(level - 1, here)
+            if level > 0:
+                lines.append(f"{inner}w{level}_{r} = {v}")
+                v = f"w{level}_{r}"
+            if value is None:
+                lines.append(f"{inner}a{level} = {v}")
+            else:
+                lines.append(f"{inner}a{level} = " + op.format(a=f"a{level}", b=v))
+            value = f"a{level}"
+        return value
+
+    top = fold(len(reduced) - 1, ())
+    lines.append(f"{inner}o[c] = {top}")
+    return "import numpy as np\n\n\ndef k(x, out, lo, hi, dims):\n" + "\n".join(lines) + "\n"
+
+
+def window_reduce(ufunc, x: np.ndarray, axes: tuple) -> np.ndarray | None:
+    """``x`` reduced over the sorted ``axes`` by ``ufunc`` (maximum, minimum or add) as ``kernels._chain`` folds
+    it, the result's rows in chunks on the pool; None where not compiled (yet) or another layout."""
+    if ufunc not in _FOLDS or x.dtype.char not in "fd" or not x.flags.c_contiguous or not available():
+        return None
+    layout = _window_layout(x.shape, axes)
+    if layout is None:
+        return None
+    dims, pattern = layout
+    sizes = tuple(d for d, p in zip(dims, pattern) if p == "R")
+    if math.prod(sizes) > WINDOW_MAX:
+        return None
+    key = ("window", ufunc.__name__, pattern, sizes, x.dtype)
+    fn = _kernels.get(key, _MISSING)
+    if fn is _MISSING:
+        example = (np.zeros(1, x.dtype), np.zeros(1, x.dtype), 0, 0, (1,) * len(dims))
+        fn = _submit(key, _window_source(ufunc, pattern, sizes), example)
+    if fn is None or fn is _PENDING:
+        return None
+    out = host_pool.empty(tuple(d for a, d in enumerate(x.shape) if a not in axes), x.dtype)
+    flat, xf = out.reshape(-1), x.reshape(-1)
+    n = dims[0]
+    step = -(-n // threads.parts(out.nbytes))
+
+    def work(lo: int, hi: int) -> None:
+        fn(xf, flat, lo, hi, dims)
+
+    map_chunks(work, threads.bounds(n, step))
+    STATS["runs"] += 1
+    return out
 

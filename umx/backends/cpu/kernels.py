@@ -90,6 +90,10 @@ def _unrolled(ufunc, x, axes: tuple, keepdims: bool):
     if k < 2 or k > UNROLL_MAX or x.size < k * UNROLL_MIN_RESULTS:
         return None
     axes = tuple(sorted(axes))
+    if x.size >= jit.MIN_SIZE and jit.ENABLED:  # (the same folds compiled: one loop, no GIL held)
+        out = jit.window_reduce(ufunc, x, axes)
+        if out is not None:
+            return np.expand_dims(out, axes) if keepdims else out
     bounds = threads.chunks(shape[0], x.nbytes // shape[0]) if axes[0] > 0 else ()
     if len(bounds) < 2:
         out = _chain(ufunc, x, axes)
