@@ -408,12 +408,11 @@ def run(k: tuple, f, leaves: list, out: np.ndarray | None = None) -> np.ndarray:
     flat = out.reshape(-1)
     xs = [x.reshape(-1) if kind != "one" else _scalar(x, v._dtype.np) for kind, x, v in zip(kinds, leaves, f.leaves)]
     n = cols[0] if cols.__class__ is tuple else flat.size // cols if cols else flat.size
-    step = -(-n // threads.parts(out.nbytes)) if threads.CORES > 1 else n
 
     def work(lo: int, hi: int) -> None:
         fn(flat, lo, hi, cols, *xs)
 
-    map_chunks(work, threads.bounds(n, step))
+    map_chunks(work, threads.chunks(n, out.nbytes // n))
     STATS["runs"] += 1
     return out
 
@@ -543,7 +542,8 @@ def _window_source(ufunc, pattern: str, sizes: tuple) -> str:
 def window_reduce(ufunc, x: np.ndarray, axes: tuple) -> np.ndarray | None:
     """``x`` reduced over the sorted ``axes`` by ``ufunc`` (maximum, minimum or add) as ``kernels._chain`` folds
     it, the result's rows in chunks on the pool; None where not compiled (yet) or another layout."""
-    if ufunc not in _FOLDS or x.dtype.char not in "fd" or not x.flags.c_contiguous or not available():
+    if (ufunc not in _FOLDS or x.size < MIN_SIZE or x.dtype.char not in "fd" or not x.flags.c_contiguous
+            or not available()):
         return None
     layout = _window_layout(x.shape, axes)
     if layout is None:
@@ -562,12 +562,11 @@ def window_reduce(ufunc, x: np.ndarray, axes: tuple) -> np.ndarray | None:
     out = host_pool.empty(tuple(d for a, d in enumerate(x.shape) if a not in axes), x.dtype)
     flat, xf = out.reshape(-1), x.reshape(-1)
     n = dims[0]
-    step = -(-n // threads.parts(out.nbytes))
 
     def work(lo: int, hi: int) -> None:
         fn(xf, flat, lo, hi, dims)
 
-    map_chunks(work, threads.bounds(n, step))
+    map_chunks(work, threads.chunks(n, out.nbytes // n))
     STATS["runs"] += 1
     return out
 

@@ -35,20 +35,27 @@ CONV_BUDGET = 1 << 20
 CONV_BUDGET_MAX = 8 << 20
 
 
+def _leading_rows(x, axes: tuple):
+    """C-contiguous float ``x`` as a matrix of ``rows`` rows over its leading ``axes`` (at least two rows, and
+    columns: the axes it keeps), or None."""
+    n = len(axes)
+    if (x.__class__ is not np.ndarray or x.dtype.char not in "fd" or n == x.ndim or axes != tuple(range(n))
+            or not x.flags.c_contiguous or not x.size):
+        return None
+    rows = math.prod(x.shape[:n])
+    return x.reshape(rows, -1) if rows >= 2 else None
+
+
 def _leading_sum(x, axes: tuple, keepdims: bool):
     """The float sum of ``x`` over ``axes`` when they are its leading axes (a bias's or a norm's gradient, a
     batch's statistics), as a matrix-vector product with ones, else None. NumPy reduces leading axes one row at
     a time, slowly for short rows; BLAS sums the same values in blocks (bench/train.py's CNN shows the gain)."""
-    n = len(axes)
-    if (x.__class__ is not np.ndarray or x.dtype.char not in "fd" or n == x.ndim or axes != tuple(range(n))
-            or not x.flags.c_contiguous):
+    flat = _leading_rows(x, axes)
+    if flat is None:
         return None
-    kept = x.shape[n:]
-    rows = math.prod(x.shape[:n])
-    if rows < 2 or not x.size:
-        return None
-    s = _sum_rows(x.reshape(rows, -1))
-    return s.reshape((1,) * n + kept if keepdims else kept)
+    kept = x.shape[len(axes):]
+    s = _sum_rows(flat)
+    return s.reshape((1,) * len(axes) + kept if keepdims else kept)
 
 
 def _sum_rows(x):
@@ -58,10 +65,9 @@ def _sum_rows(x):
     there lately) or runs on a pool thread, NumPy's reduction over wide rows instead, in chunks on the pool:
     products called from several threads at once run one at a time, NumPy's reductions side by side
     (bench/reduce.py's routes)."""
-    if x.size >= jit.MIN_SIZE and jit.ENABLED:  # (float64 sums in chunks of rows on the pool, no GIL held)
-        s = jit.column_sums(x)
-        if s is not None:
-            return s.astype(x.dtype).reshape(1, -1)
+    s = jit.column_sums(x)  # (float64 sums in chunks of rows on the pool, no GIL held)
+    if s is not None:
+        return s.astype(x.dtype).reshape(1, -1)
     if threads.in_pool():
         return wide_sum(x)
     if threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET):
@@ -90,10 +96,9 @@ def _unrolled(ufunc, x, axes: tuple, keepdims: bool):
     if k < 2 or k > UNROLL_MAX or x.size < k * UNROLL_MIN_RESULTS:
         return None
     axes = tuple(sorted(axes))
-    if x.size >= jit.MIN_SIZE and jit.ENABLED:  # (the same folds compiled: one loop, no GIL held)
-        out = jit.window_reduce(ufunc, x, axes)
-        if out is not None:
-            return np.expand_dims(out, axes) if keepdims else out
+    out = jit.window_reduce(ufunc, x, axes)  # (the same folds compiled: one loop, no GIL held)
+    if out is not None:
+        return np.expand_dims(out, axes) if keepdims else out
     bounds = threads.chunks(shape[0], x.nbytes // shape[0]) if axes[0] > 0 else ()
     if len(bounds) < 2:
         out = _chain(ufunc, x, axes)
@@ -186,12 +191,10 @@ def _var_compiled(prim, x):
     """The variance over leading axes of a large C-contiguous float matrix by the compiled column sums (jit.py):
     the mean, then the squared deviations from it, both in float64 and rounded once; None where that route is
     not taken (not compiled yet, another layout, Numba missing)."""
-    n = len(prim.axes)
-    if (not jit.ENABLED or x.__class__ is not np.ndarray or x.dtype.char not in "fd" or n == x.ndim
-            or prim.axes != tuple(range(n)) or not x.flags.c_contiguous or x.size < jit.MIN_SIZE):
+    flat = _leading_rows(x, prim.axes)
+    if flat is None:
         return None
-    rows = math.prod(x.shape[:n])
-    flat = x.reshape(rows, -1)
+    rows, n = flat.shape[0], len(prim.axes)
     total = jit.column_sums(flat)
     if total is None:
         return None
