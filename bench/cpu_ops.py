@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--switch-interval", type=float, default=None, metavar="S",
                     help="sys.setswitchinterval(S) for the run (Python's default: 0.005)")
     args = ap.parse_args()
+    train.cpu_jit.WAIT = True  # (compiled CPU regions, where Numba is installed, compile in warm-up)
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     clocks = Clocks()

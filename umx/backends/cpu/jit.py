@@ -14,8 +14,8 @@ whose own approximations give their bits. A region is compiled on a thread of it
 (a second or so), and runs on NumPy until the code is ready; compiled code is cached on disk (``UMX_JIT_CACHE``,
 by default ``~/.cache/umx/jit``) for the next process. ``UMX_CPU_JIT=0`` turns it off.
 
-Sums over the leading axes of a float matrix (a batch norm's statistics) and the squared deviations of a variance
-take :func:`column_sums`: float64 accumulators per chunk of rows, added in order and rounded once. Reductions of
+Variances over the leading axes of a float matrix (a batch norm's statistics), and such sums where the pool is
+busy, take :func:`column_sums`: float64 accumulators per chunk of rows, added in order and rounded once. Reductions of
 a few elements into each result (a pooling window's) take :func:`window_reduce`: NumPy's chain of folds, in its
 order (the same bits), written out.
 """

@@ -59,19 +59,17 @@ def _leading_sum(x, axes: tuple, keepdims: bool):
 
 
 def _sum_rows(x):
-    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``: by compiled column sums where Numba is
-    installed and their kernel is ready (jit.py: float64, chunks of rows on the pool, no GIL held); else its
-    product with a row of ones, on one thread or OpenBLAS's; where that product would be cut on the pool (work cut
-    there lately) or runs on a pool thread, NumPy's reduction over wide rows instead, in chunks on the pool:
-    products called from several threads at once run one at a time, NumPy's reductions side by side
-    (bench/reduce.py's routes)."""
-    s = jit.column_sums(x)  # (float64 sums in chunks of rows on the pool, no GIL held)
-    if s is not None:
-        return s.astype(x.dtype).reshape(1, -1)
-    if threads.in_pool():
-        return wide_sum(x)
-    if threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET):
-        return wide_sum(x, split=True)
+    """The sum of C-contiguous matrix ``x``'s rows, ``(1, columns)``: alone, its product with a row of ones, on one
+    thread or OpenBLAS's; where that product would be cut on the pool (work cut there lately) or runs on a pool
+    thread, chunks of rows summed side by side instead, since products called from several threads at once run
+    one at a time (bench/reduce.py's routes): by compiled column sums where Numba is installed and their kernel is
+    ready (jit.py: float64 accumulators, no GIL held), else NumPy's reduction over wide rows."""
+    pooled = threads.in_pool()
+    if pooled or (threads.CORES > 1 and x.nbytes >= 2 * threads.CHUNK_BYTES and threads.split_lately(blas.QUIET)):
+        s = jit.column_sums(x)
+        if s is not None:
+            return s.astype(x.dtype).reshape(1, -1)
+        return wide_sum(x, split=not pooled)
     return blas.matmul(np.ones((1, x.shape[0]), x.dtype), x)
 
 
