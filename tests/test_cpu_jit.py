@@ -135,12 +135,16 @@ def test_float64_regions(compiled, rng):
     _same_bits(on[0], off[0])
 
 
-def test_regions_it_does_not_compile_run_on_numpy(compiled, rng):
-    # (an exponential's bits are NumPy's own approximation's: such a region is never compiled)
+def test_regions_it_does_not_compile_run_on_numpy(compiled, monkeypatch, rng):
+    # (an exponential's bits are NumPy's own approximation's: such a region is never compiled, and once seen its
+    # leaves' layout is not worked out again)
     a = _data(rng, (40000,))
     on, off, ran = _both(compiled, lambda a: mx.exp(a) * 2.0 + a, a)
     assert ran == 0
     _same_bits(on[0], off[0])
+    monkeypatch.setattr(compiled, "_layout", lambda *args: pytest.fail("the layout of a region never compiled"))
+    b = mx.array(a)
+    _same_bits(np.asarray(mx.exp(b) * 2.0 + b), off[0])
 
 
 @settings(max_examples=25, deadline=None)

@@ -49,6 +49,7 @@ _DTYPES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64
 _kernels: dict = {}  # (region key, leaf kinds) -> the compiled function, None (not compilable), or _PENDING
 _PENDING = object()
 _MISSING = object()
+_uncompiled: set = set()  # region keys with a step (or side output) no kernel takes, whatever the leaves' layout
 _queue: list = []
 _wake = threading.Condition()
 _compiling: list = []  # the compiler thread, once started
@@ -359,7 +360,7 @@ def _start(f, key, kinds: tuple, cols, leaves: list):
     form = "nd" if cols.__class__ is tuple else "rows" if cols else "flat"
     source = _source(f, kinds, form) if not f.sides else None
     if source is None:
-        _kernels[key] = None
+        _uncompiled.add(f.key)
         return None
     return _submit(key, source, _example(f, kinds, leaves, (1,) * len(cols) if form == "nd" else 1))
 
@@ -383,7 +384,7 @@ def _submit(key, source: str, example: tuple):
 def kernel(f, leaves: list):
     """``(fn, cols, kinds)``, Fused ``f``'s compiled kernel for these leaves' layout (see :func:`_layout`), or None
     where the region is not compiled (yet). Holds nothing of the leaves (a donor's count stays its own)."""
-    if not available():
+    if not available() or f.key in _uncompiled:
         return None
     layout = _layout(leaves, f.root._shape)
     if layout is None:
