@@ -222,7 +222,7 @@ def _attention(cp, narrow_bf16, rng, args, torch) -> None:
             for chunk in ATTENTION_CHUNKS:
                 for merge in (True, False):
                     fast.SDPA_GROUP_MIN_CHUNK, fast.MERGE = chunk, merge
-                    def call(i, kv=kvs, q=q):
+                    def call(i, kv=kvs, q=q):  # (q as the mask: with none, any pointer, unread, as _sdpa passes)
                         return fast._sdpa_rows(prim, q, *kv[i], q, (0, 0, 0, 0), None, fast._BF)
 
                     sec = _time(cp, call, copies, args.launches, args.runs)
