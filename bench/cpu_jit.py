@@ -8,7 +8,12 @@ compiled kernels on and off, torch's eager ops on all its threads, and NumPy on 
 interleaved rounds (torch's eager step beside them). Everything is compiled (or loaded from the disk cache) before
 anything is timed. Medians; ratios are the other path's time over the compiled one's.
 
-Usage: python bench/cpu_jit.py [--repeats N] [--cases mlp,cnn] [--small]
+With ``--native``, also whether the hand-off of chunks to umx's pool (Python threads, each taking the GIL to start
+its chunk) is what holds the compiled loops back on many cores: a ReLU, its gradient and an SGD update (``w - lr *
+g``) of 4M and 256K elements, as umx's compiled region, as the same loop written for Numba's own threads
+(``prange``, one call, its thread-safe OpenMP or TBB layer) and on one thread (one call), and torch's.
+
+Usage: python bench/cpu_jit.py [--repeats N] [--cases mlp,cnn] [--small] [--native]
 """
 
 from __future__ import annotations
@@ -78,6 +83,72 @@ def _regions(repeats: int, torch) -> None:
               f"{times['off'] / times['on']:6.2f}x")
 
 
+def _native_kernels():
+    """``{name: (serial, parallel)}``: each loop compiled for one thread and for Numba's threads (``prange`` is
+    ``range`` where ``parallel`` is off)."""
+    import numba
+
+    numba.config.THREADING_LAYER = "threadsafe"  # (OpenMP or TBB: the workqueue layer aborts on concurrent calls)
+    prange = numba.prange
+
+    def relu(x, out):
+        for i in prange(x.size):
+            out[i] = x[i] if x[i] > 0 else np.float32(0)
+
+    def relu_grad(x, g, out):
+        for i in prange(x.size):
+            out[i] = g[i] if x[i] > 0 else np.float32(0)
+
+    def sgd(w, g, lr, out):
+        for i in prange(w.size):
+            out[i] = w[i] - lr * g[i]
+
+    return {name: tuple(numba.njit(fn, nogil=True, parallel=p) for p in (False, True))
+            for name, fn in (("relu", relu), ("relu_grad", relu_grad), ("sgd", sgd))}
+
+
+def _native(repeats: int, torch) -> None:
+    """umx's compiled regions against the same loops on Numba's own threads (see the module's docstring)."""
+    import numba
+
+    try:
+        kernels = _native_kernels()
+        rng = np.random.default_rng(0)
+        probe = rng.standard_normal(1024, dtype=np.float32)
+        kernels["relu"][1](probe, np.empty_like(probe))
+    except Exception as e:  # (no thread-safe layer: neither OpenMP nor TBB)
+        print(f"\nNumba's own threads: not available ({type(e).__name__}: {str(e)[:120]})")
+        return
+    print(f"\nthe same loops on Numba's threads ({numba.threading_layer()}, {numba.get_num_threads()} threads), "
+          f"median of {repeats} (ms)")
+    print(f"{'op':30} {'umx pool':>9} {'prange':>8} {'one call':>9} {'torch':>8}")
+    for n in (1 << 22, 1 << 18):
+        _native_rows(n, kernels, rng, repeats, torch)
+
+
+def _native_rows(n: int, kernels: dict, rng, repeats: int, torch) -> None:
+    """``_native``'s rows for arrays of ``n`` elements."""
+    x, g, w = (rng.standard_normal(n, dtype=np.float32) for _ in range(3))
+    out = np.empty(n, np.float32)
+    lr = np.float32(0.01)
+    X, G, W = (mx.array(a) for a in (x, g, w))
+    cases = {
+        "relu": (lambda: mx.maximum(X, 0.0), lambda k: k(x, out), lambda t: torch.relu(t[0])),
+        "relu grad": (lambda: mx.where(X > 0, G, 0.0), lambda k: k(x, g, out),
+                      lambda t: torch.ops.aten.threshold_backward(t[1], t[0], 0)),
+        "sgd w - lr * g": (lambda: W - 0.01 * G, lambda k: k(w, g, lr, out), lambda t: t[2] - 0.01 * t[1]),
+    }
+    tt = [torch.from_numpy(a) for a in (x, g, w)] if torch is not None else None
+    for (name, (umx_fn, native_fn, torch_fn)), pair in zip(cases.items(), kernels.values()):
+        times = interleaved_medians({"umx": lambda f=umx_fn: mx.eval(f()),
+                                     "prange": lambda f=native_fn, k=pair[1]: f(k),
+                                     "one": lambda f=native_fn, k=pair[0]: f(k)}, repeats)
+        t_torch = median_time(lambda f=torch_fn: f(tt), repeats) if torch is not None else None
+        cell = f"{t_torch * 1e3:8.3f}" if t_torch else f"{'n/a':>8}"
+        print(f"{name + f' ({n >> 10}K)':30} {times['umx'] * 1e3:9.3f} {times['prange'] * 1e3:8.3f} "
+              f"{times['one'] * 1e3:9.3f} {cell}")
+
+
 def _steps(cases: list, sizes: dict, repeats: int, torch) -> None:
     print(f"\ntraining steps on the CPU ({os.cpu_count()} cores), median of {repeats} (ms)")
     print(f"{'case':40} {'eager':>8} {'eager off':>10} {'compiled':>9} {'comp. off':>10} {'torch':>8}")
@@ -104,6 +175,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per cell (default 9)")
     ap.add_argument("--cases", default="mlp,cnn", help="comma-separated subset of mlp,lm,cnn")
     ap.add_argument("--small", action="store_true", help="bench/train.py's small models")
+    ap.add_argument("--native", action="store_true",
+                    help="also the compiled loops on Numba's own threads (prange) against umx's pool")
     args = ap.parse_args()
     if not jit.available():
         print("Numba is not importable (pip install 'umx[cpu-jit]'): nothing to compare")
@@ -115,6 +188,8 @@ def main() -> None:
     mx.set_default_device(mx.cpu)  # (a GPU machine's default is its GPU)
     jit.WAIT = True  # (compiled, or read from the disk cache, at the first sighting: nothing timed compiles)
     _regions(args.repeats, torch)
+    if args.native:
+        _native(args.repeats, torch)
     _steps(args.cases.split(","), train.SMALL if args.small else train.FULL, args.repeats, torch)
     print(f"\ncompiled path: {jit.STATS}")
 

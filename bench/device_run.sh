@@ -189,7 +189,7 @@ if [ "${1:-core}" = jit ]; then  # the CPU's compiled regions (Numba) on the mac
   nvidia-smi --query-gpu=name --format=csv,noheader; nproc
   python3 -c "import numba; print('numba', numba.__version__)" || echo "numba: not importable"
   run_tests 180
-  timeout 120 python3 bench/cpu_jit.py --repeats 7 2>&1 | tee "$OUT/cpu-jit.log" | tail -14
+  timeout 150 python3 bench/cpu_jit.py --repeats 7 --native 2>&1 | tee "$OUT/cpu-jit.log" | tail -24
   UMX_CPU_JIT=0 timeout 90 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
     | tail -3
   timeout 90 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
