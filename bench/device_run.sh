@@ -19,8 +19,8 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   jit: the suite, then the CPU's compiled regions (bench/cpu_jit.py) and the CPU training table with them off
-#   and on (Numba is on the GPU machine's image);
+#   jit: the suite, then the CPU's compiled regions (bench/cpu_jit.py: with them on and off, and the same loops
+#   on Numba's own threads) and the CPU training table (Numba is on the GPU machine's image);
 #   pairs: the suite with UMX_GRAPH_PAIRS=1, the bfloat16 decode with graph pairs on and off, its CUDA kernels,
 #   the matvec's block shapes and the decode attention's chunks (bench/matvec.py --configs, --attention);
 #   close: the suite, training on the GPU, the bfloat16 language model, the seed, then the MLP's and CNN's CPU
@@ -190,8 +190,6 @@ if [ "${1:-core}" = jit ]; then  # the CPU's compiled regions (Numba) on the mac
   python3 -c "import numba; print('numba', numba.__version__)" || echo "numba: not importable"
   run_tests 180
   timeout 150 python3 bench/cpu_jit.py --repeats 7 --native 2>&1 | tee "$OUT/cpu-jit.log" | tail -24
-  UMX_CPU_JIT=0 timeout 90 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
-    | tail -3
   timeout 90 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
     | tee "$OUT/train-cpu.log" | tail -3
   exit 0
