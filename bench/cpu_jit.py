@@ -9,9 +9,12 @@ interleaved rounds (torch's eager step beside them). Everything is compiled (or 
 anything is timed. Medians; ratios are the other path's time over the compiled one's.
 
 With ``--native``, also whether the hand-off of chunks to umx's pool (Python threads, each taking the GIL to start
-its chunk) is what holds the compiled loops back on many cores: a ReLU, its gradient and an SGD update (``w - lr *
-g``) of 4M and 256K elements, as umx's compiled region, as the same loop written for Numba's own threads
-(``prange``, one call, its thread-safe OpenMP or TBB layer) and on one thread (one call), and torch's.
+its chunk) is what holds the compiled loops back on many cores: a ReLU's gradient and an SGD update (``w - lr *
+g``) of 4M and 256K elements, as umx's compiled region (eval included; 256K is one chunk, no hand-off), as the same
+loop written for Numba's own threads (``prange``, one call, its thread-safe OpenMP or TBB layer) and on one thread
+(one call), and torch's; a lone ReLU too, which umx runs as NumPy's ufunc (one op is no fused region). The loops
+write into one buffer throughout, umx's 4M results come from its pool of reused buffers and its 256K ones from
+NumPy's allocator; every column reads the same inputs again (cache-warm where they fit).
 
 Usage: python bench/cpu_jit.py [--repeats N] [--cases mlp,cnn] [--small] [--native]
 """
@@ -121,7 +124,7 @@ def _native(repeats: int, torch) -> None:
         return
     print(f"\nthe same loops on Numba's threads ({numba.threading_layer()}, {numba.get_num_threads()} threads), "
           f"median of {repeats} (ms)")
-    print(f"{'op':30} {'umx pool':>9} {'prange':>8} {'one call':>9} {'torch':>8}")
+    print(f"{'op':36} {'umx pool':>9} {'prange':>8} {'one call':>9} {'torch':>8}")
     for n in (1 << 22, 1 << 18):
         _native_rows(n, kernels, rng, repeats, torch)
 
@@ -132,20 +135,22 @@ def _native_rows(n: int, kernels: dict, rng, repeats: int, torch) -> None:
     out = np.empty(n, np.float32)
     lr = np.float32(0.01)
     X, G, W = (mx.array(a) for a in (x, g, w))
-    cases = {
-        "relu": (lambda: mx.maximum(X, 0.0), lambda k: k(x, out), lambda t: torch.relu(t[0])),
-        "relu grad": (lambda: mx.where(X > 0, G, 0.0), lambda k: k(x, g, out),
+    cases = {  # (row: its kernel's name, umx's op, the kernel's call, torch's op)
+        "relu (umx: NumPy's ufunc)": ("relu", lambda: mx.maximum(X, 0.0), lambda k: k(x, out),
+                                      lambda t: torch.relu(t[0])),
+        "relu grad": ("relu_grad", lambda: mx.where(X > 0, G, 0.0), lambda k: k(x, g, out),
                       lambda t: torch.ops.aten.threshold_backward(t[1], t[0], 0)),
-        "sgd w - lr * g": (lambda: W - 0.01 * G, lambda k: k(w, g, lr, out), lambda t: t[2] - 0.01 * t[1]),
+        "sgd w - lr * g": ("sgd", lambda: W - 0.01 * G, lambda k: k(w, g, lr, out), lambda t: t[2] - 0.01 * t[1]),
     }
     tt = [torch.from_numpy(a) for a in (x, g, w)] if torch is not None else None
-    for (name, (umx_fn, native_fn, torch_fn)), pair in zip(cases.items(), kernels.values()):
+    for name, (kernel, umx_fn, native_fn, torch_fn) in cases.items():
+        pair = kernels[kernel]
         times = interleaved_medians({"umx": lambda f=umx_fn: mx.eval(f()),
                                      "prange": lambda f=native_fn, k=pair[1]: f(k),
                                      "one": lambda f=native_fn, k=pair[0]: f(k)}, repeats)
         t_torch = median_time(lambda f=torch_fn: f(tt), repeats) if torch is not None else None
         cell = f"{t_torch * 1e3:8.3f}" if t_torch else f"{'n/a':>8}"
-        print(f"{name + f' ({n >> 10}K)':30} {times['umx'] * 1e3:9.3f} {times['prange'] * 1e3:8.3f} "
+        print(f"{name + f' ({n >> 10}K)':36} {times['umx'] * 1e3:9.3f} {times['prange'] * 1e3:8.3f} "
               f"{times['one'] * 1e3:9.3f} {cell}")
 
 
