@@ -7,6 +7,8 @@ The settings, each a module constant changed before the first step:
 - ``base``: as shipped;
 - ``blas-own``: products always on OpenBLAS's own threads (``blas.QUIET = 0``), never cut on umx's pool;
 - ``blas-pool``: products always cut on umx's pool (``blas.QUIET`` infinite), OpenBLAS held to one thread;
+- ``gemm-ctypes``: a chunk's product on the pool (products' and convolutions') calls OpenBLAS's gemm through ctypes
+  rather than NumPy (``blas.GEMM_BY_CTYPES``); ``gemm-ctypes-pool``: that, and products always cut on the pool;
 - ``conv1``: a convolution's blocks of at most 1 MiB of windows whatever the cores (``kernels.CONV_BUDGET_MAX``
   of 1 MiB), where the shipped ones are its windows over the cores, 1-8 MiB;
 - ``conv4``: blocks of at least 4 MiB (``CONV_BUDGET``);
@@ -33,8 +35,8 @@ import os
 import subprocess
 import sys
 
-SETTINGS = ("base", "blas-own", "blas-pool", "conv1", "conv4", "conv-whole", "pool8", "pool4", "block256",
-            "split256k", "split128k", "chunk512k", "base")
+SETTINGS = ("base", "blas-own", "blas-pool", "gemm-ctypes", "gemm-ctypes-pool", "conv1", "conv4", "conv-whole",
+            "pool8", "pool4", "block256", "split256k", "split128k", "chunk512k", "base")
 
 
 def _apply(setting: str) -> None:
@@ -51,6 +53,10 @@ def _apply(setting: str) -> None:
         blas.QUIET = 0.0
     elif setting == "blas-pool":
         blas.QUIET = math.inf
+    elif setting.startswith("gemm-ctypes"):
+        blas.GEMM_BY_CTYPES = True
+        if setting.endswith("-pool"):
+            blas.QUIET = math.inf
     elif setting == "conv4":
         cpu_kernels.CONV_BUDGET = 4 << 20
     elif setting.startswith("pool"):
@@ -113,7 +119,7 @@ def main() -> None:
     print(f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores; "
           f"median of {args.repeats} steps, ms; ratio: the first base's time over the setting's (above 1: faster)\n")
     columns = [f"{c} {k}" for c in cases for k in ("eager", "compiled")]
-    head = f"{'setting':12}" + "".join(f"{c:>16}" for c in columns)
+    head = f"{'setting':17}" + "".join(f"{c:>16}" for c in columns)
     print(head)
     print("-" * len(head))
     first = None
@@ -121,14 +127,14 @@ def main() -> None:
         done = subprocess.run([sys.executable, __file__, "--one", setting, "--cases", args.cases,
                                "--repeats", str(args.repeats)], capture_output=True, text=True)
         if done.returncode:
-            print(f"{setting:12} failed: {done.stderr.strip().splitlines()[-1:]}")
+            print(f"{setting:17} failed: {done.stderr.strip().splitlines()[-1:]}")
             continue
         times = {}
         for line in done.stdout.splitlines():
             case, column, ms = line.split()
             times[f"{case} {column}"] = float(ms)
         first = first or times
-        print(f"{setting:12}" + "".join(
+        print(f"{setting:17}" + "".join(
             f"{times[c]:9.2f} {first[c] / times[c]:5.2f}x" if c in times else f"{'-':>16}" for c in columns))
 
 

@@ -165,7 +165,7 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
     from umx.runtime import threads
 
     knobs = _load("cpu_knobs")
-    for module, name in ((blas, "QUIET"), (cpu_kernels, "CONV_BUDGET"), (cpu_kernels, "CONV_BUDGET_MAX"),
+    for module, name in ((blas, "QUIET"), (blas, "GEMM_BY_CTYPES"), (cpu_kernels, "CONV_BUDGET"), (cpu_kernels, "CONV_BUDGET_MAX"),
                          (threads, "CORES"), (threads, "CHUNK_BYTES"), (cpu_fused, "SPLIT_MIN_SIZE"),
                          (threads, "BLOCK_PER_CORE"), (xp_conv, "convolution")):
         monkeypatch.setattr(module, name, getattr(module, name))  # (put back after the test)
@@ -178,12 +178,33 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
     assert xp_conv.convolution.__name__ == "whole"
     for setting, module, name, value in (
             ("blas-own", blas, "QUIET", 0.0), ("blas-pool", blas, "QUIET", float("inf")),
+            ("gemm-ctypes", blas, "GEMM_BY_CTYPES", True), ("gemm-ctypes-pool", blas, "QUIET", float("inf")),
             ("conv4", cpu_kernels, "CONV_BUDGET", 4 << 20), ("conv1", cpu_kernels, "CONV_BUDGET_MAX", 1 << 20),
             ("pool4", threads, "CORES", 4),
             ("block256", threads, "BLOCK_PER_CORE", 256 << 10), ("split128k", cpu_fused, "SPLIT_MIN_SIZE", 128 << 10),
             ("split256k", threads, "CHUNK_BYTES", 256 << 10), ("chunk512k", threads, "CHUNK_BYTES", 512 << 10)):
         knobs._apply(setting)
         assert getattr(module, name) == value, setting
+
+
+def test_blas_threads_gemm_by_ctypes_is_the_product_and_rounds_run_every_thread(rng):
+    """``bench/blas_threads.py``: its ctypes ``sgemm`` computes the product NumPy does, and a round runs each
+    thread's calls once per repeat."""
+    import numpy as np
+    import pytest
+
+    bt = _load("blas_threads")
+    sgemm = bt._cblas()
+    if sgemm is None:
+        pytest.skip("no OpenBLAS found")
+    a = rng.standard_normal((40, 24)).astype(np.float32)
+    b = rng.standard_normal((24, 16)).astype(np.float32)
+    out = np.empty((40, 16), np.float32)
+    sgemm(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    calls = []
+    wall, cpu = bt._round(calls.append, 3, 2)
+    assert sorted(calls) == [0, 0, 1, 1, 2, 2] and wall > 0 and cpu >= 0
 
 
 def test_reduce_routes_each_sum_the_rows(monkeypatch, capsys):

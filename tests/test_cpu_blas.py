@@ -72,9 +72,11 @@ _PRODUCTS = [
 
 
 @needs_blas
+@pytest.mark.parametrize("ctypes_gemm", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
 @pytest.mark.parametrize("shapes", _PRODUCTS, ids=str)
-def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
+def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype, ctypes_gemm):
+    monkeypatch.setattr(blas, "GEMM_BY_CTYPES", ctypes_gemm)
     monkeypatch.setattr(blas, "SMALL_WORK", 0)
     monkeypatch.setattr(blas, "CHUNK_WORK", 64)
     monkeypatch.setattr(blas.threads, "CORES", 4)
@@ -93,6 +95,67 @@ def test_products_split_over_the_cores(rng, monkeypatch, shapes, dtype):
     out = np.empty_like(got)
     assert blas.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, got, rtol=1e-5, atol=1e-5)
+
+
+def _layout(x: np.ndarray, kind: str) -> np.ndarray:
+    """``x``'s values laid out as ``kind`` says: row-major, column-major (a transpose's view), or a slice of wider
+    rows (a column chunk's)."""
+    if kind == "rows":
+        return np.ascontiguousarray(x)
+    if kind == "columns":
+        return np.ascontiguousarray(x.T).T
+    wide = np.zeros((x.shape[0], x.shape[1] + 5), x.dtype)
+    wide[:, 2:2 + x.shape[1]] = x
+    return wide[:, 2:2 + x.shape[1]]
+
+
+@pytest.mark.skipif(not blas._GEMM, reason="no OpenBLAS gemm found")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_kind", ["rows", "columns", "slice"])
+@pytest.mark.parametrize("b_kind", ["rows", "columns", "slice"])
+@pytest.mark.parametrize("out_kind", ["none", "rows", "slice", "columns"])
+def test_chunk_products_through_ctypes_have_numpys_bits(rng, monkeypatch, dtype, a_kind, b_kind, out_kind):
+    monkeypatch.setattr(blas, "GEMM_BY_CTYPES", True)
+    calls = []
+    gemm = blas._GEMM[np.dtype(dtype).char]
+    monkeypatch.setitem(blas._GEMM, np.dtype(dtype).char, lambda *args: calls.append(1) or gemm(*args))
+    a = _layout(rng.standard_normal((37, 53)).astype(dtype), a_kind)
+    b = _layout(rng.standard_normal((53, 29)).astype(dtype), b_kind)
+    # (NumPy's product into a column-major output has bits of its own: compared with NumPy's into the same layout)
+    want = np.matmul(a, b, out=None if out_kind == "none" else _layout(np.empty((37, 29), dtype), out_kind))
+    out = None if out_kind == "none" else _layout(np.full((37, 29), np.nan, dtype), out_kind)
+    got = blas.chunk_matmul(a, b, out=out)
+    if out is not None:
+        assert got is out
+    np.testing.assert_array_equal(got, want)  # (bit for bit: the same gemm, called as NumPy calls it)
+    assert calls == ([] if out_kind == "columns" else [1])  # (an output BLAS cannot write row-major: NumPy's)
+
+
+@pytest.mark.skipif(not blas._GEMM, reason="no OpenBLAS gemm found")
+@pytest.mark.parametrize("case", ["vector", "same operand", "batch", "mixed dtypes", "overlap", "integers"])
+def test_chunk_products_ctypes_leaves_to_numpy(rng, monkeypatch, case):
+    monkeypatch.setattr(blas, "GEMM_BY_CTYPES", True)
+    monkeypatch.setattr(blas, "_GEMM", {c: (lambda *args: pytest.fail("gemm called")) for c in "fd"})
+    a = rng.standard_normal((12, 12)).astype(np.float32)
+    b = rng.standard_normal((12, 7)).astype(np.float32)
+    out = None
+    if case == "vector":
+        a = a[:1]
+    elif case == "same operand":
+        b = a.T
+    elif case == "batch":
+        a, b = np.stack([a, a]), np.stack([b, b])
+    elif case == "mixed dtypes":
+        b = b.astype(np.float64)
+    elif case == "overlap":
+        b = a[:, :7].copy()
+        out = a[:, 5:12]
+        want = np.matmul(a.copy(), b)
+    elif case == "integers":
+        a, b = a.astype(np.int32), b.astype(np.int32)
+    if case != "overlap":
+        want = np.matmul(a, b)
+    np.testing.assert_array_equal(blas.chunk_matmul(a, b, out=out), want)
 
 
 @needs_blas
@@ -202,8 +265,10 @@ def test_parallel_copy_of_a_view(rng, monkeypatch, shape, key):
 
 
 @needs_blas
+@pytest.mark.parametrize("ctypes_gemm", [False, True])
 @pytest.mark.parametrize("case", ["forward", "strided", "grouped", "weight gradient"])
-def test_convolution_chunks_run_at_once(rng, monkeypatch, case):
+def test_convolution_chunks_run_at_once(rng, monkeypatch, case, ctypes_gemm):
+    monkeypatch.setattr(blas, "GEMM_BY_CTYPES", ctypes_gemm)
     from umx.backends.cpu import kernels
     from umx.backends.xp import conv
     from umx.primitives.conv import Convolution

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import os
 import threading
 
 import numpy as np
@@ -45,10 +46,14 @@ PARTIAL_COST = 8
 #: a product that would be cut runs on OpenBLAS's own threads when no other work was cut on the pool in this many
 #: seconds (see above)
 QUIET = 1.0
+#: whether a pool thread's chunk of a product calls BLAS's gemm through ctypes rather than NumPy (see
+#: ``chunk_matmul``); UMX_BLAS_CTYPES=0 turns it off, 1 on
+GEMM_BY_CTYPES = os.environ.get("UMX_BLAS_CTYPES", "0") == "1"
 
 
-def _openblas():
-    """``(set_num_threads, get_num_threads)`` of the OpenBLAS loaded in this process, or None."""
+def _library():
+    """``(lib, prefix, suffix)`` of the OpenBLAS loaded in this process (its names are ``prefix + name + suffix``),
+    or None."""
     try:
         with open("/proc/self/maps") as maps:
             paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
@@ -60,15 +65,46 @@ def _openblas():
         except OSError:
             continue
         for prefix, suffix in _NAMES:
-            set_n = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            get_n = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            if set_n is not None and get_n is not None:
-                set_n.argtypes, get_n.restype = [ctypes.c_int], ctypes.c_int
-                return set_n, get_n
+            if getattr(lib, f"{prefix}_set_num_threads{suffix}", None) is not None:
+                return lib, prefix, suffix
     return None
 
 
-_BLAS = _openblas() if threads.CORES > 1 else None
+def _openblas(found):
+    """``(set_num_threads, get_num_threads)`` of the OpenBLAS ``found`` (``_library()``'s), or None."""
+    if found is None:
+        return None
+    lib, prefix, suffix = found
+    set_n = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+    get_n = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+    if set_n is None or get_n is None:
+        return None
+    set_n.argtypes, get_n.restype = [ctypes.c_int], ctypes.c_int
+    return set_n, get_n
+
+
+def _gemms(found) -> dict:
+    """OpenBLAS's ``cblas_sgemm`` and ``cblas_dgemm`` of ``found`` by NumPy dtype character, as ctypes functions
+    (which let go of the GIL around the call); empty where not found."""
+    if found is None:
+        return {}
+    lib, prefix, suffix = found
+    index = ctypes.c_int64 if suffix == "64_" else ctypes.c_int
+    out = {}
+    for char, name, real in (("f", "sgemm", ctypes.c_float), ("d", "dgemm", ctypes.c_double)):
+        fn = getattr(lib, f"{'scipy_cblas' if prefix == 'scipy_openblas' else 'cblas'}_{name}{suffix}", None)
+        if fn is None:
+            continue
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, index, index, index, real, ctypes.c_void_p, index,
+                       ctypes.c_void_p, index, real, ctypes.c_void_p, index]
+        fn.restype = None
+        out[char] = fn
+    return out
+
+
+_FOUND = _library() if threads.CORES > 1 else None
+_BLAS = _openblas(_FOUND)
+_GEMM = _gemms(_FOUND)
 _lock = threading.Lock()
 _single = [0, 0]  # callers inside one_thread now, and the thread count to put back after the last
 
@@ -100,6 +136,42 @@ def one_thread():
 
 
 threads.hold_during_splits(one_thread)  # (every chunk on the pool: products, convolutions, reductions, copies)
+
+
+def _ld(x: np.ndarray, rows: int, cols: int):
+    """``(transposed, leading dimension)`` of matrix ``x`` (``rows`` x ``cols``) as BLAS reads it in row-major
+    order, or None where BLAS cannot read it in place (neither axis of unit stride)."""
+    item = x.itemsize
+    s0, s1 = x.strides
+    if s1 == item and s0 % item == 0 and s0 // item >= max(cols, 1):
+        return False, s0 // item
+    if s0 == item and s1 % item == 0 and s1 // item >= max(rows, 1):
+        return True, s1 // item
+    return None
+
+
+def chunk_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` for a chunk on a pool thread: a product of two matrices that BLAS reads in
+    place calls its gemm through ctypes, as NumPy calls it (row-major, each operand transposed or not, so the
+    same bits), without NumPy between; anything else is NumPy's call. (A 16-core host ran NumPy's products from
+    several threads one at a time: see ``bench/blas_threads.py``.)"""
+    fn = _GEMM.get(a.dtype.char) if GEMM_BY_CTYPES else None
+    if fn is None or a.ndim != 2 or b.ndim != 2 or b.dtype != a.dtype:
+        return np.matmul(a, b, out=out)
+    m, k = a.shape
+    n = b.shape[1]
+    if m < 2 or n < 2 or k < 2 or b.shape[0] != k or a.ctypes.data == b.ctypes.data:  # (NumPy's own routes)
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    elif out.shape != (m, n) or out.dtype != a.dtype or np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return np.matmul(a, b, out=out)
+    la, lb, lo = _ld(a, m, k), _ld(b, k, n), _ld(out, m, n)
+    if la is None or lb is None or lo is None or lo[0]:
+        return np.matmul(a, b, out=out)
+    fn(101, 112 if la[0] else 111, 112 if lb[0] else 111, m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data,
+       lb[1], 0.0, out.ctypes.data, lo[1])
+    return out
 
 
 def split(fn, n: int) -> list | None:
@@ -148,20 +220,20 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if not threads.split_lately(QUIET):  # (nothing on the pool for OpenBLAS's spinning threads to slow)
         return np.matmul(a, b, out=out)
     if axis == 1:  # partial products over chunks of the contraction, summed
-        partials = threads.map_chunks(lambda lo, hi: np.matmul(a[:, lo:hi], b[lo:hi]),
+        partials = threads.map_chunks(lambda lo, hi: chunk_matmul(a[:, lo:hi], b[lo:hi]),
                                       threads.bounds(k, -(-k // parts)), False)
         return threads.add_in_order(partials, out)
     size = out.shape[axis]
     if axis == 0:
         def chunk(lo: int, hi: int) -> None:  # (an operand without the batch axis is broadcast: taken whole)
-            np.matmul(a[lo:hi] if a.ndim == out.ndim and a.shape[0] > 1 else a,
+            chunk_matmul(a[lo:hi] if a.ndim == out.ndim and a.shape[0] > 1 else a,
                       b[lo:hi] if b.ndim == out.ndim and b.shape[0] > 1 else b, out=out[lo:hi])
     elif axis == -2:
         def chunk(lo: int, hi: int) -> None:
-            np.matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :])
+            chunk_matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :])
     else:
         def chunk(lo: int, hi: int) -> None:
-            np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
+            chunk_matmul(a, b[..., lo:hi], out=out[..., lo:hi])
     threads.map_chunks(chunk, threads.bounds(size, -(-size // parts)), False)
     return out
 

@@ -229,7 +229,8 @@ def _mean(prim, x):
 
 def _convolution(prim, x, w):
     return xp_conv.convolution(np, prim, x, w, _conv_budget(prim, x, w), input_order=True, matmul=blas.matmul,
-                               gather=threads.contiguous, parallel=blas.split, empty=host_pool.empty)
+                               gather=threads.contiguous, parallel=blas.split, empty=host_pool.empty,
+                               chunk_matmul=blas.chunk_matmul)
 
 
 def _conv_budget(prim, x, w) -> int:

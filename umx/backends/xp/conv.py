@@ -43,7 +43,7 @@ def _convolution(xp, prim, x, w):
 
 
 def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_order: bool = False,
-                matmul=None, gather=None, parallel=None, empty=None):
+                matmul=None, gather=None, parallel=None, empty=None, chunk_matmul=None):
     """``prim`` applied to input ``x`` and weight ``w`` (arrays of ``xp``), with temporaries under ``budget``
     bytes (default ``BUDGET``). With ``input_order``, a weight gradient's windows are gathered in the input's
     memory order (see ``_windows_by_input``). ``matmul(a, b, out=None)``: the products (default ``xp.matmul``;
@@ -52,7 +52,8 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
     own). ``parallel(fn, n)``: ``fn(lo, hi)`` over chunks of ``range(n)`` at once, or None where it cannot (the
     CPU's runs them on its cores); the windows lowering's chunks then run at once, each with ``xp``'s own
     product and copy. ``empty(shape, dtype)``: the depthwise lowering's output on NumPy (default ``np.empty``;
-    the CPU's takes large ones from its pool of reused host buffers)."""
+    the CPU's takes large ones from its pool of reused host buffers). ``chunk_matmul(a, b, out=None)``: the product
+    a chunk that ``parallel`` runs calls (default ``xp.matmul``)."""
     budget = BUDGET if budget is None else budget
     mm = matmul or xp.matmul
     gather = gather or xp.ascontiguousarray
@@ -89,7 +90,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
         else:
             lower = _windows
         out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm, gather,
-                    parallel)
+                    parallel, chunk_matmul or xp.matmul)
     return out.astype(dtype, copy=False)
 
 
@@ -141,7 +142,7 @@ def _blocks(n: int, rows: int, unit: int, budget: int):
 
 
 def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm, gather,
-             parallel=None):
+             parallel=None, chunk_mm=None):
     """The windows (im2col) lowering of a convolution of the padded input ``x``."""
     n, *out_sp, o = out_shape
     k_sp, cg = w.shape[1:-1], w.shape[-1]
@@ -186,7 +187,7 @@ def _windows(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: t
 
     # (blocks write disjoint parts of the output: they may run at once, each with the plain product and copy)
     each(list(_blocks(n, out_sp[0], inner * kb * per_row, budget)), lambda b: block(*b, mm, gather), parallel,
-         lambda b: block(*b, xp.matmul, xp.ascontiguousarray))
+         lambda b: block(*b, chunk_mm or xp.matmul, xp.ascontiguousarray))
     return out
 
 
@@ -196,7 +197,7 @@ def _wide(w, out_shape: tuple) -> bool:
 
 
 def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int,
-                      mm, gather, parallel=None):
+                      mm, gather, parallel=None, chunk_mm=None):
     """The windows lowering of a weight gradient (one group) whose input's channel axis, the one the product
     contracts, is a batch axis transposed there (strided in memory). ``_windows`` would gather along it an
     element at a time; here the windows are gathered in the input's memory order, with the output's batch
@@ -224,13 +225,14 @@ def _windows_by_input(xp, x, w, stride: tuple, dilation: tuple, groups: int, out
 
     # (with ``parallel``, runs of chunks at once, each with the plain product and copy, their sums added)
     acc = _summed(xp, parallel, -(-c // step),
-                  lambda lo, hi: accumulate(lo * step, min(c, hi * step), xp.matmul, xp.ascontiguousarray),
+                  lambda lo, hi: accumulate(lo * step, min(c, hi * step), chunk_mm or xp.matmul,
+                                            xp.ascontiguousarray),
                   lambda: accumulate(0, c, mm, gather))
     return gather(xp.moveaxis(acc.reshape(*out_sp, n, o), -2, 0))
 
 
 def _taps(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
-          gather=None, parallel=None):
+          gather=None, parallel=None, chunk_mm=None):
     """The depthwise lowering (one input channel per group): a multiply-add per kernel tap, over blocks of the
     output that stay in cache (at once where ``parallel`` runs them)."""
     n, *out_sp, o = out_shape
@@ -336,7 +338,7 @@ def _taps_summed(x, w, lo: tuple, stride: tuple, dilation: tuple, groups: int, o
 
 
 def _positions(xp, x, w, stride: tuple, dilation: tuple, groups: int, out_shape: tuple, budget: int, mm=None,
-               gather=None, parallel=None):
+               gather=None, parallel=None, chunk_mm=None):
     """The depthwise lowering of a kernel larger than its output (a depthwise convolution's weight gradient, the
     batch an outer spatial axis: see ``transforms/_rules_conv.py``): per output position, the input's window
     times the kernel, summed over the window, a block of the kernel's first axis at a time (at once where
