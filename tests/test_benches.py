@@ -165,7 +165,8 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
     from umx.runtime import threads
 
     knobs = _load("cpu_knobs")
-    for module, name in ((blas, "QUIET"), (blas, "GEMM_BY_CTYPES"), (cpu_kernels, "CONV_BUDGET"), (cpu_kernels, "CONV_BUDGET_MAX"),
+    for module, name in ((blas, "QUIET"), (blas, "GEMM_BY_CTYPES"), (cpu_kernels, "CONV_BUDGET"),
+                         (cpu_kernels, "CONV_BUDGET_MAX"),
                          (threads, "CORES"), (threads, "CHUNK_BYTES"), (cpu_fused, "SPLIT_MIN_SIZE"),
                          (threads, "BLOCK_PER_CORE"), (xp_conv, "convolution")):
         monkeypatch.setattr(module, name, getattr(module, name))  # (put back after the test)

@@ -717,6 +717,171 @@ def test_against_mlx(rng):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=2e-5, atol=2e-5)
 
 
+# -- cross entropy and the gated delta rule ----------------------------------------------------------------------
+def ref_cross_entropy(x, t):
+    m = x.max(-1, keepdims=True)
+    lse = np.log(np.exp(x - m).sum(-1)) + m[..., 0]
+    return lse - np.take_along_axis(x, t[..., None], -1)[..., 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7,), (5, 11), (2, 3, 33)], ids=str)
+def test_cross_entropy(rng, device, dtype, shape):
+    x, x64 = _in(rng, shape, dtype, scale=3.0)
+    t = rng.integers(0, shape[-1], shape[:-1])
+    got = F.cross_entropy(x + 100.0, mx.array(t), stream=device)  # (a large common offset costs nothing)
+    assert got.dtype == mx.float32 and got.shape == shape[:-1]
+    # (float32 accumulation for every dtype: the reference is the rounded logits' own loss)
+    assert_close(got, ref_cross_entropy(np.asarray((x + 100.0).astype(mx.float32)).astype(np.float64), t),
+                 1e-5, 2e-5)
+    g = mx.grad(lambda a: (F.cross_entropy(a, mx.array(t), stream=device) * mx.arange(t.size).reshape(t.shape)
+                           ).sum())(x.astype(mx.float32))
+    p = np.exp(x64 - x64.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    onehot = np.eye(shape[-1])[t]
+    assert_close(g, (p - onehot) * np.arange(t.size).reshape(t.shape)[..., None], 1e-4, 1e-5)
+
+
+def test_cross_entropy_refuses_bad_input():
+    x = mx.zeros((2, 3))
+    for logits, targets, match in ((x, mx.array([0, 1, 2]), "shape"), (x, mx.array([0.0, 1.0]), "integer"),
+                                   (mx.zeros((2, 3), mx.int32), mx.array([0, 1]), "floating"),
+                                   (mx.array(1.0), mx.array(0), "at least 1 dimension"),
+                                   (x, mx.array([True, False]), "integer")):
+        with pytest.raises(ValueError, match=f"cross_entropy: .*{match}"):
+            F.cross_entropy(logits, targets)
+
+
+def ref_gated_delta(q, k, v, g, beta, state, mask):
+    """The recurrence step by step in float64 NumPy: outputs and final state."""
+    b, t, hk, dk = q.shape
+    hv, dv = v.shape[2:]
+    r = hv // hk
+    q, k = np.repeat(q, r, axis=2), np.repeat(k, r, axis=2)
+    s = np.zeros((b, hv, dv, dk)) if state is None else state.copy()
+    ys = np.zeros((b, t, hv, dv))
+    for i in range(t):
+        decay = g[:, i, :, None, None] if g.ndim == 3 else g[:, i, :, None, :]
+        new = s * decay
+        delta = (v[:, i] - np.einsum("bhvk,bhk->bhv", new, k[:, i])) * beta[:, i, :, None]
+        new = new + delta[..., None] * k[:, i, :, None, :]
+        y = np.einsum("bhvk,bhk->bhv", new, q[:, i])
+        if mask is not None:
+            keep = mask[:, i]
+            new = np.where(keep[:, None, None, None], new, s)
+            y = np.where(keep[:, None, None], y, 0.0)
+        s = new
+        ys[:, i] = y
+    return ys, s
+
+
+@pytest.mark.parametrize("case", ["plain", "grouped heads", "decay per feature", "mask", "no state", "bfloat16"])
+def test_gated_delta_update(rng, device, case):
+    b, t, hk, dk, dv = 2, 4, 2, 8, 3
+    hv = 4 if case == "grouped heads" else hk
+    dtype = mx.bfloat16 if case == "bfloat16" else mx.float32
+    q, q64 = _in(rng, (b, t, hk, dk), dtype, 0.5)
+    k, k64 = _in(rng, (b, t, hk, dk), dtype, 0.5)
+    v, v64 = _in(rng, (b, t, hv, dv), dtype)
+    g64 = 1 / (1 + np.exp(-rng.standard_normal((b, t, hv) + ((dk,) if case == "decay per feature" else ()))))
+    beta64 = 1 / (1 + np.exp(-rng.standard_normal((b, t, hv))))
+    s64 = None if case == "no state" else rng.standard_normal((b, hv, dv, dk))
+    mask = np.array([[True, False, True, False], [True] * 4]) if case == "mask" else None
+    g, beta = mx.array(g64.astype(np.float32)), mx.array(beta64.astype(np.float32))
+    state = None if s64 is None else mx.array(s64.astype(np.float32))
+    y, s = F.gated_delta_update(q, k, v, g, beta, state, None if mask is None else mx.array(mask), stream=device)
+    want_y, want_s = ref_gated_delta(q64, k64, v64, g64.astype(np.float32).astype(np.float64),
+                                     beta64.astype(np.float32).astype(np.float64),
+                                     None if s64 is None else s64.astype(np.float32).astype(np.float64), mask)
+    assert y.dtype == dtype and y.shape == (b, t, hv, dv) and s.dtype == mx.float32 and s.shape == (b, hv, dv, dk)
+    rtol, atol = TOL[dtype] if dtype != mx.float32 else (1e-5, 1e-5)
+    assert_close(y, want_y, rtol, atol)
+    assert_close(s, want_s, 1e-5, 1e-5)
+    if mask is not None:
+        assert not np.asarray(y.astype(mx.float32))[0, 1].any()  # (a skipped step's output is zero)
+
+
+def test_gated_delta_update_gradients_against_finite_differences(rng, device):
+    b, t, h, dk, dv = 1, 3, 1, 4, 2
+    ins = [rng.standard_normal(s) * 0.5 for s in ((b, t, h, dk), (b, t, h, dk), (b, t, h, dv))]
+    ins += [1 / (1 + np.exp(-rng.standard_normal((b, t, h)))) for _ in range(2)]
+    ins.append(rng.standard_normal((b, h, dv, dk)))
+    weights = [rng.standard_normal((b, t, h, dv)), rng.standard_normal((b, h, dv, dk))]
+
+    def loss(*xs):
+        y, s = F.gated_delta_update(*xs, stream=device)
+        return (y * mx.array(weights[0].astype(np.float32))).sum() + (s * mx.array(weights[1].astype(np.float32))).sum()
+
+    def ref_loss(xs):
+        y, s = ref_gated_delta(*xs, None)
+        return (y * weights[0]).sum() + (s * weights[1]).sum()
+
+    grads = mx.grad(loss, argnums=list(range(6)))(*[mx.array(x.astype(np.float32)) for x in ins])
+    eps = 1e-6
+    for i, (x, g) in enumerate(zip(ins, grads)):
+        want = np.zeros_like(x)
+        for j in np.ndindex(x.shape):
+            up, down = [a.copy() for a in ins], [a.copy() for a in ins]
+            up[i][j] += eps
+            down[i][j] -= eps
+            want[j] = (ref_loss(up) - ref_loss(down)) / (2 * eps)
+        assert_close(g, want, 2e-4, 2e-4)
+
+
+def test_gated_delta_update_refuses_bad_input():
+    q = mx.zeros((1, 2, 2, 4))
+    v = mx.zeros((1, 2, 3, 5))
+    g = b = mx.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match="gated_delta_update: the value heads"):
+        F.gated_delta_update(q, q, v, g, b)
+    v = mx.zeros((1, 2, 4, 5))
+    with pytest.raises(ValueError, match="gated_delta_update: gamma"):
+        F.gated_delta_update(q, q, v, g, mx.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match="gated_delta_update: initial_state"):
+        F.gated_delta_update(q, q, v, mx.zeros((1, 2, 4)), mx.zeros((1, 2, 4)), mx.zeros((1, 4, 4, 5)))
+    with pytest.raises(ValueError, match="gated_delta_update: mask"):
+        F.gated_delta_update(q, q, v, mx.zeros((1, 2, 4)), mx.zeros((1, 2, 4)), None, mx.zeros((1, 2)))
+
+
+def test_cross_entropy_and_gated_delta_agree_with_mlx(rng):
+    mlx = pytest.importorskip("mlx.core")
+    if not hasattr(mlx.fast, "gated_delta_update"):
+        pytest.skip("an MLX without these")
+    x = rng.standard_normal((4, 9)).astype(np.float32)
+    t = rng.integers(0, 9, 4)
+    np.testing.assert_allclose(np.asarray(F.cross_entropy(mx.array(x), mx.array(t))),
+                               np.asarray(mlx.fast.cross_entropy(mlx.array(x), mlx.array(t))), rtol=1e-6, atol=1e-6)
+    ins = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 1, 4), (2, 3, 1, 4), (2, 3, 2, 5))]
+    ins += [rng.random((2, 3, 2)).astype(np.float32) for _ in range(2)]
+    mask = np.array([[True, False, True], [False, True, True]])
+    ours = F.gated_delta_update(*[mx.array(a) for a in ins], None, mx.array(mask))
+    theirs = mlx.fast.gated_delta_update(*[mlx.array(a) for a in ins], None, mlx.array(mask))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_precompiled_cuda_kernel_says_what_to_use_instead():
+    with pytest.raises(NotImplementedError, match="precompiled_cuda_kernel 'k'.*cuda_kernel"):
+        F.precompiled_cuda_kernel(name="k", compiled_source=b"", inputs=[], output_shapes=[(1,)],
+                                  output_dtypes=[mx.float32], scalars=[], grid=(1, 1, 1), threadgroup=(1, 1, 1))
+
+
+def test_metal_memory_functions_forward_with_a_warning():
+    assert not mx.metal.is_available()
+    with pytest.warns(DeprecationWarning, match="mx.metal.get_peak_memory is deprecated"):
+        assert mx.metal.get_peak_memory() == mx.get_peak_memory()
+    before = mx.set_cache_limit(1 << 20)
+    try:
+        with pytest.warns(DeprecationWarning):
+            assert mx.metal.set_cache_limit(2 << 20) == 1 << 20
+        assert mx.set_cache_limit(before) == 2 << 20
+    finally:
+        mx.set_cache_limit(before)
+    with pytest.warns(DeprecationWarning):
+        assert mx.metal.device_info() == {}
+    assert mx.metal.start_capture("trace.gputrace") is None and mx.metal.stop_capture() is None
+
+
 # -- custom kernels ------------------------------------------------------------------------------------------------
 def test_metal_kernel_raises_when_called():
     kernel = F.metal_kernel(name="k", input_names=["a"], output_names=["o"], source="o[0] = a[0];")

@@ -1,4 +1,5 @@
-"""``mx.fast``: fused normalizations, rotary positional encoding, attention, and custom GPU kernels.
+"""``mx.fast``: fused normalizations, rotary positional encoding, attention, and custom GPU kernels; MLX's cross
+entropy and gated delta rule, written with plain ops.
 
 Each op is one primitive whose kernel computes in float32 for half-precision input and works in blocks (see
 ``umx/backends/xp/fast.py``), where the same computation written with plain ops would round at every step and
@@ -14,14 +15,16 @@ from . import dtypes as dt
 from .devices import cpu, gpu, is_available
 from .ops import _core
 from .ops import elementwise as ew
+from .ops import layout as lay
 from .ops import reduction as red
 from .ops import shape as sh
 from .ops._core import array, as_array, cast, describe, node, resolve_stream
-from .ops.creation import arange
+from .ops.creation import arange, zeros
 from .ops.shape import concatenate
 from .primitives import CudaKernel, LayerNorm, RMSNorm, RoPE, ScaledDotProductAttention
 
-__all__ = ["rms_norm", "layer_norm", "rope", "scaled_dot_product_attention", "metal_kernel", "cuda_kernel"]
+__all__ = ["rms_norm", "layer_norm", "rope", "scaled_dot_product_attention", "cross_entropy", "gated_delta_update",
+           "metal_kernel", "cuda_kernel", "precompiled_cuda_kernel"]
 
 _LOWEST = float(dt.finfo(dt.float32).min)  # the score of a masked key (a fully masked row averages the values)
 
@@ -241,6 +244,122 @@ def scaled_dot_product_attention(q, k, v, *, scale: float, mask=None, sinks=None
     return node(prim, inputs, (b, n_q, t_q, v._shape[-1]), out, st)
 
 
+def cross_entropy(logits, targets, *, stream=None) -> array:
+    """Cross entropy with class indices as targets: ``logsumexp(logits, axis=-1) - logits[..., target]``.
+
+    The reductions accumulate in float32 (float64 for float64 logits) whatever the logits' dtype, as MLX's fused
+    GPU kernel does, on both devices (MLX's CPU reduces in the logits' dtype). The logits are shifted by their
+    largest value first, so a large common offset costs no precision. Gradients flow to ``logits``.
+
+    Args:
+        logits (array): the unnormalized logits, at least 1-d; the loss is over the last axis.
+        targets (array): integer class indices in ``[0, logits.shape[-1])``, of ``logits``'s shape without its
+            last axis.
+
+    Returns:
+        array: the loss of each row, float32, of ``targets``'s shape.
+
+    Example:
+        >>> mx.fast.cross_entropy(mx.array([[2.0, -1.0], [-1.0, 2.0]]), mx.array([0, 1]))
+        array([0.0485873, 0.0485873], dtype=float32)
+    """
+    op = "cross_entropy"
+    logits, targets = as_array(logits, op), as_array(targets, op)
+    if logits.ndim == 0:
+        raise ValueError(f"{op}: logits must have at least 1 dimension, got {describe(logits)}")
+    if logits._dtype.kind != "f":
+        raise ValueError(f"{op}: logits must be floating, got {describe(logits)}")
+    if targets._dtype.kind not in "iu":
+        raise ValueError(f"{op}: targets must be integer class indices, got {describe(targets)}")
+    if targets._shape != logits._shape[:-1]:
+        raise ValueError(f"{op}: targets {describe(targets)} must have the shape of logits {describe(logits)} "
+                         "without its last axis")
+    st = resolve_stream(stream)
+    x = cast(logits, _acc(logits._dtype), st)
+    shifted = ew.subtract(x, ew.stop_gradient(red.max(x, axis=-1, keepdims=True, stream=st), stream=st), stream=st)
+    picked = lay.take_along_axis(shifted, sh.expand_dims(targets, -1, stream=st), axis=-1, stream=st)
+    loss = ew.subtract(red.logsumexp(shifted, axis=-1, stream=st), sh.squeeze(picked, -1, stream=st), stream=st)
+    return cast(loss, dt.float32, st)
+
+
+def gated_delta_update(q, k, v, gamma, beta, initial_state=None, mask=None, *, stream=None) -> list:
+    """The gated delta rule's recurrence over a sequence (the linear attention of Gated DeltaNet layers).
+
+    At each step ``t``, per head, the state ``S`` (``Dv x Dk``) decays by ``gamma``, takes the delta rule's
+    update towards ``v`` along ``k`` at rate ``beta``, and is read by ``q``::
+
+        S = S * gamma[t]
+        S = S + outer((v[t] - S @ k[t]) * beta[t], k[t])
+        y[t] = S @ q[t]
+
+    The key heads are shared by ``Hv / Hk`` value heads each (value head ``h`` reads key head ``h // (Hv /
+    Hk)``). Where ``mask[b, t]`` is False, that step leaves the state as it was and its output is zero. The state
+    is kept in float32 (or ``initial_state``'s dtype promoted with the inputs'); the outputs come in ``q``'s
+    dtype. Each step is a few ops, so a long sequence builds a long graph: wrap a prompt's call in
+    :func:`umx.compile` to replay it. Gradients flow to every input.
+
+    Args:
+        q (array): queries ``(B, T, Hk, Dk)``.
+        k (array): keys ``(B, T, Hk, Dk)``.
+        v (array): values ``(B, T, Hv, Dv)``, ``Hv`` a multiple of ``Hk``.
+        gamma (array): the decay, in linear space: ``(B, T, Hv)``, or ``(B, T, Hv, Dk)`` for a decay per key
+            feature.
+        beta (array): the update rates ``(B, T, Hv)``.
+        initial_state (array, optional): the state ``(B, Hv, Dv, Dk)`` before the first step. Default: zeros.
+        mask (array, optional): boolean ``(B, T)``; False skips the step.
+
+    Returns:
+        list[array]: the outputs ``(B, T, Hv, Dv)`` and the final state ``(B, Hv, Dv, Dk)``.
+    """
+    op = "gated_delta_update"
+    q, k, v, gamma, beta = (as_array(a, op) for a in (q, k, v, gamma, beta))
+    if q.ndim != 4 or k._shape != q._shape or v.ndim != 4 or v._shape[:2] != q._shape[:2]:
+        raise ValueError(f"{op}: q and k must be (B, T, Hk, Dk) and v (B, T, Hv, Dv), got q {describe(q)}, "
+                         f"k {describe(k)}, v {describe(v)}")
+    b, t, hk, dk = q._shape
+    hv, dv = v._shape[2:]
+    if hk == 0 or hv % hk:
+        raise ValueError(f"{op}: the value heads ({hv}) must be a multiple of the key heads ({hk})")
+    if gamma._shape not in ((b, t, hv), (b, t, hv, dk)):
+        raise ValueError(f"{op}: gamma must be ({b}, {t}, {hv}) or ({b}, {t}, {hv}, {dk}), got {describe(gamma)}")
+    if beta._shape != (b, t, hv):
+        raise ValueError(f"{op}: beta must be ({b}, {t}, {hv}), got {describe(beta)}")
+    st = resolve_stream(stream)
+    if initial_state is None:
+        state = zeros((b, hv, dv, dk), dt.float32, stream=st)
+    else:
+        state = as_array(initial_state, op)
+        if state._shape != (b, hv, dv, dk):
+            raise ValueError(f"{op}: initial_state must be ({b}, {hv}, {dv}, {dk}), got {describe(state)}")
+    if mask is not None:
+        mask = as_array(mask, op)
+        if mask._shape != (b, t) or mask._dtype is not dt.bool_:
+            raise ValueError(f"{op}: mask must be boolean ({b}, {t}), got {describe(mask)}")
+    if hv != hk:  # (each key head read by its group of value heads)
+        q = lay.repeat(q, hv // hk, axis=2, stream=st)
+        k = lay.repeat(k, hv // hk, axis=2, stream=st)
+    mul, add, sub = ew.multiply, ew.add, ew.subtract
+    ys = []
+    for i in range(t):
+        qi, ki, vi, bi = q[:, i], k[:, i], v[:, i], beta[:, i]
+        gi = gamma[:, i]
+        decay = sh.expand_dims(gi, (-1, -2) if gi.ndim == 2 else -2, stream=st)
+        before = state
+        decayed = mul(state, decay, stream=st)
+        row_k = sh.expand_dims(ki, -2, stream=st)  # (B, H, 1, Dk)
+        remembered = red.sum(mul(decayed, row_k, stream=st), axis=-1, stream=st)  # (B, H, Dv)
+        delta = mul(sub(vi, remembered, stream=st), sh.expand_dims(bi, -1, stream=st), stream=st)
+        state = add(decayed, mul(row_k, sh.expand_dims(delta, -1, stream=st), stream=st), stream=st)
+        y = red.sum(mul(state, sh.expand_dims(qi, -2, stream=st), stream=st), axis=-1, stream=st)
+        if mask is not None:
+            keep = mask[:, i]
+            state = ew.where(sh.expand_dims(keep, (1, 2, 3), stream=st), state, before, stream=st)
+            y = ew.where(sh.expand_dims(keep, (1, 2), stream=st), y, 0, stream=st)
+        ys.append(cast(y, q._dtype, st))
+    out = sh.stack(ys, axis=1, stream=st) if ys else zeros((b, 0, hv, dv), q._dtype, stream=st)
+    return [out, state]
+
+
 def metal_kernel(name: str, input_names, output_names, source: str, header: str = "",
                  ensure_row_contiguous: bool = True, atomic_outputs: bool = False, compile_options=None):
     """A custom Metal kernel, as MLX's. umx runs on Linux, which has no Metal: calling the result raises
@@ -351,6 +470,26 @@ def cuda_kernel(name: str, input_names, output_names, source: str, header: str =
     """
     return _CudaKernelFunction(name, input_names, output_names, source, header, ensure_row_contiguous,
                                shared_memory)
+
+
+def precompiled_cuda_kernel(*, name: str, compiled_source: bytes, inputs, output_shapes, output_dtypes, scalars,
+                            grid, threadgroup, shared_memory: int = 0, init_value=None,
+                            ensure_row_contiguous: bool = False, stream=None) -> list:
+    """MLX's launcher of a CUDA kernel compiled ahead of time (PTX or cubin). umx does not run precompiled
+    kernels (their argument layout is MLX's own): this raises NotImplementedError naming the kernel. Write the
+    kernel's body for :func:`cuda_kernel`, which compiles it at first use.
+
+    Args:
+        name (str): the kernel's name.
+        compiled_source (bytes): the PTX or cubin.
+        inputs, output_shapes, output_dtypes, scalars, grid, threadgroup, shared_memory, init_value,
+        ensure_row_contiguous, stream: as MLX's.
+
+    Returns:
+        list[array]: never (raises).
+    """
+    raise NotImplementedError(f"precompiled_cuda_kernel {name!r}: umx does not run precompiled CUDA kernels; "
+                              "write its body for mx.fast.cuda_kernel, which compiles it at first use")
 
 
 # -- the same computations in plain ops (what the derivative rules differentiate) ------------------------------
