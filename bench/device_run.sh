@@ -19,9 +19,9 @@
 #   verify: the suite without slow cases, then the headline tables (seed, training on the GPU, the bfloat16
 #   language model, training on the CPU's cores) in one call, for the last check of a session; with
 #   VERIFY_MLX_FILES=a.py,b.py (and shared/ carried) also those of MLX's tests on the GPU;
-#   blas: whether BLAS products called from several threads run at once (bench/blas_threads.py), the CPU's steps
-#   with a chunk's product through ctypes and each products' route (bench/cpu_knobs.py), the CPU training table,
-#   then the suite;
+#   blas: whether BLAS products called from several threads run at once (bench/blas_threads.py), compiled regions
+#   on Numba's threads (bench/cpu_jit.py --native), the CPU's steps with a chunk's product through ctypes
+#   (bench/cpu_knobs.py), the CPU training table, then the suite;
 #   jit: the suite, then the CPU's compiled regions (bench/cpu_jit.py: with them on and off, and the same loops
 #   on Numba's own threads) and the CPU training table (Numba is on the GPU machine's image);
 #   pairs: the suite with UMX_GRAPH_PAIRS=1, the bfloat16 decode with graph pairs on and off, its CUDA kernels,
@@ -189,12 +189,14 @@ if [ "${1:-core}" = close ]; then  # a session's last check, in about six minute
   exit 0
 fi
 if [ "${1:-core}" = blas ]; then  # whether BLAS products from several threads run at once (NumPy's calls and
-  # gemm through ctypes), the CPU steps with a chunk's product through ctypes, torch's CPU steps, then the suite
+  # gemm through ctypes), compiled regions on Numba's threads, the CPU steps with a chunk's product through ctypes,
+  # torch's CPU steps, then the suite
   nvidia-smi --query-gpu=name --format=csv,noheader; nproc
-  timeout 90 python3 bench/blas_threads.py 2>&1 | tee "$OUT/blas-threads.log"
-  timeout 230 python3 bench/cpu_knobs.py --settings base,gemm-ctypes,blas-pool,gemm-ctypes-pool,blas-own,base \
-    --repeats 7 2>&1 | tee "$OUT/cpu-knobs.log"
-  timeout 90 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
+  timeout 60 python3 bench/blas_threads.py 2>&1 | tee "$OUT/blas-threads.log"
+  timeout 130 python3 bench/cpu_jit.py --repeats 5 --native 2>&1 | tee "$OUT/cpu-jit.log" | tail -12
+  timeout 120 python3 bench/cpu_knobs.py --settings base,gemm-ctypes,gemm-ctypes-pool --repeats 7 2>&1 \
+    | tee "$OUT/cpu-knobs.log"
+  timeout 80 python3 bench/train.py --devices cpu --cases mlp,cnn --repeats 5 --no-torch-compile 2>&1 \
     | tee "$OUT/train-cpu.log" | tail -3
   run_tests 170
   exit 0
