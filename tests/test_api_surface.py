@@ -61,3 +61,29 @@ def test_submodules_and_members():
     for name in ("linalg.svd", "linalg.lu_factor", "fft.rfftn", "fft.fftshift", "save_safetensors", "load",
                  "from_dlpack", "matrix_norm", "PrintOptions", "finfo", "iinfo"):
         assert _has(name), name
+
+
+def test_members_of_an_importable_mlx():
+    """Where MLX itself is importable: every public name of its submodules, of its array, Module and optimizer
+    classes, and of each nn layer and optimizer class is umx's too (the reference list names none of these)."""
+    import inspect
+
+    mc = pytest.importorskip("mlx.core")
+    mn = pytest.importorskip("mlx.nn")
+    mo = pytest.importorskip("mlx.optimizers")
+    import umx.nn as nn
+    import umx.optimizers as optim
+
+    pairs = [(getattr(mc, sub), getattr(mx, sub)) for sub in ("fast", "metal", "random", "linalg", "fft",
+                                                                "distributed", "cuda")]
+    pairs += [(mc.array([[1.0]]), mx.array([[1.0]])), (mn.Linear(2, 2), nn.Linear(2, 2)),
+              (mo.Adam(0.1), optim.Adam(0.1))]
+    missing = [f"{getattr(a, '__name__', type(a).__name__)}.{n}" for a, b in pairs for n in dir(a)
+               if not n.startswith("_") and not inspect.ismodule(getattr(a, n)) and not hasattr(b, n)]
+    for theirs, ours in ((mn, nn), (mo, optim)):
+        for name in dir(theirs):
+            cls, mine = getattr(theirs, name), getattr(ours, name, None)
+            if inspect.isclass(cls) and mine is not None:
+                missing += [f"{name}.{n}" for n in vars(cls) if not n.startswith("_") and not hasattr(mine, n)]
+    typing = {"Callable", "List", "Optional", "Tuple", "Union", "Dict", "Any"}
+    assert not [m for m in missing if m.rsplit(".", 1)[1] not in typing], missing

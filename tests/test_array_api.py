@@ -26,6 +26,17 @@ def test_from_bytes_like_keeps_their_type():
     assert i16.dtype == mx.int16 and i16.tolist() == [0, 1, 2]
 
 
+def test_bytes_of_an_array_are_its_elements_in_row_major_order():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert bytes(mx.array(x).T) == x.T.tobytes()  # (a transposed view: its elements in the view's order)
+    assert bytes(mx.array([1, 2], mx.uint8)) == b"\x01\x02"
+    h = mx.array([1.5, -2.0], mx.bfloat16)
+    assert bytes(h) == np.array([0x3FC0, 0xC000], np.uint16).tobytes()  # (bfloat16: its 16 bits)
+    a = mx.array(x)
+    assert_close(a.__div__(2), x / 2)
+    assert_close(a.__rdiv__(1), 1 / np.where(x == 0, 1, x) + np.where(x == 0, np.inf, 0))
+
+
 @pytest.mark.parametrize("kind", ["i4", "u2", "f4", "f8", "c8"])
 def test_big_endian_numpy_is_converted(kind):
     src = np.arange(6).astype(">" + kind).reshape(2, 3)

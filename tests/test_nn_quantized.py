@@ -80,3 +80,18 @@ def test_qq_linear_modes():
     assert "scales" not in q and q.weight.shape == (32, 64)
     with pytest.raises(ValueError):
         nn.QQLinear(64, 32, mode="affine")
+
+
+def test_qqlinear_quantize_and_dequantize_switch_the_stored_weight(rng):
+    layer = nn.QQLinear(64, 32, mode="mxfp8")
+    weight = np.asarray(layer.weight)
+    layer.quantize()
+    assert "scales" in layer and layer.weight.dtype == mx.uint32
+    stored = layer.weight
+    layer.quantize()  # (already quantized: nothing)
+    assert layer.weight is stored
+    layer.dequantize()
+    assert "scales" not in layer and mx.issubdtype(layer.weight.dtype, mx.floating)
+    np.testing.assert_allclose(np.asarray(layer.weight.astype(mx.float32)), weight, rtol=0.07, atol=0.02)
+    layer.dequantize()  # (already in full precision: nothing)
+    assert "scales" not in layer

@@ -71,6 +71,9 @@ def test_transpose_forms_and_errors(device, x):
     assert_close(a.transpose((2, 1, 0)), x.transpose(2, 1, 0))
     assert_close(mx.permute_dims(a, (0, 2, 1), stream=device), x.transpose(0, 2, 1))
     assert_close(mx.matrix_transpose(a, stream=device), np.swapaxes(x, -1, -2))
+    assert_close(a.mT, np.swapaxes(x, -1, -2))
+    with pytest.raises(ValueError, match="matrix_transpose: needs at least 2 dimensions"):
+        _ = mx.array([1.0]).mT
     with pytest.raises(ValueError, match="transpose"):
         mx.transpose(a, (0, 1), stream=device)
     with pytest.raises(ValueError):

@@ -121,6 +121,12 @@ def astype(self, dtype, stream=None) -> array:
     return shape.astype(self, dtype, stream=stream)
 
 
+def _bytes(self) -> bytes:
+    """The elements' bytes in row-major order (bfloat16 as its 16 bits), evaluating the array."""
+    a = shape.view(self, dt.uint16) if self._dtype is dt.bfloat16 else self
+    return np.ascontiguousarray(np.asarray(a)).tobytes()
+
+
 def _install() -> None:
     for dunder, (public, word) in _BINARY.items():
         op = _operator(public, word)
@@ -144,6 +150,9 @@ def _install() -> None:
     array.__divmod__ = lambda self, other: (ew.floor_divide(self, other), ew.remainder(self, other))
     array.at = property(lambda self: indexing.ArrayAt(self), doc="Functional updates: ``a.at[idx].add(v)``.")
     array.T = property(lambda self: shape.transpose(self), doc="The array with its axes reversed.")
+    array.mT = property(lambda self: shape.matrix_transpose(self), doc="The array with its last two axes swapped.")
+    array.__bytes__ = _bytes
+    array.__div__, array.__rdiv__ = array.__truediv__, array.__rtruediv__  # (MLX keeps Python 2's names)
     array.real = property(lambda self: ew.real(self), doc="The real part.")
     array.imag = property(lambda self: ew.imag(self), doc="The imaginary part.")
     array.astype = astype

@@ -162,14 +162,24 @@ class QQLinear(Module):
         return (f"input_dims={in_dims}, output_dims={out_dims}, group_size={self.group_size}, bits={self.bits}, "
                 f"mode={self.mode}")
 
-    def _set_training_mode(self, mode: bool) -> None:
-        super()._set_training_mode(mode)
-        if mode and "scales" in self:
+    def quantize(self) -> None:
+        """Store the weight quantized, with its ``scales`` (what ``eval()`` does); nothing if it already is."""
+        if "scales" not in self:
+            _set_quantized(self, self.weight)
+
+    def dequantize(self) -> None:
+        """Store the weight in full precision again (what ``train()`` does); nothing if it already is."""
+        if "scales" in self:
             self.weight = mx.dequantize(self.weight, self.scales, group_size=self.group_size, bits=self.bits,
                                         mode=self.mode)
             del self.scales
-        elif not mode and "scales" not in self:
-            _set_quantized(self, self.weight)
+
+    def _set_training_mode(self, mode: bool) -> None:
+        super()._set_training_mode(mode)
+        if mode:
+            self.dequantize()
+        else:
+            self.quantize()
 
     def __call__(self, x):
         return mx.qqmm(x, self["weight"], scales=self.get("scales"), group_size=self.group_size, bits=self.bits,
