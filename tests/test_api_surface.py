@@ -87,3 +87,53 @@ def test_members_of_an_importable_mlx():
                 missing += [f"{name}.{n}" for n in vars(cls) if not n.startswith("_") and not hasattr(mine, n)]
     typing = {"Callable", "List", "Optional", "Tuple", "Union", "Dict", "Any"}
     assert not [m for m in missing if m.rsplit(".", 1)[1] not in typing], missing
+
+
+def _mlx_keywords(fn) -> list | None:
+    """The optional parameters of an MLX function (those with a default, or keyword-only), which callers name,
+    read off its docstring's signature line (its functions are nanobind's: ``inspect`` cannot read them); None
+    where there is no such line. (Its required ones are often positional only, though the line does not say.)"""
+    import re
+
+    first = (fn.__doc__ or "").strip().splitlines()[:1]
+    m = re.match(r"[\w.]+\((.*)\)\s*(->.*)?$", first[0]) if first else None
+    if m is None:
+        return None
+    params, depth, cur = [], 0, ""
+    for ch in m.group(1) + ",":
+        depth += ch in "[(" and 1 or ch in "])" and -1 or 0
+        if ch == "," and depth == 0:
+            params.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if "/" in params:  # (those before it are positional only)
+        params = params[params.index("/") + 1:]
+    star = params.index("*") if "*" in params else len(params)
+    return [p.split(":")[0].split("=")[0].strip() for i, p in enumerate(params)
+            if p and p != "*" and not p.startswith("*") and ("=" in p or i > star)]
+
+
+def test_every_keyword_of_an_importable_mlx_is_accepted():
+    """Where MLX itself is importable: every parameter its functions let a caller name, umx's take by that name
+    (a program calling ``mx.synchronize(stream=s)`` or ``mx.cumsum(a, dtype=d)`` runs unchanged)."""
+    import inspect
+
+    mc = pytest.importorskip("mlx.core")
+    wrong = []
+    for sub in ("", "random", "linalg", "fft", "fast", "distributed"):
+        theirs, ours = (getattr(mc, sub), getattr(mx, sub)) if sub else (mc, mx)
+        for name in dir(theirs):
+            fn, mine = getattr(theirs, name), getattr(ours, name, None)
+            if name.startswith("_") or mine is None or not callable(fn) or inspect.isclass(fn):
+                continue
+            keywords = _mlx_keywords(fn)
+            try:
+                params = inspect.signature(mine).parameters
+            except (TypeError, ValueError):
+                continue
+            if keywords is None or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                continue
+            named = {n for n, p in params.items() if p.kind is not p.POSITIONAL_ONLY}
+            wrong += [f"{sub + '.' if sub else ''}{name}({k}=)" for k in keywords if k not in named]
+    assert not wrong, wrong

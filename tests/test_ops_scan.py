@@ -77,6 +77,21 @@ def test_methods_and_aliases(device, rng):
                  np.cumulative_sum(x, axis=0, include_initial=True), atol=1e-5)
     assert_close(mx.cumulative_prod(mx.array(x[0]), include_initial=True, stream=device),
                  np.cumulative_prod(x[0], include_initial=True))
+    # (MLX's cumulative_sum is cumsum: positional axis, reverse, the flattened array by default)
+    assert_close(mx.cumulative_sum(a, 1, reverse=True, stream=device), np.cumsum(x[:, ::-1], 1)[:, ::-1], atol=1e-5)
+    assert_close(mx.cumulative_prod(a, stream=device), np.cumprod(x), rtol=1e-5)
+    assert_close(mx.cumulative_sum(a, 1, reverse=True, include_initial=True, stream=device),
+                 np.concatenate([np.cumsum(x[:, ::-1], 1)[:, ::-1], np.zeros((3, 1))], 1), atol=1e-5)
+
+
+def test_scans_convert_to_dtype_first(device):
+    small = mx.array([100, 100], mx.int8)
+    assert mx.cumsum(small, stream=device).tolist() == [100, -56]  # (int8 keeps its dtype, and wraps)
+    wide = mx.cumsum(small, dtype=mx.int32, stream=device)
+    assert wide.dtype == mx.int32 and wide.tolist() == [100, 200]
+    assert mx.cumprod(mx.array([1.5, 2.0]), dtype=mx.int32, stream=device).tolist() == [1, 2]
+    counted = mx.cumsum(mx.array([True, True]), dtype=mx.bool_, stream=device)  # (bool sums as int32, as MLX)
+    assert counted.dtype == mx.int32 and counted.tolist() == [1, 2]
 
 
 def test_scan_errors():
@@ -87,7 +102,7 @@ def test_scan_errors():
         with pytest.raises(ValueError, match=f.__name__):
             f(mx.array(1.0), 0)
     with pytest.raises(ValueError, match="cumulative_sum"):
-        mx.cumulative_sum(a)
+        mx.cumulative_sum(a, 2)
 
 
 @pytest.mark.parametrize("ufunc", [np.maximum, np.minimum, np.logaddexp])

@@ -117,9 +117,16 @@ def device_count(device_type: DeviceType) -> int:
     return be.device_count() if be.available() else 0
 
 
-def device_info(device=None) -> dict:
-    """A dict describing ``device`` (default: the default device), e.g. ``device_name`` and memory sizes."""
-    dev = _checked_device(device if device is not None else default_device())
+def device_info(d=None) -> dict:
+    """A dict describing device ``d`` (default: the default device), e.g. ``device_name`` and memory sizes.
+
+    Args:
+        d (Device | DeviceType, optional): the device.
+
+    Returns:
+        dict: its properties.
+    """
+    dev = _checked_device(d if d is not None else default_device())
     return backends.get(dev.type).device_info(dev.index)
 
 
@@ -236,16 +243,16 @@ def _process_default_stream(dev: Device) -> Stream:
     return s
 
 
-def set_default_stream(s: Stream) -> None:
-    """Make ``s`` the default stream of its device on this thread (other threads keep theirs).
+def set_default_stream(stream: Stream) -> None:
+    """Make ``stream`` the default stream of its device on this thread (other threads keep theirs).
 
     Args:
-        s (Stream): the new default stream.
+        stream (Stream): the new default stream.
     """
-    if not isinstance(s, Stream):
-        raise TypeError(f"set_default_stream: expected a Stream, got {type(s).__name__}")
+    if not isinstance(stream, Stream):
+        raise TypeError(f"set_default_stream: expected a Stream, got {type(stream).__name__}")
     with _lock:
-        _own_defaults().streams[s.device] = s
+        _own_defaults().streams[stream.device] = stream
         _defaults_changed()
 
 
@@ -352,19 +359,19 @@ def stream(s) -> StreamContext:
     return StreamContext(s)
 
 
-def synchronize(s: Stream | None = None) -> None:
-    """Wait until all work submitted to ``s`` (default: every stream) has finished.
+def synchronize(stream: Stream | None = None) -> None:
+    """Wait until all work submitted to ``stream`` (default: every stream) has finished.
 
     An error raised by that work and not yet raised to a reader (an array started by ``async_eval`` and not
     read since) is raised here.
 
     Args:
-        s (Stream | Device | DeviceType, optional): the stream; default: every stream.
+        stream (Stream | Device | DeviceType, optional): the stream; default: every stream.
     """
-    if s is None:
+    if stream is None:
         executors = backends.executors()
     else:
-        s = resolve_stream(s)
+        s = resolve_stream(stream)
         executors = [s._executor] if s._executor is not None else []
     for ex in executors:
         ex.synchronize()

@@ -187,8 +187,9 @@ def weak_scalar_dtype(value, other: Dtype) -> Dtype:
     raise TypeError(f"unsupported scalar {value!r}")
 
 
-def issubdtype(a, b) -> bool:
-    """Whether ``a`` is ``b`` or falls under category ``b``. See numpy.issubdtype."""
+def issubdtype(arg1, arg2) -> bool:
+    """Whether ``arg1`` is ``arg2`` or falls under category ``arg2``. See numpy.issubdtype."""
+    a, b = arg1, arg2
     if isinstance(a, Dtype) and isinstance(b, Dtype):
         return a is b
     if isinstance(b, Dtype):

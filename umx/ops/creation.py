@@ -81,10 +81,10 @@ def empty_like(a, /, dtype=None, *, stream=None) -> array:
     return zeros_like(a, dtype, stream=stream)
 
 
-def full_like(a, /, fill_value, dtype=None, *, stream=None) -> array:
-    """``fill_value`` in the shape of ``a`` and, unless given, its dtype."""
+def full_like(a, /, vals, dtype=None, *, stream=None) -> array:
+    """``vals`` (a scalar or an array broadcast to it) in the shape of ``a`` and, unless given, its dtype."""
     a = as_array(a, "full_like")
-    return full(a.shape, fill_value, dtype or a.dtype, stream=stream)
+    return full(a.shape, vals, dtype or a.dtype, stream=stream)
 
 
 _REAL = (int, float, np.integer, np.floating)

@@ -278,18 +278,18 @@ def cholesky(a, /, upper: bool = False, *, stream=None) -> array:
     return node(la.Cholesky(bool(upper)), (a,), a._shape, a._dtype, resolve_stream(stream))
 
 
-def cholesky_inv(L, /, upper: bool = False, *, stream=None) -> array:  # noqa: N803 (MLX's name)
+def cholesky_inv(a, upper: bool = False, *, stream=None) -> array:
     """The inverse of a symmetric positive definite matrix ``A`` from its Cholesky factor.
 
     Args:
-        L (array): the factor, shape ``(..., N, N)``: lower with ``A = L @ L^H``, or upper with ``A = U^H @ U``.
-        upper (bool): ``L`` is the upper factor. Default: False.
+        a (array): the factor, shape ``(..., N, N)``: lower with ``A = L @ L^H``, or upper with ``A = U^H @ U``.
+        upper (bool): ``a`` is the upper factor. Default: False.
         stream (Stream | Device | DeviceType, optional): where the op runs.
 
     Returns:
         array: ``A^-1``.
     """
-    f = _matrix(L, "linalg.cholesky_inv")
+    f = _matrix(a, "linalg.cholesky_inv")
     return node(la.CholeskyInv(bool(upper)), (f,), f._shape, f._dtype, resolve_stream(stream))
 
 

@@ -81,15 +81,16 @@ class _RandomState:
 state = _RandomState()
 
 
-def seed(s: int) -> None:
-    """Reset the global key from the integer ``s``."""
+def seed(seed: int) -> None:
+    """Reset the global key from the integer ``seed``."""
+    s = seed
     with _lock:
         _global[:] = [(s >> 32) & _M32, s & _M32]
 
 
-def key(s: int) -> array:
-    """A key (a uint32 array of shape (2,)) from the integer seed ``s``."""
-    return array(np.array([(s >> 32) & _M32, s & _M32], np.uint32), dt.uint32)
+def key(seed: int) -> array:
+    """A key (a uint32 array of shape (2,)) from the integer ``seed``."""
+    return array(np.array([(seed >> 32) & _M32, seed & _M32], np.uint32), dt.uint32)
 
 
 

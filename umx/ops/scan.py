@@ -10,9 +10,11 @@ from .shape import concatenate
 __all__ = ["cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "cumulative_sum", "cumulative_prod"]
 
 
-def _scan(op: str, name: str, a, axis, reverse: bool, inclusive: bool, stream) -> array:
+def _scan(op: str, name: str, a, axis, reverse: bool, inclusive: bool, stream, dtype=None) -> array:
     a = as_array(a, name)
     st = resolve_stream(stream)
+    if dtype is not None:  # (converted first: the usual rules then apply, so bool still sums as int32)
+        a = cast(a, dt.to_dtype(dtype), st)
     if axis is None:
         a = reshape_node(a, (a.size,), st)
         axis = 0
@@ -35,21 +37,21 @@ _DOC = """The cumulative {what} along ``axis``. See ``numpy.{np}``.
         axis (int, optional): the axis; default: the flattened array.
         reverse (bool): accumulate from the end (default False).
         inclusive (bool): each output includes its own element (default True); when False the first output is
-            the operation's identity.
+            the operation's identity.{dtype_arg}
 
     Returns:
         array: same shape as ``a``{dtype}.
     """
 
 
-def cumsum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
-              stream=None) -> array:
-    return _scan("sum", "cumsum", a, axis, reverse, inclusive, stream)
+def cumsum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
+           stream=None) -> array:
+    return _scan("sum", "cumsum", a, axis, reverse, inclusive, stream, dtype)
 
 
-def cumprod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
-               stream=None) -> array:
-    return _scan("prod", "cumprod", a, axis, reverse, inclusive, stream)
+def cumprod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
+            stream=None) -> array:
+    return _scan("prod", "cumprod", a, axis, reverse, inclusive, stream, dtype)
 
 
 def cummax(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True,
@@ -67,61 +69,64 @@ def logcumsumexp(a, /, axis: int | None = None, *, reverse: bool = False, inclus
     return _scan("logaddexp", "logcumsumexp", a, axis, reverse, inclusive, stream)
 
 
-for _f, _what, _np, _d in [
-    (cumsum, "sum", "cumsum", " (bool counts as int32; integers keep their dtype, as in MLX)"),
-    (cumprod, "product", "cumprod", " (bool stays bool, a running logical and; integers keep their dtype)"),
-    (cummax, "maximum", "maximum.accumulate", ", same dtype"),
-    (cummin, "minimum", "minimum.accumulate", ", same dtype"),
-    (logcumsumexp, "``log(sum(exp(a)))``", "logaddexp.accumulate", " (float32 for integer input)"),
+_DTYPE_ARG = "\n        dtype (Dtype, optional): convert ``a`` to this dtype first."
+for _f, _what, _np, _d, _arg in [
+    (cumsum, "sum", "cumsum", " (bool counts as int32; integers keep their dtype, as in MLX)", _DTYPE_ARG),
+    (cumprod, "product", "cumprod", " (bool stays bool, a running logical and; integers keep their dtype)",
+     _DTYPE_ARG),
+    (cummax, "maximum", "maximum.accumulate", ", same dtype", ""),
+    (cummin, "minimum", "minimum.accumulate", ", same dtype", ""),
+    (logcumsumexp, "``log(sum(exp(a)))``", "logaddexp.accumulate", " (float32 for integer input)", ""),
 ]:
-    _f.__doc__ = _DOC.format(what=_what, np=_np, dtype=_d)
+    _f.__doc__ = _DOC.format(what=_what, np=_np, dtype=_d, dtype_arg=_arg)
 
 
 
-def _cumulative(op: str, name: str, x, axis, dtype, include_initial: bool, stream) -> array:
-
-    x = as_array(x, name)
+def _cumulative(op: str, name: str, a, axis, reverse: bool, inclusive: bool, dtype, include_initial: bool,
+                stream) -> array:
     st = resolve_stream(stream)
-    if axis is None and x.ndim != 1:
-        raise ValueError(f"{name}: axis is required for an array of {x.ndim} dimensions")
-    if dtype is not None:
-        x = cast(x, dt.to_dtype(dtype), st)
-    out = _scan(op, name, x, 0 if axis is None else axis, False, True, st)
+    out = _scan(op, name, a, axis, reverse, inclusive, st, dtype)
     if not include_initial:
         return out
-    ax = axis_of(0 if axis is None else axis, x.ndim, name)
-    first = node(Full(out._shape[:ax] + (1,) + out._shape[ax + 1:], 0 if op == "sum" else 1, out._dtype), (),
-                 out._shape[:ax] + (1,) + out._shape[ax + 1:], out._dtype, st)
-    return concatenate([first, out], ax, stream=st)
+    ax = 0 if axis is None else axis_of(axis, out.ndim, name)
+    shape = out._shape[:ax] + (1,) + out._shape[ax + 1:]
+    identity = node(Full(shape, 0 if op == "sum" else 1, out._dtype), (), shape, out._dtype, st)
+    return concatenate([out, identity] if reverse else [identity, out], ax, stream=st)
 
 
-def cumulative_sum(x, /, *, axis: int | None = None, dtype=None, include_initial: bool = False,
-                   stream=None) -> array:
-    """The cumulative sum, in the array API's form. See ``numpy.cumulative_sum``.
+def cumulative_sum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
+                   include_initial: bool = False, stream=None) -> array:
+    """MLX's other name for :func:`cumsum`; ``include_initial`` (the array API's) starts the output with a 0.
 
     Args:
-        x (array): input.
-        axis (int, optional): the axis; may be omitted only for 1-d input.
-        dtype (Dtype, optional): convert ``x`` to this dtype first.
-        include_initial (bool): start the output with a 0, making the axis one longer (default False).
+        a (array): input.
+        axis (int, optional): the axis; default: the flattened array.
+        reverse (bool): accumulate from the end (default False).
+        inclusive (bool): each output includes its own element (default True).
+        dtype (Dtype, optional): convert ``a`` to this dtype first.
+        include_initial (bool): put a 0 before the sums (after them with ``reverse``), making the axis one
+            longer. Default: False.
 
     Returns:
         array: the running sums.
     """
-    return _cumulative("sum", "cumulative_sum", x, axis, dtype, include_initial, stream)
+    return _cumulative("sum", "cumulative_sum", a, axis, reverse, inclusive, dtype, include_initial, stream)
 
 
-def cumulative_prod(x, /, *, axis: int | None = None, dtype=None, include_initial: bool = False,
-                    stream=None) -> array:
-    """The cumulative product, in the array API's form. See ``numpy.cumulative_prod``.
+def cumulative_prod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
+                    include_initial: bool = False, stream=None) -> array:
+    """MLX's other name for :func:`cumprod`; ``include_initial`` (the array API's) starts the output with a 1.
 
     Args:
-        x (array): input.
-        axis (int, optional): the axis; may be omitted only for 1-d input.
-        dtype (Dtype, optional): convert ``x`` to this dtype first.
-        include_initial (bool): start the output with a 1, making the axis one longer (default False).
+        a (array): input.
+        axis (int, optional): the axis; default: the flattened array.
+        reverse (bool): accumulate from the end (default False).
+        inclusive (bool): each output includes its own element (default True).
+        dtype (Dtype, optional): convert ``a`` to this dtype first.
+        include_initial (bool): put a 1 before the products (after them with ``reverse``), making the axis one
+            longer. Default: False.
 
     Returns:
         array: the running products.
     """
-    return _cumulative("prod", "cumulative_prod", x, axis, dtype, include_initial, stream)
+    return _cumulative("prod", "cumulative_prod", a, axis, reverse, inclusive, dtype, include_initial, stream)
