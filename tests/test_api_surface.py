@@ -137,3 +137,47 @@ def test_every_keyword_of_an_importable_mlx_is_accepted():
             named = {n for n, p in params.items() if p.kind is not p.POSITIONAL_ONLY}
             wrong += [f"{sub + '.' if sub else ''}{name}({k}=)" for k in keywords if k not in named]
     assert not wrong, wrong
+
+
+def test_nn_and_optimizers_take_mlx_keywords():
+    """Where MLX is importable: every parameter of its nn, losses, init, optimizers and utils functions, of its
+    layer and optimizer classes' constructors and methods, umx's take by that name."""
+    import inspect
+
+    pytest.importorskip("mlx.core")
+    import mlx.nn as mn
+    import mlx.nn.init as mi
+    import mlx.nn.losses as ml
+    import mlx.optimizers as mo
+    import mlx.utils as mu
+
+    import umx.nn as nn
+    import umx.optimizers as optim
+    import umx.utils as utils
+
+    def missing(label, theirs, ours) -> list:
+        try:
+            a, b = inspect.signature(theirs).parameters, inspect.signature(ours).parameters
+        except (TypeError, ValueError):
+            return []
+        if any(p.kind is p.VAR_KEYWORD for p in b.values()):
+            return []
+        named = {n for n, p in b.items() if p.kind is not p.POSITIONAL_ONLY}
+        return [f"{label}({n}=)" for n, p in a.items() if n != "self" and n not in named
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY)]
+
+    wrong = []
+    for theirs, ours, prefix in ((mn, nn, "nn."), (ml, nn.losses, "losses."), (mi, nn.init, "init."),
+                                 (mo, optim, "optimizers."), (mu, utils, "utils.")):
+        for name in dir(theirs):
+            f, g = getattr(theirs, name), getattr(ours, name, None)
+            if name.startswith("_") or g is None or not callable(f):
+                continue
+            if not inspect.isclass(f):
+                wrong += missing(prefix + name, f, g) if inspect.isfunction(f) else []
+                continue
+            wrong += missing(prefix + name, f.__init__, g.__init__)
+            for m in vars(f):
+                if (not m.startswith("_") or m == "__call__") and callable(getattr(f, m)) and hasattr(g, m):
+                    wrong += missing(f"{prefix}{name}.{m}", getattr(f, m), getattr(g, m))
+    assert not wrong, wrong

@@ -243,6 +243,17 @@ def test_alibi(on, rng):
     assert nn.ALiBi()(mx.array(scores, dtype=mx.float16)).dtype == mx.float16
 
 
+@pytest.mark.parametrize("heads, exponents", [(1, [8]), (6, [2, 4, 6, 8, 1, 3]), (12, [1, 2, 3, 4, 5, 6, 7, 8, 0.5,
+                                                                                  1.5, 2.5, 3.5])])
+def test_alibi_slopes_of_any_head_count(heads, exponents):
+    # (a count not a power of two: the slopes of the power below, then every other of the power above)
+    slopes = nn.ALiBi.create_alibi_slope(heads, mx.float16)
+    assert slopes.shape == (heads, 1, 1) and slopes.dtype == mx.float16
+    np.testing.assert_allclose(np.asarray(slopes.astype(mx.float32)).ravel(), 2.0 ** -np.array(exponents), rtol=1e-3)
+    bias = nn.ALiBi.create_alibi_matrix(3, 4, heads)  # (offset 0 by default)
+    np.testing.assert_allclose(np.asarray(bias)[0, :, 2, 0], -2 * 2.0 ** -np.array(exponents), rtol=1e-6)
+
+
 class Unmasked(nn.Module):
     """A transformer encoder layer called without a mask, for ``check_grad``."""
 

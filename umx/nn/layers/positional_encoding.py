@@ -75,25 +75,50 @@ class SinusoidalPositionalEncoding(Module):
 
 
 class ALiBi(Module):
-    """Attention with linear biases: adds ``-slope_h * |i - j|`` to the attention scores of head ``h``, with
-    slopes ``2 ** (-8 h / num_heads)``.
+    """Attention with linear biases (Press et al., "Train Short, Test Long"): adds ``-slope_h * |i - j|`` to the
+    attention scores of head ``h``. For ``n`` heads, ``n`` a power of two, the slopes are ``2 ** (-8 (h + 1) /
+    n)``; otherwise those of the power of two below ``n``, then every other slope of the power of two above, as
+    the paper (and MLX) takes them.
     """
 
     @staticmethod
-    def create_alibi_slope(num_heads: int) -> mx.array:
-        """The per-head slopes, shape ``[num_heads, 1, 1]``."""
-        x = (2**8) ** (1 / num_heads)
-        out = mx.power(x, -mx.arange(1, num_heads + 1))
-        return mx.expand_dims(out, axis=(1, 2))
+    def create_alibi_slope(num_heads: int, dtype=mx.float32) -> mx.array:
+        """The per-head slopes, shape ``[num_heads, 1, 1]``.
+
+        Args:
+            num_heads (int): the number of attention heads.
+            dtype (Dtype): the slopes' dtype. Default: ``mx.float32``.
+
+        Returns:
+            array: the slopes, shaped to broadcast over a head's scores.
+        """
+
+        def geometric(n: int) -> list:
+            return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+        below = 2 ** math.floor(math.log2(num_heads))
+        slopes = geometric(below) + geometric(2 * below)[0::2][:num_heads - below]
+        return mx.expand_dims(mx.array(slopes, dtype=dtype), axis=(1, 2))
 
     @classmethod
-    def create_alibi_matrix(cls, q_sequence_length: int, k_sequence_length: int, num_heads: int, offset: int,
+    def create_alibi_matrix(cls, q_sequence_length: int, k_sequence_length: int, num_heads: int, offset: int = 0,
                             dtype=mx.float32) -> mx.array:
-        """The bias, shape ``[1, num_heads, q_sequence_length - offset, k_sequence_length]``."""
+        """The bias, shape ``[1, num_heads, q_sequence_length - offset, k_sequence_length]``.
+
+        Args:
+            q_sequence_length (int): the queries' sequence length (``offset`` included).
+            k_sequence_length (int): the keys' sequence length.
+            num_heads (int): the number of attention heads.
+            offset (int): the first query's position. Default: ``0``.
+            dtype (Dtype): the bias's dtype. Default: ``mx.float32``.
+
+        Returns:
+            array: the bias.
+        """
         queries = mx.arange(offset, q_sequence_length)
         keys = mx.arange(0, k_sequence_length)
         distance = -mx.abs(queries[:, None] - keys[None, :])[None, None]
-        return (distance * cls.create_alibi_slope(num_heads)).astype(dtype)
+        return (distance * cls.create_alibi_slope(num_heads, dtype)).astype(dtype)
 
     def __call__(self, attention_scores, offset: int = 0, mask=None):
         """Add the biases to ``attention_scores`` (shape ``[B, heads, L_q, L_k]``), queries starting at
