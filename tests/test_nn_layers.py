@@ -335,6 +335,30 @@ def test_upsample_antialias_matches_torch(mode, scale):
     assert_close(got, ref.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1.7, 0.34, 3.7, (0.75, 2.2)], ids=str)
+def test_upsample_matches_mlx_where_the_size_is_not_a_whole_multiple(scale):
+    # (where N * scale is not whole, MLX centres the M = floor(N * scale) outputs on the input, which PyTorch
+    # does not: MLX's is the rule)
+    mlx = pytest.importorskip("mlx.core")
+    import mlx.nn as mlx_nn
+
+    x = np.random.default_rng(2).standard_normal((2, 9, 7, 3)).astype(np.float32)
+    for mode, align, aa in (("nearest", False, False), ("linear", False, False), ("linear", True, False),
+                            ("cubic", False, False), ("cubic", True, False), ("linear", False, True),
+                            ("cubic", False, True)):
+        ours = nn.Upsample(scale, mode=mode, align_corners=align, antialias=aa)(mx.array(x))
+        theirs = mlx_nn.Upsample(scale, mode=mode, align_corners=align, antialias=aa)(mlx.array(x))
+        assert_close(ours, np.asarray(theirs), rtol=2e-5, atol=2e-5)
+
+
+def test_upsample_centres_outputs_on_the_input(on):
+    x = mx.arange(5, dtype=mx.float32).reshape(1, 5, 1)  # (the value at a position is the position)
+    positions = (np.arange(8) - 3.5) / 1.7 + 2  # (M = 8 outputs, centred)
+    assert_close(nn.Upsample(1.7, mode="linear")(x).squeeze(), np.clip(positions, 0, 4), rtol=1e-6, atol=1e-6)
+    near = nn.Upsample(1.7)(mx.arange(5).reshape(1, 5, 1)).squeeze()
+    assert near.tolist() == np.clip(np.round((np.arange(8) + 0.5) * 5 / 8 - 0.5), 0, 4).astype(int).tolist()
+
+
 def test_upsample_other_ranks_and_errors(on):
     x = mx.arange(4, dtype=mx.float32).reshape(1, 4, 1)
     assert_close(nn.Upsample(2, mode="linear", align_corners=True)(x).squeeze(),
@@ -348,6 +372,8 @@ def test_upsample_other_ranks_and_errors(on):
         nn.Upsample(2, mode="area")
     with pytest.raises(ValueError):
         nn.Upsample(2, antialias=True)
+    with pytest.raises(ValueError, match="align_corners"):
+        nn.Upsample(2, mode="linear", antialias=True, align_corners=True)
     with pytest.raises(ValueError):
         nn.Upsample((2, 2, 2))(mx.zeros((1, 2, 2, 1)))
 

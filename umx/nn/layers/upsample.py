@@ -2,9 +2,10 @@
 
 Each spatial axis is resampled in turn. An output position is a weighted sum of a few input positions (its
 taps): one for nearest, two for linear, four for cubic, and the whole filter footprint with ``antialias``. The
-tap tables are small host constants computed here in float32, with PyTorch's ``interpolate`` conventions
-(``scale_factor`` given: the source position of output ``i`` is ``(i + 0.5) / scale - 0.5``, or
-``i * (N - 1) / (M - 1)`` with ``align_corners``), so results match it; the resampling itself is a gather
+tap tables are small host constants computed here in float32 with MLX's conventions, so results match MLX's for
+any scale: an axis of ``N`` becomes ``M = floor(N * scale)`` long, and output ``i`` sits at input position
+``i * (N - 1) / (M - 1)`` with ``align_corners``, else ``(i - (M - 1) / 2) / scale + (N - 1) / 2`` (centres
+aligned; for an integer scale that is PyTorch's ``(i + 0.5) / scale - 0.5``). The resampling itself is a gather
 and a weighted sum, which every transform handles.
 """
 
@@ -19,80 +20,75 @@ import umx as mx
 from umx.nn.layers.base import Module
 
 _F32 = np.float32
-_CUBIC_A = -0.75  # the Keys kernel's parameter of PyTorch's bicubic (-0.5 with antialias)
+_CUBIC_A = _F32(-0.75)  # the Keys kernel's parameter (OpenCV's); -0.5 with antialias (Pillow's), as MLX
 
 
-def _source_scale(n_in: int, n_out: int, scale: float, align_corners: bool):
+def _positions(n_in: int, n_out: int, scale: float, align_corners: bool) -> np.ndarray:
+    """Where each output position sits on the input axis, float32."""
+    i = np.arange(n_out, dtype=_F32)
     if align_corners:
-        return _F32((n_in - 1) / (n_out - 1)) if n_out > 1 else _F32(0)
-    return _F32(1.0 / scale)
+        return i * _F32((n_in - 1) / max(n_out - 1, 1))
+    step = 1 / scale
+    return i * _F32(step) - _F32(((n_out - 1) * step - n_in + 1) / 2)
 
 
 def _nearest_taps(n_in: int, n_out: int, scale: float):
-    if n_in == n_out:
-        idx = np.arange(n_out)
+    if float(scale).is_integer():  # (each input repeated: output i reads i // scale)
+        idx = np.arange(n_out) // int(scale)
+    elif n_out > n_in:  # (the nearest input centre, ties to even)
+        idx = np.round((np.arange(n_out, dtype=_F32) + _F32(0.5)) * _F32(n_in / n_out) - _F32(0.5))
     else:
-        idx = np.floor(np.arange(n_out, dtype=_F32) * _F32(1.0 / scale)).astype(np.int64)
-    return np.minimum(idx, n_in - 1)[:, None], np.ones((n_out, 1), _F32)
-
-
-def _source_positions(n_in, n_out, scale, align_corners):
-    step = _source_scale(n_in, n_out, scale, align_corners)
-    i = np.arange(n_out, dtype=_F32)
-    return step * i if align_corners else step * (i + _F32(0.5)) - _F32(0.5)
+        idx = np.floor(np.arange(n_out, dtype=_F32) * _F32(n_in / n_out))
+    idx = np.clip(idx.astype(np.int64), 0, n_in - 1)
+    return idx[:, None], np.ones((n_out, 1), _F32)
 
 
 def _linear_taps(n_in: int, n_out: int, scale: float, align_corners: bool):
-    src = np.maximum(_source_positions(n_in, n_out, scale, align_corners), _F32(0))
-    i0 = np.minimum(src.astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    t = np.clip(src - i0, 0, 1).astype(_F32)
-    return np.stack([i0, i1], 1), np.stack([1 - t, t], 1)
+    src = np.clip(_positions(n_in, n_out, scale, align_corners), _F32(0), _F32(n_in - 1))
+    lo, hi = np.floor(src), np.ceil(src)
+    t = src - lo
+    return np.stack([lo, hi], 1).astype(np.int64), np.stack([1 - t, t], 1).astype(_F32)
 
 
-def _cubic_kernel(x, a):
-    """The Keys cubic convolution kernel at distances ``x``."""
-    x = np.abs(x)
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x <= 1, near, np.where(x < 2, far, 0)).astype(_F32)
+def _keys_near(x, a):
+    """The Keys cubic kernel of parameter ``a`` on ``[0, 1]``."""
+    return (((a + 2) * x - (a + 3)) * x * x + 1).astype(_F32)
+
+
+def _keys_far(x, a):
+    """The Keys cubic kernel of parameter ``a`` on ``[1, 2]``."""
+    return ((((x - 5) * x + 8) * x - 4) * a).astype(_F32)
 
 
 def _cubic_taps(n_in: int, n_out: int, scale: float, align_corners: bool):
-    src = _source_positions(n_in, n_out, scale, align_corners)
-    base = np.minimum(np.floor(src), n_in - 1)
-    t = np.clip(src - base, 0, 1).astype(_F32)
-    offsets = np.arange(-1, 3)
-    idx = np.clip(base.astype(np.int64)[:, None] + offsets, 0, n_in - 1)
-    return idx, _cubic_kernel(t[:, None] - offsets, _F32(_CUBIC_A))
+    # The two nearest inputs weigh by the kernel's inner piece and the two beyond by its outer one, as MLX's
+    # (the second is floor(src + 1), which float32 may round past floor(src) + 1).
+    src = _positions(n_in, n_out, scale, align_corners)
+    first, second = np.floor(src), np.floor(src + _F32(1))
+    idx = np.stack([first, second, first - 1, second + 1], 1)
+    dist = np.abs(src[:, None] - idx)
+    w = np.concatenate([_keys_near(dist[:, :2], _CUBIC_A), _keys_far(dist[:, 2:], _CUBIC_A)], 1)
+    return np.clip(idx, 0, n_in - 1).astype(np.int64), w
 
 
-def _antialias_taps(n_in: int, n_out: int, scale: float, align_corners: bool, mode: str):
-    """Taps of PyTorch's antialiased resampling: the filter is stretched by the downscaling ratio so that every
-    input position contributes, and each output's weights are normalized to sum to one."""
-    # in float64: where the filter's footprint meets whole pixels the weights come out exactly 0 and 1, so an
-    # upscale by linear filtering equals plain linear interpolation
-    if align_corners:
-        step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    else:
-        step = 1.0 / scale
-    half = 1.0 if mode == "linear" else 2.0
-    support = half * step if step >= 1 else half
-    invscale = 1 / step if step >= 1 else 1.0
-    centers = step * (np.arange(n_out) + 0.5)
-    lo = np.maximum((centers - support + 0.5).astype(np.int64), 0)
-    hi = np.minimum((centers + support + 0.5).astype(np.int64), n_in)
-    width = int(np.max(hi - lo))
-    idx = lo[:, None] + np.arange(width)
-    dist = (idx - centers[:, None] + 0.5) * invscale
+def _antialias_taps(n_in: int, n_out: int, scale: float, mode: str):
+    """Taps of antialiased resampling: when downscaling, the filter widens by ``1 / scale`` so that every input
+    contributes; taps outside the input weigh nothing, and each output's weights are normalized to sum to one."""
+    src = _positions(n_in, n_out, scale, False)
+    widen = 1 / scale if scale < 1 else 1.0
+    radius = 1.0 if mode == "linear" else 2.0
+    reach = math.ceil(radius * widen) + 1
+    idx = np.floor(src)[:, None] + np.arange(-reach + 1, reach, dtype=_F32)
+    dist = np.abs(src[:, None] - idx) / _F32(widen)
     if mode == "linear":
-        w = np.maximum(1 - np.abs(dist), 0)
+        w = np.maximum(1 - dist, 0).astype(_F32)
     else:
-        w = _cubic_kernel(dist, -0.5)
-    w = np.where(idx < hi[:, None], w, 0)
+        a = _F32(-0.5)
+        w = np.where(dist <= 1, _keys_near(dist, a), np.where(dist <= 2, _keys_far(dist, a), _F32(0)))
+    w = np.where((idx >= 0) & (idx < n_in), w, _F32(0))
     total = w.sum(1, keepdims=True)
-    w = np.where(total != 0, w / np.where(total != 0, total, 1), 0)
-    return np.minimum(idx, n_in - 1), w.astype(_F32)
+    w = w / np.where(total > 0, total, _F32(1))
+    return np.clip(idx, 0, n_in - 1).astype(np.int64), w.astype(_F32)
 
 
 def _resample_axis(x: mx.array, axis: int, idx: np.ndarray, weights: np.ndarray) -> mx.array:
@@ -115,7 +111,8 @@ def upsample(x: mx.array, scale_factor, mode: str = "nearest", align_corners: bo
         scale_factor (float | tuple[float, ...]): the scale of every spatial axis, or one per axis.
         mode (str): ``'nearest'``, ``'linear'`` or ``'cubic'``. Default: ``'nearest'``.
         align_corners (bool): align the corner positions (linear and cubic modes). Default: ``False``.
-        antialias (bool): widen the filter when downsampling (linear and cubic modes). Default: ``False``.
+        antialias (bool): widen the filter when downsampling (linear and cubic modes; not with
+            ``align_corners``). Default: ``False``.
 
     Returns:
         array: the resampled input.
@@ -124,6 +121,9 @@ def upsample(x: mx.array, scale_factor, mode: str = "nearest", align_corners: bo
     if spatial < 1:
         raise ValueError("[Upsample] The input should have at least 1 spatial dimension which means it should be "
                          f"at least 3D but {x.ndim}D was provided")
+    if antialias and align_corners:
+        raise ValueError("[Upsample] antialias=True with align_corners=True is not supported; use "
+                         "align_corners=False for antialiased interpolation")
     scales = scale_factor if isinstance(scale_factor, tuple) else (scale_factor,) * spatial
     if len(scales) != spatial:
         raise ValueError(f"[Upsample] One scale per spatial dimension is required but scale_factor={scales} and "
@@ -137,7 +137,7 @@ def upsample(x: mx.array, scale_factor, mode: str = "nearest", align_corners: bo
         if mode == "nearest":
             taps = _nearest_taps(n_in, n_out, scale)
         elif antialias:
-            taps = _antialias_taps(n_in, n_out, scale, align_corners, mode)
+            taps = _antialias_taps(n_in, n_out, scale, mode)
         elif mode == "linear":
             taps = _linear_taps(n_in, n_out, scale, align_corners)
         else:
@@ -159,7 +159,8 @@ class Upsample(Module):
         align_corners (bool): for linear and cubic modes, align the first and last input and output
             positions instead of the pixel areas' edges. Default: ``False``.
         antialias (bool): for linear and cubic modes, widen the filter when downsampling so that every input
-            contributes (as PyTorch's ``antialias=True``). Default: ``False``.
+            contributes; the cubic kernel's parameter is then -0.5 rather than -0.75. Not with
+            ``align_corners``. Default: ``False``.
     """
 
     def __init__(self, scale_factor: float | tuple, mode: Literal["nearest", "linear", "cubic"] = "nearest",
@@ -169,6 +170,9 @@ class Upsample(Module):
             raise ValueError(f"[Upsample] Got unsupported upsampling algorithm: {mode}")
         if antialias and mode == "nearest":
             raise ValueError("[Upsample] Antialiasing is not supported for nearest neighbor upsampling")
+        if antialias and align_corners:
+            raise ValueError("[Upsample] antialias=True with align_corners=True is not supported; use "
+                             "align_corners=False for antialiased interpolation")
         scale = tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (list, tuple)) else float(
             scale_factor)
         if any(not (math.isfinite(s) and s > 0) for s in (scale if isinstance(scale, tuple) else (scale,))):
