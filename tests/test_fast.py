@@ -828,6 +828,23 @@ def test_gated_delta_update_gradients_against_finite_differences(rng, device):
         assert_close(g, want, 2e-4, 2e-4)
 
 
+def test_gated_delta_update_runs_on_the_stream_given(rng):
+    s = mx.new_stream(mx.cpu)
+    ins = [mx.array(rng.standard_normal(shape).astype(np.float32)) for shape in
+           ((1, 3, 1, 4), (1, 3, 1, 4), (1, 3, 2, 2), (1, 3, 2), (1, 3, 2))]
+    mx.eval(*ins)
+    y, state = F.gated_delta_update(*ins, mask=mx.array([[True, False, True]]), stream=s)
+    seen, stack = set(), [y, state]
+    while stack:  # (every node the call built, its slices included, is on s)
+        n = stack.pop()
+        if id(n) in seen or n._prim is None:
+            continue
+        seen.add(id(n))
+        assert n._stream is s, n._prim
+        stack.extend(n._inputs)
+    assert len(seen) > 30
+
+
 def test_gated_delta_update_refuses_bad_input():
     q = mx.zeros((1, 2, 2, 4))
     v = mx.zeros((1, 2, 3, 5))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 
 from . import dtypes as dt
-from .devices import cpu, gpu, is_available
+from .devices import StreamContext, cpu, gpu, is_available
 from .ops import _core
 from .ops import elementwise as ew
 from .ops import layout as lay
@@ -340,23 +340,24 @@ def gated_delta_update(q, k, v, gamma, beta, initial_state=None, mask=None, *, s
         k = lay.repeat(k, hv // hk, axis=2, stream=st)
     mul, add, sub = ew.multiply, ew.add, ew.subtract
     ys = []
-    for i in range(t):
-        qi, ki, vi, bi = q[:, i], k[:, i], v[:, i], beta[:, i]
-        gi = gamma[:, i]
-        decay = sh.expand_dims(gi, (-1, -2) if gi.ndim == 2 else -2, stream=st)
-        before = state
-        decayed = mul(state, decay, stream=st)
-        row_k = sh.expand_dims(ki, -2, stream=st)  # (B, H, 1, Dk)
-        remembered = red.sum(mul(decayed, row_k, stream=st), axis=-1, stream=st)  # (B, H, Dv)
-        delta = mul(sub(vi, remembered, stream=st), sh.expand_dims(bi, -1, stream=st), stream=st)
-        state = add(decayed, mul(row_k, sh.expand_dims(delta, -1, stream=st), stream=st), stream=st)
-        y = red.sum(mul(state, sh.expand_dims(qi, -2, stream=st), stream=st), axis=-1, stream=st)
-        if mask is not None:
-            keep = mask[:, i]
-            state = ew.where(sh.expand_dims(keep, (1, 2, 3), stream=st), state, before, stream=st)
-            y = ew.where(sh.expand_dims(keep, (1, 2), stream=st), y, 0, stream=st)
-        ys.append(cast(y, q._dtype, st))
-    out = sh.stack(ys, axis=1, stream=st) if ys else zeros((b, 0, hv, dv), q._dtype, stream=st)
+    with StreamContext(st):  # (the steps' slices, which take no stream, run there too)
+        for i in range(t):
+            qi, ki, vi, bi = q[:, i], k[:, i], v[:, i], beta[:, i]
+            gi = gamma[:, i]
+            decay = sh.expand_dims(gi, (-1, -2) if gi.ndim == 2 else -2)
+            before = state
+            decayed = mul(state, decay)
+            row_k = sh.expand_dims(ki, -2)  # (B, H, 1, Dk)
+            remembered = red.sum(mul(decayed, row_k), axis=-1)  # (B, H, Dv)
+            delta = mul(sub(vi, remembered), sh.expand_dims(bi, -1))
+            state = add(decayed, mul(row_k, sh.expand_dims(delta, -1)))
+            y = red.sum(mul(state, sh.expand_dims(qi, -2)), axis=-1)
+            if mask is not None:
+                keep = mask[:, i]
+                state = ew.where(sh.expand_dims(keep, (1, 2, 3)), state, before)
+                y = ew.where(sh.expand_dims(keep, (1, 2)), y, 0)
+            ys.append(cast(y, q._dtype, st))
+        out = sh.stack(ys, axis=1) if ys else zeros((b, 0, hv, dv), q._dtype)
     return [out, state]
 
 

@@ -153,8 +153,8 @@ def _ld(x: np.ndarray, rows: int, cols: int):
 def chunk_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b, out=out)`` for a chunk on a pool thread: a product of two matrices that BLAS reads in
     place calls its gemm through ctypes, as NumPy calls it (row-major, each operand transposed or not, so the
-    same bits), without NumPy between; anything else is NumPy's call. (A 16-core host ran NumPy's products from
-    several threads one at a time: see ``bench/blas_threads.py``.)"""
+    same bits), without NumPy between; anything else is NumPy's call. (Whether NumPy's products from several
+    threads run at once is what ``bench/blas_threads.py`` asks.)"""
     fn = _GEMM.get(a.dtype.char) if GEMM_BY_CTYPES else None
     if fn is None or a.ndim != 2 or b.ndim != 2 or b.dtype != a.dtype:
         return np.matmul(a, b, out=out)
@@ -227,7 +227,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if axis == 0:
         def chunk(lo: int, hi: int) -> None:  # (an operand without the batch axis is broadcast: taken whole)
             chunk_matmul(a[lo:hi] if a.ndim == out.ndim and a.shape[0] > 1 else a,
-                      b[lo:hi] if b.ndim == out.ndim and b.shape[0] > 1 else b, out=out[lo:hi])
+                         b[lo:hi] if b.ndim == out.ndim and b.shape[0] > 1 else b, out=out[lo:hi])
     elif axis == -2:
         def chunk(lo: int, hi: int) -> None:
             chunk_matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :])
