@@ -327,6 +327,34 @@ def test_safetensors_malformed(tmp_path, case):
             mx.load(str(path))
 
 
+def test_safetensors_null_metadata_is_none(tmp_path):
+    # (MLX writes "__metadata__": null where there is none: its save_weights and save_safetensors)
+    raw = _st_file({"__metadata__": None, "t": _entry()}, np.array([1.5, -2.0], np.float32).tobytes())
+    arrays, meta = mx.load(io.BytesIO(raw), format="safetensors", return_metadata=True)
+    assert meta == {} and arrays["t"].tolist() == [1.5, -2.0]
+
+
+def test_weights_mlx_saved_load_and_umx_saved_load_in_mlx(tmp_path):
+    mlx = pytest.importorskip("mlx.core")
+    import mlx.nn as mlx_nn
+
+    import umx.nn as nn
+    from umx.utils import tree_flatten
+
+    theirs, ours = mlx_nn.Linear(4, 3), nn.Linear(4, 3)
+    for ext in ("safetensors", "npz"):
+        theirs.save_weights(str(tmp_path / f"mlx.{ext}"))
+        ours.load_weights(str(tmp_path / f"mlx.{ext}"))
+        for name, value in tree_flatten(ours.parameters()):
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(theirs[name]))
+        mine = nn.Linear(4, 3)
+        mine.save_weights(str(tmp_path / f"umx.{ext}"))
+        theirs.load_weights(str(tmp_path / f"umx.{ext}"))
+        np.testing.assert_array_equal(np.asarray(theirs.weight), np.asarray(mine.weight))
+    mlx.save_safetensors(str(tmp_path / "b.safetensors"), {"h": mlx.array([1.5, -2.25], mlx.bfloat16)})
+    assert mx.load(str(tmp_path / "b.safetensors"))["h"].astype(mx.float32).tolist() == [1.5, -2.25]
+
+
 def test_safetensors_bad_lengths(tmp_path):
     for raw, message in ((b"", "fewer than the 8"), (b"\x01\x02", "fewer than the 8"),
                          (struct.pack("<Q", 1 << 40) + b"{}", "more than the"),

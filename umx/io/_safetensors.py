@@ -65,7 +65,9 @@ def parse_header(src: Source) -> tuple:
         raise malformed(file, f"safetensors header is not valid JSON: {e}") from None
     if type(header) is not dict:
         raise malformed(file, f"safetensors header must be a JSON object, got {type(header).__name__}")
-    meta = header.pop("__metadata__", {})
+    meta = header.pop("__metadata__", None)
+    if meta is None:  # (absent, or null: MLX writes null where there is none)
+        meta = {}
     if type(meta) is not dict or not all(type(v) is str for v in meta.values()):
         raise malformed(file, "safetensors __metadata__ must be an object of strings")
     entries = []
