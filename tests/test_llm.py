@@ -429,3 +429,56 @@ def test_mlx_lm_generates_on_umx():
         print("ok")
     """)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+# mlx-lm architectures that build from one small shared config (others need fields of their own)
+_MLX_LM_ARCHITECTURES = ("llama", "qwen2", "qwen3", "qwen3_moe", "qwen2_moe", "qwen3_next", "gemma", "gemma2", "phi3",
+                         "phimoe", "mixtral", "deepseek_v3", "olmo2", "olmoe", "cohere", "starcoder2", "internlm2",
+                         "glm4", "smollm3", "hunyuan_v1_dense", "gpt_oss", "falcon_h1", "seed_oss")
+_TINY_LM = """
+import importlib, sys
+import numpy as np
+if sys.argv[1] == "umx":
+    import umx.mlx_compat
+    umx.mlx_compat.install()
+import mlx.core as mx
+from mlx.utils import tree_flatten
+cfg = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+           vocab_size=128, rms_norm_eps=1e-5, head_dim=16, max_position_embeddings=256, rope_theta=10000.0,
+           tie_word_embeddings=False, layer_norm_eps=1e-5, norm_eps=1e-5, layer_norm_epsilon=1e-5, num_experts=4,
+           num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=64, n_routed_experts=4,
+           n_shared_experts=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8,
+           v_head_dim=16, first_k_dense_replace=1, moe_layer_freq=1, routed_scaling_factor=1.0, topk_group=1,
+           n_group=1, norm_topk_prob=True, sliding_window=16, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
+           final_logit_softcapping=30.0, linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+           linear_value_head_dim=16, linear_conv_kernel_dim=4, full_attention_interval=2, partial_rotary_factor=0.5,
+           decoder_sparse_step=1, mlp_only_layers=[], num_local_experts=4, hidden_act="silu", rope_scaling=None,
+           attention_bias=False, mlp_bias=False, use_qk_norm=True)
+tokens = mx.array(np.array([[1, 5, 9, 17, 33, 2, 7, 64]], np.int32))
+for name in sys.argv[3].split(","):
+    module = importlib.import_module(f"mlx_lm.models.{name}")
+    mx.random.seed(0)
+    model = module.Model(module.ModelArgs.from_dict(dict(cfg, model_type=name)))
+    path = f"{sys.argv[2]}/{name}"
+    if sys.argv[1] == "mlx":
+        mx.savez(path + ".npz", **dict(tree_flatten(model.parameters())))
+    else:
+        model.load_weights([(k, mx.array(v)) for k, v in np.load(path + ".npz").items()])
+    np.save(f"{path}.{sys.argv[1]}.npy", np.array(model(tokens).astype(mx.float32)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None or importlib.util.find_spec("mlx") is None,
+                    reason="mlx-lm and MLX's own build are the reference")
+def test_mlx_lm_architectures_match_mlx(tmp_path):
+    """mlx-lm's model classes of 23 architectures (dense, mixture of experts, multi-head latent attention, gated
+    delta and state-space layers, attention sinks), built small with MLX's random weights, give MLX's logits on
+    umx (through the alias, the same weights loaded): a separate process for each library."""
+    names = ",".join(_MLX_LM_ARCHITECTURES)
+    for lib in ("mlx", "umx"):
+        out = _run_python(_TINY_LM, lib, str(tmp_path), names)
+        assert out.returncode == 0, out.stderr[-3000:]
+    for name in _MLX_LM_ARCHITECTURES:
+        theirs, ours = (np.load(tmp_path / f"{name}.{lib}.npy") for lib in ("mlx", "umx"))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max(), err_msg=name)
