@@ -442,6 +442,7 @@ if sys.argv[1] == "umx":
     import umx.mlx_compat
     umx.mlx_compat.install()
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten
 cfg = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
            vocab_size=128, rms_norm_eps=1e-5, head_dim=16, max_position_embeddings=256, rope_theta=10000.0,
@@ -465,6 +466,10 @@ for name in sys.argv[3].split(","):
     else:
         model.load_weights([(k, mx.array(v)) for k, v in np.load(path + ".npz").items()])
     np.save(f"{path}.{sys.argv[1]}.npy", np.array(model(tokens).astype(mx.float32)))
+    loss = lambda m: nn.losses.cross_entropy(m(tokens[:, :-1]), tokens[:, 1:], reduction="mean")
+    value, grads = nn.value_and_grad(model, loss)(model)
+    np.savez(f"{path}.{sys.argv[1]}.grads.npz", loss=np.array(value),
+             **{k: np.array(g.astype(mx.float32)) for k, g in tree_flatten(grads)})
 """
 
 
@@ -473,8 +478,9 @@ for name in sys.argv[3].split(","):
                     reason="mlx-lm and MLX's own build are the reference")
 def test_mlx_lm_architectures_match_mlx(tmp_path):
     """mlx-lm's model classes of 23 architectures (dense, mixture of experts, multi-head latent attention, gated
-    delta and state-space layers, attention sinks), built small with MLX's random weights, give MLX's logits on
-    umx (through the alias, the same weights loaded): a separate process for each library."""
+    delta and state-space layers, attention sinks), built small with MLX's random weights, give MLX's logits, and
+    a next-token loss's gradients, on umx (through the alias, the same weights loaded): a separate process for
+    each library."""
     names = ",".join(_MLX_LM_ARCHITECTURES)
     for lib in ("mlx", "umx"):
         out = _run_python(_TINY_LM, lib, str(tmp_path), names)
@@ -482,3 +488,8 @@ def test_mlx_lm_architectures_match_mlx(tmp_path):
     for name in _MLX_LM_ARCHITECTURES:
         theirs, ours = (np.load(tmp_path / f"{name}.{lib}.npy") for lib in ("mlx", "umx"))
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max(), err_msg=name)
+        theirs, ours = (np.load(tmp_path / f"{name}.{lib}.grads.npz") for lib in ("mlx", "umx"))
+        assert sorted(ours.files) == sorted(theirs.files), name
+        for key in theirs.files:
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-3, atol=1e-4 * np.abs(theirs[key]).max() + 1e-9,
+                                       err_msg=f"{name}: {key}")
