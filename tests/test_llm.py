@@ -493,3 +493,67 @@ def test_mlx_lm_architectures_match_mlx(tmp_path):
         for key in theirs.files:
             np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-3, atol=1e-4 * np.abs(theirs[key]).max() + 1e-9,
                                        err_msg=f"{name}: {key}")
+
+
+_LORA = """
+import json, sys
+import numpy as np
+if sys.argv[1] == "umx":
+    import umx.mlx_compat
+    umx.mlx_compat.install()
+import mlx.core as mx
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten
+from mlx_lm.models import llama
+from mlx_lm.tuner.callbacks import TrainingCallback
+from mlx_lm.tuner.trainer import TrainingArgs, train
+from mlx_lm.tuner.utils import linear_to_lora_layers
+
+folder = sys.argv[2]
+mx.random.seed(0)
+model = llama.Model(llama.ModelArgs.from_dict({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+    "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "vocab_size": 100}))
+model.freeze()
+linear_to_lora_layers(model, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0})
+if sys.argv[1] == "mlx":  # (MLX's initial weights, the adapters' included, are umx's)
+    mx.savez(folder + "/weights.npz", **dict(tree_flatten(model.parameters())))
+else:
+    model.load_weights([(k, mx.array(v)) for k, v in np.load(folder + "/weights.npz").items()])
+rng = np.random.default_rng(0)
+data = [(list(rng.integers(1, 100, rng.integers(8, 20))), 0) for _ in range(16)]
+
+
+class Losses(TrainingCallback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_loss_report(self, info):
+        self.seen.append(info["train_loss"])
+
+
+losses = Losses()
+np.random.seed(0)  # (the trainer draws its batches' order from NumPy's global generator)
+train(model, optim.Adam(learning_rate=1e-4), data, None,
+      TrainingArgs(batch_size=4, iters=8, steps_per_report=1, steps_per_eval=1000, steps_per_save=1000,
+                   max_seq_length=64, adapter_file=f"{folder}/adapters_{sys.argv[1]}.safetensors"),
+      training_callback=losses)
+json.dump(losses.seen, open(f"{folder}/losses_{sys.argv[1]}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None or importlib.util.find_spec("mlx") is None,
+                    reason="mlx-lm and MLX's own build are the reference")
+def test_mlx_lm_lora_training_gives_mlxs_losses(tmp_path):
+    """mlx-lm's own LoRA fine-tuning (its trainer: a step compiled with the model's, the optimizer's and the random
+    state, gradients averaged over a world of one) trains a small Llama on umx with MLX's losses at every step,
+    from MLX's initial weights and batches in the same order. (With a learning rate of 1e-2 the runs drift apart
+    after a few steps, as any two float32 runs of Adam do there: gradients near zero flip full-size updates.)"""
+    for lib in ("mlx", "umx"):
+        out = _run_python(_LORA, lib, str(tmp_path))
+        assert out.returncode == 0, out.stderr[-3000:]
+    theirs, ours = (json.loads((tmp_path / f"losses_{lib}.json").read_text()) for lib in ("mlx", "umx"))
+    assert len(ours) == len(theirs) == 8
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5)
+    assert (tmp_path / "adapters_umx.safetensors").exists()
