@@ -557,3 +557,50 @@ def test_mlx_lm_lora_training_gives_mlxs_losses(tmp_path):
     assert len(ours) == len(theirs) == 8
     np.testing.assert_allclose(ours, theirs, rtol=2e-5)
     assert (tmp_path / "adapters_umx.safetensors").exists()
+
+
+_GENERATE = """
+import json, sys
+import numpy as np
+if sys.argv[1] == "umx":
+    import umx.mlx_compat
+    umx.mlx_compat.install()
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_map
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama
+from mlx_lm.utils import quantize_model
+
+folder = sys.argv[2]
+mx.random.seed(0)
+model = llama.Model(llama.ModelArgs.from_dict({"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 2,
+    "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "vocab_size": 100}))
+model.update(tree_map(lambda p: p * 8, model.parameters()))  # (larger weights: varied tokens)
+if sys.argv[1] == "mlx":
+    mx.savez(folder + "/weights.npz", **dict(tree_flatten(model.parameters())))
+else:
+    model.load_weights([(k, mx.array(v)) for k, v in np.load(folder + "/weights.npz").items()])
+prompt = mx.array(list(range(1, 11)))
+runs = {"plain": {}, "rotating cache": {"max_kv_size": 8},
+        "4-bit cache": {"kv_bits": 4, "kv_group_size": 32, "quantized_kv_start": 0},
+        "8-bit cache from token 4": {"kv_bits": 8, "kv_group_size": 32, "quantized_kv_start": 4}}
+out = {name: [t for t, _ in generate_step(prompt, model, max_tokens=12, **kw)] for name, kw in runs.items()}
+quantized, _ = quantize_model(model, {}, 32, 4)
+out["4-bit weights"] = [t for t, _ in generate_step(prompt, quantized, max_tokens=12)]
+json.dump(out, open(f"{folder}/tokens_{sys.argv[1]}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None or importlib.util.find_spec("mlx") is None,
+                    reason="mlx-lm and MLX's own build are the reference")
+def test_mlx_lm_generation_with_its_caches_and_quantization_gives_mlxs_tokens(tmp_path):
+    """mlx-lm's greedy generation on umx, from MLX's weights, gives MLX's tokens: with its plain cache, a rotating
+    one shorter than the prompt, 4-bit and 8-bit quantized caches, and a model mlx-lm quantized to 4 bits."""
+    for lib in ("mlx", "umx"):
+        out = _run_python(_GENERATE, lib, str(tmp_path))
+        assert out.returncode == 0, out.stderr[-3000:]
+    theirs, ours = (json.loads((tmp_path / f"tokens_{lib}.json").read_text()) for lib in ("mlx", "umx"))
+    assert ours == theirs
+    assert len(set(ours["plain"])) > 3
