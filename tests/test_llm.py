@@ -588,6 +588,18 @@ runs = {"plain": {}, "rotating cache": {"max_kv_size": 8},
 out = {name: [t for t, _ in generate_step(prompt, model, max_tokens=12, **kw)] for name, kw in runs.items()}
 quantized, _ = quantize_model(model, {}, 32, 4)
 out["4-bit weights"] = [t for t, _ in generate_step(prompt, quantized, max_tokens=12)]
+
+from mlx_lm.generate import batch_generate
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0"))
+words.pre_tokenizer = pre_tokenizers.Whitespace()
+tokenizer = TokenizerWrapper(PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w99", unk_token="w0"))
+batch = batch_generate(model, tokenizer, [[1, 2, 3], [5, 6, 7, 8, 9, 10, 11], [20, 21, 22, 23, 24]], max_tokens=10,
+                       return_token_ids=True)
+out["batch of three prompts"] = batch.token_ids
 json.dump(out, open(f"{folder}/tokens_{sys.argv[1]}.json", "w"))
 """
 
@@ -597,7 +609,8 @@ json.dump(out, open(f"{folder}/tokens_{sys.argv[1]}.json", "w"))
                     reason="mlx-lm and MLX's own build are the reference")
 def test_mlx_lm_generation_with_its_caches_and_quantization_gives_mlxs_tokens(tmp_path):
     """mlx-lm's greedy generation on umx, from MLX's weights, gives MLX's tokens: with its plain cache, a rotating
-    one shorter than the prompt, 4-bit and 8-bit quantized caches, and a model mlx-lm quantized to 4 bits."""
+    one shorter than the prompt, 4-bit and 8-bit quantized caches, a model mlx-lm quantized to 4 bits, and its
+    continuous batching of prompts of three lengths (``batch_generate``)."""
     for lib in ("mlx", "umx"):
         out = _run_python(_GENERATE, lib, str(tmp_path))
         assert out.returncode == 0, out.stderr[-3000:]
