@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import umx as mx
+import umx.nn as nn
 import umx.nn.init as init
 
 
@@ -69,3 +70,39 @@ def test_orthogonal(shape):
     np.testing.assert_allclose(gram, 2.25 * np.eye(small), atol=1e-5)
     with pytest.raises(ValueError, match="3D array"):
         init.orthogonal()(mx.zeros((2, 3, 4)))
+
+
+_LAYERS = {"Linear": (8, 5), "Bilinear": (4, 5, 6), "Embedding": (10, 4), "Conv1d": (3, 4, 3), "Conv2d": (3, 4, 3),
+           "Conv3d": (2, 3, 2), "ConvTranspose1d": (3, 4, 3), "ConvTranspose2d": (3, 4, 3), "LayerNorm": (6,),
+           "RMSNorm": (6,), "GroupNorm": (2, 6), "BatchNorm": (6,), "MultiHeadAttention": (8, 2), "RNN": (4, 5),
+           "GRU": (4, 5), "LSTM": (4, 5), "PReLU": (), "Transformer": (8, 2, 1, 1, 16), "QuantizedLinear": (64, 32)}
+
+
+def test_a_seed_gives_mlxs_initial_parameters():
+    """With the same seed, every layer's initial parameters and every initializer's draws are MLX's: its random
+    streams are umx's (the same keys and bits) and the layers draw in MLX's order, so an MLX script's model starts
+    where MLX's would."""
+    mlx = pytest.importorskip("mlx.core")
+    import mlx.nn as mlx_nn
+    import mlx.nn.init as mlx_init
+    from mlx.utils import tree_flatten as mlx_flatten
+
+    from umx.utils import tree_flatten
+
+    for name, args in _LAYERS.items():
+        mlx.random.seed(0)
+        mx.random.seed(0)
+        theirs = dict(mlx_flatten(getattr(mlx_nn, name)(*args).parameters()))
+        ours = dict(tree_flatten(getattr(nn, name)(*args).parameters()))
+        assert sorted(ours) == sorted(theirs), name
+        for key in theirs:  # (normal draws within an ulp: MLX approximates erfinv its own way)
+            np.testing.assert_allclose(np.asarray(ours[key]), np.asarray(theirs[key]), rtol=1e-6, atol=1e-7,
+                                       err_msg=f"{name}.{key}")
+    for name, args in (("normal", ()), ("uniform", ()), ("glorot_normal", ()), ("glorot_uniform", ()),
+                       ("he_normal", ()), ("he_uniform", ()), ("sparse", (0.5,)), ("orthogonal", ()),
+                       ("constant", (0.5,))):
+        mlx.random.seed(1)
+        mx.random.seed(1)
+        theirs = np.asarray(getattr(mlx_init, name)(*args)(mlx.zeros((4, 6))))
+        ours = np.asarray(getattr(nn.init, name)(*args)(mx.zeros((4, 6))))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -190,9 +190,10 @@ def sparse(sparsity: float, mean: float = 0.0, std: float = 1.0,
             raise ValueError("Only tensors with 2 dimensions are supported")
         rows, cols = a.shape
         zeros = int(math.ceil(sparsity * cols))
-        values = mx.random.normal(shape=a.shape, scale=std, loc=mean, dtype=dtype)
-        # a random permutation of each row's columns; its first ``zeros`` entries are zeroed
+        # a random permutation of each row's columns, whose first ``zeros`` entries are zeroed (drawn before the
+        # values, as MLX draws them: the same seed gives MLX's matrix)
         order = mx.argsort(mx.random.uniform(shape=(rows, cols)), axis=1)[:, :zeros]
+        values = mx.random.normal(shape=a.shape, scale=std, loc=mean, dtype=dtype)
         return mx.put_along_axis(values, order, mx.array(0, dtype), axis=1)
 
     return initializer
