@@ -33,13 +33,15 @@ import numpy as np  # noqa: E402
 from umx.backends.cpu import blas  # noqa: E402
 from umx.runtime import threads  # noqa: E402
 
-# (rows, contraction, columns) of one thread's product: a convolution's chunk of windows by its weight, an MLP's
-# chunk of rows, a batch norm's sum as a product with a row of ones, a square product
+# (matrices, rows, contraction, columns) of one thread's product: a convolution's chunk of windows by its weight,
+# an MLP's chunk of rows, a batch norm's sum as a product with a row of ones, a square product, and a chunk of an
+# attention's batch of products (through ctypes, one gemm a matrix)
 SHAPES = {
-    "conv chunk 2048x288 @ 288x64": (2048, 288, 64),
-    "MLP rows 256x512 @ 512x512": (256, 512, 512),
-    "ones 1x8192 @ 8192x32": (1, 8192, 32),
-    "square 512x512 @ 512x512": (512, 512, 512),
+    "conv chunk 2048x288 @ 288x64": (1, 2048, 288, 64),
+    "MLP rows 256x512 @ 512x512": (1, 256, 512, 512),
+    "ones 1x8192 @ 8192x32": (1, 1, 8192, 32),
+    "square 512x512 @ 512x512": (1, 512, 512, 512),
+    "attention 16 x 256x64 @ 64x256": (16, 256, 64, 256),
 }
 ROUTES = {  # whole products, by route
     "conv 32768x288 @ 288x64": (32768, 288, 64),
@@ -142,12 +144,15 @@ def main() -> None:
         head = ["shape", "route"] + [f"T={t}" for t in counts]
         print("| " + " | ".join(head) + " |")
         print("|" + " --- |" * len(head))
-        for label, (m, k, n) in SHAPES.items():
-            ops = [(rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32),
-                    np.empty((m, n), np.float32)) for _ in range(top)]
-            reps = max(2, int(4e7 / (m * k * n)))
+        for label, (batch, m, k, n) in SHAPES.items():
+            lead = (batch,) if batch > 1 else ()
+            ops = [(rng.standard_normal(lead + (m, k), np.float32), rng.standard_normal(lead + (k, n), np.float32),
+                    np.empty(lead + (m, n), np.float32)) for _ in range(top)]
+            reps = max(2, int(4e7 / (batch * m * k * n)))
             routes = {"np.matmul": lambda i, ops=ops: np.matmul(ops[i][0], ops[i][1], out=ops[i][2])}
-            if sgemm is not None:
+            if sgemm is not None and batch > 1:
+                routes["cblas_sgemm (ctypes)"] = lambda i, ops=ops: [sgemm(a, b, o) for a, b, o in zip(*ops[i])]
+            elif sgemm is not None:
                 routes["cblas_sgemm (ctypes)"] = lambda i, ops=ops: sgemm(*ops[i])
             for name, work in routes.items():
                 one = _median_round(work, 1, reps, args.repeats)[0]
