@@ -1,7 +1,8 @@
 """Training against MLX's own CPU build: ``bench/train.py``'s three models (an MLP with SGD, a transformer language
-model with AdamW, a CNN with batch norms and Adam), written once against MLX's API, trained for six eager steps
-from MLX's initial weights in a process with MLX and in one with umx through the alias: the losses, and the batch
-norm's running statistics, agree. Skipped where MLX is not importable."""
+model with AdamW, a CNN with batch norms and Adam), written once against MLX's API, trained for six steps, eager and
+compiled with their state as inputs and outputs, from MLX's initial weights in a process with MLX and in one with
+umx through the alias: the losses, and the batch norms' running statistics, agree. Skipped where MLX is not
+importable."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 _TRAIN = """
 import importlib.util, json, sys
+from functools import partial
 import numpy as np
 if sys.argv[1] == "umx":
     import umx.mlx_compat
@@ -34,25 +36,35 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)  # (its models take the library as an argument)
 folder, out = sys.argv[2], {}
 for case in ("mlp", "lm", "cnn"):
-    sizes = bench.SMALL[case]
-    models = bench._mlx_api_models(mx, nn)
-    model, opt = bench.model_and_optimizer((mx, nn, optim), models, case, sizes, mx.default_stream(mx.cpu))
-    path = f"{folder}/{case}.npz"
-    if sys.argv[1] == "mlx":
-        mx.savez(path, **dict(tree_flatten(model.parameters())))
-    else:
-        model.load_weights([(k, mx.array(v)) for k, v in np.load(path).items()])
-    x, y = (mx.array(a) for a in bench._data(case, sizes))
-    step = nn.value_and_grad(model, models.loss_fn)
-    out[case] = []
-    for _ in range(6):
-        loss, grads = step(model, x, y)
-        opt.update(model, grads)
-        mx.eval(loss, model.parameters(), opt.state)
-        out[case].append(loss.item())
-    if case == "cnn":
-        out["running statistics"] = np.concatenate([np.array(model.bn1.running_mean), np.array(model.bn2.running_var)]
-                                                   ).tolist()
+    for compiled in (False, True):
+        sizes = bench.SMALL[case]
+        models = bench._mlx_api_models(mx, nn)
+        model, opt = bench.model_and_optimizer((mx, nn, optim), models, case, sizes, mx.default_stream(mx.cpu))
+        path = f"{folder}/{case}.npz"
+        if sys.argv[1] == "mlx" and not compiled:
+            mx.savez(path, **dict(tree_flatten(model.parameters())))
+        else:
+            model.load_weights([(k, mx.array(v)) for k, v in np.load(path).items()])
+        x, y = (mx.array(a) for a in bench._data(case, sizes))
+        loss_and_grad = nn.value_and_grad(model, models.loss_fn)
+        state = [model.state, opt.state]
+
+        def step(x, y):
+            loss, grads = loss_and_grad(model, x, y)
+            opt.update(model, grads)
+            return loss
+
+        if compiled:  # (as MLX's examples compile a step: the model's and the optimizer's state in and out)
+            step = partial(mx.compile, inputs=state, outputs=state)(step)
+        name = case + (" compiled" if compiled else "")
+        out[name] = []
+        for _ in range(6):
+            loss = step(x, y)
+            mx.eval(loss, state)
+            out[name].append(loss.item())
+        if case == "cnn":
+            out["running statistics" + name[3:]] = np.concatenate([np.array(model.bn1.running_mean),
+                                                                   np.array(model.bn2.running_var)]).tolist()
 json.dump(out, open(f"{folder}/{sys.argv[1]}.json", "w"))
 """
 
