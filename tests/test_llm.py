@@ -617,3 +617,45 @@ def test_mlx_lm_generation_with_its_caches_and_quantization_gives_mlxs_tokens(tm
     theirs, ours = (json.loads((tmp_path / f"tokens_{lib}.json").read_text()) for lib in ("mlx", "umx"))
     assert ours == theirs
     assert len(set(ours["plain"])) > 3
+
+
+_HF_LLAMA = """
+import sys
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+torch.manual_seed(0)
+transformers.LlamaForCausalLM(config).save_pretrained(sys.argv[1], safe_serialization=True)
+words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(128)}, unk_token="w0"))
+words.pre_tokenizer = pre_tokenizers.Whitespace()
+PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w127", unk_token="w0", bos_token="w1").save_pretrained(
+    sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("mlx_lm", "mlx", "torch", "transformers")),
+                    reason="mlx-lm, MLX's own build, torch and transformers make the reference")
+def test_mlx_lm_convert_quantizes_a_hugging_face_model_as_mlx_does(tmp_path):
+    """``mlx_lm.convert`` of a Hugging Face Llama folder (written by transformers), quantized to 4 bits, gives the
+    same files' tensors, bit for bit, and the same config, run on umx as on MLX."""
+    import safetensors.numpy
+
+    hf = tmp_path / "hf"
+    assert _run_python(_HF_LLAMA, str(hf)).returncode == 0
+    for lib, prefix in (("mlx", []), ("umx", ["-m", "umx.mlx_compat"])):
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        done = subprocess.run([sys.executable, *prefix, "-m", "mlx_lm", "convert", "--hf-path", str(hf), "--mlx-path",
+                               str(tmp_path / lib), "-q", "--q-bits", "4", "--q-group-size", "32"],
+                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    theirs, ours = (safetensors.numpy.load_file(str(tmp_path / lib / "model.safetensors")) for lib in ("mlx", "umx"))
+    assert sorted(ours) == sorted(theirs)
+    for name in theirs:
+        assert ours[name].dtype == theirs[name].dtype and np.array_equal(ours[name], theirs[name]), name
+    assert json.loads((tmp_path / "umx" / "config.json").read_text()) == json.loads(
+        (tmp_path / "mlx" / "config.json").read_text())
