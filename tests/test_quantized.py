@@ -367,6 +367,28 @@ def test_fp_scales_have_no_gradient(rng):
     assert_close(dx, np.asarray(mx.quantized_matmul(mx.ones((2, 32)), wq, s, transpose=False, mode="mxfp4")))
 
 
+def test_the_packed_matrix_has_no_gradient(rng):
+    # (as MLX: a gradient of packed codes means nothing, and zeros would let an optimizer turn them into floats)
+    (wq, s, b), _ = _quantized(rng, (32, 64), gs=32, bits=4)
+    x = mx.array(rng.standard_normal((2, 64)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="QuantizedMatmul: no gradient with respect to the quantized"):
+        mx.grad(lambda w: mx.quantized_matmul(x, w, s, b, group_size=32, bits=4).sum())(wq)
+    with pytest.raises(RuntimeError, match="GatherQMM: no gradient with respect to the quantized"):
+        mx.grad(lambda w: mx.gather_qmm(x, w, s, b, group_size=32, bits=4).sum())(wq)
+    with pytest.raises(RuntimeError, match="no derivative with respect to the quantized"):
+        mx.jvp(lambda w: mx.quantized_matmul(x, w, s, b, group_size=32, bits=4), [wq], [mx.zeros_like(wq)])
+    import umx.nn as nn
+
+    layer = nn.QuantizedLinear(64, 32, group_size=32, bits=4)  # (frozen, as MLX's: nothing asks for a gradient)
+    loss, grads = nn.value_and_grad(layer, lambda m, x: m(x).sum())(layer, x)
+    assert grads == {} and np.isfinite(loss.item())
+    layer.unfreeze(keys=["bias"])
+    assert nn.value_and_grad(layer, lambda m, x: m(x).sum())(layer, x)[1]["bias"].shape == (32,)
+    layer.unfreeze()
+    with pytest.raises(RuntimeError, match="quantized"):
+        nn.value_and_grad(layer, lambda m, x: m(x).sum())(layer, x)
+
+
 def test_gather_grads(rng):
     (wq, s, b), dense = _quantized(rng, (3, 32, 64), gs=32, bits=4)
     x = mx.array(rng.standard_normal((4, 2, 64)).astype(np.float32))

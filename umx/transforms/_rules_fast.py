@@ -157,6 +157,14 @@ def _packed(self, primals: list, at: int) -> tuple:
     return primals[at], primals[at + 1], biases
 
 
+def _packed_grad_check(self, w) -> None:
+    # (MLX raises too: a gradient of packed codes means nothing, and one of zeros would let an optimizer turn the
+    # codes into floats; a quantized layer keeps them frozen)
+    if needs_gradient(w):
+        raise RuntimeError(f"{self.name}: no gradient with respect to the quantized (packed) matrix; freeze it, "
+                           "as QuantizedLinear does, or train the layer before quantizing it")
+
+
 def _scales_grad_check(self, scales) -> None:
     if self.mode != "affine" and needs_gradient(scales):
         raise ValueError(f"{self.name}: no gradient with respect to the scales in mode {self.mode!r} (only the "
@@ -188,6 +196,7 @@ def _scales_biases_grads(self, w, scales, biases, dw: array) -> list:
 def _quantized_matmul_vjp(self, primals, cotangents, outputs):
     x = primals[0]
     w, scales, biases = _packed(self, primals, 1)
+    _packed_grad_check(self, w)
     _scales_grad_check(self, scales)
     c = cotangents[0]
     dx = m.quantized_matmul(c, w, scales, biases, not self.transpose, self.group_size, self.bits, self.mode)
@@ -200,9 +209,15 @@ def _quantized_matmul_vjp(self, primals, cotangents, outputs):
     return grads + _scales_biases_grads(self, w, scales, biases, unbroadcast(dw, unpacked))
 
 
+def _packed_tangent_check(self, tangents: list) -> None:
+    if tangents[1] is not None:
+        raise RuntimeError(f"{self.name}: no derivative with respect to the quantized (packed) matrix")
+
+
 def _quantized_matmul_jvp(self, primals, tangents, outputs):
     x = primals[0]
     w, scales, biases = _packed(self, primals, 1)
+    _packed_tangent_check(self, tangents)
     tx = tangents[0]
     out = None
     if tx is not None:
@@ -240,6 +255,7 @@ def _gather_qmm_vjp(self, primals, cotangents, outputs):
     w, scales, biases = _packed(self, primals, 1)
     batch = outputs[0]._shape[:-2]
     lhs, rhs = m.broadcast_to(primals[-2], batch), m.broadcast_to(primals[-1], batch)
+    _packed_grad_check(self, w)
     _scales_grad_check(self, scales)
     c = cotangents[0]
     per_entry = m.gather_qmm(c, w, scales, biases, None, rhs, not self.transpose, self.group_size, self.bits,
@@ -257,6 +273,7 @@ def _gather_qmm_vjp(self, primals, cotangents, outputs):
 def _gather_qmm_jvp(self, primals, tangents, outputs):
     x = primals[0]
     w, scales, biases = _packed(self, primals, 1)
+    _packed_tangent_check(self, tangents)
     lhs, rhs = primals[-2], primals[-1]
     tx = tangents[0]
     out = None
