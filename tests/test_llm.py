@@ -435,13 +435,17 @@ def test_mlx_lm_generates_on_umx():
 _MLX_LM_ARCHITECTURES = ("llama", "qwen2", "qwen3", "qwen3_moe", "qwen2_moe", "qwen3_next", "gemma", "gemma2", "phi3",
                          "phimoe", "mixtral", "deepseek_v3", "olmo2", "olmoe", "cohere", "starcoder2", "internlm2",
                          "glm4", "smollm3", "hunyuan_v1_dense", "gpt_oss", "falcon_h1", "seed_oss")
-_TINY_LM = """
-import importlib, sys
+# the start of each script below, run once with MLX (argv[1] "mlx") and once with umx through the alias ("umx")
+_EITHER = """
+import importlib, json, sys
 import numpy as np
 if sys.argv[1] == "umx":
     import umx.mlx_compat
     umx.mlx_compat.install()
 import mlx.core as mx
+"""
+
+_TINY_LM = _EITHER + """
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 cfg = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -495,13 +499,7 @@ def test_mlx_lm_architectures_match_mlx(tmp_path):
                                        err_msg=f"{name}: {key}")
 
 
-_LORA = """
-import json, sys
-import numpy as np
-if sys.argv[1] == "umx":
-    import umx.mlx_compat
-    umx.mlx_compat.install()
-import mlx.core as mx
+_LORA = _EITHER + """
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
@@ -559,13 +557,7 @@ def test_mlx_lm_lora_training_gives_mlxs_losses(tmp_path):
     assert (tmp_path / "adapters_umx.safetensors").exists()
 
 
-_GENERATE = """
-import json, sys
-import numpy as np
-if sys.argv[1] == "umx":
-    import umx.mlx_compat
-    umx.mlx_compat.install()
-import mlx.core as mx
+_GENERATE = _EITHER + """
 from mlx.utils import tree_flatten, tree_map
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
