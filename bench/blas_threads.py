@@ -104,11 +104,17 @@ def _round(work, t: int, reps: int) -> tuple:
     return wall, sum(cpu)
 
 
-def _median_round(work, t: int, reps: int, repeats: int) -> tuple:
-    rounds = [_round(work, t, reps) for _ in range(repeats)]
-    walls = [w for w, _ in rounds]
-    wall = statistics.median(walls)
-    return wall, statistics.median([c / w for w, c in rounds])
+def _speedups(work, counts: list, reps: int, repeats: int) -> list:
+    """Per thread count ``t``: ``"speedup / busy"``, ``t`` times one thread's wall time over ``t`` threads' (the
+    medians), and the threads' CPU time over their wall time. The counts run in turns, one round each per
+    repeat, so a host whose speed drifts slows them alike."""
+    rounds: dict = {t: [] for t in sorted({1, *counts})}
+    for _ in range(repeats):
+        for t in rounds:
+            rounds[t].append(_round(work, t, reps))
+    one = statistics.median(w for w, _ in rounds[1])
+    return [f"{t * one / statistics.median(w for w, _ in rounds[t]):.1f}x / "
+            f"{statistics.median(c / w for w, c in rounds[t]):.1f}" for t in counts]
 
 
 def _config() -> str:
@@ -155,18 +161,10 @@ def main() -> None:
             elif sgemm is not None:
                 routes["cblas_sgemm (ctypes)"] = lambda i, ops=ops: sgemm(*ops[i])
             for name, work in routes.items():
-                one = _median_round(work, 1, reps, args.repeats)[0]
-                cells = []
-                for t in counts:
-                    wall, busy = _median_round(work, t, reps, args.repeats)
-                    cells.append(f"{t * one / wall:.1f}x / {busy:.1f}")
-                print(f"| {label} | {name} | " + " | ".join(cells) + " |")
+                print(f"| {label} | {name} | " + " | ".join(_speedups(work, counts, reps, args.repeats)) + " |")
         xs = [(rng.standard_normal(1 << 20, np.float32), np.empty(1 << 20, np.float32)) for _ in range(top)]
         work = lambda i: np.add(xs[i][0], 1.0, out=xs[i][1])  # noqa: E731
-        one = _median_round(work, 1, 20, args.repeats)[0]
-        cells = [f"{t * one / w:.1f}x / {b:.1f}" for t in counts
-                 for w, b in [_median_round(work, t, 20, args.repeats)]]
-        print("| add 1M float32 (control) | np.add | " + " | ".join(cells) + " |")
+        print("| add 1M float32 (control) | np.add | " + " | ".join(_speedups(work, counts, 20, args.repeats)) + " |")
 
     print("\nWhole products by route, ms (median of repeats)")
     print("| product | OpenBLAS's threads | umx's pool (NumPy's calls) | umx's pool (gemm by ctypes) | one thread |")

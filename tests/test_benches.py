@@ -189,8 +189,8 @@ def test_cpu_knobs_settings_change_what_they_name_and_conv_whole_keeps_results(m
 
 
 def test_blas_threads_gemm_by_ctypes_is_the_product_and_rounds_run_every_thread(rng):
-    """``bench/blas_threads.py``: its ctypes ``sgemm`` computes the product NumPy does, and a round runs each
-    thread's calls once per repeat."""
+    """``bench/blas_threads.py``: its ctypes ``sgemm`` computes the product NumPy does, a round runs each
+    thread's calls once per repeat, and speedups are over the one-thread rounds of the same turns."""
     import numpy as np
     import pytest
 
@@ -206,6 +206,8 @@ def test_blas_threads_gemm_by_ctypes_is_the_product_and_rounds_run_every_thread(
     calls = []
     wall, cpu = bt._round(calls.append, 3, 2)
     assert sorted(calls) == [0, 0, 1, 1, 2, 2] and wall > 0 and cpu >= 0
+    cells = bt._speedups(lambda i: sum(range(2000)), [1, 2], 3, 3)  # (one thread is its own baseline)
+    assert len(cells) == 2 and cells[0].startswith("1.0x / ")
 
 
 def test_reduce_routes_each_sum_the_rows(monkeypatch, capsys):

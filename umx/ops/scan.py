@@ -96,26 +96,16 @@ def _cumulative(op: str, name: str, a, axis, reverse: bool, inclusive: bool, dty
 
 def cumulative_sum(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
                    include_initial: bool = False, stream=None) -> array:
-    """MLX's other name for :func:`cumsum`; ``include_initial`` (the array API's) starts the output with a 0.
-
-    Args:
-        a (array): input.
-        axis (int, optional): the axis; default: the flattened array.
-        reverse (bool): accumulate from the end (default False).
-        inclusive (bool): each output includes its own element (default True).
-        dtype (Dtype, optional): convert ``a`` to this dtype first.
-        include_initial (bool): put a 0 before the sums (after them with ``reverse``), making the axis one
-            longer. Default: False.
-
-    Returns:
-        array: the running sums.
-    """
     return _cumulative("sum", "cumulative_sum", a, axis, reverse, inclusive, dtype, include_initial, stream)
 
 
 def cumulative_prod(a, /, axis: int | None = None, *, reverse: bool = False, inclusive: bool = True, dtype=None,
                     include_initial: bool = False, stream=None) -> array:
-    """MLX's other name for :func:`cumprod`; ``include_initial`` (the array API's) starts the output with a 1.
+    return _cumulative("prod", "cumulative_prod", a, axis, reverse, inclusive, dtype, include_initial, stream)
+
+
+_ALIAS_DOC = """MLX's other name for :func:`{scan}`; ``include_initial`` (the array API's) starts the output
+    with a {one}.
 
     Args:
         a (array): input.
@@ -123,10 +113,11 @@ def cumulative_prod(a, /, axis: int | None = None, *, reverse: bool = False, inc
         reverse (bool): accumulate from the end (default False).
         inclusive (bool): each output includes its own element (default True).
         dtype (Dtype, optional): convert ``a`` to this dtype first.
-        include_initial (bool): put a 1 before the products (after them with ``reverse``), making the axis one
+        include_initial (bool): put a {one} before the {what}s (after them with ``reverse``), making the axis one
             longer. Default: False.
 
     Returns:
-        array: the running products.
+        array: the running {what}s.
     """
-    return _cumulative("prod", "cumulative_prod", a, axis, reverse, inclusive, dtype, include_initial, stream)
+cumulative_sum.__doc__ = _ALIAS_DOC.format(scan="cumsum", one=0, what="sum")
+cumulative_prod.__doc__ = _ALIAS_DOC.format(scan="cumprod", one=1, what="product")

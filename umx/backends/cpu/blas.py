@@ -160,7 +160,8 @@ def chunk_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
         return np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[1]
-    if m < 2 or n < 2 or k < 2 or b.shape[0] != k or a.ctypes.data == b.ctypes.data:  # (NumPy's own routes)
+    pa, pb = a.ctypes.data, b.ctypes.data
+    if m < 2 or n < 2 or k < 2 or b.shape[0] != k or pa == pb:  # (NumPy's own routes)
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((m, n), a.dtype)
@@ -169,8 +170,8 @@ def chunk_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
     la, lb, lo = _ld(a, m, k), _ld(b, k, n), _ld(out, m, n)
     if la is None or lb is None or lo is None or lo[0]:
         return np.matmul(a, b, out=out)
-    fn(101, 112 if la[0] else 111, 112 if lb[0] else 111, m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data,
-       lb[1], 0.0, out.ctypes.data, lo[1])
+    fn(101, 112 if la[0] else 111, 112 if lb[0] else 111, m, n, k, 1.0, pa, la[1], pb, lb[1], 0.0, out.ctypes.data,
+       lo[1])
     return out
 
 

@@ -90,7 +90,7 @@ def convolution(xp, prim: Convolution, x, w, budget: int | None = None, input_or
         else:
             lower = _windows
         out = lower(xp, padded, w, prim.stride, prim.kernel_dilation, prim.groups, out_shape, budget, mm, gather,
-                    parallel, chunk_matmul or xp.matmul)
+                    parallel, chunk_matmul)
     return out.astype(dtype, copy=False)
 
 

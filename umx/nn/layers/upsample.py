@@ -91,6 +91,12 @@ def _antialias_taps(n_in: int, n_out: int, scale: float, mode: str):
     return np.clip(idx, 0, n_in - 1).astype(np.int64), w.astype(_F32)
 
 
+def _check_antialias(antialias: bool, align_corners: bool) -> None:
+    if antialias and align_corners:
+        raise ValueError("[Upsample] antialias=True with align_corners=True is not supported; use "
+                         "align_corners=False for antialiased interpolation")
+
+
 def _resample_axis(x: mx.array, axis: int, idx: np.ndarray, weights: np.ndarray) -> mx.array:
     """Output position ``i`` along ``axis`` is ``sum_t x[idx[i, t]] * weights[i, t]``."""
     n_out, taps = idx.shape
@@ -121,9 +127,7 @@ def upsample(x: mx.array, scale_factor, mode: str = "nearest", align_corners: bo
     if spatial < 1:
         raise ValueError("[Upsample] The input should have at least 1 spatial dimension which means it should be "
                          f"at least 3D but {x.ndim}D was provided")
-    if antialias and align_corners:
-        raise ValueError("[Upsample] antialias=True with align_corners=True is not supported; use "
-                         "align_corners=False for antialiased interpolation")
+    _check_antialias(antialias, align_corners)
     scales = scale_factor if isinstance(scale_factor, tuple) else (scale_factor,) * spatial
     if len(scales) != spatial:
         raise ValueError(f"[Upsample] One scale per spatial dimension is required but scale_factor={scales} and "
@@ -170,9 +174,7 @@ class Upsample(Module):
             raise ValueError(f"[Upsample] Got unsupported upsampling algorithm: {mode}")
         if antialias and mode == "nearest":
             raise ValueError("[Upsample] Antialiasing is not supported for nearest neighbor upsampling")
-        if antialias and align_corners:
-            raise ValueError("[Upsample] antialias=True with align_corners=True is not supported; use "
-                             "align_corners=False for antialiased interpolation")
+        _check_antialias(antialias, align_corners)
         scale = tuple(float(s) for s in scale_factor) if isinstance(scale_factor, (list, tuple)) else float(
             scale_factor)
         if any(not (math.isfinite(s) and s > 0) for s in (scale if isinstance(scale, tuple) else (scale,))):
